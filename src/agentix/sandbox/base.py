@@ -1,0 +1,83 @@
+"""The substrate interface: how the kernel starts, signals, waits for and measures agents.
+
+A backend implements ``Substrate.spawn``; everything else the kernel needs is on the
+``Handle`` it returns. Only ``agentix.core.errors.AgentixError`` subclasses escape a
+backend (``IsolationUnavailable`` when a required layer cannot be applied).
+
+Backends: ``plain`` (an unconfined child process — only with ``isolation: degraded``),
+``bwrap`` (namespaces, Landlock, seccomp, cgroups; the default). A Ray backend can come
+later behind the same two classes.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentix.core.manifest import Limits
+
+__all__ = ["ExitInfo", "Handle", "LaunchSpec", "Substrate"]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a backend needs to start one agent process."""
+
+    agent_id: str
+    name: str
+    argv: list[str]            # argv as seen inside the sandbox (cwd = workspace)
+    workspace: Path            # host path of the agent's writable workspace
+    env: dict[str, str]        # the complete environment (nothing else is inherited)
+    channel_fd: int            # the child's end of the kernel socketpair (kept at this number)
+    log_path: Path             # stdout and stderr go here (host path)
+    limits: Limits
+    network: bool = False      # loopback-only namespace when False
+    degraded_ok: bool = False  # operator accepted running with missing layers
+    extra_ro_paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    code: int | None           # exit status if it exited
+    signal: int | None         # terminating signal if it was killed
+    oom: bool = False          # the memory controller killed it
+
+
+@dataclass
+class Handle(abc.ABC):
+    pid: int
+    backend: str
+    missing_layers: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+
+    @abc.abstractmethod
+    async def wait(self) -> ExitInfo:
+        """Wait for the process to end (reaps it)."""
+
+    @abc.abstractmethod
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the agent's whole process group; no error if it is gone."""
+
+    def stats(self) -> dict[str, object]:
+        """Resource usage snapshot (memory, cpu, pids ...); empty if unknown."""
+        return {}
+
+    def freeze(self, frozen: bool) -> bool:
+        """Freeze or thaw the whole agent; False if the backend cannot (caller uses signals)."""
+        return False
+
+    async def cleanup(self) -> None:
+        """Release per-agent resources (cgroups ...) after the process has been reaped."""
+
+
+class Substrate(abc.ABC):
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def spawn(self, spec: LaunchSpec) -> Handle:
+        """Start the agent process described by ``spec``."""
+
+    def describe(self) -> dict[str, object]:
+        """What this backend provides on this host (for kernel.info and doctor)."""
+        return {"backend": self.name}
