@@ -35,11 +35,14 @@ class TokenBucket:
         self._at = now
 
     def level(self, now: float) -> float:
-        """Units available at ``now`` (may be negative after an overcharge)."""
+        """Units available at ``now`` (may be negative after an overcharge). A query never
+        changes the bucket, so asking about a later time is harmless."""
+        return min(self.capacity, self._level + max(0.0, now - self._at) * self.rate)
+
+    def _advance(self, now: float) -> None:
         if now > self._at:
-            self._level = min(self.capacity, self._level + (now - self._at) * self.rate)
+            self._level = self.level(now)
             self._at = now
-        return self._level
 
     def can_take(self, n: float, now: float) -> bool:
         """True if ``n`` units may be taken now (an oversized ``n`` needs a full bucket)."""
@@ -48,12 +51,12 @@ class TokenBucket:
 
     def take(self, n: float, now: float) -> None:
         """Take ``n`` units (the level may go negative)."""
-        self.level(now)
+        self._advance(now)
         self._level -= n
 
     def give(self, n: float, now: float) -> None:
         """Return ``n`` units (an estimate that was larger than the actual usage)."""
-        self.level(now)
+        self._advance(now)
         self._level = min(self.capacity, self._level + n)
 
     def time_until(self, n: float, now: float) -> float:
