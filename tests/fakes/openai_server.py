@@ -65,6 +65,8 @@ class FakeLLMServer:
         self.queue: deque[Scripted] = deque()
         self.stats = ServerStats()
         self._active = 0
+        self._inflight: dict[int, float] = {}
+        self._ids = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -109,6 +111,15 @@ class FakeLLMServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def stats_data(self) -> dict[str, Any]:
+        st = self.stats
+        out = {k: getattr(st, k) for k in ("requests", "completed", "rejected_429", "errors_5xx", "max_concurrent",
+                                           "busy_seconds", "output_tokens", "first_at", "last_at")}
+        now = time.monotonic()
+        out["busy_seconds"] += sum(now - t for t in self._inflight.values())  # the in-flight part too
+        out["active"] = self._active
+        return out
+
     def push(self, *items: Scripted) -> None:
         self.queue.extend(items)
 
@@ -129,6 +140,16 @@ class FakeLLMServer:
                     headers[k.strip().lower()] = v.strip()
                 n = int(headers.get("content-length", "0"))
                 body = await reader.readexactly(n) if n else b""
+                if method == "GET" and target.endswith("/_stats"):
+                    await self._send_json(writer, 200, self.stats_data())
+                    continue
+                if method == "POST" and target.endswith("/_reset"):
+                    self.stats = ServerStats()
+                    now = time.monotonic()
+                    for k in self._inflight:
+                        self._inflight[k] = now  # busy time counts from the reset
+                    await self._send_json(writer, 200, {})
+                    continue
                 if method != "POST" or not target.endswith(self.path):
                     await self._send_json(writer, 404, {"error": {"message": f"no route {method} {target}"}})
                     continue
@@ -188,6 +209,9 @@ class FakeLLMServer:
         st.max_concurrent = max(st.max_concurrent, self._active)
         t0 = time.monotonic()
         st.first_at = t0 if st.first_at is None else st.first_at
+        self._ids += 1
+        rid = self._ids
+        self._inflight[rid] = t0
         try:
             max_tokens = int(data.get("max_tokens") or 16)
             if item is None:
@@ -205,7 +229,8 @@ class FakeLLMServer:
         finally:
             self._active -= 1
             now = time.monotonic()
-            st.busy_seconds += now - t0
+            st = self.stats  # (it may have been reset meanwhile)
+            st.busy_seconds += now - self._inflight.pop(rid)
             st.last_at = now
 
     def count_input(self, data: dict[str, Any]) -> int:
@@ -278,3 +303,24 @@ class FakeOpenAIServer(FakeLLMServer):
             await self._chunk(writer, ev([], usage=usage))
         await self._chunk(writer, "data: [DONE]\n\n")
         await self._end_chunks(writer)
+
+
+def main() -> None:
+    """Run a fake OpenAI server in its own process: prints its base URL, serves until killed."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--tokens-per-second", type=float, default=0.0)
+    ap.add_argument("--concurrency", type=int, default=None)
+    ap.add_argument("--retry-after", type=float, default=0.05)
+    ap.add_argument("--queue-when-busy", action="store_true")
+    a = ap.parse_args()
+    srv = FakeOpenAIServer(latency=a.latency, tokens_per_second=a.tokens_per_second, concurrency=a.concurrency,
+                           reject_when_busy=not a.queue_when_busy, retry_after=a.retry_after, keep_bodies=False)
+    print(srv.start(), flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

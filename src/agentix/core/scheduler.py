@@ -7,12 +7,14 @@ with ``finish``, ``requeue`` (a retry) or ``cancel`` (the agent died or gave up)
 
 Rules (discipline ``wfq``, the default):
 
-* **Weighted fair queuing** (self-clocked fair queuing): a request of estimated cost ``c``
-  tokens from an agent of weight ``w`` gets start tag ``S = max(V, F_agent)`` and finish
-  tag ``F = S + c / w``; the agent's ``F_agent`` becomes ``F``. The waiting request with the
-  smallest finish tag goes first and the system virtual time ``V`` becomes its finish tag.
-  Over any busy interval, two backlogged agents' served costs divided by their weights
-  differ by at most one request. An agent's actual usage corrects its ``F_agent``.
+* **Weighted fair queuing** (start-time fair queuing, SFQ): a request of estimated cost
+  ``c`` tokens from an agent of weight ``w`` gets start tag ``S = max(V, F_agent)`` and
+  finish tag ``F = S + c / w``; the agent's ``F_agent`` becomes ``F``. The waiting request
+  with the smallest start tag goes first (ties: smallest finish tag, then arrival) and the
+  virtual time ``V`` becomes its start tag. Over any interval in which two agents are
+  backlogged, their served costs divided by their weights differ by at most one request's
+  ``c / w`` each. An agent that was idle starts at ``V``, ahead of the backlog, so a short
+  interactive request waits only for a free slot. Actual usage corrects ``F_agent``.
 * **Aging**: a request that has waited ``max_wait`` seconds or more goes before every
   younger one (oldest first), so no request waits much longer than ``max_wait`` plus one
   service time, whatever the weights.
@@ -167,7 +169,7 @@ class Scheduler:
         self._waiting: dict[int, Ticket] = {}
         self._running: dict[int, Ticket] = {}
         # wfq: heap of (finish_tag, seq, ticket); fifo: heap of (enqueued seq); lazy deletion
-        self._heap: list[tuple[float, int, Ticket]] = []
+        self._heap: list[tuple[tuple[float, float], int, Ticket]] = []
         self._arrivals: deque[tuple[float, int, Ticket]] = deque()  # for aging, arrival order
         self._deadlines: list[tuple[float, int, Ticket]] = []
         self._rr: OrderedDict[str, deque[Ticket]] = OrderedDict()
@@ -198,7 +200,7 @@ class Scheduler:
         if self.discipline == "round_robin":
             self._rr.setdefault(t.agent_id, deque()).append(t)
         else:
-            key = t.finish_tag if self.discipline == "wfq" else t.enqueued_at
+            key = (t.start_tag, t.finish_tag) if self.discipline == "wfq" else (t.enqueued_at, 0.0)
             heapq.heappush(self._heap, (key, seq, t))
         self._arrivals.append((t.enqueued_at, seq, t))
         if t.deadline is not None:
@@ -285,12 +287,15 @@ class Scheduler:
             self.limiter.throttled(now, retry_after, backoff)
 
     # -- the decision -----------------------------------------------------------------------
-    def _best(self, now: float) -> Ticket | None:
-        # aging first: the oldest waiting request if it waited max_wait or more
+    def _best(self, now: float) -> tuple[Ticket | None, bool]:
+        """The next request and whether it was chosen by aging."""
         while self._arrivals and self._arrivals[0][2].state != "waiting":
             self._arrivals.popleft()
         if self._arrivals and now - self._arrivals[0][0] >= self.max_wait:
-            return self._arrivals[0][2]
+            return self._arrivals[0][2], True
+        return self._by_discipline(), False
+
+    def _by_discipline(self) -> Ticket | None:
         if self.discipline == "round_robin":
             for q in self._rr.values():
                 return q[0]
@@ -317,7 +322,7 @@ class Scheduler:
         start: list[Ticket] = []
         wake: float | None = None
         while True:
-            t = self._best(now)
+            t, aged = self._best(now)
             if t is None:
                 break
             if not self.limiter.admissible(t.cost, now):
@@ -335,7 +340,8 @@ class Scheduler:
             ag.dispatched += 1
             ag.wait_max = max(ag.wait_max, w)
             ag.waits.append(w)
-            if self.discipline == "wfq":
+            if self.discipline == "wfq" and not aged:
+                # an aged request jumped the line: it must not drag virtual time forward
                 self._vtime = max(self._vtime, t.start_tag)
             self.limiter.start(t.cost, now)
             start.append(t)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from agentix.core.budget import BudgetLedger, Usage
-from agentix.core.errors import AgentixError, BudgetExceeded, InvalidRequest, ProviderError, Timeout
+from agentix.core.errors import AgentixError, BudgetExceeded, InvalidRequest, ProviderError, StateError, Timeout
 from agentix.core.scheduler import Scheduler, Ticket
 from agentix.llm.base import (
     DeltaCallback,
@@ -211,9 +211,13 @@ class InferenceService:
                     lane.retries += 1
                     backoff = min(sc.backoff_max, sc.backoff_base * 2 ** (retries - 1)) * (0.5 + self._rng.random() / 2)
                     if status == 429:
-                        self._timed(lane, lambda: (lane.sched.throttled(now, e.data.get("retry_after"), backoff),
-                                                   lane.sched.requeue(ticket, now)))
-                        self._pump(lane)
+                        self._timed(lane, lambda: lane.sched.throttled(now, e.data.get("retry_after"), backoff))
+                        if lane.sched.discipline == "none":
+                            # no limiter to pause: behave like a plain client and sleep it off
+                            ra = e.data.get("retry_after")
+                            await asyncio.sleep(ra if ra is not None else backoff)
+                        # back in its place; _wait_turn registers the waiter, then dispatches
+                        self._timed(lane, lambda: lane.sched.requeue(ticket, self.clock()))
                     else:
                         self._timed(lane, lambda: lane.sched.finish(ticket, now, None, ok=False))
                         self._pump(lane)
@@ -267,6 +271,8 @@ class InferenceService:
         return ticket
 
     async def _wait_turn(self, lane: _Lane, ticket: Ticket) -> None:
+        if ticket.state != "waiting":
+            raise StateError(f"inference request is {ticket.state}, not waiting", provider=lane.name)
         fut = lane.waiters.get(ticket.id)
         if fut is None or fut.done():
             fut = lane.waiters[ticket.id] = asyncio.get_running_loop().create_future()
