@@ -210,9 +210,9 @@ async def part2(duration: float) -> dict | None:
         home = Path(d)
         (home / "config.toml").write_text("[providers.local]\nkind = 'local'\nparallel = 4\nconcurrency = 4\n")
         cfg = load_config(home, {}, local_installed=True)
-        prov = LocalProvider("local", parallel=4, threads=2, context=1024)
+        prov = LocalProvider("local", parallel=4, context=1024)
         svc = InferenceService(cfg, providers={"local": prov})
-        req = {"messages": [{"role": "user", "content": "Write a short story about a robot."}], "max_tokens": 32,
+        req = {"messages": [{"role": "user", "content": "Write a short story about a robot."}], "max_tokens": 24,
                "temperature": 0.8}
         await svc.think("warmup", 1.0, req)
         # a single stream alone
@@ -229,14 +229,17 @@ async def part2(duration: float) -> dict | None:
         async def worker(a: str) -> None:
             while not stop.is_set():
                 r = await svc.think(a, weights[a], req)
-                tokens[a] += r.usage.output_tokens
+                if not stop.is_set():
+                    tokens[a] += r.usage.output_tokens
 
-        tasks = [asyncio.create_task(worker(a)) for a in weights]
+        tasks = [asyncio.create_task(worker(a)) for a in weights for _ in range(2)]  # 2 in flight per agent
         t = time.monotonic()
         await asyncio.sleep(duration)
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
         agg = sum(tokens.values()) / (time.monotonic() - t)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await svc.aclose()
         return {"single_stream_tokens_per_s": single, "aggregate_tokens_per_s": agg,
                 "fairness": weighted_jain({a: (tokens[a], weights[a]) for a in weights}),
@@ -244,10 +247,16 @@ async def part2(duration: float) -> dict | None:
                                      sum(1 for a in weights if weights[a] == w) for w in (1.0, 2.0)}}
 
 
+def prov_threads() -> int:
+    import os
+
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=15.0, help="seconds measured per discipline")
-    ap.add_argument("--local-duration", type=float, default=20.0)
+    ap.add_argument("--local-duration", type=float, default=30.0)
     ap.add_argument("--no-local", action="store_true")
     a = ap.parse_args()
     r1 = asyncio.run(part1(a.duration))
@@ -266,7 +275,7 @@ def main() -> None:
     if r2 is None:
         print("local model: skipped (agentix[local] not installed or --no-local)")
     else:
-        print(f"local model (Gemma 3 270M, 4 slots, 2 threads): single stream {r2['single_stream_tokens_per_s']:.1f} "
+        print(f"local model (Gemma 3 270M, 4 slots, {prov_threads()} threads): single stream {r2['single_stream_tokens_per_s']:.1f} "
               f"tokens/s; 10 agents aggregate {r2['aggregate_tokens_per_s']:.1f} tokens/s; "
               f"fairness {r2['fairness']:.3f}; mean tokens per agent by weight {r2['tokens_by_weight']}")
     print(json.dumps({"fake": r1, "local": r2}, default=float))

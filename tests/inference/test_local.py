@@ -24,7 +24,7 @@ WEATHER = {"type": "function", "function": {
 def provider(tmp_path_factory):
     from agentix.llm.local import LocalProvider
 
-    p = LocalProvider(parallel=2, threads=2, context=1024, model_dir=tmp_path_factory.mktemp("models"))
+    p = LocalProvider(parallel=2, context=1024, model_dir=tmp_path_factory.mktemp("models"))
     yield p
 
 

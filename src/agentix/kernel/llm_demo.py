@@ -24,7 +24,7 @@ from agentix.kernel.inference import InferenceService
 from agentix.llm.base import DeltaCallback, InferenceRequest, InferenceResponse, Provider, TokenUsage
 from agentix.llm.config import load_config, local_available
 
-__all__ = ["SimulatedProvider", "render_table", "run_ten_agents"]
+__all__ = ["SimulatedProvider", "render_stats", "render_table", "run_ten_agents"]
 
 WEIGHTS = {"agent-0": 1.0, "agent-1": 1.0, "agent-2": 1.0, "agent-3": 1.0, "agent-4": 2.0,
            "agent-5": 2.0, "agent-6": 2.0, "agent-7": 4.0, "agent-8": 4.0, "agent-9": 8.0}
@@ -65,6 +65,27 @@ def render_table(stats: dict[str, Any], provider: str, label: str) -> Any:
     t.caption = (f"weighted Jain fairness {fair:.3f} · queue {p['queue_length']} · in flight {p['in_flight']} · "
                  f"{p['tokens_per_s']:.0f} tokens/s")
     return t
+
+
+def render_stats(stats: dict[str, Any]) -> Any:
+    """A rich renderable of a whole ``inference.stats`` snapshot, for ``agentix top``."""
+    from rich.console import Group
+    from rich.table import Table
+
+    parts = []
+    for name, p in stats["providers"].items():
+        lim = p.get("limiter") or {}
+        t = Table(title=f"{name}{' (scripted)' if p.get('scripted') else ''}: queue {p['queue_length']} · "
+                        f"in flight {p['in_flight']}/{lim.get('concurrency_cap', '-')} · "
+                        f"{p['tokens_per_s']:.0f} tokens/s · fairness {p['fairness']:.3f} · "
+                        f"429s {lim.get('throttled', 0)} · retries {p['retries']}")
+        for col in ("agent", "weight", "waiting", "running", "served", "tokens", "share", "p99 wait"):
+            t.add_column(col, justify="right")
+        for a in sorted(p["agents"], key=lambda a: -a["tokens"]):
+            t.add_row(a["agent_id"], f"{a['weight']:g}", str(a["waiting"]), str(a["running"]), str(a["served"]),
+                      f"{a['tokens']:.0f}", f"{a['share']:.1%}", f"{a['p99_wait'] * 1000:.0f} ms")
+        parts.append(t)
+    return Group(*parts)
 
 
 async def run_ten_agents(duration: float = 15.0, on_update: Callable[[dict[str, Any], str, str], None] | None = None,

@@ -155,7 +155,9 @@ class LocalProvider(Provider):
         self._path = Path(path) if path else None
         self._model_dir = model_dir
         self.parallel = parallel
-        self.threads = threads or max(1, os.cpu_count() or 1)
+        # one core is left to the kernel and the agents: llama.cpp's threads spin-wait on each
+        # other, and on an oversubscribed machine two threads can be several times slower than one
+        self.threads = threads or max(1, (os.cpu_count() or 2) - 1)
         self.context = context
         self._server: Any = None
         self._lock = asyncio.Lock()
@@ -180,6 +182,8 @@ class LocalProvider(Provider):
         p.n_parallel = self.parallel
         p.cpuparams.n_threads = self.threads
         p.cpuparams_batch.n_threads = self.threads
+        # llama.cpp logs every slot event to stderr at its default verbosity: only when debugging
+        p.verbosity = 3 if log.isEnabledFor(logging.DEBUG) else 0
         log.info("loading %s with %d slots", path, self.parallel)
         return xlc.Server(p)
 
