@@ -78,7 +78,7 @@ async def server_stats(base: str, reset: bool = False) -> dict:
 def make_service(home: Path, base: str, discipline: str, concurrency: int = SLOTS, record=None) -> InferenceService:
     (home / "config.toml").write_text(
         f"[providers.openai]\nconcurrency = {concurrency}\n"
-        "[scheduler]\nretry_budget = 8\nbackoff_base = 0.05\nbackoff_max = 1.0\nmax_wait = '10s'\n")
+        "[inference]\nretry_budget = 8\nbackoff_base = 0.05\nbackoff_max = 1.0\nmax_wait = '10s'\n")
     cfg = load_config(home, {"OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": base, "AGENTIX_MODEL": "openai:fake"},
                       local_installed=False)
     return InferenceService(cfg, discipline=discipline, record=record)
@@ -212,7 +212,7 @@ async def part2(duration: float) -> dict | None:
         cfg = load_config(home, {}, local_installed=True)
         prov = LocalProvider("local", parallel=4, context=1024)
         svc = InferenceService(cfg, providers={"local": prov})
-        req = {"messages": [{"role": "user", "content": "Write a short story about a robot."}], "max_tokens": 24,
+        req = {"messages": [{"role": "user", "content": "Write a short story about a robot."}], "max_tokens": 12,
                "temperature": 0.8}
         await svc.think("warmup", 1.0, req)
         # a single stream alone
@@ -256,7 +256,7 @@ def prov_threads() -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=15.0, help="seconds measured per discipline")
-    ap.add_argument("--local-duration", type=float, default=30.0)
+    ap.add_argument("--local-duration", type=float, default=45.0)
     ap.add_argument("--no-local", action="store_true")
     a = ap.parse_args()
     r1 = asyncio.run(part1(a.duration))

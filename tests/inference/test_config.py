@@ -55,11 +55,10 @@ def test_nothing_configured_says_what_to_configure(tmp_path):
     ("[providers.x]\nkind = 'openai'\nbase_urll = 'http://h'\n", "providers.x.base_urll"),
     ("[providers.x]\nkind = 'openai'\napi_key_env = 'NOT_SET_ANYWHERE'\n", "providers.x.api_key_env"),
     ("[providers.s]\nkind = 'scripted'\n", "providers.s.script"),
-    ("[scheduler]\ndiscipline = 'lottery'\n", "scheduler.discipline"),
-    ("[scheduler]\nmax_wait = 'soon'\n", "scheduler.max_wait"),
+    ("[inference]\ndiscipline = 'lottery'\n", "inference.discipline"),
+    ("[inference]\nmax_wait = 'soon'\n", "inference.max_wait"),
     ("[prices.'openai:x']\ninput_per_mtok = 'free'\noutput_per_mtok = 1\n", "prices.openai:x.input_per_mtok"),
     ("default_model = 'mystery:model'\n", "default_model"),
-    ("colour = 'blue'\n", "colour"),
     ("[providers.openai\n", "config.toml"),
 ])
 def test_bad_config_names_the_key(tmp_path, toml, key):
@@ -74,3 +73,8 @@ def test_scripted_provider_from_config(tmp_path):
     c = cfg(tmp_path, "default_model = 'demo:script'\n[providers.demo]\nkind = 'scripted'\nscript = 'demo.yaml'\n")
     assert c.providers["demo"].script == str(tmp_path / "demo.yaml")
     assert c.price("demo", "script").cost(100, 100) == 0.0
+
+
+def test_other_components_sections_are_left_alone(tmp_path):
+    c = cfg(tmp_path, "[kernel]\nmax_agents = 5\n[inference]\ndiscipline = 'fifo'\n", env={"OPENAI_API_KEY": "k"})
+    assert c.scheduler.discipline == "fifo"

@@ -103,7 +103,7 @@ def test_429_then_success_with_retry_after(tmp_path, openai_server):
     openai_server.push(Scripted(status=429, retry_after=0.2), Scripted(status=503), Scripted(text="ok"))
 
     async def go():
-        svc = service(tmp_path, openai_server, "[scheduler]\nbackoff_base = 0.01\n")
+        svc = service(tmp_path, openai_server, "[inference]\nbackoff_base = 0.01\n")
         try:
             t = time.monotonic()
             r = await svc.think("a", 1.0, MSG)
@@ -121,7 +121,7 @@ def test_retry_budget_is_bounded(tmp_path, openai_server):
     openai_server.push(*[Scripted(status=500) for _ in range(10)])
 
     async def go():
-        svc = service(tmp_path, openai_server, "[scheduler]\nretry_budget = 2\nbackoff_base = 0.01\n")
+        svc = service(tmp_path, openai_server, "[inference]\nretry_budget = 2\nbackoff_base = 0.01\n")
         try:
             await svc.think("a", 1.0, MSG)
         finally:

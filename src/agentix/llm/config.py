@@ -6,6 +6,8 @@ Environment variables add or complete providers: ``OPENAI_API_KEY`` / ``OPENAI_B
 (``deepseek``); ``AGENTIX_MODEL`` sets the default model. With no default and no remote
 provider, the default is the local model when the ``agentix[local]`` extra is installed.
 
+Sections: top-level ``default_model``, ``[providers.NAME]``, ``[prices."provider:model"]``
+and ``[inference]`` (the scheduler's settings); other sections belong to other components.
 Every mistake raises ``InvalidRequest`` whose message names the key (``providers.x.concurrency``)
 and says why, when the kernel starts. See docs/inference.md for every key.
 """
@@ -222,11 +224,7 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
             raise InvalidRequest(f"{path}: not valid TOML: {e}", field="config.toml") from None
-    known = {"default_model", "providers", "scheduler", "prices"}
-    extra = set(data) - known
-    if extra:
-        k = sorted(extra)[0]
-        raise InvalidRequest(f"{k}: unknown top-level key in {path} (known: {sorted(known)})", field=k)
+    # other top-level sections ([kernel], ...) belong to other components
 
     providers: dict[str, ProviderConfig] = {}
     raw_providers = dict(data.get("providers") or {})
@@ -251,27 +249,27 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
     for name, tbl in raw_providers.items():
         providers[name] = _provider(name, tbl, env, home)
 
-    sch = data.get("scheduler") or {}
+    sch = data.get("inference") or {}
     bad = set(sch) - {"discipline", "max_wait", "retry_budget", "backoff_base", "backoff_max", "default_max_tokens",
                       "request_timeout"}
     if bad:
-        raise InvalidRequest(f"scheduler.{sorted(bad)[0]}: unknown key", field=f"scheduler.{sorted(bad)[0]}")
+        raise InvalidRequest(f"inference.{sorted(bad)[0]}: unknown key", field=f"inference.{sorted(bad)[0]}")
     disc = sch.get("discipline", "wfq")
     if disc not in DISCIPLINES:
-        raise InvalidRequest(f"scheduler.discipline: expected one of {list(DISCIPLINES)}, got {disc!r}",
-                             field="scheduler.discipline")
+        raise InvalidRequest(f"inference.discipline: expected one of {list(DISCIPLINES)}, got {disc!r}",
+                             field="inference.discipline")
     rb = sch.get("retry_budget", 3)
     if not isinstance(rb, int) or isinstance(rb, bool) or not 0 <= rb <= 20:
-        raise InvalidRequest(f"scheduler.retry_budget: expected an integer from 0 to 20, got {rb!r}",
-                             field="scheduler.retry_budget")
+        raise InvalidRequest(f"inference.retry_budget: expected an integer from 0 to 20, got {rb!r}",
+                             field="inference.retry_budget")
     scheduler = SchedulerConfig(
         discipline=disc,
-        max_wait=_dur(sch, "max_wait", "scheduler", 30.0) or 30.0,
+        max_wait=_dur(sch, "max_wait", "inference", 30.0) or 30.0,
         retry_budget=rb,
-        backoff_base=_num(sch, "backoff_base", "scheduler", default=0.5),
-        backoff_max=_num(sch, "backoff_max", "scheduler", default=20.0),
-        default_max_tokens=_num(sch, "default_max_tokens", "scheduler", integer=True, default=512),
-        request_timeout=_dur(sch, "request_timeout", "scheduler", None),
+        backoff_base=_num(sch, "backoff_base", "inference", default=0.5),
+        backoff_max=_num(sch, "backoff_max", "inference", default=20.0),
+        default_max_tokens=_num(sch, "default_max_tokens", "inference", integer=True, default=512),
+        request_timeout=_dur(sch, "request_timeout", "inference", None),
     )
 
     prices = dict(DEFAULT_PRICES)
