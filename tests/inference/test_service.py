@@ -215,3 +215,31 @@ def test_cost_is_charged_from_the_price_table(tmp_path, openai_server):
 
     asyncio.run(go())
     assert ledger.used.cost_usd == pytest.approx(2.0 + 0.01)
+
+
+def test_async_stop_agent_runs_as_its_own_task(tmp_path, openai_server):
+    stopped = []
+    ledger = BudgetLedger(BudgetLimits(max_output_tokens=12), 0.0)
+    openai_server.push(Scripted(text="x", input_tokens=3, output_tokens=40))  # ignores max_tokens
+
+    async def go():
+        (tmp_path / "config.toml").write_text("")
+        cfg = load_config(tmp_path, {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": openai_server.base_url,
+                                     "AGENTIX_MODEL": "openai:m"}, local_installed=False)
+
+        async def stop(agent, reason):
+            stopped.append((agent, reason))
+
+        svc = InferenceService(cfg, stop_agent=stop)
+        try:
+            r = await svc.think("a", 1.0, dict(MSG, max_tokens=12), ledger)  # the answer is still delivered
+            await asyncio.sleep(0.01)
+            with pytest.raises(BudgetExceeded):
+                await svc.think("a", 1.0, dict(MSG, max_tokens=1), ledger)
+            return r
+        finally:
+            await svc.aclose()
+
+    r = asyncio.run(go())
+    assert r.usage.output_tokens == 40 and stopped[0] == ("a", "budget_exceeded")
+    assert openai_server.stats.requests == 1

@@ -109,6 +109,7 @@ class InferenceService:
         self._stop_agent = stop_agent
         self._rng = random.Random()
         self._tasks: dict[str, set[asyncio.Task[Any]]] = {}
+        self._bg: set[asyncio.Future[Any]] = set()
         now = clock()
         sc = config.scheduler
         self._lanes: dict[str, _Lane] = {}
@@ -336,8 +337,14 @@ class InferenceService:
                 log.exception("recording %s failed", kind)
 
     async def _stop(self, agent_id: str) -> None:
+        """Ask the kernel to stop the agent. An async ``stop_agent`` runs as its own task: it
+        may cancel the very system call that is reporting the overshoot."""
         if self._stop_agent is not None:
-            await _maybe(self._stop_agent(agent_id, "budget_exceeded"))
+            r = self._stop_agent(agent_id, "budget_exceeded")
+            if r is not None:
+                task = asyncio.ensure_future(r)
+                self._bg.add(task)
+                task.add_done_callback(self._bg.discard)
 
     # -- observation ---------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
