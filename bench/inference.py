@@ -177,6 +177,7 @@ async def run_discipline(base: str, home: Path, discipline: str, duration: float
         "interactive_samples": len(inter_lat),
         "overhead_op_p99_us": stats["overhead_us_p99"],
         "overhead_op_p50_us": ops,
+        "overhead_per_request_us": stats["overhead_us_per_request"],
         "rejected_429": srv["rejected_429"],
         "failures": failures,
         "served": served,
@@ -255,7 +256,7 @@ def prov_threads() -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=float, default=15.0, help="seconds measured per discipline")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds measured per discipline")
     ap.add_argument("--local-duration", type=float, default=45.0)
     ap.add_argument("--no-local", action="store_true")
     a = ap.parse_args()
@@ -264,13 +265,16 @@ def main() -> None:
           f"429 when busy; 50 agents (weights 1:1:2) + greedy (10x requests) + interactive")
     print(f"interactive alone: p99 {r1['alone_p99_s'] * 1000:.1f} ms")
     hdr = f"{'discipline':<12}{'capacity':>9}{'fairness':>9}{'greedy/avg':>11}{'inter p99':>10}{'vs alone':>9}" \
-          f"{'wait p99':>9}{'op p99':>9}{'429s':>7}{'fail':>6}"
+          f"{'wait p99':>9}{'op p99':>9}{'per req':>9}{'429s':>7}{'fail':>6}"
     print(hdr)
     for r in r1["rows"]:
         print(f"{r['discipline']:<12}{r['throughput_share'] * 100:>8.1f}%{r['fairness']:>9.3f}"
               f"{r['greedy_vs_mean_share']:>11.2f}{r['interactive_p99_s'] * 1000:>8.1f}ms{r['interactive_vs_alone']:>8.2f}x"
-              f"{r['interactive_p99_wait_ms']:>7.1f}ms{r['overhead_op_p99_us']:>7.0f}us{r['rejected_429']:>7}{r['failures']:>6}")
+              f"{r['interactive_p99_wait_ms']:>7.1f}ms{r['overhead_op_p99_us']:>7.0f}us{r['overhead_per_request_us']:>7.0f}us"
+              f"{r['rejected_429']:>7}{r['failures']:>6}")
     print("goals (wfq): capacity >= 95%, fairness >= 0.95, interactive <= 2x alone, overhead <= 1 ms p99")
+    print(f"machine load average during the run: {open('/proc/loadavg').read().split()[0]} on "
+          f"{__import__('os').cpu_count()} cores (other jobs inflate waits and latency)")
     r2 = None if a.no_local else asyncio.run(part2(a.local_duration))
     if r2 is None:
         print("local model: skipped (agentix[local] not installed or --no-local)")

@@ -86,6 +86,7 @@ class _Lane:
     overhead: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     done: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=100_000))
     output_tokens: int = 0
+    overhead_total: float = 0.0
     retries: int = 0
     failures: int = 0
 
@@ -262,7 +263,9 @@ class InferenceService:
     def _timed(self, lane: _Lane, fn: Callable[[], Any]) -> Any:
         t = time.perf_counter()
         r = fn()
-        lane.overhead.append(time.perf_counter() - t)
+        dt = time.perf_counter() - t
+        lane.overhead.append(dt)
+        lane.overhead_total += dt
         return r
 
     def _submit(self, lane: _Lane, agent_id: str, weight: float, cost: float, deadline: float | None) -> Ticket:
@@ -364,6 +367,7 @@ class InferenceService:
                 "failures": lane.failures,
                 "overhead_us_p50": ov[len(ov) // 2] * 1e6 if ov else 0.0,
                 "overhead_us_p99": ov[min(len(ov) - 1, int(len(ov) * 0.99))] * 1e6 if ov else 0.0,
+                "overhead_us_per_request": lane.overhead_total * 1e6 / max(1, st.served + st.expired + st.cancelled),
                 "scripted": lane.provider.scripted,
             }
         return out
