@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -43,7 +44,7 @@ from agentix.core.scheduler import weighted_jain  # noqa: E402
 from agentix.kernel.inference import InferenceService  # noqa: E402
 from agentix.llm.config import load_config, local_available  # noqa: E402
 
-SLOTS = 16
+SLOTS = int(os.environ.get("BENCH_SLOTS", "16"))
 LATENCY = 0.02
 TPS = 200.0
 LONG_TOKENS = 64
