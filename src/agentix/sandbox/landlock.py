@@ -6,7 +6,8 @@ paths, and nothing else; with ABI >= 4 TCP bind/connect are refused; with ABI >=
 signals and abstract Unix sockets are scoped to the Landlock domain (no signal can reach
 a process outside the sandbox, not even one sharing the uid).
 
-Paths that do not exist are skipped (the mount namespace may not contain them). The
+Paths that do not exist or cannot be reached are skipped (the mount namespace may not
+contain them); skipping a rule only ever grants less. The
 ruleset handles every access right the running ABI knows, so a right added by a newer
 kernel is never silently left open by an old rule set.
 
@@ -154,8 +155,8 @@ def restrict(
 def _add_path(ruleset_fd: int, add_rule: int, path: str, access: int) -> None:
     try:
         pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, PermissionError):
+        return  # not reachable from here: skipping a rule only ever grants less
     try:
         if not os.path.isdir(path):
             # rights that only make sense on directories are refused on files
