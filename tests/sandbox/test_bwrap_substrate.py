@@ -147,7 +147,7 @@ def test_confine_fails_closed_when_a_required_layer_is_missing(tmp_path: Path) -
     ro = ["/usr", "/lib", "/lib64", "/bin", "/etc", sys.base_prefix, sys.prefix, str(Path(landlock.__file__).parents[2])]
     pol = Policy(required=["privileges"], seccomp="off", landlock_ro=ro, landlock_rw=[str(tmp_path)])
     r = subprocess.run([sys.executable, "-m", "agentix.sandbox.confine", "--", "/usr/bin/touch", str(tmp_path / "ran")],
-                       env={**os.environ, "AGENTIX_CONFINE": pol.to_json()}, capture_output=True, text=True)
+                       env={**os.environ, "AGENTIX_CONFINE": pol.to_env()}, capture_output=True, text=True)
     assert r.returncode == CONFINE_FAILED
     assert "isolation_unavailable: privileges" in r.stderr
     assert not (tmp_path / "ran").exists()
@@ -155,7 +155,7 @@ def test_confine_fails_closed_when_a_required_layer_is_missing(tmp_path: Path) -
                       landlock_rw=[str(tmp_path)])
     rfd, wfd = os.pipe()
     r = subprocess.run([sys.executable, "-m", "agentix.sandbox.confine", "--", "/usr/bin/touch", str(tmp_path / "ran")],
-                       env={**os.environ, "AGENTIX_CONFINE": degraded.to_json(), "AGENTIX_CONFINE_FD": str(wfd)},
+                       env={**os.environ, "AGENTIX_CONFINE": degraded.to_env(), "AGENTIX_CONFINE_FD": str(wfd)},
                        pass_fds=(wfd,), capture_output=True, text=True)
     os.close(wfd)
     rep = json.loads(os.read(rfd, 65536).decode().splitlines()[0])

@@ -339,7 +339,7 @@ class BwrapSubstrate(Substrate):
         fds_to_close.append(status_w)
 
         env = dict(spec.env)
-        env.update({ENV_POLICY: policy.to_json(), ENV_FD: str(status_w),
+        env.update({ENV_POLICY: policy.to_env(), ENV_FD: str(status_w),
                     "PYTHONSAFEPATH": "1", "PYTHONDONTWRITEBYTECODE": "1"})
         argv: list[str] = []
         if cg is not None:

@@ -1,7 +1,7 @@
 """In-sandbox hardening, applied by trusted code before any untrusted code runs.
 
 The bwrap backend starts every agent as ``python -m agentix.agents.boot ...`` (or any
-Python entry point) with ``AGENTIX_CONFINE=<policy json>`` and ``AGENTIX_CONFINE_FD=<n>``
+Python entry point) with ``AGENTIX_CONFINE=<policy>`` (``Policy.to_env``) and ``AGENTIX_CONFINE_FD=<n>``
 in its environment. The first thing the entry point does is::
 
     from agentix.sandbox.confine import apply_from_env
@@ -28,14 +28,11 @@ non-Python programs); ``python -m agentix.sandbox.confine --run prog.py args...`
 and runs a Python file in this process (no second interpreter start).
 """
 
-from __future__ import annotations
-
-import ctypes
-import json
+# Import cost matters here: this runs before every agent's first system call, so the module
+# avoids json, dataclasses, re and __future__ (each costs milliseconds at start-up).
 import os
 import resource
 import sys
-from dataclasses import dataclass, field
 
 __all__ = ["CONFINE_FAILED", "ConfineError", "Policy", "apply", "apply_from_env", "main"]
 
@@ -62,26 +59,55 @@ class ConfineError(Exception):
         self.why = why
 
 
-@dataclass
+_FS, _US = "\x1e", "\x1f"  # field and item separators of the wire form (never in a path)
+
+
 class Policy:
-    """What to apply inside the sandbox; built by the backend, passed as JSON."""
+    """What to apply inside the sandbox; built by the backend, passed in the environment.
 
-    rlimits: dict[str, int] = field(default_factory=dict)
-    landlock_ro: list[str] = field(default_factory=list)
-    landlock_rw: list[str] = field(default_factory=list)
-    landlock_dev: list[str] = field(default_factory=list)
-    seccomp: str = "preloaded"          # "preloaded" (by bwrap) | "load" | "off"
-    network: bool = False
-    required: list[str] = field(default_factory=list)
-    degraded_ok: bool = False
+    Wire form (``to_env``/``from_env``): ``key=value`` fields separated by U+001E, list
+    items by U+001F; cheap to parse without importing json.
+    """
 
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"))
+    __slots__ = ("rlimits", "landlock_ro", "landlock_rw", "landlock_dev", "seccomp", "network",
+                 "required", "degraded_ok")
+
+    def __init__(self, rlimits=None, landlock_ro=(), landlock_rw=(), landlock_dev=(),
+                 seccomp="preloaded", network=False, required=(), degraded_ok=False):
+        self.rlimits = dict(rlimits or {})          # name -> value ("core", "nofile", "fsize", "as")
+        self.landlock_ro = list(landlock_ro)
+        self.landlock_rw = list(landlock_rw)
+        self.landlock_dev = list(landlock_dev)
+        self.seccomp = seccomp                      # "preloaded" (by bwrap) | "load" | "off"
+        self.network = bool(network)
+        self.required = list(required)
+        self.degraded_ok = bool(degraded_ok)
+
+    def to_env(self):
+        items = [*self.landlock_ro, *self.landlock_rw, *self.landlock_dev]
+        if any(_FS in x or _US in x or "=" in x.split("/")[0] for x in items):
+            raise ValueError("a path contains a separator character")
+        fields = {
+            "rl": _US.join(f"{k}:{int(v)}" for k, v in self.rlimits.items()),
+            "ro": _US.join(self.landlock_ro), "rw": _US.join(self.landlock_rw),
+            "dev": _US.join(self.landlock_dev), "seccomp": self.seccomp,
+            "net": "1" if self.network else "0", "req": _US.join(self.required),
+            "degraded": "1" if self.degraded_ok else "0",
+        }
+        return _FS.join(f"{k}={v}" for k, v in fields.items())
 
     @classmethod
-    def from_json(cls, text: str) -> Policy:
-        data = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+    def from_env(cls, text):
+        f = dict(part.split("=", 1) for part in text.split(_FS))
+
+        def items(key):
+            return [x for x in f.get(key, "").split(_US) if x]
+
+        return cls(
+            rlimits={k: int(v) for k, v in (x.split(":", 1) for x in items("rl"))},
+            landlock_ro=items("ro"), landlock_rw=items("rw"), landlock_dev=items("dev"),
+            seccomp=f.get("seccomp", "preloaded"), network=f.get("net") == "1",
+            required=items("req"), degraded_ok=f.get("degraded") == "1")
 
 
 def _status_field(name: str) -> str:
@@ -105,6 +131,10 @@ def _rlimits(policy: Policy) -> None:
 
 
 def _no_new_privs() -> None:
+    if _status_field("NoNewPrivs") == "1":
+        return  # set by bwrap and setpriv already; no need to load ctypes for it
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise ConfineError("no_new_privs", os.strerror(ctypes.get_errno()))
@@ -173,11 +203,30 @@ def apply(policy: Policy) -> tuple[list[str], list[dict[str, str]]]:
     return applied, missing
 
 
-def _report(fd: int | None, data: dict) -> None:
+def _js(v) -> str:
+    """Minimal JSON encoder for the report (bool, str, list, dict of those)."""
+    if v is True or v is False:
+        return "true" if v else "false"
+    if isinstance(v, str):
+        out = ['"']
+        for ch in v:
+            if ch in '"\\':
+                out.append("\\" + ch)
+            elif ord(ch) < 0x20:
+                out.append("\\u%04x" % ord(ch))
+            else:
+                out.append(ch)
+        return "".join(out) + '"'
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{_js(str(k))}:{_js(x)}" for k, x in v.items()) + "}"
+    return "[" + ",".join(_js(x) for x in v) + "]"
+
+
+def _report(fd, data) -> None:
     if fd is None:
         return
     try:
-        os.write(fd, (json.dumps(data, separators=(",", ":")) + "\n").encode())
+        os.write(fd, (_js(data) + "\n").encode())
     except OSError:
         pass
     finally:
@@ -196,7 +245,7 @@ def apply_from_env() -> None:
         _report(fd, {"ok": True, "applied": [], "missing": []})
         return
     try:
-        policy = Policy.from_json(text)
+        policy = Policy.from_env(text)
         applied, missing = apply(policy)
     except ConfineError as err:
         sys.stderr.write(f"agentix confine: isolation_unavailable: {err.layer}: {err.why}\n")

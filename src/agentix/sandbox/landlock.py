@@ -14,12 +14,9 @@ kernel is never silently left open by an old rule set.
 x86_64 system call numbers; other architectures raise ``LandlockError``.
 """
 
-from __future__ import annotations
-
+# imported before every agent's first system call: keep it to ctypes and os
 import ctypes
 import os
-import platform
-from collections.abc import Iterable
 
 __all__ = ["LandlockError", "abi_version", "restrict"]
 
@@ -80,9 +77,9 @@ _libc.syscall.restype = ctypes.c_long
 
 def _nrs() -> tuple[int, int, int]:
     try:
-        return _NR[platform.machine()]
+        return _NR[os.uname().machine]
     except KeyError:
-        raise LandlockError(f"Landlock syscall numbers unknown for {platform.machine()}") from None
+        raise LandlockError(f"Landlock syscall numbers unknown for {os.uname().machine}") from None
 
 
 def abi_version() -> int:
@@ -107,9 +104,9 @@ def _handled_fs(abi: int) -> int:
 
 
 def restrict(
-    ro: Iterable[str],
-    rw: Iterable[str],
-    dev_rw: Iterable[str] = (),
+    ro,
+    rw,
+    dev_rw=(),
     *,
     deny_tcp: bool = True,
     scope: bool = True,
