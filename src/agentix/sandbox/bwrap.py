@@ -129,6 +129,10 @@ class BwrapHandle(Handle):
         self._cg = cg
         self._exit: ExitInfo | None = None
 
+    def pids(self) -> list[int]:
+        """Host pids of every process of this agent (bwrap's two and the agent's)."""
+        return self._cg.pids() if self._cg else [self.pid]
+
     def agent_pid(self) -> int | None:
         """Host pid of the agent program (below bwrap's outer and init processes)."""
         pid = self.pid
