@@ -61,6 +61,24 @@ async def _line(sock: socket.socket, timeout: float = 20) -> dict:
     return json.loads(buf.split(b"\n")[0])
 
 
+_SPAWNED: list = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_everything():
+    """Whatever a failing test left behind is killed and its cgroups removed."""
+    yield
+    for h in _SPAWNED:
+        h.signal(signal.SIGKILL)
+        asyncio.run(_finish(h))
+    _SPAWNED.clear()
+
+
+async def _finish(h) -> None:
+    await h.wait()
+    await h.cleanup()
+
+
 def _cg_dirs_exist(agent_id: str) -> list[str]:
     h = cgroups.detect()
     return [str(b / agent_id) for b in h.bases.values() if (b / agent_id).exists()]
@@ -72,6 +90,7 @@ def test_every_layer_applied_and_visible_inside(tmp_path: Path) -> None:
         parent, child = socket.socketpair()
         spec = _spec(tmp_path, INSPECT, "inspect", child=child)
         h = await BwrapSubstrate().spawn(spec)
+        _SPAWNED.append(h)
         child.close()
         info = await _line(parent)
         assert (await h.wait()).code == 0
@@ -114,6 +133,7 @@ def test_degraded_runs_and_lists_exactly_the_missing_layers(tmp_path: Path) -> N
         parent, child = socket.socketpair()
         spec = _spec(tmp_path, INSPECT, "degraded", child=child, degraded_ok=True)
         h = await BwrapSubstrate(bwrap="bwrap-not-installed").spawn(spec)
+        _SPAWNED.append(h)
         child.close()
         info = await _line(parent)
         await h.wait()
@@ -178,6 +198,7 @@ while True:
         parent, child = socket.socketpair()
         spec = _spec(tmp_path, prog, "stats", child=child, limits=Limits(memory="64M", cpu=0.25, pids=8))
         h = await BwrapSubstrate().spawn(spec)
+        _SPAWNED.append(h)
         child.close()
         assert (await _line(parent))["ready"] == 1
         st = h.stats()

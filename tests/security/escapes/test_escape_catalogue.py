@@ -211,6 +211,7 @@ async def _run_attack(attack: str, tmp: Path) -> None:
     shadow_before = hashlib.sha256(Path("/etc/shadow").read_bytes()).hexdigest()
     home_before = _snapshot(host.home)
     sibling = None
+    spawned: list = []
     try:
         sibling, sib_chan, _ = await _spawn(sub, host, "sibling", ECHO, {}, {}, tmp)
         sibling_pid = sibling.agent_pid()
@@ -224,6 +225,7 @@ async def _run_attack(attack: str, tmp: Path) -> None:
         program = (HERE / "programs" / f"{attack}.py").read_text()
         idle = await _echo_rtts(sib_chan, 300) if special.mode == "hog" else []
         handle, chan, ws = await _spawn(sub, host, ctx["name"], program, ctx, special.limits, tmp)
+        spawned.append(handle)
         agent_pids = set()
 
         if special.mode in ("timeout", "kill_after_start"):
@@ -288,6 +290,10 @@ async def _run_attack(attack: str, tmp: Path) -> None:
         if attack == "signal_sibling":
             assert Path(f"/proc/{sibling_pid}").exists()
     finally:
+        for h in spawned:  # a failed assertion must not leave the attacker running
+            h.signal(signal.SIGKILL)
+            await h.wait()
+            await h.cleanup()
         os.close(leak_r)
         os.close(leak_w)
         if sibling is not None:
