@@ -403,15 +403,21 @@ class BwrapSubstrate(Substrate):
 
 
 def _own_workspace(ws: Path, uid: int | None, gid: int) -> None:
-    """Hand the workspace (and what is in it) to the sandbox uid."""
+    """Hand the workspace (and what is in it) to the sandbox uid.
+
+    The top directory is ``uid:root`` mode 0770: the agent owns it, and bwrap (root with
+    its capabilities already dropped) can still ``chdir`` into it; nobody else can.
+    """
     ws.mkdir(parents=True, exist_ok=True)
     if uid is None:
         return
     for root, dirs, files in os.walk(ws):
-        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+        for name in [*(os.path.join(root, n) for n in dirs + files)]:
             st = os.lstat(name)
             if st.st_uid != uid or st.st_gid != gid:
                 os.lchown(name, uid, gid)
+    os.chown(ws, uid, 0)
+    os.chmod(ws, 0o770)
 
 
 async def _read_report(fd: int, timeout: float) -> dict | None:
