@@ -261,3 +261,22 @@ def test_doctor_reports_every_layer() -> None:
     assert all(isinstance(r["ok"], bool) and isinstance(r["why"], str) for r in rows)
     bad = report(bwrap="bwrap-not-installed")
     assert bad[0]["ok"] is False and "not found" in bad[0]["why"]
+
+
+@needs_host
+def test_modules_planted_in_the_workspace_are_not_imported_before_confinement(tmp_path: Path) -> None:
+    async def go():
+        parent, child = socket.socketpair()
+        spec = _spec(tmp_path, INSPECT, "planted", child=child,
+                     argv=[sys.executable, "-m", "agentix.sandbox.confine", "--run", "prog.py"])
+        pkg = spec.workspace / "agentix"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("open('/workspace/PWNED', 'w').write('x')\nraise SystemExit(99)\n")
+        h = await BwrapSubstrate().spawn(spec)
+        _SPAWNED.append(h)
+        child.close()
+        info = await _line(parent)
+        assert (await h.wait()).code == 0
+        assert info["seccomp"] == "2" and "landlock" in h.layers
+        assert not (spec.workspace / "PWNED").exists()
+    asyncio.run(go())
