@@ -5,9 +5,19 @@ CTX = json.loads(os.environ["ESCAPE_CTX"])
 
 
 def verdict(escaped, **detail):
-    """One JSON line on the kernel channel: did the attack succeed, and what each step saw."""
-    line = json.dumps({"escaped": bool(escaped), **detail}, default=str) + "\n"
-    os.write(int(os.environ["AGENTIX_FD"]), line.encode())
+    """Report: did the attack succeed, and what each step saw.
+
+    Substrate harness: one JSON line on the raw channel. Kernel harness: the agent's
+    result (``sys.exit``); a progress report (``phase=...``) goes to the log instead.
+    """
+    data = json.loads(json.dumps({"escaped": bool(escaped), **detail}, default=str))
+    if os.environ.get("ESCAPE_MODE") == "kernel":
+        if "phase" in detail:
+            print("VERDICT " + json.dumps(data), flush=True)
+            return
+        from agentix.sdk import agent
+        agent.connect().exit(data)
+    os.write(int(os.environ["AGENTIX_FD"]), (json.dumps(data) + "\n").encode())
 
 
 def attempt(fn):
