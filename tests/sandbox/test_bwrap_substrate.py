@@ -280,3 +280,33 @@ def test_modules_planted_in_the_workspace_are_not_imported_before_confinement(tm
         assert info["seccomp"] == "2" and "landlock" in h.layers
         assert not (spec.workspace / "PWNED").exists()
     asyncio.run(go())
+
+
+@needs_host
+def test_pre_started_launchers_give_the_same_sandbox_and_leave_nothing(tmp_path: Path) -> None:
+    async def go():
+        sub = BwrapSubstrate(pool=2)
+        await sub.warm()
+        assert sub.statistics()["pool_ready"] == 2
+        seen = []
+        for i in range(3):
+            parent, child = socket.socketpair()
+            spec = _spec(tmp_path, INSPECT, f"pooled{i}", child=child)
+            h = await sub.spawn(spec)
+            _SPAWNED.append(h)
+            child.close()
+            info = await _line(parent)
+            assert (await h.wait()).code == 0
+            assert sorted(h.layers) == sorted(ALL_LAYERS) and h.missing_layers == []
+            assert info["uid"] == [65534, 65534, 65534] and info["seccomp"] == "2"
+            assert len(info["fds"]) == 5 and spec.env["AGENTIX_FD"] in info["fds"]
+            assert [d.name for d in h._cg.dirs.values()] == [spec.agent_id] * len(h._cg.dirs)
+            await h.cleanup()
+            assert _cg_dirs_exist(spec.agent_id) == []
+            seen.append(spec.agent_id)
+            await asyncio.sleep(0.3)  # let the pool refill
+        assert sub.statistics()["pooled"] >= 2
+        await sub.close()
+        h = cgroups.detect()
+        assert [p for b in h.bases.values() for p in b.glob("slot-*")] == []
+    asyncio.run(go())

@@ -29,10 +29,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import marshal
 import os
 import shutil
 import signal as _signal
+import socket
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,8 +205,14 @@ class BwrapSubstrate(Substrate):
 
     def __init__(self, *, uid: int = 65534, gid: int = 65534, bwrap: str = "bwrap",
                  setpriv: str = "setpriv", confine_timeout: float = _CONFINE_TIMEOUT,
-                 extra_ro_paths: tuple[Path, ...] = ()) -> None:
+                 extra_ro_paths: tuple[Path, ...] = (), pool: int = 0) -> None:
         self.uid, self.gid = uid, gid
+        self.pool_size = pool
+        self._pool: list[_Slot] = []
+        self._refill_task: asyncio.Task[None] | None = None
+        self._swept = False
+        self._spawns = 0
+        self._pooled = 0
         self._bwrap_name, self._setpriv_name = bwrap, setpriv
         self.confine_timeout = confine_timeout
         self.extra_ro_paths = tuple(extra_ro_paths)
@@ -216,6 +225,10 @@ class BwrapSubstrate(Substrate):
             self._status = probe(self._bwrap_name, self._setpriv_name)
             self._hierarchy = cgroups.detect()
         return self._status
+
+    def statistics(self) -> dict[str, int]:
+        """Counters: spawns attempted, how many used a pre-started launcher, launchers ready."""
+        return {"spawns": self._spawns, "pooled": self._pooled, "pool_ready": len(self._pool)}
 
     def describe(self) -> dict[str, object]:
         st = self.status()
@@ -237,23 +250,81 @@ class BwrapSubstrate(Substrate):
         limits = spec.limits.merged_over(DEFAULT_LIMITS)
 
         cg: cgroups.CgroupSet | None = None
+        slot: _Slot | None = None
+        cg_spec = cgroups.CgroupSpec(memory=limits.memory, cpu=limits.cpu, pids=limits.pids)
         if "cgroups" not in host_missing:
             try:
                 assert self._hierarchy is not None
-                cg = cgroups.CgroupSet.create(
-                    self._hierarchy, spec.agent_id,
-                    cgroups.CgroupSpec(memory=limits.memory, cpu=limits.cpu, pids=limits.pids))
-            except cgroups.CgroupError as err:
+                slot = self._take_slot()
+                self._spawns += 1
+                if slot is not None:
+                    self._pooled += 1
+                    cg = slot.cg
+                    cg.set_limits(cg_spec)  # before anything runs in it: the launcher only waits
+                    cg.rename(spec.agent_id)
+                else:
+                    cg = cgroups.CgroupSet.create(self._hierarchy, spec.agent_id, cg_spec)
+            except (cgroups.CgroupError, OSError) as err:
+                if slot is not None:
+                    await slot.retire()
                 if not spec.degraded_ok:
                     raise IsolationUnavailable(f"cannot isolate agent {spec.name}: cgroups: {err}",
                                                layer="cgroups", why=str(err)) from None
                 host_missing["cgroups"] = str(err)
+                cg, slot = None, None
         try:
-            return await self._start(spec, limits, cg, host_missing)
+            return await self._start(spec, limits, cg, host_missing, slot)
         except BaseException:
+            if slot is not None:
+                slot.close()
             if cg is not None:
                 cg.remove()
             raise
+        finally:
+            self._schedule_refill()
+
+    # -- pre-started launchers ----------------------------------------------------------
+    async def warm(self) -> None:
+        """Fill the pool of pre-started launchers (each already inside a fresh cgroup)."""
+        st = self.status()
+        if not st["cgroups"].ok or not st["namespaces"].ok or self.pool_size <= 0:
+            return
+        if not self._swept:
+            assert self._hierarchy is not None
+            cgroups.sweep_stale(self._hierarchy, "slot-")
+            self._swept = True
+        while len(self._pool) < self.pool_size:
+            try:
+                self._pool.append(await _Slot.start(self._hierarchy))
+            except (OSError, cgroups.CgroupError, asyncio.TimeoutError) as err:
+                log.warning("cannot pre-start a launcher: %s", err)
+                return
+
+    def _take_slot(self) -> _Slot | None:
+        while self._pool:
+            slot = self._pool.pop(0)
+            if slot.proc.returncode is None:
+                return slot
+            slot.close()
+            slot.cg.remove()
+        return None
+
+    def _schedule_refill(self) -> None:
+        if self.pool_size <= 0 or (self._refill_task is not None and not self._refill_task.done()):
+            return
+        self._refill_task = asyncio.get_running_loop().create_task(self.warm())
+
+    async def close(self) -> None:
+        """Retire the idle launchers and remove their cgroups."""
+        if self._refill_task is not None:
+            self._refill_task.cancel()
+            try:
+                await self._refill_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        pool, self._pool = self._pool, []
+        for slot in pool:
+            await slot.retire()
 
     def _policy(self, spec: LaunchSpec, limits: Limits, host_missing: dict[str, str],
                 use_bwrap: bool) -> Policy:
@@ -325,7 +396,7 @@ class BwrapSubstrate(Substrate):
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
 
     async def _start(self, spec: LaunchSpec, limits: Limits, cg: cgroups.CgroupSet | None,
-                     host_missing: dict[str, str]) -> Handle:
+                     host_missing: dict[str, str], slot: _Slot | None = None) -> Handle:
         use_bwrap = "namespaces" not in host_missing
         use_setpriv = "privileges" not in host_missing
         _own_workspace(spec.workspace, self.uid if use_setpriv else None, self.gid)
@@ -346,7 +417,7 @@ class BwrapSubstrate(Substrate):
         env.update({ENV_POLICY: policy.to_env(), ENV_FD: str(status_w),
                     "PYTHONSAFEPATH": "1", "PYTHONDONTWRITEBYTECODE": "1"})
         argv: list[str] = []
-        if cg is not None:
+        if cg is not None and slot is None:
             argv += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", str(len(cg.procs_files)), *cg.procs_files]
         if use_bwrap:
             argv += self._bwrap_argv(spec, limits, seccomp_fd)
@@ -357,9 +428,14 @@ class BwrapSubstrate(Substrate):
         pass_fds = [spec.channel_fd, status_w] + ([seccomp_fd] if seccomp_fd is not None else [])
         log_f = open(spec.log_path, "ab", buffering=0)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=str(spec.workspace), env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_f, stderr=log_f, pass_fds=pass_fds, start_new_session=True)
+            if slot is not None:
+                proc = slot.proc
+                slot.launch(argv, env, str(spec.workspace),
+                            [(log_f.fileno(), 1), (log_f.fileno(), 2), *((fd, fd) for fd in pass_fds)])
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, cwd=str(spec.workspace), env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_f, stderr=log_f, pass_fds=pass_fds, start_new_session=True)
         except OSError as err:
             os.close(status_r)
             raise IsolationUnavailable(f"cannot start sandbox for {spec.name}: {err}",
@@ -400,6 +476,66 @@ class BwrapSubstrate(Substrate):
         missing = [d["layer"] for d in details if d["layer"] not in applied]
         applied = [x for x in applied if x not in missing]
         return BwrapHandle(proc, cg, applied, missing, details)
+
+
+_LAUNCHER = str(Path(__file__).with_name("_launcher.py"))
+
+
+class _Slot:
+    """A pre-started ``_launcher.py`` already inside its own (limit-less) cgroup."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, sock: socket.socket, cg: cgroups.CgroupSet) -> None:
+        self.proc, self.sock, self.cg = proc, sock, cg
+
+    @classmethod
+    async def start(cls, hierarchy: cgroups.Hierarchy) -> _Slot:
+        cg = cgroups.CgroupSet.create(hierarchy, f"slot-{uuid.uuid4().hex[:12]}", cgroups.CgroupSpec())
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-S", "-I", _LAUNCHER, str(theirs.fileno()), *cg.procs_files,
+                env={}, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, pass_fds=(theirs.fileno(),), cwd="/")
+        except BaseException:
+            ours.close()
+            cg.remove()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        try:
+            ready = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(ours, 1), 10)
+        except BaseException:
+            slot = cls(proc, ours, cg)
+            await slot.retire()
+            raise
+        if ready != b"R":
+            slot = cls(proc, ours, cg)
+            await slot.retire()
+            raise cgroups.CgroupError(f"launcher did not join its cgroup (exit {proc.returncode})")
+        return cls(proc, ours, cg)
+
+    def launch(self, argv: list[str], env: dict[str, str], cwd: str,
+               fds: list[tuple[int, int]]) -> None:
+        """Hand the launcher its argv and descriptors (fd -> number in the child); it execs."""
+        payload = marshal.dumps((argv, env, cwd, [dst for _, dst in fds]))
+        self.sock.setblocking(True)
+        try:
+            socket.send_fds(self.sock, [payload], [src for src, _ in fds])
+        finally:
+            self.sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    async def retire(self) -> None:
+        self.sock.close()  # EOF: the launcher exits
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except asyncio.TimeoutError:
+            _kill(self.proc.pid, _signal.SIGKILL)
+            await self.proc.wait()
+        self.cg.remove()
 
 
 def _own_workspace(ws: Path, uid: int | None, gid: int) -> None:

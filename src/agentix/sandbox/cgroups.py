@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CgroupError", "CgroupSet", "CgroupSpec", "Hierarchy", "detect"]
+__all__ = ["CgroupError", "CgroupSet", "CgroupSpec", "Hierarchy", "detect", "sweep_stale"]
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +173,14 @@ class CgroupSet:
                     d = parent / agent_id
                     d.mkdir()
                     cg.dirs[ctrl] = d
-            cg._limit(spec)
+            cg.set_limits(spec)
         except OSError as err:
             cg.remove()
             raise CgroupError(f"cannot set up cgroup for {agent_id}: {err}") from None
         return cg
 
-    def _limit(self, spec: CgroupSpec) -> None:
+    def set_limits(self, spec: CgroupSpec) -> None:
+        """Write the limits (also used on a pre-made group before the agent runs)."""
         d = self.dirs
         if self.hierarchy.version == 2:
             u = d["unified"]
@@ -201,6 +202,13 @@ class CgroupSet:
         if spec.cpu is not None:
             _write(d["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
             _write(d["cpu"] / "cpu.cfs_quota_us", str(max(int(spec.cpu * CFS_PERIOD_US), 1000)))
+
+    def rename(self, name: str) -> None:
+        """Rename the group(s) in place (a pre-made group takes the agent's id)."""
+        for ctrl, d in list(self.dirs.items()):
+            new = d.parent / name
+            os.rename(d, new)
+            self.dirs[ctrl] = new
 
     @property
     def procs_files(self) -> list[str]:
@@ -298,6 +306,21 @@ class CgroupSet:
                     self.kill_all()
                     time.sleep(0.005)
             self.dirs.pop(ctrl, None)
+
+
+def sweep_stale(hierarchy: Hierarchy, prefix: str) -> int:
+    """Remove empty groups named ``prefix*`` left by a previous kernel; return how many."""
+    n = 0
+    for base in hierarchy.bases.values():
+        if not base.is_dir():
+            continue
+        for d in base.glob(prefix + "*"):
+            try:
+                d.rmdir()  # refuses while any task is inside: only empty leftovers go
+                n += 1
+            except OSError:
+                pass
+    return n
 
 
 def _int(text: str | None) -> int | None:
