@@ -44,7 +44,7 @@ from agentix.core.errors import IsolationUnavailable
 from agentix.core.manifest import Limits
 from agentix.sandbox import cgroups, landlock, seccomp
 from agentix.sandbox.base import ExitInfo, Handle, LaunchSpec, Substrate
-from agentix.sandbox.confine import CONFINE_FAILED, ENV_FD, ENV_POLICY, Policy
+from agentix.sandbox.confine import ENV_FD, ENV_POLICY, Policy
 
 __all__ = ["ALL_LAYERS", "DEFAULT_LIMITS", "BwrapSubstrate", "LayerStatus", "probe"]
 
@@ -452,13 +452,14 @@ class BwrapSubstrate(Substrate):
                 cg.kill_all()
             rc = await proc.wait()
             if report is None:
-                layer, why = "confine", (f"the sandbox exited with status {rc} before confining itself"
-                                         if rc is not None else "no confinement report")
+                layer = "confine"
                 if rc == 124:
                     layer, why = "cgroups", "could not join the agent's cgroup"
-                elif rc == 0 or rc is None or rc == -_signal.SIGKILL:
+                elif rc == -_signal.SIGKILL:
                     why = (f"the program did not call agentix.sandbox.confine.apply_from_env() "
-                           f"within {self.confine_timeout:.0f}s" if rc == -_signal.SIGKILL else why)
+                           f"within {self.confine_timeout:g}s")
+                else:
+                    why = f"the sandbox exited with status {rc} before confining itself"
                 why += f"; log tail: {_tail(spec.log_path)!r}"
             else:
                 layer, why = str(report.get("layer")), str(report.get("why"))
@@ -605,5 +606,3 @@ def _tail(path: Path, n: int = 400) -> str:
     except OSError:
         return ""
 
-
-_ = CONFINE_FAILED  # exit status documented in confine; re-exported for the kernel

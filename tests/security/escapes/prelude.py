@@ -1,5 +1,5 @@
 # Prepended to every attack program by the harness (runs inside the sandbox, after confine).
-import ctypes, json, os, signal, socket, sys, time
+import ctypes, json, os, signal, socket, sys, time  # noqa: F401 - used by the attack programs
 
 CTX = json.loads(os.environ["ESCAPE_CTX"])
 

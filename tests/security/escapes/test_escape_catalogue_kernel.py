@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import socket
-import sys
 import time
 import uuid
 from pathlib import Path
