@@ -228,6 +228,8 @@ while True:
 def test_seccomp_program_compiles_and_lists_the_documented_calls() -> None:
     bpf = seccomp.bpf_program(False)
     assert len(bpf) % 8 == 0 and len(bpf) > 100
+    with_net = seccomp.bpf_program(True)
+    assert len(with_net) % 8 == 0 and with_net != bpf
     for name in ("ptrace", "mount", "bpf", "keyctl", "unshare", "setns", "personality", "io_uring_setup"):
         assert name in seccomp.DENY and name in seccomp.__doc__
 

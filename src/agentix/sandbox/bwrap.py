@@ -399,7 +399,7 @@ class BwrapSubstrate(Substrate):
                      host_missing: dict[str, str], slot: _Slot | None = None) -> Handle:
         use_bwrap = "namespaces" not in host_missing
         use_setpriv = "privileges" not in host_missing
-        _own_workspace(spec.workspace, self.uid if use_setpriv else None, self.gid)
+        await asyncio.to_thread(_own_workspace, spec.workspace, self.uid if use_setpriv else None, self.gid)
         policy = self._policy(spec, limits, host_missing, use_bwrap)
 
         fds_to_close: list[int] = []
