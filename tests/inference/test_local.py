@@ -46,3 +46,14 @@ def test_tool_call_is_valid_json_for_the_schema(provider):
     assert call.name == "get_weather"
     assert set(call.arguments) == {"city"} and isinstance(call.arguments["city"], str)
     assert len(call.arguments["city"]) <= 200  # maxLength added to string fields
+
+
+def test_auto_tool_choice_gives_a_tool_call_or_an_answer(provider):
+    req = InferenceRequest(messages=({"role": "system", "content": "Use tools when they help."},
+                                     {"role": "user", "content": "Weather in Oslo?"}),
+                           tools=(WEATHER,), max_tokens=64, temperature=0.0)
+    r = asyncio.run(provider.complete(req))
+    if r.tool_calls:
+        assert r.tool_calls[0].name == "get_weather" and isinstance(r.tool_calls[0].arguments.get("city"), str)
+    else:
+        assert r.text and not r.text.lstrip().startswith("{")  # the answer, unwrapped from its JSON
