@@ -16,8 +16,7 @@ pytestmark = pytest.mark.skipif(
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
-                   "additionalProperties": False}}}
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +53,7 @@ def test_auto_tool_choice_gives_a_tool_call_or_an_answer(provider):
                            tools=(WEATHER,), max_tokens=64, temperature=0.0)
     r = asyncio.run(provider.complete(req))
     if r.tool_calls:
-        assert r.tool_calls[0].name == "get_weather" and isinstance(r.tool_calls[0].arguments.get("city"), str)
+        assert r.tool_calls[0].name == "get_weather"
+        assert set(r.tool_calls[0].arguments) == {"city"}  # no extra keys, though the schema allowed them
     else:
         assert r.text and not r.text.lstrip().startswith("{")  # the answer, unwrapped from its JSON

@@ -118,11 +118,15 @@ def gemma_prompt(messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, An
 
 
 def _cap_strings(schema: Any) -> Any:
-    """A copy of a JSON schema with ``maxLength`` on every string that lacks one."""
+    """A copy of a JSON schema with ``maxLength`` on every string that lacks one, and no
+    extra keys in objects that list their properties (a small model otherwise copies the
+    schema itself into the arguments)."""
     if isinstance(schema, dict):
         s = {k: _cap_strings(v) for k, v in schema.items()}
         if s.get("type") == "string" and "maxLength" not in s and "enum" not in s and "const" not in s:
             s["maxLength"] = STRING_MAX
+        if s.get("type") == "object" and isinstance(s.get("properties"), dict):
+            s.setdefault("additionalProperties", False)
         return s
     if isinstance(schema, list):
         return [_cap_strings(x) for x in schema]
