@@ -168,7 +168,8 @@ class Scheduler:
         self._agents: dict[str, _Agent] = {}
         self._waiting: dict[int, Ticket] = {}
         self._running: dict[int, Ticket] = {}
-        # wfq: heap of (finish_tag, seq, ticket); fifo: heap of (enqueued seq); lazy deletion
+        # wfq: heap of ((start_tag, finish_tag), seq, ticket); fifo/none: ((enqueued_at, 0), seq,
+        # ticket); entries of tickets no longer waiting are dropped lazily
         self._heap: list[tuple[tuple[float, float], int, Ticket]] = []
         self._arrivals: deque[tuple[float, int, Ticket]] = deque()  # for aging, arrival order
         self._deadlines: list[tuple[float, int, Ticket]] = []

@@ -310,7 +310,8 @@ class InferenceService:
             lane.timer = asyncio.get_running_loop().call_later(max(0.0, d.wake_at - now), self._pump, lane)
 
     def cancel_agent(self, agent_id: str) -> int:
-        """The agent died or gave up: cancel its waiting and running requests. Returns how many."""
+        """The agent died or gave up: cancel its waiting and running requests and drop its
+        counters (call it when an agent ends). Returns how many requests were cancelled."""
         tasks = list(self._tasks.get(agent_id, ()))
         for t in tasks:
             t.cancel()
@@ -328,6 +329,7 @@ class InferenceService:
                     self._pump(lane)
                 except RuntimeError:
                     pass
+            lane.sched.forget_agent(agent_id)  # once idle, its counters leave the stats
         return max(n, len(tasks))
 
     async def _emit(self, kind: str, agent_id: str | None, data: dict[str, Any]) -> None:
