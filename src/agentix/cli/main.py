@@ -235,7 +235,7 @@ def run(obj: Ctx, manifest: str | None, program: str | None, name: str | None, m
         timeout: float | None, as_json: bool) -> None:
     """Spawn an agent, wait for it, print its result; exit 1 if it failed."""
     r = _spawn(obj, manifest, program, name, message)
-    with out.status(f"running {r.name} ({r.agent_id})…", console=err_console):
+    with err_console.status(f"running {r.name} ({r.agent_id})…"):
         a = obj.kernel.wait(r.agent_id, timeout=timeout)
     if as_json:
         dump_json(a.raw)
@@ -319,7 +319,7 @@ def _control(verb: str) -> Any:
     def command(obj: Ctx, agents: tuple[str, ...], as_json: bool) -> None:
         results = []
         for agent in agents:
-            with out.status(f"{verb} {agent}…", console=err_console):
+            with err_console.status(f"{verb} {agent}…"):
                 a = getattr(obj.kernel, verb)(agent)
             results.append(a.raw)
             if not as_json:
