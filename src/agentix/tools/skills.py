@@ -125,9 +125,10 @@ def _read_confined(root: Path, rel: str) -> str:
         raise InvalidRequest(f"{rel}: {err.strerror}", field="file") from None
     finally:
         os.close(fd)
+    if not stat.S_ISREG(os.fstat(ffd).st_mode):
+        os.close(ffd)
+        raise InvalidRequest(f"{rel}: not a regular file", field="file")
     with os.fdopen(ffd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise InvalidRequest(f"{rel}: not a regular file", field="file")
         data = f.read(MAX_FILE + 1)
     if len(data) > MAX_FILE:
         raise InvalidRequest(f"{rel}: larger than {MAX_FILE} bytes", field="file")
