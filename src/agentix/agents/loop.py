@@ -71,8 +71,11 @@ __all__ = [
     "LoopResult",
     "ToolDef",
     "ToolLoop",
+    "child_message",
     "is_model_fault",
     "main",
+    "run_child",
+    "run_children",
     "wrap_prior_findings",
 ]
 
@@ -402,54 +405,13 @@ class ToolLoop:
         self._event("skill_applied", {"skill": args["skill_name"], "allowed_tools": result.get("allowed_tools")})
 
     # ------------------------------------------------------------------ loop-level tools
-    def _child_message(self, item: dict[str, Any]) -> str:
-        msg = item["message"]
-        if item.get("prior_findings"):
-            msg += "\n\n" + wrap_prior_findings(item["prior_findings"], self.config.prior_findings_limit)
-        return msg
-
-    def _run_child(self, item: dict[str, Any]) -> dict[str, Any]:
-        manifest = dict(item["manifest"])
-        if manifest.get("program") is None:
-            manifest["program"] = LOOP_PROGRAM
-        child = self.k.call("agent.spawn_child", manifest=manifest, message=self._child_message(item))
-        done = self.k.call("agent.wait_child", agent_id=child["agent_id"], timeout=self.config.child_timeout)
-        exit_ = done.get("exit") or {}
-        result = done.get("result")
-        ok = exit_.get("reason") == "completed" and not (
-            isinstance(result, dict) and result.get("stop_reason") not in (None, "complete"))
-        return {"ok": ok, "agent_id": child["agent_id"], "name": child.get("name"),
-                "outcome": exit_.get("reason") or done.get("state"), "result": result}
-
     def _tool_spawn_agent(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._run_child(args)
+        return run_child(self.k, args, self.config)
 
     def _tool_spawn_agents(self, args: dict[str, Any]) -> dict[str, Any]:
-        items: list[dict[str, Any]] = args["agents"]
-
-        def attempt(item: dict[str, Any]) -> dict[str, Any]:
-            try:
-                return self._run_child(item)
-            except AgentixError as err:
-                if isinstance(err, BudgetExceeded) or not is_model_fault(err):
-                    return {"ok": False, "fatal": True, **_error_payload(err)}
-                return {"ok": False, **_error_payload(err)}
-
-        def one(item: dict[str, Any]) -> dict[str, Any]:
-            first = attempt(item)
-            if first["ok"] or first.get("fatal"):
-                return {**first, "attempts": 1}
-            second = attempt(item)
-            return {**second, "attempts": 2, "first_attempt": {k: first.get(k) for k in
-                                                              ("outcome", "error", "message", "agent_id")}}
-
-        with ThreadPoolExecutor(max_workers=max(1, min(self.config.spawn_cap, len(items))),
-                                thread_name_prefix="spawn") as pool:
-            results = list(pool.map(one, items))
-        for r in results:
-            r.pop("fatal", None)
-        return {"results": [{"index": i, **r} for i, r in enumerate(results)],
-                "succeeded": sum(1 for r in results if r["ok"]), "failed": sum(1 for r in results if not r["ok"])}
+        results = run_children(self.k, args["agents"], self.config)
+        return {"results": results, "succeeded": sum(1 for r in results if r["ok"]),
+                "failed": sum(1 for r in results if not r["ok"])}
 
     def _tool_send_message(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.k.call("ipc.send", to=args["to"], message=args["message"])
@@ -497,6 +459,67 @@ class ToolLoop:
         # keep the history; try again only after it has grown by a tenth of the window
         self._summary_blocked_until = total + int(0.1 * self.config.context.window)
         self._event("context_summary_failed", {"span": list(span), "tokens": total, **_error_payload(err)})
+
+
+# ---------------------------------------------------------------------- children
+def child_message(item: dict[str, Any], config: LoopConfig) -> str:
+    """The child's task text, with any prior findings bounded and wrapped as data."""
+    msg = item["message"]
+    if item.get("prior_findings"):
+        msg += "\n\n" + wrap_prior_findings(item["prior_findings"], config.prior_findings_limit)
+    return msg
+
+
+def run_child(k: KernelLike, item: dict[str, Any], config: LoopConfig) -> dict[str, Any]:
+    """Spawn one child ({manifest, message, prior_findings?}) and wait for it.
+
+    ``ok`` is true when the process completed and, for an LLM child, its loop stopped
+    with ``complete``. Refusals raise (the caller decides whose fault they are).
+    """
+    t0 = time.monotonic()
+    manifest = dict(item["manifest"])
+    if manifest.get("program") is None:
+        manifest["program"] = LOOP_PROGRAM
+    child = k.call("agent.spawn_child", manifest=manifest, message=child_message(item, config))
+    done = k.call("agent.wait_child", agent_id=child["agent_id"], timeout=config.child_timeout)
+    exit_ = done.get("exit") or {}
+    result = done.get("result")
+    ok = exit_.get("reason") == "completed" and not (
+        isinstance(result, dict) and result.get("stop_reason") not in (None, "complete"))
+    return {"ok": ok, "agent_id": child["agent_id"], "name": child.get("name"),
+            "outcome": exit_.get("reason") or done.get("state"), "result": result,
+            "elapsed": round(time.monotonic() - t0, 3)}
+
+
+def run_children(k: KernelLike, items: list[dict[str, Any]], config: LoopConfig) -> list[dict[str, Any]]:
+    """Run children at most ``config.spawn_cap`` at a time; results in input order.
+
+    One child's failure (a refusal, a crash, a failed loop) never affects its siblings;
+    each failed child is retried once, unless the failure was a system error or the
+    budget (retrying cannot help then).
+    """
+
+    def attempt(item: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return run_child(k, item, config)
+        except AgentixError as err:
+            return {"ok": False, "fatal": not is_model_fault(err), **_error_payload(err)}
+
+    def one(item: dict[str, Any]) -> dict[str, Any]:
+        first = attempt(item)
+        if first["ok"] or first.pop("fatal", False):
+            return {**first, "attempts": 1}
+        second = attempt(item)
+        second.pop("fatal", None)
+        return {**second, "attempts": 2,
+                "first_attempt": {key: first.get(key) for key in ("outcome", "error", "message", "agent_id")}}
+
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(config.spawn_cap, len(items))),
+                            thread_name_prefix="spawn") as pool:
+        results = list(pool.map(one, items))
+    return [{"index": i, **r} for i, r in enumerate(results)]
 
 
 # ---------------------------------------------------------------------- the program
