@@ -243,9 +243,10 @@ class MemoryStore:
                 return []
             ids = [idx.ids[i] for i, _ in hits]
             marks = ",".join("?" * len(ids))
+            # "+owner": look rows up by primary key, then check the owner (the owner index would scan)
             rows = {r[0]: r for r in self._db.execute(
                 f"SELECT id, category, content, metadata, created_at FROM memories "
-                f"WHERE owner=? AND id IN ({marks})", (owner, *ids))}
+                f"WHERE id IN ({marks}) AND +owner=?", (*ids, owner))}
         out = []
         for (i, score) in hits:
             r = rows.get(idx.ids[i])
