@@ -12,8 +12,9 @@ Rules:
   an unknown id) the old record is untouched.
 * An owner holds at most ``max_records`` records; a store beyond that is refused with
   ``limit_exceeded`` (a replace does not grow the count).
-* Search is cosine similarity by numpy brute force over the owner's vectors (unit rows,
-  so a matrix-vector product), cached per owner and dropped on that owner's next write.
+* Search is exact cosine similarity by numpy brute force over the owner's vectors (unit
+  rows, so a matrix-vector product, computed single-threaded with einsum), cached per
+  owner and dropped on that owner's next write.
 
 Tables (own migration, safe to share the kernel's ``agentix.db``): ``memories`` and
 ``memory_meta``. Thread-safe: one connection guarded by a lock; embedding happens
@@ -262,7 +263,9 @@ class MemoryStore:
         n = len(idx.ids)
         if n == 0:
             return []
-        scores = idx.mat @ q
+        # einsum, not BLAS: OpenBLAS hands a matrix-vector product to worker threads that spin,
+        # which on a busy 2-core machine costs a scheduler tick (measured: 44 ms vs 0.7 ms at 10k)
+        scores = np.einsum("ij,j->i", idx.mat, np.ascontiguousarray(q, dtype=np.float32))
         if category is not None:
             scores = np.where(idx.cats == CATEGORIES.index(category), scores, -np.inf)
         kk = min(k, n)
