@@ -129,3 +129,27 @@ def test_persists_across_reopen(tmp_path, embedder):
     s2 = MemoryStore(tmp_path / "m.db", embedder)
     assert s2.query("identity:bootstrap", "how was goal X solved", k=1)[0]["id"] == rec["id"]
     s2.close()
+
+
+def test_large_owner_prefilter_finds_near_neighbours_with_exact_scores(tmp_path, embedder):
+    rng = np.random.default_rng(3)
+    s = MemoryStore(tmp_path / "big.db", embedder, limits=MemoryLimits(max_records=5000),
+                    exact_limit=500, rerank_pool=100)
+    vecs = rng.standard_normal((3000, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    cats = ["fact", "observation"] * 1500
+    s.store_many("agent:big", [(f"m{i}", cats[i], None) for i in range(3000)], embeddings=vecs)
+    s.store_many("agent:other", [("near twin", "fact", None)], embeddings=vecs[:1])
+    found = 0
+    for i in range(0, 3000, 60):
+        q = vecs[i] + 0.3 * rng.standard_normal(384).astype(np.float32) / np.sqrt(384)
+        q /= np.linalg.norm(q)
+        hits = s.query("agent:big", "x", k=5, embedding=q)
+        exact = vecs @ q
+        assert all(abs(h["score"] - float(exact[int(h["content"][1:])])) < 1e-4 for h in hits)
+        found += hits[0]["content"] == f"m{i}"
+        assert all(h["content"] != "near twin" for h in hits)
+        only = s.query("agent:big", "x", k=5, embedding=q, category="observation")
+        assert only and all(h["category"] == "observation" for h in only)
+    assert found == 50   # the planted neighbour always comes first
+    s.close()
