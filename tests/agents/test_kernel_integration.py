@@ -126,3 +126,44 @@ def test_loop_program_runs_spawn_agents_over_real_children(tmp_path):
     assert rec.result["stop_reason"] == "complete"
     assert json.loads(rec.result["text"]) == [["alpha", True, 1], ["broken", False, 2], ["gamma", True, 1]]
     assert calls["broken"] == 2   # retried once
+
+
+IDENTITY_ROOT = '''
+from agentix.sdk import agent
+k = agent.connect()
+k.recv(timeout=10)
+out = {"root": k.tools.memory_store(content="Goals like this split well by topic.", category="observation")}
+k.tools.file_write(path="child.py", content=CHILD)
+child = k.spawn({"name": "borrower", "program": "child.py", "isolation": "degraded",
+                 "memory": {"enabled": True, "shared_identity": "bootstrap"}}, message="go")
+out["child"] = k.wait_child(child.agent_id, timeout=60).result
+k.exit(out)
+'''
+IDENTITY_CHILD = '''
+from agentix.sdk import agent
+k = agent.connect()
+k.recv(timeout=10)
+try:
+    k.tools.memory_query(query="how do goals split")
+    k.exit({"refused": None})
+except Exception as e:
+    k.exit({"refused": e.code})
+'''
+
+
+def test_shared_identity_is_for_roots_only(tmp_path):
+    async def go():
+        k, store = await _kernel(tmp_path)
+        prog = tmp_path / "root.py"
+        prog.write_text(f"CHILD = {IDENTITY_CHILD!r}\n" + IDENTITY_ROOT)
+        rec = await k.spawn(parse_manifest({"name": "root", "program": str(prog), "isolation": "degraded",
+                                            "memory": {"enabled": True, "shared_identity": "bootstrap"}}),
+                            message="go")
+        await k.wait(rec, 60)
+        await k.shutdown()
+        return rec, store
+
+    rec, store = asyncio.run(go())
+    assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
+    assert rec.result["child"] == {"refused": "capability_denied"}
+    assert store.count("identity:bootstrap") == 1 and store.count(f"agent:{rec.agent_id}") == 0
