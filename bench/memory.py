@@ -58,7 +58,8 @@ def main() -> None:
             store.query(owner, "warm", k=5, embedding=q[0])     # loads the owner's vectors
             cold = (time.perf_counter() - t) * 1000
             lat = []
-            mat = store._index(owner).mat
+            index = store._index(owner)
+            mat = index.mat
             recall = []
             for i in range(QUERIES):
                 t = time.perf_counter()
@@ -67,8 +68,8 @@ def main() -> None:
                 assert len(hits) == 5
                 if i < 50:   # recall@5 against exact search over the same vectors
                     exact = np.argsort(-(mat @ q[i]))[:5]
-                    got = {int(h["content"].rsplit(" ", 1)[1]) for h in hits}
-                    recall.append(len(got & {int(j) for j in exact}) / 5)
+                    got = {h["id"] for h in hits}
+                    recall.append(len(got & {index.ids[int(j)] for j in exact}) / 5)
             figures[f"recall_at_5_{size}"] = round(float(np.mean(recall)), 3)
             figures[f"query_p50_ms_{size}"] = round(statistics.median(lat), 3)
             figures[f"query_p95_ms_{size}"] = round(pct(lat, 0.95), 3)
