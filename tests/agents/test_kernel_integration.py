@@ -167,3 +167,56 @@ def test_shared_identity_is_for_roots_only(tmp_path):
     assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
     assert rec.result["child"] == {"refused": "capability_denied"}
     assert store.count("identity:bootstrap") == 1 and store.count(f"agent:{rec.agent_id}") == 0
+
+
+def test_orchestrator_runs_a_plan_with_real_children(tmp_path):
+    import time as _time
+
+    from agentix.agents.orchestrator import bootstrap_manifest
+
+    spans: dict[str, list[float]] = {}
+    plan = {"subtasks": [{"id": "a", "goal": "part a"}, {"id": "b", "goal": "part b"},
+                         {"id": "c", "goal": "combine", "depends_on": ["a", "b"]}]}
+
+    async def think_async(name: str, params: dict[str, Any]) -> dict[str, Any]:
+        purpose = params.get("purpose")
+        if name == "bootstrap":
+            return _reply(json.dumps(plan) if purpose == "plan" else "final synthesis")
+        spans[name] = [_time.monotonic()]
+        await asyncio.sleep(0.5)
+        spans[name].append(_time.monotonic())
+        return _reply(f"{name}: saw prior findings" if "<prior_findings" in params["messages"][-1]["content"]
+                      else f"{name}: done")
+
+    async def go():
+        k, _ = await _kernel(tmp_path)
+
+        async def think_method(call: Call) -> dict[str, Any]:
+            return await think_async(k.table.get(call.caller.agent_id).name, call.params)
+        k.pipeline.register(MethodSpec("think", think_method, agent=True, checked=False))
+        # sys.info with the agent's manifest: the change this work asks of the kernel
+        real_info = k.pipeline._methods["sys.info"]
+
+        async def info_with_manifest(call: Call) -> dict[str, Any]:
+            out = await real_info.handler(call)
+            return {**out, "manifest": k.table.get(call.caller.agent_id).manifest.to_data()}
+        k.pipeline._methods["sys.info"] = MethodSpec("sys.info", info_with_manifest, agent=True, checked=False)
+
+        manifest = {**bootstrap_manifest(), "isolation": "degraded"}
+        rec = await k.spawn(parse_manifest(manifest), message={"goal": "write about a and b"})
+        await k.wait(rec, 120)
+        await k.shutdown()
+        return rec
+
+    rec = asyncio.run(go())
+    assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
+    out = rec.result
+    assert out["stop_reason"] == "complete", out
+    assert [a["id"] for a in out["agents"]] == ["a", "b", "c"] and all(a["ok"] for a in out["agents"])
+    # a and b overlapped; c started after both finished
+    assert spans["a"][0] < spans["b"][1] and spans["b"][0] < spans["a"][1]
+    assert spans["c"][0] >= max(spans["a"][1], spans["b"][1])
+    outdir = rec.workspace / "output"
+    assert (outdir / "c.md").read_text() == "c: saw prior findings"
+    assert (outdir / "result.md").read_text() == "final synthesis"
+    assert json.loads((outdir / "summary.json").read_text())["stop_reason"] == "complete"

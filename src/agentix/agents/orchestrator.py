@@ -174,8 +174,9 @@ class Orchestrator:
                 f"You are a {sub.role} agent working on one part of a larger goal: {goal!r}. "
                 "Do your part well and answer with your result as text."),
         }
-        if self.manifest.get("model"):
-            manifest["model"] = self.manifest["model"]
+        for key in ("model", "isolation"):   # children run on the same model and isolation
+            if self.manifest.get(key):
+                manifest[key] = self.manifest[key]
         findings = "\n\n".join(f"## Result of {d}\n{_text(results[d])}" for d in sub.depends_on)
         item: dict[str, Any] = {"manifest": manifest, "message": sub.goal}
         if findings:
