@@ -205,6 +205,16 @@ def _error_payload(err: BaseException) -> dict[str, Any]:
     return out
 
 
+def _validator(tool: ToolDef) -> jsonschema.Draft202012Validator:
+    """The tool's schema validator; a malformed schema degrades to "any object" (logged)."""
+    try:
+        jsonschema.Draft202012Validator.check_schema(tool.schema)
+        return jsonschema.Draft202012Validator(tool.schema)
+    except jsonschema.SchemaError as err:
+        log.warning("tool %s has an invalid JSON Schema (%s); only checking for an object", tool.name, err.message)
+        return jsonschema.Draft202012Validator({"type": "object"})
+
+
 class _Stop(Exception):
     def __init__(self, reason: StopReason, err: BaseException) -> None:
         super().__init__(reason)
@@ -219,7 +229,7 @@ class ToolLoop:
         self.k = kernel
         self.config = config or LoopConfig()
         self.tools = {t.name: t for t in tools}
-        self._validators = {t.name: jsonschema.Draft202012Validator(t.schema) for t in tools}
+        self._validators = {t.name: _validator(t) for t in tools}
         self._clock = clock
         prompt = (system_prompt or DEFAULT_SYSTEM_PROMPT).strip()
         parts = [prompt, DATA_NOTE] + ([catalogue] if catalogue else [])
