@@ -220,3 +220,48 @@ def test_orchestrator_runs_a_plan_with_real_children(tmp_path):
     assert (outdir / "c.md").read_text() == "c: saw prior findings"
     assert (outdir / "result.md").read_text() == "final synthesis"
     assert json.loads((outdir / "summary.json").read_text())["stop_reason"] == "complete"
+
+
+PERSISTENT_ROOT = '''
+from agentix.sdk import agent
+k = agent.connect()
+k.recv(timeout=10)
+child = k.spawn({"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
+                 "isolation": "degraded"})
+replies = []
+for i in (1, 2):
+    k.send(child.agent_id, {"task": f"question {i}", "request_id": i})
+    replies.append(k.recv(timeout=30).body)
+k.send(child.agent_id, {"kind": "shutdown"})
+ex = k.wait_child(child.agent_id, timeout=30)
+k.exit({"replies": replies, "child_reason": ex.reason})
+'''
+
+
+def test_persistent_loop_serves_its_mailbox_and_keeps_the_conversation(tmp_path):
+    def think(name: str, params: dict[str, Any]) -> dict[str, Any]:
+        users = [m["content"] for m in params["messages"] if m["role"] == "user"]
+        return _reply(f"seen {len(users)}: {' | '.join(users)}")
+
+    async def go():
+        k, _ = await _kernel(tmp_path, think)
+        real_info = k.pipeline._methods["sys.info"]
+
+        async def info_with_manifest(call: Call) -> dict[str, Any]:   # see the orchestrator test
+            out = await real_info.handler(call)
+            return {**out, "manifest": k.table.get(call.caller.agent_id).manifest.to_data()}
+        k.pipeline._methods["sys.info"] = MethodSpec("sys.info", info_with_manifest, agent=True, checked=False)
+        prog = tmp_path / "root.py"
+        prog.write_text(PERSISTENT_ROOT)
+        rec = await k.spawn(parse_manifest({"name": "root", "program": str(prog), "isolation": "degraded"}),
+                            message="go")
+        await k.wait(rec, 90)
+        await k.shutdown()
+        return rec
+
+    rec = asyncio.run(go())
+    assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
+    r1, r2 = rec.result["replies"]
+    assert r1["in_reply_to"] == 1 and r1["result"]["text"] == "seen 1: question 1"
+    assert r2["in_reply_to"] == 2 and r2["result"]["text"] == "seen 2: question 1 | question 2"
+    assert rec.result["child_reason"] == "completed"
