@@ -6,6 +6,8 @@ import json
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentix.agents.loop import LOOP_TOOLS, LoopConfig, ToolDef, ToolLoop, wrap_prior_findings
 from agentix.core.context import SUMMARY_PREFIX, ContextPolicy
@@ -260,3 +262,30 @@ def test_messages_tools():
     sent, ghost, got = (json.loads(r) for r in tool_results(k))
     assert sent == {"delivered": True} and ghost["error"] == "not_found"
     assert got["message"]["body"] == "hello" and got["message"]["from_name"] == "peer"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from([("echo", {"message": "a"}), ("echo", {"message": "b"}),
+                                 ("file_read", {"path": "x"}), ("echo", "{\"message\": \"a\"}")]),
+                min_size=1, max_size=12))
+def test_repeat_flag_is_exactly_the_run_length(calls):
+    k = FakeKernel([reply(calls=[c]) for c in calls] + [reply("end")],
+                   tools={"echo": lambda a: {"ok": 1}, "file_read": lambda a: {"content": ""}})
+    ToolLoop(k, [ECHO, READ]).run("t")
+    flagged = [r.startswith("NOTE:") for r in tool_results(k)]
+    norm = [(n, json.loads(a) if isinstance(a, str) else a) for n, a in calls]   # JSON text == same object
+    runs, want = 0, []
+    for i, c in enumerate(norm):
+        runs = runs + 1 if i and norm[i - 1] == c else 1
+        want.append(runs >= 3)
+    assert flagged == want
+    assert len([1 for kind, _ in k.events if kind == "repeat_call"]) == sum(want)
+
+
+def test_repeat_key_ignores_argument_order():
+    k = FakeKernel([reply(calls=[("file_write", {"path": "a", "content": "b"})]),
+                    reply(calls=[("file_write", {"content": "b", "path": "a"})]),
+                    reply(calls=[("file_write", '{"content":"b","path":"a"}')]), reply("end")],
+                   tools={"file_write": lambda a: {"bytes": 1}})
+    ToolLoop(k, [WRITE]).run("t")
+    assert [r.startswith("NOTE:") for r in tool_results(k)] == [False, False, True]
