@@ -289,3 +289,11 @@ def test_repeat_key_ignores_argument_order():
                    tools={"file_write": lambda a: {"bytes": 1}})
     ToolLoop(k, [WRITE]).run("t")
     assert [r.startswith("NOTE:") for r in tool_results(k)] == [False, False, True]
+
+
+def test_persistent_child_is_refused_back_to_the_model():
+    k = FakeKernel([reply(calls=[("spawn_agent", {"manifest": {"name": "p", "lifecycle": "persistent"},
+                                                  "message": "m"})]), reply("ok")])
+    assert ToolLoop(k, [*LOOP_TOOLS.values()]).run("t").stop_reason == "complete"
+    assert json.loads(tool_results(k)[0])["details"]["field"] == "lifecycle"
+    assert not k.spawned

@@ -488,6 +488,9 @@ def run_child(k: KernelLike, item: dict[str, Any], config: LoopConfig) -> dict[s
     """
     t0 = time.monotonic()
     manifest = dict(item["manifest"])
+    if manifest.get("lifecycle") == "persistent":
+        raise InvalidRequest("spawn_agent starts on-demand children and waits for their result; a "
+                             "persistent child would never finish. Drop \"lifecycle\".", field="lifecycle")
     if manifest.get("program") is None:
         manifest["program"] = LOOP_PROGRAM
     child = k.call("agent.spawn_child", manifest=manifest, message=child_message(item, config))
