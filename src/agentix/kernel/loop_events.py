@@ -16,7 +16,8 @@ Kinds and rules:
 * ``progress`` {stage, ...} — orchestrator progress, streamed by the CLI.
 
 Each is recorded as event ``loop.<kind>`` against the caller. Data is bounded
-(``MAX_DATA`` as JSON; ``MAX_ARCHIVE`` for an archive) so an agent cannot flood the log.
+(``MAX_DATA`` as JSON; ``MAX_ARCHIVE`` bytes per archive, ``MAX_ARCHIVES`` archives per
+agent) so an agent cannot flood the log or the disk.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from agentix.kernel.dispatch import Call, MethodSpec
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
 
-__all__ = ["KINDS", "MAX_ARCHIVE", "MAX_DATA", "register", "write_archive"]
+__all__ = ["KINDS", "MAX_ARCHIVE", "MAX_ARCHIVES", "MAX_DATA", "register", "write_archive"]
 
 KINDS = frozenset({"repeat_call", "context_summarised", "context_summary_failed", "skill_applied", "progress"})
 MAX_DATA = 16 * 1024
 MAX_ARCHIVE = 16 * 1024 * 1024
+MAX_ARCHIVES = 256   # per agent: a loop summarises a few times per run, not thousands
 
 
 def write_archive(root: Path, agent_id: str, payload: dict[str, Any]) -> Path:
@@ -47,6 +49,9 @@ def write_archive(root: Path, agent_id: str, payload: dict[str, Any]) -> Path:
     d = root / agent_id
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     n = sum(1 for _ in d.iterdir())
+    if n >= MAX_ARCHIVES:
+        raise LimitExceeded(f"this agent already has {n} context archives; the limit is {MAX_ARCHIVES}",
+                            limit=MAX_ARCHIVES)
     path = d / f"{n:05d}-{int(time.time() * 1000)}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as f:
