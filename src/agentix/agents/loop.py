@@ -603,8 +603,10 @@ def _serve_persistent(k: Any, loop: ToolLoop) -> None:
     """Mailbox loop of a persistent agent: each message is a run; the reply goes to the sender.
 
     A request ``{"task": ..., "request_id": ...}`` is answered with
-    ``{"in_reply_to": request_id, "result": LoopResult}``. The conversation carries over
-    between runs; it is saved through ``agent.state_save`` when the kernel offers it.
+    ``{"in_reply_to": request_id, "result": LoopResult}`` sent to the sending agent, or,
+    for the operator's ``agent.run``, with ``agent.reply``. The conversation carries over
+    between runs; it is saved with ``agent.state_save`` after each run and loaded with
+    ``agent.state_load`` at start (both optional: without them it lives in memory only).
     """
     try:
         saved = k.call("agent.state_load", key="conversation").get("value")
@@ -627,11 +629,13 @@ def _serve_persistent(k: Any, loop: ToolLoop) -> None:
             k.call("agent.state_save", key="conversation", value=loop.messages)
         except AgentixError:
             pass
-        if msg.sender is not None:
-            try:
+        try:
+            if msg.sender is not None:
                 k.send(msg.sender, reply)
-            except AgentixError as err:
-                log.warning("could not reply to %s: %s", msg.sender, err)
+            elif reply["in_reply_to"] is not None:     # the operator's agent.run waits for it
+                k.call("agent.reply", request_id=reply["in_reply_to"], result=reply["result"])
+        except AgentixError as err:
+            log.warning("could not reply to %s: %s", msg.sender or "the operator", err)
 
 
 if __name__ == "__main__":
