@@ -297,3 +297,31 @@ def test_persistent_child_is_refused_back_to_the_model():
     assert ToolLoop(k, [*LOOP_TOOLS.values()]).run("t").stop_reason == "complete"
     assert json.loads(tool_results(k)[0])["details"]["field"] == "lifecycle"
     assert not k.spawned
+
+
+def test_send_and_wait_returns_the_matching_answer_and_keeps_other_mail():
+    k = FakeKernel([reply(calls=[("send_and_wait", {"to": "peer", "message": "2+2?"})]),
+                    reply(calls=[("recv_message", {})]), reply("ok")])
+    sent = []
+
+    def ipc_send(p):
+        sent.append(p)
+        rid = p["message"]["request_id"]
+        k.mailbox.extend([{"from": "x", "from_name": "other", "message": "unrelated"},
+                          {"from": "p", "from_name": "peer", "message": {"in_reply_to": "req-old", "result": 0}},
+                          {"from": "p", "from_name": "peer", "message": {"in_reply_to": rid, "result": {"text": "4"}}}])
+        return {"delivered": True}
+    k._ipc_send = ipc_send
+    ToolLoop(k, [*LOOP_TOOLS.values()]).run("t")
+    answer, buffered = (json.loads(r) for r in tool_results(k))
+    assert sent[0]["message"]["task"] == "2+2?" and sent[0]["to"] == "peer"
+    assert answer["result"] == {"text": "4"} and answer["from"] == "peer"
+    assert buffered["message"]["body"] == "unrelated"     # kept, not lost
+
+
+def test_send_and_wait_timeout_goes_back_to_the_model():
+    k = FakeKernel([reply(calls=[("send_and_wait", {"to": "peer", "message": "hello", "timeout": 0.2})]),
+                    reply("gave up")])
+    res = ToolLoop(k, [*LOOP_TOOLS.values()]).run("t")
+    assert res.stop_reason == "complete"
+    assert json.loads(tool_results(k)[0])["error"] == "timeout"

@@ -8,6 +8,7 @@ else is real: the kernel, the loop program as a process, SQLite state.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,51 @@ def test_state_store_identity_and_limits(tmp_path):
     assert s.load("root:keeper", "k0") == "overwrite is fine"
     assert s.load("root:keeper", "one-too-many") is None
     s.close()
+
+
+ASKER = '''
+import json
+from agentix.sdk import agent
+from agentix.agents.loop import LOOP_TOOLS, ToolLoop
+k = agent.connect()
+k.recv(timeout=10)
+child = k.spawn({"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
+                 "isolation": "degraded"})
+res = ToolLoop(k, list(LOOP_TOOLS.values())).run("ask the keeper")
+k.send(child.agent_id, {"kind": "shutdown"})
+k.wait_child(child.agent_id, timeout=30)
+k.exit(res.to_data())
+'''
+
+
+def test_send_and_wait_between_real_agents(tmp_path):
+    prog = tmp_path / "asker.py"
+    prog.write_text(ASKER)
+
+    async def go():
+        k, store = await _kernel(tmp_path / "home")
+        k.pipeline._methods.pop("think")   # replace _kernel's echoing model with one per agent
+
+        async def think(call: Call) -> dict[str, Any]:
+            name = k.table.get(call.caller.agent_id).name
+            msgs = call.params["messages"]
+            if name == "asker":
+                tools = [m for m in msgs if m["role"] == "tool"]
+                if not tools:
+                    return {"text": None, "stop_reason": "tool_use", "usage": {},
+                            "tool_calls": [{"id": "c1", "name": "send_and_wait",
+                                            "arguments": {"to": "keeper", "message": "ping", "timeout": 30}}]}
+                return {"text": tools[0]["content"], "tool_calls": [], "usage": {}, "stop_reason": "end_turn"}
+            return _think(call.params)
+        k.pipeline.register(MethodSpec("think", think, agent=True, checked=False))
+        rec = await k.spawn(parse_manifest({"name": "asker", "program": str(prog), "isolation": "degraded"}),
+                            message="go")
+        await k.wait(rec, 60)
+        await k.shutdown()
+        store.close()
+        return rec
+
+    rec = asyncio.run(go())
+    assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
+    answer = json.loads(rec.result["text"])
+    assert answer["from"] == "keeper" and answer["result"]["text"] == "ping"
