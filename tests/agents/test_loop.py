@@ -325,3 +325,9 @@ def test_send_and_wait_timeout_goes_back_to_the_model():
     res = ToolLoop(k, [*LOOP_TOOLS.values()]).run("t")
     assert res.stop_reason == "complete"
     assert json.loads(tool_results(k)[0])["error"] == "timeout"
+
+
+@pytest.mark.parametrize("bad", [None, "text", {"tool_calls": "echo"}])
+def test_malformed_think_reply_ends_the_run_with_error(bad):
+    res = ToolLoop(FakeKernel(lambda p: bad), [ECHO]).run("t")
+    assert res.stop_reason == "error" and "malformed" in res.error["message"]

@@ -336,6 +336,8 @@ class ToolLoop:
             raise _Stop("budget_exceeded", err) from None
         except AgentixError as err:
             raise _Stop("error", err) from None
+        if not isinstance(reply, dict) or not isinstance(reply.get("tool_calls") or [], list):
+            raise _Stop("error", InvalidRequest("think returned a malformed reply"))
         usage = reply.get("usage") or {}
         self.usage["input_tokens"] += int(usage.get("input_tokens") or 0)
         self.usage["output_tokens"] += int(usage.get("output_tokens") or 0)
