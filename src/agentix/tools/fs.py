@@ -31,6 +31,9 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from agentix.core.caps import Token
+from agentix.core.grants import Request
+from agentix.core.paths import resolve_request, split_under
 from agentix.core.errors import (
     AgentixError,
     CapabilityDenied,
@@ -40,6 +43,7 @@ from agentix.core.errors import (
 )
 
 __all__ = [
+    "locate",
     "MAX_READ_BYTES",
     "MAX_READ_MANY",
     "MAX_WRITE_BYTES",
@@ -112,16 +116,33 @@ def _components(rel: str) -> list[str]:
     return parts
 
 
+def _open_dir_nofollow(name: str, dirfd: int) -> int:
+    """Open directory ``name`` under ``dirfd``; a symlink is ELOOP (not the ENOTDIR that
+    O_DIRECTORY|O_NOFOLLOW gives), so callers report it as the refusal it is."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except NotADirectoryError:
+        try:
+            is_link = stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
+        except OSError:
+            is_link = False
+        if is_link:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name) from None
+        raise
+
+
 def _walk_open(dirfd: int, parts: list[str], flags: int, mode: int) -> int:
     """Fallback for kernels without openat2: one O_NOFOLLOW open per component."""
     cur = os.dup(dirfd)
     try:
         for p in parts[:-1]:
-            nxt = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur)
+            nxt = _open_dir_nofollow(p, cur)
             os.close(cur)
             cur = nxt
         if not parts:
             return os.open(".", flags | os.O_CLOEXEC, dir_fd=cur)
+        if flags & os.O_DIRECTORY:
+            return _open_dir_nofollow(parts[-1], cur)
         return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=cur)
     finally:
         os.close(cur)
@@ -204,6 +225,19 @@ def _decode(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def locate(token: Token, kind: str, path: str, workspace: str | None = None) -> tuple[str, str]:
+    """Authorise ``path`` for ``kind`` (file_read/file_write) with ``token`` and return
+    ``(root, rel)`` to pass to the functions here: the most specific granted directory over
+    the token's chain and the remainder below it. Raises ``capability_denied``."""
+    norm = resolve_request(path, workspace)
+    req = Request(kind, norm)  # type: ignore[arg-type]
+    root = token.file_root(kind, norm) if token.permits(req) else None
+    if root is None:
+        raise CapabilityDenied(f"no capability allows {kind} on {norm}", reason="not_granted",
+                               request=str(req), token_id=token.id)
+    return root, split_under(root, norm)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -411,11 +445,11 @@ def _open_parent(r: _Root, parts: list[str], create: bool) -> tuple[int, list[tu
     try:
         for d in dirs:
             try:
-                nxt = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur)
+                nxt = _open_dir_nofollow(d, cur)
             except FileNotFoundError:
                 os.mkdir(d, 0o755, dir_fd=cur)
                 made.append((os.dup(cur), d))
-                nxt = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur)
+                nxt = _open_dir_nofollow(d, cur)
             os.close(cur)
             cur = nxt
     except OSError as err:
