@@ -179,3 +179,16 @@ async def _fetch(
             finally:
                 await resp.aclose()
     raise LimitExceeded(f"web_fetch: more than {max_redirects} redirects", limit=max_redirects, redirects=hops)
+
+
+def token_permits(token: Any) -> Permits:
+    """The ``permits`` callback for a verified ``agentix.core.caps.Token``."""
+    from agentix.core.grants import Request
+
+    def permits(host: str, address: str | None) -> bool:
+        return bool(token.permits(Request.make("network", host, address)))
+
+    return permits
+
+
+__all__.append("token_permits")
