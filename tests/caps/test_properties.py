@@ -256,6 +256,7 @@ def test_concurrent_charges_never_exceed_limits(limits, workers):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @SLOW
 @given(sets_and_requests())
 def test_matching_agrees_with_reference_slow(sr):
@@ -263,6 +264,7 @@ def test_matching_agrees_with_reference_slow(sr):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @SLOW
 @given(grant_sets, grants, st.lists(requests, max_size=12))
 def test_covers_is_sound_slow(parent, child, reqs):
@@ -270,6 +272,7 @@ def test_covers_is_sound_slow(parent, child, reqs):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @SLOW
 @given(*_chain_args)
 def test_derived_never_wider_than_parent_slow(root, steps, reqs):
@@ -277,6 +280,7 @@ def test_derived_never_wider_than_parent_slow(root, steps, reqs):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @SLOW
 @given(*_rev_args)
 def test_revocation_is_final_and_cascades_slow(depth, at, charges):
@@ -284,6 +288,7 @@ def test_revocation_is_final_and_cascades_slow(depth, at, charges):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @SLOW
 @given(*_conc_args)
 def test_concurrent_charges_never_exceed_limits_slow(limits, workers):

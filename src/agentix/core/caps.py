@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 import biscuit_auth as _bi
@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 _PAYLOAD_RE = re.compile(r'agentix_block\("([A-Za-z0-9_=-]*)"\);')
+_DATALOG_MAX_TIME = timedelta(milliseconds=250)
 _ID_LEN = 32  # hex chars of the revocation id used as the token id (128 bits)
 
 
@@ -370,6 +371,11 @@ class Authority:
 
     def _datalog_checks(self, token: Token, now: float) -> None:
         az = _bi.AuthorizerBuilder("time({now}); allow if true;", {"now": _dt(now)})
+        # biscuit's default 1 ms run limit refuses valid tokens on a loaded machine; our blocks
+        # hold one fact and one check each (third-party blocks were refused while parsing)
+        limits = az.limits()
+        limits.max_time = _DATALOG_MAX_TIME
+        az.set_limits(limits)
         try:
             az.build(token._biscuit).authorize()
         except _bi.AuthorizationError:
