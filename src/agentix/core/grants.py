@@ -355,9 +355,15 @@ def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = N
         return [Request("file_read", path_of())]
     if tool == "file_read_many":
         paths = args.get("paths")
-        if not isinstance(paths, list):
-            raise InvalidRequest("file_read_many: 'paths' must be a list of paths")
-        return [Request("file_read", resolve_request(p, workspace)) for p in paths if isinstance(p, str)]
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            raise InvalidRequest("file_read_many: 'paths' must be a non-empty list of path strings")
+        out = []
+        for p in paths:
+            try:
+                out.append(Request("file_read", resolve_request(p, workspace)))
+            except InvalidRequest:
+                continue  # reported per path by the tool; the others may still be read
+        return out
     if tool == "file_write":
         return [Request("file_write", path_of())]
     if tool == "file_edit":
