@@ -287,3 +287,12 @@ def test_describe_holds_no_key_material(auth):
     d = tok.describe()
     assert set(d) == {"id", "chain", "holder", "grants", "expires_at", "max_invocations"}
     assert "serialized" not in repr(tok)
+
+
+def test_cache_is_bounded_and_eviction_only_costs_a_reverify():
+    key = generate_root_key()
+    auth = Authority(key, cache_size=4)
+    toks = [auth.mint(f"h{i}", ["tool: *"], now=NOW) for i in range(10)]
+    assert len(auth._cache) <= 4
+    for i, t in enumerate(toks):
+        assert auth.verify(t.serialized, f"h{i}", NOW).id == t.id

@@ -364,9 +364,13 @@ class Authority:
 
     # ------------------------------------------------------------------ internals
     def _remember(self, token: Token) -> Token:
-        if len(self._cache) >= self._cache_size:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[token.serialized] = token
+        cache = self._cache
+        while len(cache) >= self._cache_size:
+            try:  # oldest first; tolerant of another thread evicting at the same moment
+                cache.pop(next(iter(cache)), None)
+            except (StopIteration, RuntimeError):
+                break
+        cache[token.serialized] = token
         return token
 
     def _datalog_checks(self, token: Token, now: float) -> None:
