@@ -166,3 +166,12 @@ def test_secret_header_injection_validates():
                 ("v", "cookie", "x")]:
         with pytest.raises(InvalidRequest):
             inject("https://x", *bad)
+
+
+def test_taint_strings_round_trip_for_the_kernels_call_taint():
+    ts = TaintSet.from_strings({"agent_message", "fetched_url:https://x.example/a?b=c:d"})
+    assert {(lb.source, lb.origin) for lb in ts.labels} == {
+        ("agent_message", ""), ("fetched_url", "https://x.example/a?b=c:d")}
+    assert TaintSet.from_strings(ts.to_strings()) == ts
+    with pytest.raises(InvalidRequest):
+        TaintSet.from_strings({"bogus"})

@@ -87,6 +87,19 @@ class TaintSet:
     def to_data(self) -> list[dict[str, str]]:
         return [lb.to_data() for lb in self]
 
+    def to_strings(self) -> list[str]:
+        """``source:origin`` strings (``source`` alone when the origin is empty), sorted."""
+        return [f"{lb.source}:{lb.origin}" if lb.origin else lb.source for lb in self]
+
+    @classmethod
+    def from_strings(cls, items: Iterable[str]) -> TaintSet:
+        """Labels from ``source`` or ``source:origin`` strings (the kernel's ``Call.taint``)."""
+        out = set()
+        for item in items:
+            source, _, origin = item.partition(":")
+            out.add(TaintLabel(source, origin))  # type: ignore[arg-type]
+        return cls(frozenset(out))
+
     @classmethod
     def from_data(cls, data: Iterable[dict[str, str]]) -> TaintSet:
         return cls(frozenset(TaintLabel(d["source"], d["origin"]) for d in data))  # type: ignore[arg-type]
