@@ -112,3 +112,16 @@ def test_read_many_needs_one_readable_path(setup):
     with pytest.raises(CapabilityDenied):
         gate.check(tokens=[t.serialized], holder="a", tool="file_read_many", args={"paths": ["/etc/shadow"]},
                    now=NOW)
+
+
+def test_s18_a_failing_call_still_uses_one_invocation(setup, tmp_path):
+    from agentix.core.errors import ToolError
+    from agentix.tools import fs
+
+    auth, led, gate = setup
+    t = auth.mint("a", [f"file_read: {tmp_path}/*"], now=NOW, max_invocations=2)
+    args = {"path": f"{tmp_path}/missing.txt"}
+    res = gate.check(tokens=[t.serialized], holder="a", tool="file_read", args=args, now=NOW)
+    with pytest.raises(ToolError):
+        fs.file_read(*fs.locate(res.token, "file_read", args["path"]))
+    assert led.used(t.id) == 1

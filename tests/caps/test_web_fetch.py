@@ -193,3 +193,57 @@ def test_secret_headers_reach_only_the_original_host(server, base):
 def test_bad_url_is_invalid():
     with pytest.raises(InvalidRequest):
         fetch("http://", ["*"])
+
+
+# ------------------------------------------------------------------ https, pinned address + real name
+
+import shutil
+import ssl
+import subprocess
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=svc.internal.test",
+         "-addext", "subjectAltName=DNS:svc.internal.test", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        check=True, capture_output=True,
+    )
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    srv.hits = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv, str(d / "cert.pem")
+    srv.shutdown()
+    srv.server_close()
+
+
+async def _to_loopback(host, port):
+    return ["127.0.0.1"]
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_real_name(tls_server):
+    srv, cert = tls_server
+    port = srv.server_address[1]
+    ctx = ssl.create_default_context(cafile=cert)
+    r = asyncio.run(web_fetch(f"https://svc.internal.test:{port}/ok", permits=permits("svc.internal.test"),
+                              resolve=_to_loopback, verify=ctx))
+    assert r["status"] == 200 and r["content"] == "hello world"
+
+
+def test_https_certificate_for_another_name_fails(tls_server):
+    from agentix.core.errors import ToolError
+
+    srv, cert = tls_server
+    port = srv.server_address[1]
+    ctx = ssl.create_default_context(cafile=cert)
+    with pytest.raises(ToolError):
+        asyncio.run(web_fetch(f"https://other.internal.test:{port}/ok", permits=permits("other.internal.test"),
+                              resolve=_to_loopback, verify=ctx))
