@@ -42,7 +42,7 @@ from agentix.core.errors import (
     HandoffEscalationDenied,
     InvalidRequest,
 )
-from agentix.core.grants import Grant, GrantSet, Request, check_covered, parse_grants
+from agentix.core.grants import Grant, GrantSet, Request, parse_grants
 
 __all__ = [
     "Authority",

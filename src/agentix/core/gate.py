@@ -30,6 +30,8 @@ from agentix.core.taint import TaintDecision, TaintPolicy, TaintSet, web_fetch_h
 
 __all__ = ["CallGate", "GateResult"]
 
+_CLEAN = TaintSet()
+
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
@@ -70,7 +72,7 @@ class CallGate:
         args: dict[str, Any],
         now: float,
         workspace: str | None = None,
-        taint: TaintSet = TaintSet(),
+        taint: TaintSet = _CLEAN,
         charge: bool = True,
     ) -> GateResult:
         reqs = tuple(requests_for_tool(tool, args, workspace))

@@ -124,7 +124,7 @@ async def _fetch(
         raise InvalidRequest(f"web_fetch: {url!r} is not a valid URL: {err}") from None
     first_host: str | None = None
     hops: list[str] = []
-    for hop in range(max_redirects + 1):
+    for _hop in range(max_redirects + 1):
         if current.scheme not in ("http", "https"):
             raise _denied(f"web_fetch allows only http and https, not {current.scheme or 'no scheme'}:",
                           "scheme", url=str(current))
