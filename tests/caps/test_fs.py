@@ -318,3 +318,14 @@ def test_locate_denies_outside_and_picks_the_narrowest_root(world):
         fs.locate(child, "file_write", f"{G(world)}/sub/b.txt")
     with pytest.raises(InvalidRequest):
         fs.locate(child, "file_read", f"{G(world)}/sub/../a.txt")
+
+
+def test_deep_trees_are_walked_to_a_bounded_depth(world):
+    d = world / "granted"
+    for _ in range(fs.MAX_DEPTH + 5):
+        d = d / "d"
+    d.mkdir(parents=True)
+    (d / "deep.txt").write_text("needle\n")
+    listing = fs.file_list(G(world), "", recursive=True, max_entries=10_000)
+    assert listing["truncated"]
+    assert fs.grep(G(world), "", "needle")["matches"] == []

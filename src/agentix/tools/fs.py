@@ -64,6 +64,7 @@ MAX_READ_MANY = 16
 MAX_LIST_ENTRIES = 2000
 MAX_GREP_MATCHES = 500
 MAX_GREP_FILES = 5000
+MAX_DEPTH = 64  # recursive walks hold one fd per level; deeper trees are reported as truncated
 
 _SYS_OPENAT2 = 437  # x86_64 and aarch64 (asm-generic) alike
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -338,7 +339,7 @@ def file_list(
         entries: list[dict[str, Any]] = []
         truncated = False
 
-        def walk(fd: int, prefix: str) -> None:
+        def walk(fd: int, prefix: str, depth: int = 0) -> None:
             nonlocal truncated
             try:
                 for e in _iter_dir(fd):
@@ -350,11 +351,14 @@ def file_list(
                     entries.append({"name": prefix + e.name, "type": kind,
                                     "size": st.st_size if kind == "file" else None})
                     if recursive and kind == "dir":
+                        if depth >= MAX_DEPTH:
+                            truncated = True
+                            continue
                         try:
                             sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
                         except OSError:
                             continue
-                        walk(sub, prefix + e.name + "/")
+                        walk(sub, prefix + e.name + "/", depth + 1)
             finally:
                 os.close(fd)
 
@@ -402,7 +406,7 @@ def grep(
                     return
                 matches.append({"path": name, "line": i, "text": line[:1000]})
 
-    def walk(dfd: int, prefix: str) -> None:
+    def walk(dfd: int, prefix: str, depth: int = 0) -> None:
         try:
             for e in _iter_dir(dfd):
                 if state["truncated"] or state["files"] >= max_files:
@@ -413,8 +417,8 @@ def grep(
                 try:
                     if kind == "file":
                         scan(os.open(e.name, flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dfd), prefix + e.name)
-                    elif kind == "dir":
-                        walk(os.open(e.name, flags | os.O_DIRECTORY, dir_fd=dfd), prefix + e.name + "/")
+                    elif kind == "dir" and depth < MAX_DEPTH:
+                        walk(os.open(e.name, flags | os.O_DIRECTORY, dir_fd=dfd), prefix + e.name + "/", depth + 1)
                 except OSError:
                     continue
         finally:
