@@ -220,6 +220,30 @@ def _check_concurrent_limits(limits, workers):
         assert led.used(tok.id) == sum(ok[i:]) <= limits[i]
 
 
+def _check_datalog_agrees(root_grants, steps, reqs):
+    """The Python matcher and the Datalog checks signed into the token decide alike."""
+    from agentix.core.errors import CapabilityDenied
+
+    reqs = reqs + [r for g in root_grants for r in _near(g)] + [r for st_ in steps for g in st_ for r in _near(g)]
+    auth = Authority(KEY)
+    tok = auth.mint("root", root_grants, now=NOW)
+    chain = [tok]
+    for wanted in steps:
+        try:
+            tok = auth.attenuate(tok, wanted, now=NOW)
+        except HandoffEscalationDenied:
+            continue
+        chain.append(tok)
+    for t in chain:
+        for r in reqs:
+            try:
+                auth.authorize_datalog(t, [r], NOW)
+                datalog = True
+            except CapabilityDenied:
+                datalog = False
+            assert t.permits(r) == datalog, (r, [b.grants.strings() for b in t.blocks])
+
+
 _chain_args = (grant_sets, st.lists(st.lists(grants, max_size=4), min_size=1, max_size=6), st.lists(requests, max_size=12))
 _rev_args = (st.integers(1, 6), st.integers(0, 5), st.lists(st.integers(0, 50), max_size=20))
 _conc_args = (st.lists(st.integers(0, 8), min_size=1, max_size=4), st.lists(st.integers(0, 20), min_size=1, max_size=24))
@@ -241,6 +265,20 @@ def test_covers_is_sound(parent, child, reqs):
 @given(*_chain_args)
 def test_derived_never_wider_than_parent(root, steps, reqs):
     _check_chain(root, steps, reqs)
+
+
+@FAST
+@given(*_chain_args)
+def test_python_and_datalog_decide_alike(root, steps, reqs):
+    _check_datalog_agrees(root, steps, reqs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@SLOW
+@given(*_chain_args)
+def test_python_and_datalog_decide_alike_slow(root, steps, reqs):
+    _check_datalog_agrees(root, steps, reqs)
 
 
 @FAST

@@ -1,8 +1,11 @@
 """Capability tokens: minted, attenuated and verified by the kernel's root key (Biscuit inside).
 
 A token is a Biscuit (Ed25519, offline attenuation) whose every block carries one signed
-``agentix_block(payload)`` fact — holder, grants, expiry, invocation limit — and, when there is
-an expiry, the Datalog check ``check if time($t), $t < expiry``. No biscuit type leaves this
+``agentix_block(payload)`` fact — holder, grants, expiry, invocation limit — the Datalog check
+``check if time($t), $t < expiry`` when there is an expiry, and the block's grants as a Datalog
+check ``reject if request($k, $v, $pub, $ip), !(<grant> || ...)`` (``authorize_datalog``
+evaluates them; ``authorize`` makes the same decision in Python, faster — a property test
+holds the two to agreement). No biscuit type leaves this
 module: callers see ``Token`` (and ``VerifiedToken``, the same type) and agentix errors.
 
 Rules:
@@ -169,12 +172,46 @@ def _payload(holder: str, grants: GrantSet, exp: int | None, max_inv: int | None
     return base64.urlsafe_b64encode(orjson.dumps(data)).decode("ascii")
 
 
-def _block_code(payload: str, exp: int | None) -> tuple[str, dict[str, Any]]:
+def _grant_expr(g: Grant, params: dict[str, Any]) -> str:
+    """The Datalog condition under which grant ``g`` permits ``request($k, $v, $pub, $ip)``.
+    Values go in as parameters, never spliced into the source."""
+
+    def p(value: str) -> str:
+        name = f"g{len(params)}"
+        params[name] = value
+        return "{" + name + "}"
+
+    kind = f"$k == {p(g.kind)}"
+    v = g.value
+    if g.kind in ("file_read", "file_write"):
+        if v == "/*":
+            return f"({kind})"
+        if v.endswith("/*"):
+            base = v[:-2]
+            return f"({kind} && ($v == {p(base)} || $v.starts_with({p(base + '/')})))"
+        return f"({kind} && $v == {p(v)})"
+    if g.kind == "network":
+        if v == "*":
+            return f"({kind} && $pub == true)"
+        if v.startswith("*."):
+            return f"({kind} && $v.ends_with({p(v[1:])}) && $ip == false && $pub == true)"
+        return f"({kind} && $v == {p(v)})"
+    if v == "*" and g.kind != "secret":
+        return f"({kind})"
+    return f"({kind} && $v == {p(v)})"
+
+
+def _block_code(payload: str, exp: int | None, grants: GrantSet) -> tuple[str, dict[str, Any]]:
     code = "agentix_block({p});"
     params: dict[str, Any] = {"p": payload}
     if exp is not None:
         code += " check if time($t), $t < {exp};"
         params["exp"] = _dt(exp)
+    exprs = [_grant_expr(g, params) for g in grants]
+    if exprs:
+        code += " reject if request($k, $v, $pub, $ip), !(" + " || ".join(exprs) + ");"
+    else:
+        code += " reject if request($k, $v, $pub, $ip);"
     return code, params
 
 
@@ -230,7 +267,7 @@ class Authority:
         """A root token for ``holder`` (used at spawn, from the manifest's grants)."""
         gs = _as_grantset(grants)
         exp, max_inv = _check_limits(expires_at, max_invocations)
-        code, params = _block_code(_payload(holder, gs, exp, max_inv, now), exp)
+        code, params = _block_code(_payload(holder, gs, exp, max_inv, now), exp, gs)
         biscuit = _bi.BiscuitBuilder(code, params).build(self._keypair.private_key)
         return self._remember(self._parse(biscuit))
 
@@ -277,7 +314,7 @@ class Authority:
                 reason="more_invocations",
                 token_id=token.id,
             )
-        code, params = _block_code(_payload(holder or token.holder, gs, exp, max_inv, now), exp)
+        code, params = _block_code(_payload(holder or token.holder, gs, exp, max_inv, now), exp, gs)
         biscuit = token._biscuit.append(_bi.BlockBuilder(code, params))
         return self._remember(self._parse(biscuit))
 
@@ -356,6 +393,33 @@ class Authority:
                 raise CapabilityDenied(
                     f"no capability allows {r}", reason="not_granted", request=str(r), token_id=token.id
                 )
+
+    def authorize_datalog(self, token: Token, requests: Iterable[Request], now: float) -> None:
+        """The same decision as ``authorize``, made by Biscuit's Datalog engine from the checks
+        signed into every block (``reject if request(...), !(grants)``) and the expiry checks. Slower
+        (tens of microseconds per block); the tests use it to prove that both agree, and a
+        kernel may use it as defence in depth."""
+        from agentix.core.hosts import is_ip_literal, is_public_address
+
+        reqs = list(requests)
+        az = _bi.AuthorizerBuilder("time({now}); allow if true;", {"now": _dt(now)})
+        for i, r in enumerate(reqs):
+            pub = r.address is None or is_public_address(r.address)
+            ip = r.kind == "network" and is_ip_literal(r.value)
+            az.add_code(
+                "request({k}, {v}, {pub}, {ip});",
+                {"k": r.kind, "v": r.value, "pub": pub, "ip": ip},
+            )
+        limits = az.limits()
+        limits.max_time = _DATALOG_MAX_TIME
+        az.set_limits(limits)
+        try:
+            az.build(token._biscuit).authorize()
+        except _bi.AuthorizationError:
+            raise CapabilityDenied(
+                "no capability allows " + ", ".join(str(r) for r in reqs),
+                reason="not_granted", token_id=token.id,
+            ) from None
 
     def decide(self, token: Token, request: Request) -> Decision:
         if token.permits(request):
