@@ -134,10 +134,11 @@ def up(obj: Ctx, foreground: bool, isolation: str | None) -> None:
     if kernel_running(obj.home):
         fail(f"a kernel is already running for {obj.home}", EXIT_NO_KERNEL)
     if foreground:
-        from agentix.kernel.daemon import main as daemon_main
-
+        # exec the daemon in this process (the CLI sits above the SDK only; it never imports the kernel)
         args = ["--home", str(obj.home)] + (["--isolation", isolation] if isolation else [])
-        sys.exit(daemon_main(args))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "agentix.kernel.daemon", *args])
     with out.status("starting the kernel…"):
         pid = start_kernel(obj.home, isolation)
     out.print(f"[green]kernel running[/] pid {pid}, home {obj.home}")

@@ -168,6 +168,14 @@ async def start_unix_server(
             writer.write(encode(error_reply(None, InvalidRequest(
                 "permission denied: the kernel accepts operator connections only from its own "
                 "user or root", uid=creds.uid))))
+            # closing with the peer's request still unread would reset the connection and
+            # lose the reply: half-close, swallow what it sent (bounded, briefly), then close
+            try:
+                await writer.drain()
+                writer.write_eof()
+                await asyncio.wait_for(reader.read(frame_limit), timeout=1.0)
+            except (asyncio.TimeoutError, ConnectionError, OSError):
+                pass
             writer.close()
             return
         try:
