@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from agentix.sdk import Kernel
+from agentix.sdk.errors import KernelNotRunning
 from agentix.sdk.kernel import AgentInfo
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -101,8 +102,17 @@ class Daemon:
         ok = wait_until(lambda: self.socket.exists() or self.proc.poll() is not None, timeout=15)
         if not ok or self.proc.poll() is not None:
             raise RuntimeError(f"kernel did not start: {self.daemon_log()}")
-        self.client = Kernel(home)
+        # the socket file appears at bind(), a moment before listen(): connect until it answers
+        self.client = wait_until(self._try_connect, timeout=10)
+        if not self.client:
+            raise RuntimeError(f"kernel socket never answered: {self.daemon_log()}")
         self.seen_pids: set[int] = set()
+
+    def _try_connect(self) -> Kernel | None:
+        try:
+            return Kernel(self.home)
+        except KernelNotRunning:
+            return None
 
     def daemon_log(self) -> str:
         self.log.flush()
