@@ -375,7 +375,8 @@ class Kernel:
                                              grace=grace) for c in live), return_exceptions=True)
         assert rec.handle is not None
         grace = self.config.stop_grace if grace is None else grace
-        rec.handle.signal(signal.SIGTERM)
+        # no grace (agent.kill) means SIGKILL at once, not a SIGTERM the process may die of first
+        rec.handle.signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
         if was_paused:
             if not rec.handle.freeze(False):
                 rec.handle.signal(signal.SIGCONT)
