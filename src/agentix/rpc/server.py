@@ -186,12 +186,18 @@ async def start_unix_server(
 
     if path.exists() or path.is_symlink():
         path.unlink()
+    # bind under a temporary name and rename once listening: the socket appears only when it
+    # accepts (a client racing bind() and listen() would otherwise get ECONNREFUSED)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    if tmp.exists() or tmp.is_symlink():
+        tmp.unlink()
     old_umask = os.umask(0o177)
     try:
-        server = await asyncio.start_unix_server(on_connect, path=str(path), limit=frame_limit + 1)
+        server = await asyncio.start_unix_server(on_connect, path=str(tmp), limit=frame_limit + 1)
     finally:
         os.umask(old_umask)
-    os.chmod(path, 0o600)
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, path)
     return server
 
 
