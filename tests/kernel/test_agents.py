@@ -294,3 +294,12 @@ def test_spawn_depth_and_count_limits_are_configurable(start_kernel) -> None:
 
 def test_agent_count_limit_default_is_a_hundred(kernel) -> None:
     assert kernel.client.info()["limits"]["max_agents"] == 100
+
+
+def test_wall_clock_limit_stops_the_agent_with_reason_timeout(kernel) -> None:
+    aid = kernel.spawn("sleeper.py", limits={"wall_clock": "1s"})
+    t0 = time.monotonic()
+    info = kernel.client.wait(aid, timeout=15)
+    assert info.exit["reason"] == "timeout" and "wall-clock" in info.exit["detail"]
+    assert 0.9 < time.monotonic() - t0 < 5
+    assert not pid_alive(info.pid)

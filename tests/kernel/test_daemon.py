@@ -55,6 +55,10 @@ def test_up_runs_in_background_with_pidfile_log_and_private_socket(tmp_home: Pat
     assert os.getsid(pid) == pid
     info = json.loads(cli(tmp_home, "info", "--json").stdout)
     assert info["pid"] == pid and info["home"] == str(tmp_home)
+    # $AGENTIX_HOME is honoured by the CLI as well as --home
+    r = subprocess.run([*AGENTIX, "info", "--json"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "AGENTIX_HOME": str(tmp_home)})
+    assert r.returncode == 0 and json.loads(r.stdout)["pid"] == pid
     # a second `up` refuses (exit 3) and does not disturb the first
     r2 = cli(tmp_home, "up", "--isolation", isolation_mode)
     assert r2.returncode == 3
