@@ -30,7 +30,8 @@ from agentix.rpc.framing import (
     validate_request,
 )
 
-__all__ = ["Handler", "PeerCredentials", "peer_credentials", "serve_connection", "start_unix_server"]
+__all__ = ["Handler", "PeerCredentials", "peer_credentials", "serve_connection", "serve_socket",
+           "start_unix_server"]
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,130 @@ async def serve_connection(
             await writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+        log.debug("%s closed", name)
+
+
+class _ChannelProtocol(asyncio.Protocol):
+    """One connection served straight from ``data_received`` (no StreamReader, no reader task).
+
+    Same wire rules as ``serve_connection`` (see rpc/framing.py); a request that does not
+    block is answered within the ``data_received`` call that delivered it.
+    """
+
+    def __init__(self, handler: Handler, frame_limit: int, name: str, done: asyncio.Future[None]) -> None:
+        self.handler, self.frame_limit, self.name, self.done = handler, frame_limit, name, done
+        self.buf = bytearray()
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.transport: asyncio.Transport | None = None
+        self.write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, reply: Any) -> None:
+        t = self.transport
+        if reply is not None and t is not None and not t.is_closing():
+            t.write(encode(reply))
+
+    async def run_one(self, msg: Any) -> None:
+        if isinstance(msg, list):
+            if not msg:
+                self.send(error_reply(None, InvalidRequest("an empty batch is not a request")))
+                return
+            replies = [r for r in await asyncio.gather(*(_answer(self.handler, m) for m in msg)) if r]
+            if replies:
+                self.send(replies)
+        else:
+            self.send(await _answer(self.handler, msg))
+
+    def _too_large(self) -> None:
+        self.send(error_reply(None, InvalidRequest(
+            f"frame larger than the limit of {self.frame_limit} bytes; connection closed",
+            limit=self.frame_limit)))
+        self.buf.clear()
+        assert self.transport is not None
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.buf += data
+        start = 0
+        buf = self.buf
+        while True:
+            i = buf.find(b"\n", start)
+            if i < 0:
+                if len(buf) - start >= self.frame_limit:
+                    return self._too_large()
+                break
+            if i + 1 - start > self.frame_limit:
+                return self._too_large()
+            frame = bytes(buf[start:i])
+            start = i + 1
+            if not frame.strip():
+                continue
+            try:
+                msg = decode(frame)
+            except AgentixError as err:
+                self.send(error_reply(None, err))
+                continue
+            task = _start_eagerly(self.run_one(msg))
+            if task is not None:
+                self.in_flight.add(task)
+                task.add_done_callback(self._finished)
+                if len(self.in_flight) >= MAX_IN_FLIGHT:
+                    self.transport.pause_reading()
+            if self.transport.is_closing():
+                break
+        del buf[:start]
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        t = self.transport
+        if t is not None and not t.is_closing() and not self.write_paused and len(self.in_flight) < MAX_IN_FLIGHT:
+            t.resume_reading()
+
+    # backpressure: a peer that does not read its replies is not read from either
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and len(self.in_flight) < MAX_IN_FLIGHT:
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False  # a half frame left in the buffer is dropped; close our side
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for task in self.in_flight:
+            task.cancel()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def serve_socket(sock: socket.socket, handler: Handler, *, frame_limit: int = DEFAULT_FRAME_LIMIT,
+                       name: str = "connection") -> None:
+    """Serve one connected socket (an agent's channel) until it closes or this is cancelled.
+
+    The fast path for agent channels: requests are decoded and started in ``data_received``
+    (see ``_ChannelProtocol``); wire behaviour is the same as ``serve_connection``.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    transport, proto = await loop.connect_accepted_socket(
+        lambda: _ChannelProtocol(handler, frame_limit, name, done), sock=sock)
+    try:
+        await done
+    finally:
+        transport.close()
+        pending = list(proto.in_flight)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         log.debug("%s closed", name)
 
 
