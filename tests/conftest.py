@@ -199,3 +199,15 @@ def start_kernel(isolation_mode: str) -> Iterator[Any]:
 def kernel(start_kernel: Any) -> Daemon:
     """A fresh kernel daemon with the default configuration."""
     return start_kernel()
+
+
+@pytest.fixture(scope="module")
+def module_kernel(isolation_mode: str) -> Iterator[Daemon]:
+    """One kernel shared by a module's tests that do not depend on a fresh kernel's state."""
+    tmp = short_tmp()
+    d = Daemon(tmp / "h", isolation_mode)
+    yield d
+    try:
+        d.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

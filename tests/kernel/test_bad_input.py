@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import shutil
-
-from conftest import Daemon, short_tmp
 
 
 class Raw:
@@ -100,19 +97,9 @@ BAD_FRAMES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def shared_kernel(isolation_mode: str):
-    """One kernel for the many small frame tests (each checks the kernel is unharmed)."""
-    tmp = short_tmp()
-    d = Daemon(tmp / "h", isolation_mode)
-    yield d
-    d.stop()
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
 @pytest.mark.parametrize("frame,code", BAD_FRAMES, ids=[f"{i}" for i in range(len(BAD_FRAMES))])
-def test_malformed_requests_get_a_jsonrpc_error_and_the_connection_lives(shared_kernel, frame: bytes, code: str) -> None:
-    kernel = shared_kernel
+def test_malformed_requests_get_a_jsonrpc_error_and_the_connection_lives(module_kernel, frame: bytes, code: str) -> None:
+    kernel = module_kernel
     c = Raw(kernel.socket)
     c.send(frame)
     reply = c.frame()

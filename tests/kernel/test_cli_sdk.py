@@ -161,7 +161,8 @@ def test_cli_ps_tree_shows_the_family(kernel) -> None:
     assert {a["parent"] for a in tree_json if a["name"].startswith("kid")} == {root}
 
 
-def test_cli_info_and_tools(kernel) -> None:
+def test_cli_info_and_tools(module_kernel) -> None:
+    kernel = module_kernel
     r = cli(kernel, "info")
     assert r.returncode == 0 and str(kernel.proc.pid) in r.stdout
     assert json.loads(cli(kernel, "info", "--json").stdout)["pid"] == kernel.proc.pid
@@ -177,7 +178,8 @@ def test_cli_info_and_tools(kernel) -> None:
     (["stop", "nobody"], 2),
     (["run", "--program", "{p}/sleeper.py", "--timeout", "0.3"], 5),
 ])
-def test_cli_exit_codes(kernel, args: list[str], code: int | None) -> None:
+def test_cli_exit_codes(module_kernel, args: list[str], code: int | None) -> None:
+    kernel = module_kernel
     args = [a.format(p=str(Path(program("calls.py")).parent)) for a in args]
     if code is None:  # exit_code.py needs an argument: use a manifest that crashes
         mf = kernel.home.parent / "crash.yaml"
