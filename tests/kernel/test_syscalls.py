@@ -116,7 +116,8 @@ ESCAPES = [
 
 
 @pytest.mark.parametrize("case,path", ESCAPES, ids=[c for c, _ in ESCAPES])
-def test_file_tools_are_confined_to_the_workspace(kernel, tmp_path: Path, case: str, path: str) -> None:
+def test_file_tools_are_confined_to_the_workspace(module_kernel, tmp_path: Path, case: str, path: str) -> None:
+    kernel = module_kernel
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "victim.txt").write_text("precious")
