@@ -308,3 +308,20 @@ def test_wall_clock_limit_stops_the_agent_with_reason_timeout(kernel) -> None:
     assert info.exit["reason"] == "timeout" and "wall-clock" in info.exit["detail"]
     assert 0.9 < time.monotonic() - t0 < 5
     assert not pid_alive(info.pid)
+
+
+def test_an_agent_is_stopping_during_its_grace_period(kernel) -> None:
+    import threading
+
+    aid = kernel.spawn("ignore_term.py")
+    wait_log(kernel, aid, "ignoring SIGTERM")
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(kernel.connect().stop(aid, grace=1.5)))
+    t.start()
+    try:
+        assert wait_until(lambda: kernel.client.status(aid).state == "stopping", timeout=5)
+        with pytest.raises(StateError):
+            kernel.client.pause(aid)  # stopping -> paused is not a transition
+    finally:
+        t.join(timeout=20)
+    assert done and done[0].state == "exited" and done[0].reason == "killed"

@@ -183,3 +183,21 @@ def test_socket_refuses_other_users_by_mode_and_by_peer_credentials(kernel) -> N
     # nothing was done for the intruder, and the kernel still serves its owner
     assert kernel.client.list() == []
     assert kernel.client.info()["agents"]["total"] == 0
+
+
+def test_up_recovers_from_a_stale_pidfile_and_socket_and_down_without_a_kernel_fails(tmp_home: Path, isolation_mode: str) -> None:
+    tmp_home.mkdir(parents=True)
+    # a crashed kernel left its pidfile (a pid that is gone) and its socket file behind
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_home / "agentixd.pid").write_text(f"{dead.pid}\n")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_home / "agentixd.sock"))
+    stale.close()
+    assert cli(tmp_home, "down").returncode == 3  # nothing answers: "no kernel"
+    r = cli(tmp_home, "up", "--isolation", isolation_mode)
+    assert r.returncode == 0, r.stderr
+    pid = int((tmp_home / "agentixd.pid").read_text())
+    assert pid != dead.pid and pid_alive(pid)
+    assert cli(tmp_home, "down").returncode == 0
+    assert not pid_alive(pid)
