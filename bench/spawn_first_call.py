@@ -5,7 +5,7 @@ agent notes perf_counter_ns just before sending its first system call (sys.info)
 it through sys.exit (perf_counter is CLOCK_MONOTONIC: one clock for every process). Spawns
 run one at a time. Last line: one JSON object.
 
-    python bench/spawn.py [--spawns 100] [--isolation degraded]
+    python bench/spawn_first_call.py [--spawns 100] [--isolation degraded]
 """
 
 from __future__ import annotations
