@@ -411,6 +411,30 @@ def events(obj: Ctx, agent: str | None, kind: str | None, follow: bool, as_json:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json: bool) -> None:
+    """Report which isolation layers work on this host, and why not (exit 1 if any is missing)."""
+    proc = subprocess.run([sys.executable, "-m", "agentix.sandbox.doctor"], capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0:
+        fail(f"the host probe failed: {proc.stderr.strip()[-500:]}", EXIT_INTERNAL)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    if as_json:
+        dump_json(rows)
+    else:
+        t = Table("LAYER", "STATUS", "DETAIL")
+        for row in rows:
+            t.add_row(str(row["layer"]), "[green]ok[/]" if row["ok"] else "[red]unavailable[/]",
+                      str(row.get("why", "")))
+        out.print(t)
+        missing = [r["layer"] for r in rows if not r["ok"]]
+        out.print("[green]every layer works: agents run strictly isolated[/]" if not missing else
+                  f"[yellow]missing: {', '.join(missing)} — spawns are refused unless "
+                  "`isolation: degraded` is accepted[/]")
+    sys.exit(EXIT_OK if all(r["ok"] for r in rows) else EXIT_FAILED)
+
+
+@cli.command()
 @click.option("--home", "demo_home", type=click.Path(path_type=Path), default=None,
               help="kernel home for the demo (default: a new temporary directory)")
 @click.option("--json", "as_json", is_flag=True, help="print the account as JSON")

@@ -473,6 +473,7 @@ class Kernel:
         orphans = [r for r in self.table if r.live and r.parent is not None]
         await asyncio.gather(*(self.stop(r, reason="killed", detail="kernel shutting down", grace=grace)
                                for r in roots + orphans), return_exceptions=True)
+        await self.substrate.close()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
         close = getattr(self.events, "close", None)
         if close is not None:
