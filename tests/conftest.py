@@ -72,6 +72,29 @@ def pids_in_groups(pgids: set[int]) -> list[int]:
     return found
 
 
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (by parent pid), whatever namespace or session it is in."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out: set[int] = set()
+    stack = [root]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            if c not in out:
+                out.add(c)
+                stack.append(c)
+    return out
+
+
 def wait_until(pred: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
     """Poll ``pred`` until true or ``timeout`` (monotonic); return the last value."""
     deadline = time.monotonic() + timeout
@@ -145,6 +168,7 @@ class Daemon:
         """Shut the kernel down; fail if it or any agent process survives."""
         pids = self.all_pids()
         if self.proc.poll() is None:
+            pids |= descendants(self.proc.pid)  # agents and everything they started
             try:
                 self.client.shutdown()
             except Exception:

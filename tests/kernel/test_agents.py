@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentix.sdk.errors import InvalidRequest, LimitExceeded, NotFound, StateError, Timeout
-from conftest import PROGRAMS, pid_alive, pids_in_groups, program, wait_until
+from conftest import PROGRAMS, descendants, pid_alive, program, wait_until
 
 
 def proc_state(pid: int) -> str:
@@ -142,25 +142,28 @@ def test_stop_escalates_to_sigkill_for_an_agent_that_ignores_sigterm(kernel) -> 
     aid = kernel.spawn("ignore_term.py")
     wait_log(kernel, aid, "ignoring SIGTERM")
     pid = kernel.client.status(aid).pid
+    family = descendants(pid) | {pid}
     t0 = time.monotonic()
     info = kernel.client.stop(aid, grace=0.5)
     elapsed = time.monotonic() - t0
     assert info.state == "exited"
     assert info.exit["reason"] == "killed" and info.exit["signal"] == signal.SIGKILL
     assert elapsed >= 0.5  # it was given its grace period
-    assert not pid_alive(pid) and not pids_in_groups({pid})
+    assert not [p for p in family if pid_alive(p)]
 
 
 def test_stop_kills_grandchild_processes(kernel) -> None:
     aid = kernel.spawn("forker.py")
     log = wait_log(kernel, aid, "grandchildren")
-    grand = [int(x) for x in log.split("grandchildren")[1].split()[:2]]
+    assert len(log.split("grandchildren")[1].split()[:2]) == 2
     pid = kernel.client.status(aid).pid
-    assert all(pid_alive(g) for g in grand)
+    family = descendants(pid) | {pid}
+    # the agent's process (and any sandbox wrapper) plus its two grandchildren, seen from the host
+    assert len(family) >= 3, family
     info = kernel.client.stop(aid, grace=0.5)
     assert info.exit["reason"] == "killed"
-    assert wait_until(lambda: not any(pid_alive(g) for g in grand), timeout=2), "a grandchild survived"
-    assert not pids_in_groups({pid})
+    assert wait_until(lambda: not any(pid_alive(p) for p in family), timeout=2), \
+        f"survived: {[p for p in family if pid_alive(p)]}"
 
 
 def test_kill_is_immediate_and_sigterm_stop_is_graceful(kernel) -> None:
@@ -190,10 +193,12 @@ def test_stopping_a_parent_stops_its_whole_subtree(kernel) -> None:
         for g in by_id[c].raw["children"]:
             assert by_id[g].parent == c and by_id[g].raw["depth"] == 2
     pids = {a.pid for a in agents}
+    for a in list(pids):
+        pids |= descendants(a)
     kernel.client.stop(root, grace=1)
     after = kernel.client.list()
     assert all(a.state == "exited" and a.reason == "killed" for a in after), [(a.name, a.state, a.reason) for a in after]
-    assert not [p for p in pids if pid_alive(p)] and not pids_in_groups(pids)
+    assert not [p for p in pids if pid_alive(p)]
 
 
 def test_a_parent_that_exits_takes_its_subtree_with_it(kernel) -> None:
@@ -210,16 +215,22 @@ def test_a_parent_that_exits_takes_its_subtree_with_it(kernel) -> None:
 
 # ---------------------------------------------------------------- pause / resume, states
 def test_pause_and_resume_freeze_the_process_and_follow_the_state_table(kernel) -> None:
-    aid = kernel.spawn("sleeper.py")
-    wait_log(kernel, aid, "ready")
+    aid = kernel.spawn("ticker.py")
+    wait_log(kernel, aid, "3")
     k = kernel.client
-    pid = k.status(aid).pid
+
+    def ticks() -> int:
+        return len(k.logs(aid)[0].split())
+
     assert k.pause(aid).state == "paused"
-    assert wait_until(lambda: proc_state(pid) == "T", timeout=2)
+    time.sleep(0.3)
+    frozen_at = ticks()
+    time.sleep(0.6)
+    assert ticks() == frozen_at, "a paused agent kept running"
     with pytest.raises(StateError):
         k.pause(aid)  # paused -> paused is not a transition
     assert k.resume(aid).state == "running"
-    assert wait_until(lambda: proc_state(pid) in ("S", "R"), timeout=2)
+    assert wait_until(lambda: ticks() > frozen_at + 2, timeout=5), "a resumed agent did not run"
     with pytest.raises(StateError):
         k.resume(aid)  # running -> running is not either
     k.pause(aid)
