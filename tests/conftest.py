@@ -5,9 +5,8 @@ for its socket, yields a ``Daemon`` (an ``agentix.sdk.Kernel`` client plus the h
 and at the end shuts it down and checks that no agent process (nor anything left in an
 agent's process group) survived.
 
-The isolation mode is ONE fixture, ``isolation_mode`` (default ``degraded`` until the sandbox
-backend is the default on this host); set ``AGENTIX_TEST_ISOLATION=strict`` or override the
-fixture to run everything strictly.
+The isolation mode is ONE fixture, ``isolation_mode``: ``strict`` (the sandbox backend) by
+default; ``AGENTIX_TEST_ISOLATION=degraded`` runs the same suite on a host without it.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from agentix.sdk.errors import KernelNotRunning
 from agentix.sdk.kernel import AgentInfo
 
 PROGRAMS = Path(__file__).parent / "programs"
-ISOLATION = os.environ.get("AGENTIX_TEST_ISOLATION", "degraded")
+ISOLATION = os.environ.get("AGENTIX_TEST_ISOLATION", "strict")
 
 
 def program(name: str) -> str:

@@ -23,7 +23,7 @@ from agentix.sdk.errors import (
     StateError,
     Timeout,
 )
-from conftest import program, short_tmp
+from conftest import program, short_tmp, wait_until
 
 AGENTIX = [sys.executable, "-m", "agentix.cli.main"]
 
@@ -132,6 +132,7 @@ def test_cli_spawn_ps_inspect_logs_send_stop_kill_pause_resume(kernel) -> None:
     assert cli(kernel, "stop", "sl").returncode == 0
     assert kernel.client.status("sl" if False else json.loads(cli(kernel, "ps", "-a", "--json").stdout)[1]["agent_id"]).reason == "killed"
     k2 = json.loads(cli(kernel, "spawn", "--program", program("sleeper.py"), "--json").stdout)["agent_id"]
+    assert wait_until(lambda: "ready" in kernel.client.logs(k2)[0], timeout=15)
     assert cli(kernel, "kill", k2).returncode == 0
     assert kernel.client.status(k2).raw["exit"]["signal"] == 9
     r = cli(kernel, "logs", k2)
@@ -151,7 +152,7 @@ def test_cli_logs_follow_returns_when_the_agent_exits(kernel) -> None:
 
 def test_cli_ps_tree_shows_the_family(kernel) -> None:
     root = kernel.spawn("spawner.py", "tree", "2", "1", name="root")
-    from conftest import wait_until
+
     assert wait_until(lambda: len([a for a in kernel.client.list() if a.state == "running"]) == 3, timeout=15)
     out = cli(kernel, "ps", "--tree").stdout
     lines = [line for line in out.splitlines() if "ag-" in line]
