@@ -180,6 +180,8 @@ class Daemon:
                 raise AssertionError("the kernel did not stop within 30 s")
         self.client.close()
         self.log.close()
+        # sandboxed processes die with their namespace a moment after its leader: allow 2 s
+        wait_until(lambda: not pids_in_groups(pids) and not any(pid_alive(p) for p in pids), timeout=2)
         leftovers = pids_in_groups(pids) + [p for p in pids if pid_alive(p)]
         for p in set(leftovers):  # clean up before failing so later tests are not hurt
             try:
