@@ -1,0 +1,419 @@
+"""The audit chain: entry hashing, signed tree heads and verification, with no I/O.
+
+The rule (docs/audit.md gives it in full for independent verifiers):
+
+* An entry's *body* is the canonical JSON (``agentix.core.canonical``) of
+  ``{"agent", "data", "kind", "seq", "taint", "ts", "v"}`` where ``seq`` counts from 0 with
+  no gaps, ``ts`` is UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (never earlier than the previous
+  entry's), ``agent`` is an agent id or null (the kernel/operator), ``taint`` is the sorted,
+  de-duplicated list of labels and ``v`` is 1.
+* ``hash = SHA-256(prev_hash || body)`` where ``prev_hash`` is the previous entry's hash
+  (32 raw bytes), or 32 zero bytes for seq 0.
+* Entry ``seq`` is leaf ``seq`` of an RFC 6962 Merkle tree whose leaf data is the entry's
+  32-byte hash (``agentix.core.merkle``).
+* A signed tree head is Ed25519 over ``b"agentix-tree-head-v1\\n" +
+  canonical({"root": hex, "size": n, "timestamp": ts})``.
+
+``ChainVerifier`` is fed stored records in storage order and names the first bad seq with
+a reason; it is a state machine that holds O(log n) memory, so a million entries stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from agentix.core.canonical import canonical_json
+from agentix.core.errors import InvalidRequest
+from agentix.core.merkle import CompactRange, leaf_hash, root_from_inclusion
+
+__all__ = [
+    "ENTRY_VERSION",
+    "GENESIS_HASH",
+    "HEAD_CONTEXT",
+    "ChainVerifier",
+    "Entry",
+    "FailReason",
+    "SignedHead",
+    "StoredRecord",
+    "VerifyReport",
+    "entry_body",
+    "entry_hash",
+    "format_ts",
+    "key_id",
+    "normalise_taint",
+    "public_key_bytes",
+    "sign_head",
+    "verify_head",
+    "verify_inclusion",
+]
+
+ENTRY_VERSION = 1
+GENESIS_HASH = b"\x00" * 32
+HEAD_CONTEXT = b"agentix-tree-head-v1\n"
+
+FailReason = Literal[
+    "edited",  # the entry's recomputed hash differs from its stored hash
+    "chain_broken",  # prev_hash is not the previous entry's hash
+    "deleted",  # a seq is missing
+    "reordered",  # an entry sits at another seq than its own (moved, swapped, duplicated)
+    "out_of_order",  # timestamp earlier than its predecessor's
+    "malformed",  # body is not a valid entry, or stored columns disagree with it
+    "truncated",  # fewer entries than a signed head covers
+    "root_mismatch",  # entries chain correctly but the Merkle root differs from a signed head
+    "bad_signature",  # a tree head's signature does not verify with the kernel's key
+]
+
+
+def format_ts(epoch_seconds: float) -> str:
+    """UTC timestamp with microseconds, fixed width, so strings sort like times."""
+    dt = datetime.fromtimestamp(epoch_seconds, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def normalise_taint(taint: Iterable[str]) -> tuple[str, ...]:
+    labels = tuple(sorted(set(taint)))
+    for t in labels:
+        if type(t) is not str:
+            raise InvalidRequest("taint labels must be strings", label=repr(t)[:80])
+    return labels
+
+
+def entry_body(
+    seq: int, ts: str, agent: str | None, kind: str, data: dict[str, Any], taint: Sequence[str]
+) -> bytes:
+    """The canonical bytes that are hashed for an entry (``taint`` already normalised)."""
+    if type(data) is not dict:
+        raise InvalidRequest("audit data must be a JSON object")
+    return canonical_json(
+        {
+            "agent": agent,
+            "data": data,
+            "kind": kind,
+            "seq": seq,
+            "taint": list(taint),
+            "ts": ts,
+            "v": ENTRY_VERSION,
+        }
+    )
+
+
+def entry_hash(prev_hash: bytes, body: bytes) -> bytes:
+    """``SHA-256(prev_hash || body)``."""
+    return hashlib.sha256(prev_hash + body).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One audit entry as appended (``hash`` covers ``prev_hash`` and the body)."""
+
+    seq: int
+    ts: str
+    agent: str | None
+    kind: str
+    data: dict[str, Any]
+    taint: tuple[str, ...]
+    prev_hash: bytes
+    hash: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        """The export form: body fields plus hex ``prev_hash`` and ``hash``."""
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "agent": self.agent,
+            "kind": self.kind,
+            "data": self.data,
+            "taint": list(self.taint),
+            "v": ENTRY_VERSION,
+            "prev_hash": self.prev_hash.hex(),
+            "hash": self.hash.hex(),
+        }
+
+    @classmethod
+    def from_body(cls, body: bytes, prev_hash: bytes, hash_: bytes) -> Entry:
+        d = orjson.loads(body)
+        return cls(
+            d["seq"], d["ts"], d["agent"], d["kind"], d["data"], tuple(d["taint"]),
+            prev_hash, hash_,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as read back from storage, to be verified.
+
+    ``pos`` is where storage says the entry is (the seq column, or the entry's own seq for
+    a JSONL export); ``agent``/``kind`` are the stored index columns, or None if the storage
+    has none (they must then agree with the body).
+    """
+
+    pos: int
+    body: bytes
+    prev_hash: bytes
+    hash: bytes
+    agent: str | None = None
+    kind: str | None = None
+    has_columns: bool = False
+
+    @classmethod
+    def from_export(cls, line: dict[str, Any]) -> StoredRecord:
+        """From one JSONL export object; the body is recomputed canonically."""
+        try:
+            body = entry_body(
+                line["seq"], line["ts"], line["agent"], line["kind"], line["data"],
+                line["taint"],
+            )
+            if line.get("v", ENTRY_VERSION) != ENTRY_VERSION:
+                raise InvalidRequest("unknown entry version", v=line.get("v"))
+            return cls(line["seq"], body, bytes.fromhex(line["prev_hash"]),
+                       bytes.fromhex(line["hash"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidRequest("malformed export line", reason=str(exc)) from None
+
+
+# ---------------------------------------------------------------- signed tree heads
+
+
+def public_key_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def key_id(public_key: bytes) -> str:
+    """Hex SHA-256 of the raw 32-byte Ed25519 public key."""
+    return hashlib.sha256(public_key).hexdigest()
+
+
+def _head_message(size: int, root: bytes, timestamp: str) -> bytes:
+    return HEAD_CONTEXT + canonical_json({"root": root.hex(), "size": size, "timestamp": timestamp})
+
+
+@dataclass(frozen=True, slots=True)
+class SignedHead:
+    """A signed statement: "the log had ``size`` entries with Merkle root ``root``"."""
+
+    size: int
+    root: bytes
+    timestamp: str
+    key_id: str
+    signature: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "root": self.root.hex(),
+            "timestamp": self.timestamp,
+            "key_id": self.key_id,
+            "signature": self.signature.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SignedHead:
+        try:
+            return cls(int(d["size"]), bytes.fromhex(d["root"]), str(d["timestamp"]),
+                       str(d["key_id"]), bytes.fromhex(d["signature"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidRequest("malformed signed head", reason=str(exc)) from None
+
+
+def sign_head(key: Ed25519PrivateKey, size: int, root: bytes, timestamp: str) -> SignedHead:
+    sig = key.sign(_head_message(size, root, timestamp))
+    return SignedHead(size, root, timestamp, key_id(public_key_bytes(key)), sig)
+
+
+def verify_head(head: SignedHead, public_key: bytes) -> bool:
+    """True if ``head`` is signed by the holder of ``public_key`` (raw 32 bytes)."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(
+            head.signature, _head_message(head.size, head.root, head.timestamp)
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_inclusion(
+    entry_hash_: bytes, seq: int, size: int, path: Sequence[bytes], root: bytes
+) -> bool:
+    """True if the entry hash is leaf ``seq`` of the tree of ``size`` leaves with ``root``."""
+    got = root_from_inclusion(seq, size, leaf_hash(entry_hash_), path)
+    return got is not None and got == root
+
+
+# ---------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    ok: bool
+    entries: int
+    first_bad_seq: int | None = None
+    reason: FailReason | None = None
+    detail: str = ""
+    head_size: int | None = None  # the largest signed head checked
+    root: bytes | None = None  # Merkle root over all entries read
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "first_bad_seq": self.first_bad_seq,
+            "reason": self.reason,
+            "detail": self.detail,
+            "head_size": self.head_size,
+            "root": self.root.hex() if self.root is not None else None,
+        }
+
+
+@dataclass
+class ChainVerifier:
+    """Streaming verifier: ``feed`` every record in storage order, then ``finish``.
+
+    Signed heads are checked against the Merkle root when the stream reaches their size;
+    heads whose signature fails are reported as ``bad_signature``. After the first failure
+    the rest of the stream is only scanned to refine a ``deleted`` into ``reordered`` (the
+    missing seq turns up later), so the first bad seq is always the one reported.
+    """
+
+    heads: Sequence[SignedHead] = ()
+    public_key: bytes | None = None
+    count: int = 0
+    _prev_hash: bytes = GENESIS_HASH
+    _prev_ts: str = ""
+    _tree: CompactRange = field(default_factory=CompactRange)
+    _fail: tuple[int, FailReason, str] | None = None
+    _heads: list[SignedHead] = field(default_factory=list)
+    _head_checked: int | None = None
+
+    def __post_init__(self) -> None:
+        self._heads = sorted(self.heads, key=lambda h: h.size)
+        if self.public_key is not None:
+            for h in self._heads:
+                if not verify_head(h, self.public_key):
+                    self._fail = (h.size, "bad_signature",
+                                  f"tree head of size {h.size} is not signed by the kernel key")
+                    self._heads = []
+                    break
+        self._hi = 0  # index of the next head to check
+
+    @property
+    def failed(self) -> bool:
+        return self._fail is not None
+
+    def _set(self, seq: int, reason: FailReason, detail: str) -> None:
+        if self._fail is None:
+            self._fail = (seq, reason, detail)
+
+    def feed(self, rec: StoredRecord) -> None:
+        expected = self.count
+        if self._fail is not None:
+            # only refine: a "deleted" seq that turns up later was moved, not deleted
+            seq, reason, detail = self._fail
+            if reason == "deleted" and rec.pos == seq:
+                self._fail = (seq, "reordered", f"seq {seq} found later in the log")
+            elif reason == "deleted":
+                try:
+                    if orjson.loads(rec.body).get("seq") == seq:
+                        self._fail = (seq, "reordered", f"seq {seq} found later in the log")
+                except (orjson.JSONDecodeError, AttributeError):
+                    pass
+            return
+        if rec.pos != expected:
+            if rec.pos > expected:
+                self._set(expected, "deleted", f"expected seq {expected}, next is {rec.pos}")
+            else:
+                self._set(expected, "reordered",
+                          f"seq {rec.pos} appears again after seq {expected - 1}")
+            return
+        try:
+            d = orjson.loads(rec.body)
+            seq, ts, kind, agent = d["seq"], d["ts"], d["kind"], d["agent"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            # an edited body that no longer parses: the hash check names it "edited"
+            if entry_hash(rec.prev_hash, rec.body) != rec.hash:
+                self._set(expected, "edited", "entry body does not match its hash")
+            else:
+                self._set(expected, "malformed", "entry body is not a valid entry")
+            return
+        if seq != expected:
+            if entry_hash(rec.prev_hash, rec.body) != rec.hash:
+                self._set(expected, "edited", "entry body does not match its hash")
+            else:
+                self._set(expected, "reordered",
+                          f"seq {expected} holds the entry of seq {seq}")
+            return
+        if rec.prev_hash != self._prev_hash:
+            self._set(expected, "chain_broken",
+                      "prev_hash is not the hash of the previous entry")
+            return
+        if entry_hash(rec.prev_hash, rec.body) != rec.hash:
+            self._set(expected, "edited", "entry body does not match its hash")
+            return
+        if rec.has_columns and (rec.kind != kind or rec.agent != agent):
+            self._set(expected, "malformed", "stored agent/kind columns disagree with the entry")
+            return
+        if ts < self._prev_ts:
+            self._set(expected, "out_of_order",
+                      f"timestamp {ts} is earlier than the previous entry's {self._prev_ts}")
+            return
+        self._prev_ts = ts
+        self._prev_hash = rec.hash
+        self._tree.append(leaf_hash(rec.hash))
+        self.count += 1
+        self._check_heads()
+
+    def _check_heads(self) -> None:
+        while self._hi < len(self._heads) and self._heads[self._hi].size <= self.count:
+            h = self._heads[self._hi]
+            if h.size == self.count:
+                if self._tree.root() != h.root:
+                    lo = self._head_checked or 0
+                    self._set(lo, "root_mismatch",
+                              f"entries {lo}..{h.size - 1} chain but their Merkle root differs "
+                              f"from the signed head of size {h.size}: the log was rewritten "
+                              f"from seq {lo} on or later")
+                    return
+                self._head_checked = h.size
+            self._hi += 1
+
+    def finish(self) -> VerifyReport:
+        if self._fail is None:
+            if self.count == 0:
+                self._check_heads()
+            last = self._heads[-1] if self._heads else None
+            if last is not None and last.size > self.count:
+                self._set(self.count, "truncated",
+                          f"the log ends at {self.count} entries but a signed head covers "
+                          f"{last.size}")
+        if self._fail is not None:
+            seq, reason, detail = self._fail
+            return VerifyReport(False, self.count, seq, reason, detail, self._head_checked)
+        return VerifyReport(True, self.count, None, None, "", self._head_checked,
+                            self._tree.root())
+
+
+def verify_records(
+    records: Iterable[StoredRecord],
+    heads: Sequence[SignedHead] = (),
+    public_key: bytes | None = None,
+) -> VerifyReport:
+    """Verify a whole stream of records (see ``ChainVerifier``)."""
+    v = ChainVerifier(heads, public_key)
+    for r in records:
+        v.feed(r)
+    return v.finish()
+
+
+__all__ += ["verify_records"]

@@ -1,0 +1,474 @@
+"""The durable audit log: appends through the group-commit writer, proofs, verification.
+
+``AuditLog.append`` resolves only after the entry is durably committed; seqs are assigned by
+the writer thread in commit order, so the chain is exactly the order of acknowledgement.
+Appends can also join another write atomically: inside an operation call
+``log.append_in(txn, kind, agent, data, taint)``.
+
+``verify_proof(proof, public_key)`` checks an inclusion proof offline with only the kernel's
+public key (``agentix audit check-proof``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agentix.core import events as ev
+from agentix.core.audit import (
+    ENTRY_VERSION,
+    GENESIS_HASH,
+    ChainVerifier,
+    Entry,
+    SignedHead,
+    StoredRecord,
+    VerifyReport,
+    entry_body,
+    entry_hash,
+    format_ts,
+    key_id,
+    normalise_taint,
+    public_key_bytes,
+    sign_head,
+    verify_head,
+    verify_inclusion,
+)
+from agentix.core.canonical import canonical_json
+from agentix.core.errors import InvalidRequest, NotFound, StateError
+from agentix.core.merkle import CompactRange, inclusion_path, leaf_hash, tree_root
+from agentix.store.db import Database, Txn
+
+__all__ = ["AuditEvents", "AuditLog", "verify_jsonl", "verify_proof"]
+
+log = logging.getLogger(__name__)
+
+PROOF_VERSION = 1
+
+
+@dataclass
+class _State:
+    next_seq: int
+    prev_hash: bytes
+    last_ts: str
+    tree: CompactRange
+    pending: list[Entry]
+
+
+class _Subscriber:
+    def __init__(self, maxsize: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.maxsize = maxsize
+        self.loop = loop
+        self.q: collections.deque[Entry] = collections.deque()
+        self.missed = 0
+        self.wake = asyncio.Event()
+
+    def push(self, entries: Sequence[Entry]) -> None:
+        for e in entries:
+            if len(self.q) >= self.maxsize:
+                self.missed += 1
+            else:
+                self.q.append(e)
+        self.wake.set()
+
+
+class AuditLog:
+    """The audit log in ``db``; ``clock`` gives wall time (epoch seconds) for timestamps."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        signing_key: Ed25519PrivateKey | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.signing_key = signing_key
+        self.public_key = public_key_bytes(signing_key) if signing_key else None
+        self._subs: list[_Subscriber] = []
+        self._st = self._load()
+        db.add_participant(self)
+
+    # ------------------------------------------------------------ writer-side state
+
+    def _load(self) -> _State:
+        r = self.db.reader()
+        row = r.execute(
+            "SELECT seq, hash, ts FROM audit_entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return _State(0, GENESIS_HASH, "", CompactRange(), [])
+        n = row[0] + 1
+        tree = CompactRange.from_getter(self._getter(r), n)
+        return _State(n, row[1], row[2], tree, [])
+
+    def snapshot(self) -> Any:
+        s = self._st
+        return (s.next_seq, s.prev_hash, s.last_ts, s.tree.copy(), len(s.pending))
+
+    def restore(self, snap: Any) -> None:
+        s = self._st
+        s.next_seq, s.prev_hash, s.last_ts, s.tree, n = snap
+        del s.pending[n:]
+
+    def committed(self) -> None:
+        pending = self._st.pending
+        if not pending:
+            return
+        self._st.pending = []
+        subs = self._subs
+        if not subs:
+            return
+        for loop in {s.loop for s in subs}:
+            try:
+                loop.call_soon_threadsafe(self._publish, loop, pending)
+            except RuntimeError:
+                pass
+
+    def _publish(self, loop: asyncio.AbstractEventLoop, entries: list[Entry]) -> None:
+        for s in self._subs:
+            if s.loop is loop:
+                s.push(entries)
+
+    # ------------------------------------------------------------ appending
+
+    def append_in(
+        self,
+        txn: Txn,
+        kind: str,
+        agent_id: str | None,
+        data: dict[str, Any],
+        taint: Iterable[str] = (),
+        *,
+        _data_bytes: bytes | None = None,
+    ) -> Entry:
+        """Append inside a writer operation (atomic with the operation's other writes)."""
+        st = self._st
+        seq = st.next_seq
+        ts = format_ts(self.clock())
+        if ts < st.last_ts:  # the wall clock stepped back: keep timestamps monotonic
+            ts = st.last_ts
+        labels = normalise_taint(taint)
+        if _data_bytes is None:
+            body = entry_body(seq, ts, agent_id, kind, data, labels)
+        else:
+            body = _splice_body(seq, ts, agent_id, kind, _data_bytes, labels)
+        h = entry_hash(st.prev_hash, body)
+        c = txn.conn
+        c.execute(
+            "INSERT INTO audit_entries (seq, ts, agent, kind, body, prev_hash, hash) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (seq, ts, agent_id, kind, body, st.prev_hash, h),
+        )
+        made = st.tree.append(leaf_hash(h))
+        if made:
+            c.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?,?,?)", made)
+        e = Entry(seq, ts, agent_id, kind, data, labels, st.prev_hash, h)
+        st.next_seq = seq + 1
+        st.prev_hash = h
+        st.last_ts = ts
+        if self._subs:
+            st.pending.append(e)
+        return e
+
+    async def append(
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
+    ) -> Entry:
+        """Append one entry; returns it once it is durable (seq and hash assigned)."""
+        if type(kind) is not str or not kind:
+            raise InvalidRequest("audit kind must be a non-empty string")
+        if type(data) is not dict:
+            raise InvalidRequest("audit data must be a JSON object")
+        data_bytes = canonical_json(data)  # validate and encode outside the writer
+        labels = normalise_taint(taint)
+        return await self.db.write(
+            lambda txn: self.append_in(txn, kind, agent_id, data, labels, _data_bytes=data_bytes)
+        )
+
+    # ------------------------------------------------------------ reading
+
+    @staticmethod
+    def _getter(conn: sqlite3.Connection) -> Callable[[int, int], bytes]:
+        def get(level: int, idx: int) -> bytes:
+            if level == 0:
+                row = conn.execute("SELECT hash FROM audit_entries WHERE seq=?", (idx,)).fetchone()
+                if row is None:
+                    raise StateError("audit store is missing an entry", seq=idx)
+                return leaf_hash(row[0])
+            row = conn.execute(
+                "SELECT hash FROM merkle_nodes WHERE level=? AND idx=?", (level, idx)
+            ).fetchone()
+            if row is None:
+                raise StateError("audit store is missing a Merkle node", level=level, idx=idx)
+            return row[0]
+
+        return get
+
+    def size(self) -> int:
+        row = self.db.reader().execute("SELECT max(seq) FROM audit_entries").fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def root(self, size: int | None = None) -> tuple[int, bytes]:
+        r = self.db.reader()
+        r.execute("BEGIN")
+        try:
+            n = self.size() if size is None else size
+            return n, tree_root(self._getter(r), n)
+        finally:
+            r.execute("COMMIT")
+
+    def entry(self, seq: int) -> Entry:
+        row = self.db.reader().execute(
+            "SELECT body, prev_hash, hash FROM audit_entries WHERE seq=?", (seq,)
+        ).fetchone()
+        if row is None:
+            raise NotFound("no audit entry with that seq", seq=seq)
+        return Entry.from_body(*row)
+
+    def tail(
+        self,
+        after_seq: int | None = None,
+        agent: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+    ) -> list[Entry]:
+        """Entries in seq order: those after ``after_seq``, or else the last ``limit``."""
+        where, args = [], []
+        if agent is not None:
+            where.append("agent = ?")
+            args.append(agent)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if after_seq is not None:
+            where.append("seq > ?")
+            args.append(after_seq)
+        sql = "SELECT body, prev_hash, hash FROM audit_entries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        if after_seq is None:
+            sql += " ORDER BY seq DESC LIMIT ?"
+        else:
+            sql += " ORDER BY seq ASC LIMIT ?"
+        rows = self.db.reader().execute(sql, (*args, limit)).fetchall()
+        if after_seq is None:
+            rows.reverse()
+        return [Entry.from_body(*r) for r in rows]
+
+    def records(self, conn: sqlite3.Connection | None = None) -> Iterator[StoredRecord]:
+        """Every stored record in seq order (for verification)."""
+        conn = conn or self.db.reader()
+        cur = conn.execute(
+            "SELECT seq, body, prev_hash, hash, agent, kind FROM audit_entries ORDER BY seq"
+        )
+        while True:
+            rows = cur.fetchmany(4096)
+            if not rows:
+                return
+            for seq, body, prev, h, agent, kind in rows:
+                yield StoredRecord(seq, body, prev, h, agent, kind, True)
+
+    def heads(self) -> list[SignedHead]:
+        rows = self.db.reader().execute(
+            "SELECT size, root, timestamp, key_id, signature FROM signed_heads ORDER BY size"
+        ).fetchall()
+        return [SignedHead(*r) for r in rows]
+
+    def verify(
+        self,
+        *,
+        public_key: bytes | None = None,
+        trusted_heads: Sequence[SignedHead] = (),
+    ) -> VerifyReport:
+        """Verify the whole chain against every stored and given signed head.
+
+        Heads are trusted only if they verify with ``public_key`` (default: this kernel's).
+        Without any key, stored heads are still used for truncation and root checks.
+        """
+        pk = public_key or self.public_key
+        conn = self.db.reader()
+        conn.execute("BEGIN")  # one snapshot for heads and entries
+        try:
+            heads = [*self.heads(), *trusted_heads]
+            return _verify(self.records(conn), heads, pk)
+        finally:
+            conn.execute("COMMIT")
+
+    def export_jsonl(self, fileobj: IO[bytes]) -> int:
+        """Write every entry as one JSON object per line; returns how many."""
+        n = 0
+        for rec in self.records():
+            e = Entry.from_body(rec.body, rec.prev_hash, rec.hash)
+            fileobj.write(canonical_json(e.to_json()) + b"\n")
+            n += 1
+        return n
+
+    # ------------------------------------------------------------ heads and proofs
+
+    async def head(self, sign: bool = True) -> dict[str, Any]:
+        """The current tree head; signed (and stored) if asked and a key is configured."""
+        n, root = self.root()
+        if not sign:
+            return {"size": n, "root": root.hex()}
+        if self.signing_key is None:
+            raise StateError("no signing key is configured for the audit log")
+        h = sign_head(self.signing_key, n, root, format_ts(self.clock()))
+
+        def store(txn: Txn) -> None:
+            txn.conn.execute(
+                "INSERT OR IGNORE INTO signed_heads (size, root, timestamp, key_id, signature) "
+                "VALUES (?,?,?,?,?)",
+                (h.size, h.root, h.timestamp, h.key_id, h.signature),
+            )
+
+        await self.db.write(store)
+        return h.to_json()
+
+    def prove(self, seq: int, size: int | None = None) -> dict[str, Any]:
+        """An inclusion proof of entry ``seq`` with a head signed over the current size."""
+        if self.signing_key is None:
+            raise StateError("no signing key is configured for the audit log")
+        conn = self.db.reader()
+        conn.execute("BEGIN")
+        try:
+            n = self.size() if size is None else size
+            if not 0 <= seq < n:
+                raise NotFound("no audit entry with that seq in the tree", seq=seq, size=n)
+            get = self._getter(conn)
+            path = inclusion_path(get, seq, n)
+            root = tree_root(get, n)
+            e = self.entry(seq)
+        finally:
+            conn.execute("COMMIT")
+        h = sign_head(self.signing_key, n, root, format_ts(self.clock()))
+        return {
+            "version": PROOF_VERSION,
+            "entry": e.to_json(),
+            "leaf_index": seq,
+            "tree_size": n,
+            "path": [p.hex() for p in path],
+            "head": h.to_json(),
+        }
+
+    # ------------------------------------------------------------ live subscription
+
+    async def subscribe(self, maxsize: int = 1000) -> AsyncIterator[dict[str, Any]]:
+        """Live entries (export form) as they commit; a slow reader gets
+        ``{"kind": "lag", "missed": N}`` in place of the N entries it could not hold."""
+        if maxsize < 1:
+            raise InvalidRequest("maxsize must be at least 1")
+        sub = _Subscriber(maxsize, asyncio.get_running_loop())
+        self._subs.append(sub)
+        try:
+            while True:
+                if sub.missed:
+                    n, sub.missed = sub.missed, 0
+                    yield {"kind": ev.LAG, "missed": n}
+                    continue
+                if sub.q:
+                    yield sub.q.popleft().to_json()
+                    continue
+                sub.wake.clear()
+                await sub.wake.wait()
+        finally:
+            self._subs.remove(sub)
+
+
+def _splice_body(
+    seq: int, ts: str, agent: str | None, kind: str, data_bytes: bytes, taint: Sequence[str]
+) -> bytes:
+    """``entry_body`` with ``data`` already canonical (keys are in canonical order)."""
+    return b"".join((
+        b'{"agent":', canonical_json(agent), b',"data":', data_bytes,
+        b',"kind":', canonical_json(kind), b',"seq":', str(seq).encode(),
+        b',"taint":', canonical_json(list(taint)), b',"ts":', canonical_json(ts),
+        b',"v":', str(ENTRY_VERSION).encode(), b"}",
+    ))
+
+
+def _verify(
+    records: Iterable[StoredRecord], heads: Sequence[SignedHead], public_key: bytes | None
+) -> VerifyReport:
+    v = ChainVerifier(heads, public_key)
+    for r in records:
+        v.feed(r)
+    return v.finish()
+
+
+def verify_jsonl(
+    lines: Iterable[bytes | str],
+    heads: Sequence[SignedHead] = (),
+    public_key: bytes | None = None,
+) -> VerifyReport:
+    """Verify a JSONL export (bodies are recomputed canonically from each line)."""
+    v = ChainVerifier(heads, public_key)
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = StoredRecord.from_export(canonical_loads_obj(line))
+        except InvalidRequest as exc:
+            v._set(v.count, "malformed", exc.message)  # noqa: SLF001
+            break
+        v.feed(rec)
+    return v.finish()
+
+
+def canonical_loads_obj(line: bytes | str) -> dict[str, Any]:
+    import orjson
+
+    try:
+        d = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("line is not JSON", reason=str(exc)) from None
+    if type(d) is not dict:
+        raise InvalidRequest("line is not a JSON object")
+    return d
+
+
+def verify_proof(proof: dict[str, Any], public_key: bytes) -> Entry:
+    """Check an inclusion proof offline; return the proven entry or raise ``InvalidRequest``.
+
+    Checks, in order: the head's signature with ``public_key``; that the entry's hash is
+    SHA-256(prev_hash || canonical body); that the path leads from that leaf to the head's
+    root at the head's size.
+    """
+    try:
+        if proof.get("version") != PROOF_VERSION:
+            raise InvalidRequest("unknown proof version", version=proof.get("version"))
+        head = SignedHead.from_json(proof["head"])
+        e = proof["entry"]
+        seq, size = int(proof["leaf_index"]), int(proof["tree_size"])
+        path = [bytes.fromhex(p) for p in proof["path"]]
+        rec = StoredRecord.from_export(e)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidRequest("malformed proof", reason=str(exc)) from None
+    if head.key_id != key_id(public_key) or not verify_head(head, public_key):
+        raise InvalidRequest("the tree head is not signed by this key")
+    if head.size != size or rec.pos != seq:
+        raise InvalidRequest("the proof's sizes or seq do not match its head or entry")
+    if entry_hash(rec.prev_hash, rec.body) != rec.hash:
+        raise InvalidRequest("the entry does not match its hash", seq=seq)
+    if not verify_inclusion(rec.hash, seq, size, path, head.root):
+        raise InvalidRequest("the entry is not included in the signed tree", seq=seq)
+    return Entry.from_body(rec.body, rec.prev_hash, rec.hash)
+
+
+class AuditEvents:
+    """The kernel's event sink: ``await kernel.events.record(kind, agent_id, data, taint)``."""
+
+    def __init__(self, log_: AuditLog) -> None:
+        self.log = log_
+
+    async def record(
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
+    ) -> Entry:
+        return await self.log.append(kind, agent_id, data, taint)
