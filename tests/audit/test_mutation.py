@@ -1,0 +1,211 @@
+"""Tampering anywhere in a log of thousands of entries is found, at the right seq."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import random
+import sqlite3
+
+import orjson
+import pytest
+
+from agentix.core.audit import entry_hash, public_key_bytes
+from agentix.store.audit import AuditLog, verify_jsonl
+from agentix.store.db import Database
+
+from .conftest import N_ENTRIES, FakeClock
+
+SEQS = [0, 1, 2, 511, 512, 1023, 1500, 2047, 2048, N_ENTRIES - 2]
+rng = random.Random(6962)
+SEQS += rng.sample(range(N_ENTRIES - 1), 10)
+
+
+def raw(path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def verify(path, key, **kw):
+    db = Database(path)
+    try:
+        return AuditLog(db).verify(public_key=public_key_bytes(key), **kw)
+    finally:
+        db.close()
+
+
+def test_untouched_log_verifies(log_copy, signing_key):
+    rep = verify(log_copy, signing_key)
+    assert rep.ok and rep.entries == N_ENTRIES and rep.head_size == N_ENTRIES
+
+
+def _flip(b: bytes, at: int) -> bytes:
+    arr = bytearray(b)
+    arr[at % len(arr)] ^= 0x01
+    return bytes(arr)
+
+
+@pytest.mark.parametrize("seq", SEQS)
+@pytest.mark.parametrize("column", ["body", "hash", "prev_hash"])
+def test_flipped_byte_is_named(log_copy, signing_key, seq, column):
+    c = raw(log_copy)
+    (val,) = c.execute(f"SELECT {column} FROM audit_entries WHERE seq=?", (seq,)).fetchone()
+    c.execute(f"UPDATE audit_entries SET {column}=? WHERE seq=?",
+              (_flip(val, rng.randrange(len(val))), seq))
+    c.close()
+    rep = verify(log_copy, signing_key)
+    assert not rep.ok
+    assert rep.first_bad_seq == seq
+    assert rep.reason == ("chain_broken" if column == "prev_hash" else "edited")
+
+
+@pytest.mark.parametrize("seq", SEQS)
+def test_deleted_entry_is_named(log_copy, signing_key, seq):
+    c = raw(log_copy)
+    c.execute("DELETE FROM audit_entries WHERE seq=?", (seq,))
+    c.close()
+    rep = verify(log_copy, signing_key)
+    assert (rep.ok, rep.first_bad_seq, rep.reason) == (False, seq, "deleted")
+
+
+@pytest.mark.parametrize("seq", SEQS)
+def test_swapped_entries_are_named(log_copy, signing_key, seq):
+    other = seq + 1 + rng.randrange(N_ENTRIES - seq - 1)
+    c = raw(log_copy)
+    cols = "ts, agent, kind, body, prev_hash, hash"
+    a = c.execute(f"SELECT {cols} FROM audit_entries WHERE seq=?", (seq,)).fetchone()
+    b = c.execute(f"SELECT {cols} FROM audit_entries WHERE seq=?", (other,)).fetchone()
+    upd = ("UPDATE audit_entries SET ts=?, agent=?, kind=?, body=?, prev_hash=?, hash=? "
+           "WHERE seq=?")
+    c.execute(upd, (*b, seq))
+    c.execute(upd, (*a, other))
+    c.close()
+    rep = verify(log_copy, signing_key)
+    assert (rep.ok, rep.first_bad_seq, rep.reason) == (False, seq, "reordered")
+
+
+@pytest.mark.parametrize("keep", [0, 1, 1000, 2048, N_ENTRIES - 1])
+def test_truncated_tail_is_found_against_the_signed_head(log_copy, signing_key, keep):
+    c = raw(log_copy)
+    c.execute("DELETE FROM audit_entries WHERE seq>=?", (keep,))
+    c.close()
+    rep = verify(log_copy, signing_key)
+    assert (rep.ok, rep.first_bad_seq, rep.reason) == (False, keep, "truncated")
+
+
+def _rewrite_from(c: sqlite3.Connection, seq: int, change) -> None:
+    """Edit entry ``seq`` and re-hash every later entry: a chain that links perfectly."""
+    rows = c.execute("SELECT seq, body, prev_hash FROM audit_entries WHERE seq>=? ORDER BY seq",
+                     (seq,)).fetchall()
+    prev = rows[0][2]
+    for s, body, _ in rows:
+        if s == seq:
+            d = orjson.loads(body)
+            change(d)
+            body = orjson.dumps(d, option=orjson.OPT_SORT_KEYS)
+        h = entry_hash(prev, body)
+        c.execute("UPDATE audit_entries SET body=?, prev_hash=?, hash=? WHERE seq=?",
+                  (body, prev, h, s))
+        prev = h
+
+
+@pytest.mark.parametrize("seq", [0, 700, N_ENTRIES - 1])
+def test_consistently_rewritten_chain_fails_the_signed_root(log_copy, signing_key, seq):
+    c = raw(log_copy)
+    _rewrite_from(c, seq, lambda d: d["data"].update(j=-1))
+    c.close()
+    rep = verify(log_copy, signing_key)
+    assert not rep.ok and rep.reason == "root_mismatch"
+    assert rep.first_bad_seq is not None and rep.first_bad_seq <= seq
+
+
+def test_periodic_heads_narrow_a_rewrite_down(tmp_path, signing_key):
+    db = Database(tmp_path / "a.db")
+    log = AuditLog(db, signing_key=signing_key, clock=FakeClock())
+
+    async def go() -> None:
+        for i in range(40):
+            await log.append("tool.invoked", "a", {"i": i})
+            if i % 10 == 9:
+                await log.head()
+
+    asyncio.run(go())
+    db.close()
+    c = raw(tmp_path / "a.db")
+    _rewrite_from(c, 25, lambda d: d["data"].update(i=99))
+    c.close()
+    rep = verify(tmp_path / "a.db", signing_key)
+    assert (rep.first_bad_seq, rep.reason) == (20, "root_mismatch")
+
+
+@pytest.mark.parametrize("seq", [1, 1500, N_ENTRIES - 1])
+def test_backdated_entry_is_out_of_order(log_copy, signing_key, seq):
+    c = raw(log_copy)
+    _rewrite_from(c, seq, lambda d: d.update(ts="2000-01-01T00:00:00.000000Z"))
+    c.close()
+    rep = verify(log_copy, signing_key)
+    assert (rep.first_bad_seq, rep.reason) == (seq, "out_of_order")
+
+
+def test_entry_appended_out_of_order_is_named(log_copy, signing_key):
+    c = raw(log_copy)
+    last = c.execute("SELECT ts, agent, kind, body, prev_hash, hash FROM audit_entries "
+                     "WHERE seq=?", (N_ENTRIES - 5,)).fetchone()
+    c.execute("INSERT INTO audit_entries (seq, ts, agent, kind, body, prev_hash, hash) "
+              "VALUES (?,?,?,?,?,?,?)", (N_ENTRIES, *last))
+    c.close()
+    rep = verify(log_copy, signing_key)
+    assert (rep.first_bad_seq, rep.reason) == (N_ENTRIES, "reordered")
+
+
+def test_index_columns_cannot_lie(log_copy, signing_key):
+    c = raw(log_copy)
+    c.execute("UPDATE audit_entries SET agent='someone-else' WHERE seq=77")
+    c.close()
+    rep = verify(log_copy, signing_key)
+    assert (rep.first_bad_seq, rep.reason) == (77, "malformed")
+
+
+def test_forged_head_is_a_bad_signature(log_copy, signing_key):
+    c = raw(log_copy)
+    c.execute("UPDATE signed_heads SET root=?", (hashlib.sha256(b"forged").digest(),))
+    c.close()
+    rep = verify(log_copy, signing_key)
+    assert (rep.ok, rep.reason) == (False, "bad_signature")
+
+
+# ---------------------------------------------------------------- the JSONL export
+
+
+def _export(path, key):
+    db = Database(path)
+    log = AuditLog(db, signing_key=key)
+    buf = io.BytesIO()
+    n = log.export_jsonl(buf)
+    heads = log.heads()
+    db.close()
+    return buf.getvalue().splitlines(), heads, n
+
+
+def test_export_verifies_and_mutations_of_it_are_named(log_copy, signing_key):
+    lines, heads, n = _export(log_copy, signing_key)
+    pk = public_key_bytes(signing_key)
+    assert n == N_ENTRIES
+    assert verify_jsonl(lines, heads, pk).ok
+    for seq in SEQS[:8]:
+        deleted = lines[:seq] + lines[seq + 1:]
+        rep = verify_jsonl(deleted, heads, pk)
+        assert (rep.first_bad_seq, rep.reason) == (seq, "deleted")
+        other = seq + 3
+        swapped = list(lines)
+        swapped[seq], swapped[other] = swapped[other], swapped[seq]
+        rep = verify_jsonl(swapped, heads, pk)
+        assert (rep.first_bad_seq, rep.reason) == (seq, "reordered")
+        d = orjson.loads(lines[seq])
+        d["data"]["j"] = 123456
+        edited = list(lines)
+        edited[seq] = orjson.dumps(d)
+        rep = verify_jsonl(edited, heads, pk)
+        assert (rep.first_bad_seq, rep.reason) == (seq, "edited")
+    rep = verify_jsonl(lines[:1234], heads, pk)
+    assert (rep.first_bad_seq, rep.reason) == (1234, "truncated")
