@@ -307,6 +307,7 @@ class ChainVerifier:
                     self._heads = []
                     break
         self._hi = 0  # index of the next head to check
+        self._check_heads()  # heads over the empty log
 
     @property
     def failed(self) -> bool:
@@ -390,8 +391,6 @@ class ChainVerifier:
 
     def finish(self) -> VerifyReport:
         if self._fail is None:
-            if self.count == 0:
-                self._check_heads()
             last = self._heads[-1] if self._heads else None
             if last is not None and last.size > self.count:
                 self._set(self.count, "truncated",

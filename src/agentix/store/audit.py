@@ -72,7 +72,9 @@ class _Subscriber:
 
     def push(self, entries: Sequence[Entry]) -> None:
         for e in entries:
-            if len(self.q) >= self.maxsize:
+            # once an entry is dropped, drop until the reader has had the lag notice, so
+            # the notice sits exactly where the gap is
+            if self.missed or len(self.q) >= self.maxsize:
                 self.missed += 1
             else:
                 self.q.append(e)
@@ -361,20 +363,23 @@ class AuditLog:
     # ------------------------------------------------------------ live subscription
 
     async def subscribe(self, maxsize: int = 1000) -> AsyncIterator[dict[str, Any]]:
-        """Live entries (export form) as they commit; a slow reader gets
-        ``{"kind": "lag", "missed": N}`` in place of the N entries it could not hold."""
+        """Live entries (export form) as they commit, in seq order.
+
+        At most ``maxsize`` entries wait for a reader; a slow reader gets
+        ``{"kind": "lag", "missed": N}`` in place of the N entries it could not hold (read
+        them with ``tail(after_seq=...)`` if needed), then live entries again."""
         if maxsize < 1:
             raise InvalidRequest("maxsize must be at least 1")
         sub = _Subscriber(maxsize, asyncio.get_running_loop())
         self._subs.append(sub)
         try:
             while True:
+                if sub.q:
+                    yield sub.q.popleft().to_json()
+                    continue
                 if sub.missed:
                     n, sub.missed = sub.missed, 0
                     yield {"kind": ev.LAG, "missed": n}
-                    continue
-                if sub.q:
-                    yield sub.q.popleft().to_json()
                     continue
                 sub.wake.clear()
                 await sub.wake.wait()
