@@ -35,13 +35,16 @@ def test_unrepresentable_values_are_refused(bad):
         canonical_json({"v": bad})
 
 
-def test_big_integers():
-    assert canonical_json([2**63, -(2**63) - 1, 2**63 - 1]) == (
-        b"[9223372036854775808,-9223372036854775809,9223372036854775807]")
+def test_integers_are_signed_64_bit():
+    assert canonical_json([-(2**63), 2**63 - 1]) == (
+        b"[-9223372036854775808,9223372036854775807]")
+    for bad in (2**63, -(2**63) - 1):
+        with pytest.raises(InvalidRequest):
+            canonical_json({"n": bad})
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text()
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text()
     | st.floats(allow_nan=False, allow_infinity=False),
     lambda ch: st.lists(ch, max_size=4) | st.dictionaries(st.text(), ch, max_size=4),
     max_leaves=20)

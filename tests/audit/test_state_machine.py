@@ -24,7 +24,8 @@ KEY = Ed25519PrivateKey.generate()
 OTHER = Ed25519PrivateKey.generate()
 PK = public_key_bytes(KEY)
 
-data_st = st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=8) | st.none(),
+data_st = st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+                          | st.text(max_size=8) | st.none(),
                           max_size=3)
 
 

@@ -131,6 +131,8 @@ def test_recovery_marks_left_agents_and_keeps_approvals_and_revocations(tmp_path
     agents, approvals, revs = AgentStore(db), ApprovalStore(db), RevocationStore(db)
 
     async def before():
+        first = await recover(db, log)  # the kernel's first start: nothing to find
+        assert first.clean_shutdown and first.exited == [] and log.size() == 0
         for i in range(100):
             await agents.upsert(_agent(i, persistent=i % 10 == 0))
         await agents.upsert(_agent(500, state="exited"))
@@ -146,7 +148,7 @@ def test_recovery_marks_left_agents_and_keeps_approvals_and_revocations(tmp_path
     db = Database(path)
     log = AuditLog(db)
     rep = asyncio.run(recover(db, log))
-    assert rep.chain_ok and not rep.clean_shutdown is False
+    assert rep.chain_ok and rep.clean_shutdown is False
     assert len(rep.exited) == 100 and {a.pid for a in rep.exited} == set(range(1000, 1100))
     assert [a.id for a in rep.restart] == [f"a{i}" for i in range(0, 100, 10)]
     assert [a.id for a in rep.pending_approvals] == ["ap1"]

@@ -12,7 +12,9 @@ The rule (docs/audit.md repeats it for independent verifiers):
   characters U+0000..U+001F are escaped: ``\\b \\t \\n \\f \\r`` for U+0008, U+0009, U+000A,
   U+000C, U+000D and ``\\u00xx`` (lower-case hex) for the others. Everything else, including
   U+007F and U+2028, is written as its UTF-8 bytes. No Unicode normalisation is applied.
-* Integers are written in decimal without leading zeros or ``+`` (``-0`` never occurs).
+* Integers must lie in the signed 64-bit range ``[-2**63, 2**63 - 1]`` (others are
+  refused) and are written in decimal without leading zeros or ``+``. Verifiers must parse
+  them exactly (not as doubles: JavaScript needs a BigInt-aware parser above 2**53).
 * A float is written as Python's ``repr`` writes it: the shortest decimal string that
   round-trips to the same IEEE-754 double; positional notation (always with a ``.`` and at
   least one digit after it, e.g. ``1.0``, ``0.0001``) when the decimal exponent ``e``
@@ -20,9 +22,9 @@ The rule (docs/audit.md repeats it for independent verifiers):
   exponent digits (``1e-05``, ``1e+16``, ``1.5e+300``); ``-0.0`` stays ``-0.0``. Producers
   that cannot guarantee this should avoid floats (use integers: micro-dollars, tokens).
 
-Implementation: values without floats or integers beyond 64 bits go through ``orjson``
-(fast; its output is byte-identical to the rule above for those values); the others go
-through the standard library's ``json`` with the equivalent options.
+Implementation: values without floats go through ``orjson`` (fast; its output is
+byte-identical to the rule above for those values); values with floats go through the
+standard library's ``json`` with the equivalent options.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def _check(value: Any, depth: int = 0) -> bool:
     if t is str or value is None or t is bool:
         return False
     if t is int:
-        return not (_INT64_MIN <= value <= _INT64_MAX)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise InvalidRequest("canonical JSON: integer outside the signed 64-bit range")
+        return False
     if t is float:
         if value != value or value in (float("inf"), float("-inf")):
             raise InvalidRequest("canonical JSON: NaN and infinities are not allowed")

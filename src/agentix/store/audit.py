@@ -17,9 +17,10 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agentix.core import events as ev
@@ -49,6 +50,7 @@ from agentix.store.db import Database, Txn
 __all__ = ["AuditEvents", "AuditLog", "verify_jsonl", "verify_proof"]
 
 log = logging.getLogger(__name__)
+_dumps = orjson.dumps
 
 PROOF_VERSION = 1
 
@@ -59,7 +61,29 @@ class _State:
     prev_hash: bytes
     last_ts: str
     tree: CompactRange
-    pending: list[Entry]
+    pending: list[Entry]  # appended in this transaction, to publish after commit
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # entry rows not yet inserted
+    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)  # Merkle rows
+
+
+class _TsFormatter:
+    """``format_ts`` with the per-second prefix cached (it is on the append path)."""
+
+    __slots__ = ("_sec", "_prefix")
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._prefix = ""
+
+    def __call__(self, t: float) -> str:
+        sec = int(t // 1)
+        us = int(round((t - sec) * 1_000_000))
+        if us >= 1_000_000:
+            sec, us = sec + 1, us - 1_000_000
+        if sec != self._sec:
+            self._sec = sec
+            self._prefix = format_ts(sec)[:19]
+        return f"{self._prefix}.{us:06d}Z"
 
 
 class _Subscriber:
@@ -96,6 +120,7 @@ class AuditLog:
         self.signing_key = signing_key
         self.public_key = public_key_bytes(signing_key) if signing_key else None
         self._subs: list[_Subscriber] = []
+        self._fmt = _TsFormatter()
         self._st = self._load()
         db.add_participant(self)
 
@@ -114,12 +139,28 @@ class AuditLog:
 
     def snapshot(self) -> Any:
         s = self._st
-        return (s.next_seq, s.prev_hash, s.last_ts, s.tree.copy(), len(s.pending))
+        return (s.next_seq, s.prev_hash, s.last_ts, s.tree.copy(), len(s.pending),
+                len(s.rows), len(s.nodes))
 
     def restore(self, snap: Any) -> None:
         s = self._st
-        s.next_seq, s.prev_hash, s.last_ts, s.tree, n = snap
+        s.next_seq, s.prev_hash, s.last_ts, s.tree, n, r, k = snap
         del s.pending[n:]
+        del s.rows[r:]
+        del s.nodes[k:]
+
+    def before_commit(self, txn: Txn) -> None:
+        """Insert the transaction's entries and Merkle nodes in two statements."""
+        s = self._st
+        if s.rows:
+            txn.conn.executemany(
+                "INSERT INTO audit_entries (seq, ts, agent, kind, body, prev_hash, hash) "
+                "VALUES (?,?,?,?,?,?,?)", s.rows)
+            s.rows = []
+        if s.nodes:
+            txn.conn.executemany(
+                "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?,?,?)", s.nodes)
+            s.nodes = []
 
     def committed(self) -> None:
         pending = self._st.pending
@@ -152,10 +193,14 @@ class AuditLog:
         *,
         _data_bytes: bytes | None = None,
     ) -> Entry:
-        """Append inside a writer operation (atomic with the operation's other writes)."""
+        """Append inside a writer operation (atomic with the operation's other writes).
+
+        The row is inserted when the transaction commits (``before_commit``), so SQL in
+        the same transaction does not see it yet.
+        """
         st = self._st
         seq = st.next_seq
-        ts = format_ts(self.clock())
+        ts = self._fmt(self.clock())
         if ts < st.last_ts:  # the wall clock stepped back: keep timestamps monotonic
             ts = st.last_ts
         labels = normalise_taint(taint)
@@ -164,15 +209,10 @@ class AuditLog:
         else:
             body = _splice_body(seq, ts, agent_id, kind, _data_bytes, labels)
         h = entry_hash(st.prev_hash, body)
-        c = txn.conn
-        c.execute(
-            "INSERT INTO audit_entries (seq, ts, agent, kind, body, prev_hash, hash) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (seq, ts, agent_id, kind, body, st.prev_hash, h),
-        )
+        st.rows.append((seq, ts, agent_id, kind, body, st.prev_hash, h))
         made = st.tree.append(leaf_hash(h))
         if made:
-            c.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?,?,?)", made)
+            st.nodes.extend(made)
         e = Entry(seq, ts, agent_id, kind, data, labels, st.prev_hash, h)
         st.next_seq = seq + 1
         st.prev_hash = h
@@ -387,15 +427,19 @@ class AuditLog:
             self._subs.remove(sub)
 
 
+_V = str(ENTRY_VERSION).encode()
+
+
 def _splice_body(
     seq: int, ts: str, agent: str | None, kind: str, data_bytes: bytes, taint: Sequence[str]
 ) -> bytes:
     """``entry_body`` with ``data`` already canonical (keys are in canonical order)."""
+    # agent, kind, ts and the labels are plain strings: orjson writes them canonically
     return b"".join((
-        b'{"agent":', canonical_json(agent), b',"data":', data_bytes,
-        b',"kind":', canonical_json(kind), b',"seq":', str(seq).encode(),
-        b',"taint":', canonical_json(list(taint)), b',"ts":', canonical_json(ts),
-        b',"v":', str(ENTRY_VERSION).encode(), b"}",
+        b'{"agent":', _dumps(agent), b',"data":', data_bytes,
+        b',"kind":', _dumps(kind), b',"seq":', str(seq).encode(),
+        b',"taint":', _dumps(list(taint)), b',"ts":', _dumps(ts),
+        b',"v":', _V, b"}",
     ))
 
 

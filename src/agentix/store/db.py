@@ -53,6 +53,7 @@ class Participant(Protocol):
 
     def snapshot(self) -> Any: ...
     def restore(self, snap: Any) -> None: ...
+    def before_commit(self, txn: Txn) -> None: ...  # flush buffered rows into the txn
     def committed(self) -> None: ...
 
 
@@ -228,8 +229,10 @@ class Database:
                 pending = pending[:failed_at] + pending[failed_at + 1:]
                 continue
             try:
+                for p in parts:
+                    p.before_commit(txn)
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except Exception as exc:
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
