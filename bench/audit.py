@@ -89,7 +89,7 @@ def build_big_log(path: Path, n: int, key: Ed25519PrivateKey) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=1_000_000)
-    ap.add_argument("--tasks", type=int, default=256)
+    ap.add_argument("--tasks", type=int, default=512)
     ap.add_argument("--appends", type=int, default=60_000)
     ap.add_argument("--proofs", type=int, default=2000)
     args = ap.parse_args()
