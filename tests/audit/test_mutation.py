@@ -17,9 +17,9 @@ from agentix.store.db import Database
 
 from .conftest import N_ENTRIES, FakeClock
 
-SEQS = [0, 1, 2, 511, 512, 1023, 1500, 2047, 2048, N_ENTRIES - 2]
+SEQS = [1, 2, 3, 512, 513, 1024, 1501, 2048, 2049, N_ENTRIES - 1]  # seqs count from 1
 rng = random.Random(6962)
-SEQS += rng.sample(range(N_ENTRIES - 1), 10)
+SEQS += rng.sample(range(1, N_ENTRIES), 10)
 
 
 def raw(path) -> sqlite3.Connection:
@@ -70,7 +70,7 @@ def test_deleted_entry_is_named(log_copy, signing_key, seq):
 
 @pytest.mark.parametrize("seq", SEQS)
 def test_swapped_entries_are_named(log_copy, signing_key, seq):
-    other = seq + 1 + rng.randrange(N_ENTRIES - seq - 1)
+    other = seq + 1 + rng.randrange(N_ENTRIES - seq)
     c = raw(log_copy)
     cols = "ts, agent, kind, body, prev_hash, hash"
     a = c.execute(f"SELECT {cols} FROM audit_entries WHERE seq=?", (seq,)).fetchone()
@@ -87,10 +87,10 @@ def test_swapped_entries_are_named(log_copy, signing_key, seq):
 @pytest.mark.parametrize("keep", [0, 1, 1000, 2048, N_ENTRIES - 1])
 def test_truncated_tail_is_found_against_the_signed_head(log_copy, signing_key, keep):
     c = raw(log_copy)
-    c.execute("DELETE FROM audit_entries WHERE seq>=?", (keep,))
+    c.execute("DELETE FROM audit_entries WHERE seq>?", (keep,))
     c.close()
     rep = verify(log_copy, signing_key)
-    assert (rep.ok, rep.first_bad_seq, rep.reason) == (False, keep, "truncated")
+    assert (rep.ok, rep.first_bad_seq, rep.reason) == (False, keep + 1, "truncated")
 
 
 def _rewrite_from(c: sqlite3.Connection, seq: int, change) -> None:
@@ -109,7 +109,7 @@ def _rewrite_from(c: sqlite3.Connection, seq: int, change) -> None:
         prev = h
 
 
-@pytest.mark.parametrize("seq", [0, 700, N_ENTRIES - 1])
+@pytest.mark.parametrize("seq", [1, 700, N_ENTRIES])
 def test_consistently_rewritten_chain_fails_the_signed_root(log_copy, signing_key, seq):
     c = raw(log_copy)
     _rewrite_from(c, seq, lambda d: d["data"].update(j=-1))
@@ -132,13 +132,14 @@ def test_periodic_heads_narrow_a_rewrite_down(tmp_path, signing_key):
     asyncio.run(go())
     db.close()
     c = raw(tmp_path / "a.db")
-    _rewrite_from(c, 25, lambda d: d["data"].update(i=99))
+    _rewrite_from(c, 26, lambda d: d["data"].update(i=99))
     c.close()
     rep = verify(tmp_path / "a.db", signing_key)
-    assert (rep.first_bad_seq, rep.reason) == (20, "root_mismatch")
+    # heads at 10, 20, 30, 40: entries 1..20 are proven good, so the rewrite starts at 21+
+    assert (rep.first_bad_seq, rep.reason) == (21, "root_mismatch")
 
 
-@pytest.mark.parametrize("seq", [1, 1500, N_ENTRIES - 1])
+@pytest.mark.parametrize("seq", [2, 1500, N_ENTRIES])
 def test_backdated_entry_is_out_of_order(log_copy, signing_key, seq):
     c = raw(log_copy)
     _rewrite_from(c, seq, lambda d: d.update(ts="2000-01-01T00:00:00.000000Z"))
@@ -152,10 +153,10 @@ def test_entry_appended_out_of_order_is_named(log_copy, signing_key):
     last = c.execute("SELECT ts, agent, kind, body, prev_hash, hash FROM audit_entries "
                      "WHERE seq=?", (N_ENTRIES - 5,)).fetchone()
     c.execute("INSERT INTO audit_entries (seq, ts, agent, kind, body, prev_hash, hash) "
-              "VALUES (?,?,?,?,?,?,?)", (N_ENTRIES, *last))
+              "VALUES (?,?,?,?,?,?,?)", (N_ENTRIES + 1, *last))
     c.close()
     rep = verify(log_copy, signing_key)
-    assert (rep.first_bad_seq, rep.reason) == (N_ENTRIES, "reordered")
+    assert (rep.first_bad_seq, rep.reason) == (N_ENTRIES + 1, "reordered")
 
 
 def test_index_columns_cannot_lie(log_copy, signing_key):
@@ -193,19 +194,20 @@ def test_export_verifies_and_mutations_of_it_are_named(log_copy, signing_key):
     assert n == N_ENTRIES
     assert verify_jsonl(lines, heads, pk).ok
     for seq in SEQS[:8]:
-        deleted = lines[:seq] + lines[seq + 1:]
+        at = seq - 1  # line index
+        deleted = lines[:at] + lines[at + 1:]
         rep = verify_jsonl(deleted, heads, pk)
         assert (rep.first_bad_seq, rep.reason) == (seq, "deleted")
-        other = seq + 3
+        other = at + 3
         swapped = list(lines)
-        swapped[seq], swapped[other] = swapped[other], swapped[seq]
+        swapped[at], swapped[other] = swapped[other], swapped[at]
         rep = verify_jsonl(swapped, heads, pk)
         assert (rep.first_bad_seq, rep.reason) == (seq, "reordered")
-        d = orjson.loads(lines[seq])
+        d = orjson.loads(lines[at])
         d["data"]["j"] = 123456
         edited = list(lines)
-        edited[seq] = orjson.dumps(d)
+        edited[at] = orjson.dumps(d)
         rep = verify_jsonl(edited, heads, pk)
         assert (rep.first_bad_seq, rep.reason) == (seq, "edited")
     rep = verify_jsonl(lines[:1234], heads, pk)
-    assert (rep.first_bad_seq, rep.reason) == (1234, "truncated")
+    assert (rep.first_bad_seq, rep.reason) == (1235, "truncated")

@@ -51,7 +51,7 @@ class AuditMachine(RuleBasedStateMachine):
                                           for _ in range(n)))
         entries = self.run(go())
         seqs = sorted(e.seq for e in entries)
-        assert seqs == list(range(len(self.model), len(self.model) + n))
+        assert seqs == list(range(len(self.model) + 1, len(self.model) + n + 1))
         self.model.extend([(kind, agent, data, tuple(sorted(set(taint))))] * n)
 
     @rule()
@@ -63,10 +63,10 @@ class AuditMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model)
     @rule(data=st.data())
     def prove(self, data):
-        seq = data.draw(st.integers(0, len(self.model) - 1))
+        seq = data.draw(st.integers(1, len(self.model)))
         proof = self.log.prove(seq)
         e = verify_proof(proof, PK)
-        kind, agent, d, taint = self.model[seq]
+        kind, agent, d, taint = self.model[seq - 1]
         assert (e.seq, e.kind, e.agent, e.data, e.taint) == (seq, kind, agent, d, taint)
         with pytest.raises(InvalidRequest):
             verify_proof(proof, public_key_bytes(OTHER))
@@ -89,7 +89,7 @@ class AuditMachine(RuleBasedStateMachine):
     @rule(limit=st.integers(1, 10))
     def tail_matches_model(self, limit):
         got = self.log.tail(limit=limit)
-        want = list(range(max(0, len(self.model) - limit), len(self.model)))
+        want = list(range(max(1, len(self.model) - limit + 1), len(self.model) + 1))
         assert [e.seq for e in got] == want
 
     def teardown(self):

@@ -80,7 +80,7 @@ def test_a_failing_operation_changes_nothing_and_the_batch_still_commits(db):
 
     r = asyncio.run(go())
     assert isinstance(r[1], StateError)
-    assert [e.seq for e in (r[0], r[2])] == [0, 1]  # no seq was burnt by the failed op
+    assert [e.seq for e in (r[0], r[2])] == [1, 2]  # no seq was burnt by the failed op
     assert log.size() == 2 and log.verify().ok
     assert db.reader().execute("SELECT count(*) FROM kv").fetchone()[0] == 0
     assert agents.list() == []
@@ -96,7 +96,7 @@ def test_invalid_audit_data_is_refused_before_anything_is_written(db):
 def test_event_sink_adapter(db):
     events = AuditEvents(AuditLog(db))
     e = asyncio.run(events.record(ev.CAPABILITY_DENIED, "a1", {"tool": "fs.read"}, taint={"web"}))
-    assert (e.seq, e.kind, e.taint) == (0, "capability.denied", ("web",))
+    assert (e.seq, e.kind, e.taint) == (1, "capability.denied", ("web",))
 
 
 def test_slow_subscriber_gets_a_lag_notice(db):
@@ -108,14 +108,14 @@ def test_slow_subscriber_gets_a_lag_notice(db):
         await asyncio.sleep(0)  # subscribed
         for i in range(20):
             await log.append("tool.invoked", "a", {"i": i})
-        got = [await first]  # the pending read took seq 0; then nobody read
+        got = [await first]  # the pending read took seq 1; then nobody read
         for _ in range(6):
             got.append(await it.__anext__())
         await it.aclose()
         return got
 
     got = asyncio.run(go())
-    assert [g["seq"] for g in got[:6]] == [0, 1, 2, 3, 4, 5]  # 5 held, in order
+    assert [g["seq"] for g in got[:6]] == [1, 2, 3, 4, 5, 6]  # 5 held, in order
     assert got[6] == {"kind": "lag", "missed": 14}  # the notice sits where the gap is
 
 

@@ -3,13 +3,13 @@
 The rule (docs/audit.md gives it in full for independent verifiers):
 
 * An entry's *body* is the canonical JSON (``agentix.core.canonical``) of
-  ``{"agent", "data", "kind", "seq", "taint", "ts", "v"}`` where ``seq`` counts from 0 with
+  ``{"agent", "data", "kind", "seq", "taint", "ts", "v"}`` where ``seq`` counts from 1 with
   no gaps, ``ts`` is UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (never earlier than the previous
   entry's), ``agent`` is an agent id or null (the kernel/operator), ``taint`` is the sorted,
   de-duplicated list of labels and ``v`` is 1.
 * ``hash = SHA-256(prev_hash || body)`` where ``prev_hash`` is the previous entry's hash
-  (32 raw bytes), or 32 zero bytes for seq 0.
-* Entry ``seq`` is leaf ``seq`` of an RFC 6962 Merkle tree whose leaf data is the entry's
+  (32 raw bytes), or 32 zero bytes for seq 1.
+* Entry ``seq`` is leaf ``seq - 1`` (leaf indices count from 0) of an RFC 6962 Merkle tree whose leaf data is the entry's
   32-byte hash (``agentix.core.merkle``).
 * A signed tree head is Ed25519 over ``b"agentix-tree-head-v1\\n" +
   canonical({"root": hex, "size": n, "timestamp": ts})``.
@@ -247,8 +247,9 @@ def verify_head(head: SignedHead, public_key: bytes) -> bool:
 def verify_inclusion(
     entry_hash_: bytes, seq: int, size: int, path: Sequence[bytes], root: bytes
 ) -> bool:
-    """True if the entry hash is leaf ``seq`` of the tree of ``size`` leaves with ``root``."""
-    got = root_from_inclusion(seq, size, leaf_hash(entry_hash_), path)
+    """True if the entry hash of ``seq`` is leaf ``seq - 1`` of the tree of ``size`` leaves
+    with ``root``."""
+    got = root_from_inclusion(seq - 1, size, leaf_hash(entry_hash_), path)
     return got is not None and got == root
 
 
@@ -318,7 +319,7 @@ class ChainVerifier:
             self._fail = (seq, reason, detail)
 
     def feed(self, rec: StoredRecord) -> None:
-        expected = self.count
+        expected = self.count + 1  # seqs count from 1
         if self._fail is not None:
             # only refine: a "deleted" seq that turns up later was moved, not deleted
             seq, reason, detail = self._fail
@@ -380,9 +381,9 @@ class ChainVerifier:
             h = self._heads[self._hi]
             if h.size == self.count:
                 if self._tree.root() != h.root:
-                    lo = self._head_checked or 0
+                    lo = (self._head_checked or 0) + 1
                     self._set(lo, "root_mismatch",
-                              f"entries {lo}..{h.size - 1} chain but their Merkle root differs "
+                              f"entries {lo}..{h.size} chain but their Merkle root differs "
                               f"from the signed head of size {h.size}: the log was rewritten "
                               f"from seq {lo} on or later")
                     return
@@ -393,7 +394,7 @@ class ChainVerifier:
         if self._fail is None:
             last = self._heads[-1] if self._heads else None
             if last is not None and last.size > self.count:
-                self._set(self.count, "truncated",
+                self._set(self.count + 1, "truncated",
                           f"the log ends at {self.count} entries but a signed head covers "
                           f"{last.size}")
         if self._fail is not None:

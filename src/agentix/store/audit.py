@@ -132,10 +132,10 @@ class AuditLog:
             "SELECT seq, hash, ts FROM audit_entries ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         if row is None:
-            return _State(0, GENESIS_HASH, "", CompactRange(), [])
-        n = row[0] + 1
+            return _State(1, GENESIS_HASH, "", CompactRange(), [])
+        n = row[0]  # seqs count from 1: the last seq is the size
         tree = CompactRange.from_getter(self._getter(r), n)
-        return _State(n, row[1], row[2], tree, [])
+        return _State(n + 1, row[1], row[2], tree, [])
 
     def snapshot(self) -> Any:
         s = self._st
@@ -240,10 +240,11 @@ class AuditLog:
     @staticmethod
     def _getter(conn: sqlite3.Connection) -> Callable[[int, int], bytes]:
         def get(level: int, idx: int) -> bytes:
-            if level == 0:
-                row = conn.execute("SELECT hash FROM audit_entries WHERE seq=?", (idx,)).fetchone()
+            if level == 0:  # leaf idx is entry seq idx + 1
+                row = conn.execute("SELECT hash FROM audit_entries WHERE seq=?",
+                                   (idx + 1,)).fetchone()
                 if row is None:
-                    raise StateError("audit store is missing an entry", seq=idx)
+                    raise StateError("audit store is missing an entry", seq=idx + 1)
                 return leaf_hash(row[0])
             row = conn.execute(
                 "SELECT hash FROM merkle_nodes WHERE level=? AND idx=?", (level, idx)
@@ -256,7 +257,7 @@ class AuditLog:
 
     def size(self) -> int:
         row = self.db.reader().execute("SELECT max(seq) FROM audit_entries").fetchone()
-        return 0 if row[0] is None else row[0] + 1
+        return 0 if row[0] is None else row[0]
 
     def root(self, size: int | None = None) -> tuple[int, bytes]:
         r = self.db.reader()
@@ -382,10 +383,10 @@ class AuditLog:
         conn.execute("BEGIN")
         try:
             n = self.size() if size is None else size
-            if not 0 <= seq < n:
+            if not 1 <= seq <= n:
                 raise NotFound("no audit entry with that seq in the tree", seq=seq, size=n)
             get = self._getter(conn)
-            path = inclusion_path(get, seq, n)
+            path = inclusion_path(get, seq - 1, n)
             root = tree_root(get, n)
             e = self.entry(seq)
         finally:
@@ -394,7 +395,7 @@ class AuditLog:
         return {
             "version": PROOF_VERSION,
             "entry": e.to_json(),
-            "leaf_index": seq,
+            "leaf_index": seq - 1,
             "tree_size": n,
             "path": [p.hex() for p in path],
             "head": h.to_json(),
@@ -495,7 +496,7 @@ def verify_proof(proof: dict[str, Any], public_key: bytes) -> Entry:
             raise InvalidRequest("unknown proof version", version=proof.get("version"))
         head = SignedHead.from_json(proof["head"])
         e = proof["entry"]
-        seq, size = int(proof["leaf_index"]), int(proof["tree_size"])
+        seq, size = int(proof["leaf_index"]) + 1, int(proof["tree_size"])
         path = [bytes.fromhex(p) for p in proof["path"]]
         rec = StoredRecord.from_export(e)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

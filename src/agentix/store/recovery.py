@@ -79,11 +79,11 @@ def _check_tail(audit: AuditLog, tail_check: int) -> tuple[bool, str, int]:
         n = audit.size()
         count = conn.execute("SELECT count(*) FROM audit_entries").fetchone()[0]
         if count != n:
-            return False, f"{n - count} entries missing below seq {n}", n
+            return False, f"{n - count} entries missing up to seq {n}", n
         rows = conn.execute(
-            "SELECT seq, body, prev_hash, hash FROM audit_entries WHERE seq >= ? ORDER BY seq",
+            "SELECT seq, body, prev_hash, hash FROM audit_entries WHERE seq > ? ORDER BY seq",
             (max(0, n - tail_check),)).fetchall()
-        prev = None if rows and rows[0][0] > 0 else GENESIS_HASH
+        prev = None if rows and rows[0][0] > 1 else GENESIS_HASH
         for seq, body, ph, h in rows:
             if prev is not None and ph != prev:
                 return False, f"chain broken at seq {seq}", n
