@@ -1,0 +1,286 @@
+"""The kernel's JSON-RPC methods: operator methods and agent system calls.
+
+Operator (Unix socket ``$AGENTIX_HOME/agentixd.sock``)::
+
+    kernel.info  kernel.shutdown  agent.spawn  agent.list  agent.status  agent.wait
+    agent.stop  agent.kill  agent.pause  agent.resume  agent.logs  agent.send
+    tool.list  tool.invoke  events.tail
+
+Agent system calls (the agent's inherited channel)::
+
+    sys.info  sys.exit  tool.call  tool.list  ipc.send  ipc.recv  ipc.broadcast
+    agent.spawn_child  agent.wait_child
+
+Each handler validates its parameters and raises ``InvalidRequest`` naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any
+
+from agentix.core.errors import CapabilityDenied, InvalidRequest, NotFound
+from agentix.core.manifest import parse_manifest
+from agentix.kernel.dispatch import Call, MethodSpec
+from agentix.tools.base import ToolContext, check_args
+
+if TYPE_CHECKING:
+    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.process import AgentRecord
+
+__all__ = ["register"]
+
+MAX_WAIT = 24 * 3600.0
+LOG_CHUNK = 256 * 1024
+
+
+# ---------------------------------------------------------------- parameter helpers
+def _req(params: dict[str, Any], key: str, typ: type | tuple[type, ...], what: str) -> Any:
+    if key not in params:
+        raise InvalidRequest(f'missing parameter "{key}" ({what})', field=key)
+    val = params[key]
+    if not isinstance(val, typ) or isinstance(val, bool) and typ is not bool:
+        raise InvalidRequest(f'parameter "{key}" must be {what}', field=key)
+    return val
+
+
+def _opt(params: dict[str, Any], key: str, typ: type | tuple[type, ...], what: str, default: Any) -> Any:
+    if params.get(key) is None:
+        return default
+    return _req(params, key, typ, what)
+
+
+def _timeout(params: dict[str, Any], default: float | None) -> float | None:
+    t = _opt(params, "timeout", (int, float), "a number of seconds", default)
+    if t is not None and (t < 0 or t > MAX_WAIT):
+        raise InvalidRequest(f'"timeout" must be between 0 and {MAX_WAIT:g} seconds', field="timeout")
+    return None if t is None else float(t)
+
+
+def register(k: Kernel) -> None:
+    p = k.pipeline
+
+    def op(name: str, fn: Any, *, checked: bool = False) -> None:
+        p.register(MethodSpec(name, fn, operator=True, checked=checked))
+
+    def sc(name: str, fn: Any, *, checked: bool = True, recorded: bool = False) -> None:
+        p.register(MethodSpec(name, fn, agent=True, checked=checked, recorded=recorded))
+
+    def caller_rec(call: Call) -> AgentRecord:
+        assert call.caller.agent_id is not None
+        return k.table.get(call.caller.agent_id)
+
+    def agent_param(call: Call, key: str = "agent_id") -> AgentRecord:
+        return k.table.find(_req(call.params, key, str, "an agent id or live name"))
+
+    # ------------------------------------------------------------ operator: kernel
+    async def kernel_info(call: Call) -> dict[str, Any]:
+        return k.info()
+
+    async def kernel_shutdown(call: Call) -> dict[str, Any]:
+        k.shutdown_requested.set()
+        return {"stopping": True, "pid": os.getpid()}
+
+    # ------------------------------------------------------------ operator: agents
+    async def agent_spawn(call: Call) -> dict[str, Any]:
+        from agentix.kernel.kernel import parse_spawn_manifest
+
+        manifest, base = parse_spawn_manifest(call.params)
+        if isinstance(call.params.get("name"), str):
+            manifest = manifest.model_copy(update={"name": parse_manifest(
+                {**manifest.to_data(), "name": call.params["name"]}).name})
+        rec = await k.spawn(manifest, message=call.params.get("message"), program_base=base)
+        return {"agent_id": rec.agent_id, "name": rec.name, "pid": rec.pid, "isolation": rec.isolation}
+
+    async def agent_list(call: Call) -> dict[str, Any]:
+        show_all = bool(call.params.get("all", True))
+        recs = [r for r in k.table if show_all or r.live]
+        recs.sort(key=lambda r: r.created_at)
+        return {"agents": [r.summary() for r in recs]}
+
+    async def agent_status(call: Call) -> dict[str, Any]:
+        return k.status(agent_param(call))
+
+    async def agent_wait(call: Call) -> dict[str, Any]:
+        rec = await k.wait(agent_param(call), _timeout(call.params, None))
+        return k.status(rec)
+
+    async def agent_stop(call: Call) -> dict[str, Any]:
+        grace = _opt(call.params, "grace", (int, float), "a number of seconds", None)
+        rec = await k.stop(agent_param(call), reason="killed", detail="stopped by the operator", grace=grace)
+        return rec.summary()
+
+    async def agent_kill(call: Call) -> dict[str, Any]:
+        rec = await k.kill(agent_param(call))
+        return rec.summary()
+
+    async def agent_pause(call: Call) -> dict[str, Any]:
+        rec = agent_param(call)
+        await k.pause(rec)
+        return rec.summary()
+
+    async def agent_resume(call: Call) -> dict[str, Any]:
+        rec = agent_param(call)
+        await k.resume(rec)
+        return rec.summary()
+
+    async def agent_logs(call: Call) -> dict[str, Any]:
+        rec = agent_param(call)
+        offset = _opt(call.params, "offset", int, "a byte offset", 0)
+        wait = _opt(call.params, "wait", (int, float), "seconds to wait for more output", 0)
+        max_bytes = min(_opt(call.params, "max_bytes", int, "a byte count", LOG_CHUNK), LOG_CHUNK)
+        if offset < 0:
+            raise InvalidRequest('"offset" must be >= 0', field="offset")
+
+        def read() -> bytes:
+            try:
+                with open(rec.log_path, "rb") as f:
+                    f.seek(offset)
+                    return f.read(max_bytes)
+            except FileNotFoundError:
+                return b""
+
+        data = await asyncio.to_thread(read)
+        if not data and wait and rec.live:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + min(float(wait), 60.0)
+            while not data and rec.live and loop.time() < end:
+                try:
+                    await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=0.1)
+                except asyncio.TimeoutError:
+                    pass
+                data = await asyncio.to_thread(read)
+        return {"data": data.decode("utf-8", errors="replace"), "offset": offset + len(data),
+                "live": rec.live}
+
+    async def agent_send(call: Call) -> dict[str, Any]:
+        target = k.table.find_live(_req(call.params, "to", str, "an agent id or live name"))
+        if "message" not in call.params:
+            raise InvalidRequest('missing parameter "message"', field="message")
+        return await k.deliver(None, target, call.params["message"])
+
+    async def events_tail(call: Call) -> dict[str, Any]:
+        tail = getattr(k.events, "tail", None)
+        if tail is None:
+            raise NotFound("this kernel's event sink has no tail; use audit.tail")
+        after = _opt(call.params, "after", int, "a sequence number", 0)
+        wait = _opt(call.params, "wait", (int, float), "seconds", 0)
+        kw = dict(after=after, agent=call.params.get("agent"), kind=call.params.get("kind"),
+                  limit=_opt(call.params, "limit", int, "a count", 1000))
+        events = tail(**kw)
+        if not events and wait:
+            await k.events.wait_for_new(min(float(wait), 60.0))  # type: ignore[attr-defined]
+            events = tail(**kw)
+        return {"events": events}
+
+    # ------------------------------------------------------------ tools
+    async def tool_list(call: Call) -> dict[str, Any]:
+        return {"tools": k.tools.describe()}
+
+    async def run_tool(call: Call, subject: AgentRecord | None) -> dict[str, Any]:
+        assert call.tool is not None
+        spec = k.tools.get(call.tool)
+        check_args(spec, call.args)
+        ctx = ToolContext(services=k, call=call, agent_id=subject.agent_id if subject else None,
+                          workspace=subject.workspace if subject else None)
+        return await spec.handler(ctx, call.args)
+
+    async def tool_call(call: Call) -> dict[str, Any]:
+        return await run_tool(call, caller_rec(call))
+
+    async def tool_invoke(call: Call) -> dict[str, Any]:
+        subject = None
+        if call.params.get("agent_id") is not None:
+            subject = k.table.find_live(_req(call.params, "agent_id", str, "an agent id"))
+            call.subject = subject.agent_id
+            call.taint |= subject.taint
+        return await run_tool(call, subject)
+
+    # ------------------------------------------------------------ agent system calls
+    async def sys_info(call: Call) -> dict[str, Any]:
+        rec = caller_rec(call)
+        return {"agent_id": rec.agent_id, "name": rec.name, "parent": rec.parent,
+                "depth": rec.depth, "workspace": "/workspace", "limits": rec.limits.model_dump(),
+                "tools": k.tools.names(), "taint": sorted(rec.taint),
+                "capabilities": rec.manifest.capabilities}
+
+    async def sys_exit(call: Call) -> dict[str, Any]:
+        rec = caller_rec(call)
+        rec.result = call.params.get("result")
+        return {"ok": True}
+
+    def may_message(sender: AgentRecord, target: AgentRecord) -> None:
+        # until capability grants name targets: own tree only (same root)
+        if sender.root != target.root:
+            raise CapabilityDenied(
+                f"{sender.name} may not message {target.name}: it is outside its agent tree",
+                reason="not_in_tree", to=target.agent_id)
+
+    async def ipc_send(call: Call) -> dict[str, Any]:
+        rec = caller_rec(call)
+        target = k.table.find_live(_req(call.params, "to", str, "an agent id or live name"))
+        if "message" not in call.params:
+            raise InvalidRequest('missing parameter "message"', field="message")
+        may_message(rec, target)
+        return await k.deliver(rec, target, call.params["message"])
+
+    async def ipc_recv(call: Call) -> dict[str, Any]:
+        rec = caller_rec(call)
+        env = await k.receive(rec, _timeout(call.params, 0.0) or 0.0)
+        return {"message": env}
+
+    async def ipc_broadcast(call: Call) -> dict[str, Any]:
+        rec = caller_rec(call)
+        if "message" not in call.params:
+            raise InvalidRequest('missing parameter "message"', field="message")
+        delivered, failed = [], []
+        for target in k.table:
+            if target.agent_id == rec.agent_id or not target.live or target.root != rec.root:
+                continue
+            try:
+                await k.deliver(rec, target, call.params["message"])
+                delivered.append(target.agent_id)
+            except Exception as err:  # a full mailbox must not stop the others
+                failed.append({"agent_id": target.agent_id, "error": getattr(err, "code", "error")})
+        return {"delivered": delivered, "failed": failed}
+
+    async def spawn_child(call: Call) -> dict[str, Any]:
+        rec = caller_rec(call)
+        manifest = parse_manifest(_req(call.params, "manifest", dict, "a manifest object"))
+        child = await k.spawn(manifest, parent=rec, message=call.params.get("message"))
+        return {"agent_id": child.agent_id, "name": child.name, "pid": child.pid}
+
+    async def wait_child(call: Call) -> dict[str, Any]:
+        rec = caller_rec(call)
+        child = k.table.get(_req(call.params, "agent_id", str, "a child's agent id"))
+        if child.parent != rec.agent_id:
+            raise CapabilityDenied(f"{child.agent_id} is not a child of {rec.agent_id}",
+                                   reason="not_a_child", agent_id=child.agent_id)
+        child = await k.wait(child, _timeout(call.params, None))
+        return {"agent_id": child.agent_id, "name": child.name, "state": child.state,
+                "exit": child.exit.to_data() if child.exit else None, "result": child.result}
+
+    async def list_children(call: Call) -> dict[str, Any]:
+        rec = caller_rec(call)
+        return {"children": [k.table.get(c).summary() for c in rec.children]}
+
+    for name, fn in [
+        ("kernel.info", kernel_info), ("kernel.shutdown", kernel_shutdown),
+        ("agent.spawn", agent_spawn), ("agent.list", agent_list), ("agent.status", agent_status),
+        ("agent.wait", agent_wait), ("agent.stop", agent_stop), ("agent.kill", agent_kill),
+        ("agent.pause", agent_pause), ("agent.resume", agent_resume), ("agent.logs", agent_logs),
+        ("agent.send", agent_send), ("events.tail", events_tail),
+    ]:
+        op(name, fn)
+    p.register(MethodSpec("tool.list", tool_list, operator=True, agent=True, checked=False))
+    op("tool.invoke", tool_invoke, checked=True)
+    sc("sys.info", sys_info, checked=False)
+    sc("sys.exit", sys_exit, checked=False)
+    sc("tool.call", tool_call)
+    sc("ipc.send", ipc_send)
+    sc("ipc.recv", ipc_recv, checked=False)
+    sc("ipc.broadcast", ipc_broadcast)
+    sc("agent.spawn_child", spawn_child, recorded=True)
+    sc("agent.wait_child", wait_child, checked=False)
+    sc("agent.children", list_children, checked=False)

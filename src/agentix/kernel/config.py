@@ -1,0 +1,58 @@
+"""Kernel configuration: ``$AGENTIX_HOME/config.toml`` section ``[kernel]``, validated at start.
+
+Bad configuration stops the kernel at start with a message naming the key and saying why.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentix.core.errors import InvalidRequest
+from agentix.core.manifest import Limits
+from agentix.rpc.framing import DEFAULT_FRAME_LIMIT
+
+__all__ = ["KernelConfig", "load_config"]
+
+DEFAULT_LIMITS = Limits(memory=512 * 1024**2, cpu=1.0, pids=256, wall_clock=3600.0,
+                        nofile=1024, disk=1024**3)
+
+
+class KernelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_depth: int = Field(default=5, ge=0, le=64)
+    max_agents: int = Field(default=100, ge=1, le=100_000)
+    frame_limit: int = Field(default=DEFAULT_FRAME_LIMIT, ge=1024, le=256 * 1024**2)
+    stop_grace: float = Field(default=5.0, ge=0, le=600)
+    mailbox_capacity: int = Field(default=1000, ge=1, le=1_000_000)
+    isolation: Literal["strict", "degraded"] = "strict"
+    backend: Literal["auto", "bwrap", "plain"] = "auto"
+    limits: Limits = DEFAULT_LIMITS
+
+    def effective_limits(self, requested: Limits) -> Limits:
+        return requested.merged_over(self.limits)
+
+
+def load_config(home: Path, overrides: dict[str, Any] | None = None) -> KernelConfig:
+    path = home / "config.toml"
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text()).get("kernel", {})
+        except tomllib.TOMLDecodeError as err:
+            raise InvalidRequest(f"{path}: not valid TOML: {err}", field="config.toml") from None
+    if overrides:
+        data = {**data, **overrides}
+    limits = data.get("limits")
+    try:
+        if isinstance(limits, dict):
+            data["limits"] = Limits(**limits).merged_over(DEFAULT_LIMITS)
+        return KernelConfig(**data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = "kernel." + ".".join(str(x) for x in e["loc"])
+        raise InvalidRequest(f"{path}: [{key}] {e['msg']}", field=key) from None

@@ -1,0 +1,102 @@
+"""JSON-RPC 2.0 framing: one JSON value per line (newline-delimited JSON).
+
+The wire format, on the operator socket and on every agent channel alike:
+
+* a frame is one UTF-8 JSON text followed by ``\\n``; JSON escapes newlines inside
+  strings, so a frame never contains a raw newline;
+* a frame longer than the connection's limit (default 1 MiB, including the newline) is
+  refused: the peer gets a ``invalid_request`` error naming the limit and the connection
+  is closed, because the rest of the oversized frame cannot be told apart from the next;
+* a frame that is not JSON gets a ``parse_error`` reply with ``id: null``; the connection
+  stays open;
+* a frame that is JSON but not a JSON-RPC 2.0 request gets ``invalid_request``;
+* a JSON array is a batch: the reply is an array of the replies, in order;
+* a connection closed in the middle of a frame is simply closed (the half frame is
+  dropped, nothing runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from agentix.core.errors import AgentixError, InvalidRequest, ParseError
+
+__all__ = [
+    "DEFAULT_FRAME_LIMIT",
+    "FrameTooLarge",
+    "decode",
+    "encode",
+    "error_reply",
+    "read_frame",
+    "result_reply",
+    "validate_request",
+]
+
+DEFAULT_FRAME_LIMIT = 1024 * 1024
+
+
+class FrameTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"frame exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+def encode(message: Any) -> bytes:
+    """One frame: compact JSON plus newline."""
+    return orjson.dumps(message) + b"\n"
+
+
+def decode(frame: bytes) -> Any:
+    try:
+        return orjson.loads(frame)
+    except orjson.JSONDecodeError as err:
+        raise ParseError(f"frame is not valid JSON: {err}") from None
+
+
+async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes | None:
+    """The next frame without its newline; None at a clean or mid-frame EOF.
+
+    The reader must have been created with ``limit`` >= our limit so that readuntil
+    reports overruns rather than buffering without bound.
+    """
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError:
+        return None  # EOF, possibly in the middle of a frame: drop the half frame
+    except asyncio.LimitOverrunError:
+        raise FrameTooLarge(limit) from None
+    if len(line) > limit:
+        raise FrameTooLarge(limit)
+    return line[:-1]
+
+
+def validate_request(msg: Any) -> tuple[Any, str, dict[str, Any], bool]:
+    """Check a decoded JSON-RPC request; return (id, method, params, is_notification)."""
+    if not isinstance(msg, dict):
+        raise InvalidRequest("a JSON-RPC request must be an object")
+    if msg.get("jsonrpc") != "2.0":
+        raise InvalidRequest('a JSON-RPC request must have "jsonrpc": "2.0"')
+    method = msg.get("method")
+    if not isinstance(method, str) or not method:
+        raise InvalidRequest('a JSON-RPC request must have a string "method"')
+    params = msg.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidRequest('"params" must be an object (named parameters)')
+    is_notification = "id" not in msg
+    req_id = msg.get("id")
+    if req_id is not None and not isinstance(req_id, (str, int)) or isinstance(req_id, bool):
+        raise InvalidRequest('"id" must be a string, an integer or null')
+    return req_id, method, params, is_notification
+
+
+def result_reply(req_id: Any, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+
+def error_reply(req_id: Any, err: AgentixError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": req_id, "error": err.to_rpc()}

@@ -1,0 +1,133 @@
+"""The SDK for agent programs: talk to the kernel over the channel the agent inherited.
+
+    from agentix.sdk import agent
+
+    k = agent.connect()
+    text = k.tools.file_read(path="notes.txt")["content"]
+    k.send("coordinator", {"done": True})
+    msg = k.recv(timeout=5)
+    child = k.spawn({"name": "helper", "program": "helper.py"}, message="go")
+    k.exit({"ok": True})
+
+Every method is a system call; refusals raise the typed errors of ``agentix.sdk.errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from agentix.sdk.client import Connection
+
+__all__ = ["AgentKernel", "ChildExit", "Message", "connect"]
+
+
+@dataclass(frozen=True)
+class Message:
+    sender: str | None          # agent id, or None for the operator
+    sender_name: str
+    body: Any
+    sent_at: float
+    taint: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    agent_id: str
+    name: str
+    state: str
+    reason: str | None
+    code: int | None
+    result: Any
+
+    @property
+    def ok(self) -> bool:
+        return self.reason == "completed"
+
+
+@dataclass(frozen=True)
+class Child:
+    agent_id: str
+    name: str
+
+
+class _Tools:
+    """``k.tools.NAME(**args)`` calls tool NAME; ``k.tools.call(name, args)`` too."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def call(self, name: str, args: dict[str, Any] | None = None) -> Any:
+        return self._conn.call("tool.call", {"name": name, "args": args or {}})
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._conn.call("tool.list")["tools"]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def tool(**args: Any) -> Any:
+            return self.call(name, args)
+
+        tool.__name__ = name
+        return tool
+
+
+class AgentKernel:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.tools = _Tools(conn)
+        self.agent_id = os.environ.get("AGENTIX_AGENT_ID", "")
+        self.name = os.environ.get("AGENTIX_AGENT_NAME", "")
+
+    def call(self, method: str, **params: Any) -> Any:
+        return self.conn.call(method, params)
+
+    def info(self) -> dict[str, Any]:
+        return self.conn.call("sys.info")
+
+    def send(self, to: str, message: Any) -> dict[str, Any]:
+        return self.conn.call("ipc.send", {"to": to, "message": message})
+
+    def broadcast(self, message: Any) -> dict[str, Any]:
+        return self.conn.call("ipc.broadcast", {"message": message})
+
+    def recv(self, timeout: float = 0.0) -> Message | None:
+        env = self.conn.call("ipc.recv", {"timeout": timeout})["message"]
+        if env is None:
+            return None
+        return Message(env["from"], env["from_name"], env["message"], env["sent_at"], tuple(env.get("taint", ())))
+
+    def spawn(self, manifest: dict[str, Any], message: Any = None) -> Child:
+        r = self.conn.call("agent.spawn_child", {"manifest": manifest, "message": message})
+        return Child(r["agent_id"], r["name"])
+
+    def wait_child(self, agent_id: str, timeout: float | None = None) -> ChildExit:
+        r = self.conn.call("agent.wait_child", {"agent_id": agent_id, "timeout": timeout})
+        ex = r.get("exit") or {}
+        return ChildExit(r["agent_id"], r["name"], r["state"], ex.get("reason"), ex.get("code"), r.get("result"))
+
+    def exit(self, result: Any = None, code: int = 0) -> NoReturn:
+        """Report ``result`` to the kernel and end the process."""
+        self.conn.call("sys.exit", {"result": result})
+        self.conn.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+_default: AgentKernel | None = None
+
+
+def connect() -> AgentKernel:
+    """The connection to the kernel this process inherited (one per process)."""
+    global _default
+    if _default is None:
+        fd = os.environ.get("AGENTIX_FD")
+        if fd is None:
+            raise RuntimeError("not running as an agentix agent (AGENTIX_FD is not set)")
+        _default = AgentKernel(Connection.from_fd(int(fd)))
+    return _default

@@ -1,0 +1,114 @@
+"""A small synchronous JSON-RPC 2.0 client over a stream socket (newline-delimited JSON).
+
+Used by agent programs (over their inherited channel) and by operators (over the kernel's
+Unix socket). Thread-safe: several threads may call at once; whichever thread is waiting
+reads frames and hands each reply to the caller whose id it carries.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import orjson
+
+from agentix.core.errors import AgentixError, error_from_code
+
+__all__ = ["Connection", "ConnectionClosed"]
+
+
+class ConnectionClosed(AgentixError):
+    code = "internal_error"
+
+
+class Connection:
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+        self._next_id = 0
+        self._send_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._reading = False
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._closed = False
+
+    @classmethod
+    def unix(cls, path: str, timeout: float | None = None) -> Connection:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.settimeout(None)
+        return cls(sock)
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Connection:
+        return cls(socket.socket(fileno=fd))
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_frame(self) -> bytes:
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0:
+                frame = bytes(self._buf[:i])
+                del self._buf[: i + 1]
+                return frame
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionClosed("the kernel closed the connection")
+            self._buf += chunk
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Call ``method`` and return its result, or raise the typed error it returned."""
+        with self._cond:
+            self._next_id += 1
+            req_id = self._next_id
+        frame = orjson.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}}) + b"\n"
+        with self._send_lock:
+            try:
+                self._sock.sendall(frame)
+            except OSError as err:
+                raise ConnectionClosed(f"cannot reach the kernel: {err}") from None
+        with self._cond:
+            while req_id not in self._replies:
+                if self._reading:
+                    self._cond.wait()
+                    continue
+                self._reading = True
+                self._cond.release()
+                try:
+                    try:
+                        raw = self._read_frame()
+                    except OSError as err:
+                        raise ConnectionClosed(f"lost the kernel connection: {err}") from None
+                finally:
+                    self._cond.acquire()
+                    self._reading = False
+                    self._cond.notify_all()
+                msg = orjson.loads(raw)
+                for reply in msg if isinstance(msg, list) else [msg]:
+                    rid = reply.get("id")
+                    if isinstance(rid, int):
+                        self._replies[rid] = reply
+                    elif reply.get("error"):  # an error the kernel could not tie to a request
+                        err = reply["error"]
+                        raise error_from_code(err.get("data", {}).get("error", "internal_error"),
+                                              err.get("message", "error"), err.get("data"))
+            reply = self._replies.pop(req_id)
+        if "error" in reply:
+            err = reply["error"]
+            data = err.get("data") or {}
+            raise error_from_code(data.get("error", "internal_error"), err.get("message", ""), data)
+        return reply.get("result")

@@ -1,0 +1,164 @@
+"""The operator SDK: drive a running kernel over its Unix socket.
+
+    from agentix.sdk import Kernel
+
+    k = Kernel()                                # $AGENTIX_HOME/agentixd.sock
+    a = k.spawn(program="worker.py", name="w")   # or manifest=..., manifest_path=...
+    print(k.wait(a.agent_id).exit)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentix.sdk.client import Connection
+from agentix.sdk.errors import KernelNotRunning
+
+__all__ = ["AgentInfo", "Kernel", "SpawnResult", "default_home"]
+
+
+def default_home() -> Path:
+    env = os.environ.get("AGENTIX_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".agentix"
+
+
+@dataclass(frozen=True)
+class SpawnResult:
+    agent_id: str
+    name: str
+    pid: int | None
+    isolation: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """A snapshot of an agent's record (``raw`` holds every field the kernel returned)."""
+
+    agent_id: str
+    name: str
+    state: str
+    parent: str | None
+    pid: int | None
+    exit: dict[str, Any] | None
+    result: Any
+    raw: dict[str, Any]
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> AgentInfo:
+        return cls(d["agent_id"], d["name"], d["state"], d.get("parent"), d.get("pid"),
+                   d.get("exit"), d.get("result"), d)
+
+    @property
+    def reason(self) -> str | None:
+        return self.exit["reason"] if self.exit else None
+
+
+class Kernel:
+    def __init__(self, home: str | Path | None = None, *, socket_path: str | Path | None = None,
+                 connect_timeout: float = 5.0) -> None:
+        self.home = Path(home).expanduser() if home else default_home()
+        self.socket_path = Path(socket_path) if socket_path else self.home / "agentixd.sock"
+        try:
+            self.conn = Connection.unix(str(self.socket_path), timeout=connect_timeout)
+        except (FileNotFoundError, ConnectionRefusedError) as err:
+            raise KernelNotRunning(
+                f"no kernel is running at {self.socket_path} ({err.strerror}); start one with `agentix up`",
+                socket=str(self.socket_path)) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, **params: Any) -> Any:
+        return self.conn.call(method, params)
+
+    # -- kernel
+    def info(self) -> dict[str, Any]:
+        return self.conn.call("kernel.info")
+
+    def shutdown(self) -> dict[str, Any]:
+        return self.conn.call("kernel.shutdown")
+
+    # -- agents
+    def spawn(self, manifest: dict[str, Any] | None = None, *, manifest_path: str | Path | None = None,
+              program: str | Path | None = None, name: str | None = None, message: Any = None,
+              base_dir: str | Path | None = None, **fields: Any) -> SpawnResult:
+        """Spawn from a manifest dict, a manifest file, or just a program file.
+
+        Relative ``program`` paths are resolved against ``base_dir`` (default: the
+        manifest file's directory, or the current directory).
+        """
+        params: dict[str, Any] = {"message": message}
+        if manifest_path is not None:
+            params["manifest_path"] = str(Path(manifest_path).expanduser().resolve())
+        else:
+            m = dict(manifest or {})
+            m.update(fields)
+            if program is not None:
+                m["program"] = str(program)
+                m.setdefault("name", _name_from(Path(str(program))))
+            m.setdefault("name", name or "agent")
+            prog = m.get("program")
+            if isinstance(prog, str) and not prog.startswith("module:") and not os.path.isabs(prog):
+                m["program"] = str((Path(base_dir) if base_dir else Path.cwd()).resolve() / prog)
+            params["manifest"] = m
+        if name is not None:
+            params["name"] = name
+        r = self.conn.call("agent.spawn", params)
+        return SpawnResult(r["agent_id"], r["name"], r.get("pid"), r.get("isolation", {}))
+
+    def list(self, *, all: bool = True) -> list[AgentInfo]:
+        return [AgentInfo.of(a) for a in self.conn.call("agent.list", {"all": all})["agents"]]
+
+    def status(self, agent: str) -> AgentInfo:
+        return AgentInfo.of(self.conn.call("agent.status", {"agent_id": agent}))
+
+    def wait(self, agent: str, timeout: float | None = None) -> AgentInfo:
+        return AgentInfo.of(self.conn.call("agent.wait", {"agent_id": agent, "timeout": timeout}))
+
+    def stop(self, agent: str, grace: float | None = None) -> AgentInfo:
+        return AgentInfo.of(self.conn.call("agent.stop", {"agent_id": agent, "grace": grace}))
+
+    def kill(self, agent: str) -> AgentInfo:
+        return AgentInfo.of(self.conn.call("agent.kill", {"agent_id": agent}))
+
+    def pause(self, agent: str) -> AgentInfo:
+        return AgentInfo.of(self.conn.call("agent.pause", {"agent_id": agent}))
+
+    def resume(self, agent: str) -> AgentInfo:
+        return AgentInfo.of(self.conn.call("agent.resume", {"agent_id": agent}))
+
+    def logs(self, agent: str, offset: int = 0, wait: float = 0) -> tuple[str, int, bool]:
+        r = self.conn.call("agent.logs", {"agent_id": agent, "offset": offset, "wait": wait})
+        return r["data"], r["offset"], r["live"]
+
+    def send(self, to: str, message: Any) -> dict[str, Any]:
+        return self.conn.call("agent.send", {"to": to, "message": message})
+
+    # -- tools and events
+    def tools(self) -> list[dict[str, Any]]:
+        return self.conn.call("tool.list")["tools"]
+
+    def invoke(self, tool: str, args: dict[str, Any] | None = None, *, agent: str | None = None) -> Any:
+        return self.conn.call("tool.invoke", {"name": tool, "args": args or {}, "agent_id": agent})
+
+    def events(self, after: int = 0, *, agent: str | None = None, kind: str | None = None,
+               limit: int = 1000, wait: float = 0) -> list[dict[str, Any]]:
+        return self.conn.call("events.tail", {"after": after, "agent": agent, "kind": kind,
+                                              "limit": limit, "wait": wait})["events"]
+
+
+def _name_from(path: Path) -> str:
+    import re
+
+    stem = path.stem if path.suffix == ".py" else path.name
+    name = re.sub(r"[^a-z0-9_.-]+", "-", stem.lower()).strip("-._") or "agent"
+    return name[:63]

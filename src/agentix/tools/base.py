@@ -1,0 +1,116 @@
+"""The tool registry: built-in tools the kernel performs on behalf of agents.
+
+A tool is a ``ToolSpec``: a name, a description, a JSON Schema for its arguments, and an
+async handler ``(ToolContext, args) -> dict``. The kernel validates the arguments'
+shape (required keys and basic types) before the handler runs, so handlers can trust
+what they get. Tools never run in the agent's process: they run in the kernel (or a
+confined helper), after the pipeline's checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentix.core.errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from agentix.kernel.dispatch import Call  # noqa: F401  (type only; tools sit below the kernel)
+
+__all__ = ["ToolContext", "ToolRegistry", "ToolSpec", "check_args"]
+
+
+@dataclass
+class ToolContext:
+    """What a tool handler may use: the call, whose workspace it acts in, kernel services."""
+
+    services: Any            # the kernel's service object (mailboxes, config...), typed loosely
+    call: Any                # agentix.kernel.dispatch.Call
+    agent_id: str | None
+    workspace: Path | None
+
+    def require_workspace(self) -> Path:
+        if self.workspace is None:
+            raise InvalidRequest(
+                f"tool {self.call.tool} acts in an agent's workspace; the operator must name "
+                "the agent with \"agent_id\"", field="agent_id")
+        return self.workspace
+
+
+ToolHandler = Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    schema: dict[str, Any]
+    handler: ToolHandler
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "input_schema": self.schema}
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+def check_args(spec: ToolSpec, args: dict[str, Any]) -> None:
+    """Check ``args`` against the tool's schema: required keys, known keys, basic types."""
+    props: dict[str, Any] = spec.schema.get("properties", {})
+    for key in spec.schema.get("required", []):
+        if key not in args:
+            raise InvalidRequest(f"tool {spec.name}: missing required argument {key!r}", field=key, tool=spec.name)
+    if spec.schema.get("additionalProperties", True) is False:
+        extra = sorted(set(args) - set(props))
+        if extra:
+            raise InvalidRequest(
+                f"tool {spec.name}: unknown argument {extra[0]!r}; it takes {sorted(props)}",
+                field=extra[0], tool=spec.name)
+    for key, val in args.items():
+        want = props.get(key, {}).get("type")
+        if want is None:
+            continue
+        wants = want if isinstance(want, list) else [want]
+        ok = False
+        for w in wants:
+            if w == "null" and val is None:
+                ok = True
+            elif w in _TYPES and isinstance(val, _TYPES[w]) and not (
+                w in ("integer", "number") and isinstance(val, bool)
+            ):
+                ok = True
+        if not ok:
+            raise InvalidRequest(
+                f"tool {spec.name}: argument {key!r} must be {' or '.join(wants)}, got {type(val).__name__}",
+                field=key, tool=spec.name)
+
+
+class ToolRegistry:
+    def __init__(self) -> None:
+        self._tools: dict[str, ToolSpec] = {}
+
+    def register(self, spec: ToolSpec) -> None:
+        if spec.name in self._tools:
+            raise ValueError(f"tool {spec.name} registered twice")
+        self._tools[spec.name] = spec
+
+    def get(self, name: str) -> ToolSpec:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise NotFound(f"no tool named {name!r}; `agentix tools` lists them", tool=name) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [self._tools[n].describe() for n in self.names()]
