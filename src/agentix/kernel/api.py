@@ -284,3 +284,7 @@ def register(k: Kernel) -> None:
     sc("agent.spawn_child", spawn_child, recorded=True)
     sc("agent.wait_child", wait_child, checked=False)
     sc("agent.children", list_children, checked=False)
+    if getattr(k, "audit", None) is not None:
+        from agentix.kernel import audit as audit_api
+
+        audit_api.register(k, k.audit)

@@ -47,7 +47,15 @@ from agentix.core.errors import InvalidRequest, NotFound, StateError
 from agentix.core.merkle import CompactRange, inclusion_path, leaf_hash, tree_root
 from agentix.store.db import Database, Txn
 
-__all__ = ["AuditEvents", "AuditLog", "verify_jsonl", "verify_proof"]
+__all__ = [
+    "AuditEvents",
+    "AuditLog",
+    "export_db_jsonl",
+    "open_readonly",
+    "verify_db",
+    "verify_jsonl",
+    "verify_proof",
+]
 
 log = logging.getLogger(__name__)
 _dumps = orjson.dumps
@@ -282,13 +290,21 @@ class AuditLog:
         agent: str | None = None,
         kind: str | None = None,
         limit: int = 100,
+        *,
+        prefix: bool = False,
     ) -> list[Entry]:
-        """Entries in seq order: those after ``after_seq``, or else the last ``limit``."""
-        where, args = [], []
+        """Entries in seq order: the first ``limit`` after ``after_seq``, or else the last
+        ``limit``. With ``prefix``, ``kind`` also matches its dotted sub-kinds
+        (``agent`` matches ``agent.spawned``)."""
+        where: list[str] = []
+        args: list[Any] = []
         if agent is not None:
             where.append("agent = ?")
             args.append(agent)
-        if kind is not None:
+        if kind is not None and prefix:
+            where.append("(kind = ? OR (kind >= ? AND kind < ?))")
+            args += [kind, kind + ".", kind + "/"]  # '/' sorts right after '.'
+        elif kind is not None:
             where.append("kind = ?")
             args.append(kind)
         if after_seq is not None:
@@ -513,12 +529,99 @@ def verify_proof(proof: dict[str, Any], public_key: bytes) -> Entry:
 
 
 class AuditEvents:
-    """The kernel's event sink: ``await kernel.events.record(kind, agent_id, data, taint)``."""
+    """The kernel's event sink over the audit log.
+
+    ``await record(kind, agent_id, data, taint)`` appends and returns once durable;
+    ``tail``/``wait_for_new`` serve ``events.tail``/``audit.tail`` (entries in export form,
+    ``kind`` matches exactly or as a dotted prefix); ``close`` marks a clean shutdown and
+    closes the database.
+    """
 
     def __init__(self, log_: AuditLog) -> None:
         self.log = log_
+        self._waiters: set[asyncio.Event] = set()
 
     async def record(
         self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
     ) -> Entry:
-        return await self.log.append(kind, agent_id, data, taint)
+        e = await self.log.append(kind, agent_id, data, taint)
+        for w in self._waiters:
+            w.set()
+        return e
+
+    def tail(self, after: int = 0, agent: str | None = None, kind: str | None = None,
+             limit: int = 1000) -> list[dict[str, Any]]:
+        """The last ``limit`` entries if ``after`` is 0, else the first ``limit`` with
+        seq > ``after`` (export form; ``kind`` matches itself and its dotted sub-kinds)."""
+        got = self.log.tail(after_seq=after if after > 0 else None, agent=agent, kind=kind,
+                            limit=limit, prefix=True)
+        return [e.to_json() for e in got]
+
+    async def wait_for_new(self, timeout: float) -> None:
+        ev_ = asyncio.Event()
+        self._waiters.add(ev_)
+        try:
+            await asyncio.wait_for(ev_.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(ev_)
+
+    async def close(self) -> None:
+        from agentix.store.state import KVStore
+
+        kv = KVStore(self.log.db)
+        await self.log.db.write(lambda t: kv.set_in(t, "clean_shutdown", True))
+        self.log.db.close()
+
+
+# ---------------------------------------------------------------- offline access
+
+
+def open_readonly(path: str | Any) -> sqlite3.Connection:
+    """A read-only connection to an agentix database (works while the kernel runs)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise NotFound("no agentix database here", path=str(p))
+    return sqlite3.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None)
+
+
+def _records_from(conn: sqlite3.Connection) -> Iterator[StoredRecord]:
+    cur = conn.execute(
+        "SELECT seq, body, prev_hash, hash, agent, kind FROM audit_entries ORDER BY seq")
+    while True:
+        rows = cur.fetchmany(4096)
+        if not rows:
+            return
+        for seq, body, prev, h, agent, kind in rows:
+            yield StoredRecord(seq, body, prev, h, agent, kind, True)
+
+
+def verify_db(path: str | Any, public_key: bytes | None,
+              trusted_heads: Sequence[SignedHead] = ()) -> VerifyReport:
+    """``AuditLog.verify`` straight from a database file, without starting a writer."""
+    conn = open_readonly(path)
+    try:
+        conn.execute("BEGIN")
+        heads = [SignedHead(*r) for r in conn.execute(
+            "SELECT size, root, timestamp, key_id, signature FROM signed_heads ORDER BY size")]
+        return _verify(_records_from(conn), [*heads, *trusted_heads], public_key)
+    finally:
+        conn.close()
+
+
+def export_db_jsonl(path: str | Any, fileobj: IO[bytes]) -> int:
+    """``AuditLog.export_jsonl`` straight from a database file."""
+    conn = open_readonly(path)
+    try:
+        conn.execute("BEGIN")
+        n = 0
+        for rec in _records_from(conn):
+            e = Entry.from_body(rec.body, rec.prev_hash, rec.hash)
+            fileobj.write(canonical_json(e.to_json()) + b"\n")
+            n += 1
+        return n
+    finally:
+        conn.close()
