@@ -188,3 +188,13 @@ def test_mailbox_conversation_and_state_rules(db):
         assert agents.get("a1").exit_reason == "completed"
 
     asyncio.run(go())
+
+
+def test_event_sink_records_a_kernel_bug_instead_of_failing(db):
+    from pathlib import Path
+
+    events = AuditEvents(AuditLog(db))
+    e = asyncio.run(events.record("tool.result", "a1", {"path": Path("/x"), "n": float("nan")}))
+    assert e.data["_coerced"] is True and e.data["path"] == "PosixPath('/x')"
+    assert e.data["n"] is None
+    assert events.log.verify().ok

@@ -544,6 +544,19 @@ class AuditEvents:
     async def record(
         self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
     ) -> Entry:
+        try:
+            canonical_json(data)
+        except InvalidRequest:
+            # a kernel bug put a non-JSON value (a Path, a set, NaN ...) in an event: record
+            # it stringified rather than lose the event, and say so in the debug log
+            log.warning("audit %s: data is not canonical JSON; recording it stringified", kind)
+            data = orjson.loads(orjson.dumps(data, default=repr,
+                                             option=orjson.OPT_NON_STR_KEYS))
+            data = {"_coerced": True, **data} if isinstance(data, dict) else {"_coerced": data}
+            try:
+                canonical_json(data)
+            except InvalidRequest:
+                data = {"_coerced": repr(data)[:10_000]}
         e = await self.log.append(kind, agent_id, data, taint)
         for w in self._waiters:
             w.set()
