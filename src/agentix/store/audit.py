@@ -200,6 +200,7 @@ class AuditLog:
         taint: Iterable[str] = (),
         *,
         _data_bytes: bytes | None = None,
+        _labels: tuple[str, ...] | None = None,
     ) -> Entry:
         """Append inside a writer operation (atomic with the operation's other writes).
 
@@ -211,7 +212,7 @@ class AuditLog:
         ts = self._fmt(self.clock())
         if ts < st.last_ts:  # the wall clock stepped back: keep timestamps monotonic
             ts = st.last_ts
-        labels = normalise_taint(taint)
+        labels = normalise_taint(taint) if _labels is None else _labels
         if _data_bytes is None:
             body = entry_body(seq, ts, agent_id, kind, data, labels)
         else:
@@ -240,7 +241,8 @@ class AuditLog:
         data_bytes = canonical_json(data)  # validate and encode outside the writer
         labels = normalise_taint(taint)
         return await self.db.write(
-            lambda txn: self.append_in(txn, kind, agent_id, data, labels, _data_bytes=data_bytes)
+            lambda txn: self.append_in(txn, kind, agent_id, data, labels,
+                                       _data_bytes=data_bytes, _labels=labels)
         )
 
     # ------------------------------------------------------------ reading
@@ -324,16 +326,8 @@ class AuditLog:
 
     def records(self, conn: sqlite3.Connection | None = None) -> Iterator[StoredRecord]:
         """Every stored record in seq order (for verification)."""
-        conn = conn or self.db.reader()
-        cur = conn.execute(
-            "SELECT seq, body, prev_hash, hash, agent, kind FROM audit_entries ORDER BY seq"
-        )
-        while True:
-            rows = cur.fetchmany(4096)
-            if not rows:
-                return
-            for seq, body, prev, h, agent, kind in rows:
-                yield StoredRecord(seq, body, prev, h, agent, kind, True)
+        for row in _rows(conn or self.db.reader()):
+            yield StoredRecord(*row, True)
 
     def heads(self) -> list[SignedHead]:
         rows = self.db.reader().execute(
@@ -357,18 +351,13 @@ class AuditLog:
         conn.execute("BEGIN")  # one snapshot for heads and entries
         try:
             heads = [*self.heads(), *trusted_heads]
-            return _verify(self.records(conn), heads, pk)
+            return _verify_rows(_rows(conn), heads, pk)
         finally:
             conn.execute("COMMIT")
 
     def export_jsonl(self, fileobj: IO[bytes]) -> int:
         """Write every entry as one JSON object per line; returns how many."""
-        n = 0
-        for rec in self.records():
-            e = Entry.from_body(rec.body, rec.prev_hash, rec.hash)
-            fileobj.write(canonical_json(e.to_json()) + b"\n")
-            n += 1
-        return n
+        return _export(self.db.reader(), fileobj)
 
     # ------------------------------------------------------------ heads and proofs
 
@@ -460,13 +449,35 @@ def _splice_body(
     ))
 
 
-def _verify(
-    records: Iterable[StoredRecord], heads: Sequence[SignedHead], public_key: bytes | None
+def _rows(conn: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
+    cur = conn.execute(
+        "SELECT seq, body, prev_hash, hash, agent, kind FROM audit_entries ORDER BY seq")
+    while True:
+        rows = cur.fetchmany(8192)
+        if not rows:
+            return
+        yield from rows
+
+
+def _verify_rows(
+    rows: Iterable[tuple[Any, ...]], heads: Sequence[SignedHead], public_key: bytes | None
 ) -> VerifyReport:
     v = ChainVerifier(heads, public_key)
-    for r in records:
-        v.feed(r)
+    v.feed_rows(rows)
     return v.finish()
+
+
+def _export(conn: sqlite3.Connection, fileobj: IO[bytes]) -> int:
+    conn.execute("BEGIN")
+    try:
+        n = 0
+        for _seq, body, prev, h, _agent, _kind in _rows(conn):
+            e = Entry.from_body(body, prev, h)
+            fileobj.write(canonical_json(e.to_json()) + b"\n")
+            n += 1
+        return n
+    finally:
+        conn.execute("COMMIT")
 
 
 def verify_jsonl(
@@ -601,17 +612,6 @@ def open_readonly(path: str | Any) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None)
 
 
-def _records_from(conn: sqlite3.Connection) -> Iterator[StoredRecord]:
-    cur = conn.execute(
-        "SELECT seq, body, prev_hash, hash, agent, kind FROM audit_entries ORDER BY seq")
-    while True:
-        rows = cur.fetchmany(4096)
-        if not rows:
-            return
-        for seq, body, prev, h, agent, kind in rows:
-            yield StoredRecord(seq, body, prev, h, agent, kind, True)
-
-
 def verify_db(path: str | Any, public_key: bytes | None,
               trusted_heads: Sequence[SignedHead] = ()) -> VerifyReport:
     """``AuditLog.verify`` straight from a database file, without starting a writer."""
@@ -620,7 +620,7 @@ def verify_db(path: str | Any, public_key: bytes | None,
         conn.execute("BEGIN")
         heads = [SignedHead(*r) for r in conn.execute(
             "SELECT size, root, timestamp, key_id, signature FROM signed_heads ORDER BY size")]
-        return _verify(_records_from(conn), [*heads, *trusted_heads], public_key)
+        return _verify_rows(_rows(conn), [*heads, *trusted_heads], public_key)
     finally:
         conn.close()
 
@@ -629,12 +629,6 @@ def export_db_jsonl(path: str | Any, fileobj: IO[bytes]) -> int:
     """``AuditLog.export_jsonl`` straight from a database file."""
     conn = open_readonly(path)
     try:
-        conn.execute("BEGIN")
-        n = 0
-        for rec in _records_from(conn):
-            e = Entry.from_body(rec.body, rec.prev_hash, rec.hash)
-            fileobj.write(canonical_json(e.to_json()) + b"\n")
-            n += 1
-        return n
+        return _export(conn, fileobj)
     finally:
         conn.close()
