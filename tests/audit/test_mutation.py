@@ -211,3 +211,39 @@ def test_export_verifies_and_mutations_of_it_are_named(log_copy, signing_key):
         assert (rep.first_bad_seq, rep.reason) == (seq, "edited")
     rep = verify_jsonl(lines[:1234], heads, pk)
     assert (rep.first_bad_seq, rep.reason) == (1235, "truncated")
+
+
+def test_consistency_proofs_link_heads_and_expose_a_rewrite(tmp_path, signing_key):
+    from agentix.core.audit import SignedHead
+    from agentix.core.errors import InvalidRequest
+    from agentix.store.audit import verify_consistency
+
+    db = Database(tmp_path / "a.db")
+    log = AuditLog(db, signing_key=signing_key, clock=FakeClock())
+    pk = public_key_bytes(signing_key)
+
+    async def go(n):
+        for i in range(n):
+            await log.append("tool.invoked", "a", {"i": i})
+        return SignedHead.from_json(await log.head())
+
+    old = asyncio.run(go(37))
+    new = asyncio.run(go(100))
+    verify_consistency(log.consistency(37), old, new, pk)  # extends: no exception
+    db.close()
+    c = raw(tmp_path / "a.db")
+    _rewrite_from(c, 5, lambda d: d["data"].update(i=-5))
+    # a competent attacker also rebuilds every Merkle node from the rewritten entries
+    from agentix.core.merkle import CompactRange, leaf_hash
+
+    c.execute("DELETE FROM merkle_nodes")
+    cr = CompactRange()
+    for (h,) in c.execute("SELECT hash FROM audit_entries ORDER BY seq").fetchall():
+        c.executemany("INSERT INTO merkle_nodes VALUES (?,?,?)", cr.append(leaf_hash(h)))
+    c.close()
+    db = Database(tmp_path / "a.db")
+    log = AuditLog(db, signing_key=signing_key, clock=FakeClock())
+    forged_new = SignedHead.from_json(asyncio.run(log.head()))  # a head over the rewrite
+    with pytest.raises(InvalidRequest):
+        verify_consistency(log.consistency(37), old, forged_new, pk)
+    db.close()

@@ -116,6 +116,9 @@ class Kernel:
         self.home.create()
         if self.audit is not None:
             report = await self.audit.start()
+            if not report.chain_ok:
+                log.error("audit log check at start failed: %s (run `agentix audit verify`)",
+                          report.chain_detail)
             if report.exited:
                 log.warning("the last kernel left %d agents running; recorded them exited "
                             "(kernel_restart)", len(report.exited))

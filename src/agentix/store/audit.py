@@ -44,7 +44,14 @@ from agentix.core.audit import (
 )
 from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, NotFound, StateError
-from agentix.core.merkle import CompactRange, inclusion_path, leaf_hash, tree_root
+from agentix.core.merkle import (
+    CompactRange,
+    consistency_proof,
+    inclusion_path,
+    leaf_hash,
+    root_from_consistency,
+    tree_root,
+)
 from agentix.store.db import Database, Txn
 
 __all__ = [
@@ -53,6 +60,7 @@ __all__ = [
     "export_db_jsonl",
     "open_readonly",
     "verify_db",
+    "verify_consistency",
     "verify_jsonl",
     "verify_proof",
 ]
@@ -406,6 +414,23 @@ class AuditLog:
             "head": h.to_json(),
         }
 
+    def consistency(self, old_size: int, new_size: int | None = None) -> dict[str, Any]:
+        """RFC 6962 consistency proof that the tree of ``new_size`` extends ``old_size``."""
+        conn = self.db.reader()
+        conn.execute("BEGIN")
+        try:
+            n = self.size() if new_size is None else new_size
+            if not 0 < old_size <= n:
+                raise InvalidRequest("need 0 < old_size <= new_size", old_size=old_size,
+                                     new_size=n)
+            get = self._getter(conn)
+            path = consistency_proof(get, old_size, n)
+            old_root, new_root = tree_root(get, old_size), tree_root(get, n)
+        finally:
+            conn.execute("COMMIT")
+        return {"old_size": old_size, "new_size": n, "old_root": old_root.hex(),
+                "new_root": new_root.hex(), "path": [p.hex() for p in path]}
+
     # ------------------------------------------------------------ live subscription
 
     async def subscribe(self, maxsize: int = 1000) -> AsyncIterator[dict[str, Any]]:
@@ -537,6 +562,23 @@ def verify_proof(proof: dict[str, Any], public_key: bytes) -> Entry:
     if not verify_inclusion(rec.hash, seq, size, path, head.root):
         raise InvalidRequest("the entry is not included in the signed tree", seq=seq)
     return Entry.from_body(rec.body, rec.prev_hash, rec.hash)
+
+
+def verify_consistency(proof: dict[str, Any], old_head: SignedHead, new_head: SignedHead,
+                       public_key: bytes) -> None:
+    """Check offline that ``new_head`` extends ``old_head``; raise ``InvalidRequest`` if not."""
+    for h in (old_head, new_head):
+        if not verify_head(h, public_key):
+            raise InvalidRequest("a tree head is not signed by this key", size=h.size)
+    try:
+        path = [bytes.fromhex(p) for p in proof["path"]]
+        m, n = int(proof["old_size"]), int(proof["new_size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequest("malformed consistency proof", reason=str(exc)) from None
+    if (m, n) != (old_head.size, new_head.size):
+        raise InvalidRequest("the proof is for other sizes than the heads")
+    if root_from_consistency(m, n, old_head.root, path) != new_head.root:
+        raise InvalidRequest("the new head does not extend the old one: the log was rewritten")
 
 
 class AuditEvents:
