@@ -114,9 +114,10 @@ def entry_hash(prev_hash: bytes, body: bytes) -> bytes:
     return hashlib.sha256(prev_hash + body).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One audit entry as appended (``hash`` covers ``prev_hash`` and the body)."""
+class Entry(NamedTuple):
+    """One audit entry as appended (``hash`` covers ``prev_hash`` and the body).
+
+    A named tuple (immutable, and cheap to build on the append path)."""
 
     seq: int
     ts: str
