@@ -235,7 +235,7 @@ def run(obj: Ctx, manifest: str | None, program: str | None, name: str | None, m
         timeout: float | None, as_json: bool) -> None:
     """Spawn an agent, wait for it, print its result; exit 1 if it failed."""
     r = _spawn(obj, manifest, program, name, message)
-    with out.status(f"running {r.name} ({r.agent_id})…", console=err_console):
+    with err_console.status(f"running {r.name} ({r.agent_id})…"):
         a = obj.kernel.wait(r.agent_id, timeout=timeout)
     if as_json:
         dump_json(a.raw)
@@ -319,7 +319,7 @@ def _control(verb: str) -> Any:
     def command(obj: Ctx, agents: tuple[str, ...], as_json: bool) -> None:
         results = []
         for agent in agents:
-            with out.status(f"{verb} {agent}…", console=err_console):
+            with err_console.status(f"{verb} {agent}…"):
                 a = getattr(obj.kernel, verb)(agent)
             results.append(a.raw)
             if not as_json:
@@ -419,6 +419,30 @@ def _clock(ts: Any) -> str:
 from agentix.cli.audit import audit  # noqa: E402  (the `agentix audit` group)
 
 cli.add_command(audit)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json: bool) -> None:
+    """Report which isolation layers work on this host, and why not (exit 1 if any is missing)."""
+    proc = subprocess.run([sys.executable, "-m", "agentix.sandbox.doctor"], capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0:
+        fail(f"the host probe failed: {proc.stderr.strip()[-500:]}", EXIT_INTERNAL)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    if as_json:
+        dump_json(rows)
+    else:
+        t = Table("LAYER", "STATUS", "DETAIL")
+        for row in rows:
+            t.add_row(str(row["layer"]), "[green]ok[/]" if row["ok"] else "[red]unavailable[/]",
+                      str(row.get("why", "")))
+        out.print(t)
+        missing = [r["layer"] for r in rows if not r["ok"]]
+        out.print("[green]every layer works: agents run strictly isolated[/]" if not missing else
+                  f"[yellow]missing: {', '.join(missing)} — spawns are refused unless "
+                  "`isolation: degraded` is accepted[/]")
+    sys.exit(EXIT_OK if all(r["ok"] for r in rows) else EXIT_FAILED)
 
 
 @cli.command()

@@ -17,8 +17,8 @@ from agentix.rpc.framing import DEFAULT_FRAME_LIMIT
 
 __all__ = ["KernelConfig", "load_config"]
 
-DEFAULT_LIMITS = Limits(memory=512 * 1024**2, cpu=1.0, pids=256, wall_clock=3600.0,
-                        nofile=1024, disk=1024**3)
+# the defaults; a manifest overrides any of them, config.toml [kernel.limits] too
+DEFAULT_LIMITS = Limits(memory="256M", cpu=0.5, pids=64, wall_clock="10m", nofile=256, disk="100M")
 
 
 class KernelConfig(BaseModel):

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from agentix import __version__
+from agentix.core.budget import BudgetLedger, BudgetLimits
 from agentix.core.errors import (
     AgentixError,
+    BudgetExceeded,
     InvalidRequest,
     IsolationUnavailable,
     LimitExceeded,
@@ -100,6 +102,16 @@ class Kernel:
         self.stopping = False
         self.shutdown_requested = asyncio.Event()
         self._register_builtin_tools()
+        from agentix.kernel.inference import InferenceService
+        from agentix.llm.config import load_config as load_inference_config
+
+        # provider keys are read here, in the kernel, and never reach an agent
+        self.inference = InferenceService(
+            load_inference_config(home.root, os.environ),
+            clock=time.monotonic,
+            record=self.events.record,
+            stop_agent=self._stop_for_budget,
+        )
         from agentix.kernel import api
 
         api.register(self)
@@ -111,6 +123,13 @@ class Kernel:
         self.tools.register(echo.SPEC)
         for spec in workspace_files.SPECS:
             self.tools.register(spec)
+
+    async def _stop_for_budget(self, agent_id: str, reason: str) -> None:
+        try:
+            rec = self.table.get(agent_id)
+        except NotFound:
+            return
+        await self.stop(rec, reason=reason, detail="budget exceeded", grace=1.0)
 
     async def start(self) -> None:
         self.home.create()
@@ -186,6 +205,21 @@ class Kernel:
                     layer="all", field="isolation")
             degraded_ok = parent_degraded or self.config.isolation == "degraded"
 
+        now = time.monotonic()
+        limits_b = BudgetLimits.from_manifest(manifest.budget)
+        # a child's budget is carved out of its parent's remaining budget (refused if over)
+        budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
+        try:
+            return await self._spawn(manifest, parent, message, program_base, degraded_ok, depth, budget)
+        except BaseException:
+            if parent is not None:
+                parent.budget.close_child(budget, time.monotonic())
+                parent.budget.children -= 1
+            raise
+
+    async def _spawn(self, manifest: Manifest, parent: AgentRecord | None, message: Any,
+                     program_base: Path | None, degraded_ok: bool, depth: int,
+                     budget: BudgetLedger) -> AgentRecord:
         agent_id = self._new_id()
         workspace = self.home.workspaces / agent_id
         log_path = self.home.logs / f"{agent_id}.log"
@@ -204,6 +238,7 @@ class Kernel:
             root=parent.root if parent else agent_id,
             workspace=workspace, log_path=log_path, limits=limits,
         )
+        rec.budget = budget
         rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=name)
         if parent is not None:
             rec.taint |= parent.taint  # labels survive being passed on
@@ -345,6 +380,12 @@ class Kernel:
         if rec.state != "exited":
             rec.state = "exited"
         self.table.release_name(rec)
+        self.inference.cancel_agent(rec.agent_id)
+        if rec.parent is not None and rec.budget is not None:
+            parent = self.table.get(rec.parent)
+            for sig in parent.budget.close_child(rec.budget, time.monotonic()):
+                await self.events.record("budget.warning" if sig.kind == "warning" else "budget.exceeded",
+                                         parent.agent_id, sig.to_data())
         try:
             await rec.handle.cleanup()
         except Exception:
@@ -440,6 +481,7 @@ class Kernel:
             "mailbox": rec.mailbox.statistics(),
             "result": rec.result,
             "resources": rec.handle.stats() if rec.handle is not None and rec.live else {},
+            "budget": rec.budget.snapshot(time.monotonic()) if rec.budget is not None else None,
         })
         return data
 
@@ -493,6 +535,8 @@ class Kernel:
         orphans = [r for r in self.table if r.live and r.parent is not None]
         await asyncio.gather(*(self.stop(r, reason="killed", detail="kernel shutting down", grace=grace)
                                for r in roots + orphans), return_exceptions=True)
+        await self.substrate.close()
+        await self.inference.aclose()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
         if self.audit is not None:
             await self.audit.stop()

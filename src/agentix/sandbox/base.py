@@ -81,3 +81,9 @@ class Substrate(abc.ABC):
     def describe(self) -> dict[str, object]:
         """What this backend provides on this host (for kernel.info and doctor)."""
         return {"backend": self.name}
+
+    async def warm(self) -> None:
+        """Prepare for fast spawns (pre-started launchers ...); optional."""
+
+    async def close(self) -> None:
+        """Release what the backend holds that is not an agent's (idle launchers ...)."""

@@ -13,7 +13,7 @@ from agentix.sandbox.base import ExitInfo, Handle, LaunchSpec, Substrate
 
 __all__ = ["PlainSubstrate", "ALL_LAYERS"]
 
-ALL_LAYERS = ["namespaces", "filesystem", "landlock", "seccomp", "cgroups", "rlimits", "no_new_privs"]
+ALL_LAYERS = ["namespaces", "filesystem", "privileges", "no_new_privs", "rlimits", "landlock", "seccomp", "cgroups"]
 
 
 class _PlainHandle(Handle):
