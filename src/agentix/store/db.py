@@ -121,6 +121,7 @@ class Database:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._generation = 0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="agentix-db-writer", daemon=True)
         self._thread.start()
@@ -257,14 +258,19 @@ class Database:
     # ------------------------------------------------------------ reading
 
     def reader(self) -> sqlite3.Connection:
-        """This thread's read-only connection (sees committed data only)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+        """This thread's read-only connection (sees committed data only).
+
+        Reading stays possible after ``close`` (a fresh connection is opened), so a closed
+        kernel's log can still be inspected; only writing ends with ``close``.
+        """
+        got = getattr(self._local, "conn", None)
+        if got is None or got[0] != self._generation:
             conn = _connect(str(self.path), readonly=True)
-            self._local.conn = conn
+            self._local.conn = (self._generation, conn)
             with self._readers_lock:
                 self._readers.append(conn)
-        return conn
+            return conn
+        return got[1]
 
     # ------------------------------------------------------------ closing
 
@@ -276,6 +282,7 @@ class Database:
         self._q.put(_STOP)
         self._thread.join()
         with self._readers_lock:
+            self._generation += 1  # every thread opens a new reader next time
             for c in self._readers:
                 c.close()
             self._readers.clear()
