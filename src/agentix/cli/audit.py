@@ -87,7 +87,7 @@ def tail(obj: Any, follow: bool, agent: str | None, kind: str | None, limit: int
 def verify(obj: Any, offline: bool, heads_file: Path | None, key: str | None,
            as_json: bool) -> None:
     """Verify the whole chain and the signed heads; exit 1 on any tampering."""
-    from agentix.core.audit import SignedHead
+    from agentix.sdk.audit import SignedHead, verify_file
 
     rep: dict[str, Any] | None = None
     if not offline and heads_file is None and key is None:
@@ -96,13 +96,11 @@ def verify(obj: Any, offline: bool, heads_file: Path | None, key: str | None,
         except KernelNotRunning:
             rep = None
     if rep is None:
-        from agentix.store.audit import verify_db
-
         heads = []
         if heads_file is not None:
             heads = [SignedHead.from_json(json.loads(x)) for x in
                      heads_file.read_text().splitlines() if x.strip()]
-        rep = verify_db(obj.home / "agentix.db", _public_key(obj.home, key), heads).to_json()
+        rep = verify_file(obj.home / "agentix.db", _public_key(obj.home, key), heads).to_json()
     if as_json:
         click.echo(json.dumps(rep))
     elif rep["ok"]:
@@ -135,12 +133,12 @@ def prove(obj: Any, seq: int, output: Path | None) -> None:
 @click.pass_obj
 def check_proof(obj: Any, proof_file: Any, key: str | None) -> None:
     """Check an inclusion proof offline with only the public key; exit 1 if invalid."""
-    from agentix.core.errors import InvalidRequest
-    from agentix.store.audit import verify_proof
+    from agentix.sdk.audit import check_proof
+    from agentix.sdk.errors import InvalidRequest
 
     try:
         proof = json.loads(proof_file.read())
-        e = verify_proof(proof, _public_key(obj.home, key))
+        e = check_proof(proof, _public_key(obj.home, key))
     except (InvalidRequest, ValueError) as exc:
         msg = exc.message if isinstance(exc, InvalidRequest) else str(exc)
         click.echo(f"INVALID: {msg}", err=True)
@@ -155,14 +153,14 @@ def check_proof(obj: Any, proof_file: Any, key: str | None) -> None:
 @click.pass_obj
 def export(obj: Any, jsonl: bool, output: Path | None) -> None:
     """Export every entry as JSONL (docs/audit.md section 2)."""
-    from agentix.store.audit import export_db_jsonl
+    from agentix.sdk.audit import export_file
 
     if output is None:
-        n = export_db_jsonl(obj.home / "agentix.db", sys.stdout.buffer)
+        n = export_file(obj.home / "agentix.db", sys.stdout.buffer)
         sys.stdout.flush()
     else:
         with open(output, "wb") as f:
-            n = export_db_jsonl(obj.home / "agentix.db", f)
+            n = export_file(obj.home / "agentix.db", f)
     click.echo(f"exported {n} entries", err=True)
 
 

@@ -36,12 +36,18 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest
-from agentix.core.merkle import CompactRange, leaf_hash, root_from_inclusion
+from agentix.core.merkle import (
+    CompactRange,
+    leaf_hash,
+    root_from_consistency,
+    root_from_inclusion,
+)
 
 __all__ = [
     "ENTRY_VERSION",
     "GENESIS_HASH",
     "HEAD_CONTEXT",
+    "PROOF_VERSION",
     "ChainVerifier",
     "Entry",
     "FailReason",
@@ -55,8 +61,10 @@ __all__ = [
     "normalise_taint",
     "public_key_bytes",
     "sign_head",
+    "verify_consistency",
     "verify_head",
     "verify_inclusion",
+    "verify_proof",
 ]
 
 ENTRY_VERSION = 1
@@ -251,6 +259,56 @@ def verify_inclusion(
     with ``root``."""
     got = root_from_inclusion(seq - 1, size, leaf_hash(entry_hash_), path)
     return got is not None and got == root
+
+
+# ---------------------------------------------------------------- proofs
+
+PROOF_VERSION = 1
+
+
+def verify_proof(proof: dict[str, Any], public_key: bytes) -> Entry:
+    """Check an inclusion proof offline; return the proven entry or raise ``InvalidRequest``.
+
+    Checks, in order: the head's signature with ``public_key``; that the entry's hash is
+    SHA-256(prev_hash || canonical body); that the path leads from that leaf to the head's
+    root at the head's size.
+    """
+    try:
+        if proof.get("version") != PROOF_VERSION:
+            raise InvalidRequest("unknown proof version", version=proof.get("version"))
+        head = SignedHead.from_json(proof["head"])
+        e = proof["entry"]
+        seq, size = int(proof["leaf_index"]) + 1, int(proof["tree_size"])
+        path = [bytes.fromhex(p) for p in proof["path"]]
+        rec = StoredRecord.from_export(e)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidRequest("malformed proof", reason=str(exc)) from None
+    if head.key_id != key_id(public_key) or not verify_head(head, public_key):
+        raise InvalidRequest("the tree head is not signed by this key")
+    if head.size != size or rec.pos != seq:
+        raise InvalidRequest("the proof's sizes or seq do not match its head or entry")
+    if entry_hash(rec.prev_hash, rec.body) != rec.hash:
+        raise InvalidRequest("the entry does not match its hash", seq=seq)
+    if not verify_inclusion(rec.hash, seq, size, path, head.root):
+        raise InvalidRequest("the entry is not included in the signed tree", seq=seq)
+    return Entry.from_body(rec.body, rec.prev_hash, rec.hash)
+
+
+def verify_consistency(proof: dict[str, Any], old_head: SignedHead, new_head: SignedHead,
+                       public_key: bytes) -> None:
+    """Check offline that ``new_head`` extends ``old_head``; raise ``InvalidRequest`` if not."""
+    for h in (old_head, new_head):
+        if not verify_head(h, public_key):
+            raise InvalidRequest("a tree head is not signed by this key", size=h.size)
+    try:
+        path = [bytes.fromhex(p) for p in proof["path"]]
+        m, n = int(proof["old_size"]), int(proof["new_size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequest("malformed consistency proof", reason=str(exc)) from None
+    if (m, n) != (old_head.size, new_head.size):
+        raise InvalidRequest("the proof is for other sizes than the heads")
+    if root_from_consistency(m, n, old_head.root, path) != new_head.root:
+        raise InvalidRequest("the new head does not extend the old one: the log was rewritten")
 
 
 # ---------------------------------------------------------------- verification

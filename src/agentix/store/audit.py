@@ -24,9 +24,10 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agentix.core import events as ev
-from agentix.core.audit import (
+from agentix.core.audit import (  # noqa: F401  (verify_proof/verify_consistency re-exported)
     ENTRY_VERSION,
     GENESIS_HASH,
+    PROOF_VERSION,
     ChainVerifier,
     Entry,
     SignedHead,
@@ -40,7 +41,9 @@ from agentix.core.audit import (
     public_key_bytes,
     sign_head,
     verify_head,
+    verify_consistency,
     verify_inclusion,
+    verify_proof,
 )
 from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, NotFound, StateError
@@ -49,7 +52,6 @@ from agentix.core.merkle import (
     consistency_proof,
     inclusion_path,
     leaf_hash,
-    root_from_consistency,
     tree_root,
 )
 from agentix.store.db import Database, Txn
@@ -57,9 +59,6 @@ from agentix.store.db import Database, Txn
 __all__ = [
     "AuditEvents",
     "AuditLog",
-    "export_db_jsonl",
-    "open_readonly",
-    "verify_db",
     "verify_consistency",
     "verify_jsonl",
     "verify_proof",
@@ -68,7 +67,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 _dumps = orjson.dumps
 
-PROOF_VERSION = 1
 
 
 @dataclass
@@ -536,51 +534,6 @@ def canonical_loads_obj(line: bytes | str) -> dict[str, Any]:
     return d
 
 
-def verify_proof(proof: dict[str, Any], public_key: bytes) -> Entry:
-    """Check an inclusion proof offline; return the proven entry or raise ``InvalidRequest``.
-
-    Checks, in order: the head's signature with ``public_key``; that the entry's hash is
-    SHA-256(prev_hash || canonical body); that the path leads from that leaf to the head's
-    root at the head's size.
-    """
-    try:
-        if proof.get("version") != PROOF_VERSION:
-            raise InvalidRequest("unknown proof version", version=proof.get("version"))
-        head = SignedHead.from_json(proof["head"])
-        e = proof["entry"]
-        seq, size = int(proof["leaf_index"]) + 1, int(proof["tree_size"])
-        path = [bytes.fromhex(p) for p in proof["path"]]
-        rec = StoredRecord.from_export(e)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InvalidRequest("malformed proof", reason=str(exc)) from None
-    if head.key_id != key_id(public_key) or not verify_head(head, public_key):
-        raise InvalidRequest("the tree head is not signed by this key")
-    if head.size != size or rec.pos != seq:
-        raise InvalidRequest("the proof's sizes or seq do not match its head or entry")
-    if entry_hash(rec.prev_hash, rec.body) != rec.hash:
-        raise InvalidRequest("the entry does not match its hash", seq=seq)
-    if not verify_inclusion(rec.hash, seq, size, path, head.root):
-        raise InvalidRequest("the entry is not included in the signed tree", seq=seq)
-    return Entry.from_body(rec.body, rec.prev_hash, rec.hash)
-
-
-def verify_consistency(proof: dict[str, Any], old_head: SignedHead, new_head: SignedHead,
-                       public_key: bytes) -> None:
-    """Check offline that ``new_head`` extends ``old_head``; raise ``InvalidRequest`` if not."""
-    for h in (old_head, new_head):
-        if not verify_head(h, public_key):
-            raise InvalidRequest("a tree head is not signed by this key", size=h.size)
-    try:
-        path = [bytes.fromhex(p) for p in proof["path"]]
-        m, n = int(proof["old_size"]), int(proof["new_size"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidRequest("malformed consistency proof", reason=str(exc)) from None
-    if (m, n) != (old_head.size, new_head.size):
-        raise InvalidRequest("the proof is for other sizes than the heads")
-    if root_from_consistency(m, n, old_head.root, path) != new_head.root:
-        raise InvalidRequest("the new head does not extend the old one: the log was rewritten")
-
-
 class AuditEvents:
     """The kernel's event sink over the audit log.
 
@@ -639,38 +592,3 @@ class AuditEvents:
         kv = KVStore(self.log.db)
         await self.log.db.write(lambda t: kv.set_in(t, "clean_shutdown", True))
         self.log.db.close()
-
-
-# ---------------------------------------------------------------- offline access
-
-
-def open_readonly(path: str | Any) -> sqlite3.Connection:
-    """A read-only connection to an agentix database (works while the kernel runs)."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.exists():
-        raise NotFound("no agentix database here", path=str(p))
-    return sqlite3.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None)
-
-
-def verify_db(path: str | Any, public_key: bytes | None,
-              trusted_heads: Sequence[SignedHead] = ()) -> VerifyReport:
-    """``AuditLog.verify`` straight from a database file, without starting a writer."""
-    conn = open_readonly(path)
-    try:
-        conn.execute("BEGIN")
-        heads = [SignedHead(*r) for r in conn.execute(
-            "SELECT size, root, timestamp, key_id, signature FROM signed_heads ORDER BY size")]
-        return _verify_rows(_rows(conn), [*heads, *trusted_heads], public_key)
-    finally:
-        conn.close()
-
-
-def export_db_jsonl(path: str | Any, fileobj: IO[bytes]) -> int:
-    """``AuditLog.export_jsonl`` straight from a database file."""
-    conn = open_readonly(path)
-    try:
-        return _export(conn, fileobj)
-    finally:
-        conn.close()
