@@ -20,6 +20,17 @@ from conftest import pid_alive, program, short_tmp, wait_until
 
 AGENTIX = [sys.executable, "-m", "agentix.cli.main"]
 
+def _audit(home: Path) -> list[dict]:
+    """Every entry of the kernel's audit log (agentix.db), read offline."""
+    import io
+
+    from agentix.sdk.audit import export_file
+
+    buf = io.BytesIO()
+    export_file(home / "agentix.db", buf)
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
 
 def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*AGENTIX, "--home", str(home), *args], capture_output=True, text=True,
@@ -74,7 +85,7 @@ def test_up_runs_in_background_with_pidfile_log_and_private_socket(tmp_home: Pat
     assert not pid_alive(pid) and not pid_alive(agent_pid)
     assert not (tmp_home / "agentixd.sock").exists()
     assert not (tmp_home / "agentixd.pid").exists()
-    kinds = [json.loads(line)["kind"] for line in (tmp_home / "events.jsonl").read_text().splitlines()]
+    kinds = [e["kind"] for e in _audit(tmp_home)]
     assert kinds.index("agent.exited") < kinds.index("kernel.stopped")
     assert cli(tmp_home, "info").returncode == 3  # no kernel now
 

@@ -10,6 +10,17 @@ import time
 
 from conftest import pids_in_groups, short_tmp
 
+def _audit(home: Path) -> list[dict]:
+    """Every entry of the kernel's audit log (agentix.db), read offline."""
+    import io
+
+    from agentix.sdk.audit import export_file
+
+    buf = io.BytesIO()
+    export_file(home / "agentix.db", buf)
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
 
 def test_demo_passes_end_to_end_in_under_30_seconds() -> None:
     tmp = short_tmp()
@@ -27,8 +38,7 @@ def test_demo_passes_end_to_end_in_under_30_seconds() -> None:
         assert elapsed < 30, f"the demo took {elapsed:.1f}s"
         # it stopped the kernel it started, and every agent with it
         assert not (home / "agentixd.sock").exists() and not (home / "agentixd.pid").exists()
-        pids = {json.loads(line)["data"]["pid"] for line in (home / "events.jsonl").read_text().splitlines()
-                if json.loads(line)["kind"] == "agent.spawned"}
+        pids = {e["data"]["pid"] for e in _audit(home) if e["kind"] == "agent.spawned"}
         assert len(pids) == 4 and not pids_in_groups(pids)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

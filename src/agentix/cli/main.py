@@ -403,11 +403,29 @@ def events(obj: Ctx, agent: str | None, kind: str | None, follow: bool, as_json:
             if as_json:
                 click.echo(json.dumps(e, default=str))
             else:
-                ts = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
+                ts = _clock(e["ts"])
                 out.print(f"[dim]{e['seq']:>6} {ts}[/] [bold]{e['kind']}[/] {e['agent'] or '-'} "
                           f"{json.dumps(e['data'], default=str)}", markup=True, highlight=False)
         if not follow:
             break
+
+
+def _clock(ts: Any) -> str:
+    """HH:MM:SS local time of an event timestamp (epoch seconds or audit ISO string)."""
+    if isinstance(ts, str):
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime(
+                "%H:%M:%S")
+        except ValueError:
+            return ts
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+from agentix.cli.audit import audit  # noqa: E402  (the `agentix audit` group)
+
+cli.add_command(audit)
 
 
 @cli.command()

@@ -297,3 +297,7 @@ def register(k: Kernel) -> None:
     sc("agent.wait_child", wait_child, checked=False)
     sc("agent.children", list_children, checked=False)
     sc("think", think)
+    if getattr(k, "audit", None) is not None:
+        from agentix.kernel import audit as audit_api
+
+        audit_api.register(k, k.audit)

@@ -41,7 +41,6 @@ from agentix.core.mailbox import BoundedFifo
 from agentix.core.manifest import Manifest, parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Caller, EventSink, Pipeline
-from agentix.kernel.events import EventLog
 from agentix.kernel.home import Home
 from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable
 from agentix.rpc.server import serve_socket
@@ -91,7 +90,14 @@ class Kernel:
         self.home = home
         self.config = config
         self.substrate = substrate or select_substrate(config)
-        self.events: EventSink = events or EventLog(home.events)
+        # the tamper-evident audit log is the event sink unless one is given (tests)
+        from agentix.kernel.audit import KernelAudit
+
+        self.audit: KernelAudit | None = None
+        if events is None:
+            self.audit = KernelAudit.open(home)
+            events = self.audit.sink
+        self.events: EventSink = events
         self.table = ProcessTable()
         self.tools = ToolRegistry()
         self.pipeline = Pipeline(self.events)
@@ -134,6 +140,14 @@ class Kernel:
 
     async def start(self) -> None:
         self.home.create()
+        if self.audit is not None:
+            report = await self.audit.start()
+            if not report.chain_ok:
+                log.error("audit log check at start failed: %s (run `agentix audit verify`)",
+                          report.chain_detail)
+            if report.exited:
+                log.warning("the last kernel left %d agents running; recorded them exited "
+                            "(kernel_restart)", len(report.exited))
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
 
@@ -525,6 +539,9 @@ class Kernel:
         await self.substrate.close()
         await self.inference.aclose()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
+        if self.audit is not None:
+            await self.audit.stop()
+            return
         close = getattr(self.events, "close", None)
         if close is not None:
             res = close()

@@ -155,6 +155,21 @@ class Kernel:
         return self.conn.call("events.tail", {"after": after, "agent": agent, "kind": kind,
                                               "limit": limit, "wait": wait})["events"]
 
+    # -- the audit log (docs/audit.md)
+    def audit_tail(self, after: int = 0, *, agent: str | None = None, kind: str | None = None,
+                   limit: int = 100, wait: float = 0) -> list[dict[str, Any]]:
+        return self.conn.call("audit.tail", {"after": after, "agent": agent, "kind": kind,
+                                             "limit": limit, "wait": wait})["entries"]
+
+    def audit_verify(self) -> dict[str, Any]:
+        return self.conn.call("audit.verify")
+
+    def audit_prove(self, seq: int) -> dict[str, Any]:
+        return self.conn.call("audit.prove", {"seq": seq})
+
+    def audit_head(self, sign: bool = True) -> dict[str, Any]:
+        return self.conn.call("audit.head", {"sign": sign})
+
 
 def _name_from(path: Path) -> str:
     import re

@@ -101,7 +101,9 @@ async def _run(attack: str, tmp: Path) -> None:
                "secret_env_value": SECRET_ENV, **CTX.get(attack, {})}
         (progs / f"{attack}.py").write_text(PRELUDE + "\n" + (HERE / "programs" / f"{attack}.py").read_text())
         shadow = hashlib.sha256(Path("/etc/shadow").read_bytes()).hexdigest()
-        before = _snapshot(root, ("workspaces/ag-", "logs", "events"))
+        # agentix.db* is the kernel's own store (the audit log grows with every event); it
+        # is checked by verifying the audit chain instead
+        before = _snapshot(root, ("workspaces/ag-", "logs", "events", "agentix.db"))
         sib_before = _snapshot(sibling.workspace, ())
         manifest = parse_manifest({"name": name, "program": str(progs / f"{attack}.py"),
                                    "limits": LIMITS.get(attack, {}),
@@ -152,7 +154,9 @@ async def _run(attack: str, tmp: Path) -> None:
                 assert any(r[0] == "error" and r[1] for r in v["results"]), v
         # the host did not move
         assert hashlib.sha256(Path("/etc/shadow").read_bytes()).hexdigest() == shadow
-        assert _snapshot(root, ("workspaces/ag-", "logs", "events")) == before
+        assert _snapshot(root, ("workspaces/ag-", "logs", "events", "agentix.db")) == before
+        if getattr(kernel, "audit", None) is not None:
+            assert kernel.audit.log.verify().ok
         assert _snapshot(sibling.workspace, ()) == sib_before
         assert sibling.live, "the sibling agent was harmed"
         assert contacts == []

@@ -1,0 +1,323 @@
+"""The durable store: one SQLite database in WAL mode, one writer thread, group commit.
+
+Rules:
+
+* **One writer path.** Every write is an *operation* — a function ``op(txn) -> result`` —
+  handed to ``Database.write`` (async) or ``Database.submit`` (threads). A dedicated writer
+  thread takes whatever operations are waiting (up to ``max_batch``), runs them in ONE
+  transaction and commits; only then are their futures resolved. A caller that got a result
+  therefore knows its write is durable ("acknowledged").
+* **Durability.** ``durability="full"`` (default) sets ``synchronous=FULL``: in WAL mode
+  every COMMIT fsyncs the WAL, so an acknowledged write survives ``kill -9`` of the kernel
+  *and* power loss (given a disk that honours fsync). ``"normal"`` (``synchronous=NORMAL``)
+  survives ``kill -9`` — the WAL frames are in the OS page cache before COMMIT returns — but
+  the last commits may be lost on power loss. ``"off"`` is for benchmarks only. Group commit
+  is what keeps ``full`` fast: one fsync per batch, not per write.
+* **Atomicity per operation.** If an operation raises, the batch is rolled back, writer-side
+  state of every *participant* (e.g. the audit chain's next seq and last hash) is restored,
+  the failed operation's future gets the exception and the rest of the batch is run again.
+  Operations must therefore depend only on the database and participant state.
+* **Readers** use their own connections (``Database.reader()``, one per thread); in WAL
+  mode they never block the writer and see only committed data.
+* **Migrations** are an ordered list of SQL scripts; ``schema_version`` holds how many have
+  been applied; each applies atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from agentix.core.errors import AgentixError, InternalError, StateError
+from agentix.store.schema import MIGRATIONS
+
+__all__ = ["Database", "Durability", "Participant", "Txn"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Durability = Literal["full", "normal", "off"]
+_SYNC = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
+
+
+class Participant(Protocol):
+    """Writer-thread state that must roll back with a failed transaction."""
+
+    def snapshot(self) -> Any: ...
+    def restore(self, snap: Any) -> None: ...
+    def before_commit(self, txn: Txn) -> None: ...  # flush buffered rows into the txn
+    def committed(self) -> None: ...
+
+
+@dataclass
+class Txn:
+    """What an operation gets: the writer connection inside an open transaction."""
+
+    conn: sqlite3.Connection
+
+
+@dataclass
+class _Req:
+    op: Callable[[Txn], Any]
+    fut: Any  # asyncio.Future or concurrent.futures.Future
+    loop: asyncio.AbstractEventLoop | None
+
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    commits: int
+    writes: int
+    max_batch_seen: int
+
+
+@dataclass
+class _Counters:
+    commits: int = 0
+    writes: int = 0
+    max_batch_seen: int = 0
+    participants: list[Participant] = field(default_factory=list)
+
+
+def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout=30000")
+    if readonly:
+        conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+class Database:
+    """The agentix database at ``path`` (created with its migrations if missing)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        durability: Durability = "full",
+        max_batch: int = 4096,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.durability = durability
+        self.max_batch = max_batch
+        self._conn = _connect(str(self.path))
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={_SYNC[durability]}")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self.schema_version = self._migrate()
+        self._q: queue.SimpleQueue[_Req | object] = queue.SimpleQueue()
+        self._c = _Counters()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._generation = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="agentix-db-writer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ migrations
+
+    def _migrate(self) -> int:
+        c = self._conn
+        c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = c.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            c.execute("INSERT INTO schema_version VALUES (0)")
+            version = 0
+        else:
+            version = row[0]
+        if version > len(MIGRATIONS):
+            raise StateError(
+                "the database was written by a newer agentix",
+                schema_version=version, known=len(MIGRATIONS),
+            )
+        for i in range(version, len(MIGRATIONS)):
+            c.executescript(
+                "BEGIN IMMEDIATE;\n" + MIGRATIONS[i]
+                + f"\nUPDATE schema_version SET version = {i + 1};\nCOMMIT;"
+            )
+            log.info("applied migration %d to %s", i + 1, self.path)
+        return len(MIGRATIONS)
+
+    # ------------------------------------------------------------ participants
+
+    def add_participant(self, p: Participant) -> None:
+        """Register writer-side state; call before submitting operations that touch it."""
+        self._c.participants.append(p)
+
+    # ------------------------------------------------------------ writing
+
+    async def write(self, op: Callable[[Txn], T]) -> T:
+        """Run ``op`` in the writer; return its result once the commit is durable."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._put(_Req(op, fut, loop))
+        return await fut
+
+    def submit(self, op: Callable[[Txn], T]) -> concurrent.futures.Future[T]:
+        """Thread-side ``write``: a future resolved after the durable commit."""
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._put(_Req(op, fut, None))
+        return fut
+
+    def _put(self, req: _Req) -> None:
+        if self._closed:
+            raise StateError("the database is closed")
+        self._q.put(req)
+
+    def _run(self) -> None:
+        q = self._q
+        while True:
+            first = q.get()
+            if first is _STOP:
+                return
+            batch: list[_Req] = [first]  # type: ignore[list-item]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)  # type: ignore[arg-type]
+            try:
+                self._commit_batch(batch)
+            except BaseException as exc:  # never let the writer die silently
+                log.exception("writer batch failed")
+                err = InternalError("the store failed to commit", reason=type(exc).__name__)
+                _resolve([(r, None, err) for r in batch])
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[_Req]) -> None:
+        conn = self._conn
+        parts = self._c.participants
+        pending = list(batch)
+        done: list[tuple[_Req, Any, BaseException | None]] = []
+        while pending:
+            snaps = [p.snapshot() for p in parts]
+            conn.execute("BEGIN IMMEDIATE")
+            txn = Txn(conn)
+            results: list[tuple[_Req, Any, BaseException | None]] = []
+            failed_at = -1
+            failure: BaseException | None = None
+            for i, req in enumerate(pending):
+                try:
+                    results.append((req, req.op(txn), None))
+                except Exception as exc:  # the op's own fault: fail it alone
+                    failed_at, failure = i, exc
+                    break
+            if failed_at >= 0:
+                conn.execute("ROLLBACK")
+                for p, s in zip(parts, snaps):
+                    p.restore(s)
+                if not isinstance(failure, AgentixError):
+                    log.warning("store operation failed: %r", failure)
+                done.append((pending[failed_at], None, failure))
+                pending = pending[:failed_at] + pending[failed_at + 1:]
+                continue
+            try:
+                for p in parts:
+                    p.before_commit(txn)
+                conn.execute("COMMIT")
+            except Exception as exc:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                for p, s in zip(parts, snaps):
+                    p.restore(s)
+                err = InternalError("the store failed to commit", reason=str(exc))
+                done.extend((r, None, err) for r in pending)
+                break
+            for p in parts:
+                p.committed()
+            self._c.commits += 1
+            self._c.writes += len(results)
+            self._c.max_batch_seen = max(self._c.max_batch_seen, len(results))
+            done.extend(results)
+            break
+        _resolve(done)
+
+    def stats(self) -> WriterStats:
+        return WriterStats(self._c.commits, self._c.writes, self._c.max_batch_seen)
+
+    # ------------------------------------------------------------ reading
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (sees committed data only).
+
+        Reading stays possible after ``close`` (a fresh connection is opened), so a closed
+        kernel's log can still be inspected; only writing ends with ``close``.
+        """
+        got = getattr(self._local, "conn", None)
+        if got is None or got[0] != self._generation:
+            conn = _connect(str(self.path), readonly=True)
+            self._local.conn = (self._generation, conn)
+            with self._readers_lock:
+                self._readers.append(conn)
+            return conn
+        return got[1]
+
+    # ------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Finish every queued write, stop the writer and close all connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(_STOP)
+        self._thread.join()
+        with self._readers_lock:
+            self._generation += 1  # every thread opens a new reader next time
+            for c in self._readers:
+                c.close()
+            self._readers.clear()
+        self._conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _resolve(done: list[tuple[_Req, Any, BaseException | None]]) -> None:
+    """Resolve futures: one loop callback per event loop, thread futures directly."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
+    for req, res, exc in done:
+        if req.loop is None:
+            if exc is None:
+                req.fut.set_result(res)
+            else:
+                req.fut.set_exception(exc)
+        else:
+            by_loop.setdefault(req.loop, []).append((req.fut, res, exc))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, res, exc in items:
+        if fut.cancelled():
+            continue
+        if exc is None:
+            fut.set_result(res)
+        else:
+            fut.set_exception(exc)

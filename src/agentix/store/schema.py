@@ -1,0 +1,101 @@
+"""The database schema as an ordered list of migrations (never edit one that shipped).
+
+``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``; ``Database`` applies the
+missing ones in order, each in its own transaction, and records the version.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+_V1 = """
+-- audit: body is the exact canonical bytes that were hashed; agent/kind are index copies
+CREATE TABLE audit_entries (
+    seq       INTEGER PRIMARY KEY,
+    ts        TEXT NOT NULL,
+    agent     TEXT,
+    kind      TEXT NOT NULL,
+    body      BLOB NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash      BLOB NOT NULL
+);
+CREATE INDEX audit_by_agent ON audit_entries(agent, seq);
+CREATE INDEX audit_by_kind ON audit_entries(kind, seq);
+-- every complete Merkle subtree of level >= 1 (level 0 = leaf_hash(entry hash))
+CREATE TABLE merkle_nodes (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE signed_heads (
+    size      INTEGER PRIMARY KEY,
+    root      BLOB NOT NULL,
+    timestamp TEXT NOT NULL,
+    key_id    TEXT NOT NULL,
+    signature BLOB NOT NULL
+);
+CREATE TABLE agents (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    parent      TEXT,
+    manifest    TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    persistent  INTEGER NOT NULL DEFAULT 0,
+    pid         INTEGER,
+    pgid        INTEGER,
+    created_at  TEXT NOT NULL,
+    exited_at   TEXT,
+    exit_reason TEXT,
+    exit_record TEXT
+);
+CREATE INDEX agents_by_state ON agents(state);
+CREATE TABLE tokens (
+    id         TEXT PRIMARY KEY,
+    agent_id   TEXT,
+    parent_id  TEXT,
+    token      BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT
+);
+CREATE INDEX tokens_by_agent ON tokens(agent_id);
+CREATE TABLE revocations (
+    token_id   TEXT PRIMARY KEY,
+    revoked_at TEXT NOT NULL,
+    reason     TEXT NOT NULL
+);
+CREATE TABLE approvals (
+    id         TEXT PRIMARY KEY,
+    agent_id   TEXT,
+    request    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    deadline   TEXT,
+    decided_at TEXT,
+    decision   TEXT
+);
+CREATE INDEX approvals_by_state ON approvals(state);
+CREATE TABLE mailbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id     TEXT NOT NULL,
+    sender       TEXT,
+    message      TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    delivered_at TEXT
+);
+CREATE INDEX mailbox_pending ON mailbox(agent_id, delivered_at, id);
+CREATE TABLE conversations (
+    agent_id TEXT NOT NULL,
+    turn     INTEGER NOT NULL,
+    message  TEXT NOT NULL,
+    PRIMARY KEY (agent_id, turn)
+) WITHOUT ROWID;
+CREATE TABLE kv (
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [_V1]

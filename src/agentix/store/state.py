@@ -1,0 +1,379 @@
+"""Durable kernel state: agents, tokens and revocations, approvals, mailboxes, conversations.
+
+Each store is a small class over the same ``Database``. Writes go through the one writer
+(``await store.x(...)`` resolves after the durable commit); every write also exists as an
+``x_in(txn, ...)`` function so the kernel can combine it atomically with an audit append::
+
+    def op(txn):
+        agents.mark_exited_in(txn, agent_id, "completed", record, ts)
+        return audit.append_in(txn, events.AGENT_EXITED, agent_id, record)
+    entry = await db.write(op)
+
+Reads use the calling thread's reader connection and see committed data only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from agentix.core.errors import NotFound, StateError
+from agentix.store.db import Database, Txn
+
+__all__ = [
+    "AgentRecord",
+    "AgentState",
+    "AgentStore",
+    "ApprovalRecord",
+    "ApprovalState",
+    "ApprovalStore",
+    "ConversationStore",
+    "KVStore",
+    "MailboxStore",
+    "MailMessage",
+    "RevocationStore",
+    "TokenStore",
+]
+
+AgentState = Literal["starting", "running", "paused", "exited"]
+ApprovalState = Literal["pending", "granted", "denied", "expired"]
+LIVE_STATES: tuple[str, ...] = ("starting", "running", "paused")
+
+
+def _j(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+def _l(s: str | None) -> Any:
+    return None if s is None else orjson.loads(s)
+
+
+# ---------------------------------------------------------------- agents
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    id: str
+    name: str
+    parent: str | None
+    manifest: dict[str, Any]
+    state: AgentState
+    persistent: bool
+    created_at: str
+    pid: int | None = None
+    pgid: int | None = None
+    exited_at: str | None = None
+    exit_reason: str | None = None
+    exit_record: dict[str, Any] | None = None
+
+
+_AGENT_COLS = ("id, name, parent, manifest, state, persistent, created_at, pid, pgid, "
+               "exited_at, exit_reason, exit_record")
+
+
+def _agent(row: tuple[Any, ...]) -> AgentRecord:
+    return AgentRecord(row[0], row[1], row[2], orjson.loads(row[3]), row[4], bool(row[5]),
+                       row[6], row[7], row[8], row[9], row[10], _l(row[11]))
+
+
+class AgentStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def upsert_in(txn: Txn, a: AgentRecord) -> None:
+        txn.conn.execute(
+            f"INSERT OR REPLACE INTO agents ({_AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (a.id, a.name, a.parent, _j(a.manifest), a.state, int(a.persistent), a.created_at,
+             a.pid, a.pgid, a.exited_at, a.exit_reason,
+             None if a.exit_record is None else _j(a.exit_record)),
+        )
+
+    async def upsert(self, a: AgentRecord) -> None:
+        await self.db.write(lambda t: self.upsert_in(t, a))
+
+    @staticmethod
+    def set_state_in(txn: Txn, agent_id: str, state: AgentState, *,
+                     pid: int | None = None, pgid: int | None = None) -> None:
+        cur = txn.conn.execute(
+            "UPDATE agents SET state=?, pid=coalesce(?, pid), pgid=coalesce(?, pgid) "
+            "WHERE id=? AND state != 'exited'", (state, pid, pgid, agent_id))
+        if cur.rowcount != 1:
+            raise StateError("no live agent with that id", agent_id=agent_id)
+
+    async def set_state(self, agent_id: str, state: AgentState, *,
+                        pid: int | None = None, pgid: int | None = None) -> None:
+        await self.db.write(lambda t: self.set_state_in(t, agent_id, state, pid=pid, pgid=pgid))
+
+    @staticmethod
+    def mark_exited_in(txn: Txn, agent_id: str, reason: str, record: dict[str, Any],
+                       at: str) -> None:
+        cur = txn.conn.execute(
+            "UPDATE agents SET state='exited', exited_at=?, exit_reason=?, exit_record=? "
+            "WHERE id=? AND state != 'exited'", (at, reason, _j(record), agent_id))
+        if cur.rowcount != 1:
+            raise StateError("no live agent with that id", agent_id=agent_id)
+
+    async def mark_exited(self, agent_id: str, reason: str, record: dict[str, Any],
+                          at: str) -> None:
+        await self.db.write(lambda t: self.mark_exited_in(t, agent_id, reason, record, at))
+
+    def get(self, agent_id: str) -> AgentRecord:
+        row = self.db.reader().execute(
+            f"SELECT {_AGENT_COLS} FROM agents WHERE id=?", (agent_id,)).fetchone()
+        if row is None:
+            raise NotFound("no such agent", agent_id=agent_id)
+        return _agent(row)
+
+    def list(self, state: AgentState | None = None) -> list[AgentRecord]:
+        if state is None:
+            rows = self.db.reader().execute(
+                f"SELECT {_AGENT_COLS} FROM agents ORDER BY created_at, id").fetchall()
+        else:
+            rows = self.db.reader().execute(
+                f"SELECT {_AGENT_COLS} FROM agents WHERE state=? ORDER BY created_at, id",
+                (state,)).fetchall()
+        return [_agent(r) for r in rows]
+
+    def list_live(self) -> list[AgentRecord]:
+        """Agents the store believes are starting, running or paused."""
+        rows = self.db.reader().execute(
+            f"SELECT {_AGENT_COLS} FROM agents WHERE state IN ('starting','running','paused') "
+            "ORDER BY created_at, id").fetchall()
+        return [_agent(r) for r in rows]
+
+
+# ---------------------------------------------------------------- tokens and revocations
+
+
+class TokenStore:
+    """Issued capability tokens (opaque bytes), by id."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def put_in(txn: Txn, token_id: str, agent_id: str | None, parent_id: str | None,
+               token: bytes, created_at: str, expires_at: str | None = None) -> None:
+        txn.conn.execute(
+            "INSERT OR REPLACE INTO tokens (id, agent_id, parent_id, token, created_at, "
+            "expires_at) VALUES (?,?,?,?,?,?)",
+            (token_id, agent_id, parent_id, token, created_at, expires_at))
+
+    async def put(self, token_id: str, agent_id: str | None, parent_id: str | None,
+                  token: bytes, created_at: str, expires_at: str | None = None) -> None:
+        await self.db.write(lambda t: self.put_in(t, token_id, agent_id, parent_id, token,
+                                                  created_at, expires_at))
+
+    def get(self, token_id: str) -> bytes:
+        row = self.db.reader().execute("SELECT token FROM tokens WHERE id=?",
+                                       (token_id,)).fetchone()
+        if row is None:
+            raise NotFound("no such token", token_id=token_id)
+        return row[0]
+
+    def for_agent(self, agent_id: str) -> list[str]:
+        return [r[0] for r in self.db.reader().execute(
+            "SELECT id FROM tokens WHERE agent_id=? ORDER BY created_at", (agent_id,))]
+
+
+class RevocationStore:
+    """Revoked token ids; a revocation is permanent."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def revoke_in(txn: Txn, token_id: str, at: str, reason: str) -> bool:
+        cur = txn.conn.execute(
+            "INSERT OR IGNORE INTO revocations (token_id, revoked_at, reason) VALUES (?,?,?)",
+            (token_id, at, reason))
+        return cur.rowcount == 1
+
+    async def revoke(self, token_id: str, at: str, reason: str) -> bool:
+        """Revoke; True if it was not already revoked."""
+        return await self.db.write(lambda t: self.revoke_in(t, token_id, at, reason))
+
+    def is_revoked(self, token_id: str) -> bool:
+        return self.db.reader().execute(
+            "SELECT 1 FROM revocations WHERE token_id=?", (token_id,)).fetchone() is not None
+
+    def all(self) -> set[str]:
+        return {r[0] for r in self.db.reader().execute("SELECT token_id FROM revocations")}
+
+
+# ---------------------------------------------------------------- approvals
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    id: str
+    agent_id: str | None
+    request: dict[str, Any]
+    state: ApprovalState
+    created_at: str
+    deadline: str | None = None
+    decided_at: str | None = None
+    decision: dict[str, Any] | None = None
+
+
+def _approval(r: tuple[Any, ...]) -> ApprovalRecord:
+    return ApprovalRecord(r[0], r[1], orjson.loads(r[2]), r[3], r[4], r[5], r[6], _l(r[7]))
+
+
+class ApprovalStore:
+    """Approval requests; only a pending one can be decided, exactly once."""
+
+    _COLS = "id, agent_id, request, state, created_at, deadline, decided_at, decision"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def create_in(txn: Txn, a: ApprovalRecord) -> None:
+        txn.conn.execute(
+            "INSERT INTO approvals (id, agent_id, request, state, created_at, deadline) "
+            "VALUES (?,?,?,?,?,?)",
+            (a.id, a.agent_id, _j(a.request), "pending", a.created_at, a.deadline))
+
+    async def create(self, a: ApprovalRecord) -> None:
+        await self.db.write(lambda t: self.create_in(t, a))
+
+    @staticmethod
+    def decide_in(txn: Txn, approval_id: str, state: ApprovalState,
+                  decision: dict[str, Any], at: str) -> None:
+        if state == "pending":
+            raise StateError("a decision cannot be 'pending'")
+        cur = txn.conn.execute(
+            "UPDATE approvals SET state=?, decision=?, decided_at=? WHERE id=? AND "
+            "state='pending'", (state, _j(decision), at, approval_id))
+        if cur.rowcount != 1:
+            raise StateError("no pending approval with that id", approval_id=approval_id)
+
+    async def decide(self, approval_id: str, state: ApprovalState,
+                     decision: dict[str, Any], at: str) -> None:
+        await self.db.write(lambda t: self.decide_in(t, approval_id, state, decision, at))
+
+    def get(self, approval_id: str) -> ApprovalRecord:
+        row = self.db.reader().execute(
+            f"SELECT {self._COLS} FROM approvals WHERE id=?", (approval_id,)).fetchone()
+        if row is None:
+            raise NotFound("no such approval", approval_id=approval_id)
+        return _approval(row)
+
+    def pending(self) -> list[ApprovalRecord]:
+        rows = self.db.reader().execute(
+            f"SELECT {self._COLS} FROM approvals WHERE state='pending' ORDER BY created_at, id"
+        ).fetchall()
+        return [_approval(r) for r in rows]
+
+
+# ---------------------------------------------------------------- mailboxes
+
+
+@dataclass(frozen=True)
+class MailMessage:
+    id: int
+    agent_id: str
+    sender: str | None
+    message: dict[str, Any]
+    created_at: str
+    delivered_at: str | None = None
+
+
+class MailboxStore:
+    """Persistent agents' mailboxes: messages kept until taken by the recipient."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def put_in(txn: Txn, agent_id: str, sender: str | None, message: dict[str, Any],
+               at: str) -> int:
+        cur = txn.conn.execute(
+            "INSERT INTO mailbox (agent_id, sender, message, created_at) VALUES (?,?,?,?)",
+            (agent_id, sender, _j(message), at))
+        return int(cur.lastrowid or 0)
+
+    async def put(self, agent_id: str, sender: str | None, message: dict[str, Any],
+                  at: str) -> int:
+        return await self.db.write(lambda t: self.put_in(t, agent_id, sender, message, at))
+
+    @staticmethod
+    def take_in(txn: Txn, agent_id: str, limit: int, at: str) -> list[MailMessage]:
+        rows = txn.conn.execute(
+            "SELECT id, agent_id, sender, message, created_at FROM mailbox "
+            "WHERE agent_id=? AND delivered_at IS NULL ORDER BY id LIMIT ?",
+            (agent_id, limit)).fetchall()
+        txn.conn.executemany("UPDATE mailbox SET delivered_at=? WHERE id=?",
+                             [(at, r[0]) for r in rows])
+        return [MailMessage(r[0], r[1], r[2], orjson.loads(r[3]), r[4], at) for r in rows]
+
+    async def take(self, agent_id: str, limit: int, at: str) -> list[MailMessage]:
+        """Take up to ``limit`` undelivered messages, oldest first, marking them delivered."""
+        return await self.db.write(lambda t: self.take_in(t, agent_id, limit, at))
+
+    def pending(self, agent_id: str) -> list[MailMessage]:
+        rows = self.db.reader().execute(
+            "SELECT id, agent_id, sender, message, created_at FROM mailbox "
+            "WHERE agent_id=? AND delivered_at IS NULL ORDER BY id", (agent_id,)).fetchall()
+        return [MailMessage(r[0], r[1], r[2], orjson.loads(r[3]), r[4]) for r in rows]
+
+
+# ---------------------------------------------------------------- conversations
+
+
+class ConversationStore:
+    """An agent's conversation as numbered turns (replaceable after summarising)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def append_in(txn: Txn, agent_id: str, message: dict[str, Any]) -> int:
+        row = txn.conn.execute("SELECT coalesce(max(turn), -1) + 1 FROM conversations "
+                               "WHERE agent_id=?", (agent_id,)).fetchone()
+        turn = int(row[0])
+        txn.conn.execute("INSERT INTO conversations (agent_id, turn, message) VALUES (?,?,?)",
+                         (agent_id, turn, _j(message)))
+        return turn
+
+    async def append(self, agent_id: str, message: dict[str, Any]) -> int:
+        return await self.db.write(lambda t: self.append_in(t, agent_id, message))
+
+    @staticmethod
+    def replace_in(txn: Txn, agent_id: str, messages: list[dict[str, Any]]) -> None:
+        txn.conn.execute("DELETE FROM conversations WHERE agent_id=?", (agent_id,))
+        txn.conn.executemany(
+            "INSERT INTO conversations (agent_id, turn, message) VALUES (?,?,?)",
+            [(agent_id, i, _j(m)) for i, m in enumerate(messages)])
+
+    async def replace(self, agent_id: str, messages: list[dict[str, Any]]) -> None:
+        await self.db.write(lambda t: self.replace_in(t, agent_id, messages))
+
+    def load(self, agent_id: str) -> list[dict[str, Any]]:
+        return [orjson.loads(r[0]) for r in self.db.reader().execute(
+            "SELECT message FROM conversations WHERE agent_id=? ORDER BY turn", (agent_id,))]
+
+
+# ---------------------------------------------------------------- kv
+
+
+@dataclass
+class KVStore:
+    db: Database
+    namespace: str = field(default="kernel")
+
+    def set_in(self, txn: Txn, key: str, value: Any) -> None:
+        txn.conn.execute("INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?,?,?)",
+                         (self.namespace, key, _j(value)))
+
+    async def set(self, key: str, value: Any) -> None:
+        await self.db.write(lambda t: self.set_in(t, key, value))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self.db.reader().execute("SELECT value FROM kv WHERE namespace=? AND key=?",
+                                       (self.namespace, key)).fetchone()
+        return default if row is None else orjson.loads(row[0])
