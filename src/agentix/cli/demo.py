@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 import agentix.agents
+from agentix.cli.demo_isolation import isolation_section
 from agentix.sdk import Kernel
 
 __all__ = ["run_demo"]
@@ -81,6 +82,7 @@ def team_section(k: Kernel, console: Console) -> dict[str, Any]:
 
 
 SECTIONS = [team_section]
+SECTIONS.append(isolation_section)
 
 
 def run_demo(home: Path | None, *, as_json: bool = False, console: Console | None = None) -> int:

@@ -332,6 +332,10 @@ class Kernel:
             rec.state = "exited"
         self.table.release_name(rec)
         try:
+            rec.last_stats = rec.handle.stats()  # the last sample: the cgroup goes next
+        except Exception:
+            log.exception("stats of %s failed", rec.agent_id)
+        try:
             await rec.handle.cleanup()
         except Exception:
             log.exception("cleanup of %s failed", rec.agent_id)
@@ -425,7 +429,8 @@ class Kernel:
             "taint": sorted(rec.taint),
             "mailbox": rec.mailbox.statistics(),
             "result": rec.result,
-            "resources": rec.handle.stats() if rec.handle is not None and rec.live else {},
+            "resources": (rec.handle.stats() if rec.handle is not None and rec.live
+                          else rec.last_stats),
         })
         return data
 

@@ -59,6 +59,7 @@ class AgentRecord:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     syscalls: int = 0
     ended_mono: float | None = None
+    last_stats: dict[str, Any] = field(default_factory=dict)  # resources sampled at exit
 
     @property
     def live(self) -> bool:
