@@ -67,7 +67,7 @@ def select_substrate(config: KernelConfig) -> Substrate:
             if config.backend == "bwrap":
                 raise
         else:
-            return BwrapSubstrate()
+            return BwrapSubstrate(pool=config.launcher_pool)
     from agentix.sandbox.plain import PlainSubstrate
 
     return PlainSubstrate()
@@ -108,6 +108,7 @@ class Kernel:
 
     async def start(self) -> None:
         self.home.create()
+        await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
 
