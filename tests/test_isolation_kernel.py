@@ -470,3 +470,19 @@ def test_isolation_unavailable_refuses_or_runs_degraded_naming_the_missing_layer
         assert any(e["agent"] == a for e in k.events(kind="isolation.degraded"))
         k.send(a, "hi")
         assert k.wait(a, timeout=15).result == {"pong": "hi"}
+
+
+# ---------------------------------------------------------------- launcher pool
+def test_a_kernel_with_a_launcher_pool_spawns_fully_isolated_agents(programs: Path) -> None:
+    """``[kernel] launcher_pool = 2``: agents come from pre-started launchers, every layer on,
+    limits in force, and the pool's idle cgroups are gone after shutdown."""
+    with running_kernel("[kernel]\nlauncher_pool = 2\n") as k:
+        for _ in range(3):
+            a = spawn(k, programs, "memhog", limits={"memory": "48M"})
+            st = k.wait(a, timeout=30)
+            assert st.reason == "oom", st.raw
+            assert st.raw["isolation"]["missing_layers"] == []
+            assert "cgroups" in st.raw["isolation"]["layers"]
+        slots = [p for base in cgroups.detect().bases.values() for p in base.glob("slot-*")]
+        assert slots  # the pool was refilled
+    assert not any(p.exists() for p in slots)
