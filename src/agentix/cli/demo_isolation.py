@@ -149,8 +149,10 @@ def _run(k: Kernel, console: Console, t0: float, ids: dict[str, str],
     elapsed = time.monotonic() - t0
 
     _print(console, hog, worker, leak, malicious, crash, checks)
-    console.print(f"  checks: {', '.join(f'{n} ' + ('held' if v else 'FAILED') for n, v in checks.items())}"
-                  f" → {'[green]held[/]' if ok else '[red]FAILED[/]'}  ({elapsed:.2f}s)")
+    failed = [n for n, v in checks.items() if not v]
+    console.print(f"  checks: {len(checks) - len(failed)}/{len(checks)} "
+                  + ("[green]held[/]" if ok else f"[red]FAILED[/] ({', '.join(failed)})")
+                  + f"  ({elapsed:.2f}s)")
     return {"ok": ok, "seconds": round(elapsed, 3), "checks": checks, "cpu_hog": hog,
             "worker": worker, "memory_leak": leak, "malicious": malicious, "crash": crash}
 
