@@ -320,7 +320,7 @@ def _resources(a: dict[str, Any]) -> list[tuple[str, str]]:
     if not r:
         return [("resources", "-")]
     lim = a.get("limits") or {}
-    when = "" if a.get("state") != "exited" else "  (last sample, at exit)"
+    when = "" if a.get("state") != "exited" else " (at exit)"
 
     def mib(n: Any) -> str:
         return "-" if not isinstance(n, (int, float)) else f"{n / 2**20:.1f} MiB"
