@@ -32,7 +32,7 @@ class KernelConfig(BaseModel):
     isolation: Literal["strict", "degraded"] = "strict"
     backend: Literal["auto", "bwrap", "plain"] = "auto"
     # pre-started sandbox launchers (bwrap backend); see docs/isolation.md and bench/spawn.py
-    launcher_pool: int = Field(default=0, ge=0, le=64)
+    launcher_pool: int = Field(default=2, ge=0, le=64)
     limits: Limits = DEFAULT_LIMITS
 
     def effective_limits(self, requested: Limits) -> Limits:
