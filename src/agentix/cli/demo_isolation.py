@@ -16,6 +16,7 @@ Only the SDK is used: the section is what any operator could run.
 
 from __future__ import annotations
 
+import importlib.resources
 import time
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-import agentix.agents
 from agentix.sdk import Kernel
 
 __all__ = ["isolation_section"]
 
-PROGRAMS = Path(agentix.agents.__file__).parent / "demo_isolation"
+# the agents' programs are data to the CLI: located, never imported (the CLI sits on the SDK)
+PROGRAMS = Path(str(importlib.resources.files("agentix.agents"))) / "demo_isolation"
 BASELINE_CALLS = 300  # worker.py's BASELINE
 HOG_WINDOW_S = 1.5
 HOG_CPU = 0.1

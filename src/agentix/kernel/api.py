@@ -203,7 +203,7 @@ def register(k: Kernel) -> None:
         return {"agent_id": rec.agent_id, "name": rec.name, "parent": rec.parent,
                 "depth": rec.depth, "workspace": "/workspace", "limits": rec.limits.model_dump(),
                 "tools": k.tools.names(), "taint": sorted(rec.taint),
-                "capabilities": rec.manifest.capabilities}
+                "capabilities": rec.manifest.capabilities, "manifest": rec.manifest.to_data()}
 
     async def sys_exit(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
@@ -265,7 +265,19 @@ def register(k: Kernel) -> None:
         rec = caller_rec(call)
         return {"children": [k.table.get(c).summary() for c in rec.children]}
 
+    # ------------------------------------------------------------ inference
+    async def think(call: Call) -> dict[str, Any]:
+        rec = caller_rec(call)
+        params = {k_: v for k_, v in call.params.items() if k_ != "purpose"}
+        resp = await k.inference.think(rec.agent_id, rec.manifest.priority, params, rec.budget,
+                                       model=params.get("model") or rec.manifest.model)
+        return resp.to_data()
+
+    async def inference_stats(call: Call) -> dict[str, Any]:
+        return k.inference.stats()
+
     for name, fn in [
+        ("inference.stats", inference_stats),
         ("kernel.info", kernel_info), ("kernel.shutdown", kernel_shutdown),
         ("agent.spawn", agent_spawn), ("agent.list", agent_list), ("agent.status", agent_status),
         ("agent.wait", agent_wait), ("agent.stop", agent_stop), ("agent.kill", agent_kill),
@@ -284,3 +296,4 @@ def register(k: Kernel) -> None:
     sc("agent.spawn_child", spawn_child, recorded=True)
     sc("agent.wait_child", wait_child, checked=False)
     sc("agent.children", list_children, checked=False)
+    sc("think", think)

@@ -109,8 +109,10 @@ class Pipeline:
     def add_stage(self, stage: Stage) -> None:
         self.stages.append(stage)
 
-    def register(self, spec: MethodSpec) -> None:
-        if spec.name in self._methods:
+    def register(self, spec: MethodSpec, *, replace: bool = False) -> None:
+        """Add a method; ``replace=True`` swaps an existing one (tests plug scripted
+        implementations in this way)."""
+        if spec.name in self._methods and not replace:
             raise ValueError(f"method {spec.name} registered twice")
         self._methods[spec.name] = spec
 

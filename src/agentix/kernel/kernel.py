@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from agentix import __version__
+from agentix.core.budget import BudgetLedger, BudgetLimits
 from agentix.core.errors import (
     AgentixError,
+    BudgetExceeded,
     InvalidRequest,
     IsolationUnavailable,
     LimitExceeded,
@@ -42,7 +44,7 @@ from agentix.kernel.dispatch import Caller, EventSink, Pipeline
 from agentix.kernel.events import EventLog
 from agentix.kernel.home import Home
 from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable
-from agentix.rpc.server import serve_connection
+from agentix.rpc.server import serve_socket
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolRegistry
 
@@ -74,6 +76,10 @@ def select_substrate(config: KernelConfig) -> Substrate:
 
 
 class Kernel:
+    memory: Any
+    skills: Any
+    state_store: Any
+
     def __init__(
         self,
         home: Home,
@@ -94,9 +100,22 @@ class Kernel:
         self.stopping = False
         self.shutdown_requested = asyncio.Event()
         self._register_builtin_tools()
-        from agentix.kernel import api
+        from agentix.kernel.inference import InferenceService
+        from agentix.llm.config import load_config as load_inference_config
 
+        # provider keys are read here, in the kernel, and never reach an agent
+        self.inference = InferenceService(
+            load_inference_config(home.root, os.environ),
+            clock=time.monotonic,
+            record=self.events.record,
+            stop_agent=self._stop_for_budget,
+        )
+        from agentix.kernel import api
+        from agentix.kernel.services import install_agent_services
+
+        home.create()  # the store, archives and keys live in the home
         api.register(self)
+        install_agent_services(self)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
@@ -105,6 +124,13 @@ class Kernel:
         self.tools.register(echo.SPEC)
         for spec in workspace_files.SPECS:
             self.tools.register(spec)
+
+    async def _stop_for_budget(self, agent_id: str, reason: str) -> None:
+        try:
+            rec = self.table.get(agent_id)
+        except NotFound:
+            return
+        await self.stop(rec, reason=reason, detail="budget exceeded", grace=1.0)
 
     async def start(self) -> None:
         self.home.create()
@@ -173,6 +199,21 @@ class Kernel:
                     layer="all", field="isolation")
             degraded_ok = parent_degraded or self.config.isolation == "degraded"
 
+        now = time.monotonic()
+        limits_b = BudgetLimits.from_manifest(manifest.budget)
+        # a child's budget is carved out of its parent's remaining budget (refused if over)
+        budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
+        try:
+            return await self._spawn(manifest, parent, message, program_base, degraded_ok, depth, budget)
+        except BaseException:
+            if parent is not None:
+                parent.budget.close_child(budget, time.monotonic())
+                parent.budget.children -= 1
+            raise
+
+    async def _spawn(self, manifest: Manifest, parent: AgentRecord | None, message: Any,
+                     program_base: Path | None, degraded_ok: bool, depth: int,
+                     budget: BudgetLedger) -> AgentRecord:
         agent_id = self._new_id()
         workspace = self.home.workspaces / agent_id
         log_path = self.home.logs / f"{agent_id}.log"
@@ -191,6 +232,7 @@ class Kernel:
             root=parent.root if parent else agent_id,
             workspace=workspace, log_path=log_path, limits=limits,
         )
+        rec.budget = budget
         rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=name)
         if parent is not None:
             rec.taint |= parent.taint  # labels survive being passed on
@@ -238,9 +280,8 @@ class Kernel:
         if parent is not None:
             parent.children.append(agent_id)
         rec.set_state("running")
-        reader, writer = await asyncio.open_connection(sock=kernel_sock, limit=self.config.frame_limit + 1)
         caller = Caller(agent_id=agent_id, name=name, workspace=workspace)
-        rec.tasks.append(asyncio.create_task(self._serve_agent(rec, caller, reader, writer)))
+        rec.tasks.append(asyncio.create_task(self._serve_agent(rec, caller, kernel_sock)))
         rec.tasks.append(asyncio.create_task(self._reap(rec)))
         if limits.wall_clock:
             rec.tasks.append(asyncio.create_task(self._wall_clock(rec, limits.wall_clock)))
@@ -304,18 +345,12 @@ class Kernel:
         return src.name
 
     # ------------------------------------------------------------------ the channel
-    async def _serve_agent(self, rec: AgentRecord, caller: Caller,
-                           reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_agent(self, rec: AgentRecord, caller: Caller, sock: socket.socket) -> None:
         async def handler(method: str, params: dict[str, Any]) -> Any:
             rec.syscalls += 1
             return await self.pipeline.run(caller, method, params, taint=rec.taint)
 
-        try:
-            await serve_connection(reader, writer, handler, frame_limit=self.config.frame_limit,
-                                   name=f"agent {rec.agent_id}")
-        except asyncio.CancelledError:
-            writer.close()
-            raise
+        await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}")
 
     # ------------------------------------------------------------------ exit
     async def _reap(self, rec: AgentRecord) -> None:
@@ -332,6 +367,12 @@ class Kernel:
         if rec.state != "exited":
             rec.state = "exited"
         self.table.release_name(rec)
+        self.inference.cancel_agent(rec.agent_id)
+        if rec.parent is not None and rec.budget is not None:
+            parent = self.table.get(rec.parent)
+            for sig in parent.budget.close_child(rec.budget, time.monotonic()):
+                await self.events.record("budget.warning" if sig.kind == "warning" else "budget.exceeded",
+                                         parent.agent_id, sig.to_data())
         try:
             rec.last_stats = rec.handle.stats()  # the last sample: the cgroup goes next
         except Exception:
@@ -380,7 +421,8 @@ class Kernel:
                                              grace=grace) for c in live), return_exceptions=True)
         assert rec.handle is not None
         grace = self.config.stop_grace if grace is None else grace
-        rec.handle.signal(signal.SIGTERM)
+        # no grace (agent.kill) means SIGKILL at once, not a SIGTERM the process may die of first
+        rec.handle.signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
         if was_paused:
             if not rec.handle.freeze(False):
                 rec.handle.signal(signal.SIGCONT)
@@ -432,6 +474,7 @@ class Kernel:
             "result": rec.result,
             "resources": (rec.handle.stats() if rec.handle is not None and rec.live
                           else rec.last_stats),
+            "budget": rec.budget.snapshot(time.monotonic()) if rec.budget is not None else None,
         })
         return data
 
@@ -486,6 +529,7 @@ class Kernel:
         await asyncio.gather(*(self.stop(r, reason="killed", detail="kernel shutting down", grace=grace)
                                for r in roots + orphans), return_exceptions=True)
         await self.substrate.close()
+        await self.inference.aclose()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
         close = getattr(self.events, "close", None)
         if close is not None:

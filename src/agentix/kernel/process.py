@@ -58,6 +58,7 @@ class AgentRecord:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     syscalls: int = 0
+    budget: Any = None           # agentix.core.budget.BudgetLedger
     ended_mono: float | None = None
     last_stats: dict[str, Any] = field(default_factory=dict)  # resources sampled at exit
 

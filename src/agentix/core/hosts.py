@@ -1,0 +1,165 @@
+"""Host names, host patterns for ``network:`` grants, and the public-address rule.
+
+Rules:
+
+- A host is normalised before any comparison: surrounding ``[]`` of an IPv6 literal removed,
+  lower case, one trailing dot removed, each label IDNA-encoded (``bücher.de`` ->
+  ``xn--bcher-kva.de``); IP literals are put in their canonical text form. A name with empty
+  labels, labels over 63 characters, or characters outside ``[a-z0-9-_]`` is refused.
+- A pattern is ``*`` (any host), ``*.suffix`` (any name ending in ``.suffix`` on a label
+  boundary — ``*.x.com`` matches ``a.x.com`` and ``a.b.x.com``, never ``x.com``, ``evilx.com``
+  or ``x.com.evil.net``), or an exact host or IP literal.
+- Only an *explicit* pattern (exact name or IP literal) permits connecting to an address that
+  is not public (private, loopback, link-local, multicast, unspecified, reserved, shared, or
+  IPv4-mapped versions of these). ``*`` and ``*.suffix`` never do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from agentix.core.errors import InvalidRequest
+
+__all__ = [
+    "HostPattern",
+    "is_ip_literal",
+    "is_public_address",
+    "normalize_host",
+    "parse_host_pattern",
+]
+
+_LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def normalize_host(host: str) -> str:
+    """Canonical host text; InvalidRequest for a malformed name."""
+    if not isinstance(host, str) or not host.strip():
+        raise InvalidRequest("a host name must be a non-empty string", host=str(host)[:200])
+    raw = host.strip()
+    if raw.startswith("[") and raw.endswith("]"):
+        raw = raw[1:-1]
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        pass
+    name = raw.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name or len(name) > 253:
+        raise InvalidRequest(f"host {host!r} is not a valid name", host=host[:200])
+    labels = []
+    for label in name.split("."):
+        if not label.isascii():
+            try:
+                label = label.encode("idna").decode("ascii")
+            except UnicodeError:
+                raise InvalidRequest(f"host {host!r} is not a valid international name", host=host[:200]) from None
+        if not _LABEL_RE.match(label):
+            raise InvalidRequest(f"host {host!r} has an invalid label {label!r}", host=host[:200])
+        labels.append(label)
+    return ".".join(labels)
+
+
+def is_public_address(address: str) -> bool:
+    """True only for globally routable unicast addresses."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and ip.sixtofour is not None:
+        ip = ip.sixtofour
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local:
+        return False
+    if ip.is_private or ip.is_reserved:
+        return False
+    return ip.is_global
+
+
+@dataclass(frozen=True, slots=True)
+class HostPattern:
+    """``kind`` is 'any' (``*``), 'suffix' (``*.value``) or 'exact' (a name or IP literal)."""
+
+    kind: str
+    value: str
+
+    def __str__(self) -> str:
+        if self.kind == "any":
+            return "*"
+        if self.kind == "suffix":
+            return "*." + self.value
+        return self.value
+
+    @property
+    def explicit(self) -> bool:
+        """Whether this pattern names one host: only those may reach non-public addresses."""
+        return self.kind == "exact"
+
+    def matches(self, host: str) -> bool:
+        """``host`` must already be normalised."""
+        if self.kind == "any":
+            return True
+        if self.kind == "suffix":
+            return host.endswith("." + self.value) and not is_ip_literal(host)
+        return host == self.value
+
+    def permits(self, host: str, address: str | None) -> bool:
+        """Whether a connection to ``host`` at resolved ``address`` is allowed by this pattern."""
+        if not self.matches(host):
+            return False
+        if address is None or self.explicit:
+            return True
+        return is_public_address(address)
+
+    def covers(self, other: HostPattern) -> bool:
+        """Whether everything ``other`` permits is permitted by this pattern (lexically)."""
+        if self.kind == "any":
+            return other.kind != "exact" or is_public_literal_or_name(other.value)
+        if self.kind == "suffix":
+            if other.kind == "any":
+                return False
+            if other.kind == "suffix":
+                return other.value == self.value or other.value.endswith("." + self.value)
+            return self.matches(other.value)
+        return other.kind == "exact" and other.value == self.value
+
+
+def is_public_literal_or_name(value: str) -> bool:
+    """A name (not an IP literal), or a public IP literal."""
+    return not is_ip_literal(value) or is_public_address(value)
+
+
+def parse_host_pattern(text: str) -> HostPattern:
+    if not isinstance(text, str):
+        raise InvalidRequest(f"a host pattern must be a string, got {type(text).__name__}")
+    t = text.strip()
+    if t == "*":
+        return HostPattern("any", "*")
+    if "://" in t or "/" in t:
+        raise InvalidRequest(f"network grant {text!r}: give a host name, not a URL (e.g. example.com)")
+    if t.startswith("*."):
+        rest = t[2:]
+        if "*" in rest:
+            raise InvalidRequest(f"network grant {text!r}: only one leading '*.' wildcard is allowed")
+        value = normalize_host(rest)
+        if is_ip_literal(value):
+            raise InvalidRequest(f"network grant {text!r}: a wildcard cannot apply to an IP address")
+        if "." not in value:
+            raise InvalidRequest(f"network grant {text!r}: a wildcard needs a domain with a dot (e.g. *.example.com)")
+        return HostPattern("suffix", value)
+    if "*" in t:
+        raise InvalidRequest(f"network grant {text!r}: '*' is allowed only alone or as a leading '*.'")
+    if ":" in t and not is_ip_literal(t):
+        raise InvalidRequest(f"network grant {text!r}: ports are not part of a host grant")
+    return HostPattern("exact", normalize_host(t))

@@ -1,0 +1,229 @@
+"""Taint labels and the policy that decides what a tainted context may call.
+
+Rules:
+
+- A label says where untrusted data entered: ``source`` is one of ``fetched_url``,
+  ``untrusted_file``, ``agent_message``, ``external_tool``; ``origin`` says from where (the
+  URL, the path, the sending agent, the tool). The kernel attaches labels to an agent's
+  context when data enters it; the caller never chooses its own labels.
+- Labels only accumulate: a message sent or a child spawned from a tainted context carries
+  the sender's labels (``TaintSet.union``). Only an approval or an ``untaint: SOURCE``
+  capability clears a label (``TaintSet.without``), and the kernel audits it.
+- The policy is an ordered table of rules ``(tool pattern, condition, sources, action)``; the
+  first rule whose pattern and condition match and whose sources intersect the context's
+  labels decides ``refuse`` or ``ask`` (approval). No matching rule: ``allow``.
+- Safe defaults (``DEFAULT_RULES``): ``exec``; ``web_fetch`` carrying a body or a query (data
+  could leave in it); sending tools (``send_*``, ``post_*``, ``email_*``, ``*_send``,
+  ``*_post``); and ``file_write``/``file_edit`` outside the workspace refuse ``fetched_url``,
+  ``external_tool`` and ``agent_message`` taint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal
+
+from agentix.core.errors import InvalidRequest, TaintViolation
+
+__all__ = [
+    "DEFAULT_RULES",
+    "TaintDecision",
+    "TaintLabel",
+    "TaintPolicy",
+    "TaintRule",
+    "TaintSet",
+    "TaintSource",
+    "parse_rules",
+]
+
+TaintSource = Literal["fetched_url", "untrusted_file", "agent_message", "external_tool"]
+SOURCES: tuple[str, ...] = ("fetched_url", "untrusted_file", "agent_message", "external_tool")
+Condition = Literal["always", "with_payload", "outside_workspace"]
+Action = Literal["refuse", "ask"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaintLabel:
+    source: TaintSource
+    origin: str
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise InvalidRequest(f"unknown taint source {self.source!r}; sources are " + ", ".join(SOURCES))
+
+    def to_data(self) -> dict[str, str]:
+        return {"source": self.source, "origin": self.origin}
+
+
+@dataclass(frozen=True, slots=True)
+class TaintSet:
+    """An immutable set of labels (what one agent context carries)."""
+
+    labels: frozenset[TaintLabel] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.labels)
+
+    def __iter__(self):
+        return iter(sorted(self.labels, key=lambda lb: (lb.source, lb.origin)))
+
+    def add(self, source: str, origin: str) -> TaintSet:
+        return TaintSet(self.labels | {TaintLabel(source, origin)})  # type: ignore[arg-type]
+
+    def union(self, other: TaintSet | Iterable[TaintLabel]) -> TaintSet:
+        others = other.labels if isinstance(other, TaintSet) else frozenset(other)
+        return TaintSet(self.labels | others)
+
+    def without(self, source: str, origin: str | None = None) -> TaintSet:
+        """Labels of ``source`` (and ``origin``, when given) removed — after an approval or
+        an ``untaint`` capability, never otherwise."""
+        return TaintSet(
+            frozenset(lb for lb in self.labels if not (lb.source == source and origin in (None, lb.origin)))
+        )
+
+    def sources(self) -> frozenset[str]:
+        return frozenset(lb.source for lb in self.labels)
+
+    def to_data(self) -> list[dict[str, str]]:
+        return [lb.to_data() for lb in self]
+
+    def to_strings(self) -> list[str]:
+        """``source:origin`` strings (``source`` alone when the origin is empty), sorted."""
+        return [f"{lb.source}:{lb.origin}" if lb.origin else lb.source for lb in self]
+
+    @classmethod
+    def from_strings(cls, items: Iterable[str]) -> TaintSet:
+        """Labels from ``source`` or ``source:origin`` strings (the kernel's ``Call.taint``)."""
+        out = set()
+        for item in items:
+            source, _, origin = item.partition(":")
+            out.add(TaintLabel(source, origin))  # type: ignore[arg-type]
+        return cls(frozenset(out))
+
+    @classmethod
+    def from_data(cls, data: Iterable[dict[str, str]]) -> TaintSet:
+        return cls(frozenset(TaintLabel(d["source"], d["origin"]) for d in data))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class TaintRule:
+    tool: str  # exact name, "prefix*", "*suffix" or "*"
+    sources: frozenset[str]
+    action: Action = "refuse"
+    when: Condition = "always"
+
+    def applies(self, tool: str, has_payload: bool, outside_workspace: bool) -> bool:
+        pat = self.tool
+        if pat == "*":
+            ok = True
+        elif pat.endswith("*"):
+            ok = tool.startswith(pat[:-1])
+        elif pat.startswith("*"):
+            ok = tool.endswith(pat[1:])
+        else:
+            ok = tool == pat
+        if not ok:
+            return False
+        if self.when == "with_payload":
+            return has_payload
+        if self.when == "outside_workspace":
+            return outside_workspace
+        return True
+
+
+_WEB_AND_MESSAGES = frozenset({"fetched_url", "external_tool", "agent_message"})
+
+DEFAULT_RULES: tuple[TaintRule, ...] = (
+    TaintRule("exec", _WEB_AND_MESSAGES),
+    TaintRule("web_fetch", _WEB_AND_MESSAGES, when="with_payload"),
+    TaintRule("send_*", _WEB_AND_MESSAGES),
+    TaintRule("post_*", _WEB_AND_MESSAGES),
+    TaintRule("email_*", _WEB_AND_MESSAGES),
+    TaintRule("*_send", _WEB_AND_MESSAGES),
+    TaintRule("*_post", _WEB_AND_MESSAGES),
+    TaintRule("file_write", _WEB_AND_MESSAGES, when="outside_workspace"),
+    TaintRule("file_edit", _WEB_AND_MESSAGES, when="outside_workspace"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TaintDecision:
+    action: Literal["allow", "refuse", "ask"]
+    tool: str
+    label: TaintLabel | None = None
+
+    def violation(self) -> TaintViolation:
+        """The ``taint_violation`` error for a refusal: data ``{tool, source, origin}``."""
+        assert self.label is not None
+        return TaintViolation(
+            f"{self.tool} is not allowed from a context tainted by {self.label.source} "
+            f"({self.label.origin}); ask the operator for approval",
+            tool=self.tool, source=self.label.source, origin=self.label.origin,
+        )
+
+
+class TaintPolicy:
+    """The policy table. ``decide`` is pure and cheap (rules are few)."""
+
+    def __init__(self, rules: Iterable[TaintRule] = DEFAULT_RULES) -> None:
+        self.rules = tuple(rules)
+
+    def decide(
+        self,
+        tool: str,
+        taint: TaintSet,
+        *,
+        has_payload: bool = False,
+        outside_workspace: bool = False,
+    ) -> TaintDecision:
+        if not taint:
+            return TaintDecision("allow", tool)
+        for rule in self.rules:
+            if not rule.applies(tool, has_payload, outside_workspace):
+                continue
+            for lb in taint:
+                if lb.source in rule.sources:
+                    return TaintDecision(rule.action, tool, lb)
+        return TaintDecision("allow", tool)
+
+    def check(self, tool: str, taint: TaintSet, **facts: bool) -> TaintDecision:
+        """``decide``, raising ``taint_violation`` on refuse (``ask`` is returned to the caller)."""
+        d = self.decide(tool, taint, **facts)
+        if d.action == "refuse":
+            raise d.violation()
+        return d
+
+
+def web_fetch_has_payload(args: dict[str, Any]) -> bool:
+    """Whether a web_fetch call carries data out: a body, or a query string."""
+    from urllib.parse import urlsplit
+
+    if args.get("body") not in (None, "", b"") or args.get("json") is not None or args.get("data"):
+        return True
+    url = args.get("url")
+    return isinstance(url, str) and bool(urlsplit(url).query)
+
+
+__all__.append("web_fetch_has_payload")
+
+
+def parse_rules(data: Iterable[dict[str, Any]]) -> tuple[TaintRule, ...]:
+    """Rules from config: ``[{tool: exec, sources: [fetched_url], action: ask, when: always}]``."""
+    out = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or "tool" not in item:
+            raise InvalidRequest(f"taint rule {i}: expected a mapping with 'tool' and 'sources'")
+        sources = item.get("sources", list(_WEB_AND_MESSAGES))
+        if isinstance(sources, str):
+            sources = [sources]
+        bad = [s for s in sources if s not in SOURCES]
+        if bad:
+            raise InvalidRequest(f"taint rule {i}: unknown source {bad[0]!r}; sources are " + ", ".join(SOURCES))
+        action = item.get("action", "refuse")
+        if action not in ("refuse", "ask"):
+            raise InvalidRequest(f"taint rule {i}: action must be 'refuse' or 'ask', got {action!r}")
+        when = item.get("when", "always")
+        if when not in ("always", "with_payload", "outside_workspace"):
+            raise InvalidRequest(f"taint rule {i}: 'when' must be always, with_payload or outside_workspace")
+        out.append(TaintRule(str(item["tool"]), frozenset(sources), action, when))
+    return tuple(out)

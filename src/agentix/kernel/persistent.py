@@ -1,0 +1,155 @@
+"""Persistent agents: work delivered to a running loop, answers awaited, state kept.
+
+(Proposed by the LLM-agents work; the lead registers it with ``register(kernel, store)``.)
+
+    agent.run {agent_id, message, timeout?}     operator: deliver work, wait for the answer
+    agent.reply {request_id, result}            syscall: answer an agent.run request
+    agent.state_save {key, value}               syscall: keep a JSON value (e.g. the conversation)
+    agent.state_load {key}                      syscall: -> {"value": ... | null}
+
+Rules:
+
+* ``agent.run`` sends ``{"task": message, "request_id": ID}`` to the agent's mailbox as the
+  operator and waits (default 300 s, at most a day) for the agent's ``agent.reply`` with
+  that id; a timeout is ``timeout`` and a later reply is dropped. Only the agent the
+  request went to can answer it.
+* State is stored in the kernel's SQLite database, table ``agent_state``, under the
+  agent's *stable identity*: ``root:<name>`` for an agent the operator spawned (so a
+  persistent agent spawned again under the same name after a kernel restart finds its
+  conversation), ``agent:<agent_id>`` for children (no two children share state).
+  A value is at most ``MAX_STATE`` bytes as JSON; an agent holds at most ``MAX_KEYS`` keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from agentix.core.errors import InvalidRequest, LimitExceeded, Timeout
+from agentix.kernel.dispatch import Call, MethodSpec
+
+if TYPE_CHECKING:
+    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.process import AgentRecord
+
+__all__ = ["MAX_KEYS", "MAX_STATE", "StateStore", "register", "state_identity"]
+
+MAX_STATE = 8 * 1024 * 1024
+MAX_KEYS = 64
+DEFAULT_RUN_TIMEOUT = 300.0
+
+
+def state_identity(rec: AgentRecord) -> str:
+    """Whose state this agent reads and writes (see the module rules)."""
+    return f"root:{rec.name}" if rec.parent is None else f"agent:{rec.agent_id}"
+
+
+class StateStore:
+    """Key/value JSON state per identity, in SQLite (table ``agent_state``)."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("""CREATE TABLE IF NOT EXISTS agent_state (
+                                identity   TEXT NOT NULL,
+                                key        TEXT NOT NULL,
+                                value      BLOB NOT NULL,
+                                updated_at REAL NOT NULL,
+                                PRIMARY KEY (identity, key))""")
+
+    def save(self, identity: str, key: str, value: Any) -> int:
+        data = orjson.dumps(value)
+        if len(data) > MAX_STATE:
+            raise LimitExceeded(f"state value is {len(data)} bytes; the limit is {MAX_STATE}", limit=MAX_STATE)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (n,) = self._db.execute("SELECT COUNT(*) FROM agent_state WHERE identity=? AND key<>?",
+                                        (identity, key)).fetchone()
+                if n >= MAX_KEYS:
+                    raise LimitExceeded(f"an agent keeps at most {MAX_KEYS} state keys", limit=MAX_KEYS)
+                self._db.execute("INSERT OR REPLACE INTO agent_state VALUES (?,?,?,?)",
+                                 (identity, key, data, time.time()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(data)
+
+    def load(self, identity: str, key: str) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM agent_state WHERE identity=? AND key=?",
+                                   (identity, key)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _key(params: dict[str, Any]) -> str:
+    key = params.get("key")
+    if not isinstance(key, str) or not 0 < len(key) <= 128:
+        raise InvalidRequest('"key" must be a string of 1-128 characters', field="key")
+    return key
+
+
+def register(k: Kernel, store: StateStore) -> None:
+    pending: dict[tuple[str, str], asyncio.Future[Any]] = {}
+
+    async def agent_run(call: Call) -> dict[str, Any]:
+        target_id = call.params.get("agent_id")
+        if not isinstance(target_id, str):
+            raise InvalidRequest('"agent_id" must be an agent id or live name', field="agent_id")
+        target = k.table.find_live(target_id)
+        if "message" not in call.params:
+            raise InvalidRequest('missing parameter "message"', field="message")
+        timeout = call.params.get("timeout", DEFAULT_RUN_TIMEOUT)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 86400:
+            raise InvalidRequest('"timeout" must be a number of seconds in (0, 86400]', field="timeout")
+        rid = "req-" + secrets.token_hex(6)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending[(target.agent_id, rid)] = fut
+        try:
+            await k.deliver(None, target, {"task": call.params["message"], "request_id": rid})
+            try:
+                result = await asyncio.wait_for(fut, timeout=float(timeout))
+            except asyncio.TimeoutError:
+                raise Timeout(f"{target.name} did not answer within {timeout:g} s", request_id=rid) from None
+        finally:
+            pending.pop((target.agent_id, rid), None)
+        return {"agent_id": target.agent_id, "request_id": rid, "result": result}
+
+    async def agent_reply(call: Call) -> dict[str, Any]:
+        rid = call.params.get("request_id")
+        if not isinstance(rid, str):
+            raise InvalidRequest('"request_id" must be a string', field="request_id")
+        assert call.caller.agent_id is not None
+        fut = pending.get((call.caller.agent_id, rid))
+        if fut is None or fut.done():
+            return {"delivered": False}     # nobody waits (timed out, or not addressed to this agent)
+        fut.set_result(call.params.get("result"))
+        return {"delivered": True}
+
+    async def state_save(call: Call) -> dict[str, Any]:
+        rec = k.table.get(call.caller.agent_id)
+        size = await asyncio.to_thread(store.save, state_identity(rec), _key(call.params), call.params.get("value"))
+        return {"saved": True, "bytes": size}
+
+    async def state_load(call: Call) -> dict[str, Any]:
+        rec = k.table.get(call.caller.agent_id)
+        return {"value": await asyncio.to_thread(store.load, state_identity(rec), _key(call.params))}
+
+    k.pipeline.register(MethodSpec("agent.run", agent_run, operator=True, checked=False))
+    k.pipeline.register(MethodSpec("agent.reply", agent_reply, agent=True, checked=False))
+    k.pipeline.register(MethodSpec("agent.state_save", state_save, agent=True, checked=False))
+    k.pipeline.register(MethodSpec("agent.state_load", state_load, agent=True, checked=False))

@@ -1,0 +1,188 @@
+"""OpenAI-compatible chat completions over HTTP (OpenAI, DeepSeek, vLLM, Ollama,
+llama.cpp server, LM Studio): ``POST {base_url}/chat/completions``.
+
+Streams with server-sent events when asked (``stream: true``), assembling tool calls from
+their streamed ``delta.tool_calls`` fragments. HTTP 429 and 5xx become retryable
+``ProviderError`` carrying the server's ``retry-after``; other 4xx are not retryable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from agentix.llm.base import (
+    DeltaCallback,
+    InferenceRequest,
+    InferenceResponse,
+    Provider,
+    TokenUsage,
+    ToolCall,
+    emit,
+    parse_arguments,
+    provider_error,
+)
+
+__all__ = ["OpenAIProvider", "parse_retry_after"]
+
+_FINISH = {"stop": "end", "length": "max_tokens", "tool_calls": "tool_calls", "function_call": "tool_calls",
+           "content_filter": "content_filter"}
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds form), if present."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if ra:
+        try:
+            return max(0.0, float(ra))
+        except ValueError:
+            return None
+    return None
+
+
+class OpenAIProvider(Provider):
+    """One OpenAI-compatible endpoint. The key never leaves this object."""
+
+    def __init__(self, name: str, base_url: str, api_key: str | None, timeout: float = 120.0,
+                 client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
+                                                   limits=httpx.Limits(max_connections=256))
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider({self.name!r}, {self.base_url!r})"
+
+    def body(self, req: InferenceRequest) -> dict[str, Any]:
+        b: dict[str, Any] = {"model": req.model, "messages": list(req.messages), "max_tokens": req.max_tokens}
+        if req.tools:
+            b["tools"] = list(req.tools)
+            if req.tool_choice in ("auto", "none", "required"):
+                b["tool_choice"] = req.tool_choice
+            elif req.tool_choice:
+                b["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice}}
+        if req.temperature is not None:
+            b["temperature"] = req.temperature
+        if req.stop:
+            b["stop"] = list(req.stop)
+        if req.stream:
+            b["stream"] = True
+            b["stream_options"] = {"include_usage": True}
+        return b
+
+    def _headers(self) -> dict[str, str]:
+        h = {"content-type": "application/json"}
+        if self._key:
+            h["authorization"] = f"Bearer {self._key}"
+        return h
+
+    async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
+        url = f"{self.base_url}/chat/completions"
+        try:
+            if req.stream:
+                async with self._client.stream("POST", url, json=self.body(req), headers=self._headers()) as r:
+                    if r.status_code != 200:
+                        await r.aread()
+                        raise self._http_error(r)
+                    return await self._read_stream(r, req, on_delta)
+            r = await self._client.post(url, json=self.body(req), headers=self._headers())
+            if r.status_code != 200:
+                raise self._http_error(r)
+            resp = self._parse(r.json(), req)
+            await emit(on_delta, resp.text)
+            return resp
+        except httpx.TimeoutException as e:
+            raise provider_error(self.name, f"timed out talking to {self.base_url}: {type(e).__name__}") from None
+        except httpx.HTTPError as e:
+            raise provider_error(self.name, f"cannot reach {self.base_url}: {type(e).__name__}: {e}") from None
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise provider_error(self.name, f"malformed response: {type(e).__name__}: {e}", status=200,
+                                 retryable=False) from None
+
+    def _http_error(self, r: httpx.Response) -> Exception:
+        msg = ""
+        try:
+            err = r.json().get("error")
+            msg = err.get("message", "") if isinstance(err, dict) else str(err or "")
+        except ValueError:
+            msg = r.text[:200]
+        return provider_error(self.name, f"HTTP {r.status_code}: {msg}".rstrip(": "), status=r.status_code,
+                              retry_after=parse_retry_after(r.headers))
+
+    def _parse(self, data: dict[str, Any], req: InferenceRequest) -> InferenceResponse:
+        if "error" in data and "choices" not in data:
+            raise provider_error(self.name, f"error in body: {data['error']}", status=200)
+        choice = data["choices"][0]
+        msg = choice.get("message") or {}
+        calls = tuple(
+            ToolCall(c.get("id") or f"call_{i}", c["function"]["name"],
+                     parse_arguments(self.name, c["function"].get("arguments")))
+            for i, c in enumerate(msg.get("tool_calls") or [])
+        )
+        u = data.get("usage") or {}
+        return InferenceResponse(
+            text=msg.get("content") or "",
+            tool_calls=calls,
+            usage=TokenUsage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))),
+            stop_reason=_FINISH.get(choice.get("finish_reason") or "stop", "end"),  # type: ignore[arg-type]
+            model=data.get("model") or req.model,
+            provider=self.name,
+        )
+
+    async def _read_stream(self, r: httpx.Response, req: InferenceRequest,
+                           on_delta: DeltaCallback | None) -> InferenceResponse:
+        text: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        usage: dict[str, Any] = {}
+        finish = None
+        model = req.model
+        async for line in r.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                break
+            ev = json.loads(payload)
+            if "error" in ev:
+                raise provider_error(self.name, f"error in stream: {ev['error']}", status=200)
+            model = ev.get("model") or model
+            if ev.get("usage"):
+                usage = ev["usage"]
+            for ch in ev.get("choices") or []:
+                d = ch.get("delta") or {}
+                if d.get("content"):
+                    text.append(d["content"])
+                    await emit(on_delta, d["content"])
+                for tc in d.get("tool_calls") or []:
+                    slot = calls.setdefault(int(tc.get("index", 0)), {"id": None, "name": "", "args": ""})
+                    if tc.get("id"):
+                        slot["id"] = tc["id"]
+                    fn = tc.get("function") or {}
+                    slot["name"] += fn.get("name") or ""
+                    slot["args"] += fn.get("arguments") or ""
+                if ch.get("finish_reason"):
+                    finish = ch["finish_reason"]
+        tool_calls = tuple(
+            ToolCall(c["id"] or f"call_{i}", c["name"], parse_arguments(self.name, c["args"]))
+            for i, c in sorted(calls.items())
+        )
+        return InferenceResponse(
+            text="".join(text),
+            tool_calls=tool_calls,
+            usage=TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+            stop_reason=_FINISH.get(finish or "stop", "end"),  # type: ignore[arg-type]
+            model=model,
+            provider=self.name,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

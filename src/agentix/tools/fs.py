@@ -1,0 +1,654 @@
+"""Path-safe file operations beneath a granted root (used by the kernel's file tools).
+
+Rules:
+
+- Every function takes ``root`` (the granted directory, from ``Token.file_root``) and ``rel``
+  (the requested path below it, from ``agentix.core.paths.split_under``). ``rel`` must be
+  relative, without ``..`` or empty components.
+- Files are opened with ``openat2(root_fd, rel, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+  RESOLVE_NO_MAGICLINKS)``; where the kernel lacks openat2, each component is opened with
+  ``O_NOFOLLOW`` relative to its parent's fd. So the file checked is the file opened: a
+  symlink anywhere below the root — or swapped in between check and use — is refused
+  (``capability_denied``, reason ``symlink``), never followed. All symlinks are refused, even
+  ones that would stay inside the grant.
+- Only regular files are read or written (a FIFO or device is refused, never blocked on).
+- A refused call changes nothing: writes go to a new temporary file in the already-opened
+  parent directory and are renamed over the target (atomic replace); in-place appends refuse
+  files with more than one hard link; parents are created only with ``create_parents`` and
+  only after the path has been walked without finding a symlink, and are removed again if the
+  write then fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import errno
+import os
+import re
+import secrets
+import stat
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from agentix.core.caps import Token
+from agentix.core.grants import Request
+from agentix.core.paths import resolve_request, split_under
+from agentix.core.errors import (
+    AgentixError,
+    CapabilityDenied,
+    InvalidRequest,
+    LimitExceeded,
+    ToolError,
+)
+
+__all__ = [
+    "locate",
+    "locate_any",
+    "MAX_READ_BYTES",
+    "MAX_READ_MANY",
+    "MAX_WRITE_BYTES",
+    "file_edit",
+    "file_list",
+    "file_read",
+    "file_read_many",
+    "file_write",
+    "grep",
+    "open_beneath",
+    "openat2_available",
+]
+
+MAX_READ_BYTES = 1024 * 1024
+MAX_WRITE_BYTES = 16 * 1024 * 1024
+MAX_READ_MANY = 16
+MAX_LIST_ENTRIES = 2000
+MAX_GREP_MATCHES = 500
+MAX_GREP_FILES = 5000
+MAX_DEPTH = 64  # recursive walks hold one fd per level; deeper trees are reported as truncated
+
+_SYS_OPENAT2 = 437  # x86_64 and aarch64 (asm-generic) alike
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+_RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_openat2_ok: bool | None = None
+
+
+def _openat2(dirfd: int, path: str, flags: int, mode: int) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0, _RESOLVE)
+    fd = _syscall(
+        ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+    return int(fd)
+
+
+def openat2_available() -> bool:
+    """Whether this kernel supports openat2 (probed once)."""
+    global _openat2_ok
+    if _openat2_ok is None:
+        try:
+            os.close(_openat2(-100, "/", os.O_RDONLY | os.O_DIRECTORY, 0))  # AT_FDCWD
+            _openat2_ok = True
+        except OSError as err:
+            _openat2_ok = err.errno not in (errno.ENOSYS, errno.EPERM)
+    return _openat2_ok
+
+
+def _components(rel: str) -> list[str]:
+    if not isinstance(rel, str) or "\x00" in rel:
+        raise InvalidRequest("a relative path must be a string without NUL bytes")
+    if rel.startswith("/"):
+        raise InvalidRequest(f"{rel!r}: expected a path relative to the granted root")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise CapabilityDenied(f"{rel!r} contains '..'", reason="path_traversal")
+    return parts
+
+
+def _open_dir_nofollow(name: str, dirfd: int) -> int:
+    """Open directory ``name`` under ``dirfd``; a symlink is ELOOP (not the ENOTDIR that
+    O_DIRECTORY|O_NOFOLLOW gives), so callers report it as the refusal it is."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except NotADirectoryError:
+        try:
+            is_link = stat.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
+        except OSError:
+            is_link = False
+        if is_link:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name) from None
+        raise
+
+
+def _walk_open(dirfd: int, parts: list[str], flags: int, mode: int) -> int:
+    """Fallback for kernels without openat2: one O_NOFOLLOW open per component."""
+    cur = os.dup(dirfd)
+    try:
+        for p in parts[:-1]:
+            nxt = _open_dir_nofollow(p, cur)
+            os.close(cur)
+            cur = nxt
+        if not parts:
+            return os.open(".", flags | os.O_CLOEXEC, dir_fd=cur)
+        if flags & os.O_DIRECTORY:
+            return _open_dir_nofollow(parts[-1], cur)
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=cur)
+    finally:
+        os.close(cur)
+
+
+def _refusal(err: OSError, shown: str) -> AgentixError:
+    if err.errno in (errno.ELOOP, errno.EXDEV):
+        return CapabilityDenied(
+            f"{shown}: a symbolic link (or a path leaving the grant) is refused", reason="symlink", path=shown
+        )
+    if err.errno == errno.ENOENT:
+        return ToolError(f"{shown}: no such file or directory", errno="ENOENT", path=shown)
+    if err.errno == errno.ENOTDIR:
+        return ToolError(f"{shown}: a component is not a directory", errno="ENOTDIR", path=shown)
+    if err.errno == errno.EISDIR:
+        return ToolError(f"{shown}: is a directory", errno="EISDIR", path=shown)
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return ToolError(f"{shown}: permission denied by the host", errno="EACCES", path=shown)
+    if err.errno == errno.ENXIO:
+        return ToolError(f"{shown}: not a regular file", errno="ENXIO", path=shown)
+    return ToolError(f"{shown}: {os.strerror(err.errno or 0)}", errno=errno.errorcode.get(err.errno or 0, "?"), path=shown)
+
+
+def open_beneath(dirfd: int, rel: str, flags: int, mode: int = 0o644) -> int:
+    """Open ``rel`` beneath ``dirfd`` without following any symlink; raises OSError."""
+    parts = _components(rel)
+    if openat2_available():
+        return _openat2(dirfd, "/".join(parts) or ".", flags, mode)
+    return _walk_open(dirfd, parts, flags, mode)
+
+
+@dataclass
+class _Root:
+    path: str
+    fd: int
+
+    def shown(self, rel: str) -> str:
+        rel = "/".join(_components(rel))
+        if not rel:
+            return self.path
+        return (self.path.rstrip("/") + "/" + rel) if self.path != "/" else "/" + rel
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> _Root:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_root(root: str) -> _Root:
+    if not isinstance(root, str) or not root.startswith("/"):
+        raise InvalidRequest(f"granted root {root!r} must be an absolute path")
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise _refusal(err, root) from None
+    return _Root(root, fd)
+
+
+def _open_regular_read(r: _Root, rel: str) -> tuple[int, os.stat_result]:
+    shown = r.shown(rel)
+    try:
+        fd = open_beneath(r.fd, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as err:
+        raise _refusal(err, shown) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ToolError(f"{shown}: is a directory (use file_list)", errno="EISDIR", path=shown)
+        raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+    return fd, st
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def locate(token: Token, kind: str, path: str, workspace: str | None = None) -> tuple[str, str]:
+    """Authorise ``path`` for ``kind`` (file_read/file_write) with ``token`` and return
+    ``(root, rel)`` to pass to the functions here: the most specific granted directory over
+    the token's chain and the remainder below it. Raises ``capability_denied``."""
+    norm = resolve_request(path, workspace)
+    req = Request(kind, norm)  # type: ignore[arg-type]
+    root = token.file_root(kind, norm) if token.permits(req) else None
+    if root is None:
+        raise CapabilityDenied(f"no capability allows {kind} on {norm}", reason="not_granted",
+                               request=str(req), token_id=token.id)
+    return root, split_under(root, norm)
+
+
+def locate_any(tokens: list[Token], kind: str, path: str, workspace: str | None = None) -> tuple[str, str]:
+    """``locate`` with the first of the caller's tokens that permits ``path``."""
+    first: CapabilityDenied | None = None
+    for t in tokens:
+        try:
+            return locate(t, kind, path, workspace)
+        except CapabilityDenied as err:
+            first = first or err
+    raise first or CapabilityDenied(f"no capability allows {kind} on {path}", reason="not_granted")
+
+
+# ----------------------------------------------------------------------------- reading
+
+def file_read(
+    root: str, rel: str, *, offset: int = 0, limit: int | None = None, max_bytes: int = MAX_READ_BYTES
+) -> dict[str, Any]:
+    """Read up to ``limit`` (capped at ``max_bytes``) bytes from ``offset``."""
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidRequest("offset must be a non-negative integer")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InvalidRequest("limit must be a non-negative integer")
+    want = max_bytes if limit is None else min(limit, max_bytes)
+    with _open_root(root) as r:
+        fd, st = _open_regular_read(r, rel)
+        try:
+            data = os.pread(fd, want, offset)
+        finally:
+            os.close(fd)
+        content, enc = _decode(data)
+        return {
+            "path": r.shown(rel),
+            "content": content,
+            "encoding": enc,
+            "size": st.st_size,
+            "offset": offset,
+            "bytes_read": len(data),
+            "truncated": offset + len(data) < st.st_size,
+        }
+
+
+def file_read_many(
+    resolve: Callable[[str], tuple[str, str]],
+    paths: list[str],
+    *,
+    max_files: int = MAX_READ_MANY,
+    max_bytes: int = MAX_READ_BYTES,
+) -> dict[str, Any]:
+    """Read several files; ``resolve(path) -> (root, rel)`` authorises each one (raising
+    ``capability_denied`` for a path the caller may not read). One failure does not fail the
+    others: each result is ``{path, ok, ...}`` or ``{path, ok: False, error: {code, message}}``."""
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise InvalidRequest("paths must be a list of strings")
+    if len(paths) > max_files:
+        raise LimitExceeded(
+            f"file_read_many reads at most {max_files} files at once, got {len(paths)}",
+            limit=max_files, requested=len(paths),
+        )
+    per_file = max(1, max_bytes // max(1, len(paths)))
+    results = []
+    for p in paths:
+        try:
+            root, rel = resolve(p)
+            res = file_read(root, rel, max_bytes=per_file)
+            results.append({"ok": True, **res, "path": p})
+        except AgentixError as err:
+            results.append({"path": p, "ok": False, "error": {"code": err.code, "message": err.message}})
+    return {"results": results}
+
+
+def _iter_dir(dfd: int) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(dfd) as it:
+        yield from sorted(it, key=lambda e: e.name)
+
+
+def _kind(e: os.DirEntry[str]) -> str:
+    if e.is_symlink():
+        return "symlink"
+    if e.is_dir(follow_symlinks=False):
+        return "dir"
+    if e.is_file(follow_symlinks=False):
+        return "file"
+    return "other"
+
+
+def file_list(
+    root: str, rel: str = "", *, recursive: bool = False, max_entries: int = MAX_LIST_ENTRIES
+) -> dict[str, Any]:
+    """Entries of a directory (never following symlinks; they are listed as ``symlink``)."""
+    with _open_root(root) as r:
+        shown = r.shown(rel)
+        try:
+            dfd = open_beneath(r.fd, rel, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            raise _refusal(err, shown) from None
+        entries: list[dict[str, Any]] = []
+        truncated = False
+
+        def walk(fd: int, prefix: str, depth: int = 0) -> None:
+            nonlocal truncated
+            try:
+                for e in _iter_dir(fd):
+                    if len(entries) >= max_entries:
+                        truncated = True
+                        return
+                    kind = _kind(e)
+                    st = e.stat(follow_symlinks=False)
+                    entries.append({"name": prefix + e.name, "type": kind,
+                                    "size": st.st_size if kind == "file" else None})
+                    if recursive and kind == "dir":
+                        if depth >= MAX_DEPTH:
+                            truncated = True
+                            continue
+                        try:
+                            sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                        except OSError:
+                            continue
+                        walk(sub, prefix + e.name + "/", depth + 1)
+            finally:
+                os.close(fd)
+
+        walk(dfd, "")
+        return {"path": shown, "entries": entries, "truncated": truncated}
+
+
+def grep(
+    root: str,
+    rel: str,
+    pattern: str,
+    *,
+    regex: bool = True,
+    ignore_case: bool = False,
+    max_matches: int = MAX_GREP_MATCHES,
+    max_file_bytes: int = MAX_READ_BYTES,
+    max_files: int = MAX_GREP_FILES,
+) -> dict[str, Any]:
+    """Lines matching ``pattern`` in the file or tree at ``rel`` (text files only, no symlinks)."""
+    if not isinstance(pattern, str) or not pattern or len(pattern) > 1000:
+        raise InvalidRequest("pattern must be a non-empty string of at most 1000 characters")
+    try:
+        rx = re.compile(pattern if regex else re.escape(pattern), re.IGNORECASE if ignore_case else 0)
+    except re.error as err:
+        raise InvalidRequest(f"pattern is not a valid regular expression: {err}") from None
+    matches: list[dict[str, Any]] = []
+    state = {"files": 0, "truncated": False}
+
+    def scan(fd: int, name: str) -> None:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return
+            data = os.pread(fd, max_file_bytes, 0)
+        finally:
+            os.close(fd)
+        state["files"] += 1
+        if b"\x00" in data[:8192]:
+            return
+        text = data.decode("utf-8", errors="replace")
+        for i, line in enumerate(text.splitlines(), 1):
+            if rx.search(line):
+                if len(matches) >= max_matches:
+                    state["truncated"] = True
+                    return
+                matches.append({"path": name, "line": i, "text": line[:1000]})
+
+    def walk(dfd: int, prefix: str, depth: int = 0) -> None:
+        try:
+            for e in _iter_dir(dfd):
+                if state["truncated"] or state["files"] >= max_files:
+                    state["truncated"] = True
+                    return
+                kind = _kind(e)
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    if kind == "file":
+                        scan(os.open(e.name, flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dfd), prefix + e.name)
+                    elif kind == "dir" and depth < MAX_DEPTH:
+                        walk(os.open(e.name, flags | os.O_DIRECTORY, dir_fd=dfd), prefix + e.name + "/", depth + 1)
+                except OSError:
+                    continue
+        finally:
+            os.close(dfd)
+
+    with _open_root(root) as r:
+        shown = r.shown(rel)
+        try:
+            fd = open_beneath(r.fd, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        except OSError as err:
+            raise _refusal(err, shown) from None
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            walk(fd, shown.rstrip("/") + "/")
+        else:
+            scan(fd, shown)
+    return {"matches": matches, "truncated": state["truncated"], "files_searched": state["files"]}
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _open_parent(r: _Root, parts: list[str], create: bool) -> tuple[int, list[tuple[int, str]]]:
+    """An fd of the parent directory of ``parts``; with ``create``, make missing directories
+    (returns (parent fd, name) of each directory made, outermost first, for rollback)."""
+    dirs = parts[:-1]
+    flags = os.O_RDONLY | os.O_DIRECTORY
+    shown = r.shown("/".join(dirs))
+    try:
+        return open_beneath(r.fd, "/".join(dirs), flags), []
+    except OSError as err:
+        if err.errno != errno.ENOENT or not create:
+            if err.errno == errno.ENOENT:
+                raise ToolError(
+                    f"{shown}: the parent directory does not exist (pass create_parents)",
+                    errno="ENOENT", path=shown,
+                ) from None
+            raise _refusal(err, shown) from None
+    # walk component by component; everything up to the first missing one already exists
+    cur = os.dup(r.fd)
+    made: list[tuple[int, str]] = []
+    try:
+        for d in dirs:
+            try:
+                nxt = _open_dir_nofollow(d, cur)
+            except FileNotFoundError:
+                os.mkdir(d, 0o755, dir_fd=cur)
+                made.append((os.dup(cur), d))
+                nxt = _open_dir_nofollow(d, cur)
+            os.close(cur)
+            cur = nxt
+    except OSError as err:
+        os.close(cur)
+        _rollback(made)
+        raise _refusal(err, shown) from None
+    return cur, made
+
+
+def _rollback(made: list[tuple[int, str]]) -> None:
+    for pfd, name in reversed(made):
+        try:
+            os.rmdir(name, dir_fd=pfd)
+        except OSError:
+            pass
+        finally:
+            os.close(pfd)
+
+
+def _release(made: list[tuple[int, str]]) -> None:
+    for pfd, _ in made:
+        os.close(pfd)
+
+
+def _as_bytes(content: str | bytes, max_bytes: int) -> bytes:
+    if isinstance(content, str):
+        data = content.encode("utf-8")
+    elif isinstance(content, (bytes, bytearray)):
+        data = bytes(content)
+    else:
+        raise InvalidRequest("content must be a string")
+    if len(data) > max_bytes:
+        raise LimitExceeded(f"content is {len(data)} bytes; the limit is {max_bytes}", limit=max_bytes)
+    return data
+
+
+def _existing(pfd: int, name: str, shown: str) -> os.stat_result | None:
+    try:
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise _refusal(err, shown) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise CapabilityDenied(f"{shown}: a symbolic link is refused", reason="symlink", path=shown)
+    if stat.S_ISDIR(st.st_mode):
+        raise ToolError(f"{shown}: is a directory", errno="EISDIR", path=shown)
+    if not stat.S_ISREG(st.st_mode):
+        raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+    return st
+
+
+def _replace(pfd: int, name: str, data: bytes, mode: int) -> None:
+    tmp = f".{name[:100]}.agentix-{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=pfd)
+        except OSError:
+            pass
+        raise
+
+
+def file_write(
+    root: str,
+    rel: str,
+    content: str | bytes,
+    *,
+    append: bool = False,
+    create_parents: bool = False,
+    max_bytes: int = MAX_WRITE_BYTES,
+) -> dict[str, Any]:
+    """Write (atomic replace) or append ``content`` to the file at ``rel``."""
+    data = _as_bytes(content, max_bytes)
+    parts = _components(rel)
+    if not parts:
+        raise InvalidRequest("file_write needs a file path, not the granted directory itself")
+    name = parts[-1]
+    with _open_root(root) as r:
+        shown = r.shown(rel)
+        pfd, made = _open_parent(r, parts, create_parents)
+        try:
+            st = _existing(pfd, name, shown)
+            if append:
+                try:
+                    fd = os.open(
+                        name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                        0o644, dir_fd=pfd,
+                    )
+                except OSError as err:
+                    raise _refusal(err, shown) from None
+                try:
+                    fst = os.fstat(fd)
+                    if not stat.S_ISREG(fst.st_mode):
+                        raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+                    if fst.st_nlink > 1:
+                        raise CapabilityDenied(
+                            f"{shown}: has several hard links; appending in place is refused",
+                            reason="hardlink", path=shown,
+                        )
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
+            else:
+                try:
+                    _replace(pfd, name, data, stat.S_IMODE(st.st_mode) if st else 0o644)
+                except OSError as err:
+                    raise _refusal(err, shown) from None
+        except BaseException:
+            _rollback(made)
+            made = []
+            raise
+        finally:
+            _release(made)
+            os.close(pfd)
+        return {"path": shown, "bytes_written": len(data), "created": st is None, "appended": append}
+
+
+def file_edit(
+    root: str,
+    rel: str,
+    old: str,
+    new: str,
+    *,
+    replace_all: bool = False,
+    max_bytes: int = MAX_WRITE_BYTES,
+) -> dict[str, Any]:
+    """Replace ``old`` by ``new``: exactly one occurrence unless ``replace_all``."""
+    if not isinstance(old, str) or not old:
+        raise InvalidRequest("old must be a non-empty string")
+    if not isinstance(new, str):
+        raise InvalidRequest("new must be a string")
+    parts = _components(rel)
+    if not parts:
+        raise InvalidRequest("file_edit needs a file path")
+    with _open_root(root) as r:
+        shown = r.shown(rel)
+        pfd, _ = _open_parent(r, parts, False)
+        try:
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=pfd)
+            except OSError as err:
+                raise _refusal(err, shown) from None
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+                if st.st_size > max_bytes:
+                    raise LimitExceeded(f"{shown} is larger than {max_bytes} bytes", limit=max_bytes)
+                raw = os.pread(fd, max_bytes + 1, 0)
+            finally:
+                os.close(fd)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ToolError(f"{shown}: not a UTF-8 text file", path=shown) from None
+            count = text.count(old)
+            if count == 0:
+                raise ToolError(f"{shown}: the text to replace was not found", path=shown, matches=0)
+            if count > 1 and not replace_all:
+                raise ToolError(
+                    f"{shown}: the text to replace occurs {count} times; give more context or set replace_all",
+                    path=shown, matches=count,
+                )
+            out = text.replace(old, new) if replace_all else text.replace(old, new, 1)
+            data = _as_bytes(out, max_bytes)
+            try:
+                _replace(pfd, parts[-1], data, stat.S_IMODE(st.st_mode))
+            except OSError as err:
+                raise _refusal(err, shown) from None
+        finally:
+            os.close(pfd)
+        return {"path": shown, "replacements": count if replace_all else 1}

@@ -1,0 +1,90 @@
+"""memory_store, memory_query, memory_delete: an agent's private episodic memory.
+
+The owner of every record is derived by the kernel from the calling agent — never taken
+from the arguments — so an agent can only see, replace and delete its own memories.
+By default the owner is ``agent:<agent_id>``. An agent whose manifest sets
+``memory.shared_identity`` (opt-in cross-run memory, used by the orchestrator) owns
+``identity:<name>`` instead; ``owner_of`` decides whether that is allowed (the default
+allows it only for agents the operator spawned, i.e. roots, so a child cannot borrow an
+identity).
+
+Register with ``make_specs(store)``; the handlers run the store in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from agentix.core.errors import CapabilityDenied, InvalidRequest
+from agentix.memory.store import CATEGORIES, MAX_K, MemoryStore
+from agentix.tools.base import ToolContext, ToolSpec
+
+__all__ = ["default_owner", "make_specs"]
+
+
+def default_owner(ctx: ToolContext) -> tuple[str, int | None]:
+    """(owner key, the agent's own record cap) for the calling agent."""
+    if ctx.agent_id is None:
+        raise InvalidRequest("memory tools act for an agent; name it with \"agent_id\"", field="agent_id")
+    rec = None
+    table = getattr(ctx.services, "table", None)
+    if table is not None:
+        try:
+            rec = table.get(ctx.agent_id)
+        except Exception:
+            rec = None
+    mem = getattr(getattr(rec, "manifest", None), "memory", None)
+    cap = getattr(mem, "max_records", None)
+    ident = getattr(mem, "shared_identity", None)
+    if ident:
+        if getattr(rec, "parent", None) is not None:
+            raise CapabilityDenied("memory.shared_identity is only honoured for agents the operator "
+                                   "spawns (a child cannot borrow an identity)", reason="shared_identity")
+        return f"identity:{ident}", cap
+    return f"agent:{ctx.agent_id}", cap
+
+
+def make_specs(store: MemoryStore,
+               owner_of: Callable[[ToolContext], tuple[str, int | None]] = default_owner) -> list[ToolSpec]:
+    async def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        owner, cap = owner_of(ctx)
+        rec = await asyncio.to_thread(
+            store.store, owner, args["content"], args.get("category", "fact"),
+            metadata=args.get("metadata"), replaces=args.get("replaces"), max_records=cap)
+        return {"id": rec["id"], "category": rec["category"], "replaced": rec["replaced"]}
+
+    async def memory_query(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        owner, _ = owner_of(ctx)
+        hits = await asyncio.to_thread(
+            store.query, owner, args["query"], int(args.get("k", 5)), category=args.get("category"),
+            min_score=args.get("min_score"))
+        return {"memories": hits}
+
+    async def memory_delete(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        owner, _ = owner_of(ctx)
+        return await asyncio.to_thread(store.delete, owner, args["id"])
+
+    cat = {"type": "string", "enum": list(CATEGORIES)}
+    return [
+        ToolSpec("memory_store",
+                 "Store a memory (fact, observation, decision or preference) for later runs of this "
+                 "agent. To update one, pass its id as `replaces` (swapped atomically).",
+                 {"type": "object", "properties": {
+                     "content": {"type": "string", "minLength": 1},
+                     "category": cat,
+                     "metadata": {"type": "object"},
+                     "replaces": {"type": "string"}},
+                  "required": ["content"], "additionalProperties": False}, memory_store),
+        ToolSpec("memory_query", "Semantic search over this agent's own memories; best matches first.",
+                 {"type": "object", "properties": {
+                     "query": {"type": "string", "minLength": 1},
+                     "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+                     "category": cat,
+                     "min_score": {"type": "number"}},
+                  "required": ["query"], "additionalProperties": False}, memory_query),
+        ToolSpec("memory_delete", "Delete one of this agent's memories by id.",
+                 {"type": "object", "properties": {"id": {"type": "string"}},
+                  "required": ["id"], "additionalProperties": False}, memory_delete),
+    ]

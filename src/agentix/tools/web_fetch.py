@@ -1,0 +1,194 @@
+"""web_fetch: one HTTP(S) request on an agent's behalf, checked hop by hop.
+
+Rules:
+
+- Only ``http`` and ``https`` URLs (no ``file:``, ``ftp:``, ``data:`` ...).
+- Before any connection the host is checked against the caller's grants (``permits(host,
+  None)``); then the name is resolved and the address is checked too (``permits(host,
+  address)``): private, loopback, link-local, multicast and unspecified addresses are refused
+  unless a grant names that host or address explicitly.
+- The connection goes to the address that was checked (the URL is rewritten to the IP, the
+  ``Host`` header and TLS SNI/certificate name stay the original host), so DNS cannot change
+  the answer between check and connect. Proxies from the environment are ignored.
+- Redirects are followed by hand, at most ``max_redirects`` (5), each hop checked the same
+  way. Secret headers injected by the kernel go to the original host only.
+- The body is read up to ``max_bytes``; the whole fetch has one ``timeout`` (monotonic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from typing import Any, Awaitable, Callable
+
+import httpx
+
+from agentix.core.errors import CapabilityDenied, InvalidRequest, LimitExceeded, Timeout, ToolError
+from agentix.core.hosts import is_ip_literal, normalize_host
+
+__all__ = ["DEFAULT_MAX_BYTES", "Permits", "Resolver", "system_resolver", "web_fetch"]
+
+DEFAULT_MAX_BYTES = 2 * 1024 * 1024
+DEFAULT_TIMEOUT = 30.0
+MAX_REDIRECTS = 5
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+Permits = Callable[[str, "str | None"], bool]
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Addresses for ``host`` from the system resolver, in its order, without duplicates."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ToolError(f"cannot resolve {host}: {err.strerror}", host=host) from None
+    out: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in out:
+            out.append(addr)
+    return out
+
+
+def _denied(msg: str, reason: str, **data: Any) -> CapabilityDenied:
+    return CapabilityDenied(msg, reason=reason, **data)
+
+
+async def _pick_address(host: str, port: int, permits: Permits, resolve: Resolver) -> str:
+    if not permits(host, None):
+        raise _denied(f"no capability allows network access to {host}", "not_granted", host=host)
+    addrs = [host] if is_ip_literal(host) else await resolve(host, port)
+    for addr in addrs:
+        if permits(host, addr):
+            return addr
+    raise _denied(
+        f"{host} resolves to {', '.join(addrs) or 'nothing'}: a private, loopback or link-local "
+        f"address needs a grant naming the host explicitly",
+        "private_address", host=host, addresses=addrs,
+    )
+
+
+def _decode(data: bytes, content_type: str) -> tuple[str, str]:
+    charset = "utf-8"
+    for part in content_type.split(";")[1:]:
+        k, _, v = part.strip().partition("=")
+        if k.lower() == "charset" and v:
+            charset = v.strip('"')
+    try:
+        return data.decode(charset), "text"
+    except (UnicodeDecodeError, LookupError):
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+async def web_fetch(
+    url: str,
+    *,
+    permits: Permits,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: str | bytes | None = None,
+    secret_headers: dict[str, str] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_redirects: int = MAX_REDIRECTS,
+    resolve: Resolver = system_resolver,
+    verify: Any = True,
+) -> dict[str, Any]:
+    """Fetch ``url``; ``permits(host, address)`` is the capability check (address None = the
+    host alone). Returns ``{url, status, content_type, content, encoding, bytes, truncated,
+    redirects}``."""
+    method = method.upper()
+    if method not in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        raise InvalidRequest(f"web_fetch: unsupported method {method!r}")
+    try:
+        async with asyncio.timeout(timeout):
+            return await _fetch(
+                url, permits, method, dict(headers or {}), body, dict(secret_headers or {}),
+                max_bytes, max_redirects, resolve, verify, timeout,
+            )
+    except TimeoutError:
+        raise Timeout(f"web_fetch of {url} took longer than {timeout} s", url=url, timeout=timeout) from None
+
+
+async def _fetch(
+    url: str, permits: Permits, method: str, headers: dict[str, str], body: str | bytes | None,
+    secret_headers: dict[str, str], max_bytes: int, max_redirects: int, resolve: Resolver,
+    verify: Any, timeout: float,
+) -> dict[str, Any]:
+    try:
+        current = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as err:
+        raise InvalidRequest(f"web_fetch: {url!r} is not a valid URL: {err}") from None
+    first_host: str | None = None
+    hops: list[str] = []
+    for _hop in range(max_redirects + 1):
+        if current.scheme not in ("http", "https"):
+            raise _denied(f"web_fetch allows only http and https, not {current.scheme or 'no scheme'}:",
+                          "scheme", url=str(current))
+        if not current.host:
+            raise InvalidRequest(f"web_fetch: {str(current)!r} has no host")
+        host = normalize_host(current.host)
+        if first_host is None:
+            first_host = host
+        port = current.port or (443 if current.scheme == "https" else 80)
+        addr = await _pick_address(host, port, permits, resolve)
+        target = current.copy_with(host=addr)
+        send_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+        default_port = port == (443 if current.scheme == "https" else 80)
+        send_headers["Host"] = host if default_port else f"{host}:{port}"
+        if host == first_host:
+            send_headers.update(secret_headers)
+        ext = {"sni_hostname": host} if current.scheme == "https" and not is_ip_literal(host) else {}
+        async with httpx.AsyncClient(trust_env=False, verify=verify, timeout=timeout) as client:
+            req = client.build_request(
+                method, target, headers=send_headers,
+                content=body.encode() if isinstance(body, str) else body, extensions=ext,
+            )
+            try:
+                resp = await client.send(req, stream=True, follow_redirects=False)
+            except httpx.HTTPError as err:
+                raise ToolError(f"web_fetch of {current} failed: {err}", url=str(current)) from None
+            try:
+                location = resp.headers.get("location")
+                if resp.status_code in _REDIRECTS and location:
+                    hops.append(str(current))
+                    nxt = current.join(location)
+                    if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
+                        method, body = "GET", None
+                    current = nxt
+                    continue
+                data = bytearray()
+                truncated = False
+                async for chunk in resp.aiter_bytes():
+                    room = max_bytes - len(data)
+                    if len(chunk) > room:
+                        data += chunk[:room]
+                        truncated = True
+                        break
+                    data += chunk
+                ctype = resp.headers.get("content-type", "")
+                content, enc = _decode(bytes(data), ctype)
+                return {
+                    "url": str(current), "status": resp.status_code, "content_type": ctype,
+                    "content": content, "encoding": enc, "bytes": len(data), "truncated": truncated,
+                    "redirects": hops,
+                }
+            finally:
+                await resp.aclose()
+    raise LimitExceeded(f"web_fetch: more than {max_redirects} redirects", limit=max_redirects, redirects=hops)
+
+
+def token_permits(token: Any) -> Permits:
+    """The ``permits`` callback for a verified ``agentix.core.caps.Token``."""
+    from agentix.core.grants import Request
+
+    def permits(host: str, address: str | None) -> bool:
+        return bool(token.permits(Request.make("network", host, address)))
+
+    return permits
+
+
+__all__.append("token_permits")

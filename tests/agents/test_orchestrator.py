@@ -1,0 +1,115 @@
+"""The goal orchestrator's plan handling and execution (scenario 50), with a scripted model."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from agentix.agents.orchestrator import Orchestrator, bootstrap_manifest, extract_json
+from agentix.core.errors import InvalidRequest
+from agentix.core.manifest import parse_manifest
+
+from .fake_kernel import FakeKernel, reply
+
+TOOLS = {"file_write", "memory_query", "memory_store"}
+
+
+def plan_json(*subs):
+    return json.dumps({"subtasks": [{"id": i, "goal": f"do {i}", "depends_on": list(d)} for i, d in subs]})
+
+
+def make(script_plans, behaviour=None):
+    plans = list(script_plans)
+    written: dict[str, str] = {}
+    stored: list[dict] = []
+
+    def think(p):
+        if p.get("purpose") == "plan":
+            return reply(plans.pop(0))
+        if p.get("purpose") == "synthesis":
+            return reply("final answer")
+        raise AssertionError(p)
+
+    k = FakeKernel(think, tools={
+        "file_write": lambda a: written.__setitem__(a["path"], a["content"]) or {"bytes": len(a["content"])},
+        "memory_query": lambda a: {"memories": [{"category": "observation", "content": "split by topic",
+                                                 "score": 0.9}]},
+        "memory_store": lambda a: stored.append(a) or {"id": "mem_1"}})
+    if behaviour:
+        k.child_behaviour = behaviour
+    manifest = bootstrap_manifest()
+    return k, Orchestrator(k, manifest, TOOLS), written, stored
+
+
+def test_bootstrap_manifest_is_valid():
+    m = parse_manifest(bootstrap_manifest())
+    assert m.name == "bootstrap" and m.program == "module:agentix.agents.orchestrator"
+
+
+def test_extract_json():
+    assert extract_json('Here:\n```json\n{"a": 1}\n```') == {"a": 1}
+    assert extract_json('plan {"a": {"b": 2}} done') == {"a": {"b": 2}}
+    with pytest.raises(InvalidRequest):
+        extract_json("no json here")
+
+
+def test_independent_subtasks_run_concurrently_and_deps_get_findings():
+    lock = threading.Lock()
+    seen: dict[str, str] = {}
+
+    def behaviour(manifest, message, attempt):
+        with lock:
+            seen[manifest["name"]] = message
+        return 0.2, "completed", {"stop_reason": "complete", "text": f"result of {manifest['name']}",
+                                  "usage": {"input_tokens": 7, "output_tokens": 3}}
+
+    k, orch, written, stored = make([plan_json(("a", ""), ("b", ""), ("c", "ab"))], behaviour)
+    out = orch.run("write a report")
+    assert out["stop_reason"] == "complete"
+    assert k.max_live == 2                               # a and b together
+    assert "<prior_findings" in seen["c"] and "result of a" in seen["c"] and "result of b" in seen["c"]
+    assert "<prior_findings" not in seen["a"]
+    assert [a["id"] for a in out["agents"]] == ["a", "b", "c"]
+    assert all(a["outcome"] == "completed" and a["input_tokens"] == 7 for a in out["agents"])
+    assert written["output/c.md"] == "result of c" and written["output/result.md"] == "final answer"
+    assert json.loads(written["output/summary.json"])["stop_reason"] == "complete"
+    # child grants: inherited without spawning
+    caps = [p["manifest"]["capabilities"] for m, p in k.calls if m == "agent.spawn_child"][0]
+    assert caps and not any(c.startswith("spawn_child") for c in caps)
+    # memory hints reached the planner; a run summary was stored
+    assert "split by topic" in k.thinks[0]["messages"][1]["content"]
+    assert stored and stored[0]["category"] == "observation"
+
+
+@pytest.mark.parametrize("bad,word", [(plan_json(("a", "b"), ("b", "a")), "cycle"),
+                                      (plan_json(("a", ["ghost"])), "ghost"),
+                                      ("not json", "JSON")])
+def test_invalid_plans_are_sent_back_then_fail(bad, word):
+    k, orch, written, _ = make([bad, bad, bad])
+    out = orch.run("goal")
+    assert out["stop_reason"] == "error" and word in out["error"]["message"]
+    assert len(k.thinks) == 3 and word in k.thinks[1]["messages"][-1]["content"]
+    assert not [m for m, _ in k.calls if m == "agent.spawn_child"]   # nothing ran
+
+
+def test_corrected_plan_is_used():
+    k, orch, _, _ = make([plan_json(("a", "a")), plan_json(("a", ""))])
+    assert orch.run("goal")["stop_reason"] == "complete"
+
+
+def test_failed_subtask_skips_dependents_only():
+    def behaviour(manifest, message, attempt):
+        if manifest["name"] == "a":
+            return 0, "failed", None
+        return 0, "completed", {"stop_reason": "complete", "text": "fine"}
+
+    k, orch, written, _ = make([plan_json(("a", ""), ("b", ""), ("c", "a"), ("d", "b"))], behaviour)
+    out = orch.run("goal")
+    assert out["stop_reason"] == "partial"
+    by = {a["id"]: a for a in out["agents"]}
+    assert by["a"]["outcome"] == "failed" and by["a"]["attempts"] == 2
+    assert by["c"]["outcome"] == "skipped" and "a" in by["c"]["error"]
+    assert by["b"]["ok"] and by["d"]["ok"]
+    assert sorted(n for n, _ in k.spawned) == ["a", "a", "b", "d"]
