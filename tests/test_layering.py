@@ -25,9 +25,13 @@ EDGES = ("store", "rpc", "llm", "sandbox", "tools", "memory", "packages")
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},
     **{edge: {"core", edge} for edge in EDGES},
+    # the memory tools are the tool face of the memory store (both edges; memory is lower)
+    "tools": {"core", "tools", "memory"},
     "kernel": {"core", "kernel", *EDGES},
     "sdk": {"core", "sdk"},
-    "agents": {"sdk", "agents"},
+    # agent programs use the SDK, and pure core rules (plan validation, context math) —
+    # core has no I/O, so this gives an agent no way around the kernel
+    "agents": {"sdk", "agents", "core"},
     "cli": {"sdk", "cli"},
     "web": {"sdk", "web"},
     "mcp": {"sdk", "mcp"},
