@@ -38,7 +38,10 @@ def test_demo_passes_end_to_end_in_under_30_seconds() -> None:
         assert elapsed < 30, f"the demo took {elapsed:.1f}s"
         # it stopped the kernel it started, and every agent with it
         assert not (home / "agentixd.sock").exists() and not (home / "agentixd.pid").exists()
-        pids = {e["data"]["pid"] for e in _audit(home) if e["kind"] == "agent.spawned"}
-        assert len(pids) == 4 and not pids_in_groups(pids)
+        spawned = [e["data"] for e in _audit(home) if e["kind"] == "agent.spawned"]
+        team = {d["pid"] for d in spawned
+                if d["name"] in ("coordinator", "worker", "worker-1", "worker-2", "worker-3")}
+        pids = {d["pid"] for d in spawned}  # the team and the later sections' agents
+        assert len(team) == 4 and not pids_in_groups(pids)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

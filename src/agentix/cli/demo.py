@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from agentix.cli.demo_isolation import isolation_section
 from agentix.sdk import Kernel
 
 __all__ = ["run_demo"]
@@ -83,6 +84,7 @@ def team_section(k: Kernel, console: Console) -> dict[str, Any]:
 
 
 SECTIONS = [team_section]
+SECTIONS.append(isolation_section)
 
 
 def run_demo(home: Path | None, *, as_json: bool = False, console: Console | None = None) -> int:

@@ -313,10 +313,42 @@ def inspect(obj: Ctx, agent: str, as_json: bool) -> None:
     t = Table(show_header=False, box=None)
     for key in ("agent_id", "name", "state", "pid", "parent", "depth", "children", "runtime_s",
                 "syscalls", "workspace", "log", "exit", "result", "isolation", "limits", "taint",
-                "mailbox", "resources"):
+                "mailbox"):
         val = a.get(key)
         t.add_row(key, _state(a) if key == "state" else json.dumps(val, default=str) if isinstance(val, (dict, list)) else str(val))
+    for label, text in _resources(a):
+        t.add_row(label, text)
     out.print(t)
+
+
+def _resources(a: dict[str, Any]) -> list[tuple[str, str]]:
+    """Readable rows for ``agent.status``'s ``resources`` (the cgroup's figures)."""
+    r = a.get("resources") or {}
+    if not r:
+        return [("resources", "-")]
+    lim = a.get("limits") or {}
+    when = "" if a.get("state") != "exited" else " (at exit)"
+
+    def mib(n: Any) -> str:
+        return "-" if not isinstance(n, (int, float)) else f"{n / 2**20:.1f} MiB"
+
+    runtime = a.get("runtime_s") or 0
+    cpu_ns = r.get("cpu_usage_ns")
+    cpu = "-" if not isinstance(cpu_ns, (int, float)) else f"{cpu_ns / 1e9:.3f}s"
+    if isinstance(cpu_ns, (int, float)) and runtime:
+        cpu += f" ({cpu_ns / 1e9 / runtime:.0%} of {runtime:.1f}s wall)"
+    if lim.get("cpu") is not None:
+        cpu += f", limit {lim['cpu']:g} CPU"
+    thr = r.get("cpu_nr_throttled")
+    thr_s = (r.get("cpu_throttled_ns") or 0) / 1e9
+    rows = [
+        ("memory", f"{mib(r.get('memory_current'))} now, {mib(r.get('memory_peak'))} peak, "
+                   f"limit {mib(lim.get('memory'))}; oom kills {r.get('oom_kills', '-')}{when}"),
+        ("cpu", cpu),
+        ("throttled", "-" if thr is None else f"{thr} periods, {thr_s:.3f}s held back"),
+        ("pids", f"{r.get('pids_current', '-')} of {lim.get('pids', '-')}"),
+    ]
+    return rows
 
 
 def _control(verb: str) -> Any:

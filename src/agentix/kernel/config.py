@@ -31,6 +31,8 @@ class KernelConfig(BaseModel):
     mailbox_capacity: int = Field(default=1000, ge=1, le=1_000_000)
     isolation: Literal["strict", "degraded"] = "strict"
     backend: Literal["auto", "bwrap", "plain"] = "auto"
+    # pre-started sandbox launchers (bwrap backend); see docs/isolation.md and bench/spawn.py
+    launcher_pool: int = Field(default=2, ge=0, le=64)
     limits: Limits = DEFAULT_LIMITS
 
     def effective_limits(self, requested: Limits) -> Limits:

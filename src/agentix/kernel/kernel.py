@@ -68,7 +68,7 @@ def select_substrate(config: KernelConfig) -> Substrate:
             if config.backend == "bwrap":
                 raise
         else:
-            return BwrapSubstrate()
+            return BwrapSubstrate(pool=config.launcher_pool)
     from agentix.sandbox.plain import PlainSubstrate
 
     return PlainSubstrate()
@@ -148,6 +148,7 @@ class Kernel:
             if report.exited:
                 log.warning("the last kernel left %d agents running; recorded them exited "
                             "(kernel_restart)", len(report.exited))
+        await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
 
@@ -387,6 +388,10 @@ class Kernel:
                 await self.events.record("budget.warning" if sig.kind == "warning" else "budget.exceeded",
                                          parent.agent_id, sig.to_data())
         try:
+            rec.last_stats = rec.handle.stats()  # the last sample: the cgroup goes next
+        except Exception:
+            log.exception("stats of %s failed", rec.agent_id)
+        try:
             await rec.handle.cleanup()
         except Exception:
             log.exception("cleanup of %s failed", rec.agent_id)
@@ -481,7 +486,8 @@ class Kernel:
             "taint": sorted(rec.taint),
             "mailbox": rec.mailbox.statistics(),
             "result": rec.result,
-            "resources": rec.handle.stats() if rec.handle is not None and rec.live else {},
+            "resources": (rec.handle.stats() if rec.handle is not None and rec.live
+                          else rec.last_stats),
             "budget": rec.budget.snapshot(time.monotonic()) if rec.budget is not None else None,
         })
         return data

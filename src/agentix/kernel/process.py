@@ -60,6 +60,7 @@ class AgentRecord:
     syscalls: int = 0
     budget: Any = None           # agentix.core.budget.BudgetLedger
     ended_mono: float | None = None
+    last_stats: dict[str, Any] = field(default_factory=dict)  # resources sampled at exit
 
     @property
     def live(self) -> bool:

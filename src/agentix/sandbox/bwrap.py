@@ -174,10 +174,22 @@ class BwrapHandle(Handle):
         if target is None:
             _kill(self.pid, sig)
             return
+        # bwrap --new-session makes its PID-1 process the session and group leader; the
+        # program and whatever it forked share that group. The group is signalled only if
+        # its leader is one of this agent's processes (never the kernel's own group). bwrap's
+        # init has no SIGTERM handler, so as a PID-namespace init it ignores the signal and
+        # exits when the program does.
         try:
-            os.killpg(target, sig)  # the agent leads its own session (bwrap --new-session)
-        except (ProcessLookupError, PermissionError):
-            _kill(target, sig)
+            pgid = os.getpgid(target)
+        except ProcessLookupError:
+            return
+        if pgid != os.getpgrp() and pgid in self.pids():
+            try:
+                os.killpg(pgid, sig)
+                return
+            except (ProcessLookupError, PermissionError):
+                pass
+        _kill(target, sig)
 
     def stats(self) -> dict[str, object]:
         out: dict[str, object] = self._cg.stats() if self._cg else {}

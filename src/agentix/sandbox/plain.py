@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from agentix.core.errors import IsolationUnavailable
 from agentix.sandbox.base import ExitInfo, Handle, LaunchSpec, Substrate
 
 __all__ = ["PlainSubstrate", "ALL_LAYERS"]
@@ -48,6 +49,10 @@ class PlainSubstrate(Substrate):
     name = "plain"
 
     async def spawn(self, spec: LaunchSpec) -> Handle:
+        if not spec.degraded_ok:  # refuse before anything of the agent runs
+            raise IsolationUnavailable(
+                f"cannot isolate agent {spec.name}: the plain backend provides no isolation layer; "
+                "set `isolation: degraded` to run it anyway", layer=ALL_LAYERS[0], missing=list(ALL_LAYERS))
         log = open(spec.log_path, "ab", buffering=0)
         try:
             proc = await asyncio.create_subprocess_exec(
