@@ -32,6 +32,8 @@ class KernelConfig(BaseModel):
     isolation: Literal["strict", "degraded"] = "strict"
     backend: Literal["auto", "bwrap", "plain"] = "auto"
     limits: Limits = DEFAULT_LIMITS
+    #: seconds an approval request waits for the operator before it counts as a deny
+    approval_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400)
 
     def effective_limits(self, requested: Limits) -> Limits:
         return requested.merged_over(self.limits)
