@@ -427,7 +427,10 @@ class CapabilityStage:
         if call.params.get("token") is not None:
             raws = [decode_token_param(call.params["token"])]
         else:
-            raws = [t.serialized for t in svc.tokens_of(rec.agent_id)]
+            # live tokens first; revoked ones last, so a revoked grant reports capability_revoked
+            held = svc.held.get(rec.agent_id, [])
+            live = svc.tokens_of(rec.agent_id)
+            raws = [t.serialized for t in live] + [t.serialized for t in held if t not in live]
             if not raws:
                 raise CapabilityDenied(f"{rec.name} holds no capability; {call.tool} needs one",
                                        reason="no_token", tool=call.tool,
