@@ -673,3 +673,23 @@ def test_s36_vault_secret_never_reaches_the_agent_or_the_logs(tmp_path, server):
     assert res2[0]["error"] == "capability_denied"
     blob = json.dumps(res) + Path(rec.log_path).read_text() + (tmp_path / "home" / "events.jsonl").read_text()
     assert secret not in blob
+
+
+def test_s35_pending_approvals_survive_a_kernel_restart(tmp_path):
+    async def first(w):
+        rec = await w.spawn(["tool: echo"], approval_required=["echo"])
+        res = await w.calls(rec, [["tool.call", {"name": "echo", "args": {"message": "later"}, "wait": False}]])
+        return res, (await w.op("approval.list"))["approvals"]
+
+    res, before = run(tmp_path, first)
+    assert res[0]["error"] == "approval_denied" and res[0]["data"]["reason"] == "pending"
+
+    async def second(w):
+        listed = (await w.op("approval.list"))["approvals"]
+        answered = await w.op("approval.respond", id=listed[0]["id"], approve=False, reason="after restart")
+        return listed, answered, w.events("approval.denied")
+
+    listed, answered, ev = run(tmp_path, second)  # a new kernel on the same home
+    assert [(a["id"], a["tool"], a["args"], a["state"]) for a in listed] == \
+        [(b["id"], b["tool"], b["args"], "pending") for b in before]
+    assert answered["state"] == "denied" and ev

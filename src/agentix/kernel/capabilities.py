@@ -186,15 +186,35 @@ class ApprovalBook:
     durable store so that pending approvals survive a restart.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self._items: dict[str, Approval] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self.args: dict[str, dict[str, Any]] = {}  # what the operator is shown
+        self.path = path  # the interim durable copy (JSON, replaced atomically on every change)
+        if path is not None and path.exists():
+            import orjson
+
+            self.restore(orjson.loads(path.read_bytes()))
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        import orjson
+
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, orjson.dumps(self.snapshot()))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
 
     def add(self, a: Approval, args: dict[str, Any]) -> None:
         self._items[a.id] = a
         self._waiters[a.id] = asyncio.Event()
         self.args[a.id] = args
+        self._save()
 
     def get(self, approval_id: str) -> Approval:
         try:
@@ -204,6 +224,7 @@ class ApprovalBook:
 
     def put(self, a: Approval) -> None:
         self._items[a.id] = a
+        self._save()
         if a.state != "pending" and a.id in self._waiters:
             self._waiters[a.id].set()
 
@@ -233,7 +254,10 @@ class ApprovalBook:
         for d in records:
             d = dict(d)
             args = d.pop("args", None) or {}
-            self.add(Approval.from_data(d), args)
+            a = Approval.from_data(d)
+            self._items[a.id] = a
+            self._waiters[a.id] = asyncio.Event()
+            self.args[a.id] = args
 
 
 # ---------------------------------------------------------------------------- the service
@@ -252,7 +276,7 @@ class CapabilityService:
         self.policy = load_taint_policy(k.home.root)
         self.gate = CallGate(self.authority, self.ledger, self.policy)
         self.held: dict[str, list[Token]] = {}
-        self.approvals = ApprovalBook()
+        self.approvals = ApprovalBook(k.home.root / "approvals.json")
         self.approval_timeout = float(getattr(k.config, "approval_timeout", DEFAULT_TIMEOUT))
         self.secrets: dict[str, str] = load_secrets(k.home.root, os.environ)
 
