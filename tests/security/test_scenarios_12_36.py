@@ -246,7 +246,7 @@ def test_s18_max_invocations(tmp_path):
     assert res[0]["ok"]["allowed"] is True
     assert [("ok" in r) for r in res[1:5]] == [True, True, True, False]
     assert res[4]["error"] == "capability_exhausted"
-    assert res[5]["error"] == "tool_error" and "ok" in res[6] and res[7]["error"] == "capability_exhausted"
+    assert res[5]["error"] == "not_found" and "ok" in res[6] and res[7]["error"] == "capability_exhausted"
 
 
 def test_s18_twenty_concurrent_calls_against_ten(tmp_path):
@@ -693,3 +693,41 @@ def test_s35_pending_approvals_survive_a_kernel_restart(tmp_path):
     assert [(a["id"], a["tool"], a["args"], a["state"]) for a in listed] == \
         [(b["id"], b["tool"], b["args"], "pending") for b in before]
     assert answered["state"] == "denied" and ev
+
+
+def _bwrap_ok() -> bool:
+    try:
+        from agentix.sandbox.bwrap import probe
+    except ImportError:
+        return False
+    return all(s.ok for s in probe().values())
+
+
+@pytest.mark.skipif(not _bwrap_ok(), reason="this host cannot provide every isolation layer")
+def test_s27_s10_exec_runs_sandboxed_under_bwrap(tmp_path):
+    """exec through the bwrap substrate: the program sees the caller's /workspace, not the host."""
+    async def go():
+        home = Home(tmp_path / "home")
+        home.create()
+        k = Kernel(home, KernelConfig(backend="bwrap", stop_grace=1.0))
+        await k.start()
+        prog = tmp_path / "probe.py"
+        prog.write_text(PROBE)
+        try:
+            rec = await k.spawn(parse_manifest({"name": "runner", "program": str(prog),
+                                                "capabilities": ["exec: [ls, cat, sleep]"]}))
+            (rec.workspace / "marker.txt").write_text("m")
+            await k.deliver(None, rec, {"calls": [tool("exec", argv=["ls", "/workspace"]),
+                                                  tool("exec", argv=["cat", "/etc/shadow"]),
+                                                  tool("exec", argv=["ls", str(k.home.root)]),
+                                                  tool("exec", argv=["sleep", "30"], timeout=1)]})
+            await k.wait(rec, 60)
+            return rec.result[-1]
+        finally:
+            await k.shutdown()
+
+    res = asyncio.run(go())
+    assert res[0]["ok"]["exit_code"] == 0 and "marker.txt" in res[0]["ok"]["output"]
+    assert res[1]["ok"]["exit_code"] != 0 and "root:" not in res[1]["ok"]["output"]
+    assert res[2]["ok"]["exit_code"] != 0  # the kernel's home is not in the sandbox
+    assert res[3]["error"] == "timeout"

@@ -433,6 +433,9 @@ class CapabilityStage:
     async def _tool(self, call: Call) -> None:
         k, svc = self.k, self.svc
         assert call.tool is not None
+        from agentix.tools.base import check_args
+
+        check_args(k.tools.get(call.tool), call.args)  # unknown tool, bad arguments: said first
         if call.tool in ("file_list", "grep") and "path" not in call.args:
             call.args = {**call.args, "path": "."}
         if call.caller.is_operator:

@@ -67,11 +67,13 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
             inj = inject(url, value, args.get("secret_as", "bearer"), args.get("secret_name"))
             url, secret_headers = inj.url, dict(inj.headers)
             used[name] = value
-        res = await web_fetch(
+        # in a task of its own: web_fetch uses asyncio.timeout, and the channel may run a
+        # request eagerly outside any task until it first blocks
+        res = await asyncio.create_task(web_fetch(
             url, permits=permits, method=args.get("method", "GET"), headers=args.get("headers"),
             body=args.get("body"), secret_headers=secret_headers,
             timeout=float(args.get("timeout", 30.0)),
-        )
+        ))
         if ctx.agent_id is not None:
             rec = k.table.get(ctx.agent_id)
             rec.taint.add(f"fetched_url:{args['url']}")
