@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agentix.core.errors import AgentixError, InvalidRequest
+from agentix.core.errors import AgentixError, InvalidRequest, NotFound, ToolError
 from agentix.core.paths import resolve_request, split_under
 from agentix.tools import fs
 from agentix.tools.base import ToolContext, ToolSpec
@@ -84,10 +84,12 @@ async def _run(ctx: ToolContext, fn: Any) -> dict[str, Any]:
     try:
         return loc.virtual(await asyncio.to_thread(fn, loc))
     except AgentixError as err:
+        if isinstance(err, ToolError) and err.data.get("errno") == "ENOENT":
+            err = NotFound(err.message, **err.data)  # a missing file is not_found to the caller
         err.message = loc.virtual(err.message)
         err.data = loc.virtual(err.data)
         err.args = (err.message,)
-        raise
+        raise err from None
 
 
 def _int(args: dict[str, Any], key: str, default: int | None) -> int | None:

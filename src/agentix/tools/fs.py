@@ -39,7 +39,6 @@ from agentix.core.errors import (
     CapabilityDenied,
     InvalidRequest,
     LimitExceeded,
-    NotFound,
     ToolError,
 )
 
@@ -157,7 +156,7 @@ def _refusal(err: OSError, shown: str) -> AgentixError:
             f"{shown}: a symbolic link (or a path leaving the grant) is refused", reason="symlink", path=shown
         )
     if err.errno == errno.ENOENT:
-        return NotFound(f"{shown}: no such file or directory", errno="ENOENT", path=shown)
+        return ToolError(f"{shown}: no such file or directory", errno="ENOENT", path=shown)
     if err.errno == errno.ENOTDIR:
         return ToolError(f"{shown}: a component is not a directory", errno="ENOTDIR", path=shown)
     if err.errno == errno.EISDIR:
