@@ -483,7 +483,8 @@ class CapabilityStage:
             await self._approve(call, rec, res, approved_id)
         svc.ledger.charge(res.token)  # before execution: a failing call still uses one
         call.meta["gate"] = res
-        call.meta["tokens"] = svc.gate.verified(raws, rec.agent_id, time.time())
+        if call.tool in _RESOURCE_TOOLS:  # the tools re-locate each path/host against them
+            call.meta["tokens"] = svc.gate.verified(raws, rec.agent_id, time.time())
         call.meta["subject"] = rec
 
     async def _approve(self, call: Call, rec: AgentRecord, res: GateResult, approved_id: Any) -> None:
