@@ -324,6 +324,13 @@ class CapabilityService:
     def tokens_of(self, agent_id: str) -> list[Token]:
         return [t for t in self.held.get(agent_id, []) if not self.ledger.is_revoked(t)]
 
+    def presented(self, agent_id: str) -> list[bytes]:
+        """The tokens an agent presents by default: live ones first, revoked ones last (so a
+        call that only a revoked token would allow reports ``capability_revoked``)."""
+        held = self.held.get(agent_id, [])
+        live = self.tokens_of(agent_id)
+        return [t.serialized for t in live] + [t.serialized for t in held if t not in live]
+
     def find_token(self, token_id: str) -> tuple[str, Token]:
         for holder, toks in self.held.items():
             for t in toks:
@@ -454,10 +461,7 @@ class CapabilityStage:
         if call.params.get("token") is not None:
             raws = [decode_token_param(call.params["token"])]
         else:
-            # live tokens first; revoked ones last, so a revoked grant reports capability_revoked
-            held = svc.held.get(rec.agent_id, [])
-            live = svc.tokens_of(rec.agent_id)
-            raws = [t.serialized for t in live] + [t.serialized for t in held if t not in live]
+            raws = svc.presented(rec.agent_id)
             if not raws:
                 raise CapabilityDenied(f"{rec.name} holds no capability; {call.tool} needs one",
                                        reason="no_token", tool=call.tool,
@@ -674,7 +678,7 @@ def _register_methods(k: Kernel, svc: CapabilityService, stage: CapabilityStage)
         if not isinstance(name, str) or not isinstance(args, dict):
             raise InvalidRequest('cap.check needs "name" and "args"', field="name")
         try:
-            res = svc.gate.check(tokens=[t.serialized for t in svc.tokens_of(rec.agent_id)],
+            res = svc.gate.check(tokens=svc.presented(rec.agent_id),
                                  holder=rec.agent_id, tool=name, args=args, now=time.time(),
                                  workspace=VIRTUAL_WORKSPACE, taint=TaintSet.from_strings(rec.taint),
                                  charge=False)
