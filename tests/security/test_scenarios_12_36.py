@@ -53,10 +53,12 @@ k.exit(out)
 
 # ---------------------------------------------------------------------------- harness
 class World:
-    def __init__(self, tmp: Path, **config: Any) -> None:
+    def __init__(self, tmp: Path, config_toml: str | None = None, **config: Any) -> None:
         self.tmp = tmp
         self.home = Home(tmp / "home")
         self.home.create()
+        if config_toml is not None:
+            (self.home.root / "config.toml").write_text(config_toml)
         self.prog = tmp / "probe.py"
         self.prog.write_text(PROBE)
         self.k = Kernel(self.home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0, **config))
@@ -79,9 +81,9 @@ class World:
         return self.k.events.tail(after=0, agent=agent, kind=kind, limit=100000)
 
 
-def run(tmp: Path, body, **config: Any) -> Any:
+def run(tmp: Path, body, config_toml: str | None = None, **config: Any) -> Any:
     async def go():
-        w = World(tmp, **config)
+        w = World(tmp, config_toml, **config)
         await w.k.start()
         try:
             return await body(w)
@@ -731,3 +733,25 @@ def test_s27_s10_exec_runs_sandboxed_under_bwrap(tmp_path):
     assert res[1]["ok"]["exit_code"] != 0 and "root:" not in res[1]["ok"]["output"]
     assert res[2]["ok"]["exit_code"] != 0  # the kernel's home is not in the sandbox
     assert res[3]["error"] == "timeout"
+
+
+def test_s32_an_approval_lets_one_tainted_call_through(tmp_path):
+    """A taint rule that says ``ask`` turns the call into an approval; the label stays."""
+    policy = '[taint]\nrules = [{tool = "exec", sources = ["agent_message"], action = "ask"}]\nextend = false\n'
+
+    async def body(w):
+        rec = await w.spawn(["exec: ls"], name="asker")
+        rec.taint.add("agent_message:ag-someone")
+        await w.k.deliver(None, rec, {"calls": [tool("exec", argv=["ls"]), tool("exec", argv=["ls"])]})
+        p = await _wait_pending(w)
+        assert p[0]["tool"] == "exec"
+        await w.op("approval.respond", id=p[0]["id"], approve=True)
+        p = await _wait_pending(w)
+        await w.op("approval.respond", id=p[0]["id"], approve=False, reason="no")
+        await w.k.wait(rec, 30)
+        return rec.result[-1], set(rec.taint)
+
+    res, taint = run(tmp_path, body, config_toml=policy)
+    assert res[0]["ok"]["exit_code"] == 0
+    assert res[1]["error"] == "approval_denied"
+    assert "agent_message:ag-someone" in taint  # approval covered one call; the label remains
