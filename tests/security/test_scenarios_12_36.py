@@ -755,3 +755,15 @@ def test_s32_an_approval_lets_one_tainted_call_through(tmp_path):
     assert res[0]["ok"]["exit_code"] == 0
     assert res[1]["error"] == "approval_denied"
     assert "agent_message:ag-someone" in taint  # approval covered one call; the label remains
+
+
+def test_s20_an_expired_grant_is_refused(tmp_path):
+    async def body(w):
+        rec = await w.spawn([{"grant": "tool: echo", "expires": 1}])
+        await w.k.deliver(None, rec, {"calls": [tool("echo", message="now")], "exit": False})
+        await asyncio.sleep(1.3)
+        return await w.calls(rec, [tool("echo", message="later")]), rec
+
+    res, rec = run(tmp_path, body)
+    assert rec.result[0][0]["ok"] == {"echo": "now"}
+    assert res[0]["error"] == "capability_expired"
