@@ -24,6 +24,7 @@ from agentix.core.units import parse_duration, parse_size
 
 __all__ = [
     "Budget",
+    "CapabilityEntry",
     "Limits",
     "Manifest",
     "MemoryConfig",

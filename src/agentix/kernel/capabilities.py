@@ -37,7 +37,7 @@ import secrets as _secrets
 import stat
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +68,13 @@ __all__ = [
     "CapabilityService",
     "CapabilityStage",
     "GrantGroup",
+    "decode_token_param",
+    "encode_token",
+    "install",
     "load_root_key",
     "load_secrets",
+    "load_taint_policy",
+    "manifest_groups",
 ]
 
 log = logging.getLogger(__name__)
@@ -261,11 +266,6 @@ class ApprovalBook:
 
 
 # ---------------------------------------------------------------------------- the service
-@dataclass
-class Held:
-    tokens: list[Token] = field(default_factory=list)
-
-
 class CapabilityService:
     """The kernel's authority, ledger, gate, held tokens, approvals and vault."""
 
@@ -470,8 +470,8 @@ class CapabilityStage:
         approved_id = call.params.get("approval")
         try:
             res = svc.gate.check(tokens=raws, holder=rec.agent_id, tool=call.tool, args=call.args,
-                             now=time.time(), workspace=VIRTUAL_WORKSPACE,
-                             taint=TaintSet.from_strings(call.taint), charge=False)
+                                 now=time.time(), workspace=VIRTUAL_WORKSPACE,
+                                 taint=TaintSet.from_strings(call.taint), charge=False)
         except AgentixError as err:
             if err.code == "taint_violation":
                 call.meta["denial_kind"] = "taint.violation"
