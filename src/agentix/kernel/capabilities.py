@@ -604,6 +604,14 @@ def install(k: Kernel) -> CapabilityService:
 
     svc = CapabilityService(k)
     k.caps = svc
+    if svc.secrets:  # every event record passes through redaction before it is written
+        raw_record = k.events.record
+
+        async def record(kind: str, agent_id: str | None, data: dict[str, Any],
+                         taint: tuple[str, ...] = ()) -> Any:
+            return await raw_record(kind, agent_id, svc.redact(data), taint)
+
+        k.events.record = record  # type: ignore[method-assign]
     stage = CapabilityStage(k, svc)
     k.cap_stage = stage
     k.pipeline.add_stage(stage)
