@@ -29,6 +29,8 @@ from agentix.sdk import Kernel
 from agentix.sdk.errors import KernelNotRunning
 from agentix.sdk.kernel import AgentInfo
 
+STANDARD = ("preset: standard",)  # what the kernel tests give their agents
+
 PROGRAMS = Path(__file__).parent / "programs"
 ISOLATION = os.environ.get("AGENTIX_TEST_ISOLATION", "strict")
 
@@ -146,6 +148,9 @@ class Daemon:
     # -- helpers for tests
     def spawn(self, prog: str, *args: str, name: str | None = None, message: Any = None,
               **fields: Any) -> str:
+        # kernel-mechanics tests run agents with the standard preset (agents hold nothing by
+        # default); capability refusals are tested in tests/security/test_scenarios_12_36.py
+        fields.setdefault("capabilities", list(STANDARD))
         manifest = {"name": name or Path(prog).stem.replace("_", "-"), "program": program(prog),
                     "args": list(args), **fields}
         r = self.client.spawn(manifest, message=message)

@@ -118,7 +118,7 @@ from agentix.agents.loop import LOOP_TOOLS, ToolLoop
 k = agent.connect()
 k.recv(timeout=10)
 child = k.spawn({"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
-                 "isolation": "degraded"})
+                 "isolation": "degraded", "capabilities": ["message_send: asker"]})
 res = ToolLoop(k, list(LOOP_TOOLS.values())).run("ask the keeper")
 k.send(child.agent_id, {"kind": "shutdown"})
 k.wait_child(child.agent_id, timeout=30)
@@ -146,7 +146,9 @@ def test_send_and_wait_between_real_agents(tmp_path):
                 return {"text": tools[0]["content"], "tool_calls": [], "usage": {}, "stop_reason": "end_turn"}
             return _think(call.params)
         k.pipeline.register(MethodSpec("think", think, agent=True, checked=False), replace=True)
-        rec = await k.spawn(parse_manifest({"name": "asker", "program": str(prog), "isolation": "degraded"}),
+        rec = await k.spawn(parse_manifest({"name": "asker", "program": str(prog), "isolation": "degraded",
+                                            "capabilities": ["spawn_child: keeper",
+                                                             "message_send: [keeper, asker]"]}),
                             message="go")
         await k.wait(rec, 60)
         await k.shutdown()

@@ -94,13 +94,13 @@ def test_agent_sdk_typed_messages_children_and_errors(kernel, tmp_path: Path) ->
         "                 ('denied', lambda: k.tools.file_read(path='/etc/passwd')),\n"
         "                 ('timeout', lambda: k.wait_child(child.agent_id, timeout=0.05))]:\n"
         "    if name == 'timeout':\n"
-        "        child = k.spawn({'name': 'kid', 'program': 'typed_agent.py'}, message='as a child')\n"
+        "        child = k.spawn({'name': 'kid', 'program': 'typed_agent.py', 'capabilities': ['preset: standard']}, message='as a child')\n"
         "    try:\n        fn()\n    except Exception as e:\n        out[name] = type(e).__name__\n"
         "ex = k.wait_child(child.agent_id, timeout=20)\n"
         "out['child'] = [type(ex).__name__, ex.ok, ex.reason]\n"
         "if k.info()['depth'] == 0:\n    k.exit(out)\n"
         "k.exit('child done')\n")
-    r = kernel.client.spawn(program=prog, message={"hi": 1})
+    r = kernel.client.spawn(program=prog, message={"hi": 1}, capabilities=["preset: standard"])
     info = kernel.client.wait(r.agent_id, timeout=30)
     assert info.reason == "completed", kernel.client.logs(r.agent_id)[0]
     assert info.result == {

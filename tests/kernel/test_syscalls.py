@@ -44,7 +44,7 @@ def test_an_agent_cannot_act_as_another_by_sending_its_id(kernel) -> None:
     info, write, recv, _exit, stop, kill, invoke, shutdown, wait_child = res
     attacker = info["ok"]["agent_id"]
     assert attacker != victim and info["ok"]["name"] == "attacker"
-    assert write["ok"]["path"] == "owned.txt"
+    assert write["ok"]["path"] == "/workspace/owned.txt"  # paths are shown in the agent's view
     assert not (vws / "owned.txt").exists()  # it landed in the attacker's own workspace
     assert (Path(kernel.client.status(attacker).raw["workspace"]) / "owned.txt").exists()
     assert recv == {"ok": {"message": None}}  # the attacker's own (empty) mailbox
@@ -230,13 +230,15 @@ def test_ipc_broadcast_reaches_the_tree_but_not_other_trees(kernel) -> None:
         ["agent.wait_child", {"agent_id": "$0", "timeout": 10}],
         ["agent.wait_child", {"agent_id": "$1", "timeout": 10}],
     ])
-    info = kernel.run("calls.py", parent_prog, name="parent")
+    # the parent may message its two children by name and nobody else
+    info = kernel.run("calls.py", parent_prog, name="parent",
+                      capabilities=["spawn_child: *", "message_send: [kid-a, kid-b]"])
     a, b, bc, cross, wa, wb = info.result
     assert wa["ok"]["result"][0]["ok"]["message"]["message"] == "hello tree", wa
     assert wb["ok"]["result"][0]["ok"]["message"]["message"] == "hello tree", wb
     ids = sorted([a["ok"]["agent_id"], b["ok"]["agent_id"]])
     assert sorted(bc["ok"]["delivered"]) == ids and bc["ok"]["failed"] == []
-    assert cross["error"] == "capability_denied"  # messaging is confined to one's own tree
+    assert cross["error"] == "capability_denied"  # no message_send grant names the stranger
     assert kernel.client.wait(stranger, timeout=10).result == []
     got = [e for e in kernel.client.events(kind="message.delivered")]
     assert sorted(e["agent"] for e in got) == ids
@@ -325,4 +327,4 @@ def tmp_wait_prog(kernel) -> str:
     pkg.mkdir(exist_ok=True)
     (pkg / "__main__.py").write_text(prog.read_text().replace("'program': 'calls.py'", "'program': 'waiterpkg/calls.py'"))
     (pkg / "calls.py").write_text(Path(program("calls.py")).read_text())
-    return kernel.client.spawn(program=pkg, name="waiter").agent_id
+    return kernel.client.spawn(program=pkg, name="waiter", capabilities=["preset: standard"]).agent_id

@@ -17,7 +17,8 @@ mode = sys.argv[1]
 if mode == "chain":
     info = k.info()
     try:
-        child = k.spawn({"name": "link", "program": "spawner.py", "args": ["chain"]})
+        child = k.spawn({"name": "link", "program": "spawner.py", "args": ["chain"],
+                         "capabilities": ["preset: standard"]})
     except AgentixError as err:
         k.exit({"depth": info["depth"], "error": err.code, "data": err.data})
     ex = k.wait_child(child.agent_id, timeout=60)
@@ -28,7 +29,8 @@ elif mode == "tree":
     kids = []
     for i in range(n):
         args = ["tree", str(n), str(levels - 1)] if levels > 1 else ["sleep"]
-        kids.append(k.spawn({"name": f"kid-{i}", "program": "spawner.py", "args": args}).agent_id)
+        kids.append(k.spawn({"name": f"kid-{i}", "program": "spawner.py", "args": args,
+                             "capabilities": ["preset: standard"]}).agent_id)
     print("children", " ".join(kids), flush=True)
     if extra == ["exit"]:
         k.exit({"children": kids})

@@ -569,7 +569,8 @@ def run_children(k: KernelLike, items: list[dict[str, Any]], config: LoopConfig)
 # ---------------------------------------------------------------------- the program
 def _tool_defs(k: KernelLike, info: dict[str, Any]) -> list[ToolDef]:
     listed = k.call("tool.list")["tools"]
-    allowed = set(info.get("tools") or [d["name"] for d in listed])
+    # the kernel's sys.info lists the tools the agent's grants allow (possibly none)
+    allowed = set(info["tools"] if "tools" in info else [d["name"] for d in listed])
     defs = [ToolDef(d["name"], d.get("description", ""), d.get("input_schema") or {"type": "object"})
             for d in listed if d["name"] in allowed and d["name"] not in LOOP_TOOLS]
     loop_names = info.get("loop_tools", list(LOOP_TOOLS))

@@ -35,7 +35,9 @@ def team_section(k: Kernel, console: Console) -> dict[str, Any]:
     """A coordinator spawns three workers; one crashes part-way; the rest finish."""
     console.rule("[bold]1. A team of agents: coordinator + three workers (one crashes)")
     t0 = time.monotonic()
-    root = k.spawn(program=str(PROGRAMS / "demo_team"), name="coordinator")
+    root = k.spawn(program=str(PROGRAMS / "demo_team"), name="coordinator", capabilities=[
+        "file_read: {workspace}/*", "file_write: {workspace}/*",  # its own workspace only
+        "spawn_child: worker", "message_send: [coordinator, worker]"])
     seen = 0
     names: dict[str, str] = {root.agent_id: "coordinator"}
     # stream the interesting events while the team runs

@@ -495,6 +495,12 @@ def demo(demo_home: Path | None, as_json: bool) -> None:
     sys.exit(run_demo(demo_home, as_json=as_json, console=out))
 
 
+from agentix.cli.security import COMMANDS as _SECURITY_COMMANDS  # noqa: E402
+
+for _cmd in _SECURITY_COMMANDS:
+    cli.add_command(_cmd)
+
+
 def main() -> None:
     cli(prog_name="agentix")
 

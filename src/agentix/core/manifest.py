@@ -24,6 +24,7 @@ from agentix.core.units import parse_duration, parse_size
 
 __all__ = [
     "Budget",
+    "CapabilityEntry",
     "Limits",
     "Manifest",
     "MemoryConfig",
@@ -92,6 +93,22 @@ class MemoryConfig(_Model):
     shared_identity: str | None = None
 
 
+class CapabilityEntry(_Model):
+    """One limited grant set of a manifest's ``capabilities`` list."""
+
+    grant: list[str] | str
+    max_invocations: int | None = Field(default=None, ge=0)
+    expires: float | None = None  # seconds from the spawn
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _expires(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
+
+    def grant_strings(self) -> list[str]:
+        return [self.grant] if isinstance(self.grant, str) else list(self.grant)
+
+
 class Manifest(_Model):
     name: str
     model: str | None = None
@@ -99,7 +116,9 @@ class Manifest(_Model):
     program: str | None = None
     args: list[str] = Field(default_factory=list)
     lifecycle: Literal["on_demand", "persistent"] = "on_demand"
-    capabilities: list[str] | str = Field(default_factory=list)
+    #: grant strings, or mappings ``{grant: "tool: echo", max_invocations: 3, expires: 10m}``
+    #: (``grant`` may also be a list of strings); each mapping becomes its own token
+    capabilities: list[str | CapabilityEntry] | str = Field(default_factory=list)
     approval_required: list[str] = Field(default_factory=list)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     budget: Budget = Field(default_factory=Budget)

@@ -11,6 +11,9 @@ Agent system calls (the agent's inherited channel)::
     sys.info  sys.exit  tool.call  tool.list  ipc.send  ipc.recv  ipc.broadcast
     agent.spawn_child  agent.wait_child
 
+Capability methods (``cap.*``, ``approval.*``, ``sys.untaint``, ``agent.stop_child``,
+``agent.kill_child``) live in ``kernel/capabilities.py``.
+
 Each handler validates its parameters and raises ``InvalidRequest`` naming the field.
 """
 
@@ -187,11 +190,15 @@ def register(k: Kernel) -> None:
         return await spec.handler(ctx, call.args)
 
     async def tool_call(call: Call) -> dict[str, Any]:
+        if "dry_run" in call.meta:  # a pure check: nothing charged, nothing run
+            return call.meta["dry_run"]
         return await run_tool(call, caller_rec(call))
 
     async def tool_invoke(call: Call) -> dict[str, Any]:
-        subject = None
-        if call.params.get("agent_id") is not None:
+        if "dry_run" in call.meta:
+            return call.meta["dry_run"]
+        subject = call.meta.get("subject")  # set by the capability stage (acting as that agent)
+        if subject is None and call.params.get("agent_id") is not None:
             subject = k.table.find_live(_req(call.params, "agent_id", str, "an agent id"))
             call.subject = subject.agent_id
             call.taint |= subject.taint
@@ -202,27 +209,21 @@ def register(k: Kernel) -> None:
         rec = caller_rec(call)
         return {"agent_id": rec.agent_id, "name": rec.name, "parent": rec.parent,
                 "depth": rec.depth, "workspace": "/workspace", "limits": rec.limits.model_dump(),
-                "tools": k.tools.names(), "taint": sorted(rec.taint),
-                "capabilities": rec.manifest.capabilities, "manifest": rec.manifest.to_data()}
+                "taint": sorted(rec.taint), "capabilities": rec.manifest.to_data()["capabilities"],
+                "manifest": rec.manifest.to_data(),
+                **k.caps.info(rec.agent_id)}  # tokens, grants and the tools they allow
 
     async def sys_exit(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
         rec.result = call.params.get("result")
         return {"ok": True}
 
-    def may_message(sender: AgentRecord, target: AgentRecord) -> None:
-        # until capability grants name targets: own tree only (same root)
-        if sender.root != target.root:
-            raise CapabilityDenied(
-                f"{sender.name} may not message {target.name}: it is outside its agent tree",
-                reason="not_in_tree", to=target.agent_id)
-
     async def ipc_send(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
         target = k.table.find_live(_req(call.params, "to", str, "an agent id or live name"))
         if "message" not in call.params:
             raise InvalidRequest('missing parameter "message"', field="message")
-        may_message(rec, target)
+        # the capability stage checked (and charged) a message_send grant naming the target
         return await k.deliver(rec, target, call.params["message"])
 
     async def ipc_recv(call: Call) -> dict[str, Any]:
@@ -238,6 +239,8 @@ def register(k: Kernel) -> None:
         for target in k.table:
             if target.agent_id == rec.agent_id or not target.live or target.root != rec.root:
                 continue
+            if not k.cap_stage.may_message(rec, target):
+                continue  # only the agents its message_send grants name
             try:
                 await k.deliver(rec, target, call.params["message"])
                 delivered.append(target.agent_id)

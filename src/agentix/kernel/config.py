@@ -34,6 +34,8 @@ class KernelConfig(BaseModel):
     # pre-started sandbox launchers (bwrap backend); see docs/isolation.md and bench/spawn.py
     launcher_pool: int = Field(default=2, ge=0, le=64)
     limits: Limits = DEFAULT_LIMITS
+    #: seconds an approval request waits for the operator before it counts as a deny
+    approval_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400)
 
     def effective_limits(self, requested: Limits) -> Limits:
         return requested.merged_over(self.limits)

@@ -75,6 +75,8 @@ def select_substrate(config: KernelConfig) -> Substrate:
 
 
 class Kernel:
+    caps: Any       # agentix.kernel.capabilities.CapabilityService
+    cap_stage: Any  # agentix.kernel.capabilities.CapabilityStage
     memory: Any
     skills: Any
     state_store: Any
@@ -121,15 +123,16 @@ class Kernel:
 
         home.create()  # the store, archives and keys live in the home
         api.register(self)
+        from agentix.kernel import capabilities
+
+        capabilities.install(self)  # root key, tokens, the check stage, file/web/exec tools
         install_agent_services(self)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
-        from agentix.tools import echo, workspace_files
+        from agentix.tools import echo
 
-        self.tools.register(echo.SPEC)
-        for spec in workspace_files.SPECS:
-            self.tools.register(spec)
+        self.tools.register(echo.SPEC)  # file, web and exec tools: kernel/capabilities.install
 
     async def _stop_for_budget(self, agent_id: str, reason: str) -> None:
         try:
@@ -229,6 +232,15 @@ class Kernel:
                      program_base: Path | None, degraded_ok: bool, depth: int,
                      budget: BudgetLedger) -> AgentRecord:
         agent_id = self._new_id()
+        # delegation first: a refused grant leaves nothing behind (no workspace, no process)
+        try:
+            tokens = self.caps.tokens_for_spawn(manifest, parent, agent_id)
+        except AgentixError as err:
+            if parent is not None:
+                await self.events.record("capability.denied", parent.agent_id, {
+                    "method": "agent.spawn_child", "error": err.code, "message": err.message,
+                    "child": manifest.name, **err.data})
+            raise
         workspace = self.home.workspaces / agent_id
         log_path = self.home.logs / f"{agent_id}.log"
         name = self.table.unique_name(manifest.name)
@@ -291,6 +303,7 @@ class Kernel:
                          "missing_layers": list(handle.missing_layers),
                          "degraded": bool(handle.missing_layers)}
         self.table.add(rec)
+        self.caps.install(agent_id, tokens)
         if parent is not None:
             parent.children.append(agent_id)
         rec.set_state("running")
@@ -301,9 +314,12 @@ class Kernel:
             rec.tasks.append(asyncio.create_task(self._wall_clock(rec, limits.wall_clock)))
         await self.events.record("agent.spawned", agent_id, {
             "name": name, "parent": rec.parent, "pid": rec.pid, "program": manifest.program,
-            "capabilities": manifest.capabilities if isinstance(manifest.capabilities, list) else [manifest.capabilities],
+            "capabilities": rec.manifest.to_data()["capabilities"],
             "limits": limits.model_dump(), "isolation": rec.isolation,
         }, tuple(sorted(rec.taint)))
+        await self.events.record("capability.granted", agent_id, {
+            "tokens": [self.caps.describe_token(t) for t in tokens],
+            "grants": [g for t in tokens for g in t.grants.strings()]})
         if handle.missing_layers:
             await self.events.record("isolation.degraded", agent_id,
                                      {"missing_layers": list(handle.missing_layers)})
@@ -382,6 +398,10 @@ class Kernel:
             rec.state = "exited"
         self.table.release_name(rec)
         self.inference.cancel_agent(rec.agent_id)
+        revoked = self.caps.revoke_agent(rec.agent_id)  # a dead agent's tokens die with it
+        if revoked:
+            await self.events.record("capability.revoked", rec.agent_id,
+                                     {"token_ids": revoked, "why": "agent exited"})
         if rec.parent is not None and rec.budget is not None:
             parent = self.table.get(rec.parent)
             for sig in parent.budget.close_child(rec.budget, time.monotonic()):

@@ -80,6 +80,34 @@ class Kernel:
     def call(self, method: str, **params: Any) -> Any:
         return self.conn.call(method, params)
 
+    # -- capabilities and approvals (operator)
+    def caps(self, agent_id: str | None = None) -> list[dict[str, Any]]:
+        """Tokens held (by one agent, or by every agent)."""
+        return self.conn.call("cap.list", {"agent_id": agent_id} if agent_id else {})["tokens"]
+
+    def grant(self, agent_id: str, grants: list[str], *, max_invocations: int | None = None,
+              expires: str | float | None = None) -> dict[str, Any]:
+        """Mint a new root token for a live agent (the operator may grant anything)."""
+        return self.conn.call("cap.grant", {"agent_id": agent_id, "grants": grants,
+                                            "max_invocations": max_invocations, "expires": expires})
+
+    def revoke(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token and every token derived from it."""
+        return self.conn.call("cap.revoke", {"token_id": token_id})
+
+    def check(self, agent_id: str, name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Would this tool call be allowed for that agent? (charges nothing)"""
+        return self.conn.call("cap.check", {"agent_id": agent_id, "name": name, "args": args or {}})
+
+    def approvals(self, *, all: bool = False) -> list[dict[str, Any]]:
+        return self.conn.call("approval.list", {"all": all})["approvals"]
+
+    def approve(self, approval_id: str, reason: str | None = None) -> dict[str, Any]:
+        return self.conn.call("approval.respond", {"id": approval_id, "approve": True, "reason": reason})
+
+    def deny(self, approval_id: str, reason: str | None = None) -> dict[str, Any]:
+        return self.conn.call("approval.respond", {"id": approval_id, "approve": False, "reason": reason})
+
     # -- kernel
     def info(self) -> dict[str, Any]:
         return self.conn.call("kernel.info")

@@ -38,7 +38,10 @@ def main() -> None:
     for i, share in enumerate(shares):
         job = {"files": dict(share), "reply_to": k.name,
                "crash_after": 1 if i == 1 else None}  # worker 2 will crash part-way
-        child = k.spawn({"name": f"worker-{i + 1}", "program": WORKER,
+        # the kernel names them worker, worker-2, worker-3; each gets its own /workspace
+        child = k.spawn({"name": "worker", "program": WORKER,
+                         "capabilities": ["file_read: {workspace}/*", "file_write: {workspace}/*",
+                                          "message_send: coordinator"],
                          "limits": {"memory": "256M", "pids": 32, "wall_clock": "60s"}}, message=job)
         workers.append(child)
         k.tools.file_write(path="log.txt", content=f"spawned {child.name} {child.agent_id}\n", append=True)

@@ -1,0 +1,156 @@
+"""Kernel tools with outside effects: ``web_fetch`` and ``exec``.
+
+Rules:
+
+- ``web_fetch``: the host (and, after resolution, the address) must be permitted by one of
+  the caller's tokens, re-checked on every redirect; private/loopback addresses only when a
+  grant names them explicitly. A ``secret`` named in the call must be granted (``secret:
+  NAME``); the kernel injects it (bearer, header or query) and the agent never sees it: the
+  result, the event log and the audit are redacted. The fetched content taints the caller's
+  context with ``fetched_url:<url>``.
+- ``exec``: argv only (never a shell string); ``argv[0]`` must be named by an ``exec:`` grant
+  (checked by the capability stage). The program runs in a sandbox like an agent's (same
+  substrate, the caller's workspace as /workspace, no network, the caller's limits), with a
+  timeout (killed and reported as ``timeout``) and output capped; stdout and stderr go to one
+  file under the kernel's home and are returned from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets as _secrets
+import signal
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from agentix.core.errors import CapabilityDenied, InvalidRequest, Timeout
+from agentix.core.grants import Request
+from agentix.sandbox.base import LaunchSpec
+from agentix.tools.base import ToolContext, ToolSpec
+
+if TYPE_CHECKING:
+    from agentix.kernel.kernel import Kernel
+
+__all__ = ["make_specs"]
+
+EXEC_OUTPUT_CAP = 256 * 1024
+EXEC_MAX_TIMEOUT = 600.0
+
+
+def make_specs(k: Kernel) -> list[ToolSpec]:
+    async def web_fetch_tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        from agentix.tools.secrets import inject
+        from agentix.tools.web_fetch import web_fetch
+
+        tokens = list(ctx.call.meta.get("tokens") or [])
+        if not tokens:
+            raise InvalidRequest('web_fetch acts for an agent; name it with "agent_id"', field="agent_id")
+
+        def permits(host: str, address: str | None) -> bool:
+            req = Request.make("network", host, address)
+            return any(t.permits(req) for t in tokens)
+
+        url = args["url"]
+        secret_headers: dict[str, str] = {}
+        used: dict[str, str] = {}
+        name = args.get("secret")
+        if name is not None:
+            if not any(t.permits(Request("secret", name)) for t in tokens):
+                raise CapabilityDenied(f"no capability allows secret: {name}", reason="not_granted",
+                                       request=f"secret: {name}")
+            value = k.caps.secrets.get(name)
+            if value is None:
+                raise InvalidRequest(f"the vault holds no secret {name!r}", field="secret")
+            inj = inject(url, value, args.get("secret_as", "bearer"), args.get("secret_name"))
+            url, secret_headers = inj.url, dict(inj.headers)
+            used[name] = value
+        # in a task of its own: web_fetch uses asyncio.timeout, and the channel may run a
+        # request eagerly outside any task until it first blocks
+        res = await asyncio.create_task(web_fetch(
+            url, permits=permits, method=args.get("method", "GET"), headers=args.get("headers"),
+            body=args.get("body"), secret_headers=secret_headers,
+            timeout=float(args.get("timeout", 30.0)),
+        ))
+        if ctx.agent_id is not None:
+            rec = k.table.get(ctx.agent_id)
+            rec.taint.add(f"fetched_url:{args['url']}")
+        from agentix.tools.secrets import redact
+
+        return redact(res, {**k.caps.secrets, **used})
+
+    async def exec_tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        argv = args["argv"]
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise InvalidRequest("exec: argv must be a non-empty list of strings", field="argv")
+        if "/" in argv[0]:
+            raise InvalidRequest("exec: argv[0] is a program name, not a path", field="argv")
+        timeout = float(args.get("timeout", 30.0))
+        if not 0 < timeout <= EXEC_MAX_TIMEOUT:
+            raise InvalidRequest(f"exec: timeout must be in (0, {EXEC_MAX_TIMEOUT:g}] s", field="timeout")
+        if ctx.agent_id is None or ctx.workspace is None:
+            raise InvalidRequest('exec runs in an agent\'s workspace; name it with "agent_id"', field="agent_id")
+        rec = k.table.get(ctx.agent_id)
+        run_id = "ex-" + _secrets.token_hex(4)
+        out_dir = k.home.root / "exec"
+        out_dir.mkdir(mode=0o700, exist_ok=True)
+        out_path = out_dir / f"{run_id}.out"
+        ksock, asock = socket.socketpair()
+        os.set_inheritable(asock.fileno(), True)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
+               "AGENTIX_AGENT_ID": rec.agent_id}
+        spec = LaunchSpec(
+            agent_id=f"{rec.agent_id}-{run_id}", name=f"{rec.name}-exec",
+            argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
+            workspace=ctx.workspace, env=env, channel_fd=asock.fileno(), log_path=out_path,
+            limits=rec.limits, network=False,
+            degraded_ok=bool(rec.isolation.get("degraded")) or k.config.isolation == "degraded",
+        )
+        start = time.monotonic()
+        try:
+            handle = await k.substrate.spawn(spec)
+        finally:
+            asock.close()
+        timed_out = False
+        try:
+            try:
+                info = await asyncio.wait_for(asyncio.shield(handle.wait()), timeout=timeout)
+            except asyncio.TimeoutError:
+                timed_out = True
+                handle.signal(signal.SIGKILL)
+                info = await handle.wait()
+        finally:
+            ksock.close()
+            await handle.cleanup()
+        try:
+            with open(out_path, "rb") as f:
+                data = f.read(EXEC_OUTPUT_CAP + 1)
+        except FileNotFoundError:
+            data = b""
+        finally:
+            out_path.unlink(missing_ok=True)
+        if timed_out:
+            raise Timeout(f"exec {argv[0]} was killed after {timeout:g} s", reason="timeout",
+                          timeout=timeout, program=argv[0])
+        return k.caps.redact({
+            "exit_code": info.code, "signal": info.signal,
+            "output": data[:EXEC_OUTPUT_CAP].decode("utf-8", errors="replace"),
+            "truncated": len(data) > EXEC_OUTPUT_CAP,
+            "duration_s": round(time.monotonic() - start, 3),
+        })
+
+    return [
+        ToolSpec("web_fetch", "Fetch a URL (http/https) the grants allow; optional vault secret.", {
+            "type": "object", "additionalProperties": False, "required": ["url"],
+            "properties": {
+                "url": {"type": "string"}, "method": {"type": "string"},
+                "headers": {"type": "object"}, "body": {"type": "string"},
+                "secret": {"type": "string"}, "secret_as": {"type": "string"},
+                "secret_name": {"type": "string"}, "timeout": {"type": "number"}}}, web_fetch_tool),
+        ToolSpec("exec", "Run a program (argv list, never a shell) sandboxed in the workspace.", {
+            "type": "object", "additionalProperties": False, "required": ["argv"],
+            "properties": {"argv": {"type": "array", "items": {"type": "string"}},
+                           "timeout": {"type": "number"}}}, exec_tool),
+    ]

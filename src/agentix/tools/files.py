@@ -1,0 +1,170 @@
+"""The kernel's file tools: file_read, file_read_many, file_list, file_write, file_edit, grep.
+
+Rules:
+
+- They run after the capability stage, which verified the caller's tokens and put them in
+  ``call.meta["tokens"]`` (the token that authorised the call first). Each path is located
+  again here with ``fs.locate`` against those tokens (``file_read_many`` checks every path and
+  reports a denied one as a partial failure).
+- Paths are in the agent's view: relative paths and ``/workspace/...`` mean the *caller's*
+  workspace. A located path under ``/workspace`` is opened beneath the caller's host
+  workspace directory (the whole remainder, so ``openat2``'s no-symlink rule covers every
+  component the agent could have made); any other path is a real host path opened beneath the
+  granted directory. Results and errors show virtual paths, never the host's.
+- The operator (``tool.invoke`` without ``agent_id``) holds no tokens: it must name an agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentix.core.errors import AgentixError, InvalidRequest, NotFound, ToolError
+from agentix.core.paths import resolve_request, split_under
+from agentix.tools import fs
+from agentix.tools.base import ToolContext, ToolSpec
+
+__all__ = ["SPECS", "VIRTUAL_WORKSPACE"]
+
+VIRTUAL_WORKSPACE = "/workspace"
+
+
+def _tokens(ctx: ToolContext) -> list[Any]:
+    meta = ctx.call.meta
+    toks = list(meta.get("tokens") or [])
+    gate = meta.get("gate")
+    if gate is not None:
+        toks = [gate.token] + [t for t in toks if t.id != gate.token.id]
+    if not toks:
+        raise InvalidRequest(f"tool {ctx.call.tool} needs an agent's capabilities; the operator "
+                             'must name the agent with "agent_id"', field="agent_id")
+    return toks
+
+
+def _under_ws(norm: str) -> bool:
+    return norm == VIRTUAL_WORKSPACE or norm.startswith(VIRTUAL_WORKSPACE + "/")
+
+
+class _Locator:
+    def __init__(self, ctx: ToolContext) -> None:
+        self.tokens = _tokens(ctx)
+        self.ws = ctx.workspace
+
+    def __call__(self, kind: str, path: str) -> tuple[str, str]:
+        root, rel = fs.locate_any(self.tokens, kind, path, VIRTUAL_WORKSPACE)
+        norm = resolve_request(path, VIRTUAL_WORKSPACE)
+        if _under_ws(norm):
+            if self.ws is None:
+                raise InvalidRequest("a /workspace path needs an agent", field="agent_id")
+            return str(self.ws), split_under(VIRTUAL_WORKSPACE, norm)
+        return root, rel
+
+    def virtual(self, obj: Any) -> Any:
+        """``obj`` with the host workspace path shown as /workspace."""
+        if self.ws is None:
+            return obj
+        host = str(self.ws)
+
+        def walk(x: Any) -> Any:
+            if isinstance(x, str):
+                if x == host or x.startswith(host + "/"):
+                    return VIRTUAL_WORKSPACE + x[len(host):]
+                return x.replace(host + "/", VIRTUAL_WORKSPACE + "/").replace(host, VIRTUAL_WORKSPACE)
+            if isinstance(x, dict):
+                return {k: walk(v) for k, v in x.items()}
+            if isinstance(x, list):
+                return [walk(v) for v in x]
+            return x
+
+        return walk(obj)
+
+
+async def _run(ctx: ToolContext, fn: Any) -> dict[str, Any]:
+    loc = _Locator(ctx)
+    try:
+        return loc.virtual(await asyncio.to_thread(fn, loc))
+    except AgentixError as err:
+        if isinstance(err, ToolError) and err.data.get("errno") == "ENOENT":
+            err = NotFound(err.message, **err.data)  # a missing file is not_found to the caller
+        err.message = loc.virtual(err.message)
+        err.data = loc.virtual(err.data)
+        err.args = (err.message,)
+        raise err from None
+
+
+def _int(args: dict[str, Any], key: str, default: int | None) -> int | None:
+    v = args.get(key, default)
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+        raise InvalidRequest(f"{key} must be a non-negative integer", field=key)
+    return v
+
+
+async def file_read(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    offset = _int(args, "offset", 0) or 0
+    limit = _int(args, "limit", None)
+    return await _run(ctx, lambda loc: fs.file_read(*loc("file_read", args["path"]), offset=offset, limit=limit))
+
+
+async def file_read_many(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    return await _run(ctx, lambda loc: fs.file_read_many(lambda p: loc("file_read", p), args["paths"]))
+
+
+async def file_list(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    path = args.get("path") or "."
+    return await _run(ctx, lambda loc: fs.file_list(*loc("file_read", path),
+                                                    recursive=bool(args.get("recursive", False))))
+
+
+async def grep(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    path = args.get("path") or "."
+    return await _run(ctx, lambda loc: fs.grep(*loc("file_read", path), args["pattern"],
+                                               regex=bool(args.get("regex", True)),
+                                               ignore_case=bool(args.get("ignore_case", False))))
+
+
+async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    def go(loc: _Locator) -> dict[str, Any]:
+        res = fs.file_write(*loc("file_write", args["path"]), args["content"],
+                            append=bool(args.get("append", False)),
+                            create_parents=bool(args.get("create_parents", True)))
+        res["bytes"] = res["bytes_written"]  # the name older callers read
+        return res
+
+    return await _run(ctx, go)
+
+
+async def file_edit(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    def go(loc: _Locator) -> dict[str, Any]:
+        loc("file_read", args["path"])  # both rights: read what is edited
+        return fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
+                            replace_all=bool(args.get("replace_all", False)))
+
+    return await _run(ctx, go)
+
+
+_PATH = {"type": "string", "description": "a path; relative paths are in /workspace"}
+
+
+def _schema(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+SPECS = [
+    ToolSpec("file_read", "Read a file (offset/limit in bytes; at most 1 MiB per call).",
+             _schema({"path": _PATH, "offset": {"type": "integer"}, "limit": {"type": "integer"}}, ["path"]),
+             file_read),
+    ToolSpec("file_read_many", f"Read up to {fs.MAX_READ_MANY} files; each result says ok or why not.",
+             _schema({"paths": {"type": "array", "items": {"type": "string"}}}, ["paths"]), file_read_many),
+    ToolSpec("file_list", "List a directory (recursive optional; symlinks are listed, never followed).",
+             _schema({"path": _PATH, "recursive": {"type": "boolean"}}, []), file_list),
+    ToolSpec("file_write", "Write a file (atomic replace) or append to it; parent directories are "
+             "created unless create_parents is false.",
+             _schema({"path": _PATH, "content": {"type": "string"}, "append": {"type": "boolean"},
+                      "create_parents": {"type": "boolean"}}, ["path", "content"]), file_write),
+    ToolSpec("file_edit", "Replace text in a file: old must occur exactly once unless replace_all.",
+             _schema({"path": _PATH, "old": {"type": "string"}, "new": {"type": "string"},
+                      "replace_all": {"type": "boolean"}}, ["path", "old", "new"]), file_edit),
+    ToolSpec("grep", "Lines matching a pattern in a file or directory tree.",
+             _schema({"pattern": {"type": "string"}, "path": _PATH, "regex": {"type": "boolean"},
+                      "ignore_case": {"type": "boolean"}}, ["pattern"]), grep),
+]
