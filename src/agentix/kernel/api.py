@@ -106,13 +106,22 @@ def register(k: Kernel) -> None:
         rec = await k.wait(agent_param(call), _timeout(call.params, None))
         return k.status(rec)
 
+    async def forget_persistent(rec: AgentRecord) -> None:
+        # the operator stopped it: a persistent root is not started again at the next start
+        if rec.parent is None and rec.manifest.lifecycle == "persistent" and getattr(k, "state_store", None):
+            await asyncio.to_thread(k.state_store.forget_agent, rec.name)
+
     async def agent_stop(call: Call) -> dict[str, Any]:
         grace = _opt(call.params, "grace", (int, float), "a number of seconds", None)
-        rec = await k.stop(agent_param(call), reason="killed", detail="stopped by the operator", grace=grace)
+        rec = agent_param(call)
+        await forget_persistent(rec)
+        rec = await k.stop(rec, reason="killed", detail="stopped by the operator", grace=grace)
         return rec.summary()
 
     async def agent_kill(call: Call) -> dict[str, Any]:
-        rec = await k.kill(agent_param(call))
+        rec = agent_param(call)
+        await forget_persistent(rec)
+        rec = await k.kill(rec)
         return rec.summary()
 
     async def agent_pause(call: Call) -> dict[str, Any]:

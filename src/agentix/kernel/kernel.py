@@ -290,6 +290,9 @@ class Kernel:
             "capabilities": manifest.capabilities if isinstance(manifest.capabilities, list) else [manifest.capabilities],
             "limits": limits.model_dump(), "isolation": rec.isolation,
         }, tuple(sorted(rec.taint)))
+        if parent is None and manifest.lifecycle == "persistent" and getattr(self, "state_store", None):
+            # started again when the kernel starts (kernel/persistent.py), until the operator stops it
+            await asyncio.to_thread(self.state_store.remember_agent, name, manifest.to_data())
         if handle.missing_layers:
             await self.events.record("isolation.degraded", agent_id,
                                      {"missing_layers": list(handle.missing_layers)})
