@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from agentix.sdk import Kernel
+from tests.agents.daemon_util import ROOT, _env, start_daemon, stop_daemon
 from tests.fakes.routed_openai import AgentScripts, RoutedOpenAIServer, call, config_toml, text
-
-ROOT = Path(__file__).resolve().parents[2]
 
 PLAN = {"subtasks": [
     {"id": "alpha", "role": "writer", "goal": "write notes about alpha",
@@ -45,40 +42,6 @@ SCRIPTS = {
     "beta": [call("echo", message="hello from beta"), text("beta result")],
     "gamma": [call("skill_read", skill_name="code-review", file="../research-report/SKILL.md"), _after_denial],
 }
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "AGENTIX_MODEL"}
-    env["AGENTIX_HOME"] = str(home)
-    env["PYTHONPATH"] = str(ROOT / "src")
-    return env
-
-
-def start_daemon(home: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "agentix.kernel.daemon", "--home", str(home)],
-                            env=_env(home), stdout=subprocess.DEVNULL, stderr=open(home / "d.log", "ab"))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (home / "d.log").read_text()
-        try:
-            with Kernel(home, connect_timeout=1.0) as k:
-                k.info()
-            return proc
-        except Exception:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the daemon did not come up: " + (home / "d.log").read_text())
-
-
-def stop_daemon(home: Path, proc: subprocess.Popen) -> None:
-    try:
-        with Kernel(home) as k:
-            k.shutdown()
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_goal_end_to_end_through_the_cli(tmp_path):

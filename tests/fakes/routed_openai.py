@@ -17,7 +17,7 @@ from typing import Any
 
 from tests.fakes.openai_server import FakeOpenAIServer, Scripted
 
-__all__ = ["AgentScripts", "RoutedOpenAIServer", "call", "config_toml", "text"]
+__all__ = ["AgentScripts", "RoutedOpenAIServer", "call", "config_toml", "system_text", "text", "tool_results"]
 
 Route = Callable[[dict[str, Any]], Scripted]
 
