@@ -4,7 +4,7 @@ Many agents talk to one model at once, so a single FIFO of answers cannot say wh
 what. ``RoutedOpenAIServer(route)`` asks ``route(body) -> Scripted`` for each request (the
 real OpenAI wire format in and out, over real HTTP on 127.0.0.1). ``AgentScripts`` is a
 route: an agent is recognised by a marker ``[agent:NAME]`` in its system prompt, and its
-turn is the number of assistant messages in the request; the plan, synthesis and summary
+turn is the number of requests it made before (so a summarised history does not change it); the plan, synthesis and summary
 calls of the orchestrator and the loop are recognised by their system prompts.
 """
 
@@ -70,6 +70,7 @@ class AgentScripts:
         self.plan_calls = 0
         self.summary_calls = 0
         self.seen: list[tuple[str, int]] = []
+        self.turns: dict[str, int] = {}
 
     def __call__(self, data: dict[str, Any]) -> Scripted:
         system = system_text(data)
@@ -88,7 +89,8 @@ class AgentScripts:
         if m is None:
             raise LookupError(f"no [agent:NAME] marker in the system prompt: {system[:200]!r}")
         name = m.group(1)
-        turn = sum(1 for x in data["messages"] if x.get("role") == "assistant")
+        turn = self.turns.get(name, 0)
+        self.turns[name] = turn + 1
         self.seen.append((name, turn))
         turns = self.scripts[name]
         t = turns[min(turn, len(turns) - 1)]
