@@ -131,6 +131,7 @@ def llm_section(k: Kernel, console: Console, *, max_tokens: int | None = None) -
     min_served = min((by_id[a]["served"] if a in by_id else 0) for a in ids)
     completed = all(r["reason"] == "completed" for r in results.values())
     ok = completed and min_served >= MIN_SERVED and fair >= 0.9
+    console.print()
     console.print(f"  checks: ten agent processes completed: {completed}; every agent served "
                   f"{MIN_SERVED}+ times: {min_served >= MIN_SERVED} (min {min_served}); shares follow weights "
                   f"(weighted Jain {fair:.3f} >= 0.9) → {'[green]held[/]' if ok else '[red]FAILED[/]'}"

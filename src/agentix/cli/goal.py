@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 
 from agentix.sdk import Kernel
@@ -63,16 +64,19 @@ class GoalWatch:
         return a.name if a else (aid or "kernel")
 
     def feed(self, e: dict[str, Any]) -> str | None:
-        """Take one event; return a line to print (rich markup) or None."""
+        """Take one event; return a line to print (rich markup, agent text escaped) or None."""
+        return self._feed(e)
+
+    def _feed(self, e: dict[str, Any]) -> str | None:
         kind, aid, d = e["kind"], e.get("agent"), e.get("data") or {}
         if kind == "agent.spawned" and (aid in self.agents or d.get("parent") in self.agents):
             caps = d.get("capabilities") or []
             a = self.agents.setdefault(aid, _Agent(aid, d.get("name", aid), d.get("parent")))
             a.name, a.capabilities, a.started = d.get("name", aid), list(caps), e["ts"]
             by = f" by {self.name(d.get('parent'))}" if d.get("parent") else ""
-            return f"[cyan]spawned[/] {a.name} [dim]{aid}{by}[/] grants: {', '.join(map(str, caps)) or '-'}"
+            return f"[cyan]spawned[/] {escape(a.name)} [dim]{aid}{escape(by)}[/] grants: {escape(', '.join(map(str, caps)) or '-')}"
         if kind == "agent.spawn_failed" and d.get("parent") in self.agents:
-            return f"[red]spawn refused[/] {d.get('name')} by {self.name(d.get('parent'))}: {d.get('message')}"
+            return escape(f"spawn refused {d.get('name')} by {self.name(d.get('parent'))}: {d.get('message')}")
         if aid not in self.agents:
             return None
         a = self.agents[aid]
@@ -84,41 +88,41 @@ class GoalWatch:
         if kind == "tool.invoked":
             a.calls += 1
             args = json.dumps(d.get("args") or {}, default=str)
-            return f"  {a.name} → [bold]{d.get('tool')}[/] [dim]{args[:100]}[/]"
+            return f"  {escape(a.name)} → [bold]{escape(str(d.get('tool')))}[/] [dim]{escape(args[:100])}[/]"
         if kind == "tool.result" and not d.get("ok"):
-            return f"  {a.name} ← [red]{d.get('tool')} failed[/]: {d.get('error')}: {str(d.get('message'))[:120]}"
+            return escape(f"  {a.name} ← {d.get('tool')} failed: {d.get('error')}: {str(d.get('message'))[:120]}")
         if kind.startswith("capability.") or kind == "call.refused":
             a.denied += 1
             what = d.get("tool") or d.get("method")
-            return f"  [red]denied[/] {a.name}: {what}: {str(d.get('message'))[:160]}"
+            return "  [red]denied[/] " + escape(f"{a.name}: {what}: {str(d.get('message'))[:160]}")
         if kind == "loop.progress":
             stage = d.get("stage")
             if stage == "plan":
                 subs = d.get("subtasks") or []
-                lines = [f"[magenta]plan[/] by {a.name}: {len(subs)} subtasks"]
+                lines = [f"[magenta]plan[/] by {escape(a.name)}: {len(subs)} subtasks"]
                 for s in subs:
                     dep = f" (after {', '.join(s.get('depends_on') or [])})" if s.get("depends_on") else ""
-                    lines.append(f"    {s.get('id')} [{s.get('role')}]{dep}: {str(s.get('goal'))[:100]}")
+                    lines.append(escape(f"    {s.get('id')} [{s.get('role')}]{dep}: {str(s.get('goal'))[:100]}"))
                 return "\n".join(lines)
             if stage == "wave":
                 skipped = f", skipped {d.get('skipped')}" if d.get("skipped") else ""
-                return f"[magenta]wave {d.get('index')}[/]: running {', '.join(d.get('subtasks') or [])}{skipped}"
+                return f"[magenta]wave {d.get('index')}[/]: " + escape(f"running {', '.join(d.get('subtasks') or [])}{skipped}")
             if stage == "subtask":
                 colour = "green" if d.get("ok") else "red"
-                return f"[magenta]subtask[/] {d.get('id')}: [{colour}]{d.get('outcome')}[/]"
+                return f"[magenta]subtask[/] {escape(str(d.get('id')))}: [{colour}]{escape(str(d.get('outcome')))}[/]"
             if stage == "plan_invalid":
-                return f"[yellow]invalid plan[/] (attempt {d.get('attempt')}): {d.get('error')}"
-            return f"[magenta]{stage}[/] {json.dumps(d, default=str)[:160]}"
+                return f"[yellow]invalid plan[/] (attempt {d.get('attempt')}): " + escape(str(d.get("error")))
+            return escape(f"{stage} {json.dumps(d, default=str)[:160]}")
         if kind == "loop.repeat_call":
-            return f"  [yellow]{a.name} repeats {d.get('tool')} ({d.get('count')}x)[/]"
+            return "  [yellow]" + escape(f"{a.name} repeats {d.get('tool')} ({d.get('count')}x)") + "[/]"
         if kind == "loop.context_summarised":
-            return f"  [dim]{a.name} summarised {d.get('messages')} messages → {d.get('archive')}[/]"
+            return "  [dim]" + escape(f"{a.name} summarised {d.get('messages')} messages → {d.get('archive')}") + "[/]"
         if kind == "budget.exceeded":
-            return f"  [red]{a.name} budget exceeded[/]: {d.get('message')}"
+            return "  [red]budget exceeded[/] " + escape(f"{a.name}: {d.get('message')}")
         if kind == "agent.exited":
             a.runtime_s, a.reason = d.get("runtime_s"), d.get("reason")
             colour = "green" if a.reason == "completed" else "red"
-            return f"[{colour}]exited[/] {a.name} ({a.reason}) after {a.runtime_s:.1f}s"
+            return f"[{colour}]exited[/] {escape(a.name)} ({a.reason}) after {a.runtime_s or 0:.1f}s"
         if kind == "goal.finished" and aid == self.root:
             self.finished = d
             return None
@@ -137,7 +141,7 @@ class GoalWatch:
                 outcome = f"{outcome} / {result.get('stop_reason')}"
             elif a.agent_id in per_sub and per_sub[a.agent_id].get("stop_reason"):
                 outcome = f"{outcome} / {per_sub[a.agent_id]['stop_reason']}"
-            t.add_row(a.name, a.agent_id, outcome, str(a.input_tokens), str(a.output_tokens),
+            t.add_row(escape(a.name), a.agent_id, escape(outcome), str(a.input_tokens), str(a.output_tokens),
                       f"{a.cost_usd:.4f}", f"{a.runtime_s:.1f}s" if a.runtime_s is not None else "-",
                       str(a.calls), str(a.denied))
             total.input_tokens += a.input_tokens
@@ -201,7 +205,7 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
     if isinstance(result, dict):
         if result.get("error"):
             err = result["error"]
-            console.print(f"[red]the orchestrator stopped: {err.get('error')}: {err.get('message')}[/]")
+            console.print("[red]the orchestrator stopped:[/] " + escape(f"{err.get('error')}: {err.get('message')}"))
         console.print(f"outcome: [bold]{result.get('stop_reason')}[/]"
                       + (f" — {len(result.get('plan') or [])} subtasks" if result.get("plan") else ""))
     else:
@@ -209,7 +213,7 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
                       f"see `agentix logs {r['agent_id']}`[/]")
     fin = watch.finished or {}
     if fin.get("output"):
-        console.print(f"output: {fin['output']} ({', '.join(fin.get('files') or []) or 'no files'})")
+        console.print(escape(f"output: {fin['output']} ({', '.join(fin.get('files') or []) or 'no files'})"))
     if fin.get("error"):
         console.print(f"[red]{fin['error']}[/]")
     return 0 if ok else 1
