@@ -101,6 +101,7 @@ class OrchestratorConfig:
     plan_attempts: int = 3
     max_tokens: int = 1500        # the synthesis
     plan_max_tokens: int = 1024
+    child_max_iterations: int = 20
     loop: LoopConfig = field(default_factory=LoopConfig)
     synthesise: bool = True
 
@@ -197,6 +198,7 @@ class Orchestrator:
     def _item(self, sub: Subtask, goal: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         manifest: dict[str, Any] = {
             "name": sub.id, "program": LOOP_PROGRAM, "capabilities": self._child_caps(sub),
+            "max_iterations": self.config.child_max_iterations,
             "system_prompt": sub.system_prompt or (
                 f"You are a {sub.role} agent working on one part of a larger goal: {goal!r}. "
                 "Do your part well and answer with your result as text."),

@@ -212,7 +212,16 @@ def register(k: Kernel) -> None:
         return {"agent_id": rec.agent_id, "name": rec.name, "parent": rec.parent,
                 "depth": rec.depth, "workspace": "/workspace", "limits": rec.limits.model_dump(),
                 "tools": k.tools.names(), "taint": sorted(rec.taint),
-                "capabilities": rec.manifest.capabilities, "manifest": rec.manifest.to_data()}
+                "capabilities": rec.manifest.capabilities, "manifest": rec.manifest.to_data(),
+                **context_window(rec)}
+
+    def context_window(rec: AgentRecord) -> dict[str, Any]:
+        # a local engine's slot is small (4096 tokens by default): the loop summarises before it fills
+        try:
+            pcfg, _ = k.inference.config.resolve(rec.manifest.model)
+        except Exception:
+            return {}
+        return {"context_window": pcfg.context} if pcfg.kind == "local" else {}
 
     async def sys_exit(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
