@@ -6,6 +6,8 @@ its figures; the demo prints them and returns 0 only if every section's checks h
 
 from __future__ import annotations
 
+import importlib.resources
+import importlib.util
 import json
 import shutil
 import tempfile
@@ -16,12 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-import agentix.agents
 from agentix.sdk import Kernel
 
 __all__ = ["run_demo"]
 
-PROGRAMS = Path(agentix.agents.__file__).parent
+# the built-in programs are data to the CLI: located, never imported (the CLI sits on the SDK)
+PROGRAMS = Path(str(importlib.resources.files("agentix.agents")))
 
 
 def _fmt_s(x: float | None) -> str:
@@ -138,11 +140,8 @@ def run_demo(home: Path | None, *, as_json: bool = False, console: Console | Non
 
 def _isolation_for_host() -> str | None:
     """Strict where the sandbox backend exists; otherwise degraded, said out loud above."""
-    try:
-        import agentix.sandbox.bwrap  # noqa: F401  # type: ignore[import-not-found]
-    except ImportError:
-        return "degraded"
-    return None
+    # a probe for the backend's presence, not an import: the CLI never loads kernel-side code
+    return None if importlib.util.find_spec("agentix.sandbox.bwrap") is not None else "degraded"
 
 
 def _wait_gone(home: Path, timeout: float = 15.0) -> None:

@@ -76,6 +76,12 @@ class AgentixGroup(click.Group):
             if extra and err.code not in ("internal_error",):
                 detail = f" [dim]({err.code})[/]"
             fail(f"{err.message}{detail}", exit_code_for(err))
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (ConnectionError, OSError) as err:
+            fail(f"lost the connection to the kernel: {err}", EXIT_INTERNAL)
+        except Exception as err:  # a CLI bug: keep exit 1 for "the agent failed"
+            fail(f"internal error: {err!r}", EXIT_INTERNAL)
 
 
 @click.group(cls=AgentixGroup)
@@ -134,10 +140,11 @@ def up(obj: Ctx, foreground: bool, isolation: str | None) -> None:
     if kernel_running(obj.home):
         fail(f"a kernel is already running for {obj.home}", EXIT_NO_KERNEL)
     if foreground:
-        from agentix.kernel.daemon import main as daemon_main
-
+        # exec the daemon in this process (the CLI sits above the SDK only; it never imports the kernel)
         args = ["--home", str(obj.home)] + (["--isolation", isolation] if isolation else [])
-        sys.exit(daemon_main(args))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "agentix.kernel.daemon", *args])
     with out.status("starting the kernel…"):
         pid = start_kernel(obj.home, isolation)
     out.print(f"[green]kernel running[/] pid {pid}, home {obj.home}")

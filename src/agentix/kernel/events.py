@@ -23,6 +23,12 @@ class EventLog:
         self._file = open(path, "ab") if path is not None else None
         self._seq = 0
         self._waiters: set[asyncio.Event] = set()
+        self._flush_scheduled = False
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._file is not None:
+            self._file.flush()
 
     async def record(
         self, kind: str, agent_id: str | None, data: dict[str, Any], taint: tuple[str, ...] = ()
@@ -33,7 +39,10 @@ class EventLog:
         self._ring.append(entry)
         if self._file is not None:
             self._file.write(orjson.dumps(entry) + b"\n")
-            self._file.flush()
+            if not self._flush_scheduled:
+                # one write(2) per loop iteration, not one per event (the hot path records two)
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
         for ev in self._waiters:
             ev.set()
         return entry

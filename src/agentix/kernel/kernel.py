@@ -44,7 +44,7 @@ from agentix.kernel.dispatch import Caller, EventSink, Pipeline
 from agentix.kernel.events import EventLog
 from agentix.kernel.home import Home
 from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable
-from agentix.rpc.server import serve_connection
+from agentix.rpc.server import serve_socket
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolRegistry
 
@@ -279,9 +279,8 @@ class Kernel:
         if parent is not None:
             parent.children.append(agent_id)
         rec.set_state("running")
-        reader, writer = await asyncio.open_connection(sock=kernel_sock, limit=self.config.frame_limit + 1)
         caller = Caller(agent_id=agent_id, name=name, workspace=workspace)
-        rec.tasks.append(asyncio.create_task(self._serve_agent(rec, caller, reader, writer)))
+        rec.tasks.append(asyncio.create_task(self._serve_agent(rec, caller, kernel_sock)))
         rec.tasks.append(asyncio.create_task(self._reap(rec)))
         if limits.wall_clock:
             rec.tasks.append(asyncio.create_task(self._wall_clock(rec, limits.wall_clock)))
@@ -348,18 +347,12 @@ class Kernel:
         return src.name
 
     # ------------------------------------------------------------------ the channel
-    async def _serve_agent(self, rec: AgentRecord, caller: Caller,
-                           reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_agent(self, rec: AgentRecord, caller: Caller, sock: socket.socket) -> None:
         async def handler(method: str, params: dict[str, Any]) -> Any:
             rec.syscalls += 1
             return await self.pipeline.run(caller, method, params, taint=rec.taint)
 
-        try:
-            await serve_connection(reader, writer, handler, frame_limit=self.config.frame_limit,
-                                   name=f"agent {rec.agent_id}")
-        except asyncio.CancelledError:
-            writer.close()
-            raise
+        await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}")
 
     # ------------------------------------------------------------------ exit
     async def _reap(self, rec: AgentRecord) -> None:
@@ -426,7 +419,8 @@ class Kernel:
                                              grace=grace) for c in live), return_exceptions=True)
         assert rec.handle is not None
         grace = self.config.stop_grace if grace is None else grace
-        rec.handle.signal(signal.SIGTERM)
+        # no grace (agent.kill) means SIGKILL at once, not a SIGTERM the process may die of first
+        rec.handle.signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
         if was_paused:
             if not rec.handle.freeze(False):
                 rec.handle.signal(signal.SIGCONT)

@@ -30,7 +30,8 @@ from agentix.rpc.framing import (
     validate_request,
 )
 
-__all__ = ["Handler", "PeerCredentials", "peer_credentials", "serve_connection", "start_unix_server"]
+__all__ = ["Handler", "PeerCredentials", "peer_credentials", "serve_connection", "serve_socket",
+           "start_unix_server"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,41 @@ async def _answer(handler: Handler, msg: Any) -> dict[str, Any] | None:
             req_id, InternalError(f"internal error while handling {method}; see the kernel log")
         )
     return None if is_notification else result_reply(req_id, result)
+
+
+def _start_eagerly(coro: Any) -> asyncio.Task[Any] | None:
+    """Run ``coro`` until it first blocks; only then give it a task (3.12's eager tasks, by hand).
+
+    Most system calls never block, so they finish here without a task or an extra trip
+    round the event loop (bench/syscall.py: the task per request was the hot path's largest
+    cost). A call that blocks is driven on by ``_drive`` from where it stopped, so one slow
+    call still never holds up the next.
+    """
+    try:
+        fut = coro.send(None)
+    except StopIteration:
+        return None
+    except Exception:
+        log.exception("request handler failed")
+        return None
+    return asyncio.ensure_future(_drive(coro, fut))
+
+
+async def _drive(coro: Any, fut: Any) -> None:
+    """Finish a started coroutine: wait for what it waits on, then resume it (as a Task would)."""
+    try:
+        while True:
+            if fut is None:
+                await asyncio.sleep(0)  # a bare yield: give the loop one turn
+            else:
+                fut._asyncio_future_blocking = False  # what Task.__step does with a yielded future
+                try:
+                    await fut
+                except BaseException:  # noqa: BLE001 - the coroutine reads the outcome itself
+                    pass
+            fut = coro.send(None)
+    except StopIteration:
+        return
 
 
 async def serve_connection(
@@ -123,9 +159,10 @@ async def serve_connection(
                 send(error_reply(None, err))
                 continue
             await gate.acquire()
-            task = asyncio.create_task(run_one(msg))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
+            task = _start_eagerly(run_one(msg))
+            if task is not None:  # the call blocked: it goes on as its own task
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
             try:
                 await writer.drain()
             except (ConnectionError, OSError):
@@ -144,6 +181,130 @@ async def serve_connection(
             await writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+        log.debug("%s closed", name)
+
+
+class _ChannelProtocol(asyncio.Protocol):
+    """One connection served straight from ``data_received`` (no StreamReader, no reader task).
+
+    Same wire rules as ``serve_connection`` (see rpc/framing.py); a request that does not
+    block is answered within the ``data_received`` call that delivered it.
+    """
+
+    def __init__(self, handler: Handler, frame_limit: int, name: str, done: asyncio.Future[None]) -> None:
+        self.handler, self.frame_limit, self.name, self.done = handler, frame_limit, name, done
+        self.buf = bytearray()
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.transport: asyncio.Transport | None = None
+        self.write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, reply: Any) -> None:
+        t = self.transport
+        if reply is not None and t is not None and not t.is_closing():
+            t.write(encode(reply))
+
+    async def run_one(self, msg: Any) -> None:
+        if isinstance(msg, list):
+            if not msg:
+                self.send(error_reply(None, InvalidRequest("an empty batch is not a request")))
+                return
+            replies = [r for r in await asyncio.gather(*(_answer(self.handler, m) for m in msg)) if r]
+            if replies:
+                self.send(replies)
+        else:
+            self.send(await _answer(self.handler, msg))
+
+    def _too_large(self) -> None:
+        self.send(error_reply(None, InvalidRequest(
+            f"frame larger than the limit of {self.frame_limit} bytes; connection closed",
+            limit=self.frame_limit)))
+        self.buf.clear()
+        assert self.transport is not None
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.buf += data
+        start = 0
+        buf = self.buf
+        while True:
+            i = buf.find(b"\n", start)
+            if i < 0:
+                if len(buf) - start >= self.frame_limit:
+                    return self._too_large()
+                break
+            if i + 1 - start > self.frame_limit:
+                return self._too_large()
+            frame = bytes(buf[start:i])
+            start = i + 1
+            if not frame.strip():
+                continue
+            try:
+                msg = decode(frame)
+            except AgentixError as err:
+                self.send(error_reply(None, err))
+                continue
+            task = _start_eagerly(self.run_one(msg))
+            if task is not None:
+                self.in_flight.add(task)
+                task.add_done_callback(self._finished)
+                if len(self.in_flight) >= MAX_IN_FLIGHT:
+                    self.transport.pause_reading()
+            if self.transport.is_closing():
+                break
+        del buf[:start]
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        t = self.transport
+        if t is not None and not t.is_closing() and not self.write_paused and len(self.in_flight) < MAX_IN_FLIGHT:
+            t.resume_reading()
+
+    # backpressure: a peer that does not read its replies is not read from either
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and len(self.in_flight) < MAX_IN_FLIGHT:
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False  # a half frame left in the buffer is dropped; close our side
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for task in self.in_flight:
+            task.cancel()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def serve_socket(sock: socket.socket, handler: Handler, *, frame_limit: int = DEFAULT_FRAME_LIMIT,
+                       name: str = "connection") -> None:
+    """Serve one connected socket (an agent's channel) until it closes or this is cancelled.
+
+    The fast path for agent channels: requests are decoded and started in ``data_received``
+    (see ``_ChannelProtocol``); wire behaviour is the same as ``serve_connection``.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    transport, proto = await loop.connect_accepted_socket(
+        lambda: _ChannelProtocol(handler, frame_limit, name, done), sock=sock)
+    try:
+        await done
+    finally:
+        transport.close()
+        pending = list(proto.in_flight)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         log.debug("%s closed", name)
 
 
@@ -168,6 +329,14 @@ async def start_unix_server(
             writer.write(encode(error_reply(None, InvalidRequest(
                 "permission denied: the kernel accepts operator connections only from its own "
                 "user or root", uid=creds.uid))))
+            # closing with the peer's request still unread would reset the connection and
+            # lose the reply: half-close, swallow what it sent (bounded, briefly), then close
+            try:
+                await writer.drain()
+                writer.write_eof()
+                await asyncio.wait_for(reader.read(frame_limit), timeout=1.0)
+            except (asyncio.TimeoutError, ConnectionError, OSError):
+                pass
             writer.close()
             return
         try:
@@ -178,12 +347,18 @@ async def start_unix_server(
 
     if path.exists() or path.is_symlink():
         path.unlink()
+    # bind under a temporary name and rename once listening: the socket appears only when it
+    # accepts (a client racing bind() and listen() would otherwise get ECONNREFUSED)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    if tmp.exists() or tmp.is_symlink():
+        tmp.unlink()
     old_umask = os.umask(0o177)
     try:
-        server = await asyncio.start_unix_server(on_connect, path=str(path), limit=frame_limit + 1)
+        server = await asyncio.start_unix_server(on_connect, path=str(tmp), limit=frame_limit + 1)
     finally:
         os.umask(old_umask)
-    os.chmod(path, 0o600)
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, path)
     return server
 
 

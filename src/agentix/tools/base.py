@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentix.core.errors import InvalidRequest, NotFound
 
-if TYPE_CHECKING:
-    from agentix.kernel.dispatch import Call  # noqa: F401  (type only; tools sit below the kernel)
 
 __all__ = ["ToolContext", "ToolRegistry", "ToolSpec", "check_args"]
 
@@ -27,7 +25,7 @@ class ToolContext:
     """What a tool handler may use: the call, whose workspace it acts in, kernel services."""
 
     services: Any            # the kernel's service object (mailboxes, config...), typed loosely
-    call: Any                # agentix.kernel.dispatch.Call
+    call: Any                # agentix.kernel.dispatch.Call (not imported: tools sit below the kernel)
     agent_id: str | None
     workspace: Path | None
 

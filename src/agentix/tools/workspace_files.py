@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import Any
@@ -110,13 +111,30 @@ def _write(root: Path, path: str, content: str, append: bool) -> dict[str, Any]:
             finally:
                 os.close(fd)
         else:
-            tmp = f".{name}.agentix-tmp-{os.getpid()}"
+            # rename() would replace a symlink (or fail on a directory) after the temporary
+            # file exists: refuse those first, and never leave the temporary file behind
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                raise OSError(errno.ELOOP, "is a symlink")
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.EISDIR, "is a directory")
+            tmp = f".{name}.agentix-tmp-{os.getpid()}-{secrets.token_hex(4)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
             try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dfd)
+                except OSError:
+                    pass
+                raise
     except OSError as err:
         raise _os_error(path, err) from None
     finally:

@@ -1,0 +1,238 @@
+"""Shared fixtures: a REAL kernel daemon in a subprocess, and helpers to run agent programs.
+
+``kernel`` starts ``python -m agentix.kernel.daemon --home <tmp> --isolation <mode>``, waits
+for its socket, yields a ``Daemon`` (an ``agentix.sdk.Kernel`` client plus the home path),
+and at the end shuts it down and checks that no agent process (nor anything left in an
+agent's process group) survived.
+
+The isolation mode is ONE fixture, ``isolation_mode``: ``strict`` (the sandbox backend) by
+default; ``AGENTIX_TEST_ISOLATION=degraded`` runs the same suite on a host without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentix.sdk import Kernel
+from agentix.sdk.errors import KernelNotRunning
+from agentix.sdk.kernel import AgentInfo
+
+PROGRAMS = Path(__file__).parent / "programs"
+ISOLATION = os.environ.get("AGENTIX_TEST_ISOLATION", "strict")
+
+
+def program(name: str) -> str:
+    """Absolute path of a test agent program under tests/programs/."""
+    p = PROGRAMS / name
+    assert p.exists(), p
+    return str(p)
+
+
+def short_tmp(prefix: str = "ax-") -> Path:
+    """A short temporary directory (AF_UNIX socket paths are limited to 108 bytes)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def pids_in_groups(pgids: set[int]) -> list[int]:
+    """Live processes whose process group is one of ``pgids`` (an agent's leftovers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) in pgids:
+            found.append(int(entry))
+    return found
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (by parent pid), whatever namespace or session it is in."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out: set[int] = set()
+    stack = [root]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            if c not in out:
+                out.add(c)
+                stack.append(c)
+    return out
+
+
+def wait_until(pred: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``pred`` until true or ``timeout`` (monotonic); return the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+class Daemon:
+    """A kernel daemon running in a subprocess, with an SDK client connected to it."""
+
+    def __init__(self, home: Path, isolation: str, config: dict[str, Any] | None = None) -> None:
+        self.home = home
+        self.isolation = isolation
+        home.mkdir(parents=True, exist_ok=True)
+        if config:
+            lines = ["[kernel]"] + [f"{k} = {json.dumps(v)}" for k, v in config.items()]
+            (home / "config.toml").write_text("\n".join(lines) + "\n")
+        self.log = open(home.parent / f"{home.name}-daemon.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentix.kernel.daemon", "--home", str(home),
+             "--isolation", isolation],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.socket = home / "agentixd.sock"
+        ok = wait_until(lambda: self.socket.exists() or self.proc.poll() is not None, timeout=15)
+        if not ok or self.proc.poll() is not None:
+            raise RuntimeError(f"kernel did not start: {self.daemon_log()}")
+        # the socket file appears at bind(), a moment before listen(): connect until it answers
+        self.client = wait_until(self._try_connect, timeout=10)
+        if not self.client:
+            raise RuntimeError(f"kernel socket never answered: {self.daemon_log()}")
+        self.seen_pids: set[int] = set()
+
+    def _try_connect(self) -> Kernel | None:
+        try:
+            return Kernel(self.home)
+        except KernelNotRunning:
+            return None
+
+    def daemon_log(self) -> str:
+        self.log.flush()
+        return (self.home.parent / f"{self.home.name}-daemon.log").read_text(errors="replace")
+
+    def connect(self) -> Kernel:
+        return Kernel(self.home)
+
+    # -- helpers for tests
+    def spawn(self, prog: str, *args: str, name: str | None = None, message: Any = None,
+              **fields: Any) -> str:
+        manifest = {"name": name or Path(prog).stem.replace("_", "-"), "program": program(prog),
+                    "args": list(args), **fields}
+        r = self.client.spawn(manifest, message=message)
+        if r.pid:
+            self.seen_pids.add(r.pid)
+        return r.agent_id
+
+    def run(self, prog: str, *args: str, timeout: float = 30, **kw: Any) -> AgentInfo:
+        aid = self.spawn(prog, *args, **kw)
+        return self.client.wait(aid, timeout=timeout)
+
+    def all_pids(self) -> set[int]:
+        try:
+            return {a.pid for a in self.client.list() if a.pid} | self.seen_pids
+        except Exception:
+            return set(self.seen_pids)
+
+    def stop(self) -> None:
+        """Shut the kernel down; fail if it or any agent process survives."""
+        pids = self.all_pids()
+        if self.proc.poll() is None:
+            pids |= descendants(self.proc.pid)  # agents and everything they started
+            try:
+                self.client.shutdown()
+            except Exception:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("the kernel did not stop within 30 s")
+        self.client.close()
+        self.log.close()
+        # sandboxed processes die with their namespace a moment after its leader: allow 2 s
+        wait_until(lambda: not pids_in_groups(pids) and not any(pid_alive(p) for p in pids), timeout=2)
+        leftovers = pids_in_groups(pids) + [p for p in pids if pid_alive(p)]
+        for p in set(leftovers):  # clean up before failing so later tests are not hurt
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert not leftovers, f"agent processes survived the kernel: {sorted(set(leftovers))}"
+        assert self.proc.returncode == 0, f"kernel exited {self.proc.returncode}: {self.daemon_log()[-2000:]}"
+
+
+@pytest.fixture(scope="session")
+def isolation_mode() -> str:
+    """The isolation mode every test kernel runs with (one switch for the whole suite)."""
+    return ISOLATION
+
+
+@pytest.fixture
+def start_kernel(isolation_mode: str) -> Iterator[Any]:
+    """Factory: ``start_kernel(config={...})`` starts a fresh daemon; all are stopped at the end."""
+    started: list[tuple[Daemon, Path]] = []
+
+    def start(config: dict[str, Any] | None = None, isolation: str | None = None) -> Daemon:
+        tmp = short_tmp()
+        d = Daemon(tmp / "h", isolation or isolation_mode, config)
+        started.append((d, tmp))
+        return d
+
+    yield start
+    errors = []
+    for d, tmp in started:
+        try:
+            d.stop()
+        except AssertionError as err:
+            errors.append(str(err))
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert not errors, errors
+
+
+@pytest.fixture
+def kernel(start_kernel: Any) -> Daemon:
+    """A fresh kernel daemon with the default configuration."""
+    return start_kernel()
+
+
+@pytest.fixture(scope="module")
+def module_kernel(isolation_mode: str) -> Iterator[Daemon]:
+    """One kernel shared by a module's tests that do not depend on a fresh kernel's state."""
+    tmp = short_tmp()
+    d = Daemon(tmp / "h", isolation_mode)
+    yield d
+    try:
+        d.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,34 @@
+"""`agentix demo` runs end to end against a kernel it starts itself, passes, and is quick."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+from conftest import pids_in_groups, short_tmp
+
+
+def test_demo_passes_end_to_end_in_under_30_seconds() -> None:
+    tmp = short_tmp()
+    home = tmp / "demo"
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "agentix.cli.main", "demo", "--home", str(home), "--json"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        elapsed = time.monotonic() - t0
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        figures = json.loads(r.stdout.strip().splitlines()[-1])
+        assert figures["ok"] is True
+        assert figures["team"]["coordinator"] == "completed"
+        assert figures["team"]["workers"] == ["completed", "completed", "crashed"]
+        assert elapsed < 30, f"the demo took {elapsed:.1f}s"
+        # it stopped the kernel it started, and every agent with it
+        assert not (home / "agentixd.sock").exists() and not (home / "agentixd.pid").exists()
+        pids = {json.loads(line)["data"]["pid"] for line in (home / "events.jsonl").read_text().splitlines()
+                if json.loads(line)["kind"] == "agent.spawned"}
+        assert len(pids) == 4 and not pids_in_groups(pids)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
