@@ -83,7 +83,7 @@ def test_summary_memory_skills_and_repeats_through_the_kernel(tmp_path):
     finally:
         server.stop()
     for r in recs.values():
-        assert r.exit.reason == "completed", Path(r.log_path).read_text()
+        assert r.exit.reason == "completed", (r.name, r.exit, r.result.get("error", {}).get("message"), Path(r.log_path).read_text())
 
     # summarisation: the originals archived, tool calls and their results kept together
     summ = recs["summ"].agent_id

@@ -285,6 +285,13 @@ def register(k: Kernel) -> None:
 
     # ------------------------------------------------------------ inference
     async def think(call: Call) -> dict[str, Any]:
+        if asyncio.current_task() is None:
+            # the RPC layer starts calls eagerly, outside any task (rpc/server.py); an HTTP
+            # provider (httpx/anyio) and cancel_agent need one
+            return await asyncio.ensure_future(run_think(call))
+        return await run_think(call)
+
+    async def run_think(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
         params = {k_: v for k_, v in call.params.items() if k_ != "purpose"}
         resp = await k.inference.think(rec.agent_id, rec.manifest.priority, params, rec.budget,
