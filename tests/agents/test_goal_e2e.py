@@ -23,7 +23,7 @@ from tests.fakes.routed_openai import AgentScripts, RoutedOpenAIServer, call, co
 
 PLAN = {"subtasks": [
     {"id": "alpha", "role": "writer", "goal": "write notes about alpha",
-     "capabilities": ["tool: file_write", "file_write: /workspace/*"],
+     "capabilities": ["file_write: {workspace}/*"],
      "system_prompt": "[agent:alpha] You write notes."},
     {"id": "beta", "role": "echoer", "goal": "echo beta", "capabilities": ["tool: echo"],
      "system_prompt": "[agent:beta] You echo."},

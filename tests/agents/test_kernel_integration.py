@@ -62,7 +62,8 @@ def test_tools_and_loop_event_in_a_real_agent(tmp_path):
         k, store = await _kernel(tmp_path)
         prog = tmp_path / "probe.py"
         prog.write_text(PROBE)
-        rec = await k.spawn(parse_manifest({"name": "probe", "program": str(prog), "isolation": "degraded"}),
+        rec = await k.spawn(parse_manifest({"name": "probe", "program": str(prog), "isolation": "degraded",
+                                            "capabilities": ["tool: *"]}),
                             message="go")
         await k.wait(rec, 60)
         await k.shutdown()
@@ -107,7 +108,8 @@ def test_loop_program_runs_spawn_agents_over_real_children(tmp_path):
     async def go():
         k, _ = await _kernel(tmp_path, server)
         rec = await k.spawn(parse_manifest({"name": "root", "program": "module:agentix.agents.loop",
-                                            "isolation": "degraded", "system_prompt": "[agent:root]"}),
+                                            "isolation": "degraded", "system_prompt": "[agent:root]",
+                                            "capabilities": ["spawn_child: *"]}),
                             message="fan out")
         await k.wait(rec, 120)
         await k.shutdown()
@@ -130,7 +132,7 @@ k.recv(timeout=10)
 out = {"root": k.tools.memory_store(content="Goals like this split well by topic.", category="observation")}
 k.tools.file_write(path="child.py", content=CHILD)
 child = k.spawn({"name": "borrower", "program": "child.py", "isolation": "degraded",
-                 "memory": {"enabled": True, "shared_identity": "bootstrap"}}, message="go")
+                 "capabilities": ["tool: *"], "memory": {"enabled": True, "shared_identity": "bootstrap"}}, message="go")
 out["child"] = k.wait_child(child.agent_id, timeout=60).result
 k.exit(out)
 '''
@@ -152,6 +154,8 @@ def test_shared_identity_is_for_roots_only(tmp_path):
         prog = tmp_path / "root.py"
         prog.write_text(f"CHILD = {IDENTITY_CHILD!r}\n" + IDENTITY_ROOT)
         rec = await k.spawn(parse_manifest({"name": "root", "program": str(prog), "isolation": "degraded",
+                                            "capabilities": ["tool: *", "file_write: {workspace}/*",
+                                                             "spawn_child: borrower"],
                                             "memory": {"enabled": True, "shared_identity": "bootstrap"}}),
                             message="go")
         await k.wait(rec, 60)
@@ -213,7 +217,7 @@ from agentix.sdk import agent
 k = agent.connect()
 k.recv(timeout=10)
 child = k.spawn({"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
-                 "isolation": "degraded"})
+                 "isolation": "degraded", "capabilities": ["message_send: root"]})
 replies = []
 for i in (1, 2):
     k.send(child.agent_id, {"task": f"question {i}", "request_id": i})
@@ -235,7 +239,9 @@ def test_persistent_loop_serves_its_mailbox_and_keeps_the_conversation(tmp_path)
         k, _ = await _kernel(tmp_path, server)
         prog = tmp_path / "root.py"
         prog.write_text(PERSISTENT_ROOT)
-        rec = await k.spawn(parse_manifest({"name": "root", "program": str(prog), "isolation": "degraded"}),
+        rec = await k.spawn(parse_manifest({"name": "root", "program": str(prog), "isolation": "degraded",
+                                            "capabilities": ["spawn_child: keeper",
+                                                             "message_send: [keeper, root]"]}),
                             message="go")
         await k.wait(rec, 90)
         await k.shutdown()

@@ -123,7 +123,8 @@ from agentix.agents.loop import LOOP_TOOLS, ToolLoop
 k = agent.connect()
 k.recv(timeout=10)
 child = k.spawn({"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
-                 "isolation": "degraded", "system_prompt": "[agent:keeper]"})
+                 "isolation": "degraded", "system_prompt": "[agent:keeper]",
+                 "capabilities": ["message_send: asker"]})
 res = ToolLoop(k, list(LOOP_TOOLS.values()), system_prompt="[agent:asker]").run("ask the keeper")
 k.send(child.agent_id, {"kind": "shutdown"})
 k.wait_child(child.agent_id, timeout=30)
@@ -148,7 +149,9 @@ def test_send_and_wait_between_real_agents(tmp_path, model):
 
     async def go():
         k, store = await _kernel(tmp_path / "home", model.base_url)
-        rec = await k.spawn(parse_manifest({"name": "asker", "program": str(prog), "isolation": "degraded"}),
+        rec = await k.spawn(parse_manifest({"name": "asker", "program": str(prog), "isolation": "degraded",
+                                            "capabilities": ["spawn_child: keeper",
+                                                             "message_send: [keeper, asker]"]}),
                             message="go")
         await k.wait(rec, 60)
         await k.shutdown()
