@@ -60,6 +60,10 @@ def test_goal_end_to_end_through_the_cli(tmp_path):
                              env=_env(home), capture_output=True, text=True, timeout=180)
         with Kernel(home) as k:
             events = k.events(0, limit=10_000)
+        top = subprocess.run([sys.executable, "-m", "agentix.cli.main", "--home", str(home), "top", "--json"],
+                             env=_env(home), capture_output=True, text=True, timeout=60)
+        top_once = subprocess.run([sys.executable, "-m", "agentix.cli.main", "--home", str(home), "top", "--once"],
+                                  env=_env(home), capture_output=True, text=True, timeout=60)
     finally:
         stop_daemon(home, proc)
         server.stop()
@@ -95,6 +99,11 @@ def test_goal_end_to_end_through_the_cli(tmp_path):
     # per-agent usage from the inference layer
     users = {e["agent"] for e in events if e["kind"] == "usage.reported"}
     assert users >= {root["agent"], *(c["agent"] for c in children)}
+    # agentix top: the scheduler's view of the same run
+    fake = json.loads(top.stdout)["providers"]["fake"]
+    assert fake["served"] == server.stats.completed and fake["scripted"] is False
+    assert {a["agent_id"] for a in fake["agents"]} <= {e["agent"] for e in spawned.values()}
+    assert top_once.returncode == 0 and "fake" in top_once.stdout and "tokens/s" in top_once.stdout
     finished = [e for e in events if e["kind"] == "goal.finished"]
     assert finished and finished[0]["data"]["output"] == str(out_dir)
 
@@ -106,3 +115,38 @@ def test_goal_end_to_end_through_the_cli(tmp_path):
     for c in children:
         caps = set(c["data"]["capabilities"])
         assert caps and not caps >= root_caps and len(caps) < len(root_caps), c["data"]
+
+
+def test_submit_goal_refusals_change_nothing(tmp_path):
+    """Bad goals, outputs and manifests are refused before anything is spawned."""
+    import asyncio
+
+    from agentix.core.errors import InvalidRequest
+    from agentix.kernel.config import KernelConfig
+    from agentix.kernel.dispatch import OPERATOR
+    from agentix.kernel.home import Home
+    from agentix.kernel.kernel import Kernel as KernelCore
+
+    (tmp_path / "file").write_text("x")
+
+    async def go():
+        home = Home(tmp_path / "home")
+        home.create()
+        k = KernelCore(home, KernelConfig(backend="plain", isolation="degraded"))
+        await k.start()
+        errors = []
+        for params in ({"goal": ""}, {"goal": 5}, {"goal": "g", "output": "relative/dir"},
+                       {"goal": "g", "output": str(tmp_path / "file")}, {"goal": "g", "manifest": "nope"},
+                       {"goal": "g", "manifest": {"name": "Bad Name!"}}, {"goal": "x" * 70_000}):
+            try:
+                await k.pipeline.run(OPERATOR, "agent.submit_goal", params)
+            except InvalidRequest as err:
+                errors.append(err.data.get("field"))
+        n, ws = len(k.table), sorted(p.name for p in k.home.workspaces.iterdir())
+        await k.shutdown()
+        return errors, n, ws
+
+    errors, n, ws = asyncio.run(go())
+    assert errors == ["goal", "goal", "output", "output", "manifest", errors[5], "goal"] and len(errors) == 7
+    assert n == 0 and ws == []
+    assert (tmp_path / "file").read_text() == "x"
