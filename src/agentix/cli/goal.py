@@ -137,10 +137,11 @@ class GoalWatch:
         total = _Agent("", "total", None)
         for a in self.agents.values():
             outcome = a.reason or "running"
-            if a.agent_id == self.root and isinstance(result, dict):
-                outcome = f"{outcome} / {result.get('stop_reason')}"
-            elif a.agent_id in per_sub and per_sub[a.agent_id].get("stop_reason"):
-                outcome = f"{outcome} / {per_sub[a.agent_id]['stop_reason']}"
+            stop = (result.get("stop_reason") if a.agent_id == self.root and isinstance(result, dict)
+                    else per_sub.get(a.agent_id, {}).get("stop_reason"))
+            if stop:
+                # exit status 1 with a summary is a reported failure, not a crash
+                outcome = f"{'failed' if outcome == 'crashed' else outcome} / {stop}"
             t.add_row(escape(a.name), a.agent_id, escape(outcome), str(a.input_tokens), str(a.output_tokens),
                       f"{a.cost_usd:.4f}", f"{a.runtime_s:.1f}s" if a.runtime_s is not None else "-",
                       str(a.calls), str(a.denied))
