@@ -46,8 +46,8 @@ __all__ = ["Orchestrator", "OrchestratorConfig", "bootstrap_manifest", "extract_
 
 PLAN_PROMPT = """Decompose the goal into a plan of subtasks for child agents.
 Call submit_plan with the plan (or answer with JSON only), in this shape:
-{"subtasks": [{"id": "short-id", "role": "researcher", "goal": "what this child must do and deliver",
-  "capabilities": ["..."], "depends_on": ["other-id"]}]}
+{"subtasks": [{"id": "research", "role": "researcher", "goal": "what this child must do and deliver"},
+  {"id": "report", "role": "writer", "goal": "...", "capabilities": ["..."], "depends_on": ["research"]}]}
 Rules: ids are lowercase letters, digits, '-' or '_'; at most 8 subtasks; depends_on only names
 ids of this plan and never forms a cycle; subtasks without dependencies run concurrently;
 capabilities must be a subset of yours (omit them to inherit yours, without spawning):
