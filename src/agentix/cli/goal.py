@@ -106,7 +106,8 @@ class GoalWatch:
                 return "\n".join(lines)
             if stage == "wave":
                 skipped = f", skipped {d.get('skipped')}" if d.get("skipped") else ""
-                return f"[magenta]wave {d.get('index')}[/]: " + escape(f"running {', '.join(d.get('subtasks') or [])}{skipped}")
+                running = ", ".join(d.get("subtasks") or []) or "nothing"
+                return f"[magenta]wave {d.get('index')}[/]: " + escape(f"running {running}{skipped}")
             if stage == "subtask":
                 colour = "green" if d.get("ok") else "red"
                 return f"[magenta]subtask[/] {escape(str(d.get('id')))}: [{colour}]{escape(str(d.get('outcome')))}[/]"
