@@ -611,8 +611,10 @@ def build_loop(k: KernelLike, argv: list[str]) -> tuple[ToolLoop, dict[str, Any]
     # the tool schemas and the reply share the window with the history (a local model's
     # slot is 4096 tokens, of which the schemas alone take a third)
     schema_tokens = len(json.dumps([t.openai() for t in tools])) // 3
-    budget = max(512, window - schema_tokens - min(ns.max_tokens, window // 8))
-    config = LoopConfig(max_iterations=int(manifest.get("max_iterations") or 50), max_tokens=ns.max_tokens,
+    # a reply takes at most an eighth of the window (512 tokens in a local 4096-token slot)
+    max_tokens = min(ns.max_tokens, max(256, window // 8))
+    budget = max(512, window - schema_tokens - max_tokens)
+    config = LoopConfig(max_iterations=int(manifest.get("max_iterations") or 50), max_tokens=max_tokens,
                         max_total_tokens=ns.max_total_tokens, spawn_cap=ns.spawn_cap,
                         context=ContextPolicy(window=budget))
     loop = ToolLoop(k, tools, system_prompt=manifest.get("system_prompt"), catalogue=_catalogue(k, tools),
