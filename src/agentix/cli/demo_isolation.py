@@ -40,7 +40,7 @@ MALICIOUS_PIDS = 16
 def _spawn(k: Kernel, program: str, name: str, limits: dict[str, Any] | None = None,
            message: Any = None) -> str:
     manifest: dict[str, Any] = {"name": name, "program": str(PROGRAMS / program),
-                                "capabilities": ["echo"]}
+                                "capabilities": ["tool: echo"]}
     if limits:
         manifest["limits"] = limits
     return k.spawn(manifest, message=message).agent_id

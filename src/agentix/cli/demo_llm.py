@@ -88,7 +88,7 @@ def _table(stats: dict[str, Any], ids: dict[str, tuple[str, float]], elapsed: fl
 
 
 def llm_section(k: Kernel, console: Console, *, max_tokens: int | None = None) -> dict[str, Any]:
-    console.rule("[bold]2. Ten agents need the LLM: weighted fair shares of one model")
+    console.rule("[bold]3. Ten agents need the LLM: weighted fair shares of one model")
     providers = k.inference_stats().get("providers", {})
     local = "local" in providers and not providers["local"].get("scripted")
     if max_tokens is None:
