@@ -82,6 +82,8 @@ def programs(tmp_path: Path) -> Path:
 def spawn(k: Kernel, programs: Path, prog: str, name: str | None = None, *,
           limits: dict[str, Any] | None = None, args: list[str] | None = None,
           message: Any = None, **fields: Any) -> str:
+    # these agents exercise the sandbox, not the capability layer: give them the standard preset
+    fields.setdefault("capabilities", ["preset: standard"])
     m: dict[str, Any] = {"name": name or prog, "program": str(programs / f"{prog}.py"), **fields}
     if limits:
         m["limits"] = limits
@@ -195,7 +197,8 @@ PROGRAMS = {
                 role = "forked"
                 while True:
                     time.sleep(1)
-            c = k.spawn({"name": "stubborn-child", "program": "stubborn.py", "args": ["child"]})
+            c = k.spawn({"name": "stubborn-child", "program": "stubborn.py", "args": ["child"],
+                         "capabilities": ["tool: echo"]})
             k.send(k.name, {"child": c.agent_id})
         k.tools.echo(message="ready")
         while True:

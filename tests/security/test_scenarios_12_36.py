@@ -673,7 +673,9 @@ def test_s36_vault_secret_never_reaches_the_agent_or_the_logs(tmp_path, server):
     seen = json.loads(res[0]["ok"]["content"])
     assert seen["auth"] == "Bearer [secret:API_KEY]"  # it was sent, and redacted on the way back
     assert res2[0]["error"] == "capability_denied"
-    blob = json.dumps(res) + Path(rec.log_path).read_text() + (tmp_path / "home" / "events.jsonl").read_text()
+    # the audit log's raw database pages too: the secret must not be stored anywhere
+    store = b"".join(p.read_bytes() for p in (tmp_path / "home").glob("agentix.db*"))
+    blob = json.dumps(res) + Path(rec.log_path).read_text() + store.decode("latin-1")
     assert secret not in blob
 
 

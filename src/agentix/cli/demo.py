@@ -123,10 +123,13 @@ def run_demo(home: Path | None, *, as_json: bool = False, console: Console | Non
                 res = section(k, console)
                 figures[section.__name__.removesuffix("_section")] = res
                 ok = ok and bool(res.get("ok"))
-            if started:
-                k.shutdown()
     finally:
-        if started:
+        if started:  # stop the kernel we started, even when a section failed
+            try:
+                with Kernel(home) as k:
+                    k.shutdown()
+            except Exception:
+                pass
             _wait_gone(home)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
