@@ -120,3 +120,36 @@ def test_kill9_of_the_kernel_is_recovered(home):
         with Kernel(home) as k:
             k.conn.call("kernel.shutdown")
         proc.wait(timeout=30)
+
+
+def test_kill9_running_agents_are_recorded_kernel_restart_and_none_survives(home, tmp_path):
+    prog = tmp_path / "sleeper.py"
+    prog.write_text("import time\nfrom agentix.sdk import agent\nk = agent.connect()\n"
+                    "k.info()\nwhile True:\n    time.sleep(1)\n")
+    proc = start(home)
+    with Kernel(home) as k:
+        a = k.spawn(program=str(prog), name="sleeper")
+        deadline = time.monotonic() + 20
+        while k.status(a.agent_id).raw["syscalls"] < 1:
+            assert time.monotonic() < deadline, "the agent never made its first call"
+            time.sleep(0.05)
+        pid = k.status(a.agent_id).pid
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc = start(home)
+    try:
+        with Kernel(home) as k:
+            rec = [e for e in k.audit_tail(0, limit=10_000) if e["kind"] == "kernel.recovered"]
+            assert len(rec) == 1
+            assert a.agent_id in json.dumps(rec[0]["data"])  # it names the agent it found running
+        row = sqlite3.connect(str(home / "agentix.db")).execute(
+            "SELECT state, exit_reason FROM agents WHERE id=?", (a.agent_id,)).fetchone()
+        assert row == ("exited", "kernel_restart")
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{pid}").exists(), "an agent process outlived its kernel"
+    finally:
+        with Kernel(home) as k:
+            k.conn.call("kernel.shutdown")
+        proc.wait(timeout=30)

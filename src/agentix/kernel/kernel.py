@@ -134,6 +134,28 @@ class Kernel:
 
         self.tools.register(echo.SPEC)  # file, web and exec tools: kernel/capabilities.install
 
+    async def _persist_spawn(self, rec: AgentRecord) -> None:
+        """The agent's record in the durable store, so a kernel restart can account for it."""
+        if self.audit is None:
+            return
+        from agentix.store.state import AgentRecord as StoredAgent, AgentStore
+
+        await AgentStore(self.audit.db).upsert(StoredAgent(
+            id=rec.agent_id, name=rec.name, parent=rec.parent, manifest=rec.manifest.to_data(),
+            state="running", persistent=rec.manifest.lifecycle == "persistent",
+            created_at=_iso(rec.created_at), pid=rec.pid, pgid=rec.pid))
+
+    async def _persist_exit(self, rec: AgentRecord) -> None:
+        if self.audit is None or rec.exit is None:
+            return
+        from agentix.store.state import AgentStore
+
+        try:
+            await AgentStore(self.audit.db).mark_exited(
+                rec.agent_id, rec.exit.reason, rec.exit.to_data(), _iso(rec.exit.at))
+        except AgentixError as err:  # never recorded (e.g. the store was closed first)
+            log.warning("could not record the exit of %s: %s", rec.agent_id, err.message)
+
     async def _stop_for_budget(self, agent_id: str, reason: str) -> None:
         try:
             rec = self.table.get(agent_id)
@@ -151,6 +173,7 @@ class Kernel:
             if report.exited:
                 log.warning("the last kernel left %d agents running; recorded them exited "
                             "(kernel_restart)", len(report.exited))
+                _kill_leftovers(report.exited)
         await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
@@ -303,6 +326,7 @@ class Kernel:
                          "missing_layers": list(handle.missing_layers),
                          "degraded": bool(handle.missing_layers)}
         self.table.add(rec)
+        await self._persist_spawn(rec)
         self.caps.install(agent_id, tokens)
         if parent is not None:
             parent.children.append(agent_id)
@@ -400,6 +424,7 @@ class Kernel:
         if rec.state != "exited":
             rec.state = "exited"
         self.table.release_name(rec)
+        await self._persist_exit(rec)
         self.inference.cancel_agent(rec.agent_id)
         revoked = self.caps.revoke_agent(rec.agent_id)  # a dead agent's tokens die with it
         if revoked:
@@ -660,3 +685,29 @@ def _copy_tree_fd(dir_fd: int, dest: Path, depth: int = 0) -> None:
             f = os.open(name, flags, dir_fd=dir_fd)
             with os.fdopen(f, "rb") as src, open(dest / name, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+
+
+def _iso(ts: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def _kill_leftovers(left: list[Any]) -> None:
+    """Kill process groups a dead kernel left behind (bwrap dies with its kernel; this is the
+    second line). A pid is only signalled if it still runs a sandbox launcher or python, so a
+    reused pid of an unrelated process is left alone."""
+    for a in left:
+        pgid = a.pgid or a.pid
+        if not pgid:
+            continue
+        try:
+            with open(f"/proc/{pgid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue  # gone
+        if b"bwrap" in cmd or b"agentix" in cmd:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
