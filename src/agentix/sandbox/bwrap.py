@@ -384,7 +384,12 @@ class BwrapSubstrate(Substrate):
         a += ["--perms", "0755", "--dir", "/etc"]
         for f in _ETC_FILES:
             a += ["--ro-bind-try", f, f]
-        made: set[str] = {"/", "/etc", "/usr"}
+        # the private /tmp comes before the runtime binds: a venv or checkout that lives under
+        # /tmp on the host (a CI clone, say) is bound on top of it rather than hidden by it
+        if limits.disk is not None:
+            a += ["--size", str(limits.disk)]
+        a += ["--tmpfs", "/tmp"]
+        made: set[str] = {"/", "/etc", "/usr", "/tmp"}
         for p in self._ro_paths(spec):
             # bwrap makes missing parents 0700; the unprivileged agent must traverse them
             for parent in reversed(Path(p).parents):
@@ -393,9 +398,7 @@ class BwrapSubstrate(Substrate):
                     a += ["--perms", "0755", "--dir", str(parent)]
             a += ["--ro-bind", p, p]
         a += ["--bind", str(spec.workspace), "/workspace", "--chdir", "/workspace"]
-        if limits.disk is not None:
-            a += ["--size", str(limits.disk)]
-        a += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+        a += ["--proc", "/proc", "--dev", "/dev"]
         if seccomp_fd is not None:
             a += ["--seccomp", str(seccomp_fd)]
         a += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
