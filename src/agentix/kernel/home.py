@@ -46,10 +46,6 @@ class Home:
     def db(self) -> Path:
         return self.root / "agentix.db"
 
-    @property
-    def events(self) -> Path:
-        return self.root / "events.jsonl"
-
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)

@@ -25,7 +25,7 @@ from agentix.llm.base import (
     parse_arguments,
     provider_error,
 )
-from agentix.llm.openai import parse_retry_after
+from agentix.llm.openai import http_exchange, parse_retry_after
 
 __all__ = ["AnthropicProvider", "to_anthropic"]
 
@@ -102,26 +102,7 @@ class AnthropicProvider(Provider):
     async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
         url = f"{self.base_url}/messages"
         body = to_anthropic(req)
-        try:
-            if req.stream:
-                async with self._client.stream("POST", url, json=body, headers=self._headers()) as r:
-                    if r.status_code != 200:
-                        await r.aread()
-                        raise self._http_error(r)
-                    return await self._read_stream(r, req, on_delta)
-            r = await self._client.post(url, json=body, headers=self._headers())
-            if r.status_code != 200:
-                raise self._http_error(r)
-            resp = self._parse(r.json(), req)
-            await emit(on_delta, resp.text)
-            return resp
-        except httpx.TimeoutException as e:
-            raise provider_error(self.name, f"timed out talking to {self.base_url}: {type(e).__name__}") from None
-        except httpx.HTTPError as e:
-            raise provider_error(self.name, f"cannot reach {self.base_url}: {type(e).__name__}: {e}") from None
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            raise provider_error(self.name, f"malformed response: {type(e).__name__}: {e}", status=200,
-                                 retryable=False) from None
+        return await http_exchange(self, url, body, req, on_delta)
 
     def _http_error(self, r: httpx.Response) -> Exception:
         try:

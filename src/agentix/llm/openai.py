@@ -48,6 +48,35 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     return None
 
 
+async def http_exchange(p: Any, url: str, body: dict[str, Any], req: InferenceRequest,
+                        on_delta: DeltaCallback | None) -> InferenceResponse:
+    """POST ``body`` and read the answer (streamed or not) for an HTTP provider ``p``.
+
+    ``p`` supplies ``_client``, ``_headers()``, ``_read_stream``, ``_parse``, ``_http_error``,
+    ``name`` and ``base_url``; every transport failure becomes the one provider error family.
+    """
+    try:
+        if req.stream:
+            async with p._client.stream("POST", url, json=body, headers=p._headers()) as r:
+                if r.status_code != 200:
+                    await r.aread()
+                    raise p._http_error(r)
+                return await p._read_stream(r, req, on_delta)
+        r = await p._client.post(url, json=body, headers=p._headers())
+        if r.status_code != 200:
+            raise p._http_error(r)
+        resp = p._parse(r.json(), req)
+        await emit(on_delta, resp.text)
+        return resp
+    except httpx.TimeoutException as e:
+        raise provider_error(p.name, f"timed out talking to {p.base_url}: {type(e).__name__}") from None
+    except httpx.HTTPError as e:
+        raise provider_error(p.name, f"cannot reach {p.base_url}: {type(e).__name__}: {e}") from None
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise provider_error(p.name, f"malformed response: {type(e).__name__}: {e}", status=200,
+                             retryable=False) from None
+
+
 class OpenAIProvider(Provider):
     """One OpenAI-compatible endpoint. The key never leaves this object."""
 
@@ -87,26 +116,7 @@ class OpenAIProvider(Provider):
 
     async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
         url = f"{self.base_url}/chat/completions"
-        try:
-            if req.stream:
-                async with self._client.stream("POST", url, json=self.body(req), headers=self._headers()) as r:
-                    if r.status_code != 200:
-                        await r.aread()
-                        raise self._http_error(r)
-                    return await self._read_stream(r, req, on_delta)
-            r = await self._client.post(url, json=self.body(req), headers=self._headers())
-            if r.status_code != 200:
-                raise self._http_error(r)
-            resp = self._parse(r.json(), req)
-            await emit(on_delta, resp.text)
-            return resp
-        except httpx.TimeoutException as e:
-            raise provider_error(self.name, f"timed out talking to {self.base_url}: {type(e).__name__}") from None
-        except httpx.HTTPError as e:
-            raise provider_error(self.name, f"cannot reach {self.base_url}: {type(e).__name__}: {e}") from None
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            raise provider_error(self.name, f"malformed response: {type(e).__name__}: {e}", status=200,
-                                 retryable=False) from None
+        return await http_exchange(self, url, self.body(req), req, on_delta)
 
     def _http_error(self, r: httpx.Response) -> Exception:
         msg = ""
