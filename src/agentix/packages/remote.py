@@ -72,6 +72,10 @@ class Credentials:
                            entry.get("insecure"))
 
 
+class _AuthFailed(Exception):
+    pass
+
+
 class _Registry(oras.provider.Registry):
     """oras's Registry with a timeout on every request and no sleeping retries."""
 
@@ -80,7 +84,13 @@ class _Registry(oras.provider.Registry):
     def do_request(self, url: str, method: str = "GET", data: Any = None, headers: dict | None = None,
                    json: dict | None = None, stream: bool = False) -> requests.Response:
         inner = oras.provider.Registry.do_request.__wrapped__  # type: ignore[attr-defined]
-        return inner(self, url, method, data, headers, json, stream)
+        try:
+            return inner(self, url, method, data, headers, json, stream)
+        except requests.RequestException:
+            raise
+        except Exception as err:
+            # everything else raised in there comes from answering a 401/403 challenge
+            raise _AuthFailed(str(err)) from None
 
 
 def _fail(what: str, host: str, *, status: int | None = None, err: BaseException | None = None,
@@ -92,7 +102,7 @@ def _fail(what: str, host: str, *, status: int | None = None, err: BaseException
         if isinstance(err, requests.ConnectionError):
             return RegistryError(f"{what}: cannot reach the registry {host} ({type(err).__name__})",
                                  reason="unreachable", registry=host)
-        if isinstance(err, oras.auth.AuthenticationException) or "authentication" in str(err).lower():
+        if isinstance(err, (_AuthFailed, oras.auth.AuthenticationException)):
             return RegistryError(f"{what}: the registry {host} wants credentials we do not have; add "
                                  f"them to registry/credentials.json", reason="unauthorized",
                                  registry=host, status=401)
@@ -126,6 +136,15 @@ class RemoteRegistry:
             return session_request(*a, **kw)
 
         self.reg.session.request = request  # type: ignore[method-assign]
+        answer_challenge = self.reg.auth.authenticate_request
+
+        def authenticate(*a: Any, **kw: Any) -> Any:
+            try:
+                return answer_challenge(*a, **kw)
+            except Exception as err:  # a token realm we cannot use, a refused token request...
+                raise _AuthFailed(str(err)) from None
+
+        self.reg.auth.authenticate_request = authenticate  # type: ignore[method-assign]
         if credentials.username:
             self.reg.auth.set_basic_auth(credentials.username, credentials.password or "")
         elif credentials.token:

@@ -102,10 +102,11 @@ def _open_dir(root_fd: int, parts: tuple[str, ...], create: bool) -> int:
 
 
 def _extract_one(tar: tarfile.TarFile, ti: tarfile.TarInfo, root_fd: int, parts: tuple[str, ...],
-                 seen: set[tuple[str, ...]], budget: list[int]) -> None:
-    if parts in seen:
+                 seen: dict[tuple[str, ...], bool], budget: list[int]) -> None:
+    # a directory may be named again (by a later layer); a file may not, nor a file <-> directory swap
+    if parts in seen and not (ti.isdir() and seen[parts]):
         raise _refuse("duplicate", ti.name, "the same path appears twice")
-    seen.add(parts)
+    seen[parts] = ti.isdir()
     if ti.isdir():
         os.close(_open_dir(root_fd, parts, create=True))
         return
@@ -151,7 +152,7 @@ def unpack_layers(layers: Iterable[BinaryIO], dest: Path, limits: UnpackLimits =
         try:
             entries = 0
             budget = [limits.max_bytes]
-            seen: set[tuple[str, ...]] = set()
+            seen: dict[tuple[str, ...], bool] = {}
             for layer in layers:
                 # the tar stream itself is bounded too (headers count): max_bytes plus slack
                 bounded: Any = _Bounded(gzip.GzipFile(fileobj=layer, mode="rb"),
