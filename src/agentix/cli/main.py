@@ -513,6 +513,10 @@ from agentix.cli.goal import top as _top  # noqa: E402
 
 cli.add_command(_top)
 
+from agentix.cli.packages import install as _install_packages  # noqa: E402
+
+_install_packages(cli)  # build, push, pull, sign, keys, trust, packages; `run REF`
+
 
 def main() -> None:
     cli(prog_name="agentix")

@@ -127,6 +127,9 @@ class Kernel:
 
         capabilities.install(self)  # root key, tokens, the check stage, file/web/exec tools
         install_agent_services(self)
+        from agentix.kernel import packages_api
+
+        self.packages = packages_api.register(self)  # package.*, keys.*, trust.* (docs/packages.md)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
