@@ -18,9 +18,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from agentix.sdk.errors import NotFound
+from agentix.sdk.errors import NotFound, RegistryError
 
-__all__ = ["install"]
+__all__ = ["install", "EXIT_REGISTRY"]
+
+#: a remote registry failed (401/403, 404, 5xx, timeout, unreachable): see docs/packages.md
+EXIT_REGISTRY = 6
 
 out = Console()
 err_console = Console(stderr=True)
@@ -264,7 +267,24 @@ def _message(text: str | None) -> Any:
         return text
 
 
+def _registry_errors_exit_6(cmd: click.Command) -> None:
+    inner = cmd.callback
+    assert inner is not None
+
+    def callback(*a: Any, **kw: Any) -> Any:
+        try:
+            return inner(*a, **kw)
+        except RegistryError as err:
+            reason = err.data.get("reason")
+            err_console.print(f"[bold red]error:[/] {err.message}" + (f" [dim]({reason})[/]" if reason else ""))
+            sys.exit(EXIT_REGISTRY)
+
+    cmd.callback = callback
+
+
 def install(cli: click.Group) -> None:
     for cmd in (build, sign, push, pull, keys, trust, packages):
         cli.add_command(cmd)
     _wrap_run(cli.commands["run"])
+    for cmd in (push, pull, cli.commands["run"]):
+        _registry_errors_exit_6(cmd)
