@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentix.core.errors import PackageRejected
 from agentix.packages.unpack import UnpackLimits, unpack_layers
@@ -108,3 +110,34 @@ def test_an_existing_destination_is_never_reused(tmp_path: Path) -> None:
     (tmp_path / "pkg").mkdir()
     with pytest.raises(FileExistsError):
         unpack_layers([io.BytesIO(layer(f("a")))], tmp_path / "pkg")
+
+
+# ---------------------------------------------------------------- property: nothing ever lands outside
+NAMES = st.lists(st.sampled_from(["a", "b", "..", ".", "", "/", "c.txt", "\\"]), min_size=1, max_size=4).map("/".join)
+KINDS = st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE])
+MODES = st.sampled_from([0o644, 0o755, 0o4755, 0o1777, 0o2700])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(NAMES, KINDS, MODES, NAMES), min_size=1, max_size=6))
+def test_any_archive_unpacks_inside_the_root_or_not_at_all(tmp_path_factory: pytest.TempPathFactory,
+                                                           entries: list[tuple[str, bytes, int, str]]) -> None:
+    base = tmp_path_factory.mktemp("prop")
+    root = base / "root"
+    root.mkdir()
+    members = []
+    for name, kind, mode, link in entries:
+        t = ti(name or "x", kind, mode, link)
+        members.append((t, b"data") if kind == tarfile.REGTYPE else t)
+    try:
+        dest = unpack_layers([io.BytesIO(layer(*members))], root / "pkg")
+    except PackageRejected:
+        assert os.listdir(root) == []
+        assert sorted(os.listdir(base)) == ["root"]
+        return
+    assert sorted(os.listdir(base)) == ["root"] and os.listdir(root) == ["pkg"]
+    for p in dest.rglob("*"):
+        st_ = p.lstat()
+        assert stat.S_ISREG(st_.st_mode) or stat.S_ISDIR(st_.st_mode)
+        assert not st_.st_mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX)
+        assert p.resolve().is_relative_to(dest.resolve())

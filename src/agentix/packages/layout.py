@@ -243,7 +243,7 @@ class Layout:
                        ref=str(ref))
 
     def gc(self) -> int:
-        """Remove blobs no tag reaches; return how many. Temporary files are removed too."""
+        """Remove blobs no tag reaches (cached layers included); return how many."""
         live: set[str] = set()
         for _, d in self.entries():
             live.add(d.digest)
@@ -260,7 +260,4 @@ class Layout:
                 if "sha256:" + p.name not in live:
                     p.unlink(missing_ok=True)
                     removed += 1
-            for p in self.tmp.iterdir():
-                if p.is_file():
-                    p.unlink(missing_ok=True)
         return removed
