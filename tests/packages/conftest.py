@@ -50,7 +50,8 @@ from agentix.sdk import agent
 
 k = agent.connect()
 info = k.info()
-res = {"grants": info.get("grants"), "notes": open(os.path.join(os.path.dirname(__file__), "notes.txt")).read().strip()}
+res = {"grants": info.get("grants"), "notes": open("agent/notes.txt").read().strip(),
+       "workspace": sorted(os.listdir("."))}
 for key, fn in (("echo", lambda: k.tools.echo(message="hello from a package")),
                 ("write", lambda: k.tools.file_write(path="/workspace/out/x.txt", content="x")),
                 ("fetch", lambda: k.tools.web_fetch(url="http://example.com/"))):

@@ -50,10 +50,12 @@ def test_a_package_built_here_runs_there_with_only_what_was_accepted(
     b = start_kernel()
     ok(cli(b, "trust", "add", pub, "--for", registry.ref("team/*")))
     p = cli(b, "run", ref, "--accept", "tool: echo", "--json")
+    assert not list((b.home / "registry" / "tmp").iterdir())  # the unpacked tree was moved, not left
     assert p.returncode == 0, p.stdout + p.stderr
     out = json.loads(p.stdout)
     res = out["result"]
     assert res["notes"] == "remember the milk"
+    assert "agent" in res["workspace"]             # the package tree is the workspace
     assert res["echo"] == "ok"                      # declared and accepted
     assert res["write"] == "capability_denied"      # declared, not accepted
     assert res["fetch"] == "capability_denied"      # never declared
@@ -112,3 +114,14 @@ def test_unsigned_package_allowed_by_policy_runs_and_is_audited(start_kernel: An
     [note] = events(k, "package.unsigned_accepted")
     assert note["data"]["name"] == "local/hello"
     assert k.client.audit_verify()["ok"] is True
+
+
+def test_a_registry_failure_exits_6_with_a_clear_message(start_kernel: Any) -> None:
+    from .conftest import free_port
+
+    k = start_kernel()
+    p = cli(k, "pull", f"127.0.0.1:{free_port()}/team/x:1.0.0")
+    assert p.returncode == 6, p.stdout + p.stderr
+    assert "cannot reach the registry" in p.stderr
+    [e] = events(k, "package.pull")
+    assert e["data"]["ok"] is False and e["data"]["reason"] == "unreachable"

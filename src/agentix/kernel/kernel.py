@@ -214,8 +214,12 @@ class Kernel:
         parent: AgentRecord | None = None,
         message: Any = None,
         program_base: Path | None = None,
+        seed: Path | None = None,
     ) -> AgentRecord:
-        """Start an agent process for ``manifest``. Refusals leave nothing behind."""
+        """Start an agent process for ``manifest``. Refusals leave nothing behind.
+
+        ``seed``: a verified, unpacked package tree (packages/unpack.py) whose entries are
+        moved into the new workspace; ``manifest.program`` is then a path inside it."""
         if self.stopping:
             raise StateError("the kernel is shutting down; no new agents")
         depth = 0 if parent is None else parent.depth + 1
@@ -247,7 +251,8 @@ class Kernel:
         # a child's budget is carved out of its parent's remaining budget (refused if over)
         budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
         try:
-            return await self._spawn(manifest, parent, message, program_base, degraded_ok, depth, budget)
+            return await self._spawn(manifest, parent, message, program_base, degraded_ok, depth, budget,
+                                     seed)
         except BaseException:
             if parent is not None:
                 parent.budget.close_child(budget, time.monotonic())
@@ -256,7 +261,7 @@ class Kernel:
 
     async def _spawn(self, manifest: Manifest, parent: AgentRecord | None, message: Any,
                      program_base: Path | None, degraded_ok: bool, depth: int,
-                     budget: BudgetLedger) -> AgentRecord:
+                     budget: BudgetLedger, seed: Path | None = None) -> AgentRecord:
         agent_id = self._new_id()
         # delegation first: a refused grant leaves nothing behind (no workspace, no process)
         try:
@@ -272,8 +277,13 @@ class Kernel:
         name = self.table.unique_name(manifest.name)
         workspace.mkdir(mode=0o700)
         try:
-            target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
-                                             parent, program_base)
+            if seed is not None:
+                from agentix.packages.unpack import seed_workspace
+
+                target = await asyncio.to_thread(seed_workspace, seed, workspace, manifest.program)
+            else:
+                target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
+                                                 parent, program_base)
         except BaseException:
             shutil.rmtree(workspace, ignore_errors=True)
             raise

@@ -142,9 +142,6 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         try:
             prep = await in_thread(store.prepare, ref_text, accept, dest, allow_rollback=allow_rollback)
             data = dict(prep.manifest)
-            prog = data.get("program")
-            if isinstance(prog, str) and not prog.startswith("module:"):
-                data["program"] = str(dest / prog)
             name = _str(call.params, "name", "an agent name", None)
             if name:
                 data["name"] = name
@@ -156,7 +153,8 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
             await k.events.record("package.accepted", None, {
                 "ref": str(ref), "digest": prep.digest, "declared": prep.declared,
                 "accepted": accept, "granted": data["capabilities"], **verdict})
-            rec = await k.spawn(manifest, message=call.params.get("message"))
+            # the whole package becomes the new workspace (moved, not copied)
+            rec = await k.spawn(manifest, message=call.params.get("message"), seed=dest)
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, True)
         call.meta["event_data"] = {"ref": str(ref), "digest": prep.digest, "agent_id": rec.agent_id}

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 from agentix.core.errors import PackageRejected
 
-__all__ = ["UnpackLimits", "unpack_layers"]
+__all__ = ["UnpackLimits", "seed_workspace", "unpack_layers"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +178,32 @@ def unpack_layers(layers: Iterable[BinaryIO], dest: Path, limits: UnpackLimits =
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def seed_workspace(tree: Path, workspace: Path, program: str) -> str:
+    """Move an unpacked package ``tree`` into an empty ``workspace`` (same filesystem: renames);
+    return the program path boot runs. ``program`` is the package's relative program path
+    (already checked by the Agentfile model) or a ``module:agentix.agents.…`` name."""
+    from agentix.core.errors import InvalidRequest
+
+    for entry in sorted(os.listdir(tree)):
+        os.rename(tree / entry, workspace / entry)
+    if program.startswith("module:"):
+        return program
+    parts = [p for p in program.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or program.startswith("/"):
+        raise InvalidRequest(f"program {program!r} must be a relative path inside the package", field="program")
+    fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.stat("/".join(parts), dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.stat("/".join([*parts, "__main__.py"]), dir_fd=fd, follow_symlinks=False)
+        elif not (stat.S_ISREG(st.st_mode) and parts[-1].endswith(".py")):
+            raise InvalidRequest(f"program {program!r} must be a .py file or a directory with __main__.py",
+                                 field="program")
+    except FileNotFoundError:
+        raise InvalidRequest(f"program {program!r} is not in the package (a directory needs __main__.py)",
+                             field="program") from None
+    finally:
+        os.close(fd)
+    return "/".join(parts)
