@@ -233,3 +233,21 @@ def test_decide_is_pure_and_binds_all_three_fields() -> None:
     assert TrustPolicy().with_key(raw, "r.example/team/*").keys_for("r.example/teamx/y") == {}
     with pytest.raises(InvalidRequest):
         TrustPolicy().with_key(raw, "r.example/../*")
+
+
+def test_a_signed_package_cannot_choose_its_own_isolation_or_lifecycle(store: PackageStore, context: Path) -> None:
+    store.build(context, REF)
+    ref = parse_ref(REF)
+    desc = store.layout.resolve(ref)
+    m = json.loads(store.layout.read_blob(desc.digest))
+    cfg = json.loads(store.layout.read_blob(m["config"]["digest"]))
+    cfg["manifest"].update(isolation="degraded", lifecycle="persistent", priority=1000)
+    body = json.dumps(cfg).encode()
+    m["config"] = Descriptor(m["config"]["mediaType"], store.layout.put_bytes(body), len(body)).to_data()
+    mbytes = json.dumps(m).encode()
+    store.layout.tag(ref, Descriptor(MANIFEST_TYPE, store.layout.put_bytes(mbytes), len(mbytes)))
+    store.keys.generate("publisher")
+    store.sign(REF, "publisher")  # even signed by a trusted key
+    store.trust_add("publisher", "team/*")
+    p = store.prepare(REF, "all", run_dir(store))
+    assert not {"isolation", "lifecycle", "priority"} & set(p.manifest)

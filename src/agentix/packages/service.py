@@ -30,6 +30,8 @@ __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
 
 AGENTFILE_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json")
 MAX_CONFIG = 1 << 20
+PACKAGE_MANIFEST_FIELDS = frozenset({"name", "description", "program", "args", "env", "model", "system_prompt",
+                                     "max_iterations", "limits", "budget"})
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,11 @@ class PackageStore:
         cfg = self._config(m)
         declared = [str(x) for x in cfg.get("capabilities", [])]
         granted = capability_ceiling(declared, accepted)
-        manifest = dict(cfg["manifest"])
+        if not isinstance(cfg.get("manifest"), dict):
+            raise PackageRejected("the package config has no agent manifest", reason="malformed_manifest")
+        # only the fields an Agentfile can set: a package never picks its own isolation,
+        # lifecycle or scheduling priority, whoever signed it
+        manifest = {k: v for k, v in cfg["manifest"].items() if k in PACKAGE_MANIFEST_FIELDS}
         manifest["capabilities"] = granted
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
         with contextlib.ExitStack() as stack:
