@@ -105,7 +105,7 @@ def test_run_steps_are_refused_not_run_on_the_host(store: PackageStore, context:
     af = (context / "Agentfile").read_text().replace(
         "      - copy: agent\n", f"      - copy: agent\n      - run: [touch, {marker}]\n")
     (context / "Agentfile").write_text(af)
-    with pytest.raises(InvalidRequest, match="not supported yet") as exc:
+    with pytest.raises(InvalidRequest, match="only inside the agentix sandbox") as exc:
         store.build(context, "team/hello:1.0.0")
     assert exc.value.data["field"] == "stages.0.steps.1.run"
     assert not marker.exists() and store.list() == []

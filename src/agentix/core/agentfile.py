@@ -147,12 +147,21 @@ class CopyStep(_Model):
 
 
 class RunStep(_Model):
-    """A build command (argv, never a shell string). See docs/packages.md: not built yet."""
+    """A build command (argv, never a shell string), run inside the agentix sandbox with the
+    build tree as /workspace and no network."""
 
     run: list[str] = Field(min_length=1)
+    timeout: float = Field(default=300.0, gt=0, le=3600)
+
+    @field_validator("run")
+    @classmethod
+    def _argv(cls, v: list[str]) -> list[str]:
+        if not v[0] or "/" in v[0]:
+            raise ValueError("run[0] must be a program name found on the sandbox's PATH, not a path")
+        return v
 
     def describe(self) -> dict[str, Any]:
-        return {"run": list(self.run)}
+        return {"run": list(self.run), "timeout": self.timeout}
 
 
 def _step_kind(v: Any) -> str | None:

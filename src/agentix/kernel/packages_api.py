@@ -88,7 +88,13 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         if not ctx.is_absolute():
             raise InvalidRequest("context must be an absolute path", field="context")
         af = _str(call.params, "agentfile", "a path", None)
-        r = await in_thread(store.build, ctx, _str(call.params, "tag", "NAME:TAG"), Path(af) if af else None)
+        loop = asyncio.get_running_loop()
+
+        def runner(argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
+            return asyncio.run_coroutine_threadsafe(_run_sandboxed(k, argv, workdir, timeout), loop).result()
+
+        r = await in_thread(store.build, ctx, _str(call.params, "tag", "NAME:TAG"), Path(af) if af else None,
+                            runner)
         out = {"ref": str(r.ref), "digest": r.digest, "layers": list(r.layers), "cached": list(r.cached)}
         call.meta["event_data"] = {"ref": out["ref"], "digest": r.digest,
                                    "capabilities": r.config.get("capabilities", [])}
@@ -207,6 +213,60 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         fn = handlers[name]
         p.register(MethodSpec(name, recorded(fn) if rec else fn, operator=True, checked=False, recorded=rec))
     return store
+
+
+async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
+    """Run one build command like ``exec`` runs an agent's: the same substrate, ``workdir`` as
+    /workspace, no network, the kernel's default limits — and strict isolation only (a build
+    never runs with missing layers, whatever the kernel's isolation setting)."""
+    import os
+    import signal
+    import socket
+    import sys
+
+    from agentix.core.errors import IsolationUnavailable, Timeout
+    from agentix.core.manifest import Limits
+    from agentix.sandbox.base import LaunchSpec
+
+    run_id = "build-" + secrets.token_hex(4)
+    out_dir = k.home.root / "exec"
+    out_dir.mkdir(mode=0o700, exist_ok=True)
+    out_path = out_dir / f"{run_id}.out"
+    ksock, asock = socket.socketpair()
+    os.set_inheritable(asock.fileno(), True)
+    spec = LaunchSpec(
+        agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
+        workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
+                                "SOURCE_DATE_EPOCH": "0", "PYTHONHASHSEED": "0"},
+        channel_fd=asock.fileno(), log_path=out_path, limits=k.config.effective_limits(Limits()),
+        network=False, degraded_ok=False)
+    try:
+        handle = await k.substrate.spawn(spec)
+    finally:
+        asock.close()
+    try:
+        if handle.missing_layers:
+            handle.signal(signal.SIGKILL)
+            await handle.wait()
+            raise IsolationUnavailable("build steps run only under full isolation; missing: "
+                                       + ", ".join(handle.missing_layers), layers=handle.missing_layers)
+        try:
+            info = await asyncio.wait_for(asyncio.shield(handle.wait()), timeout=timeout)
+        except asyncio.TimeoutError:
+            handle.signal(signal.SIGKILL)
+            await handle.wait()
+            raise Timeout(f"build step {argv[0]} was killed after {timeout:g} s", reason="timeout",
+                          timeout=timeout) from None
+    finally:
+        ksock.close()
+        await handle.cleanup()
+        try:
+            with open(out_path, "rb") as f:
+                output = f.read(64 << 10).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            output = ""
+        out_path.unlink(missing_ok=True)
+    return (info.code if info.signal is None else None), output
 
 
 def _summary(params: dict[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,17 @@ path). Each step's layer is cached under a key computed from its inputs (the ste
 the path, mode and content hash of every file it copies), so an unchanged rebuild re-hashes
 the inputs but compresses nothing.
 
-``run`` steps are refused: build commands would have to run inside the agentix sandbox and
-that is not built yet (see docs/packages.md). They never run on the host.
+``run`` steps run inside the agentix sandbox, never on the host: the builder is given a
+``Runner`` (the kernel's: the same substrate as agents, no network, the build tree as
+``/workspace``, strict isolation only). Before a run step the stage's layers so far are
+unpacked into a scratch tree; the command runs there; the step's layer holds what it added
+or changed (deleting a file is refused: layers carry no whiteouts). A run step's cache key
+covers its argv, its timeout and the digests of every layer before it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -25,7 +30,8 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,10 @@ from agentix.core.errors import InvalidRequest, LimitExceeded
 from agentix.core.package import Ref
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
 
-__all__ = ["BuildResult", "build", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
+__all__ = ["BuildResult", "Runner", "build", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
+
+#: runs ``argv`` sandboxed with ``workdir`` as /workspace; returns (exit code or None, output)
+Runner = Callable[[list[str], Path, float], tuple["int | None", str]]
 
 ARTIFACT_TYPE = "application/vnd.agentix.package.v1"
 CONFIG_TYPE = "application/vnd.agentix.package.config.v1+json"
@@ -103,9 +112,11 @@ def _hash_fd(fd: int) -> tuple[str, int]:
 def _walk_step(root_fd: int, step: CopyStep) -> list[_Entry]:
     """Every entry a copy step puts in the package, sorted, with content hashes."""
     src = tuple(p for p in step.source.split("/") if p)
-    dest = step.destination()
+    return _walk(root_fd, src, [p for p in step.destination().split("/") if p], step.source)
+
+
+def _walk(root_fd: int, src: tuple[str, ...], dparts: list[str], what: str) -> list[_Entry]:
     out: dict[str, _Entry] = {}
-    dparts = [p for p in dest.split("/") if p]
     for i in range(1, len(dparts)):  # the parent directories of the destination
         p = "/".join(dparts[:i])
         out[p] = _Entry(p, True, 0o755, 0, None, ())
@@ -127,11 +138,11 @@ def _walk_step(root_fd: int, step: CopyStep) -> list[_Entry]:
                 finally:
                     os.close(cfd)
                 if len(out) > MAX_CONTEXT_FILES:
-                    raise LimitExceeded(f"a copy step may add at most {MAX_CONTEXT_FILES} entries",
+                    raise LimitExceeded(f"a step may add at most {MAX_CONTEXT_FILES} entries",
                                         limit="entries")
         elif stat.S_ISREG(st.st_mode):
             if not where:
-                raise InvalidRequest(f"copy {step.source!r}: give a destination file name with `to:`",
+                raise InvalidRequest(f"copy {what!r}: give a destination file name with `to:`",
                                      field="to")
             digest, size = _hash_fd(fd)
             mode = 0o755 if st.st_mode & 0o111 else 0o644
@@ -208,7 +219,8 @@ def _cache_key(step: CopyStep, entries: list[_Entry]) -> str:
     return hashlib.sha256(canonical_json(doc)).hexdigest()
 
 
-def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout) -> BuildResult:
+def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
+          runner: Runner | None = None) -> BuildResult:
     """Build the package; store its blobs in ``layout``; tag ``ref`` last."""
     if ref.tag is None:
         raise InvalidRequest("build needs -t NAME:TAG (a digest is what a build produces)", field="tag")
@@ -217,11 +229,10 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout) -> Buil
                              "(see docs/packages.md)", field="stages")
     for si, stage in enumerate(agentfile.stages):
         for i, step in enumerate(stage.steps):
-            if isinstance(step, RunStep):
+            if isinstance(step, RunStep) and runner is None:
                 raise InvalidRequest(
-                    f"stages.{si}.steps.{i}.run: `run` build steps are not supported yet (they must run "
-                    "inside the agentix sandbox, which the builder cannot do yet; they never run on the "
-                    "host). Copy prepared files instead (see docs/packages.md)",
+                    f"stages.{si}.steps.{i}.run: `run` build steps run only inside the agentix sandbox: "
+                    "build through the kernel (`agentix build`); they never run on the host",
                     field=f"stages.{si}.steps.{i}.run")
     layout.init()
     cache_dir = layout.root / "cache"
@@ -234,9 +245,16 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout) -> Buil
     cached: list[bool] = []
     steps_doc: list[dict[str, Any]] = []
     try:
-        for stage in agentfile.stages:
-            for step in stage.steps:
-                assert isinstance(step, CopyStep)
+        for si, stage in enumerate(agentfile.stages):
+            for i, step in enumerate(stage.steps):
+                if isinstance(step, RunStep):
+                    assert runner is not None
+                    hit, was_cached = _run_step(step, f"stages.{si}.steps.{i}.run", layers, layout,
+                                                cache_dir, runner)
+                    cached.append(was_cached)
+                    layers.append(hit)
+                    steps_doc.append({"stage": stage.name, **step.describe(), "layer": hit.digest})
+                    continue
                 entries = _walk_step(root_fd, step)
                 key = _cache_key(step, entries)
                 hit = _cache_get(cache_dir / key, layout)
@@ -280,6 +298,61 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout) -> Buil
     mdigest = layout.put_bytes(mbytes)
     layout.tag(ref, Descriptor(MANIFEST_TYPE, mdigest, len(mbytes)))
     return BuildResult(ref, mdigest, len(mbytes), tuple(d.digest for d in layers), tuple(cached), config)
+
+
+def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layout, cache_dir: Path,
+              runner: Runner) -> tuple[Descriptor, bool]:
+    """Run one build command in the sandbox over the layers so far; its layer is what changed."""
+    key = hashlib.sha256(canonical_json({"v": 1, "gzip": GZIP_LEVEL, "step": step.describe(),
+                                         "parents": [d.digest for d in before]})).hexdigest()
+    hit = _cache_get(cache_dir / key, layout)
+    if hit is not None:
+        return hit, True
+    from agentix.packages.unpack import unpack_layers
+
+    scratch = layout.temp_path("build")
+    try:
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(layout.open_verified(d.digest)) for d in before]
+            unpack_layers(files, scratch)
+        old = {e.path: e for e in _tree(scratch)}
+        code, output = runner(list(step.run), scratch, step.timeout)
+        if code != 0:
+            raise InvalidRequest(f"{field}: {step.run[0]} exited with {code}: {output[-2000:]}", field=field,
+                                 exit_code=code)
+        new = _tree(scratch)
+        gone = sorted(set(old) - {e.path for e in new})
+        if gone:
+            raise InvalidRequest(f"{field}: the command deleted {gone[0]}; run steps may add and change "
+                                 "files, not delete them", field=field, deleted=gone[:20])
+        changed = [e for e in new if e.path not in old or (old[e.path].sha256, old[e.path].mode, old[e.path].is_dir)
+                   != (e.sha256, e.mode, e.is_dir)]
+        # the parent directories of what changed, so the layer unpacks on its own
+        dirs = {"/".join(e.path.split("/")[:n]) for e in changed for n in range(1, e.path.count("/") + 1)}
+        entries = sorted([e for e in new if e.path in dirs and e.is_dir and e not in changed] + changed,
+                         key=lambda e: e.path)
+        fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        tmp = layout.temp_path("layer")
+        try:
+            with open(tmp, "wb") as f:
+                digest, size = _write_layer(fd, entries, f)  # type: ignore[arg-type]
+            layout.commit_file(tmp, digest)
+        finally:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    desc = Descriptor(LAYER_TYPE, digest, size)
+    layout._write_atomic(cache_dir / key, canonical_json(desc.to_data()))
+    return desc, False
+
+
+def _tree(root: Path) -> list[_Entry]:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _walk(fd, (), [], "the build tree")
+    finally:
+        os.close(fd)
 
 
 def _cache_get(path: Path, layout: Layout) -> Descriptor | None:

@@ -19,7 +19,7 @@ from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
                                   parse_public_key, parse_ref)
-from agentix.packages.build import ARTIFACT_TYPE, CONFIG_TYPE, BuildResult, build
+from agentix.packages.build import ARTIFACT_TYPE, CONFIG_TYPE, BuildResult, Runner, build
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.remote import Credentials, RemoteRegistry
 from agentix.packages.trust import (EMPTY_CONFIG, SIGNATURE_TYPE, Keyring, TrustState, add_signature,
@@ -56,7 +56,8 @@ class PackageStore:
         self.limits = limits
 
     # ------------------------------------------------------------ build
-    def build(self, context: Path, tag: str, agentfile: Path | None = None) -> BuildResult:
+    def build(self, context: Path, tag: str, agentfile: Path | None = None,
+              runner: Runner | None = None) -> BuildResult:
         context = context.resolve()
         if agentfile is None:
             for n in AGENTFILE_NAMES:
@@ -79,7 +80,7 @@ class PackageStore:
             raise InvalidRequest(f"tag {ref.tag} is a version but the Agentfile says version "
                                  f"{af.metadata.version}; tag it {af.metadata.version} (or a name such "
                                  "as latest)", field="tag")
-        return build(context, af, ref, self.layout)
+        return build(context, af, ref, self.layout, runner)
 
     # ------------------------------------------------------------ reading the local store
     def _manifest(self, digest: str) -> dict[str, Any]:
