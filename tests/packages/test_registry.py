@@ -127,6 +127,12 @@ def test_401_from_a_registry_that_wants_credentials(tmp_path: Path, store: Packa
                 op(ref)
             assert exc.value.data["reason"] == "unauthorized", exc.value.message
         assert reg.files() == []  # nothing reached the registry
+        # with credentials from registry/credentials.json the same push goes through
+        (store.layout.root / "credentials.json").write_text(json.dumps(
+            {reg.host: {"username": "ci", "password": "secret"}}))
+        assert store.push(ref)["blobs_sent"] == 3
+        store.trust_allow_unsigned(reg.ref("team/*"))
+        assert store.pull(ref)["verdict"]["basis"] == "unsigned_allowed"
     finally:
         stop_registry(reg)
 

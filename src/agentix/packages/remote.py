@@ -133,6 +133,9 @@ class RemoteRegistry:
 
         def request(*a: Any, **kw: Any) -> requests.Response:
             kw.setdefault("timeout", timeout)
+            body = kw.get("data")
+            if hasattr(body, "seek"):
+                body.seek(0)  # a retry after an auth challenge sends the whole blob again
             return session_request(*a, **kw)
 
         self.reg.session.request = request  # type: ignore[method-assign]
@@ -145,8 +148,10 @@ class RemoteRegistry:
                 raise _AuthFailed(str(err)) from None
 
         self.reg.auth.authenticate_request = authenticate  # type: ignore[method-assign]
+        self.basic = False
         if credentials.username:
             self.reg.auth.set_basic_auth(credentials.username, credentials.password or "")
+            self.basic = True
         elif credentials.token:
             self.reg.auth.set_token_auth(credentials.token)
 
@@ -156,8 +161,11 @@ class RemoteRegistry:
     def _request(self, what: str, url: str, method: str, *, ok: tuple[int, ...] = (200,),
                  headers: dict[str, str] | None = None, data: Any = None,
                  stream: bool = False) -> requests.Response:
+        headers = dict(headers or {})
+        if self.basic:  # sent up front: no challenge round trip, no body sent twice
+            headers.update(self.reg.auth.get_auth_header())
         try:
-            r = self.reg.do_request(url, method, data=data, headers=dict(headers or {}), stream=stream)
+            r = self.reg.do_request(url, method, data=data, headers=headers, stream=stream)
         except AgentixError:
             raise
         except Exception as err:
