@@ -125,3 +125,35 @@ def test_a_registry_failure_exits_6_with_a_clear_message(start_kernel: Any) -> N
     assert "cannot reach the registry" in p.stderr
     [e] = events(k, "package.pull")
     assert e["data"]["ok"] is False and e["data"]["reason"] == "unreachable"
+
+
+CHILD_PARENT = """\
+import json
+from agentix.sdk import agent
+
+k = agent.connect()
+out = {}
+for label, caps in (("narrower", ["tool: echo"]), ("wider", ["tool: echo", "network: *"])):
+    try:
+        c = k.spawn({"name": "child", "program": "agent/child.py", "capabilities": caps})
+        out[label] = k.wait_child(c.agent_id, timeout=30).reason
+    except Exception as err:
+        out[label] = getattr(err, "code", repr(err))
+k.exit(out)
+"""
+
+
+def test_a_child_of_a_package_agent_never_gets_more_than_the_package_was_granted(
+        start_kernel: Any, tmp_path: Path) -> None:
+    k = start_kernel()
+    ctx = make_context(tmp_path / "ctx", program=CHILD_PARENT)
+    (ctx / "agent" / "child.py").write_text("from agentix.sdk import agent\nagent.connect().exit('child ran')\n")
+    af = (ctx / "Agentfile").read_text().replace('  - "tool: echo"\n', '  - "tool: echo"\n  - "spawn_child: child"\n')
+    (ctx / "Agentfile").write_text(af)
+    ok(cli(k, "build", str(ctx), "-t", "local/parent:1.0.0"))
+    ok(cli(k, "trust", "allow-unsigned", "local/*"))
+    out = json.loads(ok(cli(k, "run", "local/parent:1.0.0", "--accept", "tool: echo", "--accept",
+                           "spawn_child: child", "--json")))
+    assert out["result"]["narrower"] == "completed"
+    assert out["result"]["wider"] in ("handoff_escalation_denied", "capability_denied")
+    assert out["package"]["granted"] == ["tool: echo", "spawn_child: child"]
