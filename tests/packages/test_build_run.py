@@ -96,3 +96,43 @@ def test_without_the_kernel_run_steps_are_refused_not_run(tmp_path: Path) -> Non
     with pytest.raises(InvalidRequest, match="only inside the agentix sandbox"):
         store.build(ctx, "team/hello:1.0.0")
     assert not marker.exists() and store.list() == []
+
+
+MULTI = """\
+apiVersion: agentix/v1
+metadata: {name: multi, version: 1.0.0}
+stages:
+  - name: builder
+    steps:
+      - copy: src
+      - run: [python3, -c, "open('src/out.txt', 'w').write(open('src/in.txt').read().upper())"]
+  - name: final
+    steps:
+      - copy: agent
+      - copy: src/out.txt
+        from: builder
+        to: agent/out.txt
+agent: {program: agent}
+"""
+
+
+def test_multi_stage_ships_only_the_last_stage(start_kernel: Any, tmp_path: Path) -> None:
+    k = start_kernel()
+    ctx = make_context(tmp_path / "ctx")
+    (ctx / "src").mkdir()
+    (ctx / "src" / "in.txt").write_text("built in stage one\n")
+    (ctx / "Agentfile").write_text(MULTI)
+    r = k.client.call("package.build", context=str(ctx), tag="team/multi:1.0.0")
+    assert len(r["layers"]) == 2  # the final stage's two copies; the builder's layers are not shipped
+    assert layer_files(k.home, "team/multi:1.0.0", 1) == {"agent": b"<dir>", "agent/out.txt": b"BUILT IN STAGE ONE\n"}
+    assert "src/in.txt" not in layer_files(k.home, "team/multi:1.0.0", 0)
+    again = k.client.call("package.build", context=str(ctx), tag="team/multi:1.0.0")
+    assert again["digest"] == r["digest"] and all(again["cached"])
+
+
+def test_copy_from_a_later_or_unknown_stage_names_the_line(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "ctx")
+    (ctx / "Agentfile").write_text(MULTI.replace("from: builder", "from: final"))
+    with pytest.raises(InvalidRequest) as exc:
+        PackageStore(tmp_path / "h").build(ctx, "team/multi:1.0.0")
+    assert exc.value.data["field"] == "stages.1.steps.1.from" and exc.value.data["line"] == 12

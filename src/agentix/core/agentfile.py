@@ -10,11 +10,13 @@ An Agentfile is YAML or JSON (JSON is YAML, so one decoder serves both) with
       description: says hello
       authors: [Ada <ada@example.org>]
       license: Apache-2.0
-    stages:
+    stages:                       # only the LAST stage's layers are the package
       - name: main
         steps:
           - copy: agent/          # a file or directory under the build context
             to: agent/            # where it lands in the package (default: the same path)
+          # - run: [python3, gen.py]          a build command, sandboxed (packages/build.py)
+          # - {copy: out/, from: builder}     from an earlier stage's result
     agent:
       program: agent/             # a .py file or a package directory (with __main__.py) in the package
       args: []
@@ -128,6 +130,8 @@ class CopyStep(_Model):
 
     source: str = Field(alias="copy")
     to: str | None = None
+    #: copy from an earlier stage's result instead of the build context (multi-stage builds)
+    from_stage: str | None = Field(default=None, alias="from")
 
     @field_validator("source")
     @classmethod
@@ -143,7 +147,10 @@ class CopyStep(_Model):
         return self.to if self.to is not None else self.source
 
     def describe(self) -> dict[str, Any]:
-        return {"copy": self.source, "to": self.destination()}
+        d: dict[str, Any] = {"copy": self.source, "to": self.destination()}
+        if self.from_stage is not None:
+            d["from"] = self.from_stage
+        return d
 
 
 class RunStep(_Model):
@@ -319,7 +326,7 @@ def parse_agentfile_text(text: str, source: str = "Agentfile") -> Agentfile:
             f"{source}:{line}: apiVersion: must be {API_VERSION!r}, got {data.get('apiVersion')!r}",
             field="apiVersion", line=line)
     try:
-        return Agentfile.model_validate(data)
+        af = Agentfile.model_validate(data)
     except ValidationError as err:
         errors = err.errors()
         # a union of step kinds reports every member; keep the most specific one per place
@@ -336,3 +343,14 @@ def parse_agentfile_text(text: str, source: str = "Agentfile") -> Agentfile:
         elif first["type"] in ("union_tag_not_found", "union_tag_invalid"):
             msg = "a step must be a mapping with `copy:` or `run:`"
         raise InvalidRequest(f"{source}:{line}: {field}: {msg}", field=field, line=line) from None
+    seen: list[str] = []
+    for si, stage in enumerate(af.stages):
+        for i, step in enumerate(stage.steps):
+            if isinstance(step, CopyStep) and step.from_stage is not None and step.from_stage not in seen:
+                loc = ("stages", si, "steps", i, "from")
+                line = _key_line(root, loc)
+                field = ".".join(str(x) for x in loc)
+                raise InvalidRequest(f"{source}:{line}: {field}: {step.from_stage!r} is not an earlier stage "
+                                     f"(earlier stages: {', '.join(seen) or 'none'})", field=field, line=line)
+        seen.append(stage.name)
+    return af

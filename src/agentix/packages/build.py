@@ -12,6 +12,10 @@ path). Each step's layer is cached under a key computed from its inputs (the ste
 the path, mode and content hash of every file it copies), so an unchanged rebuild re-hashes
 the inputs but compresses nothing.
 
+Stages: each stage's steps make its own layers; ``copy: … from: STAGE`` copies from an
+earlier stage's result (its layers unpacked into a scratch tree, walked by the same safe
+walker); only the last stage's layers are the package.
+
 ``run`` steps run inside the agentix sandbox, never on the host: the builder is given a
 ``Runner`` (the kernel's: the same substrate as agents, no network, the build tree as
 ``/workspace``, strict isolation only). Before a run step the stage's layers so far are
@@ -41,6 +45,7 @@ from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, LimitExceeded
 from agentix.core.package import Ref
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.unpack import unpack_layers
 
 __all__ = ["BuildResult", "Runner", "build", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
 
@@ -224,9 +229,6 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
     """Build the package; store its blobs in ``layout``; tag ``ref`` last."""
     if ref.tag is None:
         raise InvalidRequest("build needs -t NAME:TAG (a digest is what a build produces)", field="tag")
-    if len(agentfile.stages) > 1:
-        raise InvalidRequest("multi-stage builds are not supported yet: give one stage "
-                             "(see docs/packages.md)", field="stages")
     for si, stage in enumerate(agentfile.stages):
         for i, step in enumerate(stage.steps):
             if isinstance(step, RunStep) and runner is None:
@@ -244,8 +246,11 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
     layers: list[Descriptor] = []
     cached: list[bool] = []
     steps_doc: list[dict[str, Any]] = []
+    stage_layers: dict[str, list[Descriptor]] = {}
+    trees: dict[str, tuple[Path, int]] = {}  # earlier stages unpacked for `copy: … from:`
     try:
         for si, stage in enumerate(agentfile.stages):
+            layers = []
             for i, step in enumerate(stage.steps):
                 if isinstance(step, RunStep):
                     assert runner is not None
@@ -255,14 +260,24 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
                     layers.append(hit)
                     steps_doc.append({"stage": stage.name, **step.describe(), "layer": hit.digest})
                     continue
-                entries = _walk_step(root_fd, step)
+                src_fd = root_fd
+                if step.from_stage is not None:
+                    if step.from_stage not in trees:
+                        tree = layout.temp_path("stage")
+                        with contextlib.ExitStack() as stack:
+                            files = [stack.enter_context(layout.open_verified(d.digest))
+                                     for d in stage_layers[step.from_stage]]
+                            unpack_layers(files, tree)
+                        trees[step.from_stage] = (tree, os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+                    src_fd = trees[step.from_stage][1]
+                entries = _walk_step(src_fd, step)
                 key = _cache_key(step, entries)
                 hit = _cache_get(cache_dir / key, layout)
                 if hit is None:
                     tmp = layout.temp_path("layer")
                     try:
                         with open(tmp, "wb") as f:
-                            digest, size = _write_layer(root_fd, entries, f)  # type: ignore[arg-type]
+                            digest, size = _write_layer(src_fd, entries, f)  # type: ignore[arg-type]
                         layout.commit_file(tmp, digest)
                     finally:
                         tmp.unlink(missing_ok=True)
@@ -273,8 +288,12 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
                     cached.append(True)
                 layers.append(hit)
                 steps_doc.append({"stage": stage.name, **step.describe(), "layer": hit.digest})
+            stage_layers[stage.name] = layers
     finally:
         os.close(root_fd)
+        for tree, fd in trees.values():
+            os.close(fd)
+            shutil.rmtree(tree, ignore_errors=True)
     config = {
         "apiVersion": agentfile.apiVersion,
         "metadata": agentfile.metadata.model_dump(mode="json", exclude_none=True),
@@ -308,8 +327,6 @@ def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layou
     hit = _cache_get(cache_dir / key, layout)
     if hit is not None:
         return hit, True
-    from agentix.packages.unpack import unpack_layers
-
     scratch = layout.temp_path("build")
     try:
         with contextlib.ExitStack() as stack:
