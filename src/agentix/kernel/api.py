@@ -197,7 +197,8 @@ def register(k: Kernel) -> None:
         check_args(spec, call.args)
         ctx = ToolContext(services=k, call=call, agent_id=subject.agent_id if subject else None,
                           workspace=subject.workspace if subject else None,
-                          authorization=call.authorization, reauthorize=k.caps.reauthorizer(call))
+                          authorization=call.authorization, reauthorize=k.caps.reauthorizer(call),
+                          fence=k.caps.fence(subject.workspace if subject else None))
         return await spec.handler(ctx, call.args)
 
     async def tool_call(call: Call) -> dict[str, Any]:

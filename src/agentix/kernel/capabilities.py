@@ -331,6 +331,27 @@ class CapabilityService:
 
         return again
 
+    def fence(self, workspace: Path | None) -> Any:
+        """The open-time fence of the file tools: ``$AGENTIX_HOME`` denied (by dev/inode),
+        the caller's own workspace allowed, the key and database files protected wherever
+        they are linked."""
+        from agentix.tools.fs import Fence
+
+        def key(p: Path) -> tuple[int, int] | None:
+            try:
+                st = os.stat(p)
+            except OSError:
+                return None
+            return (st.st_dev, st.st_ino)
+
+        home = self.k.home.root
+        files = [home / "keys" / n for n in _listdir(home / "keys")]
+        files += [home / n for n in _listdir(home) if n.startswith("agentix.db") or n.endswith(".json")]
+        denied = {key(home)} - {None}
+        allowed = {key(workspace)} - {None} if workspace is not None else set()
+        return Fence(frozenset(denied), frozenset(allowed),  # type: ignore[arg-type]
+                     frozenset(x for x in map(key, files) if x is not None))
+
     # ------------------------------------------------------------------ spawn
     def constrain(self, manifest: Manifest, parent: AgentRecord | None) -> Manifest:
         """The manifest the kernel enforces:
@@ -470,6 +491,13 @@ def _grants_model(manifest: Manifest) -> bool:
         return any(g.grants.of_kind("model") for g in manifest_groups(manifest))
     except AgentixError:
         return False  # a bad grant string is refused later, with its own message
+
+
+def _listdir(p: Path) -> list[str]:
+    try:
+        return os.listdir(p)
+    except OSError:
+        return []
 
 
 def kernel_state_prefixes(home_root: Path) -> tuple[str, ...]:

@@ -38,6 +38,8 @@ class ToolContext:
     authorization: Authorization | None = None
     #: a new decision for a resource found late (a redirect hop), charged to this call
     reauthorize: Callable[[Sequence[Request]], Authorization] | None = None
+    #: what the file tools may never open (``agentix.tools.fs.Fence``: the kernel's own state)
+    fence: Any = None
 
     def require_authorization(self) -> Authorization:
         if self.authorization is None:

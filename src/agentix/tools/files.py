@@ -74,7 +74,9 @@ class _Locator:
 async def _run(ctx: ToolContext, fn: Any) -> dict[str, Any]:
     loc = _Locator(ctx)
     try:
-        return loc.virtual(await asyncio.to_thread(fn, loc))
+        with fs.fenced(ctx.fence):  # the thread inherits the context, hence the fence
+            out = await asyncio.to_thread(fn, loc)
+        return loc.virtual(out)
     except AgentixError as err:
         if isinstance(err, ToolError) and err.data.get("errno") == "ENOENT":
             err = NotFound(err.message, **err.data)  # a missing file is not_found to the caller
