@@ -324,14 +324,19 @@ class CapabilityService:
         """For a tool: a new decision over resources found late (a redirect hop), as the same
         agent, charged to the same call (tokens this call already paid for are not charged
         again). None when the call runs without an agent's authority."""
-        prior = call.authorization
-        if prior is None or call.subject is None:
+        first = call.authorization
+        if first is None or call.subject is None:
             return None
         rec = self.k.table.get(call.subject)
+        paid = [first]  # every token this call has paid for so far (never charged twice)
 
         def again(resources: Sequence[Request]) -> Authorization:
+            prior = paid[-1]
             auth = self.decide(rec, resources, prior=prior)
             self.ledger.commit(auth)
+            new = tuple(t for t in auth.tokens if all(t.id != p.id for p in prior.tokens))
+            if new:
+                paid.append(Authorization(holder=prior.holder, covered=(), tokens=prior.tokens + new))
             return auth
 
         return again
