@@ -4,8 +4,8 @@
     package.list  package.inspect  package.rm
     keys.generate  keys.list  trust.add  trust.allow_unsigned  trust.list
 
-Each method's policy (for the method table, issue #10) — resources touched; recorded;
-durability:
+Each method's policy is its row in the method table (``kernel/methods.py``); in short —
+resources touched; recorded; durability:
 
     method                 touches                                      recorded  effect outside the kernel
     package.build          reads the operator's build dir; writes registry/   yes       no
@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import parse_ref
-from agentix.kernel.dispatch import Call, MethodSpec
+from agentix.kernel.dispatch import Call
+from agentix.kernel.methods import method
 from agentix.packages.service import PackageStore
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
             try:
                 return await fn(call)
             except AgentixError as err:
-                call.meta["event_data"] = {"params": _summary(call.params),
+                call.event_data = {"params": _summary(call.params),
                                            **{k_: v for k_, v in err.data.items() if k_ != "error"}}
                 raise
         return run
@@ -96,25 +97,25 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         r = await in_thread(store.build, ctx, _str(call.params, "tag", "NAME:TAG"), Path(af) if af else None,
                             runner)
         out = {"ref": str(r.ref), "digest": r.digest, "layers": list(r.layers), "cached": list(r.cached)}
-        call.meta["event_data"] = {"ref": out["ref"], "digest": r.digest,
+        call.event_data = {"ref": out["ref"], "digest": r.digest,
                                    "capabilities": r.config.get("capabilities", [])}
         return out
 
     async def sign(call: Call) -> dict[str, Any]:
         r = await in_thread(store.sign, _str(call.params, "ref", "a package reference"),
                             _str(call.params, "key", "a signing key name"))
-        call.meta["event_data"] = dict(r)
+        call.event_data = dict(r)
         return r
 
     async def push(call: Call) -> dict[str, Any]:
         r = await in_thread(store.push, _str(call.params, "ref", "a package reference"))
-        call.meta["event_data"] = dict(r)
+        call.event_data = dict(r)
         return r
 
     async def pull(call: Call) -> dict[str, Any]:
         r = await in_thread(store.pull, _str(call.params, "ref", "a package reference"),
                             allow_rollback=bool(call.params.get("allow_rollback")))
-        call.meta["event_data"] = {"ref": r["ref"], "digest": r["digest"], **r["verdict"]}
+        call.event_data = {"ref": r["ref"], "digest": r["digest"], **r["verdict"]}
         await _note_unsigned(r["verdict"])
         return r
 
@@ -163,7 +164,7 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
             rec = await k.spawn(manifest, message=call.params.get("message"), seed=dest)
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, True)
-        call.meta["event_data"] = {"ref": str(ref), "digest": prep.digest, "agent_id": rec.agent_id}
+        call.event_data = {"ref": str(ref), "digest": prep.digest, "agent_id": rec.agent_id}
         return {"agent_id": rec.agent_id, "name": rec.name, "pid": rec.pid, "isolation": rec.isolation,
                 "digest": prep.digest, "declared": prep.declared, "granted": data["capabilities"],
                 "verdict": verdict, "pulled": pulled is not None}
@@ -176,12 +177,12 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
 
     async def rm(call: Call) -> dict[str, Any]:
         r = await in_thread(store.remove, _str(call.params, "ref", "a package reference"))
-        call.meta["event_data"] = dict(r)
+        call.event_data = dict(r)
         return r
 
     async def keys_generate(call: Call) -> dict[str, Any]:
         r = await in_thread(store.keys.generate, _str(call.params, "name", "a key name"))
-        call.meta["event_data"] = dict(r)
+        call.event_data = dict(r)
         return r
 
     async def keys_list(call: Call) -> dict[str, Any]:
@@ -191,13 +192,13 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         pattern = _str(call.params, "pattern", "a name pattern such as registry.example/team/*")
         r = await in_thread(store.trust_add, _str(call.params, "key", "a public key, key file or key name"),
                             pattern)
-        call.meta["event_data"] = {"pattern": pattern}
+        call.event_data = {"pattern": pattern}
         return r
 
     async def trust_allow_unsigned(call: Call) -> dict[str, Any]:
         pattern = _str(call.params, "pattern", "a name pattern")
         r = await in_thread(store.trust_allow_unsigned, pattern)
-        call.meta["event_data"] = {"pattern": pattern}
+        call.event_data = {"pattern": pattern}
         return r
 
     async def trust_list(call: Call) -> dict[str, Any]:
@@ -211,7 +212,8 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
     }
     for name, rec in METHODS:
         fn = handlers[name]
-        p.register(MethodSpec(name, recorded(fn) if rec else fn, operator=True, checked=False, recorded=rec))
+        # the policy of each is its row in the method table (kernel/methods.py)
+        p.register(method(name, recorded(fn) if rec else fn, operator=True))
     return store
 
 
