@@ -10,8 +10,7 @@ kernel copies the orchestrator's ``output/`` to ``--output`` when it exits.
 Exit status: 0 when the orchestrator completed every subtask, 1 otherwise (partial,
 error, crash), 5 on ``--timeout``.
 
-``top`` shows ``inference.stats`` live: per provider queue length, in-flight requests,
-tokens/s, fairness; per agent weight, waits, served requests and share.
+(``agentix top`` lives in ``cli/top.py``.)
 """
 
 from __future__ import annotations
@@ -24,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console, Group
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from agentix.sdk import Kernel
 
-__all__ = ["GoalWatch", "render_stats", "run_goal", "top"]
+__all__ = ["GoalWatch", "run_goal"]
 
 EVENT_LIMIT = 10_000
+#: the event kinds that are refusals (only these count as DENIED)
+DENIAL_KINDS = frozenset({"capability.denied", "taint.violation", "call.refused"})
 
 
 @dataclass
@@ -91,7 +92,7 @@ class GoalWatch:
             return f"  {escape(a.name)} → [bold]{escape(str(d.get('tool')))}[/] [dim]{escape(args[:100])}[/]"
         if kind == "tool.result" and not d.get("ok"):
             return escape(f"  {a.name} ← {d.get('tool')} failed: {d.get('error')}: {str(d.get('message'))[:120]}")
-        if kind.startswith("capability.") or kind == "call.refused":
+        if kind in DENIAL_KINDS:  # capability.granted/revoked are not denials
             a.denied += 1
             what = d.get("tool") or d.get("method")
             return "  [red]denied[/] " + escape(f"{a.name}: {what}: {str(d.get('message'))[:160]}")
@@ -219,55 +220,3 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
     if fin.get("error"):
         console.print(f"[red]{fin['error']}[/]")
     return 0 if ok else 1
-
-
-# ---------------------------------------------------------------- top
-def render_stats(stats: dict[str, Any], names: dict[str, str] | None = None) -> Group:
-    """One table per provider of an ``inference.stats`` snapshot."""
-    names = names or {}
-    parts = []
-    for pname, p in stats.get("providers", {}).items():
-        lim = p.get("limiter") or {}
-        t = Table(title=f"{pname}{' [yellow](scripted/simulated)[/]' if p.get('scripted') else ''}: "
-                        f"queue {p['queue_length']} · in flight {p['in_flight']}/{lim.get('concurrency_cap', '-')} · "
-                        f"{p['tokens_per_s']:.1f} tokens/s · served {p['served']} · "
-                        f"fairness {p['fairness']:.3f} · retries {p['retries']} · failures {p['failures']}")
-        for col in ("agent", "weight", "waiting", "running", "served", "tokens", "share", "mean wait", "p99 wait"):
-            t.add_column(col, justify="right")
-        for a in sorted(p.get("agents") or [], key=lambda a: -a["tokens"]):
-            label = names.get(a["agent_id"], a["agent_id"])
-            t.add_row(label, f"{a['weight']:g}", str(a["waiting"]), str(a["running"]), str(a["served"]),
-                      f"{a['tokens']:.0f}", f"{a['share']:.1%}", f"{a['mean_wait'] * 1000:.0f} ms",
-                      f"{a['p99_wait'] * 1000:.0f} ms")
-        parts.append(t)
-    return Group(*parts)
-
-
-@click.command()
-@click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
-@click.option("--once", is_flag=True, help="print one snapshot and exit")
-@click.option("--json", "as_json", is_flag=True, help="print one snapshot as JSON and exit")
-@click.pass_obj
-def top(obj: Any, interval: float, once: bool, as_json: bool) -> None:
-    """Live view of the inference scheduler: queues, waits, shares, tokens/s."""
-    k: Kernel = obj.kernel
-    if as_json:
-        click.echo(json.dumps(k.inference_stats(), indent=2, default=str))
-        return
-    console = Console()
-
-    def names() -> dict[str, str]:
-        return {a.agent_id: f"{a.name} ({a.agent_id})" for a in k.list(all=True)}
-
-    if once:
-        console.print(render_stats(k.inference_stats(), names()))
-        return
-    from rich.live import Live
-
-    try:
-        with Live(render_stats(k.inference_stats(), names()), console=console, refresh_per_second=4) as live:
-            while True:
-                time.sleep(max(0.1, interval))
-                live.update(render_stats(k.inference_stats(), names()))
-    except KeyboardInterrupt:
-        sys.exit(0)

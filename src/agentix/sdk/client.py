@@ -13,9 +13,13 @@ from typing import Any
 
 import orjson
 
-from agentix.core.errors import AgentixError, error_from_code
+from agentix.core.errors import AgentixError, InvalidRequest, error_from_code
 
-__all__ = ["Connection", "ConnectionClosed"]
+__all__ = ["FRAME_LIMIT", "Connection", "ConnectionClosed"]
+
+#: the kernel's default frame limit (``[kernel] frame_limit``); a larger request is refused
+#: here, before anything is sent, so the connection stays usable
+FRAME_LIMIT = 1024 * 1024
 
 
 class ConnectionClosed(AgentixError):
@@ -23,8 +27,9 @@ class ConnectionClosed(AgentixError):
 
 
 class Connection:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, frame_limit: int = FRAME_LIMIT) -> None:
         self._sock = sock
+        self.frame_limit = frame_limit
         self._buf = bytearray()
         self._next_id = 0
         self._send_lock = threading.Lock()
@@ -75,7 +80,18 @@ class Connection:
         with self._cond:
             self._next_id += 1
             req_id = self._next_id
-        frame = orjson.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}}) + b"\n"
+        try:  # non-string keys become strings, as json.dumps does ({1: "x"} -> {"1": "x"})
+            frame = orjson.dumps({"jsonrpc": "2.0", "id": req_id, "method": method,
+                                  "params": params or {}}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+        except TypeError as err:  # orjson.JSONEncodeError is a TypeError
+            raise InvalidRequest(f"{method}: the parameters cannot be sent as JSON: {err}; "
+                                 "nothing was sent", method=method) from None
+        if len(frame) > self.frame_limit:
+            raise InvalidRequest(
+                f"{method}: the request is {len(frame)} bytes, over the kernel's frame limit of "
+                f"{self.frame_limit} bytes; nothing was sent (write large data to a file in the "
+                "workspace, or send it in parts)", method=method, size=len(frame),
+                limit=self.frame_limit)
         with self._send_lock:
             try:
                 self._sock.sendall(frame)

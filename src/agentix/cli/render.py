@@ -1,0 +1,109 @@
+"""How the CLI prints: rich for a person at a terminal, plain and complete for everything else.
+
+The rule: output that goes to a pipe or a file is never cut, wrapped or coloured. Tables
+become space-aligned columns holding every value in full (ids can be copied and fed back to
+``agentix``), one record per line, one header line; lines are printed as they are. Only when
+stdout is a terminal is rich imported (it costs more start-up time than the rest of the
+CLI), and even then id columns are never shortened. Whatever a command leaves out (the head
+of a long log, older events) it says so in a notice on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+__all__ = ["Cell", "columns", "console", "is_tty", "line", "notice", "status", "table"]
+
+#: a table cell: text, or (text, rich style) — the style is used only on a terminal
+Cell = str | tuple[str, str]
+
+_consoles: dict[bool, Any] = {}
+
+
+def is_tty(err: bool = False) -> bool:
+    stream = sys.stderr if err else sys.stdout
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def console(err: bool = False) -> Any:
+    """A rich Console for this stream; off a terminal it never wraps (very wide, no colour)."""
+    if err not in _consoles:
+        from rich.console import Console
+
+        tty = is_tty(err)
+        _consoles[err] = Console(stderr=err, soft_wrap=not tty, width=None if tty else 100_000,
+                                 no_color=not tty, highlight=False)
+    return _consoles[err]
+
+
+def _text(c: Cell) -> str:
+    return c if isinstance(c, str) else c[0]
+
+
+def columns(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as space-aligned columns, nothing cut (the last column is not padded)."""
+    if not rows:
+        return ""
+    n = max(len(r) for r in rows)
+    widths = [max((len(r[i]) for r in rows if i < len(r)), default=0) for i in range(n)]
+    out = []
+    for r in rows:
+        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, title: str | None = None,
+          keep: Sequence[int] = (0,)) -> None:
+    """Print a table; on a terminal columns ``keep`` (ids) are never wrapped or shortened."""
+    if not is_tty():
+        if title:
+            click.echo(title)
+        text = columns([list(headers), *[[_text(c) for c in r] for r in rows]])
+        click.echo(text)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(*headers, title=title, box=None, header_style="bold")
+    for i in keep:
+        if i < len(t.columns):
+            width = max([len(_text(r[i])) for r in rows if i < len(r)] + [len(headers[i])])
+            t.columns[i].no_wrap = True
+            t.columns[i].min_width = width
+    for r in rows:
+        t.add_row(*[Text(c) if isinstance(c, str) else Text(c[0], style=c[1]) for c in r])
+    console().print(t)
+
+
+def line(text: str, style: str | None = None, *, err: bool = False) -> None:
+    """Print one line as it is (styled on a terminal; never wrapped or interpreted)."""
+    if style and is_tty(err):
+        from rich.text import Text
+
+        console(err).print(Text(text, style=style), soft_wrap=True)
+    else:
+        click.echo(text, err=err)
+
+
+def notice(text: str) -> None:
+    """Tell the reader (on stderr) what was left out or what happens next."""
+    line(text, "yellow", err=True)
+
+
+@contextmanager
+def status(text: str) -> Iterator[None]:
+    """A spinner on a terminal's stderr; nothing otherwise."""
+    if not is_tty(err=True):
+        yield
+        return
+    with console(err=True).status(text):
+        yield
