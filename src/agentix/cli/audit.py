@@ -159,7 +159,9 @@ def check_proof(obj: Any, proof_file: Any, key: str | None, as_json: bool) -> No
 @click.option("-o", "output", type=click.Path(path_type=Path), help="file (default stdout)")
 @click.pass_obj
 def export(obj: Any, output: Path | None) -> None:
-    """Export every entry, one JSON object per line (JSONL; docs/audit.md section 2)."""
+    """Export every entry, one JSON object per line (JSONL; docs/audit.md section 2).
+
+    Reads $AGENTIX_HOME/agentix.db directly (no kernel needed)."""
     from agentix.sdk.audit import export_file
 
     if output is None:

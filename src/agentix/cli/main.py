@@ -179,7 +179,7 @@ def start_kernel(home: Path, isolation: str | None = None, timeout: float = 15.0
 @json_option
 @click.pass_obj
 def up(obj: Ctx, foreground: bool, isolation: str | None, as_json: bool) -> None:
-    """Start the kernel daemon."""
+    """Start the kernel daemon in the background (its log: agentixd.log in the home)."""
     if kernel_running(obj.home):
         fail(f"a kernel is already running for {obj.home}", EXIT_NO_KERNEL)
     if foreground:
@@ -200,7 +200,7 @@ def up(obj: Ctx, foreground: bool, isolation: str | None, as_json: bool) -> None
 @json_option
 @click.pass_obj
 def down(obj: Ctx, timeout: float, as_json: bool) -> None:
-    """Stop the kernel (its agents are stopped first)."""
+    """Stop every agent (SIGTERM, a grace period, SIGKILL), then the kernel."""
     r = obj.kernel.shutdown()
     pid = r["pid"]
     with render.status("stopping agents and the kernel…"):
@@ -227,7 +227,7 @@ def kv_table(rows: list[tuple[str, str]]) -> None:
 @json_option
 @click.pass_obj
 def info(obj: Ctx, as_json: bool) -> None:
-    """Show the kernel's state."""
+    """Show the kernel's state: version, uptime, agent counts, isolation backend, tools."""
     data = obj.kernel.info()
     if as_json:
         return dump_json(data)
@@ -333,7 +333,11 @@ def run(obj: Ctx, manifest: str | None, program: str | None, name: str | None, m
         as_json: bool) -> None:
     """Spawn an agent, wait for it, print its outcome and result; exit 1 if it failed.
 
-    With --goal: decompose the goal into subtasks run by child agents (see docs/agents.md)."""
+    When the agent did not complete, also prints the reason: the last line of its log.
+
+    With --goal: decompose the goal into subtasks run by child agents, stream their
+    progress, then tokens, cost, time and outcome per agent; --output DIR gets the results;
+    exit 1 unless every subtask completed (docs/agents.md)."""
     if goal is not None:
         ignored = [o for o, v in (("--program", program), ("--name", name), ("--message", message),
                                   ("--grant", grants)) if v]
