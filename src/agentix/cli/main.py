@@ -687,7 +687,9 @@ def demo(demo_home: Path | None, as_json: bool) -> None:
     """Run the main job: a coordinator and three workers, one of which crashes."""
     from agentix.cli.demo import run_demo
 
-    sys.exit(run_demo(demo_home, as_json=as_json, console=render.console()))
+    from rich.console import Console  # the demo is a show for a terminal: rules, live tables
+
+    sys.exit(run_demo(demo_home, as_json=as_json, console=Console()))
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ The rule: output that goes to a pipe or a file is never cut, wrapped or coloured
 become space-aligned columns holding every value in full (ids can be copied and fed back to
 ``agentix``), one record per line, one header line; lines are printed as they are. Only when
 stdout is a terminal is rich imported (it costs more start-up time than the rest of the
-CLI), and even then id columns are never shortened. Whatever a command leaves out (the head
+CLI), and only for a table that fits the terminal; a wider one is printed plain too, so no
+column is ever shortened or dropped. Whatever a command leaves out (the head
 of a long log, older events) it says so in a notice on stderr.
 """
 
@@ -63,22 +64,22 @@ def columns(rows: Sequence[Sequence[str]]) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, title: str | None = None,
           keep: Sequence[int] = (0,)) -> None:
-    """Print a table; on a terminal columns ``keep`` (ids) are never wrapped or shortened."""
-    if not is_tty():
+    """Print a table. Plain columns unless stdout is a terminal wide enough for the whole
+    table; then rich draws it (colours), with columns ``keep`` (ids) never wrapped."""
+    plain = columns([list(headers), *[[_text(c) for c in r] for r in rows]])
+    width = max((len(x) for x in plain.splitlines()), default=0)
+    if not is_tty() or width + 2 * len(headers) > console().width:
         if title:
             click.echo(title)
-        text = columns([list(headers), *[[_text(c) for c in r] for r in rows]])
-        click.echo(text)
+        click.echo(plain)  # a narrow terminal wraps the lines itself: nothing is lost
         return
     from rich.table import Table
     from rich.text import Text
 
     t = Table(*headers, title=title, box=None, header_style="bold")
-    for i in keep:
-        if i < len(t.columns):
-            width = max([len(_text(r[i])) for r in rows if i < len(r)] + [len(headers[i])])
-            t.columns[i].no_wrap = True
-            t.columns[i].min_width = width
+    for i, col in enumerate(t.columns):
+        col.overflow = "fold"
+        col.no_wrap = i in keep
     for r in rows:
         t.add_row(*[Text(c) if isinstance(c, str) else Text(c[0], style=c[1]) for c in r])
     console().print(t)
