@@ -10,7 +10,8 @@ kernel copies the orchestrator's ``output/`` to ``--output`` when it exits.
 Exit status: 0 when the orchestrator completed every subtask, 1 otherwise (partial,
 error, crash), 5 on ``--timeout``.
 
-(``agentix top`` lives in ``cli/top.py``.)
+``top`` shows ``inference.stats`` live: per provider queue length, in-flight requests,
+tokens/s, fairness; per agent weight, waits, served requests and share.
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
 from agentix.sdk import Kernel
 
-__all__ = ["GoalWatch", "run_goal"]
+__all__ = ["GoalWatch", "render_stats", "run_goal", "top"]
 
 EVENT_LIMIT = 10_000
-#: the event kinds that are refusals (only these count as DENIED)
-DENIAL_KINDS = frozenset({"capability.denied", "taint.violation", "call.refused"})
+PROGRESS_EVERY = 10.0
+# refusals; capability.granted / revoked / delegated are not denials
+DENIAL_KINDS = frozenset({"capability.denied", "call.refused", "taint.violation", "approval.denied",
+                          "approval.expired"})
 
 
 @dataclass
@@ -92,7 +95,7 @@ class GoalWatch:
             return f"  {escape(a.name)} → [bold]{escape(str(d.get('tool')))}[/] [dim]{escape(args[:100])}[/]"
         if kind == "tool.result" and not d.get("ok"):
             return escape(f"  {a.name} ← {d.get('tool')} failed: {d.get('error')}: {str(d.get('message'))[:120]}")
-        if kind in DENIAL_KINDS:  # capability.granted/revoked are not denials
+        if kind in DENIAL_KINDS:
             a.denied += 1
             what = d.get("tool") or d.get("method")
             return "  [red]denied[/] " + escape(f"{a.name}: {what}: {str(d.get('message'))[:160]}")
@@ -220,3 +223,54 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
     if fin.get("error"):
         console.print(f"[red]{fin['error']}[/]")
     return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- top
+def render_stats(stats: dict[str, Any], names: dict[str, str] | None = None) -> Group:
+    """One table per provider of an ``inference.stats`` snapshot (for a terminal)."""
+    from agentix.cli.top import HEADERS, provider_title, stats_rows
+
+    names = names or {}
+    parts = []
+    for pname, p in stats.get("providers", {}).items():
+        t = Table(title=provider_title(pname, p))
+        for i, col in enumerate(HEADERS):
+            t.add_column(col.lower(), justify="right", no_wrap=i == 0)
+        for row in stats_rows(p, names):
+            t.add_row(*row)
+        parts.append(t)
+    return Group(*parts)
+
+
+@click.command()
+@click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
+@click.option("--once", is_flag=True, help="print one snapshot and exit (the default when piped)")
+@click.option("--json", "as_json", is_flag=True, help="print one snapshot as JSON and exit")
+@click.pass_obj
+def top(obj: Any, interval: float, once: bool, as_json: bool) -> None:
+    """Live view of the inference scheduler: queues, waits, shares, tokens/s."""
+    k: Kernel = obj.kernel
+    if as_json:
+        click.echo(json.dumps(k.inference_stats(), indent=2, default=str))
+        return
+    console = Console()
+
+    def names() -> dict[str, str]:
+        return {a.agent_id: f"{a.name} ({a.agent_id})" for a in k.list(all=True)}
+
+    from agentix.cli import render
+
+    if once or not render.is_tty():  # piped: one plain snapshot, full ids
+        from agentix.cli.top import print_plain
+
+        print_plain(k.inference_stats(), names())
+        return
+    from rich.live import Live
+
+    try:
+        with Live(render_stats(k.inference_stats(), names()), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(max(0.1, interval))
+                live.update(render_stats(k.inference_stats(), names()))
+    except KeyboardInterrupt:
+        sys.exit(0)

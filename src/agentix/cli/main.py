@@ -42,7 +42,7 @@ LAZY_COMMANDS = {
     "approve": "agentix.cli.security:approve",
     "deny": "agentix.cli.security:deny",
     "caps": "agentix.cli.security:caps",
-    "top": "agentix.cli.top:top",
+    "top": "agentix.cli.goal:top",
 }
 
 

@@ -1,21 +1,18 @@
-"""``agentix top``: the inference scheduler's ``inference.stats``, per provider and per agent.
+"""``agentix top`` without a terminal: one plain snapshot of ``inference.stats``.
 
-On a terminal it refreshes in place (rich Live); piped, or with ``--once``, it prints one
-snapshot as plain columns with full agent ids; ``--json`` prints the raw snapshot.
+The command itself (and its rich live view) is ``top`` in ``cli/goal.py``; the rows here are
+shared by both, so the terminal and the pipe show the same figures, the pipe with full ids.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from typing import Any
 
 import click
 
 from agentix.cli import render
 
-__all__ = ["render_stats", "stats_rows", "top"]
+__all__ = ["HEADERS", "print_plain", "provider_title", "stats_rows"]
 
 HEADERS = ("AGENT", "WEIGHT", "WAITING", "RUNNING", "SERVED", "TOKENS", "SHARE", "MEAN WAIT", "P99 WAIT")
 
@@ -29,27 +26,11 @@ def provider_title(pname: str, p: dict[str, Any]) -> str:
 
 
 def stats_rows(p: dict[str, Any], names: dict[str, str]) -> list[list[str]]:
+    """One row per agent of a provider's snapshot, most tokens first."""
     return [[names.get(a["agent_id"], a["agent_id"]), f"{a['weight']:g}", str(a["waiting"]),
              str(a["running"]), str(a["served"]), f"{a['tokens']:.0f}", f"{a['share']:.1%}",
              f"{a['mean_wait'] * 1000:.0f} ms", f"{a['p99_wait'] * 1000:.0f} ms"]
             for a in sorted(p.get("agents") or [], key=lambda a: -a["tokens"])]
-
-
-def render_stats(stats: dict[str, Any], names: dict[str, str] | None = None) -> Any:
-    """One rich table per provider of an ``inference.stats`` snapshot (for a terminal)."""
-    from rich.console import Group
-    from rich.table import Table
-
-    names = names or {}
-    parts = []
-    for pname, p in stats.get("providers", {}).items():
-        t = Table(title=provider_title(pname, p))
-        for i, col in enumerate(HEADERS):
-            t.add_column(col.lower(), justify="right", no_wrap=i == 0)
-        for row in stats_rows(p, names):
-            t.add_row(*row)
-        parts.append(t)
-    return Group(*parts)
 
 
 def print_plain(stats: dict[str, Any], names: dict[str, str]) -> None:
@@ -60,33 +41,3 @@ def print_plain(stats: dict[str, Any], names: dict[str, str]) -> None:
         click.echo(provider_title(pname, p))
         click.echo(render.columns([list(HEADERS), *stats_rows(p, names)]))
         click.echo()
-
-
-@click.command()
-@click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
-@click.option("--once", is_flag=True, help="print one snapshot and exit (the default when piped)")
-@click.option("--json", "as_json", is_flag=True, help="print one snapshot as JSON and exit")
-@click.pass_obj
-def top(obj: Any, interval: float, once: bool, as_json: bool) -> None:
-    """Live view of the inference scheduler: queues, waits, shares, tokens/s."""
-    k = obj.kernel
-    if as_json:
-        click.echo(json.dumps(k.inference_stats(), indent=2, default=str))
-        return
-
-    def names() -> dict[str, str]:
-        return {a.agent_id: f"{a.name} ({a.agent_id})" for a in k.list(all=True)}
-
-    if once or not render.is_tty():
-        print_plain(k.inference_stats(), names())
-        return
-    from rich.live import Live
-
-    console = render.console()
-    try:
-        with Live(render_stats(k.inference_stats(), names()), console=console, refresh_per_second=4) as live:
-            while True:
-                time.sleep(max(0.1, interval))
-                live.update(render_stats(k.inference_stats(), names()))
-    except KeyboardInterrupt:
-        sys.exit(0)
