@@ -13,13 +13,9 @@ from typing import Any
 
 import orjson
 
-from agentix.core.errors import AgentixError, InvalidRequest, error_from_code
+from agentix.core.errors import AgentixError, error_from_code
 
-__all__ = ["FRAME_LIMIT", "Connection", "ConnectionClosed"]
-
-#: the kernel's default frame limit (``[kernel] frame_limit``); a larger request is refused
-#: here, before anything is sent, so the connection stays usable
-FRAME_LIMIT = 1024 * 1024
+__all__ = ["Connection", "ConnectionClosed"]
 
 
 class ConnectionClosed(AgentixError):
@@ -27,9 +23,8 @@ class ConnectionClosed(AgentixError):
 
 
 class Connection:
-    def __init__(self, sock: socket.socket, frame_limit: int = FRAME_LIMIT) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self.frame_limit = frame_limit
         self._buf = bytearray()
         self._next_id = 0
         self._send_lock = threading.Lock()
@@ -37,6 +32,9 @@ class Connection:
         self._reading = False
         self._replies: dict[int, dict[str, Any]] = {}
         self._closed = False
+        # the kernel's default ``[kernel] frame_limit``: a larger request is refused here,
+        # before anything is sent, so the connection stays usable
+        self.frame_limit = 1024 * 1024
 
     @classmethod
     def unix(cls, path: str, timeout: float | None = None) -> Connection:
@@ -80,19 +78,16 @@ class Connection:
         with self._cond:
             self._next_id += 1
             req_id = self._next_id
-        try:  # non-string keys become strings, as json.dumps does ({1: "x"} -> {"1": "x"})
-            frame = orjson.dumps({"jsonrpc": "2.0", "id": req_id, "method": method,
-                                  "params": params or {}}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
-        except TypeError as err:  # orjson.JSONEncodeError is a TypeError
-            raise InvalidRequest(f"{method}: the parameters cannot be sent as JSON: {err}; "
-                                 "nothing was sent", method=method) from None
-        if len(frame) > self.frame_limit:
-            raise InvalidRequest(
-                f"{method}: the request is {len(frame)} bytes, over the kernel's frame limit of "
-                f"{self.frame_limit} bytes; nothing was sent (write large data to a file in the "
-                "workspace, or send it in parts)", method=method, size=len(frame),
-                limit=self.frame_limit)
+        frame = orjson.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}}) + b"\n"
         with self._send_lock:
+            if len(frame) > self.frame_limit:  # the kernel would close the connection
+                from agentix.core.errors import InvalidRequest
+
+                raise InvalidRequest(
+                    f"{method}: the request is {len(frame)} bytes, over the kernel's frame limit "
+                    f"of {self.frame_limit} bytes; nothing was sent (write large data to a file in "
+                    "the workspace, or send it in parts)", method=method, size=len(frame),
+                    limit=self.frame_limit)
             try:
                 self._sock.sendall(frame)
             except OSError as err:
