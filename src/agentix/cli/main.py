@@ -1,14 +1,7 @@
-"""The ``agentix`` command line. Built on the SDK only.
+"""The ``agentix`` command line (click). Built on the SDK only.
 
-Exit codes (stable):
-
-    0  success
-    1  the agent ran and failed (``run``: crashed, killed, oom, timeout ...)
-    2  bad usage or bad input (a bad manifest, an unknown agent)
-    3  no kernel is running (or one is already running, for ``up``)
-    4  refused by the kernel (capability, taint, approval, budget, isolation)
-    5  timed out waiting
-    10 internal error
+Errors, exit codes (listed in ``cli/views.py`` and docs/cli.md) and the commands that must
+start quickly live in ``cli/views.py``; ``cli/quick.py`` runs those without importing click.
 """
 
 from __future__ import annotations
@@ -18,18 +11,39 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agentix.cli import render
 from agentix.cli.render import line, notice, table
+from agentix.cli.views import (  # noqa: F401  (re-exported: audit, demo and security use them)
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_NO_KERNEL,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    Ctx,
+    _read_log,
+    _resources,
+    LOG_LINES,
+    _state,
+    default_home,
+    dump_json,
+    error_line,
+    exit_code_for,
+    fail,
+    guard,
+    kv_table,
+    show_info,
+    show_logs,
+    show_ps,
+)
 
 if TYPE_CHECKING:
     from agentix.sdk import Kernel
-    from agentix.sdk.errors import AgentixError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_KERNEL, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5, 10
 
 #: what ``agentix run --program``/``spawn --program`` grants when no manifest says otherwise:
 #: reading and writing its own workspace, nothing else (docs/quickstart.md, docs/cli.md)
@@ -44,45 +58,6 @@ LAZY_COMMANDS = {
     "caps": "agentix.cli.security:caps",
     "top": "agentix.cli.goal:top",
 }
-
-
-def fail(message: str, code: int) -> NoReturn:
-    line(f"error: {message}", "bold red", err=True)
-    sys.exit(code)
-
-
-def exit_code_for(err: AgentixError) -> int:
-    from agentix.sdk.errors import KernelNotRunning, RefusedError, RequestError, Timeout
-
-    if isinstance(err, KernelNotRunning):
-        return EXIT_NO_KERNEL
-    if isinstance(err, Timeout):
-        return EXIT_TIMEOUT
-    if isinstance(err, RefusedError):
-        return EXIT_REFUSED
-    if isinstance(err, RequestError) or err.code in ("conflict", "not_found"):
-        return EXIT_USAGE
-    return EXIT_INTERNAL
-
-
-def error_line(err: AgentixError) -> str:
-    """One line for an SDK error: its message, and its code when the details matter."""
-    extra = {k: v for k, v in err.data.items() if k not in ("error",)}
-    return err.message + (f" ({err.code})" if extra and err.code != "internal_error" else "")
-
-
-class Ctx:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self._kernel: Kernel | None = None
-
-    @property
-    def kernel(self) -> Kernel:
-        if self._kernel is None:
-            from agentix.sdk import Kernel
-
-            self._kernel = Kernel(self.home)
-        return self._kernel
 
 
 class AgentixGroup(click.Group):
@@ -100,16 +75,10 @@ class AgentixGroup(click.Group):
         return self.commands.get(name)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from agentix.sdk.errors import AgentixError
-
         try:
-            return super().invoke(ctx)
-        except AgentixError as err:
-            fail(error_line(err), exit_code_for(err))
+            return guard(lambda: super(AgentixGroup, self).invoke(ctx))
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except (ConnectionError, OSError) as err:
-            fail(f"lost the connection to the kernel: {err}", EXIT_INTERNAL)
         except Exception as err:  # a CLI bug: keep exit 1 for "the agent failed"
             fail(f"internal error: {err!r}", EXIT_INTERNAL)
 
@@ -121,7 +90,7 @@ class AgentixGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None) -> None:
     """agentix: an operating-system layer for AI agents."""
-    ctx.obj = Ctx((home or Path.home() / ".agentix").expanduser().resolve())
+    ctx.obj = Ctx(default_home(home))
 
 
 JSON_HELP = "print the result as JSON (for scripts)"
@@ -129,10 +98,6 @@ JSON_HELP = "print the result as JSON (for scripts)"
 
 def json_option(f: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help=JSON_HELP)(f)
-
-
-def dump_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 # ---------------------------------------------------------------- kernel
@@ -218,31 +183,12 @@ def down(obj: Ctx, timeout: float, as_json: bool) -> None:
     line("kernel stopped", "green")
 
 
-def kv_table(rows: list[tuple[str, str]]) -> None:
-    """Key/value rows: aligned, values in full."""
-    table(["FIELD", "VALUE"], [[k, v] for k, v in rows], keep=(1,))
-
-
 @cli.command()
 @json_option
 @click.pass_obj
 def info(obj: Ctx, as_json: bool) -> None:
     """Show the kernel's state: version, uptime, agent counts, isolation backend, tools."""
-    data = obj.kernel.info()
-    if as_json:
-        return dump_json(data)
-    iso = data["isolation"]
-    kv_table([
-        ("version", data["version"]),
-        ("pid", str(data["pid"])),
-        ("home", data["home"]),
-        ("uptime", f"{data['uptime_s']:.1f}s"),
-        ("agents", f"{data['agents']['live']} live / {data['agents']['total']} total"),
-        ("isolation", f"{iso.get('backend')} (default {iso.get('default')})"
-         + (f", missing: {', '.join(iso['missing_layers'])}" if iso.get("missing_layers") else "")),
-        ("system calls", f"{data['syscalls']['calls']} ({data['syscalls']['refusals']} refused)"),
-        ("tools", ", ".join(data["tools"])),
-    ])
+    show_info(obj, as_json)
 
 
 # ---------------------------------------------------------------- agents
@@ -381,37 +327,6 @@ def run(obj: Ctx, manifest: str | None, program: str | None, name: str | None, m
     sys.exit(EXIT_OK if ok else EXIT_FAILED)
 
 
-STATE_COLOURS = {"running": "green", "paused": "yellow", "stopping": "yellow", "spawning": "cyan", "exited": "dim"}
-
-
-def _state(a: dict[str, Any]) -> str:
-    s = a["state"]
-    if s == "exited" and a.get("exit"):
-        s = f"exited ({a['exit']['reason']})"
-    return s
-
-
-def _state_cell(a: dict[str, Any]) -> render.Cell:
-    return (_state(a), STATE_COLOURS.get(a["state"], "white"))
-
-
-def _tree_lines(agents: list[dict[str, Any]]) -> list[str]:
-    by_id = {a["agent_id"]: a for a in agents}
-    out: list[str] = []
-
-    def add(a: dict[str, Any], prefix: str, last: bool, top: bool) -> None:
-        branch = "" if top else ("└── " if last else "├── ")
-        out.append(f"{prefix}{branch}{a['name']} {a['agent_id']} {_state(a)} pid {a['pid'] or '-'}")
-        kids = [by_id[c] for c in a["children"] if c in by_id]
-        for i, c in enumerate(kids):
-            add(c, prefix + ("" if top else ("    " if last else "│   ")), i == len(kids) - 1, False)
-
-    for a in agents:
-        if a["parent"] is None or a["parent"] not in by_id:
-            add(a, "", True, True)
-    return out
-
-
 @cli.command()
 @click.option("--all", "-a", "show_all", is_flag=True, help="include exited agents")
 @click.option("--tree", is_flag=True, help="show the parent/child tree (exited agents included)")
@@ -419,18 +334,7 @@ def _tree_lines(agents: list[dict[str, Any]]) -> list[str]:
 @click.pass_obj
 def ps(obj: Ctx, show_all: bool, tree: bool, as_json: bool) -> None:
     """List agents (live ones; --all for every record)."""
-    agents = [a.raw for a in obj.kernel.list(all=show_all or tree)]
-    if not show_all and not tree:
-        agents = [a for a in agents if a["state"] != "exited"]
-    if as_json:
-        return dump_json(agents)
-    if tree:
-        for ln in _tree_lines(agents):
-            click.echo(ln)
-        return
-    table(["ID", "NAME", "STATE", "PID", "PARENT", "RUNTIME", "CALLS"],
-          [[a["agent_id"], a["name"], _state_cell(a), str(a["pid"] or "-"), a["parent"] or "-",
-            f"{a['runtime_s']:.1f}s", str(a["syscalls"])] for a in agents], keep=(0, 4))
+    show_ps(obj, show_all, tree, as_json)
 
 
 @cli.command()
@@ -450,36 +354,6 @@ def inspect(obj: Ctx, agent: str, as_json: bool) -> None:
         rows.append((key, _state(a) if key == "state" else json.dumps(val, default=str)
                      if isinstance(val, (dict, list)) else str(val)))
     kv_table(rows + _resources(a))
-
-
-def _resources(a: dict[str, Any]) -> list[tuple[str, str]]:
-    """Readable rows for ``agent.status``'s ``resources`` (the cgroup's figures)."""
-    r = a.get("resources") or {}
-    if not r:
-        return [("resources", "-")]
-    lim = a.get("limits") or {}
-    when = "" if a.get("state") != "exited" else " (at exit)"
-
-    def mib(n: Any) -> str:
-        return "-" if not isinstance(n, (int, float)) else f"{n / 2**20:.1f} MiB"
-
-    runtime = a.get("runtime_s") or 0
-    cpu_ns = r.get("cpu_usage_ns")
-    cpu = "-" if not isinstance(cpu_ns, (int, float)) else f"{cpu_ns / 1e9:.3f}s"
-    if isinstance(cpu_ns, (int, float)) and runtime:
-        cpu += f" ({cpu_ns / 1e9 / runtime:.0%} of {runtime:.1f}s wall)"
-    if lim.get("cpu") is not None:
-        cpu += f", limit {lim['cpu']:g} CPU"
-    thr = r.get("cpu_nr_throttled")
-    thr_s = (r.get("cpu_throttled_ns") or 0) / 1e9
-    rows = [
-        ("memory", f"{mib(r.get('memory_current'))} now, {mib(r.get('memory_peak'))} peak, "
-                   f"limit {mib(lim.get('memory'))}; oom kills {r.get('oom_kills', '-')}{when}"),
-        ("cpu", cpu),
-        ("throttled", "-" if thr is None else f"{thr} periods, {thr_s:.3f}s held back"),
-        ("pids", f"{r.get('pids_current', '-')} of {lim.get('pids', '-')}"),
-    ]
-    return rows
 
 
 def for_each(items: tuple[str, ...], act: Any, show: Any, as_json: bool) -> None:
@@ -529,24 +403,6 @@ for _verb, _help in [("stop", "Stop agents: SIGTERM, a grace period, then SIGKIL
                 "exits non-zero if any failed.")(_control(_verb))
 
 
-LOG_LINES = 100
-
-
-def _read_log(k: Kernel, agent: str, *, max_bytes: int | None = None) -> tuple[str, int, bool]:
-    """The whole log from the start (or its first ``max_bytes``), page by page."""
-    chunks: list[str] = []
-    offset, size, live = 0, 0, True
-    while True:
-        data, offset, live = k.logs(agent, offset)
-        if not data:
-            break
-        chunks.append(data)
-        size += len(data)
-        if max_bytes is not None and size >= max_bytes:
-            break
-    return "".join(chunks), offset, live
-
-
 @cli.command()
 @click.argument("agent")
 @click.option("--lines", "-n", "count", type=click.IntRange(min=0), default=LOG_LINES, show_default=True,
@@ -557,29 +413,7 @@ def _read_log(k: Kernel, agent: str, *, max_bytes: int | None = None) -> tuple[s
 @click.pass_obj
 def logs(obj: Ctx, agent: str, count: int, head: bool, follow: bool, as_json: bool) -> None:
     """Print the end of an agent's stdout and stderr (-n, --head); says when it left lines out."""
-    k = obj.kernel
-    text, offset, live = _read_log(k, agent)
-    lines = text.splitlines(keepends=True)
-    shown = lines if count == 0 or len(lines) <= count else (lines[:count] if head else lines[-count:])
-    cut = len(lines) - len(shown)
-    if as_json:
-        if follow:
-            fail("--json and --follow do not go together", EXIT_USAGE)
-        return dump_json({"agent": agent, "lines": [x.rstrip("\n") for x in shown],
-                          "total_lines": len(lines), "omitted": cut, "head": head, "live": live})
-    if cut and not head:
-        notice(f"[{cut} earlier lines not shown; `agentix logs -n 0 {agent}` prints everything]")
-    sys.stdout.write("".join(shown))
-    sys.stdout.flush()
-    if cut and head:
-        notice(f"[{cut} later lines not shown; `agentix logs -n 0 {agent}` prints everything]")
-    while follow:
-        data, offset, live = k.logs(agent, offset, wait=1.0)
-        if data:
-            sys.stdout.write(data)
-            sys.stdout.flush()
-        if not live and not data:
-            break
+    show_logs(obj, agent, count, head, follow, as_json)
 
 
 @cli.command()

@@ -12,13 +12,13 @@ of a long log, older events) it says so in a notice on stderr.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
 
-import click
+TYPE_CHECKING = False  # no typing or contextlib at start-up
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
-__all__ = ["Cell", "columns", "console", "is_tty", "line", "notice", "status", "table"]
+__all__ = ["Cell", "columns", "console", "echo", "is_tty", "line", "notice", "status", "table"]
 
 #: a table cell: text, or (text, rich style) — the style is used only on a terminal
 Cell = str | tuple[str, str]
@@ -43,6 +43,13 @@ def console(err: bool = False) -> Any:
         _consoles[err] = Console(stderr=err, soft_wrap=not tty, width=None if tty else 100_000,
                                  no_color=not tty, highlight=False)
     return _consoles[err]
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """Write one line (no click: ``agentix info`` must start quickly, see cli/quick.py)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
 
 
 def _text(c: Cell) -> str:
@@ -70,8 +77,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, title: str 
     width = max((len(x) for x in plain.splitlines()), default=0)
     if not is_tty() or width + 2 * len(headers) > console().width:
         if title:
-            click.echo(title)
-        click.echo(plain)  # a narrow terminal wraps the lines itself: nothing is lost
+            echo(title)
+        echo(plain)  # a narrow terminal wraps the lines itself: nothing is lost
         return
     from rich.table import Table
     from rich.text import Text
@@ -92,7 +99,7 @@ def line(text: str, style: str | None = None, *, err: bool = False) -> None:
 
         console(err).print(Text(text, style=style), soft_wrap=True)
     else:
-        click.echo(text, err=err)
+        echo(text, err=err)
 
 
 def notice(text: str) -> None:
@@ -100,11 +107,16 @@ def notice(text: str) -> None:
     line(text, "yellow", err=True)
 
 
-@contextmanager
-def status(text: str) -> Iterator[None]:
-    """A spinner on a terminal's stderr; nothing otherwise."""
-    if not is_tty(err=True):
-        yield
-        return
-    with console(err=True).status(text):
-        yield
+class status:  # noqa: N801  (used as ``with status("…"):``)
+    """A spinner on a terminal's stderr while the block runs; nothing otherwise."""
+
+    def __init__(self, text: str) -> None:
+        self._cm = console(err=True).status(text) if is_tty(err=True) else None
+
+    def __enter__(self) -> None:
+        if self._cm is not None:
+            self._cm.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)

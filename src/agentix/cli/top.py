@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
-
 from agentix.cli import render
 
 __all__ = ["HEADERS", "print_plain", "provider_title", "stats_rows"]
@@ -36,8 +34,8 @@ def stats_rows(p: dict[str, Any], names: dict[str, str]) -> list[list[str]]:
 def print_plain(stats: dict[str, Any], names: dict[str, str]) -> None:
     providers = stats.get("providers", {})
     if not providers:
-        click.echo("no inference providers configured")
+        render.echo("no inference providers configured")
     for pname, p in providers.items():
-        click.echo(provider_title(pname, p))
-        click.echo(render.columns([list(HEADERS), *stats_rows(p, names)]))
-        click.echo()
+        render.echo(provider_title(pname, p))
+        render.echo(render.columns([list(HEADERS), *stats_rows(p, names)]))
+        render.echo()
