@@ -249,7 +249,7 @@ def spawn(obj: Ctx, manifest: str | None, program: str | None, name: str | None,
     """Start an agent from a MANIFEST (YAML/JSON) or --program FILE; do not wait."""
     r = _spawn(obj, manifest, program, name, message, grants)
     if as_json:
-        return dump_json(r.__dict__)
+        return dump_json(r.to_dict())
     missing = r.isolation.get("missing_layers") or []
     line(f"spawned {r.name} {r.agent_id} pid {r.pid}"
          + (f" (degraded: no {', '.join(missing)})" if missing else ""), "green")

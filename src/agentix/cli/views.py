@@ -58,16 +58,24 @@ def error_line(err: AgentixError) -> str:
 
 
 class Ctx:
-    def __init__(self, home: Path) -> None:
-        self.home = home
+    """What every command gets: the kernel home and a connection made on first use."""
+
+    def __init__(self, home: str | Path) -> None:
+        self._home = str(home)
         self._kernel: Kernel | None = None
+
+    @property
+    def home(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._home)
 
     @property
     def kernel(self) -> Kernel:
         if self._kernel is None:
-            from agentix.sdk import Kernel
+            from agentix.sdk.kernel import Kernel
 
-            self._kernel = Kernel(self.home)
+            self._kernel = Kernel(self._home)
         return self._kernel
 
 
@@ -83,12 +91,12 @@ def guard(fn: Callable[[], Any]) -> Any:
         fail(f"lost the connection to the kernel: {err}", EXIT_INTERNAL)
 
 
-def default_home(home: str | Path | None) -> Path:
+def default_home(home: str | Path | None) -> str:
+    """The kernel home: ``home``, else $AGENTIX_HOME, else ~/.agentix (absolute)."""
     import os
-    from pathlib import Path
 
-    home = home or os.environ.get("AGENTIX_HOME") or Path.home() / ".agentix"
-    return Path(home).expanduser().resolve()
+    home = home or os.environ.get("AGENTIX_HOME") or "~/.agentix"
+    return os.path.realpath(os.path.expanduser(str(home)))
 
 
 def dump_json(data: Any) -> None:
