@@ -26,7 +26,7 @@ from agentix.cli.views import (  # noqa: F401  (re-exported: audit, demo and sec
     EXIT_TIMEOUT,
     EXIT_USAGE,
     Ctx,
-    _read_log,
+    log_lines,
     _resources,
     LOG_LINES,
     _state,
@@ -257,8 +257,7 @@ def spawn(obj: Ctx, manifest: str | None, program: str | None, name: str | None,
 
 def last_error_line(k: Kernel, agent_id: str) -> str | None:
     """The last non-blank line of an agent's log (for a Python crash: the exception)."""
-    text = _read_log(k, agent_id)[0]
-    for ln in reversed(text.splitlines()):
+    for ln in reversed(log_lines(k, agent_id, 20, head=False)["lines"]):
         if ln.strip():
             return ln.strip()
     return None

@@ -209,39 +209,61 @@ def _resources(a: dict[str, Any]) -> list[tuple[str, str]]:
 LOG_LINES = 100
 
 
-def _read_log(k: Kernel, agent: str, *, max_bytes: int | None = None) -> tuple[str, int, bool]:
-    """The whole log from the start (or its first ``max_bytes``), page by page."""
+def _read_log(k: Kernel, agent: str) -> tuple[str, int, bool, int]:
+    """All the output the kernel keeps, page by page: (text, next offset, live, bytes the
+    kernel's log cap discarded before it)."""
     chunks: list[str] = []
-    offset, size, live = 0, 0, True
+    offset, live, dropped = 0, True, 0
     while True:
-        data, offset, live = k.logs(agent, offset)
-        if not data:
+        r = k.call("agent.logs", agent_id=agent, offset=offset)
+        dropped = max(dropped, int(r.get("dropped") or 0))
+        offset, live = r["offset"], r["live"]
+        if not r["data"]:
             break
-        chunks.append(data)
-        size += len(data)
-        if max_bytes is not None and size >= max_bytes:
-            break
-    return "".join(chunks), offset, live
+        chunks.append(r["data"])
+    return "".join(chunks), offset, live, dropped
+
+
+def log_lines(k: Kernel, agent: str, count: int, head: bool) -> dict[str, Any]:
+    """The last (or first) ``count`` lines (0: all), and what was left out.
+
+    A kernel whose ``agent.logs`` takes ``tail``/``head`` picks the lines itself (and says
+    ``cut``); an older one returns pages from an offset, and the lines are picked here."""
+    if count:
+        r = k.call("agent.logs", agent_id=agent, **{"head" if head else "tail": count})
+        if "cut" in r:
+            return {"lines": r["data"].splitlines(keepends=True), "omitted": None,
+                    "cut": bool(r["cut"]), "dropped": int(r.get("dropped") or 0),
+                    "offset": r["offset"], "live": r["live"]}
+    text, offset, live, dropped = _read_log(k, agent)
+    lines = text.splitlines(keepends=True)
+    shown = lines if count == 0 or len(lines) <= count else (lines[:count] if head else lines[-count:])
+    return {"lines": shown, "omitted": len(lines) - len(shown), "cut": len(shown) < len(lines),
+            "dropped": dropped, "offset": offset, "live": live}
 
 
 def show_logs(obj: Ctx, agent: str, count: int, head: bool, follow: bool, as_json: bool) -> None:
     """`agentix logs`: the tail (or head) with a notice of what was left out; then follow."""
     k = obj.kernel
-    text, offset, live = _read_log(k, agent)
-    lines = text.splitlines(keepends=True)
-    shown = lines if count == 0 or len(lines) <= count else (lines[:count] if head else lines[-count:])
-    cut = len(lines) - len(shown)
+    got = log_lines(k, agent, count, head)
     if as_json:
         if follow:
             fail("--json and --follow do not go together", EXIT_USAGE)
-        return dump_json({"agent": agent, "lines": [x.rstrip("\n") for x in shown],
-                          "total_lines": len(lines), "omitted": cut, "head": head, "live": live})
-    if cut and not head:
-        notice(f"[{cut} earlier lines not shown; `agentix logs -n 0 {agent}` prints everything]")
-    sys.stdout.write("".join(shown))
+        return dump_json({"agent": agent, "lines": [x.rstrip("\n") for x in got["lines"]],
+                          "omitted": got["omitted"], "cut": got["cut"],
+                          "dropped_bytes": got["dropped"], "head": head, "live": got["live"]})
+    hint = f"`agentix logs -n 0 {agent}` prints all the output the kernel keeps"
+    what = f"{got['omitted']} {'later' if head else 'earlier'} lines" if got["omitted"] else \
+        f"{'later' if head else 'earlier'} output"
+    if got["dropped"]:
+        notice(f"[the kernel's log cap discarded the oldest {got['dropped']} bytes of this output]")
+    if got["cut"] and not head:
+        notice(f"[{what} not shown; {hint}]")
+    sys.stdout.write("".join(got["lines"]))
     sys.stdout.flush()
-    if cut and head:
-        notice(f"[{cut} later lines not shown; `agentix logs -n 0 {agent}` prints everything]")
+    if got["cut"] and head:
+        notice(f"[{what} not shown; {hint}]")
+    offset, live = got["offset"], got["live"]
     while follow:
         data, offset, live = k.logs(agent, offset, wait=1.0)
         if data:
