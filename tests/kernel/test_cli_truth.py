@@ -284,3 +284,37 @@ def test_info_ps_and_logs_import_no_rich_pydantic_or_httpx_when_piped(module_ker
         loaded = {ln.rsplit("|", 1)[-1].strip() for ln in r.stderr.splitlines() if "|" in ln}
         heavy = {m for m in loaded if m.split(".")[0] in ("rich", "pydantic", "httpx", "yaml", "biscuit_auth")}
         assert not heavy, (args, sorted(heavy))
+
+
+QUICK = [sys.executable, "-m", "agentix.cli.quick"]
+
+
+@pytest.mark.parametrize("args", [["info", "--json"], ["ps"], ["ps", "-a"], ["ps", "--tree"], ["ps", "-a", "--json"],
+                                  ["logs", "quick2"], ["logs", "quick2", "-n", "1", "--head"],
+                                  ["logs", "quick2", "--json"], ["logs", "nobody"], ["ps", "--bogus"],
+                                  ["logs"], ["info", "--help"]])
+def test_the_quick_path_prints_what_the_click_path_prints(module_kernel, args) -> None:
+    if not any(a.name == "quick2" for a in module_kernel.client.list()):
+        module_kernel.client.wait(module_kernel.spawn("calls.py", json.dumps([["print", "a"], ["print", "b"]]),
+                                                      name="quick2"), timeout=30)
+    home = ["--home", str(module_kernel.home)]
+    fast = subprocess.run([*QUICK, *home, *args], capture_output=True, text=True, timeout=60)
+    full = subprocess.run([*AGENTIX, *home, *args], capture_output=True, text=True, timeout=60)
+    if args[:2] == ["info", "--json"]:  # uptime and call counts move between the two runs
+        fast_j, full_j = json.loads(fast.stdout), json.loads(full.stdout)
+        assert fast_j.keys() == full_j.keys() and fast_j["pid"] == full_j["pid"]
+    else:
+        assert (fast.returncode, fast.stdout, fast.stderr) == (full.returncode, full.stdout, full.stderr)
+    assert fast.returncode == full.returncode
+
+
+def test_the_entry_point_runs_info_without_click(module_kernel) -> None:
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentix.cli.quick", "--home",
+                        str(module_kernel.home), "ps", "-a"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    loaded = {ln.rsplit("|", 1)[-1].strip() for ln in r.stderr.splitlines() if "|" in ln}
+    assert "click" not in loaded and "agentix.cli.main" not in loaded
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["agentix"] == "agentix.cli.quick:main"
