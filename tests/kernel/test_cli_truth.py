@@ -64,6 +64,10 @@ def test_run_program_holds_its_workspace_and_nothing_more_unless_granted(module_
     assert [t["grants"] for t in toks] == [["file_read: /workspace/*", "file_write: /workspace/*"]]
     r = cli(module_kernel, "run", "--program", echo, "--grant", "tool: echo")
     assert r.returncode == 0 and '"echo": "x"' in r.stdout, (r.stdout, r.stderr)
+    before = len(module_kernel.client.list())
+    r = cli(module_kernel, "run", "--program", echo, "--grant", "echo please")
+    assert r.returncode == 2 and "expected 'kind: value'" in r.stderr
+    assert len(module_kernel.client.list()) == before  # nothing started
     # a manifest gets exactly what it says: --grant does not widen it
     mf = write(tmp_path, "m.yaml", f"name: m\nprogram: {echo}\n")
     r = cli(module_kernel, "run", mf, "--grant", "tool: echo")
