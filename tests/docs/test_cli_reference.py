@@ -11,7 +11,8 @@ from agentix.cli.reference import BEGIN, END, commands, reference, splice
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 #: commands whose output is JSON already (no --json needed)
-JSON_ALREADY = {("agentix", "audit", "prove"), ("agentix", "audit", "head"), ("agentix", "audit", "export")}
+JSON_ALREADY = {("agentix", "audit", "prove"), ("agentix", "audit", "head"), ("agentix", "audit", "export"),
+                ("agentix", "trust", "list"), ("agentix", "packages", "inspect"), ("agentix", "packages", "verify")}
 
 
 def test_cli_md_is_the_generated_reference() -> None:
