@@ -154,8 +154,8 @@ class StoredLedger(TokenLedger):
         the previous token's id, if there was one."""
         if self.tokens is None or self.revocations is None:
             return None
-        prev = self.tokens.last_of_lineage(lineage)
-        if prev is None or prev.id == token.id:
+        prev = self.tokens.last_of_lineage(lineage, exclude=token.id)
+        if prev is None:
             return None
         used = self._used.get(prev.id, 0)
         if used and token.max_invocations is not None:

@@ -204,10 +204,11 @@ class TokenStore:
             f"SELECT {_TOKEN_COLS} FROM issued_tokens WHERE holder=? ORDER BY issued_at, id",
             (holder,))]
 
-    def last_of_lineage(self, lineage: str) -> IssuedToken | None:
+    def last_of_lineage(self, lineage: str, *, exclude: str | None = None) -> IssuedToken | None:
+        """The latest token of ``lineage`` other than ``exclude``."""
         row = self.db.reader().execute(
-            f"SELECT {_TOKEN_COLS} FROM issued_tokens WHERE lineage=? "
-            "ORDER BY issued_at DESC, rowid DESC LIMIT 1", (lineage,)).fetchone()
+            f"SELECT {_TOKEN_COLS} FROM issued_tokens WHERE lineage=? AND id IS NOT ? "
+            "ORDER BY issued_at DESC, rowid DESC LIMIT 1", (lineage, exclude)).fetchone()
         return None if row is None else _issued(row)
 
     def count(self) -> int:
