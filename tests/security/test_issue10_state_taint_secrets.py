@@ -439,7 +439,7 @@ def test_a_secret_in_every_web_fetch_failure_path_leaves_no_trace(start_kernel, 
 
 def test_inference_events_and_provider_keys_are_redacted(tmp_path):
     key = "sk-provider-" + os.urandom(8).hex()
-    config = f'[providers.remote]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\napi_key = "{key}"\n'
+    config = f'default_model = "remote:m"\n[providers.remote]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\napi_key = "{key}"\n'
 
     async def body(w):
         await w.k.inference._emit("usage.reported", None, {"note": f"key={key}"})
