@@ -9,9 +9,11 @@ Rules:
   (with its reason) is queued to the store's writer in the order it happened. The writer
   commits in queue order, so once a later write is durable, every earlier one is too.
 - A charge is durable before the effect it pays for: ``DurableStateStage.before`` (the
-  pipeline stage right after the capability stage) awaits the journal, so no handler runs
-  while a charge of its call is still in memory only; a tool call's ``tool.invoked`` record,
-  queued after the charge, is durable before the tool runs as well. ``kill -9`` between the
+  pipeline stage right after the capability stage) awaits the journal for every method whose
+  policy says ``durability="effect"``, so no such handler runs while a charge of its call is
+  still in memory only (a ``no_effect`` call does not wait: its charge is committed with the
+  next batch); a tool call's ``tool.invoked`` record, queued after the charge, is durable
+  before the tool runs as well; ``web_fetch`` awaits it again after each redirect hop's check. ``kill -9`` between the
   charge and the effect leaves a charge without an effect, never the reverse.
 - At start (after recovery) ``load`` restores every revocation and count; tokens of agents
   a dead kernel left running are revoked by recovery (reason ``kernel_restart``).
@@ -223,7 +225,10 @@ class DurableStateStage:
         self.ledger = ledger
 
     async def before(self, call: Call) -> None:
-        await self.ledger.flush()
+        spec = getattr(call, "spec", None)
+        policy = getattr(spec, "policy", None)
+        if policy is None or getattr(policy, "durability", "effect") == "effect":
+            await self.ledger.flush()  # a no_effect call's charge rides the next commit
 
     async def after(self, call: Call, result: Any, error: BaseException | None) -> None:
         labels = getattr(error, "taint", ()) if error is not None else ()

@@ -189,9 +189,6 @@ class TokenStore:
             (t.id, t.holder, t.parent_id, _j(list(t.chain)), _j(list(t.grants)), t.issued_at,
              t.max_invocations, t.expires_at, t.lineage))
 
-    async def put(self, t: IssuedToken) -> None:
-        await self.db.write(lambda txn: self.put_in(txn, t))
-
     def get(self, token_id: str) -> IssuedToken:
         row = self.db.reader().execute(f"SELECT {_TOKEN_COLS} FROM issued_tokens WHERE id=?",
                                        (token_id,)).fetchone()
