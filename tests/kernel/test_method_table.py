@@ -104,3 +104,11 @@ def test_unknown_method_is_refused(kernel):
         return errs
 
     assert asyncio.run(go()) == ["method_not_found"] * 3
+
+
+def test_docs_security_lists_every_method():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    missing = [name for name in POLICIES if f"| `{name}` |" not in doc]
+    assert not missing, f"docs/security.md's method table lacks {missing}"

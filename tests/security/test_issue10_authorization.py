@@ -485,3 +485,21 @@ def test_max_tool_calls_is_enforced_in_the_decision(tmp_path):
     res, used, invoked, refusals = run(tmp_path, body)
     assert [r.get("error") for r in res] == [None, None, "budget_exceeded"]
     assert len(invoked) == 2 and len(refusals) == 1
+
+
+def test_a_redirect_hop_is_decided_again_and_charged_once(tmp_path, http):
+    """The hop's host is covered by a second, limited token: it is charged exactly once (not
+    once per check of the host and of its address), the first token not again."""
+    port2, hits2 = http()
+    port1, _hits1 = http(redirect_to=f"http://localhost:{port2}/next")
+
+    async def body(w):
+        rec = await w.spawn([{"grant": "network: 127.0.0.1", "max_invocations": 5},
+                             {"grant": "network: localhost", "max_invocations": 5}])
+        a_tok, b_tok = w.k.caps.held[rec.agent_id]
+        res = await w.calls(rec, [tool("web_fetch", url=f"http://127.0.0.1:{port1}/start")])
+        return res, w.k.caps.ledger.used(a_tok.id), w.k.caps.ledger.used(b_tok.id)
+
+    res, used_a, used_b = run(tmp_path, body)
+    assert res[0]["ok"]["status"] == 200 and hits2.paths == ["/next"]
+    assert (used_a, used_b) == (1, 1)

@@ -42,7 +42,7 @@ a ``dry_run`` simply never commits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Protocol, Sequence
+from typing import Iterable, Literal, NamedTuple, Protocol, Sequence
 
 from agentix.core.caps import Token
 from agentix.core.errors import (
@@ -100,16 +100,18 @@ class AuthRequest:
     counts_tool_call: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Covered:
+class Covered(NamedTuple):
+    """One resource and the one token that covers it."""
+
     resource: Request | Grant
     token: Token
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(NamedTuple):
+    """One resource refused (``partial`` decisions only) and why."""
+
     resource: Request | Grant
-    error: AgentixError = field(compare=False)
+    error: AgentixError
 
 
 @dataclass(frozen=True)
@@ -223,44 +225,47 @@ def authorize(
     covered: list[Covered] = []
     refused: list[Refused] = []
     used_tokens: dict[str, Token] = {}
-
-    def can_pay(t: Token) -> bool:
-        if not per_resource and t.id in paid:
-            return True
-        return all(ledger.used(tid) + pending.get(tid, 0) < limit for tid, limit in t.limits)
-
-    def pay(t: Token) -> None:
-        if not per_resource and t.id in paid:
-            return
-        paid.add(t.id)
-        for tid, _limit in t.limits:
-            pending[tid] = pending.get(tid, 0) + 1
+    used_get = ledger.used
+    fences = tuple((p.rstrip("/") or "/", (p.rstrip("/") or "/") + "/") for p in request.denied_prefixes)
+    live_ids = [(t, t.id, t.limits) for t in live]
 
     for r in request.resources:
-        if isinstance(r, Request) and r.kind in _FILE_KINDS and request.denied_prefixes:
-            hit = under_prefix(r.value, request.denied_prefixes)
-            if hit is not None:
+        is_req = type(r) is Request
+        if fences and is_req and r.kind in _FILE_KINDS:
+            v = r.value
+            hit = False
+            for base, slash in fences:
+                if base == "/" or v == base or v.startswith(slash):
+                    hit = True
+                    break
+            if hit:
                 refused.append(Refused(r, CapabilityDenied(
                     f"{r.value} is the kernel's own state; no grant reaches it", reason="kernel_state",
                     request=str(r))))
                 continue
         chosen: Token | None = None
         short: Token | None = None
-        for t in live:
-            if _allows(t, r):
-                if can_pay(t):
-                    chosen = t
-                    break
-                short = short or t
+        for t, tid_, limits in live_ids:
+            if not (t.permits(r) if is_req else t.covers(r)):  # type: ignore[arg-type]
+                continue
+            if (not per_resource and tid_ in paid) or not limits or all(
+                    used_get(bid) + pending.get(bid, 0) < lim for bid, lim in limits):
+                chosen = t
+                if per_resource or tid_ not in paid:
+                    paid.add(tid_)
+                    for bid, _lim in limits:
+                        pending[bid] = pending.get(bid, 0) + 1
+                    used_tokens.setdefault(tid_, t)
+                break
+            if short is None:
+                short = t
         if chosen is not None:
-            pay(chosen)
             covered.append(Covered(r, chosen))
-            used_tokens.setdefault(chosen.id, chosen)
             continue
         if short is not None:
-            tid, limit = next((tid, lim) for tid, lim in short.limits
-                              if ledger.used(tid) + pending.get(tid, 0) >= lim)
-            refused.append(Refused(r, _exhausted(short, tid, limit)))
+            bid, limit = next((bid, lim) for bid, lim in short.limits
+                              if used_get(bid) + pending.get(bid, 0) >= lim)
+            refused.append(Refused(r, _exhausted(short, bid, limit)))
             continue
         err = next((e for t, e in dead if _allows(t, r)), None)
         if err is None and isinstance(r, Grant):

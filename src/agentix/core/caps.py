@@ -57,6 +57,7 @@ __all__ = [
 
 _PAYLOAD_RE = re.compile(r'agentix_block\("([A-Za-z0-9_=-]*)"\);')
 _DATALOG_MAX_TIME = timedelta(milliseconds=250)
+_VERDICTS_MAX = 1024  # memoised grant-matching verdicts per token
 _ID_LEN = 32  # hex chars of the revocation id used as the token id (128 bits)
 
 
@@ -86,6 +87,9 @@ class Token:
     blocks: tuple[Block, ...]
     serialized: bytes = field(repr=False)
     _biscuit: Any = field(repr=False, compare=False, default=None)
+    #: request -> whether the signed grants permit it (a pure function of the signed blocks;
+    #: revocation, expiry and holder are never cached — ``core.authorize`` checks them each time)
+    _verdicts: dict[Any, bool] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -131,8 +135,20 @@ class Token:
         return tuple((b.id, b.max_invocations) for b in self.blocks if b.max_invocations is not None)
 
     def permits(self, request: Request) -> bool:
-        """Whether every block's grants permit ``request``."""
-        return all(b.grants.permits(request) for b in self.blocks)
+        """Whether every block's grants permit ``request`` (the last block, the narrowest,
+        first). Memoised per token: the grants are signed and never change."""
+        verdicts = self._verdicts
+        v = verdicts.get(request)
+        if v is None:
+            v = True
+            for b in reversed(self.blocks):
+                if not b.grants.permits(request):
+                    v = False
+                    break
+            if len(verdicts) >= _VERDICTS_MAX:
+                verdicts.clear()
+            verdicts[request] = v
+        return v
 
     def covers(self, grant: Grant) -> bool:
         """Whether every block's grants cover ``grant`` (what delegation needs)."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Literal, get_args
+from typing import Any, Iterable, Literal, NamedTuple, get_args
 
 from agentix.core.errors import HandoffEscalationDenied, InvalidRequest
 from agentix.core.hosts import HostPattern, normalize_host, parse_host_pattern
@@ -113,9 +113,10 @@ class Grant:
         return f"{self.kind}: {self.value}"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One thing a call wants to do; build it with ``Request.make`` (which normalises)."""
+class Request(NamedTuple):
+    """One thing a call wants to do; build it with ``Request.make`` (which normalises).
+    (A named tuple: hashing and comparing it is done in C, and the decision does it per
+    resource.)"""
 
     kind: GrantKind
     value: str

@@ -11,12 +11,17 @@ Rules (docs/security.md has the model):
   and relative paths mean ``/workspace``, and ``/workspace/*`` always means the *holder's*
   own workspace; only when a file tool runs is ``/workspace`` mapped to the caller's host
   workspace directory (so a host directory literally named ``/workspace`` cannot be granted).
-- ``CapabilityStage`` is a pipeline stage: for ``tool.call`` (and operator ``tool.invoke``
-  with ``agent_id``, which acts as that agent) it runs ``CallGate.check`` (verify, authorise,
-  taint policy, charge one invocation *before* execution), then approvals
-  (``approval_required`` in the manifest, or a taint rule that says ``ask``). It also gates
-  ``ipc.send``/``ipc.broadcast`` (``message_send``), ``agent.spawn_child`` (``spawn_child``),
-  ``agent.stop_child``/``agent.kill_child`` (own descendants only).
+- ``CapabilityStage`` is a pipeline stage that names no method: the method table
+  (``kernel/methods.py``) gives each call's resources; the stage asks the one decision
+  (``CapabilityService.decide`` → ``core.authorize``: holder, issue, expiry, revocation,
+  invocations, ``max_tool_calls``), applies the taint policy and approvals
+  (``approval_required`` of the manifest or of any block of the token used, or a taint rule
+  that says ``ask``), commits the charges *before* execution and hands the handler the
+  ``Authorization`` (``call.authorization``). Relations (own descendants) are the row's guard.
+- Holder binding: ``IssuedTokens`` records which agent each token id was issued to; bytes
+  copied from another agent or extended offline name an id not issued to the presenter.
+- The kernel's own state (``$AGENTIX_HOME``) is a denied prefix of every decision and is
+  fenced at open time (``tools/fs.py``).
 - Operator ``tool.invoke`` without ``agent_id`` holds no token: the operator is trusted, and
   since no agent's manifest applies no approval is asked either.
 - When an agent exits all its tokens are revoked (``TokenLedger.revoke_holder``).
@@ -337,14 +342,19 @@ class CapabilityService:
         """For a tool: a new decision over resources found late (a redirect hop), as the same
         agent, charged to the same call (tokens this call already paid for are not charged
         again). None when the call runs without an agent's authority."""
-        prior = call.authorization
-        if prior is None or call.subject is None:
+        first = call.authorization
+        if first is None or call.subject is None:
             return None
         rec = self.k.table.get(call.subject)
+        paid = [first]  # every token this call has paid for so far (never charged twice)
 
         def again(resources: Sequence[Request]) -> Authorization:
+            prior = paid[-1]
             auth = self.decide(rec, resources, prior=prior)
             self.ledger.commit(auth)
+            new = tuple(t for t in auth.tokens if all(t.id != p.id for p in prior.tokens))
+            if new:
+                paid.append(Authorization(holder=prior.holder, covered=(), tokens=prior.tokens + new))
             return auth
 
         return again

@@ -55,7 +55,6 @@ __all__ = [
     "Fence",
     "fenced",
     "locate",
-    "locate_any",
     "MAX_READ_BYTES",
     "MAX_READ_MANY",
     "MAX_WRITE_BYTES",
@@ -344,17 +343,6 @@ def locate(token: Token, kind: str, path: str, workspace: str | None = None) -> 
         raise CapabilityDenied(f"no capability allows {kind} on {norm}", reason="not_granted",
                                request=str(req), token_id=token.id)
     return root, split_under(root, norm)
-
-
-def locate_any(tokens: list[Token], kind: str, path: str, workspace: str | None = None) -> tuple[str, str]:
-    """``locate`` with the first of the caller's tokens that permits ``path``."""
-    first: CapabilityDenied | None = None
-    for t in tokens:
-        try:
-            return locate(t, kind, path, workspace)
-        except CapabilityDenied as err:
-            first = first or err
-    raise first or CapabilityDenied(f"no capability allows {kind} on {path}", reason="not_granted")
 
 
 # ----------------------------------------------------------------------------- reading
