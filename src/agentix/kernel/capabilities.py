@@ -233,7 +233,9 @@ class ApprovalBook:
 
         rec = ApprovalRecord(a.id, a.agent, {**a.to_data(), "args": self.args.get(a.id)}, a.state,
                              format_ts(a.created_at), format_ts(a.deadline))
-        return self.db.submit(lambda t: ApprovalStore.put_in(t, rec))
+        fut = self.db.submit(lambda t: ApprovalStore.put_in(t, rec))
+        fut.add_done_callback(_log_store_failure)
+        return fut
 
     def add(self, a: Approval, args: dict[str, Any]) -> None:
         self._items[a.id] = a
@@ -284,6 +286,11 @@ class ApprovalBook:
             self._waiters[a.id] = asyncio.Event()
             self.args[a.id] = args
             self.restored += a.state == "pending"
+
+
+def _log_store_failure(fut: concurrent.futures.Future[Any]) -> None:
+    if fut.exception() is not None:
+        log.error("the store refused an approval write: %r", fut.exception())
 
 
 # ---------------------------------------------------------------------------- the service

@@ -8,12 +8,14 @@ Rules:
   blocks), every charge (the new count of each limited id of the chain) and every revocation
   (with its reason) is queued to the store's writer in the order it happened. The writer
   commits in queue order, so once a later write is durable, every earlier one is too.
-- A charge is durable before the effect it pays for: ``DurableStateStage.before`` (the
-  pipeline stage right after the capability stage) awaits the journal for every method whose
-  policy says ``durability="effect"``, so no such handler runs while a charge of its call is
-  still in memory only (a ``no_effect`` call does not wait: its charge is committed with the
-  next batch); a tool call's ``tool.invoked`` record, queued after the charge, is durable
-  before the tool runs as well; ``web_fetch`` awaits it again after each redirect hop's check. ``kill -9`` between the
+- A charge is durable before the effect it pays for. Charging only marks the count dirty
+  (nothing on the decision's path wakes a thread); ``DurableStateStage.before`` (the pipeline
+  stage right after the capability stage) queues the dirty counts to the writer, ahead of
+  the call's own records. A tool call's ``tool.invoked`` record is queued after them and
+  awaited before the tool runs, so the charge is durable first; any other method whose
+  policy says ``durability="effect"`` awaits the journal itself; a ``no_effect`` call does
+  not wait (its charge commits with that batch). ``web_fetch`` awaits the journal again after
+  each redirect hop's check (``flush``), before connecting. ``kill -9`` between the
   charge and the effect leaves a charge without an effect, never the reverse.
 - At start (after recovery) ``load`` restores every revocation and count; tokens of agents
   a dead kernel left running are revoked by recovery (reason ``kernel_restart``).
@@ -69,6 +71,7 @@ class StoredLedger(TokenLedger):
         super().__init__()
         self.db = db
         self._last: concurrent.futures.Future[Any] | None = None
+        self._dirty: dict[str, int] = {}  # token id -> count charged, not yet queued
         self.tokens = TokenStore(db) if db is not None else None
         self.revocations = RevocationStore(db) if db is not None else None
 
@@ -80,9 +83,26 @@ class StoredLedger(TokenLedger):
         fut.add_done_callback(_log_failure)
         self._last = fut
 
+    def journal(self) -> None:
+        """Queue the counts charged since the last call to the writer (no waiting). Charges
+        only mark counts dirty — no thread is woken on the decision's path; the state stage
+        queues them right after the decision, ahead of the call's own records."""
+        if self.db is None or not self._dirty:
+            self._dirty.clear()
+            return
+        snap = dict(self._dirty)
+        self._dirty.clear()
+
+        def op(t: Txn) -> None:
+            for tid, used in snap.items():
+                TokenStore.set_used_in(t, tid, used)
+
+        self._submit(op)
+
     async def flush(self) -> None:
-        """Return once everything journalled so far is durable; ``internal_error`` if the
-        store could not commit it (then the effect it pays for must not happen)."""
+        """Return once everything charged or journalled so far is durable; ``internal_error``
+        if the store could not commit it (then the effect it pays for must not happen)."""
+        self.journal()
         last = self._last
         if last is None:
             return
@@ -130,13 +150,10 @@ class StoredLedger(TokenLedger):
         self._journal_counts([tid for tid, _n in auth.charges])
 
     def _journal_counts(self, ids: list[str]) -> None:
-        counts = [(tid, self._used[tid]) for tid in dict.fromkeys(ids) if tid in self._used]
-        if counts:
-            def op(t: Txn) -> None:
-                for tid, used in counts:
-                    TokenStore.set_used_in(t, tid, used)
-
-            self._submit(op)
+        used, dirty = self._used, self._dirty
+        for tid in ids:
+            if tid in used:
+                dirty[tid] = used[tid]
 
     def seed(self, token_id: str, used: int) -> None:
         """Start ``token_id`` at ``used`` invocations (a lineage continues its count)."""
@@ -225,6 +242,9 @@ class DurableStateStage:
         self.ledger = ledger
 
     async def before(self, call: Call) -> None:
+        self.ledger.journal()  # queued ahead of anything this call writes next
+        if call.tool is not None:
+            return  # its tool.invoked record comes next and is awaited: the charge is durable first
         spec = getattr(call, "spec", None)
         policy = getattr(spec, "policy", None)
         if policy is None or getattr(policy, "durability", "effect") == "effect":
