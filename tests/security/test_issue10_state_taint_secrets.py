@@ -506,3 +506,36 @@ def test_the_log_filter_redacts_messages_arguments_and_tracebacks():
     assert f.filter(rec) and f.filter(rec2)
     line = logging.Formatter().format(rec) + logging.Formatter().format(rec2)
     assert "hunter2" not in line and line.count("[secret:K]") >= 2
+
+
+def test_a_charge_the_store_refuses_stops_every_later_effect(tmp_path, monkeypatch):
+    """Fail closed: if the journal cannot make a charge durable, ``flush`` (awaited before
+    every effect) raises instead of letting the effect run on an unrecorded charge."""
+    from agentix.core.caps import Authority, generate_root_key
+    from agentix.core.errors import InternalError
+    from agentix.core.grants import parse_grants
+    from agentix.kernel.trusted_state import StoredLedger
+    from agentix.store.db import Database
+    from agentix.store.state import TokenStore
+
+    db = Database(tmp_path / "agentix.db")
+    led = StoredLedger(db)
+    tok = Authority(generate_root_key()).mint("ag-1", parse_grants(["tool: echo"]), now=time.time(),
+                                              max_invocations=5)
+    led.register(tok)
+    led.charge(tok)
+    asyncio.run(led.flush())
+    assert TokenStore(db).used() == {tok.id: 1}
+
+    def refuse(*a: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(TokenStore, "set_used_in", staticmethod(refuse))
+    led.charge(tok)
+    with pytest.raises(InternalError):
+        asyncio.run(led.flush())
+    with pytest.raises(InternalError):  # and it stays refused
+        asyncio.run(led.flush())
+    monkeypatch.undo()
+    assert TokenStore(db).used() == {tok.id: 1}  # the store never claimed the second charge
+    db.close()

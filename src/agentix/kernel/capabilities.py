@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import binascii
+import concurrent.futures
 import logging
 import os
 import secrets as _secrets
@@ -207,7 +207,6 @@ class ApprovalBook:
         self._waiters: dict[str, asyncio.Event] = {}
         self.args: dict[str, dict[str, Any]] = {}  # what the operator is shown
         self.db = db
-        self.restored = 0
         if db is not None:
             self.restore([r.request for r in ApprovalStore(db).all()])
             if legacy is not None and legacy.exists():
@@ -285,7 +284,6 @@ class ApprovalBook:
             self._items[a.id] = a
             self._waiters[a.id] = asyncio.Event()
             self.args[a.id] = args
-            self.restored += a.state == "pending"
 
 
 def _log_store_failure(fut: concurrent.futures.Future[Any]) -> None:

@@ -72,6 +72,7 @@ class StoredLedger(TokenLedger):
         self.db = db
         self._last: concurrent.futures.Future[Any] | None = None
         self._dirty: dict[str, int] = {}  # token id -> count charged, not yet queued
+        self._broken: BaseException | None = None
         self.tokens = TokenStore(db) if db is not None else None
         self.revocations = RevocationStore(db) if db is not None else None
 
@@ -80,8 +81,14 @@ class StoredLedger(TokenLedger):
         if self.db is None:
             return
         fut = self.db.submit(op)
-        fut.add_done_callback(_log_failure)
+        fut.add_done_callback(self._done)
         self._last = fut
+
+    def _done(self, fut: concurrent.futures.Future[Any]) -> None:
+        err = fut.exception()
+        if err is not None:  # the store lost a charge, a revocation or a record: fail closed
+            log.error("the store refused a capability-state write: %r", err)
+            self._broken = err
 
     def journal(self) -> None:
         """Queue the counts charged since the last call to the writer (no waiting). Charges
@@ -104,16 +111,17 @@ class StoredLedger(TokenLedger):
         if the store could not commit it (then the effect it pays for must not happen)."""
         self.journal()
         last = self._last
-        if last is None:
-            return
-        if not last.done():
-            await asyncio.wrap_future(last)
-        elif last.exception() is not None:
-            err = last.exception()
-            raise err if isinstance(err, AgentixError) else InternalError(
-                "the store failed to record a capability charge", reason=type(err).__name__)
-        if self._last is last:
-            self._last = None
+        if last is not None:
+            try:
+                await asyncio.wrap_future(last)
+            except Exception:
+                pass  # recorded by _done
+            if self._last is last:
+                self._last = None
+        if self._broken is not None:
+            raise InternalError("the store failed to record the kernel's capability state; no "
+                                "call with an effect runs until the kernel is restarted",
+                                reason=type(self._broken).__name__)
 
     # ------------------------------------------------------------ journalled changes
     def register(self, token: Token, lineage: str | None = None) -> None:
@@ -226,12 +234,6 @@ class StoredIssuedTokens:
         if self._store is not None:
             ids += [t.id for t in self._store.for_holder(holder) if t.id not in ids]
         return ids
-
-
-def _log_failure(fut: concurrent.futures.Future[Any]) -> None:
-    err = fut.exception()
-    if err is not None:
-        log.error("the store refused a capability-state write: %r", err)
 
 
 class DurableStateStage:
