@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -57,6 +58,7 @@ LAZY_COMMANDS = {
     "deny": "agentix.cli.security:deny",
     "caps": "agentix.cli.security:caps",
     "top": "agentix.cli.goal:top",
+    "tokens": "agentix.cli.http:tokens",
 }
 
 
@@ -113,12 +115,13 @@ def kernel_running(home: Path) -> bool:
         return False
 
 
-def start_kernel(home: Path, isolation: str | None = None, timeout: float = 15.0) -> int:
+def start_kernel(home: Path, isolation: str | None = None, timeout: float = 15.0,
+                 extra_args: Sequence[str] = ()) -> int:
     """Start agentixd in the background; return its pid once it answers."""
     import subprocess
 
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cmd = [sys.executable, "-m", "agentix.kernel.daemon", "--home", str(home)]
+    cmd = [sys.executable, "-m", "agentix.kernel.daemon", "--home", str(home), *extra_args]
     if isolation:
         cmd += ["--isolation", isolation]
     log = open(home / "agentixd.log", "ab")
@@ -141,23 +144,31 @@ def start_kernel(home: Path, isolation: str | None = None, timeout: float = 15.0
 @click.option("--foreground", is_flag=True, help="stay attached (logs to the terminal)")
 @click.option("--isolation", type=click.Choice(["strict", "degraded"]), default=None,
               help="accept agents without full isolation (degraded) — see docs/isolation.md")
+@click.option("--http", "http", metavar="HOST:PORT", default=None,
+              help="also serve the operator API over HTTP, e.g. 127.0.0.1:8470 (docs/http.md)")
+@click.option("--http-allow-remote", is_flag=True,
+              help="allow --http on an address other than loopback (put TLS in front of it)")
 @json_option
 @click.pass_obj
-def up(obj: Ctx, foreground: bool, isolation: str | None, as_json: bool) -> None:
+def up(obj: Ctx, foreground: bool, isolation: str | None, http: str | None, http_allow_remote: bool,
+       as_json: bool) -> None:
     """Start the kernel daemon in the background (its log: agentixd.log in the home)."""
     if kernel_running(obj.home):
         fail(f"a kernel is already running for {obj.home}", EXIT_NO_KERNEL)
+    extra = (["--http", http] if http else []) + (["--http-allow-remote"] if http_allow_remote else [])
     if foreground:
         # exec the daemon in this process (the CLI sits above the SDK only; it never imports the kernel)
-        args = ["--home", str(obj.home)] + (["--isolation", isolation] if isolation else [])
+        args = ["--home", str(obj.home), *extra] + (["--isolation", isolation] if isolation else [])
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "agentix.kernel.daemon", *args])
     with render.status("starting the kernel…"):
-        pid = start_kernel(obj.home, isolation)
+        pid = start_kernel(obj.home, isolation, extra_args=extra)
     if as_json:
-        return dump_json({"pid": pid, "home": str(obj.home)})
+        return dump_json({"pid": pid, "home": str(obj.home), **({"http": f"http://{http}"} if http else {})})
     line(f"kernel running pid {pid}, home {obj.home}", "green")
+    if http:
+        line(f"HTTP API on http://{http} (create a token: agentix tokens create NAME --role viewer|operator)")
 
 
 @cli.command()
@@ -527,7 +538,6 @@ def demo(demo_home: Path | None, as_json: bool) -> None:
 from agentix.cli.packages import install as _install_packages  # noqa: E402
 
 _install_packages(cli)  # build, push, pull, sign, keys, trust, packages; `run REF`
-
 
 def main() -> None:
     cli(prog_name="agentix")

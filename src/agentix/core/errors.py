@@ -15,6 +15,7 @@ Hierarchy (whose fault it is)::
     │   ├── MethodNotFound            method_not_found
     │   └── NotFound                  not_found            (unknown agent, tool, token ...)
     ├── RefusedError                  the request was well-formed but is not allowed
+    │   ├── Unauthenticated           unauthenticated      (HTTP: no, unknown, expired or revoked token)
     │   ├── CapabilityDenied          capability_denied
     │   ├── CapabilityExpired         capability_expired
     │   ├── CapabilityExhausted       capability_exhausted
@@ -67,6 +68,7 @@ __all__ = [
     "TaintViolation",
     "Timeout",
     "ToolError",
+    "Unauthenticated",
     "error_from_code",
 ]
 
@@ -77,6 +79,7 @@ CODES: dict[str, int] = {
     "method_not_found": -32601,
     "invalid_params": -32602,
     "internal_error": -32603,
+    "unauthenticated": -32001,
     "not_found": -32004,
     "conflict": -32009,
     "capability_denied": -32010,
@@ -155,6 +158,12 @@ class NotFound(RequestError):
 
 class RefusedError(AgentixError):
     code = "capability_denied"
+
+
+class Unauthenticated(RefusedError):
+    """An HTTP request without a valid operator token (missing, unknown, expired, revoked)."""
+
+    code = "unauthenticated"
 
 
 class CapabilityDenied(RefusedError):

@@ -57,7 +57,7 @@ def claim_pidfile(home: Home) -> None:
 
 
 async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
-                     ready: asyncio.Event | None = None) -> None:
+                     ready: asyncio.Event | None = None, http: tuple[str, int] | None = None) -> None:
     home.create()
     config = load_config(home.root, overrides)
     if (hasattr(asyncio, "PidfdChildWatcher") and sys.version_info < (3, 12)
@@ -86,6 +86,17 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
         return handle
 
     server = await start_unix_server(home.socket, handler_for, frame_limit=config.frame_limit)
+    http_server = None
+    if http is not None:  # the HTTP API (docs/http.md): a task of this loop, same pipeline
+        from agentix.kernel.http_api import start_http
+
+        assert kernel.http_tokens is not None
+        try:
+            http_server = await start_http(kernel, kernel.http_tokens, *http)
+        except BaseException:
+            server.close()
+            await kernel.shutdown()
+            raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, kernel.shutdown_requested.set)
@@ -96,6 +107,8 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
         await kernel.shutdown_requested.wait()
     finally:
         log.info("shutting down")
+        if http_server is not None:
+            await http_server.close()
         server.close()
         await kernel.shutdown()
         await server.wait_closed()
@@ -135,14 +148,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("AGENTIX_LOG_LEVEL", "INFO"))
     parser.add_argument("--isolation", choices=["strict", "degraded"], default=None,
                         help="override [kernel] isolation from config.toml")
+    parser.add_argument("--http", metavar="HOST:PORT", default=None,
+                        help="also serve the operator API over HTTP (docs/http.md); loopback only "
+                             "unless --http-allow-remote")
+    parser.add_argument("--http-allow-remote", action="store_true",
+                        help="allow --http on an address other than loopback")
     args = parser.parse_args(argv)
     home = Home((args.home or default_home()).expanduser().resolve())
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"isolation": args.isolation} if args.isolation else None
     try:
+        http = None
+        if args.http:
+            from agentix.rpc.http import parse_address
+
+            http = parse_address(args.http, allow_remote=args.http_allow_remote)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(run_kernel(home, overrides))
+            runner.run(run_kernel(home, overrides, http=http))
     except AgentixError as err:
         print(f"agentixd: {err.message}", file=sys.stderr)
         return EXIT_CONFIG

@@ -52,7 +52,8 @@ class Caller:
         return self.agent_id is None
 
     def label(self) -> str:
-        return "operator" if self.agent_id is None else f"{self.name} ({self.agent_id})"
+        # the operator socket is "operator"; an HTTP caller is "http:<token name>"
+        return (self.name or "operator") if self.agent_id is None else f"{self.name} ({self.agent_id})"
 
 
 OPERATOR = Caller(agent_id=None, name="operator")

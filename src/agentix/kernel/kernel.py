@@ -131,6 +131,9 @@ class Kernel:
         from agentix.kernel import packages_api
 
         self.packages = packages_api.register(self)  # package.*, keys.*, trust.* (docs/packages.md)
+        from agentix.kernel import http_api
+
+        self.http_tokens = http_api.register(self)  # tokens.* for the HTTP API (docs/http.md)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:

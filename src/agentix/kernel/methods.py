@@ -178,6 +178,10 @@ POLICIES: dict[str, MethodPolicy] = {
     "trust.add": _op("effect", recorded=True),
     "trust.allow_unsigned": _op("effect", recorded=True),
     "trust.list": _op("no_effect"),
+    # ---- operator: HTTP API tokens (kernel/http_api.py, docs/http.md); the secret is never recorded
+    "tokens.create": _op("effect", recorded=True),
+    "tokens.list": _op("no_effect"),
+    "tokens.revoke": _op("effect", recorded=True),
     # ---- both
     "tool.list": _op("no_effect", "none: the tool catalogue is public"),
     "tool.call": MethodPolicy(

@@ -137,4 +137,31 @@ CREATE TABLE IF NOT EXISTS persistent_agents (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# v3: the HTTP API (rpc/http.py, kernel/http_api.py). ``http_tokens`` holds operator tokens
+# for HTTP callers: only a SHA-256 of each secret (the secret is shown once, at creation);
+# ``http_idempotency`` keeps the first response to a POST sent with an ``Idempotency-Key``
+# (per token name) until it expires, so a retry returns it instead of running again.
+_V3 = """
+CREATE TABLE http_tokens (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    role        TEXT NOT NULL,
+    secret_hash BLOB NOT NULL,
+    created_at  REAL NOT NULL,
+    expires_at  REAL,
+    revoked_at  REAL
+);
+CREATE TABLE http_idempotency (
+    principal    TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    request_hash BLOB NOT NULL,
+    status       INTEGER NOT NULL,
+    response     BLOB NOT NULL,
+    created_at   REAL NOT NULL,
+    PRIMARY KEY (principal, key)
+) WITHOUT ROWID;
+CREATE INDEX http_idempotency_by_age ON http_idempotency(created_at);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3]

@@ -1,0 +1,127 @@
+"""The params of every operator method as JSON Schema (2020-12), keyed like the method table.
+
+One source for both faces: the HTTP API's OpenAPI document (``/openapi.json``) is generated
+from these, and ``tests/http/test_openapi.py`` fails when an operator method registered
+with the pipeline has no schema here (or a schema names a method that does not exist).
+The schemas describe what each handler reads; the handler still validates (and its
+``invalid_request`` names the field), so a schema never refuses what the socket accepts.
+Unknown extra params are ignored by the handlers, hence no ``additionalProperties: false``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PARAMS", "params_schema"]
+
+
+def _obj(required: tuple[str, ...] = (), **props: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+_S = {"type": "string"}
+_N = {"type": "number", "minimum": 0}
+_I = {"type": "integer", "minimum": 0}
+_B = {"type": "boolean"}
+_ANY: dict[str, Any] = {}
+_AGENT = {"type": "string", "description": "an agent id or live name"}
+_REF = {"type": "string", "description": "a package reference (NAME:TAG or NAME@DIGEST)"}
+_GRANTS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+           "description": "grant strings, e.g. `file_read: /data/*` (docs/manifest.md)"}
+_MANIFEST = {"type": "object", "description": "an agent manifest (docs/manifest.md)",
+             "properties": {"name": {"type": "string"}, "program": {"type": "string"}}}
+
+PARAMS: dict[str, dict[str, Any]] = {
+    # ---- the kernel
+    "kernel.info": _obj(),
+    "kernel.shutdown": _obj(),
+    "inference.stats": _obj(),
+    "events.tail": _obj(after={**_I, "description": "only events with seq > after (0: the last `limit`)"},
+                        agent=_S, kind={**_S, "description": "a kind or its dotted prefix"},
+                        limit={**_I, "default": 1000}, wait={**_N, "description": "seconds to wait "
+                                                               "for a new event (at most 60)"}),
+    # ---- agents
+    "agent.spawn": {**_obj(manifest=_MANIFEST, manifest_path={**_S, "description": "a manifest file on "
+                                                              "the kernel's host (instead of manifest)"},
+                           base_dir={**_S, "description": "where relative program paths resolve"},
+                           name={**_S, "description": "overrides the manifest's name"},
+                           message={**_ANY, "description": "the agent's first message"}),
+                    "anyOf": [{"required": ["manifest"]}, {"required": ["manifest_path"]}]},
+    "agent.list": _obj(all={**_B, "default": True, "description": "include exited agents"}),
+    "agent.status": _obj(("agent_id",), agent_id=_AGENT),
+    "agent.wait": _obj(("agent_id",), agent_id=_AGENT, timeout=_N),
+    "agent.stop": _obj(("agent_id",), agent_id=_AGENT, grace={**_N, "description": "seconds between "
+                                                              "SIGTERM and SIGKILL"}),
+    "agent.kill": _obj(("agent_id",), agent_id=_AGENT),
+    "agent.pause": _obj(("agent_id",), agent_id=_AGENT),
+    "agent.resume": _obj(("agent_id",), agent_id=_AGENT),
+    "agent.logs": _obj(("agent_id",), agent_id=_AGENT, offset={**_I, "default": 0},
+                       wait={**_N, "description": "seconds to wait for more output (at most 60)"},
+                       max_bytes=_I),
+    "agent.send": _obj(("to", "message"), to=_AGENT, message=_ANY),
+    "agent.run": _obj(("agent_id", "message"), agent_id=_AGENT, message=_ANY, timeout=_N),
+    "agent.submit_goal": _obj(("goal",), goal={**_S, "minLength": 1},
+                              output={**_S, "description": "an absolute directory for the results"},
+                              manifest=_MANIFEST),
+    # ---- capabilities and approvals
+    "cap.list": _obj(agent_id=_AGENT),
+    "cap.grant": _obj(("agent_id", "grants"), agent_id=_AGENT, grants=_GRANTS,
+                      max_invocations={"type": ["integer", "null"], "minimum": 1},
+                      expires={"type": ["string", "number", "null"],
+                               "description": "a duration such as 1h, or a Unix time"}),
+    "cap.revoke": _obj(("token_id",), token_id=_S),
+    "cap.check": _obj(("agent_id", "name"), agent_id=_AGENT, name={**_S, "description": "a tool name"},
+                      args={"type": "object"}),
+    "approval.list": _obj(all={**_B, "default": False}),
+    "approval.respond": _obj(("id", "approve"), id=_S, approve=_B, reason=_S),
+    # ---- audit
+    "audit.tail": _obj(after=_I, agent=_S, kind=_S, limit={"type": "integer", "minimum": 1, "maximum": 10000},
+                       wait=_N),
+    "audit.verify": _obj(),
+    "audit.prove": _obj(("seq",), seq={"type": "integer", "minimum": 1}),
+    "audit.head": _obj(sign={**_B, "default": True}),
+    # ---- packages (docs/packages.md)
+    "package.build": _obj(("context", "tag"), context={**_S, "description": "the build directory (absolute)"},
+                          tag={**_S, "description": "NAME:TAG"}, agentfile=_S),
+    "package.sign": _obj(("ref", "key"), ref=_REF, key={**_S, "description": "a signing key name"}),
+    "package.push": _obj(("ref",), ref=_REF),
+    "package.pull": _obj(("ref",), ref=_REF, allow_rollback=_B),
+    "package.verify": _obj(("ref",), ref=_REF, allow_rollback=_B),
+    "package.run": _obj(("ref",), ref=_REF, accept={"type": "array", "items": {"type": "string"}},
+                        name=_S, message=_ANY, allow_rollback=_B),
+    "package.list": _obj(),
+    "package.inspect": _obj(("ref",), ref=_REF),
+    "package.rm": _obj(("ref",), ref=_REF),
+    "keys.generate": _obj(("name",), name=_S),
+    "keys.list": _obj(),
+    "trust.add": _obj(("key", "pattern"), key={**_S, "description": "a public key, key file or key name"},
+                      pattern={**_S, "description": "a name pattern such as registry.example/team/*"}),
+    "trust.allow_unsigned": _obj(("pattern",), pattern=_S),
+    "trust.list": _obj(),
+    # ---- tools
+    "tool.list": _obj(),
+    "tool.invoke": _obj(("name",), name={**_S, "description": "a tool name (tool.list)"},
+                        args={"type": "object"},
+                        agent_id={**_AGENT, "description": "act as this agent (decided like its tool.call)"},
+                        dry_run=_B, approval=_S),
+    # ---- HTTP operator tokens (kernel/http_api.py)
+    "tokens.create": _obj(("name", "role"), name={"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+                          role={"enum": ["viewer", "operator"]},
+                          ttl={"type": ["number", "string", "null"],
+                               "description": "until it expires: seconds or a duration such as 12h or "
+                                              "7d (none: never)"}),
+    "tokens.list": _obj(),
+    "tokens.revoke": _obj(("name",), name=_S),
+}
+
+
+def params_schema(name: str) -> dict[str, Any]:
+    """The schema of ``name``'s params; a method without one is a start-up error of the HTTP API."""
+    try:
+        return PARAMS[name]
+    except KeyError:
+        raise TypeError(f"operator method {name} has no params schema: add it to "
+                        "kernel/method_params.py") from None

@@ -1,0 +1,609 @@
+"""The HTTP face of the operator API: Starlette on uvicorn, in the kernel's own event loop.
+
+HTTP is one more *caller* of the kernel's pipeline, never a second path into it: every
+request that reaches a method ends in ``HttpBackend.call`` (the kernel's ``Pipeline.run``
+with a ``Caller`` named ``http:<token name>``). This module is an edge: it knows HTTP,
+bearer tokens, JSON bodies, server-sent events and idempotency keys, and nothing of the
+kernel (``kernel/http_api.py`` implements ``HttpBackend``).
+
+Routes::
+
+    GET  /openapi.json                  OpenAPI 3.1, generated from the method table's schemas
+    POST /v1/call/{method}              one operator method; JSON body = its params
+    GET  /v1/events                     server-sent events: the audit log from Last-Event-ID
+    GET  /v1/agents/{agent_id}/logs     server-sent events: an agent's output, following
+
+What a request passes, in order (the first failure answers; nothing later runs):
+
+1. a browser ``Origin`` header must be this server's own origin (403, CSRF);
+2. ``Authorization: Bearer <token>`` must name a live token (401);
+3. a body must be ``application/json`` (415), at most ``max_body`` bytes (413), valid JSON
+   (400 ``parse_error``) and an object (400 ``invalid_request``);
+4. the method must be an operator method (404 ``method_not_found``);
+5. a viewer token may call only methods the table marks ``no_effect`` (403);
+6. with an ``Idempotency-Key`` (accepted on the methods that start agents), a key seen
+   before returns the first response (for the same body: a different body is 409);
+7. the pipeline decides and runs; its ``AgentixError`` becomes ``{"error": {code, message,
+   data}}`` with the status of ``STATUS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from agentix.core.errors import (
+    CODES,
+    AgentixError,
+    CapabilityDenied,
+    InternalError,
+    InvalidRequest,
+    ParseError,
+    StateError,
+    Unauthenticated,
+)
+
+__all__ = ["STATUS", "HttpBackend", "HttpServer", "MethodInfo", "Principal", "Stored", "create_app",
+           "openapi", "status_for", "start_server"]
+
+log = logging.getLogger(__name__)
+
+Role = Literal["viewer", "operator"]
+
+#: HTTP status for each error code (the code itself is the body's ``error.code``)
+STATUS: dict[str, int] = {
+    "parse_error": 400,
+    "invalid_request": 400,
+    "invalid_params": 400,
+    "unauthenticated": 401,
+    "capability_denied": 403,
+    "capability_expired": 403,
+    "capability_exhausted": 403,
+    "capability_revoked": 403,
+    "handoff_escalation_denied": 403,
+    "taint_violation": 403,
+    "approval_denied": 403,
+    "package_rejected": 403,
+    "budget_exceeded": 403,
+    "method_not_found": 404,
+    "not_found": 404,
+    "conflict": 409,
+    "limit_exceeded": 429,
+    "internal_error": 500,
+    "tool_error": 502,
+    "provider_error": 502,
+    "registry_error": 502,
+    "isolation_unavailable": 503,
+    "timeout": 504,
+}
+
+#: SSE: seconds each long-poll of the kernel waits before a keep-alive comment
+SSE_WAIT = 15.0
+IDEMPOTENCY_HEADER = "idempotency-key"
+MAX_KEY = 200
+
+
+def status_for(err: AgentixError) -> int:
+    return err.data.get("http_status") or STATUS.get(err.code, 500)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling over HTTP: a token's name and role (never taken from the request)."""
+
+    name: str
+    role: Role
+
+    @property
+    def label(self) -> str:
+        return f"http:{self.name}"
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One operator method as HTTP shows it (from the method table)."""
+
+    name: str
+    read_only: bool          # the table's durability is ``no_effect``
+    doc: str                 # what it is authorised against
+    params: dict[str, Any]   # JSON Schema of its params
+    idempotent: bool = False  # accepts an Idempotency-Key (the methods that start agents)
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The first response to an idempotent request."""
+
+    method: str
+    request_hash: bytes
+    status: int
+    body: bytes
+
+
+class HttpBackend(Protocol):
+    """What the HTTP face needs from the kernel (``kernel/http_api.py``)."""
+
+    def methods(self) -> Sequence[MethodInfo]: ...
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal of a bearer token; ``Unauthenticated`` if unknown, expired or revoked."""
+
+    async def call(self, principal: Principal, method: str, params: dict[str, Any]) -> Any: ...
+
+    async def refused(self, principal: Principal, method: str, err: AgentixError) -> None:
+        """Record a request refused at this edge after authentication (a viewer's state change)."""
+
+    async def completed(self, principal: Principal, method: str, status: int, err: AgentixError | None) -> None:
+        """Record that a state-changing method was called over HTTP (who, what, outcome)."""
+
+    async def idempotency_get(self, principal: Principal, key: str) -> Stored | None: ...
+
+    async def idempotency_put(self, principal: Principal, key: str, stored: Stored) -> None: ...
+
+
+# ---------------------------------------------------------------------------- OpenAPI
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["code", "message", "data"],
+        "properties": {
+            "code": {"type": "string", "enum": sorted(CODES), "description": "the stable error code"},
+            "rpc_code": {"type": "integer", "description": "the same error's JSON-RPC code"},
+            "message": {"type": "string"},
+            "data": {"type": "object"},
+        }}},
+}
+
+
+def openapi(methods: Sequence[MethodInfo], *, version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document: one path per operator method, plus the two event streams."""
+    err_ref = {"$ref": "#/components/responses/Error"}
+    paths: dict[str, Any] = {}
+    for m in sorted(methods, key=lambda m: m.name):
+        op: dict[str, Any] = {
+            "operationId": m.name.replace(".", "_"),
+            "summary": m.summary or m.name,
+            "description": f"Authorised against: {m.doc}. Role: "
+                           f"{'viewer or operator' if m.read_only else 'operator'}.",
+            "tags": [m.name.split(".")[0]],
+            "requestBody": {"required": False,
+                            "content": {"application/json": {"schema": m.params}}},
+            "responses": {"200": {"description": "the method's result (the JSON-RPC result)",
+                                  "content": {"application/json": {"schema": {}}}},
+                          "default": err_ref},
+            "x-agentix-method": m.name,
+            "x-agentix-read-only": m.read_only,
+        }
+        if m.idempotent:
+            op["parameters"] = [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                 "schema": {"type": "string", "maxLength": MAX_KEY},
+                                 "description": "a retry with the same key returns the first response"}]
+        paths[f"/v1/call/{m.name}"] = {"post": op}
+    sse = {"description": "text/event-stream; each event's id resumes with Last-Event-ID",
+           "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    last_id = {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}
+    paths["/v1/events"] = {"get": {
+        "operationId": "events_stream", "summary": "the audit log as server-sent events (id = audit seq)",
+        "tags": ["events"], "parameters": [
+            last_id,
+            {"name": "agent", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "kind", "in": "query", "required": False, "schema": {"type": "string"}}],
+        "responses": {"200": sse, "default": err_ref}}}
+    paths["/v1/agents/{agent_id}/logs"] = {"get": {
+        "operationId": "agent_logs_stream", "summary": "an agent's output as server-sent events "
+        "(id = byte offset); ends with an `end` event when the agent has exited",
+        "tags": ["agent"], "parameters": [
+            last_id, {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": sse, "default": err_ref}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "agentix operator API", "version": version,
+                 "description": "The kernel's operator methods over HTTP (docs/http.md). "
+                                "Every call goes through the same pipeline as JSON-RPC."},
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "a token from `agentix tokens create`"}},
+            "schemas": {"Error": _ERROR_SCHEMA},
+            "responses": {"Error": {"description": "a refusal or failure, with the JSON-RPC error code",
+                                    "content": {"application/json": {
+                                        "schema": {"$ref": "#/components/schemas/Error"}}}}},
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- the app
+def _error_body(err: AgentixError) -> bytes:
+    return orjson.dumps({"error": {"code": err.code, "rpc_code": CODES.get(err.code),
+                                   "message": err.message,
+                                   "data": {k: v for k, v in err.data.items() if k != "http_status"}}},
+                        default=str)
+
+
+def _json_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Any:
+    from starlette.responses import Response
+
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _error_response(err: AgentixError) -> Any:
+    headers = {"WWW-Authenticate": 'Bearer realm="agentix"'} if err.code == "unauthenticated" else None
+    return _json_response(status_for(err), _error_body(err), headers)
+
+
+class _TooLarge(InvalidRequest):
+    pass
+
+
+@dataclass
+class _App:
+    backend: HttpBackend
+    origins: set[str]
+    max_body: int
+    version: str
+    _inflight: dict[tuple[str, str], asyncio.Future[tuple[int, bytes]]] = field(default_factory=dict)
+    _methods: dict[str, MethodInfo] = field(default_factory=dict)
+    _openapi: bytes = b""
+
+    def __post_init__(self) -> None:
+        self._methods = {m.name: m for m in self.backend.methods()}
+        self._openapi = orjson.dumps(openapi(list(self._methods.values()), version=self.version))
+
+    # -- the checks every request passes
+    def _origin(self, request: Any) -> None:
+        origin = request.headers.get("origin")
+        if origin is not None and origin not in self.origins:
+            raise CapabilityDenied(
+                f"a browser request from origin {origin!r} is refused: only this server's own pages "
+                f"({', '.join(sorted(self.origins))}) may call it (no CORS)",
+                reason="origin", origin=origin)
+
+    def _principal(self, request: Any) -> Principal:
+        auth = request.headers.get("authorization")
+        if auth is None:
+            raise Unauthenticated("no Authorization header: send `Authorization: Bearer TOKEN` with a "
+                                  "token from `agentix tokens create`", reason="missing")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("the Authorization header must be `Bearer TOKEN`", reason="scheme")
+        return self.backend.authenticate(token.strip())
+
+    async def _body(self, request: Any) -> dict[str, Any]:
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                raise InvalidRequest("Content-Length is not a number", field="content-length") from None
+            if n > self.max_body:
+                raise _TooLarge(f"the body is {n} bytes, over the limit of {self.max_body}",
+                                limit=self.max_body, http_status=413)
+        chunks: list[bytes] = []
+        got = 0
+        async for chunk in request.stream():
+            got += len(chunk)
+            if got > self.max_body:
+                raise _TooLarge(f"the body is over the limit of {self.max_body} bytes",
+                                limit=self.max_body, http_status=413)
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return {}
+        ctype = request.headers.get("content-type", "")
+        if ctype.split(";", 1)[0].strip().lower() != "application/json":
+            raise InvalidRequest(f"the body must be JSON sent as Content-Type: application/json, not "
+                                 f"{ctype or 'no content type'!r}", field="content-type",
+                                 http_status=415)
+        try:
+            params = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise ParseError(f"the body is not valid JSON: {err}") from None
+        if not isinstance(params, dict):
+            raise InvalidRequest("the body must be a JSON object of the method's params",
+                                 field="body")
+        return params
+
+    def _method(self, name: str, principal: Principal) -> MethodInfo:
+        info = self._methods.get(name)
+        if info is None:
+            from agentix.core.errors import MethodNotFound
+
+            raise MethodNotFound(f"unknown operator method {name!r}; GET /openapi.json lists them",
+                                 method=name)
+        return info
+
+    # -- routes
+    async def openapi_json(self, request: Any) -> Any:
+        try:
+            self._origin(request)
+        except AgentixError as err:
+            return _error_response(err)
+        return _json_response(200, self._openapi)
+
+    async def call(self, request: Any) -> Any:
+        name = request.path_params["method"]
+        principal: Principal | None = None
+        try:
+            self._origin(request)
+            principal = self._principal(request)
+            info = self._method(name, principal)
+            params = await self._body(request)
+        except AgentixError as err:
+            if principal is None or err.code != "method_not_found":
+                log.info("HTTP %s refused (%s): %s", name, err.code, err.message)
+            return _error_response(err)
+        if principal.role != "operator" and not info.read_only:
+            err = CapabilityDenied(f"{name} changes state; the token {principal.name!r} has role "
+                                   f"{principal.role!r}, which may call only read methods",
+                                   reason="role", role=principal.role, method=name)
+            await self.backend.refused(principal, name, err)
+            return _error_response(err)
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not info.idempotent:
+            names = ", ".join(sorted(m.name for m in self._methods.values() if m.idempotent))
+            return _error_response(InvalidRequest(
+                f"Idempotency-Key is accepted only on the methods that start agents ({names}), "
+                f"not on {name}", field="Idempotency-Key"))
+        if key is not None:
+            status, body, replayed = await self._idempotent(principal, name, key, params)
+            return _json_response(status, body, {"Idempotent-Replayed": "true"} if replayed else None)
+        status, body = await self._run(principal, info, params)
+        return _json_response(status, body)
+
+    async def _run(self, principal: Principal, info: MethodInfo, params: dict[str, Any]) -> tuple[int, bytes]:
+        err: AgentixError | None = None
+        try:
+            result = await self.backend.call(principal, info.name, params)
+            status, body = 200, orjson.dumps(result, default=str)
+        except AgentixError as e:
+            err = e
+            status, body = status_for(e), _error_body(e)
+        except Exception:
+            log.exception("internal error in HTTP %s", info.name)
+            err = InternalError(f"internal error while handling {info.name}; see the kernel log")
+            status, body = 500, _error_body(err)
+        if not info.read_only:
+            await self.backend.completed(principal, info.name, status, err)
+        return status, body
+
+    async def _idempotent(self, principal: Principal, name: str, key: str,
+                          params: dict[str, Any]) -> tuple[int, bytes, bool]:
+        if not key or len(key) > MAX_KEY or not key.isprintable():
+            e = InvalidRequest(f"Idempotency-Key must be 1..{MAX_KEY} printable characters",
+                               field="Idempotency-Key")
+            return status_for(e), _error_body(e), False
+        digest = hashlib.sha256(name.encode() + b"\0" + orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).digest()
+        slot = (principal.name, key)
+        while (pending := self._inflight.get(slot)) is not None:  # the same key is running now
+            await asyncio.shield(pending)
+        stored = await self.backend.idempotency_get(principal, key)
+        if stored is not None:
+            if stored.method != name or stored.request_hash != digest:
+                e = StateError(f"Idempotency-Key {key!r} was first used for a different request "
+                               f"({stored.method}); use a new key for a new request",
+                               field="Idempotency-Key", first_method=stored.method)
+                return status_for(e), _error_body(e), False
+            return stored.status, stored.body, True
+        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._inflight[slot] = fut
+        try:
+            status, body = await self._run(principal, self._methods[name], params)
+            if status < 500:  # a kernel failure may be retried; anything else is the answer
+                await self.backend.idempotency_put(principal, key, Stored(name, digest, status, body))
+            fut.set_result((status, body))
+            return status, body, False
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved: waiters re-read the store
+            raise
+        finally:
+            del self._inflight[slot]
+
+    async def _stream_start(self, request: Any) -> tuple[Principal, int | None]:
+        self._origin(request)
+        principal = self._principal(request)
+        last = request.headers.get("last-event-id") or request.query_params.get("after")
+        if last is None:
+            return principal, None
+        try:
+            n = int(last)
+        except ValueError:
+            raise InvalidRequest(f"Last-Event-ID must be a number (an id this stream sent), not {last!r}",
+                                 field="Last-Event-ID") from None
+        if n < 0:
+            raise InvalidRequest("Last-Event-ID must be >= 0", field="Last-Event-ID")
+        return principal, n
+
+    async def events(self, request: Any) -> Any:
+        from starlette.responses import StreamingResponse
+
+        filters = {k: request.query_params[k] for k in ("agent", "kind") if k in request.query_params}
+        try:
+            principal, after = await self._stream_start(request)
+            self._method("events.tail", principal)
+            if after is None:  # from now on: start after the newest entry
+                newest = await self.backend.call(principal, "events.tail", {"after": 0, "limit": 1})
+                after = newest["events"][-1]["seq"] if newest["events"] else 0
+            first = await self.backend.call(principal, "events.tail", {"after": after, **filters})
+        except AgentixError as err:
+            return _error_response(err)
+
+        async def gen() -> AsyncIterator[bytes]:
+            pos = after
+            batch = first["events"]
+            yield b": agentix events\n\n"
+            while True:
+                for ev in batch:
+                    pos = ev["seq"]
+                    yield (f"id: {pos}\ndata: ".encode()
+                           + orjson.dumps(ev, default=str) + b"\n\n")
+                if not batch:
+                    yield b": keep-alive\n\n"
+                try:
+                    batch = (await self.backend.call(principal, "events.tail",
+                                                     {"after": pos, "wait": SSE_WAIT, **filters}))["events"]
+                except AgentixError as err:
+                    yield b"event: error\ndata: " + _error_body(err) + b"\n\n"
+                    return
+
+        return _sse(gen())
+
+    async def logs(self, request: Any) -> Any:
+        agent_id = request.path_params["agent_id"]
+        try:
+            principal, offset = await self._stream_start(request)
+            self._method("agent.logs", principal)
+            first = await self.backend.call(principal, "agent.logs",
+                                            {"agent_id": agent_id, "offset": offset or 0})
+        except AgentixError as err:
+            return _error_response(err)
+
+        async def gen() -> AsyncIterator[bytes]:
+            chunk = first
+            yield b": agentix logs\n\n"
+            while True:
+                if chunk["data"]:
+                    yield (f"id: {chunk['offset']}\ndata: ".encode()
+                           + orjson.dumps({"data": chunk["data"], "offset": chunk["offset"]}) + b"\n\n")
+                elif not chunk["live"]:
+                    yield f"id: {chunk['offset']}\nevent: end\ndata: {{}}\n\n".encode()
+                    return
+                else:
+                    yield b": keep-alive\n\n"
+                try:
+                    chunk = await self.backend.call(principal, "agent.logs",
+                                                    {"agent_id": agent_id, "offset": chunk["offset"],
+                                                     "wait": SSE_WAIT})
+                except AgentixError as err:
+                    yield b"event: error\ndata: " + _error_body(err) + b"\n\n"
+                    return
+
+        return _sse(gen())
+
+
+def _sse(gen: AsyncIterator[bytes]) -> Any:
+    from starlette.responses import StreamingResponse
+
+    return StreamingResponse(gen, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def create_app(backend: HttpBackend, *, origins: set[str], max_body: int, version: str = "0") -> Any:
+    """The Starlette application. ``origins`` is filled in once the server knows its port
+    (the set is read per request)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    app = _App(backend, origins, max_body, version)
+
+    async def not_found(request: Any, exc: Any) -> Any:
+        from starlette.exceptions import HTTPException
+
+        if isinstance(exc, HTTPException) and exc.status_code == 405:
+            return _error_response(InvalidRequest(f"{request.method} is not allowed on {request.url.path}",
+                                                  http_status=405))
+        from agentix.core.errors import NotFound
+
+        return _error_response(NotFound(f"no route {request.url.path}; GET /openapi.json lists the API",
+                                        path=request.url.path))
+
+    return Starlette(
+        routes=[
+            Route("/openapi.json", app.openapi_json, methods=["GET"]),
+            Route("/v1/call/{method}", app.call, methods=["POST"]),
+            Route("/v1/events", app.events, methods=["GET"]),
+            Route("/v1/agents/{agent_id}/logs", app.logs, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: not_found},
+    )
+
+
+# ---------------------------------------------------------------------------- the server
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@dataclass
+class HttpServer:
+    """A running uvicorn server inside the caller's event loop."""
+
+    host: str
+    port: int
+    server: Any
+    task: asyncio.Task[None]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(self.task), 5.0)
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+
+def parse_address(addr: str, *, allow_remote: bool) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6). A host other than loopback needs ``allow_remote``."""
+    host, sep, port_s = addr.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise InvalidRequest(f"--http {addr!r}: expected HOST:PORT, e.g. 127.0.0.1:8470", field="http")
+    if host not in LOOPBACK and not allow_remote:
+        raise InvalidRequest(f"--http {addr!r}: the API binds to loopback only unless "
+                             "--http-allow-remote is given (then put TLS in front of it)", field="http")
+    return host, int(port_s)
+
+
+async def start_server(app_factory: Callable[[set[str]], Any], host: str, port: int) -> HttpServer:
+    """Serve the app on ``host:port`` (port 0: any free port) as a task of this loop."""
+    import socket
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        raise InvalidRequest(f"the HTTP API needs the http extra ({err.name} is missing): "
+                             "pip install 'agentix[http]'", field="http") from None
+
+    class _Embedded(uvicorn.Server):
+        # the kernel owns SIGTERM/SIGINT; uvicorn must not replace its handlers
+        def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+            return contextlib.nullcontext()
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(False)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    origins = {f"http://{shown}:{bound}"}
+    if host in ("127.0.0.1", "localhost", "::1"):
+        origins |= {f"http://127.0.0.1:{bound}", f"http://localhost:{bound}", f"http://[::1]:{bound}"}
+    config = uvicorn.Config(app_factory(origins), lifespan="off", log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2, server_header=False, date_header=False)
+    server = _Embedded(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
+    while not server.started:
+        if task.done():
+            sock.close()
+            task.result()  # raises the start-up error
+            raise RuntimeError("the HTTP server stopped during start-up")
+        await asyncio.sleep(0.01)
+    return HttpServer(host, bound, server, task)
