@@ -109,7 +109,8 @@ def wait_until(pred: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
 class Daemon:
     """A kernel daemon running in a subprocess, with an SDK client connected to it."""
 
-    def __init__(self, home: Path, isolation: str, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, home: Path, isolation: str, config: dict[str, Any] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.home = home
         self.isolation = isolation
         home.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ class Daemon:
         self.log = open(home.parent / f"{home.name}-daemon.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentix.kernel.daemon", "--home", str(home),
-             "--isolation", isolation],
+             "--isolation", isolation, *args],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.socket = home / "agentixd.sock"

@@ -1,7 +1,7 @@
 """The params of every operator method as JSON Schema (2020-12), keyed like the method table.
 
 One source for both faces: the HTTP API's OpenAPI document (``/openapi.json``) is generated
-from these, and ``tests/http/test_openapi.py`` fails when an operator method registered
+from these, and ``tests/http_api/test_openapi.py`` fails when an operator method registered
 with the pipeline has no schema here (or a schema names a method that does not exist).
 The schemas describe what each handler reads; the handler still validates (and its
 ``invalid_request`` names the field), so a schema never refuses what the socket accepts.

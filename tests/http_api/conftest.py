@@ -1,0 +1,88 @@
+"""A real kernel daemon serving the HTTP API on a loopback port, and httpx clients for it."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Daemon, short_tmp, wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Api:
+    daemon: Daemon
+    url: str
+    operator: str   # an operator token
+    viewer: str     # a viewer token
+
+    def http(self, token: str | None = None, **kw: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+
+    def post(self, method: str, body: Any = None, token: str | None = "operator", **kw: Any) -> httpx.Response:
+        tok = {"operator": self.operator, "viewer": self.viewer}.get(token or "", token)
+        with self.http(tok) as c:
+            if body is None:
+                return c.post(f"/v1/call/{method}", **kw)
+            return c.post(f"/v1/call/{method}", json=body, **kw)
+
+    # the world, read over the operator socket (not over HTTP)
+    def audit_size(self) -> int:
+        ev = self.daemon.client.call("events.tail", after=0, limit=1)["events"]
+        return ev[-1]["seq"] if ev else 0
+
+    def audit_after(self, seq: int) -> list[dict[str, Any]]:
+        return self.daemon.client.call("events.tail", after=seq, limit=1000)["events"]
+
+    def agent_count(self) -> int:
+        return len(self.daemon.client.call("agent.list", all=True)["agents"])
+
+
+def start_api(isolation: str) -> tuple[Api, Any]:
+    tmp = short_tmp()
+    port = free_port()
+    d = Daemon(tmp / "h", isolation, args=("--http", f"127.0.0.1:{port}"))
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url + "/openapi.json", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_until(up, timeout=10), d.daemon_log()
+    op = d.client.call("tokens.create", name="ops", role="operator")["token"]
+    vw = d.client.call("tokens.create", name="watcher", role="viewer")["token"]
+    return Api(d, url, op, vw), tmp
+
+
+@pytest.fixture(scope="module")
+def api(isolation_mode: str) -> Iterator[Api]:
+    a, tmp = start_api(isolation_mode)
+    yield a
+    try:
+        a.daemon.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_api(isolation_mode: str) -> Iterator[Api]:
+    a, tmp = start_api(isolation_mode)
+    yield a
+    try:
+        a.daemon.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
