@@ -15,7 +15,8 @@ from agentix.sdk.errors import KernelNotRunning
 
 
 class BenchKernel:
-    def __init__(self, isolation: str = "degraded", config: dict[str, Any] | None = None) -> None:
+    def __init__(self, isolation: str = "degraded", config: dict[str, Any] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="axb-", dir="/tmp"))
         self.home = self.tmp / "h"
         self.home.mkdir()
@@ -24,7 +25,7 @@ class BenchKernel:
                 "[kernel]\n" + "".join(f"{k} = {v!r}\n" for k, v in config.items()))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentix.kernel.daemon", "--home", str(self.home), "--isolation", isolation,
-             "--log-level", "WARNING"], stdin=subprocess.DEVNULL)
+             "--log-level", "WARNING", *args], stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while True:
             try:
