@@ -90,7 +90,9 @@ PARAMS: dict[str, dict[str, Any]] = {
     "package.push": _obj(("ref",), ref=_REF),
     "package.pull": _obj(("ref",), ref=_REF, allow_rollback=_B),
     "package.verify": _obj(("ref",), ref=_REF, allow_rollback=_B),
-    "package.run": _obj(("ref",), ref=_REF, accept={"type": "array", "items": {"type": "string"}},
+    "package.run": _obj(("ref",), ref=_REF, accept={"oneOf": [
+                            {"const": "all"}, {"type": "array", "items": {"type": "string"}}],
+                            "description": "the declared capabilities to grant, or all"},
                         name=_S, message=_ANY, allow_rollback=_B),
     "package.list": _obj(),
     "package.inspect": _obj(("ref",), ref=_REF),
