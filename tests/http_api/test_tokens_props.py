@@ -33,7 +33,7 @@ def issued(tmp_path_factory):
     db.close()
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(guess=st.one_of(st.text(max_size=120), st.from_regex(r"agx_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", fullmatch=True)))
 def test_no_other_string_authenticates(issued, guess):
     tokens, real, brief, _clock = issued
@@ -43,7 +43,7 @@ def test_no_other_string_authenticates(issued, guess):
         tokens.authenticate(guess)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_one_character_change_of_a_real_token_fails(issued, data):
     tokens, real, _brief, _clock = issued
