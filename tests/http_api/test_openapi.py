@@ -73,3 +73,30 @@ def test_agent_system_calls_are_not_reachable_over_http(api):
         r = api.post(name, {})
         assert r.status_code == 404 and r.json()["error"]["code"] == "method_not_found", name
     assert api.audit_size() == before
+
+
+def _api_md_params() -> dict[str, str]:
+    """docs/api.md's method tables: method name -> the text of its params cell."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    rows: dict[str, str] = {}
+    for line in doc.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        params = cells[2] if len(cells) > 3 and cells[1] in ("operator", "agent", "both") else cells[1]
+        for name in re.findall(r"`([a-z_]+\.[a-z_]+)`", cells[0]):
+            rows.setdefault(name, params)
+    return rows
+
+
+def test_docs_api_md_names_every_param_of_every_schema():
+    """The schemas and the API reference describe the same params (one source of truth checked
+    both ways: a param in a schema must be documented; an operator method must have a row)."""
+    rows = _api_md_params()
+    for name, schema in sorted(PARAMS.items()):
+        assert name in rows, f"docs/api.md has no row for {name}"
+        missing = [p for p in schema.get("properties", {}) if f"`{p}`" not in rows[name]]
+        assert not missing, f"docs/api.md's row for {name} does not name {missing}"
