@@ -123,3 +123,18 @@ def test_the_daemon_refuses_a_public_address_and_starts_nothing(tmp_path):
     assert r.returncode == 2
     assert "--http-allow-remote" in r.stderr
     assert not (home / "agentixd.sock").exists()
+
+
+def test_a_busy_port_stops_the_start_with_a_clear_error_and_no_socket_left(tmp_path):
+    import socket
+
+    home = tmp_path / "h"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "agentix.kernel.daemon", "--home", str(home), "--isolation",
+                            "degraded", "--http", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert f"127.0.0.1:{port}: cannot listen there" in r.stderr
+    assert not (home / "agentixd.sock").exists()

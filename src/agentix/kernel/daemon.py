@@ -96,6 +96,7 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
         except BaseException:
             server.close()
             await kernel.shutdown()
+            home.socket.unlink(missing_ok=True)
             raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -588,8 +588,13 @@ async def start_server(app_factory: Callable[[set[str]], Any], host: str, port: 
     # (accepted ones inherit it); without it every keep-alive response waits ~40 ms for an ACK
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        raise InvalidRequest(f"--http {host}:{port}: cannot listen there: {err.strerror or err}",
+                             field="http") from None
     sock.set_inheritable(False)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
