@@ -45,13 +45,22 @@ LOCAL_MODEL = "local:gemma-3-270m"
 
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens."""
+    """US dollars per million tokens. Prompt-cache reads and writes default to Anthropic's
+    multipliers of the input price (0.1x and 1.25x) unless given."""
 
     input_per_mtok: float
     output_per_mtok: float
+    cache_read_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
 
-    def cost(self, input_tokens: float, output_tokens: float) -> float:
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
+    def cost(self, input_tokens: float, output_tokens: float, cache_read_tokens: float = 0,
+             cache_write_tokens: float = 0) -> float:
+        """``input_tokens`` is the whole prompt; its cached parts are priced at the cache rates."""
+        read = self.input_per_mtok * 0.1 if self.cache_read_per_mtok is None else self.cache_read_per_mtok
+        write = self.input_per_mtok * 1.25 if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        plain = max(0.0, input_tokens - cache_read_tokens - cache_write_tokens)
+        return (plain * self.input_per_mtok + cache_read_tokens * read + cache_write_tokens * write
+                + output_tokens * self.output_per_mtok) / 1_000_000
 
 
 # list prices at the time of writing; override or extend with [prices."provider:model"]
@@ -278,12 +287,16 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
         if not isinstance(p, Mapping):
             raise InvalidRequest(f"prices.{model}: expected a table with input_per_mtok and output_per_mtok",
                                  field=f"prices.{model}")
-        for k in ("input_per_mtok", "output_per_mtok"):
+        for k in ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok"):
             v = p.get(k)
+            if v is None and k.startswith("cache_"):
+                continue
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise InvalidRequest(f"prices.{model}.{k}: expected a number of dollars >= 0, got {v!r}",
                                      field=f"prices.{model}.{k}")
-        prices[model] = Price(float(p["input_per_mtok"]), float(p["output_per_mtok"]))
+        cr, cw = p.get("cache_read_per_mtok"), p.get("cache_write_per_mtok")
+        prices[model] = Price(float(p["input_per_mtok"]), float(p["output_per_mtok"]),
+                              None if cr is None else float(cr), None if cw is None else float(cw))
 
     default = env.get("AGENTIX_MODEL") or data.get("default_model")
     where = "AGENTIX_MODEL" if env.get("AGENTIX_MODEL") else "default_model"
