@@ -274,7 +274,8 @@ class FakeOpenAIServer(FakeLLMServer):
         model = data.get("model", "fake")
         calls = [
             {"id": f"call_{i}", "type": "function",
-             "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}
+             "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c.get("arguments"), str)
+                          else json.dumps(c.get("arguments", {}))}}  # a str goes out as is (broken JSON)
             for i, c in enumerate(item.tool_calls)
         ]
         finish = "tool_calls" if calls else ("length" if item.text is None else "stop")

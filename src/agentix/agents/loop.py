@@ -84,7 +84,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["complete", "max_iterations", "max_tokens", "budget_exceeded", "error"]
+StopReason = Literal["complete", "max_iterations", "max_tokens", "budget_exceeded", "error", "refusal",
+                     "context_window_exceeded"]
 LOOP_PROGRAM = "module:agentix.agents.loop"
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent running under agentix. Work towards the task with the tools you have; "
@@ -124,6 +125,7 @@ class LoopResult:
     tool_calls: int = 0
     error: dict[str, Any] | None = None
     elapsed: float = 0.0
+    cost_usd: float | None = None      # None when the kernel knows no price for the model
 
     @property
     def ok(self) -> bool:
@@ -132,7 +134,8 @@ class LoopResult:
     def to_data(self) -> dict[str, Any]:
         return {"stop_reason": self.stop_reason, "text": self.text, "iterations": self.iterations,
                 "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
-                "tool_calls": self.tool_calls, "error": self.error, "elapsed": round(self.elapsed, 3)}
+                "tool_calls": self.tool_calls, "error": self.error, "elapsed": round(self.elapsed, 3),
+                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6)}
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,10 @@ def _validator(tool: ToolDef) -> jsonschema.Draft202012Validator:
         return jsonschema.Draft202012Validator({"type": "object"})
 
 
+class _Failed(str):
+    """A tool result that reports a failure (sent with ``is_error``)."""
+
+
 class _Stop(Exception):
     def __init__(self, reason: StopReason, err: BaseException) -> None:
         super().__init__(reason)
@@ -248,6 +255,7 @@ class ToolLoop:
         self._summary_blocked_until = 0
         self._inbox: list[dict[str, Any]] = []   # messages received while waiting for an answer
         self.usage = {"input_tokens": 0, "output_tokens": 0}
+        self.cost_usd: float | None = None
         self.tool_call_count = 0
         self._openai_cache: tuple[tuple[str, ...], list[dict[str, Any]]] | None = None
 
@@ -300,12 +308,20 @@ class ToolLoop:
                 text = reply.get("text")
                 calls = reply.get("tool_calls") or []
                 self._append(self._assistant_message(text, calls))
+                stop = reply.get("stop_reason")
+                if stop in ("refusal", "context_window_exceeded"):
+                    return self._result(stop, text, it, started)
                 if not calls:
-                    reason: StopReason = "max_tokens" if reply.get("stop_reason") == "max_tokens" else "complete"
+                    if stop == "pause_turn":   # a long turn paused: send it back to continue
+                        continue
+                    reason: StopReason = "max_tokens" if stop == "max_tokens" else "complete"
                     return self._result(reason, text, it, started)
                 for tc in calls:
-                    self._append({"role": "tool", "tool_call_id": tc.get("id") or "",
-                                  "content": self._execute(tc)})
+                    out = self._execute(tc)
+                    msg = {"role": "tool", "tool_call_id": tc.get("id") or "", "content": str(out)}
+                    if isinstance(out, _Failed):
+                        msg["is_error"] = True    # Anthropic's tool_result is_error
+                    self._append(msg)
                 if self._over_token_cap():
                     return self._result("max_tokens", text, it, started)
             return self._result("max_iterations", text, it, started)
@@ -317,7 +333,7 @@ class ToolLoop:
     def _result(self, reason: StopReason, text: str | None, it: int, started: float,
                 error: dict[str, Any] | None = None) -> LoopResult:
         return LoopResult(reason, text, it, self.usage["input_tokens"], self.usage["output_tokens"],
-                          self.tool_call_count, error, self._clock() - started)
+                          self.tool_call_count, error, self._clock() - started, self.cost_usd)
 
     def _over_token_cap(self) -> bool:
         cap = self.config.max_total_tokens
@@ -341,6 +357,8 @@ class ToolLoop:
         usage = reply.get("usage") or {}
         self.usage["input_tokens"] += int(usage.get("input_tokens") or 0)
         self.usage["output_tokens"] += int(usage.get("output_tokens") or 0)
+        if reply.get("cost_usd") is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + float(reply["cost_usd"])
         return reply
 
     @staticmethod
@@ -365,8 +383,10 @@ class ToolLoop:
             try:
                 args = json.loads(args) if args.strip() else {}
             except ValueError as err:
-                return self._model_error(name, "invalid_arguments",
-                                         f"the arguments of {name} are not valid JSON ({err}); send an object")
+                shown = args if len(args) <= 200 else args[:200] + "…"
+                return self._model_error(name, "invalid_json",
+                                         f"your arguments are not valid JSON: {err.msg} at character {err.pos} "
+                                         f"of {shown!r}. Send the arguments of {name} as one JSON object.")
         if args is None:
             args = {}
         key = name + "\x00" + _canonical(args)
@@ -380,10 +400,10 @@ class ToolLoop:
             self._event("repeat_call", {"tool": name, "count": self._repeat,
                                         "args_sha256": hashlib.sha256(key.encode()).hexdigest()})
         out = self._dispatch_checked(name, args)
-        return out if flag is None else flag + "\n" + out
+        return out if flag is None else type(out)(flag + "\n" + out)
 
     def _model_error(self, name: str, code: str, message: str, **extra: Any) -> str:
-        return json.dumps({"error": code, "message": message, "tool": name, **extra}, ensure_ascii=False)
+        return _Failed(json.dumps({"error": code, "message": message, "tool": name, **extra}, ensure_ascii=False))
 
     def _dispatch_checked(self, name: str, args: Any) -> str:
         offered = self.offered()
@@ -395,7 +415,9 @@ class ToolLoop:
                                      f"{name} is not allowed while skill {self.active_skill['name']!r} "
                                      f"applies; use one of: {', '.join(offered)}")
         if not isinstance(args, dict):
-            return self._model_error(name, "invalid_arguments", f"the arguments of {name} must be a JSON object")
+            return self._model_error(name, "invalid_arguments",
+                                     f"your arguments are valid JSON but not an object ({type(args).__name__}); "
+                                     f"send the arguments of {name} as one JSON object")
         errors = sorted(self._validators[name].iter_errors(args), key=lambda e: list(e.path))
         if errors:
             problems = [f"{'/'.join(str(p) for p in e.path) or '(arguments)'}: {e.message}" for e in errors[:5]]
@@ -411,7 +433,7 @@ class ToolLoop:
                     self._note_skill(args, result)
         except AgentixError as err:
             if is_model_fault(err):
-                return json.dumps(_error_payload(err), ensure_ascii=False, default=str)
+                return _Failed(json.dumps(_error_payload(err), ensure_ascii=False, default=str))
             raise _Stop("budget_exceeded" if isinstance(err, BudgetExceeded) else "error", err) from None
         text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
         if len(text) > MAX_RESULT_CHARS:
@@ -573,8 +595,16 @@ def _tool_defs(k: KernelLike, info: dict[str, Any]) -> list[ToolDef]:
     allowed = set(info["tools"] if "tools" in info else [d["name"] for d in listed])
     defs = [ToolDef(d["name"], d.get("description", ""), d.get("input_schema") or {"type": "object"})
             for d in listed if d["name"] in allowed and d["name"] not in LOOP_TOOLS]
-    loop_names = info.get("loop_tools", list(LOOP_TOOLS))
+    # the loop's own tools, as the kernel lists them for the agent's grants (an older kernel
+    # without ``loop_tools``: derived from the grant strings it returns)
+    loop_names = info["loop_tools"] if "loop_tools" in info else _loop_tools_from_grants(info.get("grants") or [])
     return defs + [LOOP_TOOLS[n] for n in loop_names if n in LOOP_TOOLS]
+
+
+def _loop_tools_from_grants(grants: list[str]) -> list[str]:
+    kinds = {g.split(":", 1)[0].strip() for g in grants if isinstance(g, str)}
+    return ((["spawn_agent", "spawn_agents"] if "spawn_child" in kinds else [])
+            + (["send_message", "send_and_wait", "recv_message"] if "message_send" in kinds else []))
 
 
 def _catalogue(k: KernelLike, tools: list[ToolDef]) -> str:
