@@ -223,12 +223,16 @@ def register(k: Kernel) -> None:
                 **k.caps.info(rec.agent_id), **context_window(rec)}  # tokens, grants and the tools they allow
 
     def context_window(rec: AgentRecord) -> dict[str, Any]:
-        # a local engine's slot is small (4096 tokens by default): the loop summarises before it fills
+        # a local engine's slot is small (4096 tokens by default): the loop summarises before it fills;
+        # "model" says which model the agent's think calls reach (and a notice for a tiny one)
+        from agentix.llm.config import describe_model
+
         try:
             pcfg, _ = k.inference.config.resolve(rec.manifest.model)
+            model = describe_model(k.inference.config, rec.manifest.model)
         except Exception:
             return {}
-        return {"context_window": pcfg.context} if pcfg.kind == "local" else {}
+        return {"model": model, **({"context_window": pcfg.context} if pcfg.kind == "local" else {})}
 
     async def sys_exit(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)

@@ -33,6 +33,7 @@ __all__ = [
     "Price",
     "ProviderConfig",
     "SchedulerConfig",
+    "describe_model",
     "load_config",
     "local_available",
     "split_model",
@@ -125,6 +126,30 @@ class InferenceConfig:
         if kind in ("local", "scripted"):
             return self.prices.get(f"{provider}:{model}", Price(0.0, 0.0))
         return self.prices.get(f"{provider}:{model}")
+
+
+TINY_LOCAL_NOTICE = (
+    "a 270M-parameter local model (offline default): it runs the whole pipeline with real tokens and, "
+    "with constrained decoding, emits well-formed plans and tool calls, but its plans are shallow, it "
+    "often picks the wrong tool or arguments, and its answers are weak. For real work point agentix at "
+    "a capable model, e.g. an OpenAI-compatible server (Ollama, vLLM, llama.cpp server) with one line "
+    "in $AGENTIX_HOME/config.toml: see docs/inference.md")
+LOCAL_NOTICE = ("a local model in-process: small local models follow instructions poorly; check its output "
+                "(docs/inference.md shows how to use a larger model)")
+SCRIPTED_NOTICE = "scripted replies from a file: no model runs, every answer was written in advance"
+
+
+def describe_model(cfg: InferenceConfig, model: str | None) -> dict[str, Any]:
+    """What a person should know about the model ``model`` resolves to: its full name, the
+    provider and kind, and a notice when it is scripted or a tiny local model (None else)."""
+    pcfg, name = cfg.resolve(model)
+    notice = None
+    if pcfg.kind == "scripted":
+        notice = SCRIPTED_NOTICE
+    elif pcfg.kind == "local":
+        notice = TINY_LOCAL_NOTICE if pcfg.model_path is None else LOCAL_NOTICE
+    return {"model": f"{pcfg.name}:{name}", "provider": pcfg.name, "kind": pcfg.kind,
+            "base_url": pcfg.base_url, "scripted": pcfg.kind == "scripted", "notice": notice}
 
 
 def local_available() -> bool:
