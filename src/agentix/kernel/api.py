@@ -299,10 +299,28 @@ def register(k: Kernel) -> None:
 
     async def run_think(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
-        params = {k_: v for k_, v in call.params.items() if k_ != "purpose"}
+        params = {k_: v for k_, v in call.params.items() if k_ not in ("purpose", "stream_id")}
         resp = await k.inference.think(rec.agent_id, rec.manifest.priority, params, rec.budget,
-                                       model=params.get("model") or rec.manifest.model)
+                                       model=params.get("model") or rec.manifest.model,
+                                       on_delta=stream_deltas(rec, call.params))
         return resp.to_data()
+
+    def stream_deltas(rec: AgentRecord, params: dict[str, Any]) -> Any:
+        """With ``stream: true`` and a ``stream_id``, partial text goes to the caller as
+        ``think.delta {stream_id, text}`` notifications on its channel, before the reply."""
+        sid = params.get("stream_id")
+        if not params.get("stream") or sid is None:
+            return None
+        if not isinstance(sid, (str, int)) or isinstance(sid, bool) or len(str(sid)) > 64:
+            raise InvalidRequest('"stream_id" must be a string or integer of at most 64 characters',
+                                 field="stream_id")
+        if rec.notify is None:
+            return None
+
+        def on_delta(text: str) -> None:
+            rec.notify("think.delta", {"stream_id": sid, "text": text})
+
+        return on_delta
 
     async def inference_stats(call: Call) -> dict[str, Any]:
         return k.inference.stats()

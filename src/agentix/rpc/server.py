@@ -30,12 +30,14 @@ from agentix.rpc.framing import (
     validate_request,
 )
 
-__all__ = ["Handler", "PeerCredentials", "peer_credentials", "serve_connection", "serve_socket",
+__all__ = ["Handler", "Notify", "PeerCredentials", "peer_credentials", "serve_connection", "serve_socket",
            "start_unix_server"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+#: ``notify(method, params)`` writes a JSON-RPC notification to one connection; False when closed
+Notify = Callable[[str, dict[str, Any]], bool]
 MAX_IN_FLIGHT = 256
 
 
@@ -206,6 +208,14 @@ class _ChannelProtocol(asyncio.Protocol):
         if reply is not None and t is not None and not t.is_closing():
             t.write(encode(reply))
 
+    def notify(self, method: str, params: dict[str, Any]) -> bool:
+        """Push a notification (no id, no reply expected) to the peer, in order with replies."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return False
+        t.write(encode({"jsonrpc": "2.0", "method": method, "params": params}))
+        return True
+
     async def run_one(self, msg: Any) -> None:
         if isinstance(msg, list):
             if not msg:
@@ -286,16 +296,20 @@ class _ChannelProtocol(asyncio.Protocol):
 
 
 async def serve_socket(sock: socket.socket, handler: Handler, *, frame_limit: int = DEFAULT_FRAME_LIMIT,
-                       name: str = "connection") -> None:
+                       name: str = "connection", on_open: Callable[[Notify], None] | None = None) -> None:
     """Serve one connected socket (an agent's channel) until it closes or this is cancelled.
 
     The fast path for agent channels: requests are decoded and started in ``data_received``
     (see ``_ChannelProtocol``); wire behaviour is the same as ``serve_connection``.
+    ``on_open`` receives the connection's ``notify`` (server-to-peer notifications, e.g.
+    streamed ``think`` text).
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     transport, proto = await loop.connect_accepted_socket(
         lambda: _ChannelProtocol(handler, frame_limit, name, done), sock=sock)
+    if on_open is not None:
+        on_open(proto.notify)
     try:
         await done
     finally:
