@@ -34,6 +34,13 @@ Rules:
   the originals go to the kernel (``loop.event`` kind ``context_summarised``) which
   archives them under ``$AGENTIX_HOME/archive/``. If summarising or archiving fails the
   history is kept and ``context_summary_failed`` is reported.
+* A hard window (``LoopConfig.window``, the provider's context: a local model's slot)
+  is never overflowed: before each ``think`` the prompt (history + tool schemas) is
+  estimated, scaled by what the provider's own tokenizer reported for the previous
+  prompt (``usage.input_tokens`` over the estimate); if it leaves less than a minimal
+  reply, the largest messages are cut (``context_cut`` reported), and the reply's
+  ``max_tokens`` is what is left. The summary request is sized to fit the window too.
+  When even that cannot fit, the run stops with ``context_window_exceeded``.
 * While a skill read with ``skill_read`` applies, the tools offered are narrowed to its
   ``allowed-tools`` (never widened); calls to other tools go back to the model.
 
@@ -46,6 +53,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -56,7 +64,14 @@ from typing import Any, Literal, Protocol
 
 import jsonschema
 
-from agentix.core.context import ContextPolicy, apply_summary, choose_span, estimate_tokens, summary_request
+from agentix.core.context import (
+    ContextPolicy,
+    apply_summary,
+    choose_span,
+    estimate_tokens,
+    fit_to_budget,
+    summary_request,
+)
 from agentix.core.errors import (
     AgentixError,
     BudgetExceeded,
@@ -113,6 +128,7 @@ class LoopConfig:
     repeat_limit: int = 3
     child_timeout: float | None = None
     context: ContextPolicy = field(default_factory=ContextPolicy)
+    window: int | None = None              # the provider's hard context window (prompt + reply)
 
 
 @dataclass
@@ -258,6 +274,9 @@ class ToolLoop:
         self.cost_usd: float | None = None
         self.tool_call_count = 0
         self._openai_cache: tuple[tuple[str, ...], list[dict[str, Any]]] | None = None
+        # provider tokens per estimated token (from usage, never below 1); with a hard window
+        # the first request, before any usage came back, assumes a quarter more
+        self._scale = 1.25 if self.config.window is not None else 1.0
 
     # ------------------------------------------------------------------ history
     def _append(self, msg: dict[str, Any]) -> None:
@@ -339,11 +358,53 @@ class ToolLoop:
         cap = self.config.max_total_tokens
         return cap is not None and self.usage["input_tokens"] + self.usage["output_tokens"] >= cap
 
+    # ------------------------------------------------------------------ the hard window
+    MARGIN = 32   # tokens for the chat template's own markup
+
+    def _est(self, m: dict[str, Any]) -> int:
+        return math.ceil(self._scale * estimate_tokens(m))
+
+    def _schema_tokens(self, tools: bool = True) -> int:
+        if not tools or not self._openai_tools():
+            return 0
+        return math.ceil(self._scale * (len(json.dumps(self._openai_tools())) / 3 + 8))
+
+    def _fit(self, messages: list[dict[str, Any]], tools: bool, max_tokens: int) -> tuple[list[dict[str, Any]], int]:
+        """``messages`` cut to fit the window with a reply of at least a minimum; the reply's
+        max_tokens. Raises _Stop("context_window_exceeded") when nothing can make it fit."""
+        window = self.config.window
+        if window is None:
+            return messages, max_tokens
+        fixed = self._schema_tokens(tools) + self.MARGIN
+        floor = min(max_tokens, max(32, window // 16))
+        budget = window - fixed - floor
+        if sum(self._est(m) for m in messages) > budget:
+            messages, n = fit_to_budget(messages, budget, self._est)
+            if n:
+                self._event("context_cut", {"messages_cut": n, "window": window, "budget": budget})
+        used = sum(self._est(m) for m in messages)
+        if used > budget:
+            raise _Stop("context_window_exceeded", InvalidRequest(
+                f"the prompt needs about {used + fixed} tokens and the model's window is {window}: "
+                "the system prompt and tool schemas alone do not leave room for a reply", window=window))
+        return messages, max(1, min(max_tokens, window - fixed - used))
+
+    def _calibrate(self, messages: list[dict[str, Any]], tools: bool, reply: dict[str, Any]) -> None:
+        n_in = int((reply.get("usage") or {}).get("input_tokens") or 0)
+        raw = sum(estimate_tokens(m) for m in messages) + (
+            len(json.dumps(self._openai_tools())) / 3 + 8 if tools and self._openai_tools() else 0)
+        if n_in > 0 and raw > 0:
+            self._scale = min(4.0, max(1.0, n_in / raw))
+
     def _think(self, messages: list[dict[str, Any]] | None = None, tools: bool = True,
                max_tokens: int | None = None, purpose: str = "turn") -> dict[str, Any]:
-        params: dict[str, Any] = {"messages": messages if messages is not None else self.messages,
-                                  "tools": self._openai_tools() if tools else [],
-                                  "max_tokens": max_tokens or self.config.max_tokens}
+        msgs, mt = self._fit(messages if messages is not None else self.messages, tools,
+                             max_tokens or self.config.max_tokens)
+        if messages is None and msgs is not self.messages:
+            self.messages = msgs          # the cut history is the history from now on
+            self._reset_tokens()
+        params: dict[str, Any] = {"messages": msgs, "tools": self._openai_tools() if tools else [],
+                                  "max_tokens": mt}
         if purpose != "turn":
             params["purpose"] = purpose
         try:
@@ -354,6 +415,7 @@ class ToolLoop:
             raise _Stop("error", err) from None
         if not isinstance(reply, dict) or not isinstance(reply.get("tool_calls") or [], list):
             raise _Stop("error", InvalidRequest("think returned a malformed reply"))
+        self._calibrate(msgs, tools, reply)
         usage = reply.get("usage") or {}
         self.usage["input_tokens"] += int(usage.get("input_tokens") or 0)
         self.usage["output_tokens"] += int(usage.get("output_tokens") or 0)
@@ -498,8 +560,15 @@ class ToolLoop:
             return
         start, end = span
         original = self.messages[start:end]
+        summary_tokens = pol.summary_max_tokens
+        per_message = 4000
+        if self.config.window is not None:
+            # the summary request must fit the window itself
+            summary_tokens = min(summary_tokens, max(64, self.config.window // 4))
+            room = self.config.window - summary_tokens - self.MARGIN - 300
+            per_message = max(200, min(4000, int(room * 4 / self._scale / max(1, len(original)))))
         try:
-            reply = self._think(summary_request(original), tools=False, max_tokens=pol.summary_max_tokens,
+            reply = self._think(summary_request(original, per_message), tools=False, max_tokens=summary_tokens,
                                 purpose="summary")
             summary = (reply.get("text") or "").strip()
             if not summary:
@@ -637,7 +706,8 @@ def build_loop(k: KernelLike, argv: list[str]) -> tuple[ToolLoop, dict[str, Any]
     ns = ap.parse_args(argv)
     info = k.call("sys.info")
     manifest = info.get("manifest") or {}
-    window = int(ns.context_window or info.get("context_window") or 128_000)
+    hard = ns.context_window or info.get("context_window")   # known for local engines (their slot)
+    window = int(hard or 128_000)
     tools = _tool_defs(k, info)
     # the tool schemas and the reply share the window with the history (a local model's
     # slot is 4096 tokens, of which the schemas alone take a third)
@@ -647,7 +717,7 @@ def build_loop(k: KernelLike, argv: list[str]) -> tuple[ToolLoop, dict[str, Any]
     budget = max(512, window - schema_tokens - max_tokens)
     config = LoopConfig(max_iterations=int(manifest.get("max_iterations") or 50), max_tokens=max_tokens,
                         max_total_tokens=ns.max_total_tokens, spawn_cap=ns.spawn_cap,
-                        context=ContextPolicy(window=budget))
+                        context=ContextPolicy(window=budget), window=int(hard) if hard else None)
     loop = ToolLoop(k, tools, system_prompt=manifest.get("system_prompt"), catalogue=_catalogue(k, tools),
                     config=config)
     return loop, manifest

@@ -134,6 +134,9 @@ class GoalWatch:
             return "  [yellow]" + escape(f"{a.name} repeats {d.get('tool')} ({d.get('count')}x)") + "[/]"
         if kind == "loop.context_summarised":
             return "  [dim]" + escape(f"{a.name} summarised {d.get('messages')} messages → {d.get('archive')}") + "[/]"
+        if kind == "loop.context_cut":
+            return "  [dim]" + escape(f"{a.name} cut {d.get('messages_cut')} messages to fit its "
+                                      f"{d.get('window')}-token window") + "[/]"
         if kind == "budget.exceeded":
             return "  [red]budget exceeded[/] " + escape(f"{a.name}: {d.get('message')}")
         if kind == "agent.exited":
