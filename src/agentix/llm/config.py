@@ -3,7 +3,15 @@
 Models are named ``provider:model`` (``openai:gpt-4o-mini``, ``local:gemma-3-270m``).
 Environment variables add or complete providers: ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``
 (provider ``openai``), ``ANTHROPIC_API_KEY`` (``anthropic``), ``DEEPSEEK_API_KEY``
-(``deepseek``); ``AGENTIX_MODEL`` sets the default model. With no default and no remote
+(``deepseek``); ``AGENTIX_MODEL`` sets the default model.
+
+OpenAI-compatible servers on this machine need no section: a model named after one of
+``LOCAL_SERVERS`` (``ollama``, ``vllm``, ``llamacpp``, ``lmstudio``) configures that
+provider at its usual address, so one line is enough::
+
+    default_model = "ollama:qwen2.5:7b"      # or AGENTIX_MODEL=ollama:qwen2.5:7b
+
+A ``[providers.ollama]`` (etc.) table overrides any of it (``base_url`` for another host). With no default and no remote
 provider, the default is the local model when the ``agentix[local]`` extra is installed.
 
 Sections: top-level ``default_model``, ``[providers.NAME]``, ``[prices."provider:model"]``
@@ -29,6 +37,7 @@ from agentix.core.units import parse_duration
 __all__ = [
     "DEFAULT_PRICES",
     "LOCAL_MODEL",
+    "LOCAL_SERVERS",
     "InferenceConfig",
     "Price",
     "ProviderConfig",
@@ -40,6 +49,13 @@ __all__ = [
 ]
 
 Kind = Literal["openai", "anthropic", "local", "scripted"]
+#: OpenAI-compatible servers with a well-known local address: name -> base URL
+LOCAL_SERVERS = {
+    "ollama": "http://127.0.0.1:11434/v1",
+    "vllm": "http://127.0.0.1:8000/v1",
+    "llamacpp": "http://127.0.0.1:8080/v1",
+    "lmstudio": "http://127.0.0.1:1234/v1",
+}
 KINDS = ("openai", "anthropic", "local", "scripted")
 LOCAL_MODEL = "local:gemma-3-270m"
 
@@ -199,7 +215,7 @@ def _provider(name: str, tbl: Mapping[str, Any], env: Mapping[str, str], home: P
     if unknown:
         raise InvalidRequest(f"{where}.{sorted(unknown)[0]}: unknown key (known: {sorted(_PROVIDER_KEYS)})",
                              field=f"{where}.{sorted(unknown)[0]}")
-    kind = tbl.get("kind", name if name in KINDS else None)
+    kind = tbl.get("kind", name if name in KINDS else "openai" if name in LOCAL_SERVERS else None)
     if kind == "deepseek":
         kind = "openai"
     if kind not in KINDS:
@@ -213,7 +229,8 @@ def _provider(name: str, tbl: Mapping[str, Any], env: Mapping[str, str], home: P
     base = tbl.get("base_url")
     if kind in ("openai", "anthropic"):
         if base is None:
-            base = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com/v1"}[kind]
+            base = LOCAL_SERVERS.get(name) or {"openai": "https://api.openai.com/v1",
+                                               "anthropic": "https://api.anthropic.com/v1"}[kind]
         if not isinstance(base, str) or not base.startswith(("http://", "https://")):
             raise InvalidRequest(f"{where}.base_url: expected an http:// or https:// URL, got {base!r}",
                                  field=f"{where}.base_url")
@@ -277,6 +294,12 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
                 if v is not None:
                     tbl.setdefault(k, v)
             raw_providers[name] = tbl
+    # a default model on a well-known local server needs no [providers] table
+    named = env.get("AGENTIX_MODEL") or data.get("default_model")
+    if isinstance(named, str) and ":" in named:
+        prov = named.split(":", 1)[0]
+        if prov in LOCAL_SERVERS and prov not in raw_providers:
+            raw_providers[prov] = {"concurrency": 4}
     installed = local_installed if local_installed is not None else local_available()
     if installed:
         raw_providers.setdefault("local", {"kind": "local"})
