@@ -86,7 +86,7 @@ class GoalWatch:
         if kind == "agent.spawned" and (aid in self.agents or d.get("parent") in self.agents):
             caps = d.get("capabilities") or []
             a = self.agents.setdefault(aid, _Agent(aid, d.get("name", aid), d.get("parent")))
-            a.name, a.capabilities, a.started = d.get("name", aid), list(caps), e["ts"]
+            a.name, a.capabilities, a.started = d.get("name", aid), list(caps), _epoch(e["ts"])
             by = f" by {self.name(d.get('parent'))}" if d.get("parent") else ""
             return f"[cyan]spawned[/] {escape(a.name)} [dim]{aid}{escape(by)}[/] grants: {escape(', '.join(map(str, caps)) or '-')}"
         if kind == "agent.spawn_failed" and d.get("parent") in self.agents:
@@ -198,6 +198,18 @@ class GoalWatch:
                       "input_tokens": a.input_tokens, "output_tokens": a.output_tokens,
                       "cost_usd": round(a.cost_usd, 6), "runtime_s": a.runtime_s, "reason": a.reason,
                       "tool_calls": a.calls, "denied": a.denied} for aid, a in self.agents.items()}
+
+
+def _epoch(ts: Any) -> float:
+    """An event's ``ts`` (UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, or seconds) as seconds since the epoch."""
+    if isinstance(ts, (int, float)):
+        return float(ts)
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
 
 
 def _load_manifest(path: str | None) -> dict[str, Any] | None:

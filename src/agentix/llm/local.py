@@ -285,7 +285,11 @@ class LocalProvider(Provider):
             await emit(on_delta, piece)
         await fut
         if "error" in result:
-            raise provider_error(self.name, f"engine error: {result['error']}", status=500, retryable=False)
+            msg = str(result["error"])
+            if "context" in msg and "exceed" in msg:
+                raise provider_error(self.name, f"the prompt does not fit the {self.context}-token window of a "
+                                     f"local slot ([providers.local] context): {msg}", status=400, retryable=False)
+            raise provider_error(self.name, f"engine error: {msg}", status=500, retryable=False)
         text = result.get("text", "".join(parts))
         u = result.get("usage") or {}
         finish = "max_tokens" if result.get("finish") == "length" else "end"
