@@ -183,3 +183,14 @@ def test_summary_cost_is_null_when_no_price_is_known():
     k, orch, _, _ = make([plan_json(("a", ""))])
     out = orch.run("g")
     assert out["cost_usd"] is None and out["usage"]["cost_usd"] is None
+
+
+def test_a_plan_copying_the_prompt_example_goes_back_to_the_model():
+    """The 270M model returned the prompt's example verbatim: that is not a plan."""
+    copied = json.dumps({"subtasks": [{"id": "research", "goal": "what this child must do and deliver"},
+                                      {"id": "report", "goal": "...", "depends_on": ["research"]}]})
+    k, orch, _, _ = make([copied, plan_json(("a", ""))])
+    out = orch.run("write a report")
+    assert out["stop_reason"] == "complete" and [a["id"] for a in out["agents"]] == ["a"]
+    invalid = [d for kind, d in k.events if kind == "progress" and d["stage"] == "plan_invalid"]
+    assert "placeholder goal" in invalid[0]["error"] and "research, report" in invalid[0]["error"]
