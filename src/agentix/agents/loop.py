@@ -564,7 +564,9 @@ class ToolLoop:
         per_message = 4000
         if self.config.window is not None:
             # the summary request must fit the window itself
-            summary_tokens = min(summary_tokens, max(64, self.config.window // 4))
+            # and be short: a local 4096-token slot gets a 256-token summary (a 1,024-token one
+            # took minutes on two cores and was longer than what it replaced)
+            summary_tokens = min(summary_tokens, max(64, self.config.window // 16))
             room = self.config.window - summary_tokens - self.MARGIN - 300
             per_message = max(200, min(4000, int(room * 4 / self._scale / max(1, len(original)))))
         try:
