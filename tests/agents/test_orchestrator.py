@@ -194,3 +194,18 @@ def test_a_plan_copying_the_prompt_example_goes_back_to_the_model():
     assert out["stop_reason"] == "complete" and [a["id"] for a in out["agents"]] == ["a"]
     invalid = [d for kind, d in k.events if kind == "progress" and d["stage"] == "plan_invalid"]
     assert "placeholder goal" in invalid[0]["error"] and "research, report" in invalid[0]["error"]
+
+
+def test_submit_plan_with_broken_json_is_told_so():
+    def think(p):
+        if p.get("purpose") == "plan":
+            if not any(m["role"] == "assistant" for m in p["messages"]):
+                return reply(calls=[("submit_plan", '{"subtasks": [{"id": "a", "goal": "do a"')])
+            return reply(calls=[("submit_plan", {"subtasks": [{"id": "a", "goal": "do a"}]})])
+        return reply("final answer")
+
+    k = FakeKernel(think, tools={"file_write": lambda a: {}})
+    out = Orchestrator(k, bootstrap_manifest(), {"file_write"}).run("g")
+    assert out["stop_reason"] == "complete"
+    invalid = [d for kind, d in k.events if kind == "progress" and d["stage"] == "plan_invalid"]
+    assert "no JSON object" in invalid[0]["error"]

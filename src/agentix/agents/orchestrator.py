@@ -207,9 +207,11 @@ class Orchestrator:
             # constrained to its schema) or as JSON text
             r = self._think_full(messages, "plan", tools=[PLAN_TOOL], max_tokens=self.config.plan_max_tokens)
             calls = [c for c in r.get("tool_calls") or [] if c.get("name") == "submit_plan"]
-            text = json.dumps(calls[0].get("arguments")) if calls else (r.get("text") or "")
+            args = calls[0].get("arguments") if calls else None
+            # submit_plan arguments that were not a JSON object arrive as the model's raw text
+            text = (args if isinstance(args, str) else json.dumps(args)) if calls else (r.get("text") or "")
             try:
-                plan = parse_plan(calls[0].get("arguments") if calls else extract_json(text))
+                plan = parse_plan(args if isinstance(args, dict) else extract_json(text))
                 _check_not_copied(plan)
                 return plan
             except InvalidRequest as err:
