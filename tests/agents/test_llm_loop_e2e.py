@@ -98,3 +98,38 @@ def test_loop_result_carries_cost_from_the_price_table(tmp_path):
 def test_loop_result_cost_is_null_without_a_price(tmp_path):
     rec, _, _ = run_loop_agent(tmp_path, AgentScripts({"solo": [text("done")]}), ["tool: echo"])
     assert rec.result["cost_usd"] is None
+
+
+PROBE = """
+from agentix.sdk import agent
+k = agent.connect()
+k.exit(k.info())
+"""
+
+
+def test_sys_info_names_the_model_but_not_the_endpoint(tmp_path):
+    server = RoutedOpenAIServer(AgentScripts({}))
+    server.start()
+
+    async def go():
+        home = Home(tmp_path / "home")
+        home.create()
+        (home.root / "config.toml").write_text(config_toml(server.base_url, kernel=False))
+        k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+        await k.start()
+        prog = tmp_path / "probe.py"
+        prog.write_text(PROBE)
+        rec = await k.spawn(parse_manifest({"name": "probe", "program": str(prog), "isolation": "degraded",
+                                            "capabilities": ["tool: echo"]}))
+        await k.wait(rec, 60)
+        await k.shutdown()
+        return rec
+
+    try:
+        rec = asyncio.run(go())
+    finally:
+        server.stop()
+    info = rec.result
+    assert info["model"]["model"] == "fake:fake-model" and info["model"]["provider"] == "fake"
+    assert "base_url" not in info["model"] and "127.0.0.1" not in json.dumps(info)
+    assert info["loop_tools"] == []

@@ -229,7 +229,9 @@ def register(k: Kernel) -> None:
 
         try:
             pcfg, _ = k.inference.config.resolve(rec.manifest.model)
-            model = describe_model(k.inference.config, rec.manifest.model)
+            # no base_url for an agent: the operator's endpoints (which may carry credentials) stay in the kernel
+            model = {k_: v for k_, v in describe_model(k.inference.config, rec.manifest.model).items()
+                     if k_ != "base_url"}
         except Exception:
             return {}
         return {"model": model, **({"context_window": pcfg.context} if pcfg.kind == "local" else {})}
