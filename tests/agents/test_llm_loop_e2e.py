@@ -17,6 +17,7 @@ from agentix.kernel.kernel import Kernel
 from tests.fakes.openai_server import Scripted
 from tests.fakes.routed_openai import AgentScripts, RoutedOpenAIServer, call, config_toml, text
 
+MODEL_GRANT = "model: fake:fake-model"   # think needs a model grant
 PRICES = '\n[prices."fake:fake-model"]\ninput_per_mtok = 1000.0\noutput_per_mtok = 2000.0\n'
 
 
@@ -32,7 +33,7 @@ def run_loop_agent(tmp_path: Path, scripts: AgentScripts, capabilities: list[str
         await k.start()
         rec = await k.spawn(parse_manifest({"name": "solo", "program": "module:agentix.agents.loop",
                                             "isolation": "degraded", "system_prompt": "[agent:solo]",
-                                            "capabilities": capabilities}), message="do it")
+                                            "capabilities": [*capabilities, MODEL_GRANT]}), message="do it")
         await k.wait(rec, 120)
         events = k.events.tail(agent=rec.agent_id, limit=10_000)
         await k.shutdown()

@@ -47,7 +47,8 @@ def test_streamed_text_reaches_the_agent_piece_by_piece(tmp_path):
         await k.start()
         prog = tmp_path / "streamer.py"
         prog.write_text(PROGRAM)
-        rec = await k.spawn(parse_manifest({"name": "streamer", "program": str(prog), "isolation": "degraded"}),
+        rec = await k.spawn(parse_manifest({"name": "streamer", "program": str(prog), "isolation": "degraded",
+                                            "capabilities": ["model: fake:fake-model"]}),
                             message="go")
         await k.wait(rec, 60)
         await k.shutdown()

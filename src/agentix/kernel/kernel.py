@@ -239,6 +239,8 @@ class Kernel:
                     layer="all", field="isolation")
             degraded_ok = parent_degraded or self.config.isolation == "degraded"
 
+        # constraints only accumulate (approval_required); LLM roots get finite default budgets
+        manifest = self.caps.constrain(manifest, parent)
         now = time.monotonic()
         limits_b = BudgetLimits.from_manifest(manifest.budget)
         # a child's budget is carved out of its parent's remaining budget (refused if over)
