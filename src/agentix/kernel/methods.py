@@ -160,6 +160,24 @@ POLICIES: dict[str, MethodPolicy] = {
     "audit.verify": _op("no_effect"),
     "audit.prove": _op("no_effect"),
     "audit.head": _op("no_effect"),
+    # ---- operator: packages (kernel/packages_api.py, docs/packages.md)
+    "package.build": _op("effect", "the operator's socket; `run` steps execute in the sandbox with no network",
+                         recorded=True),
+    "package.sign": _op("effect", "the operator's socket; a signing key under keys/signing", recorded=True),
+    "package.push": _op("effect", "the operator's socket; the registry's credentials file", recorded=True),
+    "package.pull": _op("effect", "the operator's socket; the package must pass the trust policy",
+                        recorded=True),
+    "package.verify": _op("no_effect"),
+    "package.run": _op("effect", "the operator's socket; the package must pass the trust policy; the agent's "
+                       "grants are declared ∩ accepted, minted from root", recorded=True),
+    "package.list": _op("no_effect"),
+    "package.inspect": _op("no_effect"),
+    "package.rm": _op("effect", recorded=True),
+    "keys.generate": _op("effect", recorded=True),
+    "keys.list": _op("no_effect"),
+    "trust.add": _op("effect", recorded=True),
+    "trust.allow_unsigned": _op("effect", recorded=True),
+    "trust.list": _op("no_effect"),
     # ---- both
     "tool.list": _op("no_effect", "none: the tool catalogue is public"),
     "tool.call": MethodPolicy(
