@@ -43,7 +43,7 @@ from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Caller, EventSink, Pipeline
 from agentix.kernel.home import Home
 from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable
-from agentix.rpc.server import serve_socket
+from agentix.rpc.server import InFlight, Limits as ChannelLimits, serve_socket
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolRegistry
 
@@ -101,6 +101,9 @@ class Kernel:
             events = self.audit.sink
         self.events: EventSink = events
         self.table = ProcessTable()
+        # requests in flight over every agent channel (rpc/server.py bounds)
+        self.in_flight = InFlight(ChannelLimits(per_connection=config.in_flight_per_agent,
+                                                batch=config.batch_limit, total=config.in_flight_total))
         self.tools = ToolRegistry()
         self.pipeline = Pipeline(self.events)
         self.started_at = time.time()
@@ -191,7 +194,8 @@ class Kernel:
             "isolation": {"default": self.config.isolation, **self.substrate.describe()},
             "limits": {"max_depth": self.config.max_depth, "max_agents": self.config.max_agents,
                        "frame_limit": self.config.frame_limit},
-            "syscalls": {"calls": self.pipeline.calls, "refusals": self.pipeline.refusals},
+            "syscalls": {"calls": self.pipeline.calls, "refusals": self.pipeline.refusals,
+                         **self.in_flight.statistics()},
             "tools": self.tools.names(),
         }
 
@@ -282,11 +286,13 @@ class Kernel:
             workspace=workspace, log_path=log_path, limits=limits,
         )
         rec.budget = budget
-        rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=name)
+        rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=name,
+                                  max_bytes=self.config.mailbox_bytes)
         if parent is not None:
             rec.taint |= parent.taint  # labels survive being passed on
         if message is not None:
-            rec.mailbox.put(self._envelope(parent, message, rec.taint))
+            env = self._envelope(parent, message, rec.taint)
+            rec.mailbox.put(env, _size(env))
 
         kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(agent_sock.fileno(), True)
@@ -407,7 +413,8 @@ class Kernel:
             rec.syscalls += 1
             return await self.pipeline.run(caller, method, params, taint=rec.taint)
 
-        await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}")
+        await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}",
+                           in_flight_total=self.in_flight)
 
     # ------------------------------------------------------------------ exit
     async def _reap(self, rec: AgentRecord) -> None:
@@ -557,7 +564,8 @@ class Kernel:
         taint = set(sender.taint) if sender else set()
         if sender is not None:
             taint.add("agent_message")
-        target.mailbox.put(self._envelope(sender, message, taint))
+        env = self._envelope(sender, message, taint)
+        target.mailbox.put(env, _size(env))
         target.mail_event.set()
         await self.events.record("message.sent", sender.agent_id if sender else None, {
             "to": target.agent_id, "to_name": target.name}, tuple(sorted(taint)))
@@ -685,6 +693,13 @@ def _copy_tree_fd(dir_fd: int, dest: Path, depth: int = 0) -> None:
             f = os.open(name, flags, dir_fd=dir_fd)
             with os.fdopen(f, "rb") as src, open(dest / name, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+
+
+def _size(envelope: dict[str, Any]) -> int:
+    """What a queued message counts against its mailbox's byte limit (its JSON size)."""
+    import orjson
+
+    return len(orjson.dumps(envelope, default=str))
 
 
 def _iso(ts: float) -> str:
