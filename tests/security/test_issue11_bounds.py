@@ -99,3 +99,34 @@ def test_mailbox_bytes_bound_refuses_and_keeps_what_was_queued(start_kernel) -> 
     assert ei.value.data["limit"] == "mailbox_bytes"
     box = d.client.status(rx).raw["mailbox"]
     assert box["queued"] == 1 and 40 * 1024 < box["bytes"] <= 64 * 1024
+
+
+# ---------------------------------------------------------------- 6: a private, writable /tmp
+TMP_PROBE = r"""
+import os, stat, errno
+st = os.stat("/tmp")
+with open("/tmp/x", "w") as f:
+    f.write("hello")
+back = open("/tmp/x").read()
+written, err = 0, None
+try:
+    for i in range(64):
+        with open(f"/tmp/fill{i}", "wb") as f:
+            f.write(b"\0" * (512 * 1024))
+        written += 512 * 1024
+except OSError as e:
+    err = errno.errorcode.get(e.errno)
+result = {"mode": oct(stat.S_IMODE(st.st_mode)), "uid": st.st_uid, "back": back,
+          "written": written, "err": err}
+"""
+
+
+def test_private_tmp_is_writable_sticky_and_sized_by_the_disk_limit(kernel) -> None:
+    before = set(os.listdir("/tmp"))
+    info = kernel.run("probe.py", TMP_PROBE, name="tmp-user", limits={"disk": "2M", "memory": "256M"})
+    assert info.reason == "completed", kernel.client.logs(info.agent_id)[0]
+    r = info.result
+    assert r["mode"] == "0o1777" and r["back"] == "hello"
+    assert r["err"] == "ENOSPC" and r["written"] <= 2 * 1024 * 1024  # the size limit holds
+    # the host's /tmp did not get the agent's files
+    assert not any(n.startswith("fill") or n == "x" for n in set(os.listdir("/tmp")) - before)

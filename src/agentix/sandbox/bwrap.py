@@ -20,7 +20,7 @@ Mount view: ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links), a few files
 ``/etc`` (never ``/etc/shadow``, ``passwd`` or ``group``), the Python runtime
 (``sys.base_prefix``), the virtual environment (``sys.prefix``), the agentix source
 directory and ``spec.extra_ro_paths`` read-only; the workspace read-write at
-``/workspace``; a private ``/tmp`` (tmpfs, ``limits.disk`` in size); a fresh ``/proc`` of
+``/workspace``; a private ``/tmp`` (tmpfs, mode 1777, ``limits.disk`` in size); a fresh ``/proc`` of
 the PID namespace; a minimal ``/dev`` (null, zero, full, random, urandom, tty).
 """
 
@@ -386,9 +386,11 @@ class BwrapSubstrate(Substrate):
             a += ["--ro-bind-try", f, f]
         # the private /tmp comes before the runtime binds: a venv or checkout that lives under
         # /tmp on the host (a CI clone, say) is bound on top of it rather than hidden by it
+        # sticky and world-writable like a host's /tmp, so the unprivileged agent can use it;
+        # its size is the agent's disk limit (tmpfs pages are charged to the agent's memory cgroup)
         if limits.disk is not None:
             a += ["--size", str(limits.disk)]
-        a += ["--tmpfs", "/tmp"]
+        a += ["--perms", "1777", "--tmpfs", "/tmp"]
         made: set[str] = {"/", "/etc", "/usr", "/tmp"}
         for p in self._ro_paths(spec):
             # bwrap makes missing parents 0700; the unprivileged agent must traverse them
