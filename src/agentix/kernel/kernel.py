@@ -42,7 +42,7 @@ from agentix.core.manifest import Manifest, parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Caller, EventSink, Pipeline
 from agentix.kernel.home import Home
-from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable
+from agentix.kernel.process import AgentRecord, ExitRecord, LogSink, ProcessTable, proc_start_time
 from agentix.rpc.server import InFlight, Limits as ChannelLimits, serve_socket
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolRegistry
@@ -55,7 +55,7 @@ BOOT_MODULE = "agentix.agents.boot"
 MODULE_PREFIX = "module:"
 
 
-def select_substrate(config: KernelConfig) -> Substrate:
+def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrate:
     """The sandbox backend: bubblewrap when available, else the plain (unisolated) one.
 
     The plain backend reports every layer missing, so a strict spawn on it is refused
@@ -68,7 +68,11 @@ def select_substrate(config: KernelConfig) -> Substrate:
             if config.backend == "bwrap":
                 raise
         else:
-            return BwrapSubstrate(pool=config.launcher_pool)
+            from agentix.sandbox.cgroups import subtree_name
+
+            # this kernel's own cgroup subtree, named by its home: kernels never touch each other's
+            name = subtree_name(home.root) if home is not None else "agentix"
+            return BwrapSubstrate(pool=config.launcher_pool, cgroup_name=name)
     from agentix.sandbox.plain import PlainSubstrate
 
     return PlainSubstrate()
@@ -91,7 +95,7 @@ class Kernel:
     ) -> None:
         self.home = home
         self.config = config
-        self.substrate = substrate or select_substrate(config)
+        self.substrate = substrate or select_substrate(config, home)
         # the tamper-evident audit log is the event sink unless one is given (tests)
         from agentix.kernel.audit import KernelAudit
 
@@ -146,7 +150,8 @@ class Kernel:
         await AgentStore(self.audit.db).upsert(StoredAgent(
             id=rec.agent_id, name=rec.name, parent=rec.parent, manifest=rec.manifest.to_data(),
             state="running", persistent=rec.manifest.lifecycle == "persistent",
-            created_at=_iso(rec.created_at), pid=rec.pid, pgid=rec.pid))
+            created_at=_iso(rec.created_at), pid=rec.pid, pgid=rec.pid,
+            start_time=proc_start_time(rec.pid) if rec.pid else None))
 
     async def _persist_exit(self, rec: AgentRecord) -> None:
         if self.audit is None or rec.exit is None:
@@ -177,9 +182,43 @@ class Kernel:
                 log.warning("the last kernel left %d agents running; recorded them exited "
                             "(kernel_restart)", len(report.exited))
                 _kill_leftovers(report.exited)
+            self._restore_records()
         await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
+
+    def _restore_records(self, keep: int = 10_000) -> None:
+        """Put the store's agents of earlier runs in the table (exited), for ``ps -a`` and ``inspect``."""
+        assert self.audit is not None
+        from agentix.store.state import AgentStore
+
+        for a in AgentStore(self.audit.db).list()[-keep:]:
+            if a.state != "exited":
+                continue
+            try:
+                self.table.get(a.id)
+                continue
+            except NotFound:
+                pass
+            try:
+                manifest = parse_manifest(a.manifest)
+            except Exception:  # noqa: BLE001 - an old or foreign record must not stop the start
+                log.warning("agent record %s has a manifest this kernel cannot read; not listed", a.id)
+                continue
+            ex = a.exit_record or {}
+            at = _ts(a.exited_at)
+            rec = AgentRecord(
+                agent_id=a.id, name=a.name, manifest=manifest, parent=a.parent, depth=0,
+                root=a.id, workspace=self.home.workspaces / a.id,
+                log_path=self.home.logs / f"{a.id}.log",
+                limits=self.config.effective_limits(manifest.limits),
+                created_at=_ts(a.created_at) or 0.0, state="exited", pid=a.pid, restored=True,
+                exit=ExitRecord(code=ex.get("code"), signal=ex.get("signal"),
+                                reason=a.exit_reason or str(ex.get("reason") or "unknown"),
+                                detail=str(ex.get("detail") or ""), at=at or 0.0))
+            rec.ended_mono = rec.started_mono
+            rec.exited.set()
+            self.table.restore(rec)
 
     def info(self) -> dict[str, Any]:
         states: dict[str, int] = {}
@@ -297,17 +336,20 @@ class Kernel:
         kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(agent_sock.fileno(), True)
         env = self._agent_env(rec, agent_sock.fileno())
+        sink = LogSink(log_path, self.config.log_max_bytes)  # the agent writes to a pipe, never a file
+        sink.start()
         spec = LaunchSpec(
             agent_id=agent_id, name=name,
             argv=[sys.executable, "-m", BOOT_MODULE, target, *manifest.args],
             workspace=workspace, env=env, channel_fd=agent_sock.fileno(), log_path=log_path,
-            limits=limits, network=False, degraded_ok=degraded_ok,
+            limits=limits, network=False, degraded_ok=degraded_ok, output_fd=sink.write_fd,
         )
         try:
             handle = await self.substrate.spawn(spec)
         except BaseException as err:
             kernel_sock.close()
             agent_sock.close()
+            sink.close()
             shutil.rmtree(workspace, ignore_errors=True)
             log_path.unlink(missing_ok=True)
             if isinstance(err, AgentixError):
@@ -316,12 +358,15 @@ class Kernel:
             raise
         finally:
             agent_sock.close()  # the child holds its own copy now
+            sink.close_write_end()
+        rec.log_sink = sink
         if handle.missing_layers and not degraded_ok:
             # a backend must refuse itself; this is the kernel's second line of defence
             handle.signal(signal.SIGKILL)
             await handle.wait()
             await handle.cleanup()
             kernel_sock.close()
+            sink.close()
             shutil.rmtree(workspace, ignore_errors=True)
             raise IsolationUnavailable(
                 f"isolation layers unavailable: {', '.join(handle.missing_layers)}; set "
@@ -420,6 +465,9 @@ class Kernel:
     async def _reap(self, rec: AgentRecord) -> None:
         assert rec.handle is not None
         info = await rec.handle.wait()
+        if rec.log_sink is not None:  # what it printed last is in the log before it is reported exited
+            await rec.log_sink.drained(timeout=2.0)
+            rec.log_sink.close()
         reason = exit_reason(info.code, info.signal, requested=rec.requested_reason, oom=info.oom)
         detail = rec.requested_detail
         if reason == "crashed" and info.signal is not None and not detail:
@@ -535,6 +583,7 @@ class Kernel:
         data.update({
             "workspace": str(rec.workspace),
             "log": str(rec.log_path),
+            "restored": rec.restored,
             "manifest": rec.manifest.to_data(),
             "limits": rec.limits.model_dump(),
             "isolation": rec.isolation,
@@ -708,21 +757,31 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
+def _ts(iso: str | None) -> float | None:
+    from datetime import datetime
+
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def _kill_leftovers(left: list[Any]) -> None:
     """Kill process groups a dead kernel left behind (bwrap dies with its kernel; this is the
-    second line). A pid is only signalled if it still runs a sandbox launcher or python, so a
-    reused pid of an unrelated process is left alone."""
+    second line). A leftover is the recorded pid with the recorded start time (/proc/<pid>/stat
+    field 22), never a command line: a reused pid has another start time and is left alone, and
+    a record without a start time is not acted on (its cgroup is still swept at start)."""
     for a in left:
-        pgid = a.pgid or a.pid
-        if not pgid:
+        if not a.pid or a.start_time is None:
             continue
+        if proc_start_time(a.pid) != a.start_time:
+            continue  # gone, or the pid now belongs to another process
         try:
-            with open(f"/proc/{pgid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue  # gone
-        if b"bwrap" in cmd or b"agentix" in cmd:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            if a.pgid and os.getpgid(a.pid) == a.pgid:
+                os.killpg(a.pgid, signal.SIGKILL)
+            else:
+                os.kill(a.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

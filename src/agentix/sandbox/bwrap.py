@@ -217,8 +217,10 @@ class BwrapSubstrate(Substrate):
 
     def __init__(self, *, uid: int = 65534, gid: int = 65534, bwrap: str = "bwrap",
                  setpriv: str = "setpriv", confine_timeout: float = _CONFINE_TIMEOUT,
-                 extra_ro_paths: tuple[Path, ...] = (), pool: int = 0) -> None:
+                 extra_ro_paths: tuple[Path, ...] = (), pool: int = 0,
+                 cgroup_name: str = "agentix") -> None:
         self.uid, self.gid = uid, gid
+        self.cgroup_name = cgroup_name  # this kernel's subtree (cgroups.subtree_name(home))
         self.pool_size = pool
         self._pool: list[_Slot] = []
         self._refill_task: asyncio.Task[None] | None = None
@@ -235,7 +237,7 @@ class BwrapSubstrate(Substrate):
     def status(self) -> dict[str, LayerStatus]:
         if self._status is None:
             self._status = probe(self._bwrap_name, self._setpriv_name)
-            self._hierarchy = cgroups.detect()
+            self._hierarchy = cgroups.detect(self.cgroup_name)
         return self._status
 
     def statistics(self) -> dict[str, int]:
@@ -264,7 +266,18 @@ class BwrapSubstrate(Substrate):
         cg: cgroups.CgroupSet | None = None
         slot: _Slot | None = None
         cg_spec = cgroups.CgroupSpec(memory=limits.memory, cpu=limits.cpu, pids=limits.pids)
-        if "cgroups" not in host_missing:
+        parent_cg = spec.within._cg if isinstance(spec.within, BwrapHandle) else None
+        if "cgroups" not in host_missing and parent_cg is not None:
+            # an exec: nested in the agent's own group, whose limits bound both together
+            try:
+                cg = parent_cg.create_child(spec.agent_id, cg_spec)
+            except (cgroups.CgroupError, OSError) as err:
+                if not spec.degraded_ok:
+                    raise IsolationUnavailable(f"cannot isolate {spec.name}: cgroups: {err}",
+                                               layer="cgroups", why=str(err)) from None
+                host_missing["cgroups"] = str(err)
+                cg = None
+        elif "cgroups" not in host_missing:
             try:
                 assert self._hierarchy is not None
                 slot = self._take_slot()
@@ -297,14 +310,17 @@ class BwrapSubstrate(Substrate):
 
     # -- pre-started launchers ----------------------------------------------------------
     async def warm(self) -> None:
-        """Fill the pool of pre-started launchers (each already inside a fresh cgroup)."""
+        """Sweep this kernel's cgroup subtree (first call), then fill the launcher pool."""
         st = self.status()
+        if st["cgroups"].ok and not self._swept:
+            assert self._hierarchy is not None
+            # before any agent of this run exists: whatever is there, a previous run left
+            n = await asyncio.to_thread(cgroups.sweep_stale, self._hierarchy)
+            if n:
+                log.warning("removed %d cgroups left by the previous kernel of this home", n)
+            self._swept = True
         if not st["cgroups"].ok or not st["namespaces"].ok or self.pool_size <= 0:
             return
-        if not self._swept:
-            assert self._hierarchy is not None
-            cgroups.sweep_stale(self._hierarchy, "slot-")
-            self._swept = True
         while len(self._pool) < self.pool_size:
             try:
                 self._pool.append(await _Slot.start(self._hierarchy))
@@ -443,7 +459,10 @@ class BwrapSubstrate(Substrate):
         argv += list(spec.argv)
 
         pass_fds = [spec.channel_fd, status_w] + ([seccomp_fd] if seccomp_fd is not None else [])
-        log_f = open(spec.log_path, "ab", buffering=0)
+        # stdout and stderr: the kernel's pipe (the agent never holds a kernel file), or a file
+        out_fd = os.dup(spec.output_fd) if spec.output_fd is not None else os.open(
+            spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        log_f = os.fdopen(out_fd, "wb", buffering=0)
         try:
             if slot is not None:
                 proc = slot.proc
