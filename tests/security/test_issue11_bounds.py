@@ -130,3 +130,173 @@ def test_private_tmp_is_writable_sticky_and_sized_by_the_disk_limit(kernel) -> N
     assert r["err"] == "ENOSPC" and r["written"] <= 2 * 1024 * 1024  # the size limit holds
     # the host's /tmp did not get the agent's files
     assert not any(n.startswith("fill") or n == "x" for n in set(os.listdir("/tmp")) - before)
+
+
+# ---------------------------------------------------------------- 4: output through a pipe
+FD_PROBE = r"""
+import errno, os, stat
+def err(f):
+    try:
+        f()
+        return None
+    except OSError as e:
+        return errno.errorcode.get(e.errno)
+links = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        links[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        pass
+print("hello from the agent", flush=True)
+result = {"fifo1": stat.S_ISFIFO(os.fstat(1).st_mode), "fifo2": stat.S_ISFIFO(os.fstat(2).st_mode),
+          "trunc": err(lambda: os.ftruncate(1, 0)), "seek": err(lambda: os.lseek(1, 0, os.SEEK_SET)),
+          "links": links}
+"""
+
+
+def test_agent_output_is_a_pipe_it_cannot_truncate_seek_or_trace_to_the_home(kernel) -> None:
+    info = kernel.run("probe.py", FD_PROBE, name="fd-probe")
+    assert info.reason == "completed", kernel.client.logs(info.agent_id)[0]
+    r = info.result
+    assert r["fifo1"] and r["fifo2"]
+    assert r["trunc"] == "EINVAL" and r["seek"] == "ESPIPE"
+    home = str(kernel.home.resolve())
+    assert not any(home in link or "/logs/" in link for link in r["links"].values()), r["links"]
+    # the kernel read the pipe and kept the output
+    assert "hello from the agent" in kernel.client.logs(info.agent_id)[0]
+
+
+PRINT_LINES = r"""
+import sys
+for i in range(int(N)):
+    sys.stdout.write(f"line {i:06d} " + "x" * 90 + "\n")
+sys.stdout.flush()
+result = "done"
+"""
+
+
+def test_log_is_capped_keeping_the_newest_and_logs_say_when_they_cut(start_kernel) -> None:
+    cap = 256 * 1024
+    d = start_kernel(config={"log_max_bytes": cap})
+    n = 20_000  # 2 MB of output, 8x the cap
+    info = d.run("probe.py", "N = %d\n" % n + PRINT_LINES, name="chatty")
+    assert info.reason == "completed", d.client.logs(info.agent_id)[0][-500:]
+    on_disk = sum(p.stat().st_size for p in (d.home / "logs").glob(f"{info.agent_id}.log*"))
+    assert on_disk <= cap + 64 * 1024, on_disk
+    tail = d.client.call("agent.logs", agent_id=info.agent_id, tail=3)
+    assert tail["data"].splitlines()[-1].startswith(f"line {n - 1:06d}")
+    assert len(tail["data"].splitlines()) == 3 and tail["cut"] and tail["dropped"] > 0
+    assert tail["offset"] == tail["size"] >= n * 102
+    head = d.client.call("agent.logs", agent_id=info.agent_id, head=1)
+    assert head["cut"] and head["start"] == head["dropped"] and not head["data"].startswith("line 000000")
+    whole = d.client.call("agent.logs", agent_id=info.agent_id, offset=0)
+    assert whole["cut"] and whole["start"] == whole["dropped"]  # the beginning was dropped: said so
+    small = d.run("probe.py", "print('short'); result = 1", name="quiet")
+    t = d.client.call("agent.logs", agent_id=small.agent_id, tail=10)
+    assert t["data"] == "short\n" and not t["cut"] and t["dropped"] == 0
+    with pytest.raises(Exception) as ei:
+        d.client.call("agent.logs", agent_id=small.agent_id, tail=1, head=1)
+    assert getattr(ei.value, "code", "") == "invalid_request"
+
+
+def test_a_writer_is_never_blocked_forever_when_the_kernel_reader_goes_away(tmp_path) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    from agentix.kernel.process import LogSink
+
+    async def body() -> tuple[int | None, str]:
+        sink = LogSink(tmp_path / "a.log", 128 * 1024)
+        sink.start()
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('y' * 4096)"],
+            stdout=sink.write_fd, stderr=subprocess.PIPE)
+        sink.close_write_end()
+        await asyncio.sleep(0.5)       # it writes freely while the kernel reads
+        sink.close()                   # the reader goes away (as when the kernel dies)
+        for _ in range(100):
+            if child.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+            return None, ""
+        return child.returncode, child.stderr.read().decode(errors="replace")
+
+    rc, err = asyncio.run(body())
+    assert rc is not None and rc != 0, "the writer blocked after its reader went away"
+    assert "BrokenPipeError" in err
+    assert (tmp_path / "a.log").stat().st_size <= 128 * 1024 + 64 * 1024
+
+
+# ---------------------------------------------------------------- 2: exec bounded
+def _subtree(home: Path) -> dict[str, Path]:
+    from agentix.sandbox.cgroups import detect, subtree_name
+
+    return detect(subtree_name(home)).bases
+
+
+CONCURRENT_EXECS = r"""
+import json, os, socket
+s = socket.socket(fileno=os.dup(int(os.environ["AGENTIX_FD"])))
+batch = [{"jsonrpc": "2.0", "id": i, "method": "tool.call",
+          "params": {"name": "exec", "args": {"argv": ["sleep", "2"]}}} for i in range(6)]
+s.sendall(json.dumps(batch).encode() + b"\n")
+buf = b""
+while not buf.endswith(b"\n"):
+    buf += s.recv(65536)
+replies = json.loads(buf)
+result = [r.get("error", {}).get("data", {}).get("limit") if "error" in r else r["result"]["exit_code"]
+          for r in replies]
+"""
+
+
+def test_concurrent_execs_per_agent_are_capped_and_nested_in_the_agents_cgroup(start_kernel) -> None:
+    d = start_kernel(config={"exec_per_agent": 4})
+    aid = d.spawn("probe.py", CONCURRENT_EXECS, name="many-execs", capabilities=["exec: sleep"])
+    bases = _subtree(d.home)
+    base = next(iter(bases.values()))
+    # while the runs sleep, their groups are inside the agent's own group, nowhere else
+    assert wait_until(lambda: len([p for p in (base / aid).glob(f"{aid}-ex-*")]) == 4, timeout=20)
+    assert not list(base.glob("*-ex-*"))
+    info = d.client.wait(aid, timeout=60)
+    assert info.reason == "completed", d.client.logs(aid)[0]
+    assert sorted(info.result, key=str) == [0, 0, 0, 0, "exec_per_agent", "exec_per_agent"]
+    assert not (base / aid).exists()  # the agent's group and the nested ones are gone
+
+
+MEMORY_SHARED = r"""
+hold = bytearray(32 << 20)
+for i in range(0, len(hold), 4096):
+    hold[i] = 1
+r = k.call("tool.call", name="exec", args={"argv": ["python3", "-c",
+           "b = bytearray(96 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('survived')"]})
+result = {"exit_code": r["exit_code"], "signal": r["signal"], "output": r["output"]}
+"""
+
+
+def test_an_exec_shares_the_agents_memory_limit(kernel) -> None:
+    # alone, the exec (96 MiB + python) fits in 128 MiB; with the agent's 32 MiB it does not
+    aid = kernel.spawn("probe.py", MEMORY_SHARED, name="mem-sharer", capabilities=["exec: python3"],
+                       limits={"memory": "128M"})
+    info = kernel.client.wait(aid, timeout=60)
+    if info.reason == "completed":
+        assert "survived" not in info.result["output"] and info.result["signal"] == 9, info.result
+    else:  # the OOM killer may pick the agent instead: then the pair was bounded all the same
+        assert info.reason == "oom", info.reason
+
+
+def test_exec_and_web_fetch_timeouts_are_capped(kernel) -> None:
+    from conftest import program  # noqa: F401
+
+    res = run_calls(kernel, [
+        ["tool.call", {"name": "exec", "args": {"argv": ["sleep", "0"], "timeout": 601}}],
+        ["tool.call", {"name": "exec", "args": {"argv": ["sleep", "0"], "timeout": 1e300}}],
+        ["tool.call", {"name": "web_fetch", "args": {"url": "https://example.com/", "timeout": 121}}],
+        ["tool.call", {"name": "exec", "args": {"argv": ["sleep", "0"], "timeout": 5}}],
+    ], name="timeouts", capabilities=["exec: sleep", "tool: web_fetch", "network: example.com"])
+    assert [r.get("error") for r in res[:3]] == ["invalid_request"] * 3, res
+    assert res[0]["data"]["field"] == "timeout" and res[2]["data"]["max"] == 120
+    assert res[3]["ok"]["exit_code"] == 0
