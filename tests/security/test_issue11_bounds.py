@@ -300,3 +300,97 @@ def test_exec_and_web_fetch_timeouts_are_capped(kernel) -> None:
     assert [r.get("error") for r in res[:3]] == ["invalid_request"] * 3, res
     assert res[0]["data"]["field"] == "timeout" and res[2]["data"]["max"] == 120
     assert res[3]["ok"]["exit_code"] == 0
+
+
+# ---------------------------------------------------------------- 5: one kernel's cgroups; restarts
+def test_two_kernels_keep_to_their_own_cgroup_subtrees_across_a_restart(start_kernel) -> None:
+    from conftest import Daemon
+
+    a, b = start_kernel(), start_kernel()
+    a_base, b_base = (next(iter(_subtree(x.home).values())) for x in (a, b))
+    assert a_base != b_base and a_base.parent == b_base.parent
+    a1 = a.spawn("sleeper.py", name="a-sleeper")
+    b1 = b.spawn("sleeper.py", name="b-sleeper")
+    b_pid = b.client.status(b1).pid
+    assert (a_base / a1).is_dir() and (b_base / b1).is_dir()
+    # restart A: its start-up sweep must not touch B's groups or B's agent
+    a.stop()
+    a2 = Daemon(a.home, a.isolation)
+    try:
+        assert b.client.status(b1).state == "running"
+        assert (b_base / b1).is_dir() and b_pid in {int(x) for x in (b_base / b1 / "cgroup.procs").read_text().split()}
+        assert not (a_base / a1).exists()
+        a2.spawn("sleeper.py", name="a-again")
+        assert b.client.status(b1).state == "running"
+    finally:
+        a2.stop()
+
+
+def test_after_kill_9_the_next_start_lists_the_agents_and_removes_their_cgroups(isolation_mode) -> None:
+    import shutil
+
+    from conftest import Daemon, short_tmp
+
+    tmp = short_tmp()
+    d = Daemon(tmp / "h", isolation_mode)
+    try:
+        _kill_9_and_restart(d)
+    finally:
+        if d.proc.poll() is None:
+            d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _kill_9_and_restart(d: Any) -> None:
+    import signal as _signal
+
+    from conftest import Daemon, pid_alive
+
+    base = next(iter(_subtree(d.home).values()))
+    parent = d.spawn("sleeper.py", name="left")
+    pid = d.client.status(parent).pid
+    assert (base / parent).is_dir()
+    d.proc.send_signal(_signal.SIGKILL)
+    d.proc.wait()
+    assert wait_until(lambda: not pid_alive(pid), timeout=5)  # bwrap dies with its kernel
+    d.client.close()
+    d2 = Daemon(d.home, d.isolation)
+    try:
+        assert not (base / parent).exists()  # the empty group the dead kernel left is gone
+        listed = {x.agent_id: x for x in d2.client.list(all=True)}
+        assert listed[parent].state == "exited" and listed[parent].reason == "kernel_restart"
+        st = d2.client.status(parent)
+        assert st.reason == "kernel_restart" and st.raw["restored"] is True
+        assert st.raw["name"] == "left"
+        # the name is free again, and the restored record is not live
+        again = d2.spawn("sleeper.py", name="left")
+        assert d2.client.status(again).raw["name"] == "left"
+        assert d2.client.info()["agents"]["live"] == 1
+    finally:
+        d2.stop()
+        d.log.close()
+
+
+def test_leftovers_are_matched_by_pid_and_start_time_never_by_command_line() -> None:
+    import subprocess
+
+    from agentix.kernel.kernel import _kill_leftovers
+    from agentix.kernel.process import proc_start_time
+    from agentix.store.recovery import LeftAgent
+    from conftest import pid_alive
+
+    # an unrelated process whose command line even says "agentix bwrap"
+    p = subprocess.Popen(["sleep", "60", "agentix", "bwrap"], start_new_session=True)
+    try:
+        st = proc_start_time(p.pid)
+        assert st is not None
+        _kill_leftovers([LeftAgent("ag-x", p.pid, p.pid, False, st + 1)])  # a reused pid
+        _kill_leftovers([LeftAgent("ag-y", p.pid, p.pid, False, None)])    # nothing recorded
+        time.sleep(0.2)
+        assert p.poll() is None and pid_alive(p.pid)
+        _kill_leftovers([LeftAgent("ag-z", p.pid, p.pid, False, st)])      # the recorded process
+        assert p.wait(timeout=5) == -9
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
