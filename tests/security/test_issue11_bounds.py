@@ -394,3 +394,42 @@ def test_leftovers_are_matched_by_pid_and_start_time_never_by_command_line() -> 
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+# ---------------------------------------------------------------- 3: archives and saved state have quotas
+QUOTA_PROBE = r"""
+blob, big = "m" * (300 * 1024), "v" * (400 * 1024)
+summarise = {"kind": "context_summarised", "data": {"span": [0, 1], "messages": [blob], "summary": "s"}}
+calls = [("loop.event", summarise)] * 4 + [
+    ("agent.state_save", {"key": "a", "value": big}),
+    ("agent.state_save", {"key": "b", "value": big}),
+    ("agent.state_save", {"key": "c", "value": big}),
+    ("agent.state_save", {"key": "a", "value": "small"}),   # replacing a key frees its bytes
+    ("agent.state_save", {"key": "c", "value": big}),
+    ("agent.state_load", {"key": "b"}),
+]
+result = []
+for method, params in calls:
+    try:
+        r = k.call(method, **params)
+        if method == "agent.state_load":
+            r = {"len": len(r["value"])}
+        result.append({"ok": r})
+    except Exception as e:
+        result.append({"error": e.code, "data": e.data})
+"""
+
+
+def test_context_archives_and_saved_state_stop_at_their_quotas(start_kernel) -> None:
+    d = start_kernel(config={"archive_quota": 1024 * 1024, "state_quota": 1024 * 1024})
+    info = d.run("probe.py", QUOTA_PROBE, name="hoarder")
+    assert info.reason == "completed", d.client.logs(info.agent_id)[0]
+    res = info.result
+    assert [("ok" in r) for r in res[:4]] == [True, True, True, False], res[:4]
+    assert res[3]["error"] == "limit_exceeded" and res[3]["data"]["limit"] == "archive_quota"
+    files = list((d.home / "archive" / info.agent_id).iterdir())
+    assert len(files) == 3 and sum(f.stat().st_size for f in files) <= 1024 * 1024  # nothing written
+    assert "ok" in res[4] and "ok" in res[5]
+    assert res[6]["error"] == "limit_exceeded" and res[6]["data"]["limit"] == "state_quota"
+    assert "ok" in res[7] and "ok" in res[8]
+    assert res[9]["ok"]["len"] == 400 * 1024  # the refusals changed nothing
