@@ -182,7 +182,7 @@ def test_log_is_capped_keeping_the_newest_and_logs_say_when_they_cut(start_kerne
     info = d.run("probe.py", "N = %d\n" % n + PRINT_LINES, name="chatty")
     assert info.reason == "completed", d.client.logs(info.agent_id)[0][-500:]
     on_disk = sum(p.stat().st_size for p in (d.home / "logs").glob(f"{info.agent_id}.log*"))
-    assert on_disk <= cap + 64 * 1024, on_disk
+    assert on_disk <= cap + 2 * 64 * 1024, on_disk
     tail = d.client.call("agent.logs", agent_id=info.agent_id, tail=3)
     assert tail["data"].splitlines()[-1].startswith(f"line {n - 1:06d}")
     assert len(tail["data"].splitlines()) == 3 and tail["cut"] and tail["dropped"] > 0
@@ -433,3 +433,70 @@ def test_context_archives_and_saved_state_stop_at_their_quotas(start_kernel) -> 
     assert res[6]["error"] == "limit_exceeded" and res[6]["data"]["limit"] == "state_quota"
     assert "ok" in res[7] and "ok" in res[8]
     assert res[9]["ok"]["len"] == 400 * 1024  # the refusals changed nothing
+
+
+# ---------------------------------------------------------------- properties of the bounded pieces
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(chunks=st.lists(st.binary(min_size=0, max_size=70_000).map(lambda b: b.replace(b"\n", b"")) |
+                       st.sampled_from([b"a\n", b"\n", b"line\nline\n" * 500]), max_size=30),
+       tail=st.integers(0, 50), head=st.integers(0, 50), offset=st.integers(0, 600_000),
+       max_bytes=st.integers(1, 300_000))
+def test_log_cap_keeps_a_suffix_and_every_read_is_a_slice_of_what_was_written(
+        tmp_path_factory, chunks, tail, head, offset, max_bytes) -> None:
+    from agentix.kernel.process import LogSink, read_log
+
+    path = tmp_path_factory.mktemp("log") / "a.log"
+    cap = 128 * 1024
+    sink = LogSink(path, cap)
+    sink._open_file()
+    for c in chunks:
+        if c:
+            sink._append(c)
+    sink.close()
+    stream = b"".join(chunks)
+    on_disk = sum(p.stat().st_size for p in path.parent.glob("a.log*") if not p.name.endswith(".cut"))
+    assert on_disk <= cap + 2 * 70_000  # each file may pass half the cap by one chunk
+    for kw in ({"tail": tail}, {"head": head}, {"offset": offset}):
+        r = read_log(path, max_bytes=max_bytes, **kw)
+        assert r["size"] == len(stream) and r["dropped"] + on_disk == len(stream)
+        assert r["data"] == stream[r["start"]:r["offset"]]        # always the real bytes, in place
+        assert len(r["data"]) <= max_bytes and r["start"] >= r["dropped"]
+        if "tail" in kw:
+            assert r["offset"] == len(stream)
+            assert r["cut"] == (r["start"] > 0)
+        if "offset" in kw:
+            assert r["cut"] == (offset < r["dropped"])
+            assert r["more"] == (r["offset"] < len(stream))
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.one_of(st.tuples(st.just("put"), st.integers(0, 400)),
+                              st.tuples(st.just("get"), st.just(0))), max_size=60),
+       max_bytes=st.integers(1, 1000), capacity=st.integers(1, 8))
+def test_mailbox_never_holds_more_than_its_bytes_and_a_refusal_changes_nothing(ops, max_bytes, capacity) -> None:
+    from agentix.core.errors import LimitExceeded
+    from agentix.core.mailbox import BoundedFifo
+
+    box: BoundedFifo[int] = BoundedFifo(capacity, owner="rx", max_bytes=max_bytes)
+    model: list[tuple[int, int]] = []
+    for i, (op, size) in enumerate(ops):
+        if op == "put":
+            before = (box.bytes, len(box))
+            if sum(s for _, s in model) + size > max_bytes or len(model) >= capacity:
+                try:
+                    box.put(i, size)
+                    raise AssertionError("a put over the bound was accepted")
+                except LimitExceeded:
+                    pass
+                assert (box.bytes, len(box)) == before
+            else:
+                box.put(i, size)
+                model.append((i, size))
+        else:
+            got = box.get()
+            assert got == (model.pop(0)[0] if model else None)
+        assert box.bytes == sum(s for _, s in model) <= max_bytes

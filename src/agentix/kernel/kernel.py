@@ -232,7 +232,11 @@ class Kernel:
             "agents": {"live": self.table.live_count(), "total": len(self.table), "by_state": states},
             "isolation": {"default": self.config.isolation, **self.substrate.describe()},
             "limits": {"max_depth": self.config.max_depth, "max_agents": self.config.max_agents,
-                       "frame_limit": self.config.frame_limit},
+                       "frame_limit": self.config.frame_limit,
+                       **{key: getattr(self.config, key) for key in (
+                           "batch_limit", "in_flight_per_agent", "in_flight_total", "mailbox_capacity",
+                           "mailbox_bytes", "exec_per_agent", "exec_total", "exec_max_timeout",
+                           "fetch_max_timeout", "log_max_bytes", "archive_quota", "state_quota")}},
             "syscalls": {"calls": self.pipeline.calls, "refusals": self.pipeline.refusals,
                          **self.in_flight.statistics()},
             "tools": self.tools.names(),

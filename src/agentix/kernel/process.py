@@ -6,7 +6,7 @@ never holds a kernel file descriptor (it cannot learn the home's path from
 ``/proc/self/fd`` nor truncate or seek its log). Size is bounded by keeping the newest
 output: when the current file reaches half of ``cap`` it becomes ``<agent_id>.log.1``
 (replacing the older one) and a new file starts; the bytes dropped so far are kept in
-``<agent_id>.log.cut``. So at most ``cap`` (plus one read chunk) is on disk per agent, and
+``<agent_id>.log.cut``. So at most ``cap`` (plus two 64 KiB read chunks) is on disk per agent, and
 ``read_log`` tells a reader when what it asked for was cut.
 
 Back-pressure: if the kernel reads more slowly than the agent writes, the pipe fills and the
@@ -70,11 +70,14 @@ class LogSink:
     def start(self) -> None:
         """Start reading (before the child starts: nothing it writes waits for the kernel)."""
         os.set_blocking(self.read_fd, False)
+        self._open_file()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.read_fd, self._readable)
+
+    def _open_file(self) -> None:
         self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
                              | os.O_NOFOLLOW, 0o600)
         self._size = os.fstat(self._file).st_size
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self.read_fd, self._readable)
 
     def close_write_end(self) -> None:
         """The child has its copy: drop the kernel's, so EOF comes when the child's last one closes."""
