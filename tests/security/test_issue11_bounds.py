@@ -73,6 +73,28 @@ def test_batch_and_recv_flood_from_an_agent_without_grants_keeps_the_kernel_smal
     assert wait_until(lambda: d.client.info()["syscalls"]["in_flight"] == 0, timeout=10)
 
 
+def test_operator_batches_are_bounded_too_and_the_connection_stays_usable(kernel) -> None:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(kernel.socket))
+    f = s.makefile("rb")
+
+    def send(n: int) -> Any:
+        batch = [{"jsonrpc": "2.0", "id": i, "method": "kernel.info"} for i in range(n)]
+        s.sendall(json.dumps(batch).encode() + b"\n")
+        return json.loads(f.readline())
+
+    try:
+        over = send(65)
+        assert over["error"]["data"]["error"] == "invalid_request" and over["error"]["data"]["limit"] == "batch"
+        ok = send(64)
+        assert len(ok) == 64 and all("result" in r for r in ok)
+    finally:
+        f.close()
+        s.close()
+
+
 def test_in_flight_total_refuses_with_limit_exceeded_and_runs_nothing(start_kernel) -> None:
     d = start_kernel(config={"in_flight_total": 100, "in_flight_per_agent": 100})
     a = d.spawn("flood.py", "2", "50", "600", name="flood-a", capabilities=[])
@@ -373,6 +395,7 @@ def _kill_9_and_restart(d: Any) -> None:
 
 def test_leftovers_are_matched_by_pid_and_start_time_never_by_command_line() -> None:
     import subprocess
+    import sys
 
     from agentix.kernel.kernel import _kill_leftovers
     from agentix.kernel.process import proc_start_time
@@ -380,7 +403,8 @@ def test_leftovers_are_matched_by_pid_and_start_time_never_by_command_line() -> 
     from conftest import pid_alive
 
     # an unrelated process whose command line even says "agentix bwrap"
-    p = subprocess.Popen(["sleep", "60", "agentix", "bwrap"], start_new_session=True)
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "agentix", "bwrap"],
+                         start_new_session=True)
     try:
         st = proc_start_time(p.pid)
         assert st is not None
