@@ -524,3 +524,97 @@ def test_mailbox_never_holds_more_than_its_bytes_and_a_refusal_changes_nothing(o
             got = box.get()
             assert got == (model.pop(0)[0] if model else None)
         assert box.bytes == sum(s for _, s in model) <= max_bytes
+
+
+@settings(max_examples=40, deadline=None)
+@given(frames=st.lists(st.integers(1, 12), min_size=1, max_size=25),
+       per_connection=st.integers(1, 16), batch=st.integers(1, 10), total=st.integers(1, 24),
+       connections=st.integers(1, 3))
+def test_rpc_never_runs_more_than_its_bounds_and_answers_every_request_once(
+        frames, per_connection, batch, total, connections) -> None:
+    """The real channel server on real sockets, handlers that block until released: at no
+    moment do more requests run than the per-connection or the shared bound allows, and every
+    request gets exactly one reply (its result or a refusal)."""
+    import asyncio
+    import socket
+
+    from agentix.rpc.server import InFlight, Limits, serve_socket
+
+    async def body() -> None:
+        shared = InFlight(Limits(per_connection=per_connection, batch=batch, total=total))
+        release = asyncio.Event()
+        running = {"now": 0, "max": 0}
+        per_conn_now = [0] * connections
+        per_conn_max = [0] * connections
+
+        def handler_for(c: int):  # noqa: ANN202
+            async def handler(method: str, params: dict) -> Any:
+                running["now"] += 1
+                per_conn_now[c] += 1
+                running["max"] = max(running["max"], running["now"])
+                per_conn_max[c] = max(per_conn_max[c], per_conn_now[c])
+                try:
+                    await release.wait()
+                finally:
+                    running["now"] -= 1
+                    per_conn_now[c] -= 1
+                return params["n"]
+            return handler
+
+        pairs = [socket.socketpair() for _ in range(connections)]
+        servers = [asyncio.create_task(serve_socket(k_, handler_for(c), in_flight_total=shared))
+                   for c, (k_, _) in enumerate(pairs)]
+        loop = asyncio.get_running_loop()
+        expected: list[set[int]] = []
+        for c, (_, peer) in enumerate(pairs):
+            peer.setblocking(False)
+            ids: set[int] = set()
+            n = 0
+            data = b""
+            for size in frames:
+                reqs = []
+                for _ in range(size):
+                    n += 1
+                    ids.add(n)
+                    reqs.append({"jsonrpc": "2.0", "id": n, "method": "m", "params": {"n": n}})
+                data += json.dumps(reqs if size > 1 else reqs[0]).encode() + b"\n"
+            expected.append(ids)
+            loop.create_task(loop.sock_sendall(peer, data))
+        await asyncio.sleep(0.2)
+        assert running["max"] <= total
+        assert all(m <= per_connection for m in per_conn_max), (per_conn_max, per_connection)
+        release.set()
+        for c, (_, peer) in enumerate(pairs):
+            oversized = [size for size in frames if size > batch]  # refused whole, in order
+            answered: set[int] = set()
+            refused_whole = 0
+            buf = b""
+            while len(answered) + refused_whole < len(expected[c]):
+                chunk = await asyncio.wait_for(loop.sock_recv(peer, 65536), 10)
+                assert chunk, "connection closed early"
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    rep = json.loads(line)
+                    for r in rep if isinstance(rep, list) else [rep]:
+                        if r["id"] is None:  # a batch over the limit: one error for all of it
+                            assert r["error"]["data"]["limit"] == "batch"
+                            refused_whole += oversized.pop(0)
+                            continue
+                        assert r["id"] not in answered, "two replies to one request"
+                        answered.add(r["id"])
+                        if "error" in r:
+                            assert r["error"]["data"]["limit"] == "in_flight_total"
+                        else:
+                            assert r["result"] == r["id"]
+            assert not oversized and answered <= expected[c]
+            assert len(answered) + refused_whole == len(expected[c])
+        for t in servers:
+            t.cancel()
+        await asyncio.gather(*servers, return_exceptions=True)
+        for k_, peer in pairs:
+            k_.close()
+            peer.close()
+        assert shared.current == 0
+
+    asyncio.run(body())
