@@ -72,7 +72,7 @@ def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrat
 
             # this kernel's own cgroup subtree, named by its home: kernels never touch each other's
             name = subtree_name(home.root) if home is not None else "agentix"
-            return BwrapSubstrate(pool=config.launcher_pool, cgroup_name=name)
+            return BwrapSubstrate(pool=config.launcher_pool, cgroup_name=name, sweep=home is not None)
     from agentix.sandbox.plain import PlainSubstrate
 
     return PlainSubstrate()

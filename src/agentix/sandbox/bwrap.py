@@ -218,9 +218,12 @@ class BwrapSubstrate(Substrate):
     def __init__(self, *, uid: int = 65534, gid: int = 65534, bwrap: str = "bwrap",
                  setpriv: str = "setpriv", confine_timeout: float = _CONFINE_TIMEOUT,
                  extra_ro_paths: tuple[Path, ...] = (), pool: int = 0,
-                 cgroup_name: str = "agentix") -> None:
+                 cgroup_name: str = "agentix", sweep: bool = False) -> None:
         self.uid, self.gid = uid, gid
         self.cgroup_name = cgroup_name  # this kernel's subtree (cgroups.subtree_name(home))
+        # kill and remove whatever is in that subtree at the first warm(): only for a subtree
+        # that is this substrate's alone (a kernel's, named by its home), never the shared default
+        self.sweep = sweep and cgroup_name != "agentix"
         self.pool_size = pool
         self._pool: list[_Slot] = []
         self._refill_task: asyncio.Task[None] | None = None
@@ -312,7 +315,7 @@ class BwrapSubstrate(Substrate):
     async def warm(self) -> None:
         """Sweep this kernel's cgroup subtree (first call), then fill the launcher pool."""
         st = self.status()
-        if st["cgroups"].ok and not self._swept:
+        if st["cgroups"].ok and self.sweep and not self._swept:
             assert self._hierarchy is not None
             # before any agent of this run exists: whatever is there, a previous run left
             n = await asyncio.to_thread(cgroups.sweep_stale, self._hierarchy)
