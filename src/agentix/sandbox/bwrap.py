@@ -515,7 +515,16 @@ class BwrapSubstrate(Substrate):
         missing = [d["layer"] for d in details if d["layer"] not in applied]
         applied = [x for x in applied if x not in missing]
         handle = BwrapHandle(proc, cg, applied, missing, details)
-        await self._verify(spec, handle, policy, applied)
+        try:
+            await self._verify(spec, handle, policy, applied)
+        except BaseException:
+            # whatever went wrong, nothing of this agent keeps running
+            _kill(proc.pid, _signal.SIGKILL)
+            if cg is not None:
+                cg.kill_all()
+            if proc.returncode is None:
+                await asyncio.shield(proc.wait())
+            raise
         return handle
 
     async def _verify(self, spec: LaunchSpec, handle: BwrapHandle, policy: Policy,
@@ -523,9 +532,9 @@ class BwrapSubstrate(Substrate):
         """Check every claimed layer from the host (sandbox/verify.py); kill on a mismatch."""
         pid = handle.agent_pid() if "namespaces" in applied else handle.pid
         if pid is None:
-            if handle._proc.returncode is not None:
-                return  # it already ended: nothing of it runs unconfined
-            bad = [{"layer": "namespaces", "why": "cannot find the agent process below bwrap"}]
+            # the program already ended: bwrap's init exits with its only child and the PID
+            # namespace takes everything else with it, so nothing of it runs unconfined
+            return
         else:
             bad = verify.check(
                 pid, layers=applied, uid=self.uid if "privileges" in applied else None,

@@ -18,7 +18,7 @@ which, in this order:
 5. writes one JSON line to ``AGENTIX_CONFINE_FD`` naming the applied and missing layers,
    closes that descriptor and removes both variables from the environment;
 6. only then sets the agent's own environment (the manifest's ``env``), which travels
-   hex-encoded inside the policy: no host-side launcher (``/bin/sh``, bwrap, setpriv) and
+   hex-encoded (names and values) inside the policy: no host-side launcher (``/bin/sh``, bwrap, setpriv) and
    no code that runs before confinement ever sees it as an environment variable.
 
 Fail closed: if a layer in ``policy.required`` cannot be applied, it prints
@@ -97,7 +97,7 @@ class Policy:
             "dev": _US.join(self.landlock_dev), "seccomp": self.seccomp,
             "net": "1" if self.network else "0", "req": _US.join(self.required),
             "degraded": "1" if self.degraded_ok else "0",
-            "env": _US.join(f"{k}={v.encode('utf-8', 'surrogateescape').hex()}"
+            "env": _US.join(f"{k.encode().hex()}={v.encode('utf-8', 'surrogateescape').hex()}"
                             for k, v in self.env.items()),
         }
         if any(not k or "=" in k or _FS in k or _US in k or "\x00" in k for k in self.env):
@@ -116,7 +116,7 @@ class Policy:
             landlock_ro=items("ro"), landlock_rw=items("rw"), landlock_dev=items("dev"),
             seccomp=f.get("seccomp", "preloaded"), network=f.get("net") == "1",
             required=items("req"), degraded_ok=f.get("degraded") == "1",
-            env={k: bytes.fromhex(v).decode("utf-8", "surrogateescape")
+            env={bytes.fromhex(k).decode(): bytes.fromhex(v).decode("utf-8", "surrogateescape")
                  for k, v in (x.split("=", 1) for x in items("env"))})
 
 

@@ -135,9 +135,23 @@ def check(pid: int, *, layers: Iterable[str], uid: int | None = None, gid: int |
                 if pid not in members:
                     fail("cgroups", f"pid {pid} is not in {d}")
                 elif not any(line.endswith("/" + d.name) for line in own.splitlines()):
-                    fail("cgroups", f"/proc/{pid}/cgroup does not name {d.name}")
+                    fail("cgroups", f"/proc/{pid}/cgroup does not name {d.name}: {own!r}")
             if not dirs:
                 fail("cgroups", "the agent has no cgroup")
+        if bad and _ended(pid):
+            return []  # it exited meanwhile (an exiting task leaves its cgroups first)
     except Gone:
         return []
     return bad
+
+
+_PF_EXITING = 0x4
+
+
+def _ended(pid: int) -> bool:
+    """Dead, a zombie, or exiting (an exiting task is moved to the root cgroups first)."""
+    try:
+        fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
+    except (Gone, IndexError):
+        return True
+    return fields[0] in ("Z", "X") or bool(int(fields[6]) & _PF_EXITING)
