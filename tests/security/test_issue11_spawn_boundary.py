@@ -240,8 +240,11 @@ except Exception as e:
     assert rec.children == []
 
 
-def test_allowed_env_is_set_only_inside_the_sandbox_after_confinement(tmp_path):
+@pytest.mark.parametrize("pool", [0, 2], ids=["direct", "pre-started launcher"])
+def test_allowed_env_is_set_only_inside_the_sandbox_after_confinement(tmp_path, pool):
     async def body(w):
+        if pool:
+            await asyncio.sleep(0.5)  # let the pool fill
         rec = await w.spawn("env_probe.py", env={"GREETING": "hello"})
         # the host-side processes of this agent (bwrap outside, bwrap init, the program as it
         # was exec'd) never had GREETING in their environment
@@ -251,9 +254,10 @@ def test_allowed_env_is_set_only_inside_the_sandbox_after_confinement(tmp_path):
                 environs[pid] = Path(f"/proc/{pid}/environ").read_bytes()
         await w.k.deliver(None, rec, "go")
         await w.k.wait(rec, 60)
+        assert w.k.substrate.statistics()["pooled"] == (1 if pool else 0)
         return rec, environs
 
-    rec, environs = run(tmp_path, body)
+    rec, environs = run(tmp_path, body, launcher_pool=pool)
     assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
     assert rec.result == {"value": "hello", "in_initial_env": False, "isolated": 1, "marker": False}
     assert environs and all(b"AGENTIX_CONFINE=" in e for e in environs.values()), environs
@@ -849,3 +853,30 @@ def test_safe_walker_bounds_are_errors_naming_the_bound(tmp_path):
         finally:
             os.close(fd)
     assert stat.S_ISDIR(os.lstat(dst).st_mode)
+
+
+def test_a_program_over_the_copy_bounds_is_refused_and_leaves_no_workspace(tmp_path, monkeypatch):
+    from agentix.kernel import kernel as kernel_mod
+    from agentix.sandbox import safewalk
+
+    monkeypatch.setattr(kernel_mod, "PROGRAM_BOUNDS", safewalk.Bounds(max_bytes=1024**2, max_entries=50))
+
+    async def body(w):
+        big = w.progs / "big"
+        big.mkdir()
+        (big / "__main__.py").write_text(EXITER)
+        with open(big / "blob.bin", "wb") as f:
+            f.truncate(2 * 1024**2)  # sparse: cheap to make, 2 MiB to read
+        with pytest.raises(InvalidRequest) as e1:
+            await w.k.spawn(parse_manifest({"name": "big", "program": str(big)}))
+        os.unlink(big / "blob.bin")
+        for i in range(60):
+            (big / f"m{i}.py").write_text("")
+        with pytest.raises(InvalidRequest) as e2:
+            await w.k.spawn(parse_manifest({"name": "many", "program": str(big)}))
+        w.assert_nothing_left()
+        assert list(w.home.workspaces.iterdir()) == []
+        return e1.value, e2.value
+
+    e1, e2 = run(tmp_path, body)
+    assert "bytes" in e1.message and "entries" in e2.message
