@@ -38,12 +38,13 @@ from agentix.core.errors import (
 )
 from agentix.core.lifecycle import exit_reason
 from agentix.core.mailbox import BoundedFifo
-from agentix.core.manifest import Manifest, parse_manifest
+from agentix.core.manifest import Limits, Manifest, parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Caller, EventSink, Pipeline
 from agentix.kernel.home import Home
 from agentix.kernel.process import AgentRecord, ExitRecord, LogSink, ProcessTable, proc_start_time
 from agentix.rpc.server import InFlight, Limits as ChannelLimits, serve_socket
+from agentix.sandbox import safewalk
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolRegistry
 
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 
 BOOT_MODULE = "agentix.agents.boot"
 MODULE_PREFIX = "module:"
+#: what one spawn may copy into a workspace (a program file or package directory)
+PROGRAM_BOUNDS = safewalk.Bounds(max_bytes=64 * 1024**2, max_entries=10_000, max_depth=32)
 
 
 def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrate:
@@ -217,6 +220,7 @@ class Kernel:
                                 reason=a.exit_reason or str(ex.get("reason") or "unknown"),
                                 detail=str(ex.get("detail") or ""), at=at or 0.0))
             rec.ended_mono = rec.started_mono
+            rec.settled.set()
             rec.exited.set()
             self.table.restore(rec)
 
@@ -259,7 +263,14 @@ class Kernel:
         message: Any = None,
         program_base: Path | None = None,
     ) -> AgentRecord:
-        """Start an agent process for ``manifest``. Refusals leave nothing behind."""
+        """Start an agent process for ``manifest``. Refusals and failures leave nothing behind.
+
+        Admission is atomic: every check, the name and the ``max_agents`` slot are decided
+        and reserved synchronously, before the first ``await`` (the record enters the table
+        in state ``spawning``), so concurrent spawns cannot all pass the same check. Every
+        later step is undone if a later one fails (``_spawn``): no ``spawning`` record, no
+        workspace, no cgroup, no process, no tokens.
+        """
         if self.stopping:
             raise StateError("the kernel is shutting down; no new agents")
         depth = 0 if parent is None else parent.depth + 1
@@ -285,22 +296,9 @@ class Kernel:
                     "a strictly isolated agent cannot spawn a child with `isolation: degraded`",
                     layer="all", field="isolation")
             degraded_ok = parent_degraded or self.config.isolation == "degraded"
+        limits = self.config.effective_limits(manifest.limits)
+        _check_host_limits(limits)
 
-        now = time.monotonic()
-        limits_b = BudgetLimits.from_manifest(manifest.budget)
-        # a child's budget is carved out of its parent's remaining budget (refused if over)
-        budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
-        try:
-            return await self._spawn(manifest, parent, message, program_base, degraded_ok, depth, budget)
-        except BaseException:
-            if parent is not None:
-                parent.budget.close_child(budget, time.monotonic())
-                parent.budget.children -= 1
-            raise
-
-    async def _spawn(self, manifest: Manifest, parent: AgentRecord | None, message: Any,
-                     program_base: Path | None, degraded_ok: bool, depth: int,
-                     budget: BudgetLedger) -> AgentRecord:
         agent_id = self._new_id()
         # delegation first: a refused grant leaves nothing behind (no workspace, no process)
         try:
@@ -311,103 +309,151 @@ class Kernel:
                     "method": "agent.spawn_child", "error": err.code, "message": err.message,
                     "child": manifest.name, **err.data})
             raise
-        workspace = self.home.workspaces / agent_id
-        log_path = self.home.logs / f"{agent_id}.log"
-        name = self.table.unique_name(manifest.name)
-        workspace.mkdir(mode=0o700)
-        try:
-            target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
-                                             parent, program_base)
-        except BaseException:
-            shutil.rmtree(workspace, ignore_errors=True)
-            raise
-        limits = self.config.effective_limits(manifest.limits)
+        # tokens_for_spawn is synchronous, so nothing has moved since the checks above
+        now = time.monotonic()
+        limits_b = BudgetLimits.from_manifest(manifest.budget)
+        # a child's budget is carved out of its parent's remaining budget (refused if over)
+        budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
         rec = AgentRecord(
-            agent_id=agent_id, name=name, manifest=manifest,
+            agent_id=agent_id, name=self.table.unique_name(manifest.name), manifest=manifest,
             parent=parent.agent_id if parent else None, depth=depth,
             root=parent.root if parent else agent_id,
-            workspace=workspace, log_path=log_path, limits=limits,
+            workspace=self.home.workspaces / agent_id, log_path=self.home.logs / f"{agent_id}.log",
+            limits=limits,
         )
         rec.budget = budget
-        rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=name,
+        rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=rec.name,
                                   max_bytes=self.config.mailbox_bytes)
         if parent is not None:
             rec.taint |= parent.taint  # labels survive being passed on
         if message is not None:
             env = self._envelope(parent, message, rec.taint)
             rec.mailbox.put(env, _size(env))
-
-        kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        os.set_inheritable(agent_sock.fileno(), True)
-        env = self._agent_env(rec, agent_sock.fileno())
-        sink = LogSink(log_path, self.config.log_max_bytes)  # the agent writes to a pipe, never a file
-        sink.start()
-        spec = LaunchSpec(
-            agent_id=agent_id, name=name,
-            argv=[sys.executable, "-m", BOOT_MODULE, target, *manifest.args],
-            workspace=workspace, env=env, channel_fd=agent_sock.fileno(), log_path=log_path,
-            limits=limits, network=False, degraded_ok=degraded_ok, output_fd=sink.write_fd,
-        )
+        self.table.add(rec)  # the reservation: the name and one max_agents slot
         try:
-            handle = await self.substrate.spawn(spec)
-        except BaseException as err:
-            kernel_sock.close()
-            agent_sock.close()
-            sink.close()
-            shutil.rmtree(workspace, ignore_errors=True)
-            log_path.unlink(missing_ok=True)
-            if isinstance(err, AgentixError):
-                await self.events.record("agent.spawn_failed", None, {
-                    "name": name, "parent": rec.parent, "error": err.code, "message": err.message})
+            return await self._spawn(rec, parent, program_base, degraded_ok, tokens)
+        except BaseException:
+            if parent is not None:
+                parent.budget.close_child(budget, time.monotonic())
+                parent.budget.children -= 1
             raise
-        finally:
-            agent_sock.close()  # the child holds its own copy now
-            sink.close_write_end()
-        rec.log_sink = sink
-        if handle.missing_layers and not degraded_ok:
-            # a backend must refuse itself; this is the kernel's second line of defence
-            handle.signal(signal.SIGKILL)
-            await handle.wait()
-            await handle.cleanup()
-            kernel_sock.close()
-            sink.close()
-            shutil.rmtree(workspace, ignore_errors=True)
-            raise IsolationUnavailable(
-                f"isolation layers unavailable: {', '.join(handle.missing_layers)}; set "
-                "`isolation: degraded` to run without them", layers=handle.missing_layers)
-        rec.handle = handle
-        rec.pid = handle.pid
-        rec.isolation = {"backend": handle.backend, "layers": list(handle.layers),
-                         "missing_layers": list(handle.missing_layers),
-                         "degraded": bool(handle.missing_layers)}
-        self.table.add(rec)
-        await self._persist_spawn(rec)
+
+    async def _spawn(self, rec: AgentRecord, parent: AgentRecord | None, program_base: Path | None,
+                     degraded_ok: bool, tokens: list[Any]) -> AgentRecord:
+        """The asynchronous steps of a spawn; on any failure every step taken is undone."""
+        manifest, agent_id, name, workspace = rec.manifest, rec.agent_id, rec.name, rec.workspace
+        handle = None
+        kernel_sock: socket.socket | None = None
+        persisted = False
+        try:
+            workspace.mkdir(mode=0o700)
+            target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
+                                             parent, program_base)
+            kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            # the agent's stdout and stderr: a pipe the kernel reads, never a kernel file
+            rec.log_sink = LogSink(rec.log_path, self.config.log_max_bytes)
+            rec.log_sink.start()
+            try:
+                os.set_inheritable(agent_sock.fileno(), True)
+                spec = LaunchSpec(
+                    agent_id=agent_id, name=name,
+                    # -I: no PYTHON* variables, no user site, no script directory on sys.path,
+                    # so nothing from the workspace runs before the confine step
+                    argv=[sys.executable, "-I", "-B", "-u", "-m", BOOT_MODULE, target, *manifest.args],
+                    workspace=workspace, env=self._agent_env(rec, agent_sock.fileno()),
+                    channel_fd=agent_sock.fileno(), log_path=rec.log_path,
+                    limits=rec.limits, network=False, degraded_ok=degraded_ok,
+                    output_fd=rec.log_sink.write_fd,
+                )
+                handle = await self.substrate.spawn(spec)
+            finally:
+                agent_sock.close()  # the child holds its own copy now
+                rec.log_sink.close_write_end()
+            if handle.missing_layers and not degraded_ok:
+                # a backend must refuse itself; this is the kernel's second line of defence
+                raise IsolationUnavailable(
+                    f"isolation layers unavailable: {', '.join(handle.missing_layers)}; set "
+                    "`isolation: degraded` to run without them", layers=handle.missing_layers)
+            rec.handle = handle
+            rec.pid = handle.pid
+            rec.isolation = {"backend": handle.backend, "layers": list(handle.layers),
+                             "missing_layers": list(handle.missing_layers),
+                             "degraded": bool(handle.missing_layers)}
+            await self._persist_spawn(rec)
+            persisted = True
+            await self.events.record("agent.spawned", agent_id, {
+                "name": name, "parent": rec.parent, "pid": rec.pid, "program": manifest.program,
+                "capabilities": rec.manifest.to_data()["capabilities"],
+                "limits": rec.limits.model_dump(), "isolation": rec.isolation,
+            }, tuple(sorted(rec.taint)))
+            await self.events.record("capability.granted", agent_id, {
+                "tokens": [self.caps.describe_token(t) for t in tokens],
+                "grants": [g for t in tokens for g in t.grants.strings()]})
+            if handle.missing_layers:
+                await self.events.record("isolation.degraded", agent_id,
+                                         {"missing_layers": list(handle.missing_layers)})
+            if parent is None and manifest.lifecycle == "persistent" and getattr(self, "state_store", None):
+                # started again when the kernel starts (kernel/persistent.py), until the operator stops it
+                await asyncio.to_thread(self.state_store.remember_agent, name, manifest.to_data())
+        except BaseException as err:
+            await asyncio.shield(self._unwind_spawn(rec, handle, kernel_sock, persisted, err))
+            raise
+        # the commit point: nothing below awaits or can fail on bad input
         self.caps.install(agent_id, tokens)
         if parent is not None:
             parent.children.append(agent_id)
         rec.set_state("running")
+        rec.settled.set()
+        assert kernel_sock is not None
         caller = Caller(agent_id=agent_id, name=name, workspace=workspace)
         rec.tasks.append(asyncio.create_task(self._serve_agent(rec, caller, kernel_sock)))
         rec.tasks.append(asyncio.create_task(self._reap(rec)))
-        if limits.wall_clock:
-            rec.tasks.append(asyncio.create_task(self._wall_clock(rec, limits.wall_clock)))
-        await self.events.record("agent.spawned", agent_id, {
-            "name": name, "parent": rec.parent, "pid": rec.pid, "program": manifest.program,
-            "capabilities": rec.manifest.to_data()["capabilities"],
-            "limits": limits.model_dump(), "isolation": rec.isolation,
-        }, tuple(sorted(rec.taint)))
-        await self.events.record("capability.granted", agent_id, {
-            "tokens": [self.caps.describe_token(t) for t in tokens],
-            "grants": [g for t in tokens for g in t.grants.strings()]})
-        if parent is None and manifest.lifecycle == "persistent" and getattr(self, "state_store", None):
-            # started again when the kernel starts (kernel/persistent.py), until the operator stops it
-            await asyncio.to_thread(self.state_store.remember_agent, name, manifest.to_data())
-        if handle.missing_layers:
-            await self.events.record("isolation.degraded", agent_id,
-                                     {"missing_layers": list(handle.missing_layers)})
+        if rec.limits.wall_clock:
+            rec.tasks.append(asyncio.create_task(self._wall_clock(rec, rec.limits.wall_clock)))
         return rec
 
+    async def _unwind_spawn(self, rec: AgentRecord, handle: Any, kernel_sock: socket.socket | None,
+                            persisted: bool, err: BaseException) -> None:
+        """Undo a failed spawn: process, cgroup, socket, workspace, log, store row, table entry."""
+        if handle is not None:
+            try:
+                handle.signal(signal.SIGKILL)
+                await asyncio.wait_for(handle.wait(), 10)
+                await handle.cleanup()
+            except Exception:
+                log.exception("unwinding the spawn of %s: killing the process failed", rec.agent_id)
+        if kernel_sock is not None:
+            kernel_sock.close()
+        if rec.log_sink is not None:
+            rec.log_sink.close()
+        await asyncio.to_thread(shutil.rmtree, rec.workspace, True)
+        rec.log_path.unlink(missing_ok=True)
+        failed = isinstance(err, AgentixError) and err.data.get("reason") == "isolation_failed"
+        reason = "isolation_failed" if failed else "spawn_failed"
+        rec.exit = ExitRecord(code=None, signal=None, reason=reason,
+                              detail=getattr(err, "message", "") or type(err).__name__, at=time.time())
+        rec.ended_mono = time.monotonic()
+        rec.state = "exited"
+        if failed:
+            # kept, exited, so `ps -a` shows that this agent lied about its confinement
+            self.table.release_name(rec)
+        else:
+            self.table.discard(rec.agent_id)
+        if persisted:
+            await self._persist_exit(rec)
+        rec.settled.set()
+        rec.exited.set()
+        if isinstance(err, AgentixError):
+            try:
+                await self.events.record("agent.spawn_failed", None, {
+                    "agent_id": rec.agent_id, "name": rec.name, "parent": rec.parent,
+                    "error": err.code, "reason": reason, "message": err.message})
+            except Exception:
+                log.exception("could not record the failed spawn of %s", rec.agent_id)
+
     def _agent_env(self, rec: AgentRecord, fd: int) -> dict[str, str]:
+        """The kernel's variables plus the manifest's ``env`` (validated at parse; the bwrap
+        backend applies the manifest's inside the sandbox, after confinement)."""
         env = dict(rec.manifest.env)
         env.update({
             "AGENTIX_FD": str(fd),
@@ -416,14 +462,19 @@ class Kernel:
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": "/workspace" if self.substrate.name != "plain" else str(rec.workspace),
             "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
         })
         return env
 
     def _install_program(self, program: str, workspace: Path, parent: AgentRecord | None,
                          base: Path | None) -> str:
-        """Copy the program into the workspace; return what boot runs (relative path or module:)."""
+        """Copy the program into the workspace; return what boot runs (relative path or module:).
+
+        Every copy goes through the safe walker (``sandbox/safewalk.py``): a child's program
+        is opened below its parent's workspace one component at a time without following a
+        link; an operator's program file or directory is opened without following a link as
+        its last component. Only regular files and directories are copied; a symlink, FIFO,
+        socket or device anywhere is refused, and so is a copy over ``PROGRAM_BOUNDS``.
+        """
         if program.startswith(MODULE_PREFIX):
             module = program[len(MODULE_PREFIX):]
             if not module.startswith("agentix.agents.") or not all(
@@ -432,29 +483,60 @@ class Kernel:
                     f"program {program!r}: only built-in programs under agentix.agents can be "
                     "named as modules", field="program")
             return program
-        if parent is not None:
-            # a path inside the parent's own workspace, copied without following links
-            return _copy_from_workspace(parent.workspace, program, workspace)
-        src = Path(program)
-        if not src.is_absolute():
-            if base is None:
-                raise InvalidRequest(
-                    f"program {program!r} must be an absolute path (the CLI and SDK resolve "
-                    "relative paths for you)", field="program")
-            src = base / src
-        if not src.exists():
-            raise InvalidRequest(f"program {src} does not exist", field="program")
-        if src.is_dir():
-            if not (src / "__main__.py").is_file():
-                raise InvalidRequest(f"program directory {src} has no __main__.py", field="program")
-            dest = workspace / src.name
-            shutil.copytree(src, dest, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            return src.name
-        if src.suffix != ".py":
-            raise InvalidRequest(f"program {src} must be a .py file or a package directory", field="program")
-        shutil.copy2(src, workspace / src.name)
-        return src.name
+        try:
+            if parent is not None:
+                # a path inside the parent's own workspace
+                rel = program.removeprefix("/workspace/") if program.startswith("/workspace/") else program
+                if program.startswith("/") and not program.startswith("/workspace/"):
+                    raise safewalk.WalkError(program, "must be a path inside your workspace")
+                root = safewalk.open_dir(parent.workspace)
+                try:
+                    fd, st = safewalk.open_beneath(root, rel)
+                finally:
+                    os.close(root)
+                shown = program
+            else:
+                src = Path(program)
+                if not src.is_absolute():
+                    if base is None:
+                        raise InvalidRequest(
+                            f"program {program!r} must be an absolute path (the CLI and SDK resolve "
+                            "relative paths for you)", field="program")
+                    src = base / src
+                if src.name in ("", ".", ".."):
+                    raise safewalk.WalkError(str(src), "must name a file or directory")
+                d = safewalk.open_dir(src.parent)
+                try:
+                    fd, st = safewalk.open_beneath(d, src.name)
+                finally:
+                    os.close(d)
+                shown = str(src)
+            try:
+                name = shown.rstrip("/").rsplit("/", 1)[-1]
+                if stat.S_ISREG(st.st_mode) and not name.endswith(".py"):
+                    raise InvalidRequest(f"program {shown} must be a .py file or a package directory",
+                                         field="program")
+                ws = safewalk.open_dir(workspace, follow=False)
+                try:
+                    safewalk.copy_entry(fd, st, ws, name, bounds=PROGRAM_BOUNDS, special="refuse",
+                                        skip_names=frozenset({"__pycache__"}), skip_suffixes=(".pyc",))
+                    if stat.S_ISDIR(st.st_mode):
+                        try:
+                            main = os.stat(f"{name}/__main__.py", dir_fd=ws, follow_symlinks=False)
+                        except OSError:
+                            main = None
+                        if main is None or not stat.S_ISREG(main.st_mode):
+                            raise InvalidRequest(f"program directory {shown} has no __main__.py",
+                                                 field="program")
+                finally:
+                    os.close(ws)
+            finally:
+                os.close(fd)
+        except safewalk.WalkError as err:
+            where = f"{program}" if not err.path or err.path == program else f"{program} ({err.path})"
+            raise InvalidRequest(f"program {where}: {err.why}; programs are copied as regular "
+                                 "files and directories only", field="program") from None
+        return name
 
     # ------------------------------------------------------------------ the channel
     async def _serve_agent(self, rec: AgentRecord, caller: Caller, sock: socket.socket) -> None:
@@ -528,6 +610,12 @@ class Kernel:
         """SIGTERM to the process group, grace period, SIGKILL; the subtree first."""
         if not rec.live:
             return rec
+        if rec.state == "spawning" and not rec.settled.is_set():
+            # mid-spawn: the spawn either commits or unwinds within its own bounds (program
+            # copy bounded, the substrate's confine timeout); then stop what it became
+            await rec.settled.wait()
+            if not rec.live:
+                return rec
         if rec.state == "stopping":
             await rec.exited.wait()
             return rec
@@ -558,6 +646,9 @@ class Kernel:
         return await self.stop(rec, reason=reason, grace=0.0)
 
     async def pause(self, rec: AgentRecord) -> None:
+        if rec.handle is None:
+            raise StateError(f"agent {rec.agent_id} is {rec.state}; it cannot be paused yet",
+                             state=rec.state)
         rec.set_state("paused")
         assert rec.handle is not None
         if not rec.handle.freeze(True):
@@ -665,87 +756,45 @@ class Kernel:
 
 
 def parse_spawn_manifest(params: dict[str, Any]) -> tuple[Manifest, Path | None]:
-    """The manifest of an ``agent.spawn`` request: inline, or read from ``manifest_path``."""
-    from agentix.core.manifest import load_manifest_text
+    """The manifest of an ``agent.spawn`` request: inline, or read from ``manifest_path``.
+
+    The SDK and CLI read a manifest file themselves (with the operator's own permissions)
+    and send it inline. A ``manifest_path`` the kernel reads for a caller is opened without
+    blocking (a FIFO or device is refused), read up to ``MAX_MANIFEST_TEXT`` bytes, and its
+    errors never echo the file's content: the caller may not be able to read that file.
+    """
+    from agentix.core.manifest import MAX_MANIFEST_TEXT, load_manifest_text
 
     if "manifest" in params and params["manifest"] is not None:
         base = params.get("base_dir")
+        if isinstance(base, str) and not os.path.isabs(base):
+            raise InvalidRequest("base_dir must be absolute", field="base_dir")
         return parse_manifest(params["manifest"]), Path(base) if isinstance(base, str) else None
     path = params.get("manifest_path")
     if not isinstance(path, str):
         raise InvalidRequest('agent.spawn needs "manifest" (an object) or "manifest_path"', field="manifest")
-    p = Path(path)
-    if not p.is_absolute():
+    if "\x00" in path or not os.path.isabs(path):
         raise InvalidRequest("manifest_path must be absolute", field="manifest_path")
+    p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as err:
-        raise InvalidRequest(f"cannot read manifest {p}: {err.strerror}", field="manifest_path") from None
-    return load_manifest_text(text), p.parent
+        data = safewalk.read_file(None, str(p), MAX_MANIFEST_TEXT)
+    except safewalk.WalkError as err:
+        raise InvalidRequest(f"cannot read manifest {p}: {err.why}", field="manifest_path") from None
+    text = data.decode("utf-8", errors="replace")
+    return load_manifest_text(text, redact=True), p.parent
 
 
-def _copy_from_workspace(root: Path, rel: str, dest_ws: Path) -> str:
-    """Copy ``rel`` from a parent's workspace into ``dest_ws`` without following symlinks."""
-    p = rel.removeprefix("/workspace/") if rel.startswith("/workspace/") else rel
-    parts = [x for x in p.split("/") if x not in ("", ".")]
-    if not parts or ".." in parts or rel.startswith("/") and not rel.startswith("/workspace/"):
-        raise InvalidRequest(f"program {rel!r} must be a path inside your workspace", field="program")
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for name in parts[:-1]:
-            nfd = os.open(name, flags | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        try:
-            leaf = os.open(parts[-1], flags, dir_fd=fd)
-        except OSError as err:
-            raise InvalidRequest(f"program {rel!r}: {err.strerror} (symlinks are not followed)",
-                                 field="program") from None
-    except OSError as err:
-        raise InvalidRequest(f"program {rel!r}: {err.strerror} (symlinks are not followed)",
-                             field="program") from None
-    finally:
-        os.close(fd)
-    try:
-        st = os.fstat(leaf)
-        if stat.S_ISDIR(st.st_mode):
-            _copy_tree_fd(leaf, dest_ws / parts[-1])
-            if not (dest_ws / parts[-1] / "__main__.py").is_file():
-                raise InvalidRequest(f"program directory {rel!r} has no __main__.py", field="program")
-        elif stat.S_ISREG(st.st_mode):
-            if not parts[-1].endswith(".py"):
-                raise InvalidRequest(f"program {rel!r} must be a .py file", field="program")
-            with os.fdopen(os.dup(leaf), "rb") as src, open(dest_ws / parts[-1], "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        else:
-            raise InvalidRequest(f"program {rel!r} is not a file or directory", field="program")
-    finally:
-        os.close(leaf)
-    return parts[-1]
+def _check_host_limits(limits: Limits) -> None:
+    """Limits the manifest model cannot judge alone: what this kernel process can grant."""
+    import resource
 
-
-def _copy_tree_fd(dir_fd: int, dest: Path, depth: int = 0) -> None:
-    """Copy regular files and directories below ``dir_fd``; symlinks and devices are skipped."""
-    if depth > 16:
-        raise InvalidRequest("program directory is nested too deeply", field="program")
-    dest.mkdir()
-    with os.scandir(dir_fd) as it:
-        entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
-    for name, st in entries:
-        if name == "__pycache__":
-            continue
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        if stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, flags | os.O_DIRECTORY, dir_fd=dir_fd)
-            try:
-                _copy_tree_fd(sub, dest / name, depth + 1)
-            finally:
-                os.close(sub)
-        elif stat.S_ISREG(st.st_mode):
-            f = os.open(name, flags, dir_fd=dir_fd)
-            with os.fdopen(f, "rb") as src, open(dest / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+    if limits.nofile is not None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and limits.nofile > hard:
+            raise InvalidRequest(
+                f"invalid manifest: limits.nofile: {limits.nofile} is above the kernel's own hard "
+                f"limit of {hard} open files (an unprivileged sandbox cannot be granted more)",
+                field="limits.nofile", limit=hard)
 
 
 def _size(envelope: dict[str, Any]) -> int:

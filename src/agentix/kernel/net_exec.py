@@ -180,7 +180,7 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
                "AGENTIX_AGENT_ID": rec.agent_id}
         spec = LaunchSpec(
             agent_id=f"{rec.agent_id}-{run_id}", name=f"{rec.name}-exec",
-            argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
+            argv=[sys.executable, "-I", "-B", "-m", "agentix.sandbox.confine", "--", *argv],
             workspace=ctx.workspace, env=env, channel_fd=asock.fileno(), log_path=out_path,
             limits=rec.limits, network=False,
             degraded_ok=bool(rec.isolation.get("degraded")) or k.config.isolation == "degraded",

@@ -252,6 +252,7 @@ class AgentRecord:
     mailbox: BoundedFifo[dict[str, Any]] = field(default_factory=lambda: BoundedFifo(1000))
     mail_event: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # the spawn committed or unwound
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     syscalls: int = 0
     budget: Any = None           # agentix.core.budget.BudgetLedger
