@@ -8,7 +8,8 @@ replies. The handler it is given is ``async (method, params) -> result`` and rai
 
 Bounds (``Limits``; docs/isolation.md lists them), so that no peer can grow the kernel:
 
-- a batch holds at most ``batch`` requests; a larger one is refused whole
+- a batch holds at most ``batch`` requests (and never more than ``per_connection``); a
+  larger one is refused whole
   (``invalid_request``, one error reply, nothing runs);
 - a connection has at most ``per_connection`` requests in flight, and every element of a
   batch counts as one request. A frame that would go over waits, unread, until enough of
@@ -59,6 +60,11 @@ class Limits:
     per_connection: int = MAX_IN_FLIGHT
     batch: int = MAX_BATCH
     total: int = MAX_IN_FLIGHT_TOTAL
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch admitted: never more than may be in flight on one connection."""
+        return min(self.batch, self.per_connection)
 
 
 class InFlight:
@@ -111,10 +117,10 @@ def _check_frame(msg: Any, limits: Limits, shared: InFlight) -> Any:
     if isinstance(msg, list):
         if not msg:
             return error_reply(None, InvalidRequest("an empty batch is not a request"))
-        if len(msg) > limits.batch:
+        if len(msg) > limits.max_batch:
             return error_reply(None, InvalidRequest(
-                f"a batch of {len(msg)} requests exceeds the limit of {limits.batch}; "
-                "send fewer requests per batch", limit="batch", size=len(msg), max=limits.batch))
+                f"a batch of {len(msg)} requests exceeds the limit of {limits.max_batch}; "
+                "send fewer requests per batch", limit="batch", size=len(msg), max=limits.max_batch))
     if not shared.admit(_cost(msg)):
         return _refusals(msg, LimitExceeded(
             f"the kernel has {shared.current} calls in flight, the limit is {shared.limits.total}; "
