@@ -42,8 +42,8 @@ from agentix.core.manifest import Limits, Manifest, parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Caller, EventSink, Pipeline
 from agentix.kernel.home import Home
-from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable
-from agentix.rpc.server import serve_socket
+from agentix.kernel.process import AgentRecord, ExitRecord, LogSink, ProcessTable, proc_start_time
+from agentix.rpc.server import InFlight, Limits as ChannelLimits, serve_socket
 from agentix.sandbox import safewalk
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolRegistry
@@ -58,7 +58,7 @@ MODULE_PREFIX = "module:"
 PROGRAM_BOUNDS = safewalk.Bounds(max_bytes=64 * 1024**2, max_entries=10_000, max_depth=32)
 
 
-def select_substrate(config: KernelConfig) -> Substrate:
+def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrate:
     """The sandbox backend: bubblewrap when available, else the plain (unisolated) one.
 
     The plain backend reports every layer missing, so a strict spawn on it is refused
@@ -71,7 +71,11 @@ def select_substrate(config: KernelConfig) -> Substrate:
             if config.backend == "bwrap":
                 raise
         else:
-            return BwrapSubstrate(pool=config.launcher_pool)
+            from agentix.sandbox.cgroups import subtree_name
+
+            # this kernel's own cgroup subtree, named by its home: kernels never touch each other's
+            name = subtree_name(home.root) if home is not None else "agentix"
+            return BwrapSubstrate(pool=config.launcher_pool, cgroup_name=name, sweep=home is not None)
     from agentix.sandbox.plain import PlainSubstrate
 
     return PlainSubstrate()
@@ -94,7 +98,7 @@ class Kernel:
     ) -> None:
         self.home = home
         self.config = config
-        self.substrate = substrate or select_substrate(config)
+        self.substrate = substrate or select_substrate(config, home)
         # the tamper-evident audit log is the event sink unless one is given (tests)
         from agentix.kernel.audit import KernelAudit
 
@@ -104,6 +108,9 @@ class Kernel:
             events = self.audit.sink
         self.events: EventSink = events
         self.table = ProcessTable()
+        # requests in flight over every agent channel (rpc/server.py bounds)
+        self.in_flight = InFlight(ChannelLimits(per_connection=config.in_flight_per_agent,
+                                                batch=config.batch_limit, total=config.in_flight_total))
         self.tools = ToolRegistry()
         self.pipeline = Pipeline(self.events)
         self.started_at = time.time()
@@ -146,7 +153,8 @@ class Kernel:
         await AgentStore(self.audit.db).upsert(StoredAgent(
             id=rec.agent_id, name=rec.name, parent=rec.parent, manifest=rec.manifest.to_data(),
             state="running", persistent=rec.manifest.lifecycle == "persistent",
-            created_at=_iso(rec.created_at), pid=rec.pid, pgid=rec.pid))
+            created_at=_iso(rec.created_at), pid=rec.pid, pgid=rec.pid,
+            start_time=proc_start_time(rec.pid) if rec.pid else None))
 
     async def _persist_exit(self, rec: AgentRecord) -> None:
         if self.audit is None or rec.exit is None:
@@ -177,9 +185,44 @@ class Kernel:
                 log.warning("the last kernel left %d agents running; recorded them exited "
                             "(kernel_restart)", len(report.exited))
                 _kill_leftovers(report.exited)
+            self._restore_records()
         await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
+
+    def _restore_records(self, keep: int = 10_000) -> None:
+        """Put the store's agents of earlier runs in the table (exited), for ``ps -a`` and ``inspect``."""
+        assert self.audit is not None
+        from agentix.store.state import AgentStore
+
+        for a in AgentStore(self.audit.db).list()[-keep:]:
+            if a.state != "exited":
+                continue
+            try:
+                self.table.get(a.id)
+                continue
+            except NotFound:
+                pass
+            try:
+                manifest = parse_manifest(a.manifest)
+            except Exception:  # noqa: BLE001 - an old or foreign record must not stop the start
+                log.warning("agent record %s has a manifest this kernel cannot read; not listed", a.id)
+                continue
+            ex = a.exit_record or {}
+            at = _ts(a.exited_at)
+            rec = AgentRecord(
+                agent_id=a.id, name=a.name, manifest=manifest, parent=a.parent, depth=0,
+                root=a.id, workspace=self.home.workspaces / a.id,
+                log_path=self.home.logs / f"{a.id}.log",
+                limits=self.config.effective_limits(manifest.limits),
+                created_at=_ts(a.created_at) or 0.0, state="exited", pid=a.pid, restored=True,
+                exit=ExitRecord(code=ex.get("code"), signal=ex.get("signal"),
+                                reason=a.exit_reason or str(ex.get("reason") or "unknown"),
+                                detail=str(ex.get("detail") or ""), at=at or 0.0))
+            rec.ended_mono = rec.started_mono
+            rec.settled.set()
+            rec.exited.set()
+            self.table.restore(rec)
 
     def info(self) -> dict[str, Any]:
         states: dict[str, int] = {}
@@ -193,8 +236,13 @@ class Kernel:
             "agents": {"live": self.table.live_count(), "total": len(self.table), "by_state": states},
             "isolation": {"default": self.config.isolation, **self.substrate.describe()},
             "limits": {"max_depth": self.config.max_depth, "max_agents": self.config.max_agents,
-                       "frame_limit": self.config.frame_limit},
-            "syscalls": {"calls": self.pipeline.calls, "refusals": self.pipeline.refusals},
+                       "frame_limit": self.config.frame_limit,
+                       **{key: getattr(self.config, key) for key in (
+                           "batch_limit", "in_flight_per_agent", "in_flight_total", "mailbox_capacity",
+                           "mailbox_bytes", "exec_per_agent", "exec_total", "exec_max_timeout",
+                           "fetch_max_timeout", "log_max_bytes", "archive_quota", "state_quota")}},
+            "syscalls": {"calls": self.pipeline.calls, "refusals": self.pipeline.refusals,
+                         **self.in_flight.statistics()},
             "tools": self.tools.names(),
         }
 
@@ -274,11 +322,13 @@ class Kernel:
             limits=limits,
         )
         rec.budget = budget
-        rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=rec.name)
+        rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=rec.name,
+                                  max_bytes=self.config.mailbox_bytes)
         if parent is not None:
             rec.taint |= parent.taint  # labels survive being passed on
         if message is not None:
-            rec.mailbox.put(self._envelope(parent, message, rec.taint))
+            env = self._envelope(parent, message, rec.taint)
+            rec.mailbox.put(env, _size(env))
         self.table.add(rec)  # the reservation: the name and one max_agents slot
         try:
             return await self._spawn(rec, parent, program_base, degraded_ok, tokens)
@@ -300,6 +350,9 @@ class Kernel:
             target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
                                              parent, program_base)
             kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            # the agent's stdout and stderr: a pipe the kernel reads, never a kernel file
+            rec.log_sink = LogSink(rec.log_path, self.config.log_max_bytes)
+            rec.log_sink.start()
             try:
                 os.set_inheritable(agent_sock.fileno(), True)
                 spec = LaunchSpec(
@@ -310,10 +363,12 @@ class Kernel:
                     workspace=workspace, env=self._agent_env(rec, agent_sock.fileno()),
                     channel_fd=agent_sock.fileno(), log_path=rec.log_path,
                     limits=rec.limits, network=False, degraded_ok=degraded_ok,
+                    output_fd=rec.log_sink.write_fd,
                 )
                 handle = await self.substrate.spawn(spec)
             finally:
                 agent_sock.close()  # the child holds its own copy now
+                rec.log_sink.close_write_end()
             if handle.missing_layers and not degraded_ok:
                 # a backend must refuse itself; this is the kernel's second line of defence
                 raise IsolationUnavailable(
@@ -369,6 +424,8 @@ class Kernel:
                 log.exception("unwinding the spawn of %s: killing the process failed", rec.agent_id)
         if kernel_sock is not None:
             kernel_sock.close()
+        if rec.log_sink is not None:
+            rec.log_sink.close()
         await asyncio.to_thread(shutil.rmtree, rec.workspace, True)
         rec.log_path.unlink(missing_ok=True)
         failed = isinstance(err, AgentixError) and err.data.get("reason") == "isolation_failed"
@@ -487,12 +544,16 @@ class Kernel:
             rec.syscalls += 1
             return await self.pipeline.run(caller, method, params, taint=rec.taint)
 
-        await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}")
+        await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}",
+                           in_flight_total=self.in_flight)
 
     # ------------------------------------------------------------------ exit
     async def _reap(self, rec: AgentRecord) -> None:
         assert rec.handle is not None
         info = await rec.handle.wait()
+        if rec.log_sink is not None:  # what it printed last is in the log before it is reported exited
+            await rec.log_sink.drained(timeout=2.0)
+            rec.log_sink.close()
         reason = exit_reason(info.code, info.signal, requested=rec.requested_reason, oom=info.oom)
         detail = rec.requested_detail
         if reason == "crashed" and info.signal is not None and not detail:
@@ -617,6 +678,7 @@ class Kernel:
         data.update({
             "workspace": str(rec.workspace),
             "log": str(rec.log_path),
+            "restored": rec.restored,
             "manifest": rec.manifest.to_data(),
             "limits": rec.limits.model_dump(),
             "isolation": rec.isolation,
@@ -646,7 +708,8 @@ class Kernel:
         taint = set(sender.taint) if sender else set()
         if sender is not None:
             taint.add("agent_message")
-        target.mailbox.put(self._envelope(sender, message, taint))
+        env = self._envelope(sender, message, taint)
+        target.mailbox.put(env, _size(env))
         target.mail_event.set()
         await self.events.record("message.sent", sender.agent_id if sender else None, {
             "to": target.agent_id, "to_name": target.name}, tuple(sorted(taint)))
@@ -734,27 +797,44 @@ def _check_host_limits(limits: Limits) -> None:
                 field="limits.nofile", limit=hard)
 
 
+def _size(envelope: dict[str, Any]) -> int:
+    """What a queued message counts against its mailbox's byte limit (its JSON size)."""
+    import orjson
+
+    return len(orjson.dumps(envelope, default=str))
+
+
 def _iso(ts: float) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
+def _ts(iso: str | None) -> float | None:
+    from datetime import datetime
+
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def _kill_leftovers(left: list[Any]) -> None:
     """Kill process groups a dead kernel left behind (bwrap dies with its kernel; this is the
-    second line). A pid is only signalled if it still runs a sandbox launcher or python, so a
-    reused pid of an unrelated process is left alone."""
+    second line). A leftover is the recorded pid with the recorded start time (/proc/<pid>/stat
+    field 22), never a command line: a reused pid has another start time and is left alone, and
+    a record without a start time is not acted on (its cgroup is still swept at start)."""
     for a in left:
-        pgid = a.pgid or a.pid
-        if not pgid:
+        if not a.pid or a.start_time is None:
             continue
+        if proc_start_time(a.pid) != a.start_time:
+            continue  # gone, or the pid now belongs to another process
         try:
-            with open(f"/proc/{pgid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue  # gone
-        if b"bwrap" in cmd or b"agentix" in cmd:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            if a.pgid and os.getpgid(a.pid) == a.pgid:
+                os.killpg(a.pgid, signal.SIGKILL)
+            else:
+                os.kill(a.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

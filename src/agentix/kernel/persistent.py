@@ -58,7 +58,8 @@ def state_identity(rec: AgentRecord) -> str:
 class StateStore:
     """Key/value JSON state per identity, in SQLite (table ``agent_state``)."""
 
-    def __init__(self, db_path: str | Path) -> None:
+    def __init__(self, db_path: str | Path, quota: int | None = None) -> None:
+        self.quota = quota  # bytes of state per identity, all keys together ([kernel] state_quota)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -85,6 +86,16 @@ class StateStore:
                                         (identity, key)).fetchone()
                 if n >= MAX_KEYS:
                     raise LimitExceeded(f"an agent keeps at most {MAX_KEYS} state keys", limit=MAX_KEYS)
+                if self.quota is not None:
+                    (used,) = self._db.execute(
+                        "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM agent_state WHERE identity=? AND key<>?",
+                        (identity, key)).fetchone()
+                    if used + len(data) > self.quota:
+                        raise LimitExceeded(
+                            f"saved state would take {used + len(data)} bytes (this value {len(data)}, "
+                            f"the other keys {used}); the quota is {self.quota} bytes per agent "
+                            "([kernel] state_quota): save less or delete keys first",
+                            limit="state_quota", quota=self.quota, used=used, size=len(data))
                 self._db.execute("INSERT OR REPLACE INTO agent_state VALUES (?,?,?,?)",
                                  (identity, key, data, time.time()))
                 self._db.execute("COMMIT")

@@ -34,6 +34,6 @@ def install_agent_services(k: Kernel) -> None:
     for spec in skill_tools.make_specs(catalog):
         k.tools.register(spec)
     loop_events.register(k)
-    k.state_store = persistent.StateStore(k.home.db)
+    k.state_store = persistent.StateStore(k.home.db, quota=k.config.state_quota)
     persistent.register(k, k.state_store)
     goals.register(k)

@@ -31,7 +31,7 @@ Mount view: ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links), a few files
 ``/etc`` (never ``/etc/shadow``, ``passwd`` or ``group``), the Python runtime
 (``sys.base_prefix``), the virtual environment (``sys.prefix``), the agentix source
 directory and ``spec.extra_ro_paths`` read-only; the workspace read-write at
-``/workspace``; a private ``/tmp`` (tmpfs, ``limits.disk`` in size); a fresh ``/proc`` of
+``/workspace``; a private ``/tmp`` (tmpfs, mode 1777, ``limits.disk`` in size); a fresh ``/proc`` of
 the PID namespace; a minimal ``/dev`` (null, zero, full, random, urandom, tty).
 """
 
@@ -234,8 +234,13 @@ class BwrapSubstrate(Substrate):
 
     def __init__(self, *, uid: int = 65534, gid: int = 65534, bwrap: str = "bwrap",
                  setpriv: str = "setpriv", confine_timeout: float = _CONFINE_TIMEOUT,
-                 extra_ro_paths: tuple[Path, ...] = (), pool: int = 0) -> None:
+                 extra_ro_paths: tuple[Path, ...] = (), pool: int = 0,
+                 cgroup_name: str = "agentix", sweep: bool = False) -> None:
         self.uid, self.gid = uid, gid
+        self.cgroup_name = cgroup_name  # this kernel's subtree (cgroups.subtree_name(home))
+        # kill and remove whatever is in that subtree at the first warm(): only for a subtree
+        # that is this substrate's alone (a kernel's, named by its home), never the shared default
+        self.sweep = sweep and cgroup_name != "agentix"
         self.pool_size = pool
         self._pool: list[_Slot] = []
         self._refill_task: asyncio.Task[None] | None = None
@@ -252,7 +257,7 @@ class BwrapSubstrate(Substrate):
     def status(self) -> dict[str, LayerStatus]:
         if self._status is None:
             self._status = probe(self._bwrap_name, self._setpriv_name)
-            self._hierarchy = cgroups.detect()
+            self._hierarchy = cgroups.detect(self.cgroup_name)
         return self._status
 
     def statistics(self) -> dict[str, int]:
@@ -281,7 +286,18 @@ class BwrapSubstrate(Substrate):
         cg: cgroups.CgroupSet | None = None
         slot: _Slot | None = None
         cg_spec = cgroups.CgroupSpec(memory=limits.memory, cpu=limits.cpu, pids=limits.pids)
-        if "cgroups" not in host_missing:
+        parent_cg = spec.within._cg if isinstance(spec.within, BwrapHandle) else None
+        if "cgroups" not in host_missing and parent_cg is not None:
+            # an exec: nested in the agent's own group, whose limits bound both together
+            try:
+                cg = parent_cg.create_child(spec.agent_id, cg_spec)
+            except (cgroups.CgroupError, OSError) as err:
+                if not spec.degraded_ok:
+                    raise IsolationUnavailable(f"cannot isolate {spec.name}: cgroups: {err}",
+                                               layer="cgroups", why=str(err)) from None
+                host_missing["cgroups"] = str(err)
+                cg = None
+        elif "cgroups" not in host_missing:
             try:
                 assert self._hierarchy is not None
                 slot = self._take_slot()
@@ -314,14 +330,17 @@ class BwrapSubstrate(Substrate):
 
     # -- pre-started launchers ----------------------------------------------------------
     async def warm(self) -> None:
-        """Fill the pool of pre-started launchers (each already inside a fresh cgroup)."""
+        """Sweep this kernel's cgroup subtree (first call), then fill the launcher pool."""
         st = self.status()
+        if st["cgroups"].ok and self.sweep and not self._swept:
+            assert self._hierarchy is not None
+            # before any agent of this run exists: whatever is there, a previous run left
+            n = await asyncio.to_thread(cgroups.sweep_stale, self._hierarchy)
+            if n:
+                log.warning("removed %d cgroups left by the previous kernel of this home", n)
+            self._swept = True
         if not st["cgroups"].ok or not st["namespaces"].ok or self.pool_size <= 0:
             return
-        if not self._swept:
-            assert self._hierarchy is not None
-            cgroups.sweep_stale(self._hierarchy, "slot-")
-            self._swept = True
         while len(self._pool) < self.pool_size:
             try:
                 self._pool.append(await _Slot.start(self._hierarchy))
@@ -404,9 +423,11 @@ class BwrapSubstrate(Substrate):
             a += ["--ro-bind-try", f, f]
         # the private /tmp comes before the runtime binds: a venv or checkout that lives under
         # /tmp on the host (a CI clone, say) is bound on top of it rather than hidden by it
+        # sticky and world-writable like a host's /tmp, so the unprivileged agent can use it;
+        # its size is the agent's disk limit (tmpfs pages are charged to the agent's memory cgroup)
         if limits.disk is not None:
             a += ["--size", str(limits.disk)]
-        a += ["--tmpfs", "/tmp"]
+        a += ["--perms", "1777", "--tmpfs", "/tmp"]
         made: set[str] = {"/", "/etc", "/usr", "/tmp"}
         for p in self._ro_paths(spec):
             # bwrap makes missing parents 0700; the unprivileged agent must traverse them
@@ -464,7 +485,10 @@ class BwrapSubstrate(Substrate):
         argv += list(spec.argv)
 
         pass_fds = [spec.channel_fd, status_w] + ([seccomp_fd] if seccomp_fd is not None else [])
-        log_f = open(spec.log_path, "ab", buffering=0)
+        # stdout and stderr: the kernel's pipe (the agent never holds a kernel file), or a file
+        out_fd = os.dup(spec.output_fd) if spec.output_fd is not None else os.open(
+            spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        log_f = os.fdopen(out_fd, "wb", buffering=0)
         try:
             if slot is not None:
                 proc = slot.proc

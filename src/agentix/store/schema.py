@@ -98,4 +98,11 @@ CREATE TABLE kv (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [_V1]
+# v2: the start time (clock ticks since boot, /proc/<pid>/stat field 22) of an agent's recorded
+# pid, so that a later kernel identifies a leftover process by (pid, start time), never by a
+# reused pid or a command line
+_V2 = """
+ALTER TABLE agents ADD COLUMN start_time INTEGER;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
