@@ -132,11 +132,12 @@ class World:
             assert ws.name in live | kept, f"stray workspace {ws}"
         for aid in failed:
             assert not (self.home.logs / f"{aid}.log").exists(), f"log of failed {aid} left"
-        hier = cgroups.detect()
+        hier = cgroups.detect(getattr(self.k.substrate, "cgroup_name", "agentix"))
         for base in hier.bases.values():
             for d in base.glob("ag-*") if base.is_dir() else []:
-                # other kernels on this host have agents of their own; ours are the ids we made
                 assert d.name not in failed | kept, f"cgroup {d} outlived its agent"
+            for aid in live:  # (the check looks where this kernel's groups really are)
+                assert (base / aid).is_dir(), f"live agent {aid} has no cgroup under {base}"
 
 
 def run(tmp: Path, body, **config: Any) -> Any:
@@ -298,6 +299,7 @@ def test_kernel_verifies_every_layer_from_outside(tmp_path):
                            rlimits={"nofile": 64, "fsize": 8 * 1024**2},
                            cgroup_dirs=list(rec.handle._cg.dirs.values()))
         looser = verify.check(pid, layers=["rlimits"], rlimits={"nofile": 16})
+        w.assert_nothing_left(live_before=1)
         await w.k.kill(rec)
         return rec, status, bad, looser
 
@@ -339,13 +341,13 @@ def test_a_confine_report_that_lies_is_isolation_failed(tmp_path):
             child.close()
             parent.close()
             await sub.close()
-        return ei.value
+        return ei.value, sub
 
-    err = asyncio.run(body())
+    err, sub = asyncio.run(body())
     assert err.data["reason"] == "isolation_failed"
     assert err.data["layer"] == "rlimits", err.data
-    assert any(cgroups.detect().bases) and not [
-        d for b in cgroups.detect().bases.values() for d in b.glob("ag-liar0001")]
+    bases = cgroups.detect(getattr(sub, "cgroup_name", "agentix")).bases.values()
+    assert bases and not [d for b in bases for d in b.glob("ag-liar0001")]
 
 
 def test_kernel_records_isolation_failed_kills_and_leaves_nothing(tmp_path, monkeypatch):

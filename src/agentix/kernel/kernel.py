@@ -349,10 +349,10 @@ class Kernel:
             workspace.mkdir(mode=0o700)
             target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
                                              parent, program_base)
-            kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             # the agent's stdout and stderr: a pipe the kernel reads, never a kernel file
             rec.log_sink = LogSink(rec.log_path, self.config.log_max_bytes)
             rec.log_sink.start()
+            kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 os.set_inheritable(agent_sock.fileno(), True)
                 spec = LaunchSpec(
