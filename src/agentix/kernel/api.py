@@ -112,7 +112,10 @@ def register(k: Kernel) -> None:
 
     async def forget_persistent(rec: AgentRecord) -> None:
         # the operator stopped it: a persistent root is not started again at the next start
-        if rec.parent is None and rec.manifest.lifecycle == "persistent" and getattr(k, "state_store", None):
+        # (only a live one: stopping an exited record, e.g. one of an earlier kernel run, must
+        # not forget the live agent that now has its name)
+        if (rec.live and rec.parent is None and rec.manifest.lifecycle == "persistent"
+                and getattr(k, "state_store", None)):
             await asyncio.to_thread(k.state_store.forget_agent, rec.name)
 
     async def agent_stop(call: Call) -> dict[str, Any]:
