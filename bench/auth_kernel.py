@@ -8,8 +8,13 @@ three times in the same kernel:
 - ``checked``: the agent holds one root-minted ``tool: echo`` token;
 - ``checked depth 4``: the agent holds a ``tool: echo`` token attenuated 4 times (5 blocks).
 
-The stage's own time (``CapabilityStage.before``: verify, authorise, taint, charge) is measured
-inside the kernel for every checked call. Goal: p50 <= 150 us, p99 <= 500 us for that stage.
+The stage's own time (``CapabilityStage.before``: the method's policy, the one decision of
+``core.authorize`` — holder, issue, expiry, revocation, invocations — taint, charge) is measured
+inside the kernel for every checked call. Goal: p50 <= 40 us, p99 <= 150 us for that stage with a
+depth-4 token.
+
+Then, in the same kernel, the decision alone (``CapabilityService.decide``) for a
+``file_read_many`` of 16 paths against one path: goal, 16 paths <= 2x one path (p50).
 
 Prints a readable table; the LAST line is one JSON object of the figures.
 """
@@ -102,16 +107,40 @@ async def main() -> dict:
     tok = root
     for _ in range(4):
         tok = k.caps.authority.attenuate(tok, ["tool: echo"], now=time.time())
-    k.caps.held[rec.agent_id] = [tok]
-    k.caps.ledger.register(tok)
+    k.caps.held[rec.agent_id] = []
+    k.caps.install(rec.agent_id, [tok])  # issued to the agent: the decision checks that too
     stage_times.clear()
     await phase("checked_depth4", last=True)
     results["stage_depth4"] = pct(stage_times[50:])
     await k.wait(rec, 120)
     for label, ts in rec.result.items():
         results[label] = pct(ts)
+    results.update(decision_many(k, home))
     await k.shutdown()
     return results
+
+
+def decision_many(k: Kernel, home: Home) -> dict[str, dict[str, float]]:
+    """The decision for a file_read_many of 1 vs 16 paths (the agent's record, its real token)."""
+    import asyncio as _a  # noqa: F401  (the kernel is idle: this runs on the loop's thread)
+
+    from agentix.core.grants import Request
+
+    rec = next(r for r in k.table if r.name == "bench")
+    tok = k.caps.authority.mint(rec.agent_id, ["file_read: /workspace/*"], now=time.time())
+    k.caps.held[rec.agent_id] = []
+    k.caps.install(rec.agent_id, [tok])
+    one = [Request("file_read", "/workspace/d/f0.txt")]
+    many = [Request("file_read", f"/workspace/d/f{i}.txt") for i in range(16)]
+    out = {}
+    for label, res in (("decide_1_path", one), ("decide_16_paths", many)):
+        ts = []
+        for _ in range(N):
+            t = time.perf_counter()
+            k.caps.decide(rec, res, partial=True, tool_call=True)
+            ts.append(time.perf_counter() - t)
+        out[label] = pct(ts[100:])
+    return out
 
 
 async def _progress(k: Kernel, rec) -> set[str]:
@@ -125,10 +154,16 @@ if __name__ == "__main__":
     res = asyncio.run(main())
     print(f"{N} echo round trips per row, one real agent process, plain backend")
     print(f"{'path':<28}{'p50 us':>10}{'p99 us':>10}")
-    for key in ("unchecked", "checked", "checked_depth4", "stage_depth1", "stage_depth4"):
+    for key in ("unchecked", "checked", "checked_depth4", "stage_depth1", "stage_depth4",
+                "decide_1_path", "decide_16_paths"):
         r = res[key]
         print(f"{key:<28}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}")
-    ok = all(res[k]["p50_us"] <= 150 and res[k]["p99_us"] <= 500 for k in ("stage_depth1", "stage_depth4"))
-    print(f"goal (stage) p50 <= 150 us, p99 <= 500 us: {'met' if ok else 'NOT met'}")
+    stage_ok = all(res[k]["p50_us"] <= 40 and res[k]["p99_us"] <= 150 for k in ("stage_depth1", "stage_depth4"))
+    ratio = res["decide_16_paths"]["p50_us"] / max(1e-9, res["decide_1_path"]["p50_us"])
+    many_ok = ratio <= 2.0
+    ok = stage_ok and many_ok
+    print(f"goal (stage) p50 <= 40 us, p99 <= 150 us: {'met' if stage_ok else 'NOT met'}")
+    print(f"goal file_read_many 16 paths <= 2x one path: {ratio:.2f}x, {'met' if many_ok else 'NOT met'}")
     print(json.dumps({"bench": "auth_kernel", "calls": N, **{
-        f"{k}_{m}": round(v, 1) for k, r in res.items() for m, v in r.items()}, "goal_met": ok}))
+        f"{k}_{m}": round(v, 1) for k, r in res.items() for m, v in r.items()},
+        "many_ratio": round(ratio, 2), "goal_met": ok}))

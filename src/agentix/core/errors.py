@@ -24,11 +24,13 @@ Hierarchy (whose fault it is)::
     │   ├── ApprovalDenied            approval_denied
     │   ├── BudgetExceeded            budget_exceeded
     │   ├── LimitExceeded             limit_exceeded       (depth, count, mailbox full ...)
-    │   └── IsolationUnavailable      isolation_unavailable
+    │   ├── IsolationUnavailable      isolation_unavailable
+    │   └── PackageRejected           package_rejected     (bad signature, untrusted, rollback, unsafe archive)
     ├── StateError                    conflict             (wrong lifecycle state)
     ├── Timeout                       timeout
     ├── ToolError                     tool_error           (the tool ran and failed)
     ├── ProviderError                 provider_error       (inference backend failed)
+    ├── RegistryError                 registry_error       (a remote OCI registry failed: 401, 404, 5xx, timeout)
     └── InternalError                 internal_error       (a kernel bug; never leaks details)
 
 The table ``CODES`` maps each string code to its numeric JSON-RPC code; both are part of
@@ -55,9 +57,11 @@ __all__ = [
     "LimitExceeded",
     "MethodNotFound",
     "NotFound",
+    "PackageRejected",
     "ParseError",
     "ProviderError",
     "RefusedError",
+    "RegistryError",
     "RequestError",
     "StateError",
     "TaintViolation",
@@ -88,6 +92,8 @@ CODES: dict[str, int] = {
     "timeout": -32050,
     "tool_error": -32060,
     "provider_error": -32070,
+    "package_rejected": -32080,
+    "registry_error": -32081,
 }
 
 
@@ -181,6 +187,10 @@ class IsolationUnavailable(RefusedError):
     code = "isolation_unavailable"
 
 
+class PackageRejected(RefusedError):
+    code = "package_rejected"
+
+
 class StateError(AgentixError):
     code = "conflict"
 
@@ -195,6 +205,10 @@ class ToolError(AgentixError):
 
 class ProviderError(AgentixError):
     code = "provider_error"
+
+
+class RegistryError(AgentixError):
+    code = "registry_error"
 
 
 class InternalError(AgentixError):

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.serialization import (
 
 from agentix.core.audit import public_key_bytes
 from agentix.core.errors import InvalidRequest
-from agentix.kernel.dispatch import Call, MethodSpec
+from agentix.kernel.dispatch import Call
+from agentix.kernel.methods import method
 from agentix.kernel.home import Home
 from agentix.store.audit import AuditEvents, AuditLog
 from agentix.store.db import Database
@@ -161,4 +162,4 @@ def register(k: Kernel, audit: KernelAudit) -> None:
 
     for name, fn in [("audit.tail", audit_tail), ("audit.verify", audit_verify),
                      ("audit.prove", audit_prove), ("audit.head", audit_head)]:
-        k.pipeline.register(MethodSpec(name, fn, operator=True, checked=False))
+        k.pipeline.register(method(name, fn, operator=True))

@@ -137,6 +137,9 @@ class Kernel:
 
         capabilities.install(self)  # root key, tokens, the check stage, file/web/exec tools
         install_agent_services(self)
+        from agentix.kernel import packages_api
+
+        self.packages = packages_api.register(self)  # package.*, keys.*, trust.* (docs/packages.md)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
@@ -262,6 +265,7 @@ class Kernel:
         parent: AgentRecord | None = None,
         message: Any = None,
         program_base: Path | None = None,
+        seed: Path | None = None,
     ) -> AgentRecord:
         """Start an agent process for ``manifest``. Refusals and failures leave nothing behind.
 
@@ -270,7 +274,9 @@ class Kernel:
         in state ``spawning``), so concurrent spawns cannot all pass the same check. Every
         later step is undone if a later one fails (``_spawn``): no ``spawning`` record, no
         workspace, no cgroup, no process, no tokens.
-        """
+
+        ``seed``: a verified, unpacked package tree (packages/unpack.py) whose entries are
+        moved into the new workspace; ``manifest.program`` is then a path inside it."""
         if self.stopping:
             raise StateError("the kernel is shutting down; no new agents")
         depth = 0 if parent is None else parent.depth + 1
@@ -299,6 +305,8 @@ class Kernel:
         limits = self.config.effective_limits(manifest.limits)
         _check_host_limits(limits)
 
+        # constraints only accumulate (approval_required); LLM roots get finite default budgets
+        manifest = self.caps.constrain(manifest, parent)
         agent_id = self._new_id()
         # delegation first: a refused grant leaves nothing behind (no workspace, no process)
         try:
@@ -331,7 +339,7 @@ class Kernel:
             rec.mailbox.put(env, _size(env))
         self.table.add(rec)  # the reservation: the name and one max_agents slot
         try:
-            return await self._spawn(rec, parent, program_base, degraded_ok, tokens)
+            return await self._spawn(rec, parent, program_base, degraded_ok, tokens, seed)
         except BaseException:
             if parent is not None:
                 parent.budget.close_child(budget, time.monotonic())
@@ -339,7 +347,7 @@ class Kernel:
             raise
 
     async def _spawn(self, rec: AgentRecord, parent: AgentRecord | None, program_base: Path | None,
-                     degraded_ok: bool, tokens: list[Any]) -> AgentRecord:
+                     degraded_ok: bool, tokens: list[Any], seed: Path | None = None) -> AgentRecord:
         """The asynchronous steps of a spawn; on any failure every step taken is undone."""
         manifest, agent_id, name, workspace = rec.manifest, rec.agent_id, rec.name, rec.workspace
         handle = None
@@ -347,8 +355,14 @@ class Kernel:
         persisted = False
         try:
             workspace.mkdir(mode=0o700)
-            target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
-                                             parent, program_base)
+            if seed is not None:
+                # a package tree the kernel itself unpacked and verified (not agent-controlled)
+                from agentix.packages.unpack import seed_workspace
+
+                target = await asyncio.to_thread(seed_workspace, seed, workspace, manifest.program)
+            else:
+                target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
+                                                 parent, program_base)
             # the agent's stdout and stderr: a pipe the kernel reads, never a kernel file
             rec.log_sink = LogSink(rec.log_path, self.config.log_max_bytes)
             rec.log_sink.start()
@@ -482,6 +496,11 @@ class Kernel:
                 raise InvalidRequest(
                     f"program {program!r}: only built-in programs under agentix.agents can be "
                     "named as modules", field="program")
+            if not _builtin_program_exists(module):
+                raise InvalidRequest(
+                    f"program {program!r}: there is no built-in program {module}; built-in "
+                    "programs are modules under agentix.agents (e.g. module:agentix.agents.loop)",
+                    field="program")
             return program
         try:
             if parent is not None:
@@ -753,6 +772,16 @@ class Kernel:
             res = close()
             if asyncio.iscoroutine(res):
                 await res
+
+
+def _builtin_program_exists(module: str) -> bool:
+    """Whether ``module`` (under agentix.agents, already checked) can be run by boot."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package
+        return False
 
 
 def parse_spawn_manifest(params: dict[str, Any]) -> tuple[Manifest, Path | None]:

@@ -105,22 +105,27 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         from agentix.tools.secrets import inject
         from agentix.tools.web_fetch import web_fetch
 
-        tokens = list(ctx.call.meta.get("tokens") or [])
-        if not tokens:
-            raise InvalidRequest('web_fetch acts for an agent; name it with "agent_id"', field="agent_id")
+        auth = ctx.require_authorization()
+        again = ctx.reauthorize
+        assert again is not None
 
         def permits(host: str, address: str | None) -> bool:
-            req = Request.make("network", host, address)
-            return any(t.permits(req) for t in tokens)
+            # every hop, and every address it resolves to, is a new decision: a token revoked,
+            # expired or exhausted since the call began covers nothing here
+            try:
+                again([Request.make("network", host, address)])
+            except CapabilityDenied as err:
+                if err.data.get("reason") in ("not_granted", "kernel_state"):
+                    return False
+                raise
+            return True
 
         url = args["url"]
         secret_headers: dict[str, str] = {}
         used: dict[str, str] = {}
         name = args.get("secret")
         if name is not None:
-            if not any(t.permits(Request("secret", name)) for t in tokens):
-                raise CapabilityDenied(f"no capability allows secret: {name}", reason="not_granted",
-                                       request=f"secret: {name}")
+            auth.token_for(Request("secret", name))  # in the call's decision, with the host
             value = k.caps.secrets.get(name)
             if value is None:
                 raise InvalidRequest(f"the vault holds no secret {name!r}", field="secret")

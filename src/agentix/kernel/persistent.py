@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agentix.core.errors import InvalidRequest, LimitExceeded, Timeout
-from agentix.kernel.dispatch import Call, MethodSpec
+from agentix.kernel.dispatch import Call
+from agentix.kernel.methods import method
 
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
@@ -206,7 +207,7 @@ def register(k: Kernel, store: StateStore) -> None:
         rec = k.table.get(call.caller.agent_id)
         return {"value": await asyncio.to_thread(store.load, state_identity(rec), _key(call.params))}
 
-    k.pipeline.register(MethodSpec("agent.run", agent_run, operator=True, checked=False))
-    k.pipeline.register(MethodSpec("agent.reply", agent_reply, agent=True, checked=False))
-    k.pipeline.register(MethodSpec("agent.state_save", state_save, agent=True, checked=False))
-    k.pipeline.register(MethodSpec("agent.state_load", state_load, agent=True, checked=False))
+    k.pipeline.register(method("agent.run", agent_run, operator=True))
+    k.pipeline.register(method("agent.reply", agent_reply, agent=True))
+    k.pipeline.register(method("agent.state_save", state_save, agent=True))
+    k.pipeline.register(method("agent.state_load", state_load, agent=True))
