@@ -27,6 +27,7 @@ from agentix.core.errors import CapabilityDenied, InvalidRequest, NotFound
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.dispatch import Call
 from agentix.kernel.methods import broadcast_targets, method, model_of
+from agentix.kernel.process import read_log
 from agentix.tools.base import ToolContext, check_args
 
 if TYPE_CHECKING:
@@ -114,7 +115,10 @@ def register(k: Kernel) -> None:
 
     async def forget_persistent(rec: AgentRecord) -> None:
         # the operator stopped it: a persistent root is not started again at the next start
-        if rec.parent is None and rec.manifest.lifecycle == "persistent" and getattr(k, "state_store", None):
+        # (only a live one: stopping an exited record, e.g. one of an earlier kernel run, must
+        # not forget the live agent that now has its name)
+        if (rec.live and rec.parent is None and rec.manifest.lifecycle == "persistent"
+                and getattr(k, "state_store", None)):
             await asyncio.to_thread(k.state_store.forget_agent, rec.name)
 
     async def agent_stop(call: Call) -> dict[str, Any]:
@@ -142,32 +146,33 @@ def register(k: Kernel) -> None:
 
     async def agent_logs(call: Call) -> dict[str, Any]:
         rec = agent_param(call)
-        offset = _opt(call.params, "offset", int, "a byte offset", 0)
+        tail = _opt(call.params, "tail", int, "a number of lines", None)
+        head = _opt(call.params, "head", int, "a number of lines", None)
+        offset = _opt(call.params, "offset", int, "a byte offset", None)
         wait = _opt(call.params, "wait", (int, float), "seconds to wait for more output", 0)
         max_bytes = min(_opt(call.params, "max_bytes", int, "a byte count", LOG_CHUNK), LOG_CHUNK)
-        if offset < 0:
-            raise InvalidRequest('"offset" must be >= 0', field="offset")
+        chosen = [k_ for k_, v in (("tail", tail), ("head", head), ("offset", offset)) if v is not None]
+        if len(chosen) > 1:
+            raise InvalidRequest(f"agent.logs takes one of tail, head, offset; got {', '.join(chosen)}",
+                                 field=chosen[1])
+        for key, val in (("tail", tail), ("head", head), ("offset", offset), ("max_bytes", max_bytes)):
+            if val is not None and val < 0:
+                raise InvalidRequest(f'"{key}" must be >= 0', field=key)
 
-        def read() -> bytes:
-            try:
-                with open(rec.log_path, "rb") as f:
-                    f.seek(offset)
-                    return f.read(max_bytes)
-            except FileNotFoundError:
-                return b""
+        def read() -> dict[str, Any]:
+            return read_log(rec.log_path, offset=offset, tail=tail, head=head, max_bytes=max_bytes)
 
-        data = await asyncio.to_thread(read)
-        if not data and wait and rec.live:
+        out = await asyncio.to_thread(read)
+        if not out["data"] and wait and rec.live and tail is None and head is None:
             loop = asyncio.get_running_loop()
             end = loop.time() + min(float(wait), 60.0)
-            while not data and rec.live and loop.time() < end:
+            while not out["data"] and rec.live and loop.time() < end:
                 try:
                     await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=0.1)
                 except asyncio.TimeoutError:
                     pass
-                data = await asyncio.to_thread(read)
-        return {"data": data.decode("utf-8", errors="replace"), "offset": offset + len(data),
-                "live": rec.live}
+                out = await asyncio.to_thread(read)
+        return {**out, "data": out["data"].decode("utf-8", errors="replace"), "live": rec.live}
 
     async def agent_send(call: Call) -> dict[str, Any]:
         target = k.table.find_live(_req(call.params, "to", str, "an agent id or live name"))
