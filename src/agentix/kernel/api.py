@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 MAX_WAIT = 24 * 3600.0
+#: reads of kernel state: no effect outside the kernel (MethodSpec.durability)
+NO_EFFECT = frozenset({"kernel.info", "agent.list", "agent.status", "agent.logs", "events.tail",
+                       "inference.stats", "tool.list", "sys.info", "agent.children"})
 LOG_CHUNK = 256 * 1024
 
 
@@ -61,14 +64,19 @@ def _timeout(params: dict[str, Any], default: float | None) -> float | None:
     return None if t is None else float(t)
 
 
+def _dur(name: str) -> Any:
+    return "no_effect" if name in NO_EFFECT else "effect"
+
+
 def register(k: Kernel) -> None:
     p = k.pipeline
 
     def op(name: str, fn: Any, *, checked: bool = False) -> None:
-        p.register(MethodSpec(name, fn, operator=True, checked=checked))
+        p.register(MethodSpec(name, fn, operator=True, checked=checked, durability=_dur(name)))
 
     def sc(name: str, fn: Any, *, checked: bool = True, recorded: bool = False) -> None:
-        p.register(MethodSpec(name, fn, agent=True, checked=checked, recorded=recorded))
+        p.register(MethodSpec(name, fn, agent=True, checked=checked, recorded=recorded,
+                              durability=_dur(name)))
 
     def caller_rec(call: Call) -> AgentRecord:
         assert call.caller.agent_id is not None
@@ -180,6 +188,8 @@ def register(k: Kernel) -> None:
         wait = _opt(call.params, "wait", (int, float), "seconds", 0)
         kw = dict(after=after, agent=call.params.get("agent"), kind=call.params.get("kind"),
                   limit=_opt(call.params, "limit", int, "a count", 1000))
+        if hasattr(k.events, "sync"):  # see the caller's own no-effect records
+            await k.events.sync()
         events = tail(**kw)
         if not events and wait:
             await k.events.wait_for_new(min(float(wait), 60.0))  # type: ignore[attr-defined]
@@ -312,7 +322,8 @@ def register(k: Kernel) -> None:
         ("agent.send", agent_send), ("events.tail", events_tail),
     ]:
         op(name, fn)
-    p.register(MethodSpec("tool.list", tool_list, operator=True, agent=True, checked=False))
+    p.register(MethodSpec("tool.list", tool_list, operator=True, agent=True, checked=False,
+                          durability="no_effect"))
     op("tool.invoke", tool_invoke, checked=True)
     sc("sys.info", sys_info, checked=False)
     sc("sys.exit", sys_exit, checked=False)

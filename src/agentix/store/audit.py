@@ -240,16 +240,27 @@ class AuditLog:
         self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
     ) -> Entry:
         """Append one entry; returns it once it is durable (seq and hash assigned)."""
+        return await self.db.write(self._append_op(kind, agent_id, data, taint))
+
+    def post(
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
+    ) -> asyncio.Future[Entry]:
+        """Append one entry without waiting for its commit (``Database.post``): it gets its
+        seq and hash in queue order like ``append`` and is committed by the next group
+        commit, within the database's commit window. Returns the future of the entry."""
+        return self.db.post(self._append_op(kind, agent_id, data, taint))
+
+    def _append_op(
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str]
+    ) -> Callable[[Txn], Entry]:
         if type(kind) is not str or not kind:
             raise InvalidRequest("audit kind must be a non-empty string")
         if type(data) is not dict:
             raise InvalidRequest("audit data must be a JSON object")
         data_bytes = canonical_json(data)  # validate and encode outside the writer
         labels = normalise_taint(taint)
-        return await self.db.write(
-            lambda txn: self.append_in(txn, kind, agent_id, data, labels,
-                                       _data_bytes=data_bytes, _labels=labels)
-        )
+        return lambda txn: self.append_in(txn, kind, agent_id, data, labels,
+                                          _data_bytes=data_bytes, _labels=labels)
 
     # ------------------------------------------------------------ reading
 
@@ -534,6 +545,10 @@ def canonical_loads_obj(line: bytes | str) -> dict[str, Any]:
     return d
 
 
+def _noop(txn: Txn) -> None:
+    return None
+
+
 class AuditEvents:
     """The kernel's event sink over the audit log.
 
@@ -548,8 +563,13 @@ class AuditEvents:
         self._waiters: set[asyncio.Event] = set()
 
     async def record(
-        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
-    ) -> Entry:
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = (),
+        *, durable: bool = True,
+    ) -> Entry | None:
+        """Append an event. ``durable=True`` returns the entry once its commit is durable;
+        ``durable=False`` (a call with no effect outside the kernel) returns None at once
+        and the entry is committed by the next group commit (docs/audit.md, "What a kill -9
+        can lose")."""
         try:
             canonical_json(data)
         except InvalidRequest:
@@ -563,10 +583,28 @@ class AuditEvents:
                 canonical_json(data)
             except InvalidRequest:
                 data = {"_coerced": repr(data)[:10_000]}
+        if not durable:
+            self.log.post(kind, agent_id, data, taint).add_done_callback(self._posted)
+            return None
         e = await self.log.append(kind, agent_id, data, taint)
         for w in self._waiters:
             w.set()
         return e
+
+    def _posted(self, fut: asyncio.Future[Entry]) -> None:
+        if fut.cancelled():
+            return
+        err = fut.exception()
+        if err is not None:  # nobody awaits a posted record: say it here
+            log.error("an asynchronously committed audit record failed: %r", err)
+            return
+        for w in self._waiters:
+            w.set()
+
+    async def sync(self) -> None:
+        """Wait until every record appended so far is committed (read-your-writes for
+        ``tail``, ``verify`` and proofs after no-effect calls)."""
+        await self.log.db.write(_noop)
 
     def tail(self, after: int = 0, agent: str | None = None, kind: str | None = None,
              limit: int = 1000) -> list[dict[str, Any]]:
