@@ -237,27 +237,31 @@ class AuditLog:
         return e
 
     async def append(
-        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = (),
+        *, _data_bytes: bytes | None = None,
     ) -> Entry:
         """Append one entry; returns it once it is durable (seq and hash assigned)."""
-        return await self.db.write(self._append_op(kind, agent_id, data, taint))
+        return await self.db.write(self._append_op(kind, agent_id, data, taint, _data_bytes))
 
     def post(
-        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = (),
+        *, _data_bytes: bytes | None = None,
     ) -> asyncio.Future[Entry]:
         """Append one entry without waiting for its commit (``Database.post``): it gets its
         seq and hash in queue order like ``append`` and is committed by the next group
         commit, within the database's commit window. Returns the future of the entry."""
-        return self.db.post(self._append_op(kind, agent_id, data, taint))
+        return self.db.post(self._append_op(kind, agent_id, data, taint, _data_bytes))
 
     def _append_op(
-        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str]
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str],
+        data_bytes: bytes | None = None,
     ) -> Callable[[Txn], Entry]:
         if type(kind) is not str or not kind:
             raise InvalidRequest("audit kind must be a non-empty string")
         if type(data) is not dict:
             raise InvalidRequest("audit data must be a JSON object")
-        data_bytes = canonical_json(data)  # validate and encode outside the writer
+        if data_bytes is None:
+            data_bytes = canonical_json(data)  # validate and encode outside the writer
         labels = normalise_taint(taint)
         return lambda txn: self.append_in(txn, kind, agent_id, data, labels,
                                           _data_bytes=data_bytes, _labels=labels)
@@ -570,9 +574,11 @@ class AuditEvents:
         ``durable=False`` (a call with no effect outside the kernel) returns None at once
         and the entry is committed by the next group commit (docs/audit.md, "What a kill -9
         can lose")."""
+        data_bytes: bytes | None
         try:
-            canonical_json(data)
+            data_bytes = canonical_json(data) if type(data) is dict else None
         except InvalidRequest:
+            data_bytes = None
             # a kernel bug put a non-JSON value (a Path, a set, NaN ...) in an event: record
             # it stringified rather than lose the event, and say so in the debug log
             log.warning("audit %s: data is not canonical JSON; recording it stringified", kind)
@@ -584,9 +590,10 @@ class AuditEvents:
             except InvalidRequest:
                 data = {"_coerced": repr(data)[:10_000]}
         if not durable:
-            self.log.post(kind, agent_id, data, taint).add_done_callback(self._posted)
+            fut = self.log.post(kind, agent_id, data, taint, _data_bytes=data_bytes)
+            fut.add_done_callback(self._posted)
             return None
-        e = await self.log.append(kind, agent_id, data, taint)
+        e = await self.log.append(kind, agent_id, data, taint, _data_bytes=data_bytes)
         for w in self._waiters:
             w.set()
         return e
