@@ -16,25 +16,75 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, NoReturn
 
 from agentix.sdk.client import Connection
+
+TYPE_CHECKING = False  # no typing, no dataclasses: every agent imports this module
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 __all__ = ["AgentKernel", "ChildExit", "Message", "connect"]
 
 
-@dataclass(frozen=True)
-class Message:
-    sender: str | None          # agent id, or None for the operator
+class _Record:
+    """A small immutable record (what ``@dataclass(frozen=True)`` gives, without its
+    import cost): keyword or positional fields, equality, repr, no assignment."""
+
+    __slots__ = ()
+    _defaults: dict[str, Any] = {}
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        names = self.__slots__
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes {len(names)} fields")
+        vals = dict(zip(names, args))
+        for k, v in kw.items():
+            if k not in names or k in vals:
+                raise TypeError(f"{type(self).__name__}: bad or repeated field {k!r}")
+            vals[k] = v
+        for k in names:
+            if k not in vals:
+                if k not in self._defaults:
+                    raise TypeError(f"{type(self).__name__}: missing field {k!r}")
+                vals[k] = self._defaults[k]
+            object.__setattr__(self, k, vals[k])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+
+class Message(_Record):
+    """A message received with ``recv``: ``sender`` is an agent id, or None for the operator."""
+
+    __slots__ = ("sender", "sender_name", "body", "sent_at", "taint")
+    _defaults = {"taint": ()}
+    sender: str | None
     sender_name: str
     body: Any
     sent_at: float
-    taint: tuple[str, ...] = ()
+    taint: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ChildExit:
+class ChildExit(_Record):
+    __slots__ = ("agent_id", "name", "state", "reason", "code", "result")
     agent_id: str
     name: str
     state: str
@@ -47,8 +97,8 @@ class ChildExit:
         return self.reason == "completed"
 
 
-@dataclass(frozen=True)
-class Child:
+class Child(_Record):
+    __slots__ = ("agent_id", "name")
     agent_id: str
     name: str
 
