@@ -135,6 +135,8 @@ class AuditLog:
         self.public_key = public_key_bytes(signing_key) if signing_key else None
         self._subs: list[_Subscriber] = []
         self._fmt = _TsFormatter()
+        #: the head last signed for a proof: proofs at the same size and root share it
+        self._proof_head: tuple[int, bytes, SignedHead] | None = None
         self._st = self._load()
         db.add_participant(self)
 
@@ -417,7 +419,12 @@ class AuditLog:
             e = self.entry(seq)
         finally:
             conn.execute("COMMIT")
-        h = sign_head(self.signing_key, n, root, format_ts(self.clock()))
+        cached = self._proof_head
+        if cached is not None and cached[0] == n and cached[1] == root:
+            h = cached[2]  # signing costs more than the proof itself
+        else:
+            h = sign_head(self.signing_key, n, root, format_ts(self.clock()))
+            self._proof_head = (n, root, h)
         return {
             "version": PROOF_VERSION,
             "entry": e.to_json(),
