@@ -11,6 +11,9 @@ three times in the same kernel:
 The stage's own time (``CapabilityStage.before``: verify, authorise, taint, charge) is measured
 inside the kernel for every checked call. Goal: p50 <= 150 us, p99 <= 500 us for that stage.
 
+Starts: an in-process kernel (``Kernel`` on this process's event loop, plain backend,
+isolation degraded -- no daemon, no bwrap) and one real agent process spawned by it.
+
 Prints a readable table; the LAST line is one JSON object of the figures.
 """
 
