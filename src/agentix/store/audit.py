@@ -137,7 +137,9 @@ class AuditLog:
         self._fmt = _TsFormatter()
         #: the head last signed for a proof: proofs at the same size and root share it
         self._proof_head: tuple[int, bytes, SignedHead] | None = None
+        self._listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         self._st = self._load()
+        self._committed_next = self._st.next_seq
         db.add_participant(self)
 
     # ------------------------------------------------------------ writer-side state
@@ -179,6 +181,13 @@ class AuditLog:
             s.nodes = []
 
     def committed(self) -> None:
+        if self._st.next_seq != self._committed_next:
+            self._committed_next = self._st.next_seq
+            for loop, fn in self._listeners:
+                try:
+                    loop.call_soon_threadsafe(fn)
+                except RuntimeError:  # that loop is closed
+                    pass
         pending = self._st.pending
         if not pending:
             return
@@ -248,11 +257,15 @@ class AuditLog:
     def post(
         self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = (),
         *, _data_bytes: bytes | None = None,
-    ) -> asyncio.Future[Entry]:
+    ) -> None:
         """Append one entry without waiting for its commit (``Database.post``): it gets its
         seq and hash in queue order like ``append`` and is committed by the next group
-        commit, within the database's commit window. Returns the future of the entry."""
-        return self.db.post(self._append_op(kind, agent_id, data, taint, _data_bytes))
+        commit, within the database's commit window (``on_commit`` listeners hear of it)."""
+        self.db.post(self._append_op(kind, agent_id, data, taint, _data_bytes))
+
+    def on_commit(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on ``loop`` after every commit that added entries."""
+        self._listeners.append((loop, fn))
 
     def _append_op(
         self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str],
@@ -572,6 +585,7 @@ class AuditEvents:
     def __init__(self, log_: AuditLog) -> None:
         self.log = log_
         self._waiters: set[asyncio.Event] = set()
+        self._listening: asyncio.AbstractEventLoop | None = None
 
     async def record(
         self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = (),
@@ -597,21 +611,17 @@ class AuditEvents:
             except InvalidRequest:
                 data = {"_coerced": repr(data)[:10_000]}
         if not durable:
-            fut = self.log.post(kind, agent_id, data, taint, _data_bytes=data_bytes)
-            fut.add_done_callback(self._posted)
+            if self._listening is None:  # wake tail readers when posted records commit
+                self._listening = asyncio.get_running_loop()
+                self.log.on_commit(self._listening, self._wake)
+            self.log.post(kind, agent_id, data, taint, _data_bytes=data_bytes)
             return None
         e = await self.log.append(kind, agent_id, data, taint, _data_bytes=data_bytes)
         for w in self._waiters:
             w.set()
         return e
 
-    def _posted(self, fut: asyncio.Future[Entry]) -> None:
-        if fut.cancelled():
-            return
-        err = fut.exception()
-        if err is not None:  # nobody awaits a posted record: say it here
-            log.error("an asynchronously committed audit record failed: %r", err)
-            return
+    def _wake(self) -> None:
         for w in self._waiters:
             w.set()
 

@@ -189,15 +189,13 @@ class Database:
         self._put(_Req(op, fut, None))
         return fut
 
-    def post(self, op: Callable[[Txn], T]) -> asyncio.Future[T]:
+    def post(self, op: Callable[[Txn], Any]) -> None:
         """Queue ``op`` without waiting for its commit (asynchronous commit, see above).
 
-        Returns the future ``write`` would have awaited; callers may ignore it (its
-        exception, if any, should still be retrieved -- ``AuditEvents`` logs it)."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._put(_Req(op, fut, loop, time.monotonic() or 1e-9))
-        return fut
+        Nobody waits, so there is no future: if the operation fails, it fails alone (the
+        batch is re-run without it, as for ``write``) and the writer logs the error.
+        Participants' ``committed`` hooks see its effect (``AuditLog`` wakes its readers)."""
+        self._put(_Req(op, None, None, time.monotonic() or 1e-9))
 
     def _put(self, req: _Req) -> None:
         if self._closed:
@@ -351,7 +349,10 @@ def _resolve(done: list[tuple[_Req, Any, BaseException | None]]) -> None:
     """Resolve futures: one loop callback per event loop, thread futures directly."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
     for req, res, exc in done:
-        if req.loop is None:
+        if req.fut is None:  # posted: nobody waits
+            if exc is not None:
+                log.error("an asynchronously committed store operation failed: %r", exc)
+        elif req.loop is None:
             if exc is None:
                 req.fut.set_result(res)
             else:
