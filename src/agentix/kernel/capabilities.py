@@ -608,8 +608,8 @@ def install(k: Kernel) -> CapabilityService:
         raw_record = k.events.record
 
         async def record(kind: str, agent_id: str | None, data: dict[str, Any],
-                         taint: tuple[str, ...] = ()) -> Any:
-            return await raw_record(kind, agent_id, svc.redact(data), taint)
+                         taint: tuple[str, ...] = (), **kw: Any) -> Any:
+            return await raw_record(kind, agent_id, svc.redact(data), taint, **kw)
 
         k.events.record = record  # type: ignore[method-assign]
     stage = CapabilityStage(k, svc)
