@@ -96,6 +96,19 @@ def test_an_interactive_request_takes_the_reserved_slot_at_once():
     assert s.statistics(5.0).lent == 0
 
 
+def test_an_aged_bulk_request_at_the_head_does_not_block_the_reserved_slot():
+    s = Scheduler(RateLimits(concurrency=2), 0.0, "wfq", max_wait=1.0, reserve=1,
+                  interactive_idle=0.5, lend_after=math.inf)
+    s.submit("a", 1.0, 100, 0.0)  # a's first request: interactive, takes a slot
+    s.submit("a", 1.0, 100, 0.0)  # bulk, waits behind the reserve
+    first = s.dispatch(0.0).start
+    assert len(first) == 1
+    person = s.submit("p", 1.0, 5, 2.0)  # the bulk one has waited 2 s > max_wait: aged
+    assert person.interactive
+    d = s.dispatch(2.0)
+    assert d.start == (person,)  # the reserved slot went to the person, not the aged head
+
+
 def test_without_a_reserve_the_interactive_request_waits_for_a_slot():
     s = Scheduler(RateLimits(concurrency=4), 0.0, "wfq")
     waits = run(s, 4, {a: (3, 300) for a in "abc"}, [(1.05, "person", 10)], 3.0, 0.0)

@@ -189,6 +189,7 @@ class Scheduler:
         #: since when bulk work has been held back from a free reserved slot (None: it is not)
         self._held_since: float | None = None
         self._lent = 0
+        self._iwait: dict[int, Ticket] = {}  # waiting interactive tickets, oldest first
         self.discipline: Discipline = discipline
         self.max_wait = max_wait
         self.limiter = ProviderLimiter(limits if discipline != "none" else RateLimits(concurrency=None), now)
@@ -228,6 +229,8 @@ class Scheduler:
     def _enqueue(self, t: Ticket) -> None:
         t.state = "waiting"
         self._waiting[t.id] = t
+        if t.interactive and self.reserve:
+            self._iwait[t.id] = t
         self._agents[t.agent_id].waiting += 1
         seq = next(self._seq)
         if self.discipline == "round_robin":
@@ -250,6 +253,8 @@ class Scheduler:
             self._rr.move_to_end(t.agent_id, last=False)
             t.state = "waiting"
             self._waiting[t.id] = t
+            if t.interactive and self.reserve:
+                self._iwait[t.id] = t
             self._agents[t.agent_id].waiting += 1
             self._arrivals.appendleft((t.enqueued_at, -1, t))
             if t.deadline is not None:
@@ -262,6 +267,7 @@ class Scheduler:
     # -- removals -------------------------------------------------------------------------
     def _unwait(self, t: Ticket) -> None:
         self._waiting.pop(t.id, None)
+        self._iwait.pop(t.id, None)
         self._agents[t.agent_id].waiting -= 1
         if self.discipline == "round_robin":
             q = self._rr.get(t.agent_id)
@@ -364,10 +370,15 @@ class Scheduler:
                 wake = self.limiter.wake_at(t.cost, now)
                 break
             if self._reserved_for_interactive(t, now):
-                assert self._held_since is not None
-                lend = self._held_since + self.lend_after
-                wake = lend if lend != float("inf") else None  # never lent: no timer
-                break
+                # the free slot is for interactive work: the oldest interactive request
+                # goes, even from behind the head (an aged bulk request, say)
+                it = next(iter(self._iwait.values()), None)
+                if it is None or not self.limiter.admissible(it.cost, now):
+                    assert self._held_since is not None
+                    lend = self._held_since + self.lend_after
+                    wake = lend if lend != float("inf") else None  # never lent: no timer
+                    break
+                t, aged = it, True  # out of discipline order: virtual time stays
             self._unwait(t)
             t.state = "running"
             t.started_at = now
