@@ -90,16 +90,17 @@ def test_an_interactive_request_takes_the_reserved_slot_at_once():
     s = Scheduler(RateLimits(concurrency=4), 0.0, "wfq", reserve=1, interactive_idle=0.5,
                   lend_after=math.inf)
     bulk = {a: (3, 300) for a in "abc"}  # 9 outstanding: more than the 3 bulk slots
-    waits = run(s, 4, bulk, [(1.05, "person", 10), (2.3, "person", 10), (3.7, "person", 10)],
-                5.0, math.inf)
-    assert waits["person"] == [0.0, 0.0, 0.0]
+    waits = run(s, 4, bulk, [(0.0, "person", 1), (1.05, "person", 10), (2.3, "person", 10),
+                             (3.7, "person", 10)], 5.0, math.inf)
+    assert waits["person"][1:] == [0.0, 0.0, 0.0]  # the first (a new agent's) was bulk
     assert s.statistics(5.0).lent == 0
 
 
 def test_an_aged_bulk_request_at_the_head_does_not_block_the_reserved_slot():
     s = Scheduler(RateLimits(concurrency=2), 0.0, "wfq", max_wait=1.0, reserve=1,
                   interactive_idle=0.5, lend_after=math.inf)
-    s.submit("a", 1.0, 100, 0.0)  # a's first request: interactive, takes a slot
+    _seen(s, "p", 0.0)
+    s.submit("a", 1.0, 100, 0.0)  # a is new: bulk, takes the one bulk slot
     s.submit("a", 1.0, 100, 0.0)  # bulk, waits behind the reserve
     first = s.dispatch(0.0).start
     assert len(first) == 1
@@ -115,36 +116,48 @@ def test_without_a_reserve_the_interactive_request_waits_for_a_slot():
     assert waits["person"][0] > 0  # the control: the reserve is what made the wait 0
 
 
+def _seen(s: Scheduler, agent: str, at: float) -> None:
+    """Make ``agent`` known to ``s`` with one request that ended at ``at``."""
+    t = s.submit(agent, 1.0, 1, at)
+    assert t in s.dispatch(at).start
+    s.finish(t, at, 1)
+
+
 def test_a_lent_slot_serves_bulk_work_after_lend_after():
     s = Scheduler(RateLimits(concurrency=3), 0.0, "wfq", reserve=1, interactive_idle=0.5,
                   lend_after=0.05)
+    _seen(s, "a", 0.0)
     for _ in range(4):
-        s.submit("a", 1.0, 100, 0.0)  # a's first request is interactive (it was idle)
-    d = s.dispatch(0.0)
+        s.submit("a", 1.0, 100, 1.0)  # the first after 1 s idle is interactive
+    d = s.dispatch(1.0)
     # bulk work may fill cap - reserve = 2 slots in all; the third waits for the reserve
     assert [t.interactive for t in d.start] == [True, False]
-    assert d.wake_at == pytest.approx(0.05)
-    assert s.dispatch(0.04).start == ()  # still held back ...
-    d = s.dispatch(0.05)  # ... for lend_after, then lent
+    assert d.wake_at == pytest.approx(1.05)
+    assert s.dispatch(1.04).start == ()  # still held back ...
+    d = s.dispatch(1.05)  # ... for lend_after, then lent
     assert len(d.start) == 1 and not d.start[0].interactive
-    assert s.statistics(0.05).lent == 1 and s.statistics(0.05).in_flight == 3
+    assert s.statistics(1.05).lent == 1 and s.statistics(1.05).in_flight == 3
 
 
 def test_a_backlogged_agent_is_never_interactive():
     s = Scheduler(RateLimits(concurrency=3), 0.0, "wfq", reserve=1, interactive_idle=0.5)
-    first = s.submit("a", 1.0, 10, 0.0)
-    second = s.submit("a", 1.0, 10, 0.0)
+    fresh = s.submit("new", 1.0, 10, 0.0)
+    assert not fresh.interactive  # a new agent has shown no idleness: bulk
+    _seen(s, "a", 0.0)
+    first = s.submit("a", 1.0, 10, 1.0)
+    second = s.submit("a", 1.0, 10, 1.0)
     assert first.interactive and not second.interactive
-    d = s.dispatch(0.0)
+    d = s.dispatch(1.0)
     for t in d.start:
-        s.finish(t, 0.01, 10)
-    again = s.submit("a", 1.0, 10, 0.02)  # back at once: a closed loop, not a person
+        s.finish(t, 1.01, 10)
+    again = s.submit("a", 1.0, 10, 1.02)  # back at once: a closed loop, not a person
     assert not again.interactive
     later = Scheduler(RateLimits(concurrency=3), 0.0, "wfq", reserve=1, interactive_idle=0.5)
-    t = later.submit("p", 1.0, 10, 0.0)
-    later.dispatch(0.0)
-    later.finish(t, 0.1, 10)
-    assert later.submit("p", 1.0, 10, 0.7).interactive  # idle 0.6 s >= 0.5 s
+    _seen(later, "p", 0.1)
+    assert not later.submit("p", 1.0, 10, 0.5).interactive  # idle 0.4 s < 0.5 s
+    later2 = Scheduler(RateLimits(concurrency=3), 0.0, "wfq", reserve=1, interactive_idle=0.5)
+    _seen(later2, "p", 0.1)
+    assert later2.submit("p", 1.0, 10, 0.7).interactive  # idle 0.6 s >= 0.5 s
 
 
 @pytest.mark.parametrize("reserve,cap", [(4, 4), (1, None), (-1, 4)])

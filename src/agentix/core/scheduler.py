@@ -26,8 +26,8 @@ Rules (discipline ``wfq``, the default):
 * **Cancel**: a waiting request is removed; a running one frees its slot at once.
 * **Interactive reserve** (``reserve`` slots, default 0): a request is *interactive* when
   its agent had nothing waiting or running and its last request ended at least
-  ``interactive_idle`` seconds before (a person or a sporadic agent, not a backlog); an
-  agent's first request counts too. Interactive requests may use every slot; the others
+  ``interactive_idle`` seconds before (a person or a sporadic agent, not a backlog; a new
+  agent's first request is bulk, so a burst of new agents cannot take the reserve). Interactive requests may use every slot; the others
   (*bulk*) only ``cap - reserve`` of them, except that a reserved slot left idle for
   ``lend_after`` seconds while bulk work waits is lent to it. So a reserved slot never
   idle-blocks bulk work for longer than ``lend_after`` at a time (``lend_after = inf``: never
@@ -215,7 +215,9 @@ class Scheduler:
         if weight <= 0:
             raise ValueError(f"weight must be positive, got {weight}")
         cost = max(1.0, float(cost))
-        ag = self._agents.setdefault(agent_id, _Agent())
+        ag = self._agents.get(agent_id)
+        if ag is None:  # a new agent has shown no idleness yet: its first request is bulk
+            ag = self._agents[agent_id] = _Agent(last_done=now)
         ag.weight = weight
         interactive = (ag.waiting == 0 and ag.running == 0
                        and now - ag.last_done >= self.interactive_idle)
