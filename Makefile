@@ -4,8 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
-# Debian packages the sandbox needs: bubblewrap (namespaces, mounts), libseccomp (seccomp filter)
-APT_PACKAGES := bubblewrap libseccomp2
+# Debian packages: bubblewrap (namespaces, mounts) and libseccomp (seccomp filter) for the sandbox;
+# docker-registry (the CNCF distribution registry) for the package tests on a loopback registry
+APT_PACKAGES := bubblewrap libseccomp2 docker-registry
 EXTRAS ?= dev
 
 .PHONY: demo test test-slow bench setup system-packages venv clean lock

@@ -49,6 +49,11 @@ class FakeKernel:
             self.calls.append((method, params))
         return getattr(self, "_" + method.replace(".", "_"))(params)
 
+    # ------------------------------------------------------------------ sys.info
+    def _sys_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        # what the loop asks before spawning an LLM child (its own model grants to pass on)
+        return {"grants": ["model: scripted:*"]}
+
     # ------------------------------------------------------------------ think
     def _think(self, p: dict[str, Any]) -> dict[str, Any]:
         snapshot = {**p, "messages": [dict(m) for m in p["messages"]]}

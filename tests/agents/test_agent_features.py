@@ -50,7 +50,7 @@ SCRIPTS = {
 
 def manifest(name: str, caps: list[str], args: list[str] | None = None) -> dict:
     return {"name": name, "program": "module:agentix.agents.loop", "isolation": "degraded",
-            "system_prompt": f"[agent:{name}] Work through your task.", "capabilities": caps,
+            "system_prompt": f"[agent:{name}] Work through your task.", "capabilities": [*caps, "model: *"],
             "args": args or []}
 
 

@@ -63,7 +63,7 @@ def test_tools_and_loop_event_in_a_real_agent(tmp_path):
         prog = tmp_path / "probe.py"
         prog.write_text(PROBE)
         rec = await k.spawn(parse_manifest({"name": "probe", "program": str(prog), "isolation": "degraded",
-                                            "capabilities": ["tool: *"]}),
+                                            "capabilities": ["model: *", "tool: *"]}),
                             message="go")
         await k.wait(rec, 60)
         await k.shutdown()
@@ -109,7 +109,7 @@ def test_loop_program_runs_spawn_agents_over_real_children(tmp_path):
         k, _ = await _kernel(tmp_path, server)
         rec = await k.spawn(parse_manifest({"name": "root", "program": "module:agentix.agents.loop",
                                             "isolation": "degraded", "system_prompt": "[agent:root]",
-                                            "capabilities": ["spawn_child: *"]}),
+                                            "capabilities": ["model: *", "spawn_child: *"]}),
                             message="fan out")
         await k.wait(rec, 120)
         await k.shutdown()
@@ -132,7 +132,7 @@ k.recv(timeout=10)
 out = {"root": k.tools.memory_store(content="Goals like this split well by topic.", category="observation")}
 k.tools.file_write(path="child.py", content=CHILD)
 child = k.spawn({"name": "borrower", "program": "child.py", "isolation": "degraded",
-                 "capabilities": ["tool: *"], "memory": {"enabled": True, "shared_identity": "bootstrap"}}, message="go")
+                 "capabilities": ["model: *", "tool: *"], "memory": {"enabled": True, "shared_identity": "bootstrap"}}, message="go")
 out["child"] = k.wait_child(child.agent_id, timeout=60).result
 k.exit(out)
 '''
@@ -154,7 +154,7 @@ def test_shared_identity_is_for_roots_only(tmp_path):
         prog = tmp_path / "root.py"
         prog.write_text(f"CHILD = {IDENTITY_CHILD!r}\n" + IDENTITY_ROOT)
         rec = await k.spawn(parse_manifest({"name": "root", "program": str(prog), "isolation": "degraded",
-                                            "capabilities": ["tool: *", "file_write: {workspace}/*",
+                                            "capabilities": ["model: *", "tool: *", "file_write: {workspace}/*",
                                                              "spawn_child: borrower"],
                                             "memory": {"enabled": True, "shared_identity": "bootstrap"}}),
                             message="go")
@@ -185,7 +185,8 @@ def test_orchestrator_runs_a_plan_with_real_children(tmp_path):
 
     async def go():
         k, _ = await _kernel(tmp_path, server)
-        manifest = {**bootstrap_manifest(), "isolation": "degraded"}
+        boot = bootstrap_manifest()  # think is a capability: `agentix run --goal` adds the model grant
+        manifest = {**boot, "isolation": "degraded", "capabilities": [*boot["capabilities"], "model: *"]}
         rec = await k.spawn(parse_manifest(manifest), message={"goal": "write about a and b"})
         await k.wait(rec, 120)
         await k.shutdown()
@@ -217,7 +218,7 @@ from agentix.sdk import agent
 k = agent.connect()
 k.recv(timeout=10)
 child = k.spawn({"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
-                 "isolation": "degraded", "capabilities": ["message_send: root"]})
+                 "isolation": "degraded", "capabilities": ["model: *", "message_send: root"]})
 replies = []
 for i in (1, 2):
     k.send(child.agent_id, {"task": f"question {i}", "request_id": i})
@@ -240,7 +241,7 @@ def test_persistent_loop_serves_its_mailbox_and_keeps_the_conversation(tmp_path)
         prog = tmp_path / "root.py"
         prog.write_text(PERSISTENT_ROOT)
         rec = await k.spawn(parse_manifest({"name": "root", "program": str(prog), "isolation": "degraded",
-                                            "capabilities": ["spawn_child: keeper",
+                                            "capabilities": ["model: *", "spawn_child: keeper",
                                                              "message_send: [keeper, root]"]}),
                             message="go")
         await k.wait(rec, 90)

@@ -53,7 +53,7 @@ async def _kernel(home_dir: Path, base_url: str) -> tuple[Kernel, persistent.Sta
 
 
 KEEPER = {"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
-          "isolation": "degraded", "system_prompt": "remember"}
+          "isolation": "degraded", "system_prompt": "remember", "capabilities": ["model: *"]}
 
 
 def test_agent_run_conversation_survives_a_kernel_restart(tmp_path, model):
@@ -124,7 +124,7 @@ k = agent.connect()
 k.recv(timeout=10)
 child = k.spawn({"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
                  "isolation": "degraded", "system_prompt": "[agent:keeper]",
-                 "capabilities": ["message_send: asker"]})
+                 "capabilities": ["model: *", "message_send: asker"]})
 res = ToolLoop(k, list(LOOP_TOOLS.values()), system_prompt="[agent:asker]").run("ask the keeper")
 k.send(child.agent_id, {"kind": "shutdown"})
 k.wait_child(child.agent_id, timeout=30)
@@ -150,7 +150,7 @@ def test_send_and_wait_between_real_agents(tmp_path, model):
     async def go():
         k, store = await _kernel(tmp_path / "home", model.base_url)
         rec = await k.spawn(parse_manifest({"name": "asker", "program": str(prog), "isolation": "degraded",
-                                            "capabilities": ["spawn_child: keeper",
+                                            "capabilities": ["model: *", "spawn_child: keeper",
                                                              "message_send: [keeper, asker]"]}),
                             message="go")
         await k.wait(rec, 60)

@@ -435,3 +435,142 @@ class CapabilityMachine(RuleBasedStateMachine):
 
 TestCapabilityMachine = CapabilityMachine.TestCase
 TestCapabilityMachine.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+
+
+# ------------------------------------------------------------------ the one decision
+from agentix.core.authorize import AuthRequest, authorize  # noqa: E402
+from agentix.core.errors import AgentixError  # noqa: E402
+from agentix.core.ledger import MemoryIssuedTokens  # noqa: E402
+
+_HOLDERS = st.sampled_from(["alice", "bob"])
+
+
+class DecisionMachine(RuleBasedStateMachine):
+    """``core.authorize`` + ``TokenLedger.commit`` against a reference model, for random grant
+    sets, delegation chains (to the same or another holder), revocations, expiries, copied and
+    re-signed tokens: no call — any number of resources, per token or per resource charging,
+    partial or not — touches a resource without a live, covering, issued, charged token held by
+    the caller; a refusal changes nothing; counts never pass a limit; and a call that one
+    presented live token fully covers is never refused."""
+
+    tokens = Bundle("dtokens")
+
+    def __init__(self):
+        super().__init__()
+        self.auth = Authority(KEY)
+        self.led = TokenLedger()
+        self.issued = MemoryIssuedTokens()
+        self.now = NOW
+        self.exp: dict[str, float | None] = {}
+        self.limit: dict[str, int | None] = {}
+        self.revoked: set[str] = set()
+        self.used: dict[str, int] = {}
+        self.owner: dict[str, str] = {}       # token id -> the holder the kernel issued it to
+        self.all: list = []
+
+    def _track(self, t, limit, exp, issue=True):
+        self.limit[t.id] = limit
+        self.exp[t.id] = exp
+        self.all.append(t)
+        if issue:
+            self.issued.issue(t)
+            self.owner[t.id] = t.holder
+
+    @rule(target=tokens, holder=_HOLDERS, gs=grant_sets, limit=st.one_of(st.none(), st.integers(0, 4)),
+          ttl=st.one_of(st.none(), st.integers(1, 30)))
+    def mint(self, holder, gs, limit, ttl):
+        exp = None if ttl is None else self.now + ttl
+        t = self.auth.mint(holder, gs, now=self.now, expires_at=exp, max_invocations=limit)
+        self._track(t, limit, None if exp is None else int(exp))
+        return t
+
+    @rule(target=tokens, parent=tokens, holder=_HOLDERS, data=st.data(),
+          limit=st.one_of(st.none(), st.integers(0, 4)), issue=st.booleans())
+    def delegate(self, parent, holder, data, limit, issue):
+        """A kernel delegation (issued) — or bytes anyone could append offline (not issued)."""
+        own = list(parent.grants)
+        gs = data.draw(st.one_of(st.lists(st.sampled_from(own), max_size=3) if own else st.just([]),
+                                 st.lists(grants, max_size=3)))
+        try:
+            t = self.auth.attenuate(parent, gs, now=self.now, holder=holder, max_invocations=limit)
+        except HandoffEscalationDenied:
+            return parent
+        self._track(t, limit, self.exp[parent.id], issue=issue)
+        return t
+
+    @rule(t=tokens)
+    def revoke(self, t):
+        self.led.revoke(t.id)
+        self.revoked.add(t.id)
+
+    @rule(dt=st.integers(1, 20))
+    def tick(self, dt):
+        self.now += dt
+
+    def _live(self, t, holder) -> bool:
+        exp = self.exp[t.id]
+        return (t.holder == holder and self.owner.get(t.id) == holder
+                and (exp is None or self.now < exp)
+                and not any(i in self.revoked for i in t.chain))
+
+    def _left(self, t) -> int | None:
+        lefts = [self.limit[i] - self.used.get(i, 0) for i in t.chain if self.limit[i] is not None]
+        return min(lefts) if lefts else None
+
+    @rule(holder=_HOLDERS, data=st.data(), reqs=st.lists(requests, min_size=1, max_size=4),
+          partial=st.booleans(), per_resource=st.booleans())
+    def call(self, holder, data, reqs, partial, per_resource):
+        if not self.all:
+            return
+        shown = data.draw(st.lists(st.sampled_from(self.all), max_size=4, unique_by=lambda t: t.id))
+        req = AuthRequest(holder=holder, resources=tuple(reqs), partial=partial,
+                          charge="per_resource" if per_resource else "per_token")
+        before = self.led.snapshot()
+        try:
+            auth = authorize(shown, req, ledger=self.led, issued=self.issued, now=self.now)
+            self.led.commit(auth)
+        except AgentixError:
+            assert self.led.snapshot() == before, "a refusal charged something"
+            # completeness: one live token with an invocation left covering everything
+            if not per_resource:
+                for t in shown:
+                    left = self._left(t)
+                    if self._live(t, holder) and (left is None or left > 0) and all(
+                            all(ref_set_permits(b.grants, r) for b in t.blocks) for r in reqs):
+                        raise AssertionError(f"{t.id} covers the whole call and was refused")
+            return
+        if not partial:
+            assert len(auth.covered) == len(reqs)
+        for c in auth.covered:
+            t = c.token
+            assert any(t.id == s.id for s in shown), "a token the caller did not present"
+            assert self._live(t, holder), "a dead, foreign or unissued token covered a resource"
+            assert all(ref_set_permits(b.grants, c.resource) for b in t.blocks), "not covered"
+        # the reference charges: one per distinct token, or one per resource
+        units = [c.token for c in auth.covered]
+        if not per_resource:
+            units = list({t.id: t for t in units}.values())
+        for t in units:
+            for i in t.chain:
+                if self.limit[i] is not None:
+                    self.used[i] = self.used.get(i, 0) + 1
+
+    @invariant()
+    def counts_match_and_stay_within_limits(self):
+        for t in self.all:
+            assert self.led.used(t.id) == self.used.get(t.id, 0)
+            if self.limit[t.id] is not None:
+                assert self.led.used(t.id) <= self.limit[t.id]
+
+
+TestDecisionMachine = DecisionMachine.TestCase
+TestDecisionMachine.settings = settings(max_examples=80, stateful_step_count=30, deadline=None,
+                                        suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.slow
+def test_decision_machine_slow():
+    run = DecisionMachine.TestCase
+    run.settings = settings(max_examples=2_000, stateful_step_count=40, deadline=None,
+                            suppress_health_check=[HealthCheck.too_slow])
+    run().runTest()

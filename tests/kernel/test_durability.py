@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agentix.core.errors import CapabilityDenied
-from agentix.kernel.dispatch import Call, Caller, MethodSpec, Pipeline
+from agentix.kernel.dispatch import Call, Caller, MethodPolicy, MethodSpec, Pipeline
 from agentix.tools.base import ToolRegistry, ToolSpec
 
 
@@ -55,10 +55,15 @@ def _pipeline() -> tuple[Pipeline, RecordingSink, list[str]]:
         handled.append(f"{call.tool}:{sink.records[-1] if sink.records else None}")
         return {}
 
-    p.register(MethodSpec("tool.call", tool_call, agent=True))
-    p.register(MethodSpec("sys.info", tool_call, agent=True, checked=False, recorded=True,
-                          durability="no_effect"))
-    p.register(MethodSpec("agent.spawn_child", tool_call, agent=True, recorded=True))
+    def checked(*a: Any) -> list[Any]:
+        return []
+
+    p.register(MethodSpec("tool.call", tool_call, MethodPolicy(
+        "effect", "test", resources=checked, recorded=True, tool_call=True), agent=True))
+    p.register(MethodSpec("sys.info", tool_call, MethodPolicy("no_effect", "test", recorded=True),
+                          agent=True))
+    p.register(MethodSpec("agent.spawn_child", tool_call, MethodPolicy(
+        "effect", "test", resources=checked, recorded=True), agent=True))
     return p, sink, handled
 
 
@@ -69,9 +74,7 @@ def run(p: Pipeline, method: str, params: dict[str, Any]) -> Any:
     return asyncio.run(p.run(AGENT, method, params))
 
 
-def test_method_default_is_effect():
-    spec = MethodSpec("x", lambda c: None)  # type: ignore[arg-type,return-value]
-    assert spec.durability == "effect"
+def test_tool_default_is_effect():
     assert ToolSpec("t", "", {}, lambda c, a: None).durability == "effect"  # type: ignore[arg-type,return-value]
 
 
@@ -117,3 +120,30 @@ def test_kernel_tools_declare_their_class():
     assert by_name == {"echo": "no_effect", "file_read": "no_effect",
                        "file_read_many": "no_effect", "file_list": "no_effect",
                        "grep": "no_effect", "file_write": "effect", "file_edit": "effect"}
+
+
+def test_an_eagerly_started_call_keeps_one_context():
+    """A no-effect call runs its handler before its first suspension (no durable record to
+    wait for): a context variable it sets (the file fence) must be reset in the same context
+    and never leak into the connection's callbacks."""
+    from contextvars import ContextVar
+
+    from agentix.rpc.server import _start_eagerly
+
+    var: ContextVar[int | None] = ContextVar("v", default=None)
+    done: list[str] = []
+
+    async def handler() -> None:
+        tok = var.set(1)
+        await asyncio.sleep(0.01)
+        var.reset(tok)  # ValueError if the rest ran in another context
+        done.append("reset")
+
+    async def main() -> None:
+        task = _start_eagerly(handler())
+        assert task is not None
+        assert var.get() is None  # the first step's set did not leak into this context
+        await task
+
+    asyncio.run(main())
+    assert done == ["reset"]

@@ -524,6 +524,8 @@ def run_child(k: KernelLike, item: dict[str, Any], config: LoopConfig) -> dict[s
                              "persistent child would never finish. Drop \"lifecycle\".", field="lifecycle")
     if manifest.get("program") is None:
         manifest["program"] = LOOP_PROGRAM
+    if manifest["program"] == LOOP_PROGRAM:
+        manifest["capabilities"] = _with_model_grant(k, manifest)
     child = k.call("agent.spawn_child", manifest=manifest, message=child_message(item, config))
     done = k.call("agent.wait_child", agent_id=child["agent_id"], timeout=config.child_timeout)
     exit_ = done.get("exit") or {}
@@ -533,6 +535,20 @@ def run_child(k: KernelLike, item: dict[str, Any], config: LoopConfig) -> dict[s
     return {"ok": ok, "agent_id": child["agent_id"], "name": child.get("name"),
             "outcome": exit_.get("reason") or done.get("state"), "result": result,
             "elapsed": round(time.monotonic() - t0, 3)}
+
+
+def _with_model_grant(k: KernelLike, manifest: dict[str, Any]) -> list[Any]:
+    """An LLM child thinks, and ``think`` is a capability: unless its manifest names a model
+    grant, it inherits one narrowed to what it will use — its ``model``, or this agent's own
+    model grants (the kernel refuses anything this agent does not hold)."""
+    caps = manifest.get("capabilities") or []
+    caps = [caps] if isinstance(caps, str) else list(caps)
+    if any(isinstance(c, str) and c.strip().startswith("model:") for c in caps):
+        return caps
+    if isinstance(manifest.get("model"), str):
+        return caps + [f"model: {manifest['model']}"]
+    mine = [g for g in k.call("sys.info").get("grants", []) if g.startswith("model:")]
+    return caps + mine
 
 
 def run_children(k: KernelLike, items: list[dict[str, Any]], config: LoopConfig) -> list[dict[str, Any]]:

@@ -99,6 +99,7 @@ def llm_section(k: Kernel, console: Console, *, max_tokens: int | None = None) -
     try:
         for i, w in enumerate(WEIGHTS):
             r = k.spawn({"name": f"llm-{i}", "program": PROGRAM, "priority": w,
+                         "capabilities": [f"model: {p}:*" for p in providers],  # think is a capability
                          "args": ["--max-tokens", str(max_tokens), "--threads", "3"]})
             ids[r.agent_id] = (r.name, w)
             spawned.append(r.agent_id)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
@@ -57,6 +58,7 @@ __all__ = [
 
 _PAYLOAD_RE = re.compile(r'agentix_block\("([A-Za-z0-9_=-]*)"\);')
 _DATALOG_MAX_TIME = timedelta(milliseconds=250)
+_VERDICTS_MAX = 1024  # memoised grant-matching verdicts per token
 _ID_LEN = 32  # hex chars of the revocation id used as the token id (128 bits)
 
 
@@ -75,30 +77,37 @@ class Block:
     expires_at: int | None
     max_invocations: int | None
     issued_at: float
+    #: tools that need a human's approval whenever this token (or one derived from it) is used
+    ask: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Token:
-    """A verified (or just minted) capability. Only ``Authority`` constructs these."""
+    """A verified (or just minted) capability. Only ``Authority`` constructs these.
+    (Derived facts — id, chain, expiry, limits — are computed once per token: its blocks are
+    signed and immutable.)"""
 
     blocks: tuple[Block, ...]
     serialized: bytes = field(repr=False)
     _biscuit: Any = field(repr=False, compare=False, default=None)
+    #: request -> whether the signed grants permit it (a pure function of the signed blocks;
+    #: revocation, expiry and holder are never cached — ``core.authorize`` checks them each time)
+    _verdicts: dict[Any, bool] = field(repr=False, compare=False, default_factory=dict)
 
-    @property
+    @cached_property
     def id(self) -> str:
         return self.blocks[-1].id
 
-    @property
+    @cached_property
     def parent_id(self) -> str | None:
         return self.blocks[-2].id if len(self.blocks) > 1 else None
 
-    @property
+    @cached_property
     def chain(self) -> tuple[str, ...]:
         """Ids from the root token to this one."""
         return tuple(b.id for b in self.blocks)
 
-    @property
+    @cached_property
     def holder(self) -> str:
         return self.blocks[-1].holder
 
@@ -108,7 +117,7 @@ class Token:
         intersection over ``blocks``; see ``permits``)."""
         return self.blocks[-1].grants
 
-    @property
+    @cached_property
     def expires_at(self) -> int | None:
         exps = [b.expires_at for b in self.blocks if b.expires_at is not None]
         return min(exps) if exps else None
@@ -117,14 +126,32 @@ class Token:
     def max_invocations(self) -> int | None:
         return self.blocks[-1].max_invocations
 
-    @property
+    @cached_property
+    def approval_required(self) -> frozenset[str]:
+        """Tools that need approval when this token is used: the union over its chain, so a
+        constraint added by any ancestor can never be dropped by delegating."""
+        return frozenset(a for b in self.blocks for a in b.ask)
+
+    @cached_property
     def limits(self) -> tuple[tuple[str, int], ...]:
         """(id, max_invocations) for every block in the chain that has a limit."""
         return tuple((b.id, b.max_invocations) for b in self.blocks if b.max_invocations is not None)
 
     def permits(self, request: Request) -> bool:
-        """Whether every block's grants permit ``request``."""
-        return all(b.grants.permits(request) for b in self.blocks)
+        """Whether every block's grants permit ``request`` (the last block, the narrowest,
+        first). Memoised per token: the grants are signed and never change."""
+        verdicts = self._verdicts
+        v = verdicts.get(request)
+        if v is None:
+            v = True
+            for b in reversed(self.blocks):
+                if not b.grants.permits(request):
+                    v = False
+                    break
+            if len(verdicts) >= _VERDICTS_MAX:
+                verdicts.clear()
+            verdicts[request] = v
+        return v
 
     def covers(self, grant: Grant) -> bool:
         """Whether every block's grants cover ``grant`` (what delegation needs)."""
@@ -167,8 +194,13 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(int(ts), timezone.utc)
 
 
-def _payload(holder: str, grants: GrantSet, exp: int | None, max_inv: int | None, now: float) -> str:
-    data = {"v": 1, "holder": holder, "grants": grants.strings(), "exp": exp, "max": max_inv, "iat": now}
+def _payload(holder: str, grants: GrantSet, exp: int | None, max_inv: int | None, now: float,
+             ask: Iterable[str] = ()) -> str:
+    data: dict[str, Any] = {"v": 1, "holder": holder, "grants": grants.strings(), "exp": exp,
+                            "max": max_inv, "iat": now}
+    ask = sorted(set(ask))
+    if ask:
+        data["ask"] = ask
     return base64.urlsafe_b64encode(orjson.dumps(data)).decode("ascii")
 
 
@@ -198,6 +230,8 @@ def _grant_expr(g: Grant, params: dict[str, Any]) -> str:
         return f"({kind} && $v == {p(v)})"
     if v == "*" and g.kind != "secret":
         return f"({kind})"
+    if g.kind == "model" and v.endswith("*"):
+        return f"({kind} && $v.starts_with({p(v[:-1])}))"
     return f"({kind} && $v == {p(v)})"
 
 
@@ -263,11 +297,13 @@ class Authority:
         now: float,
         expires_at: float | None = None,
         max_invocations: int | None = None,
+        ask: Iterable[str] = (),
     ) -> Token:
-        """A root token for ``holder`` (used at spawn, from the manifest's grants)."""
+        """A root token for ``holder`` (used at spawn, from the manifest's grants); ``ask`` names
+        tools that need approval whenever it or a token derived from it is used."""
         gs = _as_grantset(grants)
         exp, max_inv = _check_limits(expires_at, max_invocations)
-        code, params = _block_code(_payload(holder, gs, exp, max_inv, now), exp, gs)
+        code, params = _block_code(_payload(holder, gs, exp, max_inv, now, ask), exp, gs)
         biscuit = _bi.BiscuitBuilder(code, params).build(self._keypair.private_key)
         return self._remember(self._parse(biscuit))
 
@@ -281,8 +317,10 @@ class Authority:
         expires_at: float | None = None,
         max_invocations: int | None = None,
         remaining: int | None = None,
+        ask: Iterable[str] = (),
     ) -> Token:
         """A narrower token derived from ``token`` (same holder unless ``holder`` is given).
+        ``ask`` adds tools that need approval (the parent's stay: constraints only accumulate).
 
         ``remaining`` is what the ledger says ``token`` has left (``TokenLedger.remaining``);
         asking for more is refused, as are grants the token does not cover and a later expiry.
@@ -314,7 +352,7 @@ class Authority:
                 reason="more_invocations",
                 token_id=token.id,
             )
-        code, params = _block_code(_payload(holder or token.holder, gs, exp, max_inv, now), exp, gs)
+        code, params = _block_code(_payload(holder or token.holder, gs, exp, max_inv, now, ask), exp, gs)
         biscuit = token._biscuit.append(_bi.BlockBuilder(code, params))
         return self._remember(self._parse(biscuit))
 
@@ -327,6 +365,7 @@ class Authority:
         now: float,
         expires_at: float | None = None,
         remaining: dict[str, int | None] | None = None,
+        ask: Iterable[str] = (),
     ) -> list[Token]:
         """Tokens for a child (``agent.spawn_child``) derived from the parent's tokens.
 
@@ -355,12 +394,30 @@ class Authority:
             out.append(
                 self.attenuate(
                     by_id[pid], glist, now=now, holder=holder, expires_at=expires_at,
-                    max_invocations=left, remaining=left,
+                    max_invocations=left, remaining=left, ask=ask,
                 )
             )
         return out
 
     # ------------------------------------------------------------------ verifying
+    def parse(self, serialized: bytes) -> Token:
+        """The token in ``serialized`` if its signature chain verifies against the root key.
+
+        Only this is cached (keyed by the bytes): nothing that depends on the clock, the holder
+        or the ledger is checked here or remembered — ``core.authorize`` checks those at every
+        decision, so expiry and revocation take effect at the next call."""
+        if not isinstance(serialized, (bytes, bytearray)):
+            raise _invalid()
+        key = bytes(serialized)
+        token = self._cache.get(key)
+        if token is None:
+            try:
+                biscuit = _bi.Biscuit.from_bytes(key, self._public)
+            except Exception:  # noqa: BLE001 - any decoding/signature failure is the same refusal
+                raise _invalid() from None
+            token = self._remember(self._parse(biscuit))
+        return token
+
     def verify(self, serialized: bytes, holder: str, now: float) -> Token:
         """The token in ``serialized``, if genuine, unexpired and held by ``holder``."""
         if not isinstance(serialized, (bytes, bytearray)):
@@ -482,6 +539,7 @@ class Authority:
                         expires_at=None if exp is None else int(exp),
                         max_invocations=None if mx is None else int(mx),
                         issued_at=float(data["iat"]),
+                        ask=tuple(str(a) for a in data.get("ask", ())),
                     )
                 )
             return Token(tuple(blocks), bytes(biscuit.to_bytes()), biscuit)

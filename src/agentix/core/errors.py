@@ -24,11 +24,13 @@ Hierarchy (whose fault it is)::
     │   ├── ApprovalDenied            approval_denied
     │   ├── BudgetExceeded            budget_exceeded
     │   ├── LimitExceeded             limit_exceeded       (depth, count, mailbox full ...)
-    │   └── IsolationUnavailable      isolation_unavailable
+    │   ├── IsolationUnavailable      isolation_unavailable
+    │   └── PackageRejected           package_rejected     (bad signature, untrusted, rollback, unsafe archive)
     ├── StateError                    conflict             (wrong lifecycle state)
     ├── Timeout                       timeout
     ├── ToolError                     tool_error           (the tool ran and failed)
     ├── ProviderError                 provider_error       (inference backend failed)
+    ├── RegistryError                 registry_error       (a remote OCI registry failed: 401, 404, 5xx, timeout)
     └── InternalError                 internal_error       (a kernel bug; never leaks details)
 
 The table ``CODES`` maps each string code to its numeric JSON-RPC code; both are part of
@@ -57,9 +59,11 @@ __all__ = [
     "LimitExceeded",
     "MethodNotFound",
     "NotFound",
+    "PackageRejected",
     "ParseError",
     "ProviderError",
     "RefusedError",
+    "RegistryError",
     "RequestError",
     "StateError",
     "TaintViolation",
@@ -90,6 +94,8 @@ CODES: dict[str, int] = {
     "timeout": -32050,
     "tool_error": -32060,
     "provider_error": -32070,
+    "package_rejected": -32080,
+    "registry_error": -32081,
 }
 
 
@@ -98,10 +104,20 @@ class AgentixError(Exception):
 
     code: ClassVar[str] = "internal_error"
 
+    #: taint labels (``source:origin``) of text from the world this error carries — a
+    #: server's status line, a redirect target, a body: the kernel labels the context that
+    #: receives the error with them, as it would for a result
+    taint: tuple[str, ...] = ()
+
     def __init__(self, message: str, **data: Any) -> None:
         super().__init__(message)
         self.message = message
         self.data: dict[str, Any] = data
+
+    def tainted(self, *labels: str) -> AgentixError:
+        """Mark this error as carrying world text labelled ``labels``; returns itself."""
+        self.taint = tuple(sorted(set(self.taint) | set(labels)))
+        return self
 
     @property
     def rpc_code(self) -> int:
@@ -183,6 +199,10 @@ class IsolationUnavailable(RefusedError):
     code = "isolation_unavailable"
 
 
+class PackageRejected(RefusedError):
+    code = "package_rejected"
+
+
 class StateError(AgentixError):
     code = "conflict"
 
@@ -197,6 +217,10 @@ class ToolError(AgentixError):
 
 class ProviderError(AgentixError):
     code = "provider_error"
+
+
+class RegistryError(AgentixError):
+    code = "registry_error"
 
 
 class InternalError(AgentixError):

@@ -12,6 +12,8 @@ Grant syntax (one kind per string; several values as ``[a, b]`` or ``a, b``)::
     message_send: [name] | *
     secret: NAME                a vault secret a tool may inject (never shown to the agent)
     untaint: fetched_url | *    may clear that taint label
+    model: openai:gpt-4o-mini | local:* | *   the models ``think`` may use (provider:model; a
+                                trailing ``*`` matches any suffix)
     preset: standard            a named set (see PRESETS)
 
 ``{workspace}`` in a path is replaced by the agent's workspace. Zero grants is the default:
@@ -33,7 +35,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Literal, get_args
+from typing import Any, Iterable, Literal, NamedTuple, get_args
 
 from agentix.core.errors import HandoffEscalationDenied, InvalidRequest
 from agentix.core.hosts import HostPattern, normalize_host, parse_host_pattern
@@ -57,7 +59,8 @@ __all__ = [
 ]
 
 GrantKind = Literal[
-    "file_read", "file_write", "tool", "network", "spawn_child", "exec", "message_send", "secret", "untaint"
+    "file_read", "file_write", "tool", "network", "spawn_child", "exec", "message_send", "secret", "untaint",
+    "model",
 ]
 GRANT_KINDS: tuple[str, ...] = get_args(GrantKind)
 TAINT_SOURCES = ("fetched_url", "untrusted_file", "agent_message", "external_tool")
@@ -67,11 +70,15 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 _AGENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _PROGRAM_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,127}$")
 _SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: ``provider:model``, a trailing ``*`` allowed (``local:*``, ``openai:gpt-4o*``)
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}:[A-Za-z0-9_.:/@+-]{0,127}\*?$")
 
 PRESET_DOCS: dict[str, str] = {
-    "unrestricted": "every tool, read and write anywhere, any public host, any program, spawn and "
-    "message anyone. Still no private/loopback network, no secrets, no untaint, and taint policy "
-    "and approvals still apply. For trusted operator agents only.",
+    "unrestricted": "every tool, read and write anywhere except the kernel's own state "
+    "($AGENTIX_HOME: keys, database, secrets, approvals, other agents' workspaces and logs), any "
+    "public host, any program, spawn and message anyone, any configured model. Still no "
+    "private/loopback network, no secrets, no untaint, and taint policy and approvals still "
+    "apply. For trusted operator agents only.",
     "standard": "every plain tool, read and write in the workspace, any public host, spawn any "
     "child, message anyone. No exec.",
     "sandboxed": "every plain tool, read and write in the workspace only. No network, no exec, "
@@ -83,7 +90,7 @@ PRESET_DOCS: dict[str, str] = {
 PRESETS: dict[str, tuple[str, ...]] = {
     "unrestricted": (
         "tool: *", "file_read: /*", "file_write: /*", "network: *", "exec: *",
-        "spawn_child: *", "message_send: *",
+        "spawn_child: *", "message_send: *", "model: *",
     ),
     "standard": (
         "tool: *", "file_read: {workspace}/*", "file_write: {workspace}/*", "network: *",
@@ -106,9 +113,10 @@ class Grant:
         return f"{self.kind}: {self.value}"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One thing a call wants to do; build it with ``Request.make`` (which normalises)."""
+class Request(NamedTuple):
+    """One thing a call wants to do; build it with ``Request.make`` (which normalises).
+    (A named tuple: hashing and comparing it is done in C, and the decision does it per
+    resource.)"""
 
     kind: GrantKind
     value: str
@@ -170,6 +178,9 @@ def _canonical(kind: str, value: str, workspace: str | None, source: str) -> str
     elif kind == "exec":
         ok = _PROGRAM_RE.match(value)
         what = "a program name such as git (no path, no spaces, no shell syntax)"
+    elif kind == "model":
+        ok = _MODEL_RE.match(value) and value.count("*") <= 1 and not value.endswith(":")
+        what = "provider:model, e.g. openai:gpt-4o-mini or local:* (a trailing * only)"
     elif kind == "secret":
         ok = _SECRET_RE.match(value)
         what = "a secret name such as GITHUB_TOKEN (no wildcard)"
@@ -235,9 +246,20 @@ def _host_pat(value: str) -> HostPattern:
     return parse_host_pattern(value)
 
 
+def _model_match(pattern: str, value: str) -> bool:
+    """``pattern`` (``*``, ``p:m`` or ``p:prefix*``) against ``value`` (a name or pattern)."""
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    return pattern == value
+
+
 def _grant_covers(p: Grant, c: Grant) -> bool:
     if p.kind != c.kind:
         return False
+    if p.kind == "model":
+        return _model_match(p.value, c.value)
     if p.kind in _PATH_KINDS:
         return _path_pat(p.value).covers(_path_pat(c.value))
     if p.kind == "network":
@@ -250,6 +272,8 @@ def _grant_covers(p: Grant, c: Grant) -> bool:
 def _grant_permits(g: Grant, r: Request) -> bool:
     if g.kind != r.kind:
         return False
+    if g.kind == "model":
+        return "*" not in r.value and _model_match(g.value, r.value)
     if g.kind in _PATH_KINDS:
         return _path_pat(g.value).matches(r.value)
     if g.kind == "network":
@@ -378,7 +402,13 @@ def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = N
         host = urlsplit(url).hostname
         if not host:
             raise InvalidRequest(f"web_fetch: {url!r} has no host")
-        return [Request.make("network", host)]
+        out = [Request.make("network", host)]
+        secret = args.get("secret")
+        if secret is not None:
+            if not isinstance(secret, str) or not _SECRET_RE.match(secret):
+                raise InvalidRequest("web_fetch: 'secret' must be a vault secret name")
+            out.append(Request("secret", secret))
+        return out
     if tool == "exec":
         argv = args.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):

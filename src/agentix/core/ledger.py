@@ -20,12 +20,15 @@ when more than one thread may call it (a single asyncio loop needs none, as noth
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from agentix.core.caps import Token
+
+if TYPE_CHECKING:
+    from agentix.core.authorize import Authorization
 from agentix.core.errors import CapabilityExhausted, CapabilityRevoked
 
-__all__ = ["TokenLedger"]
+__all__ = ["IssuedTokens", "MemoryIssuedTokens", "TokenLedger"]
 
 
 class TokenLedger:
@@ -52,6 +55,9 @@ class TokenLedger:
             self._revoked.update(ids)
             return ids
 
+    def is_revoked_id(self, token_id: str) -> bool:
+        return token_id in self._revoked
+
     def is_revoked(self, token: Token) -> bool:
         revoked = self._revoked
         return any(i in revoked for i in token.chain)
@@ -69,6 +75,27 @@ class TokenLedger:
             used = self._used
             for tid, _limit in token.limits:
                 used[tid] = used.get(tid, 0) + 1
+
+    def commit(self, auth: Authorization) -> None:
+        """Apply one decision's charges (``core.authorize``) atomically: re-check that no token
+        it used has been revoked and that no limit would be passed, then add the uses. Raises
+        (charging nothing) if the world moved since the decision."""
+        with self._lock:
+            revoked = self._revoked
+            for t in auth.tokens:
+                for tid in t.chain:
+                    if tid in revoked:
+                        raise CapabilityRevoked("the capability was revoked", token_id=t.id, revoked_id=tid)
+            limits = {tid: lim for t in auth.tokens for tid, lim in t.limits}
+            used = self._used
+            for tid, n in auth.charges:
+                lim = limits.get(tid)
+                if lim is not None and used.get(tid, 0) + n > lim:
+                    raise CapabilityExhausted(
+                        f"the capability has used all {lim} of its invocations",
+                        exhausted_id=tid, max_invocations=lim)
+            for tid, n in auth.charges:
+                used[tid] = used.get(tid, 0) + n
 
     def used(self, token_id: str) -> int:
         return self._used.get(token_id, 0)
@@ -112,3 +139,50 @@ class TokenLedger:
 
     def revoked_ids(self) -> Iterable[str]:
         return frozenset(self._revoked)
+
+
+class IssuedTokens(Protocol):
+    """The kernel's record of which agent each token id was issued to (holder binding).
+
+    A token presented by an agent counts only if its id was issued to that agent: bytes copied
+    from another agent, or with blocks appended by anyone, name an id the kernel never issued
+    to the presenter. ``MemoryIssuedTokens`` keeps it in memory; a store-backed implementation
+    (the auth-state work) keeps it across restarts.
+    """
+
+    def issue(self, token: Token) -> None: ...
+
+    def holder_of(self, token_id: str) -> str | None: ...
+
+    def ids_of(self, holder: str) -> list[str]: ...
+
+
+class MemoryIssuedTokens:
+    def __init__(self) -> None:
+        self._holder: dict[str, str] = {}
+        self._by_holder: dict[str, list[str]] = {}
+
+    def issue(self, token: Token) -> None:
+        prev = self._holder.get(token.id)
+        if prev is not None and prev != token.holder:
+            raise ValueError(f"token {token.id} was already issued to {prev}")
+        if prev is None:
+            self._holder[token.id] = token.holder
+            self._by_holder.setdefault(token.holder, []).append(token.id)
+
+    def holder_of(self, token_id: str) -> str | None:
+        return self._holder.get(token_id)
+
+    def ids_of(self, holder: str) -> list[str]:
+        return list(self._by_holder.get(holder, ()))
+
+    def snapshot(self) -> dict[str, str]:
+        return dict(sorted(self._holder.items()))
+
+    @classmethod
+    def restore(cls, data: dict[str, str]) -> MemoryIssuedTokens:
+        out = cls()
+        for tid, holder in data.items():
+            out._holder[str(tid)] = str(holder)
+            out._by_holder.setdefault(str(holder), []).append(str(tid))
+        return out

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest, NotFound
 from agentix.core.manifest import parse_manifest
-from agentix.kernel.dispatch import Call, MethodSpec
+from agentix.kernel.dispatch import Call
+from agentix.kernel.methods import broadcast_targets, method, model_of
 from agentix.tools.base import ToolContext, check_args
 
 if TYPE_CHECKING:
@@ -35,9 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 MAX_WAIT = 24 * 3600.0
-#: reads of kernel state: no effect outside the kernel (MethodSpec.durability)
-NO_EFFECT = frozenset({"kernel.info", "agent.list", "agent.status", "agent.logs", "events.tail",
-                       "inference.stats", "tool.list", "sys.info", "agent.children"})
+
 LOG_CHUNK = 256 * 1024
 
 
@@ -64,19 +63,14 @@ def _timeout(params: dict[str, Any], default: float | None) -> float | None:
     return None if t is None else float(t)
 
 
-def _dur(name: str) -> Any:
-    return "no_effect" if name in NO_EFFECT else "effect"
-
-
 def register(k: Kernel) -> None:
     p = k.pipeline
 
-    def op(name: str, fn: Any, *, checked: bool = False) -> None:
-        p.register(MethodSpec(name, fn, operator=True, checked=checked, durability=_dur(name)))
+    def op(name: str, fn: Any) -> None:
+        p.register(method(name, fn, operator=True))
 
-    def sc(name: str, fn: Any, *, checked: bool = True, recorded: bool = False) -> None:
-        p.register(MethodSpec(name, fn, agent=True, checked=checked, recorded=recorded,
-                              durability=_dur(name)))
+    def sc(name: str, fn: Any) -> None:
+        p.register(method(name, fn, agent=True))
 
     def caller_rec(call: Call) -> AgentRecord:
         assert call.caller.agent_id is not None
@@ -98,6 +92,8 @@ def register(k: Kernel) -> None:
         from agentix.kernel.kernel import parse_spawn_manifest
 
         manifest, base = parse_spawn_manifest(call.params)
+        if call.params.get("name") is not None and not isinstance(call.params["name"], str):
+            raise InvalidRequest('parameter "name" must be a string (the agent\'s name)', field="name")
         if isinstance(call.params.get("name"), str):
             manifest = manifest.model_copy(update={"name": parse_manifest(
                 {**manifest.to_data(), "name": call.params["name"]}).name})
@@ -205,22 +201,21 @@ def register(k: Kernel) -> None:
         spec = k.tools.get(call.tool)
         check_args(spec, call.args)
         ctx = ToolContext(services=k, call=call, agent_id=subject.agent_id if subject else None,
-                          workspace=subject.workspace if subject else None)
+                          workspace=subject.workspace if subject else None,
+                          authorization=call.authorization, reauthorize=k.caps.reauthorizer(call),
+                          fence=k.caps.fence(subject.workspace if subject else None))
         return await spec.handler(ctx, call.args)
 
     async def tool_call(call: Call) -> dict[str, Any]:
-        if "dry_run" in call.meta:  # a pure check: nothing charged, nothing run
-            return call.meta["dry_run"]
+        if call.dry_run is not None:  # a pure check: nothing charged, nothing run
+            return call.dry_run
         return await run_tool(call, caller_rec(call))
 
     async def tool_invoke(call: Call) -> dict[str, Any]:
-        if "dry_run" in call.meta:
-            return call.meta["dry_run"]
-        subject = call.meta.get("subject")  # set by the capability stage (acting as that agent)
-        if subject is None and call.params.get("agent_id") is not None:
-            subject = k.table.find_live(_req(call.params, "agent_id", str, "an agent id"))
-            call.subject = subject.agent_id
-            call.taint |= subject.taint
+        if call.dry_run is not None:
+            return call.dry_run
+        # the capability stage bound call.subject to the named agent (and decided as it)
+        subject = k.table.get(call.subject) if call.subject is not None else None
         return await run_tool(call, subject)
 
     # ------------------------------------------------------------ agent system calls
@@ -263,11 +258,11 @@ def register(k: Kernel) -> None:
         if "message" not in call.params:
             raise InvalidRequest('missing parameter "message"', field="message")
         delivered, failed = [], []
-        for target in k.table:
-            if target.agent_id == rec.agent_id or not target.live or target.root != rec.root:
-                continue
-            if not k.cap_stage.may_message(rec, target):
-                continue  # only the agents its message_send grants name
+        auth = call.authorization
+        assert auth is not None  # decided by the capability stage (one invocation per recipient)
+        for target, res in broadcast_targets(k, rec):
+            if not auth.allows(res):
+                continue  # only the agents its live message_send grants name
             try:
                 await k.deliver(rec, target, call.params["message"])
                 delivered.append(target.agent_id)
@@ -306,8 +301,9 @@ def register(k: Kernel) -> None:
     async def run_think(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
         params = {k_: v for k_, v in call.params.items() if k_ != "purpose"}
+        # the capability stage authorised exactly this model (model: provider:model grant)
         resp = await k.inference.think(rec.agent_id, rec.manifest.priority, params, rec.budget,
-                                       model=params.get("model") or rec.manifest.model)
+                                       model=model_of(k, rec, params))
         return resp.to_data()
 
     async def inference_stats(call: Call) -> dict[str, Any]:
@@ -322,18 +318,17 @@ def register(k: Kernel) -> None:
         ("agent.send", agent_send), ("events.tail", events_tail),
     ]:
         op(name, fn)
-    p.register(MethodSpec("tool.list", tool_list, operator=True, agent=True, checked=False,
-                          durability="no_effect"))
-    op("tool.invoke", tool_invoke, checked=True)
-    sc("sys.info", sys_info, checked=False)
-    sc("sys.exit", sys_exit, checked=False)
+    p.register(method("tool.list", tool_list, operator=True, agent=True))
+    op("tool.invoke", tool_invoke)
+    sc("sys.info", sys_info)
+    sc("sys.exit", sys_exit)
     sc("tool.call", tool_call)
     sc("ipc.send", ipc_send)
-    sc("ipc.recv", ipc_recv, checked=False)
+    sc("ipc.recv", ipc_recv)
     sc("ipc.broadcast", ipc_broadcast)
-    sc("agent.spawn_child", spawn_child, recorded=True)
-    sc("agent.wait_child", wait_child, checked=False)
-    sc("agent.children", list_children, checked=False)
+    sc("agent.spawn_child", spawn_child)
+    sc("agent.wait_child", wait_child)
+    sc("agent.children", list_children)
     sc("think", think)
     if getattr(k, "audit", None) is not None:
         from agentix.kernel import audit as audit_api

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.serialization import (
 
 from agentix.core.audit import public_key_bytes
 from agentix.core.errors import InvalidRequest
-from agentix.kernel.dispatch import Call, MethodSpec
+from agentix.kernel.dispatch import Call
+from agentix.kernel.methods import method
 from agentix.kernel.home import Home
 from agentix.store.audit import AuditEvents, AuditLog
 from agentix.store.db import Database
@@ -164,10 +165,6 @@ def register(k: Kernel, audit: KernelAudit) -> None:
         assert alog.public_key is not None
         return {**head, "public_key": alog.public_key.hex()}
 
-    # audit.head signs and stores a head (a store write): an effect; the rest only read
-    for name, fn, dur in [("audit.tail", audit_tail, "no_effect"),
-                          ("audit.verify", audit_verify, "no_effect"),
-                          ("audit.prove", audit_prove, "no_effect"),
-                          ("audit.head", audit_head, "effect")]:
-        k.pipeline.register(MethodSpec(name, fn, operator=True, checked=False,
-                                       durability=dur))  # type: ignore[arg-type]
+    for name, fn in [("audit.tail", audit_tail), ("audit.verify", audit_verify),
+                     ("audit.prove", audit_prove), ("audit.head", audit_head)]:
+        k.pipeline.register(method(name, fn, operator=True))

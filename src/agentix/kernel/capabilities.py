@@ -11,19 +11,24 @@ Rules (docs/security.md has the model):
   and relative paths mean ``/workspace``, and ``/workspace/*`` always means the *holder's*
   own workspace; only when a file tool runs is ``/workspace`` mapped to the caller's host
   workspace directory (so a host directory literally named ``/workspace`` cannot be granted).
-- ``CapabilityStage`` is a pipeline stage: for ``tool.call`` (and operator ``tool.invoke``
-  with ``agent_id``, which acts as that agent) it runs ``CallGate.check`` (verify, authorise,
-  taint policy, charge one invocation *before* execution), then approvals
-  (``approval_required`` in the manifest, or a taint rule that says ``ask``). It also gates
-  ``ipc.send``/``ipc.broadcast`` (``message_send``), ``agent.spawn_child`` (``spawn_child``),
-  ``agent.stop_child``/``agent.kill_child`` (own descendants only).
+- ``CapabilityStage`` is a pipeline stage that names no method: the method table
+  (``kernel/methods.py``) gives each call's resources; the stage asks the one decision
+  (``CapabilityService.decide`` → ``core.authorize``: holder, issue, expiry, revocation,
+  invocations, ``max_tool_calls``), applies the taint policy and approvals
+  (``approval_required`` of the manifest or of any block of the token used, or a taint rule
+  that says ``ask``), commits the charges *before* execution and hands the handler the
+  ``Authorization`` (``call.authorization``). Relations (own descendants) are the row's guard.
+- Holder binding: ``IssuedTokens`` records which agent each token id was issued to; bytes
+  copied from another agent or extended offline name an id not issued to the presenter.
+- The kernel's own state (``$AGENTIX_HOME``) is a denied prefix of every decision and is
+  fenced at open time (``tools/fs.py``).
 - Operator ``tool.invoke`` without ``agent_id`` holds no token: the operator is trusted, and
   since no agent's manifest applies no approval is asked either.
 - When an agent exits all its tokens are revoked (``TokenLedger.revoke_holder``).
 - The root key lives in ``$AGENTIX_HOME/keys/root.key`` (0600), made at first start.
 - Secrets (``[secrets]`` in config.toml, ``NAME = "env:VAR"``, or
-  ``$AGENTIX_HOME/keys/secrets.toml`` mode 0600) stay in the kernel; ``redact`` runs over
-  every tool result and event before it leaves.
+  ``$AGENTIX_HOME/keys/secrets.toml`` mode 0600) stay in the kernel; ``kernel/vault.py``
+  redacts them (and provider API keys) from every reply, error, event and log line.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import logging
 import os
 import secrets as _secrets
@@ -39,7 +45,7 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from agentix.core.approval import DEFAULT_TIMEOUT, Approval, apply, consume
 from agentix.core.caps import Authority, Token, generate_root_key
@@ -51,12 +57,15 @@ from agentix.core.errors import (
     InvalidRequest,
     NotFound,
 )
-from agentix.core.gate import CallGate, GateResult
-from agentix.core.grants import GrantSet, Request, parse_grants
-from agentix.core.ledger import TokenLedger
+from agentix.core.authorize import AuthRequest, Authorization, authorize
+from agentix.core.grants import Grant, GrantSet, Request, parse_grants
+from agentix.core.ledger import IssuedTokens
 from agentix.core.manifest import CapabilityEntry, Manifest
-from agentix.core.taint import DEFAULT_RULES, TaintPolicy, TaintSet, parse_rules
+from agentix.core.taint import DEFAULT_RULES, TaintPolicy, TaintSet, parse_rules, web_fetch_has_payload
 from agentix.kernel.dispatch import Call
+from agentix.kernel.trusted_state import DurableStateStage, StoredIssuedTokens, StoredLedger, lineage_key
+from agentix.store.db import Database
+from agentix.store.state import ApprovalRecord, ApprovalStore
 
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
@@ -187,39 +196,51 @@ def manifest_groups(manifest: Manifest) -> list[GrantGroup]:
 class ApprovalBook:
     """Approvals the kernel knows about (pending and answered), with a waiter per pending one.
 
-    In memory; ``snapshot``/``restore`` move the records (``Approval.to_data``) to and from a
-    durable store so that pending approvals survive a restart.
+    Every change is written to the store (table ``approvals``, through the one writer, queued
+    in order: the audit record that follows a change is durable only after it), so pending
+    approvals survive a restart. A ``legacy`` ``approvals.json`` from an older kernel is
+    imported once and removed.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, db: Database | None = None, legacy: Path | None = None) -> None:
         self._items: dict[str, Approval] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self.args: dict[str, dict[str, Any]] = {}  # what the operator is shown
-        self.path = path  # the interim durable copy (JSON, replaced atomically on every change)
-        if path is not None and path.exists():
-            import orjson
+        self.db = db
+        if db is not None:
+            self.restore([r.request for r in ApprovalStore(db).all()])
+            if legacy is not None and legacy.exists():
+                self._import(legacy)
 
-            self.restore(orjson.loads(path.read_bytes()))
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
+    def _import(self, legacy: Path) -> None:
         import orjson
 
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, orjson.dumps(self.snapshot()))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        assert self.db is not None
+        records = [d for d in orjson.loads(legacy.read_bytes()) if d.get("id") not in self._items]
+        self.restore(records)
+        for d in records:
+            self._save(self._items[d["id"]]).result()  # durable before the file goes
+        legacy.unlink()
+        log.info("imported %d approvals from %s into the store", len(records), legacy)
+
+    def _save(self, a: Approval) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self.db is None:
+            fut.set_result(None)
+            return fut
+        from agentix.core.audit import format_ts
+
+        rec = ApprovalRecord(a.id, a.agent, {**a.to_data(), "args": self.args.get(a.id)}, a.state,
+                             format_ts(a.created_at), format_ts(a.deadline))
+        fut = self.db.submit(lambda t: ApprovalStore.put_in(t, rec))
+        fut.add_done_callback(_log_store_failure)
+        return fut
 
     def add(self, a: Approval, args: dict[str, Any]) -> None:
         self._items[a.id] = a
         self._waiters[a.id] = asyncio.Event()
         self.args[a.id] = args
-        self._save()
+        self._save(a)
 
     def get(self, approval_id: str) -> Approval:
         try:
@@ -229,7 +250,7 @@ class ApprovalBook:
 
     def put(self, a: Approval) -> None:
         self._items[a.id] = a
-        self._save()
+        self._save(a)
         if a.state != "pending" and a.id in self._waiters:
             self._waiters[a.id].set()
 
@@ -265,43 +286,154 @@ class ApprovalBook:
             self.args[a.id] = args
 
 
+def _log_store_failure(fut: concurrent.futures.Future[Any]) -> None:
+    if fut.exception() is not None:
+        log.error("the store refused an approval write: %r", fut.exception())
+
+
 # ---------------------------------------------------------------------------- the service
 class CapabilityService:
-    """The kernel's authority, ledger, gate, held tokens, approvals and vault."""
+    """The kernel's authority, ledger, issued-token record, held tokens, approvals and vault.
+
+    ``decide`` is the kernel's only way to ask the authorization question: it feeds the pure
+    decision (``core.authorize``) the caller's tokens, the ledger, the issued-token record, the
+    clock and the denied prefixes (the kernel's own state)."""
 
     def __init__(self, k: Kernel) -> None:
         self.k = k
         self.authority = Authority(load_root_key(k.home.keys))
-        self.ledger = TokenLedger()
+        db = k.audit.db if getattr(k, "audit", None) is not None else None
+        self.ledger = StoredLedger(db)  # counts, revocations, issued tokens: in the store
+        self.issued: IssuedTokens = StoredIssuedTokens(db)
+        self._lineage: dict[str, str] = {}  # token id -> lineage, from tokens_for_spawn to install
         self.policy = load_taint_policy(k.home.root)
-        self.gate = CallGate(self.authority, self.ledger, self.policy)
         self.held: dict[str, list[Token]] = {}
-        self.approvals = ApprovalBook(k.home.root / "approvals.json")
+        self.approvals = ApprovalBook(db, legacy=k.home.root / "approvals.json")
         self.approval_timeout = float(getattr(k.config, "approval_timeout", DEFAULT_TIMEOUT))
         self.secrets: dict[str, str] = load_secrets(k.home.root, os.environ)
+        #: no file resource may be under these, whatever the grants (the kernel's own state)
+        self.denied_prefixes: tuple[str, ...] = kernel_state_prefixes(k.home.root)
+
+    # ------------------------------------------------------------------ the decision
+    def decide(self, rec: AgentRecord, resources: Sequence[Request | Grant], *,
+               tokens: Sequence[Token] | None = None, partial: bool = False,
+               charge: str = "per_token", tool_call: bool = False,
+               prior: Authorization | None = None) -> Authorization:
+        """One decision for ``rec`` over ``resources`` (pure; nothing is charged until
+        ``commit``). ``tokens`` defaults to everything the agent was given (dead ones included,
+        so a call only a revoked token would allow reports ``capability_revoked``)."""
+        toks = list(self.held.get(rec.agent_id, ())) if tokens is None else list(tokens)
+        left = None
+        if tool_call and rec.budget is not None and rec.budget.limits.max_tool_calls is not None:
+            left = rec.budget.limits.max_tool_calls - rec.budget.tool_calls
+        req = AuthRequest(holder=rec.agent_id, resources=tuple(resources), partial=partial,
+                          charge=charge,  # type: ignore[arg-type]
+                          denied_prefixes=self.denied_prefixes, tool_calls_left=left,
+                          counts_tool_call=tool_call)
+        if not toks and req.resources:
+            first = req.resources[0]
+            raise CapabilityDenied(f"{rec.name} holds no capability; {first} needs one",
+                                   reason="no_token", request=str(first))
+        return authorize(toks, req, ledger=self.ledger, issued=self.issued, now=time.time(),
+                         prior=prior)
+
+    def commit(self, rec: AgentRecord, auth: Authorization) -> None:
+        """Apply a decision's charges (tokens, then the tool-call budget) in one step."""
+        self.ledger.commit(auth)
+        if auth.counts_tool_call and rec.budget is not None:
+            rec.budget.tool_calls += 1
+
+    def reauthorizer(self, call: Call) -> Any:
+        """For a tool: a new decision over resources found late (a redirect hop), as the same
+        agent, charged to the same call (tokens this call already paid for are not charged
+        again). None when the call runs without an agent's authority."""
+        first = call.authorization
+        if first is None or call.subject is None:
+            return None
+        rec = self.k.table.get(call.subject)
+        paid = [first]  # every token this call has paid for so far (never charged twice)
+
+        def again(resources: Sequence[Request]) -> Authorization:
+            prior = paid[-1]
+            auth = self.decide(rec, resources, prior=prior)
+            self.ledger.commit(auth)
+            new = tuple(t for t in auth.tokens if all(t.id != p.id for p in prior.tokens))
+            if new:
+                paid.append(Authorization(holder=prior.holder, covered=(), tokens=prior.tokens + new))
+            return auth
+
+        return again
+
+    def fence(self, workspace: Path | None) -> Any:
+        """The open-time fence of the file tools: ``$AGENTIX_HOME`` denied (by dev/inode),
+        the caller's own workspace allowed, the key and database files protected wherever
+        they are linked."""
+        from agentix.tools.fs import Fence
+
+        def key(p: Path) -> tuple[int, int] | None:
+            try:
+                st = os.stat(p)
+            except OSError:
+                return None
+            return (st.st_dev, st.st_ino)
+
+        home = self.k.home.root
+        files = [home / "keys" / n for n in _listdir(home / "keys")]
+        files += [home / n for n in _listdir(home) if n.startswith("agentix.db") or n.endswith(".json")]
+        denied = {key(home)} - {None}
+        allowed = {key(workspace)} - {None} if workspace is not None else set()
+        return Fence(frozenset(denied), frozenset(allowed),  # type: ignore[arg-type]
+                     frozenset(x for x in map(key, files) if x is not None))
 
     # ------------------------------------------------------------------ spawn
+    def constrain(self, manifest: Manifest, parent: AgentRecord | None) -> Manifest:
+        """The manifest the kernel enforces:
+
+        - constraints only accumulate: a child's ``approval_required`` is its parent's plus its
+          own (it may add tools, never drop one); the taint policy is the kernel's, the same
+          for every agent;
+        - an agent granted a model with no token budget gets finite defaults:
+          ``DEFAULT_LLM_BUDGET`` for a root, ``DEFAULT_LLM_CHILD_BUDGET`` for a child (carved
+          out of its parent's, so that several children fit in a parent's default)."""
+        b = manifest.budget
+        if _grants_model(manifest) and b.max_input_tokens is None and b.max_output_tokens is None:
+            dflt = DEFAULT_LLM_BUDGET if parent is None else DEFAULT_LLM_CHILD_BUDGET
+            manifest = manifest.model_copy(update={"budget": b.model_copy(update=dflt)})
+        if parent is None:
+            return manifest
+        asks = sorted(set(parent.manifest.approval_required) | set(manifest.approval_required))
+        if asks == list(manifest.approval_required):
+            return manifest
+        return manifest.model_copy(update={"approval_required": asks})
+
     def tokens_for_spawn(self, manifest: Manifest, parent: AgentRecord | None, agent_id: str) -> list[Token]:
         """The tokens a new agent gets: minted from root for a root agent, delegated from the
-        parent's for a child (``handoff_escalation_denied`` "parent lacks …" when wider).
-        Pure with respect to kernel state: nothing is registered until ``install``."""
+        parent's *live* tokens for a child (``handoff_escalation_denied`` "parent lacks …" when
+        wider; a revoked, expired or exhausted parent token delegates nothing). The manifest's
+        ``model`` must be covered by a ``model`` grant. Pure with respect to kernel state:
+        nothing is registered until ``install``."""
         now = time.time()
         groups = manifest_groups(manifest)
+        model_grant(manifest, groups)
+        asks = tuple(manifest.approval_required)
         out: list[Token] = []
         if parent is None:
-            for g in groups:
+            persistent = manifest.lifecycle == "persistent"
+            for i, g in enumerate(groups):
                 exp = now + g.expires if g.expires is not None else None
                 out.append(self.authority.mint(agent_id, g.grants, now=now, expires_at=exp,
-                                               max_invocations=g.max_invocations))
+                                               max_invocations=g.max_invocations, ask=asks))
+                if persistent:  # the next run of this agent continues these tokens
+                    self._lineage[out[-1].id] = lineage_key(manifest.name, i, g.grants.strings(),
+                                                            g.max_invocations)
             return out
-        parents = self.held.get(parent.agent_id, [])
-        live = [t for t in parents if not self.ledger.is_revoked(t)]
+        live = self.live_tokens(parent.agent_id, now)
         for g in groups:
             exp = now + g.expires if g.expires is not None else None
             if g.max_invocations is None:
                 out.extend(self.authority.delegate(
                     live, g.grants, holder=agent_id, now=now, expires_at=exp,
-                    remaining={t.id: self.ledger.remaining(t) for t in live}))
+                    remaining={t.id: self.ledger.remaining(t) for t in live}, ask=asks))
                 continue
             owner = next((t for t in live if all(t.covers(x) for x in g.grants)), None)
             if owner is None:  # let delegate name what is missing
@@ -310,26 +442,37 @@ class CapabilityService:
                                               reason="parent_lacks_grant")
             out.append(self.authority.attenuate(
                 owner, g.grants, now=now, holder=agent_id, expires_at=exp,
-                max_invocations=g.max_invocations, remaining=self.ledger.remaining(owner)))
+                max_invocations=g.max_invocations, remaining=self.ledger.remaining(owner), ask=asks))
         return out
 
     def install(self, agent_id: str, tokens: list[Token]) -> None:
         for t in tokens:
-            self.ledger.register(t)
+            lineage = self._lineage.pop(t.id, None)
+            self.issued.issue(t)
+            self.ledger.register(t, lineage)  # journals the issued-token record
+            if lineage is not None:
+                self.ledger.continue_lineage(t, lineage)
         self.held.setdefault(agent_id, []).extend(tokens)
 
     def revoke_agent(self, agent_id: str) -> list[str]:
         return self.ledger.revoke_holder(agent_id)
 
-    def tokens_of(self, agent_id: str) -> list[Token]:
-        return [t for t in self.held.get(agent_id, []) if not self.ledger.is_revoked(t)]
+    def live_tokens(self, agent_id: str, now: float | None = None) -> list[Token]:
+        """The agent's tokens that are neither revoked, expired nor exhausted now."""
+        now = time.time() if now is None else now
+        out = []
+        for t in self.held.get(agent_id, []):
+            exp = t.expires_at
+            if self.ledger.is_revoked(t) or (exp is not None and not now < exp):
+                continue
+            left = self.ledger.remaining(t)
+            if left is not None and left <= 0:
+                continue
+            out.append(t)
+        return out
 
-    def presented(self, agent_id: str) -> list[bytes]:
-        """The tokens an agent presents by default: live ones first, revoked ones last (so a
-        call that only a revoked token would allow reports ``capability_revoked``)."""
-        held = self.held.get(agent_id, [])
-        live = self.tokens_of(agent_id)
-        return [t.serialized for t in live] + [t.serialized for t in held if t not in live]
+    def tokens_of(self, agent_id: str) -> list[Token]:
+        return self.live_tokens(agent_id)
 
     def find_token(self, token_id: str) -> tuple[str, Token]:
         for holder, toks in self.held.items():
@@ -343,7 +486,8 @@ class CapabilityService:
         return {"id": t.id, "holder": t.holder, "chain": list(t.chain), "parent_id": t.parent_id,
                 "grants": t.grants.strings(), "expires_at": t.expires_at,
                 "max_invocations": t.max_invocations, "remaining": self.ledger.remaining(t),
-                "revoked": self.ledger.is_revoked(t)}
+                "revoked": self.ledger.is_revoked(t),
+                "approval_required": sorted(t.approval_required)}
 
     def allowed_tools(self, agent_id: str) -> list[str]:
         toks = self.tokens_of(agent_id)
@@ -367,36 +511,62 @@ class CapabilityService:
                     grants.append(s)
         return {"tokens": [t.id for t in toks], "grants": grants, "tools": self.allowed_tools(agent_id)}
 
-    def permits(self, agent_id: str, request: Request) -> Token | None:
-        for t in self.tokens_of(agent_id):
-            if t.permits(request):
-                return t
-        return None
-
-    def require(self, agent_id: str, request: Request, *, charge: bool = True, what: str = "") -> Token:
-        """The caller's first live token permitting ``request`` (charged), else capability_denied."""
-        now = time.time()
-        toks = []
-        for t in self.tokens_of(agent_id):
-            try:
-                toks.append(self.authority.verify(t.serialized, agent_id, now))
-            except AgentixError:
-                continue
-        for t in toks:
-            if t.permits(request):
-                if charge:
-                    self.ledger.charge(t)
-                return t
-        raise CapabilityDenied(f"no capability allows {request}" + (f" ({what})" if what else ""),
-                               reason="not_granted", request=str(request))
-
     # ------------------------------------------------------------------ redaction
     def redact(self, obj: Any) -> Any:
+        vault = getattr(self.k, "vault", None)
+        if vault is not None:
+            return vault.redact(obj)
         if not self.secrets:
             return obj
         from agentix.tools.secrets import redact
 
         return redact(obj, self.secrets)
+
+
+#: the budget of a root agent that holds a model grant and set no token limits (docs/inference.md)
+DEFAULT_LLM_BUDGET: dict[str, int] = {"max_input_tokens": 2_000_000, "max_output_tokens": 200_000}
+#: the same for a child (a tenth: ten children with defaults fit in a root's default)
+DEFAULT_LLM_CHILD_BUDGET: dict[str, int] = {"max_input_tokens": 200_000, "max_output_tokens": 20_000}
+
+
+def _grants_model(manifest: Manifest) -> bool:
+    try:
+        return any(g.grants.of_kind("model") for g in manifest_groups(manifest))
+    except AgentixError:
+        return False  # a bad grant string is refused later, with its own message
+
+
+def _listdir(p: Path) -> list[str]:
+    try:
+        return os.listdir(p)
+    except OSError:
+        return []
+
+
+def kernel_state_prefixes(home_root: Path) -> tuple[str, ...]:
+    """The directories no grant reaches: ``$AGENTIX_HOME`` (keys, database, secrets,
+    approvals, every agent's workspace and log), as written and as resolved."""
+    out = [os.path.normpath(str(home_root.absolute()))]
+    try:
+        real = os.path.realpath(home_root)
+    except OSError:
+        real = out[0]
+    if real not in out:
+        out.append(real)
+    return tuple(out)
+
+
+def model_grant(manifest: Manifest, groups: list[GrantGroup]) -> None:
+    """Refuse a manifest whose ``model`` no ``model`` grant of its own covers, naming the grant."""
+    if not manifest.model:
+        return
+    req = Request("model", manifest.model)
+    if any(g.grants.permits(req) for g in groups):
+        return
+    raise CapabilityDenied(
+        f"manifest model {manifest.model!r} is not granted: add the capability "
+        f"'model: {manifest.model}' (or e.g. 'model: {manifest.model.partition(':')[0]}:*')",
+        reason="model_not_granted", request=str(req), field="capabilities")
 
 
 def decode_token_param(value: Any) -> bytes:
@@ -414,84 +584,105 @@ def encode_token(t: Token) -> str:
 
 # ---------------------------------------------------------------------------- the stage
 class CapabilityStage:
-    """Pipeline stage: capability, taint and approval checks before a call runs."""
+    """Pipeline stage: the method's policy → one decision → taint → approval → commit.
+
+    Nothing here names a method: the method table (``kernel/methods.py``) says which resources
+    a call touches; a policy without resources touches none a token governs."""
 
     def __init__(self, k: Kernel, svc: CapabilityService) -> None:
         self.k = k
         self.svc = svc
 
     async def before(self, call: Call) -> None:
-        m = call.method
-        if m in ("tool.call", "tool.invoke"):
-            await self._tool(call)
-        elif m == "ipc.send":
-            self._message(call)
-        elif m == "ipc.broadcast":
-            self._broadcast(call)
-        elif m == "agent.spawn_child":
-            self._spawn_child(call)
-        elif m in ("agent.stop_child", "agent.kill_child"):
-            self._descendant(call)
+        assert call.spec is not None
+        pol = call.spec.policy
+        if pol.guard is not None:
+            if call.caller.is_operator:
+                raise InvalidRequest(f"{call.method} is an agent's call")  # never registered so
+            try:
+                pol.guard(self.k, call)
+            except AgentixError:
+                call.denial_kind = "capability.denied"
+                raise
+        if pol.resources is None:
+            return
+        k, svc = self.k, self.svc
+        if call.tool is not None:
+            from agentix.tools.base import check_args
+
+            check_args(k.tools.get(call.tool), call.args)  # unknown tool, bad arguments: said first
+            if call.tool in ("file_list", "grep") and "path" not in call.args:
+                call.args = {**call.args, "path": "."}
+        rec = self._subject(call)
+        if rec is None:
+            return  # the operator acting as itself is trusted (its socket is the authority)
+        try:
+            if call.params.get("token") is None and not svc.held.get(rec.agent_id):
+                # holding nothing, the answer does not depend on the arguments: said first
+                raise CapabilityDenied(f"{rec.name} holds no capability; {call.tool or call.method} "
+                                       "needs one", reason="no_token")
+            resources = pol.resources(k, call, rec)
+            tokens = None
+            if call.params.get("token") is not None:  # one presented token: decided like any other
+                tokens = [svc.authority.parse(decode_token_param(call.params["token"]))]
+            partial = pol.partial or (call.tool is not None and k.tools.get(call.tool).partial)
+            auth = svc.decide(rec, resources, tokens=tokens, partial=partial, charge=pol.charge,
+                              tool_call=pol.tool_call)
+        except AgentixError as err:
+            if call.tool is not None:
+                err.data.setdefault("tool", call.tool)
+            if call.method == "agent.spawn_child":
+                call.denial_kind = "capability.denied"
+            raise
+        needs = False
+        taint_ask = False
+        if call.tool is not None:
+            decision = svc.policy.decide(
+                call.tool, TaintSet.from_strings(call.taint),
+                has_payload=call.tool == "web_fetch" and web_fetch_has_payload(call.args),
+                outside_workspace=_outside(auth, VIRTUAL_WORKSPACE),
+            )
+            if decision.action == "refuse":
+                call.denial_kind = "taint.violation"
+                err = decision.violation()
+                err.data.setdefault("tool", call.tool)
+                raise err
+            taint_ask = decision.action == "ask"
+            needs = taint_ask or call.tool in rec.manifest.approval_required or any(
+                call.tool in t.approval_required for t in auth.tokens)
+        if call.params.get("dry_run"):
+            call.dry_run = {"allowed": True, "token_id": auth.token.id if auth.token else None,
+                            "needs_approval": needs, "requests": auth.resources()}
+            return
+        if needs:
+            await self._approve(call, rec, call.params.get("approval"), taint_ask)
+            # the world may have moved while a human looked: decide again
+            auth = svc.decide(rec, resources, tokens=auth.tokens or None, partial=partial,
+                              charge=pol.charge, tool_call=pol.tool_call)
+        svc.commit(rec, auth)  # before execution: a failing call still uses its invocation
+        call.authorization = auth
 
     async def after(self, call: Call, result: Any, error: BaseException | None) -> None:
         return None
 
-    # ------------------------------------------------------------------ tools
-    async def _tool(self, call: Call) -> None:
-        k, svc = self.k, self.svc
-        assert call.tool is not None
-        from agentix.tools.base import check_args
-
-        check_args(k.tools.get(call.tool), call.args)  # unknown tool, bad arguments: said first
-        if call.tool in ("file_list", "grep") and "path" not in call.args:
-            call.args = {**call.args, "path": "."}
-        if call.caller.is_operator:
-            aid = call.params.get("agent_id")
-            if aid is None:
-                call.meta["operator"] = True
-                return  # the operator acting as itself is trusted
-            if not isinstance(aid, str):
-                raise InvalidRequest('"agent_id" must be an agent id', field="agent_id")
-            rec = k.table.find_live(aid)
-            call.subject = rec.agent_id
-            call.taint |= rec.taint
-        else:
+    def _subject(self, call: Call) -> AgentRecord | None:
+        """The agent the call acts as: the caller, or for operator ``tool.invoke`` the agent
+        named by ``agent_id`` (None: the operator acting as itself)."""
+        k = self.k
+        if not call.caller.is_operator:
             assert call.caller.agent_id is not None
-            rec = k.table.get(call.caller.agent_id)
-        if call.params.get("token") is not None:
-            raws = [decode_token_param(call.params["token"])]
-        else:
-            raws = svc.presented(rec.agent_id)
-            if not raws:
-                raise CapabilityDenied(f"{rec.name} holds no capability; {call.tool} needs one",
-                                       reason="no_token", tool=call.tool,
-                                       request=str(_first_request(call)))
-        dry = bool(call.params.get("dry_run"))
-        approved_id = call.params.get("approval")
-        try:
-            res = svc.gate.check(tokens=raws, holder=rec.agent_id, tool=call.tool, args=call.args,
-                                 now=time.time(), workspace=VIRTUAL_WORKSPACE,
-                                 taint=TaintSet.from_strings(call.taint), charge=False)
-        except AgentixError as err:
-            if err.code == "taint_violation":
-                call.meta["denial_kind"] = "taint.violation"
-            err.data.setdefault("tool", call.tool)
-            raise
-        needs = res.needs_approval or call.tool in rec.manifest.approval_required
-        if dry:
-            call.meta["dry_run"] = {"allowed": True, "token_id": res.token.id,
-                                    "needs_approval": needs,
-                                    "requests": [str(r) for r in res.requests]}
-            return
-        if needs:
-            await self._approve(call, rec, res, approved_id)
-        svc.ledger.charge(res.token)  # before execution: a failing call still uses one
-        call.meta["gate"] = res
-        if call.tool in _RESOURCE_TOOLS:  # the tools re-locate each path/host against them
-            call.meta["tokens"] = svc.gate.verified(raws, rec.agent_id, time.time())
-        call.meta["subject"] = rec
+            return k.table.get(call.caller.agent_id)
+        aid = call.params.get("agent_id")
+        if aid is None:
+            return None
+        if not isinstance(aid, str):
+            raise InvalidRequest('"agent_id" must be an agent id', field="agent_id")
+        rec = k.table.find_live(aid)
+        call.subject = rec.agent_id
+        call.taint |= rec.taint
+        return rec
 
-    async def _approve(self, call: Call, rec: AgentRecord, res: GateResult, approved_id: Any) -> None:
+    async def _approve(self, call: Call, rec: AgentRecord, approved_id: Any, taint_ask: bool) -> None:
         svc, k = self.svc, self.k
         now = time.time()
         assert call.tool is not None
@@ -500,12 +691,11 @@ class CapabilityStage:
                 raise InvalidRequest('"approval" must be an approval id', field="approval")
             a = consume(svc.approvals.get(approved_id), rec.agent_id, call.tool, call.args, now=now)
             svc.approvals.put(a)
-            self._clear_taint_for_call(call, res)
             return
         aid = "ap-" + _secrets.token_hex(4)
         a = Approval.request(aid, rec.agent_id, call.tool, call.args, now=now, timeout=svc.approval_timeout)
         svc.approvals.add(a, call.args)
-        why = "taint" if res.needs_approval else "approval_required"
+        why = "taint" if taint_ask else "approval_required"
         await k.events.record("approval.requested", rec.agent_id, svc.redact({
             "approval_id": aid, "tool": call.tool, "args": call.args, "why": why,
             "deadline": a.deadline, "action_hash": a.action_hash}), tuple(sorted(call.taint)))
@@ -520,80 +710,14 @@ class CapabilityStage:
             await k.events.record("approval.expired", rec.agent_id, {"approval_id": aid, "tool": call.tool})
         a = consume(a, rec.agent_id, call.tool, call.args, now=time.time())
         svc.approvals.put(a)
-        self._clear_taint_for_call(call, res)
-
-    @staticmethod
-    def _clear_taint_for_call(call: Call, res: GateResult) -> None:
-        call.meta["approved"] = True
-
-    # ------------------------------------------------------------------ messages and agents
-    def _sender(self, call: Call) -> AgentRecord:
-        assert call.caller.agent_id is not None
-        return self.k.table.get(call.caller.agent_id)
-
-    def _message(self, call: Call) -> None:
-        rec = self._sender(call)
-        to = call.params.get("to")
-        if not isinstance(to, str):
-            raise InvalidRequest('missing parameter "to" (an agent id or live name)', field="to")
-        target = self.k.table.find_live(to)
-        self.message_token(rec, target)
-
-    def message_token(self, rec: AgentRecord, target: AgentRecord) -> Token:
-        for name in (target.manifest.name, target.name):
-            tok = self.svc.permits(rec.agent_id, Request("message_send", name))
-            if tok is not None:
-                self.svc.ledger.charge(tok)
-                return tok
-        raise CapabilityDenied(f"{rec.name} may not message {target.name}: no message_send grant names it",
-                               reason="not_granted", request=f"message_send: {target.manifest.name}",
-                               to=target.agent_id)
-
-    def may_message(self, rec: AgentRecord, target: AgentRecord) -> bool:
-        return any(self.svc.permits(rec.agent_id, Request("message_send", n)) is not None
-                   for n in (target.manifest.name, target.name))
-
-    def _broadcast(self, call: Call) -> None:
-        rec = self._sender(call)
-        if not any(t.grants.of_kind("message_send") for t in self.svc.tokens_of(rec.agent_id)):
-            raise CapabilityDenied(f"{rec.name} holds no message_send grant", reason="not_granted",
-                                   request="message_send: *")
-
-    def _spawn_child(self, call: Call) -> None:
-        rec = self._sender(call)
-        man = call.params.get("manifest")
-        name = man.get("name") if isinstance(man, dict) else None
-        if not isinstance(name, str):
-            raise InvalidRequest('agent.spawn_child needs "manifest" with a "name"', field="manifest")
-        try:
-            self.svc.require(rec.agent_id, Request("spawn_child", name), what="spawn a child")
-        except AgentixError:
-            call.meta["denial_kind"] = "capability.denied"
-            raise
-
-    def _descendant(self, call: Call) -> None:
-        rec = self._sender(call)
-        aid = call.params.get("agent_id")
-        if not isinstance(aid, str):
-            raise InvalidRequest('missing parameter "agent_id"', field="agent_id")
-        target = self.k.table.find(aid)
-        node = target
-        while node.parent is not None:
-            if node.parent == rec.agent_id:
-                return
-            node = self.k.table.get(node.parent)
-        raise CapabilityDenied(f"{target.name} is not a descendant of {rec.name}",
-                               reason="not_a_descendant", agent_id=target.agent_id)
 
 
-def _first_request(call: Call) -> Request | None:
-    from agentix.core.grants import requests_for_tool
-
-    try:
-        reqs = requests_for_tool(call.tool or "", call.args, VIRTUAL_WORKSPACE)
-    except AgentixError:
-        return None
-    return reqs[0] if reqs else None
+def _outside(auth: Authorization, workspace: str) -> bool:
+    """Whether the call writes outside the caller's workspace (a taint rule may care)."""
+    writes = [c.resource.value for c in auth.covered
+              if isinstance(c.resource, Request) and c.resource.kind == "file_write"]
+    ws = workspace.rstrip("/")
+    return any(not (p == ws or p.startswith(ws + "/")) for p in writes)
 
 
 # ---------------------------------------------------------------------------- methods
@@ -604,17 +728,13 @@ def install(k: Kernel) -> CapabilityService:
 
     svc = CapabilityService(k)
     k.caps = svc
-    if svc.secrets:  # every event record passes through redaction before it is written
-        raw_record = k.events.record
+    from agentix.kernel import vault
 
-        async def record(kind: str, agent_id: str | None, data: dict[str, Any],
-                         taint: tuple[str, ...] = (), **kw: Any) -> Any:
-            return await raw_record(kind, agent_id, svc.redact(data), taint, **kw)
-
-        k.events.record = record  # type: ignore[method-assign]
+    vault.install(k, svc.secrets)  # replies, errors, events and log lines are redacted
     stage = CapabilityStage(k, svc)
     k.cap_stage = stage
     k.pipeline.add_stage(stage)
+    k.pipeline.add_stage(DurableStateStage(k, svc.ledger))  # charges durable before effects
     for spec in files.SPECS + net_exec.make_specs(k):
         k.tools.register(spec)
     _register_methods(k, svc, stage)
@@ -622,13 +742,13 @@ def install(k: Kernel) -> CapabilityService:
 
 
 def _register_methods(k: Kernel, svc: CapabilityService, stage: CapabilityStage) -> None:
-    from agentix.kernel.dispatch import MethodSpec
+    from agentix.kernel.methods import method
 
     def op(name: str, fn: Any) -> None:
-        k.pipeline.register(MethodSpec(name, fn, operator=True, checked=False, recorded=False))
+        k.pipeline.register(method(name, fn, operator=True))
 
-    def sc(name: str, fn: Any, *, checked: bool = True) -> None:
-        k.pipeline.register(MethodSpec(name, fn, agent=True, checked=checked, recorded=True))
+    def sc(name: str, fn: Any) -> None:
+        k.pipeline.register(method(name, fn, agent=True))
 
     def grants_param(params: dict[str, Any]) -> GrantSet:
         g = params.get("grants")
@@ -680,21 +800,31 @@ def _register_methods(k: Kernel, svc: CapabilityService, stage: CapabilityStage)
         return {"revoked": tid, "derived": derived}
 
     async def cap_check(call: Call) -> dict[str, Any]:
+        """The decision an agent's ``tool.call`` would get now, charging nothing: revoked,
+        expired and exhausted tokens answer "denied" exactly as the call would."""
+        from agentix.kernel.methods import tool_resources
+
         rec = k.table.find_live(call.params.get("agent_id") or "")
         name = call.params.get("name")
         args = call.params.get("args") or {}
         if not isinstance(name, str) or not isinstance(args, dict):
             raise InvalidRequest('cap.check needs "name" and "args"', field="name")
+        probe = Call(caller=call.caller, method="tool.call", params={}, tool=name, args=args,
+                     subject=rec.agent_id, taint=set(rec.taint))
         try:
-            res = svc.gate.check(tokens=svc.presented(rec.agent_id),
-                                 holder=rec.agent_id, tool=name, args=args, now=time.time(),
-                                 workspace=VIRTUAL_WORKSPACE, taint=TaintSet.from_strings(rec.taint),
-                                 charge=False)
-            svc.ledger.check(res.token)
+            auth = svc.decide(rec, tool_resources(k, probe, rec), partial=k.tools.get(name).partial,
+                              tool_call=True)
+            decision = svc.policy.decide(name, TaintSet.from_strings(rec.taint),
+                                         has_payload=name == "web_fetch" and web_fetch_has_payload(args),
+                                         outside_workspace=_outside(auth, VIRTUAL_WORKSPACE))
+            if decision.action == "refuse":
+                raise decision.violation()
         except AgentixError as err:
             return {"allowed": False, "error": err.code, "message": err.message, **err.data}
-        return {"allowed": True, "token_id": res.token.id, "needs_approval":
-                res.needs_approval or name in rec.manifest.approval_required}
+        return {"allowed": True, "token_id": auth.token.id if auth.token else None,
+                "requests": auth.resources(),
+                "needs_approval": decision.action == "ask" or name in rec.manifest.approval_required
+                or any(name in t.approval_required for t in auth.tokens)}
 
     async def approval_list(call: Call) -> dict[str, Any]:
         now = time.time()
@@ -727,33 +857,35 @@ def _register_methods(k: Kernel, svc: CapabilityService, stage: CapabilityStage)
         return k.table.get(call.caller.agent_id)
 
     async def cap_delegate(call: Call) -> dict[str, Any]:
+        # authorised by the stage: a live message_send token naming the recipient and, for
+        # each grant, a live token covering it (expiry, revocation and holder included)
         rec = me(call)
+        auth = call.authorization
+        assert auth is not None
         target = k.table.find_live(call.params.get("to") or "")
-        if not stage.may_message(rec, target):
-            raise CapabilityDenied(f"{rec.name} may not hand capabilities to {target.name} "
-                                   "(no message_send grant names it)", reason="not_granted",
-                                   request=f"message_send: {target.manifest.name}")
         gs = grants_param(call.params)
         mx, exp = limits_params(call.params)
-        owner = next((t for t in svc.tokens_of(rec.agent_id) if all(t.covers(g) for g in gs)), None)
-        if owner is None:
-            lacking = next(g for g in gs if not any(t.covers(g) for t in svc.tokens_of(rec.agent_id)))
-            raise HandoffEscalationDenied(f"parent lacks {lacking}", reason="parent_lacks_grant",
-                                          missing=[str(lacking)])
-        tok = svc.authority.attenuate(owner, gs, now=time.time(), holder=target.agent_id, expires_at=exp,
-                                      max_invocations=mx, remaining=svc.ledger.remaining(owner))
-        svc.install(target.agent_id, [tok])
-        await k.events.record("capability.delegated", rec.agent_id, {
-            "to": target.agent_id, "token_id": tok.id, "parent_id": owner.id, "grants": gs.strings()})
-        return {"token_id": tok.id, "to": target.agent_id, "grants": gs.strings()}
+        by_owner: dict[str, tuple[Token, list[Grant]]] = {}
+        for g in gs:
+            owner = auth.token_for(g)
+            by_owner.setdefault(owner.id, (owner, []))[1].append(g)
+        # constraints only accumulate: the delegator's approval_required travels in the token
+        asks = rec.manifest.approval_required
+        toks = [svc.authority.attenuate(owner, glist, now=time.time(), holder=target.agent_id,
+                                        expires_at=exp, max_invocations=mx,
+                                        remaining=svc.ledger.remaining(owner), ask=asks)
+                for owner, glist in by_owner.values()]
+        svc.install(target.agent_id, toks)
+        for tok in toks:
+            await k.events.record("capability.delegated", rec.agent_id, {
+                "to": target.agent_id, "token_id": tok.id, "parent_id": tok.parent_id,
+                "grants": tok.grants.strings()})
+        return {"token_id": toks[0].id, "token_ids": [t.id for t in toks], "to": target.agent_id,
+                "grants": gs.strings()}
 
     async def sys_untaint(call: Call) -> dict[str, Any]:
         rec = me(call)
-        label = call.params.get("label")
-        if not isinstance(label, str) or not label:
-            raise InvalidRequest('"label" must be a taint source such as fetched_url', field="label")
-        source = label.partition(":")[0]
-        svc.require(rec.agent_id, Request("untaint", source), what="clear a taint label")
+        label = call.params["label"]  # the stage checked it and an untaint grant for its source
         removed = sorted(x for x in rec.taint if x == label or x.partition(":")[0] == label)
         rec.taint.difference_update(removed)
         await k.events.record("taint.cleared", rec.agent_id, {"label": label, "removed": removed})

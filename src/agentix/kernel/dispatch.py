@@ -10,15 +10,19 @@ Every call, from an agent or from the operator, goes through ``Pipeline.run``:
 4. *after* — each ``Stage.after`` runs in reverse order with the result or the error
    (settle budgets, label the result's taint);
 5. *record* — the event is appended to the kernel's event log. Durability follows the
-   effect (``MethodSpec.durability``; for ``tool.call``/``tool.invoke`` the tool's own
+   effect (``MethodPolicy.durability``; for ``tool.call``/``tool.invoke`` the tool's own
    ``ToolSpec.durability``): an ``effect`` call's ``tool.invoked`` intent record is durable
    before the handler runs and its outcome record is durable before the reply; a
    ``no_effect`` call does not wait — its records are committed by the next group commit
    (docs/audit.md, "What a kill -9 can lose").
 
 A refusal in step 2 is recorded too (``<kind>.denied``-style events come from the stage
-that refused, through ``Call.meta['denial']``), so a denied call leaves exactly one audit
+that refused, through ``Call.denial_kind``), so a denied call leaves exactly one audit
 record and no other trace.
+
+Every method is registered with a ``MethodPolicy`` (the table is ``kernel/methods.py``): a
+``MethodSpec`` cannot be built without one, and an unknown method is refused
+(``method_not_found``) — "a missing key means refuse".
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest
 
-__all__ = ["Call", "Caller", "Durability", "MethodSpec", "Pipeline", "Stage", "EventSink",
-           "OPERATOR"]
+if TYPE_CHECKING:
+    from agentix.core.authorize import Authorization
+
+__all__ = ["Call", "Caller", "MethodPolicy", "MethodSpec", "Pipeline", "Stage", "EventSink", "OPERATOR"]
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +64,25 @@ OPERATOR = Caller(agent_id=None, name="operator")
 
 @dataclass
 class Call:
-    """One system call in flight."""
+    """One system call in flight. Typed fields only: stages write what they decided here."""
 
     caller: Caller
     method: str
     params: dict[str, Any]
+    spec: MethodSpec | None = None
     tool: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
     taint: set[str] = field(default_factory=set)
-    meta: dict[str, Any] = field(default_factory=dict)
     #: the agent the call acts for (the caller, or for operator ``tool.invoke`` the named agent)
     subject: str | None = None
+    #: the one decision (``core.authorize``): what each resource is covered by, already charged
+    authorization: Authorization | None = None
+    #: ``dry_run``: the answer of a pure check (nothing charged, nothing run)
+    dry_run: dict[str, Any] | None = None
+    #: the audit kind of a refusal when not ``capability.denied``/``call.refused``
+    denial_kind: str | None = None
+    #: extra fields for the outcome record
+    event_data: dict[str, Any] | None = None
 
 
 class Stage(Protocol):
@@ -86,30 +100,62 @@ class EventSink(Protocol):
     ) -> Any: ...
 
 
-#: ``effect``: the call may change something outside the kernel's memory (a file, a process,
-#: the network, a provider, the store): durable intent before, durable outcome before the
-#: reply. ``no_effect``: it only reads or computes; its records are committed asynchronously.
+Handler = Callable[[Call], Awaitable[Any]]
+#: ``(kernel, call, subject record) -> every resource the call will touch``
+ResourceFn = Callable[[Any, Call, Any], Sequence[Any]]
+#: ``(kernel, call) -> None``: a relation the caller must stand in (raise to refuse)
+GuardFn = Callable[[Any, Call], None]
 Durability = Literal["effect", "no_effect"]
 
 
-Handler = Callable[[Call], Awaitable[Any]]
+@dataclass(frozen=True)
+class MethodPolicy:
+    """How a method is authorised, recorded and made durable (one row of the method table).
+
+    - ``resources``: the function naming every resource the call touches, each authorised by
+      a token in one decision (``core.authorize``); None: the method touches no resource that
+      a token governs (a query about oneself, or an operator method: the operator's
+      connection is the authority).
+    - ``guard``: a relation the caller must stand in (a descendant, a child), checked first.
+    - ``partial``/``charge``/``tool_call``: passed to the decision (see ``AuthRequest``).
+    - ``recorded``: a successful call is appended to the audit log (refusals always are).
+    - ``durability``: ``effect`` = the call changes something outside the kernel's memory (a
+      file, a connection, money, another agent): its intent and outcome records are durable
+      before the reply; ``no_effect`` = it does not wait for the disk.
+    - ``doc``: what it is authorised against, in words (docs/security.md lists them).
+    """
+
+    durability: Durability
+    doc: str
+    resources: ResourceFn | None = None
+    guard: GuardFn | None = None
+    recorded: bool = False
+    partial: bool = False
+    charge: Literal["per_token", "per_resource"] = "per_token"
+    tool_call: bool = False
+
+    @property
+    def checked(self) -> bool:
+        return self.resources is not None or self.guard is not None
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A system call or operator method."""
+    """A system call or operator method with its policy (no policy, no method)."""
 
     name: str
     handler: Handler
+    policy: MethodPolicy
     #: which connections may call it: agents, the operator, or both
     agent: bool = False
     operator: bool = False
-    #: whether it goes through the check stages (pure queries about oneself do not)
-    checked: bool = True
-    #: whether a successful call is recorded as an event (tool calls always are)
-    recorded: bool = False
-    #: whether the call has an effect outside the kernel (tool calls: the tool decides)
-    durability: Durability = "effect"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.policy, MethodPolicy):
+            raise TypeError(f"method {self.name} has no policy: register it with a MethodPolicy "
+                            "(kernel/methods.py holds the table)")
+        if not (self.agent or self.operator):
+            raise TypeError(f"method {self.name} is callable by nobody: set agent and/or operator")
 
 
 class Pipeline:
@@ -127,12 +173,18 @@ class Pipeline:
     def add_stage(self, stage: Stage) -> None:
         self.stages.append(stage)
 
-    def register(self, spec: MethodSpec, *, replace: bool = False) -> None:
-        """Add a method; ``replace=True`` swaps an existing one (tests plug scripted
-        implementations in this way)."""
-        if spec.name in self._methods and not replace:
+    def register(self, spec: MethodSpec) -> None:
+        """Add a method. A method without a policy cannot be built (``MethodSpec``); a name
+        registered twice is a start-up error."""
+        if not isinstance(spec, MethodSpec) or not isinstance(spec.policy, MethodPolicy):
+            raise TypeError(f"{spec!r} is not a MethodSpec with a MethodPolicy")
+        if spec.name in self._methods:
             raise ValueError(f"method {spec.name} registered twice")
         self._methods[spec.name] = spec
+
+    def specs(self) -> list[MethodSpec]:
+        """Every registered method (the test that no method lacks a policy reads this)."""
+        return [self._methods[n] for n in sorted(self._methods)]
 
     def methods(self, *, agent: bool) -> list[str]:
         return sorted(n for n, s in self._methods.items() if (s.agent if agent else s.operator))
@@ -147,7 +199,7 @@ class Pipeline:
 
     async def run(self, caller: Caller, method: str, params: dict[str, Any], *, taint: set[str] | None = None) -> Any:
         spec = self.lookup(caller, method)
-        call = Call(caller=caller, method=method, params=params, subject=caller.agent_id,
+        call = Call(caller=caller, method=method, params=params, spec=spec, subject=caller.agent_id,
                     taint=set(taint) if taint else set())
         if method == "tool.call" or method == "tool.invoke":
             name = params.get("name")
@@ -162,10 +214,10 @@ class Pipeline:
         if call.tool is not None:
             durable = self.tool_durability(call.tool) != "no_effect"
         else:
-            durable = spec.durability != "no_effect"
+            durable = spec.policy.durability != "no_effect"
         self.calls += 1
         ran: list[Stage] = []
-        if spec.checked:
+        if spec.policy.checked:
             try:
                 for stage in self.stages:
                     await stage.before(call)
@@ -187,12 +239,12 @@ class Pipeline:
         except AgentixError as err:
             for stage in reversed(ran):
                 await stage.after(call, None, err)
-            if call.tool is not None or spec.recorded:
+            if call.tool is not None or spec.policy.recorded:
                 await self._record_outcome(call, err, durable)
             raise
         for stage in reversed(ran):
             await stage.after(call, result, None)
-        if call.tool is not None or spec.recorded:
+        if call.tool is not None or spec.policy.recorded:
             await self._record_outcome(call, None, durable)
         return result
 
@@ -203,8 +255,8 @@ class Pipeline:
             data["tool"] = call.tool
         if err is not None:
             data.update(error=err.code, message=err.message)
-        if call.meta.get("event_data"):
-            data.update(call.meta["event_data"])
+        if call.event_data:
+            data.update(call.event_data)
         await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)),
                                  durable=durable)
 
@@ -213,8 +265,8 @@ class Pipeline:
         if call.tool is not None:
             data["tool"] = call.tool
         data.update({k: v for k, v in err.data.items() if k not in data})
-        kind = call.meta.get("denial_kind") or (
-            "capability.denied" if err.code.startswith("capability") else f"call.refused"
+        kind = call.denial_kind or (
+            "capability.denied" if err.code.startswith("capability") else "call.refused"
         )
         await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)),
                                  durable=durable)

@@ -30,7 +30,8 @@ import yaml
 
 from agentix.core.errors import InvalidRequest
 from agentix.core.manifest import parse_manifest
-from agentix.kernel.dispatch import Call, MethodSpec
+from agentix.kernel.dispatch import Call
+from agentix.kernel.methods import method
 
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
@@ -105,6 +106,11 @@ def register(k: Kernel) -> None:
             raise InvalidRequest('"manifest" must be a manifest object', field="manifest")
         data = dict(override) if override is not None else bootstrap_data()
         data["program"] = ORCHESTRATOR
+        if override is None:
+            # the built-in bootstrap thinks with the kernel's default model (or its own): it is
+            # granted exactly that model (an override manifest names its own model grants)
+            data["capabilities"] = [*data.get("capabilities", []),
+                                    f"model: {data.get('model') or k.inference.config.default_model}"]
         manifest = parse_manifest(data)
         rec = await k.spawn(manifest, message={"goal": goal})
         await k.events.record("goal.submitted", rec.agent_id, {
@@ -115,4 +121,4 @@ def register(k: Kernel) -> None:
         return {"agent_id": rec.agent_id, "name": rec.name, "workspace": str(rec.workspace),
                 "output": output}
 
-    k.pipeline.register(MethodSpec("agent.submit_goal", submit_goal, operator=True, checked=False))
+    k.pipeline.register(method("agent.submit_goal", submit_goal, operator=True))

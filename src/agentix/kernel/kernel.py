@@ -80,6 +80,7 @@ class Kernel:
     memory: Any
     skills: Any
     state_store: Any
+    vault: Any      # agentix.kernel.vault.Vault
 
     def __init__(
         self,
@@ -128,6 +129,9 @@ class Kernel:
 
         capabilities.install(self)  # root key, tokens, the check stage, file/web/exec tools
         install_agent_services(self)
+        from agentix.kernel import packages_api
+
+        self.packages = packages_api.register(self)  # package.*, keys.*, trust.* (docs/packages.md)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
@@ -175,6 +179,11 @@ class Kernel:
                 log.warning("the last kernel left %d agents running; recorded them exited "
                             "(kernel_restart)", len(report.exited))
                 _kill_leftovers(report.exited)
+            restored = self.caps.ledger.load()  # revocations and counts, after recovery's
+            log.info("restored %d revocations, %d invocation counts, %d issued-token records "
+                     "and %d pending approvals", restored["revocations"],
+                     restored["invocation_counts"], restored["issued_tokens"],
+                     len(report.pending_approvals))
         await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
@@ -212,8 +221,12 @@ class Kernel:
         parent: AgentRecord | None = None,
         message: Any = None,
         program_base: Path | None = None,
+        seed: Path | None = None,
     ) -> AgentRecord:
-        """Start an agent process for ``manifest``. Refusals leave nothing behind."""
+        """Start an agent process for ``manifest``. Refusals leave nothing behind.
+
+        ``seed``: a verified, unpacked package tree (packages/unpack.py) whose entries are
+        moved into the new workspace; ``manifest.program`` is then a path inside it."""
         if self.stopping:
             raise StateError("the kernel is shutting down; no new agents")
         depth = 0 if parent is None else parent.depth + 1
@@ -240,12 +253,15 @@ class Kernel:
                     layer="all", field="isolation")
             degraded_ok = parent_degraded or self.config.isolation == "degraded"
 
+        # constraints only accumulate (approval_required); LLM roots get finite default budgets
+        manifest = self.caps.constrain(manifest, parent)
         now = time.monotonic()
         limits_b = BudgetLimits.from_manifest(manifest.budget)
         # a child's budget is carved out of its parent's remaining budget (refused if over)
         budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
         try:
-            return await self._spawn(manifest, parent, message, program_base, degraded_ok, depth, budget)
+            return await self._spawn(manifest, parent, message, program_base, degraded_ok, depth, budget,
+                                     seed)
         except BaseException:
             if parent is not None:
                 parent.budget.close_child(budget, time.monotonic())
@@ -254,7 +270,7 @@ class Kernel:
 
     async def _spawn(self, manifest: Manifest, parent: AgentRecord | None, message: Any,
                      program_base: Path | None, degraded_ok: bool, depth: int,
-                     budget: BudgetLedger) -> AgentRecord:
+                     budget: BudgetLedger, seed: Path | None = None) -> AgentRecord:
         agent_id = self._new_id()
         # delegation first: a refused grant leaves nothing behind (no workspace, no process)
         try:
@@ -270,8 +286,13 @@ class Kernel:
         name = self.table.unique_name(manifest.name)
         workspace.mkdir(mode=0o700)
         try:
-            target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
-                                             parent, program_base)
+            if seed is not None:
+                from agentix.packages.unpack import seed_workspace
+
+                target = await asyncio.to_thread(seed_workspace, seed, workspace, manifest.program)
+            else:
+                target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
+                                                 parent, program_base)
         except BaseException:
             shutil.rmtree(workspace, ignore_errors=True)
             raise
@@ -377,6 +398,11 @@ class Kernel:
                 raise InvalidRequest(
                     f"program {program!r}: only built-in programs under agentix.agents can be "
                     "named as modules", field="program")
+            if not _builtin_program_exists(module):
+                raise InvalidRequest(
+                    f"program {program!r}: there is no built-in program {module}; built-in "
+                    "programs are modules under agentix.agents (e.g. module:agentix.agents.loop)",
+                    field="program")
             return program
         if parent is not None:
             # a path inside the parent's own workspace, copied without following links
@@ -594,6 +620,9 @@ class Kernel:
         await self.substrate.close()
         await self.inference.aclose()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
+        vault = getattr(self, "vault", None)
+        if vault is not None:
+            vault.uninstall()  # this kernel's log filters go with it
         if self.audit is not None:
             await self.audit.stop()
             return
@@ -602,6 +631,16 @@ class Kernel:
             res = close()
             if asyncio.iscoroutine(res):
                 await res
+
+
+def _builtin_program_exists(module: str) -> bool:
+    """Whether ``module`` (under agentix.agents, already checked) can be run by boot."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package
+        return False
 
 
 def parse_spawn_manifest(params: dict[str, Any]) -> tuple[Manifest, Path | None]:

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agentix.core.errors import InvalidRequest, LimitExceeded
-from agentix.kernel.dispatch import Call, MethodSpec
+from agentix.kernel.dispatch import Call
+from agentix.kernel.methods import method
 
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
@@ -87,4 +88,4 @@ def register(k: Kernel) -> None:
         await k.events.record(f"loop.{kind}", agent_id, data, tuple(sorted(call.taint)))
         return {"recorded": True, **({"archive": data["archive"]} if "archive" in data else {})}
 
-    k.pipeline.register(MethodSpec("loop.event", loop_event, agent=True, checked=False))
+    k.pipeline.register(method("loop.event", loop_event, agent=True))

@@ -7,7 +7,8 @@ Rules:
   grant names them explicitly. A ``secret`` named in the call must be granted (``secret:
   NAME``); the kernel injects it (bearer, header or query) and the agent never sees it: the
   result, the event log and the audit are redacted. The fetched content taints the caller's
-  context with ``fetched_url:<url>``.
+  context with ``fetched_url:<url>`` — and so does any error of the fetch (a status line, a
+  redirect target or a resolver's answer is text from the world).
 - ``exec``: argv only (never a shell string); ``argv[0]`` must be named by an ``exec:`` grant
   (checked by the capability stage). The program runs in a sandbox like an agent's (same
   substrate, the caller's workspace as /workspace, no network, the caller's limits), with a
@@ -26,7 +27,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from agentix.core.errors import CapabilityDenied, InvalidRequest, Timeout
+from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, Timeout
 from agentix.core.grants import Request
 from agentix.sandbox.base import LaunchSpec
 from agentix.tools.base import ToolContext, ToolSpec
@@ -45,22 +46,27 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         from agentix.tools.secrets import inject
         from agentix.tools.web_fetch import web_fetch
 
-        tokens = list(ctx.call.meta.get("tokens") or [])
-        if not tokens:
-            raise InvalidRequest('web_fetch acts for an agent; name it with "agent_id"', field="agent_id")
+        auth = ctx.require_authorization()
+        again = ctx.reauthorize
+        assert again is not None
 
         def permits(host: str, address: str | None) -> bool:
-            req = Request.make("network", host, address)
-            return any(t.permits(req) for t in tokens)
+            # every hop, and every address it resolves to, is a new decision: a token revoked,
+            # expired or exhausted since the call began covers nothing here
+            try:
+                again([Request.make("network", host, address)])
+            except CapabilityDenied as err:
+                if err.data.get("reason") in ("not_granted", "kernel_state"):
+                    return False
+                raise
+            return True
 
         url = args["url"]
         secret_headers: dict[str, str] = {}
         used: dict[str, str] = {}
         name = args.get("secret")
         if name is not None:
-            if not any(t.permits(Request("secret", name)) for t in tokens):
-                raise CapabilityDenied(f"no capability allows secret: {name}", reason="not_granted",
-                                       request=f"secret: {name}")
+            auth.token_for(Request("secret", name))  # in the call's decision, with the host
             value = k.caps.secrets.get(name)
             if value is None:
                 raise InvalidRequest(f"the vault holds no secret {name!r}", field="secret")
@@ -69,14 +75,21 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
             used[name] = value
         # in a task of its own: web_fetch uses asyncio.timeout, and the channel may run a
         # request eagerly outside any task until it first blocks
-        res = await asyncio.create_task(web_fetch(
-            url, permits=permits, method=args.get("method", "GET"), headers=args.get("headers"),
-            body=args.get("body"), secret_headers=secret_headers,
-            timeout=float(args.get("timeout", 30.0)),
-        ))
+        label = f"fetched_url:{args['url']}"
+        try:
+            res = await asyncio.create_task(web_fetch(
+                url, permits=permits, method=args.get("method", "GET"), headers=args.get("headers"),
+                body=args.get("body"), secret_headers=secret_headers,
+                timeout=float(args.get("timeout", 30.0)), settle=k.caps.ledger.flush,
+            ))
+        except AgentixError as err:
+            # a status line, a redirect target, a resolver's answer: world text in the error
+            # labels the context like a result would (the pipeline's state stage applies it)
+            raise err.tainted(label) from None
         if ctx.agent_id is not None:
             rec = k.table.get(ctx.agent_id)
-            rec.taint.add(f"fetched_url:{args['url']}")
+            rec.taint.add(label)
+        ctx.call.taint.add(label)
         from agentix.tools.secrets import redact
 
         return redact(res, {**k.caps.secrets, **used})

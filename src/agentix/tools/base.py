@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from agentix.core.errors import InvalidRequest, NotFound
+from agentix.core.errors import InvalidRequest, LimitExceeded, NotFound
+
+if TYPE_CHECKING:
+    from agentix.core.authorize import Authorization
+    from agentix.core.grants import Request
 
 
 __all__ = ["ToolContext", "ToolRegistry", "ToolSpec", "check_args"]
@@ -28,6 +32,21 @@ class ToolContext:
     call: Any                # agentix.kernel.dispatch.Call (not imported: tools sit below the kernel)
     agent_id: str | None
     workspace: Path | None
+    #: the one decision that allowed this call (``core.authorize``): tools look up the token
+    #: for each resource here and never see the caller's token list; None for the operator
+    #: acting as itself
+    authorization: Authorization | None = None
+    #: a new decision for a resource found late (a redirect hop), charged to this call
+    reauthorize: Callable[[Sequence[Request]], Authorization] | None = None
+    #: what the file tools may never open (``agentix.tools.fs.Fence``: the kernel's own state)
+    fence: Any = None
+
+    def require_authorization(self) -> Authorization:
+        if self.authorization is None:
+            raise InvalidRequest(
+                f"tool {self.call.tool} acts with an agent's capabilities; the operator must name "
+                "the agent with \"agent_id\"", field="agent_id")
+        return self.authorization
 
     def require_workspace(self) -> Path:
         if self.workspace is None:
@@ -46,6 +65,9 @@ class ToolSpec:
     description: str
     schema: dict[str, Any]
     handler: ToolHandler
+    #: each resource the call names stands alone in its authorization (``file_read_many``: a
+    #: denied path is reported, the others are read); otherwise one denied resource refuses all
+    partial: bool = False
     #: ``no_effect`` if the tool only reads or computes (echo, file reads, listings): its
     #: audit records are committed asynchronously; anything that writes, runs, fetches or
     #: spends is an ``effect`` (the default) -- docs/audit.md
@@ -78,6 +100,10 @@ def check_args(spec: ToolSpec, args: dict[str, Any]) -> None:
                 f"tool {spec.name}: unknown argument {extra[0]!r}; it takes {sorted(props)}",
                 field=extra[0], tool=spec.name)
     for key, val in args.items():
+        most = props.get(key, {}).get("maxItems")
+        if most is not None and isinstance(val, list) and len(val) > most:
+            raise LimitExceeded(f"tool {spec.name}: {key!r} takes at most {most} items, got {len(val)}",
+                                field=key, tool=spec.name, limit=most, requested=len(val))
         want = props.get(key, {}).get("type")
         if want is None:
             continue

@@ -2,10 +2,12 @@
 
 Rules:
 
-- They run after the capability stage, which verified the caller's tokens and put them in
-  ``call.meta["tokens"]`` (the token that authorised the call first). Each path is located
-  again here with ``fs.locate`` against those tokens (``file_read_many`` checks every path and
-  reports a denied one as a partial failure).
+- They run after the capability stage made the call's one decision (``core.authorize``) over
+  every path the call names; they receive only that ``Authorization`` (``ctx.authorization``),
+  never a token list. Each path is opened beneath the granted directory of the token the
+  decision chose *for that path* (``file_read_many``: a path the decision refused — not
+  granted, revoked, expired, exhausted, the kernel's own state — is reported as a partial
+  failure and never opened).
 - Paths are in the agent's view: relative paths and ``/workspace/...`` mean the *caller's*
   workspace. A located path under ``/workspace`` is opened beneath the caller's host
   workspace directory (the whole remainder, so ``openat2``'s no-symlink rule covers every
@@ -20,6 +22,7 @@ import asyncio
 from typing import Any
 
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound, ToolError
+from agentix.core.grants import Request
 from agentix.core.paths import resolve_request, split_under
 from agentix.tools import fs
 from agentix.tools.base import ToolContext, ToolSpec
@@ -29,30 +32,19 @@ __all__ = ["SPECS", "VIRTUAL_WORKSPACE"]
 VIRTUAL_WORKSPACE = "/workspace"
 
 
-def _tokens(ctx: ToolContext) -> list[Any]:
-    meta = ctx.call.meta
-    toks = list(meta.get("tokens") or [])
-    gate = meta.get("gate")
-    if gate is not None:
-        toks = [gate.token] + [t for t in toks if t.id != gate.token.id]
-    if not toks:
-        raise InvalidRequest(f"tool {ctx.call.tool} needs an agent's capabilities; the operator "
-                             'must name the agent with "agent_id"', field="agent_id")
-    return toks
-
-
 def _under_ws(norm: str) -> bool:
     return norm == VIRTUAL_WORKSPACE or norm.startswith(VIRTUAL_WORKSPACE + "/")
 
 
 class _Locator:
     def __init__(self, ctx: ToolContext) -> None:
-        self.tokens = _tokens(ctx)
+        self.auth = ctx.require_authorization()
         self.ws = ctx.workspace
 
     def __call__(self, kind: str, path: str) -> tuple[str, str]:
-        root, rel = fs.locate_any(self.tokens, kind, path, VIRTUAL_WORKSPACE)
         norm = resolve_request(path, VIRTUAL_WORKSPACE)
+        token = self.auth.token_for(Request(kind, norm))  # type: ignore[arg-type]
+        root, rel = fs.locate(token, kind, norm, VIRTUAL_WORKSPACE)
         if _under_ws(norm):
             if self.ws is None:
                 raise InvalidRequest("a /workspace path needs an agent", field="agent_id")
@@ -82,7 +74,9 @@ class _Locator:
 async def _run(ctx: ToolContext, fn: Any) -> dict[str, Any]:
     loc = _Locator(ctx)
     try:
-        return loc.virtual(await asyncio.to_thread(fn, loc))
+        with fs.fenced(ctx.fence):  # the thread inherits the context, hence the fence
+            out = await asyncio.to_thread(fn, loc)
+        return loc.virtual(out)
     except AgentixError as err:
         if isinstance(err, ToolError) and err.data.get("errno") == "ENOENT":
             err = NotFound(err.message, **err.data)  # a missing file is not_found to the caller
@@ -154,8 +148,8 @@ SPECS = [
              _schema({"path": _PATH, "offset": {"type": "integer"}, "limit": {"type": "integer"}}, ["path"]),
              file_read, durability="no_effect"),
     ToolSpec("file_read_many", f"Read up to {fs.MAX_READ_MANY} files; each result says ok or why not.",
-             _schema({"paths": {"type": "array", "items": {"type": "string"}}}, ["paths"]), file_read_many,
-             durability="no_effect"),
+             _schema({"paths": {"type": "array", "items": {"type": "string"}, "maxItems": fs.MAX_READ_MANY}},
+                     ["paths"]), file_read_many, partial=True, durability="no_effect"),
     ToolSpec("file_list", "List a directory (recursive optional; symlinks are listed, never followed).",
              _schema({"path": _PATH, "recursive": {"type": "boolean"}}, []), file_list,
              durability="no_effect"),

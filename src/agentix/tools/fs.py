@@ -17,6 +17,13 @@ Rules:
   files with more than one hard link; parents are created only with ``create_parents`` and
   only after the path has been walked without finding a symlink, and are removed again if the
   write then fails.
+- The kernel's own state is fenced *at open time* too (the decision already refuses its paths):
+  inside ``fenced(Fence)`` every directory opened is walked up by ``..`` (dev, inode), and a
+  walk that meets a denied directory (``$AGENTIX_HOME``) before an allowed one (the caller's
+  own workspace) is refused (``capability_denied`` reason ``kernel_state``), as is a file whose
+  (dev, inode) is a protected file (the keys, the database: a hard link elsewhere is the same
+  file). Recursive listings and greps skip denied directories. So no path spelling, bind
+  mount or hard link reaches the keys from a grant such as ``file_read: /*``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import os
 import re
 import secrets
 import stat
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -43,8 +52,9 @@ from agentix.core.errors import (
 )
 
 __all__ = [
+    "Fence",
+    "fenced",
     "locate",
-    "locate_any",
     "MAX_READ_BYTES",
     "MAX_READ_MANY",
     "MAX_WRITE_BYTES",
@@ -176,6 +186,74 @@ def open_beneath(dirfd: int, rel: str, flags: int, mode: int = 0o644) -> int:
     return _walk_open(dirfd, parts, flags, mode)
 
 
+@dataclass(frozen=True)
+class Fence:
+    """What no file tool may open, by (st_dev, st_ino): ``denied`` directories (and all below
+    them) unless an ``allowed`` directory is met first walking up; ``files`` themselves."""
+
+    denied: frozenset[tuple[int, int]]
+    allowed: frozenset[tuple[int, int]] = frozenset()
+    files: frozenset[tuple[int, int]] = frozenset()
+
+
+_FENCE: ContextVar[Fence | None] = ContextVar("agentix_fs_fence", default=None)
+
+
+@contextmanager
+def fenced(fence: Fence | None) -> Iterator[None]:
+    """Run the functions of this module (in this context and threads started from it with
+    ``asyncio.to_thread``) behind ``fence``."""
+    tok = _FENCE.set(fence)
+    try:
+        yield
+    finally:
+        _FENCE.reset(tok)
+
+
+def _kernel_state(shown: str) -> CapabilityDenied:
+    return CapabilityDenied(f"{shown} is the kernel's own state; no grant reaches it",
+                            reason="kernel_state", path=shown)
+
+
+def _guard_dir(fd: int, shown: str) -> None:
+    """Refuse if the directory open at ``fd`` lies in a denied directory (walking up by ``..``)."""
+    f = _FENCE.get()
+    if f is None:
+        return
+    cur = os.dup(fd)
+    try:
+        for _ in range(4096):
+            st = os.fstat(cur)
+            key = (st.st_dev, st.st_ino)
+            if key in f.allowed:
+                return
+            if key in f.denied:
+                raise _kernel_state(shown)
+            up = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=cur)
+            ust = os.fstat(up)
+            os.close(cur)
+            cur = up
+            if (ust.st_dev, ust.st_ino) == key:
+                return  # the root of the file system
+    finally:
+        os.close(cur)
+
+
+def _guard_file(st: os.stat_result, shown: str) -> None:
+    f = _FENCE.get()
+    if f is not None and (st.st_dev, st.st_ino) in f.files:
+        raise _kernel_state(shown)
+
+
+def _denied_dir(fd: int) -> bool:
+    """For walks going down: whether this directory is a denied one (not entered)."""
+    f = _FENCE.get()
+    if f is None:
+        return False
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino) in f.denied
+
+
 @dataclass
 class _Root:
     path: str
@@ -204,7 +282,26 @@ def _open_root(root: str) -> _Root:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
         raise _refusal(err, root) from None
+    try:
+        _guard_dir(fd, root)
+    except BaseException:
+        os.close(fd)
+        raise
     return _Root(root, fd)
+
+
+def _guard_parent_of(r: _Root, rel: str, shown: str) -> None:
+    parts = _components(rel)
+    if len(parts) < 2 or _FENCE.get() is None:
+        return  # the root itself was checked when it was opened
+    try:
+        pfd = open_beneath(r.fd, "/".join(parts[:-1]), os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        raise _refusal(err, shown) from None
+    try:
+        _guard_dir(pfd, shown)
+    finally:
+        os.close(pfd)
 
 
 def _open_regular_read(r: _Root, rel: str) -> tuple[int, os.stat_result]:
@@ -214,6 +311,12 @@ def _open_regular_read(r: _Root, rel: str) -> tuple[int, os.stat_result]:
     except OSError as err:
         raise _refusal(err, shown) from None
     st = os.fstat(fd)
+    try:
+        _guard_file(st, shown)
+        _guard_parent_of(r, rel, shown)
+    except BaseException:
+        os.close(fd)
+        raise
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -240,17 +343,6 @@ def locate(token: Token, kind: str, path: str, workspace: str | None = None) -> 
         raise CapabilityDenied(f"no capability allows {kind} on {norm}", reason="not_granted",
                                request=str(req), token_id=token.id)
     return root, split_under(root, norm)
-
-
-def locate_any(tokens: list[Token], kind: str, path: str, workspace: str | None = None) -> tuple[str, str]:
-    """``locate`` with the first of the caller's tokens that permits ``path``."""
-    first: CapabilityDenied | None = None
-    for t in tokens:
-        try:
-            return locate(t, kind, path, workspace)
-        except CapabilityDenied as err:
-            first = first or err
-    raise first or CapabilityDenied(f"no capability allows {kind} on {path}", reason="not_granted")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -336,6 +428,11 @@ def file_list(
             dfd = open_beneath(r.fd, rel, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as err:
             raise _refusal(err, shown) from None
+        try:
+            _guard_dir(dfd, shown)
+        except BaseException:
+            os.close(dfd)
+            raise
         entries: list[dict[str, Any]] = []
         truncated = False
 
@@ -357,6 +454,9 @@ def file_list(
                         try:
                             sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
                         except OSError:
+                            continue
+                        if _denied_dir(sub):
+                            os.close(sub)
                             continue
                         walk(sub, prefix + e.name + "/", depth + 1)
             finally:
@@ -392,6 +492,9 @@ def grep(
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return
+            f = _FENCE.get()
+            if f is not None and (st.st_dev, st.st_ino) in f.files:
+                return
             data = os.pread(fd, max_file_bytes, 0)
         finally:
             os.close(fd)
@@ -418,7 +521,11 @@ def grep(
                     if kind == "file":
                         scan(os.open(e.name, flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dfd), prefix + e.name)
                     elif kind == "dir" and depth < MAX_DEPTH:
-                        walk(os.open(e.name, flags | os.O_DIRECTORY, dir_fd=dfd), prefix + e.name + "/", depth + 1)
+                        sub = os.open(e.name, flags | os.O_DIRECTORY, dir_fd=dfd)
+                        if _denied_dir(sub):
+                            os.close(sub)
+                            continue
+                        walk(sub, prefix + e.name + "/", depth + 1)
                 except OSError:
                     continue
         finally:
@@ -430,7 +537,14 @@ def grep(
             fd = open_beneath(r.fd, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as err:
             raise _refusal(err, shown) from None
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
+        try:
+            fst = os.fstat(fd)
+            _guard_file(fst, shown)
+            _guard_dir(fd, shown) if stat.S_ISDIR(fst.st_mode) else _guard_parent_of(r, rel, shown)
+        except BaseException:
+            os.close(fd)
+            raise
+        if stat.S_ISDIR(fst.st_mode):
             walk(fd, shown.rstrip("/") + "/")
         else:
             scan(fd, shown)
@@ -446,7 +560,7 @@ def _open_parent(r: _Root, parts: list[str], create: bool) -> tuple[int, list[tu
     flags = os.O_RDONLY | os.O_DIRECTORY
     shown = r.shown("/".join(dirs))
     try:
-        return open_beneath(r.fd, "/".join(dirs), flags), []
+        pfd = open_beneath(r.fd, "/".join(dirs), flags)
     except OSError as err:
         if err.errno != errno.ENOENT or not create:
             if err.errno == errno.ENOENT:
@@ -455,6 +569,13 @@ def _open_parent(r: _Root, parts: list[str], create: bool) -> tuple[int, list[tu
                     errno="ENOENT", path=shown,
                 ) from None
             raise _refusal(err, shown) from None
+    else:
+        try:
+            _guard_dir(pfd, shown)
+        except BaseException:
+            os.close(pfd)
+            raise
+        return pfd, []
     # walk component by component; everything up to the first missing one already exists
     cur = os.dup(r.fd)
     made: list[tuple[int, str]] = []
@@ -468,10 +589,16 @@ def _open_parent(r: _Root, parts: list[str], create: bool) -> tuple[int, list[tu
                 nxt = _open_dir_nofollow(d, cur)
             os.close(cur)
             cur = nxt
+            if _denied_dir(cur):  # walking down from a checked root: the first denied dir stops it
+                raise _kernel_state(shown)
     except OSError as err:
         os.close(cur)
         _rollback(made)
         raise _refusal(err, shown) from None
+    except CapabilityDenied:
+        os.close(cur)
+        _rollback(made)
+        raise
     return cur, made
 
 

@@ -1,0 +1,203 @@
+"""Benchmark: agent packages (docs/packages.md).
+
+1. cold build of a 10 MB agent (half compressible text, half random bytes);
+2. unchanged rebuild (layer cache; goal <= 5% of the cold build);
+3. push + pull + verify + spawn to the first system call through a loopback docker-registry,
+   against spawning the same program from a directory plus the transfer time at loopback
+   speed (goal <= 2x). The transfer time is measured in the same run: a plain HTTP GET of
+   every blob from the registry, counted twice (up and down).
+
+Snapshots are not built, so they are not measured. Last line: one JSON object.
+
+    python bench/packages.py [--mb 10] [--runs 5] [--isolation degraded]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import requests
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _daemon import BenchKernel, pct  # noqa: E402
+
+from agentix.core.package import parse_ref  # noqa: E402
+from agentix.packages.service import PackageStore  # noqa: E402
+
+AGENT = '''
+import time
+t_call = time.perf_counter_ns()
+from agentix.sdk import agent
+k = agent.connect()
+t_call = time.perf_counter_ns()
+k.info()
+k.exit({"first_call": t_call})
+'''
+
+AGENTFILE = """\
+apiVersion: agentix/v1
+metadata: {name: bench, version: 1.0.0}
+stages:
+  - steps:
+      - copy: agent
+agent: {program: agent}
+capabilities: ["tool: echo"]
+"""
+
+
+def make_agent(root: Path, mb: int) -> Path:
+    rng = random.Random(0)
+    d = root / "agent"
+    (d / "data").mkdir(parents=True)
+    (d / "__main__.py").write_text(AGENT)
+    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
+    per_file = 256 << 10
+    for i in range(mb * (1 << 20) // per_file):
+        if i % 2:
+            data = rng.randbytes(per_file)
+        else:
+            data = b" ".join(rng.choice(words) for _ in range(per_file // 5))[:per_file]
+        (d / "data" / f"f{i:03d}.bin").write_bytes(data)
+    (root / "Agentfile").write_text(AGENTFILE)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(tmp: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cfg = tmp / "registry.yml"
+    cfg.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {tmp / 'reg'}\n"
+                   f"http:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=0.5)
+            return proc, f"127.0.0.1:{port}"
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+def ms(t0: int) -> float:
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--isolation", default="degraded")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="axpkg-", dir="/tmp"))
+    reg_proc, host = start_registry(tmp)
+    bk = None
+    try:
+        ctx = make_agent(tmp / "ctx", args.mb)
+        cold, warm = [], []
+        for i in range(args.runs):
+            store = PackageStore(tmp / f"build{i}")
+            t = time.perf_counter_ns()
+            r = store.build(ctx, f"{host}/bench/agent:1.0.0")
+            cold.append(ms(t))
+            t = time.perf_counter_ns()
+            r2 = store.build(ctx, f"{host}/bench/agent:1.0.0")
+            warm.append(ms(t))
+            assert r2.digest == r.digest and all(r2.cached)
+        size = sum(int(x["size"]) for x in store.inspect(f"{host}/bench/agent:1.0.0")["layers"])
+
+        # publisher: sign and push (fresh repository per run so nothing is deduplicated)
+        store.keys.generate("bench")
+        pub = store.keys.describe("bench")["public_key"]
+        bk = BenchKernel(args.isolation)
+        k = bk.client
+        k.call("trust.add", key=pub, pattern=f"{host}/bench/*")
+        push, pull, run_first, dir_first, transfer = [], [], [], [], []
+        for i in range(args.runs):
+            ref = f"{host}/bench/agent{i}:1.0.0"
+            store.build(ctx, ref)
+            store.sign(ref, "bench")
+            t = time.perf_counter_ns()
+            store.push(ref)
+            push.append(ms(t))
+            t = time.perf_counter_ns()
+            k.call("package.pull", ref=ref)
+            pull.append(ms(t))
+            t = time.perf_counter_ns()
+            a = k.call("package.run", ref=ref, accept="all")
+            res = k.wait(a["agent_id"], timeout=60)
+            run_first.append((res.result["first_call"] - t) / 1e6)
+            # the same program from a directory
+            t = time.perf_counter_ns()
+            a = k.spawn(program=str(ctx / "agent"), name="dir")
+            res = k.wait(a.agent_id, timeout=60)
+            dir_first.append((res.result["first_call"] - t) / 1e6)
+            # loopback transfer: GET every blob once with plain HTTP, counted up and down
+            desc = store.layout.resolve(parse_ref(ref))
+            m = json.loads(store.layout.read_blob(desc.digest))
+            with requests.Session() as sess:
+                sess.get(f"http://{host}/v2/").raise_for_status()  # connection set up outside the timing
+                t = time.perf_counter_ns()
+                for b in [m["config"], *m["layers"]]:
+                    with sess.get(f"http://{host}/v2/bench/agent{i}/blobs/{b['digest']}", stream=True) as r:
+                        r.raise_for_status()
+                        for _ in r.iter_content(1 << 20):
+                            pass
+                transfer.append(2 * ms(t))
+    finally:
+        if bk is not None:
+            bk.close()
+        reg_proc.terminate()
+        reg_proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    p50 = lambda xs: round(pct(xs, 50), 1)  # noqa: E731
+    total = [a + b + c for a, b, c in zip(push, pull, run_first)]
+    baseline = [a + b for a, b in zip(dir_first, transfer)]
+    result = {
+        "bench": "packages", "agent_mb": args.mb, "compressed_mb": round(size / 2**20, 2), "runs": args.runs,
+        "isolation": args.isolation,
+        "build_cold_ms": p50(cold), "build_unchanged_ms": p50(warm),
+        "rebuild_ratio": round(pct(warm, 50) / pct(cold, 50), 3), "rebuild_goal": 0.05,
+        "push_ms": p50(push), "pull_verify_ms": p50(pull), "run_to_first_call_ms": p50(run_first),
+        "package_total_ms": p50(total),
+        "dir_spawn_first_call_ms": p50(dir_first), "loopback_transfer_ms": p50(transfer),
+        "baseline_ms": p50(baseline), "package_vs_baseline": round(pct(total, 50) / pct(baseline, 50), 2),
+        "package_vs_dir_spawn_only": round(pct(total, 50) / pct(dir_first, 50), 2),
+        "package_goal": 2.0, "snapshot": "not built",
+    }
+    rows = [("cold build", result["build_cold_ms"]), ("unchanged rebuild", result["build_unchanged_ms"]),
+            ("push (signed)", result["push_ms"]), ("pull + verify", result["pull_verify_ms"]),
+            ("run: verify + unpack + spawn -> 1st call", result["run_to_first_call_ms"]),
+            ("= package path", result["package_total_ms"]),
+            ("spawn from a directory -> 1st call", result["dir_spawn_first_call_ms"]),
+            ("loopback transfer (up + down)", result["loopback_transfer_ms"]),
+            ("= baseline", result["baseline_ms"])]
+    print(f"{'case (p50 of ' + str(args.runs) + ')':<44}{'ms':>10}")
+    for name, v in rows:
+        print(f"{name:<44}{v:>10.1f}")
+    print(f"rebuild / cold build: {result['rebuild_ratio']:.3f} (goal <= 0.05); "
+          f"package / baseline: {result['package_vs_baseline']:.2f} (goal <= 2)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

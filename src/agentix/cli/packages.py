@@ -1,0 +1,322 @@
+"""``agentix build/push/pull/sign``, ``agentix keys …``, ``agentix trust …``,
+``agentix packages ls/inspect/verify/rm`` and ``agentix run REF`` (docs/packages.md).
+
+Every command is a call of the kernel's ``package.*``, ``keys.*`` and ``trust.*`` methods
+(the kernel holds the store, the keys and the audit log). ``install(cli)`` adds them to the
+main group and teaches ``agentix run`` to take a package reference (``--accept`` says which
+declared capabilities the operator accepts).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agentix.cli import render
+from agentix.sdk.errors import NotFound, RegistryError
+
+__all__ = ["install", "EXIT_REGISTRY"]
+
+#: a remote registry failed (401/403, 404, 5xx, timeout, unreachable): see docs/packages.md
+EXIT_REGISTRY = 6
+
+
+
+class _Console:
+    """``render.console()`` made on first use: importing this module must not load rich
+    (``agentix info`` starts without it, see cli/quick.py)."""
+
+    def __init__(self, err: bool) -> None:
+        self._err = err
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(render.console(self._err), name)
+
+
+out = _Console(err=False)
+err_console = _Console(err=True)
+
+
+def _kernel(ctx: click.Context) -> Any:
+    return ctx.find_root().obj.kernel
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.command()
+@click.argument("context", default=".", type=click.Path(exists=True, file_okay=False))
+@click.option("--tag", "-t", required=True, help="NAME:TAG, e.g. team/hello:1.0.0 or HOST:PORT/team/hello:1.0.0")
+@click.option("--file", "-f", "agentfile", type=click.Path(exists=True, dir_okay=False),
+              help="the Agentfile (default: CONTEXT/Agentfile[.yaml|.json])")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def build(ctx: click.Context, context: str, tag: str, agentfile: str | None, as_json: bool) -> None:
+    """Build the Agentfile in CONTEXT into a package in the local store."""
+    r = _kernel(ctx).call("package.build", context=str(Path(context).resolve()), tag=tag,
+                          agentfile=str(Path(agentfile).resolve()) if agentfile else None)
+    if as_json:
+        return _dump(r)
+    hits = sum(r["cached"])
+    out.print(f"[green]built[/] {r['ref']} [bold]{r['digest']}[/] ({len(r['layers'])} layers, {hits} from cache)")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--key", "-k", default="default", show_default=True, help="the signing key's name")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def sign(ctx: click.Context, ref: str, key: str, as_json: bool) -> None:
+    """Sign a local package (its digest, name and version) with a signing key."""
+    r = _kernel(ctx).call("package.sign", ref=ref, key=key)
+    if as_json:
+        return _dump(r)
+    out.print(f"[green]signed[/] {r['name']} {r['version']} {r['digest']} with key {r['keyid']}")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def push(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Push a local package (and its signatures) to its registry."""
+    r = _kernel(ctx).call("package.push", ref=ref)
+    if as_json:
+        return _dump(r)
+    out.print(f"[green]pushed[/] {r['ref']} {r['digest']} ({r['blobs_sent']} blobs sent, "
+              f"{r['signatures']} signatures)")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--allow-rollback", is_flag=True, help="accept a version older than one seen before")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def pull(ctx: click.Context, ref: str, allow_rollback: bool, as_json: bool) -> None:
+    """Pull a package, verify it against the trust policy, and store it locally."""
+    r = _kernel(ctx).call("package.pull", ref=ref, allow_rollback=allow_rollback)
+    if as_json:
+        return _dump(r)
+    v = r["verdict"]
+    basis = f"signed by {v['keyid']}" if v["basis"] == "signed" else "[yellow]unsigned (allowed by policy)[/]"
+    out.print(f"[green]pulled[/] {r['ref']} {r['digest']} — {basis}")
+
+
+@click.group()
+def keys() -> None:
+    """Signing keys (kept in $AGENTIX_HOME/keys/signing)."""
+
+
+@keys.command("generate")
+@click.argument("name", default="default")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def keys_generate(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Create an Ed25519 signing key; print its public key (give that to those who trust you)."""
+    r = _kernel(ctx).call("keys.generate", name=name)
+    if as_json:
+        return _dump(r)
+    out.print(f"key [bold]{r['name']}[/] ({r['keyid']})")
+    click.echo(r["public_key"])
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    """List signing keys and their public keys."""
+    rows = _kernel(ctx).call("keys.list")["keys"]
+    if as_json:
+        return _dump(rows)
+    for k in rows:
+        click.echo(f"{k['name']}\t{k['keyid']}\t{k['public_key']}")
+
+
+@click.group()
+def trust() -> None:
+    """The trust policy: whose signatures count for which package names."""
+
+
+@trust.command("add")
+@click.argument("key")
+@click.option("--for", "pattern", required=True, help='names the key counts for, e.g. "registry.example/team/*"')
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def trust_add(ctx: click.Context, key: str, pattern: str, as_json: bool) -> None:
+    """Trust KEY (ed25519:…, a file holding it, or a local key's name) for names matching PATTERN."""
+    r = _kernel(ctx).call("trust.add", key=key, pattern=pattern)
+    if as_json:
+        return _dump(r)
+    out.print(f"[green]trusted[/] {key if len(key) < 40 else key[:40] + '…'} for {pattern}")
+
+
+@trust.command("allow-unsigned")
+@click.argument("pattern")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def trust_allow_unsigned(ctx: click.Context, pattern: str, as_json: bool) -> None:
+    """Accept unsigned packages for names matching PATTERN (each acceptance is audited)."""
+    r = _kernel(ctx).call("trust.allow_unsigned", pattern=pattern)
+    if as_json:
+        return _dump(r)
+    out.print(f"[yellow]unsigned packages accepted[/] for {pattern}")
+
+
+@trust.command("list")
+@click.pass_context
+def trust_list(ctx: click.Context) -> None:
+    """Show the trust policy."""
+    _dump(_kernel(ctx).call("trust.list"))
+
+
+@click.group()
+def packages() -> None:
+    """The local package store."""
+
+
+@packages.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def packages_ls(ctx: click.Context, as_json: bool) -> None:
+    """List local packages."""
+    rows = _kernel(ctx).call("package.list")["packages"]
+    if as_json:
+        return _dump(rows)
+    render.table(["REF", "DIGEST", "SIGNED"],
+                 [[r["ref"], r["digest"], "yes" if r["signed"] else "no"] for r in rows])
+
+
+@packages.command("inspect")
+@click.argument("ref")
+@click.pass_context
+def packages_inspect(ctx: click.Context, ref: str) -> None:
+    """Everything about a local package: metadata, declared capabilities, layers, signatures."""
+    _dump(_kernel(ctx).call("package.inspect", ref=ref))
+
+
+@packages.command("verify")
+@click.argument("ref")
+@click.pass_context
+def packages_verify(ctx: click.Context, ref: str) -> None:
+    """Check a local package against the trust policy (exit 4 if refused)."""
+    _dump(_kernel(ctx).call("package.verify", ref=ref))
+
+
+@packages.command("rm")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def packages_rm(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Remove a tag from the local store (and blobs nothing else uses)."""
+    r = _kernel(ctx).call("package.rm", ref=ref)
+    if as_json:
+        return _dump(r)
+    out.print(f"[green]removed[/] {r['ref']} ({r['blobs_removed']} blobs freed)")
+
+
+# ---------------------------------------------------------------- agentix run REF
+def _is_package_ref(target: str | None) -> bool:
+    if not target or Path(target).exists():
+        return False
+    head = target.split("@")[0]
+    return ("/" in head or ":" in head) and not target.endswith((".py", ".yaml", ".yml", ".json"))
+
+
+def _declared(k: Any, ref: str) -> list[str]:
+    try:
+        return k.call("package.inspect", ref=ref)["capabilities"]
+    except NotFound:
+        k.call("package.pull", ref=ref)
+        return k.call("package.inspect", ref=ref)["capabilities"]
+
+
+def _accept(k: Any, ref: str, accept: tuple[str, ...]) -> Any:
+    if accept:
+        return "all" if accept == ("all",) else list(accept)
+    declared = _declared(k, ref)
+    if not declared:
+        return []
+    if not sys.stdin.isatty():
+        err_console.print(f"[bold red]error:[/] {ref} declares these capabilities:\n  "
+                          + "\n  ".join(declared)
+                          + "\naccept them with --accept all, or some with --accept 'GRANT' (repeatable)")
+        sys.exit(2)
+    out.print(f"{ref} declares:\n  " + "\n  ".join(declared))
+    if not click.confirm("accept all of them?", default=False):
+        sys.exit(2)
+    return "all"
+
+
+def _wrap_run(run_cmd: click.Command) -> None:
+    """Give ``agentix run`` package references: ``agentix run team/hello:1.0.0 --accept all``."""
+    original = run_cmd.callback
+    assert original is not None
+    run_cmd.params.append(click.Option(["--accept"], multiple=True,
+                                       help="for a package: a declared capability to grant (repeatable), or 'all'"))
+    run_cmd.params.append(click.Option(["--allow-rollback"], is_flag=True,
+                                       help="for a package: accept a version older than one seen before"))
+    run_cmd.help = (run_cmd.help or "") + "\n\nMANIFEST may be a package reference (NAME:TAG, NAME@DIGEST): " \
+        "it is pulled if needed, verified, and run with the capabilities it declares that --accept grants."
+
+    def callback(**kw: Any) -> Any:
+        accept, allow_rollback = kw.pop("accept"), kw.pop("allow_rollback")
+        target = kw.get("manifest")
+        if not _is_package_ref(target) or kw.get("program") or kw.get("goal"):
+            return original(**kw)
+        ctx = click.get_current_context()
+        k = _kernel(ctx)
+        r = k.call("package.run", ref=target, accept=_accept(k, target, accept), name=kw.get("name"),
+                   message=_message(kw.get("message")), allow_rollback=allow_rollback)
+        if not kw.get("as_json"):
+            err_console.print(f"[green]verified[/] {target} ({r['verdict']['basis']}); granted: "
+                              + (", ".join(r["granted"]) or "nothing"))
+        a = k.wait(r["agent_id"], timeout=kw.get("timeout"))
+        if kw.get("as_json"):
+            _dump({**a.raw, "package": {k_: r[k_] for k_ in ("digest", "declared", "granted", "verdict")}})
+        else:
+            ex = a.exit or {}
+            colour = "green" if a.reason == "completed" else "red"
+            out.print(f"[{colour}]{a.name} {a.reason}[/] (code {ex.get('code')})"
+                      + (f" — {ex['detail']}" if ex.get("detail") else ""))
+            if a.result is not None:
+                out.print_json(data=a.result)
+        sys.exit(0 if a.reason == "completed" else 1)
+
+    run_cmd.callback = callback
+
+
+def _message(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _registry_errors_exit_6(cmd: click.Command) -> None:
+    inner = cmd.callback
+    assert inner is not None
+
+    def callback(*a: Any, **kw: Any) -> Any:
+        try:
+            return inner(*a, **kw)
+        except RegistryError as err:
+            reason = err.data.get("reason")
+            err_console.print(f"[bold red]error:[/] {err.message}" + (f" [dim]({reason})[/]" if reason else ""))
+            sys.exit(EXIT_REGISTRY)
+
+    cmd.callback = callback
+
+
+def install(cli: click.Group) -> None:
+    for cmd in (build, sign, push, pull, keys, trust, packages):
+        cli.add_command(cmd)
+    _wrap_run(cli.commands["run"])
+    for cmd in (push, pull, cli.commands["run"]):
+        _registry_errors_exit_6(cmd)

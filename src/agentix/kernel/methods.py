@@ -1,0 +1,234 @@
+"""The method table: every JSON-RPC method of the kernel with its policy, in one place.
+
+A row says who may call the method (agents, the operator, both), which resources it touches
+and how each is authorised (a function from the call to the list of resources, each decided
+by ``core.authorize`` against the caller's tokens), whether a success is recorded in the
+audit log, and its durability class. A method with no row cannot be registered
+(``method`` raises at start-up); an unknown method is refused (h11: a missing key means
+refuse). Later areas (packages, HTTP, MCP) add rows here.
+
+Authorities, in words (docs/security.md repeats this table):
+
+- operator methods: the operator's socket is the authority (file mode 0600 under
+  ``$AGENTIX_HOME``); no token. ``tool.invoke`` with ``agent_id`` acts as that agent and is
+  decided exactly like that agent's ``tool.call``.
+- agent methods with ``resources``: one decision over every resource the call touches.
+- agent methods without: they read or change only the caller's own state (its mailbox, its
+  record, its saved state, its children's exit records).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from agentix.core.errors import CapabilityDenied, InvalidRequest
+from agentix.core.grants import Grant, Request, parse_grants, requests_for_tool
+from agentix.kernel.dispatch import Call, Handler, MethodPolicy, MethodSpec
+
+if TYPE_CHECKING:
+    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.process import AgentRecord
+
+__all__ = ["POLICIES", "VIRTUAL_WORKSPACE", "broadcast_targets", "method", "model_of", "policy_for"]
+
+VIRTUAL_WORKSPACE = "/workspace"
+
+
+# ---------------------------------------------------------------------------- resource functions
+def tool_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+    """What a tool call touches: each path (every one of ``file_read_many``), the host and the
+    ``secret`` of ``web_fetch``, ``argv[0]`` of ``exec``; any other tool: ``tool: NAME``."""
+    assert call.tool is not None
+    return requests_for_tool(call.tool, call.args, VIRTUAL_WORKSPACE)
+
+
+def _target_name(k: Kernel, to: Any) -> AgentRecord:
+    if not isinstance(to, str):
+        raise InvalidRequest('missing parameter "to" (an agent id or live name)', field="to")
+    return k.table.find_live(to)
+
+
+def send_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+    target = _target_name(k, call.params.get("to"))
+    return [Request("message_send", target.manifest.name)]
+
+
+def broadcast_targets(k: Kernel, rec: AgentRecord) -> list[tuple[AgentRecord, Request]]:
+    """The agents a broadcast from ``rec`` may reach (live, same tree, not itself), each with
+    the resource that authorises it."""
+    return [(t, Request("message_send", t.manifest.name)) for t in k.table
+            if t.agent_id != rec.agent_id and t.live and t.root == rec.root]
+
+
+def broadcast_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+    return [r for _t, r in broadcast_targets(k, subject)]
+
+
+def spawn_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+    man = call.params.get("manifest")
+    name = man.get("name") if isinstance(man, dict) else None
+    if not isinstance(name, str):
+        raise InvalidRequest('agent.spawn_child needs "manifest" with a "name"', field="manifest")
+    return [Request("spawn_child", name)]
+
+
+def delegate_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request | Grant]:
+    """``cap.delegate``: the recipient (a ``message_send`` grant must name it) and each
+    delegated grant (a token must *cover* it)."""
+    target = _target_name(k, call.params.get("to"))
+    g = call.params.get("grants")
+    if isinstance(g, str):
+        g = [g]
+    if not isinstance(g, list) or not g or not all(isinstance(x, str) for x in g):
+        raise InvalidRequest('"grants" must be a non-empty list of grant strings', field="grants")
+    return [Request("message_send", target.manifest.name), *parse_grants(g, workspace=VIRTUAL_WORKSPACE)]
+
+
+def untaint_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+    label = call.params.get("label")
+    if not isinstance(label, str) or not label:
+        raise InvalidRequest('"label" must be a taint source such as fetched_url', field="label")
+    return [Request("untaint", label.partition(":")[0])]
+
+
+def model_of(k: Kernel, rec: AgentRecord, params: dict[str, Any]) -> str:
+    """The ``provider:model`` a ``think`` call uses: its ``model``, else the manifest's, else the
+    kernel's default."""
+    model = params.get("model") or rec.manifest.model or k.inference.config.default_model
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest('"model" must be provider:model, e.g. openai:gpt-4o-mini', field="model")
+    return model
+
+
+def think_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+    return [Request("model", model_of(k, subject, call.params))]
+
+
+def descendant_guard(k: Kernel, call: Call) -> None:
+    """``agent.stop_child``/``kill_child``: only the caller's own descendants."""
+    assert call.caller.agent_id is not None
+    aid = call.params.get("agent_id")
+    if not isinstance(aid, str):
+        raise InvalidRequest('missing parameter "agent_id"', field="agent_id")
+    target = k.table.find(aid)
+    node = target
+    while node.parent is not None:
+        if node.parent == call.caller.agent_id:
+            return
+        node = k.table.get(node.parent)
+    rec = k.table.get(call.caller.agent_id)
+    raise CapabilityDenied(f"{target.name} is not a descendant of {rec.name}",
+                           reason="not_a_descendant", agent_id=target.agent_id)
+
+
+# ---------------------------------------------------------------------------- the table
+def _op(durability: str, doc: str = "the operator's socket", **kw: Any) -> MethodPolicy:
+    return MethodPolicy(durability=durability, doc=doc, **kw)  # type: ignore[arg-type]
+
+
+_SELF = "its own record only (no token)"
+
+POLICIES: dict[str, MethodPolicy] = {
+    # ---- operator: the kernel
+    "kernel.info": _op("no_effect"),
+    "kernel.shutdown": _op("effect"),
+    "inference.stats": _op("no_effect"),
+    "events.tail": _op("no_effect"),
+    # ---- operator: agents
+    "agent.spawn": _op("effect", "the operator's socket; the manifest's grants are minted from root"),
+    "agent.list": _op("no_effect"),
+    "agent.status": _op("no_effect"),
+    "agent.wait": _op("no_effect"),
+    "agent.stop": _op("effect"),
+    "agent.kill": _op("effect"),
+    "agent.pause": _op("effect"),
+    "agent.resume": _op("effect"),
+    "agent.logs": _op("no_effect"),
+    "agent.send": _op("effect"),
+    "agent.run": _op("effect"),
+    "agent.submit_goal": _op("effect"),
+    # ---- operator: capabilities and approvals
+    "cap.list": _op("no_effect"),
+    "cap.grant": _op("effect"),
+    "cap.revoke": _op("effect"),
+    "cap.check": _op("no_effect", "the operator's socket; answers the same decision as the agent's call, "
+                     "charging nothing"),
+    "approval.list": _op("no_effect"),
+    "approval.respond": _op("effect"),
+    # ---- operator: audit
+    "audit.tail": _op("no_effect"),
+    "audit.verify": _op("no_effect"),
+    "audit.prove": _op("no_effect"),
+    "audit.head": _op("no_effect"),
+    # ---- operator: packages (kernel/packages_api.py, docs/packages.md)
+    "package.build": _op("effect", "the operator's socket; `run` steps execute in the sandbox with no network",
+                         recorded=True),
+    "package.sign": _op("effect", "the operator's socket; a signing key under keys/signing", recorded=True),
+    "package.push": _op("effect", "the operator's socket; the registry's credentials file", recorded=True),
+    "package.pull": _op("effect", "the operator's socket; the package must pass the trust policy",
+                        recorded=True),
+    "package.verify": _op("no_effect"),
+    "package.run": _op("effect", "the operator's socket; the package must pass the trust policy; the agent's "
+                       "grants are declared ∩ accepted, minted from root", recorded=True),
+    "package.list": _op("no_effect"),
+    "package.inspect": _op("no_effect"),
+    "package.rm": _op("effect", recorded=True),
+    "keys.generate": _op("effect", recorded=True),
+    "keys.list": _op("no_effect"),
+    "trust.add": _op("effect", recorded=True),
+    "trust.allow_unsigned": _op("effect", recorded=True),
+    "trust.list": _op("no_effect"),
+    # ---- both
+    "tool.list": _op("no_effect", "none: the tool catalogue is public"),
+    "tool.call": MethodPolicy(
+        "effect", "each resource the tool touches: every path (file tools, each of file_read_many), "
+        "the host and each redirect hop and the secret (web_fetch), argv[0] (exec), else tool: NAME",
+        resources=tool_resources, recorded=True, tool_call=True),
+    "tool.invoke": MethodPolicy(
+        "effect", "the operator's socket; with agent_id, exactly as that agent's tool.call",
+        resources=tool_resources, recorded=True, tool_call=True),
+    # ---- agent system calls
+    "sys.info": _op("no_effect", _SELF),
+    "sys.exit": _op("effect", _SELF),
+    "ipc.send": MethodPolicy("effect", "message_send naming the recipient", resources=send_resources,
+                             recorded=True),
+    "ipc.recv": _op("no_effect", "its own mailbox only (no token)"),
+    "ipc.broadcast": MethodPolicy(
+        "effect", "message_send naming each recipient (one invocation per recipient; recipients "
+        "not named are skipped)", resources=broadcast_resources, recorded=True, partial=True,
+        charge="per_resource"),
+    "agent.spawn_child": MethodPolicy(
+        "effect", "spawn_child naming the child; the child's grants must be covered by the caller's "
+        "live tokens and its model by a model grant", resources=spawn_resources, recorded=True),
+    "agent.wait_child": _op("no_effect", "its own children only (no token)"),
+    "agent.children": _op("no_effect", _SELF),
+    "agent.stop_child": MethodPolicy("effect", "its own descendants only", guard=descendant_guard,
+                                     recorded=True),
+    "agent.kill_child": MethodPolicy("effect", "its own descendants only", guard=descendant_guard,
+                                     recorded=True),
+    "agent.reply": _op("effect", _SELF),
+    "agent.state_save": _op("effect", "its own saved state only (no token)"),
+    "agent.state_load": _op("no_effect", "its own saved state only (no token)"),
+    "loop.event": _op("no_effect", "its own loop events only (no token)"),
+    "think": MethodPolicy("effect", "model: provider:model (the budget is reserved before and settled "
+                          "after)", resources=think_resources),
+    "cap.delegate": MethodPolicy(
+        "effect", "message_send naming the recipient and a live token covering each delegated grant",
+        resources=delegate_resources, recorded=True),
+    "sys.untaint": MethodPolicy("effect", "untaint naming the label's source", resources=untaint_resources,
+                                recorded=True),
+}
+
+
+def policy_for(name: str) -> MethodPolicy:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise TypeError(f"method {name} has no row in the method table (kernel/methods.py): "
+                        "add its policy there before registering it") from None
+
+
+def method(name: str, handler: Handler, *, agent: bool = False, operator: bool = False,
+           policy: MethodPolicy | None = None) -> MethodSpec:
+    """The ``MethodSpec`` for ``name`` with its row of the table (or an explicit ``policy``)."""
+    return MethodSpec(name, handler, policy or policy_for(name), agent=agent, operator=operator)

@@ -1,0 +1,275 @@
+"""The kernel's package methods (operator only). See docs/packages.md.
+
+    package.build  package.sign  package.push  package.pull  package.verify  package.run
+    package.list  package.inspect  package.rm
+    keys.generate  keys.list  trust.add  trust.allow_unsigned  trust.list
+
+Each method's policy is its row in the method table (``kernel/methods.py``); in short —
+resources touched; recorded; durability:
+
+    method                 touches                                      recorded  effect outside the kernel
+    package.build          reads the operator's build dir; writes registry/   yes       no
+    package.sign           reads keys/signing/; writes registry/               yes       no
+    package.push           reads registry/; a remote registry                  yes       yes (network write)
+    package.pull           a remote registry; writes registry/, versions       yes       yes (network read)
+    package.verify         reads registry/, trust policy                       no        no
+    package.run            (pull) + registry/, versions; spawns an agent       yes       yes (a process)
+    package.list/inspect   reads registry/                                     no        no
+    package.rm             writes registry/                                    yes       no
+    keys.generate          writes keys/signing/                                yes       no
+    keys.list/trust.list   reads keys/, trust policy                           no        no
+    trust.add/allow_unsigned  writes the trust policy                          yes       no
+
+Every refusal (a rejected package, a registry failure, an accepted grant that the package
+does not declare) is recorded with its reason; accepting an unsigned package because the
+policy allows it is recorded as ``package.unsigned_accepted``; a run records what the
+package declared, what the operator accepted and what the agent was given
+(``package.accepted``). The blocking work (tar, gzip, HTTP) runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentix.core.errors import AgentixError, InvalidRequest, NotFound
+from agentix.core.manifest import parse_manifest
+from agentix.core.package import parse_ref
+from agentix.kernel.dispatch import Call
+from agentix.kernel.methods import method
+from agentix.packages.service import PackageStore
+
+if TYPE_CHECKING:
+    from agentix.kernel.kernel import Kernel
+
+__all__ = ["register", "METHODS"]
+
+#: (name, recorded) — see the policy table in the module docstring
+METHODS: list[tuple[str, bool]] = [
+    ("package.build", True), ("package.sign", True), ("package.push", True), ("package.pull", True),
+    ("package.verify", False), ("package.run", True), ("package.list", False),
+    ("package.inspect", False), ("package.rm", True), ("keys.generate", True), ("keys.list", False),
+    ("trust.add", True), ("trust.allow_unsigned", True), ("trust.list", False),
+]
+
+
+def _str(params: dict[str, Any], key: str, what: str, default: Any = ...) -> Any:
+    val = params.get(key, default)
+    if val is ...:
+        raise InvalidRequest(f'missing parameter "{key}" ({what})', field=key)
+    if val is not None and val is not default and not isinstance(val, str):
+        raise InvalidRequest(f'parameter "{key}" must be {what}', field=key)
+    return val
+
+
+def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
+    store = store or PackageStore(k.home.root)
+    p = k.pipeline
+    lock = asyncio.Lock()  # one writer of the local store at a time
+
+    def recorded(fn: Any) -> Any:
+        async def run(call: Call) -> Any:
+            try:
+                return await fn(call)
+            except AgentixError as err:
+                call.event_data = {"params": _summary(call.params),
+                                           **{k_: v for k_, v in err.data.items() if k_ != "error"}}
+                raise
+        return run
+
+    async def in_thread(fn: Any, *a: Any, **kw: Any) -> Any:
+        async with lock:
+            return await asyncio.to_thread(fn, *a, **kw)
+
+    async def build(call: Call) -> dict[str, Any]:
+        ctx = Path(_str(call.params, "context", "the build directory (absolute)"))
+        if not ctx.is_absolute():
+            raise InvalidRequest("context must be an absolute path", field="context")
+        af = _str(call.params, "agentfile", "a path", None)
+        loop = asyncio.get_running_loop()
+
+        def runner(argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
+            return asyncio.run_coroutine_threadsafe(_run_sandboxed(k, argv, workdir, timeout), loop).result()
+
+        r = await in_thread(store.build, ctx, _str(call.params, "tag", "NAME:TAG"), Path(af) if af else None,
+                            runner)
+        out = {"ref": str(r.ref), "digest": r.digest, "layers": list(r.layers), "cached": list(r.cached)}
+        call.event_data = {"ref": out["ref"], "digest": r.digest,
+                                   "capabilities": r.config.get("capabilities", [])}
+        return out
+
+    async def sign(call: Call) -> dict[str, Any]:
+        r = await in_thread(store.sign, _str(call.params, "ref", "a package reference"),
+                            _str(call.params, "key", "a signing key name"))
+        call.event_data = dict(r)
+        return r
+
+    async def push(call: Call) -> dict[str, Any]:
+        r = await in_thread(store.push, _str(call.params, "ref", "a package reference"))
+        call.event_data = dict(r)
+        return r
+
+    async def pull(call: Call) -> dict[str, Any]:
+        r = await in_thread(store.pull, _str(call.params, "ref", "a package reference"),
+                            allow_rollback=bool(call.params.get("allow_rollback")))
+        call.event_data = {"ref": r["ref"], "digest": r["digest"], **r["verdict"]}
+        await _note_unsigned(r["verdict"])
+        return r
+
+    async def _note_unsigned(verdict: dict[str, Any]) -> None:
+        if verdict.get("basis") == "unsigned_allowed":
+            await k.events.record("package.unsigned_accepted", None, {
+                "name": verdict["name"], "version": verdict["version"], "digest": verdict["digest"]})
+
+    async def verify(call: Call) -> dict[str, Any]:
+        v = await in_thread(store.verify, _str(call.params, "ref", "a package reference"),
+                            allow_rollback=bool(call.params.get("allow_rollback")))
+        return {"basis": v.basis, "keyid": v.keyid, "rollback": v.rollback_allowed, **v.statement.to_data()}
+
+    async def run(call: Call) -> dict[str, Any]:
+        ref_text = _str(call.params, "ref", "a package reference")
+        ref = parse_ref(ref_text)
+        accept = call.params.get("accept")
+        if accept != "all" and not (isinstance(accept, list) and all(isinstance(x, str) for x in accept)):
+            raise InvalidRequest('"accept" must be "all" or a list of grant strings the operator '
+                                 "accepts (see the package's declared capabilities)", field="accept")
+        allow_rollback = bool(call.params.get("allow_rollback"))
+        pulled = None
+        try:
+            await asyncio.to_thread(store.layout.resolve, ref)
+        except NotFound:
+            if ref.registry is None:
+                raise
+            pulled = await in_thread(store.pull, ref_text, allow_rollback=allow_rollback)
+            await _note_unsigned(pulled["verdict"])
+        dest = store.layout.tmp / f"run-{secrets.token_hex(6)}"
+        try:
+            prep = await in_thread(store.prepare, ref_text, accept, dest, allow_rollback=allow_rollback)
+            data = dict(prep.manifest)
+            name = _str(call.params, "name", "an agent name", None)
+            if name:
+                data["name"] = name
+            manifest = parse_manifest(data)
+            verdict = {"basis": prep.verdict.basis, "keyid": prep.verdict.keyid,
+                       "rollback": prep.verdict.rollback_allowed, **prep.verdict.statement.to_data()}
+            if pulled is None:
+                await _note_unsigned(verdict)
+            await k.events.record("package.accepted", None, {
+                "ref": str(ref), "digest": prep.digest, "declared": prep.declared,
+                "accepted": accept, "granted": data["capabilities"], **verdict})
+            # the whole package becomes the new workspace (moved, not copied)
+            rec = await k.spawn(manifest, message=call.params.get("message"), seed=dest)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+        call.event_data = {"ref": str(ref), "digest": prep.digest, "agent_id": rec.agent_id}
+        return {"agent_id": rec.agent_id, "name": rec.name, "pid": rec.pid, "isolation": rec.isolation,
+                "digest": prep.digest, "declared": prep.declared, "granted": data["capabilities"],
+                "verdict": verdict, "pulled": pulled is not None}
+
+    async def list_(call: Call) -> dict[str, Any]:
+        return {"packages": await asyncio.to_thread(store.list)}
+
+    async def inspect(call: Call) -> dict[str, Any]:
+        return await asyncio.to_thread(store.inspect, _str(call.params, "ref", "a package reference"))
+
+    async def rm(call: Call) -> dict[str, Any]:
+        r = await in_thread(store.remove, _str(call.params, "ref", "a package reference"))
+        call.event_data = dict(r)
+        return r
+
+    async def keys_generate(call: Call) -> dict[str, Any]:
+        r = await in_thread(store.keys.generate, _str(call.params, "name", "a key name"))
+        call.event_data = dict(r)
+        return r
+
+    async def keys_list(call: Call) -> dict[str, Any]:
+        return {"keys": await asyncio.to_thread(store.keys.list)}
+
+    async def trust_add(call: Call) -> dict[str, Any]:
+        pattern = _str(call.params, "pattern", "a name pattern such as registry.example/team/*")
+        r = await in_thread(store.trust_add, _str(call.params, "key", "a public key, key file or key name"),
+                            pattern)
+        call.event_data = {"pattern": pattern}
+        return r
+
+    async def trust_allow_unsigned(call: Call) -> dict[str, Any]:
+        pattern = _str(call.params, "pattern", "a name pattern")
+        r = await in_thread(store.trust_allow_unsigned, pattern)
+        call.event_data = {"pattern": pattern}
+        return r
+
+    async def trust_list(call: Call) -> dict[str, Any]:
+        return (await asyncio.to_thread(store.trust.policy)).to_data()
+
+    handlers = {
+        "package.build": build, "package.sign": sign, "package.push": push, "package.pull": pull,
+        "package.verify": verify, "package.run": run, "package.list": list_, "package.inspect": inspect,
+        "package.rm": rm, "keys.generate": keys_generate, "keys.list": keys_list, "trust.add": trust_add,
+        "trust.allow_unsigned": trust_allow_unsigned, "trust.list": trust_list,
+    }
+    for name, rec in METHODS:
+        fn = handlers[name]
+        # the policy of each is its row in the method table (kernel/methods.py)
+        p.register(method(name, recorded(fn) if rec else fn, operator=True))
+    return store
+
+
+async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
+    """Run one build command like ``exec`` runs an agent's: the same substrate, ``workdir`` as
+    /workspace, no network, the kernel's default limits — and strict isolation only (a build
+    never runs with missing layers, whatever the kernel's isolation setting)."""
+    import os
+    import signal
+    import socket
+    import sys
+
+    from agentix.core.errors import IsolationUnavailable, Timeout
+    from agentix.core.manifest import Limits
+    from agentix.sandbox.base import LaunchSpec
+
+    run_id = "build-" + secrets.token_hex(4)
+    out_dir = k.home.root / "exec"
+    out_dir.mkdir(mode=0o700, exist_ok=True)
+    out_path = out_dir / f"{run_id}.out"
+    ksock, asock = socket.socketpair()
+    os.set_inheritable(asock.fileno(), True)
+    spec = LaunchSpec(
+        agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
+        workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
+                                "SOURCE_DATE_EPOCH": "0", "PYTHONHASHSEED": "0"},
+        channel_fd=asock.fileno(), log_path=out_path, limits=k.config.effective_limits(Limits()),
+        network=False, degraded_ok=False)
+    try:
+        handle = await k.substrate.spawn(spec)
+    finally:
+        asock.close()
+    try:
+        if handle.missing_layers:
+            handle.signal(signal.SIGKILL)
+            await handle.wait()
+            raise IsolationUnavailable("build steps run only under full isolation; missing: "
+                                       + ", ".join(handle.missing_layers), layers=handle.missing_layers)
+        try:
+            info = await asyncio.wait_for(asyncio.shield(handle.wait()), timeout=timeout)
+        except asyncio.TimeoutError:
+            handle.signal(signal.SIGKILL)
+            await handle.wait()
+            raise Timeout(f"build step {argv[0]} was killed after {timeout:g} s", reason="timeout",
+                          timeout=timeout) from None
+    finally:
+        ksock.close()
+        await handle.cleanup()
+        try:
+            with open(out_path, "rb") as f:
+                output = f.read(64 << 10).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            output = ""
+        out_path.unlink(missing_ok=True)
+    return (info.code if info.signal is None else None), output
+
+
+def _summary(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k in ("ref", "tag", "context", "key", "pattern", "name", "accept")}

@@ -1,0 +1,389 @@
+"""Build an Agentfile into a package: reproducible tar+gzip layers, a config blob, a manifest.
+
+Reproducible bit for bit: entries sorted by path; mtime 0; uid/gid 0 and empty owner
+names; modes fixed (directories 0755, files 0644, or 0755 when the source is executable);
+PAX format; gzip with mtime 0, no file name and a fixed compression level. The config blob
+and the manifest are canonical JSON built from the *parsed* Agentfile, so the same
+Agentfile written as JSON or YAML gives the same digest.
+
+The build context is read by one safe walker: directory fds, ``O_NOFOLLOW``, regular files
+and directories only (a symlink, device or FIFO in what a step copies is refused, naming the
+path). Each step's layer is cached under a key computed from its inputs (the step itself and
+the path, mode and content hash of every file it copies), so an unchanged rebuild re-hashes
+the inputs but compresses nothing.
+
+Stages: each stage's steps make its own layers; ``copy: … from: STAGE`` copies from an
+earlier stage's result (its layers unpacked into a scratch tree, walked by the same safe
+walker); only the last stage's layers are the package.
+
+``run`` steps run inside the agentix sandbox, never on the host: the builder is given a
+``Runner`` (the kernel's: the same substrate as agents, no network, the build tree as
+``/workspace``, strict isolation only). Before a run step the stage's layers so far are
+unpacked into a scratch tree; the command runs there; the step's layer holds what it added
+or changed (deleting a file is refused: layers carry no whiteouts). A run step's cache key
+covers its argv, its timeout and the digests of every layer before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentix.core.agentfile import Agentfile, CopyStep, RunStep
+from agentix.core.canonical import canonical_json
+from agentix.core.errors import InvalidRequest, LimitExceeded
+from agentix.core.package import Ref
+from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.unpack import unpack_layers
+
+__all__ = ["BuildResult", "Runner", "build", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
+
+#: runs ``argv`` sandboxed with ``workdir`` as /workspace; returns (exit code or None, output)
+Runner = Callable[[list[str], Path, float], tuple["int | None", str]]
+
+ARTIFACT_TYPE = "application/vnd.agentix.package.v1"
+CONFIG_TYPE = "application/vnd.agentix.package.config.v1+json"
+LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+GZIP_LEVEL = 6
+MAX_CONTEXT_FILES = 100_000
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    ref: Ref
+    digest: str
+    size: int
+    layers: tuple[str, ...]
+    cached: tuple[bool, ...]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: str           # inside the package, no leading '/'
+    is_dir: bool
+    mode: int
+    size: int
+    sha256: str | None  # files only
+    src: tuple[str, ...]  # path parts below the context root (to reopen safely)
+
+
+def _open_below(root_fd: int, parts: tuple[str, ...]) -> int:
+    """Open ``parts`` below ``root_fd`` without following any symlink."""
+    fd = os.dup(root_fd)
+    try:
+        for i, name in enumerate(parts):
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                raise InvalidRequest(f"{'/'.join(parts[:i + 1])}: only regular files and directories can "
+                                     "be copied into a package (symlinks, devices and FIFOs are refused)",
+                                     field="copy", path="/".join(parts[:i + 1]))
+            if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+                raise InvalidRequest(f"{'/'.join(parts[:i + 1])} is not a directory", field="copy")
+            nfd = os.open(name, flags | (os.O_DIRECTORY if stat.S_ISDIR(st.st_mode) else 0), dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except FileNotFoundError:
+        os.close(fd)
+        raise InvalidRequest(f"{'/'.join(parts)}: no such file in the build context", field="copy") from None
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _hash_fd(fd: int) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    while chunk := os.read(fd, CHUNK):
+        h.update(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n
+
+
+def _walk_step(root_fd: int, step: CopyStep) -> list[_Entry]:
+    """Every entry a copy step puts in the package, sorted, with content hashes."""
+    src = tuple(p for p in step.source.split("/") if p)
+    return _walk(root_fd, src, [p for p in step.destination().split("/") if p], step.source)
+
+
+def _walk(root_fd: int, src: tuple[str, ...], dparts: list[str], what: str) -> list[_Entry]:
+    out: dict[str, _Entry] = {}
+    for i in range(1, len(dparts)):  # the parent directories of the destination
+        p = "/".join(dparts[:i])
+        out[p] = _Entry(p, True, 0o755, 0, None, ())
+
+    def visit(fd: int, parts: tuple[str, ...], where: str, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise InvalidRequest(f"{'/'.join(parts)}: directories nested deeper than {MAX_DEPTH}", field="copy")
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            if where:
+                out[where] = _Entry(where, True, 0o755, 0, None, parts)
+            names = sorted(os.listdir(fd))
+            for name in names:
+                if name in ("__pycache__",) or name.endswith(".pyc"):
+                    continue
+                cfd = _open_below(fd, (name,))
+                try:
+                    visit(cfd, (*parts, name), f"{where}/{name}" if where else name, depth + 1)
+                finally:
+                    os.close(cfd)
+                if len(out) > MAX_CONTEXT_FILES:
+                    raise LimitExceeded(f"a step may add at most {MAX_CONTEXT_FILES} entries",
+                                        limit="entries")
+        elif stat.S_ISREG(st.st_mode):
+            if not where:
+                raise InvalidRequest(f"copy {what!r}: give a destination file name with `to:`",
+                                     field="to")
+            digest, size = _hash_fd(fd)
+            mode = 0o755 if st.st_mode & 0o111 else 0o644
+            out[where] = _Entry(where, False, mode, size, digest, parts)
+
+    fd = _open_below(root_fd, src) if src else os.dup(root_fd)
+    try:
+        visit(fd, src, "/".join(dparts), 0)
+    finally:
+        os.close(fd)
+    return [out[k] for k in sorted(out)]
+
+
+def _tar_info(e: _Entry) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(e.path + ("/" if e.is_dir else ""))
+    ti.type = tarfile.DIRTYPE if e.is_dir else tarfile.REGTYPE
+    ti.mode = e.mode
+    ti.size = 0 if e.is_dir else e.size
+    ti.mtime = 0
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti
+
+
+def _write_layer(root_fd: int, entries: list[_Entry], out: io.BufferedWriter) -> tuple[str, int]:
+    """Write the gzip'd tar of ``entries`` to ``out``; return (digest, compressed size)."""
+
+    class _Hashing(io.RawIOBase):
+        def __init__(self) -> None:
+            self.h = hashlib.sha256()
+            self.n = 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            mv = memoryview(b)
+            self.h.update(mv)
+            out.write(mv)
+            self.n += len(mv)
+            return len(mv)
+
+    sink = _Hashing()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=GZIP_LEVEL) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for e in entries:
+                ti = _tar_info(e)
+                if e.is_dir:
+                    tar.addfile(ti)
+                    continue
+                fd = _open_below(root_fd, e.src)
+                with os.fdopen(fd, "rb") as f:
+                    h = hashlib.sha256()
+
+                    class _Check(io.RawIOBase):
+                        def readable(self) -> bool:
+                            return True
+
+                        def readinto(self, b: Any) -> int:
+                            n = f.readinto(b)
+                            h.update(memoryview(b)[:n])
+                            return n
+
+                    tar.addfile(ti, io.BufferedReader(_Check(), CHUNK))
+                    if h.hexdigest() != e.sha256:
+                        raise InvalidRequest(f"{e.path} changed while the package was being built; "
+                                             "build again", field="copy")
+    return "sha256:" + sink.h.hexdigest(), sink.n
+
+
+def _cache_key(step: CopyStep, entries: list[_Entry]) -> str:
+    doc = {"v": 1, "gzip": GZIP_LEVEL, "step": step.describe(),
+           "entries": [[e.path, e.is_dir, e.mode, e.size, e.sha256] for e in entries]}
+    return hashlib.sha256(canonical_json(doc)).hexdigest()
+
+
+def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
+          runner: Runner | None = None) -> BuildResult:
+    """Build the package; store its blobs in ``layout``; tag ``ref`` last."""
+    if ref.tag is None:
+        raise InvalidRequest("build needs -t NAME:TAG (a digest is what a build produces)", field="tag")
+    for si, stage in enumerate(agentfile.stages):
+        for i, step in enumerate(stage.steps):
+            if isinstance(step, RunStep) and runner is None:
+                raise InvalidRequest(
+                    f"stages.{si}.steps.{i}.run: `run` build steps run only inside the agentix sandbox: "
+                    "build through the kernel (`agentix build`); they never run on the host",
+                    field=f"stages.{si}.steps.{i}.run")
+    layout.init()
+    cache_dir = layout.root / "cache"
+    cache_dir.mkdir(exist_ok=True, mode=0o700)
+    try:
+        root_fd = os.open(context, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise InvalidRequest(f"build context {context}: {err.strerror}", field="context") from None
+    layers: list[Descriptor] = []
+    cached: list[bool] = []
+    steps_doc: list[dict[str, Any]] = []
+    stage_layers: dict[str, list[Descriptor]] = {}
+    trees: dict[str, tuple[Path, int]] = {}  # earlier stages unpacked for `copy: … from:`
+    try:
+        for si, stage in enumerate(agentfile.stages):
+            layers = []
+            for i, step in enumerate(stage.steps):
+                if isinstance(step, RunStep):
+                    assert runner is not None
+                    hit, was_cached = _run_step(step, f"stages.{si}.steps.{i}.run", layers, layout,
+                                                cache_dir, runner)
+                    cached.append(was_cached)
+                    layers.append(hit)
+                    steps_doc.append({"stage": stage.name, **step.describe(), "layer": hit.digest})
+                    continue
+                src_fd = root_fd
+                if step.from_stage is not None:
+                    if step.from_stage not in trees:
+                        tree = layout.temp_path("stage")
+                        with contextlib.ExitStack() as stack:
+                            files = [stack.enter_context(layout.open_verified(d.digest))
+                                     for d in stage_layers[step.from_stage]]
+                            unpack_layers(files, tree)
+                        trees[step.from_stage] = (tree, os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+                    src_fd = trees[step.from_stage][1]
+                entries = _walk_step(src_fd, step)
+                key = _cache_key(step, entries)
+                hit = _cache_get(cache_dir / key, layout)
+                if hit is None:
+                    tmp = layout.temp_path("layer")
+                    try:
+                        with open(tmp, "wb") as f:
+                            digest, size = _write_layer(src_fd, entries, f)  # type: ignore[arg-type]
+                        layout.commit_file(tmp, digest)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+                    hit = Descriptor(LAYER_TYPE, digest, size)
+                    layout._write_atomic(cache_dir / key, canonical_json(hit.to_data()))
+                    cached.append(False)
+                else:
+                    cached.append(True)
+                layers.append(hit)
+                steps_doc.append({"stage": stage.name, **step.describe(), "layer": hit.digest})
+            stage_layers[stage.name] = layers
+    finally:
+        os.close(root_fd)
+        for tree, fd in trees.values():
+            os.close(fd)
+            shutil.rmtree(tree, ignore_errors=True)
+    config = {
+        "apiVersion": agentfile.apiVersion,
+        "metadata": agentfile.metadata.model_dump(mode="json", exclude_none=True),
+        "manifest": agentfile.manifest_data(),
+        "capabilities": list(agentfile.capabilities),
+        "config": agentfile.config,
+        "steps": steps_doc,
+    }
+    config_bytes = canonical_json(config)
+    config_desc = Descriptor(CONFIG_TYPE, layout.put_bytes(config_bytes), len(config_bytes))
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "artifactType": ARTIFACT_TYPE,
+        "config": config_desc.to_data(),
+        "layers": [d.to_data() for d in layers],
+        "annotations": {"org.opencontainers.image.title": agentfile.metadata.name,
+                        "org.opencontainers.image.version": agentfile.metadata.version},
+    }
+    mbytes = canonical_json(manifest)
+    mdigest = layout.put_bytes(mbytes)
+    layout.tag(ref, Descriptor(MANIFEST_TYPE, mdigest, len(mbytes)))
+    return BuildResult(ref, mdigest, len(mbytes), tuple(d.digest for d in layers), tuple(cached), config)
+
+
+def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layout, cache_dir: Path,
+              runner: Runner) -> tuple[Descriptor, bool]:
+    """Run one build command in the sandbox over the layers so far; its layer is what changed."""
+    key = hashlib.sha256(canonical_json({"v": 1, "gzip": GZIP_LEVEL, "step": step.describe(),
+                                         "parents": [d.digest for d in before]})).hexdigest()
+    hit = _cache_get(cache_dir / key, layout)
+    if hit is not None:
+        return hit, True
+    scratch = layout.temp_path("build")
+    try:
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(layout.open_verified(d.digest)) for d in before]
+            unpack_layers(files, scratch)
+        old = {e.path: e for e in _tree(scratch)}
+        code, output = runner(list(step.run), scratch, step.timeout)
+        if code != 0:
+            raise InvalidRequest(f"{field}: {step.run[0]} exited with {code}: {output[-2000:]}", field=field,
+                                 exit_code=code)
+        new = _tree(scratch)
+        gone = sorted(set(old) - {e.path for e in new})
+        if gone:
+            raise InvalidRequest(f"{field}: the command deleted {gone[0]}; run steps may add and change "
+                                 "files, not delete them", field=field, deleted=gone[:20])
+        changed = [e for e in new if e.path not in old or (old[e.path].sha256, old[e.path].mode, old[e.path].is_dir)
+                   != (e.sha256, e.mode, e.is_dir)]
+        # the parent directories of what changed, so the layer unpacks on its own
+        dirs = {"/".join(e.path.split("/")[:n]) for e in changed for n in range(1, e.path.count("/") + 1)}
+        entries = sorted([e for e in new if e.path in dirs and e.is_dir and e not in changed] + changed,
+                         key=lambda e: e.path)
+        fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        tmp = layout.temp_path("layer")
+        try:
+            with open(tmp, "wb") as f:
+                digest, size = _write_layer(fd, entries, f)  # type: ignore[arg-type]
+            layout.commit_file(tmp, digest)
+        finally:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    desc = Descriptor(LAYER_TYPE, digest, size)
+    layout._write_atomic(cache_dir / key, canonical_json(desc.to_data()))
+    return desc, False
+
+
+def _tree(root: Path) -> list[_Entry]:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _walk(fd, (), [], "the build tree")
+    finally:
+        os.close(fd)
+
+
+def _cache_get(path: Path, layout: Layout) -> Descriptor | None:
+    try:
+        d = Descriptor.from_data(json.loads(path.read_bytes()))
+    except (OSError, ValueError, Exception):
+        return None
+    return d if layout.has_blob(d.digest) else None
+
+
+def iter_entries(context: Path, step: CopyStep) -> Iterator[str]:  # for tests and `inspect`
+    fd = os.open(context, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for e in _walk_step(fd, step):
+            yield e.path
+    finally:
+        os.close(fd)

@@ -1,0 +1,263 @@
+"""The local package store: an OCI image layout under ``$AGENTIX_HOME/registry/``.
+
+    registry/
+      oci-layout                 {"imageLayoutVersion": "1.0.0"}
+      index.json                 one entry per tag: annotations name the full reference
+      blobs/sha256/<hex>         content-addressed; written to a temporary file, verified,
+                                 fsynced, then renamed into place (never partial)
+      tmp/                       temporary files of writes and downloads in flight
+
+Names never become paths: a package name lives only in ``index.json`` annotations, and
+blob paths are built from a validated ``sha256:<64 hex>`` digest. A tag becomes visible
+only when ``index.json`` is replaced (atomically, under a lock) after every blob it needs
+is in place, so an interrupted build or pull leaves no partial package visible.
+
+Every blob read is verified against its digest before a byte of it is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from agentix.core.canonical import canonical_json
+from agentix.core.errors import NotFound, PackageRejected
+from agentix.core.package import Ref, check_digest, parse_ref, sha256_digest
+
+__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION"]
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+REF_ANNOTATION = "org.opencontainers.image.ref.name"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.annotations:
+            d["annotations"] = dict(self.annotations)
+        return d
+
+    @staticmethod
+    def from_data(d: Any) -> Descriptor:
+        try:
+            size = d["size"]
+            if not isinstance(size, int) or size < 0:
+                raise ValueError
+            return Descriptor(str(d["mediaType"]), check_digest(d["digest"]), size, d.get("annotations"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise PackageRejected(f"a descriptor in the manifest is malformed ({err!r})",
+                                  reason="malformed_manifest") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Layout:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.tmp = root / "tmp"
+
+    def init(self) -> Layout:
+        self.blobs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.tmp.mkdir(exist_ok=True, mode=0o700)
+        if not (self.root / "oci-layout").exists():
+            self._write_atomic(self.root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        if not (self.root / "index.json").exists():
+            self._write_atomic(self.root / "index.json", canonical_json({"schemaVersion": 2, "manifests": []}))
+        return self
+
+    # ------------------------------------------------------------ blobs
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / check_digest(digest)[len("sha256:"):]
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def temp_path(self, what: str = "blob") -> Path:
+        return self.tmp / f"{what}-{secrets.token_hex(8)}"
+
+    def put_bytes(self, data: bytes, expected: str | None = None) -> str:
+        digest = sha256_digest(data)
+        if expected is not None and digest != expected:
+            raise PackageRejected(f"content does not match its digest: expected {expected}, got {digest}",
+                                  reason="digest_mismatch", expected=expected, actual=digest)
+        if not self.has_blob(digest):
+            tmp = self.temp_path()
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.blob_path(digest))
+        return digest
+
+    def commit_file(self, tmp: Path, expected: str) -> None:
+        """Move a downloaded or built temporary file into place after checking its digest."""
+        h = hashlib.sha256()
+        with open(tmp, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+            os.fsync(f.fileno())
+        actual = "sha256:" + h.hexdigest()
+        if actual != expected:
+            tmp.unlink(missing_ok=True)
+            raise PackageRejected(f"content does not match its digest: expected {expected}, got {actual}",
+                                  reason="digest_mismatch", expected=expected, actual=actual)
+        os.replace(tmp, self.blob_path(expected))
+
+    def read_blob(self, digest: str, max_size: int = 16 << 20) -> bytes:
+        """The verified bytes of a (small) blob: manifests, configs, signatures."""
+        path = self.blob_path(digest)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(max_size + 1)
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} is not in the local store", digest=digest) from None
+        if len(data) > max_size:
+            raise PackageRejected(f"blob {digest} is larger than {max_size} bytes", reason="too_large")
+        if sha256_digest(data) != digest:
+            raise PackageRejected(f"blob {digest} in the local store does not match its digest "
+                                  "(it was altered)", reason="digest_mismatch", digest=digest)
+        return data
+
+    @contextlib.contextmanager
+    def open_verified(self, digest: str) -> Iterator[BinaryIO]:
+        """A file object over a blob whose digest was checked first (read twice: check, use)."""
+        path = self.blob_path(digest)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} is not in the local store", digest=digest) from None
+        with f:
+            h = hashlib.sha256()
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+            if "sha256:" + h.hexdigest() != digest:
+                raise PackageRejected(f"blob {digest} in the local store does not match its digest "
+                                      "(it was altered)", reason="digest_mismatch", digest=digest)
+            f.seek(0)
+            yield f
+
+    def read_json(self, digest: str) -> Any:
+        try:
+            return json.loads(self.read_blob(digest))
+        except ValueError:
+            raise PackageRejected(f"blob {digest} is not JSON", reason="malformed_manifest") from None
+
+    # ------------------------------------------------------------ the index
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def _index(self) -> dict[str, Any]:
+        with open(self.root / "index.json", "rb") as f:
+            return json.loads(f.read())
+
+    def entries(self) -> list[tuple[Ref, Descriptor]]:
+        out = []
+        for m in self._index().get("manifests", []):
+            name = (m.get("annotations") or {}).get(REF_ANNOTATION)
+            if not name:
+                continue
+            out.append((parse_ref(name), Descriptor.from_data(m)))
+        return out
+
+    def tag(self, ref: Ref, desc: Descriptor) -> bool:
+        """Point ``ref`` (NAME:TAG) at ``desc``; return False if it already did (no duplicate)."""
+        assert ref.tag is not None, "tag a NAME:TAG reference"
+        if not self.has_blob(desc.digest):
+            raise NotFound(f"cannot tag {ref}: manifest {desc.digest} is not stored")
+        with self._locked():
+            idx = self._index()
+            keep = []
+            for m in idx.get("manifests", []):
+                if (m.get("annotations") or {}).get(REF_ANNOTATION) == str(ref):
+                    if m.get("digest") == desc.digest:
+                        return False
+                    continue
+                keep.append(m)
+            entry = Descriptor(desc.media_type, desc.digest, desc.size, {REF_ANNOTATION: str(ref)}).to_data()
+            idx["manifests"] = [*keep, entry]
+            self._write_atomic(self.root / "index.json", canonical_json(idx))
+            return True
+
+    def untag(self, ref: Ref) -> bool:
+        with self._locked():
+            idx = self._index()
+            before = len(idx.get("manifests", []))
+            idx["manifests"] = [m for m in idx.get("manifests", [])
+                                if (m.get("annotations") or {}).get(REF_ANNOTATION) != str(ref)]
+            if len(idx["manifests"]) == before:
+                return False
+            self._write_atomic(self.root / "index.json", canonical_json(idx))
+            return True
+
+    def resolve(self, ref: Ref) -> Descriptor:
+        """The manifest descriptor a reference names (by tag, or by a digest that is stored)."""
+        if ref.digest is not None:
+            for r, d in self.entries():
+                if r.name == ref.name and d.digest == ref.digest:
+                    return Descriptor(d.media_type, d.digest, d.size)
+            if self.has_blob(ref.digest):
+                data = self.read_blob(ref.digest)
+                return Descriptor(MANIFEST_TYPE, ref.digest, len(data))
+            raise NotFound(f"package {ref} is not in the local store; pull it first", ref=str(ref))
+        for r, d in self.entries():
+            if r == ref:
+                return d
+        raise NotFound(f"package {ref} is not in the local store (see `agentix packages ls`)",
+                       ref=str(ref))
+
+    def gc(self) -> int:
+        """Remove blobs no tag reaches (cached layers included); return how many."""
+        live: set[str] = set()
+        for _, d in self.entries():
+            live.add(d.digest)
+            try:
+                m = self.read_json(d.digest)
+            except (NotFound, PackageRejected):
+                continue
+            for x in [m.get("config"), *m.get("layers", [])]:
+                if isinstance(x, dict) and isinstance(x.get("digest"), str):
+                    live.add(x["digest"])
+        removed = 0
+        with self._locked():
+            for p in self.blobs.iterdir():
+                if "sha256:" + p.name not in live:
+                    p.unlink(missing_ok=True)
+                    removed += 1
+        return removed

@@ -1,0 +1,300 @@
+"""Push and pull packages to and from a remote OCI registry (the OCI Distribution API).
+
+Built on ``oras`` (the ORAS project's Python client): its ``Registry`` does the requests,
+the blob upload protocol (POST, then PUT with the digest) and bearer/basic
+authentication. This module adds what a package manager needs on top:
+
+* one error family: every failure is ``RegistryError`` with ``data.reason`` —
+  ``unauthorized`` (401/403), ``not_found`` (404), ``server_error`` (5xx), ``timeout``,
+  ``unreachable``, ``protocol`` (an answer that makes no sense) — and ``data.status``;
+* a timeout on every request, and no retry loop with sleeps (oras's default retries for
+  minutes; a CLI should answer);
+* manifests are sent as the exact bytes that were hashed (a re-serialised manifest would
+  change its digest);
+* every byte pulled is checked against its digest before it is stored, and blobs go to a
+  temporary file first: an interrupted pull leaves no partial package visible (the local
+  tag is written last), and an interrupted push leaves no tag on the registry (the
+  manifest is sent last, after every blob it names);
+* a blob the registry already has is not sent again: re-pushing does not duplicate.
+
+Credentials: ``$AGENTIX_HOME/registry/credentials.json`` maps a registry host to
+``{"username": ..., "password": ...}`` or ``{"token": ...}``; ``"insecure": true`` speaks
+plain HTTP (default only for loopback hosts: localhost, 127.0.0.0/8, [::1]).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import oras.auth
+import oras.provider
+import requests
+
+from agentix.core.errors import AgentixError, PackageRejected, RegistryError
+from agentix.core.package import Ref, check_digest, sha256_digest
+from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
+
+__all__ = ["Credentials", "RemoteRegistry", "ACCEPT"]
+
+log = logging.getLogger(__name__)
+
+ACCEPT = [MANIFEST_TYPE]
+MAX_MANIFEST = 4 << 20
+
+
+def _is_loopback(host: str) -> bool:
+    h = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    return h in ("localhost", "[::1]") or h.startswith("127.")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    insecure: bool | None = None
+
+    @staticmethod
+    def load(path: Path, host: str) -> Credentials:
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return Credentials()
+        except ValueError:
+            raise RegistryError(f"{path} is not valid JSON", reason="config", registry=host) from None
+        entry = data.get(host) or {}
+        return Credentials(entry.get("username"), entry.get("password"), entry.get("token"),
+                           entry.get("insecure"))
+
+
+class _AuthFailed(Exception):
+    pass
+
+
+class _Registry(oras.provider.Registry):
+    """oras's Registry with a timeout on every request and no sleeping retries."""
+
+    timeout: float = 30.0
+
+    def do_request(self, url: str, method: str = "GET", data: Any = None, headers: dict | None = None,
+                   json: dict | None = None, stream: bool = False) -> requests.Response:
+        inner = oras.provider.Registry.do_request.__wrapped__  # type: ignore[attr-defined]
+        try:
+            return inner(self, url, method, data, headers, json, stream)
+        except requests.RequestException:
+            raise
+        except Exception as err:
+            # everything else raised in there comes from answering a 401/403 challenge
+            raise _AuthFailed(str(err)) from None
+
+
+def _fail(what: str, host: str, *, status: int | None = None, err: BaseException | None = None,
+          body: str = "") -> RegistryError:
+    if err is not None:
+        if isinstance(err, requests.Timeout):
+            return RegistryError(f"{what}: the registry {host} did not answer in time", reason="timeout",
+                                 registry=host)
+        if isinstance(err, requests.ConnectionError):
+            return RegistryError(f"{what}: cannot reach the registry {host} ({type(err).__name__})",
+                                 reason="unreachable", registry=host)
+        if isinstance(err, (_AuthFailed, oras.auth.AuthenticationException)):
+            return RegistryError(f"{what}: the registry {host} wants credentials we do not have; add "
+                                 f"them to registry/credentials.json", reason="unauthorized",
+                                 registry=host, status=401)
+        return RegistryError(f"{what}: {err}", reason="protocol", registry=host)
+    assert status is not None
+    if status in (401, 403):
+        return RegistryError(f"{what}: the registry {host} refused our credentials (HTTP {status}); "
+                             "check registry/credentials.json", reason="unauthorized", registry=host,
+                             status=status)
+    if status == 404:
+        return RegistryError(f"{what}: not found on {host} (HTTP 404)", reason="not_found", registry=host,
+                             status=status)
+    if status >= 500:
+        return RegistryError(f"{what}: the registry {host} failed (HTTP {status}); try again later",
+                             reason="server_error", registry=host, status=status)
+    return RegistryError(f"{what}: unexpected HTTP {status} from {host}: {body[:200]}", reason="protocol",
+                         registry=host, status=status)
+
+
+class RemoteRegistry:
+    def __init__(self, host: str, credentials: Credentials = Credentials(), *, timeout: float = 30.0) -> None:
+        self.host = host
+        insecure = credentials.insecure if credentials.insecure is not None else _is_loopback(host)
+        backend = "basic" if credentials.username else "token"
+        self.reg = _Registry(hostname=host, insecure=insecure, auth_backend=backend)
+        self.reg.timeout = timeout
+        session_request = self.reg.session.request
+
+        def request(*a: Any, **kw: Any) -> requests.Response:
+            kw.setdefault("timeout", timeout)
+            body = kw.get("data")
+            if hasattr(body, "seek"):
+                body.seek(0)  # a retry after an auth challenge sends the whole blob again
+            return session_request(*a, **kw)
+
+        self.reg.session.request = request  # type: ignore[method-assign]
+        answer_challenge = self.reg.auth.authenticate_request
+
+        def authenticate(*a: Any, **kw: Any) -> Any:
+            try:
+                return answer_challenge(*a, **kw)
+            except Exception as err:  # a token realm we cannot use, a refused token request...
+                raise _AuthFailed(str(err)) from None
+
+        self.reg.auth.authenticate_request = authenticate  # type: ignore[method-assign]
+        self.basic = False
+        if credentials.username:
+            self.reg.auth.set_basic_auth(credentials.username, credentials.password or "")
+            self.basic = True
+        elif credentials.token:
+            self.reg.auth.set_token_auth(credentials.token)
+
+    def _url(self, ref: Ref, kind: str, what: str) -> str:
+        return f"{self.reg.prefix}://{self.host}/v2/{ref.path}/{kind}/{what}"
+
+    def _request(self, what: str, url: str, method: str, *, ok: tuple[int, ...] = (200,),
+                 headers: dict[str, str] | None = None, data: Any = None,
+                 stream: bool = False) -> requests.Response:
+        headers = dict(headers or {})
+        if self.basic:  # sent up front: no challenge round trip, no body sent twice
+            headers.update(self.reg.auth.get_auth_header())
+        try:
+            r = self.reg.do_request(url, method, data=data, headers=headers, stream=stream)
+        except AgentixError:
+            raise
+        except Exception as err:
+            raise _fail(what, self.host, err=err) from None
+        if r.status_code not in ok:
+            body = ""
+            try:
+                body = r.text
+            except Exception:
+                pass
+            raise _fail(what, self.host, status=r.status_code, body=body)
+        return r
+
+    # ------------------------------------------------------------ reading
+    def get_manifest(self, ref: Ref) -> tuple[Descriptor, bytes]:
+        """The manifest bytes for NAME:TAG or NAME@DIGEST, verified against the digest."""
+        what = f"fetching {ref}"
+        url = self._url(ref, "manifests", ref.digest or ref.tag or "latest")
+        r = self._request(what, url, "GET", headers={"Accept": ", ".join(ACCEPT)}, stream=True)
+        data = _read_bounded(r, MAX_MANIFEST, what)
+        digest = sha256_digest(data)
+        if ref.digest is not None and digest != ref.digest:
+            raise PackageRejected(f"{what}: the registry sent a manifest whose digest is {digest}",
+                                  reason="digest_mismatch", expected=ref.digest, actual=digest)
+        claimed = r.headers.get("Docker-Content-Digest")
+        if claimed and claimed != digest:
+            raise PackageRejected(f"{what}: the manifest does not match the digest the registry "
+                                  f"claims ({claimed})", reason="digest_mismatch", expected=claimed,
+                                  actual=digest)
+        mt = r.headers.get("Content-Type", MANIFEST_TYPE).split(";")[0].strip()
+        return Descriptor(mt, digest, len(data)), data
+
+    def exists(self, ref: Ref) -> bool:
+        url = self._url(ref, "manifests", ref.digest or ref.tag or "latest")
+        try:
+            self._request(f"checking {ref}", url, "HEAD", headers={"Accept": ", ".join(ACCEPT)})
+            return True
+        except RegistryError as err:
+            if err.data.get("reason") == "not_found":
+                return False
+            raise
+
+    def fetch_blob(self, ref: Ref, desc: Descriptor, layout: Layout, max_size: int) -> bool:
+        """Download a blob into ``layout`` (verified); False if it was there already."""
+        if layout.has_blob(desc.digest):
+            return False
+        if desc.size > max_size:
+            raise PackageRejected(f"blob {desc.digest} is {desc.size} bytes; the limit is {max_size}",
+                                  reason="too_large")
+        what = f"downloading {desc.digest[:19]} of {ref}"
+        r = self._request(what, self._url(ref, "blobs", desc.digest), "GET", stream=True)
+        tmp = layout.temp_path("pull")
+        try:
+            h = hashlib.sha256()
+            n = 0
+            with open(tmp, "wb") as f:
+                try:
+                    for chunk in r.iter_content(CHUNK):
+                        n += len(chunk)
+                        if n > desc.size:
+                            raise PackageRejected(f"{what}: the registry sent more than the {desc.size} "
+                                                  "bytes the manifest names", reason="digest_mismatch")
+                        h.update(chunk)
+                        f.write(chunk)
+                except requests.RequestException as err:
+                    raise _fail(what, self.host, err=err) from None
+            actual = "sha256:" + h.hexdigest()
+            if actual != desc.digest or n != desc.size:
+                raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
+                                      f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
+                                      actual=actual)
+            layout.commit_file(tmp, desc.digest)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+            r.close()
+
+    # ------------------------------------------------------------ writing
+    def has_blob(self, ref: Ref, digest: str) -> bool:
+        url = self._url(ref, "blobs", check_digest(digest))
+        try:
+            self._request(f"checking blob {digest[:19]}", url, "HEAD")
+            return True
+        except RegistryError as err:
+            if err.data.get("reason") == "not_found":
+                return False
+            raise
+
+    def push_blob(self, ref: Ref, desc: Descriptor, layout: Layout) -> bool:
+        """Upload one blob unless the registry has it; True if it was sent."""
+        if self.has_blob(ref, desc.digest):
+            return False
+        what = f"uploading {desc.digest[:19]} to {ref.name}"
+        r = self._request(what, f"{self.reg.prefix}://{self.host}/v2/{ref.path}/blobs/uploads/", "POST",
+                          ok=(202,), headers={"Content-Type": "application/octet-stream"})
+        location = r.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{what}: the registry gave no upload location", reason="protocol",
+                                registry=self.host)
+        if not location.startswith("http"):
+            location = f"{self.reg.prefix}://{self.host}{location}"
+        sep = "&" if "?" in location else "?"
+        with layout.open_verified(desc.digest) as f:
+            self._request(what, f"{location}{sep}digest={desc.digest}", "PUT", ok=(201,),
+                          headers={"Content-Type": "application/octet-stream",
+                                   "Content-Length": str(desc.size)}, data=f)
+        return True
+
+    def put_manifest(self, ref: Ref, media_type: str, data: bytes) -> str:
+        what = f"publishing {ref}"
+        r = self._request(what, self._url(ref, "manifests", ref.tag or ref.digest or "latest"), "PUT",
+                          ok=(201,), headers={"Content-Type": media_type}, data=data)
+        digest = sha256_digest(data)
+        claimed = r.headers.get("Docker-Content-Digest")
+        if claimed and claimed != digest:
+            raise RegistryError(f"{what}: the registry stored digest {claimed}, we sent {digest}",
+                                reason="protocol", registry=self.host)
+        return digest
+
+
+def _read_bounded(r: requests.Response, limit: int, what: str) -> bytes:
+    out = bytearray()
+    try:
+        for chunk in r.iter_content(64 << 10):
+            out += chunk
+            if len(out) > limit:
+                raise PackageRejected(f"{what}: the manifest is larger than {limit} bytes", reason="too_large")
+    except requests.RequestException as err:
+        raise _fail(what, r.url or "registry", err=err) from None
+    finally:
+        r.close()
+    return bytes(out)

@@ -1,0 +1,288 @@
+"""Packages as one service over ``$AGENTIX_HOME``: build, sign, verify, push, pull, inspect,
+remove, and prepare a package to run. Synchronous (the kernel calls it in a thread).
+
+Verification is python-tuf's order: fetch → check digests → decide trust (``core.package
+.decide``, pure) → only then record anything (the highest version seen) or unpack. A pull
+verifies before it tags, so an untrusted package never becomes visible locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
+from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
+from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
+                                  parse_public_key, parse_ref)
+from agentix.packages.build import ARTIFACT_TYPE, CONFIG_TYPE, BuildResult, Runner, build
+from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.remote import Credentials, RemoteRegistry
+from agentix.packages.trust import (EMPTY_CONFIG, SIGNATURE_TYPE, Keyring, TrustState, add_signature,
+                                    read_signatures, signature_ref)
+from agentix.packages.unpack import UnpackLimits, unpack_layers
+
+__all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
+
+AGENTFILE_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json")
+MAX_CONFIG = 1 << 20
+PACKAGE_MANIFEST_FIELDS = frozenset({"name", "description", "program", "args", "env", "model", "system_prompt",
+                                     "max_iterations", "limits", "budget"})
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A verified, unpacked package ready to spawn."""
+
+    ref: Ref
+    digest: str
+    verdict: Verdict
+    manifest: dict[str, Any]       # the agent manifest, capabilities = declared ∩ accepted
+    declared: list[str]
+    program_dir: Path              # the unpacked package (the program paths are relative to it)
+
+
+class PackageStore:
+    def __init__(self, home: Path, *, timeout: float = 30.0, limits: UnpackLimits = UnpackLimits()) -> None:
+        self.home = home
+        self.layout = Layout(home / "registry").init()
+        self.keys = Keyring(home / "keys" / "signing")
+        self.trust = TrustState(home / "registry")
+        self.timeout = timeout
+        self.limits = limits
+
+    # ------------------------------------------------------------ build
+    def build(self, context: Path, tag: str, agentfile: Path | None = None,
+              runner: Runner | None = None) -> BuildResult:
+        context = context.resolve()
+        if agentfile is None:
+            for n in AGENTFILE_NAMES:
+                if (context / n).is_file():
+                    agentfile = context / n
+                    break
+            else:
+                raise InvalidRequest(f"no Agentfile in {context} (looked for {', '.join(AGENTFILE_NAMES)})",
+                                     field="agentfile")
+        try:
+            text = agentfile.read_text()
+        except OSError as err:
+            raise InvalidRequest(f"cannot read {agentfile}: {err.strerror}", field="agentfile") from None
+        af = parse_agentfile_text(text, source=agentfile.name)
+        ref = parse_ref(tag, default_tag=af.metadata.version)
+        if ref.digest is not None:
+            raise InvalidRequest("build -t takes NAME:TAG, not a digest", field="tag")
+        assert ref.tag is not None
+        if SEMVER_RE.match(ref.tag) and ref.tag != af.metadata.version:
+            raise InvalidRequest(f"tag {ref.tag} is a version but the Agentfile says version "
+                                 f"{af.metadata.version}; tag it {af.metadata.version} (or a name such "
+                                 "as latest)", field="tag")
+        return build(context, af, ref, self.layout, runner)
+
+    # ------------------------------------------------------------ reading the local store
+    def _manifest(self, digest: str) -> dict[str, Any]:
+        m = self.layout.read_json(digest)
+        if not isinstance(m, dict) or not isinstance(m.get("config"), dict):
+            raise PackageRejected(f"{digest} is not a package manifest", reason="malformed_manifest")
+        return m
+
+    def _config(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        cd = Descriptor.from_data(manifest["config"])
+        if cd.media_type != CONFIG_TYPE:
+            raise PackageRejected(f"not an agentix package (config type {cd.media_type})",
+                                  reason="not_a_package")
+        cfg = json.loads(self.layout.read_blob(cd.digest, MAX_CONFIG))
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("metadata"), dict):
+            raise PackageRejected("the package config is malformed", reason="malformed_manifest")
+        return cfg
+
+    def inspect(self, ref_text: str) -> dict[str, Any]:
+        ref = parse_ref(ref_text)
+        desc = self.layout.resolve(ref)
+        m = self._manifest(desc.digest)
+        cfg = self._config(m)
+        sigs = read_signatures(self.layout, ref, desc.digest)
+        return {"ref": str(ref), "digest": desc.digest, "name": ref.name,
+                "version": cfg["metadata"].get("version"), "metadata": cfg["metadata"],
+                "capabilities": cfg.get("capabilities", []), "manifest": cfg.get("manifest"),
+                "steps": cfg.get("steps", []),
+                "layers": [{"digest": x["digest"], "size": x["size"]} for x in m.get("layers", [])],
+                "size": sum(int(x["size"]) for x in m.get("layers", [])),
+                "signatures": [{"keyid": s.keyid, **s.statement.to_data()} for s in sigs]}
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for ref, desc in self.layout.entries():
+            if ref.tag and ref.tag.startswith("sha256-") and ref.tag.endswith(".sig"):
+                continue
+            sigs = read_signatures(self.layout, ref, desc.digest)
+            out.append({"ref": str(ref), "digest": desc.digest, "signed": bool(sigs)})
+        return sorted(out, key=lambda x: x["ref"])
+
+    def remove(self, ref_text: str) -> dict[str, Any]:
+        ref = parse_ref(ref_text)
+        desc = self.layout.resolve(ref)
+        self.layout.untag(ref)
+        if not any(d.digest == desc.digest for r, d in self.layout.entries()
+                   if not (r.tag or "").endswith(".sig")):
+            self.layout.untag(signature_ref(ref, desc.digest))
+        return {"ref": str(ref), "digest": desc.digest, "blobs_removed": self.layout.gc()}
+
+    # ------------------------------------------------------------ signing and trust
+    def sign(self, ref_text: str, key: str) -> dict[str, Any]:
+        ref = parse_ref(ref_text)
+        desc = self.layout.resolve(ref)
+        cfg = self._config(self._manifest(desc.digest))
+        statement = SignedStatement(ref.name, str(cfg["metadata"]["version"]), desc.digest)
+        sig = self.keys.sign(key, statement)
+        add_signature(self.layout, ref, desc, sig)
+        return {"ref": str(ref), "keyid": sig.keyid, **statement.to_data()}
+
+    def trust_add(self, key: str, pattern: str) -> dict[str, Any]:
+        raw = self._public_key(key)
+        policy = self.trust.policy().with_key(raw, pattern)
+        self.trust.save_policy(policy)
+        return policy.to_data()
+
+    def trust_allow_unsigned(self, pattern: str) -> dict[str, Any]:
+        policy = self.trust.policy().with_unsigned(pattern)
+        self.trust.save_policy(policy)
+        return policy.to_data()
+
+    def _public_key(self, key: str) -> bytes:
+        if key.startswith("ed25519:"):
+            return parse_public_key(key)
+        p = Path(key)
+        if p.is_file():
+            return parse_public_key(p.read_text())
+        return parse_public_key(self.keys.describe(key)["public_key"])  # a local key by name
+
+    def verify(self, ref_text: str, *, allow_rollback: bool = False) -> Verdict:
+        """Decide whether the local package ``ref`` is trusted (reads; records nothing)."""
+        ref = parse_ref(ref_text)
+        desc = self.layout.resolve(ref)
+        return self._decide(ref, desc, read_signatures(self.layout, ref, desc.digest), allow_rollback)
+
+    def _decide(self, ref: Ref, desc: Descriptor, sigs: list[Signature], allow_rollback: bool) -> Verdict:
+        cfg = self._config(self._manifest(desc.digest))
+        version = str(cfg["metadata"].get("version"))
+        if ref.tag and SEMVER_RE.match(ref.tag) and ref.tag != version:
+            raise PackageRejected(f"{ref} points at a package of version {version}: a tag that lies "
+                                  "about its version", reason="wrong_statement", name=ref.name,
+                                  version=version, tag=ref.tag)
+        expected = SignedStatement(ref.name, version, desc.digest)
+        return decide(self.trust.policy(), expected, sigs, self.trust.highest(ref.name),
+                      allow_rollback=allow_rollback)
+
+    # ------------------------------------------------------------ remote
+    def _remote(self, ref: Ref) -> RemoteRegistry:
+        if ref.registry is None:
+            raise InvalidRequest(f"{ref} names no registry: use HOST[:PORT]/NAME:TAG to push or pull",
+                                 field="ref")
+        creds = Credentials.load(self.layout.root / "credentials.json", ref.registry)
+        return RemoteRegistry(ref.registry, creds, timeout=self.timeout)
+
+    def push(self, ref_text: str) -> dict[str, Any]:
+        ref = parse_ref(ref_text)
+        desc = self.layout.resolve(ref)
+        remote = self._remote(ref)
+        m = self._manifest(desc.digest)
+        sent = 0
+        for d in [m["config"], *m.get("layers", [])]:
+            sent += remote.push_blob(ref, Descriptor.from_data(d), self.layout)
+        mbytes = self.layout.read_blob(desc.digest)
+        tag_ref = ref if ref.tag else ref.with_digest(desc.digest)
+        remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes)  # last: the tag appears only now
+        signatures = 0
+        try:
+            sdesc = self.layout.resolve(signature_ref(ref, desc.digest))
+            sm = self.layout.read_json(sdesc.digest)
+            for d in [sm["config"], *sm.get("layers", [])]:
+                sent += remote.push_blob(ref, Descriptor.from_data(d), self.layout)
+            remote.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE,
+                                self.layout.read_blob(sdesc.digest))
+            signatures = len(sm.get("layers", []))
+        except NotFound:
+            pass
+        return {"ref": str(ref), "digest": desc.digest, "blobs_sent": sent, "signatures": signatures}
+
+    def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
+        """Fetch, verify digests, decide trust, then store and tag (in that order)."""
+        ref = parse_ref(ref_text)
+        remote = self._remote(ref)
+        desc, mbytes = remote.get_manifest(ref)
+        m = json.loads(mbytes)
+        if not isinstance(m, dict) or m.get("artifactType", ARTIFACT_TYPE) != ARTIFACT_TYPE:
+            raise PackageRejected(f"{ref} is not an agentix package", reason="not_a_package")
+        cd = Descriptor.from_data(m.get("config"))
+        layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
+        if sum(d.size for d in layers) > self.limits.max_bytes * 2:
+            raise PackageRejected(f"{ref} is larger than this kernel accepts", reason="too_large")
+        remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)
+        self.layout.put_bytes(mbytes, desc.digest)
+        sigs = self._remote_signatures(remote, ref, desc)
+        verdict = self._decide(ref, desc, sigs, allow_rollback)  # before any layer is fetched or tagged
+        for d in layers:
+            remote.fetch_blob(ref, d, self.layout, self.limits.max_bytes * 2)
+        if ref.tag:
+            self.layout.tag(ref, Descriptor(MANIFEST_TYPE, desc.digest, desc.size))
+        else:
+            # by digest: remember it under a tag named after its digest
+            self.layout.tag(ref.with_tag("sha256-" + desc.digest[7:19]), Descriptor(MANIFEST_TYPE, desc.digest, desc.size))
+        self.record_seen(verdict)
+        return {"ref": str(ref), "digest": desc.digest, "verdict": _verdict_data(verdict)}
+
+    def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor) -> list[Signature]:
+        sref = signature_ref(ref, desc.digest)
+        try:
+            sdesc, sbytes = remote.get_manifest(sref)
+        except Exception as err:
+            if getattr(err, "data", {}).get("reason") == "not_found":
+                return []
+            raise
+        sm = json.loads(sbytes)
+        self.layout.put_bytes(sbytes, sdesc.digest)
+        for d in [sm.get("config", EMPTY_CONFIG.to_data()), *sm.get("layers", [])]:
+            dd = Descriptor.from_data(d)
+            if dd.media_type in (SIGNATURE_TYPE, EMPTY_CONFIG.media_type):
+                remote.fetch_blob(sref, dd, self.layout, 64 << 10)
+        self.layout.tag(sref, Descriptor(MANIFEST_TYPE, sdesc.digest, sdesc.size))
+        return read_signatures(self.layout, ref, desc.digest)
+
+    # ------------------------------------------------------------ running
+    def prepare(self, ref_text: str, accepted: list[str] | Literal["all"], dest: Path, *,
+                allow_rollback: bool = False) -> Prepared:
+        """Verify the local package, compute its capability ceiling, unpack it to ``dest``."""
+        ref = parse_ref(ref_text)
+        desc = self.layout.resolve(ref)
+        verdict = self._decide(ref, desc, read_signatures(self.layout, ref, desc.digest), allow_rollback)
+        m = self._manifest(desc.digest)
+        cfg = self._config(m)
+        declared = [str(x) for x in cfg.get("capabilities", [])]
+        granted = capability_ceiling(declared, accepted)
+        if not isinstance(cfg.get("manifest"), dict):
+            raise PackageRejected("the package config has no agent manifest", reason="malformed_manifest")
+        # only the fields an Agentfile can set: a package never picks its own isolation,
+        # lifecycle or scheduling priority, whoever signed it
+        manifest = {k: v for k, v in cfg["manifest"].items() if k in PACKAGE_MANIFEST_FIELDS}
+        manifest["capabilities"] = granted
+        layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(self.layout.open_verified(d.digest)) for d in layers]
+            unpack_layers(files, dest, self.limits)
+        self.record_seen(verdict)
+        return Prepared(ref, desc.digest, verdict, manifest, declared, dest)
+
+    def record_seen(self, verdict: Verdict) -> bool:
+        return self.trust.remember(verdict.statement.name, verdict.statement.version)
+
+
+def _verdict_data(v: Verdict) -> dict[str, Any]:
+    return {"basis": v.basis, "keyid": v.keyid, "rollback": v.rollback_allowed, **v.statement.to_data()}
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,193 @@
+"""Signing keys, the trust policy on disk, the highest version seen, and signature storage.
+
+Signing keys live in ``$AGENTIX_HOME/keys/signing/NAME.key`` (PKCS#8 PEM, mode 0600); the
+public half is printed as ``ed25519:<base64>``. The trust policy and the highest version
+seen per name live in ``$AGENTIX_HOME/registry/trust.json`` and ``versions.json``,
+replaced atomically.
+
+Signatures are stored beside the artifact they sign, as an OCI artifact in the same
+repository under the tag ``sha256-<hex>.sig`` (the scheme cosign uses, which every registry
+accepts; the loopback test registry has no referrers API). Its layers are signature
+documents (``application/vnd.agentix.signature.v1+json``); signing again adds a layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agentix.core.canonical import canonical_json
+from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
+from agentix.core.manifest import NAME_RE
+from agentix.core.package import (Ref, Signature, SignedStatement, TrustPolicy, format_public_key, key_id,
+                                  newer)
+from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
+
+__all__ = ["Keyring", "TrustState", "read_signatures", "signature_ref", "add_signature",
+           "EMPTY_CONFIG", "SIGNATURE_TYPE", "SIGNATURE_ARTIFACT_TYPE"]
+
+SIGNATURE_TYPE = "application/vnd.agentix.signature.v1+json"
+SIGNATURE_ARTIFACT_TYPE = "application/vnd.agentix.signature.v1"
+EMPTY_CONFIG = Descriptor("application/vnd.oci.empty.v1+json",
+                          "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", 2)
+MAX_SIGNATURES = 16
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Keyring:
+    def __init__(self, root: Path) -> None:
+        self.root = root  # $AGENTIX_HOME/keys/signing
+
+    def _path(self, name: str) -> Path:
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise InvalidRequest(f"key name {name!r}: lowercase letters, digits, '_', '.', '-'", field="name")
+        return self.root / f"{name}.key"
+
+    def generate(self, name: str) -> dict[str, str]:
+        path = self._path(name)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.exists():
+            raise InvalidRequest(f"a signing key named {name!r} exists already ({path}); "
+                                 "pick another name", field="name")
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        _write_private(path, pem)
+        return self.describe(name)
+
+    def private(self, name: str) -> Ed25519PrivateKey:
+        path = self._path(name)
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except FileNotFoundError:
+            raise NotFound(f"no signing key named {name!r}; create one with `agentix keys generate "
+                           f"{name}`", key=name) from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise InvalidRequest(f"{path} is not an Ed25519 key", field="key")
+        return key
+
+    def describe(self, name: str) -> dict[str, str]:
+        raw = self.private(name).public_key().public_bytes(serialization.Encoding.Raw,
+                                                           serialization.PublicFormat.Raw)
+        return {"name": name, "keyid": key_id(raw), "public_key": format_public_key(raw)}
+
+    def list(self) -> list[dict[str, str]]:
+        if not self.root.is_dir():
+            return []
+        return [self.describe(p.stem) for p in sorted(self.root.glob("*.key"))]
+
+    def sign(self, name: str, statement: SignedStatement) -> Signature:
+        key = self.private(name)
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return Signature(key_id(raw), statement, key.sign(statement.payload()))
+
+
+class TrustState:
+    """The trust policy and the highest version seen per name (files, replaced atomically)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root  # $AGENTIX_HOME/registry
+
+    def _read(self, name: str) -> Any:
+        try:
+            return json.loads((self.root / name).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def _write(self, name: str, value: Any) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(self.root / name, canonical_json(value))
+
+    def policy(self) -> TrustPolicy:
+        return TrustPolicy.from_data(self._read("trust.json"))
+
+    def save_policy(self, policy: TrustPolicy) -> None:
+        self._write("trust.json", policy.to_data())
+
+    def highest(self, name: str) -> str | None:
+        return (self._read("versions.json") or {}).get(name)
+
+    def remember(self, name: str, version: str) -> bool:
+        seen = self._read("versions.json") or {}
+        if not newer(version, seen.get(name)):
+            return False
+        seen[name] = version
+        self._write("versions.json", seen)
+        return True
+
+
+def signature_ref(ref: Ref, digest: str) -> Ref:
+    return Ref(ref.registry, ref.path, f"sha256-{digest.removeprefix('sha256:')}.sig", None)
+
+
+def read_signatures(layout: Layout, ref: Ref, digest: str) -> list[Signature]:
+    """The signatures stored locally beside ``ref``'s package ``digest`` (verified blobs)."""
+    try:
+        desc = layout.resolve(signature_ref(ref, digest))
+    except NotFound:
+        return []
+    m = layout.read_json(desc.digest)
+    out = []
+    for layer in (m.get("layers") or [])[:MAX_SIGNATURES]:
+        d = Descriptor.from_data(layer)
+        if d.media_type != SIGNATURE_TYPE:
+            continue
+        try:
+            out.append(Signature.from_data(json.loads(layout.read_blob(d.digest, 64 << 10))))
+        except (ValueError, PackageRejected):
+            continue
+    return out
+
+
+def signature_manifest(layers: list[Descriptor], subject: Descriptor) -> bytes:
+    return canonical_json({
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": SIGNATURE_ARTIFACT_TYPE,
+        "config": EMPTY_CONFIG.to_data(), "layers": [d.to_data() for d in layers],
+        "subject": Descriptor(subject.media_type, subject.digest, subject.size).to_data(),
+    })
+
+
+def add_signature(layout: Layout, ref: Ref, subject: Descriptor, sig: Signature) -> Descriptor:
+    """Store ``sig`` beside ``subject`` (replacing one by the same key); return the sig manifest."""
+    existing: list[Descriptor] = []
+    try:
+        desc = layout.resolve(signature_ref(ref, subject.digest))
+        for layer in layout.read_json(desc.digest).get("layers") or []:
+            d = Descriptor.from_data(layer)
+            try:
+                old = Signature.from_data(json.loads(layout.read_blob(d.digest, 64 << 10)))
+            except (ValueError, PackageRejected, NotFound):
+                continue
+            if old.keyid != sig.keyid:
+                existing.append(d)
+    except NotFound:
+        pass
+    body = canonical_json(sig.to_data())
+    layer = Descriptor(SIGNATURE_TYPE, layout.put_bytes(body), len(body))
+    layout.put_bytes(b"{}", EMPTY_CONFIG.digest)
+    mbytes = signature_manifest([*existing, layer][-MAX_SIGNATURES:], subject)
+    mdesc = Descriptor(MANIFEST_TYPE, layout.put_bytes(mbytes), len(mbytes))
+    layout.tag(signature_ref(ref, subject.digest), mdesc)
+    return mdesc
+
+
+def check_key_name(name: str) -> str:
+    if not re.match(NAME_RE, name):
+        raise InvalidRequest(f"key name {name!r} is not valid", field="name")
+    return name

@@ -1,0 +1,209 @@
+"""Unpack package layers safely.
+
+Every entry is checked before anything of it is written, and the whole unpack happens in a
+fresh staging directory that is renamed into place only at the end (any refusal removes
+it: nothing partial is ever visible). Refused, each with a stable ``reason``:
+
+    absolute_path     a name starting with '/'
+    dot_dot           a '..' part (or an empty name, or a NUL)
+    link              a symlink or hard link (packages carry none; nothing can leave the root)
+    special_file      a device, FIFO or any type other than a regular file or directory
+    setuid            setuid, setgid or sticky bits
+    duplicate         the same path twice (a file replaced by a later entry)
+    too_many_entries  more entries than ``max_entries``
+    too_large         more uncompressed bytes than ``max_bytes`` (decompression bombs)
+    corrupt           not a gzip'd tar
+
+Files are created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` relative to directory fds, so a
+path can never be redirected even by a concurrent writer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import secrets
+import shutil
+import stat
+import tarfile
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from agentix.core.errors import PackageRejected
+
+__all__ = ["UnpackLimits", "seed_workspace", "unpack_layers"]
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    max_bytes: int = 1 << 30          # 1 GiB of file content, all layers together
+    max_entries: int = 100_000
+    max_name: int = 4096
+
+
+class _Bounded:
+    """A reader that refuses to yield more than ``limit`` decompressed bytes."""
+
+    def __init__(self, raw: BinaryIO, limit: int) -> None:
+        self.raw = raw
+        self.limit = limit
+        self.n = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.n += len(data)
+        if self.n > self.limit:
+            raise PackageRejected(f"the package unpacks to more than {self.limit} bytes "
+                                  "(a decompression bomb?)", reason="too_large", limit=self.limit)
+        return data
+
+
+def _refuse(reason: str, name: str, what: str) -> PackageRejected:
+    return PackageRejected(f"unsafe entry {name[:200]!r} in the package: {what}", reason=reason, entry=name[:200])
+
+
+def _check(ti: tarfile.TarInfo, limits: UnpackLimits) -> tuple[str, ...]:
+    name = ti.name
+    if len(name) > limits.max_name or "\x00" in name or not name:
+        raise _refuse("dot_dot", name, "an empty, NUL-bearing or overlong name")
+    if name.startswith("/"):
+        raise _refuse("absolute_path", name, "absolute paths are refused")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if not parts or ".." in parts or any("\\" in p for p in parts):
+        raise _refuse("dot_dot", name, "'..' and empty paths are refused")
+    if ti.issym() or ti.islnk():
+        raise _refuse("link", name, f"links are refused (to {ti.linkname[:200]!r})")
+    if not (ti.isreg() or ti.isdir()):
+        raise _refuse("special_file", name, "only regular files and directories are allowed")
+    if ti.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
+        raise _refuse("setuid", name, "setuid, setgid and sticky bits are refused")
+    return parts
+
+
+def _open_dir(root_fd: int, parts: tuple[str, ...], create: bool) -> int:
+    fd = os.dup(root_fd)
+    try:
+        for p in parts:
+            if create:
+                try:
+                    os.mkdir(p, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _extract_one(tar: tarfile.TarFile, ti: tarfile.TarInfo, root_fd: int, parts: tuple[str, ...],
+                 seen: dict[tuple[str, ...], bool], budget: list[int]) -> None:
+    # a directory may be named again (by a later layer); a file may not, nor a file <-> directory swap
+    if parts in seen and not (ti.isdir() and seen[parts]):
+        raise _refuse("duplicate", ti.name, "the same path appears twice")
+    seen[parts] = ti.isdir()
+    if ti.isdir():
+        os.close(_open_dir(root_fd, parts, create=True))
+        return
+    budget[0] -= ti.size
+    if budget[0] < 0:
+        raise PackageRejected("the package unpacks to more bytes than allowed (a decompression bomb?)",
+                              reason="too_large")
+    dfd = _open_dir(root_fd, parts[:-1], create=True)
+    try:
+        mode = 0o755 if ti.mode & 0o111 else 0o644
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode, dir_fd=dfd)
+    except FileExistsError:
+        os.close(dfd)
+        raise _refuse("duplicate", ti.name, "the same path appears twice") from None
+    except BaseException:
+        os.close(dfd)
+        raise
+    os.close(dfd)
+    with os.fdopen(fd, "wb") as out:
+        src = tar.extractfile(ti)
+        assert src is not None
+        left = ti.size
+        while left > 0:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                raise PackageRejected(f"entry {ti.name!r} is truncated", reason="corrupt")
+            out.write(chunk)
+            left -= len(chunk)
+
+
+def unpack_layers(layers: Iterable[BinaryIO], dest: Path, limits: UnpackLimits = UnpackLimits()) -> Path:
+    """Unpack gzip'd tar ``layers`` (verified file objects) into a new directory ``dest``.
+
+    ``dest`` must not exist; it appears only if every entry of every layer was accepted.
+    """
+    if dest.exists():
+        raise FileExistsError(dest)
+    staging = dest.with_name(f".unpack-{dest.name}-{secrets.token_hex(4)}")
+    staging.mkdir(mode=0o700)
+    try:
+        root_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            entries = 0
+            budget = [limits.max_bytes]
+            seen: dict[tuple[str, ...], bool] = {}
+            for layer in layers:
+                # the tar stream itself is bounded too (headers count): max_bytes plus slack
+                bounded: Any = _Bounded(gzip.GzipFile(fileobj=layer, mode="rb"),
+                                        limits.max_bytes + 1024 * (limits.max_entries + 16))
+                try:
+                    with tarfile.open(fileobj=bounded, mode="r|") as tar:
+                        for ti in tar:
+                            entries += 1
+                            if entries > limits.max_entries:
+                                raise PackageRejected(
+                                    f"the package has more than {limits.max_entries} entries",
+                                    reason="too_many_entries", limit=limits.max_entries)
+                            parts = _check(ti, limits)
+                            _extract_one(tar, ti, root_fd, parts, seen, budget)
+                except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+                    if isinstance(err, (FileExistsError, PermissionError)):
+                        raise
+                    raise PackageRejected(f"a layer is not a valid gzip'd tar: {err}", reason="corrupt") from None
+        finally:
+            os.close(root_fd)
+        os.rename(staging, dest)
+        return dest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def seed_workspace(tree: Path, workspace: Path, program: str) -> str:
+    """Move an unpacked package ``tree`` into an empty ``workspace`` (same filesystem: renames);
+    return the program path boot runs. ``program`` is the package's relative program path
+    (already checked by the Agentfile model) or a ``module:agentix.agents.…`` name."""
+    from agentix.core.errors import InvalidRequest
+
+    for entry in sorted(os.listdir(tree)):
+        os.rename(tree / entry, workspace / entry)
+    if program.startswith("module:"):
+        return program
+    parts = [p for p in program.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or program.startswith("/"):
+        raise InvalidRequest(f"program {program!r} must be a relative path inside the package", field="program")
+    fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.stat("/".join(parts), dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.stat("/".join([*parts, "__main__.py"]), dir_fd=fd, follow_symlinks=False)
+        elif not (stat.S_ISREG(st.st_mode) and parts[-1].endswith(".py")):
+            raise InvalidRequest(f"program {program!r} must be a .py file or a directory with __main__.py",
+                                 field="program")
+    except FileNotFoundError:
+        raise InvalidRequest(f"program {program!r} is not in the package (a directory needs __main__.py)",
+                             field="program") from None
+    finally:
+        os.close(fd)
+    return "/".join(parts)

@@ -1,0 +1,254 @@
+"""Push and pull through a real OCI registry on 127.0.0.1 (Debian's docker-registry), and
+every registry failure the issue names: 401, 404, 5xx, timeouts, interrupted transfers,
+names that try to escape, re-pushes."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, RegistryError
+from agentix.core.package import parse_ref
+from agentix.packages.service import PackageStore
+
+from .conftest import Registry, make_context, start_registry, stop_registry
+
+
+def publish(store: PackageStore, context: Path, ref: str) -> str:
+    store.build(context, ref)
+    if not store.keys.list():
+        store.keys.generate("publisher")
+    store.sign(ref, "publisher")
+    store.push(ref)
+    return store.keys.describe("publisher")["public_key"]
+
+
+def test_package_built_on_one_home_runs_on_another_after_push_and_pull(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, tmp_path: Path) -> None:
+    ref = registry.ref("team/hello:1.0.0")
+    pub = publish(store, context, ref)
+    other_store.trust_add(pub, registry.ref("team/*"))
+    r = other_store.pull(ref)
+    assert r["digest"] == store.layout.resolve(parse_ref(ref)).digest
+    assert r["verdict"]["basis"] == "signed"
+    p = other_store.prepare(ref, ["tool: echo"], tmp_path / "run")
+    assert (p.program_dir / "agent" / "notes.txt").read_text() == "remember the milk\n"
+    assert p.manifest["capabilities"] == ["tool: echo"]
+
+
+def test_pulling_an_untrusted_package_stores_nothing_visible(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry) -> None:
+    ref = registry.ref("team/untrusted:1.0.0")
+    publish(store, context, ref)
+    other_store.keys.generate("mine")
+    other_store.trust_add("mine", registry.ref("team/*"))
+    with pytest.raises(PackageRejected) as exc:
+        other_store.pull(ref)
+    assert exc.value.data["reason"] == "untrusted_key"
+    assert other_store.list() == []
+    with pytest.raises(NotFound):
+        other_store.layout.resolve(parse_ref(ref))
+
+
+def test_pull_of_an_unsigned_package_is_refused(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry) -> None:
+    ref = registry.ref("team/unsigned:1.0.0")
+    store.build(context, ref)
+    store.push(ref)
+    with pytest.raises(PackageRejected) as exc:
+        other_store.pull(ref)
+    assert exc.value.data["reason"] == "unsigned"
+    assert other_store.list() == []
+
+
+def test_repush_does_not_duplicate(store: PackageStore, context: Path, registry: Registry) -> None:
+    ref = registry.ref("team/again:1.0.0")
+    publish(store, context, ref)
+    before = registry.files()
+    again = store.push(ref)
+    assert again["blobs_sent"] == 0
+    assert registry.files() == before
+
+
+def test_tampered_blob_on_the_registry_is_refused_before_anything_is_written(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry) -> None:
+    ref = registry.ref("team/tampered:1.0.0")
+    pub = publish(store, context, ref)
+    other_store.trust_add(pub, registry.ref("team/*"))
+    m = json.loads(store.layout.read_blob(store.layout.resolve(parse_ref(ref)).digest))
+    digest = m["layers"][0]["digest"][7:]
+    [data] = [p for p in registry.root.rglob("data") if p.parent.name == digest]
+    original = data.read_bytes()
+    data.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        with pytest.raises(PackageRejected) as exc:
+            other_store.pull(ref)
+        assert exc.value.data["reason"] == "digest_mismatch"
+        assert other_store.list() == []
+        assert not other_store.layout.has_blob(m["layers"][0]["digest"])
+        assert list(other_store.layout.tmp.iterdir()) == []
+    finally:
+        data.write_bytes(original)
+
+
+def test_a_404_is_a_clear_error(other_store: PackageStore, registry: Registry) -> None:
+    with pytest.raises(RegistryError) as exc:
+        other_store.pull(registry.ref("team/missing:1.0.0"))
+    assert exc.value.data["reason"] == "not_found" and exc.value.data["status"] == 404
+    assert "not found" in exc.value.message and registry.host in exc.value.message
+    assert other_store.list() == []
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd:1.0.0", "team/../x:1.0.0", "team//x:1", "team/./x:1",
+                                  "Team/X:1", "team\\x:1", "/abs/x:1", "team/x:../1", "team/x@sha256:../../x"])
+def test_names_that_would_escape_are_refused(store: PackageStore, registry: Registry, name: str) -> None:
+    with pytest.raises(InvalidRequest):
+        store.pull(registry.ref(name))
+    with pytest.raises(InvalidRequest):
+        parse_ref(name)
+    assert sorted(p.name for p in store.layout.root.iterdir()) == ["blobs", "index.json", "oci-layout", "tmp"]
+
+
+# ---------------------------------------------------------------- failures of a registry
+def test_401_from_a_registry_that_wants_credentials(tmp_path: Path, store: PackageStore, context: Path) -> None:
+    reg = start_registry(tmp_path / "auth", extra="auth:\n  silly:\n    realm: agentix-test\n    service: test\n")
+    try:
+        ref = reg.ref("team/hello:1.0.0")
+        store.build(context, ref)
+        for op in (store.push, store.pull):
+            with pytest.raises(RegistryError) as exc:
+                op(ref)
+            assert exc.value.data["reason"] == "unauthorized", exc.value.message
+        assert reg.files() == []  # nothing reached the registry
+        # with credentials from registry/credentials.json the same push goes through
+        (store.layout.root / "credentials.json").write_text(json.dumps(
+            {reg.host: {"username": "ci", "password": "secret"}}))
+        assert store.push(ref)["blobs_sent"] == 3
+        store.trust_allow_unsigned(reg.ref("team/*"))
+        assert store.pull(ref)["verdict"]["basis"] == "unsigned_allowed"
+    finally:
+        stop_registry(reg)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    mode = "500"
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.mode == "hang":
+            time.sleep(3)
+        self.send_response(500 if self.mode == "500" else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_POST = do_PUT = do_GET
+
+
+@pytest.fixture
+def broken_registry(request: pytest.FixtureRequest) -> Iterator[str]:
+    handler = type("H", (_Handler,), {"mode": request.param})
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("broken_registry", ["500"], indirect=True)
+def test_5xx_is_a_clear_error_and_stores_nothing(tmp_path: Path, broken_registry: str) -> None:
+    s = PackageStore(tmp_path / "h", timeout=2.0)
+    with pytest.raises(RegistryError) as exc:
+        s.pull(f"{broken_registry}/team/x:1.0.0")
+    assert exc.value.data["reason"] == "server_error" and exc.value.data["status"] == 500
+    assert s.list() == []
+
+
+@pytest.mark.parametrize("broken_registry", ["hang"], indirect=True)
+def test_a_registry_that_does_not_answer_times_out(tmp_path: Path, broken_registry: str) -> None:
+    s = PackageStore(tmp_path / "h", timeout=0.5)
+    with pytest.raises(RegistryError) as exc:
+        s.pull(f"{broken_registry}/team/x:1.0.0")
+    assert exc.value.data["reason"] == "timeout"
+    assert s.list() == []
+
+
+def test_an_unreachable_registry_is_a_clear_error(tmp_path: Path) -> None:
+    from .conftest import free_port
+
+    s = PackageStore(tmp_path / "h", timeout=2.0)
+    with pytest.raises(RegistryError) as exc:
+        s.pull(f"127.0.0.1:{free_port()}/team/x:1.0.0")
+    assert exc.value.data["reason"] == "unreachable"
+
+
+def test_interrupted_pull_leaves_no_partial_package(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = registry.ref("team/interrupted:1.0.0")
+    pub = publish(store, context, ref)
+    other_store.trust_add(pub, registry.ref("team/*"))
+    from agentix.packages import remote
+
+    real = remote.RemoteRegistry.fetch_blob
+    calls = {"n": 0}
+
+    def dies_on_the_second_layer(self, ref_, desc, layout, max_size):  # type: ignore[no-untyped-def]
+        if desc.media_type.endswith("tar+gzip"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RegistryError("connection reset", reason="unreachable")
+        return real(self, ref_, desc, layout, max_size)
+
+    monkeypatch.setattr(remote.RemoteRegistry, "fetch_blob", dies_on_the_second_layer)
+    with pytest.raises(RegistryError):
+        other_store.pull(ref)
+    assert other_store.list() == []
+    monkeypatch.setattr(remote.RemoteRegistry, "fetch_blob", real)
+    assert other_store.pull(ref)["verdict"]["basis"] == "signed"  # and a retry completes it
+
+
+def test_interrupted_push_leaves_no_tag_on_the_registry(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = registry.ref("team/halfpushed:1.0.0")
+    store.build(context, ref)
+    from agentix.packages import remote
+
+    real = remote.RemoteRegistry.push_blob
+    calls = {"n": 0}
+
+    def dies_after_one_blob(self, ref_, desc, layout):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RegistryError("connection reset", reason="unreachable")
+        return real(self, ref_, desc, layout)
+
+    monkeypatch.setattr(remote.RemoteRegistry, "push_blob", dies_after_one_blob)
+    with pytest.raises(RegistryError):
+        store.push(ref)
+    with pytest.raises(RegistryError) as exc:
+        other_store.pull(ref)
+    assert exc.value.data["reason"] == "not_found"
+
+
+def test_pull_by_digest_checks_the_digest(store: PackageStore, other_store: PackageStore, context: Path,
+                                          registry: Registry) -> None:
+    ref = registry.ref("team/bydigest:1.0.0")
+    pub = publish(store, context, ref)
+    other_store.trust_add(pub, registry.ref("team/*"))
+    digest = store.layout.resolve(parse_ref(ref)).digest
+    name = registry.ref("team/bydigest")
+    assert other_store.pull(f"{name}@{digest}")["digest"] == digest
+    with pytest.raises(RegistryError):  # a digest the registry does not have
+        other_store.pull(f"{name}@sha256:{'0' * 64}")
