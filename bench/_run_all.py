@@ -29,6 +29,7 @@ QUICK: dict[str, list[str]] = {
     "auth_kernel": ["500"],
     "density": ["20"],
     "floors": ["--runs", "10", "--echo", "2000"],
+    "cli_start": ["--runs", "5"],
     "inference": ["--duration", "5", "--no-local"],
     "spawn": ["10"],
     "spawn_first_call": ["--spawns", "10"],
