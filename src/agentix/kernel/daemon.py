@@ -85,7 +85,13 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
 
         return handle
 
-    server = await start_unix_server(home.socket, handler_for, frame_limit=config.frame_limit)
+    # operators get their own in-flight counter: an agent flood never locks the operator out
+    from agentix.rpc.server import InFlight, Limits as ChannelLimits
+
+    operators = InFlight(ChannelLimits(per_connection=config.in_flight_per_agent, batch=config.batch_limit,
+                                       total=config.in_flight_total))
+    server = await start_unix_server(home.socket, handler_for, frame_limit=config.frame_limit,
+                                     in_flight_total=operators)
     http_server = None
     if http is not None:  # the HTTP API (docs/http.md): a task of this loop, same pipeline
         from agentix.kernel.http_api import start_http

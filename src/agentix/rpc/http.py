@@ -87,6 +87,7 @@ STATUS: dict[str, int] = {
 #: SSE: seconds each long-poll of the kernel waits before a keep-alive comment
 SSE_WAIT = 15.0
 IDEMPOTENCY_HEADER = "idempotency-key"
+MAX_CONCURRENCY = 256
 MAX_KEY = 200
 
 
@@ -601,8 +602,11 @@ async def start_server(app_factory: Callable[[set[str]], Any], host: str, port: 
     origins = {f"http://{shown}:{bound}"}
     if host in ("127.0.0.1", "localhost", "::1"):
         origins |= {f"http://127.0.0.1:{bound}", f"http://localhost:{bound}", f"http://[::1]:{bound}"}
+    # at most MAX_CONCURRENCY connections and requests at once (streams included): beyond, 503
+    # (the operator socket has its own in-flight bound: rpc/server.py)
     config = uvicorn.Config(app_factory(origins), lifespan="off", log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=2, server_header=False, date_header=False)
+                            timeout_graceful_shutdown=2, server_header=False, date_header=False,
+                            limit_concurrency=MAX_CONCURRENCY)
     server = _Embedded(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
     while not server.started:

@@ -137,11 +137,18 @@ CREATE TABLE IF NOT EXISTS persistent_agents (
 );
 """
 
-# v3: the HTTP API (rpc/http.py, kernel/http_api.py). ``http_tokens`` holds operator tokens
+# v3: the start time (clock ticks since boot, /proc/<pid>/stat field 22) of an agent's recorded
+# pid, so that a later kernel identifies a leftover process by (pid, start time), never by a
+# reused pid or a command line
+_V3 = """
+ALTER TABLE agents ADD COLUMN start_time INTEGER;
+"""
+
+# v4: the HTTP API (rpc/http.py, kernel/http_api.py). ``http_tokens`` holds operator tokens
 # for HTTP callers: only a SHA-256 of each secret (the secret is shown once, at creation);
 # ``http_idempotency`` keeps the first response to a POST sent with an ``Idempotency-Key``
 # (per token name) until it expires, so a retry returns it instead of running again.
-_V3 = """
+_V4 = """
 CREATE TABLE http_tokens (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -164,4 +171,4 @@ CREATE TABLE http_idempotency (
 CREATE INDEX http_idempotency_by_age ON http_idempotency(created_at);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
