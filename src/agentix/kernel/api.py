@@ -115,7 +115,10 @@ def register(k: Kernel) -> None:
 
     async def forget_persistent(rec: AgentRecord) -> None:
         # the operator stopped it: a persistent root is not started again at the next start
-        if rec.parent is None and rec.manifest.lifecycle == "persistent" and getattr(k, "state_store", None):
+        # (only a live one: stopping an exited record, e.g. one of an earlier kernel run, must
+        # not forget the live agent that now has its name)
+        if (rec.live and rec.parent is None and rec.manifest.lifecycle == "persistent"
+                and getattr(k, "state_store", None)):
             await asyncio.to_thread(k.state_store.forget_agent, rec.name)
 
     async def agent_stop(call: Call) -> dict[str, Any]:
@@ -227,12 +230,18 @@ def register(k: Kernel) -> None:
                 **k.caps.info(rec.agent_id), **context_window(rec)}  # tokens, grants and the tools they allow
 
     def context_window(rec: AgentRecord) -> dict[str, Any]:
-        # a local engine's slot is small (4096 tokens by default): the loop summarises before it fills
+        # a local engine's slot is small (4096 tokens by default): the loop summarises before it fills;
+        # "model" says which model the agent's think calls reach (and a notice for a tiny one)
+        from agentix.llm.config import describe_model
+
         try:
             pcfg, _ = k.inference.config.resolve(rec.manifest.model)
+            # no base_url for an agent: the operator's endpoints (which may carry credentials) stay in the kernel
+            model = {k_: v for k_, v in describe_model(k.inference.config, rec.manifest.model).items()
+                     if k_ != "base_url"}
         except Exception:
             return {}
-        return {"context_window": pcfg.context} if pcfg.kind == "local" else {}
+        return {"model": model, **({"context_window": pcfg.context} if pcfg.kind == "local" else {})}
 
     async def sys_exit(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
@@ -299,11 +308,28 @@ def register(k: Kernel) -> None:
 
     async def run_think(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
-        params = {k_: v for k_, v in call.params.items() if k_ != "purpose"}
+        params = {k_: v for k_, v in call.params.items() if k_ not in ("purpose", "stream_id")}
         # the capability stage authorised exactly this model (model: provider:model grant)
         resp = await k.inference.think(rec.agent_id, rec.manifest.priority, params, rec.budget,
-                                       model=model_of(k, rec, params))
+                                       model=model_of(k, rec, params), on_delta=stream_deltas(rec, call.params))
         return resp.to_data()
+
+    def stream_deltas(rec: AgentRecord, params: dict[str, Any]) -> Any:
+        """With ``stream: true`` and a ``stream_id``, partial text goes to the caller as
+        ``think.delta {stream_id, text}`` notifications on its channel, before the reply."""
+        sid = params.get("stream_id")
+        if not params.get("stream") or sid is None:
+            return None
+        if not isinstance(sid, (str, int)) or isinstance(sid, bool) or len(str(sid)) > 64:
+            raise InvalidRequest('"stream_id" must be a string or integer of at most 64 characters',
+                                 field="stream_id")
+        if rec.notify is None:
+            return None
+
+        def on_delta(text: str) -> None:
+            rec.notify("think.delta", {"stream_id": sid, "text": text})
+
+        return on_delta
 
     async def inference_stats(call: Call) -> dict[str, Any]:
         return k.inference.stats()

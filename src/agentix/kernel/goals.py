@@ -140,6 +140,14 @@ def register(k: Kernel) -> None:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         return {"agent_id": rec.agent_id, "name": rec.name, "workspace": str(rec.workspace),
-                "output": output}
+                "output": output, "model": _model(manifest.model)}
+
+    def _model(model: str | None) -> dict[str, Any] | None:
+        from agentix.llm.config import describe_model
+
+        try:
+            return describe_model(k.inference.config, model)
+        except Exception:   # no provider configured: think will say so when it is called
+            return None
 
     k.pipeline.register(method("agent.submit_goal", submit_goal, operator=True))

@@ -87,6 +87,7 @@ class Kernel:
     memory: Any
     skills: Any
     state_store: Any
+    vault: Any      # agentix.kernel.vault.Vault
 
     def __init__(
         self,
@@ -188,6 +189,11 @@ class Kernel:
                 log.warning("the last kernel left %d agents running; recorded them exited "
                             "(kernel_restart)", len(report.exited))
                 _kill_leftovers(report.exited)
+            restored = self.caps.ledger.load()  # revocations and counts, after recovery's
+            log.info("restored %d revocations, %d invocation counts, %d issued-token records "
+                     "and %d pending approvals", restored["revocations"],
+                     restored["invocation_counts"], restored["issued_tokens"],
+                     len(report.pending_approvals))
             self._restore_records()
         await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
         await self.events.record("kernel.started", None, {
@@ -563,8 +569,11 @@ class Kernel:
             rec.syscalls += 1
             return await self.pipeline.run(caller, method, params, taint=rec.taint)
 
+        def opened(notify: Any) -> None:   # streamed think text goes out through it
+            rec.notify = notify
+
         await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}",
-                           in_flight_total=self.in_flight)
+                           in_flight_total=self.in_flight, on_open=opened)
 
     # ------------------------------------------------------------------ exit
     async def _reap(self, rec: AgentRecord) -> None:
@@ -764,6 +773,9 @@ class Kernel:
         await self.substrate.close()
         await self.inference.aclose()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
+        vault = getattr(self, "vault", None)
+        if vault is not None:
+            vault.uninstall()  # this kernel's log filters go with it
         if self.audit is not None:
             await self.audit.stop()
             return

@@ -14,6 +14,7 @@ Kinds and rules:
 * ``context_summary_failed`` {span, tokens, error, message}
 * ``skill_applied`` {skill, allowed_tools}
 * ``progress`` {stage, ...} — orchestrator progress, streamed by the CLI.
+* ``context_cut`` {messages_cut, window, budget} — messages were cut to fit a hard window.
 
 Each is recorded as event ``loop.<kind>`` against the caller. Data is bounded
 (``MAX_DATA`` as JSON; ``MAX_ARCHIVE`` bytes per archive, ``MAX_ARCHIVES`` archives per
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["KINDS", "MAX_ARCHIVE", "MAX_ARCHIVES", "MAX_DATA", "register", "write_archive"]
 
-KINDS = frozenset({"repeat_call", "context_summarised", "context_summary_failed", "skill_applied", "progress"})
+KINDS = frozenset({"repeat_call", "context_summarised", "context_summary_failed", "skill_applied", "progress",
+                   "context_cut"})
 MAX_DATA = 16 * 1024
 MAX_ARCHIVE = 16 * 1024 * 1024
 MAX_ARCHIVES = 256   # per agent: a loop summarises a few times per run, not thousands

@@ -258,6 +258,7 @@ class AgentRecord:
     budget: Any = None           # agentix.core.budget.BudgetLedger
     ended_mono: float | None = None
     last_stats: dict[str, Any] = field(default_factory=dict)  # resources sampled at exit
+    notify: Any = None           # rpc.server.Notify of the agent's channel, once it is served
     log_sink: LogSink | None = None   # reads the agent's output pipe while it runs
     restored: bool = False            # a record of an earlier kernel run (from the store)
 

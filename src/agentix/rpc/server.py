@@ -8,7 +8,8 @@ replies. The handler it is given is ``async (method, params) -> result`` and rai
 
 Bounds (``Limits``; docs/isolation.md lists them), so that no peer can grow the kernel:
 
-- a batch holds at most ``batch`` requests; a larger one is refused whole
+- a batch holds at most ``batch`` requests (and never more than ``per_connection``); a
+  larger one is refused whole
   (``invalid_request``, one error reply, nothing runs);
 - a connection has at most ``per_connection`` requests in flight, and every element of a
   batch counts as one request. A frame that would go over waits, unread, until enough of
@@ -43,12 +44,14 @@ from agentix.rpc.framing import (
     validate_request,
 )
 
-__all__ = ["Handler", "InFlight", "Limits", "PeerCredentials", "peer_credentials", "serve_connection",
-           "serve_socket", "start_unix_server"]
+__all__ = ["Handler", "InFlight", "Limits", "Notify", "PeerCredentials", "peer_credentials",
+           "serve_connection", "serve_socket", "start_unix_server"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+#: ``notify(method, params)`` writes a JSON-RPC notification to one connection; False when closed
+Notify = Callable[[str, dict[str, Any]], bool]
 MAX_IN_FLIGHT = 256          # requests in flight per connection (batch elements count one each)
 MAX_BATCH = 64               # requests in one JSON-RPC batch
 MAX_IN_FLIGHT_TOTAL = 4096   # requests in flight over every connection sharing an InFlight
@@ -59,6 +62,11 @@ class Limits:
     per_connection: int = MAX_IN_FLIGHT
     batch: int = MAX_BATCH
     total: int = MAX_IN_FLIGHT_TOTAL
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch admitted: never more than may be in flight on one connection."""
+        return min(self.batch, self.per_connection)
 
 
 class InFlight:
@@ -111,10 +119,10 @@ def _check_frame(msg: Any, limits: Limits, shared: InFlight) -> Any:
     if isinstance(msg, list):
         if not msg:
             return error_reply(None, InvalidRequest("an empty batch is not a request"))
-        if len(msg) > limits.batch:
+        if len(msg) > limits.max_batch:
             return error_reply(None, InvalidRequest(
-                f"a batch of {len(msg)} requests exceeds the limit of {limits.batch}; "
-                "send fewer requests per batch", limit="batch", size=len(msg), max=limits.batch))
+                f"a batch of {len(msg)} requests exceeds the limit of {limits.max_batch}; "
+                "send fewer requests per batch", limit="batch", size=len(msg), max=limits.max_batch))
     if not shared.admit(_cost(msg)):
         return _refusals(msg, LimitExceeded(
             f"the kernel has {shared.current} calls in flight, the limit is {shared.limits.total}; "
@@ -335,6 +343,14 @@ class _ChannelProtocol(asyncio.Protocol):
         if reply is not None and t is not None and not t.is_closing():
             t.write(encode(reply))
 
+    def notify(self, method: str, params: dict[str, Any]) -> bool:
+        """Push a notification (no id, no reply expected) to the peer, in order with replies."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return False
+        t.write(encode({"jsonrpc": "2.0", "method": method, "params": params}))
+        return True
+
     async def run_one(self, msg: Any, n: int) -> None:
         try:
             self.send(await _run_frame(self.handler, msg))
@@ -444,17 +460,22 @@ class _ChannelProtocol(asyncio.Protocol):
 
 
 async def serve_socket(sock: socket.socket, handler: Handler, *, frame_limit: int = DEFAULT_FRAME_LIMIT,
-                       name: str = "connection", in_flight_total: InFlight | None = None) -> None:
+                       name: str = "connection", in_flight_total: InFlight | None = None,
+                       on_open: Callable[[Notify], None] | None = None) -> None:
     """Serve one connected socket (an agent's channel) until it closes or this is cancelled.
 
     The fast path for agent channels: requests are decoded and started in ``data_received``
     (see ``_ChannelProtocol``); wire behaviour is the same as ``serve_connection``.
+    ``on_open`` receives the connection's ``notify`` (server-to-peer notifications, e.g.
+    streamed ``think`` text).
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     transport, proto = await loop.connect_accepted_socket(
         lambda: _ChannelProtocol(handler, frame_limit, name, done, in_flight_total or InFlight()),
         sock=sock)
+    if on_open is not None:
+        on_open(proto.notify)
     try:
         await done
     finally:

@@ -363,7 +363,7 @@ class BwrapSubstrate(Substrate):
         self._refill_task = asyncio.get_running_loop().create_task(self.warm())
 
     async def close(self) -> None:
-        """Retire the idle launchers and remove their cgroups."""
+        """Retire the idle launchers and remove their cgroups (and the kernel's own subtree)."""
         if self._refill_task is not None:
             self._refill_task.cancel()
             try:
@@ -373,6 +373,8 @@ class BwrapSubstrate(Substrate):
         pool, self._pool = self._pool, []
         for slot in pool:
             await slot.retire()
+        if self.sweep and self._hierarchy is not None:
+            cgroups.remove_subtree(self._hierarchy)  # only if empty: nothing of a live agent goes
 
     def _policy(self, spec: LaunchSpec, limits: Limits, host_missing: dict[str, str],
                 use_bwrap: bool, inner_env: dict[str, str] | None = None) -> Policy:

@@ -32,7 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CgroupError", "CgroupSet", "CgroupSpec", "Hierarchy", "detect", "subtree_name", "sweep_stale"]
+__all__ = ["CgroupError", "CgroupSet", "CgroupSpec", "Hierarchy", "detect", "remove_subtree", "subtree_name",
+           "sweep_stale"]
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +374,15 @@ def sweep_stale(hierarchy: Hierarchy) -> int:
             if not top.exists():
                 n += before
     return n
+
+
+def remove_subtree(hierarchy: Hierarchy) -> None:
+    """Remove the kernel's own subtree directories if they are empty (at a clean shutdown)."""
+    for base in hierarchy.bases.values():
+        try:
+            base.rmdir()  # refused while any group (a live agent's) is inside
+        except OSError:
+            pass
 
 
 def _groups_below(d: Path) -> list[Path]:
