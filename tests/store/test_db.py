@@ -160,7 +160,9 @@ def test_recovery_marks_left_agents_and_keeps_approvals_and_revocations(tmp_path
     rec = log.tail(kind="kernel.recovered")
     assert len(rec) == 1 and len(rec[0].data["exited"]) == 100
     assert log.verify().ok
-    # a clean stop, then a restart with nothing left: no recovered event
+    # a clean stop, then a restart with nothing left (no agent, no pending approval): no
+    # recovered event
+    asyncio.run(ApprovalStore(db).decide("ap1", "denied", {"by": "op"}, "2026-01-01T00:00:03Z"))
     asyncio.run(mark_clean_shutdown(db, log))
     rep2 = asyncio.run(recover(db, log))
     assert rep2.clean_shutdown and rep2.exited == []

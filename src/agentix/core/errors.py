@@ -102,10 +102,20 @@ class AgentixError(Exception):
 
     code: ClassVar[str] = "internal_error"
 
+    #: taint labels (``source:origin``) of text from the world this error carries — a
+    #: server's status line, a redirect target, a body: the kernel labels the context that
+    #: receives the error with them, as it would for a result
+    taint: tuple[str, ...] = ()
+
     def __init__(self, message: str, **data: Any) -> None:
         super().__init__(message)
         self.message = message
         self.data: dict[str, Any] = data
+
+    def tainted(self, *labels: str) -> AgentixError:
+        """Mark this error as carrying world text labelled ``labels``; returns itself."""
+        self.taint = tuple(sorted(set(self.taint) | set(labels)))
+        return self
 
     @property
     def rpc_code(self) -> int:

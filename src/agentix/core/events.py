@@ -97,7 +97,8 @@ KINDS: dict[str, str] = {
     MEMORY_QUERIED: "an agent read from its memory",
     KERNEL_STARTED: "the kernel started (data: version, key id, substrate)",
     KERNEL_STOPPED: "the kernel stopped cleanly",
-    KERNEL_RECOVERED: "the kernel restarted after an unclean stop (data: what it found)",
+    KERNEL_RECOVERED: "the kernel restarted after an unclean stop, with agents left or approvals "
+                      "pending (data: what it found and restored)",
 }
 
 

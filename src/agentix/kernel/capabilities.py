@@ -27,8 +27,8 @@ Rules (docs/security.md has the model):
 - When an agent exits all its tokens are revoked (``TokenLedger.revoke_holder``).
 - The root key lives in ``$AGENTIX_HOME/keys/root.key`` (0600), made at first start.
 - Secrets (``[secrets]`` in config.toml, ``NAME = "env:VAR"``, or
-  ``$AGENTIX_HOME/keys/secrets.toml`` mode 0600) stay in the kernel; ``redact`` runs over
-  every tool result and event before it leaves.
+  ``$AGENTIX_HOME/keys/secrets.toml`` mode 0600) stay in the kernel; ``kernel/vault.py``
+  redacts them (and provider API keys) from every reply, error, event and log line.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import logging
 import os
 import secrets as _secrets
@@ -58,10 +59,13 @@ from agentix.core.errors import (
 )
 from agentix.core.authorize import AuthRequest, Authorization, authorize
 from agentix.core.grants import Grant, GrantSet, Request, parse_grants
-from agentix.core.ledger import IssuedTokens, MemoryIssuedTokens, TokenLedger
+from agentix.core.ledger import IssuedTokens
 from agentix.core.manifest import CapabilityEntry, Manifest
 from agentix.core.taint import DEFAULT_RULES, TaintPolicy, TaintSet, parse_rules, web_fetch_has_payload
 from agentix.kernel.dispatch import Call
+from agentix.kernel.trusted_state import DurableStateStage, StoredIssuedTokens, StoredLedger, lineage_key
+from agentix.store.db import Database
+from agentix.store.state import ApprovalRecord, ApprovalStore
 
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
@@ -192,39 +196,51 @@ def manifest_groups(manifest: Manifest) -> list[GrantGroup]:
 class ApprovalBook:
     """Approvals the kernel knows about (pending and answered), with a waiter per pending one.
 
-    In memory; ``snapshot``/``restore`` move the records (``Approval.to_data``) to and from a
-    durable store so that pending approvals survive a restart.
+    Every change is written to the store (table ``approvals``, through the one writer, queued
+    in order: the audit record that follows a change is durable only after it), so pending
+    approvals survive a restart. A ``legacy`` ``approvals.json`` from an older kernel is
+    imported once and removed.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, db: Database | None = None, legacy: Path | None = None) -> None:
         self._items: dict[str, Approval] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self.args: dict[str, dict[str, Any]] = {}  # what the operator is shown
-        self.path = path  # the interim durable copy (JSON, replaced atomically on every change)
-        if path is not None and path.exists():
-            import orjson
+        self.db = db
+        if db is not None:
+            self.restore([r.request for r in ApprovalStore(db).all()])
+            if legacy is not None and legacy.exists():
+                self._import(legacy)
 
-            self.restore(orjson.loads(path.read_bytes()))
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
+    def _import(self, legacy: Path) -> None:
         import orjson
 
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, orjson.dumps(self.snapshot()))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        assert self.db is not None
+        records = [d for d in orjson.loads(legacy.read_bytes()) if d.get("id") not in self._items]
+        self.restore(records)
+        for d in records:
+            self._save(self._items[d["id"]]).result()  # durable before the file goes
+        legacy.unlink()
+        log.info("imported %d approvals from %s into the store", len(records), legacy)
+
+    def _save(self, a: Approval) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self.db is None:
+            fut.set_result(None)
+            return fut
+        from agentix.core.audit import format_ts
+
+        rec = ApprovalRecord(a.id, a.agent, {**a.to_data(), "args": self.args.get(a.id)}, a.state,
+                             format_ts(a.created_at), format_ts(a.deadline))
+        fut = self.db.submit(lambda t: ApprovalStore.put_in(t, rec))
+        fut.add_done_callback(_log_store_failure)
+        return fut
 
     def add(self, a: Approval, args: dict[str, Any]) -> None:
         self._items[a.id] = a
         self._waiters[a.id] = asyncio.Event()
         self.args[a.id] = args
-        self._save()
+        self._save(a)
 
     def get(self, approval_id: str) -> Approval:
         try:
@@ -234,7 +250,7 @@ class ApprovalBook:
 
     def put(self, a: Approval) -> None:
         self._items[a.id] = a
-        self._save()
+        self._save(a)
         if a.state != "pending" and a.id in self._waiters:
             self._waiters[a.id].set()
 
@@ -270,6 +286,11 @@ class ApprovalBook:
             self.args[a.id] = args
 
 
+def _log_store_failure(fut: concurrent.futures.Future[Any]) -> None:
+    if fut.exception() is not None:
+        log.error("the store refused an approval write: %r", fut.exception())
+
+
 # ---------------------------------------------------------------------------- the service
 class CapabilityService:
     """The kernel's authority, ledger, issued-token record, held tokens, approvals and vault.
@@ -281,11 +302,13 @@ class CapabilityService:
     def __init__(self, k: Kernel) -> None:
         self.k = k
         self.authority = Authority(load_root_key(k.home.keys))
-        self.ledger = TokenLedger()
-        self.issued: IssuedTokens = MemoryIssuedTokens()
+        db = k.audit.db if getattr(k, "audit", None) is not None else None
+        self.ledger = StoredLedger(db)  # counts, revocations, issued tokens: in the store
+        self.issued: IssuedTokens = StoredIssuedTokens(db)
+        self._lineage: dict[str, str] = {}  # token id -> lineage, from tokens_for_spawn to install
         self.policy = load_taint_policy(k.home.root)
         self.held: dict[str, list[Token]] = {}
-        self.approvals = ApprovalBook(k.home.root / "approvals.json")
+        self.approvals = ApprovalBook(db, legacy=k.home.root / "approvals.json")
         self.approval_timeout = float(getattr(k.config, "approval_timeout", DEFAULT_TIMEOUT))
         self.secrets: dict[str, str] = load_secrets(k.home.root, os.environ)
         #: no file resource may be under these, whatever the grants (the kernel's own state)
@@ -395,10 +418,14 @@ class CapabilityService:
         asks = tuple(manifest.approval_required)
         out: list[Token] = []
         if parent is None:
-            for g in groups:
+            persistent = manifest.lifecycle == "persistent"
+            for i, g in enumerate(groups):
                 exp = now + g.expires if g.expires is not None else None
                 out.append(self.authority.mint(agent_id, g.grants, now=now, expires_at=exp,
                                                max_invocations=g.max_invocations, ask=asks))
+                if persistent:  # the next run of this agent continues these tokens
+                    self._lineage[out[-1].id] = lineage_key(manifest.name, i, g.grants.strings(),
+                                                            g.max_invocations)
             return out
         live = self.live_tokens(parent.agent_id, now)
         for g in groups:
@@ -420,8 +447,11 @@ class CapabilityService:
 
     def install(self, agent_id: str, tokens: list[Token]) -> None:
         for t in tokens:
+            lineage = self._lineage.pop(t.id, None)
             self.issued.issue(t)
-            self.ledger.register(t)
+            self.ledger.register(t, lineage)  # journals the issued-token record
+            if lineage is not None:
+                self.ledger.continue_lineage(t, lineage)
         self.held.setdefault(agent_id, []).extend(tokens)
 
     def revoke_agent(self, agent_id: str) -> list[str]:
@@ -483,6 +513,9 @@ class CapabilityService:
 
     # ------------------------------------------------------------------ redaction
     def redact(self, obj: Any) -> Any:
+        vault = getattr(self.k, "vault", None)
+        if vault is not None:
+            return vault.redact(obj)
         if not self.secrets:
             return obj
         from agentix.tools.secrets import redact
@@ -695,17 +728,13 @@ def install(k: Kernel) -> CapabilityService:
 
     svc = CapabilityService(k)
     k.caps = svc
-    if svc.secrets:  # every event record passes through redaction before it is written
-        raw_record = k.events.record
+    from agentix.kernel import vault
 
-        async def record(kind: str, agent_id: str | None, data: dict[str, Any],
-                         taint: tuple[str, ...] = ()) -> Any:
-            return await raw_record(kind, agent_id, svc.redact(data), taint)
-
-        k.events.record = record  # type: ignore[method-assign]
+    vault.install(k, svc.secrets)  # replies, errors, events and log lines are redacted
     stage = CapabilityStage(k, svc)
     k.cap_stage = stage
     k.pipeline.add_stage(stage)
+    k.pipeline.add_stage(DurableStateStage(k, svc.ledger))  # charges durable before effects
     for spec in files.SPECS + net_exec.make_specs(k):
         k.tools.register(spec)
     _register_methods(k, svc, stage)

@@ -80,6 +80,7 @@ class Kernel:
     memory: Any
     skills: Any
     state_store: Any
+    vault: Any      # agentix.kernel.vault.Vault
 
     def __init__(
         self,
@@ -177,6 +178,11 @@ class Kernel:
                 log.warning("the last kernel left %d agents running; recorded them exited "
                             "(kernel_restart)", len(report.exited))
                 _kill_leftovers(report.exited)
+            restored = self.caps.ledger.load()  # revocations and counts, after recovery's
+            log.info("restored %d revocations, %d invocation counts, %d issued-token records "
+                     "and %d pending approvals", restored["revocations"],
+                     restored["invocation_counts"], restored["issued_tokens"],
+                     len(report.pending_approvals))
         await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
@@ -608,6 +614,9 @@ class Kernel:
         await self.substrate.close()
         await self.inference.aclose()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
+        vault = getattr(self, "vault", None)
+        if vault is not None:
+            vault.uninstall()  # this kernel's log filters go with it
         if self.audit is not None:
             await self.audit.stop()
             return

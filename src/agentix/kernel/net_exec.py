@@ -7,7 +7,8 @@ Rules:
   grant names them explicitly. A ``secret`` named in the call must be granted (``secret:
   NAME``); the kernel injects it (bearer, header or query) and the agent never sees it: the
   result, the event log and the audit are redacted. The fetched content taints the caller's
-  context with ``fetched_url:<url>``.
+  context with ``fetched_url:<url>`` — and so does any error of the fetch (a status line, a
+  redirect target or a resolver's answer is text from the world).
 - ``exec``: argv only (never a shell string); ``argv[0]`` must be named by an ``exec:`` grant
   (checked by the capability stage). The program runs in a sandbox like an agent's (same
   substrate, the caller's workspace as /workspace, no network, the caller's limits), with a
@@ -26,7 +27,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from agentix.core.errors import CapabilityDenied, InvalidRequest, Timeout
+from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, Timeout
 from agentix.core.grants import Request
 from agentix.sandbox.base import LaunchSpec
 from agentix.tools.base import ToolContext, ToolSpec
@@ -74,14 +75,21 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
             used[name] = value
         # in a task of its own: web_fetch uses asyncio.timeout, and the channel may run a
         # request eagerly outside any task until it first blocks
-        res = await asyncio.create_task(web_fetch(
-            url, permits=permits, method=args.get("method", "GET"), headers=args.get("headers"),
-            body=args.get("body"), secret_headers=secret_headers,
-            timeout=float(args.get("timeout", 30.0)),
-        ))
+        label = f"fetched_url:{args['url']}"
+        try:
+            res = await asyncio.create_task(web_fetch(
+                url, permits=permits, method=args.get("method", "GET"), headers=args.get("headers"),
+                body=args.get("body"), secret_headers=secret_headers,
+                timeout=float(args.get("timeout", 30.0)), settle=k.caps.ledger.flush,
+            ))
+        except AgentixError as err:
+            # a status line, a redirect target, a resolver's answer: world text in the error
+            # labels the context like a result would (the pipeline's state stage applies it)
+            raise err.tainted(label) from None
         if ctx.agent_id is not None:
             rec = k.table.get(ctx.agent_id)
-            rec.taint.add(f"fetched_url:{args['url']}")
+            rec.taint.add(label)
+        ctx.call.taint.add(label)
         from agentix.tools.secrets import redact
 
         return redact(res, {**k.caps.secrets, **used})

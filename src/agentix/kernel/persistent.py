@@ -17,7 +17,10 @@ Rules:
   manifest stored in table ``persistent_agents`` (keyed by name); ``respawn_persistent``
   starts each again when the kernel starts, and an operator ``agent.stop``/``agent.kill``
   removes it (a kernel shutdown does not).
-* State is stored in the kernel's SQLite database, table ``agent_state``, under the
+* State is stored in the kernel's store (through its one writer), table ``agent_state``,
+  with the taint labels of the context that saved it; loading it adds those labels to the
+  loading context (a new run that reads state saved while tainted is tainted the same way;
+  only an approval or ``untaint`` clears them). It is kept under the
   agent's *stable identity*: ``root:<name>`` for an agent the operator spawned (so a
   persistent agent spawned again under the same name after a kernel restart finds its
   conversation), ``agent:<agent_id>`` for children (no two children share state).
@@ -28,9 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sqlite3
-import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ import orjson
 from agentix.core.errors import InvalidRequest, LimitExceeded, Timeout
 from agentix.kernel.dispatch import Call
 from agentix.kernel.methods import method
+from agentix.store.db import Database, Txn
 
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
@@ -57,68 +60,60 @@ def state_identity(rec: AgentRecord) -> str:
 
 
 class StateStore:
-    """Key/value JSON state per identity, in SQLite (table ``agent_state``)."""
+    """Key/value JSON state per identity, with the taint labels of the context that saved
+    it, in the kernel's store (tables ``agent_state`` and ``persistent_agents``, written
+    through the one writer). Methods block; call them from a thread."""
 
-    def __init__(self, db_path: str | Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute("""CREATE TABLE IF NOT EXISTS agent_state (
-                                identity   TEXT NOT NULL,
-                                key        TEXT NOT NULL,
-                                value      BLOB NOT NULL,
-                                updated_at REAL NOT NULL,
-                                PRIMARY KEY (identity, key))""")
-        self._db.execute("""CREATE TABLE IF NOT EXISTS persistent_agents (
-                                name       TEXT PRIMARY KEY,
-                                manifest   BLOB NOT NULL,
-                                updated_at REAL NOT NULL)""")
+    def __init__(self, db: Database | str | Path) -> None:
+        self._own = not isinstance(db, Database)
+        self.db = Database(db) if not isinstance(db, Database) else db
 
-    def save(self, identity: str, key: str, value: Any) -> int:
+    def save(self, identity: str, key: str, value: Any, taint: Iterable[str] = ()) -> int:
         data = orjson.dumps(value)
         if len(data) > MAX_STATE:
             raise LimitExceeded(f"state value is {len(data)} bytes; the limit is {MAX_STATE}", limit=MAX_STATE)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                (n,) = self._db.execute("SELECT COUNT(*) FROM agent_state WHERE identity=? AND key<>?",
-                                        (identity, key)).fetchone()
-                if n >= MAX_KEYS:
-                    raise LimitExceeded(f"an agent keeps at most {MAX_KEYS} state keys", limit=MAX_KEYS)
-                self._db.execute("INSERT OR REPLACE INTO agent_state VALUES (?,?,?,?)",
-                                 (identity, key, data, time.time()))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        labels = orjson.dumps(sorted(set(taint))).decode()
+        now = time.time()
+
+        def op(txn: Txn) -> None:
+            (n,) = txn.conn.execute("SELECT COUNT(*) FROM agent_state WHERE identity=? AND key<>?",
+                                    (identity, key)).fetchone()
+            if n >= MAX_KEYS:
+                raise LimitExceeded(f"an agent keeps at most {MAX_KEYS} state keys", limit=MAX_KEYS)
+            txn.conn.execute("INSERT OR REPLACE INTO agent_state (identity, key, value, updated_at, "
+                             "taint) VALUES (?,?,?,?,?)", (identity, key, data, now, labels))
+
+        self.db.submit(op).result()
         return len(data)
 
     def load(self, identity: str, key: str) -> Any:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM agent_state WHERE identity=? AND key=?",
-                                   (identity, key)).fetchone()
-        return None if row is None else orjson.loads(row[0])
+        return self.load_labelled(identity, key)[0]
+
+    def load_labelled(self, identity: str, key: str) -> tuple[Any, list[str]]:
+        """The value (None if unset) and the taint labels it was saved with."""
+        row = self.db.reader().execute("SELECT value, taint FROM agent_state WHERE identity=? AND key=?",
+                                       (identity, key)).fetchone()
+        return (None, []) if row is None else (orjson.loads(row[0]), list(orjson.loads(row[1])))
 
     # -- persistent root agents, started again when the kernel starts
     def remember_agent(self, name: str, manifest: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO persistent_agents VALUES (?,?,?)",
-                             (name, orjson.dumps(manifest), time.time()))
+        blob, now = orjson.dumps(manifest), time.time()
+        self.db.submit(lambda t: t.conn.execute(
+            "INSERT OR REPLACE INTO persistent_agents VALUES (?,?,?)", (name, blob, now))).result()
 
     def forget_agent(self, name: str) -> bool:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM persistent_agents WHERE name=?", (name,))
-        return cur.rowcount > 0
+        cur = self.db.submit(lambda t: t.conn.execute(
+            "DELETE FROM persistent_agents WHERE name=?", (name,)).rowcount).result()
+        return cur > 0
 
     def persistent_agents(self) -> list[tuple[str, dict[str, Any]]]:
-        with self._lock:
-            rows = self._db.execute("SELECT name, manifest FROM persistent_agents ORDER BY updated_at").fetchall()
+        rows = self.db.reader().execute(
+            "SELECT name, manifest FROM persistent_agents ORDER BY updated_at").fetchall()
         return [(name, orjson.loads(m)) for name, m in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        if self._own:  # the kernel's store is closed by the kernel
+            self.db.close()
 
 
 async def respawn_persistent(k: Kernel) -> list[str]:
@@ -189,12 +184,17 @@ def register(k: Kernel, store: StateStore) -> None:
 
     async def state_save(call: Call) -> dict[str, Any]:
         rec = k.table.get(call.caller.agent_id)
-        size = await asyncio.to_thread(store.save, state_identity(rec), _key(call.params), call.params.get("value"))
-        return {"saved": True, "bytes": size}
+        labels = sorted(rec.taint)  # the data is as tainted as the context that saves it
+        size = await asyncio.to_thread(store.save, state_identity(rec), _key(call.params),
+                                       call.params.get("value"), labels)
+        return {"saved": True, "bytes": size, "taint": labels}
 
     async def state_load(call: Call) -> dict[str, Any]:
         rec = k.table.get(call.caller.agent_id)
-        return {"value": await asyncio.to_thread(store.load, state_identity(rec), _key(call.params))}
+        value, labels = await asyncio.to_thread(store.load_labelled, state_identity(rec), _key(call.params))
+        rec.taint |= set(labels)  # restored with its labels; only approval or untaint clears them
+        call.taint |= set(labels)
+        return {"value": value, "taint": labels}
 
     k.pipeline.register(method("agent.run", agent_run, operator=True))
     k.pipeline.register(method("agent.reply", agent_reply, agent=True))

@@ -34,6 +34,7 @@ def install_agent_services(k: Kernel) -> None:
     for spec in skill_tools.make_specs(catalog):
         k.tools.register(spec)
     loop_events.register(k)
-    k.state_store = persistent.StateStore(k.home.db)
+    # the kernel's store (one writer); a kernel built without one (tests) opens its own
+    k.state_store = persistent.StateStore(k.audit.db if k.audit is not None else k.home.db)
     persistent.register(k, k.state_store)
     goals.register(k)

@@ -7,11 +7,14 @@
    the full check is ``AuditLog.verify`` (``agentix audit verify``);
 2. in ONE transaction: marks every agent left ``starting``/``running``/``paused`` as exited
    with reason ``kernel_restart`` and appends an ``agent.exited`` entry for each, records
-   ``kernel.recovered`` with what was found (if the last stop was unclean or agents were
-   left), and marks the kernel as running (``kv kernel/clean_shutdown = false``);
+   ``kernel.recovered`` with what was found (if the last stop was unclean, agents were
+   left or approvals are pending), and marks the kernel as running (``kv
+   kernel/clean_shutdown = false``); the tokens issued to the agents left running are revoked
+   in the same transaction (reason ``kernel_restart``);
 3. returns a ``RecoveryReport``: the pids/pgids of those agents (the kernel must make sure
    none is still running — kill the process groups), the persistent agents to start again,
-   the pending approvals, and the number of revocations in force.
+   the pending approvals, the revocations in force, the invocation counts and the
+   issued-token records kept (the kernel restores its ledger from them).
 
 ``await mark_clean_shutdown(db, audit)`` records ``kernel.stopped`` and the clean flag.
 """
@@ -34,6 +37,7 @@ from agentix.store.state import (
     ApprovalStore,
     KVStore,
     RevocationStore,
+    TokenStore,
 )
 
 __all__ = ["LeftAgent", "RecoveryReport", "mark_clean_shutdown", "recover"]
@@ -58,6 +62,9 @@ class RecoveryReport:
     pending_approvals: list[ApprovalRecord]
     revocations: int
     duration_s: float
+    invocation_counts: int = 0  # tokens with a stored count of used invocations
+    issued_tokens: int = 0
+
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -69,6 +76,8 @@ class RecoveryReport:
             "restart": [a.id for a in self.restart],
             "pending_approvals": [a.id for a in self.pending_approvals],
             "revocations": self.revocations,
+            "invocation_counts": self.invocation_counts,
+            "issued_tokens": self.issued_tokens,
         }
 
 
@@ -113,29 +122,39 @@ async def recover(
     agents = AgentStore(db)
     live = agents.list_live()
     approvals = ApprovalStore(db).pending()
-    revocations = len(RevocationStore(db).all())
+    revoked_before = RevocationStore(db).all()
+    tokens = TokenStore(db)
+    counts = len(tokens.used())
+    issued = tokens.count()
     left = [LeftAgent(a.id, a.pid, a.pgid, a.persistent) for a in live]
     restart_ids = {a.id for a in live if a.persistent}
 
-    def op(txn: Txn) -> None:
+    def op(txn: Txn) -> int:
         for a in live:
             record = {"reason": "kernel_restart", "pid": a.pid, "pgid": a.pgid,
                       "state_before": a.state}
             AgentStore.mark_exited_in(txn, a.id, "kernel_restart", record, at)
             audit.append_in(txn, ev.AGENT_EXITED, a.id, record)
-        if not clean or live:
+        revoked_now = RevocationStore.revoke_holders_in(txn, [a.id for a in live], at,
+                                                        "kernel_restart")
+        if not clean or live or approvals:
             audit.append_in(txn, ev.KERNEL_RECOVERED, None, {
                 "clean_shutdown": clean, "chain_ok": chain_ok, "chain_detail": chain_detail,
                 "audit_size": size, "exited": [a.id for a in live],
                 "restart": sorted(restart_ids),
-                "pending_approvals": [a.id for a in approvals], "revocations": revocations,
+                "pending_approvals": [a.id for a in approvals],
+                "revocations": len(revoked_before) + revoked_now,
+                "revoked_now": revoked_now, "invocation_counts": counts,
+                "issued_tokens": issued,
             })
         kv.set_in(txn, "clean_shutdown", False)
+        return revoked_now
 
-    await db.write(op)
+    revoked_now = await db.write(op)
     restart = [agents.get(i) for i in sorted(restart_ids)]
     return RecoveryReport(clean, chain_ok, chain_detail, size, left, restart, approvals,
-                          revocations, time.perf_counter() - t0)
+                          len(revoked_before) + revoked_now, time.perf_counter() - t0,
+                          counts, issued)
 
 
 async def mark_clean_shutdown(db: Database, audit: AuditLog, data: dict[str, Any] | None = None

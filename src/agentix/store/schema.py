@@ -98,4 +98,43 @@ CREATE TABLE kv (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [_V1]
+# v2: the kernel's trusted capability state behind the one writer. ``tokens`` (never written:
+# it would have held token bytes, which carry the key that appends blocks) becomes
+# ``issued_tokens`` (what was issued to whom, never the bytes); ``token_uses`` holds the
+# invocation counts; agent state and persistent agents move here from a side connection, and
+# saved state keeps the taint labels of the context that saved it.
+_V2 = """
+DROP TABLE tokens;
+CREATE TABLE issued_tokens (
+    id              TEXT PRIMARY KEY,
+    holder          TEXT NOT NULL,
+    parent_id       TEXT,
+    chain           TEXT NOT NULL,
+    grants          TEXT NOT NULL,
+    max_invocations INTEGER,
+    expires_at      REAL,
+    issued_at       TEXT NOT NULL,
+    lineage         TEXT
+);
+CREATE INDEX issued_by_holder ON issued_tokens(holder);
+CREATE INDEX issued_by_lineage ON issued_tokens(lineage, issued_at);
+CREATE TABLE token_uses (
+    token_id TEXT PRIMARY KEY,
+    used     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agent_state (
+    identity   TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (identity, key)
+);
+ALTER TABLE agent_state ADD COLUMN taint TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE IF NOT EXISTS persistent_agents (
+    name       TEXT PRIMARY KEY,
+    manifest   BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]

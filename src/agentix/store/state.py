@@ -1,4 +1,5 @@
-"""Durable kernel state: agents, tokens and revocations, approvals, mailboxes, conversations.
+"""Durable kernel state: agents, issued tokens, invocation counts and revocations, approvals,
+mailboxes, conversations.
 
 Each store is a small class over the same ``Database``. Writes go through the one writer
 (``await store.x(...)`` resolves after the durable commit); every write also exists as an
@@ -30,6 +31,7 @@ __all__ = [
     "ApprovalState",
     "ApprovalStore",
     "ConversationStore",
+    "IssuedToken",
     "KVStore",
     "MailboxStore",
     "MailMessage",
@@ -148,35 +150,77 @@ class AgentStore:
 # ---------------------------------------------------------------- tokens and revocations
 
 
+@dataclass(frozen=True)
+class IssuedToken:
+    """What the kernel issued: never the token's bytes (they carry the key that appends
+    blocks), only who holds it, what it grants and its limits."""
+
+    id: str
+    holder: str
+    parent_id: str | None
+    chain: tuple[str, ...]
+    grants: tuple[str, ...]
+    issued_at: str
+    max_invocations: int | None = None
+    expires_at: float | None = None
+    #: for a persistent agent's spawn grants: ``root:<name>#<i>:<grants>``, so the next run of
+    #: the same agent continues this token's count and revocation
+    lineage: str | None = None
+
+
+_TOKEN_COLS = "id, holder, parent_id, chain, grants, issued_at, max_invocations, expires_at, lineage"
+
+
+def _issued(r: tuple[Any, ...]) -> IssuedToken:
+    return IssuedToken(r[0], r[1], r[2], tuple(orjson.loads(r[3])), tuple(orjson.loads(r[4])),
+                       r[5], r[6], r[7], r[8])
+
+
 class TokenStore:
-    """Issued capability tokens (opaque bytes), by id."""
+    """Issued-token records and their invocation counts (``token_uses``)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
     @staticmethod
-    def put_in(txn: Txn, token_id: str, agent_id: str | None, parent_id: str | None,
-               token: bytes, created_at: str, expires_at: str | None = None) -> None:
+    def put_in(txn: Txn, t: IssuedToken) -> None:
         txn.conn.execute(
-            "INSERT OR REPLACE INTO tokens (id, agent_id, parent_id, token, created_at, "
-            "expires_at) VALUES (?,?,?,?,?,?)",
-            (token_id, agent_id, parent_id, token, created_at, expires_at))
+            f"INSERT OR REPLACE INTO issued_tokens ({_TOKEN_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            (t.id, t.holder, t.parent_id, _j(list(t.chain)), _j(list(t.grants)), t.issued_at,
+             t.max_invocations, t.expires_at, t.lineage))
 
-    async def put(self, token_id: str, agent_id: str | None, parent_id: str | None,
-                  token: bytes, created_at: str, expires_at: str | None = None) -> None:
-        await self.db.write(lambda t: self.put_in(t, token_id, agent_id, parent_id, token,
-                                                  created_at, expires_at))
-
-    def get(self, token_id: str) -> bytes:
-        row = self.db.reader().execute("SELECT token FROM tokens WHERE id=?",
+    def get(self, token_id: str) -> IssuedToken:
+        row = self.db.reader().execute(f"SELECT {_TOKEN_COLS} FROM issued_tokens WHERE id=?",
                                        (token_id,)).fetchone()
         if row is None:
             raise NotFound("no such token", token_id=token_id)
-        return row[0]
+        return _issued(row)
 
-    def for_agent(self, agent_id: str) -> list[str]:
-        return [r[0] for r in self.db.reader().execute(
-            "SELECT id FROM tokens WHERE agent_id=? ORDER BY created_at", (agent_id,))]
+    def for_holder(self, holder: str) -> list[IssuedToken]:
+        return [_issued(r) for r in self.db.reader().execute(
+            f"SELECT {_TOKEN_COLS} FROM issued_tokens WHERE holder=? ORDER BY issued_at, id",
+            (holder,))]
+
+    def last_of_lineage(self, lineage: str, *, exclude: str | None = None) -> IssuedToken | None:
+        """The latest token of ``lineage`` other than ``exclude``."""
+        row = self.db.reader().execute(
+            f"SELECT {_TOKEN_COLS} FROM issued_tokens WHERE lineage=? AND id IS NOT ? "
+            "ORDER BY issued_at DESC, rowid DESC LIMIT 1", (lineage, exclude)).fetchone()
+        return None if row is None else _issued(row)
+
+    def count(self) -> int:
+        return int(self.db.reader().execute("SELECT count(*) FROM issued_tokens").fetchone()[0])
+
+    @staticmethod
+    def set_used_in(txn: Txn, token_id: str, used: int) -> None:
+        """Record ``used`` invocations of ``token_id`` (counts only grow)."""
+        txn.conn.execute(
+            "INSERT INTO token_uses (token_id, used) VALUES (?,?) ON CONFLICT(token_id) "
+            "DO UPDATE SET used=max(used, excluded.used)", (token_id, used))
+
+    def used(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self.db.reader().execute(
+            "SELECT token_id, used FROM token_uses")}
 
 
 class RevocationStore:
@@ -196,9 +240,25 @@ class RevocationStore:
         """Revoke; True if it was not already revoked."""
         return await self.db.write(lambda t: self.revoke_in(t, token_id, at, reason))
 
+    @staticmethod
+    def revoke_holders_in(txn: Txn, holders: list[str], at: str, reason: str) -> int:
+        """Revoke every token issued to one of ``holders``; how many were newly revoked."""
+        n = 0
+        for h in holders:
+            cur = txn.conn.execute(
+                "INSERT OR IGNORE INTO revocations (token_id, revoked_at, reason) "
+                "SELECT id, ?, ? FROM issued_tokens WHERE holder=?", (at, reason, h))
+            n += max(0, cur.rowcount)
+        return n
+
     def is_revoked(self, token_id: str) -> bool:
         return self.db.reader().execute(
             "SELECT 1 FROM revocations WHERE token_id=?", (token_id,)).fetchone() is not None
+
+    def reason(self, token_id: str) -> str | None:
+        row = self.db.reader().execute(
+            "SELECT reason FROM revocations WHERE token_id=?", (token_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def all(self) -> set[str]:
         return {r[0] for r in self.db.reader().execute("SELECT token_id FROM revocations")}
@@ -242,6 +302,16 @@ class ApprovalStore:
         await self.db.write(lambda t: self.create_in(t, a))
 
     @staticmethod
+    def put_in(txn: Txn, a: ApprovalRecord) -> None:
+        """Insert or overwrite the whole record (the kernel's approval book owns the state
+        machine; the store keeps its latest word)."""
+        txn.conn.execute(
+            "INSERT OR REPLACE INTO approvals (id, agent_id, request, state, created_at, "
+            "deadline, decided_at, decision) VALUES (?,?,?,?,?,?,?,?)",
+            (a.id, a.agent_id, _j(a.request), a.state, a.created_at, a.deadline, a.decided_at,
+             None if a.decision is None else _j(a.decision)))
+
+    @staticmethod
     def decide_in(txn: Txn, approval_id: str, state: ApprovalState,
                   decision: dict[str, Any], at: str) -> None:
         if state == "pending":
@@ -267,6 +337,11 @@ class ApprovalStore:
         rows = self.db.reader().execute(
             f"SELECT {self._COLS} FROM approvals WHERE state='pending' ORDER BY created_at, id"
         ).fetchall()
+        return [_approval(r) for r in rows]
+
+    def all(self) -> list[ApprovalRecord]:
+        rows = self.db.reader().execute(
+            f"SELECT {self._COLS} FROM approvals ORDER BY created_at, id").fetchall()
         return [_approval(r) for r in rows]
 
 

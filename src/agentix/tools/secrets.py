@@ -7,14 +7,17 @@ Rules:
 - ``inject`` places the value as a header, an ``Authorization: Bearer`` header, or a query
   parameter; it returns the *secret-bearing* parts separately (``Injection``) so the caller
   can send them without storing them next to what the agent supplied.
-- ``redact`` replaces every occurrence of every secret value (and its URL-encoded and
-  base64 forms) in any string, bytes, list or dict with ``[secret:NAME]`` — run it over
-  results, events and log records before they leave the kernel.
+- ``redact`` replaces every occurrence of every secret value (and its URL-encoded, base64,
+  JSON- and repr-escaped forms) in any string, bytes, list or dict (keys too) with
+  ``[secret:NAME]`` — ``kernel/vault.py`` runs it over replies, errors, events and log
+  records before they leave the kernel.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
@@ -61,8 +64,20 @@ def inject(url: str, value: str, how: How, name: str | None = None) -> Injection
 
 
 def _forms(value: str) -> list[str]:
-    forms = {value, quote(value, safe=""), quote_plus(value), base64.b64encode(value.encode()).decode()}
+    """Every form ``value`` takes on its way out: as is, percent-encoded (query or path style,
+    either hex case), base64 (standard and URL-safe), JSON- and ``repr``-escaped."""
+    raw = value.encode()
+    forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             repr(value)[1:-1], base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
+             base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    for enc in (quote(value, safe=""), quote_plus(value), quote(value), quote(value, safe=_URL_SAFE)):
+        forms.add(enc)
+        forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), enc))
     return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+#: characters an URL library may leave unencoded in a query or path (RFC 3986 sub-delims etc.)
+_URL_SAFE = ":/?#[]@!$&'()*+,;=~"
 
 
 def redact(obj: Any, secrets: dict[str, str]) -> Any:

@@ -13,6 +13,8 @@ Rules:
 - Redirects are followed by hand, at most ``max_redirects`` (5), each hop checked the same
   way. Secret headers injected by the kernel go to the original host only.
 - The body is read up to ``max_bytes``; the whole fetch has one ``timeout`` (monotonic).
+- ``settle`` (the kernel passes its ledger's ``flush``) is awaited after each hop's checks and
+  before its connection, so a charge a hop's check made is durable before the hop happens.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ async def web_fetch(
     max_redirects: int = MAX_REDIRECTS,
     resolve: Resolver = system_resolver,
     verify: Any = True,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """Fetch ``url``; ``permits(host, address)`` is the capability check (address None = the
     host alone). Returns ``{url, status, content_type, content, encoding, bytes, truncated,
@@ -107,7 +110,7 @@ async def web_fetch(
         async with asyncio.timeout(timeout):
             return await _fetch(
                 url, permits, method, dict(headers or {}), body, dict(secret_headers or {}),
-                max_bytes, max_redirects, resolve, verify, timeout,
+                max_bytes, max_redirects, resolve, verify, timeout, settle,
             )
     except TimeoutError:
         raise Timeout(f"web_fetch of {url} took longer than {timeout} s", url=url, timeout=timeout) from None
@@ -116,7 +119,7 @@ async def web_fetch(
 async def _fetch(
     url: str, permits: Permits, method: str, headers: dict[str, str], body: str | bytes | None,
     secret_headers: dict[str, str], max_bytes: int, max_redirects: int, resolve: Resolver,
-    verify: Any, timeout: float,
+    verify: Any, timeout: float, settle: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     try:
         current = httpx.URL(url)
@@ -135,6 +138,8 @@ async def _fetch(
             first_host = host
         port = current.port or (443 if current.scheme == "https" else 80)
         addr = await _pick_address(host, port, permits, resolve)
+        if settle is not None:  # what the hop's check charged is durable before we connect
+            await settle()
         target = current.copy_with(host=addr)
         send_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
         default_port = port == (443 if current.scheme == "https" else 80)
