@@ -47,11 +47,14 @@ class Prepared:
 
 
 class PackageStore:
-    def __init__(self, home: Path, *, timeout: float = 30.0, limits: UnpackLimits = UnpackLimits()) -> None:
+    def __init__(self, home: Path, *, timeout: float = 30.0, limits: UnpackLimits = UnpackLimits(),
+                 db: Any = None) -> None:
+        """``db``: the kernel's store (``agentix.db``, which holds the trust state); without
+        one, ``home/agentix.db`` is opened when the trust state is first used."""
         self.home = home
         self.layout = Layout(home / "registry").init()
         self.keys = Keyring(home / "keys" / "signing")
-        self.trust = TrustState(home / "registry")
+        self.trust = TrustState(db if db is not None else home / "agentix.db", home / "registry")
         self.timeout = timeout
         self.limits = limits
 
