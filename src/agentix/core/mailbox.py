@@ -48,6 +48,10 @@ class BoundedFifo(Generic[T]):
         """The oldest message, or None if empty."""
         return self._items.popleft() if self._items else None
 
+    def peek(self) -> list[T]:
+        """Every queued message, oldest first, left queued (for a snapshot)."""
+        return list(self._items)
+
     def drain(self) -> list[T]:
         out = list(self._items)
         self._items.clear()

@@ -131,6 +131,9 @@ class Kernel:
         from agentix.kernel import packages_api
 
         self.packages = packages_api.register(self)  # package.*, keys.*, trust.* (docs/packages.md)
+        from agentix.kernel import snapshots_api
+
+        snapshots_api.register(self)  # snapshot.create/restore/fork (docs/packages.md, "Snapshots")
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
@@ -221,11 +224,15 @@ class Kernel:
         message: Any = None,
         program_base: Path | None = None,
         seed: Path | None = None,
+        prepare: Any = None,
     ) -> AgentRecord:
         """Start an agent process for ``manifest``. Refusals leave nothing behind.
 
         ``seed``: a verified, unpacked package tree (packages/unpack.py) whose entries are
-        moved into the new workspace; ``manifest.program`` is then a path inside it."""
+        moved into the new workspace; ``manifest.program`` is then a path inside it.
+        ``prepare``: an async function given the new record before its process starts (a
+        snapshot restore puts back taint, mailbox, budget spent and state there); it
+        undoes its own writes if the spawn fails after it."""
         if self.stopping:
             raise StateError("the kernel is shutting down; no new agents")
         depth = 0 if parent is None else parent.depth + 1
@@ -260,7 +267,7 @@ class Kernel:
         budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
         try:
             return await self._spawn(manifest, parent, message, program_base, degraded_ok, depth, budget,
-                                     seed)
+                                     seed, prepare)
         except BaseException:
             if parent is not None:
                 parent.budget.close_child(budget, time.monotonic())
@@ -269,7 +276,7 @@ class Kernel:
 
     async def _spawn(self, manifest: Manifest, parent: AgentRecord | None, message: Any,
                      program_base: Path | None, degraded_ok: bool, depth: int,
-                     budget: BudgetLedger, seed: Path | None = None) -> AgentRecord:
+                     budget: BudgetLedger, seed: Path | None = None, prepare: Any = None) -> AgentRecord:
         agent_id = self._new_id()
         # delegation first: a refused grant leaves nothing behind (no workspace, no process)
         try:
@@ -308,6 +315,12 @@ class Kernel:
             rec.taint |= parent.taint  # labels survive being passed on
         if message is not None:
             rec.mailbox.put(self._envelope(parent, message, rec.taint))
+        if prepare is not None:
+            try:
+                await prepare(rec)
+            except BaseException:
+                shutil.rmtree(workspace, ignore_errors=True)
+                raise
 
         kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(agent_sock.fileno(), True)

@@ -69,6 +69,7 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
     store = store or PackageStore(k.home.root, db=k.audit.db if k.audit is not None else None)
     p = k.pipeline
     lock = asyncio.Lock()  # one writer of the local store at a time
+    k.packages_lock = lock  # shared with the snapshot methods (kernel/snapshots_api.py)
 
     def recorded(fn: Any) -> Any:
         async def run(call: Call) -> Any:
