@@ -184,3 +184,65 @@ def test_only_a_live_agent_can_be_snapshotted(kernel: Any) -> None:
         kernel.client.call("snapshot.create", agent=aid)
     assert ei.value.code in ("not_found", "state_error")
     assert _snapshots(kernel) == []
+
+
+# ---------------------------------------------------------------- the CLI, push, pull, signing
+def _cli(kernel: Any, *args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "agentix.cli.main", "--home", str(kernel.home), *args],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_cli_snapshot_restore_and_a_refused_fork(kernel: Any) -> None:
+    import json
+
+    aid, _ = _ready_agent(kernel)
+    p = _cli(kernel, "snapshot", aid, "-t", "snapshots/mine:one", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    snap = json.loads(p.stdout)
+    assert snap["ref"] == "snapshots/mine:one"
+    p = _cli(kernel, "restore", "snapshots/mine:one", "--grant", "tool: echo", "--name", "again", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = json.loads(p.stdout)
+    assert r["name"] == "again" and [g["grants"] for g in r["grants"]] == [["tool: echo"]]
+    agents = {a.agent_id for a in kernel.client.list()}
+    p = _cli(kernel, "fork", aid, "--grant", "network: *", "--grant", "exec: python3")
+    assert p.returncode != 0 and "exec: python3" in p.stderr
+    assert {a.agent_id for a in kernel.client.list()} == agents
+    assert [s["ref"] for s in _snapshots(kernel)] == ["snapshots/mine:one"]
+
+
+def test_a_signed_snapshot_pushed_here_restores_there_and_an_unsigned_one_is_refused(
+        start_kernel: Any, registry: Any) -> None:
+    a = start_kernel()
+    aid, _ = _ready_agent(a)
+    ref = registry.ref("snaps/snapper:s1")
+    a.client.call("snapshot.create", agent=aid, tag=ref)
+    pub = a.client.call("keys.generate", name="default")["public_key"]
+    a.client.call("package.sign", ref=ref, key="default")
+    a.client.call("package.push", ref=ref)
+    unsigned = registry.ref("snaps/snapper:unsigned")
+    a.client.send(aid, "one more pending message")  # another state: another digest, not signed
+    assert a.client.call("snapshot.create", agent=aid, tag=unsigned)["digest"] != \
+        a.client.call("package.inspect", ref=ref)["digest"]
+    a.client.call("package.push", ref=unsigned)
+
+    b = start_kernel()
+    with pytest.raises(AgentixError) as ei:                   # no trust yet: refused, nothing stored
+        b.client.call("package.pull", ref=ref)
+    assert ei.value.data["reason"] == "untrusted_key"
+    b.client.call("trust.add", key=pub, pattern=registry.ref("snaps/*"))
+    with pytest.raises(AgentixError) as ei:
+        b.client.call("package.pull", ref=unsigned)
+    assert ei.value.data["reason"] == "unsigned"
+    pulled = b.client.call("package.pull", ref=ref)
+    assert pulled["verdict"]["basis"] == "signed"
+    r = b.client.call("snapshot.restore", ref=ref)
+    done = b.client.wait(r["agent_id"], timeout=60)
+    assert done.reason == "completed", b.daemon_log()[-3000:]
+    assert done.result["notes"]["value"] == {"step": 1, "items": ["x", "y"]}
+    assert "agent_message" in done.result["taint"]
+    with pytest.raises(AgentixError):                          # a snapshot is restored, never run as a package
+        b.client.call("package.run", ref=ref, accept="all")

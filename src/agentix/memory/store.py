@@ -233,7 +233,7 @@ class MemoryStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT category, content, metadata, embedder, embedding FROM memories WHERE owner=? "
-                "ORDER BY created_at, id", (owner,)).fetchall()
+                "ORDER BY created_at, rowid", (owner,)).fetchall()
         return [{"category": c, "content": t, "metadata": json.loads(m), "embedder": e,
                  "embedding": base64.b64encode(v).decode()} for c, t, m, e, v in rows]
 
