@@ -227,7 +227,7 @@ def _write_layer(root_fd: int, entries: list[_Entry], out: io.BufferedWriter,
 
     sink = _Hashing()
     with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=compresslevel) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
             for e in entries:
                 ti = _tar_info(e)
                 if e.is_dir:
@@ -437,9 +437,12 @@ def write_tree_layer(root: Path, layout: Layout, opts: WalkOptions, compressleve
     tmp = layout.temp_path("layer")
     try:
         entries = _walk(fd, (), [], "the workspace", opts)
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", buffering=CHUNK) as f:
             digest, size = _write_layer(fd, entries, f, compresslevel)  # type: ignore[arg-type]
-        layout.commit_file(tmp, digest)
+            f.flush()
+            os.fsync(f.fileno())
+        # hashed as it was written, by us, into the store's private tmp/: no second read
+        layout.commit_file(tmp, digest, hashed=True)
     finally:
         os.close(fd)
         tmp.unlink(missing_ok=True)

@@ -41,8 +41,11 @@ SNAPSHOT_ARTIFACT_TYPE = "application/vnd.agentix.snapshot.v1"
 SNAPSHOT_CONFIG_TYPE = "application/vnd.agentix.snapshot.config.v1+json"
 #: the version a snapshot's signature statement names (snapshots are told apart by digest)
 SNAPSHOT_VERSION = "0.0.0"
-#: workspace layers are compressed fast: they are written on every snapshot, never cached
-SNAPSHOT_GZIP_LEVEL = 1
+#: workspace layers are gzip *stored* (level 0: framing and CRC, no deflate): a snapshot is
+#: written whole every time (no layer cache), and deflate — even level 1, on incompressible
+#: bytes — made packing 3-4x slower than the goal of <= 2x `tar` allows (bench/packages.py).
+#: The price is size: a snapshot is as large as the workspace.
+SNAPSHOT_GZIP_LEVEL = 0
 MAX_DOCUMENT = 64 << 20
 
 
