@@ -82,7 +82,7 @@ def test_rpc_cli_and_offline_verification(home, tmp_path):
             k.conn.call("kernel.shutdown")
         proc.wait(timeout=30)
     # the stop was recorded and the chain is intact, offline
-    r = cli(home, "audit", "export", "--jsonl")
+    r = cli(home, "audit", "export")
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert lines[-1]["kind"] == "kernel.stopped"
     assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))

@@ -56,7 +56,7 @@ def audit() -> None:
 
 
 @audit.command()
-@click.option("--follow", "-f", is_flag=True, help="keep printing new entries")
+@click.option("--follow", "-f", is_flag=True, help="then keep printing new entries")
 @click.option("--agent", help="only this agent's entries")
 @click.option("--kind", help="only this kind (or prefix, e.g. 'capability')")
 @click.option("-n", "limit", type=int, default=20, show_default=True, help="entries to show")
@@ -82,7 +82,7 @@ def tail(obj: Any, follow: bool, agent: str | None, kind: str | None, limit: int
 @click.option("--heads", "heads_file", type=click.Path(exists=True, path_type=Path),
               help="JSONL of signed heads kept elsewhere, trusted in addition to stored ones")
 @click.option("--key", help="the kernel's public key (hex or a file); default from the home")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON (for scripts)")
 @click.pass_obj
 def verify(obj: Any, offline: bool, heads_file: Path | None, key: str | None,
            as_json: bool) -> None:
@@ -130,8 +130,9 @@ def prove(obj: Any, seq: int, output: Path | None) -> None:
 @audit.command("check-proof")
 @click.argument("proof_file", type=click.File("rb"))
 @click.option("--key", help="the kernel's public key (hex or a file); default from the home")
+@click.option("--json", "as_json", is_flag=True, help="print the verdict as JSON (for scripts)")
 @click.pass_obj
-def check_proof(obj: Any, proof_file: Any, key: str | None) -> None:
+def check_proof(obj: Any, proof_file: Any, key: str | None, as_json: bool) -> None:
     """Check an inclusion proof offline with only the public key; exit 1 if invalid."""
     from agentix.sdk.audit import check_proof
     from agentix.sdk.errors import InvalidRequest
@@ -141,18 +142,26 @@ def check_proof(obj: Any, proof_file: Any, key: str | None) -> None:
         e = check_proof(proof, _public_key(obj.home, key))
     except (InvalidRequest, ValueError) as exc:
         msg = exc.message if isinstance(exc, InvalidRequest) else str(exc)
-        click.echo(f"INVALID: {msg}", err=True)
+        if as_json:
+            click.echo(json.dumps({"valid": False, "reason": msg}))
+        else:
+            click.echo(f"INVALID: {msg}", err=True)
         sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"valid": True, "seq": e.seq, "kind": e.kind,
+                               "tree_size": proof["tree_size"]}))
+        return
     click.echo(f"valid: entry {e.seq} ({e.kind}) is in the signed log of "
                f"{proof['tree_size']} entries (head {proof['head']['timestamp']})")
 
 
 @audit.command()
-@click.option("--jsonl", is_flag=True, default=True, help="one entry per line (the format)")
 @click.option("-o", "output", type=click.Path(path_type=Path), help="file (default stdout)")
 @click.pass_obj
-def export(obj: Any, jsonl: bool, output: Path | None) -> None:
-    """Export every entry as JSONL (docs/audit.md section 2)."""
+def export(obj: Any, output: Path | None) -> None:
+    """Export every entry, one JSON object per line (JSONL; docs/audit.md section 2).
+
+    Reads $AGENTIX_HOME/agentix.db directly (no kernel needed)."""
     from agentix.sdk.audit import export_file
 
     if output is None:

@@ -33,6 +33,10 @@ from agentix.sdk import Kernel
 __all__ = ["GoalWatch", "render_stats", "run_goal", "top"]
 
 EVENT_LIMIT = 10_000
+PROGRESS_EVERY = 10.0
+# refusals; capability.granted / revoked / delegated are not denials
+DENIAL_KINDS = frozenset({"capability.denied", "call.refused", "taint.violation", "approval.denied",
+                          "approval.expired"})
 
 
 @dataclass
@@ -91,7 +95,7 @@ class GoalWatch:
             return f"  {escape(a.name)} → [bold]{escape(str(d.get('tool')))}[/] [dim]{escape(args[:100])}[/]"
         if kind == "tool.result" and not d.get("ok"):
             return escape(f"  {a.name} ← {d.get('tool')} failed: {d.get('error')}: {str(d.get('message'))[:120]}")
-        if kind.startswith("capability.") or kind == "call.refused":
+        if kind in DENIAL_KINDS:
             a.denied += 1
             what = d.get("tool") or d.get("method")
             return "  [red]denied[/] " + escape(f"{a.name}: {what}: {str(d.get('message'))[:160]}")
@@ -223,29 +227,24 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
 
 # ---------------------------------------------------------------- top
 def render_stats(stats: dict[str, Any], names: dict[str, str] | None = None) -> Group:
-    """One table per provider of an ``inference.stats`` snapshot."""
+    """One table per provider of an ``inference.stats`` snapshot (for a terminal)."""
+    from agentix.cli.top import HEADERS, provider_title, stats_rows
+
     names = names or {}
     parts = []
     for pname, p in stats.get("providers", {}).items():
-        lim = p.get("limiter") or {}
-        t = Table(title=f"{pname}{' [yellow](scripted/simulated)[/]' if p.get('scripted') else ''}: "
-                        f"queue {p['queue_length']} · in flight {p['in_flight']}/{lim.get('concurrency_cap', '-')} · "
-                        f"{p['tokens_per_s']:.1f} tokens/s · served {p['served']} · "
-                        f"fairness {p['fairness']:.3f} · retries {p['retries']} · failures {p['failures']}")
-        for col in ("agent", "weight", "waiting", "running", "served", "tokens", "share", "mean wait", "p99 wait"):
-            t.add_column(col, justify="right")
-        for a in sorted(p.get("agents") or [], key=lambda a: -a["tokens"]):
-            label = names.get(a["agent_id"], a["agent_id"])
-            t.add_row(label, f"{a['weight']:g}", str(a["waiting"]), str(a["running"]), str(a["served"]),
-                      f"{a['tokens']:.0f}", f"{a['share']:.1%}", f"{a['mean_wait'] * 1000:.0f} ms",
-                      f"{a['p99_wait'] * 1000:.0f} ms")
+        t = Table(title=provider_title(pname, p))
+        for i, col in enumerate(HEADERS):
+            t.add_column(col.lower(), justify="right", no_wrap=i == 0)
+        for row in stats_rows(p, names):
+            t.add_row(*row)
         parts.append(t)
     return Group(*parts)
 
 
 @click.command()
 @click.option("--interval", default=1.0, show_default=True, help="seconds between refreshes")
-@click.option("--once", is_flag=True, help="print one snapshot and exit")
+@click.option("--once", is_flag=True, help="print one snapshot and exit (the default when piped)")
 @click.option("--json", "as_json", is_flag=True, help="print one snapshot as JSON and exit")
 @click.pass_obj
 def top(obj: Any, interval: float, once: bool, as_json: bool) -> None:
@@ -259,8 +258,12 @@ def top(obj: Any, interval: float, once: bool, as_json: bool) -> None:
     def names() -> dict[str, str]:
         return {a.agent_id: f"{a.name} ({a.agent_id})" for a in k.list(all=True)}
 
-    if once:
-        console.print(render_stats(k.inference_stats(), names()))
+    from agentix.cli import render
+
+    if once or not render.is_tty():  # piped: one plain snapshot, full ids
+        from agentix.cli.top import print_plain
+
+        print_plain(k.inference_stats(), names())
         return
     from rich.live import Live
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
+from agentix.cli import render
 from agentix.sdk.errors import NotFound, RegistryError
 
 __all__ = ["install", "EXIT_REGISTRY"]
@@ -42,7 +42,7 @@ def _dump(data: Any) -> None:
 @click.option("--tag", "-t", required=True, help="NAME:TAG, e.g. team/hello:1.0.0 or HOST:PORT/team/hello:1.0.0")
 @click.option("--file", "-f", "agentfile", type=click.Path(exists=True, dir_okay=False),
               help="the Agentfile (default: CONTEXT/Agentfile[.yaml|.json])")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def build(ctx: click.Context, context: str, tag: str, agentfile: str | None, as_json: bool) -> None:
     """Build the Agentfile in CONTEXT into a package in the local store."""
@@ -57,19 +57,25 @@ def build(ctx: click.Context, context: str, tag: str, agentfile: str | None, as_
 @click.command()
 @click.argument("ref")
 @click.option("--key", "-k", default="default", show_default=True, help="the signing key's name")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def sign(ctx: click.Context, ref: str, key: str) -> None:
+def sign(ctx: click.Context, ref: str, key: str, as_json: bool) -> None:
     """Sign a local package (its digest, name and version) with a signing key."""
     r = _kernel(ctx).call("package.sign", ref=ref, key=key)
+    if as_json:
+        return _dump(r)
     out.print(f"[green]signed[/] {r['name']} {r['version']} {r['digest']} with key {r['keyid']}")
 
 
 @click.command()
 @click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def push(ctx: click.Context, ref: str) -> None:
+def push(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Push a local package (and its signatures) to its registry."""
     r = _kernel(ctx).call("package.push", ref=ref)
+    if as_json:
+        return _dump(r)
     out.print(f"[green]pushed[/] {r['ref']} {r['digest']} ({r['blobs_sent']} blobs sent, "
               f"{r['signatures']} signatures)")
 
@@ -77,7 +83,7 @@ def push(ctx: click.Context, ref: str) -> None:
 @click.command()
 @click.argument("ref")
 @click.option("--allow-rollback", is_flag=True, help="accept a version older than one seen before")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def pull(ctx: click.Context, ref: str, allow_rollback: bool, as_json: bool) -> None:
     """Pull a package, verify it against the trust policy, and store it locally."""
@@ -96,19 +102,26 @@ def keys() -> None:
 
 @keys.command("generate")
 @click.argument("name", default="default")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def keys_generate(ctx: click.Context, name: str) -> None:
+def keys_generate(ctx: click.Context, name: str, as_json: bool) -> None:
     """Create an Ed25519 signing key; print its public key (give that to those who trust you)."""
     r = _kernel(ctx).call("keys.generate", name=name)
+    if as_json:
+        return _dump(r)
     out.print(f"key [bold]{r['name']}[/] ({r['keyid']})")
     click.echo(r["public_key"])
 
 
 @keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def keys_list(ctx: click.Context) -> None:
+def keys_list(ctx: click.Context, as_json: bool) -> None:
     """List signing keys and their public keys."""
-    for k in _kernel(ctx).call("keys.list")["keys"]:
+    rows = _kernel(ctx).call("keys.list")["keys"]
+    if as_json:
+        return _dump(rows)
+    for k in rows:
         click.echo(f"{k['name']}\t{k['keyid']}\t{k['public_key']}")
 
 
@@ -120,19 +133,25 @@ def trust() -> None:
 @trust.command("add")
 @click.argument("key")
 @click.option("--for", "pattern", required=True, help='names the key counts for, e.g. "registry.example/team/*"')
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def trust_add(ctx: click.Context, key: str, pattern: str) -> None:
+def trust_add(ctx: click.Context, key: str, pattern: str, as_json: bool) -> None:
     """Trust KEY (ed25519:…, a file holding it, or a local key's name) for names matching PATTERN."""
-    _kernel(ctx).call("trust.add", key=key, pattern=pattern)
+    r = _kernel(ctx).call("trust.add", key=key, pattern=pattern)
+    if as_json:
+        return _dump(r)
     out.print(f"[green]trusted[/] {key if len(key) < 40 else key[:40] + '…'} for {pattern}")
 
 
 @trust.command("allow-unsigned")
 @click.argument("pattern")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def trust_allow_unsigned(ctx: click.Context, pattern: str) -> None:
+def trust_allow_unsigned(ctx: click.Context, pattern: str, as_json: bool) -> None:
     """Accept unsigned packages for names matching PATTERN (each acceptance is audited)."""
-    _kernel(ctx).call("trust.allow_unsigned", pattern=pattern)
+    r = _kernel(ctx).call("trust.allow_unsigned", pattern=pattern)
+    if as_json:
+        return _dump(r)
     out.print(f"[yellow]unsigned packages accepted[/] for {pattern}")
 
 
@@ -149,17 +168,15 @@ def packages() -> None:
 
 
 @packages.command("ls")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def packages_ls(ctx: click.Context, as_json: bool) -> None:
     """List local packages."""
     rows = _kernel(ctx).call("package.list")["packages"]
     if as_json:
         return _dump(rows)
-    t = Table("REF", "DIGEST", "SIGNED")
-    for r in rows:
-        t.add_row(r["ref"], r["digest"][:19], "yes" if r["signed"] else "no")
-    out.print(t)
+    render.table(["REF", "DIGEST", "SIGNED"],
+                 [[r["ref"], r["digest"], "yes" if r["signed"] else "no"] for r in rows])
 
 
 @packages.command("inspect")
@@ -180,10 +197,13 @@ def packages_verify(ctx: click.Context, ref: str) -> None:
 
 @packages.command("rm")
 @click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def packages_rm(ctx: click.Context, ref: str) -> None:
+def packages_rm(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Remove a tag from the local store (and blobs nothing else uses)."""
     r = _kernel(ctx).call("package.rm", ref=ref)
+    if as_json:
+        return _dump(r)
     out.print(f"[green]removed[/] {r['ref']} ({r['blobs_removed']} blobs freed)")
 
 

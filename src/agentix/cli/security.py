@@ -10,57 +10,67 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-__all__ = ["COMMANDS"]
+from agentix.cli.render import line, table
 
-out = Console()
+__all__ = ["COMMANDS", "approvals", "approve", "caps", "deny"]
 
 
 def _dump(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
+def _when(a: dict[str, Any], now: float) -> str:
+    if a["state"] == "pending":
+        return f"expires in {max(0, a['deadline'] - now):.0f}s"
+    by = f" by {a['answered_by']}" if a.get("answered_by") else ""
+    if a["state"] == "expired":
+        return "EXPIRED (no answer)"
+    return f"ANSWERED{by}"  # granted, denied, or granted and used
+
+
 @click.command()
-@click.option("--all", "show_all", is_flag=True, help="answered ones too")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--all", "show_all", is_flag=True, help="answered and expired ones too")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
 @click.pass_obj
 def approvals(obj: Any, show_all: bool, as_json: bool) -> None:
-    """List approval requests waiting for an answer."""
+    """List approval requests waiting for an answer (--all: every one)."""
     items = obj.kernel.approvals(all=show_all)
     if as_json:
         return _dump(items)
     if not items:
-        out.print("no approval requests" + ("" if show_all else " pending"))
+        line("no approval requests" + ("" if show_all else " pending"))
         return
-    t = Table("ID", "AGENT", "TOOL", "ARGS", "STATE", "EXPIRES IN", box=None)
     now = time.time()
-    for a in items:
-        args = json.dumps(a.get("args"), sort_keys=True)
-        t.add_row(a["id"], str(a["agent"]), a["tool"], args if len(args) < 80 else args[:77] + "...",
-                  a["state"], f"{max(0, a['deadline'] - now):.0f}s")
-    out.print(t)
+    table(["ID", "AGENT", "TOOL", "STATE", "EXPIRES IN" if not show_all else "WHEN", "ARGS"],
+          [[a["id"], str(a["agent"]), a["tool"], a["state"], _when(a, now),
+            json.dumps(a.get("args"), sort_keys=True)] for a in items], keep=(0, 1))
 
 
 @click.command()
 @click.argument("approval_id")
 @click.option("--reason", default=None, help="recorded with the answer")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
 @click.pass_obj
-def approve(obj: Any, approval_id: str, reason: str | None) -> None:
+def approve(obj: Any, approval_id: str, reason: str | None, as_json: bool) -> None:
     """Approve one pending action (exactly as shown by `agentix approvals`)."""
     a = obj.kernel.approve(approval_id, reason)
-    out.print(f"[green]approved[/] {a['id']} ({a['tool']} for {a['agent']})")
+    if as_json:
+        return _dump(a)
+    line(f"approved {a['id']} ({a['tool']} for {a['agent']})", "green")
 
 
 @click.command()
 @click.argument("approval_id")
 @click.option("--reason", default=None, help="told to the agent")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
 @click.pass_obj
-def deny(obj: Any, approval_id: str, reason: str | None) -> None:
+def deny(obj: Any, approval_id: str, reason: str | None, as_json: bool) -> None:
     """Deny one pending action; the agent's call fails with the reason."""
     a = obj.kernel.deny(approval_id, reason)
-    out.print(f"[red]denied[/] {a['id']} ({a['tool']} for {a['agent']})")
+    if as_json:
+        return _dump(a)
+    line(f"denied {a['id']} ({a['tool']} for {a['agent']})", "red")
 
 
 @click.group()
@@ -70,28 +80,34 @@ def caps() -> None:
 
 @caps.command("ls")
 @click.argument("agent", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
 @click.pass_obj
 def caps_ls(obj: Any, agent: str | None, as_json: bool) -> None:
-    """List tokens (of one agent, or of all)."""
+    """List tokens (of one agent, or of all) with the full ids `caps revoke` takes."""
     toks = obj.kernel.caps(agent)
     if as_json:
         return _dump(toks)
-    t = Table("TOKEN", "HOLDER", "PARENT", "GRANTS", "LEFT", "STATE", box=None)
-    for tok in toks:
-        t.add_row(tok["id"][:16], tok["holder"], (tok["parent_id"] or "-")[:16], ", ".join(tok["grants"]),
-                  "∞" if tok["remaining"] is None else str(tok["remaining"]),
-                  "[red]revoked[/]" if tok["revoked"] else "live")
-    out.print(t)
+    table(["TOKEN", "HOLDER", "PARENT", "LEFT", "STATE", "GRANTS"],
+          [[t["id"], t["holder"], t["parent_id"] or "-",
+            "unlimited" if t["remaining"] is None else str(t["remaining"]),
+            ("revoked", "red") if t["revoked"] else "live", ", ".join(t["grants"])] for t in toks],
+          keep=(0, 1, 2))
 
 
 @caps.command("revoke")
-@click.argument("token_id")
+@click.argument("token_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
 @click.pass_obj
-def caps_revoke(obj: Any, token_id: str) -> None:
-    """Revoke a token and every token derived from it."""
-    r = obj.kernel.revoke(token_id)
-    out.print(f"revoked {r['revoked']}" + (f" and {len(r['derived'])} derived" if r["derived"] else ""))
+def caps_revoke(obj: Any, token_ids: tuple[str, ...], as_json: bool) -> None:
+    """Revoke tokens (ids as `caps ls` shows them) and every token derived from each.
+
+    Acts on each TOKEN_ID and reports each; exits non-zero if any failed."""
+    from agentix.cli.main import for_each
+
+    def show(r: dict[str, Any]) -> None:
+        line(f"revoked {r['revoked']}" + (f" and {len(r['derived'])} derived" if r["derived"] else ""))
+
+    for_each(token_ids, obj.kernel.revoke, show, as_json)
 
 
 COMMANDS = [approvals, approve, deny, caps]

@@ -226,7 +226,9 @@ def authorize(
     refused: list[Refused] = []
     used_tokens: dict[str, Token] = {}
     used_get = ledger.used
-    fences = tuple((p.rstrip("/") or "/", (p.rstrip("/") or "/") + "/") for p in request.denied_prefixes)
+    fences = tuple((p.rstrip("/") or "/", (p.rstrip("/") or "/") + "/") for p in request.denied_prefixes
+                   ) if request.denied_prefixes and any(
+                       type(r) is Request and r.kind in _FILE_KINDS for r in request.resources) else ()
     live_ids = [(t, t.id, t.limits) for t in live]
 
     for r in request.resources:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
@@ -82,7 +83,9 @@ class Block:
 
 @dataclass(frozen=True)
 class Token:
-    """A verified (or just minted) capability. Only ``Authority`` constructs these."""
+    """A verified (or just minted) capability. Only ``Authority`` constructs these.
+    (Derived facts — id, chain, expiry, limits — are computed once per token: its blocks are
+    signed and immutable.)"""
 
     blocks: tuple[Block, ...]
     serialized: bytes = field(repr=False)
@@ -91,20 +94,20 @@ class Token:
     #: revocation, expiry and holder are never cached — ``core.authorize`` checks them each time)
     _verdicts: dict[Any, bool] = field(repr=False, compare=False, default_factory=dict)
 
-    @property
+    @cached_property
     def id(self) -> str:
         return self.blocks[-1].id
 
-    @property
+    @cached_property
     def parent_id(self) -> str | None:
         return self.blocks[-2].id if len(self.blocks) > 1 else None
 
-    @property
+    @cached_property
     def chain(self) -> tuple[str, ...]:
         """Ids from the root token to this one."""
         return tuple(b.id for b in self.blocks)
 
-    @property
+    @cached_property
     def holder(self) -> str:
         return self.blocks[-1].holder
 
@@ -114,7 +117,7 @@ class Token:
         intersection over ``blocks``; see ``permits``)."""
         return self.blocks[-1].grants
 
-    @property
+    @cached_property
     def expires_at(self) -> int | None:
         exps = [b.expires_at for b in self.blocks if b.expires_at is not None]
         return min(exps) if exps else None
@@ -123,13 +126,13 @@ class Token:
     def max_invocations(self) -> int | None:
         return self.blocks[-1].max_invocations
 
-    @property
+    @cached_property
     def approval_required(self) -> frozenset[str]:
         """Tools that need approval when this token is used: the union over its chain, so a
         constraint added by any ancestor can never be dropped by delegating."""
         return frozenset(a for b in self.blocks for a in b.ask)
 
-    @property
+    @cached_property
     def limits(self) -> tuple[tuple[str, int], ...]:
         """(id, max_invocations) for every block in the chain that has a limit."""
         return tuple((b.id, b.max_invocations) for b in self.blocks if b.max_invocations is not None)

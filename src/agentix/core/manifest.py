@@ -116,7 +116,7 @@ class Manifest(_Model):
     program: str | None = None
     args: list[str] = Field(default_factory=list)
     lifecycle: Literal["on_demand", "persistent"] = "on_demand"
-    #: grant strings, or mappings ``{grant: "tool: echo", max_invocations: 3, expires: 10m}``
+    #: grant strings, a preset name, or mappings ``{grant: "tool: echo", max_invocations: 3, expires: 10m}``
     #: (``grant`` may also be a list of strings); each mapping becomes its own token
     capabilities: list[str | CapabilityEntry] | str = Field(default_factory=list)
     approval_required: list[str] = Field(default_factory=list)
@@ -144,6 +144,14 @@ class Manifest(_Model):
     def _caps(cls, v: Any) -> Any:
         if v is None:
             return []
+        if isinstance(v, str) and ":" not in v:
+            # a preset name alone: ``capabilities: sandboxed`` means ``[preset: sandboxed]``
+            from agentix.core.grants import PRESETS
+
+            if v.strip() not in PRESETS:
+                raise ValueError(f"{v!r} is neither a grant string ('kind: value') nor a preset "
+                                 f"name ({', '.join(PRESETS)})")
+            return [f"preset: {v.strip()}"]
         if isinstance(v, dict):
             # {file_read: [/a/*, /b/*], tool: web_fetch} -> ["file_read: /a/*", ...]
             out: list[str] = []

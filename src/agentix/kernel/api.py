@@ -91,6 +91,8 @@ def register(k: Kernel) -> None:
         from agentix.kernel.kernel import parse_spawn_manifest
 
         manifest, base = parse_spawn_manifest(call.params)
+        if call.params.get("name") is not None and not isinstance(call.params["name"], str):
+            raise InvalidRequest('parameter "name" must be a string (the agent\'s name)', field="name")
         if isinstance(call.params.get("name"), str):
             manifest = manifest.model_copy(update={"name": parse_manifest(
                 {**manifest.to_data(), "name": call.params["name"]}).name})

@@ -410,6 +410,11 @@ class Kernel:
                 raise InvalidRequest(
                     f"program {program!r}: only built-in programs under agentix.agents can be "
                     "named as modules", field="program")
+            if not _builtin_program_exists(module):
+                raise InvalidRequest(
+                    f"program {program!r}: there is no built-in program {module}; built-in "
+                    "programs are modules under agentix.agents (e.g. module:agentix.agents.loop)",
+                    field="program")
             return program
         if parent is not None:
             # a path inside the parent's own workspace, copied without following links
@@ -638,6 +643,16 @@ class Kernel:
             res = close()
             if asyncio.iscoroutine(res):
                 await res
+
+
+def _builtin_program_exists(module: str) -> bool:
+    """Whether ``module`` (under agentix.agents, already checked) can be run by boot."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package
+        return False
 
 
 def parse_spawn_manifest(params: dict[str, Any]) -> tuple[Manifest, Path | None]:

@@ -135,14 +135,17 @@ class ProcessTable:
         return rec
 
     def find(self, ref: str) -> AgentRecord:
-        """By id, or by the name of a live agent."""
+        """By id, or by name: the live agent of that name, else the latest that had it."""
         rec = self._by_id.get(ref)
         if rec is not None:
             return rec
         aid = self._live_names.get(ref)
         if aid is not None:
             return self._by_id[aid]
-        raise NotFound(f"no agent with id or live name {ref!r}", agent=ref)
+        named = [r for r in self._by_id.values() if r.name == ref]
+        if named:
+            return max(named, key=lambda r: r.created_at)
+        raise NotFound(f"no agent with id or name {ref!r}; `agentix ps --all` lists them", agent=ref)
 
     def find_live(self, ref: str) -> AgentRecord:
         rec = self.find(ref)

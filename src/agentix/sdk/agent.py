@@ -111,12 +111,33 @@ class AgentKernel:
         return ChildExit(r["agent_id"], r["name"], r["state"], ex.get("reason"), ex.get("code"), r.get("result"))
 
     def exit(self, result: Any = None, code: int = 0) -> NoReturn:
-        """Report ``result`` to the kernel and end the process."""
-        self.conn.call("sys.exit", {"result": result})
+        """Report ``result`` to the kernel and end the process.
+
+        Mapping keys become strings as JSON has them (``{1: "a"}`` is reported as ``{"1": "a"}``)."""
+        self.conn.call("sys.exit", {"result": _json_keys(result)})
         self.conn.close()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _json_keys(value: Any) -> Any:
+    """``value`` with every mapping key a string, as ``json.dumps`` makes them."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                if k is None or isinstance(k, (bool, int, float)):
+                    k = {None: "null", True: "true", False: "false"}.get(k, repr(k)) \
+                        if k is None or isinstance(k, bool) else repr(k)
+                else:
+                    raise TypeError(f"result keys must be str, int, float, bool or None, "
+                                    f"not {type(k).__name__}")
+            out[k] = _json_keys(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_json_keys(v) for v in value]
+    return value
 
 
 _default: AgentKernel | None = None

@@ -77,6 +77,14 @@ class Connection:
             req_id = self._next_id
         frame = orjson.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}}) + b"\n"
         with self._send_lock:
+            if len(frame) > FRAME_LIMIT:  # the kernel would close the connection
+                from agentix.core.errors import InvalidRequest
+
+                raise InvalidRequest(
+                    f"{method}: the request is {len(frame)} bytes, over the kernel's frame limit "
+                    f"of {FRAME_LIMIT} bytes; nothing was sent (write large data to a file in "
+                    "the workspace, or send it in parts)", method=method, size=len(frame),
+                    limit=FRAME_LIMIT)
             try:
                 self._sock.sendall(frame)
             except OSError as err:
@@ -112,3 +120,9 @@ class Connection:
             data = err.get("data") or {}
             raise error_from_code(data.get("error", "internal_error"), err.get("message", ""), data)
         return reply.get("result")
+
+
+#: the kernel's default ``[kernel] frame_limit``: a larger request is refused by ``call``
+#: before anything is sent (the kernel would close the connection), so the connection stays
+#: usable
+FRAME_LIMIT = 1024 * 1024

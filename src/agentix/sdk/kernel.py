@@ -10,33 +10,67 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from agentix.sdk.client import Connection
 from agentix.sdk.errors import KernelNotRunning
+
+TYPE_CHECKING = False  # no typing, dataclasses or pathlib at import: `agentix info` starts fast
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 __all__ = ["AgentInfo", "Kernel", "SpawnResult", "default_home"]
 
 
 def default_home() -> Path:
+    from pathlib import Path
+
     env = os.environ.get("AGENTIX_HOME")
     return Path(env).expanduser() if env else Path.home() / ".agentix"
 
 
-@dataclass(frozen=True)
-class SpawnResult:
+class _Record:
+    """An immutable record with positional fields (a frozen dataclass without the import)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __init__(self, *values: Any) -> None:
+        if len(values) != len(self.__slots__):
+            raise TypeError(f"{type(self).__name__} takes {len(self.__slots__)} fields")
+        for k, v in zip(self.__slots__, values):
+            object.__setattr__(self, k, v)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, k) for k in self.__slots__ if k != "raw"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(" + ", ".join(
+            f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class SpawnResult(_Record):
+    __slots__ = ("agent_id", "name", "pid", "isolation")
     agent_id: str
     name: str
     pid: int | None
     isolation: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class AgentInfo:
+class AgentInfo(_Record):
     """A snapshot of an agent's record (``raw`` holds every field the kernel returned)."""
 
+    __slots__ = ("agent_id", "name", "state", "parent", "pid", "exit", "result", "raw")
     agent_id: str
     name: str
     state: str
@@ -59,14 +93,27 @@ class AgentInfo:
 class Kernel:
     def __init__(self, home: str | Path | None = None, *, socket_path: str | Path | None = None,
                  connect_timeout: float = 5.0) -> None:
-        self.home = Path(home).expanduser() if home else default_home()
-        self.socket_path = Path(socket_path) if socket_path else self.home / "agentixd.sock"
+        env = os.environ.get("AGENTIX_HOME")
+        self._home = os.path.expanduser(str(home) if home else env or "~/.agentix")
+        self._socket = str(socket_path) if socket_path else os.path.join(self._home, "agentixd.sock")
         try:
-            self.conn = Connection.unix(str(self.socket_path), timeout=connect_timeout)
+            self.conn = Connection.unix(self._socket, timeout=connect_timeout)
         except (FileNotFoundError, ConnectionRefusedError) as err:
             raise KernelNotRunning(
                 f"no kernel is running at {self.socket_path} ({err.strerror}); start one with `agentix up`",
                 socket=str(self.socket_path)) from None
+
+    @property
+    def home(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._home)
+
+    @property
+    def socket_path(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._socket)
 
     def close(self) -> None:
         self.conn.close()
@@ -124,6 +171,8 @@ class Kernel:
         Relative ``program`` paths are resolved against ``base_dir`` (default: the
         manifest file's directory, or the current directory).
         """
+        from pathlib import Path
+
         params: dict[str, Any] = {"message": message}
         if manifest_path is not None:
             params["manifest_path"] = str(Path(manifest_path).expanduser().resolve())
@@ -182,6 +231,8 @@ class Kernel:
     def submit_goal(self, goal: str, *, output: str | Path | None = None,
                     manifest: dict[str, Any] | None = None) -> dict[str, Any]:
         """Start the goal orchestrator (``agent.submit_goal``); ``output`` gets its ``output/``."""
+        from pathlib import Path
+
         params: dict[str, Any] = {"goal": goal}
         if output is not None:
             params["output"] = str(Path(output).expanduser().resolve())
