@@ -38,7 +38,7 @@ def _show(r: dict[str, Any], as_json: bool, verb: str) -> None:
 @click.command()
 @click.argument("agent")
 @click.option("--tag", "-t", help="NAME:TAG for the snapshot (default snapshots/AGENT:snap-<digest>)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def snapshot(ctx: click.Context, agent: str, tag: str | None, as_json: bool) -> None:
     """Freeze AGENT, write a content-addressed snapshot of its state, resume it."""
@@ -56,7 +56,7 @@ def snapshot(ctx: click.Context, agent: str, tag: str | None, as_json: bool) -> 
 @click.option("--grant", "-g", multiple=True,
               help="restore with only this grant (repeatable; each must be covered by a recorded one)")
 @click.option("--name", help="the new agent's name (default: the snapshot's, or NAME-2, …)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def restore(ctx: click.Context, snap: str, grant: tuple[str, ...], name: str | None, as_json: bool) -> None:
     """Start a NEW agent from snapshot SNAP (NAME:TAG, NAME@sha256:…, or sha256:…)."""
@@ -70,7 +70,7 @@ def restore(ctx: click.Context, snap: str, grant: tuple[str, ...], name: str | N
               help="the fork's grant (repeatable; narrower than AGENT's, never wider)")
 @click.option("--name", help="the fork's name")
 @click.option("--tag", "-t", help="NAME:TAG for the fork's snapshot")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def fork(ctx: click.Context, agent: str, grant: tuple[str, ...], name: str | None, tag: str | None,
          as_json: bool) -> None:
