@@ -246,3 +246,47 @@ def test_a_signed_snapshot_pushed_here_restores_there_and_an_unsigned_one_is_ref
     assert "agent_message" in done.result["taint"]
     with pytest.raises(AgentixError):                          # a snapshot is restored, never run as a package
         b.client.call("package.run", ref=ref, accept="all")
+
+
+# ---------------------------------------------------------------- limits survive, freezing
+def test_restoring_does_not_reset_invocation_counts_or_expiry(kernel: Any) -> None:
+    """The attack: snapshot an agent whose limited token is nearly used up, restore it, and
+    hope for a fresh count. The restored token has exactly what was left, and the same expiry."""
+    import time
+
+    caps = [{"grant": "tool: echo", "max_invocations": 3, "expires": 600}, "file_read: /workspace/*"]
+    aid, _ = _ready_agent_with(kernel, caps)
+    for _ in range(2):
+        kernel.client.call("tool.invoke", agent_id=aid, name="echo", args={"message": "x"})
+    [orig] = [t for t in kernel.client.call("cap.list", agent_id=aid)["tokens"] if t["grants"] == ["tool: echo"]]
+    assert orig["remaining"] == 1
+    snap = kernel.client.call("snapshot.create", agent=aid)
+    r = kernel.client.call("snapshot.restore", ref=snap["ref"])
+    [tok] = [t for t in kernel.client.call("cap.list", agent_id=r["agent_id"])["tokens"]
+             if t["grants"] == ["tool: echo"]]
+    assert tok["remaining"] == 1 and tok["max_invocations"] == 1
+    assert tok["expires_at"] <= orig["expires_at"] + 1 and tok["expires_at"] > time.time()
+    kernel.client.call("tool.invoke", agent_id=r["agent_id"], name="echo", args={"message": "last"})
+    with pytest.raises(AgentixError) as ei:
+        kernel.client.call("tool.invoke", agent_id=r["agent_id"], name="echo", args={"message": "one too many"})
+    assert ei.value.code in ("capability_exhausted", "capability_denied")
+    # a fork narrowing the limited group keeps its limit too
+    f = kernel.client.call("snapshot.fork", agent=aid, grants=["tool: echo"])
+    assert [(g["grants"], g["max_invocations"]) for g in f["grants"]] == [(["tool: echo"], 1)]
+
+
+def _ready_agent_with(kernel: Any, caps: list[Any]) -> tuple[str, Path]:
+    aid = kernel.spawn("snapper.py", name="limited", capabilities=caps)
+    ws = Path(kernel.client.status(aid).raw["workspace"])
+    assert kernel.run("snapper.py", "tell", "limited", name="teller").reason == "completed"
+    assert wait_until(lambda: (ws / "ready.flag").exists(), timeout=30), kernel.daemon_log()[-2000:]
+    return aid, ws
+
+
+def test_a_paused_agent_stays_paused_and_a_running_one_is_frozen_while_read(kernel: Any) -> None:
+    aid, _ = _ready_agent(kernel)
+    kernel.client.call("agent.pause", agent_id=aid)
+    kernel.client.call("snapshot.create", agent=aid)
+    assert kernel.client.status(aid).state == "paused"
+    assert [e["kind"] for e in kernel.client.audit_tail(limit=2000)
+            if e["kind"] in ("agent.paused", "agent.resumed")] == ["agent.paused"]

@@ -115,11 +115,10 @@ def capture(k: Kernel, rec: AgentRecord, state: list[Any], memory: list[Any], sk
     manifest.pop("capabilities", None)  # the grant groups below are what a restore mints
     budget = rec.budget
     limits = {f: getattr(budget.limits, f) for f in _BUDGET_FIELDS} if budget is not None else {}
+    spent: dict[str, Any] = {}
     if budget is not None:
-        budget._roll(now)  # the period's counters, as `status` shows them
-    spent = ({"input_tokens": budget.used.input_tokens, "output_tokens": budget.used.output_tokens,
-              "cost_usd": budget.used.cost_usd, "tool_calls": budget.tool_calls, "children": budget.children}
-             if budget is not None else {})
+        b = budget.snapshot(now)  # this period's counters, as `status` shows them
+        spent = {**b["used"], "tool_calls": b["tool_calls"], "children": b["children"]}
     return {
         "apiVersion": SNAPSHOT_API,
         "kind": "snapshot",
