@@ -290,3 +290,29 @@ def test_a_paused_agent_stays_paused_and_a_running_one_is_frozen_while_read(kern
     assert kernel.client.status(aid).state == "paused"
     assert [e["kind"] for e in kernel.client.audit_tail(limit=2000)
             if e["kind"] in ("agent.paused", "agent.resumed")] == ["agent.paused"]
+
+
+def test_a_restored_agent_never_inherits_isolation_lifecycle_priority_or_a_shared_memory_identity(
+        kernel: Any) -> None:
+    aid = kernel.spawn("snapper.py", name="special", lifecycle="persistent", priority=5,
+                       memory={"enabled": True, "shared_identity": "team", "max_records": 7},
+                       approval_required=["file_write"])
+    ws = Path(kernel.client.status(aid).raw["workspace"])
+    assert kernel.run("snapper.py", "tell", "special", name="teller").reason == "completed"
+    assert wait_until(lambda: (ws / "ready.flag").exists(), timeout=30)
+    snap = kernel.client.call("snapshot.create", agent=aid)
+    r = kernel.client.call("snapshot.restore", ref=snap["ref"])
+    m = kernel.client.status(r["agent_id"]).raw["manifest"]
+    assert m["lifecycle"] == "on_demand" and m["priority"] == 1.0 and m["isolation"] == "strict"
+    assert m["memory"]["shared_identity"] is None and m["memory"]["max_records"] == 7
+    assert m["approval_required"] == ["file_write"]                # constraints are kept
+
+
+def test_restorable_keeps_only_what_a_package_may_set() -> None:
+    from agentix.kernel.snapshots_api import _restorable
+
+    out = _restorable({"name": "x", "program": "p.py", "isolation": "degraded", "lifecycle": "persistent",
+                       "priority": 100, "env": {"A": "1"}, "approval_required": ["exec"],
+                       "memory": {"shared_identity": "orchestrator", "max_records": 3}, "unknown": 1})
+    assert out == {"name": "x", "program": "p.py", "env": {"A": "1"}, "approval_required": ["exec"],
+                   "memory": {"max_records": 3}}

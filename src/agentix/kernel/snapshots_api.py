@@ -19,7 +19,9 @@ Freezing: a running agent is paused (cgroup freezer, ``Kernel.pause``) while it 
 resumed afterwards, whatever happens; a paused agent stays paused. Only live agents are
 snapshotted (an exited agent's tokens are revoked: it has no grants left to record).
 
-Restore (``restore``): the snapshot's blobs are verified against their digests before
+Restore (``restore``): the restored manifest keeps only what a package's may set, plus the
+approvals it must ask and its memory limits (never isolation, lifecycle, priority or a shared
+memory identity: ``_restorable``); the snapshot's blobs are verified against their digests before
 anything is written; the grants are narrowed (``core.snapshot.narrow_groups``: the operator
 may pass ``grants``, never wider than recorded) before anything is written; the workspace is
 unpacked by the package unpacker (links, devices, '..', bombs refused); the new agent gets a
@@ -135,6 +137,21 @@ def capture(k: Kernel, rec: AgentRecord, state: list[Any], memory: list[Any], sk
     }
 
 
+def _restorable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest fields a snapshot may set for the agent it restores: what an Agentfile can
+    set (as for a package), the approvals it must ask (constraints only accumulate) and its
+    memory limits. Never its isolation, lifecycle or priority, nor a shared memory identity,
+    whoever made or signed the snapshot: the restored agent runs under this kernel's
+    isolation, on demand, with its own memory."""
+    from agentix.packages.service import PACKAGE_MANIFEST_FIELDS
+
+    out = {k: v for k, v in manifest.items() if k in PACKAGE_MANIFEST_FIELDS or k == "approval_required"}
+    mem = manifest.get("memory")
+    if isinstance(mem, dict):
+        out["memory"] = {k: v for k, v in mem.items() if k != "shared_identity"}
+    return out
+
+
 def _default_ref(rec: AgentRecord, digest: str) -> Ref:
     name = "".join(c if c.isalnum() and c.isascii() else "-" for c in rec.name.lower()).strip("-") or "agent"
     try:
@@ -231,7 +248,7 @@ def register(k: Kernel) -> None:
         recorded_groups = [GrantGroup.from_data(g) for g in doc["grants"]]
         groups = narrow_groups(recorded_groups, accepted)  # refused here: nothing written yet
         caps, dropped = manifest_capabilities(groups, time.time())
-        data = dict(doc["manifest"])
+        data = _restorable(doc["manifest"])
         base = name or str(data.get("name") or doc["metadata"].get("name") or "restored")
         data.update({"name": await asyncio.to_thread(_free_name, base, name is not None),
                      "capabilities": caps, "budget": dict(doc["budget"].get("limits") or {})})
