@@ -316,3 +316,16 @@ def test_restorable_keeps_only_what_a_package_may_set() -> None:
                        "memory": {"shared_identity": "orchestrator", "max_records": 3}, "unknown": 1})
     assert out == {"name": "x", "program": "p.py", "env": {"A": "1"}, "approval_required": ["exec"],
                    "memory": {"max_records": 3}}
+
+
+def test_memory_records_come_back_in_the_restored_agent(kernel: Any) -> None:
+    aid = kernel.spawn("snapper.py", "memory", name="rememberer")
+    ws = Path(kernel.client.status(aid).raw["workspace"])
+    assert kernel.run("snapper.py", "tell", "rememberer", name="teller").reason == "completed"
+    assert wait_until(lambda: (ws / "ready.flag").exists(), timeout=60), kernel.daemon_log()[-2000:]
+    snap = kernel.client.call("snapshot.create", agent=aid)
+    r = kernel.client.call("snapshot.restore", ref=snap["ref"])
+    done = kernel.client.wait(r["agent_id"], timeout=60)
+    assert done.reason == "completed", kernel.daemon_log()[-3000:]
+    assert done.result["memories"][0] == "the cat sleeps on the mat"
+    assert sorted(done.result["memories"]) == ["the cat sleeps on the mat", "we ship on friday"]

@@ -30,6 +30,9 @@ if notes["value"] is None:
     (ws / "sub" / "deeper" / "run.sh").write_text("#!/bin/sh\necho hi\n")
     os.chmod(ws / "sub" / "deeper" / "run.sh", 0o755)
     k.call("agent.state_save", key="notes", value={"step": 1, "items": ["x", "y"]})
+    if "memory" in sys.argv[1:]:
+        k.tools.memory_store(content="the cat sleeps on the mat", category="fact")
+        k.tools.memory_store(content="we ship on friday", category="decision")
     m = k.recv(timeout=60)
     k.call("agent.state_save", key="heard", value=m.body if m else None)
     (ws / "ready.flag").write_text("ready")
@@ -46,8 +49,12 @@ while True:
     if m is None:
         break
     msgs.append({"from_name": m.sender_name, "body": m.body, "taint": list(m.taint)})
+memories = None
+if "memory" in sys.argv[1:]:
+    hits = k.tools.memory_query(query="where does the cat sleep?", k=5)
+    memories = [h["content"] for h in hits["memories"]]
 info = k.info()
 heard = k.call("agent.state_load", key="heard")
 k.exit({"files": files, "notes": notes, "heard": heard, "messages": msgs, "taint": info["taint"],
-        "grants": info["grants"], "agent_id": info["agent_id"],
+        "grants": info["grants"], "agent_id": info["agent_id"], "memories": memories,
         "exec": os.access(ws / "sub" / "deeper" / "run.sh", os.X_OK)})
