@@ -56,6 +56,14 @@ def test_snapshot_twice_gives_one_digest_and_restore_brings_everything_back(kern
              if e["kind"] in ("agent.paused", "agent.resumed")]
     assert kinds == ["agent.paused", "agent.resumed"] * 2
 
+    info = kernel.client.call("package.inspect", ref=s1["ref"])
+    assert info["kind"] == "snapshot" and info["state_keys"] == ["heard", "notes"]
+    assert info["pending_messages"] == 1 and "agent_message" in info["taint"]
+    # grant strings and limits, never token bytes or ids
+    assert all(set(g) == {"grants", "max_invocations", "expires_at"} for g in info["grants"])
+    held = kernel.client.call("cap.list", agent_id=aid)["tokens"]
+    raw = b"".join(p.read_bytes() for p in (kernel.home / "registry" / "blobs" / "sha256").iterdir())
+    assert held and not any(t["id"].encode() in raw for t in held)
     r = kernel.client.call("snapshot.restore", ref=s1["ref"])
     assert r["agent_id"] != aid and r["name"] != "snapper"
     done = kernel.client.wait(r["agent_id"], timeout=60)

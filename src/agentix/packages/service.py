@@ -112,6 +112,16 @@ class PackageStore:
         m = self._manifest(desc.digest)
         cfg = self._config(m)
         sigs = read_signatures(self.layout, ref, desc.digest)
+        if cfg.get("kind") == "snapshot":  # what a restore would bring back (docs/packages.md)
+            return {"ref": str(ref), "digest": desc.digest, "name": ref.name, "kind": "snapshot",
+                    "agent": cfg["metadata"].get("agent"), "manifest": cfg.get("manifest"),
+                    "grants": cfg.get("grants", []), "taint": cfg.get("taint", []),
+                    "state_keys": [x.get("key") for x in cfg.get("state", [])],
+                    "pending_messages": len(cfg.get("mailbox", [])), "memory_records": len(cfg.get("memory", [])),
+                    "budget": cfg.get("budget"), "skipped": (cfg.get("workspace") or {}).get("skipped", []),
+                    "layers": [{"digest": x["digest"], "size": x["size"]} for x in m.get("layers", [])],
+                    "size": sum(int(x["size"]) for x in m.get("layers", [])),
+                    "signatures": [{"keyid": s.keyid, **s.statement.to_data()} for s in sigs]}
         return {"ref": str(ref), "digest": desc.digest, "name": ref.name,
                 "version": cfg["metadata"].get("version"), "metadata": cfg["metadata"],
                 "capabilities": cfg.get("capabilities", []), "manifest": cfg.get("manifest"),
