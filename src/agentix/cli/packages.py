@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from agentix.cli import render
 from agentix.sdk.errors import NotFound, RegistryError
@@ -25,8 +24,21 @@ __all__ = ["install", "EXIT_REGISTRY"]
 #: a remote registry failed (401/403, 404, 5xx, timeout, unreachable): see docs/packages.md
 EXIT_REGISTRY = 6
 
-out = Console()
-err_console = Console(stderr=True)
+
+
+class _Console:
+    """``render.console()`` made on first use: importing this module must not load rich
+    (``agentix info`` starts without it, see cli/quick.py)."""
+
+    def __init__(self, err: bool) -> None:
+        self._err = err
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(render.console(self._err), name)
+
+
+out = _Console(err=False)
+err_console = _Console(err=True)
 
 
 def _kernel(ctx: click.Context) -> Any:

@@ -9,11 +9,20 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
+
+from agentix.cli import render
 
 __all__ = ["COMMANDS"]
 
-out = Console()
+
+class _Out:
+    """The rich console made on first use (importing the CLI must not load rich)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(render.console(False), name)
+
+
+out = _Out()
 
 
 def _kernel(ctx: click.Context) -> Any:

@@ -50,6 +50,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.core.package import Ref, check_digest, parse_ref
 from agentix.core.snapshot import SNAPSHOT_API, GrantGroup, manifest_capabilities, narrow_groups
 from agentix.kernel.dispatch import Call
+from agentix.kernel.kernel import _size as envelope_size
 from agentix.kernel.methods import method
 from agentix.kernel.persistent import state_identity
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor
@@ -259,9 +260,9 @@ def register(k: Kernel) -> None:
         async def prepare(rec: AgentRecord) -> None:
             rec.taint |= set(doc["taint"])
             for m in doc["mailbox"]:
-                rec.mailbox.put({"from": m.get("from"), "from_name": m.get("from_name"),
-                                 "message": m.get("message"), "sent_at": time.time(),
-                                 "taint": sorted(m.get("taint") or [])})
+                env = {"from": m.get("from"), "from_name": m.get("from_name"), "message": m.get("message"),
+                       "sent_at": time.time(), "taint": sorted(m.get("taint") or [])}
+                rec.mailbox.put(env, envelope_size(env))  # the mailbox's bounds hold for restored mail too
             spent = doc["budget"].get("spent") or {}
             if rec.budget is not None and spent:
                 rec.budget.used = Usage(int(spent.get("input_tokens", 0)), int(spent.get("output_tokens", 0)),

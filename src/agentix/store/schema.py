@@ -137,11 +137,18 @@ CREATE TABLE IF NOT EXISTS persistent_agents (
 );
 """
 
-# v3: the package trust state (docs/packages.md) moves here from files under registry/: the
+# v3: the start time (clock ticks since boot, /proc/<pid>/stat field 22) of an agent's recorded
+# pid, so that a later kernel identifies a leftover process by (pid, start time), never by a
+# reused pid or a command line
+_V3 = """
+ALTER TABLE agents ADD COLUMN start_time INTEGER;
+"""
+
+# v4: the package trust state (docs/packages.md) moves here from files under registry/: the
 # trust policy (which keys count for which name patterns; which patterns accept unsigned
 # packages), and the highest version seen per package name (the rollback rule). ``seq``
 # keeps the order rules were added in.
-_V3 = """
+_V4 = """
 CREATE TABLE trust_keys (
     keyid      TEXT NOT NULL,
     public_key TEXT NOT NULL,
@@ -159,4 +166,4 @@ CREATE TABLE versions_seen (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
