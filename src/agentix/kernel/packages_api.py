@@ -240,7 +240,7 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
     spec = LaunchSpec(
         agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
         workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
-                                "SOURCE_DATE_EPOCH": "0", "PYTHONHASHSEED": "0"},
+                                "SOURCE_DATE_EPOCH": "0"},
         channel_fd=asock.fileno(), log_path=out_path, limits=k.config.effective_limits(Limits()),
         network=False, degraded_ok=False)
     try:
