@@ -10,9 +10,10 @@ reproducible tar+gzip (sorted entries, mtime 0, owners 0, fixed modes).
 Same state, same digest: nothing in the document or the layer depends on the time of the
 snapshot, the agent's id or the order a directory lists in.
 
-The workspace is read by ``read_workspace`` — the one call that can be swapped for the
-kernel's safe walker (``sandbox/safewalk.py``) when it lands. Today it is the package
-builder's walker: directory fds, ``O_NOFOLLOW``, look before opening (a FIFO or device is
+The workspace is read by ``read_workspace`` — the one call to swap for the kernel's safe
+walker (``sandbox/safewalk.py``, which has only a copying walk so far: the swap needs an
+iterating one there, handed in by the kernel, since ``packages`` may not import ``sandbox``).
+Today it is the package builder's walker: directory fds, ``O_NOFOLLOW``, look before opening (a FIFO or device is
 never opened; an open is ``O_NONBLOCK``), regular files and directories only — symlinks,
 FIFOs, sockets and devices are *skipped* and named in ``workspace.skipped`` — and bounded
 (entries and bytes, the same bounds a restore unpacks within).
@@ -59,7 +60,7 @@ class Snapshot:
 
 def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits) -> tuple[Descriptor, list[str]]:
     """The workspace as one layer in ``layout``, and the entries skipped (not regular files
-    or directories). The one place the workspace is read: swap in the safe walker here."""
+    or directories). The one place the workspace is read: swap in the safe walker here."""  # noqa
     skipped: list[str] = []
     opts = WalkOptions(special="skip", skipped=skipped, hash_files=False, skip_bytecode=False,
                        max_bytes=limits.max_bytes, max_entries=limits.max_entries)
