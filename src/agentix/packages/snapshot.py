@@ -60,7 +60,7 @@ class Snapshot:
 
 def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits) -> tuple[Descriptor, list[str]]:
     """The workspace as one layer in ``layout``, and the entries skipped (not regular files
-    or directories). The one place the workspace is read: swap in the safe walker here."""  # noqa
+    or directories). The one place the workspace is read: swap in the safe walker here."""
     skipped: list[str] = []
     opts = WalkOptions(special="skip", skipped=skipped, hash_files=False, skip_bytecode=False,
                        max_bytes=limits.max_bytes, max_entries=limits.max_entries)
