@@ -12,7 +12,9 @@
    plus ``snapshot.restore`` (verify, unpack, spawn) against ``tar -cf`` plus ``tar -xf`` of
    the same tree in the same run (goal <= 2x).
 
-Last line: one JSON object.
+Starts: a kernel daemon (``bench/_daemon.py``, degraded isolation) and a loopback
+``docker-registry`` process (a second kernel daemon for the snapshot case); builds run in
+this process. Last line: one JSON object.
 
     python bench/packages.py [--mb 10] [--runs 5] [--isolation degraded]
                              [--snap-files 1000] [--snap-mb 100] [--only snapshot]
