@@ -103,6 +103,11 @@ PARAMS: dict[str, dict[str, Any]] = {
                       pattern={**_S, "description": "a name pattern such as registry.example/team/*"}),
     "trust.allow_unsigned": _obj(("pattern",), pattern=_S),
     "trust.list": _obj(),
+    # ---- snapshots (docs/packages.md, "Snapshots")
+    "snapshot.create": _obj(("agent",), agent=_AGENT, tag={**_S, "description": "NAME:TAG (optional)"}),
+    "snapshot.restore": _obj(("ref",), ref={**_S, "description": "NAME:TAG, NAME@sha256:… or sha256:…"},
+                             grants={**_GRANTS, "description": "narrower grant strings (optional)"}, name=_S),
+    "snapshot.fork": _obj(("agent",), agent=_AGENT, grants=_GRANTS, name=_S, tag=_S),
     # ---- tools
     "tool.list": _obj(),
     "tool.invoke": _obj(("name",), name={**_S, "description": "a tool name (tool.list)"},

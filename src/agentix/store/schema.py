@@ -144,11 +144,33 @@ _V3 = """
 ALTER TABLE agents ADD COLUMN start_time INTEGER;
 """
 
-# v4: the HTTP API (rpc/http.py, kernel/http_api.py). ``http_tokens`` holds operator tokens
+# v4: the package trust state (docs/packages.md) moves here from files under registry/: the
+# trust policy (which keys count for which name patterns; which patterns accept unsigned
+# packages), and the highest version seen per package name (the rollback rule). ``seq``
+# keeps the order rules were added in.
+_V4 = """
+CREATE TABLE trust_keys (
+    keyid      TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    pattern    TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    PRIMARY KEY (keyid, pattern)
+) WITHOUT ROWID;
+CREATE TABLE trust_unsigned (
+    pattern TEXT PRIMARY KEY,
+    seq     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE versions_seen (
+    name    TEXT PRIMARY KEY,
+    version TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+# v5: the HTTP API (rpc/http.py, kernel/http_api.py). ``http_tokens`` holds operator tokens
 # for HTTP callers: only a SHA-256 of each secret (the secret is shown once, at creation);
 # ``http_idempotency`` keeps the first response to a POST sent with an ``Idempotency-Key``
 # (per token name) until it expires, so a retry returns it instead of running again.
-_V4 = """
+_V5 = """
 CREATE TABLE http_tokens (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -171,4 +193,4 @@ CREATE TABLE http_idempotency (
 CREATE INDEX http_idempotency_by_age ON http_idempotency(created_at);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
