@@ -7,6 +7,10 @@
     k.send("coordinator", {"done": True})
     msg = k.recv(timeout=5)
     child = k.spawn({"name": "helper", "program": "helper.py"}, message="go")
+    reply = k.think([{"role": "user", "content": "hi"}], on_text=print)   # streamed text to print
+    for piece in (stream := k.think_stream([{"role": "user", "content": "hi"}])):
+        ...                                                               # or iterate over it
+    stream.result                                                         # the whole reply
     k.exit({"ok": True})
 
 Every method is a system call; refusals raise the typed errors of ``agentix.sdk.errors``.
@@ -14,14 +18,18 @@ Every method is a system call; refusals raise the typed errors of ``agentix.sdk.
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from agentix.sdk.client import Connection
 
-__all__ = ["AgentKernel", "ChildExit", "Message", "connect"]
+__all__ = ["AgentKernel", "ChildExit", "Message", "ThinkStream", "connect"]
 
 
 @dataclass(frozen=True)
@@ -76,15 +84,74 @@ class _Tools:
         return tool
 
 
+class ThinkStream:
+    """Iterate over the text of one streamed ``think`` as it arrives; ``result`` is the whole
+    reply (the ``think`` result) once iteration ended. A refusal or provider error is raised
+    from the iteration. The call runs in a helper thread."""
+
+    _END = object()
+
+    def __init__(self, k: AgentKernel, params: dict[str, Any]) -> None:
+        self._q: queue.Queue[Any] = queue.Queue()
+        self.result: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.result = k.think(on_text=self._q.put, **params)
+            except BaseException as err:  # noqa: BLE001 - handed to the iterating thread
+                self._error = err
+            finally:
+                self._q.put(self._END)
+
+        self._thread = threading.Thread(target=run, name="think-stream", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[str]:
+        while (item := self._q.get()) is not self._END:
+            yield item
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class AgentKernel:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.tools = _Tools(conn)
         self.agent_id = os.environ.get("AGENTIX_AGENT_ID", "")
         self.name = os.environ.get("AGENTIX_AGENT_NAME", "")
+        self._streams: dict[int, Callable[[str], Any]] = {}
+        self._stream_ids = itertools.count(1)
+        conn.on_notification = self._notification
+
+    def _notification(self, method: str, params: dict[str, Any]) -> None:
+        if method == "think.delta":
+            cb = self._streams.get(params.get("stream_id"))  # type: ignore[arg-type]
+            if cb is not None and isinstance(params.get("text"), str):
+                cb(params["text"])
 
     def call(self, method: str, **params: Any) -> Any:
         return self.conn.call(method, params)
+
+    def think(self, messages: list[dict[str, Any]], *, on_text: Callable[[str], Any] | None = None,
+              **params: Any) -> dict[str, Any]:
+        """The ``think`` system call. With ``on_text``, the reply is streamed: ``on_text`` gets
+        each piece of text as the model produces it (in the thread reading the channel: it
+        must not make system calls itself), and the whole reply is returned at the end."""
+        params["messages"] = messages
+        if on_text is None:
+            return self.conn.call("think", params)
+        sid = next(self._stream_ids)
+        self._streams[sid] = on_text
+        try:
+            return self.conn.call("think", {**params, "stream": True, "stream_id": sid})
+        finally:
+            del self._streams[sid]
+
+    def think_stream(self, messages: list[dict[str, Any]], **params: Any) -> ThinkStream:
+        """``think``, streamed: iterate over the result for the text as it arrives."""
+        return ThinkStream(self, {"messages": messages, **params})
 
     def info(self) -> dict[str, Any]:
         return self.conn.call("sys.info")

@@ -2,13 +2,18 @@
 
 Used by agent programs (over their inherited channel) and by operators (over the kernel's
 Unix socket). Thread-safe: several threads may call at once; whichever thread is waiting
-reads frames and hands each reply to the caller whose id it carries.
+reads frames and hands each reply to the caller whose id it carries. Notifications from the
+kernel (frames with a ``method`` and no ``id``, e.g. ``think.delta``) go to
+``on_notification(method, params)``, called in order in the reading thread (without the
+lock held); it must not make calls on the same connection (queue the data instead).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,6 +21,8 @@ import orjson
 from agentix.core.errors import AgentixError, error_from_code
 
 __all__ = ["Connection", "ConnectionClosed"]
+
+log = logging.getLogger(__name__)
 
 
 class ConnectionClosed(AgentixError):
@@ -32,6 +39,7 @@ class Connection:
         self._reading = False
         self._replies: dict[int, dict[str, Any]] = {}
         self._closed = False
+        self.on_notification: Callable[[str, dict[str, Any]], None] | None = None
 
     @classmethod
     def unix(cls, path: str, timeout: float | None = None) -> Connection:
@@ -70,6 +78,16 @@ class Connection:
                 raise ConnectionClosed("the kernel closed the connection")
             self._buf += chunk
 
+    def _dispatch(self, notes: list[dict[str, Any]]) -> None:
+        fn = self.on_notification
+        for n in notes:
+            if fn is None:
+                continue
+            try:
+                fn(n["method"], n.get("params") or {})
+            except Exception:  # a failing callback must not break the connection
+                log.exception("notification handler failed for %s", n["method"])
+
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Call ``method`` and return its result, or raise the typed error it returned."""
         with self._cond:
@@ -106,14 +124,29 @@ class Connection:
                     self._reading = False
                     self._cond.notify_all()
                 msg = orjson.loads(raw)
+                notes = []
                 for reply in msg if isinstance(msg, list) else [msg]:
                     rid = reply.get("id")
                     if isinstance(rid, int):
                         self._replies[rid] = reply
+                    elif rid is None and isinstance(reply.get("method"), str):
+                        notes.append(reply)
+                        continue
                     elif reply.get("error"):  # an error the kernel could not tie to a request
                         err = reply["error"]
                         raise error_from_code(err.get("data", {}).get("error", "internal_error"),
                                               err.get("message", "error"), err.get("data"))
+                if notes:
+                    # still "reading": no other thread reads (and dispatches) the next frames
+                    # until these are handled, so notifications arrive in order
+                    self._reading = True
+                    self._cond.release()
+                    try:
+                        self._dispatch(notes)
+                    finally:
+                        self._cond.acquire()
+                        self._reading = False
+                        self._cond.notify_all()
             reply = self._replies.pop(req_id)
         if "error" in reply:
             err = reply["error"]
