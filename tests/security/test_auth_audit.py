@@ -233,3 +233,30 @@ def test_a_child_cannot_stop_or_kill_its_parent(tmp_path, method, params):
     res, alive, denied = run(tmp_path, body)
     assert res[0]["error"] == "capability_denied" and alive and denied
 
+
+
+# ---------------------------------------------------------------------------- dry_run on any method
+def test_dry_run_on_a_method_other_than_tool_call_has_no_effect_and_charges_nothing(tmp_path):
+    """``dry_run`` is a pure check on every method the table decides: ``ipc.send`` with
+    ``dry_run`` must not deliver (it did, uncharged: a 1-invocation grant sent without limit),
+    ``think`` must not reach the provider, ``agent.spawn_child`` must not spawn."""
+    async def body(w: World):
+        target = await w.spawn([], name="target")
+        rec = await w.spawn([{"grant": "message_send: [target]", "max_invocations": 1},
+                             {"grant": "spawn_child: [kid]", "max_invocations": 1}], name="sender")
+        before = len(w.events("message.sent", rec.agent_id))
+        used0 = {t.id: w.k.caps.ledger.used(t.id) for t in w.k.caps.held[rec.agent_id]}
+        res = await w.calls(rec, [
+            ["ipc.send", {"to": "target", "message": "dry", "dry_run": True}],
+            ["ipc.send", {"to": "target", "message": "dry", "dry_run": True}],
+            ["agent.spawn_child", {"manifest": {"name": "kid", "program": "probe.py",
+                                                "isolation": "degraded"}, "dry_run": True}],
+        ])
+        used1 = {t.id: w.k.caps.ledger.used(t.id) for t in w.k.caps.held[rec.agent_id]}
+        out = (res, len(w.events("message.sent", rec.agent_id)) - before, used0, used1, list(rec.children))
+        await w.k.deliver(None, target, "exit")
+        return out
+
+    res, delivered, used0, used1, children = run(tmp_path, body)
+    assert [r["ok"]["allowed"] for r in res] == [True, True, True], res
+    assert delivered == 0 and children == [] and used1 == used0
