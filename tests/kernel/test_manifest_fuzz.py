@@ -155,7 +155,7 @@ def test_random_manifests_through_a_real_kernel_never_wedge_it(tmp_path: Path) -
             rec = k.table.get(r["agent_id"])
             await k.wait(rec, 60)
             assert rec.exit is not None
-            assert rec.exit.reason in ("completed", "oom"), (rec.exit, Path(rec.log_path).read_text()[-800:])
+            assert rec.exit.reason in ("completed", "oom", "timeout"), (rec.exit, Path(rec.log_path).read_text()[-800:])
             outcomes["spawned"] += 1
         assert [x.agent_id for x in k.table if x.state == "spawning"] == []
         info = await asyncio.wait_for(k.pipeline.run(OPERATOR, "kernel.info", {}), 10)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 MAX_WAIT = 24 * 3600.0
+
 LOG_CHUNK = 256 * 1024
 
 
@@ -188,6 +189,8 @@ def register(k: Kernel) -> None:
         wait = _opt(call.params, "wait", (int, float), "seconds", 0)
         kw = dict(after=after, agent=call.params.get("agent"), kind=call.params.get("kind"),
                   limit=_opt(call.params, "limit", int, "a count", 1000))
+        if hasattr(k.events, "sync"):  # see the caller's own no-effect records
+            await k.events.sync()
         events = tail(**kw)
         if not events and wait:
             await k.events.wait_for_new(min(float(wait), 60.0))  # type: ignore[attr-defined]

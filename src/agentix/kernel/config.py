@@ -52,6 +52,9 @@ class KernelConfig(BaseModel):
     limits: Limits = DEFAULT_LIMITS
     #: seconds an approval request waits for the operator before it counts as a deny
     approval_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    #: how long a no-effect call's audit record may wait for a group commit (ms); a kill -9
+    #: can lose records acknowledged within this window (docs/audit.md)
+    audit_commit_window_ms: float = Field(default=5.0, ge=0, le=10)
 
     def effective_limits(self, requested: Limits) -> Limits:
         return requested.merged_over(self.limits)

@@ -52,6 +52,15 @@ Record = Callable[[str, str | None, dict[str, Any]], Awaitable[None] | None]
 StopAgent = Callable[[str, str], Awaitable[None] | None]
 
 
+def _reserve(sc: Any, cap: int | None) -> dict[str, Any]:
+    """The interactive reserve for a provider of concurrency ``cap`` (none where the cap
+    cannot hold it: no cap, or a cap not above the reserve)."""
+    r = sc.reserve_interactive
+    if not r or cap is None or cap <= r:
+        return {}
+    return {"reserve": r, "interactive_idle": sc.interactive_idle, "lend_after": sc.lend_after}
+
+
 def build_provider(cfg: ProviderConfig, model_dir: Path | None = None) -> Provider:
     """The provider object for one configured provider."""
     if cfg.kind == "openai":
@@ -119,7 +128,8 @@ class InferenceService:
             self._lanes[name] = _Lane(
                 name=name,
                 provider=prov if prov is not None else _Lazy(pc, model_dir),
-                sched=Scheduler(pc.limits, now, discipline or sc.discipline, sc.max_wait),  # type: ignore[arg-type]
+                sched=Scheduler(pc.limits, now, discipline or sc.discipline, sc.max_wait,  # type: ignore[arg-type]
+                                **_reserve(sc, pc.limits.concurrency)),
             )
 
     # -- the system call -------------------------------------------------------------------

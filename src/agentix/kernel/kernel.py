@@ -105,7 +105,8 @@ class Kernel:
 
         self.audit: KernelAudit | None = None
         if events is None:
-            self.audit = KernelAudit.open(home)
+            self.audit = KernelAudit.open(
+                home, commit_window_s=config.audit_commit_window_ms / 1000)
             events = self.audit.sink
         self.events: EventSink = events
         self.table = ProcessTable()
@@ -113,7 +114,7 @@ class Kernel:
         self.in_flight = InFlight(ChannelLimits(per_connection=config.in_flight_per_agent,
                                                 batch=config.batch_limit, total=config.in_flight_total))
         self.tools = ToolRegistry()
-        self.pipeline = Pipeline(self.events)
+        self.pipeline = Pipeline(self.events, tool_durability=self.tools.durability)
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.stopping = False

@@ -136,11 +136,12 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         # in a task of its own: web_fetch uses asyncio.timeout, and the channel may run a
         # request eagerly outside any task until it first blocks
         label = f"fetched_url:{args['url']}"
+        # checked before the fetch: a refused argument is not text from the world (no taint)
+        timeout = _capped_timeout(args, 30.0, k.config.fetch_max_timeout, "web_fetch")
         try:
             res = await asyncio.create_task(web_fetch(
                 url, permits=permits, method=args.get("method", "GET"), headers=args.get("headers"),
-                body=args.get("body"), secret_headers=secret_headers,
-                timeout=_capped_timeout(args, 30.0, k.config.fetch_max_timeout, "web_fetch"),
+                body=args.get("body"), secret_headers=secret_headers, timeout=timeout,
                 settle=k.caps.ledger.flush,
             ))
         except AgentixError as err:

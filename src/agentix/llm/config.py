@@ -118,6 +118,10 @@ class SchedulerConfig:
     backoff_max: float = 20.0
     default_max_tokens: int = 512
     request_timeout: float | None = None  # queueing deadline per request
+    # the interactive reserve (core/scheduler.py; docs/inference.md "Interactive requests")
+    reserve_interactive: int = 0
+    interactive_idle: float = 1.0
+    lend_after: float = 0.05  # inf: a reserved slot is never lent
 
 
 @dataclass(frozen=True)
@@ -308,7 +312,7 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
 
     sch = data.get("inference") or {}
     bad = set(sch) - {"discipline", "max_wait", "retry_budget", "backoff_base", "backoff_max", "default_max_tokens",
-                      "request_timeout"}
+                      "request_timeout", "reserve_interactive", "interactive_idle", "lend_after"}
     if bad:
         raise InvalidRequest(f"inference.{sorted(bad)[0]}: unknown key", field=f"inference.{sorted(bad)[0]}")
     disc = sch.get("discipline", "wfq")
@@ -319,7 +323,15 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
     if not isinstance(rb, int) or isinstance(rb, bool) or not 0 <= rb <= 20:
         raise InvalidRequest(f"inference.retry_budget: expected an integer from 0 to 20, got {rb!r}",
                              field="inference.retry_budget")
+    reserve = sch.get("reserve_interactive", 0)
+    if not isinstance(reserve, int) or isinstance(reserve, bool) or not 0 <= reserve <= 64:
+        raise InvalidRequest(f"inference.reserve_interactive: expected an integer from 0 to 64, got {reserve!r}",
+                             field="inference.reserve_interactive")
+    lend = sch.get("lend_after")
     scheduler = SchedulerConfig(
+        reserve_interactive=reserve,
+        interactive_idle=_dur(sch, "interactive_idle", "inference", 1.0) or 0.0,
+        lend_after=float("inf") if lend == "never" else (_dur(sch, "lend_after", "inference", 0.05) or 0.0),
         discipline=disc,
         max_wait=_dur(sch, "max_wait", "inference", 30.0) or 30.0,
         retry_budget=rb,

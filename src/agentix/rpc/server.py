@@ -23,6 +23,7 @@ Bounds (``Limits``; docs/isolation.md lists them), so that no peer can grow the 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
@@ -199,14 +200,18 @@ def _start_eagerly(coro: Any) -> asyncio.Task[Any] | None:
     cost). A call that blocks is driven on by ``_drive`` from where it stopped, so one slow
     call still never holds up the next.
     """
+    # the first step and the rest run in ONE context of their own (as a task's would): a
+    # handler that sets a context variable before it blocks (fs.fenced) resets it in the same
+    # context, and nothing it sets leaks into the connection's callbacks
+    ctx = contextvars.copy_context()
     try:
-        fut = coro.send(None)
+        fut = ctx.run(coro.send, None)
     except StopIteration:
         return None
     except Exception:
         log.exception("request handler failed")
         return None
-    return asyncio.ensure_future(_drive(coro, fut))
+    return asyncio.get_running_loop().create_task(_drive(coro, fut), context=ctx)
 
 
 async def _drive(coro: Any, fut: Any) -> Any:

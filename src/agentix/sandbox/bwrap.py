@@ -24,8 +24,8 @@ raises ``IsolationUnavailable`` with ``reason: isolation_failed``.
 
 Environment (the trust boundary): the host-side launchers get a fixed environment plus the
 kernel's own ``HOST_ENV`` variables; every other variable of ``spec.env`` (the manifest's
-``env``) must pass ``check_env_name`` and travels inside the policy, set in the agent process
-only after confinement. The workspace is re-owned by the safe walker, fd-relative.
+``env``, validated by ``check_env_name`` when the manifest was parsed) travels inside the
+policy and is set in the agent process only after confinement. The workspace is re-owned by the safe walker, fd-relative.
 
 Mount view: ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links), a few files of
 ``/etc`` (never ``/etc/shadow``, ``passwd`` or ``group``), the Python runtime
@@ -52,7 +52,7 @@ from pathlib import Path
 
 import agentix
 from agentix.core.errors import InvalidRequest, IsolationUnavailable
-from agentix.core.manifest import Limits, check_env_name
+from agentix.core.manifest import Limits
 from agentix.sandbox import cgroups, landlock, safewalk, seccomp, verify
 from agentix.sandbox.base import ExitInfo, Handle, LaunchSpec, Substrate
 from agentix.sandbox.confine import ENV_FD, ENV_POLICY, Policy
@@ -583,17 +583,20 @@ class BwrapSubstrate(Substrate):
 def split_env(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """(variables for the host-side launchers, variables applied inside after confinement).
 
-    Only ``HOST_ENV`` names go to the launchers. Every other name must pass the manifest's
-    environment rule (``check_env_name``: no LD_*, PYTHON*, PATH ...)."""
+    Only ``HOST_ENV`` names go to the launchers. Every other variable is set in the agent
+    process after confinement, so none of them can reach a host-side process or run code
+    before the sandbox holds. Which names an agent may choose at all is the manifest's rule
+    (``check_env_name``, applied when the manifest is parsed); kernel-side callers may set
+    other fixed values (a build step's ``PYTHONHASHSEED``). A name that could not be carried
+    safely (empty, ``=``, NUL) is refused."""
     host, inner = {}, {}
     for k, v in env.items():
         if k in HOST_ENV:
             host[k] = v
             continue
-        try:
-            check_env_name(k)
-        except ValueError as err:
-            raise InvalidRequest(f"env.{k}: {err}", field=f"env.{k}") from None
+        if not k or "=" in k or "\x00" in k or "\x00" in v or not k.isascii() or not k.isprintable():
+            raise InvalidRequest(f"env.{k!r}: not a name or value a process environment can hold",
+                                 field=f"env.{k}")
         inner[k] = v
     return host, inner
 

@@ -18,31 +18,78 @@ Every method is a system call; refusals raise the typed errors of ``agentix.sdk.
 
 from __future__ import annotations
 
-import itertools
 import os
-import queue
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, NoReturn
 
 from agentix.sdk.client import Connection
+
+TYPE_CHECKING = False  # no typing, no dataclasses: every agent imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, NoReturn
 
 __all__ = ["AgentKernel", "ChildExit", "Message", "ThinkStream", "connect"]
 
 
-@dataclass(frozen=True)
-class Message:
-    sender: str | None          # agent id, or None for the operator
+class _Record:
+    """A small immutable record (what ``@dataclass(frozen=True)`` gives, without its
+    import cost): keyword or positional fields, equality, repr, no assignment."""
+
+    __slots__ = ()
+    _defaults: dict[str, Any] = {}
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        names = self.__slots__
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes {len(names)} fields")
+        vals = dict(zip(names, args))
+        for k, v in kw.items():
+            if k not in names or k in vals:
+                raise TypeError(f"{type(self).__name__}: bad or repeated field {k!r}")
+            vals[k] = v
+        for k in names:
+            if k not in vals:
+                if k not in self._defaults:
+                    raise TypeError(f"{type(self).__name__}: missing field {k!r}")
+                vals[k] = self._defaults[k]
+            object.__setattr__(self, k, vals[k])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+
+class Message(_Record):
+    """A message received with ``recv``: ``sender`` is an agent id, or None for the operator."""
+
+    __slots__ = ("sender", "sender_name", "body", "sent_at", "taint")
+    _defaults = {"taint": ()}
+    sender: str | None
     sender_name: str
     body: Any
     sent_at: float
-    taint: tuple[str, ...] = ()
+    taint: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ChildExit:
+class ChildExit(_Record):
+    __slots__ = ("agent_id", "name", "state", "reason", "code", "result")
     agent_id: str
     name: str
     state: str
@@ -55,8 +102,8 @@ class ChildExit:
         return self.reason == "completed"
 
 
-@dataclass(frozen=True)
-class Child:
+class Child(_Record):
+    __slots__ = ("agent_id", "name")
     agent_id: str
     name: str
 
@@ -92,6 +139,9 @@ class ThinkStream:
     _END = object()
 
     def __init__(self, k: AgentKernel, params: dict[str, Any]) -> None:
+        import queue  # only when streaming: every agent imports this module
+        import threading
+
         self._q: queue.Queue[Any] = queue.Queue()
         self.result: dict[str, Any] | None = None
         self._error: BaseException | None = None
@@ -122,7 +172,7 @@ class AgentKernel:
         self.agent_id = os.environ.get("AGENTIX_AGENT_ID", "")
         self.name = os.environ.get("AGENTIX_AGENT_NAME", "")
         self._streams: dict[int, Callable[[str], Any]] = {}
-        self._stream_ids = itertools.count(1)
+        self._last_stream = 0
         conn.on_notification = self._notification
 
     def _notification(self, method: str, params: dict[str, Any]) -> None:
@@ -142,7 +192,8 @@ class AgentKernel:
         params["messages"] = messages
         if on_text is None:
             return self.conn.call("think", params)
-        sid = next(self._stream_ids)
+        self._last_stream += 1
+        sid = self._last_stream
         self._streams[sid] = on_text
         try:
             return self.conn.call("think", {**params, "stream": True, "stream_id": sid})
