@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +54,9 @@ SCRIPTED = ('default_model = "sim:engine"\n\n[providers.sim]\nkind = "scripted"\
 
 
 class World:
+    #: the substrate agents run on (the module's ``substrate`` fixture runs every test on both)
+    backend = "plain"
+
     def __init__(self, tmp: Path, config_toml: str | None = None) -> None:
         self.home = Home(tmp / "home")
         self.home.create()
@@ -62,12 +66,14 @@ class World:
                 "- {text: 'thought', usage: {input_tokens: 5, output_tokens: 2}}\n")
         self.prog = tmp / "probe.py"
         self.prog.write_text(PROBE)
-        self.k = Kernel(self.home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0))
+        self.k = Kernel(self.home, KernelConfig(backend=self.backend, isolation="degraded", stop_grace=1.0))
 
     async def spawn(self, caps: Any = (), name: str = "probe", parent=None, **extra: Any):
         m = {"name": name, "program": str(self.prog) if parent is None else "probe.py",
              "isolation": "degraded", "capabilities": list(caps), **extra}
-        return await self.k.spawn(parse_manifest(m), parent=parent)
+        rec = await self.k.spawn(parse_manifest(m), parent=parent)
+        assert rec.isolation["backend"] == self.backend  # never silently another substrate
+        return rec
 
     async def calls(self, rec, calls: list, *, exit: bool = True) -> list[dict[str, Any]]:
         """Have the probe make ``calls``; with ``exit=False`` it stays alive (its tokens too)."""
@@ -108,6 +114,19 @@ def run(tmp: Path, body, config_toml: str | None = None) -> Any:
         finally:
             await w.k.shutdown()
     return asyncio.run(go())
+
+
+
+# every test of this module runs on both substrates: plain (no sandbox) and bwrap (namespaces,
+# mounts, seccomp); bwrap is skipped only where bubblewrap is not installed
+BACKENDS = ["plain", pytest.param("bwrap", marks=pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed"))]
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def substrate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(World, "backend", request.param)
+    return request.param
 
 
 def tool(name: str, **args: Any) -> list:

@@ -12,7 +12,9 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,9 @@ k.exit(out)
 
 # ---------------------------------------------------------------------------- harness
 class World:
+    #: the substrate agents run on (the module's ``substrate`` fixture runs every test on both)
+    backend = "plain"
+
     def __init__(self, tmp: Path, config_toml: str | None = None, **config: Any) -> None:
         self.tmp = tmp
         self.home = Home(tmp / "home")
@@ -61,11 +66,13 @@ class World:
             (self.home.root / "config.toml").write_text(config_toml)
         self.prog = tmp / "probe.py"
         self.prog.write_text(PROBE)
-        self.k = Kernel(self.home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0, **config))
+        self.k = Kernel(self.home, KernelConfig(backend=self.backend, isolation="degraded", stop_grace=1.0, **config))
 
     async def spawn(self, caps: Any = (), name: str = "probe", **extra: Any):
         m = {"name": name, "program": str(self.prog), "isolation": "degraded", "capabilities": list(caps), **extra}
-        return await self.k.spawn(parse_manifest(m))
+        rec = await self.k.spawn(parse_manifest(m))
+        assert rec.isolation["backend"] == self.backend  # never silently another substrate
+        return rec
 
     async def calls(self, rec, calls: list, *, exit: bool = True) -> list[dict[str, Any]]:
         """Send the probe a batch of system calls; wait for its answers (it exits after)."""
@@ -90,6 +97,19 @@ def run(tmp: Path, body, config_toml: str | None = None, **config: Any) -> Any:
         finally:
             await w.k.shutdown()
     return asyncio.run(go())
+
+
+
+# every test of this module runs on both substrates: plain (no sandbox) and bwrap (namespaces,
+# mounts, seccomp); bwrap is skipped only where bubblewrap is not installed
+BACKENDS = ["plain", pytest.param("bwrap", marks=pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed"))]
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def substrate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(World, "backend", request.param)
+    return request.param
 
 
 def tool(name: str, **args: Any) -> list:
@@ -761,9 +781,13 @@ def test_s32_an_approval_lets_one_tainted_call_through(tmp_path):
 
 def test_s20_an_expired_grant_is_refused(tmp_path):
     async def body(w):
-        rec = await w.spawn([{"grant": "tool: echo", "expires": 1}])
+        rec = await w.spawn([{"grant": "tool: echo", "expires": 4}])
         await w.k.deliver(None, rec, {"calls": [tool("echo", message="now")], "exit": False})
-        await asyncio.sleep(1.3)
+        # the first call is answered before expiry (a sandbox may take a while to start)...
+        while not w.events("tool.result", rec.agent_id):
+            await asyncio.sleep(0.05)
+        # ...the second one after it
+        await asyncio.sleep(max(0.0, w.k.caps.held[rec.agent_id][0].expires_at - time.time()) + 0.2)
         return await w.calls(rec, [tool("echo", message="later")]), rec
 
     res, rec = run(tmp_path, body)

@@ -121,6 +121,7 @@ class BudgetLedger:
     carved: Usage = field(default_factory=Usage)
     children: int = 0
     tool_calls: int = 0
+    carved_tool_calls: int = 0  # tool calls handed to live children (given back when they end)
     stopped: BudgetSignal | None = None
     _period_start: float = 0.0
     _warned: set[str] = field(default_factory=set)
@@ -258,7 +259,13 @@ class BudgetLedger:
         if self.limits.max_wall_clock is not None:
             left = max(0.0, self.limits.max_wall_clock - (now - self.created_at))
             wall = left if wall is None else min(wall, left)
-        limits = replace(child, max_wall_clock=wall, **vals)
+        calls = child.max_tool_calls
+        left = self.tool_calls_left()
+        if left is not None:  # tool calls are carved like tokens: a child never adds to the total
+            calls = left if calls is None else min(calls, left)
+            self.carved_tool_calls += calls
+        # a carved budget never resets: a child's reset_period would renew its share every period
+        limits = replace(child, max_wall_clock=wall, max_tool_calls=calls, reset_period=None, **vals)
         self.children += 1
         self.carved = self.carved + Usage(int(take["input_tokens"]), int(take["output_tokens"]), float(take["cost_usd"]))
         return BudgetLedger(limits, now)
@@ -271,13 +278,25 @@ class BudgetLedger:
             float(child.limits.max_cost_usd or 0.0) if self.limits.max_cost_usd is not None else 0.0,
         )
         self.carved = self.carved - give
+        if self.limits.max_tool_calls is not None:  # the unused share back; the calls made are ours
+            self.carved_tool_calls = max(0, self.carved_tool_calls - (child.limits.max_tool_calls or 0))
+            self.tool_calls += child.tool_calls
         return self.charge(child._lifetime, now)
+
+    def tool_calls_left(self, now: float | None = None) -> int | None:
+        """Tool calls this agent may still make (``None`` = unlimited): its limit less its own
+        calls and what live children were given."""
+        if now is not None:
+            self._roll(now)
+        lim = self.limits.max_tool_calls
+        return None if lim is None else max(0, lim - self.tool_calls - self.carved_tool_calls)
 
     def charge_tool_call(self, now: float) -> None:
         """Count one tool call; refuse past ``max_tool_calls``."""
         self._roll(now)
         lim = self.limits.max_tool_calls
-        if lim is not None and self.tool_calls + 1 > lim:
+        left = self.tool_calls_left()
+        if lim is not None and left is not None and left < 1:
             raise BudgetExceeded(
                 f"would exceed max_tool_calls of {lim}: tool_calls={self.tool_calls + 1}",
                 limit="max_tool_calls", limit_value=lim, used=self.tool_calls, stop=False,

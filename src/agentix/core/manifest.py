@@ -177,6 +177,13 @@ class Limits(_Model):
         _in_range(secs, 0, WALL_CLOCK_MAX, "wall_clock (seconds)")
         return secs
 
+    def capped_by(self, ceiling: Limits) -> Limits:
+        """These limits, none above ``ceiling``'s (an unset field takes the ceiling's; a field
+        the ceiling leaves unset stays as it is)."""
+        mine, top = self.model_dump(), ceiling.model_dump()
+        out = {k: (v if top[k] is None else top[k] if v is None else min(v, top[k])) for k, v in mine.items()}
+        return Limits(**out)
+
     def merged_over(self, defaults: Limits) -> Limits:
         """These limits with unset fields taken from ``defaults``."""
         data = defaults.model_dump()

@@ -324,8 +324,8 @@ class CapabilityService:
         so a call only a revoked token would allow reports ``capability_revoked``)."""
         toks = list(self.held.get(rec.agent_id, ())) if tokens is None else list(tokens)
         left = None
-        if tool_call and rec.budget is not None and rec.budget.limits.max_tool_calls is not None:
-            left = rec.budget.limits.max_tool_calls - rec.budget.tool_calls
+        if tool_call and rec.budget is not None:
+            left = rec.budget.tool_calls_left()
         req = AuthRequest(holder=rec.agent_id, resources=tuple(resources), partial=partial,
                           charge=charge,  # type: ignore[arg-type]
                           denied_prefixes=self.denied_prefixes, tool_calls_left=left,
@@ -392,6 +392,9 @@ class CapabilityService:
         - constraints only accumulate: a child's ``approval_required`` is its parent's plus its
           own (it may add tools, never drop one); the taint policy is the kernel's, the same
           for every agent;
+        - a child never gets more than its parent: each of its ``limits`` is at most the
+          parent's, its ``priority`` at most the parent's (its budget, tool calls included, is
+          carved out of the parent's by ``BudgetLedger.carve``, and never resets);
         - an agent granted a model with no token budget gets finite defaults:
           ``DEFAULT_LLM_BUDGET`` for a root, ``DEFAULT_LLM_CHILD_BUDGET`` for a child (carved
           out of its parent's, so that several children fit in a parent's default)."""
@@ -402,9 +405,12 @@ class CapabilityService:
         if parent is None:
             return manifest
         asks = sorted(set(parent.manifest.approval_required) | set(manifest.approval_required))
-        if asks == list(manifest.approval_required):
-            return manifest
-        return manifest.model_copy(update={"approval_required": asks})
+        # never more than the parent: its limits (memory, cpu, pids, wall clock, files, disk)
+        # bound the child's, and its scheduling priority bounds the child's
+        limits = self.k.config.effective_limits(manifest.limits).capped_by(parent.limits)
+        update: dict[str, Any] = {"approval_required": asks, "limits": limits,
+                                  "priority": min(manifest.priority, parent.manifest.priority)}
+        return manifest.model_copy(update=update)
 
     def tokens_for_spawn(self, manifest: Manifest, parent: AgentRecord | None, agent_id: str) -> list[Token]:
         """The tokens a new agent gets: minted from root for a root agent, delegated from the

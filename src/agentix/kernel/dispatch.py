@@ -236,7 +236,9 @@ class Pipeline:
                 tuple(sorted(call.taint)), durable=durable,
             )
         try:
-            result = await spec.handler(call)
+            # a pure check (``dry_run``) answers the decision on every method the table decides:
+            # no handler runs, so nothing is delivered, spawned or called, and nothing is charged
+            result = call.dry_run if call.dry_run is not None else await spec.handler(call)
         except AgentixError as err:
             for stage in reversed(ran):
                 await stage.after(call, None, err)

@@ -319,11 +319,11 @@ class Kernel:
                     "a strictly isolated agent cannot spawn a child with `isolation: degraded`",
                     layer="all", field="isolation")
             degraded_ok = parent_degraded or self.config.isolation == "degraded"
+        # constraints only accumulate (approval_required); a child gets no more than its parent
+        # (limits, priority); LLM roots get finite default budgets
+        manifest = self.caps.constrain(manifest, parent)
         limits = self.config.effective_limits(manifest.limits)
         _check_host_limits(limits)
-
-        # constraints only accumulate (approval_required); LLM roots get finite default budgets
-        manifest = self.caps.constrain(manifest, parent)
         agent_id = self._new_id()
         # delegation first: a refused grant leaves nothing behind (no workspace, no process)
         try:

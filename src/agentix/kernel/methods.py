@@ -42,14 +42,23 @@ def tool_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Requ
     return requests_for_tool(call.tool, call.args, VIRTUAL_WORKSPACE)
 
 
-def _target_name(k: Kernel, to: Any) -> AgentRecord:
+def _target_name(k: Kernel, call: Call, key: str = "to") -> AgentRecord:
+    to = call.params.get(key)
     if not isinstance(to, str):
-        raise InvalidRequest('missing parameter "to" (an agent id or live name)', field="to")
-    return k.table.find_live(to)
+        raise InvalidRequest(f'missing parameter "{key}" (an agent id or live name)', field=key)
+    return bind(call, key, k.table.find_live(to))
+
+
+def bind(call: Call, key: str, target: AgentRecord) -> AgentRecord:
+    """Pin the agent a name resolved to for the rest of the call: the handler runs after other
+    stages (and their awaits), when the same name may belong to another agent; it must act on
+    the agent that was decided on, so the parameter becomes that agent's id."""
+    call.params = {**call.params, key: target.agent_id}
+    return target
 
 
 def send_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
-    target = _target_name(k, call.params.get("to"))
+    target = _target_name(k, call)
     return [Request("message_send", target.manifest.name)]
 
 
@@ -75,7 +84,7 @@ def spawn_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Req
 def delegate_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request | Grant]:
     """``cap.delegate``: the recipient (a ``message_send`` grant must name it) and each
     delegated grant (a token must *cover* it)."""
-    target = _target_name(k, call.params.get("to"))
+    target = _target_name(k, call)
     g = call.params.get("grants")
     if isinstance(g, str):
         g = [g]
@@ -110,7 +119,7 @@ def descendant_guard(k: Kernel, call: Call) -> None:
     aid = call.params.get("agent_id")
     if not isinstance(aid, str):
         raise InvalidRequest('missing parameter "agent_id"', field="agent_id")
-    target = k.table.find(aid)
+    target = bind(call, "agent_id", k.table.find(aid))
     node = target
     while node.parent is not None:
         if node.parent == call.caller.agent_id:

@@ -30,6 +30,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Iterable
@@ -47,7 +48,10 @@ if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
     from agentix.kernel.process import AgentRecord
 
-__all__ = ["MAX_KEYS", "MAX_STATE", "StateStore", "register", "respawn_persistent", "state_identity"]
+__all__ = ["MAX_KEYS", "MAX_STATE", "StateStore", "register", "respawn_persistent", "state_identity",
+           "ungranted_model"]
+
+log = logging.getLogger(__name__)
 
 MAX_STATE = 8 * 1024 * 1024
 MAX_KEYS = 64
@@ -140,14 +144,44 @@ async def respawn_persistent(k: Kernel) -> list[str]:
     started = []
     for name, data in await asyncio.to_thread(k.state_store.persistent_agents):
         try:
-            rec = await k.spawn(parse_manifest({**data, "name": name}))
+            manifest = parse_manifest({**data, "name": name})
+            ungranted_model(k, manifest)
+            rec = await k.spawn(manifest)
         except AgentixError as err:
-            await k.events.record("agent.respawn_failed", None, {"name": name, "error": err.code,
+            log.warning("persistent agent %s was not started again: %s", name, err.message)
+            await k.events.record("agent.respawn_failed", None, {**err.data, "name": name, "error": err.code,
                                                                  "message": err.message})
             continue
         await k.events.record("agent.respawned", rec.agent_id, {"name": rec.name})
         started.append(rec.agent_id)
     return started
+
+
+def ungranted_model(k: Kernel, manifest: Any) -> None:
+    """Refuse to start again a stored LLM agent whose manifest grants no model it uses.
+
+    A manifest stored before ``think`` became a capability may name a ``model`` it is not
+    granted, or run a built-in LLM program (``module:agentix.agents.*``) on the kernel's
+    default model with no ``model`` grant at all; started anyway, it would fail at its first
+    ``think``. The refusal names the grant to add."""
+    from agentix.core.errors import CapabilityDenied
+    from agentix.core.grants import Request
+    from agentix.kernel.capabilities import manifest_groups
+
+    builtin_llm = (manifest.program or "").startswith("module:agentix.agents.")
+    model = manifest.model or (k.inference.config.default_model if builtin_llm else None)
+    if not model:
+        return
+    if any(g.grants.permits(Request("model", model)) for g in manifest_groups(manifest)):
+        return
+    provider = model.partition(":")[0]
+    raise CapabilityDenied(
+        f"persistent agent {manifest.name!r} was stored before models became a capability: it uses "
+        f"model {model!r} and its manifest grants no model. Add the capability 'model: {model}' "
+        f"(or 'model: {provider}:*') to its manifest and spawn it again (`agentix stop "
+        f"{manifest.name}` forgets the stored one)",
+        reason="model_not_granted", request=f"model: {model}", grant_to_add=f"model: {model}",
+        agent=manifest.name)
 
 
 def _key(params: dict[str, Any]) -> str:
