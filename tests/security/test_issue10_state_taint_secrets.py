@@ -478,7 +478,10 @@ def _shapes(secret: str, noise: str) -> list[AgentixError]:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(secret=secrets_, noise=st.text(max_size=12), shape=st.integers(0, 5))
+# noise without control characters: their JSON escapes (\u0000) would spell digits that a
+# secret like "0000" matches by construction, not by a leak
+@given(secret=secrets_, noise=st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12),
+       shape=st.integers(0, 5))
 def test_random_secrets_in_random_error_shapes_never_survive_redaction(secret, noise, shape):
     assume(secret.strip() == secret and secret.isprintable())
     vault = Vault({"K": secret})

@@ -90,6 +90,10 @@ class StoredLedger(TokenLedger):
             log.error("the store refused a capability-state write: %r", err)
             self._broken = err
 
+    def pending(self) -> bool:
+        """Whether counts were charged since the last ``journal`` (only limited tokens count)."""
+        return bool(self._dirty)
+
     def journal(self) -> None:
         """Queue the counts charged since the last call to the writer (no waiting). Charges
         only mark counts dirty — no thread is woken on the decision's path; the state stage
@@ -244,7 +248,13 @@ class DurableStateStage:
         self.ledger = ledger
 
     async def before(self, call: Call) -> None:
+        limited = self.ledger.pending()  # this decision charged a token with max_invocations
         self.ledger.journal()  # queued ahead of anything this call writes next
+        if limited:
+            # a count against a limit is trusted state: durable before the handler runs, even
+            # for a no_effect call, so no kill -9 ever gives back an invocation (docs/audit.md)
+            await self.ledger.flush()
+            return
         if call.tool is not None:
             # an effect tool's tool.invoked intent record comes next and is awaited: the charge
             # (queued ahead of it) is durable first; a no_effect tool's record is posted, and
