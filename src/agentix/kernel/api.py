@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest, NotFound
@@ -208,7 +209,7 @@ def register(k: Kernel) -> None:
         ctx = ToolContext(services=k, call=call, agent_id=subject.agent_id if subject else None,
                           workspace=subject.workspace if subject else None,
                           authorization=call.authorization, reauthorize=k.caps.reauthorizer(call),
-                          fence=k.caps.fence(subject.workspace if subject else None))
+                          make_fence=partial(k.caps.fence, subject.workspace if subject else None))
         return await spec.handler(ctx, call.args)
 
     async def tool_call(call: Call) -> dict[str, Any]:

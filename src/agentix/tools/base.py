@@ -10,7 +10,7 @@ confined helper), after the pipeline's checks.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
@@ -38,8 +38,18 @@ class ToolContext:
     authorization: Authorization | None = None
     #: a new decision for a resource found late (a redirect hop), charged to this call
     reauthorize: Callable[[Sequence[Request]], Authorization] | None = None
-    #: what the file tools may never open (``agentix.tools.fs.Fence``: the kernel's own state)
-    fence: Any = None
+    #: builds what the file tools may never open (``agentix.tools.fs.Fence``: the kernel's own
+    #: state); called on the first read of ``fence``, so a tool that opens no file (echo) does
+    #: not pay for the listdir/stat it takes
+    make_fence: Callable[[], Any] | None = None
+    _fence: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def fence(self) -> Any:
+        """The fence for this call, built once from the kernel's state as it is now."""
+        if self._fence is None and self.make_fence is not None:
+            self._fence = self.make_fence()
+        return self._fence
 
     def require_authorization(self) -> Authorization:
         if self.authorization is None:
