@@ -107,3 +107,20 @@ def test_record_not_durable_wakes_tail_waiters_on_commit(db):
 
     entries = asyncio.run(go())
     assert [e["kind"] for e in entries] == ["tool.invoked"]
+
+
+def test_a_write_during_a_posted_batchs_window_joins_that_commit(db):
+    """Posts do not wake the writer; a waiting write does, and rides the posts' commit."""
+    log = AuditLog(db)
+
+    async def go():
+        for i in range(50):
+            log.post("tool.invoked", "a1", {"i": i})
+        return await log.append("tool.result", "a1", {"ok": True})
+
+    last = asyncio.run(go())
+    assert last.seq == 51 and log.size() == 51
+    # one commit, or two if the loop was descheduled for longer than the window mid-burst
+    assert db.stats().commits <= 2 and db.stats().writes == 51
+    assert [log.entry(s).data.get("i") for s in range(1, 51)] == list(range(50))
+    assert log.verify().ok

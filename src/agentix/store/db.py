@@ -135,6 +135,10 @@ class Database:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self.schema_version = self._migrate()
         self._q: queue.SimpleQueue[_Req | object] = queue.SimpleQueue()
+        #: set when someone waits (a ``write``/``submit``, or ``close``): ends a posted batch's
+        #: commit window early. Posts do not set it, so a burst of posts wakes the writer once
+        #: per window, not once per post (each wake-up takes the GIL from the event loop)
+        self._urgent = threading.Event()
         self._c = _Counters()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -201,6 +205,8 @@ class Database:
         if self._closed:
             raise StateError("the database is closed")
         self._q.put(req)
+        if not req.posted:
+            self._urgent.set()
 
     def _run(self) -> None:
         q = self._q
@@ -208,6 +214,7 @@ class Database:
             first = q.get()
             if first is _STOP:
                 return
+            self._urgent.clear()  # before draining: whoever set it is in the queue behind first
             batch: list[_Req] = [first]  # type: ignore[list-item]
             stop = False
             while len(batch) < self.max_batch:
@@ -237,19 +244,20 @@ class Database:
         deadline = batch[0].posted + self.commit_window_s
         if not all(r.posted for r in batch):
             return False  # someone waits: commit now
+        left = deadline - time.monotonic()
+        if left > 0:
+            # sleep out the window unless someone starts waiting (``_urgent``); posts arriving
+            # meanwhile queue up without waking this thread
+            self._urgent.wait(left)
+        self._urgent.clear()  # before draining: a waiter queued after this is seen next round
         while len(batch) < self.max_batch:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
             try:
-                nxt = q.get(timeout=left)
+                nxt = q.get_nowait()
             except queue.Empty:
                 return False
             if nxt is _STOP:
                 return True
             batch.append(nxt)  # type: ignore[arg-type]
-            if not nxt.posted:  # type: ignore[attr-defined]
-                break  # someone waits: commit now
         return False
 
     def _commit_batch(self, batch: list[_Req]) -> None:
@@ -330,6 +338,7 @@ class Database:
             return
         self._closed = True
         self._q.put(_STOP)
+        self._urgent.set()
         self._thread.join()
         with self._readers_lock:
             self._generation += 1  # every thread opens a new reader next time
