@@ -41,6 +41,8 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # the trusted in-sandbox bootstrap applies the confinement before any agent code runs
     ("agentix.agents.boot", "agentix.sandbox.confine"): "boot is the sandbox's trampoline",
     ("agentix.agents.boot", "agentix.sandbox"): "boot is the sandbox's trampoline",
+    # `agentix mcp` is the command that starts the MCP face (a face starting a face, no kernel)
+    ("agentix.cli.mcp", "agentix.mcp.server"): "the CLI command that runs the MCP face",
 }
 # modules that do I/O or concurrency (pure helpers such as urllib.parse stay allowed)
 CORE_FORBIDDEN = {"asyncio", "sqlite3", "socket", "subprocess", "threading", "multiprocessing",

@@ -57,6 +57,7 @@ LAZY_COMMANDS = {
     "deny": "agentix.cli.security:deny",
     "caps": "agentix.cli.security:caps",
     "top": "agentix.cli.goal:top",
+    "mcp": "agentix.cli.mcp:mcp",
 }
 
 

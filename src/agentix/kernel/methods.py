@@ -134,6 +134,8 @@ POLICIES: dict[str, MethodPolicy] = {
     "kernel.shutdown": _op("effect"),
     "inference.stats": _op("no_effect"),
     "events.tail": _op("no_effect"),
+    "session.bind": _op("no_effect", "the operator's socket; names this connection's face (mcp, ...) and "
+                        "may make it read-only: binds once, only narrows", recorded=True),
     # ---- operator: agents
     "agent.spawn": _op("effect", "the operator's socket; the manifest's grants are minted from root"),
     "agent.list": _op("no_effect"),
