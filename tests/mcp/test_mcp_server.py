@@ -224,3 +224,32 @@ def test_a_bad_face_name_is_refused_and_the_connection_stays_the_operator(kernel
         k.kill(r.agent_id)
     assert not by_mcp(audit(kernel)) and not [e for e in audit(kernel) if e["data"].get("by")]
     wait_until(lambda: kernel.client.status(r.agent_id).state == "exited", timeout=10)
+
+
+# ---------------------------------------------------------------- a lost kernel
+def test_a_lost_kernel_is_a_tool_error_and_a_restarted_one_is_reached_again(isolation_mode) -> None:
+    from conftest import Daemon, short_tmp
+
+    tmp = short_tmp()
+    first = Daemon(tmp / "h", isolation_mode)
+    second: list[Daemon] = []
+
+    async def body(c: Client) -> None:
+        assert not (await c.call_tool("list_agents", {})).is_error
+        first.stop()
+        lost = await c.call_tool("list_agents", {})
+        assert lost.is_error and lost.structured_content["error"] == "internal_error"
+        down = await c.call_tool("kernel_info", {})  # no kernel: refused, the server still serves
+        assert down.is_error and "agentix up" in down.structured_content["message"]
+        second.append(Daemon(tmp / "h", isolation_mode))
+        back = await c.call_tool("kernel_info", {})
+        assert not back.is_error and back.structured_content["pid"] == second[0].proc.pid
+
+    try:
+        with_client(first, body)
+        # the log outlives the kernel: one bind for the first connection, one for the new one
+        assert [e["data"]["face"] for e in audit(second[0]) if e["kind"] == "session.bind"] == ["mcp", "mcp"]
+    finally:
+        for d in [first, *second]:
+            if d.proc.poll() is None:
+                d.stop()
