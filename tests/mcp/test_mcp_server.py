@@ -170,6 +170,22 @@ def test_a_bad_spawn_is_refused_and_starts_nothing(kernel, args, field) -> None:
     assert not [e for e in audit(kernel) if e["kind"] == "agent.spawned"]
 
 
+def test_spawn_grants_exactly_what_it_is_given(kernel) -> None:
+    async def body(c: Client) -> Any:
+        bare = await c.call_tool("spawn", {"program": program("sleeper.py"), "name": "bare"})
+        granted = await c.call_tool("spawn", {
+            "manifest": {"name": "granted", "program": program("sleeper.py"), "capabilities": ["tool: echo"]},
+            "grants": ["file_read: /workspace/*"], "args": ["30"]})
+        return bare.structured_content["agent_id"], granted.structured_content["agent_id"]
+
+    bare, granted = with_client(kernel, body)
+    grants = {aid: sorted(g for t in kernel.client.caps(aid) for g in t["grants"]) for aid in (bare, granted)}
+    assert grants[bare] == []
+    assert grants[granted] == ["file_read: /workspace/*", "tool: echo"]
+    for aid in (bare, granted):
+        kernel.client.kill(aid)
+
+
 # ---------------------------------------------------------------- read-only
 def test_read_only_mode_lists_no_mutating_tool_and_refuses_calling_one(kernel) -> None:
     before = len(audit(kernel))

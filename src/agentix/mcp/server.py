@@ -43,6 +43,7 @@ FACE = "mcp"
 LOG_TAIL = 16 * 1024          # the default tail of agent_logs
 LOG_MAX = 256 * 1024          # the most agent_logs returns at once (the kernel's chunk)
 WAIT_MAX = 600.0              # the longest a tool call waits for an agent
+LOG_READS = 64                # the tail reads at most this many chunks (16 MiB); past that, use offset
 
 
 class KernelLink:
@@ -168,7 +169,10 @@ def _spawn(link: KernelLink) -> Callable[..., Any]:
             _absolute_program(m.get("program"), "manifest.program")
             if grants:
                 caps = m.get("capabilities") or []
-                m["capabilities"] = [*([caps] if isinstance(caps, str) else caps), *grants]
+                if not isinstance(caps, list):
+                    raise InvalidRequest('with "grants", the manifest\'s "capabilities" must be a list '
+                                         "(or put the grants in the manifest)", field="grants")
+                m["capabilities"] = [*caps, *grants]
             if args:
                 m["args"] = [*(m.get("args") or []), *args]
             return k.spawn(m, program=program, name=name, message=message).to_dict()
@@ -229,7 +233,7 @@ def _agent_logs(link: KernelLink) -> Callable[..., Any]:
                         "live": r["live"]}
             # the tail: read to the end in kernel-sized chunks, keep the last max_bytes
             buf, pos, live = b"", 0, False
-            while True:
+            for _ in range(LOG_READS):
                 r = k.call("agent.logs", agent_id=agent, offset=pos, max_bytes=LOG_MAX)
                 live = r["live"]
                 if r["offset"] == pos:
