@@ -20,8 +20,9 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# every bench/*.py (floors first), then one summary table; BENCH_ARGS=--quick for a smoke run
 bench: setup
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/_run_all.py $(BENCH_ARGS)
 
 setup: system-packages $(STAMP)
 

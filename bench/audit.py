@@ -5,6 +5,12 @@ no fsync as the lower and upper bounds, measured in the same run); verification 
 1,000,000 entries <= 10 s; inclusion proof generation plus offline verification at
 1,000,000 entries <= 1 ms.
 
+Starts: no kernel -- the store only (SQLite in WAL mode behind the group-commit writer
+thread) in this process. The proof rows give wall time and this thread's CPU time per
+proof: on a loaded host the wall p99 is mostly time spent waiting for a CPU (a proof costs
+~0.3 ms of CPU; a descheduled process waits several ms), so both are printed beside the
+load average.
+
 Usage: python bench/audit.py [--entries 1000000] [--tasks 256] [--appends 60000]
 Prints a table and, as its last line, one JSON object of figures.
 """
@@ -118,20 +124,23 @@ def main() -> None:
 
     rng = random.Random(1)
     pk = public_key_bytes(key)
-    gen, ver, total = [], [], []
+    gen, ver, total, cpu = [], [], [], []
     for _ in range(args.proofs):
-        seq = rng.randrange(args.entries)
+        seq = rng.randrange(1, args.entries + 1)
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         proof = log.prove(seq)
         t1 = time.perf_counter()
         e = verify_proof(proof, pk)
         t2 = time.perf_counter()
+        cpu.append(time.thread_time() - c0)
         assert e.seq == seq
         gen.append(t1 - t0)
         ver.append(t2 - t1)
         total.append(t2 - t0)
     db.close()
     total.sort()
+    cpu.sort()
     res.update({
         "verify_entries": args.entries,
         "verify_s": round(verify_s, 2),
@@ -143,12 +152,15 @@ def main() -> None:
         "proof_verify_ms_mean": round(statistics.mean(ver) * 1e3, 3),
         "proof_total_ms_p50": round(total[len(total) // 2] * 1e3, 3),
         "proof_total_ms_p99": round(total[int(len(total) * 0.99)] * 1e3, 3),
+        "proof_cpu_ms_p50": round(cpu[len(cpu) // 2] * 1e3, 3),
+        "proof_cpu_ms_p99": round(cpu[int(len(cpu) * 0.99)] * 1e3, 3),
         "proof_path_len": len(proof["path"]),
     })
     res["goals_met"] = {
         "appends_ge_20000_per_s": res["appends_per_s_group_commit"] >= 20_000,
         "verify_1m_le_10s": verify_s <= 10 if args.entries >= 1_000_000 else None,
-        "proof_le_1ms": res["proof_total_ms_p50"] <= 1.0,
+        "proof_p99_le_1ms": res["proof_total_ms_p99"] <= 1.0,
+        "proof_cpu_p99_le_1ms": res["proof_cpu_ms_p99"] <= 1.0,
     }
 
     rows = [
@@ -162,6 +174,8 @@ def main() -> None:
         (f"proof gen + verify at {args.entries:,} (p50 / p99)",
          f"{res['proof_total_ms_p50']} / {res['proof_total_ms_p99']} ms "
          f"(gen {res['proof_gen_ms_mean']} + verify {res['proof_verify_ms_mean']} ms mean)"),
+        ("  same, CPU time of this thread (p50 / p99)",
+         f"{res['proof_cpu_ms_p50']} / {res['proof_cpu_ms_p99']} ms"),
     ]
     print(f"audit benchmark ({args.tasks} concurrent appenders)")
     w = max(len(a) for a, _ in rows)

@@ -5,6 +5,9 @@ checked every time) + authorise the call's requests against a token attenuated 4
 (5 blocks, intersection) + charge the invocation ledger (revocation + counts, under a lock)
 + the taint policy decision. Goal: p50 <= 150 us, p99 <= 500 us.
 
+Starts: no kernel and no process -- the pure capability core (``agentix.core``) in this
+process.
+
 Prints a readable table; the LAST line is one JSON object of the figures.
 """
 

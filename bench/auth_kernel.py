@@ -17,6 +17,9 @@ Then, in the same kernel, a ``file_read_many`` of 16 paths against one path: the
 alone (``CapabilityService.decide``; goal: 16 paths <= 2x one path, p50) and the whole check
 stage in-process (``CapabilityStage.before``, the tool not run).
 
+Starts: an in-process kernel (``Kernel`` on this process's event loop, plain backend,
+isolation degraded -- no daemon, no bwrap) and one real agent process spawned by it.
+
 Prints a readable table; the LAST line is one JSON object of the figures.
 """
 

@@ -5,6 +5,8 @@ system call to the kernel's event loop). We measure its round-trip latency idle,
 while a hog agent (cpu limit 0.5) runs 4 busy processes on this 2-core machine, and
 report the ratio — back to back (the sibling stays runnable) and spaced 1 ms apart (every
 sample is a cold wake-up that must preempt a hog process on a busy core). Goal (issue 3): under the hog, the sibling's p50 stays within 2x idle.
+Starts: no kernel -- the sandbox substrate only (``BwrapSubstrate``: bwrap, cgroups,
+seccomp, Landlock) in this process, with two sandboxed agent processes.
 Last line: one JSON object of figures.
 """
 

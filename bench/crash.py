@@ -1,10 +1,15 @@
 """Crash benchmark: kill -9 a store writer under concurrent load, recover, count losses.
 
+Starts: no kernel -- the store substrate only (a child process running the group-commit
+writer), killed with SIGKILL and reopened in this process.
+
 Each trial (``agentix.store.crashtrial.run_trial``) starts a child that appends audit
-entries from 16 concurrent tasks (every tenth atomically with a ``running`` agent record)
-and prints each acknowledged seq; the child is SIGKILLed at a random moment, then the store
-is reopened and recovered. Lost acknowledged events must be 0; the chain must verify; no
-agent may stay live. Recovery time = open the database + load the audit state + ``recover``
+entries from 16 concurrent tasks -- effect calls (durable intent, the effect, durable
+outcome), no-effect calls (records posted, asynchronous commit) and spawns (atomically with
+a ``running`` agent record) -- and prints each acknowledged seq; the child is SIGKILLed at a
+random moment, then the store is reopened and recovered. Lost acknowledged events must be
+0; effects without their durable intent record must be 0; the chain must verify; no agent
+may stay live. Recovery time = open the database + load the audit state + ``recover``
 (tail check, agents marked exited, events appended, durably committed). The database grows
 across trials and is started afresh every ``--fresh-every`` trials (so full verification
 per trial stays cheap).
@@ -66,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="agentix-bench-crash-"))
-    acked = lost = chain_bad = left = agents = 0
+    acked = lost = chain_bad = left = agents = effects = no_intent = 0
     rec: list[float] = []
     t0 = time.perf_counter()
     path = root / "db0" / "agentix.db"
@@ -79,6 +84,8 @@ def main() -> None:
         chain_bad += not r.chain_ok
         left += r.left_running
         agents += r.recovered_agents
+        effects += r.effects
+        no_intent += r.effects_without_intent
         rec.append(r.recovery_s)
         if (i + 1) % 100 == 0:
             print(f"  {i + 1} trials: lost {lost}, chain failures {chain_bad}", flush=True)
@@ -97,6 +104,8 @@ def main() -> None:
         "recovery_ms_max": round(rec[-1] * 1e3, 2),
         "wall_s": round(wall, 1),
         "recovery_100_running_agents_ms": round(agents100 * 1e3, 1),
+        "effects": effects,
+        "effects_without_intent": no_intent,
     }
     print(f"crash benchmark: {args.trials} kill -9 trials in {wall:.0f} s")
     for k, v in res.items():

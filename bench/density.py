@@ -1,6 +1,6 @@
 """Density: N idle sandboxed agents in a real kernel; operator RPC latency and memory per agent.
 
-Starts ``python -m agentix.kernel.daemon`` on a fresh home whose ``config.toml`` raises
+Starts: a kernel daemon -- ``python -m agentix.kernel.daemon`` on a fresh home whose ``config.toml`` raises
 ``[kernel] max_agents`` to 1000, spawns N (default 500) agents through the operator socket
 (8 at a time; every isolation layer on, ``memory: 64M``, ``pids: 16``), each blocked in
 ``ipc.recv``. While all of them live it measures, over the operator socket:

@@ -18,6 +18,10 @@ agent (a small request every second). For each discipline, in the same run:
 Part 2 (if agentix[local] is installed): 10 agents with weights 1:1:2 share the real local
 model; aggregate tokens/s beside a single stream, and fairness.
 
+Starts: no kernel -- the inference service (``InferenceService``: scheduler + provider
+driver) in this process, the fake provider in a child process, and, for part 2, the local
+model in this process.
+
 Prints a table; the last line is one JSON object with every figure.
 """
 
@@ -76,10 +80,18 @@ async def server_stats(base: str, reset: bool = False) -> dict:
         return (await c.get(base + "/_stats")).json()
 
 
+RESERVE = {"reserve": 1, "lend_after": "never"}  # the "wfq+reserve" row (--reserve, --lend-after)
+
+
 def make_service(home: Path, base: str, discipline: str, concurrency: int = SLOTS, record=None) -> InferenceService:
+    extra = ""
+    if discipline == "wfq+reserve":
+        discipline = "wfq"
+        extra = (f"reserve_interactive = {RESERVE['reserve']}\nlend_after = '{RESERVE['lend_after']}'\n"
+                 "interactive_idle = '0.5s'\n")
     (home / "config.toml").write_text(
         f"[providers.openai]\nconcurrency = {concurrency}\n"
-        "[inference]\nretry_budget = 8\nbackoff_base = 0.05\nbackoff_max = 1.0\nmax_wait = '10s'\n")
+        "[inference]\nretry_budget = 8\nbackoff_base = 0.05\nbackoff_max = 1.0\nmax_wait = '10s'\n" + extra)
     cfg = load_config(home, {"OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": base, "AGENTIX_MODEL": "openai:fake"},
                       local_installed=False)
     return InferenceService(cfg, discipline=discipline, record=record)
@@ -192,7 +204,7 @@ async def part1(duration: float) -> dict:
             home = Path(d)
             alone = await interactive_alone(base, home)
             rows = []
-            for disc in ("wfq", "fifo", "round_robin", "none"):
+            for disc in ("wfq", "wfq+reserve", "fifo", "round_robin", "none"):
                 rows.append(await run_discipline(base, home, disc, duration))
     finally:
         proc.terminate()
@@ -260,7 +272,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds measured per discipline")
     ap.add_argument("--local-duration", type=float, default=45.0)
     ap.add_argument("--no-local", action="store_true")
+    ap.add_argument("--reserve", type=int, default=1, help="reserved slots of the wfq+reserve row")
+    ap.add_argument("--lend-after", default="never", help="lend_after of the wfq+reserve row ('never', '50ms')")
     a = ap.parse_args()
+    RESERVE.update(reserve=a.reserve, lend_after=a.lend_after)
     r1 = asyncio.run(part1(a.duration))
     print(f"fake provider: {SLOTS} slots, {LATENCY * 1000:.0f} ms to first token, {TPS:.0f} tokens/s per stream, "
           f"429 when busy; 50 agents (weights 1:1:2) + greedy (10x requests) + interactive")
@@ -274,6 +289,8 @@ def main() -> None:
               f"{r['interactive_p99_wait_ms']:>7.1f}ms{r['overhead_op_p99_us']:>7.0f}us{r['overhead_per_request_us']:>7.0f}us"
               f"{r['rejected_429']:>7}{r['failures']:>6}")
     print("goals (wfq): capacity >= 95%, fairness >= 0.95, interactive <= 2x alone, overhead <= 1 ms p99")
+    print(f"wfq+reserve: wfq with {RESERVE['reserve']} slot(s) reserved for interactive requests, "
+          f"lend_after {RESERVE['lend_after']}")
     print(f"machine load average during the run: {open('/proc/loadavg').read().split()[0]} on "
           f"{__import__('os').cpu_count()} cores (other jobs inflate waits and latency)")
     r2 = None if a.no_local else asyncio.run(part2(a.local_duration))
@@ -283,7 +300,15 @@ def main() -> None:
         print(f"local model (Gemma 3 270M, 4 slots, {prov_threads()} threads): single stream {r2['single_stream_tokens_per_s']:.1f} "
               f"tokens/s; 10 agents aggregate {r2['aggregate_tokens_per_s']:.1f} tokens/s; "
               f"fairness {r2['fairness']:.3f}; mean tokens per agent by weight {r2['tokens_by_weight']}")
-    print(json.dumps({"fake": r1, "local": r2}, default=float))
+    goals = {}
+    for row in r1["rows"][:2]:
+        d = row["discipline"]
+        goals.update({f"{d}_capacity_ge_0.95": row["throughput_share"] >= 0.95,
+                      f"{d}_fairness_ge_0.95": row["fairness"] >= 0.95,
+                      f"{d}_interactive_p99_le_2x_alone": row["interactive_vs_alone"] <= 2.0,
+                      f"{d}_overhead_p99_le_1ms": row["overhead_op_p99_us"] <= 1000})
+    print(json.dumps({"bench": "inference", "fake": r1, "local": r2, "goals": goals,
+                      "loadavg": float(open("/proc/loadavg").read().split()[0])}, default=float))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ The model is an instant scripted ``think`` and the tool an instant in-process an
 what is timed is the loop's own work per iteration: building the request, recording the
 reply, canonicalising and schema-validating the arguments, the repeat check, dispatch,
 serialising the result, token accounting and the summarisation check. 16 tools are on
-offer. Prints a table, then one JSON object as the last line.
+offer. Starts: no kernel and no process -- the agent loop (``agentix.agents.loop``) in this
+process against an instant in-process fake kernel. Prints a table, then one JSON object as
+the last line.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Search figures use precomputed unit vectors (384 dimensions, like the offline embedder)
 so that the store's own cost is measured; the offline embedder's cost is measured
 separately (a real query pays embed + search). Goal: search p50 <= 20 ms at 100,000.
-Prints a table, then one JSON object as the last line.
+Starts: no kernel and no process -- the memory store (SQLite) and the offline embedder in
+this process. Prints a table, then one JSON object as the last line.
 """
 
 from __future__ import annotations

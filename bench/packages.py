@@ -7,7 +7,9 @@
    speed (goal <= 2x). The transfer time is measured in the same run: a plain HTTP GET of
    every blob from the registry, counted twice (up and down).
 
-Snapshots are not built, so they are not measured. Last line: one JSON object.
+Starts: a kernel daemon (``bench/_daemon.py``, degraded isolation) and a loopback
+``docker-registry`` process; builds run in this process. Snapshots are not built, so they
+are not measured. Last line: one JSON object.
 
     python bench/packages.py [--mb 10] [--runs 5] [--isolation degraded]
 """

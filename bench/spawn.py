@@ -17,7 +17,10 @@ Cases, run interleaved (one of each per round, N rounds) so that they see the sa
 
 Every agentix spawn applies every layer (namespaces, mounts, setpriv, seccomp, Landlock,
 rlimits, no_new_privs, cgroups) and is confirmed by the in-sandbox confine report.
-Goal (issue 3): isolated p50 <= 50 ms, p99 <= 150 ms. Last line: one JSON object of figures.
+Starts: the sandbox substrate (``BwrapSubstrate``) in this process for the substrate rows,
+and a kernel daemon (``python -m agentix.kernel.daemon``, strict isolation) for the
+``kernel agent.spawn`` rows. Goal (issue 3): isolated p50 <= 50 ms, p99 <= 150 ms. Last
+line: one JSON object of figures.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 For each spawn the operator notes perf_counter_ns just before its agent.spawn request; the
 agent notes perf_counter_ns just before sending its first system call (sys.info) and reports
 it through sys.exit (perf_counter is CLOCK_MONOTONIC: one clock for every process). Spawns
-run one at a time. Last line: one JSON object.
+run one at a time. Starts: a kernel daemon (``python -m agentix.kernel.daemon``, isolation
+``degraded`` by default, i.e. plain processes; ``--isolation strict`` for bwrap) and real agent
+processes. Last line: one JSON object.
 
     python bench/spawn_first_call.py [--spawns 100] [--isolation degraded]
 """

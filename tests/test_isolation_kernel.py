@@ -102,8 +102,9 @@ def wait_for(pred: Any, timeout: float, what: str) -> Any:
         time.sleep(0.02)
 
 
-def cgroup_dirs(agent_id: str) -> list[Path]:
-    h = cgroups.detect()
+def cgroup_dirs(k: Kernel, agent_id: str) -> list[Path]:
+    """An agent's groups: in its kernel's own subtree (named by the kernel's home)."""
+    h = cgroups.detect(cgroups.subtree_name(k.info()["home"]))
     return [base / agent_id for base in h.bases.values()]
 
 
@@ -313,9 +314,9 @@ def test_stop_terms_the_group_waits_the_grace_then_kills_and_removes_the_subtree
     wait_for(lambda: kernel.status(child).raw["syscalls"] >= 1, 15, "the child ready")
     wait_for(lambda: kernel.status(parent).raw["syscalls"] >= 3, 15, "the parent ready")
     pst, cst = kernel.status(parent).raw, kernel.status(child).raw
-    dirs = cgroup_dirs(parent) + cgroup_dirs(child)
+    dirs = cgroup_dirs(kernel, parent) + cgroup_dirs(kernel, child)
     assert all(d.is_dir() for d in dirs)
-    host_pids = [int(x) for d in cgroup_dirs(parent)[:1] + cgroup_dirs(child)[:1]
+    host_pids = [int(x) for d in cgroup_dirs(kernel, parent)[:1] + cgroup_dirs(kernel, child)[:1]
                  for x in (d / "cgroup.procs").read_text().split()]
     assert len(host_pids) >= 6  # bwrap ×2 + python (+ its forked helper) per agent
 
@@ -345,7 +346,7 @@ def test_stop_of_a_cooperative_agent_does_not_wait_the_grace(kernel: Kernel, pro
     assert time.monotonic() - t0 < 5
     assert st.reason == "killed" and st.exit["signal"] is None and st.exit["code"] == 0
     assert (ws / "bye").read_text() == "bye"
-    wait_for(lambda: not any(d.exists() for d in cgroup_dirs(a)), 5, "cgroups removed")
+    wait_for(lambda: not any(d.exists() for d in cgroup_dirs(kernel, a)), 5, "cgroups removed")
 
 
 # ---------------------------------------------------------------- scenario 4
@@ -378,7 +379,7 @@ def test_fork_bomb_stops_at_the_pids_limit_and_the_kernel_answers(kernel: Kernel
         time.sleep(0.05)
     print(f"\nkernel.info during a fork bomb: worst {worst * 1e3:.1f} ms")
     assert worst < 1.0
-    dirs = cgroup_dirs(bomb)
+    dirs = cgroup_dirs(kernel, bomb)
     host_pids = [int(x) for x in (dirs[0] / "cgroup.procs").read_text().split()]
     st = kernel.kill(bomb)
     assert st.state == "exited" and st.reason == "killed"
@@ -492,13 +493,15 @@ def test_a_kernel_with_a_launcher_pool_spawns_fully_isolated_agents(programs: Pa
             assert st.raw["isolation"]["missing_layers"] == []
             assert "cgroups" in st.raw["isolation"]["layers"]
         kpid = k.info()["pid"]
-        slots = wait_for(lambda: [d for d in _slot_dirs() if _owned_by(d, kpid)], 10,
+        home = k.info()["home"]
+        slots = wait_for(lambda: [d for d in _slot_dirs(home) if _owned_by(d, kpid)], 10,
                          "the pool to be refilled")
     assert not any(d.exists() for d in slots)  # retired with the kernel
 
 
-def _slot_dirs() -> list[Path]:
-    return [d for base in cgroups.detect().bases.values() for d in base.glob("slot-*")]
+def _slot_dirs(home: str) -> list[Path]:
+    return [d for base in cgroups.detect(cgroups.subtree_name(home)).bases.values()
+            for d in base.glob("slot-*")]
 
 
 def _owned_by(d: Path, kernel_pid: int) -> bool:

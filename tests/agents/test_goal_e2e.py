@@ -70,7 +70,8 @@ def test_goal_end_to_end_through_the_cli(tmp_path):
     assert cli.returncode == 0, cli.stdout + cli.stderr
     # streamed as it happened, then the summary per agent
     for needle in ("plan", "spawned alpha", "spawned beta", "spawned gamma", "echo", "capability_denied",
-                   "agents of this goal", "outcome: complete"):
+                   "agents of this goal", "outcome: complete", "model fake:fake-model (provider fake",
+                   "model: fake:fake-model"):
         assert needle in cli.stdout, (needle, cli.stdout)
     # the files landed in --output
     assert sorted(p.name for p in out_dir.iterdir()) == ["alpha.md", "beta.md", "gamma.md", "result.md",

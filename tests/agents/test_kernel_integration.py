@@ -209,7 +209,7 @@ def test_orchestrator_runs_a_plan_with_real_children(tmp_path):
     assert spawned["c"] > max(exited[ids["a"]], exited[ids["b"]])
     outdir = rec.workspace / "output"
     assert (outdir / "c.md").read_text() == "c: saw prior findings"
-    assert (outdir / "result.md").read_text() == "final synthesis"
+    assert (outdir / "result.md").read_text().startswith("final synthesis\n\n---\n*Produced by fake:fake-model")
     assert json.loads((outdir / "summary.json").read_text())["stop_reason"] == "complete"
 
 

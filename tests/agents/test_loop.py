@@ -52,7 +52,7 @@ def test_complete_after_a_tool_call():
     ("echo", {"message": 5}, "invalid_arguments"),
     ("echo", {}, "invalid_arguments"),
     ("echo", {"message": "x", "extra": 1}, "invalid_arguments"),
-    ("echo", "{not json", "invalid_arguments"),
+    ("echo", "{not json", "invalid_json"),
     ("echo", "[1, 2]", "invalid_arguments"),
     ("nosuch", {}, "unknown_tool"),
 ])
@@ -331,3 +331,32 @@ def test_send_and_wait_timeout_goes_back_to_the_model():
 def test_malformed_think_reply_ends_the_run_with_error(bad):
     res = ToolLoop(FakeKernel(lambda p: bad), [ECHO]).run("t")
     assert res.stop_reason == "error" and "malformed" in res.error["message"]
+
+
+def test_failed_tool_result_is_marked_is_error_and_success_is_not():
+    k = FakeKernel([reply(calls=[("nosuch", {}), ("echo", {"message": "hi"})]), reply("done")])
+    ToolLoop(k, [ECHO]).run("t")
+    results = [m for m in k.thinks[1]["messages"] if m["role"] == "tool"]
+    assert results[0].get("is_error") is True and "is_error" not in results[1]
+
+
+@pytest.mark.parametrize("stop", ["refusal", "context_window_exceeded"])
+def test_refusal_and_window_exceeded_are_not_complete(stop):
+    k = FakeKernel([reply("I can't help with that", stop=stop)])
+    res = ToolLoop(k, [ECHO]).run("t")
+    assert res.stop_reason == stop and not res.ok and len(k.thinks) == 1
+
+
+def test_pause_turn_is_continued_not_taken_as_the_answer():
+    k = FakeKernel([reply("half way", stop="pause_turn"), reply("the whole answer")])
+    res = ToolLoop(k, [ECHO]).run("t")
+    assert (res.stop_reason, res.text, res.iterations) == ("complete", "the whole answer", 2)
+    assert k.thinks[1]["messages"][-1] == {"role": "assistant", "content": "half way"}
+
+
+def test_loop_tools_without_kernel_list_follow_the_grants():
+    from agentix.agents.loop import _loop_tools_from_grants
+
+    assert _loop_tools_from_grants(["tool: echo", "file_read: /data/*"]) == []
+    assert _loop_tools_from_grants(["spawn_child: [a]"]) == ["spawn_agent", "spawn_agents"]
+    assert _loop_tools_from_grants(["message_send: *"]) == ["send_message", "send_and_wait", "recv_message"]

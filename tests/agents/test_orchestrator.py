@@ -73,7 +73,8 @@ def test_independent_subtasks_run_concurrently_and_deps_get_findings():
     assert "<prior_findings" not in seen["a"]
     assert [a["id"] for a in out["agents"]] == ["a", "b", "c"]
     assert all(a["outcome"] == "completed" and a["input_tokens"] == 7 for a in out["agents"])
-    assert written["output/c.md"] == "result of c" and written["output/result.md"] == "final answer"
+    assert written["output/c.md"] == "result of c" and written["output/result.md"].startswith("final answer\n")
+    assert "Produced by fake:fake (provider fake)" in written["output/result.md"]
     assert json.loads(written["output/summary.json"])["stop_reason"] == "complete"
     # child grants: inherited without spawning
     caps = [p["manifest"]["capabilities"] for m, p in k.calls if m == "agent.spawn_child"][0]
@@ -138,3 +139,73 @@ def test_plan_as_a_submit_plan_call_then_a_cyclic_one_is_refused():
     assert "cycle" in k.thinks[1]["messages"][-1]["content"]
     progress = [p["data"] for m, p in k.calls if m == "loop.event" and p["data"]["stage"] == "plan_invalid"]
     assert len(progress) == 1 and progress[0]["attempt"] == 1 and "cycle" in progress[0]["error"]
+
+
+def test_children_wall_clock_fits_inside_the_orchestrators():
+    """The orchestrator was killed during synthesis: it had its children's 10-minute clock."""
+    from agentix.agents.orchestrator import OrchestratorConfig
+
+    t = [0.0]
+    k, _, _, _ = make([plan_json(("a", ""), ("b", "a"))],
+                      lambda m, msg, n: (t.__setitem__(0, t[0] + 500) or 0.0, "completed",
+                                         {"stop_reason": "complete", "text": "ok"}))
+    orch = Orchestrator(k, bootstrap_manifest(), TOOLS, OrchestratorConfig(wall_clock=1200.0), clock=lambda: t[0])
+    assert orch.run("g")["stop_reason"] == "complete"
+    walls = [p["manifest"]["limits"]["wall_clock"] for m, p in k.calls if m == "agent.spawn_child"]
+    # a: min(600, 1200 - 0 - 120); b starts 500 s later: 1200 - 500 - 120
+    assert walls == ["600s", "580s"]
+    from agentix.core.units import parse_duration
+
+    assert parse_duration(bootstrap_manifest()["limits"]["wall_clock"]) > 600 + 120
+
+
+def test_summary_cost_sums_the_tree_and_result_names_the_model():
+    def think(p):
+        if p.get("purpose") == "plan":
+            return {**reply(plan_json(("a", ""))), "cost_usd": 0.25}
+        return {**reply("final answer"), "cost_usd": 0.5}
+
+    written: dict[str, str] = {}
+    k = FakeKernel(think, tools={"file_write": lambda a: written.__setitem__(a["path"], a["content"]) or {}})
+    k.child_behaviour = lambda m, msg, n: (0.0, "completed", {"stop_reason": "complete", "text": "x",
+                                                              "cost_usd": 1.0})
+    model = {"model": "local:gemma-3-270m", "provider": "local", "kind": "local", "scripted": False,
+             "notice": "a 270M-parameter local model"}
+    out = Orchestrator(k, bootstrap_manifest(), {"file_write"}, model=model).run("g")
+    assert out["usage"]["cost_usd"] == 0.75 and out["cost_usd"] == 1.75
+    assert out["agents"][0]["cost_usd"] == 1.0 and out["model"]["model"] == "local:gemma-3-270m"
+    result = written["output/result.md"]
+    assert "Produced by local:gemma-3-270m (provider local)" in result
+    assert "**Note:** a 270M-parameter local model" in result
+
+
+def test_summary_cost_is_null_when_no_price_is_known():
+    k, orch, _, _ = make([plan_json(("a", ""))])
+    out = orch.run("g")
+    assert out["cost_usd"] is None and out["usage"]["cost_usd"] is None
+
+
+def test_a_plan_copying_the_prompt_example_goes_back_to_the_model():
+    """The 270M model returned the prompt's example verbatim: that is not a plan."""
+    copied = json.dumps({"subtasks": [{"id": "research", "goal": "what this child must do and deliver"},
+                                      {"id": "report", "goal": "...", "depends_on": ["research"]}]})
+    k, orch, _, _ = make([copied, plan_json(("a", ""))])
+    out = orch.run("write a report")
+    assert out["stop_reason"] == "complete" and [a["id"] for a in out["agents"]] == ["a"]
+    invalid = [d for kind, d in k.events if kind == "progress" and d["stage"] == "plan_invalid"]
+    assert "placeholder goal" in invalid[0]["error"] and "research, report" in invalid[0]["error"]
+
+
+def test_submit_plan_with_broken_json_is_told_so():
+    def think(p):
+        if p.get("purpose") == "plan":
+            if not any(m["role"] == "assistant" for m in p["messages"]):
+                return reply(calls=[("submit_plan", '{"subtasks": [{"id": "a", "goal": "do a"')])
+            return reply(calls=[("submit_plan", {"subtasks": [{"id": "a", "goal": "do a"}]})])
+        return reply("final answer")
+
+    k = FakeKernel(think, tools={"file_write": lambda a: {}})
+    out = Orchestrator(k, bootstrap_manifest(), {"file_write"}).run("g")
+    assert out["stop_reason"] == "complete"
+    invalid = [d for kind, d in k.events if kind == "progress" and d["stage"] == "plan_invalid"]
+    assert "no JSON object" in invalid[0]["error"]

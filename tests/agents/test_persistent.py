@@ -195,6 +195,8 @@ def test_daemon_restart_starts_the_persistent_agent_again(tmp_path, model):
     proc = start_daemon(home)
     try:
         with SdkKernel(home) as k:
-            assert [x.name for x in k.list(all=True)] == []
+            assert [x.name for x in k.list(all=False)] == []   # not started again
+            # the records of earlier runs are still listed (ps -a), exited
+            assert {x.state for x in k.list(all=True)} == {"exited"}
     finally:
         stop_daemon(home, proc)

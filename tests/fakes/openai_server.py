@@ -32,6 +32,10 @@ class Scripted:
     error_message: str = "simulated error"
     input_tokens: int | None = None
     output_tokens: int | None = None
+    stop_reason: str | None = None       # the provider's own stop reason (default: from the content)
+    stream_error: str | None = None      # an error event of this type mid-stream (Anthropic)
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass
@@ -191,6 +195,10 @@ class FakeLLMServer:
         if self.keep_bodies:
             st.bodies.append(data)
             st.headers.append(headers)
+        problem = self.validate(data)
+        if problem is not None:   # what the real API refuses with 400
+            await self._send_json(writer, 400, self.error_body(400, problem))
+            return
         item = self.queue.popleft() if self.queue else None
         if item is not None and item.status != 200:
             extra = {} if item.retry_after is None else {"retry-after": f"{item.retry_after:g}"}
@@ -243,6 +251,10 @@ class FakeLLMServer:
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         raise NotImplementedError
 
+    def validate(self, data: dict[str, Any]) -> str | None:
+        """The reason the real API would reject this body (400), or None."""
+        return None
+
     async def respond(self, data: dict[str, Any], writer: asyncio.StreamWriter, item: Scripted, text: str,
                       n_in: int, n_out: int) -> None:
         raise NotImplementedError
@@ -262,7 +274,8 @@ class FakeOpenAIServer(FakeLLMServer):
         model = data.get("model", "fake")
         calls = [
             {"id": f"call_{i}", "type": "function",
-             "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}
+             "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c.get("arguments"), str)
+                          else json.dumps(c.get("arguments", {}))}}  # a str goes out as is (broken JSON)
             for i, c in enumerate(item.tool_calls)
         ]
         finish = "tool_calls" if calls else ("length" if item.text is None else "stop")

@@ -78,3 +78,31 @@ def test_scripted_provider_from_config(tmp_path):
 def test_other_components_sections_are_left_alone(tmp_path):
     c = cfg(tmp_path, "[kernel]\nmax_agents = 5\n[inference]\ndiscipline = 'fifo'\n", env={"OPENAI_API_KEY": "k"})
     assert c.scheduler.discipline == "fifo"
+
+
+@pytest.mark.parametrize("line,provider,model,url", [
+    ('default_model = "ollama:qwen2.5:7b"', "ollama", "qwen2.5:7b", "http://127.0.0.1:11434/v1"),
+    ('default_model = "vllm:Qwen/Qwen2.5-7B-Instruct"', "vllm", "Qwen/Qwen2.5-7B-Instruct", "http://127.0.0.1:8000/v1"),
+    ('default_model = "llamacpp:default"', "llamacpp", "default", "http://127.0.0.1:8080/v1"),
+    ('default_model = "lmstudio:qwen2.5-7b-instruct"', "lmstudio", "qwen2.5-7b-instruct", "http://127.0.0.1:1234/v1"),
+])
+def test_one_line_points_at_a_local_openai_compatible_server(tmp_path, line, provider, model, url):
+    """The one line docs/inference.md gives for Ollama, vLLM, llama.cpp server and LM Studio."""
+    (tmp_path / "config.toml").write_text(line + "\n")
+    cfg = load_config(tmp_path, {}, local_installed=True)
+    p, name = cfg.resolve(None)
+    assert (p.name, p.kind, p.base_url, name) == (provider, "openai", url, model)
+    assert p.api_key is None
+
+
+def test_the_one_line_also_works_as_an_environment_variable(tmp_path):
+    cfg = load_config(tmp_path, {"AGENTIX_MODEL": "ollama:llama3.2"}, local_installed=False)
+    p, name = cfg.resolve(None)
+    assert (p.name, p.base_url, name) == ("ollama", "http://127.0.0.1:11434/v1", "llama3.2")
+
+
+def test_a_table_overrides_the_well_known_address(tmp_path):
+    (tmp_path / "config.toml").write_text('default_model = "ollama:llama3.2"\n'
+                                          '[providers.ollama]\nbase_url = "http://gpu-box:11434/v1"\n')
+    p, _ = load_config(tmp_path, {}, local_installed=False).resolve(None)
+    assert p.base_url == "http://gpu-box:11434/v1" and p.kind == "openai"

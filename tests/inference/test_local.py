@@ -57,3 +57,23 @@ def test_auto_tool_choice_gives_a_tool_call_or_an_answer(provider):
         assert set(r.tool_calls[0].arguments) == {"city"}  # no extra keys, though the schema allowed them
     else:
         assert r.text and not r.text.lstrip().startswith("{")  # the answer, unwrapped from its JSON
+
+
+TIMER = {"type": "function", "function": {
+    "name": "set_timer", "description": "Set a timer",
+    "parameters": {"type": "object", "properties": {"seconds": {"type": "number"}, "repeat": {"type": "integer"}},
+                   "required": ["seconds", "repeat"]}}}
+
+
+def test_numbers_in_tool_arguments_are_bounded(provider):
+    """A reply once spent 512 tokens on `20.0000…`: the number grammar is bounded now."""
+    req = InferenceRequest(messages=({"role": "user", "content": "Set a timer for exactly "
+                                      "20.000000000000000000000000000000000000000000000000000000000 seconds, "
+                                      "repeated 100000000000000000000000000000000000 times."},),
+                           tools=(TIMER,), tool_choice="required", max_tokens=200, temperature=0.0)
+    r = asyncio.run(provider.complete(req))
+    assert r.stop_reason == "tool_calls", r.text
+    args = r.tool_calls[0].arguments
+    assert isinstance(args["seconds"], (int, float)) and isinstance(args["repeat"], int)
+    assert abs(args["repeat"]) <= 10**9 and len(repr(args["seconds"])) <= 16
+    assert r.usage.output_tokens < 60

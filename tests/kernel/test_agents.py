@@ -84,7 +84,7 @@ def test_program_file_and_package_are_copied_into_the_workspace(kernel, tmp_path
     ({"name": "ok", "program": "/does/not/exist.py"}, "program"),
     ({"name": "ok", "program": "/etc/passwd"}, "program"),
     ({"name": "ok", "program": "module:os"}, "program"),
-    ({"name": "ok", "program": "/x.py", "env": {"AGENTIX_FD": "0"}}, "env"),
+    ({"name": "ok", "program": "/x.py", "env": {"AGENTIX_FD": "0"}}, "env.AGENTIX_FD"),
 ])
 def test_bad_manifest_names_the_field(module_kernel, manifest: dict, field: str) -> None:
     kernel = module_kernel

@@ -73,7 +73,7 @@ class FifoMachine(RuleBasedStateMachine):
         self.model.clear()
 
     def _contents(self) -> list[int]:
-        return list(self.box._items)  # the snapshot is only for comparison
+        return [item for item, _ in self.box._items]  # the snapshot is only for comparison
 
     @invariant()
     def bounded_and_consistent(self) -> None:

@@ -20,7 +20,8 @@ class Sink:
     def __init__(self) -> None:
         self.records: list[tuple[str, Any, dict[str, Any]]] = []
 
-    async def record(self, kind: str, agent_id: Any, data: dict[str, Any], taint: tuple[str, ...] = ()) -> None:
+    async def record(self, kind: str, agent_id: Any, data: dict[str, Any], taint: tuple[str, ...] = (),
+                     durable: bool = True) -> None:
         self.records.append((kind, agent_id, data))
 
 

@@ -79,8 +79,8 @@ async def _finish(h) -> None:
     await h.cleanup()
 
 
-def _cg_dirs_exist(agent_id: str) -> list[str]:
-    h = cgroups.detect()
+def _cg_dirs_exist(agent_id: str, name: str = "agentix") -> list[str]:
+    h = cgroups.detect(name)
     return [str(b / agent_id) for b in h.bases.values() if (b / agent_id).exists()]
 
 
@@ -287,7 +287,8 @@ def test_modules_planted_in_the_workspace_are_not_imported_before_confinement(tm
 @needs_host
 def test_pre_started_launchers_give_the_same_sandbox_and_leave_nothing(tmp_path: Path) -> None:
     async def go():
-        sub = BwrapSubstrate(pool=2)
+        name = f"agentix-test-{uuid.uuid4().hex[:8]}"  # a subtree of its own: other kernels run too
+        sub = BwrapSubstrate(pool=2, cgroup_name=name)
         await sub.warm()
         assert sub.statistics()["pool_ready"] == 2
         seen = []
@@ -303,12 +304,15 @@ def test_pre_started_launchers_give_the_same_sandbox_and_leave_nothing(tmp_path:
             assert info["uid"] == [65534, 65534, 65534] and info["seccomp"] == "2"
             assert len(info["fds"]) == 5 and spec.env["AGENTIX_FD"] in info["fds"]
             assert [d.name for d in h._cg.dirs.values()] == [spec.agent_id] * len(h._cg.dirs)
+            assert all(d.parent.name == name for d in h._cg.dirs.values())
             await h.cleanup()
-            assert _cg_dirs_exist(spec.agent_id) == []
+            assert _cg_dirs_exist(spec.agent_id, name) == []
             seen.append(spec.agent_id)
             await asyncio.sleep(0.3)  # let the pool refill
         assert sub.statistics()["pooled"] >= 2
         await sub.close()
-        h = cgroups.detect()
+        h = cgroups.detect(name)
         assert [p for b in h.bases.values() for p in b.glob("slot-*")] == []
+        for b in h.bases.values():
+            b.rmdir()
     asyncio.run(go())

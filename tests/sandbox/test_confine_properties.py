@@ -42,3 +42,19 @@ json_values = st.recursive(
 @given(json_values)
 def test_the_report_encoder_writes_json(value) -> None:
     assert json.loads(_js(value)) == value
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Z][A-Z0-9_]{0,20}", fullmatch=True),
+                       st.text(alphabet=st.characters(blacklist_characters="\x00",
+                                                      blacklist_categories=("Cs",)), max_size=40),
+                       max_size=6))
+def test_the_agent_env_round_trips_and_its_text_never_appears_in_the_policy(env) -> None:
+    """The manifest's env rides inside the policy hex-encoded: separators, '=' and any
+    Unicode survive, and neither a name nor a value appears as text a launcher could see."""
+    text = Policy(env=env).to_env()
+    assert Policy.from_env(text).env == env
+    for k, v in env.items():
+        assert f"{k}=" not in text
+        # (a value made only of characters the policy itself uses could match by chance)
+        if any(c not in "abcdefghijklmnopqrstuvwxyz0123456789=:\x1e\x1f" for c in v):
+            assert v not in text

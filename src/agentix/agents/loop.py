@@ -34,6 +34,13 @@ Rules:
   the originals go to the kernel (``loop.event`` kind ``context_summarised``) which
   archives them under ``$AGENTIX_HOME/archive/``. If summarising or archiving fails the
   history is kept and ``context_summary_failed`` is reported.
+* A hard window (``LoopConfig.window``, the provider's context: a local model's slot)
+  is never overflowed: before each ``think`` the prompt (history + tool schemas) is
+  estimated, scaled by what the provider's own tokenizer reported for the previous
+  prompt (``usage.input_tokens`` over the estimate); if it leaves less than a minimal
+  reply, the largest messages are cut (``context_cut`` reported), and the reply's
+  ``max_tokens`` is what is left. The summary request is sized to fit the window too.
+  When even that cannot fit, the run stops with ``context_window_exceeded``.
 * While a skill read with ``skill_read`` applies, the tools offered are narrowed to its
   ``allowed-tools`` (never widened); calls to other tools go back to the model.
 
@@ -46,6 +53,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -56,7 +64,14 @@ from typing import Any, Literal, Protocol
 
 import jsonschema
 
-from agentix.core.context import ContextPolicy, apply_summary, choose_span, estimate_tokens, summary_request
+from agentix.core.context import (
+    ContextPolicy,
+    apply_summary,
+    choose_span,
+    estimate_tokens,
+    fit_to_budget,
+    summary_request,
+)
 from agentix.core.errors import (
     AgentixError,
     BudgetExceeded,
@@ -84,7 +99,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["complete", "max_iterations", "max_tokens", "budget_exceeded", "error"]
+StopReason = Literal["complete", "max_iterations", "max_tokens", "budget_exceeded", "error", "refusal",
+                     "context_window_exceeded"]
 LOOP_PROGRAM = "module:agentix.agents.loop"
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent running under agentix. Work towards the task with the tools you have; "
@@ -112,6 +128,7 @@ class LoopConfig:
     repeat_limit: int = 3
     child_timeout: float | None = None
     context: ContextPolicy = field(default_factory=ContextPolicy)
+    window: int | None = None              # the provider's hard context window (prompt + reply)
 
 
 @dataclass
@@ -124,6 +141,7 @@ class LoopResult:
     tool_calls: int = 0
     error: dict[str, Any] | None = None
     elapsed: float = 0.0
+    cost_usd: float | None = None      # None when the kernel knows no price for the model
 
     @property
     def ok(self) -> bool:
@@ -132,7 +150,8 @@ class LoopResult:
     def to_data(self) -> dict[str, Any]:
         return {"stop_reason": self.stop_reason, "text": self.text, "iterations": self.iterations,
                 "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
-                "tool_calls": self.tool_calls, "error": self.error, "elapsed": round(self.elapsed, 3)}
+                "tool_calls": self.tool_calls, "error": self.error, "elapsed": round(self.elapsed, 3),
+                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6)}
 
 
 @dataclass(frozen=True)
@@ -222,6 +241,10 @@ def _validator(tool: ToolDef) -> jsonschema.Draft202012Validator:
         return jsonschema.Draft202012Validator({"type": "object"})
 
 
+class _Failed(str):
+    """A tool result that reports a failure (sent with ``is_error``)."""
+
+
 class _Stop(Exception):
     def __init__(self, reason: StopReason, err: BaseException) -> None:
         super().__init__(reason)
@@ -248,8 +271,12 @@ class ToolLoop:
         self._summary_blocked_until = 0
         self._inbox: list[dict[str, Any]] = []   # messages received while waiting for an answer
         self.usage = {"input_tokens": 0, "output_tokens": 0}
+        self.cost_usd: float | None = None
         self.tool_call_count = 0
         self._openai_cache: tuple[tuple[str, ...], list[dict[str, Any]]] | None = None
+        # provider tokens per estimated token (from usage, never below 1); with a hard window
+        # the first request, before any usage came back, assumes a quarter more
+        self._scale = 1.25 if self.config.window is not None else 1.0
 
     # ------------------------------------------------------------------ history
     def _append(self, msg: dict[str, Any]) -> None:
@@ -300,12 +327,20 @@ class ToolLoop:
                 text = reply.get("text")
                 calls = reply.get("tool_calls") or []
                 self._append(self._assistant_message(text, calls))
+                stop = reply.get("stop_reason")
+                if stop in ("refusal", "context_window_exceeded"):
+                    return self._result(stop, text, it, started)
                 if not calls:
-                    reason: StopReason = "max_tokens" if reply.get("stop_reason") == "max_tokens" else "complete"
+                    if stop == "pause_turn":   # a long turn paused: send it back to continue
+                        continue
+                    reason: StopReason = "max_tokens" if stop == "max_tokens" else "complete"
                     return self._result(reason, text, it, started)
                 for tc in calls:
-                    self._append({"role": "tool", "tool_call_id": tc.get("id") or "",
-                                  "content": self._execute(tc)})
+                    out = self._execute(tc)
+                    msg = {"role": "tool", "tool_call_id": tc.get("id") or "", "content": str(out)}
+                    if isinstance(out, _Failed):
+                        msg["is_error"] = True    # Anthropic's tool_result is_error
+                    self._append(msg)
                 if self._over_token_cap():
                     return self._result("max_tokens", text, it, started)
             return self._result("max_iterations", text, it, started)
@@ -317,17 +352,59 @@ class ToolLoop:
     def _result(self, reason: StopReason, text: str | None, it: int, started: float,
                 error: dict[str, Any] | None = None) -> LoopResult:
         return LoopResult(reason, text, it, self.usage["input_tokens"], self.usage["output_tokens"],
-                          self.tool_call_count, error, self._clock() - started)
+                          self.tool_call_count, error, self._clock() - started, self.cost_usd)
 
     def _over_token_cap(self) -> bool:
         cap = self.config.max_total_tokens
         return cap is not None and self.usage["input_tokens"] + self.usage["output_tokens"] >= cap
 
+    # ------------------------------------------------------------------ the hard window
+    MARGIN = 32   # tokens for the chat template's own markup
+
+    def _est(self, m: dict[str, Any]) -> int:
+        return math.ceil(self._scale * estimate_tokens(m))
+
+    def _schema_tokens(self, tools: bool = True) -> int:
+        if not tools or not self._openai_tools():
+            return 0
+        return math.ceil(self._scale * (len(json.dumps(self._openai_tools())) / 3 + 8))
+
+    def _fit(self, messages: list[dict[str, Any]], tools: bool, max_tokens: int) -> tuple[list[dict[str, Any]], int]:
+        """``messages`` cut to fit the window with a reply of at least a minimum; the reply's
+        max_tokens. Raises _Stop("context_window_exceeded") when nothing can make it fit."""
+        window = self.config.window
+        if window is None:
+            return messages, max_tokens
+        fixed = self._schema_tokens(tools) + self.MARGIN
+        floor = min(max_tokens, max(32, window // 16))
+        budget = window - fixed - floor
+        if sum(self._est(m) for m in messages) > budget:
+            messages, n = fit_to_budget(messages, budget, self._est)
+            if n:
+                self._event("context_cut", {"messages_cut": n, "window": window, "budget": budget})
+        used = sum(self._est(m) for m in messages)
+        if used > budget:
+            raise _Stop("context_window_exceeded", InvalidRequest(
+                f"the prompt needs about {used + fixed} tokens and the model's window is {window}: "
+                "the system prompt and tool schemas alone do not leave room for a reply", window=window))
+        return messages, max(1, min(max_tokens, window - fixed - used))
+
+    def _calibrate(self, messages: list[dict[str, Any]], tools: bool, reply: dict[str, Any]) -> None:
+        n_in = int((reply.get("usage") or {}).get("input_tokens") or 0)
+        raw = sum(estimate_tokens(m) for m in messages) + (
+            len(json.dumps(self._openai_tools())) / 3 + 8 if tools and self._openai_tools() else 0)
+        if n_in > 0 and raw > 0:
+            self._scale = min(4.0, max(1.0, n_in / raw))
+
     def _think(self, messages: list[dict[str, Any]] | None = None, tools: bool = True,
                max_tokens: int | None = None, purpose: str = "turn") -> dict[str, Any]:
-        params: dict[str, Any] = {"messages": messages if messages is not None else self.messages,
-                                  "tools": self._openai_tools() if tools else [],
-                                  "max_tokens": max_tokens or self.config.max_tokens}
+        msgs, mt = self._fit(messages if messages is not None else self.messages, tools,
+                             max_tokens or self.config.max_tokens)
+        if messages is None and msgs is not self.messages:
+            self.messages = msgs          # the cut history is the history from now on
+            self._reset_tokens()
+        params: dict[str, Any] = {"messages": msgs, "tools": self._openai_tools() if tools else [],
+                                  "max_tokens": mt}
         if purpose != "turn":
             params["purpose"] = purpose
         try:
@@ -338,9 +415,12 @@ class ToolLoop:
             raise _Stop("error", err) from None
         if not isinstance(reply, dict) or not isinstance(reply.get("tool_calls") or [], list):
             raise _Stop("error", InvalidRequest("think returned a malformed reply"))
+        self._calibrate(msgs, tools, reply)
         usage = reply.get("usage") or {}
         self.usage["input_tokens"] += int(usage.get("input_tokens") or 0)
         self.usage["output_tokens"] += int(usage.get("output_tokens") or 0)
+        if reply.get("cost_usd") is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + float(reply["cost_usd"])
         return reply
 
     @staticmethod
@@ -365,8 +445,10 @@ class ToolLoop:
             try:
                 args = json.loads(args) if args.strip() else {}
             except ValueError as err:
-                return self._model_error(name, "invalid_arguments",
-                                         f"the arguments of {name} are not valid JSON ({err}); send an object")
+                shown = args if len(args) <= 200 else args[:200] + "…"
+                return self._model_error(name, "invalid_json",
+                                         f"your arguments are not valid JSON: {err.msg} at character {err.pos} "
+                                         f"of {shown!r}. Send the arguments of {name} as one JSON object.")
         if args is None:
             args = {}
         key = name + "\x00" + _canonical(args)
@@ -380,10 +462,10 @@ class ToolLoop:
             self._event("repeat_call", {"tool": name, "count": self._repeat,
                                         "args_sha256": hashlib.sha256(key.encode()).hexdigest()})
         out = self._dispatch_checked(name, args)
-        return out if flag is None else flag + "\n" + out
+        return out if flag is None else type(out)(flag + "\n" + out)
 
     def _model_error(self, name: str, code: str, message: str, **extra: Any) -> str:
-        return json.dumps({"error": code, "message": message, "tool": name, **extra}, ensure_ascii=False)
+        return _Failed(json.dumps({"error": code, "message": message, "tool": name, **extra}, ensure_ascii=False))
 
     def _dispatch_checked(self, name: str, args: Any) -> str:
         offered = self.offered()
@@ -395,7 +477,9 @@ class ToolLoop:
                                      f"{name} is not allowed while skill {self.active_skill['name']!r} "
                                      f"applies; use one of: {', '.join(offered)}")
         if not isinstance(args, dict):
-            return self._model_error(name, "invalid_arguments", f"the arguments of {name} must be a JSON object")
+            return self._model_error(name, "invalid_arguments",
+                                     f"your arguments are valid JSON but not an object ({type(args).__name__}); "
+                                     f"send the arguments of {name} as one JSON object")
         errors = sorted(self._validators[name].iter_errors(args), key=lambda e: list(e.path))
         if errors:
             problems = [f"{'/'.join(str(p) for p in e.path) or '(arguments)'}: {e.message}" for e in errors[:5]]
@@ -411,7 +495,7 @@ class ToolLoop:
                     self._note_skill(args, result)
         except AgentixError as err:
             if is_model_fault(err):
-                return json.dumps(_error_payload(err), ensure_ascii=False, default=str)
+                return _Failed(json.dumps(_error_payload(err), ensure_ascii=False, default=str))
             raise _Stop("budget_exceeded" if isinstance(err, BudgetExceeded) else "error", err) from None
         text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
         if len(text) > MAX_RESULT_CHARS:
@@ -476,8 +560,17 @@ class ToolLoop:
             return
         start, end = span
         original = self.messages[start:end]
+        summary_tokens = pol.summary_max_tokens
+        per_message = 4000
+        if self.config.window is not None:
+            # the summary request must fit the window itself
+            # and be short: a local 4096-token slot gets a 256-token summary (a 1,024-token one
+            # took minutes on two cores and was longer than what it replaced)
+            summary_tokens = min(summary_tokens, max(64, self.config.window // 16))
+            room = self.config.window - summary_tokens - self.MARGIN - 300
+            per_message = max(200, min(4000, int(room * 4 / self._scale / max(1, len(original)))))
         try:
-            reply = self._think(summary_request(original), tools=False, max_tokens=pol.summary_max_tokens,
+            reply = self._think(summary_request(original, per_message), tools=False, max_tokens=summary_tokens,
                                 purpose="summary")
             summary = (reply.get("text") or "").strip()
             if not summary:
@@ -589,8 +682,16 @@ def _tool_defs(k: KernelLike, info: dict[str, Any]) -> list[ToolDef]:
     allowed = set(info["tools"] if "tools" in info else [d["name"] for d in listed])
     defs = [ToolDef(d["name"], d.get("description", ""), d.get("input_schema") or {"type": "object"})
             for d in listed if d["name"] in allowed and d["name"] not in LOOP_TOOLS]
-    loop_names = info.get("loop_tools", list(LOOP_TOOLS))
+    # the loop's own tools, as the kernel lists them for the agent's grants (an older kernel
+    # without ``loop_tools``: derived from the grant strings it returns)
+    loop_names = info["loop_tools"] if "loop_tools" in info else _loop_tools_from_grants(info.get("grants") or [])
     return defs + [LOOP_TOOLS[n] for n in loop_names if n in LOOP_TOOLS]
+
+
+def _loop_tools_from_grants(grants: list[str]) -> list[str]:
+    kinds = {g.split(":", 1)[0].strip() for g in grants if isinstance(g, str)}
+    return ((["spawn_agent", "spawn_agents"] if "spawn_child" in kinds else [])
+            + (["send_message", "send_and_wait", "recv_message"] if "message_send" in kinds else []))
 
 
 def _catalogue(k: KernelLike, tools: list[ToolDef]) -> str:
@@ -623,7 +724,8 @@ def build_loop(k: KernelLike, argv: list[str]) -> tuple[ToolLoop, dict[str, Any]
     ns = ap.parse_args(argv)
     info = k.call("sys.info")
     manifest = info.get("manifest") or {}
-    window = int(ns.context_window or info.get("context_window") or 128_000)
+    hard = ns.context_window or info.get("context_window")   # known for local engines (their slot)
+    window = int(hard or 128_000)
     tools = _tool_defs(k, info)
     # the tool schemas and the reply share the window with the history (a local model's
     # slot is 4096 tokens, of which the schemas alone take a third)
@@ -633,7 +735,7 @@ def build_loop(k: KernelLike, argv: list[str]) -> tuple[ToolLoop, dict[str, Any]
     budget = max(512, window - schema_tokens - max_tokens)
     config = LoopConfig(max_iterations=int(manifest.get("max_iterations") or 50), max_tokens=max_tokens,
                         max_total_tokens=ns.max_total_tokens, spawn_cap=ns.spawn_cap,
-                        context=ContextPolicy(window=budget))
+                        context=ContextPolicy(window=budget), window=int(hard) if hard else None)
     loop = ToolLoop(k, tools, system_prompt=manifest.get("system_prompt"), catalogue=_catalogue(k, tools),
                     config=config)
     return loop, manifest

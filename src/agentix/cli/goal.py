@@ -7,6 +7,14 @@ and ends with one row per agent: tokens, cost, time and outcome (from the kernel
 ``usage.reported`` and ``agent.exited`` events and the orchestrator's summary). The
 kernel copies the orchestrator's ``output/`` to ``--output`` when it exits.
 
+The model the goal runs on (``provider:model``) is printed first, with a notice when it is
+scripted or a tiny local model (what it can and cannot do). While agents run and nothing
+else was printed for ``PROGRESS_EVERY`` seconds, a progress line says, per live agent of
+the goal, how long it has run, its tool calls and model calls so far, and whether it is
+waiting for the model, thinking or running tools (from ``inference.stats``). Denials
+counted are refusals only (``capability.denied``, ``call.refused``, ``taint.violation``,
+``approval.denied``/``expired``), never grants or revocations.
+
 Exit status: 0 when the orchestrator completed every subtask, 1 otherwise (partial,
 error, crash), 5 on ``--timeout``.
 
@@ -30,7 +38,7 @@ from rich.table import Table
 
 from agentix.sdk import Kernel
 
-__all__ = ["GoalWatch", "render_stats", "run_goal", "top"]
+__all__ = ["DENIAL_KINDS", "GoalWatch", "model_line", "render_stats", "run_goal", "top"]
 
 EVENT_LIMIT = 10_000
 PROGRESS_EVERY = 10.0
@@ -53,6 +61,8 @@ class _Agent:
     runtime_s: float | None = None
     reason: str | None = None
     started: float = 0.0
+    thinks: int = 0
+    model: str | None = None
 
 
 class GoalWatch:
@@ -76,7 +86,7 @@ class GoalWatch:
         if kind == "agent.spawned" and (aid in self.agents or d.get("parent") in self.agents):
             caps = d.get("capabilities") or []
             a = self.agents.setdefault(aid, _Agent(aid, d.get("name", aid), d.get("parent")))
-            a.name, a.capabilities, a.started = d.get("name", aid), list(caps), e["ts"]
+            a.name, a.capabilities, a.started = d.get("name", aid), list(caps), _epoch(e["ts"])
             by = f" by {self.name(d.get('parent'))}" if d.get("parent") else ""
             return f"[cyan]spawned[/] {escape(a.name)} [dim]{aid}{escape(by)}[/] grants: {escape(', '.join(map(str, caps)) or '-')}"
         if kind == "agent.spawn_failed" and d.get("parent") in self.agents:
@@ -85,6 +95,8 @@ class GoalWatch:
             return None
         a = self.agents[aid]
         if kind == "usage.reported":
+            a.thinks += 1
+            a.model = f"{d.get('provider')}:{d.get('model')}" if d.get("model") else a.model
             a.input_tokens += int(d.get("input_tokens") or 0)
             a.output_tokens += int(d.get("output_tokens") or 0)
             a.cost_usd += float(d.get("cost_usd") or 0.0)
@@ -122,6 +134,9 @@ class GoalWatch:
             return "  [yellow]" + escape(f"{a.name} repeats {d.get('tool')} ({d.get('count')}x)") + "[/]"
         if kind == "loop.context_summarised":
             return "  [dim]" + escape(f"{a.name} summarised {d.get('messages')} messages → {d.get('archive')}") + "[/]"
+        if kind == "loop.context_cut":
+            return "  [dim]" + escape(f"{a.name} cut {d.get('messages_cut')} messages to fit its "
+                                      f"{d.get('window')}-token window") + "[/]"
         if kind == "budget.exceeded":
             return "  [red]budget exceeded[/] " + escape(f"{a.name}: {d.get('message')}")
         if kind == "agent.exited":
@@ -132,6 +147,27 @@ class GoalWatch:
             self.finished = d
             return None
         return None
+
+    def progress_line(self, now: float, stats: dict[str, Any] | None = None) -> str | None:
+        """One line on the goal's live agents (``now`` is wall-clock time, as event ``ts``);
+        ``stats`` is an ``inference.stats`` snapshot, to say who waits for the model."""
+        model_state: dict[str, str] = {}
+        for p in ((stats or {}).get("providers") or {}).values():
+            for s in p.get("agents") or []:
+                if s.get("running"):
+                    model_state[s["agent_id"]] = "model thinking"
+                elif s.get("waiting"):
+                    model_state[s["agent_id"]] = "waiting for the model"
+        parts = []
+        for a in self.agents.values():
+            if a.reason is not None:
+                continue
+            state = model_state.get(a.agent_id, "running")
+            parts.append(f"{a.name} {state} {max(0.0, now - a.started):.0f}s, {a.calls} tool call"
+                         f"{'' if a.calls == 1 else 's'}, {a.thinks} model call{'' if a.thinks == 1 else 's'}")
+        if not parts:
+            return None
+        return "[dim]… " + escape("; ".join(parts)) + "[/]"
 
     def summary_table(self, result: Any) -> Table:
         per_sub = {}
@@ -164,6 +200,18 @@ class GoalWatch:
                       "tool_calls": a.calls, "denied": a.denied} for aid, a in self.agents.items()}
 
 
+def _epoch(ts: Any) -> float:
+    """An event's ``ts`` (UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, or seconds) as seconds since the epoch."""
+    if isinstance(ts, (int, float)):
+        return float(ts)
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
+
+
 def _load_manifest(path: str | None) -> dict[str, Any] | None:
     if path is None:
         return None
@@ -185,10 +233,13 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
     after = latest[-1]["seq"] if latest else 0
     r = k.submit_goal(goal, output=output, manifest=_load_manifest(manifest))
     watch = GoalWatch(r["agent_id"], r["name"])
+    model = r.get("model") or {}
     if not as_json:
         console.print(f"[bold]goal[/] submitted to {r['name']} [bold]{r['agent_id']}[/]"
                       f" (workspace {r['workspace']})")
+        console.print(model_line(model), highlight=False)
     deadline = None if timeout is None else time.monotonic() + timeout
+    quiet_since = time.monotonic()
     while watch.finished is None:
         if deadline is not None and time.monotonic() > deadline:
             console.print(f"[red]timed out after {timeout:g}s; the goal's agents keep running "
@@ -199,6 +250,16 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
             line = watch.feed(e)
             if line and not as_json:
                 console.print(line, highlight=False)
+                quiet_since = time.monotonic()
+        if not as_json and watch.finished is None and time.monotonic() - quiet_since >= PROGRESS_EVERY:
+            try:
+                stats = k.inference_stats()
+            except Exception:   # progress is best effort: never fail the run over it
+                stats = None
+            line = watch.progress_line(time.time(), stats)
+            if line:
+                console.print(line, highlight=False)
+            quiet_since = time.monotonic()
     status = k.status(r["agent_id"])
     result = status.result
     ok = status.reason == "completed" and isinstance(result, dict) and result.get("stop_reason") == "complete"
@@ -217,12 +278,26 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
     else:
         console.print(f"[red]the orchestrator ended {status.reason} without a summary; "
                       f"see `agentix logs {r['agent_id']}`[/]")
+    if model.get("model"):
+        console.print(escape(f"model: {model['model']} (provider {model.get('provider')})")
+                      + (" [yellow](see the note above)[/]" if model.get("notice") else ""), highlight=False)
     fin = watch.finished or {}
     if fin.get("output"):
         console.print(escape(f"output: {fin['output']} ({', '.join(fin.get('files') or []) or 'no files'})"))
     if fin.get("error"):
         console.print(f"[red]{fin['error']}[/]")
     return 0 if ok else 1
+
+
+def model_line(model: dict[str, Any]) -> str:
+    """The model line printed when a goal starts (rich markup)."""
+    if not model.get("model"):
+        return "[yellow]model: unknown (no inference provider resolved; see `agentix doctor`)[/]"
+    where = f" at {model['base_url']}" if model.get("base_url") else ""
+    line = "[bold]model[/] " + escape(f"{model['model']} (provider {model.get('provider')}, {model.get('kind')}{where})")
+    if model.get("notice"):
+        line += "\n[yellow]note:[/] " + escape(str(model["notice"]))
+    return line
 
 
 # ---------------------------------------------------------------- top

@@ -16,6 +16,11 @@ Rules:
   result, and the newest message is never summarised.
 * Summarising itself (a model call) and archiving the originals belong to the caller;
   if it fails the history is kept unchanged (``apply_summary`` is never called).
+* A span that is only an earlier summary is not summarised again (that shrank nothing
+  and repeated forever): the span grows to the next boundary, or there is none.
+* ``fit_to_budget`` is the last resort that makes a request fit a hard window: it cuts
+  the text of the largest messages (never the system prompt, never tool-call arguments)
+  with a marker saying how much was cut, until the estimate is within the budget.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ __all__ = [
     "SUMMARY_PREFIX",
     "apply_summary",
     "choose_span",
+    "fit_to_budget",
     "estimate_tokens",
     "head_length",
     "needs_summary",
@@ -114,8 +120,48 @@ def choose_span(messages: list[Message], policy: ContextPolicy) -> tuple[int, in
         end += 1
     for cand in list(range(end, last + 1)) + list(range(end - 1, start, -1)):
         if start < cand <= last and _boundary_ok(messages, cand):
+            if cand - start == 1 and _is_summary(messages[start]):
+                # summarising a lone summary again shrinks nothing: take more, or nothing
+                more = [c for c in range(cand + 1, last + 1) if _boundary_ok(messages, c)]
+                return (start, more[0]) if more else None
             return start, cand
     return None
+
+
+def _is_summary(msg: Message) -> bool:
+    c = msg.get("content")
+    return isinstance(c, str) and c.startswith(SUMMARY_PREFIX)
+
+
+CUT_MARK = "…[{n} characters cut to fit the context window]"
+MIN_KEEP = 200
+
+
+def fit_to_budget(messages: list[Message], budget: int,
+                  estimate: Any = estimate_tokens) -> tuple[list[Message], int]:
+    """``messages`` with the text of the largest non-system messages cut until their
+    estimated total is within ``budget`` tokens; and how many messages were cut. Returns
+    the best it can do (the caller checks the total): a message keeps at least
+    ``MIN_KEEP`` characters, system messages and tool-call arguments are never cut."""
+    out = list(messages)
+    total = sum(estimate(m) for m in out)
+    cut: set[int] = set()
+    while total > budget:
+        sizes = [(estimate(m), i) for i, m in enumerate(out)
+                 if m.get("role") != "system" and isinstance(m.get("content"), str)
+                 and len(m["content"]) > MIN_KEEP + 60]
+        if not sizes:
+            break
+        tok, i = max(sizes)
+        text = out[i]["content"]
+        per_token = max(1.0, len(text) / max(1, tok))          # characters per estimated token
+        drop = math.ceil((total - budget) * per_token) + 60     # + room for the marker
+        keep = max(MIN_KEEP, len(text) - drop)
+        new = text[:keep] + CUT_MARK.format(n=len(text) - keep)
+        out[i] = {**out[i], "content": new}
+        cut.add(i)
+        total = sum(estimate(m) for m in out)
+    return out, len(cut)
 
 
 def _render(msg: Message, limit: int) -> str:

@@ -39,7 +39,9 @@ the public API and never change meaning.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+TYPE_CHECKING = False  # typing imports re: agent programs import this module (sdk/client.py)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = [
     "CODES",

@@ -10,6 +10,8 @@ Any live state may go straight to ``exited`` (the process died on its own). Exit
 say why: ``completed`` (exit status 0), ``crashed`` (non-zero status or an unexpected
 signal), ``killed`` (stopped by the operator or a parent), ``oom`` (memory limit),
 ``timeout`` (wall-clock limit), ``budget_exceeded``, ``spawn_failed``,
+``isolation_failed`` (the host's own check of a new agent's confinement disagreed with
+what the agent reported; it was killed before it was marked running),
 ``kernel_restart`` (the kernel died while it ran).
 """
 
@@ -24,7 +26,7 @@ __all__ = ["EXIT_REASONS", "LIVE_STATES", "State", "ExitReason", "check_transiti
 State = Literal["spawning", "running", "paused", "stopping", "exited"]
 ExitReason = Literal[
     "completed", "crashed", "killed", "oom", "timeout", "budget_exceeded", "spawn_failed",
-    "kernel_restart",
+    "isolation_failed", "kernel_restart",
 ]
 EXIT_REASONS: tuple[str, ...] = ExitReason.__args__  # type: ignore[attr-defined]
 LIVE_STATES: frozenset[str] = frozenset({"spawning", "running", "paused", "stopping"})

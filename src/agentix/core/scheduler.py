@@ -24,6 +24,17 @@ Rules (discipline ``wfq``, the default):
   (concurrency cap, requests/min, tokens/min, 429 pause). The head request is never skipped
   for a smaller one, so a big request cannot be starved by the token bucket.
 * **Cancel**: a waiting request is removed; a running one frees its slot at once.
+* **Interactive reserve** (``reserve`` slots, default 0): a request is *interactive* when
+  its agent had nothing waiting or running and its last request ended at least
+  ``interactive_idle`` seconds before (a person or a sporadic agent, not a backlog; a new
+  agent's first request is bulk, so a burst of new agents cannot take the reserve). Interactive requests may use every slot; the others
+  (*bulk*) only ``cap - reserve`` of them, except that a reserved slot left idle for
+  ``lend_after`` seconds while bulk work waits is lent to it. So a reserved slot never
+  idle-blocks bulk work for longer than ``lend_after`` at a time (``lend_after = inf``: never
+  lent -- a dedicated slot). Without pre-emption a lent slot is only returned when its
+  request ends: the reserve bounds an interactive request's wait only while its slot is
+  not lent, which is the trade between capacity and latency that docs/inference.md
+  measures.
 
 The disciplines ``fifo`` (arrival order), ``round_robin`` (one request per agent in turn,
 no weights) and ``none`` (no queue, no limits: everything starts at once) exist for the
@@ -67,6 +78,7 @@ class Ticket:
     cost: float
     enqueued_at: float
     deadline: float | None = None
+    interactive: bool = False
     start_tag: float = 0.0
     finish_tag: float = 0.0
     started_at: float | None = None
@@ -111,6 +123,8 @@ class SchedulerStats:
     fairness: float
     limiter: LimiterStats | None
     agents: tuple[AgentStats, ...]
+    reserve: int = 0  # slots kept for interactive requests
+    lent: int = 0  # times a reserved slot was lent to bulk work after lend_after
 
 
 @dataclass
@@ -125,6 +139,7 @@ class _Agent:
     wait_max: float = 0.0
     dispatched: int = 0
     waits: deque[float] = field(default_factory=lambda: deque(maxlen=_WAIT_SAMPLES))
+    last_done: float = float("-inf")  # when its last request ended (interactive detection)
 
 
 def weighted_jain(amounts: dict[str, tuple[float, float]]) -> float:
@@ -154,11 +169,27 @@ class Scheduler:
         now: float,
         discipline: Discipline = "wfq",
         max_wait: float = 30.0,
+        *,
+        reserve: int = 0,
+        interactive_idle: float = 1.0,
+        lend_after: float = 0.05,
     ) -> None:
         if discipline not in DISCIPLINES:
             raise ValueError(f"unknown discipline {discipline!r}; expected one of {DISCIPLINES}")
         if max_wait <= 0:
             raise ValueError("max_wait must be positive")
+        if reserve < 0 or interactive_idle < 0 or not lend_after >= 0:
+            raise ValueError("reserve, interactive_idle and lend_after must not be negative")
+        if reserve and (limits.concurrency is None or reserve >= limits.concurrency):
+            raise ValueError(f"reserve ({reserve}) must be smaller than the concurrency cap "
+                             f"({limits.concurrency})")
+        self.reserve = reserve if discipline != "none" else 0
+        self.interactive_idle = interactive_idle
+        self.lend_after = lend_after
+        #: since when bulk work has been held back from a free reserved slot (None: it is not)
+        self._held_since: float | None = None
+        self._lent = 0
+        self._iwait: dict[int, Ticket] = {}  # waiting interactive tickets, oldest first
         self.discipline: Discipline = discipline
         self.max_wait = max_wait
         self.limiter = ProviderLimiter(limits if discipline != "none" else RateLimits(concurrency=None), now)
@@ -184,9 +215,13 @@ class Scheduler:
         if weight <= 0:
             raise ValueError(f"weight must be positive, got {weight}")
         cost = max(1.0, float(cost))
-        ag = self._agents.setdefault(agent_id, _Agent())
+        ag = self._agents.get(agent_id)
+        if ag is None:  # a new agent has shown no idleness yet: its first request is bulk
+            ag = self._agents[agent_id] = _Agent(last_done=now)
         ag.weight = weight
-        t = Ticket(next(self._ids), agent_id, weight, cost, now, deadline)
+        interactive = (ag.waiting == 0 and ag.running == 0
+                       and now - ag.last_done >= self.interactive_idle)
+        t = Ticket(next(self._ids), agent_id, weight, cost, now, deadline, interactive=interactive)
         t.start_tag = max(self._vtime, ag.last_finish)
         t.finish_tag = t.start_tag + cost / weight
         ag.last_finish = t.finish_tag
@@ -196,6 +231,8 @@ class Scheduler:
     def _enqueue(self, t: Ticket) -> None:
         t.state = "waiting"
         self._waiting[t.id] = t
+        if t.interactive and self.reserve:
+            self._iwait[t.id] = t
         self._agents[t.agent_id].waiting += 1
         seq = next(self._seq)
         if self.discipline == "round_robin":
@@ -218,6 +255,8 @@ class Scheduler:
             self._rr.move_to_end(t.agent_id, last=False)
             t.state = "waiting"
             self._waiting[t.id] = t
+            if t.interactive and self.reserve:
+                self._iwait[t.id] = t
             self._agents[t.agent_id].waiting += 1
             self._arrivals.appendleft((t.enqueued_at, -1, t))
             if t.deadline is not None:
@@ -230,6 +269,7 @@ class Scheduler:
     # -- removals -------------------------------------------------------------------------
     def _unwait(self, t: Ticket) -> None:
         self._waiting.pop(t.id, None)
+        self._iwait.pop(t.id, None)
         self._agents[t.agent_id].waiting -= 1
         if self.discipline == "round_robin":
             q = self._rr.get(t.agent_id)
@@ -279,7 +319,9 @@ class Scheduler:
 
     def _release(self, t: Ticket, now: float, actual: float | None, ok: bool) -> None:
         self._running.pop(t.id, None)
-        self._agents[t.agent_id].running -= 1
+        ag = self._agents[t.agent_id]
+        ag.running -= 1
+        ag.last_done = now
         self.limiter.finish(t.cost, actual, now, ok)
 
     def throttled(self, now: float, retry_after: float | None, backoff: float = 1.0) -> None:
@@ -329,6 +371,16 @@ class Scheduler:
             if not self.limiter.admissible(t.cost, now):
                 wake = self.limiter.wake_at(t.cost, now)
                 break
+            if self._reserved_for_interactive(t, now):
+                # the free slot is for interactive work: the oldest interactive request
+                # goes, even from behind the head (an aged bulk request, say)
+                it = next(iter(self._iwait.values()), None)
+                if it is None or not self.limiter.admissible(it.cost, now):
+                    assert self._held_since is not None
+                    lend = self._held_since + self.lend_after
+                    wake = lend if lend != float("inf") else None  # never lent: no timer
+                    break
+                t, aged = it, True  # out of discipline order: virtual time stays
             self._unwait(t)
             t.state = "running"
             t.started_at = now
@@ -348,6 +400,9 @@ class Scheduler:
             start.append(t)
             if self.discipline == "round_robin" and t.agent_id in self._rr:
                 self._rr.move_to_end(t.agent_id)
+        cap = self.limiter.cap
+        if not self._waiting or (cap is not None and self.limiter.in_flight >= cap):
+            self._held_since = None  # no free slot, or nothing waits: nothing is held back
         if self._waiting:
             nxt = [wake] if wake is not None else []
             if self._deadlines:
@@ -359,6 +414,23 @@ class Scheduler:
         else:
             wake = None
         return Decision(tuple(start), tuple(expired), wake)
+
+    def _reserved_for_interactive(self, t: Ticket, now: float) -> bool:
+        """True if bulk ticket ``t`` must leave the free slot to the interactive reserve
+        for now (it is lent once it has stayed free ``lend_after``)."""
+        if not self.reserve or t.interactive:
+            return False
+        cap = self.limiter.cap
+        if cap is None or self.limiter.in_flight < max(1, cap - self.reserve):
+            return False
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since >= self.lend_after:
+            # lent; the other free reserved slots have been idle as long (the timer is
+            # reset only when no slot is free or nothing waits, at the end of dispatch)
+            self._lent += 1
+            return False
+        return True
 
     # -- observation ------------------------------------------------------------------------
     def statistics(self, now: float) -> SchedulerStats:
@@ -394,6 +466,8 @@ class Scheduler:
             fairness=fair,
             limiter=self.limiter.statistics(now) if self.discipline != "none" else None,
             agents=tuple(agents),
+            reserve=self.reserve,
+            lent=self._lent,
         )
 
     def forget_agent(self, agent_id: str) -> None:

@@ -28,6 +28,7 @@ from agentix.core.errors import CapabilityDenied, InvalidRequest, NotFound
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.dispatch import Call
 from agentix.kernel.methods import broadcast_targets, method, model_of
+from agentix.kernel.process import read_log
 from agentix.tools.base import ToolContext, check_args
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ __all__ = ["register"]
 
 MAX_WAIT = 24 * 3600.0
 FACE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
 LOG_CHUNK = 256 * 1024
 
 
@@ -116,7 +118,10 @@ def register(k: Kernel) -> None:
 
     async def forget_persistent(rec: AgentRecord) -> None:
         # the operator stopped it: a persistent root is not started again at the next start
-        if rec.parent is None and rec.manifest.lifecycle == "persistent" and getattr(k, "state_store", None):
+        # (only a live one: stopping an exited record, e.g. one of an earlier kernel run, must
+        # not forget the live agent that now has its name)
+        if (rec.live and rec.parent is None and rec.manifest.lifecycle == "persistent"
+                and getattr(k, "state_store", None)):
             await asyncio.to_thread(k.state_store.forget_agent, rec.name)
 
     async def agent_stop(call: Call) -> dict[str, Any]:
@@ -144,32 +149,33 @@ def register(k: Kernel) -> None:
 
     async def agent_logs(call: Call) -> dict[str, Any]:
         rec = agent_param(call)
-        offset = _opt(call.params, "offset", int, "a byte offset", 0)
+        tail = _opt(call.params, "tail", int, "a number of lines", None)
+        head = _opt(call.params, "head", int, "a number of lines", None)
+        offset = _opt(call.params, "offset", int, "a byte offset", None)
         wait = _opt(call.params, "wait", (int, float), "seconds to wait for more output", 0)
         max_bytes = min(_opt(call.params, "max_bytes", int, "a byte count", LOG_CHUNK), LOG_CHUNK)
-        if offset < 0:
-            raise InvalidRequest('"offset" must be >= 0', field="offset")
+        chosen = [k_ for k_, v in (("tail", tail), ("head", head), ("offset", offset)) if v is not None]
+        if len(chosen) > 1:
+            raise InvalidRequest(f"agent.logs takes one of tail, head, offset; got {', '.join(chosen)}",
+                                 field=chosen[1])
+        for key, val in (("tail", tail), ("head", head), ("offset", offset), ("max_bytes", max_bytes)):
+            if val is not None and val < 0:
+                raise InvalidRequest(f'"{key}" must be >= 0', field=key)
 
-        def read() -> bytes:
-            try:
-                with open(rec.log_path, "rb") as f:
-                    f.seek(offset)
-                    return f.read(max_bytes)
-            except FileNotFoundError:
-                return b""
+        def read() -> dict[str, Any]:
+            return read_log(rec.log_path, offset=offset, tail=tail, head=head, max_bytes=max_bytes)
 
-        data = await asyncio.to_thread(read)
-        if not data and wait and rec.live:
+        out = await asyncio.to_thread(read)
+        if not out["data"] and wait and rec.live and tail is None and head is None:
             loop = asyncio.get_running_loop()
             end = loop.time() + min(float(wait), 60.0)
-            while not data and rec.live and loop.time() < end:
+            while not out["data"] and rec.live and loop.time() < end:
                 try:
                     await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=0.1)
                 except asyncio.TimeoutError:
                     pass
-                data = await asyncio.to_thread(read)
-        return {"data": data.decode("utf-8", errors="replace"), "offset": offset + len(data),
-                "live": rec.live}
+                out = await asyncio.to_thread(read)
+        return {**out, "data": out["data"].decode("utf-8", errors="replace"), "live": rec.live}
 
     async def agent_send(call: Call) -> dict[str, Any]:
         target = k.table.find_live(_req(call.params, "to", str, "an agent id or live name"))
@@ -185,6 +191,8 @@ def register(k: Kernel) -> None:
         wait = _opt(call.params, "wait", (int, float), "seconds", 0)
         kw = dict(after=after, agent=call.params.get("agent"), kind=call.params.get("kind"),
                   limit=_opt(call.params, "limit", int, "a count", 1000))
+        if hasattr(k.events, "sync"):  # see the caller's own no-effect records
+            await k.events.sync()
         events = tail(**kw)
         if not events and wait:
             await k.events.wait_for_new(min(float(wait), 60.0))  # type: ignore[attr-defined]
@@ -227,12 +235,18 @@ def register(k: Kernel) -> None:
                 **k.caps.info(rec.agent_id), **context_window(rec)}  # tokens, grants and the tools they allow
 
     def context_window(rec: AgentRecord) -> dict[str, Any]:
-        # a local engine's slot is small (4096 tokens by default): the loop summarises before it fills
+        # a local engine's slot is small (4096 tokens by default): the loop summarises before it fills;
+        # "model" says which model the agent's think calls reach (and a notice for a tiny one)
+        from agentix.llm.config import describe_model
+
         try:
             pcfg, _ = k.inference.config.resolve(rec.manifest.model)
+            # no base_url for an agent: the operator's endpoints (which may carry credentials) stay in the kernel
+            model = {k_: v for k_, v in describe_model(k.inference.config, rec.manifest.model).items()
+                     if k_ != "base_url"}
         except Exception:
             return {}
-        return {"context_window": pcfg.context} if pcfg.kind == "local" else {}
+        return {"model": model, **({"context_window": pcfg.context} if pcfg.kind == "local" else {})}
 
     async def sys_exit(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
@@ -299,11 +313,28 @@ def register(k: Kernel) -> None:
 
     async def run_think(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
-        params = {k_: v for k_, v in call.params.items() if k_ != "purpose"}
+        params = {k_: v for k_, v in call.params.items() if k_ not in ("purpose", "stream_id")}
         # the capability stage authorised exactly this model (model: provider:model grant)
         resp = await k.inference.think(rec.agent_id, rec.manifest.priority, params, rec.budget,
-                                       model=model_of(k, rec, params))
+                                       model=model_of(k, rec, params), on_delta=stream_deltas(rec, call.params))
         return resp.to_data()
+
+    def stream_deltas(rec: AgentRecord, params: dict[str, Any]) -> Any:
+        """With ``stream: true`` and a ``stream_id``, partial text goes to the caller as
+        ``think.delta {stream_id, text}`` notifications on its channel, before the reply."""
+        sid = params.get("stream_id")
+        if not params.get("stream") or sid is None:
+            return None
+        if not isinstance(sid, (str, int)) or isinstance(sid, bool) or len(str(sid)) > 64:
+            raise InvalidRequest('"stream_id" must be a string or integer of at most 64 characters',
+                                 field="stream_id")
+        if rec.notify is None:
+            return None
+
+        def on_delta(text: str) -> None:
+            rec.notify("think.delta", {"stream_id": sid, "text": text})
+
+        return on_delta
 
     async def inference_stats(call: Call) -> dict[str, Any]:
         return k.inference.stats()

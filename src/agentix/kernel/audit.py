@@ -80,8 +80,9 @@ class KernelAudit:
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, home: Home, *, head_interval_s: float = 60.0) -> KernelAudit:
-        db = Database(home.db)
+    def open(cls, home: Home, *, head_interval_s: float = 60.0,
+             commit_window_s: float = 0.005) -> KernelAudit:
+        db = Database(home.db, commit_window_s=commit_window_s)
         alog = AuditLog(db, signing_key=load_or_create_key(home.keys), clock=time.time)
         return cls(db, alog, AuditEvents(alog), head_interval_s)
 
@@ -136,6 +137,7 @@ def register(k: Kernel, audit: KernelAudit) -> None:
         if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
             raise InvalidRequest('"wait" must be a number of seconds', field="wait")
         kw = dict(after=after, agent=p.get("agent"), kind=p.get("kind"), limit=limit)
+        await audit.sink.sync()  # no-effect records not yet committed are shown too
         entries = audit.sink.tail(**kw)
         if not entries and wait:
             await audit.sink.wait_for_new(min(float(wait), 60.0))
@@ -143,6 +145,7 @@ def register(k: Kernel, audit: KernelAudit) -> None:
         return {"entries": entries}
 
     async def audit_verify(call: Call) -> dict[str, Any]:
+        await audit.sink.sync()
         rep = await asyncio.to_thread(alog.verify)
         return rep.to_json()
 
@@ -150,12 +153,14 @@ def register(k: Kernel, audit: KernelAudit) -> None:
         seq = _int(call.params, "seq", None)
         if seq is None:
             raise InvalidRequest('missing parameter "seq" (an entry seq)', field="seq")
+        await audit.sink.sync()
         return await asyncio.to_thread(alog.prove, seq)
 
     async def audit_head(call: Call) -> dict[str, Any]:
         sign = call.params.get("sign", True)
         if not isinstance(sign, bool):
             raise InvalidRequest('"sign" must be true or false', field="sign")
+        await audit.sink.sync()
         head = await alog.head(sign=sign)
         assert alog.public_key is not None
         return {**head, "public_key": alog.public_key.hex()}

@@ -502,6 +502,23 @@ class CapabilityService:
                 names.append(name)
         return names
 
+    def loop_tools(self, agent_id: str) -> list[str]:
+        """The LLM loop's own tools the agent's grants allow: spawning needs a ``spawn_child``
+        grant (and room below the depth limit), messaging a ``message_send`` grant;
+        ``recv_message`` comes with ``message_send`` (an agent that can write to no one has no
+        conversation to receive)."""
+        toks = self.tokens_of(agent_id)
+        names: list[str] = []
+        try:
+            room = self.k.table.get(agent_id).depth + 1 <= self.k.config.max_depth
+        except NotFound:
+            room = True
+        if room and any(t.grants.of_kind("spawn_child") for t in toks):
+            names += ["spawn_agent", "spawn_agents"]
+        if any(t.grants.of_kind("message_send") for t in toks):
+            names += ["send_message", "send_and_wait", "recv_message"]
+        return names
+
     def info(self, agent_id: str) -> dict[str, Any]:
         toks = self.tokens_of(agent_id)
         grants: list[str] = []
@@ -509,7 +526,8 @@ class CapabilityService:
             for s in t.grants.strings():
                 if s not in grants:
                     grants.append(s)
-        return {"tokens": [t.id for t in toks], "grants": grants, "tools": self.allowed_tools(agent_id)}
+        return {"tokens": [t.id for t in toks], "grants": grants, "tools": self.allowed_tools(agent_id),
+                "loop_tools": self.loop_tools(agent_id)}
 
     # ------------------------------------------------------------------ redaction
     def redact(self, obj: Any) -> Any:

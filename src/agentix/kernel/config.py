@@ -29,6 +29,22 @@ class KernelConfig(BaseModel):
     frame_limit: int = Field(default=DEFAULT_FRAME_LIMIT, ge=1024, le=256 * 1024**2)
     stop_grace: float = Field(default=5.0, ge=0, le=600)
     mailbox_capacity: int = Field(default=1000, ge=1, le=1_000_000)
+    #: bytes of queued messages per agent (JSON size); a send over it is limit_exceeded
+    mailbox_bytes: int = Field(default=4 * 1024**2, ge=1024, le=1024**3)
+    # JSON-RPC bounds on agent channels (rpc/server.py); batch elements count one each
+    in_flight_per_agent: int = Field(default=256, ge=1, le=65_536)
+    in_flight_total: int = Field(default=4096, ge=1, le=1_000_000)
+    batch_limit: int = Field(default=64, ge=1, le=65_536)
+    # exec: concurrent runs per agent and in the whole kernel; timeout ceilings (seconds)
+    exec_per_agent: int = Field(default=4, ge=1, le=1024)
+    exec_total: int = Field(default=32, ge=1, le=65_536)
+    exec_max_timeout: float = Field(default=600.0, gt=0, le=86_400)
+    fetch_max_timeout: float = Field(default=120.0, gt=0, le=3600)
+    #: bytes of an agent's log kept on disk (the newest; older output is dropped, see agent.logs)
+    log_max_bytes: int = Field(default=8 * 1024**2, ge=4096, le=1024**4)
+    # quotas on what the kernel stores for an agent outside its workspace (docs/isolation.md)
+    archive_quota: int = Field(default=32 * 1024**2, ge=0, le=1024**4)
+    state_quota: int = Field(default=16 * 1024**2, ge=0, le=1024**4)
     isolation: Literal["strict", "degraded"] = "strict"
     backend: Literal["auto", "bwrap", "plain"] = "auto"
     # pre-started sandbox launchers (bwrap backend); see docs/isolation.md and bench/spawn.py
@@ -36,6 +52,9 @@ class KernelConfig(BaseModel):
     limits: Limits = DEFAULT_LIMITS
     #: seconds an approval request waits for the operator before it counts as a deny
     approval_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    #: how long a no-effect call's audit record may wait for a group commit (ms); a kill -9
+    #: can lose records acknowledged within this window (docs/audit.md)
+    audit_commit_window_ms: float = Field(default=5.0, ge=0, le=10)
 
     def effective_limits(self, requested: Limits) -> Limits:
         return requested.merged_over(self.limits)

@@ -87,7 +87,13 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
 
         return handle
 
-    server = await start_unix_server(home.socket, handler_for, frame_limit=config.frame_limit)
+    # operators get their own in-flight counter: an agent flood never locks the operator out
+    from agentix.rpc.server import InFlight, Limits as ChannelLimits
+
+    operators = InFlight(ChannelLimits(per_connection=config.in_flight_per_agent, batch=config.batch_limit,
+                                       total=config.in_flight_total))
+    server = await start_unix_server(home.socket, handler_for, frame_limit=config.frame_limit,
+                                     in_flight_total=operators)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, kernel.shutdown_requested.set)

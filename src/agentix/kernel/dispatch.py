@@ -9,8 +9,12 @@ Every call, from an agent or from the operator, goes through ``Pipeline.run``:
 3. *execute* — the method's handler;
 4. *after* — each ``Stage.after`` runs in reverse order with the result or the error
    (settle budgets, label the result's taint);
-5. *record* — the event is appended to the kernel's event log; the reply is sent only
-   after the record is durable.
+5. *record* — the event is appended to the kernel's event log. Durability follows the
+   effect (``MethodPolicy.durability``; for ``tool.call``/``tool.invoke`` the tool's own
+   ``ToolSpec.durability``): an ``effect`` call's ``tool.invoked`` intent record is durable
+   before the handler runs and its outcome record is durable before the reply; a
+   ``no_effect`` call does not wait — its records are committed by the next group commit
+   (docs/audit.md, "What a kill -9 can lose").
 
 A refusal in step 2 is recorded too (``<kind>.denied``-style events come from the stage
 that refused, through ``Call.denial_kind``), so a denied call leaves exactly one audit
@@ -117,7 +121,8 @@ class Stage(Protocol):
 
 class EventSink(Protocol):
     async def record(
-        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: tuple[str, ...] = ()
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: tuple[str, ...] = (),
+        *, durable: bool = True,
     ) -> Any: ...
 
 
@@ -180,8 +185,12 @@ class MethodSpec:
 
 
 class Pipeline:
-    def __init__(self, events: EventSink) -> None:
+    def __init__(
+        self, events: EventSink, tool_durability: Callable[[str], Durability] | None = None
+    ) -> None:
         self.events = events
+        #: a tool's durability class by name (unknown tools count as effects)
+        self.tool_durability: Callable[[str], Durability] = tool_durability or _effect
         self.stages: list[Stage] = []
         self._methods: dict[str, MethodSpec] = {}
         self.calls = 0
@@ -228,6 +237,10 @@ class Pipeline:
             if not isinstance(args, dict):
                 raise InvalidRequest('"args" must be an object', field="args")
             call.tool, call.args = name, args
+        if call.tool is not None:
+            durable = self.tool_durability(call.tool) != "no_effect"
+        else:
+            durable = spec.policy.durability != "no_effect"
         self.calls += 1
         if caller.read_only and spec.policy.durability == "effect":
             from agentix.core.errors import CapabilityDenied
@@ -237,7 +250,7 @@ class Pipeline:
                 f"{method} changes state, and this connection ({caller.label()}) is bound read-only; "
                 "use a connection that is not read-only (e.g. `agentix mcp` without --read-only)",
                 reason="read_only", method=method)
-            await self._record_refusal(call, err)
+            await self._record_refusal(call, err, durable)
             raise err
         ran: list[Stage] = []
         if spec.policy.checked:
@@ -249,13 +262,13 @@ class Pipeline:
                 self.refusals += 1
                 for stage in reversed(ran):
                     await stage.after(call, None, err)
-                await self._record_refusal(call, err)
+                await self._record_refusal(call, err, durable)
                 raise
         if call.tool is not None:
             await self.events.record(
                 "tool.invoked", call.subject,
                 {"tool": call.tool, "by": call.caller.label(), "args": _summarise(call.args)},
-                tuple(sorted(call.taint)),
+                tuple(sorted(call.taint)), durable=durable,
             )
         # a face's state-changing calls are always recorded, naming it (the audit log says
         # which face of the operator did what)
@@ -267,15 +280,16 @@ class Pipeline:
             for stage in reversed(ran):
                 await stage.after(call, None, err)
             if recorded:
-                await self._record_outcome(call, err)
+                await self._record_outcome(call, err, durable)
             raise
         for stage in reversed(ran):
             await stage.after(call, result, None)
         if recorded:
-            await self._record_outcome(call, None, result)
+            await self._record_outcome(call, None, durable, result)
         return result
 
-    async def _record_outcome(self, call: Call, err: AgentixError | None, result: Any = None) -> None:
+    async def _record_outcome(self, call: Call, err: AgentixError | None, durable: bool,
+                              result: Any = None) -> None:
         kind = "tool.result" if call.tool is not None else call.method
         data: dict[str, Any] = {"ok": err is None}
         if call.tool is not None:
@@ -290,9 +304,10 @@ class Pipeline:
                 data["agent_id"] = target
         if call.event_data:
             data.update(call.event_data)
-        await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)))
+        await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)),
+                                 durable=durable)
 
-    async def _record_refusal(self, call: Call, err: AgentixError) -> None:
+    async def _record_refusal(self, call: Call, err: AgentixError, durable: bool) -> None:
         data: dict[str, Any] = {"method": call.method, "error": err.code, "message": err.message}
         if call.caller.is_face:
             data["by"] = call.caller.label()
@@ -302,7 +317,12 @@ class Pipeline:
         kind = call.denial_kind or (
             "capability.denied" if err.code.startswith("capability") else "call.refused"
         )
-        await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)))
+        await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)),
+                                 durable=durable)
+
+
+def _effect(tool: str) -> Durability:
+    return "effect"
 
 
 def _summarise(args: dict[str, Any], limit: int = 256) -> dict[str, Any]:

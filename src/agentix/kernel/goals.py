@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
+import stat
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from agentix.core.errors import InvalidRequest
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.dispatch import Call
 from agentix.kernel.methods import method
+from agentix.sandbox import safewalk
 
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
@@ -52,24 +53,44 @@ def bootstrap_data() -> dict[str, Any]:
     return data
 
 
+#: what one goal may copy out of its workspace's output/
+OUTPUT_BOUNDS = safewalk.Bounds(max_bytes=256 * 1024**2, max_entries=10_000, max_depth=32)
+
+
 def copy_output(src: Path, dest: Path) -> list[str]:
-    """Copy ``src`` (an agent's ``output/``) into ``dest``; symlinks and special files are skipped."""
-    files: list[str] = []
-    if not src.is_dir() or src.is_symlink():
-        dest.mkdir(parents=True, exist_ok=True)
-        return files
+    """Copy ``src`` (an agent's ``output/``) into ``dest``; symlinks and special files are skipped.
+
+    The agent controls ``src``: it is read through the safe walker (``sandbox/safewalk.py``),
+    fd-relative from the workspace without following a link, non-blocking, regular files and
+    directories only, bounded by ``OUTPUT_BOUNDS`` (over it raises ``OSError``). ``dest``
+    is the operator's; existing files there are overwritten, never through a link.
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    for root, dirs, names in os.walk(src, followlinks=False):
-        rel = Path(root).relative_to(src)
-        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
-        (dest / rel).mkdir(parents=True, exist_ok=True)
-        for n in names:
-            p = Path(root) / n
-            if p.is_symlink() or not p.is_file():
-                continue
-            shutil.copyfile(p, dest / rel / n)
-            files.append(str(rel / n) if str(rel) != "." else n)
-    return sorted(files)
+    try:
+        ws = safewalk.open_dir(src.parent, follow=False)
+    except safewalk.WalkError:
+        return []
+    try:
+        try:
+            fd, st = safewalk.open_beneath(ws, src.name)
+        except safewalk.WalkError:
+            return []  # no output/, or output/ is a link or a special file
+        try:
+            if not stat.S_ISDIR(st.st_mode):
+                return []
+            out = safewalk.open_dir(dest)
+            try:
+                res = safewalk.copy_entry(fd, st, out, ".", bounds=OUTPUT_BOUNDS, special="skip",
+                                          overwrite=True, rel=".")
+            except safewalk.WalkError as err:
+                raise OSError(f"{err.path}: {err.why}") from None
+            finally:
+                os.close(out)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(ws)
+    return sorted(f.removeprefix("./") for f in res.files)
 
 
 def register(k: Kernel) -> None:
@@ -119,6 +140,14 @@ def register(k: Kernel) -> None:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         return {"agent_id": rec.agent_id, "name": rec.name, "workspace": str(rec.workspace),
-                "output": output}
+                "output": output, "model": _model(manifest.model)}
+
+    def _model(model: str | None) -> dict[str, Any] | None:
+        from agentix.llm.config import describe_model
+
+        try:
+            return describe_model(k.inference.config, model)
+        except Exception:   # no provider configured: think will say so when it is called
+            return None
 
     k.pipeline.register(method("agent.submit_goal", submit_goal, operator=True))

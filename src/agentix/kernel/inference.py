@@ -52,6 +52,15 @@ Record = Callable[[str, str | None, dict[str, Any]], Awaitable[None] | None]
 StopAgent = Callable[[str, str], Awaitable[None] | None]
 
 
+def _reserve(sc: Any, cap: int | None) -> dict[str, Any]:
+    """The interactive reserve for a provider of concurrency ``cap`` (none where the cap
+    cannot hold it: no cap, or a cap not above the reserve)."""
+    r = sc.reserve_interactive
+    if not r or cap is None or cap <= r:
+        return {}
+    return {"reserve": r, "interactive_idle": sc.interactive_idle, "lend_after": sc.lend_after}
+
+
 def build_provider(cfg: ProviderConfig, model_dir: Path | None = None) -> Provider:
     """The provider object for one configured provider."""
     if cfg.kind == "openai":
@@ -119,7 +128,8 @@ class InferenceService:
             self._lanes[name] = _Lane(
                 name=name,
                 provider=prov if prov is not None else _Lazy(pc, model_dir),
-                sched=Scheduler(pc.limits, now, discipline or sc.discipline, sc.max_wait),  # type: ignore[arg-type]
+                sched=Scheduler(pc.limits, now, discipline or sc.discipline, sc.max_wait,  # type: ignore[arg-type]
+                                **_reserve(sc, pc.limits.concurrency)),
             )
 
     # -- the system call -------------------------------------------------------------------
@@ -242,10 +252,11 @@ class InferenceService:
         self._pump(lane)
         lane.output_tokens += resp.usage.output_tokens
         lane.done.append((now, resp.usage.output_tokens))
-        cost_usd = price.cost(resp.usage.input_tokens, resp.usage.output_tokens) if price else 0.0
+        u = resp.usage
+        cost_usd = price.cost(u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens) if price else 0.0
         await self._emit("usage.reported", agent_id, {
-            "provider": lane.name, "model": resp.model, "input_tokens": resp.usage.input_tokens,
-            "output_tokens": resp.usage.output_tokens, "cost_usd": cost_usd, "queued_s": round(started_at - t0, 6),
+            "provider": lane.name, "model": resp.model, **u.to_data(), "cost_usd": cost_usd,
+            "queued_s": round(started_at - t0, 6),
             "duration_s": round(now - started_at, 6), "retries": retries, "scripted": resp.scripted,
         })
         if ledger is not None and reservation is not None:
@@ -257,7 +268,7 @@ class InferenceService:
                     await self._emit("budget.exceeded", agent_id, dict(s.to_data(), message=s.message()))
             if any(s.kind == "stop" for s in signals):
                 await self._stop(agent_id)
-        return resp
+        return replace(resp, cost_usd=cost_usd if price else None)
 
     # -- scheduling plumbing -------------------------------------------------------------------
     def _timed(self, lane: _Lane, fn: Callable[[], Any]) -> Any:

@@ -38,12 +38,13 @@ from agentix.core.errors import (
 )
 from agentix.core.lifecycle import exit_reason
 from agentix.core.mailbox import BoundedFifo
-from agentix.core.manifest import Manifest, parse_manifest
+from agentix.core.manifest import Limits, Manifest, parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Caller, EventSink, Pipeline
 from agentix.kernel.home import Home
-from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable
-from agentix.rpc.server import serve_socket
+from agentix.kernel.process import AgentRecord, ExitRecord, LogSink, ProcessTable, proc_start_time
+from agentix.rpc.server import InFlight, Limits as ChannelLimits, serve_socket
+from agentix.sandbox import safewalk
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolRegistry
 
@@ -53,9 +54,11 @@ log = logging.getLogger(__name__)
 
 BOOT_MODULE = "agentix.agents.boot"
 MODULE_PREFIX = "module:"
+#: what one spawn may copy into a workspace (a program file or package directory)
+PROGRAM_BOUNDS = safewalk.Bounds(max_bytes=64 * 1024**2, max_entries=10_000, max_depth=32)
 
 
-def select_substrate(config: KernelConfig) -> Substrate:
+def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrate:
     """The sandbox backend: bubblewrap when available, else the plain (unisolated) one.
 
     The plain backend reports every layer missing, so a strict spawn on it is refused
@@ -68,7 +71,11 @@ def select_substrate(config: KernelConfig) -> Substrate:
             if config.backend == "bwrap":
                 raise
         else:
-            return BwrapSubstrate(pool=config.launcher_pool)
+            from agentix.sandbox.cgroups import subtree_name
+
+            # this kernel's own cgroup subtree, named by its home: kernels never touch each other's
+            name = subtree_name(home.root) if home is not None else "agentix"
+            return BwrapSubstrate(pool=config.launcher_pool, cgroup_name=name, sweep=home is not None)
     from agentix.sandbox.plain import PlainSubstrate
 
     return PlainSubstrate()
@@ -92,18 +99,22 @@ class Kernel:
     ) -> None:
         self.home = home
         self.config = config
-        self.substrate = substrate or select_substrate(config)
+        self.substrate = substrate or select_substrate(config, home)
         # the tamper-evident audit log is the event sink unless one is given (tests)
         from agentix.kernel.audit import KernelAudit
 
         self.audit: KernelAudit | None = None
         if events is None:
-            self.audit = KernelAudit.open(home)
+            self.audit = KernelAudit.open(
+                home, commit_window_s=config.audit_commit_window_ms / 1000)
             events = self.audit.sink
         self.events: EventSink = events
         self.table = ProcessTable()
+        # requests in flight over every agent channel (rpc/server.py bounds)
+        self.in_flight = InFlight(ChannelLimits(per_connection=config.in_flight_per_agent,
+                                                batch=config.batch_limit, total=config.in_flight_total))
         self.tools = ToolRegistry()
-        self.pipeline = Pipeline(self.events)
+        self.pipeline = Pipeline(self.events, tool_durability=self.tools.durability)
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.stopping = False
@@ -147,7 +158,8 @@ class Kernel:
         await AgentStore(self.audit.db).upsert(StoredAgent(
             id=rec.agent_id, name=rec.name, parent=rec.parent, manifest=rec.manifest.to_data(),
             state="running", persistent=rec.manifest.lifecycle == "persistent",
-            created_at=_iso(rec.created_at), pid=rec.pid, pgid=rec.pid))
+            created_at=_iso(rec.created_at), pid=rec.pid, pgid=rec.pid,
+            start_time=proc_start_time(rec.pid) if rec.pid else None))
 
     async def _persist_exit(self, rec: AgentRecord) -> None:
         if self.audit is None or rec.exit is None:
@@ -183,9 +195,44 @@ class Kernel:
                      "and %d pending approvals", restored["revocations"],
                      restored["invocation_counts"], restored["issued_tokens"],
                      len(report.pending_approvals))
+            self._restore_records()
         await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
+
+    def _restore_records(self, keep: int = 10_000) -> None:
+        """Put the store's agents of earlier runs in the table (exited), for ``ps -a`` and ``inspect``."""
+        assert self.audit is not None
+        from agentix.store.state import AgentStore
+
+        for a in AgentStore(self.audit.db).list()[-keep:]:
+            if a.state != "exited":
+                continue
+            try:
+                self.table.get(a.id)
+                continue
+            except NotFound:
+                pass
+            try:
+                manifest = parse_manifest(a.manifest)
+            except Exception:  # noqa: BLE001 - an old or foreign record must not stop the start
+                log.warning("agent record %s has a manifest this kernel cannot read; not listed", a.id)
+                continue
+            ex = a.exit_record or {}
+            at = _ts(a.exited_at)
+            rec = AgentRecord(
+                agent_id=a.id, name=a.name, manifest=manifest, parent=a.parent, depth=0,
+                root=a.id, workspace=self.home.workspaces / a.id,
+                log_path=self.home.logs / f"{a.id}.log",
+                limits=self.config.effective_limits(manifest.limits),
+                created_at=_ts(a.created_at) or 0.0, state="exited", pid=a.pid, restored=True,
+                exit=ExitRecord(code=ex.get("code"), signal=ex.get("signal"),
+                                reason=a.exit_reason or str(ex.get("reason") or "unknown"),
+                                detail=str(ex.get("detail") or ""), at=at or 0.0))
+            rec.ended_mono = rec.started_mono
+            rec.settled.set()
+            rec.exited.set()
+            self.table.restore(rec)
 
     def info(self) -> dict[str, Any]:
         states: dict[str, int] = {}
@@ -199,8 +246,13 @@ class Kernel:
             "agents": {"live": self.table.live_count(), "total": len(self.table), "by_state": states},
             "isolation": {"default": self.config.isolation, **self.substrate.describe()},
             "limits": {"max_depth": self.config.max_depth, "max_agents": self.config.max_agents,
-                       "frame_limit": self.config.frame_limit},
-            "syscalls": {"calls": self.pipeline.calls, "refusals": self.pipeline.refusals},
+                       "frame_limit": self.config.frame_limit,
+                       **{key: getattr(self.config, key) for key in (
+                           "batch_limit", "in_flight_per_agent", "in_flight_total", "mailbox_capacity",
+                           "mailbox_bytes", "exec_per_agent", "exec_total", "exec_max_timeout",
+                           "fetch_max_timeout", "log_max_bytes", "archive_quota", "state_quota")}},
+            "syscalls": {"calls": self.pipeline.calls, "refusals": self.pipeline.refusals,
+                         **self.in_flight.statistics()},
             "tools": self.tools.names(),
         }
 
@@ -222,7 +274,13 @@ class Kernel:
         program_base: Path | None = None,
         seed: Path | None = None,
     ) -> AgentRecord:
-        """Start an agent process for ``manifest``. Refusals leave nothing behind.
+        """Start an agent process for ``manifest``. Refusals and failures leave nothing behind.
+
+        Admission is atomic: every check, the name and the ``max_agents`` slot are decided
+        and reserved synchronously, before the first ``await`` (the record enters the table
+        in state ``spawning``), so concurrent spawns cannot all pass the same check. Every
+        later step is undone if a later one fails (``_spawn``): no ``spawning`` record, no
+        workspace, no cgroup, no process, no tokens.
 
         ``seed``: a verified, unpacked package tree (packages/unpack.py) whose entries are
         moved into the new workspace; ``manifest.program`` is then a path inside it."""
@@ -251,25 +309,11 @@ class Kernel:
                     "a strictly isolated agent cannot spawn a child with `isolation: degraded`",
                     layer="all", field="isolation")
             degraded_ok = parent_degraded or self.config.isolation == "degraded"
+        limits = self.config.effective_limits(manifest.limits)
+        _check_host_limits(limits)
 
         # constraints only accumulate (approval_required); LLM roots get finite default budgets
         manifest = self.caps.constrain(manifest, parent)
-        now = time.monotonic()
-        limits_b = BudgetLimits.from_manifest(manifest.budget)
-        # a child's budget is carved out of its parent's remaining budget (refused if over)
-        budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
-        try:
-            return await self._spawn(manifest, parent, message, program_base, degraded_ok, depth, budget,
-                                     seed)
-        except BaseException:
-            if parent is not None:
-                parent.budget.close_child(budget, time.monotonic())
-                parent.budget.children -= 1
-            raise
-
-    async def _spawn(self, manifest: Manifest, parent: AgentRecord | None, message: Any,
-                     program_base: Path | None, degraded_ok: bool, depth: int,
-                     budget: BudgetLedger, seed: Path | None = None) -> AgentRecord:
         agent_id = self._new_id()
         # delegation first: a refused grant leaves nothing behind (no workspace, no process)
         try:
@@ -280,100 +324,157 @@ class Kernel:
                     "method": "agent.spawn_child", "error": err.code, "message": err.message,
                     "child": manifest.name, **err.data})
             raise
-        workspace = self.home.workspaces / agent_id
-        log_path = self.home.logs / f"{agent_id}.log"
-        name = self.table.unique_name(manifest.name)
-        workspace.mkdir(mode=0o700)
+        # tokens_for_spawn is synchronous, so nothing has moved since the checks above
+        now = time.monotonic()
+        limits_b = BudgetLimits.from_manifest(manifest.budget)
+        # a child's budget is carved out of its parent's remaining budget (refused if over)
+        budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
+        rec = AgentRecord(
+            agent_id=agent_id, name=self.table.unique_name(manifest.name), manifest=manifest,
+            parent=parent.agent_id if parent else None, depth=depth,
+            root=parent.root if parent else agent_id,
+            workspace=self.home.workspaces / agent_id, log_path=self.home.logs / f"{agent_id}.log",
+            limits=limits,
+        )
+        rec.budget = budget
+        rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=rec.name,
+                                  max_bytes=self.config.mailbox_bytes)
+        if parent is not None:
+            rec.taint |= parent.taint  # labels survive being passed on
+        if message is not None:
+            env = self._envelope(parent, message, rec.taint)
+            rec.mailbox.put(env, _size(env))
+        self.table.add(rec)  # the reservation: the name and one max_agents slot
         try:
+            return await self._spawn(rec, parent, program_base, degraded_ok, tokens, seed)
+        except BaseException:
+            if parent is not None:
+                parent.budget.close_child(budget, time.monotonic())
+                parent.budget.children -= 1
+            raise
+
+    async def _spawn(self, rec: AgentRecord, parent: AgentRecord | None, program_base: Path | None,
+                     degraded_ok: bool, tokens: list[Any], seed: Path | None = None) -> AgentRecord:
+        """The asynchronous steps of a spawn; on any failure every step taken is undone."""
+        manifest, agent_id, name, workspace = rec.manifest, rec.agent_id, rec.name, rec.workspace
+        handle = None
+        kernel_sock: socket.socket | None = None
+        persisted = False
+        try:
+            workspace.mkdir(mode=0o700)
             if seed is not None:
+                # a package tree the kernel itself unpacked and verified (not agent-controlled)
                 from agentix.packages.unpack import seed_workspace
 
                 target = await asyncio.to_thread(seed_workspace, seed, workspace, manifest.program)
             else:
                 target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
                                                  parent, program_base)
-        except BaseException:
-            shutil.rmtree(workspace, ignore_errors=True)
-            raise
-        limits = self.config.effective_limits(manifest.limits)
-        rec = AgentRecord(
-            agent_id=agent_id, name=name, manifest=manifest,
-            parent=parent.agent_id if parent else None, depth=depth,
-            root=parent.root if parent else agent_id,
-            workspace=workspace, log_path=log_path, limits=limits,
-        )
-        rec.budget = budget
-        rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=name)
-        if parent is not None:
-            rec.taint |= parent.taint  # labels survive being passed on
-        if message is not None:
-            rec.mailbox.put(self._envelope(parent, message, rec.taint))
-
-        kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        os.set_inheritable(agent_sock.fileno(), True)
-        env = self._agent_env(rec, agent_sock.fileno())
-        spec = LaunchSpec(
-            agent_id=agent_id, name=name,
-            argv=[sys.executable, "-m", BOOT_MODULE, target, *manifest.args],
-            workspace=workspace, env=env, channel_fd=agent_sock.fileno(), log_path=log_path,
-            limits=limits, network=False, degraded_ok=degraded_ok,
-        )
-        try:
-            handle = await self.substrate.spawn(spec)
+            # the agent's stdout and stderr: a pipe the kernel reads, never a kernel file
+            rec.log_sink = LogSink(rec.log_path, self.config.log_max_bytes)
+            rec.log_sink.start()
+            kernel_sock, agent_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                os.set_inheritable(agent_sock.fileno(), True)
+                spec = LaunchSpec(
+                    agent_id=agent_id, name=name,
+                    # -I: no PYTHON* variables, no user site, no script directory on sys.path,
+                    # so nothing from the workspace runs before the confine step
+                    argv=[sys.executable, "-I", "-B", "-u", "-m", BOOT_MODULE, target, *manifest.args],
+                    workspace=workspace, env=self._agent_env(rec, agent_sock.fileno()),
+                    channel_fd=agent_sock.fileno(), log_path=rec.log_path,
+                    limits=rec.limits, network=False, degraded_ok=degraded_ok,
+                    output_fd=rec.log_sink.write_fd,
+                )
+                handle = await self.substrate.spawn(spec)
+            finally:
+                agent_sock.close()  # the child holds its own copy now
+                rec.log_sink.close_write_end()
+            if handle.missing_layers and not degraded_ok:
+                # a backend must refuse itself; this is the kernel's second line of defence
+                raise IsolationUnavailable(
+                    f"isolation layers unavailable: {', '.join(handle.missing_layers)}; set "
+                    "`isolation: degraded` to run without them", layers=handle.missing_layers)
+            rec.handle = handle
+            rec.pid = handle.pid
+            rec.isolation = {"backend": handle.backend, "layers": list(handle.layers),
+                             "missing_layers": list(handle.missing_layers),
+                             "degraded": bool(handle.missing_layers)}
+            await self._persist_spawn(rec)
+            persisted = True
+            await self.events.record("agent.spawned", agent_id, {
+                "name": name, "parent": rec.parent, "pid": rec.pid, "program": manifest.program,
+                "capabilities": rec.manifest.to_data()["capabilities"],
+                "limits": rec.limits.model_dump(), "isolation": rec.isolation,
+            }, tuple(sorted(rec.taint)))
+            await self.events.record("capability.granted", agent_id, {
+                "tokens": [self.caps.describe_token(t) for t in tokens],
+                "grants": [g for t in tokens for g in t.grants.strings()]})
+            if handle.missing_layers:
+                await self.events.record("isolation.degraded", agent_id,
+                                         {"missing_layers": list(handle.missing_layers)})
+            if parent is None and manifest.lifecycle == "persistent" and getattr(self, "state_store", None):
+                # started again when the kernel starts (kernel/persistent.py), until the operator stops it
+                await asyncio.to_thread(self.state_store.remember_agent, name, manifest.to_data())
         except BaseException as err:
-            kernel_sock.close()
-            agent_sock.close()
-            shutil.rmtree(workspace, ignore_errors=True)
-            log_path.unlink(missing_ok=True)
-            if isinstance(err, AgentixError):
-                await self.events.record("agent.spawn_failed", None, {
-                    "name": name, "parent": rec.parent, "error": err.code, "message": err.message})
+            await asyncio.shield(self._unwind_spawn(rec, handle, kernel_sock, persisted, err))
             raise
-        finally:
-            agent_sock.close()  # the child holds its own copy now
-        if handle.missing_layers and not degraded_ok:
-            # a backend must refuse itself; this is the kernel's second line of defence
-            handle.signal(signal.SIGKILL)
-            await handle.wait()
-            await handle.cleanup()
-            kernel_sock.close()
-            shutil.rmtree(workspace, ignore_errors=True)
-            raise IsolationUnavailable(
-                f"isolation layers unavailable: {', '.join(handle.missing_layers)}; set "
-                "`isolation: degraded` to run without them", layers=handle.missing_layers)
-        rec.handle = handle
-        rec.pid = handle.pid
-        rec.isolation = {"backend": handle.backend, "layers": list(handle.layers),
-                         "missing_layers": list(handle.missing_layers),
-                         "degraded": bool(handle.missing_layers)}
-        self.table.add(rec)
-        await self._persist_spawn(rec)
+        # the commit point: nothing below awaits or can fail on bad input
         self.caps.install(agent_id, tokens)
         if parent is not None:
             parent.children.append(agent_id)
         rec.set_state("running")
+        rec.settled.set()
+        assert kernel_sock is not None
         caller = Caller(agent_id=agent_id, name=name, workspace=workspace)
         rec.tasks.append(asyncio.create_task(self._serve_agent(rec, caller, kernel_sock)))
         rec.tasks.append(asyncio.create_task(self._reap(rec)))
-        if limits.wall_clock:
-            rec.tasks.append(asyncio.create_task(self._wall_clock(rec, limits.wall_clock)))
-        await self.events.record("agent.spawned", agent_id, {
-            "name": name, "parent": rec.parent, "pid": rec.pid, "program": manifest.program,
-            "capabilities": rec.manifest.to_data()["capabilities"],
-            "limits": limits.model_dump(), "isolation": rec.isolation,
-        }, tuple(sorted(rec.taint)))
-        await self.events.record("capability.granted", agent_id, {
-            "tokens": [self.caps.describe_token(t) for t in tokens],
-            "grants": [g for t in tokens for g in t.grants.strings()]})
-        if parent is None and manifest.lifecycle == "persistent" and getattr(self, "state_store", None):
-            # started again when the kernel starts (kernel/persistent.py), until the operator stops it
-            await asyncio.to_thread(self.state_store.remember_agent, name, manifest.to_data())
-        if handle.missing_layers:
-            await self.events.record("isolation.degraded", agent_id,
-                                     {"missing_layers": list(handle.missing_layers)})
+        if rec.limits.wall_clock:
+            rec.tasks.append(asyncio.create_task(self._wall_clock(rec, rec.limits.wall_clock)))
         return rec
 
+    async def _unwind_spawn(self, rec: AgentRecord, handle: Any, kernel_sock: socket.socket | None,
+                            persisted: bool, err: BaseException) -> None:
+        """Undo a failed spawn: process, cgroup, socket, workspace, log, store row, table entry."""
+        if handle is not None:
+            try:
+                handle.signal(signal.SIGKILL)
+                await asyncio.wait_for(handle.wait(), 10)
+                await handle.cleanup()
+            except Exception:
+                log.exception("unwinding the spawn of %s: killing the process failed", rec.agent_id)
+        if kernel_sock is not None:
+            kernel_sock.close()
+        if rec.log_sink is not None:
+            rec.log_sink.close()
+        await asyncio.to_thread(shutil.rmtree, rec.workspace, True)
+        rec.log_path.unlink(missing_ok=True)
+        failed = isinstance(err, AgentixError) and err.data.get("reason") == "isolation_failed"
+        reason = "isolation_failed" if failed else "spawn_failed"
+        rec.exit = ExitRecord(code=None, signal=None, reason=reason,
+                              detail=getattr(err, "message", "") or type(err).__name__, at=time.time())
+        rec.ended_mono = time.monotonic()
+        rec.state = "exited"
+        if failed:
+            # kept, exited, so `ps -a` shows that this agent lied about its confinement
+            self.table.release_name(rec)
+        else:
+            self.table.discard(rec.agent_id)
+        if persisted:
+            await self._persist_exit(rec)
+        rec.settled.set()
+        rec.exited.set()
+        if isinstance(err, AgentixError):
+            try:
+                await self.events.record("agent.spawn_failed", None, {
+                    "agent_id": rec.agent_id, "name": rec.name, "parent": rec.parent,
+                    "error": err.code, "reason": reason, "message": err.message})
+            except Exception:
+                log.exception("could not record the failed spawn of %s", rec.agent_id)
+
     def _agent_env(self, rec: AgentRecord, fd: int) -> dict[str, str]:
+        """The kernel's variables plus the manifest's ``env`` (validated at parse; the bwrap
+        backend applies the manifest's inside the sandbox, after confinement)."""
         env = dict(rec.manifest.env)
         env.update({
             "AGENTIX_FD": str(fd),
@@ -382,14 +483,19 @@ class Kernel:
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": "/workspace" if self.substrate.name != "plain" else str(rec.workspace),
             "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
         })
         return env
 
     def _install_program(self, program: str, workspace: Path, parent: AgentRecord | None,
                          base: Path | None) -> str:
-        """Copy the program into the workspace; return what boot runs (relative path or module:)."""
+        """Copy the program into the workspace; return what boot runs (relative path or module:).
+
+        Every copy goes through the safe walker (``sandbox/safewalk.py``): a child's program
+        is opened below its parent's workspace one component at a time without following a
+        link; an operator's program file or directory is opened without following a link as
+        its last component. Only regular files and directories are copied; a symlink, FIFO,
+        socket or device anywhere is refused, and so is a copy over ``PROGRAM_BOUNDS``.
+        """
         if program.startswith(MODULE_PREFIX):
             module = program[len(MODULE_PREFIX):]
             if not module.startswith("agentix.agents.") or not all(
@@ -403,29 +509,60 @@ class Kernel:
                     "programs are modules under agentix.agents (e.g. module:agentix.agents.loop)",
                     field="program")
             return program
-        if parent is not None:
-            # a path inside the parent's own workspace, copied without following links
-            return _copy_from_workspace(parent.workspace, program, workspace)
-        src = Path(program)
-        if not src.is_absolute():
-            if base is None:
-                raise InvalidRequest(
-                    f"program {program!r} must be an absolute path (the CLI and SDK resolve "
-                    "relative paths for you)", field="program")
-            src = base / src
-        if not src.exists():
-            raise InvalidRequest(f"program {src} does not exist", field="program")
-        if src.is_dir():
-            if not (src / "__main__.py").is_file():
-                raise InvalidRequest(f"program directory {src} has no __main__.py", field="program")
-            dest = workspace / src.name
-            shutil.copytree(src, dest, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            return src.name
-        if src.suffix != ".py":
-            raise InvalidRequest(f"program {src} must be a .py file or a package directory", field="program")
-        shutil.copy2(src, workspace / src.name)
-        return src.name
+        try:
+            if parent is not None:
+                # a path inside the parent's own workspace
+                rel = program.removeprefix("/workspace/") if program.startswith("/workspace/") else program
+                if program.startswith("/") and not program.startswith("/workspace/"):
+                    raise safewalk.WalkError(program, "must be a path inside your workspace")
+                root = safewalk.open_dir(parent.workspace)
+                try:
+                    fd, st = safewalk.open_beneath(root, rel)
+                finally:
+                    os.close(root)
+                shown = program
+            else:
+                src = Path(program)
+                if not src.is_absolute():
+                    if base is None:
+                        raise InvalidRequest(
+                            f"program {program!r} must be an absolute path (the CLI and SDK resolve "
+                            "relative paths for you)", field="program")
+                    src = base / src
+                if src.name in ("", ".", ".."):
+                    raise safewalk.WalkError(str(src), "must name a file or directory")
+                d = safewalk.open_dir(src.parent)
+                try:
+                    fd, st = safewalk.open_beneath(d, src.name)
+                finally:
+                    os.close(d)
+                shown = str(src)
+            try:
+                name = shown.rstrip("/").rsplit("/", 1)[-1]
+                if stat.S_ISREG(st.st_mode) and not name.endswith(".py"):
+                    raise InvalidRequest(f"program {shown} must be a .py file or a package directory",
+                                         field="program")
+                ws = safewalk.open_dir(workspace, follow=False)
+                try:
+                    safewalk.copy_entry(fd, st, ws, name, bounds=PROGRAM_BOUNDS, special="refuse",
+                                        skip_names=frozenset({"__pycache__"}), skip_suffixes=(".pyc",))
+                    if stat.S_ISDIR(st.st_mode):
+                        try:
+                            main = os.stat(f"{name}/__main__.py", dir_fd=ws, follow_symlinks=False)
+                        except OSError:
+                            main = None
+                        if main is None or not stat.S_ISREG(main.st_mode):
+                            raise InvalidRequest(f"program directory {shown} has no __main__.py",
+                                                 field="program")
+                finally:
+                    os.close(ws)
+            finally:
+                os.close(fd)
+        except safewalk.WalkError as err:
+            where = f"{program}" if not err.path or err.path == program else f"{program} ({err.path})"
+            raise InvalidRequest(f"program {where}: {err.why}; programs are copied as regular "
+                                 "files and directories only", field="program") from None
+        return name
 
     # ------------------------------------------------------------------ the channel
     async def _serve_agent(self, rec: AgentRecord, caller: Caller, sock: socket.socket) -> None:
@@ -433,12 +570,19 @@ class Kernel:
             rec.syscalls += 1
             return await self.pipeline.run(caller, method, params, taint=rec.taint)
 
-        await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}")
+        def opened(notify: Any) -> None:   # streamed think text goes out through it
+            rec.notify = notify
+
+        await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}",
+                           in_flight_total=self.in_flight, on_open=opened)
 
     # ------------------------------------------------------------------ exit
     async def _reap(self, rec: AgentRecord) -> None:
         assert rec.handle is not None
         info = await rec.handle.wait()
+        if rec.log_sink is not None:  # what it printed last is in the log before it is reported exited
+            await rec.log_sink.drained(timeout=2.0)
+            rec.log_sink.close()
         reason = exit_reason(info.code, info.signal, requested=rec.requested_reason, oom=info.oom)
         detail = rec.requested_detail
         if reason == "crashed" and info.signal is not None and not detail:
@@ -495,6 +639,12 @@ class Kernel:
         """SIGTERM to the process group, grace period, SIGKILL; the subtree first."""
         if not rec.live:
             return rec
+        if rec.state == "spawning" and not rec.settled.is_set():
+            # mid-spawn: the spawn either commits or unwinds within its own bounds (program
+            # copy bounded, the substrate's confine timeout); then stop what it became
+            await rec.settled.wait()
+            if not rec.live:
+                return rec
         if rec.state == "stopping":
             await rec.exited.wait()
             return rec
@@ -525,6 +675,9 @@ class Kernel:
         return await self.stop(rec, reason=reason, grace=0.0)
 
     async def pause(self, rec: AgentRecord) -> None:
+        if rec.handle is None:
+            raise StateError(f"agent {rec.agent_id} is {rec.state}; it cannot be paused yet",
+                             state=rec.state)
         rec.set_state("paused")
         assert rec.handle is not None
         if not rec.handle.freeze(True):
@@ -554,6 +707,7 @@ class Kernel:
         data.update({
             "workspace": str(rec.workspace),
             "log": str(rec.log_path),
+            "restored": rec.restored,
             "manifest": rec.manifest.to_data(),
             "limits": rec.limits.model_dump(),
             "isolation": rec.isolation,
@@ -583,7 +737,8 @@ class Kernel:
         taint = set(sender.taint) if sender else set()
         if sender is not None:
             taint.add("agent_message")
-        target.mailbox.put(self._envelope(sender, message, taint))
+        env = self._envelope(sender, message, taint)
+        target.mailbox.put(env, _size(env))
         target.mail_event.set()
         await self.events.record("message.sent", sender.agent_id if sender else None, {
             "to": target.agent_id, "to_name": target.name}, tuple(sorted(taint)))
@@ -643,87 +798,52 @@ def _builtin_program_exists(module: str) -> bool:
 
 
 def parse_spawn_manifest(params: dict[str, Any]) -> tuple[Manifest, Path | None]:
-    """The manifest of an ``agent.spawn`` request: inline, or read from ``manifest_path``."""
-    from agentix.core.manifest import load_manifest_text
+    """The manifest of an ``agent.spawn`` request: inline, or read from ``manifest_path``.
+
+    The SDK and CLI read a manifest file themselves (with the operator's own permissions)
+    and send it inline. A ``manifest_path`` the kernel reads for a caller is opened without
+    blocking (a FIFO or device is refused), read up to ``MAX_MANIFEST_TEXT`` bytes, and its
+    errors never echo the file's content: the caller may not be able to read that file.
+    """
+    from agentix.core.manifest import MAX_MANIFEST_TEXT, load_manifest_text
 
     if "manifest" in params and params["manifest"] is not None:
         base = params.get("base_dir")
+        if isinstance(base, str) and not os.path.isabs(base):
+            raise InvalidRequest("base_dir must be absolute", field="base_dir")
         return parse_manifest(params["manifest"]), Path(base) if isinstance(base, str) else None
     path = params.get("manifest_path")
     if not isinstance(path, str):
         raise InvalidRequest('agent.spawn needs "manifest" (an object) or "manifest_path"', field="manifest")
-    p = Path(path)
-    if not p.is_absolute():
+    if "\x00" in path or not os.path.isabs(path):
         raise InvalidRequest("manifest_path must be absolute", field="manifest_path")
+    p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as err:
-        raise InvalidRequest(f"cannot read manifest {p}: {err.strerror}", field="manifest_path") from None
-    return load_manifest_text(text), p.parent
+        data = safewalk.read_file(None, str(p), MAX_MANIFEST_TEXT)
+    except safewalk.WalkError as err:
+        raise InvalidRequest(f"cannot read manifest {p}: {err.why}", field="manifest_path") from None
+    text = data.decode("utf-8", errors="replace")
+    return load_manifest_text(text, redact=True), p.parent
 
 
-def _copy_from_workspace(root: Path, rel: str, dest_ws: Path) -> str:
-    """Copy ``rel`` from a parent's workspace into ``dest_ws`` without following symlinks."""
-    p = rel.removeprefix("/workspace/") if rel.startswith("/workspace/") else rel
-    parts = [x for x in p.split("/") if x not in ("", ".")]
-    if not parts or ".." in parts or rel.startswith("/") and not rel.startswith("/workspace/"):
-        raise InvalidRequest(f"program {rel!r} must be a path inside your workspace", field="program")
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for name in parts[:-1]:
-            nfd = os.open(name, flags | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        try:
-            leaf = os.open(parts[-1], flags, dir_fd=fd)
-        except OSError as err:
-            raise InvalidRequest(f"program {rel!r}: {err.strerror} (symlinks are not followed)",
-                                 field="program") from None
-    except OSError as err:
-        raise InvalidRequest(f"program {rel!r}: {err.strerror} (symlinks are not followed)",
-                             field="program") from None
-    finally:
-        os.close(fd)
-    try:
-        st = os.fstat(leaf)
-        if stat.S_ISDIR(st.st_mode):
-            _copy_tree_fd(leaf, dest_ws / parts[-1])
-            if not (dest_ws / parts[-1] / "__main__.py").is_file():
-                raise InvalidRequest(f"program directory {rel!r} has no __main__.py", field="program")
-        elif stat.S_ISREG(st.st_mode):
-            if not parts[-1].endswith(".py"):
-                raise InvalidRequest(f"program {rel!r} must be a .py file", field="program")
-            with os.fdopen(os.dup(leaf), "rb") as src, open(dest_ws / parts[-1], "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        else:
-            raise InvalidRequest(f"program {rel!r} is not a file or directory", field="program")
-    finally:
-        os.close(leaf)
-    return parts[-1]
+def _check_host_limits(limits: Limits) -> None:
+    """Limits the manifest model cannot judge alone: what this kernel process can grant."""
+    import resource
+
+    if limits.nofile is not None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and limits.nofile > hard:
+            raise InvalidRequest(
+                f"invalid manifest: limits.nofile: {limits.nofile} is above the kernel's own hard "
+                f"limit of {hard} open files (an unprivileged sandbox cannot be granted more)",
+                field="limits.nofile", limit=hard)
 
 
-def _copy_tree_fd(dir_fd: int, dest: Path, depth: int = 0) -> None:
-    """Copy regular files and directories below ``dir_fd``; symlinks and devices are skipped."""
-    if depth > 16:
-        raise InvalidRequest("program directory is nested too deeply", field="program")
-    dest.mkdir()
-    with os.scandir(dir_fd) as it:
-        entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
-    for name, st in entries:
-        if name == "__pycache__":
-            continue
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        if stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, flags | os.O_DIRECTORY, dir_fd=dir_fd)
-            try:
-                _copy_tree_fd(sub, dest / name, depth + 1)
-            finally:
-                os.close(sub)
-        elif stat.S_ISREG(st.st_mode):
-            f = os.open(name, flags, dir_fd=dir_fd)
-            with os.fdopen(f, "rb") as src, open(dest / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+def _size(envelope: dict[str, Any]) -> int:
+    """What a queued message counts against its mailbox's byte limit (its JSON size)."""
+    import orjson
+
+    return len(orjson.dumps(envelope, default=str))
 
 
 def _iso(ts: float) -> str:
@@ -732,21 +852,31 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
+def _ts(iso: str | None) -> float | None:
+    from datetime import datetime
+
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def _kill_leftovers(left: list[Any]) -> None:
     """Kill process groups a dead kernel left behind (bwrap dies with its kernel; this is the
-    second line). A pid is only signalled if it still runs a sandbox launcher or python, so a
-    reused pid of an unrelated process is left alone."""
+    second line). A leftover is the recorded pid with the recorded start time (/proc/<pid>/stat
+    field 22), never a command line: a reused pid has another start time and is left alone, and
+    a record without a start time is not acted on (its cgroup is still swept at start)."""
     for a in left:
-        pgid = a.pgid or a.pid
-        if not pgid:
+        if not a.pid or a.start_time is None:
             continue
+        if proc_start_time(a.pid) != a.start_time:
+            continue  # gone, or the pid now belongs to another process
         try:
-            with open(f"/proc/{pgid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue  # gone
-        if b"bwrap" in cmd or b"agentix" in cmd:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            if a.pgid and os.getpgid(a.pid) == a.pgid:
+                os.killpg(a.pgid, signal.SIGKILL)
+            else:
+                os.kill(a.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -14,10 +14,13 @@ Kinds and rules:
 * ``context_summary_failed`` {span, tokens, error, message}
 * ``skill_applied`` {skill, allowed_tools}
 * ``progress`` {stage, ...} — orchestrator progress, streamed by the CLI.
+* ``context_cut`` {messages_cut, window, budget} — messages were cut to fit a hard window.
 
 Each is recorded as event ``loop.<kind>`` against the caller. Data is bounded
 (``MAX_DATA`` as JSON; ``MAX_ARCHIVE`` bytes per archive, ``MAX_ARCHIVES`` archives per
-agent) so an agent cannot flood the log or the disk.
+agent, and all of an agent's archives together at most ``[kernel] archive_quota`` bytes,
+32 MiB by default) so an agent cannot flood the log or the disk. Over the quota the call is
+``limit_exceeded`` (``data.limit == "archive_quota"``) and nothing is written.
 """
 
 from __future__ import annotations
@@ -39,24 +42,37 @@ if TYPE_CHECKING:
 
 __all__ = ["KINDS", "MAX_ARCHIVE", "MAX_ARCHIVES", "MAX_DATA", "register", "write_archive"]
 
-KINDS = frozenset({"repeat_call", "context_summarised", "context_summary_failed", "skill_applied", "progress"})
+KINDS = frozenset({"repeat_call", "context_summarised", "context_summary_failed", "skill_applied", "progress",
+                   "context_cut"})
 MAX_DATA = 16 * 1024
 MAX_ARCHIVE = 16 * 1024 * 1024
 MAX_ARCHIVES = 256   # per agent: a loop summarises a few times per run, not thousands
 
 
-def write_archive(root: Path, agent_id: str, payload: dict[str, Any]) -> Path:
-    """Write one archive file (0600) under ``root/agent_id``; return its path."""
+def write_archive(root: Path, agent_id: str, payload: dict[str, Any], quota: int | None = None) -> Path:
+    """Write one archive file (0600) under ``root/agent_id``; return its path.
+
+    Refused (nothing written) past ``MAX_ARCHIVES`` files or ``quota`` bytes for the agent.
+    """
     d = root / agent_id
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    n = sum(1 for _ in d.iterdir())
+    files = list(d.iterdir())
+    n = len(files)
     if n >= MAX_ARCHIVES:
         raise LimitExceeded(f"this agent already has {n} context archives; the limit is {MAX_ARCHIVES}",
                             limit=MAX_ARCHIVES)
+    data = orjson.dumps(payload)
+    if quota is not None:
+        used = sum(f.lstat().st_size for f in files)
+        if used + len(data) > quota:
+            raise LimitExceeded(
+                f"context archives would take {used + len(data)} bytes (this one {len(data)}); the "
+                f"quota is {quota} bytes per agent ([kernel] archive_quota)",
+                limit="archive_quota", quota=quota, used=used, size=len(data))
     path = d / f"{n:05d}-{int(time.time() * 1000)}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(orjson.dumps(payload))
+        f.write(data)
     return path
 
 
@@ -77,7 +93,8 @@ def register(k: Kernel) -> None:
             size = len(orjson.dumps(payload, default=str))
             if size > MAX_ARCHIVE:
                 raise LimitExceeded(f"archive of {size} bytes exceeds {MAX_ARCHIVE}", limit=MAX_ARCHIVE)
-            path = await asyncio.to_thread(write_archive, archive_root, agent_id, payload)
+            path = await asyncio.to_thread(write_archive, archive_root, agent_id, payload,
+                                           k.config.archive_quota)
             msgs = data.get("messages")
             data = {"archive": str(path), "span": data.get("span"),
                     "messages": len(msgs) if isinstance(msgs, list) else None,

@@ -9,11 +9,18 @@ Rules:
   result, the event log and the audit are redacted. The fetched content taints the caller's
   context with ``fetched_url:<url>`` — and so does any error of the fetch (a status line, a
   redirect target or a resolver's answer is text from the world).
+  The timeout is capped (``[kernel] fetch_max_timeout``, default 120 s): a larger one is
+  ``invalid_request`` naming the field.
 - ``exec``: argv only (never a shell string); ``argv[0]`` must be named by an ``exec:`` grant
   (checked by the capability stage). The program runs in a sandbox like an agent's (same
-  substrate, the caller's workspace as /workspace, no network, the caller's limits), with a
-  timeout (killed and reported as ``timeout``) and output capped; stdout and stderr go to one
-  file under the kernel's home and are returned from there.
+  substrate, the caller's workspace as /workspace, no network) whose cgroup is nested in the
+  caller's own, so the caller's memory, pids and cpu limits bound the agent and all its execs
+  together. At most ``exec_per_agent`` (default 4) runs per agent and ``exec_total``
+  (default 32) in the kernel at once; one more is ``limit_exceeded`` at once (nothing runs).
+  The timeout is capped (``exec_max_timeout``, default 600 s; over it is ``invalid_request``);
+  a run past it is killed and reported as ``timeout``. stdout and stderr are one pipe the
+  kernel reads: the first ``EXEC_OUTPUT_CAP`` bytes are kept, the rest read and dropped
+  (``truncated``); the program never holds a kernel file.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, Timeout
+from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded, Timeout
 from agentix.core.grants import Request
 from agentix.sandbox.base import LaunchSpec
 from agentix.tools.base import ToolContext, ToolSpec
@@ -38,10 +45,63 @@ if TYPE_CHECKING:
 __all__ = ["make_specs"]
 
 EXEC_OUTPUT_CAP = 256 * 1024
-EXEC_MAX_TIMEOUT = 600.0
+
+
+class _Output:
+    """Reads an exec's output pipe on the loop: keeps the first ``cap`` bytes, drains the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        self.total = 0
+        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self.read_fd, False)
+        self.eof = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.read_fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self.read_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return
+        self.total += len(chunk)
+        room = self.cap + 1 - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+
+    def close_write_end(self) -> None:
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def close(self) -> None:
+        if self.read_fd >= 0:
+            self.loop.remove_reader(self.read_fd)
+            os.close(self.read_fd)
+            self.read_fd = -1
+        self.close_write_end()
+        self.eof.set()
+
+
+def _capped_timeout(args: dict[str, Any], default: float, ceiling: float, tool: str) -> float:
+    raw = args.get("timeout", default)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise InvalidRequest(f"{tool}: timeout must be a number of seconds", field="timeout")
+    timeout = float(raw)
+    if not 0 < timeout <= ceiling:  # NaN fails this too
+        raise InvalidRequest(f"{tool}: timeout must be in (0, {ceiling:g}] s (the kernel's ceiling)",
+                             field="timeout", max=ceiling)
+    return timeout
 
 
 def make_specs(k: Kernel) -> list[ToolSpec]:
+    running: dict[str, int] = {}  # agent id -> exec runs going
     async def web_fetch_tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         from agentix.tools.secrets import inject
         from agentix.tools.web_fetch import web_fetch
@@ -76,11 +136,13 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         # in a task of its own: web_fetch uses asyncio.timeout, and the channel may run a
         # request eagerly outside any task until it first blocks
         label = f"fetched_url:{args['url']}"
+        # checked before the fetch: a refused argument is not text from the world (no taint)
+        timeout = _capped_timeout(args, 30.0, k.config.fetch_max_timeout, "web_fetch")
         try:
             res = await asyncio.create_task(web_fetch(
                 url, permits=permits, method=args.get("method", "GET"), headers=args.get("headers"),
-                body=args.get("body"), secret_headers=secret_headers,
-                timeout=float(args.get("timeout", 30.0)), settle=k.caps.ledger.flush,
+                body=args.get("body"), secret_headers=secret_headers, timeout=timeout,
+                settle=k.caps.ledger.flush,
             ))
         except AgentixError as err:
             # a status line, a redirect target, a resolver's answer: world text in the error
@@ -100,32 +162,54 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
             raise InvalidRequest("exec: argv must be a non-empty list of strings", field="argv")
         if "/" in argv[0]:
             raise InvalidRequest("exec: argv[0] is a program name, not a path", field="argv")
-        timeout = float(args.get("timeout", 30.0))
-        if not 0 < timeout <= EXEC_MAX_TIMEOUT:
-            raise InvalidRequest(f"exec: timeout must be in (0, {EXEC_MAX_TIMEOUT:g}] s", field="timeout")
+        timeout = _capped_timeout(args, 30.0, k.config.exec_max_timeout, "exec")
         if ctx.agent_id is None or ctx.workspace is None:
             raise InvalidRequest('exec runs in an agent\'s workspace; name it with "agent_id"', field="agent_id")
         rec = k.table.get(ctx.agent_id)
+        mine = running.get(rec.agent_id, 0)
+        if mine >= k.config.exec_per_agent:
+            raise LimitExceeded(
+                f"agent {rec.name} already has {mine} exec runs going; the limit is "
+                f"{k.config.exec_per_agent} at once ([kernel] exec_per_agent)",
+                limit="exec_per_agent", max=k.config.exec_per_agent)
+        if sum(running.values()) >= k.config.exec_total:
+            raise LimitExceeded(
+                f"the kernel already runs {k.config.exec_total} exec runs; retry when one has finished "
+                "([kernel] exec_total)", limit="exec_total", max=k.config.exec_total)
+        running[rec.agent_id] = mine + 1
+        try:
+            return await run_exec(ctx, rec, argv, timeout)
+        finally:
+            running[rec.agent_id] -= 1
+            if not running[rec.agent_id]:
+                del running[rec.agent_id]
+
+    async def run_exec(ctx: ToolContext, rec: Any, argv: list[str], timeout: float) -> dict[str, Any]:
+        assert ctx.workspace is not None
         run_id = "ex-" + _secrets.token_hex(4)
-        out_dir = k.home.root / "exec"
-        out_dir.mkdir(mode=0o700, exist_ok=True)
-        out_path = out_dir / f"{run_id}.out"
+        out_path = k.home.logs / f"{rec.agent_id}-{run_id}.out"  # unused: output is a pipe
+        output = _Output(EXEC_OUTPUT_CAP)
         ksock, asock = socket.socketpair()
         os.set_inheritable(asock.fileno(), True)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
                "AGENTIX_AGENT_ID": rec.agent_id}
         spec = LaunchSpec(
             agent_id=f"{rec.agent_id}-{run_id}", name=f"{rec.name}-exec",
-            argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
+            argv=[sys.executable, "-I", "-B", "-m", "agentix.sandbox.confine", "--", *argv],
             workspace=ctx.workspace, env=env, channel_fd=asock.fileno(), log_path=out_path,
             limits=rec.limits, network=False,
             degraded_ok=bool(rec.isolation.get("degraded")) or k.config.isolation == "degraded",
+            output_fd=output.write_fd, within=rec.handle,
         )
         start = time.monotonic()
         try:
             handle = await k.substrate.spawn(spec)
+        except BaseException:
+            output.close()
+            raise
         finally:
             asock.close()
+            output.close_write_end()
         timed_out = False
         try:
             try:
@@ -136,14 +220,13 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
                 info = await handle.wait()
         finally:
             ksock.close()
+            try:  # the rest of the output (its writers are gone once the sandbox is)
+                await asyncio.wait_for(output.eof.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+            output.close()
             await handle.cleanup()
-        try:
-            with open(out_path, "rb") as f:
-                data = f.read(EXEC_OUTPUT_CAP + 1)
-        except FileNotFoundError:
-            data = b""
-        finally:
-            out_path.unlink(missing_ok=True)
+        data = bytes(output.data)
         if timed_out:
             raise Timeout(f"exec {argv[0]} was killed after {timeout:g} s", reason="timeout",
                           timeout=timeout, program=argv[0])

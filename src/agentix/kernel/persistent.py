@@ -64,7 +64,8 @@ class StateStore:
     it, in the kernel's store (tables ``agent_state`` and ``persistent_agents``, written
     through the one writer). Methods block; call them from a thread."""
 
-    def __init__(self, db: Database | str | Path) -> None:
+    def __init__(self, db: Database | str | Path, quota: int | None = None) -> None:
+        self.quota = quota  # bytes of state per identity, all keys together ([kernel] state_quota)
         self._own = not isinstance(db, Database)
         self.db = Database(db) if not isinstance(db, Database) else db
 
@@ -74,12 +75,23 @@ class StateStore:
             raise LimitExceeded(f"state value is {len(data)} bytes; the limit is {MAX_STATE}", limit=MAX_STATE)
         labels = orjson.dumps(sorted(set(taint))).decode()
         now = time.time()
+        quota = self.quota
 
         def op(txn: Txn) -> None:
             (n,) = txn.conn.execute("SELECT COUNT(*) FROM agent_state WHERE identity=? AND key<>?",
                                     (identity, key)).fetchone()
             if n >= MAX_KEYS:
                 raise LimitExceeded(f"an agent keeps at most {MAX_KEYS} state keys", limit=MAX_KEYS)
+            if quota is not None:
+                (used,) = txn.conn.execute(
+                    "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM agent_state WHERE identity=? AND key<>?",
+                    (identity, key)).fetchone()
+                if used + len(data) > quota:
+                    raise LimitExceeded(
+                        f"saved state would take {used + len(data)} bytes (this value {len(data)}, "
+                        f"the other keys {used}); the quota is {quota} bytes per agent "
+                        "([kernel] state_quota): save less or delete keys first",
+                        limit="state_quota", quota=quota, used=used, size=len(data))
             txn.conn.execute("INSERT OR REPLACE INTO agent_state (identity, key, value, updated_at, "
                              "taint) VALUES (?,?,?,?,?)", (identity, key, data, now, labels))
 

@@ -1,8 +1,24 @@
-"""The process table: one record per agent, kept after the agent exits."""
+"""The process table: one record per agent, kept after the agent exits; agents' logs.
+
+Logs: an agent's stdout and stderr are the write end of a pipe (``LogSink``); the kernel
+reads the other end on its event loop and appends to ``logs/<agent_id>.log``. The agent
+never holds a kernel file descriptor (it cannot learn the home's path from
+``/proc/self/fd`` nor truncate or seek its log). Size is bounded by keeping the newest
+output: when the current file reaches half of ``cap`` it becomes ``<agent_id>.log.1``
+(replacing the older one) and a new file starts; the bytes dropped so far are kept in
+``<agent_id>.log.cut``. So at most ``cap`` (plus two 64 KiB read chunks) is on disk per agent, and
+``read_log`` tells a reader when what it asked for was cut.
+
+Back-pressure: if the kernel reads more slowly than the agent writes, the pipe fills and the
+agent's writes block until the kernel catches up. If the reader goes away (the kernel
+exits), the agent's writes fail with EPIPE; they never block forever.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +30,187 @@ from agentix.core.mailbox import BoundedFifo
 from agentix.core.manifest import Limits, Manifest
 from agentix.sandbox.base import Handle
 
-__all__ = ["AgentRecord", "ExitRecord", "ProcessTable"]
+__all__ = ["AgentRecord", "ExitRecord", "LogSink", "ProcessTable", "proc_start_time", "read_log"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+
+
+def proc_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22); None if gone.
+
+    A pid with the recorded start time is the same process; a reused pid has another.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        return int(data.rsplit(b")", 1)[1].split()[19])  # fields after "(comm)" start at 3
+    except (IndexError, ValueError):
+        return None
+
+
+class LogSink:
+    """Reads one agent's output pipe and appends it to its log, keeping the newest ``cap`` bytes."""
+
+    def __init__(self, path: Path, cap: int) -> None:
+        self.path, self.cap = path, max(cap, 2 * _CHUNK)
+        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
+        self._file: int | None = None
+        self._size = 0
+        self.dropped = _read_cut(path)
+        self.total = 0               # bytes received in this run
+        self._eof = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._warned = False
+
+    def start(self) -> None:
+        """Start reading (before the child starts: nothing it writes waits for the kernel)."""
+        os.set_blocking(self.read_fd, False)
+        self._open_file()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.read_fd, self._readable)
+
+    def _open_file(self) -> None:
+        self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                             | os.O_NOFOLLOW, 0o600)
+        self._size = os.fstat(self._file).st_size
+
+    def close_write_end(self) -> None:
+        """The child has its copy: drop the kernel's, so EOF comes when the child's last one closes."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.read_fd, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        self.total += len(data)
+        self._append(data)
+
+    def _append(self, data: bytes) -> None:
+        if self._file is None:
+            return
+        try:
+            if self._size >= self.cap // 2:
+                self._rotate()
+            os.write(self._file, data)
+            self._size += len(data)
+        except OSError as err:  # disk full...: the output is lost, the agent is not blocked
+            self.dropped += len(data)
+            if not self._warned:
+                log.warning("cannot write the log %s: %s; dropping output", self.path, err)
+                self._warned = True
+
+    def _rotate(self) -> None:
+        old = self.path.with_name(self.path.name + ".1")
+        try:
+            self.dropped += old.stat().st_size
+        except FileNotFoundError:
+            pass
+        os.replace(self.path, old)
+        assert self._file is not None
+        os.close(self._file)
+        self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
+                             | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        self._size = 0
+        _write_cut(self.path, self.dropped)
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until every writer has closed and all output is in the log (or ``timeout``)."""
+        try:
+            await asyncio.wait_for(self._eof.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop reading; a writer still running gets EPIPE from now on (never blocks forever)."""
+        if self._loop is not None and self.read_fd >= 0:
+            self._loop.remove_reader(self.read_fd)
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.read_fd = self.write_fd = -1
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+        self._eof.set()
+
+
+def _cut_path(path: Path) -> Path:
+    return path.with_name(path.name + ".cut")
+
+
+def _read_cut(path: Path) -> int:
+    try:
+        return int(_cut_path(path).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_cut(path: Path, dropped: int) -> None:
+    tmp = _cut_path(path).with_suffix(".tmp")
+    tmp.write_text(str(dropped))
+    os.replace(tmp, _cut_path(path))
+
+
+def read_log(path: Path, *, offset: int | None = None, tail: int | None = None,
+             head: int | None = None, max_bytes: int) -> dict[str, Any]:
+    """Read an agent's log as one stream (the older file, then the current one).
+
+    Offsets count every byte the agent wrote, including the ``dropped`` oldest ones that
+    the size cap discarded. Choose one of:
+
+    - ``tail``: the last ``tail`` lines (at most ``max_bytes``, the newest);
+    - ``head``: the first ``head`` lines still kept (at most ``max_bytes``);
+    - ``offset`` (default 0): up to ``max_bytes`` from there on (follow a log with it).
+
+    Returns ``data`` (bytes), ``start``/``offset`` (stream offsets of the first byte and just
+    past the last), ``size`` (bytes written so far), ``dropped``, ``more`` (output after
+    ``offset`` exists) and ``cut``: True when output that the request covered is not in the
+    answer — for ``tail``, anything before ``start``; for ``head``, dropped output or
+    anything after ``offset``; for ``offset``, the part of the request that was dropped.
+    """
+    parts: list[bytes] = []
+    for p in (path.with_name(path.name + ".1"), path):
+        try:
+            with open(p, "rb") as f:
+                parts.append(f.read())  # bounded: both files together hold at most the cap
+        except FileNotFoundError:
+            pass
+    data = b"".join(parts)
+    dropped = _read_cut(path)
+    size = dropped + len(data)
+    if tail is not None:
+        chosen = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
+        chosen = chosen[-max_bytes:] if max_bytes > 0 else b""
+        start = size - len(chosen)
+        cut = start > 0
+    elif head is not None:
+        chosen = b"".join(data.splitlines(keepends=True)[:head]) if head > 0 else b""
+        chosen = chosen[:max_bytes]
+        start = dropped
+        cut = dropped > 0 or start + len(chosen) < size
+    else:
+        want = max(offset or 0, 0)
+        start = max(want, dropped)
+        chosen = data[start - dropped:start - dropped + max_bytes] if start < size else b""
+        start = min(start, size)
+        cut = want < dropped
+    end = start + len(chosen)
+    return {"data": chosen, "start": start, "offset": end, "size": size, "dropped": dropped,
+            "more": end < size, "cut": cut}
 
 
 @dataclass(frozen=True)
@@ -56,11 +252,15 @@ class AgentRecord:
     mailbox: BoundedFifo[dict[str, Any]] = field(default_factory=lambda: BoundedFifo(1000))
     mail_event: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # the spawn committed or unwound
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     syscalls: int = 0
     budget: Any = None           # agentix.core.budget.BudgetLedger
     ended_mono: float | None = None
     last_stats: dict[str, Any] = field(default_factory=dict)  # resources sampled at exit
+    notify: Any = None           # rpc.server.Notify of the agent's channel, once it is served
+    log_sink: LogSink | None = None   # reads the agent's output pipe while it runs
+    restored: bool = False            # a record of an earlier kernel run (from the store)
 
     @property
     def live(self) -> bool:
@@ -110,6 +310,14 @@ class ProcessTable:
     def add(self, rec: AgentRecord) -> None:
         self._by_id[rec.agent_id] = rec
         self._live_names[rec.name] = rec.agent_id
+
+    def restore(self, rec: AgentRecord) -> None:
+        """An exited agent of an earlier run (listed, never live: its name is free)."""
+        self._by_id[rec.agent_id] = rec
+        parent = self._by_id.get(rec.parent) if rec.parent else None
+        if parent is not None and rec.agent_id not in parent.children:
+            parent.children.append(rec.agent_id)
+            rec.depth, rec.root = parent.depth + 1, parent.root
 
     def discard(self, agent_id: str) -> None:
         rec = self._by_id.pop(agent_id, None)

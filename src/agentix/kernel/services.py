@@ -35,6 +35,7 @@ def install_agent_services(k: Kernel) -> None:
         k.tools.register(spec)
     loop_events.register(k)
     # the kernel's store (one writer); a kernel built without one (tests) opens its own
-    k.state_store = persistent.StateStore(k.audit.db if k.audit is not None else k.home.db)
+    k.state_store = persistent.StateStore(k.audit.db if k.audit is not None else k.home.db,
+                                          quota=k.config.state_quota)
     persistent.register(k, k.state_store)
     goals.register(k)

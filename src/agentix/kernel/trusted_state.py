@@ -246,7 +246,10 @@ class DurableStateStage:
     async def before(self, call: Call) -> None:
         self.ledger.journal()  # queued ahead of anything this call writes next
         if call.tool is not None:
-            return  # its tool.invoked record comes next and is awaited: the charge is durable first
+            # an effect tool's tool.invoked intent record comes next and is awaited: the charge
+            # (queued ahead of it) is durable first; a no_effect tool's record is posted, and
+            # its charge rides the next group commit like a no_effect method's (docs/audit.md)
+            return
         spec = getattr(call, "spec", None)
         policy = getattr(spec, "policy", None)
         if policy is None or getattr(policy, "durability", "effect") == "effect":

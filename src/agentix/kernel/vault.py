@@ -118,8 +118,8 @@ def install(k: Kernel, secrets: dict[str, str]) -> Vault:
     raw_record = k.events.record
 
     async def record(kind: str, agent_id: str | None, data: dict[str, Any],
-                     taint: tuple[str, ...] = ()) -> Any:
-        return await raw_record(kind, agent_id, vault.redact(data), taint)
+                     taint: tuple[str, ...] = (), **kw: Any) -> Any:
+        return await raw_record(kind, agent_id, vault.redact(data), taint, **kw)  # durable=
 
     k.events.record = record  # type: ignore[method-assign]
     inference = getattr(k, "inference", None)

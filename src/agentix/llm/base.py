@@ -35,16 +35,22 @@ __all__ = [
     "provider_error",
 ]
 
-StopReason = Literal["end", "max_tokens", "tool_calls", "stop_sequence", "content_filter", "error"]
+# "refusal": the model declined (Anthropic); "pause_turn": a long turn paused, send the reply
+# back to continue it; "context_window_exceeded": the prompt plus reply hit the model's window
+StopReason = Literal["end", "max_tokens", "tool_calls", "stop_sequence", "content_filter", "error",
+                     "refusal", "pause_turn", "context_window_exceeded"]
 DeltaCallback = Callable[[str], Awaitable[None] | None]
 _ROLES = {"system", "user", "assistant", "tool"}
 
 
 @dataclass(frozen=True)
 class ToolCall:
+    """One tool call. ``arguments`` is a dict, or the model's raw text when that was not a
+    JSON object (the caller reports it to the model as invalid)."""
+
     id: str
     name: str
-    arguments: dict[str, Any]
+    arguments: dict[str, Any] | str
 
     def to_data(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "arguments": self.arguments}
@@ -52,8 +58,20 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class TokenUsage:
+    """Tokens of one reply. ``input_tokens`` counts the whole prompt, cached parts included;
+    ``cache_read_tokens`` and ``cache_write_tokens`` say how many of them were read from or
+    written to the provider's prompt cache (priced differently: see ``Price.cost``)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def to_data(self) -> dict[str, int]:
+        d = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        if self.cache_read_tokens or self.cache_write_tokens:
+            d.update(cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens)
+        return d
 
 
 @dataclass(frozen=True)
@@ -123,17 +141,19 @@ class InferenceResponse:
     model: str = ""
     provider: str = ""
     scripted: bool = False
+    cost_usd: float | None = None   # set by the kernel from its price table (None: no price known)
 
     def to_data(self) -> dict[str, Any]:
         """The ``think`` result as JSON."""
         return {
             "text": self.text,
             "tool_calls": [t.to_data() for t in self.tool_calls],
-            "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens},
+            "usage": self.usage.to_data(),
             "stop_reason": self.stop_reason,
             "model": self.model,
             "provider": self.provider,
             "scripted": self.scripted,
+            "cost_usd": self.cost_usd,
         }
 
 
@@ -172,17 +192,21 @@ async def emit(on_delta: DeltaCallback | None, text: str) -> None:
         await r
 
 
-def parse_arguments(provider: str, raw: Any) -> dict[str, Any]:
-    """Tool-call arguments as a dict; a model that wrote broken JSON gets ``{"_raw": text}``."""
+def parse_arguments(provider: str, raw: Any) -> dict[str, Any] | str:
+    """Tool-call arguments as a dict. Arguments that are not a JSON object (broken JSON, a
+    list, a number) come back as the model's raw text, unchanged, so the loop can tell the
+    model "your arguments are not valid JSON: ..." instead of "fields missing"."""
     if isinstance(raw, dict):
         return raw
     if raw in (None, ""):
         return {}
+    if not isinstance(raw, str):
+        return json.dumps(raw)
     try:
         v = json.loads(raw)
-    except (TypeError, ValueError):
-        return {"_raw": str(raw)}
-    return v if isinstance(v, dict) else {"_value": v}
+    except ValueError:
+        return raw
+    return v if isinstance(v, dict) else raw
 
 
 class Provider(abc.ABC):

@@ -3,7 +3,15 @@
 Models are named ``provider:model`` (``openai:gpt-4o-mini``, ``local:gemma-3-270m``).
 Environment variables add or complete providers: ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``
 (provider ``openai``), ``ANTHROPIC_API_KEY`` (``anthropic``), ``DEEPSEEK_API_KEY``
-(``deepseek``); ``AGENTIX_MODEL`` sets the default model. With no default and no remote
+(``deepseek``); ``AGENTIX_MODEL`` sets the default model.
+
+OpenAI-compatible servers on this machine need no section: a model named after one of
+``LOCAL_SERVERS`` (``ollama``, ``vllm``, ``llamacpp``, ``lmstudio``) configures that
+provider at its usual address, so one line is enough::
+
+    default_model = "ollama:qwen2.5:7b"      # or AGENTIX_MODEL=ollama:qwen2.5:7b
+
+A ``[providers.ollama]`` (etc.) table overrides any of it (``base_url`` for another host). With no default and no remote
 provider, the default is the local model when the ``agentix[local]`` extra is installed.
 
 Sections: top-level ``default_model``, ``[providers.NAME]``, ``[prices."provider:model"]``
@@ -29,29 +37,47 @@ from agentix.core.units import parse_duration
 __all__ = [
     "DEFAULT_PRICES",
     "LOCAL_MODEL",
+    "LOCAL_SERVERS",
     "InferenceConfig",
     "Price",
     "ProviderConfig",
     "SchedulerConfig",
+    "describe_model",
     "load_config",
     "local_available",
     "split_model",
 ]
 
 Kind = Literal["openai", "anthropic", "local", "scripted"]
+#: OpenAI-compatible servers with a well-known local address: name -> base URL
+LOCAL_SERVERS = {
+    "ollama": "http://127.0.0.1:11434/v1",
+    "vllm": "http://127.0.0.1:8000/v1",
+    "llamacpp": "http://127.0.0.1:8080/v1",
+    "lmstudio": "http://127.0.0.1:1234/v1",
+}
 KINDS = ("openai", "anthropic", "local", "scripted")
 LOCAL_MODEL = "local:gemma-3-270m"
 
 
 @dataclass(frozen=True)
 class Price:
-    """US dollars per million tokens."""
+    """US dollars per million tokens. Prompt-cache reads and writes default to Anthropic's
+    multipliers of the input price (0.1x and 1.25x) unless given."""
 
     input_per_mtok: float
     output_per_mtok: float
+    cache_read_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
 
-    def cost(self, input_tokens: float, output_tokens: float) -> float:
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
+    def cost(self, input_tokens: float, output_tokens: float, cache_read_tokens: float = 0,
+             cache_write_tokens: float = 0) -> float:
+        """``input_tokens`` is the whole prompt; its cached parts are priced at the cache rates."""
+        read = self.input_per_mtok * 0.1 if self.cache_read_per_mtok is None else self.cache_read_per_mtok
+        write = self.input_per_mtok * 1.25 if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        plain = max(0.0, input_tokens - cache_read_tokens - cache_write_tokens)
+        return (plain * self.input_per_mtok + cache_read_tokens * read + cache_write_tokens * write
+                + output_tokens * self.output_per_mtok) / 1_000_000
 
 
 # list prices at the time of writing; override or extend with [prices."provider:model"]
@@ -92,6 +118,10 @@ class SchedulerConfig:
     backoff_max: float = 20.0
     default_max_tokens: int = 512
     request_timeout: float | None = None  # queueing deadline per request
+    # the interactive reserve (core/scheduler.py; docs/inference.md "Interactive requests")
+    reserve_interactive: int = 0
+    interactive_idle: float = 1.0
+    lend_after: float = 0.05  # inf: a reserved slot is never lent
 
 
 @dataclass(frozen=True)
@@ -116,6 +146,30 @@ class InferenceConfig:
         if kind in ("local", "scripted"):
             return self.prices.get(f"{provider}:{model}", Price(0.0, 0.0))
         return self.prices.get(f"{provider}:{model}")
+
+
+TINY_LOCAL_NOTICE = (
+    "a 270M-parameter local model (offline default): it runs the whole pipeline with real tokens and, "
+    "with constrained decoding, emits well-formed plans and tool calls, but its plans are shallow, it "
+    "often picks the wrong tool or arguments, and its answers are weak. For real work point agentix at "
+    "a capable model, e.g. an OpenAI-compatible server (Ollama, vLLM, llama.cpp server) with one line "
+    "in $AGENTIX_HOME/config.toml: see docs/inference.md")
+LOCAL_NOTICE = ("a local model in-process: small local models follow instructions poorly; check its output "
+                "(docs/inference.md shows how to use a larger model)")
+SCRIPTED_NOTICE = "scripted replies from a file: no model runs, every answer was written in advance"
+
+
+def describe_model(cfg: InferenceConfig, model: str | None) -> dict[str, Any]:
+    """What a person should know about the model ``model`` resolves to: its full name, the
+    provider and kind, and a notice when it is scripted or a tiny local model (None else)."""
+    pcfg, name = cfg.resolve(model)
+    notice = None
+    if pcfg.kind == "scripted":
+        notice = SCRIPTED_NOTICE
+    elif pcfg.kind == "local":
+        notice = TINY_LOCAL_NOTICE if pcfg.model_path is None else LOCAL_NOTICE
+    return {"model": f"{pcfg.name}:{name}", "provider": pcfg.name, "kind": pcfg.kind,
+            "base_url": pcfg.base_url, "scripted": pcfg.kind == "scripted", "notice": notice}
 
 
 def local_available() -> bool:
@@ -165,7 +219,7 @@ def _provider(name: str, tbl: Mapping[str, Any], env: Mapping[str, str], home: P
     if unknown:
         raise InvalidRequest(f"{where}.{sorted(unknown)[0]}: unknown key (known: {sorted(_PROVIDER_KEYS)})",
                              field=f"{where}.{sorted(unknown)[0]}")
-    kind = tbl.get("kind", name if name in KINDS else None)
+    kind = tbl.get("kind", name if name in KINDS else "openai" if name in LOCAL_SERVERS else None)
     if kind == "deepseek":
         kind = "openai"
     if kind not in KINDS:
@@ -179,7 +233,8 @@ def _provider(name: str, tbl: Mapping[str, Any], env: Mapping[str, str], home: P
     base = tbl.get("base_url")
     if kind in ("openai", "anthropic"):
         if base is None:
-            base = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com/v1"}[kind]
+            base = LOCAL_SERVERS.get(name) or {"openai": "https://api.openai.com/v1",
+                                               "anthropic": "https://api.anthropic.com/v1"}[kind]
         if not isinstance(base, str) or not base.startswith(("http://", "https://")):
             raise InvalidRequest(f"{where}.base_url: expected an http:// or https:// URL, got {base!r}",
                                  field=f"{where}.base_url")
@@ -243,6 +298,12 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
                 if v is not None:
                     tbl.setdefault(k, v)
             raw_providers[name] = tbl
+    # a default model on a well-known local server needs no [providers] table
+    named = env.get("AGENTIX_MODEL") or data.get("default_model")
+    if isinstance(named, str) and ":" in named:
+        prov = named.split(":", 1)[0]
+        if prov in LOCAL_SERVERS and prov not in raw_providers:
+            raw_providers[prov] = {"concurrency": 4}
     installed = local_installed if local_installed is not None else local_available()
     if installed:
         raw_providers.setdefault("local", {"kind": "local"})
@@ -251,7 +312,7 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
 
     sch = data.get("inference") or {}
     bad = set(sch) - {"discipline", "max_wait", "retry_budget", "backoff_base", "backoff_max", "default_max_tokens",
-                      "request_timeout"}
+                      "request_timeout", "reserve_interactive", "interactive_idle", "lend_after"}
     if bad:
         raise InvalidRequest(f"inference.{sorted(bad)[0]}: unknown key", field=f"inference.{sorted(bad)[0]}")
     disc = sch.get("discipline", "wfq")
@@ -262,7 +323,15 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
     if not isinstance(rb, int) or isinstance(rb, bool) or not 0 <= rb <= 20:
         raise InvalidRequest(f"inference.retry_budget: expected an integer from 0 to 20, got {rb!r}",
                              field="inference.retry_budget")
+    reserve = sch.get("reserve_interactive", 0)
+    if not isinstance(reserve, int) or isinstance(reserve, bool) or not 0 <= reserve <= 64:
+        raise InvalidRequest(f"inference.reserve_interactive: expected an integer from 0 to 64, got {reserve!r}",
+                             field="inference.reserve_interactive")
+    lend = sch.get("lend_after")
     scheduler = SchedulerConfig(
+        reserve_interactive=reserve,
+        interactive_idle=_dur(sch, "interactive_idle", "inference", 1.0) or 0.0,
+        lend_after=float("inf") if lend == "never" else (_dur(sch, "lend_after", "inference", 0.05) or 0.0),
         discipline=disc,
         max_wait=_dur(sch, "max_wait", "inference", 30.0) or 30.0,
         retry_budget=rb,
@@ -278,12 +347,16 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
         if not isinstance(p, Mapping):
             raise InvalidRequest(f"prices.{model}: expected a table with input_per_mtok and output_per_mtok",
                                  field=f"prices.{model}")
-        for k in ("input_per_mtok", "output_per_mtok"):
+        for k in ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok"):
             v = p.get(k)
+            if v is None and k.startswith("cache_"):
+                continue
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise InvalidRequest(f"prices.{model}.{k}: expected a number of dollars >= 0, got {v!r}",
                                      field=f"prices.{model}.{k}")
-        prices[model] = Price(float(p["input_per_mtok"]), float(p["output_per_mtok"]))
+        cr, cw = p.get("cache_read_per_mtok"), p.get("cache_write_per_mtok")
+        prices[model] = Price(float(p["input_per_mtok"]), float(p["output_per_mtok"]),
+                              None if cr is None else float(cr), None if cw is None else float(cw))
 
     default = env.get("AGENTIX_MODEL") or data.get("default_model")
     where = "AGENTIX_MODEL" if env.get("AGENTIX_MODEL") else "default_model"

@@ -15,7 +15,12 @@ Rules:
   separators): either ``{"tool": NAME, "arguments": {...}}`` for one of the tools, or
   ``{"answer": "..."}`` unless ``tool_choice`` is ``required``. Every string field without
   a ``maxLength`` gets one, so a small model cannot ramble inside a string until
-  ``max_tokens``. The result is parsed into ``tool_calls`` or text.
+  ``max_tokens``. Numbers are bounded too: an ``integer`` without bounds gets
+  ``±INT_BOUND`` (the grammar then allows at most 10 digits), and a ``number`` — whose
+  fraction the grammar would leave unbounded (a reply once spent 512 tokens on
+  ``20.0000…``) — is generated as a string matching ``NUMBER_PATTERN`` (at most 9 integer
+  and 4 fractional digits) and turned back into a number when the reply is parsed. The
+  result is parsed into ``tool_calls`` or text.
 * The engine runs ``parallel`` slots with continuous batching; calls run in worker threads
   and stream deltas back to the event loop.
 """
@@ -48,6 +53,8 @@ __all__ = ["LocalProvider", "gemma_prompt", "model_path", "tool_schema"]
 log = logging.getLogger(__name__)
 STRING_MAX = 200
 ANSWER_MAX = 1000
+INT_BOUND = 10**9
+NUMBER_PATTERN = r"^-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,4})?$"
 _ids = itertools.count(1)
 
 
@@ -118,19 +125,51 @@ def gemma_prompt(messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, An
 
 
 def _cap_strings(schema: Any) -> Any:
-    """A copy of a JSON schema with ``maxLength`` on every string that lacks one, and no
-    extra keys in objects that list their properties (a small model otherwise copies the
+    """A copy of a JSON schema with ``maxLength`` on every string that lacks one, bounds on
+    every integer, every number as a bounded numeric string (see the module docstring), and
+    no extra keys in objects that list their properties (a small model otherwise copies the
     schema itself into the arguments)."""
     if isinstance(schema, dict):
         s = {k: _cap_strings(v) for k, v in schema.items()}
         if s.get("type") == "string" and "maxLength" not in s and "enum" not in s and "const" not in s:
             s["maxLength"] = STRING_MAX
+        if s.get("type") == "integer":
+            s.setdefault("minimum", -INT_BOUND)
+            s.setdefault("maximum", INT_BOUND)
+        if s.get("type") == "number" and "enum" not in s and "const" not in s:
+            s = {k: v for k, v in s.items() if k not in ("minimum", "maximum", "exclusiveMinimum",
+                                                         "exclusiveMaximum", "multipleOf")}
+            s.update(type="string", pattern=NUMBER_PATTERN, maxLength=16)
         if s.get("type") == "object" and isinstance(s.get("properties"), dict):
             s.setdefault("additionalProperties", False)
         return s
     if isinstance(schema, list):
         return [_cap_strings(x) for x in schema]
     return schema
+
+
+def restore_numbers(value: Any, schema: Any) -> Any:
+    """``value`` parsed against the constrained schema, with the fields the original
+    ``schema`` declares as numbers turned back from their string form into numbers."""
+    if not isinstance(schema, dict):
+        return value
+    if schema.get("type") == "number" and isinstance(value, str):
+        try:
+            f = float(value)
+        except ValueError:
+            return value
+        return int(f) if "." not in value else f
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        return {k: restore_numbers(v, props.get(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [restore_numbers(v, schema.get("items")) for v in value]
+    for key in ("anyOf", "oneOf"):
+        for branch in schema.get(key) or []:
+            out = restore_numbers(value, branch)
+            if out is not value:
+                return out
+    return value
 
 
 def tool_schema(tools: tuple[dict[str, Any], ...], force_tool: bool = False) -> dict[str, Any]:
@@ -246,7 +285,11 @@ class LocalProvider(Provider):
             await emit(on_delta, piece)
         await fut
         if "error" in result:
-            raise provider_error(self.name, f"engine error: {result['error']}", status=500, retryable=False)
+            msg = str(result["error"])
+            if "context" in msg and "exceed" in msg:
+                raise provider_error(self.name, f"the prompt does not fit the {self.context}-token window of a "
+                                     f"local slot ([providers.local] context): {msg}", status=400, retryable=False)
+            raise provider_error(self.name, f"engine error: {msg}", status=500, retryable=False)
         text = result.get("text", "".join(parts))
         u = result.get("usage") or {}
         finish = "max_tokens" if result.get("finish") == "length" else "end"
@@ -257,7 +300,10 @@ class LocalProvider(Provider):
             except ValueError:
                 obj = None  # cut off by max_tokens: return the raw text
             if isinstance(obj, dict) and "tool" in obj:
-                calls = (ToolCall(f"call_local_{next(_ids)}", obj["tool"], obj.get("arguments") or {}),)
+                params = next((t["function"].get("parameters") for t in tools
+                               if t["function"]["name"] == obj["tool"]), None)
+                args = restore_numbers(obj.get("arguments") or {}, params)
+                calls = (ToolCall(f"call_local_{next(_ids)}", obj["tool"], args),)
                 text, finish = "", "tool_calls"
             elif isinstance(obj, dict) and "answer" in obj:
                 text = str(obj["answer"])

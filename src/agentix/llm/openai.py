@@ -31,6 +31,12 @@ _FINISH = {"stop": "end", "length": "max_tokens", "tool_calls": "tool_calls", "f
            "content_filter": "content_filter"}
 
 
+def _usage(u: dict[str, Any]) -> TokenUsage:
+    """OpenAI usage: ``prompt_tokens`` includes ``prompt_tokens_details.cached_tokens``."""
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return TokenUsage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), int(cached))
+
+
 def parse_retry_after(headers: httpx.Headers) -> float | None:
     """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds form), if present."""
     ms = headers.get("retry-after-ms")
@@ -92,7 +98,9 @@ class OpenAIProvider(Provider):
         return f"OpenAIProvider({self.name!r}, {self.base_url!r})"
 
     def body(self, req: InferenceRequest) -> dict[str, Any]:
-        b: dict[str, Any] = {"model": req.model, "messages": list(req.messages), "max_tokens": req.max_tokens}
+        # ``is_error`` on a tool message is agentix's (Anthropic has it, OpenAI does not)
+        msgs = [{k: v for k, v in m.items() if k != "is_error"} if "is_error" in m else m for m in req.messages]
+        b: dict[str, Any] = {"model": req.model, "messages": msgs, "max_tokens": req.max_tokens}
         if req.tools:
             b["tools"] = list(req.tools)
             if req.tool_choice in ("auto", "none", "required"):
@@ -142,7 +150,7 @@ class OpenAIProvider(Provider):
         return InferenceResponse(
             text=msg.get("content") or "",
             tool_calls=calls,
-            usage=TokenUsage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))),
+            usage=_usage(u),
             stop_reason=_FINISH.get(choice.get("finish_reason") or "stop", "end"),  # type: ignore[arg-type]
             model=data.get("model") or req.model,
             provider=self.name,
@@ -188,7 +196,7 @@ class OpenAIProvider(Provider):
         return InferenceResponse(
             text="".join(text),
             tool_calls=tool_calls,
-            usage=TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+            usage=_usage(usage),
             stop_reason=_FINISH.get(finish or "stop", "end"),  # type: ignore[arg-type]
             model=model,
             provider=self.name,

@@ -5,20 +5,35 @@ task (so one slow call never holds up the next on the same connection), and writ
 replies. The handler it is given is ``async (method, params) -> result`` and raises
 ``AgentixError`` to refuse; any other exception is a kernel bug and becomes an
 ``internal_error`` that leaks no details (they go to the kernel log).
+
+Bounds (``Limits``; docs/isolation.md lists them), so that no peer can grow the kernel:
+
+- a batch holds at most ``batch`` requests (and never more than ``per_connection``); a
+  larger one is refused whole
+  (``invalid_request``, one error reply, nothing runs);
+- a connection has at most ``per_connection`` requests in flight, and every element of a
+  batch counts as one request. A frame that would go over waits, unread, until enough of
+  the connection's calls have finished (back-pressure: the kernel stops reading the
+  socket; the peer's writes block once the socket buffer is full);
+- all connections sharing one ``InFlight`` counter (one kernel) have at most ``total``
+  requests in flight; a frame that would go over is refused at once with
+  ``limit_exceeded`` (``data.limit == "in_flight_total"``), one error per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentix.core.errors import AgentixError, InternalError, InvalidRequest, MethodNotFound
+from agentix.core.errors import AgentixError, InternalError, InvalidRequest, LimitExceeded, MethodNotFound
 from agentix.rpc.framing import (
     DEFAULT_FRAME_LIMIT,
     FrameTooLarge,
@@ -30,13 +45,118 @@ from agentix.rpc.framing import (
     validate_request,
 )
 
-__all__ = ["Handler", "PeerCredentials", "peer_credentials", "serve_connection", "serve_socket",
-           "start_unix_server"]
+__all__ = ["Handler", "InFlight", "Limits", "Notify", "PeerCredentials", "peer_credentials",
+           "serve_connection", "serve_socket", "start_unix_server"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
-MAX_IN_FLIGHT = 256
+#: ``notify(method, params)`` writes a JSON-RPC notification to one connection; False when closed
+Notify = Callable[[str, dict[str, Any]], bool]
+MAX_IN_FLIGHT = 256          # requests in flight per connection (batch elements count one each)
+MAX_BATCH = 64               # requests in one JSON-RPC batch
+MAX_IN_FLIGHT_TOTAL = 4096   # requests in flight over every connection sharing an InFlight
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_connection: int = MAX_IN_FLIGHT
+    batch: int = MAX_BATCH
+    total: int = MAX_IN_FLIGHT_TOTAL
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch admitted: never more than may be in flight on one connection."""
+        return min(self.batch, self.per_connection)
+
+
+class InFlight:
+    """Requests in flight over several connections (one per kernel), with its bounds."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.current = 0
+        self.peak = 0
+        self.refused = 0
+
+    def admit(self, n: int) -> bool:
+        if self.current + n > self.limits.total:
+            self.refused += n
+            return False
+        self.current += n
+        self.peak = max(self.peak, self.current)
+        return True
+
+    def release(self, n: int) -> None:
+        self.current -= n
+
+    def statistics(self) -> dict[str, int]:
+        return {"in_flight": self.current, "peak": self.peak, "refused": self.refused,
+                "limit_total": self.limits.total, "limit_per_connection": self.limits.per_connection,
+                "limit_batch": self.limits.batch}
+
+
+def _cost(msg: Any) -> int:
+    """How many requests a decoded frame holds (a batch counts its elements)."""
+    return len(msg) if isinstance(msg, list) else 1
+
+
+def _refusals(msg: Any, err: AgentixError) -> Any:
+    """One error reply per request of ``msg`` (none for notifications)."""
+    items = msg if isinstance(msg, list) else [msg]
+    out = []
+    for m in items:
+        if isinstance(m, dict) and "id" not in m:
+            continue  # a notification gets no reply
+        rid = m.get("id") if isinstance(m, dict) else None
+        out.append(error_reply(rid if isinstance(rid, (str, int)) else None, err))
+    if not out:
+        return None
+    return out if isinstance(msg, list) else out[0]
+
+
+def _check_frame(msg: Any, limits: Limits, shared: InFlight) -> Any:
+    """None if ``msg`` may run now, else the reply that refuses it (nothing runs)."""
+    if isinstance(msg, list):
+        if not msg:
+            return error_reply(None, InvalidRequest("an empty batch is not a request"))
+        if len(msg) > limits.max_batch:
+            return error_reply(None, InvalidRequest(
+                f"a batch of {len(msg)} requests exceeds the limit of {limits.max_batch}; "
+                "send fewer requests per batch", limit="batch", size=len(msg), max=limits.max_batch))
+    if not shared.admit(_cost(msg)):
+        return _refusals(msg, LimitExceeded(
+            f"the kernel has {shared.current} calls in flight, the limit is {shared.limits.total}; "
+            "retry when some have finished", limit="in_flight_total", max=shared.limits.total))
+    return None
+
+
+async def _run_frame(handler: Handler, msg: Any) -> Any:
+    """The reply (or batch of replies) to one admitted frame; None if nothing to send.
+
+    Batch elements start eagerly one by one; only those that block get a task.
+    """
+    if not isinstance(msg, list):
+        return await _answer(handler, msg)
+    replies: list[Any] = [None] * len(msg)
+    waiting: list[tuple[int, asyncio.Future[Any]]] = []
+    try:
+        for i, m in enumerate(msg):
+            coro = _answer(handler, m)
+            try:
+                fut = coro.send(None)
+            except StopIteration as stop:
+                replies[i] = stop.value
+                continue
+            waiting.append((i, asyncio.ensure_future(_drive(coro, fut))))
+        for i, task in waiting:
+            replies[i] = await task
+    finally:
+        for _, task in waiting:
+            if not task.done():
+                task.cancel()
+    out = [r for r in replies if r]
+    return out or None
 
 
 class PeerCredentials:
@@ -80,17 +200,21 @@ def _start_eagerly(coro: Any) -> asyncio.Task[Any] | None:
     cost). A call that blocks is driven on by ``_drive`` from where it stopped, so one slow
     call still never holds up the next.
     """
+    # the first step and the rest run in ONE context of their own (as a task's would): a
+    # handler that sets a context variable before it blocks (fs.fenced) resets it in the same
+    # context, and nothing it sets leaks into the connection's callbacks
+    ctx = contextvars.copy_context()
     try:
-        fut = coro.send(None)
+        fut = ctx.run(coro.send, None)
     except StopIteration:
         return None
     except Exception:
         log.exception("request handler failed")
         return None
-    return asyncio.ensure_future(_drive(coro, fut))
+    return asyncio.get_running_loop().create_task(_drive(coro, fut), context=ctx)
 
 
-async def _drive(coro: Any, fut: Any) -> None:
+async def _drive(coro: Any, fut: Any) -> Any:
     """Finish a started coroutine: wait for what it waits on, then resume it (as a Task would)."""
     try:
         while True:
@@ -103,8 +227,10 @@ async def _drive(coro: Any, fut: Any) -> None:
                 except BaseException:  # noqa: BLE001 - the coroutine reads the outcome itself
                     pass
             fut = coro.send(None)
-    except StopIteration:
-        return
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        coro.close()  # cancelled while waiting: the coroutine's own cleanup runs
 
 
 async def serve_connection(
@@ -114,28 +240,27 @@ async def serve_connection(
     *,
     frame_limit: int = DEFAULT_FRAME_LIMIT,
     name: str = "connection",
+    in_flight_total: InFlight | None = None,
 ) -> None:
     """Serve one connection until EOF, a fatal framing error, or cancellation."""
+    shared = in_flight_total or InFlight()
+    limits = shared.limits
     in_flight: set[asyncio.Task[None]] = set()
-    gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+    count = 0                    # requests in flight on this connection
+    freed = asyncio.Event()
 
     def send(reply: Any) -> None:
         if reply is not None and not writer.is_closing():
             writer.write(encode(reply))
 
-    async def run_one(msg: Any) -> None:
+    async def run_one(msg: Any, n: int) -> None:
+        nonlocal count
         try:
-            if isinstance(msg, list):
-                if not msg:
-                    send(error_reply(None, InvalidRequest("an empty batch is not a request")))
-                    return
-                replies = [r for r in await asyncio.gather(*(_answer(handler, m) for m in msg)) if r]
-                if replies:
-                    send(replies)
-            else:
-                send(await _answer(handler, msg))
+            send(await _run_frame(handler, msg))
         finally:
-            gate.release()
+            count -= n
+            shared.release(n)
+            freed.set()
 
     try:
         while True:
@@ -158,11 +283,19 @@ async def serve_connection(
             except AgentixError as err:
                 send(error_reply(None, err))
                 continue
-            await gate.acquire()
-            task = _start_eagerly(run_one(msg))
-            if task is not None:  # the call blocked: it goes on as its own task
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+            n = _cost(msg)
+            while count > 0 and count + n > limits.per_connection:
+                freed.clear()
+                await freed.wait()  # back-pressure: nothing more is read until calls finish
+            refusal = _check_frame(msg, limits, shared)
+            if refusal is not None:
+                send(refusal)
+            else:
+                count += n
+                task = _start_eagerly(run_one(msg, n))
+                if task is not None:  # the call blocked: it goes on as its own task
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
             try:
                 await writer.drain()
             except (ConnectionError, OSError):
@@ -187,16 +320,25 @@ async def serve_connection(
 class _ChannelProtocol(asyncio.Protocol):
     """One connection served straight from ``data_received`` (no StreamReader, no reader task).
 
-    Same wire rules as ``serve_connection`` (see rpc/framing.py); a request that does not
-    block is answered within the ``data_received`` call that delivered it.
+    Same wire rules and bounds as ``serve_connection`` (see rpc/framing.py and the module
+    docstring); a request that does not block is answered within the ``data_received`` call
+    that delivered it. A frame that would take the connection over its in-flight limit is
+    kept, decoded, in ``held`` (and the rest of the input unparsed in ``buf``) with reading
+    paused, until calls finish.
     """
 
-    def __init__(self, handler: Handler, frame_limit: int, name: str, done: asyncio.Future[None]) -> None:
+    def __init__(self, handler: Handler, frame_limit: int, name: str, done: asyncio.Future[None],
+                 shared: InFlight) -> None:
         self.handler, self.frame_limit, self.name, self.done = handler, frame_limit, name, done
+        self.shared = shared
+        self.limits = shared.limits
         self.buf = bytearray()
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.count = 0                 # requests in flight (batch elements count one each)
+        self.held: Any = None          # a decoded frame waiting for room
         self.transport: asyncio.Transport | None = None
         self.write_paused = False
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -206,16 +348,20 @@ class _ChannelProtocol(asyncio.Protocol):
         if reply is not None and t is not None and not t.is_closing():
             t.write(encode(reply))
 
-    async def run_one(self, msg: Any) -> None:
-        if isinstance(msg, list):
-            if not msg:
-                self.send(error_reply(None, InvalidRequest("an empty batch is not a request")))
-                return
-            replies = [r for r in await asyncio.gather(*(_answer(self.handler, m) for m in msg)) if r]
-            if replies:
-                self.send(replies)
-        else:
-            self.send(await _answer(self.handler, msg))
+    def notify(self, method: str, params: dict[str, Any]) -> bool:
+        """Push a notification (no id, no reply expected) to the peer, in order with replies."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return False
+        t.write(encode({"jsonrpc": "2.0", "method": method, "params": params}))
+        return True
+
+    async def run_one(self, msg: Any, n: int) -> None:
+        try:
+            self.send(await _run_frame(self.handler, msg))
+        finally:
+            self.count -= n
+            self.shared.release(n)
 
     def _too_large(self) -> None:
         self.send(error_reply(None, InvalidRequest(
@@ -225,60 +371,93 @@ class _ChannelProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.transport.close()
 
+    def _pause(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.transport.is_closing():
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _maybe_resume(self) -> None:
+        t = self.transport
+        if (self.reading_paused and t is not None and not t.is_closing() and not self.write_paused
+                and self.held is None and self.count < self.limits.per_connection):
+            self.reading_paused = False
+            t.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             return
         self.buf += data
-        start = 0
+        self._pump()
+
+    def _pump(self) -> None:
+        """Decode and start frames from ``buf`` while the in-flight limit leaves room."""
+        t = self.transport
+        assert t is not None
         buf = self.buf
-        while True:
-            i = buf.find(b"\n", start)
-            if i < 0:
-                if len(buf) - start >= self.frame_limit:
-                    return self._too_large()
-                break
-            if i + 1 - start > self.frame_limit:
-                return self._too_large()
-            frame = bytes(buf[start:i])
-            start = i + 1
-            if not frame.strip():
-                continue
-            try:
-                msg = decode(frame)
-            except AgentixError as err:
-                self.send(error_reply(None, err))
-                continue
-            task = _start_eagerly(self.run_one(msg))
-            if task is not None:
-                self.in_flight.add(task)
-                task.add_done_callback(self._finished)
-                if len(self.in_flight) >= MAX_IN_FLIGHT:
-                    self.transport.pause_reading()
-            if self.transport.is_closing():
-                break
-        del buf[:start]
+        start = 0
+        try:
+            while not t.is_closing():
+                if self.held is None:
+                    i = buf.find(b"\n", start)
+                    if i < 0:
+                        if len(buf) - start >= self.frame_limit:
+                            return self._too_large()
+                        break
+                    if i + 1 - start > self.frame_limit:
+                        return self._too_large()
+                    frame = bytes(buf[start:i])
+                    start = i + 1
+                    if not frame.strip():
+                        continue
+                    try:
+                        self.held = decode(frame)
+                    except AgentixError as err:
+                        self.send(error_reply(None, err))
+                        continue
+                n = _cost(self.held)
+                if self.count > 0 and self.count + n > self.limits.per_connection:
+                    self._pause()  # resumed by _finished
+                    break
+                msg, self.held = self.held, None
+                refusal = _check_frame(msg, self.limits, self.shared)
+                if refusal is not None:
+                    self.send(refusal)
+                    continue
+                self.count += n
+                task = _start_eagerly(self.run_one(msg, n))
+                if task is not None:
+                    self.in_flight.add(task)
+                    task.add_done_callback(self._finished)
+                    if self.count >= self.limits.per_connection:
+                        self._pause()
+        finally:
+            if not t.is_closing():
+                del buf[:start]
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.in_flight.discard(task)
         t = self.transport
-        if t is not None and not t.is_closing() and not self.write_paused and len(self.in_flight) < MAX_IN_FLIGHT:
-            t.resume_reading()
+        if t is None or t.is_closing():
+            return
+        if self.held is not None or self.buf:
+            self._pump()
+        self._maybe_resume()
 
     # backpressure: a peer that does not read its replies is not read from either
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._pause()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.transport is not None and len(self.in_flight) < MAX_IN_FLIGHT:
-            self.transport.resume_reading()
+        self._maybe_resume()
 
     def eof_received(self) -> bool:
         return False  # a half frame left in the buffer is dropped; close our side
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.held = None
+        self.buf.clear()
         for task in self.in_flight:
             task.cancel()
         if not self.done.done():
@@ -286,16 +465,22 @@ class _ChannelProtocol(asyncio.Protocol):
 
 
 async def serve_socket(sock: socket.socket, handler: Handler, *, frame_limit: int = DEFAULT_FRAME_LIMIT,
-                       name: str = "connection") -> None:
+                       name: str = "connection", in_flight_total: InFlight | None = None,
+                       on_open: Callable[[Notify], None] | None = None) -> None:
     """Serve one connected socket (an agent's channel) until it closes or this is cancelled.
 
     The fast path for agent channels: requests are decoded and started in ``data_received``
     (see ``_ChannelProtocol``); wire behaviour is the same as ``serve_connection``.
+    ``on_open`` receives the connection's ``notify`` (server-to-peer notifications, e.g.
+    streamed ``think`` text).
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     transport, proto = await loop.connect_accepted_socket(
-        lambda: _ChannelProtocol(handler, frame_limit, name, done), sock=sock)
+        lambda: _ChannelProtocol(handler, frame_limit, name, done, in_flight_total or InFlight()),
+        sock=sock)
+    if on_open is not None:
+        on_open(proto.notify)
     try:
         await done
     finally:
@@ -313,6 +498,7 @@ async def start_unix_server(
     handler_for: Callable[[PeerCredentials], Handler | None],
     *,
     frame_limit: int = DEFAULT_FRAME_LIMIT,
+    in_flight_total: InFlight | None = None,
 ) -> asyncio.AbstractServer:
     """Listen on a Unix socket, mode 0600, admitting peers that ``handler_for`` accepts."""
 
@@ -341,7 +527,7 @@ async def start_unix_server(
             return
         try:
             await serve_connection(reader, writer, handler, frame_limit=frame_limit,
-                                   name=f"operator pid {creds.pid}")
+                                   name=f"operator pid {creds.pid}", in_flight_total=in_flight_total)
         except asyncio.CancelledError:
             pass  # the kernel is shutting down; serve_connection closed the socket
 

@@ -9,8 +9,10 @@ SOCK_SEQPACKET socket and waits for one message::
     marshal((argv, env, cwd, targets)) + SCM_RIGHTS fds
 
 It puts the received descriptors at the ``targets`` numbers (stdin becomes /dev/null),
-closes every other descriptor and ``execve``s argv. EOF on the socket (the kernel went
-away or retired the slot) makes it exit quietly.
+closes every other descriptor and ``execve``s argv with exactly ``env`` — the backend's
+fixed launcher environment (``bwrap.HOST_ENV`` and the confine policy), never a variable an
+agent chose. EOF on the socket (the kernel went away or retired the slot) makes it exit
+quietly.
 """
 
 import marshal

@@ -30,11 +30,16 @@ class LaunchSpec:
     workspace: Path            # host path of the agent's writable workspace
     env: dict[str, str]        # the complete environment (nothing else is inherited)
     channel_fd: int            # the child's end of the kernel socketpair (kept at this number)
-    log_path: Path             # stdout and stderr go here (host path)
+    log_path: Path             # where output goes if no output_fd is given (host path)
     limits: Limits
     network: bool = False      # loopback-only namespace when False
     degraded_ok: bool = False  # operator accepted running with missing layers
     extra_ro_paths: tuple[Path, ...] = ()
+    # the write end of a pipe the kernel reads: becomes the child's stdout and stderr, so the
+    # child never holds a kernel file (kernel/process.py LogSink); None: append to log_path
+    output_fd: int | None = None
+    # run inside this handle's resource group (an agent's exec: its limits bound both)
+    within: Handle | None = None
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ How one agent starts (host side, then inside the sandbox)::
       bwrap --unshare-pid/net/uts/ipc/cgroup --die-with-parent ...     so nothing forks outside
         --seccomp <fd>                                                  filter loaded before exec
         setpriv --reuid U --regid G --clear-groups --bounding-set -all  drop root, caps, bounding set
-          python -m agentix.agents.boot ...                             spec.argv, cwd /workspace;
+          python -I -B -u -m agentix.agents.boot ...                    spec.argv, cwd /workspace;
             agentix.sandbox.confine.apply_from_env()                    rlimits, no_new_privs,
-                                                                        Landlock, seccomp check
+                                                                        Landlock, seccomp check,
+                                                                        then the agent's env
 
 The spawn does not return until the confine step has reported on a pipe which layers it
 applied; if a required layer failed, the process has already exited (status 125) and
@@ -16,11 +17,21 @@ applied; if a required layer failed, the process has already exited (status 125)
 missing layers are listed on the handle instead (``Handle.missing_layers``), and layers
 that the host lacks (no bwrap, no cgroups ...) are skipped rather than refused.
 
+The report is the agent process's word, so before ``spawn`` returns every claimed layer
+that the host can see is checked from outside (``sandbox/verify.py``: ``/proc/<pid>/status``,
+``/proc/<pid>/limits``, namespaces, cgroup membership); a mismatch kills the agent and
+raises ``IsolationUnavailable`` with ``reason: isolation_failed``.
+
+Environment (the trust boundary): the host-side launchers get a fixed environment plus the
+kernel's own ``HOST_ENV`` variables; every other variable of ``spec.env`` (the manifest's
+``env``, validated by ``check_env_name`` when the manifest was parsed) travels inside the
+policy and is set in the agent process only after confinement. The workspace is re-owned by the safe walker, fd-relative.
+
 Mount view: ``/usr`` (and the ``/bin``, ``/lib*``, ``/sbin`` links), a few files of
 ``/etc`` (never ``/etc/shadow``, ``passwd`` or ``group``), the Python runtime
 (``sys.base_prefix``), the virtual environment (``sys.prefix``), the agentix source
 directory and ``spec.extra_ro_paths`` read-only; the workspace read-write at
-``/workspace``; a private ``/tmp`` (tmpfs, ``limits.disk`` in size); a fresh ``/proc`` of
+``/workspace``; a private ``/tmp`` (tmpfs, mode 1777, ``limits.disk`` in size); a fresh ``/proc`` of
 the PID namespace; a minimal ``/dev`` (null, zero, full, random, urandom, tty).
 """
 
@@ -40,9 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import agentix
-from agentix.core.errors import IsolationUnavailable
+from agentix.core.errors import InvalidRequest, IsolationUnavailable
 from agentix.core.manifest import Limits
-from agentix.sandbox import cgroups, landlock, seccomp
+from agentix.sandbox import cgroups, landlock, safewalk, seccomp, verify
 from agentix.sandbox.base import ExitInfo, Handle, LaunchSpec, Substrate
 from agentix.sandbox.confine import ENV_FD, ENV_POLICY, Policy
 
@@ -60,6 +71,12 @@ _ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/
 _DEV_FILES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
 _JOIN_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 124; shift; n=$((n-1)); done; exec "$@"'
 _CONFINE_TIMEOUT = 10.0
+#: the only variables of ``LaunchSpec.env`` the host-side launchers (/bin/sh, bwrap, setpriv)
+#: see; the kernel sets them. Every other one is applied inside the sandbox after confinement.
+HOST_ENV = frozenset({"PATH", "HOME", "LANG", "AGENTIX_FD", "AGENTIX_AGENT_ID", "AGENTIX_AGENT_NAME"})
+#: fixed values for the launchers and the interpreter's start (nothing an agent chose)
+_FIXED_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONSAFEPATH": "1",
+              "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass(frozen=True)
@@ -217,8 +234,13 @@ class BwrapSubstrate(Substrate):
 
     def __init__(self, *, uid: int = 65534, gid: int = 65534, bwrap: str = "bwrap",
                  setpriv: str = "setpriv", confine_timeout: float = _CONFINE_TIMEOUT,
-                 extra_ro_paths: tuple[Path, ...] = (), pool: int = 0) -> None:
+                 extra_ro_paths: tuple[Path, ...] = (), pool: int = 0,
+                 cgroup_name: str = "agentix", sweep: bool = False) -> None:
         self.uid, self.gid = uid, gid
+        self.cgroup_name = cgroup_name  # this kernel's subtree (cgroups.subtree_name(home))
+        # kill and remove whatever is in that subtree at the first warm(): only for a subtree
+        # that is this substrate's alone (a kernel's, named by its home), never the shared default
+        self.sweep = sweep and cgroup_name != "agentix"
         self.pool_size = pool
         self._pool: list[_Slot] = []
         self._refill_task: asyncio.Task[None] | None = None
@@ -235,7 +257,7 @@ class BwrapSubstrate(Substrate):
     def status(self) -> dict[str, LayerStatus]:
         if self._status is None:
             self._status = probe(self._bwrap_name, self._setpriv_name)
-            self._hierarchy = cgroups.detect()
+            self._hierarchy = cgroups.detect(self.cgroup_name)
         return self._status
 
     def statistics(self) -> dict[str, int]:
@@ -264,7 +286,18 @@ class BwrapSubstrate(Substrate):
         cg: cgroups.CgroupSet | None = None
         slot: _Slot | None = None
         cg_spec = cgroups.CgroupSpec(memory=limits.memory, cpu=limits.cpu, pids=limits.pids)
-        if "cgroups" not in host_missing:
+        parent_cg = spec.within._cg if isinstance(spec.within, BwrapHandle) else None
+        if "cgroups" not in host_missing and parent_cg is not None:
+            # an exec: nested in the agent's own group, whose limits bound both together
+            try:
+                cg = parent_cg.create_child(spec.agent_id, cg_spec)
+            except (cgroups.CgroupError, OSError) as err:
+                if not spec.degraded_ok:
+                    raise IsolationUnavailable(f"cannot isolate {spec.name}: cgroups: {err}",
+                                               layer="cgroups", why=str(err)) from None
+                host_missing["cgroups"] = str(err)
+                cg = None
+        elif "cgroups" not in host_missing:
             try:
                 assert self._hierarchy is not None
                 slot = self._take_slot()
@@ -297,14 +330,17 @@ class BwrapSubstrate(Substrate):
 
     # -- pre-started launchers ----------------------------------------------------------
     async def warm(self) -> None:
-        """Fill the pool of pre-started launchers (each already inside a fresh cgroup)."""
+        """Sweep this kernel's cgroup subtree (first call), then fill the launcher pool."""
         st = self.status()
+        if st["cgroups"].ok and self.sweep and not self._swept:
+            assert self._hierarchy is not None
+            # before any agent of this run exists: whatever is there, a previous run left
+            n = await asyncio.to_thread(cgroups.sweep_stale, self._hierarchy)
+            if n:
+                log.warning("removed %d cgroups left by the previous kernel of this home", n)
+            self._swept = True
         if not st["cgroups"].ok or not st["namespaces"].ok or self.pool_size <= 0:
             return
-        if not self._swept:
-            assert self._hierarchy is not None
-            cgroups.sweep_stale(self._hierarchy, "slot-")
-            self._swept = True
         while len(self._pool) < self.pool_size:
             try:
                 self._pool.append(await _Slot.start(self._hierarchy))
@@ -327,7 +363,7 @@ class BwrapSubstrate(Substrate):
         self._refill_task = asyncio.get_running_loop().create_task(self.warm())
 
     async def close(self) -> None:
-        """Retire the idle launchers and remove their cgroups."""
+        """Retire the idle launchers and remove their cgroups (and the kernel's own subtree)."""
         if self._refill_task is not None:
             self._refill_task.cancel()
             try:
@@ -337,9 +373,11 @@ class BwrapSubstrate(Substrate):
         pool, self._pool = self._pool, []
         for slot in pool:
             await slot.retire()
+        if self.sweep and self._hierarchy is not None:
+            cgroups.remove_subtree(self._hierarchy)  # only if empty: nothing of a live agent goes
 
     def _policy(self, spec: LaunchSpec, limits: Limits, host_missing: dict[str, str],
-                use_bwrap: bool) -> Policy:
+                use_bwrap: bool, inner_env: dict[str, str] | None = None) -> Policy:
         rl: dict[str, int] = {"core": 0}
         if limits.nofile is not None:
             rl["nofile"] = limits.nofile
@@ -358,6 +396,7 @@ class BwrapSubstrate(Substrate):
             network=spec.network,
             required=required,
             degraded_ok=spec.degraded_ok,
+            env=inner_env,
         )
 
     def _ro_paths(self, spec: LaunchSpec) -> list[str]:
@@ -386,9 +425,11 @@ class BwrapSubstrate(Substrate):
             a += ["--ro-bind-try", f, f]
         # the private /tmp comes before the runtime binds: a venv or checkout that lives under
         # /tmp on the host (a CI clone, say) is bound on top of it rather than hidden by it
+        # sticky and world-writable like a host's /tmp, so the unprivileged agent can use it;
+        # its size is the agent's disk limit (tmpfs pages are charged to the agent's memory cgroup)
         if limits.disk is not None:
             a += ["--size", str(limits.disk)]
-        a += ["--tmpfs", "/tmp"]
+        a += ["--perms", "1777", "--tmpfs", "/tmp"]
         made: set[str] = {"/", "/etc", "/usr", "/tmp"}
         for p in self._ro_paths(spec):
             # bwrap makes missing parents 0700; the unprivileged agent must traverse them
@@ -414,8 +455,14 @@ class BwrapSubstrate(Substrate):
                      host_missing: dict[str, str], slot: _Slot | None = None) -> Handle:
         use_bwrap = "namespaces" not in host_missing
         use_setpriv = "privileges" not in host_missing
-        await asyncio.to_thread(_own_workspace, spec.workspace, self.uid if use_setpriv else None, self.gid)
-        policy = self._policy(spec, limits, host_missing, use_bwrap)
+        host_env, inner_env = split_env(spec.env)
+        try:
+            await asyncio.to_thread(_own_workspace, spec.workspace, self.uid if use_setpriv else None,
+                                    self.gid)
+        except (safewalk.WalkError, OSError) as err:
+            raise IsolationUnavailable(f"cannot prepare the workspace of {spec.name}: {err}",
+                                       layer="filesystem", why=str(err)) from None
+        policy = self._policy(spec, limits, host_missing, use_bwrap, inner_env)
 
         fds_to_close: list[int] = []
         seccomp_fd = None
@@ -428,9 +475,8 @@ class BwrapSubstrate(Substrate):
         status_r, status_w = os.pipe()
         fds_to_close.append(status_w)
 
-        env = dict(spec.env)
-        env.update({ENV_POLICY: policy.to_env(), ENV_FD: str(status_w),
-                    "PYTHONSAFEPATH": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+        # a fixed, minimal environment: no name an agent chose reaches a host-side launcher
+        env = {**_FIXED_ENV, **host_env, ENV_POLICY: policy.to_env(), ENV_FD: str(status_w)}
         argv: list[str] = []
         if cg is not None and slot is None:
             argv += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", str(len(cg.procs_files)), *cg.procs_files]
@@ -441,7 +487,10 @@ class BwrapSubstrate(Substrate):
         argv += list(spec.argv)
 
         pass_fds = [spec.channel_fd, status_w] + ([seccomp_fd] if seccomp_fd is not None else [])
-        log_f = open(spec.log_path, "ab", buffering=0)
+        # stdout and stderr: the kernel's pipe (the agent never holds a kernel file), or a file
+        out_fd = os.dup(spec.output_fd) if spec.output_fd is not None else os.open(
+            spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        log_f = os.fdopen(out_fd, "wb", buffering=0)
         try:
             if slot is not None:
                 proc = slot.proc
@@ -491,7 +540,65 @@ class BwrapSubstrate(Substrate):
         details += [d for d in report.get("missing", []) if d.get("layer") not in host_missing]
         missing = [d["layer"] for d in details if d["layer"] not in applied]
         applied = [x for x in applied if x not in missing]
-        return BwrapHandle(proc, cg, applied, missing, details)
+        handle = BwrapHandle(proc, cg, applied, missing, details)
+        try:
+            await self._verify(spec, handle, policy, applied)
+        except BaseException:
+            # whatever went wrong, nothing of this agent keeps running
+            _kill(proc.pid, _signal.SIGKILL)
+            if cg is not None:
+                cg.kill_all()
+            if proc.returncode is None:
+                await asyncio.shield(proc.wait())
+            raise
+        return handle
+
+    async def _verify(self, spec: LaunchSpec, handle: BwrapHandle, policy: Policy,
+                      applied: list[str]) -> None:
+        """Check every claimed layer from the host (sandbox/verify.py); kill on a mismatch."""
+        pid = handle.agent_pid() if "namespaces" in applied else handle.pid
+        if pid is None:
+            # the program already ended: bwrap's init exits with its only child and the PID
+            # namespace takes everything else with it, so nothing of it runs unconfined
+            return
+        else:
+            bad = verify.check(
+                pid, layers=applied, uid=self.uid if "privileges" in applied else None,
+                gid=self.gid if "privileges" in applied else None, rlimits=policy.rlimits,
+                cgroup_dirs=list(handle._cg.dirs.values()) if handle._cg is not None else (),
+                network=spec.network)
+        if not bad:
+            return
+        handle.signal(_signal.SIGKILL)
+        await handle.wait()
+        await handle.cleanup()
+        first = bad[0]
+        why = "; ".join(f"{b['layer']}: {b['why']}" for b in bad)
+        log.warning("agent %s failed the outside check of its confinement: %s", spec.agent_id, why)
+        raise IsolationUnavailable(
+            f"agent {spec.name} claimed layers the host does not see (isolation_failed): {why}",
+            layer=first["layer"], why=first["why"], reason="isolation_failed", mismatches=bad)
+
+
+def split_env(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(variables for the host-side launchers, variables applied inside after confinement).
+
+    Only ``HOST_ENV`` names go to the launchers. Every other variable is set in the agent
+    process after confinement, so none of them can reach a host-side process or run code
+    before the sandbox holds. Which names an agent may choose at all is the manifest's rule
+    (``check_env_name``, applied when the manifest is parsed); kernel-side callers may set
+    other fixed values (a build step's ``PYTHONHASHSEED``). A name that could not be carried
+    safely (empty, ``=``, NUL) is refused."""
+    host, inner = {}, {}
+    for k, v in env.items():
+        if k in HOST_ENV:
+            host[k] = v
+            continue
+        if not k or "=" in k or "\x00" in k or "\x00" in v or not k.isascii() or not k.isprintable():
+            raise InvalidRequest(f"env.{k!r}: not a name or value a process environment can hold",
+                                 field=f"env.{k}")
+        inner[k] = v
+    return host, inner
 
 
 _LAUNCHER = str(Path(__file__).with_name("_launcher.py"))
@@ -558,18 +665,22 @@ def _own_workspace(ws: Path, uid: int | None, gid: int) -> None:
     """Hand the workspace (and what is in it) to the sandbox uid.
 
     The top directory is ``uid:root`` mode 0770: the agent owns it, and bwrap (root with
-    its capabilities already dropped) can still ``chdir`` into it; nobody else can.
+    its capabilities already dropped) can still ``chdir`` into it; nobody else can. Entries
+    below it (a program the kernel just copied in, files the kernel's tools wrote) are
+    re-owned by the safe walker, fd-relative and never following a link
+    (``safewalk.chown_tree``), so an agent that swaps a directory for a symlink mid-walk
+    gets nothing outside its tree chowned.
     """
-    ws.mkdir(parents=True, exist_ok=True)
+    ws.mkdir(mode=0o700, parents=True, exist_ok=True)
     if uid is None:
         return
-    for root, dirs, files in os.walk(ws):
-        for name in [*(os.path.join(root, n) for n in dirs + files)]:
-            st = os.lstat(name)
-            if st.st_uid != uid or st.st_gid != gid:
-                os.lchown(name, uid, gid)
-    os.chown(ws, uid, 0)
-    os.chmod(ws, 0o770)
+    fd = safewalk.open_dir(ws, follow=False)
+    try:
+        safewalk.chown_tree(fd, uid, gid)
+        os.fchown(fd, uid, 0)
+        os.fchmod(fd, 0o770)
+    finally:
+        os.close(fd)
 
 
 async def _read_report(fd: int, timeout: float) -> dict | None:

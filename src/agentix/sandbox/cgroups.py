@@ -1,13 +1,20 @@
 """Per-agent cgroups: memory, CPU and pids limits, OOM detection, stats, freeze, removal.
 
 Rule: every agent gets its own cgroup *below the cgroup the kernel itself runs in* (read
-from ``/proc/self/cgroup``), so agentix never needs, or touches, anything above its own
-place in the tree:
+from ``/proc/self/cgroup``), in a subtree named by the kernel's home
+(``agentix-<12 hex of sha256(realpath(AGENTIX_HOME))>``, see ``subtree_name``), so agentix
+never needs, or touches, anything above its own place in the tree, and two kernels with
+different homes on one host never touch each other's groups:
 
 - cgroup v2 (``0::/path``) is used when the kernel's cgroup can delegate ``memory``,
-  ``pids`` and ``cpu`` to children: ``<mount>/<path>/agentix/<agent_id>``.
+  ``pids`` and ``cpu`` to children: ``<mount>/<path>/agentix-<h>/<agent_id>``.
 - otherwise each v1 controller (memory, cpu, cpuacct, pids, freezer) mounted at
-  ``<mount>`` is used: ``<mount>/<own path for that controller>/agentix/<agent_id>``.
+  ``<mount>`` is used: ``<mount>/<own path for that controller>/agentix-<h>/<agent_id>``.
+
+An agent's ``exec`` runs get groups *nested in the agent's own* (``<agent_id>/ex-…``,
+``CgroupSet.create_child``), so the agent's memory, pids and cpu limits bound the agent and
+all its execs together. ``sweep_stale`` (at kernel start) kills and removes every group left
+in the kernel's own subtree by a previous run of the same home.
 
 A process is placed in the group before it can fork (``procs_files`` are written by a
 shell wrapper with its own pid, which then ``exec``s the sandbox). OOM kills are counted
@@ -17,6 +24,7 @@ by the memory controller (v1 ``memory.oom_control: oom_kill``, v2 ``memory.event
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -24,13 +32,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CgroupError", "CgroupSet", "CgroupSpec", "Hierarchy", "detect", "sweep_stale"]
+__all__ = ["CgroupError", "CgroupSet", "CgroupSpec", "Hierarchy", "detect", "remove_subtree", "subtree_name",
+           "sweep_stale"]
 
 log = logging.getLogger(__name__)
 
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
 REQUIRED = ("memory", "cpu", "pids")
 CFS_PERIOD_US = 100_000
+
+
+def subtree_name(home: str | os.PathLike[str]) -> str:
+    """The name of the cgroup subtree of the kernel whose home is ``home``."""
+    digest = hashlib.sha256(os.path.realpath(home).encode()).hexdigest()
+    return f"agentix-{digest[:12]}"
 
 
 class CgroupError(OSError):
@@ -82,7 +97,7 @@ def _own_paths() -> dict[str, str]:
     return paths
 
 
-def _v2() -> Hierarchy | None:
+def _v2(name: str) -> Hierarchy | None:
     own = _own_paths().get("")
     for mnt, fstype, _ in _mounts():
         if fstype != "cgroup2" or own is None:
@@ -95,11 +110,11 @@ def _v2() -> Hierarchy | None:
         missing = tuple(c for c in REQUIRED if c not in available)
         if missing:
             return Hierarchy(2, {}, missing, f"cgroup2 at {mnt} does not delegate {', '.join(missing)} to {own}")
-        return Hierarchy(2, {"unified": base / "agentix"})
+        return Hierarchy(2, {"unified": base / name})
     return None
 
 
-def _v1() -> Hierarchy:
+def _v1(name: str) -> Hierarchy:
     own = _own_paths()
     bases: dict[str, Path] = {}
     for mnt, fstype, sopts in _mounts():
@@ -109,18 +124,21 @@ def _v1() -> Hierarchy:
             if c in sopts and c not in bases and c in own:
                 base = Path(mnt) / own[c].lstrip("/")
                 if os.access(base, os.W_OK):
-                    bases[c] = base / "agentix"
+                    bases[c] = base / name
     missing = tuple(c for c in REQUIRED if c not in bases)
     why = f"cgroup v1 controllers not mounted or not writable: {', '.join(missing)}" if missing else ""
     return Hierarchy(1, bases, missing, why)
 
 
-def detect() -> Hierarchy:
-    """The hierarchy to use: v2 if it delegates the required controllers, else v1."""
-    v2 = _v2()
+def detect(name: str = "agentix") -> Hierarchy:
+    """The hierarchy to use: v2 if it delegates the required controllers, else v1.
+
+    ``name`` is the kernel's own subtree below its cgroup (``subtree_name(home)``).
+    """
+    v2 = _v2(name)
     if v2 is not None and not v2.missing:
         return v2
-    v1 = _v1()
+    v1 = _v1(name)
     if v1.missing and v2 is not None:
         return Hierarchy(1, v1.bases, v1.missing, f"{v1.why}; {v2.why}")
     return v1
@@ -178,6 +196,31 @@ class CgroupSet:
             cg.remove()
             raise CgroupError(f"cannot set up cgroup for {agent_id}: {err}") from None
         return cg
+
+    def create_child(self, name: str, spec: CgroupSpec | None = None) -> CgroupSet:
+        """A group nested in this one (an exec run): this group's limits bound both together.
+
+        On v2 the child gets no controllers of its own (the parent keeps processes, so it
+        cannot enable them for children); its processes still count against the parent's
+        ``memory.max``, ``pids.max`` and ``cpu.max``. On v1 ``spec`` is also written to it.
+        """
+        child = CgroupSet(self.hierarchy)
+        try:
+            for ctrl, d in self.dirs.items():
+                c = d / name
+                c.mkdir()
+                child.dirs[ctrl] = c
+            if spec is not None and self.hierarchy.version == 1:
+                child.set_limits(spec)
+        except OSError as err:
+            child.remove()
+            raise CgroupError(f"cannot set up cgroup {name} inside {self.name}: {err}") from None
+        return child
+
+    @property
+    def name(self) -> str:
+        d = next(iter(self.dirs.values()), None)
+        return d.name if d else ""
 
     def set_limits(self, spec: CgroupSpec) -> None:
         """Write the limits (also used on a pre-made group before the agent runs)."""
@@ -270,21 +313,23 @@ class CgroupSet:
         return True
 
     def kill_all(self) -> None:
-        """SIGKILL every process left in the group (thawing it first so kills land)."""
+        """SIGKILL every process left in the group and the groups nested in it (thawing first)."""
         if self.hierarchy.version == 2:
             kill = self.dirs["unified"] / "cgroup.kill"
             if kill.exists():
                 try:
-                    _write(kill, "1")
+                    _write(kill, "1")  # the whole subtree
                     return
                 except OSError:
                     pass
         self.freeze(False)
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for d in self.dirs.values():
+            for sub in _groups_below(d):
+                for pid in _int_list(_read(sub / "cgroup.procs")):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
 
     def remove(self) -> None:
         """Kill leftovers and remove the directories (rmdir retried while tasks exit)."""
@@ -292,35 +337,69 @@ class CgroupSet:
             return
         self.kill_all()
         deadline = time.monotonic() + 2.0
-        for ctrl, d in list(self.dirs.items()):
-            while True:
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as err:
-                    if time.monotonic() > deadline:
-                        log.warning("cannot remove cgroup %s: %s", d, err)
+        for ctrl, top in list(self.dirs.items()):
+            for d in _groups_below(top):  # nested groups first (deepest first)
+                while True:
+                    try:
+                        d.rmdir()
                         break
-                    self.kill_all()
-                    time.sleep(0.005)
+                    except FileNotFoundError:
+                        break
+                    except OSError as err:
+                        if time.monotonic() > deadline:
+                            log.warning("cannot remove cgroup %s: %s", d, err)
+                            break
+                        self.kill_all()
+                        time.sleep(0.005)
             self.dirs.pop(ctrl, None)
 
 
-def sweep_stale(hierarchy: Hierarchy, prefix: str) -> int:
-    """Remove empty groups named ``prefix*`` left by a previous kernel; return how many."""
+def sweep_stale(hierarchy: Hierarchy) -> int:
+    """Kill and remove every group in this kernel's own subtree; return how many went.
+
+    Called once at start, before any agent runs: whatever is there was left by a previous
+    run of the kernel of the same home (``kill -9``). Other kernels' subtrees are never
+    looked at.
+    """
     n = 0
     for base in hierarchy.bases.values():
         if not base.is_dir():
             continue
-        for d in base.glob(prefix + "*"):
-            try:
-                d.rmdir()  # refuses while any task is inside: only empty leftovers go
-                n += 1
-            except OSError:
-                pass
+        for top in sorted(p for p in base.iterdir() if p.is_dir()):
+            cg = CgroupSet(hierarchy, {"_": top})
+            if hierarchy.version == 2:
+                cg.dirs = {"unified": top}
+            before = len(_groups_below(top))
+            cg.remove()
+            if not top.exists():
+                n += before
     return n
+
+
+def remove_subtree(hierarchy: Hierarchy) -> None:
+    """Remove the kernel's own subtree directories if they are empty (at a clean shutdown)."""
+    for base in hierarchy.bases.values():
+        try:
+            base.rmdir()  # refused while any group (a live agent's) is inside
+        except OSError:
+            pass
+
+
+def _groups_below(d: Path) -> list[Path]:
+    """``d`` and every group nested in it, deepest first."""
+    out: list[Path] = []
+    try:
+        subs = [p for p in d.iterdir() if p.is_dir()]
+    except OSError:
+        subs = []
+    for sub in subs:
+        out.extend(_groups_below(sub))
+    out.append(d)
+    return out
+
+
+def _int_list(text: str | None) -> list[int]:
+    return [int(x) for x in (text or "").split() if x.isdigit()]
 
 
 def _int(text: str | None) -> int | None:

@@ -16,7 +16,10 @@ which, in this order:
    read-write ``/workspace`` and ``/tmp``; TCP and cross-domain signals refused);
 4. checks that the seccomp filter is loaded (the backend hands it to bwrap) or loads it;
 5. writes one JSON line to ``AGENTIX_CONFINE_FD`` naming the applied and missing layers,
-   closes that descriptor and removes both variables from the environment.
+   closes that descriptor and removes both variables from the environment;
+6. only then sets the agent's own environment (the manifest's ``env``), which travels
+   hex-encoded (names and values) inside the policy: no host-side launcher (``/bin/sh``, bwrap, setpriv) and
+   no code that runs before confinement ever sees it as an environment variable.
 
 Fail closed: if a layer in ``policy.required`` cannot be applied, it prints
 ``agentix confine: isolation_unavailable: <layer>: <why>`` to stderr, reports the same on
@@ -70,10 +73,10 @@ class Policy:
     """
 
     __slots__ = ("rlimits", "landlock_ro", "landlock_rw", "landlock_dev", "seccomp", "network",
-                 "required", "degraded_ok")
+                 "required", "degraded_ok", "env")
 
     def __init__(self, rlimits=None, landlock_ro=(), landlock_rw=(), landlock_dev=(),
-                 seccomp="preloaded", network=False, required=(), degraded_ok=False):
+                 seccomp="preloaded", network=False, required=(), degraded_ok=False, env=None):
         self.rlimits = dict(rlimits or {})          # name -> value ("core", "nofile", "fsize", "as")
         self.landlock_ro = list(landlock_ro)
         self.landlock_rw = list(landlock_rw)
@@ -82,6 +85,7 @@ class Policy:
         self.network = bool(network)
         self.required = list(required)
         self.degraded_ok = bool(degraded_ok)
+        self.env = dict(env or {})                  # set after confinement (name -> value)
 
     def to_env(self):
         items = [*self.landlock_ro, *self.landlock_rw, *self.landlock_dev]
@@ -93,7 +97,11 @@ class Policy:
             "dev": _US.join(self.landlock_dev), "seccomp": self.seccomp,
             "net": "1" if self.network else "0", "req": _US.join(self.required),
             "degraded": "1" if self.degraded_ok else "0",
+            "env": _US.join(f"{k.encode().hex()}={v.encode('utf-8', 'surrogateescape').hex()}"
+                            for k, v in self.env.items()),
         }
+        if any(not k or "=" in k or _FS in k or _US in k or "\x00" in k for k in self.env):
+            raise ValueError("an environment name contains a separator character")
         return _FS.join(f"{k}={v}" for k, v in fields.items())
 
     @classmethod
@@ -107,7 +115,9 @@ class Policy:
             rlimits={k: int(v) for k, v in (x.split(":", 1) for x in items("rl"))},
             landlock_ro=items("ro"), landlock_rw=items("rw"), landlock_dev=items("dev"),
             seccomp=f.get("seccomp", "preloaded"), network=f.get("net") == "1",
-            required=items("req"), degraded_ok=f.get("degraded") == "1")
+            required=items("req"), degraded_ok=f.get("degraded") == "1",
+            env={bytes.fromhex(k).decode(): bytes.fromhex(v).decode("utf-8", "surrogateescape")
+                 for k, v in (x.split("=", 1) for x in items("env"))})
 
 
 def _status_field(name: str) -> str:
@@ -258,6 +268,8 @@ def apply_from_env() -> None:
         _report(fd, {"ok": False, "layer": "policy", "why": repr(err)})
         os._exit(CONFINE_FAILED)
     _report(fd, {"ok": True, "applied": applied, "missing": missing})
+    for name, value in policy.env.items():  # confined now: the agent's own environment
+        os.environ[name] = value
 
 
 def main(argv: list[str] | None = None) -> None:

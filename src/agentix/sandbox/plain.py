@@ -53,7 +53,8 @@ class PlainSubstrate(Substrate):
             raise IsolationUnavailable(
                 f"cannot isolate agent {spec.name}: the plain backend provides no isolation layer; "
                 "set `isolation: degraded` to run it anyway", layer=ALL_LAYERS[0], missing=list(ALL_LAYERS))
-        log = open(spec.log_path, "ab", buffering=0)
+        log = (os.fdopen(os.dup(spec.output_fd), "wb", buffering=0) if spec.output_fd is not None
+               else open(spec.log_path, "ab", buffering=0))
         try:
             proc = await asyncio.create_subprocess_exec(
                 *spec.argv,

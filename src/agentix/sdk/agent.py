@@ -7,6 +7,10 @@
     k.send("coordinator", {"done": True})
     msg = k.recv(timeout=5)
     child = k.spawn({"name": "helper", "program": "helper.py"}, message="go")
+    reply = k.think([{"role": "user", "content": "hi"}], on_text=print)   # streamed text to print
+    for piece in (stream := k.think_stream([{"role": "user", "content": "hi"}])):
+        ...                                                               # or iterate over it
+    stream.result                                                         # the whole reply
     k.exit({"ok": True})
 
 Every method is a system call; refusals raise the typed errors of ``agentix.sdk.errors``.
@@ -16,25 +20,76 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, NoReturn
 
 from agentix.sdk.client import Connection
 
-__all__ = ["AgentKernel", "ChildExit", "Message", "connect"]
+TYPE_CHECKING = False  # no typing, no dataclasses: every agent imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, NoReturn
+
+__all__ = ["AgentKernel", "ChildExit", "Message", "ThinkStream", "connect"]
 
 
-@dataclass(frozen=True)
-class Message:
-    sender: str | None          # agent id, or None for the operator
+class _Record:
+    """A small immutable record (what ``@dataclass(frozen=True)`` gives, without its
+    import cost): keyword or positional fields, equality, repr, no assignment."""
+
+    __slots__ = ()
+    _defaults: dict[str, Any] = {}
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        names = self.__slots__
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes {len(names)} fields")
+        vals = dict(zip(names, args))
+        for k, v in kw.items():
+            if k not in names or k in vals:
+                raise TypeError(f"{type(self).__name__}: bad or repeated field {k!r}")
+            vals[k] = v
+        for k in names:
+            if k not in vals:
+                if k not in self._defaults:
+                    raise TypeError(f"{type(self).__name__}: missing field {k!r}")
+                vals[k] = self._defaults[k]
+            object.__setattr__(self, k, vals[k])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+
+class Message(_Record):
+    """A message received with ``recv``: ``sender`` is an agent id, or None for the operator."""
+
+    __slots__ = ("sender", "sender_name", "body", "sent_at", "taint")
+    _defaults = {"taint": ()}
+    sender: str | None
     sender_name: str
     body: Any
     sent_at: float
-    taint: tuple[str, ...] = ()
+    taint: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ChildExit:
+class ChildExit(_Record):
+    __slots__ = ("agent_id", "name", "state", "reason", "code", "result")
     agent_id: str
     name: str
     state: str
@@ -47,8 +102,8 @@ class ChildExit:
         return self.reason == "completed"
 
 
-@dataclass(frozen=True)
-class Child:
+class Child(_Record):
+    __slots__ = ("agent_id", "name")
     agent_id: str
     name: str
 
@@ -76,15 +131,78 @@ class _Tools:
         return tool
 
 
+class ThinkStream:
+    """Iterate over the text of one streamed ``think`` as it arrives; ``result`` is the whole
+    reply (the ``think`` result) once iteration ended. A refusal or provider error is raised
+    from the iteration. The call runs in a helper thread."""
+
+    _END = object()
+
+    def __init__(self, k: AgentKernel, params: dict[str, Any]) -> None:
+        import queue  # only when streaming: every agent imports this module
+        import threading
+
+        self._q: queue.Queue[Any] = queue.Queue()
+        self.result: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.result = k.think(on_text=self._q.put, **params)
+            except BaseException as err:  # noqa: BLE001 - handed to the iterating thread
+                self._error = err
+            finally:
+                self._q.put(self._END)
+
+        self._thread = threading.Thread(target=run, name="think-stream", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[str]:
+        while (item := self._q.get()) is not self._END:
+            yield item
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class AgentKernel:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.tools = _Tools(conn)
         self.agent_id = os.environ.get("AGENTIX_AGENT_ID", "")
         self.name = os.environ.get("AGENTIX_AGENT_NAME", "")
+        self._streams: dict[int, Callable[[str], Any]] = {}
+        self._last_stream = 0
+        conn.on_notification = self._notification
+
+    def _notification(self, method: str, params: dict[str, Any]) -> None:
+        if method == "think.delta":
+            cb = self._streams.get(params.get("stream_id"))  # type: ignore[arg-type]
+            if cb is not None and isinstance(params.get("text"), str):
+                cb(params["text"])
 
     def call(self, method: str, **params: Any) -> Any:
         return self.conn.call(method, params)
+
+    def think(self, messages: list[dict[str, Any]], *, on_text: Callable[[str], Any] | None = None,
+              **params: Any) -> dict[str, Any]:
+        """The ``think`` system call. With ``on_text``, the reply is streamed: ``on_text`` gets
+        each piece of text as the model produces it (in the thread reading the channel: it
+        must not make system calls itself), and the whole reply is returned at the end."""
+        params["messages"] = messages
+        if on_text is None:
+            return self.conn.call("think", params)
+        self._last_stream += 1
+        sid = self._last_stream
+        self._streams[sid] = on_text
+        try:
+            return self.conn.call("think", {**params, "stream": True, "stream_id": sid})
+        finally:
+            del self._streams[sid]
+
+    def think_stream(self, messages: list[dict[str, Any]], **params: Any) -> ThinkStream:
+        """``think``, streamed: iterate over the result for the text as it arrives."""
+        return ThinkStream(self, {"messages": messages, **params})
 
     def info(self) -> dict[str, Any]:
         return self.conn.call("sys.info")

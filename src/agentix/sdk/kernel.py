@@ -180,19 +180,27 @@ class Kernel:
         from pathlib import Path
 
         params: dict[str, Any] = {"message": message}
+        from_file = manifest_path is not None
         if manifest_path is not None:
-            params["manifest_path"] = str(Path(manifest_path).expanduser().resolve())
-        else:
-            m = dict(manifest or {})
-            m.update(fields)
-            if program is not None:
-                m["program"] = str(program)
-                m.setdefault("name", _name_from(Path(str(program))))
+            # read here, with the caller's own permissions; the kernel never reads it for us
+            mp = Path(manifest_path).expanduser().resolve()
+            data = _read_manifest_file(mp)
+            if not isinstance(data, dict):
+                from agentix.core.manifest import parse_manifest
+
+                parse_manifest(data)  # raises the usual "must be a mapping" error
+            manifest, base_dir = data, base_dir or mp.parent
+        m = dict(manifest or {})
+        m.update(fields)
+        if program is not None:
+            m["program"] = str(program)
+            m.setdefault("name", _name_from(Path(str(program))))
+        if not from_file:
             m.setdefault("name", name or "agent")
-            prog = m.get("program")
-            if isinstance(prog, str) and not prog.startswith("module:") and not os.path.isabs(prog):
-                m["program"] = str((Path(base_dir) if base_dir else Path.cwd()).resolve() / prog)
-            params["manifest"] = m
+        prog = m.get("program")
+        if isinstance(prog, str) and not prog.startswith("module:") and not os.path.isabs(prog):
+            m["program"] = str((Path(base_dir) if base_dir else Path.cwd()).resolve() / prog)
+        params["manifest"] = m
         if name is not None:
             params["name"] = name
         r = self.conn.call("agent.spawn", params)
@@ -284,3 +292,25 @@ def _name_from(path: Path) -> str:
     stem = path.stem if path.suffix == ".py" else path.name
     name = re.sub(r"[^a-z0-9_.-]+", "-", stem.lower()).strip("-._") or "agent"
     return name[:63]
+
+
+def _read_manifest_file(path: Path) -> Any:
+    """Decoded YAML/JSON of a manifest file: a regular file, opened without blocking, bounded."""
+    import stat
+
+    from agentix.core.errors import InvalidRequest
+    from agentix.core.manifest import MAX_MANIFEST_TEXT, decode_manifest_text
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise InvalidRequest(f"cannot read manifest {path}: {err.strerror}", field="manifest_path") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidRequest(f"cannot read manifest {path}: not a regular file", field="manifest_path")
+        data = os.read(fd, MAX_MANIFEST_TEXT + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_MANIFEST_TEXT:
+        raise InvalidRequest(f"manifest {path} is larger than {MAX_MANIFEST_TEXT} bytes", field="manifest_path")
+    return decode_manifest_text(data.decode("utf-8", errors="replace"))

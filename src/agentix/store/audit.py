@@ -135,7 +135,11 @@ class AuditLog:
         self.public_key = public_key_bytes(signing_key) if signing_key else None
         self._subs: list[_Subscriber] = []
         self._fmt = _TsFormatter()
+        #: the head last signed for a proof: proofs at the same size and root share it
+        self._proof_head: tuple[int, bytes, SignedHead] | None = None
+        self._listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         self._st = self._load()
+        self._committed_next = self._st.next_seq
         db.add_participant(self)
 
     # ------------------------------------------------------------ writer-side state
@@ -177,6 +181,13 @@ class AuditLog:
             s.nodes = []
 
     def committed(self) -> None:
+        if self._st.next_seq != self._committed_next:
+            self._committed_next = self._st.next_seq
+            for loop, fn in self._listeners:
+                try:
+                    loop.call_soon_threadsafe(fn)
+                except RuntimeError:  # that loop is closed
+                    pass
         pending = self._st.pending
         if not pending:
             return
@@ -237,19 +248,38 @@ class AuditLog:
         return e
 
     async def append(
-        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = (),
+        *, _data_bytes: bytes | None = None,
     ) -> Entry:
         """Append one entry; returns it once it is durable (seq and hash assigned)."""
+        return await self.db.write(self._append_op(kind, agent_id, data, taint, _data_bytes))
+
+    def post(
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = (),
+        *, _data_bytes: bytes | None = None,
+    ) -> None:
+        """Append one entry without waiting for its commit (``Database.post``): it gets its
+        seq and hash in queue order like ``append`` and is committed by the next group
+        commit, within the database's commit window (``on_commit`` listeners hear of it)."""
+        self.db.post(self._append_op(kind, agent_id, data, taint, _data_bytes))
+
+    def on_commit(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on ``loop`` after every commit that added entries."""
+        self._listeners.append((loop, fn))
+
+    def _append_op(
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str],
+        data_bytes: bytes | None = None,
+    ) -> Callable[[Txn], Entry]:
         if type(kind) is not str or not kind:
             raise InvalidRequest("audit kind must be a non-empty string")
         if type(data) is not dict:
             raise InvalidRequest("audit data must be a JSON object")
-        data_bytes = canonical_json(data)  # validate and encode outside the writer
+        if data_bytes is None:
+            data_bytes = canonical_json(data)  # validate and encode outside the writer
         labels = normalise_taint(taint)
-        return await self.db.write(
-            lambda txn: self.append_in(txn, kind, agent_id, data, labels,
-                                       _data_bytes=data_bytes, _labels=labels)
-        )
+        return lambda txn: self.append_in(txn, kind, agent_id, data, labels,
+                                          _data_bytes=data_bytes, _labels=labels)
 
     # ------------------------------------------------------------ reading
 
@@ -402,7 +432,12 @@ class AuditLog:
             e = self.entry(seq)
         finally:
             conn.execute("COMMIT")
-        h = sign_head(self.signing_key, n, root, format_ts(self.clock()))
+        cached = self._proof_head
+        if cached is not None and cached[0] == n and cached[1] == root:
+            h = cached[2]  # signing costs more than the proof itself
+        else:
+            h = sign_head(self.signing_key, n, root, format_ts(self.clock()))
+            self._proof_head = (n, root, h)
         return {
             "version": PROOF_VERSION,
             "entry": e.to_json(),
@@ -534,6 +569,10 @@ def canonical_loads_obj(line: bytes | str) -> dict[str, Any]:
     return d
 
 
+def _noop(txn: Txn) -> None:
+    return None
+
+
 class AuditEvents:
     """The kernel's event sink over the audit log.
 
@@ -546,13 +585,21 @@ class AuditEvents:
     def __init__(self, log_: AuditLog) -> None:
         self.log = log_
         self._waiters: set[asyncio.Event] = set()
+        self._listening: asyncio.AbstractEventLoop | None = None
 
     async def record(
-        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = ()
-    ) -> Entry:
+        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: Iterable[str] = (),
+        *, durable: bool = True,
+    ) -> Entry | None:
+        """Append an event. ``durable=True`` returns the entry once its commit is durable;
+        ``durable=False`` (a call with no effect outside the kernel) returns None at once
+        and the entry is committed by the next group commit (docs/audit.md, "What a kill -9
+        can lose")."""
+        data_bytes: bytes | None
         try:
-            canonical_json(data)
+            data_bytes = canonical_json(data) if type(data) is dict else None
         except InvalidRequest:
+            data_bytes = None
             # a kernel bug put a non-JSON value (a Path, a set, NaN ...) in an event: record
             # it stringified rather than lose the event, and say so in the debug log
             log.warning("audit %s: data is not canonical JSON; recording it stringified", kind)
@@ -563,10 +610,25 @@ class AuditEvents:
                 canonical_json(data)
             except InvalidRequest:
                 data = {"_coerced": repr(data)[:10_000]}
-        e = await self.log.append(kind, agent_id, data, taint)
+        if not durable:
+            if self._listening is None:  # wake tail readers when posted records commit
+                self._listening = asyncio.get_running_loop()
+                self.log.on_commit(self._listening, self._wake)
+            self.log.post(kind, agent_id, data, taint, _data_bytes=data_bytes)
+            return None
+        e = await self.log.append(kind, agent_id, data, taint, _data_bytes=data_bytes)
         for w in self._waiters:
             w.set()
         return e
+
+    def _wake(self) -> None:
+        for w in self._waiters:
+            w.set()
+
+    async def sync(self) -> None:
+        """Wait until every record appended so far is committed (read-your-writes for
+        ``tail``, ``verify`` and proofs after no-effect calls)."""
+        await self.log.db.write(_noop)
 
     def tail(self, after: int = 0, agent: str | None = None, kind: str | None = None,
              limit: int = 1000) -> list[dict[str, Any]]:

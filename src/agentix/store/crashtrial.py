@@ -2,14 +2,17 @@
 
 ``run_trial(path, rng)`` starts ``agentix.store._crashchild`` on ``path``, lets it append
 under concurrent load for a random time, kills it with SIGKILL, then reopens the store and
-checks: every acknowledged seq is present with the acknowledged hash, the whole chain
-verifies, and ``recover`` marks every agent the child left running as exited
+checks: every acknowledged seq is present with the acknowledged hash; every effect the
+child performed (a line in ``<db>.effects``) has its durable intent record; the whole chain
+verifies (posted no-effect records lost from the last commit window are a lost *tail*, never
+a gap); and ``recover`` marks every agent the child left running as exited
 (``kernel_restart``) and none stays live.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -37,6 +40,19 @@ class TrialResult:
     left_running: int  # agents still live after recovery (must be 0)
     recovered_agents: int
     recovery_s: float  # reopen + recover
+    effects: int = 0  # effects the child performed this trial
+    effects_without_intent: int = 0  # performed, but no durable intent record (must be 0)
+
+
+def _effects(path: Path) -> set[str]:
+    """The effects performed so far; the file is emptied for the next trial."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return set()
+    path.unlink()
+    # a line cut by the kill is an effect half done: it still needed its intent record
+    return {line for line in text.split("\n") if line}
 
 
 def run_trial(path: Path, rng: random.Random, *, workers: int = 16,
@@ -74,7 +90,14 @@ def run_trial(path: Path, rng: random.Random, *, workers: int = 16,
                 lost += 1
         rep = log.verify()
         live = AgentStore(db).list_live()
+        intents = set()
+        for (body,) in conn.execute(
+                "SELECT body FROM audit_entries WHERE kind = 'tool.invoked'"):
+            eid = json.loads(body)["data"].get("effect")
+            if eid is not None:
+                intents.add(eid)
+        done = _effects(Path(str(path) + ".effects"))
         return TrialResult(len(acked), lost, rep.ok, rep.detail, rep.entries, len(live),
-                           len(report.exited), recovery_s)
+                           len(report.exited), recovery_s, len(done), len(done - intents))
     finally:
         db.close()

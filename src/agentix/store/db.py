@@ -13,6 +13,15 @@ Rules:
   survives ``kill -9`` — the WAL frames are in the OS page cache before COMMIT returns — but
   the last commits may be lost on power loss. ``"off"`` is for benchmarks only. Group commit
   is what keeps ``full`` fast: one fsync per batch, not per write.
+* **Asynchronous commit.** ``Database.post(op)`` queues an operation like ``write`` but the
+  caller does not wait: the operation runs in queue order (so an audit record still gets
+  its seq and hash in order) and is committed by the next group commit. A batch made only
+  of posted operations waits at most ``commit_window_s`` (default 5 ms, at most 10 ms),
+  counted from when its first operation was posted, for more to share the commit; any
+  ``write`` that arrives ends the wait at once. A ``kill -9`` can therefore lose posted
+  operations from the last window (plus the commit in progress) -- like PostgreSQL's
+  ``synchronous_commit=off`` -- but never one that precedes, in queue order, a ``write``
+  that was acknowledged: commits happen in queue order, so what is lost is always a tail.
 * **Atomicity per operation.** If an operation raises, the batch is rolled back, writer-side
   state of every *participant* (e.g. the audit chain's next seq and last hash) is restored,
   the failed operation's future gets the exception and the rest of the batch is run again.
@@ -31,6 +40,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +79,10 @@ class _Req:
     op: Callable[[Txn], Any]
     fut: Any  # asyncio.Future or concurrent.futures.Future
     loop: asyncio.AbstractEventLoop | None
+    posted: float = 0.0  # monotonic time it was posted; 0.0 for a ``write`` (no waiting)
+
+#: the longest an asynchronously committed operation may wait for company
+MAX_COMMIT_WINDOW_S = 0.010
 
 
 _STOP = object()
@@ -106,7 +120,11 @@ class Database:
         *,
         durability: Durability = "full",
         max_batch: int = 4096,
+        commit_window_s: float = 0.005,
     ) -> None:
+        if not 0.0 <= commit_window_s <= MAX_COMMIT_WINDOW_S:
+            raise ValueError(f"commit_window_s must be between 0 and {MAX_COMMIT_WINDOW_S} s")
+        self.commit_window_s = commit_window_s
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.durability = durability
@@ -171,6 +189,14 @@ class Database:
         self._put(_Req(op, fut, None))
         return fut
 
+    def post(self, op: Callable[[Txn], Any]) -> None:
+        """Queue ``op`` without waiting for its commit (asynchronous commit, see above).
+
+        Nobody waits, so there is no future: if the operation fails, it fails alone (the
+        batch is re-run without it, as for ``write``) and the writer logs the error.
+        Participants' ``committed`` hooks see its effect (``AuditLog`` wakes its readers)."""
+        self._put(_Req(op, None, None, time.monotonic() or 1e-9))
+
     def _put(self, req: _Req) -> None:
         if self._closed:
             raise StateError("the database is closed")
@@ -193,6 +219,8 @@ class Database:
                     stop = True
                     break
                 batch.append(nxt)  # type: ignore[arg-type]
+            if not stop and self.commit_window_s > 0:
+                stop = self._gather(batch)
             try:
                 self._commit_batch(batch)
             except BaseException as exc:  # never let the writer die silently
@@ -201,6 +229,28 @@ class Database:
                 _resolve([(r, None, err) for r in batch])
             if stop:
                 return
+
+    def _gather(self, batch: list[_Req]) -> bool:
+        """While the batch holds only posted operations, wait (until the first one's
+        window closes) for more; return True if a stop request was taken."""
+        q = self._q
+        deadline = batch[0].posted + self.commit_window_s
+        if not all(r.posted for r in batch):
+            return False  # someone waits: commit now
+        while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                nxt = q.get(timeout=left)
+            except queue.Empty:
+                return False
+            if nxt is _STOP:
+                return True
+            batch.append(nxt)  # type: ignore[arg-type]
+            if not nxt.posted:  # type: ignore[attr-defined]
+                break  # someone waits: commit now
+        return False
 
     def _commit_batch(self, batch: list[_Req]) -> None:
         conn = self._conn
@@ -299,7 +349,10 @@ def _resolve(done: list[tuple[_Req, Any, BaseException | None]]) -> None:
     """Resolve futures: one loop callback per event loop, thread futures directly."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
     for req, res, exc in done:
-        if req.loop is None:
+        if req.fut is None:  # posted: nobody waits
+            if exc is not None:
+                log.error("an asynchronously committed store operation failed: %r", exc)
+        elif req.loop is None:
             if exc is None:
                 req.fut.set_result(res)
             else:

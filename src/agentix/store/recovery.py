@@ -49,6 +49,7 @@ class LeftAgent:
     pid: int | None
     pgid: int | None
     persistent: bool
+    start_time: int | None = None  # of pid (/proc/<pid>/stat field 22); None: not recorded
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ async def recover(
     tokens = TokenStore(db)
     counts = len(tokens.used())
     issued = tokens.count()
-    left = [LeftAgent(a.id, a.pid, a.pgid, a.persistent) for a in live]
+    left = [LeftAgent(a.id, a.pid, a.pgid, a.persistent, a.start_time) for a in live]
     restart_ids = {a.id for a in live if a.persistent}
 
     def op(txn: Txn) -> int:

@@ -137,4 +137,11 @@ CREATE TABLE IF NOT EXISTS persistent_agents (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# v3: the start time (clock ticks since boot, /proc/<pid>/stat field 22) of an agent's recorded
+# pid, so that a later kernel identifies a leftover process by (pid, start time), never by a
+# reused pid or a command line
+_V3 = """
+ALTER TABLE agents ADD COLUMN start_time INTEGER;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3]

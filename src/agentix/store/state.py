@@ -69,15 +69,16 @@ class AgentRecord:
     exited_at: str | None = None
     exit_reason: str | None = None
     exit_record: dict[str, Any] | None = None
+    start_time: int | None = None  # of ``pid``: /proc/<pid>/stat field 22 (clock ticks since boot)
 
 
 _AGENT_COLS = ("id, name, parent, manifest, state, persistent, created_at, pid, pgid, "
-               "exited_at, exit_reason, exit_record")
+               "exited_at, exit_reason, exit_record, start_time")
 
 
 def _agent(row: tuple[Any, ...]) -> AgentRecord:
     return AgentRecord(row[0], row[1], row[2], orjson.loads(row[3]), row[4], bool(row[5]),
-                       row[6], row[7], row[8], row[9], row[10], _l(row[11]))
+                       row[6], row[7], row[8], row[9], row[10], _l(row[11]), row[12])
 
 
 class AgentStore:
@@ -87,10 +88,10 @@ class AgentStore:
     @staticmethod
     def upsert_in(txn: Txn, a: AgentRecord) -> None:
         txn.conn.execute(
-            f"INSERT OR REPLACE INTO agents ({_AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO agents ({_AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (a.id, a.name, a.parent, _j(a.manifest), a.state, int(a.persistent), a.created_at,
              a.pid, a.pgid, a.exited_at, a.exit_reason,
-             None if a.exit_record is None else _j(a.exit_record)),
+             None if a.exit_record is None else _j(a.exit_record), a.start_time),
         )
 
     async def upsert(self, a: AgentRecord) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from agentix.core.errors import InvalidRequest, LimitExceeded, NotFound
 
@@ -68,6 +68,10 @@ class ToolSpec:
     #: each resource the call names stands alone in its authorization (``file_read_many``: a
     #: denied path is reported, the others are read); otherwise one denied resource refuses all
     partial: bool = False
+    #: ``no_effect`` if the tool only reads or computes (echo, file reads, listings): its
+    #: audit records are committed asynchronously; anything that writes, runs, fetches or
+    #: spends is an ``effect`` (the default) -- docs/audit.md
+    durability: Literal["effect", "no_effect"] = "effect"
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "input_schema": self.schema}
@@ -132,6 +136,11 @@ class ToolRegistry:
             return self._tools[name]
         except KeyError:
             raise NotFound(f"no tool named {name!r}; `agentix tools` lists them", tool=name) from None
+
+    def durability(self, name: str) -> Literal["effect", "no_effect"]:
+        """A tool's durability class; an unknown tool counts as an effect."""
+        spec = self._tools.get(name)
+        return "effect" if spec is None else spec.durability
 
     def names(self) -> list[str]:
         return sorted(self._tools)

@@ -16,4 +16,4 @@ async def echo(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"echo": args.get("message")}
 
 
-SPEC = ToolSpec("echo", "Return the message unchanged.", SPEC_SCHEMA, echo)
+SPEC = ToolSpec("echo", "Return the message unchanged.", SPEC_SCHEMA, echo, durability="no_effect")

@@ -146,12 +146,13 @@ def _schema(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
 SPECS = [
     ToolSpec("file_read", "Read a file (offset/limit in bytes; at most 1 MiB per call).",
              _schema({"path": _PATH, "offset": {"type": "integer"}, "limit": {"type": "integer"}}, ["path"]),
-             file_read),
+             file_read, durability="no_effect"),
     ToolSpec("file_read_many", f"Read up to {fs.MAX_READ_MANY} files; each result says ok or why not.",
              _schema({"paths": {"type": "array", "items": {"type": "string"}, "maxItems": fs.MAX_READ_MANY}},
-                     ["paths"]), file_read_many, partial=True),
+                     ["paths"]), file_read_many, partial=True, durability="no_effect"),
     ToolSpec("file_list", "List a directory (recursive optional; symlinks are listed, never followed).",
-             _schema({"path": _PATH, "recursive": {"type": "boolean"}}, []), file_list),
+             _schema({"path": _PATH, "recursive": {"type": "boolean"}}, []), file_list,
+             durability="no_effect"),
     ToolSpec("file_write", "Write a file (atomic replace) or append to it; parent directories are "
              "created unless create_parents is false.",
              _schema({"path": _PATH, "content": {"type": "string"}, "append": {"type": "boolean"},
@@ -161,5 +162,5 @@ SPECS = [
                       "replace_all": {"type": "boolean"}}, ["path", "old", "new"]), file_edit),
     ToolSpec("grep", "Lines matching a pattern in a file or directory tree.",
              _schema({"pattern": {"type": "string"}, "path": _PATH, "regex": {"type": "boolean"},
-                      "ignore_case": {"type": "boolean"}}, ["pattern"]), grep),
+                      "ignore_case": {"type": "boolean"}}, ["pattern"]), grep, durability="no_effect"),
 ]

@@ -147,7 +147,9 @@ def make_specs(catalog: SkillCatalog) -> list[ToolSpec]:
                  {"type": "object", "properties": {
                      "skill_name": {"type": "string"},
                      "file": {"type": "string", "description": "a path inside the skill's folder"}},
-                  "required": ["skill_name"], "additionalProperties": False}, skill_read),
+                  "required": ["skill_name"], "additionalProperties": False}, skill_read,
+                 durability="no_effect"),
         ToolSpec("skill_list", "List the skills available (name, description, allowed tools).",
-                 {"type": "object", "properties": {}, "additionalProperties": False}, skill_list),
+                 {"type": "object", "properties": {}, "additionalProperties": False}, skill_list,
+                 durability="no_effect"),
     ]
