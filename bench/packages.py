@@ -7,11 +7,17 @@
    speed (goal <= 2x). The transfer time is measured in the same run: a plain HTTP GET of
    every blob from the registry, counted twice (up and down).
 
+4. snapshot + restore of a live agent whose workspace holds 1,000 files / 100 MB (half
+   compressible text, half random bytes): ``snapshot.create`` (freeze, pack, store, resume)
+   plus ``snapshot.restore`` (verify, unpack, spawn) against ``tar -cf`` plus ``tar -xf`` of
+   the same tree in the same run (goal <= 2x).
+
 Starts: a kernel daemon (``bench/_daemon.py``, degraded isolation) and a loopback
-``docker-registry`` process; builds run in this process. Snapshots are not built, so they
-are not measured. Last line: one JSON object.
+``docker-registry`` process (a second kernel daemon for the snapshot case); builds run in
+this process. Last line: one JSON object.
 
     python bench/packages.py [--mb 10] [--runs 5] [--isolation degraded]
+                             [--snap-files 1000] [--snap-mb 100] [--only snapshot]
 """
 
 from __future__ import annotations
@@ -99,6 +105,61 @@ def start_registry(tmp: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.05)
 
 
+SLEEPER = "import time\nfrom agentix.sdk import agent\nk = agent.connect()\ntime.sleep(3600)\n"
+
+
+def fill_tree(root: Path, files: int, mb: int) -> None:
+    """``files`` files of ``mb`` MB in all, in 20 directories: half text, half random bytes."""
+    rng = random.Random(1)
+    per = mb * 2**20 // files
+    text = (b"the quick brown fox jumps over the lazy agent\n" * (per // 46 + 1))[:per]
+    for i in range(files):
+        d = root / f"d{i % 20:02d}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i:04d}.dat").write_bytes(text if i % 2 else rng.randbytes(per))
+
+
+def bench_snapshots(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
+    bk = BenchKernel(args.isolation)
+    k = bk.client
+    try:
+        (tmp / "sleeper.py").write_text(SLEEPER)
+        a = k.spawn(program=str(tmp / "sleeper.py"), name="snap")
+        ws = Path(k.status(a.agent_id).raw["workspace"])
+        fill_tree(ws, args.snap_files, args.snap_mb)
+        snap, restore, tar_c, tar_x = [], [], [], []
+        for i in range(args.runs):
+            t = time.perf_counter_ns()
+            s = k.call("snapshot.create", agent=a.agent_id, tag=f"snapshots/bench:r{i}")
+            snap.append(ms(t))
+            t = time.perf_counter_ns()
+            r = k.call("snapshot.restore", ref=s["ref"])
+            restore.append(ms(t))
+            k.kill(r["agent_id"])
+            out = tmp / f"tree{i}.tar"
+            t = time.perf_counter_ns()
+            subprocess.run(["tar", "-cf", str(out), "-C", str(ws), "."], check=True)
+            tar_c.append(ms(t))
+            dest = tmp / f"untar{i}"
+            dest.mkdir()
+            t = time.perf_counter_ns()
+            subprocess.run(["tar", "-xf", str(out), "-C", str(dest)], check=True)
+            tar_x.append(ms(t))
+            out.unlink()
+            shutil.rmtree(dest)
+            k.call("package.rm", ref=s["ref"])
+        layer_mb = round(s["size"] / 2**20, 1)
+    finally:
+        bk.close()
+    p50 = lambda xs: round(pct(xs, 50), 1)  # noqa: E731
+    ours = [x + y for x, y in zip(snap, restore)]
+    tar = [x + y for x, y in zip(tar_c, tar_x)]
+    return {"snap_files": args.snap_files, "snap_mb": args.snap_mb, "snap_layer_mb": layer_mb,
+            "snapshot_ms": p50(snap), "restore_ms": p50(restore), "snapshot_restore_ms": p50(ours),
+            "tar_c_ms": p50(tar_c), "tar_x_ms": p50(tar_x), "tar_ms": p50(tar),
+            "snapshot_vs_tar": round(pct(ours, 50) / pct(tar, 50), 2), "snapshot_goal": 2.0}
+
+
 def ms(t0: int) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
@@ -108,8 +169,19 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=10)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--isolation", default="degraded")
+    ap.add_argument("--snap-files", type=int, default=1000)
+    ap.add_argument("--snap-mb", type=int, default=100)
+    ap.add_argument("--only", choices=["packages", "snapshot"])
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="axpkg-", dir="/tmp"))
+    if args.only == "snapshot":
+        try:
+            snap = bench_snapshots(args, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _print_snapshots(snap, args.runs)
+        print(json.dumps({"bench": "packages", "runs": args.runs, "isolation": args.isolation, **snap}))
+        return
     reg_proc, host = start_registry(tmp)
     bk = None
     try:
@@ -164,6 +236,10 @@ def main() -> None:
                         for _ in r.iter_content(1 << 20):
                             pass
                 transfer.append(2 * ms(t))
+        if bk is not None:
+            bk.close()
+            bk = None
+        snap = bench_snapshots(args, tmp) if args.only is None else {}
     finally:
         if bk is not None:
             bk.close()
@@ -184,7 +260,7 @@ def main() -> None:
         "dir_spawn_first_call_ms": p50(dir_first), "loopback_transfer_ms": p50(transfer),
         "baseline_ms": p50(baseline), "package_vs_baseline": round(pct(total, 50) / pct(baseline, 50), 2),
         "package_vs_dir_spawn_only": round(pct(total, 50) / pct(dir_first, 50), 2),
-        "package_goal": 2.0, "snapshot": "not built",
+        "package_goal": 2.0, **snap,
     }
     rows = [("cold build", result["build_cold_ms"]), ("unchanged rebuild", result["build_unchanged_ms"]),
             ("push (signed)", result["push_ms"]), ("pull + verify", result["pull_verify_ms"]),
@@ -198,7 +274,18 @@ def main() -> None:
         print(f"{name:<44}{v:>10.1f}")
     print(f"rebuild / cold build: {result['rebuild_ratio']:.3f} (goal <= 0.05); "
           f"package / baseline: {result['package_vs_baseline']:.2f} (goal <= 2)")
+    if snap:
+        _print_snapshots(snap, args.runs)
     print(json.dumps(result))
+
+
+def _print_snapshots(snap: dict[str, object], runs: int) -> None:
+    print(f"{'snapshot ' + str(snap['snap_files']) + ' files / ' + str(snap['snap_mb']) + ' MB (p50 of ' + str(runs) + ')':<44}{'ms':>10}")
+    for name, key in (("snapshot (freeze, pack, store, resume)", "snapshot_ms"),
+                      ("restore (verify, unpack, spawn)", "restore_ms"), ("= snapshot + restore", "snapshot_restore_ms"),
+                      ("tar -cf", "tar_c_ms"), ("tar -xf", "tar_x_ms"), ("= tar", "tar_ms")):
+        print(f"{name:<44}{snap[key]:>10.1f}")
+    print(f"snapshot + restore / tar: {snap['snapshot_vs_tar']:.2f} (goal <= 2)")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("agentix.agents.boot", "agentix.sandbox"): "boot is the sandbox's trampoline",
     # `agentix mcp` is the command that starts the MCP face (a face starting a face, no kernel)
     ("agentix.cli.mcp", "agentix.mcp.server"): "the CLI command that runs the MCP face",
+    # the trust state is tables of the kernel's store (DESIGN.md §9); the kernel passes its
+    # Database in, and a package store used without a kernel (tests, bench) opens the same one
+    ("agentix.packages.trust", "agentix.store.db"): "trust state lives in agentix.db, one writer",
 }
 # modules that do I/O or concurrency (pure helpers such as urllib.parse stay allowed)
 CORE_FORBIDDEN = {"asyncio", "sqlite3", "socket", "subprocess", "threading", "multiprocessing",

@@ -315,7 +315,9 @@ def _registry_errors_exit_6(cmd: click.Command) -> None:
 
 
 def install(cli: click.Group) -> None:
-    for cmd in (build, sign, push, pull, keys, trust, packages):
+    from agentix.cli.snapshots import COMMANDS as snapshot_commands
+
+    for cmd in (build, sign, push, pull, keys, trust, packages, *snapshot_commands):
         cli.add_command(cmd)
     _wrap_run(cli.commands["run"])
     for cmd in (push, pull, cli.commands["run"]):

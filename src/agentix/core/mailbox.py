@@ -71,6 +71,10 @@ class BoundedFifo(Generic[T]):
         self.bytes -= size
         return item
 
+    def peek(self) -> list[T]:
+        """Every queued message, oldest first, left queued (for a snapshot)."""
+        return [item for item, _ in self._items]
+
     def drain(self) -> list[T]:
         out = [item for item, _ in self._items]
         self._items.clear()

@@ -142,6 +142,9 @@ class Kernel:
         from agentix.kernel import packages_api
 
         self.packages = packages_api.register(self)  # package.*, keys.*, trust.* (docs/packages.md)
+        from agentix.kernel import snapshots_api
+
+        snapshots_api.register(self)  # snapshot.create/restore/fork (docs/packages.md, "Snapshots")
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
@@ -273,6 +276,7 @@ class Kernel:
         message: Any = None,
         program_base: Path | None = None,
         seed: Path | None = None,
+        prepare: Any = None,
     ) -> AgentRecord:
         """Start an agent process for ``manifest``. Refusals and failures leave nothing behind.
 
@@ -283,7 +287,10 @@ class Kernel:
         workspace, no cgroup, no process, no tokens.
 
         ``seed``: a verified, unpacked package tree (packages/unpack.py) whose entries are
-        moved into the new workspace; ``manifest.program`` is then a path inside it."""
+        moved into the new workspace; ``manifest.program`` is then a path inside it.
+        ``prepare``: an async function given the new record before its process starts (a
+        snapshot restore puts back taint, mailbox, budget spent and state there); it
+        undoes its own writes if the spawn fails after it."""
         if self.stopping:
             raise StateError("the kernel is shutting down; no new agents")
         depth = 0 if parent is None else parent.depth + 1
@@ -346,7 +353,7 @@ class Kernel:
             rec.mailbox.put(env, _size(env))
         self.table.add(rec)  # the reservation: the name and one max_agents slot
         try:
-            return await self._spawn(rec, parent, program_base, degraded_ok, tokens, seed)
+            return await self._spawn(rec, parent, program_base, degraded_ok, tokens, seed, prepare)
         except BaseException:
             if parent is not None:
                 parent.budget.close_child(budget, time.monotonic())
@@ -354,7 +361,8 @@ class Kernel:
             raise
 
     async def _spawn(self, rec: AgentRecord, parent: AgentRecord | None, program_base: Path | None,
-                     degraded_ok: bool, tokens: list[Any], seed: Path | None = None) -> AgentRecord:
+                     degraded_ok: bool, tokens: list[Any], seed: Path | None = None,
+                     prepare: Any = None) -> AgentRecord:
         """The asynchronous steps of a spawn; on any failure every step taken is undone."""
         manifest, agent_id, name, workspace = rec.manifest, rec.agent_id, rec.name, rec.workspace
         handle = None
@@ -370,6 +378,8 @@ class Kernel:
             else:
                 target = await asyncio.to_thread(self._install_program, manifest.program, workspace,
                                                  parent, program_base)
+            if prepare is not None:
+                await prepare(rec)  # before the process exists: its first call sees what this put back
             # the agent's stdout and stderr: a pipe the kernel reads, never a kernel file
             rec.log_sink = LogSink(rec.log_path, self.config.log_max_bytes)
             rec.log_sink.start()

@@ -182,6 +182,13 @@ POLICIES: dict[str, MethodPolicy] = {
     "trust.add": _op("effect", recorded=True),
     "trust.allow_unsigned": _op("effect", recorded=True),
     "trust.list": _op("no_effect"),
+    # ---- operator: snapshots (kernel/snapshots_api.py, docs/packages.md "Snapshots")
+    "snapshot.create": _op("effect", "the operator's socket; the agent is frozen while it is read; writes the "
+                           "local store", recorded=True),
+    "snapshot.restore": _op("effect", "the operator's socket; grants re-minted from root, never wider than the "
+                            "snapshot recorded (narrowed by the operator's `grants`)", recorded=True),
+    "snapshot.fork": _op("effect", "the operator's socket; as snapshot.create then snapshot.restore; a wider "
+                         "grant is refused before anything is written", recorded=True),
     # ---- both
     "tool.list": _op("no_effect", "none: the tool catalogue is public"),
     "tool.call": MethodPolicy(

@@ -66,9 +66,10 @@ def _str(params: dict[str, Any], key: str, what: str, default: Any = ...) -> Any
 
 
 def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
-    store = store or PackageStore(k.home.root)
+    store = store or PackageStore(k.home.root, db=k.audit.db if k.audit is not None else None)
     p = k.pipeline
     lock = asyncio.Lock()  # one writer of the local store at a time
+    k.packages_lock = lock  # shared with the snapshot methods (kernel/snapshots_api.py)
 
     def recorded(fn: Any) -> Any:
         async def run(call: Call) -> Any:
@@ -239,7 +240,7 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
     spec = LaunchSpec(
         agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
         workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
-                                "SOURCE_DATE_EPOCH": "0", "PYTHONHASHSEED": "0"},
+                                "SOURCE_DATE_EPOCH": "0"},
         channel_fd=asock.fileno(), log_path=out_path, limits=k.config.effective_limits(Limits()),
         network=False, degraded_ok=False)
     try:

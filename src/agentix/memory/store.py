@@ -224,6 +224,39 @@ class MemoryStore:
             self._cache.pop(owner, None)
         return {"deleted": record_id}
 
+    # ---------------------------------------------------------------- snapshots
+    def export(self, owner: str) -> list[dict[str, Any]]:
+        """The owner's records for a snapshot, oldest first: content, category, metadata and
+        the embedding (base64 float32, with the embedder's name); no ids or times."""
+        import base64
+
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT category, content, metadata, embedder, embedding FROM memories WHERE owner=? "
+                "ORDER BY created_at, rowid", (owner,)).fetchall()
+        return [{"category": c, "content": t, "metadata": json.loads(m), "embedder": e,
+                 "embedding": base64.b64encode(v).decode()} for c, t, m, e, v in rows]
+
+    def import_records(self, owner: str, records: list[dict[str, Any]], *,
+                       max_records: int | None = None) -> int:
+        """Insert exported records for ``owner`` in one transaction (all or none). Embeddings
+        made by another embedder are computed again with this one."""
+        import base64
+
+        if not records:
+            return 0
+        items = [(str(r["content"]), str(r["category"]), r.get("metadata") or None) for r in records]
+        if all(r.get("embedder") == self.embedder.name for r in records):
+            vecs = np.stack([np.frombuffer(base64.b64decode(r["embedding"]), np.float32) for r in records])
+            return len(self.store_many(owner, items, embeddings=vecs, max_records=max_records))
+        return len(self.store_many(owner, items, max_records=max_records))
+
+    def delete_owner(self, owner: str) -> int:
+        with self._lock:
+            n = self._db.execute("DELETE FROM memories WHERE owner=?", (owner,)).rowcount
+            self._cache.pop(owner, None)
+        return int(n)
+
     # ---------------------------------------------------------------- reads
     def count(self, owner: str) -> int:
         with self._lock:

@@ -47,7 +47,7 @@ from agentix.core.package import Ref
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.unpack import unpack_layers
 
-__all__ = ["BuildResult", "Runner", "build", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
+__all__ = ["BuildResult", "Runner", "WalkOptions", "build", "write_tree_layer", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
 
 #: runs ``argv`` sandboxed with ``workdir`` as /workspace; returns (exit code or None, output)
 Runner = Callable[[list[str], Path, float], tuple["int | None", str]]
@@ -120,8 +120,26 @@ def _walk_step(root_fd: int, step: CopyStep) -> list[_Entry]:
     return _walk(root_fd, src, [p for p in step.destination().split("/") if p], step.source)
 
 
-def _walk(root_fd: int, src: tuple[str, ...], dparts: list[str], what: str) -> list[_Entry]:
+@dataclass
+class WalkOptions:
+    """How ``_walk`` treats what it meets. The build's defaults refuse anything but regular
+    files and directories; a snapshot skips them (naming each in ``skipped``), keeps
+    bytecode, hashes nothing ahead (the agent is frozen; there is no cache key to compute)
+    and bounds the total bytes."""
+
+    special: str = "refuse"             # "refuse" | "skip"
+    skipped: list[str] | None = None    # filled with the paths skipped
+    hash_files: bool = True
+    skip_bytecode: bool = True
+    max_bytes: int | None = None
+    max_entries: int = MAX_CONTEXT_FILES
+
+
+def _walk(root_fd: int, src: tuple[str, ...], dparts: list[str], what: str,
+          opts: WalkOptions | None = None) -> list[_Entry]:
+    opts = opts or WalkOptions()
     out: dict[str, _Entry] = {}
+    total = [0]
     for i in range(1, len(dparts)):  # the parent directories of the destination
         p = "/".join(dparts[:i])
         out[p] = _Entry(p, True, 0o755, 0, None, ())
@@ -135,21 +153,37 @@ def _walk(root_fd: int, src: tuple[str, ...], dparts: list[str], what: str) -> l
                 out[where] = _Entry(where, True, 0o755, 0, None, parts)
             names = sorted(os.listdir(fd))
             for name in names:
-                if name in ("__pycache__",) or name.endswith(".pyc"):
+                if opts.skip_bytecode and (name in ("__pycache__",) or name.endswith(".pyc")):
                     continue
+                if opts.special == "skip":
+                    try:  # look before opening: a FIFO or device is never opened
+                        cst = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if not (stat.S_ISDIR(cst.st_mode) or stat.S_ISREG(cst.st_mode)):
+                        if opts.skipped is not None:
+                            opts.skipped.append(f"{where}/{name}" if where else name)
+                        continue
                 cfd = _open_below(fd, (name,))
                 try:
                     visit(cfd, (*parts, name), f"{where}/{name}" if where else name, depth + 1)
                 finally:
                     os.close(cfd)
-                if len(out) > MAX_CONTEXT_FILES:
-                    raise LimitExceeded(f"a step may add at most {MAX_CONTEXT_FILES} entries",
-                                        limit="entries")
+                if len(out) > opts.max_entries:
+                    raise LimitExceeded(f"at most {opts.max_entries} entries can be packed", limit="entries",
+                                        max_entries=opts.max_entries)
         elif stat.S_ISREG(st.st_mode):
             if not where:
                 raise InvalidRequest(f"copy {what!r}: give a destination file name with `to:`",
                                      field="to")
-            digest, size = _hash_fd(fd)
+            if opts.hash_files:
+                digest, size = _hash_fd(fd)
+            else:
+                digest, size = None, st.st_size
+            total[0] += size
+            if opts.max_bytes is not None and total[0] > opts.max_bytes:
+                raise LimitExceeded(f"more than {opts.max_bytes} bytes to pack ({where})", limit="bytes",
+                                    max_bytes=opts.max_bytes)
             mode = 0o755 if st.st_mode & 0o111 else 0o644
             out[where] = _Entry(where, False, mode, size, digest, parts)
 
@@ -172,7 +206,8 @@ def _tar_info(e: _Entry) -> tarfile.TarInfo:
     return ti
 
 
-def _write_layer(root_fd: int, entries: list[_Entry], out: io.BufferedWriter) -> tuple[str, int]:
+def _write_layer(root_fd: int, entries: list[_Entry], out: io.BufferedWriter,
+                 compresslevel: int = GZIP_LEVEL) -> tuple[str, int]:
     """Write the gzip'd tar of ``entries`` to ``out``; return (digest, compressed size)."""
 
     class _Hashing(io.RawIOBase):
@@ -191,8 +226,8 @@ def _write_layer(root_fd: int, entries: list[_Entry], out: io.BufferedWriter) ->
             return len(mv)
 
     sink = _Hashing()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=GZIP_LEVEL) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=compresslevel) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
             for e in entries:
                 ti = _tar_info(e)
                 if e.is_dir:
@@ -200,6 +235,9 @@ def _write_layer(root_fd: int, entries: list[_Entry], out: io.BufferedWriter) ->
                     continue
                 fd = _open_below(root_fd, e.src)
                 with os.fdopen(fd, "rb") as f:
+                    if e.sha256 is None:  # nothing to compare with (a frozen agent's snapshot)
+                        tar.addfile(ti, f)
+                        continue
                     h = hashlib.sha256()
 
                     class _Check(io.RawIOBase):
@@ -212,7 +250,7 @@ def _write_layer(root_fd: int, entries: list[_Entry], out: io.BufferedWriter) ->
                             return n
 
                     tar.addfile(ti, io.BufferedReader(_Check(), CHUNK))
-                    if h.hexdigest() != e.sha256:
+                    if e.sha256 is not None and h.hexdigest() != e.sha256:
                         raise InvalidRequest(f"{e.path} changed while the package was being built; "
                                              "build again", field="copy")
     return "sha256:" + sink.h.hexdigest(), sink.n
@@ -387,3 +425,25 @@ def iter_entries(context: Path, step: CopyStep) -> Iterator[str]:  # for tests a
             yield e.path
     finally:
         os.close(fd)
+
+
+def write_tree_layer(root: Path, layout: Layout, opts: WalkOptions, compresslevel: int = GZIP_LEVEL) -> Descriptor:
+    """One reproducible layer of everything below ``root`` (read by the walker above, with
+    ``opts``), stored in ``layout``. Snapshots use it for an agent's workspace."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        raise InvalidRequest(f"{root}: {err.strerror}", field="workspace") from None
+    tmp = layout.temp_path("layer")
+    try:
+        entries = _walk(fd, (), [], "the workspace", opts)
+        with open(tmp, "wb", buffering=CHUNK) as f:
+            digest, size = _write_layer(fd, entries, f, compresslevel)  # type: ignore[arg-type]
+            f.flush()
+            os.fsync(f.fileno())
+        # hashed as it was written, by us, into the store's private tmp/: no second read
+        layout.commit_file(tmp, digest, hashed=True)
+    finally:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+    return Descriptor(LAYER_TYPE, digest, size)

@@ -111,8 +111,13 @@ class Layout:
             os.replace(tmp, self.blob_path(digest))
         return digest
 
-    def commit_file(self, tmp: Path, expected: str) -> None:
-        """Move a downloaded or built temporary file into place after checking its digest."""
+    def commit_file(self, tmp: Path, expected: str, *, hashed: bool = False) -> None:
+        """Move a downloaded or built temporary file into place after checking its digest
+        (``hashed``: the caller wrote it to ``tmp/`` itself, hashing every byte as it went,
+        and fsynced it — a snapshot layer; then it is not read again)."""
+        if hashed:
+            os.replace(tmp, self.blob_path(expected))
+            return
         h = hashlib.sha256()
         with open(tmp, "rb") as f:
             while chunk := f.read(CHUNK):

@@ -47,11 +47,14 @@ class Prepared:
 
 
 class PackageStore:
-    def __init__(self, home: Path, *, timeout: float = 30.0, limits: UnpackLimits = UnpackLimits()) -> None:
+    def __init__(self, home: Path, *, timeout: float = 30.0, limits: UnpackLimits = UnpackLimits(),
+                 db: Any = None) -> None:
+        """``db``: the kernel's store (``agentix.db``, which holds the trust state); without
+        one, ``home/agentix.db`` is opened when the trust state is first used."""
         self.home = home
         self.layout = Layout(home / "registry").init()
         self.keys = Keyring(home / "keys" / "signing")
-        self.trust = TrustState(home / "registry")
+        self.trust = TrustState(db if db is not None else home / "agentix.db", home / "registry")
         self.timeout = timeout
         self.limits = limits
 
@@ -89,9 +92,13 @@ class PackageStore:
             raise PackageRejected(f"{digest} is not a package manifest", reason="malformed_manifest")
         return m
 
-    def _config(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _config(self, manifest: dict[str, Any], *, snapshots: bool = True) -> dict[str, Any]:
+        """The config of a package (or, with ``snapshots``, of a snapshot: signed, pushed and
+        pulled the same way; only ``prepare`` wants a package and nothing else)."""
+        from agentix.packages.snapshot import SNAPSHOT_CONFIG_TYPE
+
         cd = Descriptor.from_data(manifest["config"])
-        if cd.media_type != CONFIG_TYPE:
+        if cd.media_type != CONFIG_TYPE and not (snapshots and cd.media_type == SNAPSHOT_CONFIG_TYPE):
             raise PackageRejected(f"not an agentix package (config type {cd.media_type})",
                                   reason="not_a_package")
         cfg = json.loads(self.layout.read_blob(cd.digest, MAX_CONFIG))
@@ -105,6 +112,16 @@ class PackageStore:
         m = self._manifest(desc.digest)
         cfg = self._config(m)
         sigs = read_signatures(self.layout, ref, desc.digest)
+        if cfg.get("kind") == "snapshot":  # what a restore would bring back (docs/packages.md)
+            return {"ref": str(ref), "digest": desc.digest, "name": ref.name, "kind": "snapshot",
+                    "agent": cfg["metadata"].get("agent"), "manifest": cfg.get("manifest"),
+                    "grants": cfg.get("grants", []), "taint": cfg.get("taint", []),
+                    "state_keys": [x.get("key") for x in cfg.get("state", [])],
+                    "pending_messages": len(cfg.get("mailbox", [])), "memory_records": len(cfg.get("memory", [])),
+                    "budget": cfg.get("budget"), "skipped": (cfg.get("workspace") or {}).get("skipped", []),
+                    "layers": [{"digest": x["digest"], "size": x["size"]} for x in m.get("layers", [])],
+                    "size": sum(int(x["size"]) for x in m.get("layers", [])),
+                    "signatures": [{"keyid": s.keyid, **s.statement.to_data()} for s in sigs]}
         return {"ref": str(ref), "digest": desc.digest, "name": ref.name,
                 "version": cfg["metadata"].get("version"), "metadata": cfg["metadata"],
                 "capabilities": cfg.get("capabilities", []), "manifest": cfg.get("manifest"),
@@ -215,7 +232,10 @@ class PackageStore:
         remote = self._remote(ref)
         desc, mbytes = remote.get_manifest(ref)
         m = json.loads(mbytes)
-        if not isinstance(m, dict) or m.get("artifactType", ARTIFACT_TYPE) != ARTIFACT_TYPE:
+        from agentix.packages.snapshot import SNAPSHOT_ARTIFACT_TYPE
+
+        if not isinstance(m, dict) or m.get("artifactType", ARTIFACT_TYPE) not in (ARTIFACT_TYPE,
+                                                                                  SNAPSHOT_ARTIFACT_TYPE):
             raise PackageRejected(f"{ref} is not an agentix package", reason="not_a_package")
         cd = Descriptor.from_data(m.get("config"))
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
@@ -260,7 +280,7 @@ class PackageStore:
         desc = self.layout.resolve(ref)
         verdict = self._decide(ref, desc, read_signatures(self.layout, ref, desc.digest), allow_rollback)
         m = self._manifest(desc.digest)
-        cfg = self._config(m)
+        cfg = self._config(m, snapshots=False)  # a snapshot is restored (`agentix restore`), not run
         declared = [str(x) for x in cfg.get("capabilities", [])]
         granted = capability_ceiling(declared, accepted)
         if not isinstance(cfg.get("manifest"), dict):

@@ -1,9 +1,10 @@
-"""Signing keys, the trust policy on disk, the highest version seen, and signature storage.
+"""Signing keys, the trust policy and the highest version seen (in the store), and signature
+storage.
 
 Signing keys live in ``$AGENTIX_HOME/keys/signing/NAME.key`` (PKCS#8 PEM, mode 0600); the
 public half is printed as ``ed25519:<base64>``. The trust policy and the highest version
-seen per name live in ``$AGENTIX_HOME/registry/trust.json`` and ``versions.json``,
-replaced atomically.
+seen per name live in ``agentix.db`` (``TrustState``), written through the store's one
+writer.
 
 Signatures are stored beside the artifact they sign, as an OCI artifact in the same
 repository under the tag ``sha256-<hex>.sig`` (the scheme cosign uses, which every registry
@@ -99,37 +100,104 @@ class Keyring:
 
 
 class TrustState:
-    """The trust policy and the highest version seen per name (files, replaced atomically)."""
+    """The trust policy and the highest version seen per name, in the kernel's store.
 
-    def __init__(self, root: Path) -> None:
-        self.root = root  # $AGENTIX_HOME/registry
+    Tables ``trust_keys``, ``trust_unsigned`` and ``versions_seen`` of ``agentix.db``
+    (migration v3), written through the store's one writer; ``remember`` compares and
+    writes in one transaction, so two pulls cannot both think they raised the mark.
+    Policy files an older agentix left under ``registry/`` (``trust.json``,
+    ``versions.json``) are imported once, at the first use, and then removed (DESIGN.md
+    §9: one database, no side files). ``db`` is the kernel's ``Database``, or a path
+    (opened here, lazily, for a store used without a kernel)."""
 
-    def _read(self, name: str) -> Any:
+    LEGACY = ("trust.json", "versions.json")
+
+    def __init__(self, db: Any, legacy_root: Path | None = None) -> None:
+        self._db = db
+        self._legacy_root = legacy_root  # $AGENTIX_HOME/registry (files of older versions)
+        self._ready = False
+
+    @property
+    def db(self) -> Any:
+        from agentix.store.db import Database
+
+        if not isinstance(self._db, Database):
+            self._db = Database(self._db)
+        if not self._ready:
+            self._import_legacy()
+            self._ready = True
+        return self._db
+
+    def _import_legacy(self) -> None:
+        root = self._legacy_root
+        if root is None:
+            return
+        files = [root / n for n in self.LEGACY if (root / n).is_file()]
+        if not files:
+            return
         try:
-            return json.loads((self.root / name).read_bytes())
-        except FileNotFoundError:
-            return None
+            policy = TrustPolicy.from_data(json.loads((root / "trust.json").read_bytes())) \
+                if (root / "trust.json").is_file() else None
+            seen = json.loads((root / "versions.json").read_bytes()) if (root / "versions.json").is_file() else {}
+        except (ValueError, InvalidRequest, KeyError, TypeError) as err:
+            raise InvalidRequest(f"the old trust files under {root} are malformed ({err}); fix or remove "
+                                 "them (they are imported into agentix.db once)", field="trust") from None
 
-    def _write(self, name: str, value: Any) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(self.root / name, canonical_json(value))
+        def op(t: Any) -> None:
+            if policy is not None and not self._has_policy(t.conn):
+                self._write_policy(t.conn, policy)
+            for name, version in sorted((seen or {}).items()):
+                row = t.conn.execute("SELECT version FROM versions_seen WHERE name=?", (name,)).fetchone()
+                if newer(str(version), row[0] if row else None):
+                    t.conn.execute("INSERT OR REPLACE INTO versions_seen VALUES (?,?)", (name, str(version)))
+
+        self._db.submit(op).result()
+        for f in files:
+            f.unlink(missing_ok=True)
+
+    @staticmethod
+    def _has_policy(conn: Any) -> bool:
+        return bool(conn.execute("SELECT 1 FROM trust_keys LIMIT 1").fetchone()
+                    or conn.execute("SELECT 1 FROM trust_unsigned LIMIT 1").fetchone())
+
+    @staticmethod
+    def _write_policy(conn: Any, policy: TrustPolicy) -> None:
+        conn.execute("DELETE FROM trust_keys")
+        conn.execute("DELETE FROM trust_unsigned")
+        seq = 0
+        for r in policy.rules:
+            for p in r.patterns:
+                conn.execute("INSERT INTO trust_keys VALUES (?,?,?,?)",
+                             (r.keyid, format_public_key(r.public_key), p, seq))
+                seq += 1
+        for i, p in enumerate(policy.allow_unsigned):
+            conn.execute("INSERT INTO trust_unsigned VALUES (?,?)", (p, i))
 
     def policy(self) -> TrustPolicy:
-        return TrustPolicy.from_data(self._read("trust.json"))
+        conn = self.db.reader()
+        rules: dict[str, dict[str, Any]] = {}
+        for keyid, pub, pattern in conn.execute(
+                "SELECT keyid, public_key, pattern FROM trust_keys ORDER BY seq"):
+            rules.setdefault(keyid, {"public_key": pub, "patterns": []})["patterns"].append(pattern)
+        unsigned = [p for (p,) in conn.execute("SELECT pattern FROM trust_unsigned ORDER BY seq")]
+        return TrustPolicy.from_data({"rules": list(rules.values()), "allow_unsigned": unsigned})
 
     def save_policy(self, policy: TrustPolicy) -> None:
-        self._write("trust.json", policy.to_data())
+        self.db.submit(lambda t: self._write_policy(t.conn, policy)).result()
 
     def highest(self, name: str) -> str | None:
-        return (self._read("versions.json") or {}).get(name)
+        row = self.db.reader().execute("SELECT version FROM versions_seen WHERE name=?", (name,)).fetchone()
+        return None if row is None else str(row[0])
 
     def remember(self, name: str, version: str) -> bool:
-        seen = self._read("versions.json") or {}
-        if not newer(version, seen.get(name)):
-            return False
-        seen[name] = version
-        self._write("versions.json", seen)
-        return True
+        def op(t: Any) -> bool:
+            row = t.conn.execute("SELECT version FROM versions_seen WHERE name=?", (name,)).fetchone()
+            if not newer(version, row[0] if row else None):
+                return False
+            t.conn.execute("INSERT OR REPLACE INTO versions_seen VALUES (?,?)", (name, version))
+            return True
+
+        return bool(self.db.submit(op).result())
 
 
 def signature_ref(ref: Ref, digest: str) -> Ref:

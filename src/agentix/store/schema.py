@@ -144,4 +144,26 @@ _V3 = """
 ALTER TABLE agents ADD COLUMN start_time INTEGER;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+# v4: the package trust state (docs/packages.md) moves here from files under registry/: the
+# trust policy (which keys count for which name patterns; which patterns accept unsigned
+# packages), and the highest version seen per package name (the rollback rule). ``seq``
+# keeps the order rules were added in.
+_V4 = """
+CREATE TABLE trust_keys (
+    keyid      TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    pattern    TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    PRIMARY KEY (keyid, pattern)
+) WITHOUT ROWID;
+CREATE TABLE trust_unsigned (
+    pattern TEXT PRIMARY KEY,
+    seq     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE versions_seen (
+    name    TEXT PRIMARY KEY,
+    version TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]

@@ -1,0 +1,91 @@
+"""``agentix snapshot AGENT``, ``agentix restore SNAP``, ``agentix fork AGENT`` (docs/packages.md,
+"Snapshots"). Each is one call of the kernel's ``snapshot.*`` methods; snapshots are pushed,
+pulled, signed, listed and removed with the package commands (``agentix push/pull/sign``,
+``agentix packages ls/inspect/rm``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from agentix.cli import render
+
+__all__ = ["COMMANDS"]
+
+
+class _Out:
+    """The rich console made on first use (importing the CLI must not load rich)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(render.console(False), name)
+
+
+out = _Out()
+
+
+def _kernel(ctx: click.Context) -> Any:
+    return ctx.find_root().obj.kernel
+
+
+def _grants(grant: tuple[str, ...]) -> list[str] | None:
+    return list(grant) if grant else None
+
+
+def _show(r: dict[str, Any], as_json: bool, verb: str) -> None:
+    if as_json:
+        click.echo(json.dumps(r, indent=2, default=str))
+        return
+    grants = [s for g in r["grants"] for s in g["grants"]]
+    out.print(f"[green]{verb}[/] {r['ref']} as {r['name']} ({r['agent_id']}); grants: "
+              + (", ".join(grants) or "nothing") + (f"; taint: {', '.join(r['taint'])}" if r["taint"] else ""))
+    if r.get("dropped_expired"):
+        out.print(f"[yellow]{len(r['dropped_expired'])} expired grant group(s) not restored[/]")
+
+
+@click.command()
+@click.argument("agent")
+@click.option("--tag", "-t", help="NAME:TAG for the snapshot (default snapshots/AGENT:snap-<digest>)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def snapshot(ctx: click.Context, agent: str, tag: str | None, as_json: bool) -> None:
+    """Freeze AGENT, write a content-addressed snapshot of its state, resume it."""
+    r = _kernel(ctx).call("snapshot.create", agent=agent, tag=tag)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    out.print(f"[green]snapshot[/] {r['ref']} [bold]{r['digest']}[/]")
+    if r["skipped"]:
+        out.print("[yellow]skipped (not regular files or directories):[/] " + ", ".join(r["skipped"]))
+
+
+@click.command()
+@click.argument("snap")
+@click.option("--grant", "-g", multiple=True,
+              help="restore with only this grant (repeatable; each must be covered by a recorded one)")
+@click.option("--name", help="the new agent's name (default: the snapshot's, or NAME-2, …)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def restore(ctx: click.Context, snap: str, grant: tuple[str, ...], name: str | None, as_json: bool) -> None:
+    """Start a NEW agent from snapshot SNAP (NAME:TAG, NAME@sha256:…, or sha256:…)."""
+    r = _kernel(ctx).call("snapshot.restore", ref=snap, grants=_grants(grant), name=name)
+    _show(r, as_json, "restored")
+
+
+@click.command()
+@click.argument("agent")
+@click.option("--grant", "-g", multiple=True,
+              help="the fork's grant (repeatable; narrower than AGENT's, never wider)")
+@click.option("--name", help="the fork's name")
+@click.option("--tag", "-t", help="NAME:TAG for the fork's snapshot")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def fork(ctx: click.Context, agent: str, grant: tuple[str, ...], name: str | None, tag: str | None,
+         as_json: bool) -> None:
+    """Snapshot AGENT and start a copy of it, with narrower grants if given."""
+    r = _kernel(ctx).call("snapshot.fork", agent=agent, grants=_grants(grant), name=name, tag=tag)
+    _show(r, as_json, "forked")
+
+
+COMMANDS = [snapshot, restore, fork]

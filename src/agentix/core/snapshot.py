@@ -1,0 +1,119 @@
+"""Pure rules of agent snapshots: what a snapshot's grants are, how a restore narrows them,
+and the snapshot document's shape. Values in, values or exceptions out; the clock is passed in.
+
+A snapshot records an agent's capabilities as *grant groups* — one per live token: its
+grant strings, the invocations it had left (``None`` = unlimited) and its absolute expiry
+(``None`` = none) — never token bytes. A restore re-mints from them:
+
+* with no ``accepted`` list, exactly the recorded groups;
+* with one (``--grant``), each accepted grant must be covered by one recorded group, and
+  it keeps that group's limits (invocations left, expiry): a restore is never wider than
+  what was recorded, in grants or in limits. An accepted grant no group covers is refused
+  (``HandoffEscalationDenied``, reason ``not_recorded``) — before anything is written;
+* a group whose expiry has passed is dropped (reported), never revived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentix.core.errors import HandoffEscalationDenied, PackageRejected
+from agentix.core.grants import parse_grants
+
+__all__ = ["GrantGroup", "SNAPSHOT_API", "check_document", "narrow_groups", "manifest_capabilities"]
+
+SNAPSHOT_API = "agentix/v1"
+_WS = "/workspace"
+#: the keys every snapshot document has (docs/packages.md, "Snapshots")
+DOCUMENT_KEYS = frozenset({"apiVersion", "kind", "metadata", "manifest", "grants", "taint", "state", "memory",
+                           "mailbox", "budget", "workspace"})
+
+
+@dataclass(frozen=True)
+class GrantGroup:
+    grants: tuple[str, ...]
+    max_invocations: int | None = None   # invocations left when the snapshot was taken
+    expires_at: float | None = None      # absolute (seconds since the epoch)
+
+    def to_data(self) -> dict[str, Any]:
+        return {"grants": list(self.grants), "max_invocations": self.max_invocations,
+                "expires_at": self.expires_at}
+
+    @staticmethod
+    def from_data(d: Any) -> GrantGroup:
+        try:
+            grants = tuple(str(g) for g in d["grants"])
+            mi = d.get("max_invocations")
+            exp = d.get("expires_at")
+            if mi is not None and (not isinstance(mi, int) or isinstance(mi, bool) or mi < 0):
+                raise ValueError("max_invocations")
+            if exp is not None and not isinstance(exp, (int, float)):
+                raise ValueError("expires_at")
+            parse_grants(list(grants), _WS)
+        except Exception as err:  # noqa: BLE001 - any malformed group is one refusal
+            raise PackageRejected(f"a grant group in the snapshot is malformed ({err})",
+                                  reason="malformed_manifest") from None
+        return GrantGroup(grants, mi, None if exp is None else float(exp))
+
+
+def narrow_groups(recorded: Sequence[GrantGroup], accepted: Iterable[str] | None) -> list[GrantGroup]:
+    """The groups a restore mints: the recorded ones, or ``accepted`` placed under them."""
+    if accepted is None:
+        return list(recorded)
+    parsed = [(g, parse_grants(list(g.grants), _WS)) for g in recorded]
+    out: dict[int, list[str]] = {}
+    lacking: list[str] = []
+    for text in accepted:
+        for grant in parse_grants([text], _WS):
+            for i, (_g, gs) in enumerate(parsed):
+                if gs.covers(grant):
+                    out.setdefault(i, []).append(text)
+                    break
+            else:
+                lacking.append(str(grant))
+    if lacking:
+        raise HandoffEscalationDenied(
+            f"the snapshot's agent did not hold {lacking[0]}; a restore or fork can only narrow "
+            "the recorded grants", reason="not_recorded", missing=lacking,
+            recorded=[s for g in recorded for s in g.grants])
+    return [GrantGroup(tuple(dict.fromkeys(out[i])), recorded[i].max_invocations, recorded[i].expires_at)
+            for i in sorted(out)]
+
+
+def manifest_capabilities(groups: Sequence[GrantGroup], now: float) -> tuple[list[Any], list[GrantGroup]]:
+    """Manifest ``capabilities`` for the restored agent and the groups dropped as expired.
+
+    Unlimited groups become plain strings (minted together, as a spawn would); a limited
+    group becomes a ``{grant, max_invocations, expires}`` entry (``expires`` in seconds from
+    ``now``)."""
+    caps: list[Any] = []
+    dropped: list[GrantGroup] = []
+    for g in groups:
+        if g.expires_at is not None and not now < g.expires_at:
+            dropped.append(g)
+            continue
+        if g.max_invocations is None and g.expires_at is None:
+            caps.extend(s for s in g.grants if s not in caps)
+            continue
+        entry: dict[str, Any] = {"grant": list(g.grants)}
+        if g.max_invocations is not None:
+            entry["max_invocations"] = g.max_invocations
+        if g.expires_at is not None:
+            entry["expires"] = g.expires_at - now
+        caps.append(entry)
+    return caps, dropped
+
+
+def check_document(doc: Any) -> dict[str, Any]:
+    """The snapshot document (the artifact's config), shape-checked; raises ``PackageRejected``."""
+    if not isinstance(doc, dict) or doc.get("kind") != "snapshot" or doc.get("apiVersion") != SNAPSHOT_API:
+        raise PackageRejected("not an agentix snapshot (its config is not a snapshot document)",
+                              reason="not_a_snapshot")
+    missing = sorted(DOCUMENT_KEYS - set(doc))
+    if missing or not isinstance(doc.get("manifest"), dict) or not isinstance(doc.get("state"), list) \
+            or not isinstance(doc.get("mailbox"), list) or not isinstance(doc.get("memory"), list):
+        raise PackageRejected(f"the snapshot document is malformed (missing or wrong: {missing or 'a list'})",
+                              reason="malformed_manifest")
+    return doc

@@ -1,0 +1,355 @@
+"""The kernel's snapshot methods (operator only). See docs/packages.md, "Snapshots".
+
+    snapshot.create {agent, tag?}                     freeze, write a snapshot, resume
+    snapshot.restore {ref, grants?, name?}           a NEW agent from a snapshot
+    snapshot.fork {agent, grants?, name?, tag?}      snapshot + restore under narrower grants
+
+Policies are rows of the method table (``kernel/methods.py``): operator methods, recorded,
+durability ``effect`` (they write the local store, start processes).
+
+What a snapshot holds (``capture``): the workspace (one reproducible layer, read by the one
+walker of ``packages/snapshot.read_workspace``), the manifest it runs (program as boot runs
+it), its grants as grant groups (strings, invocations left, absolute expiry — never token
+bytes), its taint labels, its saved state (``agent.state_save``: for persistent LLM agents
+this is the conversation) with each value's labels, its memory records, the messages
+pending in its mailbox (without their send times), its effective budget limits and what it
+spent. Same state, same digest: no time, agent id or listing order enters the content.
+
+Freezing: a running agent is paused (cgroup freezer, ``Kernel.pause``) while it is read and
+resumed afterwards, whatever happens; a paused agent stays paused. Only live agents are
+snapshotted (an exited agent's tokens are revoked: it has no grants left to record).
+
+Restore (``restore``): the restored manifest keeps only what a package's may set, plus the
+approvals it must ask and its memory limits (never isolation, lifecycle, priority or a shared
+memory identity: ``_restorable``); the snapshot's blobs are verified against their digests before
+anything is written; the grants are narrowed (``core.snapshot.narrow_groups``: the operator
+may pass ``grants``, never wider than recorded) before anything is written; the workspace is
+unpacked by the package unpacker (links, devices, '..', bombs refused); the new agent gets a
+new id, a name that has neither a live agent nor saved state (``NAME``, ``NAME-2``, …), tokens
+minted from root for the narrowed groups (expired groups dropped), the taint labels, the
+budget spent charged to its ledger, its saved state, memory and pending messages — all put
+back before its process starts. A failed restore removes what it wrote. A snapshot pulled
+from a registry passed the trust policy at pull (``package.pull``); one made here is this
+kernel's own. Fork checks the narrowing first, so a fork asking for more than the agent
+holds leaves nothing: no snapshot, no agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from agentix.core.budget import Usage
+from agentix.core.errors import AgentixError, InvalidRequest, StateError
+from agentix.core.manifest import parse_manifest
+from agentix.core.package import Ref, check_digest, parse_ref
+from agentix.core.snapshot import SNAPSHOT_API, GrantGroup, manifest_capabilities, narrow_groups
+from agentix.kernel.dispatch import Call
+from agentix.kernel.kernel import _size as envelope_size
+from agentix.kernel.methods import method
+from agentix.kernel.persistent import state_identity
+from agentix.packages.layout import MANIFEST_TYPE, Descriptor
+from agentix.packages.snapshot import (SNAPSHOT_VERSION, read_snapshot, read_workspace, unpack_snapshot,
+                                       write_snapshot)
+
+if TYPE_CHECKING:
+    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.process import AgentRecord
+
+__all__ = ["METHODS", "capture", "grant_groups", "register"]
+
+METHODS = ("snapshot.create", "snapshot.restore", "snapshot.fork")
+_BUDGET_FIELDS = ("max_input_tokens", "max_output_tokens", "max_cost_usd", "max_wall_clock", "max_children",
+                  "max_tool_calls", "warn_at", "reset_period")
+
+
+# ---------------------------------------------------------------------------- capture
+def grant_groups(k: Kernel, rec: AgentRecord) -> list[GrantGroup]:
+    """The agent's live tokens as grant groups (sorted: the order tokens were minted in does
+    not change the digest)."""
+    out = {}
+    for t in k.caps.live_tokens(rec.agent_id):
+        g = GrantGroup(tuple(t.grants.strings()), k.caps.ledger.remaining(t), t.expires_at)
+        out[orjson.dumps(g.to_data(), option=orjson.OPT_SORT_KEYS)] = g
+    return [out[key] for key in sorted(out)]
+
+
+def _program_target(rec: AgentRecord) -> str:
+    """The program as boot runs it inside the workspace (what a restore seeds)."""
+    program = rec.manifest.program or ""
+    if program.startswith("module:"):
+        return program
+    parts = [p for p in program.split("/") if p not in ("", ".")]
+    if not program.startswith("/") and parts and ".." not in parts and (rec.workspace / program).exists():
+        return "/".join(parts)  # a package's program: a path inside the unpacked tree
+    return parts[-1] if parts else program
+
+
+def _memory_owner(rec: AgentRecord) -> str | None:
+    """The memory owner the agent writes as, or None when it shares an identity's memory
+    (``memory.shared_identity``: that memory outlives agents; a snapshot does not copy it)."""
+    ident = rec.manifest.memory.shared_identity
+    if ident and rec.parent is None:
+        return None
+    return f"agent:{rec.agent_id}"
+
+
+def _capture_store(k: Kernel, rec: AgentRecord) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Saved state and memory records (blocking: run in a thread)."""
+    rows = k.state_store.db.reader().execute(
+        "SELECT key, value, taint FROM agent_state WHERE identity=? ORDER BY key", (state_identity(rec),)).fetchall()
+    state = [{"key": key, "value": orjson.loads(value), "taint": sorted(orjson.loads(taint))}
+             for key, value, taint in rows]
+    owner = _memory_owner(rec)
+    memory = k.memory.export(owner) if owner is not None else []
+    return state, memory
+
+
+def capture(k: Kernel, rec: AgentRecord, state: list[Any], memory: list[Any], skipped: list[str]) -> dict[str, Any]:
+    """The snapshot document of a frozen agent (everything but the workspace layer)."""
+    now = time.monotonic()
+    manifest = rec.manifest.to_data()
+    manifest["program"] = _program_target(rec)
+    manifest.pop("capabilities", None)  # the grant groups below are what a restore mints
+    budget = rec.budget
+    limits = {f: getattr(budget.limits, f) for f in _BUDGET_FIELDS} if budget is not None else {}
+    spent: dict[str, Any] = {}
+    if budget is not None:
+        b = budget.snapshot(now)  # this period's counters, as `status` shows them
+        spent = {**b["used"], "tool_calls": b["tool_calls"], "children": b["children"]}
+    return {
+        "apiVersion": SNAPSHOT_API,
+        "kind": "snapshot",
+        "metadata": {"name": rec.manifest.name, "agent": rec.name, "version": SNAPSHOT_VERSION},
+        "manifest": manifest,
+        "grants": [g.to_data() for g in grant_groups(k, rec)],
+        "taint": sorted(rec.taint),
+        "state": state,
+        "memory": memory,
+        "mailbox": [{"from": e.get("from"), "from_name": e.get("from_name"), "message": e.get("message"),
+                     "taint": sorted(e.get("taint", ()))} for e in rec.mailbox.peek()],
+        "budget": {"limits": {f: v for f, v in limits.items() if v is not None}, "spent": spent},
+        "workspace": {"skipped": skipped},
+    }
+
+
+def _restorable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest fields a snapshot may set for the agent it restores: what an Agentfile can
+    set (as for a package), the approvals it must ask (constraints only accumulate) and its
+    memory limits. Never its isolation, lifecycle or priority, nor a shared memory identity,
+    whoever made or signed the snapshot: the restored agent runs under this kernel's
+    isolation, on demand, with its own memory."""
+    from agentix.packages.service import PACKAGE_MANIFEST_FIELDS
+
+    out = {k: v for k, v in manifest.items() if k in PACKAGE_MANIFEST_FIELDS or k == "approval_required"}
+    mem = manifest.get("memory")
+    if isinstance(mem, dict):
+        out["memory"] = {k: v for k, v in mem.items() if k != "shared_identity"}
+    return out
+
+
+def _default_ref(rec: AgentRecord, digest: str) -> Ref:
+    name = "".join(c if c.isalnum() and c.isascii() else "-" for c in rec.name.lower()).strip("-") or "agent"
+    try:
+        return parse_ref(f"snapshots/{name}:snap-{digest[7:19]}")
+    except InvalidRequest:
+        return parse_ref(f"snapshots/agent:snap-{digest[7:19]}")
+
+
+# ---------------------------------------------------------------------------- register
+def register(k: Kernel) -> None:
+    store = k.packages
+    lock: asyncio.Lock = k.packages_lock
+
+    def recorded(fn: Any) -> Any:
+        async def run(call: Call) -> Any:
+            try:
+                return await fn(call)
+            except AgentixError as err:
+                call.event_data = {"params": {x: call.params.get(x) for x in ("agent", "ref", "grants", "name")
+                                              if x in call.params},
+                                   **{x: v for x, v in err.data.items() if x != "error"}}
+                raise
+        return run
+
+    def _grants_param(params: dict[str, Any]) -> list[str] | None:
+        g = params.get("grants")
+        if g is None:
+            return None
+        if not isinstance(g, list) or not all(isinstance(x, str) for x in g):
+            raise InvalidRequest('"grants" must be a list of grant strings (each covered by one the agent held)',
+                                 field="grants")
+        return g
+
+    async def take(rec: AgentRecord, tag: str | None) -> dict[str, Any]:
+        """Freeze, read, write, resume. Returns the snapshot's ref, digest and what was new."""
+        if not rec.live or rec.state == "stopping":
+            raise StateError(f"agent {rec.name} ({rec.agent_id}) is {rec.state}: only a live agent can be "
+                             "snapshotted", state=rec.state, agent_id=rec.agent_id)
+        ref = parse_ref(tag, default_tag=None) if tag else None
+        if ref is not None and ref.digest is not None:
+            raise InvalidRequest("a snapshot tag is NAME:TAG, not a digest", field="tag")
+        froze = rec.state == "running"
+        if froze:
+            await k.pause(rec)
+        try:
+            state, memory = await asyncio.to_thread(_capture_store, k, rec)
+            async with lock:
+                layer, skipped = await asyncio.to_thread(read_workspace, rec.workspace, store.layout, store.limits)
+                doc = capture(k, rec, state, memory, skipped)
+                digest, size = await asyncio.to_thread(write_snapshot, store.layout, doc, layer)
+                ref = ref or _default_ref(rec, digest)
+                new = await asyncio.to_thread(store.layout.tag, ref, Descriptor(MANIFEST_TYPE, digest, size))
+        finally:
+            if froze and rec.state == "paused":
+                await k.resume(rec)
+        return {"ref": str(ref), "digest": digest, "agent_id": rec.agent_id, "name": rec.name,
+                "skipped": skipped, "layer": layer.digest, "size": layer.size, "new_tag": new}
+
+    async def create(call: Call) -> dict[str, Any]:
+        agent = call.params.get("agent")
+        if not isinstance(agent, str):
+            raise InvalidRequest('"agent" must be an agent id or live name', field="agent")
+        r = await take(k.table.find_live(agent), _tag(call.params))
+        out = {x: r[x] for x in ("ref", "digest", "agent_id", "name", "skipped", "size")}
+        call.event_data = {x: r[x] for x in ("ref", "digest", "agent_id", "skipped")}
+        return out
+
+    def _free_name(base: str, explicit: bool) -> str:
+        def taken(n: str) -> bool:
+            live = any(r.live and r.name == n for r in k.table)
+            row = k.state_store.db.reader().execute(
+                "SELECT 1 FROM agent_state WHERE identity=? LIMIT 1", (f"root:{n}",)).fetchone()
+            return live or row is not None
+        if not taken(base):
+            return base
+        if explicit:
+            raise InvalidRequest(f"an agent named {base} is live or has saved state; restore under another "
+                                 "--name", field="name", name=base)
+        n = 2
+        while taken(f"{base}-{n}"):
+            n += 1
+        return f"{base}-{n}"
+
+    def _resolve(ref_text: str) -> tuple[Ref | None, str]:
+        if ref_text.startswith("sha256:"):
+            return None, check_digest(ref_text, "ref")
+        ref = parse_ref(ref_text)
+        return ref, store.layout.resolve(ref).digest
+
+    async def restore_from(ref_text: str, accepted: list[str] | None, name: str | None) -> dict[str, Any]:
+        ref, digest = await asyncio.to_thread(_resolve, ref_text)
+        snap = await asyncio.to_thread(read_snapshot, store.layout, ref, digest)
+        doc = snap.document
+        recorded_groups = [GrantGroup.from_data(g) for g in doc["grants"]]
+        groups = narrow_groups(recorded_groups, accepted)  # refused here: nothing written yet
+        caps, dropped = manifest_capabilities(groups, time.time())
+        data = _restorable(doc["manifest"])
+        base = name or str(data.get("name") or doc["metadata"].get("name") or "restored")
+        data.update({"name": await asyncio.to_thread(_free_name, base, name is not None),
+                     "capabilities": caps, "budget": dict(doc["budget"].get("limits") or {})})
+        manifest = parse_manifest(data)
+        dest = store.layout.tmp / f"restore-{secrets.token_hex(6)}"
+        written: dict[str, Any] = {}
+
+        async def prepare(rec: AgentRecord) -> None:
+            rec.taint |= set(doc["taint"])
+            for m in doc["mailbox"]:
+                env = {"from": m.get("from"), "from_name": m.get("from_name"), "message": m.get("message"),
+                       "sent_at": time.time(), "taint": sorted(m.get("taint") or [])}
+                rec.mailbox.put(env, envelope_size(env))  # the mailbox's bounds hold for restored mail too
+            spent = doc["budget"].get("spent") or {}
+            if rec.budget is not None and spent:
+                rec.budget.used = Usage(int(spent.get("input_tokens", 0)), int(spent.get("output_tokens", 0)),
+                                        float(spent.get("cost_usd", 0.0)))
+                rec.budget.tool_calls = int(spent.get("tool_calls", 0))
+                rec.budget.children = int(spent.get("children", 0))
+            ident = state_identity(rec)
+            for row in doc["state"]:
+                await asyncio.to_thread(k.state_store.save, ident, str(row["key"]), row["value"],
+                                        row.get("taint") or [])
+                written["state"] = ident
+            owner = _memory_owner(rec)
+            if owner is not None and doc["memory"]:
+                written["memory"] = owner
+                await asyncio.to_thread(k.memory.import_records, owner, doc["memory"],
+                                        max_records=rec.manifest.memory.max_records)
+
+        try:
+            await asyncio.to_thread(unpack_snapshot, store.layout, snap, dest, store.limits)
+            rec = await k.spawn(manifest, seed=dest, prepare=prepare)
+        except BaseException:
+            await asyncio.to_thread(_undo, k, written)
+            raise
+        finally:
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+        return {"agent_id": rec.agent_id, "name": rec.name, "pid": rec.pid, "digest": digest,
+                "ref": str(ref) if ref else digest,
+                "grants": [g.to_data() for g in groups], "dropped_expired": [g.to_data() for g in dropped],
+                "taint": sorted(rec.taint), "isolation": rec.isolation}
+
+    async def restore(call: Call) -> dict[str, Any]:
+        ref_text = call.params.get("ref")
+        if not isinstance(ref_text, str):
+            raise InvalidRequest('"ref" must be a snapshot reference (NAME:TAG, NAME@sha256:…, or sha256:…)',
+                                 field="ref")
+        name = call.params.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidRequest('"name" must be an agent name', field="name")
+        r = await restore_from(ref_text, _grants_param(call.params), name)
+        call.event_data = {"ref": r["ref"], "digest": r["digest"], "agent_id": r["agent_id"],
+                           "grants": r["grants"]}
+        return r
+
+    async def fork(call: Call) -> dict[str, Any]:
+        agent = call.params.get("agent")
+        if not isinstance(agent, str):
+            raise InvalidRequest('"agent" must be an agent id or live name', field="agent")
+        rec = k.table.find_live(agent)
+        accepted = _grants_param(call.params)
+        narrow_groups(grant_groups(k, rec), accepted)  # a wider fork is refused before anything is written
+        name = call.params.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidRequest('"name" must be an agent name', field="name")
+        snap = await take(rec, _tag(call.params))
+        try:
+            r = await restore_from(snap["digest"], accepted, name)
+        except BaseException:
+            if snap["new_tag"]:  # the fork's own snapshot goes with it; an earlier identical one stays
+                async with lock:
+                    await asyncio.to_thread(store.layout.untag, parse_ref(snap["ref"]))
+                    await asyncio.to_thread(store.layout.gc)
+            raise
+        r["ref"] = snap["ref"]
+        r["from"] = rec.agent_id
+        call.event_data = {"from": rec.agent_id, "ref": snap["ref"], "digest": snap["digest"],
+                           "agent_id": r["agent_id"], "grants": r["grants"]}
+        return r
+
+    handlers = {"snapshot.create": create, "snapshot.restore": restore, "snapshot.fork": fork}
+    for name_ in METHODS:
+        k.pipeline.register(method(name_, recorded(handlers[name_]), operator=True))
+
+
+def _tag(params: dict[str, Any]) -> str | None:
+    tag = params.get("tag")
+    if tag is not None and not isinstance(tag, str):
+        raise InvalidRequest('"tag" must be NAME:TAG', field="tag")
+    return tag
+
+
+def _undo(k: Kernel, written: dict[str, Any]) -> None:
+    """Remove what a failed restore put back (its new identity's state and memory)."""
+    ident = written.get("state")
+    if ident:
+        k.state_store.db.submit(lambda t: t.conn.execute("DELETE FROM agent_state WHERE identity=?",
+                                                         (ident,))).result()
+    owner = written.get("memory")
+    if owner:
+        k.memory.delete_owner(owner)
+
