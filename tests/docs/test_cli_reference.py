@@ -13,6 +13,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 #: commands whose output is JSON already (no --json needed)
 JSON_ALREADY = {("agentix", "audit", "prove"), ("agentix", "audit", "head"), ("agentix", "audit", "export"),
                 ("agentix", "trust", "list"), ("agentix", "packages", "inspect"), ("agentix", "packages", "verify")}
+#: commands whose stdout is a protocol, not text for a person (so no --json)
+PROTOCOL = {("agentix", "mcp")}
 
 
 def test_cli_md_is_the_generated_reference() -> None:
@@ -49,7 +51,7 @@ def test_every_command_and_option_has_help_text() -> None:
 
 def test_every_command_that_prints_text_takes_json() -> None:
     lacking = [" ".join(path) for path, cmd, ctx in commands()
-               if not isinstance(cmd, click.Group) and path not in JSON_ALREADY
+               if not isinstance(cmd, click.Group) and path not in JSON_ALREADY | PROTOCOL
                and not any("--json" in p.opts for p in cmd.get_params(ctx) if isinstance(p, click.Option))]
     assert not lacking, f"no --json: {lacking}"
 

@@ -59,6 +59,7 @@ LAZY_COMMANDS = {
     "caps": "agentix.cli.security:caps",
     "top": "agentix.cli.goal:top",
     "tokens": "agentix.cli.http:tokens",
+    "mcp": "agentix.cli.mcp:mcp",
 }
 
 

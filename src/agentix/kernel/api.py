@@ -2,7 +2,7 @@
 
 Operator (Unix socket ``$AGENTIX_HOME/agentixd.sock``)::
 
-    kernel.info  kernel.shutdown  agent.spawn  agent.list  agent.status  agent.wait
+    kernel.info  kernel.shutdown  session.bind  agent.spawn  agent.list  agent.status  agent.wait
     agent.stop  agent.kill  agent.pause  agent.resume  agent.logs  agent.send
     tool.list  tool.invoke  events.tail
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 MAX_WAIT = 24 * 3600.0
+FACE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 LOG_CHUNK = 256 * 1024
 
@@ -338,13 +340,31 @@ def register(k: Kernel) -> None:
     async def inference_stats(call: Call) -> dict[str, Any]:
         return k.inference.stats()
 
+    # ------------------------------------------------------------ operator faces
+    async def session_bind(call: Call) -> dict[str, Any]:
+        """Name this operator connection's face for the audit log, optionally read-only
+        (``dispatch.OperatorSession`` holds the result; it only narrows)."""
+        if call.caller.is_face:
+            raise InvalidRequest(f"this connection is already bound as {call.caller.label()!r}; a "
+                                 "connection binds once (open a new one)", field="face")
+        face = _req(call.params, "face", str, "the face's name, e.g. mcp")
+        if not FACE_NAME.fullmatch(face) or face == "operator":
+            raise InvalidRequest(f'"face" must be a short lowercase name such as mcp (1-32 of a-z, 0-9, '
+                                 f'- and _, not "operator"), got {face!r}', field="face")
+        read_only = _opt(call.params, "read_only", bool, "true or false", False)
+        call.event_data = {"face": face, "read_only": read_only}
+        # what this connection may call from now on, derived from the method table's policies
+        allowed = {spec.name: spec.policy.durability for spec in p.specs() if spec.operator
+                   and not (read_only and spec.policy.durability == "effect")}
+        return {"caller": face, "read_only": read_only, "methods": allowed}
+
     for name, fn in [
         ("inference.stats", inference_stats),
         ("kernel.info", kernel_info), ("kernel.shutdown", kernel_shutdown),
         ("agent.spawn", agent_spawn), ("agent.list", agent_list), ("agent.status", agent_status),
         ("agent.wait", agent_wait), ("agent.stop", agent_stop), ("agent.kill", agent_kill),
         ("agent.pause", agent_pause), ("agent.resume", agent_resume), ("agent.logs", agent_logs),
-        ("agent.send", agent_send), ("events.tail", events_tail),
+        ("agent.send", agent_send), ("events.tail", events_tail), ("session.bind", session_bind),
     ]:
         op(name, fn)
     p.register(method("tool.list", tool_list, operator=True, agent=True))

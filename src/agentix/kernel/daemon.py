@@ -19,7 +19,7 @@ from typing import Any
 
 from agentix.core.errors import AgentixError
 from agentix.kernel.config import load_config
-from agentix.kernel.dispatch import OPERATOR
+from agentix.kernel.dispatch import OperatorSession
 from agentix.kernel.home import Home, default_home
 from agentix.kernel.kernel import Kernel
 from agentix.rpc.server import PeerCredentials, start_unix_server
@@ -80,8 +80,10 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
         if creds.uid not in (me, 0):
             return None
 
+        session = OperatorSession()  # this connection's caller (session.bind narrows it)
+
         async def handle(method: str, params: dict[str, Any]) -> Any:
-            return await kernel.pipeline.run(OPERATOR, method, params)
+            return await session.run(kernel.pipeline, method, params)
 
         return handle
 

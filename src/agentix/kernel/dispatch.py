@@ -38,7 +38,8 @@ from agentix.core.errors import AgentixError, InvalidRequest
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
 
-__all__ = ["Call", "Caller", "MethodPolicy", "MethodSpec", "Pipeline", "Stage", "EventSink", "OPERATOR"]
+__all__ = ["Call", "Caller", "MethodPolicy", "MethodSpec", "OperatorSession", "Pipeline", "Stage", "EventSink",
+           "OPERATOR"]
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +48,45 @@ log = logging.getLogger(__name__)
 class Caller:
     """Who is calling. Bound to the connection; never taken from the request."""
 
-    agent_id: str | None       # None for the operator
+    agent_id: str | None       # None for the operator (and the operator's faces)
     name: str | None = None
     workspace: Path | None = None
+    #: an operator face bound read-only (``session.bind``): every ``effect`` method is refused
+    read_only: bool = False
 
     @property
     def is_operator(self) -> bool:
         return self.agent_id is None
 
+    @property
+    def is_face(self) -> bool:
+        """An operator connection that named itself (``session.bind``: ``mcp``, ...)."""
+        return self.agent_id is None and self.name not in (None, "operator")
+
     def label(self) -> str:
-        # the operator socket is "operator"; an HTTP caller is "http:<token name>"
-        return (self.name or "operator") if self.agent_id is None else f"{self.name} ({self.agent_id})"
+        # the operator socket is "operator"; a face names itself ("mcp", "http:<token name>")
+        if self.agent_id is None:
+            return self.name or "operator"
+        return f"{self.name} ({self.agent_id})"
 
 
 OPERATOR = Caller(agent_id=None, name="operator")
+
+
+class OperatorSession:
+    """One operator connection's caller: the operator, until the connection binds itself to
+    a face with ``session.bind`` (a name for the audit log, optionally read-only). Binding
+    happens once per connection and only narrows: the caller is held here, by the
+    connection, and no later request can change it."""
+
+    def __init__(self) -> None:
+        self.caller = OPERATOR
+
+    async def run(self, pipeline: Pipeline, method: str, params: dict[str, Any]) -> Any:
+        result = await pipeline.run(self.caller, method, params)
+        if method == "session.bind":
+            self.caller = Caller(agent_id=None, name=result["caller"], read_only=result["read_only"])
+        return result
 
 
 @dataclass
@@ -217,6 +243,16 @@ class Pipeline:
         else:
             durable = spec.policy.durability != "no_effect"
         self.calls += 1
+        if caller.read_only and spec.policy.durability == "effect":
+            from agentix.core.errors import CapabilityDenied
+
+            self.refusals += 1
+            err = CapabilityDenied(
+                f"{method} changes state, and this connection ({caller.label()}) is bound read-only; "
+                "use a connection that is not read-only (e.g. `agentix mcp` without --read-only)",
+                reason="read_only", method=method)
+            await self._record_refusal(call, err, durable)
+            raise err
         ran: list[Stage] = []
         if spec.policy.checked:
             try:
@@ -235,6 +271,10 @@ class Pipeline:
                 {"tool": call.tool, "by": call.caller.label(), "args": _summarise(call.args)},
                 tuple(sorted(call.taint)), durable=durable,
             )
+        # a face's state-changing calls are always recorded, naming it (the audit log says
+        # which face of the operator did what)
+        recorded = call.tool is not None or spec.policy.recorded or (
+            caller.is_face and spec.policy.durability == "effect")
         try:
             # a pure check (``dry_run``) answers the decision on every method the table decides:
             # no handler runs, so nothing is delivered, spawned or called, and nothing is charged
@@ -242,22 +282,29 @@ class Pipeline:
         except AgentixError as err:
             for stage in reversed(ran):
                 await stage.after(call, None, err)
-            if call.tool is not None or spec.policy.recorded:
+            if recorded:
                 await self._record_outcome(call, err, durable)
             raise
         for stage in reversed(ran):
             await stage.after(call, result, None)
-        if call.tool is not None or spec.policy.recorded:
-            await self._record_outcome(call, None, durable)
+        if recorded:
+            await self._record_outcome(call, None, durable, result)
         return result
 
-    async def _record_outcome(self, call: Call, err: AgentixError | None, durable: bool) -> None:
+    async def _record_outcome(self, call: Call, err: AgentixError | None, durable: bool,
+                              result: Any = None) -> None:
         kind = "tool.result" if call.tool is not None else call.method
         data: dict[str, Any] = {"ok": err is None}
         if call.tool is not None:
             data["tool"] = call.tool
         if err is not None:
             data.update(error=err.code, message=err.message)
+        if call.caller.is_face:
+            data["by"] = call.caller.label()
+            target = result.get("agent_id") if isinstance(result, dict) else None
+            target = target or call.params.get("agent_id")
+            if isinstance(target, str) and "agent_id" not in data:
+                data["agent_id"] = target
         if call.event_data:
             data.update(call.event_data)
         await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)),
@@ -265,6 +312,8 @@ class Pipeline:
 
     async def _record_refusal(self, call: Call, err: AgentixError, durable: bool) -> None:
         data: dict[str, Any] = {"method": call.method, "error": err.code, "message": err.message}
+        if call.caller.is_face:
+            data["by"] = call.caller.label()
         if call.tool is not None:
             data["tool"] = call.tool
         data.update({k: v for k, v in err.data.items() if k not in data})

@@ -38,6 +38,11 @@ PARAMS: dict[str, dict[str, Any]] = {
     # ---- the kernel
     "kernel.info": _obj(),
     "kernel.shutdown": _obj(),
+    "session.bind": _obj(("face",), face={**_S, "pattern": "^[a-z0-9_-]{1,32}$",
+                                          "description": "the face's name for the audit log, e.g. mcp "
+                                                         "(an HTTP caller is bound already: http:<token>)"},
+                         read_only={**_B, "default": False,
+                                    "description": "refuse every method the table marks `effect`"}),
     "inference.stats": _obj(),
     "events.tail": _obj(after={**_I, "description": "only events with seq > after (0: the last `limit`)"},
                         agent=_S, kind={**_S, "description": "a kind or its dotted prefix"},

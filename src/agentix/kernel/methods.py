@@ -11,7 +11,9 @@ Authorities, in words (docs/security.md repeats this table):
 
 - operator methods: the operator's socket is the authority (file mode 0600 under
   ``$AGENTIX_HOME``); no token. ``tool.invoke`` with ``agent_id`` acts as that agent and is
-  decided exactly like that agent's ``tool.call``.
+  decided exactly like that agent's ``tool.call``. An operator connection may name itself
+  as a face once (``session.bind``, e.g. ``mcp``): its ``effect`` calls are then always
+  recorded ``by`` that face, and a face bound read-only is refused every ``effect`` row.
 - agent methods with ``resources``: one decision over every resource the call touches.
 - agent methods without: they read or change only the caller's own state (its mailbox, its
   record, its saved state, its children's exit records).
@@ -143,6 +145,8 @@ POLICIES: dict[str, MethodPolicy] = {
     "kernel.shutdown": _op("effect"),
     "inference.stats": _op("no_effect"),
     "events.tail": _op("no_effect"),
+    "session.bind": _op("no_effect", "the operator's socket; names this connection's face (mcp, ...) and "
+                        "may make it read-only: binds once, only narrows", recorded=True),
     # ---- operator: agents
     "agent.spawn": _op("effect", "the operator's socket; the manifest's grants are minted from root"),
     "agent.list": _op("no_effect"),

@@ -127,6 +127,12 @@ class Kernel:
     def call(self, method: str, **params: Any) -> Any:
         return self.conn.call(method, params)
 
+    def bind(self, face: str, *, read_only: bool = False) -> dict[str, Any]:
+        """Name this connection's face (its state-changing calls are audited ``by: FACE``) and,
+        with ``read_only``, refuse it every state-changing method. Once per connection; the
+        reply's ``methods`` maps each method it may still call to ``effect``/``no_effect``."""
+        return self.conn.call("session.bind", {"face": face, "read_only": read_only})
+
     # -- capabilities and approvals (operator)
     def caps(self, agent_id: str | None = None) -> list[dict[str, Any]]:
         """Tokens held (by one agent, or by every agent)."""
