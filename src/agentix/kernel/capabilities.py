@@ -638,8 +638,11 @@ class CapabilityStage:
             if call.tool in ("file_list", "grep") and "path" not in call.args:
                 call.args = {**call.args, "path": "."}
         rec = self._subject(call)
-        if rec is None:
-            return  # the operator acting as itself is trusted (its socket is the authority)
+        if rec is None:  # the operator acting as itself is trusted (its socket is the authority)
+            if call.params.get("dry_run"):  # ... and a pure check still runs nothing
+                call.dry_run = {"allowed": True, "token_id": None, "needs_approval": False,
+                                "requests": [str(r) for r in pol.resources(k, call, None)]}
+            return
         try:
             if call.params.get("token") is None and not svc.held.get(rec.agent_id):
                 # holding nothing, the answer does not depend on the arguments: said first

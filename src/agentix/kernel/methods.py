@@ -70,7 +70,12 @@ def broadcast_targets(k: Kernel, rec: AgentRecord) -> list[tuple[AgentRecord, Re
 
 
 def broadcast_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
-    return [r for _t, r in broadcast_targets(k, subject)]
+    """Each recipient's resource; the recipients themselves are bound on the call (like
+    ``bind``): the handler delivers to exactly these agents, so one spawned with a granted name
+    after the decision receives nothing."""
+    targets = broadcast_targets(k, subject)
+    call.recipients = tuple((t.agent_id, r) for t, r in targets)
+    return [r for _t, r in targets]
 
 
 def spawn_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
