@@ -7,12 +7,15 @@ Each test is named after the attack and asserts the refusal AND that the world d
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
-from test_scenarios_12_36 import World, run  # noqa: E402  (same directory)
+from test_scenarios_12_36 import World, run, tool  # noqa: E402  (same directory)
 
 from agentix.core.errors import InvalidRequest  # noqa: E402
 from agentix.core.manifest import parse_manifest  # noqa: E402
@@ -102,3 +105,93 @@ def test_dry_run_on_a_method_the_table_does_not_decide_is_refused_not_run(tmp_pa
     res, alive = run(tmp_path, body)
     assert [r.get("error") for r in res[:2]] == [InvalidRequest.code] * 2, res
     assert "dry_run" in res[0]["message"] and alive  # refused, and the child still runs
+
+
+# ---------------------------------------------------------------------------- secrets bound to hosts
+from test_issue10_authorization import _Hits, _server  # noqa: E402
+
+from agentix.kernel.capabilities import load_secret_hosts  # noqa: E402
+
+
+@pytest.fixture
+def http():
+    made = []
+
+    def make(redirect_to: str | None = None) -> tuple[int, _Hits]:
+        hits = _Hits()
+        made.append(_server(hits, redirect_to))
+        return made[-1].server_address[1], hits
+
+    yield make
+    for s in made:
+        s.shutdown()
+
+
+def _vault(tmp_path: Path, secret: str, hosts: list[str] | None) -> None:
+    keys = tmp_path / "home" / "keys"
+    keys.mkdir(parents=True, mode=0o700)
+    text = f'API_KEY = "{secret}"\n' if hosts is None else \
+        f'[API_KEY]\nvalue = "{secret}"\nhosts = {json.dumps(hosts)}\n'
+    (keys / "secrets.toml").write_text(text)
+    (keys / "secrets.toml").chmod(0o600)
+
+
+def _fetch_secret(tmp_path: Path, url: str, **extra: Any):
+    async def body(w: World):
+        rec = await w.spawn(["network: 127.0.0.1, localhost", "secret: API_KEY"], name="fetcher")
+        toks = list(w.k.caps.held[rec.agent_id])
+        res = await w.calls(rec, [tool("web_fetch", url=url, secret="API_KEY", **extra)])
+        return res, sum(w.k.caps.ledger.used(t.id) for t in toks), \
+            w.events("capability.denied", rec.agent_id), w.events("tool.invoked", rec.agent_id)
+    return run(tmp_path, body)
+
+
+def test_secret_sent_to_a_granted_host_it_is_not_bound_to_is_refused_before_any_connection(tmp_path, http):
+    secret = "sk-bound-" + "ab12" * 4
+    _vault(tmp_path, secret, ["localhost"])
+    port, hits = http()
+    res, used, denied, invoked = _fetch_secret(tmp_path, f"http://127.0.0.1:{port}/x", secret_as="query",
+                                               secret_name="key")
+    assert res[0]["error"] == "capability_denied" and res[0]["data"]["reason"] == "secret_host", res
+    assert "localhost" in res[0]["message"] and secret not in json.dumps(res)
+    assert hits.paths == [] and used == 0 and invoked == [] and len(denied) == 1  # nothing moved
+
+
+def test_redirect_to_another_granted_host_never_carries_the_secret(tmp_path, http):
+    secret = "sk-bound-" + "cd34" * 4
+    _vault(tmp_path, secret, ["127.0.0.1"])
+    other_port, other_hits = http()
+    port, hits = http(redirect_to=f"http://localhost:{other_port}/stolen")
+    res, _used, _denied, _invoked = _fetch_secret(tmp_path, f"http://127.0.0.1:{port}/x")
+    assert res[0]["error"] == "capability_denied" and res[0]["data"]["reason"] == "secret_host", res
+    assert hits.paths == ["/x"] and other_hits.paths == []  # the hop to localhost was never made
+    assert secret not in json.dumps(res)
+
+
+def test_secret_declared_without_hosts_is_refused_with_what_to_add(tmp_path, http):
+    secret = "sk-unbound-" + "ef56" * 4
+    _vault(tmp_path, secret, None)  # the old form: NAME = "value", no hosts
+    port, hits = http()
+    res, used, denied, invoked = _fetch_secret(tmp_path, f"http://127.0.0.1:{port}/x")
+    assert res[0]["error"] == "capability_denied" and res[0]["data"]["reason"] == "secret_unbound", res
+    assert 'hosts = ["127.0.0.1"]' in res[0]["message"] and "[secrets.API_KEY]" in res[0]["message"]
+    assert hits.paths == [] and used == 0 and invoked == [] and len(denied) == 1
+
+
+def test_secret_bound_to_its_host_is_sent_there(tmp_path, http):
+    secret = "sk-bound-" + "0a1b" * 4
+    _vault(tmp_path, secret, ["127.0.0.1"])
+    port, hits = http()
+    res, used, _denied, _invoked = _fetch_secret(tmp_path, f"http://127.0.0.1:{port}/x")
+    assert res[0]["ok"]["status"] == 200, res
+    assert json.loads(res[0]["ok"]["content"])["auth"] == "Bearer [secret:API_KEY]" and hits.paths == ["/x"]
+
+
+def test_secret_bound_to_every_host_is_refused_at_load(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text('[secrets.API_KEY]\nenv = "X"\nhosts = ["*"]\n')
+    with pytest.raises(InvalidRequest, match="name the hosts"):
+        load_secret_hosts(home)
+    (home / "config.toml").write_text('[secrets.API_KEY]\nenv = "X"\nhosts = ["api.example.com", "*.x.com"]\n')
+    assert [str(p) for p in load_secret_hosts(home)["API_KEY"]] == ["api.example.com", "*.x.com"]

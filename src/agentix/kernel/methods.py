@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest
-from agentix.core.grants import Grant, Request, parse_grants, requests_for_tool
+from agentix.core.grants import Grant, Request, check_secret_host, parse_grants, requests_for_tool
 from agentix.kernel.dispatch import Call, Handler, MethodPolicy, MethodSpec
 
 if TYPE_CHECKING:
@@ -37,9 +37,15 @@ VIRTUAL_WORKSPACE = "/workspace"
 # ---------------------------------------------------------------------------- resource functions
 def tool_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
     """What a tool call touches: each path (every one of ``file_read_many``), the host and the
-    ``secret`` of ``web_fetch``, ``argv[0]`` of ``exec``; any other tool: ``tool: NAME``."""
+    ``secret`` of ``web_fetch`` (which must be bound to that host), ``argv[0]`` of ``exec``; any
+    other tool: ``tool: NAME``."""
     assert call.tool is not None
-    return requests_for_tool(call.tool, call.args, VIRTUAL_WORKSPACE)
+    out = requests_for_tool(call.tool, call.args, VIRTUAL_WORKSPACE)
+    secret = next((r.value for r in out if r.kind == "secret"), None)
+    if secret is not None:  # a secret goes only to the hosts it is bound to (each hop: web_fetch)
+        host = next(r for r in out if r.kind == "network")
+        check_secret_host(secret, k.caps.secret_hosts.get(secret), host.value)
+    return out
 
 
 def _target_name(k: Kernel, call: Call, key: str = "to") -> AgentRecord:
