@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_scenarios_12_36 import World, run, tool  # noqa: E402  (same directory)
@@ -195,3 +197,29 @@ def test_secret_bound_to_every_host_is_refused_at_load(tmp_path):
         load_secret_hosts(home)
     (home / "config.toml").write_text('[secrets.API_KEY]\nenv = "X"\nhosts = ["api.example.com", "*.x.com"]\n')
     assert [str(p) for p in load_secret_hosts(home)["API_KEY"]] == ["api.example.com", "*.x.com"]
+
+
+_label = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
+
+
+@given(labels=st.lists(_label, min_size=1, max_size=4), prefix=_label)
+@settings(max_examples=200, deadline=None)
+def test_secret_reaches_no_host_its_declaration_does_not_name(labels, prefix):
+    """Bound to ``api.example.com`` and ``*.svc.example.com``: every other host — suffix and
+    prefix tricks included — is refused; the named ones pass."""
+    from agentix.core.errors import CapabilityDenied
+    from agentix.core.grants import check_secret_host, parse_secret_hosts
+
+    hosts = parse_secret_hosts("K", ["api.example.com", "*.svc.example.com"])
+    host = ".".join(labels)
+    for h in (host, f"{host}.api.example.com", f"api.example.com.{host}", f"{prefix}api.example.com",
+              f"{host}svc.example.com"):
+        ok = h == "api.example.com" or h.endswith(".svc.example.com")
+        if ok:
+            check_secret_host("K", hosts, h)
+        else:
+            with pytest.raises(CapabilityDenied):
+                check_secret_host("K", hosts, h)
+    check_secret_host("K", hosts, f"{host}.svc.example.com")  # a subdomain of the wildcard passes
+    with pytest.raises(CapabilityDenied, match="declares no hosts"):
+        check_secret_host("K", (), host)
