@@ -261,7 +261,7 @@ def test_revoked_token_cannot_unlock_a_vault_secret(tmp_path, http):
     secret = "sk-vault-" + os.urandom(8).hex()
     keys = tmp_path / "home" / "keys"
     keys.mkdir(parents=True, mode=0o700)
-    (keys / "secrets.toml").write_text(f'API_KEY = "{secret}"\n')
+    (keys / "secrets.toml").write_text(f'[API_KEY]\nvalue = "{secret}"\nhosts = ["127.0.0.1"]\n')
     (keys / "secrets.toml").chmod(0o600)
     port, hits = http()
 

@@ -397,7 +397,7 @@ def test_a_secret_in_every_web_fetch_failure_path_leaves_no_trace(start_kernel, 
     home = tmp / "h"
     (home / "keys").mkdir(parents=True, mode=0o700)
     vault = home / "keys" / "secrets.toml"
-    vault.write_text(f'API_KEY = "{SECRET}"\n')
+    vault.write_text(f'[API_KEY]\nvalue = "{SECRET}"\nhosts = ["127.0.0.1", "no-such-host.invalid"]\n')
     vault.chmod(0o600)
     d = Daemon(home, isolation_mode)
     try:

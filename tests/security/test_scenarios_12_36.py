@@ -677,7 +677,7 @@ def test_s36_vault_secret_never_reaches_the_agent_or_the_logs(tmp_path, server):
     secret = "sk-vault-" + os.urandom(8).hex()
     (tmp_path / "home" / "keys").mkdir(parents=True, mode=0o700)
     vault = tmp_path / "home" / "keys" / "secrets.toml"
-    vault.write_text(f'API_KEY = "{secret}"\n')
+    vault.write_text(f'[API_KEY]\nvalue = "{secret}"\nhosts = ["127.0.0.1"]\n')
     vault.chmod(0o600)
 
     async def body(w):

@@ -10,7 +10,8 @@ Grant syntax (one kind per string; several values as ``[a, b]`` or ``a, b``)::
     spawn_child: [fetcher, writer] | *
     exec: [git, python3] | *    program names (argv[0]), never a path or a shell string
     message_send: [name] | *
-    secret: NAME                a vault secret a tool may inject (never shown to the agent)
+    secret: NAME                a vault secret a tool may inject (never shown to the agent),
+                                only to the hosts the secret declares (``check_secret_host``)
     untaint: fetched_url | *    may clear that taint label
     model: openai:gpt-4o-mini | local:* | *   the models ``think`` may use (provider:model; a
                                 trailing ``*`` matches any suffix)
@@ -54,7 +55,9 @@ __all__ = [
     "covers",
     "missing_grants",
     "parse_grant",
+    "check_secret_host",
     "parse_grants",
+    "parse_secret_hosts",
     "requests_for_tool",
 ]
 
@@ -415,3 +418,37 @@ def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = N
             raise InvalidRequest("exec: 'argv' must be a non-empty list of strings (never a shell string)")
         return [Request("exec", argv[0])]
     return [Request("tool", tool)]
+
+
+# ---------------------------------------------------------------------------- secrets and hosts
+def parse_secret_hosts(name: str, raw: Any) -> tuple[HostPattern, ...]:
+    """The hosts a vault secret may be sent to, as the operator declared them (``hosts = [...]``:
+    exact names or ``*.suffix``). ``*`` is refused: a secret bound to every host is bound to none."""
+    if not isinstance(raw, list) or not all(isinstance(h, str) for h in raw):
+        raise InvalidRequest(f'secret {name}: "hosts" must be a list of host names such as '
+                             '["api.example.com"]', field=f"secrets.{name}.hosts")
+    out = []
+    for h in raw:
+        p = parse_host_pattern(h)
+        if str(p) == "*":
+            raise InvalidRequest(f'secret {name}: "*" is not a host a secret may be bound to; name '
+                                 "the hosts (or *.suffix) it is for", field=f"secrets.{name}.hosts")
+        out.append(p)
+    return tuple(out)
+
+
+def check_secret_host(name: str, hosts: tuple[HostPattern, ...] | None, host: str) -> None:
+    """Whether secret ``name`` may be sent to ``host`` (the request's host and every redirect
+    hop's): only a host its declaration names. A secret declared without hosts goes nowhere."""
+    from agentix.core.errors import CapabilityDenied
+
+    if not hosts:
+        raise CapabilityDenied(
+            f"secret {name} declares no hosts it may be sent to: add hosts = [\"{host}\"] to its "
+            f"[secrets.{name}] entry in config.toml (or keys/secrets.toml)",
+            reason="secret_unbound", secret=name, host=host)
+    h = normalize_host(host)
+    if not any(p.matches(h) for p in hosts):
+        raise CapabilityDenied(
+            f"secret {name} may be sent only to {', '.join(str(p) for p in hosts)}, not {h}",
+            reason="secret_host", secret=name, host=h)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from agentix.core.errors import CapabilityDenied, InvalidRequest, NotFound
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.dispatch import Call
-from agentix.kernel.methods import broadcast_targets, method, model_of
+from agentix.kernel.methods import method, model_of
 from agentix.kernel.process import read_log
 from agentix.tools.base import ToolContext, check_args
 
@@ -274,14 +274,16 @@ def register(k: Kernel) -> None:
         delivered, failed = [], []
         auth = call.authorization
         assert auth is not None  # decided by the capability stage (one invocation per recipient)
-        for target, res in broadcast_targets(k, rec):
+        # exactly the agents the decision was made over (bound by the method table), never
+        # worked out again: an agent spawned since with a granted name was not decided on
+        for aid, res in call.recipients:
             if not auth.allows(res):
                 continue  # only the agents its live message_send grants name
             try:
-                await k.deliver(rec, target, call.params["message"])
-                delivered.append(target.agent_id)
-            except Exception as err:  # a full mailbox must not stop the others
-                failed.append({"agent_id": target.agent_id, "error": getattr(err, "code", "error")})
+                await k.deliver(rec, k.table.get(aid), call.params["message"])
+                delivered.append(aid)
+            except Exception as err:  # a full mailbox (or an exit since) must not stop the others
+                failed.append({"agent_id": aid, "error": getattr(err, "code", "error")})
         return {"delivered": delivered, "failed": failed}
 
     async def spawn_child(call: Call) -> dict[str, Any]:

@@ -26,8 +26,9 @@ Rules (docs/security.md has the model):
   since no agent's manifest applies no approval is asked either.
 - When an agent exits all its tokens are revoked (``TokenLedger.revoke_holder``).
 - The root key lives in ``$AGENTIX_HOME/keys/root.key`` (0600), made at first start.
-- Secrets (``[secrets]`` in config.toml, ``NAME = "env:VAR"``, or
-  ``$AGENTIX_HOME/keys/secrets.toml`` mode 0600) stay in the kernel; ``kernel/vault.py``
+- Secrets (``[secrets.NAME] env = "VAR", hosts = [...]`` in config.toml, or
+  ``$AGENTIX_HOME/keys/secrets.toml`` mode 0600) are bound to the hosts they declare (none
+  declared: never injected); they stay in the kernel; ``kernel/vault.py``
   redacts them (and provider API keys) from every reply, error, event and log line.
 """
 
@@ -58,7 +59,8 @@ from agentix.core.errors import (
     NotFound,
 )
 from agentix.core.authorize import AuthRequest, Authorization, authorize
-from agentix.core.grants import Grant, GrantSet, Request, parse_grants
+from agentix.core.grants import Grant, GrantSet, Request, parse_grants, parse_secret_hosts
+from agentix.core.hosts import HostPattern
 from agentix.core.ledger import IssuedTokens
 from agentix.core.manifest import CapabilityEntry, Manifest
 from agentix.core.taint import DEFAULT_RULES, TaintPolicy, TaintSet, parse_rules, web_fetch_has_payload
@@ -81,6 +83,7 @@ __all__ = [
     "encode_token",
     "install",
     "load_root_key",
+    "load_secret_hosts",
     "load_secrets",
     "load_taint_policy",
     "manifest_groups",
@@ -121,9 +124,22 @@ def load_root_key(keys_dir: Path) -> bytes:
 
 
 def load_secrets(home_root: Path, environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    """``NAME -> value`` from config.toml ``[secrets]`` (``"env:VAR"`` or a literal is refused:
-    values belong in keys/secrets.toml, mode 0600) and ``keys/secrets.toml``."""
+    """``NAME -> value`` from config.toml ``[secrets]`` (``NAME = "env:VAR"`` or
+    ``[secrets.NAME] env = "VAR", hosts = [...]``; a literal value is refused: values belong in
+    keys/secrets.toml, mode 0600) and ``keys/secrets.toml`` (``NAME = "value"`` or
+    ``[NAME] value = "...", hosts = [...]``)."""
+    return _load_vault(home_root, environ)[0]
+
+
+def load_secret_hosts(home_root: Path) -> dict[str, tuple[HostPattern, ...]]:
+    """``NAME -> the hosts it may be sent to`` (``hosts = [...]`` in either file; both lists
+    count). A secret with none is refused for injection (``check_secret_host``)."""
+    return _load_vault(home_root, {})[1]
+
+
+def _load_vault(home_root: Path, environ: Any) -> tuple[dict[str, str], dict[str, tuple[HostPattern, ...]]]:
     out: dict[str, str] = {}
+    hosts: dict[str, tuple[HostPattern, ...]] = {}
     cfg = home_root / "config.toml"
     if cfg.exists():
         try:
@@ -131,6 +147,18 @@ def load_secrets(home_root: Path, environ: dict[str, str] | os._Environ[str]) ->
         except tomllib.TOMLDecodeError as err:
             raise InvalidRequest(f"{cfg}: not valid TOML: {err}", field="config.toml") from None
         for name, spec in table.items():
+            if isinstance(spec, dict):  # [secrets.NAME] env = "VAR", hosts = [...]
+                if "hosts" in spec:
+                    hosts[name] = hosts.get(name, ()) + parse_secret_hosts(name, spec["hosts"])
+                extra = set(spec) - {"env", "hosts"}
+                env = spec.get("env")
+                if extra or (env is not None and not isinstance(env, str)):
+                    raise InvalidRequest(f"{cfg}: [secrets.{name}] takes env = \"VARIABLE\" and hosts = "
+                                         "[...] only (put values in keys/secrets.toml, mode 0600)",
+                                         field=f"secrets.{name}")
+                spec = f"env:{env}" if env else None
+                if spec is None:
+                    continue
             if not isinstance(spec, str) or not spec.startswith("env:"):
                 raise InvalidRequest(f"{cfg}: [secrets] {name} must be \"env:VARIABLE\" (put values "
                                      "in keys/secrets.toml, mode 0600)", field=f"secrets.{name}")
@@ -146,8 +174,15 @@ def load_secrets(home_root: Path, environ: dict[str, str] | os._Environ[str]) ->
             data = tomllib.loads(vault.read_text())
         except tomllib.TOMLDecodeError as err:
             raise InvalidRequest(f"{vault}: not valid TOML: {err}", field="secrets.toml") from None
-        out.update({str(k): str(v) for k, v in data.items() if isinstance(v, (str, int))})
-    return out
+        for k_, v in data.items():
+            if isinstance(v, dict):  # [NAME] value = "...", hosts = [...]
+                if "hosts" in v:
+                    hosts[str(k_)] = hosts.get(str(k_), ()) + parse_secret_hosts(str(k_), v["hosts"])
+                if isinstance(v.get("value"), (str, int)):
+                    out[str(k_)] = str(v["value"])
+            elif isinstance(v, (str, int)):
+                out[str(k_)] = str(v)
+    return out, hosts
 
 
 def load_taint_policy(home_root: Path) -> TaintPolicy:
@@ -311,6 +346,8 @@ class CapabilityService:
         self.approvals = ApprovalBook(db, legacy=k.home.root / "approvals.json")
         self.approval_timeout = float(getattr(k.config, "approval_timeout", DEFAULT_TIMEOUT))
         self.secrets: dict[str, str] = load_secrets(k.home.root, os.environ)
+        #: the hosts each secret may be sent to (a secret with none is never injected)
+        self.secret_hosts: dict[str, tuple[HostPattern, ...]] = load_secret_hosts(k.home.root)
         #: no file resource may be under these, whatever the grants (the kernel's own state)
         self.denied_prefixes: tuple[str, ...] = kernel_state_prefixes(k.home.root)
 
@@ -638,8 +675,11 @@ class CapabilityStage:
             if call.tool in ("file_list", "grep") and "path" not in call.args:
                 call.args = {**call.args, "path": "."}
         rec = self._subject(call)
-        if rec is None:
-            return  # the operator acting as itself is trusted (its socket is the authority)
+        if rec is None:  # the operator acting as itself is trusted (its socket is the authority)
+            if call.params.get("dry_run"):  # ... and a pure check still runs nothing
+                call.dry_run = {"allowed": True, "token_id": None, "needs_approval": False,
+                                "requests": [str(r) for r in pol.resources(k, call, None)]}
+            return
         try:
             if call.params.get("token") is None and not svc.held.get(rec.agent_id):
                 # holding nothing, the answer does not depend on the arguments: said first

@@ -104,6 +104,9 @@ class Call:
     subject: str | None = None
     #: the one decision (``core.authorize``): what each resource is covered by, already charged
     authorization: Authorization | None = None
+    #: the agents a name-resolving call (``ipc.broadcast``) was decided over, each with the
+    #: resource that authorises it: bound when the resources are worked out, never re-resolved
+    recipients: tuple[tuple[str, Any], ...] = ()
     #: ``dry_run``: the answer of a pure check (nothing charged, nothing run)
     dry_run: dict[str, Any] | None = None
     #: the audit kind of a refusal when not ``capability.denied``/``call.refused``
@@ -278,6 +281,12 @@ class Pipeline:
         try:
             # a pure check (``dry_run``) answers the decision on every method the table decides:
             # no handler runs, so nothing is delivered, spawned or called, and nothing is charged
+            if call.dry_run is None and call.params.get("dry_run"):
+                # no stage answered the check (a method the table does not decide): refuse
+                # rather than run it for real
+                raise InvalidRequest(f"{method} has no dry_run: only methods decided against "
+                                     "capabilities (tool.call, tool.invoke, ipc.*, ...) answer one; "
+                                     "call it without dry_run", field="dry_run")
             result = call.dry_run if call.dry_run is not None else await spec.handler(call)
         except AgentixError as err:
             for stage in reversed(ran):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest
-from agentix.core.grants import Grant, Request, parse_grants, requests_for_tool
+from agentix.core.grants import Grant, Request, check_secret_host, parse_grants, requests_for_tool
 from agentix.kernel.dispatch import Call, Handler, MethodPolicy, MethodSpec
 
 if TYPE_CHECKING:
@@ -39,9 +39,15 @@ VIRTUAL_WORKSPACE = "/workspace"
 # ---------------------------------------------------------------------------- resource functions
 def tool_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
     """What a tool call touches: each path (every one of ``file_read_many``), the host and the
-    ``secret`` of ``web_fetch``, ``argv[0]`` of ``exec``; any other tool: ``tool: NAME``."""
+    ``secret`` of ``web_fetch`` (which must be bound to that host), ``argv[0]`` of ``exec``; any
+    other tool: ``tool: NAME``."""
     assert call.tool is not None
-    return requests_for_tool(call.tool, call.args, VIRTUAL_WORKSPACE)
+    out = requests_for_tool(call.tool, call.args, VIRTUAL_WORKSPACE)
+    secret = next((r.value for r in out if r.kind == "secret"), None)
+    if secret is not None:  # a secret goes only to the hosts it is bound to (each hop: web_fetch)
+        host = next(r for r in out if r.kind == "network")
+        check_secret_host(secret, k.caps.secret_hosts.get(secret), host.value)
+    return out
 
 
 def _target_name(k: Kernel, call: Call, key: str = "to") -> AgentRecord:
@@ -72,7 +78,12 @@ def broadcast_targets(k: Kernel, rec: AgentRecord) -> list[tuple[AgentRecord, Re
 
 
 def broadcast_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
-    return [r for _t, r in broadcast_targets(k, subject)]
+    """Each recipient's resource; the recipients themselves are bound on the call (like
+    ``bind``): the handler delivers to exactly these agents, so one spawned with a granted name
+    after the decision receives nothing."""
+    targets = broadcast_targets(k, subject)
+    call.recipients = tuple((t.agent_id, r) for t, r in targets)
+    return [r for _t, r in targets]
 
 
 def spawn_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:

@@ -103,6 +103,9 @@ def _capped_timeout(args: dict[str, Any], default: float, ceiling: float, tool: 
 def make_specs(k: Kernel) -> list[ToolSpec]:
     running: dict[str, int] = {}  # agent id -> exec runs going
     async def web_fetch_tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        from urllib.parse import urlsplit
+
+        from agentix.core.grants import check_secret_host
         from agentix.tools.secrets import inject
         from agentix.tools.web_fetch import web_fetch
 
@@ -110,9 +113,15 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         again = ctx.reauthorize
         assert again is not None
 
+        name = args.get("secret")
+        secret_hosts = k.caps.secret_hosts.get(name) if name is not None else None
+
         def permits(host: str, address: str | None) -> bool:
             # every hop, and every address it resolves to, is a new decision: a token revoked,
             # expired or exhausted since the call began covers nothing here
+            if name is not None and address is None:
+                # a secret goes only to the hosts it is bound to: a redirect hop elsewhere is refused
+                check_secret_host(name, secret_hosts, host)
             try:
                 again([Request.make("network", host, address)])
             except CapabilityDenied as err:
@@ -124,12 +133,12 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         url = args["url"]
         secret_headers: dict[str, str] = {}
         used: dict[str, str] = {}
-        name = args.get("secret")
         if name is not None:
             auth.token_for(Request("secret", name))  # in the call's decision, with the host
             value = k.caps.secrets.get(name)
             if value is None:
                 raise InvalidRequest(f"the vault holds no secret {name!r}", field="secret")
+            check_secret_host(name, secret_hosts, urlsplit(url).hostname or "")  # before anything is built
             inj = inject(url, value, args.get("secret_as", "bearer"), args.get("secret_name"))
             url, secret_headers = inj.url, dict(inj.headers)
             used[name] = value
