@@ -121,7 +121,7 @@ def main() -> None:
             status = timed(lambda: k.status(random.choice(ids)), 300)
             probe = k.spawn({"name": "probe", "program": str(tmp / "probe.py")}).agent_id
             pr = k.wait(probe, timeout=120)
-        h = cgroups.detect()
+        h = cgroups.detect(cgroups.subtree_name(home))  # the kernel's own subtree
         base = next(iter(h.bases.values()))
         pss = []
         for aid in ids:

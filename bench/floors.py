@@ -58,8 +58,10 @@ def starts_ms(runs: int) -> dict:
     }
     bwrap = shutil.which("bwrap")
     if bwrap:
+        # a private /tmp first, then / bound over it: a venv or checkout under /tmp (a CI
+        # clone) stays visible, as in the agent sandbox
         cases["bwrap_import_sdk_agent"] = [
-            bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            bwrap, "--tmpfs", "/tmp", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--unshare-all", "--die-with-parent", py, "-c", "import agentix.sdk.agent"]
     res: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(runs):

@@ -45,10 +45,12 @@ from agentix.sdk.errors import KernelNotRunning
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 PROG = ("from agentix.sandbox.confine import apply_from_env\napply_from_env()\n"
         "import os\nos.write(int(os.environ['AGENTIX_FD']), b'x')\n")
+# the private /tmp before the runtime binds: a venv under /tmp (a CI clone) stays visible
 BWRAP = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-ipc", "--die-with-parent",
-         "--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-         "--symlink", "usr/lib64", "/lib64", "--ro-bind", sys.base_prefix, sys.base_prefix,
-         "--ro-bind", sys.prefix, sys.prefix, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+         "--new-session", "--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+         "--ro-bind", sys.base_prefix, sys.base_prefix, "--ro-bind", sys.prefix, sys.prefix,
+         "--proc", "/proc", "--dev", "/dev"]
 
 
 def pct(xs: list[float], p: float) -> float:
