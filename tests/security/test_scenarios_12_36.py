@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,94 +25,10 @@ from agentix.core.errors import AgentixError
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.capabilities import encode_token
 from agentix.kernel.config import KernelConfig
-from agentix.kernel.dispatch import OPERATOR
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
 
-PROBE = '''
-from agentix.sdk import agent
-k = agent.connect()
-out = []
-while True:
-    m = k.recv(timeout=60)
-    if m is None or m.body == "exit":
-        break
-    if isinstance(m.body, dict) and "calls" in m.body:
-        res = []
-        for method, params in m.body["calls"]:
-            try:
-                res.append({"ok": k.call(method, **params)})
-            except Exception as e:
-                res.append({"error": getattr(e, "code", repr(e)), "message": str(e),
-                            "data": getattr(e, "data", None)})
-        out.append(res)
-        if m.body.get("exit", True):
-            break
-k.exit(out)
-'''
-
-
-# ---------------------------------------------------------------------------- harness
-class World:
-    #: the substrate agents run on (the module's ``substrate`` fixture runs every test on both)
-    backend = "plain"
-
-    def __init__(self, tmp: Path, config_toml: str | None = None, **config: Any) -> None:
-        self.tmp = tmp
-        self.home = Home(tmp / "home")
-        self.home.create()
-        if config_toml is not None:
-            (self.home.root / "config.toml").write_text(config_toml)
-        self.prog = tmp / "probe.py"
-        self.prog.write_text(PROBE)
-        self.k = Kernel(self.home, KernelConfig(backend=self.backend, isolation="degraded", stop_grace=1.0, **config))
-
-    async def spawn(self, caps: Any = (), name: str = "probe", **extra: Any):
-        m = {"name": name, "program": str(self.prog), "isolation": "degraded", "capabilities": list(caps), **extra}
-        rec = await self.k.spawn(parse_manifest(m))
-        assert rec.isolation["backend"] == self.backend  # never silently another substrate
-        return rec
-
-    async def calls(self, rec, calls: list, *, exit: bool = True) -> list[dict[str, Any]]:
-        """Send the probe a batch of system calls; wait for its answers (it exits after)."""
-        await self.k.deliver(None, rec, {"calls": calls, "exit": exit})
-        await self.k.wait(rec, 60)
-        assert rec.exit is not None and rec.exit.reason == "completed", Path(rec.log_path).read_text()
-        return rec.result[-1]
-
-    async def op(self, method: str, **params: Any) -> Any:
-        return await self.k.pipeline.run(OPERATOR, method, params)
-
-    def events(self, kind: str | None = None, agent: str | None = None) -> list[dict[str, Any]]:
-        return self.k.events.tail(after=0, agent=agent, kind=kind, limit=100000)
-
-
-def run(tmp: Path, body, config_toml: str | None = None, **config: Any) -> Any:
-    async def go():
-        w = World(tmp, config_toml, **config)
-        await w.k.start()
-        try:
-            return await body(w)
-        finally:
-            await w.k.shutdown()
-    return asyncio.run(go())
-
-
-
-# every test of this module runs on both substrates: plain (no sandbox) and bwrap (namespaces,
-# mounts, seccomp); bwrap is skipped only where bubblewrap is not installed
-BACKENDS = ["plain", pytest.param("bwrap", marks=pytest.mark.skipif(
-    shutil.which("bwrap") is None, reason="bubblewrap is not installed"))]
-
-
-@pytest.fixture(autouse=True, params=BACKENDS)
-def substrate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(World, "backend", request.param)
-    return request.param
-
-
-def tool(name: str, **args: Any) -> list:
-    return ["tool.call", {"name": name, "args": args}]
+from _world import PROBE, World, run, substrate, tool  # noqa: E402,F401  (same directory)
 
 
 def tree(root: Path) -> dict[str, Any]:
