@@ -119,7 +119,8 @@ def main() -> None:
             info = timed(k.info, 300)
             lst = timed(lambda: k.list(all=False), 100)
             status = timed(lambda: k.status(random.choice(ids)), 300)
-            probe = k.spawn({"name": "probe", "program": str(tmp / "probe.py")}).agent_id
+            probe = k.spawn({"name": "probe", "program": str(tmp / "probe.py"),
+                             "capabilities": ["tool: echo"]})  # zero-default: echo needs its grant.agent_id
             pr = k.wait(probe, timeout=120)
         h = cgroups.detect(cgroups.subtree_name(home))  # the kernel's own subtree
         base = next(iter(h.bases.values()))
