@@ -382,6 +382,6 @@ def register(k: Kernel) -> None:
     sc("agent.children", list_children)
     sc("think", think)
     if getattr(k, "audit", None) is not None:
-        from agentix.kernel import audit as audit_api
+        from agentix.kernel import audit_log as audit_api
 
         audit_api.register(k, k.audit)

@@ -82,8 +82,8 @@ def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrat
 
 
 class Kernel:
-    caps: Any       # agentix.kernel.capabilities.CapabilityService
-    cap_stage: Any  # agentix.kernel.capabilities.CapabilityStage
+    caps: Any       # agentix.kernel.cap_service.CapabilityService
+    cap_stage: Any  # agentix.kernel.cap_service.CapabilityStage
     memory: Any
     skills: Any
     state_store: Any
@@ -101,7 +101,7 @@ class Kernel:
         self.config = config
         self.substrate = substrate or select_substrate(config, home)
         # the tamper-evident audit log is the event sink unless one is given (tests)
-        from agentix.kernel.audit import KernelAudit
+        from agentix.kernel.audit_log import KernelAudit
 
         self.audit: KernelAudit | None = None
         if events is None:
@@ -135,7 +135,7 @@ class Kernel:
 
         home.create()  # the store, archives and keys live in the home
         api.register(self)
-        from agentix.kernel import capabilities
+        from agentix.kernel import cap_service as capabilities
 
         capabilities.install(self)  # root key, tokens, the check stage, file/web/exec tools
         install_agent_services(self)

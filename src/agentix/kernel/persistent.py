@@ -166,7 +166,7 @@ def ungranted_model(k: Kernel, manifest: Any) -> None:
     ``think``. The refusal names the grant to add."""
     from agentix.core.errors import CapabilityDenied
     from agentix.core.grants import Request
-    from agentix.kernel.capabilities import manifest_groups
+    from agentix.kernel.cap_service import manifest_groups
 
     builtin_llm = (manifest.program or "").startswith("module:agentix.agents.")
     model = manifest.model or (k.inference.config.default_model if builtin_llm else None)
