@@ -29,6 +29,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import OPERATOR
 from agentix.kernel.home import Home
+from agentix.kernel import spawn as spawn_mod
 from agentix.kernel.kernel import Kernel
 from agentix.sandbox import cgroups
 
@@ -619,7 +620,7 @@ def test_a_failure_at_any_spawn_step_leaves_nothing(tmp_path, monkeypatch, step)
         k = w.k
         boom = InternalError(f"injected failure at {step}")
         if step == "install_program":
-            monkeypatch.setattr(k, "_install_program", lambda *a: (_ for _ in ()).throw(boom))
+            monkeypatch.setattr(spawn_mod, "install_program", lambda *a: (_ for _ in ()).throw(boom))
         elif step == "substrate_spawn":
             async def fail(spec):
                 raise boom
@@ -629,7 +630,7 @@ def test_a_failure_at_any_spawn_step_leaves_nothing(tmp_path, monkeypatch, step)
         elif step == "persist":
             async def fail(rec):
                 raise boom
-            monkeypatch.setattr(k, "_persist_spawn", fail)
+            monkeypatch.setattr(k.rows, "persist_spawn", fail)
         else:
             kind = "agent.spawned" if step == "record_spawned" else "capability.granted"
             raw = k.events.record
@@ -682,13 +683,13 @@ def test_stop_kill_and_shutdown_finish_while_a_spawn_is_mid_way(tmp_path, monkey
     async def body(w):
         k = w.k
         gate = threading.Event()
-        real = k._install_program
+        real = spawn_mod.install_program
 
         def slow(*a):
             gate.wait(3)
             return real(*a)
 
-        monkeypatch.setattr(k, "_install_program", slow)
+        monkeypatch.setattr(spawn_mod, "install_program", slow)
         task = asyncio.create_task(w.spawn("sleeper.py", name="slow"))
         await asyncio.sleep(0.1)
         rec = next(r for r in k.table if r.name == "slow")
@@ -858,10 +859,10 @@ def test_safe_walker_bounds_are_errors_naming_the_bound(tmp_path):
 
 
 def test_a_program_over_the_copy_bounds_is_refused_and_leaves_no_workspace(tmp_path, monkeypatch):
-    from agentix.kernel import kernel as kernel_mod
+    from agentix.kernel import program as program_mod
     from agentix.sandbox import safewalk
 
-    monkeypatch.setattr(kernel_mod, "PROGRAM_BOUNDS", safewalk.Bounds(max_bytes=1024**2, max_entries=50))
+    monkeypatch.setattr(program_mod, "PROGRAM_BOUNDS", safewalk.Bounds(max_bytes=1024**2, max_entries=50))
 
     async def body(w):
         big = w.progs / "big"

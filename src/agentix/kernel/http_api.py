@@ -33,7 +33,7 @@ from agentix.rpc.http import HttpServer, MethodInfo, Principal, Stored, create_a
 from agentix.store.db import Database, Txn
 
 if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.ports import KernelServices as Kernel
 
 __all__ = ["IDEMPOTENT", "IDEMPOTENCY_TTL", "HttpTokens", "KernelHttpBackend", "register", "start_http"]
 

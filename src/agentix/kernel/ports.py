@@ -1,0 +1,76 @@
+"""The typed surface of the kernel that the package, snapshot, HTTP and persistence handlers use.
+
+Those handler modules (``packages_api``, ``snapshots_api``, ``http_api``, ``persistent``)
+still take the kernel as one object; they type it with ``KernelServices`` (a Protocol the
+composition root ``kernel.Kernel`` satisfies), not with ``Kernel`` itself, so no handler
+imports the module that imports it (no import circle; ``tests/test_layering.py``). Every
+attribute here is a service built once by the root; nothing is hung on later. The other
+handler modules (``calls_*``, ``goals``, ``loop_events``) take the services they use as
+parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentix.core.manifest import Manifest
+from agentix.kernel.audit_log import KernelAudit
+from agentix.kernel.cap_service import CapabilityService
+from agentix.kernel.config import KernelConfig
+from agentix.kernel.dispatch import EventSink, Pipeline
+from agentix.kernel.home import Home
+from agentix.kernel.inference import InferenceService
+from agentix.kernel.process import AgentRecord, ProcessTable
+from agentix.memory.store import MemoryStore
+from agentix.packages.service import PackageStore
+from agentix.sandbox.base import Substrate
+from agentix.store.db import Database
+
+__all__ = ["KernelServices", "SavedState"]
+
+
+class SavedState(Protocol):
+    """The agents' saved state and the persistent roots (``kernel/persistent.StateStore``)."""
+
+    db: Database
+
+    def save(self, identity: str, key: str, value: Any, taint: Iterable[str] = ()) -> int: ...
+
+    def load_labelled(self, identity: str, key: str) -> tuple[Any, list[str]]: ...
+
+    def remember_agent(self, name: str, manifest: dict[str, Any]) -> None: ...
+
+    def forget_agent(self, name: str) -> bool: ...
+
+    def persistent_agents(self) -> list[tuple[str, dict[str, Any]]]: ...
+
+
+class KernelServices(Protocol):
+    """What the root (``kernel/kernel.py``) offers those handlers."""
+
+    home: Home
+    config: KernelConfig
+    events: EventSink
+    pipeline: Pipeline
+    table: ProcessTable
+    substrate: Substrate
+    audit: KernelAudit | None
+    caps: CapabilityService
+    inference: InferenceService
+    memory: MemoryStore
+    state_store: SavedState
+    packages: PackageStore
+    packages_lock: asyncio.Lock
+
+    async def spawn(self, manifest: Manifest, *, parent: AgentRecord | None = None, message: Any = None,
+                    program_base: Path | None = None, seed: Path | None = None,
+                    prepare: Callable[[AgentRecord], Awaitable[None]] | None = None) -> AgentRecord: ...
+
+    async def pause(self, rec: AgentRecord) -> None: ...
+
+    async def resume(self, rec: AgentRecord) -> None: ...
+
+    async def deliver(self, sender: AgentRecord | None, target: AgentRecord, message: Any) -> dict[str, Any]: ...
