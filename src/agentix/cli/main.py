@@ -18,7 +18,9 @@ import click
 
 from agentix.cli import render
 from agentix.cli.render import line, notice, table
-from agentix.cli.views import (  # noqa: F401  (re-exported: audit, demo and security use them)
+from agentix.cli.views import (  # noqa: F401  (re-exported: demo uses them)
+    clock as _clock,
+    for_each,
     EXIT_FAILED,
     EXIT_INTERNAL,
     EXIT_NO_KERNEL,
@@ -367,32 +369,6 @@ def inspect(obj: Ctx, agent: str, as_json: bool) -> None:
     kv_table(rows + _resources(a))
 
 
-def for_each(items: tuple[str, ...], act: Any, show: Any, as_json: bool) -> None:
-    """Run ``act(item)`` on every item, report each (``show(result)``), exit non-zero if any failed.
-
-    The exit status is that of the first failure (docs/cli.md's codes)."""
-    from agentix.sdk.errors import AgentixError
-
-    results: list[dict[str, Any]] = []
-    code = EXIT_OK
-    for item in items:
-        try:
-            res = act(item)
-        except AgentixError as err:
-            code = code or exit_code_for(err)
-            results.append({"target": item, "ok": False, "error": err.code, "message": err.message})
-            if not as_json:
-                line(f"error: {item}: {error_line(err)}", "bold red", err=True)
-            continue
-        results.append({"target": item, "ok": True, "result": res})
-        if not as_json:
-            show(res)
-    if as_json:
-        dump_json(results)
-    if code:
-        sys.exit(code)
-
-
 def _control(verb: str) -> Any:
     @click.argument("agents", nargs=-1, required=True)
     @json_option
@@ -483,19 +459,6 @@ def events(obj: Ctx, agent: str | None, kind: str | None, count: int, follow: bo
         if not follow:
             break
         evs = obj.kernel.events(after, agent=agent, kind=kind, wait=1.0)
-
-
-def _clock(ts: Any) -> str:
-    """HH:MM:SS local time of an event timestamp (epoch seconds or audit ISO string)."""
-    if isinstance(ts, str):
-        from datetime import datetime
-
-        try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime(
-                "%H:%M:%S")
-        except ValueError:
-            return ts
-    return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
 @cli.command()
