@@ -53,7 +53,6 @@ class AgentRows:
         except AgentixError as err:  # never recorded (e.g. the store was closed first)
             log.warning("could not record the exit of %s: %s", rec.agent_id, err.message)
 
-
     def restore(self, table: ProcessTable, keep: int = 10_000) -> None:
         """Put the store's agents of earlier runs in the table (exited), for ``ps -a`` and ``inspect``."""
         if self.db is None:
@@ -86,7 +85,6 @@ class AgentRows:
             rec.settled.set()
             rec.exited.set()
             table.restore(rec)
-
 
 
 def _iso(ts: float) -> str:

@@ -88,7 +88,6 @@ _RESOURCE_TOOLS: dict[str, tuple[str, ...]] = {
 }
 
 
-
 # ---------------------------------------------------------------------------- the service
 class CapabilityService:
     """The kernel's authority, ledger, issued-token record, held tokens, approvals and vault.

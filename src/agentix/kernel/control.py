@@ -118,7 +118,6 @@ class Control:
         if rec.live:
             await self.stop(rec, reason="timeout", detail=f"wall-clock limit of {seconds:g}s reached", grace=1.0)
 
-
     async def stop_for_budget(self, agent_id: str, reason: str) -> None:
         try:
             rec = self.table.get(agent_id)
