@@ -46,6 +46,9 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # the trust state is tables of the kernel's store (DESIGN.md §9); the kernel passes its
     # Database in, and a package store used without a kernel (tests, bench) opens the same one
     ("agentix.packages.trust", "agentix.store.db"): "trust state lives in agentix.db, one writer",
+    # episodic memory's tables are tables of the same store (DESIGN.md §9): the kernel passes
+    # its Database in; the vector search stays in memory/
+    ("agentix.memory.store", "agentix.store.db"): "memory lives in agentix.db, one writer",
 }
 # modules that do I/O or concurrency (pure helpers such as urllib.parse stay allowed)
 CORE_FORBIDDEN = {"asyncio", "sqlite3", "socket", "subprocess", "threading", "multiprocessing",

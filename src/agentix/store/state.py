@@ -1,5 +1,5 @@
 """Durable kernel state: agents, issued tokens, invocation counts and revocations, approvals,
-mailboxes, conversations.
+and the kernel's own flags (``kv``).
 
 Each store is a small class over the same ``Database``. Writes go through the one writer
 (``await store.x(...)`` resolves after the durable commit); every write also exists as an
@@ -24,18 +24,15 @@ from agentix.core.errors import NotFound, StateError
 from agentix.store.db import Database, Txn
 
 __all__ = [
-    "AgentRecord",
     "AgentState",
     "AgentStore",
     "ApprovalRecord",
     "ApprovalState",
     "ApprovalStore",
-    "ConversationStore",
     "IssuedToken",
     "KVStore",
-    "MailboxStore",
-    "MailMessage",
     "RevocationStore",
+    "StoredAgent",
     "TokenStore",
 ]
 
@@ -56,7 +53,10 @@ def _l(s: str | None) -> Any:
 
 
 @dataclass(frozen=True)
-class AgentRecord:
+class StoredAgent:
+    """An agent's row in ``agents``: what outlives the process and the kernel (the live
+    process-table entry is ``kernel/process.AgentRecord``; the kernel converts between them)."""
+
     id: str
     name: str
     parent: str | None
@@ -76,8 +76,8 @@ _AGENT_COLS = ("id, name, parent, manifest, state, persistent, created_at, pid, 
                "exited_at, exit_reason, exit_record, start_time")
 
 
-def _agent(row: tuple[Any, ...]) -> AgentRecord:
-    return AgentRecord(row[0], row[1], row[2], orjson.loads(row[3]), row[4], bool(row[5]),
+def _agent(row: tuple[Any, ...]) -> StoredAgent:
+    return StoredAgent(row[0], row[1], row[2], orjson.loads(row[3]), row[4], bool(row[5]),
                        row[6], row[7], row[8], row[9], row[10], _l(row[11]), row[12])
 
 
@@ -86,7 +86,7 @@ class AgentStore:
         self.db = db
 
     @staticmethod
-    def upsert_in(txn: Txn, a: AgentRecord) -> None:
+    def upsert_in(txn: Txn, a: StoredAgent) -> None:
         txn.conn.execute(
             f"INSERT OR REPLACE INTO agents ({_AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (a.id, a.name, a.parent, _j(a.manifest), a.state, int(a.persistent), a.created_at,
@@ -94,7 +94,7 @@ class AgentStore:
              None if a.exit_record is None else _j(a.exit_record), a.start_time),
         )
 
-    async def upsert(self, a: AgentRecord) -> None:
+    async def upsert(self, a: StoredAgent) -> None:
         await self.db.write(lambda t: self.upsert_in(t, a))
 
     @staticmethod
@@ -123,14 +123,14 @@ class AgentStore:
                           at: str) -> None:
         await self.db.write(lambda t: self.mark_exited_in(t, agent_id, reason, record, at))
 
-    def get(self, agent_id: str) -> AgentRecord:
+    def get(self, agent_id: str) -> StoredAgent:
         row = self.db.reader().execute(
             f"SELECT {_AGENT_COLS} FROM agents WHERE id=?", (agent_id,)).fetchone()
         if row is None:
             raise NotFound("no such agent", agent_id=agent_id)
         return _agent(row)
 
-    def list(self, state: AgentState | None = None) -> list[AgentRecord]:
+    def list(self, state: AgentState | None = None) -> list[StoredAgent]:
         if state is None:
             rows = self.db.reader().execute(
                 f"SELECT {_AGENT_COLS} FROM agents ORDER BY created_at, id").fetchall()
@@ -140,7 +140,7 @@ class AgentStore:
                 (state,)).fetchall()
         return [_agent(r) for r in rows]
 
-    def list_live(self) -> list[AgentRecord]:
+    def list_live(self) -> list[StoredAgent]:
         """Agents the store believes are starting, running or paused."""
         rows = self.db.reader().execute(
             f"SELECT {_AGENT_COLS} FROM agents WHERE state IN ('starting','running','paused') "
@@ -344,94 +344,6 @@ class ApprovalStore:
         rows = self.db.reader().execute(
             f"SELECT {self._COLS} FROM approvals ORDER BY created_at, id").fetchall()
         return [_approval(r) for r in rows]
-
-
-# ---------------------------------------------------------------- mailboxes
-
-
-@dataclass(frozen=True)
-class MailMessage:
-    id: int
-    agent_id: str
-    sender: str | None
-    message: dict[str, Any]
-    created_at: str
-    delivered_at: str | None = None
-
-
-class MailboxStore:
-    """Persistent agents' mailboxes: messages kept until taken by the recipient."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @staticmethod
-    def put_in(txn: Txn, agent_id: str, sender: str | None, message: dict[str, Any],
-               at: str) -> int:
-        cur = txn.conn.execute(
-            "INSERT INTO mailbox (agent_id, sender, message, created_at) VALUES (?,?,?,?)",
-            (agent_id, sender, _j(message), at))
-        return int(cur.lastrowid or 0)
-
-    async def put(self, agent_id: str, sender: str | None, message: dict[str, Any],
-                  at: str) -> int:
-        return await self.db.write(lambda t: self.put_in(t, agent_id, sender, message, at))
-
-    @staticmethod
-    def take_in(txn: Txn, agent_id: str, limit: int, at: str) -> list[MailMessage]:
-        rows = txn.conn.execute(
-            "SELECT id, agent_id, sender, message, created_at FROM mailbox "
-            "WHERE agent_id=? AND delivered_at IS NULL ORDER BY id LIMIT ?",
-            (agent_id, limit)).fetchall()
-        txn.conn.executemany("UPDATE mailbox SET delivered_at=? WHERE id=?",
-                             [(at, r[0]) for r in rows])
-        return [MailMessage(r[0], r[1], r[2], orjson.loads(r[3]), r[4], at) for r in rows]
-
-    async def take(self, agent_id: str, limit: int, at: str) -> list[MailMessage]:
-        """Take up to ``limit`` undelivered messages, oldest first, marking them delivered."""
-        return await self.db.write(lambda t: self.take_in(t, agent_id, limit, at))
-
-    def pending(self, agent_id: str) -> list[MailMessage]:
-        rows = self.db.reader().execute(
-            "SELECT id, agent_id, sender, message, created_at FROM mailbox "
-            "WHERE agent_id=? AND delivered_at IS NULL ORDER BY id", (agent_id,)).fetchall()
-        return [MailMessage(r[0], r[1], r[2], orjson.loads(r[3]), r[4]) for r in rows]
-
-
-# ---------------------------------------------------------------- conversations
-
-
-class ConversationStore:
-    """An agent's conversation as numbered turns (replaceable after summarising)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @staticmethod
-    def append_in(txn: Txn, agent_id: str, message: dict[str, Any]) -> int:
-        row = txn.conn.execute("SELECT coalesce(max(turn), -1) + 1 FROM conversations "
-                               "WHERE agent_id=?", (agent_id,)).fetchone()
-        turn = int(row[0])
-        txn.conn.execute("INSERT INTO conversations (agent_id, turn, message) VALUES (?,?,?)",
-                         (agent_id, turn, _j(message)))
-        return turn
-
-    async def append(self, agent_id: str, message: dict[str, Any]) -> int:
-        return await self.db.write(lambda t: self.append_in(t, agent_id, message))
-
-    @staticmethod
-    def replace_in(txn: Txn, agent_id: str, messages: list[dict[str, Any]]) -> None:
-        txn.conn.execute("DELETE FROM conversations WHERE agent_id=?", (agent_id,))
-        txn.conn.executemany(
-            "INSERT INTO conversations (agent_id, turn, message) VALUES (?,?,?)",
-            [(agent_id, i, _j(m)) for i, m in enumerate(messages)])
-
-    async def replace(self, agent_id: str, messages: list[dict[str, Any]]) -> None:
-        await self.db.write(lambda t: self.replace_in(t, agent_id, messages))
-
-    def load(self, agent_id: str) -> list[dict[str, Any]]:
-        return [orjson.loads(r[0]) for r in self.db.reader().execute(
-            "SELECT message FROM conversations WHERE agent_id=? ORDER BY turn", (agent_id,))]
 
 
 # ---------------------------------------------------------------- kv
