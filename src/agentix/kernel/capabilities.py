@@ -337,7 +337,7 @@ class CapabilityService:
     def __init__(self, k: Kernel) -> None:
         self.k = k
         self.authority = Authority(load_root_key(k.home.keys))
-        db = k.audit.db if getattr(k, "audit", None) is not None else None
+        db = k.db  # the kernel's one store
         self.ledger = StoredLedger(db)  # counts, revocations, issued tokens: in the store
         self.issued: IssuedTokens = StoredIssuedTokens(db)
         self._lineage: dict[str, str] = {}  # token id -> lineage, from tokens_for_spawn to install

@@ -98,19 +98,6 @@ class AgentStore:
         await self.db.write(lambda t: self.upsert_in(t, a))
 
     @staticmethod
-    def set_state_in(txn: Txn, agent_id: str, state: AgentState, *,
-                     pid: int | None = None, pgid: int | None = None) -> None:
-        cur = txn.conn.execute(
-            "UPDATE agents SET state=?, pid=coalesce(?, pid), pgid=coalesce(?, pgid) "
-            "WHERE id=? AND state != 'exited'", (state, pid, pgid, agent_id))
-        if cur.rowcount != 1:
-            raise StateError("no live agent with that id", agent_id=agent_id)
-
-    async def set_state(self, agent_id: str, state: AgentState, *,
-                        pid: int | None = None, pgid: int | None = None) -> None:
-        await self.db.write(lambda t: self.set_state_in(t, agent_id, state, pid=pid, pgid=pgid))
-
-    @staticmethod
     def mark_exited_in(txn: Txn, agent_id: str, reason: str, record: dict[str, Any],
                        at: str) -> None:
         cur = txn.conn.execute(
@@ -237,10 +224,6 @@ class RevocationStore:
             (token_id, at, reason))
         return cur.rowcount == 1
 
-    async def revoke(self, token_id: str, at: str, reason: str) -> bool:
-        """Revoke; True if it was not already revoked."""
-        return await self.db.write(lambda t: self.revoke_in(t, token_id, at, reason))
-
     @staticmethod
     def revoke_holders_in(txn: Txn, holders: list[str], at: str, reason: str) -> int:
         """Revoke every token issued to one of ``holders``; how many were newly revoked."""
@@ -251,10 +234,6 @@ class RevocationStore:
                 "SELECT id, ?, ? FROM issued_tokens WHERE holder=?", (at, reason, h))
             n += max(0, cur.rowcount)
         return n
-
-    def is_revoked(self, token_id: str) -> bool:
-        return self.db.reader().execute(
-            "SELECT 1 FROM revocations WHERE token_id=?", (token_id,)).fetchone() is not None
 
     def reason(self, token_id: str) -> str | None:
         row = self.db.reader().execute(
@@ -285,7 +264,8 @@ def _approval(r: tuple[Any, ...]) -> ApprovalRecord:
 
 
 class ApprovalStore:
-    """Approval requests; only a pending one can be decided, exactly once."""
+    """Approval records as the kernel's approval book last wrote them (the book and
+    ``core/approval`` own the state machine; the store keeps its latest word)."""
 
     _COLS = "id, agent_id, request, state, created_at, deadline, decided_at, decision"
 
@@ -293,46 +273,13 @@ class ApprovalStore:
         self.db = db
 
     @staticmethod
-    def create_in(txn: Txn, a: ApprovalRecord) -> None:
-        txn.conn.execute(
-            "INSERT INTO approvals (id, agent_id, request, state, created_at, deadline) "
-            "VALUES (?,?,?,?,?,?)",
-            (a.id, a.agent_id, _j(a.request), "pending", a.created_at, a.deadline))
-
-    async def create(self, a: ApprovalRecord) -> None:
-        await self.db.write(lambda t: self.create_in(t, a))
-
-    @staticmethod
     def put_in(txn: Txn, a: ApprovalRecord) -> None:
-        """Insert or overwrite the whole record (the kernel's approval book owns the state
-        machine; the store keeps its latest word)."""
+        """Insert or overwrite the whole record."""
         txn.conn.execute(
             "INSERT OR REPLACE INTO approvals (id, agent_id, request, state, created_at, "
             "deadline, decided_at, decision) VALUES (?,?,?,?,?,?,?,?)",
             (a.id, a.agent_id, _j(a.request), a.state, a.created_at, a.deadline, a.decided_at,
              None if a.decision is None else _j(a.decision)))
-
-    @staticmethod
-    def decide_in(txn: Txn, approval_id: str, state: ApprovalState,
-                  decision: dict[str, Any], at: str) -> None:
-        if state == "pending":
-            raise StateError("a decision cannot be 'pending'")
-        cur = txn.conn.execute(
-            "UPDATE approvals SET state=?, decision=?, decided_at=? WHERE id=? AND "
-            "state='pending'", (state, _j(decision), at, approval_id))
-        if cur.rowcount != 1:
-            raise StateError("no pending approval with that id", approval_id=approval_id)
-
-    async def decide(self, approval_id: str, state: ApprovalState,
-                     decision: dict[str, Any], at: str) -> None:
-        await self.db.write(lambda t: self.decide_in(t, approval_id, state, decision, at))
-
-    def get(self, approval_id: str) -> ApprovalRecord:
-        row = self.db.reader().execute(
-            f"SELECT {self._COLS} FROM approvals WHERE id=?", (approval_id,)).fetchone()
-        if row is None:
-            raise NotFound("no such approval", approval_id=approval_id)
-        return _approval(row)
 
     def pending(self) -> list[ApprovalRecord]:
         rows = self.db.reader().execute(
