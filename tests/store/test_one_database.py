@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from agentix.core import events as ev
-from agentix.core.errors import LimitExceeded
+from agentix.core.errors import LimitExceeded, StateError
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
@@ -98,7 +98,7 @@ def _old_home(root: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
 def test_a_home_written_by_the_old_code_upgrades_and_keeps_everything(tmp_path, monkeypatch):
     home = _old_home(tmp_path / "home", monkeypatch)
 
-    async def go() -> None:
+    async def go() -> Kernel:
         k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
         await k.start()
         try:
@@ -123,8 +123,11 @@ def test_a_home_written_by_the_old_code_upgrades_and_keeps_everything(tmp_path, 
             assert rep.ok, rep
         finally:
             await k.shutdown()
+        return k
 
-    asyncio.run(go())
+    k = asyncio.run(go())
+    with pytest.raises(StateError):  # the kernel closed the database it opened
+        k.db.submit(lambda t: None)
     tables = _tables(home.db)
     assert "memory_meta" not in tables and "mailbox" not in tables and "conversations" not in tables
     assert {"memories", "memory_versions", "agent_state", "audit_entries"} <= tables

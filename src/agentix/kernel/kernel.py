@@ -793,14 +793,14 @@ class Kernel:
         if vault is not None:
             vault.uninstall()  # this kernel's log filters go with it
         if self.audit is not None:
-            await self.audit.stop()  # records the clean stop and closes the database
-            return
-        close = getattr(self.events, "close", None)
-        if close is not None:
-            res = close()
-            if asyncio.iscoroutine(res):
-                await res
-        self.db.close()
+            await self.audit.stop()  # records the clean stop
+        else:
+            close = getattr(self.events, "close", None)
+            if close is not None:
+                res = close()
+                if asyncio.iscoroutine(res):
+                    await res
+        self.db.close()  # the kernel opened it; every queued write is committed first
 
 
 def _builtin_program_exists(module: str) -> bool:
