@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-from agentix.sdk.client import Connection
+from agentix.sdk._client import Connection
 
 TYPE_CHECKING = False  # no typing, no dataclasses: every agent imports this module
 if TYPE_CHECKING:
