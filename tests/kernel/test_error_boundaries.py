@@ -21,7 +21,6 @@ from agentix.core.errors import (
     CapabilityDenied,
     InternalError,
     IsolationUnavailable,
-    NotFound,
     ProviderError,
     ToolError,
 )
@@ -257,10 +256,3 @@ def test_a_backends_own_refusal_passes_through(tmp_path):
     assert ei.value.data["missing"] and "degraded" in ei.value.message
     assert not (tmp_path / "log").exists()  # refused before anything ran
 
-
-def test_not_found_from_a_file_tool_is_a_copy_in_the_agents_terms():
-    """tools/files.py turns a backend's ENOENT into not_found without changing the error."""
-    from agentix.tools import files
-
-    assert "err.message =" not in Path(files.__file__).read_text()
-    assert NotFound.code == "not_found"

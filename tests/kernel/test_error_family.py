@@ -287,3 +287,9 @@ def test_docs_api_md_lists_every_code_with_its_number_and_class():
     text = " ".join(DOC.read_text(encoding="utf-8").split())
     for code in LOCAL_CODES:  # the SDK's own codes are explained below the table
         assert f"`{code}` (`{CLASSES[code].__name__}`" in text
+
+
+def test_every_wire_code_has_an_http_status():
+    from agentix.rpc.http import STATUS
+
+    assert set(STATUS) == set(CODES)
