@@ -35,6 +35,10 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"sdk", "cli"},
     "web": {"sdk", "web"},
     "mcp": {"sdk", "mcp"},
+    # framework adapters run INSIDE agent processes, like agents/: the agent SDK only
+    "adapters": {"sdk", "adapters"},
+    # the A2A face: an operator client of the kernel, like mcp/
+    "a2a": {"sdk", "a2a"},
 }
 # (importing module, imported module): each exception says why it is not a layering breach
 EXCEPTIONS: dict[tuple[str, str], str] = {
