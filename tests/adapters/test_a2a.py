@@ -189,3 +189,13 @@ def test_a2a_call_without_a_grant_for_the_host_is_refused_and_nothing_is_sent(se
     # web_fetch does: a resolver's answer is world text.)
     if grants != ["network: *"]:
         assert not info.result["taint"]
+
+
+def test_the_cli_refuses_to_serve_without_a_token(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "AGENTIX_A2A_TOKEN"}
+    r = subprocess.run([sys.executable, "-m", "agentix.cli.quick", "--home", str(tmp_path), "a2a", "serve",
+                        str(ECHO)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "needs a bearer token" in r.stderr
