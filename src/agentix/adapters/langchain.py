@@ -13,7 +13,7 @@
   its tool calls come back as ``AIMessage.tool_calls``); ``stream``/``astream`` stream the text
   as the provider produces it (``think`` with ``on_text``).
 - ``agentix_tools()`` turns the kernel tools the agent's grants allow (``sys.info``) into
-  ``StructuredTool``s whose call is ``tool.call``: every call is checked against the agent's
+  LangChain tools (``AgentixTool``) whose call is ``tool.call``: every call is checked against the agent's
   capabilities, charged and audited by the kernel. A refusal (``capability_denied``,
   ``taint_violation``, ...) reaches the model as the tool's answer (``"error: CODE: message"``)
   rather than ending the run, so a ReAct agent can recover from it; the kernel has already
@@ -36,14 +36,14 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from langchain_core.tools import BaseTool, ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from agentix.sdk import agent as _agent
 from agentix.sdk.errors import AgentixError
 
-__all__ = ["AgentixChatModel", "agentix_tool", "agentix_tools", "to_think_messages"]
+__all__ = ["AgentixChatModel", "AgentixTool", "agentix_tool", "agentix_tools", "to_think_messages"]
 
 
 def _kernel(k: Any) -> _agent.AgentKernel:
@@ -148,21 +148,32 @@ def _answer(result: Any) -> str:
     return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
 
 
-def agentix_tool(name: str, description: str = "", schema: dict[str, Any] | None = None, *,
-                 kernel: Any = None) -> StructuredTool:
-    """The kernel tool ``name`` as a LangChain tool: each call is ``tool.call`` (checked,
-    charged, audited). Refusals come back to the model as ``"error: CODE: message"``."""
-    k = kernel
+class AgentixTool(BaseTool):
+    """A kernel tool as a LangChain tool: each call is ``tool.call`` (checked, charged,
+    audited). A refusal comes back to the model as ``"error: CODE: message"``.
 
-    def call(**args: Any) -> str:
+    A ``BaseTool`` subclass rather than a ``StructuredTool`` around a function: LangChain
+    inspects a wrapped function's annotations on every call, which costs more than the
+    kernel's own round trip (bench/adapters.py)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    kernel: Any = Field(default=None, exclude=True)
+    handle_tool_error: bool = True
+
+    def _run(self, **args):  # noqa: ANN003,ANN202 - unannotated on purpose (see above)
         try:
-            return _answer(_kernel(k).tools.call(name, args))
+            return _answer(_kernel(self.kernel).tools.call(self.name, args))
         except AgentixError as err:
             raise ToolException(f"error: {err.code}: {err.message}") from None
 
-    return StructuredTool.from_function(
-        func=call, name=name, description=description or f"the agentix tool {name}",
-        args_schema=schema or {"type": "object", "properties": {}}, handle_tool_error=True)
+
+def agentix_tool(name: str, description: str = "", schema: dict[str, Any] | None = None, *,
+                 kernel: Any = None) -> BaseTool:
+    """The kernel tool ``name`` as a LangChain tool (``AgentixTool``); ``schema`` is its JSON
+    Schema (from ``tool.list``)."""
+    return AgentixTool(name=name, description=description or f"the agentix tool {name}",
+                       args_schema=schema or {"type": "object", "properties": {}}, kernel=kernel)
 
 
 def agentix_tools(names: Sequence[str] | None = None, *, kernel: Any = None) -> list[BaseTool]:
