@@ -20,7 +20,7 @@ def a2a() -> None:
 @a2a.command()
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="the address to listen on")
-@click.option("--port", default=8700, show_default=True, type=int)
+@click.option("--port", default=8700, show_default=True, type=int, help="the port to listen on")
 @click.option("--url", default=None, help="the URL clients reach this server at (for the agent card); "
               "default http://HOST:PORT/")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
