@@ -186,7 +186,9 @@ class Guard:
             try:
                 n = int(length)
             except ValueError:
-                return await self._send_error(send, 400, "Content-Length is not a number")
+                n = -1
+            if n < 0:
+                return await self._send_error(send, 400, "Content-Length is not a byte count")
             if n > self.max_body:
                 return await self._send_error(send, 413, f"request body of {n} bytes is over this server's "
                                               f"limit of {self.max_body} bytes")
