@@ -139,8 +139,10 @@ class AgentixChatModel(BaseChatModel):
                    tool_choice: str | None = None, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         """The model with ``tools`` offered on every ``think`` (OpenAI function format)."""
         formatted = [convert_to_openai_tool(t) for t in tools]
+        if isinstance(tool_choice, dict):  # {"type": "function", "function": {"name": N}} -> N
+            tool_choice = (tool_choice.get("function") or {}).get("name")
         if tool_choice is not None:
-            kwargs["tool_choice"] = {"any": "required"}.get(tool_choice, tool_choice)
+            kwargs["tool_choice"] = {"any": "required", True: "required"}.get(tool_choice, tool_choice)
         return super().bind(tools=formatted, **kwargs)
 
 
