@@ -4,7 +4,7 @@ The crew's logic runs here; each crew agent's model calls and tools run in a chi
 agent (``member``) holding only that crew agent's grants: the researcher may echo, the
 writer may write in its workspace. The kernel checks every call against the member's grants.
 
-    agentix spawn examples/crewai_team/crew.yaml --message "a report on pond frogs"
+    agentix run examples/crewai_team/crew.yaml --message "a report on pond frogs"
 
 CrewAI is not an agentix extra (its pins clash with the mcp and openai-agents extras): run
 this with a kernel whose Python has crewai installed (docs/integrations.md).

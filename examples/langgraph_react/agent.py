@@ -2,7 +2,10 @@
 agentix program: its model calls are ``think`` (scheduled, budgeted, audited) and its tools are
 kernel tools (checked against its grants, audited).
 
-    agentix run examples/langgraph_react/agent.yaml "write a haiku to haiku.txt"
+    agentix run examples/langgraph_react/agent.yaml --message "write a haiku to haiku.txt"
+
+(``model: sim:engine`` in agent.yaml is the scripted model of the tests, turns.yaml; name your
+own model there, e.g. ``model: openai:gpt-4o-mini``.)
 
 The goal arrives as the agent's first message; the graph's final answer is its result.
 """

@@ -2,7 +2,9 @@
 kernel tools, and its handoff to a specialist spawns the specialist as a CHILD agentix agent
 with narrower grants (the kernel refuses a handoff that would widen them).
 
-    agentix spawn examples/openai_agents/triage.yaml --message "write the report"
+    agentix run examples/openai_agents/triage.yaml --message "write the report"
+
+(``model: sim:engine`` is the scripted model of the tests, turns.yaml; name your own.)
 
 The first message is the goal (a string), or ``{"goal": ..., "specialist_grants": [...]}``.
 """
