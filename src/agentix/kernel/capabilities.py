@@ -97,7 +97,7 @@ ROOT_KEY_FILE = "root.key"
 _RESOURCE_TOOLS: dict[str, tuple[str, ...]] = {
     "file_read": ("file_read",), "file_read_many": ("file_read",), "file_list": ("file_read",),
     "grep": ("file_read",), "file_write": ("file_write",), "file_edit": ("file_read", "file_write"),
-    "web_fetch": ("network",), "exec": ("exec",),
+    "web_fetch": ("network",), "exec": ("exec",), "a2a_call": ("network",),
 }
 
 
