@@ -150,6 +150,9 @@ class Kernel:
         from agentix.kernel import http_api
 
         self.http_tokens = http_api.register(self)  # tokens.* for the HTTP API (docs/http.md)
+        from agentix.kernel import a2a_tool
+
+        a2a_tool.register(self)  # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
