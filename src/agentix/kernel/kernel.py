@@ -148,6 +148,9 @@ class Kernel:
         from agentix.kernel import http_api
 
         self.http_tokens = http_api.register(self)  # tokens.* for the HTTP API (docs/http.md)
+        from agentix.kernel import mcp_tools
+
+        self.mcp = mcp_tools.register(self)  # declared MCP servers' tools, mcp.* (docs/integrations.md)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
@@ -784,6 +787,7 @@ class Kernel:
         orphans = [r for r in self.table if r.live and r.parent is not None]
         await asyncio.gather(*(self.stop(r, reason="killed", detail="kernel shutting down", grace=grace)
                                for r in roots + orphans), return_exceptions=True)
+        await self.mcp.close()
         await self.substrate.close()
         await self.inference.aclose()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
