@@ -162,10 +162,12 @@ class SocketTransport:
     socketpair that is the sandboxed server's stdin and stdout, with the bounds the server
     must keep. Parsing is the ``mcp`` package's; only the framing and the bounds are here."""
 
-    def __init__(self, sock: socket.socket, cfg: McpServerConfig, on_fatal: Callable[[str], None]) -> None:
+    def __init__(self, sock: socket.socket, cfg: McpServerConfig, on_fatal: Callable[[str], None],
+                 on_eof: Callable[[], None]) -> None:
         self.sock = sock
         self.cfg = cfg
         self.on_fatal = on_fatal
+        self.on_eof = on_eof
         self.notifications = 0
 
     @contextlib.asynccontextmanager
@@ -189,6 +191,7 @@ class SocketTransport:
                     while True:
                         chunk = await loop.sock_recv(self.sock, 65536)
                         if not chunk:
+                            self.on_eof()
                             return
                         buf += chunk
                         while True:
@@ -364,7 +367,14 @@ class McpServer:
             ssock.close()
         self.handle, self.pid, self._sock = handle, handle.pid, ksock
         asyncio.create_task(self._reap(handle, self._dead))
-        return SocketTransport(ksock, cfg, self._died)()
+        dead = self._dead
+
+        def eof() -> None:  # give the reaper a moment to name the exit; else the close is the reason
+            asyncio.get_running_loop().call_later(
+                1.0, lambda: None if dead.is_set() or self._dead is not dead
+                else self._died("closed its connection to the kernel"))
+
+        return SocketTransport(ksock, cfg, self._died, eof)()
 
     async def _remote(self) -> Any:
         from mcp.client.streamable_http import streamable_http_client
@@ -471,6 +481,9 @@ class McpServer:
             if err is None:
                 self.crashes = 0  # a server that answers has recovered
                 return task.result()
+            if _closed(err):  # the connection went: wait for its reason (the exit, the bound broken)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(dead.wait(), 2.0)
             if dead.is_set():
                 raise ToolError(f"MCP server {self.name} {self.last_error} during the call of {tool}",
                                 reason="mcp_server_died", server=self.name, tool=tool)
@@ -493,6 +506,12 @@ class McpServer:
                 "tools": len(self.tools), "in_flight": self.in_flight,
                 "isolation": ({"layers": self.handle.layers, "missing": self.handle.missing_layers}
                               if self.handle is not None and self.state == "running" else None)}
+
+
+def _closed(err: BaseException) -> bool:
+    from mcp_types import CONNECTION_CLOSED
+
+    return getattr(getattr(err, "error", None), "code", getattr(err, "code", None)) == CONNECTION_CLOSED
 
 
 def _describe(err: BaseException) -> str:

@@ -13,13 +13,16 @@ covers the well-behaved server and each bad one:
 
 import os
 import socket
+
+import anyio
 import sys
 import time
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
 
 MODE = os.environ.get("MODE", "good")
+# the wire itself (the SDK diverts fd 1 to stderr once it serves): the bad modes write on it
+WIRE = os.dup(1)
 server = MCPServer("notes")
 
 
@@ -40,19 +43,19 @@ def add(a: int, b: int) -> int:
 
 
 @server.tool(description=_echo_desc())
-async def echo(text: str, ctx: Context) -> str:
+async def echo(text: str) -> str:
     if MODE == "hang":
-        time.sleep(3600)
+        await anyio.sleep(3600)
     if MODE == "crash":
         os._exit(3)
     if MODE == "huge":
         return "x" * (4 * 1024 * 1024)
-    if MODE == "flood":
+    if MODE == "flood":  # notifications straight onto the wire, without end
+        note = '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}\n'
         while True:
-            await ctx.info("flood")
+            os.write(WIRE, note.encode() * 100)
     if MODE == "garbage":
-        sys.stdout.write("this is not json-rpc\n")
-        sys.stdout.flush()
+        os.write(WIRE, b"this is not json-rpc\n")
         time.sleep(5)
     return text
 
