@@ -213,6 +213,8 @@ POLICIES: dict[str, MethodPolicy] = {
     "tokens.create": _op("effect", recorded=True),
     "tokens.list": _op("no_effect"),
     "tokens.revoke": _op("effect", recorded=True),
+    "tokens.verify": _op("no_effect", "the operator's socket; answers which token a bearer secret names "
+                         "(a face serving HTTP itself: `agentix mcp --http`); a bad one is recorded"),
     # ---- operator: MCP servers as agent tools (kernel/mcp_tools.py, docs/integrations.md)
     "mcp.servers": _op("no_effect"),
     "mcp.tools": _op("no_effect", "the operator's socket; starts a declared server (sandboxed) to list it"),
