@@ -18,8 +18,12 @@ __all__ = ["mcp"]
 @click.option("--read-only", is_flag=True,
               help="offer only the tools that change nothing (the kernel refuses the rest on this "
                    "connection too)")
+@click.option("--http", "http", default=None, metavar="HOST:PORT",
+              help="serve Streamable HTTP at http://HOST:PORT/mcp instead of stdio, authenticated with "
+                   "the HTTP API's tokens (`agentix tokens create NAME --role viewer|operator`)")
+@click.option("--allow-remote", is_flag=True, help="with --http: allow a non-loopback address")
 @click.pass_context
-def mcp(cctx: click.Context, read_only: bool) -> None:
+def mcp(cctx: click.Context, read_only: bool, http: str | None, allow_remote: bool) -> None:
     """Serve agentix as an MCP server on stdin/stdout (for Claude Desktop/Code and IDEs).
 
     Calls reach the kernel as the operator's `mcp` face: its state-changing calls are
@@ -36,7 +40,20 @@ def mcp(cctx: click.Context, read_only: bool) -> None:
     except ImportError as err:
         fail(f"the MCP server needs the optional mcp extra ({err.name or err} is missing): "
              "pip install 'agentix[mcp]'", EXIT_USAGE)
-    serve(ctx.home, read_only=read_only)
+    if http is None:
+        serve(ctx.home, read_only=read_only)
+        return
+    if read_only:
+        fail("--read-only is for stdio; over HTTP a viewer token gets the read-only tools", EXIT_USAGE)
+    from agentix.mcp.http import parse_address, serve_http
+    from agentix.sdk.errors import InvalidRequest
+
+    try:
+        parse_address(http, allow_remote=allow_remote)
+    except InvalidRequest as err:
+        fail(err.message, EXIT_USAGE)
+    line(f"MCP over Streamable HTTP at http://{http}/mcp (bearer tokens: `agentix tokens create`)", err=True)
+    serve_http(ctx.home, http, allow_remote=allow_remote)
 
 
 @mcp.command("servers")
