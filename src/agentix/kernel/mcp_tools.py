@@ -14,6 +14,8 @@ The operator declares servers in ``$AGENTIX_HOME/config.toml``::
     max_notifications_per_s = 100             # more is a flood: the server is stopped
     max_concurrent = 8                        # calls in flight at once
     max_restarts = 5                          # crashes in a row before the server is left failed
+    read_only_tools = ["search*"]             # the operator's word that these only read: their
+                                              # audit records are committed asynchronously (no_effect)
 
     [mcp.servers.search]                      # a remote server (streamable HTTP), called by the kernel
     url = "https://mcp.example.com/mcp"
@@ -108,6 +110,16 @@ class McpServerConfig(BaseModel):
     max_notifications_per_s: int = Field(default=100, ge=1, le=100_000)
     max_concurrent: int = Field(default=8, ge=1, le=1024)
     max_restarts: int = Field(default=5, ge=0, le=1000)
+    #: tools the operator knows only read (names, a trailing ``*`` allowed): their audit records
+    #: are committed asynchronously (``no_effect``); every other tool is an ``effect``, whose
+    #: intent record is durable before the server gets the call (docs/audit.md)
+    read_only_tools: list[str] = Field(default_factory=list)
+
+    def durability(self, tool: str) -> Literal["effect", "no_effect"]:
+        for p in self.read_only_tools:
+            if tool == p or (p.endswith("*") and tool.startswith(p[:-1])):
+                return "no_effect"
+        return "effect"
 
     def model_post_init(self, _ctx: Any) -> None:
         if (self.command is None) == (self.url is None):
@@ -558,6 +570,7 @@ class McpTools:
         self.k = k
         self.servers = {name: McpServer(name, cfg, k) for name, cfg in servers.items()}
         self.pins = PinStore(k)
+        self._validators: dict[str, Callable[[dict[str, Any]], None]] = {}
 
     def server(self, name: str) -> McpServer:
         try:
@@ -641,7 +654,8 @@ class McpTools:
         srv, tool = got
         listed = srv.tools.get(tool)
         desc = untrusted_description(srv.name, tool, listed.description if listed else None)
-        return ToolSpec(name, desc, {"type": "object"}, self._handler(srv, tool))
+        return ToolSpec(name, desc, {"type": "object"}, self._handler(srv, tool),
+                        durability=srv.cfg.durability(tool))
 
     def specs(self) -> list[ToolSpec]:
         """The approved tools of the servers listed so far (a server not yet started offers
@@ -654,7 +668,8 @@ class McpTools:
                     continue
                 out.append(ToolSpec(mcp_tool_name(srv.name, t.name),
                                     untrusted_description(srv.name, t.name, t.description),
-                                    t.input_schema, self._handler(srv, t.name)))
+                                    t.input_schema, self._handler(srv, t.name),
+                                    durability=srv.cfg.durability(t.name)))
         return out
 
     def _handler(self, srv: McpServer, tool: str) -> Any:
@@ -685,7 +700,7 @@ class McpTools:
                 f"MCP tool {srv.name}/{tool} has not been approved (server {srv.name} has approve = "
                 f"\"operator\"): `agentix mcp approve {srv.name}/{tool}`",
                 reason="mcp_tool_unapproved", server=srv.name, tool=tool, digest=t.digest)
-        _check_schema(srv.name, tool, t.input_schema, args)
+        self._validator(srv.name, t)(args)
         try:
             res = await srv.call(tool, args, srv.cfg.call_timeout)
         except AgentixError as err:
@@ -693,6 +708,16 @@ class McpTools:
             raise err.tainted(label) from None
         self._taint(ctx, label)
         return _result(srv.name, tool, res)
+
+    def _validator(self, server: str, t: ListedTool) -> Callable[[dict[str, Any]], None]:
+        """The argument check for the listed (approved) schema, built once per digest."""
+        v = self._validators.get(t.digest)
+        if v is None:
+            v = _schema_validator(server, t.name, t.input_schema)
+            if len(self._validators) > 4096:
+                self._validators.clear()
+            self._validators[t.digest] = v
+        return v
 
     def _taint(self, ctx: ToolContext, label: str) -> None:
         if ctx.agent_id is not None:
@@ -707,18 +732,28 @@ class McpTools:
                              return_exceptions=True)
 
 
-def _check_schema(server: str, tool: str, schema: dict[str, Any], args: dict[str, Any]) -> None:
+def _schema_validator(server: str, tool: str, schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     import jsonschema
 
     try:
-        jsonschema.validate(args, schema)
-    except jsonschema.ValidationError as err:
-        where = "/".join(str(p) for p in err.absolute_path) or "(arguments)"
-        raise InvalidRequest(f"MCP tool {server}/{tool}: {where}: {err.message[:300]}",
-                             field=where, tool=f"{server}/{tool}") from None
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
     except jsonschema.SchemaError as err:
-        raise ToolError(f"MCP tool {server}/{tool} has an input schema that is not valid JSON Schema: "
-                        f"{err.message[:200]}", reason="mcp_bad_schema", tool=f"{server}/{tool}") from None
+        msg = (f"MCP tool {server}/{tool} has an input schema that is not valid JSON Schema: "
+               f"{err.message[:200]}")
+
+        def broken(args: dict[str, Any]) -> None:
+            raise ToolError(msg, reason="mcp_bad_schema", tool=f"{server}/{tool}")
+        return broken
+    validator = cls(schema)
+
+    def check(args: dict[str, Any]) -> None:
+        err = jsonschema.exceptions.best_match(validator.iter_errors(args))
+        if err is not None:
+            where = "/".join(str(p) for p in err.absolute_path) or "(arguments)"
+            raise InvalidRequest(f"MCP tool {server}/{tool}: {where}: {err.message[:300]}",
+                                 field=where, tool=f"{server}/{tool}")
+    return check
 
 
 def _result(server: str, tool: str, res: Any) -> dict[str, Any]:

@@ -174,7 +174,7 @@ class ToolRegistry:
 
     def durability(self, name: str) -> Literal["effect", "no_effect"]:
         """A tool's durability class; an unknown tool counts as an effect."""
-        spec = self._tools.get(name)
+        spec = self._tools.get(name) or self._provided(name)
         return "effect" if spec is None else spec.durability
 
     def _all(self) -> dict[str, ToolSpec]:
