@@ -187,6 +187,10 @@ def test_pins_survive_a_kernel_restart(mcp_kernel, isolation_mode) -> None:
     _desc(k.home, "v2")
     k2 = Daemon(k.home, isolation_mode)
     try:
+        # before the server starts, agents are offered what the pins approved
+        listed = {t["name"]: t for t in k2.client.call("tool.list")["tools"]}
+        assert "<untrusted>v1</untrusted>" in listed["mcp__notes__echo"]["description"]
+        assert server_state(k2)["state"] == "stopped"
         out = run_calls(k2, [call("mcp__notes__echo", text="a")], ["mcp: notes/*"])
         assert out[0]["data"]["reason"] == "mcp_tool_changed"
     finally:

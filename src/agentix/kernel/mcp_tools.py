@@ -541,10 +541,19 @@ class PinStore:
         self.k = k
         self.db = k.audit.db if k.audit is not None else None
         self.pins: dict[tuple[str, str], Pin] = {}
+        #: what each pin approved (description, input schema): offered before the server starts
+        self.approved: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         if self.db is not None:
+            import orjson
+
             for r in self.db.reader().execute(
-                    "SELECT server, tool, digest, approved_by, approved_at FROM mcp_pins").fetchall():
+                    "SELECT server, tool, digest, approved_by, approved_at, description, input_schema "
+                    "FROM mcp_pins").fetchall():
                 self.pins[(r[0], r[1])] = Pin(r[0], r[1], r[2], r[3], r[4])
+                try:
+                    self.approved[(r[0], r[1])] = (r[5], orjson.loads(r[6]))
+                except orjson.JSONDecodeError:
+                    pass
 
     def get(self, server: str, tool: str) -> Pin | None:
         return self.pins.get((server, tool))
@@ -561,6 +570,7 @@ class PinStore:
 
             await self.db.write(op)
         self.pins[(pin.server, pin.tool)] = pin
+        self.approved[(pin.server, pin.tool)] = (description or "", schema)
 
 
 class McpTools:
@@ -658,18 +668,20 @@ class McpTools:
                         durability=srv.cfg.durability(tool))
 
     def specs(self) -> list[ToolSpec]:
-        """The approved tools of the servers listed so far (a server not yet started offers
-        nothing here until its first use; ``agentix mcp tools`` starts it)."""
+        """The approved tools: of a running server, those whose listing matches their pin; of a
+        server not started yet, what its pins approved (a first_use server never started has
+        none yet: ``agentix mcp tools`` starts and pins it)."""
         out = []
         for srv in self.servers.values():
-            for t in srv.tools.values():
-                pin = self.pins.get(srv.name, t.name)
-                if pin is None or pin.digest != t.digest:
-                    continue
-                out.append(ToolSpec(mcp_tool_name(srv.name, t.name),
-                                    untrusted_description(srv.name, t.name, t.description),
-                                    t.input_schema, self._handler(srv, t.name),
-                                    durability=srv.cfg.durability(t.name)))
+            if srv.tools:
+                shown = [(t.name, t.description, t.input_schema) for t in srv.tools.values()
+                         if (pin := self.pins.get(srv.name, t.name)) is not None and pin.digest == t.digest]
+            else:
+                shown = [(tool, d, schema) for (server, tool), (d, schema) in self.pins.approved.items()
+                         if server == srv.name]
+            for name, desc, schema in shown:
+                out.append(ToolSpec(mcp_tool_name(srv.name, name), untrusted_description(srv.name, name, desc),
+                                    schema, self._handler(srv, name), durability=srv.cfg.durability(name)))
         return out
 
     def _handler(self, srv: McpServer, tool: str) -> Any:
