@@ -286,6 +286,18 @@ def test_bad_declarations_stop_the_kernel_at_start_naming_the_key(tmp_path: Path
     assert load_mcp_config(tmp_path)["notes"].command == [sys.executable, str(SERVER)]
 
 
+def test_a_declaration_that_would_bind_the_kernel_home_stops_the_kernel(isolation_mode) -> None:
+    tmp = short_tmp()
+    home = tmp / "h"
+    home.mkdir(parents=True)
+    for bad in (str(home), str(home / "keys"), "/", str(tmp)):
+        (home / "config.toml").write_text(f'[mcp.servers.x]\ncommand = ["x"]\nread_only_paths = ["{bad}"]\n')
+        with pytest.raises(RuntimeError) as err:
+            Daemon(home, isolation_mode)
+        assert "read_only_paths" in str(err.value) and "kernel's own state" in str(err.value)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_cli_lists_servers_and_tools_and_approves(mcp_kernel) -> None:
     import subprocess
 

@@ -578,6 +578,15 @@ class McpTools:
 
     def __init__(self, k: Kernel, servers: dict[str, McpServerConfig]) -> None:
         self.k = k
+        home = os.path.realpath(k.home.root)
+        for name, cfg in servers.items():
+            for p in cfg.read_only_paths:
+                real = os.path.realpath(p)
+                if os.path.commonpath([real, home]) in (real, home):
+                    raise InvalidRequest(
+                        f"[mcp.servers.{name}] read_only_paths: {p} would show the server the kernel's own "
+                        f"state ({home}: keys, database, secrets, workspaces); name a directory outside it",
+                        field=f"mcp.servers.{name}.read_only_paths")
         self.servers = {name: McpServer(name, cfg, k) for name, cfg in servers.items()}
         self.pins = PinStore(k)
         self._validators: dict[str, Callable[[dict[str, Any]], None]] = {}
