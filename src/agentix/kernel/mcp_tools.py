@@ -657,6 +657,30 @@ class McpTools:
                             "description": t.description, "input_schema": t.input_schema})
         return out
 
+    async def prepare_for(self, agent_id: str) -> None:
+        """Start (first use) the servers an agent's ``mcp:`` grants name, so that its tool list
+        shows their tools; a server that cannot start is left out (its calls say why)."""
+        wanted: list[McpServer] = []
+        toks = self.k.caps.tokens_of(agent_id) if self.servers else []
+        for srv in self.servers.values():
+            if srv.state in ("running", "failed") or srv.tools and srv.state == "backoff":
+                continue
+            if any(g.value == "*" or g.value.startswith(srv.name + "/")
+                   for t in toks for g in t.grants.of_kind("mcp")):
+                wanted.append(srv)
+        if not wanted:
+            return
+
+        async def one(srv: McpServer) -> None:
+            try:
+                await srv.ensure()
+                for t in list(srv.tools.values()):
+                    await self.state_of(srv, t)  # first_use: pinned as it is first seen
+            except AgentixError as err:
+                log.warning("MCP server %s could not start for %s: %s", srv.name, agent_id, err.message)
+
+        await asyncio.gather(*(one(s) for s in wanted))
+
     # -- the registry's view --------------------------------------------------------------
     def _split(self, name: str) -> tuple[McpServer, str] | None:
         server, sep, tool = name[len(MCP_TOOL_PREFIX):].partition("__")
