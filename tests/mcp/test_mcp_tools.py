@@ -265,6 +265,35 @@ def test_bad_servers_give_clear_errors_and_the_kernel_stays_responsive(mcp_kerne
     assert entries and "external_tool:mcp:garbage/echo" in entries[0]["taint"]
 
 
+def test_a_remote_server_is_called_over_streamable_http_under_the_same_grants(mcp_kernel) -> None:
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(SERVER), str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def up() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        assert wait_until(up, 20)
+        k = mcp_kernel(f'[mcp.servers.remote]\nurl = "http://127.0.0.1:{port}/mcp"\n')
+        out = run_calls(k, [call("mcp__remote__add", a=4, b=5), call("mcp__remote__echo", text="x")],
+                        ["mcp: remote/add"])
+        assert out[0]["ok"]["text"] == "9"
+        assert out[1]["error"] == "capability_denied"
+        srv = server_state(k, "remote")
+        assert srv["kind"] == "http" and srv["state"] == "running" and srv["pid"] is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_bad_declarations_stop_the_kernel_at_start_naming_the_key(tmp_path: Path) -> None:
     from agentix.core.errors import InvalidRequest
     from agentix.kernel.mcp_tools import load_mcp_config

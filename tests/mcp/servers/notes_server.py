@@ -88,4 +88,7 @@ def whoami() -> dict:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if len(sys.argv) > 1:  # a remote server for the url declaration: streamable HTTP on this port
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    else:
+        server.run("stdio")
