@@ -292,6 +292,7 @@ class McpServer:
     _dead: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _runner: asyncio.Task[None] | None = None
+    _reaper: asyncio.Task[None] | None = None
     _sock: socket.socket | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -378,15 +379,13 @@ class McpServer:
         finally:
             ssock.close()
         self.handle, self.pid, self._sock = handle, handle.pid, ksock
-        asyncio.create_task(self._reap(handle, self._dead))
         dead = self._dead
+        self._reaper = asyncio.create_task(self._reap(handle, dead))
 
         def eof() -> None:  # give the reaper a moment to name the exit; else the close is the reason
-            asyncio.get_running_loop().call_later(
-                1.0, lambda: None if dead.is_set() or self._dead is not dead
-                else self._died("closed its connection to the kernel"))
+            asyncio.get_running_loop().call_later(1.0, self._died, "closed its connection to the kernel", dead)
 
-        return SocketTransport(ksock, cfg, self._died, eof)()
+        return SocketTransport(ksock, cfg, lambda why: self._died(why, dead), eof)()
 
     async def _remote(self) -> Any:
         from mcp.client.streamable_http import streamable_http_client
@@ -405,27 +404,29 @@ class McpServer:
                 await dead.wait()
         except BaseException as err:  # noqa: BLE001 - ends the session, reported to the callers
             if not isinstance(err, asyncio.CancelledError):
-                self._died(f"session ended: {_describe(err)}")
+                self._died(f"session ended: {_describe(err)}", dead)
             if not ready.done():
                 ready.set_exception(ToolError(f"MCP server {self.name}: {self.last_error}",
                                               reason="mcp_server_start", server=self.name))
         finally:
-            self.client = None
+            if self._dead is dead:  # a later session's client is not this one's to clear
+                self.client = None
 
     async def _reap(self, handle: Handle, dead: asyncio.Event) -> None:
         info = await handle.wait()
         if not dead.is_set():
             what = ("was killed by its memory limit (oom)" if info.oom else
                     f"was killed by signal {info.signal}" if info.signal else f"exited with status {info.code}")
-            self._died(what)
+            self._died(what, dead)
         await handle.cleanup()
         await self.k.events.record("mcp.server_exited", None, {
             "server": self.name, "pid": handle.pid, "code": info.code, "signal": info.signal,
             "oom": info.oom, "reason": self.last_error})
 
-    def _died(self, reason: str) -> None:
-        """End the session now: stop the process, fail the calls in flight, plan a restart."""
-        if self._dead.is_set():
+    def _died(self, reason: str, dead: asyncio.Event | None = None) -> None:
+        """End the session now: stop the process, fail the calls in flight, plan a restart.
+        ``dead`` names the session the news is about: news of an older one changes nothing."""
+        if self._dead.is_set() or (dead is not None and dead is not self._dead):
             return
         self.last_error = reason
         self._dead.set()
@@ -447,9 +448,10 @@ class McpServer:
     async def stop(self) -> None:
         self.state = "stopped"
         self._died("stopped by the kernel")
-        if self._runner is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(self._runner), 5.0)
+        for task in (self._runner, self._reaper):  # the session, then the process's exit record
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(task), 5.0)
 
     # -- listing and calling ------------------------------------------------------------
     async def _list(self) -> None:
