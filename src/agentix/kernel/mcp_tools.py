@@ -37,7 +37,7 @@ Rules:
 - Pinning (core/mcp.py): a tool may be called only while its description and input schema hash
   to what was approved; a changed tool is disabled (``capability_denied``, reason
   ``mcp_tool_changed``) until ``agentix mcp approve SERVER/TOOL``. Pins live in the store
-  (``mcp_pins``, schema v6). Descriptions are offered to models only wrapped as untrusted.
+  (``mcp_pins``, schema v7). Descriptions are offered to models only wrapped as untrusted.
 - Bad servers: a line that is not JSON-RPC, a message over ``max_message_bytes``, more than
   ``max_notifications_per_s`` notifications in a second, or an exit stop the server; calls in
   flight get ``tool_error`` naming what happened. A call not answered within ``call_timeout``
@@ -541,7 +541,7 @@ class PinStore:
 
     def __init__(self, k: Kernel) -> None:
         self.k = k
-        self.db = k.audit.db if k.audit is not None else None
+        self.db = k.db
         self.pins: dict[tuple[str, str], Pin] = {}
         #: what each pin approved (description, input schema): offered before the server starts
         self.approved: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
