@@ -78,7 +78,8 @@ def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrat
             if home is not None and config.warm_pool > 0:
                 from agentix.sandbox.warm import WarmBwrapSubstrate
 
-                return WarmBwrapSubstrate(workspace_root=home.workspaces, warm_pool=config.warm_pool,
+                return WarmBwrapSubstrate(warm_root=home.root / "warm", workspace_root=home.workspaces,
+                                          warm_pool=config.warm_pool,
                                           shape=config.limits, pool=config.launcher_pool,
                                           cgroup_name=name, sweep=True)
             return BwrapSubstrate(pool=config.launcher_pool, cgroup_name=name, sweep=home is not None)

@@ -10,7 +10,7 @@ killed, audited (``worker.rejected``) and never used.
 Before assignment a worker holds nothing: no identity socket (its only socket is the
 control socket, which the kernel never serves system calls on), no ``AGENTIX_FD`` /
 ``AGENTIX_AGENT_ID``, no tokens (the kernel mints them for the agent, not the worker), an
-empty workspace (``workspaces/.warm/<worker>``, bound at ``/workspace``), the shape's
+empty workspace (``$AGENTIX_HOME/warm/<worker>``, bound at ``/workspace``), the shape's
 default limits.
 
 Assignment (``WarmBwrapSubstrate.spawn`` for a spec of the pool's *shape*)::
@@ -128,12 +128,14 @@ class _Worker:
 class WarmBwrapSubstrate(BwrapSubstrate):
     """The bwrap backend plus a pool of ``warm_pool`` pre-confined workers (see module doc)."""
 
-    def __init__(self, *, workspace_root: Path, warm_pool: int = 2, shape: Limits = DEFAULT_LIMITS,
-                 **kw: Any) -> None:
+    def __init__(self, *, warm_root: Path, workspace_root: Path, warm_pool: int = 2,
+                 shape: Limits = DEFAULT_LIMITS, **kw: Any) -> None:
         super().__init__(**kw)
         self.warm_size = warm_pool
         self.shape = shape.merged_over(DEFAULT_LIMITS)
-        self.warm_root = Path(workspace_root) / ".warm"
+        # the placeholders: renamed into workspace_root at assignment, so the same filesystem
+        self.warm_root = Path(warm_root)
+        self.workspace_root = Path(workspace_root)
         self._workers: list[_Worker] = []
         self._fill_task: asyncio.Task[None] | None = None
         self._warm_swept = False
@@ -159,6 +161,16 @@ class WarmBwrapSubstrate(BwrapSubstrate):
     def _pool_possible(self) -> bool:
         return self.warm_size > 0 and all(s.ok for s in self.status().values())
 
+    def _same_filesystem(self) -> bool:
+        self.warm_root.mkdir(mode=0o700, exist_ok=True)
+        self.workspace_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.warm_root.stat().st_dev == self.workspace_root.stat().st_dev:
+            return True
+        log.warning("warm pool disabled: %s and %s are on different filesystems (a worker's "
+                    "workspace is renamed into place)", self.warm_root, self.workspace_root)
+        self.warm_size = 0
+        return False
+
     # -- the pool's life -----------------------------------------------------------------
     async def warm(self) -> None:
         """The launcher pool and sweep (BwrapSubstrate.warm), then start filling the pool."""
@@ -169,6 +181,8 @@ class WarmBwrapSubstrate(BwrapSubstrate):
             # placeholders of an earlier run of this home (its workers died with it)
             await asyncio.to_thread(shutil.rmtree, self.warm_root, True)
             self._warm_swept = True
+            if not self._same_filesystem():
+                return
         self._schedule_fill()
 
     def _schedule_fill(self) -> None:
@@ -341,6 +355,13 @@ class WarmBwrapSubstrate(BwrapSubstrate):
             bad = [{"layer": "namespaces", "why": "the worker has no running program"}] if pid is None else \
                 verify.check(pid, layers=w.handle.layers, uid=self.uid, gid=self.gid, rlimits=w.rlimits,
                              cgroup_dirs=list(w.cg.dirs.values()), network=False)
+            try:
+                early: bytes | None = w.ctl.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                early = None
+            if early is not None:  # it spoke (or hung up) before it was asked: not what boot does
+                bad = [*bad, {"layer": "control", "why": "the worker wrote on or closed its control "
+                              "socket before assignment"}]
             if bad:
                 await self._reject(w, "assignment", bad)
                 continue
