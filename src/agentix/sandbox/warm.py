@@ -84,6 +84,7 @@ WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/workspace", "LAN
 _IDENTITY_ENV = ("AGENTIX_FD", "AGENTIX_AGENT_ID", "AGENTIX_AGENT_NAME")
 MIN_MEMORY = 64 * 1024**2   # below this the worker's own interpreter + SDK leave too little
 MIN_PIDS = 8
+FILL_CONCURRENCY = 2        # workers started at once while the pool refills
 _MEMORY_HEADROOM = 0.75     # at assignment the worker may use at most this share of the limit
 
 
@@ -193,23 +194,32 @@ class WarmBwrapSubstrate(BwrapSubstrate):
         self._fill_task = asyncio.get_running_loop().create_task(self._fill())
 
     async def _fill(self) -> None:
+        """Start workers until the pool is full, ``FILL_CONCURRENCY`` at a time (a start waits
+        mostly on cgroup migration and exec, not CPU); stop after 3 failures in a row."""
         failures = 0
         while not self._closing and len(self._workers) < self.warm_size and failures < 3:
-            try:
-                w = await self._start_worker()
-            except (OSError, cgroups.CgroupError, asyncio.TimeoutError) as err:
-                log.warning("cannot start a warm worker: %s", err)
-                w = None
-            if w is None:
+            n = min(FILL_CONCURRENCY, self.warm_size - len(self._workers))
+            got = await asyncio.gather(*(self._start_one() for _ in range(n)))
+            for w in got:
+                if w is None:
+                    continue
+                if self._closing or len(self._workers) >= self.warm_size:
+                    await self._discard(w)
+                    continue
+                self._workers.append(w)
+                w.watch = asyncio.get_running_loop().create_task(self._watch(w))
+            if all(w is None for w in got):
                 failures += 1
                 await asyncio.sleep(0.5 * failures)
-                continue
-            failures = 0
-            if self._closing:
-                await self._discard(w)
-                return
-            self._workers.append(w)
-            w.watch = asyncio.get_running_loop().create_task(self._watch(w))
+            else:
+                failures = 0
+
+    async def _start_one(self) -> _Worker | None:
+        try:
+            return await self._start_worker()
+        except (OSError, cgroups.CgroupError, asyncio.TimeoutError) as err:
+            log.warning("cannot start a warm worker: %s", err)
+            return None
 
     async def _start_worker(self) -> _Worker | None:
         """One worker, started as a cold agent would be and verified from outside; None if
@@ -383,8 +393,7 @@ class WarmBwrapSubstrate(BwrapSubstrate):
         try:
             w.cg.set_limits(cgroups.CgroupSpec(memory=limits.memory, cpu=limits.cpu, pids=limits.pids))
             w.cg.rename(spec.agent_id)
-            await asyncio.to_thread(_move_workspace, spec.workspace, w.placeholder)
-            await asyncio.to_thread(_own_workspace, spec.workspace, self.uid, self.gid)
+            await asyncio.to_thread(_move_workspace, spec.workspace, w.placeholder, self.uid, self.gid)
             n = len(BOOT_ARGV)
             msg = {"target": spec.argv[n], "args": list(spec.argv[n + 1:]), "fd": spec.channel_fd,
                    "env": {**{k: host_env[k] for k in _IDENTITY_ENV if k in host_env}, **inner_env},
@@ -417,9 +426,10 @@ class WarmBwrapSubstrate(BwrapSubstrate):
         return handle
 
 
-def _move_workspace(workspace: Path, placeholder: Path) -> None:
+def _move_workspace(workspace: Path, placeholder: Path, uid: int, gid: int) -> None:
     """Put what the kernel installed in ``workspace`` into ``placeholder`` and the placeholder
-    at ``workspace`` (fd-relative renames; the final rename replaces the empty directory)."""
+    at ``workspace`` (fd-relative renames; the final rename replaces the empty directory),
+    then hand it to the sandbox uid as the cold path does (``bwrap._own_workspace``)."""
     src = safewalk.open_dir(workspace, follow=False)
     try:
         dst = safewalk.open_dir(placeholder, follow=False)
@@ -433,3 +443,4 @@ def _move_workspace(workspace: Path, placeholder: Path) -> None:
     finally:
         os.close(src)
     os.rename(placeholder, workspace)
+    _own_workspace(workspace, uid, gid)
