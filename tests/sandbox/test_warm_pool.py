@@ -400,6 +400,23 @@ def _worker_pids(home: Path) -> list[int]:
     return out
 
 
+def _wait_ready(home: Path, proc: subprocess.Popen[bytes], log: Path, n: int = 2) -> None:
+    """Until the daemon's pool holds ``n`` verified workers (as `agentix info` reports it)."""
+    from agentix.sdk import Kernel as Client
+    from agentix.sdk.errors import KernelNotRunning
+
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        try:
+            with Client(home) as c:
+                if c.info()["isolation"]["warm_pool"]["ready"] >= n:
+                    return
+        except KernelNotRunning:
+            pass
+        time.sleep(0.1)
+
+
 @needs_host
 def test_a_kernel_killed_with_sigkill_leaves_no_orphan_worker(tmp_path: Path) -> None:
     home = tmp_path / "h"
@@ -410,10 +427,7 @@ def test_a_kernel_killed_with_sigkill_leaves_no_orphan_worker(tmp_path: Path) ->
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while len(_worker_pids(home)) < 6:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
-            time.sleep(0.1)
+        _wait_ready(home, proc, tmp_path / "daemon.log")
         r = subprocess.run([str(Path(sys.executable).parent / "agentix"), "--home", str(home), "info"],
                            capture_output=True, text=True, timeout=60)
         assert "warm pool" in r.stdout and "2/2 ready" in r.stdout, r.stdout + r.stderr
@@ -426,10 +440,7 @@ def test_a_kernel_killed_with_sigkill_leaves_no_orphan_worker(tmp_path: Path) ->
         # the next kernel of this home sweeps what the dead one left
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        deadline = time.monotonic() + 60
-        while len(_worker_pids(home)) < 6:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
-            time.sleep(0.1)
+        _wait_ready(home, proc, tmp_path / "daemon.log")
         assert not set(placeholders) & set((home / "warm").iterdir())
     finally:
         if proc.poll() is None:
