@@ -280,6 +280,49 @@ def test_a_worker_that_fails_verification_is_killed_audited_and_never_used(tmp_p
     asyncio.run(body())
 
 
+@needs_host
+def test_a_worker_that_fails_verification_when_ready_never_joins_the_pool(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outside check at ready time is BwrapSubstrate's (sandbox/verify.py); here it is made
+    to report a mismatch (a host whose check fails cannot be built on demand), and every worker
+    it judged is killed, audited and never handed a spawn."""
+    from agentix.sandbox import verify
+
+    real = verify.check
+    judged: list[int] = []
+
+    def failing(pid: int, **kw: Any) -> list[dict[str, str]]:
+        judged.append(pid)
+        return [{"layer": "seccomp", "why": "Seccomp is '0', expected 2 (test)"}]
+
+    monkeypatch.setattr(verify, "check", failing)
+
+    async def body() -> None:
+        k = await _kernel(tmp_path, warm=1)
+        try:
+            deadline = time.monotonic() + 60
+            while len(_events(k, "worker.rejected")) < 1:
+                assert time.monotonic() < deadline, k.substrate.pool_statistics()
+                await asyncio.sleep(0.05)
+            assert k.substrate._workers == []
+            rej = _events(k, "worker.rejected")[0]["data"]
+            assert rej["when"] == "ready" and rej["mismatches"][0]["layer"] == "seccomp"
+            assert judged and await _gone(judged)
+            monkeypatch.setattr(verify, "check", real)
+            prog = tmp_path / "s.py"
+            prog.write_text(SLEEPER)
+            rec = await k.spawn(parse_manifest({"name": "s", "program": str(prog)}))
+            # cold, or a worker started after the check was restored: never one it failed
+            pid = rec.handle.agent_pid()
+            assert rec.live and pid is not None and pid not in judged
+            await k.kill(rec)
+            assert not list(k.substrate.warm_root.glob("warm-*.log"))
+        finally:
+            await k.shutdown(grace=1.0)
+
+    asyncio.run(body())
+
+
 # ------------------------------------------------------------------ pool empty, single use, refill
 @needs_host
 def test_an_empty_pool_never_delays_a_spawn_it_goes_cold(tmp_path: Path) -> None:
