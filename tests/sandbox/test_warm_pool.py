@@ -393,6 +393,30 @@ def test_a_worker_that_dies_idle_is_replaced_and_never_assigned(tmp_path: Path) 
 
 
 @needs_host
+def test_an_identity_socket_numbered_above_the_workers_open_files_limit_still_works(tmp_path: Path) -> None:
+    """A busy kernel's descriptor numbers exceed a worker's nofile (256): the worker keeps the
+    socket at the number it arrived at and says so in AGENTIX_FD."""
+    async def body() -> None:
+        k = await _kernel(tmp_path, warm=1)
+        ballast = [os.open("/dev/null", os.O_RDONLY) for _ in range(400)]
+        try:
+            await _ready(k, 1)
+            prog = tmp_path / "p.py"
+            prog.write_text("import os\nfrom agentix.sdk import agent\nk = agent.connect()\n"
+                            "k.exit({'fd': int(os.environ['AGENTIX_FD']), 'v': k.info()['agent_id']})\n")
+            rec = await _run(k, prog)
+            assert rec.exit.reason == "completed", rec.log_path.read_text()
+            assert rec.isolation["start"] == "warm" and rec.result["v"] == rec.agent_id
+            assert rec.result["fd"] < 256
+        finally:
+            for fd in ballast:
+                os.close(fd)
+            await k.shutdown(grace=1.0)
+
+    asyncio.run(body())
+
+
+@needs_host
 def test_shapes_outside_the_pool_go_cold_and_still_work(tmp_path: Path) -> None:
     async def body() -> None:
         k = await _kernel(tmp_path, warm=1)

@@ -72,7 +72,10 @@ def warm_main(ctl_fd: int) -> None:
     if fd == ctl_fd:  # keep the control socket out of the identity's way
         sock = socket.socket(fileno=os.dup(ctl_fd))
     if ident != fd:
-        os.dup2(ident, fd)  # dup2 clears close-on-exec, as the cold path's inherited fd has it clear
+        try:
+            os.dup2(ident, fd)  # the kernel's number, as a cold agent inherits it
+        except OSError:
+            fd = ident  # at or above this worker's open-files limit: keep the number it arrived at
     os.set_inheritable(fd, True)
     keep = {0, 1, 2, fd, sock.fileno()}
     for name in os.listdir("/proc/self/fd"):
@@ -93,6 +96,7 @@ def warm_main(ctl_fd: int) -> None:
     sock.close()
     for name, value in msg.get("env", {}).items():  # confined already: the agent's environment
         os.environ[name] = value
+    os.environ["AGENTIX_FD"] = str(fd)
     os.chdir("/workspace")
     run_target(str(msg["target"]), [str(a) for a in msg.get("args", [])])
 
