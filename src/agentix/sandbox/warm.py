@@ -187,39 +187,40 @@ class WarmBwrapSubstrate(BwrapSubstrate):
         self._schedule_fill()
 
     def _schedule_fill(self) -> None:
-        if self._closing or not self._pool_possible() or len(self._workers) >= self.warm_size:
-            return
+        if (self._closing or not self._warm_swept or not self._pool_possible()
+                or len(self._workers) >= self.warm_size):
+            return  # not before warm() swept the placeholders of an earlier run
         if self._fill_task is not None and not self._fill_task.done():
             return
         self._fill_task = asyncio.get_running_loop().create_task(self._fill())
 
     async def _fill(self) -> None:
         """Start workers until the pool is full, ``FILL_CONCURRENCY`` at a time (a start waits
-        mostly on cgroup migration and exec, not CPU); stop after 3 failures in a row."""
+        mostly on cgroup migration and exec, not CPU); stop after 3 rounds that all failed."""
         failures = 0
         while not self._closing and len(self._workers) < self.warm_size and failures < 3:
             n = min(FILL_CONCURRENCY, self.warm_size - len(self._workers))
-            got = await asyncio.gather(*(self._start_one() for _ in range(n)))
-            for w in got:
-                if w is None:
-                    continue
-                if self._closing or len(self._workers) >= self.warm_size:
-                    await self._discard(w)
-                    continue
-                self._workers.append(w)
-                w.watch = asyncio.get_running_loop().create_task(self._watch(w))
-            if all(w is None for w in got):
+            if any(await asyncio.gather(*(self._start_one() for _ in range(n)))):
+                failures = 0
+            else:
                 failures += 1
                 await asyncio.sleep(0.5 * failures)
-            else:
-                failures = 0
 
-    async def _start_one(self) -> _Worker | None:
+    async def _start_one(self) -> bool:
+        """Start one worker and put it in the pool as soon as it is verified; False if it failed."""
         try:
-            return await self._start_worker()
+            w = await self._start_worker()
         except (OSError, cgroups.CgroupError, asyncio.TimeoutError) as err:
             log.warning("cannot start a warm worker: %s", err)
-            return None
+            return False
+        if w is None:
+            return False
+        if self._closing or len(self._workers) >= self.warm_size:
+            await self._discard(w)
+        else:
+            self._workers.append(w)
+            w.watch = asyncio.get_running_loop().create_task(self._watch(w))
+        return True
 
     async def _start_worker(self) -> _Worker | None:
         """One worker, started as a cold agent would be and verified from outside; None if
