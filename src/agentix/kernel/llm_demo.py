@@ -40,7 +40,7 @@ class SimulatedProvider(Provider):
         self.name = name
         self.tps = tokens_per_second
 
-    async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
+    async def _complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
         n = req.max_tokens
         await asyncio.sleep(n / self.tps)
         return InferenceResponse(text=" ".join(f"t{i}" for i in range(n)), usage=TokenUsage(10, n),
