@@ -417,6 +417,33 @@ def test_an_identity_socket_numbered_above_the_workers_open_files_limit_still_wo
 
 
 @needs_host
+def test_a_worker_started_while_the_kernel_narrowed_its_umask_gets_the_kernels_own(tmp_path: Path) -> None:
+    """rpc/server.py narrows the kernel's umask to 0o177 while it binds a socket; a worker
+    started in that window must not hand its agent directories it cannot use."""
+    async def body() -> None:
+        home = Home(tmp_path / "h")
+        home.create()
+        k = Kernel(home, KernelConfig(stop_grace=1.0, warm_pool=1))
+        old = os.umask(0o177)
+        try:
+            await k.start()
+            await _ready(k, 1)
+        finally:
+            os.umask(old)
+        try:
+            prog = tmp_path / "p.py"
+            prog.write_text("import os\nos.makedirs('sub')\nos.symlink('/tmp/x', 'sub/link')\n"
+                            "m = os.umask(0)\nfrom agentix.sdk import agent\nagent.connect().exit(m)\n")
+            rec = await _run(k, prog)
+            assert rec.exit.reason == "completed", rec.log_path.read_text()
+            assert rec.isolation["start"] == "warm" and rec.result == old
+        finally:
+            await k.shutdown(grace=1.0)
+
+    asyncio.run(body())
+
+
+@needs_host
 def test_shapes_outside_the_pool_go_cold_and_still_work(tmp_path: Path) -> None:
     async def body() -> None:
         k = await _kernel(tmp_path, warm=1)

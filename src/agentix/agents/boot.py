@@ -10,7 +10,7 @@ manifest's env is applied after confinement, never seen here) it is a warm-pool 
 confines itself the same way, imports the agent SDK, and then waits on FD (a
 SOCK_SEQPACKET socket to the kernel) for ONE assignment::
 
-    JSON {"target", "args", "env", "fd", "rlimits"} + SCM_RIGHTS [identity socket, output]
+    JSON {"target", "args", "env", "fd", "rlimits", "umask"} + SCM_RIGHTS [identity socket, output]
 
 Until then it holds no identity: no ``AGENTIX_FD``/``AGENTIX_AGENT_ID`` in its
 environment, no socket to the kernel's system-call server, an empty workspace. On the
@@ -95,6 +95,7 @@ def warm_main(ctl_fd: int) -> None:
     except (ValueError, OSError, AttributeError) as err:
         sock.send(json.dumps({"ok": False, "why": f"rlimits: {err}"}).encode())
         os._exit(125)
+    os.umask(int(msg.get("umask", 0o022)) & 0o777)  # the kernel's, as a cold agent inherits it
     sock.send(b'{"ok": true}')
     sock.close()
     for name, value in msg.get("env", {}).items():  # confined already: the agent's environment

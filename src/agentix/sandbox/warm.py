@@ -13,7 +13,7 @@ control socket, which the kernel never serves system calls on), no ``AGENTIX_FD`
 empty workspace (``$AGENTIX_HOME/warm/<worker>``, bound at ``/workspace``), the shape's
 default limits.
 
-Assignment (``WarmBwrapSubstrate.spawn`` for a spec of the pool's *shape*)::
+Assignment (``WarmBwrapSubstrate._spawn`` for a spec of the pool's *shape*)::
 
     verify from outside again (namespaces, uid, caps, NoNewPrivs, Seccomp, rlimits, cgroup)
     cgroup: write the agent's limits, rename worker -> agent id
@@ -142,6 +142,10 @@ class WarmBwrapSubstrate(BwrapSubstrate):
         self._warm_swept = False
         self._closing = False
         self.counts: dict[str, int] = {"warm": 0, "cold": 0, "started": 0, "rejected": 0, "died_idle": 0}
+        # the umask a cold agent inherits, handed to each worker at assignment: a worker started
+        # while the kernel briefly narrows its umask (rpc/server.py binding its socket, 0o177)
+        # must not keep that one (its agent could not make usable directories)
+        self.umask = _own_umask()
         self.cold_reasons: dict[str, int] = {}
 
     # -- what the pool looks like ---------------------------------------------------------
@@ -327,7 +331,9 @@ class WarmBwrapSubstrate(BwrapSubstrate):
         await super().close()
 
     # -- spawn ---------------------------------------------------------------------------
-    async def spawn(self, spec: LaunchSpec) -> Handle:
+    async def _spawn(self, spec: LaunchSpec) -> Handle:
+        """A worker when ``spec`` fits the shape and one is ready, else the cold path
+        (``Substrate.spawn`` wraps this: only the agentix error family leaves)."""
         reason: str | None = "pool_disabled"
         try:
             if self._pool_possible():
@@ -341,7 +347,7 @@ class WarmBwrapSubstrate(BwrapSubstrate):
                     reason = "pool_empty"
             self.counts["cold"] += 1
             self.cold_reasons[reason] = self.cold_reasons.get(reason, 0) + 1
-            return await super().spawn(spec)
+            return await super()._spawn(spec)
         finally:
             self._schedule_fill()
 
@@ -398,7 +404,7 @@ class WarmBwrapSubstrate(BwrapSubstrate):
             n = len(BOOT_ARGV)
             msg = {"target": spec.argv[n], "args": list(spec.argv[n + 1:]), "fd": spec.channel_fd,
                    "env": {**{k: host_env[k] for k in _IDENTITY_ENV if k in host_env}, **inner_env},
-                   "rlimits": policy.rlimits}
+                   "rlimits": policy.rlimits, "umask": self.umask}
             loop = asyncio.get_running_loop()
             w.ctl.setblocking(True)  # one small datagram into an empty buffer: never blocks
             socket.send_fds(w.ctl, [json.dumps(msg).encode()], [spec.channel_fd, out_fd])
@@ -445,3 +451,15 @@ def _move_workspace(workspace: Path, placeholder: Path, uid: int, gid: int) -> N
         os.close(src)
     os.rename(placeholder, workspace)
     _own_workspace(workspace, uid, gid)
+
+
+def _own_umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` would, briefly)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
