@@ -98,7 +98,7 @@ def test_every_layer_applied_and_visible_inside(tmp_path: Path) -> None:
         assert info["uid"] == [65534, 65534, 65534]
         assert info["seccomp"] == "2" and info["nnp"] == "1"
         assert int(info["capeff"], 16) == 0 and int(info["capbnd"], 16) == 0
-        assert info["host"] == "agentix-inspect" and info["cwd"] == "/workspace" and info["pid"] == 2
+        assert info["host"] == "agentix" and info["cwd"] == "/workspace" and info["pid"] == 2
         # only stdio, the channel and the listdir descriptor itself
         assert len(info["fds"]) == 5 and spec.env["AGENTIX_FD"] in info["fds"]
         assert "AGENTIX_CONFINE" not in info["env"] and "AGENTIX_CONFINE_FD" not in info["env"]

@@ -86,6 +86,7 @@ class World:
                            ("sleeper.py", SLEEPER)):
             (self.progs / name).write_text(text)
         config.setdefault("launcher_pool", 0)
+        config.setdefault("warm_pool", 0)
         self.k = Kernel(self.home, KernelConfig(backend="bwrap", isolation="strict", stop_grace=1.0, **config))
         # a host directory outside every workspace, root-owned, that attacks aim at
         self.host = tmp / "host"
@@ -241,11 +242,13 @@ except Exception as e:
     assert rec.children == []
 
 
-@pytest.mark.parametrize("pool", [0, 2], ids=["direct", "pre-started launcher"])
-def test_allowed_env_is_set_only_inside_the_sandbox_after_confinement(tmp_path, pool):
+@pytest.mark.parametrize("pool,warm", [(0, 0), (2, 0), (0, 1)], ids=["direct", "pre-started launcher", "warm"])
+def test_allowed_env_is_set_only_inside_the_sandbox_after_confinement(tmp_path, pool, warm):
     async def body(w):
         if pool:
             await asyncio.sleep(0.5)  # let the pool fill
+        while warm and w.k.substrate.statistics().get("warm_ready", 0) < 1:
+            await asyncio.sleep(0.05)  # a worker is ready (its confinement checked)
         rec = await w.spawn("env_probe.py", env={"GREETING": "hello"})
         # the host-side processes of this agent (bwrap outside, bwrap init, the program as it
         # was exec'd) never had GREETING in their environment
@@ -256,9 +259,10 @@ def test_allowed_env_is_set_only_inside_the_sandbox_after_confinement(tmp_path, 
         await w.k.deliver(None, rec, "go")
         await w.k.wait(rec, 60)
         assert w.k.substrate.statistics()["pooled"] == (1 if pool else 0)
+        assert rec.isolation["start"] == ("warm" if warm else "cold")
         return rec, environs
 
-    rec, environs = run(tmp_path, body, launcher_pool=pool)
+    rec, environs = run(tmp_path, body, launcher_pool=pool, warm_pool=warm)
     assert rec.exit.reason == "completed", Path(rec.log_path).read_text()
     assert rec.result == {"value": "hello", "in_initial_env": False, "isolated": 1, "marker": False}
     assert environs and all(b"AGENTIX_CONFINE=" in e for e in environs.values()), environs

@@ -150,9 +150,16 @@ def show_info(obj: Ctx, as_json: bool) -> None:
         ("agents", f"{data['agents']['live']} live / {data['agents']['total']} total"),
         ("isolation", f"{iso.get('backend')} (default {iso.get('default')})"
          + (f", missing: {', '.join(iso['missing_layers'])}" if iso.get("missing_layers") else "")),
+        *([("warm pool", _warm_pool(iso["warm_pool"]))] if iso.get("warm_pool") else []),
         ("system calls", f"{data['syscalls']['calls']} ({data['syscalls']['refusals']} refused)"),
         ("tools", ", ".join(data["tools"])),
     ])
+
+
+def _warm_pool(p: dict[str, Any]) -> str:
+    """`2/2 ready; 14 warm, 3 cold spawns; 0 rejected` (docs/isolation.md "Warm agents")."""
+    return (f"{p.get('ready', 0)}/{p.get('size', 0)} ready; {p.get('warm', 0)} warm, "
+            f"{p.get('cold', 0)} cold spawns; {p.get('rejected', 0)} workers rejected")
 
 
 STATE_COLOURS = {"running": "green", "paused": "yellow", "stopping": "yellow", "spawning": "cyan", "exited": "dim"}

@@ -76,6 +76,13 @@ def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrat
 
             # this kernel's own cgroup subtree, named by its home: kernels never touch each other's
             name = subtree_name(home.root) if home is not None else "agentix"
+            if home is not None and config.warm_pool > 0:
+                from agentix.sandbox.warm import WarmBwrapSubstrate
+
+                return WarmBwrapSubstrate(warm_root=home.root / "warm", workspace_root=home.workspaces,
+                                          warm_pool=config.warm_pool,
+                                          shape=config.limits, pool=config.launcher_pool,
+                                          cgroup_name=name, sweep=True)
             return BwrapSubstrate(pool=config.launcher_pool, cgroup_name=name, sweep=home is not None)
     from agentix.sandbox.plain import PlainSubstrate
 
@@ -210,7 +217,9 @@ class Kernel:
                      restored["invocation_counts"], restored["issued_tokens"],
                      len(report.pending_approvals))
             self._restore_records()
-        await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
+        # the backend audits what it decides alone (a warm worker that failed verification)
+        self.substrate.record_event = lambda kind, aid, data: self.events.record(kind, aid, data)
+        await self.substrate.warm()  # pre-starts launchers and warm workers ([kernel] *_pool)
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
 
@@ -420,7 +429,8 @@ class Kernel:
             rec.pid = handle.pid
             rec.isolation = {"backend": handle.backend, "layers": list(handle.layers),
                              "missing_layers": list(handle.missing_layers),
-                             "degraded": bool(handle.missing_layers)}
+                             "degraded": bool(handle.missing_layers),
+                             "start": "warm" if handle.warm else "cold"}
             await self._persist_spawn(rec)
             persisted = True
             await self.events.record("agent.spawned", agent_id, {

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agentix.core.errors import AgentixError, IsolationUnavailable
 from agentix.core.manifest import Limits
@@ -62,6 +64,7 @@ class Handle(abc.ABC):
     backend: str
     missing_layers: list[str] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
+    warm: bool = False  # started by handing a program to a pre-confined worker (sandbox/warm.py)
 
     @abc.abstractmethod
     async def wait(self) -> ExitInfo:
@@ -85,6 +88,9 @@ class Handle(abc.ABC):
 
 class Substrate(abc.ABC):
     name: str = "abstract"
+    #: ``async record(kind, agent_id, data)``: where a backend audits events of its own (a
+    #: warm worker that failed verification); set by the kernel at start, None in bare use
+    record_event: Callable[[str, str | None, dict[str, Any]], Awaitable[Any]] | None = None
 
     async def spawn(self, spec: LaunchSpec) -> Handle:
         """Start the agent process described by ``spec``; only the family leaves."""
