@@ -97,7 +97,7 @@ ROOT_KEY_FILE = "root.key"
 _RESOURCE_TOOLS: dict[str, tuple[str, ...]] = {
     "file_read": ("file_read",), "file_read_many": ("file_read",), "file_list": ("file_read",),
     "grep": ("file_read",), "file_write": ("file_write",), "file_edit": ("file_read", "file_write"),
-    "web_fetch": ("network",), "exec": ("exec",),
+    "web_fetch": ("network",), "exec": ("exec",), "a2a_call": ("network",),
 }
 
 
@@ -337,7 +337,7 @@ class CapabilityService:
     def __init__(self, k: Kernel) -> None:
         self.k = k
         self.authority = Authority(load_root_key(k.home.keys))
-        db = k.audit.db if getattr(k, "audit", None) is not None else None
+        db = k.db  # the kernel's one store
         self.ledger = StoredLedger(db)  # counts, revocations, issued tokens: in the store
         self.issued: IssuedTokens = StoredIssuedTokens(db)
         self._lineage: dict[str, str] = {}  # token id -> lineage, from tokens_for_spawn to install
