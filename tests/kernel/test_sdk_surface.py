@@ -83,6 +83,8 @@ def test_records_from_kernel_replies_are_immutable():
                    "stop_reason": "tool_calls", "usage": {"input_tokens": 3, "output_tokens": 1},
                    "model": "m", "provider": "p", "cost_usd": None})
     assert r.text == "hi" and r.tool_calls[0].name == "echo" and r.tool_calls[0].arguments == {"m": 1}
+    # it reads as the raw reply too (the adapters were written against the mapping)
+    assert r["usage"] == {"input_tokens": 3, "output_tokens": 1} and r.get("nope", 7) == 7
     for rec in (r, Child("a", "b"), StateValue(1, ())):
         with pytest.raises(AttributeError):
             rec.text = "changed"  # type: ignore[misc,attr-defined]

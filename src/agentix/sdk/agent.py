@@ -148,6 +148,15 @@ class Reply(_Record):
     cost_usd: float | None
     raw: dict[str, Any]
 
+    def __getitem__(self, key: str) -> Any:
+        """The reply as the kernel sent it reads as a mapping too (``reply["usage"]``), for
+        code written against the raw ``think`` result."""
+        return self.raw[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``raw.get``: see ``__getitem__``."""
+        return self.raw.get(key, default)
+
     @classmethod
     def _of(cls, r: dict[str, Any]) -> Reply:
         calls = tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in r.get("tool_calls") or ())
