@@ -24,6 +24,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
+from agentix.sandbox import cgroups
 from agentix.sandbox.bwrap import BwrapSubstrate, probe
 
 HERE = Path(__file__).parent
@@ -67,7 +68,7 @@ async def _run(attack: str, tmp: Path) -> None:
     root = tmp / "home"
     home = Home(root)
     home.create()
-    kernel = Kernel(home, KernelConfig(stop_grace=1.0), substrate=BwrapSubstrate())
+    kernel = Kernel(home, KernelConfig(stop_grace=1.0), substrate=BwrapSubstrate(cgroup_name=cgroups.subtree_name(root), sweep=True))
     await kernel.start()
     home.keys.mkdir(parents=True, exist_ok=True)
     (home.keys / "root.key").write_text("ROOT-SIGNING-KEY")
