@@ -1,10 +1,9 @@
-"""An in-process stand-in for the kernel's system-call interface, for the loop's step logic.
+"""An in-process stand-in for the kernel's system-call interface — on its way out.
 
-The real ``think`` system call does not exist on this branch yet, so the loop is driven
-here by a scripted model. Every other behaviour the loop relies on (tool.call results and
-refusals, spawn/wait, ipc, loop.event) is reproduced with the real error classes and
-the same parameter and result shapes as kernel/api.py. End-to-end tests against the real
-kernel replace this once ``think`` is wired.
+Still used by tests/agents/test_context_window.py (a provider whose token counts follow the
+request, which the scripted provider cannot play) and tests/agents/test_orchestrator.py;
+the loop's own tests run against the real kernel (tests/agents/loop_world.py) and these two
+should follow. Its replies use the kernel's shapes and stop reasons (``tool_calls``, ``end``).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ def reply(text: str | None = None, calls: list[tuple[str, dict | str]] | None = 
           stop: str | None = None, usage: tuple[int, int] = (10, 5)) -> dict[str, Any]:
     tcs = [{"id": f"call_{i}_{name}", "name": name, "arguments": args} for i, (name, args) in enumerate(calls or [])]
     return {"text": text, "tool_calls": tcs, "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
-            "stop_reason": stop or ("tool_use" if tcs else "end_turn"), "model": "fake", "provider": "fake",
+            "stop_reason": stop or ("tool_calls" if tcs else "end"), "model": "fake", "provider": "fake",
             "scripted": True}
 
 
