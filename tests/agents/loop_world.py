@@ -24,7 +24,7 @@ from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
 
-__all__ = ["Transcript", "fail", "reply", "run_loop"]
+__all__ = ["Orchestration", "Transcript", "fail", "reply", "run_loop", "run_orchestrator"]
 
 HOST = '''
 import json
@@ -163,3 +163,65 @@ def run_loop(tmp: Path, turns: list[dict[str, Any]], task: str = "t", *, tools: 
             await k.shutdown()
 
     return asyncio.run(go())
+
+
+@dataclass
+class Orchestration:
+    """The orchestrator's run: its exit result, its workspace, the kernel's events, and every
+    request the model server received (the real OpenAI wire format)."""
+
+    result: dict[str, Any]
+    workspace: Path
+    audit: list[dict[str, Any]]
+    requests: list[dict[str, Any]]
+
+    def progress(self, stage: str) -> list[dict[str, Any]]:
+        return [e["data"] for e in self.audit if e["kind"] == "loop.progress" and e["data"].get("stage") == stage]
+
+    def spawned(self) -> dict[str, dict[str, Any]]:
+        """The children, by name: their ``agent.spawned`` data (an agent retried keeps the last)."""
+        return {e["data"]["name"]: e["data"] for e in self.audit
+                if e["kind"] == "agent.spawned" and e["data"].get("parent")}
+
+    def plan_requests(self) -> list[dict[str, Any]]:
+        return [b for b in self.requests if "Decompose the goal into a plan" in _system(b)]
+
+
+def _system(body: dict[str, Any]) -> str:
+    return "\n".join(str(m.get("content") or "") for m in body.get("messages", []) if m.get("role") == "system")
+
+
+def run_orchestrator(tmp: Path, route: Any, goal: str = "write a report", *, config_extra: str = "",
+                     limits: dict[str, Any] | None = None, exit_reason: str = "completed") -> Orchestration:
+    """The real bootstrap orchestrator (``module:agentix.agents.orchestrator``) against a real
+    kernel; the model is a fake OpenAI server on 127.0.0.1 answering through ``route``."""
+    from agentix.agents.orchestrator import bootstrap_manifest
+    from tests.fakes.routed_openai import RoutedOpenAIServer, config_toml
+
+    server = RoutedOpenAIServer(route)
+    server.start()
+    home = Home(tmp / "home")
+    home.create()
+    (home.root / "config.toml").write_text(config_toml(server.base_url, kernel=False) + config_extra)
+
+    async def go() -> Orchestration:
+        k = Kernel(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0))
+        await k.start()
+        try:
+            boot = bootstrap_manifest()   # think is a capability: `agentix run --goal` adds the model grant
+            m = {**boot, "isolation": "degraded", "capabilities": [*boot["capabilities"], "model: *"]}
+            if limits:
+                m["limits"] = {**(m.get("limits") or {}), **limits}
+            rec = await k.spawn(parse_manifest(m), message={"goal": goal})
+            await k.wait(rec, 120)
+            log = Path(rec.log_path).read_text() if Path(rec.log_path).exists() else ""
+            assert rec.exit is not None and rec.exit.reason == exit_reason, (rec.exit, log)
+            return Orchestration(rec.result, rec.workspace, k.events.tail(after=0, limit=100000),
+                                 list(server.stats.bodies))
+        finally:
+            await k.shutdown()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        server.stop()
