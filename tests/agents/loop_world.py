@@ -34,6 +34,8 @@ from agentix.core.context import ContextPolicy
 
 k = agent.connect()
 job = k.recv(timeout=30).body
+if job.get("await_go"):   # the test puts files in the workspace first
+    k.recv(timeout=30)
 calls = []
 
 
@@ -49,7 +51,7 @@ tools = [ToolDef(*t) for t in job["tools"]] + [LOOP_TOOLS[n] for n in job["loop_
 cfg = dict(job["config"])
 if "context" in cfg:
     cfg["context"] = ContextPolicy(**cfg["context"])
-loop = ToolLoop(Recording(), tools, config=LoopConfig(**cfg))
+loop = ToolLoop(Recording(), tools, system_prompt=job.get("system_prompt"), config=LoopConfig(**cfg))
 res = loop.run(job["task"])
 with open("transcript.json", "w") as f:
     json.dump({"result": res.to_data(), "calls": calls, "messages": loop.messages}, f)
@@ -125,27 +127,39 @@ def _tool(t: Any) -> list[Any]:
 def run_loop(tmp: Path, turns: list[dict[str, Any]], task: str = "t", *, tools: list[Any] = (),
              loop_tools: list[str] = (), config: dict[str, Any] | None = None,
              capabilities: list[str] = ("tool: echo",), budget: dict[str, Any] | None = None,
-             peer: bool = False, kernel: dict[str, Any] | None = None) -> Transcript:
-    """Run ``ToolLoop`` in a real agent against a real kernel whose model plays ``turns``."""
+             peer: bool = False, kernel: dict[str, Any] | None = None, files: dict[str, str] | None = None,
+             system_prompt: str | None = None, base_url: str | None = None) -> Transcript:
+    """Run ``ToolLoop`` in a real agent against a real kernel whose model plays ``turns``
+    (or, with ``base_url``, is an OpenAI-compatible server there, e.g. tests/fakes')."""
+    from tests.fakes.routed_openai import config_toml
+
     home = Home(tmp / "home")
     home.create()
-    (home.root / "turns.yaml").write_text(yaml.safe_dump(turns, sort_keys=False))
-    (home.root / "config.toml").write_text(
-        'default_model = "sim:engine"\n\n[providers.sim]\nkind = "scripted"\nscript = "turns.yaml"\n')
+    if base_url is None:
+        (home.root / "turns.yaml").write_text(yaml.safe_dump(turns, sort_keys=False))
+        (home.root / "config.toml").write_text(
+            'default_model = "sim:engine"\n\n[providers.sim]\nkind = "scripted"\nscript = "turns.yaml"\n')
+    else:
+        (home.root / "config.toml").write_text(config_toml(base_url, kernel=False))
     prog = tmp / "loop_host.py"
     prog.write_text(HOST)
     job = {"task": task, "tools": [_tool(t) for t in tools], "loop_tools": list(loop_tools),
-           "config": config or {}}
+           "config": config or {}, "system_prompt": system_prompt, "await_go": bool(files)}
 
     async def go() -> Transcript:
         k = Kernel(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0, **(kernel or {})))
         await k.start()
         try:
             m: dict[str, Any] = {"name": "looper", "program": str(prog), "isolation": "degraded",
-                                 "capabilities": ["model: sim:*", *capabilities]}
+                                 "capabilities": ["model: sim:*" if base_url is None else "model: fake:*",
+                                                  *capabilities]}
             if budget:
                 m["budget"] = budget
             rec = await k.spawn(parse_manifest(m), message=job)   # its first message: the job
+            if files:
+                for name, body in files.items():
+                    (rec.workspace / name).write_text(body)
+                await k.deliver(None, rec, "go")
             if peer:   # before the loop runs, so that the loop's first call finds it
                 (tmp / "peer.py").write_text(PEER)
                 await k.spawn(parse_manifest({"name": "peer", "program": str(tmp / "peer.py"),
