@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages: bubblewrap (namespaces, mounts) and libseccomp (seccomp filter) for the sandbox;
 # docker-registry (the CNCF distribution registry) for the package tests on a loopback registry
 APT_PACKAGES := bubblewrap libseccomp2 docker-registry
-EXTRAS ?= dev,http,mcp
+EXTRAS ?= dev,http,mcp,langchain,openai-agents,a2a
 
 .PHONY: demo test test-slow bench setup system-packages venv clean lock
 

@@ -24,6 +24,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 QUICK: dict[str, list[str]] = {
+    "adapters": ["--calls", "400"],
     "audit": ["--entries", "20000", "--appends", "5000", "--proofs", "300"],
     "crash": ["--trials", "10"],
     "auth_kernel": ["500"],
@@ -76,6 +77,9 @@ def headline(name: str, r: dict[str, Any]) -> list[tuple[str, Any]]:
         return [("wfq capacity", round(wfq.get("throughput_share", 0), 3)),
                 ("wfq fairness", round(wfq.get("fairness", 0), 3)),
                 ("wfq interactive p99 vs alone", round(wfq.get("interactive_vs_alone", 0), 2))]
+    if name == "adapters":
+        return [("LangChain tool call overhead p50 us", g("langchain_overhead_p50_us")),
+                ("plain tool call p50 us", g("rows", "plain", "p50_us"))]
     if name == "spawn_first_call":
         rows = {x["case"]: x for x in r.get("rows", [])}
         f = rows.get("spawn -> first system call", {})

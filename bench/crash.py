@@ -38,7 +38,7 @@ from crashtrial import run_trial  # noqa: E402
 from agentix.store.audit import AuditLog
 from agentix.store.db import Database
 from agentix.store.recovery import recover
-from agentix.store.state import AgentRecord, AgentStore
+from agentix.store.state import AgentStore, StoredAgent
 
 
 def recovery_of_agents(root: Path, n: int) -> float:
@@ -51,7 +51,7 @@ def recovery_of_agents(root: Path, n: int) -> float:
     async def fill() -> None:
         await recover(db, log)
         for i in range(n):
-            await agents.upsert(AgentRecord(f"a{i}", f"n{i}", None, {"name": f"n{i}"},
+            await agents.upsert(StoredAgent(f"a{i}", f"n{i}", None, {"name": f"n{i}"},
                                             "running", i % 4 == 0, "2026-01-01T00:00:00Z",
                                             pid=10_000 + i, pgid=10_000 + i))
         for i in range(5000):

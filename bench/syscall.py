@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _daemon import BenchKernel, pct  # noqa: E402
 
-from agentix.sdk.client import Connection  # noqa: E402
+from agentix.sdk._client import Connection  # noqa: E402
 
 AGENT = '''
 import sys, time

@@ -38,6 +38,10 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"sdk", "cli", "demo"},
     "web": {"sdk", "web"},
     "mcp": {"sdk", "mcp"},
+    # framework adapters run INSIDE agent processes, like agents/: the agent SDK only
+    "adapters": {"sdk", "adapters"},
+    # the A2A face: an operator client of the kernel, like mcp/
+    "a2a": {"sdk", "a2a"},
 }
 # (importing module, imported module): each exception says why it is not a layering breach
 EXCEPTIONS: dict[tuple[str, str], str] = {
@@ -46,9 +50,13 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("agentix.agents.boot", "agentix.sandbox"): "boot is the sandbox's trampoline",
     # `agentix mcp` is the command that starts the MCP face (a face starting a face, no kernel)
     ("agentix.cli.mcp", "agentix.mcp.server"): "the CLI command that runs the MCP face",
+    ("agentix.cli.a2a", "agentix.a2a.server"): "the CLI command that runs the A2A face",
     # the trust state is tables of the kernel's store (DESIGN.md §9); the kernel passes its
     # Database in, and a package store used without a kernel (tests, bench) opens the same one
     ("agentix.packages.trust", "agentix.store.db"): "trust state lives in agentix.db, one writer",
+    # episodic memory's tables are tables of the same store (DESIGN.md §9): the kernel passes
+    # its Database in; the vector search stays in memory/
+    ("agentix.memory.store", "agentix.store.db"): "memory lives in agentix.db, one writer",
 }
 # modules that do I/O or concurrency (pure helpers such as urllib.parse stay allowed)
 CORE_FORBIDDEN = {"asyncio", "sqlite3", "socket", "subprocess", "threading", "multiprocessing",

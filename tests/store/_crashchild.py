@@ -26,7 +26,7 @@ import sys
 from agentix.core import events as ev
 from agentix.store.audit import AuditLog
 from agentix.store.db import Database, Txn
-from agentix.store.state import AgentRecord, AgentStore
+from agentix.store.state import AgentStore, StoredAgent
 
 
 async def main(path: str, workers: int) -> None:
@@ -45,11 +45,11 @@ async def main(path: str, workers: int) -> None:
             i += 1
             if i % 10 == 0:
                 aid = f"agent-{pid}-{w}-{i}"
-                rec = AgentRecord(aid, f"w{w}", None, {"name": f"w{w}"}, "running",
+                rec = StoredAgent(aid, f"w{w}", None, {"name": f"w{w}"}, "running",
                                   persistent=(i % 20 == 0), created_at="2026-01-01T00:00:00Z",
                                   pid=pid, pgid=pid)
 
-                def op(txn: Txn, rec: AgentRecord = rec) -> object:
+                def op(txn: Txn, rec: StoredAgent = rec) -> object:
                     AgentStore.upsert_in(txn, rec)
                     return log.append_in(txn, ev.AGENT_SPAWNED, rec.id, {"pid": rec.pid})
 

@@ -60,6 +60,7 @@ LAZY_COMMANDS = {
     "top": "agentix.cli.goal:top",
     "tokens": "agentix.cli.http:tokens",
     "mcp": "agentix.cli.mcp:mcp",
+    "a2a": "agentix.cli.a2a:a2a",
 }
 
 

@@ -22,7 +22,7 @@ an agent holds nothing it was not given.
 
 Which grant a checked tool needs (``requests_for_tool``): file_read/file_read_many/file_list/
 grep need ``file_read`` on every path; file_write needs ``file_write``; file_edit needs both;
-web_fetch needs ``network`` on the host; exec needs ``exec`` on argv[0]. Every other tool needs
+web_fetch and a2a_call need ``network`` on the host; exec needs ``exec`` on argv[0]. Every other tool needs
 ``tool: NAME`` (or ``tool: *``).
 
 Narrowing (``covers``): a parent grant set covers a child grant when one parent grant of the
@@ -363,6 +363,10 @@ def check_covered(parent: GrantSet | Iterable[Grant], children: Iterable[Grant])
 _READ_TOOLS = {"file_read", "file_list", "grep"}
 
 
+#: tools that reach a host named by their "url": web_fetch, and a2a_call (a remote A2A agent)
+_NETWORK_TOOLS = ("web_fetch", "a2a_call")
+
+
 def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = None) -> list[Request]:
     """What a call of a built-in checked tool needs; any other tool needs ``tool: NAME``.
 
@@ -396,20 +400,20 @@ def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = N
     if tool == "file_edit":
         p = path_of()
         return [Request("file_read", p), Request("file_write", p)]
-    if tool == "web_fetch":
+    if tool in _NETWORK_TOOLS:  # the host of "url" (and the secret sent to it)
         from urllib.parse import urlsplit
 
         url = args.get("url")
         if not isinstance(url, str):
-            raise InvalidRequest("web_fetch: 'url' must be a string")
+            raise InvalidRequest(f"{tool}: 'url' must be a string")
         host = urlsplit(url).hostname
         if not host:
-            raise InvalidRequest(f"web_fetch: {url!r} has no host")
+            raise InvalidRequest(f"{tool}: {url!r} has no host")
         out = [Request.make("network", host)]
         secret = args.get("secret")
         if secret is not None:
             if not isinstance(secret, str) or not _SECRET_RE.match(secret):
-                raise InvalidRequest("web_fetch: 'secret' must be a vault secret name")
+                raise InvalidRequest(f"{tool}: 'secret' must be a vault secret name")
             out.append(Request("secret", secret))
         return out
     if tool == "exec":

@@ -30,7 +30,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.kernel.dispatch import Call
 from agentix.kernel.methods import method, model_of
 from agentix.kernel.process import read_log
-from agentix.tools.base import ToolContext, check_args
+from agentix.tools.base import ToolContext
 
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
@@ -207,12 +207,11 @@ def register(k: Kernel) -> None:
     async def run_tool(call: Call, subject: AgentRecord | None) -> dict[str, Any]:
         assert call.tool is not None
         spec = k.tools.get(call.tool)
-        check_args(spec, call.args)
         ctx = ToolContext(services=k, call=call, agent_id=subject.agent_id if subject else None,
                           workspace=subject.workspace if subject else None,
                           authorization=call.authorization, reauthorize=k.caps.reauthorizer(call),
                           make_fence=partial(k.caps.fence, subject.workspace if subject else None))
-        return await spec.handler(ctx, call.args)
+        return await spec.run(ctx, call.args)  # checks the arguments; only the family leaves
 
     async def tool_call(call: Call) -> dict[str, Any]:
         if call.dry_run is not None:  # a pure check: nothing charged, nothing run

@@ -97,7 +97,7 @@ ROOT_KEY_FILE = "root.key"
 _RESOURCE_TOOLS: dict[str, tuple[str, ...]] = {
     "file_read": ("file_read",), "file_read_many": ("file_read",), "file_list": ("file_read",),
     "grep": ("file_read",), "file_write": ("file_write",), "file_edit": ("file_read", "file_write"),
-    "web_fetch": ("network",), "exec": ("exec",),
+    "web_fetch": ("network",), "exec": ("exec",), "a2a_call": ("network",),
 }
 
 
@@ -337,7 +337,7 @@ class CapabilityService:
     def __init__(self, k: Kernel) -> None:
         self.k = k
         self.authority = Authority(load_root_key(k.home.keys))
-        db = k.audit.db if getattr(k, "audit", None) is not None else None
+        db = k.db  # the kernel's one store
         self.ledger = StoredLedger(db)  # counts, revocations, issued tokens: in the store
         self.issued: IssuedTokens = StoredIssuedTokens(db)
         self._lineage: dict[str, str] = {}  # token id -> lineage, from tokens_for_spawn to install
@@ -693,10 +693,10 @@ class CapabilityStage:
             auth = svc.decide(rec, resources, tokens=tokens, partial=partial, charge=pol.charge,
                               tool_call=pol.tool_call)
         except AgentixError as err:
-            if call.tool is not None:
-                err.data.setdefault("tool", call.tool)
             if call.method == "agent.spawn_child":
                 call.denial_kind = "capability.denied"
+            if call.tool is not None:
+                raise err.with_default(tool=call.tool) from None
             raise
         needs = False
         taint_ask = False
@@ -708,9 +708,7 @@ class CapabilityStage:
             )
             if decision.action == "refuse":
                 call.denial_kind = "taint.violation"
-                err = decision.violation()
-                err.data.setdefault("tool", call.tool)
-                raise err
+                raise decision.violation().with_default(tool=call.tool)
             taint_ask = decision.action == "ask"
             needs = taint_ask or call.tool in rec.manifest.approval_required or any(
                 call.tool in t.approval_required for t in auth.tokens)

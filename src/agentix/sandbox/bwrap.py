@@ -271,7 +271,7 @@ class BwrapSubstrate(Substrate):
                 "missing_layers": [s.to_dict() for s in st.values() if not s.ok]}
 
     # -- spawn --------------------------------------------------------------------------
-    async def spawn(self, spec: LaunchSpec) -> Handle:
+    async def _spawn(self, spec: LaunchSpec) -> Handle:
         st = self.status()
         unavailable = [s for s in st.values() if not s.ok]
         if unavailable and not spec.degraded_ok:

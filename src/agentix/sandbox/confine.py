@@ -37,6 +37,8 @@ import os
 import resource
 import sys
 
+from agentix.core.errors import IsolationUnavailable
+
 __all__ = ["CONFINE_FAILED", "ConfineError", "Policy", "apply", "apply_from_env", "main"]
 
 CONFINE_FAILED = 125  # exit status of a sandbox whose required layer could not be applied
@@ -53,11 +55,11 @@ _RLIMITS = {
 }
 
 
-class ConfineError(Exception):
-    """A layer could not be applied."""
+class ConfineError(IsolationUnavailable):
+    """A layer could not be applied (``isolation_unavailable``, ``data.layer`` names it)."""
 
     def __init__(self, layer: str, why: str) -> None:
-        super().__init__(f"{layer}: {why}")
+        super().__init__(f"{layer}: {why}", layer=layer, why=why)
         self.layer = layer
         self.why = why
 

@@ -193,4 +193,34 @@ CREATE TABLE http_idempotency (
 CREATE INDEX http_idempotency_by_age ON http_idempotency(created_at);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
+# v6: one database behind one writer for every table (DESIGN.md §9). Episodic memory
+# (memory/store.py) had its own connection and its own migration list (``memory_meta``, whose
+# only version, 1, created ``memories``); its tables are now created here, and a home whose
+# memory store already made them keeps its rows (``IF NOT EXISTS``). ``memory_versions`` counts
+# the writes per owner, so a reader can tell from inside its own snapshot whether a cached
+# vector index is current. ``mailbox`` and ``conversations`` were never written (mailboxes
+# are in memory, a conversation is saved state in ``agent_state``): dropped.
+_V6 = """
+CREATE TABLE IF NOT EXISTS memories (
+    id         TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    category   TEXT NOT NULL CHECK (category IN ('fact','observation','decision','preference')),
+    content    TEXT NOT NULL,
+    metadata   TEXT NOT NULL DEFAULT '{}',
+    embedder   TEXT NOT NULL,
+    dim        INTEGER NOT NULL,
+    embedding  BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    replaced   TEXT
+);
+CREATE INDEX IF NOT EXISTS memories_owner ON memories(owner, embedder);
+DROP TABLE IF EXISTS memory_meta;
+CREATE TABLE memory_versions (
+    owner   TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+DROP TABLE mailbox;
+DROP TABLE conversations;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]

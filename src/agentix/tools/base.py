@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from agentix.core.errors import InvalidRequest, LimitExceeded, NotFound
+from agentix.core.errors import AgentixError, InvalidRequest, LimitExceeded, NotFound, ToolError
 
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
@@ -85,6 +85,23 @@ class ToolSpec:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "input_schema": self.schema}
+
+    async def run(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        """Check ``args`` and run the handler; only the family leaves (python-tuf's
+        ``fetch`` over ``_fetch``). A backend's ``OSError`` becomes ``tool_error`` with its
+        ``errno`` name (no path: the message says what failed, in the tool's terms); any
+        other exception is a bug and goes up for the pipeline to report as ``internal_error``."""
+        check_args(self, args)
+        try:
+            return await self.handler(ctx, args)
+        except AgentixError:
+            raise
+        except OSError as err:
+            import errno as _errno
+
+            name = _errno.errorcode.get(err.errno or 0, "EIO")
+            raise ToolError(f"tool {self.name} failed: {err.strerror or type(err).__name__}",
+                            tool=self.name, errno=name) from None
 
 
 _TYPES: dict[str, tuple[type, ...]] = {

@@ -17,18 +17,14 @@ from __future__ import annotations
 import _socket
 import _thread
 
-from agentix.core.errors import AgentixError, error_from_code
+from agentix.core.errors import ConnectionClosed, error_from_code
 from agentix.sdk._wire import dumps, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["Connection", "ConnectionClosed"]
-
-
-class ConnectionClosed(AgentixError):
-    code = "internal_error"
+__all__ = ["FRAME_LIMIT", "Connection"]
 
 
 class _Condition:
