@@ -30,6 +30,7 @@ QUICK: dict[str, list[str]] = {
     "auth_kernel": ["500"],
     "density": ["20"],
     "floors": ["--runs", "10", "--echo", "2000"],
+    "mcp": ["--calls", "100", "--warm", "10"],
     "cli_start": ["--runs", "5"],
     "inference": ["--duration", "5", "--no-local"],
     "spawn": ["10"],
@@ -80,6 +81,9 @@ def headline(name: str, r: dict[str, Any]) -> list[tuple[str, Any]]:
     if name == "adapters":
         return [("LangChain tool call overhead p50 us", g("langchain_overhead_p50_us")),
                 ("plain tool call p50 us", g("rows", "plain", "p50_us"))]
+    if name == "mcp":
+        return [("MCP call p50 us: direct / agentix effect / agentix read_only",
+                 f"{g('direct', 'p50_us')} / {g('agentix', 'p50_us')} / {g('agentix_read_only', 'p50_us')}")]
     if name == "spawn_first_call":
         rows = {x["case"]: x for x in r.get("rows", [])}
         f = rows.get("spawn -> first system call", {})

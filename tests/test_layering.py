@@ -50,6 +50,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("agentix.agents.boot", "agentix.sandbox"): "boot is the sandbox's trampoline",
     # `agentix mcp` is the command that starts the MCP face (a face starting a face, no kernel)
     ("agentix.cli.mcp", "agentix.mcp.server"): "the CLI command that runs the MCP face",
+    ("agentix.cli.mcp", "agentix.mcp.http"): "the CLI command that runs the MCP face over HTTP",
     ("agentix.cli.a2a", "agentix.a2a.server"): "the CLI command that runs the A2A face",
     # the trust state is tables of the kernel's store (DESIGN.md §9); the kernel passes its
     # Database in, and a package store used without a kernel (tests, bench) opens the same one

@@ -254,7 +254,7 @@ def test_a_lost_kernel_is_a_tool_error_and_a_restarted_one_is_reached_again(isol
         assert not (await c.call_tool("list_agents", {})).is_error
         first.stop()
         lost = await c.call_tool("list_agents", {})
-        assert lost.is_error and lost.structured_content["error"] == "internal_error"
+        assert lost.is_error and lost.structured_content["error"] == "connection_closed"  # the client-side code (core/errors.py)
         down = await c.call_tool("kernel_info", {})  # no kernel: refused, the server still serves
         assert down.is_error and "agentix up" in down.structured_content["message"]
         second.append(Daemon(tmp / "h", isolation_mode))

@@ -91,7 +91,7 @@ def _old_home(root: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
                   (rid, "identity:keeper", cat, content, "{}", emb.name, 384,
                    np.asarray(v, np.float32).tobytes(), 1.0, None))
     c.close()
-    assert c is not None and {"memory_meta", "mailbox", "conversations"} <= _tables(home.db)
+    assert {"memory_meta", "mailbox", "conversations"} <= _tables(home.db)
     return home
 
 

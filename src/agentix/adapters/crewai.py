@@ -147,7 +147,9 @@ class AgentixLLM(BaseLLM):
             params["max_tokens"] = int(self.max_tokens)
         if self.temperature is not None:
             params["temperature"] = self.temperature
-        return _kernel(self.kernel).think(msgs, **params).get("text") or ""
+        reply = _kernel(self.kernel).think(msgs, **params)
+        raw = getattr(reply, "raw", reply)  # the SDK's Reply, or a member's JSON answer
+        return (raw.get("text") if isinstance(raw, dict) else None) or ""
 
     def supports_function_calling(self) -> bool:
         return False

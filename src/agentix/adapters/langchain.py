@@ -57,6 +57,12 @@ def to_think_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     return [out] if isinstance(out, dict) else list(out)
 
 
+def _data(reply: Any) -> dict[str, Any]:
+    """The ``think`` result as its JSON (the SDK's ``Reply`` keeps it in ``raw``)."""
+    raw = getattr(reply, "raw", reply)
+    return raw if isinstance(raw, dict) else {}
+
+
 def _usage(reply: dict[str, Any]) -> UsageMetadata:
     u = reply.get("usage") or {}
     i, o = int(u.get("input_tokens") or 0), int(u.get("output_tokens") or 0)
@@ -114,7 +120,7 @@ class AgentixChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        reply = _kernel(self.kernel).think(to_think_messages(messages), **self._params(stop, kwargs))
+        reply = _data(_kernel(self.kernel).think(to_think_messages(messages), **self._params(stop, kwargs)))
         msg = AIMessage(content=reply.get("text") or "", tool_calls=_tool_calls(reply),
                         usage_metadata=_usage(reply), response_metadata=_metadata(reply))
         return ChatResult(generations=[ChatGeneration(message=msg)])
@@ -127,7 +133,7 @@ class AgentixChatModel(BaseChatModel):
             if run_manager is not None:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
-        reply = stream.result or {}
+        reply = _data(stream.result)
         # the tool calls and the usage arrive with the whole reply: one last chunk carries them
         calls = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i,
                   "type": "tool_call_chunk"} for i, c in enumerate(_tool_calls(reply))]

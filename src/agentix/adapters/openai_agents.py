@@ -89,7 +89,7 @@ class _Completions:
         k = _kernel(self._kernel)
         if kw.get("stream") is True:
             return self._stream(k, params)
-        reply = await asyncio.to_thread(lambda: k.think(**params))
+        reply = _data(await asyncio.to_thread(lambda: k.think(**params)))
         return ChatCompletion.model_validate({
             "id": "agentix-think", "object": "chat.completion", "created": int(time.time()),
             "model": reply.get("model") or "", "usage": _usage(reply),
@@ -122,7 +122,7 @@ class _Completions:
             yield chunk({"role": "assistant", "content": piece})
         if "error" in out:
             raise out["error"]
-        reply = out["reply"]
+        reply = _data(out["reply"])
         calls = [{**c, "index": i} for i, c in enumerate(_tool_calls(reply))]
         if calls:
             yield chunk({"role": "assistant", "tool_calls": calls})
@@ -137,6 +137,12 @@ class _ThinkClient:
     def __init__(self, kernel: Any, model: str | None) -> None:
         self.chat = type("Chat", (), {})()
         self.chat.completions = _Completions(kernel, model)
+
+
+def _data(reply: Any) -> dict[str, Any]:
+    """The ``think`` result as its JSON (the SDK's ``Reply`` keeps it in ``raw``)."""
+    raw = getattr(reply, "raw", reply)
+    return raw if isinstance(raw, dict) else {}
 
 
 def _usage(reply: dict[str, Any]) -> dict[str, int]:

@@ -25,7 +25,7 @@ from agentix.sdk import agent
 def _do(k: agent.AgentKernel, req: dict) -> object:
     op = req.get("op")
     if op == "think":
-        return k.think(**dict(req.get("params") or {}))
+        return k.think(**dict(req.get("params") or {})).raw  # the reply's JSON
     if op == "tool":
         return k.tools.call(str(req.get("name")), dict(req.get("args") or {}))
     if op == "tools":

@@ -238,7 +238,7 @@ def _grant_expr(g: Grant, params: dict[str, Any]) -> str:
         return f"({kind} && $v == {p(v)})"
     if v == "*" and g.kind != "secret":
         return f"({kind})"
-    if g.kind == "model" and v.endswith("*"):
+    if (g.kind == "model" or g.kind == "mcp") and v.endswith("*"):
         return f"({kind} && $v.starts_with({p(v[:-1])}))"
     return f"({kind} && $v == {p(v)})"
 

@@ -202,6 +202,8 @@ def register(k: Kernel) -> None:
 
     # ------------------------------------------------------------ tools
     async def tool_list(call: Call) -> dict[str, Any]:
+        if call.caller.agent_id is not None:  # an agent's list: the MCP servers its grants name, started
+            await k.mcp.prepare_for(call.caller.agent_id)
         return {"tools": k.tools.describe()}
 
     async def run_tool(call: Call, subject: AgentRecord | None) -> dict[str, Any]:
@@ -228,6 +230,7 @@ def register(k: Kernel) -> None:
     # ------------------------------------------------------------ agent system calls
     async def sys_info(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
+        await k.mcp.prepare_for(rec.agent_id)  # its tools list the MCP tools its grants allow
         return {"agent_id": rec.agent_id, "name": rec.name, "parent": rec.parent,
                 "depth": rec.depth, "workspace": "/workspace", "limits": rec.limits.model_dump(),
                 "taint": sorted(rec.taint), "capabilities": rec.manifest.to_data()["capabilities"],

@@ -59,7 +59,15 @@ from agentix.core.errors import (
     NotFound,
 )
 from agentix.core.authorize import AuthRequest, Authorization, authorize
-from agentix.core.grants import Grant, GrantSet, Request, parse_grants, parse_secret_hosts
+from agentix.core.grants import (
+    MCP_TOOL_PREFIX,
+    Grant,
+    GrantSet,
+    Request,
+    mcp_resource,
+    parse_grants,
+    parse_secret_hosts,
+)
 from agentix.core.hosts import HostPattern
 from agentix.core.ledger import IssuedTokens
 from agentix.core.manifest import CapabilityEntry, Manifest
@@ -537,7 +545,9 @@ class CapabilityService:
         names = []
         for name in self.k.tools.names():
             kinds = _RESOURCE_TOOLS.get(name)
-            if kinds is None:
+            if name.startswith(MCP_TOOL_PREFIX):  # an MCP server's tool: its mcp: grant
+                ok = any(t.permits(Request("mcp", mcp_resource(name))) for t in toks)
+            elif kinds is None:
                 ok = any(t.permits(Request("tool", name)) for t in toks)
             else:
                 ok = any(all(t.grants.of_kind(kd) for kd in kinds) for t in toks)

@@ -216,8 +216,21 @@ def register(k: Kernel) -> HttpTokens:
         call.event_data = {"name": rec.name}
         return rec.public(tokens.clock())
 
+    async def tokens_verify(call: Call) -> dict[str, Any]:
+        """Who a bearer token names (for a face that serves HTTP itself: `agentix mcp --http`)."""
+        token = call.params.get("token")
+        if not isinstance(token, str):
+            raise InvalidRequest('"token" must be the bearer token string', field="token")
+        try:
+            p = tokens.authenticate(token)
+        except Unauthenticated as err:
+            await k.events.record("http.refused", None, {"by": call.caller.label(), "method": "tokens.verify",
+                                                         "error": err.code, "message": err.message})
+            raise
+        return {"name": p.name, "role": p.role}
+
     for name, fn in [("tokens.create", tokens_create), ("tokens.list", tokens_list),
-                     ("tokens.revoke", tokens_revoke)]:
+                     ("tokens.revoke", tokens_revoke), ("tokens.verify", tokens_verify)]:
         k.pipeline.register(method(name, fn, operator=True))
     return tokens
 

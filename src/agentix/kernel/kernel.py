@@ -153,6 +153,9 @@ class Kernel:
         from agentix.kernel import a2a_tool
 
         a2a_tool.register(self)  # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
+        from agentix.kernel import mcp_tools
+
+        self.mcp = mcp_tools.register(self)  # declared MCP servers' tools, mcp.* (docs/integrations.md)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:
@@ -789,6 +792,7 @@ class Kernel:
         orphans = [r for r in self.table if r.live and r.parent is not None]
         await asyncio.gather(*(self.stop(r, reason="killed", detail="kernel shutting down", grace=grace)
                                for r in roots + orphans), return_exceptions=True)
+        await self.mcp.close()
         await self.substrate.close()
         await self.inference.aclose()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})

@@ -129,6 +129,12 @@ PARAMS: dict[str, dict[str, Any]] = {
                                               "7d (none: never)"}),
     "tokens.list": _obj(),
     "tokens.revoke": _obj(("name",), name=_S),
+    "tokens.verify": _obj(("token",), token={"type": "string", "description": "a bearer token (agx_...)"}),
+    # ---- MCP servers as agent tools (kernel/mcp_tools.py)
+    "mcp.servers": _obj(),
+    "mcp.tools": _obj(server={"type": "string", "description": "one declared server (default: all)"}),
+    "mcp.approve": _obj(("tool",), tool={"type": "string", "description": "SERVER/TOOL or SERVER/*"}),
+    "mcp.restart": _obj(("server",), server=_S),
 }
 
 

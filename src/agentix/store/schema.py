@@ -223,4 +223,21 @@ DROP TABLE mailbox;
 DROP TABLE conversations;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
+# v7: MCP tool pins (kernel/mcp_tools.py, core/mcp.py). One row per approved tool of a declared
+# MCP server: the digest of its description and input schema when approved (and both, so the
+# operator can see what was approved), who approved it and when. A tool whose listing no
+# longer hashes to its pin is disabled until re-approved.
+_V7 = """
+CREATE TABLE mcp_pins (
+    server       TEXT NOT NULL,
+    tool         TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    description  TEXT NOT NULL,
+    input_schema TEXT NOT NULL,
+    approved_by  TEXT NOT NULL,
+    approved_at  REAL NOT NULL,
+    PRIMARY KEY (server, tool)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest, LimitExceeded, NotFound, ToolError
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from agentix.core.grants import Request
 
 
-__all__ = ["ToolContext", "ToolRegistry", "ToolSpec", "check_args"]
+__all__ = ["ToolContext", "ToolProvider", "ToolRegistry", "ToolSpec", "check_args"]
 
 
 @dataclass
@@ -149,12 +149,34 @@ def check_args(spec: ToolSpec, args: dict[str, Any]) -> None:
                 field=key, tool=spec.name)
 
 
+class ToolProvider(Protocol):
+    """Tools that are not known at start-up (an MCP server's): named under one prefix."""
+
+    def spec(self, name: str) -> ToolSpec | None: ...
+
+    def specs(self) -> list[ToolSpec]: ...
+
+
 class ToolRegistry:
     def __init__(self) -> None:
         self._tools: dict[str, ToolSpec] = {}
+        self._providers: list[tuple[str, ToolProvider]] = []
+
+    def add_provider(self, prefix: str, provider: ToolProvider) -> None:
+        """Names starting with ``prefix`` are asked of ``provider`` (kernel/mcp_tools.py)."""
+        if any(prefix.startswith(p) or p.startswith(prefix) for p, _ in self._providers) or any(
+                n.startswith(prefix) for n in self._tools):
+            raise ValueError(f"tool prefix {prefix} overlaps another")
+        self._providers.append((prefix, provider))
+
+    def _provided(self, name: str) -> ToolSpec | None:
+        for prefix, p in self._providers:
+            if name.startswith(prefix):
+                return p.spec(name)
+        return None
 
     def register(self, spec: ToolSpec) -> None:
-        if spec.name in self._tools:
+        if spec.name in self._tools or any(spec.name.startswith(p) for p, _ in self._providers):
             raise ValueError(f"tool {spec.name} registered twice")
         self._tools[spec.name] = spec
 
@@ -162,15 +184,25 @@ class ToolRegistry:
         try:
             return self._tools[name]
         except KeyError:
+            spec = self._provided(name)
+            if spec is not None:
+                return spec
             raise NotFound(f"no tool named {name!r}; `agentix tools` lists them", tool=name) from None
 
     def durability(self, name: str) -> Literal["effect", "no_effect"]:
         """A tool's durability class; an unknown tool counts as an effect."""
-        spec = self._tools.get(name)
+        spec = self._tools.get(name) or self._provided(name)
         return "effect" if spec is None else spec.durability
 
+    def _all(self) -> dict[str, ToolSpec]:
+        out = dict(self._tools)
+        for _prefix, p in self._providers:
+            out.update((s.name, s) for s in p.specs())
+        return out
+
     def names(self) -> list[str]:
-        return sorted(self._tools)
+        return sorted(self._all())
 
     def describe(self) -> list[dict[str, Any]]:
-        return [self._tools[n].describe() for n in self.names()]
+        tools = self._all()
+        return [tools[n].describe() for n in sorted(tools)]
