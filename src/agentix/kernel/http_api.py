@@ -30,6 +30,7 @@ from agentix.kernel.dispatch import Call, Caller
 from agentix.kernel.method_params import params_schema
 from agentix.kernel.methods import method
 from agentix.rpc.http import HttpServer, MethodInfo, Principal, Stored, create_app, start_server
+from agentix.rpc.static import StaticSet, load_static
 from agentix.store.db import Database, Txn
 
 if TYPE_CHECKING:
@@ -224,6 +225,14 @@ def register(k: Kernel) -> HttpTokens | None:
     return tokens
 
 
+def dashboard_files() -> StaticSet:
+    """The web dashboard's files, read as package data of ``agentix.web`` (no code imported)."""
+    from importlib import resources
+
+    with resources.as_file(resources.files("agentix.web").joinpath("static")) as root:
+        return load_static(root)
+
+
 async def start_http(k: Kernel, tokens: HttpTokens, host: str, port: int, *,
                      max_body: int = DEFAULT_MAX_BODY) -> HttpServer:
     """Serve the HTTP API for ``k`` on ``host:port`` in this event loop."""
@@ -231,8 +240,10 @@ async def start_http(k: Kernel, tokens: HttpTokens, host: str, port: int, *,
 
     assert k.audit is not None
     backend = KernelHttpBackend(k, tokens, k.audit.db)
+    static = dashboard_files()
     server = await start_server(
-        lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__),
+        lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__,
+                                   static=static),
         host, port)
     log.info("HTTP API on %s", server.url)
     return server
