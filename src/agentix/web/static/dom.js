@@ -1,7 +1,8 @@
 // Building the page without ever parsing data as HTML.
 //
 // Every string that reaches the page goes through a text node (textContent) or
-// setAttribute on an attribute name from ALLOWED_ATTRS; there is no innerHTML here, and the
+// setAttribute on an attribute name from ALLOWED_ATTRS; nothing here parses a string as HTML
+// (tests/dashboard/test_static.py greps for the APIs that do), and the
 // server's Content-Security-Policy refuses inline scripts anyway.
 
 const ALLOWED_ATTRS = new Set([
