@@ -25,8 +25,8 @@ def test_the_tree_updates_when_an_agent_spawns_and_exits(dash: Api, tab: Any, sh
     assert "napper" in row.inner_text()
     assert "layers" in row.inner_text() or "degraded" in row.inner_text()  # isolation is shown
     t.page.screenshot(path=str(shots / "tree.png"))
-    # it exits on its own: the row changes without a reload (events, not polling: well inside
-    # the 3 s refresh timer would not prove it, so the check is only that it changes at all)
+    # it exits on its own: the row changes without a reload (the tree re-reads the kernel
+    # only when the event stream says so; no timer fetches)
     t.page.wait_for_selector(f'tr[data-agent-id="{aid}"][data-state="exited"]', timeout=30_000)
     assert "completed" in row.inner_text()
 

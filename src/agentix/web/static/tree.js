@@ -1,5 +1,7 @@
 // The live process tree: every agent with its state, runtime, calls, budget spent, taint
-// labels and isolation layers; re-read (one `dashboard.agents` call) when an event arrives.
+// labels and isolation layers. It is re-read (one `dashboard.agents` call, coalesced) only
+// when the event stream says something changed; between events a 1 s timer only advances
+// the runtimes of live agents on the page (no request).
 
 import {call} from "./api.js";
 import {h, replace, badge, fmtDuration} from "./dom.js";
@@ -56,7 +58,7 @@ function row(a, depth) {
       h("a", {href: `#/agent/${encodeURIComponent(a.agent_id)}`, text: a.name}),
       h("small", {class: "id", text: ` ${a.agent_id}`})),
     h("td", {}, badge(state, `st-${a.state}`)),
-    h("td", {class: "num", text: fmtDuration(a.runtime_s)}),
+    h("td", {class: "num runtime", "data-runtime": a.exit ? null : a.runtime_s, text: fmtDuration(a.runtime_s)}),
     h("td", {class: "num", text: String(a.syscalls)}),
     h("td", {text: spent(a.budget)}),
     h("td", {}, (a.taint || []).map((t) => badge(t, "taint"))),
@@ -79,6 +81,7 @@ export function render(root, ctx) {
           ["agent", "state", "runtime", "calls", "budget spent", "taint", "isolation"].map((t) => h("th", {text: t})))),
         body)));
 
+  let fetchedAt = Date.now() / 1000;
   let inFlight = false;
   let again = false;
   async function refresh() {
@@ -88,6 +91,7 @@ export function render(root, ctx) {
       do {
         again = false;
         const r = await call("dashboard.agents", {all: showExited.checked});
+        fetchedAt = Date.now() / 1000;
         const rows = order(r.agents).map(([a, d]) => row(a, d));
         replace(body, rows.length ? rows : h("tr", {}, h("td", {colspan: 7, class: "muted", text: "no agents"})));
         const live = r.agents.filter((a) => !a.exit).length;
@@ -103,6 +107,11 @@ export function render(root, ctx) {
   }
   showExited.addEventListener("change", refresh);
   ctx.on((ev) => { if (REFRESH_KINDS.test(ev.kind)) refresh(); });
-  ctx.every(3000, refresh);   // runtimes move without events
+  ctx.every(1000, () => {   // runtimes move without events: advance them locally
+    const dt = Date.now() / 1000 - fetchedAt;
+    for (const td of body.querySelectorAll("td[data-runtime]")) {
+      td.textContent = fmtDuration(Number(td.dataset.runtime) + dt);
+    }
+  });
   refresh();
 }
