@@ -71,7 +71,7 @@ class Page:
         self.page.goto(self.url + "/")
         self.page.fill("#token", token)
         self.page.click("#signin button[type=submit]")
-        self.page.wait_for_selector("#who:not(:empty)")
+        self.page.wait_for_selector("#who:not(:empty)", state="attached")
         return self
 
     def go(self, route: str) -> Page:
