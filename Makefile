@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # docker-registry (the CNCF distribution registry) for the package tests on a loopback registry;
 # chromium for the dashboard's browser tests (driven by Playwright; no browser download)
 APT_PACKAGES := bubblewrap libseccomp2 docker-registry chromium
-EXTRAS ?= dev,http,mcp
+EXTRAS ?= dev,http,mcp,observe
 
 .PHONY: demo test test-slow bench setup system-packages venv clean lock
 

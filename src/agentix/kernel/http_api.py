@@ -35,6 +35,7 @@ from agentix.store.db import Database, Txn
 
 if TYPE_CHECKING:
     from agentix.kernel.kernel import Kernel
+    from agentix.kernel.telemetry import Metrics
 
 __all__ = ["IDEMPOTENT", "IDEMPOTENCY_TTL", "HttpTokens", "KernelHttpBackend", "register", "start_http"]
 
@@ -234,7 +235,7 @@ def dashboard_files() -> StaticSet:
 
 
 async def start_http(k: Kernel, tokens: HttpTokens, host: str, port: int, *,
-                     max_body: int = DEFAULT_MAX_BODY) -> HttpServer:
+                     max_body: int = DEFAULT_MAX_BODY, metrics: Metrics | None = None) -> HttpServer:
     """Serve the HTTP API for ``k`` on ``host:port`` in this event loop."""
     from agentix import __version__
 
@@ -243,7 +244,7 @@ async def start_http(k: Kernel, tokens: HttpTokens, host: str, port: int, *,
     static = dashboard_files()
     server = await start_server(
         lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__,
-                                   static=static),
+                                   static=static, metrics=metrics.render if metrics is not None else None),
         host, port)
     log.info("HTTP API on %s", server.url)
     return server

@@ -14,6 +14,7 @@ Routes::
     GET  /v1/events                     server-sent events: the audit log from Last-Event-ID
     GET  /v1/agents/{agent_id}/logs     server-sent events: an agent's output, following
     GET  /  and  /ui/{file}             the web dashboard (rpc/static.py; docs/dashboard.md)
+    GET  /metrics                       Prometheus metrics, any live token (kernel/telemetry.py)
 
 Every response carries the security headers of ``rpc/static.py`` (a strict CSP with
 ``frame-ancestors 'none'``, ``nosniff``, ...).
@@ -548,13 +549,27 @@ def _static_routes(files: StaticSet) -> list[Any]:
 
 
 def create_app(backend: HttpBackend, *, origins: set[str], max_body: int, version: str = "0",
-               static: StaticSet | None = None) -> Any:
+               static: StaticSet | None = None,
+               metrics: Callable[[], tuple[bytes, str]] | None = None) -> Any:
     """The Starlette application. ``origins`` is filled in once the server knows its port
-    (the set is read per request). ``static``: the dashboard's files (none: no dashboard)."""
+    (the set is read per request). ``static``: the dashboard's files (none: no dashboard).
+    ``metrics``: renders the Prometheus exposition (none: no ``/metrics``)."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
     app = _App(backend, origins, max_body, version)
+
+    async def metrics_route(request: Any) -> Any:
+        from starlette.responses import Response
+
+        try:
+            app._origin(request)
+            app._principal(request)   # any live token (viewer or operator): agent names are in it
+        except AgentixError as err:
+            return _error_response(err)
+        assert metrics is not None
+        body, ctype = metrics()
+        return Response(body, media_type=ctype, headers={"Cache-Control": "no-store"})
 
     async def not_found(request: Any, exc: Any) -> Any:
         from starlette.exceptions import HTTPException
@@ -575,6 +590,7 @@ def create_app(backend: HttpBackend, *, origins: set[str], max_body: int, versio
             Route("/v1/events", app.events, methods=["GET"]),
             Route("/v1/agents/{agent_id}/logs", app.logs, methods=["GET"]),
             *(_static_routes(static) if static is not None else []),
+            *([Route("/metrics", metrics_route, methods=["GET"])] if metrics is not None else []),
         ],
         exception_handlers={404: not_found, 405: not_found},
     ))
