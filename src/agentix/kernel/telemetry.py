@@ -83,9 +83,11 @@ class Metrics:
                                ["method"], buckets=_BUCKETS, registry=self.registry)
         self.registry.register(_Snapshots(k))
 
-    def observe(self, method: str, outcome: str, seconds: float, err: AgentixError | None) -> None:
+    def observe(self, method: str, outcome: str, seconds: float, err: AgentixError | None,
+                timed: bool = True) -> None:
         self.calls.labels(method, outcome).inc()
-        self.latency.labels(method).observe(seconds)
+        if timed:
+            self.latency.labels(method).observe(seconds)
         if err is not None and err.code in REFUSALS:
             reason = err.data.get("reason")
             self.refusals.labels(err.code, reason[:40] if isinstance(reason, str) else "").inc()
@@ -172,6 +174,11 @@ class Telemetry:
         self.metrics = metrics
         self.tracer_provider = tracer_provider
         self.tracer = tracer_provider.get_tracer("agentix.kernel") if tracer_provider is not None else None
+
+    def refused(self, method: str, err: AgentixError) -> None:
+        """A refusal at an edge before the pipeline (the HTTP API's role check)."""
+        if self.metrics is not None:
+            self.metrics.observe(method, err.code, 0.0, err, timed=False)
 
     def _span(self, caller: Caller, method: str, params: dict[str, Any]) -> contextlib.AbstractContextManager[Any]:
         if self.tracer is None:
