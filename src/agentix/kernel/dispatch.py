@@ -199,8 +199,6 @@ class Pipeline:
         self._methods: dict[str, MethodSpec] = {}
         self.calls = 0
         self.refusals = 0
-        #: metrics and traces (kernel/telemetry.py); None: off, and ``run`` pays one check
-        self.observer: Callable[..., Awaitable[Any]] | None = None
 
     def add_stage(self, stage: Stage) -> None:
         self.stages.append(stage)
@@ -230,11 +228,6 @@ class Pipeline:
         return spec
 
     async def run(self, caller: Caller, method: str, params: dict[str, Any], *, taint: set[str] | None = None) -> Any:
-        if self.observer is None:
-            return await self._run(caller, method, params, taint)
-        return await self.observer(caller, method, params, lambda: self._run(caller, method, params, taint))
-
-    async def _run(self, caller: Caller, method: str, params: dict[str, Any], taint: set[str] | None) -> Any:
         spec = self.lookup(caller, method)
         call = Call(caller=caller, method=method, params=params, spec=spec, subject=caller.agent_id,
                     taint=set(taint) if taint else set())

@@ -170,7 +170,7 @@ class KernelHttpBackend:
         return await self.k.pipeline.run(Caller(agent_id=None, name=principal.label), method_name, params)
 
     async def refused(self, principal: Principal, method_name: str, err: AgentixError) -> None:
-        counted = getattr(self.k.pipeline.observer, "refused", None)  # metrics (kernel/telemetry.py)
+        counted = getattr(getattr(self.k.pipeline, "observer", None), "refused", None)  # kernel/telemetry.py
         if counted is not None:
             counted(method_name, err)
         await self.k.events.record("http.refused", None, {"by": principal.label, "method": method_name,

@@ -1,7 +1,8 @@
 """Metrics (Prometheus) and traces (OpenTelemetry) of the kernel, both optional.
 
-Off by default and free when off: ``Pipeline.run`` checks one attribute (``observer is
-None``) and calls straight through. ``install`` turns either on:
+Off by default and free when off: nothing on the call path changes. ``install`` turns either
+on by wrapping this kernel's ``pipeline.run`` (an instance attribute over the class's method;
+every caller looks ``run`` up when it calls) and setting ``pipeline.observer``:
 
 - **Metrics** (``prometheus_client``, the ``observe`` extra; on with ``--http``, served at
   ``GET /metrics`` to viewer and operator tokens). Counted per call, off the reply path only
@@ -279,7 +280,14 @@ def install(k: Kernel, *, metrics: bool = False, span_exporter: Any = None) -> T
     if m is None and provider is None:
         return None
     tel = Telemetry(m, provider)
-    k.pipeline.observer = tel
+    inner = k.pipeline.run
+
+    async def observed(caller: Caller, method: str, params: dict[str, Any], *,
+                       taint: set[str] | None = None) -> Any:
+        return await tel(caller, method, params, lambda: inner(caller, method, params, taint=taint))
+
+    k.pipeline.run = observed  # type: ignore[method-assign]
+    k.pipeline.observer = tel  # type: ignore[attr-defined]
     return tel
 
 
