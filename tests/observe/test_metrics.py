@@ -58,6 +58,17 @@ def test_metrics_count_calls_refusals_agents_and_spawns(api: Api) -> None:
     assert "agentix_inference_queue_length" in fams
 
 
+def test_made_up_method_names_do_not_become_label_values(api: Api) -> None:
+    calls = [[f"made.up_{i}", {}] for i in range(5)]
+    aid = api.daemon.spawn("calls.py", json.dumps(calls), name="prober")
+    res = api.daemon.client.wait(aid, timeout=30).result
+    assert {r["error"] for r in res} == {"method_not_found"}
+    fams = scrape(api, api.viewer)
+    methods = {s.labels.get("method") for s in fams["agentix_calls_total"]}
+    assert not any(m.startswith("made.up") for m in methods if m)
+    assert value(fams, "agentix_calls_total", method="(unknown)", outcome="method_not_found") >= 5
+
+
 def test_metrics_need_a_live_token(api: Api) -> None:
     with api.http() as c:
         r = c.get("/metrics")

@@ -83,12 +83,22 @@ class Metrics:
         self.spawn = Histogram("agentix_spawn_seconds", "time to start an agent (the spawning call)",
                                ["method"], buckets=_BUCKETS, registry=self.registry)
         self.registry.register(_Snapshots(k))
+        # labelled children, looked up once (``labels()`` is most of the cost of a count)
+        self._calls: dict[tuple[str, str], Any] = {}
+        self._latency: dict[str, Any] = {}
 
     def observe(self, method: str, outcome: str, seconds: float, err: AgentixError | None,
                 timed: bool = True) -> None:
-        self.calls.labels(method, outcome).inc()
+        key = (method, outcome)
+        child = self._calls.get(key)
+        if child is None:
+            child = self._calls[key] = self.calls.labels(method, outcome)
+        child.inc()
         if timed:
-            self.latency.labels(method).observe(seconds)
+            hist = self._latency.get(method)
+            if hist is None:
+                hist = self._latency[method] = self.latency.labels(method)
+            hist.observe(seconds)
         if err is not None and err.code in REFUSALS:
             reason = err.data.get("reason")
             self.refusals.labels(err.code, reason[:40] if isinstance(reason, str) else "").inc()
@@ -210,6 +220,8 @@ class Telemetry:
                 return result
             except AgentixError as e:
                 err, outcome = e, e.code
+                if e.code == "method_not_found":  # a name the caller made up: not a label value
+                    method = "(unknown)"
                 if span is not None:
                     span.set_attribute("agentix.error", e.code)
                     from opentelemetry.trace import Status, StatusCode
