@@ -18,13 +18,18 @@ SCRIPT_PAYLOAD = "<script>window.__pwned = 1</script><img src=x onerror=\"window
 def test_the_tree_updates_when_an_agent_spawns_and_exits(dash: Api, tab: Any, shots: Any) -> None:
     t = tab().sign_in(dash.operator)
     t.page.wait_for_selector("#tree-body")
-    aid = dash.daemon.spawn("sleeper.py", "3", name="napper")
+    aid = dash.daemon.spawn("sleeper.py", "4", name="napper")
     row = t.page.locator(f'tr[data-agent-id="{aid}"]')
     row.wait_for()
     assert row.get_attribute("data-state") in ("spawning", "running")
     assert "napper" in row.inner_text()
     assert "layers" in row.inner_text() or "degraded" in row.inner_text()  # isolation is shown
     t.page.screenshot(path=str(shots / "tree.png"))
+    # a change to a shown agent re-reads its row only
+    dash.daemon.client.call("agent.pause", agent_id=aid)
+    t.page.wait_for_selector(f'tr[data-agent-id="{aid}"][data-state="paused"]')
+    dash.daemon.client.call("agent.resume", agent_id=aid)
+    t.page.wait_for_selector(f'tr[data-agent-id="{aid}"][data-state="running"]')
     # it exits on its own: the row changes without a reload (the tree re-reads the kernel
     # only when the event stream says so; no timer fetches)
     t.page.wait_for_selector(f'tr[data-agent-id="{aid}"][data-state="exited"]', timeout=30_000)

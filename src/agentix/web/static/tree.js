@@ -1,7 +1,8 @@
 // The live process tree: every agent with its state, runtime, calls, budget spent, taint
-// labels and isolation layers. It is re-read (one `dashboard.agents` call, coalesced) only
-// when the event stream says something changed; between events a 1 s timer only advances
-// the runtimes of live agents on the page (no request).
+// labels and isolation layers. It is read whole once (one `dashboard.agents` call) and again
+// when an agent appears; an event about an agent already shown re-reads only that agent's row
+// (`dashboard.agents {agents: [...]}`, coalesced while a read is in flight). Between events a
+// 1 s timer only advances the runtimes of live agents on the page (no request).
 
 import {call} from "./api.js";
 import {h, replace, badge, fmtDuration} from "./dom.js";
@@ -52,13 +53,14 @@ export function isolation(iso) {
 
 function row(a, depth) {
   const state = a.exit ? `${a.state} (${a.exit.reason || ""})` : a.state;
-  return h("tr", {"data-agent-id": a.agent_id, "data-state": a.state, class: `state-${a.state}`},
+  return h("tr", {"data-agent-id": a.agent_id, "data-state": a.state, "data-depth": depth, class: `state-${a.state}`},
     h("td", {class: "name"},
       h("span", {class: "indent", text: "  ".repeat(depth) + (depth ? "└ " : "")}),
       h("a", {href: `#/agent/${encodeURIComponent(a.agent_id)}`, text: a.name}),
       h("small", {class: "id", text: ` ${a.agent_id}`})),
     h("td", {}, badge(state, `st-${a.state}`)),
-    h("td", {class: "num runtime", "data-runtime": a.exit ? null : a.runtime_s, text: fmtDuration(a.runtime_s)}),
+    h("td", {class: "num runtime", "data-runtime": a.exit ? null : a.runtime_s, "data-at": Date.now() / 1000,
+             text: fmtDuration(a.runtime_s)}),
     h("td", {class: "num", text: String(a.syscalls)}),
     h("td", {text: spent(a.budget)}),
     h("td", {}, (a.taint || []).map((t) => badge(t, "taint"))),
@@ -81,22 +83,51 @@ export function render(root, ctx) {
           ["agent", "state", "runtime", "calls", "budget spent", "taint", "isolation"].map((t) => h("th", {text: t})))),
         body)));
 
-  let fetchedAt = Date.now() / 1000;
   let inFlight = false;
   let again = false;
+  let whole = true;           // the next read is of every agent
+  const dirty = new Set();    // else: only these agents' rows
+
+  function counts() {
+    const rows = body.querySelectorAll("tr[data-agent-id]");
+    const live = [...rows].filter((r) => r.dataset.state !== "exited").length;
+    status.textContent = `${live} live · ${rows.length} total`;
+    root.dataset.loaded = String(rows.length);
+  }
+
+  async function readAll() {
+    const r = await call("dashboard.agents", {all: showExited.checked});
+    const rows = order(r.agents).map(([a, d]) => row(a, d));
+    replace(body, rows.length ? rows : h("tr", {}, h("td", {colspan: 7, class: "muted", text: "no agents"})));
+  }
+
+  async function readSome(ids) {
+    const r = await call("dashboard.agents", {all: true, agents: ids});
+    for (const a of r.agents) {
+      const old = body.querySelector(`tr[data-agent-id="${CSS.escape(a.agent_id)}"]`);
+      if (!old) { whole = true; continue; }
+      if (a.exit && !showExited.checked) { old.remove(); continue; }
+      old.replaceWith(row(a, Number(old.dataset.depth || 0)));
+    }
+  }
+
   async function refresh() {
     if (inFlight) { again = true; return; }
     inFlight = true;
     try {
       do {
         again = false;
-        const r = await call("dashboard.agents", {all: showExited.checked});
-        fetchedAt = Date.now() / 1000;
-        const rows = order(r.agents).map(([a, d]) => row(a, d));
-        replace(body, rows.length ? rows : h("tr", {}, h("td", {colspan: 7, class: "muted", text: "no agents"})));
-        const live = r.agents.filter((a) => !a.exit).length;
-        status.textContent = `${live} live · ${r.agents.length} total`;
-        root.dataset.loaded = String(r.agents.length);
+        if (whole) {
+          whole = false;
+          dirty.clear();
+          await readAll();
+        } else if (dirty.size) {
+          const ids = [...dirty];
+          dirty.clear();
+          await readSome(ids);
+          if (whole) again = true;
+        }
+        counts();
       } while (again);
     } catch (err) {
       status.textContent = `cannot list agents: ${err.message}`;
@@ -105,12 +136,18 @@ export function render(root, ctx) {
       inFlight = false;
     }
   }
-  showExited.addEventListener("change", refresh);
-  ctx.on((ev) => { if (REFRESH_KINDS.test(ev.kind)) refresh(); });
+  showExited.addEventListener("change", () => { whole = true; refresh(); });
+  ctx.on((ev) => {
+    if (!REFRESH_KINDS.test(ev.kind)) return;
+    const shown = ev.agent && body.querySelector(`tr[data-agent-id="${CSS.escape(ev.agent)}"]`);
+    if (!shown || ev.kind === "agent.spawned" || ev.kind.startsWith("agent.respawn")) whole = true;
+    else dirty.add(ev.agent);
+    refresh();
+  });
   ctx.every(1000, () => {   // runtimes move without events: advance them locally
-    const dt = Date.now() / 1000 - fetchedAt;
+    const now = Date.now() / 1000;
     for (const td of body.querySelectorAll("td[data-runtime]")) {
-      td.textContent = fmtDuration(Number(td.dataset.runtime) + dt);
+      td.textContent = fmtDuration(Number(td.dataset.runtime) + now - Number(td.dataset.at));
     }
   });
   refresh();
