@@ -26,6 +26,9 @@ def main() -> None:
         runpy.run_module(target[len("module:"):], run_name="__main__", alter_sys=True)
         return
     sys.path.insert(0, os.getcwd())
+    deps = os.path.join(os.getcwd(), "deps", "python")  # a package's Python dependencies (docs/packages.md)
+    if os.path.isdir(deps):
+        sys.path.insert(1, deps)
     runpy.run_path(target, run_name="__main__")
 
 

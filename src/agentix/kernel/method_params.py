@@ -114,7 +114,9 @@ PARAMS: dict[str, dict[str, Any]] = {
     # ---- snapshots (docs/packages.md, "Snapshots")
     "snapshot.create": _obj(("agent",), agent=_AGENT, tag={**_S, "description": "NAME:TAG (optional)"}),
     "snapshot.restore": _obj(("ref",), ref={**_S, "description": "NAME:TAG, NAME@sha256:… or sha256:…"},
-                             grants={**_GRANTS, "description": "narrower grant strings (optional)"}, name=_S),
+                             grants={**_GRANTS, "description": "narrower grant strings (optional)"}, name=_S,
+                             accept_all={"type": "boolean", "description": "a snapshot this kernel did not "
+                                         "make gets every grant it records (else name them in grants)"}),
     "snapshot.fork": _obj(("agent",), agent=_AGENT, grants=_GRANTS, name=_S, tag=_S),
     # ---- tools
     "tool.list": _obj(),
