@@ -93,3 +93,28 @@ def test_the_dashboard_code_never_parses_data_as_html() -> None:
     bad = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function\(")
     offenders = {p.name: bad.findall(p.read_text()) for p in STATIC.glob("*.js") if bad.search(p.read_text())}
     assert not offenders, offenders
+
+
+SEGMENTS = ["..", ".", "%2e%2e", "%2E%2E", "%2f", "%5c", "%00", "\\\\", "", "app.js", "index.html", "ui",
+            "etc", "passwd", "agentix.db", "%252e%252e", ".%2e", "~", "static", "web"]
+
+
+def test_no_request_path_under_ui_reads_anything_but_the_fixed_files(dash: Api) -> None:
+    """Property: whatever path is asked under /ui/, the answer is 404 or exactly one of the
+    shipped files' bytes (uvicorn's decoding and Starlette's routing included)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    shipped = {name: data for name, (data, _ctype) in load_static(STATIC).files.items()}
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=6))
+    def check(parts: list[str]) -> None:
+        path = "/ui/" + "/".join(parts)
+        status, _headers, body = raw_get(dash.url, path)
+        assert status in (200, 307, 308, 400, 404), (path, status)
+        if status == 200:
+            assert body in shipped.values(), path
+        assert b"root:" not in body and b"SQLite format" not in body
+
+    check()
