@@ -1,7 +1,7 @@
 """Browser tests of the web dashboard: a real kernel serving HTTP, a real Chromium.
 
-One Chromium per session (Debian's ``chromium`` package, installed by ``make setup``; no
-Playwright browser download), one kernel per module, a fresh browser context per test (so
+One Chromium for this package's tests (Debian's ``chromium`` package, installed by ``make
+setup``; no Playwright browser download), one kernel per module, a fresh browser context per test (so
 sessionStorage, i.e. the sign-in, starts empty). Screenshots go to a temporary directory,
 or to docs/img/ when ``AGENTIX_SCREENSHOTS=1`` (how the images in docs/dashboard.md are made).
 """
@@ -22,8 +22,11 @@ CHROMIUM = os.environ.get("AGENTIX_CHROMIUM", "/usr/bin/chromium")
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    # package scope, not session: Playwright's sync API keeps an asyncio loop running in this
+    # thread while it is open, which would break every later test that calls asyncio.run();
+    # pytest closes a package fixture before it runs any test outside the package
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - the dev extra pins it
