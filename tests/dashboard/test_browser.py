@@ -138,3 +138,14 @@ def test_the_dashboard_page_carries_a_strict_csp_and_no_inline_script(dash: Api)
     scripts = re.findall(r"<script\b[^>]*>(.*?)</script>", r.text, flags=re.S)
     assert scripts and all(not s.strip() for s in scripts), "inline script in index.html"
     assert not re.search(r"\son[a-z]+\s*=", r.text), "inline event handler in index.html"
+
+
+def test_a_token_revoked_while_signed_in_returns_the_tab_to_the_sign_in(dash: Api, tab: Any) -> None:
+    token = dash.daemon.client.call("tokens.create", name="shortlived", role="operator")["token"]
+    t = tab().sign_in(token)
+    t.page.wait_for_selector("#tree-body tr")
+    dash.daemon.client.call("tokens.revoke", name="shortlived")
+    t.go("#/approvals")   # the next request is refused: 401
+    t.page.wait_for_selector("#signin:not([hidden])")
+    assert "revoked" in t.page.locator("#signin-error").inner_text()
+    assert t.page.evaluate("() => sessionStorage.getItem('agentix.token')") is None

@@ -32,7 +32,12 @@ async function parse(res) {
   const text = await res.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = null; }
-  if (!res.ok) throw new ApiError(res.status, body);
+  if (!res.ok) {
+    const err = new ApiError(res.status, body);
+    // the token expired or was revoked while signed in: the shell returns to the sign-in
+    if (res.status === 401 && auth.role) window.dispatchEvent(new CustomEvent("agentix:unauthenticated", {detail: err.message}));
+    throw err;
+  }
   return body;
 }
 

@@ -104,6 +104,7 @@ async function signedIn() {
 }
 
 function signedOut(message = "") {
+  auth.role = null;
   if (stopEvents) { stopEvents(); stopEvents = null; }
   if (cleanup) { cleanup(); cleanup = null; }
   auth.token = null;
@@ -129,6 +130,7 @@ async function start() {
     }
   });
   $("signout").addEventListener("click", () => signedOut());
+  window.addEventListener("agentix:unauthenticated", (e) => { if (auth.role) signedOut(e.detail); });
   window.addEventListener("hashchange", () => { if (auth.role) route(); });
   if (!auth.token) { signedOut(); return; }
   try {
