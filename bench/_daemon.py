@@ -16,13 +16,14 @@ from agentix.sdk.errors import KernelNotRunning
 
 class BenchKernel:
     def __init__(self, isolation: str = "degraded", config: dict[str, Any] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), extra_toml: str = "") -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="axb-", dir="/tmp"))
         self.home = self.tmp / "h"
         self.home.mkdir()
-        if config:
+        if config or extra_toml:
             (self.home / "config.toml").write_text(
-                "[kernel]\n" + "".join(f"{k} = {v!r}\n" for k, v in config.items()))
+                ("[kernel]\n" + "".join(f"{k} = {v!r}\n" for k, v in config.items()) if config else "")
+                + extra_toml)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agentix.kernel.daemon", "--home", str(self.home), "--isolation", isolation,
              "--log-level", "WARNING", *args], stdin=subprocess.DEVNULL)

@@ -24,11 +24,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 QUICK: dict[str, list[str]] = {
+    "adapters": ["--calls", "400"],
     "audit": ["--entries", "20000", "--appends", "5000", "--proofs", "300"],
     "crash": ["--trials", "10"],
     "auth_kernel": ["500"],
     "density": ["20"],
     "floors": ["--runs", "10", "--echo", "2000"],
+    "mcp": ["--calls", "100", "--warm", "10"],
     "cli_start": ["--runs", "5"],
     "inference": ["--duration", "5", "--no-local"],
     "spawn": ["10"],
@@ -76,6 +78,12 @@ def headline(name: str, r: dict[str, Any]) -> list[tuple[str, Any]]:
         return [("wfq capacity", round(wfq.get("throughput_share", 0), 3)),
                 ("wfq fairness", round(wfq.get("fairness", 0), 3)),
                 ("wfq interactive p99 vs alone", round(wfq.get("interactive_vs_alone", 0), 2))]
+    if name == "adapters":
+        return [("LangChain tool call overhead p50 us", g("langchain_overhead_p50_us")),
+                ("plain tool call p50 us", g("rows", "plain", "p50_us"))]
+    if name == "mcp":
+        return [("MCP call p50 us: direct / agentix effect / agentix read_only",
+                 f"{g('direct', 'p50_us')} / {g('agentix', 'p50_us')} / {g('agentix_read_only', 'p50_us')}")]
     if name == "spawn_first_call":
         rows = {x["case"]: x for x in r.get("rows", [])}
         f = rows.get("spawn -> first system call", {})

@@ -3,7 +3,7 @@
 Starts: no kernel -- the store substrate only (a child process running the group-commit
 writer), killed with SIGKILL and reopened in this process.
 
-Each trial (``agentix.store.crashtrial.run_trial``) starts a child that appends audit
+Each trial (``tests/store/crashtrial.py``, ``run_trial``) starts a child that appends audit
 entries from 16 concurrent tasks -- effect calls (durable intent, the effect, durable
 outcome), no-effect calls (records posted, asynchronous commit) and spawns (atomically with
 a ``running`` agent record) -- and prints each acknowledged seq; the child is SIGKILLed at a
@@ -26,14 +26,19 @@ import asyncio
 import json
 import random
 import tempfile
+import sys
 import time
 from pathlib import Path
 
+# the kill-and-recover trial is test harness code, shared with tests/store/test_crash.py
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "store"))
+
+from crashtrial import run_trial  # noqa: E402
+
 from agentix.store.audit import AuditLog
-from agentix.store.crashtrial import run_trial
 from agentix.store.db import Database
 from agentix.store.recovery import recover
-from agentix.store.state import AgentRecord, AgentStore
+from agentix.store.state import AgentStore, StoredAgent
 
 
 def recovery_of_agents(root: Path, n: int) -> float:
@@ -46,7 +51,7 @@ def recovery_of_agents(root: Path, n: int) -> float:
     async def fill() -> None:
         await recover(db, log)
         for i in range(n):
-            await agents.upsert(AgentRecord(f"a{i}", f"n{i}", None, {"name": f"n{i}"},
+            await agents.upsert(StoredAgent(f"a{i}", f"n{i}", None, {"name": f"n{i}"},
                                             "running", i % 4 == 0, "2026-01-01T00:00:00Z",
                                             pid=10_000 + i, pgid=10_000 + i))
         for i in range(5000):

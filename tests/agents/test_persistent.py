@@ -25,6 +25,8 @@ from agentix.kernel.dispatch import OPERATOR
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
 from agentix.sdk import Kernel as SdkKernel
+from agentix.store.db import Database
+from agentix.store.saved_state import MAX_KEYS, MAX_STATE, StateStore
 from tests.agents.daemon_util import start_daemon, stop_daemon
 from tests.fakes.openai_server import Scripted
 from tests.fakes.routed_openai import RoutedOpenAIServer, config_toml, system_text, text
@@ -43,7 +45,7 @@ def model() -> Iterator[RoutedOpenAIServer]:
     s.stop()
 
 
-async def _kernel(home_dir: Path, base_url: str) -> tuple[Kernel, persistent.StateStore]:
+async def _kernel(home_dir: Path, base_url: str) -> tuple[Kernel, StateStore]:
     home = Home(home_dir)
     home.create()
     (home_dir / "config.toml").write_text(config_toml(base_url, kernel=False))
@@ -65,7 +67,6 @@ def test_agent_run_conversation_survives_a_kernel_restart(tmp_path, model):
         with pytest.raises(InvalidRequest):
             await k.pipeline.run(OPERATOR, "agent.run", {"agent_id": "keeper", "message": "x", "timeout": -1})
         await k.shutdown()
-        store.close()
         return r1, r2
 
     async def second_kernel():
@@ -74,7 +75,6 @@ def test_agent_run_conversation_survives_a_kernel_restart(tmp_path, model):
         await persistent.respawn_persistent(k)    # what the daemon does at start
         r3 = await k.pipeline.run(OPERATOR, "agent.run", {"agent_id": "keeper", "message": "who am I?"})
         await k.shutdown()
-        store.close()
         return r3
 
     r1, r2 = asyncio.run(first_kernel())
@@ -94,26 +94,26 @@ def test_agent_run_times_out_when_nobody_answers(tmp_path, model):
         with pytest.raises(Timeout):
             await k.pipeline.run(OPERATOR, "agent.run", {"agent_id": "silent", "message": "hi", "timeout": 0.5})
         await k.shutdown(grace=0.5)
-        store.close()
 
     asyncio.run(go())
 
 
 def test_state_store_identity_and_limits(tmp_path):
-    s = persistent.StateStore(tmp_path / "db")
+    db = Database(tmp_path / "db")
+    s = StateStore(db)
     s.save("root:keeper", "conversation", [{"role": "user", "content": "hi"}])
     assert s.load("root:keeper", "conversation") == [{"role": "user", "content": "hi"}]
     assert s.load("agent:ag-1", "conversation") is None
     with pytest.raises(LimitExceeded):
-        s.save("root:keeper", "big", "x" * (persistent.MAX_STATE + 1))
-    for i in range(persistent.MAX_KEYS - 1):
+        s.save("root:keeper", "big", "x" * (MAX_STATE + 1))
+    for i in range(MAX_KEYS - 1):
         s.save("root:keeper", f"k{i}", i)
     with pytest.raises(LimitExceeded):
         s.save("root:keeper", "one-too-many", 1)
     s.save("root:keeper", "k0", "overwrite is fine")
     assert s.load("root:keeper", "k0") == "overwrite is fine"
     assert s.load("root:keeper", "one-too-many") is None
-    s.close()
+    db.close()
 
 
 ASKER = '''
@@ -155,7 +155,6 @@ def test_send_and_wait_between_real_agents(tmp_path, model):
                             message="go")
         await k.wait(rec, 60)
         await k.shutdown()
-        store.close()
         return rec
 
     rec = asyncio.run(go())

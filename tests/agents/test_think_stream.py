@@ -25,12 +25,18 @@ stream = k.think_stream(msgs, max_tokens=50)
 pieces = list(stream)
 plain = k.think(msgs, max_tokens=50)
 try:
-    k.think(msgs, stream=True, stream_id={"bad": 1})
+    k.call("think", messages=msgs, stream=True, stream_id={"bad": 1})
     bad = None
 except Exception as e:
     bad = e.code
-k.exit({"seen": seen, "reply": reply["text"], "pieces": pieces, "stream_result": stream.result["text"],
-        "plain": plain["text"], "bad": bad})
+try:
+    k.think(msgs, stream=True)  # not a think() argument: the typed method refuses it
+    unknown = None
+except TypeError:
+    unknown = "TypeError"
+k.exit({"seen": seen, "reply": reply.text, "pieces": pieces, "stream_result": stream.result.text,
+        "plain": plain.text, "bad": bad, "unknown": unknown, "types": [type(reply).__name__,
+        type(stream.result).__name__], "usage": plain.usage, "raw_text": plain.raw["text"]})
 '''
 
 
@@ -65,5 +71,8 @@ def test_streamed_text_reaches_the_agent_piece_by_piece(tmp_path):
     assert len(out["pieces"]) == 6 and "".join(out["pieces"]) == words == out["stream_result"]
     assert out["plain"] == words
     assert out["bad"] == "invalid_request"
+    # think returns a typed Reply (its raw reply kept); it takes only think's own arguments
+    assert out["types"] == ["Reply", "Reply"] and out["raw_text"] == words
+    assert out["usage"]["output_tokens"] > 0 and out["unknown"] == "TypeError"
     # streamed requests went out with stream: true, the plain one without
     assert [b.get("stream", False) for b in server.stats.bodies] == [True, True, False]

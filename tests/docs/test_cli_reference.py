@@ -14,7 +14,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 JSON_ALREADY = {("agentix", "audit", "prove"), ("agentix", "audit", "head"), ("agentix", "audit", "export"),
                 ("agentix", "trust", "list"), ("agentix", "packages", "inspect"), ("agentix", "packages", "verify")}
 #: commands whose stdout is a protocol, not text for a person (so no --json)
-PROTOCOL = {("agentix", "mcp")}
+PROTOCOL = {("agentix", "mcp"), ("agentix", "a2a", "serve")}
 
 
 def test_cli_md_is_the_generated_reference() -> None:

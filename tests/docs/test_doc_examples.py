@@ -14,8 +14,8 @@ page renders as usual):
 
 Each page gets a fresh working directory and a fresh, short ``AGENTIX_HOME``; its blocks run
 in page order with the venv's ``bin`` first on ``PATH`` (so ``agentix`` is this tree's), and
-a kernel the page started is stopped at the end even if a block failed. Pages listed in
-``STRICT_PAGES`` must mark every ``sh``/``python``/``yaml`` block one way or the other, so an
+a kernel the page started is stopped at the end even if a block failed. Every page
+must mark every ``sh``/``python``/``yaml`` block one way or the other, so an
 example cannot silently stop being run.
 """
 
@@ -36,7 +36,8 @@ from conftest import ISOLATION, short_tmp
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 #: pages where every code block in a runnable language must carry a marker
-STRICT_PAGES = ("README.md", "docs/quickstart.md")
+#: pages a new user starts from: each must have at least one runnable example
+STARTING_PAGES = ("README.md", "docs/quickstart.md")
 MARKED_LANGS = ("sh", "bash", "python", "yaml")
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.S | re.M)
 BIN = Path(sys.executable).parent
@@ -75,14 +76,19 @@ def runnable(page: Path) -> bool:
 
 
 def test_the_convention_is_used_where_a_new_user_starts() -> None:
-    for rel in STRICT_PAGES:
-        bs = blocks(ROOT / rel)
-        assert any("run" in b.attrs for b in bs), f"{rel} has no runnable example"
-        for b in bs:
-            if b.lang in MARKED_LANGS:
-                assert {"run", "file", "norun", "manifest"} & set(b.attrs), (
-                    f"{b.where}: mark this {b.lang} block `run`, `file=NAME`, `manifest` or `norun` "
-                    "(see tests/docs/test_doc_examples.py)")
+    for rel in STARTING_PAGES:
+        assert any("run" in b.attrs for b in blocks(ROOT / rel)), f"{rel} has no runnable example"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_example_is_marked(page: Path) -> None:
+    """No page can hold an example that silently stops being run: every sh/python/yaml
+    block says whether it runs (``run``, ``file=``, ``manifest``) or why not (``norun``)."""
+    for b in blocks(page):
+        if b.lang in MARKED_LANGS:
+            assert {"run", "file", "norun", "manifest"} & set(b.attrs), (
+                f"{b.where}: mark this {b.lang} block `run`, `file=NAME`, `manifest` or `norun` "
+                "(see tests/docs/test_doc_examples.py)")
 
 
 def test_the_parser_sees_markers() -> None:
@@ -150,6 +156,15 @@ def test_every_marked_example_runs_as_written(page: Path) -> None:
                     f"{b.where}: the example failed (exit {r.returncode})\n--- block\n{b.body}"
                     f"--- stdout\n{r.stdout}--- stderr\n{r.stderr}")
     finally:
-        if (home / "agentixd.sock").exists():
-            subprocess.run([str(BIN / "agentix"), "down"], env=env, capture_output=True, timeout=60)
+        # the page's kernel, and any other a page started under its working directory (a page
+        # that failed half-way never reached its own clean-up block)
+        for sock in [home / "agentixd.sock", *work.glob("**/agentixd.sock")]:
+            if sock.exists():
+                subprocess.run([str(BIN / "agentix"), "--home", str(sock.parent), "down"], env=env,
+                               capture_output=True, timeout=60)
+        for pidfile in work.glob("*.pid"):  # background servers a page started (`echo $! > x.pid`)
+            try:
+                os.kill(int(pidfile.read_text().strip()), 15)
+            except (ValueError, OSError):
+                pass
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from agentix.core.errors import CapabilityDenied
 from agentix.sdk import _wire
-from agentix.sdk.client import Connection
+from agentix.sdk._client import Connection
 
 HEAVY = {"typing", "dataclasses", "pydantic", "rich", "click", "httpx", "jsonschema", "orjson",
          "re", "json", "socket", "threading", "enum", "inspect", "asyncio",

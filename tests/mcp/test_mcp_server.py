@@ -254,9 +254,11 @@ def test_a_lost_kernel_is_a_tool_error_and_a_restarted_one_is_reached_again(isol
         assert not (await c.call_tool("list_agents", {})).is_error
         first.stop()
         lost = await c.call_tool("list_agents", {})
-        assert lost.is_error and lost.structured_content["error"] == "internal_error"
+        # the SDK's own code for a broken connection (it was internal_error, as if a kernel bug)
+        assert lost.is_error and lost.structured_content["error"] == "connection_closed"
         down = await c.call_tool("kernel_info", {})  # no kernel: refused, the server still serves
         assert down.is_error and "agentix up" in down.structured_content["message"]
+        assert down.structured_content["error"] == "kernel_not_running"
         second.append(Daemon(tmp / "h", isolation_mode))
         back = await c.call_tool("kernel_info", {})
         assert not back.is_error and back.structured_content["pid"] == second[0].proc.pid

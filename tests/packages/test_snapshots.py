@@ -247,11 +247,19 @@ def test_a_signed_snapshot_pushed_here_restores_there_and_an_unsigned_one_is_ref
     assert ei.value.data["reason"] == "unsigned"
     pulled = b.client.call("package.pull", ref=ref)
     assert pulled["verdict"]["basis"] == "signed"
-    r = b.client.call("snapshot.restore", ref=ref)
+    # made elsewhere: its recorded grants are what the publisher says; nothing is granted unasked
+    with pytest.raises(AgentixError) as ei:
+        b.client.call("snapshot.restore", ref=ref)
+    assert ei.value.code == "invalid_request" and "not made by this kernel" in str(ei.value)
+    assert ei.value.data["recorded"] and b.client.list() == []
+    r = b.client.call("snapshot.restore", ref=ref, accept_all=True)
+    assert r["made_here"] is False
     done = b.client.wait(r["agent_id"], timeout=60)
     assert done.reason == "completed", b.daemon_log()[-3000:]
     assert done.result["notes"]["value"] == {"step": 1, "items": ["x", "y"]}
-    assert "agent_message" in done.result["taint"]
+    # everything it brings is another agent's data: the agent, its state and its mail are tainted
+    assert f"agent_message:snapshot {ref}" in done.result["taint"]
+    assert f"agent_message:snapshot {ref}" in done.result["notes"]["taint"]
     with pytest.raises(AgentixError):                          # a snapshot is restored, never run as a package
         b.client.call("package.run", ref=ref, accept="all")
 

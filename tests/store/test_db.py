@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 
 import pytest
@@ -14,13 +15,11 @@ from agentix.store.db import Database
 from agentix.store.recovery import mark_clean_shutdown, recover
 from agentix.store.schema import MIGRATIONS
 from agentix.store.state import (
-    AgentRecord,
     AgentStore,
     ApprovalRecord,
     ApprovalStore,
-    ConversationStore,
-    MailboxStore,
     RevocationStore,
+    StoredAgent,
 )
 
 
@@ -120,15 +119,18 @@ def test_slow_subscriber_gets_a_lag_notice(db):
 
 
 def _agent(i, state="running", persistent=False):
-    return AgentRecord(f"a{i}", f"n{i}", None, {"name": f"n{i}"}, state, persistent,
+    return StoredAgent(f"a{i}", f"n{i}", None, {"name": f"n{i}"}, state, persistent,
                        "2026-01-01T00:00:00.000000Z", pid=1000 + i, pgid=1000 + i)
+
+
+AP1 = ApprovalRecord("ap1", "a1", {"tool": "mail.send"}, "pending", "2026-01-01T00:00:00Z")
 
 
 def test_recovery_marks_left_agents_and_keeps_approvals_and_revocations(tmp_path):
     path = tmp_path / "agentix.db"
     db = Database(path)
     log = AuditLog(db)
-    agents, approvals, revs = AgentStore(db), ApprovalStore(db), RevocationStore(db)
+    agents = AgentStore(db)
 
     async def before():
         first = await recover(db, log)  # the kernel's first start: nothing to find
@@ -136,11 +138,14 @@ def test_recovery_marks_left_agents_and_keeps_approvals_and_revocations(tmp_path
         for i in range(100):
             await agents.upsert(_agent(i, persistent=i % 10 == 0))
         await agents.upsert(_agent(500, state="exited"))
-        await approvals.create(ApprovalRecord("ap1", "a1", {"tool": "mail.send"}, "pending",
-                                              "2026-01-01T00:00:00Z"))
-        await approvals.create(ApprovalRecord("ap2", "a1", {}, "pending", "2026-01-01T00:00:01Z"))
-        await approvals.decide("ap2", "granted", {"by": "op"}, "2026-01-01T00:00:02Z")
-        await revs.revoke("tok1", "2026-01-01T00:00:00Z", "operator")
+        await db.write(lambda t: ApprovalStore.put_in(t, AP1))
+        await db.write(lambda t: ApprovalStore.put_in(t, ApprovalRecord(
+            "ap2", "a1", {}, "pending", "2026-01-01T00:00:01Z")))
+        await db.write(lambda t: ApprovalStore.put_in(t, ApprovalRecord(
+            "ap2", "a1", {}, "granted", "2026-01-01T00:00:01Z", None, "2026-01-01T00:00:02Z",
+            {"by": "op"})))
+        await db.write(lambda t: RevocationStore.revoke_in(t, "tok1", "2026-01-01T00:00:00Z",
+                                                           "operator"))
 
     asyncio.run(before())
     db.close()  # as if the kernel had died here
@@ -152,7 +157,8 @@ def test_recovery_marks_left_agents_and_keeps_approvals_and_revocations(tmp_path
     assert len(rep.exited) == 100 and {a.pid for a in rep.exited} == set(range(1000, 1100))
     assert [a.id for a in rep.restart] == [f"a{i}" for i in range(0, 100, 10)]
     assert [a.id for a in rep.pending_approvals] == ["ap1"]
-    assert rep.revocations == 1 and RevocationStore(db).is_revoked("tok1")
+    assert rep.revocations == 1 and RevocationStore(db).all() == {"tok1"}
+    assert RevocationStore(db).reason("tok1") == "operator"
     assert AgentStore(db).list_live() == []
     assert AgentStore(db).get("a5").exit_reason == "kernel_restart"
     exited = log.tail(kind="agent.exited", limit=1000)
@@ -162,7 +168,9 @@ def test_recovery_marks_left_agents_and_keeps_approvals_and_revocations(tmp_path
     assert log.verify().ok
     # a clean stop, then a restart with nothing left (no agent, no pending approval): no
     # recovered event
-    asyncio.run(ApprovalStore(db).decide("ap1", "denied", {"by": "op"}, "2026-01-01T00:00:03Z"))
+    asyncio.run(db.write(lambda t: ApprovalStore.put_in(t, dataclasses.replace(
+        AP1, state="denied", decided_at="2026-01-01T00:00:03Z", decision={"by": "op"}))))
+    assert [a.state for a in ApprovalStore(db).all()] == ["denied", "granted"]
     asyncio.run(mark_clean_shutdown(db, log))
     rep2 = asyncio.run(recover(db, log))
     assert rep2.clean_shutdown and rep2.exited == []
@@ -170,19 +178,10 @@ def test_recovery_marks_left_agents_and_keeps_approvals_and_revocations(tmp_path
     db.close()
 
 
-def test_mailbox_conversation_and_state_rules(db):
-    mb, conv, agents = MailboxStore(db), ConversationStore(db), AgentStore(db)
+def test_an_exited_agent_cannot_exit_again(db):
+    agents = AgentStore(db)
 
     async def go():
-        for i in range(3):
-            await mb.put("p", "a", {"n": i}, "t")
-        taken = await mb.take("p", 2, "t2")
-        assert [m.message["n"] for m in taken] == [0, 1]
-        assert [m.message["n"] for m in mb.pending("p")] == [2]
-        for i in range(4):
-            assert await conv.append("p", {"turn": i}) == i
-        await conv.replace("p", [{"summary": True}, {"turn": 3}])
-        assert conv.load("p") == [{"summary": True}, {"turn": 3}]
         await agents.upsert(_agent(1))
         await agents.mark_exited("a1", "completed", {"code": 0}, "t")
         with pytest.raises(StateError):  # an exited agent cannot exit again

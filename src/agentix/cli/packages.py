@@ -17,13 +17,10 @@ from typing import Any
 import click
 
 from agentix.cli import render
+from agentix.cli.views import EXIT_REGISTRY
 from agentix.sdk.errors import NotFound, RegistryError
 
 __all__ = ["install", "EXIT_REGISTRY"]
-
-#: a remote registry failed (401/403, 404, 5xx, timeout, unreachable): see docs/packages.md
-EXIT_REGISTRY = 6
-
 
 
 class _Console:

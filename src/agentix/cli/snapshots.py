@@ -64,12 +64,16 @@ def snapshot(ctx: click.Context, agent: str, tag: str | None, as_json: bool) -> 
 @click.argument("snap")
 @click.option("--grant", "-g", multiple=True,
               help="restore with only this grant (repeatable; each must be covered by a recorded one)")
+@click.option("--accept-all", is_flag=True,
+              help="a snapshot this kernel did not make (pulled) gets every grant it records")
 @click.option("--name", help="the new agent's name (default: the snapshot's, or NAME-2, …)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
-def restore(ctx: click.Context, snap: str, grant: tuple[str, ...], name: str | None, as_json: bool) -> None:
+def restore(ctx: click.Context, snap: str, grant: tuple[str, ...], accept_all: bool, name: str | None,
+            as_json: bool) -> None:
     """Start a NEW agent from snapshot SNAP (NAME:TAG, NAME@sha256:…, or sha256:…)."""
-    r = _kernel(ctx).call("snapshot.restore", ref=snap, grants=_grants(grant), name=name)
+    r = _kernel(ctx).call("snapshot.restore", ref=snap, grants=_grants(grant), name=name,
+                          accept_all=accept_all or None)
     _show(r, as_json, "restored")
 
 

@@ -10,7 +10,11 @@ Exit codes (stable):
     3  no kernel is running (or one is already running, for ``up``)
     4  refused by the kernel (capability, taint, approval, budget, isolation)
     5  timed out waiting
-    10 internal error
+    6  a remote package registry failed
+    7  a tool or the inference provider failed (the kernel is fine)
+    10 internal error (a kernel bug, or the connection to the kernel broke)
+
+An SDK error's exit code follows its code alone (``EXIT_FOR_CODE``; a test covers every code).
 """
 
 from __future__ import annotations
@@ -31,7 +35,38 @@ if TYPE_CHECKING:
     from agentix.sdk import Kernel
     from agentix.sdk.errors import AgentixError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_KERNEL, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5, 10
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_KERNEL, EXIT_REFUSED, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
+EXIT_REGISTRY, EXIT_BACKEND, EXIT_INTERNAL = 6, 7, 10
+
+#: the exit code for each error code (``agentix.core.errors.CODES`` and ``LOCAL_CODES``);
+#: a code this version does not know exits ``EXIT_INTERNAL``
+EXIT_FOR_CODE: dict[str, int] = {
+    "parse_error": EXIT_USAGE,
+    "invalid_request": EXIT_USAGE,
+    "invalid_params": EXIT_USAGE,
+    "method_not_found": EXIT_USAGE,
+    "not_found": EXIT_USAGE,
+    "conflict": EXIT_USAGE,
+    "unauthenticated": EXIT_REFUSED,
+    "capability_denied": EXIT_REFUSED,
+    "capability_expired": EXIT_REFUSED,
+    "capability_exhausted": EXIT_REFUSED,
+    "capability_revoked": EXIT_REFUSED,
+    "handoff_escalation_denied": EXIT_REFUSED,
+    "taint_violation": EXIT_REFUSED,
+    "approval_denied": EXIT_REFUSED,
+    "budget_exceeded": EXIT_REFUSED,
+    "limit_exceeded": EXIT_REFUSED,
+    "isolation_unavailable": EXIT_REFUSED,
+    "package_rejected": EXIT_REFUSED,
+    "timeout": EXIT_TIMEOUT,
+    "registry_error": EXIT_REGISTRY,
+    "tool_error": EXIT_BACKEND,
+    "provider_error": EXIT_BACKEND,
+    "internal_error": EXIT_INTERNAL,
+    "connection_closed": EXIT_INTERNAL,
+    "kernel_not_running": EXIT_NO_KERNEL,
+}
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -40,17 +75,8 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def exit_code_for(err: AgentixError) -> int:
-    from agentix.sdk.errors import KernelNotRunning, RefusedError, RequestError, Timeout
-
-    if isinstance(err, KernelNotRunning):
-        return EXIT_NO_KERNEL
-    if isinstance(err, Timeout):
-        return EXIT_TIMEOUT
-    if isinstance(err, RefusedError):
-        return EXIT_REFUSED
-    if isinstance(err, RequestError) or err.code in ("conflict", "not_found"):
-        return EXIT_USAGE
-    return EXIT_INTERNAL
+    """The stable exit code of an SDK error: by its code, never by its class."""
+    return EXIT_FOR_CODE.get(err.code, EXIT_INTERNAL)
 
 
 def error_line(err: AgentixError) -> str:
@@ -126,9 +152,16 @@ def show_info(obj: Ctx, as_json: bool) -> None:
         ("agents", f"{data['agents']['live']} live / {data['agents']['total']} total"),
         ("isolation", f"{iso.get('backend')} (default {iso.get('default')})"
          + (f", missing: {', '.join(iso['missing_layers'])}" if iso.get("missing_layers") else "")),
+        *([("warm pool", _warm_pool(iso["warm_pool"]))] if iso.get("warm_pool") else []),
         ("system calls", f"{data['syscalls']['calls']} ({data['syscalls']['refusals']} refused)"),
         ("tools", ", ".join(data["tools"])),
     ])
+
+
+def _warm_pool(p: dict[str, Any]) -> str:
+    """`2/2 ready; 14 warm, 3 cold spawns; 0 rejected` (docs/isolation.md "Warm agents")."""
+    return (f"{p.get('ready', 0)}/{p.get('size', 0)} ready; {p.get('warm', 0)} warm, "
+            f"{p.get('cold', 0)} cold spawns; {p.get('rejected', 0)} workers rejected")
 
 
 STATE_COLOURS = {"running": "green", "paused": "yellow", "stopping": "yellow", "spawning": "cyan", "exited": "dim"}

@@ -49,6 +49,7 @@ __all__ = [
     "AgentSpec",
     "Agentfile",
     "CopyStep",
+    "Dependencies",
     "LlmSpec",
     "Metadata",
     "RunStep",
@@ -182,8 +183,39 @@ Step = Annotated[Union[Annotated[CopyStep, Tag("copy")], Annotated[RunStep, Tag(
 
 
 class Stage(_Model):
+    """A named list of steps. A stage starts from an earlier stage's result (``from: STAGE``)
+    or, without one, from the base package and the dependency layer (if any)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     name: str = "main"
+    from_stage: str | None = Field(default=None, alias="from")
     steps: list[Step] = Field(default_factory=list)
+
+
+#: a pinned Python requirement: a distribution name and an exact version (no options, no URLs)
+PINNED_REQUIREMENT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?==[A-Za-z0-9][A-Za-z0-9.!+_-]*$")
+
+
+class Dependencies(_Model):
+    """What the package needs besides its own files, resolved into one layer at build time."""
+
+    #: Python distributions, each pinned ``name==version`` (transitive ones listed too, as a
+    #: lock file lists them): wheels only, installed under ``deps/python`` in the package
+    python: list[str] = Field(default_factory=list, max_length=500)
+
+    @field_validator("python")
+    @classmethod
+    def _pinned(cls, v: list[str]) -> list[str]:
+        for req in v:
+            if not isinstance(req, str) or not PINNED_REQUIREMENT.match(req):
+                raise ValueError(f"{req!r}: give each Python dependency as NAME==VERSION (pinned, no "
+                                 "options or URLs; list transitive dependencies too, as pip-compile does)")
+        names = [r.split("==")[0].lower().replace("_", "-").replace(".", "-") for r in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"listed more than once: {dup}")
+        return sorted(v, key=str.lower)
 
 
 class LlmSpec(_Model):
@@ -213,10 +245,15 @@ class AgentSpec(_Model):
 
 
 class Agentfile(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     apiVersion: Literal["agentix/v1"]
     metadata: Metadata
+    #: a base package (NAME:TAG or NAME@DIGEST): its layers come first, its agent is the default
+    base: str | None = Field(default=None, alias="from")
+    dependencies: Dependencies = Field(default_factory=Dependencies)
     stages: list[Stage] = Field(default_factory=list)
-    agent: AgentSpec
+    agent: AgentSpec | None = None
     capabilities: list[str] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
     budget: Budget = Field(default_factory=Budget)
@@ -240,22 +277,35 @@ class Agentfile(_Model):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"stage names must be unique: {sorted(dup)}")
+        if self.agent is None and self.base is None:
+            raise ValueError("give `agent:` (a program or an llm) — only a package built `from:` a base "
+                             "package may leave it out and run the base's agent")
         return self
 
-    def manifest_data(self) -> dict[str, Any]:
-        """The agent manifest the package's config carries (capabilities = the ceiling)."""
+    def manifest_data(self, base: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The agent manifest the package's config carries (capabilities = the ceiling).
+        Without ``agent:``, the agent of ``base`` (the base package's manifest) is run — its
+        program, arguments, environment and model; never its capabilities, limits or budget:
+        a package declares its own ceiling."""
         m: dict[str, Any] = {"name": self.metadata.name, "description": self.metadata.description,
-                             "args": list(self.agent.args), "env": dict(self.agent.env),
                              "capabilities": list(self.capabilities),
                              "limits": self.limits.model_dump(mode="json", exclude_defaults=True),
                              "budget": self.budget.model_dump(mode="json", exclude_defaults=True)}
-        if self.agent.program is not None:
-            m["program"] = self.agent.program
+        if self.agent is None:
+            inherited = ("program", "args", "env", "model", "system_prompt", "max_iterations")
+            m.update({k: v for k, v in (base or {}).items() if k in inherited})
+            if "program" not in m:
+                raise InvalidRequest("the base package has no agent program to inherit; give `agent:`",
+                                     field="agent")
         else:
-            assert self.agent.llm is not None
-            llm = self.agent.llm
-            m.update(program="module:agentix.agents.loop", model=llm.model,
-                     system_prompt=llm.system_prompt, max_iterations=llm.max_iterations)
+            m.update(args=list(self.agent.args), env=dict(self.agent.env))
+            if self.agent.program is not None:
+                m["program"] = self.agent.program
+            else:
+                assert self.agent.llm is not None
+                llm = self.agent.llm
+                m.update(program="module:agentix.agents.loop", model=llm.model,
+                         system_prompt=llm.system_prompt, max_iterations=llm.max_iterations)
         return {k: v for k, v in m.items() if v is not None}
 
 
@@ -345,6 +395,13 @@ def parse_agentfile_text(text: str, source: str = "Agentfile") -> Agentfile:
         raise InvalidRequest(f"{source}:{line}: {field}: {msg}", field=field, line=line) from None
     seen: list[str] = []
     for si, stage in enumerate(af.stages):
+        if stage.from_stage is not None and stage.from_stage not in seen:
+            loc = ("stages", si, "from")
+            line = _key_line(root, loc)
+            field = ".".join(str(x) for x in loc)
+            raise InvalidRequest(f"{source}:{line}: {field}: {stage.from_stage!r} is not an earlier stage "
+                                 f"(earlier stages: {', '.join(seen) or 'none'}; a base package is the "
+                                 "top-level `from:`)", field=field, line=line)
         for i, step in enumerate(stage.steps):
             if isinstance(step, CopyStep) and step.from_stage is not None and step.from_stage not in seen:
                 loc = ("stages", si, "steps", i, "from")

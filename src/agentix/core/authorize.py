@@ -276,7 +276,7 @@ def authorize(
         elif err is None:
             err = CapabilityDenied(f"no capability allows {r}", reason="not_granted", request=str(r))
         else:
-            err.data.setdefault("request", str(r))
+            err = err.with_default(request=str(r))
         refused.append(Refused(r, err))
 
     if refused and (not request.partial or not covered):

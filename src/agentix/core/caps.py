@@ -60,6 +60,7 @@ _PAYLOAD_RE = re.compile(r'agentix_block\("([A-Za-z0-9_=-]*)"\);')
 _DATALOG_MAX_TIME = timedelta(milliseconds=250)
 _VERDICTS_MAX = 1024  # memoised grant-matching verdicts per token
 _ID_LEN = 32  # hex chars of the revocation id used as the token id (128 bits)
+_SEAL = object()  # held by Authority: only it constructs a Token
 
 
 def generate_root_key() -> bytes:
@@ -93,6 +94,13 @@ class Token:
     #: request -> whether the signed grants permit it (a pure function of the signed blocks;
     #: revocation, expiry and holder are never cached — ``core.authorize`` checks them each time)
     _verdicts: dict[Any, bool] = field(repr=False, compare=False, default_factory=dict)
+    #: ``_SEAL`` when ``Authority`` made it from signed bytes; nothing else can build a Token
+    _seal: object = field(repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self._seal is not _SEAL:
+            raise TypeError("a Token is made by Authority (mint, attenuate, parse) from signed "
+                            "bytes, never constructed: parse the serialized token instead")
 
     @cached_property
     def id(self) -> str:
@@ -230,7 +238,7 @@ def _grant_expr(g: Grant, params: dict[str, Any]) -> str:
         return f"({kind} && $v == {p(v)})"
     if v == "*" and g.kind != "secret":
         return f"({kind})"
-    if g.kind == "model" and v.endswith("*"):
+    if (g.kind == "model" or g.kind == "mcp") and v.endswith("*"):
         return f"({kind} && $v.starts_with({p(v[:-1])}))"
     return f"({kind} && $v == {p(v)})"
 
@@ -542,7 +550,7 @@ class Authority:
                         ask=tuple(str(a) for a in data.get("ask", ())),
                     )
                 )
-            return Token(tuple(blocks), bytes(biscuit.to_bytes()), biscuit)
+            return Token(tuple(blocks), bytes(biscuit.to_bytes()), biscuit, _seal=_SEAL)
         except CapabilityDenied:
             raise
         except Exception:  # noqa: BLE001 - a malformed payload is an invalid token

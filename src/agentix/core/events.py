@@ -37,6 +37,7 @@ __all__ = [
     "TOOL_INVOKED",
     "TOOL_RESULT",
     "USAGE_REPORTED",
+    "WORKER_REJECTED",
     "is_kind",
 ]
 
@@ -67,6 +68,7 @@ MEMORY_QUERIED = "memory.queried"
 KERNEL_STARTED = "kernel.started"
 KERNEL_STOPPED = "kernel.stopped"
 KERNEL_RECOVERED = "kernel.recovered"
+WORKER_REJECTED = "worker.rejected"
 
 LAG = "lag"
 
@@ -99,6 +101,8 @@ KINDS: dict[str, str] = {
     KERNEL_STOPPED: "the kernel stopped cleanly",
     KERNEL_RECOVERED: "the kernel restarted after an unclean stop, with agents left or approvals "
                       "pending (data: what it found and restored)",
+    WORKER_REJECTED: "a warm-pool worker failed the outside check of its confinement and was "
+                     "killed unused (data: worker, when, mismatches)",
 }
 
 

@@ -15,6 +15,8 @@ Grant syntax (one kind per string; several values as ``[a, b]`` or ``a, b``)::
     untaint: fetched_url | *    may clear that taint label
     model: openai:gpt-4o-mini | local:* | *   the models ``think`` may use (provider:model; a
                                 trailing ``*`` matches any suffix)
+    mcp: SERVER/TOOL | SERVER/* | SERVER/PREFIX* | *   tools of the MCP servers the operator
+                                declared (kernel/mcp_tools.py); a trailing ``*`` only
     preset: standard            a named set (see PRESETS)
 
 ``{workspace}`` in a path is replaced by the agent's workspace. Zero grants is the default:
@@ -22,8 +24,9 @@ an agent holds nothing it was not given.
 
 Which grant a checked tool needs (``requests_for_tool``): file_read/file_read_many/file_list/
 grep need ``file_read`` on every path; file_write needs ``file_write``; file_edit needs both;
-web_fetch needs ``network`` on the host; exec needs ``exec`` on argv[0]. Every other tool needs
-``tool: NAME`` (or ``tool: *``).
+web_fetch and a2a_call need ``network`` on the host; exec needs ``exec`` on argv[0]; an MCP
+server's tool (``mcp__SERVER__TOOL``) needs ``mcp: SERVER/TOOL``. Every other tool needs
+``tool: NAME`` (or ``tool: *``; neither covers an MCP tool).
 
 Narrowing (``covers``): a parent grant set covers a child grant when one parent grant of the
 same kind includes everything the child grant allows (``/data/*`` covers ``/data/a/*`` and
@@ -59,11 +62,16 @@ __all__ = [
     "parse_grants",
     "parse_secret_hosts",
     "requests_for_tool",
+    "MCP_SERVER_RE",
+    "MCP_TOOL_PREFIX",
+    "MCP_TOOL_RE",
+    "mcp_resource",
+    "mcp_tool_name",
 ]
 
 GrantKind = Literal[
     "file_read", "file_write", "tool", "network", "spawn_child", "exec", "message_send", "secret", "untaint",
-    "model",
+    "model", "mcp",
 ]
 GRANT_KINDS: tuple[str, ...] = get_args(GrantKind)
 TAINT_SOURCES = ("fetched_url", "untrusted_file", "agent_message", "external_tool")
@@ -74,6 +82,13 @@ _AGENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _PROGRAM_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,127}$")
 _SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: ``provider:model``, a trailing ``*`` allowed (``local:*``, ``openai:gpt-4o*``)
+#: ``SERVER/TOOL`` (MCP): a declared server's name, then a tool name; a trailing ``*`` allowed
+MCP_SERVER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+MCP_TOOL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+#: the kernel tool name of an MCP server's tool: ``mcp__SERVER__TOOL`` (a valid function name
+#: for every model API; a server name holds no ``_``, so the split is unambiguous)
+MCP_TOOL_PREFIX = "mcp__"
+_MCP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}/(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\*?|\*)$")
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}:[A-Za-z0-9_.:/@+-]{0,127}\*?$")
 
 PRESET_DOCS: dict[str, str] = {
@@ -184,6 +199,9 @@ def _canonical(kind: str, value: str, workspace: str | None, source: str) -> str
     elif kind == "model":
         ok = _MODEL_RE.match(value) and value.count("*") <= 1 and not value.endswith(":")
         what = "provider:model, e.g. openai:gpt-4o-mini or local:* (a trailing * only)"
+    elif kind == "mcp":
+        ok = _MCP_RE.match(value)
+        what = "SERVER/TOOL, SERVER/* or SERVER/PREFIX* (a server declared in config.toml [mcp.servers.NAME]), or *"
     elif kind == "secret":
         ok = _SECRET_RE.match(value)
         what = "a secret name such as GITHUB_TOKEN (no wildcard)"
@@ -261,7 +279,7 @@ def _model_match(pattern: str, value: str) -> bool:
 def _grant_covers(p: Grant, c: Grant) -> bool:
     if p.kind != c.kind:
         return False
-    if p.kind == "model":
+    if p.kind == "model" or p.kind == "mcp":
         return _model_match(p.value, c.value)
     if p.kind in _PATH_KINDS:
         return _path_pat(p.value).covers(_path_pat(c.value))
@@ -275,7 +293,7 @@ def _grant_covers(p: Grant, c: Grant) -> bool:
 def _grant_permits(g: Grant, r: Request) -> bool:
     if g.kind != r.kind:
         return False
-    if g.kind == "model":
+    if g.kind == "model" or g.kind == "mcp":
         return "*" not in r.value and _model_match(g.value, r.value)
     if g.kind in _PATH_KINDS:
         return _path_pat(g.value).matches(r.value)
@@ -363,6 +381,10 @@ def check_covered(parent: GrantSet | Iterable[Grant], children: Iterable[Grant])
 _READ_TOOLS = {"file_read", "file_list", "grep"}
 
 
+#: tools that reach a host named by their "url": web_fetch, and a2a_call (a remote A2A agent)
+_NETWORK_TOOLS = ("web_fetch", "a2a_call")
+
+
 def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = None) -> list[Request]:
     """What a call of a built-in checked tool needs; any other tool needs ``tool: NAME``.
 
@@ -396,20 +418,20 @@ def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = N
     if tool == "file_edit":
         p = path_of()
         return [Request("file_read", p), Request("file_write", p)]
-    if tool == "web_fetch":
+    if tool in _NETWORK_TOOLS:  # the host of "url" (and the secret sent to it)
         from urllib.parse import urlsplit
 
         url = args.get("url")
         if not isinstance(url, str):
-            raise InvalidRequest("web_fetch: 'url' must be a string")
+            raise InvalidRequest(f"{tool}: 'url' must be a string")
         host = urlsplit(url).hostname
         if not host:
-            raise InvalidRequest(f"web_fetch: {url!r} has no host")
+            raise InvalidRequest(f"{tool}: {url!r} has no host")
         out = [Request.make("network", host)]
         secret = args.get("secret")
         if secret is not None:
             if not isinstance(secret, str) or not _SECRET_RE.match(secret):
-                raise InvalidRequest("web_fetch: 'secret' must be a vault secret name")
+                raise InvalidRequest(f"{tool}: 'secret' must be a vault secret name")
             out.append(Request("secret", secret))
         return out
     if tool == "exec":
@@ -417,7 +439,22 @@ def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = N
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise InvalidRequest("exec: 'argv' must be a non-empty list of strings (never a shell string)")
         return [Request("exec", argv[0])]
+    if tool.startswith(MCP_TOOL_PREFIX):
+        return [Request("mcp", mcp_resource(tool))]
     return [Request("tool", tool)]
+
+
+def mcp_resource(tool: str) -> str:
+    """``mcp__SERVER__TOOL`` -> ``SERVER/TOOL`` (what an ``mcp:`` grant must permit)."""
+    server, sep, name = tool[len(MCP_TOOL_PREFIX):].partition("__")
+    if not sep or not MCP_SERVER_RE.match(server) or not MCP_TOOL_RE.match(name):
+        raise InvalidRequest(f"{tool!r} is not an MCP tool name (mcp__SERVER__TOOL)", tool=tool)
+    return f"{server}/{name}"
+
+
+def mcp_tool_name(server: str, tool: str) -> str:
+    """``SERVER``, ``TOOL`` -> the kernel tool name ``mcp__SERVER__TOOL``."""
+    return f"{MCP_TOOL_PREFIX}{server}__{tool}"
 
 
 # ---------------------------------------------------------------------------- secrets and hosts

@@ -12,7 +12,7 @@ Rules:
 - The policy is an ordered table of rules ``(tool pattern, condition, sources, action)``; the
   first rule whose pattern and condition match and whose sources intersect the context's
   labels decides ``refuse`` or ``ask`` (approval). No matching rule: ``allow``.
-- Safe defaults (``DEFAULT_RULES``): ``exec``; ``web_fetch`` carrying a body or a query (data
+- Safe defaults (``DEFAULT_RULES``): ``exec``; ``a2a_call``; ``web_fetch`` carrying a body or a query (data
   could leave in it); sending tools (``send_*``, ``post_*``, ``email_*``, ``*_send``,
   ``*_post``); and ``file_write``/``file_edit`` outside the workspace refuse ``fetched_url``,
   ``external_tool`` and ``agent_message`` taint.
@@ -136,6 +136,8 @@ _WEB_AND_MESSAGES = frozenset({"fetched_url", "external_tool", "agent_message"})
 DEFAULT_RULES: tuple[TaintRule, ...] = (
     TaintRule("exec", _WEB_AND_MESSAGES),
     TaintRule("web_fetch", _WEB_AND_MESSAGES, when="with_payload"),
+    # a message to a remote A2A agent carries what the context holds out of the machine
+    TaintRule("a2a_call", _WEB_AND_MESSAGES),
     TaintRule("send_*", _WEB_AND_MESSAGES),
     TaintRule("post_*", _WEB_AND_MESSAGES),
     TaintRule("email_*", _WEB_AND_MESSAGES),

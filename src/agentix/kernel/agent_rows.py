@@ -19,7 +19,7 @@ from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable, proc_start_time
 from agentix.store.db import Database
-from agentix.store.state import AgentRecord as StoredAgent, AgentStore
+from agentix.store.state import AgentStore, StoredAgent
 
 __all__ = ["AgentRows", "kill_leftovers"]
 

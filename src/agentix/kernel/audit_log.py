@@ -1,10 +1,11 @@
 """The kernel's audit log: its store, signing key, periodic signed heads and RPC methods.
 
-``KernelAudit.open(home)`` opens ``$AGENTIX_HOME/agentix.db`` (SQLite, WAL, group commit)
-and the audit signing key ``$AGENTIX_HOME/keys/audit_ed25519.key`` (created on first use,
-mode 0600; the public key is written next to it as ``audit_ed25519.pub``, hex). The kernel
-uses ``.sink`` as ``kernel.events``; its operator methods (``audit.tail``, ``audit.verify``,
-``audit.prove``, ``audit.head``) are in ``kernel/calls_audit.py``.
+``KernelAudit.open(home, db)`` keeps the log in the kernel's one database (``$AGENTIX_HOME/
+agentix.db``: SQLite, WAL, group commit, every table) and loads the audit signing key
+``$AGENTIX_HOME/keys/audit_ed25519.key`` (created on first use, mode 0600; the public key is
+written next to it as ``audit_ed25519.pub``, hex). The kernel uses ``.sink`` as
+``kernel.events``; its operator methods (``audit.tail``, ``audit.verify``, ``audit.prove``,
+``audit.head``) are in ``kernel/calls_audit.py``.
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ class KernelAudit:
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, home: Home, *, head_interval_s: float = 60.0,
-             commit_window_s: float = 0.005) -> KernelAudit:
-        db = Database(home.db, commit_window_s=commit_window_s)
+    def open(cls, home: Home, db: Database, *, head_interval_s: float = 60.0) -> KernelAudit:
+        """The audit log in the kernel's database ``db`` (the kernel opens it: one for
+        every table) and the signing key under ``home``."""
         alog = AuditLog(db, signing_key=load_or_create_key(home.keys), clock=time.time)
         return cls(db, alog, AuditEvents(alog), head_interval_s)
 

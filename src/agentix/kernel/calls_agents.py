@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Protocol
 
@@ -33,7 +34,10 @@ class ForgetsAgents(Protocol):
 
 
 def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, control: Control,
-             caps: CapabilityService, inference: InferenceService, persistent: ForgetsAgents | None) -> None:
+             caps: CapabilityService, inference: InferenceService, persistent: ForgetsAgents | None,
+             prepare_tools: Callable[[str], Awaitable[None]]) -> None:
+    """``prepare_tools(agent_id)``: what ``sys.info`` starts first so the tools it lists are
+    ready (the MCP servers the agent's grants name: ``mcp_tools.McpTools.prepare_for``)."""
     def op(name: str, fn: Any) -> None:
         pipeline.register(method(name, fn, operator=True))
 
@@ -131,6 +135,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
 
     async def sys_info(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
+        await prepare_tools(rec.agent_id)  # its tools list the MCP tools its grants allow
         return {"agent_id": rec.agent_id, "name": rec.name, "parent": rec.parent,
                 "depth": rec.depth, "workspace": "/workspace", "limits": rec.limits.model_dump(),
                 "taint": sorted(rec.taint), "capabilities": rec.manifest.to_data()["capabilities"],

@@ -48,7 +48,7 @@ from agentix.core.approval import DEFAULT_TIMEOUT
 from agentix.core.authorize import AuthRequest, Authorization, authorize
 from agentix.core.caps import Authority, Token
 from agentix.core.errors import CapabilityDenied, HandoffEscalationDenied, NotFound
-from agentix.core.grants import Grant, Request
+from agentix.core.grants import MCP_TOOL_PREFIX, Grant, Request, mcp_resource
 from agentix.core.hosts import HostPattern
 from agentix.core.ledger import IssuedTokens
 from agentix.core.manifest import Manifest
@@ -84,7 +84,7 @@ __all__ = ["CapabilityService"]
 _RESOURCE_TOOLS: dict[str, tuple[str, ...]] = {
     "file_read": ("file_read",), "file_read_many": ("file_read",), "file_list": ("file_read",),
     "grep": ("file_read",), "file_write": ("file_write",), "file_edit": ("file_read", "file_write"),
-    "web_fetch": ("network",), "exec": ("exec",),
+    "web_fetch": ("network",), "exec": ("exec",), "a2a_call": ("network",),
 }
 
 
@@ -303,7 +303,9 @@ class CapabilityService:
         names = []
         for name in self.tool_names():
             kinds = _RESOURCE_TOOLS.get(name)
-            if kinds is None:
+            if name.startswith(MCP_TOOL_PREFIX):  # an MCP server's tool: its mcp: grant
+                ok = any(t.permits(Request("mcp", mcp_resource(name))) for t in toks)
+            elif kinds is None:
                 ok = any(t.permits(Request("tool", name)) for t in toks)
             else:
                 ok = any(all(t.grants.of_kind(kd) for kd in kinds) for t in toks)

@@ -78,10 +78,10 @@ class CapabilityStage:
             auth = svc.decide(rec, resources, tokens=tokens, partial=partial, charge=pol.charge,
                               tool_call=pol.tool_call)
         except AgentixError as err:
-            if call.tool is not None:
-                err.data.setdefault("tool", call.tool)
             if call.method == "agent.spawn_child":
                 call.denial_kind = "capability.denied"
+            if call.tool is not None:
+                raise err.with_default(tool=call.tool) from None
             raise
         needs = False
         taint_ask = False
@@ -93,9 +93,7 @@ class CapabilityStage:
             )
             if decision.action == "refuse":
                 call.denial_kind = "taint.violation"
-                err = decision.violation()
-                err.data.setdefault("tool", call.tool)
-                raise err
+                raise decision.violation().with_default(tool=call.tool)
             taint_ask = decision.action == "ask"
             needs = taint_ask or call.tool in rec.manifest.approval_required or any(
                 call.tool in t.approval_required for t in auth.tokens)

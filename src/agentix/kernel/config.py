@@ -49,6 +49,9 @@ class KernelConfig(BaseModel):
     backend: Literal["auto", "bwrap", "plain"] = "auto"
     # pre-started sandbox launchers (bwrap backend); see docs/isolation.md and bench/spawn.py
     launcher_pool: int = Field(default=2, ge=0, le=64)
+    #: pre-confined, single-use agent interpreters kept ready (0: every spawn is cold);
+    #: see docs/isolation.md "Warm agents"
+    warm_pool: int = Field(default=2, ge=0, le=64)
     limits: Limits = DEFAULT_LIMITS
     #: seconds an approval request waits for the operator before it counts as a deny
     approval_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400)

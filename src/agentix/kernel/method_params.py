@@ -56,6 +56,9 @@ PARAMS: dict[str, dict[str, Any]] = {
                            message={**_ANY, "description": "the agent's first message"}),
                     "anyOf": [{"required": ["manifest"]}, {"required": ["manifest_path"]}]},
     "agent.list": _obj(all={**_B, "default": True, "description": "include exited agents"}),
+    "dashboard.agents": _obj(all={**_B, "default": True, "description": "include exited agents"},
+                             agents={"type": "array", "items": {"type": "string"}, "maxItems": 1000,
+                                     "description": "only these agent ids"}),
     "agent.status": _obj(("agent_id",), agent_id=_AGENT),
     "agent.wait": _obj(("agent_id",), agent_id=_AGENT, timeout=_N),
     "agent.stop": _obj(("agent_id",), agent_id=_AGENT, grace={**_N, "description": "seconds between "
@@ -111,7 +114,9 @@ PARAMS: dict[str, dict[str, Any]] = {
     # ---- snapshots (docs/packages.md, "Snapshots")
     "snapshot.create": _obj(("agent",), agent=_AGENT, tag={**_S, "description": "NAME:TAG (optional)"}),
     "snapshot.restore": _obj(("ref",), ref={**_S, "description": "NAME:TAG, NAME@sha256:… or sha256:…"},
-                             grants={**_GRANTS, "description": "narrower grant strings (optional)"}, name=_S),
+                             grants={**_GRANTS, "description": "narrower grant strings (optional)"}, name=_S,
+                             accept_all={"type": "boolean", "description": "a snapshot this kernel did not "
+                                         "make gets every grant it records (else name them in grants)"}),
     "snapshot.fork": _obj(("agent",), agent=_AGENT, grants=_GRANTS, name=_S, tag=_S),
     # ---- tools
     "tool.list": _obj(),
@@ -127,6 +132,12 @@ PARAMS: dict[str, dict[str, Any]] = {
                                               "7d (none: never)"}),
     "tokens.list": _obj(),
     "tokens.revoke": _obj(("name",), name=_S),
+    "tokens.verify": _obj(("token",), token={"type": "string", "description": "a bearer token (agx_...)"}),
+    # ---- MCP servers as agent tools (kernel/mcp_tools.py)
+    "mcp.servers": _obj(),
+    "mcp.tools": _obj(server={"type": "string", "description": "one declared server (default: all)"}),
+    "mcp.approve": _obj(("tool",), tool={"type": "string", "description": "SERVER/TOOL or SERVER/*"}),
+    "mcp.restart": _obj(("server",), server=_S),
 }
 
 

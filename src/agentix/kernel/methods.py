@@ -174,6 +174,7 @@ POLICIES: dict[str, MethodPolicy] = {
     # ---- operator: agents
     "agent.spawn": _op("effect", "the operator's socket; the manifest's grants are minted from root"),
     "agent.list": _op("no_effect"),
+    "dashboard.agents": _op("no_effect"),  # kernel/dashboard_api.py: the web dashboard's tree
     "agent.status": _op("no_effect"),
     "agent.wait": _op("no_effect"),
     "agent.stop": _op("effect"),
@@ -226,11 +227,20 @@ POLICIES: dict[str, MethodPolicy] = {
     "tokens.create": _op("effect", recorded=True),
     "tokens.list": _op("no_effect"),
     "tokens.revoke": _op("effect", recorded=True),
+    "tokens.verify": _op("no_effect", "the operator's socket; answers which token a bearer secret names "
+                         "(a face serving HTTP itself: `agentix mcp --http`); a bad one is recorded"),
+    # ---- operator: MCP servers as agent tools (kernel/mcp_tools.py, docs/integrations.md)
+    "mcp.servers": _op("no_effect"),
+    "mcp.tools": _op("no_effect", "the operator's socket; starts a declared server (sandboxed) to list it"),
+    "mcp.approve": _op("effect", "the operator's socket; pins the tool's current description and schema",
+                       recorded=True),
+    "mcp.restart": _op("effect", "the operator's socket; restarts a declared server (sandboxed)", recorded=True),
     # ---- both
     "tool.list": _op("no_effect", "none: the tool catalogue is public"),
     "tool.call": MethodPolicy(
         "effect", "each resource the tool touches: every path (file tools, each of file_read_many), "
-        "the host and each redirect hop and the secret (web_fetch), argv[0] (exec), else tool: NAME",
+        "the host and each redirect hop and the secret (web_fetch), argv[0] (exec), mcp: SERVER/TOOL "
+        "(an MCP server's tool mcp__SERVER__TOOL, enabled only while it matches its pin), else tool: NAME",
         resources=tool_resources, recorded=True, tool_call=True),
     "tool.invoke": MethodPolicy(
         "effect", "the operator's socket; with agent_id, exactly as that agent's tool.call",

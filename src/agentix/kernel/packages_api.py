@@ -66,7 +66,7 @@ def _str(params: dict[str, Any], key: str, what: str, default: Any = ...) -> Any
 
 
 def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
-    store = store or PackageStore(k.home.root, db=k.audit.db if k.audit is not None else None)
+    store = store or PackageStore(k.home.root, db=k.db)
     p = k.pipeline
     lock = k.packages_lock  # one writer of the local store at a time, shared with kernel/snapshots_api.py
 

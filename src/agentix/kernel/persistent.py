@@ -17,14 +17,15 @@ Rules:
   manifest stored in table ``persistent_agents`` (keyed by name); ``respawn_persistent``
   starts each again when the kernel starts, and an operator ``agent.stop``/``agent.kill``
   removes it (a kernel shutdown does not).
-* State is stored in the kernel's store (through its one writer), table ``agent_state``,
-  with the taint labels of the context that saved it; loading it adds those labels to the
+* State is stored in the kernel's store (``store/saved_state.StateStore``, through its one
+  writer), table ``agent_state``, with the taint labels of the context that saved it; loading it adds those labels to the
   loading context (a new run that reads state saved while tainted is tainted the same way;
   only an approval or ``untaint`` clears them). It is kept under the
   agent's *stable identity*: ``root:<name>`` for an agent the operator spawned (so a
   persistent agent spawned again under the same name after a kernel restart finds its
   conversation), ``agent:<agent_id>`` for children (no two children share state).
-  A value is at most ``MAX_STATE`` bytes as JSON; an agent holds at most ``MAX_KEYS`` keys.
+  A value is at most ``MAX_STATE`` bytes as JSON; an agent holds at most ``MAX_KEYS`` keys
+  (``store/saved_state``).
 """
 
 from __future__ import annotations
@@ -32,104 +33,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
-from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from agentix.core.errors import InvalidRequest, LimitExceeded, Timeout
+from agentix.core.errors import InvalidRequest, Timeout
 from agentix.kernel.dispatch import Call
 from agentix.kernel.methods import method
-from agentix.store.db import Database, Txn
 
 if TYPE_CHECKING:
     from agentix.kernel.ports import KernelServices as Kernel
     from agentix.kernel.process import AgentRecord
+    from agentix.store.saved_state import StateStore
 
-__all__ = ["MAX_KEYS", "MAX_STATE", "StateStore", "register", "respawn_persistent", "state_identity",
-           "ungranted_model"]
+__all__ = ["register", "respawn_persistent", "state_identity", "ungranted_model"]
 
 log = logging.getLogger(__name__)
 
-MAX_STATE = 8 * 1024 * 1024
-MAX_KEYS = 64
 DEFAULT_RUN_TIMEOUT = 300.0
 
 
 def state_identity(rec: AgentRecord) -> str:
     """Whose state this agent reads and writes (see the module rules)."""
     return f"root:{rec.name}" if rec.parent is None else f"agent:{rec.agent_id}"
-
-
-class StateStore:
-    """Key/value JSON state per identity, with the taint labels of the context that saved
-    it, in the kernel's store (tables ``agent_state`` and ``persistent_agents``, written
-    through the one writer). Methods block; call them from a thread."""
-
-    def __init__(self, db: Database | str | Path, quota: int | None = None) -> None:
-        self.quota = quota  # bytes of state per identity, all keys together ([kernel] state_quota)
-        self._own = not isinstance(db, Database)
-        self.db = Database(db) if not isinstance(db, Database) else db
-
-    def save(self, identity: str, key: str, value: Any, taint: Iterable[str] = ()) -> int:
-        data = orjson.dumps(value)
-        if len(data) > MAX_STATE:
-            raise LimitExceeded(f"state value is {len(data)} bytes; the limit is {MAX_STATE}", limit=MAX_STATE)
-        labels = orjson.dumps(sorted(set(taint))).decode()
-        now = time.time()
-        quota = self.quota
-
-        def op(txn: Txn) -> None:
-            (n,) = txn.conn.execute("SELECT COUNT(*) FROM agent_state WHERE identity=? AND key<>?",
-                                    (identity, key)).fetchone()
-            if n >= MAX_KEYS:
-                raise LimitExceeded(f"an agent keeps at most {MAX_KEYS} state keys", limit=MAX_KEYS)
-            if quota is not None:
-                (used,) = txn.conn.execute(
-                    "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM agent_state WHERE identity=? AND key<>?",
-                    (identity, key)).fetchone()
-                if used + len(data) > quota:
-                    raise LimitExceeded(
-                        f"saved state would take {used + len(data)} bytes (this value {len(data)}, "
-                        f"the other keys {used}); the quota is {quota} bytes per agent "
-                        "([kernel] state_quota): save less or delete keys first",
-                        limit="state_quota", quota=quota, used=used, size=len(data))
-            txn.conn.execute("INSERT OR REPLACE INTO agent_state (identity, key, value, updated_at, "
-                             "taint) VALUES (?,?,?,?,?)", (identity, key, data, now, labels))
-
-        self.db.submit(op).result()
-        return len(data)
-
-    def load(self, identity: str, key: str) -> Any:
-        return self.load_labelled(identity, key)[0]
-
-    def load_labelled(self, identity: str, key: str) -> tuple[Any, list[str]]:
-        """The value (None if unset) and the taint labels it was saved with."""
-        row = self.db.reader().execute("SELECT value, taint FROM agent_state WHERE identity=? AND key=?",
-                                       (identity, key)).fetchone()
-        return (None, []) if row is None else (orjson.loads(row[0]), list(orjson.loads(row[1])))
-
-    # -- persistent root agents, started again when the kernel starts
-    def remember_agent(self, name: str, manifest: dict[str, Any]) -> None:
-        blob, now = orjson.dumps(manifest), time.time()
-        self.db.submit(lambda t: t.conn.execute(
-            "INSERT OR REPLACE INTO persistent_agents VALUES (?,?,?)", (name, blob, now))).result()
-
-    def forget_agent(self, name: str) -> bool:
-        cur = self.db.submit(lambda t: t.conn.execute(
-            "DELETE FROM persistent_agents WHERE name=?", (name,)).rowcount).result()
-        return cur > 0
-
-    def persistent_agents(self) -> list[tuple[str, dict[str, Any]]]:
-        rows = self.db.reader().execute(
-            "SELECT name, manifest FROM persistent_agents ORDER BY updated_at").fetchall()
-        return [(name, orjson.loads(m)) for name, m in rows]
-
-    def close(self) -> None:
-        if self._own:  # the kernel's store is closed by the kernel
-            self.db.close()
 
 
 async def respawn_persistent(k: Kernel) -> list[str]:

@@ -1,6 +1,7 @@
 """The typed surface of the kernel that the package, snapshot, HTTP and persistence handlers use.
 
-Those handler modules (``packages_api``, ``snapshots_api``, ``http_api``, ``persistent``)
+Those handler modules (``packages_api``, ``snapshots_api``, ``http_api``, ``persistent``,
+``mcp_tools``, ``a2a_tool``, ``dashboard_api``, ``telemetry``)
 still take the kernel as one object; they type it with ``KernelServices`` (a Protocol the
 composition root ``kernel.Kernel`` satisfies), not with ``Kernel`` itself, so no handler
 imports the module that imports it (no import circle; ``tests/test_layering.py``). Every
@@ -12,7 +13,7 @@ parameters.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,24 +29,10 @@ from agentix.memory.store import MemoryStore
 from agentix.packages.service import PackageStore
 from agentix.sandbox.base import Substrate
 from agentix.store.db import Database
+from agentix.store.saved_state import StateStore
+from agentix.tools.base import ToolRegistry
 
-__all__ = ["KernelServices", "SavedState"]
-
-
-class SavedState(Protocol):
-    """The agents' saved state and the persistent roots (``kernel/persistent.StateStore``)."""
-
-    db: Database
-
-    def save(self, identity: str, key: str, value: Any, taint: Iterable[str] = ()) -> int: ...
-
-    def load_labelled(self, identity: str, key: str) -> tuple[Any, list[str]]: ...
-
-    def remember_agent(self, name: str, manifest: dict[str, Any]) -> None: ...
-
-    def forget_agent(self, name: str) -> bool: ...
-
-    def persistent_agents(self) -> list[tuple[str, dict[str, Any]]]: ...
+__all__ = ["KernelServices"]
 
 
 class KernelServices(Protocol):
@@ -53,15 +40,17 @@ class KernelServices(Protocol):
 
     home: Home
     config: KernelConfig
+    db: Database
     events: EventSink
     pipeline: Pipeline
     table: ProcessTable
+    tools: ToolRegistry
     substrate: Substrate
     audit: KernelAudit | None
     caps: CapabilityService
     inference: InferenceService
     memory: MemoryStore
-    state_store: SavedState
+    state_store: StateStore
     packages: PackageStore
     packages_lock: asyncio.Lock
 

@@ -54,8 +54,8 @@ from agentix.kernel.messaging import envelope_size
 from agentix.kernel.methods import method
 from agentix.kernel.persistent import state_identity
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor
-from agentix.packages.snapshot import (SNAPSHOT_VERSION, read_snapshot, read_workspace, unpack_snapshot,
-                                       write_snapshot)
+from agentix.packages.snapshot import (SNAPSHOT_VERSION, made_here, mark_made, read_snapshot, read_workspace,
+                                       unpack_snapshot, write_snapshot)
 
 if TYPE_CHECKING:
     from agentix.kernel.ports import KernelServices as Kernel
@@ -101,10 +101,7 @@ def _memory_owner(rec: AgentRecord) -> str | None:
 
 def _capture_store(k: Kernel, rec: AgentRecord) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Saved state and memory records (blocking: run in a thread)."""
-    rows = k.state_store.db.reader().execute(
-        "SELECT key, value, taint FROM agent_state WHERE identity=? ORDER BY key", (state_identity(rec),)).fetchall()
-    state = [{"key": key, "value": orjson.loads(value), "taint": sorted(orjson.loads(taint))}
-             for key, value, taint in rows]
+    state = k.state_store.entries(state_identity(rec))
     owner = _memory_owner(rec)
     memory = k.memory.export(owner) if owner is not None else []
     return state, memory
@@ -203,6 +200,7 @@ def register(k: Kernel) -> None:
                 layer, skipped = await asyncio.to_thread(read_workspace, rec.workspace, store.layout, store.limits)
                 doc = capture(k, rec, state, memory, skipped)
                 digest, size = await asyncio.to_thread(write_snapshot, store.layout, doc, layer)
+                await asyncio.to_thread(mark_made, store.layout, digest)
                 ref = ref or _default_ref(rec, digest)
                 new = await asyncio.to_thread(store.layout.tag, ref, Descriptor(MANIFEST_TYPE, digest, size))
         finally:
@@ -223,9 +221,7 @@ def register(k: Kernel) -> None:
     def _free_name(base: str, explicit: bool) -> str:
         def taken(n: str) -> bool:
             live = any(r.live and r.name == n for r in k.table)
-            row = k.state_store.db.reader().execute(
-                "SELECT 1 FROM agent_state WHERE identity=? LIMIT 1", (f"root:{n}",)).fetchone()
-            return live or row is not None
+            return live or k.state_store.has_state(f"root:{n}")
         if not taken(base):
             return base
         if explicit:
@@ -242,11 +238,23 @@ def register(k: Kernel) -> None:
         ref = parse_ref(ref_text)
         return ref, store.layout.resolve(ref).digest
 
-    async def restore_from(ref_text: str, accepted: list[str] | None, name: str | None) -> dict[str, Any]:
+    async def restore_from(ref_text: str, accepted: list[str] | None, name: str | None,
+                           accept_all: bool = False) -> dict[str, Any]:
         ref, digest = await asyncio.to_thread(_resolve, ref_text)
         snap = await asyncio.to_thread(read_snapshot, store.layout, ref, digest)
         doc = snap.document
         recorded_groups = [GrantGroup.from_data(g) for g in doc["grants"]]
+        # A snapshot from elsewhere (pulled) records what its publisher SAYS the agent held: like a
+        # package's declared capabilities, a ceiling the operator accepts, never granted unasked;
+        # and everything in it (state, mail, conversation) is another agent's data: tainted.
+        foreign = not await asyncio.to_thread(made_here, store.layout, digest)
+        if foreign and accepted is None and not accept_all:
+            raise InvalidRequest(
+                f"snapshot {ref or digest} was not made by this kernel: say which of its recorded grants "
+                "the new agent gets (--grant G, each covered by a recorded one) or accept them all "
+                "(--accept-all); recorded: " + "; ".join(", ".join(g.grants) for g in recorded_groups),
+                field="grants", recorded=[g.to_data() for g in recorded_groups])
+        origin = f"agent_message:snapshot {ref or digest}"
         groups = narrow_groups(recorded_groups, accepted)  # refused here: nothing written yet
         caps, dropped = manifest_capabilities(groups, time.time())
         data = _restorable(doc["manifest"])
@@ -259,9 +267,12 @@ def register(k: Kernel) -> None:
 
         async def prepare(rec: AgentRecord) -> None:
             rec.taint |= set(doc["taint"])
+            if foreign:
+                rec.taint.add(origin)
             for m in doc["mailbox"]:
                 env = {"from": m.get("from"), "from_name": m.get("from_name"), "message": m.get("message"),
-                       "sent_at": time.time(), "taint": sorted(m.get("taint") or [])}
+                       "sent_at": time.time(),
+                       "taint": sorted({*(m.get("taint") or []), *([origin] if foreign else [])})}
                 rec.mailbox.put(env, envelope_size(env))  # the mailbox's bounds hold for restored mail too
             spent = doc["budget"].get("spent") or {}
             if rec.budget is not None and spent:
@@ -271,8 +282,8 @@ def register(k: Kernel) -> None:
                 rec.budget.children = int(spent.get("children", 0))
             ident = state_identity(rec)
             for row in doc["state"]:
-                await asyncio.to_thread(k.state_store.save, ident, str(row["key"]), row["value"],
-                                        row.get("taint") or [])
+                labels = sorted({*(row.get("taint") or []), *([origin] if foreign else [])})
+                await asyncio.to_thread(k.state_store.save, ident, str(row["key"]), row["value"], labels)
                 written["state"] = ident
             owner = _memory_owner(rec)
             if owner is not None and doc["memory"]:
@@ -291,7 +302,7 @@ def register(k: Kernel) -> None:
         return {"agent_id": rec.agent_id, "name": rec.name, "pid": rec.pid, "digest": digest,
                 "ref": str(ref) if ref else digest,
                 "grants": [g.to_data() for g in groups], "dropped_expired": [g.to_data() for g in dropped],
-                "taint": sorted(rec.taint), "isolation": rec.isolation}
+                "taint": sorted(rec.taint), "isolation": rec.isolation, "made_here": not foreign}
 
     async def restore(call: Call) -> dict[str, Any]:
         ref_text = call.params.get("ref")
@@ -301,7 +312,10 @@ def register(k: Kernel) -> None:
         name = call.params.get("name")
         if name is not None and not isinstance(name, str):
             raise InvalidRequest('"name" must be an agent name', field="name")
-        r = await restore_from(ref_text, _grants_param(call.params), name)
+        accept_all = call.params.get("accept_all") or False
+        if not isinstance(accept_all, bool):
+            raise InvalidRequest('"accept_all" must be true or false', field="accept_all")
+        r = await restore_from(ref_text, _grants_param(call.params), name, accept_all)
         call.event_data = {"ref": r["ref"], "digest": r["digest"], "agent_id": r["agent_id"],
                            "grants": r["grants"]}
         return r
@@ -347,8 +361,7 @@ def _undo(k: Kernel, written: dict[str, Any]) -> None:
     """Remove what a failed restore put back (its new identity's state and memory)."""
     ident = written.get("state")
     if ident:
-        k.state_store.db.submit(lambda t: t.conn.execute("DELETE FROM agent_state WHERE identity=?",
-                                                         (ident,))).result()
+        k.state_store.delete_identity(ident)
     owner = written.get("memory")
     if owner:
         k.memory.delete_owner(owner)

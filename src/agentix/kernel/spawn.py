@@ -220,7 +220,8 @@ class Spawner:
             rec.pid = handle.pid
             rec.isolation = {"backend": handle.backend, "layers": list(handle.layers),
                              "missing_layers": list(handle.missing_layers),
-                             "degraded": bool(handle.missing_layers)}
+                             "degraded": bool(handle.missing_layers),
+                             "start": "warm" if handle.warm else "cold"}
             await self.rows.persist_spawn(rec)
             persisted = True
             await self.events.record("agent.spawned", agent_id, {

@@ -149,7 +149,7 @@ class AnthropicProvider(Provider):
             h["x-api-key"] = self._key
         return h
 
-    async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
+    async def _complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
         url = f"{self.base_url}/messages"
         body = to_anthropic(req)
         return await http_exchange(self, url, body, req, on_delta)

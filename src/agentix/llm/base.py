@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentix.core.errors import InvalidRequest, ProviderError
+from agentix.core.errors import AgentixError, InvalidRequest, ProviderError
 
 __all__ = [
     "DeltaCallback",
@@ -34,6 +35,8 @@ __all__ = [
     "parse_arguments",
     "provider_error",
 ]
+
+log = logging.getLogger(__name__)
 
 # "refusal": the model declined (Anthropic); "pause_turn": a long turn paused, send the reply
 # back to continue it; "context_window_exceeded": the prompt plus reply hit the model's window
@@ -215,9 +218,25 @@ class Provider(abc.ABC):
     name: str = "provider"
     scripted: bool = False
 
-    @abc.abstractmethod
     async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
-        """Run one request; raise only ``ProviderError``."""
+        """Run one request; only the family leaves (``ProviderError`` for what went wrong
+        in the backend). A provider implements ``_complete``; whatever else escapes it (a
+        transport's exception, a parser's ``KeyError`` on a malformed body) leaves here as
+        a ``provider_error`` (retryable when it was the network: ``OSError``, timeouts)."""
+        try:
+            return await self._complete(req, on_delta)
+        except AgentixError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the seam: one family leaves
+            log.warning("provider %s failed", self.name, exc_info=err)
+            text = str(err)
+            text = text if len(text) <= 200 else text[:200] + "..."
+            raise provider_error(self.name, f"{type(err).__name__}: {text}" if text else type(err).__name__,
+                                 retryable=isinstance(err, OSError)) from None
+
+    @abc.abstractmethod
+    async def _complete(self, req: InferenceRequest, on_delta: DeltaCallback | None) -> InferenceResponse:
+        """Run one request (the backend's part of ``complete``); raise ``ProviderError``."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections or engines."""

@@ -230,7 +230,7 @@ class LocalProvider(Provider):
         log.info("loading %s with %d slots", path, self.parallel)
         return xlc.Server(p)
 
-    async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
+    async def _complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
         server = await self._engine()
         use_tools = bool(req.tools) and req.tool_choice != "none"
         force = req.tool_choice == "required" or (req.tool_choice not in (None, "auto", "none", "required"))

@@ -122,7 +122,7 @@ class OpenAIProvider(Provider):
             h["authorization"] = f"Bearer {self._key}"
         return h
 
-    async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
+    async def _complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
         url = f"{self.base_url}/chat/completions"
         return await http_exchange(self, url, self.body(req), req, on_delta)
 

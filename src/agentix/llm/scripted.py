@@ -62,7 +62,7 @@ class ScriptedProvider(Provider):
     def from_file(cls, path: str | Path, loop: bool = False) -> ScriptedProvider:
         return cls(load_script(path), loop=loop)
 
-    async def complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
+    async def _complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
         if self._i >= len(self._turns):
             if not self._loop or not self._turns:
                 raise provider_error(self.name, f"script exhausted after {len(self._turns)} turns", retryable=False)

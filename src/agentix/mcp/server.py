@@ -34,7 +34,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from agentix.sdk import Kernel
-from agentix.sdk.client import ConnectionClosed
+from agentix.sdk.errors import ConnectionClosed
 from agentix.sdk.errors import AgentixError, InvalidRequest
 
 __all__ = ["FACE", "FaceTool", "KernelLink", "TOOLS", "build_server", "serve"]
@@ -50,9 +50,10 @@ class KernelLink:
     """The face's kernel connection, bound as ``mcp`` (read-only if asked). A lost
     connection is dropped; the next call connects and binds again."""
 
-    def __init__(self, home: str | Path | None, *, read_only: bool = False) -> None:
+    def __init__(self, home: str | Path | None, *, read_only: bool = False, face: str = FACE) -> None:
         self.home = home
         self.read_only = read_only
+        self.face = face
         self._lock = threading.Lock()
         self._kernel: Kernel | None = None
         #: method -> "effect"/"no_effect": what the kernel lets this connection call
@@ -66,7 +67,7 @@ class KernelLink:
         if self._kernel is None:
             k = Kernel(self.home)
             try:
-                self.methods = dict(k.bind(FACE, read_only=self.read_only)["methods"])
+                self.methods = dict(k.bind(self.face, read_only=self.read_only)["methods"])
             except BaseException:
                 k.close()
                 raise

@@ -19,9 +19,13 @@ Rules:
   ``rerank_pool`` (2,000) candidates which are then scored exactly — returned scores are
   always exact cosines; recall against exact search is measured by bench/memory.py.
 
-Tables (own migration, safe to share the kernel's ``agentix.db``): ``memories`` and
-``memory_meta``. Thread-safe: one connection guarded by a lock; embedding happens
-outside the lock.
+Storage: tables ``memories`` and ``memory_versions`` of the kernel's one database
+(``store/schema.py``, v6). Every write is an operation of the database's single writer (it
+returns once its commit is durable; a refused one rolls back alone); reads use the calling
+thread's read connection and never wait for the writer. A write also bumps the owner's row in
+``memory_versions``, and a query reads that version and the records in ONE read transaction,
+so a cached index is used only when it is the snapshot's own (a query never sees half a
+replace). Thread-safe; embedding happens before the write is queued.
 """
 
 from __future__ import annotations
@@ -34,39 +38,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
 
 from agentix.core.errors import InvalidRequest, LimitExceeded, NotFound
 from agentix.memory.embed import Embedder
+from agentix.store.db import Database, Txn
 
-__all__ = ["CATEGORIES", "Category", "MemoryLimits", "MemoryStore", "SCHEMA_VERSION"]
+__all__ = ["CATEGORIES", "Category", "MemoryLimits", "MemoryStore"]
 
 Category = Literal["fact", "observation", "decision", "preference"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
-SCHEMA_VERSION = 1
 MAX_K = 50
-
-_MIGRATIONS: dict[int, list[str]] = {
-    1: [
-        """CREATE TABLE IF NOT EXISTS memories (
-               id         TEXT PRIMARY KEY,
-               owner      TEXT NOT NULL,
-               category   TEXT NOT NULL CHECK (category IN ('fact','observation','decision','preference')),
-               content    TEXT NOT NULL,
-               metadata   TEXT NOT NULL DEFAULT '{}',
-               embedder   TEXT NOT NULL,
-               dim        INTEGER NOT NULL,
-               embedding  BLOB NOT NULL,
-               created_at REAL NOT NULL,
-               replaced   TEXT
-           )""",
-        "CREATE INDEX IF NOT EXISTS memories_owner ON memories(owner, embedder)",
-    ],
-}
-
 
 @dataclass(frozen=True)
 class MemoryLimits:
@@ -99,46 +83,33 @@ def _signs(m: np.ndarray) -> np.ndarray:
     return np.packbits(m > 0, axis=1).view(np.uint64)
 
 
+def _bump_in(txn: Txn, owner: str) -> None:
+    """One more write for ``owner`` (in the write's own transaction)."""
+    txn.conn.execute("INSERT INTO memory_versions (owner, version) VALUES (?, 1) "
+                     "ON CONFLICT(owner) DO UPDATE SET version = version + 1", (owner,))
+
+
+def _version(conn: sqlite3.Connection, owner: str) -> int:
+    row = conn.execute("SELECT version FROM memory_versions WHERE owner=?", (owner,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
 class MemoryStore:
-    def __init__(self, db_path: str | Path, embedder: Embedder, *,
+    """Episodic memory over the kernel's ``Database`` (see the module rules). Methods block
+    (they wait for a durable commit, or read): call them from a thread."""
+
+    def __init__(self, db: Database, embedder: Embedder, *,
                  limits: MemoryLimits | None = None, clock: Callable[[], float] = time.time,
                  cached_owners: int = 32, exact_limit: int = 20_000, rerank_pool: int = 2_000) -> None:
+        self.db = db
         self.embedder = embedder
         self.exact_limit = exact_limit   # owners with more records use the binary prefilter
         self.rerank_pool = rerank_pool   # candidates re-scored exactly after the prefilter
         self.limits = limits or MemoryLimits()
         self._clock = clock
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._cache: OrderedDict[str, _Index] = OrderedDict()
+        self._lock = threading.Lock()    # guards the cache only; never held across I/O waits
+        self._cache: OrderedDict[str, tuple[int, _Index]] = OrderedDict()  # owner -> (version, index)
         self._cached_owners = cached_owners
-        self._migrate()
-
-    # ---------------------------------------------------------------- schema
-    def _migrate(self) -> None:
-        with self._lock:
-            db = self._db
-            db.execute("CREATE TABLE IF NOT EXISTS memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = db.execute("SELECT value FROM memory_meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            for v in sorted(_MIGRATIONS):
-                if v <= version:
-                    continue
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    for stmt in _MIGRATIONS[v]:
-                        db.execute(stmt)
-                    db.execute("INSERT OR REPLACE INTO memory_meta VALUES ('schema_version', ?)", (str(v),))
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
     # ---------------------------------------------------------------- checks
     def _check(self, content: str, category: str, metadata: dict[str, Any] | None) -> str:
@@ -183,46 +154,56 @@ class MemoryStore:
                      replaces: str | None, max_records: int | None) -> list[dict[str, Any]]:
         cap = self.limits.max_records if max_records is None else min(max_records, self.limits.max_records)
         now = self._clock()
-        out = []
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if replaces is not None:
-                    cur = db.execute("DELETE FROM memories WHERE id=? AND owner=?", (replaces, owner))
-                    if cur.rowcount != 1:
-                        raise NotFound(f"no memory {replaces!r} to replace (memory_query lists yours)",
-                                       field="replaces", id=replaces)
-                (count,) = db.execute("SELECT COUNT(*) FROM memories WHERE owner=?", (owner,)).fetchone()
-                if count + len(rows) > cap:
-                    raise LimitExceeded(
-                        f"this agent holds {count} memories; the limit is {cap}. Delete or replace "
-                        "old ones (memory_delete, or memory_store with replaces).",
-                        limit=cap, count=count)
-                for content, category, meta, vec in rows:
-                    vec = vec.reshape(-1)
-                    rid = "mem_" + secrets.token_hex(8)
-                    db.execute(
-                        "INSERT INTO memories (id, owner, category, content, metadata, embedder, dim,"
-                        " embedding, created_at, replaced) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (rid, owner, category, content, meta, self.embedder.name, int(vec.shape[0]),
-                         vec.astype(np.float32).tobytes(), now, replaces))
-                    out.append({"id": rid, "category": category, "content": content,
-                                "metadata": json.loads(meta), "created_at": now, "replaced": replaces})
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            self._cache.pop(owner, None)
+        name = self.embedder.name
+        prepared = []
+        for content, category, meta, vec in rows:
+            vec = np.asarray(vec, np.float32).reshape(-1)
+            prepared.append(("mem_" + secrets.token_hex(8), content, category, meta, vec))
+
+        def op(txn: Txn) -> list[dict[str, Any]]:
+            db = txn.conn
+            if replaces is not None:
+                cur = db.execute("DELETE FROM memories WHERE id=? AND owner=?", (replaces, owner))
+                if cur.rowcount != 1:
+                    raise NotFound(f"no memory {replaces!r} to replace (memory_query lists yours)",
+                                   field="replaces", id=replaces)
+            (count,) = db.execute("SELECT COUNT(*) FROM memories WHERE owner=?", (owner,)).fetchone()
+            if count + len(prepared) > cap:
+                raise LimitExceeded(
+                    f"this agent holds {count} memories; the limit is {cap}. Delete or replace "
+                    "old ones (memory_delete, or memory_store with replaces).",
+                    limit=cap, count=count)
+            db.executemany(
+                "INSERT INTO memories (id, owner, category, content, metadata, embedder, dim,"
+                " embedding, created_at, replaced) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(rid, owner, category, content, meta, name, int(vec.shape[0]), vec.tobytes(), now,
+                  replaces) for rid, content, category, meta, vec in prepared])
+            _bump_in(txn, owner)
+            return [{"id": rid, "category": category, "content": content,
+                     "metadata": json.loads(meta), "created_at": now, "replaced": replaces}
+                    for rid, content, category, meta, _ in prepared]
+
+        out = self.db.submit(op).result()
+        self._forget(owner)
         return out
 
     def delete(self, owner: str, record_id: str) -> dict[str, Any]:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM memories WHERE id=? AND owner=?", (record_id, owner))
+        def op(txn: Txn) -> None:
+            cur = txn.conn.execute("DELETE FROM memories WHERE id=? AND owner=?", (record_id, owner))
             if cur.rowcount != 1:
-                raise NotFound(f"no memory {record_id!r} (memory_query lists yours)", field="id", id=record_id)
-            self._cache.pop(owner, None)
+                raise NotFound(f"no memory {record_id!r} (memory_query lists yours)", field="id",
+                               id=record_id)
+            _bump_in(txn, owner)
+
+        self.db.submit(op).result()
+        self._forget(owner)
         return {"deleted": record_id}
+
+    def _forget(self, owner: str) -> None:
+        """Drop the owner's cached index after a write (only to free it sooner: a stale
+        index is never used, its version no longer matches)."""
+        with self._lock:
+            self._cache.pop(owner, None)
 
     # ---------------------------------------------------------------- snapshots
     def export(self, owner: str) -> list[dict[str, Any]]:
@@ -230,10 +211,9 @@ class MemoryStore:
         the embedding (base64 float32, with the embedder's name); no ids or times."""
         import base64
 
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT category, content, metadata, embedder, embedding FROM memories WHERE owner=? "
-                "ORDER BY created_at, rowid", (owner,)).fetchall()
+        rows = self.db.reader().execute(
+            "SELECT category, content, metadata, embedder, embedding FROM memories WHERE owner=? "
+            "ORDER BY created_at, rowid", (owner,)).fetchall()
         return [{"category": c, "content": t, "metadata": json.loads(m), "embedder": e,
                  "embedding": base64.b64encode(v).decode()} for c, t, m, e, v in rows]
 
@@ -252,23 +232,29 @@ class MemoryStore:
         return len(self.store_many(owner, items, max_records=max_records))
 
     def delete_owner(self, owner: str) -> int:
-        with self._lock:
-            n = self._db.execute("DELETE FROM memories WHERE owner=?", (owner,)).rowcount
-            self._cache.pop(owner, None)
-        return int(n)
+        def op(txn: Txn) -> int:
+            n = txn.conn.execute("DELETE FROM memories WHERE owner=?", (owner,)).rowcount
+            _bump_in(txn, owner)
+            return int(n)
+
+        n = self.db.submit(op).result()
+        self._forget(owner)
+        return n
 
     # ---------------------------------------------------------------- reads
     def count(self, owner: str) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM memories WHERE owner=?", (owner,)).fetchone()[0])
+        return int(self.db.reader().execute("SELECT COUNT(*) FROM memories WHERE owner=?",
+                                            (owner,)).fetchone()[0])
 
-    def _index(self, owner: str) -> _Index:
-        """The owner's vectors (caller holds the lock)."""
-        idx = self._cache.get(owner)
-        if idx is not None:
-            self._cache.move_to_end(owner)
-            return idx
-        rows = self._db.execute(
+    def _index(self, conn: sqlite3.Connection, owner: str) -> _Index:
+        """The owner's vectors as of ``conn``'s open read transaction."""
+        version = _version(conn, owner)
+        with self._lock:
+            got = self._cache.get(owner)
+            if got is not None and got[0] == version:
+                self._cache.move_to_end(owner)
+                return got[1]
+        rows = conn.execute(
             "SELECT id, category, embedding FROM memories WHERE owner=? AND embedder=? ORDER BY created_at, id",
             (owner, self.embedder.name)).fetchall()
         if rows:
@@ -277,9 +263,13 @@ class MemoryStore:
             mat = np.zeros((0, max(self.embedder.dim, 1)), dtype=np.float32)
         cats = np.fromiter((CATEGORIES.index(r[1]) for r in rows), dtype=np.int8, count=len(rows))
         idx = _Index([r[0] for r in rows], cats, mat)
-        self._cache[owner] = idx
-        while len(self._cache) > self._cached_owners:
-            self._cache.popitem(last=False)
+        with self._lock:
+            got = self._cache.get(owner)
+            if got is None or got[0] <= version:  # never replace a newer snapshot's index
+                self._cache[owner] = (version, idx)
+                self._cache.move_to_end(owner)
+            while len(self._cache) > self._cached_owners:
+                self._cache.popitem(last=False)
         return idx
 
     def query(self, owner: str, text: str, k: int = 5, *, category: str | None = None,
@@ -292,17 +282,21 @@ class MemoryStore:
         if category is not None and category not in CATEGORIES:
             raise InvalidRequest(f"category must be one of {', '.join(CATEGORIES)}", field="category")
         q = self.embedder.embed_query(text) if embedding is None else np.asarray(embedding, np.float32)
-        with self._lock:
-            idx = self._index(owner)
+        conn = self.db.reader()
+        conn.execute("BEGIN")  # one snapshot: the version, the vectors and the rows agree
+        try:
+            idx = self._index(conn, owner)
             hits = self._search(idx, q, k, category, min_score)
             if not hits:
                 return []
             ids = [idx.ids[i] for i, _ in hits]
             marks = ",".join("?" * len(ids))
             # "+owner": look rows up by primary key, then check the owner (the owner index would scan)
-            rows = {r[0]: r for r in self._db.execute(
+            rows = {r[0]: r for r in conn.execute(
                 f"SELECT id, category, content, metadata, created_at FROM memories "
                 f"WHERE id IN ({marks}) AND +owner=?", (*ids, owner))}
+        finally:
+            conn.execute("COMMIT")
         out = []
         for (i, score) in hits:
             r = rows.get(idx.ids[i])

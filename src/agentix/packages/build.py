@@ -35,6 +35,8 @@ import os
 import stat
 import tarfile
 import shutil
+import sys
+import sysconfig
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,26 @@ __all__ = ["BuildResult", "Runner", "WalkOptions", "build", "write_tree_layer", 
 
 #: runs ``argv`` sandboxed with ``workdir`` as /workspace; returns (exit code or None, output)
 Runner = Callable[[list[str], Path, float], tuple["int | None", str]]
+#: downloads the wheels of pinned requirements into a directory (the kernel's host side: wheels
+#: only, so no code of a dependency runs outside the sandbox)
+WheelFetcher = Callable[[list[str], Path, float], None]
+#: how long resolving the Python dependencies (download, then the sandboxed install) may take
+DEPENDENCY_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Base:
+    """A verified base package (the Agentfile's top-level ``from:``)."""
+
+    ref: str
+    digest: str
+    name: str
+    version: str
+    layers: tuple[Descriptor, ...]
+    manifest: dict[str, Any]   # the base's agent manifest (its agent is the default one)
+
+    def describe(self) -> dict[str, Any]:
+        return {"ref": self.ref, "digest": self.digest, "name": self.name, "version": self.version}
 
 ARTIFACT_TYPE = "application/vnd.agentix.package.v1"
 CONFIG_TYPE = "application/vnd.agentix.package.config.v1+json"
@@ -263,10 +285,23 @@ def _cache_key(step: CopyStep, entries: list[_Entry]) -> str:
 
 
 def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
-          runner: Runner | None = None) -> BuildResult:
-    """Build the package; store its blobs in ``layout``; tag ``ref`` last."""
+          runner: Runner | None = None, base: Base | None = None,
+          fetch_wheels: WheelFetcher | None = None) -> BuildResult:
+    """Build the package; store its blobs in ``layout``; tag ``ref`` last.
+
+    Layers, in order: the base package's (``from:``), one layer of Python dependencies
+    (``dependencies.python``: wheels fetched by ``fetch_wheels`` on the host side, installed
+    by pip *inside the sandbox* under ``deps/python``), then each stage's steps. A stage with
+    ``from: STAGE`` starts from that stage's layers instead of base + dependencies."""
     if ref.tag is None:
         raise InvalidRequest("build needs -t NAME:TAG (a digest is what a build produces)", field="tag")
+    if (base is None) != (agentfile.base is None):
+        raise InvalidRequest("the Agentfile's `from:` base package must be resolved before building",
+                             field="from")
+    python_deps = list(agentfile.dependencies.python)
+    if python_deps and (runner is None or fetch_wheels is None):
+        raise InvalidRequest("dependencies.python: Python dependencies are installed inside the agentix "
+                             "sandbox: build through the kernel (`agentix build`)", field="dependencies.python")
     for si, stage in enumerate(agentfile.stages):
         for i, step in enumerate(stage.steps):
             if isinstance(step, RunStep) and runner is None:
@@ -281,14 +316,21 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
         root_fd = os.open(context, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
         raise InvalidRequest(f"build context {context}: {err.strerror}", field="context") from None
-    layers: list[Descriptor] = []
     cached: list[bool] = []
     steps_doc: list[dict[str, Any]] = []
+    start: list[Descriptor] = list(base.layers) if base is not None else []
+    if python_deps:
+        assert runner is not None and fetch_wheels is not None
+        deps, was_cached = _python_layer(python_deps, start, layout, cache_dir, runner, fetch_wheels)
+        start.append(deps)
+        cached.append(was_cached)
+        steps_doc.append({"dependencies": {"python": python_deps}, "layer": deps.digest})
+    layers: list[Descriptor] = list(start)
     stage_layers: dict[str, list[Descriptor]] = {}
     trees: dict[str, tuple[Path, int]] = {}  # earlier stages unpacked for `copy: … from:`
     try:
         for si, stage in enumerate(agentfile.stages):
-            layers = []
+            layers = list(stage_layers[stage.from_stage] if stage.from_stage is not None else start)
             for i, step in enumerate(stage.steps):
                 if isinstance(step, RunStep):
                     assert runner is not None
@@ -335,11 +377,15 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
     config = {
         "apiVersion": agentfile.apiVersion,
         "metadata": agentfile.metadata.model_dump(mode="json", exclude_none=True),
-        "manifest": agentfile.manifest_data(),
+        "manifest": agentfile.manifest_data(base.manifest if base is not None else None),
         "capabilities": list(agentfile.capabilities),
         "config": agentfile.config,
         "steps": steps_doc,
     }
+    if base is not None:   # absent keys keep the digests of packages without them unchanged
+        config["from"] = base.describe()
+    if python_deps:
+        config["dependencies"] = {"python": python_deps}
     config_bytes = canonical_json(config)
     config_desc = Descriptor(CONFIG_TYPE, layout.put_bytes(config_bytes), len(config_bytes))
     manifest = {
@@ -365,16 +411,59 @@ def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layou
     hit = _cache_get(cache_dir / key, layout)
     if hit is not None:
         return hit, True
+    desc = _command_layer(list(step.run), step.timeout, field, before, layout, runner)
+    layout._write_atomic(cache_dir / key, canonical_json(desc.to_data()))
+    return desc, False
+
+
+def _python_layer(reqs: list[str], before: list[Descriptor], layout: Layout, cache_dir: Path,
+                  runner: Runner, fetch: WheelFetcher) -> tuple[Descriptor, bool]:
+    """One layer of the pinned Python dependencies under ``deps/python``: the wheels are
+    downloaded on the host side (wheels only: nothing of theirs runs there), then pip installs
+    them inside the sandbox with no index and no network."""
+    key = hashlib.sha256(canonical_json({
+        "v": 1, "gzip": GZIP_LEVEL, "python": reqs, "parents": [d.digest for d in before],
+        "interpreter": [sys.implementation.cache_tag, sysconfig.get_platform()]})).hexdigest()
+    hit = _cache_get(cache_dir / key, layout)
+    if hit is not None:
+        return hit, True
+    field = "dependencies.python"
+
+    def fetch_into(scratch: Path) -> None:
+        wheels = scratch / ".wheels"
+        wheels.mkdir()
+        fetch(reqs, wheels, DEPENDENCY_TIMEOUT)
+        got = sorted(os.listdir(wheels))
+        if len(got) != len(reqs) or not all(n.endswith(".whl") for n in got):
+            raise InvalidRequest(f"{field}: expected one wheel per requirement, got {got[:10]}", field=field)
+
+    argv = [sys.executable, "-m", "pip", "install", "--isolated", "--no-index", "--no-deps", "--no-cache-dir",
+            "--no-compile", "--disable-pip-version-check", "--no-warn-script-location", "--find-links",
+            ".wheels", "--target", "deps/python", *reqs]
+    desc = _command_layer(argv, DEPENDENCY_TIMEOUT, field, before, layout, runner, prepare=fetch_into,
+                          keep=lambda path: path == "deps" or path.startswith("deps/"))
+    layout._write_atomic(cache_dir / key, canonical_json(desc.to_data()))
+    return desc, False
+
+
+def _command_layer(argv: list[str], timeout: float, field: str, before: list[Descriptor], layout: Layout,
+                   runner: Runner, prepare: Callable[[Path], None] | None = None,
+                   keep: Callable[[str], bool] | None = None) -> Descriptor:
+    """Run ``argv`` in the sandbox over the layers ``before`` (unpacked into a scratch tree,
+    which ``prepare`` may add inputs to); the layer is what the command added or changed
+    (only the paths ``keep`` accepts, when given)."""
     scratch = layout.temp_path("build")
     try:
         with contextlib.ExitStack() as stack:
             files = [stack.enter_context(layout.open_verified(d.digest)) for d in before]
             unpack_layers(files, scratch)
+        if prepare is not None:
+            prepare(scratch)
         old = {e.path: e for e in _tree(scratch)}
-        code, output = runner(list(step.run), scratch, step.timeout)
+        code, output = runner(argv, scratch, timeout)
         if code != 0:
-            raise InvalidRequest(f"{field}: {step.run[0]} exited with {code}: {output[-2000:]}", field=field,
-                                 exit_code=code)
+            raise InvalidRequest(f"{field}: {Path(argv[0]).name} exited with {code}: {output[-2000:]}",
+                                 field=field, exit_code=code)
         new = _tree(scratch)
         gone = sorted(set(old) - {e.path for e in new})
         if gone:
@@ -382,6 +471,8 @@ def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layou
                                  "files, not delete them", field=field, deleted=gone[:20])
         changed = [e for e in new if e.path not in old or (old[e.path].sha256, old[e.path].mode, old[e.path].is_dir)
                    != (e.sha256, e.mode, e.is_dir)]
+        if keep is not None:
+            changed = [e for e in changed if keep(e.path)]
         # the parent directories of what changed, so the layer unpacks on its own
         dirs = {"/".join(e.path.split("/")[:n]) for e in changed for n in range(1, e.path.count("/") + 1)}
         entries = sorted([e for e in new if e.path in dirs and e.is_dir and e not in changed] + changed,
@@ -397,9 +488,7 @@ def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layou
             tmp.unlink(missing_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    desc = Descriptor(LAYER_TYPE, digest, size)
-    layout._write_atomic(cache_dir / key, canonical_json(desc.to_data()))
-    return desc, False
+    return Descriptor(LAYER_TYPE, digest, size)
 
 
 def _tree(root: Path) -> list[_Entry]:

@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
-from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
+from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, Timeout
 from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
                                   parse_public_key, parse_ref)
-from agentix.packages.build import ARTIFACT_TYPE, CONFIG_TYPE, BuildResult, Runner, build
+from agentix.packages.build import ARTIFACT_TYPE, CONFIG_TYPE, Base, BuildResult, Runner, build
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.remote import Credentials, RemoteRegistry
 from agentix.packages.trust import (EMPTY_CONFIG, SIGNATURE_TYPE, Keyring, TrustState, add_signature,
@@ -83,7 +85,26 @@ class PackageStore:
             raise InvalidRequest(f"tag {ref.tag} is a version but the Agentfile says version "
                                  f"{af.metadata.version}; tag it {af.metadata.version} (or a name such "
                                  "as latest)", field="tag")
-        return build(context, af, ref, self.layout, runner)
+        base = self._base(af.base, agentfile.name) if af.base is not None else None
+        return build(context, af, ref, self.layout, runner, base, fetch_wheels if runner is not None else None)
+
+    def _base(self, text: str, source: str) -> Base:
+        """The Agentfile's base package, from the local store (pull it first), verified
+        under the trust policy exactly as `run` verifies a package."""
+        try:
+            bref = parse_ref(text)
+        except InvalidRequest as err:
+            raise InvalidRequest(f"{source}: from: {err}", field="from") from None
+        try:
+            desc = self.layout.resolve(bref)
+        except NotFound:
+            raise NotFound(f"{source}: from: base package {bref} is not in the local store; "
+                           f"`agentix pull {bref}` first", field="from") from None
+        verdict = self._decide(bref, desc, read_signatures(self.layout, bref, desc.digest), False)
+        m = self._manifest(desc.digest)
+        cfg = self._config(m, snapshots=False)
+        return Base(str(bref), desc.digest, verdict.statement.name, verdict.statement.version,
+                    tuple(Descriptor.from_data(x) for x in m.get("layers", [])), dict(cfg.get("manifest") or {}))
 
     # ------------------------------------------------------------ reading the local store
     def _manifest(self, digest: str) -> dict[str, Any]:
@@ -306,3 +327,23 @@ def _verdict_data(v: Verdict) -> dict[str, Any]:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def fetch_wheels(requirements: list[str], dest: Path, timeout: float) -> None:
+    """Download the wheels of pinned requirements into ``dest`` with the kernel's pip and
+    its configured index. Wheels only (``--only-binary=:all:``): building a source
+    distribution would run its code on the host. No dependency resolution (``--no-deps``):
+    the Agentfile lists every distribution, pinned, so the layer is the same every time."""
+    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
+            "--disable-pip-version-check", "--progress-bar", "off", "--dest", str(dest), "--", *requirements]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise Timeout(f"dependencies.python: downloading the wheels took longer than {timeout:g} s",
+                      reason="timeout", timeout=timeout) from None
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
+        raise InvalidRequest("dependencies.python: pip could not download the wheels (a wheel must exist for "
+                             f"this Python and platform; no source builds): {' / '.join(tail)}",
+                             field="dependencies.python")

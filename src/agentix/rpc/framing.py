@@ -38,9 +38,13 @@ __all__ = [
 DEFAULT_FRAME_LIMIT = 1024 * 1024
 
 
-class FrameTooLarge(Exception):
+class FrameTooLarge(InvalidRequest):
+    """A frame over the size limit (``invalid_request``, ``data.limit``); the server replies
+    with it and closes the connection."""
+
     def __init__(self, limit: int) -> None:
-        super().__init__(f"frame exceeds the limit of {limit} bytes")
+        super().__init__(f"frame larger than the limit of {limit} bytes; connection closed",
+                         limit=limit)
         self.limit = limit
 
 

@@ -267,10 +267,7 @@ async def serve_connection(
             try:
                 frame = await read_frame(reader, frame_limit)
             except FrameTooLarge as err:
-                send(error_reply(None, InvalidRequest(
-                    f"frame larger than the limit of {err.limit} bytes; connection closed",
-                    limit=err.limit,
-                )))
+                send(error_reply(None, err))
                 break
             except (ConnectionError, OSError):
                 break

@@ -1,8 +1,11 @@
 """The substrate interface: how the kernel starts, signals, waits for and measures agents.
 
-A backend implements ``Substrate.spawn``; everything else the kernel needs is on the
-``Handle`` it returns. Only ``agentix.core.errors.AgentixError`` subclasses escape a
-backend (``IsolationUnavailable`` when a required layer cannot be applied).
+A backend implements ``Substrate._spawn``; everything else the kernel needs is on the
+``Handle`` it returns. Only ``agentix.core.errors.AgentixError`` subclasses escape
+``Substrate.spawn`` (python-tuf's ``fetch`` over ``_fetch``): ``IsolationUnavailable`` (or
+its ``LayerError``s) when a required layer cannot be applied, and for anything else the
+backend let out (an ``OSError`` from starting the process) an ``IsolationUnavailable``
+naming the backend — the agent did not start, and the kernel log has the details.
 
 Backends: ``plain`` (an unconfined child process — only with ``isolation: degraded``),
 ``bwrap`` (namespaces, Landlock, seccomp, cgroups; the default). A Ray backend can come
@@ -12,12 +15,18 @@ later behind the same two classes.
 from __future__ import annotations
 
 import abc
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from agentix.core.errors import AgentixError, IsolationUnavailable
 from agentix.core.manifest import Limits
 
 __all__ = ["ExitInfo", "Handle", "LaunchSpec", "Substrate"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class Handle(abc.ABC):
     backend: str
     missing_layers: list[str] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
+    warm: bool = False  # started by handing a program to a pre-confined worker (sandbox/warm.py)
 
     @abc.abstractmethod
     async def wait(self) -> ExitInfo:
@@ -78,10 +88,26 @@ class Handle(abc.ABC):
 
 class Substrate(abc.ABC):
     name: str = "abstract"
+    #: ``async record(kind, agent_id, data)``: where a backend audits events of its own (a
+    #: warm worker that failed verification); set by the kernel at start, None in bare use
+    record_event: Callable[[str, str | None, dict[str, Any]], Awaitable[Any]] | None = None
+
+    async def spawn(self, spec: LaunchSpec) -> Handle:
+        """Start the agent process described by ``spec``; only the family leaves."""
+        try:
+            return await self._spawn(spec)
+        except AgentixError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the seam: one family leaves
+            log.error("the %s backend could not start %s", self.name, spec.agent_id, exc_info=err)
+            raise IsolationUnavailable(
+                f"the {self.name} backend could not start the agent process "
+                f"({type(err).__name__}: {getattr(err, 'strerror', None) or err}); see the kernel log",
+                layer="substrate", backend=self.name) from None
 
     @abc.abstractmethod
-    async def spawn(self, spec: LaunchSpec) -> Handle:
-        """Start the agent process described by ``spec``."""
+    async def _spawn(self, spec: LaunchSpec) -> Handle:
+        """Start the agent process described by ``spec`` (the backend's part of ``spawn``)."""
 
     def describe(self) -> dict[str, object]:
         """What this backend provides on this host (for kernel.info and doctor)."""

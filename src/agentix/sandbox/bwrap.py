@@ -71,9 +71,11 @@ _ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/
 _DEV_FILES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
 _JOIN_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 124; shift; n=$((n-1)); done; exec "$@"'
 _CONFINE_TIMEOUT = 10.0
+HOSTNAME = "agentix"  # every agent's hostname (docs/isolation.md, "Warm agents")
 #: the only variables of ``LaunchSpec.env`` the host-side launchers (/bin/sh, bwrap, setpriv)
 #: see; the kernel sets them. Every other one is applied inside the sandbox after confinement.
-HOST_ENV = frozenset({"PATH", "HOME", "LANG", "AGENTIX_FD", "AGENTIX_AGENT_ID", "AGENTIX_AGENT_NAME"})
+HOST_ENV = frozenset({"PATH", "HOME", "LANG", "AGENTIX_FD", "AGENTIX_AGENT_ID", "AGENTIX_AGENT_NAME",
+                      "AGENTIX_WARM_FD"})
 #: fixed values for the launchers and the interpreter's start (nothing an agent chose)
 _FIXED_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONSAFEPATH": "1",
               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
@@ -271,7 +273,7 @@ class BwrapSubstrate(Substrate):
                 "missing_layers": [s.to_dict() for s in st.values() if not s.ok]}
 
     # -- spawn --------------------------------------------------------------------------
-    async def spawn(self, spec: LaunchSpec) -> Handle:
+    async def _spawn(self, spec: LaunchSpec) -> Handle:
         st = self.status()
         unavailable = [s for s in st.values() if not s.ok]
         if unavailable and not spec.degraded_ok:
@@ -413,7 +415,9 @@ class BwrapSubstrate(Substrate):
         a = [bw, "--unshare-pid", "--unshare-uts", "--unshare-ipc", "--unshare-cgroup-try"]
         if not spec.network:
             a.append("--unshare-net")
-        a += ["--die-with-parent", "--new-session", "--hostname", f"agentix-{spec.name}"]
+        # one fixed hostname for every agent, warm or cold: a warm worker's UTS namespace is
+        # made before it has a name (and sethostname is denied inside), so none is per-agent
+        a += ["--die-with-parent", "--new-session", "--hostname", HOSTNAME]
         a += ["--ro-bind", "/usr", "/usr"]
         for d in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
             if os.path.islink(d):

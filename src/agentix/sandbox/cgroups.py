@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentix.core.errors import LayerError
+
 __all__ = ["CgroupError", "CgroupSet", "CgroupSpec", "Hierarchy", "detect", "remove_subtree", "subtree_name",
            "sweep_stale"]
 
@@ -48,8 +50,10 @@ def subtree_name(home: str | os.PathLike[str]) -> str:
     return f"agentix-{digest[:12]}"
 
 
-class CgroupError(OSError):
+class CgroupError(LayerError):
     """The cgroup layer is not available or an operation on it failed."""
+
+    layer = "cgroups"
 
 
 @dataclass(frozen=True)

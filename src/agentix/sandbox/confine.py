@@ -28,7 +28,8 @@ operator accepted ``isolation: degraded``); then the layer is listed as missing.
 
 ``python -m agentix.sandbox.confine -- argv...`` applies the policy and ``execv``s argv (for
 non-Python programs); ``python -m agentix.sandbox.confine --run prog.py args...`` applies it
-and runs a Python file in this process (no second interpreter start).
+and runs a Python file in this process (no second interpreter start); ``--stdio FD -- argv...``
+makes descriptor FD the program's stdin and stdout first (kernel/mcp_tools.py: an MCP server).
 """
 
 # Import cost matters here: this runs before every agent's first system call, so the module
@@ -36,6 +37,8 @@ and runs a Python file in this process (no second interpreter start).
 import os
 import resource
 import sys
+
+from agentix.core.errors import IsolationUnavailable
 
 __all__ = ["CONFINE_FAILED", "ConfineError", "Policy", "apply", "apply_from_env", "main"]
 
@@ -53,11 +56,11 @@ _RLIMITS = {
 }
 
 
-class ConfineError(Exception):
-    """A layer could not be applied."""
+class ConfineError(IsolationUnavailable):
+    """A layer could not be applied (``isolation_unavailable``, ``data.layer`` names it)."""
 
     def __init__(self, layer: str, why: str) -> None:
-        super().__init__(f"{layer}: {why}")
+        super().__init__(f"{layer}: {why}", layer=layer, why=why)
         self.layer = layer
         self.why = why
 
@@ -281,12 +284,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = args[1:]
         runpy.run_path(args[1], run_name="__main__")
         return
+    stdio = None
+    if args[:1] == ["--stdio"] and len(args) >= 2 and args[1].isdigit():
+        stdio, args = int(args[1]), args[2:]
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
-        sys.stderr.write("usage: python -m agentix.sandbox.confine [--run prog.py | --] argv...\n")
+        sys.stderr.write("usage: python -m agentix.sandbox.confine [--run prog.py | [--stdio FD] --] argv...\n")
         raise SystemExit(2)
     apply_from_env()
+    if stdio is not None:  # the program's stdin and stdout become descriptor FD (an MCP server's socket)
+        os.dup2(stdio, 0)
+        os.dup2(stdio, 1)
+        os.close(stdio)
     try:
         os.execvp(args[0], args)
     except OSError as err:

@@ -18,6 +18,8 @@ x86_64 system call numbers; other architectures raise ``LandlockError``.
 import ctypes
 import os
 
+from agentix.core.errors import LayerError
+
 __all__ = ["LandlockError", "abi_version", "restrict"]
 
 _NR = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}
@@ -54,8 +56,10 @@ _READ = _FS["execute"] | _FS["read_file"] | _FS["read_dir"]
 _DEV_RW = _FS["read_file"] | _FS["write_file"] | _FS["ioctl_dev"] | _FS["truncate"]
 
 
-class LandlockError(OSError):
+class LandlockError(LayerError):
     """Landlock could not be applied; the message says which step failed."""
+
+    layer = "landlock"
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -135,7 +139,7 @@ def restrict(
     fd = _libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if fd < 0:
         err = ctypes.get_errno()
-        raise LandlockError(err, f"landlock_create_ruleset: {os.strerror(err)}")
+        raise LandlockError(f"landlock_create_ruleset: {os.strerror(err)}", errno=err)
     try:
         for paths, access in ((ro, _READ), (rw, handled), (dev_rw, _DEV_RW & handled)):
             for path in paths:
@@ -143,7 +147,7 @@ def restrict(
         rc = _libc.syscall(restrict_self, ctypes.c_int(fd), ctypes.c_uint32(0))
         if rc < 0:
             err = ctypes.get_errno()
-            raise LandlockError(err, f"landlock_restrict_self: {os.strerror(err)}")
+            raise LandlockError(f"landlock_restrict_self: {os.strerror(err)}", errno=err)
     finally:
         os.close(fd)
     return abi
@@ -163,6 +167,6 @@ def _add_path(ruleset_fd: int, add_rule: int, path: str, access: int) -> None:
                            ctypes.byref(rule), ctypes.c_uint32(0))
         if rc < 0:
             err = ctypes.get_errno()
-            raise LandlockError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
+            raise LandlockError(f"landlock_add_rule {path}: {os.strerror(err)}", errno=err)
     finally:
         os.close(pfd)

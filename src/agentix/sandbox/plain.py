@@ -48,7 +48,7 @@ class _PlainHandle(Handle):
 class PlainSubstrate(Substrate):
     name = "plain"
 
-    async def spawn(self, spec: LaunchSpec) -> Handle:
+    async def _spawn(self, spec: LaunchSpec) -> Handle:
         if not spec.degraded_ok:  # refuse before anything of the agent runs
             raise IsolationUnavailable(
                 f"cannot isolate agent {spec.name}: the plain backend provides no isolation layer; "

@@ -35,6 +35,8 @@ import os
 import tempfile
 from functools import lru_cache
 
+from agentix.core.errors import LayerError
+
 __all__ = ["DENY", "SeccompError", "bpf_program", "load"]
 
 DENY: tuple[str, ...] = (
@@ -60,8 +62,10 @@ _TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
 _M32 = 0xFFFFFFFF
 
 
-class SeccompError(OSError):
+class SeccompError(LayerError):
     """The filter could not be built or loaded."""
+
+    layer = "seccomp"
 
 
 def _build(network: bool):  # -> pyseccomp.SyscallFilter
@@ -113,4 +117,4 @@ def load(network: bool = False) -> None:
     except SeccompError:
         raise
     except OSError as err:
-        raise SeccompError(err.errno or 0, f"seccomp load failed: {os.strerror(err.errno or 0)}") from None
+        raise SeccompError(f"seccomp load failed: {os.strerror(err.errno or 0)}", errno=err.errno or 0) from None

@@ -3,17 +3,22 @@
     from agentix.sdk import agent
 
     k = agent.connect()
-    text = k.tools.file_read(path="notes.txt")["content"]
+    text = k.tools.file_read("notes.txt")["content"]      # one typed method per kernel tool
     k.send("coordinator", {"done": True})
-    msg = k.recv(timeout=5)
-    child = k.spawn({"name": "helper", "program": "helper.py"}, message="go")
-    reply = k.think([{"role": "user", "content": "hi"}], on_text=print)   # streamed text to print
+    msg = k.recv(timeout=5)                               # a Message, or None
+    child = k.spawn({"name": "helper", "program": "helper.py"}, message="go")   # a Child
+    done = k.wait_child(child.agent_id)                   # a ChildExit
+    reply = k.think([{"role": "user", "content": "hi"}], on_text=print)   # a Reply; text streamed
     for piece in (stream := k.think_stream([{"role": "user", "content": "hi"}])):
         ...                                                               # or iterate over it
-    stream.result                                                         # the whole reply
+    stream.result.text                                                    # the whole Reply
+    k.save_state("notes", {"seen": 3}); k.load_state("notes").value       # saved state
+    k.loop_event("progress", {"stage": "reading"})                       # for the audit log
     k.exit({"ok": True})
 
 Every method is a system call; refusals raise the typed errors of ``agentix.sdk.errors``.
+Results are immutable records built from the kernel's replies (``raw`` keeps the reply
+where it has more than the record names).
 """
 
 from __future__ import annotations
@@ -21,14 +26,21 @@ from __future__ import annotations
 import os
 import sys
 
-from agentix.sdk.client import Connection
+from agentix.sdk._client import Connection
 
 TYPE_CHECKING = False  # no typing, no dataclasses: every agent imports this module
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any, NoReturn
 
-__all__ = ["AgentKernel", "ChildExit", "Message", "ThinkStream", "connect"]
+    from agentix.sdk._tools import Tools
+
+__all__ = ["LOOP_EVENTS", "AgentKernel", "Child", "ChildExit", "Message", "Reply", "StateValue",
+           "ThinkStream", "ToolCall", "connect"]
+
+#: the kinds of ``loop_event`` the kernel records (kernel/loop_events.py ``KINDS``)
+LOOP_EVENTS = ("context_cut", "context_summarised", "context_summary_failed", "progress",
+               "repeat_call", "skill_applied")
 
 
 class _Record:
@@ -89,6 +101,8 @@ class Message(_Record):
 
 
 class ChildExit(_Record):
+    """How a child ended (``wait_child``): ``ok`` when it completed."""
+
     __slots__ = ("agent_id", "name", "state", "reason", "code", "result")
     agent_id: str
     name: str
@@ -103,32 +117,60 @@ class ChildExit(_Record):
 
 
 class Child(_Record):
+    """A child agent this agent spawned (``spawn``)."""
+
     __slots__ = ("agent_id", "name")
     agent_id: str
     name: str
 
 
-class _Tools:
-    """``k.tools.NAME(**args)`` calls tool NAME; ``k.tools.call(name, args)`` too."""
+class ToolCall(_Record):
+    """A tool call the model asked for in a ``think`` reply. ``arguments`` is a dict, or the
+    model's raw text when that was not a JSON object."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+    __slots__ = ("id", "name", "arguments")
+    id: str
+    name: str
+    arguments: dict[str, Any] | str
 
-    def call(self, name: str, args: dict[str, Any] | None = None) -> Any:
-        return self._conn.call("tool.call", {"name": name, "args": args or {}})
 
-    def list(self) -> list[dict[str, Any]]:
-        return self._conn.call("tool.list")["tools"]
+class Reply(_Record):
+    """The result of ``think``: the model's text and tool calls, why it stopped, the tokens
+    it used (``usage``: ``input_tokens``, ``output_tokens``, ...) and what it cost."""
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
+    __slots__ = ("text", "tool_calls", "stop_reason", "usage", "model", "provider", "cost_usd", "raw")
+    text: str
+    tool_calls: tuple[ToolCall, ...]
+    stop_reason: str
+    usage: dict[str, int]
+    model: str
+    provider: str
+    cost_usd: float | None
+    raw: dict[str, Any]
 
-        def tool(**args: Any) -> Any:
-            return self.call(name, args)
+    def __getitem__(self, key: str) -> Any:
+        """The reply as the kernel sent it reads as a mapping too (``reply["usage"]``), for
+        code written against the raw ``think`` result."""
+        return self.raw[key]
 
-        tool.__name__ = name
-        return tool
+    def get(self, key: str, default: Any = None) -> Any:
+        """``raw.get``: see ``__getitem__``."""
+        return self.raw.get(key, default)
+
+    @classmethod
+    def _of(cls, r: dict[str, Any]) -> Reply:
+        calls = tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in r.get("tool_calls") or ())
+        return cls(r.get("text") or "", calls, r.get("stop_reason", "end"), dict(r.get("usage") or {}),
+                   r.get("model", ""), r.get("provider", ""), r.get("cost_usd"), r)
+
+
+class StateValue(_Record):
+    """A value saved with ``save_state`` (None if nothing was saved under the key), with the
+    taint labels it was saved with (loading it labels this agent's context with them)."""
+
+    __slots__ = ("value", "taint")
+    value: Any
+    taint: tuple[str, ...]
 
 
 class ThinkStream:
@@ -143,7 +185,7 @@ class ThinkStream:
         import threading
 
         self._q: queue.Queue[Any] = queue.Queue()
-        self.result: dict[str, Any] | None = None
+        self.result: Reply | None = None
         self._error: BaseException | None = None
 
         def run() -> None:
@@ -166,9 +208,11 @@ class ThinkStream:
 
 
 class AgentKernel:
+    """This agent's system calls (``connect`` returns the one for this process)."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.tools = _Tools(conn)
+        self._tools: Tools | None = None
         self.agent_id = os.environ.get("AGENTIX_AGENT_ID", "")
         self.name = os.environ.get("AGENTIX_AGENT_NAME", "")
         self._streams: dict[int, Callable[[str], Any]] = {}
@@ -181,28 +225,75 @@ class AgentKernel:
             if cb is not None and isinstance(params.get("text"), str):
                 cb(params["text"])
 
+    @property
+    def tools(self) -> Tools:
+        """The kernel's tools as typed methods (``k.tools.file_read("a.txt")``), made from
+        the kernel's tool schemas on first use (one ``tool.list`` call)."""
+        if self._tools is None:
+            from agentix.sdk._tools import build_tools
+
+            self._tools = build_tools(self.conn)
+        return self._tools
+
     def call(self, method: str, **params: Any) -> Any:
+        """Any system call by name, with its raw reply (the typed methods cover the common ones)."""
         return self.conn.call(method, params)
 
-    def think(self, messages: list[dict[str, Any]], *, on_text: Callable[[str], Any] | None = None,
-              **params: Any) -> dict[str, Any]:
-        """The ``think`` system call. With ``on_text``, the reply is streamed: ``on_text`` gets
-        each piece of text as the model produces it (in the thread reading the channel: it
-        must not make system calls itself), and the whole reply is returned at the end."""
-        params["messages"] = messages
+    def think(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
+              model: str | None = None, max_tokens: int | None = None,
+              temperature: float | None = None, stop: list[str] | str | None = None,
+              tool_choice: Any = None, purpose: str | None = None,
+              on_text: Callable[[str], Any] | None = None) -> Reply:
+        """The ``think`` system call: one inference on ``model`` (``provider:model``; default
+        the manifest's). ``tools`` in the OpenAI function shape. With ``on_text``, the reply
+        is streamed: ``on_text`` gets each piece of text as the model produces it (in the
+        thread reading the channel: it must not make system calls itself), and the whole
+        ``Reply`` is returned at the end."""
+        params: dict[str, Any] = {"messages": messages}
+        for key, val in (("tools", tools), ("model", model), ("max_tokens", max_tokens),
+                         ("temperature", temperature), ("stop", stop),
+                         ("tool_choice", tool_choice), ("purpose", purpose)):
+            if val is not None:
+                params[key] = val
         if on_text is None:
-            return self.conn.call("think", params)
+            return Reply._of(self.conn.call("think", params))
         self._last_stream += 1
         sid = self._last_stream
         self._streams[sid] = on_text
         try:
-            return self.conn.call("think", {**params, "stream": True, "stream_id": sid})
+            return Reply._of(self.conn.call("think", {**params, "stream": True, "stream_id": sid}))
         finally:
             del self._streams[sid]
 
     def think_stream(self, messages: list[dict[str, Any]], **params: Any) -> ThinkStream:
-        """``think``, streamed: iterate over the result for the text as it arrives."""
+        """``think``, streamed: iterate over the result for the text as it arrives (the
+        keyword arguments are ``think``'s)."""
         return ThinkStream(self, {"messages": messages, **params})
+
+    # -- saved state, replies, loop events
+    def save_state(self, key: str, value: Any) -> int:
+        """Save ``value`` (JSON) under ``key`` for this agent's later runs; it keeps the taint
+        labels of this agent's context. Returns the bytes stored."""
+        return int(self.conn.call("agent.state_save", {"key": key, "value": value})["bytes"])
+
+    def load_state(self, key: str) -> StateValue:
+        """The value saved under ``key`` (``value`` None if none), with its taint labels."""
+        r = self.conn.call("agent.state_load", {"key": key})
+        return StateValue(r.get("value"), tuple(r.get("taint", ())))
+
+    def reply(self, request_id: str, result: Any) -> bool:
+        """Answer the operator's ``agent.run`` request ``request_id``; False if nobody waits."""
+        return bool(self.conn.call("agent.reply", {"request_id": request_id, "result": result})["delivered"])
+
+    def loop_event(self, kind: str, data: dict[str, Any] | None = None) -> None:
+        """Record ``loop.<kind>`` in the audit log (``kind`` one of ``LOOP_EVENTS``; a kind the
+        kernel does not record is refused here, before anything is sent)."""
+        if kind not in LOOP_EVENTS:
+            from agentix.core.errors import InvalidRequest
+
+            raise InvalidRequest(f"loop_event kind must be one of {', '.join(LOOP_EVENTS)}, not {kind!r}",
+                                 field="kind")
+        self.conn.call("loop.event", {"kind": kind, "data": data or {}})
 
     def info(self) -> dict[str, Any]:
         return self.conn.call("sys.info")

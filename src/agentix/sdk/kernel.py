@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from agentix.sdk.client import Connection
-from agentix.sdk.errors import KernelNotRunning
+from agentix.sdk._client import Connection
+from agentix.core.errors import KernelNotRunning
 
 TYPE_CHECKING = False  # no typing, dataclasses or pathlib at import: `agentix info` starts fast
 if TYPE_CHECKING:

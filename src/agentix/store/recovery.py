@@ -31,12 +31,12 @@ from agentix.core.merkle import tree_root
 from agentix.store.audit import AuditLog
 from agentix.store.db import Database, Txn
 from agentix.store.state import (
-    AgentRecord,
     AgentStore,
     ApprovalRecord,
     ApprovalStore,
     KVStore,
     RevocationStore,
+    StoredAgent,
     TokenStore,
 )
 
@@ -59,7 +59,7 @@ class RecoveryReport:
     chain_detail: str
     audit_size: int
     exited: list[LeftAgent]  # were live; now recorded exited (reason kernel_restart)
-    restart: list[AgentRecord]  # persistent agents to start again
+    restart: list[StoredAgent]  # persistent agents to start again
     pending_approvals: list[ApprovalRecord]
     revocations: int
     duration_s: float

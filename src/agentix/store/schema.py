@@ -193,4 +193,51 @@ CREATE TABLE http_idempotency (
 CREATE INDEX http_idempotency_by_age ON http_idempotency(created_at);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
+# v6: one database behind one writer for every table (DESIGN.md §9). Episodic memory
+# (memory/store.py) had its own connection and its own migration list (``memory_meta``, whose
+# only version, 1, created ``memories``); its tables are now created here, and a home whose
+# memory store already made them keeps its rows (``IF NOT EXISTS``). ``memory_versions`` counts
+# the writes per owner, so a reader can tell from inside its own snapshot whether a cached
+# vector index is current. ``mailbox`` and ``conversations`` were never written (mailboxes
+# are in memory, a conversation is saved state in ``agent_state``): dropped.
+_V6 = """
+CREATE TABLE IF NOT EXISTS memories (
+    id         TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    category   TEXT NOT NULL CHECK (category IN ('fact','observation','decision','preference')),
+    content    TEXT NOT NULL,
+    metadata   TEXT NOT NULL DEFAULT '{}',
+    embedder   TEXT NOT NULL,
+    dim        INTEGER NOT NULL,
+    embedding  BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    replaced   TEXT
+);
+CREATE INDEX IF NOT EXISTS memories_owner ON memories(owner, embedder);
+DROP TABLE IF EXISTS memory_meta;
+CREATE TABLE memory_versions (
+    owner   TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+DROP TABLE mailbox;
+DROP TABLE conversations;
+"""
+
+# v7: MCP tool pins (kernel/mcp_tools.py, core/mcp.py). One row per approved tool of a declared
+# MCP server: the digest of its description and input schema when approved (and both, so the
+# operator can see what was approved), who approved it and when. A tool whose listing no
+# longer hashes to its pin is disabled until re-approved.
+_V7 = """
+CREATE TABLE mcp_pins (
+    server       TEXT NOT NULL,
+    tool         TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    description  TEXT NOT NULL,
+    input_schema TEXT NOT NULL,
+    approved_by  TEXT NOT NULL,
+    approved_at  REAL NOT NULL,
+    PRIMARY KEY (server, tool)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]

@@ -1,5 +1,5 @@
 """Durable kernel state: agents, issued tokens, invocation counts and revocations, approvals,
-mailboxes, conversations.
+and the kernel's own flags (``kv``).
 
 Each store is a small class over the same ``Database``. Writes go through the one writer
 (``await store.x(...)`` resolves after the durable commit); every write also exists as an
@@ -24,18 +24,15 @@ from agentix.core.errors import NotFound, StateError
 from agentix.store.db import Database, Txn
 
 __all__ = [
-    "AgentRecord",
     "AgentState",
     "AgentStore",
     "ApprovalRecord",
     "ApprovalState",
     "ApprovalStore",
-    "ConversationStore",
     "IssuedToken",
     "KVStore",
-    "MailboxStore",
-    "MailMessage",
     "RevocationStore",
+    "StoredAgent",
     "TokenStore",
 ]
 
@@ -56,7 +53,10 @@ def _l(s: str | None) -> Any:
 
 
 @dataclass(frozen=True)
-class AgentRecord:
+class StoredAgent:
+    """An agent's row in ``agents``: what outlives the process and the kernel (the live
+    process-table entry is ``kernel/process.AgentRecord``; the kernel converts between them)."""
+
     id: str
     name: str
     parent: str | None
@@ -76,8 +76,8 @@ _AGENT_COLS = ("id, name, parent, manifest, state, persistent, created_at, pid, 
                "exited_at, exit_reason, exit_record, start_time")
 
 
-def _agent(row: tuple[Any, ...]) -> AgentRecord:
-    return AgentRecord(row[0], row[1], row[2], orjson.loads(row[3]), row[4], bool(row[5]),
+def _agent(row: tuple[Any, ...]) -> StoredAgent:
+    return StoredAgent(row[0], row[1], row[2], orjson.loads(row[3]), row[4], bool(row[5]),
                        row[6], row[7], row[8], row[9], row[10], _l(row[11]), row[12])
 
 
@@ -86,7 +86,7 @@ class AgentStore:
         self.db = db
 
     @staticmethod
-    def upsert_in(txn: Txn, a: AgentRecord) -> None:
+    def upsert_in(txn: Txn, a: StoredAgent) -> None:
         txn.conn.execute(
             f"INSERT OR REPLACE INTO agents ({_AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (a.id, a.name, a.parent, _j(a.manifest), a.state, int(a.persistent), a.created_at,
@@ -94,21 +94,8 @@ class AgentStore:
              None if a.exit_record is None else _j(a.exit_record), a.start_time),
         )
 
-    async def upsert(self, a: AgentRecord) -> None:
+    async def upsert(self, a: StoredAgent) -> None:
         await self.db.write(lambda t: self.upsert_in(t, a))
-
-    @staticmethod
-    def set_state_in(txn: Txn, agent_id: str, state: AgentState, *,
-                     pid: int | None = None, pgid: int | None = None) -> None:
-        cur = txn.conn.execute(
-            "UPDATE agents SET state=?, pid=coalesce(?, pid), pgid=coalesce(?, pgid) "
-            "WHERE id=? AND state != 'exited'", (state, pid, pgid, agent_id))
-        if cur.rowcount != 1:
-            raise StateError("no live agent with that id", agent_id=agent_id)
-
-    async def set_state(self, agent_id: str, state: AgentState, *,
-                        pid: int | None = None, pgid: int | None = None) -> None:
-        await self.db.write(lambda t: self.set_state_in(t, agent_id, state, pid=pid, pgid=pgid))
 
     @staticmethod
     def mark_exited_in(txn: Txn, agent_id: str, reason: str, record: dict[str, Any],
@@ -123,14 +110,14 @@ class AgentStore:
                           at: str) -> None:
         await self.db.write(lambda t: self.mark_exited_in(t, agent_id, reason, record, at))
 
-    def get(self, agent_id: str) -> AgentRecord:
+    def get(self, agent_id: str) -> StoredAgent:
         row = self.db.reader().execute(
             f"SELECT {_AGENT_COLS} FROM agents WHERE id=?", (agent_id,)).fetchone()
         if row is None:
             raise NotFound("no such agent", agent_id=agent_id)
         return _agent(row)
 
-    def list(self, state: AgentState | None = None) -> list[AgentRecord]:
+    def list(self, state: AgentState | None = None) -> list[StoredAgent]:
         if state is None:
             rows = self.db.reader().execute(
                 f"SELECT {_AGENT_COLS} FROM agents ORDER BY created_at, id").fetchall()
@@ -140,7 +127,7 @@ class AgentStore:
                 (state,)).fetchall()
         return [_agent(r) for r in rows]
 
-    def list_live(self) -> list[AgentRecord]:
+    def list_live(self) -> list[StoredAgent]:
         """Agents the store believes are starting, running or paused."""
         rows = self.db.reader().execute(
             f"SELECT {_AGENT_COLS} FROM agents WHERE state IN ('starting','running','paused') "
@@ -237,10 +224,6 @@ class RevocationStore:
             (token_id, at, reason))
         return cur.rowcount == 1
 
-    async def revoke(self, token_id: str, at: str, reason: str) -> bool:
-        """Revoke; True if it was not already revoked."""
-        return await self.db.write(lambda t: self.revoke_in(t, token_id, at, reason))
-
     @staticmethod
     def revoke_holders_in(txn: Txn, holders: list[str], at: str, reason: str) -> int:
         """Revoke every token issued to one of ``holders``; how many were newly revoked."""
@@ -251,10 +234,6 @@ class RevocationStore:
                 "SELECT id, ?, ? FROM issued_tokens WHERE holder=?", (at, reason, h))
             n += max(0, cur.rowcount)
         return n
-
-    def is_revoked(self, token_id: str) -> bool:
-        return self.db.reader().execute(
-            "SELECT 1 FROM revocations WHERE token_id=?", (token_id,)).fetchone() is not None
 
     def reason(self, token_id: str) -> str | None:
         row = self.db.reader().execute(
@@ -285,7 +264,8 @@ def _approval(r: tuple[Any, ...]) -> ApprovalRecord:
 
 
 class ApprovalStore:
-    """Approval requests; only a pending one can be decided, exactly once."""
+    """Approval records as the kernel's approval book last wrote them (the book and
+    ``core/approval`` own the state machine; the store keeps its latest word)."""
 
     _COLS = "id, agent_id, request, state, created_at, deadline, decided_at, decision"
 
@@ -293,46 +273,13 @@ class ApprovalStore:
         self.db = db
 
     @staticmethod
-    def create_in(txn: Txn, a: ApprovalRecord) -> None:
-        txn.conn.execute(
-            "INSERT INTO approvals (id, agent_id, request, state, created_at, deadline) "
-            "VALUES (?,?,?,?,?,?)",
-            (a.id, a.agent_id, _j(a.request), "pending", a.created_at, a.deadline))
-
-    async def create(self, a: ApprovalRecord) -> None:
-        await self.db.write(lambda t: self.create_in(t, a))
-
-    @staticmethod
     def put_in(txn: Txn, a: ApprovalRecord) -> None:
-        """Insert or overwrite the whole record (the kernel's approval book owns the state
-        machine; the store keeps its latest word)."""
+        """Insert or overwrite the whole record."""
         txn.conn.execute(
             "INSERT OR REPLACE INTO approvals (id, agent_id, request, state, created_at, "
             "deadline, decided_at, decision) VALUES (?,?,?,?,?,?,?,?)",
             (a.id, a.agent_id, _j(a.request), a.state, a.created_at, a.deadline, a.decided_at,
              None if a.decision is None else _j(a.decision)))
-
-    @staticmethod
-    def decide_in(txn: Txn, approval_id: str, state: ApprovalState,
-                  decision: dict[str, Any], at: str) -> None:
-        if state == "pending":
-            raise StateError("a decision cannot be 'pending'")
-        cur = txn.conn.execute(
-            "UPDATE approvals SET state=?, decision=?, decided_at=? WHERE id=? AND "
-            "state='pending'", (state, _j(decision), at, approval_id))
-        if cur.rowcount != 1:
-            raise StateError("no pending approval with that id", approval_id=approval_id)
-
-    async def decide(self, approval_id: str, state: ApprovalState,
-                     decision: dict[str, Any], at: str) -> None:
-        await self.db.write(lambda t: self.decide_in(t, approval_id, state, decision, at))
-
-    def get(self, approval_id: str) -> ApprovalRecord:
-        row = self.db.reader().execute(
-            f"SELECT {self._COLS} FROM approvals WHERE id=?", (approval_id,)).fetchone()
-        if row is None:
-            raise NotFound("no such approval", approval_id=approval_id)
-        return _approval(row)
 
     def pending(self) -> list[ApprovalRecord]:
         rows = self.db.reader().execute(
@@ -344,94 +291,6 @@ class ApprovalStore:
         rows = self.db.reader().execute(
             f"SELECT {self._COLS} FROM approvals ORDER BY created_at, id").fetchall()
         return [_approval(r) for r in rows]
-
-
-# ---------------------------------------------------------------- mailboxes
-
-
-@dataclass(frozen=True)
-class MailMessage:
-    id: int
-    agent_id: str
-    sender: str | None
-    message: dict[str, Any]
-    created_at: str
-    delivered_at: str | None = None
-
-
-class MailboxStore:
-    """Persistent agents' mailboxes: messages kept until taken by the recipient."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @staticmethod
-    def put_in(txn: Txn, agent_id: str, sender: str | None, message: dict[str, Any],
-               at: str) -> int:
-        cur = txn.conn.execute(
-            "INSERT INTO mailbox (agent_id, sender, message, created_at) VALUES (?,?,?,?)",
-            (agent_id, sender, _j(message), at))
-        return int(cur.lastrowid or 0)
-
-    async def put(self, agent_id: str, sender: str | None, message: dict[str, Any],
-                  at: str) -> int:
-        return await self.db.write(lambda t: self.put_in(t, agent_id, sender, message, at))
-
-    @staticmethod
-    def take_in(txn: Txn, agent_id: str, limit: int, at: str) -> list[MailMessage]:
-        rows = txn.conn.execute(
-            "SELECT id, agent_id, sender, message, created_at FROM mailbox "
-            "WHERE agent_id=? AND delivered_at IS NULL ORDER BY id LIMIT ?",
-            (agent_id, limit)).fetchall()
-        txn.conn.executemany("UPDATE mailbox SET delivered_at=? WHERE id=?",
-                             [(at, r[0]) for r in rows])
-        return [MailMessage(r[0], r[1], r[2], orjson.loads(r[3]), r[4], at) for r in rows]
-
-    async def take(self, agent_id: str, limit: int, at: str) -> list[MailMessage]:
-        """Take up to ``limit`` undelivered messages, oldest first, marking them delivered."""
-        return await self.db.write(lambda t: self.take_in(t, agent_id, limit, at))
-
-    def pending(self, agent_id: str) -> list[MailMessage]:
-        rows = self.db.reader().execute(
-            "SELECT id, agent_id, sender, message, created_at FROM mailbox "
-            "WHERE agent_id=? AND delivered_at IS NULL ORDER BY id", (agent_id,)).fetchall()
-        return [MailMessage(r[0], r[1], r[2], orjson.loads(r[3]), r[4]) for r in rows]
-
-
-# ---------------------------------------------------------------- conversations
-
-
-class ConversationStore:
-    """An agent's conversation as numbered turns (replaceable after summarising)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @staticmethod
-    def append_in(txn: Txn, agent_id: str, message: dict[str, Any]) -> int:
-        row = txn.conn.execute("SELECT coalesce(max(turn), -1) + 1 FROM conversations "
-                               "WHERE agent_id=?", (agent_id,)).fetchone()
-        turn = int(row[0])
-        txn.conn.execute("INSERT INTO conversations (agent_id, turn, message) VALUES (?,?,?)",
-                         (agent_id, turn, _j(message)))
-        return turn
-
-    async def append(self, agent_id: str, message: dict[str, Any]) -> int:
-        return await self.db.write(lambda t: self.append_in(t, agent_id, message))
-
-    @staticmethod
-    def replace_in(txn: Txn, agent_id: str, messages: list[dict[str, Any]]) -> None:
-        txn.conn.execute("DELETE FROM conversations WHERE agent_id=?", (agent_id,))
-        txn.conn.executemany(
-            "INSERT INTO conversations (agent_id, turn, message) VALUES (?,?,?)",
-            [(agent_id, i, _j(m)) for i, m in enumerate(messages)])
-
-    async def replace(self, agent_id: str, messages: list[dict[str, Any]]) -> None:
-        await self.db.write(lambda t: self.replace_in(t, agent_id, messages))
-
-    def load(self, agent_id: str) -> list[dict[str, Any]]:
-        return [orjson.loads(r[0]) for r in self.db.reader().execute(
-            "SELECT message FROM conversations WHERE agent_id=? ORDER BY turn", (agent_id,))]
 
 
 # ---------------------------------------------------------------- kv

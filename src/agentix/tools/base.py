@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
-from agentix.core.errors import InvalidRequest, LimitExceeded, NotFound
+from agentix.core.errors import AgentixError, InvalidRequest, LimitExceeded, NotFound, ToolError
 
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
     from agentix.core.grants import Request
 
 
-__all__ = ["ToolContext", "ToolRegistry", "ToolSpec", "check_args"]
+__all__ = ["ToolContext", "ToolProvider", "ToolRegistry", "ToolSpec", "check_args"]
 
 
 @dataclass
@@ -86,6 +86,23 @@ class ToolSpec:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "input_schema": self.schema}
 
+    async def run(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        """Check ``args`` and run the handler; only the family leaves (python-tuf's
+        ``fetch`` over ``_fetch``). A backend's ``OSError`` becomes ``tool_error`` with its
+        ``errno`` name (no path: the message says what failed, in the tool's terms); any
+        other exception is a bug and goes up for the pipeline to report as ``internal_error``."""
+        check_args(self, args)
+        try:
+            return await self.handler(ctx, args)
+        except AgentixError:
+            raise
+        except OSError as err:
+            import errno as _errno
+
+            name = _errno.errorcode.get(err.errno or 0, "EIO")
+            raise ToolError(f"tool {self.name} failed: {err.strerror or type(err).__name__}",
+                            tool=self.name, errno=name) from None
+
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -132,12 +149,34 @@ def check_args(spec: ToolSpec, args: dict[str, Any]) -> None:
                 field=key, tool=spec.name)
 
 
+class ToolProvider(Protocol):
+    """Tools that are not known at start-up (an MCP server's): named under one prefix."""
+
+    def spec(self, name: str) -> ToolSpec | None: ...
+
+    def specs(self) -> list[ToolSpec]: ...
+
+
 class ToolRegistry:
     def __init__(self) -> None:
         self._tools: dict[str, ToolSpec] = {}
+        self._providers: list[tuple[str, ToolProvider]] = []
+
+    def add_provider(self, prefix: str, provider: ToolProvider) -> None:
+        """Names starting with ``prefix`` are asked of ``provider`` (kernel/mcp_tools.py)."""
+        if any(prefix.startswith(p) or p.startswith(prefix) for p, _ in self._providers) or any(
+                n.startswith(prefix) for n in self._tools):
+            raise ValueError(f"tool prefix {prefix} overlaps another")
+        self._providers.append((prefix, provider))
+
+    def _provided(self, name: str) -> ToolSpec | None:
+        for prefix, p in self._providers:
+            if name.startswith(prefix):
+                return p.spec(name)
+        return None
 
     def register(self, spec: ToolSpec) -> None:
-        if spec.name in self._tools:
+        if spec.name in self._tools or any(spec.name.startswith(p) for p, _ in self._providers):
             raise ValueError(f"tool {spec.name} registered twice")
         self._tools[spec.name] = spec
 
@@ -145,15 +184,25 @@ class ToolRegistry:
         try:
             return self._tools[name]
         except KeyError:
+            spec = self._provided(name)
+            if spec is not None:
+                return spec
             raise NotFound(f"no tool named {name!r}; `agentix tools` lists them", tool=name) from None
 
     def durability(self, name: str) -> Literal["effect", "no_effect"]:
         """A tool's durability class; an unknown tool counts as an effect."""
-        spec = self._tools.get(name)
+        spec = self._tools.get(name) or self._provided(name)
         return "effect" if spec is None else spec.durability
 
+    def _all(self) -> dict[str, ToolSpec]:
+        out = dict(self._tools)
+        for _prefix, p in self._providers:
+            out.update((s.name, s) for s in p.specs())
+        return out
+
     def names(self) -> list[str]:
-        return sorted(self._tools)
+        return sorted(self._all())
 
     def describe(self) -> list[dict[str, Any]]:
-        return [self._tools[n].describe() for n in self.names()]
+        tools = self._all()
+        return [tools[n].describe() for n in sorted(tools)]

@@ -78,12 +78,10 @@ async def _run(ctx: ToolContext, fn: Any) -> dict[str, Any]:
             out = await asyncio.to_thread(fn, loc)
         return loc.virtual(out)
     except AgentixError as err:
+        message, data = loc.virtual(err.message), loc.virtual(err.data)
         if isinstance(err, ToolError) and err.data.get("errno") == "ENOENT":
-            err = NotFound(err.message, **err.data)  # a missing file is not_found to the caller
-        err.message = loc.virtual(err.message)
-        err.data = loc.virtual(err.data)
-        err.args = (err.message,)
-        raise err from None
+            raise NotFound(message, **data) from None  # a missing file is not_found to the caller
+        raise err.evolve(message=message, **data) from None
 
 
 def _int(args: dict[str, Any], key: str, default: int | None) -> int | None:

@@ -24,7 +24,9 @@ from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
+from agentix.sandbox import cgroups
 from agentix.sandbox.bwrap import BwrapSubstrate, probe
+from agentix.sandbox.warm import WarmBwrapSubstrate
 
 HERE = Path(__file__).parent
 PROGRAMS = sorted(p.stem for p in (HERE / "programs").glob("*.py"))
@@ -57,17 +59,31 @@ def _snapshot(root: Path, skip: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+@pytest.mark.parametrize("start", ["cold", "warm"])
 @pytest.mark.parametrize("attack", PROGRAMS)
-def test_escape_fails_as_a_kernel_agent(attack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_escape_fails_as_a_kernel_agent(attack: str, start: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``warm``: the attack runs in a pre-confined pool worker (sandbox/warm.py) wherever its
+    limits fit the pool's shape (every attack but disk_fill, whose tmpfs size differs)."""
     monkeypatch.setenv("OPENAI_API_KEY", SECRET_ENV)
-    asyncio.run(_run(attack, tmp_path))
+    asyncio.run(_run(attack, tmp_path, start))
 
 
-async def _run(attack: str, tmp: Path) -> None:
+async def _pool_ready(kernel: Kernel) -> None:
+    deadline = time.monotonic() + 60
+    while kernel.substrate.pool_statistics()["ready"] < 1:
+        assert time.monotonic() < deadline, kernel.substrate.pool_statistics()
+        await asyncio.sleep(0.05)
+
+
+async def _run(attack: str, tmp: Path, start: str = "cold") -> None:
     root = tmp / "home"
     home = Home(root)
     home.create()
-    kernel = Kernel(home, KernelConfig(stop_grace=1.0), substrate=BwrapSubstrate())
+    own = {"cgroup_name": cgroups.subtree_name(root), "sweep": True}  # this test's own cgroup subtree
+    substrate = BwrapSubstrate(**own) if start == "cold" else WarmBwrapSubstrate(
+        warm_root=root / "warm", workspace_root=home.workspaces, warm_pool=1, **own)
+    kernel = Kernel(home, KernelConfig(stop_grace=1.0), substrate=substrate)
     await kernel.start()
     home.keys.mkdir(parents=True, exist_ok=True)
     (home.keys / "root.key").write_text("ROOT-SIGNING-KEY")
@@ -103,13 +119,17 @@ async def _run(attack: str, tmp: Path) -> None:
         shadow = hashlib.sha256(Path("/etc/shadow").read_bytes()).hexdigest()
         # agentix.db* is the kernel's own store (the audit log grows with every event); it
         # is checked by verifying the audit chain instead
-        before = _snapshot(root, ("workspaces/ag-", "logs", "events", "agentix.db"))
+        if start == "warm":
+            await _pool_ready(kernel)  # the sibling took the first worker
+        # warm/: the pool's placeholders (one is renamed to the attack's workspace)
+        before = _snapshot(root, ("workspaces/ag-", "logs", "events", "agentix.db", "warm"))
         sib_before = _snapshot(sibling.workspace, ())
         manifest = parse_manifest({"name": name, "program": str(progs / f"{attack}.py"),
                                    "limits": LIMITS.get(attack, {}),
                                    "env": {"ESCAPE_CTX": json.dumps(ctx), "ESCAPE_MODE": "kernel"}})
         rec = await kernel.spawn(manifest)
         assert rec.isolation["missing_layers"] == [] and "seccomp" in rec.isolation["layers"]
+        assert rec.isolation["start"] == ("warm" if start == "warm" and attack != "disk_fill" else "cold")
         if attack == "leftover_processes":
             await _wait_log(rec.log_path, "VERDICT")
             pids = set(rec.handle.pids())
@@ -154,7 +174,7 @@ async def _run(attack: str, tmp: Path) -> None:
                 assert any(r[0] == "error" and r[1] for r in v["results"]), v
         # the host did not move
         assert hashlib.sha256(Path("/etc/shadow").read_bytes()).hexdigest() == shadow
-        assert _snapshot(root, ("workspaces/ag-", "logs", "events", "agentix.db")) == before
+        assert _snapshot(root, ("workspaces/ag-", "logs", "events", "agentix.db", "warm")) == before
         if getattr(kernel, "audit", None) is not None:
             assert kernel.audit.log.verify().ok
         assert _snapshot(sibling.workspace, ()) == sib_before

@@ -1,0 +1,228 @@
+"""An agentix agent published as an A2A server.
+
+    app = build_app(A2AServerConfig(home=..., manifest=..., token=..., url="http://host:8700/"))
+    # or: agentix a2a serve agent.yaml --port 8700      (token from $AGENTIX_A2A_TOKEN or --token-file)
+
+Rules:
+
+- The agent card comes from the agent's manifest: its ``name``, ``description``, one skill
+  describing the agent, text in and out, and a required HTTP bearer security scheme. The card
+  (``/.well-known/agent-card.json``) is public; every other request needs
+  ``Authorization: Bearer TOKEN`` (compared in constant time) or gets 401 with a JSON body
+  saying so. There is no unauthenticated mode.
+- A request body over ``max_body`` bytes (default 256 KiB) is refused with 413 before it is
+  parsed (by its Content-Length, or while it is read when chunked).
+- Each A2A task is one run of the agent: the server spawns the manifest through the kernel's
+  operator socket (the connection bound as the face ``a2a``, so every spawn is audited ``by:
+  a2a``) with the task's text as the agent's first message, waits for it (``timeout``), and
+  completes the task with the agent's result as a text artifact, or fails it with the exit
+  reason. The agent runs under its manifest's grants like any other: A2A gives a caller no
+  capability the manifest does not.
+- Unknown task ids, malformed JSON-RPC and unsupported methods are answered by ``a2a-sdk``
+  with the protocol's errors (``TaskNotFoundError``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from a2a.helpers.proto_helpers import new_task_from_user_message, new_text_artifact, new_text_message
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
+from starlette.applications import Starlette
+
+from agentix.sdk.kernel import Kernel
+
+__all__ = ["A2AServerConfig", "CARD_PATH", "agent_card", "build_app"]
+
+log = logging.getLogger(__name__)
+
+CARD_PATH = "/.well-known/agent-card.json"
+DEFAULT_MAX_BODY = 256 * 1024
+MIN_TOKEN_LENGTH = 16
+
+
+class A2AConfigError(ValueError):
+    """The server's configuration is unusable (no token, no manifest name, ...)."""
+
+
+@dataclass(frozen=True)
+class A2AServerConfig:
+    """What one A2A server publishes: the agent ``manifest`` (a dict whose relative
+    ``program`` resolves against ``base_dir``), reached at ``url``, guarded by ``token``."""
+
+    home: Path | None
+    manifest: dict[str, Any]
+    token: str
+    url: str
+    base_dir: Path | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.token, str) or len(self.token) < MIN_TOKEN_LENGTH:
+            raise A2AConfigError(f"an A2A server needs a bearer token of at least {MIN_TOKEN_LENGTH} "
+                                 "characters (set $AGENTIX_A2A_TOKEN or pass --token-file)")
+        if not isinstance(self.manifest.get("name"), str):
+            raise A2AConfigError('the published manifest needs a "name"')
+        if self.max_body < 1024:
+            raise A2AConfigError("max_body must be at least 1024 bytes")
+
+
+def agent_card(cfg: A2AServerConfig) -> AgentCard:
+    """The A2A agent card for the manifest: name, description, one skill, bearer auth."""
+    m = cfg.manifest
+    name = m["name"]
+    desc = m.get("description") or f"the agentix agent {name}"
+    return AgentCard(
+        name=name, description=desc, version=str(m.get("version") or "0.1.0"),
+        supported_interfaces=[AgentInterface(url=cfg.url, protocol_binding="JSONRPC", protocol_version="1.0")],
+        capabilities=AgentCapabilities(streaming=False, push_notifications=False),
+        default_input_modes=["text/plain"], default_output_modes=["text/plain"],
+        skills=[AgentSkill(id=name, name=name, description=desc, tags=["agentix"])],
+        security_schemes={"bearer": SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
+            scheme="bearer", description="the token the operator gave this server"))},
+        security_requirements=[SecurityRequirement(schemes={"bearer": StringList()})],
+    )
+
+
+def _result_text(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    if isinstance(result, dict) and isinstance(result.get("answer"), str):
+        return result["answer"]
+    return json.dumps(result, ensure_ascii=False, default=str)
+
+
+class AgentixExecutor(AgentExecutor):
+    """One A2A task = one run of the published agent, spawned through the operator socket."""
+
+    def __init__(self, cfg: A2AServerConfig) -> None:
+        self.cfg = cfg
+
+    def _run(self, text: str) -> tuple[bool, str]:
+        with Kernel(self.cfg.home) as k:
+            k.bind("a2a")
+            spawned = k.spawn(dict(self.cfg.manifest), message=text, base_dir=self.cfg.base_dir)
+            info = k.wait(spawned.agent_id, self.cfg.timeout)
+            if info.state != "exited":
+                k.stop(spawned.agent_id)
+                return False, f"the agent did not finish within {self.cfg.timeout:g} s and was stopped"
+            if info.reason != "completed":
+                return False, f"the agent ended {info.reason} (exit code {(info.exit or {}).get('code')})"
+            return True, _result_text(info.result)
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        assert context.message is not None
+        task = context.current_task or new_task_from_user_message(context.message)
+        if context.current_task is None:
+            await event_queue.enqueue_event(task)
+        up = TaskUpdater(event_queue, task.id, task.context_id)
+        await up.start_work()
+        try:
+            ok, text = await asyncio.to_thread(self._run, context.get_user_input())
+        except Exception as err:  # noqa: BLE001 - the kernel's refusal becomes the task's failure
+            ok, text = False, f"{getattr(err, 'code', type(err).__name__)}: {err}"
+        if ok:
+            await up.add_artifact([new_text_artifact(name="result", text=text).parts[0]], name="result")
+            await up.complete()
+        else:
+            await up.failed(new_text_message(text, context_id=task.context_id, task_id=task.id))
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError("cancelling an agentix A2A task is not supported; it ends at its timeout")
+
+
+def _reply(status: int, message: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, list]:
+    body = json.dumps({"jsonrpc": "2.0", "id": None,
+                       "error": {"code": -32600 if status != 401 else -32001, "message": message}}).encode()
+    hs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    hs += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    return status, body, hs
+
+
+class Guard:
+    """ASGI middleware: bearer auth on everything but the card, and a bound on request bodies."""
+
+    def __init__(self, app: Any, token: str, max_body: int) -> None:
+        self.app, self._token, self.max_body = app, token.encode(), max_body
+
+    async def _send_error(self, send: Any, status: int, message: str, **headers: str) -> None:
+        st, body, hs = _reply(status, message, headers)
+        await send({"type": "http.response.start", "status": st, "headers": hs})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") == CARD_PATH:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        auth = headers.get(b"authorization", b"")
+        scheme, _, given = auth.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
+            return await self._send_error(send, 401, "authentication required: send Authorization: Bearer "
+                                          "<token> (the agent card names the scheme)", **{"www-authenticate":
+                                                                                          "Bearer"})
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                n = -1
+            if n < 0:
+                return await self._send_error(send, 400, "Content-Length is not a byte count")
+            if n > self.max_body:
+                return await self._send_error(send, 413, f"request body of {n} bytes is over this server's "
+                                              f"limit of {self.max_body} bytes")
+        # the body is read here, bounded, before the app parses any of it (a chunked body has
+        # no Content-Length to refuse by); the app then reads it from memory
+        body = bytearray()
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            body += msg.get("body", b"")
+            if len(body) > self.max_body:
+                return await self._send_error(send, 413, f"request body is over this server's limit of "
+                                              f"{self.max_body} bytes")
+            if not msg.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+
+
+def build_app(cfg: A2AServerConfig) -> Any:
+    """The ASGI app: the agent card, the A2A JSON-RPC endpoint at ``/``, behind ``Guard``."""
+    card = agent_card(cfg)
+    handler = DefaultRequestHandler(agent_executor=AgentixExecutor(cfg), task_store=InMemoryTaskStore(),
+                                    agent_card=card)
+    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")])
+    return Guard(app, cfg.token, cfg.max_body)

@@ -1,0 +1,55 @@
+"""``agentix a2a serve``: publish an agent over A2A (docs/integrations.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from agentix.cli.views import EXIT_USAGE, Ctx, fail
+
+__all__ = ["a2a"]
+
+
+@click.group()
+def a2a() -> None:
+    """A2A: publish an agentix agent to A2A clients."""
+
+
+@a2a.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="the address to listen on")
+@click.option("--port", default=8700, show_default=True, type=int, help="the port to listen on")
+@click.option("--url", default=None, help="the URL clients reach this server at (for the agent card); "
+              "default http://HOST:PORT/")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="a file holding the bearer token clients must send (else $AGENTIX_A2A_TOKEN)")
+@click.option("--max-body", default=256 * 1024, show_default=True, type=int, help="largest request body, bytes")
+@click.option("--timeout", default=300.0, show_default=True, type=float, help="seconds one task may run")
+@click.pass_obj
+def serve(ctx: Ctx, manifest: Path, host: str, port: int, url: str | None, token_file: Path | None,
+          max_body: int, timeout: float) -> None:
+    """Serve MANIFEST's agent as an A2A server: each task is one run of the agent, spawned
+    through the kernel as the `a2a` face (audited `by: a2a`). Needs a running kernel and the
+    `a2a` extra; every request but the agent card needs the bearer token."""
+    try:
+        import uvicorn
+        import yaml
+
+        from agentix.a2a.server import A2AConfigError, A2AServerConfig, build_app
+    except ImportError as err:
+        fail(f"the A2A server needs the optional a2a extra ({err.name or err} is missing): "
+             "pip install 'agentix[a2a]'", EXIT_USAGE)
+    token = token_file.read_text().strip() if token_file else os.environ.get("AGENTIX_A2A_TOKEN", "")
+    data = yaml.safe_load(manifest.read_text())
+    if not isinstance(data, dict):
+        fail(f"{manifest}: a manifest must be a mapping", EXIT_USAGE)
+    try:
+        cfg = A2AServerConfig(home=ctx.home, manifest=data, token=token, url=url or f"http://{host}:{port}/",
+                              base_dir=manifest.resolve().parent, max_body=max_body, timeout=timeout)
+    except A2AConfigError as err:
+        fail(str(err), EXIT_USAGE)
+    click.echo(f"serving {data['name']} over A2A at {cfg.url} (agent card: {cfg.url.rstrip('/')}"
+               "/.well-known/agent-card.json)", err=True)
+    uvicorn.run(build_app(cfg), host=host, port=port, log_level="warning")

@@ -1,0 +1,158 @@
+"""a2a_call: send one message to a remote A2A agent (``a2a-sdk``'s client) on an agent's behalf.
+
+Rules (the same as ``web_fetch``'s, hop for hop):
+
+- ``url`` is the remote agent's base URL, ``http`` or ``https`` only. Before any connection its
+  host is checked against the caller's grants (``network: HOST``), then the name is resolved
+  and the address checked: private, loopback and link-local addresses only when a grant names
+  the host or address explicitly.
+- Every request of the exchange (the agent card, then the JSON-RPC call) goes to the address
+  that was checked (the connection is pinned: ``Host`` and TLS SNI stay the host's name), and
+  only to that host and port: an agent card naming another endpoint is refused, and
+  redirects are not followed. Proxies from the environment are ignored.
+- A response over ``max_bytes`` is cut off with ``limit_exceeded``; the whole exchange has
+  one ``timeout``.
+- The answer is ``{url, state, task_id, context_id, text}``: the remote task's state and the
+  text of its artifacts and status message (or of the message it answered with).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+
+from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded, Timeout, ToolError
+from agentix.core.hosts import is_ip_literal, normalize_host
+from agentix.tools.web_fetch import Permits, Resolver, _pick_address, system_resolver
+
+__all__ = ["DEFAULT_MAX_BYTES", "MAX_MESSAGE_BYTES", "a2a_call"]
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+#: a message to send is text of at most this many bytes (UTF-8)
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class _Pinned(httpx.AsyncBaseTransport):
+    """Sends each request to the checked address of the one permitted host:port, and bounds
+    what is read back."""
+
+    def __init__(self, scheme: str, host: str, port: int, addr: str, max_bytes: int) -> None:
+        self.scheme, self.host, self.port, self.addr, self.max_bytes = scheme, host, port, addr, max_bytes
+        self._inner = httpx.AsyncHTTPTransport(trust_env=False)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        if url.scheme != self.scheme or normalize_host(url.host) != self.host or port != self.port:
+            raise CapabilityDenied(
+                f"the A2A agent at {self.host} pointed to {url.scheme}://{url.host}:{port}; a2a_call talks "
+                f"only to the host it was given", reason="not_granted", host=url.host)
+        request.url = url.copy_with(host=self.addr)
+        if self.scheme == "https" and not is_ip_literal(self.host):
+            request.extensions = {**request.extensions, "sni_hostname": self.host}
+        resp = await self._inner.handle_async_request(request)
+        return httpx.Response(resp.status_code, headers=resp.headers, stream=_Bounded(resp.stream, self.max_bytes),
+                             extensions=resp.extensions)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Bounded(httpx.AsyncByteStream):
+    def __init__(self, inner: Any, limit: int) -> None:
+        self._inner, self._limit = inner, limit
+
+    async def __aiter__(self) -> Any:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise LimitExceeded(f"the A2A agent's response is over {self._limit} bytes", limit=self._limit)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _texts(parts: Any) -> list[str]:
+    return [p.text for p in parts if p.HasField("text")]
+
+
+def _answer(url: str, resp: Any) -> dict[str, Any]:
+    from a2a.types import TaskState
+
+    if resp.HasField("message"):
+        m = resp.message
+        return {"url": url, "state": "message", "task_id": m.task_id or None, "context_id": m.context_id or None,
+                "text": "\n".join(_texts(m.parts))}
+    if resp.HasField("task"):
+        t = resp.task
+        texts = [x for a in t.artifacts for x in _texts(a.parts)]
+        if t.status.HasField("message"):
+            texts += _texts(t.status.message.parts)
+        state = TaskState.Name(t.status.state).removeprefix("TASK_STATE_").lower()
+        return {"url": url, "state": state, "task_id": t.id, "context_id": t.context_id or None,
+                "text": "\n".join(texts)}
+    raise ToolError(f"the A2A agent at {url} answered with no task and no message", url=url)
+
+
+async def a2a_call(url: str, message: str, *, permits: Permits, task_id: str | None = None,
+                   context_id: str | None = None, headers: dict[str, str] | None = None,
+                   timeout: float = 60.0, max_bytes: int = DEFAULT_MAX_BYTES,
+                   resolve: Resolver = system_resolver) -> dict[str, Any]:
+    """Send ``message`` to the A2A agent at ``url``; ``permits(host, address)`` is the capability
+    check. ``headers`` (the kernel's secret injection) go to that host only."""
+    if not isinstance(message, str) or not message:
+        raise InvalidRequest("a2a_call: 'message' must be non-empty text", field="message")
+    if len(message.encode()) > MAX_MESSAGE_BYTES:
+        raise InvalidRequest(f"a2a_call: 'message' is over {MAX_MESSAGE_BYTES} bytes", field="message")
+    try:
+        target = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as err:
+        raise InvalidRequest(f"a2a_call: {url!r} is not a valid URL: {err}", field="url") from None
+    if target.scheme not in ("http", "https"):
+        raise CapabilityDenied(f"a2a_call allows only http and https, not {target.scheme or 'no scheme'}:",
+                               reason="scheme", url=url)
+    if not target.host:
+        raise InvalidRequest(f"a2a_call: {url!r} has no host", field="url")
+    host = normalize_host(target.host)
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(timeout):
+            addr = await _pick_address(host, port, permits, resolve)
+            return await _exchange(url, message, target.scheme, host, port, addr, task_id, context_id,
+                                   headers or {}, timeout, max_bytes)
+    except TimeoutError:
+        raise Timeout(f"a2a_call to {url} took longer than {timeout:g} s", url=url, timeout=timeout) from None
+
+
+async def _exchange(url: str, message: str, scheme: str, host: str, port: int, addr: str, task_id: str | None,
+                    context_id: str | None, headers: dict[str, str], timeout: float,
+                    max_bytes: int) -> dict[str, Any]:
+    from a2a.client import ClientConfig, create_client
+    from a2a.client.errors import A2AClientError
+    from a2a.types import Message, Part, Role, SendMessageRequest
+
+    transport = _Pinned(scheme, host, port, addr, max_bytes)
+    async with httpx.AsyncClient(transport=transport, headers=headers, timeout=timeout, trust_env=False,
+                                 follow_redirects=False) as http:
+        try:
+            client = await create_client(url, ClientConfig(httpx_client=http, streaming=False))
+            msg = Message(role=Role.ROLE_USER, parts=[Part(text=message)], message_id=str(uuid.uuid4()),
+                          task_id=task_id or None, context_id=context_id or None)
+            last = None
+            async for resp in client.send_message(SendMessageRequest(message=msg)):
+                last = resp
+        except AgentixError:
+            raise
+        except (A2AClientError, httpx.HTTPError, ValueError) as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, AgentixError):
+                raise cause from None
+            raise ToolError(f"a2a_call to {url} failed: {type(err).__name__}: {err}", url=url) from None
+    if last is None:
+        raise ToolError(f"the A2A agent at {url} sent no answer", url=url)
+    return _answer(url, last)

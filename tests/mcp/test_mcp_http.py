@@ -1,0 +1,126 @@
+"""`agentix mcp --http`: the MCP face over Streamable HTTP, spoken to by the `mcp` package's
+client over real HTTP, authenticated with the HTTP API's tokens.
+
+Each refusal asserts the status and that nothing reached the kernel's methods: no agent
+spawned, and the audit log gained only the refusal's record."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp")
+
+import httpx2  # noqa: E402
+from mcp import Client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+
+from conftest import program, wait_until  # noqa: E402
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def http_face(kernel):
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-m", "agentix.cli.main", "--home", str(kernel.home), "mcp",
+                             "--http", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return proc.poll() is not None
+
+    assert wait_until(up, 20) and proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    yield f"http://127.0.0.1:{port}/mcp"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def token(kernel: Any, name: str, role: str) -> str:
+    return kernel.client.call("tokens.create", name=name, role=role)["token"]
+
+
+def with_client(url: str, tok: str | None, body: Any) -> Any:
+    async def go() -> Any:
+        headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+            async with Client(streamable_http_client(url, http_client=http)) as c:
+                return await body(c)
+    return asyncio.run(go())
+
+
+def test_operator_token_spawns_over_mcp_http_and_the_audit_names_the_face(kernel, http_face) -> None:
+    tok = token(kernel, "claude", "operator")
+
+    async def body(c: Client) -> Any:
+        names = {t.name for t in (await c.list_tools()).tools}
+        r = await c.call_tool("spawn", {"program": program("sleeper.py"), "name": "via-http"})
+        assert not r.is_error, r.content
+        info = await c.call_tool("kernel_info", {})
+        return names, r.structured_content["agent_id"], info.structured_content
+
+    names, aid, info = with_client(http_face, tok, body)
+    assert {"spawn", "stop_agent", "audit_verify"} <= names
+    assert info["pid"] > 0
+    assert kernel.client.status(aid).state == "running"
+    spawned = [e for e in kernel.client.audit_tail(0, limit=1000) if e["kind"] == "agent.spawn"]
+    assert spawned and spawned[-1]["data"]["by"] == "mcp-http"
+    kernel.client.kill(aid)
+
+
+def test_viewer_token_gets_only_the_read_only_tools(kernel, http_face) -> None:
+    tok = token(kernel, "watcher", "viewer")
+
+    async def body(c: Client) -> Any:
+        return {t.name for t in (await c.list_tools()).tools}
+
+    names = with_client(http_face, tok, body)
+    assert "list_agents" in names and "audit_verify" in names
+    assert not names & {"spawn", "stop_agent", "kill_agent", "respond_approval", "run_goal"}
+    assert kernel.client.list() == []
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer agx_0000_nope", "Basic dXNlcjpwYXNz"])
+def test_requests_without_a_valid_token_are_refused_before_mcp(kernel, http_face, header) -> None:
+    before = len(kernel.client.audit_tail(0, limit=1000))
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if header:
+        headers["Authorization"] = header
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "spawn", "arguments": {"program": program("sleeper.py")}}}
+    r = httpx2.post(http_face, json=body, headers=headers, timeout=10)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert kernel.client.list() == []
+    new = [e["kind"] for e in kernel.client.audit_tail(0, limit=1000)[before:]]
+    assert set(new) <= {"http.refused", "session.bind"}
+
+
+def test_a_revoked_token_stops_working_at_once(kernel, http_face) -> None:
+    tok = token(kernel, "temp", "operator")
+
+    async def body(c: Client) -> Any:
+        return len((await c.list_tools()).tools)
+
+    assert with_client(http_face, tok, body) > 0
+    kernel.client.call("tokens.revoke", name="temp")
+    r = httpx2.post(http_face, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                    headers={"Authorization": f"Bearer {tok}", "Accept": "application/json, text/event-stream"},
+                    timeout=10)
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
