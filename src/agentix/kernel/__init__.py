@@ -7,8 +7,9 @@ another in a circle (``tests/test_layering.py``).
 
 Construction order (``kernel/kernel.py``)::
 
-    1. audit_log.KernelAudit     the store (agentix.db, one writer) and the tamper-evident log;
-                                 its sink records every event (a test may pass its own sink)
+    1. store.db.Database         the one store (agentix.db: every table, one writer)
+       audit_log.KernelAudit     the tamper-evident log in it; its sink records every event
+                                 (a test may pass its own sink)
     2. vault.Vault               secrets and provider keys; vault.sink(events) redacts every
                                  event, Pipeline(redactor=vault) every reply and error
     3. process.ProcessTable      every agent's record, live or exited
@@ -19,13 +20,15 @@ Construction order (``kernel/kernel.py``)::
        cap_service.CapabilityService  root key, tokens, the one decision, approvals
        methods.Lookup            what the method table's resource functions may read
        messaging.Messaging       mailboxes: deliver, receive (taint travels)
-       persistent.StateStore     saved state and persistent roots
+       store.saved_state.StateStore  saved state and persistent roots
        agent_rows.AgentRows      agents' rows in the store (restart accounting)
        reap.Reaper               what happens when a process ends
        spawn.Spawner             admission, program copy (program.py), confinement, channel
        memory.store.MemoryStore, tools.skills.SkillCatalog
     5. stages                    cap_stage.CapabilityStage, then trusted_state.DurableStateStage
-    6. tools                     echo, files, net_exec (web_fetch, exec), memory, skills
+    6. tools                     echo, files, net_exec (web_fetch, exec), memory, skills,
+                                 a2a_tool (a2a_call, when a2a-sdk is installed),
+                                 mcp_tools.McpTools (declared MCP servers' mcp__* tools)
     7. system calls              the calls_* modules and the areas below
 
 Every method has one row in ``methods.POLICIES`` (who may call it, what it touches and how
@@ -38,6 +41,7 @@ be registered, and an unknown one is refused. The handlers, by area:
                                        .logs; sys.info sys.exit agent.spawn_child .wait_child
                                        .children .stop_child .kill_child
     tools       calls_tools.py         tool.list tool.call tool.invoke
+    mcp         mcp_tools.py           mcp.servers .tools .approve .restart
     ipc         calls_ipc.py           ipc.send ipc.recv ipc.broadcast agent.send
     inference   calls_inference.py     think inference.stats
     caps        calls_caps.py          cap.list .grant .revoke .check .delegate sys.untaint
@@ -48,12 +52,15 @@ be registered, and an unknown one is refused. The handlers, by area:
     goals       goals.py               agent.submit_goal
     packages    packages_api.py        package.* keys.* trust.*
     snapshots   snapshots_api.py       snapshot.create .restore .fork
-    http        http_api.py            tokens.create .list .revoke (and the HTTP face itself)
+    http        http_api.py            tokens.create .list .revoke .verify (and the HTTP face itself)
+    dashboard   dashboard_api.py       dashboard.agents
 
-``packages_api``, ``snapshots_api``, ``http_api`` and ``persistent`` take the kernel as one
-object typed ``ports.KernelServices``; the others take the services they use.
+``packages_api``, ``snapshots_api``, ``http_api``, ``persistent``, ``mcp_tools``, ``a2a_tool``,
+``dashboard_api`` and ``telemetry`` take the kernel as one object typed
+``ports.KernelServices``; the others take the services they use.
 
-Around the root: ``daemon.py`` runs a kernel (sockets, signals, pidfile); ``config.py`` and
+Around the root: ``daemon.py`` runs a kernel (sockets, signals, pidfile) and turns on
+``telemetry.py`` (metrics, traces: it wraps ``pipeline.run`` only when on); ``config.py`` and
 ``home.py`` are its configuration and directories; ``param_checks.py`` the handlers'
 parameter checks; ``method_params.py`` the operator methods' JSON Schemas (OpenAPI).
 """

@@ -38,8 +38,8 @@ from agentix.core.errors import AgentixError, InvalidRequest
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
 
-__all__ = ["Call", "Caller", "MethodPolicy", "MethodSpec", "OperatorSession", "Pipeline", "Redactor", "Stage", "EventSink",
-           "OPERATOR"]
+__all__ = ["Call", "Caller", "MethodPolicy", "MethodSpec", "OperatorSession", "Observer", "Pipeline", "Redactor", "Stage",
+           "EventSink", "OPERATOR"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,14 @@ class Stage(Protocol):
     async def before(self, call: Call) -> None: ...
 
     async def after(self, call: Call, result: Any, error: BaseException | None) -> None: ...
+
+
+class Observer(Protocol):
+    """Who watches the calls (``kernel/telemetry.Telemetry``: metrics, traces). It wraps
+    ``Pipeline.run`` when it is turned on (off, the call path is unchanged) and counts the
+    refusals an edge makes before the pipeline (the HTTP API's role check)."""
+
+    def refused(self, method: str, err: AgentixError) -> None: ...
 
 
 class Redactor(Protocol):
@@ -207,6 +215,8 @@ class Pipeline:
         #: a tool's durability class by name (unknown tools count as effects)
         self.tool_durability: Callable[[str], Durability] = tool_durability or _effect
         self.stages: list[Stage] = []
+        #: set with ``run`` by ``kernel/telemetry.install`` when metrics or traces are on
+        self.observer: Observer | None = None
         self._methods: dict[str, MethodSpec] = {}
         self.calls = 0
         self.refusals = 0

@@ -170,9 +170,8 @@ class KernelHttpBackend:
         return await self.k.pipeline.run(Caller(agent_id=None, name=principal.label), method_name, params)
 
     async def refused(self, principal: Principal, method_name: str, err: AgentixError) -> None:
-        counted = getattr(getattr(self.k.pipeline, "observer", None), "refused", None)  # kernel/telemetry.py
-        if counted is not None:
-            counted(method_name, err)
+        if self.k.pipeline.observer is not None:  # kernel/telemetry.py counts it
+            self.k.pipeline.observer.refused(method_name, err)
         await self.k.events.record("http.refused", None, {"by": principal.label, "method": method_name,
                                                           "error": err.code, "message": err.message})
 

@@ -139,33 +139,32 @@ class _Snapshots:
             states.add_metric([state], counts.get(state, 0))
         yield states
         yield cost
-        inf = getattr(k, "inference", None)
-        if inf is not None:
-            stats = inf.stats()["providers"]
-            q = GaugeMetricFamily("agentix_inference_queue_length", "requests waiting", labels=["provider"])
-            fl = GaugeMetricFamily("agentix_inference_in_flight", "requests running", labels=["provider"])
-            tps = GaugeMetricFamily("agentix_inference_tokens_per_second", "output tokens/s over the last minute",
-                                    labels=["provider"])
-            tok = GaugeMetricFamily("agentix_inference_agent_tokens", "tokens served per live agent",
-                                    labels=["provider", "agent"])
-            wait = GaugeMetricFamily("agentix_inference_agent_waiting", "requests waiting per agent",
-                                     labels=["provider", "agent"])
-            mean = GaugeMetricFamily("agentix_inference_agent_mean_wait_seconds", "mean queue wait per agent",
-                                     labels=["provider", "agent"])
-            p99 = GaugeMetricFamily("agentix_inference_agent_p99_wait_seconds", "p99 queue wait per agent",
-                                    labels=["provider", "agent"])
-            for name, p in stats.items():
-                q.add_metric([name], p["queue_length"])
-                fl.add_metric([name], p["in_flight"])
-                tps.add_metric([name], p["tokens_per_s"])
-                for a in p["agents"]:
-                    who = names.get(a["agent_id"], a["agent_id"])
-                    tok.add_metric([name, who], a["tokens"])
-                    wait.add_metric([name, who], a["waiting"])
-                    mean.add_metric([name, who], a["mean_wait"])
-                    p99.add_metric([name, who], a["p99_wait"])
-            yield from (q, fl, tps, tok, wait, mean, p99)
-        audit = getattr(k, "audit", None)
+        # the inference scheduler's statistics
+        stats = k.inference.stats()["providers"]
+        q = GaugeMetricFamily("agentix_inference_queue_length", "requests waiting", labels=["provider"])
+        fl = GaugeMetricFamily("agentix_inference_in_flight", "requests running", labels=["provider"])
+        tps = GaugeMetricFamily("agentix_inference_tokens_per_second", "output tokens/s over the last minute",
+                                labels=["provider"])
+        tok = GaugeMetricFamily("agentix_inference_agent_tokens", "tokens served per live agent",
+                                labels=["provider", "agent"])
+        wait = GaugeMetricFamily("agentix_inference_agent_waiting", "requests waiting per agent",
+                                 labels=["provider", "agent"])
+        mean = GaugeMetricFamily("agentix_inference_agent_mean_wait_seconds", "mean queue wait per agent",
+                                 labels=["provider", "agent"])
+        p99 = GaugeMetricFamily("agentix_inference_agent_p99_wait_seconds", "p99 queue wait per agent",
+                                labels=["provider", "agent"])
+        for name, p in stats.items():
+            q.add_metric([name], p["queue_length"])
+            fl.add_metric([name], p["in_flight"])
+            tps.add_metric([name], p["tokens_per_s"])
+            for a in p["agents"]:
+                who = names.get(a["agent_id"], a["agent_id"])
+                tok.add_metric([name, who], a["tokens"])
+                wait.add_metric([name, who], a["waiting"])
+                mean.add_metric([name, who], a["mean_wait"])
+                p99.add_metric([name, who], a["p99_wait"])
+        yield from (q, fl, tps, tok, wait, mean, p99)
+        audit = k.audit  # None: a kernel with a test event sink
         if audit is not None:
             alog = audit.log
             size = alog.size()
@@ -299,7 +298,7 @@ def install(k: Kernel, *, metrics: bool = False, span_exporter: Any = None) -> T
         return await tel(caller, method, params, lambda: inner(caller, method, params, taint=taint))
 
     k.pipeline.run = observed  # type: ignore[method-assign]
-    k.pipeline.observer = tel  # type: ignore[attr-defined]
+    k.pipeline.observer = tel
     return tel
 
 
