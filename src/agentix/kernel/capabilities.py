@@ -358,6 +358,7 @@ class CapabilityService:
         self.secret_hosts: dict[str, tuple[HostPattern, ...]] = load_secret_hosts(k.home.root)
         #: no file resource may be under these, whatever the grants (the kernel's own state)
         self.denied_prefixes: tuple[str, ...] = kernel_state_prefixes(k.home.root)
+        self._fence: Any = None  # kernel/fence.py's HomeFence, made on first use
 
     # ------------------------------------------------------------------ the decision
     def decide(self, rec: AgentRecord, resources: Sequence[Request | Grant], *,
@@ -412,23 +413,12 @@ class CapabilityService:
     def fence(self, workspace: Path | None) -> Any:
         """The open-time fence of the file tools: ``$AGENTIX_HOME`` denied (by dev/inode),
         the caller's own workspace allowed, the key and database files protected wherever
-        they are linked."""
-        from agentix.tools.fs import Fence
+        they are linked (``kernel/fence.py``: listed again only when the home changed)."""
+        if self._fence is None:
+            from agentix.kernel.fence import HomeFence
 
-        def key(p: Path) -> tuple[int, int] | None:
-            try:
-                st = os.stat(p)
-            except OSError:
-                return None
-            return (st.st_dev, st.st_ino)
-
-        home = self.k.home.root
-        files = [home / "keys" / n for n in _listdir(home / "keys")]
-        files += [home / n for n in _listdir(home) if n.startswith("agentix.db") or n.endswith(".json")]
-        denied = {key(home)} - {None}
-        allowed = {key(workspace)} - {None} if workspace is not None else set()
-        return Fence(frozenset(denied), frozenset(allowed),  # type: ignore[arg-type]
-                     frozenset(x for x in map(key, files) if x is not None))
+            self._fence = HomeFence(self.k.home.root)
+        return self._fence.fence(workspace)
 
     # ------------------------------------------------------------------ spawn
     def constrain(self, manifest: Manifest, parent: AgentRecord | None) -> Manifest:
@@ -605,13 +595,6 @@ def _grants_model(manifest: Manifest) -> bool:
         return any(g.grants.of_kind("model") for g in manifest_groups(manifest))
     except AgentixError:
         return False  # a bad grant string is refused later, with its own message
-
-
-def _listdir(p: Path) -> list[str]:
-    try:
-        return os.listdir(p)
-    except OSError:
-        return []
 
 
 def kernel_state_prefixes(home_root: Path) -> tuple[str, ...]:
