@@ -7,7 +7,8 @@ the layer table below.
     kernel                                 the composition root: anything below it
     sdk                                    client library: core and itself (never the kernel)
     agents                                 in-sandbox programs: sdk only
-    cli web mcp                            faces: sdk (and themselves) only
+    demo                                   `agentix demo` and its agents: sdk and core
+    cli web mcp                            faces: sdk (and themselves) only; cli runs the demo
 
 A new top-level package fails this test until it is given a place in ``ALLOWED``.
 """
@@ -32,7 +33,9 @@ ALLOWED: dict[str, set[str]] = {
     # agent programs use the SDK, and pure core rules (plan validation, context math) —
     # core has no I/O, so this gives an agent no way around the kernel
     "agents": {"sdk", "agents", "core"},
-    "cli": {"sdk", "cli"},
+    # the demo is a show above the SDK (and pure core figures such as weighted_jain)
+    "demo": {"sdk", "core", "demo"},
+    "cli": {"sdk", "cli", "demo"},
     "web": {"sdk", "web"},
     "mcp": {"sdk", "mcp"},
     # framework adapters run INSIDE agent processes, like agents/: the agent SDK only

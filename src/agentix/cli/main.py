@@ -499,17 +499,22 @@ def _clock(ts: Any) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
-@cli.command()
-@json_option
-def doctor(as_json: bool) -> None:
-    """Report which isolation layers work on this host, and why not (exit 1 if any is missing)."""
+def host_layers() -> list[dict[str, Any]]:
+    """The host probe's rows (``python -m agentix.sandbox.doctor``: the CLI never loads sandbox code)."""
     import subprocess
 
     proc = subprocess.run([sys.executable, "-m", "agentix.sandbox.doctor"], capture_output=True,
                           text=True, timeout=60)
     if proc.returncode != 0:
         fail(f"the host probe failed: {proc.stderr.strip()[-500:]}", EXIT_INTERNAL)
-    rows = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+    return [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+
+
+@cli.command()
+@json_option
+def doctor(as_json: bool) -> None:
+    """Report which isolation layers work on this host, and why not (exit 1 if any is missing)."""
+    rows = host_layers()
     if as_json:
         dump_json(rows)
     else:
@@ -530,12 +535,13 @@ def doctor(as_json: bool) -> None:
               help="kernel home for the demo (default: a new temporary directory)")
 @click.option("--json", "as_json", is_flag=True, help="print the account as JSON")
 def demo(demo_home: Path | None, as_json: bool) -> None:
-    """Run the main job: a coordinator and three workers, one of which crashes."""
-    from agentix.cli.demo import run_demo
-
+    """Run the demo: a team with a crash, isolation under misbehaviour, ten agents sharing a model."""
     from rich.console import Console  # the demo is a show for a terminal: rules, live tables
 
-    sys.exit(run_demo(demo_home, as_json=as_json, console=Console()))
+    from agentix.demo import Host, run_demo
+
+    host = Host(start_kernel=start_kernel, kernel_running=kernel_running, probe=host_layers)
+    sys.exit(run_demo(demo_home, host, as_json=as_json, console=Console()))
 
 from agentix.cli.packages import install as _install_packages  # noqa: E402
 

@@ -154,7 +154,7 @@ class Kernel:
         from agentix.kernel import snapshots_api
 
         snapshots_api.register(self)  # snapshot.create/restore/fork (docs/packages.md, "Snapshots")
-        from agentix.kernel import http_api
+        from agentix.kernel import dashboard_api, http_api
 
         self.http_tokens = http_api.register(self)  # tokens.* for the HTTP API (docs/http.md)
         from agentix.kernel import a2a_tool
@@ -163,6 +163,7 @@ class Kernel:
         from agentix.kernel import mcp_tools
 
         self.mcp = mcp_tools.register(self)  # declared MCP servers' tools, mcp.* (docs/integrations.md)
+        dashboard_api.register(self)  # dashboard.agents for the web dashboard (docs/dashboard.md)
 
     # ------------------------------------------------------------------ set-up
     def _register_builtin_tools(self) -> None:

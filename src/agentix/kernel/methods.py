@@ -161,6 +161,7 @@ POLICIES: dict[str, MethodPolicy] = {
     # ---- operator: agents
     "agent.spawn": _op("effect", "the operator's socket; the manifest's grants are minted from root"),
     "agent.list": _op("no_effect"),
+    "dashboard.agents": _op("no_effect"),  # kernel/dashboard_api.py: the web dashboard's tree
     "agent.status": _op("no_effect"),
     "agent.wait": _op("no_effect"),
     "agent.stop": _op("effect"),

@@ -16,20 +16,18 @@ Only the SDK is used: the section is what any operator could run.
 
 from __future__ import annotations
 
-import importlib.resources
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from agentix.demo.agents import PROGRAMS as _ALL
 from agentix.sdk import Kernel
 
 __all__ = ["isolation_section"]
 
-# the agents' programs are data to the CLI: located, never imported (the CLI sits on the SDK)
-PROGRAMS = Path(str(importlib.resources.files("agentix.agents"))) / "demo_isolation"
+PROGRAMS = _ALL / "isolation"
 BASELINE_CALLS = 300  # worker.py's BASELINE
 HOG_WINDOW_S = 1.5
 HOG_CPU = 0.1

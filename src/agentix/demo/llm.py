@@ -1,7 +1,6 @@
 """Demo row "ten agents need the LLM": ten real agent processes share one model.
 
-``llm_section(k, console) -> dict`` spawns ten agents (program
-``module:agentix.agents.demo_llm``) with scheduling weights 1,1,1,1,2,2,2,4,4,8 (the
+``llm_section(k, console) -> dict`` spawns ten agents (program ``agents/llm.py``) with scheduling weights 1,1,1,1,2,2,2,4,4,8 (the
 manifests' ``priority``). Each keeps three ``think`` requests queued against the kernel's
 default model — the local Gemma 3 270M when ``agentix[local]`` is installed, otherwise a
 scripted provider, labelled *simulated* on screen — and the table shows, live from
@@ -23,36 +22,39 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from agentix.core.scheduler import weighted_jain
+from agentix.demo.agents import PROGRAMS
 from agentix.sdk import Kernel
 
-__all__ = ["WEIGHTS", "llm_section", "prepare_home", "weighted_jain"]
+__all__ = ["WEIGHTS", "llm_section", "prepare_home", "simulate_model"]
 
 WEIGHTS = [1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0, 8.0]
-PROGRAM = "module:agentix.agents.demo_llm"
+PROGRAM = str(PROGRAMS / "llm.py")
 MIN_SECONDS = 12.0
 MAX_SECONDS = 25.0
 MIN_SERVED = 3
 SIMULATED_TURNS = "demo-simulated.yaml"
+SIMULATED_CONCURRENCY = 4
+SIMULATED_OUTPUT_TOKENS = 8
+THREADS = 3  # think requests each agent keeps queued
 
 
 def prepare_home(home: Path) -> None:
     """Give a fresh demo home a simulated model when the local one is not installed."""
-    cfg = home / "config.toml"
-    if cfg.exists() or importlib.util.find_spec("xllamacpp") is not None:
+    if (home / "config.toml").exists() or importlib.util.find_spec("xllamacpp") is not None:
         return
+    simulate_model(home)
+
+
+def simulate_model(home: Path) -> None:
+    """Make the scripted provider (labelled SIMULATED on screen) the home's default model."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     (home / SIMULATED_TURNS).write_text(
-        "- {text: 'the simulated model answers', usage: {input_tokens: 20, output_tokens: 8}, delay: 0.05}\n")
-    cfg.write_text('default_model = "simulated:engine"\n\n[providers.simulated]\nkind = "scripted"\n'
-                   f'script = "{SIMULATED_TURNS}"\nloop = true\nconcurrency = 4\n')
-
-
-def weighted_jain(points: list[tuple[float, float]]) -> float:
-    """Jain's index of tokens/weight: 1.0 when every share is proportional to its weight."""
-    xs = [t / w for t, w in points if w > 0]
-    if not xs or not any(xs):
-        return 0.0
-    return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
+        "- {text: 'the simulated model answers', usage: {input_tokens: 20, output_tokens: "
+        f"{SIMULATED_OUTPUT_TOKENS}}}, delay: 0.05}}\n")
+    (home / "config.toml").write_text(
+        'default_model = "simulated:engine"\n\n[providers.simulated]\nkind = "scripted"\n'
+        f'script = "{SIMULATED_TURNS}"\nloop = true\nconcurrency = {SIMULATED_CONCURRENCY}\n')
 
 
 def _rows(stats: dict[str, Any], ids: dict[str, tuple[str, float]]) -> tuple[str, dict[str, Any], list]:
@@ -81,7 +83,7 @@ def _table(stats: dict[str, Any], ids: dict[str, tuple[str, float]], elapsed: fl
             continue
         t.add_row(name, f"{w:g}", f"{a['tokens'] / total:6.1%}", f"{w / wsum:6.1%}", str(a["served"]),
                   str(a["waiting"]), f"{a['mean_wait'] * 1000:6.0f} ms", f"{a['p99_wait'] * 1000:6.0f} ms")
-    fair = weighted_jain([(by_id[a]["tokens"], w) for a, (_, w) in ids.items() if a in by_id])
+    fair = weighted_jain({a: (by_id[a]["tokens"], w) for a, (_, w) in ids.items() if a in by_id})
     t.caption = (f"weighted Jain fairness {fair:.3f} · queue {p.get('queue_length', 0)} · in flight "
                  f"{p.get('in_flight', 0)} · {p.get('tokens_per_s', 0.0):.1f} tokens/s · {elapsed:.0f}s")
     return t
@@ -100,7 +102,7 @@ def llm_section(k: Kernel, console: Console, *, max_tokens: int | None = None) -
         for i, w in enumerate(WEIGHTS):
             r = k.spawn({"name": f"llm-{i}", "program": PROGRAM, "priority": w,
                          "capabilities": [f"model: {p}:*" for p in providers],  # think is a capability
-                         "args": ["--max-tokens", str(max_tokens), "--threads", "3"]})
+                         "args": ["--max-tokens", str(max_tokens), "--threads", str(THREADS)]})
             ids[r.agent_id] = (r.name, w)
             spawned.append(r.agent_id)
         with Live(console=console, refresh_per_second=4) as live:
@@ -128,7 +130,7 @@ def llm_section(k: Kernel, console: Console, *, max_tokens: int | None = None) -
         results[ids[aid][0]] = {"reason": a.reason, "result": a.result}
     pname, p, mine = _rows(stats, ids)
     by_id = {a["agent_id"]: a for a in mine}
-    fair = weighted_jain([(by_id[a]["tokens"], w) for a, (_, w) in ids.items() if a in by_id])
+    fair = weighted_jain({a: (by_id[a]["tokens"], w) for a, (_, w) in ids.items() if a in by_id})
     min_served = min((by_id[a]["served"] if a in by_id else 0) for a in ids)
     completed = all(r["reason"] == "completed" for r in results.values())
     ok = completed and min_served >= MIN_SERVED and fair >= 0.9

@@ -1,6 +1,6 @@
 """A store writer to be killed: appends under concurrent load and reports acknowledgements.
 
-``python -m agentix.store._crashchild DB WORKERS`` opens the store, prints ``ready``, then
+``python tests/store/_crashchild.py DB WORKERS`` opens the store, prints ``ready``, then
 runs WORKERS concurrent tasks, each mixing three kinds of work the way the kernel does:
 
 * an *effect call*: a durable ``tool.invoked`` intent record (``{"effect": ID}``), then the

@@ -1,6 +1,8 @@
 """One kill-and-recover trial of the store (shared by the crash tests and bench/crash.py).
 
-``run_trial(path, rng)`` starts ``agentix.store._crashchild`` on ``path``, lets it append
+A test harness, not runtime code: it lives beside the tests, and bench/crash.py puts this
+directory on ``sys.path`` to import it. ``run_trial(path, rng)`` runs ``_crashchild.py``
+(beside this file) on ``path``, lets it append
 under concurrent load for a random time, kills it with SIGKILL, then reopens the store and
 checks: every acknowledged seq is present with the acknowledged hash; every effect the
 child performed (a line in ``<db>.effects``) has its durable intent record; the whole chain
@@ -28,6 +30,8 @@ from agentix.store.recovery import recover
 from agentix.store.state import AgentStore
 
 __all__ = ["TrialResult", "run_trial"]
+
+CHILD = Path(__file__).resolve().with_name("_crashchild.py")
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,8 @@ def _effects(path: Path) -> set[str]:
 def run_trial(path: Path, rng: random.Random, *, workers: int = 16,
               max_run_s: float = 0.4) -> TrialResult:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    child = subprocess.Popen([sys.executable, "-m", "agentix.store._crashchild", str(path),
-                              str(workers)], stdout=subprocess.PIPE, env=env)
+    child = subprocess.Popen([sys.executable, str(CHILD), str(path), str(workers)],
+                             stdout=subprocess.PIPE, env=env)
     assert child.stdout is not None
     first = child.stdout.readline()
     if first != b"ready\n":

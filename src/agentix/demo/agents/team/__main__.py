@@ -20,7 +20,7 @@ CORPUS = {
     "scheduling": "Inference is shared fairly. Each agent gets its weight's share and none starves.",
     "budgets": "Budgets bound spending. A call that would exceed the budget is refused before it runs.",
     "messages": "Agents talk through mailboxes. A full mailbox refuses, and nothing is silently lost.",
-    "packages": "Agents ship signed. A tampered package is refused, and an agent gets only what it declared.",
+    "packages": "An agent package is built from an Agentfile. Its digest names its contents exactly.",
     "taint": "Data from outside is labelled. Labelled data cannot reach the tools that act on the world.",
 }
 
@@ -69,7 +69,7 @@ def main() -> None:
                          "files": rep["files"] if rep else [], "words": rep["words"] if rep else 0})
     summary = "\n".join(f"{word} {n}" for word, n in total.most_common(10))
     k.tools.file_write(path="summary.txt", content=summary + "\n")
-    k.exit({"workers": outcomes, "top_words": total.most_common(5),
+    k.exit({"corpus": len(CORPUS), "workers": outcomes, "top_words": total.most_common(5),
             "seconds": round(time.monotonic() - t0, 3)})
 
 
