@@ -124,3 +124,53 @@ def test_a_write_during_a_posted_batchs_window_joins_that_commit(db):
     assert db.stats().commits <= 2 and db.stats().writes == 51
     assert [log.entry(s).data.get("i") for s in range(1, 51)] == list(range(50))
     assert log.verify().ok
+
+
+def test_a_commit_wakes_the_loop_once_for_its_waiters_and_its_listeners(db):
+    """The writer hands a commit's news to the event loop in one callback: the waiting
+    caller's result and the tail listeners together."""
+    log = AuditLog(db)
+    heard: list[str] = []
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        log.on_commit(loop, lambda: heard.append("listener"))
+        wakes = 0
+        real = loop.call_soon_threadsafe
+
+        def counting(*a, **kw):
+            nonlocal wakes
+            wakes += 1
+            return real(*a, **kw)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        try:
+            for _ in range(5):
+                await log.append("tool.invoked", "a1", {"tool": "file_write"})
+                await asyncio.sleep(0)  # let the same callback's listener run
+        finally:
+            loop.call_soon_threadsafe = real  # type: ignore[method-assign]
+        return wakes
+
+    wakes = asyncio.run(go())
+    assert wakes == 5  # one per commit, not one per kind of news
+    assert heard == ["listener"] * 5
+    assert log.size() == 5 and log.verify().ok
+
+
+def test_a_failing_after_commit_callback_does_not_keep_the_result_from_its_caller(db, caplog):
+    log = AuditLog(db)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        log.on_commit(loop, lambda: 1 / 0)
+        heard: list[int] = []
+        log.on_commit(loop, lambda: heard.append(1))
+        e = await asyncio.wait_for(log.append("tool.invoked", "a1", {"tool": "x"}), 5.0)
+        await asyncio.sleep(0)
+        return e, heard
+
+    with caplog.at_level(logging.ERROR, logger="agentix.store.db"):
+        e, heard = asyncio.run(go())
+    assert e.seq == 1 and heard == [1]
+    assert "after-commit callback failed" in caplog.text

@@ -39,7 +39,6 @@ Rules (docs/security.md has the model):
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -55,7 +54,6 @@ from agentix.core.manifest import Manifest
 from agentix.kernel.approval_book import ApprovalBook
 from agentix.kernel.cap_config import (
     kernel_state_prefixes,
-    list_names,
     load_root_key,
     load_secret_hosts,
     load_taint_policy,
@@ -69,6 +67,7 @@ from agentix.kernel.cap_grants import (
 )
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Call
+from agentix.kernel.fence import HomeFence
 from agentix.kernel.home import Home
 from agentix.kernel.process import ProcessTable
 from agentix.kernel.trusted_state import StoredIssuedTokens, StoredLedger, lineage_key
@@ -116,6 +115,8 @@ class CapabilityService:
         self.secret_hosts: dict[str, tuple[HostPattern, ...]] = load_secret_hosts(home.root)
         #: no file resource may be under these, whatever the grants (the kernel's own state)
         self.denied_prefixes: tuple[str, ...] = kernel_state_prefixes(home.root)
+        #: the file tools' open-time fence (lists the home again only when it changed)
+        self._fence = HomeFence(home.root)
 
     # ------------------------------------------------------------------ the decision
     def decide(self, rec: AgentRecord, resources: Sequence[Request | Grant], *,
@@ -170,23 +171,8 @@ class CapabilityService:
     def fence(self, workspace: Path | None) -> Any:
         """The open-time fence of the file tools: ``$AGENTIX_HOME`` denied (by dev/inode),
         the caller's own workspace allowed, the key and database files protected wherever
-        they are linked."""
-        from agentix.tools.fs import Fence
-
-        def key(p: Path) -> tuple[int, int] | None:
-            try:
-                st = os.stat(p)
-            except OSError:
-                return None
-            return (st.st_dev, st.st_ino)
-
-        home = self.home.root
-        files = [home / "keys" / n for n in list_names(home / "keys")]
-        files += [home / n for n in list_names(home) if n.startswith("agentix.db") or n.endswith(".json")]
-        denied = {key(home)} - {None}
-        allowed = {key(workspace)} - {None} if workspace is not None else set()
-        return Fence(frozenset(denied), frozenset(allowed),  # type: ignore[arg-type]
-                     frozenset(x for x in map(key, files) if x is not None))
+        they are linked (``kernel/fence.py``: listed again only when the home changed)."""
+        return self._fence.fence(workspace)
 
     # ------------------------------------------------------------------ spawn
     def constrain(self, manifest: Manifest, parent: AgentRecord | None) -> Manifest:

@@ -184,10 +184,7 @@ class AuditLog:
         if self._st.next_seq != self._committed_next:
             self._committed_next = self._st.next_seq
             for loop, fn in self._listeners:
-                try:
-                    loop.call_soon_threadsafe(fn)
-                except RuntimeError:  # that loop is closed
-                    pass
+                self.db.call_after_commit(loop, fn)
         pending = self._st.pending
         if not pending:
             return
@@ -196,10 +193,7 @@ class AuditLog:
         if not subs:
             return
         for loop in {s.loop for s in subs}:
-            try:
-                loop.call_soon_threadsafe(self._publish, loop, pending)
-            except RuntimeError:
-                pass
+            self.db.call_after_commit(loop, self._publish, loop, pending)
 
     def _publish(self, loop: asyncio.AbstractEventLoop, entries: list[Entry]) -> None:
         for s in self._subs:

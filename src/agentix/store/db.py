@@ -26,6 +26,11 @@ Rules:
   state of every *participant* (e.g. the audit chain's next seq and last hash) is restored,
   the failed operation's future gets the exception and the rest of the batch is run again.
   Operations must therefore depend only on the database and participant state.
+* **One wake-up per commit.** What the writer hands back to an event loop after a commit --
+  the waiting callers' results and the participants' notifications
+  (``call_after_commit``: the audit log waking its tail readers) -- goes in ONE
+  ``call_soon_threadsafe`` per loop, so a commit costs the loop one wake-up, not one per
+  kind of news.
 * **Readers** use their own connections (``Database.reader()``, one per thread); in WAL
   mode they never block the writer and see only committed data.
 * **Migrations** are an ordered list of SQL scripts; ``schema_version`` holds how many have
@@ -145,6 +150,8 @@ class Database:
         self._readers_lock = threading.Lock()
         self._generation = 0
         self._closed = False
+        #: (loop, fn, args) queued by participants in ``committed`` (writer thread only)
+        self._after: list[tuple[asyncio.AbstractEventLoop, Callable[..., Any], tuple[Any, ...]]] = []
         self._thread = threading.Thread(target=self._run, name="agentix-db-writer", daemon=True)
         self._thread.start()
 
@@ -177,6 +184,12 @@ class Database:
     def add_participant(self, p: Participant) -> None:
         """Register writer-side state; call before submitting operations that touch it."""
         self._c.participants.append(p)
+
+    def call_after_commit(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any],
+                          *args: Any) -> None:
+        """From a participant's ``committed`` (the writer thread): run ``fn(*args)`` on
+        ``loop`` in the same loop callback that settles the commit's waiters (after them)."""
+        self._after.append((loop, fn, args))
 
     # ------------------------------------------------------------ writing
 
@@ -233,7 +246,8 @@ class Database:
             except BaseException as exc:  # never let the writer die silently
                 log.exception("writer batch failed")
                 err = InternalError("the store failed to commit", reason=type(exc).__name__)
-                _resolve([(r, None, err) for r in batch])
+                self._after = []
+                _resolve([(r, None, err) for r in batch], [])
             if stop:
                 return
 
@@ -308,7 +322,8 @@ class Database:
             self._c.max_batch_seen = max(self._c.max_batch_seen, len(results))
             done.extend(results)
             break
-        _resolve(done)
+        after, self._after = self._after, []
+        _resolve(done, after)
 
     def stats(self) -> WriterStats:
         return WriterStats(self._c.commits, self._c.writes, self._c.max_batch_seen)
@@ -354,9 +369,16 @@ class Database:
         self.close()
 
 
-def _resolve(done: list[tuple[_Req, Any, BaseException | None]]) -> None:
-    """Resolve futures: one loop callback per event loop, thread futures directly."""
+_After = list[tuple[asyncio.AbstractEventLoop, Callable[..., Any], tuple[Any, ...]]]
+
+
+def _resolve(done: list[tuple[_Req, Any, BaseException | None]], after: _After) -> None:
+    """Resolve futures: one loop callback per event loop (with the participants' ``after``
+    calls for that loop), thread futures directly."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
+    calls: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., Any], tuple[Any, ...]]]] = {}
+    for loop, fn, args in after:
+        calls.setdefault(loop, []).append((fn, args))
     for req, res, exc in done:
         if req.fut is None:  # posted: nobody waits
             if exc is not None:
@@ -368,14 +390,14 @@ def _resolve(done: list[tuple[_Req, Any, BaseException | None]]) -> None:
                 req.fut.set_exception(exc)
         else:
             by_loop.setdefault(req.loop, []).append((req.fut, res, exc))
-    for loop, items in by_loop.items():
+    for loop in by_loop.keys() | calls.keys():
         try:
-            loop.call_soon_threadsafe(_settle, items)
+            loop.call_soon_threadsafe(_settle, by_loop.get(loop, ()), calls.get(loop, ()))
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
 
-def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle(items: Any, calls: Any) -> None:
     for fut, res, exc in items:
         if fut.cancelled():
             continue
@@ -383,3 +405,8 @@ def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) 
             fut.set_result(res)
         else:
             fut.set_exception(exc)
+    for fn, args in calls:
+        try:
+            fn(*args)
+        except Exception:  # one listener's bug must not keep the others from hearing
+            log.exception("an after-commit callback failed")

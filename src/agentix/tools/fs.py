@@ -646,6 +646,12 @@ def _existing(pfd: int, name: str, shown: str) -> os.stat_result | None:
 
 
 def _replace(pfd: int, name: str, data: bytes, mode: int) -> None:
+    """Replace ``name`` atomically: write a temporary file beside it and rename it over.
+
+    No fsync of the file (docs/audit.md, "What a written file survives"): a ``kill -9`` of
+    the kernel loses nothing written here -- the data is in the page cache once ``write``
+    returns, and readers see the old content or the new, never a mix; power loss can take
+    back a recent write and may leave a new file empty."""
     tmp = f".{name[:100]}.agentix-{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
     try:
@@ -655,7 +661,6 @@ def _replace(pfd: int, name: str, data: bytes, mode: int) -> None:
                 n = os.write(fd, view)
                 view = view[n:]
             os.fchmod(fd, mode)
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
