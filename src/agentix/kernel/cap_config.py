@@ -19,7 +19,7 @@ from agentix.core.grants import parse_secret_hosts
 from agentix.core.hosts import HostPattern
 from agentix.core.taint import DEFAULT_RULES, TaintPolicy, parse_rules
 
-__all__ = ["ROOT_KEY_FILE", "kernel_state_prefixes", "list_names", "load_root_key", "load_secret_hosts",
+__all__ = ["ROOT_KEY_FILE", "kernel_state_prefixes", "load_root_key", "load_secret_hosts",
            "load_secrets", "load_taint_policy"]
 
 ROOT_KEY_FILE = "root.key"
@@ -122,13 +122,6 @@ def load_taint_policy(home_root: Path) -> TaintPolicy:
     if not rules:
         return TaintPolicy()
     return TaintPolicy(rules + (DEFAULT_RULES if section.get("extend", True) else ()))
-
-
-def list_names(p: Path) -> list[str]:
-    try:
-        return os.listdir(p)
-    except OSError:
-        return []
 
 
 def kernel_state_prefixes(home_root: Path) -> tuple[str, ...]:
