@@ -90,6 +90,11 @@ BACKOFF_MAX = 30.0
 #: a call waits out a restart backoff up to this long; a longer one is refused at once
 BACKOFF_WAIT_MAX = 5.0
 RESULT_TEXT_MAX = 64 * 1024   # what an audit/outcome summary keeps of a result (the result itself is whole)
+#: a listing is bounded as a whole, not only page by page: every agent's ``tool.list`` carries
+#: every approved tool, so a server listing without end would wedge them all
+MAX_TOOLS = 512
+#: the canonical JSON of one tool's description and input schema; a bigger tool is skipped
+MAX_TOOL_BYTES = 64 * 1024
 
 
 class McpServerConfig(BaseModel):
@@ -455,21 +460,41 @@ class McpServer:
 
     # -- listing and calling ------------------------------------------------------------
     async def _list(self) -> None:
+        """The server's tools, read under ONE deadline (``start_timeout``, the same as the
+        handshake's) and bounded in count (``MAX_TOOLS``) and size (``MAX_TOOL_BYTES`` each):
+        a server paging slowly or without end fails its start instead of holding the callers
+        (and every agent's ``tool.list``) for 64 pages of ``call_timeout``."""
         assert self.client is not None
         tools: dict[str, ListedTool] = {}
         cursor: str | None = None
-        for _ in range(64):
-            page = await asyncio.wait_for(self.client.list_tools(cursor=cursor), self.cfg.call_timeout)
-            for t in page.tools:
-                if not MCP_TOOL_RE.match(t.name):
-                    log.warning("MCP server %s lists a tool named %r; skipped (names are letters, digits, "
-                                "'_', '.', '-')", self.name, t.name[:80])
-                    continue
-                tools[t.name] = ListedTool(t.name, t.description, t.input_schema,
-                                           tool_digest(t.description, t.input_schema))
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        try:
+            async with asyncio.timeout(self.cfg.start_timeout):
+                for _ in range(64):
+                    page = await self.client.list_tools(cursor=cursor)
+                    for t in page.tools:
+                        if not MCP_TOOL_RE.fullmatch(t.name):
+                            log.warning("MCP server %s lists a tool named %r; skipped (names are letters, "
+                                        "digits, '_', '.', '-')", self.name, t.name[:80])
+                            continue
+                        digest, size = tool_digest(t.description, t.input_schema), _tool_size(t)
+                        if size > MAX_TOOL_BYTES:
+                            log.warning("MCP server %s lists tool %s with %d bytes of description and "
+                                        "schema (more than %d); skipped", self.name, t.name, size, MAX_TOOL_BYTES)
+                            continue
+                        tools[t.name] = ListedTool(t.name, t.description, t.input_schema, digest)
+                        if len(tools) > MAX_TOOLS:
+                            raise ToolError(f"MCP server {self.name} lists more than {MAX_TOOLS} tools",
+                                            reason="mcp_server_start", server=self.name)
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+                else:
+                    raise ToolError(f"MCP server {self.name} listed 64 pages of tools without an end",
+                                    reason="mcp_server_start", server=self.name)
+        except TimeoutError:
+            raise ToolError(f"MCP server {self.name} did not finish listing its tools (tools/list) within "
+                            f"start_timeout = {self.cfg.start_timeout:g} s", reason="mcp_server_start",
+                            server=self.name) from None
         self.tools = tools
 
     async def call(self, tool: str, args: dict[str, Any], timeout: float) -> Any:
@@ -520,6 +545,12 @@ class McpServer:
                 "tools": len(self.tools), "in_flight": self.in_flight,
                 "isolation": ({"layers": self.handle.layers, "missing": self.handle.missing_layers}
                               if self.handle is not None and self.state == "running" else None)}
+
+
+def _tool_size(t: Any) -> int:
+    from agentix.core.canonical import canonical_json
+
+    return len(canonical_json({"description": t.description or "", "input_schema": t.input_schema}))
 
 
 def _closed(err: BaseException) -> bool:
@@ -725,7 +756,22 @@ class McpTools:
         return run
 
     async def call(self, ctx: ToolContext, srv: McpServer, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One call of the server's tool. Every error that leaves here once the server has been
+        asked anything is labelled like a result: a start failure quotes the server's own line, a
+        schema error the server's schema (``const``, ``enum``, ``pattern``), a call error its
+        JSON-RPC message. Only the kernel's own pin refusals (no server text) are not."""
         label = f"external_tool:mcp:{srv.name}/{tool}"
+        try:
+            return await self._call(ctx, srv, tool, args, label)
+        except CapabilityDenied as err:
+            if err.data.get("reason") in ("mcp_tool_changed", "mcp_tool_unapproved"):
+                raise
+            raise err.tainted(label) from None
+        except AgentixError as err:
+            raise err.tainted(label) from None
+
+    async def _call(self, ctx: ToolContext, srv: McpServer, tool: str, args: dict[str, Any],
+                    label: str) -> dict[str, Any]:
         await srv.ensure()
         t = srv.tools.get(tool)
         if t is None:
@@ -748,11 +794,7 @@ class McpTools:
                 f"\"operator\"): `agentix mcp approve {srv.name}/{tool}`",
                 reason="mcp_tool_unapproved", server=srv.name, tool=tool, digest=t.digest)
         self._validator(srv.name, t)(args)
-        try:
-            res = await srv.call(tool, args, srv.cfg.call_timeout)
-        except AgentixError as err:
-            # the server's words may be in it (a JSON-RPC error message): label like a result
-            raise err.tainted(label) from None
+        res = await srv.call(tool, args, srv.cfg.call_timeout)  # errors: labelled by call()
         self._taint(ctx, label)
         return _result(srv.name, tool, res)
 
