@@ -177,3 +177,47 @@ def test_tool_names_with_a_newline_or_unicode_are_never_offered_or_reached(mcp_k
     called = [e["data"]["tool"] for e in audit(k) if e["kind"] == "tool.result" and e["data"]["ok"]]
     assert sorted(called) == ["mcp__raw__a__b", "mcp__raw__ok"]
     assert {e["data"]["tool"] for e in audit(k) if e["kind"] == "mcp.tool_pinned"} == {"ok", "a__b"}
+
+
+# ---------------------------------------------------------------- the HTTP viewer role
+def test_a_viewer_token_cannot_start_an_mcp_server_or_pin_its_tools(isolation_mode: str) -> None:
+    """``mcp.tools`` starts the server's process and pins first-use tools: an effect, so an
+    operator's only. It was classed ``no_effect``, and a viewer (read-only) token could run it."""
+    import httpx
+
+    from conftest import wait_until
+    from http_api.conftest import free_port
+
+    tmp = short_tmp()
+    home = tmp / "h"
+    home.mkdir(parents=True)
+    (home / "config.toml").write_text(declare("raw", "schema"))
+    port = free_port()
+    d = Daemon(home, isolation_mode, args=("--http", f"127.0.0.1:{port}"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: _up(url), timeout=10), d.daemon_log()
+        viewer = d.client.call("tokens.create", name="watcher", role="viewer")["token"]
+        operator = d.client.call("tokens.create", name="ops", role="operator")["token"]
+        seq = len(audit(d))
+        r = httpx.post(f"{url}/v1/call/mcp.tools", json={}, headers={"Authorization": f"Bearer {viewer}"},
+                       timeout=30)
+        assert r.status_code == 403 and r.json()["error"]["data"]["reason"] == "role"
+        assert [e["kind"] for e in audit(d)[seq:]] == ["http.refused"]
+        assert server_state(d, "raw")["state"] == "stopped" and server_state(d, "raw")["starts"] == 0
+        # the operator may
+        r = httpx.post(f"{url}/v1/call/mcp.tools", json={}, headers={"Authorization": f"Bearer {operator}"},
+                       timeout=30)
+        assert r.status_code == 200 and [t["tool"] for t in r.json()["tools"]] == ["pick"]
+    finally:
+        d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _up(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url + "/openapi.json", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
