@@ -728,8 +728,10 @@ class McpTools:
         if got is None:
             return None
         srv, tool = got
-        listed = srv.tools.get(tool)
-        desc = untrusted_description(srv.name, tool, listed.description if listed else None)
+        # the description the operator approved (its pin), never what the server lists now: a
+        # changed description reaches no model, whatever path asks for the spec
+        approved = self.pins.approved.get((srv.name, tool))
+        desc = untrusted_description(srv.name, tool, approved[0] if approved else None)
         return ToolSpec(name, desc, {"type": "object"}, self._handler(srv, tool),
                         durability=srv.cfg.durability(tool))
 
