@@ -243,3 +243,76 @@ def test_every_spec_of_a_changed_tool_carries_the_approved_description_never_the
     assert one is not None and INJECT not in one.description and old in one.description
     assert all(INJECT not in s.description for s in svc.specs())
     assert "mcp__notes__echo" not in {s.name for s in svc.specs()}  # changed: not offered at all
+
+
+# ---------------------------------------------------------------- a remote server's bounds
+def _hostile_http_server(body_bytes: int) -> tuple[Any, int]:
+    """A streamable-HTTP MCP server on loopback whose tools/list answer is ``body_bytes`` of JSON."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a: Any) -> None:
+            pass
+
+        def _json(self, obj: Any, pad: int = 0) -> None:
+            data = json.dumps(obj).encode()
+            if pad:
+                data = data[:-1] + b', "pad": "' + b"x" * pad + b'"}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self.send_response(405)
+            self.end_headers()
+
+        def do_DELETE(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            msg = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if "id" not in msg:
+                self.send_response(202)
+                self.end_headers()
+                return
+            if msg["method"] == "initialize":
+                self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                    "protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "hostile", "version": "1"}}})
+            elif msg["method"] == "tools/list":
+                self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": [
+                    {"name": "t", "inputSchema": {"type": "object"}}]}}, pad=body_bytes)
+            else:
+                self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {}})
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, srv.server_address[1]
+
+
+def test_a_remote_server_answering_with_a_huge_body_is_cut_off_at_max_message_bytes(isolation_mode: str) -> None:
+    """Only the stdio transport enforced ``max_message_bytes``: the SDK reads a remote server's
+    JSON answer whole into the kernel's memory, however big."""
+    srv, port = _hostile_http_server(4 * 1024 * 1024)
+    tmp = short_tmp()
+    home = tmp / "h"
+    home.mkdir(parents=True)
+    (home / "config.toml").write_text(f'[mcp.servers.far]\nurl = "http://127.0.0.1:{port}/mcp"\n'
+                                      f"max_message_bytes = 65536\nstart_timeout = 10\n")
+    d = Daemon(home, isolation_mode)
+    try:
+        out = run_calls(d, [call("mcp__far__t"), INFO], ["mcp: far/*"])
+        assert out[0]["error"] == "tool_error" and out[0]["data"]["reason"] == "mcp_server_start"
+        assert "max_message_bytes" in out[0]["message"], out[0]
+        assert "external_tool:mcp:far/t" in out[1]["ok"]["taint"]
+        st = server_state(d, "far")
+        assert st["state"] in ("backoff", "failed") and st["tools"] == 0
+        assert not [e for e in audit(d) if e["kind"] == "mcp.tool_pinned"]
+    finally:
+        d.stop()
+        srv.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -348,8 +348,10 @@ class McpServer:
                 self._died(self.last_error or "could not start")
             raise
         except Exception as err:  # noqa: BLE001 - the server's fault, said plainly
-            self._died(f"handshake failed: {err}")
-            raise ToolError(f"MCP server {self.name} could not start: {err}", reason="mcp_server_start",
+            # a bound it broke ended the session first: that is the reason, not the closed stream
+            why = self.last_error if self._dead.is_set() and self.last_error else f"handshake failed: {err}"
+            self._died(why)
+            raise ToolError(f"MCP server {self.name} could not start: {why}", reason="mcp_server_start",
                             server=self.name) from None
         self.state = "running"
         await self.k.events.record("mcp.server_started", None, {
@@ -393,10 +395,18 @@ class McpServer:
         return SocketTransport(ksock, cfg, lambda why: self._died(why, dead), eof)()
 
     async def _remote(self) -> Any:
+        """The remote server under the same bound as a local one: a JSON response over
+        ``max_message_bytes`` is cut off (the SDK reads one whole into memory), as is one SSE
+        event (``max_sse_event_size``)."""
         from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
 
         self.handle, self.pid = None, None
-        return streamable_http_client(self.cfg.url)
+        client = create_mcp_http_client()
+        client._transport = _BoundedHttp(client._transport, self.cfg.max_message_bytes,
+                                         lambda why: self._died(why))
+        return _owning(client, streamable_http_client(self.cfg.url, http_client=client,
+                                                      max_sse_event_size=self.cfg.max_message_bytes))
 
     async def _run(self, transport: Any, ready: asyncio.Future[None], dead: asyncio.Event) -> None:
         from mcp import Client
@@ -545,6 +555,55 @@ class McpServer:
                 "tools": len(self.tools), "in_flight": self.in_flight,
                 "isolation": ({"layers": self.handle.layers, "missing": self.handle.missing_layers}
                               if self.handle is not None and self.state == "running" else None)}
+
+
+@contextlib.asynccontextmanager
+async def _owning(client: Any, inner: Any) -> AsyncIterator[Any]:
+    async with client, inner as streams:
+        yield streams
+
+
+def _bounded_http_transport() -> type:
+    import httpx2
+
+    class Bounded(httpx2.AsyncBaseTransport):
+        """A remote MCP server's responses: a non-SSE body over ``cap`` bytes ends the session."""
+
+        def __init__(self, inner: Any, cap: int, on_fatal: Callable[[str], None]) -> None:
+            self._inner, self._cap, self._on_fatal = inner, cap, on_fatal
+
+        async def handle_async_request(self, request: Any) -> Any:
+            resp = await self._inner.handle_async_request(request)
+            if "text/event-stream" in resp.headers.get("content-type", ""):
+                return resp  # bounded per event by max_sse_event_size
+            return httpx2.Response(resp.status_code, headers=resp.headers, extensions=resp.extensions,
+                                   stream=_Capped(resp.stream, self._cap, self._on_fatal))
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    class _Capped(httpx2.AsyncByteStream):
+        def __init__(self, inner: Any, cap: int, on_fatal: Callable[[str], None]) -> None:
+            self._inner, self._cap, self._on_fatal = inner, cap, on_fatal
+
+        async def __aiter__(self) -> Any:
+            seen = 0
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if seen > self._cap:
+                    why = f"sent a message of more than {self._cap} bytes (max_message_bytes)"
+                    self._on_fatal(why)
+                    raise httpx2.ReadError(why)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return Bounded
+
+
+def _BoundedHttp(inner: Any, cap: int, on_fatal: Callable[[str], None]) -> Any:  # noqa: N802 - a class, built lazily
+    return _bounded_http_transport()(inner, cap, on_fatal)
 
 
 def _tool_size(t: Any) -> int:
