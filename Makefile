@@ -5,9 +5,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 # Debian packages: bubblewrap (namespaces, mounts) and libseccomp (seccomp filter) for the sandbox;
-# docker-registry (the CNCF distribution registry) for the package tests on a loopback registry
-APT_PACKAGES := bubblewrap libseccomp2 docker-registry
-EXTRAS ?= dev,http,mcp,langchain,openai-agents,a2a
+# docker-registry (the CNCF distribution registry) for the package tests on a loopback registry;
+# chromium for the dashboard's browser tests (driven by Playwright; no browser download)
+APT_PACKAGES := bubblewrap libseccomp2 docker-registry chromium
+EXTRAS ?= dev,http,mcp,observe,langchain,openai-agents,a2a
 
 .PHONY: demo test test-slow bench setup system-packages venv clean lock
 

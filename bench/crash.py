@@ -3,7 +3,7 @@
 Starts: no kernel -- the store substrate only (a child process running the group-commit
 writer), killed with SIGKILL and reopened in this process.
 
-Each trial (``agentix.store.crashtrial.run_trial``) starts a child that appends audit
+Each trial (``tests/store/crashtrial.py``, ``run_trial``) starts a child that appends audit
 entries from 16 concurrent tasks -- effect calls (durable intent, the effect, durable
 outcome), no-effect calls (records posted, asynchronous commit) and spawns (atomically with
 a ``running`` agent record) -- and prints each acknowledged seq; the child is SIGKILLed at a
@@ -26,11 +26,16 @@ import asyncio
 import json
 import random
 import tempfile
+import sys
 import time
 from pathlib import Path
 
+# the kill-and-recover trial is test harness code, shared with tests/store/test_crash.py
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "store"))
+
+from crashtrial import run_trial  # noqa: E402
+
 from agentix.store.audit import AuditLog
-from agentix.store.crashtrial import run_trial
 from agentix.store.db import Database
 from agentix.store.recovery import recover
 from agentix.store.state import AgentStore, StoredAgent

@@ -141,13 +141,16 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=200)
     ap.add_argument("--write-calls", type=int, default=300, help="file_write calls by one agent")
     ap.add_argument("--isolation", default="degraded")
+    ap.add_argument("--http", default=None, metavar="HOST:PORT",
+                    help="also serve the HTTP API, which turns the metrics observer on (kernel/telemetry.py)")
     args = ap.parse_args()
 
     from floors import fdatasync_us
 
     flo = floor(args.calls, args.warm)
     sync = fdatasync_us("/tmp")
-    bk = BenchKernel(args.isolation, {"max_agents": max(100, args.agents + 1)})
+    bk = BenchKernel(args.isolation, {"max_agents": max(100, args.agents + 1)},
+                     args=("--http", args.http) if args.http else ())
     try:
         prog = bk.tmp / "echo_agent.py"
         prog.write_text(AGENT)

@@ -11,6 +11,7 @@ default; ``AGENTIX_TEST_ISOLATION=degraded`` runs the same suite on a host witho
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -104,6 +105,15 @@ def wait_until(pred: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
         if v or time.monotonic() >= deadline:
             return v
         time.sleep(interval)
+
+
+async def until(pred: Any, timeout: float = 10.0) -> None:
+    """In a coroutine: wait for ``pred()`` to hold (the condition, not a guessed delay); fail
+    after ``timeout`` seconds naming it."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"never held: {getattr(pred, '__name__', pred)}"
+        await asyncio.sleep(0.002)
 
 
 class Daemon:

@@ -9,7 +9,6 @@ carries on; the orchestrator writes output/ and the kernel copies it to --output
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -108,10 +107,7 @@ def test_goal_end_to_end_through_the_cli(tmp_path):
     finished = [e for e in events if e["kind"] == "goal.finished"]
     assert finished and finished[0]["data"]["output"] == str(out_dir)
 
-    # each child's grants are narrower than the root's (checked by the kernel's grant wiring)
-    if importlib.util.find_spec("agentix.kernel.capabilities") is None:
-        pytest.skip("waits for the capability wiring (branch capwire): until it is merged the kernel "
-                    "does not check child grants against the parent's")
+    # each child's grants are narrower than the root's (the kernel checks child grants)
     root_caps = set(root["data"]["capabilities"])
     for c in children:
         caps = set(c["data"]["capabilities"])

@@ -50,9 +50,13 @@ class Api:
         return len(self.daemon.client.call("agent.list", all=True)["agents"])
 
 
-def start_api(isolation: str) -> tuple[Api, Any]:
+def start_api(isolation: str, files: dict[str, str] | None = None) -> tuple[Api, Any]:
+    """A daemon serving HTTP; ``files`` are written into its home first (e.g. config.toml)."""
     tmp = short_tmp()
     port = free_port()
+    for name, text in (files or {}).items():
+        (tmp / "h").mkdir(exist_ok=True)
+        (tmp / "h" / name).write_text(text)
     d = Daemon(tmp / "h", isolation, args=("--http", f"127.0.0.1:{port}"))
     url = f"http://127.0.0.1:{port}"
 

@@ -64,19 +64,44 @@ def test_child_is_carved_from_parent_remaining():
     parent = BudgetLedger(BudgetLimits(max_output_tokens=1000, max_children=2), 0.0)
     r = parent.reserve(Usage(0, 300), 0.0)
     parent.settle(r, Usage(0, 300), 0.0)
-    child = parent.carve(BudgetLimits(), 1.0)  # asks for nothing in particular: gets the rest
-    assert child.limits.max_output_tokens == 700
-    with pytest.raises(BudgetExceeded):
-        parent.reserve(Usage(0, 1), 1.0)  # all set aside for the child
+    child = parent.carve(BudgetLimits(), 1.0)  # asks for nothing in particular: a tenth of what is left
+    assert child.limits.max_output_tokens == 70
+    assert parent.remaining("output_tokens") == 630  # set aside for the child
+    greedy = BudgetLedger(BudgetLimits(max_output_tokens=1000), 0.0).carve(BudgetLimits(max_output_tokens=5000), 0.0)
+    assert greedy.limits.max_output_tokens == 1000  # asks for more than is left: gets what is left
     small = BudgetLedger(BudgetLimits(max_output_tokens=1000), 0.0).carve(BudgetLimits(max_output_tokens=50), 0.0)
     assert small.limits.max_output_tokens == 50
-    cr = child.reserve(Usage(0, 100), 2.0)
-    child.settle(cr, Usage(0, 100), 2.0)
+    cr = child.reserve(Usage(0, 60), 2.0)
+    child.settle(cr, Usage(0, 60), 2.0)
     parent.close_child(child, 3.0)
-    assert parent.used.output_tokens == 400 and parent.remaining("output_tokens") == 600
+    assert parent.used.output_tokens == 360 and parent.remaining("output_tokens") == 640
     parent.carve(BudgetLimits(max_output_tokens=10), 4.0)
     with pytest.raises(BudgetExceeded, match="max_children of 2: children=3"):
         parent.carve(BudgetLimits(), 5.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(0, 10**7), calls=st.integers(0, 10**4), n=st.integers(1, 12),
+       asks=st.lists(st.one_of(st.none(), st.integers(0, 10**7)), min_size=12, max_size=12))
+def test_children_without_a_budget_never_leave_their_siblings_nothing(total, calls, n, asks):
+    """The class: carving is bounded (the children together never hold more than the parent
+    had) and a child that asks nothing takes a share, never all: after any children, one more
+    asking nothing still gets something whenever the parent had anything left."""
+    parent = BudgetLedger(BudgetLimits(max_output_tokens=total, max_tool_calls=calls), 0.0)
+    kids = []
+    for i in range(n):
+        before = parent.remaining("output_tokens")
+        kid = parent.carve(BudgetLimits(max_output_tokens=asks[i]), float(i))
+        kids.append(kid)
+        got = kid.limits.max_output_tokens
+        assert 0 <= got <= before
+        if asks[i] is None:
+            assert got < before or before <= 1          # never all of it (one unit is all of one)
+            assert (got >= 1) == (before >= 1)          # something whenever anything was left
+    assert sum(k.limits.max_output_tokens for k in kids) <= total
+    assert sum(k.limits.max_tool_calls or 0 for k in kids) <= calls
+    last = parent.carve(BudgetLimits(), float(n))
+    assert (last.limits.max_output_tokens >= 1) == (parent.remaining("output_tokens") + last.limits.max_output_tokens >= 1)
 
 
 def test_from_manifest():

@@ -11,6 +11,7 @@ from agentix.core.budget import BudgetLedger, BudgetLimits
 from agentix.core.errors import BudgetExceeded, InvalidRequest, ProviderError, Timeout
 from agentix.kernel.inference import InferenceService
 from agentix.llm.config import load_config
+from conftest import until
 from tests.fakes.openai_server import FakeOpenAIServer, Scripted
 
 MSG = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 10}
@@ -150,14 +151,13 @@ def test_caller_that_gives_up_frees_its_place(tmp_path):
         async def go():
             svc = service(tmp_path, srv, "[providers.openai]\nconcurrency = 1\n")
             try:
+                st = lambda: svc.stats()["providers"]["openai"]  # noqa: E731
                 first = asyncio.create_task(svc.think("a", 1.0, MSG))
-                await asyncio.sleep(0.05)
+                await until(lambda: st()["in_flight"] == 1)
                 waiting = asyncio.create_task(svc.think("b", 1.0, MSG))
-                await asyncio.sleep(0.05)
-                assert svc.stats()["providers"]["openai"]["queue_length"] == 1
+                await until(lambda: st()["queue_length"] == 1)
                 waiting.cancel()  # b gave up
-                await asyncio.sleep(0.01)
-                assert svc.stats()["providers"]["openai"]["queue_length"] == 0
+                await until(lambda: st()["queue_length"] == 0)
                 n = svc.cancel_agent("a")  # a died while running: its slot is freed
                 assert n >= 1
                 with pytest.raises(asyncio.CancelledError):
@@ -177,7 +177,7 @@ def test_deadline_in_queue_is_a_timeout(tmp_path):
             svc = service(tmp_path, srv, "[providers.openai]\nconcurrency = 1\n")
             try:
                 busy = asyncio.create_task(svc.think("a", 1.0, MSG))
-                await asyncio.sleep(0.05)
+                await until(lambda: svc.stats()["providers"]["openai"]["in_flight"] == 1)
                 with pytest.raises(Timeout):
                     await svc.think("b", 1.0, MSG, deadline=0.1)
                 await busy
@@ -233,7 +233,7 @@ def test_async_stop_agent_runs_as_its_own_task(tmp_path, openai_server):
         svc = InferenceService(cfg, stop_agent=stop)
         try:
             r = await svc.think("a", 1.0, dict(MSG, max_tokens=12), ledger)  # the answer is still delivered
-            await asyncio.sleep(0.01)
+            await until(lambda: stopped)  # the stop runs as its own task
             with pytest.raises(BudgetExceeded):
                 await svc.think("a", 1.0, dict(MSG, max_tokens=1), ledger)
             return r

@@ -62,6 +62,14 @@ async def _line(sock: socket.socket, timeout: float = 20) -> dict:
 
 
 _SPAWNED: list = []
+# each test's cgroups live in a subtree of its own (as a kernel's do, named by its home), never
+# in the shared default: other kernels and test runs on this host create, sweep and remove
+# groups at the same time, and a test must neither see theirs nor lose its own to them
+SUBTREE = f"agentix-test-{uuid.uuid4().hex[:8]}"
+
+
+def _sub(**kw) -> BwrapSubstrate:
+    return BwrapSubstrate(cgroup_name=kw.pop("cgroup_name", SUBTREE), **kw)
 
 
 @pytest.fixture(autouse=True)
@@ -69,9 +77,16 @@ def _reap_everything():
     """Whatever a failing test left behind is killed and its cgroups removed."""
     yield
     for h in _SPAWNED:
-        h.signal(signal.SIGKILL)
+        if h._proc.returncode is None:  # a reaped pid may already belong to someone else
+            h.signal(signal.SIGKILL)
         asyncio.run(_finish(h))
     _SPAWNED.clear()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _own_subtree():
+    yield
+    cgroups.remove_subtree(cgroups.detect(SUBTREE))
 
 
 async def _finish(h) -> None:
@@ -79,7 +94,7 @@ async def _finish(h) -> None:
     await h.cleanup()
 
 
-def _cg_dirs_exist(agent_id: str, name: str = "agentix") -> list[str]:
+def _cg_dirs_exist(agent_id: str, name: str = SUBTREE) -> list[str]:
     h = cgroups.detect(name)
     return [str(b / agent_id) for b in h.bases.values() if (b / agent_id).exists()]
 
@@ -89,7 +104,7 @@ def test_every_layer_applied_and_visible_inside(tmp_path: Path) -> None:
     async def go():
         parent, child = socket.socketpair()
         spec = _spec(tmp_path, INSPECT, "inspect", child=child)
-        h = await BwrapSubstrate().spawn(spec)
+        h = await _sub().spawn(spec)
         _SPAWNED.append(h)
         child.close()
         info = await _line(parent)
@@ -114,7 +129,7 @@ def test_missing_bwrap_fails_closed_naming_the_layer(tmp_path: Path) -> None:
         parent, child = socket.socketpair()
         spec = _spec(tmp_path, INSPECT, "nobwrap", child=child)
         with pytest.raises(IsolationUnavailable) as ei:
-            await BwrapSubstrate(bwrap="bwrap-not-installed").spawn(spec)
+            await _sub(bwrap="bwrap-not-installed").spawn(spec)
         assert ei.value.data["layer"] == "namespaces"
         assert ei.value.to_rpc()["data"]["error"] == "isolation_unavailable"
         # nothing ran: no output in the workspace, no cgroup made
@@ -132,7 +147,7 @@ def test_degraded_runs_and_lists_exactly_the_missing_layers(tmp_path: Path) -> N
     async def go():
         parent, child = socket.socketpair()
         spec = _spec(tmp_path, INSPECT, "degraded", child=child, degraded_ok=True)
-        h = await BwrapSubstrate(bwrap="bwrap-not-installed").spawn(spec)
+        h = await _sub(bwrap="bwrap-not-installed").spawn(spec)
         _SPAWNED.append(h)
         child.close()
         info = await _line(parent)
@@ -153,7 +168,7 @@ def test_program_that_never_confines_is_refused_and_killed(tmp_path: Path) -> No
         parent, child = socket.socketpair()
         spec = _spec(tmp_path, "import time\ntime.sleep(60)\n", "noconfine", child=child)
         with pytest.raises(IsolationUnavailable) as ei:
-            await BwrapSubstrate(confine_timeout=1.5).spawn(spec)
+            await _sub(confine_timeout=1.5).spawn(spec)
         child.close()
         assert ei.value.data["layer"] == "confine"
         assert _cg_dirs_exist(spec.agent_id) == []
@@ -197,7 +212,7 @@ while True:
     async def go():
         parent, child = socket.socketpair()
         spec = _spec(tmp_path, prog, "stats", child=child, limits=Limits(memory="64M", cpu=0.25, pids=8))
-        h = await BwrapSubstrate().spawn(spec)
+        h = await _sub().spawn(spec)
         _SPAWNED.append(h)
         child.close()
         assert (await _line(parent))["ready"] == 1
@@ -274,7 +289,7 @@ def test_modules_planted_in_the_workspace_are_not_imported_before_confinement(tm
         pkg = spec.workspace / "agentix"
         pkg.mkdir()
         (pkg / "__init__.py").write_text("open('/workspace/PWNED', 'w').write('x')\nraise SystemExit(99)\n")
-        h = await BwrapSubstrate().spawn(spec)
+        h = await _sub().spawn(spec)
         _SPAWNED.append(h)
         child.close()
         info = await _line(parent)

@@ -48,8 +48,16 @@ SCRIPTED = ('default_model = "sim:engine"\n\n[providers.sim]\nkind = "scripted"\
 
 
 class World:
+    """An in-process kernel on ``backend`` with the probe (and ``programs``) in ``progs/``.
+
+    Subclass it for a suite's own world (tests/security/test_issue11_spawn_boundary.py: bwrap,
+    strict, host files to attack); ``run(tmp, body, world=Sub)`` drives either."""
+
     #: the substrate agents run on (the module's ``substrate`` fixture runs every test on both)
     backend = "plain"
+    isolation = "degraded"
+    #: more programs beside probe.py: file name -> source
+    programs: dict[str, str] = {}
 
     def __init__(self, tmp: Path, config_toml: str | None = None, **config: Any) -> None:
         self.tmp = tmp
@@ -59,14 +67,19 @@ class World:
             (self.home.root / "config.toml").write_text(config_toml)
             (self.home.root / "turns.yaml").write_text(
                 "- {text: 'thought', usage: {input_tokens: 5, output_tokens: 2}}\n")
-        self.prog = tmp / "probe.py"
-        self.prog.write_text(PROBE)
-        self.k = Kernel(self.home, KernelConfig(backend=self.backend, isolation="degraded", stop_grace=1.0,
-                                                          **config))
+        self.progs = tmp / "progs"
+        self.progs.mkdir(exist_ok=True)  # a second World on the same tmp: the kernel restarted
+        for name, text in {"probe.py": PROBE, **self.programs}.items():
+            (self.progs / name).write_text(text)
+        self.prog = self.progs / "probe.py"
+        config.setdefault("stop_grace", 1.0)
+        self.k = Kernel(self.home, KernelConfig(backend=self.backend, isolation=self.isolation, **config))
 
-    async def spawn(self, caps: Any = (), name: str = "probe", parent=None, **extra: Any):
-        m = {"name": name, "program": str(self.prog) if parent is None else "probe.py",
-             "isolation": "degraded", "capabilities": list(caps), **extra}
+    async def spawn(self, caps: Any = (), name: str = "probe", parent=None, *, program: str = "probe.py",
+                    **extra: Any):
+        """Spawn ``program`` (from ``progs/``, or the parent's workspace for a child)."""
+        m = {"name": name, "program": str(self.progs / program) if parent is None else program,
+             "isolation": self.isolation, "capabilities": list(caps), **extra}
         rec = await self.k.spawn(parse_manifest(m), parent=parent)
         assert rec.isolation["backend"] == self.backend  # never silently another substrate
         return rec
@@ -101,14 +114,15 @@ class World:
         return {t.id: self.k.caps.ledger.used(t.id) for t in self.k.caps.held.get(rec.agent_id, [])}
 
 
-def run(tmp: Path, body, config_toml: str | None = None, **config: Any) -> Any:
+def run(tmp: Path, body, config_toml: str | None = None, *, world: type[World] = World,
+        **config: Any) -> Any:
     async def go():
-        w = World(tmp, config_toml, **config)
+        w = world(tmp, config_toml, **config)
         await w.k.start()
         try:
             return await body(w)
         finally:
-            await w.k.shutdown()
+            await asyncio.wait_for(w.k.shutdown(), 60)
     return asyncio.run(go())
 
 

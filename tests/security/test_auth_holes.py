@@ -112,7 +112,7 @@ def test_dry_run_on_a_method_the_table_does_not_decide_is_refused_not_run(tmp_pa
 # ---------------------------------------------------------------------------- secrets bound to hosts
 from test_issue10_authorization import _Hits, _server  # noqa: E402
 
-from agentix.kernel.capabilities import load_secret_hosts  # noqa: E402
+from agentix.kernel.cap_config import load_secret_hosts  # noqa: E402
 
 
 @pytest.fixture

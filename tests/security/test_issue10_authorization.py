@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from agentix.kernel.capabilities import encode_token
+from agentix.kernel.cap_grants import encode_token
 
 from _world import SCRIPTED, World, run, substrate, tool  # noqa: E402,F401  (same directory)
 

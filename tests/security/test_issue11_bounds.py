@@ -400,7 +400,7 @@ def test_leftovers_are_matched_by_pid_and_start_time_never_by_command_line() -> 
     import subprocess
     import sys
 
-    from agentix.kernel.kernel import _kill_leftovers
+    from agentix.kernel.agent_rows import kill_leftovers as _kill_leftovers
     from agentix.kernel.process import proc_start_time
     from agentix.store.recovery import LeftAgent
     from conftest import pid_alive

@@ -26,37 +26,15 @@ import pytest
 
 from agentix.core.errors import AgentixError, InvalidRequest, IsolationUnavailable, LimitExceeded
 from agentix.core.manifest import parse_manifest
-from agentix.kernel.config import KernelConfig
-from agentix.kernel.dispatch import OPERATOR
-from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel import spawn as spawn_mod
 from agentix.sandbox import cgroups
+
+from _world import World as SharedWorld  # noqa: E402  (same directory)
+from _world import run as shared_run  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("bwrap") is None or shutil.which("setpriv") is None,
     reason="the bwrap backend needs root, bubblewrap and setpriv")
-
-# a parent agent that runs the system calls it is sent and exits with the answers
-PROBE = '''
-from agentix.sdk import agent
-k = agent.connect()
-out = []
-while True:
-    m = k.recv(timeout=60)
-    if m is None or m.body == "exit":
-        break
-    if isinstance(m.body, dict) and "calls" in m.body:
-        res = []
-        for method, params in m.body["calls"]:
-            try:
-                res.append({"ok": k.call(method, **params)})
-            except Exception as e:
-                res.append({"error": getattr(e, "code", repr(e)), "message": str(e),
-                            "data": getattr(e, "data", None)})
-        out.append(res)
-        break
-k.exit(out)
-'''
 
 ENV_PROBE = '''
 import os, sys
@@ -75,19 +53,17 @@ SLEEPER = "import time\ntime.sleep(3600)\n"
 
 
 # ---------------------------------------------------------------------------- harness
-class World:
-    def __init__(self, tmp: Path, **config: Any) -> None:
-        self.tmp = tmp
-        self.home = Home(tmp / "home")
-        self.home.create()
-        self.progs = tmp / "progs"
-        self.progs.mkdir()
-        for name, text in (("probe.py", PROBE), ("env_probe.py", ENV_PROBE), ("exiter.py", EXITER),
-                           ("sleeper.py", SLEEPER)):
-            (self.progs / name).write_text(text)
+class World(SharedWorld):
+    """The shared harness on bwrap, strict, with host files outside every workspace to aim at."""
+
+    backend = "bwrap"
+    isolation = "strict"
+    programs = {"env_probe.py": ENV_PROBE, "exiter.py": EXITER, "sleeper.py": SLEEPER}
+
+    def __init__(self, tmp: Path, config_toml: str | None = None, **config: Any) -> None:
         config.setdefault("launcher_pool", 0)
         config.setdefault("warm_pool", 0)
-        self.k = Kernel(self.home, KernelConfig(backend="bwrap", isolation="strict", stop_grace=1.0, **config))
+        super().__init__(tmp, config_toml, **config)
         # a host directory outside every workspace, root-owned, that attacks aim at
         self.host = tmp / "host"
         self.host.mkdir()
@@ -96,21 +72,8 @@ class World:
         (self.host / "dir").mkdir()
         (self.host / "dir" / "file").write_text("x")
 
-    async def spawn(self, prog: str = "exiter.py", name: str = "agent", **extra: Any):
-        m = {"name": name, "program": str(self.progs / prog), **extra}
-        return await self.k.spawn(parse_manifest(m))
-
-    async def op(self, method: str, **params: Any) -> Any:
-        return await self.k.pipeline.run(OPERATOR, method, params)
-
-    async def calls(self, rec, calls: list) -> list[dict[str, Any]]:
-        await self.k.deliver(None, rec, {"calls": calls})
-        await self.k.wait(rec, 60)
-        assert rec.exit is not None and rec.exit.reason == "completed", Path(rec.log_path).read_text()
-        return rec.result[-1]
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        return self.k.events.tail(after=0, kind=kind, limit=100000)
+    async def spawn(self, prog: str = "exiter.py", name: str = "agent", **extra: Any):  # type: ignore[override]
+        return await super().spawn(name=name, program=prog, **extra)
 
     def host_view(self) -> dict[str, tuple[int, int, int]]:
         """(uid, gid, mode) of everything under the host directory, without following links."""
@@ -142,14 +105,7 @@ class World:
 
 
 def run(tmp: Path, body, **config: Any) -> Any:
-    async def go():
-        w = World(tmp, **config)
-        await w.k.start()
-        try:
-            return await body(w)
-        finally:
-            await asyncio.wait_for(w.k.shutdown(), 60)
-    return asyncio.run(go())
+    return shared_run(tmp, body, world=World, **config)
 
 
 def rss() -> int:
@@ -329,7 +285,8 @@ def test_a_confine_report_that_lies_is_isolation_failed(tmp_path):
             '"landlock", "seccomp"], "missing": []}\\n\')\nos.close(fd)\nimport time\ntime.sleep(60)\n')
 
     async def body():
-        sub = BwrapSubstrate()
+        # a subtree of its own: the shared default is created and swept by other runs on the host
+        sub = BwrapSubstrate(cgroup_name=cgroups.subtree_name(tmp_path))
         ws = tmp_path / "ws"
         ws.mkdir()
         parent, child = socket.socketpair()
@@ -350,8 +307,9 @@ def test_a_confine_report_that_lies_is_isolation_failed(tmp_path):
     err, sub = asyncio.run(body())
     assert err.data["reason"] == "isolation_failed"
     assert err.data["layer"] == "rlimits", err.data
-    bases = cgroups.detect(getattr(sub, "cgroup_name", "agentix")).bases.values()
-    assert bases and not [d for b in bases for d in b.glob("ag-liar0001")]
+    hier = cgroups.detect(sub.cgroup_name)
+    assert hier.bases and not [d for b in hier.bases.values() for d in b.glob("ag-liar0001")]
+    cgroups.remove_subtree(hier)
 
 
 def test_kernel_records_isolation_failed_kills_and_leaves_nothing(tmp_path, monkeypatch):
@@ -623,7 +581,7 @@ def test_a_failure_at_any_spawn_step_leaves_nothing(tmp_path, monkeypatch, step)
         k = w.k
         boom = InternalError(f"injected failure at {step}")
         if step == "install_program":
-            monkeypatch.setattr(k, "_install_program", lambda *a: (_ for _ in ()).throw(boom))
+            monkeypatch.setattr(spawn_mod, "install_program", lambda *a: (_ for _ in ()).throw(boom))
         elif step == "substrate_spawn":
             async def fail(spec):
                 raise boom
@@ -633,7 +591,7 @@ def test_a_failure_at_any_spawn_step_leaves_nothing(tmp_path, monkeypatch, step)
         elif step == "persist":
             async def fail(rec):
                 raise boom
-            monkeypatch.setattr(k, "_persist_spawn", fail)
+            monkeypatch.setattr(k.rows, "persist_spawn", fail)
         else:
             kind = "agent.spawned" if step == "record_spawned" else "capability.granted"
             raw = k.events.record
@@ -686,13 +644,13 @@ def test_stop_kill_and_shutdown_finish_while_a_spawn_is_mid_way(tmp_path, monkey
     async def body(w):
         k = w.k
         gate = threading.Event()
-        real = k._install_program
+        real = spawn_mod.install_program
 
         def slow(*a):
             gate.wait(3)
             return real(*a)
 
-        monkeypatch.setattr(k, "_install_program", slow)
+        monkeypatch.setattr(spawn_mod, "install_program", slow)
         task = asyncio.create_task(w.spawn("sleeper.py", name="slow"))
         await asyncio.sleep(0.1)
         rec = next(r for r in k.table if r.name == "slow")
@@ -862,10 +820,10 @@ def test_safe_walker_bounds_are_errors_naming_the_bound(tmp_path):
 
 
 def test_a_program_over_the_copy_bounds_is_refused_and_leaves_no_workspace(tmp_path, monkeypatch):
-    from agentix.kernel import kernel as kernel_mod
+    from agentix.kernel import program as program_mod
     from agentix.sandbox import safewalk
 
-    monkeypatch.setattr(kernel_mod, "PROGRAM_BOUNDS", safewalk.Bounds(max_bytes=1024**2, max_entries=50))
+    monkeypatch.setattr(program_mod, "PROGRAM_BOUNDS", safewalk.Bounds(max_bytes=1024**2, max_entries=50))
 
     async def body(w):
         big = w.progs / "big"

@@ -23,7 +23,7 @@ import pytest
 from agentix.core.caps import Authority, generate_root_key
 from agentix.core.errors import AgentixError
 from agentix.core.manifest import parse_manifest
-from agentix.kernel.capabilities import encode_token
+from agentix.kernel.cap_grants import encode_token
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel

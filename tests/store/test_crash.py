@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agentix.store.crashtrial import run_trial
+from .crashtrial import run_trial
 
 
 def _trials(tmp_path, n: int, seed: int) -> None:

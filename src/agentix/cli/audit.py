@@ -23,7 +23,7 @@ KEY_PUB = "keys/audit_ed25519.pub"
 
 
 def _line(e: dict[str, Any]) -> str:
-    from agentix.cli.main import _clock
+    from agentix.cli.views import clock as _clock
 
     taint = f" [{','.join(e['taint'])}]" if e.get("taint") else ""
     return (f"{e['seq']:>7} {_clock(e['ts'])} {e['kind']:<22} {e['agent'] or '-'}{taint} "
@@ -44,7 +44,7 @@ def _public_key(home: Path, key: str | None) -> bytes:
     except ValueError:
         raw = b""
     if len(raw) != 32:
-        from agentix.cli.main import EXIT_USAGE, fail
+        from agentix.cli.views import EXIT_USAGE, fail
 
         fail(f"not an Ed25519 public key (64 hex digits): {path or key}", EXIT_USAGE)
     return raw

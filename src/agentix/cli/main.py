@@ -18,7 +18,9 @@ import click
 
 from agentix.cli import render
 from agentix.cli.render import line, notice, table
-from agentix.cli.views import (  # noqa: F401  (re-exported: audit, demo and security use them)
+from agentix.cli.views import (  # noqa: F401  (re-exported: demo uses them)
+    clock as _clock,
+    for_each,
     EXIT_FAILED,
     EXIT_INTERNAL,
     EXIT_NO_KERNEL,
@@ -368,32 +370,6 @@ def inspect(obj: Ctx, agent: str, as_json: bool) -> None:
     kv_table(rows + _resources(a))
 
 
-def for_each(items: tuple[str, ...], act: Any, show: Any, as_json: bool) -> None:
-    """Run ``act(item)`` on every item, report each (``show(result)``), exit non-zero if any failed.
-
-    The exit status is that of the first failure (docs/cli.md's codes)."""
-    from agentix.sdk.errors import AgentixError
-
-    results: list[dict[str, Any]] = []
-    code = EXIT_OK
-    for item in items:
-        try:
-            res = act(item)
-        except AgentixError as err:
-            code = code or exit_code_for(err)
-            results.append({"target": item, "ok": False, "error": err.code, "message": err.message})
-            if not as_json:
-                line(f"error: {item}: {error_line(err)}", "bold red", err=True)
-            continue
-        results.append({"target": item, "ok": True, "result": res})
-        if not as_json:
-            show(res)
-    if as_json:
-        dump_json(results)
-    if code:
-        sys.exit(code)
-
-
 def _control(verb: str) -> Any:
     @click.argument("agents", nargs=-1, required=True)
     @json_option
@@ -486,30 +462,22 @@ def events(obj: Ctx, agent: str | None, kind: str | None, count: int, follow: bo
         evs = obj.kernel.events(after, agent=agent, kind=kind, wait=1.0)
 
 
-def _clock(ts: Any) -> str:
-    """HH:MM:SS local time of an event timestamp (epoch seconds or audit ISO string)."""
-    if isinstance(ts, str):
-        from datetime import datetime
-
-        try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime(
-                "%H:%M:%S")
-        except ValueError:
-            return ts
-    return time.strftime("%H:%M:%S", time.localtime(ts))
-
-
-@cli.command()
-@json_option
-def doctor(as_json: bool) -> None:
-    """Report which isolation layers work on this host, and why not (exit 1 if any is missing)."""
+def host_layers() -> list[dict[str, Any]]:
+    """The host probe's rows (``python -m agentix.sandbox.doctor``: the CLI never loads sandbox code)."""
     import subprocess
 
     proc = subprocess.run([sys.executable, "-m", "agentix.sandbox.doctor"], capture_output=True,
                           text=True, timeout=60)
     if proc.returncode != 0:
         fail(f"the host probe failed: {proc.stderr.strip()[-500:]}", EXIT_INTERNAL)
-    rows = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+    return [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+
+
+@cli.command()
+@json_option
+def doctor(as_json: bool) -> None:
+    """Report which isolation layers work on this host, and why not (exit 1 if any is missing)."""
+    rows = host_layers()
     if as_json:
         dump_json(rows)
     else:
@@ -530,12 +498,13 @@ def doctor(as_json: bool) -> None:
               help="kernel home for the demo (default: a new temporary directory)")
 @click.option("--json", "as_json", is_flag=True, help="print the account as JSON")
 def demo(demo_home: Path | None, as_json: bool) -> None:
-    """Run the main job: a coordinator and three workers, one of which crashes."""
-    from agentix.cli.demo import run_demo
-
+    """Run the demo: a team with a crash, isolation under misbehaviour, ten agents sharing a model."""
     from rich.console import Console  # the demo is a show for a terminal: rules, live tables
 
-    sys.exit(run_demo(demo_home, as_json=as_json, console=Console()))
+    from agentix.demo import Host, run_demo
+
+    host = Host(start_kernel=start_kernel, kernel_running=kernel_running, probe=host_layers)
+    sys.exit(run_demo(demo_home, host, as_json=as_json, console=Console()))
 
 from agentix.cli.packages import install as _install_packages  # noqa: E402
 

@@ -102,7 +102,7 @@ def caps_revoke(obj: Any, token_ids: tuple[str, ...], as_json: bool) -> None:
     """Revoke tokens (ids as `caps ls` shows them) and every token derived from each.
 
     Acts on each TOKEN_ID and reports each; exits non-zero if any failed."""
-    from agentix.cli.main import for_each
+    from agentix.cli.views import for_each
 
     def show(r: dict[str, Any]) -> None:
         line(f"revoked {r['revoked']}" + (f" and {len(r['derived'])} derived" if r["derived"] else ""))

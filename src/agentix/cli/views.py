@@ -20,6 +20,8 @@ An SDK error's exit code follows its code alone (``EXIT_FOR_CODE``; a test cover
 from __future__ import annotations
 
 import sys
+import time
+from datetime import datetime
 
 from agentix.cli import render
 from agentix.cli.render import echo, line, notice, table
@@ -304,3 +306,40 @@ def show_logs(obj: Ctx, agent: str, count: int, head: bool, follow: bool, as_jso
             sys.stdout.flush()
         if not live and not data:
             break
+
+
+def for_each(items: tuple[str, ...], act: Any, show: Any, as_json: bool) -> None:
+    """Run ``act(item)`` on every item, report each (``show(result)``), exit non-zero if any failed.
+
+    The exit status is that of the first failure (docs/cli.md's codes)."""
+    from agentix.sdk.errors import AgentixError
+
+    results: list[dict[str, Any]] = []
+    code = EXIT_OK
+    for item in items:
+        try:
+            res = act(item)
+        except AgentixError as err:
+            code = code or exit_code_for(err)
+            results.append({"target": item, "ok": False, "error": err.code, "message": err.message})
+            if not as_json:
+                line(f"error: {item}: {error_line(err)}", "bold red", err=True)
+            continue
+        results.append({"target": item, "ok": True, "result": res})
+        if not as_json:
+            show(res)
+    if as_json:
+        dump_json(results)
+    if code:
+        sys.exit(code)
+
+
+def clock(ts: Any) -> str:
+    """HH:MM:SS local time of an event timestamp (epoch seconds or audit ISO string)."""
+    if isinstance(ts, str):
+        try:
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime(
+                "%H:%M:%S")
+        except ValueError:
+            return ts
+    return time.strftime("%H:%M:%S", time.localtime(ts))

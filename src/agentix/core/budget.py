@@ -110,6 +110,20 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+#: what a child that sets no limit in a dimension gets of its parent's remaining budget there
+CHILD_SHARE = 0.1
+
+
+def _share(remaining: float) -> float:
+    """``CHILD_SHARE`` of ``remaining``; at least one unit when anything is left (a tenth of
+    5 tool calls is one call, not none), so a child is never given nothing by default."""
+    if remaining <= 0:
+        return 0
+    if isinstance(remaining, int):
+        return max(1, int(remaining * CHILD_SHARE))
+    return remaining * CHILD_SHARE
+
+
 @dataclass
 class BudgetLedger:
     """One agent's budget. Build with ``BudgetLedger(limits, now)``; see module rules."""
@@ -233,7 +247,10 @@ class BudgetLedger:
 
     # -- children and tool calls -----------------------------------------------------------------
     def carve(self, child: BudgetLimits, now: float) -> BudgetLedger:
-        """A ledger for a child, its limits carved out of this ledger's remaining budget."""
+        """A ledger for a child, its limits carved out of this ledger's remaining budget: in
+        each limited dimension, what the child asks (at most what is left) or, when it asks
+        nothing there, ``CHILD_SHARE`` of what is left — never all of it, so the first child
+        spawned without a budget cannot leave its siblings (and its parent) nothing."""
         self._roll(now)
         if self.limits.max_children is not None and self.children >= self.limits.max_children:
             raise BudgetExceeded(
@@ -250,7 +267,7 @@ class BudgetLedger:
                 take[dim] = 0
                 continue
             rem = max(0, rem)
-            got = rem if want is None else min(want, rem)
+            got = _share(rem) if want is None else min(want, rem)
             if dim != "cost_usd":
                 got = int(got)
             vals["max_" + dim] = got
@@ -262,7 +279,7 @@ class BudgetLedger:
         calls = child.max_tool_calls
         left = self.tool_calls_left()
         if left is not None:  # tool calls are carved like tokens: a child never adds to the total
-            calls = left if calls is None else min(calls, left)
+            calls = int(_share(left)) if calls is None else min(calls, left)
             self.carved_tool_calls += calls
         # a carved budget never resets: a child's reset_period would renew its share every period
         limits = replace(child, max_wall_clock=wall, max_tool_calls=calls, reset_period=None, **vals)

@@ -50,7 +50,7 @@ from agentix.core.grants import Grant, GrantSet, Request, parse_grants
 
 __all__ = [
     "Authority",
-    "Decision",
+    "GrantDecision",
     "Token",
     "VerifiedToken",
     "generate_root_key",
@@ -192,7 +192,7 @@ VerifiedToken = Token
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class GrantDecision:
     allowed: bool
     reason: str  # "granted" | "not_granted"
     request: Request | None = None
@@ -486,10 +486,10 @@ class Authority:
                 reason="not_granted", token_id=token.id,
             ) from None
 
-    def decide(self, token: Token, request: Request) -> Decision:
+    def decide(self, token: Token, request: Request) -> GrantDecision:
         if token.permits(request):
-            return Decision(True, "granted", request)
-        return Decision(False, "not_granted", request)
+            return GrantDecision(True, "granted", request)
+        return GrantDecision(False, "not_granted", request)
 
     # ------------------------------------------------------------------ internals
     def _remember(self, token: Token) -> Token:

@@ -2,7 +2,7 @@
 
 One ``Scheduler`` per provider. The driver (``kernel/inference.py``) calls ``submit`` when a
 request arrives, ``dispatch(now)`` whenever something changed (an arrival, a completion, a
-timer it set from ``Decision.wake_at``), starts the tickets it is given, and reports back
+timer it set from ``Dispatch.wake_at``), starts the tickets it is given, and reports back
 with ``finish``, ``requeue`` (a retry) or ``cancel`` (the agent died or gave up).
 
 Rules (discipline ``wfq``, the default):
@@ -18,7 +18,7 @@ Rules (discipline ``wfq``, the default):
 * **Aging**: a request that has waited ``max_wait`` seconds or more goes before every
   younger one (oldest first), so no request waits much longer than ``max_wait`` plus one
   service time, whatever the weights.
-* **Deadlines**: a waiting request whose deadline passed is dropped (``Decision.expired``)
+* **Deadlines**: a waiting request whose deadline passed is dropped (``Dispatch.expired``)
   and never started.
 * **Limits**: a request starts only when the provider's ``ProviderLimiter`` admits it
   (concurrency cap, requests/min, tokens/min, 429 pause). The head request is never skipped
@@ -54,7 +54,7 @@ from agentix.core.ratelimit import LimiterStats, ProviderLimiter, RateLimits
 __all__ = [
     "DISCIPLINES",
     "AgentStats",
-    "Decision",
+    "Dispatch",
     "Discipline",
     "Scheduler",
     "SchedulerStats",
@@ -87,7 +87,7 @@ class Ticket:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Dispatch:
     """What the driver must do now: start these, fail these, wake again at ``wake_at``."""
 
     start: tuple[Ticket, ...] = ()
@@ -350,7 +350,7 @@ class Scheduler:
         # a ticket may sit in the heap twice after a requeue: skip stale duplicates
         return self._heap[0][2]
 
-    def dispatch(self, now: float) -> Decision:
+    def dispatch(self, now: float) -> Dispatch:
         """Start every request that may start now, in discipline order."""
         expired: list[Ticket] = []
         while self._deadlines and (
@@ -413,7 +413,7 @@ class Scheduler:
             wake = min(nxt) if nxt else None
         else:
             wake = None
-        return Decision(tuple(start), tuple(expired), wake)
+        return Dispatch(tuple(start), tuple(expired), wake)
 
     def _reserved_for_interactive(self, t: Ticket, now: float) -> bool:
         """True if bulk ticket ``t`` must leave the free slot to the interactive reserve

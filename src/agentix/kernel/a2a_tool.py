@@ -25,7 +25,7 @@ from agentix.core.grants import Request
 from agentix.tools.base import ToolContext, ToolSpec
 
 if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.ports import KernelServices as Kernel
 
 __all__ = ["SCHEMA", "make_spec", "register"]
 

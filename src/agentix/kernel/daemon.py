@@ -70,6 +70,10 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
             pass
     claim_pidfile(home)
     kernel = Kernel(home, config)
+    from agentix.kernel import telemetry
+
+    # metrics with the HTTP API (GET /metrics), traces with AGENTIX_TRACES; off: zero cost
+    tel = telemetry.install(kernel, metrics=http is not None)
     await kernel.start()
     from agentix.kernel.persistent import respawn_persistent
 
@@ -100,7 +104,8 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
 
         assert kernel.http_tokens is not None
         try:
-            http_server = await start_http(kernel, kernel.http_tokens, *http)
+            http_server = await start_http(kernel, kernel.http_tokens, *http,
+                                           metrics=tel.metrics if tel is not None else None)
         except BaseException:
             server.close()
             await kernel.shutdown()
@@ -120,6 +125,7 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
             await http_server.close()
         server.close()
         await kernel.shutdown()
+        await telemetry.shutdown(tel)
         await server.wait_closed()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -38,8 +38,8 @@ from agentix.core.errors import AgentixError, InvalidRequest
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
 
-__all__ = ["Call", "Caller", "MethodPolicy", "MethodSpec", "OperatorSession", "Pipeline", "Stage", "EventSink",
-           "OPERATOR"]
+__all__ = ["Call", "Caller", "MethodPolicy", "MethodSpec", "OperatorSession", "Observer", "Pipeline", "Redactor", "Stage",
+           "EventSink", "OPERATOR"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,22 @@ class Stage(Protocol):
     async def after(self, call: Call, result: Any, error: BaseException | None) -> None: ...
 
 
+class Observer(Protocol):
+    """Who watches the calls (``kernel/telemetry.Telemetry``: metrics, traces). It wraps
+    ``Pipeline.run`` when it is turned on (off, the call path is unchanged) and counts the
+    refusals an edge makes before the pipeline (the HTTP API's role check)."""
+
+    def refused(self, method: str, err: AgentixError) -> None: ...
+
+
+class Redactor(Protocol):
+    """What must not leave the kernel, removed from a reply or an error (``kernel/vault.py``)."""
+
+    def redact(self, obj: Any) -> Any: ...
+
+    def redact_error(self, err: AgentixError) -> AgentixError: ...
+
+
 class EventSink(Protocol):
     async def record(
         self, kind: str, agent_id: str | None, data: dict[str, Any], taint: tuple[str, ...] = (),
@@ -190,12 +206,17 @@ class MethodSpec:
 
 class Pipeline:
     def __init__(
-        self, events: EventSink, tool_durability: Callable[[str], Durability] | None = None
+        self, events: EventSink, tool_durability: Callable[[str], Durability] | None = None,
+        *, redactor: Redactor | None = None,
     ) -> None:
         self.events = events
+        #: every reply and error leaves through it (the vault's secrets never do)
+        self.redactor = redactor
         #: a tool's durability class by name (unknown tools count as effects)
         self.tool_durability: Callable[[str], Durability] = tool_durability or _effect
         self.stages: list[Stage] = []
+        #: set with ``run`` by ``kernel/telemetry.install`` when metrics or traces are on
+        self.observer: Observer | None = None
         self._methods: dict[str, MethodSpec] = {}
         self.calls = 0
         self.refusals = 0
@@ -228,6 +249,16 @@ class Pipeline:
         return spec
 
     async def run(self, caller: Caller, method: str, params: dict[str, Any], *, taint: set[str] | None = None) -> Any:
+        """Run one call through the stages and its handler; the reply or error is redacted."""
+        if self.redactor is None:
+            return await self._run(caller, method, params, taint=taint)
+        try:
+            result = await self._run(caller, method, params, taint=taint)
+        except AgentixError as err:
+            raise self.redactor.redact_error(err) from None
+        return self.redactor.redact(result)
+
+    async def _run(self, caller: Caller, method: str, params: dict[str, Any], *, taint: set[str] | None = None) -> Any:
         spec = self.lookup(caller, method)
         call = Call(caller=caller, method=method, params=params, spec=spec, subject=caller.agent_id,
                     taint=set(taint) if taint else set())

@@ -30,12 +30,13 @@ import yaml
 
 from agentix.core.errors import InvalidRequest
 from agentix.core.manifest import parse_manifest
-from agentix.kernel.dispatch import Call
+from agentix.kernel.dispatch import Call, EventSink, Pipeline
+from agentix.kernel.inference import InferenceService
 from agentix.kernel.methods import method
+from agentix.kernel.spawn import Spawner
 from agentix.sandbox import safewalk
 
 if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
     from agentix.kernel.process import AgentRecord
 
 __all__ = ["ORCHESTRATOR", "bootstrap_data", "copy_output", "register"]
@@ -93,7 +94,7 @@ def copy_output(src: Path, dest: Path) -> list[str]:
     return sorted(f.removeprefix("./") for f in res.files)
 
 
-def register(k: Kernel) -> None:
+def register(pipeline: Pipeline, *, events: EventSink, spawner: Spawner, inference: InferenceService) -> None:
     tasks: set[asyncio.Task[None]] = set()
 
     async def finish(rec: AgentRecord, output: Path | None) -> None:
@@ -106,7 +107,7 @@ def register(k: Kernel) -> None:
                 data["output"] = str(output)
             except OSError as err:
                 data["error"] = f"copying output/ to {output} failed: {err.strerror or err}"
-        await k.events.record("goal.finished", rec.agent_id, data)
+        await events.record("goal.finished", rec.agent_id, data)
 
     async def submit_goal(call: Call) -> dict[str, Any]:
         goal = call.params.get("goal")
@@ -131,10 +132,10 @@ def register(k: Kernel) -> None:
             # the built-in bootstrap thinks with the kernel's default model (or its own): it is
             # granted exactly that model (an override manifest names its own model grants)
             data["capabilities"] = [*data.get("capabilities", []),
-                                    f"model: {data.get('model') or k.inference.config.default_model}"]
+                                    f"model: {data.get('model') or inference.config.default_model}"]
         manifest = parse_manifest(data)
-        rec = await k.spawn(manifest, message={"goal": goal})
-        await k.events.record("goal.submitted", rec.agent_id, {
+        rec = await spawner.spawn(manifest, message={"goal": goal})
+        await events.record("goal.submitted", rec.agent_id, {
             "goal": goal[:500], "name": rec.name, "output": output})
         task = asyncio.create_task(finish(rec, out_path))
         tasks.add(task)
@@ -146,8 +147,8 @@ def register(k: Kernel) -> None:
         from agentix.llm.config import describe_model
 
         try:
-            return describe_model(k.inference.config, model)
+            return describe_model(inference.config, model)
         except Exception:   # no provider configured: think will say so when it is called
             return None
 
-    k.pipeline.register(method("agent.submit_goal", submit_goal, operator=True))
+    pipeline.register(method("agent.submit_goal", submit_goal, operator=True))

@@ -30,10 +30,12 @@ from agentix.kernel.dispatch import Call, Caller
 from agentix.kernel.method_params import params_schema
 from agentix.kernel.methods import method
 from agentix.rpc.http import HttpServer, MethodInfo, Principal, Stored, create_app, start_server
+from agentix.rpc.static import StaticSet, load_static
 from agentix.store.db import Database, Txn
 
 if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.ports import KernelServices as Kernel
+    from agentix.kernel.telemetry import Metrics
 
 __all__ = ["IDEMPOTENT", "IDEMPOTENCY_TTL", "HttpTokens", "KernelHttpBackend", "register", "start_http"]
 
@@ -168,6 +170,8 @@ class KernelHttpBackend:
         return await self.k.pipeline.run(Caller(agent_id=None, name=principal.label), method_name, params)
 
     async def refused(self, principal: Principal, method_name: str, err: AgentixError) -> None:
+        if self.k.pipeline.observer is not None:  # kernel/telemetry.py counts it
+            self.k.pipeline.observer.refused(method_name, err)
         await self.k.events.record("http.refused", None, {"by": principal.label, "method": method_name,
                                                           "error": err.code, "message": err.message})
 
@@ -235,14 +239,24 @@ def register(k: Kernel) -> HttpTokens:
     return tokens
 
 
+def dashboard_files() -> StaticSet:
+    """The web dashboard's files, read as package data of ``agentix.web`` (no code imported)."""
+    from importlib import resources
+
+    with resources.as_file(resources.files("agentix.web").joinpath("static")) as root:
+        return load_static(root)
+
+
 async def start_http(k: Kernel, tokens: HttpTokens, host: str, port: int, *,
-                     max_body: int = DEFAULT_MAX_BODY) -> HttpServer:
+                     max_body: int = DEFAULT_MAX_BODY, metrics: Metrics | None = None) -> HttpServer:
     """Serve the HTTP API for ``k`` on ``host:port`` in this event loop."""
     from agentix import __version__
 
     backend = KernelHttpBackend(k, tokens, k.db)
+    static = dashboard_files()
     server = await start_server(
-        lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__),
+        lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__,
+                                   static=static, metrics=metrics.render if metrics is not None else None),
         host, port)
     log.info("HTTP API on %s", server.url)
     return server

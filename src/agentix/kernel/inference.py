@@ -1,5 +1,7 @@
 """The inference driver: runs the ``think`` system call against the providers, in the
 order the scheduler (``core/scheduler.py``) decides, charging the agent's budget.
+(Just over 400 lines: one driver loop with its retry, streaming and settlement paths, which
+read best together; the queue discipline itself is pure, in core/scheduler.py.)
 
 One ``InferenceService`` per kernel. For each provider it keeps a ``Scheduler`` (queue
 discipline + concurrency cap + rate limits) and the ``Provider``. ``think``:

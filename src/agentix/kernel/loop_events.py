@@ -29,16 +29,15 @@ import asyncio
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from agentix.core.errors import InvalidRequest, LimitExceeded
-from agentix.kernel.dispatch import Call
+from agentix.kernel.config import KernelConfig
+from agentix.kernel.dispatch import Call, EventSink, Pipeline
+from agentix.kernel.home import Home
 from agentix.kernel.methods import method
-
-if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
 
 __all__ = ["KINDS", "MAX_ARCHIVE", "MAX_ARCHIVES", "MAX_DATA", "register", "write_archive"]
 
@@ -76,8 +75,8 @@ def write_archive(root: Path, agent_id: str, payload: dict[str, Any], quota: int
     return path
 
 
-def register(k: Kernel) -> None:
-    archive_root = k.home.root / "archive"
+def register(pipeline: Pipeline, *, events: EventSink, home: Home, config: KernelConfig) -> None:
+    archive_root = home.root / "archive"
 
     async def loop_event(call: Call) -> dict[str, Any]:
         kind = call.params.get("kind")
@@ -94,7 +93,7 @@ def register(k: Kernel) -> None:
             if size > MAX_ARCHIVE:
                 raise LimitExceeded(f"archive of {size} bytes exceeds {MAX_ARCHIVE}", limit=MAX_ARCHIVE)
             path = await asyncio.to_thread(write_archive, archive_root, agent_id, payload,
-                                           k.config.archive_quota)
+                                           config.archive_quota)
             msgs = data.get("messages")
             data = {"archive": str(path), "span": data.get("span"),
                     "messages": len(msgs) if isinstance(msgs, list) else None,
@@ -102,7 +101,7 @@ def register(k: Kernel) -> None:
                     "summary_chars": len(str(data.get("summary", "")))}
         elif len(orjson.dumps(data, default=str)) > MAX_DATA:
             raise LimitExceeded(f"loop.event data is larger than {MAX_DATA} bytes", limit=MAX_DATA)
-        await k.events.record(f"loop.{kind}", agent_id, data, tuple(sorted(call.taint)))
+        await events.record(f"loop.{kind}", agent_id, data, tuple(sorted(call.taint)))
         return {"recorded": True, **({"archive": data["archive"]} if "archive" in data else {})}
 
-    k.pipeline.register(method("loop.event", loop_event, agent=True))
+    pipeline.register(method("loop.event", loop_event, agent=True))

@@ -79,7 +79,7 @@ from agentix.tools.base import ToolContext, ToolSpec
 
 if TYPE_CHECKING:
     from agentix.kernel.dispatch import Call
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.ports import KernelServices as Kernel
 
 __all__ = ["McpServerConfig", "McpTools", "load_mcp_config", "register"]
 

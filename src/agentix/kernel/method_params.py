@@ -56,6 +56,9 @@ PARAMS: dict[str, dict[str, Any]] = {
                            message={**_ANY, "description": "the agent's first message"}),
                     "anyOf": [{"required": ["manifest"]}, {"required": ["manifest_path"]}]},
     "agent.list": _obj(all={**_B, "default": True, "description": "include exited agents"}),
+    "dashboard.agents": _obj(all={**_B, "default": True, "description": "include exited agents"},
+                             agents={"type": "array", "items": {"type": "string"}, "maxItems": 1000,
+                                     "description": "only these agent ids"}),
     "agent.status": _obj(("agent_id",), agent_id=_AGENT),
     "agent.wait": _obj(("agent_id",), agent_id=_AGENT, timeout=_N),
     "agent.stop": _obj(("agent_id",), agent_id=_AGENT, grace={**_N, "description": "seconds between "

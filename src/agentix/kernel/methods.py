@@ -21,23 +21,36 @@ Authorities, in words (docs/security.md repeats this table):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest
 from agentix.core.grants import Grant, Request, check_secret_host, parse_grants, requests_for_tool
+from agentix.core.hosts import HostPattern
 from agentix.kernel.dispatch import Call, Handler, MethodPolicy, MethodSpec
+from agentix.kernel.process import ProcessTable
 
 if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
     from agentix.kernel.process import AgentRecord
 
-__all__ = ["POLICIES", "VIRTUAL_WORKSPACE", "broadcast_targets", "method", "model_of", "policy_for"]
+__all__ = ["POLICIES", "VIRTUAL_WORKSPACE", "Lookup", "broadcast_targets", "method", "model_of", "policy_for"]
 
 VIRTUAL_WORKSPACE = "/workspace"
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """All the resource functions and guards of the table may read of the kernel: the process
+    table, the hosts each secret is bound to, and the default model (built once by the
+    composition root)."""
+
+    table: ProcessTable
+    secret_hosts: Mapping[str, tuple[HostPattern, ...]]
+    default_model: Callable[[], str | None]
+
+
 # ---------------------------------------------------------------------------- resource functions
-def tool_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+def tool_resources(k: Lookup, call: Call, subject: AgentRecord) -> Sequence[Request]:
     """What a tool call touches: each path (every one of ``file_read_many``), the host and the
     ``secret`` of ``web_fetch`` (which must be bound to that host), ``argv[0]`` of ``exec``; any
     other tool: ``tool: NAME``."""
@@ -46,11 +59,11 @@ def tool_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Requ
     secret = next((r.value for r in out if r.kind == "secret"), None)
     if secret is not None:  # a secret goes only to the hosts it is bound to (each hop: web_fetch)
         host = next(r for r in out if r.kind == "network")
-        check_secret_host(secret, k.caps.secret_hosts.get(secret), host.value)
+        check_secret_host(secret, k.secret_hosts.get(secret), host.value)
     return out
 
 
-def _target_name(k: Kernel, call: Call, key: str = "to") -> AgentRecord:
+def _target_name(k: Lookup, call: Call, key: str = "to") -> AgentRecord:
     to = call.params.get(key)
     if not isinstance(to, str):
         raise InvalidRequest(f'missing parameter "{key}" (an agent id or live name)', field=key)
@@ -65,19 +78,19 @@ def bind(call: Call, key: str, target: AgentRecord) -> AgentRecord:
     return target
 
 
-def send_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+def send_resources(k: Lookup, call: Call, subject: AgentRecord) -> Sequence[Request]:
     target = _target_name(k, call)
     return [Request("message_send", target.manifest.name)]
 
 
-def broadcast_targets(k: Kernel, rec: AgentRecord) -> list[tuple[AgentRecord, Request]]:
+def broadcast_targets(k: Lookup, rec: AgentRecord) -> list[tuple[AgentRecord, Request]]:
     """The agents a broadcast from ``rec`` may reach (live, same tree, not itself), each with
     the resource that authorises it."""
     return [(t, Request("message_send", t.manifest.name)) for t in k.table
             if t.agent_id != rec.agent_id and t.live and t.root == rec.root]
 
 
-def broadcast_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+def broadcast_resources(k: Lookup, call: Call, subject: AgentRecord) -> Sequence[Request]:
     """Each recipient's resource; the recipients themselves are bound on the call (like
     ``bind``): the handler delivers to exactly these agents, so one spawned with a granted name
     after the decision receives nothing."""
@@ -86,7 +99,7 @@ def broadcast_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence
     return [r for _t, r in targets]
 
 
-def spawn_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+def spawn_resources(k: Lookup, call: Call, subject: AgentRecord) -> Sequence[Request]:
     man = call.params.get("manifest")
     name = man.get("name") if isinstance(man, dict) else None
     if not isinstance(name, str):
@@ -94,7 +107,7 @@ def spawn_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Req
     return [Request("spawn_child", name)]
 
 
-def delegate_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request | Grant]:
+def delegate_resources(k: Lookup, call: Call, subject: AgentRecord) -> Sequence[Request | Grant]:
     """``cap.delegate``: the recipient (a ``message_send`` grant must name it) and each
     delegated grant (a token must *cover* it)."""
     target = _target_name(k, call)
@@ -106,27 +119,27 @@ def delegate_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[
     return [Request("message_send", target.manifest.name), *parse_grants(g, workspace=VIRTUAL_WORKSPACE)]
 
 
-def untaint_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+def untaint_resources(k: Lookup, call: Call, subject: AgentRecord) -> Sequence[Request]:
     label = call.params.get("label")
     if not isinstance(label, str) or not label:
         raise InvalidRequest('"label" must be a taint source such as fetched_url', field="label")
     return [Request("untaint", label.partition(":")[0])]
 
 
-def model_of(k: Kernel, rec: AgentRecord, params: dict[str, Any]) -> str:
+def model_of(k: Lookup, rec: AgentRecord, params: dict[str, Any]) -> str:
     """The ``provider:model`` a ``think`` call uses: its ``model``, else the manifest's, else the
     kernel's default."""
-    model = params.get("model") or rec.manifest.model or k.inference.config.default_model
+    model = params.get("model") or rec.manifest.model or k.default_model()
     if not isinstance(model, str) or not model:
         raise InvalidRequest('"model" must be provider:model, e.g. openai:gpt-4o-mini', field="model")
     return model
 
 
-def think_resources(k: Kernel, call: Call, subject: AgentRecord) -> Sequence[Request]:
+def think_resources(k: Lookup, call: Call, subject: AgentRecord) -> Sequence[Request]:
     return [Request("model", model_of(k, subject, call.params))]
 
 
-def descendant_guard(k: Kernel, call: Call) -> None:
+def descendant_guard(k: Lookup, call: Call) -> None:
     """``agent.stop_child``/``kill_child``: only the caller's own descendants."""
     assert call.caller.agent_id is not None
     aid = call.params.get("agent_id")
@@ -161,6 +174,7 @@ POLICIES: dict[str, MethodPolicy] = {
     # ---- operator: agents
     "agent.spawn": _op("effect", "the operator's socket; the manifest's grants are minted from root"),
     "agent.list": _op("no_effect"),
+    "dashboard.agents": _op("no_effect"),  # kernel/dashboard_api.py: the web dashboard's tree
     "agent.status": _op("no_effect"),
     "agent.wait": _op("no_effect"),
     "agent.stop": _op("effect"),

@@ -32,15 +32,16 @@ import signal
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded, Timeout
 from agentix.core.grants import Request
-from agentix.sandbox.base import LaunchSpec
+from agentix.kernel.cap_service import CapabilityService
+from agentix.kernel.config import KernelConfig
+from agentix.kernel.home import Home
+from agentix.kernel.process import ProcessTable
+from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolContext, ToolSpec
-
-if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
 
 __all__ = ["make_specs"]
 
@@ -100,7 +101,8 @@ def _capped_timeout(args: dict[str, Any], default: float, ceiling: float, tool: 
     return timeout
 
 
-def make_specs(k: Kernel) -> list[ToolSpec]:
+def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: CapabilityService,
+               substrate: Substrate) -> list[ToolSpec]:
     running: dict[str, int] = {}  # agent id -> exec runs going
     async def web_fetch_tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         from urllib.parse import urlsplit
@@ -114,7 +116,7 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         assert again is not None
 
         name = args.get("secret")
-        secret_hosts = k.caps.secret_hosts.get(name) if name is not None else None
+        secret_hosts = caps.secret_hosts.get(name) if name is not None else None
 
         def permits(host: str, address: str | None) -> bool:
             # every hop, and every address it resolves to, is a new decision: a token revoked,
@@ -135,7 +137,7 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         used: dict[str, str] = {}
         if name is not None:
             auth.token_for(Request("secret", name))  # in the call's decision, with the host
-            value = k.caps.secrets.get(name)
+            value = caps.secrets.get(name)
             if value is None:
                 raise InvalidRequest(f"the vault holds no secret {name!r}", field="secret")
             check_secret_host(name, secret_hosts, urlsplit(url).hostname or "")  # before anything is built
@@ -146,24 +148,24 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         # request eagerly outside any task until it first blocks
         label = f"fetched_url:{args['url']}"
         # checked before the fetch: a refused argument is not text from the world (no taint)
-        timeout = _capped_timeout(args, 30.0, k.config.fetch_max_timeout, "web_fetch")
+        timeout = _capped_timeout(args, 30.0, config.fetch_max_timeout, "web_fetch")
         try:
             res = await asyncio.create_task(web_fetch(
                 url, permits=permits, method=args.get("method", "GET"), headers=args.get("headers"),
                 body=args.get("body"), secret_headers=secret_headers, timeout=timeout,
-                settle=k.caps.ledger.flush,
+                settle=caps.ledger.flush,
             ))
         except AgentixError as err:
             # a status line, a redirect target, a resolver's answer: world text in the error
             # labels the context like a result would (the pipeline's state stage applies it)
             raise err.tainted(label) from None
         if ctx.agent_id is not None:
-            rec = k.table.get(ctx.agent_id)
+            rec = table.get(ctx.agent_id)
             rec.taint.add(label)
         ctx.call.taint.add(label)
         from agentix.tools.secrets import redact
 
-        return redact(res, {**k.caps.secrets, **used})
+        return redact(res, {**caps.secrets, **used})
 
     async def exec_tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         argv = args["argv"]
@@ -171,20 +173,20 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
             raise InvalidRequest("exec: argv must be a non-empty list of strings", field="argv")
         if "/" in argv[0]:
             raise InvalidRequest("exec: argv[0] is a program name, not a path", field="argv")
-        timeout = _capped_timeout(args, 30.0, k.config.exec_max_timeout, "exec")
+        timeout = _capped_timeout(args, 30.0, config.exec_max_timeout, "exec")
         if ctx.agent_id is None or ctx.workspace is None:
             raise InvalidRequest('exec runs in an agent\'s workspace; name it with "agent_id"', field="agent_id")
-        rec = k.table.get(ctx.agent_id)
+        rec = table.get(ctx.agent_id)
         mine = running.get(rec.agent_id, 0)
-        if mine >= k.config.exec_per_agent:
+        if mine >= config.exec_per_agent:
             raise LimitExceeded(
                 f"agent {rec.name} already has {mine} exec runs going; the limit is "
-                f"{k.config.exec_per_agent} at once ([kernel] exec_per_agent)",
-                limit="exec_per_agent", max=k.config.exec_per_agent)
-        if sum(running.values()) >= k.config.exec_total:
+                f"{config.exec_per_agent} at once ([kernel] exec_per_agent)",
+                limit="exec_per_agent", max=config.exec_per_agent)
+        if sum(running.values()) >= config.exec_total:
             raise LimitExceeded(
-                f"the kernel already runs {k.config.exec_total} exec runs; retry when one has finished "
-                "([kernel] exec_total)", limit="exec_total", max=k.config.exec_total)
+                f"the kernel already runs {config.exec_total} exec runs; retry when one has finished "
+                "([kernel] exec_total)", limit="exec_total", max=config.exec_total)
         running[rec.agent_id] = mine + 1
         try:
             return await run_exec(ctx, rec, argv, timeout)
@@ -196,7 +198,7 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
     async def run_exec(ctx: ToolContext, rec: Any, argv: list[str], timeout: float) -> dict[str, Any]:
         assert ctx.workspace is not None
         run_id = "ex-" + _secrets.token_hex(4)
-        out_path = k.home.logs / f"{rec.agent_id}-{run_id}.out"  # unused: output is a pipe
+        out_path = home.logs / f"{rec.agent_id}-{run_id}.out"  # unused: output is a pipe
         output = _Output(EXEC_OUTPUT_CAP)
         ksock, asock = socket.socketpair()
         os.set_inheritable(asock.fileno(), True)
@@ -207,12 +209,12 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
             argv=[sys.executable, "-I", "-B", "-m", "agentix.sandbox.confine", "--", *argv],
             workspace=ctx.workspace, env=env, channel_fd=asock.fileno(), log_path=out_path,
             limits=rec.limits, network=False,
-            degraded_ok=bool(rec.isolation.get("degraded")) or k.config.isolation == "degraded",
+            degraded_ok=bool(rec.isolation.get("degraded")) or config.isolation == "degraded",
             output_fd=output.write_fd, within=rec.handle,
         )
         start = time.monotonic()
         try:
-            handle = await k.substrate.spawn(spec)
+            handle = await substrate.spawn(spec)
         except BaseException:
             output.close()
             raise
@@ -239,7 +241,7 @@ def make_specs(k: Kernel) -> list[ToolSpec]:
         if timed_out:
             raise Timeout(f"exec {argv[0]} was killed after {timeout:g} s", reason="timeout",
                           timeout=timeout, program=argv[0])
-        return k.caps.redact({
+        return caps.redact({
             "exit_code": info.code, "signal": info.signal,
             "output": data[:EXEC_OUTPUT_CAP].decode("utf-8", errors="replace"),
             "truncated": len(data) > EXEC_OUTPUT_CAP,

@@ -44,7 +44,7 @@ from agentix.kernel.methods import method
 from agentix.packages.service import PackageStore
 
 if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.ports import KernelServices as Kernel
 
 __all__ = ["register", "METHODS"]
 
@@ -69,8 +69,7 @@ def _str(params: dict[str, Any], key: str, what: str, default: Any = ...) -> Any
 def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
     store = store or PackageStore(k.home.root, db=k.db)
     p = k.pipeline
-    lock = asyncio.Lock()  # one writer of the local store at a time
-    k.packages_lock = lock  # shared with the snapshot methods (kernel/snapshots_api.py)
+    lock = k.packages_lock  # one writer of the local store at a time, shared with kernel/snapshots_api.py
 
     def recorded(fn: Any) -> Any:
         async def run(call: Call) -> Any:

@@ -40,7 +40,7 @@ from agentix.kernel.dispatch import Call
 from agentix.kernel.methods import method
 
 if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.ports import KernelServices as Kernel
     from agentix.kernel.process import AgentRecord
     from agentix.store.saved_state import StateStore
 
@@ -90,7 +90,7 @@ def ungranted_model(k: Kernel, manifest: Any) -> None:
     ``think``. The refusal names the grant to add."""
     from agentix.core.errors import CapabilityDenied
     from agentix.core.grants import Request
-    from agentix.kernel.capabilities import manifest_groups
+    from agentix.kernel.cap_grants import manifest_groups
 
     builtin_llm = (manifest.program or "").startswith("module:agentix.agents.")
     model = manifest.model or (k.inference.config.default_model if builtin_llm else None)

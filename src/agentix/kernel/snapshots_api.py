@@ -51,7 +51,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.core.package import Ref, check_digest, parse_ref
 from agentix.core.snapshot import SNAPSHOT_API, GrantGroup, manifest_capabilities, narrow_groups
 from agentix.kernel.dispatch import Call
-from agentix.kernel.kernel import _size as envelope_size
+from agentix.kernel.messaging import envelope_size
 from agentix.kernel.methods import method
 from agentix.kernel.persistent import state_identity
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor
@@ -59,7 +59,7 @@ from agentix.packages.snapshot import (SNAPSHOT_VERSION, made_here, mark_made, r
                                        unpack_snapshot, write_snapshot)
 
 if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.ports import KernelServices as Kernel
     from agentix.kernel.process import AgentRecord
 
 __all__ = ["METHODS", "capture", "grant_groups", "register"]

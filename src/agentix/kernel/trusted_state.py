@@ -47,7 +47,7 @@ from agentix.store.state import IssuedToken, RevocationStore, TokenStore
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
     from agentix.kernel.dispatch import Call
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.process import ProcessTable
 
 __all__ = ["EXIT_REASONS", "DurableStateStage", "StoredIssuedTokens", "StoredLedger", "lineage_key"]
 
@@ -243,8 +243,8 @@ class StoredIssuedTokens:
 class DurableStateStage:
     """Pipeline stage: charges durable before the handler; error taint onto the context."""
 
-    def __init__(self, k: Kernel, ledger: StoredLedger) -> None:
-        self.k = k
+    def __init__(self, table: ProcessTable, ledger: StoredLedger) -> None:
+        self.table = table
         self.ledger = ledger
 
     async def before(self, call: Call) -> None:
@@ -273,7 +273,7 @@ class DurableStateStage:
         if call.subject is None:
             return
         try:
-            rec = self.k.table.get(call.subject)
+            rec = self.table.get(call.subject)
         except AgentixError:
             return
         rec.taint |= set(labels)

@@ -8,14 +8,15 @@ Rules:
   such as ``ollama`` whose every mention would be rewritten). ``tools.secrets.redact`` knows
   the forms a value takes on the way out: as is, percent-encoded, ``+``-encoded, base64,
   JSON- and ``repr``-escaped.
-- ``install`` puts redaction on every exit of the kernel:
+- The composition root (``kernel/kernel.py``) builds the vault first and puts it on every
+  exit of the kernel, by construction (nothing is patched afterwards):
   * every reply and every error (message and ``data``) of ``Pipeline.run`` — agent channels,
-    the operator socket and any later face call it;
+    the operator socket and any later face call it (``Pipeline(redactor=vault)``);
   * every event before it is appended to the audit log — the kernel's and the inference
-    service's;
-  * every log line: a ``logging.Filter`` on the handlers of the root logger (where the
-    daemon's handler and the ``httpx``/``httpcore`` request logs end up) rewrites the
-    formatted message and any exception text.
+    service's: both are given ``vault.sink(events)`` (``RedactingSink``), never the raw sink;
+  * every log line (``watch_logs``): a ``logging.Filter`` on the handlers of the root logger
+    (where the daemon's handler and the ``httpx``/``httpcore`` request logs end up) rewrites
+    the formatted message and any exception text.
 - ``uninstall`` (at kernel shutdown) removes the log filters.
 """
 
@@ -23,15 +24,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentix.core.errors import AgentixError
+from agentix.kernel.dispatch import EventSink
+from agentix.llm.config import InferenceConfig
 from agentix.tools.secrets import redact
 
-if TYPE_CHECKING:
-    from agentix.kernel.kernel import Kernel
-
-__all__ = ["MIN_PROVIDER_KEY", "RedactingFilter", "Vault", "install"]
+__all__ = ["MIN_PROVIDER_KEY", "RedactingFilter", "RedactingSink", "Vault", "provider_keys"]
 
 MIN_PROVIDER_KEY = 16
 
@@ -48,6 +48,10 @@ class Vault:
 
     def redact(self, obj: Any) -> Any:
         return redact(obj, self.secrets) if self.secrets else obj
+
+    def sink(self, events: EventSink) -> EventSink:
+        """``events`` as the kernel records through it: redacted when there is anything to hide."""
+        return RedactingSink(events, self) if self.secrets else events
 
     def redact_error(self, err: AgentixError) -> AgentixError:
         """``err`` itself if it holds no secret, else a copy of the same type without them."""
@@ -99,47 +103,29 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def provider_keys(k: Kernel) -> dict[str, str]:
-    cfg = getattr(getattr(k, "inference", None), "config", None)
+class RedactingSink:
+    """An event sink that redacts every event's data before the sink it wraps records it.
+
+    Reading is the wrapped sink's: any other attribute (``tail``, ``sync``, ``wait_for_new``,
+    ``close``) is looked up there."""
+
+    def __init__(self, inner: EventSink, vault: Vault) -> None:
+        self.inner = inner
+        self.vault = vault
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def record(self, kind: str, agent_id: str | None, data: dict[str, Any],
+                     taint: tuple[str, ...] = (), **kw: Any) -> Any:
+        return await self.inner.record(kind, agent_id, self.vault.redact(data), taint, **kw)  # durable=
+
+
+def provider_keys(config: InferenceConfig) -> dict[str, str]:
+    """The inference providers' API keys worth redacting (``[secret:provider:NAME]``)."""
     out: dict[str, str] = {}
-    for name, p in (getattr(cfg, "providers", None) or {}).items():
+    for name, p in (getattr(config, "providers", None) or {}).items():
         key = getattr(p, "api_key", None)
         if isinstance(key, str) and len(key) >= MIN_PROVIDER_KEY:
             out[f"provider:{name}"] = key
     return out
-
-
-def install(k: Kernel, secrets: dict[str, str]) -> Vault:
-    """Redaction on every exit of ``k`` (see the module rules); returns the vault."""
-    vault = Vault({**provider_keys(k), **secrets})
-    k.vault = vault
-    if not vault:
-        return vault
-    raw_record = k.events.record
-
-    async def record(kind: str, agent_id: str | None, data: dict[str, Any],
-                     taint: tuple[str, ...] = (), **kw: Any) -> Any:
-        return await raw_record(kind, agent_id, vault.redact(data), taint, **kw)  # durable=
-
-    k.events.record = record  # type: ignore[method-assign]
-    inference = getattr(k, "inference", None)
-    if inference is not None and getattr(inference, "_record", None) is not None:
-        inner = inference._record
-
-        async def inference_record(kind: str, agent_id: str | None, data: dict[str, Any]) -> Any:
-            res = inner(kind, agent_id, vault.redact(data))
-            return await res if hasattr(res, "__await__") else res
-
-        inference._record = inference_record
-    raw_run = k.pipeline.run
-
-    async def run(caller: Any, method: str, params: dict[str, Any], **kw: Any) -> Any:
-        try:
-            result = await raw_run(caller, method, params, **kw)
-        except AgentixError as err:
-            raise vault.redact_error(err) from None
-        return vault.redact(result)
-
-    k.pipeline.run = run  # type: ignore[method-assign]
-    vault.watch_logs()
-    return vault

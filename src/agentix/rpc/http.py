@@ -10,8 +10,14 @@ Routes::
 
     GET  /openapi.json                  OpenAPI 3.1, generated from the method table's schemas
     POST /v1/call/{method}              one operator method; JSON body = its params
+    GET  /v1/whoami                     the bearer token's name and role (the dashboard's sign-in)
     GET  /v1/events                     server-sent events: the audit log from Last-Event-ID
     GET  /v1/agents/{agent_id}/logs     server-sent events: an agent's output, following
+    GET  /  and  /ui/{file}             the web dashboard (rpc/static.py; docs/dashboard.md)
+    GET  /metrics                       Prometheus metrics, any live token (kernel/telemetry.py)
+
+Every response carries the security headers of ``rpc/static.py`` (a strict CSP with
+``frame-ancestors 'none'``, ``nosniff``, ...).
 
 What a request passes, in order (the first failure answers; nothing later runs):
 
@@ -39,6 +45,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from agentix.rpc.static import StaticSet, security_headers
 from agentix.core.errors import (
     CODES,
     AgentixError,
@@ -192,6 +199,13 @@ def openapi(methods: Sequence[MethodInfo], *, version: str) -> dict[str, Any]:
     sse = {"description": "text/event-stream; each event's id resumes with Last-Event-ID",
            "content": {"text/event-stream": {"schema": {"type": "string"}}}}
     last_id = {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}
+    paths["/v1/whoami"] = {"get": {
+        "operationId": "whoami", "summary": "the bearer token's name and role", "tags": ["auth"],
+        "responses": {"200": {"description": "{name, role, version}", "content": {"application/json": {
+            "schema": {"type": "object", "properties": {"name": {"type": "string"},
+                                                        "role": {"enum": ["viewer", "operator"]},
+                                                        "version": {"type": "string"}}}}}},
+                      "default": err_ref}}}
     paths["/v1/events"] = {"get": {
         "operationId": "events_stream", "summary": "the audit log as server-sent events (id = audit seq)",
         "tags": ["events"], "parameters": [
@@ -360,6 +374,15 @@ class _App:
         status, body = await self._run(principal, info, params)
         return _json_response(status, body)
 
+    async def whoami(self, request: Any) -> Any:
+        try:
+            self._origin(request)
+            principal = self._principal(request)
+        except AgentixError as err:
+            return _error_response(err)
+        return _json_response(200, orjson.dumps({"name": principal.name, "role": principal.role,
+                                                 "version": self.version}))
+
     async def _run(self, principal: Principal, info: MethodInfo, params: dict[str, Any]) -> tuple[int, bytes]:
         err: AgentixError | None = None
         try:
@@ -498,13 +521,55 @@ def _sse(gen: AsyncIterator[bytes]) -> Any:
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-def create_app(backend: HttpBackend, *, origins: set[str], max_body: int, version: str = "0") -> Any:
+def _static_routes(files: StaticSet) -> list[Any]:
+    """``/`` (the dashboard's page) and ``/ui/{name}`` (a file of the fixed set, else 404)."""
+    from starlette.responses import RedirectResponse, Response
+    from starlette.routing import Route
+
+    def serve(name: str) -> Any:
+        found = files.get(name)
+        if found is None:
+            from agentix.core.errors import NotFound
+
+            return _error_response(NotFound(f"no dashboard file {name!r}", path=name))
+        body, ctype = found
+        return Response(body, media_type=ctype, headers={"Cache-Control": "no-cache"})
+
+    async def index(request: Any) -> Any:
+        return serve("index.html")
+
+    async def ui(request: Any) -> Any:
+        return serve(request.path_params["name"])
+
+    async def ui_root(request: Any) -> Any:
+        return RedirectResponse("/", status_code=308)
+
+    return [Route("/", index, methods=["GET"]), Route("/ui/", ui_root, methods=["GET"]),
+            Route("/ui/{name:path}", ui, methods=["GET"])]
+
+
+def create_app(backend: HttpBackend, *, origins: set[str], max_body: int, version: str = "0",
+               static: StaticSet | None = None,
+               metrics: Callable[[], tuple[bytes, str]] | None = None) -> Any:
     """The Starlette application. ``origins`` is filled in once the server knows its port
-    (the set is read per request)."""
+    (the set is read per request). ``static``: the dashboard's files (none: no dashboard).
+    ``metrics``: renders the Prometheus exposition (none: no ``/metrics``)."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
     app = _App(backend, origins, max_body, version)
+
+    async def metrics_route(request: Any) -> Any:
+        from starlette.responses import Response
+
+        try:
+            app._origin(request)
+            app._principal(request)   # any live token (viewer or operator): agent names are in it
+        except AgentixError as err:
+            return _error_response(err)
+        assert metrics is not None
+        body, ctype = metrics()
+        return Response(body, media_type=ctype, headers={"Cache-Control": "no-store"})
 
     async def not_found(request: Any, exc: Any) -> Any:
         from starlette.exceptions import HTTPException
@@ -517,15 +582,18 @@ def create_app(backend: HttpBackend, *, origins: set[str], max_body: int, versio
         return _error_response(NotFound(f"no route {request.url.path}; GET /openapi.json lists the API",
                                         path=request.url.path))
 
-    return Starlette(
+    return security_headers(Starlette(
         routes=[
             Route("/openapi.json", app.openapi_json, methods=["GET"]),
             Route("/v1/call/{method}", app.call, methods=["POST"]),
+            Route("/v1/whoami", app.whoami, methods=["GET"]),
             Route("/v1/events", app.events, methods=["GET"]),
             Route("/v1/agents/{agent_id}/logs", app.logs, methods=["GET"]),
+            *(_static_routes(static) if static is not None else []),
+            *([Route("/metrics", metrics_route, methods=["GET"])] if metrics is not None else []),
         ],
         exception_handlers={404: not_found, 405: not_found},
-    )
+    ))
 
 
 # ---------------------------------------------------------------------------- the server

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from agentix.core.manifest import Limits
+from agentix.sandbox import cgroups
 from agentix.sandbox.base import LaunchSpec
 from agentix.sandbox.bwrap import BwrapSubstrate, probe
 
@@ -165,10 +166,6 @@ async def _first_line(sock: socket.socket, timeout: float) -> dict:
     return json.loads(buf.split(b"\n")[0])
 
 
-def _agentix_cgroups_left(agent_id: str) -> list[str]:
-    return [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/**/agentix/{agent_id}")]
-
-
 def _processes_in(agent_pids: set[int]) -> list[int]:
     return [p for p in agent_pids if Path(f"/proc/{p}").exists()
             and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[-1][:3]]
@@ -202,7 +199,7 @@ def test_escape_fails(attack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 async def _run_attack(attack: str, tmp: Path) -> None:
-    sub = BwrapSubstrate()
+    sub = BwrapSubstrate(cgroup_name=cgroups.subtree_name(tmp), sweep=True)  # its own subtree, not the shared one
     host = Host(tmp)
     await host.listen()
     leak_r, leak_w = os.pipe()  # an inheritable host descriptor the agent must not receive
@@ -303,6 +300,7 @@ async def _run_attack(attack: str, tmp: Path) -> None:
             sibling.signal(signal.SIGKILL)
             await sibling.wait()
             await sibling.cleanup()
+        await sub.close()  # removes its own (now empty) cgroup subtree
         await host.close()
 
 

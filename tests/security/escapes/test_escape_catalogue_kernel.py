@@ -24,6 +24,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
+from agentix.sandbox import cgroups
 from agentix.sandbox.bwrap import BwrapSubstrate, probe
 from agentix.sandbox.warm import WarmBwrapSubstrate
 
@@ -79,8 +80,9 @@ async def _run(attack: str, tmp: Path, start: str = "cold") -> None:
     root = tmp / "home"
     home = Home(root)
     home.create()
-    substrate = BwrapSubstrate() if start == "cold" else WarmBwrapSubstrate(
-        warm_root=root / "warm", workspace_root=home.workspaces, warm_pool=1)
+    own = {"cgroup_name": cgroups.subtree_name(root), "sweep": True}  # this test's own cgroup subtree
+    substrate = BwrapSubstrate(**own) if start == "cold" else WarmBwrapSubstrate(
+        warm_root=root / "warm", workspace_root=home.workspaces, warm_pool=1, **own)
     kernel = Kernel(home, KernelConfig(stop_grace=1.0), substrate=substrate)
     await kernel.start()
     home.keys.mkdir(parents=True, exist_ok=True)

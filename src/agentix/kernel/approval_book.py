@@ -1,0 +1,120 @@
+"""The approval queue: approvals the kernel knows about, each pending one with a waiter.
+
+The state machine of one approval is pure (``core/approval.py``); this book holds them,
+writes every change through the store's one writer, and lets a call wait for an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from pathlib import Path
+from typing import Any
+
+from agentix.core.approval import Approval, apply
+from agentix.core.errors import NotFound
+from agentix.store.db import Database
+from agentix.store.state import ApprovalRecord, ApprovalStore
+
+__all__ = ["ApprovalBook"]
+
+log = logging.getLogger(__name__)
+
+
+class ApprovalBook:
+    """Approvals the kernel knows about (pending and answered), with a waiter per pending one.
+
+    Every change is written to the store (table ``approvals``, through the one writer, queued
+    in order: the audit record that follows a change is durable only after it), so pending
+    approvals survive a restart. A ``legacy`` ``approvals.json`` from an older kernel is
+    imported once and removed.
+    """
+
+    def __init__(self, db: Database | None = None, legacy: Path | None = None) -> None:
+        self._items: dict[str, Approval] = {}
+        self._waiters: dict[str, asyncio.Event] = {}
+        self.args: dict[str, dict[str, Any]] = {}  # what the operator is shown
+        self.db = db
+        if db is not None:
+            self.restore([r.request for r in ApprovalStore(db).all()])
+            if legacy is not None and legacy.exists():
+                self._import(legacy)
+
+    def _import(self, legacy: Path) -> None:
+        import orjson
+
+        assert self.db is not None
+        records = [d for d in orjson.loads(legacy.read_bytes()) if d.get("id") not in self._items]
+        self.restore(records)
+        for d in records:
+            self._save(self._items[d["id"]]).result()  # durable before the file goes
+        legacy.unlink()
+        log.info("imported %d approvals from %s into the store", len(records), legacy)
+
+    def _save(self, a: Approval) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self.db is None:
+            fut.set_result(None)
+            return fut
+        from agentix.core.audit import format_ts
+
+        rec = ApprovalRecord(a.id, a.agent, {**a.to_data(), "args": self.args.get(a.id)}, a.state,
+                             format_ts(a.created_at), format_ts(a.deadline))
+        fut = self.db.submit(lambda t: ApprovalStore.put_in(t, rec))
+        fut.add_done_callback(_log_store_failure)
+        return fut
+
+    def add(self, a: Approval, args: dict[str, Any]) -> None:
+        self._items[a.id] = a
+        self._waiters[a.id] = asyncio.Event()
+        self.args[a.id] = args
+        self._save(a)
+
+    def get(self, approval_id: str) -> Approval:
+        try:
+            return self._items[approval_id]
+        except KeyError:
+            raise NotFound(f"no approval {approval_id!r}", approval_id=approval_id) from None
+
+    def put(self, a: Approval) -> None:
+        self._items[a.id] = a
+        self._save(a)
+        if a.state != "pending" and a.id in self._waiters:
+            self._waiters[a.id].set()
+
+    def resolve(self, approval_id: str, approve: bool, *, reason: str | None, by: str, now: float) -> Approval:
+        a = apply(self.get(approval_id), "grant" if approve else "deny", now=now, reason=reason, by=by)
+        self.put(a)
+        return a
+
+    async def wait(self, approval_id: str, timeout: float) -> Approval:
+        ev = self._waiters.setdefault(approval_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(ev.wait(), timeout=max(0.0, timeout))
+        except asyncio.TimeoutError:
+            pass
+        return self.get(approval_id)
+
+    def pending(self, now: float) -> list[Approval]:
+        return [a for a in self._items.values() if a.state == "pending" and now < a.deadline]
+
+    def all(self) -> list[Approval]:
+        return list(self._items.values())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [{**a.to_data(), "args": self.args.get(a.id)} for a in self._items.values()]
+
+    def restore(self, records: list[dict[str, Any]]) -> None:
+        for d in records:
+            d = dict(d)
+            args = d.pop("args", None) or {}
+            a = Approval.from_data(d)
+            self._items[a.id] = a
+            self._waiters[a.id] = asyncio.Event()
+            self.args[a.id] = args
+
+
+def _log_store_failure(fut: concurrent.futures.Future[Any]) -> None:
+    if fut.exception() is not None:
+        log.error("the store refused an approval write: %r", fut.exception())

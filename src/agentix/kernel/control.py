@@ -1,0 +1,127 @@
+"""Control of live agents: stop (the subtree first), kill, pause, resume, wait, status.
+
+``stop`` sends SIGTERM to the agent's process group, waits the grace period, then SIGKILL;
+children are stopped first. Pause freezes the cgroup (SIGSTOP where there is none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+from agentix.core.errors import NotFound, StateError, Timeout
+from agentix.kernel.config import KernelConfig
+from agentix.kernel.dispatch import EventSink
+from agentix.kernel.process import AgentRecord, ProcessTable
+
+__all__ = ["Control"]
+
+
+class Control:
+    """Stop, kill, pause, resume, wait for and describe the agents of one process table."""
+
+    def __init__(self, table: ProcessTable, events: EventSink, config: KernelConfig) -> None:
+        self.table = table
+        self.events = events
+        self.config = config
+
+    async def stop(self, rec: AgentRecord, *, reason: str = "killed", detail: str = "",
+                   grace: float | None = None) -> AgentRecord:
+        """SIGTERM to the process group, grace period, SIGKILL; the subtree first."""
+        if not rec.live:
+            return rec
+        if rec.state == "spawning" and not rec.settled.is_set():
+            # mid-spawn: the spawn either commits or unwinds within its own bounds (program
+            # copy bounded, the substrate's confine timeout); then stop what it became
+            await rec.settled.wait()
+            if not rec.live:
+                return rec
+        if rec.state == "stopping":
+            await rec.exited.wait()
+            return rec
+        rec.requested_reason = reason
+        rec.requested_detail = detail
+        was_paused = rec.state == "paused"
+        rec.set_state("stopping")
+        children = [self.table.get(c) for c in rec.children]
+        live = [c for c in children if c.live]
+        if live:
+            await asyncio.gather(*(self.stop(c, reason="killed", detail=f"parent {rec.agent_id} stopped",
+                                             grace=grace) for c in live), return_exceptions=True)
+        assert rec.handle is not None
+        grace = self.config.stop_grace if grace is None else grace
+        # no grace (agent.kill) means SIGKILL at once, not a SIGTERM the process may die of first
+        rec.handle.signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        if was_paused:
+            if not rec.handle.freeze(False):
+                rec.handle.signal(signal.SIGCONT)
+        try:
+            await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=grace)
+        except asyncio.TimeoutError:
+            rec.handle.signal(signal.SIGKILL)
+            await rec.exited.wait()
+        return rec
+
+    async def kill(self, rec: AgentRecord, *, reason: str = "killed") -> AgentRecord:
+        return await self.stop(rec, reason=reason, grace=0.0)
+
+    async def pause(self, rec: AgentRecord) -> None:
+        if rec.handle is None:
+            raise StateError(f"agent {rec.agent_id} is {rec.state}; it cannot be paused yet",
+                             state=rec.state)
+        rec.set_state("paused")
+        assert rec.handle is not None
+        if not rec.handle.freeze(True):
+            rec.handle.signal(signal.SIGSTOP)
+        await self.events.record("agent.paused", rec.agent_id, {"name": rec.name})
+
+    async def resume(self, rec: AgentRecord) -> None:
+        if rec.state != "paused":
+            raise StateError(f"agent {rec.agent_id} is {rec.state}, not paused", state=rec.state)
+        rec.set_state("running")
+        assert rec.handle is not None
+        if not rec.handle.freeze(False):
+            rec.handle.signal(signal.SIGCONT)
+        await self.events.record("agent.resumed", rec.agent_id, {"name": rec.name})
+
+    async def wait(self, rec: AgentRecord, timeout: float | None) -> AgentRecord:
+        if rec.live:
+            try:
+                await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=timeout)
+            except asyncio.TimeoutError:
+                raise Timeout(f"agent {rec.agent_id} still {rec.state} after {timeout:g}s",
+                              agent_id=rec.agent_id, state=rec.state) from None
+        return rec
+
+    def status(self, rec: AgentRecord) -> dict[str, Any]:
+        data = rec.summary()
+        data.update({
+            "workspace": str(rec.workspace),
+            "log": str(rec.log_path),
+            "restored": rec.restored,
+            "manifest": rec.manifest.to_data(),
+            "limits": rec.limits.model_dump(),
+            "isolation": rec.isolation,
+            "taint": sorted(rec.taint),
+            "mailbox": rec.mailbox.statistics(),
+            "result": rec.result,
+            "resources": (rec.handle.stats() if rec.handle is not None and rec.live
+                          else rec.last_stats),
+            "budget": rec.budget.snapshot(time.monotonic()) if rec.budget is not None else None,
+        })
+        return data
+
+    async def wall_clock(self, rec: AgentRecord, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if rec.live:
+            await self.stop(rec, reason="timeout", detail=f"wall-clock limit of {seconds:g}s reached", grace=1.0)
+
+    async def stop_for_budget(self, agent_id: str, reason: str) -> None:
+        try:
+            rec = self.table.get(agent_id)
+        except NotFound:
+            return
+        await self.stop(rec, reason=reason, detail="budget exceeded", grace=1.0)
+

@@ -1,0 +1,91 @@
+"""Reaping: what happens when an agent's process ends, whoever ended it.
+
+The exit record (code, signal, reason: ``core.lifecycle.exit_reason``) is kept and stored;
+the agent's tokens are revoked, its inference requests cancelled, its budget closed into its
+parent's, its cgroup removed, and its live children stopped (the subtree does not outlive
+its root). Each agent's reaper task starts at spawn (``kernel/spawn.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from agentix.core.lifecycle import exit_reason
+from agentix.kernel.agent_rows import AgentRows
+from agentix.kernel.cap_service import CapabilityService
+from agentix.kernel.control import Control
+from agentix.kernel.dispatch import EventSink
+from agentix.kernel.inference import InferenceService
+from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable
+
+__all__ = ["Reaper"]
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    """Waits for each agent's process and accounts for its exit."""
+
+    def __init__(self, table: ProcessTable, events: EventSink, caps: CapabilityService,
+                 inference: InferenceService, control: Control, rows: AgentRows) -> None:
+        self.table = table
+        self.events = events
+        self.caps = caps
+        self.inference = inference
+        self.control = control
+        self.rows = rows
+
+    async def reap(self, rec: AgentRecord) -> None:
+        """Wait for ``rec``'s process; record its exit; revoke, settle, clean up; stop its subtree."""
+        assert rec.handle is not None
+        info = await rec.handle.wait()
+        if rec.log_sink is not None:  # what it printed last is in the log before it is reported exited
+            await rec.log_sink.drained(timeout=2.0)
+            rec.log_sink.close()
+        reason = exit_reason(info.code, info.signal, requested=rec.requested_reason, oom=info.oom)
+        detail = rec.requested_detail
+        if reason == "crashed" and info.signal is not None and not detail:
+            detail = f"killed by signal {signal.Signals(info.signal).name}" if info.signal in signal.valid_signals() else ""
+        elif reason == "crashed" and info.code is not None:
+            detail = detail or f"exit status {info.code}"
+        rec.exit = ExitRecord(code=info.code, signal=info.signal, reason=reason, detail=detail, at=time.time())
+        rec.ended_mono = time.monotonic()
+        if rec.state != "exited":
+            rec.state = "exited"
+        self.table.release_name(rec)
+        await self.rows.persist_exit(rec)
+        self.inference.cancel_agent(rec.agent_id)
+        revoked = self.caps.revoke_agent(rec.agent_id)  # a dead agent's tokens die with it
+        if revoked:
+            await self.events.record("capability.revoked", rec.agent_id,
+                                     {"token_ids": revoked, "why": "agent exited"})
+        if rec.parent is not None and rec.budget is not None:
+            parent = self.table.get(rec.parent)
+            for sig in parent.budget.close_child(rec.budget, time.monotonic()):
+                await self.events.record("budget.warning" if sig.kind == "warning" else "budget.exceeded",
+                                         parent.agent_id, sig.to_data())
+        try:
+            rec.last_stats = rec.handle.stats()  # the last sample: the cgroup goes next
+        except Exception:
+            log.exception("stats of %s failed", rec.agent_id)
+        try:
+            await rec.handle.cleanup()
+        except Exception:
+            log.exception("cleanup of %s failed", rec.agent_id)
+        for task in rec.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        await self.events.record("agent.exited", rec.agent_id, {
+            "name": rec.name, **rec.exit.to_data(), "runtime_s": round(rec.runtime(), 3),
+            "syscalls": rec.syscalls,
+        })
+        rec.exited.set()
+        rec.mail_event.set()
+        # the subtree does not outlive its root
+        live_children = [self.table.get(c) for c in rec.children if self.table.get(c).live]
+        if live_children:
+            await asyncio.gather(*(self.control.stop(c, reason="killed", detail=f"parent {rec.agent_id} exited")
+                                   for c in live_children), return_exceptions=True)

@@ -1,0 +1,160 @@
+// One agent: manifest, grants and remaining invocations, the log following live, its system
+// calls, children, inference use, and stop/kill/pause/resume (operator tokens only: for a
+// viewer the buttons are disabled, and the server refuses the call anyway).
+
+import {call, stream} from "./api.js";
+import {h, replace, badge, json, fmtTime, fmtDuration} from "./dom.js";
+import {isolation, spent} from "./tree.js";
+
+const MAX_LOG = 200_000;     // characters of log kept on the page
+const MAX_CALLS = 300;       // system-call rows kept on the page
+
+function callRow(ev) {
+  const d = ev.data || {};
+  const what = d.tool || d.method || "";
+  const outcome = d.error ? badge(d.error, "bad") : (d.ok === false ? badge("failed", "bad") : badge("ok", "ok"));
+  return h("tr", {"data-seq": ev.seq},
+    h("td", {class: "num", text: String(ev.seq)}),
+    h("td", {text: fmtTime(ev.ts)}),
+    h("td", {text: ev.kind}),
+    h("td", {text: what}),
+    h("td", {}, outcome),
+    h("td", {}, (ev.taint || []).map((t) => badge(t, "taint"))));
+}
+
+export function render(root, ctx) {
+  const id = ctx.params.id;
+  const title = h("h1", {text: id});
+  const stateEl = h("span");
+  const actions = h("div", {class: "actions"});
+  const message = h("p", {class: "error", role: "alert"});
+  const facts = h("dl", {class: "facts"});
+  const grants = h("tbody");
+  const children = h("ul");
+  const inferenceEl = h("div");
+  const manifest = h("div");
+  const log = h("pre", {class: "log", id: "log", "aria-live": "polite"});
+  const calls = h("tbody", {id: "calls"});
+
+  root.append(
+    h("p", {}, h("a", {href: "#/", text: "← all agents"})),
+    h("div", {class: "toolbar"}, title, stateEl, actions),
+    message,
+    h("div", {class: "grid"},
+      h("section", {class: "card"}, h("h2", {text: "Status"}), facts),
+      h("section", {class: "card"}, h("h2", {text: "Inference use"}), inferenceEl),
+      h("section", {class: "card"}, h("h2", {text: "Children"}), children),
+      h("section", {class: "card wide"}, h("h2", {text: "Grants"}),
+        h("table", {}, h("thead", {}, h("tr", {}, ["token", "grants", "remaining", "expires", "state"].map((t) => h("th", {text: t})))), grants)),
+      h("section", {class: "card wide"}, h("h2", {text: "Log (following)"}), log),
+      h("section", {class: "card wide"}, h("h2", {text: "System calls"}),
+        h("div", {class: "scroll short"}, h("table", {},
+          h("thead", {}, h("tr", {}, ["seq", "time", "event", "tool / method", "outcome", "taint"].map((t) => h("th", {text: t})))),
+          calls))),
+      h("section", {class: "card wide"}, h("h2", {text: "Manifest"}), manifest)));
+
+  let agentId = id;
+  let live = false;
+
+  function button(label, method, cls = "") {
+    const b = h("button", {type: "button", class: cls, "data-action": method, text: label});
+    if (!ctx.operator) {
+      b.disabled = true;
+      b.title = "your token has the viewer role: only an operator token may change agents";
+    }
+    b.addEventListener("click", async () => {
+      message.textContent = "";
+      try {
+        await call(method, {agent_id: agentId});
+        load();
+      } catch (err) {
+        message.textContent = `${method}: ${err.message}`;
+        message.dataset.code = err.code;
+      }
+    });
+    return b;
+  }
+
+  async function load() {
+    let st;
+    try {
+      st = await call("agent.status", {agent_id: id});
+    } catch (err) {
+      message.textContent = `cannot read agent ${id}: ${err.message}`;
+      return;
+    }
+    agentId = st.agent_id;
+    live = !st.exit;
+    title.textContent = st.name;
+    replace(stateEl, badge(st.exit ? `${st.state} (${st.exit.reason || ""})` : st.state, `st-${st.state}`));
+    stateEl.dataset.state = st.state;
+    replace(actions,
+      st.state === "paused" ? button("Resume", "agent.resume") : button("Pause", "agent.pause"),
+      button("Stop", "agent.stop", "danger"), button("Kill", "agent.kill", "danger"));
+    for (const b of actions.querySelectorAll("button")) if (!live) b.disabled = true;
+    const dt = (k, v) => [h("dt", {text: k}), h("dd", {}, v)];
+    replace(facts,
+      dt("id", st.agent_id), dt("pid", String(st.pid ?? "")), dt("program", st.program),
+      dt("parent", st.parent ? h("a", {href: `#/agent/${encodeURIComponent(st.parent)}`, text: st.parent}) : "—"),
+      dt("runtime", fmtDuration(st.runtime_s)), dt("system calls", String(st.syscalls)),
+      dt("created", fmtTime(st.created_at)),
+      dt("taint", (st.taint || []).length ? st.taint.map((t) => badge(t, "taint")) : "none"),
+      dt("isolation", isolation(st.isolation)),
+      dt("exit", st.exit ? `${st.exit.reason} code=${st.exit.code ?? ""} signal=${st.exit.signal ?? ""} ${st.exit.detail || ""}` : "—"),
+      dt("result", st.result === null || st.result === undefined ? "—" : json(st.result)));
+    replace(children, st.children.length
+      ? st.children.map((c) => h("li", {}, h("a", {href: `#/agent/${encodeURIComponent(c)}`, text: c})))
+      : h("li", {class: "muted", text: "none"}));
+    replace(manifest, json(st.manifest));
+    const b = st.budget;
+    replace(inferenceEl,
+      h("p", {text: `spent: ${spent(b)}`}),
+      b ? h("table", {}, h("tbody", {},
+        Object.keys(b.used || {}).map((k) => h("tr", {},
+          h("th", {text: k}), h("td", {class: "num", text: String(b.used[k])}),
+          h("td", {class: "muted", text: b.limits[`max_${k}`] === null ? "no limit" : `of ${b.limits[`max_${k}`]}`})))))
+        : h("p", {class: "muted", text: "no budget"}));
+    try {
+      const caps = await call("cap.list", {agent_id: agentId});
+      replace(grants, caps.tokens.length ? caps.tokens.map((t) => h("tr", {},
+        h("td", {}, h("code", {text: t.id.slice(0, 12)})),
+        h("td", {}, t.grants.map((g) => h("div", {text: g}))),
+        h("td", {class: "num", text: t.remaining === null ? "unlimited" : `${t.remaining} of ${t.max_invocations}`}),
+        h("td", {text: t.expires_at ? fmtTime(t.expires_at) : "never"}),
+        h("td", {}, t.revoked ? badge("revoked", "bad") : badge("live", "ok")))) :
+        h("tr", {}, h("td", {colspan: 5, class: "muted", text: "holds no capability"})));
+    } catch (err) {
+      replace(grants, h("tr", {}, h("td", {colspan: 5, class: "error", text: err.message})));
+    }
+  }
+
+  function addCall(ev) {
+    calls.prepend(callRow(ev));
+    while (calls.childElementCount > MAX_CALLS) calls.lastElementChild.remove();
+  }
+
+  let stopLog = null;
+  (async () => {
+    await load();
+    try {
+      const hist = await call("events.tail", {agent: agentId, limit: 200});
+      for (const ev of hist.events) addCall(ev);
+    } catch { /* the live tail still works */ }
+    stopLog = stream(`/v1/agents/${encodeURIComponent(agentId)}/logs`, (ev) => {
+      if (ev.event === "message" && ev.data) {
+        log.append(document.createTextNode(ev.data.data));
+        if (log.textContent.length > MAX_LOG) log.textContent = log.textContent.slice(-MAX_LOG);
+        log.scrollTop = log.scrollHeight;
+      } else if (ev.event === "end") {
+        log.dataset.ended = "true";
+      }
+    }, {lastId: 0});
+  })();
+  ctx.on((ev) => {
+    if (ev.agent !== agentId) return;
+    addCall(ev);
+    if (/^(agent|capability|taint|budget)\./.test(ev.kind)) load();
+  });
+  ctx.every(3000, () => { if (live) load(); });
+  return () => { if (stopLog) stopLog(); };
+}
