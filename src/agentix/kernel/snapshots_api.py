@@ -373,6 +373,6 @@ def _undo(k: Kernel, written: dict[str, Any]) -> None:
 
 def _llm_budget() -> dict[str, int]:
     """The kernel's default token budget for an LLM root (the ceiling of a foreign manifest's)."""
-    from agentix.kernel.capabilities import DEFAULT_LLM_BUDGET  # kernel/cap_grants.py after the split
+    from agentix.kernel.cap_grants import DEFAULT_LLM_BUDGET
 
     return DEFAULT_LLM_BUDGET
