@@ -77,19 +77,19 @@ GRANT_KINDS: tuple[str, ...] = get_args(GrantKind)
 TAINT_SOURCES = ("fetched_url", "untrusted_file", "agent_message", "external_tool")
 
 _PATH_KINDS = ("file_read", "file_write")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
-_AGENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_PROGRAM_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,127}$")
-_SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}\Z")
+_AGENT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
+_PROGRAM_RE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,127}\Z")
+_SECRET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 #: ``provider:model``, a trailing ``*`` allowed (``local:*``, ``openai:gpt-4o*``)
 #: ``SERVER/TOOL`` (MCP): a declared server's name, then a tool name; a trailing ``*`` allowed
-MCP_SERVER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-MCP_TOOL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+MCP_SERVER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
+MCP_TOOL_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 #: the kernel tool name of an MCP server's tool: ``mcp__SERVER__TOOL`` (a valid function name
 #: for every model API; a server name holds no ``_``, so the split is unambiguous)
 MCP_TOOL_PREFIX = "mcp__"
-_MCP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}/(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\*?|\*)$")
-_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}:[A-Za-z0-9_.:/@+-]{0,127}\*?$")
+_MCP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}/(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\*?|\*)\Z")
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}:[A-Za-z0-9_.:/@+-]{0,127}\*?\Z")
 
 PRESET_DOCS: dict[str, str] = {
     "unrestricted": "every tool, read and write anywhere except the kernel's own state "

@@ -30,7 +30,7 @@ __all__ = [
     "parse_host_pattern",
 ]
 
-_LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+_LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 
 
 def is_ip_literal(host: str) -> bool:

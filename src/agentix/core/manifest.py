@@ -35,7 +35,7 @@ __all__ = [
     "parse_manifest",
 ]
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 
 # -- the valid range of every OS limit (what the sandbox can apply; docs/isolation.md) ----
 MIB = 1024**2
@@ -47,7 +47,7 @@ NOFILE_RANGE = (16, 1_048_576)        # fs.nr_open; the kernel's own hard limit 
 WALL_CLOCK_MAX = 365 * 86400.0        # a year; 0 is refused (it never meant "no limit")
 
 # -- environment: name shapes allowed, then dangerous names and prefixes refused ----------
-ENV_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+ENV_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,127}\Z")
 ENV_MAX_VARS = 64
 ENV_MAX_VALUE = 4096                  # bytes (UTF-8) per value
 ENV_MAX_TOTAL = 32 * 1024             # bytes of names and values together

@@ -23,7 +23,7 @@ from agentix.core.errors import InvalidRequest
 __all__ = ["MAX_SUBTASKS", "Plan", "Subtask", "find_cycle", "parse_plan", "waves"]
 
 MAX_SUBTASKS = 32
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}\Z")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from agentix.core.errors import InvalidRequest
 
 __all__ = ["Skill", "catalogue", "narrow_tools", "parse_skill_md"]
 
-SKILL_NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+SKILL_NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
 MAX_NAME = 64
 MAX_DESCRIPTION = 1024
 MAX_SKILL_MD = 256 * 1024

@@ -47,8 +47,8 @@ IDEMPOTENT = frozenset({"agent.spawn", "agent.submit_goal", "agent.run", "packag
 IDEMPOTENCY_TTL = 24 * 3600.0
 #: the largest request body the HTTP API reads (the socket's frame limit is the same idea)
 DEFAULT_MAX_BODY = 1024 * 1024
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_TOKEN = re.compile(r"^agx_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+_TOKEN = re.compile(r"^agx_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})\Z")
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,11 @@ BACKOFF_MAX = 30.0
 #: a call waits out a restart backoff up to this long; a longer one is refused at once
 BACKOFF_WAIT_MAX = 5.0
 RESULT_TEXT_MAX = 64 * 1024   # what an audit/outcome summary keeps of a result (the result itself is whole)
+#: a listing is bounded as a whole, not only page by page: every agent's ``tool.list`` carries
+#: every approved tool, so a server listing without end would wedge them all
+MAX_TOOLS = 512
+#: the canonical JSON of one tool's description and input schema; a bigger tool is skipped
+MAX_TOOL_BYTES = 64 * 1024
 
 
 class McpServerConfig(BaseModel):
@@ -343,8 +348,10 @@ class McpServer:
                 self._died(self.last_error or "could not start")
             raise
         except Exception as err:  # noqa: BLE001 - the server's fault, said plainly
-            self._died(f"handshake failed: {err}")
-            raise ToolError(f"MCP server {self.name} could not start: {err}", reason="mcp_server_start",
+            # a bound it broke ended the session first: that is the reason, not the closed stream
+            why = self.last_error if self._dead.is_set() and self.last_error else f"handshake failed: {err}"
+            self._died(why)
+            raise ToolError(f"MCP server {self.name} could not start: {why}", reason="mcp_server_start",
                             server=self.name) from None
         self.state = "running"
         await self.k.events.record("mcp.server_started", None, {
@@ -388,10 +395,18 @@ class McpServer:
         return SocketTransport(ksock, cfg, lambda why: self._died(why, dead), eof)()
 
     async def _remote(self) -> Any:
+        """The remote server under the same bound as a local one: a JSON response over
+        ``max_message_bytes`` is cut off (the SDK reads one whole into memory), as is one SSE
+        event (``max_sse_event_size``)."""
         from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
 
         self.handle, self.pid = None, None
-        return streamable_http_client(self.cfg.url)
+        client = create_mcp_http_client()
+        client._transport = _BoundedHttp(client._transport, self.cfg.max_message_bytes,
+                                         lambda why: self._died(why))
+        return _owning(client, streamable_http_client(self.cfg.url, http_client=client,
+                                                      max_sse_event_size=self.cfg.max_message_bytes))
 
     async def _run(self, transport: Any, ready: asyncio.Future[None], dead: asyncio.Event) -> None:
         from mcp import Client
@@ -455,21 +470,41 @@ class McpServer:
 
     # -- listing and calling ------------------------------------------------------------
     async def _list(self) -> None:
+        """The server's tools, read under ONE deadline (``start_timeout``, the same as the
+        handshake's) and bounded in count (``MAX_TOOLS``) and size (``MAX_TOOL_BYTES`` each):
+        a server paging slowly or without end fails its start instead of holding the callers
+        (and every agent's ``tool.list``) for 64 pages of ``call_timeout``."""
         assert self.client is not None
         tools: dict[str, ListedTool] = {}
         cursor: str | None = None
-        for _ in range(64):
-            page = await asyncio.wait_for(self.client.list_tools(cursor=cursor), self.cfg.call_timeout)
-            for t in page.tools:
-                if not MCP_TOOL_RE.match(t.name):
-                    log.warning("MCP server %s lists a tool named %r; skipped (names are letters, digits, "
-                                "'_', '.', '-')", self.name, t.name[:80])
-                    continue
-                tools[t.name] = ListedTool(t.name, t.description, t.input_schema,
-                                           tool_digest(t.description, t.input_schema))
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        try:
+            async with asyncio.timeout(self.cfg.start_timeout):
+                for _ in range(64):
+                    page = await self.client.list_tools(cursor=cursor)
+                    for t in page.tools:
+                        if not MCP_TOOL_RE.fullmatch(t.name):
+                            log.warning("MCP server %s lists a tool named %r; skipped (names are letters, "
+                                        "digits, '_', '.', '-')", self.name, t.name[:80])
+                            continue
+                        digest, size = tool_digest(t.description, t.input_schema), _tool_size(t)
+                        if size > MAX_TOOL_BYTES:
+                            log.warning("MCP server %s lists tool %s with %d bytes of description and "
+                                        "schema (more than %d); skipped", self.name, t.name, size, MAX_TOOL_BYTES)
+                            continue
+                        tools[t.name] = ListedTool(t.name, t.description, t.input_schema, digest)
+                        if len(tools) > MAX_TOOLS:
+                            raise ToolError(f"MCP server {self.name} lists more than {MAX_TOOLS} tools",
+                                            reason="mcp_server_start", server=self.name)
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+                else:
+                    raise ToolError(f"MCP server {self.name} listed 64 pages of tools without an end",
+                                    reason="mcp_server_start", server=self.name)
+        except TimeoutError:
+            raise ToolError(f"MCP server {self.name} did not finish listing its tools (tools/list) within "
+                            f"start_timeout = {self.cfg.start_timeout:g} s", reason="mcp_server_start",
+                            server=self.name) from None
         self.tools = tools
 
     async def call(self, tool: str, args: dict[str, Any], timeout: float) -> Any:
@@ -520,6 +555,61 @@ class McpServer:
                 "tools": len(self.tools), "in_flight": self.in_flight,
                 "isolation": ({"layers": self.handle.layers, "missing": self.handle.missing_layers}
                               if self.handle is not None and self.state == "running" else None)}
+
+
+@contextlib.asynccontextmanager
+async def _owning(client: Any, inner: Any) -> AsyncIterator[Any]:
+    async with client, inner as streams:
+        yield streams
+
+
+def _bounded_http_transport() -> type:
+    import httpx2
+
+    class Bounded(httpx2.AsyncBaseTransport):
+        """A remote MCP server's responses: a non-SSE body over ``cap`` bytes ends the session."""
+
+        def __init__(self, inner: Any, cap: int, on_fatal: Callable[[str], None]) -> None:
+            self._inner, self._cap, self._on_fatal = inner, cap, on_fatal
+
+        async def handle_async_request(self, request: Any) -> Any:
+            resp = await self._inner.handle_async_request(request)
+            if "text/event-stream" in resp.headers.get("content-type", ""):
+                return resp  # bounded per event by max_sse_event_size
+            return httpx2.Response(resp.status_code, headers=resp.headers, extensions=resp.extensions,
+                                   stream=_Capped(resp.stream, self._cap, self._on_fatal))
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    class _Capped(httpx2.AsyncByteStream):
+        def __init__(self, inner: Any, cap: int, on_fatal: Callable[[str], None]) -> None:
+            self._inner, self._cap, self._on_fatal = inner, cap, on_fatal
+
+        async def __aiter__(self) -> Any:
+            seen = 0
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if seen > self._cap:
+                    why = f"sent a message of more than {self._cap} bytes (max_message_bytes)"
+                    self._on_fatal(why)
+                    raise httpx2.ReadError(why)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return Bounded
+
+
+def _BoundedHttp(inner: Any, cap: int, on_fatal: Callable[[str], None]) -> Any:  # noqa: N802 - a class, built lazily
+    return _bounded_http_transport()(inner, cap, on_fatal)
+
+
+def _tool_size(t: Any) -> int:
+    from agentix.core.canonical import canonical_json
+
+    return len(canonical_json({"description": t.description or "", "input_schema": t.input_schema}))
 
 
 def _closed(err: BaseException) -> bool:
@@ -697,8 +787,10 @@ class McpTools:
         if got is None:
             return None
         srv, tool = got
-        listed = srv.tools.get(tool)
-        desc = untrusted_description(srv.name, tool, listed.description if listed else None)
+        # the description the operator approved (its pin), never what the server lists now: a
+        # changed description reaches no model, whatever path asks for the spec
+        approved = self.pins.approved.get((srv.name, tool))
+        desc = untrusted_description(srv.name, tool, approved[0] if approved else None)
         return ToolSpec(name, desc, {"type": "object"}, self._handler(srv, tool),
                         durability=srv.cfg.durability(tool))
 
@@ -725,7 +817,22 @@ class McpTools:
         return run
 
     async def call(self, ctx: ToolContext, srv: McpServer, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One call of the server's tool. Every error that leaves here once the server has been
+        asked anything is labelled like a result: a start failure quotes the server's own line, a
+        schema error the server's schema (``const``, ``enum``, ``pattern``), a call error its
+        JSON-RPC message. Only the kernel's own pin refusals (no server text) are not."""
         label = f"external_tool:mcp:{srv.name}/{tool}"
+        try:
+            return await self._call(ctx, srv, tool, args, label)
+        except CapabilityDenied as err:
+            if err.data.get("reason") in ("mcp_tool_changed", "mcp_tool_unapproved"):
+                raise
+            raise err.tainted(label) from None
+        except AgentixError as err:
+            raise err.tainted(label) from None
+
+    async def _call(self, ctx: ToolContext, srv: McpServer, tool: str, args: dict[str, Any],
+                    label: str) -> dict[str, Any]:
         await srv.ensure()
         t = srv.tools.get(tool)
         if t is None:
@@ -748,11 +855,7 @@ class McpTools:
                 f"\"operator\"): `agentix mcp approve {srv.name}/{tool}`",
                 reason="mcp_tool_unapproved", server=srv.name, tool=tool, digest=t.digest)
         self._validator(srv.name, t)(args)
-        try:
-            res = await srv.call(tool, args, srv.cfg.call_timeout)
-        except AgentixError as err:
-            # the server's words may be in it (a JSON-RPC error message): label like a result
-            raise err.tainted(label) from None
+        res = await srv.call(tool, args, srv.cfg.call_timeout)  # errors: labelled by call()
         self._taint(ctx, label)
         return _result(srv.name, tool, res)
 

@@ -231,7 +231,8 @@ POLICIES: dict[str, MethodPolicy] = {
                          "(a face serving HTTP itself: `agentix mcp --http`); a bad one is recorded"),
     # ---- operator: MCP servers as agent tools (kernel/mcp_tools.py, docs/integrations.md)
     "mcp.servers": _op("no_effect"),
-    "mcp.tools": _op("no_effect", "the operator's socket; starts a declared server (sandboxed) to list it"),
+    # an effect: it starts the server's process and pins first-use tools (not for viewers)
+    "mcp.tools": _op("effect", "the operator's socket; starts a declared server (sandboxed) to list it"),
     "mcp.approve": _op("effect", "the operator's socket; pins the tool's current description and schema",
                        recorded=True),
     "mcp.restart": _op("effect", "the operator's socket; restarts a declared server (sandboxed)", recorded=True),

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound
+from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import parse_ref
 from agentix.kernel.dispatch import Call
@@ -152,7 +153,9 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
             name = _str(call.params, "name", "an agent name", None)
             if name:
                 data["name"] = name
-            manifest = parse_manifest(data)
+            # the publisher sized nothing the operator did not accept: limits, budget and
+            # memory at most this kernel's defaults (core/foreign.py)
+            manifest = cap_foreign(parse_manifest(data), k.config.limits, _llm_budget())
             verdict = {"basis": prep.verdict.basis, "keyid": prep.verdict.keyid,
                        "rollback": prep.verdict.rollback_allowed, **prep.verdict.statement.to_data()}
             if pulled is None:
@@ -273,3 +276,10 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
 
 def _summary(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in ("ref", "tag", "context", "key", "pattern", "name", "accept")}
+
+
+def _llm_budget() -> dict[str, int]:
+    """The kernel's default token budget for an LLM root (the ceiling of a foreign manifest's)."""
+    from agentix.kernel.cap_grants import DEFAULT_LLM_BUDGET
+
+    return DEFAULT_LLM_BUDGET

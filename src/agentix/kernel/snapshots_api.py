@@ -46,6 +46,7 @@ import orjson
 
 from agentix.core.budget import Usage
 from agentix.core.errors import AgentixError, InvalidRequest, StateError
+from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import Ref, check_digest, parse_ref
 from agentix.core.snapshot import SNAPSHOT_API, GrantGroup, manifest_capabilities, narrow_groups
@@ -262,6 +263,8 @@ def register(k: Kernel) -> None:
         data.update({"name": await asyncio.to_thread(_free_name, base, name is not None),
                      "capabilities": caps, "budget": dict(doc["budget"].get("limits") or {})})
         manifest = parse_manifest(data)
+        if foreign:  # sized by its publisher, not this operator: at most the defaults (core/foreign.py)
+            manifest = cap_foreign(manifest, k.config.limits, _llm_budget())
         dest = store.layout.tmp / f"restore-{secrets.token_hex(6)}"
         written: dict[str, Any] = {}
 
@@ -366,3 +369,10 @@ def _undo(k: Kernel, written: dict[str, Any]) -> None:
     if owner:
         k.memory.delete_owner(owner)
 
+
+
+def _llm_budget() -> dict[str, int]:
+    """The kernel's default token budget for an LLM root (the ceiling of a foreign manifest's)."""
+    from agentix.kernel.cap_grants import DEFAULT_LLM_BUDGET
+
+    return DEFAULT_LLM_BUDGET
