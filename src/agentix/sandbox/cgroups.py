@@ -241,9 +241,15 @@ class CgroupSet:
                 _write(u / "cpu.max", f"{max(int(spec.cpu * CFS_PERIOD_US), 1000)} {CFS_PERIOD_US}")
             return
         if spec.memory is not None:
-            _write(d["memory"] / "memory.limit_in_bytes", str(spec.memory))
-            if (d["memory"] / "memory.memsw.limit_in_bytes").exists():
-                _write(d["memory"] / "memory.memsw.limit_in_bytes", str(spec.memory))
+            mem, memsw = d["memory"] / "memory.limit_in_bytes", d["memory"] / "memory.memsw.limit_in_bytes"
+            # v1 refuses (EINVAL) a memory limit above the memory+swap limit: when raising a
+            # limit already set (a warm worker given a larger agent), raise memsw first
+            pair = [mem, memsw] if memsw.exists() else [mem]
+            current = _int(_read(memsw)) if memsw.exists() else None
+            if current is not None and spec.memory > current:
+                pair.reverse()
+            for f in pair:
+                _write(f, str(spec.memory))
         if spec.pids is not None:
             _write(d["pids"] / "pids.max", str(spec.pids))
         if spec.cpu is not None:
