@@ -29,6 +29,16 @@ SIZES = (1_000, 10_000, 100_000)
 QUERIES = 200
 
 
+
+def _index_of(store, owner):
+    """The owner's vector index as a query sees it (one read snapshot; for recall checks)."""
+    conn = store.db.reader()
+    conn.execute("BEGIN")
+    try:
+        return store._index(conn, owner)
+    finally:
+        conn.execute("COMMIT")
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
@@ -61,7 +71,7 @@ def main() -> None:
             store.query(owner, "warm", k=5, embedding=q[0])     # loads the owner's vectors
             cold = (time.perf_counter() - t) * 1000
             lat = []
-            index = store._index(owner)
+            index = _index_of(store, owner)
             mat = index.mat
             recall = []
             for i in range(QUERIES):
@@ -85,7 +95,7 @@ def main() -> None:
         for s in range(0, 100_000, 10_000):
             store.store_many("agent:clustered", [(f"c{s + i}", "fact", None) for i in range(10_000)],
                              embeddings=clus[s:s + 10_000])
-        index = store._index("agent:clustered")
+        index = _index_of(store, "agent:clustered")
         crec = []
         for _ in range(50):
             q = normalise(clus[rng.integers(100_000)] + 0.5 * normalise(rng.standard_normal(DIM)))
