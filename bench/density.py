@@ -120,7 +120,7 @@ def main() -> None:
             lst = timed(lambda: k.list(all=False), 100)
             status = timed(lambda: k.status(random.choice(ids)), 300)
             probe = k.spawn({"name": "probe", "program": str(tmp / "probe.py"),
-                             "capabilities": ["tool: echo"]})  # zero-default: echo needs its grant.agent_id
+                             "capabilities": ["tool: echo"]}).agent_id  # zero-default: echo needs its grant
             pr = k.wait(probe, timeout=120)
         h = cgroups.detect(cgroups.subtree_name(home))  # the kernel's own subtree
         base = next(iter(h.bases.values()))
