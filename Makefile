@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := bubblewrap libseccomp2 docker-registry chromium
 EXTRAS ?= dev,http,mcp,observe,langchain,openai-agents,a2a
 
-.PHONY: demo test test-slow bench setup system-packages venv clean lock
+.PHONY: demo test test-slow bench setup system-packages venv clean lock bytecode
 
 demo: setup
 	$(VENV)/bin/agentix demo
@@ -25,7 +25,12 @@ test-slow: setup
 bench: setup
 	$(PY) bench/_run_all.py $(BENCH_ARGS)
 
-setup: system-packages $(STAMP)
+setup: system-packages $(STAMP) bytecode
+
+# compile the package once, so neither the CLI nor an agent (whose sandbox sees src/ read-only)
+# compiles agentix at every start; only changed files are recompiled
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q src >/dev/null
 
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
