@@ -35,7 +35,6 @@ an environment of its own (docs/integrations.md).
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from typing import Any
 
@@ -43,7 +42,7 @@ from crewai import BaseLLM
 from crewai.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from agentix.sdk import agent as _agent
+from agentix.adapters._tools import as_text, kernel_of, selected_tools
 from agentix.sdk.errors import AgentixError
 
 __all__ = ["AgentixCrewTool", "AgentixLLM", "MemberKernel", "agentix_crewai_tools", "member"]
@@ -54,8 +53,7 @@ for _var, _val in (("CREWAI_DISABLE_TELEMETRY", "true"), ("OTEL_SDK_DISABLED", "
     os.environ.setdefault(_var, _val)
 
 
-def _kernel(k: Any) -> Any:
-    return k if k is not None else _agent.connect()
+_kernel = kernel_of
 
 
 class MemberError(AgentixError):
@@ -188,18 +186,12 @@ class AgentixCrewTool(BaseTool):
             out = _kernel(self.kernel).tools.call(self.name, args)
         except AgentixError as err:
             return f"error: {err.code}: {err.message}"
-        return out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, default=str)
+        return as_text(out)
 
 
 def agentix_crewai_tools(names: list[str] | None = None, *, kernel: Any = None) -> list[BaseTool]:
     """Kernel tools as CrewAI tools: ``names``, or every tool ``kernel``'s agent may call."""
-    k = _kernel(kernel)
-    catalogue = {t["name"]: t for t in k.tools.list()}
-    if names is None:
-        names = [n for n in k.info().get("tools", []) if n in catalogue]
-    missing = [n for n in names if n not in catalogue]
-    if missing:
-        raise ValueError(f"no kernel tool named {missing[0]!r}; the kernel has {sorted(catalogue)}")
-    return [AgentixCrewTool(name=n, description=catalogue[n].get("description") or n,
-                            args_schema=_args_model(n, catalogue[n].get("input_schema") or {}), kernel=k)
-            for n in names]
+    k = kernel_of(kernel)
+    return [AgentixCrewTool(name=t["name"], description=t.get("description") or t["name"],
+                            args_schema=_args_model(t["name"], t.get("input_schema") or {}), kernel=k)
+            for t in selected_tools(k, names)]

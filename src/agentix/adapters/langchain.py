@@ -40,14 +40,13 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from agentix.sdk import agent as _agent
+from agentix.adapters._tools import as_text, kernel_of, selected_tools
 from agentix.sdk.errors import AgentixError
 
 __all__ = ["AgentixChatModel", "AgentixTool", "agentix_tool", "agentix_tools", "to_think_messages"]
 
 
-def _kernel(k: Any) -> _agent.AgentKernel:
-    return k if k is not None else _agent.connect()
+_kernel = kernel_of
 
 
 def to_think_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
@@ -152,8 +151,7 @@ class AgentixChatModel(BaseChatModel):
         return super().bind(tools=formatted, **kwargs)
 
 
-def _answer(result: Any) -> str:
-    return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
+_answer = as_text
 
 
 class AgentixTool(BaseTool):
@@ -187,12 +185,6 @@ def agentix_tool(name: str, description: str = "", schema: dict[str, Any] | None
 def agentix_tools(names: Sequence[str] | None = None, *, kernel: Any = None) -> list[BaseTool]:
     """Kernel tools as LangChain tools: ``names`` (each must exist in the kernel's catalogue),
     or every tool the agent's grants allow (``sys.info``)."""
-    k = _kernel(kernel)
-    catalogue = {t["name"]: t for t in k.tools.list()}
-    if names is None:
-        names = [n for n in k.info().get("tools", []) if n in catalogue]
-    missing = [n for n in names if n not in catalogue]
-    if missing:
-        raise ValueError(f"no kernel tool named {missing[0]!r}; the kernel has {sorted(catalogue)}")
-    return [agentix_tool(n, catalogue[n].get("description", ""), catalogue[n].get("input_schema"), kernel=k)
-            for n in names]
+    k = kernel_of(kernel)
+    return [agentix_tool(t["name"], t.get("description", ""), t.get("input_schema"), kernel=k)
+            for t in selected_tools(k, names)]

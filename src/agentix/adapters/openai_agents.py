@@ -47,6 +47,7 @@ from agents.usage import Usage
 from openai import Omit
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 
+from agentix.adapters._tools import as_text, kernel_of, selected_tools
 from agentix.sdk import agent as _agent
 from agentix.sdk.errors import AgentixError
 
@@ -58,8 +59,7 @@ _PASSED = ("messages", "tools", "tool_choice", "temperature", "max_tokens", "sto
 _FINISH = {"end": "stop", "tool_calls": "tool_calls", "max_tokens": "length"}
 
 
-def _kernel(k: Any) -> _agent.AgentKernel:
-    return k if k is not None else _agent.connect()
+_kernel = kernel_of
 
 
 def _set(v: Any) -> bool:
@@ -197,7 +197,7 @@ def agentix_function_tool(name: str, description: str = "", schema: dict[str, An
             result = await asyncio.to_thread(_kernel(kernel).tools.call, name, args)
         except AgentixError as err:
             return f"error: {err.code}: {err.message}"
-        return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
+        return as_text(result)
 
     return FunctionTool(name=name, description=description or f"the agentix tool {name}",
                         params_json_schema=schema or {"type": "object", "properties": {}},
@@ -206,15 +206,9 @@ def agentix_function_tool(name: str, description: str = "", schema: dict[str, An
 
 def agentix_function_tools(names: Sequence[str] | None = None, *, kernel: Any = None) -> list[FunctionTool]:
     """Kernel tools as function tools: ``names``, or every tool the agent's grants allow."""
-    k = _kernel(kernel)
-    catalogue = {t["name"]: t for t in k.tools.list()}
-    if names is None:
-        names = [n for n in k.info().get("tools", []) if n in catalogue]
-    missing = [n for n in names if n not in catalogue]
-    if missing:
-        raise ValueError(f"no kernel tool named {missing[0]!r}; the kernel has {sorted(catalogue)}")
-    return [agentix_function_tool(n, catalogue[n].get("description", ""), catalogue[n].get("input_schema"),
-                                  kernel=k) for n in names]
+    k = kernel_of(kernel)
+    return [agentix_function_tool(t["name"], t.get("description", ""), t.get("input_schema"), kernel=k)
+            for t in selected_tools(k, names)]
 
 
 # ---------------------------------------------------------------------------- handoffs
