@@ -216,11 +216,17 @@ def isolation_mode() -> str:
 
 @pytest.fixture
 def start_kernel(isolation_mode: str) -> Iterator[Any]:
-    """Factory: ``start_kernel(config={...})`` starts a fresh daemon; all are stopped at the end."""
+    """Factory: ``start_kernel(config={...})`` starts a fresh daemon; all are stopped at the end.
+    ``prepare(home)`` runs on the new home before the daemon starts (a config.toml of its own,
+    files the test plants)."""
     started: list[tuple[Daemon, Path]] = []
 
-    def start(config: dict[str, Any] | None = None, isolation: str | None = None) -> Daemon:
+    def start(config: dict[str, Any] | None = None, isolation: str | None = None,
+              prepare: Any = None) -> Daemon:
         tmp = short_tmp()
+        if prepare is not None:
+            (tmp / "h").mkdir(parents=True)
+            prepare(tmp / "h")
         d = Daemon(tmp / "h", isolation or isolation_mode, config)
         started.append((d, tmp))
         return d

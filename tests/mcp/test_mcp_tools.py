@@ -36,29 +36,16 @@ def declare(name: str, mode: str = "good", **extra: Any) -> str:
 
 
 @pytest.fixture
-def mcp_kernel(isolation_mode: str):
-    started: list[tuple[Daemon, Path]] = []
-
+def mcp_kernel(start_kernel: Any):
+    """``mcp_kernel(*server_declarations, before=fn)``: a kernel whose config.toml declares
+    those servers (``before(home)`` runs after the config is written)."""
     def start(*servers: str, before: Any = None) -> Daemon:
-        tmp = short_tmp()
-        home = tmp / "h"
-        home.mkdir(parents=True)
-        (home / "config.toml").write_text("".join(servers))
-        if before is not None:
-            before(home)
-        d = Daemon(home, isolation_mode)
-        started.append((d, tmp))
-        return d
-
-    yield start
-    errors = []
-    for d, tmp in started:
-        try:
-            d.stop()
-        except AssertionError as err:
-            errors.append(str(err))
-        shutil.rmtree(tmp, ignore_errors=True)
-    assert not errors, errors
+        def prepare(home: Path) -> None:
+            (home / "config.toml").write_text("".join(servers))
+            if before is not None:
+                before(home)
+        return start_kernel(prepare=prepare)
+    return start
 
 
 def run_calls(k: Daemon, calls: list[Any], grants: list[str], name: str = "caller") -> list[dict[str, Any]]:
