@@ -1,7 +1,6 @@
-"""The typed surface of the kernel that the package, snapshot, HTTP and persistence handlers use.
+"""The typed surface of the kernel that the package, snapshot and MCP handlers still use.
 
-Those handler modules (``packages_api``, ``snapshots_api``, ``http_api``, ``persistent``,
-``mcp_tools``, ``a2a_tool``, ``dashboard_api``, ``telemetry``)
+Those handler modules (``packages_api``, ``snapshots_api``, ``mcp_tools``, ``telemetry``)
 still take the kernel as one object; they type it with ``KernelServices`` (a Protocol the
 composition root ``kernel.Kernel`` satisfies), not with ``Kernel`` itself, so no handler
 imports the module that imports it (no import circle; ``tests/test_layering.py``). Every
