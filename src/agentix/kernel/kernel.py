@@ -197,7 +197,8 @@ class Kernel:
 
         # 7. the system calls, by area (kernel/methods.py says which exist and their policy)
         p = self.pipeline
-        calls_kernel.register(p, info=self.info, shutdown_requested=self.shutdown_requested, events=events)
+        calls_kernel.register(p, info=self.info, shutdown_requested=self.shutdown_requested,
+                              log=self.audit.sink if self.audit is not None else None)
         calls_agents.register(p, table=self.table, spawner=self.spawner, control=self.control, caps=self.caps,
                               inference=self.inference, persistent=self.state_store,
                               prepare_tools=self.mcp.prepare_for)
