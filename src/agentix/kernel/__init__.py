@@ -25,11 +25,15 @@ Construction order (``kernel/kernel.py``)::
        reap.Reaper               what happens when a process ends
        spawn.Spawner             admission, program copy (program.py), confinement, channel
        memory.store.MemoryStore, tools.skills.SkillCatalog
+       packages.service.PackageStore  the local package store (registry/, keys, trust) and
+                                 its one writer's lock (package.* and snapshot.* share both)
     5. stages                    cap_stage.CapabilityStage, then trusted_state.DurableStateStage
     6. tools                     echo, files, net_exec (web_fetch, exec), memory, skills,
                                  a2a_tool (a2a_call, when a2a-sdk is installed),
-                                 mcp_tools.McpTools (declared MCP servers' mcp__* tools)
-    7. system calls              the calls_* modules and the areas below
+                                 mcp_tools.McpTools (declared MCP servers' mcp__* tools; what
+                                 it uses of the kernel is one mcp_host.McpHost)
+    7. system calls              the calls_* modules and the areas below;
+                                 http_api.KernelHttpBackend (what the HTTP face calls)
 
 Every method has one row in ``methods.POLICIES`` (who may call it, what it touches and how
 that is authorised, whether it is recorded, its durability); a method without a row cannot
@@ -55,11 +59,15 @@ be registered, and an unknown one is refused. The handlers, by area:
     http        http_api.py            tokens.create .list .revoke .verify (and the HTTP face itself)
     dashboard   dashboard_api.py       dashboard.agents
 
-``mcp_tools`` takes the kernel as one object typed ``ports.KernelServices``; the others take
-the services they use.
+No handler module is handed the kernel: each ``register`` takes, as arguments, exactly the
+services its handlers use (``persistent.register(pipeline, table=, mail=, store=)``,
+``snapshots_api.register(pipeline, table=, control=, spawner=, caps=, ...)``), and a tool
+sees only its ``tools.base.ToolContext`` (the call, the agent it acts for, the decision).
+Stored persistent agents are started again by ``Kernel.respawn_persistent``.
 
 Around the root: ``daemon.py`` runs a kernel (sockets, signals, pidfile) and turns on
-``telemetry.py`` (metrics, traces: it wraps ``pipeline.run`` only when on); ``config.py`` and
+``telemetry.py`` (metrics, traces: it wraps ``pipeline.run`` only when on, and reads the
+``telemetry.MetricSources`` the daemon names); ``config.py`` and
 ``home.py`` are its configuration and directories; ``param_checks.py`` the handlers'
 parameter checks; ``method_params.py`` the operator methods' JSON Schemas (OpenAPI).
 """

@@ -5,8 +5,8 @@ it uses, adds the pipeline's stages and registers every system call's handlers; 
 attached to the kernel afterwards and nothing is patched (``kernel/__init__.py`` has the map).
 The operations on agents live in their own services (``spawn.Spawner``, ``control.Control``,
 ``reap.Reaper``, ``messaging.Messaging``); the methods here that carry their names are the
-kernel's public face for the daemon, the handlers that take the whole kernel
-(``ports.KernelServices``) and tests.
+kernel's public face for the daemon and tests. No handler is handed the kernel: each module's
+``register`` takes the services it uses.
 
 Concurrency: everything here runs on one asyncio loop; blocking work (file copies, tool
 I/O) goes to threads. Each agent has a channel task (serving its system calls) and a
@@ -56,6 +56,7 @@ from agentix.kernel.home import Home
 from agentix.kernel.http_api import HttpTokens, KernelHttpBackend
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.messaging import Messaging
+from agentix.kernel.mcp_host import McpHost
 from agentix.kernel.mcp_tools import McpTools
 from agentix.kernel.methods import Lookup
 from agentix.kernel.process import AgentRecord, ProcessTable
@@ -191,9 +192,11 @@ class Kernel:
                      *net_exec.make_specs(config, home, self.table, self.caps, self.substrate),
                      *memory_tools.make_specs(self.memory), *skill_tools.make_specs(self.skills)]:
             self.tools.register(spec)
-        a2a_tool.register(self.tools, caps=self.caps, table=self.table, config=config)  # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
+        # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
+        a2a_tool.register(self.tools, caps=self.caps, table=self.table, config=config)
         # declared MCP servers' tools (a provider of mcp__* names) and mcp.* (docs/integrations.md)
-        self.mcp: McpTools = mcp_tools.register(self)
+        self.mcp: McpTools = mcp_tools.register(self.pipeline, self.tools, McpHost(
+            home, config, self.substrate, self.events, db, self.caps, self.table))
 
         # 7. the system calls, by area (kernel/methods.py says which exist and their policy)
         p = self.pipeline

@@ -78,8 +78,12 @@ from agentix.sandbox.base import Handle, LaunchSpec
 from agentix.tools.base import ToolContext, ToolSpec
 
 if TYPE_CHECKING:
-    from agentix.kernel.dispatch import Call
-    from agentix.kernel.ports import KernelServices as Kernel
+    from mcp import Client
+
+    from agentix.kernel.dispatch import Call, Pipeline
+    from agentix.kernel.mcp_host import McpHost
+    from agentix.store.db import Database
+    from agentix.tools.base import ToolRegistry
 
 __all__ = ["McpServerConfig", "McpTools", "load_mcp_config", "register"]
 
@@ -283,7 +287,7 @@ class McpServer:
 
     name: str
     cfg: McpServerConfig
-    k: Kernel
+    k: McpHost                       # what it uses of the kernel (kernel/mcp_host.py)
     state: Literal["stopped", "starting", "running", "backoff", "failed"] = "stopped"
     tools: dict[str, ListedTool] = field(default_factory=dict)
     last_error: str | None = None
@@ -291,7 +295,7 @@ class McpServer:
     starts: int = 0
     next_start_at: float = 0.0
     pid: int | None = None
-    client: Any = None
+    client: Client | None = None
     handle: Handle | None = None
     in_flight: int = 0
     _dead: asyncio.Event = field(default_factory=asyncio.Event)
@@ -629,9 +633,8 @@ def _describe(err: BaseException) -> str:
 class PinStore:
     """The approved digests, in memory and durable in the store (``mcp_pins``)."""
 
-    def __init__(self, k: Kernel) -> None:
-        self.k = k
-        self.db = k.db
+    def __init__(self, db: Database | None) -> None:
+        self.db = db
         self.pins: dict[tuple[str, str], Pin] = {}
         #: what each pin approved (description, input schema): offered before the server starts
         self.approved: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
@@ -668,8 +671,8 @@ class PinStore:
 class McpTools:
     """The declared servers, their pins, and the ``mcp__*`` tools they provide to the registry."""
 
-    def __init__(self, k: Kernel, servers: dict[str, McpServerConfig]) -> None:
-        self.k = k
+    def __init__(self, k: McpHost, servers: dict[str, McpServerConfig]) -> None:
+        self.k = k  # what it uses of the kernel (kernel/mcp_host.py)
         home = os.path.realpath(k.home.root)
         for name, cfg in servers.items():
             for p in cfg.read_only_paths:
@@ -680,7 +683,7 @@ class McpTools:
                         f"state ({home}: keys, database, secrets, workspaces); name a directory outside it",
                         field=f"mcp.servers.{name}.read_only_paths")
         self.servers = {name: McpServer(name, cfg, k) for name, cfg in servers.items()}
-        self.pins = PinStore(k)
+        self.pins = PinStore(k.db)
         self._validators: dict[str, Callable[[dict[str, Any]], None]] = {}
 
     def server(self, name: str) -> McpServer:
@@ -914,13 +917,13 @@ def _result(server: str, tool: str, res: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- methods
-def register(k: Kernel) -> McpTools:
-    """Read the declarations, add the ``mcp__*`` tools to the registry and the ``mcp.*``
-    operator methods to the pipeline (rows in kernel/methods.py)."""
+def register(pipeline: Pipeline, registry: ToolRegistry, host: McpHost) -> McpTools:
+    """Read the declarations, add the ``mcp__*`` tools to ``registry`` and the ``mcp.*``
+    operator methods to ``pipeline`` (rows in kernel/methods.py)."""
     from agentix.kernel.methods import method
 
-    svc = McpTools(k, load_mcp_config(k.home.root))
-    k.tools.add_provider(MCP_TOOL_PREFIX, svc)
+    svc = McpTools(host, load_mcp_config(host.home.root))
+    registry.add_provider(MCP_TOOL_PREFIX, svc)
 
     async def servers(call: Call) -> dict[str, Any]:
         return {"servers": svc.statistics()}
@@ -949,5 +952,5 @@ def register(k: Kernel) -> McpTools:
 
     for name, fn in (("mcp.servers", servers), ("mcp.tools", tools), ("mcp.approve", approve),
                      ("mcp.restart", restart)):
-        k.pipeline.register(method(name, fn, operator=True))
+        pipeline.register(method(name, fn, operator=True))
     return svc
