@@ -53,7 +53,7 @@ from agentix.kernel.config import KernelConfig
 from agentix.kernel.control import Control
 from agentix.kernel.dispatch import EventSink, Pipeline
 from agentix.kernel.home import Home
-from agentix.kernel.http_api import HttpTokens, KernelHttpBackend
+from agentix.kernel.http_api import KernelHttpBackend
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.messaging import Messaging
 from agentix.kernel.mcp_host import McpHost
@@ -225,8 +225,7 @@ class Kernel:
                                state_store=self.state_store, memory=self.memory, store=self.packages,
                                lock=self.packages_lock, config=config)
         # tokens.* for the HTTP API, and the backend the HTTP face calls (docs/http.md)
-        self.http_tokens: HttpTokens = http_api.register(p, db=db, events=self.events)
-        self.http = KernelHttpBackend(p, self.events, self.http_tokens, db)
+        self.http = KernelHttpBackend(p, self.events, http_api.register(p, db=db, events=self.events), db)
         dashboard_api.register(p, table=self.table)  # dashboard.agents for the web dashboard (docs/dashboard.md)
 
     # ------------------------------------------------------------------ life of the kernel
