@@ -1,0 +1,206 @@
+"""A2A streaming, resubscribing and cancelling, real protocol on both sides: ``a2a-sdk``'s
+client (and raw HTTP for the bad inputs) against an agentix agent published by
+``agentix.a2a.server`` on loopback in front of a real kernel daemon.
+
+The published agent (tests/programs/a2a_steps.py) prints a line every 0.1 s for as many steps
+as its message asks, then answers; a large count keeps it running until it is stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("a2a", reason="the a2a extra is not installed (pip install agentix[a2a])")
+pytest.importorskip("uvicorn")
+
+from a2a.client import ClientConfig, create_client  # noqa: E402
+from a2a.types import (  # noqa: E402
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+    TaskState,
+)
+
+from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError  # noqa: E402
+
+from agentix.sdk import Kernel  # noqa: E402
+from tests.adapters._a2a import TOKEN, serve  # noqa: E402
+
+PROGRAMS = Path(__file__).resolve().parents[1] / "programs"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+STEPS = {"name": "steps", "description": "Counts steps, then answers.", "program": str(PROGRAMS / "a2a_steps.py"),
+         "isolation": "degraded"}
+
+
+@pytest.fixture
+def served(tmp_path):
+    with serve(tmp_path, dict(STEPS), tmp_path) as s:
+        yield s
+
+
+def _send(text: str) -> SendMessageRequest:
+    return SendMessageRequest(message=Message(role=Role.ROLE_USER, parts=[Part(text=text)],
+                                              message_id=str(uuid.uuid4())))
+
+
+def _state(ev) -> str | None:
+    """The task state a stream event reports (None for an artifact update)."""
+    if ev.HasField("task"):
+        st = ev.task.status.state
+    elif ev.HasField("status_update"):
+        st = ev.status_update.status.state
+    else:
+        return None
+    return TaskState.Name(st).removeprefix("TASK_STATE_").lower()
+
+
+def _client(http, *, streaming=True, polling=False):
+    return create_client(f"{http.base_url}", ClientConfig(httpx_client=http, streaming=streaming, polling=polling))
+
+
+def _http(served) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=served.url, headers=AUTH, timeout=60)
+
+
+def _wait_running(served, timeout: float = 30.0):
+    """The published agent's record once it runs (its first step printed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [a for a in served.agents() if a.name == "steps"]
+        if runs and runs[0].state == "running":
+            return runs[0]
+        time.sleep(0.05)
+    raise AssertionError(f"the published agent did not start: {served.agents()}")
+
+
+def test_a_streamed_task_reports_each_state_as_it_happens(served):
+    async def go():
+        async with _http(served) as http:
+            client = await _client(http)
+            assert client._card.capabilities.streaming  # the card says it streams
+            return [ev async for ev in client.send_message(_send("3 hello"))]
+
+    events = asyncio.run(go())
+    states = [s for s in map(_state, events) if s is not None]
+    assert states[0] == "submitted" and states[-1] == "completed" and "working" in states
+    arts = [ev.artifact_update.artifact for ev in events if ev.HasField("artifact_update")]
+    assert [(a.name, [p.text for p in a.parts]) for a in arts] == [("result", ["done: hello"])]
+    # each event came as it happened: the artifact before the final state, the run behind it one
+    kinds = [ev.WhichOneof("payload") for ev in events]
+    assert kinds.index("artifact_update") < len(kinds) - 1
+    runs = served.agents()
+    assert [(a.name, a.reason) for a in runs] == [("steps", "completed")]
+
+
+def test_resubscribing_to_a_running_task_streams_it_to_the_end(served):
+    async def go():
+        async with _http(served) as http:
+            polling = await _client(http, streaming=False, polling=True)
+            first = [ev async for ev in polling.send_message(_send("10 again"))]
+            task_id = first[-1].task.id
+            await asyncio.to_thread(_wait_running, served)
+            streaming = await _client(http)
+            later = [ev async for ev in streaming.subscribe(SubscribeToTaskRequest(id=task_id))]
+            return first, later
+
+    first, later = asyncio.run(go())
+    assert _state(first[-1]) in ("submitted", "working")  # answered before the run ended
+    states = [s for s in map(_state, later) if s is not None]
+    assert states[0] == "working" and states[-1] == "completed"  # the snapshot, then what followed
+    texts = [p.text for ev in later if ev.HasField("artifact_update") for p in ev.artifact_update.artifact.parts]
+    assert texts == ["done: again"]
+
+
+def test_cancel_stops_the_run_and_is_audited(served):
+    async def go():
+        async with _http(served) as http:
+            client = await _client(http)
+            stream = client.send_message(_send("100000 forever"))
+            seen = []
+            async for ev in stream:  # up to the moment the run is working
+                seen.append(ev)
+                if _state(ev) == "working":
+                    break
+            task_id = seen[0].task.id
+            rec = await asyncio.to_thread(_wait_running, served)
+            canceller = await _client(http, streaming=False)
+            cancelled = await canceller.cancel_task(CancelTaskRequest(id=task_id))
+            rest = [ev async for ev in stream]
+            after = await canceller.get_task(GetTaskRequest(id=task_id))
+            return rec, cancelled, seen + rest, after
+
+    rec, cancelled, events, after = asyncio.run(go())
+    assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+    assert after.status.state == TaskState.TASK_STATE_CANCELED and not after.artifacts
+    assert _state(events[-1]) == "canceled"  # the stream ended with it
+    # the run was stopped (not left to its timeout): exited, killed, by the a2a face, audited
+    runs = served.agents()
+    assert [(a.agent_id, a.state, a.reason) for a in runs] == [(rec.agent_id, "exited", "killed")]
+    stops = served.events("agent.stop")
+    assert [(e["data"]["by"], e["data"]["agent_id"], e["data"]["ok"]) for e in stops] == [("a2a", rec.agent_id, True)]
+    with Kernel(served.home) as k:  # it had started, and never got near its last step
+        log = k.logs(rec.agent_id)[0]
+    assert "step 0" in log and "step 99999" not in log
+
+
+def test_cancelling_an_unknown_task_id_is_a_clear_error_and_changes_nothing(served):
+    body = {"jsonrpc": "2.0", "id": 3, "method": "CancelTask", "params": {"id": "no-such-task"}}
+    r = httpx.post(served.url, json=body, headers={**AUTH, "A2A-Version": "1.0"}, timeout=30)
+    err = r.json()["error"]
+    assert err["code"] == -32001 and "not found" in err["message"].lower()
+
+    async def go():
+        async with _http(served) as http:
+            client = await _client(http)
+            with pytest.raises(TaskNotFoundError):
+                async for _ in client.subscribe(SubscribeToTaskRequest(id="no-such-task")):
+                    pass
+
+    asyncio.run(go())
+    assert served.agents() == [] and served.events("agent.stop") == []
+
+
+def test_a_finished_task_cannot_be_cancelled_and_its_result_stays(served):
+    async def go():
+        async with _http(served) as http:
+            client = await _client(http, streaming=False)
+            done = [ev async for ev in client.send_message(_send("1 quick"))][-1].task
+            with pytest.raises(TaskNotCancelableError):
+                await client.cancel_task(CancelTaskRequest(id=done.id))
+            return done, await client.get_task(GetTaskRequest(id=done.id))
+
+    done, after = asyncio.run(go())
+    assert done.status.state == after.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [p.text for a in after.artifacts for p in a.parts] == ["done: quick"]
+    assert [a.reason for a in served.agents()] == ["completed"] and served.events("agent.stop") == []
+
+
+@pytest.mark.parametrize("method,params", [
+    ("SendStreamingMessage", {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "1 hi"}]}}),
+    ("SubscribeToTask", {"id": "some-task"}),
+    ("CancelTask", {"id": "some-task"}),
+])
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-token-wrong-token", f"Basic {TOKEN}"])
+def test_streaming_and_cancel_without_the_token_are_refused_and_nothing_runs(served, method, params, auth):
+    headers = {"Authorization": auth} if auth else {}
+    r = httpx.post(served.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                   headers=headers, timeout=30)
+    assert r.status_code == 401 and "authentication required" in r.json()["error"]["message"]
+    assert served.agents() == []
+
+
+def test_an_oversized_streaming_request_is_refused_before_it_is_parsed(served):
+    body = {"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage",
+            "params": {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "1 " + "x" * 70000}]}}}
+    r = httpx.post(served.url, json=body, headers=AUTH, timeout=30)
+    assert r.status_code == 413 and "limit of 65536 bytes" in r.json()["error"]["message"]
+    assert served.agents() == []
