@@ -8,6 +8,7 @@ as its message asks, then answers; a large count keeps it running until it is st
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -204,3 +205,63 @@ def test_an_oversized_streaming_request_is_refused_before_it_is_parsed(served):
     r = httpx.post(served.url, json=body, headers=AUTH, timeout=30)
     assert r.status_code == 413 and "limit of 65536 bytes" in r.json()["error"]["message"]
     assert served.agents() == []
+
+
+def test_a_v0_3_client_streams_and_cancels_by_the_old_method_names(served):
+    """``message/stream``, ``tasks/resubscribe`` and ``tasks/cancel`` (A2A 0.3 JSON-RPC, the
+    SDK's compatibility layer) reach the same runs as their 1.0 names."""
+    msg = {"role": "user", "messageId": "m-old", "kind": "message", "parts": [{"kind": "text", "text": "100000 old"}]}
+
+    async def events(http, body):
+        async with http.stream("POST", "", json=body) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            async for line in r.aiter_lines():
+                if line.startswith("data:"):
+                    yield json.loads(line[5:])["result"]
+
+    async def go():
+        async with _http(served) as http:
+            stream = events(http, {"jsonrpc": "2.0", "id": 1, "method": "message/stream", "params": {"message": msg}})
+            first = await anext(stream)
+            task_id = first["id"]
+            rec = await asyncio.to_thread(_wait_running, served)
+            again = events(http, {"jsonrpc": "2.0", "id": 2, "method": "tasks/resubscribe", "params": {"id": task_id}})
+            snapshot = await anext(again)
+            r = await http.post("", json={"jsonrpc": "2.0", "id": 3, "method": "tasks/cancel", "params": {"id": task_id}})
+            rest = [ev async for ev in stream]
+            rest_again = [ev async for ev in again]
+            return first, rec, snapshot, r.json(), rest, rest_again
+
+    first, rec, snapshot, cancelled, rest, rest_again = asyncio.run(go())
+    assert first["kind"] == "task" and first["status"]["state"] == "submitted"
+    assert snapshot["kind"] == "task" and snapshot["id"] == first["id"]
+    assert cancelled["result"]["status"]["state"] == "canceled"
+    for evs in (rest, rest_again):  # both streams end with the cancel, marked final
+        assert evs[-1]["kind"] == "status-update" and evs[-1]["status"]["state"] == "canceled" and evs[-1]["final"]
+    assert [(a.agent_id, a.reason) for a in served.agents()] == [(rec.agent_id, "killed")]
+    assert [e["data"]["by"] for e in served.events("agent.stop")] == ["a2a"]
+
+
+def test_a_cancel_that_races_the_spawn_still_stops_the_run(served):
+    """Cancelled the moment it is submitted (the spawn may not have happened yet, or be half
+    done): the task is canceled and no agent of it is left running, nor reported done."""
+    async def go():
+        async with _http(served) as http:
+            client = await _client(http, streaming=False, polling=True)
+            task = [ev async for ev in client.send_message(_send("100000 raced"))][-1].task
+            cancelled = await client.cancel_task(CancelTaskRequest(id=task.id))
+            return cancelled, task.id
+
+    cancelled, task_id = asyncio.run(go())
+    assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+    deadline = time.monotonic() + 30
+    while any(a.state != "exited" for a in served.agents()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all((a.state, a.reason) == ("exited", "killed") for a in served.agents()), served.agents()
+
+    async def later():
+        async with _http(served) as http:
+            return await (await _client(http, streaming=False)).get_task(GetTaskRequest(id=task_id))
+
+    after = asyncio.run(later())
+    assert after.status.state == TaskState.TASK_STATE_CANCELED and not after.artifacts

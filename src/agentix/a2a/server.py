@@ -303,5 +303,5 @@ def build_app(cfg: A2AServerConfig) -> Any:
     card = agent_card(cfg)
     handler = DefaultRequestHandler(agent_executor=AgentixExecutor(cfg), task_store=InMemoryTaskStore(),
                                     agent_card=card)
-    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")])
+    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)])
     return Guard(app, cfg.token, cfg.max_body)
