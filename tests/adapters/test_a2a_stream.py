@@ -78,7 +78,9 @@ def _wait_running(served, timeout: float = 30.0):
     while time.monotonic() < deadline:
         runs = [a for a in served.agents() if a.name == "steps"]
         if runs and runs[0].state == "running":
-            return runs[0]
+            with Kernel(served.home) as k:
+                if "step 0" in k.logs(runs[0].agent_id)[0]:
+                    return runs[0]
         time.sleep(0.05)
     raise AssertionError(f"the published agent did not start: {served.agents()}")
 
