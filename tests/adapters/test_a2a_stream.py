@@ -85,6 +85,14 @@ def _wait_running(served, timeout: float = 30.0):
     raise AssertionError(f"the published agent did not start: {served.agents()}")
 
 
+def _settled(served, timeout: float = 30.0) -> list:
+    """The published agent's runs once none is live any more."""
+    deadline = time.monotonic() + timeout
+    while any(a.state != "exited" for a in served.agents()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return served.agents()
+
+
 def test_a_streamed_task_reports_each_state_as_it_happens(served):
     async def go():
         async with _http(served) as http:
@@ -256,10 +264,7 @@ def test_a_cancel_that_races_the_spawn_still_stops_the_run(served):
 
     cancelled, task_id = asyncio.run(go())
     assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
-    deadline = time.monotonic() + 30
-    while any(a.state != "exited" for a in served.agents()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all((a.state, a.reason) == ("exited", "killed") for a in served.agents()), served.agents()
+    assert all((a.state, a.reason) == ("exited", "killed") for a in _settled(served)), served.agents()
 
     async def later():
         async with _http(served) as http:
@@ -267,3 +272,37 @@ def test_a_cancel_that_races_the_spawn_still_stops_the_run(served):
 
     after = asyncio.run(later())
     assert after.status.state == TaskState.TASK_STATE_CANCELED and not after.artifacts
+
+
+# ------------------------------------------------------------------ the a2a_call client
+def _allow_loopback(host, address):
+    return host == "127.0.0.1" and address in (None, "127.0.0.1")
+
+
+def test_a2a_call_folds_a_streamed_answer(served):
+    from agentix.tools.a2a_call import a2a_call
+
+    out = asyncio.run(a2a_call(served.url, "3 streamed", permits=_allow_loopback, headers=AUTH, timeout=60))
+    assert out["state"] == "completed" and out["text"] == "done: streamed" and out["task_id"]
+    assert [(a.name, a.reason) for a in served.agents()] == [("steps", "completed")]
+
+
+def test_a2a_call_that_times_out_cancels_the_remote_task(served):
+    from agentix.core.errors import Timeout
+    from agentix.tools.a2a_call import a2a_call
+
+    with pytest.raises(Timeout) as caught:
+        asyncio.run(a2a_call(served.url, "100000 too long", permits=_allow_loopback, headers=AUTH, timeout=6))
+    err = caught.value
+    assert err.data["remote_cancelled"] is True and "was cancelled" in err.message, err
+    # the remote run was stopped by the cancel, not left working for nobody (a cancel that
+    # came while it was being spawned stops it once spawned)
+    runs = _settled(served)
+    assert [(a.state, a.reason) for a in runs] == [("exited", "killed")]
+    assert [e["data"]["by"] for e in served.events("agent.stop")] == ["a2a"]
+
+    async def remote_task():
+        async with _http(served) as http:
+            return await (await _client(http, streaming=False)).get_task(GetTaskRequest(id=err.data["task_id"]))
+
+    assert asyncio.run(remote_task()).status.state == TaskState.TASK_STATE_CANCELED
