@@ -15,11 +15,11 @@ Rules (the same as ``web_fetch``'s, hop for hop):
 - When the agent card says the remote agent streams, the message is sent with
   ``SendStreamingMessage`` and the answer is folded from the events as they come (status
   updates, artifact chunks, appended or replaced): the remote task's id is known from the
-  first event. So a call that times out (or is itself cancelled, its agent stopped) first
-  asks the remote agent to cancel that task (``CancelTask``, at most ``CANCEL_TIMEOUT``
-  seconds, the same pinned connection), rather than leave it working for nobody; the
-  ``timeout`` error says which task and whether the cancel was accepted. A remote agent that
-  does not stream is sent ``SendMessage`` and answers once, as before.
+  first event. So a call that times out (or whose task is cancelled) first asks the remote
+  agent to cancel that task (``CancelTask``, at most ``CANCEL_TIMEOUT`` seconds, the same
+  pinned connection), rather than leave it working for nobody; the ``timeout`` error says
+  which task and whether the cancel was accepted. A remote agent that does not stream is
+  sent ``SendMessage`` and answers once, as before.
 - The answer is ``{url, state, task_id, context_id, text}``: the remote task's state and the
   text of its artifacts and status message (or of the message it answered with).
 """
