@@ -74,7 +74,7 @@ $(UV): $(STAMP)
 crewai-venv: $(CREWAI_STAMP)
 
 $(CREWAI_STAMP): requirements-crewai.lock pyproject.toml | $(UV)
-	$(UV) venv -q --allow-existing --python $(PYTHON) $(CREWAI_VENV)
+	$(UV) venv -q --allow-existing --no-python-downloads --python $(PYTHON) $(CREWAI_VENV)
 	$(UV) pip sync -q --compile-bytecode --python $(CREWAI_VENV)/bin/python requirements-crewai.lock
 	$(UV) pip install -q --no-deps --python $(CREWAI_VENV)/bin/python -e .
 	touch $(CREWAI_STAMP)

@@ -31,7 +31,7 @@ from a2a.types import (  # noqa: E402
     TaskState,
 )
 
-from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError  # noqa: E402
+from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError  # noqa: E402
 
 from agentix.sdk import Kernel  # noqa: E402
 from tests.adapters._a2a import TOKEN, serve  # noqa: E402
@@ -180,13 +180,16 @@ def test_cancelling_an_unknown_task_id_is_a_clear_error_and_changes_nothing(serv
     assert served.agents() == [] and served.events("agent.stop") == []
 
 
-def test_a_finished_task_cannot_be_cancelled_and_its_result_stays(served):
+def test_a_finished_task_cannot_be_cancelled_nor_resubscribed_and_its_result_stays(served):
     async def go():
         async with _http(served) as http:
             client = await _client(http, streaming=False)
             done = [ev async for ev in client.send_message(_send("1 quick"))][-1].task
             with pytest.raises(TaskNotCancelableError):
                 await client.cancel_task(CancelTaskRequest(id=done.id))
+            with pytest.raises(UnsupportedOperationError, match="terminal state"):  # nothing left to stream
+                async for _ in (await _client(http)).subscribe(SubscribeToTaskRequest(id=done.id)):
+                    pass
             return done, await client.get_task(GetTaskRequest(id=done.id))
 
     done, after = asyncio.run(go())
@@ -306,3 +309,31 @@ def test_a2a_call_that_times_out_cancels_the_remote_task(served):
             return await (await _client(http, streaming=False)).get_task(GetTaskRequest(id=err.data["task_id"]))
 
     assert asyncio.run(remote_task()).status.state == TaskState.TASK_STATE_CANCELED
+
+
+# ------------------------------------------------------------------ streaming the agent's output
+def test_with_stream_output_the_agent_s_log_streams_as_it_is_written(tmp_path):
+    with serve(tmp_path, dict(STEPS), tmp_path, stream_output=True) as served:
+        async def go():
+            async with _http(served) as http:
+                return [ev async for ev in (await _client(http)).send_message(_send("10 shown"))]
+
+        events = asyncio.run(go())
+        ups = [ev.artifact_update for ev in events if ev.HasField("artifact_update")]
+        out = [u for u in ups if u.artifact.name == "output"]
+        # chunks of one artifact as it was written (a second apart): the first replaces, the
+        # rest append, all before the result
+        assert len(out) >= 2 and not out[0].append and all(u.append for u in out[1:])
+        assert len({u.artifact.artifact_id for u in out}) == 1
+        text = "".join(p.text for u in out for p in u.artifact.parts)
+        assert text.splitlines() == [f"step {i}" for i in range(10)]
+        assert [u.artifact.name for u in ups][-1] == "result" and _state(events[-1]) == "completed"
+        # the stored task holds the whole output once, then the result
+        async def stored():
+            async with _http(served) as http:
+                task_id = events[0].task.id
+                return await (await _client(http, streaming=False)).get_task(GetTaskRequest(id=task_id))
+
+        task = asyncio.run(stored())
+        assert [(a.name, "".join(p.text for p in a.parts)) for a in task.artifacts] == \
+            [("output", text), ("result", "done: shown")]

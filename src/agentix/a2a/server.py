@@ -27,6 +27,8 @@ Rules:
   call is audited ``agent.stop`` ``by: a2a``; the agent exits ``killed``), then reports the
   task ``canceled`` (on its stream too). A task that finished first is not cancelable
   (``TaskNotCancelableError``) and keeps its result.
+- With ``stream_output`` (``--stream-output``), what the agent writes to its log streams as
+  it is written, appended to the task's artifact ``output`` (off by default).
 - Unknown task ids, malformed JSON-RPC and unsupported methods are answered by ``a2a-sdk``
   with the protocol's errors (``TaskNotFoundError``, ...).
 """
@@ -38,9 +40,10 @@ import hmac
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from a2a.helpers.proto_helpers import new_task_from_user_message, new_text_artifact, new_text_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -54,6 +57,7 @@ from a2a.types import (
     AgentInterface,
     AgentSkill,
     HTTPAuthSecurityScheme,
+    Part,
     SecurityRequirement,
     SecurityScheme,
     StringList,
@@ -87,6 +91,10 @@ class A2AServerConfig:
     base_dir: Path | None = None
     max_body: int = DEFAULT_MAX_BODY
     timeout: float = 300.0
+    #: stream what the agent writes to its log (stdout and stderr) to the client as it is
+    #: written, as the artifact ``output``; off by default: the log is the operator's, and
+    #: publishing it to A2A callers is the operator's choice
+    stream_output: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.token, str) or len(self.token) < MIN_TOKEN_LENGTH:
@@ -153,8 +161,24 @@ class AgentixExecutor(AgentExecutor):
         k.bind("a2a")
         return k
 
-    def _run(self, text: str, run: _Run) -> tuple[bool, str] | None:
-        """Spawn and wait; ``None`` when the task was cancelled (its canceller reports it)."""
+    def _follow(self, k: Kernel, agent_id: str, emit: Callable[[str], None]) -> None:
+        """Hand what the agent writes to its log to ``emit`` as it is written, until it exits
+        or the task's timeout."""
+        deadline = time.monotonic() + self.cfg.timeout
+        offset = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            data, offset, live = k.logs(agent_id, offset, wait=min(1.0, left))
+            if data:
+                emit(data)
+            elif not live:
+                return
+
+    def _run(self, text: str, run: _Run, emit: Callable[[str], None] | None = None) -> tuple[bool, str] | None:
+        """Spawn and wait (handing its output to ``emit`` if given); ``None`` when the task
+        was cancelled (its canceller reports it)."""
         with self._kernel() as k:
             if run.cancelled.is_set():
                 return None
@@ -163,7 +187,10 @@ class AgentixExecutor(AgentExecutor):
             if run.cancelled.is_set():  # cancelled while it was being spawned
                 k.stop(spawned.agent_id)
                 return None
-            info = k.wait(spawned.agent_id, self.cfg.timeout)
+            started = time.monotonic()
+            if emit is not None:
+                self._follow(k, spawned.agent_id, emit)
+            info = k.wait(spawned.agent_id, max(0.0, self.cfg.timeout - (time.monotonic() - started)))
             if run.cancelled.is_set():
                 return None
             if info.state != "exited":
@@ -180,10 +207,11 @@ class AgentixExecutor(AgentExecutor):
             await event_queue.enqueue_event(task)
         up = TaskUpdater(event_queue, task.id, task.context_id)
         run = self._runs[task.id] = _Run()
+        emit = self._emitter(up, run, task.id) if self.cfg.stream_output else None
         try:
             await up.start_work()
             try:
-                outcome = await asyncio.to_thread(self._run, context.get_user_input(), run)
+                outcome = await asyncio.to_thread(self._run, context.get_user_input(), run, emit)
             except Exception as err:  # noqa: BLE001 - the kernel's refusal becomes the task's failure
                 outcome = None if run.cancelled.is_set() else \
                     (False, f"{getattr(err, 'code', type(err).__name__)}: {err}")
@@ -204,6 +232,26 @@ class AgentixExecutor(AgentExecutor):
         finally:
             if self._runs.get(task.id) is run:
                 del self._runs[task.id]
+
+    def _emitter(self, up: TaskUpdater, run: _Run, task_id: str) -> Callable[[str], None]:
+        """``emit(text)`` for the worker thread: appends ``text`` to the task's ``output``
+        artifact on the event loop (never after the task's end was reported)."""
+        loop = asyncio.get_running_loop()
+        sent = False
+
+        async def append(text: str) -> None:
+            nonlocal sent
+            async with run.lock:
+                if run.cancelled.is_set() or run.finished:
+                    return
+                await up.add_artifact([Part(text=text)], artifact_id=f"{task_id}-output", name="output",
+                                      append=sent)
+                sent = True
+
+        def emit(text: str) -> None:
+            asyncio.run_coroutine_threadsafe(append(text), loop).result(timeout=30)
+
+        return emit
 
     def _stop(self, agent_id: str) -> None:
         with self._kernel() as k:
