@@ -112,6 +112,12 @@ class _Folded:
         self.state = TaskState.Name(status.state).removeprefix("TASK_STATE_").lower()
         self.status_texts = _texts(status.message.parts) if status.HasField("message") else []
 
+    def _ours(self, task_id: str) -> bool:
+        """An update belongs to the exchange's task (the first one named); a remote's updates
+        for any other task are ignored."""
+        self.task_id = self.task_id or task_id or None
+        return not task_id or task_id == self.task_id
+
     def add(self, ev: Any) -> None:
         if ev.HasField("message"):
             m = ev.message
@@ -123,11 +129,13 @@ class _Folded:
             self.artifacts = {a.artifact_id: _texts(a.parts) for a in t.artifacts}
             self._status(t.status)
         elif ev.HasField("status_update"):
-            self.task_id = self.task_id or ev.status_update.task_id
+            if not self._ours(ev.status_update.task_id):
+                return
             self._status(ev.status_update.status)
         elif ev.HasField("artifact_update"):
             u = ev.artifact_update
-            self.task_id = self.task_id or u.task_id
+            if not self._ours(u.task_id):
+                return
             texts = _texts(u.artifact.parts)
             if u.append:
                 self.artifacts.setdefault(u.artifact.artifact_id, []).extend(texts)
