@@ -157,8 +157,13 @@ class AgentixExecutor(AgentExecutor):
         self._runs: dict[str, _Run] = {}
 
     def _kernel(self) -> Kernel:
+        """A connection to the kernel's operator socket bound as the face ``a2a``."""
         k = Kernel(self.cfg.home)
-        k.bind("a2a")
+        try:
+            k.bind("a2a")
+        except BaseException:
+            k.close()
+            raise
         return k
 
     def _follow(self, k: Kernel, agent_id: str, emit: Callable[[str], None]) -> None:
