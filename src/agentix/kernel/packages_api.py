@@ -98,8 +98,14 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         r = await in_thread(store.build, ctx, _str(call.params, "tag", "NAME:TAG"), Path(af) if af else None,
                             runner)
         out = {"ref": str(r.ref), "digest": r.digest, "layers": list(r.layers), "cached": list(r.cached)}
+        pinned = [{"name": d["name"], "version": d["version"], "digest": d["digest"]}
+                  for d in (r.config.get("dependencies") or {}).get("packages", [])]
+        if pinned:
+            out["dependencies"] = pinned
         call.event_data = {"ref": out["ref"], "digest": r.digest,
-                                   "capabilities": r.config.get("capabilities", [])}
+                                   "capabilities": r.config.get("capabilities", []), "dependencies": pinned}
+        for v in r.verdicts:  # the base and the package dependencies, as `run` records them
+            await _note_unsigned(_verdict(v))
         return out
 
     async def sign(call: Call) -> dict[str, Any]:
@@ -272,6 +278,10 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
             output = ""
         out_path.unlink(missing_ok=True)
     return (info.code if info.signal is None else None), output
+
+
+def _verdict(v: Any) -> dict[str, Any]:
+    return {"basis": v.basis, "keyid": v.keyid, "rollback": v.rollback_allowed, **v.statement.to_data()}
 
 
 def _summary(params: dict[str, Any]) -> dict[str, Any]:

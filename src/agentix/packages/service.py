@@ -9,6 +9,7 @@ verifies before it tags, so an untrusted package never becomes visible locally.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,9 +20,11 @@ from typing import Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, Timeout
+from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
                                   parse_public_key, parse_ref)
-from agentix.packages.build import ARTIFACT_TYPE, CONFIG_TYPE, Base, BuildResult, Runner, build
+from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR, Base, BuildResult, PackageDep,
+                                    Runner, build)
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.remote import Credentials, RemoteRegistry
 from agentix.packages.trust import (EMPTY_CONFIG, SIGNATURE_TYPE, Keyring, TrustState, add_signature,
@@ -85,10 +88,61 @@ class PackageStore:
             raise InvalidRequest(f"tag {ref.tag} is a version but the Agentfile says version "
                                  f"{af.metadata.version}; tag it {af.metadata.version} (or a name such "
                                  "as latest)", field="tag")
-        base = self._base(af.base, agentfile.name) if af.base is not None else None
-        return build(context, af, ref, self.layout, runner, base, fetch_wheels if runner is not None else None)
+        verdicts: list[Verdict] = []
+        base = self._base(af.base, agentfile.name, verdicts) if af.base is not None else None
+        deps = self._package_deps(af.dependencies.packages, ref, agentfile.name, verdicts)
+        r = build(context, af, ref, self.layout, runner, base, fetch_wheels if runner is not None else None,
+                  deps)
+        return dataclasses.replace(r, verdicts=tuple(verdicts))
 
-    def _base(self, text: str, source: str) -> Base:
+    def _package_deps(self, texts: list[str], ref: Ref, source: str,
+                      verdicts: list[Verdict]) -> tuple[PackageDep, ...]:
+        """The Agentfile's ``dependencies.packages``, each from the local store or pulled from
+        its registry, verified under the trust policy exactly as `run` verifies a package,
+        pinned by digest. A dependency that (through its own dependencies) is this package
+        again is a cycle."""
+        out: list[PackageDep] = []
+        seen_names: dict[str, str] = {}
+        for i, text in enumerate(texts):
+            field = f"dependencies.packages.{i}"
+            dref = parse_ref(text, default_tag=None)
+            try:
+                desc = self.layout.resolve(dref)
+            except NotFound:
+                if dref.registry is None:
+                    raise NotFound(f"{source}: {field}: package {dref} is not in the local store and names no "
+                                   f"registry to pull it from; build it, or give HOST/NAME:TAG",
+                                   field=field, ref=str(dref)) from None
+                self.pull(text)   # verified (trust, rollback, digests) before anything is tagged
+                desc = self.layout.resolve(dref)
+            verdict = self._decide(dref, desc, read_signatures(self.layout, dref, desc.digest), False)
+            m = self._manifest(desc.digest)
+            cfg = self._config(m, snapshots=False)
+            local = str(cfg["metadata"].get("name", ""))
+            if not NAME_RE.match(local):
+                raise PackageRejected(f"{source}: {field}: {dref} has no valid metadata name",
+                                      reason="malformed_manifest", field=field)
+            if local in seen_names:
+                raise InvalidRequest(f"{source}: {field}: {dref} and {seen_names[local]} are both named "
+                                     f"{local!r}: they would share {PACKAGE_DEPS_DIR}/{local}",
+                                     field=field, path=f"{PACKAGE_DEPS_DIR}/{local}")
+            seen_names[local] = str(dref)
+            requires = (cfg.get("dependencies") or {}).get("packages") or []
+            if not isinstance(requires, list):
+                raise PackageRejected(f"{source}: {field}: {dref} records malformed dependencies",
+                                      reason="malformed_manifest", field=field)
+            chain = _dependency_chain(verdict.statement.name, requires, ref.name)
+            if chain is not None:
+                raise InvalidRequest(f"{source}: {field}: a dependency cycle: {ref.name} -> "
+                                     + " -> ".join(chain) + f" (which is {ref.name} again)",
+                                     field=field, reason="cycle", cycle=[ref.name, *chain])
+            verdicts.append(verdict)
+            out.append(PackageDep(str(dref), desc.digest, verdict.statement.name, verdict.statement.version,
+                                  local, tuple(Descriptor.from_data(x) for x in m.get("layers", [])),
+                                  tuple(requires)))
+        return tuple(out)
+
+    def _base(self, text: str, source: str, verdicts: list[Verdict]) -> Base:
         """The Agentfile's base package, from the local store (pull it first), verified
         under the trust policy exactly as `run` verifies a package."""
         try:
@@ -101,6 +155,7 @@ class PackageStore:
             raise NotFound(f"{source}: from: base package {bref} is not in the local store; "
                            f"`agentix pull {bref}` first", field="from") from None
         verdict = self._decide(bref, desc, read_signatures(self.layout, bref, desc.digest), False)
+        verdicts.append(verdict)
         m = self._manifest(desc.digest)
         cfg = self._config(m, snapshots=False)
         return Base(str(bref), desc.digest, verdict.statement.name, verdict.statement.version,
@@ -319,6 +374,25 @@ class PackageStore:
 
     def record_seen(self, verdict: Verdict) -> bool:
         return self.trust.remember(verdict.statement.name, verdict.statement.version)
+
+
+def _dependency_chain(name: str, requires: list[Any], own: str, depth: int = 0) -> list[str] | None:
+    """The names from a dependency down to one that is the package being built (its full
+    name, as signed), or None. ``requires`` is the dependency's recorded tree (an untrusted
+    shape: anything malformed is skipped; it can only ever add a refusal)."""
+    if name == own:
+        return [name]
+    if depth > 32:
+        return None
+    for r in requires:
+        if not isinstance(r, dict):
+            continue
+        sub = _dependency_chain(str(r.get("name", "")),
+                                r.get("packages") if isinstance(r.get("packages"), list) else [],
+                                own, depth + 1)
+        if sub is not None:
+            return [name, *sub]
+    return None
 
 
 def _verdict_data(v: Verdict) -> dict[str, Any]:
