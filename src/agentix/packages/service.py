@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
-from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, Timeout
+from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, RegistryError, Timeout
 from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
                                   parse_public_key, parse_ref)
@@ -27,8 +27,8 @@ from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR
                                     Runner, build)
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.remote import Credentials, RemoteRegistry
-from agentix.packages.trust import (EMPTY_CONFIG, SIGNATURE_TYPE, Keyring, TrustState, add_signature,
-                                    read_signatures, signature_ref)
+from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
+                                    TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
 from agentix.packages.unpack import UnpackLimits, unpack_layers
 
 __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
@@ -290,17 +290,28 @@ class PackageStore:
         tag_ref = ref if ref.tag else ref.with_digest(desc.digest)
         remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes)  # last: the tag appears only now
         signatures = 0
+        stored_as = None
         try:
             sdesc = self.layout.resolve(signature_ref(ref, desc.digest))
+        except NotFound:
+            sdesc = None
+        if sdesc is not None:
             sm = self.layout.read_json(sdesc.digest)
             for d in [sm["config"], *sm.get("layers", [])]:
                 sent += remote.push_blob(ref, Descriptor.from_data(d), self.layout)
-            remote.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE,
-                                self.layout.read_blob(sdesc.digest))
+            sbytes = self.layout.read_blob(sdesc.digest)
+            # an OCI referrer (by digest, found through its subject) where the registry has the
+            # referrers API and indexes the subject; else the tag schema (sha256-<hex>.sig)
+            listed = remote.referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
+            if listed is not None and (any(d.digest == sdesc.digest for d in listed)
+                                       or remote.put_referrer(ref, MANIFEST_TYPE, sbytes, desc.digest)):
+                stored_as = "referrer"
+            else:
+                remote.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE, sbytes)
+                stored_as = "tag"
             signatures = len(sm.get("layers", []))
-        except NotFound:
-            pass
-        return {"ref": str(ref), "digest": desc.digest, "blobs_sent": sent, "signatures": signatures}
+        return {"ref": str(ref), "digest": desc.digest, "blobs_sent": sent, "signatures": signatures,
+                "signatures_as": stored_as}
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
         """Fetch, verify digests, decide trust, then store and tag (in that order)."""
@@ -319,7 +330,7 @@ class PackageStore:
             raise PackageRejected(f"{ref} is larger than this kernel accepts", reason="too_large")
         remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)
         self.layout.put_bytes(mbytes, desc.digest)
-        sigs = self._remote_signatures(remote, ref, desc)
+        sigs, via = self._remote_signatures(remote, ref, desc)
         verdict = self._decide(ref, desc, sigs, allow_rollback)  # before any layer is fetched or tagged
         for d in layers:
             remote.fetch_blob(ref, d, self.layout, self.limits.max_bytes * 2)
@@ -329,24 +340,73 @@ class PackageStore:
             # by digest: remember it under a tag named after its digest
             self.layout.tag(ref.with_tag("sha256-" + desc.digest[7:19]), Descriptor(MANIFEST_TYPE, desc.digest, desc.size))
         self.record_seen(verdict)
-        return {"ref": str(ref), "digest": desc.digest, "verdict": _verdict_data(verdict)}
+        return {"ref": str(ref), "digest": desc.digest, "verdict": _verdict_data(verdict), "signatures_via": via}
 
-    def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor) -> list[Signature]:
-        sref = signature_ref(ref, desc.digest)
+    def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor) -> tuple[list[Signature], str | None]:
+        """The signatures stored beside ``desc`` on the registry, and where they were found:
+        through the OCI referrers API (manifests whose subject is the package) when the
+        registry implements it, else — or when it lists none — under the tag
+        ``sha256-<hex>.sig``. Their blobs are fetched (bounded, checked against their
+        digests) and kept locally as one signature manifest beside the package. Signatures
+        are *found* here, never trusted: ``decide`` verifies each."""
+        layers: list[Descriptor] = []
+        via = None
+        listed = remote.referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
+        for d in (listed or [])[:MAX_SIGNATURES]:
+            try:
+                _, sbytes = remote.get_manifest(ref.with_digest(d.digest))  # checked against d.digest
+            except RegistryError as err:
+                if err.data.get("reason") != "not_found":  # listed, then deleted: skip it
+                    raise
+                continue
+            found = self._signature_layers(sbytes, desc.digest)
+            if found:
+                via = "referrers"
+                layers += [x for x in found if x.digest not in {y.digest for y in layers}]
+        if not layers:
+            sref = signature_ref(ref, desc.digest)
+            try:
+                _, sbytes = remote.get_manifest(sref)
+            except RegistryError as err:
+                if err.data.get("reason") != "not_found":
+                    raise
+                sbytes = None
+            if sbytes is not None:
+                layers = self._signature_layers(sbytes, desc.digest, need_subject=False)
+                via = "tag" if layers else None
+        if not layers:
+            return [], None
+        for d in layers[:MAX_SIGNATURES]:
+            remote.fetch_blob(ref, d, self.layout, 64 << 10)
+        self.layout.put_bytes(b"{}", EMPTY_CONFIG.digest)
+        mbytes = signature_manifest(layers[:MAX_SIGNATURES], desc)
+        self.layout.tag(signature_ref(ref, desc.digest),
+                        Descriptor(MANIFEST_TYPE, self.layout.put_bytes(mbytes), len(mbytes)))
+        return read_signatures(self.layout, ref, desc.digest), via
+
+    @staticmethod
+    def _signature_layers(sbytes: bytes, subject: str, need_subject: bool = True) -> list[Descriptor]:
+        """The signature layers of a signature manifest (untrusted JSON). A referrer must name
+        ``subject``; the tag schema's manifest is found by the subject's digest already (an
+        older agentix wrote it without a ``subject``), but one naming another subject is ignored."""
         try:
-            sdesc, sbytes = remote.get_manifest(sref)
-        except Exception as err:
-            if getattr(err, "data", {}).get("reason") == "not_found":
-                return []
-            raise
-        sm = json.loads(sbytes)
-        self.layout.put_bytes(sbytes, sdesc.digest)
-        for d in [sm.get("config", EMPTY_CONFIG.to_data()), *sm.get("layers", [])]:
-            dd = Descriptor.from_data(d)
-            if dd.media_type in (SIGNATURE_TYPE, EMPTY_CONFIG.media_type):
-                remote.fetch_blob(sref, dd, self.layout, 64 << 10)
-        self.layout.tag(sref, Descriptor(MANIFEST_TYPE, sdesc.digest, sdesc.size))
-        return read_signatures(self.layout, ref, desc.digest)
+            sm = json.loads(sbytes)
+        except ValueError:
+            return []
+        if not isinstance(sm, dict) or not isinstance(sm.get("layers", []), list):
+            return []
+        named = (sm.get("subject") or {}).get("digest") if isinstance(sm.get("subject"), dict) else None
+        if named != subject and (need_subject or named is not None):
+            return []
+        out = []
+        for x in sm.get("layers", []):
+            try:
+                d = Descriptor.from_data(x)
+            except PackageRejected:
+                continue
+            if d.media_type == SIGNATURE_TYPE and d.size <= 64 << 10:
+                out.append(d)
+        return out
 
     # ------------------------------------------------------------ running
     def prepare(self, ref_text: str, accepted: list[str] | Literal["all"], dest: Path, *,
