@@ -92,8 +92,8 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         af = _str(call.params, "agentfile", "a path", None)
         loop = asyncio.get_running_loop()
 
-        def runner(argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
-            return asyncio.run_coroutine_threadsafe(_run_sandboxed(k, argv, workdir, timeout), loop).result()
+        def runner(argv: list[str], workdir: Path, timeout: float, hosts: tuple[str, ...]) -> tuple[int | None, str]:
+            return asyncio.run_coroutine_threadsafe(_run_sandboxed(k, argv, workdir, timeout, hosts), loop).result()
 
         r = await in_thread(store.build, ctx, _str(call.params, "tag", "NAME:TAG"), Path(af) if af else None,
                             runner)
@@ -226,10 +226,47 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
     return store
 
 
-async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
+async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: float,
+                         hosts: tuple[str, ...] = ()) -> tuple[int | None, str]:
     """Run one build command like ``exec`` runs an agent's: the same substrate, ``workdir`` as
-    /workspace, no network, the kernel's default limits — and strict isolation only (a build
-    never runs with missing layers, whatever the kernel's isolation setting)."""
+    /workspace, the kernel's default limits — and strict isolation only (a build never runs
+    with missing layers, whatever the kernel's isolation setting). No network; or, when the
+    step declares ``hosts``, a network namespace with only its loopback, where
+    sandbox/netbridge.py carries connections to this kernel's build proxy (kernel/
+    build_proxy.py), which lets through only the declared hosts. Its decisions are recorded
+    (``package.build_network``)."""
+    import os
+    import sys
+    import tempfile
+
+    from agentix.kernel.build_proxy import BuildProxy
+
+    run_id = "build-" + secrets.token_hex(4)
+    out_dir = k.home.root / "exec"
+    out_dir.mkdir(mode=0o700, exist_ok=True)
+    out_path = out_dir / f"{run_id}.out"
+    if not hosts:
+        return await _launch(k, run_id, argv, workdir, timeout, out_path, ())
+    # the proxy's socket, in a directory of its own that the sandbox sees read-only
+    net_dir = Path(tempfile.mkdtemp(prefix=f"agentix-{run_id}-"))
+    try:
+        os.chmod(net_dir, 0o755)
+        proxy = BuildProxy(hosts, net_dir / "proxy.sock")
+        async with proxy:
+            bridged = [sys.executable, "-I", "-B", "-m", "agentix.sandbox.netbridge", str(proxy.path), "--", *argv]
+            try:
+                return await _launch(k, run_id, bridged, workdir, timeout, out_path, (net_dir,))
+            finally:
+                refused = sorted({str(d["host"]) for d in proxy.decisions if not d["allowed"]})
+                await k.events.record("package.build_network", None, {
+                    "argv": argv[:20], "hosts": list(hosts), "refused": refused,
+                    "allowed": sorted({str(d["host"]) for d in proxy.decisions if d["allowed"]})})
+    finally:
+        shutil.rmtree(net_dir, ignore_errors=True)
+
+
+async def _launch(k: Kernel, run_id: str, argv: list[str], workdir: Path, timeout: float, out_path: Path,
+                  net_dirs: tuple[Path, ...]) -> tuple[int | None, str]:
     import os
     import signal
     import socket
@@ -239,10 +276,6 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
     from agentix.core.manifest import Limits
     from agentix.sandbox.base import LaunchSpec
 
-    run_id = "build-" + secrets.token_hex(4)
-    out_dir = k.home.root / "exec"
-    out_dir.mkdir(mode=0o700, exist_ok=True)
-    out_path = out_dir / f"{run_id}.out"
     ksock, asock = socket.socketpair()
     os.set_inheritable(asock.fileno(), True)
     spec = LaunchSpec(
@@ -250,7 +283,7 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
         workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
                                 "SOURCE_DATE_EPOCH": "0"},
         channel_fd=asock.fileno(), log_path=out_path, limits=k.config.effective_limits(Limits()),
-        network=False, degraded_ok=False)
+        network=False, loopback_inet=bool(net_dirs), extra_ro_paths=net_dirs, degraded_ok=False)
     try:
         handle = await k.substrate.spawn(spec)
     finally:
@@ -266,7 +299,8 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
         except asyncio.TimeoutError:
             handle.signal(signal.SIGKILL)
             await handle.wait()
-            raise Timeout(f"build step {argv[0]} was killed after {timeout:g} s", reason="timeout",
+            prog = argv[argv.index("--") + 1] if "agentix.sandbox.netbridge" in argv else argv[0]
+            raise Timeout(f"build step {prog} was killed after {timeout:g} s", reason="timeout",
                           timeout=timeout) from None
     finally:
         ksock.close()

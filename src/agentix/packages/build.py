@@ -17,11 +17,12 @@ earlier stage's result (its layers unpacked into a scratch tree, walked by the s
 walker); only the last stage's layers are the package.
 
 ``run`` steps run inside the agentix sandbox, never on the host: the builder is given a
-``Runner`` (the kernel's: the same substrate as agents, no network, the build tree as
-``/workspace``, strict isolation only). Before a run step the stage's layers so far are
+``Runner`` (the kernel's: the same substrate as agents, the build tree as ``/workspace``,
+strict isolation only; no network, or — for a step declaring ``network:`` hosts — only
+those hosts, through the kernel's build proxy). Before a run step the stage's layers so far are
 unpacked into a scratch tree; the command runs there; the step's layer holds what it added
 or changed (deleting a file is refused: layers carry no whiteouts). A run step's cache key
-covers its argv, its timeout and the digests of every layer before it.
+covers its argv, its timeout, its declared hosts and the digests of every layer before it.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ from agentix.packages.unpack import unpack_layers
 
 __all__ = ["BuildResult", "PackageDep", "Runner", "WalkOptions", "build", "write_tree_layer", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
 
-#: runs ``argv`` sandboxed with ``workdir`` as /workspace; returns (exit code or None, output)
-Runner = Callable[[list[str], Path, float], tuple["int | None", str]]
+#: runs ``argv`` sandboxed with ``workdir`` as /workspace, reaching only ``hosts`` (host patterns;
+#: empty: no network at all); returns (exit code or None, output)
+Runner = Callable[[list[str], Path, float, tuple[str, ...]], tuple["int | None", str]]
 #: downloads the wheels of pinned requirements into a directory (the kernel's host side: wheels
 #: only, so no code of a dependency runs outside the sandbox)
 WheelFetcher = Callable[[list[str], Path, float], None]
@@ -460,7 +462,7 @@ def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layou
     hit = _cache_get(cache_dir / key, layout)
     if hit is not None:
         return hit, True
-    desc = _command_layer(list(step.run), step.timeout, field, before, layout, runner)
+    desc = _command_layer(list(step.run), step.timeout, field, before, layout, runner, hosts=tuple(step.network))
     layout._write_atomic(cache_dir / key, canonical_json(desc.to_data()))
     return desc, False
 
@@ -528,7 +530,7 @@ def _python_layer(reqs: list[str], before: list[Descriptor], layout: Layout, cac
 
 def _command_layer(argv: list[str], timeout: float, field: str, before: list[Descriptor], layout: Layout,
                    runner: Runner, prepare: Callable[[Path], None] | None = None,
-                   keep: Callable[[str], bool] | None = None) -> Descriptor:
+                   keep: Callable[[str], bool] | None = None, hosts: tuple[str, ...] = ()) -> Descriptor:
     """Run ``argv`` in the sandbox over the layers ``before`` (unpacked into a scratch tree,
     which ``prepare`` may add inputs to); the layer is what the command added or changed
     (only the paths ``keep`` accepts, when given)."""
@@ -540,7 +542,7 @@ def _command_layer(argv: list[str], timeout: float, field: str, before: list[Des
         if prepare is not None:
             prepare(scratch)
         old = {e.path: e for e in _tree(scratch)}
-        code, output = runner(argv, scratch, timeout)
+        code, output = runner(argv, scratch, timeout, hosts)
         if code != 0:
             raise InvalidRequest(f"{field}: {Path(argv[0]).name} exited with {code}: {output[-2000:]}",
                                  field=field, exit_code=code)
