@@ -8,7 +8,8 @@ Each method's policy is its row in the method table (``kernel/methods.py``); in 
 resources touched; recorded; durability:
 
     method                 touches                                      recorded  effect outside the kernel
-    package.build          reads the operator's build dir; writes registry/   yes       no
+    package.build          reads the operator's build dir; writes registry/;  yes       yes (pulls dependencies;
+                           a registry (dependencies); declared build hosts               a step's declared hosts)
     package.sign           reads keys/signing/; writes registry/               yes       no
     package.push           reads registry/; a remote registry                  yes       yes (network write)
     package.pull           a remote registry; writes registry/, versions       yes       yes (network read)
