@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentix.core.agentfile import parse_agentfile_text
 from agentix.core.errors import InvalidRequest
@@ -169,7 +171,10 @@ def _ask(path: Path, request: bytes) -> bytes:
 
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(path))
-        s.sendall(request)
+        try:
+            s.sendall(request)
+        except BrokenPipeError:
+            pass  # the proxy answered and closed before reading it all
         out = b""
         while chunk := s.recv(65536):
             out += chunk
@@ -194,3 +199,41 @@ def test_the_proxy_answers_refusals_without_connecting(tmp_path: Path, web: tupl
     assert [a.split(b" ")[1] for a in answers] == [b"403", b"403", b"400", b"431"]
     assert b"not among the hosts this build step declares" in answers[0]
     assert served == []
+
+
+def test_the_proxy_serves_a_bounded_number_of_connections_at_once(tmp_path: Path) -> None:
+    import socket
+
+    from agentix.kernel import build_proxy
+
+    async def main() -> bytes:
+        async with BuildProxy(("example.com",), tmp_path / "p.sock") as proxy:
+            held = []
+            for _ in range(build_proxy.MAX_CONNECTIONS):  # each sends nothing: its task waits for a head
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(str(proxy.path))
+                held.append(s)
+            while len(proxy._tasks) < build_proxy.MAX_CONNECTIONS:
+                await asyncio.sleep(0.01)
+            answer = await asyncio.to_thread(_ask, proxy.path, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n")
+            for s in held:
+                s.close()
+            assert proxy.decisions == []   # refused before anything was decided or connected
+            return answer
+
+    assert asyncio.run(main()).split(b" ")[1] == b"503"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["GET", "CONNECT", "POST"]), st.text(max_size=60))
+def test_no_request_target_parses_into_a_port_out_of_range_or_a_hidden_authority(method: str, target: str) -> None:
+    try:
+        host, port, path = _target(method, target)
+    except ValueError:
+        return
+    assert 0 < port < 65536
+    assert "@" not in host or method == "CONNECT"   # http:// with credentials is refused
+    assert path == "" if method == "CONNECT" else path.startswith("/")
+    if method != "CONNECT":
+        # the checked host is the one the origin-form request goes to: nothing after it names another
+        assert target.lower().startswith("http://") and "/" not in host

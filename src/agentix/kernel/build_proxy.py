@@ -14,7 +14,8 @@ Rules (the same host rules as an agent's ``network:`` grant, core/hosts.py):
   connection is a byte pipe to the host that was checked: a second request on it goes to
   the same host, never elsewhere.
 - A refused host gets ``403`` with a line naming it and the declared hosts, and is counted;
-  a malformed request gets ``400``; a host that cannot be reached ``502``.
+  a malformed request gets ``400``; a host that cannot be reached ``502``; more than
+  ``MAX_CONNECTIONS`` at once ``503``.
 
 The proxy listens on a unix socket in a directory of its own that the step's sandbox sees
 read-only (sandbox/netbridge.py carries the command's loopback connections to it).
@@ -42,6 +43,8 @@ MAX_HEAD = 32 * 1024
 HEAD_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30.0
 CHUNK = 64 * 1024
+#: connections served at once for one step; more get 503 at once (the kernel's fds are shared)
+MAX_CONNECTIONS = 64
 
 
 @dataclass
@@ -96,6 +99,8 @@ class BuildProxy:
         assert task is not None
         self._tasks.add(task)
         try:
+            if len(self._tasks) > MAX_CONNECTIONS:
+                return await self._answer(writer, 503, f"more than {MAX_CONNECTIONS} connections at once")
             await self._serve(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.CancelledError):
             pass  # the client went away, took too long, or the step ended
@@ -145,7 +150,7 @@ class BuildProxy:
     @staticmethod
     async def _answer(writer: asyncio.StreamWriter, status: int, text: str) -> None:
         reason = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large",
-                  502: "Bad Gateway"}[status]
+                  502: "Bad Gateway", 503: "Service Unavailable"}[status]
         body = f"agentix build proxy: {text}\n".encode()
         writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
