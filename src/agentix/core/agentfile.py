@@ -16,7 +16,11 @@ An Agentfile is YAML or JSON (JSON is YAML, so one decoder serves both) with
           - copy: agent/          # a file or directory under the build context
             to: agent/            # where it lands in the package (default: the same path)
           # - run: [python3, gen.py]          a build command, sandboxed (packages/build.py)
+          #   network: [pypi.org]             hosts it may reach (default: none), via the kernel's proxy
           # - {copy: out/, from: builder}     from an earlier stage's result
+    dependencies:
+      python: [six==1.17.0]       # pinned wheels, installed under deps/python
+      packages: [team/lib:1.0.0]  # other agentix packages (verified, pinned), under deps/packages/NAME
     agent:
       program: agent/             # a .py file or a package directory (with __main__.py) in the package
       args: []

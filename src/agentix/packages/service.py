@@ -201,7 +201,7 @@ class PackageStore:
         return {"ref": str(ref), "digest": desc.digest, "name": ref.name,
                 "version": cfg["metadata"].get("version"), "metadata": cfg["metadata"],
                 "capabilities": cfg.get("capabilities", []), "manifest": cfg.get("manifest"),
-                "steps": cfg.get("steps", []),
+                "steps": cfg.get("steps", []), "dependencies": cfg.get("dependencies", {}),
                 "layers": [{"digest": x["digest"], "size": x["size"]} for x in m.get("layers", [])],
                 "size": sum(int(x["size"]) for x in m.get("layers", [])),
                 "signatures": [{"keyid": s.keyid, **s.statement.to_data()} for s in sigs]}
