@@ -112,6 +112,7 @@ def test_a_dependency_is_pinned_by_digest_and_its_files_land_under_deps_packages
     # the dependency's capabilities are not the dependent's: it declares its own ceiling
     assert r.config["capabilities"] == ["tool: echo"] and r.config["manifest"]["capabilities"] == ["tool: echo"]
     assert [v.statement.name for v in r.verdicts] == ["local/lib"]
+    assert store.inspect("local/app:1.0.0")["dependencies"]["packages"] == [dep]
     # the same inputs give the same digest, from the cache
     again = store.build(tmp_path / "app", "local/app:1.0.0")
     assert again.digest == r.digest and all(again.cached)
