@@ -237,3 +237,20 @@ def test_no_request_target_parses_into_a_port_out_of_range_or_a_hidden_authority
     if method != "CONNECT":
         # the checked host is the one the origin-form request goes to: nothing after it names another
         assert target.lower().startswith("http://") and "/" not in host
+
+
+def test_connect_to_a_declared_host_is_a_tunnel_to_the_checked_address(
+        tmp_path: Path, web: tuple[str, int, list[str]]) -> None:
+    _, port, served = web
+
+    async def main() -> bytes:
+        async with BuildProxy(("127.0.0.1",), tmp_path / "p.sock") as proxy:
+            answer = await asyncio.to_thread(
+                _ask, proxy.path, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode()
+                + b"GET /tunnelled HTTP/1.0\r\nHost: anything.example\r\n\r\n")
+            assert proxy.decisions == [{"host": "127.0.0.1", "port": port, "allowed": True}]
+            return answer
+
+    answer = asyncio.run(main())
+    assert answer.startswith(b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.0 200")
+    assert answer.endswith(b"fetched from the host\n") and served == ["/tunnelled"]
