@@ -124,6 +124,18 @@ def test_a_dependency_is_pinned_by_digest_and_its_files_land_under_deps_packages
                        "local/app:1.0.0").digest == r.digest
 
 
+def test_a_dependency_by_digest_is_that_exact_package(with_lib: PackageStore, tmp_path: Path) -> None:
+    store = with_lib
+    store.trust_allow_unsigned("local/*")
+    digest = digest_of(store, "local/lib:1.0.0")
+    for text in (f"local/lib@{digest}", f"local/lib:1.0.0@{digest}"):
+        r = store.build(app_context(tmp_path / "app", [text]), "local/app:1.0.0")
+        assert r.config["dependencies"]["packages"][0]["digest"] == digest
+        assert r.config["dependencies"]["packages"][0]["ref"] == text
+    with pytest.raises(NotFound):
+        store.build(app_context(tmp_path / "app", ["local/lib@sha256:" + "0" * 64]), "local/app:1.0.0")
+
+
 def test_a_changed_dependency_changes_the_dependents_digest(with_lib: PackageStore, tmp_path: Path) -> None:
     store = with_lib
     store.trust_allow_unsigned("local/*")

@@ -137,7 +137,7 @@ class PackageStore:
                                      + " -> ".join(chain) + f" (which is {ref.name} again)",
                                      field=field, reason="cycle", cycle=[ref.name, *chain])
             verdicts.append(verdict)
-            out.append(PackageDep(str(dref), desc.digest, verdict.statement.name, verdict.statement.version,
+            out.append(PackageDep(text, desc.digest, verdict.statement.name, verdict.statement.version,
                                   local, tuple(Descriptor.from_data(x) for x in m.get("layers", [])),
                                   tuple(requires)))
         return tuple(out)
