@@ -176,8 +176,11 @@ def _ask(path: Path, request: bytes) -> bytes:
         except BrokenPipeError:
             pass  # the proxy answered and closed before reading it all
         out = b""
-        while chunk := s.recv(65536):
-            out += chunk
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except ConnectionResetError:
+            pass  # it closed with our request unread: what it answered came first
         return out
 
 
