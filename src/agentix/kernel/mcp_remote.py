@@ -8,9 +8,11 @@ server to the same bound as a local one: a JSON response over ``max_message_byte
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from agentix.core.mcp import NotificationLimit
 from agentix.kernel.mcp_config import McpServerConfig
 
 __all__ = ["remote_transport"]
@@ -25,13 +27,43 @@ def remote_transport(cfg: McpServerConfig, on_fatal: Callable[[str], None]) -> A
     client = create_mcp_http_client()
     client._transport = _BoundedHttp(client._transport, cfg.max_message_bytes, on_fatal)
     return _owning(client, streamable_http_client(cfg.url, http_client=client,
-                                                  max_sse_event_size=cfg.max_message_bytes))
+                                                  max_sse_event_size=cfg.max_message_bytes),
+                   NotificationLimit(cfg.max_notifications_per_s), on_fatal)
 
 
 @contextlib.asynccontextmanager
-async def _owning(client: Any, inner: Any) -> AsyncIterator[Any]:
-    async with client, inner as streams:
-        yield streams
+async def _owning(client: Any, inner: Any, limit: NotificationLimit,
+                  on_fatal: Callable[[str], None]) -> AsyncIterator[Any]:
+    """The SDK's streams, the HTTP client closed with them, and what the server sends passed
+    through ``limit``: the notifications a remote server sends (on a call's SSE stream, or a
+    listen stream) are bounded like a local server's (``mcp_stdio.py``); the first one over
+    ``max_notifications_per_s`` ends the session (``on_fatal``) and nothing more of the
+    server is read."""
+    import anyio
+    import mcp_types as types
+
+    async with client, inner as (read, write):
+        out_send, out_recv = anyio.create_memory_object_stream[Any](32)
+
+        async def pump() -> None:
+            try:
+                async with out_send, read:
+                    async for item in read:
+                        msg = getattr(item, "message", None)
+                        if isinstance(msg, types.JSONRPCNotification) and not limit.admit(time.monotonic()):
+                            on_fatal(limit.why())
+                            return
+                        await out_send.send(item)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump)
+            try:
+                yield out_recv, write
+            finally:
+                tg.cancel_scope.cancel()
+                out_recv.close()
 
 
 def _bounded_http_transport() -> type:

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from agentix.core.mcp import NotificationLimit
 from agentix.kernel.mcp_config import McpServerConfig
 
 __all__ = ["SocketTransport"]
@@ -36,7 +37,7 @@ class SocketTransport:
         self.cfg = cfg
         self.on_fatal = on_fatal
         self.on_eof = on_eof
-        self.notifications = 0
+        self.limit = NotificationLimit(cfg.max_notifications_per_s)
 
     @contextlib.asynccontextmanager
     async def _open(self) -> AsyncIterator[Any]:
@@ -49,11 +50,10 @@ class SocketTransport:
         r_send, r_recv = anyio.create_memory_object_stream[Any](32)
         w_send, w_recv = anyio.create_memory_object_stream[Any](32)
         cap = self.cfg.max_message_bytes
-        flood = self.cfg.max_notifications_per_s
+        limit = self.limit
 
         async def reader() -> None:
             buf = bytearray()
-            window, count = time.monotonic(), 0
             try:
                 async with r_send:
                     while True:
@@ -81,15 +81,8 @@ class SocketTransport:
                             except ValueError:
                                 raise _Fatal("sent a line that is not a JSON-RPC message: "
                                              f"{line[:80]!r}") from None
-                            if isinstance(msg, types.JSONRPCNotification):
-                                now = time.monotonic()
-                                if now - window >= 1.0:
-                                    window, count = now, 0
-                                count += 1
-                                self.notifications += 1
-                                if count > flood:
-                                    raise _Fatal(f"sent more than {flood} notifications in a second "
-                                                 "(max_notifications_per_s)")
+                            if isinstance(msg, types.JSONRPCNotification) and not limit.admit(time.monotonic()):
+                                raise _Fatal(limit.why())
                             await r_send.send(SessionMessage(msg))
             except _Fatal as err:
                 self.on_fatal(str(err))
