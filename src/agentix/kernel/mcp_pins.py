@@ -42,6 +42,9 @@ class PinStore:
     def get(self, server: str, tool: str) -> Pin | None:
         return self.pins.get((server, tool))
 
+    def of_server(self, server: str) -> list[Pin]:
+        return [p for (s, _), p in self.pins.items() if s == server]
+
     async def put(self, pin: Pin, description: str | None, schema: Any) -> None:
         if self.db is not None:
             import orjson

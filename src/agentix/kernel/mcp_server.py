@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +59,8 @@ BACKOFF_WAIT_MAX = 5.0
 MAX_TOOLS = 512
 #: the canonical JSON of one tool's description and input schema; a bigger tool is skipped
 MAX_TOOL_BYTES = 64 * 1024
+#: re-listings on the server's word (list_changed) are at least this far apart (seconds)
+RELIST_MIN_INTERVAL = 1.0
 
 
 @dataclass
@@ -87,9 +90,18 @@ class McpServer:
     in_flight: int = 0
     _dead: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: told of every listing: ``(server, previous listing, why)``, why ``start`` (the listing of
+    #: a start), ``list_changed`` (the server said its tools changed) or ``operator`` (an
+    #: operator asked: ``mcp.tools``, ``mcp.approve``); ``mcp_tools.McpTools`` sets it
+    on_listed: Callable[[McpServer, dict[str, ListedTool], str], Awaitable[None]] | None = None
+    relists: int = 0
     _runner: asyncio.Task[None] | None = None
     _reaper: asyncio.Task[None] | None = None
     _sock: socket.socket | None = None
+    _relister: asyncio.Task[None] | None = None
+    _relist_wanted: bool = False
+    _relist_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _last_relist: float = float("-inf")
 
     # -- lifecycle --------------------------------------------------------------------
     async def ensure(self) -> None:
@@ -133,7 +145,10 @@ class McpServer:
                 raise ToolError(f"MCP server {self.name} could not start: {reason}",
                                 reason="mcp_server_start", server=self.name)
             ready.result()
+            old = self.tools
             await self._list()
+            if self.on_listed is not None:
+                await self.on_listed(self, old, "start")
         except AgentixError:
             if self.state in ("starting", "running"):
                 self._died(self.last_error or "could not start")
@@ -192,12 +207,20 @@ class McpServer:
     async def _run(self, transport: Any, ready: asyncio.Future[None], dead: asyncio.Event) -> None:
         from mcp import Client
 
+        listener: asyncio.Task[None] | None = None
         try:
-            async with Client(transport, read_timeout_seconds=self.cfg.call_timeout) as client:
+            async with Client(transport, read_timeout_seconds=self.cfg.call_timeout,
+                              message_handler=self._on_message(dead)) as client:
                 self.client = client
                 if not ready.done():
                     ready.set_result(None)
-                await dead.wait()
+                listener = asyncio.create_task(self._listen(client, dead))
+                try:
+                    await dead.wait()
+                finally:
+                    listener.cancel()
+                    with contextlib.suppress(BaseException):
+                        await listener
         except BaseException as err:  # noqa: BLE001 - ends the session, reported to the callers
             if not isinstance(err, asyncio.CancelledError):
                 self._died(f"session ended: {_describe(err)}", dead)
@@ -207,6 +230,74 @@ class McpServer:
         finally:
             if self._dead is dead:  # a later session's client is not this one's to clear
                 self.client = None
+
+    # -- tools that change while the server runs --------------------------------------------
+    def _on_message(self, dead: asyncio.Event) -> Callable[[Any], Awaitable[None]]:
+        """The session's handler of what the server sends unasked: ``notifications/tools/
+        list_changed`` (a handshake-era server sends it on the wire; a 2026-07-28 one on the
+        listen stream, which the SDK hands here too) asks for a re-listing. It only asks: the
+        session's reader must not wait on a request of its own."""
+        import mcp_types as types
+
+        async def on_message(message: Any) -> None:
+            if isinstance(message, types.ToolListChangedNotification):
+                self._list_changed(dead)
+        return on_message
+
+    async def _listen(self, client: Any, dead: asyncio.Event) -> None:
+        """On a 2026-07-28 session, change notifications come only on a ``subscriptions/listen``
+        stream the client opens; a handshake-era server (no listen) sends them unasked."""
+        try:
+            async with client.listen(tools_list_changed=True) as sub:
+                async for _event in sub:
+                    self._list_changed(dead)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - no listen stream: list_changed on the wire, if at all
+            log.debug("MCP server %s: no tools listen stream (%s)", self.name, _describe(err))
+
+    def _list_changed(self, dead: asyncio.Event) -> None:
+        """Re-list soon: at most one re-listing runs, at most one more is owed, and re-listings
+        are ``RELIST_MIN_INTERVAL`` apart (a server sending list_changed without end costs the
+        kernel one listing a second, each bounded like the first)."""
+        if dead is not self._dead or dead.is_set():
+            return
+        self._relist_wanted = True
+        if self._relister is None or self._relister.done():
+            self._relister = asyncio.create_task(self._relist_loop(dead))
+
+    async def _relist_loop(self, dead: asyncio.Event) -> None:
+        while self._relist_wanted and not dead.is_set():
+            self._relist_wanted = False
+            wait = self._last_relist + RELIST_MIN_INTERVAL - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if dead.is_set():
+                return
+            try:
+                await self.relist("list_changed")
+            except AgentixError as err:
+                log.warning("MCP server %s: re-listing its tools failed: %s", self.name, err.message)
+
+    async def relist(self, why: str) -> None:
+        """Read the running server's tools again (the same bounds as at start) and tell
+        ``on_listed``; a server that fails its listing has broken the protocol: it is stopped."""
+        async with self._relist_lock:
+            if self.state != "running" or self.client is None:
+                return
+            dead = self._dead
+            old = self.tools
+            self._last_relist = time.monotonic()
+            try:
+                # a task of its own: the SDK's cancel scopes must be entered and left in one
+                # task, and an operator's handler may start out driven outside any (rpc/server.py)
+                await asyncio.ensure_future(self._list())
+            except AgentixError as err:
+                self._died(f"failed to re-list its tools: {err.message}", dead)
+                raise
+            self.relists += 1
+            if self.on_listed is not None:
+                await self.on_listed(self, old, why)
 
     async def _reap(self, handle: Handle, dead: asyncio.Event) -> None:
         info = await handle.wait()
@@ -244,6 +335,8 @@ class McpServer:
     async def stop(self) -> None:
         self.state = "stopped"
         self._died("stopped by the kernel")
+        if self._relister is not None:
+            self._relister.cancel()
         for task in (self._runner, self._reaper):  # the session, then the process's exit record
             if task is not None:
                 with contextlib.suppress(BaseException):
@@ -261,7 +354,8 @@ class McpServer:
         try:
             async with asyncio.timeout(self.cfg.start_timeout):
                 for _ in range(64):
-                    page = await self.client.list_tools(cursor=cursor)
+                    # never the SDK's response cache: a listing is what the server says now
+                    page = await self.client.list_tools(cursor=cursor, cache_mode="bypass")
                     for t in page.tools:
                         if not MCP_TOOL_RE.fullmatch(t.name):
                             log.warning("MCP server %s lists a tool named %r; skipped (names are letters, "
@@ -333,7 +427,7 @@ class McpServer:
                 "command": self.cfg.command, "url": self.cfg.url, "network": self.cfg.network,
                 "approve": self.cfg.approve, "pid": self.pid if self.state == "running" else None,
                 "starts": self.starts, "crashes": self.crashes, "last_error": self.last_error,
-                "tools": len(self.tools), "in_flight": self.in_flight,
+                "tools": len(self.tools), "in_flight": self.in_flight, "relists": self.relists,
                 "isolation": ({"layers": self.handle.layers, "missing": self.handle.missing_layers}
                               if self.handle is not None and self.state == "running" else None)}
 

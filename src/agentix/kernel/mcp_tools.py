@@ -72,7 +72,7 @@ class McpTools:
                         f"[mcp.servers.{name}] read_only_paths: {p} would show the server the kernel's own "
                         f"state ({home}: keys, database, secrets, workspaces); name a directory outside it",
                         field=f"mcp.servers.{name}.read_only_paths")
-        self.servers = {name: McpServer(name, cfg, k) for name, cfg in servers.items()}
+        self.servers = {name: McpServer(name, cfg, k, on_listed=self._listed) for name, cfg in servers.items()}
         self.pins = PinStore(k)
         self._validators: dict[str, Callable[[dict[str, Any]], None]] = {}
 
@@ -84,14 +84,33 @@ class McpTools:
                            "config.toml (`agentix mcp servers` lists them)", server=name) from None
 
     # -- pins ------------------------------------------------------------------------
-    async def state_of(self, srv: McpServer, t: ListedTool) -> str:
-        """The tool's pin state, pinning it first if it is new and the server approves on first use."""
-        pin = self.pins.get(srv.name, t.name)
-        st = pin_state(pin, t.digest)
-        if st == "new" and srv.cfg.approve == "first_use":
-            await self._pin(srv, t, "first_use")
-            return "approved"
-        return st
+    def state_of(self, srv: McpServer, t: ListedTool) -> str:
+        """The tool's pin state: ``approved``, ``changed`` or ``new`` (core/mcp.py)."""
+        return pin_state(self.pins.get(srv.name, t.name), t.digest)
+
+    async def _listed(self, srv: McpServer, old: dict[str, ListedTool], why: str) -> None:
+        """A server listed its tools. At a start, ``approve = "first_use"`` pins every tool of
+        the server's FIRST listing (no pin of it yet: declaring the server approved what it
+        offers then); a tool that appears later, at a restart or mid-session, waits unapproved
+        for ``agentix mcp approve``, as under ``approve = "operator"``: a server adding tools
+        after its approval is what a rug pull looks like too. A re-listing while it runs
+        (``list_changed``, an operator's look) is audited when it differs from the last:
+        ``mcp.tools_changed`` names each changed tool (disabled unless it matches its pin),
+        each added one (new: unapproved) and each removed one. Nothing here pins a changed tool."""
+        if why == "start":
+            if srv.cfg.approve == "first_use" and not self.pins.of_server(srv.name):
+                for t in list(srv.tools.values()):
+                    await self._pin(srv, t, "first_use")
+            return
+        new = srv.tools
+        changed = [{"tool": n, "was": old[n].digest, "now": t.digest, "state": self.state_of(srv, t)}
+                   for n, t in sorted(new.items()) if n in old and old[n].digest != t.digest]
+        added = [{"tool": n, "digest": t.digest, "state": self.state_of(srv, t)}
+                 for n, t in sorted(new.items()) if n not in old]
+        removed = sorted(set(old) - set(new))
+        if changed or added or removed:
+            await self.k.events.record("mcp.tools_changed", None, {
+                "server": srv.name, "why": why, "changed": changed, "added": added, "removed": removed})
 
     async def _pin(self, srv: McpServer, t: ListedTool, by: str) -> Pin:
         old = self.pins.get(srv.name, t.name)
@@ -107,7 +126,7 @@ class McpTools:
         if not sep or not tool:
             raise InvalidRequest(f"{pattern!r}: name SERVER/TOOL (or SERVER/* for all its tools)", field="tool")
         srv = self.server(server)
-        await srv.ensure()
+        await self._fresh(srv)
         names = sorted(srv.tools) if tool == "*" else [tool]
         out = []
         for n in names:
@@ -124,16 +143,23 @@ class McpTools:
                         "previous": pin.digest if pin is not None else None})
         return out
 
+    async def _fresh(self, srv: McpServer) -> None:
+        """What the server lists NOW, for the operator: a running server is re-listed (a
+        description changed without a list_changed is seen here), a stopped one started."""
+        if srv.state == "running":
+            await srv.relist("operator")
+        await srv.ensure()
+
     async def list_tools(self, server: str | None) -> list[dict[str, Any]]:
         out = []
         for srv in ([self.server(server)] if server else list(self.servers.values())):
             try:
-                await srv.ensure()
+                await self._fresh(srv)
             except AgentixError as err:
                 out.append({"server": srv.name, "error": err.code, "message": err.message})
                 continue
             for t in sorted(srv.tools.values(), key=lambda t: t.name):
-                st = await self.state_of(srv, t)
+                st = self.state_of(srv, t)
                 pin = self.pins.get(srv.name, t.name)
                 out.append({"server": srv.name, "tool": t.name, "name": mcp_tool_name(srv.name, t.name),
                             "state": st, "digest": t.digest,
@@ -158,9 +184,7 @@ class McpTools:
 
         async def one(srv: McpServer) -> None:
             try:
-                await srv.ensure()
-                for t in list(srv.tools.values()):
-                    await self.state_of(srv, t)  # first_use: pinned as it is first seen
+                await srv.ensure()  # first_use: its first listing is pinned as the server starts
             except AgentixError as err:
                 log.warning("MCP server %s could not start for %s: %s", srv.name, agent_id, err.message)
 
@@ -231,7 +255,7 @@ class McpTools:
         if t is None:
             raise NotFound(f"MCP server {srv.name} lists no tool {tool!r} (`agentix mcp tools {srv.name}`)",
                            server=srv.name, tool=tool)
-        st = await self.state_of(srv, t)
+        st = self.state_of(srv, t)
         if st != "approved":
             pin = self.pins.get(srv.name, tool)
             if st == "changed":
@@ -243,9 +267,12 @@ class McpTools:
                     f"approved ({pin.digest[:19]}... -> {t.digest[:19]}...); it is disabled until the operator "
                     f"re-approves it: `agentix mcp approve {srv.name}/{tool}`",
                     reason="mcp_tool_changed", server=srv.name, tool=tool, pinned=pin.digest, now=t.digest)
+            why = (f"server {srv.name} has approve = \"operator\"" if srv.cfg.approve == "operator" else
+                   "it appeared after the server's first listing, which is all that approve = \"first_use\" "
+                   "approves")
             raise CapabilityDenied(
-                f"MCP tool {srv.name}/{tool} has not been approved (server {srv.name} has approve = "
-                f"\"operator\"): `agentix mcp approve {srv.name}/{tool}`",
+                f"MCP tool {srv.name}/{tool} has not been approved ({why}): "
+                f"`agentix mcp approve {srv.name}/{tool}`",
                 reason="mcp_tool_unapproved", server=srv.name, tool=tool, digest=t.digest)
         self._validator(srv.name, t)(args)
         res = await srv.call(tool, args, srv.cfg.call_timeout)  # errors: labelled by call()
