@@ -12,10 +12,12 @@ this module decides, from the pin and what the server lists now:
   is disabled (a call is refused, reason ``mcp_tool_changed``) until the operator re-approves
   it (``agentix mcp approve SERVER/TOOL``), which pins the new digest;
 - ``new``: never pinned. Under the server's ``approve = "first_use"`` (the default; the
-  operator's declaring the server is the approval) it is pinned the first time it is seen;
-  under ``approve = "operator"`` it waits, disabled, for ``agentix mcp approve``.
+  operator's declaring the server is the approval) the tools of the server's first listing
+  are pinned as it starts; a tool that appears after that, and every tool under
+  ``approve = "operator"``, waits, disabled, for ``agentix mcp approve``.
 
-Pure: values in, values out; the store and the clock live in ``kernel/mcp_tools.py``.
+Pure: values in, values out; the store and the clock live in ``kernel/mcp_tools.py`` and
+``kernel/mcp_pins.py``. ``NotificationLimit`` is the one notification bound of every transport.
 Descriptions reach the model only wrapped by ``untrusted_description``: they are text from
 outside the trust boundary, like a fetched page.
 """
