@@ -1,7 +1,7 @@
 """MCP servers as agent tools, part 5: one declared server — its process, its session, its tools.
 
 ``McpServer`` is a small state machine (``stopped -> starting -> running``; a crash goes to
-``backoff`` and, after ``max_restarts`` crashes in a row, ``failed``)::
+``backoff`` and, after ``max_restarts`` crashes in a row, ``failed``):
 
 - a stdio server runs as an agentix process: the kernel's sandbox substrate (the same as an
   agent's: namespaces, Landlock, seccomp, cgroups, rlimits, no network unless declared), its own
@@ -15,7 +15,10 @@
   ``agentix mcp restart NAME``. Calls in flight get ``tool_error`` naming what happened; a call
   not answered within ``call_timeout`` gets ``timeout`` (the server keeps running;
   ``max_concurrent`` bounds what it can hold).
-- Its tool listing is read under one deadline and bounded in count and size (``_list``).
+- Its tool listing is read under one deadline and bounded in count and size (``_list``), at
+  start and again while it runs (``relist``): when the server says its tools changed
+  (``notifications/tools/list_changed``, at most one re-listing a second) and when the
+  operator looks (``mcp.tools``, ``mcp.approve``).
 
 What a listed tool may do (pins, approval) is not decided here: ``mcp_tools.McpTools`` asks.
 """
@@ -100,7 +103,6 @@ class McpServer:
     _sock: socket.socket | None = None
     _relister: asyncio.Task[None] | None = None
     _relist_wanted: bool = False
-    _relist_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _last_relist: float = float("-inf")
 
     # -- lifecycle --------------------------------------------------------------------
@@ -282,7 +284,9 @@ class McpServer:
     async def relist(self, why: str) -> None:
         """Read the running server's tools again (the same bounds as at start) and tell
         ``on_listed``; a server that fails its listing has broken the protocol: it is stopped."""
-        async with self._relist_lock:
+        # one listing at a time, and after a start in progress (both under ``_lock``): a change
+        # said during the handshake is listed once the start's own listing is in, not dropped
+        async with self._lock:
             if self.state != "running" or self.client is None:
                 return
             dead = self._dead
