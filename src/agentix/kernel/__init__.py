@@ -30,8 +30,10 @@ Construction order (``kernel/kernel.py``)::
     5. stages                    cap_stage.CapabilityStage, then trusted_state.DurableStateStage
     6. tools                     echo, files, net_exec (web_fetch, exec), memory, skills,
                                  a2a_tool (a2a_call, when a2a-sdk is installed),
-                                 mcp_tools.McpTools (declared MCP servers' mcp__* tools; what
-                                 it uses of the kernel is one mcp_host.McpHost)
+                                 mcp_tools.McpTools (declared MCP servers' mcp__* tools; its parts:
+                                 mcp_config declarations, mcp_server one server's lifecycle,
+                                 mcp_stdio/mcp_remote the wires, mcp_pins the approvals; what
+                                 they use of the kernel is one mcp_host.McpHost)
     7. system calls              the calls_* modules and the areas below;
                                  http_api.KernelHttpBackend (what the HTTP face calls)
 

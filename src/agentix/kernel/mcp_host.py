@@ -1,7 +1,8 @@
-"""What the MCP servers and their tools (``kernel/mcp_tools.py``) use of the kernel, named.
+"""What the MCP servers and their tools use of the kernel, named.
 
 The composition root (``kernel.Kernel``) builds one ``McpHost`` from its services and passes it
-to ``mcp_tools.register``; nothing else of the kernel reaches the MCP code:
+to ``mcp_tools.register``, which hands it to ``McpTools`` and each ``mcp_server.McpServer``
+(``mcp_pins.PinStore`` gets its ``db`` only); nothing else of the kernel reaches the MCP code:
 
 - a server's process is started like an agent's: a workspace and a log under ``home``, the
   limits and isolation setting of ``config``, on ``substrate``;
