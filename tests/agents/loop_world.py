@@ -128,9 +128,11 @@ def run_loop(tmp: Path, turns: list[dict[str, Any]], task: str = "t", *, tools: 
              loop_tools: list[str] = (), config: dict[str, Any] | None = None,
              capabilities: list[str] = ("tool: echo",), budget: dict[str, Any] | None = None,
              peer: bool = False, kernel: dict[str, Any] | None = None, files: dict[str, str] | None = None,
-             system_prompt: str | None = None, base_url: str | None = None) -> Transcript:
+             system_prompt: str | None = None, base_url: str | None = None,
+             kernel_tools: list[Any] = ()) -> Transcript:
     """Run ``ToolLoop`` in a real agent against a real kernel whose model plays ``turns``
-    (or, with ``base_url``, is an OpenAI-compatible server there, e.g. tests/fakes')."""
+    (or, with ``base_url``, is an OpenAI-compatible server there, e.g. tests/fakes').
+    ``kernel_tools`` (``ToolSpec``s) are registered in the kernel beside its own tools."""
     from tests.fakes.routed_openai import config_toml
 
     home = Home(tmp / "home")
@@ -148,6 +150,8 @@ def run_loop(tmp: Path, turns: list[dict[str, Any]], task: str = "t", *, tools: 
 
     async def go() -> Transcript:
         k = Kernel(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0, **(kernel or {})))
+        for spec in kernel_tools:
+            k.tools.register(spec)
         await k.start()
         try:
             m: dict[str, Any] = {"name": "looper", "program": str(prog), "isolation": "degraded",
