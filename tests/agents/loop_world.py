@@ -210,9 +210,11 @@ def _system(body: dict[str, Any]) -> str:
 
 
 def run_orchestrator(tmp: Path, route: Any, goal: str = "write a report", *, config_extra: str = "",
-                     limits: dict[str, Any] | None = None, exit_reason: str = "completed") -> Orchestration:
+                     limits: dict[str, Any] | None = None, exit_reason: str = "completed",
+                     manifest_extra: dict[str, Any] | None = None) -> Orchestration:
     """The real bootstrap orchestrator (``module:agentix.agents.orchestrator``) against a real
-    kernel; the model is a fake OpenAI server on 127.0.0.1 answering through ``route``."""
+    kernel; the model is a fake OpenAI server on 127.0.0.1 answering through ``route``. The
+    kernel home is ``tmp/home``: a second run in the same ``tmp`` finds the first one's store."""
     from agentix.agents.orchestrator import bootstrap_manifest
     from tests.fakes.routed_openai import RoutedOpenAIServer, config_toml
 
@@ -230,6 +232,7 @@ def run_orchestrator(tmp: Path, route: Any, goal: str = "write a report", *, con
             m = {**boot, "isolation": "degraded", "capabilities": [*boot["capabilities"], "model: *"]}
             if limits:
                 m["limits"] = {**(m.get("limits") or {}), **limits}
+            m.update(manifest_extra or {})
             rec = await k.spawn(parse_manifest(m), message={"goal": goal})
             await k.wait(rec, 120)
             log = Path(rec.log_path).read_text() if Path(rec.log_path).exists() else ""
