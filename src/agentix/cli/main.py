@@ -35,6 +35,7 @@ from agentix.cli.views import (  # noqa: F401  (re-exported: demo uses them)
     _state,
     default_home,
     dump_json,
+    parse_message,
     error_line,
     exit_code_for,
     fail,
@@ -207,18 +208,9 @@ def info(obj: Ctx, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------- agents
-def _parse_message(message: str | None) -> Any:
-    if message is None:
-        return None
-    try:
-        return json.loads(message)
-    except json.JSONDecodeError:
-        return message
-
-
 def _spawn(obj: Ctx, target: str | None, program: str | None, name: str | None,
            message: str | None, grants: tuple[str, ...]) -> Any:
-    msg = _parse_message(message)
+    msg = parse_message(message)
     if program and target:
         fail(f"give a MANIFEST ({target}) or --program FILE, not both", EXIT_USAGE)
     if not program and not target:
@@ -411,7 +403,7 @@ def logs(obj: Ctx, agent: str, count: int, head: bool, follow: bool, as_json: bo
 @click.pass_obj
 def send(obj: Ctx, agent: str, message: str, as_json: bool) -> None:
     """Put MESSAGE (JSON or text) in AGENT's mailbox."""
-    r = obj.kernel.send(agent, _parse_message(message))
+    r = obj.kernel.send(agent, parse_message(message))
     if as_json:
         return dump_json(r)
     line(f"delivered to {r['to']} ({r['queued']} queued)")

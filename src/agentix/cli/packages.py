@@ -18,7 +18,7 @@ import click
 
 from agentix.cli import render
 from agentix.cli.onecall import Call, Params, command
-from agentix.cli.views import EXIT_REGISTRY
+from agentix.cli.views import EXIT_REGISTRY, parse_message
 from agentix.sdk.errors import NotFound, RegistryError
 
 __all__ = ["install", "EXIT_REGISTRY"]
@@ -199,7 +199,7 @@ def _wrap_run(run_cmd: click.Command) -> None:
         ctx = click.get_current_context()
         k = _kernel(ctx)
         r = k.call("package.run", ref=target, accept=_accept(k, target, accept), name=kw.get("name"),
-                   message=_message(kw.get("message")), allow_rollback=allow_rollback)
+                   message=parse_message(kw.get("message")), allow_rollback=allow_rollback)
         if not kw.get("as_json"):
             err_console.print(f"[green]verified[/] {target} ({r['verdict']['basis']}); granted: "
                               + (", ".join(r["granted"]) or "nothing"))
@@ -216,15 +216,6 @@ def _wrap_run(run_cmd: click.Command) -> None:
         sys.exit(0 if a.reason == "completed" else 1)
 
     run_cmd.callback = callback
-
-
-def _message(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _registry_errors_exit_6(cmd: click.Command) -> None:
