@@ -24,6 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, TrustPolicy, format_public_key, key_id,
@@ -222,6 +223,12 @@ def read_signatures(layout: Layout, ref: Ref, digest: str) -> list[Signature]:
     return out
 
 
+def signature_manifest(layers: list[Descriptor], subject: Descriptor) -> bytes:
+    """The canonical bytes of the signature manifest of ``subject`` holding ``layers``."""
+    return canonical_json(image_manifest(SIGNATURE_ARTIFACT_TYPE, EMPTY_CONFIG, layers,
+                                         subject=Descriptor(subject.media_type, subject.digest, subject.size)))
+
+
 def add_signature(layout: Layout, ref: Ref, subject: Descriptor, sig: Signature) -> Descriptor:
     """Store ``sig`` beside ``subject`` (replacing one by the same key); return the sig manifest."""
     existing: list[Descriptor] = []
@@ -239,9 +246,8 @@ def add_signature(layout: Layout, ref: Ref, subject: Descriptor, sig: Signature)
         pass
     layer = layout.put_json(SIGNATURE_TYPE, sig.to_data())
     layout.put_bytes(b"{}", EMPTY_CONFIG.digest)
-    mdesc = layout.put_json(MANIFEST_TYPE, image_manifest(
-        SIGNATURE_ARTIFACT_TYPE, EMPTY_CONFIG, [*existing, layer][-MAX_SIGNATURES:],
-        subject=Descriptor(subject.media_type, subject.digest, subject.size)))
+    mbytes = signature_manifest([*existing, layer][-MAX_SIGNATURES:], subject)
+    mdesc = Descriptor(MANIFEST_TYPE, layout.put_bytes(mbytes), len(mbytes))
     layout.tag(signature_ref(ref, subject.digest), mdesc)
     return mdesc
 
