@@ -14,6 +14,10 @@ import * as approvals from "./approvals.js";
 import * as audit from "./audit.js";
 import * as inference from "./inference.js";
 import * as goals from "./goals.js";
+import * as spawn from "./spawn.js";
+import * as tokens from "./tokens.js";
+import * as packages from "./packages.js";
+import * as kernel from "./kernel.js";
 
 const ROUTES = [
   [/^#?\/?$/, "tree", tree],
@@ -22,6 +26,10 @@ const ROUTES = [
   [/^#\/audit$/, "audit", audit],
   [/^#\/inference$/, "inference", inference],
   [/^#\/goals(?:\/([A-Za-z0-9_.-]+))?$/, "goals", goals, ["id"]],
+  [/^#\/spawn$/, "tree", spawn],
+  [/^#\/tokens$/, "tokens", tokens],
+  [/^#\/packages$/, "packages", packages],
+  [/^#\/kernel$/, "kernel", kernel],
 ];
 
 const $ = (id) => document.getElementById(id);
