@@ -279,3 +279,83 @@ def test_denying_a_taint_triggered_approval_with_a_reason_leaves_the_world_uncha
     assert not [e for e in after if e["kind"] == "tool.result" and e["agent"] == writer
                 and (e["data"] or {}).get("tool") == "file_write" and (e["data"] or {}).get("ok", True)]
     assert not _pending_for(dash, writer)
+
+
+# ------------------------------------------------------------------------------- packages
+def test_a_package_is_built_trusted_and_run_with_only_the_capabilities_ticked(dash: Api, tab: Any, tmp_path: Path,
+                                                                             shots: Path) -> None:
+    from packages.conftest import make_context
+
+    ctx_dir = make_context(tmp_path / "ctx")
+    t = tab().sign_in(dash.operator).go("#/packages")
+    build = t.page.locator("#build-form")
+    build.wait_for()
+    build.locator("[name=context]").fill(str(ctx_dir))
+    build.locator("[name=tag]").fill("team/hello:1.0.0")
+    build.locator("button[type=submit]").click()
+    t.page.wait_for_function("() => document.querySelector('#package-result').textContent.startsWith('built team/hello:1.0.0')",
+                             timeout=60_000)
+    row = t.page.locator('tr[data-ref="team/hello:1.0.0"]')
+    row.wait_for()
+    assert "unsigned" in row.inner_text()
+    # unsigned packages are refused until the trust policy accepts them: the error is shown
+    row.locator("button[data-action=run]").click()
+    run = t.page.locator("#run-form")
+    run.wait_for()
+    boxes = run.locator("#accept-step input[type=checkbox]")
+    assert boxes.count() == 2 and not any(b.is_checked() for b in boxes.all())   # nothing accepted by default
+    assert "nothing is granted unless ticked" in run.inner_text()
+    run.locator("button[type=submit]").click()
+    err = run.locator("p.error")
+    err.wait_for()
+    assert err.get_attribute("data-code") == "package_rejected", err.inner_text()
+    assert "hello" not in names(dash)
+    unsigned = t.page.locator("#unsigned-form")
+    unsigned.locator("[name=pattern]").fill("team/*")
+    unsigned.locator("button[type=submit]").click()
+    t.page.wait_for_function("() => document.querySelector('#trust').textContent.includes('team/*')")
+    # the explicit accept step: tick one of the two declared capabilities
+    row.locator("button[data-action=run]").click()
+    run = t.page.locator("#run-form")
+    run.wait_for()
+    run.locator("#accept-step label", has_text="tool: echo").locator("input").check()
+    t.page.screenshot(path=str(shots / "packages.png"), full_page=True)
+    before = dash.audit_size()
+    run.locator("button[type=submit]").dblclick()
+    t.page.wait_for_function("() => document.querySelector('#package-result').textContent.includes('granted: tool: echo')")
+    started = [e for e in dash.audit_after(before) if e["kind"] == "agent.spawned"]
+    assert len(started) == 1, started
+    info = dash.daemon.client.wait(started[0]["agent"], timeout=60)
+    assert info.result["echo"] == "ok" and info.result["write"] == "capability_denied", info.result
+    [acc] = [e for e in dash.audit_after(before) if e["kind"] == "package.accepted"]
+    assert acc["data"]["accepted"] == ["tool: echo"] and acc["data"]["granted"] == ["tool: echo"]
+
+
+def test_an_agent_is_snapshotted_and_restored_from_the_browser(dash: Api, tab: Any) -> None:
+    aid = dash.daemon.spawn("sleeper.py", "60", name="snapped", capabilities=["tool: echo"])
+    try:
+        t = tab().sign_in(dash.operator).go(f"#/agent/{aid}")
+        snap = t.page.locator("#snapshot-form")
+        snap.wait_for()
+        snap.locator("[name=tag]").fill("snaps/snapped:one")
+        snap.locator("button[type=submit]").click()
+        t.page.wait_for_function("() => document.querySelector('#snapshot-result').textContent.startsWith('snapshot snaps/snapped:one')",
+                                 timeout=60_000)
+        assert dash.daemon.client.call("agent.status", agent_id=aid)["state"] == "running"   # resumed after
+        t.go("#/packages")
+        row = t.page.locator('tr[data-ref="snaps/snapped:one"]')
+        row.wait_for()
+        row.locator("button[data-action=run]").click()
+        form = t.page.locator("#restore-form")
+        form.wait_for()
+        assert "tool: echo" in t.page.locator("#package-detail").inner_text()   # the recorded grants
+        form.locator("[name=name]").fill("restored")
+        form.locator("button[type=submit]").click()
+        t.page.wait_for_function("() => document.querySelector('#package-result').textContent.startsWith('restored')",
+                                 timeout=60_000)
+        new = [a for a in dash.daemon.client.call("agent.list", all=False)["agents"] if a["name"] == "restored"]
+        assert len(new) == 1
+        assert [x["grants"] for x in dash.daemon.client.call("cap.list", agent_id=new[0]["agent_id"])["tokens"]] == [["tool: echo"]]
+        dash.daemon.client.call("agent.kill", agent_id=new[0]["agent_id"])
+    finally:
+        dash.daemon.client.call("agent.kill", agent_id=aid)
