@@ -359,3 +359,16 @@ def test_an_agent_is_snapshotted_and_restored_from_the_browser(dash: Api, tab: A
         dash.daemon.client.call("agent.kill", agent_id=new[0]["agent_id"])
     finally:
         dash.daemon.client.call("agent.kill", agent_id=aid)
+
+
+def test_the_kernel_page_shows_info_tools_and_mcp_servers(dash: Api, tab: Any) -> None:
+    t = tab().sign_in(dash.viewer).go("#/kernel")
+    t.page.wait_for_selector("#tool-rows tr")
+    info = dash.daemon.client.call("kernel.info")
+    assert str(info["pid"]) in t.page.locator("#kernel-info").inner_text()
+    tools = {x["name"] for x in dash.daemon.client.call("tool.list")["tools"]}
+    shown = set(t.page.locator("#tool-rows tr td:first-child").all_inner_texts())
+    assert shown == tools
+    t.page.wait_for_function("() => document.querySelector('#mcp-servers').textContent.length > 0")
+    assert "no MCP server" in t.page.locator("#mcp-servers").inner_text()
+    assert t.page.locator("form#mcp-approve-form").count() == 0     # a viewer: no form
