@@ -48,6 +48,7 @@ def test_a_goal_submitted_in_the_browser_runs_once_and_its_plan_is_drawn(dash: A
     t.page.wait_for_selector('g.node[data-subtask="beta"]', timeout=60_000)
     t.page.wait_for_selector('g.node[data-subtask="beta"][data-state="done"]', timeout=90_000)
     assert t.page.locator('g.node[data-subtask="alpha"]').get_attribute("data-state") == "done"
+    t.page.evaluate("() => window.scrollTo(0, 0)")
     t.page.screenshot(path=str(shots / "goal-submitted.png"), full_page=True)
     submitted = [e for e in dash.audit_after(before) if e["kind"] == "goal.submitted"]
     assert [e["agent"] for e in submitted] == [root], submitted   # one goal run for the double click

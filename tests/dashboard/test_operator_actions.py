@@ -53,6 +53,7 @@ def test_the_spawn_form_spawns_exactly_one_agent_on_a_double_submit(dash: Api, t
     form.locator("[name=grants]").fill("tool: echo\n\n  file_read: /workspace/*  ")
     form.locator("[name=max_tool_calls]").fill("7")
     form.locator("[name=message]").fill('{"hello": 1}')
+    t.page.evaluate("() => window.scrollTo(0, 0)")
     t.page.screenshot(path=str(shots / "spawn.png"), full_page=True)
     before = dash.audit_size()
     # a double click, and a second submit fired while the first request is in flight
@@ -189,6 +190,7 @@ def test_capability_and_http_tokens_are_granted_created_and_revoked_in_the_brows
         t.go("#/tokens")
         row = t.page.locator(f'tr[data-token-id="{new[0]["id"]}"]')
         row.wait_for()
+        t.page.evaluate("() => window.scrollTo(0, 0)")
         t.page.screenshot(path=str(shots / "tokens.png"), full_page=True)
         row.locator("button[data-action='cap.revoke']").click()
         t.page.wait_for_selector(f'tr[data-token-id="{new[0]["id"]}"][data-state=revoked]')
@@ -238,7 +240,7 @@ def _pending_for(dash: Api, aid: str) -> list[dict[str, Any]]:
 
 def test_a_taint_triggered_approval_shows_the_taint_and_approving_lets_the_write_proceed(
         dash: Api, tab: Any, shots: Path) -> None:
-    writer, _ = _tainted_writer(dash, "tainted", "approved text")
+    writer, sender = _tainted_writer(dash, "tainted", "approved text")
     assert wait_until(lambda: _pending_for(dash, writer), timeout=30), "no approval was asked"
     ws = Path(dash.daemon.client.call("agent.status", agent_id=writer)["workspace"])
     assert not (ws / "out.txt").exists()          # blocked: nothing written yet
@@ -248,6 +250,9 @@ def test_a_taint_triggered_approval_shows_the_taint_and_approving_lets_the_write
     text = card.inner_text()
     assert "tainted" in text and "file_write" in text
     assert "its context is tainted" in text and "agent_message" in text   # why, and the taint that triggered it
+    # and where that taint entered: the message from the other agent, by name and id
+    card.locator("dd.origins", has_text="a message from tainted-src").wait_for()
+    assert sender in card.locator("dd.origins").inner_text()
     card.scroll_into_view_if_needed()
     t.page.screenshot(path=str(shots / "approvals-taint.png"))
     card.locator("input[name=reason]").fill("read the message; fine")
@@ -319,6 +324,7 @@ def test_a_package_is_built_trusted_and_run_with_only_the_capabilities_ticked(da
     run = t.page.locator("#run-form")
     run.wait_for()
     run.locator("#accept-step label", has_text="tool: echo").locator("input").check()
+    t.page.evaluate("() => window.scrollTo(0, 0)")
     t.page.screenshot(path=str(shots / "packages.png"), full_page=True)
     before = dash.audit_size()
     run.locator("button[type=submit]").dblclick()

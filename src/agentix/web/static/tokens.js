@@ -48,10 +48,12 @@ export function render(root, ctx) {
   async function loadCaps() {
     try {
       const who = holder.value.trim();
-      const r = await call("cap.list", who ? {agent_id: who} : {});
+      const [r, agents] = await Promise.all([call("cap.list", who ? {agent_id: who} : {}), call("agent.list", {all: true})]);
+      const names = new Map(agents.agents.map((a) => [a.agent_id, a.name]));
       replace(capRows, r.tokens.length ? r.tokens.map((t) => h("tr", {"data-token-id": t.id, "data-state": t.revoked ? "revoked" : "live"},
         h("td", {}, h("code", {class: "hash", text: t.id})),
-        h("td", {}, h("a", {href: `#/agent/${encodeURIComponent(t.holder)}`, text: t.holder})),
+        h("td", {}, h("a", {href: `#/agent/${encodeURIComponent(t.holder)}`, text: names.get(t.holder) || t.holder}),
+          h("small", {class: "id", text: ` ${t.holder}`})),
         h("td", {}, t.parent_id ? h("code", {class: "hash", text: t.parent_id.slice(0, 12)}) : "—"),
         h("td", {class: "num", text: t.remaining === null ? "unlimited" : String(t.remaining)}),
         h("td", {text: t.expires_at ? fmtTime(t.expires_at) : "never"}),
