@@ -124,6 +124,10 @@ def parse_spawn_manifest(params: dict[str, Any]) -> tuple[Manifest, Path | None]
     blocking (a FIFO or device is refused), read up to ``MAX_MANIFEST_TEXT`` bytes, and its
     errors never echo the file's content: the caller may not be able to read that file.
     """
+    if params.get("manifest_text") is not None and (params.get("manifest") is not None
+                                                    or params.get("manifest_path") is not None):
+        raise InvalidRequest('give one of "manifest", "manifest_text" or "manifest_path", not several',
+                             field="manifest_text")
     if "manifest" in params and params["manifest"] is not None:
         base = params.get("base_dir")
         if isinstance(base, str) and not os.path.isabs(base):
