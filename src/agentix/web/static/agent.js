@@ -5,7 +5,7 @@
 import {call, stream} from "./api.js";
 import {h, replace, badge, json, fmtTime, fmtDuration} from "./dom.js";
 import {isolation, spent} from "./tree.js";
-import {actionButton, actionForm, done, lines, parseMessage} from "./ops.js";
+import {actionButton, actionForm, done, lines, parseMessage, VIEWER_NOTE} from "./ops.js";
 
 const MAX_LOG = 200_000;     // characters of log kept on the page
 const MAX_CALLS = 300;       // system-call rows kept on the page
@@ -88,7 +88,9 @@ export function render(root, ctx) {
         h("table", {}, h("thead", {}, h("tr", {}, ["token", "grants", "remaining", "expires", "state", ""].map((t) => h("th", {text: t})))), grants),
         grantMsg),
       h("section", {class: "card wide"}, h("h2", {text: "Log (following)"}), log),
-      h("div", {class: "wide ops"}, sendForm, sent, grantForm, snapForm, forkForm, snapDone),
+      ctx.operator ? h("div", {class: "wide ops"}, sendForm, sent, grantForm, snapForm, forkForm, snapDone)
+                   : h("section", {class: "card wide", id: "ops-viewer"},
+                       h("p", {class: "muted", text: `Send a message, grant a capability, snapshot, fork: ${VIEWER_NOTE}.`})),
       h("section", {class: "card wide"}, h("h2", {text: "System calls"}),
         h("div", {class: "scroll short"}, h("table", {},
           h("thead", {}, h("tr", {}, ["seq", "time", "event", "tool / method", "outcome", "taint"].map((t) => h("th", {text: t})))),
