@@ -55,9 +55,8 @@ be registered, and an unknown one is refused. The handlers, by area:
     http        http_api.py            tokens.create .list .revoke .verify (and the HTTP face itself)
     dashboard   dashboard_api.py       dashboard.agents
 
-``packages_api``, ``snapshots_api``, ``http_api``, ``persistent``, ``mcp_tools``, ``a2a_tool``,
-``dashboard_api`` and ``telemetry`` take the kernel as one object typed
-``ports.KernelServices``; the others take the services they use.
+``mcp_tools`` takes the kernel as one object typed ``ports.KernelServices``; the others take
+the services they use.
 
 Around the root: ``daemon.py`` runs a kernel (sockets, signals, pidfile) and turns on
 ``telemetry.py`` (metrics, traces: it wraps ``pipeline.run`` only when on); ``config.py`` and

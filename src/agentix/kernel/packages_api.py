@@ -33,18 +33,19 @@ import asyncio
 import secrets
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound
 from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import parse_ref
-from agentix.kernel.dispatch import Call
+from agentix.kernel.config import KernelConfig
+from agentix.kernel.dispatch import Call, EventSink, Pipeline
+from agentix.kernel.home import Home
 from agentix.kernel.methods import method
+from agentix.kernel.spawn import Spawner
 from agentix.packages.service import PackageStore
-
-if TYPE_CHECKING:
-    from agentix.kernel.ports import KernelServices as Kernel
+from agentix.sandbox.base import Substrate
 
 __all__ = ["register", "METHODS"]
 
@@ -66,10 +67,11 @@ def _str(params: dict[str, Any], key: str, what: str, default: Any = ...) -> Any
     return val
 
 
-def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
-    store = store or PackageStore(k.home.root, db=k.db)
-    p = k.pipeline
-    lock = k.packages_lock  # one writer of the local store at a time, shared with kernel/snapshots_api.py
+def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: EventSink, home: Home,
+             config: KernelConfig, substrate: Substrate, spawner: Spawner) -> None:
+    """Add the package methods to ``p``. ``lock``: one writer of the local ``store`` at a time,
+    shared with kernel/snapshots_api.py; build steps run on ``substrate`` under ``config``'s
+    limits (their output under ``home``); ``package.run`` starts the agent with ``spawner``."""
 
     def recorded(fn: Any) -> Any:
         async def run(call: Call) -> Any:
@@ -93,7 +95,8 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         loop = asyncio.get_running_loop()
 
         def runner(argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
-            return asyncio.run_coroutine_threadsafe(_run_sandboxed(k, argv, workdir, timeout), loop).result()
+            return asyncio.run_coroutine_threadsafe(
+                _run_sandboxed(argv, workdir, timeout, home=home, config=config, substrate=substrate), loop).result()
 
         r = await in_thread(store.build, ctx, _str(call.params, "tag", "NAME:TAG"), Path(af) if af else None,
                             runner)
@@ -122,7 +125,7 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
 
     async def _note_unsigned(verdict: dict[str, Any]) -> None:
         if verdict.get("basis") == "unsigned_allowed":
-            await k.events.record("package.unsigned_accepted", None, {
+            await events.record("package.unsigned_accepted", None, {
                 "name": verdict["name"], "version": verdict["version"], "digest": verdict["digest"]})
 
     async def verify(call: Call) -> dict[str, Any]:
@@ -155,16 +158,16 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
                 data["name"] = name
             # the publisher sized nothing the operator did not accept: limits, budget and
             # memory at most this kernel's defaults (core/foreign.py)
-            manifest = cap_foreign(parse_manifest(data), k.config.limits, _llm_budget())
+            manifest = cap_foreign(parse_manifest(data), config.limits, _llm_budget())
             verdict = {"basis": prep.verdict.basis, "keyid": prep.verdict.keyid,
                        "rollback": prep.verdict.rollback_allowed, **prep.verdict.statement.to_data()}
             if pulled is None:
                 await _note_unsigned(verdict)
-            await k.events.record("package.accepted", None, {
+            await events.record("package.accepted", None, {
                 "ref": str(ref), "digest": prep.digest, "declared": prep.declared,
                 "accepted": accept, "granted": data["capabilities"], **verdict})
             # the whole package becomes the new workspace (moved, not copied)
-            rec = await k.spawn(manifest, message=call.params.get("message"), seed=dest)
+            rec = await spawner.spawn(manifest, message=call.params.get("message"), seed=dest)
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, True)
         call.event_data = {"ref": str(ref), "digest": prep.digest, "agent_id": rec.agent_id}
@@ -217,10 +220,10 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         fn = handlers[name]
         # the policy of each is its row in the method table (kernel/methods.py)
         p.register(method(name, recorded(fn) if rec else fn, operator=True))
-    return store
 
 
-async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
+async def _run_sandboxed(argv: list[str], workdir: Path, timeout: float, *, home: Home, config: KernelConfig,
+                         substrate: Substrate) -> tuple[int | None, str]:
     """Run one build command like ``exec`` runs an agent's: the same substrate, ``workdir`` as
     /workspace, no network, the kernel's default limits — and strict isolation only (a build
     never runs with missing layers, whatever the kernel's isolation setting)."""
@@ -234,7 +237,7 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
     from agentix.sandbox.base import LaunchSpec
 
     run_id = "build-" + secrets.token_hex(4)
-    out_dir = k.home.root / "exec"
+    out_dir = home.root / "exec"
     out_dir.mkdir(mode=0o700, exist_ok=True)
     out_path = out_dir / f"{run_id}.out"
     ksock, asock = socket.socketpair()
@@ -243,10 +246,10 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
         agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
         workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
                                 "SOURCE_DATE_EPOCH": "0"},
-        channel_fd=asock.fileno(), log_path=out_path, limits=k.config.effective_limits(Limits()),
+        channel_fd=asock.fileno(), log_path=out_path, limits=config.effective_limits(Limits()),
         network=False, degraded_ok=False)
     try:
-        handle = await k.substrate.spawn(spec)
+        handle = await substrate.spawn(spec)
     finally:
         asock.close()
     try:
