@@ -169,11 +169,26 @@ def up(obj: Ctx, foreground: bool, isolation: str | None, http: str | None, http
         os.execv(sys.executable, [sys.executable, "-m", "agentix.kernel.daemon", *args])
     with render.status("starting the kernel…"):
         pid = start_kernel(obj.home, isolation, extra_args=extra)
+    url = dashboard_url(http) if http else None
     if as_json:
-        return dump_json({"pid": pid, "home": str(obj.home), **({"http": f"http://{http}"} if http else {})})
+        return dump_json({"pid": pid, "home": str(obj.home),
+                          **({"http": url.rstrip("/"), "dashboard": url} if url else {})})
     line(f"kernel running pid {pid}, home {obj.home}", "green")
-    if http:
-        line(f"HTTP API on http://{http} (create a token: agentix tokens create NAME --role viewer|operator)")
+    if url:
+        if url.endswith(":0/"):
+            line("HTTP API and dashboard on the port the kernel picked (its log names it: "
+                 f"{obj.home / 'agentixd.log'})")
+        else:
+            line(f"dashboard: {url}  (HTTP API: {url}openapi.json, docs/http.md)")
+        line("sign in with a token: agentix tokens create NAME --role operator   "
+             "(--role viewer: read only)")
+
+
+def dashboard_url(addr: str) -> str:
+    """``http://HOST:PORT/`` for ``--http HOST:PORT`` (IPv6 hosts in brackets)."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 @cli.command()
