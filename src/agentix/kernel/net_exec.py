@@ -40,6 +40,7 @@ from agentix.core.grants import Request
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
+from agentix.kernel.pipes import PipeReader
 from agentix.kernel.process import ProcessTable
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolContext, ToolSpec
@@ -49,46 +50,19 @@ __all__ = ["make_specs", "network_permits"]
 EXEC_OUTPUT_CAP = 256 * 1024
 
 
-class _Output:
-    """Reads an exec's output pipe on the loop: keeps the first ``cap`` bytes, drains the rest."""
+class _Output(PipeReader):
+    """An exec's output: keeps the first ``cap`` bytes, drains the rest."""
 
     def __init__(self, cap: int) -> None:
+        super().__init__()
         self.cap = cap
         self.data = bytearray()
-        self.total = 0
-        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(self.read_fd, False)
-        self.eof = asyncio.Event()
-        self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(self.read_fd, self._readable)
+        self.start()
 
-    def _readable(self) -> None:
-        try:
-            chunk = os.read(self.read_fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.close()
-            return
-        self.total += len(chunk)
+    def take(self, data: bytes) -> None:
         room = self.cap + 1 - len(self.data)
         if room > 0:
-            self.data += chunk[:room]
-
-    def close_write_end(self) -> None:
-        if self.write_fd >= 0:
-            os.close(self.write_fd)
-            self.write_fd = -1
-
-    def close(self) -> None:
-        if self.read_fd >= 0:
-            self.loop.remove_reader(self.read_fd)
-            os.close(self.read_fd)
-            self.read_fd = -1
-        self.close_write_end()
-        self.eof.set()
+            self.data += data[:room]
 
 
 def _capped_timeout(args: dict[str, Any], default: float, ceiling: float, tool: str) -> float:
@@ -246,10 +220,7 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
                 info = await handle.wait()
         finally:
             ksock.close()
-            try:  # the rest of the output (its writers are gone once the sandbox is)
-                await asyncio.wait_for(output.eof.wait(), 2.0)
-            except asyncio.TimeoutError:
-                pass
+            await output.drained(2.0)  # the rest (its writers are gone once the sandbox is)
             output.close()
             await handle.cleanup()
         data = bytes(output.data)
