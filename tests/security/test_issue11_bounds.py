@@ -482,7 +482,7 @@ def test_log_cap_keeps_a_suffix_and_every_read_is_a_slice_of_what_was_written(
     sink._open_file()
     for c in chunks:
         if c:
-            sink._append(c)
+            sink.take(c)
     sink.close()
     stream = b"".join(chunks)
     on_disk = sum(p.stat().st_size for p in path.parent.glob("a.log*") if not p.name.endswith(".cut"))

@@ -64,6 +64,7 @@ from a2a.types import (
 )
 from starlette.applications import Starlette
 
+from agentix.sdk._results import answer_text
 from agentix.sdk.kernel import Kernel
 
 __all__ = ["A2AServerConfig", "CARD_PATH", "agent_card", "build_app"]
@@ -121,14 +122,6 @@ def agent_card(cfg: A2AServerConfig) -> AgentCard:
             scheme="bearer", description="the token the operator gave this server"))},
         security_requirements=[SecurityRequirement(schemes={"bearer": StringList()})],
     )
-
-
-def _result_text(result: Any) -> str:
-    if isinstance(result, str):
-        return result
-    if isinstance(result, dict) and isinstance(result.get("answer"), str):
-        return result["answer"]
-    return json.dumps(result, ensure_ascii=False, default=str)
 
 
 class _Run:
@@ -203,7 +196,7 @@ class AgentixExecutor(AgentExecutor):
                 return False, f"the agent did not finish within {self.cfg.timeout:g} s and was stopped"
             if info.reason != "completed":
                 return False, f"the agent ended {info.reason} (exit code {(info.exit or {}).get('code')})"
-            return True, _result_text(info.result)
+            return True, answer_text(info.result)
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.message is not None

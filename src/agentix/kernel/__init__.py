@@ -12,7 +12,8 @@ Construction order (``kernel/kernel.py``)::
                                  (a test may pass its own sink)
     2. vault.Vault               secrets and provider keys; vault.sink(events) redacts every
                                  event, Pipeline(redactor=vault) every reply and error
-    3. process.ProcessTable      every agent's record, live or exited
+    3. process.ProcessTable      every agent's record, live or exited (its log: process.LogSink,
+                                 a pipes.PipeReader like an exec's output)
        tools.base.ToolRegistry   the tools, by name
        dispatch.Pipeline         one call: method table row -> stages -> handler -> audit
     4. control.Control           stop (subtree first), kill, pause, resume, wait, status

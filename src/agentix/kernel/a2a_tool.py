@@ -20,7 +20,7 @@ import asyncio
 import importlib.util
 from typing import Any
 
-from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest
+from agentix.core.errors import AgentixError, InvalidRequest
 from agentix.core.grants import Request
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.config import KernelConfig
@@ -46,7 +46,7 @@ def make_spec(*, caps: CapabilityService, table: ProcessTable, config: KernelCon
 
     async def a2a_call_tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         from agentix.core.grants import check_secret_host
-        from agentix.kernel.net_exec import _capped_timeout
+        from agentix.kernel.net_exec import _capped_timeout, network_permits
         from agentix.tools.a2a_call import a2a_call
         from agentix.tools.secrets import redact
 
@@ -68,15 +68,7 @@ def make_spec(*, caps: CapabilityService, table: ProcessTable, config: KernelCon
             headers = {"Authorization": f"Bearer {value}"}
             used[name] = value
 
-        def permits(host: str, address: str | None) -> bool:
-            try:
-                again([Request.make("network", host, address)])
-            except CapabilityDenied as err:
-                if err.data.get("reason") in ("not_granted", "kernel_state"):
-                    return False
-                raise
-            return True
-
+        permits = network_permits(again)
         timeout = _capped_timeout(args, 60.0, config.fetch_max_timeout, "a2a_call")
         label = f"external_tool:a2a:{url}"
         await caps.ledger.flush()  # the call's charge is durable before the message leaves

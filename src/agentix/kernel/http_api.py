@@ -259,5 +259,6 @@ async def start_http(backend: KernelHttpBackend, host: str, port: int, *,
         lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__,
                                    static=static, metrics=metrics.render if metrics is not None else None),
         host, port)
-    log.info("HTTP API on %s", server.url)
+    log.info("HTTP API and dashboard on %s/ (sign in with a token from `agentix tokens create NAME "
+             "--role operator`)", server.url)
     return server

@@ -32,6 +32,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded, Timeout
@@ -39,55 +40,29 @@ from agentix.core.grants import Request
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
+from agentix.kernel.pipes import PipeReader
 from agentix.kernel.process import ProcessTable
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolContext, ToolSpec
 
-__all__ = ["make_specs"]
+__all__ = ["make_specs", "network_permits"]
 
 EXEC_OUTPUT_CAP = 256 * 1024
 
 
-class _Output:
-    """Reads an exec's output pipe on the loop: keeps the first ``cap`` bytes, drains the rest."""
+class _Output(PipeReader):
+    """An exec's output: keeps the first ``cap`` bytes, drains the rest."""
 
     def __init__(self, cap: int) -> None:
+        super().__init__()
         self.cap = cap
         self.data = bytearray()
-        self.total = 0
-        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(self.read_fd, False)
-        self.eof = asyncio.Event()
-        self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(self.read_fd, self._readable)
+        self.start()
 
-    def _readable(self) -> None:
-        try:
-            chunk = os.read(self.read_fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.close()
-            return
-        self.total += len(chunk)
+    def take(self, data: bytes) -> None:
         room = self.cap + 1 - len(self.data)
         if room > 0:
-            self.data += chunk[:room]
-
-    def close_write_end(self) -> None:
-        if self.write_fd >= 0:
-            os.close(self.write_fd)
-            self.write_fd = -1
-
-    def close(self) -> None:
-        if self.read_fd >= 0:
-            self.loop.remove_reader(self.read_fd)
-            os.close(self.read_fd)
-            self.read_fd = -1
-        self.close_write_end()
-        self.eof.set()
+            self.data += data[:room]
 
 
 def _capped_timeout(args: dict[str, Any], default: float, ceiling: float, tool: str) -> float:
@@ -99,6 +74,28 @@ def _capped_timeout(args: dict[str, Any], default: float, ceiling: float, tool: 
         raise InvalidRequest(f"{tool}: timeout must be in (0, {ceiling:g}] s (the kernel's ceiling)",
                              field="timeout", max=ceiling)
     return timeout
+
+
+def network_permits(again: Callable[[list[Request]], Any],
+                    on_hop: Callable[[str], None] | None = None) -> Callable[[str, str | None], bool]:
+    """The ``permits(host, address)`` a network tool asks before each hop (``address`` None)
+    and each address a hop resolves to: every one is a new decision through ``again`` (the
+    call's ``reauthorize``), so a token revoked, expired or exhausted since the call began
+    covers nothing. Not granted is ``False`` (the tool refuses that hop); any other refusal
+    propagates. ``on_hop(host)`` runs first on each hop and may raise."""
+
+    def permits(host: str, address: str | None) -> bool:
+        if on_hop is not None and address is None:
+            on_hop(host)
+        try:
+            again([Request.make("network", host, address)])
+        except CapabilityDenied as err:
+            if err.data.get("reason") in ("not_granted", "kernel_state"):
+                return False
+            raise
+        return True
+
+    return permits
 
 
 def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: CapabilityService,
@@ -118,19 +115,11 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
         name = args.get("secret")
         secret_hosts = caps.secret_hosts.get(name) if name is not None else None
 
-        def permits(host: str, address: str | None) -> bool:
-            # every hop, and every address it resolves to, is a new decision: a token revoked,
-            # expired or exhausted since the call began covers nothing here
-            if name is not None and address is None:
-                # a secret goes only to the hosts it is bound to: a redirect hop elsewhere is refused
-                check_secret_host(name, secret_hosts, host)
-            try:
-                again([Request.make("network", host, address)])
-            except CapabilityDenied as err:
-                if err.data.get("reason") in ("not_granted", "kernel_state"):
-                    return False
-                raise
-            return True
+        def secret_hop(host: str) -> None:
+            # a secret goes only to the hosts it is bound to: a redirect hop elsewhere is refused
+            check_secret_host(name, secret_hosts, host)
+
+        permits = network_permits(again, secret_hop if name is not None else None)
 
         url = args["url"]
         secret_headers: dict[str, str] = {}
@@ -231,10 +220,7 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
                 info = await handle.wait()
         finally:
             ksock.close()
-            try:  # the rest of the output (its writers are gone once the sandbox is)
-                await asyncio.wait_for(output.eof.wait(), 2.0)
-            except asyncio.TimeoutError:
-                pass
+            await output.drained(2.0)  # the rest (its writers are gone once the sandbox is)
             output.close()
             await handle.cleanup()
         data = bytes(output.data)

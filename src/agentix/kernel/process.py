@@ -29,6 +29,7 @@ from agentix.core.errors import NotFound
 from agentix.core.lifecycle import LIVE_STATES, check_transition
 from agentix.core.mailbox import BoundedFifo
 from agentix.core.manifest import Limits, Manifest
+from agentix.kernel.pipes import PipeReader
 from agentix.rpc.server import Notify
 from agentix.sandbox.base import Handle
 
@@ -55,52 +56,30 @@ def proc_start_time(pid: int) -> int | None:
         return None
 
 
-class LogSink:
+class LogSink(PipeReader):
     """Reads one agent's output pipe and appends it to its log, keeping the newest ``cap`` bytes."""
 
+    chunk = _CHUNK
+
     def __init__(self, path: Path, cap: int) -> None:
+        super().__init__()
         self.path, self.cap = path, max(cap, 2 * _CHUNK)
-        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC)
         self._file: int | None = None
         self._size = 0
         self.dropped = _read_cut(path)
-        self.total = 0               # bytes received in this run
-        self._eof = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._warned = False
 
     def start(self) -> None:
-        """Start reading (before the child starts: nothing it writes waits for the kernel)."""
-        os.set_blocking(self.read_fd, False)
+        """Open the log and start reading (before the child starts)."""
         self._open_file()
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self.read_fd, self._readable)
+        super().start()
 
     def _open_file(self) -> None:
         self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
                              | os.O_NOFOLLOW, 0o600)
         self._size = os.fstat(self._file).st_size
 
-    def close_write_end(self) -> None:
-        """The child has its copy: drop the kernel's, so EOF comes when the child's last one closes."""
-        if self.write_fd >= 0:
-            os.close(self.write_fd)
-            self.write_fd = -1
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self.read_fd, _CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.close()
-            return
-        self.total += len(data)
-        self._append(data)
-
-    def _append(self, data: bytes) -> None:
+    def take(self, data: bytes) -> None:
         if self._file is None:
             return
         try:
@@ -128,26 +107,11 @@ class LogSink:
         self._size = 0
         _write_cut(self.path, self.dropped)
 
-    async def drained(self, timeout: float) -> bool:
-        """Wait until every writer has closed and all output is in the log (or ``timeout``)."""
-        try:
-            await asyncio.wait_for(self._eof.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
     def close(self) -> None:
-        """Stop reading; a writer still running gets EPIPE from now on (never blocks forever)."""
-        if self._loop is not None and self.read_fd >= 0:
-            self._loop.remove_reader(self.read_fd)
-        for fd in (self.read_fd, self.write_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.read_fd = self.write_fd = -1
+        super().close()
         if self._file is not None:
             os.close(self._file)
             self._file = None
-        self._eof.set()
 
 
 def _cut_path(path: Path) -> Path:

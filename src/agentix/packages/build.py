@@ -47,7 +47,7 @@ from agentix.core.agentfile import Agentfile, CopyStep, RunStep
 from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, LimitExceeded
 from agentix.core.package import Ref
-from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, image_manifest
 from agentix.packages.unpack import unpack_layers
 
 __all__ = ["BuildResult", "PackageDep", "Runner", "WalkOptions", "build", "write_tree_layer", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
@@ -401,14 +401,7 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
                 key = _cache_key(step, entries)
                 hit = _cache_get(cache_dir / key, layout)
                 if hit is None:
-                    tmp = layout.temp_path("layer")
-                    try:
-                        with open(tmp, "wb") as f:
-                            digest, size = _write_layer(src_fd, entries, f)  # type: ignore[arg-type]
-                        layout.commit_file(tmp, digest)
-                    finally:
-                        tmp.unlink(missing_ok=True)
-                    hit = Descriptor(LAYER_TYPE, digest, size)
+                    hit = _store_layer(layout, src_fd, entries)
                     layout._write_atomic(cache_dir / key, canonical_json(hit.to_data()))
                     cached.append(False)
                 else:
@@ -437,21 +430,12 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
             config["dependencies"]["python"] = python_deps
         if packages:  # pinned by digest: the same refs resolving elsewhere give another package
             config["dependencies"]["packages"] = [p.describe() for p in packages]
-    config_bytes = canonical_json(config)
-    config_desc = Descriptor(CONFIG_TYPE, layout.put_bytes(config_bytes), len(config_bytes))
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "artifactType": ARTIFACT_TYPE,
-        "config": config_desc.to_data(),
-        "layers": [d.to_data() for d in layers],
-        "annotations": {"org.opencontainers.image.title": agentfile.metadata.name,
-                        "org.opencontainers.image.version": agentfile.metadata.version},
-    }
-    mbytes = canonical_json(manifest)
-    mdigest = layout.put_bytes(mbytes)
-    layout.tag(ref, Descriptor(MANIFEST_TYPE, mdigest, len(mbytes)))
-    return BuildResult(ref, mdigest, len(mbytes), tuple(d.digest for d in layers), tuple(cached), config)
+    mdesc = layout.put_json(MANIFEST_TYPE, image_manifest(
+        ARTIFACT_TYPE, layout.put_json(CONFIG_TYPE, config), layers,
+        annotations={"org.opencontainers.image.title": agentfile.metadata.name,
+                     "org.opencontainers.image.version": agentfile.metadata.version}))
+    layout.tag(ref, mdesc)
+    return BuildResult(ref, mdesc.digest, mdesc.size, tuple(d.digest for d in layers), tuple(cached), config)
 
 
 def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layout, cache_dir: Path,
@@ -560,17 +544,13 @@ def _command_layer(argv: list[str], timeout: float, field: str, before: list[Des
         entries = sorted([e for e in new if e.path in dirs and e.is_dir and e not in changed] + changed,
                          key=lambda e: e.path)
         fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        tmp = layout.temp_path("layer")
         try:
-            with open(tmp, "wb") as f:
-                digest, size = _write_layer(fd, entries, f)  # type: ignore[arg-type]
-            layout.commit_file(tmp, digest)
+            desc = _store_layer(layout, fd, entries)
         finally:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return Descriptor(LAYER_TYPE, digest, size)
+    return desc
 
 
 def _tree(root: Path) -> list[_Entry]:
@@ -605,16 +585,22 @@ def write_tree_layer(root: Path, layout: Layout, opts: WalkOptions, compressleve
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as err:
         raise InvalidRequest(f"{root}: {err.strerror}", field="workspace") from None
-    tmp = layout.temp_path("layer")
     try:
-        entries = _walk(fd, (), [], "the workspace", opts)
-        with open(tmp, "wb", buffering=CHUNK) as f:
-            digest, size = _write_layer(fd, entries, f, compresslevel)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        # hashed as it was written, by us, into the store's private tmp/: no second read
-        layout.commit_file(tmp, digest, hashed=True)
+        return _store_layer(layout, fd, _walk(fd, (), [], "the workspace", opts), compresslevel)
     finally:
         os.close(fd)
+
+
+def _store_layer(layout: Layout, root_fd: int, entries: list[_Entry], compresslevel: int = GZIP_LEVEL) -> Descriptor:
+    """Write the layer of ``entries`` (below ``root_fd``) into the store. It is hashed as it is
+    written, by us, into the store's private tmp/ and fsynced: committed with no second read."""
+    tmp = layout.temp_path("layer")
+    try:
+        with open(tmp, "wb", buffering=CHUNK) as f:
+            digest, size = _write_layer(root_fd, entries, f, compresslevel)  # type: ignore[arg-type]
+            f.flush()
+            os.fsync(f.fileno())
+        layout.commit_file(tmp, digest, hashed=True)
+    finally:
         tmp.unlink(missing_ok=True)
     return Descriptor(LAYER_TYPE, digest, size)
