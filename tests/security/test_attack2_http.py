@@ -180,3 +180,24 @@ def test_a_flooding_viewer_does_not_silence_another_caller(api):
     api.daemon.client.call("tokens.create", name="fourth", role="viewer")
     assert any(e["kind"] == "tokens.create" for e in api.audit_after(before))
     json.dumps(rows)
+
+
+# ---------------------------------------------------------------- numbers a viewer chooses
+@pytest.mark.parametrize("method,body", [
+    ("events.tail", {"after": 10 ** 30}),
+    ("events.tail", {"after": -(10 ** 30)}),
+    ("events.tail", {"limit": 10 ** 30}),
+    ("events.tail", {"limit": 10 ** 9}),
+    ("events.tail", {"limit": -5}),
+    ("agent.logs", {"agent_id": "nobody", "offset": 10 ** 30}),
+    ("agent.logs", {"agent_id": "nobody", "tail": 10 ** 30}),
+    ("audit.tail", {"after": 10 ** 30}),
+])
+def test_a_viewer_choosing_huge_numbers_gets_a_clean_refusal_never_a_500_or_a_huge_read(api, method, body):
+    """A viewer may call every read method; the numbers it sends are bounded where they are
+    read (an unbounded ``events.tail`` limit read the whole log into the kernel's loop)."""
+    with api.http(api.viewer) as c:
+        r = c.post(f"/v1/call/{method}", json=body)
+    assert r.status_code in (400, 404), (r.status_code, r.text[:300])
+    assert r.json()["error"]["code"] in ("invalid_request", "invalid_params", "not_found")
+    assert api.post("agent.list", {}, token="viewer").status_code == 200

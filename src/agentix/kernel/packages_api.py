@@ -30,6 +30,7 @@ package declared, what the operator accepted and what the agent was given
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 from pathlib import Path
@@ -233,22 +234,31 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
     from agentix.core.manifest import Limits
     from agentix.sandbox.base import LaunchSpec
 
+    from agentix.kernel.net_exec import CappedOutput
+
     run_id = "build-" + secrets.token_hex(4)
     out_dir = k.home.root / "exec"
     out_dir.mkdir(mode=0o700, exist_ok=True)
     out_path = out_dir / f"{run_id}.out"
     ksock, asock = socket.socketpair()
     os.set_inheritable(asock.fileno(), True)
+    # the step's output: a pipe the kernel reads (the first 64 KiB kept), never a kernel file
+    # a build command could grow without bound (a hostile Agentfile's `run: yes`)
+    output = CappedOutput(64 << 10)
     spec = LaunchSpec(
         agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
         workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
                                 "SOURCE_DATE_EPOCH": "0"},
-        channel_fd=asock.fileno(), log_path=out_path, limits=k.config.effective_limits(Limits()),
-        network=False, degraded_ok=False)
+        channel_fd=asock.fileno(), log_path=out_path, output_fd=output.write_fd,
+        limits=k.config.effective_limits(Limits()), network=False, degraded_ok=False)
     try:
         handle = await k.substrate.spawn(spec)
+    except BaseException:
+        output.close()
+        raise
     finally:
         asock.close()
+        output.close_write_end()
     try:
         if handle.missing_layers:
             handle.signal(signal.SIGKILL)
@@ -265,13 +275,12 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
     finally:
         ksock.close()
         await handle.cleanup()
-        try:
-            with open(out_path, "rb") as f:
-                output = f.read(64 << 10).decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            output = ""
+        with contextlib.suppress(asyncio.TimeoutError):  # what it printed last
+            await asyncio.wait_for(output.eof.wait(), 2.0)
+        output.close()
         out_path.unlink(missing_ok=True)
-    return (info.code if info.signal is None else None), output
+    return (info.code if info.signal is None else None), bytes(output.data[:64 << 10]).decode(
+        "utf-8", errors="replace")
 
 
 def _summary(params: dict[str, Any]) -> dict[str, Any]:
