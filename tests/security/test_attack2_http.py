@@ -201,3 +201,35 @@ def test_a_viewer_choosing_huge_numbers_gets_a_clean_refusal_never_a_500_or_a_hu
     assert r.status_code in (400, 404), (r.status_code, r.text[:300])
     assert r.json()["error"]["code"] in ("invalid_request", "invalid_params", "not_found")
     assert api.post("agent.list", {}, token="viewer").status_code == 200
+
+
+def test_viewer_cannot_hold_every_connection_with_long_waiting_calls(api):
+    """The same exhaustion without streams: ``events.tail`` with ``wait`` (a minute at most)
+    holds a connection per call. A token's calls in flight are capped; the operator is served
+    while the viewer's wait."""
+    import asyncio
+
+    from agentix.rpc.http import MAX_CALLS_PER_TOKEN
+
+    waiter = api.daemon.client.call("tokens.create", name="waiter", role="viewer")["token"]
+
+    async def go():
+        newest = api.audit_size() + 10 ** 6   # nothing will come after it: each call waits
+        limits = httpx.Limits(max_connections=MAX_CALLS_PER_TOKEN + 8)
+        async with httpx.AsyncClient(base_url=api.url, timeout=90, limits=limits,
+                                     headers={"Authorization": f"Bearer {waiter}"}) as c:
+            waits = [asyncio.create_task(c.post("/v1/call/events.tail", json={"after": newest, "wait": 60}))
+                     for _ in range(MAX_CALLS_PER_TOKEN)]
+            await asyncio.sleep(1.5)
+            extra = await c.post("/v1/call/agent.list", json={})
+            async with httpx.AsyncClient(base_url=api.url, timeout=30,
+                                         headers={"Authorization": f"Bearer {api.operator}"}) as oc:
+                op = await oc.post("/v1/call/agent.list", json={})
+            for t in waits:
+                t.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        return extra, op
+
+    extra, op = asyncio.run(go())
+    assert extra.status_code == 429 and extra.json()["error"]["code"] == "limit_exceeded"
+    assert op.status_code == 200

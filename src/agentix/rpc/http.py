@@ -36,8 +36,10 @@ What a request passes, in order (the first failure answers; nothing later runs):
    data}}`` with the status of ``STATUS``.
 
 Event streams hold a connection each: a token may hold at most ``MAX_STREAMS_PER_TOKEN`` open
-at once and all tokens together ``MAX_STREAMS`` (429 beyond, with ``Retry-After``), so a
-viewer cannot take the ``MAX_CONCURRENCY`` connections the operator needs. ``Last-Event-ID``
+at once and all tokens together ``MAX_STREAMS``, and at most ``MAX_CALLS_PER_TOKEN`` calls in
+flight (``agent.wait`` and ``events.tail`` may wait a minute each) (429 beyond, with
+``Retry-After``), so a viewer cannot take the ``MAX_CONCURRENCY`` connections the operator
+needs. ``Last-Event-ID``
 is 1-18 ASCII digits (400 otherwise, the value not echoed).
 """
 
@@ -109,6 +111,8 @@ MAX_KEY = 200
 #: connection of the server's MAX_CONCURRENCY for as long as it is open)
 MAX_STREAMS_PER_TOKEN = 8
 MAX_STREAMS = MAX_CONCURRENCY // 2
+#: calls one token may have in flight at once (each may hold its connection for a long wait)
+MAX_CALLS_PER_TOKEN = 32
 #: a stream's resume id: the audit seq or a byte offset (SQLite INTEGER: below 2**63)
 _EVENT_ID = re.compile(r"[0-9]{1,18}")
 
@@ -284,8 +288,9 @@ class _App:
     max_body: int
     version: str
     _inflight: dict[tuple[str, str], asyncio.Future[tuple[int, bytes]]] = field(default_factory=dict)
-    #: open event streams per token name
+    #: open event streams and calls in flight, per token name
     _streams: dict[str, int] = field(default_factory=dict)
+    _calls: dict[str, int] = field(default_factory=dict)
     _methods: dict[str, MethodInfo] = field(default_factory=dict)
     _openapi: bytes = b""
 
@@ -369,6 +374,28 @@ class _App:
         try:
             self._origin(request)
             principal = self._principal(request)
+            held = self._calls.get(principal.name, 0)
+            if held >= MAX_CALLS_PER_TOKEN:  # a long wait each (agent.wait, events.tail wait=60)
+                from agentix.core.errors import LimitExceeded
+
+                raise LimitExceeded(f"the token {principal.name!r} has {held} calls in flight, the most "
+                                    f"one token may hold ({MAX_CALLS_PER_TOKEN}): wait for one to finish",
+                                    limit=MAX_CALLS_PER_TOKEN)
+        except AgentixError as err:
+            log.info("HTTP %s refused (%s): %s", name, err.code, err.message)
+            return _error_response(err)
+        self._calls[principal.name] = held + 1
+        try:
+            return await self._call(request, name, principal)
+        finally:
+            left = self._calls.get(principal.name, 1) - 1
+            if left > 0:
+                self._calls[principal.name] = left
+            else:
+                self._calls.pop(principal.name, None)
+
+    async def _call(self, request: Any, name: str, principal: Principal) -> Any:
+        try:
             info = self._method(name)
             params = await self._body(request)
         except AgentixError as err:  # not in the audit log (see docs/http.md): the kernel log only
