@@ -77,4 +77,12 @@ def test_anonymous_bad_token_flood_cannot_grow_the_audit_log_without_bound(kerne
     refused = [e for e in rows if e["kind"] == "http.refused"]
     assert len(refused) <= DEFAULT_BURST + DEFAULT_RATE * elapsed + 1, (len(refused), elapsed)
     assert len(refused) < n
+    assert {e["data"]["by"] for e in refused} == {"mcp-http-auth"}   # its own quota, not the clients'
     assert kernel.client.list() == []
+
+    def accounted() -> bool:  # the rest arrives as one aggregate within its flush interval
+        rows = kernel.client.audit_tail(before, limit=10000)
+        held = sum(e["data"]["count"] for e in rows if e["kind"] == "audit.suppressed")
+        return len([e for e in rows if e["kind"] == "http.refused"]) + held == n
+
+    assert wait_until(accounted, timeout=30)

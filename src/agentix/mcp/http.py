@@ -117,7 +117,9 @@ def create_app(home: str | Path | None, *, host: str = "127.0.0.1",
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    verifier = KernelLink(home, read_only=True, face=HTTP_FACE)
+    # its own face: the bad tokens anyone sends are recorded within *its* audit quota, never
+    # using up the one of the MCP clients' calls (docs/audit.md)
+    verifier = KernelLink(home, read_only=True, face=HTTP_FACE + "-auth")
     viewer_link = KernelLink(home, read_only=True, face=HTTP_FACE)
     operator_link = KernelLink(home, face=HTTP_FACE)
     servers = [build_server(viewer_link), build_server(operator_link)]
