@@ -233,3 +233,15 @@ def test_viewer_cannot_hold_every_connection_with_long_waiting_calls(api):
     extra, op = asyncio.run(go())
     assert extra.status_code == 429 and extra.json()["error"]["code"] == "limit_exceeded"
     assert op.status_code == 200
+
+
+# ---------------------------------------------------------------- a stream outlives its token
+def test_an_event_stream_ends_when_its_token_is_revoked(api):
+    """A viewer's open stream used to keep delivering the audit log after its token was revoked
+    (it was authenticated once, at the start): the first-round class "a revoked token keeps
+    working" on a new surface. Each long-poll now checks the token again."""
+    from security.test_attack2_http_sse import sse_after_revocation
+
+    got = sse_after_revocation(api, "streamer")
+    assert got["error"] == "unauthenticated", got
+    assert "after-revoke" not in got["names"], got

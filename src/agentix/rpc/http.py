@@ -308,6 +308,9 @@ class _App:
                 reason="origin", origin=origin)
 
     def _principal(self, request: Any) -> Principal:
+        return self.backend.authenticate(self._bearer(request))
+
+    def _bearer(self, request: Any) -> str:
         auth = request.headers.get("authorization")
         if auth is None:
             raise Unauthenticated("no Authorization header: send `Authorization: Bearer TOKEN` with a "
@@ -315,7 +318,7 @@ class _App:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("the Authorization header must be `Bearer TOKEN`", reason="scheme")
-        return self.backend.authenticate(token.strip())
+        return token.strip()
 
     async def _body(self, request: Any) -> dict[str, Any]:
         length = request.headers.get("content-length")
@@ -477,6 +480,11 @@ class _App:
         finally:
             del self._inflight[slot]
 
+    async def _again(self, token: str, method: str, params: dict[str, Any]) -> Any:
+        """A stream's next long-poll: its token is checked again first, so a stream ends at the
+        first poll after its token is revoked or expires (it never outlives its authority)."""
+        return await self.backend.call(self.backend.authenticate(token), method, params)
+
     async def _stream_start(self, request: Any) -> tuple[Principal, int | None]:
         self._origin(request)
         principal = self._principal(request)
@@ -520,6 +528,7 @@ class _App:
         filters = {k: request.query_params[k] for k in ("agent", "kind") if k in request.query_params}
         try:
             principal, after = await self._stream_start(request)
+            token = self._bearer(request)
             self._method("events.tail")
             self._open_stream(principal)
         except AgentixError as err:
@@ -547,8 +556,8 @@ class _App:
                 if not batch:
                     yield b": keep-alive\n\n"
                 try:
-                    batch = (await self.backend.call(principal, "events.tail",
-                                                     {"after": pos, "wait": SSE_WAIT, **filters}))["events"]
+                    batch = (await self._again(token, "events.tail",
+                                               {"after": pos, "wait": SSE_WAIT, **filters}))["events"]
                 except AgentixError as err:
                     yield b"event: error\ndata: " + _error_body(err) + b"\n\n"
                     return
@@ -559,6 +568,7 @@ class _App:
         agent_id = request.path_params["agent_id"]
         try:
             principal, offset = await self._stream_start(request)
+            token = self._bearer(request)
             self._method("agent.logs")
             self._open_stream(principal)
         except AgentixError as err:
@@ -585,9 +595,9 @@ class _App:
                 else:
                     yield b": keep-alive\n\n"
                 try:
-                    chunk = await self.backend.call(principal, "agent.logs",
-                                                    {"agent_id": agent_id, "offset": chunk["offset"],
-                                                     "wait": SSE_WAIT})
+                    chunk = await self._again(token, "agent.logs",
+                                              {"agent_id": agent_id, "offset": chunk["offset"],
+                                               "wait": SSE_WAIT})
                 except AgentixError as err:
                     yield b"event: error\ndata: " + _error_body(err) + b"\n\n"
                     return
