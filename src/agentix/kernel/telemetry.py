@@ -175,6 +175,14 @@ class _Snapshots:
             lag = GaugeMetricFamily("agentix_audit_lag_entries", "entries appended but not yet committed")
             lag.add_metric([], max(0, size - committed))
             yield lag
+        gate = getattr(k, "record_gate", None)  # kernel/record_gate.py: records of no-change calls
+        if gate is not None:
+            st = gate.statistics()
+            held = GaugeMetricFamily("agentix_audit_records_suppressed",
+                                     "records of calls that changed nothing, counted into audit.suppressed "
+                                     "instead of written (a caller over its audit quota)")
+            held.add_metric([], st["suppressed"])
+            yield held
 
 
 class Telemetry:
