@@ -18,7 +18,10 @@ Every call, from an agent or from the operator, goes through ``Pipeline.run``:
 
 A refusal in step 2 is recorded too (``<kind>.denied``-style events come from the stage
 that refused, through ``Call.denial_kind``), so a denied call leaves exactly one audit
-record and no other trace.
+record and no other trace. The records of calls that change nothing — every refusal, and a
+``no_effect`` method's records (its handler's, in its own task, and its outcome) — are held
+to the caller's quota (``kernel/record_gate.py``): past it, one is counted into an
+``audit.suppressed`` aggregate instead of written, so no caller grows the log at will.
 
 Every method is registered with a ``MethodPolicy`` (the table is ``kernel/methods.py``): a
 ``MethodSpec`` cannot be built without one, and an unknown method is refused
