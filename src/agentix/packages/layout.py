@@ -32,7 +32,7 @@ from agentix.core.canonical import canonical_json
 from agentix.core.errors import NotFound, PackageRejected
 from agentix.core.package import Ref, check_digest, parse_ref, sha256_digest
 
-__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION"]
+__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "image_manifest"]
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -62,6 +62,24 @@ class Descriptor:
         except (KeyError, TypeError, ValueError) as err:
             raise PackageRejected(f"a descriptor in the manifest is malformed ({err!r})",
                                   reason="malformed_manifest") from None
+
+
+def image_manifest(artifact_type: str, config: Descriptor, layers: list[Descriptor], *,
+                   annotations: dict[str, str] | None = None, subject: Descriptor | None = None) -> dict[str, Any]:
+    """The OCI image manifest (schema 2) of an artifact: packages, snapshots and signatures
+    are all stored as one of these (absent keys stay absent, so digests do not move)."""
+    m: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "artifactType": artifact_type,
+        "config": config.to_data(),
+        "layers": [d.to_data() for d in layers],
+    }
+    if annotations is not None:
+        m["annotations"] = annotations
+    if subject is not None:
+        m["subject"] = subject.to_data()
+    return m
 
 
 def _fsync_dir(path: Path) -> None:
@@ -96,6 +114,11 @@ class Layout:
 
     def temp_path(self, what: str = "blob") -> Path:
         return self.tmp / f"{what}-{secrets.token_hex(8)}"
+
+    def put_json(self, media_type: str, data: Any) -> Descriptor:
+        """Store ``data`` as canonical JSON; its descriptor."""
+        body = canonical_json(data)
+        return Descriptor(media_type, self.put_bytes(body), len(body))
 
     def put_bytes(self, data: bytes, expected: str | None = None) -> str:
         digest = sha256_digest(data)

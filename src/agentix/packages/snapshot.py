@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentix.core.canonical import canonical_json
 from agentix.core.errors import NotFound, PackageRejected
 from agentix.core.package import Ref
 from agentix.core.snapshot import check_document
 from agentix.packages.build import WalkOptions, write_tree_layer
-from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout, image_manifest
 from agentix.packages.unpack import UnpackLimits, unpack_layers
 
 __all__ = ["SNAPSHOT_ARTIFACT_TYPE", "SNAPSHOT_CONFIG_TYPE", "SNAPSHOT_VERSION", "Snapshot", "made_here",
@@ -72,18 +71,10 @@ def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits) -> tup
 def write_snapshot(layout: Layout, document: dict[str, Any], layer: Descriptor) -> tuple[str, int]:
     """Store the document and the manifest; return (manifest digest, size). Tags nothing."""
     check_document(document)
-    body = canonical_json(document)
-    config = Descriptor(SNAPSHOT_CONFIG_TYPE, layout.put_bytes(body), len(body))
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "artifactType": SNAPSHOT_ARTIFACT_TYPE,
-        "config": config.to_data(),
-        "layers": [layer.to_data()],
-        "annotations": {"org.opencontainers.image.title": str(document["metadata"].get("agent", ""))},
-    }
-    mbytes = canonical_json(manifest)
-    return layout.put_bytes(mbytes), len(mbytes)
+    m = layout.put_json(MANIFEST_TYPE, image_manifest(
+        SNAPSHOT_ARTIFACT_TYPE, layout.put_json(SNAPSHOT_CONFIG_TYPE, document), [layer],
+        annotations={"org.opencontainers.image.title": str(document["metadata"].get("agent", ""))}))
+    return m.digest, m.size
 
 
 def _made_path(layout: Layout, digest: str) -> Path:
