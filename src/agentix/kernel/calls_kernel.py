@@ -36,8 +36,10 @@ def register(pipeline: Pipeline, *, info: Callable[[], dict[str, Any]], shutdown
             raise NotFound("this kernel's event sink has no tail; use audit.tail")
         after = optional(call.params, "after", int, "a sequence number", 0)
         wait = optional(call.params, "wait", (int, float), "seconds", 0)
-        kw = dict(after=after, agent=call.params.get("agent"), kind=call.params.get("kind"),
-                  limit=optional(call.params, "limit", int, "a count", 1000))
+        limit = optional(call.params, "limit", int, "a count", 1000)
+        if not 1 <= limit <= 10_000:  # read in the kernel's loop: a bounded page, like audit.tail
+            raise InvalidRequest('"limit" must be between 1 and 10000 (page with "after")', field="limit")
+        kw = dict(after=after, agent=call.params.get("agent"), kind=call.params.get("kind"), limit=limit)
         await log.sync()  # see the caller's own no-effect records
         found = log.tail(**kw)
         if not found and wait:

@@ -58,6 +58,11 @@ class KernelConfig(BaseModel):
     #: how long a no-effect call's audit record may wait for a group commit (ms); a kill -9
     #: can lose records acknowledged within this window (docs/audit.md)
     audit_commit_window_ms: float = Field(default=5.0, ge=0, le=10)
+    #: records a caller identity may make with calls that change nothing (refusals, reads), at
+    #: once and per second after; beyond, they are counted into one `audit.suppressed` record
+    #: (core/record_quota.py, docs/audit.md)
+    audit_quota_burst: int = Field(default=100, ge=1, le=1_000_000)
+    audit_quota_rate: float = Field(default=1.0, gt=0, le=100_000)
 
     def effective_limits(self, requested: Limits) -> Limits:
         return requested.merged_over(self.limits)

@@ -73,7 +73,7 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
     from agentix.kernel import telemetry
 
     # metrics with the HTTP API (GET /metrics), traces with AGENTIX_TRACES; off: zero cost
-    sources = telemetry.MetricSources(kernel.table, kernel.inference, kernel.audit)
+    sources = telemetry.MetricSources(kernel.table, kernel.inference, kernel.audit, kernel.record_gate)
     tel = telemetry.install(kernel.pipeline, metrics=sources if http is not None else None)
     await kernel.start()
     await kernel.respawn_persistent()   # persistent agents come back with the kernel

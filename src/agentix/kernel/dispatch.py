@@ -18,7 +18,10 @@ Every call, from an agent or from the operator, goes through ``Pipeline.run``:
 
 A refusal in step 2 is recorded too (``<kind>.denied``-style events come from the stage
 that refused, through ``Call.denial_kind``), so a denied call leaves exactly one audit
-record and no other trace.
+record and no other trace. The records of calls that change nothing — every refusal, and a
+``no_effect`` method's records (its handler's, in its own task, and its outcome) — are held
+to the caller's quota (``kernel/record_gate.py``): past it, one is counted into an
+``audit.suppressed`` aggregate instead of written, so no caller grows the log at will.
 
 Every method is registered with a ``MethodPolicy`` (the table is ``kernel/methods.py``): a
 ``MethodSpec`` cannot be built without one, and an unknown method is refused
@@ -27,6 +30,7 @@ Every method is registered with a ``MethodPolicy`` (the table is ``kernel/method
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest
+from agentix.kernel.record_gate import quiet
 
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
@@ -318,7 +323,11 @@ class Pipeline:
                 raise InvalidRequest(f"{method} has no dry_run: only methods decided against "
                                      "capabilities (tool.call, tool.invoke, ipc.*, ...) answer one; "
                                      "call it without dry_run", field="dry_run")
-            result = call.dry_run if call.dry_run is not None else await spec.handler(call)
+            # a call that changes nothing outside the kernel (a read method) may record, but
+            # only within its caller's quota (kernel/record_gate.py): a reader cannot grow the
+            # log at will, whichever handler writes the record
+            with _scope(call, durable):
+                result = call.dry_run if call.dry_run is not None else await spec.handler(call)
         except BaseException as exc:
             # the one place a handler's failure becomes the family: an AgentixError as it is,
             # anything else (a backend's OSError, a bug) an internal_error with the details in
@@ -328,14 +337,16 @@ class Pipeline:
             for stage in reversed(ran):
                 await stage.after(call, None, err)
             if recorded:
-                await self._record_outcome(call, err, durable)
+                with _scope(call, durable):
+                    await self._record_outcome(call, err, durable)
             if err is exc or not isinstance(exc, Exception):
                 raise  # an AgentixError, or a cancellation / exit that must keep going up
             raise err from None
         for stage in reversed(ran):
             await stage.after(call, result, None)
         if recorded:
-            await self._record_outcome(call, None, durable, result)
+            with _scope(call, durable):
+                await self._record_outcome(call, None, durable, result)
         return result
 
     async def _record_outcome(self, call: Call, err: AgentixError | None, durable: bool,
@@ -358,6 +369,10 @@ class Pipeline:
                                  durable=durable)
 
     async def _record_refusal(self, call: Call, err: AgentixError, durable: bool) -> None:
+        with quiet(call.caller.label()):  # a refusal changed nothing: within the caller's quota
+            await self._write_refusal(call, err, durable)
+
+    async def _write_refusal(self, call: Call, err: AgentixError, durable: bool) -> None:
         data: dict[str, Any] = {"method": call.method, "error": err.code, "message": err.message}
         if call.caller.is_face:
             data["by"] = call.caller.label()
@@ -369,6 +384,13 @@ class Pipeline:
         )
         await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)),
                                  durable=durable)
+
+
+def _scope(call: Call, durable: bool) -> Any:
+    """``quiet`` for the records of a call that changes nothing outside the kernel."""
+    if call.tool is None and not durable:
+        return quiet(call.caller.label())
+    return contextlib.nullcontext()
 
 
 def _internal(call: Call, exc: BaseException) -> AgentixError:

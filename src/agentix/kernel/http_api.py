@@ -29,6 +29,7 @@ from agentix.core.errors import AgentixError, InvalidRequest, NotFound, StateErr
 from agentix.kernel.dispatch import Call, Caller, EventSink, Pipeline
 from agentix.kernel.method_params import params_schema
 from agentix.kernel.methods import method
+from agentix.kernel.record_gate import quiet
 from agentix.rpc.http import HttpServer, MethodInfo, Principal, Stored, create_app, start_server
 from agentix.rpc.static import StaticSet, load_static
 from agentix.store.db import Database, Txn
@@ -173,8 +174,9 @@ class KernelHttpBackend:
     async def refused(self, principal: Principal, method_name: str, err: AgentixError) -> None:
         if self.pipeline.observer is not None:  # kernel/telemetry.py counts it
             self.pipeline.observer.refused(method_name, err)
-        await self.events.record("http.refused", None, {"by": principal.label, "method": method_name,
-                                                          "error": err.code, "message": err.message})
+        with quiet(principal.label):  # nothing changed: within the token's record quota
+            await self.events.record("http.refused", None, {"by": principal.label, "method": method_name,
+                                                            "error": err.code, "message": err.message})
 
     async def completed(self, principal: Principal, method_name: str, status: int,
                         err: AgentixError | None) -> None:

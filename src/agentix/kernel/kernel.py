@@ -25,6 +25,7 @@ from typing import Any
 
 from agentix import __version__
 from agentix.core.manifest import Manifest
+from agentix.core.record_quota import RecordQuota
 from agentix.kernel import (
     a2a_tool,
     calls_agents,
@@ -61,6 +62,7 @@ from agentix.kernel.mcp_tools import McpTools
 from agentix.kernel.methods import Lookup
 from agentix.kernel.process import AgentRecord, ProcessTable
 from agentix.kernel.reap import Reaper
+from agentix.kernel.record_gate import RecordGate
 from agentix.kernel.spawn import Spawner
 from agentix.kernel.trusted_state import DurableStateStage
 from agentix.kernel.vault import Vault, provider_keys
@@ -145,7 +147,11 @@ class Kernel:
         inference_config = load_inference_config(home.root, os.environ)
         secrets = load_secrets(home.root, os.environ)
         self.vault = Vault({**provider_keys(inference_config), **secrets})
-        self.events: EventSink = self.vault.sink(events)
+        # every record made for a call that changed nothing (a refusal, a read) is held to its
+        # caller's quota (kernel/record_gate.py): no caller can grow the log at will
+        self.record_gate = RecordGate(self.vault.sink(events),
+                                      RecordQuota(config.audit_quota_burst, config.audit_quota_rate))
+        self.events: EventSink = self.record_gate
         self.vault.watch_logs()
 
         # 3. the process table, the tool registry and the system-call pipeline
@@ -284,6 +290,7 @@ class Kernel:
         await self.mcp.close()
         await self.substrate.close()
         await self.inference.aclose()
+        await self.record_gate.flush()  # the aggregates of records held back, before the stop
         await self.events.record("kernel.stopped", None, {"agents": len(self.table)})
         self.vault.uninstall()  # this kernel's log filters go with it
         if self.audit is not None:

@@ -182,9 +182,15 @@ class McpServer:
                 *cfg.command]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
                **cfg.env}
+        # its stderr: a pipe the kernel reads into a log kept at log_max_bytes, never a kernel
+        # file the server could grow without bound (an agent's output is read the same way)
+        from agentix.kernel.process import LogSink
+
+        sink = LogSink(k.home.logs / f"mcp-{self.name}.log", k.config.log_max_bytes)
+        sink.start()
         spec = LaunchSpec(
             agent_id=f"mcp-{self.name}-{self.starts}", name=f"mcp-{self.name}", argv=argv, workspace=ws,
-            env=env, channel_fd=fd, log_path=k.home.logs / f"mcp-{self.name}.log",
+            env=env, channel_fd=fd, log_path=sink.path, output_fd=sink.write_fd,
             limits=k.config.effective_limits(cfg.limits), network=cfg.network,
             degraded_ok=k.config.isolation == "degraded",
             extra_ro_paths=tuple(Path(p) for p in cfg.read_only_paths))
@@ -192,12 +198,14 @@ class McpServer:
             handle = await k.substrate.spawn(spec)
         except BaseException:
             ksock.close()
+            sink.close()
             raise
         finally:
             ssock.close()
+            sink.close_write_end()
         self.handle, self.pid, self._sock = handle, handle.pid, ksock
         dead = self._dead
-        self._reaper = asyncio.create_task(self._reap(handle, dead))
+        self._reaper = asyncio.create_task(self._reap(handle, dead, sink))
 
         def eof() -> None:  # give the reaper a moment to name the exit; else the close is the reason
             asyncio.get_running_loop().call_later(1.0, self._died, "closed its connection to the kernel", dead)
@@ -305,8 +313,11 @@ class McpServer:
             if self.on_listed is not None:
                 await self.on_listed(self, old, why)
 
-    async def _reap(self, handle: Handle, dead: asyncio.Event) -> None:
+    async def _reap(self, handle: Handle, dead: asyncio.Event, sink: Any = None) -> None:
         info = await handle.wait()
+        if sink is not None:
+            await sink.drained(timeout=2.0)
+            sink.close()
         if not dead.is_set():
             what = ("was killed by its memory limit (oom)" if info.oom else
                     f"was killed by signal {info.signal}" if info.signal else f"exited with status {info.code}")

@@ -46,7 +46,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "inference.stats": _obj(),
     "events.tail": _obj(after={**_I, "description": "only events with seq > after (0: the last `limit`)"},
                         agent=_S, kind={**_S, "description": "a kind or its dotted prefix"},
-                        limit={**_I, "default": 1000}, wait={**_N, "description": "seconds to wait "
+                        limit={**_I, "default": 1000, "minimum": 1, "maximum": 10000}, wait={**_N, "description": "seconds to wait "
                                                                "for a new event (at most 60)"}),
     # ---- agents
     "agent.spawn": {**_obj(manifest=_MANIFEST, manifest_path={**_S, "description": "a manifest file on "

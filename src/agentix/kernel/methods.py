@@ -229,7 +229,8 @@ POLICIES: dict[str, MethodPolicy] = {
     "tokens.list": _op("no_effect"),
     "tokens.revoke": _op("effect", recorded=True),
     "tokens.verify": _op("no_effect", "the operator's socket; answers which token a bearer secret names "
-                         "(a face serving HTTP itself: `agentix mcp --http`); a bad one is recorded"),
+                         "(a face serving HTTP itself: `agentix mcp --http`); a bad one is recorded (within the "
+                         "caller's audit quota: docs/audit.md)"),
     # ---- operator: MCP servers as agent tools (kernel/mcp_tools.py, docs/integrations.md)
     "mcp.servers": _op("no_effect"),
     # an effect: it starts the server's process and pins first-use tools (not for viewers)

@@ -45,12 +45,12 @@ from agentix.kernel.process import ProcessTable
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolContext, ToolSpec
 
-__all__ = ["make_specs", "network_permits"]
+__all__ = ["CappedOutput", "make_specs", "network_permits"]
 
 EXEC_OUTPUT_CAP = 256 * 1024
 
 
-class _Output(PipeReader):
+class CappedOutput(PipeReader):
     """An exec's output: keeps the first ``cap`` bytes, drains the rest."""
 
     def __init__(self, cap: int) -> None:
@@ -188,7 +188,7 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
         assert ctx.workspace is not None
         run_id = "ex-" + _secrets.token_hex(4)
         out_path = home.logs / f"{rec.agent_id}-{run_id}.out"  # unused: output is a pipe
-        output = _Output(EXEC_OUTPUT_CAP)
+        output = CappedOutput(EXEC_OUTPUT_CAP)
         ksock, asock = socket.socketpair()
         os.set_inheritable(asock.fileno(), True)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",

@@ -281,18 +281,28 @@ async def _launch(config: KernelConfig, substrate: Substrate, run_id: str, argv:
     from agentix.core.manifest import Limits
     from agentix.sandbox.base import LaunchSpec
 
+    from agentix.kernel.net_exec import CappedOutput
+
     ksock, asock = socket.socketpair()
     os.set_inheritable(asock.fileno(), True)
+    # the step's output: a pipe the kernel reads (the first 64 KiB kept), never a kernel file
+    # a build command could grow without bound (a hostile Agentfile's `run: yes`)
+    output = CappedOutput(64 << 10)
     spec = LaunchSpec(
         agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
         workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
                                 "SOURCE_DATE_EPOCH": "0"},
-        channel_fd=asock.fileno(), log_path=out_path, limits=config.effective_limits(Limits()),
+        channel_fd=asock.fileno(), log_path=out_path, output_fd=output.write_fd,
+        limits=config.effective_limits(Limits()),
         network=False, loopback_inet=bool(net_dirs), extra_ro_paths=net_dirs, degraded_ok=False)
     try:
         handle = await substrate.spawn(spec)
+    except BaseException:
+        output.close()
+        raise
     finally:
         asock.close()
+        output.close_write_end()
     try:
         if handle.missing_layers:
             handle.signal(signal.SIGKILL)
@@ -310,13 +320,11 @@ async def _launch(config: KernelConfig, substrate: Substrate, run_id: str, argv:
     finally:
         ksock.close()
         await handle.cleanup()
-        try:
-            with open(out_path, "rb") as f:
-                output = f.read(64 << 10).decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            output = ""
+        await output.drained(2.0)  # what it printed last
+        output.close()
         out_path.unlink(missing_ok=True)
-    return (info.code if info.signal is None else None), output
+    return (info.code if info.signal is None else None), bytes(output.data[:64 << 10]).decode(
+        "utf-8", errors="replace")
 
 
 def _verdict(v: Any) -> dict[str, Any]:

@@ -76,6 +76,8 @@ class MetricSources:
     table: ProcessTable
     inference: InferenceService
     audit: KernelAudit | None  # None: a kernel with a test event sink
+    #: the audit quota's gate (kernel/record_gate.py): how many records it held back
+    record_gate: Any = None
 
 
 class Metrics:
@@ -187,6 +189,14 @@ class _Snapshots:
             lag = GaugeMetricFamily("agentix_audit_lag_entries", "entries appended but not yet committed")
             lag.add_metric([], max(0, size - committed))
             yield lag
+        gate = src.record_gate  # kernel/record_gate.py: records of no-change calls
+        if gate is not None:
+            st = gate.statistics()
+            held = GaugeMetricFamily("agentix_audit_records_suppressed",
+                                     "records of calls that changed nothing, counted into audit.suppressed "
+                                     "instead of written (a caller over its audit quota)")
+            held.add_metric([], st["suppressed"])
+            yield held
 
 
 class Telemetry:

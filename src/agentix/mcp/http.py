@@ -63,12 +63,22 @@ class _Gate:
     """ASGI: authenticate the bearer token with the kernel, then hand the request to the MCP
     app for its role. Nothing else reaches either app."""
 
-    def __init__(self, verifier: KernelLink, viewer: Any, operator: Any) -> None:
+    def __init__(self, verifier: KernelLink, viewer: Any, operator: Any, *,
+                 hosts: frozenset[str] | None = None) -> None:
         self.verifier, self.viewer, self.operator = verifier, viewer, operator
+        self.hosts = hosts
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if self.hosts is not None:  # DNS rebinding: a page under another name, before any token
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
+            if host not in self.hosts:
+                await _reply(send, 421, {"error": {"code": "capability_denied", "message":
+                             f"the Host header {host[:80]!r} is not this server's address "
+                             f"({', '.join(sorted(self.hosts))}): a page reaching it under another "
+                             "name (DNS rebinding) is refused", "data": {"reason": "host"}}})
+                return
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
         challenge = [(b"www-authenticate", b'Bearer realm="agentix"')]
@@ -89,12 +99,27 @@ class _Gate:
         await app(scope, receive, send)
 
 
-def create_app(home: str | Path | None, *, host: str = "127.0.0.1") -> tuple[Any, list[KernelLink]]:
-    """The ASGI app and the kernel connections it holds (close them when done)."""
+def _own_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` headers a server bound to ``host:port`` answers: itself, and on loopback
+    each loopback name (rpc/http.py's ``own_origins`` for the HTTP API is the same rule)."""
+    shown = f"[{host}]" if ":" in host else host
+    names = {shown}
+    if host in ("127.0.0.1", "localhost", "::1"):
+        names |= {"127.0.0.1", "localhost", "[::1]"}
+    return frozenset(f"{n}:{port}" for n in names)
+
+
+def create_app(home: str | Path | None, *, host: str = "127.0.0.1",
+               port: int | None = None) -> tuple[Any, list[KernelLink]]:
+    """The ASGI app and the kernel connections it holds (close them when done). With ``port``,
+    a request whose ``Host`` is not ``host:port`` (or, on loopback, a loopback name with that
+    port) is refused with 421 before its token is looked at."""
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    verifier = KernelLink(home, read_only=True, face=HTTP_FACE)
+    # its own face: the bad tokens anyone sends are recorded within *its* audit quota, never
+    # using up the one of the MCP clients' calls (docs/audit.md)
+    verifier = KernelLink(home, read_only=True, face=HTTP_FACE + "-auth")
     viewer_link = KernelLink(home, read_only=True, face=HTTP_FACE)
     operator_link = KernelLink(home, face=HTTP_FACE)
     servers = [build_server(viewer_link), build_server(operator_link)]
@@ -107,7 +132,8 @@ def create_app(home: str | Path | None, *, host: str = "127.0.0.1") -> tuple[Any
                 await stack.enter_async_context(s.session_manager.run())
             yield
 
-    app = Starlette(routes=[Mount("/", app=_Gate(verifier, *apps))], lifespan=lifespan)
+    gate = _Gate(verifier, *apps, hosts=_own_hosts(host, port) if port is not None else None)
+    app = Starlette(routes=[Mount("/", app=gate)], lifespan=lifespan)
     return app, [verifier, viewer_link, operator_link]
 
 
@@ -115,7 +141,7 @@ def serve_http(home: str | Path | None, address: str, *, allow_remote: bool = Fa
     import uvicorn
 
     host, port = parse_address(address, allow_remote=allow_remote)
-    app, links = create_app(home, host=host)
+    app, links = create_app(home, host=host, port=port)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

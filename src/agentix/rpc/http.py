@@ -21,6 +21,9 @@ Every response carries the security headers of ``rpc/static.py`` (a strict CSP w
 
 What a request passes, in order (the first failure answers; nothing later runs):
 
+0. the ``Host`` header must name the address the server is bound to (``127.0.0.1:PORT``,
+   ``localhost:PORT``, ``[::1]:PORT`` on loopback): a page whose own name was rebound to
+   127.0.0.1 (DNS rebinding) sends its name and gets 421, on every route, static ones too;
 1. a browser ``Origin`` header must be this server's own origin (403, CSRF);
 2. ``Authorization: Bearer <token>`` must name a live token (401);
 3. a body must be ``application/json`` (415), at most ``max_body`` bytes (413), valid JSON
@@ -31,6 +34,13 @@ What a request passes, in order (the first failure answers; nothing later runs):
    before returns the first response (for the same body: a different body is 409);
 7. the pipeline decides and runs; its ``AgentixError`` becomes ``{"error": {code, message,
    data}}`` with the status of ``STATUS``.
+
+Event streams hold a connection each: a token may hold at most ``MAX_STREAMS_PER_TOKEN`` open
+at once and all tokens together ``MAX_STREAMS``, and at most ``MAX_CALLS_PER_TOKEN`` calls in
+flight (``agent.wait`` and ``events.tail`` may wait a minute each) (429 beyond, with
+``Retry-After``), so a viewer cannot take the ``MAX_CONCURRENCY`` connections the operator
+needs. ``Last-Event-ID``
+is 1-18 ASCII digits (400 otherwise, the value not echoed).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -58,7 +69,7 @@ from agentix.core.errors import (
 )
 
 __all__ = ["STATUS", "HttpBackend", "HttpServer", "MethodInfo", "Principal", "Stored", "create_app",
-           "openapi", "status_for", "start_server"]
+           "host_guard", "openapi", "own_origins", "status_for", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +107,14 @@ SSE_WAIT = 15.0
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_CONCURRENCY = 256
 MAX_KEY = 200
+#: event streams one token may hold open at once, and all tokens together (each holds a
+#: connection of the server's MAX_CONCURRENCY for as long as it is open)
+MAX_STREAMS_PER_TOKEN = 8
+MAX_STREAMS = MAX_CONCURRENCY // 2
+#: calls one token may have in flight at once (each may hold its connection for a long wait)
+MAX_CALLS_PER_TOKEN = 32
+#: a stream's resume id: the audit seq or a byte offset (SQLite INTEGER: below 2**63)
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 def status_for(err: AgentixError) -> int:
@@ -253,7 +272,8 @@ def _json_response(status: int, body: bytes, headers: dict[str, str] | None = No
 
 
 def _error_response(err: AgentixError) -> Any:
-    headers = {"WWW-Authenticate": 'Bearer realm="agentix"'} if err.code == "unauthenticated" else None
+    headers = ({"WWW-Authenticate": 'Bearer realm="agentix"'} if err.code == "unauthenticated"
+               else {"Retry-After": "1"} if err.code == "limit_exceeded" else None)
     return _json_response(status_for(err), _error_body(err), headers)
 
 
@@ -268,6 +288,9 @@ class _App:
     max_body: int
     version: str
     _inflight: dict[tuple[str, str], asyncio.Future[tuple[int, bytes]]] = field(default_factory=dict)
+    #: open event streams and calls in flight, per token name
+    _streams: dict[str, int] = field(default_factory=dict)
+    _calls: dict[str, int] = field(default_factory=dict)
     _methods: dict[str, MethodInfo] = field(default_factory=dict)
     _openapi: bytes = b""
 
@@ -285,6 +308,9 @@ class _App:
                 reason="origin", origin=origin)
 
     def _principal(self, request: Any) -> Principal:
+        return self.backend.authenticate(self._bearer(request))
+
+    def _bearer(self, request: Any) -> str:
         auth = request.headers.get("authorization")
         if auth is None:
             raise Unauthenticated("no Authorization header: send `Authorization: Bearer TOKEN` with a "
@@ -292,7 +318,7 @@ class _App:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("the Authorization header must be `Bearer TOKEN`", reason="scheme")
-        return self.backend.authenticate(token.strip())
+        return token.strip()
 
     async def _body(self, request: Any) -> dict[str, Any]:
         length = request.headers.get("content-length")
@@ -351,6 +377,28 @@ class _App:
         try:
             self._origin(request)
             principal = self._principal(request)
+            held = self._calls.get(principal.name, 0)
+            if held >= MAX_CALLS_PER_TOKEN:  # a long wait each (agent.wait, events.tail wait=60)
+                from agentix.core.errors import LimitExceeded
+
+                raise LimitExceeded(f"the token {principal.name!r} has {held} calls in flight, the most "
+                                    f"one token may hold ({MAX_CALLS_PER_TOKEN}): wait for one to finish",
+                                    limit=MAX_CALLS_PER_TOKEN)
+        except AgentixError as err:
+            log.info("HTTP %s refused (%s): %s", name, err.code, err.message)
+            return _error_response(err)
+        self._calls[principal.name] = held + 1
+        try:
+            return await self._call(request, name, principal)
+        finally:
+            left = self._calls.get(principal.name, 1) - 1
+            if left > 0:
+                self._calls[principal.name] = left
+            else:
+                self._calls.pop(principal.name, None)
+
+    async def _call(self, request: Any, name: str, principal: Principal) -> Any:
+        try:
             info = self._method(name)
             params = await self._body(request)
         except AgentixError as err:  # not in the audit log (see docs/http.md): the kernel log only
@@ -432,20 +480,47 @@ class _App:
         finally:
             del self._inflight[slot]
 
+    async def _again(self, token: str, method: str, params: dict[str, Any]) -> Any:
+        """A stream's next long-poll: its token is checked again first, so a stream ends at the
+        first poll after its token is revoked or expires (it never outlives its authority)."""
+        return await self.backend.call(self.backend.authenticate(token), method, params)
+
     async def _stream_start(self, request: Any) -> tuple[Principal, int | None]:
         self._origin(request)
         principal = self._principal(request)
         last = request.headers.get("last-event-id") or request.query_params.get("after")
         if last is None:
             return principal, None
-        try:
-            n = int(last)
-        except ValueError:
-            raise InvalidRequest(f"Last-Event-ID must be a number (an id this stream sent), not {last!r}",
-                                 field="Last-Event-ID") from None
-        if n < 0:
-            raise InvalidRequest("Last-Event-ID must be >= 0", field="Last-Event-ID")
-        return principal, n
+        if not _EVENT_ID.fullmatch(last):
+            shown = last if len(last) <= 40 else f"{last[:40]}... ({len(last)} characters)"
+            raise InvalidRequest(f"Last-Event-ID must be an id this stream sent (1-18 digits), not {shown!r}",
+                                 field="Last-Event-ID")
+        return principal, int(last)
+
+    def _open_stream(self, principal: Principal) -> None:
+        """Count one more open stream for ``principal``, or refuse (429) over either cap."""
+        mine = self._streams.get(principal.name, 0)
+        total = sum(self._streams.values())
+        if mine >= MAX_STREAMS_PER_TOKEN or total >= MAX_STREAMS:
+            from agentix.core.errors import LimitExceeded
+
+            which = (f"the token {principal.name!r} has {mine} event streams open, the most one token may "
+                     f"hold ({MAX_STREAMS_PER_TOKEN})" if mine >= MAX_STREAMS_PER_TOKEN
+                     else f"{total} event streams are open, the most this server holds ({MAX_STREAMS})")
+            raise LimitExceeded(f"{which}: close one (or reuse it) before opening another",
+                                limit=MAX_STREAMS_PER_TOKEN if mine >= MAX_STREAMS_PER_TOKEN else MAX_STREAMS)
+        self._streams[principal.name] = mine + 1
+
+    def _close_stream(self, principal: Principal) -> None:
+        left = self._streams.get(principal.name, 1) - 1
+        if left > 0:
+            self._streams[principal.name] = left
+        else:
+            self._streams.pop(principal.name, None)
+
+    def _stream(self, principal: Principal, gen: AsyncIterator[bytes]) -> Any:
+        """The SSE response; its stream slot is given back when the response ends, however."""
+        return _sse(gen, on_close=lambda: self._close_stream(principal))
 
     async def events(self, request: Any) -> Any:
         from starlette.responses import StreamingResponse
@@ -453,13 +528,21 @@ class _App:
         filters = {k: request.query_params[k] for k in ("agent", "kind") if k in request.query_params}
         try:
             principal, after = await self._stream_start(request)
+            token = self._bearer(request)
             self._method("events.tail")
+            self._open_stream(principal)
+        except AgentixError as err:
+            return _error_response(err)
+        try:
             if after is None:  # from now on: start after the newest entry
                 newest = await self.backend.call(principal, "events.tail", {"after": 0, "limit": 1})
                 after = newest["events"][-1]["seq"] if newest["events"] else 0
             first = await self.backend.call(principal, "events.tail", {"after": after, **filters})
-        except AgentixError as err:
-            return _error_response(err)
+        except BaseException as err:
+            self._close_stream(principal)
+            if isinstance(err, AgentixError):
+                return _error_response(err)
+            raise
 
         async def gen() -> AsyncIterator[bytes]:
             pos = after
@@ -473,23 +556,31 @@ class _App:
                 if not batch:
                     yield b": keep-alive\n\n"
                 try:
-                    batch = (await self.backend.call(principal, "events.tail",
-                                                     {"after": pos, "wait": SSE_WAIT, **filters}))["events"]
+                    batch = (await self._again(token, "events.tail",
+                                               {"after": pos, "wait": SSE_WAIT, **filters}))["events"]
                 except AgentixError as err:
                     yield b"event: error\ndata: " + _error_body(err) + b"\n\n"
                     return
 
-        return _sse(gen())
+        return self._stream(principal, gen())
 
     async def logs(self, request: Any) -> Any:
         agent_id = request.path_params["agent_id"]
         try:
             principal, offset = await self._stream_start(request)
+            token = self._bearer(request)
             self._method("agent.logs")
-            first = await self.backend.call(principal, "agent.logs",
-                                            {"agent_id": agent_id, "offset": offset or 0})
+            self._open_stream(principal)
         except AgentixError as err:
             return _error_response(err)
+        try:
+            first = await self.backend.call(principal, "agent.logs",
+                                            {"agent_id": agent_id, "offset": offset or 0})
+        except BaseException as err:
+            self._close_stream(principal)
+            if isinstance(err, AgentixError):
+                return _error_response(err)
+            raise
 
         async def gen() -> AsyncIterator[bytes]:
             chunk = first
@@ -504,21 +595,33 @@ class _App:
                 else:
                     yield b": keep-alive\n\n"
                 try:
-                    chunk = await self.backend.call(principal, "agent.logs",
-                                                    {"agent_id": agent_id, "offset": chunk["offset"],
-                                                     "wait": SSE_WAIT})
+                    chunk = await self._again(token, "agent.logs",
+                                              {"agent_id": agent_id, "offset": chunk["offset"],
+                                               "wait": SSE_WAIT})
                 except AgentixError as err:
                     yield b"event: error\ndata: " + _error_body(err) + b"\n\n"
                     return
 
-        return _sse(gen())
+        return self._stream(principal, gen())
 
 
-def _sse(gen: AsyncIterator[bytes]) -> Any:
+def _sse(gen: AsyncIterator[bytes], on_close: Callable[[], None]) -> Any:
+    """A text/event-stream response; ``on_close`` runs exactly once when it ends (the body was
+    sent, the client went away, the server stopped), never relying on the generator being
+    finalised."""
     from starlette.responses import StreamingResponse
 
-    return StreamingResponse(gen, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    class _Stream(StreamingResponse):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                on_close()
+                with contextlib.suppress(Exception):
+                    await gen.aclose()  # type: ignore[attr-defined]
+
+    return _Stream(gen, media_type="text/event-stream",
+                   headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def _static_routes(files: StaticSet) -> list[Any]:
@@ -582,7 +685,7 @@ def create_app(backend: HttpBackend, *, origins: set[str], max_body: int, versio
         return _error_response(NotFound(f"no route {request.url.path}; GET /openapi.json lists the API",
                                         path=request.url.path))
 
-    return security_headers(Starlette(
+    return security_headers(host_guard(origins, Starlette(
         routes=[
             Route("/openapi.json", app.openapi_json, methods=["GET"]),
             Route("/v1/call/{method}", app.call, methods=["POST"]),
@@ -593,7 +696,31 @@ def create_app(backend: HttpBackend, *, origins: set[str], max_body: int, versio
             *([Route("/metrics", metrics_route, methods=["GET"])] if metrics is not None else []),
         ],
         exception_handlers={404: not_found, 405: not_found},
-    ))
+    )))
+
+
+def host_guard(origins: set[str], app: Any) -> Any:
+    """ASGI: refuse (421) a request whose ``Host`` is not the bound address (DNS rebinding:
+    a page at evil.example whose name now resolves to 127.0.0.1 is same-origin with itself,
+    sends no ``Origin`` on a GET and its own name as ``Host``). ``origins`` is read per
+    request (filled in once the port is known); the hosts allowed are theirs."""
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        raw = next((v for k, v in scope.get("headers") or () if k == b"host"), b"")
+        host = raw.decode("latin-1").lower()
+        if f"http://{host}" not in origins:
+            allowed = sorted(o.removeprefix("http://") for o in origins)
+            shown = host if len(host) <= 80 else host[:80] + "..."
+            err = CapabilityDenied(
+                f"the Host header {shown!r} is not this server's address ({', '.join(allowed)}): a page "
+                "reaching it under another name (DNS rebinding) is refused; use the address it is bound to",
+                reason="host", host=shown, http_status=421)
+            return await _error_response(err)(scope, receive, send)
+        return await app(scope, receive, send)
+
+    return guarded
 
 
 # ---------------------------------------------------------------------------- the server
@@ -622,6 +749,17 @@ class HttpServer:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
+
+
+def own_origins(host: str, port: int) -> set[str]:
+    """The origins a server bound to ``host:port`` answers as (its own pages' ``Origin``, and
+    after ``http://`` the ``Host`` headers ``host_guard`` accepts): the address itself, and on
+    loopback each loopback name."""
+    shown = f"[{host}]" if ":" in host else host
+    origins = {f"http://{shown}:{port}"}
+    if host in LOOPBACK:
+        origins |= {f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}"}
+    return origins
 
 
 def parse_address(addr: str, *, allow_remote: bool) -> tuple[str, int]:
@@ -666,10 +804,7 @@ async def start_server(app_factory: Callable[[set[str]], Any], host: str, port: 
                              field="http") from None
     sock.set_inheritable(False)
     bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    origins = {f"http://{shown}:{bound}"}
-    if host in ("127.0.0.1", "localhost", "::1"):
-        origins |= {f"http://127.0.0.1:{bound}", f"http://localhost:{bound}", f"http://[::1]:{bound}"}
+    origins = own_origins(host, bound)
     # at most MAX_CONCURRENCY connections and requests at once (streams included): beyond, 503
     # (the operator socket has its own in-flight bound: rpc/server.py)
     config = uvicorn.Config(app_factory(origins), lifespan="off", log_level="warning", access_log=False,

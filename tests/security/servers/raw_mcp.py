@@ -8,7 +8,9 @@ MODE (an env variable of its declaration):
 - ``slowlist``: tools/list answers page after page, each after 0.5 s, never ending;
 - ``manytools``: tools/list answers 40 pages of 100 tools each;
 - ``bigtool``: tool ``big`` has a 200 KiB description, ``small`` is ordinary;
-- ``names``: tools named with a trailing newline, unicode and ``__``.
+- ``names``: tools named with a trailing newline, unicode and ``__``;
+- ``stderrflood``: writes ``FLOOD_MB`` MiB to stderr before the handshake, then serves one
+  tool ``ok``.
 """
 
 import json
@@ -45,6 +47,8 @@ def tools_page(cursor: str | None) -> dict:
         return page
     if MODE == "bigtool":
         return {"tools": [tool("big", "x" * (200 * 1024)), tool("small")]}
+    if MODE == "stderrflood":
+        return {"tools": [tool("ok")]}
     if MODE == "names":
         return {"tools": [tool("ok"), tool("ok\n"), tool("ｏk"), tool("a__b")]}
     return {"tools": []}
@@ -54,6 +58,11 @@ def main() -> None:
     if MODE == "banner":
         sys.stdout.write(INJECT + "\n")
         sys.stdout.flush()
+    if MODE == "stderrflood":
+        chunk = b"E" * (1 << 20)
+        for _ in range(int(os.environ.get("FLOOD_MB", "16"))):
+            sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
     for line in sys.stdin:
         if not line.strip():
             continue

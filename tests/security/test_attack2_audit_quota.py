@@ -1,0 +1,176 @@
+"""The class behind "a viewer floods the audit log through tokens.verify": any caller could
+make the kernel append a record per call that changed nothing (a refusal, a read method that
+records: ``tokens.verify``, ``loop.event``, ``session.bind``...). Now such records are held to
+a per-identity quota (core/record_quota.py, kernel/record_gate.py) and the excess is counted
+into ``audit.suppressed`` records, so the log still accounts for every call.
+
+- the pure rule, as Hypothesis properties against a reference model;
+- the kernel: an agent hammering a denied tool and ``loop.event`` is bounded, the operator and
+  other agents are not silenced, calls with an effect are never held back, the chain verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from hypothesis import given, settings, strategies as st
+
+from agentix.core.record_quota import RecordQuota
+from security._world import World, run, tool
+
+# ------------------------------------------------------------------ the rule (pure)
+_steps = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]),            # who
+                            st.sampled_from(["capability.denied", "loop.progress"]),
+                            st.floats(min_value=0, max_value=3, allow_nan=False)),  # time since last
+                  max_size=300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(burst=st.integers(1, 20), rate=st.floats(0.1, 10, allow_nan=False), steps=_steps)
+def test_written_records_per_identity_never_exceed_burst_plus_rate_times_time(burst, rate, steps):
+    q = RecordQuota(burst, rate)
+    now = 0.0
+    written: dict[str, int] = {}
+    total: dict[str, int] = {}
+    taken: dict[str, int] = {}
+    kinds_seen: dict[str, dict[str, int]] = {}
+    for who, kind, dt in steps:
+        now += dt
+        total[who] = total.get(who, 0) + 1
+        if q.admit(who, kind, now):
+            written[who] = written.get(who, 0) + 1
+        else:
+            kinds_seen.setdefault(who, {})
+            kinds_seen[who][kind] = kinds_seen[who].get(kind, 0) + 1
+        # the bound, at every step, for every identity (each started with a full bucket)
+        for w, n in written.items():
+            assert n <= burst + rate * now + 1e-6
+        if dt > 2:  # a flush now and then: what was counted is handed over exactly once
+            for w in q.holding():
+                s = q.take(w)
+                assert s is not None and s.by == w
+                taken[w] = taken.get(w, 0) + s.count
+                for k, c in s.kinds:
+                    kinds_seen[w][k] -= c
+    for w in q.holding():
+        s = q.take(w)
+        taken[w] = taken.get(w, 0) + s.count
+        for k, c in s.kinds:
+            kinds_seen[w][k] -= c
+    # nothing lost: every record was either written or counted into exactly one aggregate
+    for w, n in total.items():
+        assert written.get(w, 0) + taken.get(w, 0) == n
+    assert all(v == 0 for ks in kinds_seen.values() for v in ks.values())
+    assert q.holding() == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(burst=st.integers(1, 10), n=st.integers(0, 200), others=st.integers(0, 10))
+def test_one_identity_flooding_never_holds_back_another(burst, n, others):
+    q = RecordQuota(burst, 1.0)
+    for _ in range(n):
+        q.admit("flooder", "http.refused", 0.0)
+    # another identity at the same instant gets its whole burst
+    assert [q.admit("other", "call.refused", 0.0) for _ in range(min(others, burst))] == [True] * min(others, burst)
+
+
+# ------------------------------------------------------------------ the kernel
+QUOTA = dict(audit_quota_burst=10, audit_quota_rate=0.5)
+
+
+def _counts(w: World, agent_id: str) -> tuple[int, int]:
+    """(refusal records for the agent, the count the aggregates say were held back)."""
+    written = len(w.refusals(agent_id))
+    held = sum(e["data"]["count"] for e in w.events(kind="audit.suppressed")
+               if e["data"]["by"].endswith(f"({agent_id})"))
+    return written, held
+
+
+def test_agent_hammering_a_denied_tool_cannot_grow_the_audit_log_without_bound(tmp_path):
+    n = 120
+
+    async def body(w: World):
+        flooder = await w.spawn(["tool: echo"], name="flooder")
+        quiet = await w.spawn(["tool: echo"], name="quiet")
+        res = await w.calls(flooder, [tool("file_read", path="/etc/passwd") for _ in range(n)]
+                            + [tool("echo", message="still works")])
+        mid = _counts(w, flooder.agent_id)
+        # another agent's refusals are written in full, right now
+        other = await w.calls(quiet, [tool("file_read", path="/etc/hostname") for _ in range(3)])
+        other_written = len(w.refusals(quiet.agent_id))
+        await w.k.record_gate.flush()   # what the flush interval (or shutdown) writes
+        await w.k.events.sync()
+        after = _counts(w, flooder.agent_id)
+        echoes = [e for e in w.events(kind="tool.result", agent=flooder.agent_id) if e["data"]["ok"]]
+        return res, mid, other, other_written, after, echoes
+
+    res, mid, other, other_written, after, echoes = run(tmp_path, body, **QUOTA)
+    assert [r.get("error") for r in res[:n]] == ["capability_denied"] * n    # every call refused
+    assert res[n]["ok"]["echo"] == "still works"                              # then served
+    written, held = mid
+    assert written <= 10 + 0.5 * 120 + 1, written       # the burst, plus refill over the run
+    assert written < n
+    assert [r.get("error") for r in other] == ["capability_denied"] * 3
+    assert other_written == 3                             # per identity: not silenced
+    written, held = after
+    assert written + held == n                            # every refusal accounted for
+    assert len(echoes) == 1                               # an allowed call is always recorded
+
+
+def test_agent_flooding_loop_events_is_bounded_too(tmp_path):
+    """``loop.event`` is a read method whose handler records: the gate bounds it without the
+    handler knowing (the mark is on the call, not in the handler)."""
+    n = 60
+
+    async def body(w: World):
+        a = await w.spawn([], name="chatty")
+        res = await w.calls(a, [["loop.event", {"kind": "progress", "data": {"i": i}}] for i in range(n)])
+        await w.k.record_gate.flush()
+        await w.k.events.sync()
+        rows = w.events(kind="loop.progress", agent=a.agent_id)
+        held = sum(e["data"]["kinds"].get("loop.progress", 0) for e in w.events(kind="audit.suppressed")
+                   if e["data"]["by"].endswith(f"({a.agent_id})"))
+        return res, rows, held
+
+    res, rows, held = run(tmp_path, body, **QUOTA)
+    assert all("ok" in r for r in res)
+    assert len(rows) < n
+    assert len(rows) + held == n
+
+
+def test_effect_calls_are_never_held_back_by_the_quota(tmp_path):
+    """A caller past its quota still gets every call with an effect recorded (spawn, exit,
+    tool results): only records of calls that changed nothing are counted instead."""
+
+    async def body(w: World):
+        p = await w.spawn(["tool: echo", "spawn_child: [kid]"], name="busy")
+        calls = [tool("file_read", path="/etc/passwd") for _ in range(40)]
+        calls += [tool("echo", message=str(i)) for i in range(15)]
+        res = await w.calls(p, calls)
+        await w.k.events.sync()
+        results = [e for e in w.events(kind="tool.result", agent=p.agent_id) if e["data"]["ok"]]
+        invoked = [e for e in w.events(kind="tool.invoked", agent=p.agent_id)
+                   if e["data"]["tool"] == "echo"]
+        exited = w.events(kind="agent.exited", agent=p.agent_id)
+        return res, results, invoked, exited
+
+    res, results, invoked, exited = run(tmp_path, body, **QUOTA)
+    assert [r["ok"]["echo"] for r in res[40:]] == [str(i) for i in range(15)]
+    assert len(results) == 15 and len(invoked) == 15
+    assert len(exited) == 1
+
+
+def test_the_aggregate_is_written_after_its_interval_without_a_flush(tmp_path):
+    async def body(w: World):
+        w.k.record_gate.flush_after = 0.5
+        a = await w.spawn([], name="burst")
+        await w.calls(a, [tool("file_read", path="/etc/passwd") for _ in range(25)])
+        for _ in range(100):
+            await w.k.events.sync()
+            if w.events(kind="audit.suppressed"):
+                break
+            await asyncio.sleep(0.05)
+        return a, w.events(kind="audit.suppressed")
+
+    a, agg = run(tmp_path, body, **QUOTA)
+    assert agg and agg[0]["data"]["by"].endswith(f"({a.agent_id})")
+    assert agg[0]["data"]["kinds"] == {"capability.denied": agg[0]["data"]["count"]}
