@@ -32,7 +32,7 @@ from agentix.core.canonical import canonical_json
 from agentix.core.errors import NotFound, PackageRejected
 from agentix.core.package import Ref, check_digest, parse_ref, sha256_digest
 
-__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION"]
+__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "VerifyingReader"]
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -62,6 +62,41 @@ class Descriptor:
         except (KeyError, TypeError, ValueError) as err:
             raise PackageRejected(f"a descriptor in the manifest is malformed ({err!r})",
                                   reason="malformed_manifest") from None
+
+
+class VerifyingReader:
+    """A blob read once: every byte handed out is hashed as it goes, and ``verify()`` reads
+    what is left and checks the digest (and size). For consumers that write only into a
+    private staging area and publish it after ``verify()`` (``unpack_layers``): the blob is
+    streamed once instead of hashed in full first and read again. Nothing read from it may
+    become visible, or be trusted, before ``verify()`` returned."""
+
+    def __init__(self, f: BinaryIO, digest: str, size: int | None = None) -> None:
+        self.f = f
+        self.digest = digest
+        self.size = size
+        self.h = hashlib.sha256()
+        self.n = 0
+        self.verified = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.h.update(data)
+        self.n += len(data)
+        return data
+
+    def verify(self) -> None:
+        """Hash the rest of the blob; a mismatch is ``PackageRejected(digest_mismatch)``."""
+        if self.verified:
+            return
+        while chunk := self.f.read(CHUNK):
+            self.h.update(chunk)
+            self.n += len(chunk)
+        actual = "sha256:" + self.h.hexdigest()
+        if actual != self.digest or (self.size is not None and self.n != self.size):
+            raise PackageRejected(f"blob {self.digest} in the local store does not match its digest "
+                                  "(it was altered)", reason="digest_mismatch", digest=self.digest)
+        self.verified = True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -162,6 +197,18 @@ class Layout:
                                       "(it was altered)", reason="digest_mismatch", digest=digest)
             f.seek(0)
             yield f
+
+    @contextlib.contextmanager
+    def open_verifying(self, desc: Descriptor) -> Iterator[VerifyingReader]:
+        """A ``VerifyingReader`` over the blob ``desc``: hashed while it is consumed; the
+        consumer calls ``verify()`` before it publishes anything it made from the bytes."""
+        path = self.blob_path(desc.digest)
+        try:
+            f = open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            raise NotFound(f"blob {desc.digest} is not in the local store", digest=desc.digest) from None
+        with f:
+            yield VerifyingReader(f, desc.digest, desc.size)  # type: ignore[arg-type]
 
     def read_json(self, digest: str) -> Any:
         try:

@@ -312,7 +312,7 @@ class PackageStore:
         manifest["capabilities"] = granted
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
         with contextlib.ExitStack() as stack:
-            files = [stack.enter_context(self.layout.open_verified(d.digest)) for d in layers]
+            files = [stack.enter_context(self.layout.open_verifying(d)) for d in layers]
             unpack_layers(files, dest, self.limits)
         self.record_seen(verdict)
         return Prepared(ref, desc.digest, verdict, manifest, declared, dest)

@@ -128,8 +128,9 @@ def read_snapshot(layout: Layout, ref: Ref | None, digest: str) -> Snapshot:
 
 
 def unpack_snapshot(layout: Layout, snap: Snapshot, dest: Path, limits: UnpackLimits) -> Path:
-    """Unpack the workspace into the new directory ``dest`` (every layer verified first;
-    the unpacker's refusals — links, devices, '..', bombs — apply)."""
+    """Unpack the workspace into the new directory ``dest`` (every layer verified as it
+    streams, before ``dest`` appears; the unpacker's refusals — links, devices, '..', bombs —
+    apply)."""
     with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(layout.open_verified(d.digest)) for d in snap.layers]
+        files = [stack.enter_context(layout.open_verifying(d)) for d in snap.layers]
         return unpack_layers(files, dest, limits)

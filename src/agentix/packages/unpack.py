@@ -14,6 +14,10 @@ it: nothing partial is ever visible). Refused, each with a stable ``reason``:
     too_large         more uncompressed bytes than ``max_bytes`` (decompression bombs)
     corrupt           not a gzip'd tar
 
+A layer may be verified while it streams (``Layout.open_verifying``): its digest is checked
+at the end of its stream, before the staging directory is renamed; a mismatch removes the
+staging directory like any other refusal.
+
 Files are created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` relative to directory fds, so a
 path can never be redirected even by a concurrent writer.
 """
@@ -138,10 +142,15 @@ def _extract_one(tar: tarfile.TarFile, ti: tarfile.TarInfo, root_fd: int, parts:
             left -= len(chunk)
 
 
-def unpack_layers(layers: Iterable[BinaryIO], dest: Path, limits: UnpackLimits = UnpackLimits()) -> Path:
-    """Unpack gzip'd tar ``layers`` (verified file objects) into a new directory ``dest``.
+def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = UnpackLimits()) -> Path:
+    """Unpack gzip'd tar ``layers`` into a new directory ``dest``.
 
-    ``dest`` must not exist; it appears only if every entry of every layer was accepted.
+    Each layer is a verified file object, or a ``VerifyingReader`` (``Layout.open_verifying``):
+    then it is hashed as it streams and checked at its end, before ``dest`` can appear — a blob
+    altered at rest is refused (``digest_mismatch``, preferred over whatever its bytes broke)
+    with nothing left behind, and the blob is read once, not hashed first and read again.
+    ``dest`` must not exist; it appears only if every entry of every layer was accepted and
+    every layer verified.
     """
     if dest.exists():
         raise FileExistsError(dest)
@@ -157,6 +166,7 @@ def unpack_layers(layers: Iterable[BinaryIO], dest: Path, limits: UnpackLimits =
                 # the tar stream itself is bounded too (headers count): max_bytes plus slack
                 bounded: Any = _Bounded(gzip.GzipFile(fileobj=layer, mode="rb"),
                                         limits.max_bytes + 1024 * (limits.max_entries + 16))
+                verify = getattr(layer, "verify", None)  # a VerifyingReader: checked after its stream
                 try:
                     with tarfile.open(fileobj=bounded, mode="r|") as tar:
                         for ti in tar:
@@ -167,10 +177,14 @@ def unpack_layers(layers: Iterable[BinaryIO], dest: Path, limits: UnpackLimits =
                                     reason="too_many_entries", limit=limits.max_entries)
                             parts = _check(ti, limits)
                             _extract_one(tar, ti, root_fd, parts, seen, budget)
-                except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-                    if isinstance(err, (FileExistsError, PermissionError)):
+                except (tarfile.TarError, OSError, EOFError, zlib.error, PackageRejected) as err:
+                    if verify is not None:
+                        verify()  # an altered blob is named as such, not by what it broke
+                    if isinstance(err, (FileExistsError, PermissionError, PackageRejected)):
                         raise
                     raise PackageRejected(f"a layer is not a valid gzip'd tar: {err}", reason="corrupt") from None
+                if verify is not None:
+                    verify()  # before the staging directory can become visible
         finally:
             os.close(root_fd)
         os.rename(staging, dest)
