@@ -22,7 +22,9 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from agentix.core.canonical import canonical_json
 from agentix.core.errors import NotFound, PackageRejected
 from agentix.core.package import Ref, check_digest, parse_ref, sha256_digest
 
-__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "VerifyingReader"]
+__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "Sha256Thread", "VerifyingReader"]
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -64,6 +66,34 @@ class Descriptor:
                                   reason="malformed_manifest") from None
 
 
+class Sha256Thread:
+    """SHA-256 on a worker thread, fed in order (hashlib releases the GIL on big updates, so
+    hashing overlaps the reads, CRCs and writes of the caller). Fed immutable bytes only."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+        self.q: queue.Queue[list[Any] | None] = queue.Queue(maxsize=32)
+        self.t = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while (parts := self.q.get()) is not None:
+            for p in parts:
+                self.h.update(p)
+
+    def update(self, parts: list[Any]) -> None:
+        self.q.put(parts)
+
+    def hexdigest(self) -> str:
+        self.stop()
+        return self.h.hexdigest()
+
+    def stop(self) -> None:
+        if self.t.is_alive():
+            self.q.put(None)
+            self.t.join()
+
+
 class VerifyingReader:
     """A blob read once: every byte handed out is hashed as it goes, and ``verify()`` reads
     what is left and checks the digest (and size). For consumers that write only into a
@@ -75,14 +105,24 @@ class VerifyingReader:
         self.f = f
         self.digest = digest
         self.size = size
-        self.h = hashlib.sha256()
+        self.h = Sha256Thread()  # hashing overlaps the consumer's inflating and writing
         self.n = 0
+        self.buf = b""
+        self.pos = 0
         self.verified = False
 
     def read(self, size: int = -1) -> bytes:
-        data = self.f.read(size)
-        self.h.update(data)
-        self.n += len(data)
+        # whole chunks are read and hashed (one hand-off each), then served in the sizes asked
+        # (gzip asks 8 KiB at a time)
+        if not self.buf or self.pos >= len(self.buf):
+            self.buf = self.f.read(max(size, CHUNK) if size >= 0 else -1) or b""
+            self.pos = 0
+            if self.buf:
+                self.h.update([self.buf])
+                self.n += len(self.buf)
+        end = len(self.buf) if size < 0 else self.pos + size
+        data = self.buf[self.pos:end]
+        self.pos += len(data)
         return data
 
     def verify(self) -> None:
@@ -90,7 +130,7 @@ class VerifyingReader:
         if self.verified:
             return
         while chunk := self.f.read(CHUNK):
-            self.h.update(chunk)
+            self.h.update([chunk])
             self.n += len(chunk)
         actual = "sha256:" + self.h.hexdigest()
         if actual != self.digest or (self.size is not None and self.n != self.size):
@@ -207,8 +247,12 @@ class Layout:
             f = open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise NotFound(f"blob {desc.digest} is not in the local store", digest=desc.digest) from None
-        with f:
-            yield VerifyingReader(f, desc.digest, desc.size)  # type: ignore[arg-type]
+        reader = VerifyingReader(f, desc.digest, desc.size)  # type: ignore[arg-type]
+        try:
+            with f:
+                yield reader
+        finally:
+            reader.h.stop()
 
     def read_json(self, digest: str) -> Any:
         try:

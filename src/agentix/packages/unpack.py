@@ -24,14 +24,14 @@ path can never be redirected even by a concurrent writer.
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import os
 import secrets
 import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +39,11 @@ from typing import Any, BinaryIO
 from agentix.core.errors import PackageRejected
 
 __all__ = ["UnpackLimits", "seed_workspace", "unpack_layers"]
+
+
+CHUNK = 1 << 20          # reads of a layer, writes of a file
+TAR_BUFSIZE = 64 << 10   # tarfile's stream buffer: it copies what is left of it on every read, so
+                         # not too big; its default (10 KiB) costs a call per 10 KiB
 
 
 @dataclass(frozen=True)
@@ -87,59 +92,121 @@ def _check(ti: tarfile.TarInfo, limits: UnpackLimits) -> tuple[str, ...]:
     return parts
 
 
-def _open_dir(root_fd: int, parts: tuple[str, ...], create: bool) -> int:
-    fd = os.dup(root_fd)
-    try:
-        for p in parts:
-            if create:
-                try:
-                    os.mkdir(p, 0o755, dir_fd=fd)
-                except FileExistsError:
-                    pass
-            nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Dirs:
+    """Directory fds of the staging tree. The last parent used stays open (a tar lists a
+    directory's files together) and a directory made once is not made again: one open per
+    file instead of a walk from the root per file."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.made: set[tuple[str, ...]] = set()
+        self.last: tuple[tuple[str, ...], int] | None = None
+
+    def open(self, parts: tuple[str, ...]) -> int:
+        """A descriptor of the directory ``parts`` (made if missing); borrowed, not to close."""
+        if not parts:
+            return self.root_fd
+        if self.last is not None and self.last[0] == parts:
+            return self.last[1]
+        fd = os.dup(self.root_fd)
+        try:
+            for i, p in enumerate(parts):
+                if parts[:i + 1] not in self.made:
+                    try:
+                        os.mkdir(p, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                nfd = os.open(p, _DIR_FLAGS, dir_fd=fd)
+                self.made.add(parts[:i + 1])
+                os.close(fd)
+                fd = nfd
+        except BaseException:
             os.close(fd)
-            fd = nfd
+            raise
+        self.close()
+        self.last = (parts, fd)
         return fd
-    except BaseException:
-        os.close(fd)
-        raise
+
+    def close(self) -> None:
+        if self.last is not None:
+            os.close(self.last[1])
+            self.last = None
 
 
-def _extract_one(tar: tarfile.TarFile, ti: tarfile.TarInfo, root_fd: int, parts: tuple[str, ...],
+class _Gunzip:
+    """A gzip stream (one or more members) inflated a chunk at a time (``gzip.GzipFile``
+    inflates 8 KiB per call); zlib checks each member's CRC and length. Truncation is an
+    ``EOFError``, anything not gzip a ``zlib.error``."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.d = zlib.decompressobj(31)
+        self.tail = b""        # input not yet inflated
+        self.member = False    # the current member has had input
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size > 0 else CHUNK
+        while True:
+            if not self.tail:
+                self.tail = self.raw.read(CHUNK)
+                if not self.tail:
+                    if self.member:
+                        raise EOFError("the gzip stream ends inside a member")
+                    return b""
+            self.member = True
+            data = self.d.decompress(self.tail, size)
+            self.tail = self.d.unconsumed_tail
+            if self.d.eof:  # the next member, if any, starts in what is left
+                self.tail = self.d.unused_data
+                self.d = zlib.decompressobj(31)
+                self.member = False
+            if data:
+                return data
+
+
+def _extract_one(tar: tarfile.TarFile, ti: tarfile.TarInfo, dirs: _Dirs, parts: tuple[str, ...],
                  seen: dict[tuple[str, ...], bool], budget: list[int]) -> None:
     # a directory may be named again (by a later layer); a file may not, nor a file <-> directory swap
     if parts in seen and not (ti.isdir() and seen[parts]):
         raise _refuse("duplicate", ti.name, "the same path appears twice")
     seen[parts] = ti.isdir()
     if ti.isdir():
-        os.close(_open_dir(root_fd, parts, create=True))
+        dirs.open(parts)
         return
     budget[0] -= ti.size
     if budget[0] < 0:
         raise PackageRejected("the package unpacks to more bytes than allowed (a decompression bomb?)",
                               reason="too_large")
-    dfd = _open_dir(root_fd, parts[:-1], create=True)
+    dfd = dirs.open(parts[:-1])
+    mode = 0o755 if ti.mode & 0o111 else 0o644
     try:
-        mode = 0o755 if ti.mode & 0o111 else 0o644
         fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      mode, dir_fd=dfd)
     except FileExistsError:
-        os.close(dfd)
         raise _refuse("duplicate", ti.name, "the same path appears twice") from None
-    except BaseException:
-        os.close(dfd)
-        raise
-    os.close(dfd)
-    with os.fdopen(fd, "wb") as out:
+    with _closing(fd):
         src = tar.extractfile(ti)
         assert src is not None
         left = ti.size
         while left > 0:
-            chunk = src.read(min(left, 1 << 20))
+            chunk = src.read(min(left, CHUNK))
             if not chunk:
                 raise PackageRejected(f"entry {ti.name!r} is truncated", reason="corrupt")
-            out.write(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
             left -= len(chunk)
+
+
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = UnpackLimits()) -> Path:
@@ -157,18 +224,19 @@ def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = Unpa
     staging = dest.with_name(f".unpack-{dest.name}-{secrets.token_hex(4)}")
     staging.mkdir(mode=0o700)
     try:
-        root_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        root_fd = os.open(staging, _DIR_FLAGS)
+        dirs = _Dirs(root_fd)
         try:
             entries = 0
             budget = [limits.max_bytes]
             seen: dict[tuple[str, ...], bool] = {}
             for layer in layers:
                 # the tar stream itself is bounded too (headers count): max_bytes plus slack
-                bounded: Any = _Bounded(gzip.GzipFile(fileobj=layer, mode="rb"),
+                bounded: Any = _Bounded(_Gunzip(layer),
                                         limits.max_bytes + 1024 * (limits.max_entries + 16))
                 verify = getattr(layer, "verify", None)  # a VerifyingReader: checked after its stream
                 try:
-                    with tarfile.open(fileobj=bounded, mode="r|") as tar:
+                    with tarfile.open(fileobj=bounded, mode="r|", bufsize=TAR_BUFSIZE) as tar:
                         for ti in tar:
                             entries += 1
                             if entries > limits.max_entries:
@@ -176,7 +244,7 @@ def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = Unpa
                                     f"the package has more than {limits.max_entries} entries",
                                     reason="too_many_entries", limit=limits.max_entries)
                             parts = _check(ti, limits)
-                            _extract_one(tar, ti, root_fd, parts, seen, budget)
+                            _extract_one(tar, ti, dirs, parts, seen, budget)
                 except (tarfile.TarError, OSError, EOFError, zlib.error, PackageRejected) as err:
                     if verify is not None:
                         verify()  # an altered blob is named as such, not by what it broke
@@ -186,6 +254,7 @@ def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = Unpa
                 if verify is not None:
                     verify()  # before the staging directory can become visible
         finally:
+            dirs.close()
             os.close(root_fd)
         os.rename(staging, dest)
         return dest
