@@ -9,7 +9,10 @@ verifies before it tags, so an untrusted package never becomes visible locally.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
+from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, Timeout
 from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
                                   parse_public_key, parse_ref)
@@ -26,7 +30,7 @@ from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.remote import Credentials, RemoteRegistry
 from agentix.packages.trust import (EMPTY_CONFIG, SIGNATURE_TYPE, Keyring, TrustState, add_signature,
                                     read_signatures, signature_ref)
-from agentix.packages.unpack import UnpackLimits, unpack_layers
+from agentix.packages.unpack import UnpackLimits, copy_tree, unpack_layers
 
 __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
 
@@ -167,7 +171,9 @@ class PackageStore:
         if not any(d.digest == desc.digest for r, d in self.layout.entries()
                    if not (r.tag or "").endswith(".sig")):
             self.layout.untag(signature_ref(ref, desc.digest))
-        return {"ref": str(ref), "digest": desc.digest, "blobs_removed": self.layout.gc()}
+        removed = self.layout.gc()
+        self._prune_unpacked()
+        return {"ref": str(ref), "digest": desc.digest, "blobs_removed": removed}
 
     # ------------------------------------------------------------ signing and trust
     def sign(self, ref_text: str, key: str) -> dict[str, Any]:
@@ -311,11 +317,60 @@ class PackageStore:
         manifest = {k: v for k, v in cfg["manifest"].items() if k in PACKAGE_MANIFEST_FIELDS}
         manifest["capabilities"] = granted
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
-        with contextlib.ExitStack() as stack:
-            files = [stack.enter_context(self.layout.open_verifying(d)) for d in layers]
-            unpack_layers(files, dest, self.limits)
+        copy_tree(self._unpacked(layers), dest, self.limits.max_entries)
         self.record_seen(verdict)
         return Prepared(ref, desc.digest, verdict, manifest, declared, dest)
+
+    def _unpacked_key(self, layers: list[Descriptor]) -> str:
+        lim = self.limits
+        doc = {"v": 1, "layers": [d.digest for d in layers], "limits": [lim.max_bytes, lim.max_entries, lim.max_name]}
+        return hashlib.sha256(canonical_json(doc)).hexdigest()
+
+    def _unpacked(self, layers: list[Descriptor]) -> Path:
+        """The package's layers unpacked once and kept: ``registry/unpacked/<key>``, named by
+        the layers' digests (and the unpack limits), unpacked by ``unpack_layers`` with every
+        layer verified as it streamed, then made read-only and renamed into place (never
+        partial). A later run of the same content copies this tree instead of verifying and
+        inflating the layers again. Only the kernel writes here (``registry/`` is 0700)."""
+        root = self.layout.root / "unpacked"
+        tree = root / self._unpacked_key(layers)
+        if os.path.isdir(tree) and not os.path.islink(tree):
+            return tree
+        root.mkdir(mode=0o700, exist_ok=True)
+        work = root / f".new-{secrets.token_hex(6)}"
+        try:
+            with contextlib.ExitStack() as stack:
+                files = [stack.enter_context(self.layout.open_verifying(d)) for d in layers]
+                unpack_layers(files, work, self.limits)
+            _read_only(work)
+            try:
+                os.rename(work, tree)
+            except OSError:
+                if not os.path.isdir(tree):  # else: made meanwhile by another run of it
+                    raise
+        finally:
+            if os.path.lexists(work):
+                remove_tree(work)
+        return tree
+
+    def _prune_unpacked(self) -> int:
+        """Remove the unpacked trees no tagged package needs any more; return how many."""
+        root = self.layout.root / "unpacked"
+        if not root.is_dir():
+            return 0
+        live = set()
+        for _, d in self.layout.entries():
+            try:
+                m = self.layout.read_json(d.digest)
+                live.add(self._unpacked_key([Descriptor.from_data(x) for x in m.get("layers", [])]))
+            except (NotFound, PackageRejected, AttributeError):
+                continue
+        removed = 0
+        for p in root.iterdir():
+            if p.name not in live:
+                remove_tree(p)
+                removed += 1
+        return removed
 
     def record_seen(self, verdict: Verdict) -> bool:
         return self.trust.remember(verdict.statement.name, verdict.statement.version)
@@ -326,7 +381,31 @@ def _verdict_data(v: Verdict) -> dict[str, Any]:
 
 
 def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    def writable(fn: Any, p: str, _exc: Any) -> None:  # a read-only tree (unpacked/) of a non-root kernel
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            fn(p)
+
+    shutil.rmtree(path, onerror=writable)
+    if os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_only(tree: Path) -> None:
+    """Files 0444 (0555 if executable), directories 0555, without following a link (an
+    unpacked tree has none)."""
+    for dirpath, dirnames, filenames in os.walk(tree, topdown=False):
+        dfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            for n in filenames:
+                fd = os.open(n, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+                try:
+                    os.fchmod(fd, 0o555 if os.fstat(fd).st_mode & 0o111 else 0o444)
+                finally:
+                    os.close(fd)
+            os.fchmod(dfd, 0o555)
+        finally:
+            os.close(dfd)
 
 
 def fetch_wheels(requirements: list[str], dest: Path, timeout: float) -> None:

@@ -25,6 +25,7 @@ path can never be redirected even by a concurrent writer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -38,7 +39,7 @@ from typing import Any, BinaryIO
 
 from agentix.core.errors import PackageRejected
 
-__all__ = ["UnpackLimits", "seed_workspace", "unpack_layers"]
+__all__ = ["UnpackLimits", "copy_tree", "seed_workspace", "unpack_layers"]
 
 
 CHUNK = 1 << 20          # reads of a layer, writes of a file
@@ -261,6 +262,73 @@ def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = Unpa
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def copy_tree(src: Path, dest: Path, max_entries: int = UnpackLimits.max_entries) -> Path:
+    """Copy ``src`` — a tree ``unpack_layers`` made (the kernel's cache of unpacked packages)
+    — into the new directory ``dest``, staged and renamed like an unpack: fd-relative, no link
+    followed, regular files and directories only (anything else means the tree was altered:
+    refused, ``corrupt``), modes normalised again (0755 / 0644), data copied inside the
+    kernel (``copy_file_range``). Returns ``dest``."""
+    if dest.exists():
+        raise FileExistsError(dest)
+    staging = dest.with_name(f".copy-{dest.name}-{secrets.token_hex(4)}")
+    staging.mkdir(mode=0o700)
+    count = [0]
+    try:
+        with _closing(os.open(src, _DIR_FLAGS)) as sfd, _closing(os.open(staging, _DIR_FLAGS)) as dfd:
+            _copy_dir(sfd, dfd, count, max_entries, 0)
+        os.rename(staging, dest)
+        return dest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _copy_dir(sfd: int, dfd: int, count: list[int], max_entries: int, depth: int) -> None:
+    if depth > 256:
+        raise PackageRejected("the unpacked package is nested too deep (the cache was altered?)", reason="corrupt")
+    for name in sorted(os.listdir(sfd)):
+        count[0] += 1
+        if count[0] > max_entries:
+            raise PackageRejected(f"the package has more than {max_entries} entries",
+                                  reason="too_many_entries", limit=max_entries)
+        st = os.stat(name, dir_fd=sfd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(name, 0o755, dir_fd=dfd)
+            with _closing(os.open(name, _DIR_FLAGS, dir_fd=sfd)) as s2, \
+                    _closing(os.open(name, _DIR_FLAGS, dir_fd=dfd)) as d2:
+                _copy_dir(s2, d2, count, max_entries, depth + 1)
+        elif stat.S_ISREG(st.st_mode):
+            mode = 0o755 if st.st_mode & 0o111 else 0o644
+            with _closing(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                                  dir_fd=sfd)) as rfd, \
+                    _closing(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     mode, dir_fd=dfd)) as wfd:
+                if not stat.S_ISREG(os.fstat(rfd).st_mode):
+                    raise PackageRejected(f"{name!r} in the unpacked package is not a regular file",
+                                          reason="corrupt")
+                _copy_data(rfd, wfd)
+        else:
+            raise PackageRejected(f"{name!r} in the unpacked package is not a file or directory "
+                                  "(the cache was altered?)", reason="corrupt")
+
+
+def _copy_data(rfd: int, wfd: int) -> None:
+    try:
+        while os.copy_file_range(rfd, wfd, CHUNK * 64):
+            pass
+        return
+    except OSError as err:  # no in-kernel copy between these filesystems: copy by hand
+        if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    os.lseek(rfd, 0, os.SEEK_SET)
+    os.ftruncate(wfd, 0)
+    os.lseek(wfd, 0, os.SEEK_SET)
+    while chunk := os.read(rfd, CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(wfd, view):]
 
 
 def seed_workspace(tree: Path, workspace: Path, program: str) -> str:
