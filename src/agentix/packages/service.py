@@ -16,6 +16,8 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +38,7 @@ __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
 
 AGENTFILE_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json")
 MAX_CONFIG = 1 << 20
+PUSH_CONCURRENCY = 4
 PACKAGE_MANIFEST_FIELDS = frozenset({"name", "description", "program", "args", "env", "model", "system_prompt",
                                      "max_iterations", "limits", "budget"})
 
@@ -234,24 +237,49 @@ class PackageStore:
         desc = self.layout.resolve(ref)
         remote = self._remote(ref)
         m = self._manifest(desc.digest)
-        sent = 0
-        for d in [m["config"], *m.get("layers", [])]:
-            sent += remote.push_blob(ref, Descriptor.from_data(d), self.layout)
+        blobs = [Descriptor.from_data(d) for d in [m["config"], *m.get("layers", [])]]
+        try:
+            sdesc: Descriptor | None = self.layout.resolve(signature_ref(ref, desc.digest))
+        except NotFound:
+            sdesc = None
+        sm: dict[str, Any] = self.layout.read_json(sdesc.digest) if sdesc is not None else {}
+        sblobs = [Descriptor.from_data(d) for d in [sm["config"], *sm.get("layers", [])]] if sm else []
+        # every blob (the package's and its signature's) first, several at once; then the
+        # manifest (the tag appears only now), then the signature's manifest
+        sent = sum(self._push_blobs(ref, remote, blobs + sblobs))
         mbytes = self.layout.read_blob(desc.digest)
         tag_ref = ref if ref.tag else ref.with_digest(desc.digest)
-        remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes)  # last: the tag appears only now
+        remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes)
         signatures = 0
-        try:
-            sdesc = self.layout.resolve(signature_ref(ref, desc.digest))
-            sm = self.layout.read_json(sdesc.digest)
-            for d in [sm["config"], *sm.get("layers", [])]:
-                sent += remote.push_blob(ref, Descriptor.from_data(d), self.layout)
+        if sdesc is not None:
             remote.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE,
                                 self.layout.read_blob(sdesc.digest))
             signatures = len(sm.get("layers", []))
-        except NotFound:
-            pass
         return {"ref": str(ref), "digest": desc.digest, "blobs_sent": sent, "signatures": signatures}
+
+    def _push_blobs(self, ref: Ref, remote: RemoteRegistry, blobs: list[Descriptor]) -> list[bool]:
+        """Upload ``blobs`` the registry lacks, up to ``PUSH_CONCURRENCY`` at once (each upload
+        is three round trips, mostly waiting on the registry). The first goes alone on
+        ``remote`` (answering any auth challenge); the others each get a client of their own
+        (an oras session is not shared between threads). The first failure is raised after
+        the others finished; nothing is tagged then."""
+        if not blobs:
+            return []
+        first = remote.push_blob(ref, blobs[0], self.layout)
+        rest = blobs[1:]
+        if len(rest) <= 1:
+            return [first, *(remote.push_blob(ref, d, self.layout) for d in rest)]
+        local = threading.local()
+
+        def push(d: Descriptor) -> bool:
+            if not hasattr(local, "remote"):
+                local.remote = self._remote(ref)
+            return local.remote.push_blob(ref, d, self.layout)
+
+        with ThreadPoolExecutor(max_workers=min(PUSH_CONCURRENCY, len(rest)),
+                                thread_name_prefix="push") as pool:
+            futures = [pool.submit(push, d) for d in rest]
+        return [first, *(f.result() for f in futures)]
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
         """Fetch, verify digests, decide trust, then store and tag (in that order)."""
