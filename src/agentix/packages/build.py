@@ -49,7 +49,7 @@ from agentix.core.package import Ref
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.unpack import unpack_layers
 
-__all__ = ["BuildResult", "Runner", "WalkOptions", "build", "write_tree_layer", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
+__all__ = ["BuildResult", "Runner", "WalkOptions", "build", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
 
 #: runs ``argv`` sandboxed with ``workdir`` as /workspace; returns (exit code or None, output)
 Runner = Callable[[list[str], Path, float], tuple["int | None", str]]
@@ -514,25 +514,3 @@ def iter_entries(context: Path, step: CopyStep) -> Iterator[str]:  # for tests a
             yield e.path
     finally:
         os.close(fd)
-
-
-def write_tree_layer(root: Path, layout: Layout, opts: WalkOptions, compresslevel: int = GZIP_LEVEL) -> Descriptor:
-    """One reproducible layer of everything below ``root`` (read by the walker above, with
-    ``opts``), stored in ``layout``. Snapshots use it for an agent's workspace."""
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as err:
-        raise InvalidRequest(f"{root}: {err.strerror}", field="workspace") from None
-    tmp = layout.temp_path("layer")
-    try:
-        entries = _walk(fd, (), [], "the workspace", opts)
-        with open(tmp, "wb", buffering=CHUNK) as f:
-            digest, size = _write_layer(fd, entries, f, compresslevel)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        # hashed as it was written, by us, into the store's private tmp/: no second read
-        layout.commit_file(tmp, digest, hashed=True)
-    finally:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-    return Descriptor(LAYER_TYPE, digest, size)
