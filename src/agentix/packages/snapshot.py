@@ -23,7 +23,8 @@ ever read.
 
 The layer is written in one pass (``_StoredGzip``): tar headers (PAX, normalised as above)
 and file bytes go out as gzip *stored* blocks (no deflate) with their CRC, and are hashed as
-they are written (SHA-256 on a worker thread: hashlib releases the GIL), then fsynced and
+they are written (SHA-256 on a worker thread: hashlib releases the GIL), written back to disk
+as they go (``layout.start_writeback``), then fsynced and
 moved into the store without being read again.
 """
 
@@ -45,7 +46,7 @@ from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.package import Ref
 from agentix.core.snapshot import check_document
 from agentix.packages.build import LAYER_TYPE
-from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, Sha256Thread
+from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, Sha256Thread, start_writeback
 from agentix.packages.unpack import UnpackLimits, unpack_layers
 
 __all__ = ["SNAPSHOT_ARTIFACT_TYPE", "SNAPSHOT_CONFIG_TYPE", "SNAPSHOT_VERSION", "Snapshot", "WalkedEntry",
@@ -61,6 +62,7 @@ SNAPSHOT_VERSION = "0.0.0"
 #: bytes — made packing 3-4x slower (bench/packages.py: snapshot + restore is measured against
 #: `tar -cf` + `tar -xf`, goal <= 2x). The price is size: a snapshot is as large as the workspace.
 _STORED_MAX = 0xFFFF    # the largest stored deflate block
+_WRITEBACK = 8 << 20    # start writing the layer to disk every 8 MiB (layout.start_writeback)
 MAX_DOCUMENT = 64 << 20
 
 
@@ -160,6 +162,7 @@ class _StoredGzip:
         self.crc = 0
         self.isize = 0
         self.size = 0
+        self.flushed = 0
         self.pending = bytearray()
         self.sha = Sha256Thread()
         self._out([self.HEADER])
@@ -167,12 +170,15 @@ class _StoredGzip:
     def _out(self, parts: list[Any]) -> None:
         self.sha.update(parts)
         total = sum(len(p) for p in parts)
-        self.size += total
         done = os.writev(self.fd, parts)
         if done != total:  # a short write (rare on regular files): finish it piece by piece
             view = memoryview(b"".join(bytes(p) for p in parts))[done:]
             while view:
                 view = view[os.write(self.fd, view):]
+        self.size += total
+        if self.size - self.flushed >= _WRITEBACK:  # the final fsync then waits for little
+            start_writeback(self.fd, self.flushed, self.size - self.flushed)
+            self.flushed = self.size
 
     @staticmethod
     def _block_header(n: int, final: bool = False) -> bytes:
