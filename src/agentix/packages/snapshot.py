@@ -22,10 +22,10 @@ swapped in after the look (a symlink to ``/etc/shadow``, a directory turned into
 ever read.
 
 The layer is written in one pass (``_StoredGzip``): tar headers (PAX, normalised as above)
-and file bytes go out as gzip *stored* blocks (no deflate) with their CRC, and are hashed as
-they are written (SHA-256 on a worker thread: hashlib releases the GIL), written back to disk
-as they go (``layout.start_writeback``), then fsynced and
-moved into the store without being read again.
+and file bytes go out as gzip *stored* blocks (no deflate) with their CRC, are hashed as
+they are written (SHA-256 on a worker thread: hashlib releases the GIL) and written back to
+disk as they go (``layout.start_writeback``); the layer is then fsynced and moved into the
+store without being read again.
 """
 
 from __future__ import annotations
