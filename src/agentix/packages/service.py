@@ -258,17 +258,13 @@ class PackageStore:
         return {"ref": str(ref), "digest": desc.digest, "blobs_sent": sent, "signatures": signatures}
 
     def _push_blobs(self, ref: Ref, remote: RemoteRegistry, blobs: list[Descriptor]) -> list[bool]:
-        """Upload ``blobs`` the registry lacks, up to ``PUSH_CONCURRENCY`` at once (each upload
-        is three round trips, mostly waiting on the registry). The first goes alone on
-        ``remote`` (answering any auth challenge); the others each get a client of their own
-        (an oras session is not shared between threads). The first failure is raised after
-        the others finished; nothing is tagged then."""
-        if not blobs:
-            return []
-        first = remote.push_blob(ref, blobs[0], self.layout)
-        rest = blobs[1:]
-        if len(rest) <= 1:
-            return [first, *(remote.push_blob(ref, d, self.layout) for d in rest)]
+        """Upload the ``blobs`` the registry lacks, up to ``PUSH_CONCURRENCY`` at once (each
+        upload is three round trips, mostly waiting on the registry). Each worker thread has
+        a client of its own (an oras session, and the token it answers a challenge with, is not
+        shared between threads). Every upload finishes or fails before this returns; the first
+        failure is raised, and then nothing gets tagged."""
+        if len(blobs) <= 1:
+            return [remote.push_blob(ref, d, self.layout) for d in blobs]
         local = threading.local()
 
         def push(d: Descriptor) -> bool:
@@ -276,10 +272,9 @@ class PackageStore:
                 local.remote = self._remote(ref)
             return local.remote.push_blob(ref, d, self.layout)
 
-        with ThreadPoolExecutor(max_workers=min(PUSH_CONCURRENCY, len(rest)),
-                                thread_name_prefix="push") as pool:
-            futures = [pool.submit(push, d) for d in rest]
-        return [first, *(f.result() for f in futures)]
+        with ThreadPoolExecutor(max_workers=min(PUSH_CONCURRENCY, len(blobs)), thread_name_prefix="push") as pool:
+            futures = [pool.submit(push, d) for d in blobs]
+        return [f.result() for f in futures]
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
         """Fetch, verify digests, decide trust, then store and tag (in that order)."""
