@@ -55,6 +55,7 @@ ATTACKS: dict[str, tuple[Callable[[], list[bytes]], str]] = {
     "char_device": (lambda: [layer(ti("null", tarfile.CHRTYPE))], "special_file"),
     "block_device": (lambda: [layer(ti("sda", tarfile.BLKTYPE))], "special_file"),
     "fifo": (lambda: [layer(ti("fifo", tarfile.FIFOTYPE))], "special_file"),
+    "gnu_sparse": (lambda: [layer(ti("sparse", tarfile.GNUTYPE_SPARSE))], "special_file"),
     "setuid": (lambda: [layer(f("su", mode=0o4755))], "setuid"),
     "setgid": (lambda: [layer(f("sg", mode=0o2755))], "setuid"),
     "sticky_dir": (lambda: [layer(ti("t", tarfile.DIRTYPE, mode=0o1777))], "setuid"),

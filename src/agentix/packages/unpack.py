@@ -42,9 +42,7 @@ from agentix.core.errors import PackageRejected
 __all__ = ["UnpackLimits", "copy_tree", "seed_workspace", "unpack_layers"]
 
 
-CHUNK = 1 << 20          # reads of a layer, writes of a file
-TAR_BUFSIZE = 64 << 10   # tarfile's stream buffer: it copies what is left of it on every read, so
-                         # not too big; its default (10 KiB) costs a call per 10 KiB
+CHUNK = 1 << 20  # reads of a layer, inflated pieces
 
 
 @dataclass(frozen=True)
@@ -54,21 +52,63 @@ class UnpackLimits:
     max_name: int = 4096
 
 
-class _Bounded:
-    """A reader that refuses to yield more than ``limit`` decompressed bytes."""
+class _Inflated:
+    """The inflated tar stream of one layer, read forward only, for ``tarfile`` in plain
+    "r" mode: headers through ``read``, file contents through ``chunks`` (views of what was
+    just inflated — no copy, where a tar stream object copies every byte three times).
+    Refuses to yield more than ``limit`` bytes in all (decompression bombs); a backward seek
+    is an ``OSError`` (nothing here reads backwards)."""
 
-    def __init__(self, raw: BinaryIO, limit: int) -> None:
-        self.raw = raw
+    def __init__(self, gz: _Gunzip, limit: int) -> None:
+        self.gz = gz
         self.limit = limit
-        self.n = 0
+        self.pos = 0        # offset in the inflated stream
+        self.total = 0      # bytes inflated so far
+        self.cur = b""
+        self.i = 0
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.n += len(data)
-        if self.n > self.limit:
+    def _fill(self) -> bool:
+        self.cur = self.gz.read(CHUNK)
+        self.i = 0
+        self.total += len(self.cur)
+        if self.total > self.limit:
             raise PackageRejected(f"the package unpacks to more than {self.limit} bytes "
                                   "(a decompression bomb?)", reason="too_large", limit=self.limit)
+        return bool(self.cur)
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            raise OSError("a layer is read in bounded pieces")
+        out = []
+        while size > 0 and (self.i < len(self.cur) or self._fill()):
+            piece = self.cur[self.i:self.i + size]
+            self.i += len(piece)
+            size -= len(piece)
+            out.append(piece)
+        data = b"".join(out)
+        self.pos += len(data)
         return data
+
+    def chunks(self, size: int, name: str) -> Iterator[memoryview]:
+        """The next ``size`` bytes, as views; fewer is ``corrupt`` (a truncated entry)."""
+        while size > 0:
+            if self.i >= len(self.cur) and not self._fill():
+                raise PackageRejected(f"entry {name[:200]!r} is truncated", reason="corrupt")
+            view = memoryview(self.cur)[self.i:self.i + size]
+            self.i += len(view)
+            self.pos += len(view)
+            size -= len(view)
+            yield view
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self.pos:
+            raise OSError("a layer is read forward only")
+        for _ in self.chunks(pos - self.pos, "the end of the archive"):
+            pass
+        return self.pos
 
 
 def _refuse(reason: str, name: str, what: str) -> PackageRejected:
@@ -86,7 +126,7 @@ def _check(ti: tarfile.TarInfo, limits: UnpackLimits) -> tuple[str, ...]:
         raise _refuse("dot_dot", name, "'..' and empty paths are refused")
     if ti.issym() or ti.islnk():
         raise _refuse("link", name, f"links are refused (to {ti.linkname[:200]!r})")
-    if not (ti.isreg() or ti.isdir()):
+    if not (ti.isreg() or ti.isdir()) or ti.issparse():
         raise _refuse("special_file", name, "only regular files and directories are allowed")
     if ti.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
         raise _refuse("setuid", name, "setuid, setgid and sticky bits are refused")
@@ -168,7 +208,7 @@ class _Gunzip:
                 return data
 
 
-def _extract_one(tar: tarfile.TarFile, ti: tarfile.TarInfo, dirs: _Dirs, parts: tuple[str, ...],
+def _extract_one(stream: _Inflated, ti: tarfile.TarInfo, dirs: _Dirs, parts: tuple[str, ...],
                  seen: dict[tuple[str, ...], bool], budget: list[int]) -> None:
     # a directory may be named again (by a later layer); a file may not, nor a file <-> directory swap
     if parts in seen and not (ti.isdir() and seen[parts]):
@@ -189,17 +229,11 @@ def _extract_one(tar: tarfile.TarFile, ti: tarfile.TarInfo, dirs: _Dirs, parts: 
     except FileExistsError:
         raise _refuse("duplicate", ti.name, "the same path appears twice") from None
     with _closing(fd):
-        src = tar.extractfile(ti)
-        assert src is not None
-        left = ti.size
-        while left > 0:
-            chunk = src.read(min(left, CHUNK))
-            if not chunk:
-                raise PackageRejected(f"entry {ti.name!r} is truncated", reason="corrupt")
-            view = memoryview(chunk)
+        if stream.tell() != ti.offset_data:
+            raise PackageRejected(f"entry {ti.name[:200]!r} is not where its header says", reason="corrupt")
+        for view in stream.chunks(ti.size, ti.name):
             while view:
                 view = view[os.write(fd, view):]
-            left -= len(chunk)
 
 
 @contextlib.contextmanager
@@ -233,19 +267,21 @@ def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = Unpa
             seen: dict[tuple[str, ...], bool] = {}
             for layer in layers:
                 # the tar stream itself is bounded too (headers count): max_bytes plus slack
-                bounded: Any = _Bounded(_Gunzip(layer),
-                                        limits.max_bytes + 1024 * (limits.max_entries + 16))
+                stream = _Inflated(_Gunzip(layer), limits.max_bytes + 1024 * (limits.max_entries + 16))
                 verify = getattr(layer, "verify", None)  # a VerifyingReader: checked after its stream
                 try:
-                    with tarfile.open(fileobj=bounded, mode="r|", bufsize=TAR_BUFSIZE) as tar:
-                        for ti in tar:
+                    # plain "r" mode over a forward-only stream: tarfile parses the headers (and
+                    # skips to each next one), the contents are read here (``_extract_one``)
+                    with tarfile.open(fileobj=stream, mode="r:") as tar:
+                        while (ti := tar.next()) is not None:
                             entries += 1
                             if entries > limits.max_entries:
                                 raise PackageRejected(
                                     f"the package has more than {limits.max_entries} entries",
                                     reason="too_many_entries", limit=limits.max_entries)
                             parts = _check(ti, limits)
-                            _extract_one(tar, ti, dirs, parts, seen, budget)
+                            _extract_one(stream, ti, dirs, parts, seen, budget)
+                            tar.members.clear()  # nothing looks back
                 except (tarfile.TarError, OSError, EOFError, zlib.error, PackageRejected) as err:
                     if verify is not None:
                         verify()  # an altered blob is named as such, not by what it broke
