@@ -165,7 +165,11 @@ class _StoredGzip:
         self.flushed = 0
         self.pending = bytearray()
         self.sha = Sha256Thread()
-        self._out([self.HEADER])
+        try:
+            self._out([self.HEADER])
+        except BaseException:
+            self.sha.stop()
+            raise
 
     def _out(self, parts: list[Any]) -> None:
         self.sha.update(parts)
