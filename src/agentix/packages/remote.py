@@ -233,12 +233,16 @@ class RemoteRegistry:
                         f.write(chunk)
                 except requests.RequestException as err:
                     raise _fail(what, self.host, err=err) from None
+                f.flush()
+                os.fsync(f.fileno())
             actual = "sha256:" + h.hexdigest()
             if actual != desc.digest or n != desc.size:
                 raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
                                       f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
                                       actual=actual)
-            layout.commit_file(tmp, desc.digest)
+            # hashed as it arrived, written by us into the store's private tmp/ and fsynced:
+            # not read and hashed a second time
+            layout.commit_file(tmp, desc.digest, hashed=True)
             return True
         finally:
             tmp.unlink(missing_ok=True)
