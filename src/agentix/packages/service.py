@@ -345,6 +345,8 @@ class PackageStore:
         return Prepared(ref, desc.digest, verdict, manifest, declared, dest)
 
     def _unpacked_key(self, layers: list[Descriptor]) -> str:
+        """The kept tree's name: the layers and the limits they were unpacked within ("v": bump
+        it when what the unpacker accepts or produces changes, so no older tree is reused)."""
         lim = self.limits
         doc = {"v": 1, "layers": [d.digest for d in layers], "limits": [lim.max_bytes, lim.max_entries, lim.max_name]}
         return hashlib.sha256(canonical_json(doc)).hexdigest()
