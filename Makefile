@@ -9,14 +9,29 @@ STAMP  := $(VENV)/.installed
 # chromium for the dashboard's browser tests (driven by Playwright; no browser download)
 APT_PACKAGES := bubblewrap libseccomp2 docker-registry chromium
 EXTRAS ?= dev,http,mcp,observe,langchain,openai-agents,a2a
+# CrewAI cannot share the main venv (it pins mcp<2, openai<3, pydantic<2.13): it gets an
+# environment of its own, built from its own lock by uv (pinned; installed into the main venv)
+CREWAI_VENV  ?= .venv-crewai
+CREWAI_STAMP := $(CREWAI_VENV)/.installed
+UV_VERSION   := 0.13.9
+UV           := $(VENV)/bin/uv
 
-.PHONY: demo test test-slow bench setup system-packages venv clean lock bytecode
+.PHONY: demo test test-main test-crewai test-slow bench setup crewai-venv system-packages venv clean lock bytecode
 
 demo: setup
 	$(VENV)/bin/agentix demo
 
-test: setup
+# the main suite, then the CrewAI adapter test in CrewAI's own environment (the main suite skips
+# it, saying why: crewai is not installed there)
+test: test-main test-crewai
+
+test-main: setup
 	$(PY) -m pytest -q
+
+# the kernel runs in-process under .venv-crewai's Python, so its sandboxed agents (which run
+# that interpreter, with that venv bound read-only) import crewai
+test-crewai: setup crewai-venv
+	$(CREWAI_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/adapters/test_crewai.py
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
@@ -50,9 +65,24 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
-# Regenerate the lock file after changing dependencies in pyproject.toml (needs `uv`).
-lock:
-	uv pip compile pyproject.toml --all-extras --python-version 3.11 -o requirements.lock
+$(UV): $(STAMP)
+	$(PIP) install -q uv==$(UV_VERSION)
+	touch $(UV)
+
+# rebuilt only when its lock (or pyproject.toml) changed; `uv pip sync` installs exactly the
+# lock (from uv's cache after the first time), compiled, since the sandbox sees it read-only
+crewai-venv: $(CREWAI_STAMP)
+
+$(CREWAI_STAMP): requirements-crewai.lock pyproject.toml | $(UV)
+	$(UV) venv -q --allow-existing --no-python-downloads --python $(PYTHON) $(CREWAI_VENV)
+	$(UV) pip sync -q --compile-bytecode --python $(CREWAI_VENV)/bin/python requirements-crewai.lock
+	$(UV) pip install -q --no-deps --python $(CREWAI_VENV)/bin/python -e .
+	touch $(CREWAI_STAMP)
+
+# Regenerate the lock files after changing dependencies in pyproject.toml or requirements-crewai.in
+lock: $(UV)
+	$(UV) pip compile -q pyproject.toml --all-extras --python-version 3.11 -o requirements.lock
+	$(UV) pip compile -q pyproject.toml requirements-crewai.in --python-version 3.11 -o requirements-crewai.lock
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(CREWAI_VENV) build *.egg-info src/*.egg-info

@@ -53,6 +53,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # the trusted in-sandbox bootstrap applies the confinement before any agent code runs
     ("agentix.agents.boot", "agentix.sandbox.confine"): "boot is the sandbox's trampoline",
     ("agentix.agents.boot", "agentix.sandbox"): "boot is the sandbox's trampoline",
+    ("agentix.agents.boot", "agentix.sandbox._launcher"): "a warm worker waits for its one message as the launcher does",
     # `agentix mcp` is the command that starts the MCP face (a face starting a face, no kernel)
     ("agentix.cli.mcp", "agentix.mcp.server"): "the CLI command that runs the MCP face",
     ("agentix.cli.mcp", "agentix.mcp.http"): "the CLI command that runs the MCP face over HTTP",

@@ -7,7 +7,8 @@ writer may write in its workspace. The kernel checks every call against the memb
     agentix run examples/crewai_team/crew.yaml --message "a report on pond frogs"
 
 CrewAI is not an agentix extra (its pins clash with the mcp and openai-agents extras): run
-this with a kernel whose Python has crewai installed (docs/integrations.md).
+this with a kernel whose Python has crewai installed, such as ``.venv-crewai/bin/agentix up``
+(``make crewai-venv`` builds it; docs/integrations.md).
 """
 
 from crewai import Agent, Crew, Process, Task

@@ -7,79 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 pytest.importorskip("a2a", reason="the a2a extra is not installed (pip install agentix[a2a])")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 
 from a2a.client import ClientConfig, create_client  # noqa: E402
 from a2a.types import GetTaskRequest, Message, Part, Role, SendMessageRequest, TaskState  # noqa: E402
 
-from agentix.a2a.server import CARD_PATH, A2AServerConfig, build_app  # noqa: E402
+from agentix.a2a.server import CARD_PATH  # noqa: E402
 from agentix.sdk import Kernel  # noqa: E402
+from tests.adapters._a2a import TOKEN, serve  # noqa: E402
 from tests.adapters._harness import EXAMPLES  # noqa: E402
-from tests.agents.daemon_util import start_daemon, stop_daemon  # noqa: E402
 
-TOKEN = "t0ken-" + "x" * 26
 ECHO = EXAMPLES / "a2a" / "echo.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    def __init__(self, home: Path, url: str, server: uvicorn.Server) -> None:
-        self.home, self.url, self.server = home, url, server
-
-    def agents(self) -> list:
-        with Kernel(self.home) as k:
-            return k.list()
-
-    def events(self, kind: str) -> list[dict]:
-        with Kernel(self.home) as k:
-            return k.events(kind=kind, limit=1000)
 
 
 @pytest.fixture
 def served(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.toml").write_text('[kernel]\nbackend = "auto"\n')
-    keys = home / "keys"
-    keys.mkdir(mode=0o700)
-    fd = os.open(keys / "secrets.toml", os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, f'[A2A_TOKEN]\nvalue = "{TOKEN}"\nhosts = ["127.0.0.1"]\n'.encode())
-    os.close(fd)
-    proc = start_daemon(home)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    import yaml
-
-    cfg = A2AServerConfig(home=home, manifest=yaml.safe_load(ECHO.read_text()), token=TOKEN, url=url,
-                          base_dir=ECHO.parent, max_body=64 * 1024, timeout=60)
-    server = uvicorn.Server(uvicorn.Config(build_app(cfg), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the A2A server did not start"
-        time.sleep(0.05)
-    try:
-        yield Served(home, url, server)
-    finally:
-        server.should_exit = True
-        t.join(10)
-        stop_daemon(home, proc)
+    with serve(tmp_path, yaml.safe_load(ECHO.read_text()), ECHO.parent) as s:
+        yield s
 
 
 def _send(text: str, **kw):

@@ -173,3 +173,37 @@ def test_an_answer_over_the_bound_is_cut_off(server):
     url = server(lambda port: f"http://127.0.0.1:{port}/")
     with pytest.raises(LimitExceeded, match="over 64 bytes"):
         asyncio.run(a2a_call(url, "hi", permits=_allow("127.0.0.1"), max_bytes=64))
+
+
+# ------------------------------------------------------------------ folding a streamed answer
+_chunk = st.tuples(st.sampled_from(["a", "b", "c"]), st.booleans(), st.text(alphabet="xyz", max_size=3),
+                   st.booleans())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_chunk, max_size=12), st.sampled_from(["completed", "failed", "canceled", "working"]))
+def test_a_streamed_answer_folds_like_the_reference_and_ignores_other_tasks(chunks, final):
+    """Artifact chunks (replace or append, by id) and status updates fold into the answer a
+    simple model gives; updates a remote sends for another task change nothing."""
+    from a2a.types import (Artifact, Part, StreamResponse, Task, TaskArtifactUpdateEvent, TaskState,
+                           TaskStatus, TaskStatusUpdateEvent)
+
+    from agentix.tools.a2a_call import _Folded
+
+    fold = _Folded("http://r/")
+    fold.add(StreamResponse(task=Task(id="t1", context_id="c1",
+                                      status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED))))
+    model: dict[str, list[str]] = {}
+    for art, append, text, foreign in chunks:
+        ev = TaskArtifactUpdateEvent(task_id="t-other" if foreign else "t1", context_id="c1", append=append,
+                                     artifact=Artifact(artifact_id=art, parts=[Part(text=text)]))
+        fold.add(StreamResponse(artifact_update=ev))
+        if not foreign:
+            model[art] = model.get(art, []) + [text] if append else [text]
+    for tid, state in (("t-other", "rejected"), ("t1", final)):
+        fold.add(StreamResponse(status_update=TaskStatusUpdateEvent(
+            task_id=tid, context_id="c1", status=TaskStatus(state=TaskState.Value("TASK_STATE_" + state.upper())))))
+    out = fold.answer()
+    assert out["task_id"] == "t1" and out["state"] == final
+    assert out["text"] == "\n".join(x for texts in model.values() for x in texts)
+    assert fold.running == (final == "working")

@@ -3,9 +3,11 @@ agent's model calls and tools made by a child agentix agent of its own (its own 
 model ``think`` (the scripted provider through a real kernel).
 
 CrewAI is not an extra of agentix (its pins clash with the mcp and openai-agents extras), so
-this test runs only where crewai is installed: ``.venv-crewai/bin/python -m pytest
-tests/adapters/test_crewai.py`` in an environment made with ``pip install crewai`` next to
-agentix (docs/integrations.md)."""
+this test runs only where crewai is installed: ``make test`` runs it after the main suite in
+CrewAI's own environment, ``.venv-crewai`` (built from ``requirements-crewai.lock``; ``make
+test-crewai`` for this part alone), where the in-process kernel's sandboxed agents run that
+venv's Python and so import crewai. In the main venv it is skipped, saying why
+(docs/integrations.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("crewai", reason="crewai is not installed (not an agentix extra: it pins mcp<2 and "
-                                     "openai<3; see docs/integrations.md)")
+                                     "openai<3); `make test-crewai` runs this test in .venv-crewai "
+                                     "(docs/integrations.md)")
 
 from tests.adapters._harness import needs_bwrap, run_example  # noqa: E402
 

@@ -128,9 +128,11 @@ def run_loop(tmp: Path, turns: list[dict[str, Any]], task: str = "t", *, tools: 
              loop_tools: list[str] = (), config: dict[str, Any] | None = None,
              capabilities: list[str] = ("tool: echo",), budget: dict[str, Any] | None = None,
              peer: bool = False, kernel: dict[str, Any] | None = None, files: dict[str, str] | None = None,
-             system_prompt: str | None = None, base_url: str | None = None) -> Transcript:
+             system_prompt: str | None = None, base_url: str | None = None,
+             kernel_tools: list[Any] = ()) -> Transcript:
     """Run ``ToolLoop`` in a real agent against a real kernel whose model plays ``turns``
-    (or, with ``base_url``, is an OpenAI-compatible server there, e.g. tests/fakes')."""
+    (or, with ``base_url``, is an OpenAI-compatible server there, e.g. tests/fakes').
+    ``kernel_tools`` (``ToolSpec``s) are registered in the kernel beside its own tools."""
     from tests.fakes.routed_openai import config_toml
 
     home = Home(tmp / "home")
@@ -148,6 +150,8 @@ def run_loop(tmp: Path, turns: list[dict[str, Any]], task: str = "t", *, tools: 
 
     async def go() -> Transcript:
         k = Kernel(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0, **(kernel or {})))
+        for spec in kernel_tools:
+            k.tools.register(spec)
         await k.start()
         try:
             m: dict[str, Any] = {"name": "looper", "program": str(prog), "isolation": "degraded",
@@ -206,9 +210,11 @@ def _system(body: dict[str, Any]) -> str:
 
 
 def run_orchestrator(tmp: Path, route: Any, goal: str = "write a report", *, config_extra: str = "",
-                     limits: dict[str, Any] | None = None, exit_reason: str = "completed") -> Orchestration:
+                     limits: dict[str, Any] | None = None, exit_reason: str = "completed",
+                     manifest_extra: dict[str, Any] | None = None) -> Orchestration:
     """The real bootstrap orchestrator (``module:agentix.agents.orchestrator``) against a real
-    kernel; the model is a fake OpenAI server on 127.0.0.1 answering through ``route``."""
+    kernel; the model is a fake OpenAI server on 127.0.0.1 answering through ``route``. The
+    kernel home is ``tmp/home``: a second run in the same ``tmp`` finds the first one's store."""
     from agentix.agents.orchestrator import bootstrap_manifest
     from tests.fakes.routed_openai import RoutedOpenAIServer, config_toml
 
@@ -226,6 +232,7 @@ def run_orchestrator(tmp: Path, route: Any, goal: str = "write a report", *, con
             m = {**boot, "isolation": "degraded", "capabilities": [*boot["capabilities"], "model: *"]}
             if limits:
                 m["limits"] = {**(m.get("limits") or {}), **limits}
+            m.update(manifest_extra or {})
             rec = await k.spawn(parse_manifest(m), message={"goal": goal})
             await k.wait(rec, 120)
             log = Path(rec.log_path).read_text() if Path(rec.log_path).exists() else ""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentix.core.context import (
+    MIN_KEEP,
     SUMMARY_PREFIX,
     ContextPolicy,
     apply_summary,
     choose_span,
     estimate_tokens,
+    fit_to_budget,
     needs_summary,
     summary_request,
     total_tokens,
@@ -69,6 +74,30 @@ def test_span_never_splits_tool_pairs(msgs, fraction):
     assert out[:2] == msgs[:2] and out[-1] == msgs[-1]
     assert out[2]["content"].startswith(SUMMARY_PREFIX)
     assert len(out) == len(msgs) - (end - start) + 1
+
+
+# the arithmetic the loop's window guarantee rests on (tests/agents/test_context_window.py runs
+# it end to end in a real agent, at 20 examples because each starts a kernel and an agent)
+@settings(max_examples=400, deadline=None)
+@given(histories(), st.integers(0, 20_000), st.sampled_from([1.0, 1.6, 2.5]))
+def test_fit_to_budget_fits_or_cuts_everything_it_may_and_touches_nothing_else(msgs, budget, scale):
+    def est(m: dict) -> int:   # the loop's calibrated estimate: a provider counting more
+        return math.ceil(scale * estimate_tokens(m))
+
+    before = copy.deepcopy(msgs)
+    out, n = fit_to_budget(msgs, budget, est)
+    assert msgs == before                                  # the input is not changed
+    assert [m["role"] for m in out] == [m["role"] for m in msgs] and pairs_intact(out)
+    changed = [i for i, (a, b) in enumerate(zip(msgs, out)) if a != b]
+    assert n == len(changed)
+    for i in changed:
+        a, b = msgs[i], out[i]
+        assert a["role"] != "system" and a.get("tool_calls") == b.get("tool_calls")
+        kept = b["content"].split("…[")[0]
+        assert a["content"].startswith(kept) and len(kept) >= MIN_KEEP and "characters cut" in b["content"]
+    if sum(est(m) for m in out) > budget:                 # could not fit: nothing more may be cut
+        assert all(m["role"] == "system" or not isinstance(m.get("content"), str)
+                   or len(m["content"]) <= MIN_KEEP + 60 for m in out)
 
 
 def test_threshold_and_fraction():

@@ -30,6 +30,8 @@ def prompt_tokens(p: dict, scale: float = 1.0) -> int:
     return sum(math.ceil(scale * estimate_tokens(m)) for m in p["messages"]) + math.ceil(scale * schema)
 
 
+# 20 examples: each starts a real kernel and a real agent (~2 s); the fitting arithmetic under
+# it is a property at 400 examples in tests/agents/test_context.py (fit_to_budget, scaled)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(window=st.integers(700, 6000), sizes=st.lists(st.integers(0, 40_000), min_size=1, max_size=8),
        ratio=st.sampled_from([1.0, 1.6, 2.5]))

@@ -6,9 +6,15 @@ the results the model was sent and the ``loop.*`` events the kernel audited are 
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pytest
 
 from agentix.agents.loop import ToolDef, wrap_prior_findings
 from agentix.core.context import SUMMARY_PREFIX
+from agentix.core.errors import ProviderError
+from agentix.tools.base import ToolSpec
+from tests.fakes.openai_server import FakeOpenAIServer
 
 from .loop_world import fail, reply, run_loop
 
@@ -41,16 +47,69 @@ def test_complete_after_a_tool_call(tmp_path):
 
 
 def test_bad_calls_go_back_to_the_model_and_are_not_dispatched(tmp_path):
-    # (a call whose arguments are not JSON at all comes from a real provider's wire format:
-    # tests/agents/test_llm_loop_e2e.py::test_malformed_tool_json_is_reported_as_invalid_json)
-    bad = [("echo", {"message": 5}), ("echo", {}), ("echo", {"message": "x", "extra": 1}), ("nosuch", {})]
+    # arguments as raw model text (broken JSON, JSON that is not an object) reach the loop as
+    # text, as from a real provider's wire format (tests/agents/test_llm_loop_e2e.py too)
+    bad = [("echo", {"message": 5}), ("echo", {}), ("echo", {"message": "x", "extra": 1}), ("nosuch", {}),
+           ("echo", "{not json"), ("echo", "[1, 2]")]
     t = run_loop(tmp_path, [reply(calls=bad), reply(calls=[("echo", {"message": "fixed"})]), reply("ok")],
                  tools=[ECHO])
     assert t.stop_reason == "complete"
     errors = [json.loads(r) for r in t.tool_results(1)]
-    assert [e["error"] for e in errors] == ["invalid_arguments"] * 3 + ["unknown_tool"]
+    assert [e["error"] for e in errors] == ["invalid_arguments"] * 3 + ["unknown_tool", "invalid_json",
+                                                                       "invalid_arguments"]
     assert all(e["message"] for e in errors)
+    assert "not valid JSON" in errors[4]["message"] and "not an object" in errors[5]["message"]
     assert t.tool_calls() == [("echo", {"message": "fixed"})]
+    assert t.thinks[1]["messages"][2]["tool_calls"][4]["function"]["arguments"] == "{not json"   # sent back as sent
+
+
+async def _buggy(ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+    raise ValueError("a bug in the backend, with /host/detail")
+
+
+async def _backend_down(ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
+    raise ProviderError("the embeddings endpoint is down", provider="test")
+
+
+@pytest.mark.parametrize("handler,code", [(_buggy, "internal_error"), (_backend_down, "provider_error")],
+                         ids=["bug", "backend_down"])
+def test_a_system_error_in_a_kernel_tool_ends_the_run(tmp_path, handler, code):
+    # a real kernel tool whose backend fails: not the model's fault, so the run ends; the
+    # second call of the turn is never made and the kernel recorded the failed call's result
+    spec = ToolSpec("flaky", "A tool whose backend fails.", ECHO.schema, handler)
+    flaky = ToolDef("flaky", "A tool whose backend fails.", ECHO.schema)
+    t = run_loop(tmp_path, [reply(calls=[("flaky", {"message": "x"}), ("echo", {"message": "y"})]), reply("never")],
+                 tools=[flaky, ECHO], capabilities=["tool: flaky", "tool: echo"], kernel_tools=[spec])
+    assert t.stop_reason == "error" and t.result["error"]["error"] == code
+    assert len(t.thinks) == 1 and t.tool_calls() == [("flaky", {"message": "x"})]
+    assert "/host/detail" not in json.dumps(t.result)   # a bug's detail stays in the kernel
+    results = [e["data"] for e in t.audit if e["kind"] == "tool.result" and e["data"].get("tool") == "flaky"]
+    assert len(results) == 1 and results[0]["ok"] is False and results[0]["error"] == code
+    assert not [e for e in t.audit if e["kind"] == "tool.invoked" and e["data"].get("tool") == "echo"]
+
+
+class _MalformedServer(FakeOpenAIServer):
+    """An OpenAI-compatible endpoint that answers 200 with a body that is not a completion."""
+
+    def __init__(self, body: Any) -> None:
+        super().__init__()
+        self.body = body
+
+    async def _handle(self, data: dict[str, Any], headers: dict[str, str], writer: Any) -> None:
+        self.stats.requests += 1
+        await self._send_json(writer, 200, self.body)
+
+
+@pytest.mark.parametrize("body", [{}, {"choices": []}, {"choices": [{"message": {"tool_calls": "echo"}}]},
+                                  ["not", "an", "object"]], ids=["empty", "no_choice", "calls_not_a_list", "list"])
+def test_a_malformed_model_reply_ends_the_run_with_error(tmp_path, body):
+    # the kernel's provider turns a body it cannot read into provider_error: the loop gets
+    # that, never a malformed think reply, and ends the run without calling a tool
+    with _MalformedServer(body) as server:
+        t = run_loop(tmp_path, [], tools=[ECHO], base_url=server.base_url)
+    assert server.stats.requests >= 1
+    assert t.stop_reason == "error" and t.result["error"]["error"] == "provider_error"
+    assert t.result["iterations"] == 1 and t.tool_calls() == []
 
 
 def test_a_refused_call_goes_back_to_the_model(tmp_path):
@@ -159,6 +218,27 @@ def test_spawn_agents_cap_retry_and_order(tmp_path):
             live += 1 if e["kind"] == "agent.spawned" else -1
             peak = max(peak, live)
     assert len(kids) == 4 and peak == 3
+
+
+def test_a_child_that_fails_once_is_retried_and_its_second_run_counts(tmp_path):
+    # one real LLM child; the script is shared in order: its first run's model call fails
+    # (the child's loop stops with "error"), its second run answers
+    agents = [{"manifest": {"name": "c1", "system_prompt": "x"}, "message": "task"}]
+    turns = [reply(calls=[("spawn_agents", {"agents": agents})]), fail("the model is down"), reply("c1 done"),
+             reply("all done")]
+    t = run_loop(tmp_path, turns, "fan out", loop_tools=["spawn_agents"], capabilities=["spawn_child: [c1]"])
+    assert t.stop_reason == "complete" and t.result["text"] == "all done"
+    [r] = json.loads(t.tool_results()[0])["results"]
+    assert (r["ok"], r["attempts"], r["result"]["text"]) == (True, 2, "c1 done")
+    first = r["first_attempt"]
+    assert first["agent_id"] != r["agent_id"]   # a new child, not the failed one resumed
+    # the kernel saw two children named c1: the first exited non-zero (its loop ended with the
+    # provider's error), the second completed
+    spawned = [e["agent"] for e in t.audit if e["kind"] == "agent.spawned" and e["data"].get("name") == "c1"]
+    assert spawned == [first["agent_id"], r["agent_id"]]
+    exits = {e["agent"]: e["data"] for e in t.audit if e["kind"] == "agent.exited"}
+    assert first["outcome"] == exits[first["agent_id"]]["reason"] == "crashed"
+    assert exits[first["agent_id"]]["code"] == 1 and exits[r["agent_id"]]["reason"] == "completed"
 
 
 def test_spawn_refusal_for_one_child_does_not_abort_siblings(tmp_path):

@@ -19,7 +19,6 @@ import pytest
 
 from agentix.core.errors import InvalidRequest, LimitExceeded, Timeout
 from agentix.core.manifest import parse_manifest
-from agentix.kernel import persistent
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import OPERATOR
 from agentix.kernel.home import Home
@@ -72,7 +71,7 @@ def test_agent_run_conversation_survives_a_kernel_restart(tmp_path, model):
     async def second_kernel():
         k, store = await _kernel(tmp_path / "home", model.base_url)
         assert [n for n, _ in store.persistent_agents()] == ["keeper"]
-        await persistent.respawn_persistent(k)    # what the daemon does at start
+        await k.respawn_persistent()    # what the daemon does at start
         r3 = await k.pipeline.run(OPERATOR, "agent.run", {"agent_id": "keeper", "message": "who am I?"})
         await k.shutdown()
         return r3

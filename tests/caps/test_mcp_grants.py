@@ -135,3 +135,30 @@ def test_descriptions_are_fenced_as_untrusted() -> None:
     assert text.count("</untrusted>") == 1 and text.endswith("</untrusted>")  # cannot close the fence early
     assert "not the operator" in text
     assert len(untrusted_description("n", "t", "x" * 10_000)) < 2300
+
+
+@FAST
+@given(per_s=st.integers(1, 20),
+       gaps=st.lists(st.floats(0, 0.3, allow_nan=False), min_size=1, max_size=200))
+def test_notification_limit_admits_at_most_per_s_in_any_window_and_refuses_a_burst(
+        per_s: int, gaps: list[float]) -> None:
+    """One limiter bounds every transport (kernel/mcp_stdio.py, kernel/mcp_remote.py): within
+    any one-second window no more than ``per_s`` are admitted (so no sliding second more than
+    twice that), and a burst inside one second is refused from notification ``per_s + 1`` on."""
+    from agentix.core.mcp import NotificationLimit
+
+    lim = NotificationLimit(per_s)
+    times, t = [], 100.0
+    for g in gaps:
+        t += g
+        times.append(t)
+    admitted = [tm for tm in times if lim.admit(tm)]
+    assert lim.seen == len(times)
+    for i, start in enumerate(admitted):
+        assert sum(1 for x in admitted[i:] if x < start + 1.0) <= 2 * per_s
+    if times[-1] - times[0] < 1.0:
+        assert len(admitted) == min(len(times), per_s)
+        assert admitted == times[:len(admitted)]  # refused from the first one over on
+    with pytest.raises(ValueError):
+        NotificationLimit(0)
+    assert "max_notifications_per_s" in lim.why()

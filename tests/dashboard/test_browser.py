@@ -70,6 +70,12 @@ def test_a_viewer_cannot_press_stop_and_the_api_refuses(dash: Api, tab: Any, sho
         assert stop.is_disabled()
         assert t.page.locator("button[data-action='agent.kill']").is_disabled()
         assert t.page.locator("button[data-action='agent.pause']").is_disabled()
+        # no operator form on the page either (send, grant, snapshot, fork), and no revoke
+        assert t.page.locator("#ops-viewer").is_visible()
+        assert t.page.locator("form#send-form, form#grant-form, form#snapshot-form, form#fork-form").count() == 0
+        t.page.wait_for_selector("button[data-action='cap.revoke']")   # its preset's token
+        for b in t.page.locator("button[data-action='cap.revoke']").all():
+            assert b.is_disabled()
         before = dash.audit_size()
         # pressing it anyway (a viewer removing `disabled` in devtools) reaches a server that refuses
         res = t.page.evaluate("""async (id) => {

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -106,6 +107,35 @@ def test_the_parser_sees_markers() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+LOOPBACK_PORT = re.compile(r"(?<=127\.0\.0\.1:)(\d{4,5})\b")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _own_ports(page_blocks: list[Block]) -> list[Block]:
+    """The page's blocks with every fixed loopback port (``127.0.0.1:8470``) moved to a free
+    one, the same free port for the same written port across the page. Pages show a memorable
+    port; the test must not collide with whatever else runs on this host (other kernels,
+    another checkout's tests), so it never binds the written one."""
+    written = {m.group(1) for b in page_blocks for m in LOOPBACK_PORT.finditer(b.body)}
+    moved = {port: str(_free_port()) for port in sorted(written)}
+    return [Block(b.page, b.line, b.lang, b.attrs, LOOPBACK_PORT.sub(lambda m: moved[m.group(1)], b.body))
+            for b in page_blocks]
+
+
+def test_fixed_ports_are_moved_consistently() -> None:
+    page = [Block("p", 1, "yaml", {"file": "c.yml"}, "addr: 127.0.0.1:5055\n"),
+            Block("p", 5, "sh", {"run": ""}, "push 127.0.0.1:5055/x && curl 127.0.0.1:8470/ 10.0.0.1:5055\n")]
+    a, b = _own_ports(page)
+    port = a.body.split(":")[2].strip()
+    assert port != "5055" and f"127.0.0.1:{port}/x" in b.body and "127.0.0.1:8470" not in b.body
+    assert "10.0.0.1:5055" in b.body  # only loopback addresses are the test's to move
+
+
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTIX_")}
     env.update(AGENTIX_HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
@@ -135,7 +165,7 @@ def test_every_marked_example_runs_as_written(page: Path) -> None:
         (home / "config.toml").write_text('[kernel]\nisolation = "degraded"\n')
     env = _env(home)
     try:
-        for b in blocks(page):
+        for b in _own_ports(blocks(page)):
             if "file" in b.attrs:
                 dest = work / b.attrs["file"]
                 assert dest.resolve().is_relative_to(work.resolve()), b.where

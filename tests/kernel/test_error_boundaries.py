@@ -70,7 +70,7 @@ def _pipeline(raise_: BaseException) -> tuple[Pipeline, Sink, Settle]:
 
     async def tool_call(call: Call) -> dict[str, Any]:
         assert call.tool is not None
-        ctx = ToolContext(services=None, call=call, agent_id="a1", workspace=None)
+        ctx = ToolContext(agent=None, call=call, agent_id="a1", workspace=None)
         return await tools.get(call.tool).run(ctx, call.args)
 
     p.register(MethodSpec("tool.call", tool_call, MethodPolicy(

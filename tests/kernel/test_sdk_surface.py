@@ -31,7 +31,7 @@ PUBLIC: dict[str, set[str]] = {
         "StateError", "TaintViolation", "Timeout", "ToolError", "Unauthenticated",
         "UnknownError"},
 }
-PRIVATE_MODULES = {"_client", "_tools", "_wire"}
+PRIVATE_MODULES = {"_client", "_results", "_tools", "_wire"}
 
 
 def test_the_sdk_has_exactly_these_public_and_private_modules():

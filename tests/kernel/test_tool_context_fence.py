@@ -13,7 +13,7 @@ def test_fence_is_built_once_on_first_read_and_not_before() -> None:
         built.append(fence)
         return fence
 
-    ctx = ToolContext(services=None, call=None, agent_id="a", workspace=None, make_fence=make)
+    ctx = ToolContext(agent=None, call=None, agent_id="a", workspace=None, make_fence=make)
     assert built == []                 # echo never reads it: nothing listed, nothing stat'ed
     first = ctx.fence
     assert built == [first]            # a file tool reads it: the real fence, built now
@@ -21,5 +21,5 @@ def test_fence_is_built_once_on_first_read_and_not_before() -> None:
 
 
 def test_no_fence_source_means_no_fence() -> None:
-    ctx = ToolContext(services=None, call=None, agent_id=None, workspace=None)
+    ctx = ToolContext(agent=None, call=None, agent_id=None, workspace=None)
     assert ctx.fence is None

@@ -32,7 +32,7 @@ def test_a_spawned_tree_is_one_trace_with_a_span_per_call_and_per_inference(tmp_
     exporter = InMemorySpanExporter()
 
     async def body(w: World) -> dict[str, Any]:
-        tel = telemetry.install(w.k, span_exporter=exporter)
+        tel = telemetry.install(w.k.pipeline, span_exporter=exporter)
         assert tel is not None and w.k.pipeline.observer is tel
         r = await w.op("agent.spawn", manifest={
             "name": "boss", "program": str(w.prog), "isolation": "degraded",
@@ -83,7 +83,7 @@ def test_a_refused_call_is_an_error_span(tmp_path: Path) -> None:
     exporter = InMemorySpanExporter()
 
     async def body(w: World) -> Any:
-        telemetry.install(w.k, span_exporter=exporter)
+        telemetry.install(w.k.pipeline, span_exporter=exporter)
         rec = await w.spawn([], name="empty")
         return rec.agent_id, await w.calls(rec, [ECHO])
 
@@ -99,7 +99,7 @@ def test_telemetry_off_leaves_the_pipeline_unobserved(tmp_path: Path, monkeypatc
     monkeypatch.delenv("AGENTIX_TRACES", raising=False)
 
     async def body(w: World) -> Any:
-        tel = telemetry.install(w.k, metrics=False)
+        tel = telemetry.install(w.k.pipeline)
         # nothing wraps the call path: run is the class's own method
         return tel, getattr(w.k.pipeline, "observer", None), w.k.pipeline.run.__func__ is type(w.k.pipeline).run
 

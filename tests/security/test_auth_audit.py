@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_scenarios_12_36 import World, run, tool  # noqa: E402  (same directory)
 
 from agentix.core.manifest import parse_manifest  # noqa: E402
-from agentix.kernel import persistent  # noqa: E402
 from agentix.kernel.methods import POLICIES  # noqa: E402
 
 
@@ -187,7 +186,7 @@ def test_persistent_llm_agent_stored_before_model_grants_is_refused_at_restart_n
     async def body(w: World):
         for name, m in stored.items():  # what an older kernel left in the store
             await asyncio.to_thread(w.k.state_store.remember_agent, name, m)
-        started = await persistent.respawn_persistent(w.k)
+        started = await w.k.respawn_persistent()
         return (started, w.events("agent.respawn_failed"), [r.name for r in w.k.table],
                 [n for n, _ in w.k.state_store.persistent_agents()], w.k.inference.config.default_model)
 
@@ -206,7 +205,7 @@ def test_persistent_llm_agent_with_its_model_granted_starts_again(tmp_path):
         m = {"name": "keeper", "program": "module:agentix.agents.loop", "lifecycle": "persistent",
              "isolation": "degraded", "capabilities": ["model: *"]}
         await asyncio.to_thread(w.k.state_store.remember_agent, "keeper", m)
-        started = await persistent.respawn_persistent(w.k)
+        started = await w.k.respawn_persistent()
         return started, w.events("agent.respawn_failed")
 
     started, failed = run(tmp_path, body)

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentix.core import agentfile, grants, hosts, manifest, package, plan, skills
+from agentix.core import agentfile, grants, hosts, manifest, package, plan, refs, skills
 from agentix.core.errors import InvalidRequest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "agentix"
@@ -31,8 +31,8 @@ VALIDATORS = {
     "grants._MCP_RE": grants._MCP_RE, "grants._MODEL_RE": grants._MODEL_RE,
     "hosts._LABEL_RE": hosts._LABEL_RE, "manifest.NAME_RE": manifest.NAME_RE,
     "manifest.ENV_NAME_RE": manifest.ENV_NAME_RE, "package.DIGEST_RE": package.DIGEST_RE,
-    "package._TAG_RE": package._TAG_RE, "package._PATH_RE": package._PATH_RE,
-    "package._HOST_RE": package._HOST_RE, "agentfile.PINNED_REQUIREMENT": agentfile.PINNED_REQUIREMENT,
+    "refs._TAG_RE": refs._TAG_RE, "refs._PATH_RE": refs._PATH_RE,
+    "refs._HOST_RE": refs._HOST_RE, "agentfile.PINNED_REQUIREMENT": agentfile.PINNED_REQUIREMENT,
     "agentfile.SEMVER_RE": agentfile.SEMVER_RE, "agentfile._REL_PART": agentfile._REL_PART,
     "plan.ID_RE": plan.ID_RE, "skills.SKILL_NAME_RE": skills.SKILL_NAME_RE,
 }

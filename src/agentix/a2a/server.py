@@ -18,6 +18,17 @@ Rules:
   completes the task with the agent's result as a text artifact, or fails it with the exit
   reason. The agent runs under its manifest's grants like any other: A2A gives a caller no
   capability the manifest does not.
+- Streaming: the card says ``streaming: true``; ``SendStreamingMessage`` (``message/stream``)
+  answers with Server-Sent Events as the task moves (the task ``submitted``, ``working`` once
+  the agent is spawned, the result artifact, then ``completed``/``failed``/``canceled``), and
+  ``SubscribeToTask`` (``tasks/resubscribe``) joins a running task's stream (a finished one is
+  ``UnsupportedOperationError``: read it with ``GetTask``).
+- ``CancelTask`` (``tasks/cancel``) of a running task stops its run through the kernel (the
+  call is audited ``agent.stop`` ``by: a2a``; the agent exits ``killed``), then reports the
+  task ``canceled`` (on its stream too). A task that finished first is not cancelable
+  (``TaskNotCancelableError``) and keeps its result.
+- With ``stream_output`` (``--stream-output``), what the agent writes to its log streams as
+  it is written, appended to the task's artifact ``output`` (off by default).
 - Unknown task ids, malformed JSON-RPC and unsupported methods are answered by ``a2a-sdk``
   with the protocol's errors (``TaskNotFoundError``, ...).
 """
@@ -28,9 +39,11 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from a2a.helpers.proto_helpers import new_task_from_user_message, new_text_artifact, new_text_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -44,12 +57,14 @@ from a2a.types import (
     AgentInterface,
     AgentSkill,
     HTTPAuthSecurityScheme,
+    Part,
     SecurityRequirement,
     SecurityScheme,
     StringList,
 )
 from starlette.applications import Starlette
 
+from agentix.sdk._results import answer_text
 from agentix.sdk.kernel import Kernel
 
 __all__ = ["A2AServerConfig", "CARD_PATH", "agent_card", "build_app"]
@@ -77,6 +92,10 @@ class A2AServerConfig:
     base_dir: Path | None = None
     max_body: int = DEFAULT_MAX_BODY
     timeout: float = 300.0
+    #: stream what the agent writes to its log (stdout and stderr) to the client as it is
+    #: written, as the artifact ``output``; off by default: the log is the operator's, and
+    #: publishing it to A2A callers is the operator's choice
+    stream_output: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.token, str) or len(self.token) < MIN_TOKEN_LENGTH:
@@ -96,7 +115,7 @@ def agent_card(cfg: A2AServerConfig) -> AgentCard:
     return AgentCard(
         name=name, description=desc, version=str(m.get("version") or "0.1.0"),
         supported_interfaces=[AgentInterface(url=cfg.url, protocol_binding="JSONRPC", protocol_version="1.0")],
-        capabilities=AgentCapabilities(streaming=False, push_notifications=False),
+        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
         default_input_modes=["text/plain"], default_output_modes=["text/plain"],
         skills=[AgentSkill(id=name, name=name, description=desc, tags=["agentix"])],
         security_schemes={"bearer": SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
@@ -105,31 +124,79 @@ def agent_card(cfg: A2AServerConfig) -> AgentCard:
     )
 
 
-def _result_text(result: Any) -> str:
-    if isinstance(result, str):
-        return result
-    if isinstance(result, dict) and isinstance(result.get("answer"), str):
-        return result["answer"]
-    return json.dumps(result, ensure_ascii=False, default=str)
+class _Run:
+    """One task's run: the agent it spawned (once spawned) and whether it was cancelled.
+
+    The spawn runs in a worker thread and a cancel on the event loop; each side writes its
+    own field, then reads the other's, so whichever comes second stops the agent. The task's
+    end is reported once: ``lock`` makes "cancelled" and "finished" exclusive."""
+
+    def __init__(self) -> None:
+        self.agent_id: str | None = None
+        self.cancelled = threading.Event()
+        self.finished = False
+        self.lock = asyncio.Lock()
+        # set once cancel() has reported the task canceled: the run's execute() must not end
+        # before that (its end closes the client's stream, which would miss the report)
+        self.reported = asyncio.Event()
 
 
 class AgentixExecutor(AgentExecutor):
-    """One A2A task = one run of the published agent, spawned through the operator socket."""
+    """One A2A task = one run of the published agent, spawned through the operator socket;
+    cancelling the task stops that run."""
 
     def __init__(self, cfg: A2AServerConfig) -> None:
         self.cfg = cfg
+        self._runs: dict[str, _Run] = {}
 
-    def _run(self, text: str) -> tuple[bool, str]:
-        with Kernel(self.cfg.home) as k:
+    def _kernel(self) -> Kernel:
+        """A connection to the kernel's operator socket bound as the face ``a2a``."""
+        k = Kernel(self.cfg.home)
+        try:
             k.bind("a2a")
+        except BaseException:
+            k.close()
+            raise
+        return k
+
+    def _follow(self, k: Kernel, agent_id: str, emit: Callable[[str], None]) -> None:
+        """Hand what the agent writes to its log to ``emit`` as it is written, until it exits
+        or the task's timeout."""
+        deadline = time.monotonic() + self.cfg.timeout
+        offset = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            data, offset, live = k.logs(agent_id, offset, wait=min(1.0, left))
+            if data:
+                emit(data)
+            elif not live:
+                return
+
+    def _run(self, text: str, run: _Run, emit: Callable[[str], None] | None = None) -> tuple[bool, str] | None:
+        """Spawn and wait (handing its output to ``emit`` if given); ``None`` when the task
+        was cancelled (its canceller reports it)."""
+        with self._kernel() as k:
+            if run.cancelled.is_set():
+                return None
             spawned = k.spawn(dict(self.cfg.manifest), message=text, base_dir=self.cfg.base_dir)
-            info = k.wait(spawned.agent_id, self.cfg.timeout)
+            run.agent_id = spawned.agent_id
+            if run.cancelled.is_set():  # cancelled while it was being spawned
+                k.stop(spawned.agent_id)
+                return None
+            started = time.monotonic()
+            if emit is not None:
+                self._follow(k, spawned.agent_id, emit)
+            info = k.wait(spawned.agent_id, max(0.0, self.cfg.timeout - (time.monotonic() - started)))
+            if run.cancelled.is_set():
+                return None
             if info.state != "exited":
                 k.stop(spawned.agent_id)
                 return False, f"the agent did not finish within {self.cfg.timeout:g} s and was stopped"
             if info.reason != "completed":
                 return False, f"the agent ended {info.reason} (exit code {(info.exit or {}).get('code')})"
-            return True, _result_text(info.result)
+            return True, answer_text(info.result)
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.message is not None
@@ -137,19 +204,77 @@ class AgentixExecutor(AgentExecutor):
         if context.current_task is None:
             await event_queue.enqueue_event(task)
         up = TaskUpdater(event_queue, task.id, task.context_id)
-        await up.start_work()
+        run = self._runs[task.id] = _Run()
+        emit = self._emitter(up, run, task.id) if self.cfg.stream_output else None
         try:
-            ok, text = await asyncio.to_thread(self._run, context.get_user_input())
-        except Exception as err:  # noqa: BLE001 - the kernel's refusal becomes the task's failure
-            ok, text = False, f"{getattr(err, 'code', type(err).__name__)}: {err}"
-        if ok:
-            await up.add_artifact([new_text_artifact(name="result", text=text).parts[0]], name="result")
-            await up.complete()
-        else:
-            await up.failed(new_text_message(text, context_id=task.context_id, task_id=task.id))
+            await up.start_work()
+            try:
+                outcome = await asyncio.to_thread(self._run, context.get_user_input(), run, emit)
+            except Exception as err:  # noqa: BLE001 - the kernel's refusal becomes the task's failure
+                outcome = None if run.cancelled.is_set() else \
+                    (False, f"{getattr(err, 'code', type(err).__name__)}: {err}")
+            async with run.lock:  # the run's end is reported once: here, or by cancel()
+                cancelled = outcome is None or run.cancelled.is_set()
+                if not cancelled:
+                    assert outcome is not None
+                    run.finished = True
+                    ok, text = outcome
+                    if ok:
+                        await up.add_artifact([new_text_artifact(name="result", text=text).parts[0]],
+                                              name="result")
+                        await up.complete()
+                    else:
+                        await up.failed(new_text_message(text, context_id=task.context_id, task_id=task.id))
+            if cancelled:
+                await run.reported.wait()  # cancel() reports it; the stream must carry that
+        finally:
+            if self._runs.get(task.id) is run:
+                del self._runs[task.id]
+
+    def _emitter(self, up: TaskUpdater, run: _Run, task_id: str) -> Callable[[str], None]:
+        """``emit(text)`` for the worker thread: appends ``text`` to the task's ``output``
+        artifact on the event loop (never after the task's end was reported)."""
+        loop = asyncio.get_running_loop()
+        sent = False
+
+        async def append(text: str) -> None:
+            nonlocal sent
+            async with run.lock:
+                if run.cancelled.is_set() or run.finished:
+                    return
+                await up.add_artifact([Part(text=text)], artifact_id=f"{task_id}-output", name="output",
+                                      append=sent)
+                sent = True
+
+        def emit(text: str) -> None:
+            asyncio.run_coroutine_threadsafe(append(text), loop).result(timeout=30)
+
+        return emit
+
+    def _stop(self, agent_id: str) -> None:
+        with self._kernel() as k:
+            k.stop(agent_id)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        raise NotImplementedError("cancelling an agentix A2A task is not supported; it ends at its timeout")
+        """Stop the task's run (through the kernel, audited ``agent.stop`` by ``a2a``; the
+        agent's exit reason is ``killed``) and report the task ``canceled``."""
+        task_id = context.task_id
+        assert task_id is not None
+        run = self._runs.get(task_id)
+        if run is None:
+            return  # no run behind it: the handler closes the task out as canceled
+        async with run.lock:
+            if run.finished:
+                return  # it ended first: the handler answers with the finished task
+            run.cancelled.set()
+        try:
+            if run.agent_id is not None:
+                await asyncio.to_thread(self._stop, run.agent_id)
+            up = TaskUpdater(event_queue, task_id, context.context_id or "")
+            await up.cancel(new_text_message("cancelled by the client; the agent was stopped",
+                                             context_id=context.context_id, task_id=task_id))
+        finally:
+            run.reported.set()
 
 
 def _reply(status: int, message: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, list]:
@@ -224,5 +349,5 @@ def build_app(cfg: A2AServerConfig) -> Any:
     card = agent_card(cfg)
     handler = DefaultRequestHandler(agent_executor=AgentixExecutor(cfg), task_store=InMemoryTaskStore(),
                                     agent_card=card)
-    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/")])
+    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)])
     return Guard(app, cfg.token, cfg.max_body)

@@ -28,8 +28,9 @@ members that are agentix agents of their own.
   ``a2a_call``, sending tools and writes outside its workspace.
 
 CrewAI is not an agentix extra: crewai 1.15 pins ``mcp<2``, ``openai<3`` and
-``pydantic<2.13``, which the ``mcp`` and ``openai-agents`` extras cannot meet. Install it in
-an environment of its own (docs/integrations.md).
+``pydantic<2.13``, which the ``mcp`` and ``openai-agents`` extras cannot meet. It has an
+environment of its own, ``.venv-crewai`` from ``requirements-crewai.lock`` (``make
+crewai-venv``; docs/integrations.md).
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletio
 from agentix.adapters._tools import as_text, kernel_of, selected_tools
 from agentix.sdk import agent as _agent
 from agentix.sdk.errors import AgentixError
+from agentix.sdk._results import answer_text
 
 __all__ = ["AgentixModel", "AgentixModelProvider", "agentix_function_tool", "agentix_function_tools",
            "spawn_handoff"]
@@ -227,14 +228,6 @@ class _Reported(Model):
         raise UserError("a spawn_handoff target answers once, with its child's result: use Runner.run")
 
 
-def _as_text(result: Any) -> str:
-    if isinstance(result, str):
-        return result
-    if isinstance(result, dict) and isinstance(result.get("answer"), str):
-        return result["answer"]
-    return json.dumps(result, ensure_ascii=False, default=str)
-
-
 def spawn_handoff(name: str, manifest: dict[str, Any], *, description: str | None = None,
                   timeout: float | None = None, kernel: Any = None) -> Handoff[Any, Agent[Any]]:
     """A handoff to a child agentix agent spawned from ``manifest`` (``agent.spawn_child``).
@@ -259,7 +252,7 @@ def spawn_handoff(name: str, manifest: dict[str, Any], *, description: str | Non
             raise UserError(f"handoff to {child_name} refused by the kernel: {err.code}: {err.message}") from None
         if not done.ok:
             raise UserError(f"handoff to {child_name}: the child agent ended {done.reason} (code {done.code})")
-        return Agent(name=child_name, model=_Reported(_as_text(done.result)))
+        return Agent(name=child_name, model=_Reported(answer_text(done.result)))
 
     return Handoff(
         tool_name=f"transfer_to_{name}",

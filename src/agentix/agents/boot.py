@@ -50,17 +50,13 @@ def warm_main(ctl_fd: int) -> None:
     import socket
 
     from agentix.sandbox import confine  # type: ignore[attr-defined]
+    from agentix.sandbox._launcher import one_message
 
     confine.apply_from_env()  # exits 125 (reported on the status pipe) if a layer fails
     import agentix.sdk.agent  # noqa: F401  (reads no environment at import: no identity yet)
 
     sock = socket.socket(fileno=ctl_fd)
-    try:
-        data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
-    except OSError:
-        os._exit(0)
-    if not data:
-        os._exit(0)
+    data, fds = one_message(sock, 4)
     try:
         msg = json.loads(data)
         ident, out = fds

@@ -27,9 +27,11 @@ def a2a() -> None:
               help="a file holding the bearer token clients must send (else $AGENTIX_A2A_TOKEN)")
 @click.option("--max-body", default=256 * 1024, show_default=True, type=int, help="largest request body, bytes")
 @click.option("--timeout", default=300.0, show_default=True, type=float, help="seconds one task may run")
+@click.option("--stream-output", is_flag=True, default=False,
+              help="stream what the agent writes to its log to the client, as the task's `output` artifact")
 @click.pass_obj
 def serve(ctx: Ctx, manifest: Path, host: str, port: int, url: str | None, token_file: Path | None,
-          max_body: int, timeout: float) -> None:
+          max_body: int, timeout: float, stream_output: bool) -> None:
     """Serve MANIFEST's agent as an A2A server: each task is one run of the agent, spawned
     through the kernel as the `a2a` face (audited `by: a2a`). Needs a running kernel and the
     `a2a` extra; every request but the agent card needs the bearer token."""
@@ -47,7 +49,8 @@ def serve(ctx: Ctx, manifest: Path, host: str, port: int, url: str | None, token
         fail(f"{manifest}: a manifest must be a mapping", EXIT_USAGE)
     try:
         cfg = A2AServerConfig(home=ctx.home, manifest=data, token=token, url=url or f"http://{host}:{port}/",
-                              base_dir=manifest.resolve().parent, max_body=max_body, timeout=timeout)
+                              base_dir=manifest.resolve().parent, max_body=max_body, timeout=timeout,
+                              stream_output=stream_output)
     except A2AConfigError as err:
         fail(str(err), EXIT_USAGE)
     click.echo(f"serving {data['name']} over A2A at {cfg.url} (agent card: {cfg.url.rstrip('/')}"

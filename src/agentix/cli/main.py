@@ -35,6 +35,7 @@ from agentix.cli.views import (  # noqa: F401  (re-exported: demo uses them)
     _state,
     default_home,
     dump_json,
+    parse_message,
     error_line,
     exit_code_for,
     fail,
@@ -168,11 +169,26 @@ def up(obj: Ctx, foreground: bool, isolation: str | None, http: str | None, http
         os.execv(sys.executable, [sys.executable, "-m", "agentix.kernel.daemon", *args])
     with render.status("starting the kernel…"):
         pid = start_kernel(obj.home, isolation, extra_args=extra)
+    url = dashboard_url(http) if http else None
     if as_json:
-        return dump_json({"pid": pid, "home": str(obj.home), **({"http": f"http://{http}"} if http else {})})
+        return dump_json({"pid": pid, "home": str(obj.home),
+                          **({"http": url.rstrip("/"), "dashboard": url} if url else {})})
     line(f"kernel running pid {pid}, home {obj.home}", "green")
-    if http:
-        line(f"HTTP API on http://{http} (create a token: agentix tokens create NAME --role viewer|operator)")
+    if url:
+        if url.endswith(":0/"):
+            line("HTTP API and dashboard on the port the kernel picked (its log names it: "
+                 f"{obj.home / 'agentixd.log'})")
+        else:
+            line(f"dashboard: {url}  (HTTP API: {url}openapi.json, docs/http.md)")
+        line("sign in with a token: agentix tokens create NAME --role operator   "
+             "(--role viewer: read only)")
+
+
+def dashboard_url(addr: str) -> str:
+    """``http://HOST:PORT/`` for ``--http HOST:PORT`` (IPv6 hosts in brackets)."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 @cli.command()
@@ -207,18 +223,9 @@ def info(obj: Ctx, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------- agents
-def _parse_message(message: str | None) -> Any:
-    if message is None:
-        return None
-    try:
-        return json.loads(message)
-    except json.JSONDecodeError:
-        return message
-
-
 def _spawn(obj: Ctx, target: str | None, program: str | None, name: str | None,
            message: str | None, grants: tuple[str, ...]) -> Any:
-    msg = _parse_message(message)
+    msg = parse_message(message)
     if program and target:
         fail(f"give a MANIFEST ({target}) or --program FILE, not both", EXIT_USAGE)
     if not program and not target:
@@ -411,7 +418,7 @@ def logs(obj: Ctx, agent: str, count: int, head: bool, follow: bool, as_json: bo
 @click.pass_obj
 def send(obj: Ctx, agent: str, message: str, as_json: bool) -> None:
     """Put MESSAGE (JSON or text) in AGENT's mailbox."""
-    r = obj.kernel.send(agent, _parse_message(message))
+    r = obj.kernel.send(agent, parse_message(message))
     if as_json:
         return dump_json(r)
     line(f"delivered to {r['to']} ({r['queued']} queued)")

@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
+from agentix.cli.onecall import Call, Params, command
 from agentix.cli.render import line, table
-from agentix.cli.views import EXIT_USAGE, Ctx, dump_json, fail
+from agentix.cli.views import EXIT_USAGE, Ctx, fail
 
 __all__ = ["mcp"]
 
@@ -56,31 +57,13 @@ def mcp(cctx: click.Context, read_only: bool, http: str | None, allow_remote: bo
     serve_http(ctx.home, http, allow_remote=allow_remote)
 
 
-@mcp.command("servers")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
-@click.pass_obj
-def servers(obj: Any, as_json: bool) -> None:
-    """List the declared MCP servers: state, pid, restarts, isolation."""
-    items = obj.kernel.call("mcp.servers")["servers"]
-    if as_json:
-        return dump_json(items)
+def _servers(items: list[dict[str, Any]], _: Params) -> None:
     table(["NAME", "KIND", "STATE", "PID", "STARTS", "CRASHES", "TOOLS", "LAST ERROR"],
-          [[s["name"], s["kind"], s["state"], str(s["pid"] or "-"), str(s["starts"]), str(s["crashes"]), str(s["tools"]),
-            s["last_error"] or ""] for s in items])
+          [[s["name"], s["kind"], s["state"], str(s["pid"] or "-"), str(s["starts"]), str(s["crashes"]),
+            str(s["tools"]), s["last_error"] or ""] for s in items])
 
 
-@mcp.command("tools")
-@click.argument("server", required=False)
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
-@click.pass_obj
-def tools(obj: Any, server: str | None, as_json: bool) -> None:
-    """List the tools of every declared server (or SERVER's), with their pin state.
-
-    Starts a server that is not running (in its sandbox) to list it. A tool whose state is
-    `changed` or `new` cannot be called until `agentix mcp approve SERVER/TOOL`."""
-    items = obj.kernel.call("mcp.tools", server=server)["tools"]
-    if as_json:
-        return dump_json(items)
+def _tools(items: list[dict[str, Any]], _: Params) -> None:
     rows = []
     for t in items:
         if "error" in t:
@@ -90,15 +73,7 @@ def tools(obj: Any, server: str | None, as_json: bool) -> None:
     table(["SERVER", "TOOL", "STATE", "DIGEST"], rows)
 
 
-@mcp.command("approve")
-@click.argument("tool")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
-@click.pass_obj
-def approve(obj: Any, tool: str, as_json: bool) -> None:
-    """Approve TOOL (SERVER/TOOL, or SERVER/* for all): pin its current description and schema."""
-    items = obj.kernel.call("mcp.approve", tool=tool)["approved"]
-    if as_json:
-        return dump_json(items)
+def _approved(items: list[dict[str, Any]], _: Params) -> None:
     for a in items:
         if a["changed"]:
             line(f"approved {a['tool']} ({a['digest'][:19]}...)", "green")
@@ -106,13 +81,20 @@ def approve(obj: Any, tool: str, as_json: bool) -> None:
             line(f"{a['tool']} was already approved as listed")
 
 
-@mcp.command("restart")
-@click.argument("server")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
-@click.pass_obj
-def restart(obj: Any, server: str, as_json: bool) -> None:
-    """Restart SERVER (also clears a `failed` state after too many crashes)."""
-    s = obj.kernel.call("mcp.restart", server=server)["server"]
-    if as_json:
-        return dump_json(s)
-    line(f"restarted {s['name']} (pid {s['pid']}, {s['tools']} tools)", "green")
+mcp.add_command(command(Call(
+    "servers", "mcp.servers", "List the declared MCP servers: state, pid, restarts, isolation.",
+    field="servers", show=_servers)))
+mcp.add_command(command(Call(
+    "tools", "mcp.tools",
+    "List the tools of every declared server (or SERVER's), with their pin state.\n\n"
+    "Starts a server that is not running (in its sandbox) to list it. A tool whose state is\n"
+    "`changed` or `new` cannot be called until `agentix mcp approve SERVER/TOOL`.",
+    [click.Argument(["server"], required=False)], _tools, field="tools")))
+mcp.add_command(command(Call(
+    "approve", "mcp.approve",
+    "Approve TOOL (SERVER/TOOL, or SERVER/* for all): pin its current description and schema.",
+    [click.Argument(["tool"])], _approved, field="approved")))
+mcp.add_command(command(Call(
+    "restart", "mcp.restart", "Restart SERVER (also clears a `failed` state after too many crashes).",
+    [click.Argument(["server"])], field="server",
+    show=lambda s, _: line(f"restarted {s['name']} (pid {s['pid']}, {s['tools']} tools)", "green"))))

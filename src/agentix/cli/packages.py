@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from agentix.cli import render
-from agentix.cli.views import EXIT_REGISTRY
+from agentix.cli.onecall import Call, Params, command
+from agentix.cli.views import EXIT_REGISTRY, parse_message
 from agentix.sdk.errors import NotFound, RegistryError
 
 __all__ = ["install", "EXIT_REGISTRY"]
@@ -46,62 +47,50 @@ def _dump(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-@click.command()
-@click.argument("context", default=".", type=click.Path(exists=True, file_okay=False))
-@click.option("--tag", "-t", required=True, help="NAME:TAG, e.g. team/hello:1.0.0 or HOST:PORT/team/hello:1.0.0")
-@click.option("--file", "-f", "agentfile", type=click.Path(exists=True, dir_okay=False),
-              help="the Agentfile (default: CONTEXT/Agentfile[.yaml|.json])")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def build(ctx: click.Context, context: str, tag: str, agentfile: str | None, as_json: bool) -> None:
-    """Build the Agentfile in CONTEXT into a package in the local store."""
-    r = _kernel(ctx).call("package.build", context=str(Path(context).resolve()), tag=tag,
-                          agentfile=str(Path(agentfile).resolve()) if agentfile else None)
-    if as_json:
-        return _dump(r)
-    hits = sum(r["cached"])
-    out.print(f"[green]built[/] {r['ref']} [bold]{r['digest']}[/] ({len(r['layers'])} layers, {hits} from cache)")
-
-
-@click.command()
-@click.argument("ref")
-@click.option("--key", "-k", default="default", show_default=True, help="the signing key's name")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def sign(ctx: click.Context, ref: str, key: str, as_json: bool) -> None:
-    """Sign a local package (its digest, name and version) with a signing key."""
-    r = _kernel(ctx).call("package.sign", ref=ref, key=key)
-    if as_json:
-        return _dump(r)
-    out.print(f"[green]signed[/] {r['name']} {r['version']} {r['digest']} with key {r['keyid']}")
-
-
-@click.command()
-@click.argument("ref")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def push(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Push a local package (and its signatures) to its registry."""
-    r = _kernel(ctx).call("package.push", ref=ref)
-    if as_json:
-        return _dump(r)
-    out.print(f"[green]pushed[/] {r['ref']} {r['digest']} ({r['blobs_sent']} blobs sent, "
-              f"{r['signatures']} signatures)")
-
-
-@click.command()
-@click.argument("ref")
-@click.option("--allow-rollback", is_flag=True, help="accept a version older than one seen before")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def pull(ctx: click.Context, ref: str, allow_rollback: bool, as_json: bool) -> None:
-    """Pull a package, verify it against the trust policy, and store it locally."""
-    r = _kernel(ctx).call("package.pull", ref=ref, allow_rollback=allow_rollback)
-    if as_json:
-        return _dump(r)
+def _pulled(r: dict[str, Any], _: Params) -> None:
     v = r["verdict"]
     basis = f"signed by {v['keyid']}" if v["basis"] == "signed" else "[yellow]unsigned (allowed by policy)[/]"
     out.print(f"[green]pulled[/] {r['ref']} {r['digest']} — {basis}")
+
+
+def _key_made(r: dict[str, Any], _: Params) -> None:
+    out.print(f"key [bold]{r['name']}[/] ({r['keyid']})")
+    click.echo(r["public_key"])
+
+
+def _key_rows(rows: list[dict[str, Any]], _: Params) -> None:
+    for k in rows:
+        click.echo(f"{k['name']}\t{k['keyid']}\t{k['public_key']}")
+
+
+def _build(k: Any, p: Params) -> Any:
+    return k.call("package.build", context=str(Path(p["context"]).resolve()), tag=p["tag"],
+                  agentfile=str(Path(p["agentfile"]).resolve()) if p["agentfile"] else None)
+
+
+_REF = click.Argument(["ref"])
+_ALLOW_ROLLBACK = click.Option(["--allow-rollback"], is_flag=True, help="accept a version older than one seen before")
+
+build = command(Call(
+    "build", _build, "Build the Agentfile in CONTEXT into a package in the local store.",
+    [click.Argument(["context"], default=".", type=click.Path(exists=True, file_okay=False)),
+     click.Option(["--tag", "-t"], required=True,
+                  help="NAME:TAG, e.g. team/hello:1.0.0 or HOST:PORT/team/hello:1.0.0"),
+     click.Option(["--file", "-f", "agentfile"], type=click.Path(exists=True, dir_okay=False),
+                  help="the Agentfile (default: CONTEXT/Agentfile[.yaml|.json])")],
+    lambda r, _: out.print(f"[green]built[/] {r['ref']} [bold]{r['digest']}[/] ({len(r['layers'])} layers, "
+                           f"{sum(r['cached'])} from cache)")))
+sign = command(Call(
+    "sign", "package.sign", "Sign a local package (its digest, name and version) with a signing key.",
+    [_REF, click.Option(["--key", "-k"], default="default", show_default=True, help="the signing key's name")],
+    lambda r, _: out.print(f"[green]signed[/] {r['name']} {r['version']} {r['digest']} with key {r['keyid']}")))
+push = command(Call(
+    "push", "package.push", "Push a local package (and its signatures) to its registry.", [_REF],
+    lambda r, _: out.print(f"[green]pushed[/] {r['ref']} {r['digest']} ({r['blobs_sent']} blobs sent, "
+                           f"{r['signatures']} signatures)")))
+pull = command(Call(
+    "pull", "package.pull", "Pull a package, verify it against the trust policy, and store it locally.",
+    [_REF, _ALLOW_ROLLBACK], _pulled))
 
 
 @click.group()
@@ -109,29 +98,13 @@ def keys() -> None:
     """Signing keys (kept in $AGENTIX_HOME/keys/signing)."""
 
 
-@keys.command("generate")
-@click.argument("name", default="default")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def keys_generate(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Create an Ed25519 signing key; print its public key (give that to those who trust you)."""
-    r = _kernel(ctx).call("keys.generate", name=name)
-    if as_json:
-        return _dump(r)
-    out.print(f"key [bold]{r['name']}[/] ({r['keyid']})")
-    click.echo(r["public_key"])
-
-
-@keys.command("list")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def keys_list(ctx: click.Context, as_json: bool) -> None:
-    """List signing keys and their public keys."""
-    rows = _kernel(ctx).call("keys.list")["keys"]
-    if as_json:
-        return _dump(rows)
-    for k in rows:
-        click.echo(f"{k['name']}\t{k['keyid']}\t{k['public_key']}")
+keys.add_command(command(Call(
+    "generate", "keys.generate",
+    "Create an Ed25519 signing key; print its public key (give that to those who trust you).",
+    [click.Argument(["name"], default="default")], _key_made)))
+keys.add_command(command(Call(
+    "list", "keys.list", "List signing keys and their public keys.", field="keys",
+    show=_key_rows)))
 
 
 @click.group()
@@ -139,36 +112,20 @@ def trust() -> None:
     """The trust policy: whose signatures count for which package names."""
 
 
-@trust.command("add")
-@click.argument("key")
-@click.option("--for", "pattern", required=True, help='names the key counts for, e.g. "registry.example/team/*"')
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def trust_add(ctx: click.Context, key: str, pattern: str, as_json: bool) -> None:
-    """Trust KEY (ed25519:…, a file holding it, or a local key's name) for names matching PATTERN."""
-    r = _kernel(ctx).call("trust.add", key=key, pattern=pattern)
-    if as_json:
-        return _dump(r)
-    out.print(f"[green]trusted[/] {key if len(key) < 40 else key[:40] + '…'} for {pattern}")
-
-
-@trust.command("allow-unsigned")
-@click.argument("pattern")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def trust_allow_unsigned(ctx: click.Context, pattern: str, as_json: bool) -> None:
-    """Accept unsigned packages for names matching PATTERN (each acceptance is audited)."""
-    r = _kernel(ctx).call("trust.allow_unsigned", pattern=pattern)
-    if as_json:
-        return _dump(r)
-    out.print(f"[yellow]unsigned packages accepted[/] for {pattern}")
-
-
-@trust.command("list")
-@click.pass_context
-def trust_list(ctx: click.Context) -> None:
-    """Show the trust policy."""
-    _dump(_kernel(ctx).call("trust.list"))
+trust.add_command(command(Call(
+    "add", "trust.add",
+    "Trust KEY (ed25519:…, a file holding it, or a local key's name) for names matching PATTERN.",
+    [click.Argument(["key"]),
+     click.Option(["--for", "pattern"], required=True,
+                  help='names the key counts for, e.g. "registry.example/team/*"')],
+    lambda r, p: out.print(f"[green]trusted[/] {p['key'] if len(p['key']) < 40 else p['key'][:40] + '…'} "
+                           f"for {p['pattern']}"))))
+trust.add_command(command(Call(
+    "allow-unsigned", "trust.allow_unsigned",
+    "Accept unsigned packages for names matching PATTERN (each acceptance is audited).",
+    [click.Argument(["pattern"])],
+    lambda r, p: out.print(f"[yellow]unsigned packages accepted[/] for {p['pattern']}"))))
+trust.add_command(command(Call("list", "trust.list", "Show the trust policy.")))
 
 
 @click.group()
@@ -176,44 +133,18 @@ def packages() -> None:
     """The local package store."""
 
 
-@packages.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def packages_ls(ctx: click.Context, as_json: bool) -> None:
-    """List local packages."""
-    rows = _kernel(ctx).call("package.list")["packages"]
-    if as_json:
-        return _dump(rows)
-    render.table(["REF", "DIGEST", "SIGNED"],
-                 [[r["ref"], r["digest"], "yes" if r["signed"] else "no"] for r in rows])
-
-
-@packages.command("inspect")
-@click.argument("ref")
-@click.pass_context
-def packages_inspect(ctx: click.Context, ref: str) -> None:
-    """Everything about a local package: metadata, declared capabilities, layers, signatures."""
-    _dump(_kernel(ctx).call("package.inspect", ref=ref))
-
-
-@packages.command("verify")
-@click.argument("ref")
-@click.pass_context
-def packages_verify(ctx: click.Context, ref: str) -> None:
-    """Check a local package against the trust policy (exit 4 if refused)."""
-    _dump(_kernel(ctx).call("package.verify", ref=ref))
-
-
-@packages.command("rm")
-@click.argument("ref")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def packages_rm(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Remove a tag from the local store (and blobs nothing else uses)."""
-    r = _kernel(ctx).call("package.rm", ref=ref)
-    if as_json:
-        return _dump(r)
-    out.print(f"[green]removed[/] {r['ref']} ({r['blobs_removed']} blobs freed)")
+packages.add_command(command(Call(
+    "ls", "package.list", "List local packages.", field="packages",
+    show=lambda rows, _: render.table(["REF", "DIGEST", "SIGNED"],
+                                      [[r["ref"], r["digest"], "yes" if r["signed"] else "no"] for r in rows]))))
+packages.add_command(command(Call(
+    "inspect", "package.inspect",
+    "Everything about a local package: metadata, declared capabilities, layers, signatures.", [_REF])))
+packages.add_command(command(Call(
+    "verify", "package.verify", "Check a local package against the trust policy (exit 4 if refused).", [_REF])))
+packages.add_command(command(Call(
+    "rm", "package.rm", "Remove a tag from the local store (and blobs nothing else uses).", [_REF],
+    lambda r, _: out.print(f"[green]removed[/] {r['ref']} ({r['blobs_removed']} blobs freed)"))))
 
 
 # ---------------------------------------------------------------- agentix run REF
@@ -268,7 +199,7 @@ def _wrap_run(run_cmd: click.Command) -> None:
         ctx = click.get_current_context()
         k = _kernel(ctx)
         r = k.call("package.run", ref=target, accept=_accept(k, target, accept), name=kw.get("name"),
-                   message=_message(kw.get("message")), allow_rollback=allow_rollback)
+                   message=parse_message(kw.get("message")), allow_rollback=allow_rollback)
         if not kw.get("as_json"):
             err_console.print(f"[green]verified[/] {target} ({r['verdict']['basis']}); granted: "
                               + (", ".join(r["granted"]) or "nothing"))
@@ -285,15 +216,6 @@ def _wrap_run(run_cmd: click.Command) -> None:
         sys.exit(0 if a.reason == "completed" else 1)
 
     run_cmd.callback = callback
-
-
-def _message(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _registry_errors_exit_6(cmd: click.Command) -> None:

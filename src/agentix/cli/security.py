@@ -11,13 +11,10 @@ from typing import Any
 
 import click
 
+from agentix.cli.onecall import JSON_HELP, Call, Params, command
 from agentix.cli.render import line, table
 
 __all__ = ["COMMANDS", "approvals", "approve", "caps", "deny"]
-
-
-def _dump(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 def _when(a: dict[str, Any], now: float) -> str:
@@ -29,64 +26,17 @@ def _when(a: dict[str, Any], now: float) -> str:
     return f"ANSWERED{by}"  # granted, denied, or granted and used
 
 
-@click.command()
-@click.option("--all", "show_all", is_flag=True, help="answered and expired ones too")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
-@click.pass_obj
-def approvals(obj: Any, show_all: bool, as_json: bool) -> None:
-    """List approval requests waiting for an answer (--all: every one)."""
-    items = obj.kernel.approvals(all=show_all)
-    if as_json:
-        return _dump(items)
+def _approvals(items: list[dict[str, Any]], p: Params) -> None:
     if not items:
-        line("no approval requests" + ("" if show_all else " pending"))
+        line("no approval requests" + ("" if p["show_all"] else " pending"))
         return
     now = time.time()
-    table(["ID", "AGENT", "TOOL", "STATE", "EXPIRES IN" if not show_all else "WHEN", "ARGS"],
+    table(["ID", "AGENT", "TOOL", "STATE", "EXPIRES IN" if not p["show_all"] else "WHEN", "ARGS"],
           [[a["id"], str(a["agent"]), a["tool"], a["state"], _when(a, now),
             json.dumps(a.get("args"), sort_keys=True)] for a in items], keep=(0, 1))
 
 
-@click.command()
-@click.argument("approval_id")
-@click.option("--reason", default=None, help="recorded with the answer")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
-@click.pass_obj
-def approve(obj: Any, approval_id: str, reason: str | None, as_json: bool) -> None:
-    """Approve one pending action (exactly as shown by `agentix approvals`)."""
-    a = obj.kernel.approve(approval_id, reason)
-    if as_json:
-        return _dump(a)
-    line(f"approved {a['id']} ({a['tool']} for {a['agent']})", "green")
-
-
-@click.command()
-@click.argument("approval_id")
-@click.option("--reason", default=None, help="told to the agent")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
-@click.pass_obj
-def deny(obj: Any, approval_id: str, reason: str | None, as_json: bool) -> None:
-    """Deny one pending action; the agent's call fails with the reason."""
-    a = obj.kernel.deny(approval_id, reason)
-    if as_json:
-        return _dump(a)
-    line(f"denied {a['id']} ({a['tool']} for {a['agent']})", "red")
-
-
-@click.group()
-def caps() -> None:
-    """Capability tokens held by agents."""
-
-
-@caps.command("ls")
-@click.argument("agent", required=False)
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
-@click.pass_obj
-def caps_ls(obj: Any, agent: str | None, as_json: bool) -> None:
-    """List tokens (of one agent, or of all) with the full ids `caps revoke` takes."""
-    toks = obj.kernel.caps(agent)
-    if as_json:
-        return _dump(toks)
+def _tokens(toks: list[dict[str, Any]], _: Params) -> None:
     table(["TOKEN", "HOLDER", "PARENT", "LEFT", "STATE", "GRANTS"],
           [[t["id"], t["holder"], t["parent_id"] or "-",
             "unlimited" if t["remaining"] is None else str(t["remaining"]),
@@ -94,9 +44,36 @@ def caps_ls(obj: Any, agent: str | None, as_json: bool) -> None:
           keep=(0, 1, 2))
 
 
+approvals = command(Call(
+    "approvals", lambda k, p: k.approvals(all=p["show_all"]),
+    "List approval requests waiting for an answer (--all: every one).",
+    [click.Option(["--all", "show_all"], is_flag=True, help="answered and expired ones too")], _approvals))
+approve = command(Call(
+    "approve", lambda k, p: k.approve(p["approval_id"], p["reason"]),
+    "Approve one pending action (exactly as shown by `agentix approvals`).",
+    [click.Argument(["approval_id"]), click.Option(["--reason"], default=None, help="recorded with the answer")],
+    lambda a, _: line(f"approved {a['id']} ({a['tool']} for {a['agent']})", "green")))
+deny = command(Call(
+    "deny", lambda k, p: k.deny(p["approval_id"], p["reason"]),
+    "Deny one pending action; the agent's call fails with the reason.",
+    [click.Argument(["approval_id"]), click.Option(["--reason"], default=None, help="told to the agent")],
+    lambda a, _: line(f"denied {a['id']} ({a['tool']} for {a['agent']})", "red")))
+
+
+@click.group()
+def caps() -> None:
+    """Capability tokens held by agents."""
+
+
+caps.add_command(command(Call(
+    "ls", lambda k, p: k.caps(p["agent"]),
+    "List tokens (of one agent, or of all) with the full ids `caps revoke` takes.",
+    [click.Argument(["agent"], required=False)], _tokens)))
+
+
 @caps.command("revoke")
 @click.argument("token_ids", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (for scripts)")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_obj
 def caps_revoke(obj: Any, token_ids: tuple[str, ...], as_json: bool) -> None:
     """Revoke tokens (ids as `caps ls` shows them) and every token derived from each.

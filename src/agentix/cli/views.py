@@ -127,6 +127,18 @@ def default_home(home: str | Path | None) -> str:
     return os.path.realpath(os.path.expanduser(str(home)))
 
 
+def parse_message(text: str | None) -> Any:
+    """A ``--message`` as given on the command line: JSON when it parses, else the text."""
+    import json
+
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def dump_json(data: Any) -> None:
     import json
 

@@ -16,7 +16,11 @@ An Agentfile is YAML or JSON (JSON is YAML, so one decoder serves both) with
           - copy: agent/          # a file or directory under the build context
             to: agent/            # where it lands in the package (default: the same path)
           # - run: [python3, gen.py]          a build command, sandboxed (packages/build.py)
+          #   network: [pypi.org]             hosts it may reach (default: none), via the kernel's proxy
           # - {copy: out/, from: builder}     from an earlier stage's result
+    dependencies:
+      python: [six==1.17.0]       # pinned wheels, installed under deps/python
+      packages: [team/lib:1.0.0]  # other agentix packages (verified, pinned), under deps/packages/NAME
     agent:
       program: agent/             # a .py file or a package directory (with __main__.py) in the package
       args: []
@@ -42,7 +46,9 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
                       model_validator)
 
 from agentix.core.errors import InvalidRequest
+from agentix.core.hosts import parse_host_pattern
 from agentix.core.manifest import NAME_RE, Budget, Limits
+from agentix.core.refs import parse_ref
 
 __all__ = [
     "API_VERSION",
@@ -156,10 +162,29 @@ class CopyStep(_Model):
 
 class RunStep(_Model):
     """A build command (argv, never a shell string), run inside the agentix sandbox with the
-    build tree as /workspace and no network."""
+    build tree as /workspace and no network — unless ``network`` names hosts (``network:``
+    grant patterns): then only those, through the kernel's build proxy (packages/build.py)."""
 
     run: list[str] = Field(min_length=1)
     timeout: float = Field(default=300.0, gt=0, le=3600)
+    #: the hosts this step may reach (patterns as in a ``network:`` grant), sorted; empty: none
+    network: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _hosts_text(cls, v: Any) -> Any:
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("network")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        out = []
+        for text in v:
+            try:
+                out.append(str(parse_host_pattern(text)))
+            except InvalidRequest as err:
+                raise ValueError(str(err)) from None
+        return sorted(set(out))
 
     @field_validator("run")
     @classmethod
@@ -169,7 +194,10 @@ class RunStep(_Model):
         return v
 
     def describe(self) -> dict[str, Any]:
-        return {"run": list(self.run), "timeout": self.timeout}
+        d: dict[str, Any] = {"run": list(self.run), "timeout": self.timeout}
+        if self.network:  # absent when empty: the digests of packages without it stay the same
+            d["network"] = list(self.network)
+        return d
 
 
 def _step_kind(v: Any) -> str | None:
@@ -203,6 +231,22 @@ class Dependencies(_Model):
     #: Python distributions, each pinned ``name==version`` (transitive ones listed too, as a
     #: lock file lists them): wheels only, installed under ``deps/python`` in the package
     python: list[str] = Field(default_factory=list, max_length=500)
+    #: other agentix packages (``NAME:TAG`` or ``NAME@sha256:…``), sorted: each verified under the
+    #: trust policy, pinned by digest in the config, its files under ``deps/packages/NAME``
+    packages: list[str] = Field(default_factory=list, max_length=50)
+
+    @field_validator("packages")
+    @classmethod
+    def _refs(cls, v: list[str]) -> list[str]:
+        for text in v:
+            try:
+                parse_ref(text, default_tag=None)
+            except InvalidRequest as err:
+                raise ValueError(str(err)) from None
+        dup = sorted({r for r in v if v.count(r) > 1})
+        if dup:
+            raise ValueError(f"listed more than once: {dup}")
+        return sorted(v)
 
     @field_validator("python")
     @classmethod
@@ -251,6 +295,17 @@ class Agentfile(_Model):
     metadata: Metadata
     #: a base package (NAME:TAG or NAME@DIGEST): its layers come first, its agent is the default
     base: str | None = Field(default=None, alias="from")
+
+    @field_validator("base")
+    @classmethod
+    def _base_ref(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_ref(v)
+            except InvalidRequest as err:
+                raise ValueError(str(err)) from None
+        return v
+
     dependencies: Dependencies = Field(default_factory=Dependencies)
     stages: list[Stage] = Field(default_factory=list)
     agent: AgentSpec | None = None

@@ -414,32 +414,11 @@ class Authority:
         Only this is cached (keyed by the bytes): nothing that depends on the clock, the holder
         or the ledger is checked here or remembered — ``core.authorize`` checks those at every
         decision, so expiry and revocation take effect at the next call."""
-        if not isinstance(serialized, (bytes, bytearray)):
-            raise _invalid()
-        key = bytes(serialized)
-        token = self._cache.get(key)
-        if token is None:
-            try:
-                biscuit = _bi.Biscuit.from_bytes(key, self._public)
-            except Exception:  # noqa: BLE001 - any decoding/signature failure is the same refusal
-                raise _invalid() from None
-            token = self._remember(self._parse(biscuit))
-        return token
+        return self._load(serialized, None)
 
     def verify(self, serialized: bytes, holder: str, now: float) -> Token:
         """The token in ``serialized``, if genuine, unexpired and held by ``holder``."""
-        if not isinstance(serialized, (bytes, bytearray)):
-            raise _invalid()
-        key = bytes(serialized)
-        token = self._cache.get(key)
-        if token is None:
-            try:
-                biscuit = _bi.Biscuit.from_bytes(key, self._public)
-            except Exception:  # noqa: BLE001 - any decoding/signature failure is the same refusal
-                raise _invalid() from None
-            token = self._parse(biscuit)
-            self._datalog_checks(token, now)
-            self._remember(token)
+        token = self._load(serialized, now)
         exp = token.expires_at
         if exp is not None and not now < exp:
             raise CapabilityExpired(
@@ -492,6 +471,24 @@ class Authority:
         return GrantDecision(False, "not_granted", request)
 
     # ------------------------------------------------------------------ internals
+    def _load(self, serialized: bytes, now: float | None) -> Token:
+        """The cached token for ``serialized``; on a miss, decode it, verify its signature chain
+        (and, given ``now``, the Datalog checks signed into its blocks) and cache it."""
+        if not isinstance(serialized, (bytes, bytearray)):
+            raise _invalid()
+        key = bytes(serialized)
+        token = self._cache.get(key)
+        if token is None:
+            try:
+                biscuit = _bi.Biscuit.from_bytes(key, self._public)
+            except Exception:  # noqa: BLE001 - any decoding/signature failure is the same refusal
+                raise _invalid() from None
+            token = self._parse(biscuit)
+            if now is not None:
+                self._datalog_checks(token, now)
+            self._remember(token)
+        return token
+
     def _remember(self, token: Token) -> Token:
         cache = self._cache
         while len(cache) >= self._cache_size:

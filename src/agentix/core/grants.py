@@ -44,6 +44,7 @@ from typing import Any, Iterable, Literal, NamedTuple, get_args
 from agentix.core.errors import HandoffEscalationDenied, InvalidRequest
 from agentix.core.hosts import HostPattern, normalize_host, parse_host_pattern
 from agentix.core.paths import PathPattern, normalize_path, parse_path_pattern
+from agentix.core.taint import SOURCES
 
 __all__ = [
     "GRANT_KINDS",
@@ -74,7 +75,7 @@ GrantKind = Literal[
     "model", "mcp",
 ]
 GRANT_KINDS: tuple[str, ...] = get_args(GrantKind)
-TAINT_SOURCES = ("fetched_url", "untrusted_file", "agent_message", "external_tool")
+TAINT_SOURCES = SOURCES   # the labels an `untaint` grant may name: every taint source
 
 _PATH_KINDS = ("file_read", "file_write")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}\Z")

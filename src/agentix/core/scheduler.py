@@ -47,7 +47,7 @@ import heapq
 import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from agentix.core.ratelimit import LimiterStats, ProviderLimiter, RateLimits
 
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 Discipline = Literal["wfq", "fifo", "round_robin", "none"]
-DISCIPLINES: tuple[str, ...] = ("wfq", "fifo", "round_robin", "none")
+DISCIPLINES: tuple[str, ...] = get_args(Discipline)
 TicketState = Literal["waiting", "running", "done", "cancelled", "expired"]
 _WAIT_SAMPLES = 2048
 

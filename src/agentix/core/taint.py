@@ -21,7 +21,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, get_args
 
 from agentix.core.errors import InvalidRequest, TaintViolation
 
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 TaintSource = Literal["fetched_url", "untrusted_file", "agent_message", "external_tool"]
-SOURCES: tuple[str, ...] = ("fetched_url", "untrusted_file", "agent_message", "external_tool")
+SOURCES: tuple[str, ...] = get_args(TaintSource)
 Condition = Literal["always", "with_payload", "outside_workspace"]
 Action = Literal["refuse", "ask"]
 

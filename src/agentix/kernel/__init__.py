@@ -28,7 +28,9 @@ Construction order (``kernel/kernel.py``)::
     5. stages                    cap_stage.CapabilityStage, then trusted_state.DurableStateStage
     6. tools                     echo, files, net_exec (web_fetch, exec), memory, skills,
                                  a2a_tool (a2a_call, when a2a-sdk is installed),
-                                 mcp_tools.McpTools (declared MCP servers' mcp__* tools)
+                                 mcp_tools.McpTools (declared MCP servers' mcp__* tools; its parts:
+                                 mcp_config declarations, mcp_server one server's lifecycle,
+                                 mcp_stdio/mcp_remote the wires, mcp_pins the approvals)
     7. system calls              the calls_* modules and the areas below
 
 Every method has one row in ``methods.POLICIES`` (who may call it, what it touches and how
@@ -55,9 +57,8 @@ be registered, and an unknown one is refused. The handlers, by area:
     http        http_api.py            tokens.create .list .revoke .verify (and the HTTP face itself)
     dashboard   dashboard_api.py       dashboard.agents
 
-``packages_api``, ``snapshots_api``, ``http_api``, ``persistent``, ``mcp_tools``, ``a2a_tool``,
-``dashboard_api`` and ``telemetry`` take the kernel as one object typed
-``ports.KernelServices``; the others take the services they use.
+``mcp_tools`` takes the kernel as one object typed ``ports.KernelServices``; the others take
+the services they use.
 
 Around the root: ``daemon.py`` runs a kernel (sockets, signals, pidfile) and turns on
 ``telemetry.py`` (metrics, traces: it wraps ``pipeline.run`` only when on); ``config.py`` and

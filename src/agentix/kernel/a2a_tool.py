@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest
+from agentix.core.errors import AgentixError, InvalidRequest
 from agentix.core.grants import Request
-from agentix.tools.base import ToolContext, ToolSpec
-
-if TYPE_CHECKING:
-    from agentix.kernel.ports import KernelServices as Kernel
+from agentix.kernel.cap_service import CapabilityService
+from agentix.kernel.config import KernelConfig
+from agentix.kernel.process import ProcessTable
+from agentix.tools.base import ToolContext, ToolRegistry, ToolSpec
 
 __all__ = ["SCHEMA", "make_spec", "register"]
 
@@ -40,10 +40,13 @@ SCHEMA: dict[str, Any] = {
         "timeout": {"type": "number"}}}
 
 
-def make_spec(k: Kernel) -> ToolSpec:
+def make_spec(*, caps: CapabilityService, table: ProcessTable, config: KernelConfig) -> ToolSpec:
+    """The tool: ``caps`` holds the vault's secrets and the ledger; the caller's record in
+    ``table`` is tainted by the answer; ``config.fetch_max_timeout`` caps its timeout."""
+
     async def a2a_call_tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         from agentix.core.grants import check_secret_host
-        from agentix.kernel.net_exec import _capped_timeout
+        from agentix.kernel.net_exec import _capped_timeout, network_permits
         from agentix.tools.a2a_call import a2a_call
         from agentix.tools.secrets import redact
 
@@ -56,27 +59,19 @@ def make_spec(k: Kernel) -> ToolSpec:
         used: dict[str, str] = {}
         if name is not None:
             ctx.require_authorization().token_for(Request("secret", name))
-            value = k.caps.secrets.get(name)
+            value = caps.secrets.get(name)
             if value is None:
                 raise InvalidRequest(f"the vault holds no secret {name!r}", field="secret")
             from urllib.parse import urlsplit
 
-            check_secret_host(name, k.caps.secret_hosts.get(name), urlsplit(url).hostname or "")
+            check_secret_host(name, caps.secret_hosts.get(name), urlsplit(url).hostname or "")
             headers = {"Authorization": f"Bearer {value}"}
             used[name] = value
 
-        def permits(host: str, address: str | None) -> bool:
-            try:
-                again([Request.make("network", host, address)])
-            except CapabilityDenied as err:
-                if err.data.get("reason") in ("not_granted", "kernel_state"):
-                    return False
-                raise
-            return True
-
-        timeout = _capped_timeout(args, 60.0, k.config.fetch_max_timeout, "a2a_call")
+        permits = network_permits(again)
+        timeout = _capped_timeout(args, 60.0, config.fetch_max_timeout, "a2a_call")
         label = f"external_tool:a2a:{url}"
-        await k.caps.ledger.flush()  # the call's charge is durable before the message leaves
+        await caps.ledger.flush()  # the call's charge is durable before the message leaves
         try:
             res = await asyncio.create_task(a2a_call(
                 url, args["message"], permits=permits, task_id=args.get("task_id"),
@@ -86,17 +81,18 @@ def make_spec(k: Kernel) -> ToolSpec:
         except AgentixError as err:
             raise err.tainted(label) from None
         if ctx.agent_id is not None:
-            k.table.get(ctx.agent_id).taint.add(label)
+            table.get(ctx.agent_id).taint.add(label)
         ctx.call.taint.add(label)
-        return redact(res, {**k.caps.secrets, **used})
+        return redact(res, {**caps.secrets, **used})
 
     return ToolSpec("a2a_call", "Send a message to a remote A2A agent (its base URL) the network grants "
                     "allow; returns its answer (tainted external_tool).", SCHEMA, a2a_call_tool)
 
 
-def register(k: Kernel) -> bool:
+def register(tools: ToolRegistry, *, caps: CapabilityService, table: ProcessTable,
+             config: KernelConfig) -> bool:
     """Register ``a2a_call`` if ``a2a-sdk`` is installed; whether it was."""
     if importlib.util.find_spec("a2a") is None:
         return False
-    k.tools.register(make_spec(k))
+    tools.register(make_spec(caps=caps, table=table, config=config))
     return True

@@ -9,9 +9,10 @@ import re
 from typing import Any, Callable
 
 from agentix.core.errors import InvalidRequest, NotFound
-from agentix.kernel.dispatch import Call, EventSink, Pipeline
+from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.methods import method
 from agentix.kernel.param_checks import optional, required
+from agentix.store.audit import AuditEvents
 
 __all__ = ["register"]
 
@@ -19,8 +20,9 @@ FACE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 def register(pipeline: Pipeline, *, info: Callable[[], dict[str, Any]], shutdown_requested: asyncio.Event,
-             events: EventSink) -> None:
-    """``events`` is the sink as stored (its ``tail`` reads what was recorded)."""
+             log: AuditEvents | None) -> None:
+    """``log``: the audit log's events as stored (``events.tail`` reads what was recorded);
+    None for a kernel with a test sink (``events.tail`` is then not found)."""
 
     async def kernel_info(call: Call) -> dict[str, Any]:
         return info()
@@ -30,19 +32,17 @@ def register(pipeline: Pipeline, *, info: Callable[[], dict[str, Any]], shutdown
         return {"stopping": True, "pid": os.getpid()}
 
     async def events_tail(call: Call) -> dict[str, Any]:
-        tail = getattr(events, "tail", None)
-        if tail is None:
+        if log is None:
             raise NotFound("this kernel's event sink has no tail; use audit.tail")
         after = optional(call.params, "after", int, "a sequence number", 0)
         wait = optional(call.params, "wait", (int, float), "seconds", 0)
         kw = dict(after=after, agent=call.params.get("agent"), kind=call.params.get("kind"),
                   limit=optional(call.params, "limit", int, "a count", 1000))
-        if hasattr(events, "sync"):  # see the caller's own no-effect records
-            await events.sync()
-        found = tail(**kw)
+        await log.sync()  # see the caller's own no-effect records
+        found = log.tail(**kw)
         if not found and wait:
-            await events.wait_for_new(min(float(wait), 60.0))  # type: ignore[attr-defined]
-            found = tail(**kw)
+            await log.wait_for_new(min(float(wait), 60.0))
+            found = log.tail(**kw)
         return {"events": found}
 
     async def session_bind(call: Call) -> dict[str, Any]:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -16,23 +15,13 @@ from agentix.kernel.param_checks import caller_record
 from agentix.kernel.process import AgentRecord, ProcessTable
 from agentix.tools.base import ToolContext, ToolRegistry
 
-__all__ = ["ToolServices", "register"]
-
-
-@dataclass(frozen=True)
-class ToolServices:
-    """What a tool may read of the kernel (``ToolContext.services``): the process table (the
-    memory tools read the caller's manifest there)."""
-
-    table: ProcessTable
+__all__ = ["register"]
 
 
 def register(pipeline: Pipeline, *, table: ProcessTable, tools: ToolRegistry, caps: CapabilityService,
              prepare_tools: Callable[[str], Awaitable[None]]) -> None:
     """``prepare_tools(agent_id)`` starts what an agent's tool list needs first (the MCP
     servers its grants name: ``mcp_tools.McpTools.prepare_for``)."""
-    services = ToolServices(table)
-
     caller_rec = partial(caller_record, table)
 
     async def tool_list(call: Call) -> dict[str, Any]:
@@ -43,7 +32,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, tools: ToolRegistry, ca
     async def run_tool(call: Call, subject: AgentRecord | None) -> dict[str, Any]:
         assert call.tool is not None
         spec = tools.get(call.tool)
-        ctx = ToolContext(services=services, call=call, agent_id=subject.agent_id if subject else None,
+        ctx = ToolContext(call=call, agent=subject, agent_id=subject.agent_id if subject else None,
                           workspace=subject.workspace if subject else None,
                           authorization=call.authorization, reauthorize=caps.reauthorizer(call),
                           make_fence=partial(caps.fence, subject.workspace if subject else None))

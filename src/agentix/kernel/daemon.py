@@ -73,11 +73,10 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
     from agentix.kernel import telemetry
 
     # metrics with the HTTP API (GET /metrics), traces with AGENTIX_TRACES; off: zero cost
-    tel = telemetry.install(kernel, metrics=http is not None)
+    sources = telemetry.MetricSources(kernel.table, kernel.inference, kernel.audit)
+    tel = telemetry.install(kernel.pipeline, metrics=sources if http is not None else None)
     await kernel.start()
-    from agentix.kernel.persistent import respawn_persistent
-
-    await respawn_persistent(kernel)   # persistent agents come back with the kernel
+    await kernel.respawn_persistent()   # persistent agents come back with the kernel
     me = os.getuid()
 
     def handler_for(creds: PeerCredentials) -> Any:
@@ -102,9 +101,8 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
     if http is not None:  # the HTTP API (docs/http.md): a task of this loop, same pipeline
         from agentix.kernel.http_api import start_http
 
-        assert kernel.http_tokens is not None
         try:
-            http_server = await start_http(kernel, kernel.http_tokens, *http,
+            http_server = await start_http(kernel.http, *http,
                                            metrics=tel.metrics if tel is not None else None)
         except BaseException:
             server.close()

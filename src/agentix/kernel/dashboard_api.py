@@ -15,15 +15,12 @@ dashboard to one round trip. Read-only: a viewer token may call it.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentix.core.errors import InvalidRequest
-from agentix.kernel.dispatch import Call
+from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.methods import method
-
-if TYPE_CHECKING:
-    from agentix.kernel.ports import KernelServices as Kernel
-    from agentix.kernel.process import AgentRecord
+from agentix.kernel.process import AgentRecord, ProcessTable
 
 __all__ = ["MAX_IDS", "register", "tree_row"]
 
@@ -48,7 +45,9 @@ def tree_row(rec: AgentRecord, now_mono: float) -> dict[str, Any]:
     return row
 
 
-def register(k: Kernel) -> None:
+def register(pipeline: Pipeline, *, table: ProcessTable) -> None:
+    """Add ``dashboard.agents`` (it reads the process table only)."""
+
     async def dashboard_agents(call: Call) -> dict[str, Any]:
         show_all = bool(call.params.get("all", True))
         ids = call.params.get("agents")
@@ -57,11 +56,11 @@ def register(k: Kernel) -> None:
                     or not all(isinstance(i, str) for i in ids)):
                 raise InvalidRequest(f'"agents" must be a list of at most {MAX_IDS} agent ids', field="agents")
             wanted = set(ids)
-            recs = sorted((r for r in k.table if r.agent_id in wanted and (show_all or r.live)),
+            recs = sorted((r for r in table if r.agent_id in wanted and (show_all or r.live)),
                           key=lambda r: r.created_at)
         else:
-            recs = sorted((r for r in k.table if show_all or r.live), key=lambda r: r.created_at)
+            recs = sorted((r for r in table if show_all or r.live), key=lambda r: r.created_at)
         now = time.monotonic()
         return {"agents": [tree_row(r, now) for r in recs], "now": time.time()}
 
-    k.pipeline.register(method("dashboard.agents", dashboard_agents, operator=True))
+    pipeline.register(method("dashboard.agents", dashboard_agents, operator=True))

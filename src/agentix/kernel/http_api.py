@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentix.core.units import parse_duration
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound, StateError, Unauthenticated
-from agentix.kernel.dispatch import Call, Caller
+from agentix.kernel.dispatch import Call, Caller, EventSink, Pipeline
 from agentix.kernel.method_params import params_schema
 from agentix.kernel.methods import method
 from agentix.rpc.http import HttpServer, MethodInfo, Principal, Stored, create_app, start_server
@@ -34,7 +34,6 @@ from agentix.rpc.static import StaticSet, load_static
 from agentix.store.db import Database, Txn
 
 if TYPE_CHECKING:
-    from agentix.kernel.ports import KernelServices as Kernel
     from agentix.kernel.telemetry import Metrics
 
 __all__ = ["IDEMPOTENT", "IDEMPOTENCY_TTL", "HttpTokens", "KernelHttpBackend", "register", "start_http"]
@@ -149,14 +148,16 @@ class HttpTokens:
 
 
 class KernelHttpBackend:
-    """``rpc.http.HttpBackend`` over this kernel: one more caller of its pipeline."""
+    """``rpc.http.HttpBackend`` over this kernel: one more caller of its pipeline, whose
+    refusals and calls it records in ``events``; idempotency keys are kept in ``db``."""
 
-    def __init__(self, k: Kernel, tokens: HttpTokens, db: Database, clock: Callable[[], float] = time.time) -> None:
-        self.k, self.tokens, self.db, self.clock = k, tokens, db, clock
+    def __init__(self, pipeline: Pipeline, events: EventSink, tokens: HttpTokens, db: Database,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.pipeline, self.events, self.tokens, self.db, self.clock = pipeline, events, tokens, db, clock
 
     def methods(self) -> list[MethodInfo]:
         out = []
-        for spec in self.k.pipeline.specs():
+        for spec in self.pipeline.specs():
             if not spec.operator:
                 continue
             out.append(MethodInfo(spec.name, spec.policy.durability == "no_effect", spec.policy.doc,
@@ -167,12 +168,12 @@ class KernelHttpBackend:
         return self.tokens.authenticate(token)
 
     async def call(self, principal: Principal, method_name: str, params: dict[str, Any]) -> Any:
-        return await self.k.pipeline.run(Caller(agent_id=None, name=principal.label), method_name, params)
+        return await self.pipeline.run(Caller(agent_id=None, name=principal.label), method_name, params)
 
     async def refused(self, principal: Principal, method_name: str, err: AgentixError) -> None:
-        if self.k.pipeline.observer is not None:  # kernel/telemetry.py counts it
-            self.k.pipeline.observer.refused(method_name, err)
-        await self.k.events.record("http.refused", None, {"by": principal.label, "method": method_name,
+        if self.pipeline.observer is not None:  # kernel/telemetry.py counts it
+            self.pipeline.observer.refused(method_name, err)
+        await self.events.record("http.refused", None, {"by": principal.label, "method": method_name,
                                                           "error": err.code, "message": err.message})
 
     async def completed(self, principal: Principal, method_name: str, status: int,
@@ -180,7 +181,7 @@ class KernelHttpBackend:
         data: dict[str, Any] = {"by": principal.label, "method": method_name, "status": status, "ok": err is None}
         if err is not None:
             data["error"] = err.code
-        await self.k.events.record("http.call", None, data)
+        await self.events.record("http.call", None, data)
 
     async def idempotency_get(self, principal: Principal, key: str) -> Stored | None:
         row = self.db.reader().execute(
@@ -202,9 +203,10 @@ class KernelHttpBackend:
         await self.db.write(op)
 
 
-def register(k: Kernel) -> HttpTokens:
-    """Add ``tokens.create/list/revoke`` (operator methods) to ``k``'s pipeline."""
-    tokens = HttpTokens(k.db)
+def register(pipeline: Pipeline, *, db: Database, events: EventSink) -> HttpTokens:
+    """Add ``tokens.create/list/revoke/verify`` (operator methods) to ``pipeline``; the tokens
+    are kept in ``db``, a refused ``tokens.verify`` is recorded in ``events``."""
+    tokens = HttpTokens(db)
 
     async def tokens_create(call: Call) -> dict[str, Any]:
         p = call.params
@@ -228,14 +230,14 @@ def register(k: Kernel) -> HttpTokens:
         try:
             p = tokens.authenticate(token)
         except Unauthenticated as err:
-            await k.events.record("http.refused", None, {"by": call.caller.label(), "method": "tokens.verify",
+            await events.record("http.refused", None, {"by": call.caller.label(), "method": "tokens.verify",
                                                          "error": err.code, "message": err.message})
             raise
         return {"name": p.name, "role": p.role}
 
     for name, fn in [("tokens.create", tokens_create), ("tokens.list", tokens_list),
                      ("tokens.revoke", tokens_revoke), ("tokens.verify", tokens_verify)]:
-        k.pipeline.register(method(name, fn, operator=True))
+        pipeline.register(method(name, fn, operator=True))
     return tokens
 
 
@@ -247,16 +249,16 @@ def dashboard_files() -> StaticSet:
         return load_static(root)
 
 
-async def start_http(k: Kernel, tokens: HttpTokens, host: str, port: int, *,
+async def start_http(backend: KernelHttpBackend, host: str, port: int, *,
                      max_body: int = DEFAULT_MAX_BODY, metrics: Metrics | None = None) -> HttpServer:
-    """Serve the HTTP API for ``k`` on ``host:port`` in this event loop."""
+    """Serve the HTTP API of ``backend`` (the kernel's ``http``) on ``host:port`` in this event loop."""
     from agentix import __version__
 
-    backend = KernelHttpBackend(k, tokens, k.db)
     static = dashboard_files()
     server = await start_server(
         lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__,
                                    static=static, metrics=metrics.render if metrics is not None else None),
         host, port)
-    log.info("HTTP API on %s", server.url)
+    log.info("HTTP API and dashboard on %s/ (sign in with a token from `agentix tokens create NAME "
+             "--role operator`)", server.url)
     return server

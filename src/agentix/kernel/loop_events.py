@@ -1,6 +1,6 @@
 """``loop.event``: what an agent's tool loop reports to the kernel for the audit log.
 
-(Proposed by the LLM-agents work; the lead registers it with ``register(kernel)``.)
+(``kernel.Kernel`` registers it with ``register(pipeline, events=, home=, config=)``.)
 
     loop.event {kind, data}
 

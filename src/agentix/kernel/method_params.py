@@ -51,10 +51,13 @@ PARAMS: dict[str, dict[str, Any]] = {
     # ---- agents
     "agent.spawn": {**_obj(manifest=_MANIFEST, manifest_path={**_S, "description": "a manifest file on "
                                                               "the kernel's host (instead of manifest)"},
+                           manifest_text={**_S, "description": "the manifest as YAML or JSON text "
+                                                              "(instead of manifest; program paths absolute)"},
                            base_dir={**_S, "description": "where relative program paths resolve"},
                            name={**_S, "description": "overrides the manifest's name"},
                            message={**_ANY, "description": "the agent's first message"}),
-                    "anyOf": [{"required": ["manifest"]}, {"required": ["manifest_path"]}]},
+                    "anyOf": [{"required": ["manifest"]}, {"required": ["manifest_text"]},
+                              {"required": ["manifest_path"]}]},
     "agent.list": _obj(all={**_B, "default": True, "description": "include exited agents"}),
     "dashboard.agents": _obj(all={**_B, "default": True, "description": "include exited agents"},
                              agents={"type": "array", "items": {"type": "string"}, "maxItems": 1000,

@@ -199,8 +199,9 @@ POLICIES: dict[str, MethodPolicy] = {
     "audit.prove": _op("no_effect"),
     "audit.head": _op("no_effect"),
     # ---- operator: packages (kernel/packages_api.py, docs/packages.md)
-    "package.build": _op("effect", "the operator's socket; `run` steps execute in the sandbox with no network",
-                         recorded=True),
+    "package.build": _op("effect", "the operator's socket; `run` steps execute in the sandbox with no network "
+                         "but the hosts a step declares (the build proxy); base and dependency packages "
+                         "must pass the trust policy", recorded=True),
     "package.sign": _op("effect", "the operator's socket; a signing key under keys/signing", recorded=True),
     "package.push": _op("effect", "the operator's socket; the registry's credentials file", recorded=True),
     "package.pull": _op("effect", "the operator's socket; the package must pass the trust policy",

@@ -32,6 +32,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded, Timeout
@@ -43,7 +44,7 @@ from agentix.kernel.process import ProcessTable
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolContext, ToolSpec
 
-__all__ = ["make_specs"]
+__all__ = ["make_specs", "network_permits"]
 
 EXEC_OUTPUT_CAP = 256 * 1024
 
@@ -101,6 +102,28 @@ def _capped_timeout(args: dict[str, Any], default: float, ceiling: float, tool: 
     return timeout
 
 
+def network_permits(again: Callable[[list[Request]], Any],
+                    on_hop: Callable[[str], None] | None = None) -> Callable[[str, str | None], bool]:
+    """The ``permits(host, address)`` a network tool asks before each hop (``address`` None)
+    and each address a hop resolves to: every one is a new decision through ``again`` (the
+    call's ``reauthorize``), so a token revoked, expired or exhausted since the call began
+    covers nothing. Not granted is ``False`` (the tool refuses that hop); any other refusal
+    propagates. ``on_hop(host)`` runs first on each hop and may raise."""
+
+    def permits(host: str, address: str | None) -> bool:
+        if on_hop is not None and address is None:
+            on_hop(host)
+        try:
+            again([Request.make("network", host, address)])
+        except CapabilityDenied as err:
+            if err.data.get("reason") in ("not_granted", "kernel_state"):
+                return False
+            raise
+        return True
+
+    return permits
+
+
 def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: CapabilityService,
                substrate: Substrate) -> list[ToolSpec]:
     running: dict[str, int] = {}  # agent id -> exec runs going
@@ -118,19 +141,11 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
         name = args.get("secret")
         secret_hosts = caps.secret_hosts.get(name) if name is not None else None
 
-        def permits(host: str, address: str | None) -> bool:
-            # every hop, and every address it resolves to, is a new decision: a token revoked,
-            # expired or exhausted since the call began covers nothing here
-            if name is not None and address is None:
-                # a secret goes only to the hosts it is bound to: a redirect hop elsewhere is refused
-                check_secret_host(name, secret_hosts, host)
-            try:
-                again([Request.make("network", host, address)])
-            except CapabilityDenied as err:
-                if err.data.get("reason") in ("not_granted", "kernel_state"):
-                    return False
-                raise
-            return True
+        def secret_hop(host: str) -> None:
+            # a secret goes only to the hosts it is bound to: a redirect hop elsewhere is refused
+            check_secret_host(name, secret_hosts, host)
+
+        permits = network_permits(again, secret_hop if name is not None else None)
 
         url = args["url"]
         secret_headers: dict[str, str] = {}

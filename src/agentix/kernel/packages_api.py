@@ -8,7 +8,8 @@ Each method's policy is its row in the method table (``kernel/methods.py``); in 
 resources touched; recorded; durability:
 
     method                 touches                                      recorded  effect outside the kernel
-    package.build          reads the operator's build dir; writes registry/   yes       no
+    package.build          reads the operator's build dir; writes registry/;  yes       yes (pulls dependencies;
+                           a registry (dependencies); declared build hosts               a step's declared hosts)
     package.sign           reads keys/signing/; writes registry/               yes       no
     package.push           reads registry/; a remote registry                  yes       yes (network write)
     package.pull           a remote registry; writes registry/, versions       yes       yes (network read)
@@ -33,18 +34,19 @@ import asyncio
 import secrets
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound
 from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import parse_ref
-from agentix.kernel.dispatch import Call
+from agentix.kernel.config import KernelConfig
+from agentix.kernel.dispatch import Call, EventSink, Pipeline
+from agentix.kernel.home import Home
 from agentix.kernel.methods import method
+from agentix.kernel.spawn import Spawner
 from agentix.packages.service import PackageStore
-
-if TYPE_CHECKING:
-    from agentix.kernel.ports import KernelServices as Kernel
+from agentix.sandbox.base import Substrate
 
 __all__ = ["register", "METHODS"]
 
@@ -66,10 +68,11 @@ def _str(params: dict[str, Any], key: str, what: str, default: Any = ...) -> Any
     return val
 
 
-def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
-    store = store or PackageStore(k.home.root, db=k.db)
-    p = k.pipeline
-    lock = k.packages_lock  # one writer of the local store at a time, shared with kernel/snapshots_api.py
+def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: EventSink, home: Home,
+             config: KernelConfig, substrate: Substrate, spawner: Spawner) -> None:
+    """Add the package methods to ``p``. ``lock``: one writer of the local ``store`` at a time,
+    shared with kernel/snapshots_api.py; build steps run on ``substrate`` under ``config``'s
+    limits (their output under ``home``); ``package.run`` starts the agent with ``spawner``."""
 
     def recorded(fn: Any) -> Any:
         async def run(call: Call) -> Any:
@@ -92,14 +95,22 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         af = _str(call.params, "agentfile", "a path", None)
         loop = asyncio.get_running_loop()
 
-        def runner(argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
-            return asyncio.run_coroutine_threadsafe(_run_sandboxed(k, argv, workdir, timeout), loop).result()
+        def runner(argv: list[str], workdir: Path, timeout: float, hosts: tuple[str, ...]) -> tuple[int | None, str]:
+            return asyncio.run_coroutine_threadsafe(
+                _run_sandboxed(argv, workdir, timeout, hosts, home=home, config=config, substrate=substrate,
+                               events=events), loop).result()
 
         r = await in_thread(store.build, ctx, _str(call.params, "tag", "NAME:TAG"), Path(af) if af else None,
                             runner)
         out = {"ref": str(r.ref), "digest": r.digest, "layers": list(r.layers), "cached": list(r.cached)}
+        pinned = [{"name": d["name"], "version": d["version"], "digest": d["digest"]}
+                  for d in (r.config.get("dependencies") or {}).get("packages", [])]
+        if pinned:
+            out["dependencies"] = pinned
         call.event_data = {"ref": out["ref"], "digest": r.digest,
-                                   "capabilities": r.config.get("capabilities", [])}
+                                   "capabilities": r.config.get("capabilities", []), "dependencies": pinned}
+        for v in r.verdicts:  # the base and the package dependencies, as `run` records them
+            await _note_unsigned(_verdict(v))
         return out
 
     async def sign(call: Call) -> dict[str, Any]:
@@ -122,7 +133,7 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
 
     async def _note_unsigned(verdict: dict[str, Any]) -> None:
         if verdict.get("basis") == "unsigned_allowed":
-            await k.events.record("package.unsigned_accepted", None, {
+            await events.record("package.unsigned_accepted", None, {
                 "name": verdict["name"], "version": verdict["version"], "digest": verdict["digest"]})
 
     async def verify(call: Call) -> dict[str, Any]:
@@ -155,16 +166,16 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
                 data["name"] = name
             # the publisher sized nothing the operator did not accept: limits, budget and
             # memory at most this kernel's defaults (core/foreign.py)
-            manifest = cap_foreign(parse_manifest(data), k.config.limits, _llm_budget())
+            manifest = cap_foreign(parse_manifest(data), config.limits, _llm_budget())
             verdict = {"basis": prep.verdict.basis, "keyid": prep.verdict.keyid,
                        "rollback": prep.verdict.rollback_allowed, **prep.verdict.statement.to_data()}
             if pulled is None:
                 await _note_unsigned(verdict)
-            await k.events.record("package.accepted", None, {
+            await events.record("package.accepted", None, {
                 "ref": str(ref), "digest": prep.digest, "declared": prep.declared,
                 "accepted": accept, "granted": data["capabilities"], **verdict})
             # the whole package becomes the new workspace (moved, not copied)
-            rec = await k.spawn(manifest, message=call.params.get("message"), seed=dest)
+            rec = await spawner.spawn(manifest, message=call.params.get("message"), seed=dest)
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, True)
         call.event_data = {"ref": str(ref), "digest": prep.digest, "agent_id": rec.agent_id}
@@ -217,13 +228,50 @@ def register(k: Kernel, store: PackageStore | None = None) -> PackageStore:
         fn = handlers[name]
         # the policy of each is its row in the method table (kernel/methods.py)
         p.register(method(name, recorded(fn) if rec else fn, operator=True))
-    return store
 
 
-async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: float) -> tuple[int | None, str]:
+async def _run_sandboxed(argv: list[str], workdir: Path, timeout: float, hosts: tuple[str, ...] = (), *,
+                         home: Home, config: KernelConfig, substrate: Substrate,
+                         events: EventSink) -> tuple[int | None, str]:
     """Run one build command like ``exec`` runs an agent's: the same substrate, ``workdir`` as
-    /workspace, no network, the kernel's default limits — and strict isolation only (a build
-    never runs with missing layers, whatever the kernel's isolation setting)."""
+    /workspace, the kernel's default limits — and strict isolation only (a build never runs
+    with missing layers, whatever the kernel's isolation setting). No network; or, when the
+    step declares ``hosts``, a network namespace with only its loopback, where
+    sandbox/netbridge.py carries connections to this kernel's build proxy (kernel/
+    build_proxy.py), which lets through only the declared hosts. Its decisions are recorded
+    (``package.build_network``)."""
+    import os
+    import sys
+    import tempfile
+
+    from agentix.kernel.build_proxy import BuildProxy
+
+    run_id = "build-" + secrets.token_hex(4)
+    out_dir = home.root / "exec"
+    out_dir.mkdir(mode=0o700, exist_ok=True)
+    out_path = out_dir / f"{run_id}.out"
+    if not hosts:
+        return await _launch(config, substrate, run_id, argv, workdir, timeout, out_path, ())
+    # the proxy's socket, in a directory of its own that the sandbox sees read-only
+    net_dir = Path(tempfile.mkdtemp(prefix=f"agentix-{run_id}-"))
+    try:
+        os.chmod(net_dir, 0o755)
+        proxy = BuildProxy(hosts, net_dir / "proxy.sock")
+        async with proxy:
+            bridged = [sys.executable, "-I", "-B", "-m", "agentix.sandbox.netbridge", str(proxy.path), "--", *argv]
+            try:
+                return await _launch(config, substrate, run_id, bridged, workdir, timeout, out_path, (net_dir,))
+            finally:
+                refused = sorted({str(d["host"]) for d in proxy.decisions if not d["allowed"]})
+                await events.record("package.build_network", None, {
+                    "argv": argv[:20], "hosts": list(hosts), "refused": refused,
+                    "allowed": sorted({str(d["host"]) for d in proxy.decisions if d["allowed"]})})
+    finally:
+        shutil.rmtree(net_dir, ignore_errors=True)
+
+
+async def _launch(config: KernelConfig, substrate: Substrate, run_id: str, argv: list[str], workdir: Path, timeout: float, out_path: Path,
+                  net_dirs: tuple[Path, ...]) -> tuple[int | None, str]:
     import os
     import signal
     import socket
@@ -233,20 +281,16 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
     from agentix.core.manifest import Limits
     from agentix.sandbox.base import LaunchSpec
 
-    run_id = "build-" + secrets.token_hex(4)
-    out_dir = k.home.root / "exec"
-    out_dir.mkdir(mode=0o700, exist_ok=True)
-    out_path = out_dir / f"{run_id}.out"
     ksock, asock = socket.socketpair()
     os.set_inheritable(asock.fileno(), True)
     spec = LaunchSpec(
         agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
         workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
                                 "SOURCE_DATE_EPOCH": "0"},
-        channel_fd=asock.fileno(), log_path=out_path, limits=k.config.effective_limits(Limits()),
-        network=False, degraded_ok=False)
+        channel_fd=asock.fileno(), log_path=out_path, limits=config.effective_limits(Limits()),
+        network=False, loopback_inet=bool(net_dirs), extra_ro_paths=net_dirs, degraded_ok=False)
     try:
-        handle = await k.substrate.spawn(spec)
+        handle = await substrate.spawn(spec)
     finally:
         asock.close()
     try:
@@ -260,7 +304,8 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
         except asyncio.TimeoutError:
             handle.signal(signal.SIGKILL)
             await handle.wait()
-            raise Timeout(f"build step {argv[0]} was killed after {timeout:g} s", reason="timeout",
+            prog = argv[argv.index("--") + 1] if "agentix.sandbox.netbridge" in argv else argv[0]
+            raise Timeout(f"build step {prog} was killed after {timeout:g} s", reason="timeout",
                           timeout=timeout) from None
     finally:
         ksock.close()
@@ -272,6 +317,10 @@ async def _run_sandboxed(k: Kernel, argv: list[str], workdir: Path, timeout: flo
             output = ""
         out_path.unlink(missing_ok=True)
     return (info.code if info.signal is None else None), output
+
+
+def _verdict(v: Any) -> dict[str, Any]:
+    return {"basis": v.basis, "keyid": v.keyid, "rollback": v.rollback_allowed, **v.statement.to_data()}
 
 
 def _summary(params: dict[str, Any]) -> dict[str, Any]:

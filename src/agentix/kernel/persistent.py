@@ -1,6 +1,7 @@
 """Persistent agents: work delivered to a running loop, answers awaited, state kept.
 
-(Proposed by the LLM-agents work; the lead registers it with ``register(kernel, store)``.)
+(``kernel.Kernel`` registers it with ``register(pipeline, table=, mail=, store=)`` and starts
+the stored agents again with ``Kernel.respawn_persistent``.)
 
     agent.run {agent_id, message, timeout?}     operator: deliver work, wait for the answer
     agent.reply {request_id, result}            syscall: answer an agent.run request
@@ -33,16 +34,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentix.core.errors import InvalidRequest, Timeout
-from agentix.kernel.dispatch import Call
+from agentix.core.manifest import Manifest
+from agentix.kernel.dispatch import Call, EventSink, Pipeline
+from agentix.kernel.inference import InferenceService
+from agentix.kernel.messaging import Messaging
 from agentix.kernel.methods import method
-
-if TYPE_CHECKING:
-    from agentix.kernel.ports import KernelServices as Kernel
-    from agentix.kernel.process import AgentRecord
-    from agentix.store.saved_state import StateStore
+from agentix.kernel.process import AgentRecord, ProcessTable
+from agentix.kernel.spawn import Spawner
+from agentix.store.saved_state import StateStore
 
 __all__ = ["register", "respawn_persistent", "state_identity", "ungranted_model"]
 
@@ -56,8 +58,10 @@ def state_identity(rec: AgentRecord) -> str:
     return f"root:{rec.name}" if rec.parent is None else f"agent:{rec.agent_id}"
 
 
-async def respawn_persistent(k: Kernel) -> list[str]:
-    """Start every stored persistent root agent again (call after ``kernel.start()``).
+async def respawn_persistent(*, store: StateStore, spawner: Spawner, events: EventSink,
+                             inference: InferenceService) -> list[str]:
+    """Start every stored persistent root agent again (``Kernel.respawn_persistent``, called
+    after ``kernel.start()``).
 
     A manifest that no longer spawns (a program gone, isolation unavailable) is recorded as
     ``agent.respawn_failed`` and stays stored, so a later start tries again; the operator
@@ -66,23 +70,24 @@ async def respawn_persistent(k: Kernel) -> list[str]:
     from agentix.core.manifest import parse_manifest
 
     started = []
-    for name, data in await asyncio.to_thread(k.state_store.persistent_agents):
+    for name, data in await asyncio.to_thread(store.persistent_agents):
         try:
             manifest = parse_manifest({**data, "name": name})
-            ungranted_model(k, manifest)
-            rec = await k.spawn(manifest)
+            ungranted_model(manifest, inference.config.default_model)
+            rec = await spawner.spawn(manifest)
         except AgentixError as err:
             log.warning("persistent agent %s was not started again: %s", name, err.message)
-            await k.events.record("agent.respawn_failed", None, {**err.data, "name": name, "error": err.code,
+            await events.record("agent.respawn_failed", None, {**err.data, "name": name, "error": err.code,
                                                                  "message": err.message})
             continue
-        await k.events.record("agent.respawned", rec.agent_id, {"name": rec.name})
+        await events.record("agent.respawned", rec.agent_id, {"name": rec.name})
         started.append(rec.agent_id)
     return started
 
 
-def ungranted_model(k: Kernel, manifest: Any) -> None:
-    """Refuse to start again a stored LLM agent whose manifest grants no model it uses.
+def ungranted_model(manifest: Manifest, default_model: str | None) -> None:
+    """Refuse to start again a stored LLM agent whose manifest grants no model it uses
+    (``default_model``: the kernel's, which a built-in LLM program uses when it names none).
 
     A manifest stored before ``think`` became a capability may name a ``model`` it is not
     granted, or run a built-in LLM program (``module:agentix.agents.*``) on the kernel's
@@ -93,7 +98,7 @@ def ungranted_model(k: Kernel, manifest: Any) -> None:
     from agentix.kernel.cap_grants import manifest_groups
 
     builtin_llm = (manifest.program or "").startswith("module:agentix.agents.")
-    model = manifest.model or (k.inference.config.default_model if builtin_llm else None)
+    model = manifest.model or (default_model if builtin_llm else None)
     if not model:
         return
     if any(g.grants.permits(Request("model", model)) for g in manifest_groups(manifest)):
@@ -115,14 +120,16 @@ def _key(params: dict[str, Any]) -> str:
     return key
 
 
-def register(k: Kernel, store: StateStore) -> None:
+def register(pipeline: Pipeline, *, table: ProcessTable, mail: Messaging, store: StateStore) -> None:
+    """Add ``agent.run`` (delivers through ``mail``), ``agent.reply`` and ``agent.state_save/load``
+    (kept in ``store``) to ``pipeline``."""
     pending: dict[tuple[str, str], asyncio.Future[Any]] = {}
 
     async def agent_run(call: Call) -> dict[str, Any]:
         target_id = call.params.get("agent_id")
         if not isinstance(target_id, str):
             raise InvalidRequest('"agent_id" must be an agent id or live name', field="agent_id")
-        target = k.table.find_live(target_id)
+        target = table.find_live(target_id)
         if "message" not in call.params:
             raise InvalidRequest('missing parameter "message"', field="message")
         timeout = call.params.get("timeout", DEFAULT_RUN_TIMEOUT)
@@ -132,7 +139,7 @@ def register(k: Kernel, store: StateStore) -> None:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pending[(target.agent_id, rid)] = fut
         try:
-            await k.deliver(None, target, {"task": call.params["message"], "request_id": rid})
+            await mail.deliver(None, target, {"task": call.params["message"], "request_id": rid})
             try:
                 result = await asyncio.wait_for(fut, timeout=float(timeout))
             except asyncio.TimeoutError:
@@ -153,20 +160,20 @@ def register(k: Kernel, store: StateStore) -> None:
         return {"delivered": True}
 
     async def state_save(call: Call) -> dict[str, Any]:
-        rec = k.table.get(call.caller.agent_id)
+        rec = table.get(call.caller.agent_id)
         labels = sorted(rec.taint)  # the data is as tainted as the context that saves it
         size = await asyncio.to_thread(store.save, state_identity(rec), _key(call.params),
                                        call.params.get("value"), labels)
         return {"saved": True, "bytes": size, "taint": labels}
 
     async def state_load(call: Call) -> dict[str, Any]:
-        rec = k.table.get(call.caller.agent_id)
+        rec = table.get(call.caller.agent_id)
         value, labels = await asyncio.to_thread(store.load_labelled, state_identity(rec), _key(call.params))
         rec.taint |= set(labels)  # restored with its labels; only approval or untaint clears them
         call.taint |= set(labels)
         return {"value": value, "taint": labels}
 
-    k.pipeline.register(method("agent.run", agent_run, operator=True))
-    k.pipeline.register(method("agent.reply", agent_reply, agent=True))
-    k.pipeline.register(method("agent.state_save", state_save, agent=True))
-    k.pipeline.register(method("agent.state_load", state_load, agent=True))
+    pipeline.register(method("agent.run", agent_run, operator=True))
+    pipeline.register(method("agent.reply", agent_reply, agent=True))
+    pipeline.register(method("agent.state_save", state_save, agent=True))
+    pipeline.register(method("agent.state_load", state_load, agent=True))

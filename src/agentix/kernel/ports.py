@@ -1,8 +1,6 @@
-"""The typed surface of the kernel that the package, snapshot, HTTP and persistence handlers use.
+"""The typed surface of the kernel that the MCP handlers still use.
 
-Those handler modules (``packages_api``, ``snapshots_api``, ``http_api``, ``persistent``,
-``mcp_tools``, ``a2a_tool``, ``dashboard_api``, ``telemetry``)
-still take the kernel as one object; they type it with ``KernelServices`` (a Protocol the
+That handler module (``mcp_tools``) still takes the kernel as one object; they type it with ``KernelServices`` (a Protocol the
 composition root ``kernel.Kernel`` satisfies), not with ``Kernel`` itself, so no handler
 imports the module that imports it (no import circle; ``tests/test_layering.py``). Every
 attribute here is a service built once by the root; nothing is hung on later. The other

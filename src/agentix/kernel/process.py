@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentix.core.budget import BudgetLedger
 from agentix.core.errors import NotFound
 from agentix.core.lifecycle import LIVE_STATES, check_transition
 from agentix.core.mailbox import BoundedFifo
 from agentix.core.manifest import Limits, Manifest
+from agentix.rpc.server import Notify
 from agentix.sandbox.base import Handle
 
 __all__ = ["AgentRecord", "ExitRecord", "LogSink", "ProcessTable", "proc_start_time", "read_log"]
@@ -255,10 +257,10 @@ class AgentRecord:
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # the spawn committed or unwound
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     syscalls: int = 0
-    budget: Any = None           # agentix.core.budget.BudgetLedger
+    budget: BudgetLedger | None = None
     ended_mono: float | None = None
     last_stats: dict[str, Any] = field(default_factory=dict)  # resources sampled at exit
-    notify: Any = None           # rpc.server.Notify of the agent's channel, once it is served
+    notify: Notify | None = None  # the agent's channel's notifications, once it is served
     log_sink: LogSink | None = None   # reads the agent's output pipe while it runs
     restored: bool = False            # a record of an earlier kernel run (from the store)
 

@@ -116,21 +116,37 @@ def builtin_program_exists(module: str) -> bool:
 
 
 def parse_spawn_manifest(params: dict[str, Any]) -> tuple[Manifest, Path | None]:
-    """The manifest of an ``agent.spawn`` request: inline, or read from ``manifest_path``.
+    """The manifest of an ``agent.spawn`` request: inline (an object, or YAML/JSON text in
+    ``manifest_text``: what the dashboard's paste box sends), or read from ``manifest_path``.
 
     The SDK and CLI read a manifest file themselves (with the operator's own permissions)
     and send it inline. A ``manifest_path`` the kernel reads for a caller is opened without
     blocking (a FIFO or device is refused), read up to ``MAX_MANIFEST_TEXT`` bytes, and its
     errors never echo the file's content: the caller may not be able to read that file.
     """
+    if params.get("manifest_text") is not None and (params.get("manifest") is not None
+                                                    or params.get("manifest_path") is not None):
+        raise InvalidRequest('give one of "manifest", "manifest_text" or "manifest_path", not several',
+                             field="manifest_text")
     if "manifest" in params and params["manifest"] is not None:
         base = params.get("base_dir")
         if isinstance(base, str) and not os.path.isabs(base):
             raise InvalidRequest("base_dir must be absolute", field="base_dir")
         return parse_manifest(params["manifest"]), Path(base) if isinstance(base, str) else None
+    text = params.get("manifest_text")
+    if text is not None:
+        if not isinstance(text, str):
+            raise InvalidRequest('"manifest_text" must be the manifest as YAML or JSON text',
+                                 field="manifest_text")
+        if len(text.encode()) > MAX_MANIFEST_TEXT:
+            raise InvalidRequest(f'"manifest_text" is longer than {MAX_MANIFEST_TEXT} bytes',
+                                 field="manifest_text")
+        # no base: a relative program is refused (there is no file to resolve it against)
+        return load_manifest_text(text), None
     path = params.get("manifest_path")
     if not isinstance(path, str):
-        raise InvalidRequest('agent.spawn needs "manifest" (an object) or "manifest_path"', field="manifest")
+        raise InvalidRequest('agent.spawn needs "manifest" (an object), "manifest_text" (YAML or JSON) '
+                             'or "manifest_path"', field="manifest")
     if "\x00" in path or not os.path.isabs(path):
         raise InvalidRequest("manifest_path must be absolute", field="manifest_path")
     p = Path(path)

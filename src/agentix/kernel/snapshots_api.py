@@ -16,7 +16,7 @@ this is the conversation) with each value's labels, its memory records, the mess
 pending in its mailbox (without their send times), its effective budget limits and what it
 spent. Same state, same digest: no time, agent id or listing order enters the content.
 
-Freezing: a running agent is paused (cgroup freezer, ``Kernel.pause``) while it is read and
+Freezing: a running agent is paused (cgroup freezer, ``Control.pause``) while it is read and
 resumed afterwards, whatever happens; a paused agent stays paused. Only live agents are
 snapshotted (an exited agent's tokens are revoked: it has no grants left to record).
 
@@ -44,7 +44,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -54,18 +54,22 @@ from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import Ref, check_digest, parse_ref
 from agentix.core.snapshot import SNAPSHOT_API, GrantGroup, manifest_capabilities, narrow_groups
-from agentix.kernel.dispatch import Call
+from agentix.kernel.cap_service import CapabilityService
+from agentix.kernel.config import KernelConfig
+from agentix.kernel.control import Control
+from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.messaging import envelope_size
 from agentix.kernel.methods import method
 from agentix.kernel.persistent import state_identity
+from agentix.kernel.process import AgentRecord, ProcessTable
+from agentix.kernel.spawn import Spawner
+from agentix.memory.store import MemoryStore
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor
+from agentix.packages.service import PackageStore
 from agentix.packages.snapshot import (SNAPSHOT_VERSION, made_here, mark_made, read_snapshot, read_workspace,
                                        unpack_snapshot, write_snapshot)
 from agentix.sandbox import safewalk
-
-if TYPE_CHECKING:
-    from agentix.kernel.ports import KernelServices as Kernel
-    from agentix.kernel.process import AgentRecord
+from agentix.store.saved_state import StateStore
 
 __all__ = ["METHODS", "capture", "grant_groups", "register", "walk_workspace"]
 
@@ -98,12 +102,12 @@ def walk_workspace(workspace: Path, skipped: list[str], max_bytes: int, max_entr
         os.close(root)
 
 
-def grant_groups(k: Kernel, rec: AgentRecord) -> list[GrantGroup]:
+def grant_groups(caps: CapabilityService, rec: AgentRecord) -> list[GrantGroup]:
     """The agent's live tokens as grant groups (sorted: the order tokens were minted in does
     not change the digest)."""
     out = {}
-    for t in k.caps.live_tokens(rec.agent_id):
-        g = GrantGroup(tuple(t.grants.strings()), k.caps.ledger.remaining(t), t.expires_at)
+    for t in caps.live_tokens(rec.agent_id):
+        g = GrantGroup(tuple(t.grants.strings()), caps.ledger.remaining(t), t.expires_at)
         out[orjson.dumps(g.to_data(), option=orjson.OPT_SORT_KEYS)] = g
     return [out[key] for key in sorted(out)]
 
@@ -128,15 +132,16 @@ def _memory_owner(rec: AgentRecord) -> str | None:
     return f"agent:{rec.agent_id}"
 
 
-def _capture_store(k: Kernel, rec: AgentRecord) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _capture_store(state_store: StateStore, memory_store: MemoryStore,
+                   rec: AgentRecord) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Saved state and memory records (blocking: run in a thread)."""
-    state = k.state_store.entries(state_identity(rec))
+    state = state_store.entries(state_identity(rec))
     owner = _memory_owner(rec)
-    memory = k.memory.export(owner) if owner is not None else []
+    memory = memory_store.export(owner) if owner is not None else []
     return state, memory
 
 
-def capture(k: Kernel, rec: AgentRecord, state: list[Any], memory: list[Any], skipped: list[str]) -> dict[str, Any]:
+def capture(caps: CapabilityService, rec: AgentRecord, state: list[Any], memory: list[Any], skipped: list[str]) -> dict[str, Any]:
     """The snapshot document of a frozen agent (everything but the workspace layer)."""
     now = time.monotonic()
     manifest = rec.manifest.to_data()
@@ -153,7 +158,7 @@ def capture(k: Kernel, rec: AgentRecord, state: list[Any], memory: list[Any], sk
         "kind": "snapshot",
         "metadata": {"name": rec.manifest.name, "agent": rec.name, "version": SNAPSHOT_VERSION},
         "manifest": manifest,
-        "grants": [g.to_data() for g in grant_groups(k, rec)],
+        "grants": [g.to_data() for g in grant_groups(caps, rec)],
         "taint": sorted(rec.taint),
         "state": state,
         "memory": memory,
@@ -188,9 +193,13 @@ def _default_ref(rec: AgentRecord, digest: str) -> Ref:
 
 
 # ---------------------------------------------------------------------------- register
-def register(k: Kernel) -> None:
-    store = k.packages
-    lock: asyncio.Lock = k.packages_lock
+def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawner: Spawner,
+             caps: CapabilityService, state_store: StateStore, memory: MemoryStore, store: PackageStore,
+             lock: asyncio.Lock, config: KernelConfig) -> None:
+    """Add the snapshot methods to ``pipeline``. Snapshots are written to the local package
+    ``store`` under ``lock`` (its one writer, shared with kernel/packages_api.py); ``control``
+    freezes and thaws the agent; ``caps``, ``state_store`` and ``memory`` are read for what it
+    holds and written for what a restore puts back; ``spawner`` starts the restored agent."""
 
     def recorded(fn: Any) -> Any:
         async def run(call: Call) -> Any:
@@ -222,20 +231,20 @@ def register(k: Kernel) -> None:
             raise InvalidRequest("a snapshot tag is NAME:TAG, not a digest", field="tag")
         froze = rec.state == "running"
         if froze:
-            await k.pause(rec)
+            await control.pause(rec)
         try:
-            state, memory = await asyncio.to_thread(_capture_store, k, rec)
+            state, records = await asyncio.to_thread(_capture_store, state_store, memory, rec)
             async with lock:
                 layer, skipped = await asyncio.to_thread(read_workspace, rec.workspace, store.layout, store.limits,
                                                            walk_workspace)
-                doc = capture(k, rec, state, memory, skipped)
+                doc = capture(caps, rec, state, records, skipped)
                 digest, size = await asyncio.to_thread(write_snapshot, store.layout, doc, layer)
                 await asyncio.to_thread(mark_made, store.layout, digest)
                 ref = ref or _default_ref(rec, digest)
                 new = await asyncio.to_thread(store.layout.tag, ref, Descriptor(MANIFEST_TYPE, digest, size))
         finally:
             if froze and rec.state == "paused":
-                await k.resume(rec)
+                await control.resume(rec)
         return {"ref": str(ref), "digest": digest, "agent_id": rec.agent_id, "name": rec.name,
                 "skipped": skipped, "layer": layer.digest, "size": layer.size, "new_tag": new}
 
@@ -243,15 +252,15 @@ def register(k: Kernel) -> None:
         agent = call.params.get("agent")
         if not isinstance(agent, str):
             raise InvalidRequest('"agent" must be an agent id or live name', field="agent")
-        r = await take(k.table.find_live(agent), _tag(call.params))
+        r = await take(table.find_live(agent), _tag(call.params))
         out = {x: r[x] for x in ("ref", "digest", "agent_id", "name", "skipped", "size")}
         call.event_data = {x: r[x] for x in ("ref", "digest", "agent_id", "skipped")}
         return out
 
     def _free_name(base: str, explicit: bool) -> str:
         def taken(n: str) -> bool:
-            live = any(r.live and r.name == n for r in k.table)
-            return live or k.state_store.has_state(f"root:{n}")
+            live = any(r.live and r.name == n for r in table)
+            return live or state_store.has_state(f"root:{n}")
         if not taken(base):
             return base
         if explicit:
@@ -293,7 +302,7 @@ def register(k: Kernel) -> None:
                      "capabilities": caps, "budget": dict(doc["budget"].get("limits") or {})})
         manifest = parse_manifest(data)
         if foreign:  # sized by its publisher, not this operator: at most the defaults (core/foreign.py)
-            manifest = cap_foreign(manifest, k.config.limits, _llm_budget())
+            manifest = cap_foreign(manifest, config.limits, _llm_budget())
         dest = store.layout.tmp / f"restore-{secrets.token_hex(6)}"
         written: dict[str, Any] = {}
 
@@ -315,19 +324,19 @@ def register(k: Kernel) -> None:
             ident = state_identity(rec)
             for row in doc["state"]:
                 labels = sorted({*(row.get("taint") or []), *([origin] if foreign else [])})
-                await asyncio.to_thread(k.state_store.save, ident, str(row["key"]), row["value"], labels)
+                await asyncio.to_thread(state_store.save, ident, str(row["key"]), row["value"], labels)
                 written["state"] = ident
             owner = _memory_owner(rec)
             if owner is not None and doc["memory"]:
                 written["memory"] = owner
-                await asyncio.to_thread(k.memory.import_records, owner, doc["memory"],
+                await asyncio.to_thread(memory.import_records, owner, doc["memory"],
                                         max_records=rec.manifest.memory.max_records)
 
         try:
             await asyncio.to_thread(unpack_snapshot, store.layout, snap, dest, store.limits)
-            rec = await k.spawn(manifest, seed=dest, prepare=prepare)
+            rec = await spawner.spawn(manifest, seed=dest, prepare=prepare)
         except BaseException:
-            await asyncio.to_thread(_undo, k, written)
+            await asyncio.to_thread(_undo, state_store, memory, written)
             raise
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, True)
@@ -356,9 +365,9 @@ def register(k: Kernel) -> None:
         agent = call.params.get("agent")
         if not isinstance(agent, str):
             raise InvalidRequest('"agent" must be an agent id or live name', field="agent")
-        rec = k.table.find_live(agent)
+        rec = table.find_live(agent)
         accepted = _grants_param(call.params)
-        narrow_groups(grant_groups(k, rec), accepted)  # a wider fork is refused before anything is written
+        narrow_groups(grant_groups(caps, rec), accepted)  # a wider fork is refused before anything is written
         name = call.params.get("name")
         if name is not None and not isinstance(name, str):
             raise InvalidRequest('"name" must be an agent name', field="name")
@@ -379,7 +388,7 @@ def register(k: Kernel) -> None:
 
     handlers = {"snapshot.create": create, "snapshot.restore": restore, "snapshot.fork": fork}
     for name_ in METHODS:
-        k.pipeline.register(method(name_, recorded(handlers[name_]), operator=True))
+        pipeline.register(method(name_, recorded(handlers[name_]), operator=True))
 
 
 def _tag(params: dict[str, Any]) -> str | None:
@@ -389,14 +398,14 @@ def _tag(params: dict[str, Any]) -> str | None:
     return tag
 
 
-def _undo(k: Kernel, written: dict[str, Any]) -> None:
+def _undo(state_store: StateStore, memory: MemoryStore, written: dict[str, Any]) -> None:
     """Remove what a failed restore put back (its new identity's state and memory)."""
     ident = written.get("state")
     if ident:
-        k.state_store.delete_identity(ident)
+        state_store.delete_identity(ident)
     owner = written.get("memory")
     if owner:
-        k.memory.delete_owner(owner)
+        memory.delete_owner(owner)
 
 
 

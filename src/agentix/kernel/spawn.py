@@ -18,10 +18,12 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from agentix.core.budget import BudgetLedger, BudgetLimits
+from agentix.core.caps import Token
 from agentix.core.errors import AgentixError, InvalidRequest, IsolationUnavailable, LimitExceeded, NotFound, StateError
 from agentix.core.mailbox import BoundedFifo
 from agentix.core.manifest import Manifest
@@ -35,7 +37,7 @@ from agentix.kernel.messaging import Messaging, envelope_size
 from agentix.kernel.process import AgentRecord, ExitRecord, LogSink, ProcessTable
 from agentix.kernel.program import BOOT_MODULE, check_host_limits, install_program
 from agentix.kernel.reap import Reaper
-from agentix.rpc.server import InFlight, serve_socket
+from agentix.rpc.server import InFlight, Notify, serve_socket
 from agentix.sandbox.base import LaunchSpec, Substrate
 
 __all__ = ["PersistentAgents", "Spawner"]
@@ -87,7 +89,7 @@ class Spawner:
         message: Any = None,
         program_base: Path | None = None,
         seed: Path | None = None,
-        prepare: Any = None,
+        prepare: Callable[[AgentRecord], Awaitable[None]] | None = None,
     ) -> AgentRecord:
         """Start an agent process for ``manifest``. Refusals and failures leave nothing behind.
 
@@ -172,8 +174,8 @@ class Spawner:
             raise
 
     async def _spawn(self, rec: AgentRecord, parent: AgentRecord | None, program_base: Path | None,
-                     degraded_ok: bool, tokens: list[Any], seed: Path | None = None,
-                     prepare: Any = None) -> AgentRecord:
+                     degraded_ok: bool, tokens: list[Token], seed: Path | None = None,
+                     prepare: Callable[[AgentRecord], Awaitable[None]] | None = None) -> AgentRecord:
         """The asynchronous steps of a spawn; on any failure every step taken is undone."""
         manifest, agent_id, name, workspace = rec.manifest, rec.agent_id, rec.name, rec.workspace
         handle = None
@@ -313,7 +315,7 @@ class Spawner:
             rec.syscalls += 1
             return await self.pipeline.run(caller, method, params, taint=rec.taint)
 
-        def opened(notify: Any) -> None:   # streamed think text goes out through it
+        def opened(notify: Notify) -> None:   # streamed think text goes out through it
             rec.notify = notify
 
         await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}",

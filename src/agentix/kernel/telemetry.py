@@ -30,7 +30,9 @@ every caller looks ``run`` up when it calls) and setting ``pipeline.observer``:
   of the call that spawned it: a goal run — ``agent.submit_goal``, the orchestrator's calls, its
   ``agent.spawn_child`` calls and the children's calls — is one trace.
 
-The tracer provider and the metrics registry belong to this kernel (no global registry).
+The tracer provider and the metrics registry belong to this kernel (no global registry). What the
+scrape reads is named by ``MetricSources`` (the process table, the inference service, the audit
+log); ``install`` takes it with the pipeline it wraps, never the whole kernel.
 """
 
 from __future__ import annotations
@@ -40,15 +42,16 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from agentix.core.errors import AgentixError
+from agentix.kernel.audit_log import KernelAudit
+from agentix.kernel.dispatch import Caller, Pipeline
+from agentix.kernel.inference import InferenceService
+from agentix.kernel.process import ProcessTable
 
-if TYPE_CHECKING:
-    from agentix.kernel.dispatch import Caller
-    from agentix.kernel.ports import KernelServices as Kernel
-
-__all__ = ["Metrics", "Telemetry", "install", "REFUSALS", "SPAWNS"]
+__all__ = ["MetricSources", "Metrics", "Telemetry", "install", "REFUSALS", "SPAWNS"]
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +69,22 @@ _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.
             1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+@dataclass(frozen=True)
+class MetricSources:
+    """What the metrics read when scraped: the kernel's own snapshots."""
+
+    table: ProcessTable
+    inference: InferenceService
+    audit: KernelAudit | None  # None: a kernel with a test event sink
+
+
 class Metrics:
     """The kernel's Prometheus metrics, in a registry of its own."""
 
-    def __init__(self, k: Kernel) -> None:
+    def __init__(self, sources: MetricSources) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
-        self.k = k
+        self.sources = sources
         self.registry = CollectorRegistry(auto_describe=True)
         self.calls = Counter("agentix_calls", "system calls and operator methods by outcome",
                              ["method", "outcome"], registry=self.registry)
@@ -82,7 +94,7 @@ class Metrics:
                                 ["code", "reason"], registry=self.registry)
         self.spawn = Histogram("agentix_spawn_seconds", "time to start an agent (the spawning call)",
                                ["method"], buckets=_BUCKETS, registry=self.registry)
-        self.registry.register(_Snapshots(k))
+        self.registry.register(_Snapshots(sources))
         # labelled children, looked up once (``labels()`` is most of the cost of a count)
         self._calls: dict[tuple[str, str], Any] = {}
         self._latency: dict[str, Any] = {}
@@ -114,8 +126,8 @@ class Metrics:
 class _Snapshots:
     """Gauges read from the kernel's statistics when Prometheus scrapes (not on the call path)."""
 
-    def __init__(self, k: Kernel) -> None:
-        self.k = k
+    def __init__(self, sources: MetricSources) -> None:
+        self.sources = sources
 
     def describe(self) -> list[Any]:
         return []
@@ -123,13 +135,13 @@ class _Snapshots:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        k = self.k
+        src = self.sources
         states = GaugeMetricFamily("agentix_agents", "agents by state", labels=["state"])
         counts: dict[str, int] = {}
         names: dict[str, str] = {}
         cost = GaugeMetricFamily("agentix_agent_cost_usd", "inference cost spent per live agent", labels=["agent"])
         now = time.monotonic()
-        for rec in k.table:
+        for rec in src.table:
             counts[rec.state] = counts.get(rec.state, 0) + 1
             names[rec.agent_id] = rec.name
             if rec.live and rec.budget is not None:
@@ -140,7 +152,7 @@ class _Snapshots:
         yield states
         yield cost
         # the inference scheduler's statistics
-        stats = k.inference.stats()["providers"]
+        stats = src.inference.stats()["providers"]
         q = GaugeMetricFamily("agentix_inference_queue_length", "requests waiting", labels=["provider"])
         fl = GaugeMetricFamily("agentix_inference_in_flight", "requests running", labels=["provider"])
         tps = GaugeMetricFamily("agentix_inference_tokens_per_second", "output tokens/s over the last minute",
@@ -164,7 +176,7 @@ class _Snapshots:
                 mean.add_metric([name, who], a["mean_wait"])
                 p99.add_metric([name, who], a["p99_wait"])
         yield from (q, fl, tps, tok, wait, mean, p99)
-        audit = k.audit  # None: a kernel with a test event sink
+        audit = src.audit
         if audit is not None:
             alog = audit.log
             size = alog.size()
@@ -279,26 +291,28 @@ def tracer_provider_from_env(exporter: Any = None) -> Any:
     return provider
 
 
-def install(k: Kernel, *, metrics: bool = False, span_exporter: Any = None) -> Telemetry | None:
-    """Turn on what is asked (and installed); None (and the pipeline untouched) if nothing is."""
+def install(pipeline: Pipeline, *, metrics: MetricSources | None = None,
+            span_exporter: Any = None) -> Telemetry | None:
+    """Turn on what is asked (and installed): metrics read from ``metrics`` when given, traces
+    per ``span_exporter`` or ``AGENTIX_TRACES``; None (and the pipeline untouched) if nothing is."""
     m: Metrics | None = None
-    if metrics:
+    if metrics is not None:
         try:
-            m = Metrics(k)
+            m = Metrics(metrics)
         except ImportError:
             log.warning("metrics are off: prometheus_client is not installed (pip install 'agentix[observe]')")
     provider = tracer_provider_from_env(span_exporter)
     if m is None and provider is None:
         return None
     tel = Telemetry(m, provider)
-    inner = k.pipeline.run
+    inner = pipeline.run
 
     async def observed(caller: Caller, method: str, params: dict[str, Any], *,
                        taint: set[str] | None = None) -> Any:
         return await tel(caller, method, params, lambda: inner(caller, method, params, taint=taint))
 
-    k.pipeline.run = observed  # type: ignore[method-assign]
-    k.pipeline.observer = tel
+    pipeline.run = observed  # type: ignore[method-assign]
+    pipeline.observer = tel
     return tel
 
 

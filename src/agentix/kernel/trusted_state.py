@@ -260,9 +260,7 @@ class DurableStateStage:
             # (queued ahead of it) is durable first; a no_effect tool's record is posted, and
             # its charge rides the next group commit like a no_effect method's (docs/audit.md)
             return
-        spec = getattr(call, "spec", None)
-        policy = getattr(spec, "policy", None)
-        if policy is None or getattr(policy, "durability", "effect") == "effect":
+        if call.spec is None or call.spec.policy.durability == "effect":
             await self.ledger.flush()  # a no_effect call's charge rides the next commit
 
     async def after(self, call: Call, result: Any, error: BaseException | None) -> None:

@@ -36,14 +36,13 @@ from agentix.llm.base import (
     DeltaCallback,
     InferenceRequest,
     InferenceResponse,
-    Provider,
     TokenUsage,
     ToolCall,
     emit,
     parse_arguments,
     provider_error,
 )
-from agentix.llm.openai import http_exchange, parse_retry_after
+from agentix.llm.http_provider import HTTPProvider, parse_retry_after
 
 __all__ = ["AnthropicProvider", "to_anthropic"]
 
@@ -132,27 +131,17 @@ def to_anthropic(req: InferenceRequest) -> dict[str, Any]:
     return body
 
 
-class AnthropicProvider(Provider):
-    def __init__(self, name: str, base_url: str, api_key: str | None, timeout: float = 120.0,
-                 client: httpx.AsyncClient | None = None) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self._key = api_key
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0))
+class AnthropicProvider(HTTPProvider):
+    path = "/messages"
 
-    def __repr__(self) -> str:
-        return f"AnthropicProvider({self.name!r}, {self.base_url!r})"
+    def body(self, req: InferenceRequest) -> dict[str, Any]:
+        return to_anthropic(req)
 
     def _headers(self) -> dict[str, str]:
         h = {"content-type": "application/json", "anthropic-version": API_VERSION}
         if self._key:
             h["x-api-key"] = self._key
         return h
-
-    async def _complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
-        url = f"{self.base_url}/messages"
-        body = to_anthropic(req)
-        return await http_exchange(self, url, body, req, on_delta)
 
     def _http_error(self, r: httpx.Response) -> Exception:
         try:
@@ -220,6 +209,3 @@ class AnthropicProvider(Provider):
             stop_reason=_STOP.get(stop or "end_turn", "end"),  # type: ignore[arg-type]
             model=model, provider=self.name,
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

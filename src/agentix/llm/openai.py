@@ -17,13 +17,13 @@ from agentix.llm.base import (
     DeltaCallback,
     InferenceRequest,
     InferenceResponse,
-    Provider,
     TokenUsage,
     ToolCall,
     emit,
     parse_arguments,
     provider_error,
 )
+from agentix.llm.http_provider import HTTPProvider, parse_retry_after
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
 
@@ -37,65 +37,10 @@ def _usage(u: dict[str, Any]) -> TokenUsage:
     return TokenUsage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0), int(cached))
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds form), if present."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    ra = headers.get("retry-after")
-    if ra:
-        try:
-            return max(0.0, float(ra))
-        except ValueError:
-            return None
-    return None
-
-
-async def http_exchange(p: Any, url: str, body: dict[str, Any], req: InferenceRequest,
-                        on_delta: DeltaCallback | None) -> InferenceResponse:
-    """POST ``body`` and read the answer (streamed or not) for an HTTP provider ``p``.
-
-    ``p`` supplies ``_client``, ``_headers()``, ``_read_stream``, ``_parse``, ``_http_error``,
-    ``name`` and ``base_url``; every transport failure becomes the one provider error family.
-    """
-    try:
-        if req.stream:
-            async with p._client.stream("POST", url, json=body, headers=p._headers()) as r:
-                if r.status_code != 200:
-                    await r.aread()
-                    raise p._http_error(r)
-                return await p._read_stream(r, req, on_delta)
-        r = await p._client.post(url, json=body, headers=p._headers())
-        if r.status_code != 200:
-            raise p._http_error(r)
-        resp = p._parse(r.json(), req)
-        await emit(on_delta, resp.text)
-        return resp
-    except httpx.TimeoutException as e:
-        raise provider_error(p.name, f"timed out talking to {p.base_url}: {type(e).__name__}") from None
-    except httpx.HTTPError as e:
-        raise provider_error(p.name, f"cannot reach {p.base_url}: {type(e).__name__}: {e}") from None
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise provider_error(p.name, f"malformed response: {type(e).__name__}: {e}", status=200,
-                             retryable=False) from None
-
-
-class OpenAIProvider(Provider):
+class OpenAIProvider(HTTPProvider):
     """One OpenAI-compatible endpoint. The key never leaves this object."""
 
-    def __init__(self, name: str, base_url: str, api_key: str | None, timeout: float = 120.0,
-                 client: httpx.AsyncClient | None = None) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self._key = api_key
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
-                                                   limits=httpx.Limits(max_connections=256))
-
-    def __repr__(self) -> str:
-        return f"OpenAIProvider({self.name!r}, {self.base_url!r})"
+    path = "/chat/completions"
 
     def body(self, req: InferenceRequest) -> dict[str, Any]:
         # ``is_error`` on a tool message is agentix's (Anthropic has it, OpenAI does not)
@@ -121,10 +66,6 @@ class OpenAIProvider(Provider):
         if self._key:
             h["authorization"] = f"Bearer {self._key}"
         return h
-
-    async def _complete(self, req: InferenceRequest, on_delta: DeltaCallback | None = None) -> InferenceResponse:
-        url = f"{self.base_url}/chat/completions"
-        return await http_exchange(self, url, self.body(req), req, on_delta)
 
     def _http_error(self, r: httpx.Response) -> Exception:
         msg = ""
@@ -201,6 +142,3 @@ class OpenAIProvider(Provider):
             model=model,
             provider=self.name,
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

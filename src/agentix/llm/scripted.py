@@ -2,7 +2,8 @@
 
 The file is JSON or YAML: a list of turns (or ``{"turns": [...]}``), each
 ``{text?, tool_calls?: [{name, arguments}], stop_reason?, usage?: {input_tokens, output_tokens},
-error?: {message, status?, retryable?}, delay?: seconds}``. Every response it returns has
+error?: {message, status?, retryable?}, delay?: seconds}`` (``arguments``: an object, or the raw
+text a model sent, which reaches the caller as text when it is not a JSON object). Every response it returns has
 ``scripted=True`` and ``provider="scripted"``, and wherever it is shown it must be labelled
 as scripted. When the turns run out it raises a non-retryable ``ProviderError``; with
 ``loop=True`` it starts again.
@@ -26,6 +27,7 @@ from agentix.llm.base import (
     ToolCall,
     emit,
     estimate_tokens,
+    parse_arguments,
     provider_error,
 )
 
@@ -76,7 +78,9 @@ class ScriptedProvider(Provider):
             raise provider_error(self.name, e.get("message", "scripted error"), status=e.get("status"),
                                  retry_after=e.get("retry_after"), retryable=e.get("retryable"))
         text = t.get("text") or ""
-        calls = tuple(ToolCall(c.get("id", f"call_{self._i}_{j}"), c["name"], dict(c.get("arguments") or {}))
+        # arguments as a real model sends them: an object, or raw text (broken JSON stays text)
+        calls = tuple(ToolCall(c.get("id", f"call_{self._i}_{j}"), c["name"],
+                               parse_arguments(self.name, c.get("arguments")))
                       for j, c in enumerate(t.get("tool_calls") or []))
         u = t.get("usage") or {}
         await emit(on_delta, text)

@@ -17,11 +17,12 @@ earlier stage's result (its layers unpacked into a scratch tree, walked by the s
 walker); only the last stage's layers are the package.
 
 ``run`` steps run inside the agentix sandbox, never on the host: the builder is given a
-``Runner`` (the kernel's: the same substrate as agents, no network, the build tree as
-``/workspace``, strict isolation only). Before a run step the stage's layers so far are
+``Runner`` (the kernel's: the same substrate as agents, the build tree as ``/workspace``,
+strict isolation only; no network, or — for a step declaring ``network:`` hosts — only
+those hosts, through the kernel's build proxy). Before a run step the stage's layers so far are
 unpacked into a scratch tree; the command runs there; the step's layer holds what it added
 or changed (deleting a file is refused: layers carry no whiteouts). A run step's cache key
-covers its argv, its timeout and the digests of every layer before it.
+covers its argv, its timeout, its declared hosts and the digests of every layer before it.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ from agentix.core.agentfile import Agentfile, CopyStep, RunStep
 from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, LimitExceeded
 from agentix.core.package import Ref
-from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, image_manifest
 from agentix.packages.unpack import unpack_layers
 
-__all__ = ["BuildResult", "Runner", "WalkOptions", "build", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
+__all__ = ["BuildResult", "PackageDep", "Runner", "WalkOptions", "build", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
 
-#: runs ``argv`` sandboxed with ``workdir`` as /workspace; returns (exit code or None, output)
-Runner = Callable[[list[str], Path, float], tuple["int | None", str]]
+#: runs ``argv`` sandboxed with ``workdir`` as /workspace, reaching only ``hosts`` (host patterns;
+#: empty: no network at all); returns (exit code or None, output)
+Runner = Callable[[list[str], Path, float, tuple[str, ...]], tuple["int | None", str]]
 #: downloads the wheels of pinned requirements into a directory (the kernel's host side: wheels
 #: only, so no code of a dependency runs outside the sandbox)
 WheelFetcher = Callable[[list[str], Path, float], None]
@@ -74,6 +76,37 @@ class Base:
     def describe(self) -> dict[str, Any]:
         return {"ref": self.ref, "digest": self.digest, "name": self.name, "version": self.version}
 
+
+#: where a package dependency's files land in the dependent package (reserved, like deps/python)
+PACKAGE_DEPS_DIR = "deps/packages"
+
+
+@dataclass(frozen=True)
+class PackageDep:
+    """A verified package dependency (``dependencies.packages``): its files go, as one layer,
+    under ``deps/packages/NAME`` (NAME: its metadata name); its capabilities are *not* the
+    dependent's (a package declares its own ceiling)."""
+
+    ref: str
+    digest: str
+    name: str                      # the full package name, as signed
+    version: str
+    local_name: str                # its metadata name: the directory under deps/packages
+    layers: tuple[Descriptor, ...]
+    requires: tuple[dict[str, Any], ...] = ()   # its own recorded dependencies (nested)
+
+    @property
+    def path(self) -> str:
+        return f"{PACKAGE_DEPS_DIR}/{self.local_name}"
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"ref": self.ref, "digest": self.digest, "name": self.name,
+                             "version": self.version, "path": self.path}
+        if self.requires:
+            d["packages"] = list(self.requires)
+        return d
+
+
 ARTIFACT_TYPE = "application/vnd.agentix.package.v1"
 CONFIG_TYPE = "application/vnd.agentix.package.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -90,6 +123,9 @@ class BuildResult:
     layers: tuple[str, ...]
     cached: tuple[bool, ...]
     config: dict[str, Any]
+    #: the trust decisions on the base and the package dependencies (the kernel audits an
+    #: unsigned one accepted by policy, as for `run`)
+    verdicts: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -286,19 +322,24 @@ def _cache_key(step: CopyStep, entries: list[_Entry]) -> str:
 
 def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
           runner: Runner | None = None, base: Base | None = None,
-          fetch_wheels: WheelFetcher | None = None) -> BuildResult:
+          fetch_wheels: WheelFetcher | None = None, packages: tuple[PackageDep, ...] = ()) -> BuildResult:
     """Build the package; store its blobs in ``layout``; tag ``ref`` last.
 
     Layers, in order: the base package's (``from:``), one layer of Python dependencies
     (``dependencies.python``: wheels fetched by ``fetch_wheels`` on the host side, installed
-    by pip *inside the sandbox* under ``deps/python``), then each stage's steps. A stage with
-    ``from: STAGE`` starts from that stage's layers instead of base + dependencies."""
+    by pip *inside the sandbox* under ``deps/python``), one layer per package dependency
+    (``dependencies.packages``, verified by the caller: its files under
+    ``deps/packages/NAME``), then each stage's steps. A stage with ``from: STAGE`` starts
+    from that stage's layers instead of base + dependencies."""
     if ref.tag is None:
         raise InvalidRequest("build needs -t NAME:TAG (a digest is what a build produces)", field="tag")
     if (base is None) != (agentfile.base is None):
         raise InvalidRequest("the Agentfile's `from:` base package must be resolved before building",
                              field="from")
     python_deps = list(agentfile.dependencies.python)
+    if sorted(p.ref for p in packages) != list(agentfile.dependencies.packages):
+        raise InvalidRequest("the Agentfile's dependencies.packages must be resolved before building",
+                             field="dependencies.packages")
     if python_deps and (runner is None or fetch_wheels is None):
         raise InvalidRequest("dependencies.python: Python dependencies are installed inside the agentix "
                              "sandbox: build through the kernel (`agentix build`)", field="dependencies.python")
@@ -325,6 +366,12 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
         start.append(deps)
         cached.append(was_cached)
         steps_doc.append({"dependencies": {"python": python_deps}, "layer": deps.digest})
+    for dep in packages:
+        layer, was_cached = _package_layer(dep, layout, cache_dir)
+        start.append(layer)
+        cached.append(was_cached)
+        steps_doc.append({"dependencies": {"package": dep.ref, "digest": dep.digest, "path": dep.path},
+                          "layer": layer.digest})
     layers: list[Descriptor] = list(start)
     stage_layers: dict[str, list[Descriptor]] = {}
     trees: dict[str, tuple[Path, int]] = {}  # earlier stages unpacked for `copy: … from:`
@@ -354,14 +401,7 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
                 key = _cache_key(step, entries)
                 hit = _cache_get(cache_dir / key, layout)
                 if hit is None:
-                    tmp = layout.temp_path("layer")
-                    try:
-                        with open(tmp, "wb") as f:
-                            digest, size = _write_layer(src_fd, entries, f)  # type: ignore[arg-type]
-                        layout.commit_file(tmp, digest)
-                    finally:
-                        tmp.unlink(missing_ok=True)
-                    hit = Descriptor(LAYER_TYPE, digest, size)
+                    hit = _store_layer(layout, src_fd, entries)
                     layout._write_atomic(cache_dir / key, canonical_json(hit.to_data()))
                     cached.append(False)
                 else:
@@ -384,23 +424,18 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
     }
     if base is not None:   # absent keys keep the digests of packages without them unchanged
         config["from"] = base.describe()
-    if python_deps:
-        config["dependencies"] = {"python": python_deps}
-    config_bytes = canonical_json(config)
-    config_desc = Descriptor(CONFIG_TYPE, layout.put_bytes(config_bytes), len(config_bytes))
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "artifactType": ARTIFACT_TYPE,
-        "config": config_desc.to_data(),
-        "layers": [d.to_data() for d in layers],
-        "annotations": {"org.opencontainers.image.title": agentfile.metadata.name,
-                        "org.opencontainers.image.version": agentfile.metadata.version},
-    }
-    mbytes = canonical_json(manifest)
-    mdigest = layout.put_bytes(mbytes)
-    layout.tag(ref, Descriptor(MANIFEST_TYPE, mdigest, len(mbytes)))
-    return BuildResult(ref, mdigest, len(mbytes), tuple(d.digest for d in layers), tuple(cached), config)
+    if python_deps or packages:
+        config["dependencies"] = {}
+        if python_deps:
+            config["dependencies"]["python"] = python_deps
+        if packages:  # pinned by digest: the same refs resolving elsewhere give another package
+            config["dependencies"]["packages"] = [p.describe() for p in packages]
+    mdesc = layout.put_json(MANIFEST_TYPE, image_manifest(
+        ARTIFACT_TYPE, layout.put_json(CONFIG_TYPE, config), layers,
+        annotations={"org.opencontainers.image.title": agentfile.metadata.name,
+                     "org.opencontainers.image.version": agentfile.metadata.version}))
+    layout.tag(ref, mdesc)
+    return BuildResult(ref, mdesc.digest, mdesc.size, tuple(d.digest for d in layers), tuple(cached), config)
 
 
 def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layout, cache_dir: Path,
@@ -411,7 +446,38 @@ def _run_step(step: RunStep, field: str, before: list[Descriptor], layout: Layou
     hit = _cache_get(cache_dir / key, layout)
     if hit is not None:
         return hit, True
-    desc = _command_layer(list(step.run), step.timeout, field, before, layout, runner)
+    desc = _command_layer(list(step.run), step.timeout, field, before, layout, runner, hosts=tuple(step.network))
+    layout._write_atomic(cache_dir / key, canonical_json(desc.to_data()))
+    return desc, False
+
+
+def _package_layer(dep: PackageDep, layout: Layout, cache_dir: Path) -> tuple[Descriptor, bool]:
+    """One reproducible layer of a package dependency's files under ``deps/packages/NAME``:
+    its layers (verified blobs) unpacked by the package unpacker into a scratch tree, then
+    packed again below the new path by the builder's walker."""
+    key = hashlib.sha256(canonical_json({"v": 1, "gzip": GZIP_LEVEL, "package": dep.digest,
+                                         "path": dep.path})).hexdigest()
+    hit = _cache_get(cache_dir / key, layout)
+    if hit is not None:
+        return hit, True
+    tree = layout.temp_path("dep")
+    tmp = layout.temp_path("layer")
+    try:
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(layout.open_verified(d.digest)) for d in dep.layers]
+            unpack_layers(files, tree)
+        fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            entries = _walk(fd, (), dep.path.split("/"), f"dependency {dep.ref}", WalkOptions(skip_bytecode=False))
+            with open(tmp, "wb") as f:
+                digest, size = _write_layer(fd, entries, f)  # type: ignore[arg-type]
+        finally:
+            os.close(fd)
+        layout.commit_file(tmp, digest)
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tree, ignore_errors=True)
+    desc = Descriptor(LAYER_TYPE, digest, size)
     layout._write_atomic(cache_dir / key, canonical_json(desc.to_data()))
     return desc, False
 
@@ -448,7 +514,7 @@ def _python_layer(reqs: list[str], before: list[Descriptor], layout: Layout, cac
 
 def _command_layer(argv: list[str], timeout: float, field: str, before: list[Descriptor], layout: Layout,
                    runner: Runner, prepare: Callable[[Path], None] | None = None,
-                   keep: Callable[[str], bool] | None = None) -> Descriptor:
+                   keep: Callable[[str], bool] | None = None, hosts: tuple[str, ...] = ()) -> Descriptor:
     """Run ``argv`` in the sandbox over the layers ``before`` (unpacked into a scratch tree,
     which ``prepare`` may add inputs to); the layer is what the command added or changed
     (only the paths ``keep`` accepts, when given)."""
@@ -460,7 +526,7 @@ def _command_layer(argv: list[str], timeout: float, field: str, before: list[Des
         if prepare is not None:
             prepare(scratch)
         old = {e.path: e for e in _tree(scratch)}
-        code, output = runner(argv, scratch, timeout)
+        code, output = runner(argv, scratch, timeout, hosts)
         if code != 0:
             raise InvalidRequest(f"{field}: {Path(argv[0]).name} exited with {code}: {output[-2000:]}",
                                  field=field, exit_code=code)
@@ -478,17 +544,13 @@ def _command_layer(argv: list[str], timeout: float, field: str, before: list[Des
         entries = sorted([e for e in new if e.path in dirs and e.is_dir and e not in changed] + changed,
                          key=lambda e: e.path)
         fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        tmp = layout.temp_path("layer")
         try:
-            with open(tmp, "wb") as f:
-                digest, size = _write_layer(fd, entries, f)  # type: ignore[arg-type]
-            layout.commit_file(tmp, digest)
+            desc = _store_layer(layout, fd, entries)
         finally:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return Descriptor(LAYER_TYPE, digest, size)
+    return desc
 
 
 def _tree(root: Path) -> list[_Entry]:
@@ -514,3 +576,18 @@ def iter_entries(context: Path, step: CopyStep) -> Iterator[str]:  # for tests a
             yield e.path
     finally:
         os.close(fd)
+
+
+def _store_layer(layout: Layout, root_fd: int, entries: list[_Entry], compresslevel: int = GZIP_LEVEL) -> Descriptor:
+    """Write the layer of ``entries`` (below ``root_fd``) into the store. It is hashed as it is
+    written, by us, into the store's private tmp/ and fsynced: committed with no second read."""
+    tmp = layout.temp_path("layer")
+    try:
+        with open(tmp, "wb", buffering=CHUNK) as f:
+            digest, size = _write_layer(root_fd, entries, f, compresslevel)  # type: ignore[arg-type]
+            f.flush()
+            os.fsync(f.fileno())
+        layout.commit_file(tmp, digest, hashed=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Descriptor(LAYER_TYPE, digest, size)

@@ -35,7 +35,7 @@ from agentix.core.errors import NotFound, PackageRejected
 from agentix.core.package import Ref, check_digest, parse_ref, sha256_digest
 
 __all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "Sha256Thread", "VerifyingReader",
-           "start_writeback"]
+           "image_manifest", "start_writeback"]
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -162,6 +162,22 @@ class VerifyingReader:
             raise PackageRejected(f"blob {self.digest} in the local store does not match its digest "
                                   "(it was altered)", reason="digest_mismatch", digest=self.digest)
         self.verified = True
+def image_manifest(artifact_type: str, config: Descriptor, layers: list[Descriptor], *,
+                   annotations: dict[str, str] | None = None, subject: Descriptor | None = None) -> dict[str, Any]:
+    """The OCI image manifest (schema 2) of an artifact: packages, snapshots and signatures
+    are all stored as one of these (absent keys stay absent, so digests do not move)."""
+    m: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "artifactType": artifact_type,
+        "config": config.to_data(),
+        "layers": [d.to_data() for d in layers],
+    }
+    if annotations is not None:
+        m["annotations"] = annotations
+    if subject is not None:
+        m["subject"] = subject.to_data()
+    return m
 
 
 def _fsync_dir(path: Path) -> None:
@@ -196,6 +212,11 @@ class Layout:
 
     def temp_path(self, what: str = "blob") -> Path:
         return self.tmp / f"{what}-{secrets.token_hex(8)}"
+
+    def put_json(self, media_type: str, data: Any) -> Descriptor:
+        """Store ``data`` as canonical JSON; its descriptor."""
+        body = canonical_json(data)
+        return Descriptor(media_type, self.put_bytes(body), len(body))
 
     def put_bytes(self, data: bytes, expected: str | None = None) -> str:
         digest = sha256_digest(data)

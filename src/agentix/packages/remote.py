@@ -15,7 +15,12 @@ authentication. This module adds what a package manager needs on top:
   temporary file first: an interrupted pull leaves no partial package visible (the local
   tag is written last), and an interrupted push leaves no tag on the registry (the
   manifest is sent last, after every blob it names);
-* a blob the registry already has is not sent again: re-pushing does not duplicate.
+* a blob the registry already has is not sent again: re-pushing does not duplicate;
+* the OCI referrers API (distribution spec 1.1, ``GET /v2/NAME/referrers/DIGEST``):
+  ``referrers`` lists the manifests whose ``subject`` is a digest, or says the registry does
+  not implement it (a 404), so the caller falls back to the tag schema; ``put_referrer``
+  pushes a manifest by digest and says whether the registry indexed its subject (the
+  ``OCI-Subject`` answer header).
 
 Credentials: ``$AGENTIX_HOME/registry/credentials.json`` maps a registry host to
 ``{"username": ..., "password": ...}`` or ``{"token": ...}``; ``"insecure": true`` speaks
@@ -31,6 +36,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import oras.auth
 import oras.provider
@@ -40,12 +46,15 @@ from agentix.core.errors import AgentixError, NotFound, PackageRejected, Registr
 from agentix.core.package import Ref, check_digest, sha256_digest
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
 
-__all__ = ["Credentials", "RemoteRegistry", "ACCEPT"]
+__all__ = ["Credentials", "RemoteRegistry", "ACCEPT", "INDEX_TYPE"]
 
 log = logging.getLogger(__name__)
 
 ACCEPT = [MANIFEST_TYPE]
 MAX_MANIFEST = 4 << 20
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+#: at most this many referrers of one artifact are looked at (the rest are ignored)
+MAX_REFERRERS = 64
 
 
 def _is_loopback(host: str) -> bool:
@@ -248,6 +257,40 @@ class RemoteRegistry:
             tmp.unlink(missing_ok=True)
             r.close()
 
+    def referrers(self, ref: Ref, digest: str, artifact_type: str) -> list[Descriptor] | None:
+        """The manifests in ``ref``'s repository whose ``subject`` is ``digest`` and whose
+        artifact type is ``artifact_type`` (at most ``MAX_REFERRERS``), through the OCI
+        referrers API; None when the registry does not implement it (it answers 404: the spec
+        has a registry that does answer 200, with an empty index, for an unknown subject)."""
+        what = f"listing the referrers of {check_digest(digest)[:19]} in {ref.name}"
+        url = self._url(ref, "referrers", digest) + "?artifactType=" + quote(artifact_type, safe="")
+        try:
+            r = self._request(what, url, "GET", headers={"Accept": INDEX_TYPE}, stream=True)
+        except RegistryError as err:
+            if err.data.get("reason") == "not_found":
+                return None
+            raise
+        data = _read_bounded(r, MAX_MANIFEST, what)
+        try:
+            index = json.loads(data)
+            manifests = index["manifests"]
+            if not isinstance(manifests, list):
+                raise TypeError("manifests is not a list")
+        except (ValueError, KeyError, TypeError) as err:
+            raise RegistryError(f"{what}: the registry's answer is not an OCI image index ({err})",
+                                reason="protocol", registry=self.host) from None
+        out: list[Descriptor] = []
+        for m in manifests:
+            # the registry may not apply the filter (no OCI-Filters-Applied): filter here too
+            if not isinstance(m, dict) or m.get("artifactType") != artifact_type:
+                continue
+            d = Descriptor.from_data(m)
+            if d.media_type == MANIFEST_TYPE and d.digest not in {x.digest for x in out}:
+                out.append(d)
+            if len(out) >= MAX_REFERRERS:
+                break
+        return out
+
     # ------------------------------------------------------------ writing
     def has_blob(self, ref: Ref, digest: str) -> bool:
         url = self._url(ref, "blobs", check_digest(digest))
@@ -303,6 +346,18 @@ class RemoteRegistry:
         return digest
 
 
+    def put_referrer(self, ref: Ref, media_type: str, data: bytes, subject: str) -> bool:
+        """Push a manifest naming ``subject`` by its digest (no tag); True if the registry
+        says it indexed the subject (``OCI-Subject: SUBJECT``), so the referrers API finds it."""
+        digest = sha256_digest(data)
+        what = f"publishing {ref.name}@{digest[:19]}"
+        r = self._request(what, self._url(ref, "manifests", digest), "PUT", ok=(201,),
+                          headers={"Content-Type": media_type}, data=data)
+        claimed = r.headers.get("Docker-Content-Digest")
+        if claimed and claimed != digest:
+            raise RegistryError(f"{what}: the registry stored digest {claimed}, we sent {digest}",
+                                reason="protocol", registry=self.host)
+        return r.headers.get("OCI-Subject") == subject
 class _Upload:
     """A local blob as a PUT body: sent in 1 MiB chunks (a file object would go out 16 KiB at a
     time) and hashed as it goes, instead of hashed in full first and read again. Iterating

@@ -9,6 +9,7 @@ verifies before it tags, so an untrusted package never becomes visible locally.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,14 +25,16 @@ from typing import Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
 from agentix.core.canonical import canonical_json
-from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, Timeout
+from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, RegistryError, Timeout
+from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
                                   parse_public_key, parse_ref)
-from agentix.packages.build import ARTIFACT_TYPE, CONFIG_TYPE, Base, BuildResult, Runner, build
+from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR, Base, BuildResult, PackageDep,
+                                    Runner, build)
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.remote import Credentials, RemoteRegistry
-from agentix.packages.trust import (EMPTY_CONFIG, SIGNATURE_TYPE, Keyring, TrustState, add_signature,
-                                    read_signatures, signature_ref)
+from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
+                                    TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
 from agentix.packages.unpack import UnpackLimits, copy_tree, unpack_layers
 
 __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
@@ -92,10 +95,61 @@ class PackageStore:
             raise InvalidRequest(f"tag {ref.tag} is a version but the Agentfile says version "
                                  f"{af.metadata.version}; tag it {af.metadata.version} (or a name such "
                                  "as latest)", field="tag")
-        base = self._base(af.base, agentfile.name) if af.base is not None else None
-        return build(context, af, ref, self.layout, runner, base, fetch_wheels if runner is not None else None)
+        verdicts: list[Verdict] = []
+        base = self._base(af.base, agentfile.name, verdicts) if af.base is not None else None
+        deps = self._package_deps(af.dependencies.packages, ref, agentfile.name, verdicts)
+        r = build(context, af, ref, self.layout, runner, base, fetch_wheels if runner is not None else None,
+                  deps)
+        return dataclasses.replace(r, verdicts=tuple(verdicts))
 
-    def _base(self, text: str, source: str) -> Base:
+    def _package_deps(self, texts: list[str], ref: Ref, source: str,
+                      verdicts: list[Verdict]) -> tuple[PackageDep, ...]:
+        """The Agentfile's ``dependencies.packages``, each from the local store or pulled from
+        its registry, verified under the trust policy exactly as `run` verifies a package,
+        pinned by digest. A dependency that (through its own dependencies) is this package
+        again is a cycle."""
+        out: list[PackageDep] = []
+        seen_names: dict[str, str] = {}
+        for i, text in enumerate(texts):
+            field = f"dependencies.packages.{i}"
+            dref = parse_ref(text, default_tag=None)
+            try:
+                desc = self.layout.resolve(dref)
+            except NotFound:
+                if dref.registry is None:
+                    raise NotFound(f"{source}: {field}: package {dref} is not in the local store and names no "
+                                   f"registry to pull it from; build it, or give HOST/NAME:TAG",
+                                   field=field, ref=str(dref)) from None
+                self.pull(text)   # verified (trust, rollback, digests) before anything is tagged
+                desc = self.layout.resolve(dref)
+            verdict = self._decide(dref, desc, read_signatures(self.layout, dref, desc.digest), False)
+            m = self._manifest(desc.digest)
+            cfg = self._config(m, snapshots=False)
+            local = str(cfg["metadata"].get("name", ""))
+            if not NAME_RE.match(local):
+                raise PackageRejected(f"{source}: {field}: {dref} has no valid metadata name",
+                                      reason="malformed_manifest", field=field)
+            if local in seen_names:
+                raise InvalidRequest(f"{source}: {field}: {dref} and {seen_names[local]} are both named "
+                                     f"{local!r}: they would share {PACKAGE_DEPS_DIR}/{local}",
+                                     field=field, path=f"{PACKAGE_DEPS_DIR}/{local}")
+            seen_names[local] = str(dref)
+            requires = (cfg.get("dependencies") or {}).get("packages") or []
+            if not isinstance(requires, list):
+                raise PackageRejected(f"{source}: {field}: {dref} records malformed dependencies",
+                                      reason="malformed_manifest", field=field)
+            chain = _dependency_chain(verdict.statement.name, requires, ref.name)
+            if chain is not None:
+                raise InvalidRequest(f"{source}: {field}: a dependency cycle: {ref.name} -> "
+                                     + " -> ".join(chain) + f" (which is {ref.name} again)",
+                                     field=field, reason="cycle", cycle=[ref.name, *chain])
+            verdicts.append(verdict)
+            out.append(PackageDep(text, desc.digest, verdict.statement.name, verdict.statement.version,
+                                  local, tuple(Descriptor.from_data(x) for x in m.get("layers", [])),
+                                  tuple(requires)))
+        return tuple(out)
+
+    def _base(self, text: str, source: str, verdicts: list[Verdict]) -> Base:
         """The Agentfile's base package, from the local store (pull it first), verified
         under the trust policy exactly as `run` verifies a package."""
         try:
@@ -108,6 +162,7 @@ class PackageStore:
             raise NotFound(f"{source}: from: base package {bref} is not in the local store; "
                            f"`agentix pull {bref}` first", field="from") from None
         verdict = self._decide(bref, desc, read_signatures(self.layout, bref, desc.digest), False)
+        verdicts.append(verdict)
         m = self._manifest(desc.digest)
         cfg = self._config(m, snapshots=False)
         return Base(str(bref), desc.digest, verdict.statement.name, verdict.statement.version,
@@ -153,7 +208,7 @@ class PackageStore:
         return {"ref": str(ref), "digest": desc.digest, "name": ref.name,
                 "version": cfg["metadata"].get("version"), "metadata": cfg["metadata"],
                 "capabilities": cfg.get("capabilities", []), "manifest": cfg.get("manifest"),
-                "steps": cfg.get("steps", []),
+                "steps": cfg.get("steps", []), "dependencies": cfg.get("dependencies", {}),
                 "layers": [{"digest": x["digest"], "size": x["size"]} for x in m.get("layers", [])],
                 "size": sum(int(x["size"]) for x in m.get("layers", [])),
                 "signatures": [{"keyid": s.keyid, **s.statement.to_data()} for s in sigs]}
@@ -251,11 +306,21 @@ class PackageStore:
         tag_ref = ref if ref.tag else ref.with_digest(desc.digest)
         remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes)
         signatures = 0
+        stored_as = None
         if sdesc is not None:
-            remote.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE,
-                                self.layout.read_blob(sdesc.digest))
+            sbytes = self.layout.read_blob(sdesc.digest)
+            # an OCI referrer (by digest, found through its subject) where the registry has the
+            # referrers API and indexes the subject; else the tag schema (sha256-<hex>.sig)
+            listed = remote.referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
+            if listed is not None and (any(d.digest == sdesc.digest for d in listed)
+                                       or remote.put_referrer(ref, MANIFEST_TYPE, sbytes, desc.digest)):
+                stored_as = "referrer"
+            else:
+                remote.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE, sbytes)
+                stored_as = "tag"
             signatures = len(sm.get("layers", []))
-        return {"ref": str(ref), "digest": desc.digest, "blobs_sent": sent, "signatures": signatures}
+        return {"ref": str(ref), "digest": desc.digest, "blobs_sent": sent, "signatures": signatures,
+                "signatures_as": stored_as}
 
     def _push_blobs(self, ref: Ref, remote: RemoteRegistry, blobs: list[Descriptor]) -> list[bool]:
         """Upload the ``blobs`` the registry lacks, up to ``PUSH_CONCURRENCY`` at once (each
@@ -293,7 +358,7 @@ class PackageStore:
             raise PackageRejected(f"{ref} is larger than this kernel accepts", reason="too_large")
         remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)
         self.layout.put_bytes(mbytes, desc.digest)
-        sigs = self._remote_signatures(remote, ref, desc)
+        sigs, via = self._remote_signatures(remote, ref, desc)
         verdict = self._decide(ref, desc, sigs, allow_rollback)  # before any layer is fetched or tagged
         for d in layers:
             remote.fetch_blob(ref, d, self.layout, self.limits.max_bytes * 2)
@@ -303,24 +368,73 @@ class PackageStore:
             # by digest: remember it under a tag named after its digest
             self.layout.tag(ref.with_tag("sha256-" + desc.digest[7:19]), Descriptor(MANIFEST_TYPE, desc.digest, desc.size))
         self.record_seen(verdict)
-        return {"ref": str(ref), "digest": desc.digest, "verdict": _verdict_data(verdict)}
+        return {"ref": str(ref), "digest": desc.digest, "verdict": _verdict_data(verdict), "signatures_via": via}
 
-    def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor) -> list[Signature]:
-        sref = signature_ref(ref, desc.digest)
+    def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor) -> tuple[list[Signature], str | None]:
+        """The signatures stored beside ``desc`` on the registry, and where they were found:
+        through the OCI referrers API (manifests whose subject is the package) when the
+        registry implements it, else — or when it lists none — under the tag
+        ``sha256-<hex>.sig``. Their blobs are fetched (bounded, checked against their
+        digests) and kept locally as one signature manifest beside the package. Signatures
+        are *found* here, never trusted: ``decide`` verifies each."""
+        layers: list[Descriptor] = []
+        via = None
+        listed = remote.referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
+        for d in (listed or [])[:MAX_SIGNATURES]:
+            try:
+                _, sbytes = remote.get_manifest(ref.with_digest(d.digest))  # checked against d.digest
+            except RegistryError as err:
+                if err.data.get("reason") != "not_found":  # listed, then deleted: skip it
+                    raise
+                continue
+            found = self._signature_layers(sbytes, desc.digest)
+            if found:
+                via = "referrers"
+                layers += [x for x in found if x.digest not in {y.digest for y in layers}]
+        if not layers:
+            sref = signature_ref(ref, desc.digest)
+            try:
+                _, sbytes = remote.get_manifest(sref)
+            except RegistryError as err:
+                if err.data.get("reason") != "not_found":
+                    raise
+                sbytes = None
+            if sbytes is not None:
+                layers = self._signature_layers(sbytes, desc.digest, need_subject=False)
+                via = "tag" if layers else None
+        if not layers:
+            return [], None
+        for d in layers[:MAX_SIGNATURES]:
+            remote.fetch_blob(ref, d, self.layout, 64 << 10)
+        self.layout.put_bytes(b"{}", EMPTY_CONFIG.digest)
+        mbytes = signature_manifest(layers[:MAX_SIGNATURES], desc)
+        self.layout.tag(signature_ref(ref, desc.digest),
+                        Descriptor(MANIFEST_TYPE, self.layout.put_bytes(mbytes), len(mbytes)))
+        return read_signatures(self.layout, ref, desc.digest), via
+
+    @staticmethod
+    def _signature_layers(sbytes: bytes, subject: str, need_subject: bool = True) -> list[Descriptor]:
+        """The signature layers of a signature manifest (untrusted JSON). A referrer must name
+        ``subject``; the tag schema's manifest is found by the subject's digest already (an
+        older agentix wrote it without a ``subject``), but one naming another subject is ignored."""
         try:
-            sdesc, sbytes = remote.get_manifest(sref)
-        except Exception as err:
-            if getattr(err, "data", {}).get("reason") == "not_found":
-                return []
-            raise
-        sm = json.loads(sbytes)
-        self.layout.put_bytes(sbytes, sdesc.digest)
-        for d in [sm.get("config", EMPTY_CONFIG.to_data()), *sm.get("layers", [])]:
-            dd = Descriptor.from_data(d)
-            if dd.media_type in (SIGNATURE_TYPE, EMPTY_CONFIG.media_type):
-                remote.fetch_blob(sref, dd, self.layout, 64 << 10)
-        self.layout.tag(sref, Descriptor(MANIFEST_TYPE, sdesc.digest, sdesc.size))
-        return read_signatures(self.layout, ref, desc.digest)
+            sm = json.loads(sbytes)
+        except ValueError:
+            return []
+        if not isinstance(sm, dict) or not isinstance(sm.get("layers", []), list):
+            return []
+        named = (sm.get("subject") or {}).get("digest") if isinstance(sm.get("subject"), dict) else None
+        if named != subject and (need_subject or named is not None):
+            return []
+        out = []
+        for x in sm.get("layers", []):
+            try:
+                d = Descriptor.from_data(x)
+            except PackageRejected:
+                continue
+            if d.media_type == SIGNATURE_TYPE and d.size <= 64 << 10:
+                out.append(d)
+        return out
 
     # ------------------------------------------------------------ running
     def prepare(self, ref_text: str, accepted: list[str] | Literal["all"], dest: Path, *,
@@ -399,6 +513,25 @@ class PackageStore:
 
     def record_seen(self, verdict: Verdict) -> bool:
         return self.trust.remember(verdict.statement.name, verdict.statement.version)
+
+
+def _dependency_chain(name: str, requires: list[Any], own: str, depth: int = 0) -> list[str] | None:
+    """The names from a dependency down to one that is the package being built (its full
+    name, as signed), or None. ``requires`` is the dependency's recorded tree (an untrusted
+    shape: anything malformed is skipped; it can only ever add a refusal)."""
+    if name == own:
+        return [name]
+    if depth > 32:
+        return None
+    for r in requires:
+        if not isinstance(r, dict):
+            continue
+        sub = _dependency_chain(str(r.get("name", "")),
+                                r.get("packages") if isinstance(r.get("packages"), list) else [],
+                                own, depth + 1)
+        if sub is not None:
+            return [name, *sub]
+    return None
 
 
 def _verdict_data(v: Verdict) -> dict[str, Any]:

@@ -41,12 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.package import Ref
 from agentix.core.snapshot import check_document
 from agentix.packages.build import LAYER_TYPE
-from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, Sha256Thread, start_writeback
+from agentix.packages.layout import (CHUNK, MANIFEST_TYPE, Descriptor, Layout, Sha256Thread, image_manifest,
+                                     start_writeback)
 from agentix.packages.unpack import UnpackLimits, unpack_layers
 
 __all__ = ["SNAPSHOT_ARTIFACT_TYPE", "SNAPSHOT_CONFIG_TYPE", "SNAPSHOT_VERSION", "Snapshot", "WalkedEntry",
@@ -225,18 +225,10 @@ class _StoredGzip:
 def write_snapshot(layout: Layout, document: dict[str, Any], layer: Descriptor) -> tuple[str, int]:
     """Store the document and the manifest; return (manifest digest, size). Tags nothing."""
     check_document(document)
-    body = canonical_json(document)
-    config = Descriptor(SNAPSHOT_CONFIG_TYPE, layout.put_bytes(body), len(body))
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "artifactType": SNAPSHOT_ARTIFACT_TYPE,
-        "config": config.to_data(),
-        "layers": [layer.to_data()],
-        "annotations": {"org.opencontainers.image.title": str(document["metadata"].get("agent", ""))},
-    }
-    mbytes = canonical_json(manifest)
-    return layout.put_bytes(mbytes), len(mbytes)
+    m = layout.put_json(MANIFEST_TYPE, image_manifest(
+        SNAPSHOT_ARTIFACT_TYPE, layout.put_json(SNAPSHOT_CONFIG_TYPE, document), [layer],
+        annotations={"org.opencontainers.image.title": str(document["metadata"].get("agent", ""))}))
+    return m.digest, m.size
 
 
 def _made_path(layout: Layout, digest: str) -> Path:

@@ -29,7 +29,7 @@ from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, TrustPolicy, format_public_key, key_id,
                                   newer)
-from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout, image_manifest
 
 __all__ = ["Keyring", "TrustState", "read_signatures", "signature_ref", "add_signature",
            "EMPTY_CONFIG", "SIGNATURE_TYPE", "SIGNATURE_ARTIFACT_TYPE"]
@@ -224,11 +224,9 @@ def read_signatures(layout: Layout, ref: Ref, digest: str) -> list[Signature]:
 
 
 def signature_manifest(layers: list[Descriptor], subject: Descriptor) -> bytes:
-    return canonical_json({
-        "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": SIGNATURE_ARTIFACT_TYPE,
-        "config": EMPTY_CONFIG.to_data(), "layers": [d.to_data() for d in layers],
-        "subject": Descriptor(subject.media_type, subject.digest, subject.size).to_data(),
-    })
+    """The canonical bytes of the signature manifest of ``subject`` holding ``layers``."""
+    return canonical_json(image_manifest(SIGNATURE_ARTIFACT_TYPE, EMPTY_CONFIG, layers,
+                                         subject=Descriptor(subject.media_type, subject.digest, subject.size)))
 
 
 def add_signature(layout: Layout, ref: Ref, subject: Descriptor, sig: Signature) -> Descriptor:
@@ -246,8 +244,7 @@ def add_signature(layout: Layout, ref: Ref, subject: Descriptor, sig: Signature)
                 existing.append(d)
     except NotFound:
         pass
-    body = canonical_json(sig.to_data())
-    layer = Descriptor(SIGNATURE_TYPE, layout.put_bytes(body), len(body))
+    layer = layout.put_json(SIGNATURE_TYPE, sig.to_data())
     layout.put_bytes(b"{}", EMPTY_CONFIG.digest)
     mbytes = signature_manifest([*existing, layer][-MAX_SIGNATURES:], subject)
     mdesc = Descriptor(MANIFEST_TYPE, layout.put_bytes(mbytes), len(mbytes))

@@ -21,6 +21,19 @@ import socket
 import sys
 
 
+def one_message(sock: socket.socket, maxfds: int) -> tuple[bytes, list[int]]:
+    """The one message (and descriptors) a waiting process gets on its control socket; EOF or
+    a broken socket means the kernel went away or retired it: exit quietly. Also used by the
+    warm pool's workers (``agentix.agents.boot.warm_main``)."""
+    try:
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 20, maxfds)
+    except OSError:
+        os._exit(0)
+    if not data:
+        os._exit(0)
+    return data, fds
+
+
 def main() -> None:
     sock_fd = int(sys.argv[1])
     os.setsid()
@@ -32,12 +45,7 @@ def main() -> None:
         os._exit(124)
     sock = socket.socket(fileno=sock_fd)
     sock.sendall(b"R")
-    try:
-        data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 16)
-    except OSError:
-        os._exit(0)
-    if not data:
-        os._exit(0)
+    data, fds = one_message(sock, 16)
     argv, env, cwd, targets = marshal.loads(data)
     # park the received descriptors above every target, then place them
     high = max([*targets, *fds, sock_fd, 2]) + 1

@@ -42,6 +42,10 @@ class LaunchSpec:
     log_path: Path             # where output goes if no output_fd is given (host path)
     limits: Limits
     network: bool = False      # loopback-only namespace when False
+    # with network False: inet sockets still allowed (seccomp, Landlock), inside the sandbox's
+    # own network namespace, where only its loopback exists — a build step whose declared
+    # hosts the kernel's build proxy serves over a unix socket (kernel/build_proxy.py)
+    loopback_inet: bool = False
     degraded_ok: bool = False  # operator accepted running with missing layers
     extra_ro_paths: tuple[Path, ...] = ()
     # the write end of a pipe the kernel reads: becomes the child's stdout and stderr, so the

@@ -395,7 +395,8 @@ class BwrapSubstrate(Substrate):
             landlock_dev=_DEV_FILES,
             seccomp="preloaded" if (use_bwrap and "seccomp" not in host_missing)
             else ("load" if "seccomp" not in host_missing else "off"),
-            network=spec.network,
+            # inet sockets; loopback_inet only inside a network namespace of its own (bwrap's)
+            network=spec.network or (spec.loopback_inet and use_bwrap),
             required=required,
             degraded_ok=spec.degraded_ok,
             env=inner_env,
@@ -472,7 +473,7 @@ class BwrapSubstrate(Substrate):
         seccomp_fd = None
         if use_bwrap and policy.seccomp == "preloaded":
             r, w = os.pipe()
-            os.write(w, seccomp.bpf_program(spec.network))
+            os.write(w, seccomp.bpf_program(policy.network))
             os.close(w)
             seccomp_fd = r
             fds_to_close.append(r)

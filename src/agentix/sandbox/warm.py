@@ -91,7 +91,7 @@ _MEMORY_HEADROOM = 0.75     # at assignment the worker may use at most this shar
 def cold_reason(spec: LaunchSpec, limits: Limits, shape: Limits) -> str | None:
     """Why ``spec`` (with ``limits``, already merged over the defaults) cannot use a worker of
     ``shape``; None when it can. Pure: the same answer for the same inputs."""
-    if spec.network:
+    if spec.network or spec.loopback_inet:
         return "network"
     if spec.extra_ro_paths:
         return "extra_ro_paths"

@@ -15,21 +15,48 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest, LimitExceeded, NotFound, ToolError
+from agentix.core.manifest import Manifest
+from agentix.tools.fs import Fence
 
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
     from agentix.core.grants import Request
 
 
-__all__ = ["ToolContext", "ToolProvider", "ToolRegistry", "ToolSpec", "check_args"]
+__all__ = ["ToolAgent", "ToolCall", "ToolContext", "ToolProvider", "ToolRegistry", "ToolSpec", "check_args"]
+
+
+class ToolCall(Protocol):
+    """What a tool reads and writes of the system call that runs it (``kernel.dispatch.Call``
+    is one; tools sit below the kernel, so they name only this)."""
+
+    tool: str | None
+    #: the call's taint labels: a tool that brings data from outside adds its label here
+    taint: set[str]
+
+
+class ToolAgent(Protocol):
+    """What a tool may read of the agent it acts for (``kernel.process.AgentRecord`` is one)."""
+
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def parent(self) -> str | None: ...
 
 
 @dataclass
 class ToolContext:
-    """What a tool handler may use: the call, whose workspace it acts in, kernel services."""
+    """What a tool handler may use: the call, the agent it acts for and its workspace, the
+    decision that allowed it, and the fence of the file tools."""
 
-    services: Any            # the kernel's service object (mailboxes, config...), typed loosely
-    call: Any                # agentix.kernel.dispatch.Call (not imported: tools sit below the kernel)
+    call: ToolCall
+    #: the agent the call acts for (the caller, or the agent an operator's ``tool.invoke``
+    #: names); None for the operator acting as itself
+    agent: ToolAgent | None
     agent_id: str | None
     workspace: Path | None
     #: the one decision that allowed this call (``core.authorize``): tools look up the token
@@ -41,11 +68,11 @@ class ToolContext:
     #: builds what the file tools may never open (``agentix.tools.fs.Fence``: the kernel's own
     #: state); called on the first read of ``fence``, so a tool that opens no file (echo) does
     #: not pay for the listdir/stat it takes
-    make_fence: Callable[[], Any] | None = None
-    _fence: Any = field(default=None, init=False, repr=False)
+    make_fence: Callable[[], Fence] | None = None
+    _fence: Fence | None = field(default=None, init=False, repr=False)
 
     @property
-    def fence(self) -> Any:
+    def fence(self) -> Fence | None:
         """The fence for this call, built once from the kernel's state as it is now."""
         if self._fence is None and self.make_fence is not None:
             self._fence = self.make_fence()

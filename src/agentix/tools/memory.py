@@ -28,18 +28,12 @@ def default_owner(ctx: ToolContext) -> tuple[str, int | None]:
     """(owner key, the agent's own record cap) for the calling agent."""
     if ctx.agent_id is None:
         raise InvalidRequest("memory tools act for an agent; name it with \"agent_id\"", field="agent_id")
-    rec = None
-    table = getattr(ctx.services, "table", None)
-    if table is not None:
-        try:
-            rec = table.get(ctx.agent_id)
-        except Exception:
-            rec = None
-    mem = getattr(getattr(rec, "manifest", None), "memory", None)
-    cap = getattr(mem, "max_records", None)
-    ident = getattr(mem, "shared_identity", None)
+    rec = ctx.agent
+    mem = rec.manifest.memory if rec is not None else None
+    cap = mem.max_records if mem is not None else None
+    ident = mem.shared_identity if mem is not None else None
     if ident:
-        if getattr(rec, "parent", None) is not None:
+        if rec is not None and rec.parent is not None:
             raise CapabilityDenied("memory.shared_identity is only honoured for agents the operator "
                                    "spawns (a child cannot borrow an identity)", reason="shared_identity")
         return f"identity:{ident}", cap

@@ -5,6 +5,7 @@
 import {call, stream} from "./api.js";
 import {h, replace, badge, json, fmtTime, fmtDuration} from "./dom.js";
 import {isolation, spent} from "./tree.js";
+import {actionButton, actionForm, done, lines, parseMessage, VIEWER_NOTE} from "./ops.js";
 
 const MAX_LOG = 200_000;     // characters of log kept on the page
 const MAX_CALLS = 300;       // system-call rows kept on the page
@@ -35,6 +36,45 @@ export function render(root, ctx) {
   const manifest = h("div");
   const log = h("pre", {class: "log", id: "log", "aria-live": "polite"});
   const calls = h("tbody", {id: "calls"});
+  const grantMsg = h("p", {class: "error", role: "alert", id: "grant-msg"});
+  const sent = h("p", {class: "result", id: "send-result", role: "status", hidden: true});
+  const snapDone = h("p", {class: "result", id: "snapshot-result", role: "status", hidden: true});
+
+  // `agentix send AGENT MESSAGE`; its replies are what it prints (the log) and its result
+  const sendForm = actionForm(ctx, {
+    id: "send-form", title: "Send a message", method: "agent.send", submit: "Send",
+    fields: [{name: "message", label: "Message (JSON or text)", type: "textarea", rows: 3, required: true}],
+    params: (v) => ({to: agentId, message: parseMessage(v.message) ?? ""}),
+    onDone: (r) => { done(sent, `delivered to ${r.to} (${r.queued} queued); its replies appear in the log below`); },
+  });
+  // `cap.grant`: mint a new token for this agent from the kernel's root key
+  const grantForm = actionForm(ctx, {
+    id: "grant-form", title: "Grant a capability", method: "cap.grant", submit: "Grant",
+    fields: [
+      {name: "grants", label: "Grants (one per line)", type: "textarea", rows: 2, required: true, placeholder: "tool: echo"},
+      {name: "max_invocations", label: "Max invocations", type: "number", placeholder: "unlimited"},
+      {name: "expires", label: "Expires after", placeholder: "e.g. 1h (default: never)"},
+    ],
+    params: (v) => ({agent_id: agentId, grants: lines(v.grants),
+                     ...(v.max_invocations.trim() ? {max_invocations: Number(v.max_invocations)} : {}),
+                     ...(v.expires.trim() ? {expires: v.expires.trim()} : {})}),
+    onDone: () => load(),
+  });
+  // `agentix snapshot AGENT` and `agentix fork AGENT`
+  const snapForm = actionForm(ctx, {
+    id: "snapshot-form", title: "Snapshot", method: "snapshot.create", submit: "Snapshot",
+    fields: [{name: "tag", label: "Tag (NAME:TAG)", placeholder: "default snapshots/NAME:snap-<digest>"}],
+    params: (v) => ({agent: agentId, ...(v.tag.trim() ? {tag: v.tag.trim()} : {})}),
+    onDone: (r) => done(snapDone, `snapshot ${r.ref} ${r.digest}`, "#/packages", "packages and snapshots"),
+  });
+  const forkForm = actionForm(ctx, {
+    id: "fork-form", title: "Fork", method: "snapshot.fork", submit: "Fork",
+    fields: [{name: "name", label: "The fork's name", placeholder: "optional"},
+             {name: "grants", label: "Narrower grants (one per line; none: the same)", type: "textarea", rows: 2}],
+    params: (v) => ({agent: agentId, ...(v.name.trim() ? {name: v.name.trim()} : {}),
+                     ...(lines(v.grants).length ? {grants: lines(v.grants)} : {})}),
+    onDone: (r) => done(snapDone, `forked as ${r.name} ${r.agent_id}`, `#/agent/${encodeURIComponent(r.agent_id)}`, "open the fork"),
+  });
 
   root.append(
     h("p", {}, h("a", {href: "#/", text: "← all agents"})),
@@ -45,8 +85,12 @@ export function render(root, ctx) {
       h("section", {class: "card"}, h("h2", {text: "Inference use"}), inferenceEl),
       h("section", {class: "card"}, h("h2", {text: "Children"}), children),
       h("section", {class: "card wide"}, h("h2", {text: "Grants"}),
-        h("table", {}, h("thead", {}, h("tr", {}, ["token", "grants", "remaining", "expires", "state"].map((t) => h("th", {text: t})))), grants)),
+        h("table", {}, h("thead", {}, h("tr", {}, ["token", "grants", "remaining", "expires", "state", ""].map((t) => h("th", {text: t})))), grants),
+        grantMsg),
       h("section", {class: "card wide"}, h("h2", {text: "Log (following)"}), log),
+      ctx.operator ? h("div", {class: "wide ops"}, sendForm, sent, grantForm, snapForm, forkForm, snapDone)
+                   : h("section", {class: "card wide", id: "ops-viewer"},
+                       h("p", {class: "muted", text: `Send a message, grant a capability, snapshot, fork: ${VIEWER_NOTE}.`})),
       h("section", {class: "card wide"}, h("h2", {text: "System calls"}),
         h("div", {class: "scroll short"}, h("table", {},
           h("thead", {}, h("tr", {}, ["seq", "time", "event", "tool / method", "outcome", "taint"].map((t) => h("th", {text: t})))),
@@ -121,10 +165,12 @@ export function render(root, ctx) {
         h("td", {}, t.grants.map((g) => h("div", {text: g}))),
         h("td", {class: "num", text: t.remaining === null ? "unlimited" : `${t.remaining} of ${t.max_invocations}`}),
         h("td", {text: t.expires_at ? fmtTime(t.expires_at) : "never"}),
-        h("td", {}, t.revoked ? badge("revoked", "bad") : badge("live", "ok")))) :
-        h("tr", {}, h("td", {colspan: 5, class: "muted", text: "holds no capability"})));
+        h("td", {}, t.revoked ? badge("revoked", "bad") : badge("live", "ok")),
+        h("td", {}, t.revoked ? null : actionButton(ctx, "Revoke", "cap.revoke", {token_id: t.id},
+          {cls: "small danger", msg: grantMsg, onDone: () => load()})))) :
+        h("tr", {}, h("td", {colspan: 6, class: "muted", text: "holds no capability"})));
     } catch (err) {
-      replace(grants, h("tr", {}, h("td", {colspan: 5, class: "error", text: err.message})));
+      replace(grants, h("tr", {}, h("td", {colspan: 6, class: "error", text: err.message})));
     }
   }
 

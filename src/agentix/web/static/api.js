@@ -57,6 +57,17 @@ export async function call(method, params = {}) {
   return parse(res);
 }
 
+// A call that starts agents, with an Idempotency-Key: a retry (or a double click) with the same
+// key gets the first response back instead of starting a second agent. {result, replayed}.
+export async function callIdempotent(method, params, key) {
+  const res = await fetch(`/v1/call/${encodeURIComponent(method)}`, {
+    method: "POST", headers: headers({"Content-Type": "application/json", "Idempotency-Key": key}),
+    body: JSON.stringify(params), cache: "no-store",
+  });
+  const result = await parse(res);
+  return {result, replayed: res.headers.get("Idempotent-Replayed") === "true"};
+}
+
 // Follow a server-sent event stream; onEvent({id, event, data}) for each event. Reconnects
 // with Last-Event-ID after a drop. Returns a function that stops it.
 export function stream(path, onEvent, {onState = () => {}, lastId = null} = {}) {

@@ -22,6 +22,11 @@ const ROUTES = [
   [/^#\/audit$/, "audit", audit],
   [/^#\/inference$/, "inference", inference],
   [/^#\/goals(?:\/([A-Za-z0-9_.-]+))?$/, "goals", goals, ["id"]],
+  // the operator pages load when first opened (the first load fetches only what it shows)
+  [/^#\/spawn$/, "tree", () => import("./spawn.js")],
+  [/^#\/tokens$/, "tokens", () => import("./tokens.js")],
+  [/^#\/packages$/, "packages", () => import("./packages.js")],
+  [/^#\/kernel$/, "kernel", () => import("./kernel.js")],
 ];
 
 const $ = (id) => document.getElementById(id);
@@ -56,35 +61,48 @@ function startEvents() {
   }, {onState: setLive});
 }
 
-function route() {
+let routing = 0;
+
+async function route() {
   if (cleanup) { cleanup(); cleanup = null; }
+  const mine = ++routing;
   const root = replace($("view"));
   const hash = location.hash || "#/";
-  for (const [re, nav, mod, names = []] of ROUTES) {
+  for (const [re, nav, found, names = []] of ROUTES) {
     const m = hash.match(re);
     if (!m) continue;
+    let mod = found;
+    if (typeof found === "function") {
+      try {
+        mod = await found();
+      } catch (err) {
+        root.append(h("p", {class: "error", text: `cannot load this page: ${err.message || err}`}));
+        return;
+      }
+      if (mine !== routing) return;   // another route started meanwhile
+    }
     for (const a of document.querySelectorAll("#nav a")) {
       a.classList.toggle("active", a.dataset.view === nav);
     }
     const params = Object.fromEntries(names.map((n, i) => [n, m[i + 1] ? decodeURIComponent(m[i + 1]) : null]));
-    const mine = new Set();
+    const own = new Set();
     const timers = [];
     const ctx = {
       params,
       operator: auth.role === "operator",
-      on(fn) { listeners.add(fn); mine.add(fn); },
+      on(fn) { listeners.add(fn); own.add(fn); },
       every(ms, fn) { timers.push(setInterval(fn, ms)); },
     };
-    let own = null;
+    let done = null;
     try {
-      own = mod.render(root, ctx);
+      done = mod.render(root, ctx);
     } catch (err) {
       root.append(h("p", {class: "error", text: String(err.message || err)}));
     }
     cleanup = () => {
-      for (const fn of mine) listeners.delete(fn);
+      for (const fn of own) listeners.delete(fn);
       for (const t of timers) clearInterval(t);
-      if (typeof own === "function") own();
+      if (typeof done === "function") done();
     };
     return;
   }
@@ -105,6 +123,7 @@ async function signedIn() {
 
 function signedOut(message = "") {
   auth.role = null;
+  routing++;   // a page still loading does not render after this
   if (stopEvents) { stopEvents(); stopEvents = null; }
   if (cleanup) { cleanup(); cleanup = null; }
   auth.token = null;

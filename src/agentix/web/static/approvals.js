@@ -10,6 +10,29 @@ function countdown(deadline) {
   return s > 3600 ? `${(s / 3600).toFixed(1)} h left` : s > 60 ? `${Math.floor(s / 60)} min left` : `${Math.floor(s)} s left`;
 }
 
+// Where each taint label entered the asking agent's context: the first of its audit entries
+// that carries the label (a message received, a page fetched, a tool's output…).
+function entered(ev) {
+  const d = ev.data || {};
+  if (ev.kind === "message.delivered") return `a message from ${d.from_name || "?"} (${d.from || "operator"})`;
+  const what = d.tool ? `${ev.kind} ${d.tool}` : ev.kind;
+  const arg = d.url || d.path || (d.args && (d.args.url || d.args.path));
+  return arg ? `${what} ${arg}` : what;
+}
+
+function origins(agent, taint) {
+  const dd = h("dd", {class: "origins"}, h("span", {class: "muted", text: "…"}));
+  call("events.tail", {agent, limit: 1000}).then((r) => {
+    const rows = taint.map((label) => {
+      const first = r.events.find((ev) => (ev.taint || []).includes(label));
+      return h("div", {}, badge(label, "taint"), " ",
+        first ? `${entered(first)} (audit seq ${first.seq})` : "(before the entries shown)");
+    });
+    replace(dd, rows);
+  }).catch((err) => replace(dd, h("span", {class: "error", text: `${err.code}: ${err.message}`})));
+  return dd;
+}
+
 export function render(root, ctx) {
   const list = h("div", {class: "cards", id: "approvals"});
   const status = h("p", {class: "muted"});
@@ -59,6 +82,7 @@ export function render(root, ctx) {
                         why === "approval_required" ? "the manifest lists this tool under approval_required" : (why || "—")}),
         h("dt", {text: "taint"}),
         h("dd", {}, taint.length ? taint.map((t) => badge(t, "taint")) : "none"),
+        taint.length ? [h("dt", {text: "tainted by"}), origins(a.agent, taint)] : null,
         h("dt", {text: "asked"}), h("dd", {text: fmtTime(a.created_at)}),
         h("dt", {text: pending ? "deadline" : "answer"}),
         h("dd", {text: pending ? `${fmtTime(a.deadline)} (${countdown(a.deadline)}; no answer = deny)`

@@ -8,7 +8,8 @@
 const ALLOWED_ATTRS = new Set([
   "class", "id", "href", "title", "type", "name", "value", "placeholder", "for", "role",
   "disabled", "hidden", "download", "colspan", "aria-label", "aria-live", "aria-disabled",
-  "autocomplete", "inputmode", "rows", "min", "max", "step",
+  "autocomplete", "inputmode", "rows", "min", "max", "step", "accept", "required", "spellcheck",
+  "maxlength", "checked", "selected", "open",
   // SVG
   "viewBox", "width", "height", "x", "y", "x1", "y1", "x2", "y2", "cx", "cy", "r", "rx", "d",
   "points", "fill", "stroke", "stroke-width", "text-anchor", "dominant-baseline", "transform",

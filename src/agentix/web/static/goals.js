@@ -5,6 +5,7 @@
 
 import {call} from "./api.js";
 import {h, replace, badge, fmtTime} from "./dom.js";
+import {actionForm} from "./ops.js";
 
 const NODE_W = 170, NODE_H = 54, COL = 220, ROW = 74;
 
@@ -76,7 +77,19 @@ function graph(subtasks, state) {
 export function render(root, ctx) {
   const list = h("ul", {class: "goals", id: "goal-list"});
   const detail = h("div", {id: "goal-detail"});
+  // `agentix run --goal`: the orchestrator decomposes it; its plan appears here as it is made
+  const submit = actionForm(ctx, {
+    id: "goal-form", title: "Submit a goal", method: "agent.submit_goal", idempotent: true, submit: "Submit goal",
+    fields: [
+      {name: "goal", label: "Goal", type: "textarea", rows: 3, required: true,
+       placeholder: "what the team of agents should achieve"},
+      {name: "output", label: "Copy the results to (an absolute directory on the kernel's host)", placeholder: "optional"},
+    ],
+    params: (v) => ({goal: v.goal, ...(v.output.trim() ? {output: v.output.trim()} : {})}),
+    onDone: (r) => { location.hash = `#/goals/${encodeURIComponent(r.agent_id)}`; },
+  });
   root.append(h("div", {class: "toolbar"}, h("h1", {text: "Goal runs"})),
+    h("details", {class: "submit", open: !ctx.params.id}, h("summary", {text: "Submit a goal"}), submit),
     h("div", {class: "split"}, h("section", {class: "card"}, h("h2", {text: "Goals"}), list), detail));
 
   async function loadList() {
@@ -87,7 +100,7 @@ export function render(root, ctx) {
       replace(list, sub.events.length ? sub.events.slice().reverse().map((e) => h("li", {class: e.agent === ctx.params.id ? "active" : ""},
         h("a", {href: `#/goals/${encodeURIComponent(e.agent)}`, text: String((e.data || {}).goal || e.agent).slice(0, 120)}),
         " ", done.has(e.agent) ? badge((done.get(e.agent).data || {}).reason || "finished", "ok") : badge("running", "warn"),
-        h("small", {class: "muted", text: ` ${fmtTime(e.ts)}`}))) : h("li", {class: "muted", text: "no goal has been submitted (agentix goal \"…\")"}));
+        h("small", {class: "muted", text: ` ${fmtTime(e.ts)}`}))) : h("li", {class: "muted", text: "no goal has been submitted (above, or agentix run --goal \"…\")"}));
     } catch (err) {
       replace(list, h("li", {class: "error", text: err.message}));
     }

@@ -76,7 +76,9 @@ export function render(root, ctx) {
     h("div", {class: "toolbar"},
       h("h1", {text: "Agents"}),
       h("label", {for: "show-exited"}, showExited, " show exited"),
-      status),
+      status,
+      // `agentix spawn`: absent for a viewer (the server refuses a viewer's spawn anyway)
+      ctx.operator ? h("a", {href: "#/spawn", class: "button", id: "spawn-link", text: "Spawn an agent"}) : null),
     h("div", {class: "scroll"},
       h("table", {class: "tree", id: "tree"},
         h("thead", {}, h("tr", {},
