@@ -77,6 +77,33 @@ def test_repush_does_not_duplicate(store: PackageStore, context: Path, registry:
     assert registry.files() == before
 
 
+@pytest.mark.parametrize("how", ["flipped", "truncated", "grown"])
+def test_pushing_a_locally_altered_blob_is_refused_and_tags_nothing(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, how: str) -> None:
+    """The push hashes each blob as it sends it (no hash-first pass): an altered one is
+    still named as such, the registry never stores it under its digest, and no tag appears.
+    A blob of the wrong size is refused before a byte is sent (no hang on a short body)."""
+    ref = registry.ref(f"team/altered-{how}:1.0.0")
+    store.build(context, ref)
+    m = json.loads(store.layout.read_blob(store.layout.resolve(parse_ref(ref)).digest))
+    blob = store.layout.blob_path(m["layers"][0]["digest"])
+    data = blob.read_bytes()
+    blob.write_bytes({"flipped": data[:-9] + bytes([data[-9] ^ 1]) + data[-8:], "truncated": data[:-100],
+                      "grown": data + b"x"}[how])
+    with pytest.raises(PackageRejected) as exc:
+        store.push(ref)
+    assert exc.value.data["reason"] == "digest_mismatch"
+    with pytest.raises(RegistryError) as exc2:
+        other_store.pull(ref)
+    assert exc2.value.data["reason"] == "not_found"
+    # whatever the registry holds under that digest (other tests pushed the same content) is intact
+    import hashlib
+
+    for p in registry.root.rglob("data"):
+        if p.parent.name == m["layers"][0]["digest"][7:]:
+            assert hashlib.sha256(p.read_bytes()).hexdigest() == p.parent.name
+
+
 def test_tampered_blob_on_the_registry_is_refused_before_anything_is_written(
         store: PackageStore, other_store: PackageStore, context: Path, registry: Registry) -> None:
     ref = registry.ref("team/tampered:1.0.0")

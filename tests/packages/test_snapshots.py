@@ -4,6 +4,7 @@ nothing; special files in a workspace are skipped without blocking."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
 import threading
@@ -162,9 +163,15 @@ def test_a_tampered_snapshot_is_refused_on_restore_and_starts_nothing(kernel: An
         a.agent_id for a in kernel.client.list() if (kernel.home / "workspaces" / a.agent_id).exists())
 
 
-def test_symlinks_fifos_and_devices_in_a_workspace_are_skipped_without_blocking(kernel: Any) -> None:
+def test_symlinks_fifos_devices_and_hard_links_in_a_workspace_are_skipped_without_blocking(
+        kernel: Any, tmp_path: Path) -> None:
     aid, ws = _ready_agent(kernel)
+    secret = tmp_path / "shadow"  # a host file the agent must never get back through a snapshot
+    secret.write_bytes(b"root:SECRET-HASH:19000:0:99999:7:::\n")
+    os.chmod(secret, 0o600)
     os.symlink("/etc/passwd", ws / "link-out")
+    os.symlink(secret, ws / "shadow-link")
+    os.link(secret, ws / "sub" / "hard-link")  # same fs as the workspace: another name of the host file
     os.mkfifo(ws / "sub" / "pipe")  # opening it for reading would block forever
     device = os.geteuid() == 0
     if device:
@@ -175,12 +182,15 @@ def test_symlinks_fifos_and_devices_in_a_workspace_are_skipped_without_blocking(
     t.start()
     t.join(60)
     assert not t.is_alive(), "the snapshot blocked"
-    expected = ["link-out", "sub/pipe"] + (["null-dev"] if device else [])
+    expected = ["link-out", "shadow-link", "sub/hard-link", "sub/pipe"] + (["null-dev"] if device else [])
     assert result["skipped"] == sorted(expected)
+    for blob in (kernel.home / "registry" / "blobs" / "sha256").iterdir():
+        data = blob.read_bytes()
+        assert b"SECRET-HASH" not in (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
     r = kernel.client.call("snapshot.restore", ref=result["ref"])
     done = kernel.client.wait(r["agent_id"], timeout=60)
     assert done.reason == "completed", kernel.daemon_log()[-3000:]
-    assert "link-out" not in done.result["files"] and "sub/pipe" not in done.result["files"]
+    assert not {"link-out", "shadow-link", "sub/hard-link", "sub/pipe"} & set(done.result["files"])
     rws = Path(kernel.client.status(r["agent_id"]).raw["workspace"])
     assert not any(p.is_symlink() or not (p.is_file() or p.is_dir()) for p in rws.rglob("*"))
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentix.core.errors import PackageRejected
+from agentix.packages.layout import Descriptor, Layout
 from agentix.packages.unpack import UnpackLimits, unpack_layers
 
 
@@ -54,6 +55,7 @@ ATTACKS: dict[str, tuple[Callable[[], list[bytes]], str]] = {
     "char_device": (lambda: [layer(ti("null", tarfile.CHRTYPE))], "special_file"),
     "block_device": (lambda: [layer(ti("sda", tarfile.BLKTYPE))], "special_file"),
     "fifo": (lambda: [layer(ti("fifo", tarfile.FIFOTYPE))], "special_file"),
+    "gnu_sparse": (lambda: [layer(ti("sparse", tarfile.GNUTYPE_SPARSE))], "special_file"),
     "setuid": (lambda: [layer(f("su", mode=0o4755))], "setuid"),
     "setgid": (lambda: [layer(f("sg", mode=0o2755))], "setuid"),
     "sticky_dir": (lambda: [layer(ti("t", tarfile.DIRTYPE, mode=0o1777))], "setuid"),
@@ -141,3 +143,61 @@ def test_any_archive_unpacks_inside_the_root_or_not_at_all(tmp_path_factory: pyt
         assert stat.S_ISREG(st_.st_mode) or stat.S_ISDIR(st_.st_mode)
         assert not st_.st_mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX)
         assert p.resolve().is_relative_to(dest.resolve())
+
+
+# ---------------------------------------------------------------- verified while streaming (one read)
+def _stored(tmp_path: Path, blob: bytes) -> tuple[Layout, Descriptor]:
+    layout = Layout(tmp_path / "registry").init()
+    desc = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layout.put_bytes(blob), len(blob))
+    return layout, desc
+
+
+GOOD = layer(ti("a", tarfile.DIRTYPE), f("a/one.txt", b"1" * 3000), f("a/two.bin", os.urandom(70_000)),
+             f("z.txt", b"zzz"))
+ALTERATIONS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip_header": lambda b: b[:4] + bytes([b[4] ^ 1]) + b[5:],        # mtime byte: still a valid gzip
+    "first_tar_header": lambda b: b[:12] + bytes([b[12] ^ 0xFF]) + b[13:],
+    "middle_of_a_file": lambda b: b[: len(b) // 2] + bytes([b[len(b) // 2] ^ 1]) + b[len(b) // 2 + 1:],
+    "crc_trailer": lambda b: b[:-6] + bytes([b[-6] ^ 1]) + b[-5:],
+    "appended_bytes": lambda b: b + b"trailing junk after the gzip member",
+    "appended_tar": lambda b: b + layer(f("extra.txt", b"smuggled")),
+    "truncated": lambda b: b[:-20],
+    "bomb_in_place": lambda b: layer(f("zeros", b"\0" * (4 << 20))),
+}
+
+
+@pytest.mark.parametrize("alteration", sorted(ALTERATIONS))
+def test_a_blob_altered_at_rest_is_refused_while_streaming_and_leaves_nothing(tmp_path: Path,
+                                                                               alteration: str) -> None:
+    layout, desc = _stored(tmp_path, GOOD)
+    layout.blob_path(desc.digest).write_bytes(ALTERATIONS[alteration](GOOD))
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(PackageRejected) as exc, layout.open_verifying(desc) as r:
+        unpack_layers([r], root / "pkg", UnpackLimits(max_bytes=1 << 20))
+    assert exc.value.data["reason"] == "digest_mismatch", exc.value.message
+    assert os.listdir(root) == []  # no destination, no staging directory
+
+
+def test_an_intact_blob_streams_once_and_unpacks(tmp_path: Path) -> None:
+    layout, desc = _stored(tmp_path, GOOD)
+    with layout.open_verifying(desc) as r:
+        dest = unpack_layers([r], tmp_path / "pkg")
+        assert r.verified and r.n == len(GOOD)
+    assert (dest / "a" / "one.txt").read_bytes() == b"1" * 3000
+    assert sorted(os.listdir(dest)) == ["a", "z.txt"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(min_value=0, max_value=len(GOOD) - 1), st.integers(min_value=1, max_value=255))
+def test_any_flipped_byte_is_a_digest_mismatch_and_nothing_appears(tmp_path_factory: pytest.TempPathFactory,
+                                                                   at: int, xor: int) -> None:
+    base = tmp_path_factory.mktemp("flip")
+    layout, desc = _stored(base, GOOD)
+    layout.blob_path(desc.digest).write_bytes(GOOD[:at] + bytes([GOOD[at] ^ xor]) + GOOD[at + 1:])
+    root = base / "root"
+    root.mkdir()
+    with pytest.raises(PackageRejected) as exc, layout.open_verifying(desc) as r:
+        unpack_layers([r], root / "pkg")
+    assert exc.value.data["reason"] == "digest_mismatch"
+    assert os.listdir(root) == []

@@ -7,8 +7,9 @@
 Policies are rows of the method table (``kernel/methods.py``): operator methods, recorded,
 durability ``effect`` (they write the local store, start processes).
 
-What a snapshot holds (``capture``): the workspace (one reproducible layer, read by the one
-walker of ``packages/snapshot.read_workspace``), the manifest it runs (program as boot runs
+What a snapshot holds (``capture``): the workspace (one reproducible layer, read through the
+kernel's safe walker, ``walk_workspace`` = ``sandbox/safewalk.walk``: fd-relative, no link
+followed, special and hard-linked files skipped and named, bounded), the manifest it runs (program as boot runs
 it), its grants as grant groups (strings, invocations left, absolute expiry — never token
 bytes), its taint labels, its saved state (``agent.state_save``: for persistent LLM agents
 this is the conversation) with each value's labels, its memory records, the messages
@@ -37,15 +38,18 @@ holds leaves nothing: no snapshot, no agent.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from agentix.core.budget import Usage
-from agentix.core.errors import AgentixError, InvalidRequest, StateError
+from agentix.core.errors import AgentixError, InvalidRequest, LimitExceeded, StateError
 from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import Ref, check_digest, parse_ref
@@ -64,9 +68,10 @@ from agentix.packages.layout import MANIFEST_TYPE, Descriptor
 from agentix.packages.service import PackageStore
 from agentix.packages.snapshot import (SNAPSHOT_VERSION, made_here, mark_made, read_snapshot, read_workspace,
                                        unpack_snapshot, write_snapshot)
+from agentix.sandbox import safewalk
 from agentix.store.saved_state import StateStore
 
-__all__ = ["METHODS", "capture", "grant_groups", "register"]
+__all__ = ["METHODS", "capture", "grant_groups", "register", "walk_workspace"]
 
 METHODS = ("snapshot.create", "snapshot.restore", "snapshot.fork")
 _BUDGET_FIELDS = ("max_input_tokens", "max_output_tokens", "max_cost_usd", "max_wall_clock", "max_children",
@@ -74,6 +79,29 @@ _BUDGET_FIELDS = ("max_input_tokens", "max_output_tokens", "max_cost_usd", "max_
 
 
 # ---------------------------------------------------------------------------- capture
+def walk_workspace(workspace: Path, skipped: list[str], max_bytes: int, max_entries: int) -> Iterator[Any]:
+    """The agent's workspace through the safe walker (``packages/snapshot.Walker``): what it
+    skips (links, FIFOs, sockets, devices, hard-linked files, entries swapped mid-walk) is
+    appended to ``skipped``; a bound passed is ``limit_exceeded``, anything else about the
+    tree ``invalid_request``. Nothing is ever resolved by path below ``workspace``."""
+    try:
+        root = safewalk.open_dir(workspace, follow=False)
+    except safewalk.WalkError as err:
+        raise InvalidRequest(f"the workspace cannot be read: {err.why}", field="workspace") from None
+    try:
+        yield from safewalk.walk(root, bounds=safewalk.Bounds(max_bytes=max_bytes, max_entries=max_entries,
+                                                              max_depth=64),
+                                 special="skip", skipped=skipped)
+    except safewalk.WalkError as err:
+        if err.bound is not None:
+            raise LimitExceeded(f"the workspace is too large to snapshot: {err}", limit=err.bound,
+                                path=err.path) from None
+        raise InvalidRequest(f"the workspace cannot be snapshotted: {err}", field="workspace",
+                             path=err.path) from None
+    finally:
+        os.close(root)
+
+
 def grant_groups(caps: CapabilityService, rec: AgentRecord) -> list[GrantGroup]:
     """The agent's live tokens as grant groups (sorted: the order tokens were minted in does
     not change the digest)."""
@@ -207,7 +235,8 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
         try:
             state, records = await asyncio.to_thread(_capture_store, state_store, memory, rec)
             async with lock:
-                layer, skipped = await asyncio.to_thread(read_workspace, rec.workspace, store.layout, store.limits)
+                layer, skipped = await asyncio.to_thread(read_workspace, rec.workspace, store.layout, store.limits,
+                                                           walk_workspace)
                 doc = capture(caps, rec, state, records, skipped)
                 digest, size = await asyncio.to_thread(write_snapshot, store.layout, doc, layer)
                 await asyncio.to_thread(mark_made, store.layout, digest)

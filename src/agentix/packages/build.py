@@ -50,7 +50,7 @@ from agentix.core.package import Ref
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, image_manifest
 from agentix.packages.unpack import unpack_layers
 
-__all__ = ["BuildResult", "PackageDep", "Runner", "WalkOptions", "build", "write_tree_layer", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
+__all__ = ["BuildResult", "PackageDep", "Runner", "WalkOptions", "build", "CONFIG_TYPE", "LAYER_TYPE", "ARTIFACT_TYPE"]
 
 #: runs ``argv`` sandboxed with ``workdir`` as /workspace, reaching only ``hosts`` (host patterns;
 #: empty: no network at all); returns (exit code or None, output)
@@ -574,19 +574,6 @@ def iter_entries(context: Path, step: CopyStep) -> Iterator[str]:  # for tests a
     try:
         for e in _walk_step(fd, step):
             yield e.path
-    finally:
-        os.close(fd)
-
-
-def write_tree_layer(root: Path, layout: Layout, opts: WalkOptions, compresslevel: int = GZIP_LEVEL) -> Descriptor:
-    """One reproducible layer of everything below ``root`` (read by the walker above, with
-    ``opts``), stored in ``layout``. Snapshots use it for an agent's workspace."""
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as err:
-        raise InvalidRequest(f"{root}: {err.strerror}", field="workspace") from None
-    try:
-        return _store_layer(layout, fd, _walk(fd, (), [], "the workspace", opts), compresslevel)
     finally:
         os.close(fd)
 

@@ -22,7 +22,9 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,8 @@ from agentix.core.canonical import canonical_json
 from agentix.core.errors import NotFound, PackageRejected
 from agentix.core.package import Ref, check_digest, parse_ref, sha256_digest
 
-__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "image_manifest"]
+__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "Sha256Thread", "VerifyingReader",
+           "image_manifest", "start_writeback"]
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -64,6 +67,101 @@ class Descriptor:
                                   reason="malformed_manifest") from None
 
 
+def _libc_sync_file_range() -> Any:
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+        return fn
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNC_FILE_RANGE = _libc_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing ``length`` bytes at ``offset`` of ``fd`` to disk now,
+    without waiting (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``), so the ``fsync`` that
+    makes a big blob durable finds most of it written already. Durability still comes from
+    that ``fsync`` alone; where the call is missing this does nothing."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+class Sha256Thread:
+    """SHA-256 on a worker thread, fed in order (hashlib releases the GIL on big updates, so
+    hashing overlaps the reads, CRCs and writes of the caller). Fed immutable bytes only."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+        self.q: queue.Queue[list[Any] | None] = queue.Queue(maxsize=32)
+        self.t = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while (parts := self.q.get()) is not None:
+            for p in parts:
+                self.h.update(p)
+
+    def update(self, parts: list[Any]) -> None:
+        self.q.put(parts)
+
+    def hexdigest(self) -> str:
+        self.stop()
+        return self.h.hexdigest()
+
+    def stop(self) -> None:
+        if self.t.is_alive():
+            self.q.put(None)
+            self.t.join()
+
+
+class VerifyingReader:
+    """A blob read once: every byte handed out is hashed as it goes, and ``verify()`` reads
+    what is left and checks the digest (and size). For consumers that write only into a
+    private staging area and publish it after ``verify()`` (``unpack_layers``): the blob is
+    streamed once instead of hashed in full first and read again. Nothing read from it may
+    become visible, or be trusted, before ``verify()`` returned."""
+
+    def __init__(self, f: BinaryIO, digest: str, size: int | None = None) -> None:
+        self.f = f
+        self.digest = digest
+        self.size = size
+        self.h = Sha256Thread()  # hashing overlaps the consumer's inflating and writing
+        self.n = 0
+        self.buf = b""
+        self.pos = 0
+        self.verified = False
+
+    def read(self, size: int = -1) -> bytes:
+        # whole chunks are read and hashed (one hand-off each), then served in the sizes asked
+        # (gzip asks 8 KiB at a time)
+        if not self.buf or self.pos >= len(self.buf):
+            self.buf = self.f.read(max(size, CHUNK) if size >= 0 else -1) or b""
+            self.pos = 0
+            if self.buf:
+                self.h.update([self.buf])
+                self.n += len(self.buf)
+        end = len(self.buf) if size < 0 else self.pos + size
+        data = self.buf[self.pos:end]
+        self.pos += len(data)
+        return data
+
+    def verify(self) -> None:
+        """Hash the rest of the blob; a mismatch is ``PackageRejected(digest_mismatch)``."""
+        if self.verified:
+            return
+        while chunk := self.f.read(CHUNK):
+            self.h.update([chunk])
+            self.n += len(chunk)
+        actual = "sha256:" + self.h.hexdigest()
+        if actual != self.digest or (self.size is not None and self.n != self.size):
+            raise PackageRejected(f"blob {self.digest} in the local store does not match its digest "
+                                  "(it was altered)", reason="digest_mismatch", digest=self.digest)
+        self.verified = True
 def image_manifest(artifact_type: str, config: Descriptor, layers: list[Descriptor], *,
                    annotations: dict[str, str] | None = None, subject: Descriptor | None = None) -> dict[str, Any]:
     """The OCI image manifest (schema 2) of an artifact: packages, snapshots and signatures
@@ -185,6 +283,22 @@ class Layout:
                                       "(it was altered)", reason="digest_mismatch", digest=digest)
             f.seek(0)
             yield f
+
+    @contextlib.contextmanager
+    def open_verifying(self, desc: Descriptor) -> Iterator[VerifyingReader]:
+        """A ``VerifyingReader`` over the blob ``desc``: hashed while it is consumed; the
+        consumer calls ``verify()`` before it publishes anything it made from the bytes."""
+        path = self.blob_path(desc.digest)
+        try:
+            f = open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            raise NotFound(f"blob {desc.digest} is not in the local store", digest=desc.digest) from None
+        reader = VerifyingReader(f, desc.digest, desc.size)  # type: ignore[arg-type]
+        try:
+            with f:
+                yield reader
+        finally:
+            reader.h.stop()
 
     def read_json(self, digest: str) -> Any:
         try:

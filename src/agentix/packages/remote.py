@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ import oras.auth
 import oras.provider
 import requests
 
-from agentix.core.errors import AgentixError, PackageRejected, RegistryError
+from agentix.core.errors import AgentixError, NotFound, PackageRejected, RegistryError
 from agentix.core.package import Ref, check_digest, sha256_digest
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
 
@@ -241,12 +242,16 @@ class RemoteRegistry:
                         f.write(chunk)
                 except requests.RequestException as err:
                     raise _fail(what, self.host, err=err) from None
+                f.flush()
+                os.fsync(f.fileno())
             actual = "sha256:" + h.hexdigest()
             if actual != desc.digest or n != desc.size:
                 raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
                                       f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
                                       actual=actual)
-            layout.commit_file(tmp, desc.digest)
+            # hashed as it arrived, written by us into the store's private tmp/ and fsynced:
+            # not read and hashed a second time
+            layout.commit_file(tmp, desc.digest, hashed=True)
             return True
         finally:
             tmp.unlink(missing_ok=True)
@@ -311,10 +316,22 @@ class RemoteRegistry:
         if not location.startswith("http"):
             location = f"{self.reg.prefix}://{self.host}{location}"
         sep = "&" if "?" in location else "?"
-        with layout.open_verified(desc.digest) as f:
-            self._request(what, f"{location}{sep}digest={desc.digest}", "PUT", ok=(201,),
-                          headers={"Content-Type": "application/octet-stream",
-                                   "Content-Length": str(desc.size)}, data=f)
+        try:
+            f = open(layout.blob_path(desc.digest), "rb", buffering=0)
+        except FileNotFoundError:
+            raise NotFound(f"blob {desc.digest} is not in the local store", digest=desc.digest) from None
+        with f:
+            body: Any = _Upload(f, desc) if desc.size else b""
+            try:
+                self._request(what, f"{location}{sep}digest={desc.digest}", "PUT", ok=(201,),
+                              headers={"Content-Type": "application/octet-stream",
+                                       "Content-Length": str(desc.size)}, data=body)
+            except RegistryError:
+                if desc.size:
+                    body.check()  # an altered local blob is named as such, not by the registry's refusal
+                raise
+            if desc.size:
+                body.check()
         return True
 
     def put_manifest(self, ref: Ref, media_type: str, data: bytes) -> str:
@@ -341,6 +358,53 @@ class RemoteRegistry:
             raise RegistryError(f"{what}: the registry stored digest {claimed}, we sent {digest}",
                                 reason="protocol", registry=self.host)
         return r.headers.get("OCI-Subject") == subject
+class _Upload:
+    """A local blob as a PUT body: sent in 1 MiB chunks (a file object would go out 16 KiB at a
+    time) and hashed as it goes, instead of hashed in full first and read again. Iterating
+    starts over from the first byte (a request answered by an auth challenge is sent again).
+    ``check()``: the bytes sent were the blob's digest and size; the registry checks the digest
+    too (it is in the URL), so an altered blob is never stored under it either way. A local
+    file of the wrong size is refused before a byte is sent (a short body would leave the
+    registry waiting for the rest)."""
+
+    def __init__(self, f: Any, desc: Descriptor) -> None:
+        self.f = f
+        self.desc = desc
+        self.h = hashlib.sha256()
+        self.n = 0
+        self._size_ok()
+
+    def _size_ok(self) -> None:
+        size = os.fstat(self.f.fileno()).st_size
+        if size != self.desc.size:
+            raise PackageRejected(f"blob {self.desc.digest} in the local store is {size} bytes, not "
+                                  f"{self.desc.size} (it was altered)", reason="digest_mismatch",
+                                  digest=self.desc.digest)
+
+    def __len__(self) -> int:
+        return self.desc.size
+
+    def __iter__(self) -> Any:
+        self.f.seek(0)
+        self.h = hashlib.sha256()
+        self.n = 0
+        left = self.desc.size
+        while left > 0:
+            chunk = self.f.read(min(CHUNK, left))
+            if not chunk:
+                break
+            self.h.update(chunk)
+            self.n += len(chunk)
+            left -= len(chunk)
+            yield chunk
+
+    def check(self) -> None:
+        if self.n != self.desc.size:
+            self._size_ok()
+            return  # not all sent (the request failed early): nothing to compare yet
+        if "sha256:" + self.h.hexdigest() != self.desc.digest:
+            raise PackageRejected(f"blob {self.desc.digest} in the local store does not match its digest "
+                                  "(it was altered)", reason="digest_mismatch", digest=self.desc.digest)
 
 
 def _read_bounded(r: requests.Response, limit: int, what: str) -> bytes:

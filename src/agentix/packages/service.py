@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
+from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, RegistryError, Timeout
 from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
@@ -29,12 +35,13 @@ from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.remote import Credentials, RemoteRegistry
 from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
                                     TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
-from agentix.packages.unpack import UnpackLimits, unpack_layers
+from agentix.packages.unpack import UnpackLimits, copy_tree, unpack_layers
 
 __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
 
 AGENTFILE_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json")
 MAX_CONFIG = 1 << 20
+PUSH_CONCURRENCY = 4
 PACKAGE_MANIFEST_FIELDS = frozenset({"name", "description", "program", "args", "env", "model", "system_prompt",
                                      "max_iterations", "limits", "budget"})
 
@@ -222,7 +229,9 @@ class PackageStore:
         if not any(d.digest == desc.digest for r, d in self.layout.entries()
                    if not (r.tag or "").endswith(".sig")):
             self.layout.untag(signature_ref(ref, desc.digest))
-        return {"ref": str(ref), "digest": desc.digest, "blobs_removed": self.layout.gc()}
+        removed = self.layout.gc()
+        self._prune_unpacked()
+        return {"ref": str(ref), "digest": desc.digest, "blobs_removed": removed}
 
     # ------------------------------------------------------------ signing and trust
     def sign(self, ref_text: str, key: str) -> dict[str, Any]:
@@ -283,22 +292,22 @@ class PackageStore:
         desc = self.layout.resolve(ref)
         remote = self._remote(ref)
         m = self._manifest(desc.digest)
-        sent = 0
-        for d in [m["config"], *m.get("layers", [])]:
-            sent += remote.push_blob(ref, Descriptor.from_data(d), self.layout)
-        mbytes = self.layout.read_blob(desc.digest)
-        tag_ref = ref if ref.tag else ref.with_digest(desc.digest)
-        remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes)  # last: the tag appears only now
-        signatures = 0
-        stored_as = None
+        blobs = [Descriptor.from_data(d) for d in [m["config"], *m.get("layers", [])]]
         try:
-            sdesc = self.layout.resolve(signature_ref(ref, desc.digest))
+            sdesc: Descriptor | None = self.layout.resolve(signature_ref(ref, desc.digest))
         except NotFound:
             sdesc = None
+        sm: dict[str, Any] = self.layout.read_json(sdesc.digest) if sdesc is not None else {}
+        sblobs = [Descriptor.from_data(d) for d in [sm["config"], *sm.get("layers", [])]] if sm else []
+        # every blob (the package's and its signature's) first, several at once; then the
+        # manifest (the tag appears only now), then the signature's manifest
+        sent = sum(self._push_blobs(ref, remote, blobs + sblobs))
+        mbytes = self.layout.read_blob(desc.digest)
+        tag_ref = ref if ref.tag else ref.with_digest(desc.digest)
+        remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes)
+        signatures = 0
+        stored_as = None
         if sdesc is not None:
-            sm = self.layout.read_json(sdesc.digest)
-            for d in [sm["config"], *sm.get("layers", [])]:
-                sent += remote.push_blob(ref, Descriptor.from_data(d), self.layout)
             sbytes = self.layout.read_blob(sdesc.digest)
             # an OCI referrer (by digest, found through its subject) where the registry has the
             # referrers API and indexes the subject; else the tag schema (sha256-<hex>.sig)
@@ -312,6 +321,25 @@ class PackageStore:
             signatures = len(sm.get("layers", []))
         return {"ref": str(ref), "digest": desc.digest, "blobs_sent": sent, "signatures": signatures,
                 "signatures_as": stored_as}
+
+    def _push_blobs(self, ref: Ref, remote: RemoteRegistry, blobs: list[Descriptor]) -> list[bool]:
+        """Upload the ``blobs`` the registry lacks, up to ``PUSH_CONCURRENCY`` at once (each
+        upload is three round trips, mostly waiting on the registry). Each worker thread has
+        a client of its own (an oras session, and the token it answers a challenge with, is not
+        shared between threads). Every upload finishes or fails before this returns; the first
+        failure is raised, and then nothing gets tagged."""
+        if len(blobs) <= 1:
+            return [remote.push_blob(ref, d, self.layout) for d in blobs]
+        local = threading.local()
+
+        def push(d: Descriptor) -> bool:
+            if not hasattr(local, "remote"):
+                local.remote = self._remote(ref)
+            return local.remote.push_blob(ref, d, self.layout)
+
+        with ThreadPoolExecutor(max_workers=min(PUSH_CONCURRENCY, len(blobs)), thread_name_prefix="push") as pool:
+            futures = [pool.submit(push, d) for d in blobs]
+        return [f.result() for f in futures]
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
         """Fetch, verify digests, decide trust, then store and tag (in that order)."""
@@ -426,11 +454,62 @@ class PackageStore:
         manifest = {k: v for k, v in cfg["manifest"].items() if k in PACKAGE_MANIFEST_FIELDS}
         manifest["capabilities"] = granted
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
-        with contextlib.ExitStack() as stack:
-            files = [stack.enter_context(self.layout.open_verified(d.digest)) for d in layers]
-            unpack_layers(files, dest, self.limits)
+        copy_tree(self._unpacked(layers), dest, self.limits.max_entries)
         self.record_seen(verdict)
         return Prepared(ref, desc.digest, verdict, manifest, declared, dest)
+
+    def _unpacked_key(self, layers: list[Descriptor]) -> str:
+        """The kept tree's name: the layers and the limits they were unpacked within ("v": bump
+        it when what the unpacker accepts or produces changes, so no older tree is reused)."""
+        lim = self.limits
+        doc = {"v": 1, "layers": [d.digest for d in layers], "limits": [lim.max_bytes, lim.max_entries, lim.max_name]}
+        return hashlib.sha256(canonical_json(doc)).hexdigest()
+
+    def _unpacked(self, layers: list[Descriptor]) -> Path:
+        """The package's layers unpacked once and kept: ``registry/unpacked/<key>``, named by
+        the layers' digests (and the unpack limits), unpacked by ``unpack_layers`` with every
+        layer verified as it streamed, then made read-only and renamed into place (never
+        partial). A later run of the same content copies this tree instead of verifying and
+        inflating the layers again. Only the kernel writes here (``registry/`` is 0700)."""
+        root = self.layout.root / "unpacked"
+        tree = root / self._unpacked_key(layers)
+        if os.path.isdir(tree) and not os.path.islink(tree):
+            return tree
+        root.mkdir(mode=0o700, exist_ok=True)
+        work = root / f".new-{secrets.token_hex(6)}"
+        try:
+            with contextlib.ExitStack() as stack:
+                files = [stack.enter_context(self.layout.open_verifying(d)) for d in layers]
+                unpack_layers(files, work, self.limits)
+            _read_only(work)
+            try:
+                os.rename(work, tree)
+            except OSError:
+                if not os.path.isdir(tree):  # else: made meanwhile by another run of it
+                    raise
+        finally:
+            if os.path.lexists(work):
+                remove_tree(work)
+        return tree
+
+    def _prune_unpacked(self) -> int:
+        """Remove the unpacked trees no tagged package needs any more; return how many."""
+        root = self.layout.root / "unpacked"
+        if not root.is_dir():
+            return 0
+        live = set()
+        for _, d in self.layout.entries():
+            try:
+                m = self.layout.read_json(d.digest)
+                live.add(self._unpacked_key([Descriptor.from_data(x) for x in m.get("layers", [])]))
+            except (NotFound, PackageRejected, AttributeError):
+                continue
+        removed = 0
+        for p in root.iterdir():
+            if p.name not in live:
+                remove_tree(p)
+                removed += 1
+        return removed
 
     def record_seen(self, verdict: Verdict) -> bool:
         return self.trust.remember(verdict.statement.name, verdict.statement.version)
@@ -460,7 +539,31 @@ def _verdict_data(v: Verdict) -> dict[str, Any]:
 
 
 def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    def writable(fn: Any, p: str, _exc: Any) -> None:  # a read-only tree (unpacked/) of a non-root kernel
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            fn(p)
+
+    shutil.rmtree(path, onerror=writable)
+    if os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_only(tree: Path) -> None:
+    """Files 0444 (0555 if executable), directories 0555, without following a link (an
+    unpacked tree has none)."""
+    for dirpath, dirnames, filenames in os.walk(tree, topdown=False):
+        dfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            for n in filenames:
+                fd = os.open(n, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+                try:
+                    os.fchmod(fd, 0o555 if os.fstat(fd).st_mode & 0o111 else 0o444)
+                finally:
+                    os.close(fd)
+            os.fchmod(dfd, 0o555)
+        finally:
+            os.close(dfd)
 
 
 def fetch_wheels(requirements: list[str], dest: Path, timeout: float) -> None:

@@ -10,43 +10,59 @@ reproducible tar+gzip (sorted entries, mtime 0, owners 0, fixed modes).
 Same state, same digest: nothing in the document or the layer depends on the time of the
 snapshot, the agent's id or the order a directory lists in.
 
-The workspace is read by ``read_workspace`` — the one call to swap for the kernel's safe
-walker (``sandbox/safewalk.py``, which has only a copying walk so far: the swap needs an
-iterating one there, handed in by the kernel, since ``packages`` may not import ``sandbox``).
-Today it is the package builder's walker: directory fds, ``O_NOFOLLOW``, look before opening (a FIFO or device is
-never opened; an open is ``O_NONBLOCK``), regular files and directories only — symlinks,
-FIFOs, sockets and devices are *skipped* and named in ``workspace.skipped`` — and bounded
-(entries and bytes, the same bounds a restore unpacks within).
+The workspace is read by ``read_workspace`` through the kernel's safe walker
+(``sandbox/safewalk.walk``, handed in by the kernel as ``walk``: ``packages`` may not import
+``sandbox``): directory fds, ``O_NOFOLLOW``, look before opening (a FIFO or device is never
+opened; an open is ``O_NONBLOCK``; the opened descriptor must be the inode looked at),
+regular files and directories only — symlinks, FIFOs, sockets, devices and files with more
+than one hard link (another name of such a file may be a host file) are *skipped* and named in
+``workspace.skipped`` — and bounded (entries, depth and bytes, the bounds a restore unpacks
+within). Each file is opened once and its bytes are read from that descriptor, so nothing
+swapped in after the look (a symlink to ``/etc/shadow``, a directory turned into a link) is
+ever read.
+
+The layer is written in one pass (``_StoredGzip``): tar headers (PAX, normalised as above)
+and file bytes go out as gzip *stored* blocks (no deflate) with their CRC, are hashed as
+they are written (SHA-256 on a worker thread: hashlib releases the GIL) and written back to
+disk as they go (``layout.start_writeback``); the layer is then fsynced and moved into the
+store without being read again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import struct
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from agentix.core.errors import NotFound, PackageRejected
+from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.package import Ref
 from agentix.core.snapshot import check_document
-from agentix.packages.build import WalkOptions, write_tree_layer
-from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout, image_manifest
+from agentix.packages.build import LAYER_TYPE
+from agentix.packages.layout import (CHUNK, MANIFEST_TYPE, Descriptor, Layout, Sha256Thread, image_manifest,
+                                     start_writeback)
 from agentix.packages.unpack import UnpackLimits, unpack_layers
 
-__all__ = ["SNAPSHOT_ARTIFACT_TYPE", "SNAPSHOT_CONFIG_TYPE", "SNAPSHOT_VERSION", "Snapshot", "made_here",
-           "mark_made", "read_snapshot", "read_workspace", "unpack_snapshot", "write_snapshot"]
+__all__ = ["SNAPSHOT_ARTIFACT_TYPE", "SNAPSHOT_CONFIG_TYPE", "SNAPSHOT_VERSION", "Snapshot", "WalkedEntry",
+           "Walker", "made_here", "mark_made", "read_snapshot", "read_workspace", "unpack_snapshot",
+           "write_snapshot"]
 
 SNAPSHOT_ARTIFACT_TYPE = "application/vnd.agentix.snapshot.v1"
 SNAPSHOT_CONFIG_TYPE = "application/vnd.agentix.snapshot.config.v1+json"
 #: the version a snapshot's signature statement names (snapshots are told apart by digest)
 SNAPSHOT_VERSION = "0.0.0"
-#: workspace layers are gzip *stored* (level 0: framing and CRC, no deflate): a snapshot is
+#: workspace layers are gzip *stored* (no deflate: framing and CRC only): a snapshot is
 #: written whole every time (no layer cache), and deflate — even level 1, on incompressible
 #: bytes — made packing 3-4x slower (bench/packages.py: snapshot + restore is measured against
-#: `tar -cf` + `tar -xf`, goal <= 2x; level 0 gave 1.7x-3.8x, level 1 about 10x).
-#: The price is size: a snapshot is as large as the workspace.
-SNAPSHOT_GZIP_LEVEL = 0
+#: `tar -cf` + `tar -xf`, goal <= 2x). The price is size: a snapshot is as large as the workspace.
+_STORED_MAX = 0xFFFF    # the largest stored deflate block
+_WRITEBACK = 8 << 20    # start writing the layer to disk every 8 MiB (layout.start_writeback)
 MAX_DOCUMENT = 64 << 20
 
 
@@ -58,14 +74,152 @@ class Snapshot:
     layers: tuple[Descriptor, ...]
 
 
-def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits) -> tuple[Descriptor, list[str]]:
+class WalkedEntry(Protocol):
+    """What the walker yields (``sandbox/safewalk.Entry``)."""
+
+    @property
+    def rel(self) -> str: ...
+    @property
+    def is_dir(self) -> bool: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def fd(self) -> int | None: ...
+
+
+#: the kernel's safe walk of a workspace: (workspace, skipped, max_bytes, max_entries) ->
+#: directories and opened regular files in a fixed order; what it skips is appended to
+#: ``skipped``; over a bound or an unreadable root it raises ``AgentixError`` itself
+Walker = Callable[[Path, list[str], int, int], Iterator[WalkedEntry]]
+
+
+def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits,
+                   walk: Walker) -> tuple[Descriptor, list[str]]:
     """The workspace as one layer in ``layout``, and the entries skipped (not regular files
-    or directories). The one place the workspace is read: swap in the safe walker here."""
+    or directories, or hard-linked files). ``walk`` is the kernel's safe walker: the one way
+    the workspace is read."""
     skipped: list[str] = []
-    opts = WalkOptions(special="skip", skipped=skipped, hash_files=False, skip_bytecode=False,
-                       max_bytes=limits.max_bytes, max_entries=limits.max_entries)
-    desc = write_tree_layer(workspace, layout, opts, SNAPSHOT_GZIP_LEVEL)
-    return desc, sorted(skipped)
+    tmp = layout.temp_path("layer")
+    try:
+        with contextlib.closing(walk(workspace, skipped, limits.max_bytes, limits.max_entries)) as entries:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                gz = _StoredGzip(fd)
+                try:
+                    for e in entries:
+                        _add(gz, e)
+                    gz.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # the end of the archive, padded to
+                    gz.write(b"\0" * (-gz.isize % tarfile.RECORDSIZE))  # a whole record, as tarfile does
+                    digest, size = gz.close()
+                finally:
+                    gz.abort()
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        # hashed as it was written, by us, into the store's private tmp/: no second read
+        layout.commit_file(tmp, digest, hashed=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Descriptor(LAYER_TYPE, digest, size), sorted(skipped)
+
+
+def _add(gz: _StoredGzip, e: WalkedEntry) -> None:
+    """One entry, normalised (mtime 0, owners 0, 0755/0644): a PAX header, then exactly
+    ``e.size`` bytes read from the walker's descriptor, padded to a block."""
+    ti = tarfile.TarInfo(e.rel + ("/" if e.is_dir else ""))
+    ti.type = tarfile.DIRTYPE if e.is_dir else tarfile.REGTYPE
+    ti.mode = 0o755 if e.is_dir or e.mode & 0o111 else 0o644
+    ti.size = 0 if e.is_dir else e.size
+    ti.mtime = 0
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    gz.write(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+    if e.is_dir:
+        return
+    assert e.fd is not None
+    left = e.size
+    while left > 0:
+        chunk = os.read(e.fd, min(left, CHUNK))
+        if not chunk:
+            raise InvalidRequest(f"{e.rel} shrank while the snapshot was read; snapshot again",
+                                 field="workspace", path=e.rel)
+        gz.write(chunk)
+        left -= len(chunk)
+    gz.write(b"\0" * (-e.size % tarfile.BLOCKSIZE))
+
+
+class _StoredGzip:
+    """A gzip member of stored deflate blocks (RFC 1951 BTYPE 00) written to ``fd``: header
+    with mtime 0 and no name; every byte written is counted, CRC'd and hashed. Blocks are cut
+    at fixed offsets of the uncompressed stream, so the same bytes give the same member."""
+
+    HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags, mtime 0, OS unknown
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.crc = 0
+        self.isize = 0
+        self.size = 0
+        self.flushed = 0
+        self.pending = bytearray()
+        self.sha = Sha256Thread()
+        try:
+            self._out([self.HEADER])
+        except BaseException:
+            self.sha.stop()
+            raise
+
+    def _out(self, parts: list[Any]) -> None:
+        self.sha.update(parts)
+        total = sum(len(p) for p in parts)
+        done = os.writev(self.fd, parts)
+        if done != total:  # a short write (rare on regular files): finish it piece by piece
+            view = memoryview(b"".join(bytes(p) for p in parts))[done:]
+            while view:
+                view = view[os.write(self.fd, view):]
+        self.size += total
+        if self.size - self.flushed >= _WRITEBACK:  # the final fsync then waits for little
+            start_writeback(self.fd, self.flushed, self.size - self.flushed)
+            self.flushed = self.size
+
+    @staticmethod
+    def _block_header(n: int, final: bool = False) -> bytes:
+        return struct.pack("<BHH", 1 if final else 0, n, n ^ 0xFFFF)
+
+    def write(self, data: bytes) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        self.isize += len(data)
+        view = memoryview(data)
+        if self.pending:
+            take = min(len(view), _STORED_MAX - len(self.pending))
+            self.pending += view[:take]
+            view = view[take:]
+            if len(self.pending) < _STORED_MAX:
+                return
+            self._out([self._block_header(_STORED_MAX), bytes(self.pending)])
+            self.pending.clear()
+        parts: list[Any] = []
+        while len(view) >= _STORED_MAX:
+            parts += [self._block_header(_STORED_MAX), view[:_STORED_MAX]]
+            view = view[_STORED_MAX:]
+            if len(parts) >= 512:  # well under IOV_MAX
+                self._out(parts)
+                parts = []
+        if parts:
+            self._out(parts)
+        self.pending += view
+
+    def close(self) -> tuple[str, int]:
+        """The final block and the trailer; returns (digest, bytes written)."""
+        self._out([self._block_header(len(self.pending), final=True), bytes(self.pending),
+                   struct.pack("<II", self.crc & 0xFFFFFFFF, self.isize & 0xFFFFFFFF)])
+        self.pending.clear()
+        return "sha256:" + self.sha.hexdigest(), self.size
+
+    def abort(self) -> None:
+        self.sha.stop()
 
 
 def write_snapshot(layout: Layout, document: dict[str, Any], layer: Descriptor) -> tuple[str, int]:
@@ -119,8 +273,9 @@ def read_snapshot(layout: Layout, ref: Ref | None, digest: str) -> Snapshot:
 
 
 def unpack_snapshot(layout: Layout, snap: Snapshot, dest: Path, limits: UnpackLimits) -> Path:
-    """Unpack the workspace into the new directory ``dest`` (every layer verified first;
-    the unpacker's refusals — links, devices, '..', bombs — apply)."""
+    """Unpack the workspace into the new directory ``dest`` (every layer verified as it
+    streams, before ``dest`` appears; the unpacker's refusals — links, devices, '..', bombs —
+    apply)."""
     with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(layout.open_verified(d.digest)) for d in snap.layers]
+        files = [stack.enter_context(layout.open_verifying(d)) for d in snap.layers]
         return unpack_layers(files, dest, limits)

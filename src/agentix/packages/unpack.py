@@ -14,27 +14,35 @@ it: nothing partial is ever visible). Refused, each with a stable ``reason``:
     too_large         more uncompressed bytes than ``max_bytes`` (decompression bombs)
     corrupt           not a gzip'd tar
 
+A layer may be verified while it streams (``Layout.open_verifying``): its digest is checked
+at the end of its stream, before the staging directory is renamed; a mismatch removes the
+staging directory like any other refusal.
+
 Files are created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` relative to directory fds, so a
 path can never be redirected even by a concurrent writer.
 """
 
 from __future__ import annotations
 
-import gzip
+import contextlib
+import errno
 import os
 import secrets
 import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from agentix.core.errors import PackageRejected
 
-__all__ = ["UnpackLimits", "seed_workspace", "unpack_layers"]
+__all__ = ["UnpackLimits", "copy_tree", "seed_workspace", "unpack_layers"]
+
+
+CHUNK = 1 << 20  # reads of a layer, inflated pieces
 
 
 @dataclass(frozen=True)
@@ -44,21 +52,63 @@ class UnpackLimits:
     max_name: int = 4096
 
 
-class _Bounded:
-    """A reader that refuses to yield more than ``limit`` decompressed bytes."""
+class _Inflated:
+    """The inflated tar stream of one layer, read forward only, for ``tarfile`` in plain
+    "r" mode: headers through ``read``, file contents through ``chunks`` (views of what was
+    just inflated — no copy, where a tar stream object copies every byte three times).
+    Refuses to yield more than ``limit`` bytes in all (decompression bombs); a backward seek
+    is an ``OSError`` (nothing here reads backwards)."""
 
-    def __init__(self, raw: BinaryIO, limit: int) -> None:
-        self.raw = raw
+    def __init__(self, gz: _Gunzip, limit: int) -> None:
+        self.gz = gz
         self.limit = limit
-        self.n = 0
+        self.pos = 0        # offset in the inflated stream
+        self.total = 0      # bytes inflated so far
+        self.cur = b""
+        self.i = 0
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.n += len(data)
-        if self.n > self.limit:
+    def _fill(self) -> bool:
+        self.cur = self.gz.read(CHUNK)
+        self.i = 0
+        self.total += len(self.cur)
+        if self.total > self.limit:
             raise PackageRejected(f"the package unpacks to more than {self.limit} bytes "
                                   "(a decompression bomb?)", reason="too_large", limit=self.limit)
+        return bool(self.cur)
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            raise OSError("a layer is read in bounded pieces")
+        out = []
+        while size > 0 and (self.i < len(self.cur) or self._fill()):
+            piece = self.cur[self.i:self.i + size]
+            self.i += len(piece)
+            size -= len(piece)
+            out.append(piece)
+        data = b"".join(out)
+        self.pos += len(data)
         return data
+
+    def chunks(self, size: int, name: str) -> Iterator[memoryview]:
+        """The next ``size`` bytes, as views; fewer is ``corrupt`` (a truncated entry)."""
+        while size > 0:
+            if self.i >= len(self.cur) and not self._fill():
+                raise PackageRejected(f"entry {name[:200]!r} is truncated", reason="corrupt")
+            view = memoryview(self.cur)[self.i:self.i + size]
+            self.i += len(view)
+            self.pos += len(view)
+            size -= len(view)
+            yield view
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self.pos:
+            raise OSError("a layer is read forward only")
+        for _ in self.chunks(pos - self.pos, "the end of the archive"):
+            pass
+        return self.pos
 
 
 def _refuse(reason: str, name: str, what: str) -> PackageRejected:
@@ -76,108 +126,245 @@ def _check(ti: tarfile.TarInfo, limits: UnpackLimits) -> tuple[str, ...]:
         raise _refuse("dot_dot", name, "'..' and empty paths are refused")
     if ti.issym() or ti.islnk():
         raise _refuse("link", name, f"links are refused (to {ti.linkname[:200]!r})")
-    if not (ti.isreg() or ti.isdir()):
+    if not (ti.isreg() or ti.isdir()) or ti.issparse():
         raise _refuse("special_file", name, "only regular files and directories are allowed")
     if ti.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
         raise _refuse("setuid", name, "setuid, setgid and sticky bits are refused")
     return parts
 
 
-def _open_dir(root_fd: int, parts: tuple[str, ...], create: bool) -> int:
-    fd = os.dup(root_fd)
-    try:
-        for p in parts:
-            if create:
-                try:
-                    os.mkdir(p, 0o755, dir_fd=fd)
-                except FileExistsError:
-                    pass
-            nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Dirs:
+    """Directory fds of the staging tree. The last parent used stays open (a tar lists a
+    directory's files together) and a directory made once is not made again: one open per
+    file instead of a walk from the root per file."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.made: set[tuple[str, ...]] = set()
+        self.last: tuple[tuple[str, ...], int] | None = None
+
+    def open(self, parts: tuple[str, ...]) -> int:
+        """A descriptor of the directory ``parts`` (made if missing); borrowed, not to close."""
+        if not parts:
+            return self.root_fd
+        if self.last is not None and self.last[0] == parts:
+            return self.last[1]
+        fd = os.dup(self.root_fd)
+        try:
+            for i, p in enumerate(parts):
+                if parts[:i + 1] not in self.made:
+                    try:
+                        os.mkdir(p, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                nfd = os.open(p, _DIR_FLAGS, dir_fd=fd)
+                self.made.add(parts[:i + 1])
+                os.close(fd)
+                fd = nfd
+        except BaseException:
             os.close(fd)
-            fd = nfd
+            raise
+        self.close()
+        self.last = (parts, fd)
         return fd
-    except BaseException:
-        os.close(fd)
-        raise
+
+    def close(self) -> None:
+        if self.last is not None:
+            os.close(self.last[1])
+            self.last = None
 
 
-def _extract_one(tar: tarfile.TarFile, ti: tarfile.TarInfo, root_fd: int, parts: tuple[str, ...],
+class _Gunzip:
+    """A gzip stream (one or more members) inflated a chunk at a time (``gzip.GzipFile``
+    inflates 8 KiB per call); zlib checks each member's CRC and length. Truncation is an
+    ``EOFError``, anything not gzip a ``zlib.error``."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.d = zlib.decompressobj(31)
+        self.tail = b""        # input not yet inflated
+        self.member = False    # the current member has had input
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size > 0 else CHUNK
+        while True:
+            if not self.tail:
+                self.tail = self.raw.read(CHUNK)
+                if not self.tail:
+                    if self.member:
+                        raise EOFError("the gzip stream ends inside a member")
+                    return b""
+            self.member = True
+            data = self.d.decompress(self.tail, size)
+            self.tail = self.d.unconsumed_tail
+            if self.d.eof:  # the next member, if any, starts in what is left
+                self.tail = self.d.unused_data
+                self.d = zlib.decompressobj(31)
+                self.member = False
+            if data:
+                return data
+
+
+def _extract_one(stream: _Inflated, ti: tarfile.TarInfo, dirs: _Dirs, parts: tuple[str, ...],
                  seen: dict[tuple[str, ...], bool], budget: list[int]) -> None:
     # a directory may be named again (by a later layer); a file may not, nor a file <-> directory swap
     if parts in seen and not (ti.isdir() and seen[parts]):
         raise _refuse("duplicate", ti.name, "the same path appears twice")
     seen[parts] = ti.isdir()
     if ti.isdir():
-        os.close(_open_dir(root_fd, parts, create=True))
+        dirs.open(parts)
         return
     budget[0] -= ti.size
     if budget[0] < 0:
         raise PackageRejected("the package unpacks to more bytes than allowed (a decompression bomb?)",
                               reason="too_large")
-    dfd = _open_dir(root_fd, parts[:-1], create=True)
+    dfd = dirs.open(parts[:-1])
+    mode = 0o755 if ti.mode & 0o111 else 0o644
     try:
-        mode = 0o755 if ti.mode & 0o111 else 0o644
         fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      mode, dir_fd=dfd)
     except FileExistsError:
-        os.close(dfd)
         raise _refuse("duplicate", ti.name, "the same path appears twice") from None
-    except BaseException:
-        os.close(dfd)
-        raise
-    os.close(dfd)
-    with os.fdopen(fd, "wb") as out:
-        src = tar.extractfile(ti)
-        assert src is not None
-        left = ti.size
-        while left > 0:
-            chunk = src.read(min(left, 1 << 20))
-            if not chunk:
-                raise PackageRejected(f"entry {ti.name!r} is truncated", reason="corrupt")
-            out.write(chunk)
-            left -= len(chunk)
+    with _closing(fd):
+        if stream.tell() != ti.offset_data:
+            raise PackageRejected(f"entry {ti.name[:200]!r} is not where its header says", reason="corrupt")
+        for view in stream.chunks(ti.size, ti.name):
+            while view:
+                view = view[os.write(fd, view):]
 
 
-def unpack_layers(layers: Iterable[BinaryIO], dest: Path, limits: UnpackLimits = UnpackLimits()) -> Path:
-    """Unpack gzip'd tar ``layers`` (verified file objects) into a new directory ``dest``.
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
-    ``dest`` must not exist; it appears only if every entry of every layer was accepted.
+
+def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = UnpackLimits()) -> Path:
+    """Unpack gzip'd tar ``layers`` into a new directory ``dest``.
+
+    Each layer is a verified file object, or a ``VerifyingReader`` (``Layout.open_verifying``):
+    then it is hashed as it streams and checked at its end, before ``dest`` can appear — a blob
+    altered at rest is refused (``digest_mismatch``, preferred over whatever its bytes broke)
+    with nothing left behind, and the blob is read once, not hashed first and read again.
+    ``dest`` must not exist; it appears only if every entry of every layer was accepted and
+    every layer verified.
     """
     if dest.exists():
         raise FileExistsError(dest)
     staging = dest.with_name(f".unpack-{dest.name}-{secrets.token_hex(4)}")
     staging.mkdir(mode=0o700)
     try:
-        root_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        root_fd = os.open(staging, _DIR_FLAGS)
+        dirs = _Dirs(root_fd)
         try:
             entries = 0
             budget = [limits.max_bytes]
             seen: dict[tuple[str, ...], bool] = {}
             for layer in layers:
                 # the tar stream itself is bounded too (headers count): max_bytes plus slack
-                bounded: Any = _Bounded(gzip.GzipFile(fileobj=layer, mode="rb"),
-                                        limits.max_bytes + 1024 * (limits.max_entries + 16))
+                stream = _Inflated(_Gunzip(layer), limits.max_bytes + 1024 * (limits.max_entries + 16))
+                verify = getattr(layer, "verify", None)  # a VerifyingReader: checked after its stream
                 try:
-                    with tarfile.open(fileobj=bounded, mode="r|") as tar:
-                        for ti in tar:
+                    # plain "r" mode over a forward-only stream: tarfile parses the headers (and
+                    # skips to each next one), the contents are read here (``_extract_one``)
+                    with tarfile.open(fileobj=stream, mode="r:") as tar:
+                        while (ti := tar.next()) is not None:
                             entries += 1
                             if entries > limits.max_entries:
                                 raise PackageRejected(
                                     f"the package has more than {limits.max_entries} entries",
                                     reason="too_many_entries", limit=limits.max_entries)
                             parts = _check(ti, limits)
-                            _extract_one(tar, ti, root_fd, parts, seen, budget)
-                except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-                    if isinstance(err, (FileExistsError, PermissionError)):
+                            _extract_one(stream, ti, dirs, parts, seen, budget)
+                            tar.members.clear()  # nothing looks back
+                except (tarfile.TarError, OSError, EOFError, zlib.error, PackageRejected) as err:
+                    if verify is not None:
+                        verify()  # an altered blob is named as such, not by what it broke
+                    if isinstance(err, (FileExistsError, PermissionError, PackageRejected)):
                         raise
                     raise PackageRejected(f"a layer is not a valid gzip'd tar: {err}", reason="corrupt") from None
+                if verify is not None:
+                    verify()  # before the staging directory can become visible
         finally:
+            dirs.close()
             os.close(root_fd)
         os.rename(staging, dest)
         return dest
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def copy_tree(src: Path, dest: Path, max_entries: int = UnpackLimits.max_entries) -> Path:
+    """Copy ``src`` — a tree ``unpack_layers`` made (the kernel's cache of unpacked packages)
+    — into the new directory ``dest``, staged and renamed like an unpack: fd-relative, no link
+    followed, regular files and directories only (anything else means the tree was altered:
+    refused, ``corrupt``), modes normalised again (0755 / 0644), data copied inside the
+    kernel (``copy_file_range``). Returns ``dest``."""
+    if dest.exists():
+        raise FileExistsError(dest)
+    staging = dest.with_name(f".copy-{dest.name}-{secrets.token_hex(4)}")
+    staging.mkdir(mode=0o700)
+    count = [0]
+    try:
+        with _closing(os.open(src, _DIR_FLAGS)) as sfd, _closing(os.open(staging, _DIR_FLAGS)) as dfd:
+            _copy_dir(sfd, dfd, count, max_entries, 0)
+        os.rename(staging, dest)
+        return dest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _copy_dir(sfd: int, dfd: int, count: list[int], max_entries: int, depth: int) -> None:
+    if depth > 256:
+        raise PackageRejected("the unpacked package is nested too deep (the cache was altered?)", reason="corrupt")
+    for name in sorted(os.listdir(sfd)):
+        count[0] += 1
+        if count[0] > max_entries:
+            raise PackageRejected(f"the package has more than {max_entries} entries",
+                                  reason="too_many_entries", limit=max_entries)
+        st = os.stat(name, dir_fd=sfd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(name, 0o755, dir_fd=dfd)
+            with _closing(os.open(name, _DIR_FLAGS, dir_fd=sfd)) as s2, \
+                    _closing(os.open(name, _DIR_FLAGS, dir_fd=dfd)) as d2:
+                _copy_dir(s2, d2, count, max_entries, depth + 1)
+        elif stat.S_ISREG(st.st_mode):
+            mode = 0o755 if st.st_mode & 0o111 else 0o644
+            with _closing(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                                  dir_fd=sfd)) as rfd, \
+                    _closing(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     mode, dir_fd=dfd)) as wfd:
+                if not stat.S_ISREG(os.fstat(rfd).st_mode):
+                    raise PackageRejected(f"{name!r} in the unpacked package is not a regular file",
+                                          reason="corrupt")
+                _copy_data(rfd, wfd)
+        else:
+            raise PackageRejected(f"{name!r} in the unpacked package is not a file or directory "
+                                  "(the cache was altered?)", reason="corrupt")
+
+
+def _copy_data(rfd: int, wfd: int) -> None:
+    try:
+        while os.copy_file_range(rfd, wfd, CHUNK * 64):
+            pass
+        return
+    except OSError as err:  # no in-kernel copy between these filesystems: copy by hand
+        if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    os.lseek(rfd, 0, os.SEEK_SET)
+    os.ftruncate(wfd, 0)
+    os.lseek(wfd, 0, os.SEEK_SET)
+    while chunk := os.read(rfd, CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(wfd, view):]
 
 
 def seed_workspace(tree: Path, workspace: Path, program: str) -> str:

@@ -13,15 +13,22 @@ here, once:
   (a FIFO swapped in meanwhile cannot block), and ``fstat`` of the opened descriptor must
   show the same inode and a regular file or directory before a byte is read.
 * **Regular files and directories only.** Symlinks, FIFOs, sockets and devices are refused
-  (``WalkError``) or skipped, as the caller chooses (``special="refuse" | "skip"``).
+  (``WalkError``) or skipped, as the caller chooses (``special="refuse" | "skip"``). ``walk``
+  treats a regular file with more than one hard link the same way: its other name may be a
+  host file the agent could not read itself.
 * **Bounded.** Total bytes, entry count and depth (``Bounds``); over a bound is a
   ``WalkError`` naming the bound, never a partial success.
 * **Written fresh.** Copies create their destination entries with ``O_EXCL`` (or
   ``O_TRUNC``, for an operator's output directory) and ``O_NOFOLLOW``, relative to a
   destination directory descriptor, optionally owned by a given uid/gid from creation.
 
+Two walks: ``copy_entry`` copies a tree into a destination; ``walk`` yields a tree's entries
+(in one fixed order: depth first, names sorted) with each regular file already opened, for a
+reader that does not copy (a snapshot packs them into a layer).
+
 ``WalkError`` is the only error this module raises for anything about the tree; callers
-turn it into their own error (``invalid_request`` naming the field, for a program).
+turn it into their own error (``invalid_request`` naming the field, for a program). Its
+``bound`` names the bound that was passed (``bytes``, ``entries``, ``depth``), else None.
 """
 
 from __future__ import annotations
@@ -35,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["Bounds", "CopyResult", "WalkError", "chown_tree", "copy_entry", "open_beneath",
-           "open_dir", "read_file"]
+__all__ = ["Bounds", "CopyResult", "Entry", "WalkError", "chown_tree", "copy_entry", "open_beneath",
+           "open_dir", "read_file", "walk"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -48,10 +55,11 @@ Special = Literal["refuse", "skip"]
 class WalkError(Exception):
     """An entry could not be walked safely; ``path`` is relative to where the walk began."""
 
-    def __init__(self, path: str, why: str) -> None:
+    def __init__(self, path: str, why: str, bound: str | None = None) -> None:
         super().__init__(f"{path}: {why}" if path else why)
         self.path = path
         self.why = why
+        self.bound = bound
 
 
 @dataclass(frozen=True)
@@ -192,12 +200,12 @@ class _Budget:
     def entry(self, rel: str) -> None:
         self.result.entries += 1
         if self.result.entries > self.bounds.max_entries:
-            raise WalkError(rel, f"more than {self.bounds.max_entries} entries")
+            raise WalkError(rel, f"more than {self.bounds.max_entries} entries", "entries")
 
     def bytes(self, n: int, rel: str) -> None:
         self.result.bytes += n
         if self.result.bytes > self.bounds.max_bytes:
-            raise WalkError(rel, f"more than {self.bounds.max_bytes} bytes in all")
+            raise WalkError(rel, f"more than {self.bounds.max_bytes} bytes in all", "bytes")
 
 
 @contextmanager
@@ -281,6 +289,66 @@ def _copy(src_fd: int, st: os.stat_result, dst_dir_fd: int, name: str, rel: str,
             with _closing(cfd):
                 _copy(cfd, cst, out, child, crel, depth + 1, budget, special, owner, overwrite,
                       skip_names, skip_suffixes)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of ``walk``: ``rel`` is relative to the start ('/'-separated, never empty).
+
+    For a regular file, ``fd`` is open for reading (the entry itself, checked after opening)
+    and ``size`` its size then; the walker closes ``fd`` when the walk moves on, so read it
+    before asking for the next entry, and read at most ``size`` bytes (the byte bound counts
+    sizes). A directory has ``fd`` None and size 0."""
+
+    rel: str
+    is_dir: bool
+    mode: int
+    size: int
+    fd: int | None
+
+
+def walk(dir_fd: int, *, bounds: Bounds = Bounds(), special: Special = "refuse",
+         skipped: list[str] | None = None) -> Iterator[Entry]:
+    """Every directory and regular file below ``dir_fd``, depth first with names sorted (the
+    same tree gives the same order), each opened by the rules above before it is yielded.
+
+    Refused (``special="refuse"``: a ``WalkError``) or skipped (``"skip"``: its path appended
+    to ``skipped``, and not descended into): symlinks, FIFOs, sockets, devices, entries that
+    change between the look and the open, and regular files with more than one hard link.
+    Over a bound (entries, depth, total bytes of file sizes) is always a ``WalkError``."""
+    budget = _Budget(bounds)
+    yield from _walk(dir_fd, "", 0, budget, special, skipped)
+
+
+def _walk(dir_fd: int, prefix: str, depth: int, budget: _Budget, special: Special,
+          skipped: list[str] | None) -> Iterator[Entry]:
+    if depth >= budget.bounds.max_depth:
+        raise WalkError(prefix, f"nested deeper than {budget.bounds.max_depth} directories", "depth")
+    names = sorted(os.listdir(dir_fd))
+    if len(names) > budget.bounds.max_entries:
+        raise WalkError(prefix, f"more than {budget.bounds.max_entries} entries", "entries")
+    for name in names:
+        rel = f"{prefix}/{name}" if prefix else name
+        try:
+            fd, st = _open_entry(dir_fd, name, rel)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                os.close(fd)
+                raise WalkError(rel, f"a file with {st.st_nlink} hard links (another name of it may be "
+                                "outside the tree)")
+        except WalkError:  # also: gone or changed between the listing, the look and the open
+            if special == "skip":
+                if skipped is not None:
+                    skipped.append(rel)
+                continue
+            raise
+        with _closing(fd):
+            budget.entry(rel)
+            if stat.S_ISDIR(st.st_mode):
+                yield Entry(rel, True, st.st_mode, 0, None)
+                yield from _walk(fd, rel, depth + 1, budget, special, skipped)
+            else:
+                budget.bytes(st.st_size, rel)
+                yield Entry(rel, False, st.st_mode, st.st_size, fd)
 
 
 def chown_tree(dir_fd: int, uid: int, gid: int, *, bounds: Bounds = Bounds(max_entries=100_000)) -> int:
