@@ -70,3 +70,28 @@ def test_a_goal_refused_by_the_kernel_shows_its_error_and_starts_nothing(dash: A
     err.wait_for()
     assert err.get_attribute("data-code") == "invalid_request" and "absolute" in err.inner_text()
     assert dash.agent_count() == n
+
+
+def test_an_orchestrator_manifest_given_in_the_browser_replaces_the_built_in_one(dash: Api, tab: Any) -> None:
+    """`agentix run --goal GOAL MANIFEST` in the browser: the JSON manifest is the orchestrator's
+    (its name here); a manifest that is not a JSON object is refused in the page, nothing starts."""
+    t = tab().sign_in(dash.operator).go("#/goals")
+    form = t.page.locator("#goal-form")
+    form.wait_for()
+    n = dash.agent_count()
+    form.locator("[name=goal]").fill("say alpha, then beta")
+    for bad in ("{not json", "[1, 2]"):
+        form.locator("[name=manifest]").fill(bad)
+        form.locator("button[type=submit]").click()
+        err = form.locator("p.error")
+        err.wait_for()
+        assert err.get_attribute("data-code") == "invalid_request", err.inner_text()
+        assert dash.agent_count() == n
+    before = dash.audit_size()
+    form.locator("[name=manifest]").fill('{"name": "my-orchestrator", "capabilities": []}')
+    form.locator("button[type=submit]").click()
+    t.page.wait_for_function("() => /^#\\/goals\\/.+/.test(location.hash)")
+    root = t.page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])")
+    submitted = [e for e in dash.audit_after(before) if e["kind"] == "goal.submitted"]
+    assert [(e["agent"], e["data"]["name"]) for e in submitted] == [(root, "my-orchestrator")], submitted
+    dash.daemon.client.wait(root, timeout=60)   # without a model grant it cannot think: it ends

@@ -74,6 +74,20 @@ function graph(subtasks, state) {
     edges, nodes);
 }
 
+// the override is checked here only for being a JSON object; the kernel parses it as a manifest
+function orchestratorManifest(text) {
+  let m;
+  try {
+    m = JSON.parse(text);
+  } catch (e) {
+    throw Object.assign(new Error(`the orchestrator manifest is not JSON: ${e.message}`), {code: "invalid_request"});
+  }
+  if (m === null || typeof m !== "object" || Array.isArray(m)) {
+    throw Object.assign(new Error("the orchestrator manifest must be a JSON object"), {code: "invalid_request"});
+  }
+  return m;
+}
+
 export function render(root, ctx) {
   const list = h("ul", {class: "goals", id: "goal-list"});
   const detail = h("div", {id: "goal-detail"});
@@ -84,8 +98,12 @@ export function render(root, ctx) {
       {name: "goal", label: "Goal", type: "textarea", rows: 3, required: true,
        placeholder: "what the team of agents should achieve"},
       {name: "output", label: "Copy the results to (an absolute directory on the kernel's host)", placeholder: "optional"},
+      {name: "manifest", label: "Orchestrator manifest (JSON), replacing the built-in one", type: "textarea", rows: 3,
+       placeholder: "optional, as `agentix run --goal GOAL MANIFEST`",
+       help: "its program is always the orchestrator; name its model grants yourself"},
     ],
-    params: (v) => ({goal: v.goal, ...(v.output.trim() ? {output: v.output.trim()} : {})}),
+    params: (v) => ({goal: v.goal, ...(v.output.trim() ? {output: v.output.trim()} : {}),
+                     ...(v.manifest.trim() ? {manifest: orchestratorManifest(v.manifest)} : {})}),
     onDone: (r) => { location.hash = `#/goals/${encodeURIComponent(r.agent_id)}`; },
   });
   root.append(h("div", {class: "toolbar"}, h("h1", {text: "Goal runs"})),
