@@ -50,7 +50,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -485,17 +485,30 @@ class _App:
         first poll after its token is revoked or expires (it never outlives its authority)."""
         return await self.backend.call(self.backend.authenticate(token), method, params)
 
-    async def _stream_start(self, request: Any) -> tuple[Principal, int | None]:
+    async def _stream_start(self, request: Any, method: str) -> tuple[Principal, str, int | None]:
+        """Open one event stream of ``method``: origin, token, a well-formed ``Last-Event-ID``,
+        the method's row, then a stream slot (last: nothing before it holds one). Returns who
+        asks, their token (checked again at every poll) and where to resume."""
         self._origin(request)
         principal = self._principal(request)
         last = request.headers.get("last-event-id") or request.query_params.get("after")
-        if last is None:
-            return principal, None
-        if not _EVENT_ID.fullmatch(last):
+        if last is not None and not _EVENT_ID.fullmatch(last):
             shown = last if len(last) <= 40 else f"{last[:40]}... ({len(last)} characters)"
             raise InvalidRequest(f"Last-Event-ID must be an id this stream sent (1-18 digits), not {shown!r}",
                                  field="Last-Event-ID")
-        return principal, int(last)
+        token = self._bearer(request)
+        self._method(method)
+        self._open_stream(principal)
+        return principal, token, (None if last is None else int(last))
+
+    @contextlib.contextmanager
+    def _slot_released_on_error(self, principal: Principal) -> Iterator[None]:
+        """Until the stream's response exists, a failure gives its slot back."""
+        try:
+            yield
+        except BaseException:
+            self._close_stream(principal)
+            raise
 
     def _open_stream(self, principal: Principal) -> None:
         """Count one more open stream for ``principal``, or refuse (429) over either cap."""
@@ -523,26 +536,16 @@ class _App:
         return _sse(gen, on_close=lambda: self._close_stream(principal))
 
     async def events(self, request: Any) -> Any:
-        from starlette.responses import StreamingResponse
-
         filters = {k: request.query_params[k] for k in ("agent", "kind") if k in request.query_params}
         try:
-            principal, after = await self._stream_start(request)
-            token = self._bearer(request)
-            self._method("events.tail")
-            self._open_stream(principal)
+            principal, token, after = await self._stream_start(request, "events.tail")
+            with self._slot_released_on_error(principal):
+                if after is None:  # from now on: start after the newest entry
+                    newest = await self.backend.call(principal, "events.tail", {"after": 0, "limit": 1})
+                    after = newest["events"][-1]["seq"] if newest["events"] else 0
+                first = await self.backend.call(principal, "events.tail", {"after": after, **filters})
         except AgentixError as err:
             return _error_response(err)
-        try:
-            if after is None:  # from now on: start after the newest entry
-                newest = await self.backend.call(principal, "events.tail", {"after": 0, "limit": 1})
-                after = newest["events"][-1]["seq"] if newest["events"] else 0
-            first = await self.backend.call(principal, "events.tail", {"after": after, **filters})
-        except BaseException as err:
-            self._close_stream(principal)
-            if isinstance(err, AgentixError):
-                return _error_response(err)
-            raise
 
         async def gen() -> AsyncIterator[bytes]:
             pos = after
@@ -567,20 +570,12 @@ class _App:
     async def logs(self, request: Any) -> Any:
         agent_id = request.path_params["agent_id"]
         try:
-            principal, offset = await self._stream_start(request)
-            token = self._bearer(request)
-            self._method("agent.logs")
-            self._open_stream(principal)
+            principal, token, offset = await self._stream_start(request, "agent.logs")
+            with self._slot_released_on_error(principal):
+                first = await self.backend.call(principal, "agent.logs",
+                                                {"agent_id": agent_id, "offset": offset or 0})
         except AgentixError as err:
             return _error_response(err)
-        try:
-            first = await self.backend.call(principal, "agent.logs",
-                                            {"agent_id": agent_id, "offset": offset or 0})
-        except BaseException as err:
-            self._close_stream(principal)
-            if isinstance(err, AgentixError):
-                return _error_response(err)
-            raise
 
         async def gen() -> AsyncIterator[bytes]:
             chunk = first
