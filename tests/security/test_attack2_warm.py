@@ -36,7 +36,8 @@ from agentix.sdk import agent
 k = agent.connect()
 found = []
 for pattern in ("/tmp/**", "/dev/shm/**", "/workspace/**"):
-    found += [p for p in glob.glob(pattern, recursive=True) if "leak" in p]
+    # A's files are named exactly "leak" (a checkout under /tmp holds demo/.../leak.py)
+    found += [p for p in glob.glob(pattern, recursive=True) if os.path.basename(p) == "leak"]
 procs = []
 for d in os.listdir("/proc"):
     if d.isdigit():
