@@ -12,10 +12,12 @@ default; ``AGENTIX_TEST_ISOLATION=degraded`` runs the same suite on a host witho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -105,6 +107,35 @@ def wait_until(pred: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
         if v or time.monotonic() >= deadline:
             return v
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def serve_mcp_http(home: Path) -> Iterator[tuple[str, int]]:
+    """``agentix mcp --http`` for the kernel at ``home`` on a free loopback port: yields its
+    endpoint URL and port, stops it afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "agentix.cli.main", "--home", str(home), "mcp",
+                             "--http", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return proc.poll() is not None
+
+    try:
+        assert wait_until(up, 20) and proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        yield f"http://127.0.0.1:{port}/mcp", port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def until(pred: Any, timeout: float = 10.0) -> None:

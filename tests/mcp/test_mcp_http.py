@@ -7,9 +7,7 @@ spawned, and the audit log gained only the refusal's record."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,36 +18,13 @@ import httpx2  # noqa: E402
 from mcp import Client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
-from conftest import program, wait_until  # noqa: E402
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import program, serve_mcp_http  # noqa: E402
 
 
 @pytest.fixture
-def http_face(kernel):
-    port = _port()
-    proc = subprocess.Popen([sys.executable, "-m", "agentix.cli.main", "--home", str(kernel.home), "mcp",
-                             "--http", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def up() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return proc.poll() is not None
-
-    assert wait_until(up, 20) and proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-    yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def http_face(kernel) -> Iterator[str]:
+    with serve_mcp_http(kernel.home) as (url, _port):
+        yield url
 
 
 def token(kernel: Any, name: str, role: str) -> str:

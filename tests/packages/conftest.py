@@ -85,6 +85,16 @@ def store(tmp_path: Path) -> PackageStore:
 
 
 @pytest.fixture
+def signed(store: PackageStore, context: Path) -> PackageStore:
+    """``store`` holding team/hello:1.0.0 built from ``context``, signed by a trusted key."""
+    store.build(context, "team/hello:1.0.0")
+    store.keys.generate("publisher")
+    store.sign("team/hello:1.0.0", "publisher")
+    store.trust_add("publisher", "team/*")
+    return store
+
+
+@pytest.fixture
 def other_store(tmp_path: Path) -> PackageStore:
     """A second $AGENTIX_HOME: 'another machine'."""
     return PackageStore(tmp_path / "home2", timeout=5.0)

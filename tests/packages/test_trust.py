@@ -22,15 +22,6 @@ from .conftest import make_context
 REF = "team/hello:1.0.0"
 
 
-@pytest.fixture
-def signed(store: PackageStore, context: Path) -> PackageStore:
-    store.build(context, REF)
-    store.keys.generate("publisher")
-    store.sign(REF, "publisher")
-    store.trust_add("publisher", "team/*")
-    return store
-
-
 def run_dir(store: PackageStore) -> Path:
     return store.home / "unpacked"
 

@@ -19,15 +19,6 @@ from agentix.packages.service import PackageStore
 REF = "team/hello:1.0.0"
 
 
-@pytest.fixture
-def signed(store: PackageStore, context: Path) -> PackageStore:
-    store.build(context, REF)
-    store.keys.generate("publisher")
-    store.sign(REF, "publisher")
-    store.trust_add("publisher", "team/*")
-    return store
-
-
 def _cache(store: PackageStore) -> Path:
     return store.layout.root / "unpacked"
 

@@ -4,9 +4,6 @@ row through ``tokens.verify``: anyone on the machine could grow the log without 
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -16,7 +13,7 @@ import pytest
 pytest.importorskip("mcp")
 
 from agentix.core.record_quota import DEFAULT_BURST, DEFAULT_RATE  # noqa: E402
-from conftest import wait_until  # noqa: E402
+from conftest import serve_mcp_http, wait_until  # noqa: E402
 
 BODY = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -24,27 +21,8 @@ HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text
 
 @pytest.fixture
 def face(kernel) -> Iterator[tuple[str, int]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "agentix.cli.main", "--home", str(kernel.home), "mcp",
-                             "--http", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def up() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return proc.poll() is not None
-
-    assert wait_until(up, 20) and proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-    yield f"http://127.0.0.1:{port}/mcp", port
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with serve_mcp_http(kernel.home) as face:
+        yield face
 
 
 @pytest.mark.parametrize("host", ["evil.example:{port}", "evil.example", "127.0.0.1:1", ""])
