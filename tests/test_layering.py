@@ -58,6 +58,8 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("agentix.cli.mcp", "agentix.mcp.server"): "the CLI command that runs the MCP face",
     ("agentix.cli.mcp", "agentix.mcp.http"): "the CLI command that runs the MCP face over HTTP",
     ("agentix.cli.a2a", "agentix.a2a.server"): "the CLI command that runs the A2A face",
+    # one pure rule (no I/O) for which Host names a server answers, shared with the HTTP API
+    ("agentix.mcp.http", "agentix.core.hosts"): "the DNS-rebinding Host rule, the same for both HTTP faces",
     # the trust state is tables of the kernel's store (DESIGN.md §9); the kernel passes its
     # Database in, and a package store used without a kernel (tests, bench) opens the same one
     ("agentix.packages.trust", "agentix.store.db"): "trust state lives in agentix.db, one writer",

@@ -28,6 +28,7 @@ __all__ = [
     "is_public_address",
     "normalize_host",
     "parse_host_pattern",
+    "served_hosts",
 ]
 
 _LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
@@ -163,3 +164,17 @@ def parse_host_pattern(text: str) -> HostPattern:
     if ":" in t and not is_ip_literal(t):
         raise InvalidRequest(f"network grant {text!r}: ports are not part of a host grant")
     return HostPattern("exact", normalize_host(t))
+
+
+#: the names a loopback-bound server is reached under
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def served_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` header values a server bound to ``host:port`` answers (anything else is a
+    page reaching it under another name: DNS rebinding): the address itself, and when it is
+    bound to loopback, each loopback name with that port."""
+    names = {host}
+    if host in LOOPBACK_NAMES:
+        names |= set(LOOPBACK_NAMES)
+    return frozenset(f"[{n}]:{port}" if ":" in n else f"{n}:{port}" for n in names)

@@ -27,6 +27,7 @@ from typing import Any
 import anyio.to_thread
 import orjson
 
+from agentix.core.hosts import served_hosts
 from agentix.mcp.server import KernelLink, build_server
 from agentix.sdk.errors import AgentixError, InvalidRequest
 
@@ -99,16 +100,6 @@ class _Gate:
         await app(scope, receive, send)
 
 
-def _own_hosts(host: str, port: int) -> frozenset[str]:
-    """The ``Host`` headers a server bound to ``host:port`` answers: itself, and on loopback
-    each loopback name (rpc/http.py's ``own_origins`` for the HTTP API is the same rule)."""
-    shown = f"[{host}]" if ":" in host else host
-    names = {shown}
-    if host in ("127.0.0.1", "localhost", "::1"):
-        names |= {"127.0.0.1", "localhost", "[::1]"}
-    return frozenset(f"{n}:{port}" for n in names)
-
-
 def create_app(home: str | Path | None, *, host: str = "127.0.0.1",
                port: int | None = None) -> tuple[Any, list[KernelLink]]:
     """The ASGI app and the kernel connections it holds (close them when done). With ``port``,
@@ -132,7 +123,7 @@ def create_app(home: str | Path | None, *, host: str = "127.0.0.1",
                 await stack.enter_async_context(s.session_manager.run())
             yield
 
-    gate = _Gate(verifier, *apps, hosts=_own_hosts(host, port) if port is not None else None)
+    gate = _Gate(verifier, *apps, hosts=served_hosts(host, port) if port is not None else None)
     app = Starlette(routes=[Mount("/", app=gate)], lifespan=lifespan)
     return app, [verifier, viewer_link, operator_link]
 

@@ -56,6 +56,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from agentix.core.hosts import LOOPBACK_NAMES, served_hosts
 from agentix.rpc.static import StaticSet, security_headers
 from agentix.core.errors import (
     CODES,
@@ -719,7 +720,7 @@ def host_guard(origins: set[str], app: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- the server
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+LOOPBACK = set(LOOPBACK_NAMES)
 
 
 @dataclass
@@ -748,13 +749,8 @@ class HttpServer:
 
 def own_origins(host: str, port: int) -> set[str]:
     """The origins a server bound to ``host:port`` answers as (its own pages' ``Origin``, and
-    after ``http://`` the ``Host`` headers ``host_guard`` accepts): the address itself, and on
-    loopback each loopback name."""
-    shown = f"[{host}]" if ":" in host else host
-    origins = {f"http://{shown}:{port}"}
-    if host in LOOPBACK:
-        origins |= {f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}"}
-    return origins
+    after ``http://`` the ``Host`` headers ``host_guard`` accepts): ``core.hosts.served_hosts``."""
+    return {f"http://{h}" for h in served_hosts(host, port)}
 
 
 def parse_address(addr: str, *, allow_remote: bool) -> tuple[str, int]:
