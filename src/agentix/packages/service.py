@@ -21,7 +21,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
 from agentix.core.canonical import canonical_json
@@ -32,10 +32,12 @@ from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capa
 from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR, Base, BuildResult, PackageDep,
                                     Runner, build)
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
-from agentix.packages.remote import Credentials, RemoteRegistry
 from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
                                     TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
 from agentix.packages.unpack import UnpackLimits, copy_tree, unpack_layers
+
+if TYPE_CHECKING:  # the registry client (oras, requests) loads on the first push or pull:
+    from agentix.packages.remote import RemoteRegistry  # a third of the kernel's import time
 
 __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
 
@@ -284,6 +286,8 @@ class PackageStore:
         if ref.registry is None:
             raise InvalidRequest(f"{ref} names no registry: use HOST[:PORT]/NAME:TAG to push or pull",
                                  field="ref")
+        from agentix.packages.remote import Credentials, RemoteRegistry
+
         creds = Credentials.load(self.layout.root / "credentials.json", ref.registry)
         return RemoteRegistry(ref.registry, creds, timeout=self.timeout)
 
