@@ -1,0 +1,106 @@
+"""A2A push notifications for the published agent, delivered by the kernel.
+
+``a2a-sdk`` does the protocol: ``InMemoryPushNotificationConfigStore`` holds each client's
+webhook configs (keyed by the client's identity, so a client sees and sets only its own), and
+``BasePushNotificationSender`` turns every task update into the spec's notification (the
+``StreamResponse`` as JSON, the config's ``token`` as ``X-A2A-Notification-Token``, its
+``authentication`` as ``Authorization``). What this module changes is who makes the request:
+the sender's HTTP client has a transport (``KernelTransport``) that hands each notification to
+the kernel's ``a2a.push`` (kernel/a2a_push.py) on a connection bound as the face ``a2a``. The
+kernel decides the target (http(s) only; no loopback, private, link-local or metadata address
+unless the operator's ``push_allow`` names the host), pins the connection to the checked
+address, follows no redirect, bounds the time and the sizes, and audits every delivery and
+every refusal (event ``a2a.push``, ``by: a2a``).
+
+A webhook is also decided when a client registers it (``validator``, the handler's
+``push_url_validator``): a refused URL is refused to the client then (``InvalidParamsError``
+naming why and what the operator can do), nothing is stored and nothing is ever sent to it.
+
+Delivery is the SDK's: best effort, in the order the task's events happen (the task's event
+loop awaits each notification before the next), a failed delivery logged and audited, never
+failing the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import httpx
+from a2a.server.tasks import BasePushNotificationSender, InMemoryPushNotificationConfigStore
+from a2a.utils.errors import InvalidParamsError
+
+from agentix.sdk.kernel import Kernel
+
+__all__ = ["KernelTransport", "KernelWebhooks"]
+
+log = logging.getLogger(__name__)
+
+
+def _task_id(body: bytes) -> str:
+    """The task a notification (a ``StreamResponse`` as JSON) is about, for the audit record."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    for key, field in (("task", "id"), ("statusUpdate", "taskId"), ("artifactUpdate", "taskId")):
+        part = doc.get(key)
+        if isinstance(part, dict) and isinstance(part.get(field), str):
+            return part[field]
+    return ""
+
+
+class KernelWebhooks:
+    """The kernel side of push notifications for one A2A server: ``push_allow`` is the
+    operator's list of hosts a webhook may reach even when they are loopback or private."""
+
+    def __init__(self, home: Any, push_allow: tuple[str, ...], timeout: float) -> None:
+        self.home, self.push_allow, self.timeout = home, list(push_allow), timeout
+
+    def call(self, **params: Any) -> dict[str, Any]:
+        """``a2a.push`` on a fresh connection bound as ``a2a`` (blocking: run it in a thread)."""
+        with Kernel(self.home) as k:
+            k.bind("a2a")
+            return k.call("a2a.push", allow_hosts=self.push_allow, timeout=self.timeout, **params)
+
+    async def validator(self, url: str) -> bool:
+        """The handler's ``push_url_validator``: the kernel decides ``url`` (sending nothing);
+        a refusal becomes the client's ``InvalidParamsError`` saying why."""
+        try:
+            await asyncio.to_thread(self.call, url=url, check=True)
+        except Exception as err:  # noqa: BLE001 - the kernel's refusal, told to the client
+            message = getattr(err, "message", None) or str(err)
+            raise InvalidParamsError(message=f"push notification URL refused: {message}") from None
+        return True
+
+    def sender(self, store: InMemoryPushNotificationConfigStore) -> BasePushNotificationSender:
+        """The SDK's sender, its requests made by the kernel."""
+        return BasePushNotificationSender(httpx.AsyncClient(transport=KernelTransport(self)), store)
+
+
+class KernelTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that makes each POST through the kernel's ``a2a.push``: the SDK's
+    sender builds the request (body and headers as the spec says), the kernel sends it."""
+
+    def __init__(self, webhooks: KernelWebhooks) -> None:
+        self.webhooks = webhooks
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        params: dict[str, Any] = {"url": str(request.url), "task_id": _task_id(body), "body": body.decode()}
+        token = request.headers.get("X-A2A-Notification-Token")
+        auth = request.headers.get("Authorization")
+        if token is not None:
+            params["token"] = token
+        if auth is not None:
+            params["authorization"] = auth
+        try:
+            res = await asyncio.to_thread(self.webhooks.call, **params)
+        except Exception as err:  # noqa: BLE001 - the SDK logs a failed delivery; the kernel audited it
+            raise httpx.TransportError(f"{getattr(err, 'code', type(err).__name__)}: "
+                                       f"{getattr(err, 'message', None) or err}") from None
+        return httpx.Response(int(res.get("status", 200)), request=request)
