@@ -6,10 +6,19 @@
 Rules:
 
 - The agent card comes from the agent's manifest: its ``name``, ``description``, one skill
-  describing the agent, text in and out, and a required HTTP bearer security scheme. The card
-  (``/.well-known/agent-card.json``) is public; every other request needs
-  ``Authorization: Bearer TOKEN`` (compared in constant time) or gets 401 with a JSON body
-  saying so. There is no unauthenticated mode.
+  describing the agent, text in and out, streaming and push notifications, and a required
+  HTTP bearer security scheme. The card (``/.well-known/agent-card.json``) is public; every
+  other request needs ``Authorization: Bearer TOKEN`` of a known client (compared in
+  constant time against each) or gets 401 with a JSON body saying so. There is no
+  unauthenticated mode.
+- Clients: ``clients`` names each client and its own token (``token`` alone is the client
+  ``default``). The token names the client, and ``a2a-sdk`` keys every task and push config
+  on it (``ServerCallContext.user``): another client's get, cancel, subscribe, continue,
+  list or push-config call on a task is ``TaskNotFoundError``, as for no such task.
+- Push notifications (``agentix.a2a.push``): a client's webhook for its task gets every
+  update, POSTed by the kernel (``a2a.push``: no loopback/private/link-local target unless
+  ``push_allow`` names the host, pinned, no redirects, bounded, audited); a refused URL is
+  refused when it is registered.
 - A request body over ``max_body`` bytes (default 256 KiB) is refused with 413 before it is
   parsed (by its Content-Length, or while it is read when chunked).
 - Each A2A task is one run of the agent: the server spawns the manifest through the kernel's
