@@ -93,8 +93,13 @@ def test_another_client_can_do_nothing_with_a_task_and_it_is_left_as_it_was(tmp_
             assert _code(answer) == NOT_FOUND, (method, answer)
             unknown = answer["error"]["message"].replace(tid, "ID")
             assert "alice" not in unknown and "100000" not in unknown, (method, answer)
-        # the same answer as for a task that does not exist
-        assert _code(_rpc(served, BOB, "GetTask", {"id": str(uuid.uuid4())})) == NOT_FOUND
+        # the same answer as for a task that does not exist (for its own client too)
+        nobody = str(uuid.uuid4())
+        for who in (ALICE, BOB):
+            for method, params in [("GetTask", {"id": nobody}), ("CancelTask", {"id": nobody}),
+                                   ("CreateTaskPushNotificationConfig", {"taskId": nobody, "url": hook.url}),
+                                   ("ListTaskPushNotificationConfigs", {"taskId": nobody})]:
+                assert _code(_rpc(served, who, method, params)) == NOT_FOUND, (method, who)
         assert tid not in json.dumps(_rpc(served, BOB, "ListTasks", {}))
         # left as it was: running, its agent not stopped, no webhook on it, nothing sent
         mine = _rpc(served, ALICE, "GetTask", {"id": tid})["result"]

@@ -26,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from typing import Any
 
 import httpx
 from a2a.server.tasks import BasePushNotificationSender, InMemoryPushNotificationConfigStore
 from a2a.utils.errors import InvalidParamsError
 
+from agentix.sdk.errors import ConnectionClosed
 from agentix.sdk.kernel import Kernel
 
 __all__ = ["KernelTransport", "KernelWebhooks"]
@@ -60,12 +62,47 @@ class KernelWebhooks:
 
     def __init__(self, home: Any, push_allow: tuple[str, ...], timeout: float) -> None:
         self.home, self.push_allow, self.timeout = home, list(push_allow), timeout
+        # idle connections bound as ``a2a`` (one per concurrent push; a connection that failed
+        # is closed, not reused)
+        self._idle: list[Kernel] = []
+        self._lock = threading.Lock()
+
+    def _take(self) -> Kernel:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        k = Kernel(self.home)
+        try:
+            k.bind("a2a")
+        except BaseException:
+            k.close()
+            raise
+        return k
 
     def call(self, **params: Any) -> dict[str, Any]:
-        """``a2a.push`` on a fresh connection bound as ``a2a`` (blocking: run it in a thread)."""
-        with Kernel(self.home) as k:
-            k.bind("a2a")
-            return k.call("a2a.push", allow_hosts=self.push_allow, timeout=self.timeout, **params)
+        """``a2a.push`` on a connection bound as ``a2a`` (blocking: run it in a thread)."""
+        k = self._take()
+        try:
+            out = k.call("a2a.push", allow_hosts=self.push_allow, timeout=self.timeout, **params)
+        except ConnectionClosed:
+            k.close()  # broken: not reused
+            raise
+        except Exception as err:
+            if getattr(err, "code", None) is None:  # not the kernel's answer (a bug, a broken socket)
+                k.close()
+            else:  # the kernel refused or the delivery failed: the connection is fine
+                with self._lock:
+                    self._idle.append(k)
+            raise
+        with self._lock:
+            self._idle.append(k)
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for k in idle:
+            k.close()
 
     async def validator(self, url: str) -> bool:
         """The handler's ``push_url_validator``: the kernel decides ``url`` (sending nothing);
