@@ -235,3 +235,24 @@ def test_no_interleaving_of_two_clients_lets_one_touch_the_other_s_tasks(quick_s
         for tid, who in owner.items():  # leave no task working for the next example
             if state[tid] == "working":
                 _rpc(served, token[who], "CancelTask", {"id": tid})
+
+
+@pytest.mark.parametrize("text,why", [
+    (f'[clients]\nalice = "{ALICE}"\nbob = "{ALICE}"\n', "share a token"),
+    ('[other]\nx = "y"\n', "needs a [clients] table"),
+    ("not toml [", "not TOML"),
+])
+def test_the_cli_refuses_a_clients_file_that_cannot_key_ownership(tmp_path, text, why):
+    import os
+    import subprocess
+    import sys
+
+    from tests.adapters._harness import EXAMPLES
+
+    clients = tmp_path / "clients.toml"
+    clients.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "AGENTIX_A2A_TOKEN"}
+    r = subprocess.run([sys.executable, "-m", "agentix.cli.quick", "--home", str(tmp_path), "a2a", "serve",
+                        str(EXAMPLES / "a2a" / "echo.yaml"), "--clients-file", str(clients)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and why in r.stderr, r.stderr
