@@ -168,6 +168,20 @@ def test_refused_webhooks_are_refused_when_registered_and_nothing_is_sent_or_run
         assert not listed.get("configs")
         agents = served.agents()
         events = _pushes(served)
+        # a client may hold at most 4 webhooks on one task (replacing one is always allowed)
+        public = "http://93.184.215.14/hook"  # a public address: decided without DNS, never sent to here
+        for i in range(4):
+            assert "result" in _rpc(served, "CreateTaskPushNotificationConfig",
+                                    {"taskId": done["id"], "id": f"h{i}", "url": public})
+        err = _rpc(served, "CreateTaskPushNotificationConfig", {"taskId": done["id"], "id": "h4", "url": public})
+        assert "delete one first" in err["error"]["message"]
+        assert "result" in _rpc(served, "CreateTaskPushNotificationConfig",
+                                {"taskId": done["id"], "id": "h0", "url": public + "2"})
+        assert "result" in _rpc(served, "DeleteTaskPushNotificationConfig", {"taskId": done["id"], "id": "h1"})
+        assert "result" in _rpc(served, "CreateTaskPushNotificationConfig",
+                                {"taskId": done["id"], "id": "h4", "url": public})
+        listed = _rpc(served, "ListTaskPushNotificationConfigs", {"taskId": done["id"]})["result"]["configs"]
+        assert sorted(c["id"] for c in listed) == ["h0", "h2", "h3", "h4"]
     assert hook.got == []  # nothing ever reached the receiver
     assert [a.name for a in agents] == ["echo"]  # only the task without a webhook ran
     assert len(events) == len(REFUSED) + 1 and not any(e["ok"] or e["sent"] for e in events)

@@ -36,7 +36,10 @@ from a2a.utils.errors import InvalidParamsError
 from agentix.sdk.errors import ConnectionClosed
 from agentix.sdk.kernel import Kernel
 
-__all__ = ["KernelTransport", "KernelWebhooks"]
+__all__ = ["MAX_WEBHOOKS_PER_TASK", "BoundedPushConfigs", "KernelTransport", "KernelWebhooks"]
+
+#: webhooks one client may register on one task (each update is one delivery per webhook)
+MAX_WEBHOOKS_PER_TASK = 4
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,20 @@ def _task_id(body: bytes) -> str:
         if isinstance(part, dict) and isinstance(part.get(field), str):
             return part[field]
     return ""
+
+
+class BoundedPushConfigs(InMemoryPushNotificationConfigStore):
+    """The SDK's in-memory store of push configs (keyed by client), with at most
+    ``MAX_WEBHOOKS_PER_TASK`` per client per task: a client cannot turn one task into a flood
+    of deliveries. Replacing a config (the same ``id``) is always allowed."""
+
+    async def set_info(self, task_id: str, notification_config: Any, context: Any) -> Any:
+        have = await self.get_info(task_id, context)
+        given = notification_config.id or task_id
+        if len(have) >= MAX_WEBHOOKS_PER_TASK and given not in {c.id for c in have}:
+            raise InvalidParamsError(message=f"task {task_id} has {len(have)} webhooks, the most one client may "
+                                             f"register on a task; delete one first")
+        return await super().set_info(task_id, notification_config, context)
 
 
 class KernelWebhooks:

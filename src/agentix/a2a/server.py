@@ -61,7 +61,7 @@ from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-from a2a.server.tasks import InMemoryPushNotificationConfigStore, InMemoryTaskStore, TaskUpdater
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
@@ -76,7 +76,7 @@ from a2a.types import (
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, SimpleUser
 
-from agentix.a2a.push import KernelWebhooks
+from agentix.a2a.push import BoundedPushConfigs, KernelWebhooks
 from agentix.sdk._results import answer_text
 from agentix.sdk.kernel import Kernel
 
@@ -427,7 +427,7 @@ def build_app(cfg: A2AServerConfig, *, executor: AgentExecutor | None = None) ->
     the one that runs the manifest (tests of the protocol's ownership rules)."""
     card = agent_card(cfg)
     webhooks = KernelWebhooks(cfg.home, cfg.push_allow, cfg.push_timeout)
-    pushes = InMemoryPushNotificationConfigStore()
+    pushes = BoundedPushConfigs()
     handler = DefaultRequestHandler(agent_executor=executor or AgentixExecutor(cfg), task_store=InMemoryTaskStore(),
                                     agent_card=card, push_config_store=pushes, push_sender=webhooks.sender(pushes),
                                     push_url_validator=webhooks.validator)
