@@ -110,7 +110,7 @@ def test_a_registered_webhook_gets_every_update_in_order_with_the_client_s_crede
     sends = [e for e in events if not e["check"]]
     assert len(checks) == 1 and checks[0]["ok"] and checks[0]["sent"] is False
     assert len(sends) == len(requests) and all(e["ok"] and e["status"] == 200 and e["sent"] for e in sends)
-    assert all(e["by"] == "a2a" and e["host"] == "127.0.0.1" for e in events)
+    assert all(e["by"] == "a2a" and e["host"] == "127.0.0.1" and e["client"] == "default" for e in events)
     assert {e["task_id"] for e in sends} == {task_id}
     text = json.dumps(events)
     assert HOOK_TOKEN not in text and HOOK_SECRET not in text and "/hook" not in text

@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import threading
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -36,7 +37,12 @@ from a2a.utils.errors import InvalidParamsError
 from agentix.sdk.errors import ConnectionClosed
 from agentix.sdk.kernel import Kernel
 
-__all__ = ["MAX_WEBHOOKS_PER_TASK", "BoundedPushConfigs", "KernelTransport", "KernelWebhooks"]
+__all__ = ["CLIENT", "MAX_WEBHOOKS_PER_TASK", "BoundedPushConfigs", "KernelTransport", "KernelWebhooks"]
+
+#: the A2A client the current request came from (set by the server's guard); a task's own
+#: work (its executor, its push deliveries) runs in tasks started by the request that created
+#: it, so it carries its creator, who is the only client that can register its webhooks
+CLIENT: ContextVar[str | None] = ContextVar("agentix_a2a_client", default=None)
 
 #: webhooks one client may register on one task (each update is one delivery per webhook)
 MAX_WEBHOOKS_PER_TASK = 4
@@ -98,6 +104,9 @@ class KernelWebhooks:
 
     def call(self, **params: Any) -> dict[str, Any]:
         """``a2a.push`` on a connection bound as ``a2a`` (blocking: run it in a thread)."""
+        client = CLIENT.get()
+        if client is not None:
+            params["client"] = client
         k = self._take()
         try:
             out = k.call("a2a.push", allow_hosts=self.push_allow, timeout=self.timeout, **params)

@@ -76,7 +76,7 @@ from a2a.types import (
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, SimpleUser
 
-from agentix.a2a.push import BoundedPushConfigs, KernelWebhooks
+from agentix.a2a.push import CLIENT, BoundedPushConfigs, KernelWebhooks
 from agentix.sdk._results import answer_text
 from agentix.sdk.kernel import Kernel
 
@@ -381,6 +381,13 @@ class Guard:
         # the client's identity, for a2a-sdk's ServerCallContext: tasks and push configs are
         # keyed on it (a client's tasks are its own)
         scope = {**scope, "user": SimpleUser(client), "auth": AuthCredentials(["a2a_client"])}
+        who = CLIENT.set(client)  # named in the audit of the webhooks its tasks make the kernel call
+        try:
+            return await self._bounded(scope, receive, send, headers)
+        finally:
+            CLIENT.reset(who)
+
+    async def _bounded(self, scope: Any, receive: Any, send: Any, headers: dict[bytes, bytes]) -> None:
         length = headers.get(b"content-length")
         if length is not None:
             try:

@@ -4,7 +4,7 @@ A remote A2A client names a webhook URL for its task; the A2A server (``agentix.
 hands every task update to this method, so the outbound request is made, decided and
 audited by the kernel, never by code a remote client steers:
 
-    a2a.push {url, task_id?, body?, token?, authorization?, allow_hosts?, check?, timeout?}
+    a2a.push {url, task_id?, body?, token?, authorization?, allow_hosts?, check?, timeout?, client?}
 
 Rules (the webhook is a request the kernel makes on behalf of a remote client, so it must not
 be a server-side request forgery):
@@ -24,7 +24,8 @@ be a server-side request forgery):
 - ``check: true`` decides the target (resolving it) and sends nothing: the A2A server asks
   it when a client registers a webhook, so a refused target is refused to the client then.
 - Every call is recorded by the pipeline (an ``effect`` row called by a face): event
-  ``a2a.push`` with ``by: a2a``, ``ok``, ``task_id``, ``host``, ``address``, ``sent`` and
+  ``a2a.push`` with ``by: a2a``, ``ok``, ``task_id``, ``client`` (the A2A client the
+  webhook is for, as the A2A server names it), ``host``, ``address``, ``sent`` and
   the HTTP ``status``, or the refusal (``error``, ``message``). The URL's path and query
   are not recorded (a webhook URL may carry a secret).
 """
@@ -158,7 +159,10 @@ def register(pipeline: Pipeline, *, resolve: Resolver = system_resolver) -> None
             if len(body) > MAX_BODY:
                 raise LimitExceeded(f"a push notification body of {len(body)} bytes is over the limit of "
                                     f"{MAX_BODY} bytes", limit=MAX_BODY)
+        client = optional(call.params, "client", str, "the A2A client's name", None)
         record: dict[str, Any] = {"task_id": task_id[:200], "check": check, "sent": False}
+        if client is not None:
+            record["client"] = client[:64]
         call.event_data = record  # recorded with the outcome, success or failure
         # its own task, as a2a_call's: httpx's connection pool enters anyio cancel scopes, which
         # must be left in the task that entered them

@@ -86,7 +86,8 @@ PARAMS: dict[str, dict[str, Any]] = {
                      allow_hosts={"type": "array", "items": _S, "description": "hosts a webhook may reach "
                                   "even when loopback or private"},
                      check={**_B, "default": False, "description": "decide the target, send nothing"},
-                     timeout={**_N, "default": 10, "maximum": 30}),
+                     timeout={**_N, "default": 10, "maximum": 30},
+                     client={**_S, "description": "the A2A client the webhook is for (recorded)"}),
     # ---- capabilities and approvals
     "cap.list": _obj(agent_id=_AGENT),
     "cap.grant": _obj(("agent_id", "grants"), agent_id=_AGENT, grants=_GRANTS,
