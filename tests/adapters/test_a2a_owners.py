@@ -78,8 +78,9 @@ def test_another_client_can_do_nothing_with_a_task_and_it_is_left_as_it_was(tmp_
             "GetTask": _rpc(served, BOB, "GetTask", {"id": tid}),
             "CancelTask": _rpc(served, BOB, "CancelTask", {"id": tid}),
             "SubscribeToTask": _first_sse(served, BOB, "SubscribeToTask", {"id": tid}),
-            "SendMessage (continue it)": _rpc(served, BOB, "SendMessage",
-                                              {"message": _msg("hijack", taskId=tid, contextId=ctx)}),
+            "SendMessage (continue it, with a webhook)": _rpc(served, BOB, "SendMessage", {
+                "message": _msg("hijack", taskId=tid, contextId=ctx),
+                "configuration": {"taskPushNotificationConfig": {"url": hook.url, "token": "bobs"}}}),
             "SendStreamingMessage (continue it)": _first_sse(served, BOB, "SendStreamingMessage",
                                                              {"message": _msg("hijack", taskId=tid)}),
             "CreateTaskPushNotificationConfig": _rpc(served, BOB, "CreateTaskPushNotificationConfig",
