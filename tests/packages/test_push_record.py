@@ -20,6 +20,7 @@ from agentix.core.errors import NotFound
 from agentix.core.package import parse_ref
 from agentix.packages.pushed import MAX_BLOBS, MAX_REPOS, PushRecord
 from agentix.packages.service import PackageStore
+from agentix.packages.trust import signature_ref
 
 from .conftest import Registry
 from .test_referrers import ReferrersFront
@@ -100,6 +101,21 @@ def test_a_registry_that_lost_a_recorded_blob_gets_it_again(
     assert r["blobs_sent"] == 1 and r["blobs_known"] >= 2
     assert has_blob(registry.host, "team/lost", layer)
     assert PushRecord(store.layout.root / "pushed", registry.host).has(layer, "team/lost")
+    pulls_and_runs(other_store, store, ref, registry.ref("team/*"), tmp_path / "run")
+
+
+def test_a_registry_that_lost_a_recorded_signature_blob_gets_it_again(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, tmp_path: Path) -> None:
+    """The signature's manifest goes up beside the package's (on its own thread): its
+    recovery works the same way."""
+    ref = registry.ref("team/lostsig:1.0.0")
+    publish(store, context, ref)
+    sig = store.layout.resolve(signature_ref(parse_ref(ref), store.layout.resolve(parse_ref(ref)).digest))
+    [sig_layer] = [x["digest"] for x in json.loads(store.layout.read_blob(sig.digest))["layers"]]
+    assert httpx.delete(f"http://{registry.host}/v2/team/lostsig/blobs/{sig_layer}").status_code == 202
+    r = store.push(ref)
+    assert r["blobs_sent"] == 1 and r["signatures_as"] == "tag"
+    assert has_blob(registry.host, "team/lostsig", sig_layer)
     pulls_and_runs(other_store, store, ref, registry.ref("team/*"), tmp_path / "run")
 
 

@@ -294,7 +294,7 @@ class PackageStore:
 
     def push(self, ref_text: str) -> dict[str, Any]:
         """Every blob (the package's and its signature's) first, several at once; then the
-        manifest (the tag appears only now), then the signature's manifest. What the registry
+        manifest (the tag appears only now) and the signature's manifest. What the registry
         is known to hold (``packages/pushed.py``, updated here) is not asked about or sent
         again, or is mounted from another repository of the registry."""
         ref = parse_ref(ref_text)
@@ -330,43 +330,53 @@ class PackageStore:
             outcomes = self._push_blobs(ref, remote, [d for d in everything if d not in known], record)
         listed = listed_f.result()
 
+        fallback = threading.Lock()
+
         def publish(put: Callable[[], Any], named: list[Descriptor]) -> Any:
             """``put`` a manifest naming ``named``; if the registry says it lacks a blob the
             record said it had (it lost it: garbage collection, a new volume), forget what the
-            record said, send those blobs the ordinary way and publish again."""
+            record said, send those blobs the ordinary way and publish again. (The package's
+            and the signature's manifests go up at once: one of them recovers at a time.)"""
             try:
                 return put()
             except RegistryError as err:
                 if "MANIFEST_BLOB_UNKNOWN" not in err.data.get("codes", ()):
                     raise
-                named_lost = set(err.data.get("digests", ()))  # distribution names them; else all
-                lost = [d for d in known if d in named and (not named_lost or d.digest in named_lost)]
-                if not lost:
-                    raise
-                record.forget([d.digest for d in lost], ref.path)
-                for d in lost:
-                    known.remove(d)
-                outcomes.extend(self._push_blobs(ref, remote, lost, None))
+                with fallback:
+                    named_lost = set(err.data.get("digests", ()))  # distribution names them; else all
+                    lost = [d for d in known if d in named and (not named_lost or d.digest in named_lost)]
+                    if not lost:
+                        raise
+                    record.forget([d.digest for d in lost], ref.path)
+                    for d in lost:
+                        known.remove(d)
+                    outcomes.extend(self._push_blobs(ref, self._remote(ref), lost, None))
                 return put()
+
+        def publish_signature() -> str | None:
+            """The signature's manifest: an OCI referrer (by digest, found through its subject)
+            where the registry has the referrers API and indexes the subject; else the tag
+            schema (sha256-<hex>.sig). On a client of its own (this runs on a thread)."""
+            assert sdesc is not None
+            client = self._remote(ref)
+            sbytes = self.layout.read_blob(sdesc.digest)
+            if listed is not None and (any(d.digest == sdesc.digest for d in listed) or publish(
+                    lambda: client.put_referrer(ref, MANIFEST_TYPE, sbytes, desc.digest), sblobs)):
+                return "referrer"
+            publish(lambda: client.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE, sbytes), sblobs)
+            return "tag"
 
         mbytes = self.layout.read_blob(desc.digest)
         tag_ref = ref if ref.tag else ref.with_digest(desc.digest)
-        publish(lambda: remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes), blobs)
+        # the package's manifest and its signature's at once (one round trip less): a signature
+        # published for a manifest that then fails to publish names a digest no tag points to
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="signature") as side:
+            sig_f = side.submit(publish_signature) if sdesc is not None else None
+            publish(lambda: remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes), blobs)
         record.add([d.digest for d in blobs], ref.path)  # a manifest naming them was accepted
-        signatures = 0
-        stored_as = None
-        if sdesc is not None:
-            sbytes = self.layout.read_blob(sdesc.digest)
-            # an OCI referrer (by digest, found through its subject) where the registry has the
-            # referrers API and indexes the subject; else the tag schema (sha256-<hex>.sig)
-            if listed is not None and (any(d.digest == sdesc.digest for d in listed) or publish(
-                    lambda: remote.put_referrer(ref, MANIFEST_TYPE, sbytes, desc.digest), sblobs)):
-                stored_as = "referrer"
-            else:
-                publish(lambda: remote.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE, sbytes), sblobs)
-                stored_as = "tag"
-            signatures = len(sblobs) - 1  # the layers (the first is the config)
-            record.add([d.digest for d in sblobs], ref.path)
+        stored_as = sig_f.result() if sig_f is not None else None
+        record.add([d.digest for d in sblobs], ref.path)
+        signatures = max(len(sblobs) - 1, 0)  # the layers (the first is the config)
         return {"ref": str(ref), "digest": desc.digest, "blobs_sent": outcomes.count("sent"),
                 "blobs_mounted": outcomes.count("mounted"), "blobs_known": len(known),
                 "signatures": signatures, "signatures_as": stored_as}
