@@ -6,10 +6,14 @@
    against spawning the same program from a directory plus the transfer time at loopback
    speed (goal <= 2x). The transfer time is measured in the same run: a plain HTTP GET of
    every blob from the registry, counted twice (up and down). Every run pushes the same
-   content under a new name: the registry stores it again, but the kernel's local store
-   already has its blobs (pull fetches only the manifests) and, from the second run on, its
-   unpacked tree (``registry/unpacked/``): the first run is also reported on its own
-   (``*_first_run``: nothing of it local yet).
+   content under a new name. From the second run on, the publisher's record of pushed
+   blobs (``registry/pushed/``, docs/packages.md) names the first run's repository, so the
+   push *mounts* the package's blobs from it (no bytes sent: only the new signature is
+   uploaded); the kernel's local store already has the blobs (pull fetches only the
+   manifests and the signature) and the unpacked tree (``registry/unpacked/``). The
+   baseline still counts every blob's transfer. The first run is also reported on its own
+   (``*_first_run``: nothing of it local or on the registry yet, every byte sent): that is
+   the figure for a package pushed for the first time.
 
 4. snapshot + restore of a live agent whose workspace holds 1,000 files / 100 MB (half
    compressible text, half random bytes): ``snapshot.create`` (freeze, pack, store, resume)

@@ -445,7 +445,21 @@ class PackageStore:
         are *found* here, never trusted: ``decide`` verifies each."""
         layers: list[Descriptor] = []
         via = None
-        listed = remote.referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
+        sref = signature_ref(ref, desc.digest)
+
+        def by_tag() -> bytes | None:
+            try:
+                return self._remote(ref).get_manifest(sref)[1]  # a client of its own (a thread)
+            except RegistryError as err:
+                if err.data.get("reason") != "not_found":
+                    raise
+                return None
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sigtag") as side:
+            # the tag schema's manifest is asked for while the referrers API is (one round trip
+            # less where the registry has no referrers API; one wasted GET where it has)
+            tag_f = side.submit(by_tag)
+            listed = remote.referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
         for d in (listed or [])[:MAX_SIGNATURES]:
             try:
                 _, sbytes = remote.get_manifest(ref.with_digest(d.digest))  # checked against d.digest
@@ -458,13 +472,7 @@ class PackageStore:
                 via = "referrers"
                 layers += [x for x in found if x.digest not in {y.digest for y in layers}]
         if not layers:
-            sref = signature_ref(ref, desc.digest)
-            try:
-                _, sbytes = remote.get_manifest(sref)
-            except RegistryError as err:
-                if err.data.get("reason") != "not_found":
-                    raise
-                sbytes = None
+            sbytes = tag_f.result()
             if sbytes is not None:
                 layers = self._signature_layers(sbytes, desc.digest, need_subject=False)
                 via = "tag" if layers else None
