@@ -268,7 +268,8 @@ def main() -> None:
         "dir_spawn_first_call_ms": p50(dir_first), "loopback_transfer_ms": p50(transfer),
         "baseline_ms": p50(baseline), "package_vs_baseline": round(pct(total, 50) / pct(baseline, 50), 2),
         "package_vs_dir_spawn_only": round(pct(total, 50) / pct(dir_first, 50), 2),
-        "push_ms_first_run": round(push[0], 1), "run_to_first_call_ms_first_run": round(run_first[0], 1), "package_total_ms_first_run": round(total[0], 1),
+        "push_ms_first_run": round(push[0], 1), "run_to_first_call_ms_first_run": round(run_first[0], 1),
+        "package_total_ms_first_run": round(total[0], 1),
         "package_vs_baseline_first_run": round(total[0] / baseline[0], 2),
         "package_goal": 2.0, **snap,
     }
@@ -284,7 +285,8 @@ def main() -> None:
         print(f"{name:<44}{v:>10.1f}")
     print(f"rebuild / cold build: {result['rebuild_ratio']:.3f} (goal <= 0.05); "
           f"package / baseline: {result['package_vs_baseline']:.2f} (goal <= 2); first run alone "
-          f"(nothing local yet, push {result['push_ms_first_run']:.1f} ms): {result['package_total_ms_first_run']:.1f} ms = "
+          f"(nothing local yet, push {result['push_ms_first_run']:.1f} ms): "
+          f"{result['package_total_ms_first_run']:.1f} ms = "
           f"{result['package_vs_baseline_first_run']:.2f}x its baseline")
     if snap:
         _print_snapshots(snap, args.runs)
