@@ -324,10 +324,10 @@ class RemoteRegistry:
         """Make sure ``ref``'s repository holds the blob: ``"mounted"`` from the repository
         ``mount_from`` of the same registry (no bytes sent; distribution answers 201), else
         ``"present"`` if the registry has it (asked only for blobs over ``ASK_FIRST`` bytes),
-        else ``"sent"`` (uploaded: POST, then PUT with the digest). A mount the registry does not do — the blob is not in ``mount_from``, the
-        credentials cannot read it, no mount support — falls back to the upload: the upload
-        session the registry opened instead (202), or, if it refused the mount outright
-        (401/403/404), the ordinary HEAD, POST, PUT."""
+        else ``"sent"`` (uploaded: POST, then PUT with the digest). A mount the registry does
+        not do — the blob is not in ``mount_from``, the credentials cannot read it, no mount
+        support — falls back to the upload: the upload session the registry opened instead
+        (202), or, if it refused the mount outright (401/403/404), the ordinary HEAD, POST, PUT."""
         what = f"uploading {desc.digest[:19]} to {ref.name}"
         uploads = f"{self.reg.prefix}://{self.host}/v2/{ref.path}/blobs/uploads/"
         r: requests.Response | None = None
