@@ -15,7 +15,11 @@ authentication. This module adds what a package manager needs on top:
   temporary file first: an interrupted pull leaves no partial package visible (the local
   tag is written last), and an interrupted push leaves no tag on the registry (the
   manifest is sent last, after every blob it names);
-* a blob the registry already has is not sent again: re-pushing does not duplicate;
+* a blob the registry already has is not sent again: re-pushing does not duplicate; a blob
+  another repository of the registry holds is mounted from it (``push_blob(mount_from=)``:
+  ``POST .../uploads/?mount=&from=``; the caller knows where from: ``packages/pushed.py``);
+* error bodies are read for their codes and the digests they name (``data.codes``,
+  ``data.digests``: ``MANIFEST_BLOB_UNKNOWN`` tells a push which blob the registry lacks);
 * the OCI referrers API (distribution spec 1.1, ``GET /v2/NAME/referrers/DIGEST``):
   ``referrers`` lists the manifests whose ``subject`` is a digest, or says the registry does
   not implement it (a 404), so the caller falls back to the tag schema; ``put_referrer``
