@@ -119,6 +119,31 @@ def test_a_registry_that_lost_a_recorded_signature_blob_gets_it_again(
     pulls_and_runs(other_store, store, ref, registry.ref("team/*"), tmp_path / "run")
 
 
+def test_a_registry_that_does_not_name_the_lost_blob_gets_every_recorded_one_again(
+        store: PackageStore, context: Path, front: ReferrersFront) -> None:
+    """``MANIFEST_BLOB_UNKNOWN`` without the digest in its detail (the spec leaves the detail
+    free-form): every blob the record vouched for is sent (or found present) again."""
+    ref = front.ref("team/vague:1.0.0")
+    publish(store, context, ref)
+    refused: list[str] = []
+
+    def vague_once(method: str, path: str) -> tuple[int, object] | None:
+        if method == "PUT" and path.endswith("/manifests/1.0.0") and not refused:
+            refused.append(path)
+            return 400, {"errors": [{"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown to registry"}]}
+        return None
+
+    front.intercept = vague_once
+    front.requests.clear()
+    r = store.push(ref)
+    assert refused
+    blobs = package_blobs(store, ref)
+    asked = [p for m, p in front.requests if m in ("HEAD", "POST") and "/blobs/" in p]
+    assert len(asked) == len(blobs)  # each package blob asked about (HEAD) or sent (POST) again
+    assert r["blobs_known"] == 2  # the signature's two stayed known
+    assert [p for m, p in front.requests if m == "PUT" and p.endswith("/manifests/1.0.0")] == [refused[0]] * 2
+
+
 def test_a_blob_lost_on_both_sides_is_refused_and_tags_nothing(
         store: PackageStore, context: Path, registry: Registry) -> None:
     publish(store, context, registry.ref("team/gone:1.0.0"))
