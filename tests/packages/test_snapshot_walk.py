@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentix.core.errors import LimitExceeded
+from agentix.core.errors import LimitExceeded, PackageRejected
 from agentix.kernel.snapshots_api import walk_workspace
 from agentix.packages.layout import Layout
 from agentix.packages.snapshot import read_workspace
@@ -291,3 +291,37 @@ def test_the_same_tree_gives_the_same_layer_bytes(tmp_path: Path) -> None:
         os.utime(p, (1, 1))  # times never enter the layer
     b, _ = _snapshot(ws, tmp_path / "two")
     assert a == b
+
+
+# ---------------------------------------------------------------- layer formats
+@pytest.mark.parametrize("fmt", ["tar", "tar+gzip"])
+def test_a_snapshot_layer_restores_by_its_media_type_and_a_mislabelled_one_is_refused(tmp_path: Path,
+                                                                                      fmt: str) -> None:
+    """New snapshots are plain tar; snapshots made before (gzip *stored* layers) restore as
+    before. The unpacker follows the media type: a layer labelled as the other format is
+    refused (``corrupt``) and nothing appears."""
+    import gzip
+
+    from agentix.packages.layout import Descriptor
+    from agentix.packages.snapshot import Snapshot, unpack_snapshot
+    from agentix.packages.unpack import PLAIN_TAR_TYPE
+
+    ws = tmp_path / "ws"
+    (ws / "sub").mkdir(parents=True)
+    (ws / "sub" / "a.txt").write_bytes(b"alpha\n")
+    plain, _ = _snapshot(ws, tmp_path)
+    blob = plain if fmt == "tar" else gzip.compress(plain, mtime=0)
+    layout = Layout(tmp_path / "registry")
+    gz_type = "application/vnd.oci.image.layer.v1.tar+gzip"
+    right, wrong = (PLAIN_TAR_TYPE, gz_type) if fmt == "tar" else (gz_type, PLAIN_TAR_TYPE)
+    digest = layout.put_bytes(blob)
+    (tmp_path / "out").mkdir()
+    dest = unpack_snapshot(layout, Snapshot(None, "sha256:" + "0" * 64, {}, (Descriptor(right, digest, len(blob)),)),
+                           tmp_path / "out" / "ws", UnpackLimits())
+    assert (dest / "sub" / "a.txt").read_bytes() == b"alpha\n"
+    (tmp_path / "out2").mkdir()
+    with pytest.raises(PackageRejected) as exc:
+        unpack_snapshot(layout, Snapshot(None, "sha256:" + "0" * 64, {}, (Descriptor(wrong, digest, len(blob)),)),
+                        tmp_path / "out2" / "ws", UnpackLimits())
+    assert exc.value.data["reason"] == "corrupt"
+    assert os.listdir(tmp_path / "out2") == []
