@@ -40,8 +40,6 @@ __all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "Sha256Thr
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20
-HASH_BATCH = 8 << 20  # Sha256Thread: bytes per hand-off to the hashing thread
-HASH_QUEUE = 4        # Sha256Thread: batches waiting at most
 
 
 @dataclass(frozen=True)
@@ -95,18 +93,11 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 class Sha256Thread:
     """SHA-256 on a worker thread, fed in order (hashlib releases the GIL on big updates, so
-    hashing overlaps the reads, CRCs and writes of the caller). Fed immutable bytes only.
-
-    What ``update`` gets is handed over in batches of ``HASH_BATCH`` bytes: every hand-off
-    wakes the thread, and on a loaded machine a wake-up is a context switch that costs the
-    feeder milliseconds (per-MiB hand-offs made snapshot + restore of 100 MB vary 2-3x under
-    load). At most ``HASH_BATCH`` bytes wait here and ``HASH_QUEUE`` batches in the queue."""
+    hashing overlaps the reads, CRCs and writes of the caller). Fed immutable bytes only."""
 
     def __init__(self) -> None:
         self.h = hashlib.sha256()
-        self.q: queue.Queue[list[Any] | None] = queue.Queue(maxsize=HASH_QUEUE)
-        self.pending: list[Any] = []
-        self.pending_bytes = 0
+        self.q: queue.Queue[list[Any] | None] = queue.Queue(maxsize=32)
         self.t = threading.Thread(target=self._run, name="sha256", daemon=True)
         self.t.start()
 
@@ -116,18 +107,9 @@ class Sha256Thread:
                 self.h.update(p)
 
     def update(self, parts: list[Any]) -> None:
-        self.pending += parts
-        self.pending_bytes += sum(len(p) for p in parts)
-        if self.pending_bytes >= HASH_BATCH:
-            self._hand_off()
-
-    def _hand_off(self) -> None:
-        if self.pending:
-            self.q.put(self.pending)
-            self.pending, self.pending_bytes = [], 0
+        self.q.put(parts)
 
     def hexdigest(self) -> str:
-        self._hand_off()
         self.stop()
         return self.h.hexdigest()
 
