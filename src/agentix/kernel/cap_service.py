@@ -168,6 +168,24 @@ class CapabilityService:
 
         return again
 
+    def still_live(self, call: Call) -> Callable[[], None] | None:
+        """For a call that waits between its decision and its effect (a ``think`` queued
+        behind other agents' requests, or back in the queue for a retry): a check that every
+        token the call's decision used is still live for its holder (issued, not expired,
+        nothing in its chain revoked), charging nothing (the call paid when it was
+        committed). It raises the refusal the decision would give now. None when the call
+        runs without an agent's authority."""
+        first = call.authorization
+        if first is None or call.subject is None:
+            return None
+        rec = self.table.get(call.subject)
+        resources = [c.resource for c in first.covered]
+
+        def check() -> None:
+            self.decide(rec, resources, tokens=first.tokens, prior=first)
+
+        return check
+
     def fence(self, workspace: Path | None) -> Any:
         """The open-time fence of the file tools: ``$AGENTIX_HOME`` denied (by dev/inode),
         the caller's own workspace allowed, the key and database files protected wherever

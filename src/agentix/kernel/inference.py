@@ -145,12 +145,17 @@ class InferenceService:
         model: str | None = None,
         on_delta: DeltaCallback | None = None,
         deadline: float | None = None,
+        live: Callable[[], None] | None = None,
     ) -> InferenceResponse:
         """Run one inference for ``agent_id`` at scheduling ``weight``.
 
         ``request`` is an ``InferenceRequest`` or the ``think`` params (validated here);
         ``model`` is ``provider:model`` (default: the params' ``model``, then the config's
-        default). ``deadline`` is seconds from now to wait in the queue at most."""
+        default). ``deadline`` is seconds from now to wait in the queue at most. ``live`` is
+        asked each time the request's turn comes (first, and after a retry's back-off), before
+        the provider is called: it raises if the authority the call was decided on is gone
+        (a model token revoked or expired while the request waited), and then nothing reaches
+        the provider and the budget reservation is released."""
         if isinstance(request, dict):
             model = model or request.get("model")
             request = InferenceRequest.from_params(request, self.config.scheduler.default_max_tokens)
@@ -179,7 +184,8 @@ class InferenceService:
             self._tasks.setdefault(agent_id, set()).add(task)
         try:
             return await self._run(lane, agent_id, weight, req, ledger, reservation, price, est_in, on_delta,
-                                   deadline if deadline is not None else self.config.scheduler.request_timeout)
+                                   deadline if deadline is not None else self.config.scheduler.request_timeout,
+                                   live)
         finally:
             if task is not None:
                 s = self._tasks.get(agent_id)
@@ -190,7 +196,8 @@ class InferenceService:
 
     async def _run(self, lane: _Lane, agent_id: str, weight: float, req: InferenceRequest,
                    ledger: BudgetLedger | None, reservation: Any, price: Any, est_in: int,
-                   on_delta: DeltaCallback | None, deadline: float | None) -> InferenceResponse:
+                   on_delta: DeltaCallback | None, deadline: float | None,
+                   live: Callable[[], None] | None = None) -> InferenceResponse:
         sc = self.config.scheduler
         cost = est_in + req.max_tokens
         t0 = self.clock()
@@ -210,6 +217,8 @@ class InferenceService:
         try:
             while True:
                 await self._wait_turn(lane, ticket)
+                if live is not None:  # the wait may have outlived the call's authority
+                    live()
                 started_at = self.clock()
                 try:
                     resp = await lane.provider.complete(req, delta if on_delta is not None else None)
