@@ -88,3 +88,169 @@ def test_think_queued_behind_another_agent_is_refused_when_its_model_token_is_re
     # its budget reservation was given back and nothing was spent
     assert budget.reserved.input_tokens == 0 and budget.reserved.output_tokens == 0, budget.reserved
     assert budget.used.input_tokens == 0 and budget.used.output_tokens == 0, budget.used
+
+
+# ---------------------------------------------------------------------------- revocation, every method
+#: every agent method the table decides against tokens, with the grant it needs and a call that
+#: succeeds while that grant is live (``$PEER``: the peer's agent id). ``tool.call`` appears once
+#: per kind of resource a tool touches. A new decided method fails the coverage test below until
+#: it is added here: the very next call after a revocation must be refused on it too (this
+#: guards token caching on the call path as well).
+REVOCABLE: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "tool.call/file_read": ("file_read: /workspace/*", "tool.call",
+                            {"name": "file_read", "args": {"path": "/workspace/f.txt"}}),
+    "tool.call/file_read_many": ("file_read: /workspace/*", "tool.call",
+                                 {"name": "file_read_many", "args": {"paths": ["/workspace/f.txt"]}}),
+    "tool.call/file_write": ("file_write: /workspace/*", "tool.call",
+                             {"name": "file_write", "args": {"path": "/workspace/out.txt", "content": "x"}}),
+    "tool.call/echo": ("tool: echo", "tool.call", {"name": "echo", "args": {"message": "x"}}),
+    "tool.call/exec": ("exec: [true]", "tool.call", {"name": "exec", "args": {"argv": ["true"]}}),
+    "tool.invoke": ("tool: echo", "tool.invoke", {"name": "echo", "args": {"message": "x"}}),
+    "ipc.send": ("message_send: [peer]", "ipc.send", {"to": "peer", "message": "hi"}),
+    "ipc.broadcast": ("message_send: [peer]", "ipc.broadcast", {"message": "hi"}),
+    "agent.spawn_child": ("spawn_child: [grandkid]", "agent.spawn_child",
+                          {"manifest": {"name": "grandkid", "program": "sleeper.py", "isolation": "degraded"}}),
+    "think": ("model: sim:*", "think", {"messages": [{"role": "user", "content": "hi"}]}),
+    "cap.delegate": ("message_send: [peer]", "cap.delegate", {"to": "peer", "grants": ["message_send: [peer]"]}),
+    "sys.untaint": ("untaint: *", "sys.untaint", {"label": "agent_message"}),
+}
+
+FAST_SCRIPTED = ('default_model = "sim:engine"\n\n[providers.sim]\nkind = "scripted"\n'
+                 'script = "turns.yaml"\nloop = true\n')
+
+
+def test_every_method_the_table_decides_is_in_the_revocation_catalogue():
+    decided = {name for name, pol in POLICIES.items() if pol.resources is not None}
+    assert decided == {key.partition("/")[0] for key in REVOCABLE}
+
+
+def _effects(w: World, actor: Any, peer: Any) -> dict[str, Any]:
+    """Everything a call of the catalogue could change, seen from outside the caller."""
+    ws = Path(actor.workspace)
+    return {
+        "files": sorted(p.name for p in ws.iterdir()),
+        "peer_mail": len(peer.mailbox),
+        "peer_tokens": len(w.k.caps.held.get(peer.agent_id, [])),
+        "agents": sorted(r.name for r in w.k.table),
+        "usage": len(w.events("usage.reported")),
+        "untainted": len(w.events("taint.cleared")),
+        "echoes": len([e for e in w.events("tool.result") if e["data"].get("ok")]),
+        "charged": {t.id: w.k.caps.ledger.used(t.id) for t in w.k.caps.held.get(actor.agent_id, [])},
+    }
+
+
+@pytest.mark.parametrize("which", ["own", "ancestor"])
+@pytest.mark.parametrize("case", sorted(REVOCABLE))
+def test_revoked_token_is_refused_on_the_very_next_call_of_every_decided_method(tmp_path, case, which):
+    """The actor (a child of ``parent``) makes a call that succeeds; the operator revokes the
+    actor's token (``own``) or the parent's token it was delegated from (``ancestor``); the
+    same call, made again at once on the same channel, is ``capability_revoked`` and changes
+    nothing (no file, message, token, child, inference, untaint; no invocation charged)."""
+    grant, method, params = REVOCABLE[case]
+
+    async def body(w: World):
+        (w.home.root / "turns.yaml").write_text("- {text: 'ok', usage: {input_tokens: 1, output_tokens: 1}}\n")
+        parent = await w.spawn([{"grant": [grant, "spawn_child: [actor, peer]"], "max_invocations": 100}],
+                               name="parent")
+        (Path(parent.workspace) / "sleeper.py").write_text(SLEEPER)
+        peer = await w.k.spawn(parse_manifest({"name": "peer", "program": "sleeper.py",
+                                               "isolation": "degraded"}), parent=parent)
+        actor = await w.k.spawn(parse_manifest({"name": "actor", "program": "probe.py", "isolation": "degraded",
+                                                "capabilities": [grant]}), parent=parent)
+        (Path(actor.workspace) / "f.txt").write_text("hello")
+        (Path(actor.workspace) / "sleeper.py").write_text(SLEEPER)
+        if method == "sys.untaint":
+            actor.taint.add("agent_message")  # something to clear
+
+        async def invoke() -> dict[str, Any]:  # the operator acting as the actor
+            try:
+                return {"ok": await w.op("tool.invoke", agent_id=actor.agent_id, **params)}
+            except Exception as err:  # noqa: BLE001
+                return {"error": getattr(err, "code", repr(err)), "message": str(err)}
+
+        # the call succeeds once (any cache on the call path is warm) ...
+        if method == "tool.invoke":
+            first = await invoke()
+        else:
+            await w.calls(actor, [[method, params]], exit=False)
+        target = (w.k.caps.held[actor.agent_id] if which == "own" else w.k.caps.held[parent.agent_id])[0]
+        await w.op("cap.revoke", token_id=target.id)
+        out = Path(actor.workspace) / "out.txt"
+        if out.exists():
+            out.unlink()
+        before = _effects(w, actor, peer)
+        # ... and the very next one, on the same channel, is refused
+        if method == "tool.invoke":
+            second = await invoke()
+            await w.calls(actor, [])
+        else:
+            second = (await w.calls(actor, [[method, params]]))[0]
+            first = actor.result[0][0]
+        after = _effects(w, actor, peer)
+        return first, second, before, after
+
+    first, second, before, after = run(tmp_path, body, FAST_SCRIPTED)
+    assert "ok" in first, first
+    if case == "ipc.broadcast":  # partial: the first refused recipient names the error (the
+        # parent is in the tree and never granted); the revoked peer got nothing (below)
+        assert second.get("error", "").startswith("capability_"), second
+    else:
+        assert second.get("error") == "capability_revoked", second
+    assert after == before  # nothing written, delivered, delegated, spawned, asked or charged
+
+
+# ---------------------------------------------------------------------------- the class, as a property
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from agentix.core.authorize import AuthRequest, authorize  # noqa: E402
+from agentix.core.caps import Authority, generate_root_key  # noqa: E402
+from agentix.core.errors import AgentixError  # noqa: E402
+from agentix.core.grants import Request  # noqa: E402
+from agentix.core.ledger import MemoryIssuedTokens, TokenLedger  # noqa: E402
+
+_AUTHORITY = Authority(generate_root_key())
+_NOW = 1_800_000_000.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(depth=st.integers(1, 4), limits=st.lists(st.one_of(st.none(), st.integers(1, 3)), min_size=4, max_size=4),
+       revoke=st.one_of(st.none(), st.integers(0, 3)), waited=st.floats(0, 100),
+       expires=st.one_of(st.none(), st.floats(1, 100)))
+def test_a_held_call_is_live_again_only_while_every_link_of_its_chain_is(depth, limits, revoke, waited, expires):
+    """The re-check a waiting call makes (``CapabilityService.still_live``: the decision again
+    with ``prior``, its own tokens only) refuses exactly when a link of the chain was revoked or
+    the token expired while it waited, whatever the delegation depth and invocation limits —
+    and never charges (the call paid when it was decided, even its last invocation)."""
+    ledger, issued = TokenLedger(), MemoryIssuedTokens()
+    res = Request("tool", "echo")
+    tok = _AUTHORITY.mint("a", ["tool: echo"], now=_NOW, max_invocations=limits[0],
+                          expires_at=None if expires is None else _NOW + expires)
+    chain = [tok]
+    for i in range(1, depth):
+        left = ledger.remaining(tok)  # a link never asks for more than its parent has left
+        mx = limits[i] if left is None or limits[i] is None else min(limits[i], left)
+        tok = _AUTHORITY.attenuate(tok, ["tool: echo"], now=_NOW, holder="a", max_invocations=mx,
+                                   remaining=left)
+        chain.append(tok)
+    for t in chain:
+        issued.issue(t)
+        ledger.register(t)
+    first = authorize([tok], AuthRequest("a", (res,)), ledger=ledger, issued=issued, now=_NOW)
+    ledger.commit(first)  # decided and charged: possibly the token's last invocation
+    used = {t.id: ledger.used(t.id) for t in chain}
+    if revoke is not None and revoke < depth:
+        ledger.revoke(chain[revoke].id)
+    revoked = revoke is not None and revoke < depth
+    expired = expires is not None and not _NOW + waited < _NOW + expires
+    dead = revoked or expired
+    try:
+        again = authorize(list(first.tokens), AuthRequest("a", (res,)), ledger=ledger, issued=issued,
+                          now=_NOW + waited, prior=first)
+    except AgentixError as err:
+        assert dead, err
+        assert err.code in ({"capability_revoked"} if revoked else set()) | ({"capability_expired"} if expired else set()), err
+    else:
+        assert not dead
+        assert again.charges == ()  # the re-check charges nothing
+    assert {t.id: ledger.used(t.id) for t in chain} == used
