@@ -254,3 +254,62 @@ def test_a_held_call_is_live_again_only_while_every_link_of_its_chain_is(depth, 
         assert not dead
         assert again.charges == ()  # the re-check charges nothing
     assert {t.id: ledger.used(t.id) for t in chain} == used
+
+
+# ---------------------------------------------------------------------------- a peer that does not read
+UNREAD_HOG = r'''
+import json, os, socket, time
+s = socket.socket(fileno=int(os.environ["AGENTIX_FD"]))
+def call(i, m, p):
+    return (json.dumps({"jsonrpc": "2.0", "id": i, "method": m, "params": p}) + "\n").encode()
+s.sendall(call(0, "agent.state_save", {"key": "big", "value": "x" * 500000}))
+buf = b""
+while b"\n" not in buf:
+    buf += s.recv(65536)
+# 2,000 small requests for a 500 KB reply each (1 GB of replies), and never read one
+s.sendall(b"".join(call(i + 1, "agent.state_load", {"key": "big"}) for i in range(2000)))
+print("sent", flush=True)
+time.sleep(3600)
+'''
+
+
+class _HogWorld(World):
+    programs = {"hog.py": UNREAD_HOG, "sleeper.py": SLEEPER}
+
+
+def test_agent_that_never_reads_its_replies_cannot_make_the_kernel_buffer_them(tmp_path):
+    """Small requests for big replies (no grant needed: its own saved state), sent at once and
+    never read: the kernel starts no more of them once the peer stops reading, closes the
+    channel past ``MAX_UNREAD`` unread bytes, and serves another agent throughout. Before,
+    every request ran and its reply sat in the kernel's write buffer (2.5 GB of RSS from an
+    agent holding no grant)."""
+    from agentix.rpc.server import MAX_IN_FLIGHT
+
+    async def body(w: World):
+        loads = [0]
+        real = w.k.state_store.load_labelled
+
+        def counted(*a: Any, **kw: Any) -> Any:
+            loads[0] += 1
+            return real(*a, **kw)
+
+        w.k.state_store.load_labelled = counted  # type: ignore[method-assign]
+        other = await w.spawn(["tool: echo"], name="other", program="sleeper.py")
+        hog = await w.spawn([], name="hog", program="hog.py")
+        served, last, still = 0, -1, 0
+        for _ in range(300):  # until the kernel has done all it will for the hog
+            await asyncio.sleep(0.1)
+            await w.k.pipeline.run(_caller(other), "tool.call", {"name": "echo", "args": {"message": "x"}})
+            served += 1
+            if "sent" in Path(hog.log_path).read_text() and loads[0] == last:
+                still += 1
+                if still >= 10:
+                    break
+            else:
+                still = 0
+            last = loads[0]
+        return loads[0], served
+
+    loads, served = run(tmp_path, body, world=_HogWorld)
+    assert 0 < loads <= MAX_IN_FLIGHT + 1, loads  # at most what was in flight when it stopped reading
+    assert served >= 10  # the other agent was served all along

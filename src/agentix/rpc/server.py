@@ -17,7 +17,12 @@ Bounds (``Limits``; docs/isolation.md lists them), so that no peer can grow the 
   socket; the peer's writes block once the socket buffer is full);
 - all connections sharing one ``InFlight`` counter (one kernel) have at most ``total``
   requests in flight; a frame that would go over is refused at once with
-  ``limit_exceeded`` (``data.limit == "in_flight_total"``), one error per request.
+  ``limit_exceeded`` (``data.limit == "in_flight_total"``), one error per request;
+- a peer that does not read its replies is not served either: once the kernel's write buffer
+  for the connection is over its high-water mark, no further request is started, not even
+  one already received, until the peer reads; and a peer that leaves more than
+  ``MAX_UNREAD`` bytes of replies unread (replies of requests in flight when it stopped
+  reading) has its channel closed, its unread replies dropped.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ Notify = Callable[[str, dict[str, Any]], bool]
 MAX_IN_FLIGHT = 256          # requests in flight per connection (batch elements count one each)
 MAX_BATCH = 64               # requests in one JSON-RPC batch
 MAX_IN_FLIGHT_TOTAL = 4096   # requests in flight over every connection sharing an InFlight
+MAX_UNREAD = 16 * 1024 * 1024  # reply bytes an agent channel may leave unread before it is closed
 
 
 @dataclass(frozen=True)
@@ -343,14 +349,26 @@ class _ChannelProtocol(asyncio.Protocol):
     def send(self, reply: Any) -> None:
         t = self.transport
         if reply is not None and t is not None and not t.is_closing():
-            t.write(encode(reply))
+            self._write(t, encode(reply))
 
     def notify(self, method: str, params: dict[str, Any]) -> bool:
         """Push a notification (no id, no reply expected) to the peer, in order with replies."""
         t = self.transport
         if t is None or t.is_closing():
             return False
-        t.write(encode({"jsonrpc": "2.0", "method": method, "params": params}))
+        return self._write(t, encode({"jsonrpc": "2.0", "method": method, "params": params}))
+
+    def _write(self, t: asyncio.Transport, data: bytes) -> bool:
+        """Queue ``data`` for the peer, unless the peer already leaves ``MAX_UNREAD`` bytes
+        unread: then its channel is closed and what it did not read is dropped (the kernel's
+        memory is not a buffer for a peer that does not read)."""
+        unread = t.get_write_buffer_size()
+        if unread and unread + len(data) > MAX_UNREAD:
+            log.warning("%s leaves %d bytes of replies unread (the limit is %d): channel closed",
+                        self.name, unread + len(data), MAX_UNREAD)
+            t.abort()
+            return False
+        t.write(data)
         return True
 
     async def run_one(self, msg: Any, n: int) -> None:
@@ -394,6 +412,8 @@ class _ChannelProtocol(asyncio.Protocol):
         start = 0
         try:
             while not t.is_closing():
+                if self.write_paused:  # the peer is not reading its replies: start nothing more
+                    break
                 if self.held is None:
                     i = buf.find(b"\n", start)
                     if i < 0:
@@ -447,6 +467,9 @@ class _ChannelProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        t = self.transport
+        if t is not None and not t.is_closing() and (self.held is not None or self.buf):
+            self._pump()  # the requests received before the pause
         self._maybe_resume()
 
     def eof_received(self) -> bool:
