@@ -313,3 +313,80 @@ def test_agent_that_never_reads_its_replies_cannot_make_the_kernel_buffer_them(t
     loads, served = run(tmp_path, body, world=_HogWorld)
     assert 0 < loads <= MAX_IN_FLIGHT + 1, loads  # at most what was in flight when it stopped reading
     assert served >= 10  # the other agent was served all along
+
+
+# ---------------------------------------------------------------------------- the operator's terminal
+#: what an agent prints, reports and returns to get the operator's terminal to act: write the
+#: clipboard (OSC 52), clear the screen, rewrite the line (CR), 8-bit CSI, a bidi override
+TERMINAL_ATTACK = ("\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2J\x1b[1A\x1b[2K"
+                   "\rall fine\x9b31m\u202eevil")
+ESCAPER = ('from agentix.sdk import agent\nk = agent.connect()\n'
+           f'ATTACK = {TERMINAL_ATTACK!r}\n'
+           'print(ATTACK, flush=True)\n'
+           'k.call("loop.event", kind="progress", data={"stage": ATTACK})\n'
+           'k.exit(ATTACK)\n')
+_OBEYED = ("\x1b", "\x07", "\x9b", "\u202e")
+
+
+def _on_a_terminal(home: Path, *args: str) -> str:
+    """The real ``agentix`` entry point with its stdout on a pseudo-terminal: what it wrote."""
+    import os
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "agentix.cli.main", "--home", str(home), *args],
+                            stdout=slave, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(master)
+    assert proc.wait(60) == 0
+    return data.decode("utf-8", errors="replace")
+
+
+def test_agent_output_events_and_result_cannot_drive_the_operators_terminal(kernel, tmp_path):
+    """Escapes an agent prints (its log), puts in an event (``loop.event``) or returns
+    (``sys.exit``) are shown to a terminal as text, never obeyed; a pipe still gets them as
+    they are (``agentix logs | cat`` is the raw output)."""
+    import subprocess
+
+    prog = tmp_path / "escaper.py"
+    prog.write_text(ESCAPER)
+    k = kernel.client
+    aid = k.spawn(program=str(prog)).agent_id
+    k.wait(aid, timeout=30)
+    seen = {what: _on_a_terminal(kernel.home, *what.split()) for what in
+            (f"logs {aid}", f"events --agent {aid}", f"audit tail --agent {aid}")}
+    for what, out in seen.items():
+        assert not any(c in out for c in _OBEYED), (what, out)
+        assert "\\x1b]52;c;" in out or "\\\\u001b]52;c;" in out or "\\u001b]52;c;" in out, (what, out)
+    assert "\\u202eevil" in seen[f"logs {aid}"] and "\\x0dall fine" in seen[f"logs {aid}"]
+    piped = subprocess.run([sys.executable, "-m", "agentix.cli.main", "--home", str(kernel.home), "logs", aid],
+                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert TERMINAL_ATTACK.encode() in piped.stdout  # a pipe gets the agent's bytes as they are
+
+
+def test_printable_leaves_nothing_a_terminal_acts_on_and_changes_nothing_else():
+    from hypothesis import given as _given
+
+    from agentix.cli.render import printable
+
+    acting = {*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f, *range(0x80, 0xa0), 0x061c, 0x200e, 0x200f,
+              *range(0x202a, 0x202f), *range(0x2066, 0x206a)}
+
+    @_given(st.text())
+    def prop(text: str) -> None:
+        out = printable(text)
+        assert not any(ord(c) in acting for c in out)
+        if not any(ord(c) in acting for c in text):
+            assert out == text
+
+    prop()
