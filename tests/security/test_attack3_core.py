@@ -390,3 +390,41 @@ def test_printable_leaves_nothing_a_terminal_acts_on_and_changes_nothing_else():
             assert out == text
 
     prop()
+
+
+# ---------------------------------------------------------------------------- the approval queue
+def test_agent_cannot_flood_the_operators_approval_queue(tmp_path):
+    """An agent whose tool needs approval asks again and again without waiting (``wait:
+    false``), each time with 100 KB of arguments: before, 500 calls made 500 pending requests
+    and 100 MB in the store in a second. Past ``MAX_PENDING_PER_AGENT`` it is refused
+    ``limit_exceeded`` and nothing is added (no request, no row, no approval.requested
+    record); another agent can still ask."""
+    from agentix.kernel.approval_book import MAX_PENDING_PER_AGENT
+
+    async def body(w: World):
+        flood = await w.spawn(["tool: echo"], name="flood", program="sleeper.py", approval_required=["echo"])
+        other = await w.spawn(["tool: echo"], name="other", program="sleeper.py", approval_required=["echo"])
+        codes: list[str] = []
+        for i in range(MAX_PENDING_PER_AGENT + 40):
+            try:
+                await w.k.pipeline.run(_caller(flood), "tool.call", {
+                    "name": "echo", "args": {"message": "x" * 100_000 + str(i)}, "wait": False})
+            except Exception as err:  # noqa: BLE001
+                codes.append(getattr(err, "code", repr(err)))
+        import time
+        mine = [a for a in w.k.caps.approvals.pending(time.time()) if a.agent == flood.agent_id]
+        asked = len(w.events("approval.requested", flood.agent_id))
+        try:
+            await w.k.pipeline.run(_caller(other), "tool.call", {"name": "echo", "args": {}, "wait": False})
+        except Exception as err:  # noqa: BLE001
+            other_code = getattr(err, "code", repr(err))
+        stored = w.k.caps.approvals.db.submit(
+            lambda t: t.conn.execute("SELECT COUNT(*) FROM approvals").fetchone()[0]).result()
+        return codes, len(mine), asked, other_code, stored
+
+    codes, pending, asked, other_code, stored = run(tmp_path, body, world=_World)
+    assert codes[:MAX_PENDING_PER_AGENT] == ["approval_denied"] * MAX_PENDING_PER_AGENT  # "pending": asked
+    assert set(codes[MAX_PENDING_PER_AGENT:]) == {"limit_exceeded"}
+    assert pending == MAX_PENDING_PER_AGENT and asked == MAX_PENDING_PER_AGENT
+    assert other_code == "approval_denied"  # the other agent's request is still taken (pending)
+    assert stored == MAX_PENDING_PER_AGENT + 1  # nothing stored for the refused ones
