@@ -428,3 +428,87 @@ def test_agent_cannot_flood_the_operators_approval_queue(tmp_path):
     assert pending == MAX_PENDING_PER_AGENT and asked == MAX_PENDING_PER_AGENT
     assert other_code == "approval_denied"  # the other agent's request is still taken (pending)
     assert stored == MAX_PENDING_PER_AGENT + 1  # nothing stored for the refused ones
+
+
+# ---------------------------------------------------------------------------- JSON depth
+def _nest(depth: int) -> Any:
+    v: Any = "x"
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+DEEP = r'''
+from agentix.sdk import agent
+k = agent.connect()
+def nest(d):
+    v = "x"
+    for _ in range(d):
+        v = [v]
+    return v
+out = []
+for method, params in [("sys.exit", {"result": nest(300)}), ("tool.call", {"name": "echo", "args": {"message": nest(140)}}),
+                       ("agent.state_save", {"key": "k", "value": nest(200)}),
+                       ("tool.call", {"name": "echo", "args": {"message": nest(20)}})]:
+    try:
+        k.call(method, **params)
+        out.append("ok")
+    except Exception as e:
+        out.append(getattr(e, "code", repr(e)))
+k.call("agent.state_save", key="out", value=out)
+m = k.recv(timeout=60)
+'''
+
+
+class _DeepWorld(World):
+    programs = {"deep.py": DEEP}
+
+
+def test_values_nested_deeper_than_the_kernel_can_write_back_are_refused_at_the_frame(tmp_path):
+    """The decoder reads 1024 levels, the encoder writes 254: an agent that exited with a
+    result nested 300 deep made ``agent.status`` unanswerable (``agentix inspect``, ``run``, a
+    parent's ``wait_child``), and a deep echo was never answered. Now the frame is refused
+    (``invalid_request`` with the request's id, so the agent's call returns) before any
+    handler keeps it; everything the kernel holds can be written back."""
+    import orjson
+
+    async def body(w: World):
+        rec = await w.spawn(["tool: echo"], name="deep", program="deep.py")
+        ident = f"root:{rec.name}"
+        for _ in range(600):
+            out, _labels = w.k.state_store.load_labelled(ident, "out")
+            if out is not None:
+                break
+            await asyncio.sleep(0.05)
+        status = await w.op("agent.status", agent_id=rec.agent_id)
+        kept = rec.result
+        await w.k.deliver(None, rec, "exit")
+        return out, status, kept, w.k.state_store.load_labelled(ident, "k")
+
+    out, status, kept, saved = run(tmp_path, body, world=_DeepWorld)
+    assert out == ["invalid_request", "invalid_request", "invalid_request", "ok"], out
+    orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": status})  # answerable
+    assert kept is None and saved == (None, [])  # nothing deep was kept
+
+
+def test_every_request_of_a_too_deep_frame_gets_its_own_refusal_and_no_handler_runs():
+    from agentix.rpc.framing import MAX_DEPTH, encode, too_deep, too_deep_reply
+
+    deep = {"jsonrpc": "2.0", "id": 7, "method": "tool.call", "params": {"args": _nest(MAX_DEPTH)}}
+    flat = {"jsonrpc": "2.0", "id": 8, "method": "tool.call", "params": {"args": _nest(MAX_DEPTH - 5)}}
+    assert too_deep(encode(deep), deep) and not too_deep(encode(flat), flat)
+    assert too_deep_reply(deep)["id"] == 7 and too_deep_reply(deep)["error"]["code"]
+    batch = [deep, flat]
+    assert too_deep(encode(batch), batch)
+    assert [r["id"] for r in too_deep_reply(batch)] == [7, 8]
+
+
+def test_a_reply_that_cannot_be_written_is_an_internal_error_with_its_id_not_silence():
+    import orjson
+
+    from agentix.rpc.framing import encode_reply, result_reply
+
+    out = orjson.loads(encode_reply(result_reply(5, _nest(400))))
+    assert out["id"] == 5 and out["error"]["message"].startswith("the reply could not be written")
+    out = orjson.loads(encode_reply([result_reply(1, "ok"), result_reply(2, _nest(400))]))
+    assert [r["id"] for r in out] == [1, 2]

@@ -44,9 +44,12 @@ from agentix.rpc.framing import (
     FrameTooLarge,
     decode,
     encode,
+    encode_reply,
     error_reply,
     read_frame,
     result_reply,
+    too_deep,
+    too_deep_reply,
     validate_request,
 )
 
@@ -257,7 +260,7 @@ async def serve_connection(
 
     def send(reply: Any) -> None:
         if reply is not None and not writer.is_closing():
-            writer.write(encode(reply))
+            writer.write(encode_reply(reply))
 
     async def run_one(msg: Any, n: int) -> None:
         nonlocal count
@@ -285,6 +288,9 @@ async def serve_connection(
                 msg = decode(frame)
             except AgentixError as err:
                 send(error_reply(None, err))
+                continue
+            if too_deep(frame, msg):
+                send(too_deep_reply(msg))
                 continue
             n = _cost(msg)
             while count > 0 and count + n > limits.per_connection:
@@ -349,7 +355,7 @@ class _ChannelProtocol(asyncio.Protocol):
     def send(self, reply: Any) -> None:
         t = self.transport
         if reply is not None and t is not None and not t.is_closing():
-            self._write(t, encode(reply))
+            self._write(t, encode_reply(reply))
 
     def notify(self, method: str, params: dict[str, Any]) -> bool:
         """Push a notification (no id, no reply expected) to the peer, in order with replies."""
@@ -430,6 +436,10 @@ class _ChannelProtocol(asyncio.Protocol):
                         self.held = decode(frame)
                     except AgentixError as err:
                         self.send(error_reply(None, err))
+                        continue
+                    if too_deep(frame, self.held):
+                        self.send(too_deep_reply(self.held))
+                        self.held = None
                         continue
                 n = _cost(self.held)
                 if self.count > 0 and self.count + n > self.limits.per_connection:
