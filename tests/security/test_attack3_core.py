@@ -512,3 +512,43 @@ def test_a_reply_that_cannot_be_written_is_an_internal_error_with_its_id_not_sil
     assert out["id"] == 5 and out["error"]["message"].startswith("the reply could not be written")
     out = orjson.loads(encode_reply([result_reply(1, "ok"), result_reply(2, _nest(400))]))
     assert [r["id"] for r in out] == [1, 2]
+
+
+# ---------------------------------------------------------------------------- inference given up
+def test_think_given_up_while_the_provider_generates_is_charged_and_recorded(tmp_path):
+    """A child starts a ``think`` (max_tokens 500) and is killed while the provider is
+    generating: before, nothing was charged or recorded (a parent could burn provider money
+    for free through children it kills). Now the child is charged its reservation, that
+    reaches its parent's budget when the child is reaped, and ``usage.reported`` says
+    ``cancelled``."""
+    msgs = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 500}
+
+    async def body(w: World):
+        (w.home.root / "turns.yaml").write_text(SLOW_TURN)
+        parent = await w.spawn(["model: sim:*", "spawn_child: [kid]"], name="parent", program="sleeper.py",
+                               budget={"max_output_tokens": 100_000, "max_input_tokens": 100_000})
+        (Path(parent.workspace) / "sleeper.py").write_text(SLEEPER)
+        kid = await w.k.spawn(parse_manifest({"name": "kid", "program": "sleeper.py", "isolation": "degraded",
+                                              "capabilities": ["model: sim:*"]}), parent=parent)
+        think = asyncio.ensure_future(w.k.pipeline.run(_caller(kid), "think", dict(msgs)))
+        for _ in range(200):  # the provider is generating the kid's answer
+            if w.k.inference.stats()["providers"]["sim"]["in_flight"] >= 1:
+                break
+            await asyncio.sleep(0.01)
+        await w.op("agent.kill", agent_id=kid.agent_id)
+        try:
+            await think
+        except BaseException as err:  # noqa: BLE001
+            outcome = type(err).__name__
+        else:
+            outcome = "answered"
+        for _ in range(100):
+            if w.events("usage.reported", kid.agent_id):
+                break
+            await asyncio.sleep(0.02)
+        return outcome, kid.budget.used, parent.budget.used, w.events("usage.reported", kid.agent_id)
+
+    outcome, kid_used, parent_used, usage = run(tmp_path, body, SLOW_SCRIPTED, world=_World)
+    assert outcome != "answered"
+    assert kid_used.output_tokens == 500 and parent_used.output_tokens >= 500, (kid_used, parent_used)
+    assert len(usage) == 1 and usage[0]["data"]["cancelled"] is True
