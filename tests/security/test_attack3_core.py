@@ -552,3 +552,57 @@ def test_think_given_up_while_the_provider_generates_is_charged_and_recorded(tmp
     assert outcome != "answered"
     assert kid_used.output_tokens == 500 and parent_used.output_tokens >= 500, (kid_used, parent_used)
     assert len(usage) == 1 and usage[0]["data"]["cancelled"] is True
+
+
+# ---------------------------------------------------------------------------- stop that never ends
+STUBBORN = '''
+import signal, time
+from agentix.sdk import agent
+k = agent.connect()
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+k.call("agent.state_save", key="ready", value=True)
+time.sleep(3600)
+'''
+
+
+class _StubbornWorld(World):
+    programs = {"stubborn.py": STUBBORN}
+
+
+def test_parent_stopping_its_child_with_a_huge_grace_cannot_make_it_unkillable(tmp_path):
+    """A parent stops its child (which ignores SIGTERM) with a grace of a billion seconds:
+    before, the child stayed ``stopping`` for ever, the operator's ``agent.kill`` waited on
+    that stop and hung, and so did the kernel's shutdown. Now a grace past ``MAX_GRACE`` is
+    refused (the child untouched), and with the longest allowed one the operator's kill still
+    kills at once: each stop keeps its own grace."""
+    from agentix.kernel.control import MAX_GRACE
+
+    async def body(w: World):
+        parent = await w.spawn(["spawn_child: [kid]"], name="parent", program="stubborn.py")
+        (Path(parent.workspace) / "stubborn.py").write_text(STUBBORN)
+        kid = await w.k.spawn(parse_manifest({"name": "kid", "program": "stubborn.py", "isolation": "degraded"}),
+                              parent=parent)
+        for _ in range(600):  # its SIGTERM handler is in place
+            if w.k.state_store.load_labelled(f"agent:{kid.agent_id}", "ready")[0]:
+                break
+            await asyncio.sleep(0.05)
+        codes = []
+        try:
+            await w.k.pipeline.run(_caller(parent), "agent.stop_child", {"agent_id": kid.agent_id, "grace": 1e9})
+        except Exception as err:  # noqa: BLE001
+            codes.append(getattr(err, "code", repr(err)))
+        untouched = kid.state
+        slow = asyncio.ensure_future(w.k.pipeline.run(_caller(parent), "agent.stop_child",
+                                                      {"agent_id": kid.agent_id, "grace": MAX_GRACE}))
+        for _ in range(200):
+            if kid.state == "stopping":
+                break
+            await asyncio.sleep(0.01)
+        stopping = kid.state
+        killed = await asyncio.wait_for(w.op("agent.kill", agent_id=kid.agent_id), 30)  # a hang fails here
+        await asyncio.wait_for(slow, 30)  # the parent's stop ends with it
+        return codes, untouched, stopping, killed, kid.exit
+
+    codes, untouched, stopping, killed, exit_ = run(tmp_path, body, world=_StubbornWorld)
+    assert codes == ["invalid_request"] and untouched == "running"
+    assert stopping == "stopping" and killed["state"] == "exited" and exit_.signal == 9

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from agentix.core.errors import CapabilityDenied, InvalidRequest
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.cap_service import CapabilityService
-from agentix.kernel.control import Control
+from agentix.kernel.control import MAX_GRACE, Control
 from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.methods import method
@@ -181,9 +181,11 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
 
     async def stop_child(call: Call) -> dict[str, Any]:
         target = table.find(call.params["agent_id"])
-        grace = call.params.get("grace")
+        grace = optional(call.params, "grace", (int, float), "a number of seconds", None)
+        if grace is not None and not 0 <= grace <= MAX_GRACE:
+            raise InvalidRequest(f'"grace" must be between 0 and {MAX_GRACE:g} seconds', field="grace")
         rec = await control.stop(target, reason="killed", detail=f"stopped by {call.caller.agent_id}",
-                           grace=float(grace) if isinstance(grace, (int, float)) else None)
+                                 grace=None if grace is None else float(grace))
         return rec.summary()
 
     async def kill_child(call: Call) -> dict[str, Any]:
