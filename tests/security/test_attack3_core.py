@@ -606,3 +606,22 @@ def test_parent_stopping_its_child_with_a_huge_grace_cannot_make_it_unkillable(t
     codes, untouched, stopping, killed, exit_ = run(tmp_path, body, world=_StubbornWorld)
     assert codes == ["invalid_request"] and untouched == "running"
     assert stopping == "stopping" and killed["state"] == "exited" and exit_.signal == 9
+
+
+@pytest.mark.parametrize("limits", [{"expires": 1e308}, {"expires": "9" * 400}, {"expires": -1},
+                                    {"max_invocations": 2**70}, {"max_invocations": True}])
+def test_delegation_limits_out_of_range_are_a_field_error_not_an_internal_one(tmp_path, limits):
+    """``cap.delegate`` with an expiry or a count no token can hold was an ``internal_error``
+    (an OverflowError in the token library); it is an ``invalid_request`` naming the field,
+    and nothing is delegated."""
+    async def body(w: World):
+        a = await w.spawn(["message_send: [b]", "tool: echo"], name="a", program="sleeper.py")
+        b = await w.spawn([], name="b", program="sleeper.py")
+        try:
+            await w.k.pipeline.run(_caller(a), "cap.delegate", {"to": "b", "grants": ["tool: echo"], **limits})
+        except Exception as err:  # noqa: BLE001
+            return getattr(err, "code", repr(err)), err.data.get("field"), len(w.k.caps.held.get(b.agent_id, []))
+        return "ok", None, None
+
+    code, field, held = run(tmp_path, body, world=_World)
+    assert code == "invalid_request" and field == next(iter(limits)) and held == 0
