@@ -172,8 +172,14 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
             raise CapabilityDenied(f"{child.agent_id} is not a child of {rec.agent_id}",
                                    reason="not_a_child", agent_id=child.agent_id)
         child = await control.wait(child, timeout_param(call.params, None))
+        if child.result is not None:
+            # the result is as tainted as the child that wrote it: a label survives being
+            # passed up (a child that read a web page cannot hand it to its parent clean)
+            rec.taint |= child.taint
+            call.taint |= child.taint
         return {"agent_id": child.agent_id, "name": child.name, "state": child.state,
-                "exit": child.exit.to_data() if child.exit else None, "result": child.result}
+                "exit": child.exit.to_data() if child.exit else None, "result": child.result,
+                "taint": sorted(child.taint) if child.result is not None else []}
 
     async def list_children(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
