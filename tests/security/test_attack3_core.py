@@ -650,3 +650,21 @@ def test_child_cannot_hand_web_content_to_its_parent_clean_through_its_exit_resu
     assert res[0]["ok"]["taint"] == [label] and label in parent_taint
     assert res[1]["error"] == "taint_violation", res[1]
     assert runs_after == runs_before  # exec never ran
+
+
+def test_child_manifest_cannot_give_itself_a_larger_memory_quota_than_its_parent(tmp_path):
+    """``memory.max_records``/``max_record_bytes`` were taken from the child's own manifest:
+    a parent held to 5 records spawned a child allowed 10 million. Now they are capped at the
+    parent's, like ``limits`` and ``priority``."""
+    async def body(w: World):
+        parent = await w.spawn(["spawn_child: [kid]"], name="parent", program="sleeper.py",
+                               memory={"enabled": True, "max_records": 5, "max_record_bytes": 100})
+        (Path(parent.workspace) / "sleeper.py").write_text(SLEEPER)
+        kid = await w.k.spawn(parse_manifest({
+            "name": "kid", "program": "sleeper.py", "isolation": "degraded",
+            "memory": {"enabled": True, "max_records": 10_000_000, "max_record_bytes": 16 * 1024 * 1024}}),
+            parent=parent)
+        return kid.manifest.memory
+
+    mem = run(tmp_path, body, world=_World)
+    assert mem.max_records == 5 and mem.max_record_bytes == 100

@@ -200,7 +200,8 @@ class CapabilityService:
           own (it may add tools, never drop one); the taint policy is the kernel's, the same
           for every agent;
         - a child never gets more than its parent: each of its ``limits`` is at most the
-          parent's, its ``priority`` at most the parent's (its budget, tool calls included, is
+          parent's, its memory quota (``max_records``, ``max_record_bytes``) and its
+          ``priority`` at most the parent's (its budget, tool calls included, is
           carved out of the parent's by ``BudgetLedger.carve``, and never resets);
         - an agent granted a model with no token budget gets finite defaults:
           ``DEFAULT_LLM_BUDGET`` for a root, ``DEFAULT_LLM_CHILD_BUDGET`` for a child (carved
@@ -215,7 +216,11 @@ class CapabilityService:
         # never more than the parent: its limits (memory, cpu, pids, wall clock, files, disk)
         # bound the child's, and its scheduling priority bounds the child's
         limits = self.config.effective_limits(manifest.limits).capped_by(parent.limits)
-        update: dict[str, Any] = {"approval_required": asks, "limits": limits,
+        # ... and its episodic memory quota (records, bytes each) at most the parent's
+        mem, pmem = manifest.memory, parent.manifest.memory
+        memory = mem.model_copy(update={"max_records": min(mem.max_records, pmem.max_records),
+                                        "max_record_bytes": min(mem.max_record_bytes, pmem.max_record_bytes)})
+        update: dict[str, Any] = {"approval_required": asks, "limits": limits, "memory": memory,
                                   "priority": min(manifest.priority, parent.manifest.priority)}
         return manifest.model_copy(update=update)
 
