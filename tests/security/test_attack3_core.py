@@ -668,3 +668,32 @@ def test_child_manifest_cannot_give_itself_a_larger_memory_quota_than_its_parent
 
     mem = run(tmp_path, body, world=_World)
     assert mem.max_records == 5 and mem.max_record_bytes == 100
+
+
+def test_streaming_think_stops_at_its_next_delta_once_its_model_token_is_revoked(tmp_path):
+    """The operator revokes an agent's model token while its streamed answer is being
+    generated: no further ``think.delta`` reaches the agent, the call is refused
+    ``capability_revoked``, and the provider's work is charged (its reservation)."""
+    msgs = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 300, "stream": True, "stream_id": "s"}
+
+    async def body(w: World):
+        (w.home.root / "turns.yaml").write_text(SLOW_TURN)
+        rec = await w.spawn(["model: sim:*"], name="streamer", program="sleeper.py")
+        seen: list[Any] = []
+        rec.notify = lambda method, params: seen.append((method, params)) or True
+        think = asyncio.ensure_future(w.k.pipeline.run(_caller(rec), "think", dict(msgs)))
+        for _ in range(200):
+            if w.k.inference.stats()["providers"]["sim"]["in_flight"] >= 1:
+                break
+            await asyncio.sleep(0.01)
+        await w.op("cap.revoke", token_id=w.k.caps.held[rec.agent_id][0].id)
+        try:
+            await think
+            outcome = "answered"
+        except Exception as err:  # noqa: BLE001
+            outcome = getattr(err, "code", repr(err))
+        return outcome, seen, rec.budget.used
+
+    outcome, seen, used = run(tmp_path, body, SLOW_SCRIPTED, world=_World)
+    assert outcome == "capability_revoked" and seen == []
+    assert used.output_tokens == 300  # the provider's work, charged

@@ -38,13 +38,15 @@ def register(pipeline: Pipeline, *, table: ProcessTable, inference: InferenceSer
         # a revocation or expiry while the request waits for its turn refuses it then
         live = caps.still_live(call) if caps is not None else None
         resp = await inference.think(rec.agent_id, rec.manifest.priority, params, rec.budget,
-                                     model=model_of(lookup, rec, params), on_delta=stream_deltas(rec, call.params),
-                                     live=live)
+                                     model=model_of(lookup, rec, params),
+                                     on_delta=stream_deltas(rec, call.params, live), live=live)
         return resp.to_data()
 
-    def stream_deltas(rec: AgentRecord, params: dict[str, Any]) -> Any:
+    def stream_deltas(rec: AgentRecord, params: dict[str, Any], live: Any = None) -> Any:
         """With ``stream: true`` and a ``stream_id``, partial text goes to the caller as
-        ``think.delta {stream_id, text}`` notifications on its channel, before the reply."""
+        ``think.delta {stream_id, text}`` notifications on its channel, before the reply.
+        Each delta first asks ``live``: a stream whose model token was revoked or expired
+        meanwhile stops there (the call is refused; nothing more reaches the caller)."""
         sid = params.get("stream_id")
         if not params.get("stream") or sid is None:
             return None
@@ -55,6 +57,8 @@ def register(pipeline: Pipeline, *, table: ProcessTable, inference: InferenceSer
             return None
 
         def on_delta(text: str) -> None:
+            if live is not None:
+                live()
             rec.notify("think.delta", {"stream_id": sid, "text": text})
 
         return on_delta

@@ -257,11 +257,11 @@ class InferenceService:
                 now = self.clock()
                 self._timed(lane, lambda: lane.sched.cancel(ticket, now))
                 self._pump(lane)
-            if asked and isinstance(exc, asyncio.CancelledError):
+            if asked and not isinstance(exc, ProviderError):
                 # given up while the provider generated (the caller disconnected, was killed or
-                # stopped): the provider's work is not undone, so it is charged as reserved
-                # (the estimate, max_tokens out) and recorded — a caller cannot spend for free
-                # by cancelling before the answer
+                # stopped; its token revoked mid-stream): the provider's work is not undone, so
+                # it is charged as reserved (the estimate, max_tokens out) and recorded — a
+                # caller cannot spend for free by giving up before the answer
                 self._charge_cancelled(lane, agent_id, ledger, reservation, est_in, req.max_tokens, price,
                                        started_at)
             elif ledger is not None and reservation is not None:
