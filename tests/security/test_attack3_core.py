@@ -697,3 +697,31 @@ def test_streaming_think_stops_at_its_next_delta_once_its_model_token_is_revoked
     outcome, seen, used = run(tmp_path, body, SLOW_SCRIPTED, world=_World)
     assert outcome == "capability_revoked" and seen == []
     assert used.output_tokens == 300  # the provider's work, charged
+
+
+def test_spawn_loop_of_short_lived_children_stops_at_the_tree_bound(tmp_path):
+    """Live agents are bounded (``max_agents``), but a parent that spawns children that exit
+    at once could go on for ever, each leaving a record, a workspace and a log. The tree is
+    bounded (``max_tree_agents``, 8 here): past it a spawn is ``limit_exceeded`` and nothing is
+    created; another tree still spawns."""
+    quick = "from agentix.sdk import agent\nagent.connect().exit('done')\n"
+
+    async def body(w: World):
+        parent = await w.spawn(["spawn_child: [kid]"], name="looper", program="sleeper.py")
+        (Path(parent.workspace) / "quick.py").write_text(quick)
+        codes: list[str] = []
+        for _ in range(12):
+            try:
+                kid = await w.k.pipeline.run(_caller(parent), "agent.spawn_child", {
+                    "manifest": {"name": "kid", "program": "quick.py", "isolation": "degraded"}})
+                await w.k.wait(w.k.table.get(kid["agent_id"]), 30)
+                codes.append("ok")
+            except Exception as err:  # noqa: BLE001
+                codes.append(getattr(err, "code", repr(err)))
+        workspaces = sorted(p.name for p in (w.home.root / "workspaces").iterdir())
+        other = await w.spawn([], name="other", program="sleeper.py")
+        return codes, len([r for r in w.k.table if r.root == parent.agent_id]), len(workspaces), other.live
+
+    codes, in_tree, workspaces, other_live = run(tmp_path, body, world=_World, max_tree_agents=8)
+    assert codes == ["ok"] * 7 + ["limit_exceeded"] * 5  # the root is one of the 8
+    assert in_tree == 8 and workspaces == 8 and other_live

@@ -26,6 +26,9 @@ class KernelConfig(BaseModel):
 
     max_depth: int = Field(default=5, ge=0, le=64)
     max_agents: int = Field(default=100, ge=1, le=100_000)
+    #: agents one tree may ever spawn in a kernel run, live or exited (an agent that spawns
+    #: short-lived children in a loop leaves a record, a workspace and a log per child)
+    max_tree_agents: int = Field(default=1000, ge=1, le=10_000_000)
     frame_limit: int = Field(default=DEFAULT_FRAME_LIMIT, ge=1024, le=256 * 1024**2)
     stop_grace: float = Field(default=5.0, ge=0, le=600)
     mailbox_capacity: int = Field(default=1000, ge=1, le=1_000_000)

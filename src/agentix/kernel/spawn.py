@@ -117,6 +117,13 @@ class Spawner:
                 limit="max_agents", max_agents=self.config.max_agents)
         if parent is not None and not parent.live:
             raise StateError(f"parent {parent.agent_id} is {parent.state}")
+        if parent is not None:  # a spawn loop of short-lived children is bounded too
+            spawned = sum(1 for r in self.table if r.root == parent.root)
+            if spawned >= self.config.max_tree_agents:
+                raise LimitExceeded(
+                    f"this agent's tree has spawned {spawned} agents in this kernel run; the limit is "
+                    f"{self.config.max_tree_agents} ([kernel] max_tree_agents)",
+                    limit="max_tree_agents", max=self.config.max_tree_agents, spawned=spawned)
         if manifest.program is None:
             raise InvalidRequest(
                 "manifest has no program: set `program:` to a Python file or package directory",
