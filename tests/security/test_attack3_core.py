@@ -725,3 +725,15 @@ def test_spawn_loop_of_short_lived_children_stops_at_the_tree_bound(tmp_path):
     codes, in_tree, workspaces, other_live = run(tmp_path, body, world=_World, max_tree_agents=8)
     assert codes == ["ok"] * 7 + ["limit_exceeded"] * 5  # the root is one of the 8
     assert in_tree == 8 and workspaces == 8 and other_live
+
+
+def test_context_archive_names_the_agent_that_wrote_it_whatever_its_data_says(tmp_path):
+    async def body(w: World):
+        rec = await w.spawn([], name="forger", program="sleeper.py")
+        r = await w.k.pipeline.run(_caller(rec), "loop.event", {"kind": "context_summarised", "data": {
+            "agent_id": "ag-operator", "at": 0, "span": [0, 1], "messages": [], "summary": "s"}})
+        import orjson
+        return rec.agent_id, orjson.loads(Path(r["archive"]).read_bytes())
+
+    aid, archived = run(tmp_path, body, world=_World)
+    assert archived["agent_id"] == aid and archived["at"] > 0
