@@ -737,3 +737,46 @@ def test_context_archive_names_the_agent_that_wrote_it_whatever_its_data_says(tm
 
     aid, archived = run(tmp_path, body, world=_World)
     assert archived["agent_id"] == aid and archived["at"] > 0
+
+
+# ---------------------------------------------------------------------------- one tree, every call slot
+PARKER = r'''
+import json, os, socket, time
+s = socket.socket(fileno=int(os.environ["AGENTIX_FD"]))
+def call(i, m, p):
+    return (json.dumps({"jsonrpc": "2.0", "id": i, "method": m, "params": p}) + "\n").encode()
+s.sendall(b"".join(call(i, "ipc.recv", {"timeout": 3000}) for i in range(32)))
+time.sleep(3600)
+'''
+
+
+class _ParkWorld(World):
+    programs = {"parker.py": PARKER}
+
+
+def test_one_agent_tree_cannot_take_every_call_slot_of_the_kernel(tmp_path):
+    """A root and its children park calls that never return (``ipc.recv`` with a long
+    timeout) on every channel: before, a tree of 17 agents held all 4096 of the kernel's
+    in-flight slots and every other agent's calls were refused ``in_flight_total``. Now a tree
+    has its own share (``in_flight_per_tree``; 64 here, 32 per agent, 4 agents): past it only
+    the tree's calls are refused, and another agent is served."""
+    async def body(w: World):
+        root = await w.spawn(["spawn_child: *"], name="parker", program="parker.py")
+        (Path(root.workspace) / "parker.py").write_text(PARKER)
+        for i in range(3):
+            await w.k.spawn(parse_manifest({"name": f"p{i}", "program": "parker.py", "isolation": "degraded"}),
+                            parent=root)
+        pool = None
+        for _ in range(300):
+            pool = w.k.spawner._tree_pools.get(root.agent_id)
+            if pool is not None and pool.current >= 64 and pool.refused >= 64:
+                break
+            await asyncio.sleep(0.05)
+        victim = await w.spawn(["tool: echo"], name="victim")
+        res = await w.calls(victim, [tool("echo", message="still served")])
+        return res, pool.current, pool.refused, w.k.in_flight.current
+
+    res, tree_now, tree_refused, _total = run(tmp_path, body, world=_ParkWorld, in_flight_per_agent=32,
+                                              in_flight_per_tree=64)
+    assert res[0]["ok"]["echo"] == "still served"
+    assert tree_now == 64 and tree_refused == 64  # 4 × 32 asked, 64 admitted, the rest refused

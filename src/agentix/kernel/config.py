@@ -37,6 +37,8 @@ class KernelConfig(BaseModel):
     # JSON-RPC bounds on agent channels (rpc/server.py); batch elements count one each
     in_flight_per_agent: int = Field(default=256, ge=1, le=65_536)
     in_flight_total: int = Field(default=4096, ge=1, le=1_000_000)
+    #: of those, at most this many for one agent tree (so one tree cannot lock the others out)
+    in_flight_per_tree: int = Field(default=1024, ge=1, le=1_000_000)
     batch_limit: int = Field(default=64, ge=1, le=65_536)
     # exec: concurrent runs per agent and in the whole kernel; timeout ceilings (seconds)
     exec_per_agent: int = Field(default=4, ge=1, le=1024)

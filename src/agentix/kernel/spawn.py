@@ -66,6 +66,7 @@ class Spawner:
         self.caps = caps
         self.pipeline = pipeline
         self.in_flight = in_flight
+        self._tree_pools: dict[str, InFlight] = {}  # root agent id -> its tree's in-flight pool
         self.control = control
         self.reaper = reaper
         self.rows = rows
@@ -325,5 +326,10 @@ class Spawner:
         def opened(notify: Notify) -> None:   # streamed think text goes out through it
             rec.notify = notify
 
+        # the tree's share of the kernel's in-flight pool: no tree locks the others out
+        pool = self._tree_pools.get(rec.root)
+        if pool is None:
+            pool = self._tree_pools[rec.root] = self.in_flight.sub(self.config.in_flight_per_tree,
+                                                                   "in_flight_tree")
         await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}",
-                           in_flight_total=self.in_flight, on_open=opened)
+                           in_flight_total=pool, on_open=opened)

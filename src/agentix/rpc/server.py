@@ -80,24 +80,53 @@ class Limits:
 
 
 class InFlight:
-    """Requests in flight over several connections (one per kernel), with its bounds."""
+    """Requests in flight over several connections (one per kernel), with its bounds.
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    A pool may have a ``parent`` (the kernel's): a request is admitted only if it fits both,
+    so one group of connections (an agent tree: ``sub``) can never take the whole kernel's
+    pool and lock every other agent out."""
+
+    def __init__(self, limits: Limits | None = None, *, parent: InFlight | None = None,
+                 name: str = "in_flight_total") -> None:
         self.limits = limits or Limits()
+        self.parent = parent
+        self.name = name
         self.current = 0
         self.peak = 0
         self.refused = 0
 
+    def sub(self, total: int, name: str) -> InFlight:
+        """A pool of at most ``total`` requests inside this one (same per-connection limits)."""
+        lim = Limits(per_connection=self.limits.per_connection, batch=self.limits.batch,
+                     total=min(total, self.limits.total))
+        return InFlight(lim, parent=self, name=name)
+
+    def full(self, n: int) -> InFlight | None:
+        """The pool (this one or an ancestor) that ``n`` more requests would overflow."""
+        pool: InFlight | None = self
+        while pool is not None:
+            if pool.current + n > pool.limits.total:
+                return pool
+            pool = pool.parent
+        return None
+
     def admit(self, n: int) -> bool:
-        if self.current + n > self.limits.total:
-            self.refused += n
+        over = self.full(n)
+        if over is not None:
+            over.refused += n
             return False
-        self.current += n
-        self.peak = max(self.peak, self.current)
+        pool: InFlight | None = self
+        while pool is not None:
+            pool.current += n
+            pool.peak = max(pool.peak, pool.current)
+            pool = pool.parent
         return True
 
     def release(self, n: int) -> None:
-        self.current -= n
+        pool: InFlight | None = self
+        while pool is not None:
+            pool.current -= n
+            pool = pool.parent
 
     def statistics(self) -> dict[str, int]:
         return {"in_flight": self.current, "peak": self.peak, "refused": self.refused,
@@ -133,10 +162,15 @@ def _check_frame(msg: Any, limits: Limits, shared: InFlight) -> Any:
             return error_reply(None, InvalidRequest(
                 f"a batch of {len(msg)} requests exceeds the limit of {limits.max_batch}; "
                 "send fewer requests per batch", limit="batch", size=len(msg), max=limits.max_batch))
-    if not shared.admit(_cost(msg)):
+    n = _cost(msg)
+    over = shared.full(n)
+    if over is not None:
+        over.refused += n
+        whose = "the kernel has" if over.parent is None else "this agent's tree has"
         return _refusals(msg, LimitExceeded(
-            f"the kernel has {shared.current} calls in flight, the limit is {shared.limits.total}; "
-            "retry when some have finished", limit="in_flight_total", max=shared.limits.total))
+            f"{whose} {over.current} calls in flight, the limit is {over.limits.total}; "
+            "retry when some have finished", limit=over.name, max=over.limits.total))
+    shared.admit(n)
     return None
 
 
