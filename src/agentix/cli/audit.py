@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from agentix.cli.render import for_terminal
 from agentix.sdk.errors import KernelNotRunning
 
 __all__ = ["audit"]
@@ -72,7 +73,7 @@ def tail(obj: Any, follow: bool, agent: str | None, kind: str | None, limit: int
                                         wait=5.0 if follow else 0)
         for e in entries:
             after = max(after, e["seq"])
-            click.echo(json.dumps(e, ensure_ascii=False) if as_json else _line(e))
+            click.echo(json.dumps(e, ensure_ascii=False) if as_json else for_terminal(_line(e)))
         if not follow:
             return
 

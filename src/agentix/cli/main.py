@@ -344,7 +344,7 @@ def run(obj: Ctx, manifest: str | None, program: str | None, name: str | None, m
         if not ok:
             line(f"the whole log: agentix logs {a.agent_id}")
         if a.result is not None:
-            click.echo(json.dumps(a.result, indent=2, default=str, ensure_ascii=False))
+            click.echo(render.for_terminal(json.dumps(a.result, indent=2, default=str, ensure_ascii=False)))
     sys.exit(EXIT_OK if ok else EXIT_FAILED)
 
 
@@ -463,7 +463,7 @@ def events(obj: Ctx, agent: str | None, kind: str | None, count: int, follow: bo
     while True:
         for e in evs:
             after = max(after, e["seq"])
-            click.echo(json.dumps(e, default=str) if as_json else event_line(e))
+            click.echo(json.dumps(e, default=str) if as_json else render.for_terminal(event_line(e)))
         if not follow:
             break
         evs = obj.kernel.events(after, agent=agent, kind=kind, wait=1.0)

@@ -18,12 +18,35 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["Cell", "columns", "console", "echo", "is_tty", "line", "notice", "status", "table"]
+__all__ = ["Cell", "columns", "console", "echo", "for_terminal", "is_tty", "line", "notice", "printable",
+           "status", "table"]
 
 #: a table cell: text, or (text, rich style) — the style is used only on a terminal
 Cell = str | tuple[str, str]
 
 _consoles: dict[bool, Any] = {}
+
+# Text an agent wrote (its output, its events' data, its results, the arguments it asks
+# approval for) reaches the operator's terminal. A terminal acts on control characters:
+# ESC/CSI/OSC sequences can clear or rewrite what was printed (hide a denial), set the window
+# title, or write the clipboard (OSC 52: the operator's next paste runs the agent's command);
+# CR and BS overwrite a line; bidi overrides reorder it. So on a terminal every such character
+# is shown as an escape (``\x1b``, ``\u202e``) instead of obeyed; to a pipe or a file the
+# text goes as it is (``agentix logs NAME | cat`` is the raw output).
+_SHOWN = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f, *range(0x80, 0xa0))}
+_SHOWN.update({c: f"\\u{c:04x}" for c in (0x061c, 0x200e, 0x200f, *range(0x202a, 0x202f),
+                                            *range(0x2066, 0x206a))})
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (C0 but tab and newline, DEL,
+    C1, bidi controls) written as a visible escape."""
+    return text.translate(_SHOWN)
+
+
+def for_terminal(text: str, err: bool = False) -> str:
+    """``printable(text)`` when the stream is a terminal; ``text`` as it is otherwise."""
+    return printable(text) if is_tty(err) else text
 
 
 def is_tty(err: bool = False) -> bool:
@@ -48,7 +71,7 @@ def console(err: bool = False) -> Any:
 def echo(text: str = "", err: bool = False) -> None:
     """Write one line (no click: ``agentix info`` must start quickly, see cli/quick.py)."""
     stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
+    stream.write(for_terminal(text, err) + "\n")
     stream.flush()
 
 
@@ -88,7 +111,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, title: str 
         col.overflow = "fold"
         col.no_wrap = i in keep
     for r in rows:
-        t.add_row(*[Text(c) if isinstance(c, str) else Text(c[0], style=c[1]) for c in r])
+        t.add_row(*[Text(printable(c)) if isinstance(c, str) else Text(printable(c[0]), style=c[1]) for c in r])
     console().print(t)
 
 
@@ -97,7 +120,7 @@ def line(text: str, style: str | None = None, *, err: bool = False) -> None:
     if style and is_tty(err):
         from rich.text import Text
 
-        console(err).print(Text(text, style=style), soft_wrap=True)
+        console(err).print(Text(printable(text), style=style), soft_wrap=True)
     else:
         echo(text, err=err)
 

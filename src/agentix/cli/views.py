@@ -306,7 +306,7 @@ def show_logs(obj: Ctx, agent: str, count: int, head: bool, follow: bool, as_jso
         notice(f"[the kernel's log cap discarded the oldest {got['dropped']} bytes of this output]")
     if got["cut"] and not head:
         notice(f"[{what} not shown; {hint}]")
-    sys.stdout.write("".join(got["lines"]))
+    sys.stdout.write(render.for_terminal("".join(got["lines"])))  # an agent's escapes are shown, not obeyed
     sys.stdout.flush()
     if got["cut"] and head:
         notice(f"[{what} not shown; {hint}]")
@@ -314,7 +314,7 @@ def show_logs(obj: Ctx, agent: str, count: int, head: bool, follow: bool, as_jso
     while follow:
         data, offset, live = k.logs(agent, offset, wait=1.0)
         if data:
-            sys.stdout.write(data)
+            sys.stdout.write(render.for_terminal(data))
             sys.stdout.flush()
         if not live and not data:
             break

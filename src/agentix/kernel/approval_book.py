@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from agentix.core.approval import Approval, apply
-from agentix.core.errors import NotFound
+from agentix.core.errors import LimitExceeded, NotFound
 from agentix.store.db import Database
 from agentix.store.state import ApprovalRecord, ApprovalStore
+
+#: approval requests one agent may have waiting at once, and the whole kernel
+MAX_PENDING_PER_AGENT = 16
+MAX_PENDING = 256
 
 __all__ = ["ApprovalBook"]
 
@@ -95,6 +99,23 @@ class ApprovalBook:
         except asyncio.TimeoutError:
             pass
         return self.get(approval_id)
+
+    def admit(self, agent: str, now: float) -> None:
+        """Refuse a new request when ``agent`` already has ``MAX_PENDING_PER_AGENT`` pending (or
+        the kernel ``MAX_PENDING``): the queue is a person's attention and a row in the store
+        each, so no agent may flood it (``limit_exceeded``, ``data.limit == "pending_approvals"``;
+        nothing is added)."""
+        pending = self.pending(now)
+        mine = sum(1 for a in pending if a.agent == agent)
+        if mine >= MAX_PENDING_PER_AGENT or len(pending) >= MAX_PENDING:
+            full = mine >= MAX_PENDING_PER_AGENT
+            raise LimitExceeded(
+                (f"this agent already has {mine} approval requests waiting; the limit is "
+                 f"{MAX_PENDING_PER_AGENT}" if full else
+                 f"{len(pending)} approval requests are waiting; the kernel's limit is {MAX_PENDING}")
+                + ": wait for an answer (or for them to expire) before asking again",
+                limit="pending_approvals", pending=mine if full else len(pending),
+                max=MAX_PENDING_PER_AGENT if full else MAX_PENDING)
 
     def pending(self, now: float) -> list[Approval]:
         return [a for a in self._items.values() if a.state == "pending" and now < a.deadline]

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from agentix.core.errors import CapabilityDenied, InvalidRequest
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.cap_service import CapabilityService
-from agentix.kernel.control import Control
+from agentix.kernel.control import MAX_GRACE, Control
 from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.methods import method
@@ -172,8 +172,14 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
             raise CapabilityDenied(f"{child.agent_id} is not a child of {rec.agent_id}",
                                    reason="not_a_child", agent_id=child.agent_id)
         child = await control.wait(child, timeout_param(call.params, None))
+        if child.result is not None:
+            # the result is as tainted as the child that wrote it: a label survives being
+            # passed up (a child that read a web page cannot hand it to its parent clean)
+            rec.taint |= child.taint
+            call.taint |= child.taint
         return {"agent_id": child.agent_id, "name": child.name, "state": child.state,
-                "exit": child.exit.to_data() if child.exit else None, "result": child.result}
+                "exit": child.exit.to_data() if child.exit else None, "result": child.result,
+                "taint": sorted(child.taint) if child.result is not None else []}
 
     async def list_children(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
@@ -181,9 +187,11 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
 
     async def stop_child(call: Call) -> dict[str, Any]:
         target = table.find(call.params["agent_id"])
-        grace = call.params.get("grace")
+        grace = optional(call.params, "grace", (int, float), "a number of seconds", None)
+        if grace is not None and not 0 <= grace <= MAX_GRACE:
+            raise InvalidRequest(f'"grace" must be between 0 and {MAX_GRACE:g} seconds', field="grace")
         rec = await control.stop(target, reason="killed", detail=f"stopped by {call.caller.agent_id}",
-                           grace=float(grace) if isinstance(grace, (int, float)) else None)
+                                 grace=None if grace is None else float(grace))
         return rec.summary()
 
     async def kill_child(call: Call) -> dict[str, Any]:

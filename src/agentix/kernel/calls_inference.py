@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from agentix.core.errors import InvalidRequest
+from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.methods import Lookup, method, model_of
@@ -17,7 +18,10 @@ from agentix.kernel.process import AgentRecord, ProcessTable
 __all__ = ["register"]
 
 
-def register(pipeline: Pipeline, *, table: ProcessTable, inference: InferenceService, lookup: Lookup) -> None:
+def register(pipeline: Pipeline, *, table: ProcessTable, inference: InferenceService, lookup: Lookup,
+             caps: CapabilityService | None = None) -> None:
+    """``caps``: where a queued ``think`` checks, when its turn comes, that the token it was
+    decided on is still live (``CapabilityService.still_live``)."""
     caller_rec = partial(caller_record, table)
 
     async def think(call: Call) -> dict[str, Any]:
@@ -30,14 +34,19 @@ def register(pipeline: Pipeline, *, table: ProcessTable, inference: InferenceSer
     async def run_think(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
         params = {k_: v for k_, v in call.params.items() if k_ not in ("purpose", "stream_id")}
-        # the capability stage authorised exactly this model (model: provider:model grant)
+        # the capability stage authorised exactly this model (model: provider:model grant);
+        # a revocation or expiry while the request waits for its turn refuses it then
+        live = caps.still_live(call) if caps is not None else None
         resp = await inference.think(rec.agent_id, rec.manifest.priority, params, rec.budget,
-                                       model=model_of(lookup, rec, params), on_delta=stream_deltas(rec, call.params))
+                                     model=model_of(lookup, rec, params),
+                                     on_delta=stream_deltas(rec, call.params, live), live=live)
         return resp.to_data()
 
-    def stream_deltas(rec: AgentRecord, params: dict[str, Any]) -> Any:
+    def stream_deltas(rec: AgentRecord, params: dict[str, Any], live: Any = None) -> Any:
         """With ``stream: true`` and a ``stream_id``, partial text goes to the caller as
-        ``think.delta {stream_id, text}`` notifications on its channel, before the reply."""
+        ``think.delta {stream_id, text}`` notifications on its channel, before the reply.
+        Each delta first asks ``live``: a stream whose model token was revoked or expired
+        meanwhile stops there (the call is refused; nothing more reaches the caller)."""
         sid = params.get("stream_id")
         if not params.get("stream") or sid is None:
             return None
@@ -48,6 +57,8 @@ def register(pipeline: Pipeline, *, table: ProcessTable, inference: InferenceSer
             return None
 
         def on_delta(text: str) -> None:
+            if live is not None:
+                live()
             rec.notify("think.delta", {"stream_id": sid, "text": text})
 
         return on_delta

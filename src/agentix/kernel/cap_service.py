@@ -168,6 +168,24 @@ class CapabilityService:
 
         return again
 
+    def still_live(self, call: Call) -> Callable[[], None] | None:
+        """For a call that waits between its decision and its effect (a ``think`` queued
+        behind other agents' requests, or back in the queue for a retry): a check that every
+        token the call's decision used is still live for its holder (issued, not expired,
+        nothing in its chain revoked), charging nothing (the call paid when it was
+        committed). It raises the refusal the decision would give now. None when the call
+        runs without an agent's authority."""
+        first = call.authorization
+        if first is None or call.subject is None:
+            return None
+        rec = self.table.get(call.subject)
+        resources = [c.resource for c in first.covered]
+
+        def check() -> None:
+            self.decide(rec, resources, tokens=first.tokens, prior=first)
+
+        return check
+
     def fence(self, workspace: Path | None) -> Any:
         """The open-time fence of the file tools: ``$AGENTIX_HOME`` denied (by dev/inode),
         the caller's own workspace allowed, the key and database files protected wherever
@@ -182,7 +200,8 @@ class CapabilityService:
           own (it may add tools, never drop one); the taint policy is the kernel's, the same
           for every agent;
         - a child never gets more than its parent: each of its ``limits`` is at most the
-          parent's, its ``priority`` at most the parent's (its budget, tool calls included, is
+          parent's, its memory quota (``max_records``, ``max_record_bytes``) and its
+          ``priority`` at most the parent's (its budget, tool calls included, is
           carved out of the parent's by ``BudgetLedger.carve``, and never resets);
         - an agent granted a model with no token budget gets finite defaults:
           ``DEFAULT_LLM_BUDGET`` for a root, ``DEFAULT_LLM_CHILD_BUDGET`` for a child (carved
@@ -197,7 +216,11 @@ class CapabilityService:
         # never more than the parent: its limits (memory, cpu, pids, wall clock, files, disk)
         # bound the child's, and its scheduling priority bounds the child's
         limits = self.config.effective_limits(manifest.limits).capped_by(parent.limits)
-        update: dict[str, Any] = {"approval_required": asks, "limits": limits,
+        # ... and its episodic memory quota (records, bytes each) at most the parent's
+        mem, pmem = manifest.memory, parent.manifest.memory
+        memory = mem.model_copy(update={"max_records": min(mem.max_records, pmem.max_records),
+                                        "max_record_bytes": min(mem.max_record_bytes, pmem.max_record_bytes)})
+        update: dict[str, Any] = {"approval_required": asks, "limits": limits, "memory": memory,
                                   "priority": min(manifest.priority, parent.manifest.priority)}
         return manifest.model_copy(update=update)
 

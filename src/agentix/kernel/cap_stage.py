@@ -139,6 +139,7 @@ class CapabilityStage:
             a = consume(svc.approvals.get(approved_id), rec.agent_id, call.tool, call.args, now=now)
             svc.approvals.put(a)
             return
+        svc.approvals.admit(rec.agent_id, now)  # bounded: no agent floods the operator's queue
         aid = "ap-" + _secrets.token_hex(4)
         a = Approval.request(aid, rec.agent_id, call.tool, call.args, now=now, timeout=svc.approval_timeout)
         svc.approvals.add(a, call.args)

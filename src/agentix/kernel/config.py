@@ -26,6 +26,9 @@ class KernelConfig(BaseModel):
 
     max_depth: int = Field(default=5, ge=0, le=64)
     max_agents: int = Field(default=100, ge=1, le=100_000)
+    #: agents one tree may ever spawn in a kernel run, live or exited (an agent that spawns
+    #: short-lived children in a loop leaves a record, a workspace and a log per child)
+    max_tree_agents: int = Field(default=1000, ge=1, le=10_000_000)
     frame_limit: int = Field(default=DEFAULT_FRAME_LIMIT, ge=1024, le=256 * 1024**2)
     stop_grace: float = Field(default=5.0, ge=0, le=600)
     mailbox_capacity: int = Field(default=1000, ge=1, le=1_000_000)
@@ -34,6 +37,8 @@ class KernelConfig(BaseModel):
     # JSON-RPC bounds on agent channels (rpc/server.py); batch elements count one each
     in_flight_per_agent: int = Field(default=256, ge=1, le=65_536)
     in_flight_total: int = Field(default=4096, ge=1, le=1_000_000)
+    #: of those, at most this many for one agent tree (so one tree cannot lock the others out)
+    in_flight_per_tree: int = Field(default=1024, ge=1, le=1_000_000)
     batch_limit: int = Field(default=64, ge=1, le=65_536)
     # exec: concurrent runs per agent and in the whole kernel; timeout ceilings (seconds)
     exec_per_agent: int = Field(default=4, ge=1, le=1024)

@@ -2,6 +2,11 @@
 
 ``stop`` sends SIGTERM to the agent's process group, waits the grace period, then SIGKILL;
 children are stopped first. Pause freezes the cgroup (SIGSTOP where there is none).
+
+A grace is at most ``MAX_GRACE`` seconds, and each stop keeps its own: a stop (or a kill) of
+an agent that is already stopping waits only its own grace before SIGKILL, never the
+first stop's — so an agent that ignores SIGTERM, stopped by its parent with a long grace,
+is still killed at once by the operator's ``kill`` and within the default grace by ``down``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import EventSink
 from agentix.kernel.process import AgentRecord, ProcessTable
 
-__all__ = ["Control"]
+__all__ = ["MAX_GRACE", "Control"]
+
+#: the longest grace period any stop waits between SIGTERM and SIGKILL (seconds)
+MAX_GRACE = 600.0
 
 
 class Control:
@@ -38,8 +46,9 @@ class Control:
             await rec.settled.wait()
             if not rec.live:
                 return rec
-        if rec.state == "stopping":
-            await rec.exited.wait()
+        grace = self.config.stop_grace if grace is None else min(max(0.0, grace), MAX_GRACE)
+        if rec.state == "stopping":  # another stop is under way: this one keeps its own grace
+            await self._finish(rec, grace)
             return rec
         rec.requested_reason = reason
         rec.requested_detail = detail
@@ -51,18 +60,22 @@ class Control:
             await asyncio.gather(*(self.stop(c, reason="killed", detail=f"parent {rec.agent_id} stopped",
                                              grace=grace) for c in live), return_exceptions=True)
         assert rec.handle is not None
-        grace = self.config.stop_grace if grace is None else grace
         # no grace (agent.kill) means SIGKILL at once, not a SIGTERM the process may die of first
         rec.handle.signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
         if was_paused:
             if not rec.handle.freeze(False):
                 rec.handle.signal(signal.SIGCONT)
+        await self._finish(rec, grace)
+        return rec
+
+    async def _finish(self, rec: AgentRecord, grace: float) -> None:
+        """Wait ``grace`` seconds for ``rec`` to exit, then SIGKILL it and wait."""
         try:
             await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=grace)
         except asyncio.TimeoutError:
+            assert rec.handle is not None
             rec.handle.signal(signal.SIGKILL)
             await rec.exited.wait()
-        return rec
 
     async def kill(self, rec: AgentRecord, *, reason: str = "killed") -> AgentRecord:
         return await self.stop(rec, reason=reason, grace=0.0)

@@ -145,12 +145,17 @@ class InferenceService:
         model: str | None = None,
         on_delta: DeltaCallback | None = None,
         deadline: float | None = None,
+        live: Callable[[], None] | None = None,
     ) -> InferenceResponse:
         """Run one inference for ``agent_id`` at scheduling ``weight``.
 
         ``request`` is an ``InferenceRequest`` or the ``think`` params (validated here);
         ``model`` is ``provider:model`` (default: the params' ``model``, then the config's
-        default). ``deadline`` is seconds from now to wait in the queue at most."""
+        default). ``deadline`` is seconds from now to wait in the queue at most. ``live`` is
+        asked each time the request's turn comes (first, and after a retry's back-off), before
+        the provider is called: it raises if the authority the call was decided on is gone
+        (a model token revoked or expired while the request waited), and then nothing reaches
+        the provider and the budget reservation is released."""
         if isinstance(request, dict):
             model = model or request.get("model")
             request = InferenceRequest.from_params(request, self.config.scheduler.default_max_tokens)
@@ -179,7 +184,8 @@ class InferenceService:
             self._tasks.setdefault(agent_id, set()).add(task)
         try:
             return await self._run(lane, agent_id, weight, req, ledger, reservation, price, est_in, on_delta,
-                                   deadline if deadline is not None else self.config.scheduler.request_timeout)
+                                   deadline if deadline is not None else self.config.scheduler.request_timeout,
+                                   live)
         finally:
             if task is not None:
                 s = self._tasks.get(agent_id)
@@ -190,7 +196,8 @@ class InferenceService:
 
     async def _run(self, lane: _Lane, agent_id: str, weight: float, req: InferenceRequest,
                    ledger: BudgetLedger | None, reservation: Any, price: Any, est_in: int,
-                   on_delta: DeltaCallback | None, deadline: float | None) -> InferenceResponse:
+                   on_delta: DeltaCallback | None, deadline: float | None,
+                   live: Callable[[], None] | None = None) -> InferenceResponse:
         sc = self.config.scheduler
         cost = est_in + req.max_tokens
         t0 = self.clock()
@@ -207,13 +214,18 @@ class InferenceService:
 
         retries = 0
         started_at = t0
+        asked = False  # the provider is working on it (a cancel now does not undo its cost)
         try:
             while True:
                 await self._wait_turn(lane, ticket)
+                if live is not None:  # the wait may have outlived the call's authority
+                    live()
                 started_at = self.clock()
+                asked = True
                 try:
                     resp = await lane.provider.complete(req, delta if on_delta is not None else None)
                 except ProviderError as e:
+                    asked = False  # the provider answered with an error: nothing to charge
                     now = self.clock()
                     retryable = bool(e.data.get("retryable")) and not streamed and retries < sc.retry_budget
                     status = e.data.get("status")
@@ -240,12 +252,19 @@ class InferenceService:
                     log.info("retry %d of %s for %s after %s", retries, lane.name, agent_id, e.message)
                     continue
                 break
-        except BaseException:
+        except BaseException as exc:
             if ticket.state in ("waiting", "running"):
                 now = self.clock()
                 self._timed(lane, lambda: lane.sched.cancel(ticket, now))
                 self._pump(lane)
-            if ledger is not None and reservation is not None:
+            if asked and not isinstance(exc, ProviderError):
+                # given up while the provider generated (the caller disconnected, was killed or
+                # stopped; its token revoked mid-stream): the provider's work is not undone, so
+                # it is charged as reserved (the estimate, max_tokens out) and recorded — a
+                # caller cannot spend for free by giving up before the answer
+                self._charge_cancelled(lane, agent_id, ledger, reservation, est_in, req.max_tokens, price,
+                                       started_at)
+            elif ledger is not None and reservation is not None:
                 ledger.release(reservation)
             raise
         now = self.clock()
@@ -271,6 +290,31 @@ class InferenceService:
             if any(s.kind == "stop" for s in signals):
                 await self._stop(agent_id)
         return replace(resp, cost_usd=cost_usd if price else None)
+
+    def _charge_cancelled(self, lane: _Lane, agent_id: str, ledger: BudgetLedger | None, reservation: Any,
+                          est_in: int, est_out: int, price: Any, started_at: float) -> None:
+        """Settle a request cancelled while the provider worked on it at its reservation, and
+        record that (``usage.reported`` with ``cancelled: true``) from a task of its own: the
+        cancelled caller cannot await."""
+        now = self.clock()
+        cost_usd = price.cost(est_in, est_out) if price else 0.0
+        signals = []
+        if ledger is not None and reservation is not None:
+            signals = ledger.settle(reservation, Usage(est_in, est_out, cost_usd), now)
+
+        async def record() -> None:
+            await self._emit("usage.reported", agent_id, {
+                "provider": lane.name, "input_tokens": est_in, "output_tokens": est_out, "cost_usd": cost_usd,
+                "cancelled": True, "estimated": True, "duration_s": round(now - started_at, 6)})
+            for s in signals:
+                kind = "budget.warning" if s.kind == "warning" else "budget.exceeded"
+                await self._emit(kind, agent_id, dict(s.to_data(), message=s.message()))
+            if any(s.kind == "stop" for s in signals):
+                await self._stop(agent_id)
+
+        task = asyncio.ensure_future(record())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     # -- scheduling plumbing -------------------------------------------------------------------
     def _timed(self, lane: _Lane, fn: Callable[[], Any]) -> Any:

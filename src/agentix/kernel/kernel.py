@@ -215,7 +215,8 @@ class Kernel:
         calls_tools.register(p, table=self.table, tools=self.tools, caps=self.caps,
                              prepare_tools=self.mcp.prepare_for)
         calls_ipc.register(p, table=self.table, mail=self.mail)
-        calls_inference.register(p, table=self.table, inference=self.inference, lookup=self.lookup)
+        calls_inference.register(p, table=self.table, inference=self.inference, lookup=self.lookup,
+                                 caps=self.caps)
         calls_caps.register(p, svc=self.caps, table=self.table, tools=self.tools, events=self.events,
                             lookup=self.lookup)
         if self.audit is not None:

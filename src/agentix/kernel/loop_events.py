@@ -88,7 +88,7 @@ def register(pipeline: Pipeline, *, events: EventSink, home: Home, config: Kerne
         agent_id = call.caller.agent_id
         assert agent_id is not None
         if kind == "context_summarised":
-            payload = {"agent_id": agent_id, "at": time.time(), **data}
+            payload = {**data, "agent_id": agent_id, "at": time.time()}  # the kernel's fields win
             size = len(orjson.dumps(payload, default=str))
             if size > MAX_ARCHIVE:
                 raise LimitExceeded(f"archive of {size} bytes exceeds {MAX_ARCHIVE}", limit=MAX_ARCHIVE)

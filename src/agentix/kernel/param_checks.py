@@ -5,6 +5,7 @@ Each raises ``InvalidRequest`` naming the field and what it must be.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -18,6 +19,9 @@ from agentix.kernel.process import AgentRecord, ProcessTable
 __all__ = ["MAX_WAIT", "caller_record", "grants_param", "limits_params", "optional", "required", "timeout_param"]
 
 MAX_WAIT = 24 * 3600.0
+#: what a grant's limits may say (a token stores them as 64-bit integers)
+MAX_INVOCATIONS = 10**15  # as a manifest's max_invocations (core/manifest.py)
+MAX_EXPIRES = 10 * 365 * 86400.0
 
 
 def caller_record(table: ProcessTable, call: Call) -> AgentRecord:
@@ -59,11 +63,14 @@ def grants_param(params: dict[str, Any]) -> GrantSet:
 
 def limits_params(params: dict[str, Any]) -> tuple[int | None, float | None]:
     mx = params.get("max_invocations")
-    if mx is not None and (not isinstance(mx, int) or isinstance(mx, bool) or mx < 0):
-        raise InvalidRequest('"max_invocations" must be a non-negative integer', field="max_invocations")
+    if mx is not None and (not isinstance(mx, int) or isinstance(mx, bool) or not 0 <= mx <= MAX_INVOCATIONS):
+        raise InvalidRequest(f'"max_invocations" must be an integer from 0 to {MAX_INVOCATIONS}',
+                             field="max_invocations")
     exp = params.get("expires")
     try:
         seconds = None if exp is None else parse_duration(exp)
     except ValueError as err:
         raise InvalidRequest(f'"expires": {err}', field="expires") from None
+    if seconds is not None and not (math.isfinite(seconds) and 0 <= seconds <= MAX_EXPIRES):
+        raise InvalidRequest(f'"expires" must be at most {MAX_EXPIRES:g} seconds (ten years)', field="expires")
     return mx, None if seconds is None else time.time() + seconds

@@ -66,6 +66,7 @@ class Spawner:
         self.caps = caps
         self.pipeline = pipeline
         self.in_flight = in_flight
+        self._tree_pools: dict[str, InFlight] = {}  # root agent id -> its tree's in-flight pool
         self.control = control
         self.reaper = reaper
         self.rows = rows
@@ -117,6 +118,13 @@ class Spawner:
                 limit="max_agents", max_agents=self.config.max_agents)
         if parent is not None and not parent.live:
             raise StateError(f"parent {parent.agent_id} is {parent.state}")
+        if parent is not None:  # a spawn loop of short-lived children is bounded too
+            spawned = sum(1 for r in self.table if r.root == parent.root)
+            if spawned >= self.config.max_tree_agents:
+                raise LimitExceeded(
+                    f"this agent's tree has spawned {spawned} agents in this kernel run; the limit is "
+                    f"{self.config.max_tree_agents} ([kernel] max_tree_agents)",
+                    limit="max_tree_agents", max=self.config.max_tree_agents, spawned=spawned)
         if manifest.program is None:
             raise InvalidRequest(
                 "manifest has no program: set `program:` to a Python file or package directory",
@@ -318,5 +326,10 @@ class Spawner:
         def opened(notify: Notify) -> None:   # streamed think text goes out through it
             rec.notify = notify
 
+        # the tree's share of the kernel's in-flight pool: no tree locks the others out
+        pool = self._tree_pools.get(rec.root)
+        if pool is None:
+            pool = self._tree_pools[rec.root] = self.in_flight.sub(self.config.in_flight_per_tree,
+                                                                   "in_flight_tree")
         await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}",
-                           in_flight_total=self.in_flight, on_open=opened)
+                           in_flight_total=pool, on_open=opened)

@@ -27,15 +27,25 @@ from agentix.core.errors import AgentixError, InvalidRequest, ParseError
 __all__ = [
     "DEFAULT_FRAME_LIMIT",
     "FrameTooLarge",
+    "MAX_DEPTH",
     "decode",
     "encode",
+    "encode_reply",
     "error_reply",
+    "too_deep",
+    "too_deep_reply",
     "read_frame",
     "result_reply",
     "validate_request",
 ]
 
 DEFAULT_FRAME_LIMIT = 1024 * 1024
+#: how deep a request may nest. The decoder reads 1024 levels but the encoder writes only 254:
+#: a value nested deeper than the kernel can write back (an exit result, a reply to
+#: ``agent.run``, a tool's echo) would make every later reply that carries it fail — an
+#: operator's ``agentix inspect``, a parent's ``agent.wait_child`` that never returns. So a
+#: request is refused at the frame, before any handler keeps what it holds.
+MAX_DEPTH = 128
 
 
 class FrameTooLarge(InvalidRequest):
@@ -51,6 +61,53 @@ class FrameTooLarge(InvalidRequest):
 def encode(message: Any) -> bytes:
     """One frame: compact JSON plus newline."""
     return orjson.dumps(message) + b"\n"
+
+
+def too_deep(frame: bytes, msg: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether the decoded ``msg`` of ``frame`` nests deeper than ``limit`` (a frame with fewer
+    brackets than that cannot, so the common case costs two ``bytes.count``)."""
+    if frame.count(b"[") + frame.count(b"{") <= limit:
+        return False
+    stack: list[tuple[Any, int]] = [(msg, 1)]
+    while stack:
+        val, depth = stack.pop()
+        if isinstance(val, dict):
+            if depth >= limit and val:
+                return True
+            stack.extend((v, depth + 1) for v in val.values())
+        elif isinstance(val, list):
+            if depth >= limit and val:
+                return True
+            stack.extend((v, depth + 1) for v in val)
+    return False
+
+
+def _id_of(msg: Any) -> Any:
+    rid = msg.get("id") if isinstance(msg, dict) else None
+    return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+
+
+def too_deep_reply(msg: Any, limit: int = MAX_DEPTH) -> Any:
+    """The refusal of a frame that ``too_deep`` found: one error per request, with its id."""
+    err = InvalidRequest(f"the request nests deeper than {limit} levels of arrays and objects; "
+                         "send flatter data", limit=limit)
+    if isinstance(msg, list) and msg:
+        return [error_reply(_id_of(m), err) for m in msg]
+    return error_reply(_id_of(msg), err)
+
+
+def encode_reply(reply: Any) -> bytes:
+    """``encode`` for a reply (or a batch of replies); a result that cannot be written as JSON
+    becomes that request's ``internal_error``, so no caller waits for a reply that never comes."""
+    try:
+        return encode(reply)
+    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        from agentix.core.errors import InternalError
+
+        err = InternalError("the reply could not be written as JSON; see the kernel log")
+        if isinstance(reply, list):
+            return encode([error_reply(_id_of(r), err) for r in reply])
+        return encode(error_reply(_id_of(reply), err))
 
 
 def decode(frame: bytes) -> Any:

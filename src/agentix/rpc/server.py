@@ -17,7 +17,12 @@ Bounds (``Limits``; docs/isolation.md lists them), so that no peer can grow the 
   socket; the peer's writes block once the socket buffer is full);
 - all connections sharing one ``InFlight`` counter (one kernel) have at most ``total``
   requests in flight; a frame that would go over is refused at once with
-  ``limit_exceeded`` (``data.limit == "in_flight_total"``), one error per request.
+  ``limit_exceeded`` (``data.limit == "in_flight_total"``), one error per request;
+- a peer that does not read its replies is not served either: once the kernel's write buffer
+  for the connection is over its high-water mark, no further request is started, not even
+  one already received, until the peer reads; and a peer that leaves more than
+  ``MAX_UNREAD`` bytes of replies unread (replies of requests in flight when it stopped
+  reading) has its channel closed, its unread replies dropped.
 """
 
 from __future__ import annotations
@@ -39,9 +44,12 @@ from agentix.rpc.framing import (
     FrameTooLarge,
     decode,
     encode,
+    encode_reply,
     error_reply,
     read_frame,
     result_reply,
+    too_deep,
+    too_deep_reply,
     validate_request,
 )
 
@@ -56,6 +64,7 @@ Notify = Callable[[str, dict[str, Any]], bool]
 MAX_IN_FLIGHT = 256          # requests in flight per connection (batch elements count one each)
 MAX_BATCH = 64               # requests in one JSON-RPC batch
 MAX_IN_FLIGHT_TOTAL = 4096   # requests in flight over every connection sharing an InFlight
+MAX_UNREAD = 16 * 1024 * 1024  # reply bytes an agent channel may leave unread before it is closed
 
 
 @dataclass(frozen=True)
@@ -71,24 +80,53 @@ class Limits:
 
 
 class InFlight:
-    """Requests in flight over several connections (one per kernel), with its bounds."""
+    """Requests in flight over several connections (one per kernel), with its bounds.
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    A pool may have a ``parent`` (the kernel's): a request is admitted only if it fits both,
+    so one group of connections (an agent tree: ``sub``) can never take the whole kernel's
+    pool and lock every other agent out."""
+
+    def __init__(self, limits: Limits | None = None, *, parent: InFlight | None = None,
+                 name: str = "in_flight_total") -> None:
         self.limits = limits or Limits()
+        self.parent = parent
+        self.name = name
         self.current = 0
         self.peak = 0
         self.refused = 0
 
+    def sub(self, total: int, name: str) -> InFlight:
+        """A pool of at most ``total`` requests inside this one (same per-connection limits)."""
+        lim = Limits(per_connection=self.limits.per_connection, batch=self.limits.batch,
+                     total=min(total, self.limits.total))
+        return InFlight(lim, parent=self, name=name)
+
+    def full(self, n: int) -> InFlight | None:
+        """The pool (this one or an ancestor) that ``n`` more requests would overflow."""
+        pool: InFlight | None = self
+        while pool is not None:
+            if pool.current + n > pool.limits.total:
+                return pool
+            pool = pool.parent
+        return None
+
     def admit(self, n: int) -> bool:
-        if self.current + n > self.limits.total:
-            self.refused += n
+        over = self.full(n)
+        if over is not None:
+            over.refused += n
             return False
-        self.current += n
-        self.peak = max(self.peak, self.current)
+        pool: InFlight | None = self
+        while pool is not None:
+            pool.current += n
+            pool.peak = max(pool.peak, pool.current)
+            pool = pool.parent
         return True
 
     def release(self, n: int) -> None:
-        self.current -= n
+        pool: InFlight | None = self
+        while pool is not None:
+            pool.current -= n
+            pool = pool.parent
 
     def statistics(self) -> dict[str, int]:
         return {"in_flight": self.current, "peak": self.peak, "refused": self.refused,
@@ -124,10 +162,15 @@ def _check_frame(msg: Any, limits: Limits, shared: InFlight) -> Any:
             return error_reply(None, InvalidRequest(
                 f"a batch of {len(msg)} requests exceeds the limit of {limits.max_batch}; "
                 "send fewer requests per batch", limit="batch", size=len(msg), max=limits.max_batch))
-    if not shared.admit(_cost(msg)):
+    n = _cost(msg)
+    over = shared.full(n)
+    if over is not None:
+        over.refused += n
+        whose = "the kernel has" if over.parent is None else "this agent's tree has"
         return _refusals(msg, LimitExceeded(
-            f"the kernel has {shared.current} calls in flight, the limit is {shared.limits.total}; "
-            "retry when some have finished", limit="in_flight_total", max=shared.limits.total))
+            f"{whose} {over.current} calls in flight, the limit is {over.limits.total}; "
+            "retry when some have finished", limit=over.name, max=over.limits.total))
+    shared.admit(n)
     return None
 
 
@@ -251,7 +294,7 @@ async def serve_connection(
 
     def send(reply: Any) -> None:
         if reply is not None and not writer.is_closing():
-            writer.write(encode(reply))
+            writer.write(encode_reply(reply))
 
     async def run_one(msg: Any, n: int) -> None:
         nonlocal count
@@ -279,6 +322,9 @@ async def serve_connection(
                 msg = decode(frame)
             except AgentixError as err:
                 send(error_reply(None, err))
+                continue
+            if too_deep(frame, msg):
+                send(too_deep_reply(msg))
                 continue
             n = _cost(msg)
             while count > 0 and count + n > limits.per_connection:
@@ -343,14 +389,26 @@ class _ChannelProtocol(asyncio.Protocol):
     def send(self, reply: Any) -> None:
         t = self.transport
         if reply is not None and t is not None and not t.is_closing():
-            t.write(encode(reply))
+            self._write(t, encode_reply(reply))
 
     def notify(self, method: str, params: dict[str, Any]) -> bool:
         """Push a notification (no id, no reply expected) to the peer, in order with replies."""
         t = self.transport
         if t is None or t.is_closing():
             return False
-        t.write(encode({"jsonrpc": "2.0", "method": method, "params": params}))
+        return self._write(t, encode({"jsonrpc": "2.0", "method": method, "params": params}))
+
+    def _write(self, t: asyncio.Transport, data: bytes) -> bool:
+        """Queue ``data`` for the peer, unless the peer already leaves ``MAX_UNREAD`` bytes
+        unread: then its channel is closed and what it did not read is dropped (the kernel's
+        memory is not a buffer for a peer that does not read)."""
+        unread = t.get_write_buffer_size()
+        if unread and unread + len(data) > MAX_UNREAD:
+            log.warning("%s leaves %d bytes of replies unread (the limit is %d): channel closed",
+                        self.name, unread + len(data), MAX_UNREAD)
+            t.abort()
+            return False
+        t.write(data)
         return True
 
     async def run_one(self, msg: Any, n: int) -> None:
@@ -394,6 +452,8 @@ class _ChannelProtocol(asyncio.Protocol):
         start = 0
         try:
             while not t.is_closing():
+                if self.write_paused:  # the peer is not reading its replies: start nothing more
+                    break
                 if self.held is None:
                     i = buf.find(b"\n", start)
                     if i < 0:
@@ -410,6 +470,10 @@ class _ChannelProtocol(asyncio.Protocol):
                         self.held = decode(frame)
                     except AgentixError as err:
                         self.send(error_reply(None, err))
+                        continue
+                    if too_deep(frame, self.held):
+                        self.send(too_deep_reply(self.held))
+                        self.held = None
                         continue
                 n = _cost(self.held)
                 if self.count > 0 and self.count + n > self.limits.per_connection:
@@ -447,6 +511,9 @@ class _ChannelProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        t = self.transport
+        if t is not None and not t.is_closing() and (self.held is not None or self.buf):
+            self._pump()  # the requests received before the pause
         self._maybe_resume()
 
     def eof_received(self) -> bool:
