@@ -31,6 +31,22 @@ Rules:
   (``call_after_commit``: the audit log waking its tail readers) -- goes in ONE
   ``call_soon_threadsafe`` per loop, so a commit costs the loop one wake-up, not one per
   kind of news.
+* **The WAL is rewritten in place.** What an acknowledged write waits for is the WAL's
+  ``fdatasync``. That costs about one bare ``fdatasync`` when the commit overwrites blocks
+  the WAL already has, and up to twice that when it makes the file longer (the new size and
+  blocks are metadata: the filesystem journal commits too). So the writer grows a new WAL
+  once to its working size (``wal_presize_frames`` frames of zeros, fsynced -- when it is
+  idle, before its first wait), SQLite never truncates it (``journal_size_limit`` stays -1),
+  and each checkpoint lets the next commit start again at its head. Zeros past the last
+  frame are what SQLite itself leaves after a restart: recovery reads frames until one does
+  not check out, so they are never taken for data.
+* **Checkpoints off the commit path.** SQLite's automatic checkpoint runs inside the COMMIT
+  that crosses ``wal_autocheckpoint`` pages, so the caller of that commit waited for the
+  copy of ~1,000 pages and an fsync of the database file. Here a checkpointer thread with
+  its own connection runs a PASSIVE checkpoint after every ``checkpoint_every`` commits,
+  beside the writer (a PASSIVE checkpoint never blocks it); the automatic checkpoint stays
+  as the backstop that lets the WAL restart, and finds nearly every frame already copied.
+  Neither changes what a commit waits for (``synchronous=FULL``: its WAL frames fsynced).
 * **Readers** use their own connections (``Database.reader()``, one per thread); in WAL
   mode they never block the writer and see only committed data.
 * **Migrations** are an ordered list of SQL scripts; ``schema_version`` holds how many have
@@ -42,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -89,6 +106,16 @@ class _Req:
 #: the longest an asynchronously committed operation may wait for company
 MAX_COMMIT_WINDOW_S = 0.010
 
+#: SQLite's automatic checkpoint threshold (its default), in WAL frames
+AUTOCHECKPOINT_FRAMES = 1000
+#: a new WAL is grown once to this many frames: the autocheckpoint threshold and room for
+#: the batch that crosses it, so commits between two checkpoints overwrite, never extend
+WAL_PRESIZE_FRAMES = 1280
+#: commits between two background checkpoints (a single-record commit writes ~3-6 frames)
+CHECKPOINT_EVERY = 64
+_WAL_HEADER = 32
+_FRAME_HEADER = 24
+
 
 _STOP = object()
 
@@ -98,6 +125,10 @@ class WriterStats:
     commits: int
     writes: int
     max_batch_seen: int
+    #: PASSIVE checkpoints the checkpointer thread ran (not counting SQLite's own)
+    checkpoints: int = 0
+    #: bytes of zeros the writer grew the WAL by so commits rewrite it in place
+    wal_presized: int = 0
 
 
 @dataclass
@@ -105,6 +136,8 @@ class _Counters:
     commits: int = 0
     writes: int = 0
     max_batch_seen: int = 0
+    checkpoints: int = 0
+    wal_presized: int = 0
     participants: list[Participant] = field(default_factory=list)
 
 
@@ -126,6 +159,8 @@ class Database:
         durability: Durability = "full",
         max_batch: int = 4096,
         commit_window_s: float = 0.005,
+        wal_presize_frames: int = WAL_PRESIZE_FRAMES,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         if not 0.0 <= commit_window_s <= MAX_COMMIT_WINDOW_S:
             raise ValueError(f"commit_window_s must be between 0 and {MAX_COMMIT_WINDOW_S} s")
@@ -138,7 +173,16 @@ class Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={_SYNC[durability]}")
         self._conn.execute("PRAGMA foreign_keys=ON")
+        # the WAL keeps its size (see the module rules): -1 is SQLite's default, said here
+        # because a limit would make every checkpoint cycle grow the file again
+        self._conn.execute("PRAGMA journal_size_limit=-1")
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_FRAMES}")
         self.schema_version = self._migrate()
+        self._presize_frames = wal_presize_frames if durability != "off" else 0
+        self.checkpoint_every = checkpoint_every
+        self._since_checkpoint = 0
+        #: set by the writer every ``checkpoint_every`` commits, and by ``close``
+        self._checkpoint_due = threading.Event()
         self._q: queue.SimpleQueue[_Req | object] = queue.SimpleQueue()
         #: set when someone waits (a ``write``/``submit``, or ``close``): ends a posted batch's
         #: commit window early. Posts do not set it, so a burst of posts wakes the writer once
@@ -154,6 +198,11 @@ class Database:
         self._after: list[tuple[asyncio.AbstractEventLoop, Callable[..., Any], tuple[Any, ...]]] = []
         self._thread = threading.Thread(target=self._run, name="agentix-db-writer", daemon=True)
         self._thread.start()
+        self._checkpointer: threading.Thread | None = None
+        if checkpoint_every > 0:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="agentix-db-checkpoint", daemon=True)
+            self._checkpointer.start()
 
     # ------------------------------------------------------------ migrations
 
@@ -224,6 +273,8 @@ class Database:
     def _run(self) -> None:
         q = self._q
         while True:
+            if self._presize_frames and q.empty():
+                self._presize_wal()  # once, while nobody waits
             first = q.get()
             if first is _STOP:
                 return
@@ -320,13 +371,63 @@ class Database:
             self._c.commits += 1
             self._c.writes += len(results)
             self._c.max_batch_seen = max(self._c.max_batch_seen, len(results))
+            self._since_checkpoint += 1
             done.extend(results)
             break
         after, self._after = self._after, []
         _resolve(done, after)
+        if self.checkpoint_every and self._since_checkpoint >= self.checkpoint_every:
+            self._since_checkpoint = 0
+            self._checkpoint_due.set()  # after the waiters are on their way
 
     def stats(self) -> WriterStats:
-        return WriterStats(self._c.commits, self._c.writes, self._c.max_batch_seen)
+        c = self._c
+        return WriterStats(c.commits, c.writes, c.max_batch_seen, c.checkpoints, c.wal_presized)
+
+    # ------------------------------------------------------------ the WAL
+
+    def _presize_wal(self) -> None:
+        """Writer thread, between transactions (so SQLite is not writing the WAL): grow it
+        with zeros to ``wal_presize_frames`` frames and make that durable, once."""
+        frames, self._presize_frames = self._presize_frames, 0
+        try:
+            page = self._conn.execute("PRAGMA page_size").fetchone()[0]
+            fd = os.open(f"{self.path}-wal", os.O_WRONLY | os.O_CLOEXEC)  # never create it
+        except (OSError, sqlite3.Error) as exc:
+            log.info("WAL of %s not presized: %s", self.path, exc)
+            return
+        try:
+            target = _WAL_HEADER + frames * (_FRAME_HEADER + page)
+            size = os.fstat(fd).st_size
+            if size >= target:
+                return
+            zeros = bytes(1 << 20)
+            at = size
+            while at < target:
+                at += os.pwrite(fd, zeros[:min(len(zeros), target - at)], at)
+            os.fdatasync(fd)
+            self._c.wal_presized += target - size
+        except OSError as exc:  # a full disk: commits still work, they just extend the file
+            log.warning("could not presize the WAL of %s: %s", self.path, exc)
+        finally:
+            os.close(fd)
+
+    def _checkpoint_loop(self) -> None:
+        """The checkpointer thread: a PASSIVE checkpoint each time the writer asks."""
+        conn = _connect(str(self.path))
+        try:
+            while True:
+                self._checkpoint_due.wait()
+                self._checkpoint_due.clear()
+                if self._closed:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self._c.checkpoints += 1
+                except sqlite3.Error as exc:  # the writer's autocheckpoint still runs
+                    log.warning("background checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------ reading
 
@@ -355,6 +456,9 @@ class Database:
         self._q.put(_STOP)
         self._urgent.set()
         self._thread.join()
+        if self._checkpointer is not None:
+            self._checkpoint_due.set()
+            self._checkpointer.join()
         with self._readers_lock:
             self._generation += 1  # every thread opens a new reader next time
             for c in self._readers:
