@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentix.store.audit import AuditLog
-from agentix.store.db import WAL_PRESIZE_FRAMES, Database
+from agentix.store.db import PRESIZE_AFTER_COMMITS, WAL_PRESIZE_FRAMES, Database
 
 
 def _wait(pred, what: str, timeout: float = 30.0) -> None:
@@ -28,6 +28,33 @@ def _wait(pred, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def _warm(log: AuditLog) -> list:
+    """Enough commits for the writer to presize the WAL; wait until it has."""
+    async def go():
+        return [await log.append("tool.invoked", "a", {"warm": i})
+                for i in range(PRESIZE_AFTER_COMMITS)]
+
+    acked = asyncio.run(go())
+    _wait(lambda: log.db.stats().wal_presized > 0, "the WAL to be presized")
+    return acked
+
+
+def test_a_store_used_for_a_few_writes_does_not_presize_its_wal(tmp_path):
+    db = Database(tmp_path / "agentix.db", checkpoint_every=0)
+    try:
+        log = AuditLog(db)
+
+        async def go():
+            for i in range(PRESIZE_AFTER_COMMITS - 1):  # one commit short of it
+                await log.append("tool.invoked", "a", {"i": i})
+
+        asyncio.run(go())
+        assert db.stats().wal_presized == 0
+        assert (tmp_path / "agentix.db-wal").stat().st_size < 32 + 300 * _frame_bytes(tmp_path / "agentix.db")
+    finally:
+        db.close()
 
 
 def _frame_bytes(path) -> int:
@@ -45,7 +72,7 @@ def test_a_new_wal_is_presized_once_and_commits_rewrite_it_in_place(tmp_path):
     db = Database(path, checkpoint_every=0)
     try:
         log = AuditLog(db)
-        _wait(lambda: db.stats().wal_presized > 0, "the WAL to be presized")
+        _warm(log)
         wal = tmp_path / "agentix.db-wal"
         size = wal.stat().st_size
         assert size == 32 + WAL_PRESIZE_FRAMES * _frame_bytes(path)
@@ -56,7 +83,7 @@ def test_a_new_wal_is_presized_once_and_commits_rewrite_it_in_place(tmp_path):
 
         asyncio.run(go())
         assert wal.stat().st_size == size  # every commit overwrote; none extended the file
-        assert log.verify().ok and log.size() == 600
+        assert log.verify().ok and log.size() == 600 + PRESIZE_AFTER_COMMITS
     finally:
         db.close()
     assert not (tmp_path / "agentix.db-wal").exists()  # a clean close still removes it
@@ -112,12 +139,12 @@ def _crash_image(tmp_path, n: int):
     src.mkdir()
     db = Database(src / "agentix.db", checkpoint_every=0)
     log = AuditLog(db)
-    _wait(lambda: db.stats().wal_presized > 0, "the WAL to be presized")
+    acked = _warm(log)
 
     async def go():
         return [await log.append("tool.invoked", "a", {"i": i}) for i in range(n)]
 
-    acked = asyncio.run(go())
+    acked += asyncio.run(go())
     image = tmp_path / "image"
     image.mkdir()
     shutil.copyfile(src / "agentix.db", image / "agentix.db")

@@ -36,8 +36,10 @@ Rules:
   the WAL already has, and up to twice that when it makes the file longer (the new size and
   blocks are metadata: the filesystem journal commits too). So the writer grows a new WAL
   once to its working size (``wal_presize_frames`` frames of zeros, fsynced -- when it is
-  idle, before its first wait), SQLite never truncates it (``journal_size_limit`` stays -1),
-  and each checkpoint lets the next commit start again at its head. Zeros past the last
+  idle, once ``PRESIZE_AFTER_COMMITS`` commits show the store is in use: a store opened for a
+  few writes, as in most tests, is not made to write megabytes of zeros), SQLite never
+  truncates it (``journal_size_limit`` stays -1), and each checkpoint lets the next commit
+  start again at its head. Zeros past the last
   frame are what SQLite itself leaves after a restart: recovery reads frames until one does
   not check out, so they are never taken for data.
 * **Checkpoints off the commit path.** SQLite's automatic checkpoint runs inside the COMMIT
@@ -111,6 +113,8 @@ AUTOCHECKPOINT_FRAMES = 1000
 #: a new WAL is grown once to this many frames: the autocheckpoint threshold and room for
 #: the batch that crosses it, so commits between two checkpoints overwrite, never extend
 WAL_PRESIZE_FRAMES = 1280
+#: commits before the WAL is presized (the first ones may still extend it: ~250 frames)
+PRESIZE_AFTER_COMMITS = 64
 #: commits between two background checkpoints (a single-record commit writes ~3-6 frames)
 CHECKPOINT_EVERY = 64
 _WAL_HEADER = 32
@@ -273,7 +277,7 @@ class Database:
     def _run(self) -> None:
         q = self._q
         while True:
-            if self._presize_frames and q.empty():
+            if self._presize_frames and self._c.commits >= PRESIZE_AFTER_COMMITS and q.empty():
                 self._presize_wal()  # once, while nobody waits
             first = q.get()
             if first is _STOP:
