@@ -162,7 +162,7 @@ def _last_frame_end(wal: bytes, frame: int) -> int:
     return off
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tail=st.one_of(
     st.binary(min_size=1, max_size=9000),  # garbage past the last frame
     st.integers(1, 4119).map(lambda k: ("torn", k)),  # a frame cut short by the crash
