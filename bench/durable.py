@@ -13,9 +13,9 @@ effect call's intent and outcome records are awaited. Each append is split with
 
 and, interleaved with the appends (one each), a bare ``fdatasync`` of a 100-byte write in
 the same directory (the floor, as in floors.py). The first ``--skip`` appends are left out
-of the figures unless ``--fresh``: they are the ones that may still grow a WAL
-(store/db.py, "The WAL is rewritten in place"). ``--old`` turns off the WAL presize and the
-background checkpointer (the store as it was before them), for alternating comparisons.
+of the figures unless ``--fresh``: they are the ones that still grow a new WAL
+(store/db.py, "The WAL is rewritten in place"). ``--old`` turns off the background
+checkpointer (the store as it was before it), for alternating comparisons.
 
     python bench/durable.py [--records 2000] [--skip 300] [--old] [--fresh]
 
@@ -65,13 +65,12 @@ class _Stamps:
 
 async def measure(records: int, skip: int, old: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="axb-durable-", dir="/tmp"))
-    kw: dict[str, Any] = {"wal_presize_frames": 0, "checkpoint_every": 0} if old else {}
+    kw: dict[str, Any] = {"checkpoint_every": 0} if old else {}
     db = Database(work / "agentix.db", **kw)
     try:
         log = AuditLog(db)
         stamps = _Stamps()
         db.add_participant(stamps)  # after the log: its stamp follows the log's inserts
-        await asyncio.sleep(0.1)  # the writer presizes the WAL while nobody waits
         floor_fd = os.open(work / "floor", os.O_CREAT | os.O_WRONLY, 0o600)
         data = {"tool": "file_write", "by": "bench", "args": {"path": "bench.txt", "content": "x" * 100}}
         rows: dict[str, list[float]] = {k: [] for k in ("handoff", "op", "commit", "wakeup", "total", "fdatasync")}
@@ -102,7 +101,7 @@ async def measure(records: int, skip: int, old: bool) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     out = {k: {"p50_us": round(pct(v, 50), 1), "p90_us": round(pct(v, 90), 1)} for k, v in rows.items()}
     return {"bench": "durable", "store": "old" if old else "new", "records": len(rows["total"]),
-            "steps": out, "checkpoints": stats.checkpoints, "wal_presized": stats.wal_presized,
+            "steps": out, "checkpoints": stats.checkpoints,
             "loadavg": round(os.getloadavg()[0], 2)}
 
 
@@ -111,11 +110,11 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=2000)
     ap.add_argument("--skip", type=int, default=300, help="appends left out (the WAL's first cycle)")
     ap.add_argument("--fresh", action="store_true", help="keep the first appends (skip none)")
-    ap.add_argument("--old", action="store_true", help="no WAL presize, no background checkpointer")
+    ap.add_argument("--old", action="store_true", help="no background checkpointer")
     a = ap.parse_args()
     r = asyncio.run(measure(a.records, 0 if a.fresh else a.skip, a.old))
     print(f"store: {r['store']}; {r['records']} durable appends, one at a time; "
-          f"{r['checkpoints']} background checkpoints; WAL presized by {r['wal_presized']} bytes")
+          f"{r['checkpoints']} background checkpoints")
     print(f"{'step':<12} {'p50 us':>9} {'p90 us':>9}")
     for k, v in r["steps"].items():
         print(f"{k:<12} {v['p50_us']:>9} {v['p90_us']:>9}")

@@ -1,10 +1,12 @@
-"""The WAL is grown once and rewritten in place; checkpoints run beside the writer.
+"""The WAL is reused in place; checkpoints run beside the writer; a crash's WAL tail is inert.
 
 What a durable record waits for is the WAL's fdatasync; a commit that makes the WAL longer
-also makes the filesystem commit the new size and blocks, so ``Database`` presizes the WAL
-with zeros and lets checkpoints restart it at its head (store/db.py, "The WAL is rewritten
-in place"). These tests pin the two assumptions that rest on: commits never make a presized
-WAL longer, and nothing past the last committed frame (the zeros, a torn frame, garbage) is
+also makes the filesystem commit the new size and blocks, so the store keeps the WAL file
+and lets each checkpoint restart it at its head (store/db.py, "The WAL is rewritten in
+place"), and checkpoints run in a thread of their own ("Checkpoints off the commit path").
+These tests pin what that rests on: the WAL stays bounded however long the log grows (it is
+overwritten, not extended); background checkpoints lose and reorder nothing; and nothing
+past the last committed frame (stale frames of an earlier cycle, a torn frame, garbage) is
 ever read back as data after a crash.
 """
 
@@ -13,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import tempfile
 import time
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentix.store.audit import AuditLog
-from agentix.store.db import PRESIZE_AFTER_COMMITS, WAL_PRESIZE_FRAMES, Database
+from agentix.store.db import AUTOCHECKPOINT_FRAMES, Database
 
 
 def _wait(pred, what: str, timeout: float = 30.0) -> None:
@@ -30,33 +35,6 @@ def _wait(pred, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def _warm(log: AuditLog) -> list:
-    """Enough commits for the writer to presize the WAL; wait until it has."""
-    async def go():
-        return [await log.append("tool.invoked", "a", {"warm": i})
-                for i in range(PRESIZE_AFTER_COMMITS)]
-
-    acked = asyncio.run(go())
-    _wait(lambda: log.db.stats().wal_presized > 0, "the WAL to be presized")
-    return acked
-
-
-def test_a_store_used_for_a_few_writes_does_not_presize_its_wal(tmp_path):
-    db = Database(tmp_path / "agentix.db", checkpoint_every=0)
-    try:
-        log = AuditLog(db)
-
-        async def go():
-            for i in range(PRESIZE_AFTER_COMMITS - 1):  # one commit short of it
-                await log.append("tool.invoked", "a", {"i": i})
-
-        asyncio.run(go())
-        assert db.stats().wal_presized == 0
-        assert (tmp_path / "agentix.db-wal").stat().st_size < 32 + 300 * _frame_bytes(tmp_path / "agentix.db")
-    finally:
-        db.close()
-
-
 def _frame_bytes(path) -> int:
     c = sqlite3.connect(path)
     try:
@@ -65,25 +43,26 @@ def _frame_bytes(path) -> int:
         c.close()
 
 
-def test_a_new_wal_is_presized_once_and_commits_rewrite_it_in_place(tmp_path):
+def _append(log: AuditLog, n: int, tag: str = "i") -> list:
+    async def go():
+        return [await log.append("tool.invoked", "a", {tag: i}) for i in range(n)]
+
+    return asyncio.run(go())
+
+
+def test_the_wal_is_overwritten_in_place_not_grown_with_the_log(tmp_path):
     path = tmp_path / "agentix.db"
     # no background checkpointer: SQLite's own checkpoint (inside the commit that crosses
     # the threshold) always completes here, so the WAL's high-water mark is exact
     db = Database(path, checkpoint_every=0)
     try:
         log = AuditLog(db)
-        _warm(log)
-        wal = tmp_path / "agentix.db-wal"
-        size = wal.stat().st_size
-        assert size == 32 + WAL_PRESIZE_FRAMES * _frame_bytes(path)
-
-        async def go():
-            for i in range(600):  # ~2,400 frames: two checkpoint cycles and more
-                await log.append("tool.invoked", "a", {"i": i})
-
-        asyncio.run(go())
-        assert wal.stat().st_size == size  # every commit overwrote; none extended the file
-        assert log.verify().ok and log.size() == 600 + PRESIZE_AFTER_COMMITS
+        _append(log, 900)  # ~3,600 frames: more than three checkpoint cycles
+        frame = _frame_bytes(path)
+        # one cycle's frames (the threshold, plus the commit that crossed it), not the log's
+        bound = 32 + (AUTOCHECKPOINT_FRAMES + 16) * frame
+        assert (tmp_path / "agentix.db-wal").stat().st_size <= bound
+        assert log.verify().ok and log.size() == 900
     finally:
         db.close()
     assert not (tmp_path / "agentix.db-wal").exists()  # a clean close still removes it
@@ -94,12 +73,7 @@ def test_the_checkpointer_copies_the_wal_into_the_database_beside_the_writer(tmp
     db = Database(path, checkpoint_every=1)
     try:
         log = AuditLog(db)
-
-        async def go():
-            for i in range(50):
-                await log.append("tool.invoked", "a", {"i": i})
-
-        asyncio.run(go())
+        _append(log, 50)
         _wait(lambda: db.stats().checkpoints > 0, "a background checkpoint")
         assert db.stats().commits >= 50
         # nothing of what was acknowledged is lost or reordered by checkpointing
@@ -108,17 +82,11 @@ def test_the_checkpointer_copies_the_wal_into_the_database_beside_the_writer(tmp
         db.close()
 
 
-def test_a_database_reopened_after_a_checkpointed_run_keeps_everything(tmp_path):
+def test_a_database_reopened_after_checkpointed_runs_keeps_everything(tmp_path):
     path = tmp_path / "agentix.db"
     for run in range(3):
         db = Database(path, checkpoint_every=2)
-        log = AuditLog(db)
-
-        async def go(run=run):
-            for i in range(40):
-                await log.append("tool.invoked", "a", {"run": run, "i": i})
-
-        asyncio.run(go())
+        _append(AuditLog(db), 40, tag=f"run{run}")
         db.close()
     db = Database(path)
     try:
@@ -131,22 +99,17 @@ def test_a_database_reopened_after_a_checkpointed_run_keeps_everything(tmp_path)
 # ---------------------------------------------------------------- a crash image's WAL tail
 
 
-def _crash_image(tmp_path, n: int):
-    """A store as ``kill -9`` leaves it: ``n`` acknowledged appends, the database and WAL
-    files as they are on disk while the writer still holds them (no checkpoint, no
-    clean close, no shared-memory index)."""
-    src = tmp_path / "live"
-    src.mkdir()
+@pytest.fixture(scope="module")
+def crash_image(tmp_path_factory):
+    """A store as ``kill -9`` leaves it after the WAL restarted at least once: the database
+    and WAL files as they are on disk while the writer still holds them (no clean close,
+    no shared-memory index), and the acknowledged (seq, hash) pairs. Past the current
+    cycle's last frame lie the previous cycle's frames (an older salt)."""
+    src = tmp_path_factory.mktemp("live")
     db = Database(src / "agentix.db", checkpoint_every=0)
     log = AuditLog(db)
-    acked = _warm(log)
-
-    async def go():
-        return [await log.append("tool.invoked", "a", {"i": i}) for i in range(n)]
-
-    acked += asyncio.run(go())
-    image = tmp_path / "image"
-    image.mkdir()
+    acked = _append(log, 300)
+    image = tmp_path_factory.mktemp("image")
     shutil.copyfile(src / "agentix.db", image / "agentix.db")
     shutil.copyfile(src / "agentix.db-wal", image / "agentix.db-wal")
     db.close()
@@ -154,7 +117,7 @@ def _crash_image(tmp_path, n: int):
 
 
 def _last_frame_end(wal: bytes, frame: int) -> int:
-    """Offset just past the last frame whose salts match the header (our writes only)."""
+    """Offset just past the last frame whose salts match the header (this cycle's)."""
     salts = wal[16:24]
     off = 32
     while off + frame <= len(wal) and wal[off + 8:off + 16] == salts:
@@ -165,27 +128,30 @@ def _last_frame_end(wal: bytes, frame: int) -> int:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tail=st.one_of(
     st.binary(min_size=1, max_size=9000),  # garbage past the last frame
-    st.integers(1, 4119).map(lambda k: ("torn", k)),  # a frame cut short by the crash
+    st.integers(1, 4119).map(lambda k: ("torn", k)),  # a copy of the last frame, cut short
 ))
-def test_whatever_lies_past_the_last_committed_frame_is_never_read_as_data(tmp_path_factory, tail):
-    tmp_path = tmp_path_factory.mktemp("tail")
-    image, acked = _crash_image(tmp_path, 30)
-    wal_path = image / "agentix.db-wal"
-    wal = bytearray(wal_path.read_bytes())
-    frame = _frame_bytes(image / "agentix.db")
-    end = _last_frame_end(bytes(wal), frame)
-    assert end > 32 and len(wal) > end  # frames, then the presized zeros
-    if isinstance(tail, tuple):  # a torn frame: a copy of the last frame, cut short
-        cut = bytes(wal[end - frame:end - frame + tail[1]])
-        wal[end:end + len(cut)] = cut
-    else:
-        wal[end:end + len(tail)] = tail
-    wal_path.write_bytes(bytes(wal))
-    db = Database(image / "agentix.db")
+def test_whatever_lies_past_the_last_committed_frame_is_never_read_as_data(crash_image, tail):
+    image, acked = crash_image
+    work = Path(tempfile.mkdtemp(prefix="axt-wal-"))
     try:
-        log = AuditLog(db)
-        assert log.size() == len(acked)
-        assert [(e.seq, e.hash) for e in (log.entry(s) for s, _ in acked)] == acked
-        assert log.verify().ok
+        shutil.copyfile(image / "agentix.db", work / "agentix.db")
+        wal = bytearray((image / "agentix.db-wal").read_bytes())
+        frame = _frame_bytes(image / "agentix.db")
+        end = _last_frame_end(bytes(wal), frame)
+        assert end > 32
+        if isinstance(tail, tuple):
+            cut = bytes(wal[end - frame:end - frame + tail[1]])
+            wal[end:end + len(cut)] = cut
+        else:
+            wal[end:end + len(tail)] = tail
+        (work / "agentix.db-wal").write_bytes(bytes(wal))
+        db = Database(work / "agentix.db", checkpoint_every=0)
+        try:
+            log = AuditLog(db)
+            assert log.size() == len(acked)
+            assert [(s, log.entry(s).hash) for s, _ in acked] == acked
+            assert log.verify().ok
+        finally:
+            db.close()
     finally:
-        db.close()
+        shutil.rmtree(work, ignore_errors=True)

@@ -34,14 +34,13 @@ Rules:
 * **The WAL is rewritten in place.** What an acknowledged write waits for is the WAL's
   ``fdatasync``. That costs about one bare ``fdatasync`` when the commit overwrites blocks
   the WAL already has, and up to twice that when it makes the file longer (the new size and
-  blocks are metadata: the filesystem journal commits too). So the writer grows a new WAL
-  once to its working size (``wal_presize_frames`` frames of zeros, fsynced -- when it is
-  idle, once ``PRESIZE_AFTER_COMMITS`` commits show the store is in use: a store opened for a
-  few writes, as in most tests, is not made to write megabytes of zeros), SQLite never
-  truncates it (``journal_size_limit`` stays -1), and each checkpoint lets the next commit
-  start again at its head. Zeros past the last
-  frame are what SQLite itself leaves after a restart: recovery reads frames until one does
-  not check out, so they are never taken for data.
+  blocks are metadata: the filesystem journal commits too). SQLite starts the WAL again at
+  its head after each complete checkpoint and, with ``journal_size_limit`` -1 (set here
+  explicitly: a limit would truncate it and make every cycle grow the file again), keeps
+  the file, so only the first cycle after the store opens extends it. (Growing a new WAL
+  to its working size up front was tried and dropped: it writes ~5 MiB of zeros per store
+  and fsyncs them, which on a busy disk held up the first writes by seconds, to save ~40
+  us on each of the first ~250 commits.)
 * **Checkpoints off the commit path.** SQLite's automatic checkpoint runs inside the COMMIT
   that crosses ``wal_autocheckpoint`` pages, so the caller of that commit waited for the
   copy of ~1,000 pages and an fsync of the database file. Here a checkpointer thread with
@@ -60,7 +59,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -110,15 +108,9 @@ MAX_COMMIT_WINDOW_S = 0.010
 
 #: SQLite's automatic checkpoint threshold (its default), in WAL frames
 AUTOCHECKPOINT_FRAMES = 1000
-#: a new WAL is grown once to this many frames: the autocheckpoint threshold and room for
-#: the batch that crosses it, so commits between two checkpoints overwrite, never extend
-WAL_PRESIZE_FRAMES = 1280
-#: commits before the WAL is presized (the first ones may still extend it: ~250 frames)
-PRESIZE_AFTER_COMMITS = 64
-#: commits between two background checkpoints (a single-record commit writes ~3-6 frames)
-CHECKPOINT_EVERY = 64
-_WAL_HEADER = 32
-_FRAME_HEADER = 24
+#: commits between two background checkpoints: a single-record commit writes ~3-6 frames,
+#: so the checkpointer has copied most of a cycle before the automatic checkpoint is due
+CHECKPOINT_EVERY = 128
 
 
 _STOP = object()
@@ -131,8 +123,6 @@ class WriterStats:
     max_batch_seen: int
     #: PASSIVE checkpoints the checkpointer thread ran (not counting SQLite's own)
     checkpoints: int = 0
-    #: bytes of zeros the writer grew the WAL by so commits rewrite it in place
-    wal_presized: int = 0
 
 
 @dataclass
@@ -141,7 +131,6 @@ class _Counters:
     writes: int = 0
     max_batch_seen: int = 0
     checkpoints: int = 0
-    wal_presized: int = 0
     participants: list[Participant] = field(default_factory=list)
 
 
@@ -163,7 +152,6 @@ class Database:
         durability: Durability = "full",
         max_batch: int = 4096,
         commit_window_s: float = 0.005,
-        wal_presize_frames: int = WAL_PRESIZE_FRAMES,
         checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         if not 0.0 <= commit_window_s <= MAX_COMMIT_WINDOW_S:
@@ -182,7 +170,6 @@ class Database:
         self._conn.execute("PRAGMA journal_size_limit=-1")
         self._conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_FRAMES}")
         self.schema_version = self._migrate()
-        self._presize_frames = wal_presize_frames if durability != "off" else 0
         self.checkpoint_every = checkpoint_every
         self._since_checkpoint = 0
         #: set by the writer every ``checkpoint_every`` commits, and by ``close``
@@ -277,8 +264,6 @@ class Database:
     def _run(self) -> None:
         q = self._q
         while True:
-            if self._presize_frames and self._c.commits >= PRESIZE_AFTER_COMMITS and q.empty():
-                self._presize_wal()  # once, while nobody waits
             first = q.get()
             if first is _STOP:
                 return
@@ -386,35 +371,9 @@ class Database:
 
     def stats(self) -> WriterStats:
         c = self._c
-        return WriterStats(c.commits, c.writes, c.max_batch_seen, c.checkpoints, c.wal_presized)
+        return WriterStats(c.commits, c.writes, c.max_batch_seen, c.checkpoints)
 
     # ------------------------------------------------------------ the WAL
-
-    def _presize_wal(self) -> None:
-        """Writer thread, between transactions (so SQLite is not writing the WAL): grow it
-        with zeros to ``wal_presize_frames`` frames and make that durable, once."""
-        frames, self._presize_frames = self._presize_frames, 0
-        try:
-            page = self._conn.execute("PRAGMA page_size").fetchone()[0]
-            fd = os.open(f"{self.path}-wal", os.O_WRONLY | os.O_CLOEXEC)  # never create it
-        except (OSError, sqlite3.Error) as exc:
-            log.info("WAL of %s not presized: %s", self.path, exc)
-            return
-        try:
-            target = _WAL_HEADER + frames * (_FRAME_HEADER + page)
-            size = os.fstat(fd).st_size
-            if size >= target:
-                return
-            zeros = bytes(1 << 20)
-            at = size
-            while at < target:
-                at += os.pwrite(fd, zeros[:min(len(zeros), target - at)], at)
-            os.fdatasync(fd)
-            self._c.wal_presized += target - size
-        except OSError as exc:  # a full disk: commits still work, they just extend the file
-            log.warning("could not presize the WAL of %s: %s", self.path, exc)
-        finally:
-            os.close(fd)
 
     def _checkpoint_loop(self) -> None:
         """The checkpointer thread: a PASSIVE checkpoint each time the writer asks."""
