@@ -91,6 +91,10 @@ class DecisionCache:
             del self._kept[key]
         return auth
 
+    def clear(self) -> None:
+        """Forget every answer (the next decisions are made afresh)."""
+        self._kept.clear()
+
     def statistics(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "kept": len(self._kept)}
 
