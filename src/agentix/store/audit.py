@@ -168,13 +168,16 @@ class AuditLog:
         del s.nodes[k:]
 
     def before_commit(self, txn: Txn) -> None:
-        """Insert the transaction's entries and Merkle nodes, many rows per statement."""
+        """Insert the transaction's entries and Merkle nodes in two statements."""
         s = self._st
         if s.rows:
-            _insert_many(txn.conn, _ENTRY_INSERT, 7, s.rows)
+            txn.conn.executemany(
+                "INSERT INTO audit_entries (seq, ts, agent, kind, body, prev_hash, hash) "
+                "VALUES (?,?,?,?,?,?,?)", s.rows)
             s.rows = []
         if s.nodes:
-            _insert_many(txn.conn, _NODE_INSERT, 3, s.nodes)
+            txn.conn.executemany(
+                "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?,?,?)", s.nodes)
             s.nodes = []
 
     def committed(self) -> None:
@@ -483,32 +486,6 @@ class AuditLog:
 
 
 _V = str(ENTRY_VERSION).encode()
-
-_ENTRY_INSERT = "INSERT INTO audit_entries (seq, ts, agent, kind, body, prev_hash, hash) VALUES "
-_NODE_INSERT = "INSERT INTO merkle_nodes (level, idx, hash) VALUES "
-#: rows per INSERT statement: one statement steps once for all its rows, so the writer hands
-#: the GIL over once per chunk instead of once per row (``executemany`` steps per row); kept
-#: under SQLite's default limit of 32,766 bound parameters
-_ROWS_PER_INSERT = 256
-_statements: dict[tuple[str, int, int], str] = {}
-
-
-def _insert_many(conn: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` (each ``width`` values) with multi-row ``INSERT ... VALUES`` statements
-    of 256, 128, ... 1 rows (a few distinct statements, so SQLite's statement cache keeps them)."""
-    i, n = 0, len(rows)
-    while i < n:
-        size = _ROWS_PER_INSERT
-        while size > n - i:
-            size >>= 1
-        chunk = rows[i:i + size]
-        i += size
-        key = (head, width, size)
-        sql = _statements.get(key)
-        if sql is None:
-            one = "(" + ",".join("?" * width) + ")"
-            sql = _statements[key] = head + ",".join([one] * size)
-        conn.execute(sql, [v for row in chunk for v in row])
 
 
 def _splice_body(
