@@ -14,8 +14,10 @@ inside the kernel for every checked call. Goal: p50 <= 40 us, p99 <= 150 us for 
 depth-4 token.
 
 Then, in the same kernel, a ``file_read_many`` of 16 paths against one path: the decision
-alone (``CapabilityService.decide``; goal: 16 paths <= 2x one path, p50) and the whole check
-stage in-process (``CapabilityStage.before``, the tool not run).
+alone (``CapabilityService.decide``, repeated: answered by ``core/decision_cache.py``; and made
+afresh each time, the memo emptied before each: the goal, 16 paths <= 2x one path, p50, is
+judged on that one) and the whole check stage in-process (``CapabilityStage.before``, the tool
+not run).
 
 Starts: an in-process kernel (``Kernel`` on this process's event loop, plain backend,
 isolation degraded -- no daemon, no bwrap) and one real agent process spawned by it.
@@ -145,6 +147,17 @@ def decision_many(k: Kernel, home: Home) -> dict[str, dict[str, float]]:
             k.caps.decide(rec, res, partial=True, tool_call=True)
             ts.append(time.perf_counter() - t)
         out[label] = pct(ts[100:])
+    # the same decisions made afresh every time (core/decision_cache.py remembers a repeat:
+    # the rows above are its answers; these are what a first call of each costs)
+    cache = k.caps.decisions
+    for label, res in (("decide_uncached_1_path", one), ("decide_uncached_16_paths", many)):
+        ts = []
+        for _ in range(N):
+            cache.clear()
+            t = time.perf_counter()
+            k.caps.decide(rec, res, partial=True, tool_call=True)
+            ts.append(time.perf_counter() - t)
+        out[label] = pct(ts[100:])
     return out
 
 
@@ -182,17 +195,22 @@ if __name__ == "__main__":
     print(f"{N} echo round trips per row, one real agent process, plain backend")
     print(f"{'path':<28}{'p50 us':>10}{'p99 us':>10}")
     for key in ("unchecked", "checked", "checked_depth4", "stage_depth1", "stage_depth4",
-                "decide_1_path", "decide_16_paths", "stage_read_many_1", "stage_read_many_16"):
+                "decide_1_path", "decide_16_paths", "decide_uncached_1_path", "decide_uncached_16_paths",
+                "stage_read_many_1", "stage_read_many_16"):
         r = res[key]
         print(f"{key:<28}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}")
     stage_ok = all(res[k]["p50_us"] <= 40 and res[k]["p99_us"] <= 150 for k in ("stage_depth1", "stage_depth4"))
-    ratio = res["decide_16_paths"]["p50_us"] / max(1e-9, res["decide_1_path"]["p50_us"])
+    # the goal is judged on the decision made afresh (a repeat is remembered: cached_ratio)
+    ratio = res["decide_uncached_16_paths"]["p50_us"] / max(1e-9, res["decide_uncached_1_path"]["p50_us"])
+    cached_ratio = res["decide_16_paths"]["p50_us"] / max(1e-9, res["decide_1_path"]["p50_us"])
     many_ok = ratio <= 2.0
     sratio = res["stage_read_many_16"]["p50_us"] / max(1e-9, res["stage_read_many_1"]["p50_us"])
     ok = stage_ok and many_ok
     print(f"goal (stage) p50 <= 40 us, p99 <= 150 us: {'met' if stage_ok else 'NOT met'}")
-    print(f"goal file_read_many 16 paths <= 2x one path: decision {ratio:.2f}x "
-          f"({'met' if many_ok else 'NOT met'}); whole check stage {sratio:.2f}x")
+    print(f"goal file_read_many 16 paths <= 2x one path: decision made afresh {ratio:.2f}x "
+          f"({'met' if many_ok else 'NOT met'}); a remembered repeat {cached_ratio:.2f}x; "
+          f"whole check stage {sratio:.2f}x")
     print(json.dumps({"bench": "auth_kernel", "calls": N, **{
         f"{k}_{m}": round(v, 1) for k, r in res.items() for m, v in r.items()},
-        "many_ratio": round(ratio, 2), "stage_many_ratio": round(sratio, 2), "goal_met": ok}))
+        "many_ratio": round(ratio, 2), "many_ratio_cached": round(cached_ratio, 2),
+        "stage_many_ratio": round(sratio, 2), "goal_met": ok}))

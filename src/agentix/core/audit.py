@@ -91,6 +91,8 @@ def format_ts(epoch_seconds: float) -> str:
 
 
 def normalise_taint(taint: Iterable[str]) -> tuple[str, ...]:
+    if taint == ():  # the common case (an untainted call), without a set and a sort
+        return ()
     labels = tuple(sorted(set(taint)))
     for t in labels:
         if type(t) is not str:

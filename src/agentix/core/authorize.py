@@ -68,6 +68,7 @@ __all__ = [
 ]
 
 _FILE_KINDS = ("file_read", "file_write")
+_new_tuple = tuple.__new__
 
 
 class LedgerView(Protocol):
@@ -226,21 +227,19 @@ def authorize(
     refused: list[Refused] = []
     used_tokens: dict[str, Token] = {}
     used_get = ledger.used
-    fences = tuple((p.rstrip("/") or "/", (p.rstrip("/") or "/") + "/") for p in request.denied_prefixes
-                   ) if request.denied_prefixes and any(
-                       type(r) is Request and r.kind in _FILE_KINDS for r in request.resources) else ()
+    fenced = bool(request.denied_prefixes) and any(
+        type(r) is Request and r.kind in _FILE_KINDS for r in request.resources)
+    if fenced:  # a path equal to a denied base, or below one ("/" denies every path)
+        bases = frozenset(p.rstrip("/") or "/" for p in request.denied_prefixes)
+        below = tuple(b + "/" for b in bases if b != "/")
+        everything = "/" in bases
     live_ids = [(t, t.id, t.limits) for t in live]
 
     for r in request.resources:
         is_req = type(r) is Request
-        if fences and is_req and r.kind in _FILE_KINDS:
+        if fenced and is_req and r.kind in _FILE_KINDS:
             v = r.value
-            hit = False
-            for base, slash in fences:
-                if base == "/" or v == base or v.startswith(slash):
-                    hit = True
-                    break
-            if hit:
+            if everything or v in bases or v.startswith(below):
                 refused.append(Refused(r, CapabilityDenied(
                     f"{r.value} is the kernel's own state; no grant reaches it", reason="kernel_state",
                     request=str(r))))
@@ -262,7 +261,7 @@ def authorize(
             if short is None:
                 short = t
         if chosen is not None:
-            covered.append(Covered(r, chosen))
+            covered.append(_new_tuple(Covered, (r, chosen)))  # Covered(r, chosen), without its __new__
             continue
         if short is not None:
             bid, limit = next((bid, lim) for bid, lim in short.limits

@@ -384,6 +384,8 @@ _READ_TOOLS = {"file_read", "file_list", "grep"}
 
 #: tools that reach a host named by their "url": web_fetch, and a2a_call (a remote A2A agent)
 _NETWORK_TOOLS = ("web_fetch", "a2a_call")
+#: tools whose resources are paths in their arguments
+_PATH_TOOLS = frozenset({*_READ_TOOLS, "file_read_many", "file_write", "file_edit"})
 
 
 def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = None) -> list[Request]:
@@ -393,6 +395,11 @@ def requests_for_tool(tool: str, args: dict[str, Any], workspace: str | None = N
     request without an address: the fetcher re-checks with the resolved address before it
     connects, and again on every redirect.
     """
+    if tool not in _PATH_TOOLS and tool not in _NETWORK_TOOLS and tool != "exec":
+        # a plain tool (echo, ...) or an MCP server's: one resource, said at once
+        if tool.startswith(MCP_TOOL_PREFIX):
+            return [Request("mcp", mcp_resource(tool))]
+        return [Request("tool", tool)]
     from agentix.core.paths import resolve_request  # local: keeps the import graph obvious
 
     def path_of(key: str = "path") -> str:

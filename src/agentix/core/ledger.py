@@ -58,6 +58,11 @@ class TokenLedger:
     def is_revoked_id(self, token_id: str) -> bool:
         return token_id in self._revoked
 
+    def revocation_epoch(self) -> int:
+        """Changes whenever the revocation state does: the number of revoked ids (an id is
+        never un-revoked, so the count only grows). ``core.decision_cache`` keys on it."""
+        return len(self._revoked)
+
     def is_revoked(self, token: Token) -> bool:
         revoked = self._revoked
         return any(i in revoked for i in token.chain)

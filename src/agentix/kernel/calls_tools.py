@@ -36,7 +36,8 @@ def register(pipeline: Pipeline, *, table: ProcessTable, tools: ToolRegistry, ca
                           workspace=subject.workspace if subject else None,
                           authorization=call.authorization, reauthorize=caps.reauthorizer(call),
                           make_fence=partial(caps.fence, subject.workspace if subject else None))
-        return await spec.run(ctx, call.args)  # checks the arguments; only the family leaves
+        # checks the arguments (unless the capability stage did); only the family leaves
+        return await spec.run(ctx, call.args, checked=call.args_checked)
 
     async def tool_call(call: Call) -> dict[str, Any]:
         if call.dry_run is not None:  # a pure check: nothing charged, nothing run

@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from agentix.core.approval import DEFAULT_TIMEOUT
-from agentix.core.authorize import AuthRequest, Authorization, authorize
+from agentix.core.authorize import AuthRequest, Authorization
 from agentix.core.caps import Authority, Token
+from agentix.core.decision_cache import DecisionCache
 from agentix.core.errors import CapabilityDenied, HandoffEscalationDenied, NotFound
 from agentix.core.grants import MCP_TOOL_PREFIX, Grant, Request, mcp_resource
 from agentix.core.hosts import HostPattern
@@ -117,6 +118,9 @@ class CapabilityService:
         self.denied_prefixes: tuple[str, ...] = kernel_state_prefixes(home.root)
         #: the file tools' open-time fence (lists the home again only when it changed)
         self._fence = HomeFence(home.root)
+        #: repeat decisions (same tokens, same resources, nothing revoked, nothing expired, no
+        #: counted token) answered from memory: ``core/decision_cache.py`` says why that is exact
+        self.decisions = DecisionCache()
 
     # ------------------------------------------------------------------ the decision
     def decide(self, rec: AgentRecord, resources: Sequence[Request | Grant], *,
@@ -138,8 +142,8 @@ class CapabilityService:
             first = req.resources[0]
             raise CapabilityDenied(f"{rec.name} holds no capability; {first} needs one",
                                    reason="no_token", request=str(first))
-        return authorize(toks, req, ledger=self.ledger, issued=self.issued, now=time.time(),
-                         prior=prior)
+        return self.decisions.authorize(toks, req, ledger=self.ledger, issued=self.issued,
+                                        now=time.time(), prior=prior)
 
     def commit(self, rec: AgentRecord, auth: Authorization) -> None:
         """Apply a decision's charges (tokens, then the tool-call budget) in one step."""

@@ -57,6 +57,7 @@ class CapabilityStage:
         svc, lookup = self.svc, self.lookup
         if call.tool is not None:
             check_args(self.tools.get(call.tool), call.args)  # unknown tool, bad arguments: said first
+            call.args_checked = True
             if call.tool in ("file_list", "grep") and "path" not in call.args:
                 call.args = {**call.args, "path": "."}
         rec = self._subject(call)
@@ -86,15 +87,16 @@ class CapabilityStage:
         needs = False
         taint_ask = False
         if call.tool is not None:
-            decision = svc.policy.decide(
-                call.tool, TaintSet.from_strings(call.taint),
-                has_payload=call.tool == "web_fetch" and web_fetch_has_payload(call.args),
-                outside_workspace=writes_outside(auth, VIRTUAL_WORKSPACE),
-            )
-            if decision.action == "refuse":
-                call.denial_kind = "taint.violation"
-                raise decision.violation().with_default(tool=call.tool)
-            taint_ask = decision.action == "ask"
+            if call.taint:  # an untainted context: no taint rule applies (TaintPolicy.decide)
+                decision = svc.policy.decide(
+                    call.tool, TaintSet.from_strings(call.taint),
+                    has_payload=call.tool == "web_fetch" and web_fetch_has_payload(call.args),
+                    outside_workspace=writes_outside(auth, VIRTUAL_WORKSPACE),
+                )
+                if decision.action == "refuse":
+                    call.denial_kind = "taint.violation"
+                    raise decision.violation().with_default(tool=call.tool)
+                taint_ask = decision.action == "ask"
             needs = taint_ask or call.tool in rec.manifest.approval_required or any(
                 call.tool in t.approval_required for t in auth.tokens)
         if call.params.get("dry_run"):

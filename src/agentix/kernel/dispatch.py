@@ -118,6 +118,9 @@ class Call:
     denial_kind: str | None = None
     #: extra fields for the outcome record
     event_data: dict[str, Any] | None = None
+    #: the tool's arguments were checked against its schema (the capability stage does it
+    #: first; the tool does not check them again)
+    args_checked: bool = False
 
 
 class Stage(Protocol):

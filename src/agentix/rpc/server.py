@@ -413,7 +413,9 @@ class _ChannelProtocol(asyncio.Protocol):
 
     async def run_one(self, msg: Any, n: int) -> None:
         try:
-            self.send(await _run_frame(self.handler, msg))
+            # a single request (most frames) is answered without the batch layer's coroutine
+            self.send(await (_run_frame(self.handler, msg) if type(msg) is list
+                             else _answer(self.handler, msg)))
         finally:
             self.count -= n
             self.shared.release(n)

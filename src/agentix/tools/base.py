@@ -113,12 +113,14 @@ class ToolSpec:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "input_schema": self.schema}
 
-    async def run(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-        """Check ``args`` and run the handler; only the family leaves (python-tuf's
-        ``fetch`` over ``_fetch``). A backend's ``OSError`` becomes ``tool_error`` with its
-        ``errno`` name (no path: the message says what failed, in the tool's terms); any
-        other exception is a bug and goes up for the pipeline to report as ``internal_error``."""
-        check_args(self, args)
+    async def run(self, ctx: ToolContext, args: dict[str, Any], *, checked: bool = False) -> dict[str, Any]:
+        """Check ``args`` (unless ``checked``: already done by the caller) and run the handler;
+        only the family leaves (python-tuf's ``fetch`` over ``_fetch``). A backend's
+        ``OSError`` becomes ``tool_error`` with its ``errno`` name (no path: the message says
+        what failed, in the tool's terms); any other exception is a bug and goes up for the
+        pipeline to report as ``internal_error``."""
+        if not checked:
+            check_args(self, args)
         try:
             return await self.handler(ctx, args)
         except AgentixError:
