@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest
+from agentix.kernel.event_sink import EventSink
 from agentix.kernel.record_gate import quiet
 
 if TYPE_CHECKING:
@@ -142,13 +143,6 @@ class Redactor(Protocol):
     def redact(self, obj: Any) -> Any: ...
 
     def redact_error(self, err: AgentixError) -> AgentixError: ...
-
-
-class EventSink(Protocol):
-    async def record(
-        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: tuple[str, ...] = (),
-        *, durable: bool = True,
-    ) -> Any: ...
 
 
 Handler = Callable[[Call], Awaitable[Any]]
