@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+    from rich.console import Console
+
 __all__ = ["Cell", "columns", "console", "echo", "is_tty", "line", "notice", "status", "table"]
 
 #: a table cell: text, or (text, rich style) — the style is used only on a terminal
 Cell = str | tuple[str, str]
 
-_consoles: dict[bool, Any] = {}
+_consoles: dict[bool, Console] = {}
 
 
 def is_tty(err: bool = False) -> bool:
@@ -34,7 +36,7 @@ def is_tty(err: bool = False) -> bool:
         return False
 
 
-def console(err: bool = False) -> Any:
+def console(err: bool = False) -> Console:
     """A rich Console for this stream; off a terminal it never wraps (very wide, no colour)."""
     if err not in _consoles:
         from rich.console import Console
