@@ -295,6 +295,16 @@ class AuditLog:
 
         return get
 
+    @property
+    def committed_size(self) -> int:
+        """Entries committed to the database (the writer's view, no query)."""
+        return self._committed_next - 1
+
+    @property
+    def appended_size(self) -> int:
+        """Entries appended, committed or waiting for the next group commit."""
+        return self._st.next_seq - 1
+
     def size(self) -> int:
         row = self.db.reader().execute("SELECT max(seq) FROM audit_entries").fetchone()
         return 0 if row[0] is None else row[0]
