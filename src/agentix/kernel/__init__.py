@@ -12,6 +12,9 @@ Construction order (``kernel/kernel.py``)::
                                  (a test may pass its own sink)
     2. vault.Vault               secrets and provider keys; vault.sink(events) redacts every
                                  event, Pipeline(redactor=vault) every reply and error
+       record_gate.RecordGate    the events: each caller's quota of no-change records
+       sandbox Substrate         kernel.select_substrate (or the one given); the warm pool
+                                 audits a worker it rejects through the events
     3. process.ProcessTable      every agent's record, live or exited (its log: process.LogSink,
                                  a pipes.PipeReader like one_shot.CappedOutput)
        tools.base.ToolRegistry   the tools, by name
@@ -19,7 +22,7 @@ Construction order (``kernel/kernel.py``)::
     4. control.Control           stop (subtree first), kill, pause, resume, wait, status
        inference.InferenceService   think: per-provider scheduler, rate limits, budgets
        cap_service.CapabilityService  root key, tokens, the one decision, approvals
-       methods.Lookup            what the method table's resource functions may read
+       lookup.Lookup             what the method table's resource functions may read
        messaging.Messaging       mailboxes: deliver, receive (taint travels)
        store.saved_state.StateStore  saved state and persistent roots
        agent_rows.AgentRows      agents' rows in the store (restart accounting)

@@ -38,7 +38,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest
+from agentix.core.grants import Grant, Request
 from agentix.kernel.event_sink import EventSink
+from agentix.kernel.lookup import Lookup
+from agentix.kernel.process import AgentRecord
 from agentix.kernel.record_gate import quiet
 
 if TYPE_CHECKING:
@@ -146,10 +149,10 @@ class Redactor(Protocol):
 
 
 Handler = Callable[[Call], Awaitable[Any]]
-#: ``(kernel, call, subject record) -> every resource the call will touch``
-ResourceFn = Callable[[Any, Call, Any], Sequence[Any]]
-#: ``(kernel, call) -> None``: a relation the caller must stand in (raise to refuse)
-GuardFn = Callable[[Any, Call], None]
+#: ``(what it may read of the kernel, call, subject record) -> every resource the call will touch``
+ResourceFn = Callable[[Lookup, Call, AgentRecord], Sequence[Request | Grant]]
+#: ``(what it may read of the kernel, call) -> None``: a relation the caller must stand in (raise to refuse)
+GuardFn = Callable[[Lookup, Call], None]
 Durability = Literal["effect", "no_effect"]
 
 

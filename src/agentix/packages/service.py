@@ -21,7 +21,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
 from agentix.core.canonical import canonical_json
@@ -36,6 +36,9 @@ from agentix.packages.remote import Credentials, RemoteRegistry
 from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
                                     TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
 from agentix.packages.unpack import UnpackLimits, copy_tree, unpack_layers
+
+if TYPE_CHECKING:
+    from agentix.store.db import Database
 
 __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
 
@@ -60,7 +63,7 @@ class Prepared:
 
 class PackageStore:
     def __init__(self, home: Path, *, timeout: float = 30.0, limits: UnpackLimits = UnpackLimits(),
-                 db: Any = None) -> None:
+                 db: Database | None = None) -> None:
         """``db``: the kernel's store (``agentix.db``, which holds the trust state); without
         one, ``home/agentix.db`` is opened when the trust state is first used."""
         self.home = home
