@@ -275,33 +275,33 @@ class _Root:
         self.close()
 
 
-def _open_root(root: str) -> _Root:
-    if not isinstance(root, str) or not root.startswith("/"):
-        raise InvalidRequest(f"granted root {root!r} must be an absolute path")
+def _open_guarded_dir(opener: Callable[[], int], shown: str) -> int:
+    """The directory ``opener()`` opens, refused (its fd closed) if it lies in a denied
+    directory (``_guard_dir``); an error opening it is a ``_refusal``. The caller closes it."""
     try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = opener()
     except OSError as err:
-        raise _refusal(err, root) from None
+        raise _refusal(err, shown) from None
     try:
-        _guard_dir(fd, root)
+        _guard_dir(fd, shown)
     except BaseException:
         os.close(fd)
         raise
-    return _Root(root, fd)
+    return fd
+
+
+def _open_root(root: str) -> _Root:
+    if not isinstance(root, str) or not root.startswith("/"):
+        raise InvalidRequest(f"granted root {root!r} must be an absolute path")
+    return _Root(root, _open_guarded_dir(lambda: os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), root))
 
 
 def _guard_parent_of(r: _Root, rel: str, shown: str) -> None:
     parts = _components(rel)
     if len(parts) < 2 or _FENCE.get() is None:
         return  # the root itself was checked when it was opened
-    try:
-        pfd = open_beneath(r.fd, "/".join(parts[:-1]), os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as err:
-        raise _refusal(err, shown) from None
-    try:
-        _guard_dir(pfd, shown)
-    finally:
-        os.close(pfd)
+    os.close(_open_guarded_dir(lambda: open_beneath(r.fd, "/".join(parts[:-1]), os.O_RDONLY | os.O_DIRECTORY),
+                               shown))
 
 
 def _open_regular_read(r: _Root, rel: str) -> tuple[int, os.stat_result]:
@@ -424,15 +424,7 @@ def file_list(
     """Entries of a directory (never following symlinks; they are listed as ``symlink``)."""
     with _open_root(root) as r:
         shown = r.shown(rel)
-        try:
-            dfd = open_beneath(r.fd, rel, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as err:
-            raise _refusal(err, shown) from None
-        try:
-            _guard_dir(dfd, shown)
-        except BaseException:
-            os.close(dfd)
-            raise
+        dfd = _open_guarded_dir(lambda: open_beneath(r.fd, rel, os.O_RDONLY | os.O_DIRECTORY), shown)
         entries: list[dict[str, Any]] = []
         truncated = False
 
