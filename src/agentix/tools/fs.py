@@ -304,6 +304,24 @@ def _guard_parent_of(r: _Root, rel: str, shown: str) -> None:
                                shown))
 
 
+@contextmanager
+def _regular_at(pfd: int, name: str, flags: int, shown: str) -> Iterator[tuple[int, os.stat_result]]:
+    """The regular file ``name`` in the directory open at ``pfd``, opened with ``flags`` (never
+    through a symlink, never blocking on a FIFO; created 0644 with ``O_CREAT``) and closed
+    after the block; anything but a regular file is refused."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644, dir_fd=pfd)
+    except OSError as err:
+        raise _refusal(err, shown) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+        yield fd, st
+    finally:
+        os.close(fd)
+
+
 def _open_regular_read(r: _Root, rel: str) -> tuple[int, os.stat_result]:
     shown = r.shown(rel)
     try:
@@ -685,17 +703,7 @@ def file_write(
         try:
             st = _existing(pfd, name, shown)
             if append:
-                try:
-                    fd = os.open(
-                        name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                        0o644, dir_fd=pfd,
-                    )
-                except OSError as err:
-                    raise _refusal(err, shown) from None
-                try:
-                    fst = os.fstat(fd)
-                    if not stat.S_ISREG(fst.st_mode):
-                        raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+                with _regular_at(pfd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, shown) as (fd, fst):
                     if fst.st_nlink > 1:
                         raise CapabilityDenied(
                             f"{shown}: has several hard links; appending in place is refused",
@@ -704,8 +712,6 @@ def file_write(
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view):]
-                finally:
-                    os.close(fd)
             else:
                 try:
                     _replace(pfd, name, data, stat.S_IMODE(st.st_mode) if st else 0o644)
@@ -742,19 +748,10 @@ def file_edit(
         shown = r.shown(rel)
         pfd, _ = _open_parent(r, parts, False)
         try:
-            try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=pfd)
-            except OSError as err:
-                raise _refusal(err, shown) from None
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+            with _regular_at(pfd, parts[-1], os.O_RDONLY, shown) as (fd, st):
                 if st.st_size > max_bytes:
                     raise LimitExceeded(f"{shown} is larger than {max_bytes} bytes", limit=max_bytes)
                 raw = os.pread(fd, max_bytes + 1, 0)
-            finally:
-                os.close(fd)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
