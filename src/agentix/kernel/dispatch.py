@@ -1,4 +1,6 @@
 """The system-call pipeline: identify → check → execute → record → reply.
+(Over 400 lines: one pipeline: its stages, recording and durability are one ordered rule, read
+top to bottom.)
 
 Every call, from an agent or from the operator, goes through ``Pipeline.run``:
 

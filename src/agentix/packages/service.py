@@ -1,5 +1,7 @@
 """Packages as one service over ``$AGENTIX_HOME``: build, sign, verify, push, pull, inspect,
 remove, and prepare a package to run. Synchronous (the kernel calls it in a thread).
+(Over 400 lines: the one facade over layout, keys, trust and remotes; each operation is short,
+and they share the store's paths and checks.)
 
 Verification is python-tuf's order: fetch → check digests → decide trust (``core.package
 .decide``, pure) → only then record anything (the highest version seen) or unpack. A pull

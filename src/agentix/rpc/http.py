@@ -1,4 +1,6 @@
 """The HTTP face of the operator API: Starlette on uvicorn, in the kernel's own event loop.
+(Over 400 lines: one request path (Host, Origin, token, body, role, idempotency, pipeline) whose
+order is the security rule.)
 
 HTTP is one more *caller* of the kernel's pipeline, never a second path into it: every
 request that reaches a method ends in ``HttpBackend.call`` (the kernel's ``Pipeline.run``

@@ -1,4 +1,6 @@
 """Warm agents: a pool of pre-confined, single-use interpreters that a spawn hands a program to.
+(Over 400 lines: one pool's life (fill, verify, hand over, reject, retire): its verification and
+its state read best together.)
 
 A *worker* is started exactly like a cold agent (``BwrapSubstrate._start``: its own cgroup,
 bwrap namespaces, seccomp, setpriv, then ``agentix.agents.boot`` applies rlimits,

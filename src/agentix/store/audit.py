@@ -1,4 +1,6 @@
 """The durable audit log: appends through the group-commit writer, proofs, verification.
+(Over 400 lines: one log: its writer-side state, proofs, verification and the kernel's sink
+share the same private state.)
 
 ``AuditLog.append`` resolves only after the entry is durably committed; seqs are assigned by
 the writer thread in commit order, so the chain is exactly the order of acknowledgement.

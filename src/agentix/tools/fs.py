@@ -1,4 +1,6 @@
 """Path-safe file operations beneath a granted root (used by the kernel's file tools).
+(Over 400 lines: the safe-open primitives stay private to the module that uses them, so no other
+module can open a file without the beneath/fence checks.)
 
 Rules:
 
