@@ -37,7 +37,7 @@ from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.one_shot import run_once
-from agentix.kernel.process import ProcessTable
+from agentix.kernel.process import AgentRecord, ProcessTable
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolContext, ToolSpec
 
@@ -165,7 +165,7 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
             if not running[rec.agent_id]:
                 del running[rec.agent_id]
 
-    async def run_exec(ctx: ToolContext, rec: Any, argv: list[str], timeout: float) -> dict[str, Any]:
+    async def run_exec(ctx: ToolContext, rec: AgentRecord, argv: list[str], timeout: float) -> dict[str, Any]:
         assert ctx.workspace is not None
         run_id = "ex-" + _secrets.token_hex(4)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
