@@ -12,7 +12,9 @@ Construction order (``kernel/kernel.py``)::
                                  (a test may pass its own sink)
     2. vault.Vault               secrets and provider keys; vault.sink(events) redacts every
                                  event, Pipeline(redactor=vault) every reply and error
-       record_gate.RecordGate    the events: each caller's quota of no-change records
+       record_gate.RecordGate    the events (event_sink.EventSink: they only write; reading
+                                 is the log's, Kernel.audit.sink): each caller's quota of
+                                 no-change records
        sandbox Substrate         kernel.select_substrate (or the one given); the warm pool
                                  audits a worker it rejects through the events
     3. process.ProcessTable      every agent's record, live or exited (its log: process.LogSink,
