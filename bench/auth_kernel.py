@@ -163,7 +163,7 @@ def decision_many(k: Kernel, home: Home) -> dict[str, dict[str, float]]:
 
 async def _progress(k: Kernel, rec) -> set[str]:
     # the program ends each phase with an echo of "done:<label>" (recorded as tool.invoked)
-    return {e["data"]["args"]["message"][5:] for e in k.events.tail(after=0, agent=rec.agent_id,
+    return {e["data"]["args"]["message"][5:] for e in k.audit.sink.tail(after=0, agent=rec.agent_id,
                                                                      kind="tool.invoked", limit=1000000)
             if str(e["data"]["args"].get("message", "")).startswith("done:")}
 

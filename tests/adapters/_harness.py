@@ -29,7 +29,7 @@ class Run:
 
     def __init__(self, k: Kernel, rec: Any) -> None:
         self.k, self.rec = k, rec
-        self.events = k.events.tail(after=0, limit=100000)
+        self.events = k.audit.sink.tail(after=0, limit=100000)
         self.log = Path(rec.log_path).read_text() if rec.log_path and Path(rec.log_path).exists() else ""
 
     def kinds(self, agent: str | None = None) -> list[str]:

@@ -172,7 +172,7 @@ def run_loop(tmp: Path, turns: list[dict[str, Any]], task: str = "t", *, tools: 
             log = Path(rec.log_path).read_text() if Path(rec.log_path).exists() else ""
             assert rec.exit is not None and rec.exit.reason == "completed", (rec.exit, log)
             out = json.loads((rec.workspace / "transcript.json").read_text())
-            audit = k.events.tail(after=0, limit=100000)
+            audit = k.audit.sink.tail(after=0, limit=100000)
             events = [(e["kind"].removeprefix("loop."), e["data"]) for e in audit
                       if e["agent"] == rec.agent_id and e["kind"].startswith("loop.")]
             return Transcript(out["result"], [(m, p) for m, p in out["calls"]], out["messages"], events,
@@ -237,7 +237,7 @@ def run_orchestrator(tmp: Path, route: Any, goal: str = "write a report", *, con
             await k.wait(rec, 120)
             log = Path(rec.log_path).read_text() if Path(rec.log_path).exists() else ""
             assert rec.exit is not None and rec.exit.reason == exit_reason, (rec.exit, log)
-            return Orchestration(rec.result, rec.workspace, k.events.tail(after=0, limit=100000),
+            return Orchestration(rec.result, rec.workspace, k.audit.sink.tail(after=0, limit=100000),
                                  list(server.stats.bodies))
         finally:
             await k.shutdown()

@@ -74,7 +74,7 @@ def test_summary_memory_skills_and_repeats_through_the_kernel(tmp_path):
             recs[name] = await k.spawn(parse_manifest(manifest(name, caps, args)), message=f"task for {name}")
         for r in recs.values():
             await k.wait(r, 120)
-        events = k.events.tail(limit=10_000)
+        events = k.audit.sink.tail(limit=10_000)
         await k.shutdown()
         return recs, events
 

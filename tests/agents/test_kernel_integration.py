@@ -80,7 +80,7 @@ def test_tools_and_loop_event_in_a_real_agent(tmp_path):
     assert archive.parent == k.home.root / "archive" / rec.agent_id
     assert json.loads(archive.read_text())["messages"] == [{"role": "user", "content": "original"}]
     assert archive.stat().st_mode & 0o777 == 0o600
-    kinds = [e["kind"] for e in k.events.tail(agent=rec.agent_id)]
+    kinds = [e["kind"] for e in k.audit.sink.tail(agent=rec.agent_id)]
     assert "loop.context_summarised" in kinds
 
 
@@ -201,7 +201,7 @@ def test_orchestrator_runs_a_plan_with_real_children(tmp_path):
     assert out["stop_reason"] == "complete", out
     assert [a["id"] for a in out["agents"]] == ["a", "b", "c"] and all(a["ok"] for a in out["agents"])
     # a and b ran at the same time; c started after both finished
-    ev = k.events.tail(limit=10_000)
+    ev = k.audit.sink.tail(limit=10_000)
     spawned = {e["data"]["name"]: e["seq"] for e in ev if e["kind"] == "agent.spawned"}
     ids = {e["data"]["name"]: e["agent"] for e in ev if e["kind"] == "agent.spawned"}
     exited = {e["agent"]: e["seq"] for e in ev if e["kind"] == "agent.exited"}

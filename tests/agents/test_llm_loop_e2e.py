@@ -35,7 +35,7 @@ def run_loop_agent(tmp_path: Path, scripts: AgentScripts, capabilities: list[str
                                             "isolation": "degraded", "system_prompt": "[agent:solo]",
                                             "capabilities": [*capabilities, MODEL_GRANT]}), message="do it")
         await k.wait(rec, 120)
-        events = k.events.tail(agent=rec.agent_id, limit=10_000)
+        events = k.audit.sink.tail(agent=rec.agent_id, limit=10_000)
         await k.shutdown()
         return rec, events
 

@@ -86,6 +86,12 @@ class AuditMachine(RuleBasedStateMachine):
         assert rep.entries == len(self.model)
         assert rep.head_size == (max(self.heads) if self.heads else None)
 
+    @invariant()
+    def sizes_agree(self):
+        # every append above waited for its commit: nothing is appended and not committed
+        # (the metrics' agentix_audit_lag_entries reads these two)
+        assert self.log.appended_size == self.log.committed_size == self.log.size() == len(self.model)
+
     @rule(limit=st.integers(1, 10))
     def tail_matches_model(self, limit):
         got = self.log.tail(limit=limit)
@@ -101,3 +107,4 @@ class AuditMachine(RuleBasedStateMachine):
 AuditMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=20,
                                           deadline=None)
 TestAuditMachine = AuditMachine.TestCase
+

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from agentix.core.errors import Unauthenticated
 from agentix.kernel.http_api import HttpTokens
 from agentix.kernel.methods import POLICIES
-from agentix.rpc.http import parse_address
+from agentix.core.hosts import parse_listen_address
 from agentix.store.db import Database
 
 
@@ -104,8 +104,8 @@ def test_a_non_loopback_address_needs_allow_remote(addr):
     from agentix.core.errors import InvalidRequest
 
     with pytest.raises(InvalidRequest, match="--http-allow-remote"):
-        parse_address(addr, allow_remote=False)
-    assert parse_address(addr, allow_remote=True)[1] == int(addr.rsplit(":", 1)[1])
+        parse_listen_address(addr, allow_remote=False, option="--http", remote_option="--http-allow-remote")
+    assert parse_listen_address(addr, allow_remote=True, option="--http", remote_option="--http-allow-remote")[1] == int(addr.rsplit(":", 1)[1])
 
 
 @pytest.mark.parametrize("addr", ["8470", "127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000", ":8470"])
@@ -113,7 +113,7 @@ def test_a_malformed_address_is_refused(addr):
     from agentix.core.errors import InvalidRequest
 
     with pytest.raises(InvalidRequest, match="HOST:PORT"):
-        parse_address(addr, allow_remote=True)
+        parse_listen_address(addr, allow_remote=True, option="--http", remote_option="--http-allow-remote")
 
 
 def test_the_daemon_refuses_a_public_address_and_starts_nothing(tmp_path):

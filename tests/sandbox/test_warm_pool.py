@@ -117,7 +117,7 @@ async def _gone(pids: list[int], timeout: float = 10) -> bool:
 
 
 def _events(k: Kernel, kind: str) -> list[dict[str, Any]]:
-    return [e for e in k.events.tail(kind=kind, limit=1000)]
+    return [e for e in k.audit.sink.tail(kind=kind, limit=1000)]
 
 
 # ------------------------------------------------------------------ shape (pure)
@@ -224,7 +224,7 @@ def test_an_idle_worker_holds_no_identity_and_poking_its_socket_gets_nothing(tmp
             assert len(sockets) == 1, links  # the control socket only
             assert list(w.placeholder.iterdir()) == []
             assert len(k.table) == 0 and k.caps.tokens_of(w.wid) == []
-            calls, audit_before = k.pipeline.calls, len(k.events.tail(limit=10_000))
+            calls, audit_before = k.pipeline.calls, len(k.audit.sink.tail(limit=10_000))
             # as the worker: speak JSON-RPC on its only socket (what a hijacked worker could do)
             stolen = socket.socket(fileno=_pidfd_getfd(pid, sockets[0]))
             req = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "sys.info", "params": {}}).encode()
@@ -236,7 +236,7 @@ def test_an_idle_worker_holds_no_identity_and_poking_its_socket_gets_nothing(tmp
                 stolen.recv(100)  # no answer: nothing serves system calls on a worker's socket
             stolen.close()
             assert k.pipeline.calls == calls
-            kinds = [e["kind"] for e in k.events.tail(limit=10_000)[audit_before:]]
+            kinds = [e["kind"] for e in k.audit.sink.tail(limit=10_000)[audit_before:]]
             assert not [x for x in kinds if x.startswith(("tool.", "capability."))], kinds
             # the worker that spoke out of turn is rejected at assignment, the spawn is not harmed
             prog = tmp_path / "p.py"

@@ -104,7 +104,7 @@ class World:
         return await self.k.pipeline.run(OPERATOR, method, params)
 
     def events(self, kind: str | None = None, agent: str | None = None) -> list[dict[str, Any]]:
-        return self.k.events.tail(after=0, agent=agent, kind=kind, limit=100000)
+        return self.k.audit.sink.tail(after=0, agent=agent, kind=kind, limit=100000)
 
     def refusals(self, agent: str) -> list[dict[str, Any]]:
         return [e for e in self.events(agent=agent)

@@ -98,7 +98,7 @@ def test_agent_hammering_a_denied_tool_cannot_grow_the_audit_log_without_bound(t
         other = await w.calls(quiet, [tool("file_read", path="/etc/hostname") for _ in range(3)])
         other_written = len(w.refusals(quiet.agent_id))
         await w.k.record_gate.flush()   # what the flush interval (or shutdown) writes
-        await w.k.events.sync()
+        await w.k.audit.sink.sync()
         after = _counts(w, flooder.agent_id)
         echoes = [e for e in w.events(kind="tool.result", agent=flooder.agent_id) if e["data"]["ok"]]
         return res, mid, other, other_written, after, echoes
@@ -125,7 +125,7 @@ def test_agent_flooding_loop_events_is_bounded_too(tmp_path):
         a = await w.spawn([], name="chatty")
         res = await w.calls(a, [["loop.event", {"kind": "progress", "data": {"i": i}}] for i in range(n)])
         await w.k.record_gate.flush()
-        await w.k.events.sync()
+        await w.k.audit.sink.sync()
         rows = w.events(kind="loop.progress", agent=a.agent_id)
         held = sum(e["data"]["kinds"].get("loop.progress", 0) for e in w.events(kind="audit.suppressed")
                    if e["data"]["by"].endswith(f"({a.agent_id})"))
@@ -146,7 +146,7 @@ def test_effect_calls_are_never_held_back_by_the_quota(tmp_path):
         calls = [tool("file_read", path="/etc/passwd") for _ in range(40)]
         calls += [tool("echo", message=str(i)) for i in range(15)]
         res = await w.calls(p, calls)
-        await w.k.events.sync()
+        await w.k.audit.sink.sync()
         results = [e for e in w.events(kind="tool.result", agent=p.agent_id) if e["data"]["ok"]]
         invoked = [e for e in w.events(kind="tool.invoked", agent=p.agent_id)
                    if e["data"]["tool"] == "echo"]
@@ -165,7 +165,7 @@ def test_the_aggregate_is_written_after_its_interval_without_a_flush(tmp_path):
         a = await w.spawn([], name="burst")
         await w.calls(a, [tool("file_read", path="/etc/passwd") for _ in range(25)])
         for _ in range(100):
-            await w.k.events.sync()
+            await w.k.audit.sink.sync()
             if w.events(kind="audit.suppressed"):
                 break
             await asyncio.sleep(0.05)

@@ -228,21 +228,28 @@ def test_every_spec_of_a_changed_tool_carries_the_approved_description_never_the
     """The registry's single-tool lookup (``tools.get``: the call path, argument checks) built
     its spec from what the server lists NOW; only the catalogue (``specs``) filtered by pin.
     Now both speak only the approved words, so no later path can hand a model a rug pull."""
-    from types import SimpleNamespace
-
     from agentix.core.mcp import Pin, tool_digest
+    from agentix.kernel.config import KernelConfig
+    from agentix.kernel.home import Home
+    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.mcp_host import McpHost
     from agentix.kernel.mcp_tools import ListedTool, McpServerConfig, McpTools
 
-    k = SimpleNamespace(home=SimpleNamespace(root=tmp_path), db=None)
-    svc = McpTools(k, {"notes": McpServerConfig(command=["/bin/true"])})  # type: ignore[arg-type]
-    old, new = "Return the text.", "Return the text. " + INJECT
-    svc.pins.pins[("notes", "echo")] = Pin("notes", "echo", tool_digest(old, {}), "first_use", 0.0)
-    svc.pins.approved[("notes", "echo")] = (old, {})
-    svc.servers["notes"].tools = {"echo": ListedTool("echo", new, {}, tool_digest(new, {}))}  # the rug pull
-    one = svc.spec("mcp__notes__echo")
-    assert one is not None and INJECT not in one.description and old in one.description
-    assert all(INJECT not in s.description for s in svc.specs())
-    assert "mcp__notes__echo" not in {s.name for s in svc.specs()}  # changed: not offered at all
+    # a real kernel's services (built, not started: nothing runs), the pins in memory
+    k = Kernel(Home(tmp_path / "home"), KernelConfig(backend="plain", isolation="degraded"))
+    try:
+        host = McpHost(k.home, k.config, k.substrate, k.events, None, k.caps, k.table)
+        svc = McpTools(host, {"notes": McpServerConfig(command=["/bin/true"])})
+        old, new = "Return the text.", "Return the text. " + INJECT
+        svc.pins.pins[("notes", "echo")] = Pin("notes", "echo", tool_digest(old, {}), "first_use", 0.0)
+        svc.pins.approved[("notes", "echo")] = (old, {})
+        svc.servers["notes"].tools = {"echo": ListedTool("echo", new, {}, tool_digest(new, {}))}  # the rug pull
+        one = svc.spec("mcp__notes__echo")
+        assert one is not None and INJECT not in one.description and old in one.description
+        assert all(INJECT not in s.description for s in svc.specs())
+        assert "mcp__notes__echo" not in {s.name for s in svc.specs()}  # changed: not offered at all
+    finally:
+        k.db.close()
 
 
 # ---------------------------------------------------------------- a remote server's bounds

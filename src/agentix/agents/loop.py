@@ -1,4 +1,6 @@
 """The tool loop of LLM agents; runs inside the agent's sandboxed process, SDK only.
+(Over 400 lines: the tool loop, its child fan-out and its program entry run in one agent process
+and share LoopConfig.)
 
     system prompt + skills catalogue + the tools the agent may use
       → think → tool calls (as system calls) → results back to the model → ... → answer

@@ -1,4 +1,6 @@
 """The ``agentix`` command line (click). Built on the SDK only.
+(Over 400 lines: the root group and the lifecycle commands (up, down, spawn, run, ps, logs...)
+that share its start-up and errors; every other group is a module of its own.)
 
 Errors, exit codes (listed in ``cli/views.py`` and docs/cli.md) and the commands that must
 start quickly live in ``cli/views.py``; ``cli/quick.py`` runs those without importing click.

@@ -24,21 +24,6 @@ from agentix.sdk.errors import NotFound, RegistryError
 __all__ = ["install", "EXIT_REGISTRY"]
 
 
-class _Console:
-    """``render.console()`` made on first use: importing this module must not load rich
-    (``agentix info`` starts without it, see cli/quick.py)."""
-
-    def __init__(self, err: bool) -> None:
-        self._err = err
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(render.console(self._err), name)
-
-
-out = _Console(err=False)
-err_console = _Console(err=True)
-
-
 def _kernel(ctx: click.Context) -> Any:
     return ctx.find_root().obj.kernel
 
@@ -50,11 +35,11 @@ def _dump(data: Any) -> None:
 def _pulled(r: dict[str, Any], _: Params) -> None:
     v = r["verdict"]
     basis = f"signed by {v['keyid']}" if v["basis"] == "signed" else "[yellow]unsigned (allowed by policy)[/]"
-    out.print(f"[green]pulled[/] {r['ref']} {r['digest']} — {basis}")
+    render.console().print(f"[green]pulled[/] {r['ref']} {r['digest']} — {basis}")
 
 
 def _key_made(r: dict[str, Any], _: Params) -> None:
-    out.print(f"key [bold]{r['name']}[/] ({r['keyid']})")
+    render.console().print(f"key [bold]{r['name']}[/] ({r['keyid']})")
     click.echo(r["public_key"])
 
 
@@ -78,15 +63,15 @@ build = command(Call(
                   help="NAME:TAG, e.g. team/hello:1.0.0 or HOST:PORT/team/hello:1.0.0"),
      click.Option(["--file", "-f", "agentfile"], type=click.Path(exists=True, dir_okay=False),
                   help="the Agentfile (default: CONTEXT/Agentfile[.yaml|.json])")],
-    lambda r, _: out.print(f"[green]built[/] {r['ref']} [bold]{r['digest']}[/] ({len(r['layers'])} layers, "
+    lambda r, _: render.console().print(f"[green]built[/] {r['ref']} [bold]{r['digest']}[/] ({len(r['layers'])} layers, "
                            f"{sum(r['cached'])} from cache)")))
 sign = command(Call(
     "sign", "package.sign", "Sign a local package (its digest, name and version) with a signing key.",
     [_REF, click.Option(["--key", "-k"], default="default", show_default=True, help="the signing key's name")],
-    lambda r, _: out.print(f"[green]signed[/] {r['name']} {r['version']} {r['digest']} with key {r['keyid']}")))
+    lambda r, _: render.console().print(f"[green]signed[/] {r['name']} {r['version']} {r['digest']} with key {r['keyid']}")))
 push = command(Call(
     "push", "package.push", "Push a local package (and its signatures) to its registry.", [_REF],
-    lambda r, _: out.print(f"[green]pushed[/] {r['ref']} {r['digest']} ({r['blobs_sent']} blobs sent, "
+    lambda r, _: render.console().print(f"[green]pushed[/] {r['ref']} {r['digest']} ({r['blobs_sent']} blobs sent, "
                            f"{r['signatures']} signatures)")))
 pull = command(Call(
     "pull", "package.pull", "Pull a package, verify it against the trust policy, and store it locally.",
@@ -118,13 +103,13 @@ trust.add_command(command(Call(
     [click.Argument(["key"]),
      click.Option(["--for", "pattern"], required=True,
                   help='names the key counts for, e.g. "registry.example/team/*"')],
-    lambda r, p: out.print(f"[green]trusted[/] {p['key'] if len(p['key']) < 40 else p['key'][:40] + '…'} "
+    lambda r, p: render.console().print(f"[green]trusted[/] {p['key'] if len(p['key']) < 40 else p['key'][:40] + '…'} "
                            f"for {p['pattern']}"))))
 trust.add_command(command(Call(
     "allow-unsigned", "trust.allow_unsigned",
     "Accept unsigned packages for names matching PATTERN (each acceptance is audited).",
     [click.Argument(["pattern"])],
-    lambda r, p: out.print(f"[yellow]unsigned packages accepted[/] for {p['pattern']}"))))
+    lambda r, p: render.console().print(f"[yellow]unsigned packages accepted[/] for {p['pattern']}"))))
 trust.add_command(command(Call("list", "trust.list", "Show the trust policy.")))
 
 
@@ -144,7 +129,7 @@ packages.add_command(command(Call(
     "verify", "package.verify", "Check a local package against the trust policy (exit 4 if refused).", [_REF])))
 packages.add_command(command(Call(
     "rm", "package.rm", "Remove a tag from the local store (and blobs nothing else uses).", [_REF],
-    lambda r, _: out.print(f"[green]removed[/] {r['ref']} ({r['blobs_removed']} blobs freed)"))))
+    lambda r, _: render.console().print(f"[green]removed[/] {r['ref']} ({r['blobs_removed']} blobs freed)"))))
 
 
 # ---------------------------------------------------------------- agentix run REF
@@ -170,11 +155,11 @@ def _accept(k: Any, ref: str, accept: tuple[str, ...]) -> Any:
     if not declared:
         return []
     if not sys.stdin.isatty():
-        err_console.print(f"[bold red]error:[/] {ref} declares these capabilities:\n  "
+        render.console(err=True).print(f"[bold red]error:[/] {ref} declares these capabilities:\n  "
                           + "\n  ".join(declared)
                           + "\naccept them with --accept all, or some with --accept 'GRANT' (repeatable)")
         sys.exit(2)
-    out.print(f"{ref} declares:\n  " + "\n  ".join(declared))
+    render.console().print(f"{ref} declares:\n  " + "\n  ".join(declared))
     if not click.confirm("accept all of them?", default=False):
         sys.exit(2)
     return "all"
@@ -201,7 +186,7 @@ def _wrap_run(run_cmd: click.Command) -> None:
         r = k.call("package.run", ref=target, accept=_accept(k, target, accept), name=kw.get("name"),
                    message=parse_message(kw.get("message")), allow_rollback=allow_rollback)
         if not kw.get("as_json"):
-            err_console.print(f"[green]verified[/] {target} ({r['verdict']['basis']}); granted: "
+            render.console(err=True).print(f"[green]verified[/] {target} ({r['verdict']['basis']}); granted: "
                               + (", ".join(r["granted"]) or "nothing"))
         a = k.wait(r["agent_id"], timeout=kw.get("timeout"))
         if kw.get("as_json"):
@@ -209,10 +194,10 @@ def _wrap_run(run_cmd: click.Command) -> None:
         else:
             ex = a.exit or {}
             colour = "green" if a.reason == "completed" else "red"
-            out.print(f"[{colour}]{a.name} {a.reason}[/] (code {ex.get('code')})"
+            render.console().print(f"[{colour}]{a.name} {a.reason}[/] (code {ex.get('code')})"
                       + (f" — {ex['detail']}" if ex.get("detail") else ""))
             if a.result is not None:
-                out.print_json(data=a.result)
+                render.console().print_json(data=a.result)
         sys.exit(0 if a.reason == "completed" else 1)
 
     run_cmd.callback = callback
@@ -227,7 +212,7 @@ def _registry_errors_exit_6(cmd: click.Command) -> None:
             return inner(*a, **kw)
         except RegistryError as err:
             reason = err.data.get("reason")
-            err_console.print(f"[bold red]error:[/] {err.message}" + (f" [dim]({reason})[/]" if reason else ""))
+            render.console(err=True).print(f"[bold red]error:[/] {err.message}" + (f" [dim]({reason})[/]" if reason else ""))
             sys.exit(EXIT_REGISTRY)
 
     cmd.callback = callback

@@ -16,7 +16,8 @@ import sys
 TYPE_CHECKING = False  # no typing or contextlib at start-up
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any
+
+    from rich.console import Console
 
 __all__ = ["Cell", "columns", "console", "echo", "for_terminal", "is_tty", "line", "notice", "printable",
            "status", "table"]
@@ -24,7 +25,7 @@ __all__ = ["Cell", "columns", "console", "echo", "for_terminal", "is_tty", "line
 #: a table cell: text, or (text, rich style) — the style is used only on a terminal
 Cell = str | tuple[str, str]
 
-_consoles: dict[bool, Any] = {}
+_consoles: dict[bool, Console] = {}
 
 # Text an agent wrote (its output, its events' data, its results, the arguments it asks
 # approval for) reaches the operator's terminal. A terminal acts on control characters:
@@ -57,7 +58,7 @@ def is_tty(err: bool = False) -> bool:
         return False
 
 
-def console(err: bool = False) -> Any:
+def console(err: bool = False) -> Console:
     """A rich Console for this stream; off a terminal it never wraps (very wide, no colour)."""
     if err not in _consoles:
         from rich.console import Console

@@ -15,16 +15,6 @@ from agentix.cli import render
 __all__ = ["COMMANDS"]
 
 
-class _Out:
-    """The rich console made on first use (importing the CLI must not load rich)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(render.console(False), name)
-
-
-out = _Out()
-
-
 def _kernel(ctx: click.Context) -> Any:
     return ctx.find_root().obj.kernel
 
@@ -38,10 +28,10 @@ def _show(r: dict[str, Any], as_json: bool, verb: str) -> None:
         click.echo(json.dumps(r, indent=2, default=str))
         return
     grants = [s for g in r["grants"] for s in g["grants"]]
-    out.print(f"[green]{verb}[/] {r['ref']} as {r['name']} ({r['agent_id']}); grants: "
+    render.console().print(f"[green]{verb}[/] {r['ref']} as {r['name']} ({r['agent_id']}); grants: "
               + (", ".join(grants) or "nothing") + (f"; taint: {', '.join(r['taint'])}" if r["taint"] else ""))
     if r.get("dropped_expired"):
-        out.print(f"[yellow]{len(r['dropped_expired'])} expired grant group(s) not restored[/]")
+        render.console().print(f"[yellow]{len(r['dropped_expired'])} expired grant group(s) not restored[/]")
 
 
 @click.command()
@@ -55,9 +45,9 @@ def snapshot(ctx: click.Context, agent: str, tag: str | None, as_json: bool) -> 
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
-    out.print(f"[green]snapshot[/] {r['ref']} [bold]{r['digest']}[/]")
+    render.console().print(f"[green]snapshot[/] {r['ref']} [bold]{r['digest']}[/]")
     if r["skipped"]:
-        out.print("[yellow]skipped (not regular files or directories):[/] " + ", ".join(r["skipped"]))
+        render.console().print("[yellow]skipped (not regular files or directories):[/] " + ", ".join(r["skipped"]))
 
 
 @click.command()

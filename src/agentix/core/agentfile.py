@@ -1,4 +1,6 @@
 """The ``Agentfile``: how an agent package is built (pure: text in, a typed model out).
+(Over 400 lines: one parser: the schema, its checks and the errors that point at a line belong
+together.)
 
 An Agentfile is YAML or JSON (JSON is YAML, so one decoder serves both) with
 ``apiVersion: agentix/v1``::

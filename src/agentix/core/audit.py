@@ -1,4 +1,6 @@
 """The audit chain: entry hashing, signed tree heads and verification, with no I/O.
+(Over 400 lines: the whole chain rule (hashing, heads, verification) that an independent
+verifier reimplements; split, it would be read in pieces.)
 
 The rule (docs/audit.md gives it in full for independent verifiers):
 

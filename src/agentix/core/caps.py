@@ -1,4 +1,6 @@
 """Capability tokens: minted, attenuated and verified by the kernel's root key (Biscuit inside).
+(Over 400 lines: the token and the authority that mints, attenuates and verifies it: the Biscuit
+details stay private to this module.)
 
 A token is a Biscuit (Ed25519, offline attenuation) whose every block carries one signed
 ``agentix_block(payload)`` fact — holder, grants, expiry, invocation limit — the Datalog check

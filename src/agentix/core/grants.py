@@ -1,4 +1,6 @@
 """Grants: what a capability allows, parsed from manifest strings; the narrowing relation.
+(Over 400 lines: the grant grammar and its narrowing relation: each kind's parser sits beside
+its covers rule, checked together.)
 
 Grant syntax (one kind per string; several values as ``[a, b]`` or ``a, b``)::
 

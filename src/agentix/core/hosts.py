@@ -12,6 +12,11 @@ Rules:
 - Only an *explicit* pattern (exact name or IP literal) permits connecting to an address that
   is not public (private, loopback, link-local, multicast, unspecified, reserved, shared, or
   IPv4-mapped versions of these). ``*`` and ``*.suffix`` never do.
+- An address a face listens on (``--http HOST:PORT`` of the kernel's HTTP API and of ``agentix
+  mcp``) is parsed by one rule, ``parse_listen_address``: a host (an IPv6 literal in brackets),
+  a port from 1 to 65535 (0, "any free port", is refused: a client could not know where to
+  connect, and the Host guard names the port); a host that is not loopback (``localhost``,
+  127.0.0.0/8, ``::1``) needs the face's allow-remote flag.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ __all__ = [
     "is_ip_literal",
     "is_public_address",
     "normalize_host",
+    "is_loopback_host",
     "parse_host_pattern",
+    "parse_listen_address",
     "served_hosts",
 ]
 
@@ -178,3 +185,40 @@ def served_hosts(host: str, port: int) -> frozenset[str]:
     if host in LOOPBACK_NAMES:
         names |= set(LOOPBACK_NAMES)
     return frozenset(f"[{n}]:{port}" if ":" in n else f"{n}:{port}" for n in names)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (127.0.0.0/8, ``::1``): reachable only from this
+    machine. ``host`` is normalised (``normalize_host``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen_address(addr: str, *, allow_remote: bool, option: str, remote_option: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) a face listens on -> (normalised host, port).
+    A host that is not loopback needs ``allow_remote``. ``option`` and ``remote_option`` are
+    the face's flags, named in the errors (``InvalidRequest``, field ``http``)."""
+    malformed = InvalidRequest(f"{option} {addr!r}: expected HOST:PORT (a port from 1 to 65535; an IPv6 "
+                               "address in brackets), e.g. 127.0.0.1:8470 or [::1]:8470", field="http")
+    if not isinstance(addr, str):
+        raise malformed
+    host_s, sep, port_s = addr.rpartition(":")
+    if not sep or not host_s or not port_s.isascii() or not port_s.isdigit() or not 0 < int(port_s) <= 65535:
+        raise malformed
+    bracketed = host_s.startswith("[") and host_s.endswith("]")
+    if bracketed:
+        host_s = host_s[1:-1]
+    if ":" in host_s and not bracketed or bracketed and ":" not in host_s:
+        raise malformed  # an IPv6 literal goes in brackets, and only it does
+    try:
+        host = normalize_host(host_s)
+    except InvalidRequest:
+        raise malformed from None
+    if not allow_remote and not is_loopback_host(host):
+        raise InvalidRequest(f"{option} {addr!r}: {host} is not a loopback address; it binds to loopback only "
+                             f"unless {remote_option} is given (then put TLS in front of it)", field="http")
+    return host, int(port_s)

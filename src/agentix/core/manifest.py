@@ -1,4 +1,6 @@
 """The agent manifest: a typed model parsed once, at the boundary.
+(Over 400 lines: one model and its one parser: every field's rule sits beside its type, where a
+reviewer checks them together.)
 
 Field names follow aaOS (``name``, ``model``, ``system_prompt``, ``program``,
 ``lifecycle``, ``capabilities``, ``approval_required``, ``memory``, ``budget``,

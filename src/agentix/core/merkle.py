@@ -107,6 +107,13 @@ def inclusion_path(get: NodeGetter, m: int, n: int) -> list[bytes]:
     return out
 
 
+def _to_set_bit(fn: int, sn: int) -> tuple[int, int]:
+    """RFC 9162's verification step: right-shift both until LSB(fn) is set or fn is 0."""
+    while fn and not fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    return fn, sn
+
+
 def root_from_inclusion(m: int, n: int, leaf: bytes, path: Sequence[bytes]) -> bytes | None:
     """The root implied by an inclusion proof, or None if the proof is malformed (RFC 9162)."""
     if not 0 <= m < n:
@@ -118,10 +125,7 @@ def root_from_inclusion(m: int, n: int, leaf: bytes, path: Sequence[bytes]) -> b
             return None
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _to_set_bit(fn, sn)
         else:
             r = node_hash(r, p)
         fn >>= 1
@@ -172,10 +176,7 @@ def root_from_consistency(
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _to_set_bit(fn, sn)
         else:
             sr = node_hash(sr, c)
         fn >>= 1

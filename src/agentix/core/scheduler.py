@@ -1,4 +1,6 @@
 """The inference queue discipline: who goes next to a provider. Pure; the clock is passed in.
+(Over 400 lines: one queue discipline with its four variants and their statistics, pure; the
+driver is kernel/inference.py.)
 
 One ``Scheduler`` per provider. The driver (``kernel/inference.py``) calls ``submit`` when a
 request arrives, ``dispatch(now)`` whenever something changed (an arrival, a completion, a

@@ -12,14 +12,19 @@ Construction order (``kernel/kernel.py``)::
                                  (a test may pass its own sink)
     2. vault.Vault               secrets and provider keys; vault.sink(events) redacts every
                                  event, Pipeline(redactor=vault) every reply and error
+       record_gate.RecordGate    the events (event_sink.EventSink: they only write; reading
+                                 is the log's, Kernel.audit.sink): each caller's quota of
+                                 no-change records
+       sandbox Substrate         kernel.select_substrate (or the one given); the warm pool
+                                 audits a worker it rejects through the events
     3. process.ProcessTable      every agent's record, live or exited (its log: process.LogSink,
-                                 a pipes.PipeReader like an exec's output)
+                                 a pipes.PipeReader like one_shot.CappedOutput)
        tools.base.ToolRegistry   the tools, by name
        dispatch.Pipeline         one call: method table row -> stages -> handler -> audit
     4. control.Control           stop (subtree first), kill, pause, resume, wait, status
        inference.InferenceService   think: per-provider scheduler, rate limits, budgets
        cap_service.CapabilityService  root key, tokens, the one decision, approvals
-       methods.Lookup            what the method table's resource functions may read
+       lookup.Lookup             what the method table's resource functions may read
        messaging.Messaging       mailboxes: deliver, receive (taint travels)
        store.saved_state.StateStore  saved state and persistent roots
        agent_rows.AgentRows      agents' rows in the store (restart accounting)
@@ -30,6 +35,8 @@ Construction order (``kernel/kernel.py``)::
                                  its one writer's lock (package.* and snapshot.* share both)
     5. stages                    cap_stage.CapabilityStage, then trusted_state.DurableStateStage
     6. tools                     echo, files, net_exec (web_fetch, exec), memory, skills,
+                                 (exec and package build steps: one_shot.run_once, one
+                                 sandboxed run with a deadline and capped output)
                                  a2a_tool (a2a_call, when a2a-sdk is installed),
                                  mcp_tools.McpTools (declared MCP servers' mcp__* tools; its parts:
                                  mcp_config declarations, mcp_server one server's lifecycle,

@@ -15,7 +15,8 @@ from agentix.core.taint import TaintSet, web_fetch_has_payload
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.cap_stage import writes_outside
 from agentix.kernel.dispatch import Call, EventSink, Pipeline
-from agentix.kernel.methods import VIRTUAL_WORKSPACE, Lookup, method, tool_resources
+from agentix.kernel.lookup import Lookup
+from agentix.kernel.methods import VIRTUAL_WORKSPACE, method, tool_resources
 from agentix.kernel.param_checks import caller_record, grants_param, limits_params
 from agentix.kernel.process import ProcessTable
 from agentix.tools.base import ToolRegistry

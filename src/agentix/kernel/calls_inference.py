@@ -11,7 +11,8 @@ from agentix.core.errors import InvalidRequest
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.inference import InferenceService
-from agentix.kernel.methods import Lookup, method, model_of
+from agentix.kernel.lookup import Lookup
+from agentix.kernel.methods import method, model_of
 from agentix.kernel.param_checks import caller_record
 from agentix.kernel.process import AgentRecord, ProcessTable
 

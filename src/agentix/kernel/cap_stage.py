@@ -20,7 +20,8 @@ from agentix.core.taint import TaintSet, web_fetch_has_payload
 from agentix.kernel.cap_grants import decode_token_param
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.dispatch import Call, EventSink
-from agentix.kernel.methods import VIRTUAL_WORKSPACE, Lookup
+from agentix.kernel.lookup import Lookup
+from agentix.kernel.methods import VIRTUAL_WORKSPACE
 from agentix.tools.base import ToolRegistry, check_args
 
 if TYPE_CHECKING:

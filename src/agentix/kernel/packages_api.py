@@ -272,59 +272,27 @@ async def _run_sandboxed(argv: list[str], workdir: Path, timeout: float, hosts: 
 
 async def _launch(config: KernelConfig, substrate: Substrate, run_id: str, argv: list[str], workdir: Path, timeout: float, out_path: Path,
                   net_dirs: tuple[Path, ...]) -> tuple[int | None, str]:
-    import os
-    import signal
-    import socket
     import sys
 
-    from agentix.core.errors import IsolationUnavailable, Timeout
     from agentix.core.manifest import Limits
+    from agentix.kernel.one_shot import run_once
     from agentix.sandbox.base import LaunchSpec
 
-    from agentix.kernel.net_exec import CappedOutput
-
-    ksock, asock = socket.socketpair()
-    os.set_inheritable(asock.fileno(), True)
     # the step's output: a pipe the kernel reads (the first 64 KiB kept), never a kernel file
     # a build command could grow without bound (a hostile Agentfile's `run: yes`)
-    output = CappedOutput(64 << 10)
-    spec = LaunchSpec(
-        agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
-        workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
-                                "SOURCE_DATE_EPOCH": "0"},
-        channel_fd=asock.fileno(), log_path=out_path, output_fd=output.write_fd,
-        limits=config.effective_limits(Limits()),
-        network=False, loopback_inet=bool(net_dirs), extra_ro_paths=net_dirs, degraded_ok=False)
-    try:
-        handle = await substrate.spawn(spec)
-    except BaseException:
-        output.close()
-        raise
-    finally:
-        asock.close()
-        output.close_write_end()
-    try:
-        if handle.missing_layers:
-            handle.signal(signal.SIGKILL)
-            await handle.wait()
-            raise IsolationUnavailable("build steps run only under full isolation; missing: "
-                                       + ", ".join(handle.missing_layers), layers=handle.missing_layers)
-        try:
-            info = await asyncio.wait_for(asyncio.shield(handle.wait()), timeout=timeout)
-        except asyncio.TimeoutError:
-            handle.signal(signal.SIGKILL)
-            await handle.wait()
-            prog = argv[argv.index("--") + 1] if "agentix.sandbox.netbridge" in argv else argv[0]
-            raise Timeout(f"build step {prog} was killed after {timeout:g} s", reason="timeout",
-                          timeout=timeout) from None
-    finally:
-        ksock.close()
-        await handle.cleanup()
-        await output.drained(2.0)  # what it printed last
-        output.close()
-        out_path.unlink(missing_ok=True)
-    return (info.code if info.signal is None else None), bytes(output.data[:64 << 10]).decode(
-        "utf-8", errors="replace")
+    def launch(channel_fd: int, output_fd: int) -> LaunchSpec:
+        return LaunchSpec(
+            agent_id=run_id, name="build", argv=[sys.executable, "-m", "agentix.sandbox.confine", "--", *argv],
+            workspace=workdir, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
+                                    "SOURCE_DATE_EPOCH": "0"},
+            channel_fd=channel_fd, log_path=out_path, output_fd=output_fd,
+            limits=config.effective_limits(Limits()),
+            network=False, loopback_inet=bool(net_dirs), extra_ro_paths=net_dirs, degraded_ok=False)
+
+    prog = argv[argv.index("--") + 1] if "agentix.sandbox.netbridge" in argv else argv[0]
+    done = await run_once(substrate, launch, timeout=timeout, cap=64 << 10, what="build step", program=prog,
+                          require_full=True)
+    return (done.info.code if done.info.signal is None else None), done.output
 
 
 def _verdict(v: Any) -> dict[str, Any]:

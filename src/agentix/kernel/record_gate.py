@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from agentix.core.record_quota import RecordQuota
+from agentix.kernel.event_sink import EventSink
 
 __all__ = ["RecordGate", "quiet"]
 
@@ -63,9 +64,9 @@ def _quiet_caller() -> str | None:
 
 class RecordGate:
     """An ``EventSink`` over another: records made inside ``quiet`` go through the quota.
-    Reading (``tail``, ``sync``, ``wait_for_new``...) is the wrapped sink's."""
+    It only writes: reading is the log's (``Kernel.audit.sink``)."""
 
-    def __init__(self, inner: Any, quota: RecordQuota, *, flush_after: float = FLUSH_AFTER,
+    def __init__(self, inner: EventSink, quota: RecordQuota, *, flush_after: float = FLUSH_AFTER,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.quota = quota
@@ -73,14 +74,11 @@ class RecordGate:
         self.clock = clock
         self._flushes: dict[str, asyncio.Task[None]] = {}
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
     async def record(self, kind: str, agent_id: str | None, data: dict[str, Any],
-                     taint: tuple[str, ...] = (), **kw: Any) -> Any:
+                     taint: tuple[str, ...] = (), *, durable: bool = True) -> Any:
         who = _quiet_caller()
         if who is None or self.quota.admit(who, kind, self.clock()):
-            return await self.inner.record(kind, agent_id, data, taint, **kw)
+            return await self.inner.record(kind, agent_id, data, taint, durable=durable)
         if who not in self._flushes:
             self._flushes[who] = asyncio.get_running_loop().create_task(
                 self._flush_later(who), name=f"audit-suppressed:{who}")

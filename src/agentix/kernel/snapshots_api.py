@@ -1,4 +1,6 @@
 """The kernel's snapshot methods (operator only). See docs/packages.md, "Snapshots".
+(Over 400 lines: the three snapshot methods share one freeze/walk/restore path; each refusal
+path is part of it.)
 
     snapshot.create {agent, tag?}                     freeze, write a snapshot, resume
     snapshot.restore {ref, grants?, name?}           a NEW agent from a snapshot

@@ -50,6 +50,7 @@ from agentix.kernel.audit_log import KernelAudit
 from agentix.kernel.dispatch import Caller, Pipeline
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.process import ProcessTable
+from agentix.kernel.record_gate import RecordGate
 
 __all__ = ["MetricSources", "Metrics", "Telemetry", "install", "REFUSALS", "SPAWNS"]
 
@@ -77,7 +78,7 @@ class MetricSources:
     inference: InferenceService
     audit: KernelAudit | None  # None: a kernel with a test event sink
     #: the audit quota's gate (kernel/record_gate.py): how many records it held back
-    record_gate: Any = None
+    record_gate: RecordGate | None = None
 
 
 class Metrics:
@@ -185,9 +186,8 @@ class _Snapshots:
             entries = GaugeMetricFamily("agentix_audit_entries", "entries appended to the audit log")
             entries.add_metric([], size)
             yield entries
-            committed = getattr(alog, "_committed_next", size + 1) - 1
             lag = GaugeMetricFamily("agentix_audit_lag_entries", "entries appended but not yet committed")
-            lag.add_metric([], max(0, size - committed))
+            lag.add_metric([], max(0, alog.appended_size - alog.committed_size))
             yield lag
         gate = src.record_gate  # kernel/record_gate.py: records of no-change calls
         if gate is not None:

@@ -105,20 +105,15 @@ class RedactingFilter(logging.Filter):
 
 class RedactingSink:
     """An event sink that redacts every event's data before the sink it wraps records it.
-
-    Reading is the wrapped sink's: any other attribute (``tail``, ``sync``, ``wait_for_new``,
-    ``close``) is looked up there."""
+    It only writes: reading is the log's (``Kernel.audit.sink``)."""
 
     def __init__(self, inner: EventSink, vault: Vault) -> None:
         self.inner = inner
         self.vault = vault
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
     async def record(self, kind: str, agent_id: str | None, data: dict[str, Any],
-                     taint: tuple[str, ...] = (), **kw: Any) -> Any:
-        return await self.inner.record(kind, agent_id, self.vault.redact(data), taint, **kw)  # durable=
+                     taint: tuple[str, ...] = (), *, durable: bool = True) -> Any:
+        return await self.inner.record(kind, agent_id, self.vault.redact(data), taint, durable=durable)
 
 
 def provider_keys(config: InferenceConfig) -> dict[str, str]:

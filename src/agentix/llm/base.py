@@ -23,18 +23,8 @@ from typing import Any, Literal
 
 from agentix.core.errors import AgentixError, InvalidRequest, ProviderError
 
-__all__ = [
-    "DeltaCallback",
-    "InferenceRequest",
-    "InferenceResponse",
-    "Provider",
-    "ToolCall",
-    "TokenUsage",
-    "estimate_tokens",
-    "emit",
-    "parse_arguments",
-    "provider_error",
-]
+__all__ = ["DeltaCallback", "InferenceRequest", "InferenceResponse", "Provider", "ToolCall", "TokenUsage",
+           "estimate_tokens", "emit", "parse_arguments", "provider_error"]
 
 log = logging.getLogger(__name__)
 

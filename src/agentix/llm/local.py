@@ -37,16 +37,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agentix.llm.base import (
-    DeltaCallback,
-    InferenceRequest,
-    InferenceResponse,
-    Provider,
-    TokenUsage,
-    ToolCall,
-    emit,
-    provider_error,
-)
+from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, Provider, TokenUsage,
+                              ToolCall, emit, provider_error)
 
 __all__ = ["LocalProvider", "gemma_prompt", "model_path", "tool_schema"]
 

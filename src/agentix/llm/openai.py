@@ -13,16 +13,8 @@ from typing import Any
 
 import httpx
 
-from agentix.llm.base import (
-    DeltaCallback,
-    InferenceRequest,
-    InferenceResponse,
-    TokenUsage,
-    ToolCall,
-    emit,
-    parse_arguments,
-    provider_error,
-)
+from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, TokenUsage, ToolCall,
+                              emit, parse_arguments, provider_error)
 from agentix.llm.http_provider import HTTPProvider, parse_retry_after
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]

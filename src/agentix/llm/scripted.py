@@ -18,18 +18,8 @@ from typing import Any
 import yaml
 
 from agentix.core.errors import InvalidRequest
-from agentix.llm.base import (
-    DeltaCallback,
-    InferenceRequest,
-    InferenceResponse,
-    Provider,
-    TokenUsage,
-    ToolCall,
-    emit,
-    estimate_tokens,
-    parse_arguments,
-    provider_error,
-)
+from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, Provider, TokenUsage,
+                              ToolCall, emit, estimate_tokens, parse_arguments, provider_error)
 
 __all__ = ["ScriptedProvider", "load_script"]
 

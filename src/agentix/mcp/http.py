@@ -19,7 +19,6 @@ between requests, so two tokens never share one. Served by uvicorn; loopback onl
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import anyio.to_thread
 import orjson
 
-from agentix.core.hosts import served_hosts
+from agentix.core.hosts import parse_listen_address, served_hosts
 from agentix.mcp.server import KernelLink, build_server
 from agentix.sdk.errors import AgentixError, InvalidRequest
 
@@ -38,18 +37,8 @@ PATH = "/mcp"
 
 
 def parse_address(addr: str, *, allow_remote: bool) -> tuple[str, int]:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidRequest(f"--http wants HOST:PORT such as 127.0.0.1:8765, got {addr!r}", field="http")
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not allow_remote:
-        raise InvalidRequest(f"{host} is not a loopback address; pass --allow-remote to serve MCP beyond "
-                             "this machine (and put TLS in front of it)", field="http")
-    return host, int(port)
+    """``agentix mcp --http HOST:PORT``: ``core.hosts.parse_listen_address`` with this face's flags."""
+    return parse_listen_address(addr, allow_remote=allow_remote, option="--http", remote_option="--allow-remote")
 
 
 async def _reply(send: Any, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:

@@ -1,4 +1,6 @@
 """Build an Agentfile into a package: reproducible tar+gzip layers, a config blob, a manifest.
+(Over 400 lines: one reproducible build: layers, config and manifest must agree byte for byte,
+so they are made in one place.)
 
 Reproducible bit for bit: entries sorted by path; mtime 0; uid/gid 0 and empty owner
 names; modes fixed (directories 0755, files 0644, or 0755 when the source is executable);

@@ -1,4 +1,6 @@
 """The local package store: an OCI image layout under ``$AGENTIX_HOME/registry/``.
+(Over 400 lines: the OCI image layout and the bounded, verifying reader over its blobs: one
+format.)
 
     registry/
       oci-layout                 {"imageLayoutVersion": "1.0.0"}

@@ -1,4 +1,6 @@
 """Push and pull packages to and from a remote OCI registry (the OCI Distribution API).
+(Over 400 lines: one client of the OCI Distribution API, with a bound on every response it
+reads.)
 
 Built on ``oras`` (the ORAS project's Python client): its ``Registry`` does the requests,
 the blob upload protocol (POST, then PUT with the digest) and bearer/basic

@@ -1,5 +1,7 @@
 """Packages as one service over ``$AGENTIX_HOME``: build, sign, verify, push, pull, inspect,
 remove, and prepare a package to run. Synchronous (the kernel calls it in a thread).
+(Over 400 lines: the one facade over layout, keys, trust and remotes; each operation is short,
+and they share the store's paths and checks.)
 
 Verification is python-tuf's order: fetch → check digests → decide trust (``core.package
 .decide``, pure) → only then record anything (the highest version seen) or unpack. A pull
@@ -41,6 +43,7 @@ from agentix.packages.unpack import UnpackLimits, copy_tree, unpack_layers
 
 if TYPE_CHECKING:  # the registry client (oras, requests) loads on the first push or pull:
     from agentix.packages.remote import RemoteRegistry  # a third of the kernel's import time
+    from agentix.store.db import Database
 
 __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
 
@@ -67,7 +70,7 @@ class Prepared:
 
 class PackageStore:
     def __init__(self, home: Path, *, timeout: float = 30.0, limits: UnpackLimits = UnpackLimits(),
-                 db: Any = None) -> None:
+                 db: Database | None = None) -> None:
         """``db``: the kernel's store (``agentix.db``, which holds the trust state); without
         one, ``home/agentix.db`` is opened when the trust state is first used."""
         self.home = home

@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,6 +30,9 @@ from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, TrustPolicy, format_public_key, key_id,
                                   newer)
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout, image_manifest
+
+if TYPE_CHECKING:
+    from agentix.store.db import Database
 
 __all__ = ["Keyring", "TrustState", "read_signatures", "signature_ref", "add_signature",
            "EMPTY_CONFIG", "SIGNATURE_TYPE", "SIGNATURE_ARTIFACT_TYPE"]
@@ -112,13 +115,13 @@ class TrustState:
 
     LEGACY = ("trust.json", "versions.json")
 
-    def __init__(self, db: Any, legacy_root: Path | None = None) -> None:
+    def __init__(self, db: Database | Path, legacy_root: Path | None = None) -> None:
         self._db = db
         self._legacy_root = legacy_root  # $AGENTIX_HOME/registry (files of older versions)
         self._ready = False
 
     @property
-    def db(self) -> Any:
+    def db(self) -> Database:
         from agentix.store.db import Database
 
         if not isinstance(self._db, Database):

@@ -1,4 +1,6 @@
 """The HTTP face of the operator API: Starlette on uvicorn, in the kernel's own event loop.
+(Over 400 lines: one request path (Host, Origin, token, body, role, idempotency, pipeline) whose
+order is the security rule.)
 
 HTTP is one more *caller* of the kernel's pipeline, never a second path into it: every
 request that reaches a method ends in ``HttpBackend.call`` (the kernel's ``Pipeline.run``
@@ -56,7 +58,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from agentix.core.hosts import LOOPBACK_NAMES, served_hosts
+from agentix.core.hosts import served_hosts
 from agentix.rpc.static import StaticSet, security_headers
 from agentix.core.errors import (
     CODES,
@@ -720,9 +722,6 @@ def host_guard(origins: set[str], app: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- the server
-LOOPBACK = set(LOOPBACK_NAMES)
-
-
 @dataclass
 class HttpServer:
     """A running uvicorn server inside the caller's event loop."""
@@ -751,18 +750,6 @@ def own_origins(host: str, port: int) -> set[str]:
     """The origins a server bound to ``host:port`` answers as (its own pages' ``Origin``, and
     after ``http://`` the ``Host`` headers ``host_guard`` accepts): ``core.hosts.served_hosts``."""
     return {f"http://{h}" for h in served_hosts(host, port)}
-
-
-def parse_address(addr: str, *, allow_remote: bool) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6). A host other than loopback needs ``allow_remote``."""
-    host, sep, port_s = addr.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-        raise InvalidRequest(f"--http {addr!r}: expected HOST:PORT, e.g. 127.0.0.1:8470", field="http")
-    if host not in LOOPBACK and not allow_remote:
-        raise InvalidRequest(f"--http {addr!r}: the API binds to loopback only unless "
-                             "--http-allow-remote is given (then put TLS in front of it)", field="http")
-    return host, int(port_s)
 
 
 async def start_server(app_factory: Callable[[set[str]], Any], host: str, port: int) -> HttpServer:

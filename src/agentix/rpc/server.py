@@ -1,4 +1,6 @@
 """Serving JSON-RPC connections: the operator Unix socket and agent channels.
+(Over 400 lines: one connection's framing, bounds and dispatch, for both the operator socket and
+agent channels: the bounds are one discipline.)
 
 ``serve_connection`` runs one connection: it reads frames, runs each request as its own
 task (so one slow call never holds up the next on the same connection), and writes the

@@ -24,7 +24,7 @@ from typing import Any
 from agentix.core.errors import AgentixError, IsolationUnavailable
 from agentix.core.manifest import Limits
 
-__all__ = ["ExitInfo", "Handle", "LaunchSpec", "Substrate"]
+__all__ = ["ExitInfo", "Handle", "LaunchSpec", "RecordEvent", "Substrate"]
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,14 @@ class Handle(abc.ABC):
         """Release per-agent resources (cgroups ...) after the process has been reaped."""
 
 
+#: ``async record(kind, agent_id, data)``: where a backend audits events of its own (a warm
+#: worker that failed verification); the kernel passes its event sink's ``record`` when it
+#: builds the backend (``kernel.select_substrate``), None in bare use
+RecordEvent = Callable[[str, str | None, dict[str, Any]], Awaitable[Any]]
+
+
 class Substrate(abc.ABC):
     name: str = "abstract"
-    #: ``async record(kind, agent_id, data)``: where a backend audits events of its own (a
-    #: warm worker that failed verification); set by the kernel at start, None in bare use
-    record_event: Callable[[str, str | None, dict[str, Any]], Awaitable[Any]] | None = None
 
     async def spawn(self, spec: LaunchSpec) -> Handle:
         """Start the agent process described by ``spec``; only the family leaves."""

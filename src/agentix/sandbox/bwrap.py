@@ -1,4 +1,6 @@
 """The bwrap backend: every agent in its own namespaces, cgroup, Landlock domain and seccomp filter.
+(Over 400 lines: one backend's start-up, argv, launcher pool and handle: the confinement it
+builds is reviewed as one sequence.)
 
 How one agent starts (host side, then inside the sandbox)::
 

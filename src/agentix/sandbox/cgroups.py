@@ -1,4 +1,6 @@
 """Per-agent cgroups: memory, CPU and pids limits, OOM detection, stats, freeze, removal.
+(Over 400 lines: one cgroup-v2/v1 driver: discovery, limits, OOM, stats, freeze and removal act
+on the same tree and its invariants.)
 
 Rule: every agent gets its own cgroup *below the cgroup the kernel itself runs in* (read
 from ``/proc/self/cgroup``), in a subtree named by the kernel's home

@@ -1,4 +1,6 @@
 """Warm agents: a pool of pre-confined, single-use interpreters that a spawn hands a program to.
+(Over 400 lines: one pool's life (fill, verify, hand over, reject, retire): its verification and
+its state read best together.)
 
 A *worker* is started exactly like a cold agent (``BwrapSubstrate._start``: its own cgroup,
 bwrap namespaces, seccomp, setpriv, then ``agentix.agents.boot`` applies rlimits,
@@ -62,7 +64,7 @@ from typing import Any
 from agentix.core.errors import IsolationUnavailable
 from agentix.core.manifest import Limits
 from agentix.sandbox import cgroups, safewalk, verify
-from agentix.sandbox.base import Handle, LaunchSpec
+from agentix.sandbox.base import Handle, LaunchSpec, RecordEvent
 from agentix.sandbox.bwrap import (
     DEFAULT_LIMITS,
     BwrapHandle,
@@ -130,8 +132,9 @@ class WarmBwrapSubstrate(BwrapSubstrate):
     """The bwrap backend plus a pool of ``warm_pool`` pre-confined workers (see module doc)."""
 
     def __init__(self, *, warm_root: Path, workspace_root: Path, warm_pool: int = 2,
-                 shape: Limits = DEFAULT_LIMITS, **kw: Any) -> None:
+                 shape: Limits = DEFAULT_LIMITS, record_event: RecordEvent | None = None, **kw: Any) -> None:
         super().__init__(**kw)
+        self.record_event = record_event  # audits a rejected worker (``worker.rejected``)
         self.warm_size = warm_pool
         self.shape = shape.merged_over(DEFAULT_LIMITS)
         # the placeholders: renamed into workspace_root at assignment, so the same filesystem

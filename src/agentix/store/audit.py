@@ -1,4 +1,6 @@
 """The durable audit log: appends through the group-commit writer, proofs, verification.
+(Over 400 lines: one log: its writer-side state, proofs, verification and the kernel's sink
+share the same private state.)
 
 ``AuditLog.append`` resolves only after the entry is durably committed; seqs are assigned by
 the writer thread in commit order, so the chain is exactly the order of acknowledgement.
@@ -294,6 +296,16 @@ class AuditLog:
             return row[0]
 
         return get
+
+    @property
+    def committed_size(self) -> int:
+        """Entries committed to the database (the writer's view, no query)."""
+        return self._committed_next - 1
+
+    @property
+    def appended_size(self) -> int:
+        """Entries appended, committed or waiting for the next group commit."""
+        return self._st.next_seq - 1
 
     def size(self) -> int:
         row = self.db.reader().execute("SELECT max(seq) FROM audit_entries").fetchone()

@@ -1,4 +1,6 @@
 """The durable store: one SQLite database in WAL mode, one writer thread, group commit.
+(Over 400 lines: one writer: its queue, group commit and transaction API share the writer
+thread's state.)
 
 Rules:
 

@@ -80,17 +80,18 @@ class ToolContext:
 
     def require_authorization(self) -> Authorization:
         if self.authorization is None:
-            raise InvalidRequest(
-                f"tool {self.call.tool} acts with an agent's capabilities; the operator must name "
-                "the agent with \"agent_id\"", field="agent_id")
+            raise self._name_the_agent("acts with an agent's capabilities")
         return self.authorization
 
     def require_workspace(self) -> Path:
         if self.workspace is None:
-            raise InvalidRequest(
-                f"tool {self.call.tool} acts in an agent's workspace; the operator must name "
-                "the agent with \"agent_id\"", field="agent_id")
+            raise self._name_the_agent("acts in an agent's workspace")
         return self.workspace
+
+    def _name_the_agent(self, needs: str) -> InvalidRequest:
+        """The operator called a tool that needs an agent without naming one."""
+        return InvalidRequest(f'tool {self.call.tool} {needs}; the operator must name the agent with "agent_id"',
+                              field="agent_id")
 
 
 ToolHandler = Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any]]]

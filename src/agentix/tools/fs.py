@@ -1,4 +1,6 @@
 """Path-safe file operations beneath a granted root (used by the kernel's file tools).
+(Over 400 lines: the safe-open primitives stay private to the module that uses them, so no other
+module can open a file without the beneath/fence checks.)
 
 Rules:
 
@@ -275,33 +277,51 @@ class _Root:
         self.close()
 
 
-def _open_root(root: str) -> _Root:
-    if not isinstance(root, str) or not root.startswith("/"):
-        raise InvalidRequest(f"granted root {root!r} must be an absolute path")
+def _open_guarded_dir(opener: Callable[[], int], shown: str) -> int:
+    """The directory ``opener()`` opens, refused (its fd closed) if it lies in a denied
+    directory (``_guard_dir``); an error opening it is a ``_refusal``. The caller closes it."""
     try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = opener()
     except OSError as err:
-        raise _refusal(err, root) from None
+        raise _refusal(err, shown) from None
     try:
-        _guard_dir(fd, root)
+        _guard_dir(fd, shown)
     except BaseException:
         os.close(fd)
         raise
-    return _Root(root, fd)
+    return fd
+
+
+def _open_root(root: str) -> _Root:
+    if not isinstance(root, str) or not root.startswith("/"):
+        raise InvalidRequest(f"granted root {root!r} must be an absolute path")
+    return _Root(root, _open_guarded_dir(lambda: os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), root))
 
 
 def _guard_parent_of(r: _Root, rel: str, shown: str) -> None:
     parts = _components(rel)
     if len(parts) < 2 or _FENCE.get() is None:
         return  # the root itself was checked when it was opened
+    os.close(_open_guarded_dir(lambda: open_beneath(r.fd, "/".join(parts[:-1]), os.O_RDONLY | os.O_DIRECTORY),
+                               shown))
+
+
+@contextmanager
+def _regular_at(pfd: int, name: str, flags: int, shown: str) -> Iterator[tuple[int, os.stat_result]]:
+    """The regular file ``name`` in the directory open at ``pfd``, opened with ``flags`` (never
+    through a symlink, never blocking on a FIFO; created 0644 with ``O_CREAT``) and closed
+    after the block; anything but a regular file is refused."""
     try:
-        pfd = open_beneath(r.fd, "/".join(parts[:-1]), os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644, dir_fd=pfd)
     except OSError as err:
         raise _refusal(err, shown) from None
     try:
-        _guard_dir(pfd, shown)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+        yield fd, st
     finally:
-        os.close(pfd)
+        os.close(fd)
 
 
 def _open_regular_read(r: _Root, rel: str) -> tuple[int, os.stat_result]:
@@ -424,15 +444,7 @@ def file_list(
     """Entries of a directory (never following symlinks; they are listed as ``symlink``)."""
     with _open_root(root) as r:
         shown = r.shown(rel)
-        try:
-            dfd = open_beneath(r.fd, rel, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as err:
-            raise _refusal(err, shown) from None
-        try:
-            _guard_dir(dfd, shown)
-        except BaseException:
-            os.close(dfd)
-            raise
+        dfd = _open_guarded_dir(lambda: open_beneath(r.fd, rel, os.O_RDONLY | os.O_DIRECTORY), shown)
         entries: list[dict[str, Any]] = []
         truncated = False
 
@@ -693,17 +705,7 @@ def file_write(
         try:
             st = _existing(pfd, name, shown)
             if append:
-                try:
-                    fd = os.open(
-                        name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                        0o644, dir_fd=pfd,
-                    )
-                except OSError as err:
-                    raise _refusal(err, shown) from None
-                try:
-                    fst = os.fstat(fd)
-                    if not stat.S_ISREG(fst.st_mode):
-                        raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+                with _regular_at(pfd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, shown) as (fd, fst):
                     if fst.st_nlink > 1:
                         raise CapabilityDenied(
                             f"{shown}: has several hard links; appending in place is refused",
@@ -712,8 +714,6 @@ def file_write(
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view):]
-                finally:
-                    os.close(fd)
             else:
                 try:
                     _replace(pfd, name, data, stat.S_IMODE(st.st_mode) if st else 0o644)
@@ -750,19 +750,10 @@ def file_edit(
         shown = r.shown(rel)
         pfd, _ = _open_parent(r, parts, False)
         try:
-            try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=pfd)
-            except OSError as err:
-                raise _refusal(err, shown) from None
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise ToolError(f"{shown}: not a regular file", errno="EINVAL", path=shown)
+            with _regular_at(pfd, parts[-1], os.O_RDONLY, shown) as (fd, st):
                 if st.st_size > max_bytes:
                     raise LimitExceeded(f"{shown} is larger than {max_bytes} bytes", limit=max_bytes)
                 raw = os.pread(fd, max_bytes + 1, 0)
-            finally:
-                os.close(fd)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:

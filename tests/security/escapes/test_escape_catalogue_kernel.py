@@ -154,8 +154,8 @@ async def _run(attack: str, tmp: Path, start: str = "cold") -> None:
             await kernel.wait(rec, 60)
         else:
             await kernel.wait(rec, 60)
-        exited = [e for e in kernel.events.tail(agent=rec.agent_id, kind="agent.exited")]
-        assert exited, kernel.events.tail(agent=rec.agent_id)
+        exited = [e for e in kernel.audit.sink.tail(agent=rec.agent_id, kind="agent.exited")]
+        assert exited, kernel.audit.sink.tail(agent=rec.agent_id)
         reason = rec.exit.reason
         log = rec.log_path.read_text(errors="replace") if rec.log_path.exists() else ""
         if attack == "memory_bomb":
