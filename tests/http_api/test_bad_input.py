@@ -49,6 +49,20 @@ def test_a_body_that_is_not_an_object_is_400(api, body):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("nest", ["[", '{"a":'])
+def test_a_body_nested_deeper_than_the_kernel_socket_allows_is_400(api, nest):
+    """The same depth bound as the kernel socket's frames (rpc/framing.MAX_DEPTH): a value the
+    kernel could not write back is refused at the door, not kept."""
+    close = "]" if nest == "[" else "}"
+    deep = nest * 200 + "1" + close * 200
+    body = ('{"manifest": {"name": "deep", "program": "x", "env": {"X": ' + deep + '}}}').encode()
+    with unchanged(api):
+        r = _post(api, body, {"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and err["data"]["limit"] == 128
+
+
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
                                    "application/jsonx", None])
 def test_a_wrong_content_type_is_415(api, ctype):

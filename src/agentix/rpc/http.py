@@ -59,6 +59,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from agentix.core.hosts import served_hosts
+from agentix.rpc.framing import MAX_DEPTH, too_deep
 from agentix.rpc.static import StaticSet, security_headers
 from agentix.core.errors import (
     CODES,
@@ -353,6 +354,9 @@ class _App:
             params = orjson.loads(raw)
         except orjson.JSONDecodeError as err:
             raise ParseError(f"the body is not valid JSON: {err}") from None
+        if too_deep(raw, params):  # the same bound as the kernel socket's frames (rpc/framing)
+            raise InvalidRequest(f"the body nests deeper than {MAX_DEPTH} levels of arrays and "
+                                 "objects; send flatter data", field="body", limit=MAX_DEPTH)
         if not isinstance(params, dict):
             raise InvalidRequest("the body must be a JSON object of the method's params",
                                  field="body")
