@@ -36,7 +36,6 @@ def serve(ctx: Ctx, manifest: Path, host: str, port: int, url: str | None, token
     through the kernel as the `a2a` face (audited `by: a2a`). Needs a running kernel and the
     `a2a` extra; every request but the agent card needs the bearer token."""
     try:
-        import uvicorn
         import yaml
 
         from agentix.a2a.server import A2AConfigError, A2AServerConfig, build_app
@@ -53,6 +52,13 @@ def serve(ctx: Ctx, manifest: Path, host: str, port: int, url: str | None, token
                               stream_output=stream_output)
     except A2AConfigError as err:
         fail(str(err), EXIT_USAGE)
+    # with the slow-client guard every HTTP face has (rpc/slow_clients.py)
+    from agentix.rpc.slow_clients import SlowClientLimits, serve_blocking
+
+    try:
+        limits = SlowClientLimits.from_env(os.environ)
+    except ValueError as err:
+        fail(str(err), EXIT_USAGE)
     click.echo(f"serving {data['name']} over A2A at {cfg.url} (agent card: {cfg.url.rstrip('/')}"
                "/.well-known/agent-card.json)", err=True)
-    uvicorn.run(build_app(cfg), host=host, port=port, log_level="warning")
+    serve_blocking(build_app(cfg), host, port, limits)
