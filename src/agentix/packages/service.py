@@ -170,10 +170,7 @@ class PackageStore:
 
     # ------------------------------------------------------------ reading the local store
     def _manifest(self, digest: str) -> dict[str, Any]:
-        m = self.layout.read_json(digest)
-        if not isinstance(m, dict) or not isinstance(m.get("config"), dict):
-            raise PackageRejected(f"{digest} is not a package manifest", reason="malformed_manifest")
-        return m
+        return _manifest_shape(self.layout.read_json(digest), digest)
 
     def _config(self, manifest: dict[str, Any], *, snapshots: bool = True) -> dict[str, Any]:
         """The config of a package (or, with ``snapshots``, of a snapshot: signed, pushed and
@@ -184,7 +181,10 @@ class PackageStore:
         if cd.media_type != CONFIG_TYPE and not (snapshots and cd.media_type == SNAPSHOT_CONFIG_TYPE):
             raise PackageRejected(f"not an agentix package (config type {cd.media_type})",
                                   reason="not_a_package")
-        cfg = json.loads(self.layout.read_blob(cd.digest, MAX_CONFIG))
+        try:
+            cfg = json.loads(self.layout.read_blob(cd.digest, MAX_CONFIG))
+        except ValueError:  # a pulled config is checked here before any signature is (untrusted)
+            cfg = None
         if not isinstance(cfg, dict) or not isinstance(cfg.get("metadata"), dict):
             raise PackageRejected("the package config is malformed", reason="malformed_manifest")
         return cfg
@@ -346,12 +346,17 @@ class PackageStore:
         ref = parse_ref(ref_text)
         remote = self._remote(ref)
         desc, mbytes = remote.get_manifest(ref)
-        m = json.loads(mbytes)
+        try:
+            m = json.loads(mbytes)
+        except ValueError:  # untrusted bytes: one error family (PackageRejected), never a crash
+            raise PackageRejected(f"{ref}: the registry's manifest is not JSON",
+                                  reason="malformed_manifest") from None
         from agentix.packages.snapshot import SNAPSHOT_ARTIFACT_TYPE
 
         if not isinstance(m, dict) or m.get("artifactType", ARTIFACT_TYPE) not in (ARTIFACT_TYPE,
                                                                                   SNAPSHOT_ARTIFACT_TYPE):
             raise PackageRejected(f"{ref} is not an agentix package", reason="not_a_package")
+        m = _manifest_shape(m, str(ref))
         cd = Descriptor.from_data(m.get("config"))
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
         if sum(d.size for d in layers) > self.limits.max_bytes * 2:
@@ -513,6 +518,16 @@ class PackageStore:
 
     def record_seen(self, verdict: Verdict) -> bool:
         return self.trust.remember(verdict.statement.name, verdict.statement.version)
+
+
+def _manifest_shape(m: Any, what: str) -> dict[str, Any]:
+    """An image manifest's shape (a registry's or the store's bytes, parsed): an object with a
+    ``config`` object and a ``layers`` list, else ``malformed_manifest``."""
+    if not isinstance(m, dict) or not isinstance(m.get("config"), dict) \
+            or not isinstance(m.get("layers", []), list):
+        raise PackageRejected(f"{what} is not a package manifest (it needs a config object and a "
+                              "layers list)", reason="malformed_manifest")
+    return m
 
 
 def _dependency_chain(name: str, requires: list[Any], own: str, depth: int = 0) -> list[str] | None:
