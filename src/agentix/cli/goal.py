@@ -33,9 +33,9 @@ from typing import Any
 
 import click
 from rich.console import Console, Group
-from rich.markup import escape
 from rich.table import Table
 
+from agentix.cli.render import markup_safe as escape  # markup escaped and control characters shown
 from agentix.sdk import Kernel
 
 __all__ = ["DENIAL_KINDS", "GoalWatch", "model_line", "render_stats", "run_goal", "top"]

@@ -170,11 +170,13 @@ def _accept(k: Any, ref: str, accept: tuple[str, ...]) -> Any:
     if not declared:
         return []
     if not sys.stdin.isatty():
-        err_console.print(f"[bold red]error:[/] {ref} declares these capabilities:\n  "
-                          + "\n  ".join(declared)
+        err_console.print(f"[bold red]error:[/] {render.markup_safe(ref)} declares these capabilities:\n  "
+                          + "\n  ".join(map(render.markup_safe, declared))
                           + "\naccept them with --accept all, or some with --accept 'GRANT' (repeatable)")
         sys.exit(2)
-    out.print(f"{ref} declares:\n  " + "\n  ".join(declared))
+    # the package's own words (its config): shown literally, so `exec: [python3, bash]` is not
+    # taken for a style tag and no `[conceal]` or escape sequence hides a line of it
+    out.print(f"{render.markup_safe(ref)} declares:\n  " + "\n  ".join(map(render.markup_safe, declared)))
     if not click.confirm("accept all of them?", default=False):
         sys.exit(2)
     return "all"
@@ -201,16 +203,16 @@ def _wrap_run(run_cmd: click.Command) -> None:
         r = k.call("package.run", ref=target, accept=_accept(k, target, accept), name=kw.get("name"),
                    message=parse_message(kw.get("message")), allow_rollback=allow_rollback)
         if not kw.get("as_json"):
-            err_console.print(f"[green]verified[/] {target} ({r['verdict']['basis']}); granted: "
-                              + (", ".join(r["granted"]) or "nothing"))
+            err_console.print(f"[green]verified[/] {render.markup_safe(target)} ({r['verdict']['basis']}); granted: "
+                              + (render.markup_safe(", ".join(r["granted"])) or "nothing"))
         a = k.wait(r["agent_id"], timeout=kw.get("timeout"))
         if kw.get("as_json"):
             _dump({**a.raw, "package": {k_: r[k_] for k_ in ("digest", "declared", "granted", "verdict")}})
         else:
             ex = a.exit or {}
             colour = "green" if a.reason == "completed" else "red"
-            out.print(f"[{colour}]{a.name} {a.reason}[/] (code {ex.get('code')})"
-                      + (f" — {ex['detail']}" if ex.get("detail") else ""))
+            out.print(f"[{colour}]{render.markup_safe(a.name)} {a.reason}[/] (code {ex.get('code')})"
+                      + (f" — {render.markup_safe(ex['detail'])}" if ex.get("detail") else ""))
             if a.result is not None:
                 out.print_json(data=a.result)
         sys.exit(0 if a.reason == "completed" else 1)
