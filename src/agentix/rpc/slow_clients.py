@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["GuardStats", "SlowClientLimits", "guarded_config", "serve_blocking"]
+__all__ = ["MAX_CONCURRENCY", "GuardStats", "SlowClientLimits", "guarded_config", "serve_blocking"]
+
+
+#: connections and requests a CLI face (``agentix mcp --http``, ``agentix a2a serve``) serves at
+#: once, the same as the HTTP API's ``rpc.http.MAX_CONCURRENCY``
+MAX_CONCURRENCY = 256
 
 
 @dataclass(frozen=True)
@@ -218,4 +223,6 @@ def serve_blocking(app: Any, host: str, port: int, limits: SlowClientLimits | No
         limits = SlowClientLimits.from_env(os.environ)
 
     kwargs.setdefault("log_level", "warning")
+    # at most this many connections and requests at once, as the HTTP API (beyond: 503)
+    kwargs.setdefault("limit_concurrency", MAX_CONCURRENCY)
     uvicorn.Server(guarded_config(app, limits, host=host, port=port, **kwargs)).run()
