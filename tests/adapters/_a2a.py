@@ -42,9 +42,10 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(tmp_path: Path, manifest: dict, base_dir: Path, **cfg) -> Iterator[Served]:
+def serve(tmp_path: Path, manifest: dict, base_dir: Path, executor=None, **cfg) -> Iterator[Served]:
     """A real kernel daemon in ``tmp_path/home`` and ``manifest`` published in front of it by
-    ``agentix.a2a.server`` on uvicorn, on a loopback port."""
+    ``agentix.a2a.server`` on uvicorn, on a loopback port (``executor`` instead of the one that
+    runs the manifest, for protocol tests that need no agent)."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.toml").write_text('[kernel]\nbackend = "auto"\n')
@@ -58,7 +59,7 @@ def serve(tmp_path: Path, manifest: dict, base_dir: Path, **cfg) -> Iterator[Ser
     url = f"http://127.0.0.1:{port}/"
     a2a_cfg = A2AServerConfig(home=home, manifest=manifest, token=TOKEN, url=url, base_dir=base_dir,
                               **{"max_body": 64 * 1024, "timeout": 60, **cfg})
-    server = uvicorn.Server(uvicorn.Config(build_app(a2a_cfg), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(build_app(a2a_cfg, executor=executor), host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 20

@@ -87,7 +87,7 @@ def _api_md_params() -> dict[str, str]:
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         params = cells[2] if len(cells) > 3 and cells[1] in ("operator", "agent", "both") else cells[1]
-        for name in re.findall(r"`([a-z_]+\.[a-z_]+)`", cells[0]):
+        for name in re.findall(r"`([a-z0-9_]+\.[a-z0-9_]+)`", cells[0]):
             rows.setdefault(name, params)
     return rows
 

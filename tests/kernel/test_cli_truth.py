@@ -85,20 +85,25 @@ def test_run_timeout_says_the_agent_keeps_running(module_kernel) -> None:
     k.kill(aid)
 
 
-def test_run_goal_refuses_program_instead_of_ignoring_it(kernel) -> None:
+def test_run_goal_refuses_program_instead_of_ignoring_it(module_kernel) -> None:
+    kernel = module_kernel
+    agents = len(kernel.client.list())
     r = cli(kernel, "run", "--goal", "anything", "--program", program("first_call.py"))
     assert r.returncode == 2 and "--program cannot be used with --goal" in r.stderr
-    assert kernel.client.list() == []  # nothing was started
+    assert len(kernel.client.list()) == agents  # nothing was started
 
 
-def test_unknown_builtin_module_is_refused_at_spawn_not_at_boot(kernel, tmp_path) -> None:
+def test_unknown_builtin_module_is_refused_at_spawn_not_at_boot(module_kernel, tmp_path) -> None:
+    kernel = module_kernel
+    agents, workspaces = len(kernel.client.list()), set((kernel.home / "workspaces").iterdir())
     mf = write(tmp_path, "nope.yaml", 'name: nope\nprogram: "module:agentix.agents.nope"\n')
     r = cli(kernel, "run", mf)
     assert r.returncode == 2 and "no built-in program agentix.agents.nope" in r.stderr
     with pytest.raises(InvalidRequest) as ei:
         kernel.client.spawn({"name": "nope", "program": "module:agentix.agents.nope.deeper"})
     assert ei.value.data["field"] == "program"
-    assert kernel.client.list() == [] and not any((kernel.home / "workspaces").iterdir())
+    assert len(kernel.client.list()) == agents  # nothing started, no workspace made
+    assert set((kernel.home / "workspaces").iterdir()) == workspaces
     # a real one still starts
     r = kernel.client.spawn({"name": "ok", "program": "module:agentix.agents.boot"})
     kernel.client.kill(r.agent_id)
@@ -200,7 +205,8 @@ def test_top_piped_prints_one_snapshot(module_kernel) -> None:
 
 
 # ---------------------------------------------------------------- names and ids
-def test_inspect_by_name_after_exit_is_the_latest(kernel) -> None:
+def test_inspect_by_name_after_exit_is_the_latest(module_kernel) -> None:
+    kernel = module_kernel
     first = kernel.run("first_call.py", name="same")
     second = kernel.run("first_call.py", name="same")
     assert first.agent_id != second.agent_id
@@ -210,7 +216,8 @@ def test_inspect_by_name_after_exit_is_the_latest(kernel) -> None:
     assert r.returncode == 2 and "never-was" in r.stderr
 
 
-def test_stop_acts_on_each_target_and_reports_each(kernel) -> None:
+def test_stop_acts_on_each_target_and_reports_each(module_kernel) -> None:
+    kernel = module_kernel
     a1 = kernel.spawn("sleeper.py", name="a1")
     a2 = kernel.spawn("sleeper.py", name="a2")
     r = cli(kernel, "stop", "nosuch", "a1", a2)
@@ -222,7 +229,8 @@ def test_stop_acts_on_each_target_and_reports_each(kernel) -> None:
     assert [(x["target"], x["ok"]) for x in j] == [(a1, True), ("ghost", False)]
 
 
-def test_caps_revoke_reports_each_token(kernel) -> None:
+def test_caps_revoke_reports_each_token(module_kernel) -> None:
+    kernel = module_kernel
     aid = kernel.spawn("sleeper.py", name="holder", capabilities=["tool: echo"])
     tok = kernel.client.caps(aid)[0]["id"]
     r = cli(kernel, "caps", "revoke", "not-a-token", tok)

@@ -24,7 +24,8 @@ def wait_running(kernel, aid: str) -> None:
 
 
 # ---------------------------------------------------------------- identity (scenario 1)
-def test_an_agent_cannot_act_as_another_by_sending_its_id(kernel) -> None:
+def test_an_agent_cannot_act_as_another_by_sending_its_id(module_kernel) -> None:
+    kernel = module_kernel
     victim = kernel.spawn("sleeper.py", name="victim")
     vws = Path(kernel.client.status(victim).raw["workspace"])
     kernel.client.send(victim, {"secret": "for the victim only"})
@@ -56,9 +57,11 @@ def test_an_agent_cannot_act_as_another_by_sending_its_id(kernel) -> None:
     assert st.raw["mailbox"]["queued"] == 1
     # sys.exit set the attacker's own result (calls.py then replaced it with its report)
     assert isinstance(kernel.client.status(attacker).result, list)
+    kernel.client.kill(victim)  # the module's kernel is shared: leave no sleeper behind
 
 
-def test_sys_info_and_sys_exit_result(kernel) -> None:
+def test_sys_info_and_sys_exit_result(module_kernel) -> None:
+    kernel = module_kernel
     res = run_calls(kernel, [["sys.info", {}], ["sys.exit", {"result": {"answer": 42}}]])
     info = res[0]["ok"]
     assert info["workspace"] == "/workspace" and info["depth"] == 0 and info["parent"] is None
@@ -69,7 +72,8 @@ def test_sys_info_and_sys_exit_result(kernel) -> None:
 
 
 # ---------------------------------------------------------------- tools
-def test_echo_and_files_in_the_workspace(kernel) -> None:
+def test_echo_and_files_in_the_workspace(module_kernel) -> None:
+    kernel = module_kernel
     res = run_calls(kernel, [
         ["tool.call", {"name": "echo", "args": {"message": {"a": [1, 2]}}}],
         ["tool.call", {"name": "file_write", "args": {"path": "d/e/f.txt", "content": "hello"}}],
@@ -151,7 +155,8 @@ def test_file_tools_are_confined_to_the_workspace(module_kernel, tmp_path: Path,
     assert os.path.islink(ws / "link_file")  # the planted link was not replaced either
 
 
-def test_a_refused_write_over_a_directory_leaves_nothing(kernel) -> None:
+def test_a_refused_write_over_a_directory_leaves_nothing(module_kernel) -> None:
+    kernel = module_kernel
     res = run_calls(kernel, [
         ["tool.call", {"name": "file_write", "args": {"path": "d/x", "content": "1"}}],
         ["tool.call", {"name": "file_write", "args": {"path": "d", "content": "clobber"}}],
@@ -280,7 +285,8 @@ def test_names_are_released_when_an_agent_exits(kernel) -> None:
 
 
 # ---------------------------------------------------------------- children
-def test_spawn_child_and_wait_child(kernel) -> None:
+def test_spawn_child_and_wait_child(module_kernel) -> None:
+    kernel = module_kernel
     child_calls = json.dumps([["sys.info", {}], ["ipc.recv", {"timeout": 5}]])
     res = run_calls(kernel, [
         ["agent.spawn_child", {"manifest": {"name": "kid", "program": "calls.py", "args": [child_calls]},

@@ -2,7 +2,11 @@
 client over real HTTP, authenticated with the HTTP API's tokens.
 
 Each refusal asserts the status and that nothing reached the kernel's methods: no agent
-spawned, and the audit log gained only the refusal's record."""
+spawned, and the audit log gained only the refusal's record.
+
+The module's tests share one kernel and one face (a daemon and an `agentix mcp --http` per
+test cost seconds each): each names its own tokens and agents and asserts on what it
+added, never on a fresh kernel's emptiness."""
 
 from __future__ import annotations
 
@@ -22,8 +26,14 @@ from conftest import program, serve_mcp_http  # noqa: E402
 
 
 @pytest.fixture
-def http_face(kernel) -> Iterator[str]:
-    with serve_mcp_http(kernel.home) as (url, _port):
+def kernel(module_kernel: Any) -> Any:
+    """This module's kernel: the shared one (see the module's docstring)."""
+    return module_kernel
+
+
+@pytest.fixture(scope="module")
+def http_face(module_kernel: Any) -> Iterator[str]:
+    with serve_mcp_http(module_kernel.home) as (url, _port):
         yield url
 
 
@@ -42,6 +52,8 @@ def with_client(url: str, tok: str | None, body: Any) -> Any:
 
 def test_operator_token_spawns_over_mcp_http_and_the_audit_names_the_face(kernel, http_face) -> None:
     tok = token(kernel, "claude", "operator")
+    tail = kernel.client.audit_tail(0, limit=10_000)
+    before = tail[-1]["seq"] if tail else 0
 
     async def body(c: Client) -> Any:
         names = {t.name for t in (await c.list_tools()).tools}
@@ -54,13 +66,14 @@ def test_operator_token_spawns_over_mcp_http_and_the_audit_names_the_face(kernel
     assert {"spawn", "stop_agent", "audit_verify"} <= names
     assert info["pid"] > 0
     assert kernel.client.status(aid).state == "running"
-    spawned = [e for e in kernel.client.audit_tail(0, limit=1000) if e["kind"] == "agent.spawn"]
-    assert spawned and spawned[-1]["data"]["by"] == "mcp-http"
+    spawned = [e for e in kernel.client.audit_tail(before, limit=10_000) if e["kind"] == "agent.spawn"]
+    assert len(spawned) == 1 and spawned[0]["data"]["by"] == "mcp-http"
     kernel.client.kill(aid)
 
 
 def test_viewer_token_gets_only_the_read_only_tools(kernel, http_face) -> None:
     tok = token(kernel, "watcher", "viewer")
+    agents = len(kernel.client.list())
 
     async def body(c: Client) -> Any:
         return {t.name for t in (await c.list_tools()).tools}
@@ -68,12 +81,14 @@ def test_viewer_token_gets_only_the_read_only_tools(kernel, http_face) -> None:
     names = with_client(http_face, tok, body)
     assert "list_agents" in names and "audit_verify" in names
     assert not names & {"spawn", "stop_agent", "kill_agent", "respond_approval", "run_goal"}
-    assert kernel.client.list() == []
+    assert len(kernel.client.list()) == agents
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer agx_0000_nope", "Basic dXNlcjpwYXNz"])
 def test_requests_without_a_valid_token_are_refused_before_mcp(kernel, http_face, header) -> None:
-    before = len(kernel.client.audit_tail(0, limit=1000))
+    tail = kernel.client.audit_tail(0, limit=10_000)
+    before = tail[-1]["seq"] if tail else 0
+    agents = len(kernel.client.list())
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
     if header:
         headers["Authorization"] = header
@@ -82,8 +97,8 @@ def test_requests_without_a_valid_token_are_refused_before_mcp(kernel, http_face
     r = httpx2.post(http_face, json=body, headers=headers, timeout=10)
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
     assert r.headers["www-authenticate"].startswith("Bearer")
-    assert kernel.client.list() == []
-    new = [e["kind"] for e in kernel.client.audit_tail(0, limit=1000)[before:]]
+    assert len(kernel.client.list()) == agents
+    new = [e["kind"] for e in kernel.client.audit_tail(before, limit=10_000)]
     assert set(new) <= {"http.refused", "session.bind"}
 
 

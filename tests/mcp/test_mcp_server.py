@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from mcp.client.stdio import StdioServerParameters  # noqa: E402
 from agentix.kernel.methods import POLICIES  # noqa: E402
 from agentix.mcp.server import TOOLS  # noqa: E402
 from agentix.sdk.errors import CapabilityDenied, InvalidRequest  # noqa: E402
-from conftest import program, wait_until  # noqa: E402
+from conftest import Daemon, program, short_tmp, wait_until  # noqa: E402
 
 MUTATING = {t.name for t in TOOLS if any(POLICIES[m].durability == "effect" for m in t.methods)}
 READING = {t.name for t in TOOLS} - MUTATING
@@ -45,6 +46,19 @@ def with_client(kernel: Any, body: Callable[[Client], Awaitable[Any]], *extra: s
 
 def audit(kernel: Any) -> list[dict[str, Any]]:
     return kernel.client.audit_tail(0, limit=1000)
+
+
+@pytest.fixture(scope="module")
+def idle_kernel(isolation_mode: str) -> Iterator[Daemon]:
+    """One kernel for the refusal cases that must leave it empty: no test starts an agent on
+    it (a daemon per case cost seconds each), so each still asserts "no agent at all"."""
+    tmp = short_tmp()
+    d = Daemon(tmp / "h", isolation_mode)
+    yield d
+    try:
+        d.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def by_mcp(entries: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -141,7 +155,9 @@ def test_a_kernel_error_is_a_tool_error_with_its_code_and_the_server_keeps_servi
     ({"agent": "x", "max_bytes": 10**9}, "max_bytes"),    # over the schema's maximum
     ({"agent": "x", "offset": -1}, "offset"),             # under its minimum
 ])
-def test_an_invalid_argument_is_a_tool_error_and_the_server_keeps_serving(kernel, args, what) -> None:
+def test_an_invalid_argument_is_a_tool_error_and_the_server_keeps_serving(idle_kernel, args, what) -> None:
+    kernel = idle_kernel
+
     async def body(c: Client) -> None:
         r = await c.call_tool("agent_logs", args)
         assert r.is_error and what in r.content[0].text
@@ -158,7 +174,9 @@ def test_an_invalid_argument_is_a_tool_error_and_the_server_keeps_serving(kernel
     ({"program": "/x.py", "manifest": {"name": "m", "program": "/x.py"}}, "program"),  # both
     ({"program": "/nonexistent/agent.py"}, None),                          # the kernel refuses it
 ])
-def test_a_bad_spawn_is_refused_and_starts_nothing(kernel, args, field) -> None:
+def test_a_bad_spawn_is_refused_and_starts_nothing(idle_kernel, args, field) -> None:
+    kernel = idle_kernel
+
     async def body(c: Client) -> Any:
         return await c.call_tool("spawn", args)
 
@@ -231,14 +249,18 @@ def test_a_read_only_connection_is_refused_every_effect_method_by_the_kernel(ker
 
 
 @pytest.mark.parametrize("face", ["operator", "", "MCP", "a" * 33, "m cp", "../x"])
-def test_a_bad_face_name_is_refused_and_the_connection_stays_the_operator(kernel, face) -> None:
+def test_a_bad_face_name_is_refused_and_the_connection_stays_the_operator(module_kernel, face) -> None:
+    kernel = module_kernel
+    tail = audit(kernel)
+    before = tail[-1]["seq"] if tail else 0
     with kernel.connect() as k:
         with pytest.raises(InvalidRequest) as ei:
             k.bind(face)
         assert ei.value.data["field"] == "face"
         r = k.spawn(program=program("sleeper.py"))  # still the operator: not read-only
         k.kill(r.agent_id)
-    assert not by_mcp(audit(kernel)) and not [e for e in audit(kernel) if e["data"].get("by")]
+    new = kernel.client.audit_tail(before, limit=1000)
+    assert new and not by_mcp(new) and not [e for e in new if e["data"].get("by")]
     wait_until(lambda: kernel.client.status(r.agent_id).state == "exited", timeout=10)
 
 

@@ -22,13 +22,20 @@ from agentix.packages.service import PackageStore
 from .conftest import AGENTFILE, make_context
 
 
-def test_same_inputs_in_different_dirs_at_different_times_give_identical_digests(tmp_path: Path) -> None:
+def test_same_inputs_in_different_dirs_at_different_times_give_identical_digests(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = make_context(tmp_path / "a")
     r1 = PackageStore(tmp_path / "h1").build(a, "team/hello:1.0.0")
-    time.sleep(1.1)  # a different second: mtimes would differ if they leaked
     b = make_context(tmp_path / "elsewhere" / "b")
     os.chmod(b / "agent" / "util.py", 0o600)  # permission bits other than exec do not leak
-    os.utime(b / "agent" / "__main__.py", (12345, 12345))
+    # every file and directory of b has another mtime than a's (a day apart, each its own)
+    for i, p in enumerate(sorted(b.rglob("*"), reverse=True)):
+        os.utime(p, (12345 + i, 12345 + i))
+    # and the build runs a day later (virtual time: the clock gzip, tarfile and a stray
+    # time.time() would read), not after a real one-second sleep
+    day_later = time.time() + 86_400
+    monkeypatch.setattr(time, "time", lambda: day_later)
+    monkeypatch.setattr(time, "time_ns", lambda: int(day_later * 1e9))
     r2 = PackageStore(tmp_path / "h2").build(b, "team/hello:1.0.0")
     assert r1.digest == r2.digest
     assert r1.layers == r2.layers

@@ -41,6 +41,8 @@ class ReferrersFront:
         self.tamper: Callable[[dict[str, Any]], Any] | None = None
         self.supported = True   # False: answer the referrers API with 404, as distribution 2.8 does
         self.requests: list[tuple[str, str]] = []
+        #: (method, path) -> None to go on, or (status, JSON body) to answer with instead
+        self.intercept: Callable[[str, str], tuple[int, Any] | None] | None = None
         front = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -62,6 +64,10 @@ class ReferrersFront:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 front.requests.append((self.command, self.path))
+                answer = front.intercept(self.command, self.path) if front.intercept is not None else None
+                if answer is not None:
+                    self._send(answer[0], json.dumps(answer[1]).encode(), {"Content-Type": "application/json"})
+                    return
                 parts = urlsplit(self.path)
                 segs = parts.path.split("/")
                 if self.command == "GET" and "referrers" in segs and not front.supported:

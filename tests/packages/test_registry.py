@@ -255,11 +255,11 @@ def test_interrupted_push_leaves_no_tag_on_the_registry(
     real = remote.RemoteRegistry.push_blob
     calls = {"n": 0}
 
-    def dies_after_one_blob(self, ref_, desc, layout):  # type: ignore[no-untyped-def]
+    def dies_after_one_blob(self, ref_, desc, layout, **kw):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 2:
             raise RegistryError("connection reset", reason="unreachable")
-        return real(self, ref_, desc, layout)
+        return real(self, ref_, desc, layout, **kw)
 
     monkeypatch.setattr(remote.RemoteRegistry, "push_blob", dies_after_one_blob)
     with pytest.raises(RegistryError):

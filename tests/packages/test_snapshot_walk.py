@@ -10,7 +10,6 @@ layer, (3) what was skipped is named, and (4) the workspace itself was not chang
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import stat
@@ -23,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentix.core.errors import LimitExceeded
+from agentix.core.errors import LimitExceeded, PackageRejected
 from agentix.kernel.snapshots_api import walk_workspace
 from agentix.packages.layout import Layout
 from agentix.packages.snapshot import read_workspace
@@ -70,7 +69,7 @@ def _snapshot(ws: Path, tmp_path: Path, limits: UnpackLimits = UnpackLimits()) -
 
 
 def _members(layer: bytes) -> dict[str, bytes | None]:
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer)), mode="r:") as tar:
+    with tarfile.open(fileobj=io.BytesIO(layer), mode="r:") as tar:
         return {m.name.rstrip("/"): (tar.extractfile(m).read() if m.isreg() else None)  # type: ignore[union-attr]
                 for m in tar.getmembers()}
 
@@ -133,7 +132,7 @@ def test_a_planted_entry_is_skipped_named_and_never_read(tmp_path: Path, attack:
     assert not t.is_alive(), "the snapshot blocked"
     layer, skipped = out["r"]  # type: ignore[misc]
     assert skipped == expected
-    assert SECRET not in gzip.decompress(layer)
+    assert SECRET not in layer
     members = _members(layer)
     assert set(members) == {"notes.txt", "sub", "sub/data.bin"}
     assert members["notes.txt"] == b"mine\n"
@@ -212,7 +211,7 @@ def test_a_directory_swapped_for_a_link_mid_walk_never_leaks_the_secret(tmp_path
         runs = 0
         while time.monotonic() < deadline or runs < 20:
             layer, skipped = _snapshot(ws, tmp_path / f"r{runs}")
-            assert SECRET not in gzip.decompress(layer)
+            assert SECRET not in layer
             for name, body in _members(layer).items():
                 assert body in (None, b"ok", b"mine\n") or name == "sub/data.bin"
             runs += 1
@@ -275,12 +274,13 @@ def test_any_tree_snapshots_exactly_its_own_single_link_regular_files(tmp_path_f
     assert {k: v for k, v in members.items() if v is not None} == want_files
     assert {k for k, v in members.items() if v is None} == want_dirs
     assert skipped == sorted(want_skipped)
-    assert SECRET not in gzip.decompress(layer)
+    assert SECRET not in layer
     assert _state(ws) == before
     # and it restores to the same tree
     layout = Layout(base / "registry")
     digest = "sha256:" + __import__("hashlib").sha256(layer).hexdigest()
-    dest = unpack_layers([open(layout.blob_path(digest), "rb")], base / "restored")
+    with open(layout.blob_path(digest), "rb") as f:
+        dest = unpack_layers([f], base / "restored", compressed=[False])
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == sorted({*want_files, *want_dirs})
 
 
@@ -291,3 +291,37 @@ def test_the_same_tree_gives_the_same_layer_bytes(tmp_path: Path) -> None:
         os.utime(p, (1, 1))  # times never enter the layer
     b, _ = _snapshot(ws, tmp_path / "two")
     assert a == b
+
+
+# ---------------------------------------------------------------- layer formats
+@pytest.mark.parametrize("fmt", ["tar", "tar+gzip"])
+def test_a_snapshot_layer_restores_by_its_media_type_and_a_mislabelled_one_is_refused(tmp_path: Path,
+                                                                                      fmt: str) -> None:
+    """New snapshots are plain tar; snapshots made before (gzip *stored* layers) restore as
+    before. The unpacker follows the media type: a layer labelled as the other format is
+    refused (``corrupt``) and nothing appears."""
+    import gzip
+
+    from agentix.packages.layout import Descriptor
+    from agentix.packages.snapshot import Snapshot, unpack_snapshot
+    from agentix.packages.unpack import PLAIN_TAR_TYPE
+
+    ws = tmp_path / "ws"
+    (ws / "sub").mkdir(parents=True)
+    (ws / "sub" / "a.txt").write_bytes(b"alpha\n")
+    plain, _ = _snapshot(ws, tmp_path)
+    blob = plain if fmt == "tar" else gzip.compress(plain, mtime=0)
+    layout = Layout(tmp_path / "registry")
+    gz_type = "application/vnd.oci.image.layer.v1.tar+gzip"
+    right, wrong = (PLAIN_TAR_TYPE, gz_type) if fmt == "tar" else (gz_type, PLAIN_TAR_TYPE)
+    digest = layout.put_bytes(blob)
+    (tmp_path / "out").mkdir()
+    dest = unpack_snapshot(layout, Snapshot(None, "sha256:" + "0" * 64, {}, (Descriptor(right, digest, len(blob)),)),
+                           tmp_path / "out" / "ws", UnpackLimits())
+    assert (dest / "sub" / "a.txt").read_bytes() == b"alpha\n"
+    (tmp_path / "out2").mkdir()
+    with pytest.raises(PackageRejected) as exc:
+        unpack_snapshot(layout, Snapshot(None, "sha256:" + "0" * 64, {}, (Descriptor(wrong, digest, len(blob)),)),
+                        tmp_path / "out2" / "ws", UnpackLimits())
+    assert exc.value.data["reason"] == "corrupt"
+    assert os.listdir(tmp_path / "out2") == []

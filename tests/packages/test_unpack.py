@@ -18,10 +18,15 @@ from hypothesis import strategies as st
 
 from agentix.core.errors import PackageRejected
 from agentix.packages.layout import Descriptor, Layout
-from agentix.packages.unpack import UnpackLimits, unpack_layers
+from agentix.packages.unpack import PLAIN_TAR_TYPE, UnpackLimits, gzipped, unpack_layers
 
 
 def layer(*entries: tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]) -> bytes:
+    return gzip.compress(plain_layer(*entries), mtime=0)
+
+
+def plain_layer(*entries: tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]) -> bytes:
+    """An uncompressed tar layer (``PLAIN_TAR_TYPE``: snapshots)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for e in entries:
@@ -31,7 +36,7 @@ def layer(*entries: tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]) -> bytes:
                 tar.addfile(ti, io.BytesIO(data))
             else:
                 tar.addfile(e)
-    return gzip.compress(raw.getvalue(), mtime=0)
+    return raw.getvalue()
 
 
 def ti(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: str = "") -> tarfile.TarInfo:
@@ -44,38 +49,44 @@ def f(name: str, data: bytes = b"x", mode: int = 0o644) -> tuple[tarfile.TarInfo
     return ti(name, mode=mode), data
 
 
-ATTACKS: dict[str, tuple[Callable[[], list[bytes]], str]] = {
-    "dot_dot": (lambda: [layer(f("../escape.txt"))], "dot_dot"),
-    "dot_dot_inside": (lambda: [layer(f("a/../../escape.txt"))], "dot_dot"),
-    "absolute_path": (lambda: [layer(f("/tmp/escape.txt"))], "absolute_path"),
-    "symlink_out": (lambda: [layer(ti("link", tarfile.SYMTYPE, link="/etc"))], "link"),
-    "symlink_then_write_through": (lambda: [layer(ti("d", tarfile.SYMTYPE, link=".."), f("d/escape.txt"))], "link"),
-    "hardlink_out": (lambda: [layer(ti("h", tarfile.LNKTYPE, link="/etc/passwd"))], "link"),
-    "hardlink_inside": (lambda: [layer(f("a"), ti("h", tarfile.LNKTYPE, link="a"))], "link"),
-    "char_device": (lambda: [layer(ti("null", tarfile.CHRTYPE))], "special_file"),
-    "block_device": (lambda: [layer(ti("sda", tarfile.BLKTYPE))], "special_file"),
-    "fifo": (lambda: [layer(ti("fifo", tarfile.FIFOTYPE))], "special_file"),
-    "gnu_sparse": (lambda: [layer(ti("sparse", tarfile.GNUTYPE_SPARSE))], "special_file"),
-    "setuid": (lambda: [layer(f("su", mode=0o4755))], "setuid"),
-    "setgid": (lambda: [layer(f("sg", mode=0o2755))], "setuid"),
-    "sticky_dir": (lambda: [layer(ti("t", tarfile.DIRTYPE, mode=0o1777))], "setuid"),
-    "duplicate_file": (lambda: [layer(f("a", b"1"), f("a", b"2"))], "duplicate"),
-    "duplicate_across_layers": (lambda: [layer(f("a", b"1")), layer(f("a", b"2"))], "duplicate"),
-    "file_over_dir": (lambda: [layer(f("a/b")), layer(f("a"))], "duplicate"),
-    "empty_name": (lambda: [layer(f("./"))], "dot_dot"),
-    "not_gzip": (lambda: [b"this is not a gzip stream at all"], "corrupt"),
-    "truncated_gzip": (lambda: [layer(f("a", b"y" * 5000))[:40]], "corrupt"),
+RANDOM_5K = os.urandom(5000)
+#: every attack, in both layer formats the unpacker reads
+PACK = {"gzip": layer, "tar": plain_layer}
+ATTACKS: dict[str, tuple[Callable[[Callable[..., bytes]], list[bytes]], str]] = {
+    "dot_dot": (lambda L: [L(f("../escape.txt"))], "dot_dot"),
+    "dot_dot_inside": (lambda L: [L(f("a/../../escape.txt"))], "dot_dot"),
+    "absolute_path": (lambda L: [L(f("/tmp/escape.txt"))], "absolute_path"),
+    "symlink_out": (lambda L: [L(ti("link", tarfile.SYMTYPE, link="/etc"))], "link"),
+    "symlink_then_write_through": (lambda L: [L(ti("d", tarfile.SYMTYPE, link=".."), f("d/escape.txt"))], "link"),
+    "hardlink_out": (lambda L: [L(ti("h", tarfile.LNKTYPE, link="/etc/passwd"))], "link"),
+    "hardlink_inside": (lambda L: [L(f("a"), ti("h", tarfile.LNKTYPE, link="a"))], "link"),
+    "char_device": (lambda L: [L(ti("null", tarfile.CHRTYPE))], "special_file"),
+    "block_device": (lambda L: [L(ti("sda", tarfile.BLKTYPE))], "special_file"),
+    "fifo": (lambda L: [L(ti("fifo", tarfile.FIFOTYPE))], "special_file"),
+    "gnu_sparse": (lambda L: [L(ti("sparse", tarfile.GNUTYPE_SPARSE))], "special_file"),
+    "setuid": (lambda L: [L(f("su", mode=0o4755))], "setuid"),
+    "setgid": (lambda L: [L(f("sg", mode=0o2755))], "setuid"),
+    "sticky_dir": (lambda L: [L(ti("t", tarfile.DIRTYPE, mode=0o1777))], "setuid"),
+    "duplicate_file": (lambda L: [L(f("a", b"1"), f("a", b"2"))], "duplicate"),
+    "duplicate_across_layers": (lambda L: [L(f("a", b"1")), L(f("a", b"2"))], "duplicate"),
+    "file_over_dir": (lambda L: [L(f("a/b")), L(f("a"))], "duplicate"),
+    "empty_name": (lambda L: [L(f("./"))], "dot_dot"),
+    "not_an_archive": (lambda L: [b"this is not a gzip stream at all"], "corrupt"),
+    "truncated_header": (lambda L: [L(f("a", b"y" * 5000))[:40]], "corrupt"),
+    "truncated_content": (lambda L: [L(f("a", RANDOM_5K))[:1500]], "corrupt"),
 }
 
 
+@pytest.mark.parametrize("fmt", sorted(PACK))
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_unsafe_archive_is_refused_and_leaves_nothing(tmp_path: Path, attack: str) -> None:
+def test_unsafe_archive_is_refused_and_leaves_nothing(tmp_path: Path, attack: str, fmt: str) -> None:
     make, reason = ATTACKS[attack]
     root = tmp_path / "root"
     root.mkdir()
     dest = root / "pkg"
+    blobs = make(PACK[fmt])
     with pytest.raises(PackageRejected) as exc:
-        unpack_layers([io.BytesIO(b) for b in make()], dest)
+        unpack_layers([io.BytesIO(b) for b in blobs], dest, compressed=[fmt == "gzip"] * len(blobs))
     assert exc.value.data["reason"] == reason, exc.value.message
     assert os.listdir(root) == []  # no destination, no staging directory
     assert not (tmp_path / "escape.txt").exists() and not Path("/tmp/escape.txt").exists()
@@ -121,9 +132,10 @@ MODES = st.sampled_from([0o644, 0o755, 0o4755, 0o1777, 0o2700])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(NAMES, KINDS, MODES, NAMES), min_size=1, max_size=6))
+@given(st.lists(st.tuples(NAMES, KINDS, MODES, NAMES), min_size=1, max_size=6), st.sampled_from(sorted(PACK)))
 def test_any_archive_unpacks_inside_the_root_or_not_at_all(tmp_path_factory: pytest.TempPathFactory,
-                                                           entries: list[tuple[str, bytes, int, str]]) -> None:
+                                                           entries: list[tuple[str, bytes, int, str]],
+                                                           fmt: str) -> None:
     base = tmp_path_factory.mktemp("prop")
     root = base / "root"
     root.mkdir()
@@ -132,7 +144,7 @@ def test_any_archive_unpacks_inside_the_root_or_not_at_all(tmp_path_factory: pyt
         t = ti(name or "x", kind, mode, link)
         members.append((t, b"data") if kind == tarfile.REGTYPE else t)
     try:
-        dest = unpack_layers([io.BytesIO(layer(*members))], root / "pkg")
+        dest = unpack_layers([io.BytesIO(PACK[fmt](*members))], root / "pkg", compressed=[fmt == "gzip"])
     except PackageRejected:
         assert os.listdir(root) == []
         assert sorted(os.listdir(base)) == ["root"]
@@ -146,58 +158,68 @@ def test_any_archive_unpacks_inside_the_root_or_not_at_all(tmp_path_factory: pyt
 
 
 # ---------------------------------------------------------------- verified while streaming (one read)
-def _stored(tmp_path: Path, blob: bytes) -> tuple[Layout, Descriptor]:
+def _stored(tmp_path: Path, blob: bytes, fmt: str = "gzip") -> tuple[Layout, Descriptor]:
     layout = Layout(tmp_path / "registry").init()
-    desc = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layout.put_bytes(blob), len(blob))
+    media_type = "application/vnd.oci.image.layer.v1.tar+gzip" if fmt == "gzip" else PLAIN_TAR_TYPE
+    desc = Descriptor(media_type, layout.put_bytes(blob), len(blob))
     return layout, desc
 
 
-GOOD = layer(ti("a", tarfile.DIRTYPE), f("a/one.txt", b"1" * 3000), f("a/two.bin", os.urandom(70_000)),
-             f("z.txt", b"zzz"))
-ALTERATIONS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip_header": lambda b: b[:4] + bytes([b[4] ^ 1]) + b[5:],        # mtime byte: still a valid gzip
-    "first_tar_header": lambda b: b[:12] + bytes([b[12] ^ 0xFF]) + b[13:],
-    "middle_of_a_file": lambda b: b[: len(b) // 2] + bytes([b[len(b) // 2] ^ 1]) + b[len(b) // 2 + 1:],
-    "crc_trailer": lambda b: b[:-6] + bytes([b[-6] ^ 1]) + b[-5:],
-    "appended_bytes": lambda b: b + b"trailing junk after the gzip member",
-    "appended_tar": lambda b: b + layer(f("extra.txt", b"smuggled")),
-    "truncated": lambda b: b[:-20],
-    "bomb_in_place": lambda b: layer(f("zeros", b"\0" * (4 << 20))),
+ENTRIES = (ti("a", tarfile.DIRTYPE), f("a/one.txt", b"1" * 3000), f("a/two.bin", os.urandom(70_000)),
+           f("z.txt", b"zzz"))
+GOOD = {"gzip": layer(*ENTRIES), "tar": plain_layer(*ENTRIES)}
+ALTERATIONS: dict[str, Callable[[bytes, str], bytes]] = {
+    "gzip_header": lambda b, fmt: b[:4] + bytes([b[4] ^ 1]) + b[5:],   # gzip: the mtime byte, still valid
+    "first_tar_header": lambda b, fmt: b[:12] + bytes([b[12] ^ 0xFF]) + b[13:],
+    "middle_of_a_file": lambda b, fmt: b[: len(b) // 2] + bytes([b[len(b) // 2] ^ 1]) + b[len(b) // 2 + 1:],
+    "crc_trailer": lambda b, fmt: b[:-6] + bytes([b[-6] ^ 1]) + b[-5:],  # tar: a byte of the end blocks
+    "appended_bytes": lambda b, fmt: b + b"trailing junk after the archive",
+    "appended_tar": lambda b, fmt: b + PACK[fmt](f("extra.txt", b"smuggled")),
+    "replaced_tar": lambda b, fmt: PACK[fmt](f("a/one.txt", b"2" * 3000)),
+    "truncated": lambda b, fmt: b[:-20],
+    "bomb_in_place": lambda b, fmt: PACK[fmt](f("zeros", b"\0" * (4 << 20))),
 }
 
 
+@pytest.mark.parametrize("fmt", sorted(PACK))
 @pytest.mark.parametrize("alteration", sorted(ALTERATIONS))
 def test_a_blob_altered_at_rest_is_refused_while_streaming_and_leaves_nothing(tmp_path: Path,
-                                                                               alteration: str) -> None:
-    layout, desc = _stored(tmp_path, GOOD)
-    layout.blob_path(desc.digest).write_bytes(ALTERATIONS[alteration](GOOD))
+                                                                               alteration: str, fmt: str) -> None:
+    layout, desc = _stored(tmp_path, GOOD[fmt], fmt)
+    layout.blob_path(desc.digest).write_bytes(ALTERATIONS[alteration](GOOD[fmt], fmt))
     root = tmp_path / "root"
     root.mkdir()
     with pytest.raises(PackageRejected) as exc, layout.open_verifying(desc) as r:
-        unpack_layers([r], root / "pkg", UnpackLimits(max_bytes=1 << 20))
+        unpack_layers([r], root / "pkg", UnpackLimits(max_bytes=1 << 20), compressed=[gzipped(desc.media_type)])
     assert exc.value.data["reason"] == "digest_mismatch", exc.value.message
     assert os.listdir(root) == []  # no destination, no staging directory
 
 
-def test_an_intact_blob_streams_once_and_unpacks(tmp_path: Path) -> None:
-    layout, desc = _stored(tmp_path, GOOD)
+@pytest.mark.parametrize("fmt", sorted(PACK))
+def test_an_intact_blob_streams_once_and_unpacks(tmp_path: Path, fmt: str) -> None:
+    layout, desc = _stored(tmp_path, GOOD[fmt], fmt)
     with layout.open_verifying(desc) as r:
-        dest = unpack_layers([r], tmp_path / "pkg")
-        assert r.verified and r.n == len(GOOD)
+        dest = unpack_layers([r], tmp_path / "pkg", compressed=[gzipped(desc.media_type)])
+        assert r.verified and r.n == len(GOOD[fmt])
     assert (dest / "a" / "one.txt").read_bytes() == b"1" * 3000
     assert sorted(os.listdir(dest)) == ["a", "z.txt"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(min_value=0, max_value=len(GOOD) - 1), st.integers(min_value=1, max_value=255))
+@given(st.sampled_from(sorted(PACK)), st.floats(min_value=0, max_value=1, exclude_max=True),
+       st.integers(min_value=1, max_value=255))
 def test_any_flipped_byte_is_a_digest_mismatch_and_nothing_appears(tmp_path_factory: pytest.TempPathFactory,
-                                                                   at: int, xor: int) -> None:
+                                                                   fmt: str, where: float, xor: int) -> None:
     base = tmp_path_factory.mktemp("flip")
-    layout, desc = _stored(base, GOOD)
-    layout.blob_path(desc.digest).write_bytes(GOOD[:at] + bytes([GOOD[at] ^ xor]) + GOOD[at + 1:])
+    good = GOOD[fmt]
+    at = int(where * len(good))
+    layout, desc = _stored(base, good, fmt)
+    layout.blob_path(desc.digest).write_bytes(good[:at] + bytes([good[at] ^ xor]) + good[at + 1:])
     root = base / "root"
     root.mkdir()
     with pytest.raises(PackageRejected) as exc, layout.open_verifying(desc) as r:
-        unpack_layers([r], root / "pkg")
+        unpack_layers([r], root / "pkg", compressed=[gzipped(desc.media_type)])
     assert exc.value.data["reason"] == "digest_mismatch"
     assert os.listdir(root) == []
+
+

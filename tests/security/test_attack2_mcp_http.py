@@ -19,16 +19,30 @@ BODY = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
+@pytest.fixture(scope="module")
+def face(module_kernel) -> Iterator[tuple[str, int]]:
+    """One face for the rebinding cases (they only read); the flood test has its own kernel
+    (it measures the face's record quota, which must start full)."""
+    with serve_mcp_http(module_kernel.home) as face:
+        yield face
+
+
+@pytest.fixture(scope="module")
+def op_token(module_kernel) -> str:
+    return module_kernel.client.call("tokens.create", name="op", role="operator")["token"]
+
+
 @pytest.fixture
-def face(kernel) -> Iterator[tuple[str, int]]:
+def own_face(kernel) -> Iterator[tuple[str, int]]:
     with serve_mcp_http(kernel.home) as face:
         yield face
 
 
 @pytest.mark.parametrize("host", ["evil.example:{port}", "evil.example", "127.0.0.1:1", ""])
-def test_dns_rebinding_page_is_refused_before_its_token_is_checked(kernel, face, host):
+def test_dns_rebinding_page_is_refused_before_its_token_is_checked(module_kernel, face, op_token, host):
+    kernel = module_kernel
     url, port = face
-    tok = kernel.client.call("tokens.create", name="op", role="operator")["token"]
+    tok = op_token
     before = len(kernel.client.audit_tail(0, limit=10000))
     r = httpx.post(url, json=BODY, headers={**HEADERS, "Host": host.format(port=port),
                                             "Authorization": f"Bearer {tok}"}, timeout=10)
@@ -40,8 +54,8 @@ def test_dns_rebinding_page_is_refused_before_its_token_is_checked(kernel, face,
     assert ok.status_code == 200, ok.text
 
 
-def test_anonymous_bad_token_flood_cannot_grow_the_audit_log_without_bound(kernel, face):
-    url, _port = face
+def test_anonymous_bad_token_flood_cannot_grow_the_audit_log_without_bound(kernel, own_face):
+    url, _port = own_face
     tail = kernel.client.audit_tail(0, limit=1)
     before = tail[-1]["seq"] if tail else 0
     n = DEFAULT_BURST + 150

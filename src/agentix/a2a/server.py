@@ -6,10 +6,19 @@
 Rules:
 
 - The agent card comes from the agent's manifest: its ``name``, ``description``, one skill
-  describing the agent, text in and out, and a required HTTP bearer security scheme. The card
-  (``/.well-known/agent-card.json``) is public; every other request needs
-  ``Authorization: Bearer TOKEN`` (compared in constant time) or gets 401 with a JSON body
-  saying so. There is no unauthenticated mode.
+  describing the agent, text in and out, streaming and push notifications, and a required
+  HTTP bearer security scheme. The card (``/.well-known/agent-card.json``) is public; every
+  other request needs ``Authorization: Bearer TOKEN`` of a known client (compared in
+  constant time against each) or gets 401 with a JSON body saying so. There is no
+  unauthenticated mode.
+- Clients: ``clients`` names each client and its own token (``token`` alone is the client
+  ``default``). The token names the client, and ``a2a-sdk`` keys every task and push config
+  on it (``ServerCallContext.user``): another client's get, cancel, subscribe, continue,
+  list or push-config call on a task is ``TaskNotFoundError``, as for no such task.
+- Push notifications (``agentix.a2a.push``): a client's webhook for its task gets every
+  update, POSTed by the kernel (``a2a.push``: no loopback/private/link-local target unless
+  ``push_allow`` names the host, pinned, no redirects, bounded, audited); a refused URL is
+  refused when it is registered.
 - A request body over ``max_body`` bytes (default 256 KiB) is refused with 413 before it is
   parsed (by its Content-Length, or while it is read when chunked).
 - Each A2A task is one run of the agent: the server spawns the manifest through the kernel's
@@ -39,9 +48,11 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,11 +74,13 @@ from a2a.types import (
     StringList,
 )
 from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, SimpleUser
 
+from agentix.a2a.push import CLIENT, BoundedPushConfigs, KernelWebhooks
 from agentix.sdk._results import answer_text
 from agentix.sdk.kernel import Kernel
 
-__all__ = ["A2AServerConfig", "CARD_PATH", "agent_card", "build_app"]
+__all__ = ["A2AServerConfig", "CARD_PATH", "DEFAULT_CLIENT", "agent_card", "build_app"]
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +93,24 @@ class A2AConfigError(ValueError):
     """The server's configuration is unusable (no token, no manifest name, ...)."""
 
 
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+#: the client name of the single ``token`` (``$AGENTIX_A2A_TOKEN``)
+DEFAULT_CLIENT = "default"
+
+
 @dataclass(frozen=True)
 class A2AServerConfig:
     """What one A2A server publishes: the agent ``manifest`` (a dict whose relative
-    ``program`` resolves against ``base_dir``), reached at ``url``, guarded by ``token``."""
+    ``program`` resolves against ``base_dir``), reached at ``url``, guarded by bearer tokens:
+    ``clients`` maps each client's name to its token (``token`` alone is the client
+    ``default``). A client's tasks are its own: another client cannot see, follow, cancel or
+    set a webhook on them."""
 
     home: Path | None
     manifest: dict[str, Any]
-    token: str
     url: str
+    token: str = ""
+    clients: Mapping[str, str] = field(default_factory=dict)
     base_dir: Path | None = None
     max_body: int = DEFAULT_MAX_BODY
     timeout: float = 300.0
@@ -96,15 +118,49 @@ class A2AServerConfig:
     #: written, as the artifact ``output``; off by default: the log is the operator's, and
     #: publishing it to A2A callers is the operator's choice
     stream_output: bool = False
+    #: hosts (names or addresses) a client's push-notification webhook may reach even when
+    #: they are loopback or private (``--push-allow``); others must be public addresses
+    push_allow: tuple[str, ...] = ()
+    #: seconds one push notification may take
+    push_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.token, str) or len(self.token) < MIN_TOKEN_LENGTH:
-            raise A2AConfigError(f"an A2A server needs a bearer token of at least {MIN_TOKEN_LENGTH} "
-                                 "characters (set $AGENTIX_A2A_TOKEN or pass --token-file)")
+        self.identities()  # refuses an unusable set of clients
         if not isinstance(self.manifest.get("name"), str):
             raise A2AConfigError('the published manifest needs a "name"')
         if self.max_body < 1024:
             raise A2AConfigError("max_body must be at least 1024 bytes")
+        if not 0 < self.push_timeout <= 30:
+            raise A2AConfigError("push_timeout must be more than 0 and at most 30 seconds")
+        if isinstance(self.push_allow, str) or not all(isinstance(h, str) and h for h in self.push_allow):
+            raise A2AConfigError("push_allow must be a list of host names or addresses")
+
+    def identities(self) -> dict[str, str]:
+        """Client name by token; refuses no client, a short or shared token, a bad name."""
+        clients = dict(self.clients)
+        if self.token:
+            if DEFAULT_CLIENT in clients:
+                raise A2AConfigError(f"the client name {DEFAULT_CLIENT!r} is the single token's; "
+                                     "name the clients differently")
+            clients[DEFAULT_CLIENT] = self.token
+        if not clients:
+            raise A2AConfigError(f"an A2A server needs a bearer token of at least {MIN_TOKEN_LENGTH} "
+                                 "characters (set $AGENTIX_A2A_TOKEN, pass --token-file, or name clients "
+                                 "with --clients-file)")
+        out: dict[str, str] = {}
+        for name, token in clients.items():
+            if not isinstance(name, str) or not CLIENT_NAME.fullmatch(name):
+                raise A2AConfigError(f"client name {name!r} must be 1-64 letters, digits, _ . @ - "
+                                     "(starting with a letter or digit)")
+            if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH or not token.isprintable() \
+                    or token != token.strip():
+                raise A2AConfigError(f"client {name!r} needs a bearer token of at least {MIN_TOKEN_LENGTH} "
+                                     "printable characters (no surrounding spaces)")
+            if token in out:
+                raise A2AConfigError(f"clients {out[token]!r} and {name!r} share a token; each client needs "
+                                     "its own (its tasks are keyed on it)")
+            out[token] = name
+        return out
 
 
 def agent_card(cfg: A2AServerConfig) -> AgentCard:
@@ -115,7 +171,7 @@ def agent_card(cfg: A2AServerConfig) -> AgentCard:
     return AgentCard(
         name=name, description=desc, version=str(m.get("version") or "0.1.0"),
         supported_interfaces=[AgentInterface(url=cfg.url, protocol_binding="JSONRPC", protocol_version="1.0")],
-        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+        capabilities=AgentCapabilities(streaming=True, push_notifications=True),
         default_input_modes=["text/plain"], default_output_modes=["text/plain"],
         skills=[AgentSkill(id=name, name=name, description=desc, tags=["agentix"])],
         security_schemes={"bearer": SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
@@ -286,10 +342,25 @@ def _reply(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 class Guard:
-    """ASGI middleware: bearer auth on everything but the card, and a bound on request bodies."""
+    """ASGI middleware: bearer auth on everything but the card, and a bound on request bodies.
 
-    def __init__(self, app: Any, token: str, max_body: int) -> None:
-        self.app, self._token, self.max_body = app, token.encode(), max_body
+    ``clients`` maps each client's name to its token (a single token is the client
+    ``default``). The token a request carries names its client: the request goes on as that
+    user (``scope["user"]``), which ``a2a-sdk`` keys every task and push config on."""
+
+    def __init__(self, app: Any, clients: str | Mapping[str, str], max_body: int) -> None:
+        if isinstance(clients, str):
+            clients = {DEFAULT_CLIENT: clients}
+        self.app, self.max_body = app, max_body
+        self._clients = [(token.encode(), name) for name, token in clients.items()]
+
+    def _who(self, given: bytes) -> str | None:
+        """The client whose token ``given`` is, compared in constant time against every one."""
+        found = None
+        for token, name in self._clients:
+            if hmac.compare_digest(given, token):
+                found = name
+        return found
 
     async def _send_error(self, send: Any, status: int, message: str, **headers: str) -> None:
         st, body, hs = _reply(status, message, headers)
@@ -302,10 +373,21 @@ class Guard:
         headers = dict(scope.get("headers") or [])
         auth = headers.get(b"authorization", b"")
         scheme, _, given = auth.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
+        client = self._who(given.strip()) if scheme.lower() == b"bearer" else None
+        if client is None:
             return await self._send_error(send, 401, "authentication required: send Authorization: Bearer "
                                           "<token> (the agent card names the scheme)", **{"www-authenticate":
                                                                                           "Bearer"})
+        # the client's identity, for a2a-sdk's ServerCallContext: tasks and push configs are
+        # keyed on it (a client's tasks are its own)
+        scope = {**scope, "user": SimpleUser(client), "auth": AuthCredentials(["a2a_client"])}
+        who = CLIENT.set(client)  # named in the audit of the webhooks its tasks make the kernel call
+        try:
+            return await self._bounded(scope, receive, send, headers)
+        finally:
+            CLIENT.reset(who)
+
+    async def _bounded(self, scope: Any, receive: Any, send: Any, headers: dict[bytes, bytes]) -> None:
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -344,10 +426,18 @@ class Guard:
 
 
 
-def build_app(cfg: A2AServerConfig) -> Any:
-    """The ASGI app: the agent card, the A2A JSON-RPC endpoint at ``/``, behind ``Guard``."""
+def build_app(cfg: A2AServerConfig, *, executor: AgentExecutor | None = None) -> Any:
+    """The ASGI app: the agent card, the A2A JSON-RPC endpoint at ``/``, behind ``Guard``.
+
+    Tasks and push configs are the SDK's, keyed on the client the token names. Push
+    notifications are delivered by the kernel (``agentix.a2a.push``). ``executor`` replaces
+    the one that runs the manifest (tests of the protocol's ownership rules)."""
     card = agent_card(cfg)
-    handler = DefaultRequestHandler(agent_executor=AgentixExecutor(cfg), task_store=InMemoryTaskStore(),
-                                    agent_card=card)
-    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)])
-    return Guard(app, cfg.token, cfg.max_body)
+    webhooks = KernelWebhooks(cfg.home, cfg.push_allow, cfg.push_timeout)
+    pushes = BoundedPushConfigs()
+    handler = DefaultRequestHandler(agent_executor=executor or AgentixExecutor(cfg), task_store=InMemoryTaskStore(),
+                                    agent_card=card, push_config_store=pushes, push_sender=webhooks.sender(pushes),
+                                    push_url_validator=webhooks.validator)
+    app = Starlette(routes=[*create_agent_card_routes(card),
+                            *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True)])
+    return Guard(app, {name: token for token, name in cfg.identities().items()}, cfg.max_body)

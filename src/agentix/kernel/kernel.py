@@ -27,6 +27,7 @@ from agentix import __version__
 from agentix.core.manifest import Manifest
 from agentix.core.record_quota import RecordQuota
 from agentix.kernel import (
+    a2a_push,
     a2a_tool,
     calls_agents,
     calls_audit,
@@ -220,6 +221,7 @@ class Kernel:
         if self.audit is not None:
             calls_audit.register(p, self.audit)
         loop_events.register(p, events=self.events, home=home, config=config)
+        a2a_push.register(p)  # a2a.push: the A2A face's webhooks (docs/integrations.md)
         # state: agent.run/reply, state_save/load
         persistent.register(p, table=self.table, mail=self.mail, store=self.state_store)
         goals.register(p, events=self.events, spawner=self.spawner, inference=self.inference)

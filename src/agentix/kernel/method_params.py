@@ -77,6 +77,17 @@ PARAMS: dict[str, dict[str, Any]] = {
     "agent.submit_goal": _obj(("goal",), goal={**_S, "minLength": 1},
                               output={**_S, "description": "an absolute directory for the results"},
                               manifest=_MANIFEST),
+    # ---- the A2A face's push notifications (kernel/a2a_push.py)
+    "a2a.push": _obj(("url",), url={**_S, "description": "the client's webhook (http or https)"},
+                     task_id={**_S, "description": "the A2A task (required unless check)"},
+                     body={**_S, "description": "the notification as JSON text (required unless check)"},
+                     token={**_S, "description": "sent as X-A2A-Notification-Token"},
+                     authorization={**_S, "description": "sent as Authorization"},
+                     allow_hosts={"type": "array", "items": _S, "description": "hosts a webhook may reach "
+                                  "even when loopback or private"},
+                     check={**_B, "default": False, "description": "decide the target, send nothing"},
+                     timeout={**_N, "default": 10, "maximum": 30},
+                     client={**_S, "description": "the A2A client the webhook is for (recorded)"}),
     # ---- capabilities and approvals
     "cap.list": _obj(agent_id=_AGENT),
     "cap.grant": _obj(("agent_id", "grants"), agent_id=_AGENT, grants=_GRANTS,

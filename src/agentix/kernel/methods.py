@@ -185,6 +185,9 @@ POLICIES: dict[str, MethodPolicy] = {
     "agent.send": _op("effect"),
     "agent.run": _op("effect"),
     "agent.submit_goal": _op("effect"),
+    # ---- operator: the A2A face's push notifications (kernel/a2a_push.py)
+    "a2a.push": _op("effect", "the operator's socket (the A2A face); the webhook's addresses are decided: "
+                    "no loopback, private or link-local target unless allow_hosts names it", recorded=True),
     # ---- operator: capabilities and approvals
     "cap.list": _op("no_effect"),
     "cap.grant": _op("effect"),

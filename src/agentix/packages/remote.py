@@ -15,7 +15,11 @@ authentication. This module adds what a package manager needs on top:
   temporary file first: an interrupted pull leaves no partial package visible (the local
   tag is written last), and an interrupted push leaves no tag on the registry (the
   manifest is sent last, after every blob it names);
-* a blob the registry already has is not sent again: re-pushing does not duplicate;
+* a blob the registry already has is not sent again: re-pushing does not duplicate; a blob
+  another repository of the registry holds is mounted from it (``push_blob(mount_from=)``:
+  ``POST .../uploads/?mount=&from=``; the caller knows where from: ``packages/pushed.py``);
+* error bodies are read for their codes and the digests they name (``data.codes``,
+  ``data.digests``: ``MANIFEST_BLOB_UNKNOWN`` tells a push which blob the registry lacks);
 * the OCI referrers API (distribution spec 1.1, ``GET /v2/NAME/referrers/DIGEST``):
   ``referrers`` lists the manifests whose ``subject`` is a digest, or says the registry does
   not implement it (a 404), so the caller falls back to the tag schema; ``put_referrer``
@@ -33,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +59,9 @@ log = logging.getLogger(__name__)
 ACCEPT = [MANIFEST_TYPE]
 MAX_MANIFEST = 4 << 20
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+DIGEST_IN_TEXT = re.compile(r"sha256:[a-f0-9]{64}")
+#: a blob up to this size is uploaded without a HEAD first (sending it again costs no more)
+ASK_FIRST = 64 << 10
 #: at most this many referrers of one artifact are looked at (the rest are ignored)
 MAX_REFERRERS = 64
 
@@ -133,7 +141,21 @@ def _fail(what: str, host: str, *, status: int | None = None, err: BaseException
         return RegistryError(f"{what}: the registry {host} failed (HTTP {status}); try again later",
                              reason="server_error", registry=host, status=status)
     return RegistryError(f"{what}: unexpected HTTP {status} from {host}: {body[:200]}", reason="protocol",
-                         registry=host, status=status)
+                         registry=host, status=status, **_error_details(body))
+
+
+def _error_details(body: str) -> dict[str, list[str]]:
+    """From a registry's error body (the distribution spec's ``{"errors": [{"code": ...,
+    "detail": ...}]}``): ``codes``, e.g. ``MANIFEST_BLOB_UNKNOWN``, and ``digests``, the
+    digests the details name (distribution names each unknown blob)."""
+    try:
+        errors = json.loads(body[:MAX_MANIFEST]).get("errors")
+        codes = [str(e["code"]) for e in errors if isinstance(e, dict) and isinstance(e.get("code"), str)][:16]
+        digests = [d for e in errors[:64] if isinstance(e, dict)
+                   for d in DIGEST_IN_TEXT.findall(json.dumps(e.get("detail")))][:64]
+        return {"codes": codes, "digests": digests}
+    except (ValueError, AttributeError, TypeError):
+        return {"codes": [], "digests": []}
 
 
 class RemoteRegistry:
@@ -322,13 +344,34 @@ class RemoteRegistry:
                 return False
             raise
 
-    def push_blob(self, ref: Ref, desc: Descriptor, layout: Layout) -> bool:
-        """Upload one blob unless the registry has it; True if it was sent."""
-        if self.has_blob(ref, desc.digest):
-            return False
+    def push_blob(self, ref: Ref, desc: Descriptor, layout: Layout, *, mount_from: str | None = None) -> str:
+        """Make sure ``ref``'s repository holds the blob: ``"mounted"`` from the repository
+        ``mount_from`` of the same registry (no bytes sent; distribution answers 201), else
+        ``"present"`` if the registry has it (asked only for blobs over ``ASK_FIRST`` bytes),
+        else ``"sent"`` (uploaded: POST, then PUT with the digest). A mount the registry does
+        not do — the blob is not in ``mount_from``, the credentials cannot read it, no mount
+        support — falls back to the upload: the upload session the registry opened instead
+        (202), or, if it refused the mount outright (401/403/404), the ordinary HEAD, POST, PUT."""
         what = f"uploading {desc.digest[:19]} to {ref.name}"
-        r = self._request(what, f"{self.reg.prefix}://{self.host}/v2/{ref.path}/blobs/uploads/", "POST",
-                          ok=(202,), headers={"Content-Type": "application/octet-stream"})
+        uploads = f"{self.reg.prefix}://{self.host}/v2/{ref.path}/blobs/uploads/"
+        r: requests.Response | None = None
+        if mount_from is not None and mount_from != ref.path:
+            try:
+                r = self._request(what, f"{uploads}?mount={quote(desc.digest, safe='')}&from="
+                                  f"{quote(mount_from, safe='/')}", "POST", ok=(201, 202),
+                                  headers={"Content-Length": "0"})
+            except RegistryError as err:
+                if err.data.get("reason") not in ("unauthorized", "not_found"):
+                    raise
+                log.debug("%s: mount from %s refused (%s); uploading", what, mount_from, err.message)
+                r = None
+            if r is not None and r.status_code == 201:
+                return "mounted"
+        if r is None:
+            # a small blob is sent without asking first: the HEAD would cost the same round trip
+            if desc.size > ASK_FIRST and self.has_blob(ref, desc.digest):
+                return "present"
+            r = self._request(what, uploads, "POST", ok=(202,), headers={"Content-Type": "application/octet-stream"})
         location = r.headers.get("Location")
         if not location:
             raise RegistryError(f"{what}: the registry gave no upload location", reason="protocol",
@@ -352,7 +395,7 @@ class RemoteRegistry:
                 raise
             if desc.size:
                 body.check()
-        return True
+        return "sent"
 
     def put_manifest(self, ref: Ref, media_type: str, data: bytes) -> str:
         what = f"publishing {ref}"

@@ -12,16 +12,18 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
 from agentix.core.canonical import canonical_json
@@ -32,12 +34,17 @@ from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capa
 from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR, Base, BuildResult, PackageDep,
                                     Runner, build)
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
-from agentix.packages.remote import Credentials, RemoteRegistry
+from agentix.packages.pushed import PushRecord
 from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
                                     TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
 from agentix.packages.unpack import UnpackLimits, copy_tree, seal_tree, unpack_layers
 
+if TYPE_CHECKING:  # the registry client (oras, requests) loads on the first push or pull:
+    from agentix.packages.remote import RemoteRegistry  # a third of the kernel's import time
+
 __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
+
+log = logging.getLogger(__name__)
 
 AGENTFILE_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json")
 MAX_CONFIG = 1 << 20
@@ -284,10 +291,16 @@ class PackageStore:
         if ref.registry is None:
             raise InvalidRequest(f"{ref} names no registry: use HOST[:PORT]/NAME:TAG to push or pull",
                                  field="ref")
+        from agentix.packages.remote import Credentials, RemoteRegistry
+
         creds = Credentials.load(self.layout.root / "credentials.json", ref.registry)
         return RemoteRegistry(ref.registry, creds, timeout=self.timeout)
 
     def push(self, ref_text: str) -> dict[str, Any]:
+        """Every blob (the package's and its signature's) first, several at once; then the
+        manifest (the tag appears only now) and the signature's manifest. What the registry
+        is known to hold (``packages/pushed.py``, updated here) is not asked about or sent
+        again, or is mounted from another repository of the registry."""
         ref = parse_ref(ref_text)
         desc = self.layout.resolve(ref)
         remote = self._remote(ref)
@@ -299,47 +312,104 @@ class PackageStore:
             sdesc = None
         sm: dict[str, Any] = self.layout.read_json(sdesc.digest) if sdesc is not None else {}
         sblobs = [Descriptor.from_data(d) for d in [sm["config"], *sm.get("layers", [])]] if sm else []
-        # every blob (the package's and its signature's) first, several at once; then the
-        # manifest (the tag appears only now), then the signature's manifest
-        sent = sum(self._push_blobs(ref, remote, blobs + sblobs))
+        assert ref.registry is not None
+        record = PushRecord(self.layout.root / "pushed", ref.registry)
+        try:
+            return self._push(ref, remote, record, desc, blobs, sdesc, sblobs)
+        finally:
+            try:
+                record.save()
+            except OSError as err:  # a cache: the push itself does not depend on it
+                log.warning("cannot save the record of pushed blobs %s: %s", record.path, err)
+
+    def _push(self, ref: Ref, remote: RemoteRegistry, record: PushRecord, desc: Descriptor,
+              blobs: list[Descriptor], sdesc: Descriptor | None, sblobs: list[Descriptor]) -> dict[str, Any]:
+        everything = _unique(blobs + sblobs)
+        known = [d for d in everything if record.has(d.digest, ref.path)]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="referrers") as side:
+            # whether the registry lists referrers (and this signature already), asked while
+            # the blobs go up: one round trip less after the manifest
+            listed_f = side.submit(lambda: self._remote(ref).referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
+                                   if sdesc is not None else None)
+            outcomes = self._push_blobs(ref, remote, [d for d in everything if d not in known], record)
+        listed = listed_f.result()
+
+        fallback = threading.Lock()
+
+        def publish(put: Callable[[], Any], named: list[Descriptor]) -> Any:
+            """``put`` a manifest naming ``named``; if the registry says it lacks a blob the
+            record said it had (it lost it: garbage collection, a new volume), forget what the
+            record said, send those blobs the ordinary way and publish again. (The package's
+            and the signature's manifests go up at once: one of them recovers at a time.)"""
+            try:
+                return put()
+            except RegistryError as err:
+                if "MANIFEST_BLOB_UNKNOWN" not in err.data.get("codes", ()):
+                    raise
+                with fallback:
+                    named_lost = set(err.data.get("digests", ()))  # distribution names them; else all
+                    lost = [d for d in known if d in named and (not named_lost or d.digest in named_lost)]
+                    if not lost:
+                        raise
+                    record.forget([d.digest for d in lost], ref.path)
+                    for d in lost:
+                        known.remove(d)
+                    outcomes.extend(self._push_blobs(ref, self._remote(ref), lost, None))
+                return put()
+
+        def publish_signature() -> str | None:
+            """The signature's manifest: an OCI referrer (by digest, found through its subject)
+            where the registry has the referrers API and indexes the subject; else the tag
+            schema (sha256-<hex>.sig). On a client of its own (this runs on a thread)."""
+            assert sdesc is not None
+            client = self._remote(ref)
+            sbytes = self.layout.read_blob(sdesc.digest)
+            if listed is not None and (any(d.digest == sdesc.digest for d in listed) or publish(
+                    lambda: client.put_referrer(ref, MANIFEST_TYPE, sbytes, desc.digest), sblobs)):
+                return "referrer"
+            publish(lambda: client.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE, sbytes), sblobs)
+            return "tag"
+
         mbytes = self.layout.read_blob(desc.digest)
         tag_ref = ref if ref.tag else ref.with_digest(desc.digest)
-        remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes)
-        signatures = 0
-        stored_as = None
-        if sdesc is not None:
-            sbytes = self.layout.read_blob(sdesc.digest)
-            # an OCI referrer (by digest, found through its subject) where the registry has the
-            # referrers API and indexes the subject; else the tag schema (sha256-<hex>.sig)
-            listed = remote.referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
-            if listed is not None and (any(d.digest == sdesc.digest for d in listed)
-                                       or remote.put_referrer(ref, MANIFEST_TYPE, sbytes, desc.digest)):
-                stored_as = "referrer"
-            else:
-                remote.put_manifest(signature_ref(ref, desc.digest), MANIFEST_TYPE, sbytes)
-                stored_as = "tag"
-            signatures = len(sm.get("layers", []))
-        return {"ref": str(ref), "digest": desc.digest, "blobs_sent": sent, "signatures": signatures,
-                "signatures_as": stored_as}
+        # the package's manifest and its signature's at once (one round trip less): a signature
+        # published for a manifest that then fails to publish names a digest no tag points to
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="signature") as side:
+            sig_f = side.submit(publish_signature) if sdesc is not None else None
+            publish(lambda: remote.put_manifest(tag_ref, MANIFEST_TYPE, mbytes), blobs)
+        record.add([d.digest for d in blobs], ref.path)  # a manifest naming them was accepted
+        stored_as = sig_f.result() if sig_f is not None else None
+        record.add([d.digest for d in sblobs], ref.path)
+        signatures = max(len(sblobs) - 1, 0)  # the layers (the first is the config)
+        return {"ref": str(ref), "digest": desc.digest, "blobs_sent": outcomes.count("sent"),
+                "blobs_mounted": outcomes.count("mounted"), "blobs_known": len(known),
+                "signatures": signatures, "signatures_as": stored_as}
 
-    def _push_blobs(self, ref: Ref, remote: RemoteRegistry, blobs: list[Descriptor]) -> list[bool]:
-        """Upload the ``blobs`` the registry lacks, up to ``PUSH_CONCURRENCY`` at once (each
-        upload is three round trips, mostly waiting on the registry). Each worker thread has
-        a client of its own (an oras session, and the token it answers a challenge with, is not
-        shared between threads). Every upload finishes or fails before this returns; the first
-        failure is raised, and then nothing gets tagged."""
+    def _push_blobs(self, ref: Ref, remote: RemoteRegistry, blobs: list[Descriptor],
+                    record: PushRecord | None) -> list[str]:
+        """Make sure the registry holds ``blobs`` in ``ref``'s repository (``push_blob``: mounted
+        from another repository the record names, present, or sent), up to
+        ``PUSH_CONCURRENCY`` at once, the largest first (it is the longest wait). Each worker
+        thread has a client of its own (an oras session, and the token it answers a challenge
+        with, is not shared between threads) and keeps its connection for every blob it
+        sends. Every upload finishes or fails before this returns; the first failure is
+        raised, and then nothing gets tagged."""
+        def source(d: Descriptor) -> str | None:
+            return record.source(d.digest, ref.path) if record is not None else None  # None: no mounts
+
         if len(blobs) <= 1:
-            return [remote.push_blob(ref, d, self.layout) for d in blobs]
+            return [remote.push_blob(ref, d, self.layout, mount_from=source(d)) for d in blobs]
         local = threading.local()
 
-        def push(d: Descriptor) -> bool:
+        def push(d: Descriptor) -> str:
             if not hasattr(local, "remote"):
                 local.remote = self._remote(ref)
-            return local.remote.push_blob(ref, d, self.layout)
+            return local.remote.push_blob(ref, d, self.layout, mount_from=source(d))
 
+        order = sorted(range(len(blobs)), key=lambda i: -blobs[i].size)
         with ThreadPoolExecutor(max_workers=min(PUSH_CONCURRENCY, len(blobs)), thread_name_prefix="push") as pool:
-            futures = [pool.submit(push, d) for d in blobs]
-        return [f.result() for f in futures]
+            futures = {i: pool.submit(push, blobs[i]) for i in order}
+        return [futures[i].result() for i in range(len(blobs))]
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
         """Fetch, verify digests, decide trust, then store and tag (in that order)."""
@@ -384,7 +454,21 @@ class PackageStore:
         are *found* here, never trusted: ``decide`` verifies each."""
         layers: list[Descriptor] = []
         via = None
-        listed = remote.referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
+        sref = signature_ref(ref, desc.digest)
+
+        def by_tag() -> bytes | None:
+            try:
+                return self._remote(ref).get_manifest(sref)[1]  # a client of its own (a thread)
+            except RegistryError as err:
+                if err.data.get("reason") != "not_found":
+                    raise
+                return None
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sigtag") as side:
+            # the tag schema's manifest is asked for while the referrers API is (one round trip
+            # less where the registry has no referrers API; one wasted GET where it has)
+            tag_f = side.submit(by_tag)
+            listed = remote.referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
         for d in (listed or [])[:MAX_SIGNATURES]:
             try:
                 _, sbytes = remote.get_manifest(ref.with_digest(d.digest))  # checked against d.digest
@@ -397,13 +481,7 @@ class PackageStore:
                 via = "referrers"
                 layers += [x for x in found if x.digest not in {y.digest for y in layers}]
         if not layers:
-            sref = signature_ref(ref, desc.digest)
-            try:
-                _, sbytes = remote.get_manifest(sref)
-            except RegistryError as err:
-                if err.data.get("reason") != "not_found":
-                    raise
-                sbytes = None
+            sbytes = tag_f.result()
             if sbytes is not None:
                 layers = self._signature_layers(sbytes, desc.digest, need_subject=False)
                 via = "tag" if layers else None
@@ -546,6 +624,12 @@ def _manifest_shape(m: Any, what: str) -> dict[str, Any]:
         raise PackageRejected(f"{what} is not a package manifest (it needs a config object and a "
                               "layers list)", reason="malformed_manifest")
     return m
+
+
+def _unique(descs: list[Descriptor]) -> list[Descriptor]:
+    """``descs`` without repeated digests (the first of each kept)."""
+    seen: set[str] = set()
+    return [d for d in descs if not (d.digest in seen or seen.add(d.digest))]  # type: ignore[func-returns-value]
 
 
 def _dependency_chain(name: str, requires: list[Any], own: str, depth: int = 0) -> list[str] | None:

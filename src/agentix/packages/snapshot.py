@@ -5,7 +5,7 @@ A snapshot is a manifest of artifact type ``application/vnd.agentix.snapshot.v1`
 config is the snapshot document (canonical JSON, ``core/snapshot.py`` checks its shape:
 manifest, grant groups, taint, saved state, memory records, pending messages, budget spent,
 the workspace entries skipped) and whose one layer is the agent's workspace as a
-reproducible tar+gzip (sorted entries, mtime 0, owners 0, fixed modes).
+reproducible plain tar (sorted entries, mtime 0, owners 0, fixed modes; ``PLAIN_TAR_TYPE``).
 
 Same state, same digest: nothing in the document or the layer depends on the time of the
 snapshot, the agent's id or the order a directory lists in.
@@ -21,11 +21,11 @@ within). Each file is opened once and its bytes are read from that descriptor, s
 swapped in after the look (a symlink to ``/etc/shadow``, a directory turned into a link) is
 ever read.
 
-The layer is written in one pass (``_StoredGzip``): tar headers (PAX, normalised as above)
-and file bytes go out as gzip *stored* blocks (no deflate) with their CRC, are hashed as
-they are written (SHA-256 on a worker thread: hashlib releases the GIL) and written back to
-disk as they go (``layout.start_writeback``); the layer is then fsynced and moved into the
-store without being read again.
+The layer is written in one pass (``_LayerOut``): tar headers (PAX, normalised as above)
+and file bytes are gathered into 1 MiB batches, each written with one ``writev``, hashed as
+it is written (SHA-256 on a worker thread, one hand-off per batch: hashlib releases the GIL)
+and written back to disk as they go (``layout.start_writeback``); the layer is then fsynced
+once (not per file) and moved into the store without being read again.
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import struct
 import tarfile
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +42,9 @@ from typing import Any, Protocol
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.package import Ref
 from agentix.core.snapshot import check_document
-from agentix.packages.build import LAYER_TYPE
 from agentix.packages.layout import (CHUNK, MANIFEST_TYPE, Descriptor, Layout, Sha256Thread, image_manifest,
                                      start_writeback)
-from agentix.packages.unpack import UnpackLimits, unpack_layers
+from agentix.packages.unpack import PLAIN_TAR_TYPE, UnpackLimits, gzipped, unpack_layers
 
 __all__ = ["SNAPSHOT_ARTIFACT_TYPE", "SNAPSHOT_CONFIG_TYPE", "SNAPSHOT_VERSION", "Snapshot", "WalkedEntry",
            "Walker", "made_here", "mark_made", "read_snapshot", "read_workspace", "unpack_snapshot",
@@ -57,12 +54,18 @@ SNAPSHOT_ARTIFACT_TYPE = "application/vnd.agentix.snapshot.v1"
 SNAPSHOT_CONFIG_TYPE = "application/vnd.agentix.snapshot.config.v1+json"
 #: the version a snapshot's signature statement names (snapshots are told apart by digest)
 SNAPSHOT_VERSION = "0.0.0"
-#: workspace layers are gzip *stored* (no deflate: framing and CRC only): a snapshot is
-#: written whole every time (no layer cache), and deflate — even level 1, on incompressible
-#: bytes — made packing 3-4x slower (bench/packages.py: snapshot + restore is measured against
-#: `tar -cf` + `tar -xf`, goal <= 2x). The price is size: a snapshot is as large as the workspace.
-_STORED_MAX = 0xFFFF    # the largest stored deflate block
+#: workspace layers are plain (uncompressed) tar, ``PLAIN_TAR_TYPE``: a snapshot is written
+#: whole every time (no layer cache), and deflate — even level 1, on incompressible bytes —
+#: made packing 3-4x slower; gzip *stored* blocks (no deflate, the previous format) still
+#: cost a CRC-32 over every byte when packing and again when unpacking, and an inflate copy
+#: (bench/packages.py: snapshot + restore is measured against `tar -cf` + `tar -xf`, goal
+#: <= 2x). The price is size: a snapshot is as large as the workspace (as the stored gzip
+#: was). Older snapshots (tar+gzip layers) restore as before: the unpacker follows the
+#: layer's media type.
+_BATCH = 1 << 20        # one writev and one hashing hand-off per MiB of layer
+_MAX_PARTS = 512        # and at most this many pieces per writev (well under IOV_MAX)
 _WRITEBACK = 8 << 20    # start writing the layer to disk every 8 MiB (layout.start_writeback)
+_ZEROS = bytes(tarfile.BLOCKSIZE)
 MAX_DOCUMENT = 64 << 20
 
 
@@ -106,15 +109,15 @@ def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits,
         with contextlib.closing(walk(workspace, skipped, limits.max_bytes, limits.max_entries)) as entries:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                gz = _StoredGzip(fd)
+                out = _LayerOut(fd)
                 try:
                     for e in entries:
-                        _add(gz, e)
-                    gz.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # the end of the archive, padded to
-                    gz.write(b"\0" * (-gz.isize % tarfile.RECORDSIZE))  # a whole record, as tarfile does
-                    digest, size = gz.close()
+                        _add(out, e)
+                    out.write(_ZEROS * 2)  # the end of the archive, padded to a whole record, as
+                    out.write(bytes(-out.pending_size % tarfile.RECORDSIZE))  # tarfile does
+                    digest, size = out.close()
                 finally:
-                    gz.abort()
+                    out.abort()
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -122,10 +125,10 @@ def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits,
         layout.commit_file(tmp, digest, hashed=True)
     finally:
         tmp.unlink(missing_ok=True)
-    return Descriptor(LAYER_TYPE, digest, size), sorted(skipped)
+    return Descriptor(PLAIN_TAR_TYPE, digest, size), sorted(skipped)
 
 
-def _add(gz: _StoredGzip, e: WalkedEntry) -> None:
+def _add(out: _LayerOut, e: WalkedEntry) -> None:
     """One entry, normalised (mtime 0, owners 0, 0755/0644): a PAX header, then exactly
     ``e.size`` bytes read from the walker's descriptor, padded to a block."""
     ti = tarfile.TarInfo(e.rel + ("/" if e.is_dir else ""))
@@ -135,7 +138,7 @@ def _add(gz: _StoredGzip, e: WalkedEntry) -> None:
     ti.mtime = 0
     ti.uid = ti.gid = 0
     ti.uname = ti.gname = ""
-    gz.write(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+    out.write(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
     if e.is_dir:
         return
     assert e.fd is not None
@@ -145,38 +148,46 @@ def _add(gz: _StoredGzip, e: WalkedEntry) -> None:
         if not chunk:
             raise InvalidRequest(f"{e.rel} shrank while the snapshot was read; snapshot again",
                                  field="workspace", path=e.rel)
-        gz.write(chunk)
+        out.write(chunk)
         left -= len(chunk)
-    gz.write(b"\0" * (-e.size % tarfile.BLOCKSIZE))
+    if e.size % tarfile.BLOCKSIZE:
+        out.write(_ZEROS[:-e.size % tarfile.BLOCKSIZE])
 
 
-class _StoredGzip:
-    """A gzip member of stored deflate blocks (RFC 1951 BTYPE 00) written to ``fd``: header
-    with mtime 0 and no name; every byte written is counted, CRC'd and hashed. Blocks are cut
-    at fixed offsets of the uncompressed stream, so the same bytes give the same member."""
-
-    HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags, mtime 0, OS unknown
+class _LayerOut:
+    """The layer's bytes written to ``fd`` in large pieces: what ``write`` gets is gathered
+    (no copy) and sent with one ``writev`` per ``_BATCH`` bytes, each batch handed whole to
+    the hashing thread and counted. (Handing the thread 8 MiB at a time instead was slower
+    under heavy load, not faster: with fine-grained hand-offs both threads stay runnable.)"""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.crc = 0
-        self.isize = 0
-        self.size = 0
-        self.flushed = 0
-        self.pending = bytearray()
+        self.size = 0          # bytes written to fd
+        self.flushed = 0       # bytes asked to be written back
+        self.parts: list[bytes] = []
+        self.batch = 0         # bytes in ``parts``
         self.sha = Sha256Thread()
-        try:
-            self._out([self.HEADER])
-        except BaseException:
-            self.sha.stop()
-            raise
 
-    def _out(self, parts: list[Any]) -> None:
-        self.sha.update(parts)
-        total = sum(len(p) for p in parts)
+    @property
+    def pending_size(self) -> int:
+        """Bytes written so far (sent or gathered)."""
+        return self.size + self.batch
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.batch += len(data)
+        if self.batch >= _BATCH or len(self.parts) >= _MAX_PARTS:
+            self._send()
+
+    def _send(self) -> None:
+        parts, total = self.parts, self.batch
+        self.parts, self.batch = [], 0
+        if not total:
+            return
+        self.sha.update(parts)  # immutable bytes: the thread may hash them while they are written
         done = os.writev(self.fd, parts)
         if done != total:  # a short write (rare on regular files): finish it piece by piece
-            view = memoryview(b"".join(bytes(p) for p in parts))[done:]
+            view = memoryview(b"".join(parts))[done:]
             while view:
                 view = view[os.write(self.fd, view):]
         self.size += total
@@ -184,38 +195,9 @@ class _StoredGzip:
             start_writeback(self.fd, self.flushed, self.size - self.flushed)
             self.flushed = self.size
 
-    @staticmethod
-    def _block_header(n: int, final: bool = False) -> bytes:
-        return struct.pack("<BHH", 1 if final else 0, n, n ^ 0xFFFF)
-
-    def write(self, data: bytes) -> None:
-        self.crc = zlib.crc32(data, self.crc)
-        self.isize += len(data)
-        view = memoryview(data)
-        if self.pending:
-            take = min(len(view), _STORED_MAX - len(self.pending))
-            self.pending += view[:take]
-            view = view[take:]
-            if len(self.pending) < _STORED_MAX:
-                return
-            self._out([self._block_header(_STORED_MAX), bytes(self.pending)])
-            self.pending.clear()
-        parts: list[Any] = []
-        while len(view) >= _STORED_MAX:
-            parts += [self._block_header(_STORED_MAX), view[:_STORED_MAX]]
-            view = view[_STORED_MAX:]
-            if len(parts) >= 512:  # well under IOV_MAX
-                self._out(parts)
-                parts = []
-        if parts:
-            self._out(parts)
-        self.pending += view
-
     def close(self) -> tuple[str, int]:
-        """The final block and the trailer; returns (digest, bytes written)."""
-        self._out([self._block_header(len(self.pending), final=True), bytes(self.pending),
-                   struct.pack("<II", self.crc & 0xFFFFFFFF, self.isize & 0xFFFFFFFF)])
-        self.pending.clear()
+        """Send what is gathered; returns (digest, bytes written)."""
+        self._send()
         return "sha256:" + self.sha.hexdigest(), self.size
 
     def abort(self) -> None:
@@ -278,4 +260,4 @@ def unpack_snapshot(layout: Layout, snap: Snapshot, dest: Path, limits: UnpackLi
     apply)."""
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(layout.open_verifying(d)) for d in snap.layers]
-        return unpack_layers(files, dest, limits)
+        return unpack_layers(files, dest, limits, compressed=[gzipped(d.media_type) for d in snap.layers])

@@ -32,17 +32,25 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentix.core.errors import PackageRejected
 
-__all__ = ["UnpackLimits", "copy_tree", "seal_tree", "seed_workspace", "unpack_layers"]
+__all__ = ["PLAIN_TAR_TYPE", "UnpackLimits", "copy_tree", "gzipped", "seal_tree", "seed_workspace", "unpack_layers"]
 
 
 CHUNK = 1 << 20  # reads of a layer, inflated pieces
+#: an uncompressed tar layer (snapshots: packages/snapshot.py); every other layer type is
+#: read as gzip'd tar, as it always was
+PLAIN_TAR_TYPE = "application/vnd.oci.image.layer.v1.tar"
+
+
+def gzipped(media_type: str) -> bool:
+    """Whether a layer of ``media_type`` is read as gzip'd tar (all but ``PLAIN_TAR_TYPE``)."""
+    return media_type != PLAIN_TAR_TYPE
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,8 @@ class UnpackLimits:
 
 
 class _Inflated:
-    """The inflated tar stream of one layer, read forward only, for ``tarfile`` in plain
+    """The inflated tar stream of one layer (or a plain tar layer's own bytes: ``gz`` is then
+    the layer itself), read forward only, for ``tarfile`` in plain
     "r" mode: headers through ``read``, file contents through ``chunks`` (views of what was
     just inflated — no copy, where a tar stream object copies every byte three times).
     Refuses to yield more than ``limit`` bytes in all (decompression bombs); a backward seek
@@ -244,8 +253,10 @@ def _closing(fd: int) -> Iterator[int]:
         os.close(fd)
 
 
-def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = UnpackLimits()) -> Path:
-    """Unpack gzip'd tar ``layers`` into a new directory ``dest``.
+def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = UnpackLimits(), *,
+                  compressed: Sequence[bool] | None = None) -> Path:
+    """Unpack gzip'd tar ``layers`` into a new directory ``dest`` (``compressed[i]`` False:
+    layer ``i`` is a plain tar, ``PLAIN_TAR_TYPE``; the same checks and bounds apply).
 
     Each layer is a verified file object, or a ``VerifyingReader`` (``Layout.open_verifying``):
     then it is hashed as it streams and checked at its end, before ``dest`` can appear — a blob
@@ -265,9 +276,10 @@ def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = Unpa
             entries = 0
             budget = [limits.max_bytes]
             seen: dict[tuple[str, ...], bool] = {}
-            for layer in layers:
+            for i, layer in enumerate(layers):
                 # the tar stream itself is bounded too (headers count): max_bytes plus slack
-                stream = _Inflated(_Gunzip(layer), limits.max_bytes + 1024 * (limits.max_entries + 16))
+                source = _Gunzip(layer) if compressed is None or compressed[i] else layer
+                stream = _Inflated(source, limits.max_bytes + 1024 * (limits.max_entries + 16))
                 verify = getattr(layer, "verify", None)  # a VerifyingReader: checked after its stream
                 try:
                     # plain "r" mode over a forward-only stream: tarfile parses the headers (and
@@ -287,7 +299,8 @@ def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = Unpa
                         verify()  # an altered blob is named as such, not by what it broke
                     if isinstance(err, (FileExistsError, PermissionError, PackageRejected)):
                         raise
-                    raise PackageRejected(f"a layer is not a valid gzip'd tar: {err}", reason="corrupt") from None
+                    kind = "gzip'd tar" if source is not layer else "tar"
+                    raise PackageRejected(f"a layer is not a valid {kind}: {err}", reason="corrupt") from None
                 if verify is not None:
                     verify()  # before the staging directory can become visible
         finally:
