@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -189,6 +190,7 @@ def test_the_proxy_answers_refusals_without_connecting(tmp_path: Path, web: tupl
 
     async def main() -> list[bytes]:
         async with BuildProxy(("example.com", "*"), tmp_path / "p.sock") as proxy:
+            proxy.serve_only(os.getpid())   # this test plays the build step
             answers = [await asyncio.to_thread(_ask, proxy.path, req) for req in (
                 f"GET http://127.0.0.1:{port}/x HTTP/1.1\r\nHost: x\r\n\r\n".encode(),   # loopback, not named
                 f"CONNECT localhost:{port} HTTP/1.1\r\n\r\n".encode(),                   # a name for loopback
@@ -211,6 +213,7 @@ def test_the_proxy_serves_a_bounded_number_of_connections_at_once(tmp_path: Path
 
     async def main() -> bytes:
         async with BuildProxy(("example.com",), tmp_path / "p.sock") as proxy:
+            proxy.serve_only(os.getpid())   # this test plays the build step
             held = []
             for _ in range(build_proxy.MAX_CONNECTIONS):  # each sends nothing: its task waits for a head
                 s = socket.socket(socket.AF_UNIX)
@@ -248,6 +251,7 @@ def test_connect_to_a_declared_host_is_a_tunnel_to_the_checked_address(
 
     async def main() -> bytes:
         async with BuildProxy(("127.0.0.1",), tmp_path / "p.sock") as proxy:
+            proxy.serve_only(os.getpid())   # this test plays the build step
             answer = await asyncio.to_thread(
                 _ask, proxy.path, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode()
                 + b"GET /tunnelled HTTP/1.0\r\nHost: anything.example\r\n\r\n")

@@ -46,7 +46,7 @@ def test_a_second_run_copies_the_kept_tree_without_unpacking_again(signed: Packa
     assert all(mode in (0o644, 0o755) for mode, _ in _tree(one).values())
     (one / "agent" / "util.py").write_text("changed by run 1\n")
     assert (two / "agent" / "util.py").read_text() == "X = 1\n"
-    [kept] = list(_cache(signed).iterdir())
+    [kept] = [p / "tree" for p in _cache(signed).iterdir()]
     assert (kept / "agent" / "util.py").read_text() == "X = 1\n"
     assert {mode for p, (mode, body) in _tree(kept).items() if body is not None} <= {0o444, 0o555}
 
@@ -68,7 +68,7 @@ def test_a_tampered_layer_is_refused_on_the_first_run_and_nothing_is_kept(signed
 def test_an_altered_kept_tree_is_refused_and_the_run_leaves_nothing(signed: PackageStore, tmp_path: Path,
                                                                      plant: str) -> None:
     signed.prepare(REF, "all", signed.home / "run1")
-    [kept] = list(_cache(signed).iterdir())
+    [kept] = [p / "tree" for p in _cache(signed).iterdir()]
     os.chmod(kept / "agent", 0o755)
     secret = tmp_path / "secret"
     secret.write_text("host secret\n")

@@ -47,7 +47,6 @@ def serve(ctx: Ctx, manifest: Path, host: str, port: int, url: str | None, token
     register push-notification webhooks; the kernel delivers them (never to a loopback,
     private or link-local address unless --push-allow names the host)."""
     try:
-        import uvicorn
         import yaml
 
         from agentix.a2a.server import A2AConfigError, A2AServerConfig, build_app
@@ -76,6 +75,13 @@ def serve(ctx: Ctx, manifest: Path, host: str, port: int, url: str | None, token
                               push_allow=push_allow, push_timeout=push_timeout)
     except A2AConfigError as err:
         fail(str(err), EXIT_USAGE)
+    # with the slow-client guard every HTTP face has (rpc/slow_clients.py)
+    from agentix.rpc.slow_clients import SlowClientLimits, serve_blocking
+
+    try:
+        limits = SlowClientLimits.from_env(os.environ)
+    except ValueError as err:
+        fail(str(err), EXIT_USAGE)
     click.echo(f"serving {data['name']} over A2A at {cfg.url} (agent card: {cfg.url.rstrip('/')}"
                "/.well-known/agent-card.json)", err=True)
-    uvicorn.run(build_app(cfg), host=host, port=port, log_level="warning")
+    serve_blocking(build_app(cfg), host, port, limits)

@@ -33,17 +33,11 @@ from typing import Any
 
 import click
 from rich.console import Console, Group
-from rich.markup import escape as _markup_escape
 from rich.table import Table
 
-from agentix.cli.render import printable
+from agentix.cli.render import markup_safe as escape  # markup escaped and control characters shown
 from agentix.sdk import Kernel
 
-
-def escape(text: str) -> str:
-    """Agent text for a rich line: markup escaped, and control characters shown, not obeyed
-    (cli/render.printable)."""
-    return _markup_escape(printable(text))
 
 __all__ = ["DENIAL_KINDS", "GoalWatch", "model_line", "render_stats", "run_goal", "top"]
 

@@ -46,15 +46,21 @@ def mcp(cctx: click.Context, read_only: bool, http: str | None, allow_remote: bo
         return
     if read_only:
         fail("--read-only is for stdio; over HTTP a viewer token gets the read-only tools", EXIT_USAGE)
+    import os
+
     from agentix.mcp.http import parse_address, serve_http
+    from agentix.rpc.slow_clients import SlowClientLimits
     from agentix.sdk.errors import InvalidRequest
 
     try:
         parse_address(http, allow_remote=allow_remote)
+        limits = SlowClientLimits.from_env(os.environ)
     except InvalidRequest as err:
         fail(err.message, EXIT_USAGE)
+    except ValueError as err:
+        fail(str(err), EXIT_USAGE)
     line(f"MCP over Streamable HTTP at http://{http}/mcp (bearer tokens: `agentix tokens create`)", err=True)
-    serve_http(ctx.home, http, allow_remote=allow_remote)
+    serve_http(ctx.home, http, allow_remote=allow_remote, limits=limits)
 
 
 def _servers(items: list[dict[str, Any]], _: Params) -> None:

@@ -155,11 +155,13 @@ def _accept(k: Any, ref: str, accept: tuple[str, ...]) -> Any:
     if not declared:
         return []
     if not sys.stdin.isatty():
-        render.console(err=True).print(f"[bold red]error:[/] {ref} declares these capabilities:\n  "
-                          + "\n  ".join(declared)
+        render.console(err=True).print(f"[bold red]error:[/] {render.markup_safe(ref)} declares these capabilities:\n  "
+                          + "\n  ".join(map(render.markup_safe, declared))
                           + "\naccept them with --accept all, or some with --accept 'GRANT' (repeatable)")
         sys.exit(2)
-    render.console().print(f"{ref} declares:\n  " + "\n  ".join(declared))
+    # the package's own words (its config): shown literally, so `exec: [python3, bash]` is not
+    # taken for a style tag and no `[conceal]` or escape sequence hides a line of it
+    render.console().print(f"{render.markup_safe(ref)} declares:\n  " + "\n  ".join(map(render.markup_safe, declared)))
     if not click.confirm("accept all of them?", default=False):
         sys.exit(2)
     return "all"
@@ -186,16 +188,16 @@ def _wrap_run(run_cmd: click.Command) -> None:
         r = k.call("package.run", ref=target, accept=_accept(k, target, accept), name=kw.get("name"),
                    message=parse_message(kw.get("message")), allow_rollback=allow_rollback)
         if not kw.get("as_json"):
-            render.console(err=True).print(f"[green]verified[/] {target} ({r['verdict']['basis']}); granted: "
-                              + (", ".join(r["granted"]) or "nothing"))
+            render.console(err=True).print(f"[green]verified[/] {render.markup_safe(target)} ({r['verdict']['basis']}); granted: "
+                              + (render.markup_safe(", ".join(r["granted"])) or "nothing"))
         a = k.wait(r["agent_id"], timeout=kw.get("timeout"))
         if kw.get("as_json"):
             _dump({**a.raw, "package": {k_: r[k_] for k_ in ("digest", "declared", "granted", "verdict")}})
         else:
             ex = a.exit or {}
             colour = "green" if a.reason == "completed" else "red"
-            render.console().print(f"[{colour}]{a.name} {a.reason}[/] (code {ex.get('code')})"
-                      + (f" — {ex['detail']}" if ex.get("detail") else ""))
+            render.console().print(f"[{colour}]{render.markup_safe(a.name)} {a.reason}[/] (code {ex.get('code')})"
+                      + (f" — {render.markup_safe(ex['detail'])}" if ex.get("detail") else ""))
             if a.result is not None:
                 render.console().print_json(data=a.result)
         sys.exit(0 if a.reason == "completed" else 1)

@@ -19,35 +19,44 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-__all__ = ["Cell", "columns", "console", "echo", "for_terminal", "is_tty", "line", "notice", "printable",
-           "status", "table"]
+__all__ = ["Cell", "columns", "console", "echo", "for_terminal", "is_tty", "line", "markup_safe", "notice",
+           "safe", "status", "table"]
+
+# Text from outside the trust boundary (an MCP server's tool descriptions, a package's declared
+# capabilities, an agent's output and file names) must not drive the operator's terminal: ESC
+# sequences can clear lines, retitle the window or write the clipboard (OSC 52), bidi overrides
+# reorder what is shown. On a terminal they are shown as visible escapes (``\x1b``); a table
+# cell shows newlines and tabs that way too (a cell is one line). Pipes and files get text as it is.
+_CONTROLS = [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0),
+             0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_SAFE = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _CONTROLS}
+_SAFE_CELL = {**_SAFE, 0x09: "\\t", 0x0A: "\\n"}
+
+
+def safe(text: str, *, cell: bool = False) -> str:
+    """``text`` with control characters (C0 but newline and tab, DEL, C1, bidi controls) as
+    visible escapes; with ``cell``, newline and tab too."""
+    return text.translate(_SAFE_CELL if cell else _SAFE)
+
+
+def markup_safe(text: object) -> str:
+    """``text`` for a rich markup string: control characters escaped (``safe``) and its square
+    brackets taken literally (``exec: [python3, bash]`` is not a style tag, ``[conceal]`` hides
+    nothing)."""
+    from rich.markup import escape
+
+    return escape(safe(str(text)))
+
 
 #: a table cell: text, or (text, rich style) — the style is used only on a terminal
 Cell = str | tuple[str, str]
 
 _consoles: dict[bool, Console] = {}
 
-# Text an agent wrote (its output, its events' data, its results, the arguments it asks
-# approval for) reaches the operator's terminal. A terminal acts on control characters:
-# ESC/CSI/OSC sequences can clear or rewrite what was printed (hide a denial), set the window
-# title, or write the clipboard (OSC 52: the operator's next paste runs the agent's command);
-# CR and BS overwrite a line; bidi overrides reorder it. So on a terminal every such character
-# is shown as an escape (``\x1b``, ``\u202e``) instead of obeyed; to a pipe or a file the
-# text goes as it is (``agentix logs NAME | cat`` is the raw output).
-_SHOWN = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f, *range(0x80, 0xa0))}
-_SHOWN.update({c: f"\\u{c:04x}" for c in (0x061c, 0x200e, 0x200f, *range(0x202a, 0x202f),
-                                            *range(0x2066, 0x206a))})
-
-
-def printable(text: str) -> str:
-    """``text`` with every character a terminal would act on (C0 but tab and newline, DEL,
-    C1, bidi controls) written as a visible escape."""
-    return text.translate(_SHOWN)
-
-
 def for_terminal(text: str, err: bool = False) -> str:
-    """``printable(text)`` when the stream is a terminal; ``text`` as it is otherwise."""
-    return printable(text) if is_tty(err) else text
+    """``safe(text)`` when the stream is a terminal; ``text`` as it is otherwise (``agentix
+    logs NAME | cat`` is the raw output)."""
+    return safe(text) if is_tty(err) else text
 
 
 def is_tty(err: bool = False) -> bool:
@@ -64,15 +73,18 @@ def console(err: bool = False) -> Console:
         from rich.console import Console
 
         tty = is_tty(err)
+        # no emoji codes: ``:warning:`` in an agent's or a server's text stays those characters
         _consoles[err] = Console(stderr=err, soft_wrap=not tty, width=None if tty else 100_000,
-                                 no_color=not tty, highlight=False)
+                                 no_color=not tty, highlight=False, emoji=False)
     return _consoles[err]
 
 
 def echo(text: str = "", err: bool = False) -> None:
     """Write one line (no click: ``agentix info`` must start quickly, see cli/quick.py)."""
     stream = sys.stderr if err else sys.stdout
-    stream.write(for_terminal(text, err) + "\n")
+    if is_tty(err):
+        text = safe(text)
+    stream.write(text + "\n")
     stream.flush()
 
 
@@ -97,6 +109,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, title: str 
           keep: Sequence[int] = (0,)) -> None:
     """Print a table. Plain columns unless stdout is a terminal wide enough for the whole
     table; then rich draws it (colours), with columns ``keep`` (ids) never wrapped."""
+    rows = [[safe(c, cell=True) if isinstance(c, str) else (safe(c[0], cell=True), c[1]) for c in r] for r in rows]
     plain = columns([list(headers), *[[_text(c) for c in r] for r in rows]])
     width = max((len(x) for x in plain.splitlines()), default=0)
     if not is_tty() or width + 2 * len(headers) > console().width:
@@ -112,7 +125,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, title: str 
         col.overflow = "fold"
         col.no_wrap = i in keep
     for r in rows:
-        t.add_row(*[Text(printable(c)) if isinstance(c, str) else Text(printable(c[0]), style=c[1]) for c in r])
+        t.add_row(*[Text(c) if isinstance(c, str) else Text(c[0], style=c[1]) for c in r])
     console().print(t)
 
 
@@ -121,7 +134,7 @@ def line(text: str, style: str | None = None, *, err: bool = False) -> None:
     if style and is_tty(err):
         from rich.text import Text
 
-        console(err).print(Text(printable(text), style=style), soft_wrap=True)
+        console(err).print(Text(safe(text), style=style), soft_wrap=True)
     else:
         echo(text, err=err)
 

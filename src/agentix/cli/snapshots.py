@@ -28,8 +28,9 @@ def _show(r: dict[str, Any], as_json: bool, verb: str) -> None:
         click.echo(json.dumps(r, indent=2, default=str))
         return
     grants = [s for g in r["grants"] for s in g["grants"]]
-    render.console().print(f"[green]{verb}[/] {r['ref']} as {r['name']} ({r['agent_id']}); grants: "
-              + (", ".join(grants) or "nothing") + (f"; taint: {', '.join(r['taint'])}" if r["taint"] else ""))
+    render.console().print(f"[green]{verb}[/] {render.markup_safe(r['ref'])} as {render.markup_safe(r['name'])} ({r['agent_id']}); "
+              "grants: " + (render.markup_safe(", ".join(grants)) or "nothing")
+              + (f"; taint: {render.markup_safe(', '.join(r['taint']))}" if r["taint"] else ""))
     if r.get("dropped_expired"):
         render.console().print(f"[yellow]{len(r['dropped_expired'])} expired grant group(s) not restored[/]")
 
@@ -47,7 +48,8 @@ def snapshot(ctx: click.Context, agent: str, tag: str | None, as_json: bool) -> 
         return
     render.console().print(f"[green]snapshot[/] {r['ref']} [bold]{r['digest']}[/]")
     if r["skipped"]:
-        render.console().print("[yellow]skipped (not regular files or directories):[/] " + ", ".join(r["skipped"]))
+        # names from the agent's workspace: shown literally (no markup, no escape sequence)
+        render.console().print("[yellow]skipped (not regular files or directories):[/] " + render.markup_safe(", ".join(r["skipped"])))
 
 
 @click.command()

@@ -18,7 +18,11 @@ Rules (the same host rules as an agent's ``network:`` grant, core/hosts.py):
   ``MAX_CONNECTIONS`` at once ``503``.
 
 The proxy listens on a unix socket in a directory of its own that the step's sandbox sees
-read-only (sandbox/netbridge.py carries the command's loopback connections to it).
+read-only (sandbox/netbridge.py carries the command's loopback connections to it). The socket
+must be connectable by the sandbox's uid, so anyone on the machine could reach it: the proxy
+therefore serves only processes of its step — the peer's pid (``SO_PEERCRED``, read by the
+kernel, not claimed by the client) must descend from the step's sandbox process; anyone else
+gets ``403`` before a request is read, and is counted (``strangers``).
 ``decisions`` lists what it allowed and refused (the kernel records them with the build).
 """
 
@@ -29,6 +33,7 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,11 +59,33 @@ class BuildProxy:
     hosts: tuple[str, ...]
     path: Path
     decisions: list[dict[str, object]] = field(default_factory=list)
+    #: connections refused because the peer was not a process of the step
+    strangers: int = 0
 
     def __post_init__(self) -> None:
         self.patterns: tuple[HostPattern, ...] = tuple(parse_host_pattern(h) for h in self.hosts)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._step: int | None = None
+        self._step_known = asyncio.Event()
+
+    def serve_only(self, pid: int) -> None:
+        """Serve only processes descending from ``pid`` (the step's sandbox process)."""
+        self._step = pid
+        self._step_known.set()
+
+    async def _from_the_step(self, writer: asyncio.StreamWriter) -> bool:
+        sock = writer.get_extra_info("socket")
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        except (OSError, AttributeError):
+            return False
+        pid = struct.unpack("3i", creds)[0]
+        try:  # a connection can come before the spawn has told us the step's pid
+            await asyncio.wait_for(self._step_known.wait(), HEAD_TIMEOUT)
+        except asyncio.TimeoutError:
+            return False
+        return self._step is not None and pid > 0 and _descends_from(pid, self._step)
 
     async def __aenter__(self) -> BuildProxy:
         self._server = await asyncio.start_unix_server(self._handle, path=str(self.path), limit=MAX_HEAD)
@@ -101,6 +128,9 @@ class BuildProxy:
         try:
             if len(self._tasks) > MAX_CONNECTIONS:
                 return await self._answer(writer, 503, f"more than {MAX_CONNECTIONS} connections at once")
+            if not await self._from_the_step(writer):
+                self.strangers += 1
+                return await self._answer(writer, 403, "this proxy serves only the processes of its build step")
             await self._serve(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.CancelledError):
             pass  # the client went away, took too long, or the step ended
@@ -156,6 +186,22 @@ class BuildProxy:
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         with contextlib.suppress(OSError):
             await writer.drain()
+
+
+def _descends_from(pid: int, root: int) -> bool:
+    """True if ``pid`` is ``root`` or one of its descendants (parents read from /proc)."""
+    for _ in range(256):
+        if pid == root:
+            return True
+        if pid <= 1:
+            return False
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            pid = int(stat[stat.rindex(b")") + 2:].split()[1])  # after "(comm) S ": the ppid
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
 
 
 def _target(method: str, target: str) -> tuple[str, int, str]:

@@ -68,6 +68,11 @@ class KernelConfig(BaseModel):
     #: (core/record_quota.py, docs/audit.md)
     audit_quota_burst: int = Field(default=100, ge=1, le=1_000_000)
     audit_quota_rate: float = Field(default=1.0, gt=0, le=100_000)
+    #: the HTTP API's slow-client guard (rpc/slow_clients.py, docs/http.md): seconds a connection
+    #: has to send its request head, then its body; connections waiting for a head at once
+    http_head_timeout: float = Field(default=10.0, gt=0, le=3600)
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    http_max_pending: int = Field(default=64, ge=1, le=65_536)
 
     def effective_limits(self, requested: Limits) -> Limits:
         return requested.merged_over(self.limits)

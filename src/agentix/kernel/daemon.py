@@ -100,9 +100,11 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
     http_server = None
     if http is not None:  # the HTTP API (docs/http.md): a task of this loop, same pipeline
         from agentix.kernel.http_api import start_http
+        from agentix.rpc.slow_clients import SlowClientLimits
 
+        limits = SlowClientLimits(config.http_head_timeout, config.http_body_timeout, config.http_max_pending)
         try:
-            http_server = await start_http(kernel.http, *http,
+            http_server = await start_http(kernel.http, *http, limits=limits,
                                            metrics=tel.metrics if tel is not None else None)
         except BaseException:
             server.close()

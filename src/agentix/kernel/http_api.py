@@ -30,6 +30,7 @@ from agentix.kernel.dispatch import Call, Caller, EventSink, Pipeline
 from agentix.kernel.method_params import params_schema
 from agentix.kernel.methods import method
 from agentix.kernel.record_gate import quiet
+from agentix.rpc.slow_clients import SlowClientLimits
 from agentix.rpc.http import HttpServer, MethodInfo, Principal, Stored, create_app, start_server
 from agentix.rpc.static import StaticSet, load_static
 from agentix.store.db import Database, Txn
@@ -252,7 +253,8 @@ def dashboard_files() -> StaticSet:
 
 
 async def start_http(backend: KernelHttpBackend, host: str, port: int, *,
-                     max_body: int = DEFAULT_MAX_BODY, metrics: Metrics | None = None) -> HttpServer:
+                     max_body: int = DEFAULT_MAX_BODY, metrics: Metrics | None = None,
+                     limits: SlowClientLimits | None = None) -> HttpServer:
     """Serve the HTTP API of ``backend`` (the kernel's ``http``) on ``host:port`` in this event loop."""
     from agentix import __version__
 
@@ -260,7 +262,7 @@ async def start_http(backend: KernelHttpBackend, host: str, port: int, *,
     server = await start_server(
         lambda origins: create_app(backend, origins=origins, max_body=max_body, version=__version__,
                                    static=static, metrics=metrics.render if metrics is not None else None),
-        host, port)
+        host, port, limits)
     log.info("HTTP API and dashboard on %s/ (sign in with a token from `agentix tokens create NAME "
              "--role operator`)", server.url)
     return server

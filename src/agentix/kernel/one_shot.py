@@ -52,11 +52,13 @@ class Finished:
 
 
 async def run_once(substrate: Substrate, launch: Callable[[int, int], LaunchSpec], *, timeout: float,
-                   cap: int, what: str, program: str, require_full: bool = False) -> Finished:
+                   cap: int, what: str, program: str, require_full: bool = False,
+                   on_start: Callable[[int], None] | None = None) -> Finished:
     """Run once the spec ``launch(channel_fd, output_fd)`` builds around the channel and the
     output pipe made here. ``what`` and ``program`` name the run in errors (``"exec"``, ``"git"``;
     ``"build step"``, ``"make"``). ``require_full``: a sandbox missing any isolation layer is killed before it is
-    waited for, ``IsolationUnavailable`` naming the layers."""
+    waited for, ``IsolationUnavailable`` naming the layers. ``on_start(pid)`` is told the
+    sandbox's pid once it runs (the build proxy serves that process tree only)."""
     output = CappedOutput(cap)
     ksock, asock = socket.socketpair()
     os.set_inheritable(asock.fileno(), True)
@@ -72,6 +74,8 @@ async def run_once(substrate: Substrate, launch: Callable[[int, int], LaunchSpec
         asock.close()
         output.close_write_end()
     try:
+        if on_start is not None:
+            on_start(handle.pid)
         if require_full and handle.missing_layers:
             handle.signal(signal.SIGKILL)
             await handle.wait()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -260,18 +261,20 @@ async def _run_sandboxed(argv: list[str], workdir: Path, timeout: float, hosts: 
         async with proxy:
             bridged = [sys.executable, "-I", "-B", "-m", "agentix.sandbox.netbridge", str(proxy.path), "--", *argv]
             try:
-                return await _launch(config, substrate, run_id, bridged, workdir, timeout, out_path, (net_dir,))
+                return await _launch(config, substrate, run_id, bridged, workdir, timeout, out_path, (net_dir,),
+                                     on_start=proxy.serve_only)
             finally:
                 refused = sorted({str(d["host"]) for d in proxy.decisions if not d["allowed"]})
                 await events.record("package.build_network", None, {
                     "argv": argv[:20], "hosts": list(hosts), "refused": refused,
-                    "allowed": sorted({str(d["host"]) for d in proxy.decisions if d["allowed"]})})
+                    "allowed": sorted({str(d["host"]) for d in proxy.decisions if d["allowed"]}),
+                    "strangers": proxy.strangers})
     finally:
         shutil.rmtree(net_dir, ignore_errors=True)
 
 
 async def _launch(config: KernelConfig, substrate: Substrate, run_id: str, argv: list[str], workdir: Path, timeout: float, out_path: Path,
-                  net_dirs: tuple[Path, ...]) -> tuple[int | None, str]:
+                  net_dirs: tuple[Path, ...], on_start: Callable[[int], None] | None = None) -> tuple[int | None, str]:
     import sys
 
     from agentix.core.manifest import Limits
@@ -291,7 +294,7 @@ async def _launch(config: KernelConfig, substrate: Substrate, run_id: str, argv:
 
     prog = argv[argv.index("--") + 1] if "agentix.sandbox.netbridge" in argv else argv[0]
     done = await run_once(substrate, launch, timeout=timeout, cap=64 << 10, what="build step", program=prog,
-                          require_full=True)
+                          require_full=True, on_start=on_start)
     return (done.info.code if done.info.signal is None else None), done.output
 
 

@@ -28,6 +28,7 @@ import orjson
 
 from agentix.core.hosts import parse_listen_address, served_hosts
 from agentix.mcp.server import KernelLink, build_server
+from agentix.rpc.slow_clients import SlowClientLimits, serve_blocking
 from agentix.sdk.errors import AgentixError, InvalidRequest
 
 __all__ = ["HTTP_FACE", "create_app", "parse_address", "serve_http"]
@@ -117,13 +118,14 @@ def create_app(home: str | Path | None, *, host: str = "127.0.0.1",
     return app, [verifier, viewer_link, operator_link]
 
 
-def serve_http(home: str | Path | None, address: str, *, allow_remote: bool = False) -> None:
-    import uvicorn
-
+def serve_http(home: str | Path | None, address: str, *, allow_remote: bool = False,
+               limits: SlowClientLimits | None = None) -> None:
+    """Serve until interrupted, with the slow-client guard every HTTP face has
+    (rpc/slow_clients.py: a request head/body deadline, a cap on connections waiting for one)."""
     host, port = parse_address(address, allow_remote=allow_remote)
     app, links = create_app(home, host=host, port=port)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        serve_blocking(app, host, port, limits)
     finally:
         for link in links:
             link.close()

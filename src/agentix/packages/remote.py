@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import oras.auth
 import oras.provider
@@ -52,6 +52,7 @@ import requests
 from agentix.core.errors import AgentixError, NotFound, PackageRejected, RegistryError
 from agentix.core.package import Ref, check_digest, sha256_digest
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.registry_urls import MAX_REDIRECTS, check_url
 
 __all__ = ["Credentials", "RemoteRegistry", "ACCEPT", "INDEX_TYPE"]
 
@@ -106,7 +107,7 @@ class _Registry(oras.provider.Registry):
         inner = oras.provider.Registry.do_request.__wrapped__  # type: ignore[attr-defined]
         try:
             return inner(self, url, method, data, headers, json, stream)
-        except requests.RequestException:
+        except (requests.RequestException, AgentixError):  # AgentixError: a refused redirect/realm
             raise
         except Exception as err:
             # everything else raised in there comes from answering a 401/403 challenge
@@ -116,6 +117,9 @@ class _Registry(oras.provider.Registry):
 def _fail(what: str, host: str, *, status: int | None = None, err: BaseException | None = None,
           body: str = "") -> RegistryError:
     if err is not None:
+        if isinstance(err, requests.TooManyRedirects):
+            return RegistryError(f"{what}: the registry {host} redirected more than {MAX_REDIRECTS} times",
+                                 reason="redirect", registry=host)
         if isinstance(err, requests.Timeout):
             return RegistryError(f"{what}: the registry {host} did not answer in time", reason="timeout",
                                  registry=host)
@@ -165,7 +169,21 @@ class RemoteRegistry:
         self.reg.timeout = timeout
         session_request = self.reg.session.request
 
+        # every URL the registry sends us to (a redirect, a token realm) is checked first
+        # (packages/registry_urls.py: no file://, no metadata or loopback address, no downgrade)
+        scheme = self.reg.prefix
+
+        def checked_redirect(r: requests.Response, *a: Any, **kw: Any) -> None:
+            if r.is_redirect:
+                check_url(host, scheme, urljoin(r.url, r.headers.get("location", "")))
+
+        self.reg.session.max_redirects = MAX_REDIRECTS
+        self.reg.session.hooks["response"].append(checked_redirect)
+
         def request(*a: Any, **kw: Any) -> requests.Response:
+            url = str(kw.get("url") or a[1])
+            if "://" in url:  # no scheme at all: requests refuses it itself (MissingSchema)
+                check_url(host, scheme, url)
             kw.setdefault("timeout", timeout)
             body = kw.get("data")
             if hasattr(body, "seek"):
@@ -178,6 +196,8 @@ class RemoteRegistry:
         def authenticate(*a: Any, **kw: Any) -> Any:
             try:
                 return answer_challenge(*a, **kw)
+            except AgentixError:  # a realm check_url refused
+                raise
             except Exception as err:  # a token realm we cannot use, a refused token request...
                 raise _AuthFailed(str(err)) from None
 

@@ -39,7 +39,7 @@ from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.pushed import PushRecord
 from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
                                     TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
-from agentix.packages.unpack import UnpackLimits, copy_tree, unpack_layers
+from agentix.packages.unpack import UnpackLimits, copy_tree, seal_tree, unpack_layers
 
 if TYPE_CHECKING:  # the registry client (oras, requests) loads on the first push or pull:
     from agentix.packages.remote import RemoteRegistry  # a third of the kernel's import time
@@ -180,10 +180,7 @@ class PackageStore:
 
     # ------------------------------------------------------------ reading the local store
     def _manifest(self, digest: str) -> dict[str, Any]:
-        m = self.layout.read_json(digest)
-        if not isinstance(m, dict) or not isinstance(m.get("config"), dict):
-            raise PackageRejected(f"{digest} is not a package manifest", reason="malformed_manifest")
-        return m
+        return _manifest_shape(self.layout.read_json(digest), digest)
 
     def _config(self, manifest: dict[str, Any], *, snapshots: bool = True) -> dict[str, Any]:
         """The config of a package (or, with ``snapshots``, of a snapshot: signed, pushed and
@@ -194,7 +191,10 @@ class PackageStore:
         if cd.media_type != CONFIG_TYPE and not (snapshots and cd.media_type == SNAPSHOT_CONFIG_TYPE):
             raise PackageRejected(f"not an agentix package (config type {cd.media_type})",
                                   reason="not_a_package")
-        cfg = json.loads(self.layout.read_blob(cd.digest, MAX_CONFIG))
+        try:
+            cfg = json.loads(self.layout.read_blob(cd.digest, MAX_CONFIG))
+        except ValueError:  # a pulled config is checked here before any signature is (untrusted)
+            cfg = None
         if not isinstance(cfg, dict) or not isinstance(cfg.get("metadata"), dict):
             raise PackageRejected("the package config is malformed", reason="malformed_manifest")
         return cfg
@@ -419,12 +419,17 @@ class PackageStore:
         ref = parse_ref(ref_text)
         remote = self._remote(ref)
         desc, mbytes = remote.get_manifest(ref)
-        m = json.loads(mbytes)
+        try:
+            m = json.loads(mbytes)
+        except ValueError:  # untrusted bytes: one error family (PackageRejected), never a crash
+            raise PackageRejected(f"{ref}: the registry's manifest is not JSON",
+                                  reason="malformed_manifest") from None
         from agentix.packages.snapshot import SNAPSHOT_ARTIFACT_TYPE
 
         if not isinstance(m, dict) or m.get("artifactType", ARTIFACT_TYPE) not in (ARTIFACT_TYPE,
                                                                                   SNAPSHOT_ARTIFACT_TYPE):
             raise PackageRejected(f"{ref} is not an agentix package", reason="not_a_package")
+        m = _manifest_shape(m, str(ref))
         cd = Descriptor.from_data(m.get("config"))
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
         if sum(d.size for d in layers) > self.limits.max_bytes * 2:
@@ -535,7 +540,13 @@ class PackageStore:
         manifest = {k: v for k, v in cfg["manifest"].items() if k in PACKAGE_MANIFEST_FIELDS}
         manifest["capabilities"] = granted
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
-        copy_tree(self._unpacked(layers), dest, self.limits.max_entries)
+        tree, seal = self._unpacked(layers)
+        try:
+            copy_tree(tree, dest, self.limits.max_entries, seal=seal)
+        except PackageRejected as err:
+            if err.data.get("reason") == "corrupt":  # altered at rest: the next run unpacks afresh
+                remove_tree(tree.parent)
+            raise
         self.record_seen(verdict)
         return Prepared(ref, desc.digest, verdict, manifest, declared, dest)
 
@@ -543,35 +554,47 @@ class PackageStore:
         """The kept tree's name: the layers and the limits they were unpacked within ("v": bump
         it when what the unpacker accepts or produces changes, so no older tree is reused)."""
         lim = self.limits
-        doc = {"v": 1, "layers": [d.digest for d in layers], "limits": [lim.max_bytes, lim.max_entries, lim.max_name]}
+        doc = {"v": 2, "layers": [d.digest for d in layers], "limits": [lim.max_bytes, lim.max_entries, lim.max_name]}
         return hashlib.sha256(canonical_json(doc)).hexdigest()
 
-    def _unpacked(self, layers: list[Descriptor]) -> Path:
-        """The package's layers unpacked once and kept: ``registry/unpacked/<key>``, named by
-        the layers' digests (and the unpack limits), unpacked by ``unpack_layers`` with every
-        layer verified as it streamed, then made read-only and renamed into place (never
-        partial). A later run of the same content copies this tree instead of verifying and
-        inflating the layers again. Only the kernel writes here (``registry/`` is 0700)."""
+    def _unpacked(self, layers: list[Descriptor]) -> tuple[Path, dict[str, list[int]]]:
+        """The package's layers unpacked once and kept: ``registry/unpacked/<key>/tree``, named
+        by the layers' digests (and the unpack limits), unpacked by ``unpack_layers`` with every
+        layer verified as it streamed, then made read-only, sealed (``seal.json`` beside it:
+        each entry's inode, size, times and link count, ``unpack.seal_tree``) and renamed into
+        place with its seal in one step (never partial, never without its seal). A later run of
+        the same content copies this tree instead of verifying and inflating the layers again;
+        the copy checks every entry against the seal (a tree altered at rest is refused, and
+        removed so that the next run makes it again from the verified blobs). Only the kernel
+        writes here (``registry/`` is 0700). Returns the tree and its seal."""
         root = self.layout.root / "unpacked"
-        tree = root / self._unpacked_key(layers)
-        if os.path.isdir(tree) and not os.path.islink(tree):
-            return tree
+        kept = root / self._unpacked_key(layers)
+        if os.path.isdir(kept) and not os.path.islink(kept):
+            seal = _read_seal(kept)
+            if seal is not None:
+                return kept / "tree", seal
+            remove_tree(kept)  # no readable seal: made by an older agentix, or altered
         root.mkdir(mode=0o700, exist_ok=True)
         work = root / f".new-{secrets.token_hex(6)}"
         try:
+            work.mkdir(mode=0o700)
             with contextlib.ExitStack() as stack:
                 files = [stack.enter_context(self.layout.open_verifying(d)) for d in layers]
-                unpack_layers(files, work, self.limits)
-            _read_only(work)
+                unpack_layers(files, work / "tree", self.limits)
+            _read_only(work / "tree")
+            seal = seal_tree(work / "tree")
+            (work / "seal.json").write_bytes(canonical_json(seal))
             try:
-                os.rename(work, tree)
+                os.rename(work, kept)
             except OSError:
-                if not os.path.isdir(tree):  # else: made meanwhile by another run of it
+                other = _read_seal(kept) if os.path.isdir(kept) else None
+                if other is None:  # else: made meanwhile by another run of it
                     raise
+                return kept / "tree", other
         finally:
             if os.path.lexists(work):
                 remove_tree(work)
-        return tree
+        return kept / "tree", seal
 
     def _prune_unpacked(self) -> int:
         """Remove the unpacked trees no tagged package needs any more; return how many."""
@@ -594,6 +617,16 @@ class PackageStore:
 
     def record_seen(self, verdict: Verdict) -> bool:
         return self.trust.remember(verdict.statement.name, verdict.statement.version)
+
+
+def _manifest_shape(m: Any, what: str) -> dict[str, Any]:
+    """An image manifest's shape (a registry's or the store's bytes, parsed): an object with a
+    ``config`` object and a ``layers`` list, else ``malformed_manifest``."""
+    if not isinstance(m, dict) or not isinstance(m.get("config"), dict) \
+            or not isinstance(m.get("layers", []), list):
+        raise PackageRejected(f"{what} is not a package manifest (it needs a config object and a "
+                              "layers list)", reason="malformed_manifest")
+    return m
 
 
 def _unique(descs: list[Descriptor]) -> list[Descriptor]:
@@ -619,6 +652,16 @@ def _dependency_chain(name: str, requires: list[Any], own: str, depth: int = 0) 
         if sub is not None:
             return [name, *sub]
     return None
+
+
+def _read_seal(kept: Path) -> dict[str, list[int]] | None:
+    try:
+        seal = json.loads((kept / "seal.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(seal, dict) or not all(isinstance(v, list) for v in seal.values()):
+        return None
+    return seal
 
 
 def _verdict_data(v: Verdict) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from typing import Any
 
 from agentix.core.errors import PackageRejected
 
-__all__ = ["PLAIN_TAR_TYPE", "UnpackLimits", "copy_tree", "gzipped", "seed_workspace", "unpack_layers"]
+__all__ = ["PLAIN_TAR_TYPE", "UnpackLimits", "copy_tree", "gzipped", "seal_tree", "seed_workspace", "unpack_layers"]
 
 
 CHUNK = 1 << 20  # reads of a layer, inflated pieces
@@ -313,12 +313,42 @@ def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = Unpa
         raise
 
 
-def copy_tree(src: Path, dest: Path, max_entries: int = UnpackLimits.max_entries) -> Path:
+#: what a seal keeps of each entry of a kept tree: any write, chmod, link, rename or
+#: replacement changes one of these (ctime is set by the kernel, not settable from user space)
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, stat.S_IFMT(st.st_mode)]
+
+
+def seal_tree(root: Path) -> dict[str, list[int]]:
+    """A seal of ``root`` (a tree ``unpack_layers`` made, made read-only): each entry's
+    relative path -> its inode, size, mtime, ctime, link count and type, read fd-relative
+    without following links. ``copy_tree(..., seal=)`` refuses a tree that no longer matches."""
+    out: dict[str, list[int]] = {}
+
+    def walk(fd: int, prefix: str, depth: int) -> None:
+        if depth > 256:
+            raise PackageRejected("the unpacked package is nested too deep", reason="corrupt")
+        for name in sorted(os.listdir(fd)):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            out[prefix + name] = _stamp(st)
+            if stat.S_ISDIR(st.st_mode):
+                with _closing(os.open(name, _DIR_FLAGS, dir_fd=fd)) as sub:
+                    walk(sub, prefix + name + "/", depth + 1)
+
+    with _closing(os.open(root, _DIR_FLAGS)) as fd:
+        walk(fd, "", 0)
+    return out
+
+
+def copy_tree(src: Path, dest: Path, max_entries: int = UnpackLimits.max_entries, *,
+              seal: dict[str, list[int]] | None = None) -> Path:
     """Copy ``src`` — a tree ``unpack_layers`` made (the kernel's cache of unpacked packages)
     — into the new directory ``dest``, staged and renamed like an unpack: fd-relative, no link
     followed, regular files and directories only (anything else means the tree was altered:
     refused, ``corrupt``), modes normalised again (0755 / 0644), data copied inside the
-    kernel (``copy_file_range``). Returns ``dest``."""
+    kernel (``copy_file_range``). With ``seal`` (``seal_tree`` of the tree when it was made),
+    every entry must still match it — checked on the file actually opened, before and after
+    its data is copied — and none may be missing or added (else ``corrupt``). Returns ``dest``."""
     if dest.exists():
         raise FileExistsError(dest)
     staging = dest.with_name(f".copy-{dest.name}-{secrets.token_hex(4)}")
@@ -326,7 +356,10 @@ def copy_tree(src: Path, dest: Path, max_entries: int = UnpackLimits.max_entries
     count = [0]
     try:
         with _closing(os.open(src, _DIR_FLAGS)) as sfd, _closing(os.open(staging, _DIR_FLAGS)) as dfd:
-            _copy_dir(sfd, dfd, count, max_entries, 0)
+            _copy_dir(sfd, dfd, count, max_entries, 0, seal, "")
+        if seal is not None and count[0] != len(seal):
+            raise PackageRejected("the kept unpacked package lost entries since it was verified (it was "
+                                  "altered)", reason="corrupt")
         os.rename(staging, dest)
         return dest
     except BaseException:
@@ -334,7 +367,13 @@ def copy_tree(src: Path, dest: Path, max_entries: int = UnpackLimits.max_entries
         raise
 
 
-def _copy_dir(sfd: int, dfd: int, count: list[int], max_entries: int, depth: int) -> None:
+def _altered(name: str) -> PackageRejected:
+    return PackageRejected(f"{name!r} in the kept unpacked package changed since it was verified (it was "
+                           "altered)", reason="corrupt", path=name[:200])
+
+
+def _copy_dir(sfd: int, dfd: int, count: list[int], max_entries: int, depth: int,
+              seal: dict[str, list[int]] | None = None, prefix: str = "") -> None:
     if depth > 256:
         raise PackageRejected("the unpacked package is nested too deep (the cache was altered?)", reason="corrupt")
     for name in sorted(os.listdir(sfd)):
@@ -343,21 +382,29 @@ def _copy_dir(sfd: int, dfd: int, count: list[int], max_entries: int, depth: int
             raise PackageRejected(f"the package has more than {max_entries} entries",
                                   reason="too_many_entries", limit=max_entries)
         st = os.stat(name, dir_fd=sfd, follow_symlinks=False)
+        rel = prefix + name
+        if seal is not None and seal.get(rel) != _stamp(st):
+            raise _altered(rel)
         if stat.S_ISDIR(st.st_mode):
             os.mkdir(name, 0o755, dir_fd=dfd)
             with _closing(os.open(name, _DIR_FLAGS, dir_fd=sfd)) as s2, \
                     _closing(os.open(name, _DIR_FLAGS, dir_fd=dfd)) as d2:
-                _copy_dir(s2, d2, count, max_entries, depth + 1)
+                _copy_dir(s2, d2, count, max_entries, depth + 1, seal, rel + "/")
         elif stat.S_ISREG(st.st_mode):
             mode = 0o755 if st.st_mode & 0o111 else 0o644
             with _closing(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                                   dir_fd=sfd)) as rfd, \
                     _closing(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                                      mode, dir_fd=dfd)) as wfd:
-                if not stat.S_ISREG(os.fstat(rfd).st_mode):
+                opened = os.fstat(rfd)
+                if not stat.S_ISREG(opened.st_mode):
                     raise PackageRejected(f"{name!r} in the unpacked package is not a regular file",
                                           reason="corrupt")
+                if seal is not None and seal.get(rel) != _stamp(opened):
+                    raise _altered(rel)   # swapped between the stat and the open
                 _copy_data(rfd, wfd)
+                if seal is not None and _stamp(os.fstat(rfd)) != seal[rel]:
+                    raise _altered(rel)   # written to while it was copied
         else:
             raise PackageRejected(f"{name!r} in the unpacked package is not a file or directory "
                                   "(the cache was altered?)", reason="corrupt")

@@ -43,6 +43,10 @@ flight (``agent.wait`` and ``events.tail`` may wait a minute each) (429 beyond, 
 ``Retry-After``), so a viewer cannot take the ``MAX_CONCURRENCY`` connections the operator
 needs. ``Last-Event-ID``
 is 1-18 ASCII digits (400 otherwise, the value not echoed).
+
+Before any of this, the connection itself: its request head must arrive within a deadline and
+its body within another, and only a few connections may be waiting for theirs at once (408/503
+and close beyond), so slow-header clients never hold the server's slots (rpc/slow_clients.py).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ import orjson
 
 from agentix.core.hosts import served_hosts
 from agentix.rpc.framing import MAX_DEPTH, too_deep
+from agentix.rpc.slow_clients import SlowClientLimits, guarded_config
 from agentix.rpc.static import StaticSet, security_headers
 from agentix.core.errors import (
     CODES,
@@ -756,8 +761,10 @@ def own_origins(host: str, port: int) -> set[str]:
     return {f"http://{h}" for h in served_hosts(host, port)}
 
 
-async def start_server(app_factory: Callable[[set[str]], Any], host: str, port: int) -> HttpServer:
-    """Serve the app on ``host:port`` (port 0: any free port) as a task of this loop."""
+async def start_server(app_factory: Callable[[set[str]], Any], host: str, port: int,
+                       limits: SlowClientLimits | None = None) -> HttpServer:
+    """Serve the app on ``host:port`` (port 0: any free port) as a task of this loop, with the
+    slow-client deadlines and pending cap of ``limits`` (rpc/slow_clients.py)."""
     import socket
 
     try:
@@ -789,9 +796,11 @@ async def start_server(app_factory: Callable[[set[str]], Any], host: str, port: 
     origins = own_origins(host, bound)
     # at most MAX_CONCURRENCY connections and requests at once (streams included): beyond, 503
     # (the operator socket has its own in-flight bound: rpc/server.py)
-    config = uvicorn.Config(app_factory(origins), lifespan="off", log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=2, server_header=False, date_header=False,
-                            limit_concurrency=MAX_CONCURRENCY)
+    # a request head must arrive within its deadline and few connections may wait for one, so
+    # slow-header clients never hold those MAX_CONCURRENCY slots (rpc/slow_clients.py)
+    config = guarded_config(app_factory(origins), limits, lifespan="off", log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=2, server_header=False,
+                            date_header=False, limit_concurrency=MAX_CONCURRENCY)
     server = _Embedded(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
     while not server.started:
