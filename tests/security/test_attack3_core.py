@@ -374,17 +374,17 @@ def test_agent_output_events_and_result_cannot_drive_the_operators_terminal(kern
     assert TERMINAL_ATTACK.encode() in piped.stdout  # a pipe gets the agent's bytes as they are
 
 
-def test_printable_leaves_nothing_a_terminal_acts_on_and_changes_nothing_else():
+def test_safe_leaves_nothing_a_terminal_acts_on_and_changes_nothing_else():
     from hypothesis import given as _given
 
-    from agentix.cli.render import printable
+    from agentix.cli.render import safe
 
     acting = {*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f, *range(0x80, 0xa0), 0x061c, 0x200e, 0x200f,
               *range(0x202a, 0x202f), *range(0x2066, 0x206a)}
 
     @_given(st.text())
     def prop(text: str) -> None:
-        out = printable(text)
+        out = safe(text)
         assert not any(ord(c) in acting for c in out)
         if not any(ord(c) in acting for c in text):
             assert out == text

@@ -1,4 +1,6 @@
 """An agentix agent published as an A2A server.
+(Over 400 lines: the config, the card, the executor and the HTTP guard are one server's parts,
+each used only here; the push sender lives in a2a/push.py.)
 
     app = build_app(A2AServerConfig(home=..., manifest=..., token=..., url="http://host:8700/"))
     # or: agentix a2a serve agent.yaml --port 8700      (token from $AGENTIX_A2A_TOKEN or --token-file)

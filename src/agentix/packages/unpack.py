@@ -1,4 +1,7 @@
 """Unpack package layers safely.
+(Over 400 lines: the unpacker and the copy out of the verified, sealed tree it leaves share one
+set of fd-relative, no-follow file primitives and one refusal vocabulary; split, each half
+would re-export the other's.)
 
 Every entry is checked before anything of it is written, and the whole unpack happens in a
 fresh staging directory that is renamed into place only at the end (any refusal removes
