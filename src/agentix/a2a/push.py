@@ -37,7 +37,21 @@ from a2a.utils.errors import InvalidParamsError
 from agentix.sdk.errors import ConnectionClosed
 from agentix.sdk.kernel import Kernel
 
-__all__ = ["CLIENT", "MAX_WEBHOOKS_PER_TASK", "BoundedPushConfigs", "KernelTransport", "KernelWebhooks"]
+__all__ = ["CLIENT", "MAX_WEBHOOKS_PER_TASK", "BoundedPushConfigs", "KernelTransport", "KernelWebhooks",
+           "face_kernel"]
+
+
+def face_kernel(home: Any) -> Kernel:
+    """A connection to the kernel's operator socket bound as the face ``a2a`` (every call it
+    makes is audited ``by: a2a``); closed again if the bind fails."""
+    k = Kernel(home)
+    try:
+        k.bind("a2a")
+    except BaseException:
+        k.close()
+        raise
+    return k
+
 
 #: the A2A client the current request came from (set by the server's guard); a task's own
 #: work (its executor, its push deliveries) runs in tasks started by the request that created
@@ -94,13 +108,7 @@ class KernelWebhooks:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        k = Kernel(self.home)
-        try:
-            k.bind("a2a")
-        except BaseException:
-            k.close()
-            raise
-        return k
+        return face_kernel(self.home)
 
     def call(self, **params: Any) -> dict[str, Any]:
         """``a2a.push`` on a connection bound as ``a2a`` (blocking: run it in a thread)."""

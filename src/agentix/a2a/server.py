@@ -78,7 +78,7 @@ from a2a.types import (
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, SimpleUser
 
-from agentix.a2a.push import CLIENT, BoundedPushConfigs, KernelWebhooks
+from agentix.a2a.push import CLIENT, BoundedPushConfigs, KernelWebhooks, face_kernel
 from agentix.sdk._results import answer_text
 from agentix.sdk.kernel import Kernel
 
@@ -209,13 +209,7 @@ class AgentixExecutor(AgentExecutor):
 
     def _kernel(self) -> Kernel:
         """A connection to the kernel's operator socket bound as the face ``a2a``."""
-        k = Kernel(self.cfg.home)
-        try:
-            k.bind("a2a")
-        except BaseException:
-            k.close()
-            raise
-        return k
+        return face_kernel(self.cfg.home)
 
     def _follow(self, k: Kernel, agent_id: str, emit: Callable[[str], None]) -> None:
         """Hand what the agent writes to its log to ``emit`` as it is written, until it exits
