@@ -200,7 +200,7 @@ def test_revoked_token_is_refused_on_the_very_next_call_of_every_decided_method(
 
 
 # ---------------------------------------------------------------------------- the class, as a property
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from agentix.core.authorize import AuthRequest, authorize  # noqa: E402
@@ -217,6 +217,7 @@ _NOW = 1_800_000_000.0
 @given(depth=st.integers(1, 4), limits=st.lists(st.one_of(st.none(), st.integers(1, 3)), min_size=4, max_size=4),
        revoke=st.one_of(st.none(), st.integers(0, 3)), waited=st.floats(0, 100),
        expires=st.one_of(st.none(), st.floats(1, 100)))
+@example(depth=1, limits=[None] * 4, revoke=None, waited=48.0, expires=48.5)  # expiry truncated to 48
 def test_a_held_call_is_live_again_only_while_every_link_of_its_chain_is(depth, limits, revoke, waited, expires):
     """The re-check a waiting call makes (``CapabilityService.still_live``: the decision again
     with ``prior``, its own tokens only) refuses exactly when a link of the chain was revoked or
@@ -242,7 +243,8 @@ def test_a_held_call_is_live_again_only_while_every_link_of_its_chain_is(depth, 
     if revoke is not None and revoke < depth:
         ledger.revoke(chain[revoke].id)
     revoked = revoke is not None and revoke < depth
-    expired = expires is not None and not _NOW + waited < _NOW + expires
+    # a token's expiry is whole seconds, truncated (core/caps._check_limits: never later than asked)
+    expired = expires is not None and not _NOW + waited < int(_NOW + expires)
     dead = revoked or expired
     try:
         again = authorize(list(first.tokens), AuthRequest("a", (res,)), ledger=ledger, issued=issued,
