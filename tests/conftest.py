@@ -110,14 +110,12 @@ def wait_until(pred: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
 
 
 @contextlib.contextmanager
-def serve_mcp_http(home: Path) -> Iterator[tuple[str, int]]:
-    """``agentix mcp --http`` for the kernel at ``home`` on a free loopback port: yields its
-    endpoint URL and port, stops it afterwards."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "agentix.cli.main", "--home", str(home), "mcp",
-                             "--http", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def cli_face(argv: list[str], port: int, env: dict[str, str] | None = None,
+             timeout: float = 20) -> Iterator[subprocess.Popen[bytes]]:
+    """``agentix ARGV`` serving on 127.0.0.1:``port``: yields the process once the port accepts
+    (its stderr in the failure if it exits first), stops it afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "agentix.cli.main", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=None if env is None else {**os.environ, **env})
 
     def up() -> bool:
         try:
@@ -127,8 +125,8 @@ def serve_mcp_http(home: Path) -> Iterator[tuple[str, int]]:
             return proc.poll() is not None
 
     try:
-        assert wait_until(up, 20) and proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        yield f"http://127.0.0.1:{port}/mcp", port
+        assert wait_until(up, timeout) and proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -136,6 +134,17 @@ def serve_mcp_http(home: Path) -> Iterator[tuple[str, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def serve_mcp_http(home: Path) -> Iterator[tuple[str, int]]:
+    """``agentix mcp --http`` for the kernel at ``home`` on a free loopback port: yields its
+    endpoint URL and port, stops it afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with cli_face(["--home", str(home), "mcp", "--http", f"127.0.0.1:{port}"], port):
+        yield f"http://127.0.0.1:{port}/mcp", port
 
 
 async def until(pred: Any, timeout: float = 10.0) -> None:
@@ -279,9 +288,9 @@ def kernel(start_kernel: Any) -> Daemon:
     return start_kernel()
 
 
-@pytest.fixture(scope="module")
-def module_kernel(isolation_mode: str) -> Iterator[Daemon]:
-    """One kernel shared by a module's tests that do not depend on a fresh kernel's state."""
+def shared_daemon(isolation_mode: str) -> Iterator[Daemon]:
+    """A kernel in a short temporary home, stopped and removed afterwards (the body of the
+    module-scoped kernel fixtures)."""
     tmp = short_tmp()
     d = Daemon(tmp / "h", isolation_mode)
     yield d
@@ -289,3 +298,9 @@ def module_kernel(isolation_mode: str) -> Iterator[Daemon]:
         d.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def module_kernel(isolation_mode: str) -> Iterator[Daemon]:
+    """One kernel shared by a module's tests that do not depend on a fresh kernel's state."""
+    yield from shared_daemon(isolation_mode)

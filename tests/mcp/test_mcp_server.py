@@ -25,7 +25,7 @@ from mcp.client.stdio import StdioServerParameters  # noqa: E402
 from agentix.kernel.methods import POLICIES  # noqa: E402
 from agentix.mcp.server import TOOLS  # noqa: E402
 from agentix.sdk.errors import CapabilityDenied, InvalidRequest  # noqa: E402
-from conftest import Daemon, program, short_tmp, wait_until  # noqa: E402
+from conftest import Daemon, program, shared_daemon, short_tmp, wait_until  # noqa: E402
 
 MUTATING = {t.name for t in TOOLS if any(POLICIES[m].durability == "effect" for m in t.methods)}
 READING = {t.name for t in TOOLS} - MUTATING
@@ -52,13 +52,7 @@ def audit(kernel: Any) -> list[dict[str, Any]]:
 def idle_kernel(isolation_mode: str) -> Iterator[Daemon]:
     """One kernel for the refusal cases that must leave it empty: no test starts an agent on
     it (a daemon per case cost seconds each), so each still asserts "no agent at all"."""
-    tmp = short_tmp()
-    d = Daemon(tmp / "h", isolation_mode)
-    yield d
-    try:
-        d.stop()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    yield from shared_daemon(isolation_mode)
 
 
 def by_mcp(entries: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -266,8 +260,6 @@ def test_a_bad_face_name_is_refused_and_the_connection_stays_the_operator(module
 
 # ---------------------------------------------------------------- a lost kernel
 def test_a_lost_kernel_is_a_tool_error_and_a_restarted_one_is_reached_again(isolation_mode) -> None:
-    from conftest import Daemon, short_tmp
-
     tmp = short_tmp()
     first = Daemon(tmp / "h", isolation_mode)
     second: list[Daemon] = []
@@ -293,3 +285,4 @@ def test_a_lost_kernel_is_a_tool_error_and_a_restarted_one_is_reached_again(isol
         for d in [first, *second]:
             if d.proc.poll() is None:
                 d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

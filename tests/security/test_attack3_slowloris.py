@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from conftest import serve_mcp_http, short_tmp, wait_until
+from conftest import cli_face, serve_mcp_http, short_tmp, wait_until
 from http_api.conftest import Api, free_port, start_api
 
 HEAD_TIMEOUT = 3.0
@@ -214,21 +214,6 @@ def test_a_kept_alive_connection_cannot_drip_its_next_request(isolation_mode):
 
 
 # ------------------------------------------------------------------------------ the other faces
-def _run_face(argv: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "agentix.cli.main", *argv],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env})
-
-    def up() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return proc.poll() is not None
-
-    assert wait_until(up, 30) and proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-    return proc
-
-
 ENV = {"AGENTIX_HTTP_HEAD_TIMEOUT": str(HEAD_TIMEOUT), "AGENTIX_HTTP_MAX_PENDING": "256"}
 
 
@@ -256,9 +241,8 @@ def test_200_slow_header_connections_do_not_stop_a2a_serve():
         manifest = tmp / "pub.yaml"
         manifest.write_text("name: pub\ndescription: answers\nprogram: p.py\n")
         port = free_port()
-        proc = _run_face(["--home", str(tmp / "h"), "a2a", "serve", str(manifest), "--port", str(port)],
-                         port, {**ENV, "AGENTIX_A2A_TOKEN": "t0123456789abcdef0123"})
-        try:
+        with cli_face(["--home", str(tmp / "h"), "a2a", "serve", str(manifest), "--port", str(port)],
+                      port, {**ENV, "AGENTIX_A2A_TOKEN": "t0123456789abcdef0123"}, timeout=30):
             with Slow(port) as slow:
                 time.sleep(1.5)
                 assert not slow.closed
@@ -266,9 +250,6 @@ def test_200_slow_header_connections_do_not_stop_a2a_serve():
                 assert r.status_code == 200 and r.json()["name"] == "pub", r.text
                 assert wait_until(slow.all_closed, HEAD_TIMEOUT + 20), slow.statuses()
             assert slow.statuses() == {"408": N_SLOW}, slow.statuses()
-        finally:
-            proc.terminate()
-            proc.wait(10)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
