@@ -70,6 +70,28 @@ def test_markup_safe_text_prints_exactly_itself(text):
     assert cap.get() == text + "\n"
 
 
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_a_registry_error_message_cannot_hide_or_drive_the_terminal(tty, payload):
+    """A registry's own words reach the operator through an error message (``registry_error``):
+    the same class as a package's declared capabilities — shown literally and escaped."""
+    import click
+
+    from agentix.cli.packages import EXIT_REGISTRY, _registry_errors_exit_6
+    from agentix.core.errors import RegistryError
+
+    def fails() -> None:
+        raise RegistryError(f"registry said: [conceal]secret[/] {payload}", reason=f"[red]x{payload}")
+
+    cmd = click.Command("pull", callback=fails)
+    _registry_errors_exit_6(cmd)
+    with pytest.raises(SystemExit) as done:
+        cmd.callback()
+    assert done.value.code == EXIT_REGISTRY
+    out = tty.getvalue()
+    assert "[conceal]secret[/]" in out and "[red]x" in out   # taken literally, nothing hidden
+    assert payload not in out and ("\\x1b" in out or "\\x9b" in out or "\\u202e" in out)
+
+
 def test_pipes_get_the_text_as_it_is(capsys):
     render.echo("raw \x1b[1m bytes")
     assert capsys.readouterr().out == "raw \x1b[1m bytes\n"

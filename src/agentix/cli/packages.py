@@ -35,11 +35,11 @@ def _dump(data: Any) -> None:
 def _pulled(r: dict[str, Any], _: Params) -> None:
     v = r["verdict"]
     basis = f"signed by {v['keyid']}" if v["basis"] == "signed" else "[yellow]unsigned (allowed by policy)[/]"
-    render.console().print(f"[green]pulled[/] {r['ref']} {r['digest']} — {basis}")
+    render.console().print(f"[green]pulled[/] {render.markup_safe(r['ref'])} {r['digest']} — {basis}")
 
 
 def _key_made(r: dict[str, Any], _: Params) -> None:
-    render.console().print(f"key [bold]{r['name']}[/] ({r['keyid']})")
+    render.console().print(f"key [bold]{render.markup_safe(r['name'])}[/] ({r['keyid']})")
     click.echo(r["public_key"])
 
 
@@ -63,15 +63,15 @@ build = command(Call(
                   help="NAME:TAG, e.g. team/hello:1.0.0 or HOST:PORT/team/hello:1.0.0"),
      click.Option(["--file", "-f", "agentfile"], type=click.Path(exists=True, dir_okay=False),
                   help="the Agentfile (default: CONTEXT/Agentfile[.yaml|.json])")],
-    lambda r, _: render.console().print(f"[green]built[/] {r['ref']} [bold]{r['digest']}[/] ({len(r['layers'])} layers, "
+    lambda r, _: render.console().print(f"[green]built[/] {render.markup_safe(r['ref'])} [bold]{r['digest']}[/] ({len(r['layers'])} layers, "
                            f"{sum(r['cached'])} from cache)")))
 sign = command(Call(
     "sign", "package.sign", "Sign a local package (its digest, name and version) with a signing key.",
     [_REF, click.Option(["--key", "-k"], default="default", show_default=True, help="the signing key's name")],
-    lambda r, _: render.console().print(f"[green]signed[/] {r['name']} {r['version']} {r['digest']} with key {r['keyid']}")))
+    lambda r, _: render.console().print(f"[green]signed[/] {render.markup_safe(r['name'])} {render.markup_safe(r['version'])} {r['digest']} with key {r['keyid']}")))
 push = command(Call(
     "push", "package.push", "Push a local package (and its signatures) to its registry.", [_REF],
-    lambda r, _: render.console().print(f"[green]pushed[/] {r['ref']} {r['digest']} ({r['blobs_sent']} blobs sent, "
+    lambda r, _: render.console().print(f"[green]pushed[/] {render.markup_safe(r['ref'])} {r['digest']} ({r['blobs_sent']} blobs sent, "
                            f"{r['signatures']} signatures)")))
 pull = command(Call(
     "pull", "package.pull", "Pull a package, verify it against the trust policy, and store it locally.",
@@ -103,13 +103,13 @@ trust.add_command(command(Call(
     [click.Argument(["key"]),
      click.Option(["--for", "pattern"], required=True,
                   help='names the key counts for, e.g. "registry.example/team/*"')],
-    lambda r, p: render.console().print(f"[green]trusted[/] {p['key'] if len(p['key']) < 40 else p['key'][:40] + '…'} "
-                           f"for {p['pattern']}"))))
+    lambda r, p: render.console().print(f"[green]trusted[/] {render.markup_safe(p['key'] if len(p['key']) < 40 else p['key'][:40] + '…')} "
+                           f"for {render.markup_safe(p['pattern'])}"))))
 trust.add_command(command(Call(
     "allow-unsigned", "trust.allow_unsigned",
     "Accept unsigned packages for names matching PATTERN (each acceptance is audited).",
     [click.Argument(["pattern"])],
-    lambda r, p: render.console().print(f"[yellow]unsigned packages accepted[/] for {p['pattern']}"))))
+    lambda r, p: render.console().print(f"[yellow]unsigned packages accepted[/] for {render.markup_safe(p['pattern'])}"))))
 trust.add_command(command(Call("list", "trust.list", "Show the trust policy.")))
 
 
@@ -129,7 +129,7 @@ packages.add_command(command(Call(
     "verify", "package.verify", "Check a local package against the trust policy (exit 4 if refused).", [_REF])))
 packages.add_command(command(Call(
     "rm", "package.rm", "Remove a tag from the local store (and blobs nothing else uses).", [_REF],
-    lambda r, _: render.console().print(f"[green]removed[/] {r['ref']} ({r['blobs_removed']} blobs freed)"))))
+    lambda r, _: render.console().print(f"[green]removed[/] {render.markup_safe(r['ref'])} ({r['blobs_removed']} blobs freed)"))))
 
 
 # ---------------------------------------------------------------- agentix run REF
@@ -214,7 +214,8 @@ def _registry_errors_exit_6(cmd: click.Command) -> None:
             return inner(*a, **kw)
         except RegistryError as err:
             reason = err.data.get("reason")
-            render.console(err=True).print(f"[bold red]error:[/] {err.message}" + (f" [dim]({reason})[/]" if reason else ""))
+            render.console(err=True).print(f"[bold red]error:[/] {render.markup_safe(err.message)}"  # the registry's own words
+                                     + (f" [dim]({render.markup_safe(reason)})[/]" if reason else ""))
             sys.exit(EXIT_REGISTRY)
 
     cmd.callback = callback
