@@ -236,8 +236,8 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
     watch = GoalWatch(r["agent_id"], r["name"])
     model = r.get("model") or {}
     if not as_json:
-        console.print(f"[bold]goal[/] submitted to {r['name']} [bold]{r['agent_id']}[/]"
-                      f" (workspace {r['workspace']})")
+        console.print(f"[bold]goal[/] submitted to {escape(str(r['name']))} [bold]{r['agent_id']}[/]"
+                      f" (workspace {escape(str(r['workspace']))})")
         console.print(model_line(model), highlight=False)
     deadline = None if timeout is None else time.monotonic() + timeout
     quiet_since = time.monotonic()
@@ -274,7 +274,7 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
         if result.get("error"):
             err = result["error"]
             console.print("[red]the orchestrator stopped:[/] " + escape(f"{err.get('error')}: {err.get('message')}"))
-        console.print(f"outcome: [bold]{result.get('stop_reason')}[/]"
+        console.print(f"outcome: [bold]{escape(str(result.get('stop_reason')))}[/]"
                       + (f" — {len(result.get('plan') or [])} subtasks" if result.get("plan") else ""))
     else:
         console.print(f"[red]the orchestrator ended {status.reason} without a summary; "
@@ -286,7 +286,7 @@ def run_goal(k: Kernel, goal: str, *, output: str | None, manifest: str | None, 
     if fin.get("output"):
         console.print(escape(f"output: {fin['output']} ({', '.join(fin.get('files') or []) or 'no files'})"))
     if fin.get("error"):
-        console.print(f"[red]{fin['error']}[/]")
+        console.print(f"[red]{escape(str(fin['error']))}[/]")  # the agent's words
     return 0 if ok else 1
 
 
