@@ -10,6 +10,7 @@ connection is made; nothing is stored."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socketserver
 import threading
@@ -53,16 +54,24 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
 
-@pytest.fixture
-def hostile(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[str]]]:
-    seen: list[str] = []
-    handler = type("H", (_Hostile,), {"answer": request.param, "seen": seen})
+@contextlib.contextmanager
+def _serving(handler: type) -> Iterator[str]:
+    """``handler`` served on a free loopback port in a thread: yields HOST:PORT."""
     srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{srv.server_address[1]}", seen
-    srv.shutdown()
-    srv.server_close()
+    try:
+        yield f"127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture
+def hostile(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    with _serving(type("H", (_Hostile,), {"answer": request.param, "seen": seen})) as host:
+        yield host, seen
 
 
 def _nothing_stored(s: PackageStore) -> None:
@@ -234,12 +243,8 @@ class _Garbage(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def garbage() -> Iterator[tuple[str, type]]:
     handler = type("G", (_Garbage,), {})
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{srv.server_address[1]}", handler
-    srv.shutdown()
-    srv.server_close()
+    with _serving(handler) as host:
+        yield host, handler
 
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
