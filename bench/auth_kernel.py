@@ -19,7 +19,7 @@ afresh each time, the memo emptied before each: the goal, 16 paths <= 2x one pat
 judged on that one) and the whole check stage in-process (``CapabilityStage.before``, the tool
 not run).
 
-Starts: an in-process kernel (``Kernel`` on this process's event loop, plain backend,
+Starts: an in-process kernel (``KernelRoot`` on this process's event loop, plain backend,
 isolation degraded -- no daemon, no bwrap) and one real agent process spawned by it.
 
 Prints a readable table; the LAST line is one JSON object of the figures.
@@ -37,7 +37,7 @@ from pathlib import Path
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 
@@ -75,7 +75,7 @@ async def main() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="agentix-bench-"))
     home = Home(tmp / "home")
     home.create()
-    k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+    k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
     await k.start()
     prog = tmp / "bench.py"
     prog.write_text(PROG)
@@ -127,7 +127,7 @@ async def main() -> dict:
     return results
 
 
-def decision_many(k: Kernel, home: Home) -> dict[str, dict[str, float]]:
+def decision_many(k: KernelRoot, home: Home) -> dict[str, dict[str, float]]:
     """The decision for a file_read_many of 1 vs 16 paths (the agent's record, its real token)."""
     import asyncio as _a  # noqa: F401  (the kernel is idle: this runs on the loop's thread)
 
@@ -161,14 +161,14 @@ def decision_many(k: Kernel, home: Home) -> dict[str, dict[str, float]]:
     return out
 
 
-async def _progress(k: Kernel, rec) -> set[str]:
+async def _progress(k: KernelRoot, rec) -> set[str]:
     # the program ends each phase with an echo of "done:<label>" (recorded as tool.invoked)
     return {e["data"]["args"]["message"][5:] for e in k.audit.sink.tail(after=0, agent=rec.agent_id,
                                                                      kind="tool.invoked", limit=1000000)
             if str(e["data"]["args"].get("message", "")).startswith("done:")}
 
 
-async def stage_many(k: Kernel) -> dict[str, dict[str, float]]:
+async def stage_many(k: KernelRoot) -> dict[str, dict[str, float]]:
     """The whole check stage (argument check, resources from the method table, the decision,
     taint, commit) for a file_read_many of 1 vs 16 paths, in-process (the tool does not run)."""
     from agentix.kernel.dispatch import Call, Caller

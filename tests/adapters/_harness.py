@@ -15,7 +15,7 @@ import yaml
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 
 __all__ = ["EXAMPLES", "Run", "needs_bwrap", "run_example"]
 
@@ -27,7 +27,7 @@ needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewr
 class Run:
     """What a run left behind: the agent's record, the audit events, the workspace."""
 
-    def __init__(self, k: Kernel, rec: Any) -> None:
+    def __init__(self, k: KernelRoot, rec: Any) -> None:
         self.k, self.rec = k, rec
         self.events = k.audit.sink.tail(after=0, limit=100000)
         self.log = Path(rec.log_path).read_text() if rec.log_path and Path(rec.log_path).exists() else ""
@@ -41,7 +41,7 @@ class Run:
 
 def run_example(tmp: Path, example: str, message: Any, *, turns: Path | None = None,
                 manifest: str = "agent.yaml", backend: str = "bwrap", timeout: float = 120,
-                during: Callable[[Kernel, Any], Awaitable[Any]] | None = None,
+                during: Callable[[KernelRoot, Any], Awaitable[Any]] | None = None,
                 **overrides: Any) -> Run:
     """Run ``examples/EXAMPLE/MANIFEST`` with ``message`` as its first message, its model the
     scripted provider playing ``turns`` (default: the example's turns.yaml)."""
@@ -57,7 +57,7 @@ def run_example(tmp: Path, example: str, message: Any, *, turns: Path | None = N
     data.update(overrides)
 
     async def go() -> Run:
-        k = Kernel(home, KernelConfig(backend=backend, isolation="degraded", stop_grace=1.0))
+        k = KernelRoot(home, KernelConfig(backend=backend, isolation="degraded", stop_grace=1.0))
         await k.start()
         try:
             rec = await k.spawn(parse_manifest(data), message=message)

@@ -1,4 +1,4 @@
-"""The loop's tests against the real kernel: a real in-process ``Kernel`` (plain backend),
+"""The loop's tests against the real kernel: a real in-process ``KernelRoot`` (plain backend),
 the model played by the scripted provider (``llm/scripted.py``, configured in the home's
 config.toml like any provider), and ``ToolLoop`` running inside a real agent process that
 talks to the kernel over its inherited socket with the real SDK.
@@ -22,7 +22,7 @@ import yaml
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 
 __all__ = ["Orchestration", "Transcript", "fail", "reply", "run_loop", "run_orchestrator"]
 
@@ -149,7 +149,7 @@ def run_loop(tmp: Path, turns: list[dict[str, Any]], task: str = "t", *, tools: 
            "config": config or {}, "system_prompt": system_prompt, "await_go": bool(files)}
 
     async def go() -> Transcript:
-        k = Kernel(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0, **(kernel or {})))
+        k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0, **(kernel or {})))
         for spec in kernel_tools:
             k.tools.register(spec)
         await k.start()
@@ -225,7 +225,7 @@ def run_orchestrator(tmp: Path, route: Any, goal: str = "write a report", *, con
     (home.root / "config.toml").write_text(config_toml(server.base_url, kernel=False) + config_extra)
 
     async def go() -> Orchestration:
-        k = Kernel(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0))
+        k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=1.0))
         await k.start()
         try:
             boot = bootstrap_manifest()   # think is a capability: `agentix run --goal` adds the model grant

@@ -18,7 +18,7 @@ from pathlib import Path
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from tests.fakes.routed_openai import AgentScripts, RoutedOpenAIServer, call, config_toml, text
 
 
@@ -63,7 +63,7 @@ def test_summary_memory_skills_and_repeats_through_the_kernel(tmp_path):
     (home.root / "config.toml").write_text(config_toml(server.base_url, kernel=False))
 
     async def go():
-        k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+        k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
         await k.start()
         recs = {}
         for name, caps, args in (

@@ -122,14 +122,14 @@ def test_submit_goal_refusals_change_nothing(tmp_path):
     from agentix.kernel.config import KernelConfig
     from agentix.kernel.dispatch import OPERATOR
     from agentix.kernel.home import Home
-    from agentix.kernel.kernel import Kernel as KernelCore
+    from agentix.kernel.kernel import KernelRoot
 
     (tmp_path / "file").write_text("x")
 
     async def go():
         home = Home(tmp_path / "home")
         home.create()
-        k = KernelCore(home, KernelConfig(backend="plain", isolation="degraded"))
+        k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
         await k.start()
         errors = []
         for params in ({"goal": ""}, {"goal": 5}, {"goal": "g", "output": "relative/dir"},

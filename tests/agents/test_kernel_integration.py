@@ -1,6 +1,6 @@
 """The integration points against the real kernel: real agent processes, real system calls.
 
-Memory and skill tools and ``loop.event`` are installed by a real ``Kernel`` (plain
+Memory and skill tools and ``loop.event`` are installed by a real ``KernelRoot`` (plain
 backend, degraded isolation); ``think`` is the kernel's real inference path, configured in
 $AGENTIX_HOME/config.toml to use a fake OpenAI-compatible server on 127.0.0.1 that plays
 scripted model turns over the real wire format (the one fake: a model). Everything else —
@@ -18,7 +18,7 @@ from typing import Any
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from agentix.memory.store import MemoryStore
 from tests.fakes.openai_server import Scripted
 from tests.fakes.routed_openai import AgentScripts, RoutedOpenAIServer, call, config_toml, text
@@ -41,12 +41,12 @@ k.exit(out)
 '''
 
 
-async def _kernel(tmp_path: Path, server: RoutedOpenAIServer | None = None) -> tuple[Kernel, MemoryStore]:
+async def _kernel(tmp_path: Path, server: RoutedOpenAIServer | None = None) -> tuple[KernelRoot, MemoryStore]:
     home = Home(tmp_path / "home")
     home.create()
     if server is not None:
         (home.root / "config.toml").write_text(config_toml(server.base_url, kernel=False))
-    k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+    k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
     await k.start()
     return k, k.memory  # the kernel registers memory, skill and loop-event services itself
 

@@ -13,7 +13,7 @@ import pytest
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from tests.fakes.openai_server import Scripted
 from tests.fakes.routed_openai import AgentScripts, RoutedOpenAIServer, call, config_toml, text
 
@@ -29,7 +29,7 @@ def run_loop_agent(tmp_path: Path, scripts: AgentScripts, capabilities: list[str
         home = Home(tmp_path / "home")
         home.create()
         (home.root / "config.toml").write_text(config_toml(server.base_url, kernel=False) + extra_toml)
-        k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+        k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
         await k.start()
         rec = await k.spawn(parse_manifest({"name": "solo", "program": "module:agentix.agents.loop",
                                             "isolation": "degraded", "system_prompt": "[agent:solo]",
@@ -116,7 +116,7 @@ def test_sys_info_names_the_model_but_not_the_endpoint(tmp_path):
         home = Home(tmp_path / "home")
         home.create()
         (home.root / "config.toml").write_text(config_toml(server.base_url, kernel=False))
-        k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+        k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
         await k.start()
         prog = tmp_path / "probe.py"
         prog.write_text(PROBE)

@@ -22,7 +22,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import OPERATOR
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from agentix.sdk import Kernel as SdkKernel
 from agentix.store.db import Database
 from agentix.store.saved_state import MAX_KEYS, MAX_STATE, StateStore
@@ -44,11 +44,11 @@ def model() -> Iterator[RoutedOpenAIServer]:
     s.stop()
 
 
-async def _kernel(home_dir: Path, base_url: str) -> tuple[Kernel, StateStore]:
+async def _kernel(home_dir: Path, base_url: str) -> tuple[KernelRoot, StateStore]:
     home = Home(home_dir)
     home.create()
     (home_dir / "config.toml").write_text(config_toml(base_url, kernel=False))
-    k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+    k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
     await k.start()
     return k, k.state_store  # the kernel registers persistence itself
 

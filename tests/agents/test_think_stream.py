@@ -10,7 +10,7 @@ from pathlib import Path
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from tests.fakes.routed_openai import RoutedOpenAIServer, config_toml, text
 
 PROGRAM = '''
@@ -49,7 +49,7 @@ def test_streamed_text_reaches_the_agent_piece_by_piece(tmp_path):
         home = Home(tmp_path / "home")
         home.create()
         (home.root / "config.toml").write_text(config_toml(server.base_url, kernel=False))
-        k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+        k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
         await k.start()
         prog = tmp_path / "streamer.py"
         prog.write_text(PROGRAM)

@@ -8,14 +8,14 @@ import pytest
 
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from agentix.kernel.method_params import PARAMS
 
 
 @pytest.fixture(scope="module")
 def operator_methods(tmp_path_factory) -> set[str]:
     home = Home(tmp_path_factory.mktemp("openapi"))
-    k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+    k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
     return {s.name for s in k.pipeline.specs() if s.operator}
 
 

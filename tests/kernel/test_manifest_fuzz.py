@@ -133,14 +133,14 @@ def test_random_manifests_through_a_real_kernel_never_wedge_it(tmp_path: Path) -
     from agentix.kernel.config import KernelConfig
     from agentix.kernel.dispatch import OPERATOR
     from agentix.kernel.home import Home
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.kernel import KernelRoot
 
     prog = tmp_path / "agent.py"
     prog.write_text("from agentix.sdk import agent\nagent.connect().exit('ok')\n")
     home = Home(tmp_path / "home")
     home.create()
     loop = asyncio.new_event_loop()
-    k = Kernel(home, KernelConfig(backend="bwrap", isolation="strict", launcher_pool=0, stop_grace=0.5))
+    k = KernelRoot(home, KernelConfig(backend="bwrap", isolation="strict", launcher_pool=0, stop_grace=0.5))
     loop.run_until_complete(k.start())
     outcomes: dict[str, int] = {"spawned": 0, "refused": 0}
 

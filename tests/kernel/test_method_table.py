@@ -16,7 +16,7 @@ from agentix.core.errors import AgentixError
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import OPERATOR, Caller, MethodPolicy, MethodSpec, Pipeline
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from agentix.kernel.methods import POLICIES
 
 #: agent methods that act only on the caller's own state (no token governs them)
@@ -28,7 +28,7 @@ SELF_ONLY = {"sys.info", "sys.exit", "ipc.recv", "agent.wait_child", "agent.chil
 def kernel(tmp_path_factory):
     home = Home(tmp_path_factory.mktemp("table") / "home")
     home.create()
-    return Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+    return KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
 
 
 def test_every_registered_method_has_a_policy(kernel):

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from agentix.core.manifest import Limits, parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from agentix.sandbox import cgroups
 from agentix.sandbox.base import LaunchSpec
 from agentix.sandbox.bwrap import DEFAULT_LIMITS, probe
@@ -76,15 +76,15 @@ k.exit({
 SLEEPER = "import time\ntime.sleep(120)\n"
 
 
-async def _kernel(tmp: Path, warm: int = 2, **cfg: Any) -> Kernel:
+async def _kernel(tmp: Path, warm: int = 2, **cfg: Any) -> KernelRoot:
     home = Home(tmp / "h")
     home.create()
-    k = Kernel(home, KernelConfig(stop_grace=1.0, warm_pool=warm, **cfg))
+    k = KernelRoot(home, KernelConfig(stop_grace=1.0, warm_pool=warm, **cfg))
     await k.start()
     return k
 
 
-async def _ready(k: Kernel, n: int, timeout: float = 60) -> list[Any]:
+async def _ready(k: KernelRoot, n: int, timeout: float = 60) -> list[Any]:
     sub = k.substrate
     assert isinstance(sub, WarmBwrapSubstrate)
     deadline = time.monotonic() + timeout
@@ -94,7 +94,7 @@ async def _ready(k: Kernel, n: int, timeout: float = 60) -> list[Any]:
     return list(sub._workers)
 
 
-async def _run(k: Kernel, prog: Path, **manifest: Any) -> Any:
+async def _run(k: KernelRoot, prog: Path, **manifest: Any) -> Any:
     rec = await k.spawn(parse_manifest({"name": "probe", "program": str(prog), **manifest}))
     await k.wait(rec, 60)
     return rec
@@ -116,7 +116,7 @@ async def _gone(pids: list[int], timeout: float = 10) -> bool:
     return True
 
 
-def _events(k: Kernel, kind: str) -> list[dict[str, Any]]:
+def _events(k: KernelRoot, kind: str) -> list[dict[str, Any]]:
     return [e for e in k.audit.sink.tail(kind=kind, limit=1000)]
 
 
@@ -429,7 +429,7 @@ def test_a_worker_started_while_the_kernel_narrowed_its_umask_gets_the_kernels_o
     async def body() -> None:
         home = Home(tmp_path / "h")
         home.create()
-        k = Kernel(home, KernelConfig(stop_grace=1.0, warm_pool=1))
+        k = KernelRoot(home, KernelConfig(stop_grace=1.0, warm_pool=1))
         old = os.umask(0o177)
         try:
             await k.start()

@@ -16,7 +16,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import OPERATOR
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 
 __all__ = ["BACKENDS", "PROBE", "SCRIPTED", "World", "run", "substrate", "tool"]
 
@@ -73,7 +73,7 @@ class World:
             (self.progs / name).write_text(text)
         self.prog = self.progs / "probe.py"
         config.setdefault("stop_grace", 1.0)
-        self.k = Kernel(self.home, KernelConfig(backend=self.backend, isolation=self.isolation, **config))
+        self.k = KernelRoot(self.home, KernelConfig(backend=self.backend, isolation=self.isolation, **config))
 
     async def spawn(self, caps: Any = (), name: str = "probe", parent=None, *, program: str = "probe.py",
                     **extra: Any):

@@ -541,10 +541,10 @@ def test_rpc_never_runs_more_than_its_bounds_and_answers_every_request_once(
     import asyncio
     import socket
 
-    from agentix.rpc.server import InFlight, Limits, serve_socket
+    from agentix.rpc.server import InFlight, InFlightLimits, serve_socket
 
     async def body() -> None:
-        shared = InFlight(Limits(per_connection=per_connection, batch=batch, total=total))
+        shared = InFlight(InFlightLimits(per_connection=per_connection, batch=batch, total=total))
         release = asyncio.Event()
         running = {"now": 0, "max": 0}
         per_conn_now = [0] * connections

@@ -41,7 +41,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import OPERATOR, Caller
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 
 SLEEPER = '''
 from agentix.sdk import agent
@@ -116,7 +116,7 @@ class Hits(BaseHTTPRequestHandler):
 class World:
     tmp: Path
     loop: asyncio.AbstractEventLoop
-    k: Kernel
+    k: KernelRoot
     port: int
     data: Path
     recipients: dict[str, Any] = field(default_factory=dict)
@@ -148,7 +148,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     loop = asyncio.new_event_loop()
     t = threading.Thread(target=loop.run_forever, daemon=True)
     t.start()
-    k = Kernel(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=0.5, max_agents=64))
+    k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded", stop_grace=0.5, max_agents=64))
     w = World(tmp, loop, k, srv.server_address[1], data)
     w.run(k.start())
     for name in ("r1", "r2"):

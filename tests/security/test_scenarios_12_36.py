@@ -1,4 +1,4 @@
-"""SCENARIOS.md lines 12-36 against the real kernel: an in-process ``Kernel`` on a real asyncio
+"""SCENARIOS.md lines 12-36 against the real kernel: an in-process ``KernelRoot`` on a real asyncio
 loop, real agent processes (plain backend, degraded isolation, so the suite runs anywhere;
 the bwrap catalogue covers the sandbox), real loopback HTTP servers.
 
@@ -26,7 +26,7 @@ from agentix.core.manifest import parse_manifest
 from agentix.kernel.cap_grants import encode_token
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 
 from _world import PROBE, World, run, substrate, tool  # noqa: E402,F401  (same directory)
 
@@ -648,7 +648,7 @@ def test_s27_s10_exec_runs_sandboxed_under_bwrap(tmp_path):
     async def go():
         home = Home(tmp_path / "home")
         home.create()
-        k = Kernel(home, KernelConfig(backend="bwrap", stop_grace=1.0))
+        k = KernelRoot(home, KernelConfig(backend="bwrap", stop_grace=1.0))
         await k.start()
         prog = tmp_path / "probe.py"
         prog.write_text(PROBE)

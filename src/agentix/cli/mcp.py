@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from agentix.cli.onecall import Call, Params, command
+from agentix.cli.onecall import CallRow, Params, command
 from agentix.cli.render import line, table
 from agentix.cli.views import EXIT_USAGE, Ctx, fail
 
@@ -87,20 +87,20 @@ def _approved(items: list[dict[str, Any]], _: Params) -> None:
             line(f"{a['tool']} was already approved as listed")
 
 
-mcp.add_command(command(Call(
+mcp.add_command(command(CallRow(
     "servers", "mcp.servers", "List the declared MCP servers: state, pid, restarts, isolation.",
     field="servers", show=_servers)))
-mcp.add_command(command(Call(
+mcp.add_command(command(CallRow(
     "tools", "mcp.tools",
     "List the tools of every declared server (or SERVER's), with their pin state.\n\n"
     "Starts a server that is not running (in its sandbox) to list it. A tool whose state is\n"
     "`changed` or `new` cannot be called until `agentix mcp approve SERVER/TOOL`.",
     [click.Argument(["server"], required=False)], _tools, field="tools")))
-mcp.add_command(command(Call(
+mcp.add_command(command(CallRow(
     "approve", "mcp.approve",
     "Approve TOOL (SERVER/TOOL, or SERVER/* for all): pin its current description and schema.",
     [click.Argument(["tool"])], _approved, field="approved")))
-mcp.add_command(command(Call(
+mcp.add_command(command(CallRow(
     "restart", "mcp.restart", "Restart SERVER (also clears a `failed` state after too many crashes).",
     [click.Argument(["server"])], field="server",
     show=lambda s, _: line(f"restarted {s['name']} (pid {s['pid']}, {s['tools']} tools)", "green"))))

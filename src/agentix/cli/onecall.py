@@ -2,7 +2,7 @@
 apiece (``packages``, ``keys``, ``trust``, ``approve``, ``caps ls``, ``mcp servers``,
 ``tokens`` ...).
 
-A ``Call`` row names the command, the kernel method its parameters go to (or a function of
+A ``CallRow`` names the command, the kernel method its parameters go to (or a function of
 the SDK handle and the parameters, where the names differ), its click parameters, and how
 to show the reply to a person. ``command(row)`` builds the click command: it makes the call,
 then prints the reply as JSON under ``--json`` (for scripts) or through ``show``. A row with
@@ -20,7 +20,7 @@ import click
 
 from agentix.cli.views import dump_json
 
-__all__ = ["JSON_HELP", "Call", "Params", "command"]
+__all__ = ["JSON_HELP", "CallRow", "Params", "command"]
 
 JSON_HELP = "print the result as JSON (for scripts)"
 
@@ -29,7 +29,7 @@ Params = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Call:
+class CallRow:
     name: str
     #: ``"package.sign"``: called with the command's parameters as they are named;
     #: a function ``(kernel, params) -> reply`` where they are not
@@ -42,7 +42,7 @@ class Call:
     field: str | None = None
 
 
-def command(row: Call) -> click.Command:
+def command(row: CallRow) -> click.Command:
     """The click command of ``row``."""
 
     def callback(**params: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from agentix.cli import render
-from agentix.cli.onecall import Call, Params, command
+from agentix.cli.onecall import CallRow, Params, command
 from agentix.cli.views import EXIT_REGISTRY, parse_message
 from agentix.sdk.errors import NotFound, RegistryError
 
@@ -56,7 +56,7 @@ def _build(k: Any, p: Params) -> Any:
 _REF = click.Argument(["ref"])
 _ALLOW_ROLLBACK = click.Option(["--allow-rollback"], is_flag=True, help="accept a version older than one seen before")
 
-build = command(Call(
+build = command(CallRow(
     "build", _build, "Build the Agentfile in CONTEXT into a package in the local store.",
     [click.Argument(["context"], default=".", type=click.Path(exists=True, file_okay=False)),
      click.Option(["--tag", "-t"], required=True,
@@ -65,15 +65,15 @@ build = command(Call(
                   help="the Agentfile (default: CONTEXT/Agentfile[.yaml|.json])")],
     lambda r, _: render.console().print(f"[green]built[/] {render.markup_safe(r['ref'])} [bold]{r['digest']}[/] ({len(r['layers'])} layers, "
                            f"{sum(r['cached'])} from cache)")))
-sign = command(Call(
+sign = command(CallRow(
     "sign", "package.sign", "Sign a local package (its digest, name and version) with a signing key.",
     [_REF, click.Option(["--key", "-k"], default="default", show_default=True, help="the signing key's name")],
     lambda r, _: render.console().print(f"[green]signed[/] {render.markup_safe(r['name'])} {render.markup_safe(r['version'])} {r['digest']} with key {r['keyid']}")))
-push = command(Call(
+push = command(CallRow(
     "push", "package.push", "Push a local package (and its signatures) to its registry.", [_REF],
     lambda r, _: render.console().print(f"[green]pushed[/] {render.markup_safe(r['ref'])} {r['digest']} ({r['blobs_sent']} blobs sent, "
                            f"{r['signatures']} signatures)")))
-pull = command(Call(
+pull = command(CallRow(
     "pull", "package.pull", "Pull a package, verify it against the trust policy, and store it locally.",
     [_REF, _ALLOW_ROLLBACK], _pulled))
 
@@ -83,11 +83,11 @@ def keys() -> None:
     """Signing keys (kept in $AGENTIX_HOME/keys/signing)."""
 
 
-keys.add_command(command(Call(
+keys.add_command(command(CallRow(
     "generate", "keys.generate",
     "Create an Ed25519 signing key; print its public key (give that to those who trust you).",
     [click.Argument(["name"], default="default")], _key_made)))
-keys.add_command(command(Call(
+keys.add_command(command(CallRow(
     "list", "keys.list", "List signing keys and their public keys.", field="keys",
     show=_key_rows)))
 
@@ -97,7 +97,7 @@ def trust() -> None:
     """The trust policy: whose signatures count for which package names."""
 
 
-trust.add_command(command(Call(
+trust.add_command(command(CallRow(
     "add", "trust.add",
     "Trust KEY (ed25519:…, a file holding it, or a local key's name) for names matching PATTERN.",
     [click.Argument(["key"]),
@@ -105,12 +105,12 @@ trust.add_command(command(Call(
                   help='names the key counts for, e.g. "registry.example/team/*"')],
     lambda r, p: render.console().print(f"[green]trusted[/] {render.markup_safe(p['key'] if len(p['key']) < 40 else p['key'][:40] + '…')} "
                            f"for {render.markup_safe(p['pattern'])}"))))
-trust.add_command(command(Call(
+trust.add_command(command(CallRow(
     "allow-unsigned", "trust.allow_unsigned",
     "Accept unsigned packages for names matching PATTERN (each acceptance is audited).",
     [click.Argument(["pattern"])],
     lambda r, p: render.console().print(f"[yellow]unsigned packages accepted[/] for {render.markup_safe(p['pattern'])}"))))
-trust.add_command(command(Call("list", "trust.list", "Show the trust policy.")))
+trust.add_command(command(CallRow("list", "trust.list", "Show the trust policy.")))
 
 
 @click.group()
@@ -118,16 +118,16 @@ def packages() -> None:
     """The local package store."""
 
 
-packages.add_command(command(Call(
+packages.add_command(command(CallRow(
     "ls", "package.list", "List local packages.", field="packages",
     show=lambda rows, _: render.table(["REF", "DIGEST", "SIGNED"],
                                       [[r["ref"], r["digest"], "yes" if r["signed"] else "no"] for r in rows]))))
-packages.add_command(command(Call(
+packages.add_command(command(CallRow(
     "inspect", "package.inspect",
     "Everything about a local package: metadata, declared capabilities, layers, signatures.", [_REF])))
-packages.add_command(command(Call(
+packages.add_command(command(CallRow(
     "verify", "package.verify", "Check a local package against the trust policy (exit 4 if refused).", [_REF])))
-packages.add_command(command(Call(
+packages.add_command(command(CallRow(
     "rm", "package.rm", "Remove a tag from the local store (and blobs nothing else uses).", [_REF],
     lambda r, _: render.console().print(f"[green]removed[/] {render.markup_safe(r['ref'])} ({r['blobs_removed']} blobs freed)"))))
 

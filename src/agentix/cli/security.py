@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from agentix.cli.onecall import JSON_HELP, Call, Params, command
+from agentix.cli.onecall import JSON_HELP, CallRow, Params, command
 from agentix.cli.render import line, table
 
 __all__ = ["COMMANDS", "approvals", "approve", "caps", "deny"]
@@ -44,16 +44,16 @@ def _tokens(toks: list[dict[str, Any]], _: Params) -> None:
           keep=(0, 1, 2))
 
 
-approvals = command(Call(
+approvals = command(CallRow(
     "approvals", lambda k, p: k.approvals(all=p["show_all"]),
     "List approval requests waiting for an answer (--all: every one).",
     [click.Option(["--all", "show_all"], is_flag=True, help="answered and expired ones too")], _approvals))
-approve = command(Call(
+approve = command(CallRow(
     "approve", lambda k, p: k.approve(p["approval_id"], p["reason"]),
     "Approve one pending action (exactly as shown by `agentix approvals`).",
     [click.Argument(["approval_id"]), click.Option(["--reason"], default=None, help="recorded with the answer")],
     lambda a, _: line(f"approved {a['id']} ({a['tool']} for {a['agent']})", "green")))
-deny = command(Call(
+deny = command(CallRow(
     "deny", lambda k, p: k.deny(p["approval_id"], p["reason"]),
     "Deny one pending action; the agent's call fails with the reason.",
     [click.Argument(["approval_id"]), click.Option(["--reason"], default=None, help="told to the agent")],
@@ -65,7 +65,7 @@ def caps() -> None:
     """Capability tokens held by agents."""
 
 
-caps.add_command(command(Call(
+caps.add_command(command(CallRow(
     "ls", lambda k, p: k.caps(p["agent"]),
     "List tokens (of one agent, or of all) with the full ids `caps revoke` takes.",
     [click.Argument(["agent"], required=False)], _tokens)))

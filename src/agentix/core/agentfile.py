@@ -61,7 +61,7 @@ __all__ = [
     "LlmSpec",
     "Metadata",
     "RunStep",
-    "Stage",
+    "BuildStage",
     "parse_agentfile_text",
     "parse_semver",
 ]
@@ -212,7 +212,7 @@ Step = Annotated[Union[Annotated[CopyStep, Tag("copy")], Annotated[RunStep, Tag(
                  Discriminator(_step_kind)]
 
 
-class Stage(_Model):
+class BuildStage(_Model):
     """A named list of steps. A stage starts from an earlier stage's result (``from: STAGE``)
     or, without one, from the base package and the dependency layer (if any)."""
 
@@ -309,7 +309,7 @@ class Agentfile(_Model):
         return v
 
     dependencies: Dependencies = Field(default_factory=Dependencies)
-    stages: list[Stage] = Field(default_factory=list)
+    stages: list[BuildStage] = Field(default_factory=list)
     agent: AgentSpec | None = None
     capabilities: list[str] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)

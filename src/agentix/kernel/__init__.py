@@ -1,6 +1,6 @@
 """agentixd, the kernel: what it is made of, and where each system call lives.
 
-The kernel is one composition root, ``kernel.Kernel``: its ``__init__`` builds every service
+The kernel is one composition root, ``kernel.KernelRoot``: its ``__init__`` builds every service
 below once, in this order, and passes each the services it uses (no service is looked up
 or attached later, nothing is patched). Imports point down this list; no module imports
 another in a circle (``tests/test_layering.py``).
@@ -13,7 +13,7 @@ Construction order (``kernel/kernel.py``)::
     2. vault.Vault               secrets and provider keys; vault.sink(events) redacts every
                                  event, Pipeline(redactor=vault) every reply and error
        record_gate.RecordGate    the events (event_sink.EventSink: they only write; reading
-                                 is the log's, Kernel.audit.sink): each caller's quota of
+                                 is the log's, KernelRoot.audit.sink): each caller's quota of
                                  no-change records
        sandbox Substrate         kernel.select_substrate (or the one given); the warm pool
                                  audits a worker it rejects through the events
@@ -73,7 +73,7 @@ No handler module is handed the kernel: each ``register`` takes, as arguments, e
 services its handlers use (``persistent.register(pipeline, table=, mail=, store=)``,
 ``snapshots_api.register(pipeline, table=, control=, spawner=, caps=, ...)``), and a tool
 sees only its ``tools.base.ToolContext`` (the call, the agent it acts for, the decision).
-Stored persistent agents are started again by ``Kernel.respawn_persistent``.
+Stored persistent agents are started again by ``KernelRoot.respawn_persistent``.
 
 Around the root: ``daemon.py`` runs a kernel (sockets, signals, pidfile) and turns on
 ``telemetry.py`` (metrics, traces: it wraps ``pipeline.run`` only when on, and reads the

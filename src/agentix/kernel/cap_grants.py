@@ -20,12 +20,12 @@ from agentix.core.grants import GrantSet, Request, parse_grants
 from agentix.core.manifest import CapabilityEntry, Manifest
 from agentix.kernel.methods import VIRTUAL_WORKSPACE
 
-__all__ = ["DEFAULT_LLM_BUDGET", "DEFAULT_LLM_CHILD_BUDGET", "VIRTUAL_WORKSPACE", "GrantGroup",
+__all__ = ["DEFAULT_LLM_BUDGET", "DEFAULT_LLM_CHILD_BUDGET", "VIRTUAL_WORKSPACE", "ManifestGroup",
            "decode_token_param", "encode_token", "grants_model", "manifest_groups", "model_grant"]
 
 
 @dataclass(frozen=True)
-class GrantGroup:
+class ManifestGroup:
     """One token's worth of grants from a manifest: strings, plus optional limits."""
 
     grants: GrantSet
@@ -33,18 +33,18 @@ class GrantGroup:
     expires: float | None = None  # seconds from now
 
 
-def manifest_groups(manifest: Manifest) -> list[GrantGroup]:
+def manifest_groups(manifest: Manifest) -> list[ManifestGroup]:
     """The manifest's capabilities as grant groups: all plain strings together, each mapping
     entry alone (with its limits). Raises ``invalid_request`` for a bad grant string."""
     caps = manifest.capabilities
     items: list[Any] = [caps] if isinstance(caps, str) else list(caps)
     plain = [c for c in items if isinstance(c, str)]
-    out: list[GrantGroup] = []
+    out: list[ManifestGroup] = []
     if plain:
-        out.append(GrantGroup(parse_grants(plain, workspace=VIRTUAL_WORKSPACE)))
+        out.append(ManifestGroup(parse_grants(plain, workspace=VIRTUAL_WORKSPACE)))
     for c in items:
         if isinstance(c, CapabilityEntry):
-            out.append(GrantGroup(parse_grants(c.grant_strings(), workspace=VIRTUAL_WORKSPACE),
+            out.append(ManifestGroup(parse_grants(c.grant_strings(), workspace=VIRTUAL_WORKSPACE),
                                   c.max_invocations, c.expires))
     return [g for g in out if len(g.grants)]
 
@@ -61,7 +61,7 @@ def grants_model(manifest: Manifest) -> bool:
         return False  # a bad grant string is refused later, with its own message
 
 
-def model_grant(manifest: Manifest, groups: list[GrantGroup]) -> None:
+def model_grant(manifest: Manifest, groups: list[ManifestGroup]) -> None:
     """Refuse a manifest whose ``model`` no ``model`` grant of its own covers, naming the grant."""
     if not manifest.model:
         return

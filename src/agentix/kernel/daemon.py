@@ -21,7 +21,7 @@ from agentix.core.errors import AgentixError
 from agentix.kernel.config import load_config
 from agentix.kernel.dispatch import OperatorSession
 from agentix.kernel.home import Home, default_home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from agentix.rpc.server import PeerCredentials, start_unix_server
 
 __all__ = ["main", "run_kernel"]
@@ -69,7 +69,7 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
         except OSError:
             pass
     claim_pidfile(home)
-    kernel = Kernel(home, config)
+    kernel = KernelRoot(home, config)
     from agentix.kernel import telemetry
 
     # metrics with the HTTP API (GET /metrics), traces with AGENTIX_TRACES; off: zero cost
@@ -91,9 +91,9 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
         return handle
 
     # operators get their own in-flight counter: an agent flood never locks the operator out
-    from agentix.rpc.server import InFlight, Limits as ChannelLimits
+    from agentix.rpc.server import InFlight, InFlightLimits
 
-    operators = InFlight(ChannelLimits(per_connection=config.in_flight_per_agent, batch=config.batch_limit,
+    operators = InFlight(InFlightLimits(per_connection=config.in_flight_per_agent, batch=config.batch_limit,
                                        total=config.in_flight_total))
     server = await start_unix_server(home.socket, handler_for, frame_limit=config.frame_limit,
                                      in_flight_total=operators)

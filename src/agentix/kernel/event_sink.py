@@ -3,7 +3,7 @@
 The kernel's sink is the audit log's (``store/audit.AuditEvents``), wrapped by the vault's
 redaction (``vault.RedactingSink``) and the per-caller quota (``record_gate.RecordGate``).
 The wrappers only write; reading the log (``tail``, ``sync``, ``wait_for_new``) is the log's,
-``Kernel.audit.sink``. ``dispatch`` re-exports the name, where the services import it from.
+``KernelRoot.audit.sink``. ``dispatch`` re-exports the name, where the services import it from.
 """
 
 from __future__ import annotations

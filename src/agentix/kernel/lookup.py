@@ -1,6 +1,6 @@
 """``Lookup``: all that the method table's resource functions and guards may read of the kernel.
 
-Built once by the composition root (``Kernel.lookup``) and handed to each resource function
+Built once by the composition root (``KernelRoot.lookup``) and handed to each resource function
 (``kernel/methods.py``) by the capability stage. A function given only this cannot change
 the kernel or reach a service it was not meant to read.
 """

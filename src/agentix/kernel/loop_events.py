@@ -1,6 +1,6 @@
 """``loop.event``: what an agent's tool loop reports to the kernel for the audit log.
 
-(``kernel.Kernel`` registers it with ``register(pipeline, events=, home=, config=)``.)
+(``kernel.KernelRoot`` registers it with ``register(pipeline, events=, home=, config=)``.)
 
     loop.event {kind, data}
 

@@ -1,6 +1,6 @@
 """What the MCP servers and their tools use of the kernel, named.
 
-The composition root (``kernel.Kernel``) builds one ``McpHost`` from its services and passes it
+The composition root (``kernel.KernelRoot``) builds one ``McpHost`` from its services and passes it
 to ``mcp_tools.register``, which hands it to ``McpTools`` and each ``mcp_server.McpServer``
 (``mcp_pins.PinStore`` gets its ``db`` only); nothing else of the kernel reaches the MCP code:
 

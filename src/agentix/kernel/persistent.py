@@ -1,7 +1,7 @@
 """Persistent agents: work delivered to a running loop, answers awaited, state kept.
 
-(``kernel.Kernel`` registers it with ``register(pipeline, table=, mail=, store=)`` and starts
-the stored agents again with ``Kernel.respawn_persistent``.)
+(``kernel.KernelRoot`` registers it with ``register(pipeline, table=, mail=, store=)`` and starts
+the stored agents again with ``KernelRoot.respawn_persistent``.)
 
     agent.run {agent_id, message, timeout?}     operator: deliver work, wait for the answer
     agent.reply {request_id, result}            syscall: answer an agent.run request
@@ -60,7 +60,7 @@ def state_identity(rec: AgentRecord) -> str:
 
 async def respawn_persistent(*, store: StateStore, spawner: Spawner, events: EventSink,
                              inference: InferenceService) -> list[str]:
-    """Start every stored persistent root agent again (``Kernel.respawn_persistent``, called
+    """Start every stored persistent root agent again (``KernelRoot.respawn_persistent``, called
     after ``kernel.start()``).
 
     A manifest that no longer spawns (a program gone, isolation unavailable) is recorded as

@@ -1,7 +1,7 @@
 """The kernel's event sink, bounded per caller for the records of calls that changed nothing.
 
 ``core/record_quota.py`` holds the rule. This is its edge: ``RecordGate`` wraps the kernel's
-sink (``Kernel.events``: every handler, stage and face records through it), and a record is
+sink (``KernelRoot.events``: every handler, stage and face records through it), and a record is
 held to the quota only while the task that writes it runs inside ``quiet(who)`` — which the
 pipeline enters for every refusal and for every ``no_effect`` method (its handler and its
 outcome record), and the HTTP face for the refusals it makes itself. So a handler written
@@ -64,7 +64,7 @@ def _quiet_caller() -> str | None:
 
 class RecordGate:
     """An ``EventSink`` over another: records made inside ``quiet`` go through the quota.
-    It only writes: reading is the log's (``Kernel.audit.sink``)."""
+    It only writes: reading is the log's (``KernelRoot.audit.sink``)."""
 
     def __init__(self, inner: EventSink, quota: RecordQuota, *, flush_after: float = FLUSH_AFTER,
                  clock: Callable[[], float] = time.monotonic) -> None:

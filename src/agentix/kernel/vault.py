@@ -105,7 +105,7 @@ class RedactingFilter(logging.Filter):
 
 class RedactingSink:
     """An event sink that redacts every event's data before the sink it wraps records it.
-    It only writes: reading is the log's (``Kernel.audit.sink``)."""
+    It only writes: reading is the log's (``KernelRoot.audit.sink``)."""
 
     def __init__(self, inner: EventSink, vault: Vault) -> None:
         self.inner = inner

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, TokenUsage, ToolCall,
+from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, ModelToolCall, TokenUsage,
                               emit, parse_arguments, provider_error)
 from agentix.llm.http_provider import HTTPProvider, parse_retry_after
 
@@ -150,7 +150,7 @@ class AnthropicProvider(HTTPProvider):
             if b["type"] == "text":
                 text.append(b["text"])
             elif b["type"] == "tool_use":
-                calls.append(ToolCall(b["id"], b["name"], parse_arguments(self.name, b.get("input"))))
+                calls.append(ModelToolCall(b["id"], b["name"], parse_arguments(self.name, b.get("input"))))
         return InferenceResponse(
             text="".join(text), tool_calls=tuple(calls),
             usage=_usage(data.get("usage") or {}),
@@ -194,7 +194,7 @@ class AnthropicProvider(HTTPProvider):
                 status = _RETRYABLE_STREAM_ERRORS.get(err.get("type"))
                 raise provider_error(self.name, f"error in stream: {err.get('type')}: {err.get('message')}",
                                      status=status or 400, retryable=status is not None)
-        calls = tuple(ToolCall(b["id"], b["name"], parse_arguments(self.name, b["json"] or b["input"]))
+        calls = tuple(ModelToolCall(b["id"], b["name"], parse_arguments(self.name, b["json"] or b["input"]))
                       for _, b in sorted(blocks.items()) if b["type"] == "tool_use")
         return InferenceResponse(
             text="".join(text), tool_calls=calls, usage=usage,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from agentix.core.errors import AgentixError, InvalidRequest, ProviderError
 
-__all__ = ["DeltaCallback", "InferenceRequest", "InferenceResponse", "Provider", "ToolCall", "TokenUsage",
+__all__ = ["DeltaCallback", "InferenceRequest", "InferenceResponse", "Provider", "ModelToolCall", "TokenUsage",
            "estimate_tokens", "emit", "parse_arguments", "provider_error"]
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ _ROLES = {"system", "user", "assistant", "tool"}
 
 
 @dataclass(frozen=True)
-class ToolCall:
+class ModelToolCall:
     """One tool call. ``arguments`` is a dict, or the model's raw text when that was not a
     JSON object (the caller reports it to the model as invalid)."""
 
@@ -128,7 +128,7 @@ class InferenceRequest:
 @dataclass(frozen=True)
 class InferenceResponse:
     text: str
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: tuple[ModelToolCall, ...] = ()
     usage: TokenUsage = field(default_factory=TokenUsage)
     stop_reason: StopReason = "end"
     model: str = ""

@@ -37,8 +37,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, Provider, TokenUsage,
-                              ToolCall, emit, provider_error)
+from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, ModelToolCall, Provider,
+                              TokenUsage, emit, provider_error)
 
 __all__ = ["LocalProvider", "gemma_prompt", "model_path", "tool_schema"]
 
@@ -285,7 +285,7 @@ class LocalProvider(Provider):
         text = result.get("text", "".join(parts))
         u = result.get("usage") or {}
         finish = "max_tokens" if result.get("finish") == "length" else "end"
-        calls: tuple[ToolCall, ...] = ()
+        calls: tuple[ModelToolCall, ...] = ()
         if use_tools:
             try:
                 obj = json.loads(text)
@@ -295,7 +295,7 @@ class LocalProvider(Provider):
                 params = next((t["function"].get("parameters") for t in tools
                                if t["function"]["name"] == obj["tool"]), None)
                 args = restore_numbers(obj.get("arguments") or {}, params)
-                calls = (ToolCall(f"call_local_{next(_ids)}", obj["tool"], args),)
+                calls = (ModelToolCall(f"call_local_{next(_ids)}", obj["tool"], args),)
                 text, finish = "", "tool_calls"
             elif isinstance(obj, dict) and "answer" in obj:
                 text = str(obj["answer"])

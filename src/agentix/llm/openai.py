@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, TokenUsage, ToolCall,
+from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, ModelToolCall, TokenUsage,
                               emit, parse_arguments, provider_error)
 from agentix.llm.http_provider import HTTPProvider, parse_retry_after
 
@@ -75,7 +75,7 @@ class OpenAIProvider(HTTPProvider):
         choice = data["choices"][0]
         msg = choice.get("message") or {}
         calls = tuple(
-            ToolCall(c.get("id") or f"call_{i}", c["function"]["name"],
+            ModelToolCall(c.get("id") or f"call_{i}", c["function"]["name"],
                      parse_arguments(self.name, c["function"].get("arguments")))
             for i, c in enumerate(msg.get("tool_calls") or [])
         )
@@ -123,7 +123,7 @@ class OpenAIProvider(HTTPProvider):
                 if ch.get("finish_reason"):
                     finish = ch["finish_reason"]
         tool_calls = tuple(
-            ToolCall(c["id"] or f"call_{i}", c["name"], parse_arguments(self.name, c["args"]))
+            ModelToolCall(c["id"] or f"call_{i}", c["name"], parse_arguments(self.name, c["args"]))
             for i, c in sorted(calls.items())
         )
         return InferenceResponse(

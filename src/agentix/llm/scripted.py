@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from agentix.core.errors import InvalidRequest
-from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, Provider, TokenUsage,
-                              ToolCall, emit, estimate_tokens, parse_arguments, provider_error)
+from agentix.llm.base import (DeltaCallback, InferenceRequest, InferenceResponse, ModelToolCall, Provider,
+                              TokenUsage, emit, estimate_tokens, parse_arguments, provider_error)
 
 __all__ = ["ScriptedProvider", "load_script"]
 
@@ -69,7 +69,7 @@ class ScriptedProvider(Provider):
                                  retry_after=e.get("retry_after"), retryable=e.get("retryable"))
         text = t.get("text") or ""
         # arguments as a real model sends them: an object, or raw text (broken JSON stays text)
-        calls = tuple(ToolCall(c.get("id", f"call_{self._i}_{j}"), c["name"],
+        calls = tuple(ModelToolCall(c.get("id", f"call_{self._i}_{j}"), c["name"],
                                parse_arguments(self.name, c.get("arguments")))
                       for j, c in enumerate(t.get("tool_calls") or []))
         u = t.get("usage") or {}

@@ -78,7 +78,7 @@ class Snapshot:
 
 
 class WalkedEntry(Protocol):
-    """What the walker yields (``sandbox/safewalk.Entry``)."""
+    """What the walker yields (``sandbox/safewalk.WalkEntry``)."""
 
     @property
     def rel(self) -> str: ...

@@ -8,7 +8,7 @@ replies. The handler it is given is ``async (method, params) -> result`` and rai
 ``AgentixError`` to refuse; any other exception is a kernel bug and becomes an
 ``internal_error`` that leaks no details (they go to the kernel log).
 
-Bounds (``Limits``; docs/isolation.md lists them), so that no peer can grow the kernel:
+Bounds (``InFlightLimits``; docs/isolation.md lists them), so that no peer can grow the kernel:
 
 - a batch holds at most ``batch`` requests (and never more than ``per_connection``); a
   larger one is refused whole
@@ -55,7 +55,7 @@ from agentix.rpc.framing import (
     validate_request,
 )
 
-__all__ = ["Handler", "InFlight", "Limits", "Notify", "PeerCredentials", "peer_credentials",
+__all__ = ["Handler", "InFlight", "InFlightLimits", "Notify", "PeerCredentials", "peer_credentials",
            "serve_connection", "serve_socket", "start_unix_server"]
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ MAX_UNREAD = 16 * 1024 * 1024  # reply bytes an agent channel may leave unread b
 
 
 @dataclass(frozen=True)
-class Limits:
+class InFlightLimits:
     per_connection: int = MAX_IN_FLIGHT
     batch: int = MAX_BATCH
     total: int = MAX_IN_FLIGHT_TOTAL
@@ -88,9 +88,9 @@ class InFlight:
     so one group of connections (an agent tree: ``sub``) can never take the whole kernel's
     pool and lock every other agent out."""
 
-    def __init__(self, limits: Limits | None = None, *, parent: InFlight | None = None,
+    def __init__(self, limits: InFlightLimits | None = None, *, parent: InFlight | None = None,
                  name: str = "in_flight_total") -> None:
-        self.limits = limits or Limits()
+        self.limits = limits or InFlightLimits()
         self.parent = parent
         self.name = name
         self.current = 0
@@ -99,7 +99,7 @@ class InFlight:
 
     def sub(self, total: int, name: str) -> InFlight:
         """A pool of at most ``total`` requests inside this one (same per-connection limits)."""
-        lim = Limits(per_connection=self.limits.per_connection, batch=self.limits.batch,
+        lim = InFlightLimits(per_connection=self.limits.per_connection, batch=self.limits.batch,
                      total=min(total, self.limits.total))
         return InFlight(lim, parent=self, name=name)
 
@@ -155,7 +155,7 @@ def _refusals(msg: Any, err: AgentixError) -> Any:
     return out if isinstance(msg, list) else out[0]
 
 
-def _check_frame(msg: Any, limits: Limits, shared: InFlight) -> Any:
+def _check_frame(msg: Any, limits: InFlightLimits, shared: InFlight) -> Any:
     """None if ``msg`` may run now, else the reply that refuses it (nothing runs)."""
     if isinstance(msg, list):
         if not msg:

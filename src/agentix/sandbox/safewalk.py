@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["Bounds", "CopyResult", "Entry", "WalkError", "chown_tree", "copy_entry", "open_beneath",
+__all__ = ["Bounds", "CopyResult", "WalkEntry", "WalkError", "chown_tree", "copy_entry", "open_beneath",
            "open_dir", "read_file", "walk"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -292,7 +292,7 @@ def _copy(src_fd: int, st: os.stat_result, dst_dir_fd: int, name: str, rel: str,
 
 
 @dataclass(frozen=True)
-class Entry:
+class WalkEntry:
     """One entry of ``walk``: ``rel`` is relative to the start ('/'-separated, never empty).
 
     For a regular file, ``fd`` is open for reading (the entry itself, checked after opening)
@@ -308,7 +308,7 @@ class Entry:
 
 
 def walk(dir_fd: int, *, bounds: Bounds = Bounds(), special: Special = "refuse",
-         skipped: list[str] | None = None) -> Iterator[Entry]:
+         skipped: list[str] | None = None) -> Iterator[WalkEntry]:
     """Every directory and regular file below ``dir_fd``, depth first with names sorted (the
     same tree gives the same order), each opened by the rules above before it is yielded.
 
@@ -321,7 +321,7 @@ def walk(dir_fd: int, *, bounds: Bounds = Bounds(), special: Special = "refuse",
 
 
 def _walk(dir_fd: int, prefix: str, depth: int, budget: _Budget, special: Special,
-          skipped: list[str] | None) -> Iterator[Entry]:
+          skipped: list[str] | None) -> Iterator[WalkEntry]:
     if depth >= budget.bounds.max_depth:
         raise WalkError(prefix, f"nested deeper than {budget.bounds.max_depth} directories", "depth")
     names = sorted(os.listdir(dir_fd))
@@ -344,11 +344,11 @@ def _walk(dir_fd: int, prefix: str, depth: int, budget: _Budget, special: Specia
         with _closing(fd):
             budget.entry(rel)
             if stat.S_ISDIR(st.st_mode):
-                yield Entry(rel, True, st.st_mode, 0, None)
+                yield WalkEntry(rel, True, st.st_mode, 0, None)
                 yield from _walk(fd, rel, depth + 1, budget, special, skipped)
             else:
                 budget.bytes(st.st_size, rel)
-                yield Entry(rel, False, st.st_mode, st.st_size, fd)
+                yield WalkEntry(rel, False, st.st_mode, st.st_size, fd)
 
 
 def chown_tree(dir_fd: int, uid: int, gid: int, *, bounds: Bounds = Bounds(max_entries=100_000)) -> int:

@@ -23,10 +23,10 @@ if TYPE_CHECKING:
     from agentix.core.grants import Request
 
 
-__all__ = ["ToolAgent", "ToolCall", "ToolContext", "ToolProvider", "ToolRegistry", "ToolSpec", "check_args"]
+__all__ = ["ToolAgent", "CallView", "ToolContext", "ToolProvider", "ToolRegistry", "ToolSpec", "check_args"]
 
 
-class ToolCall(Protocol):
+class CallView(Protocol):
     """What a tool reads and writes of the system call that runs it (``kernel.dispatch.Call``
     is one; tools sit below the kernel, so they name only this)."""
 
@@ -53,7 +53,7 @@ class ToolContext:
     """What a tool handler may use: the call, the agent it acts for and its workspace, the
     decision that allowed it, and the fence of the file tools."""
 
-    call: ToolCall
+    call: CallView
     #: the agent the call acts for (the caller, or the agent an operator's ``tool.invoke``
     #: names); None for the operator acting as itself
     agent: ToolAgent | None

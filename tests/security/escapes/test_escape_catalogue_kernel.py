@@ -1,6 +1,6 @@
 """The escape catalogue again, each attack a real agent spawned by the kernel.
 
-The same programs as ``test_escape_catalogue.py``, run through ``Kernel.spawn`` on the
+The same programs as ``test_escape_catalogue.py``, run through ``KernelRoot.spawn`` on the
 bwrap backend: the verdict is the agent's result (``sys.exit``), OOM and wall-clock
 overruns are the exit reason in the ``agent.exited`` event. Each test asserts the attack
 failed visibly and the host (the kernel's $AGENTIX_HOME, keys, a sibling agent's
@@ -23,7 +23,7 @@ import pytest
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
-from agentix.kernel.kernel import Kernel
+from agentix.kernel.kernel import KernelRoot
 from agentix.sandbox import cgroups
 from agentix.sandbox.bwrap import BwrapSubstrate, probe
 from agentix.sandbox.warm import WarmBwrapSubstrate
@@ -69,7 +69,7 @@ def test_escape_fails_as_a_kernel_agent(attack: str, start: str, tmp_path: Path,
     asyncio.run(_run(attack, tmp_path, start))
 
 
-async def _pool_ready(kernel: Kernel) -> None:
+async def _pool_ready(kernel: KernelRoot) -> None:
     deadline = time.monotonic() + 60
     while kernel.substrate.pool_statistics()["ready"] < 1:
         assert time.monotonic() < deadline, kernel.substrate.pool_statistics()
@@ -83,7 +83,7 @@ async def _run(attack: str, tmp: Path, start: str = "cold") -> None:
     own = {"cgroup_name": cgroups.subtree_name(root), "sweep": True}  # this test's own cgroup subtree
     substrate = BwrapSubstrate(**own) if start == "cold" else WarmBwrapSubstrate(
         warm_root=root / "warm", workspace_root=home.workspaces, warm_pool=1, **own)
-    kernel = Kernel(home, KernelConfig(stop_grace=1.0), substrate=substrate)
+    kernel = KernelRoot(home, KernelConfig(stop_grace=1.0), substrate=substrate)
     await kernel.start()
     home.keys.mkdir(parents=True, exist_ok=True)
     (home.keys / "root.key").write_text("ROOT-SIGNING-KEY")
