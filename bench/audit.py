@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agentix.core.audit import public_key_bytes
-from agentix.store.audit import AuditLog, verify_proof
+from agentix.store.audit_store import AuditLog, verify_proof
 from agentix.store.db import Database, Durability
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "store
 
 from crashtrial import run_trial  # noqa: E402
 
-from agentix.store.audit import AuditLog
+from agentix.store.audit_store import AuditLog
 from agentix.store.db import Database
 from agentix.store.recovery import recover
 from agentix.store.state import AgentStore, StoredAgent

@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from _daemon import pct  # noqa: E402
 
-from agentix.store.audit import AuditLog  # noqa: E402
+from agentix.store.audit_store import AuditLog  # noqa: E402
 from agentix.store.db import Database, Txn  # noqa: E402
 
 _pc = time.perf_counter_ns

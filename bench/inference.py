@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from agentix.core.scheduler import weighted_jain  # noqa: E402
 from agentix.kernel.inference import InferenceService  # noqa: E402
-from agentix.llm.config import load_config, local_available  # noqa: E402
+from agentix.llm.inference_config import load_config, local_available  # noqa: E402
 
 SLOTS = int(os.environ.get("BENCH_SLOTS", "16"))
 LATENCY = 0.02

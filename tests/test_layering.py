@@ -55,15 +55,15 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("agentix.agents.boot", "agentix.sandbox"): "boot is the sandbox's trampoline",
     ("agentix.agents.boot", "agentix.sandbox._launcher"): "a warm worker waits for its one message as the launcher does",
     # `agentix mcp` is the command that starts the MCP face (a face starting a face, no kernel)
-    ("agentix.cli.mcp", "agentix.mcp.server"): "the CLI command that runs the MCP face",
-    ("agentix.cli.mcp", "agentix.mcp.http"): "the CLI command that runs the MCP face over HTTP",
-    ("agentix.cli.a2a", "agentix.a2a.server"): "the CLI command that runs the A2A face",
+    ("agentix.cli.mcp_cmd", "agentix.mcp.server"): "the CLI command that runs the MCP face",
+    ("agentix.cli.mcp_cmd", "agentix.mcp.http"): "the CLI command that runs the MCP face over HTTP",
+    ("agentix.cli.a2a_cmd", "agentix.a2a.server"): "the CLI command that runs the A2A face",
     # one pure rule (no I/O) for which Host names a server answers, shared with the HTTP API
     ("agentix.mcp.http", "agentix.core.hosts"): "the DNS-rebinding Host rule, the same for both HTTP faces",
     # one slow-client guard (a uvicorn protocol, no kernel) for every HTTP face we serve
     ("agentix.mcp.http", "agentix.rpc.slow_clients"): "the slowloris guard, the same for every HTTP face",
-    ("agentix.cli.a2a", "agentix.rpc.slow_clients"): "the slowloris guard, the same for every HTTP face",
-    ("agentix.cli.mcp", "agentix.rpc.slow_clients"): "the slowloris guard, the same for every HTTP face",
+    ("agentix.cli.a2a_cmd", "agentix.rpc.slow_clients"): "the slowloris guard, the same for every HTTP face",
+    ("agentix.cli.mcp_cmd", "agentix.rpc.slow_clients"): "the slowloris guard, the same for every HTTP face",
     # the trust state is tables of the kernel's store (DESIGN.md §9); the kernel passes its
     # Database in, and a package store used without a kernel (tests, bench) opens the same one
     ("agentix.packages.trust", "agentix.store.db"): "trust state lives in agentix.db, one writer",

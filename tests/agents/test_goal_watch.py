@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agentix.cli.goal import GoalWatch, model_line
-from agentix.llm.config import describe_model, load_config
+from agentix.llm.inference_config import describe_model, load_config
 
 
 T0 = 1_790_000_000.0   # event times as the audit log writes them: UTC ISO strings

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest, NotFound
-from agentix.core.skills import narrow_tools, parse_skill_md
+from agentix.core.skill_rules import narrow_tools, parse_skill_md
 from agentix.tools.skills import SHIPPED_SKILLS, SkillCatalog, default_skill_dirs
 
 

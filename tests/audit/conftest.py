@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agentix.store.audit import AuditLog
+from agentix.store.audit_store import AuditLog
 from agentix.store.db import Database
 
 N_ENTRIES = 3000

@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agentix.core.audit import public_key_bytes
-from agentix.store.audit import AuditLog
+from agentix.store.audit_store import AuditLog
 from agentix.store.db import Database
 
 from .conftest import FakeClock

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from agentix.core.audit import entry_hash, public_key_bytes
-from agentix.store.audit import AuditLog, verify_jsonl
+from agentix.store.audit_store import AuditLog, verify_jsonl
 from agentix.store.db import Database
 
 from .conftest import N_ENTRIES, FakeClock
@@ -216,7 +216,7 @@ def test_export_verifies_and_mutations_of_it_are_named(log_copy, signing_key):
 def test_consistency_proofs_link_heads_and_expose_a_rewrite(tmp_path, signing_key):
     from agentix.core.audit import SignedHead
     from agentix.core.errors import InvalidRequest
-    from agentix.store.audit import verify_consistency
+    from agentix.store.audit_store import verify_consistency
 
     db = Database(tmp_path / "a.db")
     log = AuditLog(db, signing_key=signing_key, clock=FakeClock())

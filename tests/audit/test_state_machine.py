@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from agentix.core.audit import public_key_bytes
 from agentix.core.errors import InvalidRequest
-from agentix.store.audit import AuditLog, verify_proof
+from agentix.store.audit_store import AuditLog, verify_proof
 from agentix.store.db import Database
 
 from .conftest import FakeClock

@@ -13,7 +13,7 @@ import pytest
 
 from agentix.core.caps import Authority, generate_root_key
 from agentix.core.errors import CapabilityDenied, InvalidRequest, LimitExceeded, ToolError
-from agentix.tools import fs
+from agentix.tools import safe_fs
 
 NOW = 1_800_000_000.0
 
@@ -21,9 +21,9 @@ NOW = 1_800_000_000.0
 @pytest.fixture(params=["openat2", "walk"])
 def mode(request, monkeypatch):
     if request.param == "walk":
-        monkeypatch.setattr(fs, "_openat2_ok", False)
+        monkeypatch.setattr(safe_fs, "_openat2_ok", False)
     else:
-        assert fs.openat2_available(), "this host should support openat2"
+        assert safe_fs.openat2_available(), "this host should support openat2"
     return request.param
 
 
@@ -67,23 +67,23 @@ def G(world):
 
 
 def test_read_with_offset_limit_and_cap(world):
-    r = fs.file_read(G(world), "a.txt", offset=2, limit=3)
+    r = safe_fs.file_read(G(world), "a.txt", offset=2, limit=3)
     assert r["content"] == "pha" and r["truncated"] and r["size"] == 11
-    r = fs.file_read(G(world), "a.txt", max_bytes=4)
+    r = safe_fs.file_read(G(world), "a.txt", max_bytes=4)
     assert r["content"] == "alph" and r["truncated"]
-    assert fs.file_read(G(world), "a.txt")["content"] == "alpha\nbeta\n"
+    assert safe_fs.file_read(G(world), "a.txt")["content"] == "alpha\nbeta\n"
 
 
 def test_binary_is_returned_as_base64(world):
     (world / "granted" / "bin").write_bytes(b"\xff\x00\xfe")
-    r = fs.file_read(G(world), "bin")
+    r = safe_fs.file_read(G(world), "bin")
     assert r["encoding"] == "base64" and r["content"] == "/wD+"
 
 
 def test_fifo_is_refused_not_blocked_on(world):
     os.mkfifo(world / "granted" / "pipe")
     with pytest.raises(ToolError, match="not a regular file"):
-        fs.file_read(G(world), "pipe")
+        safe_fs.file_read(G(world), "pipe")
 
 
 ESCAPES = [
@@ -101,7 +101,7 @@ def test_s15_symlink_anywhere_is_refused_for_read(world, name, setup, rel):
     setup(world / "granted", world / "outside")
     before = snapshot(world)
     with pytest.raises(CapabilityDenied) as info:
-        fs.file_read(G(world), rel)
+        safe_fs.file_read(G(world), rel)
     assert info.value.data["reason"] == "symlink"
     assert "SECRET" not in str(info.value.to_rpc())
     assert snapshot(world) == before
@@ -110,26 +110,26 @@ def test_s15_symlink_anywhere_is_refused_for_read(world, name, setup, rel):
 @pytest.mark.parametrize("rel", ["../outside/secret.txt", "sub/../../outside/secret.txt", "/etc/passwd"])
 def test_dotdot_and_absolute_rel_are_refused(world, rel):
     with pytest.raises((CapabilityDenied, InvalidRequest)):
-        fs.file_read(G(world), rel)
+        safe_fs.file_read(G(world), rel)
 
 
 def test_s15_swap_to_symlink_between_check_and_use_changes_nothing(world):
     """The lexical check passed for granted/a.txt; then a.txt became a symlink to a secret."""
     auth = Authority(generate_root_key())
     tok = auth.mint("a", [f"file_read: {G(world)}/*", f"file_write: {G(world)}/*"], now=NOW)
-    root, rel = fs.locate(tok, "file_read", f"{G(world)}/a.txt")  # check done
+    root, rel = safe_fs.locate(tok, "file_read", f"{G(world)}/a.txt")  # check done
     target = world / "granted" / "a.txt"
     target.unlink()
     os.symlink(world / "outside" / "secret.txt", target)  # swapped before use
     before = snapshot(world)
     with pytest.raises(CapabilityDenied):
-        fs.file_read(root, rel)
+        safe_fs.file_read(root, rel)
     with pytest.raises(CapabilityDenied):
-        fs.file_write(root, rel, "pwned")
+        safe_fs.file_write(root, rel, "pwned")
     with pytest.raises(CapabilityDenied):
-        fs.file_write(root, rel, "pwned", append=True)
+        safe_fs.file_write(root, rel, "pwned", append=True)
     with pytest.raises(CapabilityDenied):
-        fs.file_edit(root, rel, "TOP", "pwned")
+        safe_fs.file_edit(root, rel, "TOP", "pwned")
     assert snapshot(world) == before
     assert (world / "outside" / "secret.txt").read_text() == "TOP SECRET\n"
 
@@ -157,12 +157,12 @@ def test_s15_racing_swapper_never_leaks(world):
     try:
         for _ in range(400):
             try:
-                r = fs.file_read(str(g), "race")
+                r = safe_fs.file_read(str(g), "race")
                 assert "SECRET" not in r["content"]
             except (CapabilityDenied, ToolError):
                 pass
             try:
-                fs.file_write(str(g), "race", "x", append=True)
+                safe_fs.file_write(str(g), "race", "x", append=True)
             except (CapabilityDenied, ToolError):
                 pass
     finally:
@@ -173,34 +173,34 @@ def test_s15_racing_swapper_never_leaks(world):
 
 def test_list_and_grep_never_follow_symlinks(world):
     os.symlink(world / "outside", world / "granted" / "link")
-    listing = fs.file_list(G(world), "", recursive=True)
+    listing = safe_fs.file_list(G(world), "", recursive=True)
     names = {e["name"]: e["type"] for e in listing["entries"]}
     assert names["link"] == "symlink" and "link/secret.txt" not in names
-    found = fs.grep(G(world), "", "SECRET|bravo")
+    found = safe_fs.grep(G(world), "", "SECRET|bravo")
     assert [m["text"] for m in found["matches"]] == ["bravo"]
     with pytest.raises(CapabilityDenied):
-        fs.file_list(G(world), "link")
+        safe_fs.file_list(G(world), "link")
     with pytest.raises(CapabilityDenied):
-        fs.grep(G(world), "link", "SECRET")
+        safe_fs.grep(G(world), "link", "SECRET")
 
 
 def test_grep_finds_lines_and_caps_matches(world):
     (world / "granted" / "many.txt").write_text("hit\n" * 50)
-    r = fs.grep(G(world), "many.txt", "hit", max_matches=10)
+    r = safe_fs.grep(G(world), "many.txt", "hit", max_matches=10)
     assert len(r["matches"]) == 10 and r["truncated"]
-    r = fs.grep(G(world), "", "alph", regex=False)
+    r = safe_fs.grep(G(world), "", "alph", regex=False)
     assert {m["path"].rsplit("/", 1)[1] for m in r["matches"]} == {"a.txt"}
     with pytest.raises(InvalidRequest):
-        fs.grep(G(world), "", "(")
+        safe_fs.grep(G(world), "", "(")
 
 
 # ------------------------------------------------------------------ writing
 
 
 def test_s16_write_grant_covers_a_file_that_does_not_exist_yet(world):
-    r = fs.file_write(G(world), "new.txt", "hello")
+    r = safe_fs.file_write(G(world), "new.txt", "hello")
     assert r["created"] and (world / "granted" / "new.txt").read_text() == "hello"
-    r = fs.file_write(G(world), "deep/er/new.txt", "x", create_parents=True)
+    r = safe_fs.file_write(G(world), "deep/er/new.txt", "x", create_parents=True)
     assert (world / "granted" / "deep" / "er" / "new.txt").read_text() == "x"
 
 
@@ -208,21 +208,21 @@ def test_write_replaces_atomically_keeping_mode(world):
     p = world / "granted" / "a.txt"
     p.chmod(0o600)
     ino = p.stat().st_ino
-    fs.file_write(G(world), "a.txt", "new")
+    safe_fs.file_write(G(world), "a.txt", "new")
     assert p.read_text() == "new" and (p.stat().st_mode & 0o777) == 0o600
     assert p.stat().st_ino != ino, "a new inode: replaced, never truncated in place"
     assert not [x for x in os.listdir(world / "granted") if ".agentix-" in x]
 
 
 def test_append(world):
-    fs.file_write(G(world), "a.txt", "gamma\n", append=True)
+    safe_fs.file_write(G(world), "a.txt", "gamma\n", append=True)
     assert (world / "granted" / "a.txt").read_text() == "alpha\nbeta\ngamma\n"
 
 
 def test_missing_parent_without_create_parents_creates_nothing(world):
     before = snapshot(world)
     with pytest.raises(ToolError, match="parent directory does not exist"):
-        fs.file_write(G(world), "nope/x.txt", "x")
+        safe_fs.file_write(G(world), "nope/x.txt", "x")
     assert snapshot(world) == before
 
 
@@ -247,20 +247,20 @@ def test_s17_refused_write_changes_nothing(world, name, setup, rel, kw):
     setup(world / "granted", world / "outside")
     before = snapshot(world)
     with pytest.raises((CapabilityDenied, ToolError, InvalidRequest)):
-        fs.file_write(G(world), rel, "PWNED", **kw)
+        safe_fs.file_write(G(world), rel, "PWNED", **kw)
     assert snapshot(world) == before, f"{name} changed the disk"
 
 
 def test_size_limit_refuses_before_touching_disk(world):
     before = snapshot(world)
     with pytest.raises(LimitExceeded):
-        fs.file_write(G(world), "big/x", "x" * 100, max_bytes=10, create_parents=True)
+        safe_fs.file_write(G(world), "big/x", "x" * 100, max_bytes=10, create_parents=True)
     assert snapshot(world) == before
 
 
 def test_write_to_the_root_itself_is_invalid(world):
     with pytest.raises(InvalidRequest):
-        fs.file_write(G(world), "", "x")
+        safe_fs.file_write(G(world), "", "x")
 
 
 # ------------------------------------------------------------------ read_many, edit
@@ -269,18 +269,18 @@ def test_write_to_the_root_itself_is_invalid(world):
 def _resolver(world, grants):
     auth = Authority(generate_root_key())
     tok = auth.mint("a", grants, now=NOW)
-    return lambda p: fs.locate(tok, "file_read", p)
+    return lambda p: safe_fs.locate(tok, "file_read", p)
 
 
 def test_s28_read_many_over_the_cap_is_refused(world):
     with pytest.raises(LimitExceeded):
-        fs.file_read_many(_resolver(world, [f"file_read: {G(world)}/*"]), [f"{G(world)}/a.txt"] * 17)
+        safe_fs.file_read_many(_resolver(world, [f"file_read: {G(world)}/*"]), [f"{G(world)}/a.txt"] * 17)
 
 
 def test_s28_one_denied_path_among_three_returns_the_other_two(world):
     resolve = _resolver(world, [f"file_read: {G(world)}/*"])
     paths = [f"{G(world)}/a.txt", str(world / "outside" / "secret.txt"), f"{G(world)}/sub/b.txt"]
-    out = fs.file_read_many(resolve, paths)["results"]
+    out = safe_fs.file_read_many(resolve, paths)["results"]
     assert [r["ok"] for r in out] == [True, False, True]
     assert out[0]["content"] == "alpha\nbeta\n" and out[2]["content"] == "bravo\n"
     assert out[1]["error"]["code"] == "capability_denied"
@@ -292,18 +292,18 @@ def test_s29_ambiguous_edit_is_refused_unless_replace_all(world):
     p.write_text("x = 1\nx = 1\n")
     before = snapshot(world)
     with pytest.raises(ToolError, match="occurs 2 times"):
-        fs.file_edit(G(world), "dup.txt", "x = 1", "x = 2")
+        safe_fs.file_edit(G(world), "dup.txt", "x = 1", "x = 2")
     assert snapshot(world) == before
-    r = fs.file_edit(G(world), "dup.txt", "x = 1", "x = 2", replace_all=True)
+    r = safe_fs.file_edit(G(world), "dup.txt", "x = 1", "x = 2", replace_all=True)
     assert r["replacements"] == 2 and p.read_text() == "x = 2\nx = 2\n"
 
 
 def test_edit_unique_match_and_missing_text(world):
-    fs.file_edit(G(world), "a.txt", "beta", "BETA")
+    safe_fs.file_edit(G(world), "a.txt", "beta", "BETA")
     assert (world / "granted" / "a.txt").read_text() == "alpha\nBETA\n"
     before = snapshot(world)
     with pytest.raises(ToolError, match="not found"):
-        fs.file_edit(G(world), "a.txt", "zeta", "x")
+        safe_fs.file_edit(G(world), "a.txt", "zeta", "x")
     assert snapshot(world) == before
 
 
@@ -311,21 +311,21 @@ def test_locate_denies_outside_and_picks_the_narrowest_root(world):
     auth = Authority(generate_root_key())
     parent = auth.mint("a", [f"file_read: {world}/*"], now=NOW)
     child = auth.attenuate(parent, [f"file_read: {G(world)}/sub/*"], now=NOW)
-    assert fs.locate(child, "file_read", f"{G(world)}/sub/b.txt") == (f"{G(world)}/sub", "b.txt")
+    assert safe_fs.locate(child, "file_read", f"{G(world)}/sub/b.txt") == (f"{G(world)}/sub", "b.txt")
     with pytest.raises(CapabilityDenied):
-        fs.locate(child, "file_read", f"{G(world)}/a.txt")
+        safe_fs.locate(child, "file_read", f"{G(world)}/a.txt")
     with pytest.raises(CapabilityDenied):
-        fs.locate(child, "file_write", f"{G(world)}/sub/b.txt")
+        safe_fs.locate(child, "file_write", f"{G(world)}/sub/b.txt")
     with pytest.raises(InvalidRequest):
-        fs.locate(child, "file_read", f"{G(world)}/sub/../a.txt")
+        safe_fs.locate(child, "file_read", f"{G(world)}/sub/../a.txt")
 
 
 def test_deep_trees_are_walked_to_a_bounded_depth(world):
     d = world / "granted"
-    for _ in range(fs.MAX_DEPTH + 5):
+    for _ in range(safe_fs.MAX_DEPTH + 5):
         d = d / "d"
     d.mkdir(parents=True)
     (d / "deep.txt").write_text("needle\n")
-    listing = fs.file_list(G(world), "", recursive=True, max_entries=10_000)
+    listing = safe_fs.file_list(G(world), "", recursive=True, max_entries=10_000)
     assert listing["truncated"]
-    assert fs.grep(G(world), "", "needle")["matches"] == []
+    assert safe_fs.grep(G(world), "", "needle")["matches"] == []

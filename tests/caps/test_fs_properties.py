@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentix.core.errors import AgentixError
-from agentix.tools import fs
+from agentix.tools import safe_fs
 
 NAMES = ["a", "b", "c"]
 entries = st.lists(
@@ -74,8 +74,8 @@ def tree(root: Path) -> dict:
 
 
 def _check(spec, rel, use_openat2, op):
-    saved = fs._openat2_ok
-    fs._openat2_ok = None if use_openat2 else False
+    saved = safe_fs._openat2_ok
+    safe_fs._openat2_ok = None if use_openat2 else False
     try:
         with tempfile.TemporaryDirectory() as t:
             base = Path(t)
@@ -87,24 +87,24 @@ def _check(spec, rel, use_openat2, op):
             before = tree(base)
             try:
                 if op == "read":
-                    res = fs.file_read(str(root), rel)
+                    res = safe_fs.file_read(str(root), rel)
                     assert "SECRET" not in res["content"]
                     assert lexical_ok(root, rel)
                     assert (root / rel).read_text() == res["content"]
                 elif op == "write":
-                    fs.file_write(str(root), rel, "NEW", create_parents=True)
+                    safe_fs.file_write(str(root), rel, "NEW", create_parents=True)
                     assert lexical_ok(root, rel)
                     assert (root / rel).read_text() == "NEW"
                     assert (outside / "secret").read_text() == "SECRET"
                     assert sorted(os.listdir(outside)) == ["secret"]
                 else:
-                    res = fs.file_list(str(root), rel, recursive=True)
+                    res = safe_fs.file_list(str(root), rel, recursive=True)
                     assert lexical_ok(root, rel)
                     assert all("secret" not in e["name"] or e["type"] == "symlink" for e in res["entries"])
             except (AgentixError, ValueError):
                 assert tree(base) == before, "a refused call changed the disk"
     finally:
-        fs._openat2_ok = saved
+        safe_fs._openat2_ok = saved
 
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

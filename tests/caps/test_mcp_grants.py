@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from agentix.core.caps import Authority, generate_root_key
 from agentix.core.errors import CapabilityDenied, HandoffEscalationDenied, InvalidRequest
 from agentix.core.grants import Grant, GrantSet, Request, mcp_resource, parse_grant, parse_grants, requests_for_tool
-from agentix.core.mcp import Pin, pin_state, tool_digest, untrusted_description
+from agentix.core.mcp_pinning import Pin, pin_state, tool_digest, untrusted_description
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NOW = 1_800_000_000.0
@@ -145,7 +145,7 @@ def test_notification_limit_admits_at_most_per_s_in_any_window_and_refuses_a_bur
     """One limiter bounds every transport (kernel/mcp_stdio.py, kernel/mcp_remote.py): within
     any one-second window no more than ``per_s`` are admitted (so no sliding second more than
     twice that), and a burst inside one second is refused from notification ``per_s + 1`` on."""
-    from agentix.core.mcp import NotificationLimit
+    from agentix.core.mcp_pinning import NotificationLimit
 
     lim = NotificationLimit(per_s)
     times, t = [], 100.0

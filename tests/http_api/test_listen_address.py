@@ -21,7 +21,7 @@ def api_face(addr: str, allow_remote: bool) -> tuple[str, int]:
 
 
 def mcp_face(addr: str, allow_remote: bool) -> tuple[str, int]:
-    """What ``agentix mcp --http`` (cli/mcp.py, mcp/http.serve_http) calls."""
+    """What ``agentix mcp --http`` (cli/mcp_cmd.py, mcp/http.serve_http) calls."""
     return mcp_parse_address(addr, allow_remote=allow_remote)
 
 

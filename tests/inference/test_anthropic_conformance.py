@@ -15,7 +15,7 @@ from agentix.core.errors import ProviderError
 from agentix.kernel.inference import InferenceService
 from agentix.llm.anthropic import AnthropicProvider
 from agentix.llm.base import InferenceRequest
-from agentix.llm.config import Price, load_config
+from agentix.llm.inference_config import Price, load_config
 from tests.fakes.openai_server import Scripted
 
 TOOLS = ({"type": "function", "function": {"name": "get_weather", "description": "weather for a city",

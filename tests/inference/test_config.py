@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentix.core.errors import InvalidRequest
-from agentix.llm.config import LOCAL_MODEL, load_config
+from agentix.llm.inference_config import LOCAL_MODEL, load_config
 
 
 def cfg(tmp_path, toml="", env=None, local=False):

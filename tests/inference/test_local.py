@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from agentix.llm.base import InferenceRequest
-from agentix.llm.config import local_available
+from agentix.llm.inference_config import local_available
 
 pytestmark = pytest.mark.skipif(
     not local_available(),

@@ -10,7 +10,7 @@ import pytest
 from agentix.core.budget import BudgetLedger, BudgetLimits
 from agentix.core.errors import BudgetExceeded, InvalidRequest, ProviderError, Timeout
 from agentix.kernel.inference import InferenceService
-from agentix.llm.config import load_config
+from agentix.llm.inference_config import load_config
 from conftest import until
 from tests.fakes.openai_server import FakeOpenAIServer, Scripted
 

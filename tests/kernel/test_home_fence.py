@@ -16,7 +16,7 @@ import pytest
 
 from agentix.core.errors import CapabilityDenied
 from agentix.kernel.fence import SETTLE_S, HomeFence
-from agentix.tools import fs
+from agentix.tools import safe_fs
 
 
 def _home(tmp_path: Path) -> Path:
@@ -103,8 +103,8 @@ def test_a_hard_link_to_a_key_made_after_the_listing_is_refused_by_the_file_tool
     f.fence(ws)
     os.link(home / "keys" / "root.key", ws / "innocent.txt")  # same inode, no home change
     before = (home / "keys" / "root.key").read_bytes()
-    with fs.fenced(f.fence(ws)), pytest.raises(CapabilityDenied) as exc:
-        fs.file_read(str(ws), "innocent.txt")
+    with safe_fs.fenced(f.fence(ws)), pytest.raises(CapabilityDenied) as exc:
+        safe_fs.file_read(str(ws), "innocent.txt")
     assert exc.value.data["reason"] == "kernel_state"
     assert f.listings == 1
     assert (home / "keys" / "root.key").read_bytes() == before

@@ -1,4 +1,4 @@
-"""The pure rules of snapshots (core/snapshot.py): a restore or fork never mints wider than
+"""The pure rules of snapshots (core/snapshot_rules.py): a restore or fork never mints wider than
 the snapshot recorded — in grants or in limits — and expired groups never come back; and the
 memory records of a snapshot round-trip through the memory store."""
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from agentix.core.errors import HandoffEscalationDenied, InvalidRequest, PackageRejected
 from agentix.core.grants import parse_grants
-from agentix.core.snapshot import GrantGroup, check_document, manifest_capabilities, narrow_groups
+from agentix.core.snapshot_rules import GrantGroup, check_document, manifest_capabilities, narrow_groups
 
 WS = "/workspace"
 PATHS = ["/workspace/*", "/workspace/a/*", "/workspace/a/b/*", "/data/*", "/data/x", "/*"]

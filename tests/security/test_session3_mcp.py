@@ -228,7 +228,7 @@ def test_every_spec_of_a_changed_tool_carries_the_approved_description_never_the
     """The registry's single-tool lookup (``tools.get``: the call path, argument checks) built
     its spec from what the server lists NOW; only the catalogue (``specs``) filtered by pin.
     Now both speak only the approved words, so no later path can hand a model a rug pull."""
-    from agentix.core.mcp import Pin, tool_digest
+    from agentix.core.mcp_pinning import Pin, tool_digest
     from agentix.kernel.config import KernelConfig
     from agentix.kernel.home import Home
     from agentix.kernel.kernel import KernelRoot

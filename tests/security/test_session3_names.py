@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentix.core import agentfile, grants, hosts, manifest, package, plan, refs, skills
+from agentix.core import agentfile, grants, hosts, manifest, package, plan, refs, skill_rules as skills
 from agentix.core.errors import InvalidRequest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "agentix"

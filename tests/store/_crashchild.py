@@ -24,7 +24,7 @@ import os
 import sys
 
 from agentix.core import events as ev
-from agentix.store.audit import AuditLog
+from agentix.store.audit_store import AuditLog
 from agentix.store.db import Database, Txn
 from agentix.store.state import AgentStore, StoredAgent
 

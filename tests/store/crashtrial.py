@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentix.store.audit import AuditLog
+from agentix.store.audit_store import AuditLog
 from agentix.store.db import Database
 from agentix.store.recovery import recover
 from agentix.store.state import AgentStore

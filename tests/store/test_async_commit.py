@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from agentix.store.audit import AuditEvents, AuditLog
+from agentix.store.audit_store import AuditEvents, AuditLog
 from agentix.store.db import MAX_COMMIT_WINDOW_S, Database
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from agentix.core import events as ev
 from agentix.core.errors import InvalidRequest, StateError
-from agentix.store.audit import AuditEvents, AuditLog
+from agentix.store.audit_store import AuditEvents, AuditLog
 from agentix.store.db import Database
 from agentix.store.recovery import mark_clean_shutdown, recover
 from agentix.store.schema import MIGRATIONS

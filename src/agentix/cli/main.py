@@ -57,15 +57,15 @@ PROGRAM_DEFAULT_GRANTS = ("file_read: /workspace/*", "file_write: /workspace/*")
 
 #: commands defined in other modules, imported only when used (a quick `agentix info`)
 LAZY_COMMANDS = {
-    "audit": "agentix.cli.audit:audit",
+    "audit": "agentix.cli.audit_cmd:audit",
     "approvals": "agentix.cli.security:approvals",
     "approve": "agentix.cli.security:approve",
     "deny": "agentix.cli.security:deny",
     "caps": "agentix.cli.security:caps",
     "top": "agentix.cli.goal:top",
-    "tokens": "agentix.cli.http:tokens",
-    "mcp": "agentix.cli.mcp:mcp",
-    "a2a": "agentix.cli.a2a:a2a",
+    "tokens": "agentix.cli.tokens:tokens",
+    "mcp": "agentix.cli.mcp_cmd:mcp",
+    "a2a": "agentix.cli.a2a_cmd:a2a",
 }
 
 

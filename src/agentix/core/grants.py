@@ -345,7 +345,7 @@ class GrantSet:
         """The most specific granted directory whose pattern matches normalised ``path``.
 
         For ``P/*`` that is P; for an exact path it is its parent directory. The kernel opens
-        the file beneath this root with ``agentix.tools.fs``.
+        the file beneath this root with ``agentix.tools.safe_fs``.
         """
         best: str | None = None
         for g in self._by_kind.get(kind, ()):

@@ -10,7 +10,7 @@ Rules (the whole of it):
   ``P/*`` which matches ``P`` itself and everything below it on a ``/`` boundary: ``/data/*``
   matches ``/data``, ``/data/a`` and ``/data/a/b/c``, never ``/data-x``. ``/*`` matches every
   path. No other wildcard is accepted.
-- Matching is lexical. The file actually opened is checked by ``agentix.tools.fs`` (openat2
+- Matching is lexical. The file actually opened is checked by ``agentix.tools.safe_fs`` (openat2
   with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS under the granted root), so a symlink can never
   carry a lexically-granted path outside the grant.
 """

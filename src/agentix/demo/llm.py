@@ -1,6 +1,6 @@
 """Demo row "ten agents need the LLM": ten real agent processes share one model.
 
-``llm_section(k, console) -> dict`` spawns ten agents (program ``agents/llm.py``) with scheduling weights 1,1,1,1,2,2,2,4,4,8 (the
+``llm_section(k, console) -> dict`` spawns ten agents (program ``agents/thinker.py``) with scheduling weights 1,1,1,1,2,2,2,4,4,8 (the
 manifests' ``priority``). Each keeps three ``think`` requests queued against the kernel's
 default model — the local Gemma 3 270M when ``agentix[local]`` is installed, otherwise a
 scripted provider, labelled *simulated* on screen — and the table shows, live from
@@ -29,7 +29,7 @@ from agentix.sdk import Kernel
 __all__ = ["WEIGHTS", "llm_section", "prepare_home", "simulate_model"]
 
 WEIGHTS = [1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0, 8.0]
-PROGRAM = str(PROGRAMS / "llm.py")
+PROGRAM = str(PROGRAMS / "thinker.py")
 MIN_SECONDS = 12.0
 MAX_SECONDS = 25.0
 MIN_SERVED = 3

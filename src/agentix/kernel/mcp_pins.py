@@ -1,6 +1,6 @@
 """MCP servers as agent tools, part 4: the pins (what the operator approved of each tool).
 
-The decision is pure (``core/mcp.py``: a tool's digest against its pin: ``approved``,
+The decision is pure (``core/mcp_pinning.py``: a tool's digest against its pin: ``approved``,
 ``changed`` or ``new``); here is where the pins are kept: in memory, and durable in the store
 (table ``mcp_pins``, schema v7), with what each pin approved (description, input schema) so that
 a server not started yet can be offered to models in the words the operator approved.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentix.core.mcp import Pin
+from agentix.core.mcp_pinning import Pin
 
 if TYPE_CHECKING:
     from agentix.store.db import Database

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from agentix.core.mcp import NotificationLimit
+from agentix.core.mcp_pinning import NotificationLimit
 from agentix.kernel.mcp_config import McpServerConfig
 
 __all__ = ["remote_transport"]

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agentix.core.errors import AgentixError, LimitExceeded, Timeout, ToolError
 from agentix.core.grants import MCP_TOOL_RE
-from agentix.core.mcp import tool_digest
+from agentix.core.mcp_pinning import tool_digest
 from agentix.kernel.mcp_config import McpServerConfig
 from agentix.kernel.mcp_remote import remote_transport
 from agentix.kernel.mcp_stdio import SocketTransport

@@ -17,7 +17,7 @@ Rules:
   the one decision needs ``mcp: SERVER/TOOL`` (core/grants.py); each call is charged, audited
   (``tool.invoked``/``tool.result``) and its result (and any error carrying the server's text)
   taints the caller's context ``external_tool:mcp:SERVER/TOOL``.
-- Pinning (core/mcp.py): a tool may be called only while its description and input schema hash
+- Pinning (core/mcp_pinning.py): a tool may be called only while its description and input schema hash
   to what was approved; a changed tool is disabled (``capability_denied``, reason
   ``mcp_tool_changed``) until ``agentix mcp approve SERVER/TOOL``. Pins live in the store
   (``mcp_pins``, schema v7). Descriptions are offered to models only wrapped as untrusted.
@@ -43,7 +43,7 @@ from agentix.core.errors import (
     ToolError,
 )
 from agentix.core.grants import MCP_TOOL_PREFIX, MCP_TOOL_RE, mcp_tool_name
-from agentix.core.mcp import Pin, pin_state, untrusted_description
+from agentix.core.mcp_pinning import Pin, pin_state, untrusted_description
 from agentix.kernel.mcp_config import McpServerConfig, load_mcp_config
 from agentix.kernel.mcp_pins import PinStore
 from agentix.kernel.mcp_server import ListedTool, McpServer
@@ -86,7 +86,7 @@ class McpTools:
 
     # -- pins ------------------------------------------------------------------------
     def state_of(self, srv: McpServer, t: ListedTool) -> str:
-        """The tool's pin state: ``approved``, ``changed`` or ``new`` (core/mcp.py)."""
+        """The tool's pin state: ``approved``, ``changed`` or ``new`` (core/mcp_pinning.py)."""
         return pin_state(self.pins.get(srv.name, t.name), t.digest)
 
     async def _listed(self, srv: McpServer, old: dict[str, ListedTool], why: str) -> None:

@@ -25,7 +25,7 @@ snapshotted (an exited agent's tokens are revoked: it has no grants left to reco
 Restore (``restore``): the restored manifest keeps only what a package's may set, plus the
 approvals it must ask and its memory limits (never isolation, lifecycle, priority or a shared
 memory identity: ``_restorable``); the snapshot's blobs are verified against their digests before
-anything is written; the grants are narrowed (``core.snapshot.narrow_groups``: the operator
+anything is written; the grants are narrowed (``core.snapshot_rules.narrow_groups``: the operator
 may pass ``grants``, never wider than recorded) before anything is written; the workspace is
 unpacked by the package unpacker (links, devices, '..', bombs refused); the new agent gets a
 new id, a name that has neither a live agent nor saved state (``NAME``, ``NAME-2``, …), tokens
@@ -55,7 +55,7 @@ from agentix.core.errors import AgentixError, InvalidRequest, LimitExceeded, Sta
 from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import Ref, check_digest, parse_ref
-from agentix.core.snapshot import SNAPSHOT_API, GrantGroup, manifest_capabilities, narrow_groups
+from agentix.core.snapshot_rules import SNAPSHOT_API, GrantGroup, manifest_capabilities, narrow_groups
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.control import Control

@@ -28,7 +28,7 @@ from typing import Any
 
 from agentix.core.errors import AgentixError
 from agentix.kernel.dispatch import EventSink
-from agentix.llm.config import InferenceConfig
+from agentix.llm.inference_config import InferenceConfig
 from agentix.tools.secrets import redact
 
 __all__ = ["MIN_PROVIDER_KEY", "RedactingFilter", "RedactingSink", "Vault", "provider_keys"]

@@ -2,7 +2,7 @@
 signatures, push and pull as packages; docs/packages.md, "Snapshots").
 
 A snapshot is a manifest of artifact type ``application/vnd.agentix.snapshot.v1`` whose
-config is the snapshot document (canonical JSON, ``core/snapshot.py`` checks its shape:
+config is the snapshot document (canonical JSON, ``core/snapshot_rules.py`` checks its shape:
 manifest, grant groups, taint, saved state, memory records, pending messages, budget spent,
 the workspace entries skipped) and whose one layer is the agent's workspace as a
 reproducible plain tar (sorted entries, mtime 0, owners 0, fixed modes; ``PLAIN_TAR_TYPE``).
@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.package import Ref
-from agentix.core.snapshot import check_document
+from agentix.core.snapshot_rules import check_document
 from agentix.packages.layout import (CHUNK, MANIFEST_TYPE, Descriptor, Layout, Sha256Thread, image_manifest,
                                      start_writeback)
 from agentix.packages.unpack import PLAIN_TAR_TYPE, UnpackLimits, gzipped, unpack_layers

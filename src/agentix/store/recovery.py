@@ -28,7 +28,7 @@ from typing import Any
 from agentix.core import events as ev
 from agentix.core.audit import GENESIS_HASH, entry_hash, format_ts
 from agentix.core.merkle import tree_root
-from agentix.store.audit import AuditLog
+from agentix.store.audit_store import AuditLog
 from agentix.store.db import Database, Txn
 from agentix.store.state import (
     AgentStore,

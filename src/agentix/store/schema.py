@@ -223,7 +223,7 @@ DROP TABLE mailbox;
 DROP TABLE conversations;
 """
 
-# v7: MCP tool pins (kernel/mcp_tools.py, core/mcp.py). One row per approved tool of a declared
+# v7: MCP tool pins (kernel/mcp_tools.py, core/mcp_pinning.py). One row per approved tool of a declared
 # MCP server: the digest of its description and input schema when approved (and both, so the
 # operator can see what was approved), who approved it and when. A tool whose listing no
 # longer hashes to its pin is disabled until re-approved.

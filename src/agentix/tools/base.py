@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest, LimitExceeded, NotFound, ToolError
 from agentix.core.manifest import Manifest
-from agentix.tools.fs import Fence
+from agentix.tools.safe_fs import Fence
 
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
@@ -65,7 +65,7 @@ class ToolContext:
     authorization: Authorization | None = None
     #: a new decision for a resource found late (a redirect hop), charged to this call
     reauthorize: Callable[[Sequence[Request]], Authorization] | None = None
-    #: builds what the file tools may never open (``agentix.tools.fs.Fence``: the kernel's own
+    #: builds what the file tools may never open (``agentix.tools.safe_fs.Fence``: the kernel's own
     #: state); called on the first read of ``fence``, so a tool that opens no file (echo) does
     #: not pay for the listdir/stat it takes
     make_fence: Callable[[], Fence] | None = None

@@ -24,7 +24,7 @@ from typing import Any
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound, ToolError
 from agentix.core.grants import Request
 from agentix.core.paths import resolve_request, split_under
-from agentix.tools import fs
+from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
 
 __all__ = ["SPECS", "VIRTUAL_WORKSPACE"]
@@ -44,7 +44,7 @@ class _Locator:
     def __call__(self, kind: str, path: str) -> tuple[str, str]:
         norm = resolve_request(path, VIRTUAL_WORKSPACE)
         token = self.auth.token_for(Request(kind, norm))  # type: ignore[arg-type]
-        root, rel = fs.locate(token, kind, norm, VIRTUAL_WORKSPACE)
+        root, rel = safe_fs.locate(token, kind, norm, VIRTUAL_WORKSPACE)
         if _under_ws(norm):
             if self.ws is None:
                 raise InvalidRequest("a /workspace path needs an agent", field="agent_id")
@@ -74,7 +74,7 @@ class _Locator:
 async def _run(ctx: ToolContext, fn: Any) -> dict[str, Any]:
     loc = _Locator(ctx)
     try:
-        with fs.fenced(ctx.fence):  # the thread inherits the context, hence the fence
+        with safe_fs.fenced(ctx.fence):  # the thread inherits the context, hence the fence
             out = await asyncio.to_thread(fn, loc)
         return loc.virtual(out)
     except AgentixError as err:
@@ -94,29 +94,29 @@ def _int(args: dict[str, Any], key: str, default: int | None) -> int | None:
 async def file_read(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     offset = _int(args, "offset", 0) or 0
     limit = _int(args, "limit", None)
-    return await _run(ctx, lambda loc: fs.file_read(*loc("file_read", args["path"]), offset=offset, limit=limit))
+    return await _run(ctx, lambda loc: safe_fs.file_read(*loc("file_read", args["path"]), offset=offset, limit=limit))
 
 
 async def file_read_many(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    return await _run(ctx, lambda loc: fs.file_read_many(lambda p: loc("file_read", p), args["paths"]))
+    return await _run(ctx, lambda loc: safe_fs.file_read_many(lambda p: loc("file_read", p), args["paths"]))
 
 
 async def file_list(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     path = args.get("path") or "."
-    return await _run(ctx, lambda loc: fs.file_list(*loc("file_read", path),
+    return await _run(ctx, lambda loc: safe_fs.file_list(*loc("file_read", path),
                                                     recursive=bool(args.get("recursive", False))))
 
 
 async def grep(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     path = args.get("path") or "."
-    return await _run(ctx, lambda loc: fs.grep(*loc("file_read", path), args["pattern"],
+    return await _run(ctx, lambda loc: safe_fs.grep(*loc("file_read", path), args["pattern"],
                                                regex=bool(args.get("regex", True)),
                                                ignore_case=bool(args.get("ignore_case", False))))
 
 
 async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     def go(loc: _Locator) -> dict[str, Any]:
-        res = fs.file_write(*loc("file_write", args["path"]), args["content"],
+        res = safe_fs.file_write(*loc("file_write", args["path"]), args["content"],
                             append=bool(args.get("append", False)),
                             create_parents=bool(args.get("create_parents", True)))
         res["bytes"] = res["bytes_written"]  # the name older callers read
@@ -128,7 +128,7 @@ async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 async def file_edit(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     def go(loc: _Locator) -> dict[str, Any]:
         loc("file_read", args["path"])  # both rights: read what is edited
-        return fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
+        return safe_fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
                             replace_all=bool(args.get("replace_all", False)))
 
     return await _run(ctx, go)
@@ -145,8 +145,8 @@ SPECS = [
     ToolSpec("file_read", "Read a file (offset/limit in bytes; at most 1 MiB per call).",
              _schema({"path": _PATH, "offset": {"type": "integer"}, "limit": {"type": "integer"}}, ["path"]),
              file_read, durability="no_effect"),
-    ToolSpec("file_read_many", f"Read up to {fs.MAX_READ_MANY} files; each result says ok or why not.",
-             _schema({"paths": {"type": "array", "items": {"type": "string"}, "maxItems": fs.MAX_READ_MANY}},
+    ToolSpec("file_read_many", f"Read up to {safe_fs.MAX_READ_MANY} files; each result says ok or why not.",
+             _schema({"paths": {"type": "array", "items": {"type": "string"}, "maxItems": safe_fs.MAX_READ_MANY}},
                      ["paths"]), file_read_many, partial=True, durability="no_effect"),
     ToolSpec("file_list", "List a directory (recursive optional; symlinks are listed, never followed).",
              _schema({"path": _PATH, "recursive": {"type": "boolean"}}, []), file_list,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, NotFound
-from agentix.core.skills import Skill, catalogue, parse_skill_md
+from agentix.core.skill_rules import Skill, catalogue, parse_skill_md
 from agentix.tools.base import ToolContext, ToolSpec
 
 __all__ = ["SHIPPED_SKILLS", "SkillCatalog", "default_skill_dirs", "make_specs"]

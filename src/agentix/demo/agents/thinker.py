@@ -1,6 +1,6 @@
 """Demo agent for section 3: keeps the model busy, ``think`` in a loop until told to stop.
 
-    spawned with program ``llm.py`` and args ``[--max-tokens N] [--threads T]``
+    spawned with program ``thinker.py`` and args ``[--max-tokens N] [--threads T]``
 
 ``T`` threads (default 3) each call ``think`` back to back with a short prompt and
 ``max_tokens`` N (default 8), so the agent always has requests queued and the kernel's
