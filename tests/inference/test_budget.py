@@ -110,6 +110,15 @@ def test_from_manifest():
     assert lim.max_output_tokens == 5 and lim.max_wall_clock == 600 and lim.warn_at == 0.5
 
 
+def test_every_limit_is_the_manifest_field_of_its_name():
+    m = parse_manifest({"name": "a", "budget": {
+        "max_input_tokens": 1, "max_output_tokens": 2, "max_cost_usd": 3.5, "max_wall_clock": "4s",
+        "max_children": 5, "max_tool_calls": 6, "warn_at": 0.7, "reset_period": "8s"}})
+    assert BudgetLimits.from_manifest(m.budget) == BudgetLimits(
+        max_input_tokens=1, max_output_tokens=2, max_cost_usd=3.5, max_wall_clock=4.0,
+        max_children=5, max_tool_calls=6, warn_at=0.7, reset_period=8.0)
+
+
 class LedgerMachine(RuleBasedStateMachine):
     """Usage never exceeds a limit by more than one request's actual usage."""
 

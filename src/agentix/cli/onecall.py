@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from agentix.cli.views import dump_json
+from agentix.cli.views import dump_json, kernel_of
+
+if TYPE_CHECKING:
+    from agentix.sdk import Kernel
 
 __all__ = ["JSON_HELP", "CallRow", "Params", "command"]
 
@@ -33,7 +36,7 @@ class CallRow:
     name: str
     #: ``"package.sign"``: called with the command's parameters as they are named;
     #: a function ``(kernel, params) -> reply`` where they are not
-    method: str | Callable[[Any, Params], Any]
+    method: str | Callable[[Kernel, Params], Any]
     help: str
     params: Sequence[click.Parameter] = ()
     #: prints the reply for a person; None: the reply is printed as JSON, always
@@ -47,7 +50,7 @@ def command(row: CallRow) -> click.Command:
 
     def callback(**params: Any) -> None:
         as_json = params.pop("as_json", True)
-        k = click.get_current_context().find_root().obj.kernel
+        k = kernel_of()
         reply = k.call(row.method, **params) if isinstance(row.method, str) else row.method(k, params)
         if row.field is not None:
             reply = reply[row.field]

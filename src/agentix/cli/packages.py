@@ -9,27 +9,21 @@ declared capabilities the operator accepts).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agentix.cli import render
 from agentix.cli.onecall import CallRow, Params, command
-from agentix.cli.views import EXIT_REGISTRY, parse_message
+from agentix.cli.views import EXIT_REGISTRY, dump_json, kernel_of, parse_message
 from agentix.sdk.errors import NotFound, RegistryError
 
+if TYPE_CHECKING:
+    from agentix.sdk import Kernel
+
 __all__ = ["install", "EXIT_REGISTRY"]
-
-
-def _kernel(ctx: click.Context) -> Any:
-    return ctx.find_root().obj.kernel
-
-
-def _dump(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 def _pulled(r: dict[str, Any], _: Params) -> None:
@@ -48,7 +42,7 @@ def _key_rows(rows: list[dict[str, Any]], _: Params) -> None:
         click.echo(f"{k['name']}\t{k['keyid']}\t{k['public_key']}")
 
 
-def _build(k: Any, p: Params) -> Any:
+def _build(k: Kernel, p: Params) -> Any:
     return k.call("package.build", context=str(Path(p["context"]).resolve()), tag=p["tag"],
                   agentfile=str(Path(p["agentfile"]).resolve()) if p["agentfile"] else None)
 
@@ -140,7 +134,7 @@ def _is_package_ref(target: str | None) -> bool:
     return ("/" in head or ":" in head) and not target.endswith((".py", ".yaml", ".yml", ".json"))
 
 
-def _declared(k: Any, ref: str) -> list[str]:
+def _declared(k: Kernel, ref: str) -> list[str]:
     try:
         return k.call("package.inspect", ref=ref)["capabilities"]
     except NotFound:
@@ -148,7 +142,7 @@ def _declared(k: Any, ref: str) -> list[str]:
         return k.call("package.inspect", ref=ref)["capabilities"]
 
 
-def _accept(k: Any, ref: str, accept: tuple[str, ...]) -> Any:
+def _accept(k: Kernel, ref: str, accept: tuple[str, ...]) -> str | list[str]:
     if accept:
         return "all" if accept == ("all",) else list(accept)
     declared = _declared(k, ref)
@@ -184,7 +178,7 @@ def _wrap_run(run_cmd: click.Command) -> None:
         if not _is_package_ref(target) or kw.get("program") or kw.get("goal"):
             return original(**kw)
         ctx = click.get_current_context()
-        k = _kernel(ctx)
+        k = kernel_of(ctx)
         r = k.call("package.run", ref=target, accept=_accept(k, target, accept), name=kw.get("name"),
                    message=parse_message(kw.get("message")), allow_rollback=allow_rollback)
         if not kw.get("as_json"):
@@ -192,7 +186,7 @@ def _wrap_run(run_cmd: click.Command) -> None:
                               + (render.markup_safe(", ".join(r["granted"])) or "nothing"))
         a = k.wait(r["agent_id"], timeout=kw.get("timeout"))
         if kw.get("as_json"):
-            _dump({**a.raw, "package": {k_: r[k_] for k_ in ("digest", "declared", "granted", "verdict")}})
+            dump_json({**a.raw, "package": {k_: r[k_] for k_ in ("digest", "declared", "granted", "verdict")}})
         else:
             ex = a.exit or {}
             colour = "green" if a.reason == "completed" else "red"

@@ -5,18 +5,14 @@ pulled, signed, listed and removed with the package commands (``agentix push/pul
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
 from agentix.cli import render
+from agentix.cli.views import dump_json, kernel_of
 
 __all__ = ["COMMANDS"]
-
-
-def _kernel(ctx: click.Context) -> Any:
-    return ctx.find_root().obj.kernel
 
 
 def _grants(grant: tuple[str, ...]) -> list[str] | None:
@@ -25,7 +21,7 @@ def _grants(grant: tuple[str, ...]) -> list[str] | None:
 
 def _show(r: dict[str, Any], as_json: bool, verb: str) -> None:
     if as_json:
-        click.echo(json.dumps(r, indent=2, default=str))
+        dump_json(r)
         return
     grants = [s for g in r["grants"] for s in g["grants"]]
     render.console().print(f"[green]{verb}[/] {render.markup_safe(r['ref'])} as {render.markup_safe(r['name'])} ({r['agent_id']}); "
@@ -42,9 +38,9 @@ def _show(r: dict[str, Any], as_json: bool, verb: str) -> None:
 @click.pass_context
 def snapshot(ctx: click.Context, agent: str, tag: str | None, as_json: bool) -> None:
     """Freeze AGENT, write a content-addressed snapshot of its state, resume it."""
-    r = _kernel(ctx).call("snapshot.create", agent=agent, tag=tag)
+    r = kernel_of(ctx).call("snapshot.create", agent=agent, tag=tag)
     if as_json:
-        click.echo(json.dumps(r, indent=2))
+        dump_json(r)
         return
     render.console().print(f"[green]snapshot[/] {r['ref']} [bold]{r['digest']}[/]")
     if r["skipped"]:
@@ -64,7 +60,7 @@ def snapshot(ctx: click.Context, agent: str, tag: str | None, as_json: bool) -> 
 def restore(ctx: click.Context, snap: str, grant: tuple[str, ...], accept_all: bool, name: str | None,
             as_json: bool) -> None:
     """Start a NEW agent from snapshot SNAP (NAME:TAG, NAME@sha256:…, or sha256:…)."""
-    r = _kernel(ctx).call("snapshot.restore", ref=snap, grants=_grants(grant), name=name,
+    r = kernel_of(ctx).call("snapshot.restore", ref=snap, grants=_grants(grant), name=name,
                           accept_all=accept_all or None)
     _show(r, as_json, "restored")
 
@@ -80,7 +76,7 @@ def restore(ctx: click.Context, snap: str, grant: tuple[str, ...], accept_all: b
 def fork(ctx: click.Context, agent: str, grant: tuple[str, ...], name: str | None, tag: str | None,
          as_json: bool) -> None:
     """Snapshot AGENT and start a copy of it, with narrower grants if given."""
-    r = _kernel(ctx).call("snapshot.fork", agent=agent, grants=_grants(grant), name=name, tag=tag)
+    r = kernel_of(ctx).call("snapshot.fork", agent=agent, grants=_grants(grant), name=name, tag=tag)
     _show(r, as_json, "forked")
 
 

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, NoReturn
 
+    import click
+
     from agentix.sdk import Kernel
     from agentix.sdk.errors import AgentixError
 
@@ -105,6 +107,16 @@ class Ctx:
 
             self._kernel = Kernel(self._home)
         return self._kernel
+
+
+def kernel_of(ctx: click.Context | None = None) -> Kernel:
+    """The SDK handle of the command's ``Ctx`` (``ctx``: a click context, default the current one),
+    connected on first use."""
+    if ctx is None:
+        import click
+
+        ctx = click.get_current_context()
+    return ctx.find_root().obj.kernel
 
 
 def guard(fn: Callable[[], Any]) -> Any:

@@ -25,10 +25,13 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentix.core.errors import BudgetExceeded
+
+if TYPE_CHECKING:
+    from agentix.core.manifest import Budget
 
 __all__ = [
     "BudgetLedger",
@@ -72,12 +75,11 @@ class BudgetLimits:
     reset_period: float | None = None
 
     @classmethod
-    def from_manifest(cls, budget: Any) -> BudgetLimits:
-        """From ``agentix.core.manifest.Budget`` (or anything with the same attributes)."""
-        return cls(**{f: getattr(budget, f, None) for f in (
-            "max_input_tokens", "max_output_tokens", "max_cost_usd", "max_wall_clock",
-            "max_children", "max_tool_calls", "reset_period")},
-            warn_at=getattr(budget, "warn_at", 0.8))
+    def from_manifest(cls, budget: Budget) -> BudgetLimits:
+        """The manifest's ``budget``: every field of these limits is the manifest field of the
+        same name (a limit the manifest does not declare is an ``AttributeError`` here, not a
+        silent ``None``)."""
+        return cls(**{f.name: getattr(budget, f.name) for f in fields(cls)})
 
     def limit(self, dim: Dimension) -> float | None:
         return getattr(self, "max_" + dim)

@@ -10,15 +10,21 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
 from agentix.core.mcp_pinning import NotificationLimit
 from agentix.kernel.mcp_config import McpServerConfig
 
+if TYPE_CHECKING:  # the mcp extra: imported when a remote server starts
+    import httpx2
+    from mcp.client._transport import TransportStreams
+
 __all__ = ["remote_transport"]
 
 
-def remote_transport(cfg: McpServerConfig, on_fatal: Callable[[str], None]) -> Any:
+def remote_transport(cfg: McpServerConfig,
+                     on_fatal: Callable[[str], None]) -> AbstractAsyncContextManager[TransportStreams]:
     """The transport (an async context manager of the read and write streams) to ``cfg.url``."""
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
@@ -32,8 +38,8 @@ def remote_transport(cfg: McpServerConfig, on_fatal: Callable[[str], None]) -> A
 
 
 @contextlib.asynccontextmanager
-async def _owning(client: Any, inner: Any, limit: NotificationLimit,
-                  on_fatal: Callable[[str], None]) -> AsyncIterator[Any]:
+async def _owning(client: httpx2.AsyncClient, inner: AbstractAsyncContextManager[TransportStreams],
+                  limit: NotificationLimit, on_fatal: Callable[[str], None]) -> AsyncIterator[TransportStreams]:
     """The SDK's streams, the HTTP client closed with them, and what the server sends passed
     through ``limit``: the notifications a remote server sends (on a call's SSE stream, or a
     listen stream) are bounded like a local server's (``mcp_stdio.py``); the first one over
@@ -66,16 +72,16 @@ async def _owning(client: Any, inner: Any, limit: NotificationLimit,
                 out_recv.close()
 
 
-def _bounded_http_transport() -> type:
+def _bounded_http_transport() -> type[httpx2.AsyncBaseTransport]:
     import httpx2
 
     class Bounded(httpx2.AsyncBaseTransport):
         """A remote MCP server's responses: a non-SSE body over ``cap`` bytes ends the session."""
 
-        def __init__(self, inner: Any, cap: int, on_fatal: Callable[[str], None]) -> None:
+        def __init__(self, inner: httpx2.AsyncBaseTransport, cap: int, on_fatal: Callable[[str], None]) -> None:
             self._inner, self._cap, self._on_fatal = inner, cap, on_fatal
 
-        async def handle_async_request(self, request: Any) -> Any:
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
             resp = await self._inner.handle_async_request(request)
             if "text/event-stream" in resp.headers.get("content-type", ""):
                 return resp  # bounded per event by max_sse_event_size
@@ -86,10 +92,10 @@ def _bounded_http_transport() -> type:
             await self._inner.aclose()
 
     class _Capped(httpx2.AsyncByteStream):
-        def __init__(self, inner: Any, cap: int, on_fatal: Callable[[str], None]) -> None:
+        def __init__(self, inner: httpx2.AsyncByteStream, cap: int, on_fatal: Callable[[str], None]) -> None:
             self._inner, self._cap, self._on_fatal = inner, cap, on_fatal
 
-        async def __aiter__(self) -> Any:
+        async def __aiter__(self) -> AsyncIterator[bytes]:
             seen = 0
             async for chunk in self._inner:
                 seen += len(chunk)
@@ -105,6 +111,7 @@ def _bounded_http_transport() -> type:
     return Bounded
 
 
-def _BoundedHttp(inner: Any, cap: int, on_fatal: Callable[[str], None]) -> Any:  # noqa: N802 - a class, built lazily
+def _BoundedHttp(inner: httpx2.AsyncBaseTransport, cap: int,
+                 on_fatal: Callable[[str], None]) -> httpx2.AsyncBaseTransport:  # noqa: N802 - a class, built lazily
     return _bounded_http_transport()(inner, cap, on_fatal)
 

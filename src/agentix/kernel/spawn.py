@@ -38,7 +38,7 @@ from agentix.kernel.process import AgentRecord, ExitRecord, LogSink, ProcessTabl
 from agentix.kernel.program import BOOT_MODULE, check_host_limits, install_program
 from agentix.kernel.reap import Reaper
 from agentix.rpc.server import InFlight, Notify, serve_socket
-from agentix.sandbox.base import LaunchSpec, Substrate
+from agentix.sandbox.base import Handle, LaunchSpec, Substrate
 
 __all__ = ["PersistentAgents", "Spawner"]
 
@@ -265,7 +265,7 @@ class Spawner:
             rec.tasks.append(asyncio.create_task(self.control.wall_clock(rec, rec.limits.wall_clock)))
         return rec
 
-    async def _unwind_spawn(self, rec: AgentRecord, handle: Any, kernel_sock: socket.socket | None,
+    async def _unwind_spawn(self, rec: AgentRecord, handle: Handle | None, kernel_sock: socket.socket | None,
                             persisted: bool, err: BaseException) -> None:
         """Undo a failed spawn: process, cgroup, socket, workspace, log, store row, table entry."""
         if handle is not None:
