@@ -204,6 +204,20 @@ def test_only_a_live_agent_can_be_snapshotted(kernel: Any) -> None:
     assert _snapshots(kernel) == []
 
 
+def test_a_refused_package_or_snapshot_call_records_what_it_was_asked(kernel: Any) -> None:
+    """The outcome record of a failed package/snapshot method names the parameters it was
+    about (dispatch.naming_params) and the error's data, and nothing else of the call."""
+    with pytest.raises(AgentixError):
+        kernel.client.call("package.rm", ref="nothing/here:1.0")
+    with pytest.raises(AgentixError):
+        kernel.client.call("snapshot.restore", ref="snapshots/none:x", name="n", accept_all=True)
+    rm = [e["data"] for e in _events(kernel, "package.rm") if not e["data"]["ok"]]
+    restore = [e["data"] for e in _events(kernel, "snapshot.restore") if not e["data"]["ok"]]
+    assert rm and rm[-1]["params"] == {"ref": "nothing/here:1.0"}
+    assert restore and restore[-1]["params"] == {"ref": "snapshots/none:x", "name": "n"}
+    assert "accept_all" not in restore[-1]["params"]
+
+
 # ---------------------------------------------------------------- the CLI, push, pull, signing
 def _cli(kernel: Any, *args: str) -> Any:
     import subprocess

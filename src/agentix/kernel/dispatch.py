@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
 
 __all__ = ["Call", "Caller", "MethodPolicy", "MethodSpec", "OperatorSession", "Observer", "Pipeline", "Redactor", "Stage",
-           "EventSink", "OPERATOR"]
+           "EventSink", "OPERATOR", "naming_params"]
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +386,23 @@ class Pipeline:
         )
         await self.events.record(kind, call.subject, data, tuple(sorted(call.taint)),
                                  durable=durable)
+
+
+def naming_params(names: tuple[str, ...]) -> Callable[[Handler], Handler]:
+    """A recorded handler whose failure's outcome record says what it was asked: the call's
+    parameters among ``names`` (``params``) and the error's data (the operator's package and
+    snapshot methods: which ref, tag, agent or key a refusal was about)."""
+
+    def wrap(fn: Handler) -> Handler:
+        async def run(call: Call) -> Any:
+            try:
+                return await fn(call)
+            except AgentixError as err:
+                call.event_data = {"params": {k: v for k, v in call.params.items() if k in names},
+                                   **{k: v for k, v in err.data.items() if k != "error"}}
+                raise
+        return run
+    return wrap
 
 
 def _scope(call: Call, durable: bool) -> Any:

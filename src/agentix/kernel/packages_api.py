@@ -37,12 +37,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentix.core.errors import AgentixError, InvalidRequest, NotFound
+from agentix.core.errors import InvalidRequest, NotFound
 from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import parse_ref
 from agentix.kernel.config import KernelConfig
-from agentix.kernel.dispatch import Call, EventSink, Pipeline
+from agentix.kernel.dispatch import Call, EventSink, Pipeline, naming_params
 from agentix.kernel.home import Home
 from agentix.kernel.methods import method
 from agentix.kernel.spawn import Spawner
@@ -75,15 +75,7 @@ def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: Ev
     shared with kernel/snapshots_api.py; build steps run on ``substrate`` under ``config``'s
     limits (their output under ``home``); ``package.run`` starts the agent with ``spawner``."""
 
-    def recorded(fn: Any) -> Any:
-        async def run(call: Call) -> Any:
-            try:
-                return await fn(call)
-            except AgentixError as err:
-                call.event_data = {"params": _summary(call.params),
-                                           **{k_: v for k_, v in err.data.items() if k_ != "error"}}
-                raise
-        return run
+    recorded = naming_params(("ref", "tag", "context", "key", "pattern", "name", "accept"))
 
     async def in_thread(fn: Any, *a: Any, **kw: Any) -> Any:
         async with lock:
@@ -300,10 +292,6 @@ async def _launch(config: KernelConfig, substrate: Substrate, run_id: str, argv:
 
 def _verdict(v: Any) -> dict[str, Any]:
     return {"basis": v.basis, "keyid": v.keyid, "rollback": v.rollback_allowed, **v.statement.to_data()}
-
-
-def _summary(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k in ("ref", "tag", "context", "key", "pattern", "name", "accept")}
 
 
 def _llm_budget() -> dict[str, int]:

@@ -51,7 +51,7 @@ from typing import Any
 import orjson
 
 from agentix.core.budget import Usage
-from agentix.core.errors import AgentixError, InvalidRequest, LimitExceeded, StateError
+from agentix.core.errors import InvalidRequest, LimitExceeded, StateError
 from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import Ref, check_digest, parse_ref
@@ -59,7 +59,7 @@ from agentix.core.snapshot_rules import SNAPSHOT_API, GrantGroup, manifest_capab
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.control import Control
-from agentix.kernel.dispatch import Call, Pipeline
+from agentix.kernel.dispatch import Call, Pipeline, naming_params
 from agentix.kernel.messaging import envelope_size
 from agentix.kernel.methods import method
 from agentix.kernel.persistent import state_identity
@@ -203,16 +203,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
     freezes and thaws the agent; ``caps``, ``state_store`` and ``memory`` are read for what it
     holds and written for what a restore puts back; ``spawner`` starts the restored agent."""
 
-    def recorded(fn: Any) -> Any:
-        async def run(call: Call) -> Any:
-            try:
-                return await fn(call)
-            except AgentixError as err:
-                call.event_data = {"params": {x: call.params.get(x) for x in ("agent", "ref", "grants", "name")
-                                              if x in call.params},
-                                   **{x: v for x, v in err.data.items() if x != "error"}}
-                raise
-        return run
+    recorded = naming_params(("agent", "ref", "grants", "name"))
 
     def _grants_param(params: dict[str, Any]) -> list[str] | None:
         g = params.get("grants")
