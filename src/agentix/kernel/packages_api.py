@@ -46,7 +46,7 @@ from agentix.kernel.dispatch import Call, EventSink, Pipeline
 from agentix.kernel.home import Home
 from agentix.kernel.methods import method
 from agentix.kernel.spawn import Spawner
-from agentix.packages.service import PackageStore
+from agentix.packages.service import PackageStore, Prepared
 from agentix.sandbox.base import Substrate
 
 __all__ = ["register", "METHODS"]
@@ -150,17 +150,32 @@ def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: Ev
             raise InvalidRequest('"accept" must be "all" or a list of grant strings the operator '
                                  "accepts (see the package's declared capabilities)", field="accept")
         allow_rollback = bool(call.params.get("allow_rollback"))
-        pulled = None
-        try:
-            await asyncio.to_thread(store.layout.resolve, ref)
-        except NotFound:
-            if ref.registry is None:
-                raise
-            pulled = await in_thread(store.pull, ref_text, allow_rollback=allow_rollback)
-            await _note_unsigned(pulled["verdict"])
         dest = store.layout.tmp / f"run-{secrets.token_hex(6)}"
+
+        def fetch_and_prepare() -> tuple[dict[str, Any] | None, Prepared]:
+            """Pull the package if it is not here, then verify and unpack it: one hold of the
+            store's writer, so a package this run pulled and then refused (its unpack, its
+            capabilities) is taken out again before anyone else writes: the store is as it was."""
+            pulled_ = None
+            cp = None
+            try:
+                store.layout.resolve(ref)
+            except NotFound:
+                if ref.registry is None:
+                    raise
+                cp = store.layout.checkpoint()
+                pulled_ = store.pull(ref_text, allow_rollback=allow_rollback)
+            try:
+                return pulled_, store.prepare(ref_text, accept, dest, allow_rollback=allow_rollback)
+            except BaseException:
+                if cp is not None:
+                    store.undo_pull(cp, ref)
+                raise
+
         try:
-            prep = await in_thread(store.prepare, ref_text, accept, dest, allow_rollback=allow_rollback)
+            pulled, prep = await in_thread(fetch_and_prepare)
+            if pulled is not None:
+                await _note_unsigned(pulled["verdict"])
             data = dict(prep.manifest)
             name = _str(call.params, "name", "an agent name", None)
             if name:

@@ -35,7 +35,7 @@ from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capa
                                   parse_public_key, parse_ref)
 from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR, Base, BuildResult, PackageDep,
                                     Runner, build)
-from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.layout import MANIFEST_TYPE, Checkpoint, Descriptor, Layout
 from agentix.packages.pushed import PushRecord
 from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
                                     TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
@@ -236,8 +236,8 @@ class PackageStore:
         ref = parse_ref(ref_text)
         desc = self.layout.resolve(ref)
         self.layout.untag(ref)
-        if not any(d.digest == desc.digest for r, d in self.layout.entries()
-                   if not (r.tag or "").endswith(".sig")):
+        if not any(d.digest == desc.digest for r, d in self.layout.entries()  # its repository's other tags
+                   if r.registry == ref.registry and r.path == ref.path and not (r.tag or "").endswith(".sig")):
             self.layout.untag(signature_ref(ref, desc.digest))
         removed = self.layout.gc()
         self._prune_unpacked()
@@ -415,8 +415,38 @@ class PackageStore:
         return [futures[i].result() for i in range(len(blobs))]
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
-        """Fetch, verify digests, decide trust, then store and tag (in that order)."""
+        """Fetch, verify digests, decide trust, then store and tag (in that order). A pull
+        that fails or is refused (signature, trust, rollback, digest, a registry error, an
+        interruption) leaves the store as it was: no tag, and no blob it wrote (its manifest,
+        config, signatures, layers) is left behind."""
         ref = parse_ref(ref_text)
+        cp = self.layout.checkpoint()
+        try:
+            return self._pull(ref, allow_rollback)
+        except BaseException:
+            try:
+                self.undo_pull(cp, ref)
+            except Exception:  # the refusal is the answer; a store left untidy is logged
+                log.exception("could not undo the refused pull of %s", ref)
+            raise
+
+    def undo_pull(self, cp: Checkpoint, ref: Ref) -> int:
+        """Put the store back as it was at ``cp`` (``Layout.checkpoint``) for what a pull of
+        ``ref`` wrote: the tags of ``ref``'s repository (its own, its signatures', by digest)
+        point where they pointed, and every blob written since that no tag reaches is removed;
+        unpacked trees no package needs any more go too. Returns the blobs removed. (The
+        caller holds the store's one writer: no other change to that repository is in flight.)"""
+        def same_repo(text: str) -> bool:
+            r = parse_ref(text)
+            return r.registry == ref.registry and r.path == ref.path
+
+        refs = {str(r) for r, _ in self.layout.entries() if r.registry == ref.registry and r.path == ref.path}
+        refs |= {t for t in cp.tags if same_repo(t)}
+        removed = self.layout.roll_back(cp, frozenset(refs))
+        self._prune_unpacked()
+        return removed
+
+    def _pull(self, ref: Ref, allow_rollback: bool) -> dict[str, Any]:
         remote = self._remote(ref)
         desc, mbytes = remote.get_manifest(ref)
         try:
