@@ -302,7 +302,7 @@ class PackageStore:
     def push(self, ref_text: str) -> dict[str, Any]:
         """Every blob (the package's and its signature's) first, several at once; then the
         manifest (the tag appears only now) and the signature's manifest. What the registry
-        is known to hold (``packages/pushed.py``, updated here) is not asked about or sent
+        is known to hold (``packages/pushed.py``, in ``agentix.db``, updated here) is not asked about or sent
         again, or is mounted from another repository of the registry."""
         ref = parse_ref(ref_text)
         desc = self.layout.resolve(ref)
@@ -316,14 +316,14 @@ class PackageStore:
         sm: dict[str, Any] = self.layout.read_json(sdesc.digest) if sdesc is not None else {}
         sblobs = [Descriptor.from_data(d) for d in [sm["config"], *sm.get("layers", [])]] if sm else []
         assert ref.registry is not None
-        record = PushRecord(self.layout.root / "pushed", ref.registry)
+        record = PushRecord(self.trust.db, ref.registry, legacy_root=self.layout.root / "pushed")
         try:
             return self._push(ref, remote, record, desc, blobs, sdesc, sblobs)
         finally:
             try:
                 record.save()
-            except OSError as err:  # a cache: the push itself does not depend on it
-                log.warning("cannot save the record of pushed blobs %s: %s", record.path, err)
+            except Exception as err:  # a cache: the push itself does not depend on it
+                log.warning("cannot save the record of the blobs pushed to %s: %r", record.host, err)
 
     def _push(self, ref: Ref, remote: RemoteRegistry, record: PushRecord, desc: Descriptor,
               blobs: list[Descriptor], sdesc: Descriptor | None, sblobs: list[Descriptor]) -> dict[str, Any]:
