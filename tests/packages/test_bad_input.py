@@ -11,8 +11,6 @@ import contextlib
 import hashlib
 import http.server
 import json
-import socketserver
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +19,9 @@ import pytest
 
 from agentix.core.errors import PackageRejected, RegistryError
 from agentix.packages.service import PackageStore
+from tests.fakes.http_serving import serving
 
-from .conftest import make_context
-from .test_refused_pull import files
+from .conftest import make_context, store_files as files
 
 REASON = {401: "unauthorized", 403: "unauthorized", 404: "not_found", 500: "server_error",
           502: "server_error", 503: "server_error"}
@@ -61,16 +59,8 @@ class _Fixed(http.server.BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_PATCH = do_GET
 
 
-@contextlib.contextmanager
-def _serve(**attrs: object) -> Iterator[str]:
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), type("H", (_Fixed,), attrs))
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+def _serve(**attrs: object) -> contextlib.AbstractContextManager[str]:
+    return serving(type("H", (_Fixed,), attrs))
 
 
 @pytest.fixture
