@@ -122,3 +122,37 @@ def test_a_run_that_pulled_a_package_it_cannot_unpack_leaves_the_store_as_it_was
     assert exc.value.data.get("reason") == "dot_dot", exc.value
     assert files(mine) == before
     assert b.client.list() == []
+
+
+def test_packages_gc_removes_what_no_tag_needs_and_keeps_every_package_whole(
+        start_kernel: Any, tmp_path: Path) -> None:
+    """A store an older agentix left untagged blobs in (its refused pulls did) and an unpacked
+    tree of a package since removed: `agentix packages gc` removes those, keeps every tagged
+    package runnable, and is audited."""
+    import subprocess
+    import sys
+
+    k = start_kernel()
+
+    def cli(*args: str) -> str:
+        p = subprocess.run([sys.executable, "-m", "agentix.cli.main", "--home", str(k.home), *args],
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return p.stdout
+
+    cli("build", str(make_context(tmp_path / "ctx")), "-t", "local/kept:1.0.0")
+    cli("trust", "allow-unsigned", "local/*")
+    store = PackageStore(k.home)  # the kernel's registry/, read (and one stray blob planted) from here
+    stray = [store.layout.put_bytes(b"left by a refused pull %d" % i) for i in range(3)]
+    orphan = store.layout.root / "unpacked" / ("0" * 64)
+    orphan.mkdir(parents=True)
+    (orphan / "seal.json").write_text("{}")
+    kept = {p: h for p, h in files(store).items() if not any(p.endswith(s[7:]) for s in stray)
+            and not p.startswith("unpacked/" + "0" * 64)}
+    out = json.loads(cli("packages", "gc", "--json"))
+    assert out == {"blobs_removed": 3, "unpacked_removed": 1}
+    assert files(store) == kept
+    assert json.loads(cli("packages", "gc", "--json")) == {"blobs_removed": 0, "unpacked_removed": 0}
+    assert k.client.call("package.verify", ref="local/kept:1.0.0")["basis"] == "unsigned_allowed"
+    [ev, _] = [e for e in k.client.audit_tail(limit=500) if e["kind"] == "package.gc"]
+    assert ev["data"]["blobs_removed"] == 3

@@ -130,6 +130,10 @@ packages.add_command(command(Call(
 packages.add_command(command(Call(
     "rm", "package.rm", "Remove a tag from the local store (and blobs nothing else uses).", [_REF],
     lambda r, _: render.console().print(f"[green]removed[/] {render.markup_safe(r['ref'])} ({r['blobs_removed']} blobs freed)"))))
+packages.add_command(command(Call(
+    "gc", "package.gc", "Remove the blobs and unpacked trees no tag in the local store needs.",
+    show=lambda r, _: render.console().print(f"[green]removed[/] {r['blobs_removed']} blobs, "
+                                             f"{r['unpacked_removed']} unpacked trees"))))
 
 
 # ---------------------------------------------------------------- agentix run REF

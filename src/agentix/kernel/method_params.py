@@ -119,6 +119,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "package.list": _obj(),
     "package.inspect": _obj(("ref",), ref=_REF),
     "package.rm": _obj(("ref",), ref=_REF),
+    "package.gc": _obj(),
     "keys.generate": _obj(("name",), name=_S),
     "keys.list": _obj(),
     "trust.add": _obj(("key", "pattern"), key={**_S, "description": "a public key, key file or key name"},

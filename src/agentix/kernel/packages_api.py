@@ -1,7 +1,7 @@
 """The kernel's package methods (operator only). See docs/packages.md.
 
     package.build  package.sign  package.push  package.pull  package.verify  package.run
-    package.list  package.inspect  package.rm
+    package.list  package.inspect  package.rm  package.gc
     keys.generate  keys.list  trust.add  trust.allow_unsigned  trust.list
 
 Each method's policy is its row in the method table (``kernel/methods.py``); in short —
@@ -17,6 +17,7 @@ resources touched; recorded; durability:
     package.run            (pull) + registry/, versions; spawns an agent       yes       yes (a process)
     package.list/inspect   reads registry/                                     no        no
     package.rm             writes registry/                                    yes       no
+    package.gc             writes registry/ (blobs no tag reaches)             yes       no
     keys.generate          writes keys/signing/                                yes       no
     keys.list/trust.list   reads keys/, trust policy                           no        no
     trust.add/allow_unsigned  writes the trust policy                          yes       no
@@ -55,7 +56,8 @@ __all__ = ["register", "METHODS"]
 METHODS: list[tuple[str, bool]] = [
     ("package.build", True), ("package.sign", True), ("package.push", True), ("package.pull", True),
     ("package.verify", False), ("package.run", True), ("package.list", False),
-    ("package.inspect", False), ("package.rm", True), ("keys.generate", True), ("keys.list", False),
+    ("package.inspect", False), ("package.rm", True), ("package.gc", True), ("keys.generate", True),
+    ("keys.list", False),
     ("trust.add", True), ("trust.allow_unsigned", True), ("trust.list", False),
 ]
 
@@ -210,6 +212,11 @@ def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: Ev
         call.event_data = dict(r)
         return r
 
+    async def gc(call: Call) -> dict[str, Any]:
+        r = await in_thread(store.gc)
+        call.event_data = dict(r)
+        return r
+
     async def keys_generate(call: Call) -> dict[str, Any]:
         r = await in_thread(store.keys.generate, _str(call.params, "name", "a key name"))
         call.event_data = dict(r)
@@ -237,7 +244,7 @@ def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: Ev
     handlers = {
         "package.build": build, "package.sign": sign, "package.push": push, "package.pull": pull,
         "package.verify": verify, "package.run": run, "package.list": list_, "package.inspect": inspect,
-        "package.rm": rm, "keys.generate": keys_generate, "keys.list": keys_list, "trust.add": trust_add,
+        "package.rm": rm, "package.gc": gc, "keys.generate": keys_generate, "keys.list": keys_list, "trust.add": trust_add,
         "trust.allow_unsigned": trust_allow_unsigned, "trust.list": trust_list,
     }
     for name, rec in METHODS:

@@ -243,6 +243,13 @@ class PackageStore:
         self._prune_unpacked()
         return {"ref": str(ref), "digest": desc.digest, "blobs_removed": removed}
 
+    def gc(self) -> dict[str, int]:
+        """Remove every blob no tag reaches and every unpacked tree no tagged package needs:
+        what `rm` removes with a tag, for a store an interrupted or refused operation of an
+        older agentix left blobs in. (Every writer of blobs holds the store's one writer, as
+        this does, so no operation's untagged blobs are in flight.)"""
+        return {"blobs_removed": self.layout.gc(), "unpacked_removed": self._prune_unpacked()}
+
     # ------------------------------------------------------------ signing and trust
     def sign(self, ref_text: str, key: str) -> dict[str, Any]:
         ref = parse_ref(ref_text)
