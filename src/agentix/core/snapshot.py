@@ -100,7 +100,8 @@ def limited(groups: Sequence[tuple[int, GrantGroup]], now: float) -> dict[int, i
             if g.max_invocations is not None and (g.expires_at is None or now < g.expires_at)}
 
 
-def ration(groups: Sequence[tuple[int, GrantGroup]], taken: Mapping[int, int]) -> tuple[list[GrantGroup], list[GrantGroup]]:
+def ration(groups: Sequence[tuple[int, GrantGroup]],
+           taken: Mapping[int, int]) -> tuple[list[GrantGroup], list[GrantGroup]]:
     """The groups a restore mints when it was given ``taken[i]`` invocations of each limited
     group ``i`` (what the snapshot recorded minus what earlier restores of it were given),
     and the limited groups it gets none of (exhausted: dropped, never minted with a count of

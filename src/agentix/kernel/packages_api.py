@@ -244,8 +244,8 @@ def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: Ev
     handlers = {
         "package.build": build, "package.sign": sign, "package.push": push, "package.pull": pull,
         "package.verify": verify, "package.run": run, "package.list": list_, "package.inspect": inspect,
-        "package.rm": rm, "package.gc": gc, "keys.generate": keys_generate, "keys.list": keys_list, "trust.add": trust_add,
-        "trust.allow_unsigned": trust_allow_unsigned, "trust.list": trust_list,
+        "package.rm": rm, "package.gc": gc, "keys.generate": keys_generate, "keys.list": keys_list,
+        "trust.add": trust_add, "trust.allow_unsigned": trust_allow_unsigned, "trust.list": trust_list,
     }
     for name, rec in METHODS:
         fn = handlers[name]
