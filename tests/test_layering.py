@@ -67,6 +67,8 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # the trust state is tables of the kernel's store (DESIGN.md §9); the kernel passes its
     # Database in, and a package store used without a kernel (tests, bench) opens the same one
     ("agentix.packages.trust", "agentix.store.db"): "trust state lives in agentix.db, one writer",
+    ("agentix.packages.pushed", "agentix.store.db"): "the record of pushed blobs lives in agentix.db, one writer "
+                                                    "(a type only)",
     ("agentix.packages.service", "agentix.store.db"): "the kernel hands the package store its Database "
                                                      "for the trust state (a type only)",
     # episodic memory's tables are tables of the same store (DESIGN.md §9): the kernel passes

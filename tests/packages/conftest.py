@@ -6,6 +6,7 @@ The registry is Debian's ``docker-registry`` (the CNCF distribution registry, in
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -72,6 +73,14 @@ def make_context(root: Path, version: str = "1.0.0", program: str = PROGRAM) -> 
     (root / "data" / "notes.txt").write_text("remember the milk\n")
     (root / "Agentfile").write_text(AGENTFILE.format(version=version))
     return root
+
+
+def store_files(store: PackageStore) -> dict[str, str]:
+    """Every file under the store's registry/ and the SHA-256 of its content (``.lock`` is
+    the lock file the writer takes, not state): a refusal must leave this unchanged."""
+    root = store.layout.root
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 @pytest.fixture

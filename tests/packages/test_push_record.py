@@ -1,4 +1,4 @@
-"""The local record of pushed blobs (packages/pushed.py) and the pushes it shortens, against
+"""The record of pushed blobs (packages/pushed.py, in agentix.db) and the pushes it shortens, against
 the real registry on loopback: a recorded blob is neither asked about nor sent again, a blob
 recorded in another repository is mounted, and the record is only ever a hint — a registry
 that lost a recorded blob gets it again, a mount the registry refuses or cannot do is an
@@ -21,6 +21,7 @@ from agentix.core.package import parse_ref
 from agentix.packages.pushed import MAX_BLOBS, MAX_REPOS, PushRecord
 from agentix.packages.service import PackageStore
 from agentix.packages.trust import signature_ref
+from agentix.store.db import Database
 
 from .conftest import Registry
 from .test_referrers import ReferrersFront
@@ -100,7 +101,7 @@ def test_a_registry_that_lost_a_recorded_blob_gets_it_again(
     r = store.push(ref)  # the record says it is there; the registry refuses the manifest; it is sent
     assert r["blobs_sent"] == 1 and r["blobs_known"] >= 2
     assert has_blob(registry.host, "team/lost", layer)
-    assert PushRecord(store.layout.root / "pushed", registry.host).has(layer, "team/lost")
+    assert PushRecord(store.trust.db, registry.host).has(layer, "team/lost")
     pulls_and_runs(other_store, store, ref, registry.ref("team/*"), tmp_path / "run")
 
 
@@ -157,7 +158,7 @@ def test_a_blob_lost_on_both_sides_is_refused_and_tags_nothing(
     assert httpx.get(f"http://{registry.host}/v2/team/gone/manifests/latest").status_code == 404
     assert not has_blob(registry.host, "team/gone", layer)
     # and the record no longer claims it
-    assert not PushRecord(store.layout.root / "pushed", registry.host).has(layer, "team/gone")
+    assert not PushRecord(store.trust.db, registry.host).has(layer, "team/gone")
 
 
 def test_a_mount_the_registry_refuses_is_an_ordinary_upload(
@@ -185,7 +186,7 @@ def test_a_mount_the_registry_refuses_is_an_ordinary_upload(
 def test_a_mount_from_a_repository_without_the_blob_is_an_ordinary_upload(
         store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, tmp_path: Path) -> None:
     first = publish(store, context, registry.ref("team/first:1.0.0"))
-    record = PushRecord(store.layout.root / "pushed", registry.host)
+    record = PushRecord(store.trust.db, registry.host)
     for d in list(record.blobs):  # a wrong hint: the registry opens an upload instead of mounting (202)
         record.forget([d], "team/first")
         record.add([d], "team/nowhere")
@@ -200,25 +201,76 @@ def test_a_mount_from_a_repository_without_the_blob_is_an_ordinary_upload(
 D = [f"sha256:{hashlib.sha256(bytes([i])).hexdigest()}" for i in range(8)]
 
 
+def db_at(root: Path) -> Database:
+    return Database(root / "agentix.db", checkpoint_every=0)
+
+
 @pytest.mark.parametrize("content", [b"not json", b"[]", b'{"host": "elsewhere:5000", "blobs": {}}',
                                      b'{"host": "reg:5000", "blobs": {"../../etc": ["a"], "sha256:zz": ["a"]}}',
                                      b'{"host": "reg:5000", "blobs": {"' + D[0].encode() + b'": [1, null, ""]}}'])
-def test_a_corrupt_or_foreign_record_is_empty(tmp_path: Path, content: bytes) -> None:
-    rec = PushRecord(tmp_path, "reg:5000")
-    rec.path.write_bytes(content)
-    assert PushRecord(tmp_path, "reg:5000").blobs == {}
+def test_a_corrupt_or_foreign_old_record_file_is_empty_and_removed(tmp_path: Path, content: bytes) -> None:
+    legacy = tmp_path / "pushed"
+    legacy.mkdir()
+    (legacy / f"{hashlib.sha256(b'reg:5000').hexdigest()[:32]}.json").write_bytes(content)
+    with db_at(tmp_path) as db:
+        rec = PushRecord(db, "reg:5000", legacy_root=legacy)
+        assert rec.blobs == {}
+        rec.save()
+        assert not legacy.exists()
+        assert PushRecord(db, "reg:5000").blobs == {}
+
+
+def test_an_old_record_file_is_imported_into_the_database_once_and_removed(tmp_path: Path) -> None:
+    """DESIGN.md §9: state lives in agentix.db, no side files. What an older agentix wrote
+    to registry/pushed/<hash>.json comes along (order kept: the newest repository last)."""
+    legacy = tmp_path / "pushed"
+    legacy.mkdir()
+    path = legacy / f"{hashlib.sha256(b'reg:5000').hexdigest()[:32]}.json"
+    path.write_text(json.dumps({"host": "reg:5000", "blobs": {D[0]: ["a", "b/c"], D[1]: ["d"]}}))
+    with db_at(tmp_path) as db:
+        rec = PushRecord(db, "reg:5000", legacy_root=legacy)
+        assert rec.blobs == {D[0]: ["a", "b/c"], D[1]: ["d"]}
+        rec.save()
+        assert not path.exists() and not legacy.exists()
+        again = PushRecord(db, "reg:5000", legacy_root=legacy)
+        assert again.blobs == rec.blobs and again.source(D[0], "x") == "b/c"
+        rows = db.reader().execute("SELECT count(*) FROM pushed_blobs WHERE host='reg:5000'").fetchone()[0]
+        assert rows == 3
+
+
+def test_a_push_keeps_its_record_in_the_database_not_in_a_file(
+        store: PackageStore, context: Path, registry: Registry) -> None:
+    ref = registry.ref("team/indb:1.0.0")
+    publish(store, context, ref)
+    assert not (store.layout.root / "pushed").exists()
+    rows = store.trust.db.reader().execute("SELECT digest, repo FROM pushed_blobs WHERE host=?",
+                                           (registry.host,)).fetchall()
+    assert {d for d, r in rows if r == "team/indb"} >= set(package_blobs(store, ref))
 
 
 def test_the_record_is_bounded(tmp_path: Path) -> None:
-    rec = PushRecord(tmp_path, "reg:5000")
-    for i in range(MAX_REPOS + 3):
-        rec.add([D[0]], f"team/r{i}")
-    assert rec.blobs[D[0]] == [f"team/r{i}" for i in range(3, MAX_REPOS + 3)]
-    many = [f"sha256:{hashlib.sha256(str(i).encode()).hexdigest()}" for i in range(MAX_BLOBS + 5)]
-    rec.add(many, "team/x")
-    assert len(rec.blobs) == MAX_BLOBS and many[-1] in rec.blobs and D[0] not in rec.blobs
-    rec.save()
-    assert PushRecord(tmp_path, "reg:5000").blobs == rec.blobs
+    with db_at(tmp_path) as db:
+        rec = PushRecord(db, "reg:5000")
+        for i in range(MAX_REPOS + 3):
+            rec.add([D[0]], f"team/r{i}")
+        assert rec.blobs[D[0]] == [f"team/r{i}" for i in range(3, MAX_REPOS + 3)]
+        many = [f"sha256:{hashlib.sha256(str(i).encode()).hexdigest()}" for i in range(MAX_BLOBS + 5)]
+        rec.add(many, "team/x")
+        assert len(rec.blobs) == MAX_BLOBS and many[-1] in rec.blobs and D[0] not in rec.blobs
+        rec.save()
+        assert PushRecord(db, "reg:5000").blobs == rec.blobs
+        assert PushRecord(db, "other:5000").blobs == {}  # per host
+
+
+def test_two_records_of_one_host_saved_in_turn_stay_within_the_bound(tmp_path: Path) -> None:
+    with db_at(tmp_path) as db:
+        a, b = PushRecord(db, "reg:5000"), PushRecord(db, "reg:5000")
+        a.add([f"sha256:{hashlib.sha256(b'a' + str(i).encode()).hexdigest()}" for i in range(MAX_BLOBS)], "r")
+        b.add([f"sha256:{hashlib.sha256(b'b' + str(i).encode()).hexdigest()}" for i in range(10)], "r")
+        a.save()
+        b.save()
+        assert len(PushRecord(db, "reg:5000").blobs) == MAX_BLOBS
+        assert all(PushRecord(db, "reg:5000").has(d, "r") for d in b.blobs)  # the last written stay
 
 
 ops = st.lists(st.tuples(st.sampled_from(["add", "forget", "reload"]), st.lists(st.sampled_from(D), max_size=4),
@@ -230,21 +282,22 @@ ops = st.lists(st.tuples(st.sampled_from(["add", "forget", "reload"]), st.lists(
 def test_the_record_says_what_was_last_added_or_forgotten(tmp_path_factory: pytest.TempPathFactory,
                                                           steps: list[tuple[str, list[str], str]]) -> None:
     root = tmp_path_factory.mktemp("rec")
-    rec = PushRecord(root, "reg:5000")
-    model: set[tuple[str, str]] = set()
-    for op, digests, repo in steps:
-        if op == "add":
-            rec.add(digests, repo)
-            model |= {(d, repo) for d in digests}
-        elif op == "forget":
-            rec.forget(digests, repo)
-            model -= {(d, repo) for d in digests}
-        else:
-            rec.save()
-            rec = PushRecord(root, "reg:5000")
-        for d in D:
-            for r in ("a", "b/c", "d"):
-                assert rec.has(d, r) == ((d, r) in model)
-                src = rec.source(d, r)
-                assert src is None or (src != r and (d, src) in model)
-                assert (src is None) == (not any((d, o) in model for o in ("a", "b/c", "d") if o != r))
+    with db_at(root) as db:
+        rec = PushRecord(db, "reg:5000")
+        model: set[tuple[str, str]] = set()
+        for op, digests, repo in steps:
+            if op == "add":
+                rec.add(digests, repo)
+                model |= {(d, repo) for d in digests}
+            elif op == "forget":
+                rec.forget(digests, repo)
+                model -= {(d, repo) for d in digests}
+            else:
+                rec.save()
+                rec = PushRecord(db, "reg:5000")
+            for d in D:
+                for r in ("a", "b/c", "d"):
+                    assert rec.has(d, r) == ((d, r) in model)
+                    src = rec.source(d, r)
+                    assert src is None or (src != r and (d, src) in model)
+                    assert (src is None) == (not any((d, o) in model for o in ("a", "b/c", "d") if o != r))

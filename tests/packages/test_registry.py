@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socketserver
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +15,9 @@ import pytest
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, RegistryError
 from agentix.core.package import parse_ref
 from agentix.packages.service import PackageStore
+from tests.fakes.http_serving import serving
 
-from .conftest import Registry, make_context, start_registry, stop_registry
+from .conftest import Registry, start_registry, stop_registry, store_files
 
 
 def publish(store: PackageStore, context: Path, ref: str) -> str:
@@ -49,10 +48,12 @@ def test_pulling_an_untrusted_package_stores_nothing_visible(
     publish(store, context, ref)
     other_store.keys.generate("mine")
     other_store.trust_add("mine", registry.ref("team/*"))
+    before = store_files(other_store)
     with pytest.raises(PackageRejected) as exc:
         other_store.pull(ref)
     assert exc.value.data["reason"] == "untrusted_key"
     assert other_store.list() == []
+    assert store_files(other_store) == before  # no blob, no signature tag left behind
     with pytest.raises(NotFound):
         other_store.layout.resolve(parse_ref(ref))
 
@@ -62,10 +63,12 @@ def test_pull_of_an_unsigned_package_is_refused(
     ref = registry.ref("team/unsigned:1.0.0")
     store.build(context, ref)
     store.push(ref)
+    before = store_files(other_store)
     with pytest.raises(PackageRejected) as exc:
         other_store.pull(ref)
     assert exc.value.data["reason"] == "unsigned"
     assert other_store.list() == []
+    assert store_files(other_store) == before  # not its manifest, not its config
 
 
 def test_repush_does_not_duplicate(store: PackageStore, context: Path, registry: Registry) -> None:
@@ -114,6 +117,7 @@ def test_tampered_blob_on_the_registry_is_refused_before_anything_is_written(
     [data] = [p for p in registry.root.rglob("data") if p.parent.name == digest]
     original = data.read_bytes()
     data.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    before = store_files(other_store)
     try:
         with pytest.raises(PackageRejected) as exc:
             other_store.pull(ref)
@@ -121,6 +125,7 @@ def test_tampered_blob_on_the_registry_is_refused_before_anything_is_written(
         assert other_store.list() == []
         assert not other_store.layout.has_blob(m["layers"][0]["digest"])
         assert list(other_store.layout.tmp.iterdir()) == []
+        assert store_files(other_store) == before  # nor its manifest, config or signatures
     finally:
         data.write_bytes(original)
 
@@ -182,14 +187,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def broken_registry(request: pytest.FixtureRequest) -> Iterator[str]:
-    handler = type("H", (_Handler,), {"mode": request.param})
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
-    srv.daemon_threads = True
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serving(type("H", (_Handler,), {"mode": request.param})) as host:
+        yield host
 
 
 @pytest.mark.parametrize("broken_registry", ["500"], indirect=True)
@@ -238,9 +237,11 @@ def test_interrupted_pull_leaves_no_partial_package(
         return real(self, ref_, desc, layout, max_size)
 
     monkeypatch.setattr(remote.RemoteRegistry, "fetch_blob", dies_on_the_second_layer)
+    before = store_files(other_store)
     with pytest.raises(RegistryError):
         other_store.pull(ref)
     assert other_store.list() == []
+    assert store_files(other_store) == before  # not even the blobs it fetched before it died
     monkeypatch.setattr(remote.RemoteRegistry, "fetch_blob", real)
     assert other_store.pull(ref)["verdict"]["basis"] == "signed"  # and a retry completes it
 

@@ -157,3 +157,39 @@ def test_a_child_of_a_package_agent_never_gets_more_than_the_package_was_granted
     assert out["result"]["narrower"] == "completed"
     assert out["result"]["wider"] in ("handoff_escalation_denied", "capability_denied")
     assert out["package"]["granted"] == ["tool: echo", "spawn_child: child"]
+
+
+def test_built_on_one_kernel_it_runs_on_another_that_shares_only_the_registry_and_a_public_key_file(
+        start_kernel: Any, registry: Registry, tmp_path: Path) -> None:
+    """Issue #15's "done when", exactly: two kernels with separate $AGENTIX_HOMEs. A builds,
+    signs and pushes; all B ever gets is the loopback registry and A's public key exported to
+    a file (B holds no signing key). B pulls on `run`, verifies the signature under its own
+    trust policy, and the agent holds exactly declared ∩ accepted — even accepting "all", a
+    capability the package never declared is denied."""
+    a, b = start_kernel(), start_kernel()
+    assert not set(a.home.resolve().parents) & {b.home.resolve()} and a.home.resolve() != b.home.resolve()
+    ctx = make_context(tmp_path / "ctx")
+    ref = registry.ref("team/done-when:1.0.0")
+    ok(cli(a, "build", str(ctx), "-t", ref))
+    ok(cli(a, "keys", "generate", "publisher"))
+    ok(cli(a, "sign", ref, "--key", "publisher"))
+    ok(cli(a, "push", ref))
+    [key] = json.loads(ok(cli(a, "keys", "list", "--json")))
+    exported = tmp_path / "publisher.pub"
+    exported.write_text(key["public_key"] + "\n")
+
+    assert json.loads(ok(cli(b, "keys", "list", "--json"))) == []      # B signs nothing, holds no key
+    assert json.loads(ok(cli(b, "packages", "ls", "--json"))) == []    # and has no package yet
+    p = cli(b, "run", ref, "--accept", "all", "--json")
+    assert p.returncode == 4, p.stdout + p.stderr                      # no trust policy yet: refused
+    ok(cli(b, "trust", "add", str(exported), "--for", registry.ref("team/*")))
+    out = json.loads(ok(cli(b, "run", ref, "--accept", "all", "--json")))
+    assert out["package"]["verdict"]["basis"] == "signed" and out["package"]["verdict"]["keyid"] == key["keyid"]
+    assert [x["ref"] for x in json.loads(ok(cli(b, "packages", "ls", "--json")))] == [ref]  # pulled by the run
+    assert out["package"]["granted"] == ["tool: echo", "file_write: /workspace/out/*"]
+    res = out["result"]
+    assert res["echo"] == "ok" and res["write"] == "ok"    # declared and accepted
+    assert res["fetch"] == "capability_denied"             # never declared: the ceiling holds
+    [acc] = events(b, "package.accepted")
+    assert acc["data"]["accepted"] == "all" and acc["data"]["granted"] == acc["data"]["declared"]
+    assert b.client.audit_verify()["ok"] is True

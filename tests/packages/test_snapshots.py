@@ -295,7 +295,7 @@ def test_restoring_does_not_reset_invocation_counts_or_expiry(kernel: Any) -> No
     import time
 
     caps = [{"grant": "tool: echo", "max_invocations": 3, "expires": 600}, "file_read: /workspace/*"]
-    aid, _ = _ready_agent_with(kernel, caps)
+    aid, ws = _ready_agent_with(kernel, caps)
     for _ in range(2):
         kernel.client.call("tool.invoke", agent_id=aid, name="echo", args={"message": "x"})
     [orig] = [t for t in kernel.client.call("cap.list", agent_id=aid)["tokens"] if t["grants"] == ["tool: echo"]]
@@ -310,8 +310,12 @@ def test_restoring_does_not_reset_invocation_counts_or_expiry(kernel: Any) -> No
     with pytest.raises(AgentixError) as ei:
         kernel.client.call("tool.invoke", agent_id=r["agent_id"], name="echo", args={"message": "one too many"})
     assert ei.value.code in ("capability_exhausted", "capability_denied")
-    # a fork narrowing the limited group keeps its limit too
+    # a fork narrowing the limited group keeps its limit too (of an agent whose state moved on:
+    # a fork of the unchanged agent is the same snapshot, whose count the restore above was
+    # given — test_snapshot_counts.py)
+    (ws / "moved-on.txt").write_text("after the snapshot")
     f = kernel.client.call("snapshot.fork", agent=aid, grants=["tool: echo"])
+    assert f["digest"] != snap["digest"]
     assert [(g["grants"], g["max_invocations"]) for g in f["grants"]] == [(["tool: echo"], 1)]
 
 

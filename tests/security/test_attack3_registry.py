@@ -10,10 +10,7 @@ connection is made; nothing is stored."""
 
 from __future__ import annotations
 
-import contextlib
 import http.server
-import socketserver
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from hypothesis import strategies as st
 from agentix.core.errors import PackageRejected, RegistryError
 from agentix.packages.registry_urls import check_url
 from agentix.packages.service import PackageStore
+from tests.fakes.http_serving import serving as _serving
 
 
 class _Hostile(http.server.BaseHTTPRequestHandler):
@@ -52,19 +50,6 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     do_HEAD = do_GET
-
-
-@contextlib.contextmanager
-def _serving(handler: type) -> Iterator[str]:
-    """``handler`` served on a free loopback port in a thread: yields HOST:PORT."""
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.fixture

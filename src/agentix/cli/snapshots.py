@@ -29,6 +29,10 @@ def _show(r: dict[str, Any], as_json: bool, verb: str) -> None:
               + (f"; taint: {render.markup_safe(', '.join(r['taint']))}" if r["taint"] else ""))
     if r.get("dropped_expired"):
         render.console().print(f"[yellow]{len(r['dropped_expired'])} expired grant group(s) not restored[/]")
+    if r.get("dropped_exhausted"):
+        render.console().print(f"[yellow]{len(r['dropped_exhausted'])} limited grant group(s) not restored: earlier "
+                               "restores of this snapshot were given its invocations (--reissue-invocations "
+                               "mints them again)[/]")
 
 
 @click.command()
@@ -55,13 +59,15 @@ def snapshot(ctx: click.Context, agent: str, tag: str | None, as_json: bool) -> 
 @click.option("--accept-all", is_flag=True,
               help="a snapshot this kernel did not make (pulled) gets every grant it records")
 @click.option("--name", help="the new agent's name (default: the snapshot's, or NAME-2, …)")
+@click.option("--reissue-invocations", is_flag=True,
+              help="mint the recorded invocation counts again even if earlier restores used them (audited)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def restore(ctx: click.Context, snap: str, grant: tuple[str, ...], accept_all: bool, name: str | None,
-            as_json: bool) -> None:
+            reissue_invocations: bool, as_json: bool) -> None:
     """Start a NEW agent from snapshot SNAP (NAME:TAG, NAME@sha256:…, or sha256:…)."""
     r = kernel_of(ctx).call("snapshot.restore", ref=snap, grants=_grants(grant), name=name,
-                          accept_all=accept_all or None)
+                          accept_all=accept_all or None, reissue_invocations=reissue_invocations or None)
     _show(r, as_json, "restored")
 
 

@@ -10,19 +10,25 @@ grant strings, the invocations it had left (``None`` = unlimited) and its absolu
   it keeps that group's limits (invocations left, expiry): a restore is never wider than
   what was recorded, in grants or in limits. An accepted grant no group covers is refused
   (``HandoffEscalationDenied``, reason ``not_recorded``) — before anything is written;
-* a group whose expiry has passed is dropped (reported), never revived.
+* a group whose expiry has passed is dropped (reported), never revived;
+* a snapshot's invocation counts are handed out once, not once per restore: the kernel
+  records, per snapshot digest and group, what restores were given (``limited`` says what a
+  restore asks for), and a restore mints only what is left (``ration``); a limited group
+  with nothing left is dropped (reported as exhausted). An operator who means to mint the
+  recorded counts again says so (``reissue_invocations``, audited).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from agentix.core.errors import HandoffEscalationDenied, PackageRejected
 from agentix.core.grants import parse_grants
 
-__all__ = ["GrantGroup", "SNAPSHOT_API", "check_document", "narrow_groups", "manifest_capabilities"]
+__all__ = ["GrantGroup", "SNAPSHOT_API", "check_document", "limited", "narrow_groups", "narrow_indexed", "ration",
+           "manifest_capabilities"]
 
 SNAPSHOT_API = "agentix/v1"
 _WS = "/workspace"
@@ -60,8 +66,13 @@ class GrantGroup:
 
 def narrow_groups(recorded: Sequence[GrantGroup], accepted: Iterable[str] | None) -> list[GrantGroup]:
     """The groups a restore mints: the recorded ones, or ``accepted`` placed under them."""
+    return [g for _, g in narrow_indexed(recorded, accepted)]
+
+
+def narrow_indexed(recorded: Sequence[GrantGroup], accepted: Iterable[str] | None) -> list[tuple[int, GrantGroup]]:
+    """``narrow_groups``, each group with the index of the recorded group it came from."""
     if accepted is None:
-        return list(recorded)
+        return list(enumerate(recorded))
     parsed = [(g, parse_grants(list(g.grants), _WS)) for g in recorded]
     out: dict[int, list[str]] = {}
     lacking: list[str] = []
@@ -78,8 +89,33 @@ def narrow_groups(recorded: Sequence[GrantGroup], accepted: Iterable[str] | None
             f"the snapshot's agent did not hold {lacking[0]}; a restore or fork can only narrow "
             "the recorded grants", reason="not_recorded", missing=lacking,
             recorded=[s for g in recorded for s in g.grants])
-    return [GrantGroup(tuple(dict.fromkeys(out[i])), recorded[i].max_invocations, recorded[i].expires_at)
+    return [(i, GrantGroup(tuple(dict.fromkeys(out[i])), recorded[i].max_invocations, recorded[i].expires_at))
             for i in sorted(out)]
+
+
+def limited(groups: Sequence[tuple[int, GrantGroup]], now: float) -> dict[int, int]:
+    """The invocations each limited, unexpired group asks for, by recorded index: what a
+    restore takes from the snapshot's count (``ration``)."""
+    return {i: g.max_invocations for i, g in groups
+            if g.max_invocations is not None and (g.expires_at is None or now < g.expires_at)}
+
+
+def ration(groups: Sequence[tuple[int, GrantGroup]],
+           taken: Mapping[int, int]) -> tuple[list[GrantGroup], list[GrantGroup]]:
+    """The groups a restore mints when it was given ``taken[i]`` invocations of each limited
+    group ``i`` (what the snapshot recorded minus what earlier restores of it were given),
+    and the limited groups it gets none of (exhausted: dropped, never minted with a count of
+    zero). A group not in ``taken`` (unlimited, or expired) is minted as recorded."""
+    out: list[GrantGroup] = []
+    exhausted: list[GrantGroup] = []
+    for i, g in groups:
+        if i not in taken:
+            out.append(g)
+        elif taken[i] <= 0:
+            exhausted.append(g)
+        else:
+            out.append(GrantGroup(g.grants, min(taken[i], g.max_invocations or 0), g.expires_at))
+    return out, exhausted
 
 
 def manifest_capabilities(groups: Sequence[GrantGroup], now: float) -> tuple[list[Any], list[GrantGroup]]:

@@ -236,7 +236,7 @@ class KernelRoot:
         # snapshot.create/restore/fork (docs/packages.md, "Snapshots")
         snapshots_api.register(p, table=self.table, control=self.control, spawner=self.spawner, caps=self.caps,
                                state_store=self.state_store, memory=self.memory, store=self.packages,
-                               lock=self.packages_lock, config=config)
+                               lock=self.packages_lock, config=config, db=db)
         # tokens.* for the HTTP API, and the backend the HTTP face calls (docs/http.md)
         self.http = KernelHttpBackend(p, self.events, http_api.register(p, db=db, events=self.events), db)
         dashboard_api.register(p, table=self.table)  # dashboard.agents for the web dashboard (docs/dashboard.md)

@@ -119,6 +119,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "package.list": _obj(),
     "package.inspect": _obj(("ref",), ref=_REF),
     "package.rm": _obj(("ref",), ref=_REF),
+    "package.gc": _obj(),
     "keys.generate": _obj(("name",), name=_S),
     "keys.list": _obj(),
     "trust.add": _obj(("key", "pattern"), key={**_S, "description": "a public key, key file or key name"},
@@ -130,7 +131,10 @@ PARAMS: dict[str, dict[str, Any]] = {
     "snapshot.restore": _obj(("ref",), ref={**_S, "description": "NAME:TAG, NAME@sha256:… or sha256:…"},
                              grants={**_GRANTS, "description": "narrower grant strings (optional)"}, name=_S,
                              accept_all={"type": "boolean", "description": "a snapshot this kernel did not "
-                                         "make gets every grant it records (else name them in grants)"}),
+                                         "make gets every grant it records (else name them in grants)"},
+                             reissue_invocations={"type": "boolean", "description": "mint the snapshot's "
+                                                  "recorded invocation counts again, whatever earlier restores "
+                                                  "were given (recorded in the audit log)"}),
     "snapshot.fork": _obj(("agent",), agent=_AGENT, grants=_GRANTS, name=_S, tag=_S),
     # ---- tools
     "tool.list": _obj(),

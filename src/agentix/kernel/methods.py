@@ -202,6 +202,7 @@ POLICIES: dict[str, MethodPolicy] = {
     "package.list": _op("no_effect"),
     "package.inspect": _op("no_effect"),
     "package.rm": _op("effect", recorded=True),
+    "package.gc": _op("effect", recorded=True),
     "keys.generate": _op("effect", recorded=True),
     "keys.list": _op("no_effect"),
     "trust.add": _op("effect", recorded=True),

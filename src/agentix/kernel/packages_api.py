@@ -1,7 +1,7 @@
 """The kernel's package methods (operator only). See docs/packages.md.
 
     package.build  package.sign  package.push  package.pull  package.verify  package.run
-    package.list  package.inspect  package.rm
+    package.list  package.inspect  package.rm  package.gc
     keys.generate  keys.list  trust.add  trust.allow_unsigned  trust.list
 
 Each method's policy is its row in the method table (``kernel/methods.py``); in short —
@@ -17,6 +17,7 @@ resources touched; recorded; durability:
     package.run            (pull) + registry/, versions; spawns an agent       yes       yes (a process)
     package.list/inspect   reads registry/                                     no        no
     package.rm             writes registry/                                    yes       no
+    package.gc             writes registry/ (blobs no tag reaches)             yes       no
     keys.generate          writes keys/signing/                                yes       no
     keys.list/trust.list   reads keys/, trust policy                           no        no
     trust.add/allow_unsigned  writes the trust policy                          yes       no
@@ -46,7 +47,7 @@ from agentix.kernel.dispatch import Call, EventSink, Pipeline, naming_params
 from agentix.kernel.home import Home
 from agentix.kernel.methods import method
 from agentix.kernel.spawn import Spawner
-from agentix.packages.service import PackageStore
+from agentix.packages.service import PackageStore, Prepared
 from agentix.sandbox.base import Substrate
 
 __all__ = ["register", "METHODS"]
@@ -55,7 +56,8 @@ __all__ = ["register", "METHODS"]
 METHODS: list[tuple[str, bool]] = [
     ("package.build", True), ("package.sign", True), ("package.push", True), ("package.pull", True),
     ("package.verify", False), ("package.run", True), ("package.list", False),
-    ("package.inspect", False), ("package.rm", True), ("keys.generate", True), ("keys.list", False),
+    ("package.inspect", False), ("package.rm", True), ("package.gc", True), ("keys.generate", True),
+    ("keys.list", False),
     ("trust.add", True), ("trust.allow_unsigned", True), ("trust.list", False),
 ]
 
@@ -142,17 +144,32 @@ def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: Ev
             raise InvalidRequest('"accept" must be "all" or a list of grant strings the operator '
                                  "accepts (see the package's declared capabilities)", field="accept")
         allow_rollback = bool(call.params.get("allow_rollback"))
-        pulled = None
-        try:
-            await asyncio.to_thread(store.layout.resolve, ref)
-        except NotFound:
-            if ref.registry is None:
-                raise
-            pulled = await in_thread(store.pull, ref_text, allow_rollback=allow_rollback)
-            await _note_unsigned(pulled["verdict"])
         dest = store.layout.tmp / f"run-{secrets.token_hex(6)}"
+
+        def fetch_and_prepare() -> tuple[dict[str, Any] | None, Prepared]:
+            """Pull the package if it is not here, then verify and unpack it: one hold of the
+            store's writer, so a package this run pulled and then refused (its unpack, its
+            capabilities) is taken out again before anyone else writes: the store is as it was."""
+            pulled_ = None
+            cp = None
+            try:
+                store.layout.resolve(ref)
+            except NotFound:
+                if ref.registry is None:
+                    raise
+                cp = store.layout.checkpoint()
+                pulled_ = store.pull(ref_text, allow_rollback=allow_rollback)
+            try:
+                return pulled_, store.prepare(ref_text, accept, dest, allow_rollback=allow_rollback)
+            except BaseException:
+                if cp is not None:
+                    store.undo_pull(cp, ref)
+                raise
+
         try:
-            prep = await in_thread(store.prepare, ref_text, accept, dest, allow_rollback=allow_rollback)
+            pulled, prep = await in_thread(fetch_and_prepare)
+            if pulled is not None:
+                await _note_unsigned(pulled["verdict"])
             data = dict(prep.manifest)
             name = _str(call.params, "name", "an agent name", None)
             if name:
@@ -187,6 +204,11 @@ def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: Ev
         call.event_data = dict(r)
         return r
 
+    async def gc(call: Call) -> dict[str, Any]:
+        r = await in_thread(store.gc)
+        call.event_data = dict(r)
+        return r
+
     async def keys_generate(call: Call) -> dict[str, Any]:
         r = await in_thread(store.keys.generate, _str(call.params, "name", "a key name"))
         call.event_data = dict(r)
@@ -214,8 +236,8 @@ def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: Ev
     handlers = {
         "package.build": build, "package.sign": sign, "package.push": push, "package.pull": pull,
         "package.verify": verify, "package.run": run, "package.list": list_, "package.inspect": inspect,
-        "package.rm": rm, "keys.generate": keys_generate, "keys.list": keys_list, "trust.add": trust_add,
-        "trust.allow_unsigned": trust_allow_unsigned, "trust.list": trust_list,
+        "package.rm": rm, "package.gc": gc, "keys.generate": keys_generate, "keys.list": keys_list,
+        "trust.add": trust_add, "trust.allow_unsigned": trust_allow_unsigned, "trust.list": trust_list,
     }
     for name, rec in METHODS:
         fn = handlers[name]

@@ -3,7 +3,7 @@
 path is part of it.)
 
     snapshot.create {agent, tag?}                     freeze, write a snapshot, resume
-    snapshot.restore {ref, grants?, name?}           a NEW agent from a snapshot
+    snapshot.restore {ref, grants?, name?, accept_all?, reissue_invocations?}   a NEW agent from a snapshot
     snapshot.fork {agent, grants?, name?, tag?}      snapshot + restore under narrower grants
 
 Policies are rows of the method table (``kernel/methods.py``): operator methods, recorded,
@@ -29,7 +29,9 @@ anything is written; the grants are narrowed (``core.snapshot_rules.narrow_group
 may pass ``grants``, never wider than recorded) before anything is written; the workspace is
 unpacked by the package unpacker (links, devices, '..', bombs refused); the new agent gets a
 new id, a name that has neither a live agent nor saved state (``NAME``, ``NAME-2``, …), tokens
-minted from root for the narrowed groups (expired groups dropped), the taint labels, the
+minted from root for the narrowed groups (expired groups dropped; a limited group gets only the
+invocations earlier restores of the same snapshot left, ``store/snapshot_given.py``, unless the
+operator passes ``reissue_invocations``, which the audit records), the taint labels, the
 budget spent charged to its ledger, its saved state, memory and pending messages — all put
 back before its process starts. A failed restore removes what it wrote. A snapshot pulled
 from a registry passed the trust policy at pull (``package.pull``); one made here is this
@@ -55,7 +57,8 @@ from agentix.core.errors import InvalidRequest, LimitExceeded, StateError
 from agentix.core.foreign import cap_foreign
 from agentix.core.manifest import parse_manifest
 from agentix.core.package import Ref, check_digest, parse_ref
-from agentix.core.snapshot_rules import SNAPSHOT_API, GrantGroup, manifest_capabilities, narrow_groups
+from agentix.core.snapshot_rules import (SNAPSHOT_API, GrantGroup, limited, manifest_capabilities, narrow_groups,
+                                         narrow_indexed, ration)
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.control import Control
@@ -71,6 +74,8 @@ from agentix.packages.service import PackageStore
 from agentix.packages.snapshot import (SNAPSHOT_VERSION, made_here, mark_made, read_snapshot, read_workspace,
                                        unpack_snapshot, write_snapshot)
 from agentix.sandbox import safewalk
+from agentix.store import snapshot_given
+from agentix.store.db import Database
 from agentix.store.saved_state import StateStore
 
 __all__ = ["METHODS", "capture", "grant_groups", "register", "walk_workspace"]
@@ -197,11 +202,12 @@ def _default_ref(rec: AgentRecord, digest: str) -> Ref:
 # ---------------------------------------------------------------------------- register
 def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawner: Spawner,
              caps: CapabilityService, state_store: StateStore, memory: MemoryStore, store: PackageStore,
-             lock: asyncio.Lock, config: KernelConfig) -> None:
+             lock: asyncio.Lock, config: KernelConfig, db: Database) -> None:
     """Add the snapshot methods to ``pipeline``. Snapshots are written to the local package
     ``store`` under ``lock`` (its one writer, shared with kernel/packages_api.py); ``control``
     freezes and thaws the agent; ``caps``, ``state_store`` and ``memory`` are read for what it
-    holds and written for what a restore puts back; ``spawner`` starts the restored agent."""
+    holds and written for what a restore puts back; ``spawner`` starts the restored agent;
+    ``db`` records what restores of each snapshot were given (``store/snapshot_given.py``)."""
 
     recorded = naming_params(("agent", "ref", "grants", "name"))
 
@@ -271,7 +277,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
         return ref, store.layout.resolve(ref).digest
 
     async def restore_from(ref_text: str, accepted: list[str] | None, name: str | None,
-                           accept_all: bool = False) -> dict[str, Any]:
+                           accept_all: bool = False, reissue: bool = False) -> dict[str, Any]:
         ref, digest = await asyncio.to_thread(_resolve, ref_text)
         snap = await asyncio.to_thread(read_snapshot, store.layout, ref, digest)
         doc = snap.document
@@ -287,15 +293,23 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
                 "(--accept-all); recorded: " + "; ".join(", ".join(g.grants) for g in recorded_groups),
                 field="grants", recorded=[g.to_data() for g in recorded_groups])
         origin = f"agent_message:snapshot {ref or digest}"
-        groups = narrow_groups(recorded_groups, accepted)  # refused here: nothing written yet
-        caps, dropped = manifest_capabilities(groups, time.time())
-        data = _restorable(doc["manifest"])
-        base = name or str(data.get("name") or doc["metadata"].get("name") or "restored")
-        data.update({"name": await asyncio.to_thread(_free_name, base, name is not None),
-                     "capabilities": caps, "budget": dict(doc["budget"].get("limits") or {})})
-        manifest = parse_manifest(data)
-        if foreign:  # sized by its publisher, not this operator: at most the defaults (core/foreign.py)
-            manifest = cap_foreign(manifest, config.limits, _llm_budget())
+        indexed = narrow_indexed(recorded_groups, accepted)  # refused here: nothing written yet
+        # the snapshot's invocation counts are handed out once (core/snapshot_rules.py): this
+        # restore takes what earlier restores of the same digest left, recorded before it mints
+        taken = await snapshot_given.take(db, digest, limited(indexed, time.time()), reissue=reissue)
+        try:
+            groups, exhausted = ration(indexed, taken)
+            caps, dropped = manifest_capabilities(groups, time.time())
+            data = _restorable(doc["manifest"])
+            base = name or str(data.get("name") or doc["metadata"].get("name") or "restored")
+            data.update({"name": await asyncio.to_thread(_free_name, base, name is not None),
+                         "capabilities": caps, "budget": dict(doc["budget"].get("limits") or {})})
+            manifest = parse_manifest(data)
+            if foreign:  # sized by its publisher, not this operator: at most the defaults (core/foreign.py)
+                manifest = cap_foreign(manifest, config.limits, _llm_budget())
+        except BaseException:
+            await snapshot_given.give_back(db, digest, taken)  # refused before anything started
+            raise
         dest = store.layout.tmp / f"restore-{secrets.token_hex(6)}"
         written: dict[str, Any] = {}
 
@@ -330,12 +344,14 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
             rec = await spawner.spawn(manifest, seed=dest, prepare=prepare)
         except BaseException:
             await asyncio.to_thread(_undo, state_store, memory, written)
+            await snapshot_given.give_back(db, digest, taken)
             raise
         finally:
             await asyncio.to_thread(shutil.rmtree, dest, True)
         return {"agent_id": rec.agent_id, "name": rec.name, "pid": rec.pid, "digest": digest,
                 "ref": str(ref) if ref else digest,
                 "grants": [g.to_data() for g in groups], "dropped_expired": [g.to_data() for g in dropped],
+                "dropped_exhausted": [g.to_data() for g in exhausted], "reissued_invocations": reissue,
                 "taint": sorted(rec.taint), "isolation": rec.isolation, "made_here": not foreign}
 
     async def restore(call: Call) -> dict[str, Any]:
@@ -349,9 +365,13 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
         accept_all = call.params.get("accept_all") or False
         if not isinstance(accept_all, bool):
             raise InvalidRequest('"accept_all" must be true or false', field="accept_all")
-        r = await restore_from(ref_text, _grants_param(call.params), name, accept_all)
+        reissue = call.params.get("reissue_invocations") or False
+        if not isinstance(reissue, bool):
+            raise InvalidRequest('"reissue_invocations" must be true or false', field="reissue_invocations")
+        r = await restore_from(ref_text, _grants_param(call.params), name, accept_all, reissue)
         call.event_data = {"ref": r["ref"], "digest": r["digest"], "agent_id": r["agent_id"],
-                           "grants": r["grants"]}
+                           "grants": r["grants"], "dropped_exhausted": r["dropped_exhausted"],
+                           "reissued_invocations": reissue}
         return r
 
     async def fork(call: Call) -> dict[str, Any]:
@@ -376,7 +396,8 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
         r["ref"] = snap["ref"]
         r["from"] = rec.agent_id
         call.event_data = {"from": rec.agent_id, "ref": snap["ref"], "digest": snap["digest"],
-                           "agent_id": r["agent_id"], "grants": r["grants"]}
+                           "agent_id": r["agent_id"], "grants": r["grants"],
+                           "dropped_exhausted": r["dropped_exhausted"]}
         return r
 
     handlers = {"snapshot.create": create, "snapshot.restore": restore, "snapshot.fork": fork}

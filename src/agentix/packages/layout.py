@@ -36,12 +36,20 @@ from agentix.core.canonical import canonical_json
 from agentix.core.errors import NotFound, PackageRejected
 from agentix.core.package import Ref, check_digest, parse_ref, sha256_digest
 
-__all__ = ["Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "Sha256Thread", "VerifyingReader",
+__all__ = ["Checkpoint", "Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "Sha256Thread", "VerifyingReader",
            "image_manifest", "start_writeback"]
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The local store at one moment (``Layout.checkpoint``): its blob file names and its tags."""
+
+    blobs: frozenset[str]
+    tags: dict[str, dict[str, Any]]   # reference -> its index.json entry
 
 
 @dataclass(frozen=True)
@@ -386,8 +394,8 @@ class Layout:
         raise NotFound(f"package {ref} is not in the local store (see `agentix packages ls`)",
                        ref=str(ref))
 
-    def gc(self) -> int:
-        """Remove blobs no tag reaches (cached layers included); return how many."""
+    def _reachable(self) -> set[str]:
+        """The digests some tag reaches: the manifests tagged, their configs and layers."""
         live: set[str] = set()
         for _, d in self.entries():
             live.add(d.digest)
@@ -398,10 +406,52 @@ class Layout:
             for x in [m.get("config"), *m.get("layers", [])]:
                 if isinstance(x, dict) and isinstance(x.get("digest"), str):
                     live.add(x["digest"])
+        return live
+
+    def gc(self, only: frozenset[str] | None = None) -> int:
+        """Remove blobs no tag reaches (cached layers included), or of those only the ones
+        whose file names (hex digests) are in ``only``; return how many."""
+        live = self._reachable()
         removed = 0
         with self._locked():
             for p in self.blobs.iterdir():
-                if "sha256:" + p.name not in live:
+                if (only is None or p.name in only) and "sha256:" + p.name not in live:
                     p.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+    def checkpoint(self) -> Checkpoint:
+        """What the store holds now (blob names and tags), for ``roll_back``."""
+        entries = {}
+        for m in self._index().get("manifests", []):
+            name = (m.get("annotations") or {}).get(REF_ANNOTATION)
+            if name:
+                entries[name] = m
+        return Checkpoint(frozenset(os.listdir(self.blobs)), entries)
+
+    def roll_back(self, cp: Checkpoint, refs: frozenset[str] | None = None) -> int:
+        """Undo what was written since ``cp`` by an operation that was then refused: the tags
+        (all, or only ``refs``) point where they pointed at ``cp`` again (a tag made since is
+        removed), and the blobs written since that no tag reaches are removed (a blob another
+        operation tagged meanwhile stays). Returns how many blobs were removed. Callers hold
+        the store's one writer (``PackageStore`` under the kernel's lock), so no other write is
+        half done."""
+        def ours(name: Any) -> bool:
+            return isinstance(name, str) and (refs is None or name in refs)
+
+        with self._locked():
+            idx = self._index()
+            now = idx.get("manifests", [])
+            out: list[Any] = []
+            for m in now:
+                name = (m.get("annotations") or {}).get(REF_ANNOTATION)
+                if not ours(name):
+                    out.append(m)
+                elif name in cp.tags:
+                    out.append(cp.tags[name])  # where it pointed (in its place)
+            present = {(m.get("annotations") or {}).get(REF_ANNOTATION) for m in out}
+            out += [m for name, m in cp.tags.items() if ours(name) and name not in present]
+            if out != now:
+                idx["manifests"] = out
+                self._write_atomic(self.root / "index.json", canonical_json(idx))
+        return self.gc(only=frozenset(os.listdir(self.blobs)) - cp.blobs)

@@ -94,13 +94,18 @@ class Credentials:
 
 
 class _AuthFailed(Exception):
-    pass
+    """Answering a registry's 401/403 failed; ``status`` is the registry's last answer."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Registry(oras.provider.Registry):
     """oras's Registry with a timeout on every request and no sleeping retries."""
 
     timeout: float = 30.0
+    last_status: int = 401
 
     def do_request(self, url: str, method: str = "GET", data: Any = None, headers: dict | None = None,
                    json: dict | None = None, stream: bool = False) -> requests.Response:
@@ -111,7 +116,7 @@ class _Registry(oras.provider.Registry):
             raise
         except Exception as err:
             # everything else raised in there comes from answering a 401/403 challenge
-            raise _AuthFailed(str(err)) from None
+            raise _AuthFailed(str(err), getattr(self, "last_status", 401)) from None
 
 
 def _fail(what: str, host: str, *, status: int | None = None, err: BaseException | None = None,
@@ -126,6 +131,8 @@ def _fail(what: str, host: str, *, status: int | None = None, err: BaseException
         if isinstance(err, requests.ConnectionError):
             return RegistryError(f"{what}: cannot reach the registry {host} ({type(err).__name__})",
                                  reason="unreachable", registry=host)
+        if isinstance(err, _AuthFailed) and err.status == 403:
+            return _fail(what, host, status=403)
         if isinstance(err, (_AuthFailed, oras.auth.AuthenticationException)):
             return RegistryError(f"{what}: the registry {host} wants credentials we do not have; add "
                                  f"them to registry/credentials.json", reason="unauthorized",
@@ -188,7 +195,9 @@ class RemoteRegistry:
             body = kw.get("data")
             if hasattr(body, "seek"):
                 body.seek(0)  # a retry after an auth challenge sends the whole blob again
-            return session_request(*a, **kw)
+            r = session_request(*a, **kw)
+            self.reg.last_status = r.status_code  # a 403 we cannot answer is reported as a 403
+            return r
 
         self.reg.session.request = request  # type: ignore[method-assign]
         answer_challenge = self.reg.auth.authenticate_request

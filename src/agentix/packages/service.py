@@ -35,7 +35,7 @@ from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capa
                                   parse_public_key, parse_ref)
 from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR, Base, BuildResult, PackageDep,
                                     Runner, build)
-from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.layout import MANIFEST_TYPE, Checkpoint, Descriptor, Layout
 from agentix.packages.pushed import PushRecord
 from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
                                     TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
@@ -236,12 +236,19 @@ class PackageStore:
         ref = parse_ref(ref_text)
         desc = self.layout.resolve(ref)
         self.layout.untag(ref)
-        if not any(d.digest == desc.digest for r, d in self.layout.entries()
-                   if not (r.tag or "").endswith(".sig")):
+        if not any(d.digest == desc.digest for r, d in self.layout.entries()  # its repository's other tags
+                   if r.registry == ref.registry and r.path == ref.path and not (r.tag or "").endswith(".sig")):
             self.layout.untag(signature_ref(ref, desc.digest))
         removed = self.layout.gc()
         self._prune_unpacked()
         return {"ref": str(ref), "digest": desc.digest, "blobs_removed": removed}
+
+    def gc(self) -> dict[str, int]:
+        """Remove every blob no tag reaches and every unpacked tree no tagged package needs:
+        what `rm` removes with a tag, for a store an interrupted or refused operation of an
+        older agentix left blobs in. (Every writer of blobs holds the store's one writer, as
+        this does, so no operation's untagged blobs are in flight.)"""
+        return {"blobs_removed": self.layout.gc(), "unpacked_removed": self._prune_unpacked()}
 
     # ------------------------------------------------------------ signing and trust
     def sign(self, ref_text: str, key: str) -> dict[str, Any]:
@@ -302,7 +309,7 @@ class PackageStore:
     def push(self, ref_text: str) -> dict[str, Any]:
         """Every blob (the package's and its signature's) first, several at once; then the
         manifest (the tag appears only now) and the signature's manifest. What the registry
-        is known to hold (``packages/pushed.py``, updated here) is not asked about or sent
+        is known to hold (``packages/pushed.py``, in ``agentix.db``, updated here) is not asked about or sent
         again, or is mounted from another repository of the registry."""
         ref = parse_ref(ref_text)
         desc = self.layout.resolve(ref)
@@ -316,14 +323,14 @@ class PackageStore:
         sm: dict[str, Any] = self.layout.read_json(sdesc.digest) if sdesc is not None else {}
         sblobs = [Descriptor.from_data(d) for d in [sm["config"], *sm.get("layers", [])]] if sm else []
         assert ref.registry is not None
-        record = PushRecord(self.layout.root / "pushed", ref.registry)
+        record = PushRecord(self.trust.db, ref.registry, legacy_root=self.layout.root / "pushed")
         try:
             return self._push(ref, remote, record, desc, blobs, sdesc, sblobs)
         finally:
             try:
                 record.save()
-            except OSError as err:  # a cache: the push itself does not depend on it
-                log.warning("cannot save the record of pushed blobs %s: %s", record.path, err)
+            except Exception as err:  # a cache: the push itself does not depend on it
+                log.warning("cannot save the record of the blobs pushed to %s: %r", record.host, err)
 
     def _push(self, ref: Ref, remote: RemoteRegistry, record: PushRecord, desc: Descriptor,
               blobs: list[Descriptor], sdesc: Descriptor | None, sblobs: list[Descriptor]) -> dict[str, Any]:
@@ -415,8 +422,38 @@ class PackageStore:
         return [futures[i].result() for i in range(len(blobs))]
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
-        """Fetch, verify digests, decide trust, then store and tag (in that order)."""
+        """Fetch, verify digests, decide trust, then store and tag (in that order). A pull
+        that fails or is refused (signature, trust, rollback, digest, a registry error, an
+        interruption) leaves the store as it was: no tag, and no blob it wrote (its manifest,
+        config, signatures, layers) is left behind."""
         ref = parse_ref(ref_text)
+        cp = self.layout.checkpoint()
+        try:
+            return self._pull(ref, allow_rollback)
+        except BaseException:
+            try:
+                self.undo_pull(cp, ref)
+            except Exception:  # the refusal is the answer; a store left untidy is logged
+                log.exception("could not undo the refused pull of %s", ref)
+            raise
+
+    def undo_pull(self, cp: Checkpoint, ref: Ref) -> int:
+        """Put the store back as it was at ``cp`` (``Layout.checkpoint``) for what a pull of
+        ``ref`` wrote: the tags of ``ref``'s repository (its own, its signatures', by digest)
+        point where they pointed, and every blob written since that no tag reaches is removed;
+        unpacked trees no package needs any more go too. Returns the blobs removed. (The
+        caller holds the store's one writer: no other change to that repository is in flight.)"""
+        def same_repo(text: str) -> bool:
+            r = parse_ref(text)
+            return r.registry == ref.registry and r.path == ref.path
+
+        refs = {str(r) for r, _ in self.layout.entries() if r.registry == ref.registry and r.path == ref.path}
+        refs |= {t for t in cp.tags if same_repo(t)}
+        removed = self.layout.roll_back(cp, frozenset(refs))
+        self._prune_unpacked()
+        return removed
+
+    def _pull(self, ref: Ref, allow_rollback: bool) -> dict[str, Any]:
         remote = self._remote(ref)
         desc, mbytes = remote.get_manifest(ref)
         try:

@@ -240,4 +240,28 @@ CREATE TABLE mcp_pins (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+# v8: packages (docs/packages.md). ``pushed_blobs`` is the record of what each registry host
+# holds, by repository (packages/pushed.py: a cache that lets a push skip or mount a blob),
+# which was a file per host under registry/pushed/ (imported once, then removed); ``seq``
+# orders the rows, most recently written last. ``snapshot_given`` counts, per snapshot
+# digest and grant group (its index in the snapshot document), the invocations restores of
+# that snapshot were given: a restore mints only what the snapshot recorded minus that
+# (kernel/snapshots_api.py), so restoring one snapshot N times never yields N times its count.
+_V8 = """
+CREATE TABLE pushed_blobs (
+    host   TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    repo   TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (host, digest, repo)
+) WITHOUT ROWID;
+CREATE INDEX pushed_by_seq ON pushed_blobs(host, seq);
+CREATE TABLE snapshot_given (
+    digest TEXT NOT NULL,
+    grp    INTEGER NOT NULL,
+    given  INTEGER NOT NULL,
+    PRIMARY KEY (digest, grp)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
