@@ -37,8 +37,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentix.core.errors import InvalidRequest
-from agentix.core.hosts import HostPattern, is_ip_literal, normalize_host, parse_host_pattern
+from agentix.core.errors import CapabilityDenied, InvalidRequest, ToolError
+from agentix.core.hosts import HostPattern, normalize_host, parse_host_pattern
+from agentix.net.pinned import Resolver, pick_address, system_resolver
 
 __all__ = ["BuildProxy"]
 
@@ -61,6 +62,8 @@ class BuildProxy:
     decisions: list[dict[str, object]] = field(default_factory=list)
     #: connections refused because the peer was not a process of the step
     strangers: int = 0
+    #: the one lookup of a requested host (a test's resolver replaces it)
+    resolve: Resolver = system_resolver
 
     def __post_init__(self) -> None:
         self.patterns: tuple[HostPattern, ...] = tuple(parse_host_pattern(h) for h in self.hosts)
@@ -104,21 +107,13 @@ class BuildProxy:
 
     # ------------------------------------------------------------ the decision
     async def _address(self, host: str, port: int) -> str | None:
-        """The address to connect to, or None when the declared hosts do not allow it."""
-        if not any(p.permits(host, None) for p in self.patterns):
+        """The address to connect to (one lookup, net/pinned.py), or None when the declared
+        hosts do not allow it."""
+        try:
+            return await pick_address(host, port, lambda h, a: any(p.permits(h, a) for p in self.patterns),
+                                      self.resolve)
+        except (CapabilityDenied, ToolError):  # not declared, not resolvable, or a refused address
             return None
-        if is_ip_literal(host):
-            addrs = [host]
-        else:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror:
-                return None
-            addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
-        for addr in addrs:
-            if any(p.permits(host, addr) for p in self.patterns):
-                return addr
-        return None
 
     # ------------------------------------------------------------ one connection
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

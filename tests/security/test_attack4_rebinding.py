@@ -1,0 +1,240 @@
+"""Attack round 4: DNS rebinding against every outbound request the kernel makes on an agent's
+or a remote's behalf (web_fetch, a2a_call, a2a.push, the build proxy, the registry client with
+its redirects and token realms).
+
+The attack: a name answers a checked address on the first lookup and another one afterwards
+(a service inside, the metadata address). A check that resolves and a connection that resolves
+again are told two different things. Before, the registry client (packages/registry_urls.py)
+checked one answer and requests/urllib3 connected to the next; now every fetcher resolves once
+(net/pinned.py) and connects to the address it checked.
+
+The DNS fake here answers at the bottom (``socket.getaddrinfo``), so each fetcher's own lookup
+path is what is attacked, with no seam the fetcher could be told about: ``*.rebind.test``
+answers ``127.0.0.1`` (the checked server) first, then ``127.0.0.2`` (the service inside, on
+the same port). The world check: the service inside saw nothing, and each name was looked
+up once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+CHECKED, INSIDE = "127.0.0.1", "127.0.0.2"
+
+
+class _Seen(http.server.BaseHTTPRequestHandler):
+    """Records each request (Host, path); ``/r/N/K`` redirects to ``hN.rebind.test`` for K more
+    hops (to ``/r/N+1/K-1``), anything else answers 404 (the fetch fails: where it went is what
+    counts)."""
+
+    hits: list[tuple[str, str]]
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.hits.append((self.headers.get("Host", ""), self.path))
+        parts = self.path.split("/")
+        if len(parts) == 4 and parts[1] == "r" and int(parts[3]) > 0:
+            n, k = int(parts[2]), int(parts[3])
+            port = self.server.server_address[1]
+            self.send_response(302)
+            self.send_header("Location", f"http://h{n + 1}.rebind.test:{port}/r/{n + 1}/{k - 1}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"here"
+        self.send_response(404 if parts[1] != "ok" else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+
+def _serve(addr: str, port: int) -> tuple[http.server.ThreadingHTTPServer, list[tuple[str, str]]]:
+    hits: list[tuple[str, str]] = []
+    srv = http.server.ThreadingHTTPServer((addr, port), type("S", (_Seen,), {"hits": hits}))
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, hits
+
+
+@contextlib.contextmanager
+def _two_servers() -> Iterator[tuple[int, list, list]]:
+    """The checked server on 127.0.0.1:P and the service inside on 127.0.0.2:P."""
+    for _ in range(20):
+        checked, seen = _serve(CHECKED, 0)
+        port = checked.server_address[1]
+        try:
+            inside, inside_seen = _serve(INSIDE, port)
+        except OSError:
+            checked.shutdown()
+            checked.server_close()
+            continue
+        break
+    else:
+        pytest.skip("no port free on both 127.0.0.1 and 127.0.0.2")
+    try:
+        yield port, seen, inside_seen
+    finally:
+        for s in (checked, inside):
+            s.shutdown()
+            s.server_close()
+
+
+@pytest.fixture
+def rebinding(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """``*.rebind.test``: the checked address on the first lookup, the inside one afterwards.
+    Returns the count of lookups by name."""
+    real = socket.getaddrinfo
+    asked: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def getaddrinfo(host, port, *a, **kw):  # noqa: ANN001, ANN002, ANN003
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if not name.endswith(".rebind.test"):
+            return real(host, port, *a, **kw)
+        with lock:
+            asked[name] = asked.get(name, 0) + 1
+            addr = CHECKED if asked[name] == 1 else INSIDE
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (addr, int(port or 0)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def _web_fetch(port: int) -> None:
+    from agentix.tools.web_fetch import web_fetch
+
+    asyncio.run(web_fetch(f"http://a.rebind.test:{port}/ok", permits=lambda h, a: h == "a.rebind.test"))
+
+
+def _a2a_call(port: int) -> None:
+    from agentix.tools.a2a_call import a2a_call
+
+    asyncio.run(a2a_call(f"http://a.rebind.test:{port}/", "hi", permits=lambda h, a: h == "a.rebind.test",
+                         timeout=10))
+
+
+def _a2a_push(port: int) -> None:
+    from agentix.kernel.a2a_push import push
+
+    asyncio.run(push(f"http://a.rebind.test:{port}/ok", allow_hosts=frozenset({"a.rebind.test"}), body=b"{}",
+                     headers={}, timeout=10, record={}))
+
+
+def _build_proxy(port: int, tmp: Path) -> None:
+    from agentix.kernel.build_proxy import BuildProxy
+
+    async def main() -> None:
+        async with BuildProxy(("a.rebind.test",), tmp / "p.sock") as proxy:
+            proxy.serve_only(os.getpid())
+            reader, writer = await asyncio.open_unix_connection(str(proxy.path))
+            writer.write(f"GET http://a.rebind.test:{port}/ok HTTP/1.1\r\nHost: a.rebind.test\r\n\r\n".encode())
+            await writer.drain()
+            await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+
+    asyncio.run(main())
+
+
+def _registry(port: int, tmp: Path, registry: str) -> None:
+    from agentix.packages.service import PackageStore
+
+    PackageStore(tmp / "h", timeout=5.0).pull(f"{registry}/team/x:1.0.0")
+
+
+@contextlib.contextmanager
+def _redirecting_registry(to: str) -> Iterator[str]:
+    """A loopback registry whose every answer is a redirect to ``to``."""
+
+    class R(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+    srv = http.server.ThreadingHTTPServer((CHECKED, 0), R)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"{CHECKED}:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+FETCHERS = ["web_fetch", "a2a_call", "a2a.push", "build_proxy", "registry_redirect"]
+
+
+@pytest.mark.parametrize("fetcher", FETCHERS)
+def test_a_name_that_rebinds_after_the_check_reaches_only_the_checked_address(
+        fetcher: str, rebinding: dict[str, int], tmp_path: Path) -> None:
+    with _two_servers() as (port, seen, inside_seen):
+        with contextlib.ExitStack() as stack:
+            try:
+                if fetcher == "web_fetch":
+                    _web_fetch(port)
+                elif fetcher == "a2a_call":
+                    _a2a_call(port)
+                elif fetcher == "a2a.push":
+                    _a2a_push(port)
+                elif fetcher == "build_proxy":
+                    _build_proxy(port, Path(stack.enter_context(_short_dir())))
+                else:
+                    registry = stack.enter_context(_redirecting_registry(f"http://a.rebind.test:{port}/blob"))
+                    _registry(port, tmp_path, registry)
+            except Exception:  # noqa: BLE001 - the fetch may fail (404, not an A2A agent): where it went counts
+                pass
+    assert inside_seen == [], f"{fetcher} connected to the rebound address"
+    assert seen and all(h.startswith("a.rebind.test") for h, _ in seen), seen   # Host: the name
+    assert rebinding == {"a.rebind.test": 1}
+
+
+@contextlib.contextmanager
+def _short_dir() -> Iterator[str]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rb", dir="/tmp") as d:
+        yield d
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hops=st.integers(min_value=0, max_value=5), via=st.sampled_from(["web_fetch", "registry"]))
+def test_every_hop_of_a_redirect_chain_goes_to_its_first_checked_answer(
+        rebinding: dict[str, int], tmp_path_factory: pytest.TempPathFactory, hops: int, via: str) -> None:
+    """Property: whatever the chain of names (each rebinding after its first answer), every
+    connection goes to the address its name first resolved to, and no name is looked up twice."""
+    rebinding.clear()
+    with _two_servers() as (port, seen, inside_seen):
+        start = f"http://h0.rebind.test:{port}/r/0/{hops}"
+        try:
+            if via == "web_fetch":
+                from agentix.tools.web_fetch import web_fetch
+
+                asyncio.run(web_fetch(start, permits=lambda h, a: h.endswith(".rebind.test")))
+            else:
+                with _redirecting_registry(start) as registry:
+                    _registry(port, tmp_path_factory.mktemp("reg"), registry)
+        except Exception:  # noqa: BLE001 - the end of the chain is a 404
+            pass
+    assert inside_seen == []
+    assert [p for _, p in seen] == [f"/r/{n}/{hops - n}" for n in range(hops + 1)]
+    assert rebinding == {f"h{n}.rebind.test": 1 for n in range(hops + 1)}
