@@ -217,11 +217,12 @@ def _short_dir() -> Iterator[str]:
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(hops=st.integers(min_value=0, max_value=5), via=st.sampled_from(["web_fetch", "registry"]))
+@given(hops=st.integers(min_value=0, max_value=4), via=st.sampled_from(["web_fetch", "registry"]))
 def test_every_hop_of_a_redirect_chain_goes_to_its_first_checked_answer(
         rebinding: dict[str, int], tmp_path_factory: pytest.TempPathFactory, hops: int, via: str) -> None:
     """Property: whatever the chain of names (each rebinding after its first answer), every
-    connection goes to the address its name first resolved to, and no name is looked up twice."""
+    connection goes to the address its name first resolved to, and no name is looked up twice
+    (at most 4 hops: with the registry's own redirect, 5 is the most a fetch follows)."""
     rebinding.clear()
     with _two_servers() as (port, seen, inside_seen):
         start = f"http://h0.rebind.test:{port}/r/0/{hops}"
