@@ -41,6 +41,14 @@ class _Locator:
         self.auth = ctx.require_authorization()
         self.ws = ctx.workspace
 
+    def disk_limit(self, path: str, agent: Any) -> int | None:
+        """The agent's ``limits.disk`` when ``path`` is in its workspace (what its files there may
+        take in all), else None."""
+        if agent is None or self.ws is None or not _under_ws(resolve_request(path, VIRTUAL_WORKSPACE)):
+            return None
+        limits = getattr(agent, "limits", None)
+        return getattr(limits, "disk", None)
+
     def __call__(self, kind: str, path: str) -> tuple[str, str]:
         norm = resolve_request(path, VIRTUAL_WORKSPACE)
         token = self.auth.token_for(Request(kind, norm))  # type: ignore[arg-type]
@@ -118,7 +126,8 @@ async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     def go(loc: _Locator) -> dict[str, Any]:
         res = fs.file_write(*loc("file_write", args["path"]), args["content"],
                             append=bool(args.get("append", False)),
-                            create_parents=bool(args.get("create_parents", True)))
+                            create_parents=bool(args.get("create_parents", True)),
+                            disk_limit=loc.disk_limit(args["path"], ctx.agent))
         res["bytes"] = res["bytes_written"]  # the name older callers read
         return res
 
@@ -129,7 +138,8 @@ async def file_edit(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     def go(loc: _Locator) -> dict[str, Any]:
         loc("file_read", args["path"])  # both rights: read what is edited
         return fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
-                            replace_all=bool(args.get("replace_all", False)))
+                            replace_all=bool(args.get("replace_all", False)),
+                            disk_limit=loc.disk_limit(args["path"], ctx.agent))
 
     return await _run(ctx, go)
 
