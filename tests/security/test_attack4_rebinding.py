@@ -239,3 +239,49 @@ def test_every_hop_of_a_redirect_chain_goes_to_its_first_checked_answer(
     assert inside_seen == []
     assert [p for _, p in seen] == [f"/r/{n}/{hops - n}" for n in range(hops + 1)]
     assert rebinding == {f"h{n}.rebind.test": 1 for n in range(hops + 1)}
+
+
+# ------------------------------------------------------------------ one address rule
+# Before, packages/registry_urls.py had a classification of its own that did not unwrap 6to4
+# (2002:AABB:CCDD::, the IPv4 address AA.BB.CC.DD carried in IPv6), so a public registry could
+# send the kernel to 2002:a9fe:a9fe:: (169.254.169.254) or 2002:7f00:1:: (127.0.0.1), which
+# web_fetch's rule (core/hosts.is_public_address) already refused. Now both use
+# core/hosts.address_zone.
+
+def _wrapped(v4: str) -> list[str]:
+    import ipaddress
+
+    n = int(ipaddress.IPv4Address(v4))
+    return [f"::ffff:{v4}", str(ipaddress.IPv6Address((0x2002 << 112) | (n << 80)))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(v4=st.ip_addresses(v=4).map(str), via_name=st.booleans())
+def test_an_ipv4_address_wrapped_in_ipv6_is_judged_as_the_address_it_carries(v4: str, via_name: bool) -> None:
+    from agentix.core.errors import RegistryError
+    from agentix.packages.registry_urls import check_url
+
+    def verdict(addr: str) -> bool:
+        url = "http://blobs.example/x" if via_name else f"http://[{addr}]/x" if ":" in addr else f"http://{addr}/x"
+        answers = {"registry.example": ["93.184.216.34"], "blobs.example": [addr]}
+        try:
+            check_url("registry.example", "http", url, resolve=lambda h: answers.get(h, []))
+            return True
+        except RegistryError:
+            return False
+
+    plain = verdict(v4)
+    for w in _wrapped(v4):
+        assert verdict(w) == plain, (v4, w)
+
+
+@pytest.mark.parametrize("url", ["http://[2002:a9fe:a9fe::]/latest/meta-data/", "http://[2002:7f00:1::]:5000/x",
+                                 "http://[2002:a00:1::]/x", "http://[::ffff:169.254.169.254]/x"])
+def test_a_public_registry_cannot_send_the_kernel_to_an_inside_address_carried_in_ipv6(url: str) -> None:
+    from agentix.core.errors import RegistryError
+    from agentix.packages.registry_urls import check_url
+
+    with pytest.raises(RegistryError) as err:
+        check_url("registry.example", "https", url.replace("http://", "https://"),
+                  resolve=lambda h: ["93.184.216.34"])
+    assert err.value.data["reason"] == "redirect"

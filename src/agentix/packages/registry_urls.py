@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentix.core.errors import RegistryError
+from agentix.core.hosts import address_zone
 from agentix.net.pinned import PinnedAdapter, system_addresses
 
 __all__ = ["MAX_REDIRECTS", "check_url", "pin_session"]
@@ -95,32 +96,14 @@ def _split(host_port: str) -> tuple[str, str]:
     return host.lower().rstrip("."), port
 
 
-def _zone(addr: str) -> str:
-    """``loopback``, ``local`` (link-local, multicast, unspecified, reserved: never), ``private``
-    or ``public``."""
-    try:
-        ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    except ValueError:
-        return "local"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        return "local"
-    if ip.is_private or not ip.is_global:
-        return "private"
-    return "public"
-
-
 def _zones(host: str, resolve: Resolver) -> set[str]:
     try:
-        return {_zone(str(ipaddress.ip_address(host)))}
+        return {address_zone(str(ipaddress.ip_address(host)))}
     except ValueError:
         pass
     if host == "localhost" or host.endswith(".localhost"):
         return {"loopback"}
-    return {_zone(a) for a in resolve(host)}
+    return {address_zone(a) for a in resolve(host)}
 
 
 def check_url(registry: str, registry_scheme: str, url: str, *, resolve: Resolver = _resolve) -> None:
