@@ -285,3 +285,42 @@ def test_a_public_registry_cannot_send_the_kernel_to_an_inside_address_carried_i
         check_url("registry.example", "https", url.replace("http://", "https://"),
                   resolve=lambda h: ["93.184.216.34"])
     assert err.value.data["reason"] == "redirect"
+
+
+def test_a_pinned_registry_connection_keeps_the_name_for_tls(tmp_path: Path) -> None:
+    """The registry session connects to the checked address but speaks TLS to the name: SNI is
+    the name and the certificate is verified against it (``reg.rebind.test`` resolves only
+    through the session's resolver, so reaching it at all shows the pin)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    import requests
+
+    from agentix.packages.registry_urls import pin_session
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "k.pem"),
+                    "-out", str(tmp_path / "c.pem"), "-days", "1", "-subj", "/CN=reg.rebind.test",
+                    "-addext", "subjectAltName=DNS:reg.rebind.test"], check=True, capture_output=True)
+    names: list[str | None] = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    ctx.sni_callback = lambda sock, name, c: names.append(name)
+    srv, seen = _serve(CHECKED, 0)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    port = srv.server_address[1]
+    try:
+        s = requests.Session()
+        asked: list[str] = []
+        pin_session(s, f"reg.rebind.test:{port}", "https", resolve=lambda h: asked.append(h) or [CHECKED])
+        r = s.get(f"https://reg.rebind.test:{port}/ok", verify=str(tmp_path / "c.pem"), timeout=10)
+        r2 = s.get(f"https://reg.rebind.test:{port}/ok", verify=str(tmp_path / "c.pem"), timeout=10)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert r.status_code == r2.status_code == 200 and r.text == "here"
+    assert names and set(names) == {"reg.rebind.test"}
+    assert seen[0] == (f"reg.rebind.test:{port}", "/ok")
+    assert asked == ["reg.rebind.test"]     # one lookup for the session's life
