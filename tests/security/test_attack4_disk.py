@@ -28,7 +28,10 @@ from hypothesis import strategies as st
 
 from agentix.core.errors import LimitExceeded
 from agentix.tools import fs
-from security._world import World, run, substrate, tool  # noqa: F401 - substrate: both backends
+from security import _world
+from security._world import World, run, tool
+
+both_backends = _world.substrate  # the autouse fixture ``substrate``: every test on plain and bwrap
 
 MIB = 1 << 20
 
@@ -116,8 +119,8 @@ def test_an_agent_writing_past_its_disk_limit_is_stopped_at_it(tmp_path: Path) -
     assert len(audited) == len(refused)                           # every refusal is on the record
 
 
-def test_an_exec_run_writes_no_file_past_the_room_the_workspace_has_left(tmp_path: Path, substrate: str) -> None:
-    if substrate == "plain":
+def test_an_exec_run_writes_no_file_past_the_room_the_workspace_has_left(tmp_path: Path, both_backends: str) -> None:
+    if both_backends == "plain":
         pytest.skip("the plain substrate applies no rlimit (its agents list rlimits as missing)")
     big = "import sys\nwith open('big.bin', 'wb') as f:\n    for _ in range(64):\n        f.write(b'z' * 65536)\n"
 

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-from security.test_attack3_slow_props import server  # noqa: F401 - the guarded uvicorn (real sockets)
+from security import test_attack3_slow_props
+
+guarded_uvicorn = test_attack3_slow_props.server  # the fixture ``server``: a guarded uvicorn, real sockets
 
 H = b"Host: 127.0.0.1\r\n"
 FORMS = {
@@ -38,8 +40,8 @@ GIVE_UP = 30.0
 
 
 @pytest.mark.parametrize("form", list(FORMS))
-def test_no_request_form_escapes_the_deadlines(server, form: str) -> None:  # noqa: F811
-    port, config = server
+def test_no_request_form_escapes_the_deadlines(guarded_uvicorn, form: str) -> None:
+    port, config = guarded_uvicorn
     first, drip = FORMS[form]
     got, closed = b"", False
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
