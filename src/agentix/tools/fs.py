@@ -636,10 +636,12 @@ def _release(made: list[tuple[int, str]]) -> None:
         os.close(pfd)
 
 
-def usage(dirfd: int, *, max_entries: int = MAX_USAGE_ENTRIES) -> int:
+def usage(dirfd: int, *, max_entries: int = MAX_USAGE_ENTRIES, stop_over: int | None = None) -> int:
     """Bytes the tree under ``dirfd`` takes on the host: each entry its size or its allocated
     blocks, whichever is more, and at least ``ENTRY_BYTES`` (fd-relative, never following a
-    link; a hard link counts each time). More than ``max_entries`` entries: ``limit_exceeded``."""
+    link; a hard link counts each time). More than ``max_entries`` entries: ``limit_exceeded``.
+    With ``stop_over``, the walk ends once the total is over it (a quota check needs no more:
+    at most ``stop_over / ENTRY_BYTES`` entries are looked at)."""
     total, seen = 0, 0
     stack = [os.dup(dirfd)]
     try:
@@ -657,6 +659,8 @@ def usage(dirfd: int, *, max_entries: int = MAX_USAGE_ENTRIES) -> int:
                         except OSError:
                             continue  # gone meanwhile
                         total += max(st.st_size, st.st_blocks * 512, ENTRY_BYTES)
+                        if stop_over is not None and total > stop_over:
+                            return total
                         if stat.S_ISDIR(st.st_mode):
                             try:
                                 stack.append(_open_dir_nofollow(e.name, fd))
@@ -674,7 +678,7 @@ def room(workspace: str, disk_limit: int) -> int:
     """Bytes the tree at ``workspace`` may still grow by under ``disk_limit``; none left is
     ``limit_exceeded`` (reason ``disk``)."""
     with _open_root(workspace) as r:
-        used = usage(r.fd)
+        used = usage(r.fd, stop_over=disk_limit)
     if used >= disk_limit:
         raise LimitExceeded(f"the workspace takes {used} bytes, at or over its disk limit of {disk_limit} "
                             "bytes (limits.disk); remove files first or raise limits.disk",
@@ -692,10 +696,10 @@ def _room(r: _Root, disk_limit: int | None, grows: int, shown: str) -> None:
     ``disk_limit`` bytes after growing by ``grows``."""
     if disk_limit is None or grows <= 0:
         return
-    used = usage(r.fd)
+    used = usage(r.fd, stop_over=disk_limit)
     if used + grows > disk_limit:
         raise LimitExceeded(
-            f"{shown}: writing {grows} more bytes would take the workspace to {used + grows} bytes, over "
+            f"{shown}: writing {grows} more bytes would take the workspace to at least {used + grows} bytes, over "
             f"its disk limit of {disk_limit} bytes (limits.disk); remove files first or raise limits.disk",
             limit=disk_limit, used=used, reason="disk", path=shown)
 
