@@ -155,30 +155,11 @@ def _registry(port: int, tmp: Path, registry: str) -> None:
     PackageStore(tmp / "h", timeout=5.0).pull(f"{registry}/team/x:1.0.0")
 
 
-@contextlib.contextmanager
-def _redirecting_registry(to: str) -> Iterator[str]:
-    """A loopback registry whose every answer is a redirect to ``to``."""
+def _redirecting_registry(to: str) -> contextlib.AbstractContextManager[str]:
+    """A loopback registry whose every answer is a redirect to ``to`` (round 3's hostile one)."""
+    from security.test_attack3_registry import _Hostile, _serving
 
-    class R(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *a: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_response(302)
-            self.send_header("Location", to)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_HEAD = do_GET
-
-    srv = http.server.ThreadingHTTPServer((CHECKED, 0), R)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"{CHECKED}:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    return _serving(type("R", (_Hostile,), {"answer": (302, {"Location": to}, b""), "seen": []}))
 
 
 FETCHERS = ["web_fetch", "a2a_call", "a2a.push", "build_proxy", "registry_redirect"]
