@@ -138,3 +138,38 @@ def test_an_exec_run_writes_no_file_past_the_room_the_workspace_has_left(tmp_pat
     assert out.get("exit_code") != 0 or out.get("signal"), res[2]   # stopped: EFBIG / SIGXFSZ
     assert (Path(rec.workspace) / "big.bin").stat().st_size < 2 * MIB - 700_000
     assert _used(Path(rec.workspace)) <= 2 * MIB
+
+
+def test_two_writes_at_once_cannot_both_fit_the_room_left_for_one(tmp_path: Path) -> None:
+    """Each write alone fits under the limit, both together do not: whatever the interleaving,
+    one is refused (the check and the write of a workspace under a disk limit are one step).
+    The workspace holds 1500 small files, so each check's walk takes a while: without the
+    one-writer rule both checks pass before either write lands."""
+    import asyncio
+
+    async def body(w: World):
+        rec = await w.spawn(["file_write: /workspace/*"], name="racer", limits={"disk": "16M"})
+        many = Path(rec.workspace) / "many"
+        many.mkdir()
+        for i in range(1500):
+            (many / str(i)).touch()
+        room = 16 * MIB - _used(Path(rec.workspace))
+        size = room // 2 + 200_000            # one fits, two do not
+
+        async def write(i: int):
+            try:
+                return await w.op("tool.invoke", agent_id=rec.agent_id, name="file_write",
+                                  args={"path": f"/workspace/r{i}.bin", "content": "r" * size})
+            except Exception as err:  # noqa: BLE001 - the refusal is what is counted
+                return err
+
+        out = []
+        for _ in range(3):   # rounds of two at once, each from the same state
+            got = await asyncio.gather(write(0), write(1))
+            out.append(sorted(getattr(g, "code", "ok") for g in got))
+            for i in (0, 1):
+                (Path(rec.workspace) / f"r{i}.bin").unlink(missing_ok=True)
+        return rec, out
+
+    rec, out = run(tmp_path, body)
+    assert all(codes == ["limit_exceeded", "ok"] for codes in out), out

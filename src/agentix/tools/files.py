@@ -19,6 +19,10 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound, ToolError
@@ -30,6 +34,33 @@ from agentix.tools.base import ToolContext, ToolSpec
 __all__ = ["SPECS", "VIRTUAL_WORKSPACE"]
 
 VIRTUAL_WORKSPACE = "/workspace"
+
+
+class _QuotaLock:
+    """One workspace's writes under a disk limit, one at a time (check, then write)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+# by host workspace path; an entry lives while a write holds it
+_QUOTA_LOCKS: weakref.WeakValueDictionary[str, _QuotaLock] = weakref.WeakValueDictionary()
+_QUOTA_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_writer(workspace: str | None, disk_limit: int | None) -> Iterator[None]:
+    """Writes that count against a workspace's ``limits.disk`` run one at a time, so two at once
+    cannot both fit the room that is left for one."""
+    if workspace is None or disk_limit is None:
+        yield
+        return
+    with _QUOTA_LOCKS_GUARD:
+        held = _QUOTA_LOCKS.get(workspace)
+        if held is None:
+            held = _QUOTA_LOCKS[workspace] = _QuotaLock()
+    with held.lock:
+        yield
 
 
 def _under_ws(norm: str) -> bool:
@@ -124,10 +155,11 @@ async def grep(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
 async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     def go(loc: _Locator) -> dict[str, Any]:
-        res = fs.file_write(*loc("file_write", args["path"]), args["content"],
-                            append=bool(args.get("append", False)),
-                            create_parents=bool(args.get("create_parents", True)),
-                            disk_limit=loc.disk_limit(args["path"], ctx.agent))
+        limit = loc.disk_limit(args["path"], ctx.agent)
+        with _one_writer(loc.ws and str(loc.ws), limit):
+            res = fs.file_write(*loc("file_write", args["path"]), args["content"],
+                                append=bool(args.get("append", False)),
+                                create_parents=bool(args.get("create_parents", True)), disk_limit=limit)
         res["bytes"] = res["bytes_written"]  # the name older callers read
         return res
 
@@ -137,9 +169,10 @@ async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 async def file_edit(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     def go(loc: _Locator) -> dict[str, Any]:
         loc("file_read", args["path"])  # both rights: read what is edited
-        return fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
-                            replace_all=bool(args.get("replace_all", False)),
-                            disk_limit=loc.disk_limit(args["path"], ctx.agent))
+        limit = loc.disk_limit(args["path"], ctx.agent)
+        with _one_writer(loc.ws and str(loc.ws), limit):
+            return fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
+                                replace_all=bool(args.get("replace_all", False)), disk_limit=limit)
 
     return await _run(ctx, go)
 
