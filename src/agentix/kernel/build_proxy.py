@@ -10,7 +10,10 @@ Rules (the same host rules as an agent's ``network:`` grant, core/hosts.py):
   (no second lookup between check and connect). The sandbox has no resolver of its own.
 - Two request forms, as any HTTP proxy: ``CONNECT host:port`` (a tunnel: HTTPS, whose TLS
   runs end to end between the command and the host) and an absolute-form plain-HTTP request
-  (``GET http://host:port/path``), forwarded in origin form. After the first request the
+  (``GET http://host:port/path``), forwarded in origin form with the checked host as its
+  ``Host`` (a ``Host`` header naming another site is dropped: a CDN or virtual-hosting server
+  would serve that site instead — domain fronting; inside a CONNECT tunnel the TLS name is the
+  command's and cannot be checked here). After the first request the
   connection is a byte pipe to the host that was checked: a second request on it goes to
   the same host, never elsewhere.
 - A refused host gets ``403`` with a line naming it and the declared hosts, and is counted;
@@ -163,9 +166,13 @@ class BuildProxy:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
             else:
+                # the Host is the checked host's: a Host header naming another site would have
+                # the upstream (a CDN, a virtual-hosting server) serve that one instead
                 headers = [h for h in rest.split(b"\r\n")
-                           if h and not h.lower().startswith((b"proxy-", b"connection:"))]
-                up_w.write(f"{method} {path} {version}\r\n".encode("ascii")
+                           if h and not h.lower().startswith((b"proxy-", b"connection:", b"host:"))]
+                name = f"[{host}]" if ":" in host else host
+                up_w.write(f"{method} {path} {version}\r\nHost: {name if port == 80 else f'{name}:{port}'}\r\n"
+                           .encode("ascii")
                            + b"".join(h + b"\r\n" for h in headers) + b"Connection: close\r\n\r\n")
                 await up_w.drain()
             await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
