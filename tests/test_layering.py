@@ -4,7 +4,8 @@ module under src/agentix (every import statement, including function-level and
 against the layer table below; then looks for circles in the whole module graph.
 
     core                                   pure: no I/O modules, no other agentix package
-    store rpc llm sandbox tools memory packages   edges: core (and themselves) only
+    store rpc llm sandbox tools memory packages net   edges: core (and themselves) only
+                                           (tools and packages: net too, the pinned connection)
     kernel                                 the composition root: anything below it
     sdk                                    client library: core and itself (never the kernel)
     agents                                 in-sandbox programs: sdk only
@@ -27,12 +28,14 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "agentix"
 
-EDGES = ("store", "rpc", "llm", "sandbox", "tools", "memory", "packages")
+EDGES = ("store", "rpc", "llm", "sandbox", "tools", "memory", "packages", "net")
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},
     **{edge: {"core", edge} for edge in EDGES},
-    # the memory tools are the tool face of the memory store (both edges; memory is lower)
-    "tools": {"core", "tools", "memory"},
+    # the memory tools are the tool face of the memory store (both edges; memory is lower);
+    # net is the one resolve-check-connect rule for outbound requests (below tools and packages)
+    "tools": {"core", "tools", "memory", "net"},
+    "packages": {"core", "packages", "net"},
     "kernel": {"core", "kernel", *EDGES},
     "sdk": {"core", "sdk"},
     # agent programs use the SDK, and pure core rules (plan validation, context math) —

@@ -29,6 +29,7 @@ from agentix.core.errors import InvalidRequest
 
 __all__ = [
     "HostPattern",
+    "address_zone",
     "is_ip_literal",
     "is_public_address",
     "normalize_host",
@@ -78,21 +79,33 @@ def normalize_host(host: str) -> str:
     return ".".join(labels)
 
 
-def is_public_address(address: str) -> bool:
-    """True only for globally routable unicast addresses."""
+def address_zone(address: str) -> str:
+    """Where ``address`` leads, after unwrapping an IPv4 address carried in IPv6 (IPv4-mapped
+    ``::ffff:a.b.c.d``, 6to4 ``2002:AABB:CCDD::``): ``loopback``; ``local`` (link-local — the
+    cloud metadata address among them —, multicast, unspecified, reserved, or not an address);
+    ``private`` (private, shared, documentation, anything not globally routable); ``public``.
+    The one classification every outbound check uses (``is_public_address``, and the registry's
+    redirect rule in packages/registry_urls.py)."""
     try:
         ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
     except ValueError:
-        return False
+        return "local"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if isinstance(ip, ipaddress.IPv6Address) and ip.sixtofour is not None:
         ip = ip.sixtofour
-    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local:
-        return False
-    if ip.is_private or ip.is_reserved:
-        return False
-    return ip.is_global
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return "local"
+    if ip.is_private or not ip.is_global:
+        return "private"
+    return "public"
+
+
+def is_public_address(address: str) -> bool:
+    """True only for globally routable unicast addresses (``address_zone`` is ``public``)."""
+    return address_zone(address) == "public"
 
 
 @dataclass(frozen=True, slots=True)

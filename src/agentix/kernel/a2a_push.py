@@ -42,8 +42,7 @@ from agentix.core.hosts import is_public_address, normalize_host
 from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.methods import method
 from agentix.kernel.param_checks import optional, required
-from agentix.tools.a2a_call import _Pinned
-from agentix.tools.web_fetch import Resolver, _pick_address, system_resolver
+from agentix.net.pinned import PinnedTransport, Resolver, pick_address, system_resolver
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_BODY", "MAX_RESPONSE", "MAX_TIMEOUT", "register"]
 
@@ -100,14 +99,14 @@ async def push(url: str, *, allow_hosts: frozenset[str], body: bytes | None, hea
     try:
         async with asyncio.timeout(timeout):
             try:
-                addr = await _pick_address(host, port, permits, resolve)
+                addr = await pick_address(host, port, permits, resolve)
             except CapabilityDenied as err:
                 raise CapabilityDenied(f"{err.message}. {_WHAT_TO_DO}", reason="private_address", host=host,
                                        addresses=err.data.get("addresses", [])) from None
             record["address"] = addr
             if body is None:
                 return {"allowed": True, "host": host, "address": addr}
-            transport = _Pinned(scheme, host, port, addr, MAX_RESPONSE)
+            transport = PinnedTransport(scheme, host, port, addr, MAX_RESPONSE)
             async with httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False,
                                          follow_redirects=False) as http:
                 record["sent"] = True

@@ -10,7 +10,10 @@ Rules (the same host rules as an agent's ``network:`` grant, core/hosts.py):
   (no second lookup between check and connect). The sandbox has no resolver of its own.
 - Two request forms, as any HTTP proxy: ``CONNECT host:port`` (a tunnel: HTTPS, whose TLS
   runs end to end between the command and the host) and an absolute-form plain-HTTP request
-  (``GET http://host:port/path``), forwarded in origin form. After the first request the
+  (``GET http://host:port/path``), forwarded in origin form with the checked host as its
+  ``Host`` (a ``Host`` header naming another site is dropped: a CDN or virtual-hosting server
+  would serve that site instead — domain fronting; inside a CONNECT tunnel the TLS name is the
+  command's and cannot be checked here). After the first request the
   connection is a byte pipe to the host that was checked: a second request on it goes to
   the same host, never elsewhere.
 - A refused host gets ``403`` with a line naming it and the declared hosts, and is counted;
@@ -37,8 +40,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentix.core.errors import InvalidRequest
-from agentix.core.hosts import HostPattern, is_ip_literal, normalize_host, parse_host_pattern
+from agentix.core.errors import CapabilityDenied, InvalidRequest, ToolError
+from agentix.core.hosts import HostPattern, normalize_host, parse_host_pattern
+from agentix.net.pinned import Resolver, pick_address, system_resolver
 
 __all__ = ["BuildProxy"]
 
@@ -61,6 +65,8 @@ class BuildProxy:
     decisions: list[dict[str, object]] = field(default_factory=list)
     #: connections refused because the peer was not a process of the step
     strangers: int = 0
+    #: the one lookup of a requested host (a test's resolver replaces it)
+    resolve: Resolver = system_resolver
 
     def __post_init__(self) -> None:
         self.patterns: tuple[HostPattern, ...] = tuple(parse_host_pattern(h) for h in self.hosts)
@@ -104,21 +110,13 @@ class BuildProxy:
 
     # ------------------------------------------------------------ the decision
     async def _address(self, host: str, port: int) -> str | None:
-        """The address to connect to, or None when the declared hosts do not allow it."""
-        if not any(p.permits(host, None) for p in self.patterns):
+        """The address to connect to (one lookup, net/pinned.py), or None when the declared
+        hosts do not allow it."""
+        try:
+            return await pick_address(host, port, lambda h, a: any(p.permits(h, a) for p in self.patterns),
+                                      self.resolve)
+        except (CapabilityDenied, ToolError):  # not declared, not resolvable, or a refused address
             return None
-        if is_ip_literal(host):
-            addrs = [host]
-        else:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror:
-                return None
-            addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
-        for addr in addrs:
-            if any(p.permits(host, addr) for p in self.patterns):
-                return addr
-        return None
 
     # ------------------------------------------------------------ one connection
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -168,9 +166,13 @@ class BuildProxy:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
             else:
+                # the Host is the checked host's: a Host header naming another site would have
+                # the upstream (a CDN, a virtual-hosting server) serve that one instead
                 headers = [h for h in rest.split(b"\r\n")
-                           if h and not h.lower().startswith((b"proxy-", b"connection:"))]
-                up_w.write(f"{method} {path} {version}\r\n".encode("ascii")
+                           if h and not h.lower().startswith((b"proxy-", b"connection:", b"host:"))]
+                name = f"[{host}]" if ":" in host else host
+                up_w.write(f"{method} {path} {version}\r\nHost: {name if port == 80 else f'{name}:{port}'}\r\n"
+                           .encode("ascii")
                            + b"".join(h + b"\r\n" for h in headers) + b"Connection: close\r\n\r\n")
                 await up_w.drain()
             await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))

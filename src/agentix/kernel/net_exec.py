@@ -39,6 +39,7 @@ from agentix.kernel.home import Home
 from agentix.kernel.one_shot import run_once
 from agentix.kernel.process import AgentRecord, ProcessTable
 from agentix.sandbox.base import LaunchSpec, Substrate
+from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
 
 __all__ = ["make_specs", "network_permits"]
@@ -171,6 +172,10 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace",
                "AGENTIX_AGENT_ID": rec.agent_id}
         workspace = ctx.workspace
+        limits = rec.limits
+        if limits.disk is not None:  # each file the run writes: at most what the workspace has left
+            left = await asyncio.to_thread(safe_fs.room, str(workspace), limits.disk)
+            limits = limits.model_copy(update={"disk": left})
 
         def launch(channel_fd: int, output_fd: int) -> LaunchSpec:
             return LaunchSpec(
@@ -178,7 +183,7 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
                 argv=[sys.executable, "-I", "-B", "-m", "agentix.sandbox.confine", "--", *argv],
                 workspace=workspace, env=env, channel_fd=channel_fd,
                 log_path=home.logs / f"{rec.agent_id}-{run_id}.out",  # unused: output is a pipe
-                limits=rec.limits, network=False,
+                limits=limits, network=False,
                 degraded_ok=bool(rec.isolation.get("degraded")) or config.isolation == "degraded",
                 output_fd=output_fd, within=rec.handle,
             )

@@ -16,32 +16,75 @@ metadata), a service on the kernel's loopback, ``file://``. The rule, one functi
 - at most ``MAX_REDIRECTS`` redirects per request.
 
 A refusal is ``registry_error`` with ``reason: redirect``, naming the URL's host (never its
-query, which may carry a pre-signed credential). A name is checked by resolving it here; the
-connection then resolves it again, so a name whose answers change between the two (DNS
-rebinding) is not covered — docs/packages.md says so.
+query, which may carry a pre-signed credential).
+
+A name is resolved once per session (``pin_session``): that answer is what ``check_url``
+judges and where every connection of the session goes (``net.pinned.PinnedAdapter``; ``Host``
+and the TLS name stay the name), and each new connection is judged again on it. So a name
+whose DNS answers change between the check and the connection (DNS rebinding) reaches only
+the address that was checked. (A proxy from the environment, ``HTTPS_PROXY``, resolves names
+itself: the operator's proxy then decides where a connection goes.)
 """
 
 from __future__ import annotations
 
 import ipaddress
-import socket
+import threading
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from agentix.core.errors import RegistryError
+from agentix.core.hosts import address_zone
+from agentix.net.pinned import PinnedAdapter, system_addresses
 
-__all__ = ["MAX_REDIRECTS", "check_url"]
+__all__ = ["MAX_REDIRECTS", "check_url", "pin_session"]
 
 MAX_REDIRECTS = 5
 
 Resolver = Callable[[str], list[str]]
 
+_resolve: Resolver = system_addresses  # unresolvable: [] (the request itself fails as unreachable)
 
-def _resolve(host: str) -> list[str]:
-    try:
-        return sorted({ai[4][0] for ai in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
-    except (OSError, UnicodeError):
-        return []  # unresolvable: the request itself fails as unreachable
+
+class _Answers:
+    """One lookup per host for a session's life: every check and every connection of the
+    session uses the same answer."""
+
+    def __init__(self, resolve: Resolver) -> None:
+        self._resolve = resolve
+        self._seen: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str) -> list[str]:
+        with self._lock:
+            if host not in self._seen:
+                self._seen[host] = list(self._resolve(host))
+            return list(self._seen[host])
+
+
+def pin_session(session: Any, registry: str, registry_scheme: str, *, resolve: Resolver = _resolve) -> Resolver:
+    """Mount on ``session`` (``requests``) an adapter whose every connection goes to an address
+    ``check_url`` judged; returns the session's resolver, for the caller's own ``check_url``."""
+    answers = _Answers(resolve)
+
+    def address(scheme: str, host: str, port: int) -> str:
+        shown = f"[{host}]" if ":" in host else host
+        check_url(registry, registry_scheme, f"{scheme}://{shown}:{port}/", resolve=answers)
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            pass
+        addrs = answers(host)
+        if not addrs:
+            raise RegistryError(f"cannot reach {host}: the name does not resolve", reason="unreachable",
+                                registry=registry, target=host)
+        return addrs[0]
+
+    adapter = PinnedAdapter(address)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return answers
 
 
 def _split(host_port: str) -> tuple[str, str]:
@@ -53,32 +96,14 @@ def _split(host_port: str) -> tuple[str, str]:
     return host.lower().rstrip("."), port
 
 
-def _zone(addr: str) -> str:
-    """``loopback``, ``local`` (link-local, multicast, unspecified, reserved: never), ``private``
-    or ``public``."""
-    try:
-        ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    except ValueError:
-        return "local"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        return "local"
-    if ip.is_private or not ip.is_global:
-        return "private"
-    return "public"
-
-
 def _zones(host: str, resolve: Resolver) -> set[str]:
     try:
-        return {_zone(str(ipaddress.ip_address(host)))}
+        return {address_zone(str(ipaddress.ip_address(host)))}
     except ValueError:
         pass
     if host == "localhost" or host.endswith(".localhost"):
         return {"loopback"}
-    return {_zone(a) for a in resolve(host)}
+    return {address_zone(a) for a in resolve(host)}
 
 
 def check_url(registry: str, registry_scheme: str, url: str, *, resolve: Resolver = _resolve) -> None:

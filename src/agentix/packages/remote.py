@@ -52,7 +52,7 @@ import requests
 from agentix.core.errors import AgentixError, NotFound, PackageRejected, RegistryError
 from agentix.core.package import Ref, check_digest, sha256_digest
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
-from agentix.packages.registry_urls import MAX_REDIRECTS, check_url
+from agentix.packages.registry_urls import MAX_REDIRECTS, check_url, pin_session
 
 __all__ = ["Credentials", "RemoteRegistry", "ACCEPT", "INDEX_TYPE"]
 
@@ -179,10 +179,12 @@ class RemoteRegistry:
         # every URL the registry sends us to (a redirect, a token realm) is checked first
         # (packages/registry_urls.py: no file://, no metadata or loopback address, no downgrade)
         scheme = self.reg.prefix
+        # one lookup per host: what is checked is where the connection goes (no DNS rebinding)
+        answers = pin_session(self.reg.session, host, scheme)
 
         def checked_redirect(r: requests.Response, *a: Any, **kw: Any) -> None:
             if r.is_redirect:
-                check_url(host, scheme, urljoin(r.url, r.headers.get("location", "")))
+                check_url(host, scheme, urljoin(r.url, r.headers.get("location", "")), resolve=answers)
 
         self.reg.session.max_redirects = MAX_REDIRECTS
         self.reg.session.hooks["response"].append(checked_redirect)
@@ -190,7 +192,7 @@ class RemoteRegistry:
         def request(*a: Any, **kw: Any) -> requests.Response:
             url = str(kw.get("url") or a[1])
             if "://" in url:  # no scheme at all: requests refuses it itself (MissingSchema)
-                check_url(host, scheme, url)
+                check_url(host, scheme, url, resolve=answers)
             kw.setdefault("timeout", timeout)
             body = kw.get("data")
             if hasattr(body, "seek"):

@@ -32,9 +32,9 @@ from typing import Any
 
 import httpx
 
-from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded, Timeout, ToolError
-from agentix.core.hosts import is_ip_literal, normalize_host
-from agentix.tools.web_fetch import Permits, Resolver, _pick_address, system_resolver
+from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, Timeout, ToolError
+from agentix.core.hosts import normalize_host
+from agentix.net.pinned import Permits, PinnedTransport, Resolver, pick_address, system_resolver
 
 __all__ = ["CANCEL_TIMEOUT", "DEFAULT_MAX_BYTES", "MAX_MESSAGE_BYTES", "a2a_call"]
 
@@ -43,48 +43,6 @@ DEFAULT_MAX_BYTES = 1024 * 1024
 CANCEL_TIMEOUT = 5.0
 #: a message to send is text of at most this many bytes (UTF-8)
 MAX_MESSAGE_BYTES = 256 * 1024
-
-
-class _Pinned(httpx.AsyncBaseTransport):
-    """Sends each request to the checked address of the one permitted host:port, and bounds
-    what is read back."""
-
-    def __init__(self, scheme: str, host: str, port: int, addr: str, max_bytes: int) -> None:
-        self.scheme, self.host, self.port, self.addr, self.max_bytes = scheme, host, port, addr, max_bytes
-        self._inner = httpx.AsyncHTTPTransport(trust_env=False)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
-        if url.scheme != self.scheme or normalize_host(url.host) != self.host or port != self.port:
-            raise CapabilityDenied(
-                f"the A2A agent at {self.host} pointed to {url.scheme}://{url.host}:{port}; a2a_call talks "
-                f"only to the host it was given", reason="not_granted", host=url.host)
-        request.url = url.copy_with(host=self.addr)
-        if self.scheme == "https" and not is_ip_literal(self.host):
-            request.extensions = {**request.extensions, "sni_hostname": self.host}
-        resp = await self._inner.handle_async_request(request)
-        return httpx.Response(resp.status_code, headers=resp.headers, stream=_Bounded(resp.stream, self.max_bytes),
-                             extensions=resp.extensions)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _Bounded(httpx.AsyncByteStream):
-    def __init__(self, inner: Any, limit: int) -> None:
-        self._inner, self._limit = inner, limit
-
-    async def __aiter__(self) -> Any:
-        seen = 0
-        async for chunk in self._inner:
-            seen += len(chunk)
-            if seen > self._limit:
-                raise LimitExceeded(f"the A2A agent's response is over {self._limit} bytes", limit=self._limit)
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def _texts(parts: Any) -> list[str]:
@@ -180,7 +138,7 @@ async def a2a_call(url: str, message: str, *, permits: Permits, task_id: str | N
     left: dict[str, Any] = {}  # what a timed-out exchange left behind: the remote task, its cancel
     try:
         async with asyncio.timeout(timeout):
-            addr = await _pick_address(host, port, permits, resolve)
+            addr = await pick_address(host, port, permits, resolve)
             return await _exchange(url, message, target.scheme, host, port, addr, task_id, context_id,
                                    headers or {}, timeout, max_bytes, left)
     except TimeoutError:
@@ -212,7 +170,7 @@ async def _exchange(url: str, message: str, scheme: str, host: str, port: int, a
     from a2a.client.errors import A2AClientError
     from a2a.types import Message, Part, Role, SendMessageRequest
 
-    transport = _Pinned(scheme, host, port, addr, max_bytes)
+    transport = PinnedTransport(scheme, host, port, addr, max_bytes)
     folded = _Folded(url)
     async with httpx.AsyncClient(transport=transport, headers=headers, timeout=timeout, trust_env=False,
                                  follow_redirects=False) as http:

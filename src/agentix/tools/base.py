@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest, LimitExceeded, NotFound, ToolError
-from agentix.core.manifest import Manifest
+from agentix.core.manifest import Limits, Manifest
 from agentix.tools.safe_fs import Fence
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ class ToolAgent(Protocol):
 
     @property
     def parent(self) -> str | None: ...
+
+    @property
+    def limits(self) -> Limits: ...
 
 
 @dataclass

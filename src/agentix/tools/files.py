@@ -19,6 +19,10 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound, ToolError
@@ -32,6 +36,33 @@ __all__ = ["SPECS", "VIRTUAL_WORKSPACE"]
 VIRTUAL_WORKSPACE = "/workspace"
 
 
+class _QuotaLock:
+    """One workspace's writes under a disk limit, one at a time (check, then write)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+# by host workspace path; an entry lives while a write holds it
+_QUOTA_LOCKS: weakref.WeakValueDictionary[str, _QuotaLock] = weakref.WeakValueDictionary()
+_QUOTA_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_writer(workspace: str | None, disk_limit: int | None) -> Iterator[None]:
+    """Writes that count against a workspace's ``limits.disk`` run one at a time, so two at once
+    cannot both fit the room that is left for one."""
+    if workspace is None or disk_limit is None:
+        yield
+        return
+    with _QUOTA_LOCKS_GUARD:
+        held = _QUOTA_LOCKS.get(workspace)
+        if held is None:
+            held = _QUOTA_LOCKS[workspace] = _QuotaLock()
+    with held.lock:
+        yield
+
+
 def _under_ws(norm: str) -> bool:
     return norm == VIRTUAL_WORKSPACE or norm.startswith(VIRTUAL_WORKSPACE + "/")
 
@@ -40,6 +71,14 @@ class _Locator:
     def __init__(self, ctx: ToolContext) -> None:
         self.auth = ctx.require_authorization()
         self.ws = ctx.workspace
+
+    def disk_limit(self, path: str, agent: Any) -> int | None:
+        """The agent's ``limits.disk`` when ``path`` is in its workspace (what its files there may
+        take in all), else None."""
+        if agent is None or self.ws is None or not _under_ws(resolve_request(path, VIRTUAL_WORKSPACE)):
+            return None
+        limits = getattr(agent, "limits", None)
+        return getattr(limits, "disk", None)
 
     def __call__(self, kind: str, path: str) -> tuple[str, str]:
         norm = resolve_request(path, VIRTUAL_WORKSPACE)
@@ -116,9 +155,11 @@ async def grep(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
 async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     def go(loc: _Locator) -> dict[str, Any]:
-        res = safe_fs.file_write(*loc("file_write", args["path"]), args["content"],
-                            append=bool(args.get("append", False)),
-                            create_parents=bool(args.get("create_parents", True)))
+        limit = loc.disk_limit(args["path"], ctx.agent)
+        with _one_writer(loc.ws and str(loc.ws), limit):
+            res = safe_fs.file_write(*loc("file_write", args["path"]), args["content"],
+                                append=bool(args.get("append", False)),
+                                create_parents=bool(args.get("create_parents", True)), disk_limit=limit)
         res["bytes"] = res["bytes_written"]  # the name older callers read
         return res
 
@@ -128,8 +169,10 @@ async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 async def file_edit(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     def go(loc: _Locator) -> dict[str, Any]:
         loc("file_read", args["path"])  # both rights: read what is edited
-        return safe_fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
-                            replace_all=bool(args.get("replace_all", False)))
+        limit = loc.disk_limit(args["path"], ctx.agent)
+        with _one_writer(loc.ws and str(loc.ws), limit):
+            return safe_fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
+                                replace_all=bool(args.get("replace_all", False)), disk_limit=limit)
 
     return await _run(ctx, go)
 

@@ -68,10 +68,17 @@ __all__ = [
     "grep",
     "open_beneath",
     "openat2_available",
+    "room",
+    "usage",
 ]
 
 MAX_READ_BYTES = 1024 * 1024
 MAX_WRITE_BYTES = 16 * 1024 * 1024
+#: what one entry of a workspace counts at least (a block: an empty file or a directory
+#: still takes an inode and a block of the host's disk)
+ENTRY_BYTES = 4096
+#: entries a quota walk looks at; a workspace with more is over any quota
+MAX_USAGE_ENTRIES = 200_000
 MAX_READ_MANY = 16
 MAX_LIST_ENTRIES = 2000
 MAX_GREP_MATCHES = 500
@@ -629,6 +636,74 @@ def _release(made: list[tuple[int, str]]) -> None:
         os.close(pfd)
 
 
+def usage(dirfd: int, *, max_entries: int = MAX_USAGE_ENTRIES, stop_over: int | None = None) -> int:
+    """Bytes the tree under ``dirfd`` takes on the host: each entry its size or its allocated
+    blocks, whichever is more, and at least ``ENTRY_BYTES`` (fd-relative, never following a
+    link; a hard link counts each time). More than ``max_entries`` entries: ``limit_exceeded``.
+    With ``stop_over``, the walk ends once the total is over it (a quota check needs no more:
+    at most ``stop_over / ENTRY_BYTES`` entries are looked at)."""
+    total, seen = 0, 0
+    stack = [os.dup(dirfd)]
+    try:
+        while stack:
+            fd = stack.pop()
+            try:
+                with os.scandir(fd) as entries:
+                    for e in entries:
+                        seen += 1
+                        if seen > max_entries:
+                            raise LimitExceeded(f"the workspace holds more than {max_entries} entries",
+                                                limit=max_entries, reason="disk")
+                        try:
+                            st = e.stat(follow_symlinks=False)
+                        except OSError:
+                            continue  # gone meanwhile
+                        total += max(st.st_size, st.st_blocks * 512, ENTRY_BYTES)
+                        if stop_over is not None and total > stop_over:
+                            return total
+                        if stat.S_ISDIR(st.st_mode):
+                            try:
+                                stack.append(_open_dir_nofollow(e.name, fd))
+                            except OSError:
+                                pass
+            finally:
+                os.close(fd)
+    finally:
+        for fd in stack:
+            os.close(fd)
+    return total
+
+
+def room(workspace: str, disk_limit: int) -> int:
+    """Bytes the tree at ``workspace`` may still grow by under ``disk_limit``; none left is
+    ``limit_exceeded`` (reason ``disk``)."""
+    with _open_root(workspace) as r:
+        used = usage(r.fd, stop_over=disk_limit)
+    if used >= disk_limit:
+        raise LimitExceeded(f"the workspace takes {used} bytes, at or over its disk limit of {disk_limit} "
+                            "bytes (limits.disk); remove files first or raise limits.disk",
+                            limit=disk_limit, used=used, reason="disk")
+    return disk_limit - used
+
+
+def _blocks(size: int) -> int:
+    """What a file of ``size`` bytes takes: whole blocks, at least one."""
+    return max(-(-size // ENTRY_BYTES) * ENTRY_BYTES, ENTRY_BYTES)
+
+
+def _room(r: _Root, disk_limit: int | None, grows: int, shown: str) -> None:
+    """``limit_exceeded`` (reason ``disk``) if the tree under ``r`` would take more than
+    ``disk_limit`` bytes after growing by ``grows``."""
+    if disk_limit is None or grows <= 0:
+        return
+    used = usage(r.fd, stop_over=disk_limit)
+    if used + grows > disk_limit:
+        raise LimitExceeded(
+            f"{shown}: writing {grows} more bytes would take the workspace to at least {used + grows} bytes, over "
+            f"its disk limit of {disk_limit} bytes (limits.disk); remove files first or raise limits.disk",
+            limit=disk_limit, used=used, reason="disk", path=shown)
+
+
 def _as_bytes(content: str | bytes, max_bytes: int) -> bytes:
     if isinstance(content, str):
         data = content.encode("utf-8")
@@ -692,8 +767,10 @@ def file_write(
     append: bool = False,
     create_parents: bool = False,
     max_bytes: int = MAX_WRITE_BYTES,
+    disk_limit: int | None = None,
 ) -> dict[str, Any]:
-    """Write (atomic replace) or append ``content`` to the file at ``rel``."""
+    """Write (atomic replace) or append ``content`` to the file at ``rel``; ``disk_limit``:
+    the tree under ``root`` (a workspace) may take at most that many bytes afterwards."""
     data = _as_bytes(content, max_bytes)
     parts = _components(rel)
     if not parts:
@@ -704,6 +781,11 @@ def file_write(
         pfd, made = _open_parent(r, parts, create_parents)
         try:
             st = _existing(pfd, name, shown)
+            # what the file will take less what it takes (the parents just made are counted
+            # by the walk itself)
+            had = 0 if st is None else max(st.st_size, st.st_blocks * 512, ENTRY_BYTES)
+            size = len(data) + (st.st_size if append and st is not None else 0)
+            _room(r, disk_limit, _blocks(size) - had, shown)
             if append:
                 with _regular_at(pfd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, shown) as (fd, fst):
                     if fst.st_nlink > 1:
@@ -737,8 +819,10 @@ def file_edit(
     *,
     replace_all: bool = False,
     max_bytes: int = MAX_WRITE_BYTES,
+    disk_limit: int | None = None,
 ) -> dict[str, Any]:
-    """Replace ``old`` by ``new``: exactly one occurrence unless ``replace_all``."""
+    """Replace ``old`` by ``new``: exactly one occurrence unless ``replace_all`` (``disk_limit``
+    as ``file_write``'s)."""
     if not isinstance(old, str) or not old:
         raise InvalidRequest("old must be a non-empty string")
     if not isinstance(new, str):
@@ -768,6 +852,7 @@ def file_edit(
                 )
             out = text.replace(old, new) if replace_all else text.replace(old, new, 1)
             data = _as_bytes(out, max_bytes)
+            _room(r, disk_limit, _blocks(len(data)) - max(st.st_size, st.st_blocks * 512, ENTRY_BYTES), shown)
             try:
                 _replace(pfd, parts[-1], data, stat.S_IMODE(st.st_mode))
             except OSError as err:

@@ -7,7 +7,7 @@ Rules:
   None)``); then the name is resolved and the address is checked too (``permits(host,
   address)``): private, loopback, link-local, multicast and unspecified addresses are refused
   unless a grant names that host or address explicitly.
-- The connection goes to the address that was checked (the URL is rewritten to the IP, the
+- The connection goes to the address that was checked (``net.pinned.PinnedTransport``: the
   ``Host`` header and TLS SNI/certificate name stay the original host), so DNS cannot change
   the answer between check and connect. Proxies from the environment are ignored.
 - Redirects are followed by hand, at most ``max_redirects`` (5), each hop checked the same
@@ -21,57 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 from typing import Any, Awaitable, Callable
 
 import httpx
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest, LimitExceeded, Timeout, ToolError
-from agentix.core.hosts import is_ip_literal, normalize_host
+from agentix.core.hosts import normalize_host
+from agentix.net.pinned import Permits, PinnedTransport, Resolver, pick_address, system_resolver
 
-__all__ = ["DEFAULT_MAX_BYTES", "Permits", "Resolver", "system_resolver", "web_fetch"]
+__all__ = ["DEFAULT_MAX_BYTES", "web_fetch"]
 
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}
-
-Permits = Callable[[str, "str | None"], bool]
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    """Addresses for ``host`` from the system resolver, in its order, without duplicates."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as err:
-        raise ToolError(f"cannot resolve {host}: {err.strerror}", host=host) from None
-    out: list[str] = []
-    for info in infos:
-        addr = str(info[4][0])
-        if addr not in out:
-            out.append(addr)
-    return out
-
-
-def _denied(msg: str, reason: str, **data: Any) -> CapabilityDenied:
-    return CapabilityDenied(msg, reason=reason, **data)
-
-
-async def _pick_address(host: str, port: int, permits: Permits, resolve: Resolver) -> str:
-    if not permits(host, None):
-        raise _denied(f"no capability allows network access to {host}", "not_granted", host=host)
-    addrs = [host] if is_ip_literal(host) else await resolve(host, port)
-    for addr in addrs:
-        if permits(host, addr):
-            return addr
-    raise _denied(
-        f"{host} resolves to {', '.join(addrs) or 'nothing'}: a private, loopback or link-local "
-        f"address needs a grant naming the host explicitly",
-        "private_address", host=host, addresses=addrs,
-    )
-
 
 def _decode(data: bytes, content_type: str) -> tuple[str, str]:
     charset = "utf-8"
@@ -129,28 +92,25 @@ async def _fetch(
     hops: list[str] = []
     for _hop in range(max_redirects + 1):
         if current.scheme not in ("http", "https"):
-            raise _denied(f"web_fetch allows only http and https, not {current.scheme or 'no scheme'}:",
-                          "scheme", url=str(current))
+            raise CapabilityDenied(f"web_fetch allows only http and https, not {current.scheme or 'no scheme'}:",
+                                   reason="scheme", url=str(current))
         if not current.host:
             raise InvalidRequest(f"web_fetch: {str(current)!r} has no host")
         host = normalize_host(current.host)
         if first_host is None:
             first_host = host
         port = current.port or (443 if current.scheme == "https" else 80)
-        addr = await _pick_address(host, port, permits, resolve)
+        addr = await pick_address(host, port, permits, resolve)
         if settle is not None:  # what the hop's check charged is durable before we connect
             await settle()
-        target = current.copy_with(host=addr)
         send_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
-        default_port = port == (443 if current.scheme == "https" else 80)
-        send_headers["Host"] = host if default_port else f"{host}:{port}"
         if host == first_host:
             send_headers.update(secret_headers)
-        ext = {"sni_hostname": host} if current.scheme == "https" and not is_ip_literal(host) else {}
-        async with httpx.AsyncClient(trust_env=False, verify=verify, timeout=timeout) as client:
+        transport = PinnedTransport(current.scheme, host, port, addr, verify=verify)
+        async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout) as client:
             req = client.build_request(
-                method, target, headers=send_headers,
-                content=body.encode() if isinstance(body, str) else body, extensions=ext,
+                method, current, headers=send_headers,
+                content=body.encode() if isinstance(body, str) else body,
             )
             try:
                 resp = await client.send(req, stream=True, follow_redirects=False)
