@@ -74,9 +74,9 @@ def test_the_workspace_never_takes_more_than_its_limit_and_a_refusal_changes_not
             if kind == "edit":
                 if not (root / rel).is_file() or "x" not in (root / rel).read_text():
                     continue
-                fs.file_edit(str(root), rel, "x", "y" * n, replace_all=True, disk_limit=limit)
+                safe_fs.file_edit(str(root), rel, "x", "y" * n, replace_all=True, disk_limit=limit)
             else:
-                fs.file_write(str(root), rel, "x" * n, append=kind == "append", create_parents=True,
+                safe_fs.file_write(str(root), rel, "x" * n, append=kind == "append", create_parents=True,
                               disk_limit=limit)
         except LimitExceeded as err:
             assert err.data.get("reason") == "disk" and err.data["limit"] == limit, err
