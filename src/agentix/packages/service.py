@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 AGENTFILE_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json")
 MAX_CONFIG = 1 << 20
 PUSH_CONCURRENCY = 4
+MAX_RAN_ONCE = 1024
 PACKAGE_MANIFEST_FIELDS = frozenset({"name", "description", "program", "args", "env", "model", "system_prompt",
                                      "max_iterations", "limits", "budget"})
 
@@ -79,6 +80,9 @@ class PackageStore:
         self.trust = TrustState(db if db is not None else home / "agentix.db", home / "registry")
         self.timeout = timeout
         self.limits = limits
+        #: the unpacked-tree keys (``_unpacked_key``) of content run once by this store and not
+        #: kept: the next run of it keeps its tree (``prepare``); oldest dropped past MAX_RAN_ONCE
+        self._ran_once: dict[str, None] = {}
 
     # ------------------------------------------------------------ build
     def build(self, context: Path, tag: str, agentfile: Path | None = None,
@@ -525,7 +529,9 @@ class PackageStore:
     # ------------------------------------------------------------ running
     def prepare(self, ref_text: str, accepted: list[str] | Literal["all"], dest: Path, *,
                 allow_rollback: bool = False) -> Prepared:
-        """Verify the local package, compute its capability ceiling, unpack it to ``dest``."""
+        """Verify the local package, compute its capability ceiling, unpack it to ``dest``: the
+        first run of its content straight from the blobs (verified as they stream), the second
+        through a kept, sealed tree it makes (``_unpacked``), later runs by copying that tree."""
         ref = parse_ref(ref_text)
         desc = self.layout.resolve(ref)
         verdict = self._decide(ref, desc, read_signatures(self.layout, ref, desc.digest), allow_rollback)
@@ -540,13 +546,23 @@ class PackageStore:
         manifest = {k: v for k, v in cfg["manifest"].items() if k in PACKAGE_MANIFEST_FIELDS}
         manifest["capabilities"] = granted
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
-        tree, seal = self._unpacked(layers)
-        try:
-            copy_tree(tree, dest, self.limits.max_entries, seal=seal)
-        except PackageRejected as err:
-            if err.data.get("reason") == "corrupt":  # altered at rest: the next run unpacks afresh
-                remove_tree(tree.parent)
-            raise
+        key = self._unpacked_key(layers)
+        kept = self._kept(key)
+        if kept is None and key not in self._ran_once:
+            # the first run of this content (in this kernel): unpacked straight into the run's
+            # directory, verified as it streams; nothing kept yet, so no copy of it either
+            self._unpack_verified(layers, dest)
+            self._ran_once[key] = None
+            while len(self._ran_once) > MAX_RAN_ONCE:
+                del self._ran_once[next(iter(self._ran_once))]
+        else:
+            tree, seal = kept if kept is not None else self._unpacked(layers)
+            try:
+                copy_tree(tree, dest, self.limits.max_entries, seal=seal)
+            except PackageRejected as err:
+                if err.data.get("reason") == "corrupt":  # altered at rest: the next run unpacks afresh
+                    remove_tree(tree.parent)
+                raise
         self.record_seen(verdict)
         return Prepared(ref, desc.digest, verdict, manifest, declared, dest)
 
@@ -557,30 +573,49 @@ class PackageStore:
         doc = {"v": 2, "layers": [d.digest for d in layers], "limits": [lim.max_bytes, lim.max_entries, lim.max_name]}
         return hashlib.sha256(canonical_json(doc)).hexdigest()
 
+    def _kept(self, key: str) -> tuple[Path, dict[str, list[int]]] | None:
+        """The kept tree ``registry/unpacked/<key>`` and its seal, if there is one (a tree
+        without a readable seal — made by an older agentix, or altered — is removed)."""
+        kept = self.layout.root / "unpacked" / key
+        if not (os.path.isdir(kept) and not os.path.islink(kept)):
+            return None
+        seal = _read_seal(kept)
+        if seal is not None:
+            return kept / "tree", seal
+        remove_tree(kept)
+        return None
+
+    def _unpack_verified(self, layers: list[Descriptor], dest: Path) -> None:
+        """Unpack the stored ``layers`` into the new directory ``dest`` in one pass over each
+        blob: hashed while it inflates into a private staging directory that becomes ``dest``
+        only after every digest matched (``unpack_layers``: nothing partial, nothing
+        unverified is ever visible)."""
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(self.layout.open_verifying(d)) for d in layers]
+            unpack_layers(files, dest, self.limits)
+
     def _unpacked(self, layers: list[Descriptor]) -> tuple[Path, dict[str, list[int]]]:
-        """The package's layers unpacked once and kept: ``registry/unpacked/<key>/tree``, named
-        by the layers' digests (and the unpack limits), unpacked by ``unpack_layers`` with every
+        """The package's layers unpacked and kept: ``registry/unpacked/<key>/tree``, named by
+        the layers' digests (and the unpack limits), unpacked by ``unpack_layers`` with every
         layer verified as it streamed, then made read-only, sealed (``seal.json`` beside it:
         each entry's inode, size, times and link count, ``unpack.seal_tree``) and renamed into
-        place with its seal in one step (never partial, never without its seal). A later run of
-        the same content copies this tree instead of verifying and inflating the layers again;
-        the copy checks every entry against the seal (a tree altered at rest is refused, and
-        removed so that the next run makes it again from the verified blobs). Only the kernel
-        writes here (``registry/`` is 0700). Returns the tree and its seal."""
+        place with its seal in one step (never partial, never without its seal). Made by the
+        second run of the same content (``prepare``: the first unpacks straight into its own
+        directory); later runs copy this tree instead of verifying and inflating the layers
+        again; the copy checks every entry against the seal (a tree altered at rest is refused,
+        and removed so that the next run makes it again from the verified blobs). Only the
+        kernel writes here (``registry/`` is 0700). Returns the tree and its seal."""
         root = self.layout.root / "unpacked"
-        kept = root / self._unpacked_key(layers)
-        if os.path.isdir(kept) and not os.path.islink(kept):
-            seal = _read_seal(kept)
-            if seal is not None:
-                return kept / "tree", seal
-            remove_tree(kept)  # no readable seal: made by an older agentix, or altered
+        key = self._unpacked_key(layers)
+        found = self._kept(key)
+        if found is not None:
+            return found
+        kept = root / key
         root.mkdir(mode=0o700, exist_ok=True)
         work = root / f".new-{secrets.token_hex(6)}"
         try:
             work.mkdir(mode=0o700)
-            with contextlib.ExitStack() as stack:
-                files = [stack.enter_context(self.layout.open_verifying(d)) for d in layers]
-                unpack_layers(files, work / "tree", self.limits)
+            self._unpack_verified(layers, work / "tree")
             _read_only(work / "tree")
             seal = seal_tree(work / "tree")
             (work / "seal.json").write_bytes(canonical_json(seal))
