@@ -18,7 +18,7 @@ from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, Regis
 from agentix.core.package import parse_ref
 from agentix.packages.service import PackageStore
 
-from .conftest import Registry, make_context, start_registry, stop_registry
+from .conftest import Registry, start_registry, stop_registry
 
 
 def publish(store: PackageStore, context: Path, ref: str) -> str:
@@ -279,3 +279,96 @@ def test_pull_by_digest_checks_the_digest(store: PackageStore, other_store: Pack
     assert other_store.pull(f"{name}@{digest}")["digest"] == digest
     with pytest.raises(RegistryError):  # a digest the registry does not have
         other_store.pull(f"{name}@sha256:{'0' * 64}")
+
+
+def _index(store: PackageStore) -> bytes:
+    return (store.layout.root / "index.json").read_bytes()
+
+
+@pytest.mark.parametrize("dies_at", ["config", "signature", "layer", "index"])
+def test_a_pull_interrupted_at_any_step_tags_nothing_not_even_the_signatures(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry,
+        monkeypatch: pytest.MonkeyPatch, dies_at: str) -> None:
+    """The package's tag and its signatures' are written together, last, in one replacement of
+    index.json: wherever a pull stops, the local index is exactly what it was."""
+    ref = registry.ref("team/steps:1.0.0")
+    pub = publish(store, context, ref)
+    other_store.trust_add(pub, registry.ref("team/*"))
+    before = _index(other_store)
+    from agentix.packages import layout as layout_mod
+    from agentix.packages import remote
+
+    real_fetch, real_write = remote.RemoteRegistry.fetch_blob, layout_mod.Layout._write_atomic
+    kinds = {"config": "config.v1+json", "signature": "signature.v1+json", "layer": "tar+gzip"}
+
+    def fetch(self, ref_, desc, layout, max_size):  # type: ignore[no-untyped-def]
+        if dies_at in kinds and desc.media_type.endswith(kinds[dies_at]):
+            raise RegistryError("connection reset", reason="unreachable")
+        return real_fetch(self, ref_, desc, layout, max_size)
+
+    def write(self, path, data):  # type: ignore[no-untyped-def]
+        if dies_at == "index" and path.name == "index.json":
+            raise OSError(28, "No space left on device")
+        return real_write(self, path, data)
+
+    monkeypatch.setattr(remote.RemoteRegistry, "fetch_blob", fetch)
+    monkeypatch.setattr(layout_mod.Layout, "_write_atomic", write)
+    with pytest.raises((RegistryError, OSError)):
+        other_store.pull(ref)
+    assert _index(other_store) == before
+    assert other_store.layout.entries() == []   # no package tag, no signature tag
+    assert other_store.trust.highest("team/steps") is None
+    monkeypatch.undo()
+    assert other_store.pull(ref)["verdict"]["basis"] == "signed"  # and a retry completes it
+    assert {str(r).rsplit(":", 1)[-1].endswith(".sig") for r, _ in other_store.layout.entries()} == {True, False}
+
+
+def test_a_pull_writes_the_index_once_and_a_refused_pull_not_at_all(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = registry.ref("team/once:1.0.0")
+    pub = publish(store, context, ref)
+    from agentix.packages import layout as layout_mod
+
+    real_write = layout_mod.Layout._write_atomic
+    writes: list[str] = []
+
+    def write(self, path, data):  # type: ignore[no-untyped-def]
+        writes.append(path.name)
+        return real_write(self, path, data)
+
+    monkeypatch.setattr(layout_mod.Layout, "_write_atomic", write)
+    other_store.keys.generate("mine")
+    other_store.trust_add("mine", registry.ref("team/*"))
+    with pytest.raises(PackageRejected) as exc:   # signed, but not by a key this store trusts
+        other_store.pull(ref)
+    assert exc.value.data["reason"] == "untrusted_key"
+    assert writes == [] and other_store.layout.entries() == []  # not even the signature's tag
+    other_store.trust_add(pub, registry.ref("team/*"))
+    other_store.pull(ref)
+    assert writes == ["index.json"]   # the package and its signatures: one durable write
+    assert len(other_store.layout.entries()) == 2
+
+
+def test_a_big_blob_the_registry_has_is_found_while_its_upload_opens_and_that_upload_is_cancelled(
+        tmp_path: Path, registry: Registry) -> None:
+    """A blob over ASK_FIRST is asked about (HEAD, on a second client) while its upload session
+    opens (POST): one round trip before the bytes, not two. When the registry has it, nothing
+    is sent and the session is cancelled: the registry keeps no upload open."""
+    import os
+
+    from agentix.packages.layout import Descriptor, Layout
+    from agentix.packages.remote import ASK_FIRST, RemoteRegistry
+
+    layout = Layout(tmp_path / "local").init()
+    data = os.urandom(ASK_FIRST + 1)
+    desc = Descriptor("application/octet-stream", layout.put_bytes(data), len(data))
+    ref = parse_ref(registry.ref("team/big:1.0.0"))
+    remote = RemoteRegistry(registry.host)
+    assert remote.push_blob(ref, desc, layout) == "sent"
+    layout.blob_path(desc.digest).write_bytes(b"x" * len(data))  # were it sent again, it would be refused
+    assert remote.push_blob(ref, desc, layout) == "present"
+    assert remote.push_blob(ref, desc, layout) == "present"
+    # an open session is a directory with `startedat` (distribution 2.8; a cancelled one keeps
+    # only its hash state)
+    assert list(registry.root.rglob("repositories/team/big/_uploads/*/startedat")) == []

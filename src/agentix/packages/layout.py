@@ -342,22 +342,36 @@ class Layout:
 
     def tag(self, ref: Ref, desc: Descriptor) -> bool:
         """Point ``ref`` (NAME:TAG) at ``desc``; return False if it already did (no duplicate)."""
-        assert ref.tag is not None, "tag a NAME:TAG reference"
-        if not self.has_blob(desc.digest):
-            raise NotFound(f"cannot tag {ref}: manifest {desc.digest} is not stored")
+        return bool(self.tag_all([(ref, desc)]))
+
+    def tag_all(self, tags: list[tuple[Ref, Descriptor]]) -> int:
+        """Point each ``ref`` (NAME:TAG) at its ``desc`` in one replacement of ``index.json``
+        (one durable write: all of them appear, or none); return how many changed."""
+        for ref, desc in tags:
+            assert ref.tag is not None, "tag a NAME:TAG reference"
+            if not self.has_blob(desc.digest):
+                raise NotFound(f"cannot tag {ref}: manifest {desc.digest} is not stored")
         with self._locked():
             idx = self._index()
-            keep = []
-            for m in idx.get("manifests", []):
-                if (m.get("annotations") or {}).get(REF_ANNOTATION) == str(ref):
-                    if m.get("digest") == desc.digest:
-                        return False
-                    continue
-                keep.append(m)
-            entry = Descriptor(desc.media_type, desc.digest, desc.size, {REF_ANNOTATION: str(ref)}).to_data()
-            idx["manifests"] = [*keep, entry]
-            self._write_atomic(self.root / "index.json", canonical_json(idx))
-            return True
+            manifests = list(idx.get("manifests", []))
+            changed = 0
+            for ref, desc in tags:
+                keep = []
+                for m in manifests:
+                    if (m.get("annotations") or {}).get(REF_ANNOTATION) == str(ref):
+                        if m.get("digest") == desc.digest:
+                            break
+                        continue
+                    keep.append(m)
+                else:
+                    entry = Descriptor(desc.media_type, desc.digest, desc.size,
+                                       {REF_ANNOTATION: str(ref)}).to_data()
+                    manifests = [*keep, entry]
+                    changed += 1
+            if changed:
+                idx["manifests"] = manifests
+                self._write_atomic(self.root / "index.json", canonical_json(idx))
+            return changed
 
     def untag(self, ref: Ref) -> bool:
         with self._locked():

@@ -38,7 +38,8 @@ from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout
 from agentix.packages.pushed import PushRecord
 from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
-                                    TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
+                                    TrustState, add_signature, read_signatures, signature_manifest, signature_ref,
+                                    signatures_in)
 from agentix.packages.unpack import UnpackLimits, copy_tree, seal_tree, unpack_layers
 
 if TYPE_CHECKING:  # the registry client (oras, requests) loads on the first push or pull:
@@ -419,7 +420,10 @@ class PackageStore:
         return [futures[i].result() for i in range(len(blobs))]
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
-        """Fetch, verify digests, decide trust, then store and tag (in that order)."""
+        """Fetch, verify digests, decide trust, then store and tag (in that order): the
+        manifest; its config while the signatures beside it are looked for (on a client of
+        their own); the verdict; only then the layers; last, one write of the index tags the
+        package and its signatures together (an interrupted pull tags nothing)."""
         ref = parse_ref(ref_text)
         remote = self._remote(ref)
         desc, mbytes = remote.get_manifest(ref)
@@ -438,27 +442,30 @@ class PackageStore:
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
         if sum(d.size for d in layers) > self.limits.max_bytes * 2:
             raise PackageRejected(f"{ref} is larger than this kernel accepts", reason="too_large")
-        remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)
-        self.layout.put_bytes(mbytes, desc.digest)
-        sigs, via = self._remote_signatures(remote, ref, desc)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="signatures") as side:
+            sig_f = side.submit(self._remote_signatures, self._remote(ref), ref, desc)
+            remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)  # its failure is raised first
+            self.layout.put_bytes(mbytes, desc.digest)
+        sigs, via, sig_tag = sig_f.result()
         verdict = self._decide(ref, desc, sigs, allow_rollback)  # before any layer is fetched or tagged
         for d in layers:
             remote.fetch_blob(ref, d, self.layout, self.limits.max_bytes * 2)
-        if ref.tag:
-            self.layout.tag(ref, Descriptor(MANIFEST_TYPE, desc.digest, desc.size))
-        else:
-            # by digest: remember it under a tag named after its digest
-            self.layout.tag(ref.with_tag("sha256-" + desc.digest[7:19]), Descriptor(MANIFEST_TYPE, desc.digest, desc.size))
+        # by digest: remembered under a tag named after its digest
+        tag_ref = ref if ref.tag else ref.with_tag("sha256-" + desc.digest[7:19])
+        self.layout.tag_all([*([sig_tag] if sig_tag is not None else []),
+                             (tag_ref, Descriptor(MANIFEST_TYPE, desc.digest, desc.size))])
         self.record_seen(verdict)
         return {"ref": str(ref), "digest": desc.digest, "verdict": _verdict_data(verdict), "signatures_via": via}
 
-    def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor) -> tuple[list[Signature], str | None]:
-        """The signatures stored beside ``desc`` on the registry, and where they were found:
-        through the OCI referrers API (manifests whose subject is the package) when the
-        registry implements it, else — or when it lists none — under the tag
-        ``sha256-<hex>.sig``. Their blobs are fetched (bounded, checked against their
-        digests) and kept locally as one signature manifest beside the package. Signatures
-        are *found* here, never trusted: ``decide`` verifies each."""
+    def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor
+                           ) -> tuple[list[Signature], str | None, tuple[Ref, Descriptor] | None]:
+        """The signatures stored beside ``desc`` on the registry, where they were found, and
+        the local tag to give them: through the OCI referrers API (manifests whose subject is
+        the package) when the registry implements it, else — or when it lists none — under
+        the tag ``sha256-<hex>.sig``. Their blobs are fetched (bounded, checked against their
+        digests) and stored locally as one signature manifest, which the caller tags beside
+        the package (``pull``: in the same index write). Signatures are *found* here, never
+        trusted: ``decide`` verifies each."""
         layers: list[Descriptor] = []
         via = None
         sref = signature_ref(ref, desc.digest)
@@ -493,14 +500,13 @@ class PackageStore:
                 layers = self._signature_layers(sbytes, desc.digest, need_subject=False)
                 via = "tag" if layers else None
         if not layers:
-            return [], None
+            return [], None, None
         for d in layers[:MAX_SIGNATURES]:
             remote.fetch_blob(ref, d, self.layout, 64 << 10)
         self.layout.put_bytes(b"{}", EMPTY_CONFIG.digest)
         mbytes = signature_manifest(layers[:MAX_SIGNATURES], desc)
-        self.layout.tag(signature_ref(ref, desc.digest),
-                        Descriptor(MANIFEST_TYPE, self.layout.put_bytes(mbytes), len(mbytes)))
-        return read_signatures(self.layout, ref, desc.digest), via
+        mdesc = Descriptor(MANIFEST_TYPE, self.layout.put_bytes(mbytes), len(mbytes))
+        return signatures_in(self.layout, mdesc.digest), via, (signature_ref(ref, desc.digest), mdesc)
 
     @staticmethod
     def _signature_layers(sbytes: bytes, subject: str, need_subject: bool = True) -> list[Descriptor]:
