@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socketserver
 import threading
 import time
@@ -372,3 +373,82 @@ def test_a_big_blob_the_registry_has_is_found_while_its_upload_opens_and_that_up
     # an open session is a directory with `startedat` (distribution 2.8; a cancelled one keeps
     # only its hash state)
     assert list(registry.root.rglob("repositories/team/big/_uploads/*/startedat")) == []
+
+
+def _pulled(store: PackageStore, other_store: PackageStore, context: Path, registry: Registry,
+            name: str) -> tuple[str, Path]:
+    ref = registry.ref(name)
+    other_store.trust_add(publish(store, context, ref), registry.ref("team/*"))
+    other_store.pull(ref)
+    m = json.loads(other_store.layout.read_blob(other_store.layout.resolve(parse_ref(ref)).digest))
+    return ref, other_store.layout.blob_path(m["layers"][0]["digest"])
+
+
+def _hashers(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    from agentix.packages import layout as layout_mod
+
+    made: list[object] = []
+    real = layout_mod.Sha256Thread
+
+    def counted() -> object:
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(layout_mod, "Sha256Thread", counted)
+    return made
+
+
+def test_a_run_does_not_hash_again_a_layer_its_pull_hashed(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ref, _ = _pulled(store, other_store, context, registry, "team/hashedonce:1.0.0")
+    made = _hashers(monkeypatch)
+    p = other_store.prepare(ref, "all", tmp_path / "run")
+    assert made == []  # streamed without a second hash: the pull hashed it, its file is unchanged
+    assert (p.program_dir / "agent" / "notes.txt").read_text() == "remember the milk\n"
+    # a store that did not hash the blob itself (here: built it) hashes it while it unpacks
+    store.trust_add("publisher", registry.ref("team/*"))
+    store.prepare(ref, "all", tmp_path / "run2")
+    layers = json.loads(store.layout.read_blob(store.layout.resolve(parse_ref(ref)).digest))["layers"]
+    assert len(made) == len(layers) >= 1
+
+
+@pytest.mark.parametrize("how", ["rewritten_in_place", "replaced"])
+def test_a_pulled_layer_altered_at_rest_is_hashed_again_and_refused(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, tmp_path: Path,
+        how: str) -> None:
+    ref, blob = _pulled(store, other_store, context, registry, f"team/altered-{how.replace('_', '-')}:1.0.0")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 1
+    if how == "rewritten_in_place":   # same inode, same size
+        with open(blob, "r+b") as f:
+            f.write(bytes(data))
+    else:
+        (blob.parent / "new").write_bytes(bytes(data))
+        (blob.parent / "new").replace(blob)
+    with pytest.raises(PackageRejected) as exc:
+        other_store.prepare(ref, "all", tmp_path / "run")
+    assert exc.value.data["reason"] == "digest_mismatch"
+    assert not (tmp_path / "run").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".unpack-")] == []
+
+
+def test_a_pulled_layer_altered_while_a_run_reads_it_is_refused(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentix.packages import layout as layout_mod
+
+    ref, blob = _pulled(store, other_store, context, registry, "team/racing:1.0.0")
+    real = layout_mod.VerifyingReader.read
+
+    def read_then_alter(self, size=-1):  # type: ignore[no-untyped-def]
+        data = real(self, size)
+        if self.digest == "sha256:" + blob.name and self.stamp is not None:
+            os.utime(blob)   # a write after the open: the file's times move
+        return data
+
+    monkeypatch.setattr(layout_mod.VerifyingReader, "read", read_then_alter)
+    with pytest.raises(PackageRejected) as exc:
+        other_store.prepare(ref, "all", tmp_path / "run")
+    assert exc.value.data["reason"] == "digest_mismatch" and "altered" in exc.value.message
+    assert not (tmp_path / "run").exists()

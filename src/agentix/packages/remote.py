@@ -297,15 +297,15 @@ class RemoteRegistry:
                             flushed = n
                 except requests.RequestException as err:
                     raise _fail(what, self.host, err=err) from None
+                actual = "sha256:" + h.hexdigest()
+                if actual != desc.digest or n != desc.size:
+                    raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
+                                          f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
+                                          actual=actual)
                 os.fsync(f.fileno())
-            actual = "sha256:" + h.hexdigest()
-            if actual != desc.digest or n != desc.size:
-                raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
-                                      f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
-                                      actual=actual)
-            # hashed as it arrived, written by us into the store's private tmp/ and fsynced:
-            # not read and hashed a second time
-            layout.commit_file(tmp, desc.digest, hashed=True)
+                # hashed as it arrived, written by us into the store's private tmp/ and
+                # fsynced: not read and hashed a second time (nor by a run, while unchanged)
+                layout.commit_file(tmp, desc.digest, hashed=True, fd=f.fileno())
             return True
         finally:
             tmp.unlink(missing_ok=True)
