@@ -27,6 +27,13 @@ from agentix.packages.service import PackageStore
 REF = "team/hello:1.0.0"
 
 
+def _keep(store: PackageStore) -> Path:
+    """Run the package until its tree is kept (the second run of its content keeps it)."""
+    for _ in range(2):
+        store.prepare(REF, "all", store.home / f"keep-{os.urandom(4).hex()}")
+    return _kept(store)
+
+
 def _kept(store: PackageStore) -> Path:
     [kept] = [p for p in (store.layout.root / "unpacked").iterdir() if not p.name.startswith(".")]
     return kept / "tree"
@@ -74,7 +81,7 @@ ATTACKS: list[Callable[[Path, Path], None]] = [rewrite_in_place, replace_file, a
 def test_a_kept_tree_altered_at_rest_is_never_copied_into_a_run(signed: PackageStore, tmp_path: Path, attack) -> None:
     first = signed.prepare(REF, "all", signed.home / "run1").program_dir
     original = (first / "agent" / "util.py").read_bytes()
-    attack(_kept(signed), tmp_path)
+    attack(_keep(signed), tmp_path)
     with pytest.raises(PackageRejected) as ei:
         signed.prepare(REF, "all", signed.home / "run2")
     assert ei.value.data["reason"] == "corrupt", ei.value.message
@@ -89,8 +96,7 @@ def test_a_kept_tree_altered_at_rest_is_never_copied_into_a_run(signed: PackageS
 
 
 def test_an_altered_seal_without_the_tree_is_made_again(signed: PackageStore) -> None:
-    signed.prepare(REF, "all", signed.home / "run1")
-    seal = _kept(signed).parent / "seal.json"
+    seal = _keep(signed).parent / "seal.json"
     seal.write_text("not json")
     run = signed.prepare(REF, "all", signed.home / "run2").program_dir   # remade from the blobs
     assert (run / "agent" / "util.py").read_text() == "X = 1\n"
@@ -100,9 +106,7 @@ def test_an_altered_seal_without_the_tree_is_made_again(signed: PackageStore) ->
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(picks=st.lists(st.sampled_from(ATTACKS), min_size=1, max_size=3, unique=True))
 def test_any_mix_of_alterations_is_refused(signed: PackageStore, tmp_path_factory, picks) -> None:
-    warm = signed.home / f"warm-{os.urandom(4).hex()}"
-    signed.prepare(REF, "all", warm)  # the kept tree exists (made again after the last refusal)
-    tree = _kept(signed)
+    tree = _keep(signed)  # the kept tree exists (made again after the last refusal)
     outside = tmp_path_factory.mktemp("o")
     for attack in picks:
         attack(tree, outside)

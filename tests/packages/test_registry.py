@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,3 +281,175 @@ def test_pull_by_digest_checks_the_digest(store: PackageStore, other_store: Pack
     assert other_store.pull(f"{name}@{digest}")["digest"] == digest
     with pytest.raises(RegistryError):  # a digest the registry does not have
         other_store.pull(f"{name}@sha256:{'0' * 64}")
+
+
+def _index(store: PackageStore) -> bytes:
+    return (store.layout.root / "index.json").read_bytes()
+
+
+@pytest.mark.parametrize("dies_at", ["config", "signature", "layer", "index"])
+def test_a_pull_interrupted_at_any_step_tags_nothing_not_even_the_signatures(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry,
+        monkeypatch: pytest.MonkeyPatch, dies_at: str) -> None:
+    """The package's tag and its signatures' are written together, last, in one replacement of
+    index.json: wherever a pull stops, the local index is exactly what it was."""
+    ref = registry.ref("team/steps:1.0.0")
+    pub = publish(store, context, ref)
+    other_store.trust_add(pub, registry.ref("team/*"))
+    before = _index(other_store)
+    from agentix.packages import layout as layout_mod
+    from agentix.packages import remote
+
+    real_fetch, real_write = remote.RemoteRegistry.fetch_blob, layout_mod.Layout._write_atomic
+    kinds = {"config": "config.v1+json", "signature": "signature.v1+json", "layer": "tar+gzip"}
+
+    def fetch(self, ref_, desc, layout, max_size):  # type: ignore[no-untyped-def]
+        if dies_at in kinds and desc.media_type.endswith(kinds[dies_at]):
+            raise RegistryError("connection reset", reason="unreachable")
+        return real_fetch(self, ref_, desc, layout, max_size)
+
+    def write(self, path, data):  # type: ignore[no-untyped-def]
+        if dies_at == "index" and path.name == "index.json":
+            raise OSError(28, "No space left on device")
+        return real_write(self, path, data)
+
+    monkeypatch.setattr(remote.RemoteRegistry, "fetch_blob", fetch)
+    monkeypatch.setattr(layout_mod.Layout, "_write_atomic", write)
+    with pytest.raises((RegistryError, OSError)):
+        other_store.pull(ref)
+    assert _index(other_store) == before
+    assert other_store.layout.entries() == []   # no package tag, no signature tag
+    assert other_store.trust.highest("team/steps") is None
+    monkeypatch.undo()
+    assert other_store.pull(ref)["verdict"]["basis"] == "signed"  # and a retry completes it
+    assert {str(r).rsplit(":", 1)[-1].endswith(".sig") for r, _ in other_store.layout.entries()} == {True, False}
+
+
+def test_a_pull_writes_the_index_once_and_a_refused_pull_not_at_all(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = registry.ref("team/once:1.0.0")
+    pub = publish(store, context, ref)
+    from agentix.packages import layout as layout_mod
+
+    real_write = layout_mod.Layout._write_atomic
+    writes: list[str] = []
+
+    def write(self, path, data):  # type: ignore[no-untyped-def]
+        writes.append(path.name)
+        return real_write(self, path, data)
+
+    monkeypatch.setattr(layout_mod.Layout, "_write_atomic", write)
+    other_store.keys.generate("mine")
+    other_store.trust_add("mine", registry.ref("team/*"))
+    with pytest.raises(PackageRejected) as exc:   # signed, but not by a key this store trusts
+        other_store.pull(ref)
+    assert exc.value.data["reason"] == "untrusted_key"
+    assert writes == [] and other_store.layout.entries() == []  # not even the signature's tag
+    other_store.trust_add(pub, registry.ref("team/*"))
+    other_store.pull(ref)
+    assert writes == ["index.json"]   # the package and its signatures: one durable write
+    assert len(other_store.layout.entries()) == 2
+
+
+def test_a_big_blob_the_registry_has_is_found_while_its_upload_opens_and_that_upload_is_cancelled(
+        tmp_path: Path, registry: Registry) -> None:
+    """A blob over ASK_FIRST is asked about (HEAD, on a second client) while its upload session
+    opens (POST): one round trip before the bytes, not two. When the registry has it, nothing
+    is sent and the session is cancelled: the registry keeps no upload open."""
+    import os
+
+    from agentix.packages.layout import Descriptor, Layout
+    from agentix.packages.remote import ASK_FIRST, RemoteRegistry
+
+    layout = Layout(tmp_path / "local").init()
+    data = os.urandom(ASK_FIRST + 1)
+    desc = Descriptor("application/octet-stream", layout.put_bytes(data), len(data))
+    ref = parse_ref(registry.ref("team/big:1.0.0"))
+    remote = RemoteRegistry(registry.host)
+    assert remote.push_blob(ref, desc, layout) == "sent"
+    layout.blob_path(desc.digest).write_bytes(b"x" * len(data))  # were it sent again, it would be refused
+    assert remote.push_blob(ref, desc, layout) == "present"
+    assert remote.push_blob(ref, desc, layout) == "present"
+    # an open session is a directory with `startedat` (distribution 2.8; a cancelled one keeps
+    # only its hash state)
+    assert list(registry.root.rglob("repositories/team/big/_uploads/*/startedat")) == []
+
+
+def _pulled(store: PackageStore, other_store: PackageStore, context: Path, registry: Registry,
+            name: str) -> tuple[str, Path]:
+    ref = registry.ref(name)
+    other_store.trust_add(publish(store, context, ref), registry.ref("team/*"))
+    other_store.pull(ref)
+    m = json.loads(other_store.layout.read_blob(other_store.layout.resolve(parse_ref(ref)).digest))
+    return ref, other_store.layout.blob_path(m["layers"][0]["digest"])
+
+
+def _hashers(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    from agentix.packages import layout as layout_mod
+
+    made: list[object] = []
+    real = layout_mod.Sha256Thread
+
+    def counted() -> object:
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(layout_mod, "Sha256Thread", counted)
+    return made
+
+
+def test_a_run_does_not_hash_again_a_layer_its_pull_hashed(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ref, _ = _pulled(store, other_store, context, registry, "team/hashedonce:1.0.0")
+    made = _hashers(monkeypatch)
+    p = other_store.prepare(ref, "all", tmp_path / "run")
+    assert made == []  # streamed without a second hash: the pull hashed it, its file is unchanged
+    assert (p.program_dir / "agent" / "notes.txt").read_text() == "remember the milk\n"
+    # a store that did not hash the blob itself (here: built it) hashes it while it unpacks
+    store.trust_add("publisher", registry.ref("team/*"))
+    store.prepare(ref, "all", tmp_path / "run2")
+    layers = json.loads(store.layout.read_blob(store.layout.resolve(parse_ref(ref)).digest))["layers"]
+    assert len(made) == len(layers) >= 1
+
+
+@pytest.mark.parametrize("how", ["rewritten_in_place", "replaced"])
+def test_a_pulled_layer_altered_at_rest_is_hashed_again_and_refused(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, tmp_path: Path,
+        how: str) -> None:
+    ref, blob = _pulled(store, other_store, context, registry, f"team/altered-{how.replace('_', '-')}:1.0.0")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 1
+    if how == "rewritten_in_place":   # same inode, same size
+        with open(blob, "r+b") as f:
+            f.write(bytes(data))
+    else:
+        (blob.parent / "new").write_bytes(bytes(data))
+        (blob.parent / "new").replace(blob)
+    with pytest.raises(PackageRejected) as exc:
+        other_store.prepare(ref, "all", tmp_path / "run")
+    assert exc.value.data["reason"] == "digest_mismatch"
+    assert not (tmp_path / "run").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".unpack-")] == []
+
+
+def test_a_pulled_layer_altered_while_a_run_reads_it_is_refused(
+        store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentix.packages import layout as layout_mod
+
+    ref, blob = _pulled(store, other_store, context, registry, "team/racing:1.0.0")
+    real = layout_mod.VerifyingReader.read
+
+    def read_then_alter(self, size=-1):  # type: ignore[no-untyped-def]
+        data = real(self, size)
+        if self.digest == "sha256:" + blob.name and self.stamp is not None:
+            os.utime(blob)   # a write after the open: the file's times move
+        return data
+
+    monkeypatch.setattr(layout_mod.VerifyingReader, "read", read_then_alter)
+    with pytest.raises(PackageRejected) as exc:
+        other_store.prepare(ref, "all", tmp_path / "run")
+    assert exc.value.data["reason"] == "digest_mismatch" and "altered" in exc.value.message
+    assert not (tmp_path / "run").exists()

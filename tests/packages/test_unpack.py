@@ -9,6 +9,7 @@ import io
 import os
 import stat
 import tarfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentix.core.errors import PackageRejected
+from agentix.packages import unpack as unpack_mod
 from agentix.packages.layout import Descriptor, Layout
 from agentix.packages.unpack import PLAIN_TAR_TYPE, UnpackLimits, gzipped, unpack_layers
 
@@ -223,3 +225,40 @@ def test_any_flipped_byte_is_a_digest_mismatch_and_nothing_appears(tmp_path_fact
     assert os.listdir(root) == []
 
 
+
+
+INFLATERS = {"isal": unpack_mod.INFLATER, "zlib": zlib}
+#: a gzip stream's trailer is CRC-32 then the size (mod 2**32), little-endian: the last 8 bytes
+TRAILERS: dict[str, Callable[[bytes], bytes]] = {
+    "crc": lambda b: b[:-8] + bytes([b[-8] ^ 1]) + b[-7:],
+    "size": lambda b: b[:-4] + bytes([b[-4] ^ 1]) + b[-3:],
+    "cut_trailer": lambda b: b[:-5],
+    "garbage_after": lambda b: b + b"\x1f\x8bnot a member",
+}
+
+
+@pytest.mark.parametrize("inflater", INFLATERS)
+@pytest.mark.parametrize("damage", TRAILERS)
+def test_each_inflater_checks_every_members_crc_and_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        inflater: str, damage: str) -> None:
+    """Layers are inflated by ISA-L (zlib where it is missing): either one refuses a member
+    whose CRC or size does not match what it inflated, a cut trailer and a broken second
+    member — ``corrupt``, and nothing is left."""
+    assert unpack_mod.INFLATER is not zlib, "isal is a dependency: layers are inflated by ISA-L"
+    monkeypatch.setattr(unpack_mod, "INFLATER", INFLATERS[inflater])
+    blob = TRAILERS[damage](layer(f("a/one.txt", RANDOM_5K), f("a/two.txt", b"two" * 1000)))
+    with pytest.raises(PackageRejected) as exc:
+        unpack_layers([io.BytesIO(blob)], tmp_path / "pkg")
+    assert exc.value.data["reason"] == "corrupt", exc.value.message
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("inflater", INFLATERS)
+def test_each_inflater_reads_a_multi_member_layer_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        inflater: str) -> None:
+    monkeypatch.setattr(unpack_mod, "INFLATER", INFLATERS[inflater])
+    tar = plain_layer(f("a/one.txt", RANDOM_5K), f("a/two.txt", b"two" * 100_000))
+    blob = gzip.compress(tar[:7000], mtime=0) + gzip.compress(tar[7000:], mtime=0)  # two members
+    dest = unpack_layers([io.BytesIO(blob)], tmp_path / "pkg")
+    assert (dest / "a" / "one.txt").read_bytes() == RANDOM_5K
+    assert (dest / "a" / "two.txt").read_bytes() == b"two" * 100_000

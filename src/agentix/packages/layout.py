@@ -37,11 +37,13 @@ from agentix.core.errors import NotFound, PackageRejected
 from agentix.core.package import Ref, check_digest, parse_ref, sha256_digest
 
 __all__ = ["Checkpoint", "Descriptor", "Layout", "MANIFEST_TYPE", "REF_ANNOTATION", "Sha256Thread", "VerifyingReader",
-           "image_manifest", "start_writeback"]
+           "file_stamp", "image_manifest", "start_writeback"]
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20
+#: at most this many stamps of blobs hashed when stored are remembered (``Layout._hashed``)
+MAX_HASHED = 4096
 
 
 @dataclass(frozen=True)
@@ -129,18 +131,31 @@ class Sha256Thread:
             self.t.join()
 
 
+def file_stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's content could have: device, inode, size, mtime and
+    ctime (the kernel sets ctime on every write, chmod, link or rename; user space cannot)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class VerifyingReader:
     """A blob read once: every byte handed out is hashed as it goes, and ``verify()`` reads
     what is left and checks the digest (and size). For consumers that write only into a
     private staging area and publish it after ``verify()`` (``unpack_layers``): the blob is
     streamed once instead of hashed in full first and read again. Nothing read from it may
-    become visible, or be trusted, before ``verify()`` returned."""
+    become visible, or be trusted, before ``verify()`` returned.
 
-    def __init__(self, f: BinaryIO, digest: str, size: int | None = None) -> None:
+    With ``stamp`` (``Layout.open_verifying``: a blob this layout hashed itself as it stored
+    it, whose opened file still has that ``file_stamp``), the bytes are not hashed again:
+    ``verify()`` checks that the file still has that stamp (unchanged while it was read)."""
+
+    def __init__(self, f: BinaryIO, digest: str, size: int | None = None,
+                 stamp: tuple[int, ...] | None = None) -> None:
         self.f = f
         self.digest = digest
         self.size = size
-        self.h = Sha256Thread()  # hashing overlaps the consumer's inflating and writing
+        self.stamp = stamp
+        # hashing overlaps the consumer's inflating and writing
+        self.h = Sha256Thread() if stamp is None else None
         self.n = 0
         self.buf = b""
         self.pos = 0
@@ -153,17 +168,29 @@ class VerifyingReader:
             self.buf = self.f.read(max(size, CHUNK) if size >= 0 else -1) or b""
             self.pos = 0
             if self.buf:
-                self.h.update([self.buf])
+                if self.h is not None:
+                    self.h.update([self.buf])
                 self.n += len(self.buf)
         end = len(self.buf) if size < 0 else self.pos + size
         data = self.buf[self.pos:end]
         self.pos += len(data)
         return data
 
+    def stop(self) -> None:
+        if self.h is not None:
+            self.h.stop()
+
     def verify(self) -> None:
         """Hash the rest of the blob; a mismatch is ``PackageRejected(digest_mismatch)``."""
         if self.verified:
             return
+        if self.stamp is not None:
+            if file_stamp(os.fstat(self.f.fileno())) != self.stamp:
+                raise PackageRejected(f"blob {self.digest} in the local store changed while it was read "
+                                      "(it was altered)", reason="digest_mismatch", digest=self.digest)
+            self.verified = True
+            return
+        assert self.h is not None
         while chunk := self.f.read(CHUNK):
             self.h.update([chunk])
             self.n += len(chunk)
@@ -203,6 +230,9 @@ class Layout:
         self.root = root
         self.blobs = root / "blobs" / "sha256"
         self.tmp = root / "tmp"
+        #: digest -> ``file_stamp`` of blobs this layout hashed as it stored them (in memory
+        #: only: a record on disk could be rewritten with the blob); the oldest dropped
+        self._hashed: dict[str, tuple[int, ...]] = {}
 
     def init(self) -> Layout:
         self.blobs.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -242,12 +272,18 @@ class Layout:
             os.replace(tmp, self.blob_path(digest))
         return digest
 
-    def commit_file(self, tmp: Path, expected: str, *, hashed: bool = False) -> None:
+    def commit_file(self, tmp: Path, expected: str, *, hashed: bool = False, fd: int | None = None) -> None:
         """Move a downloaded or built temporary file into place after checking its digest
         (``hashed``: the caller wrote it to ``tmp/`` itself, hashing every byte as it went,
-        and fsynced it — a snapshot layer; then it is not read again)."""
+        and fsynced it — a snapshot layer; then it is not read again). ``fd``: the caller's
+        still open descriptor of that hashed file: its stamp is remembered (``open_verifying``
+        then reads the blob without hashing it again while the file keeps that stamp)."""
         if hashed:
             os.replace(tmp, self.blob_path(expected))
+            if fd is not None:  # after the rename: a rename sets the ctime too
+                self._hashed[expected] = file_stamp(os.fstat(fd))
+                while len(self._hashed) > MAX_HASHED:
+                    del self._hashed[next(iter(self._hashed))]
             return
         h = hashlib.sha256()
         with open(tmp, "rb") as f:
@@ -297,18 +333,24 @@ class Layout:
     @contextlib.contextmanager
     def open_verifying(self, desc: Descriptor) -> Iterator[VerifyingReader]:
         """A ``VerifyingReader`` over the blob ``desc``: hashed while it is consumed; the
-        consumer calls ``verify()`` before it publishes anything it made from the bytes."""
+        consumer calls ``verify()`` before it publishes anything it made from the bytes. A
+        blob this layout hashed as it stored it (``commit_file(fd=)``: a pull) whose opened
+        file still has the stamp it had then is not hashed again: the reader checks the stamp
+        once more at ``verify()`` instead."""
         path = self.blob_path(desc.digest)
         try:
             f = open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise NotFound(f"blob {desc.digest} is not in the local store", digest=desc.digest) from None
-        reader = VerifyingReader(f, desc.digest, desc.size)  # type: ignore[arg-type]
+        stamp = self._hashed.get(desc.digest)
+        if stamp is not None and (file_stamp(os.fstat(f.fileno())) != stamp or stamp[2] != desc.size):
+            stamp = None  # changed since (or another size named): hashed like any other
+        reader = VerifyingReader(f, desc.digest, desc.size, stamp)  # type: ignore[arg-type]
         try:
             with f:
                 yield reader
         finally:
-            reader.h.stop()
+            reader.stop()
 
     def read_json(self, digest: str) -> Any:
         try:
@@ -350,22 +392,36 @@ class Layout:
 
     def tag(self, ref: Ref, desc: Descriptor) -> bool:
         """Point ``ref`` (NAME:TAG) at ``desc``; return False if it already did (no duplicate)."""
-        assert ref.tag is not None, "tag a NAME:TAG reference"
-        if not self.has_blob(desc.digest):
-            raise NotFound(f"cannot tag {ref}: manifest {desc.digest} is not stored")
+        return bool(self.tag_all([(ref, desc)]))
+
+    def tag_all(self, tags: list[tuple[Ref, Descriptor]]) -> int:
+        """Point each ``ref`` (NAME:TAG) at its ``desc`` in one replacement of ``index.json``
+        (one durable write: all of them appear, or none); return how many changed."""
+        for ref, desc in tags:
+            assert ref.tag is not None, "tag a NAME:TAG reference"
+            if not self.has_blob(desc.digest):
+                raise NotFound(f"cannot tag {ref}: manifest {desc.digest} is not stored")
         with self._locked():
             idx = self._index()
-            keep = []
-            for m in idx.get("manifests", []):
-                if (m.get("annotations") or {}).get(REF_ANNOTATION) == str(ref):
-                    if m.get("digest") == desc.digest:
-                        return False
-                    continue
-                keep.append(m)
-            entry = Descriptor(desc.media_type, desc.digest, desc.size, {REF_ANNOTATION: str(ref)}).to_data()
-            idx["manifests"] = [*keep, entry]
-            self._write_atomic(self.root / "index.json", canonical_json(idx))
-            return True
+            manifests = list(idx.get("manifests", []))
+            changed = 0
+            for ref, desc in tags:
+                keep = []
+                for m in manifests:
+                    if (m.get("annotations") or {}).get(REF_ANNOTATION) == str(ref):
+                        if m.get("digest") == desc.digest:
+                            break
+                        continue
+                    keep.append(m)
+                else:
+                    entry = Descriptor(desc.media_type, desc.digest, desc.size,
+                                       {REF_ANNOTATION: str(ref)}).to_data()
+                    manifests = [*keep, entry]
+                    changed += 1
+            if changed:
+                idx["manifests"] = manifests
+                self._write_atomic(self.root / "index.json", canonical_json(idx))
+            return changed
 
     def untag(self, ref: Ref) -> bool:
         with self._locked():

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ import requests
 
 from agentix.core.errors import AgentixError, NotFound, PackageRejected, RegistryError
 from agentix.core.package import Ref, check_digest, sha256_digest
-from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout
+from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, start_writeback
 from agentix.packages.registry_urls import MAX_REDIRECTS, check_url, pin_session
 
 __all__ = ["Credentials", "RemoteRegistry", "ACCEPT", "INDEX_TYPE"]
@@ -66,6 +67,8 @@ DIGEST_IN_TEXT = re.compile(r"sha256:[a-f0-9]{64}")
 ASK_FIRST = 64 << 10
 #: at most this many referrers of one artifact are looked at (the rest are ignored)
 MAX_REFERRERS = 64
+#: a blob being downloaded is handed to the disk every this many bytes (``start_writeback``)
+WRITEBACK = 2 << 20
 
 
 def _is_loopback(host: str) -> bool:
@@ -170,6 +173,9 @@ def _error_details(body: str) -> dict[str, list[str]]:
 class RemoteRegistry:
     def __init__(self, host: str, credentials: Credentials = Credentials(), *, timeout: float = 30.0) -> None:
         self.host = host
+        self.credentials = credentials
+        self.timeout = timeout
+        self._side: RemoteRegistry | None = None
         insecure = credentials.insecure if credentials.insecure is not None else _is_loopback(host)
         backend = "basic" if credentials.username else "token"
         self.reg = _Registry(hostname=host, insecure=insecure, auth_backend=backend)
@@ -285,8 +291,8 @@ class RemoteRegistry:
         tmp = layout.temp_path("pull")
         try:
             h = hashlib.sha256()
-            n = 0
-            with open(tmp, "wb") as f:
+            n = flushed = 0
+            with open(tmp, "wb", buffering=0) as f:
                 try:
                     for chunk in r.iter_content(CHUNK):
                         n += len(chunk)
@@ -294,19 +300,23 @@ class RemoteRegistry:
                             raise PackageRejected(f"{what}: the registry sent more than the {desc.size} "
                                                   "bytes the manifest names", reason="digest_mismatch")
                         h.update(chunk)
-                        f.write(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[f.write(view):]
+                        if n - flushed >= WRITEBACK:  # the fsync below then finds most of it on disk
+                            start_writeback(f.fileno(), flushed, n - flushed)
+                            flushed = n
                 except requests.RequestException as err:
                     raise _fail(what, self.host, err=err) from None
-                f.flush()
+                actual = "sha256:" + h.hexdigest()
+                if actual != desc.digest or n != desc.size:
+                    raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
+                                          f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
+                                          actual=actual)
                 os.fsync(f.fileno())
-            actual = "sha256:" + h.hexdigest()
-            if actual != desc.digest or n != desc.size:
-                raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
-                                      f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
-                                      actual=actual)
-            # hashed as it arrived, written by us into the store's private tmp/ and fsynced:
-            # not read and hashed a second time
-            layout.commit_file(tmp, desc.digest, hashed=True)
+                # hashed as it arrived, written by us into the store's private tmp/ and
+                # fsynced: not read and hashed a second time (nor by a run, while unchanged)
+                layout.commit_file(tmp, desc.digest, hashed=True, fd=f.fileno())
             return True
         finally:
             tmp.unlink(missing_ok=True)
@@ -360,11 +370,12 @@ class RemoteRegistry:
     def push_blob(self, ref: Ref, desc: Descriptor, layout: Layout, *, mount_from: str | None = None) -> str:
         """Make sure ``ref``'s repository holds the blob: ``"mounted"`` from the repository
         ``mount_from`` of the same registry (no bytes sent; distribution answers 201), else
-        ``"present"`` if the registry has it (asked only for blobs over ``ASK_FIRST`` bytes),
-        else ``"sent"`` (uploaded: POST, then PUT with the digest). A mount the registry does
-        not do — the blob is not in ``mount_from``, the credentials cannot read it, no mount
-        support — falls back to the upload: the upload session the registry opened instead
-        (202), or, if it refused the mount outright (401/403/404), the ordinary HEAD, POST, PUT."""
+        ``"present"`` if the registry has it (asked only for blobs over ``ASK_FIRST`` bytes,
+        while the upload session opens: ``_open_upload``), else ``"sent"`` (uploaded: POST,
+        then PUT with the digest). A mount the registry does not do — the blob is not in
+        ``mount_from``, the credentials cannot read it, no mount support — falls back to the
+        upload: the upload session the registry opened instead (202), or, if it refused the
+        mount outright (401/403/404), the ordinary HEAD and POST, then PUT."""
         what = f"uploading {desc.digest[:19]} to {ref.name}"
         uploads = f"{self.reg.prefix}://{self.host}/v2/{ref.path}/blobs/uploads/"
         r: requests.Response | None = None
@@ -382,15 +393,10 @@ class RemoteRegistry:
                 return "mounted"
         if r is None:
             # a small blob is sent without asking first: the HEAD would cost the same round trip
-            if desc.size > ASK_FIRST and self.has_blob(ref, desc.digest):
+            r = self._open_upload(what, uploads, ref, desc)
+            if r is None:
                 return "present"
-            r = self._request(what, uploads, "POST", ok=(202,), headers={"Content-Type": "application/octet-stream"})
-        location = r.headers.get("Location")
-        if not location:
-            raise RegistryError(f"{what}: the registry gave no upload location", reason="protocol",
-                                registry=self.host)
-        if not location.startswith("http"):
-            location = f"{self.reg.prefix}://{self.host}{location}"
+        location = self._location(what, r)
         sep = "&" if "?" in location else "?"
         try:
             f = open(layout.blob_path(desc.digest), "rb", buffering=0)
@@ -409,6 +415,39 @@ class RemoteRegistry:
             if desc.size:
                 body.check()
         return "sent"
+
+    def _location(self, what: str, r: requests.Response) -> str:
+        location = r.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{what}: the registry gave no upload location", reason="protocol",
+                                registry=self.host)
+        return location if location.startswith("http") else f"{self.reg.prefix}://{self.host}{location}"
+
+    def _open_upload(self, what: str, uploads: str, ref: Ref, desc: Descriptor) -> requests.Response | None:
+        """Open an upload session (POST) for ``desc``; None if the registry holds the blob
+        already. For a blob over ``ASK_FIRST`` bytes that is asked (HEAD) on a second client
+        of this one's while the session opens — one round trip, not two, before the bytes go
+        — and a session not needed is cancelled (DELETE). A failed HEAD is the error raised."""
+        post = {"Content-Type": "application/octet-stream"}
+        if desc.size <= ASK_FIRST:
+            return self._request(what, uploads, "POST", ok=(202,), headers=post)
+        if self._side is None:  # kept: it answers an auth challenge once, not per blob
+            self._side = RemoteRegistry(self.host, self.credentials, timeout=self.timeout)
+        side_client = self._side
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="head") as side:
+            has_f = side.submit(side_client.has_blob, ref, desc.digest)
+            try:
+                r = self._request(what, uploads, "POST", ok=(202,), headers=post)
+            except BaseException:
+                has_f.result()  # the HEAD's failure first, as when it was asked first
+                raise
+        if not has_f.result():
+            return r
+        try:  # the registry has it: the session opened meanwhile is not needed
+            self._request(what, self._location(what, r), "DELETE", ok=(200, 202, 204))
+        except RegistryError as err:  # a registry keeps an abandoned session for a while
+            log.debug("%s: cancelling an upload not needed: %s", what, err.message)
+        return None
 
     def put_manifest(self, ref: Ref, media_type: str, data: bytes) -> str:
         what = f"publishing {ref}"

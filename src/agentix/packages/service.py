@@ -38,7 +38,8 @@ from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR
 from agentix.packages.layout import MANIFEST_TYPE, Checkpoint, Descriptor, Layout
 from agentix.packages.pushed import PushRecord
 from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_TYPE, Keyring,
-                                    TrustState, add_signature, read_signatures, signature_manifest, signature_ref)
+                                    TrustState, add_signature, read_signatures, signature_manifest, signature_ref,
+                                    signatures_in)
 from agentix.packages.unpack import UnpackLimits, copy_tree, seal_tree, unpack_layers
 
 if TYPE_CHECKING:  # the registry client (oras, requests) loads on the first push or pull:
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 AGENTFILE_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json")
 MAX_CONFIG = 1 << 20
 PUSH_CONCURRENCY = 4
+MAX_RAN_ONCE = 1024
 PACKAGE_MANIFEST_FIELDS = frozenset({"name", "description", "program", "args", "env", "model", "system_prompt",
                                      "max_iterations", "limits", "budget"})
 
@@ -79,6 +81,9 @@ class PackageStore:
         self.trust = TrustState(db if db is not None else home / "agentix.db", home / "registry")
         self.timeout = timeout
         self.limits = limits
+        #: the unpacked-tree keys (``_unpacked_key``) of content run once by this store and not
+        #: kept: the next run of it keeps its tree (``prepare``); oldest dropped past MAX_RAN_ONCE
+        self._ran_once: dict[str, None] = {}
 
     # ------------------------------------------------------------ build
     def build(self, context: Path, tag: str, agentfile: Path | None = None,
@@ -422,10 +427,12 @@ class PackageStore:
         return [futures[i].result() for i in range(len(blobs))]
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
-        """Fetch, verify digests, decide trust, then store and tag (in that order). A pull
+        """Fetch, verify digests, decide trust, then store and tag (in that order): the
+        manifest; its config while the signatures beside it are looked for (on a client of
+        their own); the verdict; only then the layers; last, one write of the index tags the
+        package and its signatures together (an interrupted pull tags nothing). A pull
         that fails or is refused (signature, trust, rollback, digest, a registry error, an
-        interruption) leaves the store as it was: no tag, and no blob it wrote (its manifest,
-        config, signatures, layers) is left behind."""
+        interruption) leaves the store as it was: no tag, and no blob it wrote is left behind."""
         ref = parse_ref(ref_text)
         cp = self.layout.checkpoint()
         try:
@@ -471,27 +478,30 @@ class PackageStore:
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
         if sum(d.size for d in layers) > self.limits.max_bytes * 2:
             raise PackageRejected(f"{ref} is larger than this kernel accepts", reason="too_large")
-        remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)
-        self.layout.put_bytes(mbytes, desc.digest)
-        sigs, via = self._remote_signatures(remote, ref, desc)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="signatures") as side:
+            sig_f = side.submit(self._remote_signatures, self._remote(ref), ref, desc)
+            remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)  # its failure is raised first
+            self.layout.put_bytes(mbytes, desc.digest)
+        sigs, via, sig_tag = sig_f.result()
         verdict = self._decide(ref, desc, sigs, allow_rollback)  # before any layer is fetched or tagged
         for d in layers:
             remote.fetch_blob(ref, d, self.layout, self.limits.max_bytes * 2)
-        if ref.tag:
-            self.layout.tag(ref, Descriptor(MANIFEST_TYPE, desc.digest, desc.size))
-        else:
-            # by digest: remember it under a tag named after its digest
-            self.layout.tag(ref.with_tag("sha256-" + desc.digest[7:19]), Descriptor(MANIFEST_TYPE, desc.digest, desc.size))
+        # by digest: remembered under a tag named after its digest
+        tag_ref = ref if ref.tag else ref.with_tag("sha256-" + desc.digest[7:19])
+        self.layout.tag_all([*([sig_tag] if sig_tag is not None else []),
+                             (tag_ref, Descriptor(MANIFEST_TYPE, desc.digest, desc.size))])
         self.record_seen(verdict)
         return {"ref": str(ref), "digest": desc.digest, "verdict": _verdict_data(verdict), "signatures_via": via}
 
-    def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor) -> tuple[list[Signature], str | None]:
-        """The signatures stored beside ``desc`` on the registry, and where they were found:
-        through the OCI referrers API (manifests whose subject is the package) when the
-        registry implements it, else — or when it lists none — under the tag
-        ``sha256-<hex>.sig``. Their blobs are fetched (bounded, checked against their
-        digests) and kept locally as one signature manifest beside the package. Signatures
-        are *found* here, never trusted: ``decide`` verifies each."""
+    def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor
+                           ) -> tuple[list[Signature], str | None, tuple[Ref, Descriptor] | None]:
+        """The signatures stored beside ``desc`` on the registry, where they were found, and
+        the local tag to give them: through the OCI referrers API (manifests whose subject is
+        the package) when the registry implements it, else — or when it lists none — under
+        the tag ``sha256-<hex>.sig``. Their blobs are fetched (bounded, checked against their
+        digests) and stored locally as one signature manifest, which the caller tags beside
+        the package (``pull``: in the same index write). Signatures are *found* here, never
+        trusted: ``decide`` verifies each."""
         layers: list[Descriptor] = []
         via = None
         sref = signature_ref(ref, desc.digest)
@@ -526,14 +536,13 @@ class PackageStore:
                 layers = self._signature_layers(sbytes, desc.digest, need_subject=False)
                 via = "tag" if layers else None
         if not layers:
-            return [], None
+            return [], None, None
         for d in layers[:MAX_SIGNATURES]:
             remote.fetch_blob(ref, d, self.layout, 64 << 10)
         self.layout.put_bytes(b"{}", EMPTY_CONFIG.digest)
         mbytes = signature_manifest(layers[:MAX_SIGNATURES], desc)
-        self.layout.tag(signature_ref(ref, desc.digest),
-                        Descriptor(MANIFEST_TYPE, self.layout.put_bytes(mbytes), len(mbytes)))
-        return read_signatures(self.layout, ref, desc.digest), via
+        mdesc = Descriptor(MANIFEST_TYPE, self.layout.put_bytes(mbytes), len(mbytes))
+        return signatures_in(self.layout, mdesc.digest), via, (signature_ref(ref, desc.digest), mdesc)
 
     @staticmethod
     def _signature_layers(sbytes: bytes, subject: str, need_subject: bool = True) -> list[Descriptor]:
@@ -562,7 +571,9 @@ class PackageStore:
     # ------------------------------------------------------------ running
     def prepare(self, ref_text: str, accepted: list[str] | Literal["all"], dest: Path, *,
                 allow_rollback: bool = False) -> Prepared:
-        """Verify the local package, compute its capability ceiling, unpack it to ``dest``."""
+        """Verify the local package, compute its capability ceiling, unpack it to ``dest``: the
+        first run of its content straight from the blobs (verified as they stream), the second
+        through a kept, sealed tree it makes (``_unpacked``), later runs by copying that tree."""
         ref = parse_ref(ref_text)
         desc = self.layout.resolve(ref)
         verdict = self._decide(ref, desc, read_signatures(self.layout, ref, desc.digest), allow_rollback)
@@ -577,13 +588,23 @@ class PackageStore:
         manifest = {k: v for k, v in cfg["manifest"].items() if k in PACKAGE_MANIFEST_FIELDS}
         manifest["capabilities"] = granted
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
-        tree, seal = self._unpacked(layers)
-        try:
-            copy_tree(tree, dest, self.limits.max_entries, seal=seal)
-        except PackageRejected as err:
-            if err.data.get("reason") == "corrupt":  # altered at rest: the next run unpacks afresh
-                remove_tree(tree.parent)
-            raise
+        key = self._unpacked_key(layers)
+        kept = self._kept(key)
+        if kept is None and key not in self._ran_once:
+            # the first run of this content (in this kernel): unpacked straight into the run's
+            # directory, verified as it streams; nothing kept yet, so no copy of it either
+            self._unpack_verified(layers, dest)
+            self._ran_once[key] = None
+            while len(self._ran_once) > MAX_RAN_ONCE:
+                del self._ran_once[next(iter(self._ran_once))]
+        else:
+            tree, seal = kept if kept is not None else self._unpacked(layers)
+            try:
+                copy_tree(tree, dest, self.limits.max_entries, seal=seal)
+            except PackageRejected as err:
+                if err.data.get("reason") == "corrupt":  # altered at rest: the next run unpacks afresh
+                    remove_tree(tree.parent)
+                raise
         self.record_seen(verdict)
         return Prepared(ref, desc.digest, verdict, manifest, declared, dest)
 
@@ -594,30 +615,49 @@ class PackageStore:
         doc = {"v": 2, "layers": [d.digest for d in layers], "limits": [lim.max_bytes, lim.max_entries, lim.max_name]}
         return hashlib.sha256(canonical_json(doc)).hexdigest()
 
+    def _kept(self, key: str) -> tuple[Path, dict[str, list[int]]] | None:
+        """The kept tree ``registry/unpacked/<key>`` and its seal, if there is one (a tree
+        without a readable seal — made by an older agentix, or altered — is removed)."""
+        kept = self.layout.root / "unpacked" / key
+        if not (os.path.isdir(kept) and not os.path.islink(kept)):
+            return None
+        seal = _read_seal(kept)
+        if seal is not None:
+            return kept / "tree", seal
+        remove_tree(kept)
+        return None
+
+    def _unpack_verified(self, layers: list[Descriptor], dest: Path) -> None:
+        """Unpack the stored ``layers`` into the new directory ``dest`` in one pass over each
+        blob: hashed while it inflates into a private staging directory that becomes ``dest``
+        only after every digest matched (``unpack_layers``: nothing partial, nothing
+        unverified is ever visible)."""
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(self.layout.open_verifying(d)) for d in layers]
+            unpack_layers(files, dest, self.limits)
+
     def _unpacked(self, layers: list[Descriptor]) -> tuple[Path, dict[str, list[int]]]:
-        """The package's layers unpacked once and kept: ``registry/unpacked/<key>/tree``, named
-        by the layers' digests (and the unpack limits), unpacked by ``unpack_layers`` with every
+        """The package's layers unpacked and kept: ``registry/unpacked/<key>/tree``, named by
+        the layers' digests (and the unpack limits), unpacked by ``unpack_layers`` with every
         layer verified as it streamed, then made read-only, sealed (``seal.json`` beside it:
         each entry's inode, size, times and link count, ``unpack.seal_tree``) and renamed into
-        place with its seal in one step (never partial, never without its seal). A later run of
-        the same content copies this tree instead of verifying and inflating the layers again;
-        the copy checks every entry against the seal (a tree altered at rest is refused, and
-        removed so that the next run makes it again from the verified blobs). Only the kernel
-        writes here (``registry/`` is 0700). Returns the tree and its seal."""
+        place with its seal in one step (never partial, never without its seal). Made by the
+        second run of the same content (``prepare``: the first unpacks straight into its own
+        directory); later runs copy this tree instead of verifying and inflating the layers
+        again; the copy checks every entry against the seal (a tree altered at rest is refused,
+        and removed so that the next run makes it again from the verified blobs). Only the
+        kernel writes here (``registry/`` is 0700). Returns the tree and its seal."""
         root = self.layout.root / "unpacked"
-        kept = root / self._unpacked_key(layers)
-        if os.path.isdir(kept) and not os.path.islink(kept):
-            seal = _read_seal(kept)
-            if seal is not None:
-                return kept / "tree", seal
-            remove_tree(kept)  # no readable seal: made by an older agentix, or altered
+        key = self._unpacked_key(layers)
+        found = self._kept(key)
+        if found is not None:
+            return found
+        kept = root / key
         root.mkdir(mode=0o700, exist_ok=True)
         work = root / f".new-{secrets.token_hex(6)}"
         try:
             work.mkdir(mode=0o700)
-            with contextlib.ExitStack() as stack:
-                files = [stack.enter_context(self.layout.open_verifying(d)) for d in layers]
-                unpack_layers(files, work / "tree", self.limits)
+            self._unpack_verified(layers, work / "tree")
             _read_only(work / "tree")
             seal = seal_tree(work / "tree")
             (work / "seal.json").write_bytes(canonical_json(seal))

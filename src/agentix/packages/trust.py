@@ -34,7 +34,7 @@ from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout, image_man
 if TYPE_CHECKING:
     from agentix.store.db import Database
 
-__all__ = ["Keyring", "TrustState", "read_signatures", "signature_ref", "add_signature",
+__all__ = ["Keyring", "TrustState", "read_signatures", "signatures_in", "signature_ref", "add_signature",
            "EMPTY_CONFIG", "SIGNATURE_TYPE", "SIGNATURE_ARTIFACT_TYPE"]
 
 SIGNATURE_TYPE = "application/vnd.agentix.signature.v1+json"
@@ -213,7 +213,13 @@ def read_signatures(layout: Layout, ref: Ref, digest: str) -> list[Signature]:
         desc = layout.resolve(signature_ref(ref, digest))
     except NotFound:
         return []
-    m = layout.read_json(desc.digest)
+    return signatures_in(layout, desc.digest)
+
+
+def signatures_in(layout: Layout, manifest_digest: str) -> list[Signature]:
+    """The signatures a stored signature manifest holds (verified blobs; a layer that is not a
+    signature document is skipped)."""
+    m = layout.read_json(manifest_digest)
     out = []
     for layer in (m.get("layers") or [])[:MAX_SIGNATURES]:
         d = Descriptor.from_data(layer)
