@@ -268,16 +268,20 @@ def test_a_remote_server_is_called_over_streamable_http_under_the_same_grants(mc
             except OSError:
                 return False
 
-        assert wait_until(up, 20)
+        # the kernel starts while the server boots: it reaches the server only on first use
         k = mcp_kernel(f'[mcp.servers.remote]\nurl = "http://127.0.0.1:{port}/mcp"\n')
+        assert wait_until(up, 20)
         out = run_calls(k, [call("mcp__remote__add", a=4, b=5), call("mcp__remote__echo", text="x")],
                         ["mcp: remote/add"])
         assert out[0]["ok"]["text"] == "9"
         assert out[1]["error"] == "capability_denied"
         srv = server_state(k, "remote")
         assert srv["kind"] == "http" and srv["state"] == "running" and srv["pid"] is None
+        # uvicorn waits for open streams, and the kernel's listen stream is one: stop the
+        # kernel first (it closes its session), so the server then stops at once
+        k.stop()
     finally:
-        proc.terminate()  # uvicorn waits for open streams: the kernel's listen stream may be one
+        proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
