@@ -219,27 +219,53 @@ def test_a_server_cannot_read_host_files_or_reach_the_network_without_a_grant(mc
 
 
 # ---------------------------------------------------------------- bad servers
+def spawn_calls(k: Daemon, plans: dict[str, list[Any]], grants: list[str]) -> dict[str, str]:
+    """Each plan's calls in an agent of its own (``calls.py``, as ``run_calls``), not waited for."""
+    return {name: k.spawn("calls.py", json.dumps(calls), name=name, capabilities=grants)
+            for name, calls in plans.items()}
+
+
+def wait_calls(k: Daemon, ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for name, aid in ids.items():
+        info = k.client.wait(aid, timeout=120)
+        assert info.state == "exited" and info.result is not None, (name, info.raw, k.daemon_log()[-3000:])
+        out[name] = info.result
+    return out
+
+
 def test_bad_servers_give_clear_errors_and_the_kernel_stays_responsive(mcp_kernel) -> None:
-    k = mcp_kernel(declare("hang", "hang", call_timeout=2), declare("huge", "huge"),
-                   declare("flood", "flood"), declare("garbage", "garbage"),
-                   declare("crash", "crash", max_restarts=1))
+    # each server's calls run in an agent of their own, side by side: one bad server does not
+    # hold the others (start_timeout only gives four starts at once room on a loaded host)
+    slow = {"start_timeout": 120}
+    k = mcp_kernel(declare("hang", "hang", call_timeout=2), declare("huge", "huge", **slow),
+                   declare("flood", "flood", **slow), declare("garbage", "garbage", **slow),
+                   declare("crash", "crash", max_restarts=1, **slow))
     grants = ["mcp: *", "tool: echo"]
-    out = run_calls(k, [call("mcp__hang__echo", text="x"), call("echo", message="alive"),
-                        call("mcp__huge__echo", text="x"), call("mcp__flood__echo", text="x"),
-                        call("mcp__garbage__echo", text="x"), call("mcp__crash__echo", text="x"),
-                        call("mcp__crash__echo", text="x"), call("mcp__crash__echo", text="x"),
-                        call("mcp__hang__add", a=1, b=2)], grants)
-    assert out[0]["error"] == "timeout" and "did not answer echo within 2 s" in out[0]["message"]
-    assert out[1]["ok"] == {"echo": "alive"}
-    assert out[2]["error"] == "tool_error" and "max_message_bytes" in out[2]["message"]
-    assert out[3].get("error") == "tool_error" and "max_notifications_per_s" in out[3]["message"], out[3]
-    assert out[4]["error"] == "tool_error" and "not a JSON-RPC message" in out[4]["message"]
-    assert out[5]["error"] == "tool_error" and "exited with status 3 during the call" in out[5]["message"]
+    ids = spawn_calls(k, {"hang": [call("mcp__hang__echo", text="x"), call("echo", message="alive"),
+                                   call("mcp__hang__add", a=1, b=2)]}, grants)
+    # call_timeout = 2 bounds the handshake too: the hang server starts alone, then the others
+    # start while its echo hangs
+    assert wait_until(lambda: server_state(k, "hang")["state"] not in ("stopped", "starting"), 60)
+    ids |= spawn_calls(k, {"huge": [call("mcp__huge__echo", text="x")],
+                           "flood": [call("mcp__flood__echo", text="x")],
+                           "garbage": [call("mcp__garbage__echo", text="x")],
+                           "crash": [call("mcp__crash__echo", text="x"), call("mcp__crash__echo", text="x"),
+                                     call("mcp__crash__echo", text="x")]}, grants)
+    got = wait_calls(k, ids)
+    hang, crash = got["hang"], got["crash"]
+    assert hang[0]["error"] == "timeout" and "did not answer echo within 2 s" in hang[0]["message"]
+    assert hang[1]["ok"] == {"echo": "alive"}
+    huge, flood, garbage = got["huge"][0], got["flood"][0], got["garbage"][0]
+    assert huge["error"] == "tool_error" and "max_message_bytes" in huge["message"]
+    assert flood.get("error") == "tool_error" and "max_notifications_per_s" in flood["message"], flood
+    assert garbage["error"] == "tool_error" and "not a JSON-RPC message" in garbage["message"]
+    assert crash[0]["error"] == "tool_error" and "exited with status 3 during the call" in crash[0]["message"]
     # restarted after its backoff, crashed again: over max_restarts, it is left failed
-    assert out[6]["error"] == "tool_error" and "exited with status 3" in out[6]["message"]
-    assert out[7]["error"] == "tool_error" and out[7]["data"]["reason"] == "mcp_server_failed"
-    assert "agentix mcp restart crash" in out[7]["message"]
-    assert out[8]["ok"]["text"] == "3"  # the hung server still serves its other tools
+    assert crash[1]["error"] == "tool_error" and "exited with status 3" in crash[1]["message"]
+    assert crash[2]["error"] == "tool_error" and crash[2]["data"]["reason"] == "mcp_server_failed"
+    assert "agentix mcp restart crash" in crash[2]["message"]
+    assert hang[2]["ok"]["text"] == "3"  # the hung server still serves its other tools
     states = {s["name"]: s for s in k.client.call("mcp.servers")["servers"]}
     assert states["crash"]["state"] == "failed" and states["crash"]["starts"] == 2
     for name in ("huge", "flood", "garbage"):
