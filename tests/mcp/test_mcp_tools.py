@@ -48,10 +48,30 @@ def mcp_kernel(start_kernel: Any):
     return start
 
 
-def run_calls(k: Daemon, calls: list[Any], grants: list[str], name: str = "caller") -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def notes_kernel(isolation_mode: str):
+    """One kernel and its well-behaved ``notes`` server, shared by the tests that only call its
+    tools: each runs agents of its own and reads only their records."""
+    tmp = short_tmp()
+    (tmp / "h").mkdir(parents=True)
+    (tmp / "h" / "config.toml").write_text(declare("notes"))
+    k = Daemon(tmp / "h", isolation_mode)
+    try:
+        yield k
+        k.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_agent(k: Daemon, calls: list[Any], grants: list[str], name: str = "caller") -> tuple[str, list[dict[str, Any]]]:
+    """``calls.py`` run to its end: its agent id and its outcomes."""
     info = k.run("calls.py", json.dumps(calls), name=name, capabilities=grants, timeout=60)
     assert info.state == "exited" and info.result is not None, (info.raw, k.daemon_log()[-3000:])
-    return info.result
+    return info.agent_id, info.result
+
+
+def run_calls(k: Daemon, calls: list[Any], grants: list[str], name: str = "caller") -> list[dict[str, Any]]:
+    return run_agent(k, calls, grants, name)[1]
 
 
 def call(tool: str, **args: Any) -> list[Any]:
@@ -103,13 +123,13 @@ def test_no_mcp_grant_is_refused_before_the_server_starts(mcp_kernel) -> None:
     assert not [e for e in entries if e["kind"] in ("tool.invoked", "tool.result")]
 
 
-def test_a_grant_for_one_tool_does_not_reach_its_sibling(mcp_kernel) -> None:
-    k = mcp_kernel(declare("notes"))
-    out = run_calls(k, [call("mcp__notes__add", a=1, b=2), call("mcp__notes__echo", text="hi")],
-                    ["mcp: notes/add"])
+def test_a_grant_for_one_tool_does_not_reach_its_sibling(notes_kernel) -> None:
+    k = notes_kernel
+    aid, out = run_agent(k, [call("mcp__notes__add", a=1, b=2), call("mcp__notes__echo", text="hi")],
+                         ["mcp: notes/add"], name="sibling")
     assert out[0]["ok"]["text"] == "3"
     assert out[1]["error"] == "capability_denied" and out[1]["data"]["request"] == "mcp: notes/echo"
-    results = [e["data"]["tool"] for e in audit(k) if e["kind"] == "tool.result"]
+    results = [e["data"]["tool"] for e in audit(k) if e["kind"] == "tool.result" and e["agent"] == aid]
     assert results == ["mcp__notes__add"]  # the refused call never ran
     # a glob grants the server's every tool, and the agent's tool list says so
     out = run_calls(k, [call("mcp__notes__echo", text="hi"), ["sys.info", {}], ["tool.list", {}]],
@@ -123,10 +143,9 @@ def test_a_grant_for_one_tool_does_not_reach_its_sibling(mcp_kernel) -> None:
     assert listed["mcp__notes__echo"]["input_schema"]["required"] == ["text"]
 
 
-def test_unknown_server_and_bad_arguments_get_clear_errors(mcp_kernel) -> None:
-    k = mcp_kernel(declare("notes"))
-    out = run_calls(k, [call("mcp__nope__add", a=1, b=1), call("mcp__notes__add", a="one", b=1),
-                        call("mcp__notes__missing")], ["mcp: *"])
+def test_unknown_server_and_bad_arguments_get_clear_errors(notes_kernel) -> None:
+    out = run_calls(notes_kernel, [call("mcp__nope__add", a=1, b=1), call("mcp__notes__add", a="one", b=1),
+                                   call("mcp__notes__missing")], ["mcp: *"], name="bad-args")
     assert out[0]["error"] == "not_found" and "nope" in out[0]["message"]
     assert out[1]["error"] == "invalid_request" and "a" in out[1]["message"]
     assert out[2]["error"] == "not_found" and "lists no tool 'missing'" in out[2]["message"]
@@ -196,7 +215,7 @@ def test_approve_operator_holds_every_new_tool_until_approved(mcp_kernel) -> Non
 
 
 # ---------------------------------------------------------------- the sandbox holds
-def test_a_server_cannot_read_host_files_or_reach_the_network_without_a_grant(mcp_kernel) -> None:
+def test_a_server_cannot_read_host_files_or_reach_the_network_without_a_grant(notes_kernel) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -204,14 +223,14 @@ def test_a_server_cannot_read_host_files_or_reach_the_network_without_a_grant(mc
     threading.Thread(target=lambda: [listener.accept()[0].close() for _ in range(8)], daemon=True).start()
     socket.create_connection(("127.0.0.1", port), timeout=2).close()  # reachable from the host
     try:
-        k = mcp_kernel(declare("notes"))
+        k = notes_kernel
         secret = k.home / "config.toml"
         out = run_calls(k, [call("mcp__notes__read_host_file", path="/etc/shadow"),
                             call("mcp__notes__read_host_file", path=str(secret)),
                             call("mcp__notes__read_host_file", path=os.path.expanduser("~/.bashrc")),
                             call("mcp__notes__reach_network", host="127.0.0.1", port=port),
                             call("mcp__notes__reach_network", host="1.1.1.1", port=53)],
-                        ["mcp: notes/*"])
+                        ["mcp: notes/*"], name="prober")
         for o in out:
             assert o["ok"]["text"].startswith("REFUSED:"), o
     finally:
