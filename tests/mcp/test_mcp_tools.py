@@ -255,8 +255,9 @@ def wait_calls(k: Daemon, ids: dict[str, str]) -> dict[str, list[dict[str, Any]]
 
 def test_bad_servers_give_clear_errors_and_the_kernel_stays_responsive(mcp_kernel) -> None:
     # each server's calls run in an agent of their own, side by side: one bad server does not
-    # hold the others (start_timeout only gives four starts at once room on a loaded host)
-    slow = {"start_timeout": 120}
+    # hold the others (the timeouts only give four starts at once room on a loaded host:
+    # call_timeout bounds the handshake too; none of these four is a timeout case)
+    slow = {"start_timeout": 120, "call_timeout": 120}
     k = mcp_kernel(declare("hang", "hang", call_timeout=2), declare("huge", "huge", **slow),
                    declare("flood", "flood", **slow), declare("garbage", "garbage", **slow),
                    declare("crash", "crash", max_restarts=1, **slow))
