@@ -67,7 +67,7 @@ def start_api(isolation: str, files: dict[str, str] | None = None) -> tuple[Api,
 
     def up() -> bool:
         try:
-            return httpx.get(url + "/openapi.json", timeout=1).status_code == 200
+            return httpx.get(url + "/openapi.json", timeout=1, verify=TLS).status_code == 200
         except httpx.HTTPError:
             return False
 
