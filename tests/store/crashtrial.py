@@ -18,6 +18,7 @@ it opens the store, so the trials are the same as ``n`` calls of ``run_trial``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -27,8 +28,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import orjson
 
 from agentix.store.audit import AuditLog
 from agentix.store.db import Database
@@ -137,7 +136,7 @@ def _check(path: Path, acked: dict[int, str]) -> TrialResult:
         intents = set()
         for (body,) in conn.execute(
                 "SELECT body FROM audit_entries WHERE kind = 'tool.invoked'"):
-            eid = orjson.loads(body)["data"].get("effect")
+            eid = json.loads(body)["data"].get("effect")
             if eid is not None:
                 intents.add(eid)
         done = _effects(Path(str(path) + ".effects"))
