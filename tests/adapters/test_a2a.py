@@ -33,6 +33,14 @@ def served(tmp_path):
         yield s
 
 
+@pytest.fixture(scope="module")
+def idle_served(tmp_path_factory):
+    """One served echo for the module's refusal tests: none of them runs anything, so each
+    still finds that no agent ever ran (its kernel and face are started once, not per test)."""
+    with serve(tmp_path_factory.mktemp("idle"), yaml.safe_load(ECHO.read_text()), ECHO.parent) as s:
+        yield s
+
+
 def _send(text: str, **kw):
     return SendMessageRequest(message=Message(role=Role.ROLE_USER, parts=[Part(text=text)],
                                               message_id=str(uuid.uuid4()), **kw))
@@ -64,22 +72,22 @@ def test_a2a_client_gets_the_card_and_a_completed_task(served):
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer wrong-token-wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x"])
-def test_a_request_without_the_token_is_refused_and_nothing_runs(served, auth):
+def test_a_request_without_the_token_is_refused_and_nothing_runs(idle_served, auth):
     headers = {"Authorization": auth} if auth else {}
     body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
             "params": {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "hi"}]}}}
-    r = httpx.post(served.url, json=body, headers=headers, timeout=30)
+    r = httpx.post(idle_served.url, json=body, headers=headers, timeout=30)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert "authentication required" in r.json()["error"]["message"]
-    assert served.agents() == []
+    assert idle_served.agents() == []
 
 
-def test_an_oversized_payload_is_refused_before_it_is_parsed_and_nothing_runs(served):
+def test_an_oversized_payload_is_refused_before_it_is_parsed_and_nothing_runs(idle_served):
     big = "x" * (65 * 1024)
     body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
             "params": {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": big}]}}}
     h = {"Authorization": f"Bearer {TOKEN}"}
-    r = httpx.post(served.url, json=body, headers=h, timeout=30)
+    r = httpx.post(idle_served.url, json=body, headers=h, timeout=30)
     assert r.status_code == 413 and "limit of 65536 bytes" in r.json()["error"]["message"]
 
     def chunks():  # no Content-Length: the bound holds while the body is read
@@ -88,18 +96,18 @@ def test_an_oversized_payload_is_refused_before_it_is_parsed_and_nothing_runs(se
             yield b"y" * 1024
         yield b'"}]}}}'
 
-    r = httpx.post(served.url, content=chunks(), headers={**h, "content-type": "application/json"}, timeout=30)
+    r = httpx.post(idle_served.url, content=chunks(), headers={**h, "content-type": "application/json"}, timeout=30)
     assert r.status_code == 413
-    assert served.agents() == []
+    assert idle_served.agents() == []
 
 
-def test_an_unknown_task_id_is_a_clear_protocol_error(served):
+def test_an_unknown_task_id_is_a_clear_protocol_error(idle_served):
     h = {"Authorization": f"Bearer {TOKEN}", "A2A-Version": "1.0"}
-    r = httpx.post(served.url, json={"jsonrpc": "2.0", "id": 7, "method": "GetTask", "params": {"id": "no-such-task"}},
+    r = httpx.post(idle_served.url, json={"jsonrpc": "2.0", "id": 7, "method": "GetTask", "params": {"id": "no-such-task"}},
                    headers=h, timeout=30)
     err = r.json()["error"]
     assert err["code"] == -32001 and "not found" in err["message"].lower()
-    assert served.agents() == []
+    assert idle_served.agents() == []
 
 
 def _spawn_caller(served, grants, body):

@@ -189,9 +189,10 @@ def test_refused_webhooks_are_refused_when_registered_and_nothing_is_sent_or_run
 
 
 # ------------------------------------------------------------------ the kernel's a2a.push itself
-@pytest.fixture
-def kernel_home(tmp_path):
-    with serve(tmp_path, yaml.safe_load(ECHO.read_text()), ECHO.parent) as served:
+@pytest.fixture(scope="module")
+def kernel_home(tmp_path_factory):
+    """One kernel and face for the a2a.push tests: each reads only the pushes it made."""
+    with serve(tmp_path_factory.mktemp("push"), yaml.safe_load(ECHO.read_text()), ECHO.parent) as served:
         yield served
 
 
@@ -202,17 +203,19 @@ def _push(served, **params):
 
 
 def test_a_redirect_is_not_followed(kernel_home):
+    before = len(_pushes(kernel_home))
     with receiver() as first, receiver() as second:
         first.mode = f"redirect:{second.url}"
         with pytest.raises(Exception) as caught:
             _push(kernel_home, url=first.url)
         assert caught.value.code == "tool_error" and "redirects are not followed" in caught.value.message
         assert len(first.got) == 1 and second.got == []
-    last = _pushes(kernel_home)[-1]
+    [last] = _pushes(kernel_home)[before:]
     assert last["ok"] is False and last["status"] == 302
 
 
 def test_a_huge_answer_is_cut_off_and_a_slow_one_times_out(kernel_home):
+    before = len(_pushes(kernel_home))
     with receiver() as hook:
         hook.mode = "huge"
         with pytest.raises(Exception) as caught:
@@ -222,7 +225,7 @@ def test_a_huge_answer_is_cut_off_and_a_slow_one_times_out(kernel_home):
         with pytest.raises(Exception) as caught:
             _push(kernel_home, url=hook.url, timeout=1)
         assert caught.value.code == "timeout" and "longer than 1 s" in caught.value.message
-    assert [e["error"] for e in _pushes(kernel_home)] == ["limit_exceeded", "timeout"]
+    assert [e["error"] for e in _pushes(kernel_home)[before:]] == ["limit_exceeded", "timeout"]
 
 
 def test_an_oversized_body_is_refused_before_anything_is_sent(kernel_home):

@@ -48,6 +48,15 @@ def served(tmp_path):
         yield s
 
 
+@pytest.fixture(scope="module")
+def idle_served(tmp_path_factory):
+    """One served agent for the module's refusal tests: none of them runs or stops anything,
+    so each still finds no agent and no stop at all (started once, not per test)."""
+    tmp = tmp_path_factory.mktemp("idle")
+    with serve(tmp, dict(STEPS), tmp) as s:
+        yield s
+
+
 def _send(text: str) -> SendMessageRequest:
     return SendMessageRequest(message=Message(role=Role.ROLE_USER, parts=[Part(text=text)],
                                               message_id=str(uuid.uuid4())))
@@ -163,21 +172,21 @@ def test_cancel_stops_the_run_and_is_audited(served):
     assert "step 0" in log and "step 99999" not in log
 
 
-def test_cancelling_an_unknown_task_id_is_a_clear_error_and_changes_nothing(served):
+def test_cancelling_an_unknown_task_id_is_a_clear_error_and_changes_nothing(idle_served):
     body = {"jsonrpc": "2.0", "id": 3, "method": "CancelTask", "params": {"id": "no-such-task"}}
-    r = httpx.post(served.url, json=body, headers={**AUTH, "A2A-Version": "1.0"}, timeout=30)
+    r = httpx.post(idle_served.url, json=body, headers={**AUTH, "A2A-Version": "1.0"}, timeout=30)
     err = r.json()["error"]
     assert err["code"] == -32001 and "not found" in err["message"].lower()
 
     async def go():
-        async with _http(served) as http:
+        async with _http(idle_served) as http:
             client = await _client(http)
             with pytest.raises(TaskNotFoundError):
                 async for _ in client.subscribe(SubscribeToTaskRequest(id="no-such-task")):
                     pass
 
     asyncio.run(go())
-    assert served.agents() == [] and served.events("agent.stop") == []
+    assert idle_served.agents() == [] and idle_served.events("agent.stop") == []
 
 
 def test_a_finished_task_cannot_be_cancelled_nor_resubscribed_and_its_result_stays(served):
@@ -204,20 +213,20 @@ def test_a_finished_task_cannot_be_cancelled_nor_resubscribed_and_its_result_sta
     ("CancelTask", {"id": "some-task"}),
 ])
 @pytest.mark.parametrize("auth", [None, "Bearer wrong-token-wrong-token", f"Basic {TOKEN}"])
-def test_streaming_and_cancel_without_the_token_are_refused_and_nothing_runs(served, method, params, auth):
+def test_streaming_and_cancel_without_the_token_are_refused_and_nothing_runs(idle_served, method, params, auth):
     headers = {"Authorization": auth} if auth else {}
-    r = httpx.post(served.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+    r = httpx.post(idle_served.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
                    headers=headers, timeout=30)
     assert r.status_code == 401 and "authentication required" in r.json()["error"]["message"]
-    assert served.agents() == []
+    assert idle_served.agents() == []
 
 
-def test_an_oversized_streaming_request_is_refused_before_it_is_parsed(served):
+def test_an_oversized_streaming_request_is_refused_before_it_is_parsed(idle_served):
     body = {"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage",
             "params": {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "1 " + "x" * 70000}]}}}
-    r = httpx.post(served.url, json=body, headers=AUTH, timeout=30)
+    r = httpx.post(idle_served.url, json=body, headers=AUTH, timeout=30)
     assert r.status_code == 413 and "limit of 65536 bytes" in r.json()["error"]["message"]
-    assert served.agents() == []
+    assert idle_served.agents() == []
 
 
 def test_a_v0_3_client_streams_and_cancels_by_the_old_method_names(served):

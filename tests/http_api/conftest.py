@@ -14,6 +14,11 @@ import pytest
 from conftest import Daemon, short_tmp, wait_until
 
 
+#: the TLS context every client here shares: httpx builds one per client by default, loading
+#: the CA bundle each time (~50 ms of CPU), and ``Api.post`` makes a client per call
+TLS = httpx.create_ssl_context()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -29,7 +34,7 @@ class Api:
 
     def http(self, token: str | None = None, **kw: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=TLS, **kw)
 
     def post(self, method: str, body: Any = None, token: str | None = "operator", **kw: Any) -> httpx.Response:
         tok = {"operator": self.operator, "viewer": self.viewer}.get(token or "", token)
@@ -62,7 +67,7 @@ def start_api(isolation: str, files: dict[str, str] | None = None) -> tuple[Api,
 
     def up() -> bool:
         try:
-            return httpx.get(url + "/openapi.json", timeout=1).status_code == 200
+            return httpx.get(url + "/openapi.json", timeout=1, verify=TLS).status_code == 200
         except httpx.HTTPError:
             return False
 

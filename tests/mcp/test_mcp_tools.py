@@ -48,10 +48,30 @@ def mcp_kernel(start_kernel: Any):
     return start
 
 
-def run_calls(k: Daemon, calls: list[Any], grants: list[str], name: str = "caller") -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def notes_kernel(isolation_mode: str):
+    """One kernel and its well-behaved ``notes`` server, shared by the tests that only call its
+    tools: each runs agents of its own and reads only their records."""
+    tmp = short_tmp()
+    (tmp / "h").mkdir(parents=True)
+    (tmp / "h" / "config.toml").write_text(declare("notes"))
+    k = Daemon(tmp / "h", isolation_mode)
+    try:
+        yield k
+        k.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_agent(k: Daemon, calls: list[Any], grants: list[str], name: str = "caller") -> tuple[str, list[dict[str, Any]]]:
+    """``calls.py`` run to its end: its agent id and its outcomes."""
     info = k.run("calls.py", json.dumps(calls), name=name, capabilities=grants, timeout=60)
     assert info.state == "exited" and info.result is not None, (info.raw, k.daemon_log()[-3000:])
-    return info.result
+    return info.agent_id, info.result
+
+
+def run_calls(k: Daemon, calls: list[Any], grants: list[str], name: str = "caller") -> list[dict[str, Any]]:
+    return run_agent(k, calls, grants, name)[1]
 
 
 def call(tool: str, **args: Any) -> list[Any]:
@@ -103,13 +123,13 @@ def test_no_mcp_grant_is_refused_before_the_server_starts(mcp_kernel) -> None:
     assert not [e for e in entries if e["kind"] in ("tool.invoked", "tool.result")]
 
 
-def test_a_grant_for_one_tool_does_not_reach_its_sibling(mcp_kernel) -> None:
-    k = mcp_kernel(declare("notes"))
-    out = run_calls(k, [call("mcp__notes__add", a=1, b=2), call("mcp__notes__echo", text="hi")],
-                    ["mcp: notes/add"])
+def test_a_grant_for_one_tool_does_not_reach_its_sibling(notes_kernel) -> None:
+    k = notes_kernel
+    aid, out = run_agent(k, [call("mcp__notes__add", a=1, b=2), call("mcp__notes__echo", text="hi")],
+                         ["mcp: notes/add"], name="sibling")
     assert out[0]["ok"]["text"] == "3"
     assert out[1]["error"] == "capability_denied" and out[1]["data"]["request"] == "mcp: notes/echo"
-    results = [e["data"]["tool"] for e in audit(k) if e["kind"] == "tool.result"]
+    results = [e["data"]["tool"] for e in audit(k) if e["kind"] == "tool.result" and e["agent"] == aid]
     assert results == ["mcp__notes__add"]  # the refused call never ran
     # a glob grants the server's every tool, and the agent's tool list says so
     out = run_calls(k, [call("mcp__notes__echo", text="hi"), ["sys.info", {}], ["tool.list", {}]],
@@ -123,10 +143,9 @@ def test_a_grant_for_one_tool_does_not_reach_its_sibling(mcp_kernel) -> None:
     assert listed["mcp__notes__echo"]["input_schema"]["required"] == ["text"]
 
 
-def test_unknown_server_and_bad_arguments_get_clear_errors(mcp_kernel) -> None:
-    k = mcp_kernel(declare("notes"))
-    out = run_calls(k, [call("mcp__nope__add", a=1, b=1), call("mcp__notes__add", a="one", b=1),
-                        call("mcp__notes__missing")], ["mcp: *"])
+def test_unknown_server_and_bad_arguments_get_clear_errors(notes_kernel) -> None:
+    out = run_calls(notes_kernel, [call("mcp__nope__add", a=1, b=1), call("mcp__notes__add", a="one", b=1),
+                                   call("mcp__notes__missing")], ["mcp: *"], name="bad-args")
     assert out[0]["error"] == "not_found" and "nope" in out[0]["message"]
     assert out[1]["error"] == "invalid_request" and "a" in out[1]["message"]
     assert out[2]["error"] == "not_found" and "lists no tool 'missing'" in out[2]["message"]
@@ -196,7 +215,7 @@ def test_approve_operator_holds_every_new_tool_until_approved(mcp_kernel) -> Non
 
 
 # ---------------------------------------------------------------- the sandbox holds
-def test_a_server_cannot_read_host_files_or_reach_the_network_without_a_grant(mcp_kernel) -> None:
+def test_a_server_cannot_read_host_files_or_reach_the_network_without_a_grant(notes_kernel) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -204,14 +223,14 @@ def test_a_server_cannot_read_host_files_or_reach_the_network_without_a_grant(mc
     threading.Thread(target=lambda: [listener.accept()[0].close() for _ in range(8)], daemon=True).start()
     socket.create_connection(("127.0.0.1", port), timeout=2).close()  # reachable from the host
     try:
-        k = mcp_kernel(declare("notes"))
+        k = notes_kernel
         secret = k.home / "config.toml"
         out = run_calls(k, [call("mcp__notes__read_host_file", path="/etc/shadow"),
                             call("mcp__notes__read_host_file", path=str(secret)),
                             call("mcp__notes__read_host_file", path=os.path.expanduser("~/.bashrc")),
                             call("mcp__notes__reach_network", host="127.0.0.1", port=port),
                             call("mcp__notes__reach_network", host="1.1.1.1", port=53)],
-                        ["mcp: notes/*"])
+                        ["mcp: notes/*"], name="prober")
         for o in out:
             assert o["ok"]["text"].startswith("REFUSED:"), o
     finally:
@@ -219,27 +238,54 @@ def test_a_server_cannot_read_host_files_or_reach_the_network_without_a_grant(mc
 
 
 # ---------------------------------------------------------------- bad servers
+def spawn_calls(k: Daemon, plans: dict[str, list[Any]], grants: list[str]) -> dict[str, str]:
+    """Each plan's calls in an agent of its own (``calls.py``, as ``run_calls``), not waited for."""
+    return {name: k.spawn("calls.py", json.dumps(calls), name=name, capabilities=grants)
+            for name, calls in plans.items()}
+
+
+def wait_calls(k: Daemon, ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for name, aid in ids.items():
+        info = k.client.wait(aid, timeout=120)
+        assert info.state == "exited" and info.result is not None, (name, info.raw, k.daemon_log()[-3000:])
+        out[name] = info.result
+    return out
+
+
 def test_bad_servers_give_clear_errors_and_the_kernel_stays_responsive(mcp_kernel) -> None:
-    k = mcp_kernel(declare("hang", "hang", call_timeout=2), declare("huge", "huge"),
-                   declare("flood", "flood"), declare("garbage", "garbage"),
-                   declare("crash", "crash", max_restarts=1))
+    # each server's calls run in an agent of their own, side by side: one bad server does not
+    # hold the others (the timeouts only give four starts at once room on a loaded host:
+    # call_timeout bounds the handshake too; none of these four is a timeout case)
+    slow = {"start_timeout": 120, "call_timeout": 120}
+    k = mcp_kernel(declare("hang", "hang", call_timeout=2), declare("huge", "huge", **slow),
+                   declare("flood", "flood", **slow), declare("garbage", "garbage", **slow),
+                   declare("crash", "crash", max_restarts=1, **slow))
     grants = ["mcp: *", "tool: echo"]
-    out = run_calls(k, [call("mcp__hang__echo", text="x"), call("echo", message="alive"),
-                        call("mcp__huge__echo", text="x"), call("mcp__flood__echo", text="x"),
-                        call("mcp__garbage__echo", text="x"), call("mcp__crash__echo", text="x"),
-                        call("mcp__crash__echo", text="x"), call("mcp__crash__echo", text="x"),
-                        call("mcp__hang__add", a=1, b=2)], grants)
-    assert out[0]["error"] == "timeout" and "did not answer echo within 2 s" in out[0]["message"]
-    assert out[1]["ok"] == {"echo": "alive"}
-    assert out[2]["error"] == "tool_error" and "max_message_bytes" in out[2]["message"]
-    assert out[3].get("error") == "tool_error" and "max_notifications_per_s" in out[3]["message"], out[3]
-    assert out[4]["error"] == "tool_error" and "not a JSON-RPC message" in out[4]["message"]
-    assert out[5]["error"] == "tool_error" and "exited with status 3 during the call" in out[5]["message"]
+    ids = spawn_calls(k, {"hang": [call("mcp__hang__echo", text="x"), call("echo", message="alive"),
+                                   call("mcp__hang__add", a=1, b=2)]}, grants)
+    # call_timeout = 2 bounds the handshake too: the hang server starts alone, then the others
+    # start while its echo hangs
+    assert wait_until(lambda: server_state(k, "hang")["state"] not in ("stopped", "starting"), 60)
+    ids |= spawn_calls(k, {"huge": [call("mcp__huge__echo", text="x")],
+                           "flood": [call("mcp__flood__echo", text="x")],
+                           "garbage": [call("mcp__garbage__echo", text="x")],
+                           "crash": [call("mcp__crash__echo", text="x"), call("mcp__crash__echo", text="x"),
+                                     call("mcp__crash__echo", text="x")]}, grants)
+    got = wait_calls(k, ids)
+    hang, crash = got["hang"], got["crash"]
+    assert hang[0]["error"] == "timeout" and "did not answer echo within 2 s" in hang[0]["message"]
+    assert hang[1]["ok"] == {"echo": "alive"}
+    huge, flood, garbage = got["huge"][0], got["flood"][0], got["garbage"][0]
+    assert huge["error"] == "tool_error" and "max_message_bytes" in huge["message"]
+    assert flood.get("error") == "tool_error" and "max_notifications_per_s" in flood["message"], flood
+    assert garbage["error"] == "tool_error" and "not a JSON-RPC message" in garbage["message"]
+    assert crash[0]["error"] == "tool_error" and "exited with status 3 during the call" in crash[0]["message"]
     # restarted after its backoff, crashed again: over max_restarts, it is left failed
-    assert out[6]["error"] == "tool_error" and "exited with status 3" in out[6]["message"]
-    assert out[7]["error"] == "tool_error" and out[7]["data"]["reason"] == "mcp_server_failed"
-    assert "agentix mcp restart crash" in out[7]["message"]
-    assert out[8]["ok"]["text"] == "3"  # the hung server still serves its other tools
+    assert crash[1]["error"] == "tool_error" and "exited with status 3" in crash[1]["message"]
+    assert crash[2]["error"] == "tool_error" and crash[2]["data"]["reason"] == "mcp_server_failed"
+    assert "agentix mcp restart crash" in crash[2]["message"]
+    assert hang[2]["ok"]["text"] == "3"  # the hung server still serves its other tools
     states = {s["name"]: s for s in k.client.call("mcp.servers")["servers"]}
     assert states["crash"]["state"] == "failed" and states["crash"]["starts"] == 2
     for name in ("huge", "flood", "garbage"):
@@ -268,16 +314,20 @@ def test_a_remote_server_is_called_over_streamable_http_under_the_same_grants(mc
             except OSError:
                 return False
 
-        assert wait_until(up, 20)
+        # the kernel starts while the server boots: it reaches the server only on first use
         k = mcp_kernel(f'[mcp.servers.remote]\nurl = "http://127.0.0.1:{port}/mcp"\n')
+        assert wait_until(up, 20)
         out = run_calls(k, [call("mcp__remote__add", a=4, b=5), call("mcp__remote__echo", text="x")],
                         ["mcp: remote/add"])
         assert out[0]["ok"]["text"] == "9"
         assert out[1]["error"] == "capability_denied"
         srv = server_state(k, "remote")
         assert srv["kind"] == "http" and srv["state"] == "running" and srv["pid"] is None
+        # uvicorn waits for open streams, and the kernel's listen stream is one: stop the
+        # kernel first (it closes its session), so the server then stops at once
+        k.stop()
     finally:
-        proc.terminate()  # uvicorn waits for open streams: the kernel's listen stream may be one
+        proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:

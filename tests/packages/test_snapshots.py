@@ -90,8 +90,9 @@ def test_snapshot_twice_gives_one_digest_and_restore_brings_everything_back(kern
     assert ev["data"]["ok"] is True and ev["data"]["agent_id"] == r["agent_id"]
 
 
-def test_budget_spent_is_carried_into_the_restored_agent(kernel: Any) -> None:
-    aid, _ = _ready_agent(kernel)
+def test_budget_spent_is_carried_into_the_restored_agent(module_kernel: Any) -> None:
+    kernel = module_kernel  # shared with other tests: this one reads only its own agents
+    aid, _ = _ready_agent(kernel, "budgeted")
     kernel.client.call("tool.invoke", agent_id=aid, name="echo", args={"text": "one"})
     used = kernel.client.status(aid).raw["budget"]["tool_calls"]
     assert used >= 1
@@ -100,8 +101,9 @@ def test_budget_spent_is_carried_into_the_restored_agent(kernel: Any) -> None:
     assert kernel.client.status(r["agent_id"]).raw["budget"]["tool_calls"] == used
 
 
-def test_fork_with_a_narrower_grant_runs_with_only_that(kernel: Any) -> None:
-    aid, _ = _ready_agent(kernel)
+def test_fork_with_a_narrower_grant_runs_with_only_that(module_kernel: Any) -> None:
+    kernel = module_kernel  # shared with other tests: this one reads only its own agents
+    aid, _ = _ready_agent(kernel, "narrower")
     r = kernel.client.call("snapshot.fork", agent=aid, grants=["tool: echo", "file_read: /workspace/sub/*"])
     assert [g["grants"] for g in r["grants"]] == [["tool: echo", "file_read: /workspace/sub/*"]]
     done = kernel.client.wait(r["agent_id"], timeout=60)
@@ -128,8 +130,9 @@ def test_fork_asking_for_a_wider_grant_is_refused_and_leaves_nothing(kernel: Any
     assert kernel.client.status(aid).state == "running"
 
 
-def test_restore_asking_for_a_wider_grant_is_refused_and_starts_nothing(kernel: Any) -> None:
-    aid, _ = _ready_agent(kernel)
+def test_restore_asking_for_a_wider_grant_is_refused_and_starts_nothing(module_kernel: Any) -> None:
+    kernel = module_kernel  # shared with other tests: this one reads only its own agents
+    aid, _ = _ready_agent(kernel, "wider")
     snap = kernel.client.call("snapshot.create", agent=aid)
     agents = {a.agent_id for a in kernel.client.list()}
     with pytest.raises(AgentixError) as ei:
@@ -164,8 +167,9 @@ def test_a_tampered_snapshot_is_refused_on_restore_and_starts_nothing(kernel: An
 
 
 def test_symlinks_fifos_devices_and_hard_links_in_a_workspace_are_skipped_without_blocking(
-        kernel: Any, tmp_path: Path) -> None:
-    aid, ws = _ready_agent(kernel)
+        module_kernel: Any, tmp_path: Path) -> None:
+    kernel = module_kernel  # shared with other tests: this one reads only its own agents
+    aid, ws = _ready_agent(kernel, "linked")
     secret = tmp_path / "shadow"  # a host file the agent must never get back through a snapshot
     secret.write_bytes(b"root:SECRET-HASH:19000:0:99999:7:::\n")
     os.chmod(secret, 0o600)
@@ -289,11 +293,12 @@ def test_a_signed_snapshot_pushed_here_restores_there_and_an_unsigned_one_is_ref
 
 
 # ---------------------------------------------------------------- limits survive, freezing
-def test_restoring_does_not_reset_invocation_counts_or_expiry(kernel: Any) -> None:
+def test_restoring_does_not_reset_invocation_counts_or_expiry(module_kernel: Any) -> None:
     """The attack: snapshot an agent whose limited token is nearly used up, restore it, and
     hope for a fresh count. The restored token has exactly what was left, and the same expiry."""
     import time
 
+    kernel = module_kernel  # shared with other tests: this one reads only its own agents
     caps = [{"grant": "tool: echo", "max_invocations": 3, "expires": 600}, "file_read: /workspace/*"]
     aid, ws = _ready_agent_with(kernel, caps)
     for _ in range(2):
@@ -337,7 +342,8 @@ def test_a_paused_agent_stays_paused_and_a_running_one_is_frozen_while_read(kern
 
 
 def test_a_restored_agent_never_inherits_isolation_lifecycle_priority_or_a_shared_memory_identity(
-        kernel: Any) -> None:
+        module_kernel: Any) -> None:
+    kernel = module_kernel  # shared with other tests: this one reads only its own agents
     aid = kernel.spawn("snapper.py", name="special", lifecycle="persistent", priority=5,
                        memory={"enabled": True, "shared_identity": "team", "max_records": 7},
                        approval_required=["file_write"])
@@ -362,7 +368,8 @@ def test_restorable_keeps_only_what_a_package_may_set() -> None:
                    "memory": {"max_records": 3}}
 
 
-def test_memory_records_come_back_in_the_restored_agent(kernel: Any) -> None:
+def test_memory_records_come_back_in_the_restored_agent(module_kernel: Any) -> None:
+    kernel = module_kernel  # shared with other tests: this one reads only its own agents
     aid = kernel.spawn("snapper.py", "memory", name="rememberer")
     ws = Path(kernel.client.status(aid).raw["workspace"])
     assert kernel.run("snapper.py", "tell", "rememberer", name="teller").reason == "completed"

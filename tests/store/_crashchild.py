@@ -1,7 +1,8 @@
 """A store writer to be killed: appends under concurrent load and reports acknowledgements.
 
-``python tests/store/_crashchild.py DB WORKERS`` opens the store, prints ``ready``, then
-runs WORKERS concurrent tasks, each mixing three kinds of work the way the kernel does:
+``python tests/store/_crashchild.py DB WORKERS`` imports what it needs, waits for a line on
+stdin (so that it can be started while the previous trial's store is still being checked),
+opens the store, prints ``ready``, then runs WORKERS concurrent tasks, each mixing three kinds of work the way the kernel does:
 
 * an *effect call*: a durable ``tool.invoked`` intent record (``{"effect": ID}``), then the
   effect itself -- one ``O_APPEND`` write of ``ID`` to ``DB.effects``, standing for the
@@ -68,4 +69,5 @@ async def main(path: str, workers: int) -> None:
 
 
 if __name__ == "__main__":
+    sys.stdin.readline()  # "go": the store is no one else's now
     asyncio.run(main(sys.argv[1], int(sys.argv[2])))

@@ -9,6 +9,10 @@ child performed (a line in ``<db>.effects``) has its durable intent record; the 
 verifies (posted no-effect records lost from the last commit window are a lost *tail*, never
 a gap); and ``recover`` marks every agent the child left running as exited
 (``kernel_restart``) and none stays live.
+
+``run_trials(path, rng, n)`` runs ``n`` trials on one store, each child started (Python and its
+imports) while the previous trial's store is still being checked; it waits for ``go`` before
+it opens the store, so the trials are the same as ``n`` calls of ``run_trial``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +34,7 @@ from agentix.store.db import Database
 from agentix.store.recovery import recover
 from agentix.store.state import AgentStore
 
-__all__ = ["TrialResult", "run_trial"]
+__all__ = ["TrialResult", "run_trial", "run_trials"]
 
 CHILD = Path(__file__).resolve().with_name("_crashchild.py")
 
@@ -59,12 +64,18 @@ def _effects(path: Path) -> set[str]:
     return {line for line in text.split("\n") if line}
 
 
-def run_trial(path: Path, rng: random.Random, *, workers: int = 16,
-              max_run_s: float = 0.4) -> TrialResult:
+def _start_child(path: Path, workers: int) -> subprocess.Popen[bytes]:
+    """A crash child for ``path``: it imports, then waits for ``go`` before opening the store."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    child = subprocess.Popen([sys.executable, str(CHILD), str(path), str(workers)],
-                             stdout=subprocess.PIPE, env=env)
-    assert child.stdout is not None
+    return subprocess.Popen([sys.executable, str(CHILD), str(path), str(workers)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+
+def _run_and_kill(child: subprocess.Popen[bytes], rng: random.Random, max_run_s: float) -> dict[int, str]:
+    """Let ``child`` open the store and append for a random time, kill -9 it; its acknowledgements."""
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(b"go\n")
+    child.stdin.flush()
     first = child.stdout.readline()
     if first != b"ready\n":
         child.kill()
@@ -74,12 +85,40 @@ def run_trial(path: Path, rng: random.Random, *, workers: int = 16,
     child.send_signal(signal.SIGKILL)
     out = child.stdout.read()
     child.wait()
+    child.stdin.close()
+    child.stdout.close()
     acked: dict[int, str] = {}
     for line in out.split(b"\n"):
         parts = line.split()
         if len(parts) == 2:  # a line cut by the kill was never acknowledged
             acked[int(parts[0])] = parts[1].decode()
+    return acked
 
+
+def run_trial(path: Path, rng: random.Random, *, workers: int = 16,
+              max_run_s: float = 0.4) -> TrialResult:
+    return _check(path, _run_and_kill(_start_child(path, workers), rng, max_run_s))
+
+
+def run_trials(path: Path, rng: random.Random, n: int, *, workers: int = 16,
+               max_run_s: float = 0.4) -> Iterator[TrialResult]:
+    """``n`` trials on ``path``, each the same as ``run_trial``; the next child starts while
+    this trial's store is checked."""
+    child = _start_child(path, workers) if n > 0 else None
+    try:
+        for i in range(n):
+            assert child is not None
+            acked = _run_and_kill(child, rng, max_run_s)
+            child = _start_child(path, workers) if i + 1 < n else None
+            yield _check(path, acked)
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def _check(path: Path, acked: dict[int, str]) -> TrialResult:
+    """Reopen the store the killed child left and check it against what it acknowledged."""
     t0 = time.perf_counter()
     db = Database(path)
     try:

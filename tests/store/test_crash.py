@@ -7,21 +7,21 @@ import random
 
 import pytest
 
-from .crashtrial import run_trial
+from .crashtrial import run_trials
 
 
 def _trials(tmp_path, n: int, seed: int) -> None:
     rng = random.Random(seed)
     path = tmp_path / "agentix.db"
     total_acked = total_effects = 0
-    for i in range(n):
-        r = run_trial(path, rng)
+    for i, r in enumerate(run_trials(path, rng, n)):
         total_acked += r.acked
         total_effects += r.effects
         assert r.lost == 0, f"trial {i}: {r}"
         assert r.effects_without_intent == 0, f"trial {i}: {r}"
         assert r.chain_ok, f"trial {i}: {r}"
         assert r.left_running == 0, f"trial {i}: {r}"
+    assert i == n - 1  # every trial ran
     assert total_acked > 0  # the trials did kill a writer that had acknowledged appends
     assert total_effects > 0  # ... and that had performed effects
 
