@@ -14,9 +14,9 @@ and as the TLS server name (SNI and certificate check), never looked up again:
 - ``PinnedTransport``: an httpx transport that sends every request to one checked
   ``scheme://host:port`` at its checked address (a request for anything else is refused), and
   bounds what is read back.
-- ``PinnedAdapter``: a ``requests`` adapter (the registry client, oras) whose connections ask
-  ``address(scheme, host, port)`` for the checked address at the moment they connect
-  (``packages/registry_urls.pin_session`` decides with the same answers it checked).
+- ``net/pinned_requests.PinnedAdapter``: the same for a ``requests`` session (the registry
+  client, oras); a module of its own, so the kernel loads ``requests`` only at the first push
+  or pull.
 - ``Resolver`` / ``system_resolver``: the one seam a test replaces (async);
   ``system_addresses`` is the same answer for synchronous callers.
 """
@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from agentix.core.errors import CapabilityDenied, LimitExceeded, ToolError
 from agentix.core.hosts import is_ip_literal, normalize_host
 
-__all__ = ["Permits", "PinnedAdapter", "PinnedTransport", "Resolver", "pick_address", "system_addresses",
+__all__ = ["Permits", "PinnedTransport", "Resolver", "default_tls", "pick_address", "system_addresses",
            "system_resolver"]
 
 Permits = Callable[[str, "str | None"], bool]
@@ -87,6 +85,18 @@ async def pick_address(host: str, port: int, permits: Permits, resolve: Resolver
     )
 
 
+_TLS: list[ssl.SSLContext] = []
+
+
+def default_tls() -> ssl.SSLContext:
+    """The verifying TLS context (httpx's: certifi's CA bundle), made once: loading the bundle
+    costs ~57 ms of CPU, which every fetch spent on the kernel's event loop when each client
+    made its own. An ``SSLContext`` is safe to share between connections."""
+    if not _TLS:
+        _TLS.append(httpx.create_ssl_context(trust_env=False))
+    return _TLS[0]
+
+
 class PinnedTransport(httpx.AsyncBaseTransport):
     """Sends each request to the checked address ``addr`` of the one permitted
     ``scheme://host:port`` (``Host`` and TLS name stay ``host``), and bounds what is read back
@@ -95,7 +105,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
     def __init__(self, scheme: str, host: str, port: int, addr: str, max_bytes: int | None = None, *,
                  verify: Any = True) -> None:
         self.scheme, self.host, self.port, self.addr, self.max_bytes = scheme, host, port, addr, max_bytes
-        self._inner = httpx.AsyncHTTPTransport(trust_env=False, verify=verify)
+        self._inner = httpx.AsyncHTTPTransport(trust_env=False, verify=default_tls() if verify is True else verify)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -134,37 +144,3 @@ class _Bounded(httpx.AsyncByteStream):
 
 
 #: ``address(scheme, host, port)``: the checked address a connection to ``host`` goes to, or
-#: the caller's refusal (raised, and passed through ``requests`` unchanged)
-AddressOf = Callable[[str, str, int], str]
-
-
-class PinnedAdapter(HTTPAdapter):
-    """A ``requests`` adapter whose every new connection goes to ``address(scheme, host, port)``
-    (resolved and checked by the caller, once); the URL, ``Host`` and TLS name stay the name.
-    Not for a session that goes through a proxy (the proxy would resolve): mount it on one
-    whose ``trust_env`` is off."""
-
-    def __init__(self, address: AddressOf) -> None:
-        self._address = address
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        pins = {scheme: _pinned_pool(pool, scheme, self._address)
-                for scheme, pool in (("http", HTTPConnectionPool), ("https", HTTPSConnectionPool))}
-        self.poolmanager.pool_classes_by_scheme = pins
-
-
-def _pinned_pool(pool: type[HTTPConnectionPool], scheme: str, address: AddressOf) -> type[HTTPConnectionPool]:
-    base: type[HTTPConnection] = HTTPSConnection if scheme == "https" else HTTPConnection
-
-    class Pinned(base):  # type: ignore[valid-type, misc]
-        def _new_conn(self) -> socket.socket:
-            name = self._dns_host
-            self._dns_host = address(scheme, normalize_host(name), self.port or (443 if scheme == "https" else 80))
-            try:
-                return super()._new_conn()  # type: ignore[no-any-return]
-            finally:
-                self._dns_host = name  # Host, SNI and the certificate check use the name
-
-    return type(f"Pinned{pool.__name__}", (pool,), {"ConnectionCls": Pinned})

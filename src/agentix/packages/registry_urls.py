@@ -19,7 +19,7 @@ A refusal is ``registry_error`` with ``reason: redirect``, naming the URL's host
 query, which may carry a pre-signed credential).
 
 A name is resolved once per session (``pin_session``): that answer is what ``check_url``
-judges and where every connection of the session goes (``net.pinned.PinnedAdapter``; ``Host``
+judges and where every connection of the session goes (``net.pinned_requests.PinnedAdapter``; ``Host``
 and the TLS name stay the name), and each new connection is judged again on it. So a name
 whose DNS answers change between the check and the connection (DNS rebinding) reaches only
 the address that was checked. (A proxy from the environment, ``HTTPS_PROXY``, resolves names
@@ -36,7 +36,8 @@ from urllib.parse import urlsplit
 
 from agentix.core.errors import RegistryError
 from agentix.core.hosts import address_zone
-from agentix.net.pinned import PinnedAdapter, system_addresses
+from agentix.net.pinned import system_addresses
+from agentix.net.pinned_requests import PinnedAdapter
 
 __all__ = ["MAX_REDIRECTS", "check_url", "pin_session"]
 
