@@ -51,6 +51,7 @@ from agentix.kernel.audit_log import KernelAudit
 from agentix.kernel.cap_config import load_secrets
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.cap_stage import CapabilityStage
+from agentix.kernel.clock import Clock, SystemClock
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.control import Control
 from agentix.kernel.dispatch import EventSink, Pipeline
@@ -127,9 +128,13 @@ class Kernel:
         *,
         substrate: Substrate | None = None,
         events: EventSink | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.home = home
         self.config = config
+        # the one clock every service that decides by time reads (kernel/clock.py); the real
+        # one unless a test passes a virtual one. The audit log's timestamps stay real.
+        self.clock: Clock = clock or SystemClock()
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.shutdown_requested = asyncio.Event()
@@ -152,7 +157,8 @@ class Kernel:
         # every record made for a call that changed nothing (a refusal, a read) is held to its
         # caller's quota (kernel/record_gate.py): no caller can grow the log at will
         self.record_gate = RecordGate(self.vault.sink(events),
-                                      RecordQuota(config.audit_quota_burst, config.audit_quota_rate))
+                                      RecordQuota(config.audit_quota_burst, config.audit_quota_rate),
+                                      clock=self.clock)
         self.events: EventSink = self.record_gate
         self.vault.watch_logs()
         # the sandbox backend; it audits what it decides alone (a warm worker that failed
@@ -169,11 +175,11 @@ class Kernel:
 
         # 4. the agent services: control, inference, capabilities, messaging, reaping, spawning
         self.control = Control(self.table, self.events, config)
-        self.inference = InferenceService(inference_config, clock=time.monotonic, record=self.events.record,
+        self.inference = InferenceService(inference_config, clock=self.clock.monotonic, record=self.events.record,
                                           stop_agent=self.control.stop_for_budget)
         home.create()  # the store, archives and keys live in the home
         self.caps = CapabilityService(home, config, db=db, table=self.table, tool_names=self.tools.names,
-                                      vault=self.vault, secrets=secrets)
+                                      vault=self.vault, secrets=secrets, clock=self.clock)
         self.lookup = Lookup(self.table, self.caps.secret_hosts, lambda: self.inference.config.default_model)
         self.mail = Messaging(self.events)
         self.state_store = StateStore(db, quota=config.state_quota)  # the kernel's one store
@@ -238,7 +244,9 @@ class Kernel:
                                state_store=self.state_store, memory=self.memory, store=self.packages,
                                lock=self.packages_lock, config=config)
         # tokens.* for the HTTP API, and the backend the HTTP face calls (docs/http.md)
-        self.http = KernelHttpBackend(p, self.events, http_api.register(p, db=db, events=self.events), db)
+        self.http = KernelHttpBackend(p, self.events, http_api.register(p, db=db, events=self.events,
+                                                                        clock=self.clock.now),
+                                      db, clock=self.clock.now)
         dashboard_api.register(p, table=self.table)  # dashboard.agents for the web dashboard (docs/dashboard.md)
 
     # ------------------------------------------------------------------ life of the kernel
