@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from agentix.core.caps import Authority, generate_root_key
 from agentix.core.errors import AgentixError
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.cap_grants import encode_token
+from agentix.kernel.clock import VirtualClock
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
@@ -695,16 +695,18 @@ def test_s32_an_approval_lets_one_tainted_call_through(tmp_path):
 
 
 def test_s20_an_expired_grant_is_refused(tmp_path):
+    clock = VirtualClock()
+
     async def body(w):
         rec = await w.spawn([{"grant": "tool: echo", "expires": 4}])
-        await w.k.deliver(None, rec, {"calls": [tool("echo", message="now")], "exit": False})
-        # the first call is answered before expiry (a sandbox may take a while to start)...
-        while not w.events("tool.result", rec.agent_id):
-            await asyncio.sleep(0.05)
-        # ...the second one after it
-        await asyncio.sleep(max(0.0, w.k.caps.held[rec.agent_id][0].expires_at - time.time()) + 0.2)
+        # the first call is answered a moment before expiry (the kernel's clock, not the host's:
+        # however long the sandbox takes to start)...
+        clock.advance(3.9)
+        await w.calls(rec, [tool("echo", message="now")], exit=False)
+        # ...the second one at it
+        clock.advance(0.1)
         return await w.calls(rec, [tool("echo", message="later")]), rec
 
-    res, rec = run(tmp_path, body)
+    res, rec = run(tmp_path, body, clock=clock)
     assert rec.result[0][0]["ok"] == {"echo": "now"}
     assert res[0]["error"] == "capability_expired"
