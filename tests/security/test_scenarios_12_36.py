@@ -29,6 +29,7 @@ from agentix.kernel.home import Home
 from agentix.kernel.kernel import Kernel
 
 from _world import PROBE, World, run, substrate, tool  # noqa: E402,F401  (same directory)
+from conftest import until  # noqa: E402
 
 
 def tree(root: Path) -> dict[str, Any]:
@@ -558,12 +559,28 @@ def test_s33_approval_required_blocks_on_every_path(tmp_path):
 
 
 def test_s33_no_answer_before_timeout_is_a_deny(tmp_path):
+    """The default deadline (an hour of the kernel's clock): unanswered a moment before it the
+    call still waits; at it, the call is denied and the tool never ran."""
+    clock = VirtualClock()
+
     async def body(w):
         rec = await w.spawn(["tool: echo"], approval_required=["echo"])
-        return await w.calls(rec, [tool("echo")]), w.events("approval.expired")
+        await w.k.deliver(None, rec, {"calls": [tool("echo", message="x")]})
+        p = await _wait_pending(w)
+        await until(lambda: clock.sleepers() == 1)  # the call waits on the kernel's clock
+        clock.advance(3599.9)
+        await until(lambda: clock.sleepers() == 1)  # ... woken by nothing: it waits again
+        still = ((await w.op("approval.list"))["approvals"], rec.live, w.events("approval.expired"))
+        clock.advance(0.1)
+        await w.k.wait(rec, 30)
+        return p, still, rec.result[-1], w.events("approval.expired"), w.events("tool.invoked", rec.agent_id)
 
-    res, ev = run(tmp_path, body, approval_timeout=0.5)
-    assert res[0]["error"] == "approval_denied" and ev
+    p, (pending, live, expired_early), res, expired, invoked = run(tmp_path, body, clock=clock)
+    assert p[0]["deadline"] == VirtualClock().now() + 3600
+    assert [a["id"] for a in pending] == [p[0]["id"]] and live and expired_early == []
+    assert res[0]["error"] == "approval_denied" and "deadline" in res[0]["message"]
+    assert [e["data"]["approval_id"] for e in expired] == [p[0]["id"]]
+    assert invoked == []
 
 
 def test_s34_approval_covers_exactly_the_action(tmp_path):
