@@ -564,12 +564,13 @@ def test_s33_no_answer_before_timeout_is_a_deny(tmp_path):
     clock = VirtualClock()
 
     async def body(w):
-        rec = await w.spawn(["tool: echo"], approval_required=["echo"])
+        # (a wall-clock limit past the deadline: the default 10 minutes would end the agent first)
+        rec = await w.spawn(["tool: echo"], approval_required=["echo"], limits={"wall_clock": "2h"})
         await w.k.deliver(None, rec, {"calls": [tool("echo", message="x")]})
         p = await _wait_pending(w)
-        await until(lambda: clock.sleepers() == 1)  # the call waits on the kernel's clock
+        await until(lambda: 3600.0 in clock.deadlines())  # the call waits on the kernel's clock
         clock.advance(3599.9)
-        await until(lambda: clock.sleepers() == 1)  # ... woken by nothing: it waits again
+        await until(lambda: 3600.0 in clock.deadlines())  # ... woken by nothing: it still waits
         still = ((await w.op("approval.list"))["approvals"], rec.live, w.events("approval.expired"))
         clock.advance(0.1)
         await w.k.wait(rec, 30)

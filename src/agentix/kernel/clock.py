@@ -8,8 +8,9 @@ TTLs and idempotency window, the inference scheduler and the audit quota's refil
 - ``now()``: wall time, seconds since the epoch: what is written down and must survive a
   restart (a token's ``expires_at``, an approval's deadline, a message's ``sent_at``).
 - ``monotonic()``: for durations and deadlines inside one run.
-- ``sleep(seconds)``: wait out ``seconds`` of *this* clock (``wait_event`` builds on it: an
-  event, or the clock's deadline, whichever comes first).
+- ``sleep(seconds)``: an awaitable that completes once ``seconds`` of *this* clock have
+  passed, counted from the call (``wait_event`` builds on it: an event, or the clock's
+  deadline, whichever comes first).
 
 ``SystemClock`` is the real one. ``VirtualClock`` is a real implementation whose time moves
 only when told (``advance``), waking every sleeper whose deadline it passes, as trio's
@@ -24,6 +25,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Awaitable
 from typing import Protocol
 
 __all__ = ["Clock", "SystemClock", "VirtualClock", "wait_event"]
@@ -40,8 +42,9 @@ class Clock(Protocol):
         """A clock that never goes back, for durations within one run."""
         ...
 
-    async def sleep(self, seconds: float) -> None:
-        """Return once ``seconds`` of this clock have passed (at once for ``seconds <= 0``)."""
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        """Something to await that completes once ``seconds`` of this clock have passed since
+        this call (at once, after a turn of the loop, for ``seconds <= 0``)."""
         ...
 
 
@@ -54,8 +57,8 @@ class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        return asyncio.sleep(max(0.0, seconds))  # (from its first await: real time only moves on)
 
 
 class VirtualClock:
@@ -76,13 +79,14 @@ class VirtualClock:
     def monotonic(self) -> float:
         return self._elapsed
 
-    async def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        """A future, its deadline registered now (so time stepped before the caller awaits it
+        counts): done when ``advance`` reaches it; cancelling it withdraws it."""
         if seconds <= 0:
-            await asyncio.sleep(0)  # a sleep is always a point where others may run
-            return
+            return asyncio.sleep(0)  # a sleep is always a point where others may run
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._elapsed + seconds, next(self._order), fut))
-        await fut
+        return fut
 
     def advance(self, seconds: float) -> int:
         """Move time forward by ``seconds`` and wake every sleeper whose deadline is now
@@ -98,10 +102,10 @@ class VirtualClock:
                 woken += 1
         return woken
 
-    def sleepers(self) -> int:
-        """How many sleeps are waiting on this clock now (a test steps the clock once the
-        kernel waits on it, not before)."""
-        return sum(1 for *_, f in self._sleepers if not f.done())
+    def deadlines(self) -> list[float]:
+        """When each sleep waiting on this clock now ends (its ``monotonic()`` reading), in
+        order: a test steps the clock once the kernel waits on it, not before."""
+        return sorted(d for d, _, f in self._sleepers if not f.done())
 
 
 async def wait_event(clock: Clock, event: asyncio.Event, timeout: float) -> bool:
