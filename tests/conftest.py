@@ -61,48 +61,8 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def pids_in_groups(pgids: set[int]) -> list[int]:
-    """Live processes whose process group is one of ``pgids`` (an agent's leftovers)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if fields[0] not in ("Z", "X") and int(fields[2]) in pgids:
-            found.append(int(entry))
-    return found
-
-
-def group_survivors(leaders: dict[int, int]) -> list[int]:
-    """Live processes in the process group of one of ``leaders`` (pid -> its start time when it
-    was ours). A group whose number now has a leader that started at another time is another
-    program's (the pid was reused: this host runs other tests and kernels), never counted; a
-    group without a leader still holds its number, so its members are ours."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        pgid = int(fields[2])
-        if fields[0] in ("Z", "X") or pgid not in leaders:
-            continue
-        now = proc_start_time(pgid)
-        if now is None or now == leaders[pgid]:
-            found.append(int(entry))
-    return found
-
-
-def descendants(root: int) -> set[int]:
-    """Every live process below ``root`` (by parent pid), whatever namespace or session it is in."""
-    children: dict[int, list[int]] = {}
+def live_processes() -> Iterator[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every live process on the host (zombies left out)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -112,7 +72,28 @@ def descendants(root: int) -> set[int]:
         except (FileNotFoundError, ProcessLookupError):
             continue
         if fields[0] not in ("Z", "X"):
-            children.setdefault(int(fields[1]), []).append(int(entry))
+            yield int(entry), int(fields[1]), int(fields[2])
+
+
+def pids_in_groups(pgids: set[int]) -> list[int]:
+    """Live processes whose process group is one of ``pgids`` (an agent's leftovers)."""
+    return [pid for pid, _, pgid in live_processes() if pgid in pgids]
+
+
+def group_survivors(leaders: dict[int, int]) -> list[int]:
+    """Live processes in the process group of one of ``leaders`` (pid -> its start time when it
+    was ours). A group whose number now has a leader that started at another time is another
+    program's (the pid was reused: this host runs other tests and kernels), never counted; a
+    group without a leader still holds its number, so its members are ours."""
+    return [pid for pid, _, pgid in live_processes()
+            if pgid in leaders and proc_start_time(pgid) in (None, leaders[pgid])]
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (by parent pid), whatever namespace or session it is in."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in live_processes():
+        children.setdefault(ppid, []).append(pid)
     out: set[int] = set()
     stack = [root]
     while stack:
