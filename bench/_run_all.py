@@ -33,6 +33,7 @@ QUICK: dict[str, list[str]] = {
     "mcp": ["--calls", "100", "--warm", "10"],
     "cli_start": ["--runs", "5"],
     "inference": ["--duration", "5", "--no-local"],
+    "lifecycle": ["--runs", "2"],
     "spawn": ["10"],
     "spawn_first_call": ["--spawns", "10"],
     "syscall": ["--calls", "1000", "--agents", "10", "--per-agent", "200", "--write-calls", "50"],

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from agentix.kernel.process import proc_start_time
 from agentix.sdk import Kernel
 from agentix.sdk.errors import KernelNotRunning
 from agentix.sdk.kernel import AgentInfo
@@ -60,25 +61,8 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def pids_in_groups(pgids: set[int]) -> list[int]:
-    """Live processes whose process group is one of ``pgids`` (an agent's leftovers)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if fields[0] not in ("Z", "X") and int(fields[2]) in pgids:
-            found.append(int(entry))
-    return found
-
-
-def descendants(root: int) -> set[int]:
-    """Every live process below ``root`` (by parent pid), whatever namespace or session it is in."""
-    children: dict[int, list[int]] = {}
+def live_processes() -> Iterator[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every live process on the host (zombies left out)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -88,7 +72,28 @@ def descendants(root: int) -> set[int]:
         except (FileNotFoundError, ProcessLookupError):
             continue
         if fields[0] not in ("Z", "X"):
-            children.setdefault(int(fields[1]), []).append(int(entry))
+            yield int(entry), int(fields[1]), int(fields[2])
+
+
+def pids_in_groups(pgids: set[int]) -> list[int]:
+    """Live processes whose process group is one of ``pgids`` (an agent's leftovers)."""
+    return [pid for pid, _, pgid in live_processes() if pgid in pgids]
+
+
+def group_survivors(leaders: dict[int, int]) -> list[int]:
+    """Live processes in the process group of one of ``leaders`` (pid -> its start time when it
+    was ours). A group whose number now has a leader that started at another time is another
+    program's (the pid was reused: this host runs other tests and kernels), never counted; a
+    group without a leader still holds its number, so its members are ours."""
+    return [pid for pid, _, pgid in live_processes()
+            if pgid in leaders and proc_start_time(pgid) in (None, leaders[pgid])]
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (by parent pid), whatever namespace or session it is in."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in live_processes():
+        children.setdefault(ppid, []).append(pid)
     out: set[int] = set()
     stack = [root]
     while stack:
@@ -181,7 +186,9 @@ class Daemon:
         self.client = wait_until(self._try_connect, timeout=10)
         if not self.client:
             raise RuntimeError(f"kernel socket never answered: {self.daemon_log()}")
-        self.seen_pids: set[int] = set()
+        #: every agent process this test saw, pid -> its start time then (a pid's identity: a
+        #: reused pid, another program's process, has another start time)
+        self.seen: dict[int, int] = {}
 
     def _try_connect(self) -> Kernel | None:
         try:
@@ -192,6 +199,13 @@ class Daemon:
     def daemon_log(self) -> str:
         self.log.flush()
         return (self.home.parent / f"{self.home.name}-daemon.log").read_text(errors="replace")
+
+    def see(self, pid: int | None) -> None:
+        """Remember ``pid`` as one of this kernel's processes (while it is one: call it when the
+        pid was just reported live)."""
+        t = proc_start_time(pid) if pid else None
+        if pid and t is not None:
+            self.seen.setdefault(pid, t)
 
     def connect(self) -> Kernel:
         return Kernel(self.home)
@@ -205,25 +219,36 @@ class Daemon:
         manifest = {"name": name or Path(prog).stem.replace("_", "-"), "program": program(prog),
                     "args": list(args), **fields}
         r = self.client.spawn(manifest, message=message)
-        if r.pid:
-            self.seen_pids.add(r.pid)
+        self.see(r.pid)
         return r.agent_id
 
     def run(self, prog: str, *args: str, timeout: float = 30, **kw: Any) -> AgentInfo:
         aid = self.spawn(prog, *args, **kw)
         return self.client.wait(aid, timeout=timeout)
 
-    def all_pids(self) -> set[int]:
+    def known(self) -> dict[int, int]:
+        """This kernel's processes: those seen, and every live agent's now (an exited agent's
+        pid is not looked at again: another program may have it by now)."""
         try:
-            return {a.pid for a in self.client.list() if a.pid} | self.seen_pids
+            for a in self.client.list():
+                if a.state in ("running", "paused"):
+                    self.see(a.pid)
         except Exception:
-            return set(self.seen_pids)
+            pass
+        return dict(self.seen)
+
+    def survivors(self, known: dict[int, int]) -> list[int]:
+        """Those of ``known`` still alive as the same process, and their groups' members."""
+        same = [p for p, t in known.items() if pid_alive(p) and proc_start_time(p) == t]
+        return sorted(set(same) | set(group_survivors(known)))
 
     def stop(self) -> None:
         """Shut the kernel down; fail if it or any agent process survives."""
-        pids = self.all_pids()
+        known = self.known()
         if self.proc.poll() is None:
-            pids |= descendants(self.proc.pid)  # agents and everything they started
+            for p in descendants(self.proc.pid):  # agents and everything they started
+                self.see(p)
+            known = dict(self.seen)
             try:
                 self.client.shutdown()
             except Exception:
@@ -237,9 +262,9 @@ class Daemon:
         self.client.close()
         self.log.close()
         # sandboxed processes die with their namespace a moment after its leader: allow 2 s
-        wait_until(lambda: not pids_in_groups(pids) and not any(pid_alive(p) for p in pids), timeout=2)
-        leftovers = pids_in_groups(pids) + [p for p in pids if pid_alive(p)]
-        for p in set(leftovers):  # clean up before failing so later tests are not hurt
+        wait_until(lambda: not self.survivors(known), timeout=2)
+        leftovers = self.survivors(known)
+        for p in leftovers:  # clean up before failing so later tests are not hurt
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:

@@ -169,10 +169,9 @@ def test_max_bytes_truncates(server, base):
 
 
 def test_timeout(server, base):
-    t0 = time.monotonic()
+    # the server answers only after 2 s: a fetch that ignored its timeout would get that answer
     with pytest.raises(Timeout):
         fetch(f"{base}/slow", ["127.0.0.1"], timeout=0.5)
-    assert time.monotonic() - t0 < 1.9
 
 
 def test_secret_headers_reach_only_the_original_host(server, base):

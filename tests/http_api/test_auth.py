@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
+import httpx
 import pytest
 
+from agentix.kernel.clock import VirtualClock
+from agentix.kernel.http_api import start_http
 from conftest import STANDARD, program
+from security._world import run
 
 
 def _manifest(name: str, prog: str = "sleeper.py", *args: str) -> dict:
@@ -92,14 +94,32 @@ def test_a_forged_secret_for_a_real_token_id_is_401(api):
     assert api.audit_size() == seq
 
 
-def test_an_expired_token_is_401(api):
-    tok = api.daemon.client.call("tokens.create", name="short", role="operator", ttl=0.5)["token"]
-    assert api.post("agent.list", {}, token=tok).status_code == 200
-    time.sleep(0.6)
-    agents, seq = api.agent_count(), api.audit_size()
-    r = api.post("agent.spawn", _manifest("expired"), token=tok)
-    assert r.status_code == 401 and r.json()["error"]["data"]["reason"] == "expired"
-    assert api.agent_count() == agents and api.audit_size() == seq
+def test_an_expired_token_is_401(tmp_path):
+    """A token with a TTL over real HTTP, served by a kernel whose clock the test steps: still
+    accepted a moment before its expiry, 401 at it, and nothing moved."""
+    clock = VirtualClock()
+
+    async def body(w):
+        server = await start_http(w.k.http, "127.0.0.1", 0)
+        try:
+            tok = (await w.op("tokens.create", name="short", role="operator", ttl="1m"))["token"]
+            async with httpx.AsyncClient(base_url=server.url, timeout=30,
+                                         headers={"Authorization": f"Bearer {tok}"}) as c:
+                clock.advance(59.9)
+                before = (await c.post("/v1/call/agent.list", json={})).status_code
+                clock.advance(0.1)
+                await w.k.audit.sink.sync()
+                agents, seq = len(list(w.k.table)), len(w.events())
+                r = await c.post("/v1/call/agent.spawn", json=_manifest("expired"))
+                await w.k.audit.sink.sync()
+                return before, r.status_code, r.json(), agents, seq, len(list(w.k.table)), len(w.events())
+        finally:
+            await server.close()
+
+    before, status, err, agents, seq, agents_after, seq_after = run(tmp_path, body, clock=clock)
+    assert before == 200
+    assert status == 401 and err["error"]["data"]["reason"] == "expired"
+    assert agents_after == agents and seq_after == seq
 
 
 def test_a_revoked_token_is_401_and_others_still_work(api):

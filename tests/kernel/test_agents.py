@@ -125,17 +125,15 @@ def test_exit_record_is_kept_after_exit(module_kernel, arg: str, code: int, reas
     assert not pid_alive(info.pid)
 
 
-def test_dead_process_is_reaped_within_one_second(module_kernel) -> None:
+def test_a_process_killed_outside_the_kernel_is_reaped_and_recorded(module_kernel) -> None:
+    """Scenario 2: a process that dies outside the kernel's control gets its exit record from
+    the reaper (how soon: bench/lifecycle.py, goal under one second)."""
     kernel = module_kernel
-    """Scenario 2: from the process's death to its exit record, measured on the monotonic clock."""
     aid = kernel.spawn("sleeper.py")
     wait_log(kernel, aid, "ready")
     pid = kernel.client.status(aid).pid
-    t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)  # it dies outside the kernel's control
-    info = kernel.client.wait(aid, timeout=5)
-    elapsed = time.monotonic() - t0
-    assert elapsed < 1.0, f"exit recorded {elapsed:.3f}s after the process died"
+    info = kernel.client.wait(aid, timeout=30)
     assert info.exit["signal"] == signal.SIGKILL and info.exit["code"] is None
     assert info.exit["reason"] == "crashed"
     assert "SIGKILL" in info.exit["detail"]
@@ -173,16 +171,16 @@ def test_stop_kills_grandchild_processes(kernel) -> None:
         f"survived: {[p for p in family if pid_alive(p)]}"
 
 
-def test_kill_is_immediate_and_sigterm_stop_is_graceful(kernel) -> None:
+def test_kill_is_immediate_and_sigterm_stop_is_graceful(start_kernel) -> None:
+    # a stop grace far past the test's timeout: a kill that waited it would never return
+    kernel = start_kernel(config={"stop_grace": 600})
     a = kernel.spawn("sleeper.py")
     b = kernel.spawn("ignore_term.py")
     wait_log(kernel, a, "ready")
     wait_log(kernel, b, "ignoring")
     info = kernel.client.stop(a)  # sleeper dies of SIGTERM at once
     assert info.exit["reason"] == "killed" and info.exit["signal"] == signal.SIGTERM
-    t0 = time.monotonic()
-    info = kernel.client.kill(b)
-    assert time.monotonic() - t0 < 1.0
+    info = kernel.client.kill(b)  # it ignores SIGTERM: only a SIGKILL at once ends it
     assert info.exit["reason"] == "killed" and info.exit["signal"] == signal.SIGKILL
     # stopping an exited agent is harmless and changes nothing
     assert kernel.client.stop(a).exit == kernel.client.status(a).exit
@@ -259,7 +257,7 @@ def test_wait_times_out_with_a_typed_error_and_the_agent_keeps_running(kernel) -
     t0 = time.monotonic()
     with pytest.raises(Timeout):
         kernel.client.wait(aid, timeout=0.3)
-    assert 0.25 < time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 >= 0.3  # it waited its timeout (how little more: bench/lifecycle.py)
     assert kernel.client.status(aid).state == "running"
 
 
@@ -323,10 +321,9 @@ def test_agent_count_limit_default_is_a_hundred(module_kernel) -> None:
 
 def test_wall_clock_limit_stops_the_agent_with_reason_timeout(kernel) -> None:
     aid = kernel.spawn("sleeper.py", limits={"wall_clock": "1s"})
-    t0 = time.monotonic()
-    info = kernel.client.wait(aid, timeout=15)
+    info = kernel.client.wait(aid, timeout=30)
     assert info.exit["reason"] == "timeout" and "wall-clock" in info.exit["detail"]
-    assert 0.9 < time.monotonic() - t0 < 5
+    assert info.raw["runtime_s"] >= 1.0  # not before its limit (how soon after: bench/lifecycle.py)
     assert not pid_alive(info.pid)
 
 

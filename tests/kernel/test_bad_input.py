@@ -184,10 +184,10 @@ def test_a_client_that_disconnects_mid_call_hurts_no_one(kernel, witness: str) -
 
 def test_a_slow_call_does_not_hold_up_the_next_one_on_the_same_connection(kernel, witness: str) -> None:
     c = Raw(kernel.socket)
+    # the slow call is answered only after its 2 s; the fast one sent after it is answered first
+    # (how fast: bench/lifecycle.py)
     c.send(json.dumps(req("agent.wait", {"agent_id": witness, "timeout": 2}, id="slow")).encode() + b"\n")
-    t0 = time.monotonic()
     assert c.call(req("kernel.info", id="fast"))["id"] == "fast"
-    assert time.monotonic() - t0 < 1.0
     assert c.frame()["id"] == "slow"
     c.close()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -144,10 +143,8 @@ def test_cli_spawn_ps_inspect_logs_send_stop_kill_pause_resume(kernel) -> None:
 def test_cli_logs_follow_returns_when_the_agent_exits(kernel) -> None:
     steps = json.dumps([["print", "alpha"], ["sleep", 0.5], ["print", "omega"]])
     aid = kernel.spawn("calls.py", steps)
-    t0 = time.monotonic()
-    r = cli(kernel, "logs", "-f", aid)
+    r = cli(kernel, "logs", "-f", aid)  # returns at all (cli's timeout would raise), with the whole log
     assert r.returncode == 0 and r.stdout.split() == ["alpha", "omega"]
-    assert time.monotonic() - t0 < 15
 
 
 def test_cli_ps_tree_shows_the_family(kernel) -> None:

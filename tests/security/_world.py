@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agentix.core.manifest import parse_manifest
+from agentix.kernel.clock import Clock
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import OPERATOR
 from agentix.kernel.home import Home
@@ -59,7 +60,8 @@ class World:
     #: more programs beside probe.py: file name -> source
     programs: dict[str, str] = {}
 
-    def __init__(self, tmp: Path, config_toml: str | None = None, **config: Any) -> None:
+    def __init__(self, tmp: Path, config_toml: str | None = None, *, clock: Clock | None = None,
+                 **config: Any) -> None:
         self.tmp = tmp
         self.home = Home(tmp / "home")
         self.home.create()
@@ -73,7 +75,9 @@ class World:
             (self.progs / name).write_text(text)
         self.prog = self.progs / "probe.py"
         config.setdefault("stop_grace", 1.0)
-        self.k = KernelRoot(self.home, KernelConfig(backend=self.backend, isolation=self.isolation, **config))
+        # ``clock``: the kernel's one clock (a test of expiry passes a VirtualClock and steps it)
+        self.k = KernelRoot(self.home, KernelConfig(backend=self.backend, isolation=self.isolation, **config),
+                            clock=clock)
 
     async def spawn(self, caps: Any = (), name: str = "probe", parent=None, *, program: str = "probe.py",
                     **extra: Any):
@@ -115,9 +119,9 @@ class World:
 
 
 def run(tmp: Path, body, config_toml: str | None = None, *, world: type[World] = World,
-        **config: Any) -> Any:
+        clock: Clock | None = None, **config: Any) -> Any:
     async def go():
-        w = world(tmp, config_toml, **config)
+        w = world(tmp, config_toml, clock=clock, **config)
         await w.k.start()
         try:
             return await body(w)

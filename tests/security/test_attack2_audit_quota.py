@@ -12,9 +12,13 @@ into ``audit.suppressed`` records, so the log still accounts for every call.
 from __future__ import annotations
 
 import asyncio
+
 from hypothesis import given, settings, strategies as st
 
 from agentix.core.record_quota import RecordQuota
+from agentix.kernel.clock import VirtualClock
+from agentix.kernel.record_gate import FLUSH_AFTER
+from conftest import until
 from security._world import World, run, tool
 
 # ------------------------------------------------------------------ the rule (pure)
@@ -103,12 +107,13 @@ def test_agent_hammering_a_denied_tool_cannot_grow_the_audit_log_without_bound(t
         echoes = [e for e in w.events(kind="tool.result", agent=flooder.agent_id) if e["data"]["ok"]]
         return res, mid, other, other_written, after, echoes
 
-    res, mid, other, other_written, after, echoes = run(tmp_path, body, **QUOTA)
+    # the kernel's clock stands still: the quota's bucket does not refill during the run
+    res, mid, other, other_written, after, echoes = run(tmp_path, body, clock=VirtualClock(), **QUOTA)
     assert [r.get("error") for r in res[:n]] == ["capability_denied"] * n    # every call refused
     assert res[n]["ok"]["echo"] == "still works"                              # then served
     written, held = mid
-    assert written <= 10 + 0.5 * 120 + 1, written       # the burst, plus refill over the run
-    assert written < n
+    # exactly the burst of 10, nothing more: the probe's receipt of its orders, nine refusals
+    assert written == 9
     assert [r.get("error") for r in other] == ["capability_denied"] * 3
     assert other_written == 3                             # per identity: not silenced
     written, held = after
@@ -160,17 +165,25 @@ def test_effect_calls_are_never_held_back_by_the_quota(tmp_path):
 
 
 def test_the_aggregate_is_written_after_its_interval_without_a_flush(tmp_path):
+    clock = VirtualClock()
+
     async def body(w: World):
-        w.k.record_gate.flush_after = 0.5
         a = await w.spawn([], name="burst")
         await w.calls(a, [tool("file_read", path="/etc/passwd") for _ in range(25)])
-        for _ in range(100):
+        await until(lambda: FLUSH_AFTER in clock.deadlines())  # the gate's flush waits on the kernel's clock
+        clock.advance(FLUSH_AFTER - 0.1)
+        await w.k.audit.sink.sync()
+        early = w.events(kind="audit.suppressed")
+        clock.advance(0.1)
+        for _ in range(1000):  # the woken flush writes its record (a condition, not a guessed delay)
             await w.k.audit.sink.sync()
             if w.events(kind="audit.suppressed"):
                 break
-            await asyncio.sleep(0.05)
-        return a, w.events(kind="audit.suppressed")
+            await asyncio.sleep(0.01)
+        return a, early, w.events(kind="audit.suppressed")
 
-    a, agg = run(tmp_path, body, **QUOTA)
-    assert agg and agg[0]["data"]["by"].endswith(f"({a.agent_id})")
-    assert agg[0]["data"]["kinds"] == {"capability.denied": agg[0]["data"]["count"]}
+    a, early, agg = run(tmp_path, body, clock=clock, **QUOTA)
+    assert early == []                                    # not a moment before its interval
+    assert len(agg) == 1 and agg[0]["data"]["by"].endswith(f"({a.agent_id})")
+    # 25 refusals, 9 of them written (the burst of 10 less the probe's receipt of its orders)
+    assert agg[0]["data"]["kinds"] == {"capability.denied": 16}

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 from pathlib import Path
 
 
 from sandbox.test_warm_pool import _kernel, _ready, _run, needs_host
 
-MARK = "987.654321"
+# the detached sleeper's argument, unique to this test process: the host scan below must find
+# only this run's sleeper, never one of another test run on the same host
+MARK = f"987.{secrets.randbelow(10**9):09d}"
 LEAVER = f'''
 import os, subprocess, time
 from agentix.sdk import agent

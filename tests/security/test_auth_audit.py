@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_scenarios_12_36 import World, run, tool  # noqa: E402  (same directory)
+from conftest import until  # noqa: E402
 
 from agentix.core.manifest import parse_manifest  # noqa: E402
 from agentix.kernel.methods import POLICIES  # noqa: E402
@@ -81,7 +82,8 @@ def test_child_manifest_dropping_its_parents_approval_required_still_asks(tmp_pa
             await asyncio.sleep(0.05)
         child = w.k.table.get(parent.children[0])
         await w.k.deliver(None, child, {"calls": [tool("echo", message="x")], "exit": True})
-        await asyncio.sleep(0.5)
+        # the child's call asks (not a guessed delay: until its request is there or it exited)
+        await until(lambda: bool(w.k.caps.approvals.pending(w.k.clock.now())) or child.exit is not None)
         pending = (await w.op("approval.list"))["approvals"]
         await w.op("approval.respond", id=pending[0]["id"], approve=False, reason="no")
         await w.k.wait(child, 30)

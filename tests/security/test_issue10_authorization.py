@@ -8,7 +8,6 @@ nothing charged, and exactly one audit record of the refusal.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -20,13 +19,12 @@ from typing import Any
 import pytest
 
 from agentix.kernel.cap_grants import encode_token
+from agentix.kernel.clock import VirtualClock
 
 from _world import SCRIPTED, World, run, substrate, tool  # noqa: E402,F401  (same directory)
 
 
 async def _copy_out(w: World, rec) -> None:  # the probe's program must be in a child's workspace
-    import shutil
-
     shutil.copy(w.prog, rec.workspace / "probe.py")
 
 
@@ -139,12 +137,14 @@ def test_expired_token_cannot_authorise_a_web_fetch_redirect_hop(tmp_path, http)
     port2, hits2 = http()
     port1, _hits1 = http(redirect_to=f"http://localhost:{port2}/next")
 
+    clock = VirtualClock()
+
     async def body(w):
-        rec = await w.spawn([{"grant": "network: 127.0.0.1"}, {"grant": "network: localhost", "expires": 1}])
-        await asyncio.sleep(1.2)
+        rec = await w.spawn([{"grant": "network: 127.0.0.1"}, {"grant": "network: localhost", "expires": 10}])
+        clock.advance(10)  # the kernel's clock passes the second token's expiry; the first never expires
         return await w.calls(rec, [tool("web_fetch", url=f"http://127.0.0.1:{port1}/start")])
 
-    res = run(tmp_path, body)
+    res = run(tmp_path, body, clock=clock)
     assert res[0]["error"] == "capability_expired" and hits2.paths == []
 
 
@@ -171,18 +171,20 @@ def test_revoked_token_cannot_unlock_a_vault_secret(tmp_path, http):
 
 # ---------------------------------------------------------------------------- expiry and charging
 def test_expired_grant_refuses_ipc_send_broadcast_and_delegate(tmp_path):
+    clock = VirtualClock()
+
     async def body(w):
-        a = await w.spawn([{"grant": ["message_send: b", "tool: echo"], "expires": 1}], name="a")
+        a = await w.spawn([{"grant": ["message_send: b", "tool: echo"], "expires": 10}], name="a")
         await _copy_out(w, a)
         b = await w.spawn([], name="b", parent=a)      # in a's tree: a broadcast would reach it
-        await asyncio.sleep(1.2)
+        clock.advance(10)
         res = await w.calls(a, [["ipc.send", {"to": "b", "message": "hi"}],
                                 ["ipc.broadcast", {"message": "hi all"}],
                                 ["cap.delegate", {"to": "b", "grants": ["tool: echo"]}]])
         return res, w.events("message.sent", a.agent_id), list(w.k.caps.held.get(b.agent_id, [])), \
             w.refusals(a.agent_id)
 
-    res, sent, held_b, refusals = run(tmp_path, body)
+    res, sent, held_b, refusals = run(tmp_path, body, clock=clock)
     assert [r.get("error") for r in res] == ["capability_expired"] * 3
     assert sent == [] and held_b == []                # nothing delivered, nothing handed over
     assert len(refusals) == 3                          # one audit record per refused call
@@ -220,10 +222,12 @@ def test_broadcast_stops_at_the_invocation_limit(tmp_path):
 
 @pytest.mark.parametrize("dead", ["revoked", "expired", "exhausted"])
 def test_dry_run_answers_denied_for_a_dead_token_and_charges_nothing(tmp_path, dead):
+    clock = VirtualClock()
+
     async def body(w):
         grant: dict[str, Any] = {"grant": "tool: echo"}
         if dead == "expired":
-            grant["expires"] = 1
+            grant["expires"] = 10
         if dead == "exhausted":
             grant["max_invocations"] = 0
         rec = await w.spawn([grant])
@@ -231,12 +235,12 @@ def test_dry_run_answers_denied_for_a_dead_token_and_charges_nothing(tmp_path, d
         if dead == "revoked":
             await w.op("cap.revoke", token_id=tok.id)
         if dead == "expired":
-            await asyncio.sleep(1.2)
+            clock.advance(10)
         check = await w.op("cap.check", agent_id=rec.agent_id, name="echo", args={"message": "x"})
         res = await w.calls(rec, [["tool.call", {"name": "echo", "args": {"message": "x"}, "dry_run": True}]])
         return check, res, w.k.caps.ledger.used(tok.id), w.events("tool.invoked", rec.agent_id)
 
-    check, res, used, invoked = run(tmp_path, body)
+    check, res, used, invoked = run(tmp_path, body, clock=clock)
     code = {"revoked": "capability_revoked", "expired": "capability_expired",
             "exhausted": "capability_exhausted"}[dead]
     assert check["allowed"] is False and check["error"] == code

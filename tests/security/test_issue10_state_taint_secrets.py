@@ -108,7 +108,7 @@ class Homes:
         r = d.client.spawn({"name": name, "program": str(self.prog), "lifecycle": "persistent",
                             "capabilities": caps, "isolation": "degraded"
                             if self.isolation == "degraded" else "strict", **extra})
-        d.seen_pids.add(r.pid or 0)
+        d.see(r.pid)
         return r.agent_id
 
     @staticmethod

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,13 @@ from agentix.core.caps import Authority, generate_root_key
 from agentix.core.errors import AgentixError
 from agentix.core.manifest import parse_manifest
 from agentix.kernel.cap_grants import encode_token
+from agentix.kernel.clock import VirtualClock
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.home import Home
 from agentix.kernel.kernel import KernelRoot
 
 from _world import PROBE, World, run, substrate, tool  # noqa: E402,F401  (same directory)
+from conftest import until  # noqa: E402
 
 
 def tree(root: Path) -> dict[str, Any]:
@@ -558,12 +559,29 @@ def test_s33_approval_required_blocks_on_every_path(tmp_path):
 
 
 def test_s33_no_answer_before_timeout_is_a_deny(tmp_path):
-    async def body(w):
-        rec = await w.spawn(["tool: echo"], approval_required=["echo"])
-        return await w.calls(rec, [tool("echo")]), w.events("approval.expired")
+    """The default deadline (an hour of the kernel's clock): unanswered a moment before it the
+    call still waits; at it, the call is denied and the tool never ran."""
+    clock = VirtualClock()
 
-    res, ev = run(tmp_path, body, approval_timeout=0.5)
-    assert res[0]["error"] == "approval_denied" and ev
+    async def body(w):
+        # (a wall-clock limit past the deadline: the default 10 minutes would end the agent first)
+        rec = await w.spawn(["tool: echo"], approval_required=["echo"], limits={"wall_clock": "2h"})
+        await w.k.deliver(None, rec, {"calls": [tool("echo", message="x")]})
+        p = await _wait_pending(w)
+        await until(lambda: 3600.0 in clock.deadlines())  # the call waits on the kernel's clock
+        clock.advance(3599.9)
+        await until(lambda: 3600.0 in clock.deadlines())  # ... woken by nothing: it still waits
+        still = ((await w.op("approval.list"))["approvals"], rec.live, w.events("approval.expired"))
+        clock.advance(0.1)
+        await w.k.wait(rec, 30)
+        return p, still, rec.result[-1], w.events("approval.expired"), w.events("tool.invoked", rec.agent_id)
+
+    p, (pending, live, expired_early), res, expired, invoked = run(tmp_path, body, clock=clock)
+    assert p[0]["deadline"] == VirtualClock().now() + 3600
+    assert [a["id"] for a in pending] == [p[0]["id"]] and live and expired_early == []
+    assert res[0]["error"] == "approval_denied" and "deadline" in res[0]["message"]
+    assert [e["data"]["approval_id"] for e in expired] == [p[0]["id"]]
+    assert invoked == []
 
 
 def test_s34_approval_covers_exactly_the_action(tmp_path):
@@ -695,16 +713,18 @@ def test_s32_an_approval_lets_one_tainted_call_through(tmp_path):
 
 
 def test_s20_an_expired_grant_is_refused(tmp_path):
+    clock = VirtualClock()
+
     async def body(w):
         rec = await w.spawn([{"grant": "tool: echo", "expires": 4}])
-        await w.k.deliver(None, rec, {"calls": [tool("echo", message="now")], "exit": False})
-        # the first call is answered before expiry (a sandbox may take a while to start)...
-        while not w.events("tool.result", rec.agent_id):
-            await asyncio.sleep(0.05)
-        # ...the second one after it
-        await asyncio.sleep(max(0.0, w.k.caps.held[rec.agent_id][0].expires_at - time.time()) + 0.2)
+        # the first call is answered a moment before expiry (the kernel's clock, not the host's:
+        # however long the sandbox takes to start)...
+        clock.advance(3.9)
+        await w.calls(rec, [tool("echo", message="now")], exit=False)
+        # ...the second one at it
+        clock.advance(0.1)
         return await w.calls(rec, [tool("echo", message="later")]), rec
 
-    res, rec = run(tmp_path, body)
+    res, rec = run(tmp_path, body, clock=clock)
     assert rec.result[0][0]["ok"] == {"echo": "now"}
     assert res[0]["error"] == "capability_expired"

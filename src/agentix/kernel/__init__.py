@@ -7,6 +7,8 @@ another in a circle (``tests/test_layering.py``).
 
 Construction order (``kernel/kernel.py``)::
 
+    0. clock.Clock               the one clock (clock.SystemClock; a test passes a VirtualClock
+                                 and steps it): every service that decides by time is given it
     1. store.db.Database         the one store (agentix.db: every table, one writer)
        audit_log.KernelAudit     the tamper-evident log in it; its sink records every event
                                  (a test may pass its own sink)

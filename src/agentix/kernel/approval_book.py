@@ -14,6 +14,7 @@ from typing import Any
 
 from agentix.core.approval import Approval, apply
 from agentix.core.errors import LimitExceeded, NotFound
+from agentix.kernel.clock import Clock, wait_event
 from agentix.store.db import Database
 from agentix.store.state import ApprovalRecord, ApprovalStore
 
@@ -32,10 +33,12 @@ class ApprovalBook:
     Every change is written to the store (table ``approvals``, through the one writer, queued
     in order: the audit record that follows a change is durable only after it), so pending
     approvals survive a restart. A ``legacy`` ``approvals.json`` from an older kernel is
-    imported once and removed.
+    imported once and removed. A call waits for an answer on ``clock`` (the kernel's one
+    clock: its deadline is the clock's, so a virtual clock steps it).
     """
 
-    def __init__(self, db: Database | None = None, legacy: Path | None = None) -> None:
+    def __init__(self, db: Database | None = None, legacy: Path | None = None, *, clock: Clock) -> None:
+        self.clock = clock
         self._items: dict[str, Approval] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self.args: dict[str, dict[str, Any]] = {}  # what the operator is shown
@@ -93,11 +96,8 @@ class ApprovalBook:
         return a
 
     async def wait(self, approval_id: str, timeout: float) -> Approval:
-        ev = self._waiters.setdefault(approval_id, asyncio.Event())
-        try:
-            await asyncio.wait_for(ev.wait(), timeout=max(0.0, timeout))
-        except asyncio.TimeoutError:
-            pass
+        """The approval once answered, or as it is after ``timeout`` seconds of the clock."""
+        await wait_event(self.clock, self._waiters.setdefault(approval_id, asyncio.Event()), timeout)
         return self.get(approval_id)
 
     def admit(self, agent: str, now: float) -> None:

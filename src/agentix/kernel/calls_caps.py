@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import Any
 
@@ -40,8 +39,8 @@ def register(pipeline: Pipeline, *, svc: CapabilityService, table: ProcessTable,
     async def cap_grant(call: Call) -> dict[str, Any]:
         rec = table.find_live(call.params.get("agent_id") or "")
         gs = grants_param(call.params)
-        mx, exp = limits_params(call.params)
-        tok = svc.authority.mint(rec.agent_id, gs, now=time.time(), expires_at=exp, max_invocations=mx)
+        mx, exp = limits_params(call.params, svc.clock.now())
+        tok = svc.authority.mint(rec.agent_id, gs, now=svc.clock.now(), expires_at=exp, max_invocations=mx)
         svc.install(rec.agent_id, [tok])
         await events.record("capability.granted", rec.agent_id, {
             "by": "operator", "token_id": tok.id, "grants": gs.strings(), "max_invocations": mx,
@@ -85,7 +84,7 @@ def register(pipeline: Pipeline, *, svc: CapabilityService, table: ProcessTable,
                 or any(name in t.approval_required for t in auth.tokens)}
 
     async def approval_list(call: Call) -> dict[str, Any]:
-        now = time.time()
+        now = svc.clock.now()
         show_all = bool(call.params.get("all"))
         items = svc.approvals.all() if show_all else svc.approvals.pending(now)
         return {"approvals": [{**a.to_data(), "args": svc.redact(svc.approvals.args.get(a.id))}
@@ -99,7 +98,7 @@ def register(pipeline: Pipeline, *, svc: CapabilityService, table: ProcessTable,
             raise InvalidRequest('approval.respond needs "id" and "approve" (true/false)', field="id")
         if reason is not None and not isinstance(reason, str):
             raise InvalidRequest('"reason" must be a string', field="reason")
-        a = svc.approvals.resolve(aid, approve, reason=reason, by="operator", now=time.time())
+        a = svc.approvals.resolve(aid, approve, reason=reason, by="operator", now=svc.clock.now())
         await events.record("approval.granted" if a.state == "granted" else "approval.denied",
                               a.agent, {"approval_id": aid, "tool": a.tool, "reason": reason})
         return a.to_data()
@@ -114,14 +113,14 @@ def register(pipeline: Pipeline, *, svc: CapabilityService, table: ProcessTable,
         assert auth is not None
         target = table.find_live(call.params.get("to") or "")
         gs = grants_param(call.params)
-        mx, exp = limits_params(call.params)
+        mx, exp = limits_params(call.params, svc.clock.now())
         by_owner: dict[str, tuple[Token, list[Grant]]] = {}
         for g in gs:
             owner = auth.token_for(g)
             by_owner.setdefault(owner.id, (owner, []))[1].append(g)
         # constraints only accumulate: the delegator's approval_required travels in the token
         asks = rec.manifest.approval_required
-        toks = [svc.authority.attenuate(owner, glist, now=time.time(), holder=target.agent_id,
+        toks = [svc.authority.attenuate(owner, glist, now=svc.clock.now(), holder=target.agent_id,
                                         expires_at=exp, max_invocations=mx,
                                         remaining=svc.ledger.remaining(owner), ask=asks)
                 for owner, glist in by_owner.values()]

@@ -39,7 +39,6 @@ Rules (docs/security.md has the model):
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -66,6 +65,7 @@ from agentix.kernel.cap_grants import (
     manifest_groups,
     model_grant,
 )
+from agentix.kernel.clock import Clock
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Call
 from agentix.kernel.fence import HomeFence
@@ -94,11 +94,14 @@ class CapabilityService:
 
     ``decide`` is the kernel's only way to ask the authorization question: it feeds the pure
     decision (``core.authorize``) the caller's tokens, the ledger, the issued-token record, the
-    clock and the denied prefixes (the kernel's own state)."""
+    clock and the denied prefixes (the kernel's own state). ``clock`` is the kernel's one clock
+    (``kernel/clock.py``): token expiry, issue times and approval deadlines all read it."""
 
     def __init__(self, home: Home, config: KernelConfig, *, db: Database | None, table: ProcessTable,
-                 tool_names: Callable[[], list[str]], vault: Vault, secrets: dict[str, str]) -> None:
+                 tool_names: Callable[[], list[str]], vault: Vault, secrets: dict[str, str],
+                 clock: Clock) -> None:
         self.home = home
+        self.clock = clock
         self.config = config
         self.table = table
         self.tool_names = tool_names
@@ -109,7 +112,7 @@ class CapabilityService:
         self._lineage: dict[str, str] = {}  # token id -> lineage, from tokens_for_spawn to install
         self.policy = load_taint_policy(home.root)
         self.held: dict[str, list[Token]] = {}
-        self.approvals = ApprovalBook(db, legacy=home.root / "approvals.json")
+        self.approvals = ApprovalBook(db, legacy=home.root / "approvals.json", clock=clock)
         self.approval_timeout = float(getattr(config, "approval_timeout", DEFAULT_TIMEOUT))
         self.secrets: dict[str, str] = secrets
         #: the hosts each secret may be sent to (a secret with none is never injected)
@@ -143,7 +146,7 @@ class CapabilityService:
             raise CapabilityDenied(f"{rec.name} holds no capability; {first} needs one",
                                    reason="no_token", request=str(first))
         return self.decisions.authorize(toks, req, ledger=self.ledger, issued=self.issued,
-                                        now=time.time(), prior=prior)
+                                        now=self.clock.now(), prior=prior)
 
     def commit(self, rec: AgentRecord, auth: Authorization) -> None:
         """Apply a decision's charges (tokens, then the tool-call budget) in one step."""
@@ -234,7 +237,7 @@ class CapabilityService:
         wider; a revoked, expired or exhausted parent token delegates nothing). The manifest's
         ``model`` must be covered by a ``model`` grant. Pure with respect to kernel state:
         nothing is registered until ``install``."""
-        now = time.time()
+        now = self.clock.now()
         groups = manifest_groups(manifest)
         model_grant(manifest, groups)
         asks = tuple(manifest.approval_required)
@@ -281,7 +284,7 @@ class CapabilityService:
 
     def live_tokens(self, agent_id: str, now: float | None = None) -> list[Token]:
         """The agent's tokens that are neither revoked, expired nor exhausted now."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         out = []
         for t in self.held.get(agent_id, []):
             exp = t.expires_at

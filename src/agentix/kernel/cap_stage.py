@@ -9,7 +9,6 @@ call touches (a function of the call and a ``Lookup``), and the stage asks the o
 from __future__ import annotations
 
 import secrets as _secrets
-import time
 from typing import TYPE_CHECKING, Any
 
 from agentix.core.approval import Approval, apply, consume
@@ -134,7 +133,7 @@ class CapabilityStage:
 
     async def _approve(self, call: Call, rec: AgentRecord, approved_id: Any, taint_ask: bool) -> None:
         svc = self.svc
-        now = time.time()
+        now = svc.clock.now()
         assert call.tool is not None
         if approved_id is not None:  # a previously granted approval presented again
             if not isinstance(approved_id, str):
@@ -154,12 +153,12 @@ class CapabilityStage:
             raise ApprovalDenied(f"{call.tool} needs the operator's approval {aid}; call again with "
                                  f'"approval": "{aid}" once it is granted', approval_id=aid,
                                  reason="pending")
-        a = await svc.approvals.wait(aid, a.deadline - time.time())
+        a = await svc.approvals.wait(aid, a.deadline - svc.clock.now())
         if a.state == "pending":
-            a = apply(a, "expire", now=time.time(), reason="no answer before the deadline")
+            a = apply(a, "expire", now=svc.clock.now(), reason="no answer before the deadline")
             svc.approvals.put(a)
             await self.events.record("approval.expired", rec.agent_id, {"approval_id": aid, "tool": call.tool})
-        a = consume(a, rec.agent_id, call.tool, call.args, now=time.time())
+        a = consume(a, rec.agent_id, call.tool, call.args, now=svc.clock.now())
         svc.approvals.put(a)
 
 

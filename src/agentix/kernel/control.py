@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from typing import Any
 
 from agentix.core.errors import NotFound, StateError, Timeout
+from agentix.kernel.clock import Clock
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import EventSink
 from agentix.kernel.process import AgentRecord, ProcessTable
@@ -30,8 +30,9 @@ MAX_GRACE = 600.0
 class Control:
     """Stop, kill, pause, resume, wait for and describe the agents of one process table."""
 
-    def __init__(self, table: ProcessTable, events: EventSink, config: KernelConfig) -> None:
+    def __init__(self, table: ProcessTable, events: EventSink, config: KernelConfig, clock: Clock) -> None:
         self.table = table
+        self.clock = clock  # budgets' time and the wall-clock limit are the kernel's clock's
         self.events = events
         self.config = config
 
@@ -122,12 +123,12 @@ class Control:
             "result": rec.result,
             "resources": (rec.handle.stats() if rec.handle is not None and rec.live
                           else rec.last_stats),
-            "budget": rec.budget.snapshot(time.monotonic()) if rec.budget is not None else None,
+            "budget": rec.budget.snapshot(self.clock.monotonic()) if rec.budget is not None else None,
         })
         return data
 
     async def wall_clock(self, rec: AgentRecord, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        await self.clock.sleep(seconds)
         if rec.live:
             await self.stop(rec, reason="timeout", detail=f"wall-clock limit of {seconds:g}s reached", grace=1.0)
 

@@ -14,10 +14,10 @@ dashboard to one round trip. Read-only: a viewer token may call it.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from agentix.core.errors import InvalidRequest
+from agentix.kernel.clock import Clock
 from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.methods import method
 from agentix.kernel.process import AgentRecord, ProcessTable
@@ -45,8 +45,8 @@ def tree_row(rec: AgentRecord, now_mono: float) -> dict[str, Any]:
     return row
 
 
-def register(pipeline: Pipeline, *, table: ProcessTable) -> None:
-    """Add ``dashboard.agents`` (it reads the process table only)."""
+def register(pipeline: Pipeline, *, table: ProcessTable, clock: Clock) -> None:
+    """Add ``dashboard.agents`` (it reads the process table only, at the kernel's ``clock``)."""
 
     async def dashboard_agents(call: Call) -> dict[str, Any]:
         show_all = bool(call.params.get("all", True))
@@ -60,7 +60,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable) -> None:
                           key=lambda r: r.created_at)
         else:
             recs = sorted((r for r in table if show_all or r.live), key=lambda r: r.created_at)
-        now = time.monotonic()
-        return {"agents": [tree_row(r, now) for r in recs], "now": time.time()}
+        now = clock.monotonic()
+        return {"agents": [tree_row(r, now) for r in recs], "now": clock.now()}
 
     pipeline.register(method("dashboard.agents", dashboard_agents, operator=True))

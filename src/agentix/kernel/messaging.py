@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from agentix.core.errors import NotFound
+from agentix.kernel.clock import Clock
 from agentix.kernel.dispatch import EventSink
 from agentix.kernel.process import AgentRecord
 
@@ -22,16 +23,17 @@ __all__ = ["Messaging", "envelope_size"]
 class Messaging:
     """Delivers into and receives from the agents' bounded mailboxes, recording both."""
 
-    def __init__(self, events: EventSink) -> None:
+    def __init__(self, events: EventSink, clock: Clock) -> None:
         self.events = events
+        self.clock = clock  # dates the envelopes (a receive's timeout waits in real time: below)
 
     @staticmethod
-    def envelope(sender: AgentRecord | None, message: Any, taint: set[str]) -> dict[str, Any]:
+    def envelope(sender: AgentRecord | None, message: Any, taint: set[str], sent_at: float) -> dict[str, Any]:
         return {
             "from": sender.agent_id if sender else None,
             "from_name": sender.name if sender else "operator",
             "message": message,
-            "sent_at": time.time(),
+            "sent_at": sent_at,
             "taint": sorted(taint),
         }
 
@@ -41,7 +43,7 @@ class Messaging:
         taint = set(sender.taint) if sender else set()
         if sender is not None:
             taint.add("agent_message")
-        env = self.envelope(sender, message, taint)
+        env = self.envelope(sender, message, taint, self.clock.now())
         target.mailbox.put(env, envelope_size(env))
         target.mail_event.set()
         await self.events.record("message.sent", sender.agent_id if sender else None, {
@@ -49,6 +51,8 @@ class Messaging:
         return {"delivered": True, "to": target.agent_id, "queued": len(target.mailbox)}
 
     async def receive(self, rec: AgentRecord, timeout: float) -> dict[str, Any] | None:
+        """The next message, or None after ``timeout`` seconds of real time: it waits on another
+        party (a live process), not on a deadline of the kernel's own."""
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             env = rec.mailbox.get()

@@ -6,7 +6,6 @@ Each raises ``InvalidRequest`` naming the field and what it must be.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 from agentix.core.errors import InvalidRequest
@@ -61,7 +60,9 @@ def grants_param(params: dict[str, Any]) -> GrantSet:
     return parse_grants(g, workspace=VIRTUAL_WORKSPACE)
 
 
-def limits_params(params: dict[str, Any]) -> tuple[int | None, float | None]:
+def limits_params(params: dict[str, Any], now: float) -> tuple[int | None, float | None]:
+    """``max_invocations`` and ``expires`` (a duration) of a grant: the count, and the
+    instant it expires (``now`` plus the duration), each None when not given."""
     mx = params.get("max_invocations")
     if mx is not None and (not isinstance(mx, int) or isinstance(mx, bool) or not 0 <= mx <= MAX_INVOCATIONS):
         raise InvalidRequest(f'"max_invocations" must be an integer from 0 to {MAX_INVOCATIONS}',
@@ -73,4 +74,4 @@ def limits_params(params: dict[str, Any]) -> tuple[int | None, float | None]:
         raise InvalidRequest(f'"expires": {err}', field="expires") from None
     if seconds is not None and not (math.isfinite(seconds) and 0 <= seconds <= MAX_EXPIRES):
         raise InvalidRequest(f'"expires" must be at most {MAX_EXPIRES:g} seconds (ten years)', field="expires")
-    return mx, None if seconds is None else time.time() + seconds
+    return mx, None if seconds is None else now + seconds

@@ -29,6 +29,7 @@ from agentix.core.errors import NotFound
 from agentix.core.lifecycle import LIVE_STATES, check_transition
 from agentix.core.mailbox import BoundedFifo
 from agentix.core.manifest import Limits, Manifest
+from agentix.kernel.clock import Clock, SystemClock
 from agentix.kernel.pipes import PipeReader
 from agentix.rpc.server import Notify
 from agentix.sandbox.base import Handle
@@ -227,6 +228,8 @@ class AgentRecord:
     notify: Notify | None = None  # the agent's channel's notifications, once it is served
     log_sink: LogSink | None = None   # reads the agent's output pipe while it runs
     restored: bool = False            # a record of an earlier kernel run (from the store)
+    #: the kernel's clock (spawn gives it, with ``created_at`` and ``started_mono`` read from it)
+    clock: Clock = field(default_factory=SystemClock)
 
     @property
     def live(self) -> bool:
@@ -237,7 +240,7 @@ class AgentRecord:
         self.state = new
 
     def runtime(self) -> float:
-        end = self.ended_mono if self.ended_mono is not None else time.monotonic()
+        end = self.ended_mono if self.ended_mono is not None else self.clock.monotonic()
         return end - self.started_mono
 
     def summary(self) -> dict[str, Any]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 
 from agentix.core.lifecycle import exit_reason
 from agentix.kernel.agent_rows import AgentRows
 from agentix.kernel.cap_service import CapabilityService
+from agentix.kernel.clock import Clock
 from agentix.kernel.control import Control
 from agentix.kernel.dispatch import EventSink
 from agentix.kernel.inference import InferenceService
@@ -30,8 +30,9 @@ class Reaper:
     """Waits for each agent's process and accounts for its exit."""
 
     def __init__(self, table: ProcessTable, events: EventSink, caps: CapabilityService,
-                 inference: InferenceService, control: Control, rows: AgentRows) -> None:
+                 inference: InferenceService, control: Control, rows: AgentRows, clock: Clock) -> None:
         self.table = table
+        self.clock = clock
         self.events = events
         self.caps = caps
         self.inference = inference
@@ -51,8 +52,8 @@ class Reaper:
             detail = f"killed by signal {signal.Signals(info.signal).name}" if info.signal in signal.valid_signals() else ""
         elif reason == "crashed" and info.code is not None:
             detail = detail or f"exit status {info.code}"
-        rec.exit = ExitRecord(code=info.code, signal=info.signal, reason=reason, detail=detail, at=time.time())
-        rec.ended_mono = time.monotonic()
+        rec.exit = ExitRecord(code=info.code, signal=info.signal, reason=reason, detail=detail, at=self.clock.now())
+        rec.ended_mono = self.clock.monotonic()
         if rec.state != "exited":
             rec.state = "exited"
         self.table.release_name(rec)
@@ -64,7 +65,7 @@ class Reaper:
                                      {"token_ids": revoked, "why": "agent exited"})
         if rec.parent is not None and rec.budget is not None:
             parent = self.table.get(rec.parent)
-            for sig in parent.budget.close_child(rec.budget, time.monotonic()):
+            for sig in parent.budget.close_child(rec.budget, self.clock.monotonic()):
                 await self.events.record("budget.warning" if sig.kind == "warning" else "budget.exceeded",
                                          parent.agent_id, sig.to_data())
         try:

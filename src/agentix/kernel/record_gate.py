@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from agentix.core.record_quota import RecordQuota
+from agentix.kernel.clock import Clock, SystemClock
 from agentix.kernel.event_sink import EventSink
 
 __all__ = ["RecordGate", "quiet"]
@@ -67,17 +67,17 @@ class RecordGate:
     It only writes: reading is the log's (``KernelRoot.audit.sink``)."""
 
     def __init__(self, inner: EventSink, quota: RecordQuota, *, flush_after: float = FLUSH_AFTER,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Clock | None = None) -> None:
         self.inner = inner
         self.quota = quota
         self.flush_after = flush_after
-        self.clock = clock
+        self.clock: Clock = clock or SystemClock()  # the quota's refill and the flush interval
         self._flushes: dict[str, asyncio.Task[None]] = {}
 
     async def record(self, kind: str, agent_id: str | None, data: dict[str, Any],
                      taint: tuple[str, ...] = (), *, durable: bool = True) -> Any:
         who = _quiet_caller()
-        if who is None or self.quota.admit(who, kind, self.clock()):
+        if who is None or self.quota.admit(who, kind, self.clock.monotonic()):
             return await self.inner.record(kind, agent_id, data, taint, durable=durable)
         if who not in self._flushes:
             self._flushes[who] = asyncio.get_running_loop().create_task(
@@ -86,7 +86,7 @@ class RecordGate:
 
     async def _flush_later(self, who: str) -> None:
         try:
-            await asyncio.sleep(self.flush_after)
+            await self.clock.sleep(self.flush_after)
         finally:
             self._flushes.pop(who, None)
         await self._write(who)

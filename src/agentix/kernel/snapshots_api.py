@@ -45,7 +45,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,7 +149,7 @@ def _capture_store(state_store: StateStore, memory_store: MemoryStore,
 
 def capture(caps: CapabilityService, rec: AgentRecord, state: list[Any], memory: list[Any], skipped: list[str]) -> dict[str, Any]:
     """The snapshot document of a frozen agent (everything but the workspace layer)."""
-    now = time.monotonic()
+    now = caps.clock.monotonic()
     manifest = rec.manifest.to_data()
     manifest["program"] = _program_target(rec)
     manifest.pop("capabilities", None)  # the grant groups below are what a restore mints
@@ -208,6 +207,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
     freezes and thaws the agent; ``caps``, ``state_store`` and ``memory`` are read for what it
     holds and written for what a restore puts back; ``spawner`` starts the restored agent;
     ``db`` records what restores of each snapshot were given (``store/snapshot_given.py``)."""
+    clock = caps.clock  # the kernel's: restored grants' expiry and the restored mail's date
 
     recorded = naming_params(("agent", "ref", "grants", "name"))
 
@@ -296,10 +296,10 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
         indexed = narrow_indexed(recorded_groups, accepted)  # refused here: nothing written yet
         # the snapshot's invocation counts are handed out once (core/snapshot_rules.py): this
         # restore takes what earlier restores of the same digest left, recorded before it mints
-        taken = await snapshot_given.take(db, digest, limited(indexed, time.time()), reissue=reissue)
+        taken = await snapshot_given.take(db, digest, limited(indexed, clock.now()), reissue=reissue)
         try:
             groups, exhausted = ration(indexed, taken)
-            caps, dropped = manifest_capabilities(groups, time.time())
+            caps, dropped = manifest_capabilities(groups, clock.now())
             data = _restorable(doc["manifest"])
             base = name or str(data.get("name") or doc["metadata"].get("name") or "restored")
             data.update({"name": await asyncio.to_thread(_free_name, base, name is not None),
@@ -319,7 +319,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
                 rec.taint.add(origin)
             for m in doc["mailbox"]:
                 env = {"from": m.get("from"), "from_name": m.get("from_name"), "message": m.get("message"),
-                       "sent_at": time.time(),
+                       "sent_at": clock.now(),
                        "taint": sorted({*(m.get("taint") or []), *([origin] if foreign else [])})}
                 rec.mailbox.put(env, envelope_size(env))  # the mailbox's bounds hold for restored mail too
             spent = doc["budget"].get("spent") or {}

@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from agentix.core.mailbox import BoundedFifo
 from agentix.core.manifest import Manifest
 from agentix.kernel.agent_rows import AgentRows
 from agentix.kernel.cap_service import CapabilityService
+from agentix.kernel.clock import Clock
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.control import Control
 from agentix.kernel.dispatch import Caller, EventSink, Pipeline
@@ -57,8 +57,9 @@ class Spawner:
     def __init__(self, home: Home, config: KernelConfig, *, table: ProcessTable, substrate: Substrate,
                  events: EventSink, caps: CapabilityService, pipeline: Pipeline, in_flight: InFlight,
                  control: Control, reaper: Reaper, rows: AgentRows,
-                 persistent: PersistentAgents | None) -> None:
+                 persistent: PersistentAgents | None, clock: Clock) -> None:
         self.home = home
+        self.clock = clock  # the kernel's one clock: records' times, budgets' start
         self.config = config
         self.table = table
         self.substrate = substrate
@@ -153,7 +154,7 @@ class Spawner:
                     "child": manifest.name, **err.data})
             raise
         # tokens_for_spawn is synchronous, so nothing has moved since the checks above
-        now = time.monotonic()
+        now = self.clock.monotonic()
         limits_b = BudgetLimits.from_manifest(manifest.budget)
         # a child's budget is carved out of its parent's remaining budget (refused if over)
         budget = parent.budget.carve(limits_b, now) if parent is not None else BudgetLedger(limits_b, now)
@@ -162,7 +163,7 @@ class Spawner:
             parent=parent.agent_id if parent else None, depth=depth,
             root=parent.root if parent else agent_id,
             workspace=self.home.workspaces / agent_id, log_path=self.home.logs / f"{agent_id}.log",
-            limits=limits,
+            limits=limits, created_at=self.clock.now(), started_mono=now, clock=self.clock,
         )
         rec.budget = budget
         rec.mailbox = BoundedFifo(self.config.mailbox_capacity, owner=rec.name,
@@ -170,14 +171,14 @@ class Spawner:
         if parent is not None:
             rec.taint |= parent.taint  # labels survive being passed on
         if message is not None:
-            env = Messaging.envelope(parent, message, rec.taint)
+            env = Messaging.envelope(parent, message, rec.taint, self.clock.now())
             rec.mailbox.put(env, envelope_size(env))
         self.table.add(rec)  # the reservation: the name and one max_agents slot
         try:
             return await self._spawn(rec, parent, program_base, degraded_ok, tokens, seed, prepare)
         except BaseException:
             if parent is not None:
-                parent.budget.close_child(budget, time.monotonic())
+                parent.budget.close_child(budget, self.clock.monotonic())
                 parent.budget.children -= 1
             raise
 
@@ -284,8 +285,8 @@ class Spawner:
         failed = isinstance(err, AgentixError) and err.data.get("reason") == "isolation_failed"
         reason = "isolation_failed" if failed else "spawn_failed"
         rec.exit = ExitRecord(code=None, signal=None, reason=reason,
-                              detail=getattr(err, "message", "") or type(err).__name__, at=time.time())
-        rec.ended_mono = time.monotonic()
+                              detail=getattr(err, "message", "") or type(err).__name__, at=self.clock.now())
+        rec.ended_mono = self.clock.monotonic()
         rec.state = "exited"
         if failed:
             # kept, exited, so `ps -a` shows that this agent lied about its confinement
