@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from agentix.core.caps import generate_root_key
 from agentix.core.errors import InvalidRequest
+from agentix.core.toml_text import parse_toml
 from agentix.core.grants import parse_secret_hosts
 from agentix.core.hosts import HostPattern
 from agentix.core.taint import DEFAULT_RULES, TaintPolicy, parse_rules
@@ -65,10 +65,7 @@ def _load_vault(home_root: Path, environ: Any) -> tuple[dict[str, str], dict[str
     hosts: dict[str, tuple[HostPattern, ...]] = {}
     cfg = home_root / "config.toml"
     if cfg.exists():
-        try:
-            table = tomllib.loads(cfg.read_text()).get("secrets", {})
-        except tomllib.TOMLDecodeError as err:
-            raise InvalidRequest(f"{cfg}: not valid TOML: {err}", field="config.toml") from None
+        table = parse_toml(cfg.read_bytes(), str(cfg), "config.toml").get("secrets", {})
         for name, spec in table.items():
             if isinstance(spec, dict):  # [secrets.NAME] env = "VAR", hosts = [...]
                 if "hosts" in spec:
@@ -93,10 +90,7 @@ def _load_vault(home_root: Path, environ: Any) -> tuple[dict[str, str], dict[str
         st = vault.stat()
         if st.st_mode & 0o077:
             raise InvalidRequest(f"{vault} must be mode 0600", field="secrets.toml")
-        try:
-            data = tomllib.loads(vault.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise InvalidRequest(f"{vault}: not valid TOML: {err}", field="secrets.toml") from None
+        data = parse_toml(vault.read_bytes(), str(vault), "secrets.toml")
         for k_, v in data.items():
             if isinstance(v, dict):  # [NAME] value = "...", hosts = [...]
                 if "hosts" in v:
@@ -110,14 +104,12 @@ def _load_vault(home_root: Path, environ: Any) -> tuple[dict[str, str], dict[str
 
 def load_taint_policy(home_root: Path) -> TaintPolicy:
     """``[taint] rules = [{tool, sources, action, when}]`` in config.toml; the defaults otherwise
-    (``extend = true`` keeps the defaults after the configured rules)."""
+    (``extend = true`` keeps the defaults after the configured rules). A config.toml that is
+    not TOML is refused, never read as "no rules"."""
     cfg = home_root / "config.toml"
     if not cfg.exists():
         return TaintPolicy()
-    try:
-        section = tomllib.loads(cfg.read_text()).get("taint", {})
-    except tomllib.TOMLDecodeError:
-        return TaintPolicy()
+    section = parse_toml(cfg.read_bytes(), str(cfg), "config.toml").get("taint", {})
     rules = parse_rules(section.get("rules", []))
     if not rules:
         return TaintPolicy()

@@ -5,13 +5,13 @@ Bad configuration stops the kernel at start with a message naming the key and sa
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentix.core.errors import InvalidRequest
+from agentix.core.toml_text import parse_toml
 from agentix.core.manifest import Limits
 from agentix.rpc.framing import DEFAULT_FRAME_LIMIT
 
@@ -82,10 +82,7 @@ def load_config(home: Path, overrides: dict[str, Any] | None = None) -> KernelCo
     path = home / "config.toml"
     data: dict[str, Any] = {}
     if path.exists():
-        try:
-            data = tomllib.loads(path.read_text()).get("kernel", {})
-        except tomllib.TOMLDecodeError as err:
-            raise InvalidRequest(f"{path}: not valid TOML: {err}", field="config.toml") from None
+        data = parse_toml(path.read_bytes(), str(path), "config.toml").get("kernel", {})
     if overrides:
         data = {**data, **overrides}
     limits = data.get("limits")

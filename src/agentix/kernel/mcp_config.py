@@ -27,13 +27,13 @@ key (``load_mcp_config``). The rest of the MCP machinery is mapped in ``kernel/m
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentix.core.errors import InvalidRequest
+from agentix.core.toml_text import parse_toml
 from agentix.core.grants import MCP_SERVER_RE
 from agentix.core.manifest import Limits
 
@@ -88,10 +88,7 @@ def load_mcp_config(home: Path) -> dict[str, McpServerConfig]:
     path = home / "config.toml"
     if not path.exists():
         return {}
-    try:
-        data = tomllib.loads(path.read_text()).get("mcp", {})
-    except tomllib.TOMLDecodeError as err:
-        raise InvalidRequest(f"{path}: not valid TOML: {err}", field="config.toml") from None
+    data = parse_toml(path.read_bytes(), str(path), "config.toml").get("mcp", {})
     servers = data.get("servers", {}) if isinstance(data, dict) else None
     if not isinstance(servers, dict) or set(data) - {"servers"}:
         raise InvalidRequest(f"{path}: [mcp] holds only [mcp.servers.NAME] tables", field="mcp")

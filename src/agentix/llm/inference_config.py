@@ -23,13 +23,13 @@ and says why, when the kernel starts. See docs/inference.md for every key.
 from __future__ import annotations
 
 import importlib.util
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from agentix.core.errors import InvalidRequest
+from agentix.core.toml_text import parse_toml
 from agentix.core.ratelimit import RateLimits
 from agentix.core.scheduler import DISCIPLINES
 from agentix.core.units import parse_duration
@@ -275,10 +275,7 @@ def load_config(home: Path | str, env: Mapping[str, str], *, local_installed: bo
     path = home / "config.toml"
     data: dict[str, Any] = {}
     if path.is_file():
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise InvalidRequest(f"{path}: not valid TOML: {e}", field="config.toml") from None
+        data = parse_toml(path.read_bytes(), str(path), "config.toml")
     # other top-level sections ([kernel], ...) belong to other components
 
     providers: dict[str, ProviderConfig] = {}
