@@ -181,14 +181,23 @@ class Daemon:
         self.socket = home / "agentixd.sock"
         ok = wait_until(lambda: self.socket.exists() or self.proc.poll() is not None, timeout=15)
         if not ok or self.proc.poll() is not None:
+            self._abandon()
             raise RuntimeError(f"kernel did not start: {self.daemon_log()}")
         # the socket file appears at bind(), a moment before listen(): connect until it answers
         self.client = wait_until(self._try_connect, timeout=10)
         if not self.client:
+            self._abandon()
             raise RuntimeError(f"kernel socket never answered: {self.daemon_log()}")
         #: every agent process this test saw, pid -> its start time then (a pid's identity: a
         #: reused pid, another program's process, has another start time)
         self.seen: dict[int, int] = {}
+
+    def _abandon(self) -> None:
+        # a kernel that did not come up is not left running (it is this test's own child:
+        # killed by its Popen handle, never by a pid looked up again)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
 
     def _try_connect(self) -> Kernel | None:
         try:
