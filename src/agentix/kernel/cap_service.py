@@ -30,6 +30,8 @@ Rules (docs/security.md has the model):
 - Operator ``tool.invoke`` without ``agent_id`` holds no token: the operator is trusted, and
   since no agent's manifest applies no approval is asked either.
 - When an agent exits all its tokens are revoked (``TokenLedger.revoke_holder``).
+- A revocation reaches work already running: ``revoke`` and ``revoke_agent`` end every call
+  at work whose decision no longer holds (``kernel/live_calls.py``; so does an expiry).
 - The root key lives in ``$AGENTIX_HOME/keys/root.key`` (0600), made at first start.
 - Secrets (``[secrets.NAME] env = "VAR", hosts = [...]`` in config.toml, or
   ``$AGENTIX_HOME/keys/secrets.toml`` mode 0600) are bound to the hosts they declare (none
@@ -70,6 +72,7 @@ from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Call
 from agentix.kernel.fence import HomeFence
 from agentix.kernel.home import Home
+from agentix.kernel.live_calls import LiveCalls
 from agentix.kernel.process import ProcessTable
 from agentix.kernel.trusted_state import StoredIssuedTokens, StoredLedger, lineage_key
 from agentix.kernel.vault import Vault
@@ -97,7 +100,8 @@ class CapabilityService:
     clock and the denied prefixes (the kernel's own state)."""
 
     def __init__(self, home: Home, config: KernelConfig, *, db: Database | None, table: ProcessTable,
-                 tool_names: Callable[[], list[str]], vault: Vault, secrets: dict[str, str]) -> None:
+                 tool_names: Callable[[], list[str]], vault: Vault, secrets: dict[str, str],
+                 live_calls: LiveCalls | None = None) -> None:
         self.home = home
         self.config = config
         self.table = table
@@ -121,6 +125,8 @@ class CapabilityService:
         #: repeat decisions (same tokens, same resources, nothing revoked, nothing expired, no
         #: counted token) answered from memory: ``core/decision_cache.py`` says why that is exact
         self.decisions = DecisionCache()
+        #: the decided calls at work (the pipeline's): every revocation ends those it refuses now
+        self.live_calls = live_calls
 
     # ------------------------------------------------------------------ the decision
     def decide(self, rec: AgentRecord, resources: Sequence[Request | Grant], *,
@@ -276,8 +282,23 @@ class CapabilityService:
                 self.ledger.continue_lineage(t, lineage)
         self.held.setdefault(agent_id, []).extend(tokens)
 
+    def revoke(self, token_id: str, reason: str = "operator") -> None:
+        """Revoke ``token_id`` (and so every token delegated from it), and end every call at
+        work whose decision rested on it."""
+        self.ledger.revoke(token_id, reason)
+        self._revoked()
+
     def revoke_agent(self, agent_id: str) -> list[str]:
-        return self.ledger.revoke_holder(agent_id)
+        """Revoke every token ``agent_id`` holds (it exited or was stopped), and end every call
+        at work whose decision rested on one of them or on a token delegated from one."""
+        ids = self.ledger.revoke_holder(agent_id)
+        if ids:
+            self._revoked()
+        return ids
+
+    def _revoked(self) -> None:
+        if self.live_calls is not None:
+            self.live_calls.recheck()
 
     def live_tokens(self, agent_id: str, now: float | None = None) -> list[Token]:
         """The agent's tokens that are neither revoked, expired nor exhausted now."""

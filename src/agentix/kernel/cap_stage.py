@@ -111,6 +111,8 @@ class CapabilityStage:
                               charge=pol.charge, tool_call=pol.tool_call)
         svc.commit(rec, auth)  # before execution: a failing call still uses its invocation
         call.authorization = auth
+        # while it runs, a revocation or an expiry that ends this decision ends the call
+        call.live = svc.still_live(call)
 
     async def after(self, call: Call, result: Any, error: BaseException | None) -> None:
         return None

@@ -173,7 +173,7 @@ class Kernel:
                                           stop_agent=self.control.stop_for_budget)
         home.create()  # the store, archives and keys live in the home
         self.caps = CapabilityService(home, config, db=db, table=self.table, tool_names=self.tools.names,
-                                      vault=self.vault, secrets=secrets)
+                                      vault=self.vault, secrets=secrets, live_calls=self.pipeline.live_calls)
         self.lookup = Lookup(self.table, self.caps.secret_hosts, lambda: self.inference.config.default_model)
         self.mail = Messaging(self.events)
         self.state_store = StateStore(db, quota=config.state_quota)  # the kernel's one store

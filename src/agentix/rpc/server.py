@@ -55,7 +55,7 @@ from agentix.rpc.framing import (
     validate_request,
 )
 
-__all__ = ["Handler", "InFlight", "Limits", "Notify", "PeerCredentials", "peer_credentials",
+__all__ = ["Handler", "InFlight", "Limits", "Notify", "PeerCredentials", "drive", "peer_credentials",
            "serve_connection", "serve_socket", "start_unix_server"]
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ async def _run_frame(handler: Handler, msg: Any) -> Any:
             except StopIteration as stop:
                 replies[i] = stop.value
                 continue
-            waiting.append((i, asyncio.ensure_future(_drive(coro, fut))))
+            waiting.append((i, asyncio.ensure_future(drive(coro, fut))))
         for i, task in waiting:
             replies[i] = await task
     finally:
@@ -242,7 +242,7 @@ def _start_eagerly(coro: Any) -> asyncio.Task[Any] | None:
 
     Most system calls never block, so they finish here without a task or an extra trip
     round the event loop (bench/syscall.py: the task per request was the hot path's largest
-    cost). A call that blocks is driven on by ``_drive`` from where it stopped, so one slow
+    cost). A call that blocks is driven on by ``drive`` from where it stopped, so one slow
     call still never holds up the next.
     """
     # the first step and the rest run in ONE context of their own (as a task's would): a
@@ -256,10 +256,10 @@ def _start_eagerly(coro: Any) -> asyncio.Task[Any] | None:
     except Exception:
         log.exception("request handler failed")
         return None
-    return asyncio.get_running_loop().create_task(_drive(coro, fut), context=ctx)
+    return asyncio.get_running_loop().create_task(drive(coro, fut), context=ctx)
 
 
-async def _drive(coro: Any, fut: Any) -> Any:
+async def drive(coro: Any, fut: Any) -> Any:
     """Finish a started coroutine: wait for what it waits on, then resume it (as a Task would)."""
     try:
         while True:

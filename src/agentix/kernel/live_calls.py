@@ -1,0 +1,148 @@
+"""Decided calls at work, and the end of every one whose authority ended.
+
+A call's decision (``core.authorize``) is made, and paid for, before its handler runs, and
+some handlers then run long: an ``exec``, a ``web_fetch`` download, a ``think``, an MCP call
+waiting for its server to start. The rule: **no effect happens after the authority it rests
+on ended.** The capability stage gives every call decided for an agent its re-check
+(``Call.live`` = ``CapabilityService.still_live``: the decision again over the same tokens,
+charging nothing), and the pipeline runs that call's handler here (``LiveCalls.run``), as
+work this registry can end:
+
+- every revocation (``cap.revoke``; an agent's exit or stop, which revokes its tokens and so
+  every token delegated from them) calls ``recheck``: each running call whose re-check now
+  refuses is cancelled. Cancelling its task ends the work the way each handler ends on
+  cancellation — the exec's process tree is killed (``one_shot.run_once``), the download
+  aborted, the think cancelled and charged at its reservation (``inference.py``), the MCP
+  call never sent — and the caller gets the refusal the re-check gave
+  (``capability_revoked``);
+- the earliest expiry among the call's tokens is a timer: at it the call is re-checked the
+  same way (``capability_expired``).
+
+The pipeline records the outcome as it does for any failed call (``tool.invoked`` →
+``tool.result {ok: false, error: capability_revoked}``). A handler that does not block
+finishes in its first step, without a task (as ``rpc.server`` starts requests): no
+revocation can come between its decision and its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from agentix.core.errors import AgentixError
+from agentix.rpc.server import drive
+
+if TYPE_CHECKING:
+    from agentix.kernel.dispatch import Call
+
+__all__ = ["LiveCalls"]
+
+#: how long after a token's expiry its calls are re-checked (expiry is whole seconds; the
+#: decision refuses from that second on)
+_EXPIRY_SLACK = 0.01
+
+
+class _Running:
+    __slots__ = ("live", "refusal", "timer")
+
+    def __init__(self, live: Callable[[], None]) -> None:
+        self.live = live
+        #: why the call was ended (set only when this registry cancelled it)
+        self.refusal: AgentixError | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class LiveCalls:
+    """The decided calls whose handlers are running, each with the re-check of its decision."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._running: dict[asyncio.Task[Any], _Running] = {}
+        #: calls ended because their authority ended (revoked or expired), since start
+        self.ended = 0
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    async def run(self, call: Call, handler: Callable[[Call], Awaitable[Any]]) -> Any:
+        """``handler(call)``, ended with the refusal of its re-check if its authority ends first."""
+        coro = handler(call)
+        live = call.live
+        if live is None:
+            return await coro
+        # the first step, as rpc.server's eager start: most handlers finish in it
+        ctx = contextvars.copy_context()
+        try:
+            fut = ctx.run(coro.send, None)  # type: ignore[attr-defined]
+        except StopIteration as stop:
+            return stop.value
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(drive(coro, fut), context=ctx)
+        run = self._running[task] = _Running(live)
+        self._arm(call, task, run, loop)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if coro.cr_frame is not None:  # type: ignore[attr-defined]
+                await _unwind(coro, ctx)  # cancelled before it ran on: its own cleanup still runs
+            me = asyncio.current_task()
+            if run.refusal is not None and (me is None or not me.cancelling()):
+                raise run.refusal from None  # ended here; the caller itself was not cancelled
+            raise
+        finally:
+            del self._running[task]
+            if run.timer is not None:
+                run.timer.cancel()
+
+    def recheck(self) -> int:
+        """End every running call whose decision no longer holds; how many were ended."""
+        n = 0
+        for task, run in list(self._running.items()):
+            n += self._check(task, run)
+        return n
+
+    def _check(self, task: asyncio.Task[Any], run: _Running) -> int:
+        if run.refusal is not None or task.done():
+            return 0
+        try:
+            run.live()
+        except AgentixError as err:
+            run.refusal = err
+            if task.cancel():
+                self.ended += 1
+                return 1
+            run.refusal = None  # it had finished: its result stands
+        return 0
+
+    def _arm(self, call: Call, task: asyncio.Task[Any], run: _Running, loop: asyncio.AbstractEventLoop) -> None:
+        """A timer at the earliest expiry of the call's tokens (re-armed if the clock
+        disagrees and the decision still holds then)."""
+        auth = call.authorization
+        exps = [t.expires_at for t in (auth.tokens if auth is not None else ()) if t.expires_at is not None]
+        if not exps:
+            return
+        at = min(exps)
+
+        def due() -> None:
+            run.timer = None
+            if not self._check(task, run) and not task.done() and run.refusal is None:
+                run.timer = loop.call_later(max(_EXPIRY_SLACK, at - self._clock()) + _EXPIRY_SLACK, due)
+
+        run.timer = loop.call_later(max(0.0, at - self._clock()) + _EXPIRY_SLACK, due)
+
+
+async def _unwind(coro: Any, ctx: contextvars.Context) -> None:
+    """End ``coro``, suspended where its task never resumed it (cancelled before it first ran):
+    the cancellation is thrown in and its cleanup (a reservation given back, a process
+    killed) runs to the end."""
+    try:
+        fut = ctx.run(coro.throw, asyncio.CancelledError())
+    except BaseException:  # noqa: BLE001 - it ended (the cancellation, or its own error)
+        return
+    task = asyncio.get_running_loop().create_task(drive(coro, fut), context=ctx)
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(task)
