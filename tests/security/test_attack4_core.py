@@ -257,3 +257,173 @@ def test_an_exec_already_running_in_the_sandbox_is_killed_with_its_whole_tree_on
     r = _revoke_mid_flight(tmp_path, "exec", "own", world=_BwrapWorld)
     assert r["outcome"] == "capability_revoked", r
     assert r["late"] == [], r["late"]
+
+
+# ---------------------------------------------------------------------------- the class, as a property
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from agentix.core.errors import CapabilityRevoked  # noqa: E402
+from agentix.kernel.dispatch import Call  # noqa: E402
+from agentix.kernel.live_calls import LiveCalls  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(calls=st.lists(st.tuples(st.frozensets(st.integers(0, 3), min_size=1, max_size=2), st.integers(0, 4)),
+                      min_size=1, max_size=6),
+       revocations=st.lists(st.tuples(st.integers(-1, 5), st.integers(0, 3)), max_size=4))
+def test_revoking_mid_flight_ends_exactly_the_calls_it_allowed_and_nothing_happens_after(calls, revocations):
+    """Calls at work (``LiveCalls``, the registry the pipeline runs every decided call in), each
+    resting on some tokens and taking some steps (one effect per step); revocations land at
+    any step, also before a call's handler started (tick -1: between its decision and its
+    start) or before its task first ran. Whatever the schedule: no effect happens once one of
+    its tokens is revoked; a call refused is one whose token was revoked; a call that answered
+    did all its steps; every handler that started ran its cleanup (a reservation given back,
+    a process killed); nothing stays registered."""
+    async def go() -> tuple[list[Any], list[tuple[int, bool]], set[int], set[int], int]:
+        live = LiveCalls()
+        revoked: set[int] = set()
+        effects: list[tuple[int, bool]] = []
+        started: set[int] = set()
+        cleaned: set[int] = set()
+
+        def check_for(toks: frozenset[int]) -> Callable[[], None]:
+            def check() -> None:
+                if toks & revoked:
+                    raise CapabilityRevoked(f"token {min(toks & revoked)} was revoked")
+            return check
+
+        def handler_for(i: int, toks: frozenset[int], steps: int) -> Any:
+            async def handler(call: Call) -> int:
+                started.add(i)
+                try:
+                    for _ in range(steps):
+                        await asyncio.sleep(0)
+                        effects.append((i, bool(toks & revoked)))
+                    return i
+                finally:
+                    cleaned.add(i)
+            return handler
+
+        def revoke(tick: int) -> None:
+            for t, tok in revocations:
+                if t == tick:
+                    revoked.add(tok)
+                    live.recheck()
+
+        tasks = []
+        for i, (toks, steps) in enumerate(calls):
+            c = Call(caller=Caller(agent_id="a"), method="tool.call", params={})
+            c.live = check_for(toks)
+            tasks.append(asyncio.ensure_future(live.run(c, handler_for(i, toks, steps))))
+        revoke(-1)  # before any handler started
+        for tick in range(6):
+            await asyncio.sleep(0)
+            revoke(tick)
+        results = list(await asyncio.gather(*tasks, return_exceptions=True))
+        return results, effects, started, cleaned, len(live)
+
+    results, effects, started, cleaned, left = asyncio.run(go())
+    assert [e for e in effects if e[1]] == []  # nothing happened after a revocation it rested on
+    for i, (toks, steps) in enumerate(calls):
+        res = results[i]
+        if isinstance(res, BaseException):
+            assert isinstance(res, CapabilityRevoked), res
+            assert toks & {tok for _, tok in revocations}
+        else:
+            assert res == i and [e for e in effects if e[0] == i] == [(i, False)] * steps
+    assert started <= cleaned
+    assert left == 0
+
+
+# ---------------------------------------------------------------------------- a stream that breaks
+def test_a_provider_error_after_streamed_text_is_charged_not_free(tmp_path):
+    """The provider streams part of an answer, then fails (a broken stream, a 5xx mid-body).
+    Before, nothing was charged: text reached the agent for free, as often as it liked. Now
+    the request is charged at its reservation and ``usage.reported`` says so (``estimated``,
+    ``partial``, the error); it is not retried (text was streamed)."""
+    msgs = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 300, "stream": True, "stream_id": "s"}
+
+    async def body(w: World):
+        (w.home.root / "turns.yaml").write_text(
+            "- {text: 'half an answer', error: {message: 'stream broke', retryable: true}}\n")
+        rec = await w.spawn(["model: sim:*"], name="streamer", program="sleeper.py")
+        seen: list[Any] = []
+        await _until(lambda: rec.notify is not None, "the agent's channel open")
+        rec.notify = lambda method, params: seen.append(params["text"]) or True
+        try:
+            await w.k.pipeline.run(_caller(rec), "think", dict(msgs))
+            outcome = "answered"
+        except Exception as err:  # noqa: BLE001
+            outcome = getattr(err, "code", repr(err))
+        await _until(lambda: bool(w.events("usage.reported", rec.agent_id)), "usage recorded")
+        return outcome, seen, rec.budget.used, rec.budget.reserved, w.events("usage.reported", rec.agent_id)
+
+    outcome, seen, used, reserved, usage = run(tmp_path, body, SLOW, world=_World)
+    assert outcome == "provider_error" and seen == ["half an answer"]
+    assert used.output_tokens == 300 and reserved.output_tokens == 0  # charged, nothing left held
+    assert len(usage) == 1
+    assert usage[0]["data"]["estimated"] is True and usage[0]["data"]["partial"] is True
+    assert usage[0]["data"]["error"] == "provider_error" and "cancelled" not in usage[0]["data"]
+
+
+# ---------------------------------------------------------------------------- what the kernel keeps
+def test_agent_trees_that_ended_leave_no_in_flight_pool_behind(tmp_path):
+    """Every agent tree gets its own share of the kernel's in-flight pool; before, the pool
+    object of every tree that ever ran stayed in memory (a spawn loop of short-lived roots
+    grew the kernel without bound). Now a tree's pool goes with its last channel, and a live
+    tree keeps its own."""
+    async def body(w: World):
+        keeper = await w.spawn(["tool: echo"], name="keeper", program="sleeper.py")
+        ids = []
+        for i in range(6):
+            rec = await w.spawn(["tool: echo"], name=f"brief{i}")
+            await w.calls(rec, [["tool.call", {"name": "echo", "args": {"message": "hi"}}]])
+            ids.append(rec.agent_id)
+        await _until(lambda: not set(ids) & set(w.k.spawner._tree_pools), "pools of ended trees removed",
+                     limit=10)
+        return set(w.k.spawner._tree_pools), keeper.agent_id
+
+    pools, keeper = run(tmp_path, body, world=_World)
+    assert pools == {keeper}
+
+
+def test_answered_approvals_do_not_grow_the_kernels_memory_without_end(tmp_path):
+    """An agent asks (``wait: false``) and the operator denies, again and again: before, every
+    answered approval stayed in memory for the kernel's life. Now final approvals past
+    ``MAX_ANSWERED`` are kept in the store only; a pending one is never dropped, and an id
+    that was dropped grants nothing when presented (refused, the tool does not run)."""
+    from agentix.kernel.approval_book import MAX_ANSWERED
+
+    async def body(w: World):
+        rec = await w.spawn(["tool: echo"], name="asker", program="sleeper.py", approval_required=["echo"])
+        ids = []
+        for i in range(MAX_ANSWERED + 40):
+            try:
+                await w.k.pipeline.run(_caller(rec), "tool.call", {"name": "echo", "args": {"message": str(i)},
+                                                                   "wait": False})
+            except Exception as err:  # noqa: BLE001
+                ids.append(err.data["approval_id"])
+            await w.op("approval.respond", id=ids[-1], approve=False)
+        try:  # the last one stays pending
+            await w.k.pipeline.run(_caller(rec), "tool.call", {"name": "echo", "args": {"message": "last"},
+                                                               "wait": False})
+        except Exception as err:  # noqa: BLE001
+            pending = err.data["approval_id"]
+        kept = {a.id for a in w.k.caps.approvals.all()}
+        try:
+            await w.k.pipeline.run(_caller(rec), "tool.call", {"name": "echo", "args": {"message": "0"},
+                                                               "approval": ids[0]})
+            again = "ran"
+        except Exception as err:  # noqa: BLE001
+            again = getattr(err, "code", repr(err))
+        stored = w.k.caps.approvals.db.submit(
+            lambda t: t.conn.execute("SELECT COUNT(*) FROM approvals").fetchone()[0]).result()
+        echoes = [e for e in w.events("tool.result", rec.agent_id) if e["data"].get("ok")]
+        return ids, pending, kept, again, stored, echoes
+
+    ids, pending, kept, again, stored, echoes = run(tmp_path, body, world=_World)
+    assert len(kept) <= MAX_ANSWERED + 1 and pending in kept and ids[-1] in kept
+    assert ids[0] not in kept
+    assert again in ("not_found", "approval_denied") and echoes == []
+    assert stored == len(ids) + 1  # the store keeps every one

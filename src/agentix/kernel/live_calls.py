@@ -18,7 +18,8 @@ work this registry can end:
 - the earliest expiry among the call's tokens is a timer: at it the call is re-checked the
   same way (``capability_expired``).
 
-The pipeline records the outcome as it does for any failed call (``tool.invoked`` →
+A call is checked once more as its handler starts (the pipeline may have waited since the
+decision, for its charges or its intent record to be durable). The pipeline records the outcome as it does for any failed call (``tool.invoked`` →
 ``tool.result {ok: false, error: capability_revoked}``). A handler that does not block
 finishes in its first step, without a task (as ``rpc.server`` starts requests): no
 revocation can come between its decision and its end.
@@ -70,10 +71,13 @@ class LiveCalls:
 
     async def run(self, call: Call, handler: Callable[[Call], Awaitable[Any]]) -> Any:
         """``handler(call)``, ended with the refusal of its re-check if its authority ends first."""
-        coro = handler(call)
         live = call.live
         if live is None:
-            return await coro
+            return await handler(call)
+        # the pipeline may have waited since the decision (its charges made durable, its
+        # intent record written): a revocation meanwhile refuses it before anything runs
+        live()
+        coro = handler(call)
         # the first step, as rpc.server's eager start: most handlers finish in it
         ctx = contextvars.copy_context()
         try:
