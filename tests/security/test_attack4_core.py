@@ -427,3 +427,119 @@ def test_answered_approvals_do_not_grow_the_kernels_memory_without_end(tmp_path)
     assert ids[0] not in kept
     assert again in ("not_found", "approval_denied") and echoes == []
     assert stored == len(ids) + 1  # the store keeps every one
+
+
+# ---------------------------------------------------------------------------- an MCP call held for its server
+class _SlowStartServer:
+    """A remote (Streamable HTTP) MCP server on loopback whose handshake takes ``delay`` s.
+    It notes every ``tools/call`` it gets (``called``) and answers it at once."""
+
+    def __init__(self, delay: float) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.called: list[Any] = []
+        self.initialized = threading.Event()
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _json(self, obj: Any) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self.send_response(405)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def do_DELETE(self) -> None:
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                msg = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                if "id" not in msg:
+                    self.send_response(202)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                if msg["method"] == "initialize":
+                    time.sleep(delay)
+                    outer.initialized.set()
+                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "slow", "version": "1"}}})
+                elif msg["method"] == "tools/list":
+                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": [
+                        {"name": "t", "description": "answers", "inputSchema": {"type": "object"}}]}})
+                elif msg["method"] == "tools/call":
+                    outer.called.append(msg["params"])
+                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "content": [{"type": "text", "text": "done"}]}})
+                else:
+                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+import time  # noqa: E402
+
+
+@pytest.mark.parametrize("end", ["own", "expiry"])
+def test_an_mcp_call_waiting_for_its_server_to_start_is_never_sent_once_its_authority_ended(tmp_path, end):
+    """An agent's MCP call waits while the server starts (a 3 s handshake); meanwhile its token
+    is revoked, or expires. Before, the call was sent when the server came up. Now it ends
+    there (``capability_revoked``/``capability_expired``), the server never gets the call —
+    and the server's start, which the call had begun, still completes for the next caller."""
+    pytest.importorskip("mcp")
+    srv = _SlowStartServer(3.0)
+    cfg = f'[mcp.servers.slow]\nurl = "http://127.0.0.1:{srv.port}/mcp"\nstart_timeout = 15\n'
+
+    async def body(w: World):
+        grant: Any = "mcp: slow/t" if end == "own" else {"grant": "mcp: slow/t", "expires": 2}
+        actor = await w.spawn([grant], name="actor", program="sleeper.py")
+        other = await w.spawn(["mcp: slow/t"], name="other", program="sleeper.py")
+        call = asyncio.ensure_future(w.k.pipeline.run(_caller(actor), "tool.call",
+                                                      {"name": "mcp__slow__t", "args": {}}))
+        await _until(lambda: w.k.mcp.servers["slow"].state == "starting" or call.done(), "server starting")
+        if end == "own":
+            await w.op("cap.revoke", token_id=w.k.caps.held[actor.agent_id][0].id)
+        try:
+            await asyncio.wait_for(call, 30)
+            outcome = "answered"
+        except Exception as err:  # noqa: BLE001
+            outcome = getattr(err, "code", repr(err))
+        await asyncio.get_running_loop().run_in_executor(None, srv.initialized.wait, 20)
+        await _until(lambda: w.k.mcp.servers["slow"].state != "starting", "the start finished")
+        sent_for_actor = list(srv.called)
+        later = await w.k.pipeline.run(_caller(other), "tool.call", {"name": "mcp__slow__t", "args": {}})
+        results = [e["data"] for e in w.events("tool.result", actor.agent_id)]
+        return outcome, sent_for_actor, later, results, w.k.mcp.servers["slow"].starts
+
+    try:
+        outcome, sent, later, results, starts = run(tmp_path, body, cfg, world=_World)
+    finally:
+        srv.close()
+    assert outcome == ("capability_revoked" if end == "own" else "capability_expired"), outcome
+    assert sent == []  # the server never got the revoked call
+    assert results == [{"ok": False, "tool": "mcp__slow__t", "error": outcome,
+                        "message": results[0]["message"]}]
+    assert later["text"] == "done" and later["is_error"] is False, later  # the start served the next caller
+    assert starts == 1  # one start, finished for the next caller
