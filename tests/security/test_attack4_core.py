@@ -72,8 +72,15 @@ class _Dribble:
         return self.server.sockets[0].getsockname()[1]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
         self.requests += 1
+        if head.startswith(b"GET /r "):  # a redirect to the same server under another name
+            port = writer.get_extra_info("sockname")[1]
+            writer.write(f"HTTP/1.1 302 Found\r\nLocation: http://localhost:{port}/x\r\n"
+                         "Content-Length: 0\r\n\r\n".encode())
+            await writer.drain()
+            writer.close()
+            return
         done = False
 
         async def watch() -> None:
@@ -257,6 +264,36 @@ def test_an_exec_already_running_in_the_sandbox_is_killed_with_its_whole_tree_on
     r = _revoke_mid_flight(tmp_path, "exec", "own", world=_BwrapWorld)
     assert r["outcome"] == "capability_revoked", r
     assert r["late"] == [], r["late"]
+
+
+def test_a_download_after_a_redirect_ends_when_the_token_that_allowed_the_hop_is_revoked(tmp_path):
+    """``web_fetch`` of host A is redirected to host B, which a second token allows; the body
+    from B is still coming when the operator revokes B's token. Before, the call's re-check
+    looked only at its first decision (A's token, still live) and the download finished. Now
+    every decision the call made while it ran is re-checked: it ends ``capability_revoked``
+    and the body is never read to its end."""
+    async def body(w: World):
+        srv = _Dribble()
+        port = await srv.start()
+        rec = await w.spawn(["network: 127.0.0.1", "network: localhost"], name="actor", program="sleeper.py")
+        call = asyncio.ensure_future(w.k.pipeline.run(_caller(rec), "tool.call", {
+            "name": "web_fetch", "args": {"url": f"http://127.0.0.1:{port}/r"}}))
+        await _until(lambda: srv.sent >= 2 or call.done(), "the redirected body coming")
+        assert not call.done(), call.result()
+        hop = next(t for t in w.k.caps.held[rec.agent_id] if "network: localhost" in t.grants.strings())
+        await w.op("cap.revoke", token_id=hop.id)
+        try:
+            await asyncio.wait_for(call, 30)
+            outcome = "answered"
+        except Exception as err:  # noqa: BLE001
+            outcome = getattr(err, "code", repr(err))
+        late = await _fetch_late(w, rec, {"server": srv})
+        srv.server.close()
+        return outcome, late, srv.requests
+
+    outcome, late, requests = run(tmp_path, body, world=_World)
+    assert requests == 2  # the first host, then the hop
+    assert outcome == "capability_revoked" and late == [], (outcome, late)
 
 
 # ---------------------------------------------------------------------------- the class, as a property

@@ -171,6 +171,7 @@ class CapabilityService:
             prior = paid[-1]
             auth = self.decide(rec, resources, prior=prior)
             self.ledger.commit(auth)
+            call.hops.append(auth)  # the call now rests on it too (``still_live``)
             new = tuple(t for t in auth.tokens if all(t.id != p.id for p in prior.tokens))
             if new:
                 paid.append(Authorization(holder=prior.holder, covered=(), tokens=prior.tokens + new))
@@ -183,16 +184,19 @@ class CapabilityService:
         behind other agents' requests, or back in the queue for a retry): a check that every
         token the call's decision used is still live for its holder (issued, not expired,
         nothing in its chain revoked), charging nothing (the call paid when it was
-        committed). It raises the refusal the decision would give now. None when the call
-        runs without an agent's authority."""
+        committed). It raises the refusal the decision would give now. A call that decided
+        again while it ran (``reauthorizer``: a redirect hop) is checked on those decisions
+        too. None when the call runs without an agent's authority."""
         first = call.authorization
         if first is None or call.subject is None:
             return None
         rec = self.table.get(call.subject)
-        resources = [c.resource for c in first.covered]
 
         def check() -> None:
-            self.decide(rec, resources, tokens=first.tokens, prior=first)
+            # the first decision, then every one made while it ran (a redirect hop's host)
+            for auth in (first, *call.hops):
+                if auth.tokens:
+                    self.decide(rec, [c.resource for c in auth.covered], tokens=auth.tokens, prior=auth)
 
         return check
 

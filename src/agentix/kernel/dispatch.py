@@ -136,6 +136,9 @@ class Call:
     #: capability stage once it committed: a call with one runs as work the kernel ends when
     #: its authority ends (``kernel/live_calls.py``)
     live: Callable[[], None] | None = None
+    #: the decisions made while it ran, over resources found late (a redirect hop's host):
+    #: what it does now rests on them too, so its re-check covers them
+    hops: list[Authorization] = field(default_factory=list)
 
 
 class Stage(Protocol):
