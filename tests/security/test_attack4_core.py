@@ -275,12 +275,16 @@ def test_a_download_after_a_redirect_ends_when_the_token_that_allowed_the_hop_is
     async def body(w: World):
         srv = _Dribble()
         port = await srv.start()
-        rec = await w.spawn(["network: 127.0.0.1", "network: localhost"], name="actor", program="sleeper.py")
+        # two grant sets: two tokens, one for each host
+        rec = await w.spawn([{"grant": "network: 127.0.0.1"}, {"grant": "network: localhost"}], name="actor",
+                            program="sleeper.py")
         call = asyncio.ensure_future(w.k.pipeline.run(_caller(rec), "tool.call", {
             "name": "web_fetch", "args": {"url": f"http://127.0.0.1:{port}/r"}}))
         await _until(lambda: srv.sent >= 2 or call.done(), "the redirected body coming")
         assert not call.done(), call.result()
-        hop = next(t for t in w.k.caps.held[rec.agent_id] if "network: localhost" in t.grants.strings())
+        held = w.k.caps.held[rec.agent_id]
+        assert len(held) == 2
+        hop = next(t for t in held if t.grants.strings() == ["network: localhost"])
         await w.op("cap.revoke", token_id=hop.id)
         try:
             await asyncio.wait_for(call, 30)
