@@ -10,7 +10,6 @@ real kernel, real agent processes, a real loopback HTTP server.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -584,3 +583,46 @@ def test_an_mcp_call_waiting_for_its_server_to_start_is_never_sent_once_its_auth
                         "message": results[0]["message"]}]
     assert later["text"] == "done" and later["is_error"] is False, later  # the start served the next caller
     assert starts == 1  # one start, finished for the next caller
+
+
+# ---------------------------------------------------------------------------- cancelled before it ran
+def test_a_request_cancelled_before_its_task_first_ran_still_runs_its_cleanup():
+    """The channel starts a request eagerly and gives it a task only when it blocks
+    (``rpc.server.drive_task``); the live-call registry does the same for a decided call's
+    handler. A task cancelled before it first ran never ran its coroutine: before, the
+    request stayed suspended and its cleanup (its in-flight slot, a think's reservation, an
+    exec's process) waited for the garbage collector, which runs no ``except
+    CancelledError``. Now the cancellation is thrown in, its cleanup runs to its end, and
+    ``unwound`` returns after it."""
+    import contextlib
+    import contextvars
+
+    from agentix.rpc.server import drive_task, unwound
+
+    async def go() -> list[str]:
+        log: list[str] = []
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def request() -> None:
+            try:
+                await gate
+                log.append("ran on")
+            except asyncio.CancelledError:
+                log.append("told")
+                await asyncio.sleep(0)  # a cleanup that itself waits (a process reaped)
+                log.append("cleaned")
+                raise
+            finally:
+                log.append("finally")
+
+        coro = request()
+        ctx = contextvars.copy_context()
+        fut = ctx.run(coro.send, None)
+        task = drive_task(coro, fut, ctx)
+        task.cancel()  # before it first ran (the peer went away at once)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await unwound(task)
+        return log
+
+    assert asyncio.run(go()) == ["told", "cleaned", "finally"]

@@ -28,14 +28,13 @@ revocation can come between its decision and its end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from agentix.core.errors import AgentixError
-from agentix.rpc.server import drive
+from agentix.rpc.server import drive_task, unwound
 
 if TYPE_CHECKING:
     from agentix.kernel.dispatch import Call
@@ -85,14 +84,13 @@ class LiveCalls:
         except StopIteration as stop:
             return stop.value
         loop = asyncio.get_running_loop()
-        task = loop.create_task(drive(coro, fut), context=ctx)
+        task = drive_task(coro, fut, ctx)
         run = self._running[task] = _Running(live)
         self._arm(call, task, run, loop)
         try:
             return await task
         except asyncio.CancelledError:
-            if coro.cr_frame is not None:  # type: ignore[attr-defined]
-                await _unwind(coro, ctx)  # cancelled before it ran on: its own cleanup still runs
+            await unwound(task)  # cancelled before it ran on: its cleanup still runs, and ends first
             me = asyncio.current_task()
             if run.refusal is not None and (me is None or not me.cancelling()):
                 raise run.refusal from None  # ended here; the caller itself was not cancelled
@@ -101,6 +99,8 @@ class LiveCalls:
             del self._running[task]
             if run.timer is not None:
                 run.timer.cancel()
+            if not task.done():  # this call went away (closed, not cancelled): its work goes too
+                task.cancel()
 
     def recheck(self) -> int:
         """End every running call whose decision no longer holds; how many were ended."""
@@ -138,15 +138,3 @@ class LiveCalls:
 
         run.timer = loop.call_later(max(0.0, at - self._clock()) + _EXPIRY_SLACK, due)
 
-
-async def _unwind(coro: Any, ctx: contextvars.Context) -> None:
-    """End ``coro``, suspended where its task never resumed it (cancelled before it first ran):
-    the cancellation is thrown in and its cleanup (a reservation given back, a process
-    killed) runs to the end."""
-    try:
-        fut = ctx.run(coro.throw, asyncio.CancelledError())
-    except BaseException:  # noqa: BLE001 - it ended (the cancellation, or its own error)
-        return
-    task = asyncio.get_running_loop().create_task(drive(coro, fut), context=ctx)
-    with contextlib.suppress(BaseException):
-        await asyncio.shield(task)
