@@ -41,6 +41,7 @@ Rules (docs/security.md has the model):
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -191,8 +192,14 @@ class CapabilityService:
         if first is None or call.subject is None:
             return None
         rec = self.table.get(call.subject)
+        # what the answer reads that can change: revocations (the ledger's epoch only grows)
+        # and the clock (the first expiry among its tokens); the holder and issue cannot
+        epoch = self.ledger.revocation_epoch()
+        until = min((t.expires_at for t in first.tokens if t.expires_at is not None), default=math.inf)
 
         def check() -> None:
+            if not call.hops and self.ledger.revocation_epoch() == epoch and time.time() < until:
+                return  # nothing it rests on can have changed: the decision holds
             # the first decision, then every one made while it ran (a redirect hop's host)
             for auth in (first, *call.hops):
                 if auth.tokens:
