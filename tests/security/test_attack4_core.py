@@ -265,18 +265,22 @@ def test_an_exec_already_running_in_the_sandbox_is_killed_with_its_whole_tree_on
     assert r["late"] == [], r["late"]
 
 
-def test_a_download_after_a_redirect_ends_when_the_token_that_allowed_the_hop_is_revoked(tmp_path):
+@pytest.mark.parametrize("end", ["own", "expiry"])
+def test_a_download_after_a_redirect_ends_when_the_token_that_allowed_the_hop_ends(tmp_path, end):
     """``web_fetch`` of host A is redirected to host B, which a second token allows; the body
-    from B is still coming when the operator revokes B's token. Before, the call's re-check
-    looked only at its first decision (A's token, still live) and the download finished. Now
-    every decision the call made while it ran is re-checked: it ends ``capability_revoked``
-    and the body is never read to its end."""
+    from B is still coming when the operator revokes B's token, or it expires. Before, the
+    call's re-check looked only at its first decision (A's token, still live) and the download
+    finished. Now every decision the call made while it ran is re-checked, and its tokens'
+    expiry timed: it ends ``capability_revoked``/``capability_expired`` and the body is never
+    read to its end."""
     async def body(w: World):
         srv = _Dribble()
         port = await srv.start()
         # two grant sets: two tokens, one for each host
-        rec = await w.spawn([{"grant": "network: 127.0.0.1"}, {"grant": "network: localhost"}], name="actor",
-                            program="sleeper.py")
+        hop_grant: dict[str, Any] = {"grant": "network: localhost"}
+        if end == "expiry":
+            hop_grant["expires"] = 2
+        rec = await w.spawn([{"grant": "network: 127.0.0.1"}, hop_grant], name="actor", program="sleeper.py")
         call = asyncio.ensure_future(w.k.pipeline.run(_caller(rec), "tool.call", {
             "name": "web_fetch", "args": {"url": f"http://127.0.0.1:{port}/r"}}))
         await _until(lambda: srv.sent >= 2 or call.done(), "the redirected body coming")
@@ -284,7 +288,8 @@ def test_a_download_after_a_redirect_ends_when_the_token_that_allowed_the_hop_is
         held = w.k.caps.held[rec.agent_id]
         assert len(held) == 2
         hop = next(t for t in held if t.grants.strings() == ["network: localhost"])
-        await w.op("cap.revoke", token_id=hop.id)
+        if end == "own":
+            await w.op("cap.revoke", token_id=hop.id)
         try:
             await asyncio.wait_for(call, 30)
             outcome = "answered"
@@ -296,7 +301,8 @@ def test_a_download_after_a_redirect_ends_when_the_token_that_allowed_the_hop_is
 
     outcome, late, requests = run(tmp_path, body, world=_World)
     assert requests == 2  # the first host, then the hop
-    assert outcome == "capability_revoked" and late == [], (outcome, late)
+    assert outcome == ("capability_revoked" if end == "own" else "capability_expired"), outcome
+    assert late == [], late
 
 
 # ---------------------------------------------------------------------------- the class, as a property

@@ -172,7 +172,9 @@ class CapabilityService:
             prior = paid[-1]
             auth = self.decide(rec, resources, prior=prior)
             self.ledger.commit(auth)
-            call.hops.append(auth)  # the call now rests on it too (``still_live``)
+            call.hops.append(auth)  # the call now rests on it too (``still_live``, its expiry)
+            if self.live_calls is not None and any(t.expires_at is not None for t in auth.tokens):
+                self.live_calls.rearm(call)
             new = tuple(t for t in auth.tokens if all(t.id != p.id for p in prior.tokens))
             if new:
                 paid.append(Authorization(holder=prior.holder, covered=(), tokens=prior.tokens + new))

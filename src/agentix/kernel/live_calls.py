@@ -47,9 +47,10 @@ _EXPIRY_SLACK = 0.01
 
 
 class _Running:
-    __slots__ = ("live", "refusal", "timer")
+    __slots__ = ("call", "live", "refusal", "timer")
 
-    def __init__(self, live: Callable[[], None]) -> None:
+    def __init__(self, call: Call, live: Callable[[], None]) -> None:
+        self.call = call
         self.live = live
         #: why the call was ended (set only when this registry cancelled it)
         self.refusal: AgentixError | None = None
@@ -85,8 +86,8 @@ class LiveCalls:
             return stop.value
         loop = asyncio.get_running_loop()
         task = drive_task(coro, fut, ctx)
-        run = self._running[task] = _Running(live)
-        self._arm(call, task, run, loop)
+        run = self._running[task] = _Running(call, live)
+        self._arm(task, run, loop)
         try:
             return await task
         except asyncio.CancelledError:
@@ -122,11 +123,22 @@ class LiveCalls:
             run.refusal = None  # it had finished: its result stands
         return 0
 
-    def _arm(self, call: Call, task: asyncio.Task[Any], run: _Running, loop: asyncio.AbstractEventLoop) -> None:
-        """A timer at the earliest expiry of the call's tokens (re-armed if the clock
-        disagrees and the decision still holds then)."""
-        auth = call.authorization
-        exps = [t.expires_at for t in (auth.tokens if auth is not None else ()) if t.expires_at is not None]
+    def rearm(self, call: Call) -> None:
+        """``call`` decided again while it ran (a redirect hop): its expiry timer counts the
+        new decision's tokens too."""
+        for task, run in self._running.items():
+            if run.call is call and not task.done():
+                if run.timer is not None:
+                    run.timer.cancel()
+                    run.timer = None
+                self._arm(task, run, asyncio.get_running_loop())
+
+    def _arm(self, task: asyncio.Task[Any], run: _Running, loop: asyncio.AbstractEventLoop) -> None:
+        """A timer at the earliest expiry of the call's tokens, its first decision's and any
+        made while it ran (re-armed if the clock disagrees and the decision still holds)."""
+        call = run.call
+        auths = ([call.authorization] if call.authorization is not None else []) + list(call.hops)
+        exps = [t.expires_at for a in auths for t in a.tokens if t.expires_at is not None]
         if not exps:
             return
         at = min(exps)
