@@ -305,6 +305,52 @@ def test_a_download_after_a_redirect_ends_when_the_token_that_allowed_the_hop_en
     assert late == [], late
 
 
+@pytest.mark.parametrize("end", ["own", "ancestor"])
+def test_a_call_waiting_for_approval_ends_when_its_token_is_revoked_and_the_request_expires(tmp_path, end):
+    """A call waits for the operator's approval; its token (or the parent's it came from) is
+    revoked meanwhile. Before, it went on waiting (up to the approval timeout) with a request
+    the operator could still grant — refused only then. Now the wait ends there
+    (``capability_revoked``), the request is expired (nothing left to answer: granting it is
+    a conflict) and the tool never runs."""
+    async def body(w: World):
+        parent = await w.spawn(["tool: echo", "spawn_child: [actor]"], name="parent", program="sleeper.py")
+        (Path(parent.workspace) / "sleeper.py").write_text(SLEEPER)
+        actor = await w.k.spawn(parse_manifest({"name": "actor", "program": "sleeper.py", "isolation": "degraded",
+                                                "capabilities": ["tool: echo"], "approval_required": ["echo"]}),
+                                parent=parent)
+        call = asyncio.ensure_future(w.k.pipeline.run(_caller(actor), "tool.call",
+                                                      {"name": "echo", "args": {"message": "hi"}}))
+        await _until(lambda: bool(w.events("approval.requested", actor.agent_id)) or call.done(),
+                     "the approval asked")
+        aid = w.events("approval.requested", actor.agent_id)[0]["data"]["approval_id"]
+        target = w.k.caps.held[actor.agent_id if end == "own" else parent.agent_id][0]
+        await w.op("cap.revoke", token_id=target.id)
+        try:
+            await asyncio.wait_for(call, 20)
+            outcome = "answered"
+        except asyncio.TimeoutError:
+            outcome = "still waiting"
+        except Exception as err:  # noqa: BLE001
+            outcome = getattr(err, "code", repr(err))
+        try:
+            await w.op("approval.respond", id=aid, approve=True)
+            granted = "granted"
+        except Exception as err:  # noqa: BLE001
+            granted = getattr(err, "code", repr(err))
+        await asyncio.sleep(0.2)
+        import time as _t
+        return (outcome, granted, w.k.caps.approvals.get(aid).state,
+                [a.id for a in w.k.caps.approvals.pending(_t.time())],
+                [e for e in w.events("tool.result", actor.agent_id) if e["data"].get("ok")],
+                len(w.events("approval.expired", actor.agent_id)))
+
+    outcome, granted, state, pending, echoes, expired = run(tmp_path, body, world=_World)
+    assert outcome == "capability_revoked", outcome
+    assert state == "expired" and pending == [] and expired == 1
+    assert granted == "conflict", granted
+    assert echoes == []
+
+
 # ---------------------------------------------------------------------------- the class, as a property
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
