@@ -10,6 +10,7 @@ real kernel, real agent processes, a real loopback HTTP server.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,17 +359,37 @@ from hypothesis import strategies as st  # noqa: E402
 from agentix.core.errors import CapabilityRevoked  # noqa: E402
 from agentix.kernel.dispatch import Call  # noqa: E402
 from agentix.kernel.live_calls import LiveCalls  # noqa: E402
+from agentix.rpc.server import drive_task  # noqa: E402
+
+
+def _start_eagerly(coro: Any, done: asyncio.Future[Any]) -> None:
+    """Start ``coro`` as the channel does (rpc.server, from a protocol callback: outside any
+    task, a task only once it blocks); ``done`` gets its outcome."""
+    ctx = contextvars.copy_context()
+    try:
+        fut = ctx.run(coro.send, None)
+    except StopIteration as stop:
+        done.set_result(stop.value)
+    except BaseException as err:  # noqa: BLE001 - refused before it ran
+        done.set_exception(err)
+    else:
+        task = drive_task(coro, fut, ctx)
+        task.add_done_callback(lambda t: done.set_exception(asyncio.CancelledError()) if t.cancelled()
+                               else done.set_exception(t.exception()) if t.exception() is not None
+                               else done.set_result(t.result()))
 
 
 @settings(max_examples=300, deadline=None)
-@given(calls=st.lists(st.tuples(st.frozensets(st.integers(0, 3), min_size=1, max_size=2), st.integers(0, 4)),
+@given(calls=st.lists(st.tuples(st.frozensets(st.integers(0, 3), min_size=1, max_size=2), st.integers(0, 4),
+                                st.booleans()),
                       min_size=1, max_size=6),
        revocations=st.lists(st.tuples(st.integers(-1, 5), st.integers(0, 3)), max_size=4))
 def test_revoking_mid_flight_ends_exactly_the_calls_it_allowed_and_nothing_happens_after(calls, revocations):
     """Calls at work (``LiveCalls``, the registry the pipeline runs every decided call in), each
     resting on some tokens and taking some steps (one effect per step); revocations land at
     any step, also before a call's handler started (tick -1: between its decision and its
-    start) or before its task first ran. Whatever the schedule: no effect happens once one of
+    start) or before its task first ran. A call is started as the channel starts one
+    (eagerly, outside any task, as ``rpc.server`` does) or from a task. Whatever the schedule: no effect happens once one of
     its tokens is revoked; a call refused is one whose token was revoked; a call that answered
     did all its steps; every handler that started ran its cleanup (a reservation given back,
     a process killed); nothing stays registered."""
@@ -403,11 +424,18 @@ def test_revoking_mid_flight_ends_exactly_the_calls_it_allowed_and_nothing_happe
                     revoked.add(tok)
                     live.recheck()
 
-        tasks = []
-        for i, (toks, steps) in enumerate(calls):
+        tasks: list[Any] = []
+        for i, (toks, steps, eager) in enumerate(calls):
             c = Call(caller=Caller(agent_id="a"), method="tool.call", params={})
             c.live = check_for(toks)
-            tasks.append(asyncio.ensure_future(live.run(c, handler_for(i, toks, steps))))
+            coro = live.run(c, handler_for(i, toks, steps))
+            if not eager:
+                tasks.append(asyncio.ensure_future(coro))
+                continue
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[Any] = loop.create_future()
+            loop.call_soon(_start_eagerly, coro, done)  # a callback: outside any task
+            tasks.append(done)
         revoke(-1)  # before any handler started
         for tick in range(6):
             await asyncio.sleep(0)
@@ -417,7 +445,7 @@ def test_revoking_mid_flight_ends_exactly_the_calls_it_allowed_and_nothing_happe
 
     results, effects, started, cleaned, left = asyncio.run(go())
     assert [e for e in effects if e[1]] == []  # nothing happened after a revocation it rested on
-    for i, (toks, steps) in enumerate(calls):
+    for i, (toks, steps, _eager) in enumerate(calls):
         res = results[i]
         if isinstance(res, BaseException):
             assert isinstance(res, CapabilityRevoked), res

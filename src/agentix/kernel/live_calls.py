@@ -20,9 +20,10 @@ work this registry can end:
 
 A call is checked once more as its handler starts (the pipeline may have waited since the
 decision, for its charges or its intent record to be durable). The pipeline records the outcome as it does for any failed call (``tool.invoked`` →
-``tool.result {ok: false, error: capability_revoked}``). A handler that does not block
-finishes in its first step, without a task (as ``rpc.server`` starts requests): no
-revocation can come between its decision and its end.
+``tool.result {ok: false, error: capability_revoked}``). A call the channel started eagerly
+(``rpc.server``: outside any task) runs its handler's first step at once, and a handler that
+does not block finishes there, without a task: no revocation can come between its decision
+and its end. Otherwise the handler runs in one task of its own.
 """
 
 from __future__ import annotations
@@ -78,14 +79,20 @@ class LiveCalls:
         # intent record written): a revocation meanwhile refuses it before anything runs
         live()
         coro = handler(call)
-        # the first step, as rpc.server's eager start: most handlers finish in it
-        ctx = contextvars.copy_context()
-        try:
-            fut = ctx.run(coro.send, None)  # type: ignore[attr-defined]
-        except StopIteration as stop:
-            return stop.value
         loop = asyncio.get_running_loop()
-        task = drive_task(coro, fut, ctx)
+        if asyncio.current_task() is None:
+            # started eagerly by the channel (rpc.server): so is the handler, its first step
+            # here (most finish in it), the rest in a task of its own, as the channel does
+            ctx = contextvars.copy_context()
+            try:
+                fut = ctx.run(coro.send, None)  # type: ignore[attr-defined]
+            except StopIteration as stop:
+                return stop.value
+            task = drive_task(coro, fut, ctx)
+        else:
+            # in a task: the whole handler in one task of its own (a cancel scope it enters
+            # is left in the same task)
+            task = loop.create_task(coro)
         run = self._running[task] = _Running(call, live)
         self._arm(task, run, loop)
         try:
