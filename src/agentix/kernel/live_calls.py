@@ -20,10 +20,12 @@ work this registry can end:
 
 A call is checked once more as its handler starts (the pipeline may have waited since the
 decision, for its charges or its intent record to be durable). The pipeline records the outcome as it does for any failed call (``tool.invoked`` →
-``tool.result {ok: false, error: capability_revoked}``). A call the channel started eagerly
-(``rpc.server``: outside any task) runs its handler's first step at once, and a handler that
-does not block finishes there, without a task: no revocation can come between its decision
-and its end. Otherwise the handler runs in one task of its own.
+``tool.result {ok: false, error: capability_revoked}``). A call made from a task runs its
+handler in that task (ending it cancels the task, and the registry takes its cancellation
+back as it becomes the refusal). A call the channel started eagerly (``rpc.server``: outside
+any task) runs its handler's first step at once, and a handler that does not block finishes
+there, without a task (no revocation can come between its decision and its end); the rest
+runs in a task of its own.
 """
 
 from __future__ import annotations
@@ -80,19 +82,17 @@ class LiveCalls:
         live()
         coro = handler(call)
         loop = asyncio.get_running_loop()
-        if asyncio.current_task() is None:
-            # started eagerly by the channel (rpc.server): so is the handler, its first step
-            # here (most finish in it), the rest in a task of its own, as the channel does
-            ctx = contextvars.copy_context()
-            try:
-                fut = ctx.run(coro.send, None)  # type: ignore[attr-defined]
-            except StopIteration as stop:
-                return stop.value
-            task = drive_task(coro, fut, ctx)
-        else:
-            # in a task: the whole handler in one task of its own (a cancel scope it enters
-            # is left in the same task)
-            task = loop.create_task(coro)
+        me = asyncio.current_task()
+        if me is not None:
+            return await self._in_task(me, call, live, coro, loop)
+        # started eagerly by the channel (rpc.server), outside any task: so is the handler, its
+        # first step here (most finish in it), the rest in a task of its own, as the channel does
+        ctx = contextvars.copy_context()
+        try:
+            fut = ctx.run(coro.send, None)  # type: ignore[attr-defined]
+        except StopIteration as stop:
+            return stop.value
+        task = drive_task(coro, fut, ctx)
         run = self._running[task] = _Running(call, live)
         self._arm(task, run, loop)
         try:
@@ -109,6 +109,29 @@ class LiveCalls:
                 run.timer.cancel()
             if not task.done():  # this call went away (closed, not cancelled): its work goes too
                 task.cancel()
+
+    async def _in_task(self, me: asyncio.Task[Any], call: Call, live: Callable[[], None], coro: Any,
+                       loop: asyncio.AbstractEventLoop) -> Any:
+        """The handler in the caller's own task (no task more: a cancel scope it enters is left
+        in the task that entered it); ending it cancels that task, and the cancellation this
+        registry asked for is taken back (``uncancel``) as it becomes the refusal."""
+        run = self._running[me] = _Running(call, live)
+        self._arm(me, run, loop)
+        taken_back = False
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if run.refusal is not None:
+                taken_back = True
+                if me.uncancel() == 0:
+                    raise run.refusal from None  # ended here; the caller itself was not cancelled
+            raise
+        finally:
+            del self._running[me]
+            if run.timer is not None:
+                run.timer.cancel()
+            if run.refusal is not None and not taken_back:
+                me.uncancel()  # the handler swallowed the cancellation: it does not linger
 
     def recheck(self) -> int:
         """End every running call whose decision no longer holds; how many were ended."""
