@@ -34,13 +34,19 @@ import asyncio
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from agentix.core.authorize import Authorization
 from agentix.core.errors import AgentixError
 from agentix.rpc.server import drive_task, unwound
 
-if TYPE_CHECKING:
-    from agentix.kernel.dispatch import Call
+
+class DecidedCall(Protocol):
+    """What this registry reads of a call (``dispatch.Call``, which imports this module)."""
+
+    live: Callable[[], None] | None
+    authorization: Authorization | None
+    hops: list[Authorization]
 
 __all__ = ["LiveCalls"]
 
@@ -52,7 +58,7 @@ _EXPIRY_SLACK = 0.01
 class _Running:
     __slots__ = ("call", "live", "refusal", "timer")
 
-    def __init__(self, call: Call, live: Callable[[], None]) -> None:
+    def __init__(self, call: DecidedCall, live: Callable[[], None]) -> None:
         self.call = call
         self.live = live
         #: why the call was ended (set only when this registry cancelled it)
@@ -72,7 +78,7 @@ class LiveCalls:
     def __len__(self) -> int:
         return len(self._running)
 
-    async def run(self, call: Call, handler: Callable[[Call], Awaitable[Any]]) -> Any:
+    async def run(self, call: DecidedCall, handler: Callable[[DecidedCall], Awaitable[Any]]) -> Any:
         """``handler(call)``, ended with the refusal of its re-check if its authority ends first."""
         live = call.live
         if live is None:
@@ -110,7 +116,7 @@ class LiveCalls:
             if not task.done():  # this call went away (closed, not cancelled): its work goes too
                 task.cancel()
 
-    async def _in_task(self, me: asyncio.Task[Any], call: Call, live: Callable[[], None], coro: Any,
+    async def _in_task(self, me: asyncio.Task[Any], call: DecidedCall, live: Callable[[], None], coro: Any,
                        loop: asyncio.AbstractEventLoop) -> Any:
         """The handler in the caller's own task (no task more: a cancel scope it enters is left
         in the task that entered it); ending it cancels that task, and the cancellation this
@@ -153,7 +159,7 @@ class LiveCalls:
             run.refusal = None  # it had finished: its result stands
         return 0
 
-    def rearm(self, call: Call) -> None:
+    def rearm(self, call: DecidedCall) -> None:
         """``call`` decided again while it ran (a redirect hop): its expiry timer counts the
         new decision's tokens too."""
         for task, run in self._running.items():
