@@ -23,6 +23,8 @@ Construction order (``kernel/kernel.py``)::
                                  a pipes.PipeReader like one_shot.CappedOutput)
        tools.base.ToolRegistry   the tools, by name
        dispatch.Pipeline         one call: method table row -> stages -> handler -> audit
+                                 (live_calls.LiveCalls: decided calls at work, ended when
+                                 a revocation or an expiry ends their authority)
     4. control.Control           stop (subtree first), kill, pause, resume, wait, status
        inference.InferenceService   think: per-provider scheduler, rate limits, budgets
        cap_service.CapabilityService  root key, tokens, the one decision, approvals

@@ -21,6 +21,10 @@ from agentix.store.state import ApprovalRecord, ApprovalStore
 #: approval requests one agent may have waiting at once, and the whole kernel
 MAX_PENDING_PER_AGENT = 16
 MAX_PENDING = 256
+#: answered approvals that are final (denied, expired, used) kept in memory, newest last; older
+#: ones stay in the store only (``approval.list --all`` shows the ones kept)
+MAX_ANSWERED = 256
+_FINAL = ("denied", "expired", "used")
 
 __all__ = ["ApprovalBook"]
 
@@ -40,6 +44,7 @@ class ApprovalBook:
     def __init__(self, db: Database | None = None, legacy: Path | None = None, *, clock: Clock) -> None:
         self.clock = clock
         self._items: dict[str, Approval] = {}
+        self._final: dict[str, None] = {}  # ids of final approvals, oldest first
         self._waiters: dict[str, asyncio.Event] = {}
         self.args: dict[str, dict[str, Any]] = {}  # what the operator is shown
         self.db = db
@@ -73,6 +78,7 @@ class ApprovalBook:
         return fut
 
     def add(self, a: Approval, args: dict[str, Any]) -> None:
+        self._evict()
         self._items[a.id] = a
         self._waiters[a.id] = asyncio.Event()
         self.args[a.id] = args
@@ -89,6 +95,21 @@ class ApprovalBook:
         self._save(a)
         if a.state != "pending" and a.id in self._waiters:
             self._waiters[a.id].set()
+        if a.state in _FINAL:
+            self._final[a.id] = None  # newest last
+
+    def _evict(self) -> None:
+        """Forget (in memory; the store keeps them) the oldest final approvals past
+        ``MAX_ANSWERED``: nothing waits on them and none can be used again, so answered
+        approvals do not grow the kernel's memory without end."""
+        while len(self._final) > MAX_ANSWERED:
+            old = next(iter(self._final))
+            del self._final[old]
+            a = self._items.get(old)
+            if a is not None and a.state in _FINAL:
+                del self._items[old]
+                self._waiters.pop(old, None)
+                self.args.pop(old, None)
 
     def resolve(self, approval_id: str, approve: bool, *, reason: str | None, by: str, now: float) -> Approval:
         a = apply(self.get(approval_id), "grant" if approve else "deny", now=now, reason=reason, by=by)
@@ -134,6 +155,9 @@ class ApprovalBook:
             self._items[a.id] = a
             self._waiters[a.id] = asyncio.Event()
             self.args[a.id] = args
+            if a.state in _FINAL:
+                self._final[a.id] = None
+        self._evict()
 
 
 def _log_store_failure(fut: concurrent.futures.Future[Any]) -> None:

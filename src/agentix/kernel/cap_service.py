@@ -30,6 +30,8 @@ Rules (docs/security.md has the model):
 - Operator ``tool.invoke`` without ``agent_id`` holds no token: the operator is trusted, and
   since no agent's manifest applies no approval is asked either.
 - When an agent exits all its tokens are revoked (``TokenLedger.revoke_holder``).
+- A revocation reaches work already running: ``revoke`` and ``revoke_agent`` end every call
+  at work whose decision no longer holds (``kernel/live_calls.py``; so does an expiry).
 - The root key lives in ``$AGENTIX_HOME/keys/root.key`` (0600), made at first start.
 - Secrets (``[secrets.NAME] env = "VAR", hosts = [...]`` in config.toml, or
   ``$AGENTIX_HOME/keys/secrets.toml`` mode 0600) are bound to the hosts they declare (none
@@ -39,6 +41,7 @@ Rules (docs/security.md has the model):
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -70,6 +73,7 @@ from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Call
 from agentix.kernel.fence import HomeFence
 from agentix.kernel.home import Home
+from agentix.kernel.live_calls import LiveCalls
 from agentix.kernel.process import ProcessTable
 from agentix.kernel.trusted_state import StoredIssuedTokens, StoredLedger, lineage_key
 from agentix.kernel.vault import Vault
@@ -99,7 +103,7 @@ class CapabilityService:
 
     def __init__(self, home: Home, config: KernelConfig, *, db: Database | None, table: ProcessTable,
                  tool_names: Callable[[], list[str]], vault: Vault, secrets: dict[str, str],
-                 clock: Clock) -> None:
+                 clock: Clock, live_calls: LiveCalls | None = None) -> None:
         self.home = home
         self.clock = clock
         self.config = config
@@ -124,6 +128,8 @@ class CapabilityService:
         #: repeat decisions (same tokens, same resources, nothing revoked, nothing expired, no
         #: counted token) answered from memory: ``core/decision_cache.py`` says why that is exact
         self.decisions = DecisionCache()
+        #: the decided calls at work (the pipeline's): every revocation ends those it refuses now
+        self.live_calls = live_calls
 
     # ------------------------------------------------------------------ the decision
     def decide(self, rec: AgentRecord, resources: Sequence[Request | Grant], *,
@@ -168,6 +174,9 @@ class CapabilityService:
             prior = paid[-1]
             auth = self.decide(rec, resources, prior=prior)
             self.ledger.commit(auth)
+            call.hops.append(auth)  # the call now rests on it too (``still_live``, its expiry)
+            if self.live_calls is not None and any(t.expires_at is not None for t in auth.tokens):
+                self.live_calls.rearm(call)
             new = tuple(t for t in auth.tokens if all(t.id != p.id for p in prior.tokens))
             if new:
                 paid.append(Authorization(holder=prior.holder, covered=(), tokens=prior.tokens + new))
@@ -180,16 +189,25 @@ class CapabilityService:
         behind other agents' requests, or back in the queue for a retry): a check that every
         token the call's decision used is still live for its holder (issued, not expired,
         nothing in its chain revoked), charging nothing (the call paid when it was
-        committed). It raises the refusal the decision would give now. None when the call
-        runs without an agent's authority."""
+        committed). It raises the refusal the decision would give now. A call that decided
+        again while it ran (``reauthorizer``: a redirect hop) is checked on those decisions
+        too. None when the call runs without an agent's authority."""
         first = call.authorization
         if first is None or call.subject is None:
             return None
         rec = self.table.get(call.subject)
-        resources = [c.resource for c in first.covered]
+        # what the answer reads that can change: revocations (the ledger's epoch only grows)
+        # and the clock (the first expiry among its tokens); the holder and issue cannot
+        epoch = self.ledger.revocation_epoch()
+        until = min((t.expires_at for t in first.tokens if t.expires_at is not None), default=math.inf)
 
         def check() -> None:
-            self.decide(rec, resources, tokens=first.tokens, prior=first)
+            if not call.hops and self.ledger.revocation_epoch() == epoch and self.clock.now() < until:
+                return  # nothing it rests on can have changed: the decision holds
+            # the first decision, then every one made while it ran (a redirect hop's host)
+            for auth in (first, *call.hops):
+                if auth.tokens:
+                    self.decide(rec, [c.resource for c in auth.covered], tokens=auth.tokens, prior=auth)
 
         return check
 
@@ -279,8 +297,23 @@ class CapabilityService:
                 self.ledger.continue_lineage(t, lineage)
         self.held.setdefault(agent_id, []).extend(tokens)
 
+    def revoke(self, token_id: str, reason: str = "operator") -> None:
+        """Revoke ``token_id`` (and so every token delegated from it), and end every call at
+        work whose decision rested on it."""
+        self.ledger.revoke(token_id, reason)
+        self._revoked()
+
     def revoke_agent(self, agent_id: str) -> list[str]:
-        return self.ledger.revoke_holder(agent_id)
+        """Revoke every token ``agent_id`` holds (it exited or was stopped), and end every call
+        at work whose decision rested on one of them or on a token delegated from one."""
+        ids = self.ledger.revoke_holder(agent_id)
+        if ids:
+            self._revoked()
+        return ids
+
+    def _revoked(self) -> None:
+        if self.live_calls is not None:
+            self.live_calls.recheck()
 
     def live_tokens(self, agent_id: str, now: float | None = None) -> list[Token]:
         """The agent's tokens that are neither revoked, expired nor exhausted now."""

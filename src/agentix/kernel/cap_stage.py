@@ -104,12 +104,18 @@ class CapabilityStage:
                             "needs_approval": needs, "requests": auth.resources()}
             return
         if needs:
-            await self._approve(call, rec, call.params.get("approval"), taint_ask)
+            def held() -> None:  # the decision, as it would be now (nothing charged)
+                svc.decide(rec, resources, tokens=auth.tokens or None, partial=partial, charge=pol.charge,
+                           tool_call=pol.tool_call)
+
+            await self._approve(call, rec, call.params.get("approval"), taint_ask, auth, held)
             # the world may have moved while a human looked: decide again
             auth = svc.decide(rec, resources, tokens=auth.tokens or None, partial=partial,
                               charge=pol.charge, tool_call=pol.tool_call)
         svc.commit(rec, auth)  # before execution: a failing call still uses its invocation
         call.authorization = auth
+        # while it runs, a revocation or an expiry that ends this decision ends the call
+        call.live = svc.still_live(call)
 
     async def after(self, call: Call, result: Any, error: BaseException | None) -> None:
         return None
@@ -131,7 +137,8 @@ class CapabilityStage:
         call.taint |= rec.taint
         return rec
 
-    async def _approve(self, call: Call, rec: AgentRecord, approved_id: Any, taint_ask: bool) -> None:
+    async def _approve(self, call: Call, rec: AgentRecord, approved_id: Any, taint_ask: bool,
+                       auth: Authorization, held: Any) -> None:
         svc = self.svc
         now = svc.clock.now()
         assert call.tool is not None
@@ -153,13 +160,35 @@ class CapabilityStage:
             raise ApprovalDenied(f"{call.tool} needs the operator's approval {aid}; call again with "
                                  f'"approval": "{aid}" once it is granted', approval_id=aid,
                                  reason="pending")
-        a = await svc.approvals.wait(aid, a.deadline - svc.clock.now())
+        a = await self._wait(call, auth, held, aid, a.deadline - svc.clock.now())
         if a.state == "pending":
             a = apply(a, "expire", now=svc.clock.now(), reason="no answer before the deadline")
             svc.approvals.put(a)
             await self.events.record("approval.expired", rec.agent_id, {"approval_id": aid, "tool": call.tool})
         a = consume(a, rec.agent_id, call.tool, call.args, now=svc.clock.now())
         svc.approvals.put(a)
+
+
+    async def _wait(self, call: Call, auth: Authorization, held: Any, aid: str, timeout: float) -> Approval:
+        """The operator's answer. The wait is live work (``kernel/live_calls.py``): a
+        revocation or an expiry that ends the decision meanwhile ends it with that refusal,
+        and the request expires (nothing is left for the operator to answer)."""
+        svc = self.svc
+        if svc.live_calls is None:
+            return await svc.approvals.wait(aid, timeout)
+        call.live, call.authorization = held, auth  # while it waits only
+        try:
+            return await svc.live_calls.run(call, lambda _c: svc.approvals.wait(aid, timeout))
+        except AgentixError as err:
+            a = svc.approvals.get(aid)
+            if a.state == "pending":
+                svc.approvals.put(apply(a, "expire", now=svc.clock.now(),
+                                        reason=f"the call's capability ended while it waited ({err.code})"))
+                await self.events.record("approval.expired", call.subject, {
+                    "approval_id": aid, "tool": call.tool, "reason": err.code})
+            raise
+        finally:
+            call.live, call.authorization = None, None
 
 
 def writes_outside(auth: Authorization, workspace: str) -> bool:

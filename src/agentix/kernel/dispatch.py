@@ -9,6 +9,10 @@ Every call, from an agent or from the operator, goes through ``Pipeline.run``:
 2. *check* — each ``Stage.before`` runs in order (capabilities, taint, budget, approval);
    any of them may refuse by raising an ``AgentixError``; nothing has run yet;
 3. *execute* — the method's handler;
+   A call decided for an agent runs as *live* work (``kernel/live_calls.py``): if a
+   revocation or an expiry ends the authority its decision rested on while it runs, it is
+   ended there (its process killed, its download aborted, its think cancelled) and fails
+   with that refusal;
 4. *after* — each ``Stage.after`` runs in reverse order with the result or the error
    (settle budgets, label the result's taint);
 5. *record* — the event is appended to the kernel's event log. Durability follows the
@@ -42,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 from agentix.core.errors import AgentixError, InvalidRequest
 from agentix.core.grants import Grant, Request
 from agentix.kernel.event_sink import EventSink
+from agentix.kernel.live_calls import LiveCalls
 from agentix.kernel.lookup import Lookup
 from agentix.kernel.process import AgentRecord
 from agentix.kernel.record_gate import quiet
@@ -127,6 +132,13 @@ class Call:
     #: the tool's arguments were checked against its schema (the capability stage does it
     #: first; the tool does not check them again)
     args_checked: bool = False
+    #: the re-check of the call's decision (``CapabilityService.still_live``), set by the
+    #: capability stage once it committed: a call with one runs as work the kernel ends when
+    #: its authority ends (``kernel/live_calls.py``)
+    live: Callable[[], None] | None = None
+    #: the decisions made while it ran, over resources found late (a redirect hop's host):
+    #: what it does now rests on them too, so its re-check covers them
+    hops: list[Authorization] = field(default_factory=list)
 
 
 class Stage(Protocol):
@@ -214,7 +226,7 @@ class MethodSpec:
 class Pipeline:
     def __init__(
         self, events: EventSink, tool_durability: Callable[[str], Durability] | None = None,
-        *, redactor: Redactor | None = None,
+        *, redactor: Redactor | None = None, clock: Callable[[], float] | None = None,
     ) -> None:
         self.events = events
         #: every reply and error leaves through it (the vault's secrets never do)
@@ -225,6 +237,9 @@ class Pipeline:
         #: set with ``run`` by ``kernel/telemetry.install`` when metrics or traces are on
         self.observer: Observer | None = None
         self._methods: dict[str, MethodSpec] = {}
+        #: decided calls at work: a revocation or an expiry ends those it no longer allows
+        #: (``clock``: the kernel's wall clock, which token expiry is judged by)
+        self.live_calls = LiveCalls(clock) if clock is not None else LiveCalls()
         self.calls = 0
         self.refusals = 0
 
@@ -329,7 +344,7 @@ class Pipeline:
             # only within its caller's quota (kernel/record_gate.py): a reader cannot grow the
             # log at will, whichever handler writes the record
             with _scope(call, durable):
-                result = call.dry_run if call.dry_run is not None else await spec.handler(call)
+                result = call.dry_run if call.dry_run is not None else await self.live_calls.run(call, spec.handler)
         except BaseException as exc:
             # the one place a handler's failure becomes the family: an AgentixError as it is,
             # anything else (a backend's OSError, a bug) an internal_error with the details in

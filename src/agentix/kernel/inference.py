@@ -225,7 +225,9 @@ class InferenceService:
                 try:
                     resp = await lane.provider.complete(req, delta if on_delta is not None else None)
                 except ProviderError as e:
-                    asked = False  # the provider answered with an error: nothing to charge
+                    # the provider answered with an error: nothing to charge, unless it had
+                    # already streamed text to the caller (then it worked, and is charged below)
+                    asked = streamed
                     now = self.clock()
                     retryable = bool(e.data.get("retryable")) and not streamed and retries < sc.retry_budget
                     status = e.data.get("status")
@@ -257,13 +259,16 @@ class InferenceService:
                 now = self.clock()
                 self._timed(lane, lambda: lane.sched.cancel(ticket, now))
                 self._pump(lane)
-            if asked and not isinstance(exc, ProviderError):
+            if asked:
                 # given up while the provider generated (the caller disconnected, was killed or
-                # stopped; its token revoked mid-stream): the provider's work is not undone, so
-                # it is charged as reserved (the estimate, max_tokens out) and recorded — a
-                # caller cannot spend for free by giving up before the answer
+                # stopped; its token revoked mid-stream), or the provider failed after streaming
+                # part of its answer: its work is not undone, so it is charged as reserved (the
+                # estimate, max_tokens out) and recorded — a caller cannot spend for free by
+                # giving up before the answer, nor by making the stream break
+                how = ({"error": exc.code, "partial": True} if isinstance(exc, ProviderError)
+                       else {"cancelled": True})
                 self._charge_cancelled(lane, agent_id, ledger, reservation, est_in, req.max_tokens, price,
-                                       started_at)
+                                       started_at, how)
             elif ledger is not None and reservation is not None:
                 ledger.release(reservation)
             raise
@@ -292,9 +297,11 @@ class InferenceService:
         return replace(resp, cost_usd=cost_usd if price else None)
 
     def _charge_cancelled(self, lane: _Lane, agent_id: str, ledger: BudgetLedger | None, reservation: Any,
-                          est_in: int, est_out: int, price: Any, started_at: float) -> None:
-        """Settle a request cancelled while the provider worked on it at its reservation, and
-        record that (``usage.reported`` with ``cancelled: true``) from a task of its own: the
+                          est_in: int, est_out: int, price: Any, started_at: float,
+                          how: dict[str, Any]) -> None:
+        """Settle a request ended while the provider worked on it at its reservation, and
+        record that (``usage.reported``, ``estimated: true`` and ``how`` it ended: ``cancelled:
+        true``, or the provider's ``error`` after ``partial`` text) from a task of its own: a
         cancelled caller cannot await."""
         now = self.clock()
         cost_usd = price.cost(est_in, est_out) if price else 0.0
@@ -305,7 +312,7 @@ class InferenceService:
         async def record() -> None:
             await self._emit("usage.reported", agent_id, {
                 "provider": lane.name, "input_tokens": est_in, "output_tokens": est_out, "cost_usd": cost_usd,
-                "cancelled": True, "estimated": True, "duration_s": round(now - started_at, 6)})
+                **how, "estimated": True, "duration_s": round(now - started_at, 6)})
             for s in signals:
                 kind = "budget.warning" if s.kind == "warning" else "budget.exceeded"
                 await self._emit(kind, agent_id, dict(s.to_data(), message=s.message()))

@@ -170,7 +170,8 @@ class KernelRoot:
         self.in_flight = InFlight(InFlightLimits(per_connection=config.in_flight_per_agent,
                                                 batch=config.batch_limit, total=config.in_flight_total))
         self.tools = ToolRegistry()
-        self.pipeline = Pipeline(self.events, tool_durability=self.tools.durability, redactor=self.vault)
+        self.pipeline = Pipeline(self.events, tool_durability=self.tools.durability, redactor=self.vault,
+                                 clock=self.clock.now)
 
         # 4. the agent services: control, inference, capabilities, messaging, reaping, spawning
         self.control = Control(self.table, self.events, config, self.clock)
@@ -178,7 +179,8 @@ class KernelRoot:
                                           stop_agent=self.control.stop_for_budget)
         home.create()  # the store, archives and keys live in the home
         self.caps = CapabilityService(home, config, db=db, table=self.table, tool_names=self.tools.names,
-                                      vault=self.vault, secrets=secrets, clock=self.clock)
+                                      vault=self.vault, secrets=secrets, clock=self.clock,
+                                      live_calls=self.pipeline.live_calls)
         self.lookup = Lookup(self.table, self.caps.secret_hosts, lambda: self.inference.config.default_model)
         self.mail = Messaging(self.events, self.clock)
         self.state_store = StateStore(db, quota=config.state_quota)  # the kernel's one store

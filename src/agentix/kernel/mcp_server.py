@@ -106,6 +106,8 @@ class McpServer:
     _reaper: asyncio.Task[None] | None = None
     _sock: socket.socket | None = None
     _relister: asyncio.Task[None] | None = None
+    #: the start in progress (shared by every caller waiting for it)
+    _starting: asyncio.Future[None] | None = None
     _relist_wanted: bool = False
     _last_relist: float = float("-inf")
 
@@ -126,9 +128,17 @@ class McpServer:
                 raise ToolError(f"MCP server {self.name} stopped ({self.last_error}); it restarts in "
                                 f"{wait:.1f} s: retry then", reason="mcp_server_restarting",
                                 server=self.name, retry_after=round(wait, 3))
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await self._start()
+            if self._starting is None or self._starting.done():
+                self._starting = asyncio.ensure_future(self._start_after(wait))
+                self._starting.add_done_callback(_retrieved)
+            # the start is the server's, not this caller's: a caller that goes away (its token
+            # revoked, its agent stopped) leaves it running for the next, never half-done
+            await asyncio.shield(self._starting)
+
+    async def _start_after(self, wait: float) -> None:
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self._start()
 
     async def _start(self) -> None:
         self.state = "starting"
@@ -468,3 +478,8 @@ def _describe(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     return text[:500]
 
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    """A start whose every waiter went away: its outcome is taken (said by ``_died``/the log)."""
+    if not fut.cancelled():
+        fut.exception()

@@ -4,7 +4,8 @@ The one shape behind ``exec`` (kernel/net_exec.py) and a package build step
 (kernel/packages_api.py). The kernel makes the child's channel (a socketpair it never reads:
 the program is not an agent) and an output pipe it reads on its loop (the first ``cap`` bytes
 kept, the rest read and dropped: the program never holds a kernel file), spawns the spec on the
-substrate, waits at most ``timeout`` seconds and kills it after (``Timeout``), then releases
+substrate, waits at most ``timeout`` seconds and kills it after (``Timeout``) or when the
+call is cancelled (the run never outlives its call), then releases
 the channel, the pipe, the sandbox and the spec's ``log_path``.
 """
 
@@ -88,6 +89,12 @@ async def run_once(substrate: Substrate, launch: Callable[[int, int], LaunchSpec
             await handle.wait()
             raise Timeout(f"{what} {program} was killed after {timeout:g} s", reason="timeout",
                           timeout=timeout, program=program) from None
+        except asyncio.CancelledError:
+            # the call was ended (its token revoked or expired, its caller gone, the kernel
+            # stopping): the run ends with it, its whole process tree killed now
+            handle.signal(signal.SIGKILL)
+            await asyncio.shield(handle.wait())
+            raise
     finally:
         ksock.close()
         await output.drained(2.0)  # what it printed last (its writers are gone with the sandbox)

@@ -67,7 +67,10 @@ class Spawner:
         self.caps = caps
         self.pipeline = pipeline
         self.in_flight = in_flight
-        self._tree_pools: dict[str, InFlight] = {}  # root agent id -> its tree's in-flight pool
+        #: root agent id -> its tree's in-flight pool, and how many of the tree's channels are
+        #: served (the pool goes with the last one)
+        self._tree_pools: dict[str, InFlight] = {}
+        self._tree_channels: dict[str, int] = {}
         self.control = control
         self.reaper = reaper
         self.rows = rows
@@ -327,10 +330,17 @@ class Spawner:
         def opened(notify: Notify) -> None:   # streamed think text goes out through it
             rec.notify = notify
 
-        # the tree's share of the kernel's in-flight pool: no tree locks the others out
-        pool = self._tree_pools.get(rec.root)
+        # the tree's share of the kernel's in-flight pool: no tree locks the others out. It
+        # lives while a channel of the tree is served: the last one to close removes it
+        root = rec.root
+        pool = self._tree_pools.get(root)
         if pool is None:
-            pool = self._tree_pools[rec.root] = self.in_flight.sub(self.config.in_flight_per_tree,
-                                                                   "in_flight_tree")
-        await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}",
-                           in_flight_total=pool, on_open=opened)
+            pool = self._tree_pools[root] = self.in_flight.sub(self.config.in_flight_per_tree, "in_flight_tree")
+        self._tree_channels[root] = self._tree_channels.get(root, 0) + 1
+        try:
+            await serve_socket(sock, handler, frame_limit=self.config.frame_limit, name=f"agent {rec.agent_id}",
+                               in_flight_total=pool, on_open=opened)
+        finally:
+            self._tree_channels[root] -= 1
+            if not self._tree_channels[root]:
+                del self._tree_channels[root], self._tree_pools[root]

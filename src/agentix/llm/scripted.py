@@ -2,7 +2,8 @@
 
 The file is JSON or YAML: a list of turns (or ``{"turns": [...]}``), each
 ``{text?, tool_calls?: [{name, arguments}], stop_reason?, usage?: {input_tokens, output_tokens},
-error?: {message, status?, retryable?}, delay?: seconds}`` (``arguments``: an object, or the raw
+error?: {message, status?, retryable?}, delay?: seconds}`` (a turn with ``text`` and ``error``
+streams the text, then fails: a stream that breaks; ``arguments``: an object, or the raw
 text a model sent, which reaches the caller as text when it is not a JSON object). Every response it returns has
 ``scripted=True`` and ``provider="scripted"``, and wherever it is shown it must be labelled
 as scripted. When the turns run out it raises a non-retryable ``ProviderError``; with
@@ -65,6 +66,8 @@ class ScriptedProvider(Provider):
             await asyncio.sleep(float(t["delay"]))
         if "error" in t:
             e = t["error"] or {}
+            # a turn with text and an error streams the text, then fails (a stream that breaks)
+            await emit(on_delta, t.get("text") or "")
             raise provider_error(self.name, e.get("message", "scripted error"), status=e.get("status"),
                                  retry_after=e.get("retry_after"), retryable=e.get("retryable"))
         text = t.get("text") or ""

@@ -30,6 +30,7 @@ Bounds (``InFlightLimits``; docs/isolation.md lists them), so that no peer can g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -55,8 +56,8 @@ from agentix.rpc.framing import (
     validate_request,
 )
 
-__all__ = ["Handler", "InFlight", "InFlightLimits", "Notify", "PeerCredentials", "peer_credentials",
-           "serve_connection", "serve_socket", "start_unix_server"]
+__all__ = ["Handler", "InFlight", "InFlightLimits", "Notify", "PeerCredentials", "drive", "drive_task",
+           "peer_credentials", "serve_connection", "unwound", "serve_socket", "start_unix_server"]
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ async def _run_frame(handler: Handler, msg: Any) -> Any:
             except StopIteration as stop:
                 replies[i] = stop.value
                 continue
-            waiting.append((i, asyncio.ensure_future(_drive(coro, fut))))
+            waiting.append((i, drive_task(coro, fut, contextvars.copy_context())))
         for i, task in waiting:
             replies[i] = await task
     finally:
@@ -242,7 +243,7 @@ def _start_eagerly(coro: Any) -> asyncio.Task[Any] | None:
 
     Most system calls never block, so they finish here without a task or an extra trip
     round the event loop (bench/syscall.py: the task per request was the hot path's largest
-    cost). A call that blocks is driven on by ``_drive`` from where it stopped, so one slow
+    cost). A call that blocks is driven on by ``drive`` from where it stopped, so one slow
     call still never holds up the next.
     """
     # the first step and the rest run in ONE context of their own (as a task's would): a
@@ -256,10 +257,47 @@ def _start_eagerly(coro: Any) -> asyncio.Task[Any] | None:
     except Exception:
         log.exception("request handler failed")
         return None
-    return asyncio.get_running_loop().create_task(_drive(coro, fut), context=ctx)
+    return drive_task(coro, fut, ctx)
 
 
-async def _drive(coro: Any, fut: Any) -> Any:
+#: a task cancelled before it first ran -> the task ending its coroutine (``drive_task``)
+_UNWINDING: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}
+
+
+def drive_task(coro: Any, fut: Any, ctx: contextvars.Context) -> asyncio.Task[Any]:
+    """A task that finishes ``coro`` (started, now waiting on ``fut``) in ``ctx``, as ``drive``.
+
+    A task cancelled before it first ran never runs its coroutine, so ``coro`` would stay
+    suspended and its cleanup (an in-flight slot released, a reservation given back, a
+    process killed) would wait for the garbage collector, which runs ``finally`` but no
+    ``except CancelledError``. Then the cancellation is thrown into ``coro`` at once, and a
+    task of its own runs its cleanup to the end (``unwound(task)`` waits for it)."""
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(drive(coro, fut), context=ctx)
+
+    def done(t: asyncio.Task[Any]) -> None:  # the first of the task's callbacks
+        if not t.cancelled() or coro.cr_frame is None or coro.cr_running:
+            return
+        try:
+            step = ctx.run(coro.throw, asyncio.CancelledError())
+        except BaseException:  # noqa: BLE001 - it ended (the cancellation, or its own error)
+            return
+        u = _UNWINDING[t] = loop.create_task(drive(coro, step), context=ctx)
+        u.add_done_callback(lambda _: _UNWINDING.pop(t, None))
+
+    task.add_done_callback(done)
+    return task
+
+
+async def unwound(task: asyncio.Task[Any]) -> None:
+    """Return once the coroutine of ``task`` (a ``drive_task``) has ended, cleanup included."""
+    u = _UNWINDING.get(task)
+    if u is not None:
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(u)
+
+
+async def drive(coro: Any, fut: Any) -> Any:
     """Finish a started coroutine: wait for what it waits on, then resume it (as a Task would)."""
     try:
         while True:
