@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,81 +24,36 @@ import pytest
 pytest.importorskip("mcp")
 
 from conftest import wait_until  # noqa: E402
+from tests.fakes.mcp_raw import RawMcpServer  # noqa: E402
 from test_mcp_tools import audit, call, declare, mcp_kernel, run_calls, server_state  # noqa: E402,F401
 
 NOTE = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x" * 64}}
 
 
-class FloodServer:
+class FloodServer(RawMcpServer):
     """A Streamable HTTP MCP server on loopback that answers ``tools/call`` with an SSE stream
     of notifications without end (until the client goes away). ``written`` counts them."""
+
+    name, description = "flood", "floods"
 
     def __init__(self) -> None:
         self.written = 0
         self.stopped = threading.Event()   # the flood ended: the kernel closed the stream
-        outer = self
+        super().__init__()
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def _json(self, obj: Any) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self.send_response(405)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def do_DELETE(self) -> None:
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def do_POST(self) -> None:
-                msg = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                if "id" not in msg:
-                    self.send_response(202)
-                    self.send_header("content-length", "0")
-                    self.end_headers()
-                    return
-                if msg["method"] == "initialize":
-                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {
-                        "protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                        "serverInfo": {"name": "flood", "version": "1"}}})
-                elif msg["method"] == "tools/list":
-                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": [
-                        {"name": "t", "description": "floods", "inputSchema": {"type": "object"}}]}})
-                elif msg["method"] == "tools/call":
-                    self.send_response(200)
-                    self.send_header("content-type", "text/event-stream")
-                    self.send_header("cache-control", "no-cache")
-                    self.end_headers()
-                    event = b"event: message\ndata: " + json.dumps(NOTE).encode() + b"\n\n"
-                    try:
-                        while True:
-                            self.wfile.write(event * 50)
-                            outer.written += 50
-                    except OSError:
-                        outer.stopped.set()
-                    self.close_connection = True
-                else:
-                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {}})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def on_call(self, handler: Any, msg: dict[str, Any]) -> None:
+        handler.send_response(200)
+        handler.send_header("content-type", "text/event-stream")
+        handler.send_header("cache-control", "no-cache")
+        handler.end_headers()
+        event = b"event: message\ndata: " + json.dumps(NOTE).encode() + b"\n\n"
+        try:
+            while True:
+                handler.wfile.write(event * 50)
+                self.written += 50
+        except OSError:
+            self.stopped.set()
+        handler.close_connection = True
 
 
 # ---------------------------------------------------------------- a remote server's flood

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -23,6 +24,7 @@ from _world import World, run  # noqa: E402  (same directory)
 
 from agentix.core.manifest import parse_manifest  # noqa: E402
 from agentix.kernel.dispatch import Caller  # noqa: E402
+from tests.fakes.mcp_raw import RawMcpServer  # noqa: E402
 
 SLEEPER = '''
 import time
@@ -550,73 +552,25 @@ def test_answered_approvals_do_not_grow_the_kernels_memory_without_end(tmp_path)
 
 
 # ---------------------------------------------------------------------------- an MCP call held for its server
-class _SlowStartServer:
+class _SlowStartServer(RawMcpServer):
     """A remote (Streamable HTTP) MCP server on loopback whose handshake takes ``delay`` s.
     It notes every ``tools/call`` it gets (``called``) and answers it at once."""
 
-    def __init__(self, delay: float) -> None:
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    name = "slow"
 
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
         self.called: list[Any] = []
         self.initialized = threading.Event()
-        outer = self
+        super().__init__()
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def on_initialize(self) -> None:
+        time.sleep(self.delay)
+        self.initialized.set()
 
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def _json(self, obj: Any) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self.send_response(405)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def do_DELETE(self) -> None:
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def do_POST(self) -> None:
-                msg = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                if "id" not in msg:
-                    self.send_response(202)
-                    self.send_header("content-length", "0")
-                    self.end_headers()
-                    return
-                if msg["method"] == "initialize":
-                    time.sleep(delay)
-                    outer.initialized.set()
-                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {
-                        "protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                        "serverInfo": {"name": "slow", "version": "1"}}})
-                elif msg["method"] == "tools/list":
-                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": [
-                        {"name": "t", "description": "answers", "inputSchema": {"type": "object"}}]}})
-                elif msg["method"] == "tools/call":
-                    outer.called.append(msg["params"])
-                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {
-                        "content": [{"type": "text", "text": "done"}]}})
-                else:
-                    self._json({"jsonrpc": "2.0", "id": msg["id"], "result": {}})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def on_call(self, handler: Any, msg: dict[str, Any]) -> None:
+        self.called.append(msg["params"])
+        super().on_call(handler, msg)
 
 
 import time  # noqa: E402
