@@ -15,7 +15,7 @@ Rules:
 - Safe defaults (``DEFAULT_RULES``): ``exec``; ``a2a_call``; ``web_fetch`` carrying a body or a query (data
   could leave in it); sending tools (``send_*``, ``post_*``, ``email_*``, ``*_send``,
   ``*_post``); and ``file_write``/``file_edit`` outside the workspace refuse ``fetched_url``,
-  ``external_tool`` and ``agent_message`` taint.
+  ``untrusted_file``, ``external_tool`` and ``agent_message`` taint.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ __all__ = [
     "TaintSet",
     "TaintSource",
     "parse_rules",
+    "parse_untrusted_paths",
+    "untrusted_path_match",
 ]
 
 TaintSource = Literal["fetched_url", "untrusted_file", "agent_message", "external_tool"]
@@ -131,7 +133,7 @@ class TaintRule:
         return True
 
 
-_WEB_AND_MESSAGES = frozenset({"fetched_url", "external_tool", "agent_message"})
+_WEB_AND_MESSAGES = frozenset({"fetched_url", "untrusted_file", "external_tool", "agent_message"})
 
 DEFAULT_RULES: tuple[TaintRule, ...] = (
     TaintRule("exec", _WEB_AND_MESSAGES),
@@ -229,3 +231,54 @@ def parse_rules(data: Iterable[dict[str, Any]]) -> tuple[TaintRule, ...]:
             raise InvalidRequest(f"taint rule {i}: 'when' must be always, with_payload or outside_workspace")
         out.append(TaintRule(str(item["tool"]), frozenset(sources), action, when))
     return tuple(out)
+
+
+def parse_untrusted_paths(data: Any) -> tuple[str, ...]:
+    """``[taint] untrusted_paths``: absolute host paths or globs (``*`` and ``?`` within one
+    path component, ``**`` across any number); a path without a glob covers itself and all
+    below it. Anything else is ``invalid_request`` naming the field."""
+    field = "taint.untrusted_paths"
+    if not isinstance(data, list):
+        raise InvalidRequest(f"{field} must be a list of absolute paths or globs, "
+                             f"e.g. [\"/data/inbox/**\"]; got {type(data).__name__}", field=field)
+    out = []
+    for i, item in enumerate(data):
+        if not isinstance(item, str) or not item.startswith("/") or "\x00" in item:
+            raise InvalidRequest(f"{field}[{i}] must be an absolute host path or glob (starting with /), "
+                                 f"got {item!r}", field=field)
+        out.append(item)
+    return tuple(out)
+
+
+def _glob_regex(pattern: str) -> str:
+    import re
+
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(out)
+
+
+def untrusted_path_match(patterns: Iterable[str], path: str) -> bool:
+    """Whether the host ``path`` lies under one of ``patterns`` (``parse_untrusted_paths``)."""
+    import re
+
+    for pat in patterns:
+        if not any(c in pat for c in "*?"):
+            base = pat.rstrip("/") or "/"
+            if path == base or path.startswith(base.rstrip("/") + "/"):
+                return True
+        elif re.fullmatch(_glob_regex(pat), path):
+            return True
+    return False

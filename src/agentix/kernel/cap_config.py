@@ -17,10 +17,10 @@ from agentix.core.errors import InvalidRequest
 from agentix.core.toml_text import parse_toml
 from agentix.core.grants import parse_secret_hosts
 from agentix.core.hosts import HostPattern
-from agentix.core.taint import DEFAULT_RULES, TaintPolicy, parse_rules
+from agentix.core.taint import DEFAULT_RULES, TaintPolicy, parse_rules, parse_untrusted_paths
 
 __all__ = ["ROOT_KEY_FILE", "kernel_state_prefixes", "load_root_key", "load_secret_hosts",
-           "load_secrets", "load_taint_policy"]
+           "load_secrets", "load_taint_policy", "load_untrusted_paths"]
 
 ROOT_KEY_FILE = "root.key"
 
@@ -114,6 +114,16 @@ def load_taint_policy(home_root: Path) -> TaintPolicy:
     if not rules:
         return TaintPolicy()
     return TaintPolicy(rules + (DEFAULT_RULES if section.get("extend", True) else ()))
+
+
+def load_untrusted_paths(home_root: Path) -> tuple[str, ...]:
+    """``[taint] untrusted_paths = ["/data/inbox/**", ...]`` in config.toml (``core.taint.
+    parse_untrusted_paths``): a file read under one labels the reader ``untrusted_file:<path>``."""
+    cfg = home_root / "config.toml"
+    if not cfg.exists():
+        return ()
+    section = parse_toml(cfg.read_bytes(), str(cfg), "config.toml").get("taint", {})
+    return parse_untrusted_paths(section.get("untrusted_paths", []))
 
 
 def kernel_state_prefixes(home_root: Path) -> tuple[str, ...]:

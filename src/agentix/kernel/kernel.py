@@ -47,7 +47,8 @@ from agentix.kernel import (
 )
 from agentix.kernel.agent_rows import AgentRows, kill_leftovers
 from agentix.kernel.audit_log import KernelAudit
-from agentix.kernel.cap_config import load_secrets
+from agentix.kernel.cap_config import load_secrets, load_untrusted_paths
+from agentix.kernel.file_taint import FileTaint
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.cap_stage import CapabilityStage
 from agentix.kernel.clock import Clock, SystemClock
@@ -206,7 +207,9 @@ class KernelRoot:
 
         # 6. the tools
         self.tools.register(echo.SPEC)
-        for spec in [*files.SPECS,
+        # file reads label by path ([taint] untrusted_paths) and by what tainted writers wrote
+        self.file_taint = FileTaint(db, load_untrusted_paths(home.root), self.table)
+        for spec in [*map(self.file_taint.wrap, files.SPECS),
                      *net_exec.make_specs(config, home, self.table, self.caps, self.substrate),
                      *memory_tools.make_specs(self.memory), *skill_tools.make_specs(self.skills)]:
             self.tools.register(spec)

@@ -264,4 +264,18 @@ CREATE TABLE snapshot_given (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
+# v9: files a tainted context wrote through file_write/file_edit outside its own workspace
+# (kernel/file_taint.py): by (device, inode), the labels a later reader's context takes on
+# (a JSON list of ``source:origin`` strings) and the host path it was written at
+_V9 = """
+CREATE TABLE file_taint (
+    dev        INTEGER NOT NULL,
+    ino        INTEGER NOT NULL,
+    path       TEXT NOT NULL,
+    labels     TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (dev, ino)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]

@@ -54,6 +54,8 @@ from agentix.core.errors import (
 )
 
 __all__ = [
+    "Seen",
+    "observed",
     "Fence",
     "fenced",
     "locate",
@@ -217,6 +219,51 @@ def fenced(fence: Fence | None) -> Iterator[None]:
         yield
     finally:
         _FENCE.reset(tok)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One file a tool read the content of, or wrote: ``kind`` is ``read``, ``write``
+    (complete replace), ``append`` or ``edit``; ``key`` the file's (st_dev, st_ino) after the
+    call (``old``: before it, for a replace); ``path`` the host path."""
+
+    kind: str
+    path: str
+    key: tuple[int, int]
+    old: tuple[int, int] | None = None
+
+
+_SEEN: ContextVar[list[Seen] | None] = ContextVar("agentix_fs_seen", default=None)
+
+
+@contextmanager
+def observed() -> Iterator[list[Seen]]:
+    """Collect, in the list yielded, every file the functions of this module read the content
+    of or write (in this context and threads started from it): the kernel labels a context
+    by what it read and records what a tainted context wrote (kernel/file_taint.py)."""
+    seen: list[Seen] = []
+    tok = _SEEN.set(seen)
+    try:
+        yield seen
+    finally:
+        _SEEN.reset(tok)
+
+
+def _saw(kind: str, path: str, st: os.stat_result, old: os.stat_result | None = None) -> None:
+    seen = _SEEN.get()
+    if seen is not None:
+        seen.append(Seen(kind, path, (st.st_dev, st.st_ino), None if old is None else (old.st_dev, old.st_ino)))
+
+
+def _saw_at(kind: str, pfd: int, name: str, shown: str, old: os.stat_result | None = None) -> None:
+    """``_saw`` the file ``name`` in the directory open at ``pfd`` as it is now."""
+    if _SEEN.get() is None:
+        return
+    try:
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    except OSError:
+        return
+    _saw(kind, shown, st, old)
 
 
 def _kernel_state(shown: str) -> CapabilityDenied:
@@ -389,6 +436,7 @@ def file_read(
             data = os.pread(fd, want, offset)
         finally:
             os.close(fd)
+        _saw("read", r.shown(rel), st)
         content, enc = _decode(data)
         return {
             "path": r.shown(rel),
@@ -517,6 +565,7 @@ def grep(
             data = os.pread(fd, max_file_bytes, 0)
         finally:
             os.close(fd)
+        _saw("read", name, st)
         state["files"] += 1
         if b"\x00" in data[:8192]:
             return
@@ -801,6 +850,7 @@ def file_write(
                     _replace(pfd, name, data, stat.S_IMODE(st.st_mode) if st else 0o644)
                 except OSError as err:
                     raise _refusal(err, shown) from None
+            _saw_at("append" if append else "write", pfd, name, shown, st)
         except BaseException:
             _rollback(made)
             made = []
@@ -857,6 +907,7 @@ def file_edit(
                 _replace(pfd, parts[-1], data, stat.S_IMODE(st.st_mode))
             except OSError as err:
                 raise _refusal(err, shown) from None
+            _saw_at("edit", pfd, parts[-1], shown, st)
         finally:
             os.close(pfd)
         return {"path": shown, "replacements": count if replace_all else 1}
