@@ -8,7 +8,7 @@ from agentix.core.approval import TRANSITIONS, Approval, action_hash, apply, con
 from agentix.core.caps import Authority, generate_root_key
 from agentix.core.errors import ApprovalDenied, InvalidRequest, StateError, TaintViolation
 from agentix.core.grants import Request
-from agentix.core.taint import DEFAULT_RULES, TaintPolicy, TaintSet, parse_rules, web_fetch_has_payload
+from agentix.core.taint import DEFAULT_RULES, TaintLabel, TaintPolicy, TaintSet, parse_rules, web_fetch_has_payload
 from agentix.tools.secrets import inject, redact
 
 NOW = 1_800_000_000.0
@@ -44,11 +44,16 @@ def test_clean_context_is_allowed_everything():
     assert TaintPolicy().decide("exec", TaintSet()).action == "allow"
 
 
-def test_message_taint_is_refused_by_exec_but_untrusted_file_is_not_by_default():
+def test_message_and_untrusted_file_taint_are_refused_by_exec_by_default():
+    # untrusted_file is attached now ([taint] untrusted_paths, files tainted writers wrote:
+    # kernel/file_taint.py), so the defaults treat it like web text
     msg = TaintSet().add("agent_message", "agent:helper")
     assert TaintPolicy().decide("exec", msg).action == "refuse"
     f = TaintSet().add("untrusted_file", "/data/inbox/x.eml")
-    assert TaintPolicy().decide("exec", f).action == "allow"
+    d = TaintPolicy().decide("exec", f)
+    assert d.action == "refuse" and d.label == TaintLabel("untrusted_file", "/data/inbox/x.eml")
+    assert TaintPolicy().decide("file_write", f, outside_workspace=True).action == "refuse"
+    assert TaintPolicy().decide("file_write", f).action == "allow"  # its own workspace
 
 
 def test_policy_can_ask_instead_of_refusing():
