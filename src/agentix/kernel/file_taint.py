@@ -16,7 +16,9 @@ Rules:
   complete overwrite by an untainted context drops the record. A replace makes a new inode:
   the record moves to it.
 - Not seen: what an agent's own process writes directly (``exec``, its program), and a file
-  changed on the host behind the kernel's back keeps its record while its inode lives.
+  changed on the host behind the kernel's back keeps its record while its inode lives; a record
+  outlives a file deleted outside the kernel (a new file on the reused inode is labelled: on
+  the safe side).
 """
 
 from __future__ import annotations
