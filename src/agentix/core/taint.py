@@ -20,7 +20,9 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable, Literal, get_args
 
 from agentix.core.errors import InvalidRequest, TaintViolation
@@ -250,9 +252,8 @@ def parse_untrusted_paths(data: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _glob_regex(pattern: str) -> str:
-    import re
-
+@lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
     out, i = [], 0
     while i < len(pattern):
         if pattern.startswith("**", i):
@@ -267,18 +268,16 @@ def _glob_regex(pattern: str) -> str:
         else:
             out.append(re.escape(pattern[i]))
             i += 1
-    return "".join(out)
+    return re.compile("".join(out), re.S)
 
 
 def untrusted_path_match(patterns: Iterable[str], path: str) -> bool:
     """Whether the host ``path`` lies under one of ``patterns`` (``parse_untrusted_paths``)."""
-    import re
-
     for pat in patterns:
         if not any(c in pat for c in "*?"):
             base = pat.rstrip("/") or "/"
             if path == base or path.startswith(base.rstrip("/") + "/"):
                 return True
-        elif re.fullmatch(_glob_regex(pat), path):
+        elif _glob_regex(pat).fullmatch(path):
             return True
     return False
