@@ -18,7 +18,6 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import weakref
@@ -30,6 +29,7 @@ from agentix.core.grants import Request
 from agentix.core.paths import resolve_request, split_under
 from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
+from agentix.tools.thread_work import in_thread
 
 __all__ = ["SPECS", "VIRTUAL_WORKSPACE"]
 
@@ -114,7 +114,7 @@ async def _run(ctx: ToolContext, fn: Any) -> dict[str, Any]:
     loc = _Locator(ctx)
     try:
         with safe_fs.fenced(ctx.fence):  # the thread inherits the context, hence the fence
-            out = await asyncio.to_thread(fn, loc)
+            out = await in_thread(lambda: fn(loc))  # a write ended by its call: all or nothing
         return loc.virtual(out)
     except AgentixError as err:
         message, data = loc.virtual(err.message), loc.virtual(err.data)
