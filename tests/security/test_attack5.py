@@ -17,30 +17,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _world import World, run  # noqa: E402  (same directory)
+from test_attack4_core import _until, _World  # noqa: E402  (its sleeping agent and hang guard)
 
 from agentix.kernel.dispatch import Caller  # noqa: E402
 from agentix.tools import files  # noqa: E402
 from agentix.tools.thread_work import Abandoned, commit_point, in_thread  # noqa: E402
-
-SLEEPER = '''
-import time
-from agentix.sdk import agent
-k = agent.connect()
-time.sleep(3600)
-'''
-
-
-class _World(World):
-    programs = {"sleeper.py": SLEEPER}
-
-
-async def _until(cond: Callable[[], bool], what: str, limit: float = 20.0) -> None:
-    """Wait for ``cond`` (a hang guard, not a speed goal)."""
-    for _ in range(int(limit / 0.02)):
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never happened: {what}")
 
 
 class _Gate:
