@@ -142,3 +142,52 @@ def test_a_thread_ended_with_its_call_changes_nothing_before_its_commit_point_an
         assert (out, changes) == ("done", ["written"])
     else:
         assert (out, changes) == ("cancelled", ["abandoned"])
+
+
+def test_a_store_writer_cancelled_mid_thread_keeps_the_store_lock_until_its_thread_ends(tmp_path):
+    """``package.*`` writers run in a thread under the store's one lock. Before, a writer
+    whose call was cancelled (its connection closed: ``rpc.server`` cancels the call's task)
+    let the lock go at once while its thread went on, and the next writer ran beside it (a
+    ``package.gc`` removing the blobs of a pull not yet tagged). Now the lock is held until the
+    thread ends: the second writer's thread starts only after the first's ended, and the
+    cancelled call is answered only then."""
+    order: list[str] = []
+    first_open = threading.Event()
+    first_in = threading.Event()
+
+    async def body(w: World) -> list[str]:
+        real = w.k.packages.gc
+        n = {"calls": 0}
+
+        def gated() -> dict[str, int]:
+            n["calls"] += 1
+            me = n["calls"]
+            order.append(f"in{me}")
+            if me == 1:
+                first_in.set()
+                first_open.wait(30)
+            out = real()
+            order.append(f"out{me}")
+            return out
+
+        w.k.packages.gc = gated  # type: ignore[method-assign]
+        first = asyncio.ensure_future(w.op("package.gc"))
+        await _until(first_in.is_set, "the first gc in its thread")
+        first.cancel()
+        second = asyncio.ensure_future(w.op("package.gc"))
+        await asyncio.sleep(0.3)  # room for the second to (wrongly) start beside the first
+        order.append("opened")
+        first_open.set()
+        try:
+            await first
+        except asyncio.CancelledError:
+            order.append("first cancelled")
+        await asyncio.wait_for(second, 30)
+        order.append("second answered")
+        return order
+
+    got = run(tmp_path, body, world=_World)
+    # nothing of the second before the first's thread ended; the first answered (cancelled) after it
+    assert got[:3] == ["in1", "opened", "out1"], got
+    assert sorted(got[3:]) == sorted(["first cancelled", "in2", "out2", "second answered"]), got
+    assert got.index("in2") < got.index("out2") < got.index("second answered"), got

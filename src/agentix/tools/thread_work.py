@@ -14,6 +14,11 @@ told ``capability_revoked``). So such work runs through ``in_thread`` and calls
   call waits for the thread and answers what it did (a refusal would say it never happened).
 
 Work that never reaches ``commit_point`` (a read) is ended the first way.
+
+``locked_in_thread`` is the same under an ``asyncio.Lock`` held until the thread ends: a
+writer cancelled meanwhile (its connection closed) used to let the lock go while its thread
+went on writing, and the next writer came in beside it (a ``package.gc`` removing the blobs of
+a pull not yet tagged).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TypeVar
 
-__all__ = ["Abandoned", "commit_point", "in_thread"]
+__all__ = ["Abandoned", "commit_point", "in_thread", "locked_in_thread"]
 
 T = TypeVar("T")
 
@@ -85,3 +90,10 @@ async def in_thread(fn: Callable[[], T]) -> T:
                 work.exception()  # retrieved (Abandoned, or what the read raised): the refusal stands
             raise
         return work.result()  # the change was under way: what it did is the answer
+
+
+async def locked_in_thread(lock: asyncio.Lock, fn: Callable[[], T]) -> T:
+    """``in_thread(fn)`` holding ``lock`` until the thread ends, even if the caller is cancelled
+    meanwhile (the lock's next holder never runs beside it)."""
+    async with lock:
+        return await in_thread(fn)
