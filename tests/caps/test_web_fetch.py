@@ -189,6 +189,29 @@ def test_secret_headers_reach_only_the_original_host(server, base):
     assert "X-Api-Key" not in json.loads(other["content"])
 
 
+def test_secret_headers_do_not_follow_a_redirect_to_another_port_or_scheme_of_the_same_host(server, base):
+    """The secret goes to the first request's origin only (scheme, host, port). Before, only the
+    host was compared: a redirect to another port of the same host (another service there, or
+    a plain-HTTP port after https) carried the secret too."""
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    other.daemon_threads, other.hits = True, []
+    t = threading.Thread(target=other.serve_forever, daemon=True)
+    t.start()
+    try:
+        async def resolver(host, port):
+            return ["127.0.0.1"]
+
+        port, port2 = server.server_address[1], other.server_address[1]
+        r = asyncio.run(web_fetch(f"http://svc.internal.test:{port}/redirect?to=http://svc.internal.test:{port2}/echo",
+                                  permits=permits("svc.internal.test"), resolve=resolver,
+                                  secret_headers={"X-Api-Key": "k-123"}))
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert other.hits == [(f"svc.internal.test:{port2}", "/echo")]  # the hop was made
+    assert "X-Api-Key" not in json.loads(r["content"])
+
+
 def test_bad_url_is_invalid():
     with pytest.raises(InvalidRequest):
         fetch("http://", ["*"])

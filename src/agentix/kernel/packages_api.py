@@ -49,6 +49,7 @@ from agentix.kernel.methods import method
 from agentix.kernel.spawn import Spawner
 from agentix.packages.service import PackageStore, Prepared
 from agentix.sandbox.base import Substrate
+from agentix.tools.thread_work import locked_in_thread
 
 __all__ = ["register", "METHODS"]
 
@@ -80,8 +81,7 @@ def register(p: Pipeline, *, store: PackageStore, lock: asyncio.Lock, events: Ev
     recorded = naming_params(("ref", "tag", "context", "key", "pattern", "name", "accept"))
 
     async def in_thread(fn: Any, *a: Any, **kw: Any) -> Any:
-        async with lock:
-            return await asyncio.to_thread(fn, *a, **kw)
+        return await locked_in_thread(lock, lambda: fn(*a, **kw))  # held until the thread ends
 
     async def build(call: Call) -> dict[str, Any]:
         ctx = Path(_str(call.params, "context", "the build directory (absolute)"))

@@ -76,6 +76,7 @@ from agentix.sandbox import safewalk
 from agentix.store import snapshot_given
 from agentix.store.db import Database
 from agentix.store.saved_state import StateStore
+from agentix.tools.thread_work import in_thread, locked_in_thread
 
 __all__ = ["METHODS", "capture", "grant_groups", "register", "walk_workspace"]
 
@@ -233,14 +234,14 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
             await control.pause(rec)
         try:
             state, records = await asyncio.to_thread(_capture_store, state_store, memory, rec)
-            async with lock:
-                layer, skipped = await asyncio.to_thread(read_workspace, rec.workspace, store.layout, store.limits,
-                                                           walk_workspace)
+            async with lock:  # each step's thread ends before the lock is let go (tools/thread_work.py)
+                layer, skipped = await in_thread(lambda: read_workspace(rec.workspace, store.layout, store.limits,
+                                                                        walk_workspace))
                 doc = capture(caps, rec, state, records, skipped)
-                digest, size = await asyncio.to_thread(write_snapshot, store.layout, doc, layer)
-                await asyncio.to_thread(mark_made, store.layout, digest)
+                digest, size = await in_thread(lambda: write_snapshot(store.layout, doc, layer))
+                await in_thread(lambda: mark_made(store.layout, digest))
                 ref = ref or _default_ref(rec, digest)
-                new = await asyncio.to_thread(store.layout.tag, ref, Descriptor(MANIFEST_TYPE, digest, size))
+                new = await in_thread(lambda: store.layout.tag(ref, Descriptor(MANIFEST_TYPE, digest, size)))
         finally:
             if froze and rec.state == "paused":
                 await control.resume(rec)
@@ -389,9 +390,11 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
             r = await restore_from(snap["digest"], accepted, name)
         except BaseException:
             if snap["new_tag"]:  # the fork's own snapshot goes with it; an earlier identical one stays
-                async with lock:
-                    await asyncio.to_thread(store.layout.untag, parse_ref(snap["ref"]))
-                    await asyncio.to_thread(store.layout.gc)
+                def drop() -> None:
+                    store.layout.untag(parse_ref(snap["ref"]))
+                    store.layout.gc()
+
+                await locked_in_thread(lock, drop)
             raise
         r["ref"] = snap["ref"]
         r["from"] = rec.agent_id

@@ -30,6 +30,7 @@ from agentix.core.grants import Request
 from agentix.core.paths import resolve_request, split_under
 from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
+from agentix.tools.thread_work import in_thread
 
 __all__ = ["SPECS", "VIRTUAL_WORKSPACE"]
 
@@ -110,11 +111,14 @@ class _Locator:
         return walk(obj)
 
 
-async def _run(ctx: ToolContext, fn: Any) -> dict[str, Any]:
+async def _run(ctx: ToolContext, fn: Any, *, writes: bool = False) -> dict[str, Any]:
     loc = _Locator(ctx)
     try:
         with safe_fs.fenced(ctx.fence):  # the thread inherits the context, hence the fence
-            out = await asyncio.to_thread(fn, loc)
+            if writes:  # ended by its call: all or nothing, answered once the thread is done
+                out = await in_thread(lambda: fn(loc))
+            else:
+                out = await asyncio.to_thread(fn, loc)
         return loc.virtual(out)
     except AgentixError as err:
         message, data = loc.virtual(err.message), loc.virtual(err.data)
@@ -163,7 +167,7 @@ async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         res["bytes"] = res["bytes_written"]  # the name older callers read
         return res
 
-    return await _run(ctx, go)
+    return await _run(ctx, go, writes=True)
 
 
 async def file_edit(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +178,7 @@ async def file_edit(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
             return safe_fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
                                 replace_all=bool(args.get("replace_all", False)), disk_limit=limit)
 
-    return await _run(ctx, go)
+    return await _run(ctx, go, writes=True)
 
 
 _PATH = {"type": "string", "description": "a path; relative paths are in /workspace"}

@@ -20,6 +20,7 @@ from typing import Any
 from agentix.core.errors import CapabilityDenied, InvalidRequest
 from agentix.memory.store import CATEGORIES, MAX_K, MemoryStore
 from agentix.tools.base import ToolContext, ToolSpec
+from agentix.tools.thread_work import commit_point, in_thread
 
 __all__ = ["default_owner", "make_specs"]
 
@@ -44,9 +45,12 @@ def make_specs(store: MemoryStore,
                owner_of: Callable[[ToolContext], tuple[str, int | None]] = default_owner) -> list[ToolSpec]:
     async def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         owner, cap = owner_of(ctx)
-        rec = await asyncio.to_thread(
-            store.store, owner, args["content"], args.get("category", "fact"),
-            metadata=args.get("metadata"), replaces=args.get("replaces"), max_records=cap)
+        def write() -> dict[str, Any]:
+            commit_point()  # its call is still there (tools/thread_work.py)
+            return store.store(owner, args["content"], args.get("category", "fact"),
+                               metadata=args.get("metadata"), replaces=args.get("replaces"), max_records=cap)
+
+        rec = await in_thread(write)
         return {"id": rec["id"], "category": rec["category"], "replaced": rec["replaced"]}
 
     async def memory_query(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +62,11 @@ def make_specs(store: MemoryStore,
 
     async def memory_delete(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         owner, _ = owner_of(ctx)
-        return await asyncio.to_thread(store.delete, owner, args["id"])
+        def delete() -> dict[str, Any]:
+            commit_point()
+            return store.delete(owner, args["id"])
+
+        return await in_thread(delete)
 
     cat = {"type": "string", "enum": list(CATEGORIES)}
     return [

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from agentix.core.caps import Token
+from agentix.tools.thread_work import commit_point
 from agentix.core.grants import Request
 from agentix.core.paths import resolve_request, split_under
 from agentix.core.errors import (
@@ -835,6 +836,7 @@ def file_write(
             had = 0 if st is None else max(st.st_size, st.st_blocks * 512, ENTRY_BYTES)
             size = len(data) + (st.st_size if append and st is not None else 0)
             _room(r, disk_limit, _blocks(size) - had, shown)
+            commit_point()  # the call that asked is still there (tools/thread_work.py)
             if append:
                 with _regular_at(pfd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, shown) as (fd, fst):
                     if fst.st_nlink > 1:
@@ -903,6 +905,7 @@ def file_edit(
             out = text.replace(old, new) if replace_all else text.replace(old, new, 1)
             data = _as_bytes(out, max_bytes)
             _room(r, disk_limit, _blocks(len(data)) - max(st.st_size, st.st_blocks * 512, ENTRY_BYTES), shown)
+            commit_point()
             try:
                 _replace(pfd, parts[-1], data, stat.S_IMODE(st.st_mode))
             except OSError as err:

@@ -88,7 +88,7 @@ async def _fetch(
         current = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as err:
         raise InvalidRequest(f"web_fetch: {url!r} is not a valid URL: {err}") from None
-    first_host: str | None = None
+    first_origin: tuple[str, str, int] | None = None  # the secret goes there only
     hops: list[str] = []
     for _hop in range(max_redirects + 1):
         if current.scheme not in ("http", "https"):
@@ -97,14 +97,14 @@ async def _fetch(
         if not current.host:
             raise InvalidRequest(f"web_fetch: {str(current)!r} has no host")
         host = normalize_host(current.host)
-        if first_host is None:
-            first_host = host
         port = current.port or (443 if current.scheme == "https" else 80)
+        if first_origin is None:
+            first_origin = (current.scheme, host, port)
         addr = await pick_address(host, port, permits, resolve)
         if settle is not None:  # what the hop's check charged is durable before we connect
             await settle()
         send_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
-        if host == first_host:
+        if (current.scheme, host, port) == first_origin:  # never another port's service, nor plain http
             send_headers.update(secret_headers)
         transport = PinnedTransport(current.scheme, host, port, addr, verify=verify)
         async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=timeout) as client:
