@@ -239,10 +239,10 @@ class InferenceService:
                     lane.retries += 1
                     backoff = min(sc.backoff_max, sc.backoff_base * 2 ** (retries - 1)) * (0.5 + self._rng.random() / 2)
                     if status == 429:
-                        self._timed(lane, lambda: lane.sched.throttled(now, e.data.get("retry_after"), backoff))
+                        ra = e.data.get("retry_after")
+                        self._timed(lane, lambda: lane.sched.throttled(now, ra, backoff))
                         if lane.sched.discipline == "none":
                             # no limiter to pause: behave like a plain client and sleep it off
-                            ra = e.data.get("retry_after")
                             await asyncio.sleep(ra if ra is not None else backoff)
                         # back in its place; _wait_turn registers the waiter, then dispatches
                         self._timed(lane, lambda: lane.sched.requeue(ticket, self.clock()))
