@@ -64,6 +64,8 @@ ATTACKS = {
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_hostile_manifest_text_is_refused_and_spawns_nothing(api: Api, attack: str) -> None:
     n, seq = api.agent_count(), api.audit_size()
+    # the module's kernel is shared: agents an earlier test started may exit meanwhile
+    known = {a["agent_id"] for a in api.daemon.client.call("agent.list", all=True)["agents"]}
     body = ({"manifest_text": "name: a\nprogram: /bin/true\n", "manifest": {"name": "b", "program": "/bin/true"}}
             if ATTACKS[attack] is None else {"manifest_text": ATTACKS[attack]})
     r = api.post("agent.spawn", body)    # answered (the alias bomb is not expanded: it would never return)
@@ -71,6 +73,7 @@ def test_hostile_manifest_text_is_refused_and_spawns_nothing(api: Api, attack: s
     assert r.json()["error"]["code"] in ("invalid_request", "invalid_params")
     assert api.agent_count() == n
     after = api.audit_after(seq)
-    assert not [e for e in after if e["kind"] in ("agent.spawned", "agent.exited")], after
+    assert not [e for e in after if e["kind"] == "agent.spawned"], after
+    assert not [e for e in after if e["kind"] == "agent.exited" and e["agent"] not in known], after
     assert all(e["data"].get("ok") is False for e in after if e["kind"] == "agent.spawn"), after
     assert not os.path.exists("/tmp/agentix-pwned")

@@ -90,7 +90,8 @@ class Slow:
             deadline = time.monotonic() + self.interval
             while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
                 live = [s for i, s in enumerate(self.socks) if i not in self.closed]
-                ready, _, _ = select.select(live, [], [], min(left, 0.2)) if live else ([], [], [])
+                # poll, not select: the test process may already hold more than FD_SETSIZE (1024) fds
+                ready = _readable(live, min(left, 0.2)) if live else []
                 for s in ready:
                     self._read(self.socks.index(s), s)
 
@@ -104,6 +105,17 @@ class Slow:
             key = head.split(" ")[1] if head.startswith("HTTP/1.1 ") else "none"
             out[key] = out.get(key, 0) + 1
         return out
+
+
+def _readable(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
+    """The sockets of ``socks`` with something to read (or closed), waiting up to ``timeout``;
+    ``select.poll``, which has no FD_SETSIZE limit (``select.select`` fails past fd 1023)."""
+    poller = select.poll()
+    by_fd = {}
+    for s in socks:
+        by_fd[s.fileno()] = s
+        poller.register(s, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
 
 
 def _config(head: float = HEAD_TIMEOUT, pending: int = 256) -> str:
@@ -179,7 +191,7 @@ def test_slow_body_after_a_complete_head_is_closed_and_spawns_nothing(isolation_
             got = b""
             for byte in body[:-1]:
                 s.sendall(bytes([byte]))
-                r, _, _ = select.select([s], [], [], 1.0)
+                r = _readable([s], 1.0)
                 if r:
                     got = s.recv(65536)
                     break
@@ -206,7 +218,7 @@ def test_a_kept_alive_connection_cannot_drip_its_next_request(isolation_mode):
             got = b""
             for byte in b"GET /v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa":
                 s.sendall(bytes([byte]))
-                r, _, _ = select.select([s], [], [], 1.0)
+                r = _readable([s], 1.0)
                 if r:
                     got = s.recv(65536)
                     break
