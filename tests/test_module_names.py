@@ -104,3 +104,38 @@ def test_the_rules_see_a_collision(tmp_path: Path) -> None:
     put("cli/base.py")  # a role name outside the packages it is allowed in
     put("web/base.py")
     assert module_collisions(tmp_path)["base.py"] == ["cli/base.py", "web/base.py"]
+
+
+def test_every_all_is_one_literal_list_assigned_once() -> None:
+    """A module's public names are read in one place, at its top: ``__all__`` is assigned once, a
+    literal list of string literals naming what the module defines, and never appended to,
+    extended or reassigned further down (issue #13: ``__all__.append`` at module bottoms)."""
+    #: modules whose ``__all__`` is another module's, re-exported (and why)
+    reexports = {"agentix/sdk/errors.py": "the SDK's errors are core.errors' classes, under the SDK's name"}
+    bad: list[str] = []
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        rel = path.relative_to(SRC.parent)
+        if rel.as_posix() in reexports:
+            continue
+        assigned = 0
+        for node in ast.walk(tree):
+            target_names = []
+            if isinstance(node, ast.Assign):
+                target_names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Name):
+                target_names = [node.target.id]
+                if isinstance(node, ast.AugAssign) and node.target.id == "__all__":
+                    bad.append(f"{rel}:{node.lineno}: __all__ extended with +=")
+            if "__all__" in target_names:
+                assigned += 1
+                value = node.value
+                if not (isinstance(value, (ast.List, ast.Tuple))
+                        and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in value.elts)):
+                    bad.append(f"{rel}:{node.lineno}: __all__ is not a literal list of names")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "__all__"):
+                bad.append(f"{rel}:{node.lineno}: __all__.{node.func.attr}(...)")
+        if assigned > 1:
+            bad.append(f"{rel}: __all__ assigned {assigned} times")
+    assert not bad, "\n".join(bad)

@@ -35,6 +35,7 @@ __all__ = [
     "action_hash",
     "apply",
     "canonical_action",
+    "consume",
 ]
 
 ApprovalState = Literal["pending", "granted", "denied", "expired", "used"]
@@ -121,6 +122,3 @@ def consume(a: Approval, agent: str | None, tool: str, args: dict[str, Any], *, 
                "expired": "no answer before the approval deadline", "pending": "not answered yet"}[a.state]
         raise ApprovalDenied(f"approval {a.id}: {why}", approval_id=a.id, reason=a.state)
     return apply(a, "consume", now=now)
-
-
-__all__.append("consume")

@@ -67,6 +67,7 @@ __all__ = [
     "verify_head",
     "verify_inclusion",
     "verify_proof",
+    "verify_records",
 ]
 
 ENTRY_VERSION = 1
@@ -512,6 +513,3 @@ def verify_records(
     for r in records:
         v.feed(r)
     return v.finish()
-
-
-__all__ += ["verify_records"]

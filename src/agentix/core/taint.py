@@ -38,6 +38,7 @@ __all__ = [
     "parse_rules",
     "parse_untrusted_paths",
     "untrusted_path_match",
+    "web_fetch_has_payload",
 ]
 
 TaintSource = Literal["fetched_url", "untrusted_file", "agent_message", "external_tool"]
@@ -208,9 +209,6 @@ def web_fetch_has_payload(args: dict[str, Any]) -> bool:
         return True
     url = args.get("url")
     return isinstance(url, str) and bool(urlsplit(url).query)
-
-
-__all__.append("web_fetch_has_payload")
 
 
 def parse_rules(data: Iterable[dict[str, Any]]) -> tuple[TaintRule, ...]:

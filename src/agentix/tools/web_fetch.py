@@ -29,7 +29,7 @@ from agentix.core.errors import CapabilityDenied, InvalidRequest, LimitExceeded,
 from agentix.core.hosts import normalize_host
 from agentix.net.pinned import Permits, PinnedTransport, Resolver, pick_address, system_resolver
 
-__all__ = ["DEFAULT_MAX_BYTES", "web_fetch"]
+__all__ = ["DEFAULT_MAX_BYTES", "token_permits", "web_fetch"]
 
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
@@ -154,6 +154,3 @@ def token_permits(token: Any) -> Permits:
         return bool(token.permits(Request.make("network", host, address)))
 
     return permits
-
-
-__all__.append("token_permits")
