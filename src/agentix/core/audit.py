@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
@@ -330,15 +330,7 @@ class VerifyReport:
     root: bytes | None = None  # Merkle root over all entries read
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "entries": self.entries,
-            "first_bad_seq": self.first_bad_seq,
-            "reason": self.reason,
-            "detail": self.detail,
-            "head_size": self.head_size,
-            "root": self.root.hex() if self.root is not None else None,
-        }
+        return {**asdict(self), "root": self.root.hex() if self.root is not None else None}
 
 
 @dataclass

@@ -259,7 +259,23 @@ def _block_code(payload: str, exp: int | None, grants: GrantSet) -> tuple[str, d
     return code, params
 
 
-def _as_grantset(grants: GrantSet | Iterable[Grant] | Iterable[str]) -> GrantSet:
+#: what ``mint``, ``attenuate`` and ``delegate`` take as grants: a set, ``Grant`` values, or
+#: grant strings in manifest syntax
+GrantsLike = GrantSet | Iterable[Grant] | Iterable[str]
+
+
+def _authorizer(now: float) -> _bi.AuthorizerBuilder:
+    """A Datalog authorizer at time ``now`` with our run limit: biscuit's default 1 ms refuses
+    valid tokens on a loaded machine; our blocks hold one fact and one check each (third-party
+    blocks were refused while parsing)."""
+    az = _bi.AuthorizerBuilder("time({now}); allow if true;", {"now": _dt(now)})
+    limits = az.limits()
+    limits.max_time = _DATALOG_MAX_TIME
+    az.set_limits(limits)
+    return az
+
+
+def _as_grantset(grants: GrantsLike) -> GrantSet:
     if isinstance(grants, GrantSet):
         return grants
     items = list(grants)
@@ -299,16 +315,8 @@ class Authority:
         return bytes(self._public.to_bytes())
 
     # ------------------------------------------------------------------ minting
-    def mint(
-        self,
-        holder: str,
-        grants: GrantSet | Iterable[Grant] | Iterable[str],
-        *,
-        now: float,
-        expires_at: float | None = None,
-        max_invocations: int | None = None,
-        ask: Iterable[str] = (),
-    ) -> Token:
+    def mint(self, holder: str, grants: GrantsLike, *, now: float, expires_at: float | None = None,
+             max_invocations: int | None = None, ask: Iterable[str] = ()) -> Token:
         """A root token for ``holder`` (used at spawn, from the manifest's grants); ``ask`` names
         tools that need approval whenever it or a token derived from it is used."""
         gs = _as_grantset(grants)
@@ -317,18 +325,9 @@ class Authority:
         biscuit = _bi.BiscuitBuilder(code, params).build(self._keypair.private_key)
         return self._remember(self._parse(biscuit))
 
-    def attenuate(
-        self,
-        token: Token,
-        grants: GrantSet | Iterable[Grant] | Iterable[str],
-        *,
-        now: float,
-        holder: str | None = None,
-        expires_at: float | None = None,
-        max_invocations: int | None = None,
-        remaining: int | None = None,
-        ask: Iterable[str] = (),
-    ) -> Token:
+    def attenuate(self, token: Token, grants: GrantsLike, *, now: float, holder: str | None = None,
+                  expires_at: float | None = None, max_invocations: int | None = None,
+                  remaining: int | None = None, ask: Iterable[str] = ()) -> Token:
         """A narrower token derived from ``token`` (same holder unless ``holder`` is given).
         ``ask`` adds tools that need approval (the parent's stay: constraints only accumulate).
 
@@ -369,7 +368,7 @@ class Authority:
     def delegate(
         self,
         parents: Iterable[Token],
-        grants: GrantSet | Iterable[Grant] | Iterable[str],
+        grants: GrantsLike,
         *,
         holder: str,
         now: float,
@@ -448,7 +447,7 @@ class Authority:
         from agentix.core.hosts import is_ip_literal, is_public_address
 
         reqs = list(requests)
-        az = _bi.AuthorizerBuilder("time({now}); allow if true;", {"now": _dt(now)})
+        az = _authorizer(now)
         for i, r in enumerate(reqs):
             pub = r.address is None or is_public_address(r.address)
             ip = r.kind == "network" and is_ip_literal(r.value)
@@ -456,9 +455,6 @@ class Authority:
                 "request({k}, {v}, {pub}, {ip});",
                 {"k": r.kind, "v": r.value, "pub": pub, "ip": ip},
             )
-        limits = az.limits()
-        limits.max_time = _DATALOG_MAX_TIME
-        az.set_limits(limits)
         try:
             az.build(token._biscuit).authorize()
         except _bi.AuthorizationError:
@@ -502,12 +498,7 @@ class Authority:
         return token
 
     def _datalog_checks(self, token: Token, now: float) -> None:
-        az = _bi.AuthorizerBuilder("time({now}); allow if true;", {"now": _dt(now)})
-        # biscuit's default 1 ms run limit refuses valid tokens on a loaded machine; our blocks
-        # hold one fact and one check each (third-party blocks were refused while parsing)
-        limits = az.limits()
-        limits.max_time = _DATALOG_MAX_TIME
-        az.set_limits(limits)
+        az = _authorizer(now)
         try:
             az.build(token._biscuit).authorize()
         except _bi.AuthorizationError:

@@ -9,6 +9,7 @@ call touches (a function of the call and a ``Lookup``), and the stage asks the o
 from __future__ import annotations
 
 import secrets as _secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentix.core.approval import Approval, apply, consume
@@ -29,17 +30,17 @@ if TYPE_CHECKING:
 __all__ = ["CapabilityStage", "writes_outside"]
 
 
+@dataclass(eq=False)
 class CapabilityStage:
     """Pipeline stage: the method's policy → one decision → taint → approval → commit.
 
     Nothing here names a method: the method table (``kernel/methods.py``) says which resources
     a call touches; a policy without resources touches none a token governs."""
 
-    def __init__(self, svc: CapabilityService, lookup: Lookup, tools: ToolRegistry, events: EventSink) -> None:
-        self.svc = svc
-        self.lookup = lookup
-        self.tools = tools
-        self.events = events
+    svc: CapabilityService
+    lookup: Lookup
+    tools: ToolRegistry
+    events: EventSink
 
     async def before(self, call: Call) -> None:
         assert call.spec is not None

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agentix.core.budget import BudgetLedger, Usage
+from agentix.core.budget import BudgetLedger, Reservation, Usage
 from agentix.core.errors import AgentixError, BudgetExceeded, InvalidRequest, ProviderError, StateError, Timeout
 from agentix.core.scheduler import Scheduler, Ticket
 from agentix.llm.base import (
@@ -45,7 +45,7 @@ from agentix.llm.base import (
     Provider,
     estimate_tokens,
 )
-from agentix.llm.inference_config import InferenceConfig, ProviderConfig
+from agentix.llm.inference_config import InferenceConfig, Price, ProviderConfig, SchedulerConfig
 
 __all__ = ["InferenceService", "build_provider"]
 
@@ -54,7 +54,7 @@ Record = Callable[[str, str | None, dict[str, Any]], Awaitable[None] | None]
 StopAgent = Callable[[str, str], Awaitable[None] | None]
 
 
-def _reserve(sc: Any, cap: int | None) -> dict[str, Any]:
+def _reserve(sc: SchedulerConfig, cap: int | None) -> dict[str, Any]:
     """The interactive reserve for a provider of concurrency ``cap`` (none where the cap
     cannot hold it: no cap, or a cap not above the reserve)."""
     r = sc.reserve_interactive
@@ -170,7 +170,7 @@ class InferenceService:
         est_in = estimate_tokens(req)
         est_cost = price.cost(est_in, req.max_tokens) if price else 0.0
         now = self.clock()
-        reservation = None
+        reservation: Reservation | None = None
         if ledger is not None:
             try:
                 reservation = ledger.reserve(Usage(est_in, req.max_tokens, est_cost), now)
@@ -195,7 +195,7 @@ class InferenceService:
                         del self._tasks[agent_id]
 
     async def _run(self, lane: _Lane, agent_id: str, weight: float, req: InferenceRequest,
-                   ledger: BudgetLedger | None, reservation: Any, price: Any, est_in: int,
+                   ledger: BudgetLedger | None, reservation: Reservation | None, price: Price | None, est_in: int,
                    on_delta: DeltaCallback | None, deadline: float | None,
                    live: Callable[[], None] | None = None) -> InferenceResponse:
         sc = self.config.scheduler
@@ -296,8 +296,9 @@ class InferenceService:
                 await self._stop(agent_id)
         return replace(resp, cost_usd=cost_usd if price else None)
 
-    def _charge_cancelled(self, lane: _Lane, agent_id: str, ledger: BudgetLedger | None, reservation: Any,
-                          est_in: int, est_out: int, price: Any, started_at: float,
+    def _charge_cancelled(self, lane: _Lane, agent_id: str, ledger: BudgetLedger | None,
+                          reservation: Reservation | None, est_in: int, est_out: int, price: Price | None,
+                          started_at: float,
                           how: dict[str, Any]) -> None:
         """Settle a request ended while the provider worked on it at its reservation, and
         record that (``usage.reported``, ``estimated: true`` and ``how`` it ended: ``cancelled:

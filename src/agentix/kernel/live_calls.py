@@ -65,6 +65,11 @@ class _Running:
         self.refusal: AgentixError | None = None
         self.timer: asyncio.TimerHandle | None = None
 
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
 
 class LiveCalls:
     """The decided calls whose handlers are running, each with the re-check of its decision."""
@@ -99,8 +104,7 @@ class LiveCalls:
         except StopIteration as stop:
             return stop.value
         task = drive_task(coro, fut, ctx)
-        run = self._running[task] = _Running(call, live)
-        self._arm(task, run, loop)
+        run = self._track(task, call, live, loop)
         try:
             return await task
         except asyncio.CancelledError:
@@ -110,9 +114,7 @@ class LiveCalls:
                 raise run.refusal from None  # ended here; the caller itself was not cancelled
             raise
         finally:
-            del self._running[task]
-            if run.timer is not None:
-                run.timer.cancel()
+            self._untrack(task)
             if not task.done():  # this call went away (closed, not cancelled): its work goes too
                 task.cancel()
 
@@ -121,8 +123,7 @@ class LiveCalls:
         """The handler in the caller's own task (no task more: a cancel scope it enters is left
         in the task that entered it); ending it cancels that task, and the cancellation this
         registry asked for is taken back (``uncancel``) as it becomes the refusal."""
-        run = self._running[me] = _Running(call, live)
-        self._arm(me, run, loop)
+        run = self._track(me, call, live, loop)
         taken_back = False
         try:
             return await coro
@@ -133,9 +134,7 @@ class LiveCalls:
                     raise run.refusal from None  # ended here; the caller itself was not cancelled
             raise
         finally:
-            del self._running[me]
-            if run.timer is not None:
-                run.timer.cancel()
+            self._untrack(me)
             if run.refusal is not None and not taken_back:
                 me.uncancel()  # the handler swallowed the cancellation: it does not linger
 
@@ -164,10 +163,18 @@ class LiveCalls:
         new decision's tokens too."""
         for task, run in self._running.items():
             if run.call is call and not task.done():
-                if run.timer is not None:
-                    run.timer.cancel()
-                    run.timer = None
+                run.disarm()
                 self._arm(task, run, asyncio.get_running_loop())
+
+    def _track(self, task: asyncio.Task[Any], call: DecidedCall, live: Callable[[], None],
+               loop: asyncio.AbstractEventLoop) -> _Running:
+        """Register ``task`` as running ``call``, with its expiry timer armed."""
+        run = self._running[task] = _Running(call, live)
+        self._arm(task, run, loop)
+        return run
+
+    def _untrack(self, task: asyncio.Task[Any]) -> None:
+        self._running.pop(task).disarm()
 
     def _arm(self, task: asyncio.Task[Any], run: _Running, loop: asyncio.AbstractEventLoop) -> None:
         """A timer at the earliest expiry of the call's tokens, its first decision's and any

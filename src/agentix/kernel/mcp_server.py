@@ -49,9 +49,13 @@ from agentix.kernel.mcp_stdio import SocketTransport
 from agentix.sandbox.base import Handle, LaunchSpec
 
 if TYPE_CHECKING:
+    import mcp_types
     from mcp import Client
+    from mcp.client import IncomingMessage, Transport
+    from mcp.client.session import MessageHandlerFnT
 
     from agentix.kernel.mcp_host import McpHost
+    from agentix.kernel.process import LogSink
 
 __all__ = ["ListedTool", "McpServer"]
 
@@ -181,7 +185,7 @@ class McpServer:
             "isolation": ({"layers": self.handle.layers, "missing": self.handle.missing_layers}
                           if self.handle is not None else None)})
 
-    async def _spawn(self) -> Any:
+    async def _spawn(self) -> Transport:
         k, cfg = self.k, self.cfg
         assert cfg.command is not None
         ws = k.home.workspaces / f"mcp-{self.name}"
@@ -224,11 +228,11 @@ class McpServer:
 
         return SocketTransport(ksock, cfg, lambda why: self._died(why, dead), eof)()
 
-    async def _remote(self) -> Any:
+    async def _remote(self) -> Transport:
         self.handle, self.pid = None, None
         return remote_transport(self.cfg, lambda why: self._died(why))
 
-    async def _run(self, transport: Any, ready: asyncio.Future[None], dead: asyncio.Event) -> None:
+    async def _run(self, transport: Transport, ready: asyncio.Future[None], dead: asyncio.Event) -> None:
         from mcp import Client
 
         listener: asyncio.Task[None] | None = None
@@ -256,14 +260,14 @@ class McpServer:
                 self.client = None
 
     # -- tools that change while the server runs --------------------------------------------
-    def _on_message(self, dead: asyncio.Event) -> Callable[[Any], Awaitable[None]]:
+    def _on_message(self, dead: asyncio.Event) -> MessageHandlerFnT:
         """The session's handler of what the server sends unasked: ``notifications/tools/
         list_changed`` (a handshake-era server sends it on the wire; a 2026-07-28 one on the
         listen stream, which the SDK hands here too) asks for a re-listing. It only asks: the
         session's reader must not wait on a request of its own."""
         import mcp_types as types
 
-        async def on_message(message: Any) -> None:
+        async def on_message(message: IncomingMessage) -> None:
             if isinstance(message, types.ToolListChangedNotification):
                 self._list_changed(dead)
         return on_message
@@ -325,7 +329,7 @@ class McpServer:
             if self.on_listed is not None:
                 await self.on_listed(self, old, why)
 
-    async def _reap(self, handle: Handle, dead: asyncio.Event, sink: Any = None) -> None:
+    async def _reap(self, handle: Handle, dead: asyncio.Event, sink: LogSink | None = None) -> None:
         info = await handle.wait()
         if sink is not None:
             await sink.drained(timeout=2.0)
@@ -460,7 +464,7 @@ class McpServer:
                 "isolation": ({"layers": self.handle.layers, "missing": self.handle.missing_layers}
                               if self.handle is not None and self.state == "running" else None)}
 
-def _tool_size(t: Any) -> int:
+def _tool_size(t: mcp_types.Tool) -> int:
     from agentix.core.canonical import canonical_json
 
     return len(canonical_json({"description": t.description or "", "input_schema": t.input_schema}))

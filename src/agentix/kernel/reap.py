@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 
 from agentix.core.lifecycle import exit_reason
 from agentix.kernel.agent_rows import AgentRows
@@ -26,18 +27,17 @@ __all__ = ["Reaper"]
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Reaper:
     """Waits for each agent's process and accounts for its exit."""
 
-    def __init__(self, table: ProcessTable, events: EventSink, caps: CapabilityService,
-                 inference: InferenceService, control: Control, rows: AgentRows, clock: Clock) -> None:
-        self.table = table
-        self.clock = clock
-        self.events = events
-        self.caps = caps
-        self.inference = inference
-        self.control = control
-        self.rows = rows
+    table: ProcessTable
+    events: EventSink
+    caps: CapabilityService
+    inference: InferenceService
+    control: Control
+    rows: AgentRows
+    clock: Clock
 
     async def reap(self, rec: AgentRecord) -> None:
         """Wait for ``rec``'s process; record its exit; revoke, settle, clean up; stop its subtree."""

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,32 +52,30 @@ class PersistentAgents(Protocol):
     def remember_agent(self, name: str, manifest: dict[str, Any]) -> None: ...
 
 
+@dataclass(eq=False)
 class Spawner:
     """Starts agent processes: admission, workspace, program, confinement, channel, reaper."""
 
-    def __init__(self, home: Home, config: KernelConfig, *, table: ProcessTable, substrate: Substrate,
-                 events: EventSink, caps: CapabilityService, pipeline: Pipeline, in_flight: InFlight,
-                 control: Control, reaper: Reaper, rows: AgentRows,
-                 persistent: PersistentAgents | None, clock: Clock) -> None:
-        self.home = home
-        self.clock = clock  # the kernel's one clock: records' times, budgets' start
-        self.config = config
-        self.table = table
-        self.substrate = substrate
-        self.events = events
-        self.caps = caps
-        self.pipeline = pipeline
-        self.in_flight = in_flight
-        #: root agent id -> its tree's in-flight pool, and how many of the tree's channels are
-        #: served (the pool goes with the last one)
-        self._tree_pools: dict[str, InFlight] = {}
-        self._tree_channels: dict[str, int] = {}
-        self.control = control
-        self.reaper = reaper
-        self.rows = rows
-        self.persistent = persistent
-        #: set at shutdown: no new agents
-        self.stopping = False
+    home: Home
+    config: KernelConfig
+    _: KW_ONLY
+    table: ProcessTable
+    substrate: Substrate
+    events: EventSink
+    caps: CapabilityService
+    pipeline: Pipeline
+    in_flight: InFlight
+    control: Control
+    reaper: Reaper
+    rows: AgentRows
+    persistent: PersistentAgents | None
+    clock: Clock  # the kernel's one clock: records' times, budgets' start
+    #: root agent id -> its tree's in-flight pool, and how many of the tree's channels are
+    #: served (the pool goes with the last one)
+    _tree_pools: dict[str, InFlight] = field(default_factory=dict, init=False)
+    _tree_channels: dict[str, int] = field(default_factory=dict, init=False)
+    #: set at shutdown: no new agents
+    stopping: bool = field(default=False, init=False)
 
     def new_id(self) -> str:
         while True:

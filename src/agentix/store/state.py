@@ -49,6 +49,19 @@ def _l(s: str | None) -> Any:
     return None if s is None else orjson.loads(s)
 
 
+def _replace_in(txn: Txn, table: str, cols: str, values: tuple[Any, ...]) -> None:
+    """``INSERT OR REPLACE`` one row of ``table``: ``values`` in the order ``cols`` names them."""
+    marks = ",".join("?" * len(values))
+    txn.conn.execute(f"INSERT OR REPLACE INTO {table} ({cols}) VALUES ({marks})", values)
+
+
+class _Store:
+    """Some tables of the one ``Database``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+
 # ---------------------------------------------------------------- agents
 
 
@@ -81,18 +94,13 @@ def _agent(row: tuple[Any, ...]) -> StoredAgent:
                        row[6], row[7], row[8], row[9], row[10], _l(row[11]), row[12])
 
 
-class AgentStore:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
+class AgentStore(_Store):
     @staticmethod
     def upsert_in(txn: Txn, a: StoredAgent) -> None:
-        txn.conn.execute(
-            f"INSERT OR REPLACE INTO agents ({_AGENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (a.id, a.name, a.parent, _j(a.manifest), a.state, int(a.persistent), a.created_at,
-             a.pid, a.pgid, a.exited_at, a.exit_reason,
-             None if a.exit_record is None else _j(a.exit_record), a.start_time),
-        )
+        _replace_in(txn, "agents", _AGENT_COLS,
+                    (a.id, a.name, a.parent, _j(a.manifest), a.state, int(a.persistent), a.created_at,
+                     a.pid, a.pgid, a.exited_at, a.exit_reason,
+                     None if a.exit_record is None else _j(a.exit_record), a.start_time))
 
     async def upsert(self, a: StoredAgent) -> None:
         await self.db.write(lambda t: self.upsert_in(t, a))
@@ -164,18 +172,14 @@ def _issued(r: tuple[Any, ...]) -> IssuedToken:
                        r[5], r[6], r[7], r[8])
 
 
-class TokenStore:
+class TokenStore(_Store):
     """Issued-token records and their invocation counts (``token_uses``)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     @staticmethod
     def put_in(txn: Txn, t: IssuedToken) -> None:
-        txn.conn.execute(
-            f"INSERT OR REPLACE INTO issued_tokens ({_TOKEN_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (t.id, t.holder, t.parent_id, _j(list(t.chain)), _j(list(t.grants)), t.issued_at,
-             t.max_invocations, t.expires_at, t.lineage))
+        _replace_in(txn, "issued_tokens", _TOKEN_COLS,
+                    (t.id, t.holder, t.parent_id, _j(list(t.chain)), _j(list(t.grants)), t.issued_at,
+                     t.max_invocations, t.expires_at, t.lineage))
 
     def get(self, token_id: str) -> IssuedToken:
         row = self.db.reader().execute(f"SELECT {_TOKEN_COLS} FROM issued_tokens WHERE id=?",
@@ -211,11 +215,8 @@ class TokenStore:
             "SELECT token_id, used FROM token_uses")}
 
 
-class RevocationStore:
+class RevocationStore(_Store):
     """Revoked token ids; a revocation is permanent."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     @staticmethod
     def revoke_in(txn: Txn, token_id: str, at: str, reason: str) -> bool:
@@ -263,23 +264,18 @@ def _approval(r: tuple[Any, ...]) -> ApprovalRecord:
     return ApprovalRecord(r[0], r[1], orjson.loads(r[2]), r[3], r[4], r[5], r[6], _l(r[7]))
 
 
-class ApprovalStore:
+class ApprovalStore(_Store):
     """Approval records as the kernel's approval book last wrote them (the book and
     ``core/approval`` own the state machine; the store keeps its latest word)."""
 
     _COLS = "id, agent_id, request, state, created_at, deadline, decided_at, decision"
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
     @staticmethod
     def put_in(txn: Txn, a: ApprovalRecord) -> None:
         """Insert or overwrite the whole record."""
-        txn.conn.execute(
-            "INSERT OR REPLACE INTO approvals (id, agent_id, request, state, created_at, "
-            "deadline, decided_at, decision) VALUES (?,?,?,?,?,?,?,?)",
-            (a.id, a.agent_id, _j(a.request), a.state, a.created_at, a.deadline, a.decided_at,
-             None if a.decision is None else _j(a.decision)))
+        _replace_in(txn, "approvals", ApprovalStore._COLS,
+                    (a.id, a.agent_id, _j(a.request), a.state, a.created_at, a.deadline, a.decided_at,
+                     None if a.decision is None else _j(a.decision)))
 
     def pending(self) -> list[ApprovalRecord]:
         rows = self.db.reader().execute(
@@ -302,8 +298,7 @@ class KVStore:
     namespace: str = field(default="kernel")
 
     def set_in(self, txn: Txn, key: str, value: Any) -> None:
-        txn.conn.execute("INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?,?,?)",
-                         (self.namespace, key, _j(value)))
+        _replace_in(txn, "kv", "namespace, key, value", (self.namespace, key, _j(value)))
 
     async def set(self, key: str, value: Any) -> None:
         await self.db.write(lambda t: self.set_in(t, key, value))
