@@ -23,6 +23,7 @@ program. EOF on FD (the kernel retired the worker, or went away) makes it exit q
 
 from __future__ import annotations
 
+import importlib
 import os
 import runpy
 import sys
@@ -53,7 +54,8 @@ def warm_main(ctl_fd: int) -> None:
     from agentix.sandbox._launcher import one_message
 
     confine.apply_from_env()  # exits 125 (reported on the status pipe) if a layer fails
-    import agentix.sdk.agent  # noqa: F401  (reads no environment at import: no identity yet)
+    importlib.import_module("agentix.sdk.agent")  # loaded now, before the program: it reads no
+    # environment at import (no identity yet)
 
     sock = socket.socket(fileno=ctl_fd)
     data, fds = one_message(sock, 4)

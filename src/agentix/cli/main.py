@@ -20,14 +20,13 @@ import click
 
 from agentix.cli import render
 from agentix.cli.render import line, notice, table
-from agentix.cli.views import (  # noqa: F401  (re-exported: demo uses them)
+from agentix.cli.views import (
     clock as _clock,
     for_each,
     EXIT_FAILED,
     EXIT_INTERNAL,
     EXIT_NO_KERNEL,
     EXIT_OK,
-    EXIT_REFUSED,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     Ctx,
@@ -38,8 +37,6 @@ from agentix.cli.views import (  # noqa: F401  (re-exported: demo uses them)
     default_home,
     dump_json,
     parse_message,
-    error_line,
-    exit_code_for,
     fail,
     guard,
     kv_table,
@@ -459,7 +456,7 @@ def events(obj: Ctx, agent: str | None, kind: str | None, count: int, follow: bo
     evs = obj.kernel.events(0, agent=agent, kind=kind, limit=count + 1)
     if len(evs) > count:
         evs = evs[-count:]
-        notice(f"[older events not shown; `agentix events -n N` shows more, `agentix audit export` "
+        notice("[older events not shown; `agentix events -n N` shows more, `agentix audit export` "
                "all of them]")
     after = 0
     while True:

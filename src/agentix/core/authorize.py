@@ -41,7 +41,7 @@ a ``dry_run`` simply never commits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Literal, NamedTuple, Protocol, Sequence
 
 from agentix.core.caps import Token

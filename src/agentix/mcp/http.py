@@ -29,7 +29,7 @@ import orjson
 from agentix.core.hosts import parse_listen_address, served_hosts
 from agentix.mcp.server import KernelLink, build_server
 from agentix.rpc.slow_clients import SlowClientLimits, serve_blocking
-from agentix.sdk.errors import AgentixError, InvalidRequest
+from agentix.sdk.errors import AgentixError
 
 __all__ = ["HTTP_FACE", "create_app", "parse_address", "serve_http"]
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -768,7 +769,7 @@ async def start_server(app_factory: Callable[[set[str]], Any], host: str, port: 
     import socket
 
     try:
-        import starlette  # noqa: F401
+        importlib.import_module("starlette")  # the app is built from it below
         import uvicorn
     except ImportError as err:
         raise InvalidRequest(f"the HTTP API needs the http extra ({err.name} is missing): "

@@ -38,13 +38,10 @@ from agentix.core.audit import (  # noqa: F401  (verify_proof/verify_consistency
     entry_body,
     entry_hash,
     format_ts,
-    key_id,
     normalise_taint,
     public_key_bytes,
     sign_head,
-    verify_head,
     verify_consistency,
-    verify_inclusion,
     verify_proof,
 )
 from agentix.core.canonical import canonical_json
