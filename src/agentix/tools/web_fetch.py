@@ -23,11 +23,10 @@ import asyncio
 import base64
 from typing import Any, Awaitable, Callable
 
-import httpx
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest, LimitExceeded, Timeout, ToolError
 from agentix.core.hosts import normalize_host
-from agentix.net.pinned import Permits, PinnedTransport, Resolver, pick_address, system_resolver
+from agentix.net.pinned import Permits, Resolver, pick_address, system_resolver
 
 __all__ = ["DEFAULT_MAX_BYTES", "web_fetch"]
 
@@ -84,6 +83,10 @@ async def _fetch(
     secret_headers: dict[str, str], max_bytes: int, max_redirects: int, resolve: Resolver,
     verify: Any, timeout: float, settle: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
+    import httpx
+
+    from agentix.net.pinned_httpx import PinnedTransport
+
     try:
         current = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as err:
