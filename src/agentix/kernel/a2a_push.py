@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Sequence
 
-
 from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded, Timeout, ToolError
 from agentix.core.hosts import is_public_address, normalize_host
 from agentix.kernel.dispatch import Call, Pipeline

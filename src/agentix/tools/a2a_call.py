@@ -30,7 +30,6 @@ import asyncio
 import uuid
 from typing import Any
 
-
 from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, Timeout, ToolError
 from agentix.core.hosts import normalize_host
 from agentix.net.pinned import Permits, Resolver, pick_address, system_resolver

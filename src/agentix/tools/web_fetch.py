@@ -7,7 +7,7 @@ Rules:
   None)``); then the name is resolved and the address is checked too (``permits(host,
   address)``): private, loopback, link-local, multicast and unspecified addresses are refused
   unless a grant names that host or address explicitly.
-- The connection goes to the address that was checked (``net.pinned.PinnedTransport``: the
+- The connection goes to the address that was checked (``net.pinned_httpx.PinnedTransport``: the
   ``Host`` header and TLS SNI/certificate name stay the original host), so DNS cannot change
   the answer between check and connect. Proxies from the environment are ignored.
 - Redirects are followed by hand, at most ``max_redirects`` (5), each hop checked the same
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 from typing import Any, Awaitable, Callable
-
 
 from agentix.core.errors import CapabilityDenied, InvalidRequest, LimitExceeded, Timeout, ToolError
 from agentix.core.hosts import normalize_host
