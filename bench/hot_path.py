@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,7 @@ from agentix.sdk import Kernel  # noqa: E402
 from agentix.sdk.errors import KernelNotRunning  # noqa: E402
 
 START = """
-import asyncio, json, os, signal, sys, tempfile, time
+import asyncio, json, os, signal, sys, time
 from pathlib import Path
 t0 = time.process_time()
 from agentix.kernel.daemon import run_kernel
@@ -50,7 +51,7 @@ t1 = time.process_time()
 
 async def main():
     ready = asyncio.Event()
-    home = Home(Path(tempfile.mkdtemp(prefix="axb-start-", dir="/tmp")))
+    home = Home(Path(sys.argv[1]))
     task = asyncio.create_task(run_kernel(home, {"isolation": "degraded"}, ready=ready))
     await ready.wait()
     print(json.dumps({"import_s": t1 - t0, "ready_s": time.process_time() - t0}))
@@ -94,7 +95,11 @@ k.exit({"lat": lat, "cpu": r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
 def start_cpu(runs: int) -> dict[str, float]:
     got = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", START], capture_output=True, text=True, check=True)
+        home = tempfile.mkdtemp(prefix="axb-start-", dir="/tmp")
+        try:
+            out = subprocess.run([sys.executable, "-c", START, home], capture_output=True, text=True, check=True)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
         got.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return {k: round(statistics.median(g[k] for g in got), 3) for k in ("import_s", "ready_s")}
 
@@ -150,8 +155,13 @@ def echo(calls: int, profile: str | None) -> dict[str, Any]:
         _, base = run(0)
         res, cpu = run(calls)
     finally:
-        k.shutdown()
-        proc.wait(60)
+        try:
+            k.shutdown()
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            shutil.rmtree(tmp, ignore_errors=True)
     n = calls + 200  # the warm-up calls ran inside the measured span too
     per_call = {t: round((cpu[t] - base[t]) / n * 1e6, 1) for t in cpu}
     us = [x / 1000 for x in res["lat"]]

@@ -10,6 +10,7 @@ start loop measure the time).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -52,8 +53,11 @@ START_AND_USE = textwrap.dedent("""
 
 def test_a_started_kernel_has_not_imported_what_only_some_calls_need():
     home = short_tmp("axlean-")
-    out = subprocess.run([sys.executable, "-c", START_AND_USE.format(heavy=HEAVY, home=str(home))],
-                         capture_output=True, text=True, timeout=120)
+    try:
+        out = subprocess.run([sys.executable, "-c", START_AND_USE.format(heavy=HEAVY, home=str(home))],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["started"] == [], f"the kernel imported {got['started']} at start"
