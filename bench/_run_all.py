@@ -30,6 +30,7 @@ QUICK: dict[str, list[str]] = {
     "auth_kernel": ["500"],
     "density": ["20"],
     "floors": ["--runs", "10", "--echo", "2000"],
+    "hot_path": ["--calls", "1000", "--starts", "2"],
     "mcp": ["--calls", "100", "--warm", "10"],
     "cli_start": ["--runs", "5"],
     "inference": ["--duration", "5", "--no-local"],
@@ -72,6 +73,10 @@ def headline(name: str, r: dict[str, Any]) -> list[tuple[str, Any]]:
         return [("echo 1 agent p50 us (x floor)", f"{g('one_agent', 'p50_us')} ({g('ratio_to_floor')}x)"),
                 (f"echo {g('agents')} agents calls/s", g("many_agents", "calls_per_s")),
                 ("file_write 100 B p50 us (bound)", f"{g('file_write', 'p50_us')} ({g('write_bound_us')})")]
+    if name == "hot_path":
+        return [("kernel start CPU: import / ready s", f"{g('start_cpu_s', 'import_s')} / {g('start_cpu_s', 'ready_s')}"),
+                ("echo: kernel CPU us per call (agent)",
+                 f"{g('echo', 'kernel_cpu_us_per_call_total')} ({g('echo', 'agent_cpu_us_per_call')})")]
     if name == "audit":
         return [("durable appends/s (group commit)", g("appends_per_s_group_commit")),
                 ("verify entries / s", f"{g('verify_entries')} / {g('verify_s')}"),

