@@ -129,8 +129,6 @@ async def main() -> dict:
 
 def decision_many(k: KernelRoot, home: Home) -> dict[str, dict[str, float]]:
     """The decision for a file_read_many of 1 vs 16 paths (the agent's record, its real token)."""
-    import asyncio as _a  # noqa: F401  (the kernel is idle: this runs on the loop's thread)
-
     from agentix.core.grants import Request
 
     rec = next(r for r in k.table if r.name == "bench")

@@ -81,5 +81,3 @@ async def pick_address(host: str, port: int, permits: Permits, resolve: Resolver
         reason="private_address", host=host, addresses=addrs,
     )
 
-
-#: ``address(scheme, host, port)``: the checked address a connection to ``host`` goes to, or

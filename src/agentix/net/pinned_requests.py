@@ -18,6 +18,7 @@ from agentix.core.hosts import normalize_host
 
 __all__ = ["AddressOf", "PinnedAdapter"]
 
+#: ``address(scheme, host, port)``: the checked address a connection to ``host`` goes to, or
 #: the caller's refusal (raised, and passed through ``requests`` unchanged)
 AddressOf = Callable[[str, str, int], str]
 
