@@ -30,6 +30,7 @@ from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, TrustPolicy, format_public_key, key_id,
                                   newer)
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout, image_manifest
+from agentix.store.side_files import retire
 
 if TYPE_CHECKING:
     from agentix.store.db import Database
@@ -155,8 +156,7 @@ class TrustState:
                     t.conn.execute("INSERT OR REPLACE INTO versions_seen VALUES (?,?)", (name, str(version)))
 
         self._db.submit(op).result()
-        for f in files:
-            f.unlink(missing_ok=True)
+        retire(files)
 
     @staticmethod
     def _has_policy(conn: Any) -> bool:
