@@ -136,6 +136,14 @@ def _actions(scopes: list[str]) -> set[str]:
     return {",".join(sorted(s.rsplit(":", 1)[1].split(","))) for s in scopes}
 
 
+def _built(token_registry: tuple[Registry, TokenService], store: PackageStore,
+           context: Path) -> tuple[Registry, TokenService, str]:
+    reg, tokens = token_registry
+    ref = reg.ref("team/hello:1.0.0")
+    store.build(context, ref)
+    return reg, tokens, ref
+
+
 def _credentials(store: PackageStore, host: str, entry: dict[str, Any]) -> None:
     (store.layout.root / "credentials.json").write_text(json.dumps({host: entry}))
 
@@ -143,9 +151,7 @@ def _credentials(store: PackageStore, host: str, entry: dict[str, Any]) -> None:
 def test_push_and_pull_fetch_a_token_per_scope_with_the_credentials_files_password(
         token_registry: tuple[Registry, TokenService], store: PackageStore, other_store: PackageStore,
         context: Path) -> None:
-    reg, tokens = token_registry
-    ref = reg.ref("team/hello:1.0.0")
-    store.build(context, ref)
+    reg, tokens, ref = _built(token_registry, store, context)
     _credentials(store, reg.host, {"username": USER, "password": PASSWORD})
     pushed = store.push(ref)
     assert pushed["blobs_sent"] == 3
@@ -161,9 +167,7 @@ def test_push_and_pull_fetch_a_token_per_scope_with_the_credentials_files_passwo
 
 def test_without_credentials_or_with_a_wrong_password_it_is_unauthorized_and_nothing_is_sent(
         token_registry: tuple[Registry, TokenService], store: PackageStore, context: Path) -> None:
-    reg, tokens = token_registry
-    ref = reg.ref("team/hello:1.0.0")
-    store.build(context, ref)
+    reg, tokens, ref = _built(token_registry, store, context)
     for entry in (None, {"username": USER, "password": "wrong"}):
         if entry is not None:
             _credentials(store, reg.host, entry)
@@ -178,9 +182,7 @@ def test_without_credentials_or_with_a_wrong_password_it_is_unauthorized_and_not
 def test_a_token_from_the_credentials_file_is_sent_as_a_bearer_token(
         token_registry: tuple[Registry, TokenService], store: PackageStore, other_store: PackageStore,
         context: Path) -> None:
-    reg, tokens = token_registry
-    ref = reg.ref("team/hello:1.0.0")
-    store.build(context, ref)
+    reg, tokens, ref = _built(token_registry, store, context)
     _credentials(store, reg.host, {"username": USER, "password": PASSWORD})
     digest = store.push(ref)["digest"]
     asked = list(tokens.asked)
