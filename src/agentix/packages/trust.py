@@ -7,9 +7,11 @@ seen per name live in ``agentix.db`` (``TrustState``), written through the store
 writer.
 
 Signatures are stored beside the artifact they sign, as an OCI artifact in the same
-repository under the tag ``sha256-<hex>.sig`` (the scheme cosign uses, which every registry
-accepts; the loopback test registry has no referrers API). Its layers are signature
-documents (``application/vnd.agentix.signature.v1+json``); signing again adds a layer.
+repository: locally under the tag ``sha256-<hex>.sig`` (the scheme cosign uses); on a registry
+as an OCI referrer (its ``subject`` is the package) where the registry has the referrers API,
+else under that tag, which every registry accepts (``PackageStore.push``/``pull``). Its layers
+are signature documents (``application/vnd.agentix.signature.v1+json``); signing again adds a
+layer.
 """
 
 from __future__ import annotations
