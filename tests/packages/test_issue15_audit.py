@@ -6,6 +6,7 @@ its refusal are audited with the verdict."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -129,3 +130,33 @@ def test_an_install_and_a_refused_install_are_audited_with_the_verdict(
         "ref": ref, "digest": digest, "basis": "signed", "keyid": keyid,
         "name": registry.ref("team/audited"), "version": "1.0.0"}
     assert b.client.audit_verify()["ok"] is True
+
+
+# ---------------------------------------------------------------- budget spent, in tokens
+SCRIPTED = ('default_model = "sim:engine"\n\n[providers.sim]\nkind = "scripted"\n'
+            'script = "turns.yaml"\nloop = true\n')
+TURNS = "- text: thought\n  usage: {input_tokens: 40, output_tokens: 25}\n"
+
+
+def test_the_tokens_an_agent_spent_are_carried_into_the_restored_agent(start_kernel: Any) -> None:
+    """Not only tool calls (tests/packages/test_snapshots.py): the model tokens it spent. The
+    restored agent runs the same program, whose first call (think) it is not granted: its
+    counters are the snapshot's, not a fresh start's and not a second think's."""
+    from conftest import wait_until
+
+    def prepare(home: Path) -> None:
+        (home / "config.toml").write_text(SCRIPTED)
+        (home / "turns.yaml").write_text(TURNS)
+
+    k = start_kernel(prepare=prepare)
+    think = ["think", {"messages": [{"role": "user", "content": "hi"}]}]
+    aid = k.spawn("calls.py", json.dumps([think, ["sleep", 120]]), name="thinker",
+                  capabilities=["model: sim:*", "tool: echo"])
+    assert wait_until(lambda: k.client.status(aid).raw["budget"]["used"]["input_tokens"] == 40, timeout=30)
+    spent = k.client.status(aid).raw["budget"]["used"]
+    assert spent["output_tokens"] == 25
+    snap = k.client.call("snapshot.create", agent=aid)
+    r = k.client.call("snapshot.restore", ref=snap["ref"], grants=["tool: echo"])
+    used = k.client.status(r["agent_id"]).raw["budget"]["used"]
+    assert (used["input_tokens"], used["output_tokens"]) == (40, 25)
+    assert used["cost_usd"] == spent["cost_usd"]
