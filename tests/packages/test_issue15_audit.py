@@ -160,3 +160,31 @@ def test_the_tokens_an_agent_spent_are_carried_into_the_restored_agent(start_ker
     used = k.client.status(r["agent_id"]).raw["budget"]["used"]
     assert (used["input_tokens"], used["output_tokens"]) == (40, 25)
     assert used["cost_usd"] == spent["cost_usd"]
+
+
+# ---------------------------------------------------------------- untrusted, allowed by name
+def test_a_package_signed_only_by_an_untrusted_key_runs_only_where_the_policy_allows_that_name(
+        store: Any, context: Path) -> None:
+    """"unsigned or untrusted packages are refused unless the policy explicitly allows them for
+    that name": a signature by a key trusted for nothing counts for nothing — refused, also
+    under a pattern for another name — and where the name is allowed it runs as unsigned
+    (basis ``unsigned_allowed``: what `run` and `pull` audit as ``package.unsigned_accepted``)."""
+    import pytest
+
+    from agentix.core.errors import PackageRejected
+
+    from .test_trust import REF, assert_nothing_moved, run_dir
+
+    store.build(context, REF)
+    store.keys.generate("stranger")
+    store.sign(REF, "stranger")
+    for allowed in (None, "team/other", "other/*"):
+        if allowed:
+            store.trust_allow_unsigned(allowed)
+        with pytest.raises(PackageRejected) as exc:
+            store.prepare(REF, "all", run_dir(store))
+        assert exc.value.data["reason"] == "untrusted_key"
+        assert_nothing_moved(store)
+    store.trust_allow_unsigned("team/hello")
+    p = store.prepare(REF, "all", run_dir(store))
+    assert p.verdict.basis == "unsigned_allowed" and p.verdict.keyid is None
