@@ -74,6 +74,10 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
                                                     "(a type only)",
     ("agentix.packages.service", "agentix.store.db"): "the kernel hands the package store its Database "
                                                      "for the trust state (a type only)",
+    # the files older versions kept under registry/ are imported the one way (store/side_files.py)
+    ("agentix.packages.trust", "agentix.store.side_files"): "old trust files retired after import, one pattern",
+    ("agentix.packages.pushed", "agentix.store.side_files"): "old pushed-record files retired after import, "
+                                                            "one pattern",
     # episodic memory's tables are tables of the same store (DESIGN.md §9): the kernel passes
     # its Database in; the vector search stays in memory/
     ("agentix.memory.store", "agentix.store.db"): "memory lives in agentix.db, one writer",

@@ -261,3 +261,64 @@ def test_connect_to_a_declared_host_is_a_tunnel_to_the_checked_address(
     answer = asyncio.run(main())
     assert answer.startswith(b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.0 200")
     assert answer.endswith(b"fetched from the host\n") and served == ["/tunnelled"]
+
+
+TUNNEL = """\
+import os, socket
+proxy = os.environ["HTTPS_PROXY"].split("//")[-1].rstrip("/")
+host, port = proxy.rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=10)
+s.sendall(b"CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\n\\r\\n")
+head = b""
+while b"\\r\\n\\r\\n" not in head:
+    head += s.recv(1)
+assert head.startswith(b"HTTP/1.1 200"), head
+s.sendall(b"SSH-2.0-not-http\\r\\n")
+got = b""
+while not got.endswith(b"\\r\\n"):
+    got += s.recv(100)
+udp = "no udp"
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"q", ("1.1.1.1", 53))
+    udp = "udp sent"
+except OSError as err:
+    udp = type(err).__name__
+os.makedirs("agent", exist_ok=True)
+open("agent/tunnel.txt", "wb").write(got + udp.encode())
+"""
+
+
+def test_a_connect_tunnel_carries_any_tcp_protocol_to_a_declared_host_and_nothing_else_leaves(
+        start_kernel: Any, tmp_path: Path) -> None:
+    """What docs/packages.md says of build network, exactly: the proxy checks the host, not
+    the protocol — a CONNECT tunnel to a declared host (any port) carries whatever bytes the
+    step sends (here an SSH-like banner to a line echo server, not HTTP); no UDP leaves."""
+    import socket
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def echo_one() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            line = b""
+            while not line.endswith(b"\r\n"):
+                chunk = conn.recv(100)
+                if not chunk:
+                    return
+                line += chunk
+            conn.sendall(b"echo " + line)
+
+    t = threading.Thread(target=echo_one, daemon=True)
+    t.start()
+    try:
+        k = start_kernel()
+        ctx = with_step(make_context(tmp_path / "ctx"), ["python3", "-c", TUNNEL.format(port=port)], ["127.0.0.1"])
+        k.client.call("package.build", context=str(ctx), tag="team/hello:1.0.0")
+        got = layer_files(k.home, "team/hello:1.0.0", 1)["agent/tunnel.txt"]
+        assert got.startswith(b"echo SSH-2.0-not-http\r\n")
+        assert got.endswith(b"OSError") or got.endswith(b"PermissionError"), got  # no route out: no UDP
+        [ev] = events(k, "package.build_network")
+        assert ev["data"]["allowed"] == ["127.0.0.1"]
+    finally:
+        srv.close()

@@ -70,10 +70,10 @@ from agentix.kernel.spawn import Spawner
 from agentix.memory.store import MemoryStore
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor
 from agentix.packages.service import PackageStore
-from agentix.packages.snapshot import (SNAPSHOT_VERSION, made_here, mark_made, read_snapshot, read_workspace,
-                                       unpack_snapshot, write_snapshot)
+from agentix.packages.snapshot import (SNAPSHOT_VERSION, read_snapshot, read_workspace, unpack_snapshot,
+                                       write_snapshot)
 from agentix.sandbox import safewalk
-from agentix.store import snapshot_given
+from agentix.store import snapshot_given, snapshots_made
 from agentix.store.db import Database
 from agentix.store.saved_state import StateStore
 from agentix.tools.thread_work import in_thread, locked_in_thread
@@ -207,7 +207,10 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
     ``store`` under ``lock`` (its one writer, shared with kernel/packages_api.py); ``control``
     freezes and thaws the agent; ``caps``, ``state_store`` and ``memory`` are read for what it
     holds and written for what a restore puts back; ``spawner`` starts the restored agent;
-    ``db`` records what restores of each snapshot were given (``store/snapshot_given.py``)."""
+    ``db`` records which snapshots this kernel made (``store/snapshots_made.py``; an older
+    kernel's ``registry/made/`` files are imported here, once) and what restores of each
+    snapshot were given (``store/snapshot_given.py``)."""
+    snapshots_made.import_old(db, store.layout.root / "made")
     clock = caps.clock  # the kernel's: restored grants' expiry and the restored mail's date
 
     recorded = naming_params(("agent", "ref", "grants", "name"))
@@ -239,7 +242,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
                                                                         walk_workspace))
                 doc = capture(caps, rec, state, records, skipped)
                 digest, size = await in_thread(lambda: write_snapshot(store.layout, doc, layer))
-                await in_thread(lambda: mark_made(store.layout, digest))
+                await snapshots_made.mark(db, digest)  # durable before the snapshot is tagged
                 ref = ref or _default_ref(rec, digest)
                 new = await in_thread(lambda: store.layout.tag(ref, Descriptor(MANIFEST_TYPE, digest, size)))
         finally:
@@ -286,7 +289,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
         # A snapshot from elsewhere (pulled) records what its publisher SAYS the agent held: like a
         # package's declared capabilities, a ceiling the operator accepts, never granted unasked;
         # and everything in it (state, mail, conversation) is another agent's data: tainted.
-        foreign = not await asyncio.to_thread(made_here, store.layout, digest)
+        foreign = not await asyncio.to_thread(snapshots_made.made, db, digest)
         if foreign and accepted is None and not accept_all:
             raise InvalidRequest(
                 f"snapshot {ref or digest} was not made by this kernel: say which of its recorded grants "

@@ -21,18 +21,19 @@ most ``MAX_REPOS`` repositories per blob and ``MAX_BLOBS`` blobs per host, the o
 dropped. A push reads its host's record once and writes the blobs it changed in one
 transaction through the store's one writer. The file an older agentix kept per host
 (``registry/pushed/<sha256 of the host>.json``: ``{"host": HOST, "blobs": {DIGEST:
-[REPOSITORY, ...]}}``) is imported at the first push to that host, then removed.
+[REPOSITORY, ...]}}``) is imported at the first push to that host, then removed
+(``store/side_files.py``: the pattern every such import follows).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentix.core.refs import DIGEST_RE
+from agentix.store.side_files import retire
 
 if TYPE_CHECKING:
     from agentix.store.db import Database, Txn
@@ -141,10 +142,8 @@ class PushRecord:
 
         self.db.submit(op).result()
         self._dirty.clear()
-        if self._legacy is not None:
-            self._legacy.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self._legacy.parent.rmdir()  # the old directory, once its last file is imported
+        if self._legacy is not None:  # durable: the old file goes, and its directory once empty
+            retire([self._legacy], self._legacy.parent)
             self._legacy = None
 
 

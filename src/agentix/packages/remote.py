@@ -3,8 +3,9 @@
 reads.)
 
 Built on ``oras`` (the ORAS project's Python client): its ``Registry`` does the requests,
-the blob upload protocol (POST, then PUT with the digest) and bearer/basic
-authentication. This module adds what a package manager needs on top:
+the blob upload protocol (POST, then PUT with the digest); the 401 challenges (Basic, or
+Bearer tokens per scope from the registry's token realm) are answered by
+``packages/registry_auth.py``. This module adds what a package manager needs on top:
 
 * one error family: every failure is ``RegistryError`` with ``data.reason`` —
   ``unauthorized`` (401/403), ``not_found`` (404), ``server_error`` (5xx), ``timeout``,
@@ -53,6 +54,7 @@ import requests
 from agentix.core.errors import AgentixError, NotFound, PackageRejected, RegistryError
 from agentix.core.package import Ref, check_digest, sha256_digest
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, start_writeback
+from agentix.packages.registry_auth import MAX_TOKEN_ANSWER, Challenges
 from agentix.packages.registry_urls import MAX_REDIRECTS, check_url, pin_session
 
 __all__ = ["Credentials", "RemoteRegistry", "ACCEPT", "INDEX_TYPE"]
@@ -177,8 +179,8 @@ class RemoteRegistry:
         self.timeout = timeout
         self._side: RemoteRegistry | None = None
         insecure = credentials.insecure if credentials.insecure is not None else _is_loopback(host)
-        backend = "basic" if credentials.username else "token"
-        self.reg = _Registry(hostname=host, insecure=insecure, auth_backend=backend)
+        # oras's basic backend adds no header of its own: ``challenges`` answers every 401
+        self.reg = _Registry(hostname=host, insecure=insecure, auth_backend="basic")
         self.reg.timeout = timeout
         session_request = self.reg.session.request
 
@@ -208,23 +210,25 @@ class RemoteRegistry:
             return r
 
         self.reg.session.request = request  # type: ignore[method-assign]
-        answer_challenge = self.reg.auth.authenticate_request
+        def fetch(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+            r = self.reg.session.request("GET", url, headers=headers, stream=True)  # checked, pinned
+            try:
+                return r.status_code, r.raw.read(MAX_TOKEN_ANSWER + 1, decode_content=True)
+            finally:
+                r.close()
+
+        #: answers to the registry's 401s, Basic or Bearer (packages/registry_auth.py)
+        self.challenges = Challenges(credentials.username, credentials.password, credentials.token, fetch)
 
         def authenticate(*a: Any, **kw: Any) -> Any:
             try:
-                return answer_challenge(*a, **kw)
+                return self.challenges.answer(*a, **kw)
             except AgentixError:  # a realm check_url refused
                 raise
-            except Exception as err:  # a token realm we cannot use, a refused token request...
+            except Exception as err:  # a token realm we cannot reach, an answer we cannot read...
                 raise _AuthFailed(str(err)) from None
 
         self.reg.auth.authenticate_request = authenticate  # type: ignore[method-assign]
-        self.basic = False
-        if credentials.username:
-            self.reg.auth.set_basic_auth(credentials.username, credentials.password or "")
-            self.basic = True
-        elif credentials.token:
-            self.reg.auth.set_token_auth(credentials.token)
 
     def _url(self, ref: Ref, kind: str, what: str) -> str:
         return f"{self.reg.prefix}://{self.host}/v2/{ref.path}/{kind}/{what}"
@@ -233,8 +237,8 @@ class RemoteRegistry:
                  headers: dict[str, str] | None = None, data: Any = None,
                  stream: bool = False) -> requests.Response:
         headers = dict(headers or {})
-        if self.basic:  # sent up front: no challenge round trip, no body sent twice
-            headers.update(self.reg.auth.get_auth_header())
+        # what last answered a challenge, sent up front: no round trip, no body sent twice
+        headers.update(self.challenges.up_front())
         try:
             r = self.reg.do_request(url, method, data=data, headers=headers, stream=stream)
         except AgentixError:

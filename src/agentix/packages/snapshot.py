@@ -47,7 +47,7 @@ from agentix.packages.layout import (CHUNK, MANIFEST_TYPE, Descriptor, Layout, S
 from agentix.packages.unpack import PLAIN_TAR_TYPE, UnpackLimits, gzipped, unpack_layers
 
 __all__ = ["SNAPSHOT_ARTIFACT_TYPE", "SNAPSHOT_CONFIG_TYPE", "SNAPSHOT_VERSION", "Snapshot", "WalkedEntry",
-           "Walker", "made_here", "mark_made", "read_snapshot", "read_workspace", "unpack_snapshot",
+           "Walker", "read_snapshot", "read_workspace", "unpack_snapshot",
            "write_snapshot"]
 
 SNAPSHOT_ARTIFACT_TYPE = "application/vnd.agentix.snapshot.v1"
@@ -211,27 +211,6 @@ def write_snapshot(layout: Layout, document: dict[str, Any], layer: Descriptor) 
         SNAPSHOT_ARTIFACT_TYPE, layout.put_json(SNAPSHOT_CONFIG_TYPE, document), [layer],
         annotations={"org.opencontainers.image.title": str(document["metadata"].get("agent", ""))}))
     return m.digest, m.size
-
-
-def _made_path(layout: Layout, digest: str) -> Path:
-    hexpart = digest.removeprefix("sha256:")
-    if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
-        raise PackageRejected(f"{digest!r} is not a sha256 digest", reason="malformed_manifest")
-    return layout.root / "made" / hexpart
-
-
-def mark_made(layout: Layout, digest: str) -> None:
-    """Remember that this kernel wrote the snapshot ``digest`` itself (its grants were held by
-    one of its own agents). A pulled snapshot is never marked: its grants are only what the
-    publisher *says* the agent held."""
-    path = _made_path(layout, digest)
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    if not path.exists():
-        layout._write_atomic(path, b"")
-
-
-def made_here(layout: Layout, digest: str) -> bool:
-    return _made_path(layout, digest).exists()
 
 
 def read_snapshot(layout: Layout, ref: Ref | None, digest: str) -> Snapshot:

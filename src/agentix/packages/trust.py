@@ -7,9 +7,11 @@ seen per name live in ``agentix.db`` (``TrustState``), written through the store
 writer.
 
 Signatures are stored beside the artifact they sign, as an OCI artifact in the same
-repository under the tag ``sha256-<hex>.sig`` (the scheme cosign uses, which every registry
-accepts; the loopback test registry has no referrers API). Its layers are signature
-documents (``application/vnd.agentix.signature.v1+json``); signing again adds a layer.
+repository: locally under the tag ``sha256-<hex>.sig`` (the scheme cosign uses); on a registry
+as an OCI referrer (its ``subject`` is the package) where the registry has the referrers API,
+else under that tag, which every registry accepts (``PackageStore.push``/``pull``). Its layers
+are signature documents (``application/vnd.agentix.signature.v1+json``); signing again adds a
+layer.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, TrustPolicy, format_public_key, key_id,
                                   newer)
 from agentix.packages.layout import MANIFEST_TYPE, Descriptor, Layout, image_manifest
+from agentix.store.side_files import retire
 
 if TYPE_CHECKING:
     from agentix.store.db import Database
@@ -155,8 +158,7 @@ class TrustState:
                     t.conn.execute("INSERT OR REPLACE INTO versions_seen VALUES (?,?)", (name, str(version)))
 
         self._db.submit(op).result()
-        for f in files:
-            f.unlink(missing_ok=True)
+        retire(files)
 
     @staticmethod
     def _has_policy(conn: Any) -> bool:

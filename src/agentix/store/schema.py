@@ -278,4 +278,19 @@ CREATE TABLE file_taint (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
+# v10: the snapshots this kernel wrote itself (store/snapshots_made.py: a restore of one of them
+# mints its recorded grants unasked), which was an empty file per snapshot under registry/made/.
+# ``imports_due`` names the one-time imports of side files still to run (store/side_files.py):
+# the first start after this migration imports registry/made/ and deletes its row in one
+# transaction, so a file put there later is never read.
+_V10 = """
+CREATE TABLE snapshots_made (
+    digest TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE imports_due (
+    name TEXT PRIMARY KEY
+) WITHOUT ROWID;
+INSERT INTO imports_due (name) VALUES ('registry/made');
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10]
