@@ -181,7 +181,7 @@ def test_where_the_registry_has_the_referrers_api_the_signature_is_a_referrer_wi
     again = store.push(ref)
     assert again["blobs_sent"] == 0 and again["signatures_as"] == "referrer"
     assert len(front.index[("team/referred", digest)]) == 1
-    assert [p for m, p in front.requests if m == "PUT"] == [f"/v2/team/referred/manifests/1.0.0"]
+    assert [p for m, p in front.requests if m == "PUT"] == ["/v2/team/referred/manifests/1.0.0"]
 
 
 def test_a_package_signed_before_the_registry_had_referrers_is_still_found_by_its_tag(
