@@ -119,10 +119,12 @@ def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits,
                 finally:
                     out.abort()
                 os.fsync(fd)
+                # hashed as it was written, by us, into the store's private tmp/: no second read;
+                # with the descriptor, the store remembers the file's stamp, so a restore while
+                # the blob keeps it streams the layer without hashing it again
+                layout.commit_file(tmp, digest, hashed=True, fd=fd)
             finally:
                 os.close(fd)
-        # hashed as it was written, by us, into the store's private tmp/: no second read
-        layout.commit_file(tmp, digest, hashed=True)
     finally:
         tmp.unlink(missing_ok=True)
     return Descriptor(PLAIN_TAR_TYPE, digest, size), sorted(skipped)
