@@ -4,20 +4,26 @@ weaken what they replace:
 * a restore streams a layer this store wrote itself (and whose file still has the stamp it had
   then) without hashing it again; a layer altered at rest since is hashed again and refused,
   and nothing appears;
+* the layer's tar headers, built directly for plain entries, are byte for byte the ones
+  ``tarfile`` writes (same state, same digest as before the shortcut);
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentix.core.errors import PackageRejected
 from agentix.kernel.snapshots_api import walk_workspace
 from agentix.packages import layout as layout_mod
 from agentix.packages.layout import Layout
-from agentix.packages.snapshot import Snapshot, read_workspace, unpack_snapshot
+from agentix.packages.snapshot import Snapshot, _header, read_workspace, unpack_snapshot
 from agentix.packages.unpack import UnpackLimits
 
 
@@ -92,3 +98,57 @@ def test_a_snapshot_layer_altered_at_rest_is_hashed_again_and_refused(tmp_path: 
         unpack_snapshot(layout, snap, tmp_path / "out" / "ws", UnpackLimits())
     assert exc.value.data["reason"] == "digest_mismatch"
     assert os.listdir(tmp_path / "out") == []
+
+
+def _tarfile_header(name: str, is_dir: bool, mode: int, size: int) -> bytes:
+    """The header as the snapshot layer was always written: by ``tarfile``."""
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    ti.mode = mode
+    ti.size = size
+    ti.mtime = 0
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+_names = st.one_of(
+    st.text(st.characters(min_codepoint=1, max_codepoint=127), min_size=1, max_size=110),   # ASCII, around 100
+    st.text(st.characters(min_codepoint=1, max_codepoint=127), min_size=95, max_size=105),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=60),
+    st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b).map(os.fsdecode),  # undecodable bytes
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_names, st.booleans(), st.sampled_from([0o644, 0o755]),
+       st.one_of(st.integers(0, 1 << 20), st.integers(8 ** 11 - 2, 8 ** 11 + 2), st.integers(0, 8 ** 13)))
+def test_a_header_built_directly_is_the_one_tarfile_writes(name: str, is_dir: bool, mode: int, size: int) -> None:
+    if is_dir:
+        name, size = name + "/", 0
+    assert _header(name, is_dir, mode, size) == _tarfile_header(name, is_dir, mode, size)
+
+
+def test_the_bench_tree_has_the_digest_it_had_before_the_shortcuts(tmp_path: Path) -> None:
+    """1,000 files of 20 directories, names and sizes as bench/packages.py makes them (the
+    bytes small): the layer is exactly what ``tarfile`` headers gave."""
+    ws = tmp_path / "ws"
+    expected = []
+    for i in range(1000):
+        d = ws / f"d{i % 20:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        body = b"x" * (i % 700)
+        (d / f"f{i:04d}.dat").write_bytes(body)
+    for rel in sorted({f"d{i % 20:02d}" for i in range(1000)}):
+        expected.append(_tarfile_header(rel + "/", True, 0o755, 0))
+        for name in sorted(p.name for p in (ws / rel).iterdir()):
+            body = (ws / rel / name).read_bytes()
+            expected += [_tarfile_header(f"{rel}/{name}", False, 0o644, len(body)), body,
+                         bytes(-len(body) % tarfile.BLOCKSIZE)]
+    expected.append(bytes(2 * tarfile.BLOCKSIZE))
+    plain = b"".join(expected)
+    plain += bytes(-len(plain) % tarfile.RECORDSIZE)
+    layout = Layout(tmp_path / "registry").init()
+    desc, _ = read_workspace(ws, layout, UnpackLimits(), walk_workspace)
+    assert layout.blob_path(desc.digest).read_bytes() == plain
+    assert desc.digest == "sha256:" + hashlib.sha256(plain).hexdigest()
