@@ -5,7 +5,8 @@ weaken what they replace:
   then) without hashing it again; a layer altered at rest since is hashed again and refused,
   and nothing appears;
 * the layer's tar headers, built directly for plain entries, are byte for byte the ones
-  ``tarfile`` writes (same state, same digest as before the shortcut);
+  ``tarfile`` writes (same state, same digest as before the shortcut), and a header read
+  directly means exactly what ``tarfile`` reads from the same block (``packages/tarhead.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from agentix.core.errors import PackageRejected
 from agentix.kernel.snapshots_api import walk_workspace
 from agentix.packages import layout as layout_mod
 from agentix.packages.layout import Layout
-from agentix.packages.snapshot import Snapshot, _header, read_workspace, unpack_snapshot
+from agentix.packages.snapshot import Snapshot, read_workspace, unpack_snapshot
+from agentix.packages.tarhead import PlainTarInfo, plain_header
 from agentix.packages.unpack import UnpackLimits
 
 
@@ -126,7 +128,7 @@ _names = st.one_of(
 def test_a_header_built_directly_is_the_one_tarfile_writes(name: str, is_dir: bool, mode: int, size: int) -> None:
     if is_dir:
         name, size = name + "/", 0
-    assert _header(name, is_dir, mode, size) == _tarfile_header(name, is_dir, mode, size)
+    assert plain_header(name, is_dir, mode, size) == _tarfile_header(name, is_dir, mode, size)
 
 
 def test_the_bench_tree_has_the_digest_it_had_before_the_shortcuts(tmp_path: Path) -> None:
@@ -152,3 +154,56 @@ def test_the_bench_tree_has_the_digest_it_had_before_the_shortcuts(tmp_path: Pat
     desc, _ = read_workspace(ws, layout, UnpackLimits(), walk_workspace)
     assert layout.blob_path(desc.digest).read_bytes() == plain
     assert desc.digest == "sha256:" + hashlib.sha256(plain).hexdigest()
+
+
+_FIELDS = ("name", "mode", "uid", "gid", "size", "mtime", "chksum", "type", "linkname", "uname", "gname",
+           "devmajor", "devminor")
+
+
+def _read(cls: type[tarfile.TarInfo], buf: bytes) -> tuple[object, ...] | str:
+    try:
+        ti = cls.frombuf(buf, "utf-8", "surrogateescape")
+    except Exception as err:  # noqa: BLE001 - the same refusal, whatever it is
+        return type(err).__name__
+    return tuple(getattr(ti, f) for f in _FIELDS) + (getattr(ti, "_sparse_structs", None),)
+
+
+def _mutated(data: st.DataObject) -> bytes:
+    name = data.draw(_names)
+    is_dir = data.draw(st.booleans())
+    buf = bytearray(plain_header(name + "/" if is_dir else name, is_dir, data.draw(st.sampled_from([0o644, 0o755])),
+                                 0 if is_dir else data.draw(st.integers(0, 8 ** 11 + 5))))
+    for _ in range(data.draw(st.integers(0, 3))):  # flip, blank or set bytes anywhere in the first block
+        i = data.draw(st.integers(0, tarfile.BLOCKSIZE - 1))
+        buf[i] = data.draw(st.sampled_from([0, 32, ord("0"), ord("7"), ord("/"), 0xFF, buf[i] ^ 1]))
+    return bytes(buf[:tarfile.BLOCKSIZE])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.data())
+def test_a_header_is_read_exactly_as_tarfile_reads_it(data: st.DataObject) -> None:
+    if data.draw(st.integers(0, 9)):   # mostly a normalised header, perhaps damaged; else any block
+        buf = _mutated(data)
+    else:
+        buf = data.draw(st.binary(min_size=tarfile.BLOCKSIZE, max_size=tarfile.BLOCKSIZE))
+    assert _read(PlainTarInfo, buf) == _read(tarfile.TarInfo, buf)
+
+
+def test_a_normalised_header_is_read_without_tarfile_and_anything_else_with_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tarfile.TarInfo.frombuf.__func__  # type: ignore[attr-defined]
+    asked: list[bytes] = []
+
+    def counted(cls: type, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        asked.append(buf)
+        return real(cls, buf, encoding, errors)
+
+    monkeypatch.setattr(tarfile.TarInfo, "frombuf", classmethod(counted))
+    for name, is_dir in [("a/b.txt", False), ("sub/", True), ("x" * 100, False)]:
+        ti = PlainTarInfo.frombuf(plain_header(name, is_dir, 0o644 if not is_dir else 0o755, 0 if is_dir else 9),
+                                  "utf-8", "surrogateescape")
+        assert ti.name == name.rstrip("/") and ti.isdir() == is_dir
+    assert asked == []
+    odd = plain_header("a", False, 0o600, 1)   # a mode snapshots never write: tarfile reads it
+    assert PlainTarInfo.frombuf(odd, "utf-8", "surrogateescape").mode == 0o600
+    assert asked == [odd]

@@ -44,6 +44,7 @@ from agentix.core.package import Ref
 from agentix.core.snapshot_rules import check_document
 from agentix.packages.layout import (CHUNK, MANIFEST_TYPE, Descriptor, Layout, Sha256Thread, image_manifest,
                                      start_writeback)
+from agentix.packages.tarhead import plain_header
 from agentix.packages.unpack import PLAIN_TAR_TYPE, UnpackLimits, gzipped, unpack_layers
 
 __all__ = ["SNAPSHOT_ARTIFACT_TYPE", "SNAPSHOT_CONFIG_TYPE", "SNAPSHOT_VERSION", "Snapshot", "WalkedEntry",
@@ -133,7 +134,7 @@ def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits,
 def _add(out: _LayerOut, e: WalkedEntry) -> None:
     """One entry, normalised (mtime 0, owners 0, 0755/0644): a PAX header, then exactly
     ``e.size`` bytes read from the walker's descriptor, padded to a block."""
-    out.write(_header(e.rel + ("/" if e.is_dir else ""), e.is_dir,
+    out.write(plain_header(e.rel + ("/" if e.is_dir else ""), e.is_dir,
                       0o755 if e.is_dir or e.mode & 0o111 else 0o644, 0 if e.is_dir else e.size))
     if e.is_dir:
         return
@@ -148,37 +149,6 @@ def _add(out: _LayerOut, e: WalkedEntry) -> None:
         left -= len(chunk)
     if e.size % tarfile.BLOCKSIZE:
         out.write(_ZEROS[:-e.size % tarfile.BLOCKSIZE])
-
-
-#: the fixed middle and end of a normalised header: owners 0, mtime 0, the checksum field
-#: (spaces while it is summed), then after the type: no link, POSIX magic, no owner names, no
-#: device numbers, no prefix, padding (``tarfile.TarInfo._create_header``, ustar fields)
-_OWNERS = b"0000000\0" * 2
-_TAIL = (bytes(100) + tarfile.POSIX_MAGIC).ljust(tarfile.BLOCKSIZE - 157, b"\0")
-_FIXED_SUM = sum(_OWNERS) + sum(b"00000000000\0        ") + sum(_TAIL)
-
-
-def _header(name: str, is_dir: bool, mode: int, size: int) -> bytes:
-    """The header ``tarfile`` writes (``TarInfo.tobuf(PAX_FORMAT, "utf-8", "surrogateescape")``)
-    for an entry normalised as above, built directly when it is a plain ustar block (an ASCII
-    name of at most 100 characters, a size below 8**11): the same bytes, an eighth of the time
-    (1,000 headers cost as much as `tar -cf` of the bench's tree). Anything else — a longer
-    or non-ASCII name, a huge file — is left to ``tarfile`` (a PAX extended header first).
-    ``tests/packages/test_snapshot_fast_paths.py`` checks the two agree on any entry."""
-    if len(name) <= 100 and name.isascii() and size < 8 ** 11:
-        raw, m, n = name.encode("ascii"), b"%07o" % mode, b"%011o" % size
-        # the checksum: every byte of the block, the checksum field counted as spaces
-        chk = sum(raw) + sum(m) + sum(n) + (ord("5") if is_dir else ord("0")) + _FIXED_SUM
-        return b"".join((raw.ljust(100, b"\0"), m, b"\0", _OWNERS, n, b"\0", b"00000000000\0%06o\0 " % chk,
-                         b"5" if is_dir else b"0", _TAIL))
-    ti = tarfile.TarInfo(name)
-    ti.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
-    ti.mode = mode
-    ti.size = size
-    ti.mtime = 0
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 class _LayerOut:
