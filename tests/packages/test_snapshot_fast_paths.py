@@ -12,6 +12,7 @@ weaken what they replace:
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tarfile
 from pathlib import Path
@@ -103,15 +104,15 @@ def test_a_snapshot_layer_altered_at_rest_is_hashed_again_and_refused(tmp_path: 
 
 
 def _tarfile_header(name: str, is_dir: bool, mode: int, size: int) -> bytes:
-    """The header as the snapshot layer was always written: by ``tarfile``."""
-    ti = tarfile.TarInfo(name)
-    ti.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
-    ti.mode = mode
-    ti.size = size
-    ti.mtime = 0
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    """The header as the snapshot layer was always written: what ``tarfile`` writes for the
+    entry (PAX format; TarInfo's defaults: mtime 0, owners 0, no owner names)."""
+    out = io.BytesIO()
+    tar = tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8",
+                       errors="surrogateescape")
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size = (tarfile.DIRTYPE if is_dir else tarfile.REGTYPE), mode, size
+    tar.addfile(info)   # the header only
+    return out.getvalue()[:tar.offset]
 
 
 _names = st.one_of(
