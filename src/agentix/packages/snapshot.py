@@ -44,6 +44,7 @@ from agentix.core.package import Ref
 from agentix.core.snapshot_rules import check_document
 from agentix.packages.layout import (CHUNK, MANIFEST_TYPE, Descriptor, Layout, Sha256Thread, image_manifest,
                                      start_writeback)
+from agentix.packages.tarhead import plain_header
 from agentix.packages.unpack import PLAIN_TAR_TYPE, UnpackLimits, gzipped, unpack_layers
 
 __all__ = ["SNAPSHOT_ARTIFACT_TYPE", "SNAPSHOT_CONFIG_TYPE", "SNAPSHOT_VERSION", "Snapshot", "WalkedEntry",
@@ -119,10 +120,12 @@ def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits,
                 finally:
                     out.abort()
                 os.fsync(fd)
+                # hashed as it was written, by us, into the store's private tmp/: no second read;
+                # with the descriptor, the store remembers the file's stamp, so a restore while
+                # the blob keeps it streams the layer without hashing it again
+                layout.commit_file(tmp, digest, hashed=True, fd=fd)
             finally:
                 os.close(fd)
-        # hashed as it was written, by us, into the store's private tmp/: no second read
-        layout.commit_file(tmp, digest, hashed=True)
     finally:
         tmp.unlink(missing_ok=True)
     return Descriptor(PLAIN_TAR_TYPE, digest, size), sorted(skipped)
@@ -131,14 +134,8 @@ def read_workspace(workspace: Path, layout: Layout, limits: UnpackLimits,
 def _add(out: _LayerOut, e: WalkedEntry) -> None:
     """One entry, normalised (mtime 0, owners 0, 0755/0644): a PAX header, then exactly
     ``e.size`` bytes read from the walker's descriptor, padded to a block."""
-    ti = tarfile.TarInfo(e.rel + ("/" if e.is_dir else ""))
-    ti.type = tarfile.DIRTYPE if e.is_dir else tarfile.REGTYPE
-    ti.mode = 0o755 if e.is_dir or e.mode & 0o111 else 0o644
-    ti.size = 0 if e.is_dir else e.size
-    ti.mtime = 0
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    out.write(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+    out.write(plain_header(e.rel + ("/" if e.is_dir else ""), e.is_dir,
+                      0o755 if e.is_dir or e.mode & 0o111 else 0o644, 0 if e.is_dir else e.size))
     if e.is_dir:
         return
     assert e.fd is not None

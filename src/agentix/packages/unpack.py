@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from agentix.core.errors import PackageRejected
+from agentix.packages.tarhead import PlainTarInfo
 
 __all__ = ["PLAIN_TAR_TYPE", "UnpackLimits", "copy_tree", "gzipped", "seal_tree", "seed_workspace", "unpack_layers"]
 
@@ -296,8 +297,9 @@ def unpack_layers(layers: Iterable[Any], dest: Path, limits: UnpackLimits = Unpa
                 verify = getattr(layer, "verify", None)  # a VerifyingReader: checked after its stream
                 try:
                     # plain "r" mode over a forward-only stream: tarfile parses the headers (and
-                    # skips to each next one), the contents are read here (``_extract_one``)
-                    with tarfile.open(fileobj=stream, mode="r:") as tar:
+                    # skips to each next one; a snapshot's normalised headers are recognised
+                    # directly, ``tarhead.PlainTarInfo``), the contents are read here (``_extract_one``)
+                    with tarfile.open(fileobj=stream, mode="r:", tarinfo=PlainTarInfo) as tar:
                         while (ti := tar.next()) is not None:
                             entries += 1
                             if entries > limits.max_entries:
