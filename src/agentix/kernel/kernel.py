@@ -217,7 +217,7 @@ class KernelRoot:
         a2a_tool.register(self.tools, caps=self.caps, table=self.table, config=config)
         # declared MCP servers' tools (a provider of mcp__* names) and mcp.* (docs/integrations.md)
         self.mcp: McpTools = mcp_tools.register(self.pipeline, self.tools, McpHost(
-            home, config, self.substrate, self.events, db, self.caps, self.table))
+            home, config, self.substrate, self.events, db, self.caps, self.table, self.clock))
 
         # 7. the system calls, by area (kernel/methods.py says which exist and their policy)
         p = self.pipeline
