@@ -209,8 +209,10 @@ class KernelRoot:
         self.tools.register(echo.SPEC)
         # file reads label by path ([taint] untrusted_paths) and by what tainted writers wrote
         self.file_taint = FileTaint(db, load_untrusted_paths(home.root), self.table)
-        for spec in [*map(self.file_taint.wrap, files.SPECS),
-                     *net_exec.make_specs(config, home, self.table, self.caps, self.substrate),
+        # the count of what each workspace takes under its limits.disk (file tools and exec)
+        self.disk_tally = files.DiskTally(self.clock.monotonic)
+        for spec in [*map(self.file_taint.wrap, files.make_specs(self.disk_tally)),
+                     *net_exec.make_specs(config, home, self.table, self.caps, self.substrate, self.disk_tally),
                      *memory_tools.make_specs(self.memory), *skill_tools.make_specs(self.skills)]:
             self.tools.register(spec)
         # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
