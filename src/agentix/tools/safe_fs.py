@@ -803,8 +803,14 @@ def measure_in(workspace: str, quota: DiskQuota, *, whole: bool = False) -> int:
 
 def room(workspace: str, disk_limit: int, quota: DiskQuota | None = None) -> int:
     """Bytes the tree at ``workspace`` may still grow by under ``disk_limit`` (from ``quota``'s
-    count when it has one); none left is ``limit_exceeded`` (reason ``disk``)."""
-    used = measure_in(workspace, quota or DiskQuota(disk_limit))
+    count when it has one, measured again before it says none is left); none left is
+    ``limit_exceeded`` (reason ``disk``)."""
+    quota = quota or DiskQuota(disk_limit)
+    walks = quota.walks
+    used = measure_in(workspace, quota)
+    if used >= disk_limit and quota.walks == walks:  # a kept count: never refuse on it
+        quota.used = None
+        used = measure_in(workspace, quota)
     if used >= disk_limit:
         raise LimitExceeded(f"the workspace takes {used} bytes, at or over its disk limit of {disk_limit} "
                             "bytes (limits.disk); remove files first or raise limits.disk",
