@@ -114,6 +114,38 @@ def wait_until(pred: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
         time.sleep(interval)
 
 
+def open_fds() -> dict[int, str]:
+    """The test process's open file descriptors and what each is (``/proc/self/fd``)."""
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return out
+
+
+@pytest.fixture
+def no_fd_leak() -> Iterator[None]:
+    """Fail a test that leaves file descriptors open in the test process (the suite's one
+    process held more than 1024 at once: ``select`` fails past FD_SETSIZE). Put it first in a
+    module's fixtures (``pytestmark = pytest.mark.usefixtures("no_fd_leak")``): it is set up
+    before the test's own fixtures and checks after their teardown. A descriptor only garbage
+    collection would close, or one a thread closes as it ends, is waited for (a settle, not a
+    timed check)."""
+    import gc
+
+    before = open_fds()
+
+    def leaked() -> dict[int, str]:
+        now = open_fds()
+        return {fd: what for fd, what in now.items() if before.get(fd) != what}
+
+    yield
+    gc.collect()
+    if not wait_until(lambda: not leaked(), timeout=10):
+        left = leaked()
+        assert not left, f"the test left {len(left)} file descriptors open: {sorted(left.items())}"
+
+
 @contextlib.contextmanager
 def cli_face(argv: list[str], port: int, env: dict[str, str] | None = None,
              timeout: float = 20) -> Iterator[subprocess.Popen[bytes]]:

@@ -89,8 +89,9 @@ def context(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> PackageStore:
-    return PackageStore(tmp_path / "home", timeout=5.0)
+def store(tmp_path: Path) -> Iterator[PackageStore]:
+    with PackageStore(tmp_path / "home", timeout=5.0) as s:  # its database closed after the test
+        yield s
 
 
 @pytest.fixture
@@ -104,9 +105,10 @@ def signed(store: PackageStore, context: Path) -> PackageStore:
 
 
 @pytest.fixture
-def other_store(tmp_path: Path) -> PackageStore:
+def other_store(tmp_path: Path) -> Iterator[PackageStore]:
     """A second $AGENTIX_HOME: 'another machine'."""
-    return PackageStore(tmp_path / "home2", timeout=5.0)
+    with PackageStore(tmp_path / "home2", timeout=5.0) as s:
+        yield s
 
 
 def free_port() -> int:

@@ -18,6 +18,9 @@ pytest.importorskip("uvicorn")
 
 from agentix.rpc.slow_clients import SlowClientLimits, guarded_config  # noqa: E402
 
+# every test here opens many sockets: none may be left open in the test process (conftest.no_fd_leak)
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
+
 LIMITS = SlowClientLimits(head_timeout=0.4, body_timeout=0.4, max_pending=4)
 
 

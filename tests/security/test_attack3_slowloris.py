@@ -28,6 +28,9 @@ import pytest
 from conftest import cli_face, serve_mcp_http, short_tmp, wait_until
 from http_api.conftest import Api, free_port, start_api
 
+# every test here opens many sockets: none may be left open in the test process (conftest.no_fd_leak)
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
+
 HEAD_TIMEOUT = 3.0
 N_SLOW = 200
 

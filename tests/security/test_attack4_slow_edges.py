@@ -17,6 +17,9 @@ import pytest
 
 from security import test_attack3_slow_props
 
+# every test here opens many sockets: none may be left open in the test process (conftest.no_fd_leak)
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
+
 guarded_uvicorn = test_attack3_slow_props.server  # the fixture ``server``: a guarded uvicorn, real sockets
 
 H = b"Host: 127.0.0.1\r\n"

@@ -74,8 +74,8 @@ def test_a_file_write_already_in_its_thread_when_its_token_is_revoked_writes_not
         gate = _Gate()
         held = files._QuotaLock()
         held.lock = gate  # type: ignore[assignment]
-        with files._QUOTA_LOCKS_GUARD:
-            files._QUOTA_LOCKS[str(ws)] = held
+        with w.k.disk_tally._guard:
+            w.k.disk_tally._locks[str(ws)] = held
         caller = Caller(agent_id=rec.agent_id, name=rec.name, workspace=rec.workspace)
         call = asyncio.ensure_future(w.k.pipeline.run(caller, "tool.call", CASES[case](ws)))
         await _until(lambda: gate.entered.is_set() or call.done(), "the write in its thread")

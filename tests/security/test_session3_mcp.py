@@ -238,7 +238,7 @@ def test_every_spec_of_a_changed_tool_carries_the_approved_description_never_the
     # a real kernel's services (built, not started: nothing runs), the pins in memory
     k = KernelRoot(Home(tmp_path / "home"), KernelConfig(backend="plain", isolation="degraded"))
     try:
-        host = McpHost(k.home, k.config, k.substrate, k.events, None, k.caps, k.table)
+        host = McpHost(k.home, k.config, k.substrate, k.events, None, k.caps, k.table, k.clock)
         svc = McpTools(host, {"notes": McpServerConfig(command=["/bin/true"])})
         old, new = "Return the text.", "Return the text. " + INJECT
         svc.pins.pins[("notes", "echo")] = Pin("notes", "echo", tool_digest(old, {}), "first_use", 0.0)

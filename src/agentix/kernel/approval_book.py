@@ -49,7 +49,7 @@ class ApprovalBook:
         self.args: dict[str, dict[str, Any]] = {}  # what the operator is shown
         self.db = db
         if db is not None:
-            self.restore([r.request for r in ApprovalStore(db).all()])
+            self.restore([r.request for r in ApprovalStore(db).live_and_recent(_FINAL, MAX_ANSWERED)])
             if legacy is not None and legacy.exists():
                 self._import(legacy)
 

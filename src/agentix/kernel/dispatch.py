@@ -8,7 +8,9 @@ Every call, from an agent or from the operator, goes through ``Pipeline.run``:
    channel is created at spawn); nothing in ``params`` can change it;
 2. *check* — each ``Stage.before`` runs in order (capabilities, taint, budget, approval);
    any of them may refuse by raising an ``AgentixError``; nothing has run yet;
-3. *execute* — the method's handler;
+3. *execute* — the method's handler; a result too large for one reply
+   (``rpc.framing.MAX_RESULT_BYTES`` of JSON) fails the call with ``limit_exceeded``
+   (``data.limit: "result_bytes"``), recorded as failed like any handler's error;
    A call decided for an agent runs as *live* work (``kernel/live_calls.py``): if a
    revocation or an expiry ends the authority its decision rested on while it runs, it is
    ended there (its process killed, its download aborted, its think cancelled) and fails
@@ -50,6 +52,7 @@ from agentix.kernel.live_calls import LiveCalls
 from agentix.kernel.lookup import Lookup
 from agentix.kernel.process import AgentRecord
 from agentix.kernel.record_gate import quiet
+from agentix.rpc.framing import check_result_size
 
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
@@ -345,6 +348,7 @@ class Pipeline:
             # log at will, whichever handler writes the record
             with _scope(call, durable):
                 result = call.dry_run if call.dry_run is not None else await self.live_calls.run(call, spec.handler)
+            check_result_size(call.tool or method, result)
         except BaseException as exc:
             # the one place a handler's failure becomes the family: an AgentixError as it is,
             # anything else (a backend's OSError, a bug) an internal_error with the details in

@@ -209,15 +209,17 @@ class KernelRoot:
         self.tools.register(echo.SPEC)
         # file reads label by path ([taint] untrusted_paths) and by what tainted writers wrote
         self.file_taint = FileTaint(db, load_untrusted_paths(home.root), self.table)
-        for spec in [*map(self.file_taint.wrap, files.SPECS),
-                     *net_exec.make_specs(config, home, self.table, self.caps, self.substrate),
+        # the count of what each workspace takes under its limits.disk (file tools and exec)
+        self.disk_tally = files.DiskTally(self.clock.monotonic)
+        for spec in [*map(self.file_taint.wrap, files.make_specs(self.disk_tally)),
+                     *net_exec.make_specs(config, home, self.table, self.caps, self.substrate, self.disk_tally),
                      *memory_tools.make_specs(self.memory), *skill_tools.make_specs(self.skills)]:
             self.tools.register(spec)
         # the a2a_call tool, when a2a-sdk is installed (docs/integrations.md)
         a2a_tool.register(self.tools, caps=self.caps, table=self.table, config=config)
         # declared MCP servers' tools (a provider of mcp__* names) and mcp.* (docs/integrations.md)
         self.mcp: McpTools = mcp_tools.register(self.pipeline, self.tools, McpHost(
-            home, config, self.substrate, self.events, db, self.caps, self.table))
+            home, config, self.substrate, self.events, db, self.caps, self.table, self.clock))
 
         # 7. the system calls, by area (kernel/methods.py says which exist and their policy)
         p = self.pipeline

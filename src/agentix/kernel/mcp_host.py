@@ -6,6 +6,8 @@ to ``mcp_tools.register``, which hands it to ``McpTools`` and each ``mcp_server.
 
 - a server's process is started like an agent's: a workspace and a log under ``home``, the
   limits and isolation setting of ``config``, on ``substrate``;
+- its restart backoff, re-listing interval and notification rate are timed on ``clock`` (the
+  kernel's one clock: a test's VirtualClock steps them);
 - its life (started, exited) and its tools' pins and changes are recorded in ``events``;
 - the pins are kept in ``db`` (table ``mcp_pins``; None: in memory only);
 - an agent's ``mcp:`` grants are read from ``caps``, and its context in ``table`` is tainted by
@@ -17,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentix.kernel.cap_service import CapabilityService
+from agentix.kernel.clock import Clock
 from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import EventSink
 from agentix.kernel.home import Home
@@ -38,3 +41,4 @@ class McpHost:
     db: Database | None
     caps: CapabilityService
     table: ProcessTable
+    clock: Clock

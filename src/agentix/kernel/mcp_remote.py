@@ -8,12 +8,12 @@ server to the same bound as a local one: a JSON response over ``max_message_byte
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from agentix.core.mcp_pinning import NotificationLimit
+from agentix.kernel.clock import Clock
 from agentix.kernel.mcp_config import McpServerConfig
 
 if TYPE_CHECKING:  # the mcp extra: imported when a remote server starts
@@ -24,8 +24,9 @@ __all__ = ["remote_transport"]
 
 
 def remote_transport(cfg: McpServerConfig,
-                     on_fatal: Callable[[str], None]) -> AbstractAsyncContextManager[TransportStreams]:
-    """The transport (an async context manager of the read and write streams) to ``cfg.url``."""
+                     on_fatal: Callable[[str], None], clock: Clock) -> AbstractAsyncContextManager[TransportStreams]:
+    """The transport (an async context manager of the read and write streams) to ``cfg.url``;
+    the notification rate is counted on ``clock`` (the kernel's)."""
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -34,12 +35,13 @@ def remote_transport(cfg: McpServerConfig,
     client._transport = _BoundedHttp(client._transport, cfg.max_message_bytes, on_fatal)
     return _owning(client, streamable_http_client(cfg.url, http_client=client,
                                                   max_sse_event_size=cfg.max_message_bytes),
-                   NotificationLimit(cfg.max_notifications_per_s), on_fatal)
+                   NotificationLimit(cfg.max_notifications_per_s), on_fatal, clock)
 
 
 @contextlib.asynccontextmanager
 async def _owning(client: httpx2.AsyncClient, inner: AbstractAsyncContextManager[TransportStreams],
-                  limit: NotificationLimit, on_fatal: Callable[[str], None]) -> AsyncIterator[TransportStreams]:
+                  limit: NotificationLimit, on_fatal: Callable[[str], None],
+                  clock: Clock) -> AsyncIterator[TransportStreams]:
     """The SDK's streams, the HTTP client closed with them, and what the server sends passed
     through ``limit``: the notifications a remote server sends (on a call's SSE stream, or a
     listen stream) are bounded like a local server's (``mcp_stdio.py``); the first one over
@@ -56,7 +58,7 @@ async def _owning(client: httpx2.AsyncClient, inner: AbstractAsyncContextManager
                 async with out_send, read:
                     async for item in read:
                         msg = getattr(item, "message", None)
-                        if isinstance(msg, types.JSONRPCNotification) and not limit.admit(time.monotonic()):
+                        if isinstance(msg, types.JSONRPCNotification) and not limit.admit(clock.monotonic()):
                             on_fatal(limit.why())
                             return
                         await out_send.send(item)

@@ -34,7 +34,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +126,7 @@ class McpServer:
                 raise ToolError(f"MCP server {self.name} failed {self.crashes} times in a row "
                                 f"(last: {self.last_error}); fix it, then `agentix mcp restart {self.name}`",
                                 reason="mcp_server_failed", server=self.name, last_error=self.last_error)
-            wait = self.next_start_at - time.monotonic()
+            wait = self.next_start_at - self.k.clock.monotonic()
             if wait > BACKOFF_WAIT_MAX:
                 raise ToolError(f"MCP server {self.name} stopped ({self.last_error}); it restarts in "
                                 f"{wait:.1f} s: retry then", reason="mcp_server_restarting",
@@ -141,7 +140,7 @@ class McpServer:
 
     async def _start_after(self, wait: float) -> None:
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.k.clock.sleep(wait)
         await self._start()
 
     async def _start(self) -> None:
@@ -226,11 +225,11 @@ class McpServer:
         def eof() -> None:  # give the reaper a moment to name the exit; else the close is the reason
             asyncio.get_running_loop().call_later(1.0, self._died, "closed its connection to the kernel", dead)
 
-        return SocketTransport(ksock, cfg, lambda why: self._died(why, dead), eof)()
+        return SocketTransport(ksock, cfg, lambda why: self._died(why, dead), eof, self.k.clock)()
 
     async def _remote(self) -> Transport:
         self.handle, self.pid = None, None
-        return remote_transport(self.cfg, lambda why: self._died(why))
+        return remote_transport(self.cfg, lambda why: self._died(why), self.k.clock)
 
     async def _run(self, transport: Transport, ready: asyncio.Future[None], dead: asyncio.Event) -> None:
         from mcp import Client
@@ -297,9 +296,9 @@ class McpServer:
     async def _relist_loop(self, dead: asyncio.Event) -> None:
         while self._relist_wanted and not dead.is_set():
             self._relist_wanted = False
-            wait = self._last_relist + RELIST_MIN_INTERVAL - time.monotonic()
+            wait = self._last_relist + RELIST_MIN_INTERVAL - self.k.clock.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self.k.clock.sleep(wait)
             if dead.is_set():
                 return
             try:
@@ -317,7 +316,7 @@ class McpServer:
                 return
             dead = self._dead
             old = self.tools
-            self._last_relist = time.monotonic()
+            self._last_relist = self.k.clock.monotonic()
             try:
                 # a task of its own: the SDK's cancel scopes must be entered and left in one
                 # task, and an operator's handler may start out driven outside any (rpc/server.py)
@@ -363,7 +362,7 @@ class McpServer:
             self.state = "failed"
         else:
             self.state = "backoff"
-            self.next_start_at = time.monotonic() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.crashes - 1))
+            self.next_start_at = self.k.clock.monotonic() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.crashes - 1))
 
     async def stop(self) -> None:
         self.state = "stopped"

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agentix.core.mcp_pinning import NotificationLimit
+from agentix.kernel.clock import Clock
 from agentix.kernel.mcp_config import McpServerConfig
 
 __all__ = ["SocketTransport"]
@@ -32,8 +32,9 @@ class SocketTransport:
     must keep. Parsing is the ``mcp`` package's; only the framing and the bounds are here."""
 
     def __init__(self, sock: socket.socket, cfg: McpServerConfig, on_fatal: Callable[[str], None],
-                 on_eof: Callable[[], None]) -> None:
+                 on_eof: Callable[[], None], clock: Clock) -> None:
         self.sock = sock
+        self.clock = clock  # the notification rate is counted on the kernel's clock
         self.cfg = cfg
         self.on_fatal = on_fatal
         self.on_eof = on_eof
@@ -81,7 +82,7 @@ class SocketTransport:
                             except ValueError:
                                 raise _Fatal("sent a line that is not a JSON-RPC message: "
                                              f"{line[:80]!r}") from None
-                            if isinstance(msg, types.JSONRPCNotification) and not limit.admit(time.monotonic()):
+                            if isinstance(msg, types.JSONRPCNotification) and not limit.admit(self.clock.monotonic()):
                                 raise _Fatal(limit.why())
                             await r_send.send(SessionMessage(msg))
             except _Fatal as err:

@@ -174,8 +174,13 @@ class McpTools:
         shows their tools; a server that cannot start is left out (its calls say why)."""
         wanted: list[McpServer] = []
         toks = self.k.caps.tokens_of(agent_id) if self.servers else []
+        now = self.k.clock.monotonic()
         for srv in self.servers.values():
-            if srv.state in ("running", "failed") or srv.tools and srv.state == "backoff":
+            # a crashed server is started again only once its backoff is over (mcp_server.py):
+            # a listing neither waits for it nor restarts it sooner (a server that crashes at
+            # start costs one start per backoff, not one per tool.list)
+            if srv.state in ("running", "failed") or srv.state == "backoff" and (
+                    srv.tools or now < srv.next_start_at):
                 continue
             if any(g.value == "*" or g.value.startswith(srv.name + "/")
                    for t in toks for g in t.grants.of_kind("mcp")):

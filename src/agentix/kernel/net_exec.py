@@ -26,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets as _secrets
 import sys
 from collections.abc import Callable
@@ -35,12 +36,15 @@ from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, 
 from agentix.core.grants import Request
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.config import KernelConfig
+from agentix.kernel.dispatch import Call
 from agentix.kernel.home import Home
 from agentix.kernel.one_shot import run_once
 from agentix.kernel.process import AgentRecord, ProcessTable
 from agentix.sandbox.base import LaunchSpec, Substrate
-from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
+from agentix.tools.files import DiskTally
+
+log = logging.getLogger(__name__)
 
 __all__ = ["make_specs", "network_permits"]
 
@@ -81,7 +85,7 @@ def network_permits(again: Callable[[list[Request]], Any],
 
 
 def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: CapabilityService,
-               substrate: Substrate) -> list[ToolSpec]:
+               substrate: Substrate, tally: DiskTally) -> list[ToolSpec]:
     running: dict[str, int] = {}  # agent id -> exec runs going
     async def web_fetch_tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         from urllib.parse import urlsplit
@@ -174,7 +178,7 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
         workspace = ctx.workspace
         limits = rec.limits
         if limits.disk is not None:  # each file the run writes: at most what the workspace has left
-            left = await asyncio.to_thread(safe_fs.room, str(workspace), limits.disk)
+            left = await asyncio.to_thread(tally.room, str(workspace), limits.disk)
             limits = limits.model_copy(update={"disk": left})
 
         def launch(channel_fd: int, output_fd: int) -> LaunchSpec:
@@ -188,11 +192,26 @@ def make_specs(config: KernelConfig, home: Home, table: ProcessTable, caps: Capa
                 output_fd=output_fd, within=rec.handle,
             )
 
-        done = await run_once(substrate, launch, timeout=timeout, cap=EXEC_OUTPUT_CAP, what="exec", program=argv[0])
-        return caps.redact({
-            "exit_code": done.info.code, "signal": done.info.signal, "output": done.output,
-            "truncated": done.truncated, "duration_s": done.duration_s,
-        })
+        try:
+            done = await run_once(substrate, launch, timeout=timeout, cap=EXEC_OUTPUT_CAP, what="exec",
+                                  program=argv[0])
+        finally:
+            # the run wrote what the kernel did not count: count again (RLIMIT_FSIZE bounds each
+            # file, not the total, so the run may have taken the workspace over its limit)
+            used = None if rec.limits.disk is None else await asyncio.to_thread(
+                tally.recount, str(workspace), rec.limits.disk)
+        out = {"exit_code": done.info.code, "signal": done.info.signal, "output": done.output,
+               "truncated": done.truncated, "duration_s": done.duration_s}
+        if used is not None and rec.limits.disk is not None and used > rec.limits.disk:
+            # nothing is deleted: the agent is told (and the record says) that the workspace is
+            # over; its writes that grow it and its next exec are refused until it is under
+            over = {"used": used, "limit": rec.limits.disk}
+            out["disk_over_limit"] = over
+            if isinstance(ctx.call, Call):
+                ctx.call.event_data = {**(ctx.call.event_data or {}), "disk_over_limit": over}
+            log.warning("exec %s of %s took its workspace to %d bytes, over its disk limit of %d",
+                        run_id, rec.agent_id, used, rec.limits.disk)
+        return caps.redact(out)
 
     return [
         ToolSpec("web_fetch", "Fetch a URL (http/https) the grants allow; optional vault secret.", {

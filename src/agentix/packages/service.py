@@ -85,6 +85,16 @@ class PackageStore:
         #: kept: the next run of it keeps its tree (``prepare``); oldest dropped past MAX_RAN_ONCE
         self._ran_once: dict[str, None] = {}
 
+    def close(self) -> None:
+        """Close what this store opened itself (the trust state's database, without a kernel)."""
+        self.trust.close()
+
+    def __enter__(self) -> PackageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------ build
     def build(self, context: Path, tag: str, agentfile: Path | None = None,
               runner: Runner | None = None) -> BuildResult:

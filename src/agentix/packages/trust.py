@@ -114,7 +114,9 @@ class TrustState:
     Policy files an older agentix left under ``registry/`` (``trust.json``,
     ``versions.json``) are imported once, at the first use, and then removed (DESIGN.md
     §9: one database, no side files). ``db`` is the kernel's ``Database``, or a path
-    (opened here, lazily, for a store used without a kernel)."""
+    (opened here, lazily, for a store used without a kernel: then this state owns it, and
+    closes it at ``close`` or, at the latest, when it is itself collected: its writer thread
+    and connections are not left open for the life of the process)."""
 
     LEGACY = ("trust.json", "versions.json")
 
@@ -122,13 +124,22 @@ class TrustState:
         self._db = db
         self._legacy_root = legacy_root  # $AGENTIX_HOME/registry (files of older versions)
         self._ready = False
+        self._owned: Any = None  # the finalizer that closes a database opened here
+
+    def close(self) -> None:
+        """Close the database this state opened itself (never the kernel's)."""
+        if self._owned is not None:
+            self._owned()
 
     @property
     def db(self) -> Database:
         from agentix.store.db import Database
 
         if not isinstance(self._db, Database):
+            import weakref
+
             self._db = Database(self._db)
+            self._owned = weakref.finalize(self, self._db.close)
         if not self._ready:
             self._import_legacy()
             self._ready = True

@@ -12,7 +12,10 @@ The wire format, on the operator socket and on every agent channel alike:
 * a frame that is JSON but not a JSON-RPC 2.0 request gets ``invalid_request``;
 * a JSON array is a batch: the reply is an array of the replies, in order;
 * a connection closed in the middle of a frame is simply closed (the half frame is
-  dropped, nothing runs).
+  dropped, nothing runs);
+* a reply is at most ``MAX_RESULT_BYTES`` of result (``check_result_size``): a larger result
+  is answered with ``limit_exceeded`` (``data.limit: "result_bytes"``) instead, so no reply
+  is larger than what a channel may leave unread (``rpc.server.MAX_UNREAD``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from agentix.core.errors import AgentixError, InvalidRequest, ParseError
 __all__ = [
     "DEFAULT_FRAME_LIMIT",
     "FrameTooLarge",
+    "MAX_RESULT_BYTES",
+    "check_result_size",
     "MAX_DEPTH",
     "decode",
     "encode",
@@ -40,6 +45,9 @@ __all__ = [
 ]
 
 DEFAULT_FRAME_LIMIT = 1024 * 1024
+#: the largest result one reply carries (its JSON): a channel's whole allowance of unread
+#: replies (``rpc.server.MAX_UNREAD``), so one reply never closes a channel by itself
+MAX_RESULT_BYTES = 16 * 1024 * 1024
 #: how deep a request may nest. The decoder reads 1024 levels but the encoder writes only 254:
 #: a value nested deeper than the kernel can write back (an exit result, a reply to
 #: ``agent.run``, a tool's echo) would make every later reply that carries it fail — an
@@ -108,6 +116,26 @@ def encode_reply(reply: Any) -> bytes:
         if isinstance(reply, list):
             return encode([error_reply(_id_of(r), err) for r in reply])
         return encode(error_reply(_id_of(reply), err))
+
+
+def check_result_size(method: str, result: Any, limit: int = MAX_RESULT_BYTES) -> None:
+    """``limit_exceeded`` (``data.limit: "result_bytes"``) if ``result`` written as JSON takes
+    more than ``limit`` bytes: such a reply would be held whole in the kernel's memory and
+    close the channel of a peer with anything else unread. A result that is not JSON is left
+    to ``encode_reply``."""
+    try:
+        size = len(orjson.dumps(result))
+    except (TypeError, ValueError):
+        return
+    if size > limit:
+        from agentix.core.errors import LimitExceeded
+
+        raise LimitExceeded(
+            f"{method}: the result is {size} bytes of JSON, more than a reply may carry ({limit} "
+            "bytes); it was not sent. Ask for less at a time: read a file in parts (offset and "
+            "limit), fewer files per file_read_many, a log with max_bytes, or have the work "
+            "write its output to a file in the workspace and read that in parts",
+            limit="result_bytes", reason="result_too_large", size=size, max=limit)
 
 
 def decode(frame: bytes) -> Any:

@@ -44,6 +44,7 @@ from typing import Any
 from agentix.core.errors import AgentixError, InternalError, InvalidRequest, LimitExceeded, MethodNotFound
 from agentix.rpc.framing import (
     DEFAULT_FRAME_LIMIT,
+    MAX_RESULT_BYTES,
     FrameTooLarge,
     decode,
     encode,
@@ -67,7 +68,7 @@ Notify = Callable[[str, dict[str, Any]], bool]
 MAX_IN_FLIGHT = 256          # requests in flight per connection (batch elements count one each)
 MAX_BATCH = 64               # requests in one JSON-RPC batch
 MAX_IN_FLIGHT_TOTAL = 4096   # requests in flight over every connection sharing an InFlight
-MAX_UNREAD = 16 * 1024 * 1024  # reply bytes an agent channel may leave unread before it is closed
+MAX_UNREAD = MAX_RESULT_BYTES  # reply bytes an agent channel may leave unread before it is closed
 
 
 @dataclass(frozen=True)

@@ -288,6 +288,19 @@ class ApprovalStore(_Store):
             f"SELECT {self._COLS} FROM approvals ORDER BY created_at, id").fetchall()
         return [_approval(r) for r in rows]
 
+    def live_and_recent(self, final: tuple[str, ...], keep: int) -> list[ApprovalRecord]:
+        """What a kernel start needs, oldest first: every approval not in a ``final`` state (one
+        that can still be answered or used) and the ``keep`` newest final ones. Older final rows
+        stay in the store unread, so a store of many answered approvals does not slow a start
+        or fill the kernel's memory (nor can a damaged old row stop it)."""
+        marks = ",".join("?" * len(final))
+        db = self.db.reader()
+        live = db.execute(f"SELECT {self._COLS} FROM approvals WHERE state NOT IN ({marks})", final).fetchall()
+        recent = db.execute(f"SELECT {self._COLS} FROM approvals WHERE state IN ({marks}) "
+                            "ORDER BY created_at DESC, id DESC LIMIT ?", (*final, keep)).fetchall()
+        rows = sorted(live + recent, key=lambda r: (r[4], r[0]))
+        return [_approval(r) for r in rows]
+
 
 # ---------------------------------------------------------------- kv
 

@@ -14,6 +14,11 @@ Rules:
   component the agent could have made); any other path is a real host path opened beneath the
   granted directory. Results and errors show virtual paths, never the host's.
 - The operator (``tool.invoke`` without ``agent_id``) holds no tokens: it must name an agent.
+- ``limits.disk``: the writes into one workspace run one at a time against the kernel's count
+  of what it takes (``DiskTally``): measured by a walk at first use, then adjusted by each write
+  and edit by exactly what it changed. What the kernel did not write can change it too (an
+  ``exec`` run, the agent's own process): the count is measured again after each exec run
+  (``net_exec``) and whenever it is more than ``COUNT_FRESH_S`` old (the kernel's clock).
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import weakref
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from agentix.core.errors import AgentixError, InvalidRequest, NotFound, ToolError
@@ -32,36 +37,81 @@ from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
 from agentix.tools.thread_work import in_thread
 
-__all__ = ["SPECS", "VIRTUAL_WORKSPACE"]
+__all__ = ["COUNT_FRESH_S", "DiskTally", "SPECS", "VIRTUAL_WORKSPACE", "make_specs"]
 
 VIRTUAL_WORKSPACE = "/workspace"
+#: how long the kernel trusts its count of a workspace (seconds of the kernel's clock) before
+#: a growing write walks the workspace again: what the agent's own process wrote there is
+#: seen by then (a burst of writes pays one walk a second, not one per write)
+COUNT_FRESH_S = 1.0
 
 
 class _QuotaLock:
-    """One workspace's writes under a disk limit, one at a time (check, then write)."""
+    """One workspace's writes under a disk limit, one at a time (check, then write), and the
+    kernel's count of what it takes (None: to be measured)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.quota: safe_fs.DiskQuota | None = None
+        self.counted_at = float("-inf")
 
 
-# by host workspace path; an entry lives while a write holds it
-_QUOTA_LOCKS: weakref.WeakValueDictionary[str, _QuotaLock] = weakref.WeakValueDictionary()
-_QUOTA_LOCKS_GUARD = threading.Lock()
+class DiskTally:
+    """The kernel's count of what each workspace under a ``limits.disk`` takes (one per
+    kernel: ``KernelRoot.disk_tally``), read and adjusted by ``file_write`` / ``file_edit`` and
+    ``exec`` (kernel/net_exec.py) under the workspace's one lock."""
 
+    def __init__(self, monotonic: Callable[[], float], *, fresh_for: float = COUNT_FRESH_S) -> None:
+        self.monotonic = monotonic
+        self.fresh_for = fresh_for
+        self._locks: dict[str, _QuotaLock] = {}  # by host workspace path
+        self._guard = threading.Lock()
+        self.walks = 0  # workspaces measured by a walk (statistics; a test reads it)
 
-@contextlib.contextmanager
-def _one_writer(workspace: str | None, disk_limit: int | None) -> Iterator[None]:
-    """Writes that count against a workspace's ``limits.disk`` run one at a time, so two at once
-    cannot both fit the room that is left for one."""
-    if workspace is None or disk_limit is None:
-        yield
-        return
-    with _QUOTA_LOCKS_GUARD:
-        held = _QUOTA_LOCKS.get(workspace)
-        if held is None:
-            held = _QUOTA_LOCKS[workspace] = _QuotaLock()
-    with held.lock:
-        yield
+    def _held(self, workspace: str) -> _QuotaLock:
+        with self._guard:
+            held = self._locks.get(workspace)
+            if held is None:
+                held = self._locks[workspace] = _QuotaLock()
+            return held
+
+    @contextlib.contextmanager
+    def writing(self, workspace: str | None, disk_limit: int | None) -> Iterator[safe_fs.DiskQuota | None]:
+        """The workspace's count (its writes one at a time, so two at once cannot both fit the
+        room that is left for one); None when no limit applies."""
+        if workspace is None or disk_limit is None:
+            yield None
+            return
+        held = self._held(workspace)
+        with held.lock:
+            quota, now = held.quota, self.monotonic()
+            if quota is None or quota.used is None or quota.limit != disk_limit or now - held.counted_at > self.fresh_for:
+                quota = held.quota = safe_fs.DiskQuota(disk_limit)
+                held.counted_at = now
+            try:
+                yield quota
+            finally:
+                self.walks += quota.walks
+                quota.walks = 0
+
+    def room(self, workspace: str, disk_limit: int) -> int:
+        """What the workspace may still grow by (``safe_fs.room``), from the count."""
+        with self.writing(workspace, disk_limit) as quota:
+            return safe_fs.room(workspace, disk_limit, quota)
+
+    def recount(self, workspace: str, disk_limit: int) -> int | None:
+        """Measure the workspace again (something the kernel did not write changed it: an exec
+        run); what it takes now (over ``disk_limit`` when it is over; None when it cannot be
+        measured: gone, or more entries than any limit allows)."""
+        held = self._held(workspace)
+        with held.lock:
+            held.quota = None
+        try:
+            with self.writing(workspace, disk_limit) as quota:
+                assert quota is not None
+                return safe_fs.measure_in(workspace, quota, whole=True)
+        except AgentixError:
+            return None
 
 
 def _under_ws(norm: str) -> bool:
@@ -157,28 +207,32 @@ async def grep(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
                                                ignore_case=bool(args.get("ignore_case", False))))
 
 
-async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    def go(loc: _Locator) -> dict[str, Any]:
-        limit = loc.disk_limit(args["path"], ctx.agent)
-        with _one_writer(loc.ws and str(loc.ws), limit):
-            res = safe_fs.file_write(*loc("file_write", args["path"]), args["content"],
-                                append=bool(args.get("append", False)),
-                                create_parents=bool(args.get("create_parents", True)), disk_limit=limit)
-        res["bytes"] = res["bytes_written"]  # the name older callers read
-        return res
+def _file_write(tally: DiskTally) -> Any:
+    async def file_write(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        def go(loc: _Locator) -> dict[str, Any]:
+            limit = loc.disk_limit(args["path"], ctx.agent)
+            with tally.writing(loc.ws and str(loc.ws), limit) as quota:
+                res = safe_fs.file_write(*loc("file_write", args["path"]), args["content"],
+                                         append=bool(args.get("append", False)),
+                                         create_parents=bool(args.get("create_parents", True)), quota=quota)
+            res["bytes"] = res["bytes_written"]  # the name older callers read
+            return res
 
-    return await _run(ctx, go, writes=True)
+        return await _run(ctx, go, writes=True)
+    return file_write
 
 
-async def file_edit(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    def go(loc: _Locator) -> dict[str, Any]:
-        loc("file_read", args["path"])  # both rights: read what is edited
-        limit = loc.disk_limit(args["path"], ctx.agent)
-        with _one_writer(loc.ws and str(loc.ws), limit):
-            return safe_fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
-                                replace_all=bool(args.get("replace_all", False)), disk_limit=limit)
+def _file_edit(tally: DiskTally) -> Any:
+    async def file_edit(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        def go(loc: _Locator) -> dict[str, Any]:
+            loc("file_read", args["path"])  # both rights: read what is edited
+            limit = loc.disk_limit(args["path"], ctx.agent)
+            with tally.writing(loc.ws and str(loc.ws), limit) as quota:
+                return safe_fs.file_edit(*loc("file_write", args["path"]), args["old"], args["new"],
+                                         replace_all=bool(args.get("replace_all", False)), quota=quota)
 
-    return await _run(ctx, go, writes=True)
+        return await _run(ctx, go, writes=True)
+    return file_edit
 
 
 _PATH = {"type": "string", "description": "a path; relative paths are in /workspace"}
@@ -188,24 +242,31 @@ def _schema(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
-SPECS = [
-    ToolSpec("file_read", "Read a file (offset/limit in bytes; at most 1 MiB per call).",
-             _schema({"path": _PATH, "offset": {"type": "integer"}, "limit": {"type": "integer"}}, ["path"]),
-             file_read, durability="no_effect"),
-    ToolSpec("file_read_many", f"Read up to {safe_fs.MAX_READ_MANY} files; each result says ok or why not.",
-             _schema({"paths": {"type": "array", "items": {"type": "string"}, "maxItems": safe_fs.MAX_READ_MANY}},
-                     ["paths"]), file_read_many, partial=True, durability="no_effect"),
-    ToolSpec("file_list", "List a directory (recursive optional; symlinks are listed, never followed).",
-             _schema({"path": _PATH, "recursive": {"type": "boolean"}}, []), file_list,
-             durability="no_effect"),
-    ToolSpec("file_write", "Write a file (atomic replace) or append to it; parent directories are "
-             "created unless create_parents is false.",
-             _schema({"path": _PATH, "content": {"type": "string"}, "append": {"type": "boolean"},
-                      "create_parents": {"type": "boolean"}}, ["path", "content"]), file_write),
-    ToolSpec("file_edit", "Replace text in a file: old must occur exactly once unless replace_all.",
-             _schema({"path": _PATH, "old": {"type": "string"}, "new": {"type": "string"},
-                      "replace_all": {"type": "boolean"}}, ["path", "old", "new"]), file_edit),
-    ToolSpec("grep", "Lines matching a pattern in a file or directory tree.",
-             _schema({"pattern": {"type": "string"}, "path": _PATH, "regex": {"type": "boolean"},
-                      "ignore_case": {"type": "boolean"}}, ["pattern"]), grep, durability="no_effect"),
-]
+def make_specs(tally: DiskTally) -> list[ToolSpec]:
+    """The file tools; the writing ones keep ``tally``, the kernel's count of each workspace."""
+    return [
+        ToolSpec("file_read", "Read a file (offset/limit in bytes; at most 1 MiB per call).",
+                 _schema({"path": _PATH, "offset": {"type": "integer"}, "limit": {"type": "integer"}}, ["path"]),
+                 file_read, durability="no_effect"),
+        ToolSpec("file_read_many", f"Read up to {safe_fs.MAX_READ_MANY} files; each result says ok or why not.",
+                 _schema({"paths": {"type": "array", "items": {"type": "string"}, "maxItems": safe_fs.MAX_READ_MANY}},
+                         ["paths"]), file_read_many, partial=True, durability="no_effect"),
+        ToolSpec("file_list", "List a directory (recursive optional; symlinks are listed, never followed).",
+                 _schema({"path": _PATH, "recursive": {"type": "boolean"}}, []), file_list,
+                 durability="no_effect"),
+        ToolSpec("file_write", "Write a file (atomic replace) or append to it; parent directories are "
+                 "created unless create_parents is false.",
+                 _schema({"path": _PATH, "content": {"type": "string"}, "append": {"type": "boolean"},
+                          "create_parents": {"type": "boolean"}}, ["path", "content"]), _file_write(tally)),
+        ToolSpec("file_edit", "Replace text in a file: old must occur exactly once unless replace_all.",
+                 _schema({"path": _PATH, "old": {"type": "string"}, "new": {"type": "string"},
+                          "replace_all": {"type": "boolean"}}, ["path", "old", "new"]), _file_edit(tally)),
+        ToolSpec("grep", "Lines matching a pattern in a file or directory tree.",
+                 _schema({"pattern": {"type": "string"}, "path": _PATH, "regex": {"type": "boolean"},
+                          "ignore_case": {"type": "boolean"}}, ["pattern"]), grep, durability="no_effect"),
+    ]
+
+
+#: the file tools with a count of their own (names, schemas, durability; the kernel builds its
+#: own with ``make_specs(KernelRoot.disk_tally)``)
+SPECS = make_specs(DiskTally(time.monotonic))

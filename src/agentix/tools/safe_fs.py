@@ -57,6 +57,7 @@ from agentix.core.errors import (
 __all__ = [
     "Seen",
     "observed",
+    "DiskQuota",
     "Fence",
     "fenced",
     "locate",
@@ -69,6 +70,7 @@ __all__ = [
     "file_read_many",
     "file_write",
     "grep",
+    "measure_in",
     "open_beneath",
     "openat2_available",
     "room",
@@ -724,11 +726,91 @@ def usage(dirfd: int, *, max_entries: int = MAX_USAGE_ENTRIES, stop_over: int | 
     return total
 
 
-def room(workspace: str, disk_limit: int) -> int:
-    """Bytes the tree at ``workspace`` may still grow by under ``disk_limit``; none left is
-    ``limit_exceeded`` (reason ``disk``)."""
+@dataclass
+class DiskQuota:
+    """One workspace's ``limits.disk`` and what the kernel counts it takes (``used``: None until
+    measured, and again whenever the count may be out of date). A write checks against ``used``
+    (measuring it first if it is None) and adds exactly what it changed: each entry it made,
+    replaced or grew, the directories on its path included, as ``usage`` counts them."""
+
+    limit: int
+    used: int | None = None
+    walks: int = 0  # how many times it was measured
+
+    def measure(self, dirfd: int, *, whole: bool = False) -> int:
+        """``used``, walking the tree under ``dirfd`` when it is not known (a walk stops once
+        over the limit, and leaves it unknown: it is not the whole count; ``whole``: the walk
+        goes on, to say by how much)."""
+        if self.used is not None:
+            return self.used
+        self.walks += 1
+        used = usage(dirfd, stop_over=None if whole else self.limit)
+        if used <= self.limit:
+            self.used = used
+        return used
+
+    def add(self, delta: int) -> None:
+        if self.used is not None:
+            self.used += delta
+
+
+def _value(st: os.stat_result) -> int:
+    """What one entry counts (``usage``'s rule)."""
+    return max(st.st_size, st.st_blocks * 512, ENTRY_BYTES)
+
+
+def _new_entry_room(parts: list[str]) -> int:
+    """What a directory below the root may grow by when one entry is added to it: a block, and
+    one more when ext4 turns a full one-block directory into an indexed one (three blocks).
+    The root's own size is not the workspace's, so an entry added there costs nothing."""
+    return 2 * ENTRY_BYTES if len(parts) > 1 else 0
+
+
+def _path_dirs(rfd: int, dirs: list[str]) -> int:
+    """What the directories on the path ``dirs`` below ``rfd`` take (outermost first; the walk
+    ends at the first that is missing or not a directory): writing a file can grow each of
+    them, or make them."""
+    total = 0
+    cur = os.dup(rfd)
+    try:
+        for d in dirs:
+            st = os.stat(d, dir_fd=cur, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                break
+            total += _value(st)
+            nxt = _open_dir_nofollow(d, cur)
+            os.close(cur)
+            cur = nxt
+    except OSError:
+        pass
+    finally:
+        os.close(cur)
+    return total
+
+
+def _entry(pfd: int, name: str) -> int:
+    try:
+        return _value(os.stat(name, dir_fd=pfd, follow_symlinks=False))
+    except OSError:
+        return 0
+
+
+def measure_in(workspace: str, quota: DiskQuota, *, whole: bool = False) -> int:
+    """``quota.measure`` of the tree at ``workspace``."""
     with _open_root(workspace) as r:
-        used = usage(r.fd, stop_over=disk_limit)
+        return quota.measure(r.fd, whole=whole)
+
+
+def room(workspace: str, disk_limit: int, quota: DiskQuota | None = None) -> int:
+    """Bytes the tree at ``workspace`` may still grow by under ``disk_limit`` (from ``quota``'s
+    count when it has one, measured again before it says none is left); none left is
+    ``limit_exceeded`` (reason ``disk``)."""
+    quota = quota or DiskQuota(disk_limit)
+    walks = quota.walks
+    used = measure_in(workspace, quota)
+    if used >= disk_limit and quota.walks == walks:  # a kept count: never refuse on it
+        quota.used = None
+        used = measure_in(workspace, quota)
     if used >= disk_limit:
         raise LimitExceeded(f"the workspace takes {used} bytes, at or over its disk limit of {disk_limit} "
                             "bytes (limits.disk); remove files first or raise limits.disk",
@@ -741,13 +823,37 @@ def _blocks(size: int) -> int:
     return max(-(-size // ENTRY_BYTES) * ENTRY_BYTES, ENTRY_BYTES)
 
 
-def _room(r: _Root, disk_limit: int | None, grows: int, shown: str) -> None:
+class _StaleCount(LimitExceeded):
+    """A refusal decided on a count from before this call; ``_counted_afresh`` runs the call
+    again on a fresh one (the count is dropped) before it refuses."""
+
+
+def _counted_afresh(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fn()``; if it would be refused on a kept count (files removed since by something other
+    than the kernel's tools are not in it), once more on a count measured now: a refusal is
+    always on a fresh count, a kept one only ever lets a write through."""
+    try:
+        return fn()
+    except _StaleCount:
+        return fn()
+
+
+def _room(r: _Root, quota: DiskQuota | None, grows: int, shown: str, *, entry: int = 0,
+          walks: int = 0) -> None:
     """``limit_exceeded`` (reason ``disk``) if the tree under ``r`` would take more than
-    ``disk_limit`` bytes after growing by ``grows``."""
-    if disk_limit is None or grows <= 0:
+    ``quota.limit`` bytes after growing by ``grows``, and ``entry`` more for the directory
+    entry the write adds (a write that does not grow the files is never refused: a workspace
+    at its limit can always be shrunk). ``walks``: ``quota.walks`` when the call began (a count
+    kept from before it is dropped and the call run again rather than refused on it)."""
+    if quota is None or grows <= 0:
         return
-    used = usage(r.fd, stop_over=disk_limit)
+    grows += entry
+    disk_limit = quota.limit
+    used = quota.measure(r.fd)
     if used + grows > disk_limit:
+        if quota.walks == walks:  # not measured during this call
+            quota.used = None
+            raise _StaleCount("counted again", limit=disk_limit, reason="disk")
         raise LimitExceeded(
             f"{shown}: writing {grows} more bytes would take the workspace to at least {used + grows} bytes, over "
             f"its disk limit of {disk_limit} bytes (limits.disk); remove files first or raise limits.disk",
@@ -809,7 +915,12 @@ def _replace(pfd: int, name: str, data: bytes, mode: int) -> None:
         raise
 
 
-def file_write(
+def file_write(root: str, rel: str, content: str | bytes, **kw: Any) -> dict[str, Any]:
+    """Write (atomic replace) or append ``content`` to the file at ``rel`` (``_file_write``)."""
+    return _counted_afresh(lambda: _file_write(root, rel, content, **kw))
+
+
+def _file_write(
     root: str,
     rel: str,
     content: str | bytes,
@@ -817,10 +928,11 @@ def file_write(
     append: bool = False,
     create_parents: bool = False,
     max_bytes: int = MAX_WRITE_BYTES,
-    disk_limit: int | None = None,
+    quota: DiskQuota | None = None,
 ) -> dict[str, Any]:
-    """Write (atomic replace) or append ``content`` to the file at ``rel``; ``disk_limit``:
-    the tree under ``root`` (a workspace) may take at most that many bytes afterwards."""
+    """Write (atomic replace) or append ``content`` to the file at ``rel``; ``quota``: the tree
+    under ``root`` (a workspace) may take at most ``quota.limit`` bytes afterwards, and
+    ``quota.used`` is kept up to date with what the write changed."""
     data = _as_bytes(content, max_bytes)
     parts = _components(rel)
     if not parts:
@@ -828,14 +940,22 @@ def file_write(
     name = parts[-1]
     with _open_root(root) as r:
         shown = r.shown(rel)
+        dirs_before, walks = 0, 0
+        if quota is not None:
+            walks = quota.walks
+            quota.measure(r.fd)  # before a parent directory is made (those count below)
+            dirs_before = _path_dirs(r.fd, parts[:-1])
         pfd, made = _open_parent(r, parts, create_parents)
+        before = _entry(pfd, name) if quota is not None else 0
         try:
             st = _existing(pfd, name, shown)
-            # what the file will take less what it takes (the parents just made are counted
-            # by the walk itself)
-            had = 0 if st is None else max(st.st_size, st.st_blocks * 512, ENTRY_BYTES)
+            # what the file will take less what it takes, and the parents just made
+            had = 0 if st is None else _value(st)
             size = len(data) + (st.st_size if append and st is not None else 0)
-            _room(r, disk_limit, _blocks(size) - had, shown)
+            parents = _path_dirs(r.fd, parts[:-1]) - dirs_before if quota is not None else 0
+            # a new file, or the temporary file of a replace, is one more entry in its directory
+            entry = 0 if append and st is not None else _new_entry_room(parts)
+            _room(r, quota, _blocks(size) - had + parents, shown, entry=entry, walks=walks)
             commit_point()  # the call that asked is still there (tools/thread_work.py)
             if append:
                 with _regular_at(pfd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, shown) as (fd, fst):
@@ -858,12 +978,19 @@ def file_write(
             made = []
             raise
         finally:
+            if quota is not None:  # what changed, written or not (a directory may have grown)
+                quota.add(_path_dirs(r.fd, parts[:-1]) - dirs_before + _entry(pfd, name) - before)
             _release(made)
             os.close(pfd)
         return {"path": shown, "bytes_written": len(data), "created": st is None, "appended": append}
 
 
-def file_edit(
+def file_edit(root: str, rel: str, old: str, new: str, **kw: Any) -> dict[str, Any]:
+    """Replace ``old`` by ``new`` in the file at ``rel`` (``_file_edit``)."""
+    return _counted_afresh(lambda: _file_edit(root, rel, old, new, **kw))
+
+
+def _file_edit(
     root: str,
     rel: str,
     old: str,
@@ -871,9 +998,9 @@ def file_edit(
     *,
     replace_all: bool = False,
     max_bytes: int = MAX_WRITE_BYTES,
-    disk_limit: int | None = None,
+    quota: DiskQuota | None = None,
 ) -> dict[str, Any]:
-    """Replace ``old`` by ``new``: exactly one occurrence unless ``replace_all`` (``disk_limit``
+    """Replace ``old`` by ``new``: exactly one occurrence unless ``replace_all`` (``quota``
     as ``file_write``'s)."""
     if not isinstance(old, str) or not old:
         raise InvalidRequest("old must be a non-empty string")
@@ -884,7 +1011,10 @@ def file_edit(
         raise InvalidRequest("file_edit needs a file path")
     with _open_root(root) as r:
         shown = r.shown(rel)
+        dirs_before = _path_dirs(r.fd, parts[:-1]) if quota is not None else 0
         pfd, _ = _open_parent(r, parts, False)
+        before = _entry(pfd, parts[-1]) if quota is not None else 0
+        walks = quota.walks if quota is not None else 0
         try:
             with _regular_at(pfd, parts[-1], os.O_RDONLY, shown) as (fd, st):
                 if st.st_size > max_bytes:
@@ -904,7 +1034,7 @@ def file_edit(
                 )
             out = text.replace(old, new) if replace_all else text.replace(old, new, 1)
             data = _as_bytes(out, max_bytes)
-            _room(r, disk_limit, _blocks(len(data)) - max(st.st_size, st.st_blocks * 512, ENTRY_BYTES), shown)
+            _room(r, quota, _blocks(len(data)) - _value(st), shown, entry=_new_entry_room(parts), walks=walks)
             commit_point()
             try:
                 _replace(pfd, parts[-1], data, stat.S_IMODE(st.st_mode))
@@ -912,5 +1042,7 @@ def file_edit(
                 raise _refusal(err, shown) from None
             _saw_at("edit", pfd, parts[-1], shown, st)
         finally:
+            if quota is not None:
+                quota.add(_path_dirs(r.fd, parts[:-1]) - dirs_before + _entry(pfd, parts[-1]) - before)
             os.close(pfd)
         return {"path": shown, "replacements": count if replace_all else 1}
