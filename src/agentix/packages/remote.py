@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ from agentix.core.package import Ref, check_digest, sha256_digest
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, start_writeback
 from agentix.packages.registry_urls import MAX_REDIRECTS, check_url, pin_session
 
-__all__ = ["Credentials", "RemoteRegistry", "ACCEPT", "INDEX_TYPE"]
+__all__ = ["Credentials", "RemoteRegistry", "StagedBlob", "ACCEPT", "INDEX_TYPE"]
 
 log = logging.getLogger(__name__)
 
@@ -283,43 +284,57 @@ class RemoteRegistry:
         """Download a blob into ``layout`` (verified); False if it was there already."""
         if layout.has_blob(desc.digest):
             return False
+        self.stage_blob(ref, desc, layout, max_size).commit()
+        return True
+
+    def stage_blob(self, ref: Ref, desc: Descriptor, layout: Layout, max_size: int,
+                   stop: threading.Event | None = None) -> StagedBlob:
+        """Download a blob into a private temporary file of ``layout`` (``tmp/``), hashed as it
+        arrives, checked against its digest and size, and fsynced; it is not in the store until
+        the caller ``commit()``s it (``discard()``: gone, as if never fetched). ``stop``: once set,
+        the download ends at its next chunk (``PackageRejected``, reason ``stopped``): a pull
+        refused meanwhile does not wait for the rest of a layer it will not keep."""
         if desc.size > max_size:
             raise PackageRejected(f"blob {desc.digest} is {desc.size} bytes; the limit is {max_size}",
                                   reason="too_large")
         what = f"downloading {desc.digest[:19]} of {ref}"
         r = self._request(what, self._url(ref, "blobs", desc.digest), "GET", stream=True)
         tmp = layout.temp_path("pull")
+        f = None
         try:
             h = hashlib.sha256()
             n = flushed = 0
-            with open(tmp, "wb", buffering=0) as f:
-                try:
-                    for chunk in r.iter_content(CHUNK):
-                        n += len(chunk)
-                        if n > desc.size:
-                            raise PackageRejected(f"{what}: the registry sent more than the {desc.size} "
-                                                  "bytes the manifest names", reason="digest_mismatch")
-                        h.update(chunk)
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[f.write(view):]
-                        if n - flushed >= WRITEBACK:  # the fsync below then finds most of it on disk
-                            start_writeback(f.fileno(), flushed, n - flushed)
-                            flushed = n
-                except requests.RequestException as err:
-                    raise _fail(what, self.host, err=err) from None
-                actual = "sha256:" + h.hexdigest()
-                if actual != desc.digest or n != desc.size:
-                    raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
-                                          f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
-                                          actual=actual)
-                os.fsync(f.fileno())
-                # hashed as it arrived, written by us into the store's private tmp/ and
-                # fsynced: not read and hashed a second time (nor by a run, while unchanged)
-                layout.commit_file(tmp, desc.digest, hashed=True, fd=f.fileno())
-            return True
+            f = open(tmp, "wb", buffering=0)
+            try:
+                for chunk in r.iter_content(CHUNK):
+                    if stop is not None and stop.is_set():
+                        raise PackageRejected(f"{what}: stopped (the pull was refused or failed)",
+                                              reason="stopped")
+                    n += len(chunk)
+                    if n > desc.size:
+                        raise PackageRejected(f"{what}: the registry sent more than the {desc.size} "
+                                              "bytes the manifest names", reason="digest_mismatch")
+                    h.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[f.write(view):]
+                    if n - flushed >= WRITEBACK:  # the fsync below then finds most of it on disk
+                        start_writeback(f.fileno(), flushed, n - flushed)
+                        flushed = n
+            except requests.RequestException as err:
+                raise _fail(what, self.host, err=err) from None
+            actual = "sha256:" + h.hexdigest()
+            if actual != desc.digest or n != desc.size:
+                raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
+                                      f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
+                                      actual=actual)
+            os.fsync(f.fileno())
+            staged, f = StagedBlob(layout, tmp, f, desc.digest), None
+            return staged
         finally:
-            tmp.unlink(missing_ok=True)
+            if f is not None:  # not handed out: nothing of it is left
+                f.close()
+                tmp.unlink(missing_ok=True)
             r.close()
 
     def referrers(self, ref: Ref, digest: str, artifact_type: str) -> list[Descriptor] | None:
@@ -473,6 +488,35 @@ class RemoteRegistry:
             raise RegistryError(f"{what}: the registry stored digest {claimed}, we sent {digest}",
                                 reason="protocol", registry=self.host)
         return r.headers.get("OCI-Subject") == subject
+class StagedBlob:
+    """A downloaded blob, verified and fsynced, waiting in the store's private ``tmp/``
+    (``RemoteRegistry.stage_blob``): ``commit()`` moves it into the store (the file it was
+    hashed into, so a run does not hash it again: ``Layout.commit_file(fd=)``); ``discard()``
+    removes it. Each happens once; a context exit discards what was not committed."""
+
+    def __init__(self, layout: Layout, path: Path, f: Any, digest: str) -> None:
+        self.layout, self.path, self.f, self.digest = layout, path, f, digest
+
+    def commit(self) -> None:
+        try:
+            # hashed as it arrived, written by us into the store's private tmp/ and
+            # fsynced: not read and hashed a second time (nor by a run, while unchanged)
+            self.layout.commit_file(self.path, self.digest, hashed=True, fd=self.f.fileno())
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if not self.f.closed:
+            self.f.close()
+        self.path.unlink(missing_ok=True)  # after a commit: already gone
+
+    def __enter__(self) -> StagedBlob:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.discard()
+
+
 class _Upload:
     """A local blob as a PUT body: sent in 1 MiB chunks (a file object would go out 16 KiB at a
     time) and hashed as it goes, instead of hashed in full first and read again. Iterating
