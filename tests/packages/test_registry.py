@@ -85,7 +85,8 @@ def test_repush_does_not_duplicate(store: PackageStore, context: Path, registry:
 @pytest.mark.parametrize("how", ["flipped", "truncated", "grown"])
 def test_pushing_a_locally_altered_blob_is_refused_and_tags_nothing(
         store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, how: str) -> None:
-    """The push hashes each blob as it sends it (no hash-first pass): an altered one is
+    """The push does not hash a blob it sends (the registry checks it against the digest in
+    the PUT); when the registry refuses it, the push hashes the local blob: an altered one is
     still named as such, the registry never stores it under its digest, and no tag appears.
     A blob of the wrong size is refused before a byte is sent (no hang on a short body)."""
     ref = registry.ref(f"team/altered-{how}:1.0.0")

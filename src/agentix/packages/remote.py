@@ -427,8 +427,6 @@ class RemoteRegistry:
                 if desc.size:
                     body.check()  # an altered local blob is named as such, not by the registry's refusal
                 raise
-            if desc.size:
-                body.check()
         return "sent"
 
     def _location(self, what: str, r: requests.Response) -> str:
@@ -519,18 +517,17 @@ class StagedBlob:
 
 class _Upload:
     """A local blob as a PUT body: sent in 1 MiB chunks (a file object would go out 16 KiB at a
-    time) and hashed as it goes, instead of hashed in full first and read again. Iterating
-    starts over from the first byte (a request answered by an auth challenge is sent again).
-    ``check()``: the bytes sent were the blob's digest and size; the registry checks the digest
-    too (it is in the URL), so an altered blob is never stored under it either way. A local
-    file of the wrong size is refused before a byte is sent (a short body would leave the
-    registry waiting for the rest)."""
+    time). Not hashed on the way: the digest is in the PUT's URL and the registry checks the
+    bytes against it (the distribution spec: it MUST; distribution answers 400
+    ``DIGEST_INVALID``), so an altered blob is never stored under its digest. When the PUT
+    fails, ``check()`` reads the local blob and hashes it, to name an altered one as such
+    rather than by the registry's refusal. A local file of the wrong size is refused before a
+    byte is sent (a short body would leave the registry waiting for the rest). Iterating starts
+    over from the first byte (a request answered by an auth challenge is sent again)."""
 
     def __init__(self, f: Any, desc: Descriptor) -> None:
         self.f = f
         self.desc = desc
-        self.h = hashlib.sha256()
-        self.n = 0
         self._size_ok()
 
     def _size_ok(self) -> None:
@@ -545,23 +542,23 @@ class _Upload:
 
     def __iter__(self) -> Any:
         self.f.seek(0)
-        self.h = hashlib.sha256()
-        self.n = 0
         left = self.desc.size
         while left > 0:
             chunk = self.f.read(min(CHUNK, left))
             if not chunk:
                 break
-            self.h.update(chunk)
-            self.n += len(chunk)
             left -= len(chunk)
             yield chunk
 
     def check(self) -> None:
-        if self.n != self.desc.size:
-            self._size_ok()
-            return  # not all sent (the request failed early): nothing to compare yet
-        if "sha256:" + self.h.hexdigest() != self.desc.digest:
+        """After a failed PUT: a local blob that is not what its digest names is refused as
+        altered; one that is leaves the registry's error to be raised."""
+        self._size_ok()
+        h = hashlib.sha256()
+        self.f.seek(0)
+        while chunk := self.f.read(CHUNK):
+            h.update(chunk)
+        if "sha256:" + h.hexdigest() != self.desc.digest:
             raise PackageRejected(f"blob {self.desc.digest} in the local store does not match its digest "
                                   "(it was altered)", reason="digest_mismatch", digest=self.desc.digest)
 
