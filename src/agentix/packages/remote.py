@@ -41,7 +41,6 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,8 +382,7 @@ class RemoteRegistry:
                 return False
             raise
 
-    def push_blob(self, ref: Ref, desc: Descriptor, layout: Layout, *, mount_from: str | None = None,
-                  opened: Callable[[], None] | None = None) -> str:
+    def push_blob(self, ref: Ref, desc: Descriptor, layout: Layout, *, mount_from: str | None = None) -> str:
         """Make sure ``ref``'s repository holds the blob: ``"mounted"`` from the repository
         ``mount_from`` of the same registry (no bytes sent; distribution answers 201), else
         ``"present"`` if the registry has it (asked only for blobs over ``ASK_FIRST`` bytes,
@@ -392,8 +390,7 @@ class RemoteRegistry:
         then PUT with the digest). A mount the registry does not do — the blob is not in
         ``mount_from``, the credentials cannot read it, no mount support — falls back to the
         upload: the upload session the registry opened instead (202), or, if it refused the
-        mount outright (401/403/404), the ordinary HEAD and POST, then PUT. ``opened`` is
-        called once the bytes are about to go (the session is open), or there are none to send."""
+        mount outright (401/403/404), the ordinary HEAD and POST, then PUT."""
         what = f"uploading {desc.digest[:19]} to {ref.name}"
         uploads = f"{self.reg.prefix}://{self.host}/v2/{ref.path}/blobs/uploads/"
         r: requests.Response | None = None
@@ -415,8 +412,6 @@ class RemoteRegistry:
             if r is None:
                 return "present"
         location = self._location(what, r)
-        if opened is not None:
-            opened()
         sep = "&" if "?" in location else "?"
         try:
             f = open(layout.blob_path(desc.digest), "rb", buffering=0)

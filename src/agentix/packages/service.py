@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -409,11 +409,8 @@ class PackageStore:
         ``PUSH_CONCURRENCY`` at once, the largest first (it is the longest wait). Each worker
         thread has a client of its own (an oras session, and the token it answers a challenge
         with, is not shared between threads) and keeps its connection for every blob it
-        sends. The largest goes first, on ``remote`` in this thread, alone until its upload
-        session is open (its bytes are the longest wait: its POST is not queued behind the
-        small ones'); the others start then (none do if it fails before). Every upload started
-        finishes or fails before this returns; the first failure is raised, and then nothing
-        gets tagged."""
+        sends. Every upload finishes or fails before this returns; the first failure is
+        raised, and then nothing gets tagged."""
         def source(d: Descriptor) -> str | None:
             return record.source(d.digest, ref.path) if record is not None else None  # None: no mounts
 
@@ -426,17 +423,10 @@ class PackageStore:
                 local.remote = self._remote(ref)
             return local.remote.push_blob(ref, d, self.layout, mount_from=source(d))
 
-        first, *rest = sorted(range(len(blobs)), key=lambda i: -blobs[i].size)
-        futures: dict[int, Future[str]] = {}
-        with ThreadPoolExecutor(max_workers=min(PUSH_CONCURRENCY, len(rest)), thread_name_prefix="push") as pool:
-            def start_rest() -> None:
-                if not futures:
-                    futures.update({i: pool.submit(push, blobs[i]) for i in rest})
-
-            outcome = remote.push_blob(ref, blobs[first], self.layout, mount_from=source(blobs[first]),
-                                       opened=start_rest)
-            start_rest()  # it was mounted or present: the others go now (if it failed: they never do)
-        return [outcome if i == first else futures[i].result() for i in range(len(blobs))]
+        order = sorted(range(len(blobs)), key=lambda i: -blobs[i].size)
+        with ThreadPoolExecutor(max_workers=min(PUSH_CONCURRENCY, len(blobs)), thread_name_prefix="push") as pool:
+            futures = {i: pool.submit(push, blobs[i]) for i in order}
+        return [futures[i].result() for i in range(len(blobs))]
 
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
         """Fetch, verify digests, decide trust, then store and tag (in that order): the
