@@ -527,7 +527,7 @@ class PackageStore:
             yield lambda: [f.result() for f in futures]
         finally:
             stop.set()
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=True, cancel_futures=True)  # one not started never starts
             for f in futures:
                 if not f.cancelled() and f.exception() is None:
                     f.result().discard()  # committed ones are gone already
