@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,7 +85,8 @@ def test_repush_does_not_duplicate(store: PackageStore, context: Path, registry:
 @pytest.mark.parametrize("how", ["flipped", "truncated", "grown"])
 def test_pushing_a_locally_altered_blob_is_refused_and_tags_nothing(
         store: PackageStore, other_store: PackageStore, context: Path, registry: Registry, how: str) -> None:
-    """The push hashes each blob as it sends it (no hash-first pass): an altered one is
+    """The push does not hash a blob it sends (the registry checks it against the digest in
+    the PUT); when the registry refuses it, the push hashes the local blob: an altered one is
     still named as such, the registry never stores it under its digest, and no tag appears.
     A blob of the wrong size is refused before a byte is sent (no hang on a short body)."""
     ref = registry.ref(f"team/altered-{how}:1.0.0")
@@ -227,23 +229,27 @@ def test_interrupted_pull_leaves_no_partial_package(
     other_store.trust_add(pub, registry.ref("team/*"))
     from agentix.packages import remote
 
-    real = remote.RemoteRegistry.fetch_blob
+    real = remote.RemoteRegistry.stage_blob  # every blob a pull fetches comes through here
     calls = {"n": 0}
+    lock = threading.Lock()  # the layers download at once
 
-    def dies_on_the_second_layer(self, ref_, desc, layout, max_size):  # type: ignore[no-untyped-def]
+    def dies_on_the_second_layer(self, ref_, desc, layout, *a):  # type: ignore[no-untyped-def]
         if desc.media_type.endswith("tar+gzip"):
-            calls["n"] += 1
-            if calls["n"] == 2:
+            with lock:
+                calls["n"] += 1
+                n = calls["n"]
+            if n == 2:
                 raise RegistryError("connection reset", reason="unreachable")
-        return real(self, ref_, desc, layout, max_size)
+        return real(self, ref_, desc, layout, *a)
 
-    monkeypatch.setattr(remote.RemoteRegistry, "fetch_blob", dies_on_the_second_layer)
+    monkeypatch.setattr(remote.RemoteRegistry, "stage_blob", dies_on_the_second_layer)
     before = store_files(other_store)
     with pytest.raises(RegistryError):
         other_store.pull(ref)
     assert other_store.list() == []
     assert store_files(other_store) == before  # not even the blobs it fetched before it died
-    monkeypatch.setattr(remote.RemoteRegistry, "fetch_blob", real)
+    assert calls["n"] == 2  # both layers were asked for
+    monkeypatch.setattr(remote.RemoteRegistry, "stage_blob", real)
     assert other_store.pull(ref)["verdict"]["basis"] == "signed"  # and a retry completes it
 
 
@@ -300,20 +306,20 @@ def test_a_pull_interrupted_at_any_step_tags_nothing_not_even_the_signatures(
     from agentix.packages import layout as layout_mod
     from agentix.packages import remote
 
-    real_fetch, real_write = remote.RemoteRegistry.fetch_blob, layout_mod.Layout._write_atomic
+    real_fetch, real_write = remote.RemoteRegistry.stage_blob, layout_mod.Layout._write_atomic
     kinds = {"config": "config.v1+json", "signature": "signature.v1+json", "layer": "tar+gzip"}
 
-    def fetch(self, ref_, desc, layout, max_size):  # type: ignore[no-untyped-def]
+    def fetch(self, ref_, desc, layout, *a):  # type: ignore[no-untyped-def]
         if dies_at in kinds and desc.media_type.endswith(kinds[dies_at]):
             raise RegistryError("connection reset", reason="unreachable")
-        return real_fetch(self, ref_, desc, layout, max_size)
+        return real_fetch(self, ref_, desc, layout, *a)
 
     def write(self, path, data):  # type: ignore[no-untyped-def]
         if dies_at == "index" and path.name == "index.json":
             raise OSError(28, "No space left on device")
         return real_write(self, path, data)
 
-    monkeypatch.setattr(remote.RemoteRegistry, "fetch_blob", fetch)
+    monkeypatch.setattr(remote.RemoteRegistry, "stage_blob", fetch)
     monkeypatch.setattr(layout_mod.Layout, "_write_atomic", write)
     with pytest.raises((RegistryError, OSError)):
         other_store.pull(ref)

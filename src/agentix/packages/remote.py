@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, st
 from agentix.packages.registry_auth import MAX_TOKEN_ANSWER, Challenges
 from agentix.packages.registry_urls import MAX_REDIRECTS, check_url, pin_session
 
-__all__ = ["Credentials", "RemoteRegistry", "ACCEPT", "INDEX_TYPE"]
+__all__ = ["Credentials", "RemoteRegistry", "StagedBlob", "ACCEPT", "INDEX_TYPE"]
 
 log = logging.getLogger(__name__)
 
@@ -287,43 +288,57 @@ class RemoteRegistry:
         """Download a blob into ``layout`` (verified); False if it was there already."""
         if layout.has_blob(desc.digest):
             return False
+        self.stage_blob(ref, desc, layout, max_size).commit()
+        return True
+
+    def stage_blob(self, ref: Ref, desc: Descriptor, layout: Layout, max_size: int,
+                   stop: threading.Event | None = None) -> StagedBlob:
+        """Download a blob into a private temporary file of ``layout`` (``tmp/``), hashed as it
+        arrives, checked against its digest and size, and fsynced; it is not in the store until
+        the caller ``commit()``s it (``discard()``: gone, as if never fetched). ``stop``: once set,
+        the download ends at its next chunk (``PackageRejected``, reason ``stopped``): a pull
+        refused meanwhile does not wait for the rest of a layer it will not keep."""
         if desc.size > max_size:
             raise PackageRejected(f"blob {desc.digest} is {desc.size} bytes; the limit is {max_size}",
                                   reason="too_large")
         what = f"downloading {desc.digest[:19]} of {ref}"
         r = self._request(what, self._url(ref, "blobs", desc.digest), "GET", stream=True)
         tmp = layout.temp_path("pull")
+        f = None
         try:
             h = hashlib.sha256()
             n = flushed = 0
-            with open(tmp, "wb", buffering=0) as f:
-                try:
-                    for chunk in r.iter_content(CHUNK):
-                        n += len(chunk)
-                        if n > desc.size:
-                            raise PackageRejected(f"{what}: the registry sent more than the {desc.size} "
-                                                  "bytes the manifest names", reason="digest_mismatch")
-                        h.update(chunk)
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[f.write(view):]
-                        if n - flushed >= WRITEBACK:  # the fsync below then finds most of it on disk
-                            start_writeback(f.fileno(), flushed, n - flushed)
-                            flushed = n
-                except requests.RequestException as err:
-                    raise _fail(what, self.host, err=err) from None
-                actual = "sha256:" + h.hexdigest()
-                if actual != desc.digest or n != desc.size:
-                    raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
-                                          f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
-                                          actual=actual)
-                os.fsync(f.fileno())
-                # hashed as it arrived, written by us into the store's private tmp/ and
-                # fsynced: not read and hashed a second time (nor by a run, while unchanged)
-                layout.commit_file(tmp, desc.digest, hashed=True, fd=f.fileno())
-            return True
+            f = open(tmp, "wb", buffering=0)
+            try:
+                for chunk in r.iter_content(CHUNK):
+                    if stop is not None and stop.is_set():
+                        raise PackageRejected(f"{what}: stopped (the pull was refused or failed)",
+                                              reason="stopped")
+                    n += len(chunk)
+                    if n > desc.size:
+                        raise PackageRejected(f"{what}: the registry sent more than the {desc.size} "
+                                              "bytes the manifest names", reason="digest_mismatch")
+                    h.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[f.write(view):]
+                    if n - flushed >= WRITEBACK:  # the fsync below then finds most of it on disk
+                        start_writeback(f.fileno(), flushed, n - flushed)
+                        flushed = n
+            except requests.RequestException as err:
+                raise _fail(what, self.host, err=err) from None
+            actual = "sha256:" + h.hexdigest()
+            if actual != desc.digest or n != desc.size:
+                raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
+                                      f"{n} bytes)", reason="digest_mismatch", expected=desc.digest,
+                                      actual=actual)
+            os.fsync(f.fileno())
+            staged, f = StagedBlob(layout, tmp, f, desc.digest), None
+            return staged
         finally:
-            tmp.unlink(missing_ok=True)
+            if f is not None:  # not handed out: nothing of it is left
+                f.close()
+                tmp.unlink(missing_ok=True)
             r.close()
 
     def referrers(self, ref: Ref, digest: str, artifact_type: str) -> list[Descriptor] | None:
@@ -416,8 +431,6 @@ class RemoteRegistry:
                 if desc.size:
                     body.check()  # an altered local blob is named as such, not by the registry's refusal
                 raise
-            if desc.size:
-                body.check()
         return "sent"
 
     def _location(self, what: str, r: requests.Response) -> str:
@@ -477,20 +490,48 @@ class RemoteRegistry:
             raise RegistryError(f"{what}: the registry stored digest {claimed}, we sent {digest}",
                                 reason="protocol", registry=self.host)
         return r.headers.get("OCI-Subject") == subject
+class StagedBlob:
+    """A downloaded blob, verified and fsynced, waiting in the store's private ``tmp/``
+    (``RemoteRegistry.stage_blob``): ``commit()`` moves it into the store (the file it was
+    hashed into, so a run does not hash it again: ``Layout.commit_file(fd=)``); ``discard()``
+    removes it. Each happens once; a context exit discards what was not committed."""
+
+    def __init__(self, layout: Layout, path: Path, f: Any, digest: str) -> None:
+        self.layout, self.path, self.f, self.digest = layout, path, f, digest
+
+    def commit(self) -> None:
+        try:
+            # hashed as it arrived, written by us into the store's private tmp/ and
+            # fsynced: not read and hashed a second time (nor by a run, while unchanged)
+            self.layout.commit_file(self.path, self.digest, hashed=True, fd=self.f.fileno())
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if not self.f.closed:
+            self.f.close()
+        self.path.unlink(missing_ok=True)  # after a commit: already gone
+
+    def __enter__(self) -> StagedBlob:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.discard()
+
+
 class _Upload:
     """A local blob as a PUT body: sent in 1 MiB chunks (a file object would go out 16 KiB at a
-    time) and hashed as it goes, instead of hashed in full first and read again. Iterating
-    starts over from the first byte (a request answered by an auth challenge is sent again).
-    ``check()``: the bytes sent were the blob's digest and size; the registry checks the digest
-    too (it is in the URL), so an altered blob is never stored under it either way. A local
-    file of the wrong size is refused before a byte is sent (a short body would leave the
-    registry waiting for the rest)."""
+    time). Not hashed on the way: the digest is in the PUT's URL and the registry checks the
+    bytes against it (the distribution spec: it MUST; distribution answers 400
+    ``DIGEST_INVALID``), so an altered blob is never stored under its digest. When the PUT
+    fails, ``check()`` reads the local blob and hashes it, to name an altered one as such
+    rather than by the registry's refusal. A local file of the wrong size is refused before a
+    byte is sent (a short body would leave the registry waiting for the rest). Iterating starts
+    over from the first byte (a request answered by an auth challenge is sent again)."""
 
     def __init__(self, f: Any, desc: Descriptor) -> None:
         self.f = f
         self.desc = desc
-        self.h = hashlib.sha256()
-        self.n = 0
         self._size_ok()
 
     def _size_ok(self) -> None:
@@ -505,23 +546,23 @@ class _Upload:
 
     def __iter__(self) -> Any:
         self.f.seek(0)
-        self.h = hashlib.sha256()
-        self.n = 0
         left = self.desc.size
         while left > 0:
             chunk = self.f.read(min(CHUNK, left))
             if not chunk:
                 break
-            self.h.update(chunk)
-            self.n += len(chunk)
             left -= len(chunk)
             yield chunk
 
     def check(self) -> None:
-        if self.n != self.desc.size:
-            self._size_ok()
-            return  # not all sent (the request failed early): nothing to compare yet
-        if "sha256:" + self.h.hexdigest() != self.desc.digest:
+        """After a failed PUT: a local blob that is not what its digest names is refused as
+        altered; one that is leaves the registry's error to be raised."""
+        self._size_ok()
+        h = hashlib.sha256()
+        self.f.seek(0)
+        while chunk := self.f.read(CHUNK):
+            h.update(chunk)
+        if "sha256:" + h.hexdigest() != self.desc.digest:
             raise PackageRejected(f"blob {self.desc.digest} in the local store does not match its digest "
                                   "(it was altered)", reason="digest_mismatch", digest=self.desc.digest)
 

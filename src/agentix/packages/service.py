@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,7 @@ from agentix.packages.trust import (EMPTY_CONFIG, MAX_SIGNATURES, SIGNATURE_ARTI
 from agentix.packages.unpack import UnpackLimits, copy_tree, seal_tree, unpack_layers
 
 if TYPE_CHECKING:  # the registry client (oras, requests) loads on the first push or pull:
-    from agentix.packages.remote import RemoteRegistry  # a third of the kernel's import time
+    from agentix.packages.remote import RemoteRegistry, StagedBlob  # a third of the kernel's import time
     from agentix.store.db import Database
 
 __all__ = ["PackageStore", "Prepared", "AGENTFILE_NAMES"]
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 AGENTFILE_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json")
 MAX_CONFIG = 1 << 20
 PUSH_CONCURRENCY = 4
+#: a pull downloads at most this many layers at once
+PULL_CONCURRENCY = 4
 MAX_RAN_ONCE = 1024
 PACKAGE_MANIFEST_FIELDS = frozenset({"name", "description", "program", "args", "env", "model", "system_prompt",
                                      "max_iterations", "limits", "budget"})
@@ -439,8 +441,10 @@ class PackageStore:
     def pull(self, ref_text: str, *, allow_rollback: bool = False) -> dict[str, Any]:
         """Fetch, verify digests, decide trust, then store and tag (in that order): the
         manifest; its config while the signatures beside it are looked for (on a client of
-        their own); the verdict; only then the layers; last, one write of the index tags the
-        package and its signatures together (an interrupted pull tags nothing). A pull
+        their own) and the layers download into the store's private ``tmp/`` (verified, not
+        stored: ``_staging_layers``); the verdict; only then are the layers stored; last, one
+        write of the index tags the package and its signatures together (an interrupted pull
+        tags nothing). A pull
         that fails or is refused (signature, trust, rollback, digest, a registry error, an
         interruption) leaves the store as it was: no tag, and no blob it wrote is left behind."""
         ref = parse_ref(ref_text)
@@ -488,20 +492,55 @@ class PackageStore:
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
         if sum(d.size for d in layers) > self.limits.max_bytes * 2:
             raise PackageRejected(f"{ref} is larger than this kernel accepts", reason="too_large")
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="signatures") as side:
-            sig_f = side.submit(self._remote_signatures, self._remote(ref), ref, desc)
-            remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)  # its failure is raised first
-            self.layout.put_bytes(mbytes, desc.digest)
-        sigs, via, sig_tag = sig_f.result()
-        verdict = self._decide(ref, desc, sigs, allow_rollback)  # before any layer is fetched or tagged
-        for d in layers:
-            remote.fetch_blob(ref, d, self.layout, self.limits.max_bytes * 2)
+        with self._staging_layers(ref, layers) as staged:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="signatures") as side:
+                sig_f = side.submit(self._remote_signatures, self._remote(ref), ref, desc)
+                remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)  # its failure is raised first
+                self.layout.put_bytes(mbytes, desc.digest)
+            sigs, via, sig_tag = sig_f.result()
+            verdict = self._decide(ref, desc, sigs, allow_rollback)  # before any layer is stored or tagged
+            for blob in staged():  # a layer's failure is raised after the verdict's
+                blob.commit()
         # by digest: remembered under a tag named after its digest
         tag_ref = ref if ref.tag else ref.with_tag("sha256-" + desc.digest[7:19])
         self.layout.tag_all([*([sig_tag] if sig_tag is not None else []),
                              (tag_ref, Descriptor(MANIFEST_TYPE, desc.digest, desc.size))])
         self.record_seen(verdict)
         return {"ref": str(ref), "digest": desc.digest, "verdict": _verdict_data(verdict), "signatures_via": via}
+
+    @contextlib.contextmanager
+    def _staging_layers(self, ref: Ref, layers: list[Descriptor]) -> Iterator[Callable[[], list[StagedBlob]]]:
+        """Download the ``layers`` the store lacks into its private ``tmp/`` (``stage_blob``:
+        verified against their digests, fsynced, not in the store) while the body of the
+        ``with`` finds the signatures and decides trust: up to ``PULL_CONCURRENCY`` at once,
+        the largest first, each on a client of its own. The body calls what it is given to
+        wait for them all (the first failure is raised) and commits them only once trusted.
+        Leaving the ``with`` — refused, failed or done — stops the downloads still running
+        (at their next chunk), waits for them, and removes every staged file not committed:
+        nothing fetched before the verdict is ever visible, and ``tmp/`` is as it was."""
+        pending = [d for d in _unique(layers) if not self.layout.has_blob(d.digest)]
+        if not pending:
+            yield lambda: []
+            return
+        stop = threading.Event()
+        local = threading.local()
+        max_size = self.limits.max_bytes * 2
+
+        def stage(d: Descriptor) -> StagedBlob:
+            if not hasattr(local, "remote"):
+                local.remote = self._remote(ref)
+            return local.remote.stage_blob(ref, d, self.layout, max_size, stop)
+
+        pool = ThreadPoolExecutor(max_workers=min(PULL_CONCURRENCY, len(pending)), thread_name_prefix="layers")
+        futures = [pool.submit(stage, d) for d in sorted(pending, key=lambda d: -d.size)]
+        try:
+            yield lambda: [f.result() for f in futures]
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)  # one not started never starts
+            for f in futures:
+                if not f.cancelled() and f.exception() is None:
+                    f.result().discard()  # committed ones are gone already
 
     def _remote_signatures(self, remote: RemoteRegistry, ref: Ref, desc: Descriptor
                            ) -> tuple[list[Signature], str | None, tuple[Ref, Descriptor] | None]:
