@@ -6,6 +6,8 @@ are byte for byte what they were before. And ``packages rm`` removes the blobs n
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +149,18 @@ def test_packages_gc_removes_what_no_tag_needs_and_keeps_every_package_whole(
     orphan = store.layout.root / "unpacked" / ("0" * 64)
     orphan.mkdir(parents=True)
     (orphan / "seal.json").write_text("{}")
+    # a crash mid-pull leaves its staged layer in tmp/; a write in flight is recent
+    dead, live = store.layout.temp_path("pull"), store.layout.temp_path("pull")
+    dead.write_bytes(b"staged by a pull that died")
+    live.write_bytes(b"a download in flight")
+    os.utime(dead, (time.time() - 2 * 3600,) * 2)
     kept = {p: h for p, h in files(store).items() if not any(p.endswith(s[7:]) for s in stray)
-            and not p.startswith("unpacked/" + "0" * 64)}
+            and not p.startswith("unpacked/" + "0" * 64) and p != f"tmp/{dead.name}"}
     out = json.loads(cli("packages", "gc", "--json"))
-    assert out == {"blobs_removed": 3, "unpacked_removed": 1}
-    assert files(store) == kept
-    assert json.loads(cli("packages", "gc", "--json")) == {"blobs_removed": 0, "unpacked_removed": 0}
+    assert out == {"blobs_removed": 3, "unpacked_removed": 1, "temp_removed": 1}
+    assert files(store) == kept and live.exists() and not dead.exists()
+    assert json.loads(cli("packages", "gc", "--json")) == {"blobs_removed": 0, "unpacked_removed": 0,
+                                                           "temp_removed": 0}
     assert k.client.call("package.verify", ref="local/kept:1.0.0")["basis"] == "unsigned_allowed"
     [ev, _] = [e for e in k.client.audit_tail(limit=500) if e["kind"] == "package.gc"]
     assert ev["data"]["blobs_removed"] == 3

@@ -125,9 +125,11 @@ packages.add_command(command(CallRow(
     "rm", "package.rm", "Remove a tag from the local store (and blobs nothing else uses).", [_REF],
     lambda r, _: render.console().print(f"[green]removed[/] {render.markup_safe(r['ref'])} ({r['blobs_removed']} blobs freed)"))))
 packages.add_command(command(CallRow(
-    "gc", "package.gc", "Remove the blobs and unpacked trees no tag in the local store needs.",
+    "gc", "package.gc", "Remove the blobs and unpacked trees no tag in the local store needs, and "
+    "temporary files of writes that died.",
     show=lambda r, _: render.console().print(f"[green]removed[/] {r['blobs_removed']} blobs, "
-                                             f"{r['unpacked_removed']} unpacked trees"))))
+                                             f"{r['unpacked_removed']} unpacked trees, "
+                                             f"{r['temp_removed']} temporary files"))))
 
 
 # ---------------------------------------------------------------- agentix run REF

@@ -225,6 +225,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: a temporary file untouched this long is a dead write's (``Layout.clear_stale_temp``)
+STALE_TEMP_S = 3600.0
+
+
 class Layout:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -473,6 +477,19 @@ class Layout:
             for p in self.blobs.iterdir():
                 if (only is None or p.name in only) and "sha256:" + p.name not in live:
                     p.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def clear_stale_temp(self, now: float, older_than: float = STALE_TEMP_S) -> int:
+        """Remove what is left in ``tmp/`` by a write or download that died (a crash mid-pull
+        leaves its staged layers there): every entry not modified for ``older_than`` seconds
+        before ``now`` (wall-clock, like the files' mtimes). A write in flight touches its file
+        as it goes, so nothing live is that old. Returns how many were removed."""
+        removed = 0
+        for p in self.tmp.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if now - p.lstat().st_mtime > older_than and not p.is_dir():
+                    p.unlink()
                     removed += 1
         return removed
 

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -264,8 +265,10 @@ class PackageStore:
         """Remove every blob no tag reaches and every unpacked tree no tagged package needs:
         what `rm` removes with a tag, for a store an interrupted or refused operation of an
         older agentix left blobs in. (Every writer of blobs holds the store's one writer, as
-        this does, so no operation's untagged blobs are in flight.)"""
-        return {"blobs_removed": self.layout.gc(), "unpacked_removed": self._prune_unpacked()}
+        this does, so no operation's untagged blobs are in flight.) Also the temporary files
+        of writes and downloads that died (untouched for an hour: ``Layout.clear_stale_temp``)."""
+        return {"blobs_removed": self.layout.gc(), "unpacked_removed": self._prune_unpacked(),
+                "temp_removed": self.layout.clear_stale_temp(time.time())}
 
     # ------------------------------------------------------------ signing and trust
     def sign(self, ref_text: str, key: str) -> dict[str, Any]:
