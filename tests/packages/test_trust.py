@@ -110,6 +110,23 @@ def test_forged_signature_bytes_are_refused(signed: PackageStore) -> None:
     assert_nothing_moved(signed)
 
 
+def test_forged_signature_is_refused_even_where_unsigned_packages_are_allowed(signed: PackageStore) -> None:
+    """Allowing unsigned packages for a name does not make a trusted key's failed signature
+    count as "unsigned": it is evidence of tampering, and refused."""
+    ref = parse_ref(REF)
+    desc = signed.layout.resolve(ref)
+    [sig] = read_signatures(signed.layout, ref, desc.digest)
+    signed.trust_allow_unsigned("team/*")
+    signed.layout.untag(signature_ref(ref, desc.digest))
+    add_signature(signed.layout, ref, desc, Signature(sig.keyid, sig.statement, bytes(64)))
+    with pytest.raises(PackageRejected) as exc:
+        signed.prepare(REF, "all", run_dir(signed))
+    assert exc.value.data["reason"] == "bad_signature"
+    assert_nothing_moved(signed)
+    signed.layout.untag(signature_ref(ref, desc.digest))  # the same package with no signature at all
+    assert signed.prepare(REF, "all", run_dir(signed)).verdict.basis == "unsigned_allowed"
+
+
 def test_signature_for_1_0_replayed_on_2_0_is_refused(tmp_path: Path, signed: PackageStore) -> None:
     ctx2 = make_context(tmp_path / "ctx2", version="2.0.0")
     signed.build(ctx2, "team/hello:2.0.0")

@@ -246,7 +246,10 @@ def decide(policy: TrustPolicy, expected: SignedStatement, signatures: Sequence[
         basis, keyid = "signed", sig.keyid
         break
     if basis is None:
-        if policy.unsigned_allowed(name):
+        # a trusted key's signature that does not verify is evidence the package or its
+        # signature was altered: refused even where unsigned packages are allowed (a package
+        # that comes with no signature, or one by a key not trusted here, is still accepted there)
+        if policy.unsigned_allowed(name) and "bad_signature" not in problems:
             basis = "unsigned_allowed"
         else:
             reason = ("unsigned" if not signatures else
