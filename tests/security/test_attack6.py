@@ -1,0 +1,93 @@
+"""Attack round 6 on the trust core: work with an effect that a cancelled or revoked call left
+running in a worker thread (a program copied into a refused child's workspace, saved state
+written after its call ended), and the review that keeps every bare ``asyncio.to_thread`` in
+the kernel, the tools and the packages an allowed, reasoned site.
+
+Each test asserts the refusal AND that the world did not move after it. Harness: the
+scenarios' one (``_world.py``), a real kernel, real agent processes, a real workspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _world import World, run  # noqa: E402  (same directory)
+from test_attack4_core import _caller, _until, _World  # noqa: E402  (its sleeping agent and hang guard)
+
+from agentix.kernel import spawn as spawn_mod  # noqa: E402
+
+
+class _Held:
+    """Wraps a function run in a worker thread: the thread waits inside it until the test
+    opens it (so the cancellation surely comes while the thread is at work), then runs the
+    real function, and says when the thread has left."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.entered = threading.Event()
+        self.open = threading.Event()
+        self.left = threading.Event()
+
+    def __call__(self, *a: Any, **kw: Any) -> Any:
+        self.entered.set()
+        self.open.wait(30)
+        try:
+            return self.real(*a, **kw)
+        finally:
+            self.left.set()
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_a_child_spawn_revoked_while_its_program_is_copied_leaves_no_workspace(tmp_path, monkeypatch):
+    """``agent.spawn_child`` copies the child's program into the child's new workspace in a
+    worker thread. Before, revoking the parent's ``spawn_child`` token during that copy
+    answered ``capability_revoked`` at once and removed the workspace while the thread was still
+    copying (up to the program bounds, after the refusal; a copy caught between the removal's
+    listing and its last ``rmdir`` left files behind). Now the refusal comes once the thread is
+    done, and then the unwinding removes everything it made."""
+    held = _Held(spawn_mod.install_program)
+    monkeypatch.setattr(spawn_mod, "install_program", held)
+
+    async def body(w: World) -> dict[str, Any]:
+        parent = await w.spawn(["spawn_child: [kid]"], name="parent", program="sleeper.py")
+        (Path(parent.workspace) / "kid.py").write_text("print('kid')\n")
+        held.open.set()  # the parent itself is copied without waiting
+        await _until(held.left.is_set, "the parent's own copy")
+        held.entered.clear(), held.open.clear(), held.left.clear()
+        before = _tree(w.home.workspaces)
+        agents = sorted(r.agent_id for r in w.k.table)
+        call = asyncio.ensure_future(w.k.pipeline.run(_caller(parent), "agent.spawn_child", {
+            "manifest": {"name": "kid", "program": "kid.py", "isolation": w.isolation}}))
+        await _until(lambda: held.entered.is_set() or call.done(), "the program copy in its thread")
+        assert not call.done(), call.result()
+        for t in w.k.caps.held[parent.agent_id]:
+            await w.op("cap.revoke", token_id=t.id)
+        await asyncio.sleep(0.2)  # before: the refusal is answered here, the copy still waiting
+        early = call.done()
+        held.open.set()
+        try:
+            await asyncio.wait_for(call, 30)
+            outcome: Any = "answered"
+        except BaseException as err:  # noqa: BLE001
+            outcome = getattr(err, "code", type(err).__name__)
+        settled = held.left.is_set()  # the answer came once the thread was done
+        await _until(held.left.is_set, "the copy's thread done")
+        await asyncio.sleep(0.2)  # anything the thread still does lands now
+        after = _tree(w.home.workspaces)
+        return {"outcome": outcome, "before": before, "after": after, "children": list(parent.children),
+                "agents": agents, "early": early, "settled": settled, "agents_after": sorted(r.agent_id for r in w.k.table)}
+
+    r = run(tmp_path, body, world=_World)
+    assert r["outcome"] == "capability_revoked", r
+    assert not r["early"] and r["settled"], r
+    assert r["after"] == r["before"], r
+    assert r["children"] == [], r
+    assert r["agents_after"] == r["agents"], r
