@@ -91,3 +91,40 @@ def test_a_child_spawn_revoked_while_its_program_is_copied_leaves_no_workspace(t
     assert r["after"] == r["before"], r
     assert r["children"] == [], r
     assert r["agents_after"] == r["agents"], r
+
+
+def test_a_state_save_whose_call_ends_mid_write_answers_what_it_did(tmp_path, monkeypatch):
+    """``agent.state_save`` writes in a worker thread. Before, a call ended meanwhile (its
+    agent stopped, its connection closed: the call's task cancelled) was answered as
+    cancelled, and the thread then saved the value anyway: the refusal said it never happened.
+    Now the answer agrees with the store: the save is either answered as done, or refused
+    with nothing saved."""
+
+    async def body(w: World) -> dict[str, Any]:
+        rec = await w.spawn([], name="saver", program="sleeper.py")
+        held = _Held(w.k.state_store.save)
+        monkeypatch.setattr(w.k.state_store, "save", held)
+        call = asyncio.ensure_future(w.k.pipeline.run(_caller(rec), "agent.state_save",
+                                                      {"key": "k", "value": "late"}))
+        await _until(lambda: held.entered.is_set() or call.done(), "the save in its thread")
+        assert not call.done(), call.result()
+        call.cancel()
+        await asyncio.sleep(0.2)
+        held.open.set()
+        try:
+            answer: Any = await asyncio.wait_for(call, 30)
+        except BaseException as err:  # noqa: BLE001
+            answer = getattr(err, "code", type(err).__name__)
+        await _until(held.left.is_set, "the save's thread done")
+        from agentix.kernel.persistent import state_identity
+        try:
+            stored: Any = w.k.state_store.load_labelled(state_identity(rec), "k")[0]
+        except Exception as err:  # noqa: BLE001
+            stored = getattr(err, "code", type(err).__name__)
+        return {"answer": answer, "stored": stored}
+
+    r = run(tmp_path, body, world=_World)
+    if isinstance(r["answer"], dict):
+        assert r["answer"]["saved"] is True and r["stored"] == "late", r
+    else:
+        assert r["stored"] != "late", r
