@@ -21,6 +21,7 @@ from agentix.kernel.process import AgentRecord, ProcessTable, read_log
 from agentix.kernel.program import parse_spawn_manifest
 from agentix.kernel.spawn import Spawner
 from agentix.llm.inference_config import describe_model
+from agentix.tools.thread_work import in_thread
 
 __all__ = ["LOG_CHUNK", "ForgetsAgents", "register"]
 
@@ -78,7 +79,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
         # not forget the live agent that now has its name)
         if (rec.live and rec.parent is None and rec.manifest.lifecycle == "persistent"
                 and persistent is not None):
-            await asyncio.to_thread(persistent.forget_agent, rec.name)
+            await in_thread(lambda: persistent.forget_agent(rec.name))
 
     async def agent_stop(call: Call) -> dict[str, Any]:
         grace = optional(call.params, "grace", (int, float), "a number of seconds", None)
