@@ -338,7 +338,8 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
             if owner is not None and doc["memory"]:
                 written["memory"] = owner
                 await in_thread(lambda: memory.import_records(owner, doc["memory"],
-                                                              max_records=rec.manifest.memory.max_records))
+                                                              max_records=rec.manifest.memory.max_records,
+                                                              taint=[origin] if foreign else []))
 
         try:
             await in_thread(lambda: unpack_snapshot(store.layout, snap, dest, store.limits))
