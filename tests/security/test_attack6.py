@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _world import World, run  # noqa: E402  (same directory)
+from _world import World, run, tool  # noqa: E402  (same directory)
 from test_attack4_core import _caller, _until, _World  # noqa: E402  (its sleeping agent and hang guard)
 
 from agentix.kernel import spawn as spawn_mod  # noqa: E402
@@ -128,3 +128,42 @@ def test_a_state_save_whose_call_ends_mid_write_answers_what_it_did(tmp_path, mo
         assert r["answer"]["saved"] is True and r["stored"] == "late", r
     else:
         assert r["stored"] != "late", r
+
+
+def test_an_agent_holding_every_path_reaches_no_siblings_workspace_nor_the_kernels_home(tmp_path):
+    """Confused deputy through the file tools: an agent granted ``file_read: /*`` and
+    ``file_write: /*`` names its sibling's workspace (and the kernel's database) by host path,
+    through ``..``, doubled slashes, a trailing dot, a symlink in its own workspace, /proc, and a
+    look-alike Unicode form of the path. Each is refused, and the sibling's files are as they
+    were: no file read back, none written, none made."""
+
+    async def body(w: World) -> dict[str, Any]:
+        sib = await w.spawn([], name="sibling", program="sleeper.py")
+        sws = Path(sib.workspace)
+        (sws / "secret.txt").write_text("the sibling's secret\n")
+        att = await w.spawn(["file_read: /*", "file_write: /*"], name="attacker")
+        aws = Path(att.workspace)
+        (aws / "link").symlink_to(sws)
+        (aws / "dblink").symlink_to(w.home.root / "agentix.db")
+        s, h = str(sws), str(w.home.root)
+        reads = [f"{s}/secret.txt", f"{s}//secret.txt", f"{s}/./secret.txt",
+                 f"{aws}/../{sib.agent_id}/secret.txt", f"/workspace/../{sib.agent_id}/secret.txt",
+                 "/workspace/link/secret.txt", "link/secret.txt", "dblink", f"{h}/agentix.db",
+                 f"/proc/{sib.pid}/root{s}/secret.txt" if sib.pid else f"/proc/1/root{s}/secret.txt",
+                 f"/proc/self/cwd/../{sib.agent_id}/secret.txt",
+                 s.replace("workspaces", "workspaceｓ") + "/secret.txt"]  # fullwidth s
+        calls = [tool("file_read", path=p) for p in reads]
+        calls += [tool("file_list", path=s), tool("grep", pattern="secret", path=s),
+                  tool("file_write", path=f"{s}/planted.txt", content="x"),
+                  tool("file_write", path="/workspace/link/planted.txt", content="x"),
+                  tool("file_edit", path=f"{s}/secret.txt", old="secret", new="stolen")]
+        before = {p: (sws / p).read_bytes() for p in _tree(sws) if (sws / p).is_file()}
+        res = await w.calls(att, calls)
+        after = {p: (sws / p).read_bytes() for p in _tree(sws) if (sws / p).is_file()}
+        return {"res": res, "before": before, "after": after, "n": len(reads)}
+
+    r = run(tmp_path, body, world=_World)
+    leaked = [(i, x) for i, x in enumerate(r["res"]) if "ok" in x]
+    assert leaked == [], leaked
+    assert all("the sibling's secret" not in str(x) for x in r["res"]), r["res"]
+    assert r["after"] == r["before"], r
