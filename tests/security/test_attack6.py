@@ -167,3 +167,44 @@ def test_an_agent_holding_every_path_reaches_no_siblings_workspace_nor_the_kerne
     assert leaked == [], leaked
     assert all("the sibling's secret" not in str(x) for x in r["res"]), r["res"]
     assert r["after"] == r["before"], r
+
+
+def test_a_delegation_or_a_childs_manifest_of_too_many_grants_is_refused_and_changes_nothing(tmp_path):
+    """One ``cap.delegate`` of 5,000 grants (a frame holds ~40,000) held the kernel's event loop
+    for 30 s on this host: every other agent's call waited (the decision looked up each grant's
+    token by a linear scan, and minting grew with the grants). Now a set of more than
+    ``MAX_GRANTS`` grants is ``limit_exceeded`` before anything is minted (a delegation, a
+    child's manifest, all its groups together), and the lookup is a dict. Nothing is
+    installed, no child spawned, nothing delegated is recorded."""
+    from agentix.core.grants import MAX_GRANTS
+
+    many = [f"file_read: /data/p{i}/*" for i in range(MAX_GRANTS + 1)]
+    split = [{"grant": many[: MAX_GRANTS // 2 + 1]}, {"grant": many[MAX_GRANTS // 2 + 1:]}]
+
+    async def body(w: World) -> dict[str, Any]:
+        a = await w.spawn(["message_send: [b]", "file_read: /data/*", "spawn_child: [kid]"], name="a",
+                          program="sleeper.py")
+        b = await w.spawn([], name="b", program="sleeper.py")
+        (Path(a.workspace) / "kid.py").write_text("print('kid')\n")
+        held = {x.name: len(w.k.caps.held.get(x.agent_id, [])) for x in (a, b)}
+        out = []
+        for method, params in [
+                ("cap.delegate", {"to": "b", "grants": many}),
+                ("cap.delegate", {"to": "b", "grants": ["file_read: " + ", ".join(f"/data/q{i}/*" for i in range(400))]}),
+                ("agent.spawn_child", {"manifest": {"name": "kid", "program": "kid.py", "capabilities": many}}),
+                ("agent.spawn_child", {"manifest": {"name": "kid", "program": "kid.py", "capabilities": split}}),
+                ("cap.delegate", {"to": "b", "grants": many[:MAX_GRANTS]})]:  # at the bound: delegated
+            try:
+                await w.k.pipeline.run(_caller(a), method, params)
+                out.append("ok")
+            except Exception as err:  # noqa: BLE001
+                out.append(getattr(err, "code", repr(err)))
+        return {"out": out, "held": held,
+                "held_after": {x.name: len(w.k.caps.held.get(x.agent_id, [])) for x in (a, b)},
+                "children": list(a.children), "delegated": len(w.events("capability.delegated"))}
+
+    r = run(tmp_path, body, world=_World)
+    assert r["out"][:4] == ["limit_exceeded"] * 4, r["out"]
+    assert r["out"][4] == "ok", r["out"]
+    assert r["children"] == [] and r["delegated"] == 1, r
+    assert r["held_after"] == {"a": r["held"]["a"], "b": r["held"]["b"] + 1}, r
