@@ -208,3 +208,40 @@ def test_a_delegation_or_a_childs_manifest_of_too_many_grants_is_refused_and_cha
     assert r["out"][4] == "ok", r["out"]
     assert r["children"] == [] and r["delegated"] == 1, r
     assert r["held_after"] == {"a": r["held"]["a"], "b": r["held"]["b"] + 1}, r
+
+
+def test_parallel_calls_racing_a_budget_and_a_childs_carved_share_never_exceed_it(tmp_path):
+    """Budget bypass by parallel calls: a parent with ``max_tool_calls: 6`` carves 3 for a
+    child, then parent and child fire 25 calls each at once (tasks on the kernel's loop, as
+    many connections would). Exactly 6 run in all (the reservation is taken in the same step
+    as the decision, no await between), the rest are ``budget_exceeded``, and the parent
+    holds no more than it had once the child is gone."""
+
+    async def body(w: World) -> dict[str, Any]:
+        parent = await w.spawn(["tool: echo", "spawn_child: [kid]"], name="parent", program="sleeper.py",
+                               budget={"max_tool_calls": 6})
+        (Path(parent.workspace) / "kid.py").write_text("import time\nfrom agentix.sdk import agent\n"
+                                                      "k = agent.connect()\ntime.sleep(3600)\n")
+        await w.k.pipeline.run(_caller(parent), "agent.spawn_child", {"manifest": {
+            "name": "kid", "program": "kid.py", "isolation": w.isolation, "capabilities": ["tool: echo"],
+            "budget": {"max_tool_calls": 3}}})
+        kid = w.k.table.get(parent.children[0])
+
+        async def one(rec: Any) -> str:
+            try:
+                await w.k.pipeline.run(_caller(rec), "tool.call", {"name": "echo", "args": {"message": "x"}})
+                return "ok"
+            except Exception as err:  # noqa: BLE001
+                return getattr(err, "code", repr(err))
+
+        res = await asyncio.gather(*(one(r) for _ in range(25) for r in (parent, kid)))
+        def echoes() -> int:  # a no_effect call's record rides the next group commit
+            return len([e for e in w.events("tool.result") if e["data"].get("tool") == "echo" and e["data"]["ok"]])
+
+        await _until(lambda: echoes() >= 6, "the echoes' records committed")
+        await asyncio.sleep(0.5)  # (a seventh would be committed by now)
+        return {"res": res, "echoes": echoes()}
+
+    r = run(tmp_path, body, world=_World)
+    assert r["res"].count("ok") == 6 and r["echoes"] == 6, r
+    assert set(r["res"]) == {"ok", "budget_exceeded"}, r
