@@ -41,7 +41,7 @@ a ``dry_run`` simply never commits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterable, Literal, NamedTuple, Protocol, Sequence
 
