@@ -42,6 +42,14 @@ class _Held:
             self.left.set()
 
 
+async def _answer(aw: Any) -> Any:
+    """What awaiting ``aw`` answered: its result, or its error's code (a hang guard of 30 s)."""
+    try:
+        return await asyncio.wait_for(aw, 30)
+    except BaseException as err:  # noqa: BLE001 - a cancellation is an answer here too
+        return getattr(err, "code", type(err).__name__)
+
+
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
@@ -73,11 +81,7 @@ def test_a_child_spawn_revoked_while_its_program_is_copied_leaves_no_workspace(t
         await asyncio.sleep(0.2)  # before: the refusal is answered here, the copy still waiting
         early = call.done()
         held.open.set()
-        try:
-            await asyncio.wait_for(call, 30)
-            outcome: Any = "answered"
-        except BaseException as err:  # noqa: BLE001
-            outcome = getattr(err, "code", type(err).__name__)
+        outcome = await _answer(call)
         settled = held.left.is_set()  # the answer came once the thread was done
         await _until(held.left.is_set, "the copy's thread done")
         await asyncio.sleep(0.2)  # anything the thread still does lands now
@@ -111,10 +115,7 @@ def test_a_state_save_whose_call_ends_mid_write_answers_what_it_did(tmp_path, mo
         call.cancel()
         await asyncio.sleep(0.2)
         held.open.set()
-        try:
-            answer: Any = await asyncio.wait_for(call, 30)
-        except BaseException as err:  # noqa: BLE001
-            answer = getattr(err, "code", type(err).__name__)
+        answer = await _answer(call)
         await _until(held.left.is_set, "the save's thread done")
         from agentix.kernel.persistent import state_identity
         try:
@@ -194,11 +195,8 @@ def test_a_delegation_or_a_childs_manifest_of_too_many_grants_is_refused_and_cha
                 ("agent.spawn_child", {"manifest": {"name": "kid", "program": "kid.py", "capabilities": many}}),
                 ("agent.spawn_child", {"manifest": {"name": "kid", "program": "kid.py", "capabilities": split}}),
                 ("cap.delegate", {"to": "b", "grants": many[:MAX_GRANTS]})]:  # at the bound: delegated
-            try:
-                await w.k.pipeline.run(_caller(a), method, params)
-                out.append("ok")
-            except Exception as err:  # noqa: BLE001
-                out.append(getattr(err, "code", repr(err)))
+            answer = await _answer(w.k.pipeline.run(_caller(a), method, params))
+            out.append("ok" if isinstance(answer, dict) else answer)
         return {"out": out, "held": held,
                 "held_after": {x.name: len(w.k.caps.held.get(x.agent_id, [])) for x in (a, b)},
                 "children": list(a.children), "delegated": len(w.events("capability.delegated"))}
@@ -228,11 +226,9 @@ def test_parallel_calls_racing_a_budget_and_a_childs_carved_share_never_exceed_i
         kid = w.k.table.get(parent.children[0])
 
         async def one(rec: Any) -> str:
-            try:
-                await w.k.pipeline.run(_caller(rec), "tool.call", {"name": "echo", "args": {"message": "x"}})
-                return "ok"
-            except Exception as err:  # noqa: BLE001
-                return getattr(err, "code", repr(err))
+            answer = await _answer(w.k.pipeline.run(_caller(rec), "tool.call",
+                                                    {"name": "echo", "args": {"message": "x"}}))
+            return "ok" if isinstance(answer, dict) else answer
 
         res = await asyncio.gather(*(one(r) for _ in range(25) for r in (parent, kid)))
         def echoes() -> int:  # a no_effect call's record rides the next group commit
