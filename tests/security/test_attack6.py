@@ -19,6 +19,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _world import World, run, tool  # noqa: E402  (same directory)
 from test_attack4_core import _caller, _until, _World  # noqa: E402  (its sleeping agent and hang guard)
 
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
 from agentix.kernel import spawn as spawn_mod  # noqa: E402
 
 
@@ -241,3 +244,24 @@ def test_parallel_calls_racing_a_budget_and_a_childs_carved_share_never_exceed_i
     r = run(tmp_path, body, world=_World)
     assert r["res"].count("ok") == 6 and r["echoes"] == 6, r
     assert set(r["res"]) == {"ok", "budget_exceeded"}, r
+
+
+_SOURCES = ["fetched_url", "untrusted_file", "agent_message", "external_tool"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_SOURCES), st.text(max_size=12)), max_size=400))
+@settings(max_examples=200, deadline=None)
+def test_a_memory_records_labels_are_bounded_and_keep_every_source(pairs: list[tuple[str, str]]) -> None:
+    """A context that read thousands of untrusted files holds a label each; a memory record it
+    stores keeps at most ``MAX_RECORD_LABELS`` of them, and never loses a source (what the taint
+    policy refuses by, and ``untaint`` clears by): small sets are kept exactly."""
+    import json
+
+    from agentix.memory.store import MAX_RECORD_LABELS, _labels
+
+    given_labels = {f"{s}:{o}" for s, o in pairs}
+    stored = json.loads(_labels(given_labels))
+    assert len(stored) <= MAX_RECORD_LABELS
+    assert {x.partition(":")[0] for x in stored} == {x.partition(":")[0] for x in given_labels}
+    if len(given_labels) <= MAX_RECORD_LABELS:
+        assert stored == sorted(given_labels)
