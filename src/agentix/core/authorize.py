@@ -42,6 +42,7 @@ a ``dry_run`` simply never commits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Literal, NamedTuple, Protocol, Sequence
 
 from agentix.core.caps import Token
@@ -132,17 +133,33 @@ class Authorization:
         """The token that covers ``resource``; ``capability_denied`` if it was not authorised
         (a tool asking about a resource that was not in the request is a refusal, not a bug
         to paper over)."""
-        for c in self.covered:
-            if c.resource == resource:
-                return c.token
-        for r in self.refused:
-            if r.resource == resource:
-                raise r.error
+        tok = self._covering.get(resource)
+        if tok is not None:
+            return tok
+        err = self._refusals.get(resource)
+        if err is not None:
+            raise err
         raise CapabilityDenied(f"{resource} was not part of this call's authorization",
                                reason="not_authorized", request=str(resource))
 
     def allows(self, resource: Request | Grant) -> bool:
-        return any(c.resource == resource for c in self.covered)
+        return resource in self._covering
+
+    @cached_property
+    def _covering(self) -> dict[Request | Grant, Token]:
+        """Each covered resource's (first) token: a lookup per resource stays O(1), so a call
+        over many resources (a delegation of 256 grants) is linear, not quadratic."""
+        out: dict[Request | Grant, Token] = {}
+        for c in self.covered:
+            out.setdefault(c.resource, c.token)
+        return out
+
+    @cached_property
+    def _refusals(self) -> dict[Request | Grant, AgentixError]:
+        out: dict[Request | Grant, AgentixError] = {}
+        for r in self.refused:
+            out.setdefault(r.resource, r.error)
+        return out
 
     @property
     def token(self) -> Token | None:

@@ -43,13 +43,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Literal, NamedTuple, get_args
 
-from agentix.core.errors import HandoffEscalationDenied, InvalidRequest
+from agentix.core.errors import HandoffEscalationDenied, InvalidRequest, LimitExceeded
 from agentix.core.hosts import HostPattern, normalize_host, parse_host_pattern
 from agentix.core.paths import PathPattern, normalize_path, parse_path_pattern
 from agentix.core.taint import SOURCES
 
 __all__ = [
     "GRANT_KINDS",
+    "MAX_GRANTS",
     "PRESETS",
     "PRESET_DOCS",
     "TAINT_SOURCES",
@@ -247,14 +248,25 @@ def parse_grant(text: str, workspace: str | None = None) -> list[Grant]:
     return [Grant(kind, _canonical(kind, v, workspace, text)) for v in values]  # type: ignore[arg-type]
 
 
+#: the most grants one set may hold (a manifest's, a delegation's, one token's): minting,
+#: attenuating and checking a token grow with its grants, and a delegation of 5,000 grants held
+#: the kernel's one event loop for 30 s (every agent's calls waited)
+MAX_GRANTS = 256
+
+
 def parse_grants(items: Iterable[str] | str, workspace: str | None = None) -> GrantSet:
-    """Parse a manifest's ``capabilities`` list (duplicates removed, order kept)."""
+    """Parse a manifest's ``capabilities`` list (duplicates removed, order kept); more than
+    ``MAX_GRANTS`` grants (after presets and comma lists) is ``limit_exceeded``."""
     if isinstance(items, str):
         items = [items]
     seen: dict[Grant, None] = {}
     for item in items:
         for g in parse_grant(item, workspace):
             seen[g] = None
+            if len(seen) > MAX_GRANTS:
+                raise LimitExceeded(
+                    f"more than {MAX_GRANTS} grants in one set: name a directory (`file_read: /data/*`) "
+                    "or a wildcard instead of each path or host", limit=MAX_GRANTS, field="grants")
     return GrantSet(tuple(seen))
 
 

@@ -21,6 +21,7 @@ from agentix.kernel.process import AgentRecord, ProcessTable, read_log
 from agentix.kernel.program import parse_spawn_manifest
 from agentix.kernel.spawn import Spawner
 from agentix.llm.inference_config import describe_model
+from agentix.tools.thread_work import in_thread
 
 __all__ = ["LOG_CHUNK", "ForgetsAgents", "register"]
 
@@ -78,7 +79,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
         # not forget the live agent that now has its name)
         if (rec.live and rec.parent is None and rec.manifest.lifecycle == "persistent"
                 and persistent is not None):
-            await asyncio.to_thread(persistent.forget_agent, rec.name)
+            await in_thread(lambda: persistent.forget_agent(rec.name))
 
     async def agent_stop(call: Call) -> dict[str, Any]:
         grace = optional(call.params, "grace", (int, float), "a number of seconds", None)
@@ -172,18 +173,25 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
             raise CapabilityDenied(f"{child.agent_id} is not a child of {rec.agent_id}",
                                    reason="not_a_child", agent_id=child.agent_id)
         child = await control.wait(child, timeout_param(call.params, None))
-        if child.result is not None:
-            # the result is as tainted as the child that wrote it: a label survives being
-            # passed up (a child that read a web page cannot hand it to its parent clean)
+        told = child.result is not None or child.exit is not None
+        if told:
+            # the result, and the exit status the child chose, are as tainted as the child: a
+            # label survives being passed up (a child that read a web page cannot hand it, or
+            # 8 bits of it in its exit status, to its parent clean)
             rec.taint |= child.taint
             call.taint |= child.taint
         return {"agent_id": child.agent_id, "name": child.name, "state": child.state,
                 "exit": child.exit.to_data() if child.exit else None, "result": child.result,
-                "taint": sorted(child.taint) if child.result is not None else []}
+                "taint": sorted(child.taint) if told else []}
 
     async def list_children(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
-        return {"children": [table.get(c).summary() for c in rec.children]}
+        kids = [table.get(c) for c in rec.children]
+        # each summary carries values its child chose (exit status, system call count)
+        labels = set().union(*(k.taint for k in kids)) if kids else set()
+        rec.taint |= labels
+        call.taint |= labels
+        return {"children": [k.summary() for k in kids]}
 
     async def stop_child(call: Call) -> dict[str, Any]:
         target = table.find(call.params["agent_id"])

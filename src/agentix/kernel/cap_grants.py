@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentix.core.caps import Token
-from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest
-from agentix.core.grants import GrantSet, Request, parse_grants
+from agentix.core.errors import AgentixError, CapabilityDenied, InvalidRequest, LimitExceeded
+from agentix.core.grants import MAX_GRANTS, GrantSet, Request, parse_grants
 from agentix.core.manifest import CapabilityEntry, Manifest
 from agentix.kernel.methods import VIRTUAL_WORKSPACE
 
@@ -46,7 +46,12 @@ def manifest_groups(manifest: Manifest) -> list[ManifestGroup]:
         if isinstance(c, CapabilityEntry):
             out.append(ManifestGroup(parse_grants(c.grant_strings(), workspace=VIRTUAL_WORKSPACE),
                                   c.max_invocations, c.expires))
-    return [g for g in out if len(g.grants)]
+    out = [g for g in out if len(g.grants)]
+    if sum(len(g.grants) for g in out) > MAX_GRANTS:  # each group is bounded, and so are all together
+        raise LimitExceeded(f"the manifest's capabilities hold more than {MAX_GRANTS} grants: name a "
+                            "directory or a wildcard instead of each path or host", limit=MAX_GRANTS,
+                            field="capabilities")
+    return out
 
 
 DEFAULT_LLM_BUDGET: dict[str, int] = {"max_input_tokens": 2_000_000, "max_output_tokens": 200_000}

@@ -4,8 +4,12 @@ tainted context wrote (docs/security.md "Taint").
 Rules:
 
 - The file tools run inside ``safe_fs.observed()``, which lists each file whose *content*
-  they read (``file_read``, ``file_read_many``, ``grep``; a listing reads none) and each file
-  they wrote, by (st_dev, st_ino) and host path.
+  they read (``file_read``, ``file_read_many``, ``grep``, and ``file_edit``, whose answer and
+  errors tell of the content), each file whose *name* a ``file_list`` returned (a name is
+  text its writer chose), and each file they wrote, by (st_dev, st_ino) and host path.
+- A reply that carries data from a labelled source carries its labels, errors included: a
+  listing labels ``untrusted_file:<the listed entry's directory>`` (one label per directory,
+  not per name) when an entry lies under ``untrusted_paths`` or has a record here.
 - A file read labels the acting context ``untrusted_file:<host path>`` when the path lies
   under ``[taint] untrusted_paths`` or the file has a record here; a record adds the labels
   of the context that wrote it. The labels go on the call and the agent like ``web_fetch``'s
@@ -24,6 +28,7 @@ Rules:
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from dataclasses import replace
 from typing import Any
@@ -37,7 +42,7 @@ from agentix.tools.base import ToolContext, ToolSpec
 __all__ = ["FileTaint", "READS", "WRITES"]
 
 #: the file tools whose results carry file content, and those that write
-READS = frozenset({"file_read", "file_read_many", "grep"})
+READS = frozenset({"file_read", "file_read_many", "grep", "file_list"})
 WRITES = frozenset({"file_write", "file_edit"})
 
 
@@ -57,11 +62,12 @@ class FileTaint:
         """The labels reading the files in ``seen`` puts on a context."""
         out: set[str] = set()
         for s in seen:
-            if s.kind != "read":
+            if s.kind not in ("read", "list"):
                 continue
             rec = self.records.get(s.key)
             if rec is not None or untrusted_path_match(self.untrusted, s.path):
-                out.add(f"untrusted_file:{s.path}")
+                # a listed name: one label for its directory (a listing may name thousands)
+                out.add(f"untrusted_file:{s.path if s.kind == 'read' else posixpath.dirname(s.path)}")
                 out |= rec or set()
         return out
 
@@ -104,7 +110,7 @@ class FileTaint:
         ws = str(ctx.workspace) if ctx.workspace is not None else None
         changes: list[tuple[tuple[int, int] | None, tuple[int, int], str, frozenset[str]]] = []
         for s in seen:
-            if s.kind == "read" or (ws is not None and (s.path == ws or s.path.startswith(ws + "/"))):
+            if s.kind in ("read", "list") or (ws is not None and (s.path == ws or s.path.startswith(ws + "/"))):
                 continue
             had = self.records.get(s.old) if s.old is not None else None
             had = had or self.records.get(s.key) or frozenset()

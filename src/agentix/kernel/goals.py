@@ -35,6 +35,7 @@ from agentix.kernel.inference import InferenceService
 from agentix.kernel.methods import method
 from agentix.kernel.spawn import Spawner
 from agentix.sandbox import safewalk
+from agentix.tools.thread_work import in_thread
 
 if TYPE_CHECKING:
     from agentix.kernel.process import AgentRecord
@@ -103,7 +104,7 @@ def register(pipeline: Pipeline, *, events: EventSink, spawner: Spawner, inferen
                                 "reason": rec.exit.reason if rec.exit else None}
         if output is not None:
             try:
-                data["files"] = await asyncio.to_thread(copy_output, rec.workspace / "output", output)
+                data["files"] = await in_thread(lambda: copy_output(rec.workspace / "output", output))
                 data["output"] = str(output)
             except OSError as err:
                 data["error"] = f"copying output/ to {output} failed: {err.strerror or err}"

@@ -25,7 +25,6 @@ agent, and all of an agent's archives together at most ``[kernel] archive_quota`
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from agentix.kernel.config import KernelConfig
 from agentix.kernel.dispatch import Call, EventSink, Pipeline
 from agentix.kernel.home import Home
 from agentix.kernel.methods import method
+from agentix.tools.thread_work import in_thread
 
 __all__ = ["KINDS", "MAX_ARCHIVE", "MAX_ARCHIVES", "MAX_DATA", "register", "write_archive"]
 
@@ -92,8 +92,7 @@ def register(pipeline: Pipeline, *, events: EventSink, home: Home, config: Kerne
             size = len(orjson.dumps(payload, default=str))
             if size > MAX_ARCHIVE:
                 raise LimitExceeded(f"archive of {size} bytes exceeds {MAX_ARCHIVE}", limit=MAX_ARCHIVE)
-            path = await asyncio.to_thread(write_archive, archive_root, agent_id, payload,
-                                           config.archive_quota)
+            path = await in_thread(lambda: write_archive(archive_root, agent_id, payload, config.archive_quota))
             msgs = data.get("messages")
             data = {"archive": str(path), "span": data.get("span"),
                     "messages": len(msgs) if isinstance(msgs, list) else None,

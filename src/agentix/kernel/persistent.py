@@ -45,6 +45,7 @@ from agentix.kernel.methods import method
 from agentix.kernel.process import AgentRecord, ProcessTable
 from agentix.kernel.spawn import Spawner
 from agentix.store.saved_state import StateStore
+from agentix.tools.thread_work import commit_point, in_thread
 
 __all__ = ["register", "respawn_persistent", "state_identity", "ungranted_model"]
 
@@ -162,8 +163,13 @@ def register(pipeline: Pipeline, *, table: ProcessTable, mail: Messaging, store:
     async def state_save(call: Call) -> dict[str, Any]:
         rec = table.get(call.caller.agent_id)
         labels = sorted(rec.taint)  # the data is as tainted as the context that saves it
-        size = await asyncio.to_thread(store.save, state_identity(rec), _key(call.params),
-                                       call.params.get("value"), labels)
+        ident, key, value = state_identity(rec), _key(call.params), call.params.get("value")
+
+        def save() -> int:
+            commit_point()  # its call is still there: never saved after its refusal (tools/thread_work.py)
+            return store.save(ident, key, value, labels)
+
+        size = await in_thread(save)
         return {"saved": True, "bytes": size, "taint": labels}
 
     async def state_load(call: Call) -> dict[str, Any]:

@@ -335,16 +335,17 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
             ident = state_identity(rec)
             for row in doc["state"]:
                 labels = sorted({*(row.get("taint") or []), *([origin] if foreign else [])})
-                await asyncio.to_thread(state_store.save, ident, str(row["key"]), row["value"], labels)
-                written["state"] = ident
+                written["state"] = ident  # first: a save cut short is undone too
+                await in_thread(lambda: state_store.save(ident, str(row["key"]), row["value"], labels))
             owner = _memory_owner(rec)
             if owner is not None and doc["memory"]:
                 written["memory"] = owner
-                await asyncio.to_thread(memory.import_records, owner, doc["memory"],
-                                        max_records=rec.manifest.memory.max_records)
+                await in_thread(lambda: memory.import_records(owner, doc["memory"],
+                                                              max_records=rec.manifest.memory.max_records,
+                                                              taint=[origin] if foreign else []))
 
         try:
-            await asyncio.to_thread(unpack_snapshot, store.layout, snap, dest, store.limits)
+            await in_thread(lambda: unpack_snapshot(store.layout, snap, dest, store.limits))
             rec = await spawner.spawn(manifest, seed=dest, prepare=prepare)
         except BaseException:
             await asyncio.to_thread(_undo, state_store, memory, written)

@@ -40,6 +40,7 @@ from agentix.kernel.program import BOOT_MODULE, check_host_limits, install_progr
 from agentix.kernel.reap import Reaper
 from agentix.rpc.server import InFlight, Notify, serve_socket
 from agentix.sandbox.base import Handle, LaunchSpec, Substrate
+from agentix.tools.thread_work import in_thread
 
 __all__ = ["PersistentAgents", "Spawner"]
 
@@ -191,17 +192,18 @@ class Spawner:
         manifest, agent_id, name, workspace = rec.manifest, rec.agent_id, rec.name, rec.workspace
         handle = None
         kernel_sock: socket.socket | None = None
-        persisted = False
+        persisted = remembered = False
         try:
             workspace.mkdir(mode=0o700)
             if seed is not None:
                 # a package tree the kernel itself unpacked and verified (not agent-controlled)
                 from agentix.packages.unpack import seed_workspace
 
-                target = await asyncio.to_thread(seed_workspace, seed, workspace, manifest.program)
+                target = await in_thread(lambda: seed_workspace(seed, workspace, manifest.program))
             else:
-                target = await asyncio.to_thread(install_program, manifest.program, workspace,
-                                                 parent, program_base)
+                # a cancelled spawn (its parent's token revoked) is unwound once this copy is done
+                target = await in_thread(lambda: install_program(manifest.program, workspace,
+                                                                 parent, program_base))
             if prepare is not None:
                 await prepare(rec)  # before the process exists: its first call sees what this put back
             # the agent's stdout and stderr: a pipe the kernel reads, never a kernel file
@@ -250,9 +252,10 @@ class Spawner:
                                          {"missing_layers": list(handle.missing_layers)})
             if parent is None and manifest.lifecycle == "persistent" and self.persistent is not None:
                 # started again when the kernel starts (kernel/persistent.py), until the operator stops it
-                await asyncio.to_thread(self.persistent.remember_agent, name, manifest.to_data())
+                remembered = True  # set first: a cancellation mid-write is forgotten by the unwinding
+                await in_thread(lambda: self.persistent.remember_agent(name, manifest.to_data()))
         except BaseException as err:
-            await asyncio.shield(self._unwind_spawn(rec, handle, kernel_sock, persisted, err))
+            await asyncio.shield(self._unwind_spawn(rec, handle, kernel_sock, persisted, err, remembered))
             raise
         # the commit point: nothing below awaits or can fail on bad input
         self.caps.install(agent_id, tokens)
@@ -269,8 +272,8 @@ class Spawner:
         return rec
 
     async def _unwind_spawn(self, rec: AgentRecord, handle: Handle | None, kernel_sock: socket.socket | None,
-                            persisted: bool, err: BaseException) -> None:
-        """Undo a failed spawn: process, cgroup, socket, workspace, log, store row, table entry."""
+                            persisted: bool, err: BaseException, remembered: bool = False) -> None:
+        """Undo a failed spawn: process, cgroup, socket, workspace, log, store rows, table entry."""
         if handle is not None:
             try:
                 handle.signal(signal.SIGKILL)
@@ -297,6 +300,9 @@ class Spawner:
             self.table.discard(rec.agent_id)
         if persisted:
             await self.rows.persist_exit(rec)
+        if remembered and self.persistent is not None:
+            # not started again at the next kernel start: this spawn never happened
+            await asyncio.to_thread(self.persistent.forget_agent, rec.name)
         rec.settled.set()
         rec.exited.set()
         if isinstance(err, AgentixError):

@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -138,26 +138,31 @@ class MemoryStore:
     # ---------------------------------------------------------------- writes
     def store(self, owner: str, content: str, category: str = "fact", *,
               metadata: dict[str, Any] | None = None, replaces: str | None = None,
-              embedding: np.ndarray | None = None, max_records: int | None = None) -> dict[str, Any]:
-        """Insert a record (optionally replacing one of the owner's, atomically); return it."""
+              embedding: np.ndarray | None = None, max_records: int | None = None,
+              taint: Iterable[str] = ()) -> dict[str, Any]:
+        """Insert a record (optionally replacing one of the owner's, atomically); return it.
+        ``taint``: the labels of the context that stores it (a query hands them on)."""
         import numpy as np
 
         meta = self._check(content, category, metadata)
         vec = self.embedder.embed_passages([content])[0] if embedding is None else np.asarray(embedding, np.float32)
-        return self._insert_many(owner, [(content, category, meta, vec)], replaces=replaces,
+        return self._insert_many(owner, [(content, category, meta, vec, _labels(taint))], replaces=replaces,
                                  max_records=max_records)[0]
 
     def store_many(self, owner: str, items: list[tuple[str, str, dict[str, Any] | None]], *,
-                   embeddings: np.ndarray | None = None, max_records: int | None = None) -> list[dict[str, Any]]:
-        """Insert several records in one transaction (all or none)."""
+                   embeddings: np.ndarray | None = None, max_records: int | None = None,
+                   taints: list[Iterable[str]] | None = None) -> list[dict[str, Any]]:
+        """Insert several records in one transaction (all or none); ``taints``: each one's labels."""
         import numpy as np
 
         metas = [self._check(c, cat, m) for c, cat, m in items]
         vecs = self.embedder.embed_passages([c for c, _, _ in items]) if embeddings is None else embeddings
-        rows = [(c, cat, meta, np.asarray(v, np.float32)) for (c, cat, _), meta, v in zip(items, metas, vecs)]
+        labels = [_labels(t) for t in taints] if taints is not None else [_labels(())] * len(items)
+        rows = [(c, cat, meta, np.asarray(v, np.float32), lab)
+                for (c, cat, _), meta, v, lab in zip(items, metas, vecs, labels)]
         return self._insert_many(owner, rows, replaces=None, max_records=max_records)
 
-    def _insert_many(self, owner: str, rows: list[tuple[str, str, str, np.ndarray]], *,
+    def _insert_many(self, owner: str, rows: list[tuple[str, str, str, np.ndarray, str]], *,
                      replaces: str | None, max_records: int | None) -> list[dict[str, Any]]:
         import numpy as np
 
@@ -165,9 +170,9 @@ class MemoryStore:
         now = self._clock()
         name = self.embedder.name
         prepared = []
-        for content, category, meta, vec in rows:
+        for content, category, meta, vec, labels in rows:
             vec = np.asarray(vec, np.float32).reshape(-1)
-            prepared.append(("mem_" + secrets.token_hex(8), content, category, meta, vec))
+            prepared.append(("mem_" + secrets.token_hex(8), content, category, meta, vec, labels))
 
         def op(txn: Txn) -> list[dict[str, Any]]:
             db = txn.conn
@@ -184,13 +189,14 @@ class MemoryStore:
                     limit=cap, count=count)
             db.executemany(
                 "INSERT INTO memories (id, owner, category, content, metadata, embedder, dim,"
-                " embedding, created_at, replaced) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " embedding, created_at, replaced, taint) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(rid, owner, category, content, meta, name, int(vec.shape[0]), vec.tobytes(), now,
-                  replaces) for rid, content, category, meta, vec in prepared])
+                  replaces, labels) for rid, content, category, meta, vec, labels in prepared])
             _bump_in(txn, owner)
             return [{"id": rid, "category": category, "content": content,
-                     "metadata": json.loads(meta), "created_at": now, "replaced": replaces}
-                    for rid, content, category, meta, _ in prepared]
+                     "metadata": json.loads(meta), "created_at": now, "replaced": replaces,
+                     "taint": json.loads(labels)}
+                    for rid, content, category, meta, _, labels in prepared]
 
         out = self.db.submit(op).result()
         self._forget(owner)
@@ -221,25 +227,30 @@ class MemoryStore:
         import base64
 
         rows = self.db.reader().execute(
-            "SELECT category, content, metadata, embedder, embedding FROM memories WHERE owner=? "
+            "SELECT category, content, metadata, embedder, embedding, taint FROM memories WHERE owner=? "
             "ORDER BY created_at, rowid", (owner,)).fetchall()
         return [{"category": c, "content": t, "metadata": json.loads(m), "embedder": e,
-                 "embedding": base64.b64encode(v).decode()} for c, t, m, e, v in rows]
+                 "embedding": base64.b64encode(v).decode(), "taint": json.loads(lab)}
+                for c, t, m, e, v, lab in rows]
 
     def import_records(self, owner: str, records: list[dict[str, Any]], *,
-                       max_records: int | None = None) -> int:
-        """Insert exported records for ``owner`` in one transaction (all or none). Embeddings
-        made by another embedder are computed again with this one."""
-        import numpy as np
+                       max_records: int | None = None, taint: Iterable[str] = ()) -> int:
+        """Insert exported records for ``owner`` in one transaction (all or none), each with
+        its recorded labels plus ``taint``. Embeddings made by another embedder are computed
+        again with this one."""
         import base64
+
+        import numpy as np
 
         if not records:
             return 0
         items = [(str(r["content"]), str(r["category"]), r.get("metadata") or None) for r in records]
+        extra = list(taint)
+        taints = [[*_recorded_labels(r.get("taint")), *extra] for r in records]
         if all(r.get("embedder") == self.embedder.name for r in records):
             vecs = np.stack([np.frombuffer(base64.b64decode(r["embedding"]), np.float32) for r in records])
-            return len(self.store_many(owner, items, embeddings=vecs, max_records=max_records))
-        return len(self.store_many(owner, items, max_records=max_records))
+            return len(self.store_many(owner, items, embeddings=vecs, max_records=max_records, taints=taints))
+        return len(self.store_many(owner, items, max_records=max_records, taints=taints))
 
     def delete_owner(self, owner: str) -> int:
         def op(txn: Txn) -> int:
@@ -307,7 +318,7 @@ class MemoryStore:
             marks = ",".join("?" * len(ids))
             # "+owner": look rows up by primary key, then check the owner (the owner index would scan)
             rows = {r[0]: r for r in conn.execute(
-                f"SELECT id, category, content, metadata, created_at FROM memories "
+                f"SELECT id, category, content, metadata, created_at, taint FROM memories "
                 f"WHERE id IN ({marks}) AND +owner=?", (*ids, owner))}
         finally:
             conn.execute("COMMIT")
@@ -317,7 +328,7 @@ class MemoryStore:
             if r is None:
                 continue
             out.append({"id": r[0], "category": r[1], "content": r[2], "metadata": json.loads(r[3]),
-                        "created_at": r[4], "score": round(float(score), 4)})
+                        "created_at": r[4], "score": round(float(score), 4), "taint": json.loads(r[5])})
         return out
 
     def _search(self, idx: _Index, q: np.ndarray, k: int, category: str | None,
@@ -354,3 +365,34 @@ class MemoryStore:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(i), float(scores[i])) for i in top
                 if np.isfinite(scores[i]) and (min_score is None or scores[i] >= min_score)]
+
+
+#: the most labels one record stores: a context that read 10,000 untrusted files holds 10,000
+#: labels, and every record it stores would keep them all
+MAX_RECORD_LABELS = 64
+
+
+def _labels(taint: Iterable[str]) -> str:
+    """A record's labels as stored: a sorted JSON list of strings; past ``MAX_RECORD_LABELS``
+    the rest are kept as one ``SOURCE:(N more)`` per source, so every source (what the taint
+    policy and ``untaint`` decide by) survives."""
+    labels = sorted({str(x) for x in taint})
+    if len(labels) > MAX_RECORD_LABELS:
+        sources = sorted({x.partition(":")[0] for x in labels})
+        kept = labels[:max(MAX_RECORD_LABELS - len(sources), 0)]
+        rest: dict[str, int] = {}
+        for x in labels[len(kept):]:
+            src = x.partition(":")[0]
+            rest[src] = rest.get(src, 0) + 1
+        labels = sorted([*kept, *(f"{src}:({n} more)" for src, n in rest.items())])
+    return json.dumps(labels)
+
+
+def _recorded_labels(raw: Any) -> list[str]:
+    """The labels an exported record carries (a snapshot's; anything but a list of strings is
+    refused, never read as clean)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise InvalidRequest("a memory record's taint must be a list of labels", field="memory.taint")
+    return raw

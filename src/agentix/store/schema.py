@@ -293,4 +293,11 @@ CREATE TABLE imports_due (
 INSERT INTO imports_due (name) VALUES ('registry/made');
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10]
+# v11: a memory carries the taint labels of the context that stored it (a JSON list of
+# ``source:origin`` strings); a query labels its reader with those of the records it returns
+# (tools/memory.py), as agent.state_load does with saved state
+_V11 = """
+ALTER TABLE memories ADD COLUMN taint TEXT NOT NULL DEFAULT '[]';
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11]

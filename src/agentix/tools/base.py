@@ -50,6 +50,9 @@ class ToolAgent(Protocol):
     @property
     def limits(self) -> Limits: ...
 
+    #: its context's taint labels (a tool that hands stored data back adds the data's labels)
+    taint: set[str]
+
 
 @dataclass
 class ToolContext:

@@ -41,23 +41,38 @@ def default_owner(ctx: ToolContext) -> tuple[str, int | None]:
     return f"agent:{ctx.agent_id}", cap
 
 
+def _context_labels(ctx: ToolContext) -> set[str]:
+    """The labels of the context a call acts in: the call's and its agent's."""
+    return set(ctx.call.taint) | (set(ctx.agent.taint) if ctx.agent is not None else set())
+
+
 def make_specs(store: MemoryStore,
                owner_of: Callable[[ToolContext], tuple[str, int | None]] = default_owner) -> list[ToolSpec]:
     async def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         owner, cap = owner_of(ctx)
+        labels = _context_labels(ctx)  # the record is as tainted as the context that stores it
+
         def write() -> dict[str, Any]:
             commit_point()  # its call is still there (tools/thread_work.py)
             return store.store(owner, args["content"], args.get("category", "fact"),
-                               metadata=args.get("metadata"), replaces=args.get("replaces"), max_records=cap)
+                               metadata=args.get("metadata"), replaces=args.get("replaces"), max_records=cap,
+                               taint=labels)
 
         rec = await in_thread(write)
-        return {"id": rec["id"], "category": rec["category"], "replaced": rec["replaced"]}
+        return {"id": rec["id"], "category": rec["category"], "replaced": rec["replaced"], "taint": rec["taint"]}
 
     async def memory_query(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         owner, _ = owner_of(ctx)
         hits = await asyncio.to_thread(
             store.query, owner, args["query"], int(args.get("k", 5)), category=args.get("category"),
             min_score=args.get("min_score"))
+        # what it returns labels the reader (a later run of a shared identity included), as
+        # agent.state_load does: memory never launders a label
+        labels = {x for h in hits for x in h["taint"]}
+        if labels:
+            ctx.call.taint |= labels
+            if ctx.agent is not None:
+                ctx.agent.taint |= labels
         return {"memories": hits}
 
     async def memory_delete(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:

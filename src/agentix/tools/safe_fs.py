@@ -226,8 +226,8 @@ def fenced(fence: Fence | None) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Seen:
-    """One file a tool read the content of, or wrote: ``kind`` is ``read``, ``write``
-    (complete replace), ``append`` or ``edit``; ``key`` the file's (st_dev, st_ino) after the
+    """One file a tool read the content of, listed, or wrote: ``kind`` is ``read``, ``list``
+    (its name in a listing), ``write`` (complete replace), ``append`` or ``edit``; ``key`` the file's (st_dev, st_ino) after the
     call (``old``: before it, for a replace); ``path`` the host path."""
 
     kind: str
@@ -515,6 +515,7 @@ def file_list(
                         return
                     kind = _kind(e)
                     st = e.stat(follow_symlinks=False)
+                    _saw("list", f"{shown}/{prefix}{e.name}", st)  # a name is its writer's text
                     entries.append({"name": prefix + e.name, "type": kind,
                                     "size": st.st_size if kind == "file" else None})
                     if recursive and kind == "dir":
@@ -1020,6 +1021,7 @@ def _file_edit(
                 if st.st_size > max_bytes:
                     raise LimitExceeded(f"{shown} is larger than {max_bytes} bytes", limit=max_bytes)
                 raw = os.pread(fd, max_bytes + 1, 0)
+            _saw("read", shown, st)  # its answer and its errors tell of the content: as a read
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
