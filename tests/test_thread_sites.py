@@ -28,7 +28,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("kernel/snapshots_api.py", "take", "_capture_store"): READ,
     ("kernel/snapshots_api.py", "restore_from", "_resolve"): READ,
     ("kernel/snapshots_api.py", "restore_from", "read_snapshot"): READ,
-    ("kernel/snapshots_api.py", "restore_from", "made_here"): READ,
+    ("kernel/snapshots_api.py", "restore_from", "snapshots_made.made"): READ,
+    ("kernel/net_exec.py", "run_exec", "tally.room"): READ,  # walks the workspace (the kernel's own count)
+    ("kernel/net_exec.py", "run_exec", "tally.recount"): READ,  # the same, after the run
     ("kernel/snapshots_api.py", "restore_from", "_free_name"): READ,
     ("kernel/snapshots_api.py", "restore_from", "_undo"): CLEANUP,
     ("kernel/snapshots_api.py", "restore_from", "shutil.rmtree"): CLEANUP,
@@ -38,7 +40,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("kernel/packages_api.py", "inspect", "store.inspect"): READ,
     ("kernel/packages_api.py", "keys_list", "store.keys.list"): READ,
     ("kernel/packages_api.py", "trust_list", "store.trust.policy"): READ,
-    ("kernel/net_exec.py", "run_exec", "safe_fs.room"): READ,
     ("kernel/calls_audit.py", "audit_verify", "alog.verify"): READ,
     ("kernel/calls_audit.py", "audit_prove", "alog.prove"): READ,
     ("kernel/persistent.py", "respawn_persistent", "store.persistent_agents"): READ,
