@@ -75,6 +75,16 @@ class DiskTally:
                 held = self._locks[workspace] = _QuotaLock()
             return held
 
+    def forget(self, workspace: str) -> None:
+        """Let go of ``workspace``'s count (its agent exited: one entry per workspace ever
+        written would otherwise stay for the kernel's life). A write at work keeps it; a later
+        write counts again from a walk."""
+        with self._guard:
+            held = self._locks.get(workspace)
+            if held is not None and held.lock.acquire(blocking=False):
+                del self._locks[workspace]
+                held.lock.release()
+
     @contextlib.contextmanager
     def writing(self, workspace: str | None, disk_limit: int | None) -> Iterator[safe_fs.DiskQuota | None]:
         """The workspace's count (its writes one at a time, so two at once cannot both fit the
