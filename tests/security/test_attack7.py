@@ -207,5 +207,6 @@ def test_a_database_keeps_one_reader_per_live_thread(tmp_path):
             t.start()
             t.join()
         db.reader().execute("SELECT 1").fetchall()
-        live = [t for t in db._readers if t.is_alive()]
-        assert len(db._readers) <= 2 and threading.current_thread() in live, len(db._readers)
+        kept = len(db._readers)
+        assert kept <= 2, kept  # this thread's, and perhaps the last one's (closed next time)
+        assert threading.current_thread() in db._readers
