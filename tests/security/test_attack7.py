@@ -210,3 +210,16 @@ def test_a_database_keeps_one_reader_per_live_thread(tmp_path):
         kept = len(db._readers)
         assert kept <= 2, kept  # this thread's, and perhaps the last one's (closed next time)
         assert threading.current_thread() in db._readers
+
+
+def test_a_workspace_count_in_use_is_not_dropped(tmp_path):
+    """``forget`` while a write holds the workspace's lock keeps it (a second write must wait on
+    the same lock, never get a new one); once the write is done it goes."""
+    from agentix.tools.files import DiskTally
+
+    tally, ws = DiskTally(lambda: 0.0), str(tmp_path)
+    with tally.writing(ws, 1 << 20):
+        tally.forget(ws)
+        assert ws in tally._locks
+    tally.forget(ws)
+    assert tally._locks == {}
