@@ -253,15 +253,16 @@ _SOURCES = ["fetched_url", "untrusted_file", "agent_message", "external_tool"]
 @settings(max_examples=200, deadline=None)
 def test_a_memory_records_labels_are_bounded_and_keep_every_source(pairs: list[tuple[str, str]]) -> None:
     """A context that read thousands of untrusted files holds a label each; a memory record it
-    stores keeps at most ``MAX_RECORD_LABELS`` of them, and never loses a source (what the taint
+    stores keeps at most ``MAX_LABELS`` of them, and never loses a source (what the taint
     policy refuses by, and ``untaint`` clears by): small sets are kept exactly."""
     import json
 
-    from agentix.memory.store import MAX_RECORD_LABELS, _labels
+    from agentix.core.taint import MAX_LABELS
+    from agentix.memory.store import _labels
 
     given_labels = {f"{s}:{o}" for s, o in pairs}
     stored = json.loads(_labels(given_labels))
-    assert len(stored) <= MAX_RECORD_LABELS
+    assert len(stored) <= MAX_LABELS
     assert {x.partition(":")[0] for x in stored} == {x.partition(":")[0] for x in given_labels}
-    if len(given_labels) <= MAX_RECORD_LABELS:
+    if len(given_labels) <= MAX_LABELS:
         assert stored == sorted(given_labels)

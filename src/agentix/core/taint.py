@@ -16,6 +16,10 @@ Rules:
   could leave in it); sending tools (``send_*``, ``post_*``, ``email_*``, ``*_send``,
   ``*_post``); and ``file_write``/``file_edit`` outside the workspace refuse ``fetched_url``,
   ``untrusted_file``, ``external_tool`` and ``agent_message`` taint.
+- What the kernel keeps is bounded (``cap_labels``): an agent's labels, a saved state's, a
+  file record's and a memory record's are at most ``MAX_LABELS``; past it the rest are kept as
+  one ``SOURCE:(N more)`` label per source, so every source survives and the policy (which
+  decides by source) decides exactly as it would on the whole set.
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ from agentix.core.errors import InvalidRequest, TaintViolation
 
 __all__ = [
     "DEFAULT_RULES",
+    "CappedLabels",
+    "MAX_LABELS",
     "TaintDecision",
     "TaintLabel",
     "TaintPolicy",
     "TaintRule",
     "TaintSet",
     "TaintSource",
+    "cap_labels",
     "parse_rules",
     "parse_untrusted_paths",
     "untrusted_path_match",
@@ -108,6 +115,64 @@ class TaintSet:
     @classmethod
     def from_data(cls, data: Iterable[dict[str, str]]) -> TaintSet:
         return cls(frozenset(TaintLabel(d["source"], d["origin"]) for d in data))  # type: ignore[arg-type]
+
+
+#: the most labels the kernel keeps in one place (an agent, a saved state, a file record, a
+#: memory record): a context that read 10,000 untrusted files would otherwise hold 10,000
+MAX_LABELS = 64
+
+_MORE = re.compile(r"\((\d+) more\)")
+
+
+def cap_labels(labels: Iterable[str], limit: int = MAX_LABELS) -> list[str]:
+    """``labels`` (``source:origin`` strings) sorted, and at most ``limit`` of them: past it the
+    first ones (sorted) are kept and the rest become one ``SOURCE:(N more)`` per source (an
+    earlier ``SOURCE:(N more)`` adds its N), so every source (what the policy and ``untaint``
+    decide by) survives. Capping a capped list changes nothing."""
+    out = sorted({str(x) for x in labels})
+    if len(out) <= limit:
+        return out
+    exact: list[str] = []
+    more: dict[str, int] = {}
+    for x in out:
+        src, _, origin = x.partition(":")
+        m = _MORE.fullmatch(origin)
+        if m:
+            more[src] = more.get(src, 0) + int(m.group(1))
+        else:
+            exact.append(x)
+    keep = max(limit - len({x.partition(":")[0] for x in out}), 0)
+    for x in exact[keep:]:
+        src = x.partition(":")[0]
+        more[src] = more.get(src, 0) + 1
+    return sorted([*exact[:keep], *(f"{src}:({n} more)" for src, n in more.items())])
+
+
+class CappedLabels(set[str]):
+    """An agent's labels as the kernel holds them: a set of ``source:origin`` strings that
+    caps itself (``cap_labels``) after every addition, so it never holds more than
+    ``MAX_LABELS`` however much the agent reads; removal (``untaint``) is a set's."""
+
+    def __init__(self, labels: Iterable[str] = ()) -> None:
+        super().__init__(cap_labels(labels))
+
+    def _cap(self) -> None:
+        if len(self) > MAX_LABELS:
+            capped = cap_labels(self)
+            self.clear()
+            super().update(capped)
+
+    def add(self, label: str) -> None:
+        super().add(label)
+        self._cap()
+
+    def update(self, *others: Iterable[str]) -> None:
+        super().update(*others)
+        self._cap()
+
+    def __ior__(self, other: Iterable[str]) -> CappedLabels:  # type: ignore[override]
+        self.update(other)
+        return self
 
 
 @dataclass(frozen=True, slots=True)

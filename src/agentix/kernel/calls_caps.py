@@ -40,6 +40,7 @@ def register(pipeline: Pipeline, *, svc: CapabilityService, table: ProcessTable,
         rec = table.find_live(call.params.get("agent_id") or "")
         gs = grants_param(call.params)
         mx, exp = limits_params(call.params, svc.clock.now())
+        svc.make_room(rec.agent_id, 1)
         tok = svc.authority.mint(rec.agent_id, gs, now=svc.clock.now(), expires_at=exp, max_invocations=mx)
         svc.install(rec.agent_id, [tok])
         await events.record("capability.granted", rec.agent_id, {
@@ -120,6 +121,7 @@ def register(pipeline: Pipeline, *, svc: CapabilityService, table: ProcessTable,
             by_owner.setdefault(owner.id, (owner, []))[1].append(g)
         # constraints only accumulate: the delegator's approval_required travels in the token
         asks = rec.manifest.approval_required
+        svc.make_room(target.agent_id, len(by_owner))  # before anything is minted
         toks = [svc.authority.attenuate(owner, glist, now=svc.clock.now(), holder=target.agent_id,
                                         expires_at=exp, max_invocations=mx,
                                         remaining=svc.ledger.remaining(owner), ask=asks)

@@ -1,5 +1,8 @@
 """The capability service: the kernel's authority, tokens at spawn, the one decision, approvals.
 
+(Just over 400 lines: the tokens each agent holds, their bound and the one decision over them
+are one job; the calls, the stage and the configuration already live apart.)
+
 The layer is four modules: this service (``CapabilityService``), the pipeline stage that asks it
 (``kernel/cap_stage.py``), what it reads from the home at start (``kernel/cap_config.py``) and
 grants as manifests state them (``kernel/cap_grants.py``); its system calls are in
@@ -29,6 +32,9 @@ Rules (docs/security.md has the model):
   fenced at open time (``tools/safe_fs.py``).
 - Operator ``tool.invoke`` without ``agent_id`` holds no token: the operator is trusted, and
   since no agent's manifest applies no approval is asked either.
+- An agent holds at most ``MAX_HELD`` (256) tokens: a ``cap.delegate`` or ``cap.grant`` past
+  it first lets go of the dead ones (revoked, expired, used up), else is ``limit_exceeded``
+  before anything is minted (``make_room``).
 - When an agent exits all its tokens are revoked (``TokenLedger.revoke_holder``).
 - A revocation reaches work already running: ``revoke`` and ``revoke_agent`` end every call
   at work whose decision no longer holds (``kernel/live_calls.py``; so does an expiry).
@@ -49,7 +55,7 @@ from agentix.core.approval import DEFAULT_TIMEOUT
 from agentix.core.authorize import AuthRequest, Authorization
 from agentix.core.caps import Authority, Token
 from agentix.core.decision_cache import DecisionCache
-from agentix.core.errors import CapabilityDenied, HandoffEscalationDenied, NotFound
+from agentix.core.errors import CapabilityDenied, HandoffEscalationDenied, LimitExceeded, NotFound
 from agentix.core.grants import MCP_TOOL_PREFIX, Grant, Request, mcp_resource
 from agentix.core.hosts import HostPattern
 from agentix.core.ledger import IssuedTokens
@@ -90,6 +96,10 @@ _RESOURCE_TOOLS: dict[str, tuple[str, ...]] = {
     "grep": ("file_read",), "file_write": ("file_write",), "file_edit": ("file_read", "file_write"),
     "web_fetch": ("network",), "exec": ("exec",), "a2a_call": ("network",),
 }
+
+
+#: the most tokens one agent holds: each of its decisions scans them (cap.delegate, cap.grant)
+MAX_HELD = 256
 
 
 # ---------------------------------------------------------------------------- the service
@@ -287,6 +297,20 @@ class CapabilityService:
                 owner, g.grants, now=now, holder=agent_id, expires_at=exp,
                 max_invocations=g.max_invocations, remaining=self.ledger.remaining(owner), ask=asks))
         return out
+
+    def make_room(self, agent_id: str, n: int) -> None:
+        """Room for ``n`` more tokens held by ``agent_id`` (at most ``MAX_HELD``), before any
+        is minted: past the bound its dead tokens (revoked, expired, used up) are let go; if the
+        live ones leave no room, ``limit_exceeded`` and nothing changes."""
+        if len(self.held.get(agent_id, ())) + n <= MAX_HELD:
+            return
+        live = self.live_tokens(agent_id)
+        if len(live) + n > MAX_HELD:
+            raise LimitExceeded(
+                f"{agent_id} holds {len(live)} live tokens and {n} more would pass the limit of "
+                f"{MAX_HELD} per agent: revoke some it holds (cap.revoke) or give fewer, broader grants",
+                limit=MAX_HELD, held=len(live), agent_id=agent_id)
+        self.held[agent_id] = live
 
     def install(self, agent_id: str, tokens: list[Token]) -> None:
         for t in tokens:

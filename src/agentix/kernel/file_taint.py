@@ -18,7 +18,8 @@ Rules:
   labels records the file (device, inode -> labels) in the kernel's database through its one
   writer (table ``file_taint``); an append or an edit keeps the labels the file had; a
   complete overwrite by an untainted context drops the record. A replace makes a new inode:
-  the record moves to it.
+  the record moves to it. A record keeps at most ``MAX_LABELS`` labels (``core.taint.
+  cap_labels``: every source survives).
 - Not seen: what an agent's own process writes directly (``exec``, its program), and a file
   changed on the host behind the kernel's back keeps its record while its inode lives; a record
   outlives a file deleted outside the kernel (a new file on the reused inode is labelled: on
@@ -34,7 +35,7 @@ from dataclasses import replace
 from typing import Any
 
 from agentix.core.errors import AgentixError
-from agentix.core.taint import untrusted_path_match
+from agentix.core.taint import cap_labels, untrusted_path_match
 from agentix.store.db import Database, Txn
 from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
@@ -54,7 +55,7 @@ class FileTaint:
         self.untrusted = untrusted
         self.table = table
         self.records: dict[tuple[int, int], frozenset[str]] = {
-            (dev, ino): frozenset(json.loads(labels))
+            (dev, ino): frozenset(cap_labels(json.loads(labels)))
             for dev, ino, labels in db.reader().execute("SELECT dev, ino, labels FROM file_taint")
         }
 
@@ -115,9 +116,9 @@ class FileTaint:
             had = self.records.get(s.old) if s.old is not None else None
             had = had or self.records.get(s.key) or frozenset()
             if s.kind == "write":  # a complete overwrite: the file holds only what this context wrote
-                labels = frozenset(writer)
-            else:  # append, edit: what it held stays
-                labels = had | frozenset(writer)
+                labels = frozenset(cap_labels(writer))
+            else:  # append, edit: what it held stays (capped: every source survives)
+                labels = frozenset(cap_labels(had | frozenset(writer)))
             if labels != had or (s.old is not None and s.old != s.key and had):
                 changes.append((s.old if s.old != s.key else None, s.key, s.path, labels))
         if not changes:

@@ -188,7 +188,11 @@ class KernelRoot:
         # agents' rows are kept with the audit log (a kernel with a test sink keeps none)
         rows = AgentRows(db if self.audit is not None else None, home, config)
         self.rows = rows
-        self.reaper = Reaper(self.table, self.events, self.caps, self.inference, self.control, rows, self.clock)
+        # the count of what each workspace takes under its limits.disk (file tools and exec;
+        # the reaper lets go of an exited agent's)
+        self.disk_tally = files.DiskTally(self.clock.monotonic)
+        self.reaper = Reaper(self.table, self.events, self.caps, self.inference, self.control, rows, self.clock,
+                             self.disk_tally)
         self.spawner = Spawner(home, config, table=self.table, substrate=self.substrate, events=self.events,
                                caps=self.caps, pipeline=self.pipeline, in_flight=self.in_flight,
                                control=self.control, reaper=self.reaper, rows=rows,
@@ -209,8 +213,6 @@ class KernelRoot:
         self.tools.register(echo.SPEC)
         # file reads label by path ([taint] untrusted_paths) and by what tainted writers wrote
         self.file_taint = FileTaint(db, load_untrusted_paths(home.root), self.table)
-        # the count of what each workspace takes under its limits.disk (file tools and exec)
-        self.disk_tally = files.DiskTally(self.clock.monotonic)
         for spec in [*map(self.file_taint.wrap, files.make_specs(self.disk_tally)),
                      *net_exec.make_specs(config, home, self.table, self.caps, self.substrate, self.disk_tally),
                      *memory_tools.make_specs(self.memory), *skill_tools.make_specs(self.skills)]:

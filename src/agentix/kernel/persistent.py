@@ -38,6 +38,7 @@ from typing import Any
 
 from agentix.core.errors import InvalidRequest, Timeout
 from agentix.core.manifest import Manifest
+from agentix.core.taint import cap_labels
 from agentix.kernel.dispatch import Call, EventSink, Pipeline
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.messaging import Messaging
@@ -162,7 +163,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, mail: Messaging, store:
 
     async def state_save(call: Call) -> dict[str, Any]:
         rec = table.get(call.caller.agent_id)
-        labels = sorted(rec.taint)  # the data is as tainted as the context that saves it
+        labels = cap_labels(rec.taint)  # the data is as tainted as the context that saves it (capped)
         ident, key, value = state_identity(rec), _key(call.params), call.params.get("value")
 
         def save() -> int:

@@ -28,6 +28,7 @@ from agentix.core.budget import BudgetLedger
 from agentix.core.errors import NotFound
 from agentix.core.lifecycle import LIVE_STATES, check_transition
 from agentix.core.mailbox import BoundedFifo
+from agentix.core.taint import CappedLabels
 from agentix.core.manifest import Limits, Manifest
 from agentix.kernel.clock import Clock, SystemClock
 from agentix.kernel.pipes import PipeReader
@@ -214,7 +215,7 @@ class AgentRecord:
     result: Any = None
     requested_reason: str | None = None
     requested_detail: str = ""
-    taint: set[str] = field(default_factory=set)
+    taint: CappedLabels = field(default_factory=CappedLabels)  # at most MAX_LABELS (core.taint)
     isolation: dict[str, Any] = field(default_factory=dict)
     mailbox: BoundedFifo[dict[str, Any]] = field(default_factory=lambda: BoundedFifo(1000))
     mail_event: asyncio.Event = field(default_factory=asyncio.Event)

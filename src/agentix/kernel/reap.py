@@ -21,6 +21,7 @@ from agentix.kernel.control import Control
 from agentix.kernel.dispatch import EventSink
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.process import AgentRecord, ExitRecord, ProcessTable
+from agentix.tools.files import DiskTally
 
 __all__ = ["Reaper"]
 
@@ -38,6 +39,7 @@ class Reaper:
     control: Control
     rows: AgentRows
     clock: Clock
+    disk: DiskTally
 
     async def reap(self, rec: AgentRecord) -> None:
         """Wait for ``rec``'s process; record its exit; revoke, settle, clean up; stop its subtree."""
@@ -76,6 +78,7 @@ class Reaper:
             await rec.handle.cleanup()
         except Exception:
             log.exception("cleanup of %s failed", rec.agent_id)
+        self.disk.forget(str(rec.workspace))  # its writes are over: the count goes with it
         for task in rec.tasks:
             if task is not asyncio.current_task():
                 task.cancel()

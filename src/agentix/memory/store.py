@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from agentix.core.errors import InvalidRequest, LimitExceeded, NotFound
+from agentix.core.taint import cap_labels
 from agentix.memory.embed import Embedder
 from agentix.store.db import Database, Txn
 
@@ -367,25 +368,10 @@ class MemoryStore:
                 if np.isfinite(scores[i]) and (min_score is None or scores[i] >= min_score)]
 
 
-#: the most labels one record stores: a context that read 10,000 untrusted files holds 10,000
-#: labels, and every record it stores would keep them all
-MAX_RECORD_LABELS = 64
-
-
 def _labels(taint: Iterable[str]) -> str:
-    """A record's labels as stored: a sorted JSON list of strings; past ``MAX_RECORD_LABELS``
-    the rest are kept as one ``SOURCE:(N more)`` per source, so every source (what the taint
-    policy and ``untaint`` decide by) survives."""
-    labels = sorted({str(x) for x in taint})
-    if len(labels) > MAX_RECORD_LABELS:
-        sources = sorted({x.partition(":")[0] for x in labels})
-        kept = labels[:max(MAX_RECORD_LABELS - len(sources), 0)]
-        rest: dict[str, int] = {}
-        for x in labels[len(kept):]:
-            src = x.partition(":")[0]
-            rest[src] = rest.get(src, 0) + 1
-        labels = sorted([*kept, *(f"{src}:({n} more)" for src, n in rest.items())])
-    return json.dumps(labels)
+    """A record's labels as stored: a sorted JSON list of strings, capped (``core.taint.
+    cap_labels``: at most ``MAX_LABELS``, every source kept)."""
+    return json.dumps(cap_labels(taint))
 
 
 def _recorded_labels(raw: Any) -> list[str]:

@@ -183,7 +183,9 @@ class Database:
         self._urgent = threading.Event()
         self._c = _Counters()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        #: each thread's reader, by thread: a thread gone (to_thread's pool comes and goes) has
+        #: its reader closed when the next one opens, so they stay as many as live threads
+        self._readers: dict[threading.Thread, sqlite3.Connection] = {}
         self._readers_lock = threading.Lock()
         self._generation = 0
         self._closed = False
@@ -407,7 +409,9 @@ class Database:
             conn = _connect(str(self.path), readonly=True)
             self._local.conn = (self._generation, conn)
             with self._readers_lock:
-                self._readers.append(conn)
+                for gone in [t for t in self._readers if not t.is_alive()]:
+                    self._readers.pop(gone).close()
+                self._readers[threading.current_thread()] = conn
             return conn
         return got[1]
 
@@ -426,7 +430,7 @@ class Database:
             self._checkpointer.join()
         with self._readers_lock:
             self._generation += 1  # every thread opens a new reader next time
-            for c in self._readers:
+            for c in self._readers.values():
                 c.close()
             self._readers.clear()
         self._conn.close()

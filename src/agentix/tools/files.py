@@ -54,6 +54,7 @@ class _QuotaLock:
         self.lock = threading.Lock()
         self.quota: safe_fs.DiskQuota | None = None
         self.counted_at = float("-inf")
+        self.users = 0  # the writes that hold it (DiskTally's guard): one in use is never dropped
 
 
 class DiskTally:
@@ -68,12 +69,27 @@ class DiskTally:
         self._guard = threading.Lock()
         self.walks = 0  # workspaces measured by a walk (statistics; a test reads it)
 
-    def _held(self, workspace: str) -> _QuotaLock:
+    @contextlib.contextmanager
+    def _held(self, workspace: str) -> Iterator[_QuotaLock]:
         with self._guard:
             held = self._locks.get(workspace)
             if held is None:
                 held = self._locks[workspace] = _QuotaLock()
-            return held
+            held.users += 1
+        try:
+            yield held
+        finally:
+            with self._guard:
+                held.users -= 1
+
+    def forget(self, workspace: str) -> None:
+        """Let go of ``workspace``'s count (its agent exited: one entry per workspace ever
+        written would otherwise stay for the kernel's life). One a write still holds is kept
+        (two writes never get two locks); a later write counts again from a walk."""
+        with self._guard:
+            held = self._locks.get(workspace)
+            if held is not None and held.users == 0:
+                del self._locks[workspace]
 
     @contextlib.contextmanager
     def writing(self, workspace: str | None, disk_limit: int | None) -> Iterator[safe_fs.DiskQuota | None]:
@@ -82,8 +98,7 @@ class DiskTally:
         if workspace is None or disk_limit is None:
             yield None
             return
-        held = self._held(workspace)
-        with held.lock:
+        with self._held(workspace) as held, held.lock:
             quota, now = held.quota, self.monotonic()
             if quota is None or quota.used is None or quota.limit != disk_limit or now - held.counted_at > self.fresh_for:
                 quota = held.quota = safe_fs.DiskQuota(disk_limit)
@@ -103,8 +118,7 @@ class DiskTally:
         """Measure the workspace again (something the kernel did not write changed it: an exec
         run); what it takes now (over ``disk_limit`` when it is over; None when it cannot be
         measured: gone, or more entries than any limit allows)."""
-        held = self._held(workspace)
-        with held.lock:
+        with self._held(workspace) as held, held.lock:
             held.quota = None
         try:
             with self.writing(workspace, disk_limit) as quota:
