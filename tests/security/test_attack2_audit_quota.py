@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from agentix.core.record_quota import RecordQuota
 from agentix.kernel.clock import VirtualClock
-from agentix.kernel.record_gate import FLUSH_AFTER
+from agentix.kernel.record_gate import FLUSH_AFTER, RecordGate, quiet
+from agentix.rpc.server import _start_eagerly
 from conftest import until
 from security._world import World, run, tool
 
@@ -75,6 +77,46 @@ def test_one_identity_flooding_never_holds_back_another(burst, n, others):
         q.admit("flooder", "http.refused", 0.0)
     # another identity at the same instant gets its whole burst
     assert [q.admit("other", "call.refused", 0.0) for _ in range(min(others, burst))] == [True] * min(others, burst)
+
+
+# ------------------------------------------------------------------ the mark (whose records)
+class _Written:
+    """An ``EventSink`` that keeps what reaches it (what the gate let through)."""
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    async def record(self, kind, agent_id, data, taint=(), *, durable=True):
+        self.kinds.append(kind)
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_a_call_that_blocks_stays_its_callers_quota_and_a_task_it_starts_does_not(blocks):
+    """The channel runs a call eagerly outside any task and gives it a task only once it
+    blocks (rpc.server._start_eagerly): an ``ipc.recv`` that waited for its message recorded
+    its receipt from that task. The quota must follow the call across the hand-over (it did
+    not: the agent got one record more whenever its orders came after it asked, a test
+    flaky with load), and must still not hold a background task the call starts."""
+    out = _Written()
+    gate = RecordGate(out, RecordQuota(1, 0.1), clock=VirtualClock())
+
+    async def call() -> None:
+        with quiet("agent a"):
+            if blocks:
+                await asyncio.sleep(0)  # the rest runs in the task that drives it on
+            await gate.record("message.delivered", "a", {})
+            await gate.record("capability.denied", "a", {})   # over the burst of 1: counted
+            await asyncio.create_task(gate.record("watcher.note", "a", {}))  # not the call's
+
+    async def main() -> None:
+        task = _start_eagerly(call())
+        assert task is not None  # it waits for the task it starts, at the latest
+        await task
+        await gate.flush()
+
+    asyncio.run(main())
+    assert out.kinds == ["message.delivered", "watcher.note", "audit.suppressed"]
+    assert gate.statistics()["suppressed"] == 1
 
 
 # ------------------------------------------------------------------ the kernel

@@ -152,11 +152,13 @@ class McpServer:
             transport = await (self._spawn() if self.cfg.command is not None else self._remote())
             self._runner = asyncio.create_task(self._run(transport, ready, self._dead))
             died = asyncio.ensure_future(self._dead.wait())
+            # the kernel's deadline, on the kernel's clock (a test's VirtualClock steps it)
+            timer = asyncio.ensure_future(self.k.clock.sleep(self.cfg.start_timeout))
             try:
-                done, _ = await asyncio.wait({ready, died}, timeout=self.cfg.start_timeout,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({ready, died, timer}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 died.cancel()
+                timer.cancel()
             if ready not in done:
                 reason = self.last_error if self._dead.is_set() else (
                     f"did not complete the MCP handshake within {self.cfg.start_timeout:g} s")
@@ -377,42 +379,52 @@ class McpServer:
     # -- listing and calling ------------------------------------------------------------
     async def _list(self) -> None:
         """The server's tools, read under ONE deadline (``start_timeout``, the same as the
-        handshake's) and bounded in count (``MAX_TOOLS``) and size (``MAX_TOOL_BYTES`` each):
-        a server paging slowly or without end fails its start instead of holding the callers
-        (and every agent's ``tool.list``) for 64 pages of ``call_timeout``."""
+        handshake's, on the kernel's clock) and bounded in count (``MAX_TOOLS``) and size
+        (``MAX_TOOL_BYTES`` each): a server paging slowly or without end fails its start
+        instead of holding the callers (and every agent's ``tool.list``) for 64 pages of
+        ``call_timeout``."""
+        listing = asyncio.ensure_future(self._pages())
+        timer = asyncio.ensure_future(self.k.clock.sleep(self.cfg.start_timeout))
+        try:
+            await asyncio.wait({listing, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not listing.done():
+                listing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listing
+        if listing.cancelled():
+            raise ToolError(f"MCP server {self.name} did not finish listing its tools (tools/list) within "
+                            f"start_timeout = {self.cfg.start_timeout:g} s", reason="mcp_server_start",
+                            server=self.name)
+        self.tools = listing.result()
+
+    async def _pages(self) -> dict[str, ListedTool]:
         assert self.client is not None
         tools: dict[str, ListedTool] = {}
         cursor: str | None = None
-        try:
-            async with asyncio.timeout(self.cfg.start_timeout):
-                for _ in range(64):
-                    # never the SDK's response cache: a listing is what the server says now
-                    page = await self.client.list_tools(cursor=cursor, cache_mode="bypass")
-                    for t in page.tools:
-                        if not MCP_TOOL_RE.fullmatch(t.name):
-                            log.warning("MCP server %s lists a tool named %r; skipped (names are letters, "
-                                        "digits, '_', '.', '-')", self.name, t.name[:80])
-                            continue
-                        digest, size = tool_digest(t.description, t.input_schema), _tool_size(t)
-                        if size > MAX_TOOL_BYTES:
-                            log.warning("MCP server %s lists tool %s with %d bytes of description and "
-                                        "schema (more than %d); skipped", self.name, t.name, size, MAX_TOOL_BYTES)
-                            continue
-                        tools[t.name] = ListedTool(t.name, t.description, t.input_schema, digest)
-                        if len(tools) > MAX_TOOLS:
-                            raise ToolError(f"MCP server {self.name} lists more than {MAX_TOOLS} tools",
-                                            reason="mcp_server_start", server=self.name)
-                    cursor = page.next_cursor
-                    if cursor is None:
-                        break
-                else:
-                    raise ToolError(f"MCP server {self.name} listed 64 pages of tools without an end",
+        for _ in range(64):
+            # never the SDK's response cache: a listing is what the server says now
+            page = await self.client.list_tools(cursor=cursor, cache_mode="bypass")
+            for t in page.tools:
+                if not MCP_TOOL_RE.fullmatch(t.name):
+                    log.warning("MCP server %s lists a tool named %r; skipped (names are letters, "
+                                "digits, '_', '.', '-')", self.name, t.name[:80])
+                    continue
+                digest, size = tool_digest(t.description, t.input_schema), _tool_size(t)
+                if size > MAX_TOOL_BYTES:
+                    log.warning("MCP server %s lists tool %s with %d bytes of description and "
+                                "schema (more than %d); skipped", self.name, t.name, size, MAX_TOOL_BYTES)
+                    continue
+                tools[t.name] = ListedTool(t.name, t.description, t.input_schema, digest)
+                if len(tools) > MAX_TOOLS:
+                    raise ToolError(f"MCP server {self.name} lists more than {MAX_TOOLS} tools",
                                     reason="mcp_server_start", server=self.name)
-        except TimeoutError:
-            raise ToolError(f"MCP server {self.name} did not finish listing its tools (tools/list) within "
-                            f"start_timeout = {self.cfg.start_timeout:g} s", reason="mcp_server_start",
-                            server=self.name) from None
-        self.tools = tools
+            cursor = page.next_cursor
+            if cursor is None:
+                return tools
+        raise ToolError(f"MCP server {self.name} listed 64 pages of tools without an end",
+                        reason="mcp_server_start", server=self.name)
 
     async def call(self, tool: str, args: dict[str, Any], timeout: float) -> Any:
         await self.ensure()

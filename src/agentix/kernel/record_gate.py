@@ -25,13 +25,14 @@ from typing import Any
 from agentix.core.record_quota import RecordQuota
 from agentix.kernel.clock import Clock, SystemClock
 from agentix.kernel.event_sink import EventSink
+from agentix.rpc.server import owner
 
 __all__ = ["RecordGate", "quiet"]
 
 log = logging.getLogger(__name__)
 
-#: (identity, the task that entered ``quiet``) while a no-change call is recording
-_QUIET: contextvars.ContextVar[tuple[str, asyncio.Task[Any] | None] | None] = contextvars.ContextVar(
+#: (identity, who entered ``quiet``: ``rpc.server.owner``) while a no-change call is recording
+_QUIET: contextvars.ContextVar[tuple[str, object | None] | None] = contextvars.ContextVar(
     "agentix_quiet_records", default=None)
 
 FLUSH_AFTER = 10.0
@@ -39,12 +40,12 @@ FLUSH_AFTER = 10.0
 
 @contextlib.contextmanager
 def quiet(who: str) -> Iterator[None]:
-    """Records written by this task inside the block count against ``who``'s quota."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
-    token = _QUIET.set((who, task))
+    """Records written by this task inside the block count against ``who``'s quota.
+
+    "This task" is ``rpc.server.owner()``: a call the channel started eagerly (outside any
+    task) and finished in a task of its own once it blocked (an ``ipc.recv`` that waited for
+    its message) is one caller throughout; a task it starts is not."""
+    token = _QUIET.set((who, owner()))
     try:
         yield
     finally:
@@ -55,11 +56,7 @@ def _quiet_caller() -> str | None:
     mark = _QUIET.get()
     if mark is None:
         return None
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
-    return mark[0] if mark[1] is task else None
+    return mark[0] if mark[1] is owner() else None
 
 
 class RecordGate:

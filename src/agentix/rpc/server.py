@@ -34,6 +34,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import weakref
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -251,6 +252,7 @@ def _start_eagerly(coro: Any) -> asyncio.Task[Any] | None:
     # handler that sets a context variable before it blocks (fs.fenced) resets it in the same
     # context, and nothing it sets leaks into the connection's callbacks
     ctx = contextvars.copy_context()
+    ctx.run(_STEP.set, object())  # who runs it, until a task drives it on (``owner``)
     try:
         fut = ctx.run(coro.send, None)
     except StopIteration:
@@ -259,6 +261,26 @@ def _start_eagerly(coro: Any) -> asyncio.Task[Any] | None:
         log.exception("request handler failed")
         return None
     return drive_task(coro, fut, ctx)
+
+
+#: an eagerly started coroutine's token while it runs outside any task (``_start_eagerly``)
+_STEP: contextvars.ContextVar[object | None] = contextvars.ContextVar("agentix_eager_step", default=None)
+#: a drive task -> the token of the eager step it carries on (``owner``)
+_DRIVES: weakref.WeakKeyDictionary[asyncio.Task[Any], object] = weakref.WeakKeyDictionary()
+
+
+def owner() -> object | None:
+    """Who is running now, as one value for the whole of one coroutine: the current task; for a
+    coroutine started eagerly (outside any task, ``_start_eagerly``), one token for its first
+    step and for the task that ``drive_task`` then finishes it in. A task the coroutine starts
+    is someone else (its own task). None outside any task and any eager step."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None
+    if task is None:
+        return _STEP.get()
+    return _DRIVES.get(task, task)
 
 
 #: a task cancelled before it first ran -> the task ending its coroutine (``drive_task``)
@@ -275,6 +297,7 @@ def drive_task(coro: Any, fut: Any, ctx: contextvars.Context) -> asyncio.Task[An
     task of its own runs its cleanup to the end (``unwound(task)`` waits for it)."""
     loop = asyncio.get_running_loop()
     task = loop.create_task(drive(coro, fut), context=ctx)
+    _DRIVES[task] = _carried(ctx)
 
     def done(t: asyncio.Task[Any]) -> None:  # the first of the task's callbacks
         if not t.cancelled() or coro.cr_frame is None or coro.cr_running:
@@ -284,10 +307,21 @@ def drive_task(coro: Any, fut: Any, ctx: contextvars.Context) -> asyncio.Task[An
         except BaseException:  # noqa: BLE001 - it ended (the cancellation, or its own error)
             return
         u = _UNWINDING[t] = loop.create_task(drive(coro, step), context=ctx)
+        _DRIVES[u] = _DRIVES[t]
         u.add_done_callback(lambda _: _UNWINDING.pop(t, None))
 
     task.add_done_callback(done)
     return task
+
+
+def _carried(ctx: contextvars.Context) -> object:
+    """The ``owner`` of a coroutine whose first step just ran (in ``ctx``, or in the current
+    task's context for a batch's steps): a task that drives it on is the same one."""
+    me = asyncio.current_task()
+    if me is not None:
+        return _DRIVES.get(me, me)
+    step = ctx.get(_STEP)
+    return step if step is not None else object()
 
 
 async def unwound(task: asyncio.Task[Any]) -> None:
