@@ -147,3 +147,48 @@ def test_an_eagerly_started_call_keeps_one_context():
 
     asyncio.run(main())
     assert done == ["reset"]
+
+
+@pytest.mark.parametrize("in_task", [False, True], ids=["eager", "in_a_task"])
+def test_each_element_of_a_batch_keeps_a_context_of_its_own(in_task: bool):
+    """The same for a JSON-RPC batch: each element's first step runs before the next element's,
+    so one that sets a context variable (the file fence, the audit quota's quiet mark) and then
+    blocks must neither leak it into the elements after it nor reset it from another context
+    (ValueError, answered as an internal error). Both as the channel runs a batch frame eagerly
+    and from a task."""
+    from contextvars import ContextVar
+
+    from agentix.rpc.server import _run_frame, _start_eagerly
+
+    var: ContextVar[str | None] = ContextVar("v", default=None)
+    seen: dict[str, str | None] = {}
+
+    async def handler(method: str, params: dict) -> str:
+        seen[method] = var.get()
+        if method == "sets_and_blocks":
+            tok = var.set(method)
+            await asyncio.sleep(0.01)
+            var.reset(tok)  # ValueError if the rest ran in another context than the first step
+        return "ok"
+
+    batch = [{"jsonrpc": "2.0", "id": i, "method": m, "params": {}}
+             for i, m in enumerate(["sets_and_blocks", "after_it", "last"])]
+
+    async def main() -> object:
+        out: list[object] = []
+
+        async def frame() -> None:
+            out.append(await _run_frame(handler, batch))
+
+        if in_task:
+            await asyncio.create_task(frame())
+        else:
+            task = _start_eagerly(frame())
+            assert task is not None
+            await task
+        assert var.get() is None
+        return out[0]
+
+    replies = asyncio.run(main())
+    assert replies == [{"jsonrpc": "2.0", "id": i, "result": "ok"} for i in range(3)]
+    assert seen == {"sets_and_blocks": None, "after_it": None, "last": None}

@@ -182,7 +182,10 @@ def _check_frame(msg: Any, limits: InFlightLimits, shared: InFlight) -> Any:
 async def _run_frame(handler: Handler, msg: Any) -> Any:
     """The reply (or batch of replies) to one admitted frame; None if nothing to send.
 
-    Batch elements start eagerly one by one; only those that block get a task.
+    Batch elements start eagerly one by one; only those that block get a task. Each runs in a
+    context of its own from its first step on (as ``_start_eagerly``): a context variable one
+    sets before it blocks (the file fence, the audit quota's quiet mark) neither leaks into the
+    elements after it nor is reset from another context.
     """
     if not isinstance(msg, list):
         return await _answer(handler, msg)
@@ -191,12 +194,13 @@ async def _run_frame(handler: Handler, msg: Any) -> Any:
     try:
         for i, m in enumerate(msg):
             coro = _answer(handler, m)
+            ctx = contextvars.copy_context()
             try:
-                fut = coro.send(None)
+                fut = ctx.run(coro.send, None)
             except StopIteration as stop:
                 replies[i] = stop.value
                 continue
-            waiting.append((i, drive_task(coro, fut, contextvars.copy_context())))
+            waiting.append((i, drive_task(coro, fut, ctx)))
         for i, task in waiting:
             replies[i] = await task
     finally:
