@@ -119,7 +119,9 @@ def test_memory_records_round_trip_without_ids_or_times(tmp_path: Path) -> None:
     s.store("agent:other", "not mine", "fact")
     exported = s.export("agent:a")
     assert [r["content"] for r in exported] == ["the cat sleeps on the mat", "we decided to ship on friday"]
-    assert all(set(r) == {"category", "content", "metadata", "embedder", "embedding"} for r in exported)
+    # ``taint``: the labels of the context that stored each record (none here), carried along
+    assert all(set(r) == {"category", "content", "metadata", "embedder", "embedding", "taint"} for r in exported)
+    assert all(r["taint"] == [] for r in exported)
     assert s.import_records("agent:b", exported) == 2
     assert s.export("agent:b") == exported                      # same records, same embeddings
     hits = s.query("agent:b", "where is the cat?", k=1)
