@@ -68,9 +68,10 @@ def test_a_child_spawn_revoked_while_its_program_is_copied_leaves_no_workspace(t
     monkeypatch.setattr(spawn_mod, "install_program", held)
 
     async def body(w: World) -> dict[str, Any]:
+        held.open.set()  # the parent itself is copied without waiting (before: it waited out
+        # the 30 s hold, since the gate opened only once its spawn had returned)
         parent = await w.spawn(["spawn_child: [kid]"], name="parent", program="sleeper.py")
         (Path(parent.workspace) / "kid.py").write_text("print('kid')\n")
-        held.open.set()  # the parent itself is copied without waiting
         await _until(held.left.is_set, "the parent's own copy")
         held.entered.clear(), held.open.clear(), held.left.clear()
         before = _tree(w.home.workspaces)
