@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,17 +11,12 @@ import httpx
 import pytest
 
 from conftest import Daemon, short_tmp, wait_until
+from _ports import free_port  # noqa: F401 (the tests of this folder import it from here)
 
 
 #: the TLS context every client here shares: httpx builds one per client by default, loading
 #: the CA bundle each time (~50 ms of CPU), and ``Api.post`` makes a client per call
 TLS = httpx.create_ssl_context()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

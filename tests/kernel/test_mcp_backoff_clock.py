@@ -11,7 +11,6 @@ listing. Now a listing skips a server in its backoff and starts it again only on
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from agentix.kernel.dispatch import Caller  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from security._world import World, run  # noqa: E402
+from _ports import free_port  # nothing listens there once it is released
 
 SLEEPER = "import time\nprint('ready', flush=True)\ntime.sleep(3600)\n"
 
@@ -33,18 +33,9 @@ class _World(World):
     programs = {"sleeper.py": SLEEPER}
 
 
-def _closed_port() -> int:
-    """A loopback port nothing listens on: a remote server there fails every start at once."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_a_server_that_crashes_at_start_is_restarted_once_per_backoff_not_once_per_listing(tmp_path):
     clock = VirtualClock()
-    toml = (f'[mcp.servers.down]\nurl = "http://127.0.0.1:{_closed_port()}/mcp"\n'
+    toml = (f'[mcp.servers.down]\nurl = "http://127.0.0.1:{free_port()}/mcp"\n'
             "start_timeout = 10\nmax_restarts = 10\n")
 
     async def body(w: World) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from agentix.packages.service import PackageStore
+from _ports import free_port  # noqa: F401 (the tests of this folder import it from here)
 
 AGENTFILE = """\
 apiVersion: agentix/v1
@@ -109,12 +109,6 @@ def other_store(tmp_path: Path) -> Iterator[PackageStore]:
     """A second $AGENTIX_HOME: 'another machine'."""
     with PackageStore(tmp_path / "home2", timeout=5.0) as s:
         yield s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

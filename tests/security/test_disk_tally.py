@@ -17,25 +17,16 @@ and the next exec run until the workspace is back under its limit.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from agentix.core.errors import LimitExceeded
 from agentix.kernel.clock import VirtualClock
 from agentix.kernel.dispatch import OPERATOR
-from agentix.tools import safe_fs
 from agentix.tools.files import COUNT_FRESH_S
 from security._world import World, run
+from security.test_attack4_disk import _used  # a fresh walk of a workspace, as the kernel counts it
 
 MIB = 1 << 20
-
-
-def _used(root: Path) -> int:
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return safe_fs.usage(fd)
-    finally:
-        os.close(fd)
 
 
 def test_writes_keep_a_count_instead_of_walking_the_workspace_each_time(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from agentix.kernel.vault import RedactingFilter, Vault
 from agentix.sdk.errors import AgentixError as SdkError
 from agentix.tools.secrets import inject
 
+from _ports import free_port  # nothing listens there once it is released
 from test_scenarios_12_36 import World, run, tool  # noqa: E402  (same directory)
 
 # ---------------------------------------------------------------------------- a persistent probe
@@ -380,16 +381,8 @@ class _Leaky(BaseHTTPRequestHandler):
         pass
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_a_secret_in_every_web_fetch_failure_path_leaves_no_trace(start_kernel, isolation_mode):
-    _Leaky.closed = _closed_port()
+    _Leaky.closed = free_port()
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Leaky)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{srv.server_address[1]}"
