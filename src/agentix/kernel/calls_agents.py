@@ -166,6 +166,15 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
         child = await spawner.spawn(manifest, parent=rec, message=call.params.get("message"))
         return {"agent_id": child.agent_id, "name": child.name, "pid": child.pid}
 
+    def told_by(call: Call, rec: AgentRecord, kids: list[AgentRecord]) -> None:
+        """What a child tells its parent — its result, and in every summary values it chose (its
+        exit status, its system call count) — is as tainted as the child: a label survives being
+        passed up (a child that read a web page cannot hand it, or 8 bits of it in its exit
+        status, to its parent clean), whichever call passes it (wait, list, stop, kill)."""
+        for kid in kids:
+            rec.taint |= kid.taint
+            call.taint |= kid.taint
+
     async def wait_child(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
         child = table.get(required(call.params, "agent_id", str, "a child's agent id"))
@@ -175,11 +184,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
         child = await control.wait(child, timeout_param(call.params, None))
         told = child.result is not None or child.exit is not None
         if told:
-            # the result, and the exit status the child chose, are as tainted as the child: a
-            # label survives being passed up (a child that read a web page cannot hand it, or
-            # 8 bits of it in its exit status, to its parent clean)
-            rec.taint |= child.taint
-            call.taint |= child.taint
+            told_by(call, rec, [child])
         return {"agent_id": child.agent_id, "name": child.name, "state": child.state,
                 "exit": child.exit.to_data() if child.exit else None, "result": child.result,
                 "taint": sorted(child.taint) if told else []}
@@ -187,10 +192,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
     async def list_children(call: Call) -> dict[str, Any]:
         rec = caller_rec(call)
         kids = [table.get(c) for c in rec.children]
-        # each summary carries values its child chose (exit status, system call count)
-        labels = set().union(*(k.taint for k in kids)) if kids else set()
-        rec.taint |= labels
-        call.taint |= labels
+        told_by(call, rec, kids)
         return {"children": [k.summary() for k in kids]}
 
     async def stop_child(call: Call) -> dict[str, Any]:
@@ -200,11 +202,13 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
             raise InvalidRequest(f'"grace" must be between 0 and {MAX_GRACE:g} seconds', field="grace")
         rec = await control.stop(target, reason="killed", detail=f"stopped by {call.caller.agent_id}",
                                  grace=None if grace is None else float(grace))
+        told_by(call, caller_rec(call), [rec])
         return rec.summary()
 
     async def kill_child(call: Call) -> dict[str, Any]:
         target = table.find(call.params["agent_id"])
         rec = await control.kill(target)
+        told_by(call, caller_rec(call), [rec])
         return rec.summary()
 
     for name, fn in [
