@@ -267,3 +267,29 @@ def test_a_memory_records_labels_are_bounded_and_keep_every_source(pairs: list[t
     assert {x.partition(":")[0] for x in stored} == {x.partition(":")[0] for x in given_labels}
     if len(given_labels) <= MAX_LABELS:
         assert stored == sorted(given_labels)
+
+
+def test_a_memory_store_ended_while_its_text_is_embedded_stores_nothing(tmp_path, monkeypatch):
+    """``memory_store`` embeds its text before it writes (with an API embedder, a network round
+    trip). Before, its commit point came before the embedding, so a call ended meanwhile waited
+    the embedding out and stored the record anyway; now the embedding runs before the commit
+    point: ended during it, the call stores nothing."""
+
+    async def body(w: World) -> dict[str, Any]:
+        rec = await w.spawn(["tool: memory_store"], name="rememberer", program="sleeper.py")
+        held = _Held(w.k.memory.embedder.embed_passages)
+        monkeypatch.setattr(w.k.memory.embedder, "embed_passages", held)
+        call = asyncio.ensure_future(w.k.pipeline.run(_caller(rec), "tool.call", {
+            "name": "memory_store", "args": {"content": "a note stored late"}}))
+        await _until(lambda: held.entered.is_set() or call.done(), "the embedding in its thread")
+        assert not call.done(), call.result()
+        call.cancel()
+        await asyncio.sleep(0.2)
+        held.open.set()
+        answer = await _answer(call)
+        await _until(held.left.is_set, "the embedding's thread done")
+        await asyncio.sleep(0.2)  # a write after the embedding lands now
+        return {"answer": answer, "stored": [r["content"] for r in w.k.memory.export(f"agent:{rec.agent_id}")]}
+
+    r = run(tmp_path, body, world=_World)
+    assert not isinstance(r["answer"], dict) and r["stored"] == [], r  # ended before any change

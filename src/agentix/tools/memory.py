@@ -53,8 +53,12 @@ def make_specs(store: MemoryStore,
         labels = _context_labels(ctx)  # the record is as tainted as the context that stores it
 
         def write() -> dict[str, Any]:
+            content = args["content"]
+            # the embedding (a model; with an API embedder a network round trip) changes nothing:
+            # it runs before the commit point, so a call ended meanwhile stores nothing
+            vec = store.embedder.embed_passages([content])[0] if isinstance(content, str) else None
             commit_point()  # its call is still there (tools/thread_work.py)
-            return store.store(owner, args["content"], args.get("category", "fact"),
+            return store.store(owner, content, args.get("category", "fact"), embedding=vec,
                                metadata=args.get("metadata"), replaces=args.get("replaces"), max_records=cap,
                                taint=labels)
 
