@@ -155,6 +155,7 @@ def test_an_untainted_writer_labels_nothing_and_its_overwrite_clears_the_record(
     ('untrusted_paths = "/data"', "must be a list"),
     ('untrusted_paths = ["data/inbox"]', "taint.untrusted_paths[0] must be an absolute"),
     ('untrusted_paths = [3]', "taint.untrusted_paths[0]"),
+    ('untrusted_paths = ["/srv/x/../uploads"]', "taint.untrusted_paths[0]: path '/srv/x/../uploads' contains '..'"),
 ])
 def test_a_bad_untrusted_paths_is_refused_at_start_naming_the_field(tmp_path, bad, why):
     (tmp_path / "config.toml").write_text(f"[taint]\n{bad}\n")
@@ -163,6 +164,15 @@ def test_a_bad_untrusted_paths_is_refused_at_start_naming_the_field(tmp_path, ba
     assert why in exc.value.message and exc.value.data["field"] == "taint.untrusted_paths"
     with pytest.raises(InvalidRequest):
         World(tmp_path / "w", f"[taint]\n{bad}\n")  # the kernel does not start on it
+
+
+def test_untrusted_paths_are_matched_in_the_form_paths_have(tmp_path):
+    """``/data//inbox`` or ``/data/./inbox/`` in the config matched nothing (the paths a read is
+    checked against are normalised): the operator's rule was off without a word."""
+    (tmp_path / "config.toml").write_text('[taint]\nuntrusted_paths = ["/data//inbox", "/srv/./mail/"]\n')
+    paths = load_untrusted_paths(tmp_path)
+    assert paths == ("/data/inbox", "/srv/mail")
+    assert untrusted_path_match(paths, "/data/inbox/a.txt") and untrusted_path_match(paths, "/srv/mail/b")
 
 
 def test_glob_semantics():

@@ -30,6 +30,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Literal, get_args
 
 from agentix.core.errors import InvalidRequest, TaintViolation
+from agentix.core.paths import normalize_path
 
 __all__ = [
     "DEFAULT_RULES",
@@ -311,7 +312,12 @@ def parse_untrusted_paths(data: Any) -> tuple[str, ...]:
         if not isinstance(item, str) or not item.startswith("/") or "\x00" in item:
             raise InvalidRequest(f"{field}[{i}] must be an absolute host path or glob (starting with /), "
                                  f"got {item!r}", field=field)
-        out.append(item)
+        # in the form the paths it is matched against have (``/data//inbox`` and ``/data/./inbox``
+        # would match nothing, silently: the operator's rule off without a word)
+        try:
+            out.append(normalize_path(item))
+        except InvalidRequest as err:
+            raise InvalidRequest(f"{field}[{i}]: {err}", field=field) from None
     return tuple(out)
 
 
