@@ -156,11 +156,13 @@ def test_push_and_pull_fetch_a_token_per_scope_with_the_credentials_files_passwo
     pushed = store.push(ref)
     assert pushed["blobs_sent"] == 3
     assert "pull,push" in _actions(tokens.asked)              # an upload's scope
+    assert len(tokens.asked) == len(set(tokens.asked))        # each scope asked for once: clients share it
     n = len(tokens.asked)
     _credentials(other_store, reg.host, {"username": USER, "password": PASSWORD})
     other_store.trust_allow_unsigned(reg.ref("team/*"))
     assert other_store.pull(ref)["digest"] == pushed["digest"]
     assert _actions(tokens.asked[n:]) == {"pull"}             # a pull asks for no more than it needs
+    assert len(tokens.asked[n:]) == 1  # once: its parallel clients (signatures, layers) share the login
     assert store.push(ref)["blobs_sent"] == 0                  # a repush: HEADs under a pull token
     assert all(s.startswith("repository:team/hello:") for s in tokens.asked)
 

@@ -174,7 +174,10 @@ def _error_details(body: str) -> dict[str, list[str]]:
 
 
 class RemoteRegistry:
-    def __init__(self, host: str, credentials: Credentials = Credentials(), *, timeout: float = 30.0) -> None:
+    def __init__(self, host: str, credentials: Credentials = Credentials(), *, timeout: float = 30.0,
+                 challenges: Challenges | None = None) -> None:
+        """``challenges``: another client's answers to this host's 401s (``sibling``), so clients
+        of one operation working in parallel log in once, not once each."""
         self.host = host
         self.credentials = credentials
         self.timeout = timeout
@@ -218,8 +221,10 @@ class RemoteRegistry:
             finally:
                 r.close()
 
-        #: answers to the registry's 401s, Basic or Bearer (packages/registry_auth.py)
-        self.challenges = Challenges(credentials.username, credentials.password, credentials.token, fetch)
+        #: answers to the registry's 401s, Basic or Bearer (packages/registry_auth.py); a token is
+        #: fetched under its lock, through the client that made it
+        self.challenges = challenges or Challenges(credentials.username, credentials.password,
+                                                   credentials.token, fetch)
 
         def authenticate(*a: Any, **kw: Any) -> Any:
             try:
@@ -230,6 +235,11 @@ class RemoteRegistry:
                 raise _AuthFailed(str(err)) from None
 
         self.reg.auth.authenticate_request = authenticate  # type: ignore[method-assign]
+
+    def sibling(self) -> RemoteRegistry:
+        """A client of its own (a connection for another thread) that shares this one's answers
+        to the registry's challenges."""
+        return RemoteRegistry(self.host, self.credentials, timeout=self.timeout, challenges=self.challenges)
 
     def _url(self, ref: Ref, kind: str, what: str) -> str:
         return f"{self.reg.prefix}://{self.host}/v2/{ref.path}/{kind}/{what}"
@@ -449,7 +459,7 @@ class RemoteRegistry:
         if desc.size <= ASK_FIRST:
             return self._request(what, uploads, "POST", ok=(202,), headers=post)
         if self._side is None:  # kept: it answers an auth challenge once, not per blob
-            self._side = RemoteRegistry(self.host, self.credentials, timeout=self.timeout)
+            self._side = self.sibling()
         side_client = self._side
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="head") as side:
             has_f = side.submit(side_client.has_blob, ref, desc.digest)

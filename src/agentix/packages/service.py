@@ -359,7 +359,7 @@ class PackageStore:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="referrers") as side:
             # whether the registry lists referrers (and this signature already), asked while
             # the blobs go up: one round trip less after the manifest
-            listed_f = side.submit(lambda: self._remote(ref).referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
+            listed_f = side.submit(lambda: remote.sibling().referrers(ref, desc.digest, SIGNATURE_ARTIFACT_TYPE)
                                    if sdesc is not None else None)
             outcomes = self._push_blobs(ref, remote, [d for d in everything if d not in known], record)
         listed = listed_f.result()
@@ -384,7 +384,7 @@ class PackageStore:
                     record.forget([d.digest for d in lost], ref.path)
                     for d in lost:
                         known.remove(d)
-                    outcomes.extend(self._push_blobs(ref, self._remote(ref), lost, None))
+                    outcomes.extend(self._push_blobs(ref, remote.sibling(), lost, None))
                 return put()
 
         def publish_signature() -> str | None:
@@ -392,7 +392,7 @@ class PackageStore:
             where the registry has the referrers API and indexes the subject; else the tag
             schema (sha256-<hex>.sig). On a client of its own (this runs on a thread)."""
             assert sdesc is not None
-            client = self._remote(ref)
+            client = remote.sibling()
             sbytes = self.layout.read_blob(sdesc.digest)
             if listed is not None and (any(d.digest == sdesc.digest for d in listed) or publish(
                     lambda: client.put_referrer(ref, MANIFEST_TYPE, sbytes, desc.digest), sblobs)):
@@ -433,7 +433,7 @@ class PackageStore:
 
         def push(d: Descriptor) -> str:
             if not hasattr(local, "remote"):
-                local.remote = self._remote(ref)
+                local.remote = remote.sibling()
             return local.remote.push_blob(ref, d, self.layout, mount_from=source(d))
 
         order = sorted(range(len(blobs)), key=lambda i: -blobs[i].size)
@@ -495,9 +495,9 @@ class PackageStore:
         layers = [Descriptor.from_data(x) for x in m.get("layers", [])]
         if sum(d.size for d in layers) > self.limits.max_bytes * 2:
             raise PackageRejected(f"{ref} is larger than this kernel accepts", reason="too_large")
-        with self._staging_layers(ref, layers) as staged:
+        with self._staging_layers(ref, remote, layers) as staged:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="signatures") as side:
-                sig_f = side.submit(self._remote_signatures, self._remote(ref), ref, desc)
+                sig_f = side.submit(self._remote_signatures, remote.sibling(), ref, desc)
                 remote.fetch_blob(ref, cd, self.layout, MAX_CONFIG)  # its failure is raised first
                 self.layout.put_bytes(mbytes, desc.digest)
             sigs, via, sig_tag = sig_f.result()
@@ -512,11 +512,12 @@ class PackageStore:
         return {"ref": str(ref), "digest": desc.digest, "verdict": _verdict_data(verdict), "signatures_via": via}
 
     @contextlib.contextmanager
-    def _staging_layers(self, ref: Ref, layers: list[Descriptor]) -> Iterator[Callable[[], list[StagedBlob]]]:
+    def _staging_layers(self, ref: Ref, remote: RemoteRegistry, layers: list[Descriptor]
+                         ) -> Iterator[Callable[[], list[StagedBlob]]]:
         """Download the ``layers`` the store lacks into its private ``tmp/`` (``stage_blob``:
         verified against their digests, fsynced, not in the store) while the body of the
         ``with`` finds the signatures and decides trust: up to ``PULL_CONCURRENCY`` at once,
-        the largest first, each on a client of its own. The body calls what it is given to
+        the largest first, each on a client of its own (sharing ``remote``'s login). The body calls what it is given to
         wait for them all (the first failure is raised) and commits them only once trusted.
         Leaving the ``with`` — refused, failed or done — stops the downloads still running
         (at their next chunk), waits for them, and removes every staged file not committed:
@@ -531,7 +532,7 @@ class PackageStore:
 
         def stage(d: Descriptor) -> StagedBlob:
             if not hasattr(local, "remote"):
-                local.remote = self._remote(ref)
+                local.remote = remote.sibling()
             return local.remote.stage_blob(ref, d, self.layout, max_size, stop)
 
         pool = ThreadPoolExecutor(max_workers=min(PULL_CONCURRENCY, len(pending)), thread_name_prefix="layers")
@@ -560,7 +561,7 @@ class PackageStore:
 
         def by_tag() -> bytes | None:
             try:
-                return self._remote(ref).get_manifest(sref)[1]  # a client of its own (a thread)
+                return remote.sibling().get_manifest(sref)[1]  # a client of its own (a thread)
             except RegistryError as err:
                 if err.data.get("reason") != "not_found":
                     raise
