@@ -72,7 +72,7 @@ class Challenges:
         if scheme == "basic":
             value = self._basic
         elif scheme == "bearer":
-            value = self._static or self._bearer(params, refresh=refresh or False, sent=sent)
+            value = self._static or self._bearer(params, refresh=refresh, sent=sent)
         else:
             value = None
         if value is None or value == sent:

@@ -13,9 +13,9 @@ The wire format, on the operator socket and on every agent channel alike:
 * a JSON array is a batch: the reply is an array of the replies, in order;
 * a connection closed in the middle of a frame is simply closed (the half frame is
   dropped, nothing runs);
-* a reply is at most ``MAX_RESULT_BYTES`` of result (``check_result_size``): a larger result
-  is answered with ``limit_exceeded`` (``data.limit: "result_bytes"``) instead, so no reply
-  is larger than what a channel may leave unread (``rpc.server.MAX_UNREAD``).
+* a call's result is at most ``MAX_RESULT_BYTES`` of JSON (``check_result_size``): a larger
+  one is answered with ``limit_exceeded`` (``data.limit: "result_bytes"``) instead. This bounds
+  one result, not one reply: a batch of such results, or an error's data, is not summed here.
 """
 
 from __future__ import annotations
