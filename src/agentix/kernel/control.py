@@ -101,7 +101,10 @@ class Control:
         await self.events.record("agent.resumed", rec.agent_id, {"name": rec.name})
 
     async def wait(self, rec: AgentRecord, timeout: float | None) -> AgentRecord:
-        if rec.live:
+        """``rec`` once its exit is fully accounted for (``rec.exited``: set by the reaper after
+        its tokens are revoked and ``agent.exited`` is recorded, or by an unwound spawn), not
+        merely once its state reads ``exited`` — the reaper sets that first, then revokes."""
+        if not rec.exited.is_set():
             try:
                 await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=timeout)
             except asyncio.TimeoutError:
