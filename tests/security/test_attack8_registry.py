@@ -202,3 +202,93 @@ def test_an_error_answer_is_read_no_further_than_its_first_mebibyte(tmp_path: Pa
         time.sleep(0.05)
     assert -1 in written
     assert sum(n for n in written if n > 0) < 32 << 20, sum(written)
+
+
+# ---------------------------------------------------------------------- catalogue (held before)
+@pytest.mark.parametrize("registry", [[(MANIFEST, _whole(429, {"Retry-After": "31536000"}, b""))],
+                                      [(MANIFEST, _whole(503, {"Retry-After": "31536000"}, b""))]],
+                         indirect=True, ids=["429", "503"])
+def test_a_retry_after_of_a_year_is_reported_not_waited_for(tmp_path: Path, registry: Any) -> None:
+    """No retry loop: the registry's answer is the error, at once (the request is made once)."""
+    host, written = registry
+    err = _pull(tmp_path, host, timeout=30.0)
+    assert isinstance(err, RegistryError) and err.data["reason"] in ("protocol", "server_error"), err.data
+    assert err.data["status"] in (429, 503)
+    assert written.count(-1) == 1
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_port(tmp_path: Path) -> None:
+    """The registry's Basic credentials go with the first request (to the registry); a
+    redirect to another host or port gets none (requests drops ``Authorization`` across
+    origins; the up-front header is put on the request, not the session)."""
+    seen: list[str | None] = []
+
+    def elsewhere(h: Any) -> None:
+        seen.append(h.headers.get("Authorization"))
+        _whole(404, {}, b"")(h)
+
+    with serving(type("B", (_Registry,), {"routes": [("/", elsewhere)], "written": []})) as other:
+        to_other = _whole(307, {"Location": f"http://{other}/v2/team/x/manifests/1.0.0"}, b"")
+        mine: list[str | None] = []
+
+        def registry_answer(h: Any) -> None:
+            mine.append(h.headers.get("Authorization"))
+            to_other(h)
+
+        with serving(type("A", (_Registry,), {"routes": [(MANIFEST, registry_answer)], "written": []})) as host:
+            (tmp_path / "h" / "registry").mkdir(parents=True)
+            (tmp_path / "h" / "registry" / "credentials.json").write_text(
+                json.dumps({host: {"username": "me", "password": "secret"}}))
+            err = _pull(tmp_path, host, timeout=5.0)
+    assert isinstance(err, RegistryError) and err.data["reason"] == "not_found", err.data
+    assert mine and all(a is not None and a.startswith("Basic ") for a in mine)   # the registry: yes
+    assert seen and seen == [None] * len(seen)                                      # elsewhere: never
+
+
+# ---------------------------------------------------------------------- JSON nested too deeply
+DEEP = b"[" * 50000 + b"]" * 50000
+DEEP_IN_OBJECT = b'{"errors": [{"code": "X", "detail": ' + DEEP + b"}]}"
+DEEPS = {
+    "manifest": ([(MANIFEST, _whole(200, JSON, DEEP))], PackageRejected, "malformed_manifest"),
+    "error body": ([(MANIFEST, _whole(400, {}, DEEP_IN_OBJECT))], RegistryError, "protocol"),
+    "token answer": ([("/token", _whole(200, {}, b'{"token": ' + DEEP + b"}")),
+                      (MANIFEST, lambda h: _whole(401, {"WWW-Authenticate": f'Bearer realm="http://'
+                                                  f'{h.headers["Host"]}/token",service="r"'}, b"")(h))],
+                     RegistryError, "unauthorized"),
+    "config": ([(MANIFEST, _whole(200, JSON, _manifest(len(DEEP), "sha256:" + hashlib.sha256(DEEP).hexdigest()))),
+                ("/v2/team/x/blobs/", _whole(200, {}, DEEP))], PackageRejected, "malformed_manifest"),
+    "not as deep, deeper than canonical JSON": (
+        [(MANIFEST, _whole(200, JSON, b"[" * 900 + b"]" * 900))], PackageRejected, "malformed_manifest"),
+}
+
+
+@pytest.mark.parametrize("registry,expected", [(r, (c, why)) for r, c, why in DEEPS.values()],
+                         indirect=["registry"], ids=list(DEEPS))
+def test_json_nested_too_deeply_is_a_refusal_not_a_recursion_error(tmp_path: Path, registry: Any,
+                                                                    expected: Any) -> None:
+    """``json.loads`` of 50,000 nested arrays raised ``RecursionError`` (an internal error,
+    not the refusal every bad input gets); 900 parsed, then broke whatever recursed over it.
+    Everything a registry or the store hands the package code is now read by
+    ``core.canonical.bounded_loads``: at most as deep as canonical JSON (65 levels)."""
+    host, _ = registry
+    s = PackageStore(tmp_path / "h", timeout=5.0)
+    with pytest.raises(expected[0]) as ei:
+        s.pull(f"{host}/team/x:1.0.0")
+    assert ei.value.data["reason"] == expected[1], (ei.value.data, ei.value)
+    _nothing_stored(s)
+
+
+def test_bounded_loads_reads_what_canonical_json_writes_and_nothing_deeper() -> None:
+    from agentix.core.canonical import MAX_DEPTH, bounded_loads, canonical_json
+
+    for scalar in (b"null", b"1", b'"x"', b"true"):
+        assert bounded_loads(scalar) == json.loads(scalar)
+    v: list[Any] = []
+    cur = v
+    for _ in range(MAX_DEPTH - 1):
+        cur.append([])
+        cur = cur[0]
+    assert bounded_loads(canonical_json(v)) == v                        # as deep as it writes
+    for bad in (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), b'{"a": NaN}', b"[1e999]", b"", b"{"):
+        with pytest.raises(ValueError):
+            bounded_loads(bad)

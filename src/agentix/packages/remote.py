@@ -55,6 +55,7 @@ import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from agentix.core.canonical import bounded_loads
 from agentix.core.errors import AgentixError, NotFound, PackageRejected, RegistryError
 from agentix.core.package import Ref, check_digest, sha256_digest
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, start_writeback
@@ -171,7 +172,7 @@ def _error_details(body: str) -> dict[str, list[str]]:
     "detail": ...}]}``): ``codes``, e.g. ``MANIFEST_BLOB_UNKNOWN``, and ``digests``, the
     digests the details name (distribution names each unknown blob)."""
     try:
-        errors = json.loads(body[:MAX_MANIFEST]).get("errors")
+        errors = bounded_loads(body[:MAX_MANIFEST]).get("errors")
         codes = [str(e["code"]) for e in errors if isinstance(e, dict) and isinstance(e.get("code"), str)][:16]
         digests = [d for e in errors[:64] if isinstance(e, dict)
                    for d in DIGEST_IN_TEXT.findall(json.dumps(e.get("detail")))][:64]
@@ -432,7 +433,7 @@ class RemoteRegistry:
             raise
         data = self._read(r, MAX_MANIFEST, what)
         try:
-            index = json.loads(data)
+            index = bounded_loads(data)
             manifests = index["manifests"]
             if not isinstance(manifests, list):
                 raise TypeError("manifests is not a list")
