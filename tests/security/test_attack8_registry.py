@@ -67,13 +67,17 @@ class _Registry(http.server.BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
 
-def _drip_body(status: int, headers: dict[str, str], body: bytes) -> Callable[[Any], None]:
+def _whole(status: int, headers: dict[str, str], body: bytes, *, drip: bool = False) -> Callable[[Any], None]:
+    """An answer: ``body`` at once, or one byte every ``DRIP`` seconds."""
     def answer(h: Any) -> None:
         h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, v)
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
+        if not drip:
+            h.wfile.write(body)
+            return
         h.wfile.flush()
         for i in range(len(body)):
             h.wfile.write(body[i:i + 1])
@@ -89,17 +93,6 @@ def _drip_headers(h: Any) -> None:
         h.wfile.flush()
         time.sleep(DRIP)
     h.wfile.write(b"\r\n\r\n")
-
-
-def _whole(status: int, headers: dict[str, str], body: bytes) -> Callable[[Any], None]:
-    def answer(h: Any) -> None:
-        h.send_response(status)
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-    return answer
 
 
 @pytest.fixture
@@ -127,13 +120,13 @@ MANIFEST = "/v2/team/x/manifests/1.0.0"
 JSON = {"Content-Type": MANIFEST_TYPE}
 
 DRIPS = {
-    "manifest body": [(MANIFEST, _drip_body(200, JSON, b"{" * DRIPPED))],
+    "manifest body": [(MANIFEST, _whole(200, JSON, b"{" * DRIPPED, drip=True))],
     "manifest headers": [(MANIFEST, _drip_headers)],
-    "token answer": [("/token", _drip_body(200, {}, b"{" * DRIPPED)),
+    "token answer": [("/token", _whole(200, {}, b"{" * DRIPPED, drip=True)),
                      (MANIFEST, lambda h: _whole(401, {"WWW-Authenticate": f'Bearer realm="http://{h.headers["Host"]}'
                                                                             '/token",service="r"'}, b"")(h))],
     "config blob": [(MANIFEST, _whole(200, JSON, _manifest())),
-                    (f"/v2/team/x/blobs/{CONFIG_DIGEST}", _drip_body(200, {}, CONFIG))],
+                    (f"/v2/team/x/blobs/{CONFIG_DIGEST}", _whole(200, {}, CONFIG, drip=True))],
 }
 
 
