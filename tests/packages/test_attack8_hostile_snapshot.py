@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentix.packages.layout import MANIFEST_TYPE, Layout, image_manifest
 from agentix.packages.snapshot import SNAPSHOT_ARTIFACT_TYPE, SNAPSHOT_CONFIG_TYPE
@@ -123,3 +125,36 @@ def test_pending_mail_in_a_foreign_snapshot_is_from_the_snapshot_not_whom_it_nam
     assert done.reason == "completed", kernel.daemon_log()[-3000:]
     assert [(x["from_name"], x["body"]) for x in done.result["messages"]] == [
         ("operator", "pending from the operator")]
+
+
+# ---------------------------------------------------------------- the rule, as a property
+_COUNTS = ("input_tokens", "output_tokens", "tool_calls", "children")
+
+
+def _doc(spent: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "agentix/v1", "kind": "snapshot", "metadata": {}, "manifest": {}, "grants": [],
+            "taint": [], "state": [], "memory": [], "mailbox": [], "workspace": {},
+            "budget": {"limits": {}, "spent": spent}}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([*_COUNTS, "cost_usd"]),
+                       st.one_of(st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                                 st.text(max_size=3), st.none()), max_size=5))
+def test_a_spend_is_accepted_only_as_counts_and_a_cost_none_negative_or_nan(spent: dict[str, Any]) -> None:
+    from agentix.core.errors import PackageRejected
+    from agentix.core.snapshot_rules import check_document
+
+    def fine(key: str, v: Any) -> bool:
+        if isinstance(v, bool):
+            return False
+        if key == "cost_usd":
+            return isinstance(v, (int, float)) and 0 <= v < float("inf")
+        return isinstance(v, int) and v >= 0
+
+    if all(fine(k, v) for k, v in spent.items()):
+        check_document(_doc(spent))
+    else:
+        with pytest.raises(PackageRejected) as ei:
+            check_document(_doc(spent))
+        assert ei.value.data["field"].startswith("budget.spent.")
