@@ -285,3 +285,61 @@ def test_bounded_loads_reads_what_canonical_json_writes_and_nothing_deeper() -> 
     for bad in (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), b'{"a": NaN}', b"[1e999]", b"", b"{"):
         with pytest.raises(ValueError):
             bounded_loads(bad)
+
+
+def test_credentials_do_not_go_to_an_upload_location_on_another_host(tmp_path: Path) -> None:
+    """A registry's upload session may be on another host (its ``Location``): the client PUT
+    the blob there with the registry's ``Authorization`` sent up front, and answered a Basic
+    challenge from there with the registry's password. Now the registry's credentials go to the
+    registry's host and port only: the other host sees none, and its challenge is not answered
+    (``unauthorized``). Fails on the old code (the other host got ``Basic …``)."""
+    from tests.packages.conftest import make_context
+
+    seen: list[str | None] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_PUT(self) -> None:  # noqa: N802
+            seen.append(self.headers.get("Authorization"))
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="elsewhere"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with serving(Elsewhere) as other:
+        class Registry(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def _answer(self, status: int, headers: dict[str, str]) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._answer(404, {})
+
+            do_GET = do_HEAD
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._answer(202, {"Location": f"http://{other}/upload/1"})
+
+        with serving(Registry) as host:
+            s = PackageStore(tmp_path / "h", timeout=5.0)
+            (s.layout.root / "credentials.json").write_text(json.dumps({host: {"username": "me",
+                                                                               "password": "secret"}}))
+            s.build(make_context(tmp_path / "ctx"), f"{host}/team/x:1.0.0")
+            with pytest.raises(RegistryError) as ei:
+                s.push(f"{host}/team/x:1.0.0")
+    assert ei.value.data["reason"] == "unauthorized", ei.value.data
+    assert seen and seen == [None] * len(seen), seen

@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 import oras.auth
 import oras.provider
@@ -261,15 +261,27 @@ class RemoteRegistry:
         self.challenges = challenges or Challenges(credentials.username, credentials.password,
                                                    credentials.token, fetch)
 
-        def authenticate(*a: Any, **kw: Any) -> Any:
+        def authenticate(original: Any, headers: Any, *a: Any, **kw: Any) -> Any:
+            if not self._own(original.url):  # credentials are the registry host's, never another's
+                return dict(headers or {}), False
             try:
-                return self.challenges.answer(*a, **kw)
+                return self.challenges.answer(original, headers, *a, **kw)
             except AgentixError:  # a realm check_url refused
                 raise
             except Exception as err:  # a token realm we cannot reach, an answer we cannot read...
                 raise _AuthFailed(str(err)) from None
 
         self.reg.auth.authenticate_request = authenticate  # type: ignore[method-assign]
+
+    def _own(self, url: str) -> bool:
+        """Whether ``url`` is on the registry's own host and port (where its credentials go)."""
+        default = 443 if self.reg.prefix == "https" else 80
+        try:
+            parts, own = urlsplit(url), urlsplit(f"{self.reg.prefix}://{self.host}")
+            return (parts.scheme == own.scheme and parts.hostname == own.hostname
+                    and (parts.port or default) == (own.port or default))
+        except ValueError:  # a port that is not a number
+            return False
 
     def _late(self, url: str) -> RegistryError:
         """The error of a request the clock cut short (``RequestClock``)."""
@@ -303,8 +315,10 @@ class RemoteRegistry:
                  headers: dict[str, str] | None = None, data: Any = None,
                  stream: bool = False) -> requests.Response:
         headers = dict(headers or {})
-        # what last answered a challenge, sent up front: no round trip, no body sent twice
-        headers.update(self.challenges.up_front())
+        # what last answered a challenge, sent up front: no round trip, no body sent twice —
+        # to the registry's own host only (an upload's Location may name another)
+        if self._own(url):
+            headers.update(self.challenges.up_front())
         try:
             r = self.reg.do_request(url, method, data=data, headers=headers, stream=stream)
         except AgentixError:
