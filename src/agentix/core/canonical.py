@@ -36,7 +36,7 @@ import orjson
 
 from agentix.core.errors import InvalidRequest
 
-__all__ = ["canonical_json", "canonical_loads"]
+__all__ = ["bounded_loads", "canonical_json", "canonical_loads"]
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -96,3 +96,25 @@ def canonical_loads(data: bytes | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest("invalid JSON", reason=str(exc)) from None
+
+
+#: the deepest nesting ``bounded_loads`` reads: what ``canonical_json`` writes (``_check``),
+#: top level included
+MAX_DEPTH = 65
+
+
+def bounded_loads(data: bytes | str) -> Any:
+    """Parse JSON someone else wrote (a registry's answer, a pulled manifest or config, a
+    snapshot document): ``ValueError`` if it is not JSON, holds NaN or infinities, or nests
+    deeper than canonical JSON may (``MAX_DEPTH``) — a value nested a thousand deep parses,
+    then breaks whatever recurses over it next (``repr``, ``json.dumps``, a validator) with a
+    ``RecursionError`` instead of a refusal."""
+    value = orjson.loads(data)  # orjson.JSONDecodeError is a ValueError; it stops at 1024 levels itself
+    stack = [(value, 1)] if type(value) is dict or type(value) is list else []
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if type(v) is dict else v
+        if depth > MAX_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        stack.extend((c, depth + 1) for c in children if type(c) is dict or type(c) is list)
+    return value

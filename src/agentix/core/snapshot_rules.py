@@ -152,4 +152,51 @@ def check_document(doc: Any) -> dict[str, Any]:
             or not isinstance(doc.get("mailbox"), list) or not isinstance(doc.get("memory"), list):
         raise PackageRejected(f"the snapshot document is malformed (missing or wrong: {missing or 'a list'})",
                               reason="malformed_manifest")
+    wrong = _wrong_part(doc)
+    if wrong is not None:
+        raise PackageRejected(f"the snapshot document is malformed: {wrong}", reason="malformed_manifest",
+                              field=wrong.split(" ", 1)[0])
     return doc
+
+
+#: what a snapshot's ``budget.spent`` may hold (``snapshots_api.capture``): counts are whole
+#: numbers, the cost a number; each finite and not negative
+SPENT_COUNTS = ("input_tokens", "output_tokens", "tool_calls", "children")
+
+
+def _labels(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+
+def _wrong_part(doc: dict[str, Any]) -> str | None:
+    """What in the parts a restore puts back is not as a kernel writes it (``snapshots_api
+    .capture``), as ``FIELD what`` — or None. A snapshot from elsewhere is its publisher's
+    document: a negative or NaN ``spent`` would lift the budget a restore gives (its limits are
+    capped, what was used is subtracted from them), a label that is not a string would be lost."""
+    if not _labels(doc["taint"]):
+        return "taint must be a list of labels"
+    budget = doc["budget"]
+    if not isinstance(budget, dict) or not isinstance(budget.get("limits", {}), dict) \
+            or not isinstance(budget.get("spent", {}), dict):
+        return "budget must be {limits: {...}, spent: {...}}"
+    for key, v in (budget.get("spent") or {}).items():
+        if key not in (*SPENT_COUNTS, "cost_usd"):
+            return f"budget.spent.{key} is not something a budget counts"
+        whole = key in SPENT_COUNTS
+        if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or not 0 <= v < float("inf"):
+            return (f"budget.spent.{key} must be a {'whole ' if whole else ''}number, not negative "
+                    f"(got {str(v)[:40]})")
+    for i, row in enumerate(doc["state"]):
+        if not isinstance(row, dict) or not isinstance(row.get("key"), str) or "value" not in row \
+                or not _labels(row.get("taint", [])):
+            return f"state.{i} must be {{key: string, value, taint: [labels]}}"
+    for i, m in enumerate(doc["mailbox"]):
+        if not isinstance(m, dict) or not all(isinstance(m.get(k), (str, type(None))) for k in ("from", "from_name")) \
+                or not _labels(m.get("taint", [])):
+            return f"mailbox.{i} must be {{from, from_name: string or null, message, taint: [labels]}}"
+    for i, r in enumerate(doc["memory"]):
+        if not isinstance(r, dict) or not isinstance(r.get("content"), str) or not isinstance(r.get("category"), str) \
+                or not isinstance(r.get("metadata") or {}, dict) or not _labels(r.get("taint") or []) \
+                or not isinstance(r.get("embedding", ""), str) or not isinstance(r.get("embedder", ""), (str, type(None))):
+            return f"memory.{i} must be {{content, category: string, metadata: object, embedding: base64, taint}}"
+    return None

@@ -325,6 +325,9 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
                 env = {"from": m.get("from"), "from_name": m.get("from_name"), "message": m.get("message"),
                        "sent_at": clock.now(),
                        "taint": sorted({*(m.get("taint") or []), *([origin] if foreign else [])})}
+                if foreign:  # who sent it is the publisher's word: never an agent id or the operator
+                    env.update({"from": None, "from_name": f"snapshot {ref or digest}",
+                                "claimed_from": m.get("from"), "claimed_from_name": m.get("from_name")})
                 rec.mailbox.put(env, envelope_size(env))  # the mailbox's bounds hold for restored mail too
             spent = doc["budget"].get("spent") or {}
             if rec.budget is not None and spent:

@@ -29,18 +29,22 @@ class PinnedAdapter(HTTPAdapter):
     Not for a session that goes through a proxy (the proxy would resolve): mount it on one
     whose ``trust_env`` is off."""
 
-    def __init__(self, address: AddressOf) -> None:
+    def __init__(self, address: AddressOf, connections: Any = None) -> None:
+        """``connections``: a set (``weakref.WeakSet``) every connection made is added to (the
+        registry client's watchdog shuts them down: ``packages/registry_clock.py``)."""
         self._address = address
+        self._connections = connections
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        pins = {scheme: _pinned_pool(pool, scheme, self._address)
+        pins = {scheme: _pinned_pool(pool, scheme, self._address, self._connections)
                 for scheme, pool in (("http", HTTPConnectionPool), ("https", HTTPSConnectionPool))}
         self.poolmanager.pool_classes_by_scheme = pins
 
 
-def _pinned_pool(pool: type[HTTPConnectionPool], scheme: str, address: AddressOf) -> type[HTTPConnectionPool]:
+def _pinned_pool(pool: type[HTTPConnectionPool], scheme: str, address: AddressOf,
+                 connections: Any = None) -> type[HTTPConnectionPool]:
     base: type[HTTPConnection] = HTTPSConnection if scheme == "https" else HTTPConnection
 
     class Pinned(base):  # type: ignore[valid-type, misc]
@@ -48,7 +52,10 @@ def _pinned_pool(pool: type[HTTPConnectionPool], scheme: str, address: AddressOf
             name = self._dns_host
             self._dns_host = address(scheme, normalize_host(name), self.port or (443 if scheme == "https" else 80))
             try:
-                return super()._new_conn()  # type: ignore[no-any-return]
+                sock = super()._new_conn()
+                if connections is not None:
+                    connections.add(self)
+                return sock  # type: ignore[no-any-return]
             finally:
                 self._dns_host = name  # Host, SNI and the certificate check use the name
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agentix.core.canonical import canonical_json
+from agentix.core.canonical import bounded_loads, canonical_json
 from agentix.core.errors import NotFound, PackageRejected
 from agentix.core.package import Ref, check_digest, parse_ref, sha256_digest
 
@@ -358,7 +358,7 @@ class Layout:
 
     def read_json(self, digest: str) -> Any:
         try:
-            return json.loads(self.read_blob(digest))
+            return bounded_loads(self.read_blob(digest))
         except ValueError:
             raise PackageRejected(f"blob {digest} is not JSON", reason="malformed_manifest") from None
 

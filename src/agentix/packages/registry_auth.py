@@ -22,12 +22,13 @@ realm on a forbidden address is refused like a redirect there).
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
+
+from agentix.core.canonical import bounded_loads
 
 __all__ = ["Challenges", "parse_challenge"]
 
@@ -96,7 +97,7 @@ class Challenges:
             if status != 200 or len(body) > MAX_TOKEN_ANSWER:
                 return None
             try:
-                data = json.loads(body)
+                data = bounded_loads(body)
             except ValueError:
                 return None
             token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None

@@ -64,9 +64,11 @@ class _Answers:
             return list(self._seen[host])
 
 
-def pin_session(session: Any, registry: str, registry_scheme: str, *, resolve: Resolver = _resolve) -> Resolver:
+def pin_session(session: Any, registry: str, registry_scheme: str, *, resolve: Resolver = _resolve,
+                connections: Any = None) -> Resolver:
     """Mount on ``session`` (``requests``) an adapter whose every connection goes to an address
-    ``check_url`` judged; returns the session's resolver, for the caller's own ``check_url``."""
+    ``check_url`` judged (and is added to ``connections``, if given); returns the session's
+    resolver, for the caller's own ``check_url``."""
     answers = _Answers(resolve)
 
     def address(scheme: str, host: str, port: int) -> str:
@@ -82,7 +84,7 @@ def pin_session(session: Any, registry: str, registry_scheme: str, *, resolve: R
                                 registry=registry, target=host)
         return addrs[0]
 
-    adapter = PinnedAdapter(address)
+    adapter = PinnedAdapter(address, connections)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return answers

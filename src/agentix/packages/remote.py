@@ -42,20 +42,25 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 import oras.auth
 import oras.provider
 import requests
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
+from agentix.core.canonical import bounded_loads
 from agentix.core.errors import AgentixError, NotFound, PackageRejected, RegistryError
 from agentix.core.package import Ref, check_digest, sha256_digest
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, start_writeback
 from agentix.packages.registry_auth import MAX_TOKEN_ANSWER, Challenges
+from agentix.packages.registry_clock import RequestClock
 from agentix.packages.registry_urls import MAX_REDIRECTS, check_url, pin_session
 
 __all__ = ["Credentials", "RemoteRegistry", "StagedBlob", "ACCEPT", "INDEX_TYPE"]
@@ -72,6 +77,9 @@ ASK_FIRST = 64 << 10
 MAX_REFERRERS = 64
 #: a blob being downloaded is handed to the disk every this many bytes (``start_writeback``)
 WRITEBACK = 2 << 20
+#: of an answer whose body is not wanted (an error's, an upload's, a challenge's) this much is
+#: read (an error body is read for its codes), the rest never
+MAX_ANSWER = 1 << 20
 
 
 def _is_loopback(host: str) -> bool:
@@ -164,7 +172,7 @@ def _error_details(body: str) -> dict[str, list[str]]:
     "detail": ...}]}``): ``codes``, e.g. ``MANIFEST_BLOB_UNKNOWN``, and ``digests``, the
     digests the details name (distribution names each unknown blob)."""
     try:
-        errors = json.loads(body[:MAX_MANIFEST]).get("errors")
+        errors = bounded_loads(body[:MAX_MANIFEST]).get("errors")
         codes = [str(e["code"]) for e in errors if isinstance(e, dict) and isinstance(e.get("code"), str)][:16]
         digests = [d for e in errors[:64] if isinstance(e, dict)
                    for d in DIGEST_IN_TEXT.findall(json.dumps(e.get("detail")))][:64]
@@ -192,7 +200,10 @@ class RemoteRegistry:
         # (packages/registry_urls.py: no file://, no metadata or loopback address, no downgrade)
         scheme = self.reg.prefix
         # one lookup per host: what is checked is where the connection goes (no DNS rebinding)
-        answers = pin_session(self.reg.session, host, scheme)
+        # every request on the kernel's clock, headers and body (packages/registry_clock.py):
+        # its watchdog shuts these connections down when a registry drips
+        self.clock = RequestClock(timeout)
+        answers = pin_session(self.reg.session, host, scheme, connections=self.clock.connections)
 
         def checked_redirect(r: requests.Response, *a: Any, **kw: Any) -> None:
             if r.is_redirect:
@@ -209,32 +220,88 @@ class RemoteRegistry:
             body = kw.get("data")
             if hasattr(body, "seek"):
                 body.seek(0)  # a retry after an auth challenge sends the whole blob again
-            r = session_request(*a, **kw)
-            self.reg.last_status = r.status_code  # a 403 we cannot answer is reported as a 403
+            if isinstance(body, _Upload):
+                body.clock = self.clock  # counts what it sends: a big upload is not a drip
+            # always streamed: no body is read whole into memory unless we read it, bounded
+            wanted_stream = kw.get("stream", False)
+            kw["stream"] = True
+            self.clock.start(len(body) if isinstance(body, (bytes, bytearray)) else 0)
+            try:
+                r = session_request(*a, **kw)
+                self.reg.last_status = r.status_code  # a 403 we cannot answer is reported as a 403
+                if not wanted_stream or r.status_code in (401, 403):  # its body: bounded, on the clock
+                    r._content = _read_head(r, MAX_ANSWER)
+                    self.clock.stop()
+            except requests.RequestException:
+                if self.clock.expired:
+                    raise self._late(url) from None
+                raise
+            if self.clock.expired:  # cut short: what came is not the answer (headers end at EOF)
+                r.close()
+                raise self._late(url)
             return r
 
         self.reg.session.request = request  # type: ignore[method-assign]
         def fetch(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
             r = self.reg.session.request("GET", url, headers=headers, stream=True)  # checked, pinned
             try:
-                return r.status_code, r.raw.read(MAX_TOKEN_ANSWER + 1, decode_content=True)
+                body = _read_head(r, MAX_TOKEN_ANSWER + 1)  # one more: too large
+            except requests.RequestException:
+                if self.clock.expired:
+                    raise self._late(url) from None
+                raise
             finally:
-                r.close()
+                self.clock.stop()
+            if self.clock.expired:
+                raise self._late(url)
+            return r.status_code, body
 
         #: answers to the registry's 401s, Basic or Bearer (packages/registry_auth.py); a token is
         #: fetched under its lock, through the client that made it
         self.challenges = challenges or Challenges(credentials.username, credentials.password,
                                                    credentials.token, fetch)
 
-        def authenticate(*a: Any, **kw: Any) -> Any:
+        def authenticate(original: Any, headers: Any, *a: Any, **kw: Any) -> Any:
+            if not self._own(original.url):  # credentials are the registry host's, never another's
+                return dict(headers or {}), False
             try:
-                return self.challenges.answer(*a, **kw)
+                return self.challenges.answer(original, headers, *a, **kw)
             except AgentixError:  # a realm check_url refused
                 raise
             except Exception as err:  # a token realm we cannot reach, an answer we cannot read...
                 raise _AuthFailed(str(err)) from None
 
         self.reg.auth.authenticate_request = authenticate  # type: ignore[method-assign]
+
+    def _own(self, url: str) -> bool:
+        """Whether ``url`` is on the registry's own host and port (where its credentials go)."""
+        default = 443 if self.reg.prefix == "https" else 80
+        try:
+            parts, own = urlsplit(url), urlsplit(f"{self.reg.prefix}://{self.host}")
+            return (parts.scheme == own.scheme and parts.hostname == own.hostname
+                    and (parts.port or default) == (own.port or default))
+        except ValueError:  # a port that is not a number
+            return False
+
+    def _late(self, url: str) -> RegistryError:
+        """The error of a request the clock cut short (``RequestClock``)."""
+        return RegistryError(f"the registry {self.host} did not answer in time (a request to "
+                             f"{url.split('?')[0][:200]} took over {self.timeout:g} s, and its bytes came slower "
+                             "than 16 KiB/s)", reason="timeout", registry=self.host)
+
+    def _read(self, r: requests.Response, limit: int, what: str) -> bytes:
+        """``r``'s body, at most ``limit`` bytes (``too_large`` past it), on the clock."""
+        try:
+            data = _read_bounded(r, limit, what, self.clock)
+        except RegistryError:
+            if self.clock.expired:
+                raise self._late(r.url or self.host) from None
+            raise
+        finally:
+            self.clock.stop()
+        if self.clock.expired:
+            raise self._late(r.url or self.host)
+        return data
 
     def sibling(self) -> RemoteRegistry:
         """A client of its own (a connection for another thread) that shares this one's answers
@@ -248,8 +315,10 @@ class RemoteRegistry:
                  headers: dict[str, str] | None = None, data: Any = None,
                  stream: bool = False) -> requests.Response:
         headers = dict(headers or {})
-        # what last answered a challenge, sent up front: no round trip, no body sent twice
-        headers.update(self.challenges.up_front())
+        # what last answered a challenge, sent up front: no round trip, no body sent twice —
+        # to the registry's own host only (an upload's Location may name another)
+        if self._own(url):
+            headers.update(self.challenges.up_front())
         try:
             r = self.reg.do_request(url, method, data=data, headers=headers, stream=stream)
         except AgentixError:
@@ -259,9 +328,14 @@ class RemoteRegistry:
         if r.status_code not in ok:
             body = ""
             try:
+                if r._content is False:  # streamed, not read yet: its head only, on the clock
+                    r._content = _read_head(r, MAX_ANSWER)
                 body = r.text
             except Exception:
                 pass
+            finally:
+                self.clock.stop()
+                r.close()
             raise _fail(what, self.host, status=r.status_code, body=body)
         return r
 
@@ -271,7 +345,7 @@ class RemoteRegistry:
         what = f"fetching {ref}"
         url = self._url(ref, "manifests", ref.digest or ref.tag or "latest")
         r = self._request(what, url, "GET", headers={"Accept": ", ".join(ACCEPT)}, stream=True)
-        data = _read_bounded(r, MAX_MANIFEST, what)
+        data = self._read(r, MAX_MANIFEST, what)
         digest = sha256_digest(data)
         if ref.digest is not None and digest != ref.digest:
             raise PackageRejected(f"{what}: the registry sent a manifest whose digest is {digest}",
@@ -320,7 +394,8 @@ class RemoteRegistry:
             n = flushed = 0
             f = open(tmp, "wb", buffering=0)
             try:
-                for chunk in r.iter_content(CHUNK):
+                for chunk in _chunks(r, CHUNK):
+                    self.clock.carried(len(chunk))
                     if stop is not None and stop.is_set():
                         raise PackageRejected(f"{what}: stopped (the pull was refused or failed)",
                                               reason="stopped")
@@ -336,7 +411,13 @@ class RemoteRegistry:
                         start_writeback(f.fileno(), flushed, n - flushed)
                         flushed = n
             except requests.RequestException as err:
+                if self.clock.expired:
+                    raise self._late(r.url or self.host) from None
                 raise _fail(what, self.host, err=err) from None
+            finally:
+                self.clock.stop()
+            if self.clock.expired:
+                raise self._late(r.url or self.host)
             actual = "sha256:" + h.hexdigest()
             if actual != desc.digest or n != desc.size:
                 raise PackageRejected(f"{what}: the content does not match its digest (got {actual}, "
@@ -364,9 +445,9 @@ class RemoteRegistry:
             if err.data.get("reason") == "not_found":
                 return None
             raise
-        data = _read_bounded(r, MAX_MANIFEST, what)
+        data = self._read(r, MAX_MANIFEST, what)
         try:
-            index = json.loads(data)
+            index = bounded_loads(data)
             manifests = index["manifests"]
             if not isinstance(manifests, list):
                 raise TypeError("manifests is not a list")
@@ -542,6 +623,7 @@ class _Upload:
     def __init__(self, f: Any, desc: Descriptor) -> None:
         self.f = f
         self.desc = desc
+        self.clock: RequestClock | None = None  # the sending client's: told what went
         self._size_ok()
 
     def _size_ok(self) -> None:
@@ -562,6 +644,8 @@ class _Upload:
             if not chunk:
                 break
             left -= len(chunk)
+            if self.clock is not None:
+                self.clock.carried(len(chunk))
             yield chunk
 
     def check(self) -> None:
@@ -577,10 +661,53 @@ class _Upload:
                                   "(it was altered)", reason="digest_mismatch", digest=self.desc.digest)
 
 
-def _read_bounded(r: requests.Response, limit: int, what: str) -> bytes:
+def _requests_error(err: Exception) -> Exception:
+    """A body read's failure as ``requests``' ``iter_content`` reports it (a length the body
+    does not reach is a protocol error, not an unreachable registry), but a read that timed
+    out as a timeout."""
+    if isinstance(err, ReadTimeoutError):
+        return requests.ReadTimeout(err)
+    if isinstance(err, ProtocolError):
+        return requests.exceptions.ChunkedEncodingError(err)
+    if isinstance(err, DecodeError):
+        return requests.exceptions.ContentDecodingError(err)
+    if isinstance(err, (Urllib3Error, OSError)):
+        return requests.ConnectionError(err)
+    return err
+
+
+def _read_head(r: requests.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``r``'s body (the rest is never read); closes ``r``: a body
+    read to its end gives its connection back to the pool, one cut short closes it."""
+    try:
+        data = r.raw.read(limit + 1, decode_content=True) or b""
+        if len(data) <= limit:
+            r._content_consumed = True  # all of it: the connection can serve the next request
+        return data[:limit]
+    except Exception as err:
+        raise _requests_error(err) from None
+    finally:
+        r.close()
+
+
+def _chunks(r: requests.Response, size: int) -> Iterator[bytes]:
+    """``r``'s body as it arrives: each piece what one read of the socket gave (at most
+    ``size``), not ``size`` bytes gathered — so a slow link's bytes are counted as they come
+    (``RequestClock``); exceptions as ``requests.iter_content`` raises them."""
+    try:
+        while chunk := r.raw.read1(size, decode_content=True):
+            yield chunk
+        r._content_consumed = True  # read to its end: the connection can serve the next request
+    except Exception as err:
+        raise _requests_error(err) from None
+
+
+def _read_bounded(r: requests.Response, limit: int, what: str, clock: RequestClock | None = None) -> bytes:
     out = bytearray()
     try:
-        for chunk in r.iter_content(64 << 10):
+        for chunk in _chunks(r, 64 << 10):
+            if clock is not None:
+                clock.carried(len(chunk))
             out += chunk
             if len(out) > limit:
                 raise PackageRejected(f"{what}: the manifest is larger than {limit} bytes", reason="too_large")

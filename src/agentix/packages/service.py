@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
-from agentix.core.canonical import canonical_json
+from agentix.core.canonical import bounded_loads, canonical_json
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, RegistryError, Timeout
 from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
@@ -210,7 +210,7 @@ class PackageStore:
             raise PackageRejected(f"not an agentix package (config type {cd.media_type})",
                                   reason="not_a_package")
         try:
-            cfg = json.loads(self.layout.read_blob(cd.digest, MAX_CONFIG))
+            cfg = bounded_loads(self.layout.read_blob(cd.digest, MAX_CONFIG))
         except ValueError:  # a pulled config is checked here before any signature is (untrusted)
             cfg = None
         if not isinstance(cfg, dict) or not isinstance(cfg.get("metadata"), dict):
@@ -481,7 +481,7 @@ class PackageStore:
         remote = self._remote(ref)
         desc, mbytes = remote.get_manifest(ref)
         try:
-            m = json.loads(mbytes)
+            m = bounded_loads(mbytes)
         except ValueError:  # untrusted bytes: one error family (PackageRejected), never a crash
             raise PackageRejected(f"{ref}: the registry's manifest is not JSON",
                                   reason="malformed_manifest") from None
@@ -603,7 +603,7 @@ class PackageStore:
         ``subject``; the tag schema's manifest is found by the subject's digest already (an
         older agentix wrote it without a ``subject``), but one naming another subject is ignored."""
         try:
-            sm = json.loads(sbytes)
+            sm = bounded_loads(sbytes)
         except ValueError:
             return []
         if not isinstance(sm, dict) or not isinstance(sm.get("layers", []), list):

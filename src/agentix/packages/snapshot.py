@@ -31,7 +31,6 @@ once (not per file) and moved into the store without being read again.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tarfile
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from agentix.core.canonical import bounded_loads
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.package import Ref
 from agentix.core.snapshot_rules import check_document
@@ -223,9 +223,10 @@ def read_snapshot(layout: Layout, ref: Ref | None, digest: str) -> Snapshot:
         raise PackageRejected(f"{ref or digest} is not an agentix snapshot (config {cd.media_type})",
                               reason="not_a_snapshot")
     try:
-        doc = json.loads(layout.read_blob(cd.digest, MAX_DOCUMENT))
-    except ValueError:
-        raise PackageRejected("the snapshot document is not JSON", reason="malformed_manifest") from None
+        doc = bounded_loads(layout.read_blob(cd.digest, MAX_DOCUMENT))
+    except ValueError as err:
+        raise PackageRejected(f"the snapshot document is not JSON ({err})", reason="malformed_manifest",
+                              field="document") from None
     layers = tuple(Descriptor.from_data(x) for x in m.get("layers", []))
     return Snapshot(ref, digest, check_document(doc), layers)
 

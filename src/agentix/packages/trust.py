@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agentix.core.canonical import canonical_json
+from agentix.core.canonical import bounded_loads, canonical_json
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected
 from agentix.core.manifest import NAME_RE
 from agentix.core.package import (Ref, Signature, SignedStatement, TrustPolicy, format_public_key, key_id,
@@ -239,7 +239,7 @@ def signatures_in(layout: Layout, manifest_digest: str) -> list[Signature]:
         if d.media_type != SIGNATURE_TYPE:
             continue
         try:
-            out.append(Signature.from_data(json.loads(layout.read_blob(d.digest, 64 << 10))))
+            out.append(Signature.from_data(bounded_loads(layout.read_blob(d.digest, 64 << 10))))
         except (ValueError, PackageRejected):
             continue
     return out
@@ -259,7 +259,7 @@ def add_signature(layout: Layout, ref: Ref, subject: Descriptor, sig: Signature)
         for layer in layout.read_json(desc.digest).get("layers") or []:
             d = Descriptor.from_data(layer)
             try:
-                old = Signature.from_data(json.loads(layout.read_blob(d.digest, 64 << 10)))
+                old = Signature.from_data(bounded_loads(layout.read_blob(d.digest, 64 << 10)))
             except (ValueError, PackageRejected, NotFound):
                 continue
             if old.keyid != sig.keyid:
