@@ -147,3 +147,58 @@ def test_a_manifest_that_is_not_the_digest_the_registry_claims_is_refused(tmp_pa
         s.pull(f"{fixed}/team/x:1.0.0")
     assert exc.value.data["reason"] == "digest_mismatch" and exc.value.data["expected"] == "sha256:" + "2" * 64
     assert files(s) == before
+
+
+class _ManyLayers(_Fixed):
+    """A registry whose manifest lists ``MAX_LAYERS + 1`` distinct one-byte layers; it notes
+    every path asked for (only the manifest may be)."""
+
+    status = 200
+    asked: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).asked.append(self.path)
+        super().do_GET()
+
+
+def test_a_manifest_listing_more_layers_than_a_package_may_have_is_refused_before_any_fetch(
+        tmp_path: Path) -> None:
+    from agentix.core.package import MAX_LAYERS
+
+    layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+               "digest": "sha256:" + hashlib.sha256(str(i).encode()).hexdigest(), "size": 1}
+              for i in range(MAX_LAYERS + 1)]
+    body = json.dumps({**json.loads(MANIFEST), "layers": layers}).encode()
+    handler = type("H", (_ManyLayers,), {"body": body, "asked": [],
+                                         "headers_out": {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}})
+    s = PackageStore(tmp_path / "h", timeout=2.0)
+    before = files(s)
+    with serving(handler) as host, pytest.raises(PackageRejected) as exc:
+        s.pull(f"{host}/team/x:1.0.0")
+    assert exc.value.data["reason"] == "too_large"
+    assert exc.value.data["layers"] == MAX_LAYERS + 1 and exc.value.data["max"] == MAX_LAYERS
+    assert "fewer steps" in exc.value.message
+    assert all("/manifests/" in p for p in handler.asked), handler.asked  # no blob was asked for
+    assert files(s) == before
+
+
+def test_an_agentfile_that_would_make_too_many_layers_is_refused_before_anything_is_built(
+        tmp_path: Path) -> None:
+    from agentix.core.errors import InvalidRequest
+    from agentix.core.package import MAX_LAYERS
+
+    ctx = make_context(tmp_path / "ctx")
+    steps = "".join("      - copy: data/notes.txt\n        to: n/%d.txt\n" % i for i in range(MAX_LAYERS - 1))
+    text = (ctx / "Agentfile").read_text()
+    (ctx / "Agentfile").write_text(text.replace("      - copy: agent\n", "      - copy: agent\n" + steps, 1))
+    with PackageStore(tmp_path / "h", timeout=2.0) as s:
+        before = files(s)
+        with pytest.raises(InvalidRequest) as exc:
+            s.build(ctx, "team/x:1.0.0")
+        assert exc.value.data["field"] == "stages.0.steps"
+        assert f"{MAX_LAYERS + 1} layers" in exc.value.message and "merge copy steps" in exc.value.message
+        assert files(s) == before
+    # one step fewer builds
+    (ctx / "Agentfile").write_text(text.replace("      - copy: agent\n", "      - copy: agent\n" + steps[: steps.rindex("      - copy")], 1))
+    with PackageStore(tmp_path / "h2", timeout=2.0) as s:
+        assert s.build(ctx, "team/x:1.0.0")

@@ -39,6 +39,7 @@ from agentix.core.refs import DIGEST_RE, MAX_REF, Ref, check_digest, parse_ref, 
 
 __all__ = [
     "DIGEST_RE",
+    "MAX_LAYERS",
     "Ref",
     "Signature",
     "SignedStatement",
@@ -55,6 +56,12 @@ __all__ = [
 ]
 
 STATEMENT_TYPE = "agentix.dev/package-signature/v1"
+
+#: the most layers one package (or snapshot) may have, base package's included: a build that
+#: would make more is refused before it starts, a registry manifest listing more before any
+#: layer is fetched (each layer is a request and a file: an unbounded list is a hostile
+#: registry's way to keep a pull busy before its signature is even checked)
+MAX_LAYERS = 256
 
 
 # ---------------------------------------------------------------- keys and statements

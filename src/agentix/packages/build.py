@@ -48,7 +48,7 @@ from typing import Any
 from agentix.core.agentfile import Agentfile, CopyStep, RunStep
 from agentix.core.canonical import canonical_json
 from agentix.core.errors import InvalidRequest, LimitExceeded
-from agentix.core.package import Ref
+from agentix.core.package import MAX_LAYERS, Ref
 from agentix.packages.layout import CHUNK, MANIFEST_TYPE, Descriptor, Layout, image_manifest
 from agentix.packages.unpack import unpack_layers
 
@@ -322,6 +322,21 @@ def _cache_key(step: CopyStep, entries: list[_Entry]) -> str:
     return hashlib.sha256(canonical_json(doc)).hexdigest()
 
 
+def _check_layer_count(agentfile: Agentfile, base_layers: int, dep_layers: int) -> None:
+    """Refuse, before anything is built, an Agentfile whose stages would make more than
+    ``MAX_LAYERS`` layers (a stage's: its start's — the base package's and the dependency
+    layers, or its ``from:`` stage's — plus one per step)."""
+    counts: dict[str, int] = {}
+    for si, stage in enumerate(agentfile.stages):
+        start = counts[stage.from_stage] if stage.from_stage is not None else base_layers + dep_layers
+        counts[stage.name] = start + len(stage.steps)
+        if counts[stage.name] > MAX_LAYERS:
+            raise InvalidRequest(
+                f"stages.{si} ({stage.name}) would make {counts[stage.name]} layers ({start} it starts "
+                f"from, one per step); a package has at most {MAX_LAYERS}: merge copy steps, or run "
+                "several commands in one run step", field=f"stages.{si}.steps")
+
+
 def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
           runner: Runner | None = None, base: Base | None = None,
           fetch_wheels: WheelFetcher | None = None, packages: tuple[PackageDep, ...] = ()) -> BuildResult:
@@ -352,6 +367,8 @@ def build(context: Path, agentfile: Agentfile, ref: Ref, layout: Layout,
                     f"stages.{si}.steps.{i}.run: `run` build steps run only inside the agentix sandbox: "
                     "build through the kernel (`agentix build`); they never run on the host",
                     field=f"stages.{si}.steps.{i}.run")
+    _check_layer_count(agentfile, len(base.layers) if base is not None else 0,
+                       (1 if python_deps else 0) + len(packages))
     layout.init()
     cache_dir = layout.root / "cache"
     cache_dir.mkdir(exist_ok=True, mode=0o700)

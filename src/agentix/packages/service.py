@@ -32,7 +32,7 @@ from agentix.core.agentfile import SEMVER_RE, parse_agentfile_text
 from agentix.core.canonical import bounded_loads, canonical_json
 from agentix.core.errors import InvalidRequest, NotFound, PackageRejected, RegistryError, Timeout
 from agentix.core.manifest import NAME_RE
-from agentix.core.package import (Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
+from agentix.core.package import (MAX_LAYERS, Ref, Signature, SignedStatement, Verdict, capability_ceiling, decide,
                                   parse_public_key, parse_ref)
 from agentix.packages.build import (ARTIFACT_TYPE, CONFIG_TYPE, PACKAGE_DEPS_DIR, Base, BuildResult, PackageDep,
                                     Runner, build)
@@ -756,6 +756,10 @@ def _manifest_shape(m: Any, what: str) -> dict[str, Any]:
             or not isinstance(m.get("layers", []), list):
         raise PackageRejected(f"{what} is not a package manifest (it needs a config object and a "
                               "layers list)", reason="malformed_manifest")
+    if len(m.get("layers", [])) > MAX_LAYERS:
+        raise PackageRejected(f"{what} lists {len(m['layers'])} layers; this kernel accepts at most "
+                              f"{MAX_LAYERS} per package (rebuild it with fewer steps)",
+                              reason="too_large", layers=len(m["layers"]), max=MAX_LAYERS)
     return m
 
 
