@@ -163,6 +163,9 @@ def _fail(what: str, host: str, *, status: int | None = None, err: BaseException
     if status >= 500:
         return RegistryError(f"{what}: the registry {host} failed (HTTP {status}); try again later",
                              reason="server_error", registry=host, status=status)
+    if status == 429:
+        return RegistryError(f"{what}: the registry {host} is limiting our requests (HTTP 429); try "
+                             "again later", reason="rate_limited", registry=host, status=status)
     return RegistryError(f"{what}: unexpected HTTP {status} from {host}: {body[:200]}", reason="protocol",
                          registry=host, status=status, **_error_details(body))
 
