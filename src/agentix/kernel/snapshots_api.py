@@ -260,10 +260,12 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
         call.event_data = {x: r[x] for x in ("ref", "digest", "agent_id", "skipped")}
         return out
 
-    def _free_name(base: str, explicit: bool) -> str:
+    def _free_name(base: str, explicit: bool, live: frozenset[str]) -> str:
+        """``base`` or ``base-N``: a name no live agent has (``live``, taken on the event loop:
+        this runs in a worker thread, which must not walk the table the loop changes) and no
+        saved state is kept under. A spawn that takes it meanwhile fails the restore cleanly."""
         def taken(n: str) -> bool:
-            live = any(r.live and r.name == n for r in table)
-            return live or state_store.has_state(f"root:{n}")
+            return n in live or state_store.has_state(f"root:{n}")
         if not taken(base):
             return base
         if explicit:
@@ -306,7 +308,8 @@ def register(pipeline: Pipeline, *, table: ProcessTable, control: Control, spawn
             caps, dropped = manifest_capabilities(groups, clock.now())
             data = _restorable(doc["manifest"])
             base = name or str(data.get("name") or doc["metadata"].get("name") or "restored")
-            data.update({"name": await asyncio.to_thread(_free_name, base, name is not None),
+            live = frozenset(r.name for r in table if r.live)
+            data.update({"name": await asyncio.to_thread(_free_name, base, name is not None, live),
                          "capabilities": caps, "budget": dict(doc["budget"].get("limits") or {})})
             manifest = parse_manifest(data)
             if foreign:  # sized by its publisher, not this operator: at most the defaults (core/foreign.py)
