@@ -9,6 +9,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from security._world import World, run  # noqa: E402
 
@@ -39,3 +41,36 @@ def test_wait_returns_after_the_reaper_has_revoked_and_recorded(tmp_path: Path) 
     exited, revoked, held = run(tmp_path, body)
     assert len(exited) == 1, "wait returned before agent.exited was recorded"
     assert set(held) <= set(revoked), "wait returned before the agent's tokens were revoked"
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_stop_and_kill_of_an_exiting_agent_return_after_the_reaper_has_accounted(tmp_path: Path, how: str) -> None:
+    """The same window, met by ``stop``/``kill``: an agent whose state already reads exited
+    is not live, and they returned at once — before its tokens were revoked and its exit
+    recorded (an operator's ``agentix stop`` racing the agent's own exit)."""
+    async def body(w: World):
+        rows = w.k.reaper.rows
+        stored = rows.persist_exit
+        reaping = asyncio.Event()
+
+        async def slow_persist(rec):  # widen the window between "exited" and the revocation
+            reaping.set()
+            await asyncio.sleep(0.5)
+            await stored(rec)
+
+        rows.persist_exit = slow_persist
+        rec = await w.spawn(["tool: echo"])
+        held = [t.id for t in w.k.caps.held.get(rec.agent_id, [])]
+        assert held
+        await w.k.deliver(None, rec, "exit")
+        await asyncio.wait_for(reaping.wait(), 30)
+        assert rec.state == "exited" and not rec.exited.is_set()  # the window is open
+        back = await getattr(w.k, how)(rec)
+        exited = w.events("agent.exited", rec.agent_id)
+        revoked = [t for e in w.events("capability.revoked", rec.agent_id) for t in e["data"]["token_ids"]]
+        return back, exited, revoked, held
+
+    back, exited, revoked, held = run(tmp_path, body)
+    assert back.exit is not None and back.exit.reason == "completed"  # its own exit, not the stop's
+    assert len(exited) == 1, f"{how} returned before agent.exited was recorded"
+    assert set(held) <= set(revoked), f"{how} returned before the agent's tokens were revoked"
