@@ -128,6 +128,8 @@ async def _run(attack: str, tmp: Path, start: str = "cold") -> None:
                                    "limits": LIMITS.get(attack, {}),
                                    "env": {"ESCAPE_CTX": json.dumps(ctx), "ESCAPE_MODE": "kernel"}})
         rec = await kernel.spawn(manifest)
+        # the agent's cgroups, named now: cleanup empties the handle's own list as it removes them
+        cg_dirs = list(rec.handle._cg.dirs.values()) if rec.handle is not None and rec.handle._cg else []
         assert rec.isolation["missing_layers"] == [] and "seccomp" in rec.isolation["layers"]
         assert rec.isolation["start"] == ("warm" if start == "warm" and attack != "disk_fill" else "cold")
         if attack == "leftover_processes":
@@ -189,8 +191,7 @@ async def _run(attack: str, tmp: Path, start: str = "cold") -> None:
             udp.recv(100)
         for m in ("/usr/agentix-escape", "/etc/agentix-escape", "/agentix-escape", "/root/agentix-escape"):
             assert not os.path.exists(m)
-        if rec.handle is not None:
-            assert not [d for d in rec.handle._cg.dirs.values() if d.exists()] if rec.handle._cg else True
+        assert not [d for d in cg_dirs if d.exists()], "the agent's cgroups outlived it"
     finally:
         await kernel.shutdown(grace=1.0)
         for s in (op, tcp, absrv):
