@@ -1,7 +1,9 @@
 """``wait`` returns once an agent's exit is accounted for, not when its state first reads
 ``exited``: the reaper flips the state, then stores the exit, revokes the agent's tokens and
 records ``agent.exited``. A caller that waited and then read the audit log or relied on the
-revocation found neither (CI: the escape catalogue's ``cpu_hog`` found no ``agent.exited``)."""
+revocation found neither (CI: the escape catalogue's ``cpu_hog`` found no ``agent.exited``).
+``stop`` and ``kill`` met the same window: an agent exiting on its own is no longer live, and
+they returned at once."""
 
 from __future__ import annotations
 
@@ -9,33 +11,61 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from security._world import World, run  # noqa: E402
 
 
+async def exiting_in_the_window(w: World):
+    """An agent told to exit, caught after its state reads exited and before the reaper has
+    stored, revoked and recorded (its store step slowed to hold the window open); with the
+    ids of the tokens it held."""
+    rows = w.k.reaper.rows
+    stored = rows.persist_exit
+    reaping = asyncio.Event()
+
+    async def slow_persist(rec):  # widen the window between "exited" and the revocation
+        reaping.set()
+        await asyncio.sleep(0.5)
+        await stored(rec)
+
+    rows.persist_exit = slow_persist
+    rec = await w.spawn(["tool: echo"])
+    held = [t.id for t in w.k.caps.held.get(rec.agent_id, [])]
+    assert held
+    await w.k.deliver(None, rec, "exit")
+    await asyncio.wait_for(reaping.wait(), 30)
+    assert rec.state == "exited" and not rec.exited.is_set()  # the state already reads exited: the window is open
+    return rec, held
+
+
+def accounted(w: World, rec) -> tuple[list, list]:
+    exited = w.events("agent.exited", rec.agent_id)
+    revoked = [t for e in w.events("capability.revoked", rec.agent_id) for t in e["data"]["token_ids"]]
+    return exited, revoked
+
+
 def test_wait_returns_after_the_reaper_has_revoked_and_recorded(tmp_path: Path) -> None:
     async def body(w: World):
-        rows = w.k.reaper.rows
-        stored = rows.persist_exit
-        reaping = asyncio.Event()
-
-        async def slow_persist(rec):  # widen the window between "exited" and the revocation
-            reaping.set()
-            await asyncio.sleep(0.5)
-            await stored(rec)
-
-        rows.persist_exit = slow_persist
-        rec = await w.spawn(["tool: echo"])
-        held = [t.id for t in w.k.caps.held.get(rec.agent_id, [])]
-        assert held
-        await w.k.deliver(None, rec, "exit")
-        await asyncio.wait_for(reaping.wait(), 30)
-        assert rec.state == "exited"  # the state already reads exited: the window is open
+        rec, held = await exiting_in_the_window(w)
         await w.k.wait(rec, 10)
-        exited = w.events("agent.exited", rec.agent_id)
-        revoked = [t for e in w.events("capability.revoked", rec.agent_id) for t in e["data"]["token_ids"]]
-        return exited, revoked, held
+        return (*accounted(w, rec), held)
 
     exited, revoked, held = run(tmp_path, body)
     assert len(exited) == 1, "wait returned before agent.exited was recorded"
     assert set(held) <= set(revoked), "wait returned before the agent's tokens were revoked"
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_stop_and_kill_of_an_exiting_agent_return_after_the_reaper_has_accounted(tmp_path: Path, how: str) -> None:
+    """An operator's ``agentix stop`` racing the agent's own exit."""
+    async def body(w: World):
+        rec, held = await exiting_in_the_window(w)
+        back = await getattr(w.k, how)(rec)
+        return (back, *accounted(w, rec), held)
+
+    back, exited, revoked, held = run(tmp_path, body)
+    assert back.exit is not None and back.exit.reason == "completed"  # its own exit, not the stop's
+    assert len(exited) == 1, f"{how} returned before agent.exited was recorded"
+    assert set(held) <= set(revoked), f"{how} returned before the agent's tokens were revoked"

@@ -38,14 +38,18 @@ class Control:
 
     async def stop(self, rec: AgentRecord, *, reason: str = "killed", detail: str = "",
                    grace: float | None = None) -> AgentRecord:
-        """SIGTERM to the process group, grace period, SIGKILL; the subtree first."""
+        """SIGTERM to the process group, grace period, SIGKILL; the subtree first. Returns once
+        the exit is accounted for (``rec.exited``), like ``wait``: an agent already exiting on
+        its own reads ``exited`` while the reaper still revokes its tokens and records it."""
         if not rec.live:
+            await rec.exited.wait()  # set by whoever flipped the state (the reaper, an unwound spawn)
             return rec
         if rec.state == "spawning" and not rec.settled.is_set():
             # mid-spawn: the spawn either commits or unwinds within its own bounds (program
             # copy bounded, the substrate's confine timeout); then stop what it became
             await rec.settled.wait()
             if not rec.live:
+                await rec.exited.wait()
                 return rec
         grace = self.config.stop_grace if grace is None else min(max(0.0, grace), MAX_GRACE)
         if rec.state == "stopping":  # another stop is under way: this one keeps its own grace

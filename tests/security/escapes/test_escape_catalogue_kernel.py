@@ -128,6 +128,8 @@ async def _run(attack: str, tmp: Path, start: str = "cold") -> None:
                                    "limits": LIMITS.get(attack, {}),
                                    "env": {"ESCAPE_CTX": json.dumps(ctx), "ESCAPE_MODE": "kernel"}})
         rec = await kernel.spawn(manifest)
+        # the agent's cgroups, named now: cleanup empties the handle's own list as it removes them
+        cg_dirs = list(rec.handle._cg.dirs.values()) if rec.handle is not None and rec.handle._cg else []
         assert rec.isolation["missing_layers"] == [] and "seccomp" in rec.isolation["layers"]
         assert rec.isolation["start"] == ("warm" if start == "warm" and attack != "disk_fill" else "cold")
         if attack == "leftover_processes":
@@ -138,19 +140,24 @@ async def _run(attack: str, tmp: Path, start: str = "cold") -> None:
             await kernel.wait(rec, 10)
             assert await _all_gone(pids), [p for p in pids if _alive(p)]
         elif attack == "cpu_hog":
-            # four busy processes against a 0.5 CPU quota: the group must be throttled
-            # four busy processes against a 0.5 CPU quota: usage stays within the quota
-            # (one period of slack); on a busy host contention may hold it lower still
-            t0 = time.monotonic()
+            # four busy processes against a 0.5 CPU quota: between two samples the group uses
+            # at most its quota (50 ms) per period the cgroup counted it running, plus one
+            # period either side for the two samples' reads. Judged by the cgroup's own count,
+            # not the wall clock: the hog ran before spawn returned (longer on a loaded host),
+            # and a wall-clock bound from then charged that head start to the quota
             cpu_dir = rec.handle._cg.dirs["cpu"] if "cpu" in rec.handle._cg.dirs else None
             assert cpu_dir is None or (cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "50000"
+            await asyncio.sleep(0.6)  # a head start, as on a loaded host: the bound must not mind it
+            first: dict = {}
             seen: dict = {}
             while rec.live:
                 seen = kernel.status(rec)["resources"] or seen
+                first = first or seen
                 if seen:
-                    assert seen["cpu_usage_ns"] <= 0.5e9 * (time.monotonic() - t0) + 0.2e9, seen
+                    used = seen["cpu_usage_ns"] - first["cpu_usage_ns"]
+                    assert used <= 50e6 * (seen["cpu_nr_periods"] - first["cpu_nr_periods"] + 2), (first, seen)
                 await asyncio.sleep(0.2)
-            assert seen.get("cpu_usage_ns"), seen
+            assert seen.get("cpu_usage_ns") and seen["cpu_nr_periods"] > first["cpu_nr_periods"], (first, seen)
             await kernel.wait(rec, 60)
         else:
             await kernel.wait(rec, 60)
@@ -184,8 +191,7 @@ async def _run(attack: str, tmp: Path, start: str = "cold") -> None:
             udp.recv(100)
         for m in ("/usr/agentix-escape", "/etc/agentix-escape", "/agentix-escape", "/root/agentix-escape"):
             assert not os.path.exists(m)
-        if rec.handle is not None:
-            assert not [d for d in rec.handle._cg.dirs.values() if d.exists()] if rec.handle._cg else True
+        assert not [d for d in cg_dirs if d.exists()], "the agent's cgroups outlived it"
     finally:
         await kernel.shutdown(grace=1.0)
         for s in (op, tcp, absrv):
