@@ -104,6 +104,7 @@ def check_field_error(err: InvalidRequest, data: dict[str, Any]) -> None:
     assert top in Manifest.model_fields or top in data or field == "(manifest)", (field, err.message)
 
 
+@pytest.mark.timeout(600)  # 1500 examples: ~35 s alone, 70-90 s on a loaded 2-core host
 @settings(max_examples=1500, deadline=None)
 @given(manifests("/opt/agent.py"))
 def test_parse_manifest_accepts_or_names_the_field(data: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("mcp")
 
-from conftest import Daemon, program, short_tmp, wait_until  # noqa: E402
+from conftest import Daemon, pid_alive, program, short_tmp, wait_until  # noqa: E402
 
 SERVER = Path(__file__).parent / "servers" / "notes_server.py"
 
@@ -290,8 +290,17 @@ def test_bad_servers_give_clear_errors_and_the_kernel_stays_responsive(mcp_kerne
     assert states["crash"]["state"] == "failed" and states["crash"]["starts"] == 2
     for name in ("huge", "flood", "garbage"):
         assert states[name]["state"] == "backoff", states[name]
-    # the stopped servers' processes are gone
-    assert wait_until(lambda: all(e for e in audit(k) if e["kind"] == "mcp.server_exited"), 5)
+    # the stopped servers' processes are gone: each one's exit is recorded, its pid dead
+    def exited() -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for e in audit(k):
+            if e["kind"] == "mcp.server_exited":
+                out.setdefault(e["data"]["server"], []).append(e["data"]["pid"])
+        return out
+
+    assert wait_until(lambda: {"huge", "flood", "garbage", "crash"} <= set(exited()), 10), exited()
+    assert len(exited()["crash"]) == 2  # both of its starts
+    assert not [p for pids in exited().values() for p in pids if pid_alive(p)]
     assert k.client.call("kernel.info")["pid"] > 0
     # errors carrying the server's text taint like results
     entries = [e for e in audit(k) if e["kind"] == "tool.result" and e["data"]["tool"] == "mcp__garbage__echo"]
