@@ -38,14 +38,17 @@ class Control:
 
     async def stop(self, rec: AgentRecord, *, reason: str = "killed", detail: str = "",
                    grace: float | None = None) -> AgentRecord:
-        """SIGTERM to the process group, grace period, SIGKILL; the subtree first."""
-        if not rec.live:
+        """SIGTERM to the process group, grace period, SIGKILL; the subtree first. Returns once
+        ``rec`` has exited and that is accounted for (as ``wait``), whoever ended it."""
+        if not rec.live:  # its exit is seen: done once the reaper has accounted for it
+            await rec.exited.wait()
             return rec
         if rec.state == "spawning" and not rec.settled.is_set():
             # mid-spawn: the spawn either commits or unwinds within its own bounds (program
             # copy bounded, the substrate's confine timeout); then stop what it became
             await rec.settled.wait()
             if not rec.live:
+                await rec.exited.wait()
                 return rec
         grace = self.config.stop_grace if grace is None else min(max(0.0, grace), MAX_GRACE)
         if rec.state == "stopping":  # another stop is under way: this one keeps its own grace
@@ -75,7 +78,8 @@ class Control:
             await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=grace)
         except asyncio.TimeoutError:
             assert rec.handle is not None
-            rec.handle.signal(signal.SIGKILL)
+            if rec.exit is None:  # not a process the reaper has already waited for
+                rec.handle.signal(signal.SIGKILL)
             await rec.exited.wait()
 
     async def kill(self, rec: AgentRecord, *, reason: str = "killed") -> AgentRecord:
@@ -102,8 +106,8 @@ class Control:
 
     async def wait(self, rec: AgentRecord, timeout: float | None) -> AgentRecord:
         """``rec`` once its exit is fully accounted for (``rec.exited``: set by the reaper after
-        its tokens are revoked and ``agent.exited`` is recorded, or by an unwound spawn), not
-        merely once its state reads ``exited`` — the reaper sets that first, then revokes."""
+        its tokens are revoked and ``agent.exited`` is recorded, or by an unwound spawn; the
+        state reads ``exited`` from the same step), not merely once its process has ended."""
         if not rec.exited.is_set():
             try:
                 await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=timeout)

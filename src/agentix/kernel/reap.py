@@ -4,6 +4,12 @@ The exit record (code, signal, reason: ``core.lifecycle.exit_reason``) is kept a
 the agent's tokens are revoked, its inference requests cancelled, its budget closed into its
 parent's, its cgroup removed, and its live children stopped (the subtree does not outlive
 its root). Each agent's reaper task starts at spawn (``kernel/spawn.py``).
+
+The state reads ``exited`` only once all of that is done (the one commit point, with
+``rec.exited`` set in the same step): while the reaper works the agent is ``stopping`` and
+no longer ``live`` (its exit is seen: nothing signals, pauses or delivers to it), so a
+reader that takes ``exited`` as done — ``status``, ``ps``, a parent's ``wait_child``, a
+client polling — finds the tokens revoked, the budget closed and ``agent.exited`` recorded.
 """
 
 from __future__ import annotations
@@ -56,8 +62,8 @@ class Reaper:
             detail = detail or f"exit status {info.code}"
         rec.exit = ExitRecord(code=info.code, signal=info.signal, reason=reason, detail=detail, at=self.clock.now())
         rec.ended_mono = self.clock.monotonic()
-        if rec.state != "exited":
-            rec.state = "exited"
+        if rec.state != "stopping":  # not "exited" yet: that is said below, once it is accounted for
+            rec.set_state("stopping")
         self.table.release_name(rec)
         await self.rows.persist_exit(rec)
         self.inference.cancel_agent(rec.agent_id)
@@ -86,6 +92,7 @@ class Reaper:
             "name": rec.name, **rec.exit.to_data(), "runtime_s": round(rec.runtime(), 3),
             "syscalls": rec.syscalls,
         })
+        rec.set_state("exited")  # the commit point: all of the above is done
         rec.exited.set()
         rec.mail_event.set()
         # the subtree does not outlive its root
