@@ -339,6 +339,12 @@ class CapabilityService:
         if self.live_calls is not None:
             self.live_calls.recheck()
 
+    async def calls_ended(self) -> None:
+        """Once every call at work a revocation (or an expiry) ended has unwound (``revoke``
+        ends them by cancelling their tasks; their cleanup runs after it returns)."""
+        if self.live_calls is not None:
+            await self.live_calls.settled()
+
     def live_tokens(self, agent_id: str, now: float | None = None) -> list[Token]:
         """The agent's tokens that are neither revoked, expired nor exhausted now."""
         now = self.clock.now() if now is None else now

@@ -1,0 +1,96 @@
+"""``cap.revoke`` answers "revoked" once every call at work on the token has ended — not
+once each was merely told to (its task cancelled): a call's cleanup (an exec's process tree
+killed and waited for, a thread's write finished) runs after the cancel. Before, the
+operator's ``cap.revoke`` returned while an ended call was still unwinding, so an effect of
+the revoked authority could land after the operator was told it was revoked. The same holds
+for an agent's exit: ``wait`` returns once its calls at work have ended.
+
+The calls here are a tool whose cleanup takes half a second and then leaves a mark (what a
+thread finishing its write does); both tests fail on the old code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from security._world import World, run  # noqa: E402
+
+from agentix.kernel.dispatch import Caller  # noqa: E402
+from agentix.tools.base import ToolSpec  # noqa: E402
+
+SLEEPER = '''
+import time
+from agentix.sdk import agent
+k = agent.connect()
+time.sleep(3600)
+'''
+
+
+class _World(World):
+    programs = {"sleeper.py": SLEEPER}
+
+
+def slow_unwinding_tool(w: World, mark: Path) -> asyncio.Event:
+    """Register ``slow_unwind``: it runs until ended, then takes 0.5 s to unwind and writes
+    ``mark``; the event is set once a call of it is at work."""
+    started = asyncio.Event()
+
+    async def handler(ctx, args):
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.5)  # a thread finishing its write, a process tree being reaped
+            mark.write_text("the ended call's last effect")
+            raise
+        return {}
+
+    w.k.tools.register(ToolSpec("slow_unwind", "test: slow to end", {"type": "object"}, handler))
+    return started
+
+
+async def calling(w: World, name: str):
+    rec = await w.spawn(["tool: slow_unwind"], name=name, program="sleeper.py")
+    caller = Caller(agent_id=rec.agent_id, name=rec.name, workspace=rec.workspace)
+    call = asyncio.ensure_future(w.k.pipeline.run(caller, "tool.call", {"name": "slow_unwind", "args": {}}))
+    return rec, call
+
+
+def test_cap_revoke_returns_once_the_calls_it_ended_have_unwound(tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+
+    async def body(w: World):
+        started = slow_unwinding_tool(w, mark)
+        rec, call = await calling(w, "revoked")
+        await asyncio.wait_for(started.wait(), 30)
+        token = w.k.caps.held[rec.agent_id][0]
+        await w.op("cap.revoke", token_id=token.id)
+        marked = mark.exists()
+        try:
+            await asyncio.wait_for(call, 30)
+            outcome = "completed"
+        except Exception as err:  # noqa: BLE001
+            outcome = getattr(err, "code", repr(err))
+        return marked, outcome
+
+    marked, outcome = run(tmp_path, body, world=_World)
+    assert outcome == "capability_revoked"
+    assert marked, "cap.revoke returned while a call it ended was still unwinding"
+
+
+def test_wait_returns_once_the_exited_agents_calls_have_unwound(tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+
+    async def body(w: World):
+        started = slow_unwinding_tool(w, mark)
+        rec, call = await calling(w, "dies")
+        await asyncio.wait_for(started.wait(), 30)
+        await w.k.kill(rec)
+        await w.k.wait(rec, 30)
+        marked = mark.exists()
+        await asyncio.gather(call, return_exceptions=True)
+        return marked
+
+    assert run(tmp_path, body, world=_World), "the agent read exited while a call of its was still unwinding"
