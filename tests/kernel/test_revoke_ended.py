@@ -14,22 +14,12 @@ import asyncio
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _sleeper import SleeperWorld, as_agent  # noqa: E402
 from security._world import World, run  # noqa: E402
 
-from agentix.kernel.dispatch import Caller  # noqa: E402
 from agentix.tools.base import ToolSpec  # noqa: E402
-
-SLEEPER = '''
-import time
-from agentix.sdk import agent
-k = agent.connect()
-time.sleep(3600)
-'''
-
-
-class _World(World):
-    programs = {"sleeper.py": SLEEPER}
 
 
 def slow_unwinding_tool(w: World, mark: Path) -> asyncio.Event:
@@ -51,10 +41,12 @@ def slow_unwinding_tool(w: World, mark: Path) -> asyncio.Event:
     return started
 
 
-async def calling(w: World, name: str):
+async def calling(w: World, name: str, mark: Path):
+    """An agent with a ``slow_unwind`` call at work: (its record, the call's task)."""
+    started = slow_unwinding_tool(w, mark)
     rec = await w.spawn(["tool: slow_unwind"], name=name, program="sleeper.py")
-    caller = Caller(agent_id=rec.agent_id, name=rec.name, workspace=rec.workspace)
-    call = asyncio.ensure_future(w.k.pipeline.run(caller, "tool.call", {"name": "slow_unwind", "args": {}}))
+    call = asyncio.ensure_future(w.k.pipeline.run(as_agent(rec), "tool.call", {"name": "slow_unwind", "args": {}}))
+    await asyncio.wait_for(started.wait(), 30)
     return rec, call
 
 
@@ -62,9 +54,7 @@ def test_cap_revoke_returns_once_the_calls_it_ended_have_unwound(tmp_path: Path)
     mark = tmp_path / "mark"
 
     async def body(w: World):
-        started = slow_unwinding_tool(w, mark)
-        rec, call = await calling(w, "revoked")
-        await asyncio.wait_for(started.wait(), 30)
+        rec, call = await calling(w, "revoked", mark)
         token = w.k.caps.held[rec.agent_id][0]
         await w.op("cap.revoke", token_id=token.id)
         marked = mark.exists()
@@ -75,7 +65,7 @@ def test_cap_revoke_returns_once_the_calls_it_ended_have_unwound(tmp_path: Path)
             outcome = getattr(err, "code", repr(err))
         return marked, outcome
 
-    marked, outcome = run(tmp_path, body, world=_World)
+    marked, outcome = run(tmp_path, body, world=SleeperWorld)
     assert outcome == "capability_revoked"
     assert marked, "cap.revoke returned while a call it ended was still unwinding"
 
@@ -84,13 +74,11 @@ def test_wait_returns_once_the_exited_agents_calls_have_unwound(tmp_path: Path) 
     mark = tmp_path / "mark"
 
     async def body(w: World):
-        started = slow_unwinding_tool(w, mark)
-        rec, call = await calling(w, "dies")
-        await asyncio.wait_for(started.wait(), 30)
+        rec, call = await calling(w, "dies", mark)
         await w.k.kill(rec)
         await w.k.wait(rec, 30)
         marked = mark.exists()
         await asyncio.gather(call, return_exceptions=True)
         return marked
 
-    assert run(tmp_path, body, world=_World), "the agent read exited while a call of its was still unwinding"
+    assert run(tmp_path, body, world=SleeperWorld), "the agent read exited while a call of its was still unwinding"
