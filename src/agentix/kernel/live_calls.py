@@ -47,6 +47,7 @@ class DecidedCall(Protocol):
     live: Callable[[], None] | None
     authorization: Authorization | None
     hops: list[Authorization]
+    subject: str | None
 
 __all__ = ["LiveCalls"]
 
@@ -147,11 +148,13 @@ class LiveCalls:
             n += self._check(task, run)
         return n
 
-    async def settled(self) -> None:
-        """Return once every call this registry ended has unwound: ending one only asks its
-        task to stop, and its handler's cleanup (an exec's process tree killed and waited for,
-        a thread's write finished) runs after. A revocation is done once this returns."""
-        ending = [run.over.wait() for run in self._running.values() if run.refusal is not None]
+    async def settled(self, subject: str | None = None) -> None:
+        """Return once every call this registry ended (those for ``subject``, if given) has
+        unwound: ending one only asks its task to stop, and its handler's cleanup (an exec's
+        process tree killed and waited for, a thread's write finished) runs after. A
+        revocation is done once this returns."""
+        ending = [run.over.wait() for run in self._running.values()
+                  if run.refusal is not None and (subject is None or run.call.subject == subject)]
         if ending:
             await asyncio.gather(*ending)
 

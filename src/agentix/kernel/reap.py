@@ -68,7 +68,7 @@ class Reaper:
         await self.rows.persist_exit(rec)
         self.inference.cancel_agent(rec.agent_id)
         revoked = self.caps.revoke_agent(rec.agent_id)  # a dead agent's tokens die with it,
-        await self.caps.calls_ended()  # and the calls at work on them end before it reads exited
+        await self.caps.calls_ended(rec.agent_id)  # and its calls at work end before it reads exited
         if revoked:
             await self.events.record("capability.revoked", rec.agent_id,
                                      {"token_ids": revoked, "why": "agent exited"})
