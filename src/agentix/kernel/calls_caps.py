@@ -55,8 +55,7 @@ def register(pipeline: Pipeline, *, svc: CapabilityService, table: ProcessTable,
         if not isinstance(tid, str):
             raise InvalidRequest('missing parameter "token_id"', field="token_id")
         holder, _ = svc.find_token(tid)
-        svc.revoke(tid)  # ... and every call at work it allowed ends now:
-        await svc.calls_ended()  # "revoked" is said once they have unwound, not just been told to
+        svc.revoke(tid)  # ... and every call at work it allowed ends now
         derived = [t.id for toks in svc.held.values() for t in toks if tid in t.chain and t.id != tid]
         await events.record("capability.revoked", holder, {"token_id": tid, "derived": derived,
                                                              "by": "operator"})
