@@ -36,7 +36,7 @@ async def exiting_in_the_window(w: World):
     assert held
     await w.k.deliver(None, rec, "exit")
     await asyncio.wait_for(reaping.wait(), 30)
-    assert rec.state == "exited" and not rec.exited.is_set()  # the state already reads exited: the window is open
+    assert rec.exit is not None and not rec.exited.is_set()  # the exit is seen, not accounted for: the window is open
     return rec, held
 
 
@@ -69,3 +69,43 @@ def test_stop_and_kill_of_an_exiting_agent_return_after_the_reaper_has_accounted
     assert back.exit is not None and back.exit.reason == "completed"  # its own exit, not the stop's
     assert len(exited) == 1, f"{how} returned before agent.exited was recorded"
     assert set(held) <= set(revoked), f"{how} returned before the agent's tokens were revoked"
+
+
+def test_a_failing_step_of_the_reaper_still_ends_in_exited_and_wait_returns(tmp_path: Path) -> None:
+    """The reaper's commit point is reached whatever a step does: a store that fails (disk
+    full, a closed database) is logged, and the agent still reads exited — before, every
+    ``wait``, ``stop`` and the shutdown waited for it for ever."""
+    async def body(w: World):
+        async def broken(rec):
+            raise OSError(28, "No space left on device")
+
+        w.k.reaper.rows.persist_exit = broken
+        rec = await w.spawn(["tool: echo"])
+        await w.k.deliver(None, rec, "exit")
+        await w.k.wait(rec, 20)
+        return rec.state, rec.exit
+
+    state, exit_ = run(tmp_path, body)
+    assert state == "exited" and exit_ is not None and exit_.reason == "completed"
+
+
+SLEEPER = "import time\nfrom agentix.sdk import agent\nk = agent.connect()\ntime.sleep(3600)\n"
+
+
+def test_wait_on_a_root_returns_once_its_subtree_is_down(tmp_path: Path) -> None:
+    """The subtree does not outlive its root: the reaper stops the live children before the
+    root reads exited, so ``wait(root)`` finds none still live."""
+    async def body(w: World):
+        from agentix.core.manifest import parse_manifest
+
+        parent = await w.spawn(["spawn_child: [kid]"], name="parent")
+        (Path(parent.workspace) / "sleeper.py").write_text(SLEEPER)
+        kid = await w.k.spawn(parse_manifest({"name": "kid", "program": "sleeper.py",
+                                              "isolation": "degraded"}), parent=parent)
+        await w.k.deliver(None, parent, "exit")
+        await w.k.wait(parent, 30)
+        return kid.live, kid.state, kid.exit
+
+    live, state, exit_ = run(tmp_path, body)
+    assert not live and state == "exited", state
+    assert exit_ is not None and exit_.reason == "killed" and "parent" in exit_.detail

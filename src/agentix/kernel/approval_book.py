@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agentix.core.approval import Approval, apply
-from agentix.core.errors import LimitExceeded, NotFound
+from agentix.core.errors import LimitExceeded, NotFound, StateError
 from agentix.kernel.clock import Clock, wait_event
 from agentix.store.db import Database
 from agentix.store.state import ApprovalRecord, ApprovalStore
@@ -46,6 +46,7 @@ class ApprovalBook:
         self._items: dict[str, Approval] = {}
         self._final: dict[str, None] = {}  # ids of final approvals, oldest first
         self._waiters: dict[str, asyncio.Event] = {}
+        self._answering: set[str] = set()  # answered, the answer not yet recorded (``answer``)
         self.args: dict[str, dict[str, Any]] = {}  # what the operator is shown
         self.db = db
         if db is not None:
@@ -111,10 +112,28 @@ class ApprovalBook:
                 self._waiters.pop(old, None)
                 self.args.pop(old, None)
 
-    def resolve(self, approval_id: str, approve: bool, *, reason: str | None, by: str, now: float) -> Approval:
+    def answer(self, approval_id: str, approve: bool, *, reason: str | None, by: str, now: float) -> Approval:
+        """The operator's answer, checked but not yet in effect: ``commit`` puts it in (the
+        waiting call goes on, a presented id is honoured) once the answer is recorded; a
+        second answer meanwhile is refused, ``withdraw`` drops one that was not recorded."""
+        if approval_id in self._answering:
+            raise StateError(f"approval {approval_id} is being answered; cannot answer it again",
+                             approval_id=approval_id, state="pending")
         a = apply(self.get(approval_id), "grant" if approve else "deny", now=now, reason=reason, by=by)
-        self.put(a)
+        self._answering.add(approval_id)
         return a
+
+    def commit(self, a: Approval) -> Approval:
+        """Put in an ``answer`` (unless the request expired meanwhile); the approval as it is."""
+        self._answering.discard(a.id)
+        current = self._items.get(a.id)
+        if current is not None and current.state == "pending":
+            self.put(a)
+            return a
+        return current or a
+
+    def withdraw(self, approval_id: str) -> None:
+        self._answering.discard(approval_id)
 
     async def wait(self, approval_id: str, timeout: float) -> Approval:
         """The approval once answered, or as it is after ``timeout`` seconds of the clock."""

@@ -62,7 +62,7 @@ def register(pipeline: Pipeline, *, table: ProcessTable, spawner: Spawner, contr
 
     async def agent_list(call: Call) -> dict[str, Any]:
         show_all = bool(call.params.get("all", True))
-        recs = [r for r in table if show_all or r.live]
+        recs = [r for r in table if show_all or r.state != "exited"]  # until its exit is accounted for
         recs.sort(key=lambda r: r.created_at)
         return {"agents": [r.summary() for r in recs]}
 

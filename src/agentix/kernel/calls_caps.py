@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import Any
 
+from agentix.core.approval import Approval
 from agentix.core.caps import Token
 from agentix.core.errors import AgentixError, InvalidRequest
 from agentix.core.grants import Grant
@@ -99,10 +101,20 @@ def register(pipeline: Pipeline, *, svc: CapabilityService, table: ProcessTable,
             raise InvalidRequest('approval.respond needs "id" and "approve" (true/false)', field="id")
         if reason is not None and not isinstance(reason, str):
             raise InvalidRequest('"reason" must be a string', field="reason")
-        a = svc.approvals.resolve(aid, approve, reason=reason, by="operator", now=svc.clock.now())
-        await events.record("approval.granted" if a.state == "granted" else "approval.denied",
-                              a.agent, {"approval_id": aid, "tool": a.tool, "reason": reason})
-        return a.to_data()
+        a = svc.approvals.answer(aid, approve, reason=reason, by="operator", now=svc.clock.now())
+
+        async def recorded_then_in_effect() -> Approval:
+            # the answer takes effect (the waiting call runs the tool) only once it is in the
+            # log; a cancelled respond (its client gone) still records, then commits, it
+            try:
+                await events.record("approval.granted" if a.state == "granted" else "approval.denied",
+                                    a.agent, {"approval_id": aid, "tool": a.tool, "reason": reason})
+            except BaseException:
+                svc.approvals.withdraw(aid)
+                raise
+            return svc.approvals.commit(a)
+
+        return (await asyncio.shield(recorded_then_in_effect())).to_data()
 
     me = partial(caller_record, table)
 

@@ -339,6 +339,13 @@ class CapabilityService:
         if self.live_calls is not None:
             self.live_calls.recheck()
 
+    async def calls_ended(self, subject: str | None = None) -> None:
+        """Once every call at work a revocation (or an expiry) ended — those for ``subject``,
+        if given — has unwound (``revoke`` ends them by cancelling their tasks; their cleanup
+        runs after it returns)."""
+        if self.live_calls is not None:
+            await self.live_calls.settled(subject)
+
     def live_tokens(self, agent_id: str, now: float | None = None) -> list[Token]:
         """The agent's tokens that are neither revoked, expired nor exhausted now."""
         now = self.clock.now() if now is None else now

@@ -39,10 +39,9 @@ class Control:
     async def stop(self, rec: AgentRecord, *, reason: str = "killed", detail: str = "",
                    grace: float | None = None) -> AgentRecord:
         """SIGTERM to the process group, grace period, SIGKILL; the subtree first. Returns once
-        the exit is accounted for (``rec.exited``), like ``wait``: an agent already exiting on
-        its own reads ``exited`` while the reaper still revokes its tokens and records it."""
-        if not rec.live:
-            await rec.exited.wait()  # set by whoever flipped the state (the reaper, an unwound spawn)
+        ``rec`` has exited and that is accounted for (as ``wait``), whoever ended it."""
+        if not rec.live:  # its exit is seen: done once the reaper has accounted for it
+            await rec.exited.wait()
             return rec
         if rec.state == "spawning" and not rec.settled.is_set():
             # mid-spawn: the spawn either commits or unwinds within its own bounds (program
@@ -79,7 +78,8 @@ class Control:
             await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=grace)
         except asyncio.TimeoutError:
             assert rec.handle is not None
-            rec.handle.signal(signal.SIGKILL)
+            if rec.exit is None:  # not a process the reaper has already waited for
+                rec.handle.signal(signal.SIGKILL)
             await rec.exited.wait()
 
     async def kill(self, rec: AgentRecord, *, reason: str = "killed") -> AgentRecord:
@@ -106,8 +106,8 @@ class Control:
 
     async def wait(self, rec: AgentRecord, timeout: float | None) -> AgentRecord:
         """``rec`` once its exit is fully accounted for (``rec.exited``: set by the reaper after
-        its tokens are revoked and ``agent.exited`` is recorded, or by an unwound spawn), not
-        merely once its state reads ``exited`` — the reaper sets that first, then revokes."""
+        its tokens are revoked and ``agent.exited`` is recorded, or by an unwound spawn; the
+        state reads ``exited`` from the same step), not merely once its process has ended."""
         if not rec.exited.is_set():
             try:
                 await asyncio.wait_for(asyncio.shield(rec.exited.wait()), timeout=timeout)

@@ -90,15 +90,11 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
 
         return handle
 
-    # operators get their own in-flight counter: an agent flood never locks the operator out
-    from agentix.rpc.server import InFlight, InFlightLimits
-
-    operators = InFlight(InFlightLimits(per_connection=config.in_flight_per_agent, batch=config.batch_limit,
-                                       total=config.in_flight_total))
-    server = await start_unix_server(home.socket, handler_for, frame_limit=config.frame_limit,
-                                     in_flight_total=operators)
+    # the HTTP API first (docs/http.md: a task of this loop, same pipeline): the operator's socket
+    # is what `agentix up` (and every client) takes as "the kernel is up", so it appears only
+    # once everything the kernel was started with answers — a failed HTTP start leaves no socket
     http_server = None
-    if http is not None:  # the HTTP API (docs/http.md): a task of this loop, same pipeline
+    if http is not None:
         from agentix.kernel.http_api import start_http
         from agentix.rpc.slow_clients import SlowClientLimits
 
@@ -107,10 +103,20 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
             http_server = await start_http(kernel.http, *http, limits=limits,
                                            metrics=tel.metrics if tel is not None else None)
         except BaseException:
-            server.close()
             await kernel.shutdown()
-            home.socket.unlink(missing_ok=True)
             raise
+    # operators get their own in-flight counter: an agent flood never locks the operator out
+    from agentix.rpc.server import InFlight, InFlightLimits
+
+    operators = InFlight(InFlightLimits(per_connection=config.in_flight_per_agent, batch=config.batch_limit,
+                                       total=config.in_flight_total))
+    try:
+        server = await start_unix_server(home.socket, handler_for, frame_limit=config.frame_limit,
+                                         in_flight_total=operators)
+    except BaseException:
+        if http_server is not None:
+            await http_server.close()
+        raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, kernel.shutdown_requested.set)

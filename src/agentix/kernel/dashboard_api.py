@@ -56,10 +56,10 @@ def register(pipeline: Pipeline, *, table: ProcessTable, clock: Clock) -> None:
                     or not all(isinstance(i, str) for i in ids)):
                 raise InvalidRequest(f'"agents" must be a list of at most {MAX_IDS} agent ids', field="agents")
             wanted = set(ids)
-            recs = sorted((r for r in table if r.agent_id in wanted and (show_all or r.live)),
+            recs = sorted((r for r in table if r.agent_id in wanted and (show_all or r.state != "exited")),
                           key=lambda r: r.created_at)
         else:
-            recs = sorted((r for r in table if show_all or r.live), key=lambda r: r.created_at)
+            recs = sorted((r for r in table if show_all or r.state != "exited"), key=lambda r: r.created_at)
         now = clock.monotonic()
         return {"agents": [tree_row(r, now) for r in recs], "now": clock.now()}
 

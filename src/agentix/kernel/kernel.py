@@ -304,8 +304,9 @@ class KernelRoot:
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop every agent (roots first; each takes its subtree), then stop."""
         self.spawner.stopping = True
-        roots = [r for r in self.table if r.live and r.parent is None]
-        orphans = [r for r in self.table if r.live and r.parent is not None]
+        # every agent not yet accounted for, those being reaped too: stop waits for their reaper
+        roots = [r for r in self.table if r.state != "exited" and r.parent is None]
+        orphans = [r for r in self.table if r.state != "exited" and r.parent is not None]
         await asyncio.gather(*(self.stop(r, reason="killed", detail="kernel shutting down", grace=grace)
                                for r in roots + orphans), return_exceptions=True)
         await self.mcp.close()

@@ -47,6 +47,7 @@ class DecidedCall(Protocol):
     live: Callable[[], None] | None
     authorization: Authorization | None
     hops: list[Authorization]
+    subject: str | None
 
 __all__ = ["LiveCalls"]
 
@@ -56,7 +57,7 @@ _EXPIRY_SLACK = 0.01
 
 
 class _Running:
-    __slots__ = ("call", "live", "refusal", "timer")
+    __slots__ = ("call", "live", "over", "refusal", "timer")
 
     def __init__(self, call: DecidedCall, live: Callable[[], None]) -> None:
         self.call = call
@@ -64,6 +65,8 @@ class _Running:
         #: why the call was ended (set only when this registry cancelled it)
         self.refusal: AgentixError | None = None
         self.timer: asyncio.TimerHandle | None = None
+        #: set once its handler has returned or unwound (``settled`` waits for it)
+        self.over = asyncio.Event()
 
     def disarm(self) -> None:
         if self.timer is not None:
@@ -145,6 +148,16 @@ class LiveCalls:
             n += self._check(task, run)
         return n
 
+    async def settled(self, subject: str | None = None) -> None:
+        """Return once every call this registry ended (those for ``subject``, if given) has
+        unwound: ending one only asks its task to stop, and its handler's cleanup (an exec's
+        process tree killed and waited for, a thread's write finished) runs after. A
+        revocation is done once this returns."""
+        ending = [run.over.wait() for run in self._running.values()
+                  if run.refusal is not None and (subject is None or run.call.subject == subject)]
+        if ending:
+            await asyncio.gather(*ending)
+
     def _check(self, task: asyncio.Task[Any], run: _Running) -> int:
         if run.refusal is not None or task.done():
             return 0
@@ -174,7 +187,9 @@ class LiveCalls:
         return run
 
     def _untrack(self, task: asyncio.Task[Any]) -> None:
-        self._running.pop(task).disarm()
+        run = self._running.pop(task)
+        run.disarm()
+        run.over.set()
 
     def _arm(self, task: asyncio.Task[Any], run: _Running, loop: asyncio.AbstractEventLoop) -> None:
         """A timer at the earliest expiry of the call's tokens, its first decision's and any

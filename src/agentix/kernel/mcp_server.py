@@ -180,11 +180,16 @@ class McpServer:
             self._died(why)
             raise ToolError(f"MCP server {self.name} could not start: {why}", reason="mcp_server_start",
                             server=self.name) from None
-        self.state = "running"
-        await self.k.events.record("mcp.server_started", None, {
-            "server": self.name, "pid": self.pid, "tools": sorted(self.tools), "starts": self.starts,
-            "isolation": ({"layers": self.handle.layers, "missing": self.handle.missing_layers}
-                          if self.handle is not None else None)})
+        try:
+            await self.k.events.record("mcp.server_started", None, {
+                "server": self.name, "pid": self.pid, "tools": sorted(self.tools), "starts": self.starts,
+                "isolation": ({"layers": self.handle.layers, "missing": self.handle.missing_layers}
+                              if self.handle is not None else None)})
+        finally:
+            # "running" once its start is recorded: a caller that finds it running (ensure's fast
+            # path) uses it only then; one arriving meanwhile waits for this start
+            if self.state == "starting" and not self._dead.is_set():
+                self.state = "running"
 
     async def _spawn(self) -> Transport:
         k, cfg = self.k, self.cfg

@@ -234,7 +234,11 @@ class AgentRecord:
 
     @property
     def live(self) -> bool:
-        return self.state in LIVE_STATES
+        """Its process may still run: a live state and no exit seen. Once the reaper has seen
+        the exit the agent is no longer live (nothing signals, pauses or delivers to it) but
+        not yet ``exited`` either: that state, and ``exited`` the event, are set together once
+        its exit is accounted for (``kernel/reap.py``)."""
+        return self.state in LIVE_STATES and self.exit is None
 
     def set_state(self, new: str) -> None:
         check_transition(self.state, new, self.agent_id)

@@ -4,6 +4,12 @@ The exit record (code, signal, reason: ``core.lifecycle.exit_reason``) is kept a
 the agent's tokens are revoked, its inference requests cancelled, its budget closed into its
 parent's, its cgroup removed, and its live children stopped (the subtree does not outlive
 its root). Each agent's reaper task starts at spawn (``kernel/spawn.py``).
+
+The state reads ``exited`` only once all of that is done (the one commit point, with
+``rec.exited`` set in the same step): while the reaper works the agent is ``stopping`` and
+no longer ``live`` (its exit is seen: nothing signals, pauses or delivers to it), so a
+reader that takes ``exited`` as done — ``status``, ``ps``, a parent's ``wait_child``, a
+client polling — finds the tokens revoked, the budget closed and ``agent.exited`` recorded.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from agentix.tools.files import DiskTally
 __all__ = ["Reaper"]
 
 log = logging.getLogger(__name__)
+
+#: seconds the reaper waits for a dead agent's ended calls to unwind (a thread finishing its
+#: write, an exec's tree killed) before it says the agent exited anyway, with a warning
+CALLS_END_WAIT = 30.0
 
 
 @dataclass(eq=False)
@@ -56,12 +66,31 @@ class Reaper:
             detail = detail or f"exit status {info.code}"
         rec.exit = ExitRecord(code=info.code, signal=info.signal, reason=reason, detail=detail, at=self.clock.now())
         rec.ended_mono = self.clock.monotonic()
-        if rec.state != "exited":
-            rec.state = "exited"
+        if rec.state != "stopping":  # not "exited" yet: that is said below, once it is accounted for
+            rec.set_state("stopping")
+        try:
+            await self._account(rec)
+        except Exception:
+            log.exception("accounting for the exit of %s failed", rec.agent_id)
+        finally:
+            # the commit point, whatever happened above (a step that failed is logged; one that
+            # was cancelled — the kernel shutting down — is cut short): an agent never stays
+            # un-exited for want of a record, which would hang every wait, stop and shutdown
+            rec.set_state("exited")
+            rec.exited.set()
+            rec.mail_event.set()
+
+    async def _account(self, rec: AgentRecord) -> None:
+        """Everything an exit settles, in order; ``exited`` is said once it has all been done."""
+        assert rec.handle is not None and rec.exit is not None
         self.table.release_name(rec)
         await self.rows.persist_exit(rec)
         self.inference.cancel_agent(rec.agent_id)
-        revoked = self.caps.revoke_agent(rec.agent_id)  # a dead agent's tokens die with it
+        revoked = self.caps.revoke_agent(rec.agent_id)  # a dead agent's tokens die with it,
+        try:  # and its calls at work end before it reads exited (bounded: a stuck thread is logged)
+            await asyncio.wait_for(self.caps.calls_ended(rec.agent_id), CALLS_END_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("calls of %s still unwinding %gs after its exit", rec.agent_id, CALLS_END_WAIT)
         if revoked:
             await self.events.record("capability.revoked", rec.agent_id,
                                      {"token_ids": revoked, "why": "agent exited"})
@@ -86,10 +115,17 @@ class Reaper:
             "name": rec.name, **rec.exit.to_data(), "runtime_s": round(rec.runtime(), 3),
             "syscalls": rec.syscalls,
         })
-        rec.exited.set()
-        rec.mail_event.set()
-        # the subtree does not outlive its root
+        # the subtree does not outlive its root: stopped before the root reads exited, so a
+        # wait on the root returns once the whole tree is down
+        # (bounded: a child that will not die is left to its own stop, still running, and logged)
         live_children = [self.table.get(c) for c in rec.children if self.table.get(c).live]
         if live_children:
-            await asyncio.gather(*(self.control.stop(c, reason="killed", detail=f"parent {rec.agent_id} exited")
-                                   for c in live_children), return_exceptions=True)
+            stops = [asyncio.ensure_future(self.control.stop(c, reason="killed", detail=f"parent {rec.agent_id} exited"))
+                     for c in live_children]
+            done, pending = await asyncio.wait(stops, timeout=CALLS_END_WAIT)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    log.warning("stopping a child of %s failed: %r", rec.agent_id, t.exception())
+            if pending:
+                log.warning("%d children of %s still stopping %gs after its exit", len(pending),
+                            rec.agent_id, CALLS_END_WAIT)

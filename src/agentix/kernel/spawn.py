@@ -291,8 +291,7 @@ class Spawner:
         reason = "isolation_failed" if failed else "spawn_failed"
         rec.exit = ExitRecord(code=None, signal=None, reason=reason,
                               detail=getattr(err, "message", "") or type(err).__name__, at=self.clock.now())
-        rec.ended_mono = self.clock.monotonic()
-        rec.state = "exited"
+        rec.ended_mono = self.clock.monotonic()  # no longer live (its exit is set); "exited" below
         if failed:
             # kept, exited, so `ps -a` shows that this agent lied about its confinement
             self.table.release_name(rec)
@@ -303,8 +302,6 @@ class Spawner:
         if remembered and self.persistent is not None:
             # not started again at the next kernel start: this spawn never happened
             await asyncio.to_thread(self.persistent.forget_agent, rec.name)
-        rec.settled.set()
-        rec.exited.set()
         if isinstance(err, AgentixError):
             try:
                 await self.events.record("agent.spawn_failed", None, {
@@ -312,6 +309,11 @@ class Spawner:
                     "error": err.code, "reason": reason, "message": err.message})
             except Exception:
                 log.exception("could not record the failed spawn of %s", rec.agent_id)
+        # the commit point of the unwinding, as the reaper's: the state reads exited once all
+        # of the above is done, and a stop or wait that waited on it returns only then
+        rec.state = "exited"
+        rec.settled.set()
+        rec.exited.set()
 
     def agent_env(self, rec: AgentRecord, fd: int) -> dict[str, str]:
         """The kernel's variables plus the manifest's ``env`` (validated at parse; the bwrap
