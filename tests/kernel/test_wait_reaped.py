@@ -109,3 +109,39 @@ def test_wait_on_a_root_returns_once_its_subtree_is_down(tmp_path: Path) -> None
     live, state, exit_ = run(tmp_path, body)
     assert not live and state == "exited", state
     assert exit_ is not None and exit_.reason == "killed" and "parent" in exit_.detail
+
+
+def test_a_failing_step_of_a_spawns_unwinding_still_ends_in_exited(tmp_path: Path) -> None:
+    """A spawn that fails, and whose unwinding fails too (the store cannot record the exit):
+    the spawn's own error is raised, the record reads exited, and a stop that raced it returns."""
+    from agentix.core.errors import InternalError
+    from agentix.core.manifest import parse_manifest
+
+    async def body(w: World):
+        made = []
+        add = w.k.table.add
+        w.k.table.add = lambda rec: (made.append(rec), add(rec))[1]
+        record = w.k.events.record
+
+        async def failing_record(kind, *a, **kw):
+            if kind == "capability.granted":
+                raise InternalError("the audit log refused the grant record")
+            return await record(kind, *a, **kw)
+
+        async def broken(rec):
+            raise OSError(28, "No space left on device")
+
+        w.k.spawner.events.record = failing_record
+        w.k.spawner.rows.persist_exit = broken
+        try:
+            await w.k.spawn(parse_manifest({"name": "doomed", "program": str(w.prog), "isolation": "degraded",
+                                            "capabilities": ["tool: echo"]}))
+        except Exception as err:  # noqa: BLE001
+            raised = err
+        rec = made[-1]
+        stopped = await asyncio.wait_for(w.k.stop(rec), 10)
+        return raised, rec.state, rec.exited.is_set(), stopped.exit
+
+    raised, state, exited, exit_ = run(tmp_path, body)
+    assert isinstance(raised, Exception) and "refused the grant record" in str(raised), raised
+    assert state == "exited" and exited and exit_ is not None and exit_.reason == "spawn_failed"

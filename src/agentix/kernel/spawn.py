@@ -273,6 +273,24 @@ class Spawner:
 
     async def _unwind_spawn(self, rec: AgentRecord, handle: Handle | None, kernel_sock: socket.socket | None,
                             persisted: bool, err: BaseException, remembered: bool = False) -> None:
+        """Undo a failed spawn (``_undo_spawn``), then its commit point, as the reaper's: the
+        state reads exited once all of it is done — or once a step of it failed (logged: the
+        spawn's own error is the one raised) — and a stop or wait that waited on it returns."""
+        try:
+            await self._undo_spawn(rec, handle, kernel_sock, persisted, err, remembered)
+        except Exception:
+            log.exception("unwinding the spawn of %s failed", rec.agent_id)
+        finally:
+            if rec.exit is None:
+                rec.exit = ExitRecord(code=None, signal=None, reason="spawn_failed",
+                                      detail=getattr(err, "message", "") or type(err).__name__, at=self.clock.now())
+                rec.ended_mono = self.clock.monotonic()
+            rec.state = "exited"
+            rec.settled.set()
+            rec.exited.set()
+
+    async def _undo_spawn(self, rec: AgentRecord, handle: Handle | None, kernel_sock: socket.socket | None,
+                          persisted: bool, err: BaseException, remembered: bool) -> None:
         """Undo a failed spawn: process, cgroup, socket, workspace, log, store rows, table entry."""
         if handle is not None:
             try:
@@ -309,11 +327,6 @@ class Spawner:
                     "error": err.code, "reason": reason, "message": err.message})
             except Exception:
                 log.exception("could not record the failed spawn of %s", rec.agent_id)
-        # the commit point of the unwinding, as the reaper's: the state reads exited once all
-        # of the above is done, and a stop or wait that waited on it returns only then
-        rec.state = "exited"
-        rec.settled.set()
-        rec.exited.set()
 
     def agent_env(self, rec: AgentRecord, fd: int) -> dict[str, str]:
         """The kernel's variables plus the manifest's ``env`` (validated at parse; the bwrap
