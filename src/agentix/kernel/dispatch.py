@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest
 from agentix.core.grants import Grant, Request
+from agentix.core.taint import CappedLabels
 from agentix.kernel.event_sink import EventSink
 from agentix.kernel.live_calls import LiveCalls
 from agentix.kernel.lookup import Lookup
@@ -118,7 +119,9 @@ class Call:
     spec: MethodSpec | None = None
     tool: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
-    taint: set[str] = field(default_factory=set)
+    #: the labels the call carries (what it read, what its context held): at most
+    #: ``MAX_LABELS``, every source kept (``core.taint.CappedLabels``), however it is added to
+    taint: CappedLabels = field(default_factory=CappedLabels)
     #: the agent the call acts for (the caller, or for operator ``tool.invoke`` the named agent)
     subject: str | None = None
     #: the one decision (``core.authorize``): what each resource is covered by, already charged
@@ -142,6 +145,10 @@ class Call:
     #: the decisions made while it ran, over resources found late (a redirect hop's host):
     #: what it does now rests on them too, so its re-check covers them
     hops: list[Authorization] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.taint, CappedLabels):
+            self.taint = CappedLabels(self.taint)
 
 
 class Stage(Protocol):
@@ -286,7 +293,7 @@ class Pipeline:
     async def _run(self, caller: Caller, method: str, params: dict[str, Any], *, taint: set[str] | None = None) -> Any:
         spec = self.lookup(caller, method)
         call = Call(caller=caller, method=method, params=params, spec=spec, subject=caller.agent_id,
-                    taint=set(taint) if taint else set())
+                    taint=CappedLabels(taint or ()))
         if method == "tool.call" or method == "tool.invoke":
             name = params.get("name")
             args = params.get("args", {})
