@@ -6,6 +6,9 @@
 - Start-up and write waste: config.toml's ``[taint]`` was read twice (once for the policy,
   once for the untrusted paths); importing ``tools/files`` built a ``DiskTally`` no kernel
   used; a write under a disk limit walked down its path three times (an edit twice).
+- File taint records (``kernel/file_taint.py``): the whole table was loaded at start and never
+  pruned; now read per file through a bounded cache, and the records of files gone are swept
+  as writes go on.
 
 Harness: the scenarios' (``_world.py``).
 """
@@ -160,3 +163,109 @@ def test_importing_the_file_tools_builds_no_disk_tally():
             "print(sum(isinstance(o, f.DiskTally) for o in gc.get_objects()))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "0", out
+
+
+# ---------------------------------------------------------------------------- file taint records
+
+def _taint_db(tmp_path, n: int):
+    """A kernel database whose ``file_taint`` table holds ``n`` records (of files that do not
+    exist: inodes 1..n on device 0)."""
+    import asyncio
+    import json as _json
+
+    from agentix.store.db import Database
+
+    db = Database(tmp_path / "agentix.db")
+
+    def fill(txn) -> None:
+        txn.conn.executemany(
+            "INSERT INTO file_taint (dev, ino, path, labels, updated_at) VALUES (0, ?, ?, ?, 0)",
+            ((i, f"/gone/{i}", _json.dumps([f"fetched_url:https://x.example/{i}"])) for i in range(1, n + 1)))
+
+    asyncio.run(db.write(fill))
+    return db
+
+
+def test_the_file_taint_records_are_not_loaded_at_start(tmp_path):
+    """``FileTaint`` read the whole table into memory when the kernel started (20,000 records:
+    several MB, and the time to parse each); now nothing is read until a file is looked at,
+    and then that one record (a point query), kept in a bounded cache."""
+    import tracemalloc
+
+    from agentix.kernel.file_taint import FileTaint
+
+    db = _taint_db(tmp_path, 20_000)
+    try:
+        tracemalloc.start()
+        ft = FileTaint(db, (), None)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 256 * 1024, peak
+        assert ft.labels_for([safe_seen("read", "/gone/7", (0, 7))]) == {
+            "untrusted_file:/gone/7", "fetched_url:https://x.example/7"}
+        assert ft.labels_for([safe_seen("read", "/elsewhere", (0, 20_001))]) == set()
+    finally:
+        db.close()
+
+
+def safe_seen(kind: str, path: str, key: tuple[int, int]):
+    from agentix.tools.safe_fs import Seen
+
+    return Seen(kind, path, key)
+
+
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=400))
+@settings(max_examples=40, deadline=None)
+def test_the_file_taint_cache_is_bounded_and_answers_as_the_table(tmp_path_factory, reads):
+    """However many files are looked at, at most ``cache_size`` answers stay in memory, and
+    every answer is the table's (an evicted record is read again, never forgotten)."""
+    from agentix.kernel.file_taint import FileTaint
+
+    db = _taint_db(tmp_path_factory.mktemp("ft"), 200)
+    try:
+        ft = FileTaint(db, (), None, cache_size=16)
+        for i in reads:
+            got = ft.labels_for([safe_seen("read", f"/p/{i}", (0, i))])
+            assert got == ({f"untrusted_file:/p/{i}", f"fetched_url:https://x.example/{i}"} if i <= 200 else set())
+            assert len(ft._cache) <= 16
+    finally:
+        db.close()
+
+
+def test_records_of_files_gone_are_pruned_as_writes_go_on(tmp_path):
+    """A record outlived its file for the kernel's life (in memory) and the table's (on disk):
+    a tainted agent writing a new file each turn, the files removed later, grew both without
+    bound. Now each write that changes the table checks the next rows and deletes the records
+    of files whose path no longer names them; the records of files that exist stay, and a
+    reader of one is still labelled."""
+    shared, inbox = tmp_path / "shared", tmp_path / "inbox"
+    shared.mkdir(), inbox.mkdir()
+    (inbox / "mail.txt").write_text("hi\n")
+    cfg = (f'[taint]\nuntrusted_paths = ["{inbox}/**"]\nextend = false\n'
+           'rules = [{ tool = "exec", sources = ["untrusted_file"] }]\n')  # tainted writes outside allowed
+    caps = [f"file_read: {inbox}/*", f"file_read: {shared}/*", f"file_write: {shared}/*"]
+
+    async def body(w: World) -> dict[str, Any]:
+        rec = await w.spawn(caps, name="writer")
+        await w.calls(rec, [tool("file_read", path=f"{inbox}/mail.txt"),
+                            *(tool("file_write", path=f"{shared}/old{i}.txt", content="x") for i in range(40))])
+        first = w.k.db.reader().execute("SELECT count(*) FROM file_taint").fetchone()[0]
+        for i in range(40):
+            if i % 4:
+                (shared / f"old{i}.txt").unlink()  # removed behind the kernel's back
+        rec2 = await w.spawn(caps, name="writer2")
+        await w.calls(rec2, [tool("file_read", path=f"{inbox}/mail.txt"),
+                             *(tool("file_write", path=f"{shared}/new{i}.txt", content="y") for i in range(10))])
+        paths = sorted(r[0] for r in w.k.db.reader().execute("SELECT path FROM file_taint"))
+        reader = await w.spawn(caps, name="reader")
+        r = await w.calls(reader, [tool("file_read", path=f"{shared}/old4.txt"), ["sys.info", {}]])
+        return {"first": first, "paths": paths, "taint": r[1]["ok"]["taint"], "pruned": w.k.file_taint.pruned}
+
+    res = run(tmp_path, body, cfg)
+    assert res["first"] == 40
+    live = sorted(str(p) for p in shared.iterdir())
+    # the records are those of the files that exist (10 old, 10 new), each at its path
+    assert res["paths"] == live, (sorted(set(live) - set(res["paths"])), sorted(set(res["paths"]) - set(live)))
+    # 30 files gone: each record deleted, or taken over by a new file on its reused inode
+    assert 20 <= res["pruned"] <= 30, res["pruned"]
+    assert f"untrusted_file:{shared}/old4.txt" in res["taint"] and f"untrusted_file:{inbox}/mail.txt" in res["taint"]
