@@ -228,3 +228,25 @@ def test_an_errors_reply_is_bounded_and_says_what_was_cut(message, data):
         assert got["data"]["cut"]["bytes"] == len(orjson.dumps(whole))
         kept = {k: v for k, v in got["data"].items() if k not in ("cut", "error")}
         assert all(whole["data"][k] == v for k, v in kept.items())
+
+
+@given(st.lists(st.one_of(st.text(max_size=300), st.lists(st.integers(-2**63, 2**63 - 1), max_size=60), st.none()), max_size=40),
+       st.integers(0, 3000))
+@settings(max_examples=200, deadline=None)
+def test_a_batchs_results_are_at_most_the_bound_in_all_whatever_their_sizes(results, limit):
+    """Small results (under ``SPLICE_MIN``, not written ahead by the pipeline) count too: the
+    results a bounded batch keeps are at most ``limit`` bytes of JSON in all, each is the value
+    it was, and every other is ``batch_too_large``; the reply is the JSON of exactly that."""
+    import orjson
+
+    from agentix.rpc.framing import Encoded, bound_batch, encode_reply, result_reply
+
+    replies = [result_reply(i, r) for i, r in enumerate(results)]
+    out = bound_batch(replies, ["m"] * len(replies), limit)
+    assert [r["id"] for r in out] == list(range(len(results)))
+    kept = [r for r in out if "result" in r]
+    assert sum(len(r["result"].raw) for r in kept) <= limit
+    assert all(type(r["result"]) is Encoded and r["result"].value == results[r["id"]] for r in kept)
+    assert all(r["error"]["data"]["reason"] == "batch_too_large" for r in out if "result" not in r)
+    wire = orjson.loads(encode_reply(out)) if out else []
+    assert [w.get("result") for w in wire if "result" in w] == [results[r["id"]] for r in kept]

@@ -8,10 +8,10 @@ Every call, from an agent or from the operator, goes through ``Pipeline.run``:
    channel is created at spawn); nothing in ``params`` can change it;
 2. *check* — each ``Stage.before`` runs in order (capabilities, taint, budget, approval);
    any of them may refuse by raising an ``AgentixError``; nothing has run yet;
-3. *execute* — the method's handler; its result is redacted and written as JSON once, here
-   (``rpc.framing.check_result_size``: a peer's reply splices those bytes in, ``run(...,
-   encoded=True)``); a result too large for one reply (``rpc.framing.MAX_RESULT_BYTES`` of
-   JSON) fails the call with ``limit_exceeded`` (``data.limit: "result_bytes"``), recorded as
+3. *execute* — the method's handler; its result is redacted and written as JSON here
+   (``rpc.framing.check_result_size``: a peer's reply puts those bytes in when the result is
+   ``SPLICE_MIN`` bytes or more, ``run(..., encoded=True)``); a result too large for one
+   reply (``rpc.framing.MAX_RESULT_BYTES`` of JSON) fails the call with ``limit_exceeded`` (``data.limit: "result_bytes"``), recorded as
    failed like any handler's error;
    A call decided for an agent runs as *live* work (``kernel/live_calls.py``): if a
    revocation or an expiry ends the authority its decision rested on while it runs, it is
@@ -55,7 +55,7 @@ from agentix.kernel.live_calls import LiveCalls
 from agentix.kernel.lookup import Lookup
 from agentix.kernel.process import AgentRecord
 from agentix.kernel.record_gate import quiet
-from agentix.rpc.framing import Encoded, check_result_size
+from agentix.rpc.framing import SPLICE_MIN, Encoded, check_result_size
 
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
@@ -287,8 +287,9 @@ class Pipeline:
     async def run(self, caller: Caller, method: str, params: dict[str, Any], *, taint: set[str] | None = None,
                   encoded: bool = False) -> Any:
         """Run one call through the stages and its handler; the reply or error is redacted.
-        ``encoded``: the result as a peer is sent it (``rpc.framing.Encoded``: written as JSON
-        once, when it was sized), for a caller that only writes it to the wire."""
+        ``encoded``: for a caller that only writes the result to the wire, a result of
+        ``SPLICE_MIN`` bytes of JSON or more as it was written when it was sized
+        (``rpc.framing.Encoded``: the reply puts those bytes in, they are not written again)."""
         if self.redactor is None:
             result, raw = await self._run(caller, method, params, taint=taint)
         else:
@@ -296,10 +297,12 @@ class Pipeline:
                 result, raw = await self._run(caller, method, params, taint=taint)
             except AgentixError as err:
                 raise self.redactor.redact_error(err) from None
-        return raw if encoded and raw is not None else result
+        if encoded and raw is not None and len(raw) >= SPLICE_MIN:
+            return Encoded(raw, result)
+        return result
 
     async def _run(self, caller: Caller, method: str, params: dict[str, Any], *,
-                   taint: set[str] | None = None) -> tuple[Any, Encoded | None]:
+                   taint: set[str] | None = None) -> tuple[Any, bytes | None]:
         spec = self.lookup(caller, method)
         call = Call(caller=caller, method=method, params=params, spec=spec, subject=caller.agent_id,
                     taint=CappedLabels(taint or ()))

@@ -16,8 +16,8 @@ The wire format, on the operator socket and on every agent channel alike:
 * a call's result is at most ``MAX_RESULT_BYTES`` of JSON (``check_result_size``): a larger
   one is answered with ``limit_exceeded`` (``data.limit: "result_bytes"``) instead; the results
   of one batch are at most that in all (``bound_batch``: the ones past it are answered
-  ``limit_exceeded``, reason ``batch_too_large``). The result is written as JSON once: the
-  pipeline sizes it so, and the reply splices those bytes in (``Encoded``);
+  ``limit_exceeded``, reason ``batch_too_large``). A result is written as JSON once: the
+  pipeline sizes it so, and the reply puts those bytes in (``Encoded``);
 * an error's JSON is at most ``MAX_ERROR_BYTES`` (``error_reply``): a longer message is cut
   and oversized data replaced, saying so.
 """
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_FRAME_LIMIT",
     "Encoded",
     "MAX_ERROR_BYTES",
+    "SPLICE_MIN",
     "bound_batch",
     "FrameTooLarge",
     "MAX_RESULT_BYTES",
@@ -55,6 +56,9 @@ DEFAULT_FRAME_LIMIT = 1024 * 1024
 #: the largest result one reply carries (its JSON): a channel's whole allowance of unread
 #: replies (``rpc.server.MAX_UNREAD``), so one reply never closes a channel by itself
 MAX_RESULT_BYTES = 16 * 1024 * 1024
+#: the smallest result a reply carries as the pipeline wrote it (``Encoded``): a smaller one is
+#: written again, which costs less than putting the bytes in (bench: a 30-byte echo)
+SPLICE_MIN = 2048
 #: the largest error one reply carries (its JSON; ``error_reply`` cuts a larger one)
 MAX_ERROR_BYTES = 64 * 1024
 _ERROR_MESSAGE_CHARS = 8 * 1024  # a cut error keeps this much of its message
@@ -79,8 +83,9 @@ class FrameTooLarge(InvalidRequest):
 
 class Encoded:
     """A result already written as JSON (``check_result_size`` wrote it to size it): a reply
-    carrying it (``encode``) splices ``raw`` in and never writes ``value`` again (``value`` is
-    there for what looks at the result on its way out: telemetry's span attributes)."""
+    carrying it (``encode_reply``) puts these bytes in as they are, never writes ``value``
+    again (``value`` is there for what looks at the result on its way out: telemetry's span
+    attributes)."""
 
     __slots__ = ("raw", "value")
 
@@ -88,15 +93,9 @@ class Encoded:
         self.raw, self.value = raw, value
 
 
-def _splice(obj: Any) -> Any:
-    if isinstance(obj, Encoded):
-        return orjson.Fragment(obj.raw)
-    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
-
-
 def encode(message: Any) -> bytes:
-    """One frame: compact JSON plus newline (an ``Encoded`` result inside it as it was written)."""
-    return orjson.dumps(message, default=_splice, option=orjson.OPT_APPEND_NEWLINE)
+    """One frame: compact JSON plus newline."""
+    return orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def too_deep(frame: bytes, msg: Any, limit: int = MAX_DEPTH) -> bool:
@@ -136,7 +135,9 @@ def encode_reply(reply: Any) -> bytes:
     """``encode`` for a reply (or a batch of replies); a result that cannot be written as JSON
     becomes that request's ``internal_error``, so no caller waits for a reply that never comes."""
     try:
-        return encode(reply)
+        if type(reply) is list:
+            return b"[" + b",".join(map(_reply_bytes, reply)) + b"]\n"
+        return _reply_bytes(reply) + b"\n"
     except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
         from agentix.core.errors import InternalError
 
@@ -146,19 +147,26 @@ def encode_reply(reply: Any) -> bytes:
         return encode(error_reply(_id_of(reply), err))
 
 
-def check_result_size(method: str, result: Any, limit: int = MAX_RESULT_BYTES) -> Encoded | None:
-    """``result`` written as JSON (``Encoded``: the reply sends these bytes, it does not write
-    the value again); ``limit_exceeded`` (``data.limit: "result_bytes"``) if that takes more
-    than ``limit`` bytes: such a reply would be held whole in the kernel's memory and close the
-    channel of a peer with anything else unread. A result that is not JSON: None (left to
-    ``encode_reply``)."""
+def _reply_bytes(reply: Any) -> bytes:
+    """One reply's JSON; an ``Encoded`` result is put in as it was written."""
+    res = reply.get("result") if type(reply) is dict else None
+    if type(res) is Encoded:
+        return b'{"jsonrpc":"2.0","id":%b,"result":%b}' % (orjson.dumps(reply.get("id")), res.raw)
+    return orjson.dumps(reply)
+
+
+def check_result_size(method: str, result: Any, limit: int = MAX_RESULT_BYTES) -> bytes | None:
+    """``result`` written as JSON (a reply may put these bytes in as they are: ``Encoded``);
+    ``limit_exceeded`` (``data.limit: "result_bytes"``) if that takes more than ``limit`` bytes:
+    such a reply would be held whole in the kernel's memory and close the channel of a peer
+    with anything else unread. A result that is not JSON: None (left to ``encode_reply``)."""
     try:
         raw = orjson.dumps(result)
     except (TypeError, ValueError):
         return None
     if len(raw) > limit:
         raise _result_too_large(method, len(raw), limit)
-    return Encoded(raw, result)
+    return raw
 
 
 def _result_too_large(method: str, size: int, limit: int, batch: bool = False) -> AgentixError:
@@ -174,21 +182,29 @@ def _result_too_large(method: str, size: int, limit: int, batch: bool = False) -
 
 
 def bound_batch(replies: list[Any], methods: list[str], limit: int = MAX_RESULT_BYTES) -> list[Any]:
-    """A batch's replies with at most ``limit`` bytes of results in all: each ``Encoded`` result
-    that would take the sum over it is answered ``limit_exceeded`` (reason ``batch_too_large``)
-    instead (one result is bounded by ``check_result_size``; a batch
-    of 64 such would be held whole, 64 times over). A reply without an ``Encoded`` result
-    (an error, a value the pipeline did not write) is kept as it is."""
+    """A batch's replies with at most ``limit`` bytes of results in all: each result that would
+    take the sum over it is answered ``limit_exceeded`` (reason ``batch_too_large``) instead (one
+    result is bounded by ``check_result_size``; a batch of 64 such would be held whole, 64 times
+    over). Each result is ``Encoded`` on the way (written once here if the pipeline did not);
+    an error is kept as it is."""
     total = 0
     out = []
     for reply, method in zip(replies, methods):
-        res = reply.get("result") if isinstance(reply, dict) else None
-        if isinstance(res, Encoded):
-            if total + len(res.raw) > limit:
-                reply = error_reply(reply.get("id"), _result_too_large(method, total + len(res.raw), limit,
-                                                                       batch=True))
-            else:
-                total += len(res.raw)
+        if type(reply) is not dict or "result" not in reply:
+            out.append(reply)
+            continue
+        res = reply["result"]
+        if type(res) is not Encoded:  # a small one (SPLICE_MIN): sized here, written once more
+            try:
+                res = Encoded(orjson.dumps(res), res)
+            except (TypeError, ValueError):
+                out.append(reply)  # not JSON: encode_reply answers it
+                continue
+            reply = {**reply, "result": res}
+        if total + len(res.raw) > limit:
+            reply = error_reply(reply.get("id"), _result_too_large(method, total + len(res.raw), limit, batch=True))
+        else:
+            total += len(res.raw)
         out.append(reply)
     return out
 
