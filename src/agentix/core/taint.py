@@ -155,7 +155,8 @@ class CappedLabels(set[str]):
     ``MAX_LABELS`` however much the agent reads; removal (``untaint``) is a set's."""
 
     def __init__(self, labels: Iterable[str] = ()) -> None:
-        super().__init__(cap_labels(labels))
+        super().__init__(labels)
+        self._cap()  # within the bound (the common case: a call with a few labels) nothing to do
 
     def _cap(self) -> None:
         if len(self) > MAX_LABELS:

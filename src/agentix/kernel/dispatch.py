@@ -151,7 +151,7 @@ class Call:
     hops: list[Authorization] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.taint, CappedLabels):
+        if type(self.taint) is not CappedLabels:
             self.taint = CappedLabels(self.taint)
 
 
@@ -305,7 +305,7 @@ class Pipeline:
                    taint: set[str] | None = None) -> tuple[Any, bytes | None]:
         spec = self.lookup(caller, method)
         call = Call(caller=caller, method=method, params=params, spec=spec, subject=caller.agent_id,
-                    taint=CappedLabels(taint or ()))
+                    taint=CappedLabels(taint) if taint else CappedLabels())
         if method == "tool.call" or method == "tool.invoke":
             name = params.get("name")
             args = params.get("args", {})
