@@ -137,7 +137,9 @@ def encode_reply(reply: Any) -> bytes:
     try:
         if type(reply) is list:
             return b"[" + b",".join(map(_reply_bytes, reply)) + b"]\n"
-        return _reply_bytes(reply) + b"\n"
+        if type(reply) is dict and type(reply.get("result")) is Encoded:
+            return _reply_bytes(reply) + b"\n"
+        return orjson.dumps(reply, option=orjson.OPT_APPEND_NEWLINE)  # the common case: one call
     except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
         from agentix.core.errors import InternalError
 
