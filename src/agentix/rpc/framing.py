@@ -16,8 +16,9 @@ The wire format, on the operator socket and on every agent channel alike:
 * a call's result is at most ``MAX_RESULT_BYTES`` of JSON (``check_result_size``): a larger
   one is answered with ``limit_exceeded`` (``data.limit: "result_bytes"``) instead; the results
   of one batch are at most that in all (``bound_batch``: the ones past it are answered
-  ``limit_exceeded``, reason ``batch_too_large``). A result is written as JSON once: the
-  pipeline sizes it so, and the reply puts those bytes in (``Encoded``);
+  ``limit_exceeded``, reason ``batch_too_large``). A result of ``SPLICE_MIN`` bytes or more is
+  written as JSON once: the pipeline sizes it so, and the reply puts those bytes in
+  (``Encoded``); a smaller one is written again (cheaper than putting the bytes in);
 * an error's JSON is at most ``MAX_ERROR_BYTES`` (``error_reply``): a longer message is cut
   and oversized data replaced, saying so.
 """
