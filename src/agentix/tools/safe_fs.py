@@ -793,6 +793,9 @@ class _PathDirs:
                 values.append(_value(st))
         except OSError:
             pass
+        except BaseException:
+            os.close(cur)
+            raise
         self.deepest = cur if values else None
         if not values:
             os.close(cur)
