@@ -190,6 +190,10 @@ def test_each_element_of_a_batch_keeps_a_context_of_its_own(in_task: bool):
         assert var.get() is None
         return out[0]
 
-    replies = asyncio.run(main())
-    assert replies == [{"jsonrpc": "2.0", "id": i, "result": "ok"} for i in range(3)]
+    import orjson
+
+    from agentix.rpc.framing import encode_reply
+
+    replies = asyncio.run(main())  # as the peer reads them (a batch's results are sized: Encoded)
+    assert orjson.loads(encode_reply(replies)) == [{"jsonrpc": "2.0", "id": i, "result": "ok"} for i in range(3)]
     assert seen == {"sets_and_blocks": None, "after_it": None, "last": None}
