@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from agentix.core.errors import InvalidRequest
 from agentix.core.toml_text import parse_toml
-from agentix.kernel.cap_config import load_secrets, load_taint_policy
+from agentix.kernel.cap_config import load_secrets, load_taint
 from agentix.kernel.config import load_config
 from agentix.kernel.mcp_config import load_mcp_config
 from agentix.llm.inference_config import load_config as load_inference_config
@@ -21,7 +21,7 @@ from agentix.llm.inference_config import load_config as load_inference_config
 LOADERS = {
     "kernel": lambda home: load_config(home),
     "secrets": lambda home: load_secrets(home, {}),
-    "taint": load_taint_policy,
+    "taint": load_taint,
     "mcp": load_mcp_config,
     "providers": lambda home: load_inference_config(home, {}, local_installed=False),
 }

@@ -8,6 +8,7 @@ before its handler runs and a durable outcome record before the reply; a no-effe
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -116,7 +117,7 @@ def test_methods_follow_their_spec():
 def test_kernel_tools_declare_their_class():
     from agentix.tools import echo, files
 
-    by_name = {s.name: s.durability for s in [echo.SPEC, *files.SPECS]}
+    by_name = {s.name: s.durability for s in [echo.SPEC, *files.make_specs(files.DiskTally(time.monotonic))]}
     assert by_name == {"echo": "no_effect", "file_read": "no_effect",
                        "file_read_many": "no_effect", "file_list": "no_effect",
                        "grep": "no_effect", "file_write": "effect", "file_edit": "effect"}
@@ -189,6 +190,10 @@ def test_each_element_of_a_batch_keeps_a_context_of_its_own(in_task: bool):
         assert var.get() is None
         return out[0]
 
-    replies = asyncio.run(main())
-    assert replies == [{"jsonrpc": "2.0", "id": i, "result": "ok"} for i in range(3)]
+    import orjson
+
+    from agentix.rpc.framing import encode_reply
+
+    replies = asyncio.run(main())  # as the peer reads them (a batch's results are sized: Encoded)
+    assert orjson.loads(encode_reply(replies)) == [{"jsonrpc": "2.0", "id": i, "result": "ok"} for i in range(3)]
     assert seen == {"sets_and_blocks": None, "after_it": None, "last": None}

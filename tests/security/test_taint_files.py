@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from agentix.core.errors import InvalidRequest
 from agentix.core.taint import untrusted_path_match
-from agentix.kernel.cap_config import load_untrusted_paths
+from agentix.kernel.cap_config import load_taint
 
 from tests.security._world import World, run, tool
 
@@ -160,7 +160,7 @@ def test_an_untainted_writer_labels_nothing_and_its_overwrite_clears_the_record(
 def test_a_bad_untrusted_paths_is_refused_at_start_naming_the_field(tmp_path, bad, why):
     (tmp_path / "config.toml").write_text(f"[taint]\n{bad}\n")
     with pytest.raises(InvalidRequest) as exc:
-        load_untrusted_paths(tmp_path)
+        load_taint(tmp_path)
     assert why in exc.value.message and exc.value.data["field"] == "taint.untrusted_paths"
     with pytest.raises(InvalidRequest):
         World(tmp_path / "w", f"[taint]\n{bad}\n")  # the kernel does not start on it
@@ -170,7 +170,7 @@ def test_untrusted_paths_are_matched_in_the_form_paths_have(tmp_path):
     """``/data//inbox`` or ``/data/./inbox/`` in the config matched nothing (the paths a read is
     checked against are normalised): the operator's rule was off without a word."""
     (tmp_path / "config.toml").write_text('[taint]\nuntrusted_paths = ["/data//inbox", "/srv/./mail/"]\n')
-    paths = load_untrusted_paths(tmp_path)
+    paths = load_taint(tmp_path).untrusted_paths
     assert paths == ("/data/inbox", "/srv/mail")
     assert untrusted_path_match(paths, "/data/inbox/a.txt") and untrusted_path_match(paths, "/srv/mail/b")
 

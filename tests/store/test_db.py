@@ -170,7 +170,8 @@ def test_recovery_marks_left_agents_and_keeps_approvals_and_revocations(tmp_path
     # recovered event
     asyncio.run(db.write(lambda t: ApprovalStore.put_in(t, dataclasses.replace(
         AP1, state="denied", decided_at="2026-01-01T00:00:03Z", decision={"by": "op"}))))
-    assert [a.state for a in ApprovalStore(db).all()] == ["denied", "granted"]
+    assert [r[0] for r in db.reader().execute("SELECT state FROM approvals ORDER BY created_at, id")] == [
+        "denied", "granted"]
     asyncio.run(mark_clean_shutdown(db, log))
     rep2 = asyncio.run(recover(db, log))
     assert rep2.clean_shutdown and rep2.exited == []

@@ -16,8 +16,8 @@ Rules:
   could leave in it); sending tools (``send_*``, ``post_*``, ``email_*``, ``*_send``,
   ``*_post``); and ``file_write``/``file_edit`` outside the workspace refuse ``fetched_url``,
   ``untrusted_file``, ``external_tool`` and ``agent_message`` taint.
-- What the kernel keeps is bounded (``cap_labels``): an agent's labels, a saved state's, a
-  file record's and a memory record's are at most ``MAX_LABELS``; past it the rest are kept as
+- What the kernel keeps is bounded (``cap_labels``): an agent's labels, a call's
+  (``Call.taint``), a saved state's, a file record's and a memory record's are at most ``MAX_LABELS``; past it the rest are kept as
   one ``SOURCE:(N more)`` label per source, so every source survives and the policy (which
   decides by source) decides exactly as it would on the whole set.
 """
@@ -155,7 +155,8 @@ class CappedLabels(set[str]):
     ``MAX_LABELS`` however much the agent reads; removal (``untaint``) is a set's."""
 
     def __init__(self, labels: Iterable[str] = ()) -> None:
-        super().__init__(cap_labels(labels))
+        super().__init__(labels)
+        self._cap()  # within the bound (the common case: a call with a few labels) nothing to do
 
     def _cap(self) -> None:
         if len(self) > MAX_LABELS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from agentix.core.hosts import HostPattern
 from agentix.core.taint import DEFAULT_RULES, TaintPolicy, parse_rules, parse_untrusted_paths
 
 __all__ = ["ROOT_KEY_FILE", "kernel_state_prefixes", "load_root_key", "load_secret_hosts",
-           "load_secrets", "load_taint_policy", "load_untrusted_paths"]
+           "load_secrets", "load_taint", "TaintConfig"]
 
 ROOT_KEY_FILE = "root.key"
 
@@ -102,28 +103,27 @@ def _load_vault(home_root: Path, environ: Any) -> tuple[dict[str, str], dict[str
     return out, hosts
 
 
-def load_taint_policy(home_root: Path) -> TaintPolicy:
-    """``[taint] rules = [{tool, sources, action, when}]`` in config.toml; the defaults otherwise
-    (``extend = true`` keeps the defaults after the configured rules). A config.toml that is
+@dataclass(frozen=True, slots=True)
+class TaintConfig:
+    """config.toml's ``[taint]``: the policy (``rules``, ``extend``) and ``untrusted_paths``."""
+
+    policy: TaintPolicy
+    untrusted_paths: tuple[str, ...]
+
+
+def load_taint(home_root: Path) -> TaintConfig:
+    """config.toml's ``[taint]`` section, read once: ``rules = [{tool, sources, action, when}]``
+    (the defaults otherwise; ``extend = true`` keeps the defaults after the configured rules)
+    and ``untrusted_paths = ["/data/inbox/**", ...]`` (``core.taint.parse_untrusted_paths``: a
+    file read under one labels the reader ``untrusted_file:<path>``). A config.toml that is
     not TOML is refused, never read as "no rules"."""
     cfg = home_root / "config.toml"
     if not cfg.exists():
-        return TaintPolicy()
+        return TaintConfig(TaintPolicy(), ())
     section = parse_toml(cfg.read_bytes(), str(cfg), "config.toml").get("taint", {})
     rules = parse_rules(section.get("rules", []))
-    if not rules:
-        return TaintPolicy()
-    return TaintPolicy(rules + (DEFAULT_RULES if section.get("extend", True) else ()))
-
-
-def load_untrusted_paths(home_root: Path) -> tuple[str, ...]:
-    """``[taint] untrusted_paths = ["/data/inbox/**", ...]`` in config.toml (``core.taint.
-    parse_untrusted_paths``): a file read under one labels the reader ``untrusted_file:<path>``."""
-    cfg = home_root / "config.toml"
-    if not cfg.exists():
-        return ()
-    section = parse_toml(cfg.read_bytes(), str(cfg), "config.toml").get("taint", {})
-    return parse_untrusted_paths(section.get("untrusted_paths", []))
+    policy = TaintPolicy(rules + (DEFAULT_RULES if section.get("extend", True) else ())) if rules else TaintPolicy()
+    return TaintConfig(policy, parse_untrusted_paths(section.get("untrusted_paths", [])))
 
 
 def kernel_state_prefixes(home_root: Path) -> tuple[str, ...]:

@@ -60,12 +60,12 @@ from agentix.core.grants import MCP_TOOL_PREFIX, Grant, Request, mcp_resource
 from agentix.core.hosts import HostPattern
 from agentix.core.ledger import IssuedTokens
 from agentix.core.manifest import Manifest
+from agentix.core.taint import TaintPolicy
 from agentix.kernel.approval_book import ApprovalBook
 from agentix.kernel.cap_config import (
     kernel_state_prefixes,
     load_root_key,
     load_secret_hosts,
-    load_taint_policy,
 )
 from agentix.kernel.cap_grants import (
     DEFAULT_LLM_BUDGET,
@@ -113,7 +113,7 @@ class CapabilityService:
 
     def __init__(self, home: Home, config: KernelConfig, *, db: Database | None, table: ProcessTable,
                  tool_names: Callable[[], list[str]], vault: Vault, secrets: dict[str, str],
-                 clock: Clock, live_calls: LiveCalls | None = None) -> None:
+                 clock: Clock, taint_policy: TaintPolicy, live_calls: LiveCalls | None = None) -> None:
         self.home = home
         self.clock = clock
         self.config = config
@@ -124,7 +124,7 @@ class CapabilityService:
         self.ledger = StoredLedger(db)  # counts, revocations, issued tokens: in the store
         self.issued: IssuedTokens = StoredIssuedTokens(db)
         self._lineage: dict[str, str] = {}  # token id -> lineage, from tokens_for_spawn to install
-        self.policy = load_taint_policy(home.root)
+        self.policy = taint_policy  # config.toml's [taint] (cap_config.load_taint)
         self.held: dict[str, list[Token]] = {}
         self.approvals = ApprovalBook(db, legacy=home.root / "approvals.json", clock=clock)
         self.approval_timeout = float(getattr(config, "approval_timeout", DEFAULT_TIMEOUT))

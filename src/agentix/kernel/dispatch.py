@@ -8,9 +8,11 @@ Every call, from an agent or from the operator, goes through ``Pipeline.run``:
    channel is created at spawn); nothing in ``params`` can change it;
 2. *check* — each ``Stage.before`` runs in order (capabilities, taint, budget, approval);
    any of them may refuse by raising an ``AgentixError``; nothing has run yet;
-3. *execute* — the method's handler; a result too large for one reply
-   (``rpc.framing.MAX_RESULT_BYTES`` of JSON) fails the call with ``limit_exceeded``
-   (``data.limit: "result_bytes"``), recorded as failed like any handler's error;
+3. *execute* — the method's handler; its result is redacted and written as JSON here
+   (``rpc.framing.check_result_size``: a peer's reply puts those bytes in when the result is
+   ``SPLICE_MIN`` bytes or more, ``run(..., encoded=True)``); a result too large for one
+   reply (``rpc.framing.MAX_RESULT_BYTES`` of JSON) fails the call with ``limit_exceeded`` (``data.limit: "result_bytes"``), recorded as
+   failed like any handler's error;
    A call decided for an agent runs as *live* work (``kernel/live_calls.py``): if a
    revocation or an expiry ends the authority its decision rested on while it runs, it is
    ended there (its process killed, its download aborted, its think cancelled) and fails
@@ -47,12 +49,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from agentix.core.errors import AgentixError, InvalidRequest
 from agentix.core.grants import Grant, Request
+from agentix.core.taint import CappedLabels
 from agentix.kernel.event_sink import EventSink
 from agentix.kernel.live_calls import LiveCalls
 from agentix.kernel.lookup import Lookup
 from agentix.kernel.process import AgentRecord
 from agentix.kernel.record_gate import quiet
-from agentix.rpc.framing import check_result_size
+from agentix.rpc.framing import SPLICE_MIN, Encoded, check_result_size
 
 if TYPE_CHECKING:
     from agentix.core.authorize import Authorization
@@ -102,7 +105,9 @@ class OperatorSession:
         self.caller = OPERATOR
 
     async def run(self, pipeline: Pipeline, method: str, params: dict[str, Any]) -> Any:
-        result = await pipeline.run(self.caller, method, params)
+        """The call's result as the peer is sent it (``Pipeline.run(encoded=True)``), but for
+        ``session.bind``, whose answer this session reads."""
+        result = await pipeline.run(self.caller, method, params, encoded=method != "session.bind")
         if method == "session.bind":
             self.caller = Caller(agent_id=None, name=result["caller"], read_only=result["read_only"])
         return result
@@ -118,7 +123,9 @@ class Call:
     spec: MethodSpec | None = None
     tool: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
-    taint: set[str] = field(default_factory=set)
+    #: the labels the call carries (what it read, what its context held): at most
+    #: ``MAX_LABELS``, every source kept (``core.taint.CappedLabels``), however it is added to
+    taint: CappedLabels = field(default_factory=CappedLabels)
     #: the agent the call acts for (the caller, or for operator ``tool.invoke`` the named agent)
     subject: str | None = None
     #: the one decision (``core.authorize``): what each resource is covered by, already charged
@@ -142,6 +149,10 @@ class Call:
     #: the decisions made while it ran, over resources found late (a redirect hop's host):
     #: what it does now rests on them too, so its re-check covers them
     hops: list[Authorization] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if type(self.taint) is not CappedLabels:
+            self.taint = CappedLabels(self.taint)
 
 
 class Stage(Protocol):
@@ -273,20 +284,28 @@ class Pipeline:
             raise unknown_method(method)
         return spec
 
-    async def run(self, caller: Caller, method: str, params: dict[str, Any], *, taint: set[str] | None = None) -> Any:
-        """Run one call through the stages and its handler; the reply or error is redacted."""
+    async def run(self, caller: Caller, method: str, params: dict[str, Any], *, taint: set[str] | None = None,
+                  encoded: bool = False) -> Any:
+        """Run one call through the stages and its handler; the reply or error is redacted.
+        ``encoded``: for a caller that only writes the result to the wire, a result of
+        ``SPLICE_MIN`` bytes of JSON or more as it was written when it was sized
+        (``rpc.framing.Encoded``: the reply puts those bytes in, they are not written again)."""
         if self.redactor is None:
-            return await self._run(caller, method, params, taint=taint)
-        try:
-            result = await self._run(caller, method, params, taint=taint)
-        except AgentixError as err:
-            raise self.redactor.redact_error(err) from None
-        return self.redactor.redact(result)
+            result, raw = await self._run(caller, method, params, taint=taint)
+        else:
+            try:
+                result, raw = await self._run(caller, method, params, taint=taint)
+            except AgentixError as err:
+                raise self.redactor.redact_error(err) from None
+        if encoded and raw is not None and len(raw) >= SPLICE_MIN:
+            return Encoded(raw, result)
+        return result
 
-    async def _run(self, caller: Caller, method: str, params: dict[str, Any], *, taint: set[str] | None = None) -> Any:
+    async def _run(self, caller: Caller, method: str, params: dict[str, Any], *,
+                   taint: set[str] | None = None) -> tuple[Any, bytes | None]:
         spec = self.lookup(caller, method)
         call = Call(caller=caller, method=method, params=params, spec=spec, subject=caller.agent_id,
-                    taint=set(taint) if taint else set())
+                    taint=CappedLabels(taint) if taint else CappedLabels())
         if method == "tool.call" or method == "tool.invoke":
             name = params.get("name")
             args = params.get("args", {})
@@ -348,7 +367,9 @@ class Pipeline:
             # log at will, whichever handler writes the record
             with _scope(call, durable):
                 result = call.dry_run if call.dry_run is not None else await self.live_calls.run(call, spec.handler)
-            check_result_size(call.tool or method, result)
+            if self.redactor is not None:  # what is sized is what is sent
+                result = self.redactor.redact(result)
+            raw = check_result_size(call.tool or method, result)
         except BaseException as exc:
             # the one place a handler's failure becomes the family: an AgentixError as it is,
             # anything else (a backend's OSError, a bug) an internal_error with the details in
@@ -368,7 +389,7 @@ class Pipeline:
         if recorded:
             with _scope(call, durable):
                 await self._record_outcome(call, None, durable, result)
-        return result
+        return result, raw
 
     async def _record_outcome(self, call: Call, err: AgentixError | None, durable: bool,
                               result: Any = None) -> None:

@@ -20,17 +20,29 @@ Rules:
   complete overwrite by an untainted context drops the record. A replace makes a new inode:
   the record moves to it. A record keeps at most ``MAX_LABELS`` labels (``core.taint.
   cap_labels``: every source survives).
+- What it keeps is bounded: records are read from the table when a file is looked at (a
+  point query on its (device, inode)), not loaded at start, and the last ``CACHE_SIZE``
+  answers (a record, or none) are kept in memory. Each write that changes the table also
+  checks the next ``PRUNE_BATCH`` rows (a cursor going round the table) and deletes those
+  whose file is gone: its path no longer names that (device, inode). The table so holds the
+  records of files that exist, and at most a fraction more (rows are checked ``PRUNE_BATCH``
+  times faster than a write adds one).
 - Not seen: what an agent's own process writes directly (``exec``, its program), and a file
-  changed on the host behind the kernel's back keeps its record while its inode lives; a record
-  outlives a file deleted outside the kernel (a new file on the reused inode is labelled: on
-  the safe side).
+  changed on the host behind the kernel's back keeps its record while its inode lives at its
+  path. A file renamed or hard-linked outside the kernel, then removed from its recorded path,
+  loses its record when the sweep reaches it (as a copy made outside the kernel never had
+  one); until then a new file on a reused inode is labelled (on the safe side).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
 import posixpath
 import time
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
@@ -40,7 +52,14 @@ from agentix.store.db import Database, Txn
 from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
 
-__all__ = ["FileTaint", "READS", "WRITES"]
+__all__ = ["CACHE_SIZE", "FileTaint", "PRUNE_BATCH", "READS", "WRITES"]
+
+log = logging.getLogger(__name__)
+
+#: how many answers (a file's record, or that it has none) are kept in memory
+CACHE_SIZE = 4096
+#: rows of the table checked for a file gone, per write that changes it
+PRUNE_BATCH = 16
 
 #: the file tools whose results carry file content, and those that write
 READS = frozenset({"file_read", "file_read_many", "grep", "file_list"})
@@ -48,16 +67,39 @@ WRITES = frozenset({"file_write", "file_edit"})
 
 
 class FileTaint:
-    """The untrusted paths and the records of tainted writes (loaded at start, kept in step)."""
+    """The untrusted paths and the records of tainted writes (read per file, cached, pruned)."""
 
-    def __init__(self, db: Database, untrusted: tuple[str, ...], table: Any) -> None:
+    def __init__(self, db: Database, untrusted: tuple[str, ...], table: Any, *,
+                 cache_size: int = CACHE_SIZE, prune_batch: int = PRUNE_BATCH) -> None:
         self.db = db
         self.untrusted = untrusted
         self.table = table
-        self.records: dict[tuple[int, int], frozenset[str]] = {
-            (dev, ino): frozenset(cap_labels(json.loads(labels)))
-            for dev, ino, labels in db.reader().execute("SELECT dev, ino, labels FROM file_taint")
-        }
+        self.cache_size = cache_size
+        self.prune_batch = prune_batch
+        #: (dev, ino) -> its record (labels, path), or None (no record): the last answers, oldest first
+        self._cache: OrderedDict[tuple[int, int], tuple[frozenset[str], str] | None] = OrderedDict()
+        self._cursor: tuple[int, int] = (-1, -1)  # the prune's place in the table
+        self.pruned = 0  # records of files gone, deleted (statistics; a test reads it)
+
+    def record(self, key: tuple[int, int]) -> tuple[frozenset[str], str] | None:
+        """The record of the file ``key`` (device, inode): its labels and the path it was
+        written at; None if none."""
+        try:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        except KeyError:
+            pass
+        row = self.db.reader().execute(
+            "SELECT labels, path FROM file_taint WHERE dev = ? AND ino = ?", key).fetchone()
+        rec = (frozenset(cap_labels(json.loads(row[0]))), row[1]) if row is not None else None
+        self._remember(key, rec)
+        return rec
+
+    def _remember(self, key: tuple[int, int], rec: tuple[frozenset[str], str] | None) -> None:
+        self._cache[key] = rec
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     def labels_for(self, seen: list[safe_fs.Seen]) -> set[str]:
         """The labels reading the files in ``seen`` puts on a context."""
@@ -65,11 +107,11 @@ class FileTaint:
         for s in seen:
             if s.kind not in ("read", "list"):
                 continue
-            rec = self.records.get(s.key)
+            rec = self.record(s.key)
             if rec is not None or untrusted_path_match(self.untrusted, s.path):
                 # a listed name: one label for its directory (a listing may name thousands)
                 out.add(f"untrusted_file:{s.path if s.kind == 'read' else posixpath.dirname(s.path)}")
-                out |= rec or set()
+                out |= rec[0] if rec is not None else set()
         return out
 
     def wrap(self, spec: ToolSpec) -> ToolSpec:
@@ -113,13 +155,16 @@ class FileTaint:
         for s in seen:
             if s.kind in ("read", "list") or (ws is not None and (s.path == ws or s.path.startswith(ws + "/"))):
                 continue
-            had = self.records.get(s.old) if s.old is not None else None
-            had = had or self.records.get(s.key) or frozenset()
+            rec = (self.record(s.old) if s.old is not None else None) or self.record(s.key)
+            had = rec[0] if rec is not None else frozenset()
             if s.kind == "write":  # a complete overwrite: the file holds only what this context wrote
                 labels = frozenset(cap_labels(writer))
             else:  # append, edit: what it held stays (capped: every source survives)
                 labels = frozenset(cap_labels(had | frozenset(writer)))
-            if labels != had or (s.old is not None and s.old != s.key and had):
+            # a record at another path (a reused inode, a file moved) is written again at this
+            # one: the prune checks the path it names
+            if labels != had or (s.old is not None and s.old != s.key and had) or (
+                    labels and rec is not None and rec[1] != s.path):
                 changes.append((s.old if s.old != s.key else None, s.key, s.path, labels))
         if not changes:
             return
@@ -137,10 +182,46 @@ class FileTaint:
                     txn.conn.execute("DELETE FROM file_taint WHERE dev = ? AND ino = ?", key)
 
         await self.db.write(op)
-        for old, key, _path, labels in changes:
+        for old, key, path, labels in changes:
             if old is not None:
-                self.records.pop(old, None)
-            if labels:
-                self.records[key] = labels
-            else:
-                self.records.pop(key, None)
+                self._remember(old, None)
+            self._remember(key, (labels, path) if labels else None)
+        try:
+            await self.prune()
+        except Exception:  # the write stands and is recorded: a sweep that failed waits for the next
+            log.exception("pruning the file taint records failed")
+
+    async def prune(self) -> int:
+        """Check the next ``prune_batch`` rows of the table (going round it) and delete those
+        whose file is gone (its path no longer names its device and inode); how many."""
+        rows = self.db.reader().execute(
+            "SELECT dev, ino, path, updated_at FROM file_taint WHERE (dev, ino) > (?, ?) "
+            "ORDER BY dev, ino LIMIT ?", (*self._cursor, self.prune_batch)).fetchall()
+        self._cursor = (rows[-1][0], rows[-1][1]) if len(rows) == self.prune_batch else (-1, -1)
+        if not rows:
+            return 0
+        gone = await asyncio.to_thread(lambda: [r for r in rows if not _names(r[2], r[0], r[1])])
+        if not gone:
+            return 0
+
+        def op(txn: Txn) -> None:  # a row written again since it was read (a new file there) stays
+            txn.conn.executemany(
+                "DELETE FROM file_taint WHERE dev = ? AND ino = ? AND path = ? AND updated_at = ?", gone)
+
+        await self.db.write(op)
+        for dev, ino, _path, _at in gone:
+            self._cache.pop((dev, ino), None)
+        self.pruned += len(gone)
+        return len(gone)
+
+
+def _names(path: str, dev: int, ino: int) -> bool:
+    """Whether ``path`` still names the file (``dev``, ``ino``); when that cannot be told (a
+    directory on the way not searchable), yes."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return (st.st_dev, st.st_ino) == (dev, ino)

@@ -47,7 +47,7 @@ from agentix.kernel import (
 )
 from agentix.kernel.agent_rows import AgentRows, kill_leftovers
 from agentix.kernel.audit_log import KernelAudit
-from agentix.kernel.cap_config import load_secrets, load_untrusted_paths
+from agentix.kernel.cap_config import load_secrets, load_taint
 from agentix.kernel.file_taint import FileTaint
 from agentix.kernel.cap_service import CapabilityService
 from agentix.kernel.cap_stage import CapabilityStage
@@ -153,6 +153,7 @@ class KernelRoot:
         # an agent; the vault redacts them and the secrets from every event, reply and log line
         inference_config = load_inference_config(home.root, os.environ)
         secrets = load_secrets(home.root, os.environ)
+        taint = load_taint(home.root)  # config.toml's [taint], read once: the policy, the untrusted paths
         self.vault = Vault({**provider_keys(inference_config), **secrets})
         # every record made for a call that changed nothing (a refusal, a read) is held to its
         # caller's quota (kernel/record_gate.py): no caller can grow the log at will
@@ -181,7 +182,7 @@ class KernelRoot:
         home.create()  # the store, archives and keys live in the home
         self.caps = CapabilityService(home, config, db=db, table=self.table, tool_names=self.tools.names,
                                       vault=self.vault, secrets=secrets, clock=self.clock,
-                                      live_calls=self.pipeline.live_calls)
+                                      taint_policy=taint.policy, live_calls=self.pipeline.live_calls)
         self.lookup = Lookup(self.table, self.caps.secret_hosts, lambda: self.inference.config.default_model)
         self.mail = Messaging(self.events, self.clock)
         self.state_store = StateStore(db, quota=config.state_quota)  # the kernel's one store
@@ -212,7 +213,7 @@ class KernelRoot:
         # 6. the tools
         self.tools.register(echo.SPEC)
         # file reads label by path ([taint] untrusted_paths) and by what tainted writers wrote
-        self.file_taint = FileTaint(db, load_untrusted_paths(home.root), self.table)
+        self.file_taint = FileTaint(db, taint.untrusted_paths, self.table)
         for spec in [*map(self.file_taint.wrap, files.make_specs(self.disk_tally)),
                      *net_exec.make_specs(config, home, self.table, self.caps, self.substrate, self.disk_tally),
                      *memory_tools.make_specs(self.memory), *skill_tools.make_specs(self.skills)]:

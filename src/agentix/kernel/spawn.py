@@ -345,7 +345,7 @@ class Spawner:
     async def serve_agent(self, rec: AgentRecord, caller: Caller, sock: socket.socket) -> None:
         async def handler(method: str, params: dict[str, Any]) -> Any:
             rec.syscalls += 1
-            return await self.pipeline.run(caller, method, params, taint=rec.taint)
+            return await self.pipeline.run(caller, method, params, taint=rec.taint, encoded=True)
 
         def opened(notify: Notify) -> None:   # streamed think text goes out through it
             rec.notify = notify

@@ -51,6 +51,7 @@ from agentix.kernel.dispatch import Caller, Pipeline
 from agentix.kernel.inference import InferenceService
 from agentix.kernel.process import ProcessTable
 from agentix.kernel.record_gate import RecordGate
+from agentix.rpc.framing import Encoded
 
 __all__ = ["MetricSources", "Metrics", "Telemetry", "install", "REFUSALS", "SPAWNS"]
 
@@ -233,11 +234,12 @@ class Telemetry:
                 if method in INFERENCE and self.tracer is not None:
                     with self.tracer.start_as_current_span("agentix.inference") as inf:
                         result = await run()
-                        _inference_attrs(inf, params, result)
+                        _inference_attrs(inf, params, _value(result))
                 else:
                     result = await run()
-                if span is not None and method in SPAWNS and isinstance(result, dict) and result.get("agent_id"):
-                    span.set_attribute("agentix.spawned", str(result["agent_id"]))
+                value = _value(result)
+                if span is not None and method in SPAWNS and isinstance(value, dict) and value.get("agent_id"):
+                    span.set_attribute("agentix.spawned", str(value["agent_id"]))
                 return result
             except AgentixError as e:
                 err, outcome = e, e.code
@@ -255,6 +257,11 @@ class Telemetry:
             finally:
                 if self.metrics is not None:
                     self.metrics.observe(method, outcome, time.perf_counter() - t0, err)
+
+
+def _value(result: Any) -> Any:
+    """The result itself, also when the pipeline gave it written for the wire (``Encoded``)."""
+    return result.value if isinstance(result, Encoded) else result
 
 
 def _inference_attrs(span: Any, params: dict[str, Any], result: Any) -> None:
@@ -318,8 +325,9 @@ def install(pipeline: Pipeline, *, metrics: MetricSources | None = None,
     inner = pipeline.run
 
     async def observed(caller: Caller, method: str, params: dict[str, Any], *,
-                       taint: set[str] | None = None) -> Any:
-        return await tel(caller, method, params, lambda: inner(caller, method, params, taint=taint))
+                       taint: set[str] | None = None, encoded: bool = False) -> Any:
+        return await tel(caller, method, params, lambda: inner(caller, method, params, taint=taint,
+                                                               encoded=encoded))
 
     pipeline.run = observed  # type: ignore[method-assign]
     pipeline.observer = tel

@@ -47,6 +47,7 @@ from agentix.rpc.framing import (
     DEFAULT_FRAME_LIMIT,
     MAX_RESULT_BYTES,
     FrameTooLarge,
+    bound_batch,
     decode,
     encode,
     encode_reply,
@@ -207,7 +208,9 @@ async def _run_frame(handler: Handler, msg: Any) -> Any:
         for _, task in waiting:
             if not task.done():
                 task.cancel()
-    out = [r for r in replies if r]
+    # the results of one batch are bounded in all, as one result is (framing.bound_batch)
+    methods = [m.get("method") if isinstance(m, dict) and isinstance(m.get("method"), str) else "?" for m in msg]
+    out = [r for r in bound_batch(replies, methods) if r]
     return out or None
 
 

@@ -283,11 +283,6 @@ class ApprovalStore(_Store):
         ).fetchall()
         return [_approval(r) for r in rows]
 
-    def all(self) -> list[ApprovalRecord]:
-        rows = self.db.reader().execute(
-            f"SELECT {self._COLS} FROM approvals ORDER BY created_at, id").fetchall()
-        return [_approval(r) for r in rows]
-
     def live_and_recent(self, final: tuple[str, ...], keep: int) -> list[ApprovalRecord]:
         """What a kernel start needs, oldest first: every approval not in a ``final`` state (one
         that can still be answered or used) and the ``keep`` newest final ones. Older final rows

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,7 +36,7 @@ from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
 from agentix.tools.thread_work import in_thread
 
-__all__ = ["COUNT_FRESH_S", "DiskTally", "SPECS", "VIRTUAL_WORKSPACE", "make_specs"]
+__all__ = ["COUNT_FRESH_S", "DiskTally", "VIRTUAL_WORKSPACE", "make_specs"]
 
 VIRTUAL_WORKSPACE = "/workspace"
 #: how long the kernel trusts its count of a workspace (seconds of the kernel's clock) before
@@ -279,8 +278,3 @@ def make_specs(tally: DiskTally) -> list[ToolSpec]:
                  _schema({"pattern": {"type": "string"}, "path": _PATH, "regex": {"type": "boolean"},
                           "ignore_case": {"type": "boolean"}}, ["pattern"]), grep, durability="no_effect"),
     ]
-
-
-#: the file tools with a count of their own (names, schemas, durability; the kernel builds its
-#: own with ``make_specs(KernelRoot.disk_tally)``)
-SPECS = make_specs(DiskTally(time.monotonic))

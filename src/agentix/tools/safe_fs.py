@@ -767,26 +767,59 @@ def _new_entry_room(parts: list[str]) -> int:
     return 2 * ENTRY_BYTES if len(parts) > 1 else 0
 
 
-def _path_dirs(rfd: int, dirs: list[str]) -> int:
+class _PathDirs:
     """What the directories on the path ``dirs`` below ``rfd`` take (outermost first; the walk
     ends at the first that is missing or not a directory): writing a file can grow each of
-    them, or make them."""
-    total = 0
-    cur = os.dup(rfd)
-    try:
-        for d in dirs:
-            st = os.stat(d, dir_fd=cur, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):
-                break
-            total += _value(st)
-            nxt = _open_dir_nofollow(d, cur)
+    them, or make them. Walked down once, before the write (``before``); a write adds an entry
+    only to the deepest of them and to the directories it makes, so ``now`` looks at those alone
+    (the others cannot have changed), not down the path again. A context manager: it holds the
+    deepest directory open."""
+
+    def __init__(self, rfd: int, dirs: list[str], *, counted: bool = True) -> None:
+        values: list[int] = []
+        self.deepest: int | None = None  # the deepest directory's fd (None: none exists below the root)
+        self.before = self._fixed = 0
+        if not counted:  # no count is kept: nothing to walk, nothing changes
+            return
+        cur = os.dup(rfd)
+        try:
+            for d in dirs:
+                st = os.stat(d, dir_fd=cur, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    break
+                nxt = _open_dir_nofollow(d, cur)
+                os.close(cur)
+                cur = nxt
+                values.append(_value(st))
+        except OSError:
+            pass
+        except BaseException:
             os.close(cur)
-            cur = nxt
-    except OSError:
-        pass
-    finally:
-        os.close(cur)
-    return total
+            raise
+        self.deepest = cur if values else None
+        if not values:
+            os.close(cur)
+        self.before = sum(values)
+        self._fixed = self.before - (values[-1] if values else 0)
+
+    def now(self, made: list[tuple[int, str]]) -> int:
+        """What they take now, ``made`` (``_open_parent``'s: the directories the write made,
+        each under its parent) included."""
+        total = self._fixed
+        if self.deepest is not None:
+            try:
+                total += _value(os.fstat(self.deepest))
+            except OSError:
+                pass
+        return total + sum(_entry(pfd, name) for pfd, name in made)
+
+    def __enter__(self) -> _PathDirs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.deepest is not None:
+            os.close(self.deepest)
+            self.deepest = None
 
 
 def _entry(pfd: int, name: str) -> int:
@@ -941,49 +974,48 @@ def _file_write(
     name = parts[-1]
     with _open_root(root) as r:
         shown = r.shown(rel)
-        dirs_before, walks = 0, 0
+        walks = quota.walks if quota is not None else 0
         if quota is not None:
-            walks = quota.walks
             quota.measure(r.fd)  # before a parent directory is made (those count below)
-            dirs_before = _path_dirs(r.fd, parts[:-1])
-        pfd, made = _open_parent(r, parts, create_parents)
-        before = _entry(pfd, name) if quota is not None else 0
-        try:
-            st = _existing(pfd, name, shown)
-            # what the file will take less what it takes, and the parents just made
-            had = 0 if st is None else _value(st)
-            size = len(data) + (st.st_size if append and st is not None else 0)
-            parents = _path_dirs(r.fd, parts[:-1]) - dirs_before if quota is not None else 0
-            # a new file, or the temporary file of a replace, is one more entry in its directory
-            entry = 0 if append and st is not None else _new_entry_room(parts)
-            _room(r, quota, _blocks(size) - had + parents, shown, entry=entry, walks=walks)
-            commit_point()  # the call that asked is still there (tools/thread_work.py)
-            if append:
-                with _regular_at(pfd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, shown) as (fd, fst):
-                    if fst.st_nlink > 1:
-                        raise CapabilityDenied(
-                            f"{shown}: has several hard links; appending in place is refused",
-                            reason="hardlink", path=shown,
-                        )
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-            else:
-                try:
-                    _replace(pfd, name, data, stat.S_IMODE(st.st_mode) if st else 0o644)
-                except OSError as err:
-                    raise _refusal(err, shown) from None
-            _saw_at("append" if append else "write", pfd, name, shown, st)
-        except BaseException:
-            _rollback(made)
-            made = []
-            raise
-        finally:
-            if quota is not None:  # what changed, written or not (a directory may have grown)
-                quota.add(_path_dirs(r.fd, parts[:-1]) - dirs_before + _entry(pfd, name) - before)
-            _release(made)
-            os.close(pfd)
-        return {"path": shown, "bytes_written": len(data), "created": st is None, "appended": append}
+        with _PathDirs(r.fd, parts[:-1], counted=quota is not None) as path_dirs:
+            pfd, made = _open_parent(r, parts, create_parents)
+            before = _entry(pfd, name) if quota is not None else 0
+            try:
+                st = _existing(pfd, name, shown)
+                # what the file will take less what it takes, and the parents just made
+                had = 0 if st is None else _value(st)
+                size = len(data) + (st.st_size if append and st is not None else 0)
+                parents = path_dirs.now(made) - path_dirs.before
+                # a new file, or the temporary file of a replace, is one more entry in its directory
+                entry = 0 if append and st is not None else _new_entry_room(parts)
+                _room(r, quota, _blocks(size) - had + parents, shown, entry=entry, walks=walks)
+                commit_point()  # the call that asked is still there (tools/thread_work.py)
+                if append:
+                    with _regular_at(pfd, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, shown) as (fd, fst):
+                        if fst.st_nlink > 1:
+                            raise CapabilityDenied(
+                                f"{shown}: has several hard links; appending in place is refused",
+                                reason="hardlink", path=shown,
+                            )
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                else:
+                    try:
+                        _replace(pfd, name, data, stat.S_IMODE(st.st_mode) if st else 0o644)
+                    except OSError as err:
+                        raise _refusal(err, shown) from None
+                _saw_at("append" if append else "write", pfd, name, shown, st)
+            except BaseException:
+                _rollback(made)
+                made = []
+                raise
+            finally:
+                if quota is not None:  # what changed, written or not (a directory may have grown)
+                    quota.add(path_dirs.now(made) - path_dirs.before + _entry(pfd, name) - before)
+                _release(made)
+                os.close(pfd)
+            return {"path": shown, "bytes_written": len(data), "created": st is None, "appended": append}
 
 
 def file_edit(root: str, rel: str, old: str, new: str, **kw: Any) -> dict[str, Any]:
@@ -1012,39 +1044,39 @@ def _file_edit(
         raise InvalidRequest("file_edit needs a file path")
     with _open_root(root) as r:
         shown = r.shown(rel)
-        dirs_before = _path_dirs(r.fd, parts[:-1]) if quota is not None else 0
-        pfd, _ = _open_parent(r, parts, False)
-        before = _entry(pfd, parts[-1]) if quota is not None else 0
-        walks = quota.walks if quota is not None else 0
-        try:
-            with _regular_at(pfd, parts[-1], os.O_RDONLY, shown) as (fd, st):
-                if st.st_size > max_bytes:
-                    raise LimitExceeded(f"{shown} is larger than {max_bytes} bytes", limit=max_bytes)
-                raw = os.pread(fd, max_bytes + 1, 0)
-            _saw("read", shown, st)  # its answer and its errors tell of the content: as a read
+        with _PathDirs(r.fd, parts[:-1], counted=quota is not None) as path_dirs:
+            pfd, _ = _open_parent(r, parts, False)
+            before = _entry(pfd, parts[-1]) if quota is not None else 0
+            walks = quota.walks if quota is not None else 0
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ToolError(f"{shown}: not a UTF-8 text file", path=shown) from None
-            count = text.count(old)
-            if count == 0:
-                raise ToolError(f"{shown}: the text to replace was not found", path=shown, matches=0)
-            if count > 1 and not replace_all:
-                raise ToolError(
-                    f"{shown}: the text to replace occurs {count} times; give more context or set replace_all",
-                    path=shown, matches=count,
-                )
-            out = text.replace(old, new) if replace_all else text.replace(old, new, 1)
-            data = _as_bytes(out, max_bytes)
-            _room(r, quota, _blocks(len(data)) - _value(st), shown, entry=_new_entry_room(parts), walks=walks)
-            commit_point()
-            try:
-                _replace(pfd, parts[-1], data, stat.S_IMODE(st.st_mode))
-            except OSError as err:
-                raise _refusal(err, shown) from None
-            _saw_at("edit", pfd, parts[-1], shown, st)
-        finally:
-            if quota is not None:
-                quota.add(_path_dirs(r.fd, parts[:-1]) - dirs_before + _entry(pfd, parts[-1]) - before)
-            os.close(pfd)
-        return {"path": shown, "replacements": count if replace_all else 1}
+                with _regular_at(pfd, parts[-1], os.O_RDONLY, shown) as (fd, st):
+                    if st.st_size > max_bytes:
+                        raise LimitExceeded(f"{shown} is larger than {max_bytes} bytes", limit=max_bytes)
+                    raw = os.pread(fd, max_bytes + 1, 0)
+                _saw("read", shown, st)  # its answer and its errors tell of the content: as a read
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ToolError(f"{shown}: not a UTF-8 text file", path=shown) from None
+                count = text.count(old)
+                if count == 0:
+                    raise ToolError(f"{shown}: the text to replace was not found", path=shown, matches=0)
+                if count > 1 and not replace_all:
+                    raise ToolError(
+                        f"{shown}: the text to replace occurs {count} times; give more context or set replace_all",
+                        path=shown, matches=count,
+                    )
+                out = text.replace(old, new) if replace_all else text.replace(old, new, 1)
+                data = _as_bytes(out, max_bytes)
+                _room(r, quota, _blocks(len(data)) - _value(st), shown, entry=_new_entry_room(parts), walks=walks)
+                commit_point()
+                try:
+                    _replace(pfd, parts[-1], data, stat.S_IMODE(st.st_mode))
+                except OSError as err:
+                    raise _refusal(err, shown) from None
+                _saw_at("edit", pfd, parts[-1], shown, st)
+            finally:
+                if quota is not None:
+                    quota.add(path_dirs.now([]) - path_dirs.before + _entry(pfd, parts[-1]) - before)
+                os.close(pfd)
+            return {"path": shown, "replacements": count if replace_all else 1}
