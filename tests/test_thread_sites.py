@@ -25,7 +25,6 @@ CLEANUP = "cleanup after a failure or at the end: it undoes, and runs to its end
 ALLOWED: dict[tuple[str, str, str], str] = {
     ("kernel/spawn.py", "_undo_spawn", "shutil.rmtree"): CLEANUP,
     ("kernel/spawn.py", "_undo_spawn", "self.persistent.forget_agent"): CLEANUP,
-    ("kernel/file_taint.py", "prune", "lambda: [r for r in rows if not _names(r[2], r[0], r[1])]"): READ,  # stats paths
     ("kernel/snapshots_api.py", "take", "_capture_store"): READ,
     ("kernel/snapshots_api.py", "restore_from", "_resolve"): READ,
     ("kernel/snapshots_api.py", "restore_from", "read_snapshot"): READ,

@@ -6,9 +6,9 @@
 - Start-up and write waste: config.toml's ``[taint]`` was read twice (once for the policy,
   once for the untrusted paths); importing ``tools/files`` built a ``DiskTally`` no kernel
   used; a write under a disk limit walked down its path three times (an edit twice).
-- File taint records (``kernel/file_taint.py``): the whole table was loaded at start and never
-  pruned; now read per file through a bounded cache, and the records of files gone are swept
-  as writes go on.
+- File taint records (``kernel/file_taint.py``): the whole table was loaded at start; now read
+  per file through a bounded cache. The table is not swept (a sweep by path let a rename
+  launder a file's labels: a test here keeps it so).
 
 Harness: the scenarios' (``_world.py``).
 """
@@ -232,12 +232,11 @@ def test_the_file_taint_cache_is_bounded_and_answers_as_the_table(tmp_path_facto
         db.close()
 
 
-def test_records_of_files_gone_are_pruned_as_writes_go_on(tmp_path):
-    """A record outlived its file for the kernel's life (in memory) and the table's (on disk):
-    a tainted agent writing a new file each turn, the files removed later, grew both without
-    bound. Now each write that changes the table checks the next rows and deletes the records
-    of files whose path no longer names them; the records of files that exist stay, and a
-    reader of one is still labelled."""
+def test_a_file_renamed_outside_the_kernel_keeps_its_labels_however_many_writes_follow(tmp_path):
+    """A record is found by the file's inode wherever it has gone. A sweep that deleted the
+    records whose recorded path was gone (tried this session, as a bound on the table) let a
+    rename — by an agent's own process through a mounted grant, or on the host — launder a
+    tainted file: the next writes swept its record and its readers went unlabelled."""
     shared, inbox = tmp_path / "shared", tmp_path / "inbox"
     shared.mkdir(), inbox.mkdir()
     (inbox / "mail.txt").write_text("hi\n")
@@ -248,24 +247,68 @@ def test_records_of_files_gone_are_pruned_as_writes_go_on(tmp_path):
     async def body(w: World) -> dict[str, Any]:
         rec = await w.spawn(caps, name="writer")
         await w.calls(rec, [tool("file_read", path=f"{inbox}/mail.txt"),
-                            *(tool("file_write", path=f"{shared}/old{i}.txt", content="x") for i in range(40))])
-        first = w.k.db.reader().execute("SELECT count(*) FROM file_taint").fetchone()[0]
-        for i in range(40):
-            if i % 4:
-                (shared / f"old{i}.txt").unlink()  # removed behind the kernel's back
+                            *(tool("file_write", path=f"{shared}/old{i}.txt", content="x") for i in range(20))])
+        for i in range(20):
+            (shared / f"old{i}.txt").rename(shared / f"clean{i}.txt")  # not through the kernel
         rec2 = await w.spawn(caps, name="writer2")
         await w.calls(rec2, [tool("file_read", path=f"{inbox}/mail.txt"),
-                             *(tool("file_write", path=f"{shared}/new{i}.txt", content="y") for i in range(10))])
-        paths = sorted(r[0] for r in w.k.db.reader().execute("SELECT path FROM file_taint"))
+                             *(tool("file_write", path=f"{shared}/new{i}.txt", content="y") for i in range(40))])
         reader = await w.spawn(caps, name="reader")
-        r = await w.calls(reader, [tool("file_read", path=f"{shared}/old4.txt"), ["sys.info", {}]])
-        return {"first": first, "paths": paths, "taint": r[1]["ok"]["taint"], "pruned": w.k.file_taint.pruned}
+        r = await w.calls(reader, [tool("file_read", path=f"{shared}/clean7.txt"), ["sys.info", {}]])
+        return {"taint": r[1]["ok"]["taint"], "error": r[0].get("error")}
 
     res = run(tmp_path, body, cfg)
-    assert res["first"] == 40
-    live = sorted(str(p) for p in shared.iterdir())
-    # the records are those of the files that exist (10 old, 10 new), each at its path
-    assert res["paths"] == live, (sorted(set(live) - set(res["paths"])), sorted(set(res["paths"]) - set(live)))
-    # 30 files gone: each record deleted, or taken over by a new file on its reused inode
-    assert 20 <= res["pruned"] <= 30, res["pruned"]
-    assert f"untrusted_file:{shared}/old4.txt" in res["taint"] and f"untrusted_file:{inbox}/mail.txt" in res["taint"]
+    assert res["error"] is None, res
+    assert f"untrusted_file:{shared}/clean7.txt" in res["taint"], res["taint"]
+    assert f"untrusted_file:{inbox}/mail.txt" in res["taint"], res["taint"]  # the writer's labels came along
+
+
+def test_a_write_cancelled_mid_commit_leaves_no_stale_no_record_in_the_cache(tmp_path):
+    """A tainted write caches "no record" for its new file while looking, then commits; cancelled
+    at that commit (its agent closed the channel), the row still lands but the cache kept "no
+    record": readers of the file went unlabelled until the entry was evicted."""
+    import asyncio
+    import os
+
+    from agentix.kernel.file_taint import FileTaint
+    from agentix.store.db import Database
+    from agentix.tools.safe_fs import Seen
+
+    db = Database(tmp_path / "agentix.db")
+    f = tmp_path / "out.txt"
+    f.write_text("from the web\n")
+    st = os.stat(f)
+    key = (st.st_dev, st.st_ino)
+
+    class Ctx:
+        workspace = tmp_path / "ws"
+        agent_id = None
+
+    async def go():
+        ft = FileTaint(db, (), None)
+        ft._any = True  # a table that has held rows: lookups are made
+        assert ft.record(key) is None  # cached: no record
+        write = db.write
+
+        async def slow_write(op):
+            fut = asyncio.ensure_future(write(op))
+            await asyncio.sleep(0.2)  # cancelled here; the commit lands anyway
+            return await fut
+
+        db.write = slow_write
+        task = asyncio.ensure_future(ft._record(Ctx(), {"fetched_url:https://x.example/"},
+                                                [Seen("write", str(f), key)]))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        await asyncio.sleep(0.3)
+        return ft.record(key)
+
+    try:
+        rec = asyncio.run(go())
+        assert rec is not None and "fetched_url:https://x.example/" in rec[0]
+    finally:
+        db.close()

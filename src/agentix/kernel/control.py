@@ -59,7 +59,9 @@ class Control:
         was_paused = rec.state == "paused"
         rec.set_state("stopping")
         children = [self.table.get(c) for c in rec.children]
-        live = [c for c in children if c.live]
+        # every child not yet accounted for, those whose exit the reaper is still settling too
+        # (a stop of one of those only waits for it): the parent's exit comes after theirs
+        live = [c for c in children if not c.exited.is_set()]
         if live:
             await asyncio.gather(*(self.stop(c, reason="killed", detail=f"parent {rec.agent_id} stopped",
                                              grace=grace) for c in live), return_exceptions=True)

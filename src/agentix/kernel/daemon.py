@@ -116,6 +116,7 @@ async def run_kernel(home: Home, overrides: dict[str, Any] | None = None,
     except BaseException:
         if http_server is not None:
             await http_server.close()
+        await kernel.shutdown()  # as for a failed HTTP start: no agent outlives a kernel that never came up
         raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

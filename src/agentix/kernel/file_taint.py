@@ -20,26 +20,24 @@ Rules:
   complete overwrite by an untainted context drops the record. A replace makes a new inode:
   the record moves to it. A record keeps at most ``MAX_LABELS`` labels (``core.taint.
   cap_labels``: every source survives).
-- What it keeps is bounded: records are read from the table when a file is looked at (a
-  point query on its (device, inode)), not loaded at start, and the last ``CACHE_SIZE``
-  answers (a record, or none) are kept in memory. Each write that changes the table also
-  checks the next ``PRUNE_BATCH`` rows (a cursor going round the table) and deletes those
-  whose file is gone: its path no longer names that (device, inode). The table so holds the
-  records of files that exist, and at most a fraction more (rows are checked ``PRUNE_BATCH``
-  times faster than a write adds one).
+- What it keeps in memory is bounded: records are read from the table when a file is looked
+  at (a point query on its (device, inode)), not loaded at start, and the last ``CACHE_SIZE``
+  answers (a record, or none) are kept; while the table has never held a row, no file is
+  looked up at all. The table itself is not swept: a record is found by its inode wherever
+  the file has gone (renamed by an agent's own process through a mounted grant, or on the
+  host), and a path that no longer exists says nothing about whether the inode still lives
+  elsewhere — a sweep by path (tried) let a rename launder the labels. It grows by one row
+  per file a tainted context writes outside its workspace, like the audit log; a row goes
+  when an untainted context overwrites the file.
 - Not seen: what an agent's own process writes directly (``exec``, its program), and a file
-  changed on the host behind the kernel's back keeps its record while its inode lives at its
-  path. A file renamed or hard-linked outside the kernel, then removed from its recorded path,
-  loses its record when the sweep reaches it (as a copy made outside the kernel never had
-  one); until then a new file on a reused inode is labelled (on the safe side).
+  changed on the host behind the kernel's back keeps its record while its inode lives. A new
+  file on the inode of a file deleted outside the kernel is labelled (on the safe side).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import posixpath
 import time
 from collections import OrderedDict
@@ -52,14 +50,12 @@ from agentix.store.db import Database, Txn
 from agentix.tools import safe_fs
 from agentix.tools.base import ToolContext, ToolSpec
 
-__all__ = ["CACHE_SIZE", "FileTaint", "PRUNE_BATCH", "READS", "WRITES"]
+__all__ = ["CACHE_SIZE", "FileTaint", "READS", "WRITES"]
 
 log = logging.getLogger(__name__)
 
 #: how many answers (a file's record, or that it has none) are kept in memory
 CACHE_SIZE = 4096
-#: rows of the table checked for a file gone, per write that changes it
-PRUNE_BATCH = 16
 
 #: the file tools whose results carry file content, and those that write
 READS = frozenset({"file_read", "file_read_many", "grep", "file_list"})
@@ -67,23 +63,25 @@ WRITES = frozenset({"file_write", "file_edit"})
 
 
 class FileTaint:
-    """The untrusted paths and the records of tainted writes (read per file, cached, pruned)."""
+    """The untrusted paths and the records of tainted writes (read per file, cached)."""
 
     def __init__(self, db: Database, untrusted: tuple[str, ...], table: Any, *,
-                 cache_size: int = CACHE_SIZE, prune_batch: int = PRUNE_BATCH) -> None:
+                 cache_size: int = CACHE_SIZE) -> None:
         self.db = db
         self.untrusted = untrusted
         self.table = table
         self.cache_size = cache_size
-        self.prune_batch = prune_batch
         #: (dev, ino) -> its record (labels, path), or None (no record): the last answers, oldest first
         self._cache: OrderedDict[tuple[int, int], tuple[frozenset[str], str] | None] = OrderedDict()
-        self._cursor: tuple[int, int] = (-1, -1)  # the prune's place in the table
-        self.pruned = 0  # records of files gone, deleted (statistics; a test reads it)
+        #: whether the table may hold a row: False until one is written (or found at start), and
+        #: then no lookup is made — the common kernel, with no tainted shared file, pays nothing
+        self._any = db.reader().execute("SELECT 1 FROM file_taint LIMIT 1").fetchone() is not None
 
     def record(self, key: tuple[int, int]) -> tuple[frozenset[str], str] | None:
         """The record of the file ``key`` (device, inode): its labels and the path it was
         written at; None if none."""
+        if not self._any:
+            return None
         try:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -161,10 +159,7 @@ class FileTaint:
                 labels = frozenset(cap_labels(writer))
             else:  # append, edit: what it held stays (capped: every source survives)
                 labels = frozenset(cap_labels(had | frozenset(writer)))
-            # a record at another path (a reused inode, a file moved) is written again at this
-            # one: the prune checks the path it names
-            if labels != had or (s.old is not None and s.old != s.key and had) or (
-                    labels and rec is not None and rec[1] != s.path):
+            if labels != had or (s.old is not None and s.old != s.key and had):
                 changes.append((s.old if s.old != s.key else None, s.key, s.path, labels))
         if not changes:
             return
@@ -181,47 +176,19 @@ class FileTaint:
                 else:
                     txn.conn.execute("DELETE FROM file_taint WHERE dev = ? AND ino = ?", key)
 
-        await self.db.write(op)
+        self._any = self._any or any(labels for *_, labels in changes)
+        try:
+            await self.db.write(op)
+        except BaseException:
+            # failed, or cancelled while the commit may still land: forget what is cached of these
+            # files (a lookup made meanwhile may have cached "no record"), so the next one reads
+            # the table as it is
+            for old, key, *_ in changes:
+                self._cache.pop(key, None)
+                if old is not None:
+                    self._cache.pop(old, None)
+            raise
         for old, key, path, labels in changes:
             if old is not None:
                 self._remember(old, None)
             self._remember(key, (labels, path) if labels else None)
-        try:
-            await self.prune()
-        except Exception:  # the write stands and is recorded: a sweep that failed waits for the next
-            log.exception("pruning the file taint records failed")
-
-    async def prune(self) -> int:
-        """Check the next ``prune_batch`` rows of the table (going round it) and delete those
-        whose file is gone (its path no longer names its device and inode); how many."""
-        rows = self.db.reader().execute(
-            "SELECT dev, ino, path, updated_at FROM file_taint WHERE (dev, ino) > (?, ?) "
-            "ORDER BY dev, ino LIMIT ?", (*self._cursor, self.prune_batch)).fetchall()
-        self._cursor = (rows[-1][0], rows[-1][1]) if len(rows) == self.prune_batch else (-1, -1)
-        if not rows:
-            return 0
-        gone = await asyncio.to_thread(lambda: [r for r in rows if not _names(r[2], r[0], r[1])])
-        if not gone:
-            return 0
-
-        def op(txn: Txn) -> None:  # a row written again since it was read (a new file there) stays
-            txn.conn.executemany(
-                "DELETE FROM file_taint WHERE dev = ? AND ino = ? AND path = ? AND updated_at = ?", gone)
-
-        await self.db.write(op)
-        for dev, ino, _path, _at in gone:
-            self._cache.pop((dev, ino), None)
-        self.pruned += len(gone)
-        return len(gone)
-
-
-def _names(path: str, dev: int, ino: int) -> bool:
-    """Whether ``path`` still names the file (``dev``, ``ino``); when that cannot be told (a
-    directory on the way not searchable), yes."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError:
-        return True
-    return (st.st_dev, st.st_ino) == (dev, ino)

@@ -81,10 +81,21 @@ class Reaper:
             rec.mail_event.set()
 
     async def _account(self, rec: AgentRecord) -> None:
-        """Everything an exit settles, in order; ``exited`` is said once it has all been done."""
-        assert rec.handle is not None and rec.exit is not None
+        """Everything an exit settles, in order, each step on its own (one that fails is logged
+        and the next still runs: a full disk refusing the audit record must not leave the
+        cgroup, the agent's tasks or its subtree behind); ``exited`` is said after the last."""
+        for step in (self._store, self._revoke, self._settle_budget, self._clean_up, self._record,
+                     self._stop_children):
+            try:
+                await step(rec)
+            except Exception:
+                log.exception("%s for the exit of %s failed", step.__name__.strip("_"), rec.agent_id)
+
+    async def _store(self, rec: AgentRecord) -> None:
         self.table.release_name(rec)
         await self.rows.persist_exit(rec)
+
+    async def _revoke(self, rec: AgentRecord) -> None:
         self.inference.cancel_agent(rec.agent_id)
         revoked = self.caps.revoke_agent(rec.agent_id)  # a dead agent's tokens die with it,
         try:  # and its calls at work end before it reads exited (bounded: a stuck thread is logged)
@@ -94,38 +105,49 @@ class Reaper:
         if revoked:
             await self.events.record("capability.revoked", rec.agent_id,
                                      {"token_ids": revoked, "why": "agent exited"})
+
+    async def _settle_budget(self, rec: AgentRecord) -> None:
         if rec.parent is not None and rec.budget is not None:
             parent = self.table.get(rec.parent)
             for sig in parent.budget.close_child(rec.budget, self.clock.monotonic()):
                 await self.events.record("budget.warning" if sig.kind == "warning" else "budget.exceeded",
                                          parent.agent_id, sig.to_data())
+
+    async def _clean_up(self, rec: AgentRecord) -> None:
+        assert rec.handle is not None
         try:
             rec.last_stats = rec.handle.stats()  # the last sample: the cgroup goes next
         except Exception:
             log.exception("stats of %s failed", rec.agent_id)
         try:
             await rec.handle.cleanup()
-        except Exception:
-            log.exception("cleanup of %s failed", rec.agent_id)
-        self.disk.forget(str(rec.workspace))  # its writes are over: the count goes with it
-        for task in rec.tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
+        finally:
+            self.disk.forget(str(rec.workspace))  # its writes are over: the count goes with it
+            for task in rec.tasks:
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+    async def _record(self, rec: AgentRecord) -> None:
+        assert rec.exit is not None
         await self.events.record("agent.exited", rec.agent_id, {
             "name": rec.name, **rec.exit.to_data(), "runtime_s": round(rec.runtime(), 3),
             "syscalls": rec.syscalls,
         })
-        # the subtree does not outlive its root: stopped before the root reads exited, so a
-        # wait on the root returns once the whole tree is down
-        # (bounded: a child that will not die is left to its own stop, still running, and logged)
-        live_children = [self.table.get(c) for c in rec.children if self.table.get(c).live]
-        if live_children:
-            stops = [asyncio.ensure_future(self.control.stop(c, reason="killed", detail=f"parent {rec.agent_id} exited"))
-                     for c in live_children]
-            done, pending = await asyncio.wait(stops, timeout=CALLS_END_WAIT)
-            for t in done:
-                if not t.cancelled() and t.exception() is not None:
-                    log.warning("stopping a child of %s failed: %r", rec.agent_id, t.exception())
-            if pending:
-                log.warning("%d children of %s still stopping %gs after its exit", len(pending),
-                            rec.agent_id, CALLS_END_WAIT)
+
+    async def _stop_children(self, rec: AgentRecord) -> None:
+        """The subtree does not outlive its root: every child not yet accounted for (a stop of
+        one whose exit is already being settled only waits for it) is stopped before the root
+        reads exited, so a wait on the root returns once the whole tree is down (bounded: a
+        child that will not die is left to its own stop, still running, and logged)."""
+        live = [self.table.get(c) for c in rec.children if not self.table.get(c).exited.is_set()]
+        if not live:
+            return
+        stops = [asyncio.ensure_future(self.control.stop(c, reason="killed", detail=f"parent {rec.agent_id} exited"))
+                 for c in live]
+        done, pending = await asyncio.wait(stops, timeout=CALLS_END_WAIT)
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("stopping a child of %s failed: %r", rec.agent_id, t.exception())
+        if pending:
+            log.warning("%d children of %s still stopping %gs after its exit", len(pending),
+                        rec.agent_id, CALLS_END_WAIT)
