@@ -7,6 +7,8 @@ A grace is at most ``MAX_GRACE`` seconds, and each stop keeps its own: a stop (o
 an agent that is already stopping waits only its own grace before SIGKILL, never the
 first stop's — so an agent that ignores SIGTERM, stopped by its parent with a long grace,
 is still killed at once by the operator's ``kill`` and within the default grace by ``down``.
+An agent whose process has already ended (the reaper settling its exit) is not signalled:
+the stop waits for that to finish (``kernel/reap.py``, each step bounded).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: seconds the reaper waits for a dead agent's ended calls to unwind (a thread finishing its
 #: write, an exec's tree killed) before it says the agent exited anyway, with a warning
-CALLS_END_WAIT = 30.0
+CALLS_END_WAIT = 10.0
 
 
 @dataclass(eq=False)

@@ -274,24 +274,31 @@ class Spawner:
     async def _unwind_spawn(self, rec: AgentRecord, handle: Handle | None, kernel_sock: socket.socket | None,
                             persisted: bool, err: BaseException, remembered: bool = False) -> None:
         """Undo a failed spawn (``_undo_spawn``), then its commit point, as the reaper's: the
-        state reads exited once all of it is done — or once a step of it failed (logged: the
-        spawn's own error is the one raised) — and a stop or wait that waited on it returns."""
+        table entry goes (or, for an agent that lied about its confinement, stays, exited) and
+        the state reads exited once all of it is done — or once a step of it failed (logged:
+        the spawn's own error is the one raised) — and a stop or wait that waited returns."""
+        failed = isinstance(err, AgentixError) and err.data.get("reason") == "isolation_failed"
+        reason = "isolation_failed" if failed else "spawn_failed"
+        rec.exit = ExitRecord(code=None, signal=None, reason=reason,
+                              detail=getattr(err, "message", "") or type(err).__name__, at=self.clock.now())
+        rec.ended_mono = self.clock.monotonic()  # no longer live (its exit is set); "exited" below
         try:
             await self._undo_spawn(rec, handle, kernel_sock, persisted, err, remembered)
         except Exception:
             log.exception("unwinding the spawn of %s failed", rec.agent_id)
         finally:
-            if rec.exit is None:
-                rec.exit = ExitRecord(code=None, signal=None, reason="spawn_failed",
-                                      detail=getattr(err, "message", "") or type(err).__name__, at=self.clock.now())
-                rec.ended_mono = self.clock.monotonic()
+            if failed:
+                # kept, exited, so `ps -a` shows that this agent lied about its confinement
+                self.table.release_name(rec)
+            else:
+                self.table.discard(rec.agent_id)
             rec.state = "exited"
             rec.settled.set()
             rec.exited.set()
 
     async def _undo_spawn(self, rec: AgentRecord, handle: Handle | None, kernel_sock: socket.socket | None,
                           persisted: bool, err: BaseException, remembered: bool) -> None:
-        """Undo a failed spawn: process, cgroup, socket, workspace, log, store rows, table entry."""
+        """Undo a failed spawn: process, cgroup, socket, workspace, log, store rows."""
         if handle is not None:
             try:
                 handle.signal(signal.SIGKILL)
@@ -305,16 +312,6 @@ class Spawner:
             rec.log_sink.close()
         await asyncio.to_thread(shutil.rmtree, rec.workspace, True)
         rec.log_path.unlink(missing_ok=True)
-        failed = isinstance(err, AgentixError) and err.data.get("reason") == "isolation_failed"
-        reason = "isolation_failed" if failed else "spawn_failed"
-        rec.exit = ExitRecord(code=None, signal=None, reason=reason,
-                              detail=getattr(err, "message", "") or type(err).__name__, at=self.clock.now())
-        rec.ended_mono = self.clock.monotonic()  # no longer live (its exit is set); "exited" below
-        if failed:
-            # kept, exited, so `ps -a` shows that this agent lied about its confinement
-            self.table.release_name(rec)
-        else:
-            self.table.discard(rec.agent_id)
         if persisted:
             await self.rows.persist_exit(rec)
         if remembered and self.persistent is not None:
@@ -324,7 +321,8 @@ class Spawner:
             try:
                 await self.events.record("agent.spawn_failed", None, {
                     "agent_id": rec.agent_id, "name": rec.name, "parent": rec.parent,
-                    "error": err.code, "reason": reason, "message": err.message})
+                    "error": err.code, "reason": rec.exit.reason if rec.exit else "spawn_failed",
+                    "message": err.message})
             except Exception:
                 log.exception("could not record the failed spawn of %s", rec.agent_id)
 
