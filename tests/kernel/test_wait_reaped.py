@@ -81,12 +81,15 @@ def test_a_failing_step_of_the_reaper_still_ends_in_exited_and_wait_returns(tmp_
 
         w.k.reaper.rows.persist_exit = broken
         rec = await w.spawn(["tool: echo"])
+        held = [t.id for t in w.k.caps.held.get(rec.agent_id, [])]
         await w.k.deliver(None, rec, "exit")
         await w.k.wait(rec, 20)
-        return rec.state, rec.exit
+        return rec.state, rec.exit, held, *accounted(w, rec)
 
-    state, exit_ = run(tmp_path, body)
+    state, exit_, held, exited, revoked = run(tmp_path, body)
     assert state == "exited" and exit_ is not None and exit_.reason == "completed"
+    # the steps after the failing one still ran: each step is on its own
+    assert len(exited) == 1 and set(held) <= set(revoked), (exited, revoked)
 
 
 SLEEPER = "import time\nfrom agentix.sdk import agent\nk = agent.connect()\ntime.sleep(3600)\n"
