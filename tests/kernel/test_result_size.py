@@ -224,10 +224,26 @@ def test_an_errors_reply_is_bounded_and_says_what_was_cut(message, data):
     if len(orjson.dumps(whole)) <= MAX_ERROR_BYTES:
         assert got == whole
     else:
-        assert got["message"].startswith(message[:8192]) and got["data"]["error"] == "tool_error"
+        assert got["message"][:1024] == message[:1024] and got["data"]["error"] == "tool_error"
         assert got["data"]["cut"]["bytes"] == len(orjson.dumps(whole))
         kept = {k: v for k, v in got["data"].items() if k not in ("cut", "error")}
         assert all(whole["data"][k] == v for k, v in kept.items())
+
+
+def test_an_error_of_characters_that_escape_long_is_still_bounded():
+    """The cut kept 8 KiB *characters* of the message and counted keys in characters: control
+    characters escape to six bytes each, so a cut error could still pass the bound (66,707
+    bytes here); the reply is measured again after the cut and cut to the code and a short
+    message if it still does not fit."""
+    import orjson
+
+    from agentix.core.errors import ToolError
+    from agentix.rpc.framing import MAX_ERROR_BYTES, error_reply
+
+    data = {("\x01" * 60 + chr(65 + i)): "\x01" * 100 for i in range(40)}
+    got = error_reply(1, ToolError("\x01" * 10000, **data))["error"]
+    assert len(orjson.dumps(got)) <= MAX_ERROR_BYTES
+    assert got["data"]["error"] == "tool_error" and got["data"]["cut"]["max"] == MAX_ERROR_BYTES
 
 
 @given(st.lists(st.one_of(st.text(max_size=300), st.lists(st.integers(-2**63, 2**63 - 1), max_size=60), st.none()), max_size=40),

@@ -187,9 +187,10 @@ def _result_too_large(method: str, size: int, limit: int, batch: bool = False) -
 def bound_batch(replies: list[Any], methods: list[str], limit: int = MAX_RESULT_BYTES) -> list[Any]:
     """A batch's replies with at most ``limit`` bytes of results in all: each result that would
     take the sum over it is answered ``limit_exceeded`` (reason ``batch_too_large``) instead (one
-    result is bounded by ``check_result_size``; a batch of 64 such would be held whole, 64 times
-    over). Each result is ``Encoded`` on the way (written once here if the pipeline did not);
-    an error is kept as it is."""
+    result is bounded by ``check_result_size``). This bounds the reply that is written, not what
+    the batch's calls held while they ran: their results are all in memory when this runs (at
+    most ``batch_limit`` of them, each bounded). Each result is ``Encoded`` on the way (written
+    once here if the pipeline did not); an error is kept as it is."""
     total = 0
     out = []
     for reply, method in zip(replies, methods):
@@ -274,6 +275,9 @@ def error_reply(req_id: Any, err: AgentixError) -> dict[str, Any]:
         size = MAX_ERROR_BYTES + 1  # data that is not JSON: only the fields that are survive
     if size > MAX_ERROR_BYTES:
         body = _cut_error(body, size)
+        if len(orjson.dumps(body)) > MAX_ERROR_BYTES:  # characters that escape to six bytes, long keys
+            body = {**body, "message": body["message"][:1024],
+                    "data": {k: body["data"][k] for k in ("error", "cut") if k in body["data"]}}
     return {"jsonrpc": "2.0", "id": req_id, "error": body}
 
 

@@ -985,7 +985,7 @@ def _file_write(
                 # what the file will take less what it takes, and the parents just made
                 had = 0 if st is None else _value(st)
                 size = len(data) + (st.st_size if append and st is not None else 0)
-                parents = path_dirs.now(made) - path_dirs.before
+                parents = path_dirs.now(made) - path_dirs.before if quota is not None else 0
                 # a new file, or the temporary file of a replace, is one more entry in its directory
                 entry = 0 if append and st is not None else _new_entry_room(parts)
                 _room(r, quota, _blocks(size) - had + parents, shown, entry=entry, walks=walks)
