@@ -54,6 +54,10 @@ class RequestClock:
         """``n`` more bytes went or came: the deadline moves ``n / MIN_RATE`` seconds on."""
         self._carried += n
 
+    def armed(self) -> bool:
+        """Whether a request is on the clock (started, not stopped, not expired)."""
+        return self._timer is not None
+
     def stop(self) -> None:
         with self._lock:
             self._cancel()

@@ -259,8 +259,8 @@ class RemoteRegistry:
                 raise self._late(url)
             return r.status_code, body
 
-        #: answers to the registry's 401s, Basic or Bearer (packages/registry_auth.py); a token is
-        #: fetched under its lock, through the client that made it
+        #: answers to the registry's 401s, Basic or Bearer (packages/registry_auth.py), shared by
+        #: siblings; a token is fetched under its lock, through the client that asks (its clock)
         self.challenges = challenges or Challenges(credentials.username, credentials.password,
                                                    credentials.token, fetch)
 
@@ -268,7 +268,7 @@ class RemoteRegistry:
             if not self._own(original.url):  # credentials are the registry host's, never another's
                 return dict(headers or {}), False
             try:
-                return self.challenges.answer(original, headers, *a, **kw)
+                return self.challenges.answer(original, headers, *a, fetch=fetch, **kw)
             except AgentixError:  # a realm check_url refused
                 raise
             except Exception as err:  # a token realm we cannot reach, an answer we cannot read...
