@@ -197,6 +197,31 @@ def test_an_error_answer_is_read_no_further_than_its_first_mebibyte(tmp_path: Pa
     assert sum(n for n in written if n > 0) < 32 << 20, sum(written)
 
 
+def _endless_redirect(h: Any) -> None:
+    h.send_response(302)
+    h.send_header("Location", "/v2/team/x/manifests/elsewhere")
+    h.send_header("Content-Length", str(ERROR_BODY))
+    h.end_headers()
+    piece = b" " * (1 << 20)
+    for _ in range(ERROR_BODY >> 20):
+        h.wfile.write(piece)
+        h.written.append(len(piece))
+
+
+@pytest.mark.parametrize("registry", [[(MANIFEST, _endless_redirect)]], indirect=True)
+def test_a_redirects_body_is_read_no_further_than_its_first_mebibyte(tmp_path: Path, registry: Any) -> None:
+    """A 302 whose body is 96 MiB: the redirect is followed (to a 404 here) after its head is
+    read (before: ``requests`` read all of it, ``resp.content``, before following it)."""
+    host, written = registry
+    err = _pull(tmp_path, host, timeout=5.0)
+    assert isinstance(err, RegistryError) and err.data["reason"] == "not_found", err.data
+    deadline = time.monotonic() + 30
+    while -1 not in written and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert -1 in written
+    assert sum(n for n in written if n > 0) < 32 << 20, sum(written)
+
+
 # ---------------------------------------------------------------------- catalogue (held before)
 @pytest.mark.parametrize("registry", [[(MANIFEST, _whole(429, {"Retry-After": "31536000"}, b""))],
                                       [(MANIFEST, _whole(503, {"Retry-After": "31536000"}, b""))]],

@@ -211,6 +211,8 @@ class RemoteRegistry:
         def checked_redirect(r: requests.Response, *a: Any, **kw: Any) -> None:
             if r.is_redirect:
                 check_url(host, scheme, urljoin(r.url, r.headers.get("location", "")), resolve=answers)
+                # requests reads a redirect's body whole before following it: its head only
+                r._content = _read_head(r, MAX_ANSWER)
 
         self.reg.session.max_redirects = MAX_REDIRECTS
         self.reg.session.hooks["response"].append(checked_redirect)
