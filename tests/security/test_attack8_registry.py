@@ -369,3 +369,23 @@ def test_credentials_do_not_go_to_an_upload_location_on_another_host(tmp_path: P
                 s.push(f"{host}/team/x:1.0.0")
     assert ei.value.data["reason"] == "unauthorized", ei.value.data
     assert seen and seen == [None] * len(seen), seen
+
+
+def test_the_clocks_share_one_watchdog_thread_not_a_timer_per_request() -> None:
+    """Every request armed a ``threading.Timer`` (an OS thread, again per re-arm): twenty
+    requests in flight were twenty threads. Now one watchdog thread serves every clock."""
+    import threading
+
+    from agentix.packages.registry_clock import RequestClock
+
+    clocks = [RequestClock(30.0) for _ in range(20)]
+    for c in clocks:
+        c.start()
+    try:
+        assert all(c.armed() for c in clocks)
+        assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+        assert len([t for t in threading.enumerate() if t.name == "registry-clock"]) == 1
+    finally:
+        for c in clocks:
+            c.stop()
+    assert not any(c.armed() for c in clocks) and not any(c.expired for c in clocks)
