@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from agentix.core.errors import RegistryError
+from agentix.core.package import parse_ref
+from agentix.packages.remote import Credentials, RemoteRegistry
 from agentix.packages.registry_auth import Challenges, parse_challenge
 from agentix.packages.service import PackageStore
 
@@ -239,3 +241,22 @@ def test_parse_challenge() -> None:
         == ("bearer", {"realm": "https://auth.example/token", "service": "reg", "scope": "repository:a/b:pull,push"})
     assert parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
     assert parse_challenge("") == ("", {})
+
+
+def test_a_sibling_fetches_its_token_on_its_own_clock_not_its_creators(
+        token_registry: tuple[Registry, TokenService]) -> None:
+    """Siblings share one ``Challenges``; a sibling answering a new challenge fetches the token
+    through itself: the creator's request in flight stays on its clock (once, the fetch ran on
+    the creator's clock: its ``start`` cancelled the creator's watchdog, its ``stop`` left the
+    creator's request unwatched, for a registry to drip)."""
+    reg, tokens = token_registry
+    creator = RemoteRegistry(reg.host, Credentials(USER, PASSWORD))
+    side = creator.sibling()
+    creator.clock.start()  # the creator's request, in flight on another thread
+    try:
+        assert side.has_blob(parse_ref(reg.ref("team/hello:1.0.0")), "sha256:" + "0" * 64) is False
+        assert tokens.asked  # the sibling did fetch a token
+        assert creator.clock.armed()  # and the creator's request is still watched
+    finally:
+        creator.clock.stop()
+    assert not creator.clock.armed()

@@ -158,3 +158,38 @@ def test_an_imported_embedding_of_the_wrong_shape_is_computed_again_not_trusted(
     assert s.export("agent:b") == good                       # recomputed: the same as made here
     assert s.query("agent:b", "where is the cat?", k=1)[0]["content"] == "the cat sleeps on the mat"
     db.close()
+
+
+def test_a_remote_embedders_records_are_imported_as_exported_before_its_first_call(tmp_path: Path) -> None:
+    """An OpenAI-compatible embedder knows its ``dim`` only after its first call (0 until
+    then): after a restart, restoring a snapshot this kernel made takes the exported vectors
+    (all of one length, finite, unit norm) rather than embedding every record again through
+    the paid endpoint — here a dead one (before: the import failed, ``ProviderError``). Vectors
+    of two lengths are not taken."""
+    import socket
+
+    import numpy as np
+
+    from agentix.core.errors import ProviderError
+    from agentix.memory.embed import OpenAIEmbedder
+    from agentix.memory.store import MemoryStore
+    from agentix.store.db import Database
+
+    with socket.socket() as sock:  # a port nothing listens on: the endpoint is down
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    embedder = OpenAIEmbedder(url, "e5", timeout=2)
+    assert embedder.dim == 0
+    vecs = np.random.default_rng(8).standard_normal((2, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    exported = [{"category": "fact", "content": f"record {i}", "metadata": None, "embedder": embedder.name,
+                 "embedding": base64.b64encode(v.tobytes()).decode(), "taint": []} for i, v in enumerate(vecs)]
+    db = Database(tmp_path / "agentix.db")
+    s = MemoryStore(db, embedder)
+    assert s.import_records("agent:b", exported) == 2
+    assert [r["embedding"] for r in s.export("agent:b")] == [r["embedding"] for r in exported]
+    mixed = [exported[0], dict(exported[1], embedding=base64.b64encode(vecs[1][:128].tobytes()).decode())]
+    with pytest.raises(ProviderError):  # not taken: computed again, through the dead endpoint
+        s.import_records("agent:c", mixed)
+    assert s.export("agent:c") == []
+    db.close()

@@ -169,32 +169,58 @@ def test_a_slow_but_steady_blob_is_not_cut(tmp_path: Path, registry: Any) -> Non
     assert isinstance(err, PackageRejected) and err.data["reason"] == "unsigned", (err.data, err)
 
 
-def _endless_error(h: Any) -> None:
-    h.send_response(400)
-    h.send_header("Content-Length", str(ERROR_BODY))
-    h.end_headers()
-    piece = b" " * (1 << 20)
-    for _ in range(ERROR_BODY >> 20):
-        h.wfile.write(piece)
-        h.written.append(len(piece))
+def _endless(status: int, headers: dict[str, str]) -> Callable[[Any], None]:
+    """An answer whose body is ``ERROR_BODY`` bytes, counted in ``written`` as they go out."""
+    def answer(h: Any) -> None:
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(ERROR_BODY))
+        h.end_headers()
+        piece = b" " * (1 << 20)
+        for _ in range(ERROR_BODY >> 20):
+            h.wfile.write(piece)
+            h.written.append(len(piece))
+    return answer
+
+
+def _answered(written: list[int]) -> None:
+    """Wait for the server's handler to be done with its answer (it marks that after the
+    client may already have read it)."""
+    deadline = time.monotonic() + 30
+    while -1 not in written and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert -1 in written
+
+
+def _hung_up_early(written: list[int]) -> None:
+    """What the server got out before the client hung up: the head read, plus socket buffers."""
+    _answered(written)
+    assert sum(n for n in written if n > 0) < 32 << 20, sum(written)
 
 
 ERROR_BODY = 96 << 20
 
 
-@pytest.mark.parametrize("registry", [[(MANIFEST, _endless_error)]], indirect=True)
+@pytest.mark.parametrize("registry", [[(MANIFEST, _endless(400, {}))]], indirect=True)
 def test_an_error_answer_is_read_no_further_than_its_first_mebibyte(tmp_path: Path, registry: Any) -> None:
     """A 400 whose body is 96 MiB: the client reads its head for the error codes, then hangs up
     (before: ``r.text`` read all of it into memory — an endless one, until memory ran out)."""
     host, written = registry
     err = _pull(tmp_path, host, timeout=5.0)
     assert isinstance(err, RegistryError) and err.data["reason"] == "protocol", err.data
-    # what the server got out before the client hung up: the head read, plus socket buffers
-    deadline = time.monotonic() + 30
-    while -1 not in written and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert -1 in written
-    assert sum(n for n in written if n > 0) < 32 << 20, sum(written)
+    _hung_up_early(written)
+
+
+@pytest.mark.parametrize("registry", [[(MANIFEST, _endless(302, {"Location": "/v2/team/x/manifests/elsewhere"}))]],
+                         indirect=True)
+def test_a_redirects_body_is_read_no_further_than_its_first_mebibyte(tmp_path: Path, registry: Any) -> None:
+    """A 302 whose body is 96 MiB: the redirect is followed (to a 404 here) after its head is
+    read (before: ``requests`` read all of it, ``resp.content``, before following it)."""
+    host, written = registry
+    err = _pull(tmp_path, host, timeout=5.0)
+    assert isinstance(err, RegistryError) and err.data["reason"] == "not_found", err.data
+    _hung_up_early(written)
 
 
 # ---------------------------------------------------------------------- catalogue (held before)
@@ -208,6 +234,7 @@ def test_a_retry_after_of_a_year_is_reported_not_waited_for(tmp_path: Path, regi
     assert isinstance(err, RegistryError), err
     assert (err.data["status"], err.data["reason"]) in ((429, "rate_limited"), (503, "server_error")), err.data
     assert "try again later" in err.message
+    _answered(written)
     assert written.count(-1) == 1
 
 
@@ -344,3 +371,23 @@ def test_credentials_do_not_go_to_an_upload_location_on_another_host(tmp_path: P
                 s.push(f"{host}/team/x:1.0.0")
     assert ei.value.data["reason"] == "unauthorized", ei.value.data
     assert seen and seen == [None] * len(seen), seen
+
+
+def test_the_clocks_share_one_watchdog_thread_not_a_timer_per_request() -> None:
+    """Every request armed a ``threading.Timer`` (an OS thread, again per re-arm): twenty
+    requests in flight were twenty threads. Now one watchdog thread serves every clock."""
+    import threading
+
+    from agentix.packages.registry_clock import RequestClock
+
+    clocks = [RequestClock(30.0) for _ in range(20)]
+    for c in clocks:
+        c.start()
+    try:
+        assert all(c.armed() for c in clocks)
+        assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+        assert len([t for t in threading.enumerate() if t.name == "registry-clock"]) == 1
+    finally:
+        for c in clocks:
+            c.stop()
+    assert not any(c.armed() for c in clocks) and not any(c.expired for c in clocks)

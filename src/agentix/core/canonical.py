@@ -40,12 +40,15 @@ __all__ = ["bounded_loads", "canonical_json", "canonical_loads"]
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
+#: the deepest nesting ``bounded_loads`` reads: what ``canonical_json`` writes (``_check``:
+#: 64 levels below the top), top level included
+MAX_DEPTH = 65
 
 
 def _check(value: Any, depth: int = 0) -> bool:
     """Validate ``value`` against the rule; return True if it needs the stdlib path."""
-    if depth > 64:
-        raise InvalidRequest("canonical JSON: nesting deeper than 64 levels")
+    if depth > MAX_DEPTH - 1:
+        raise InvalidRequest(f"canonical JSON: nesting deeper than {MAX_DEPTH - 1} levels")
     t = type(value)
     if t is str or value is None or t is bool:
         return False
@@ -96,11 +99,6 @@ def canonical_loads(data: bytes | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest("invalid JSON", reason=str(exc)) from None
-
-
-#: the deepest nesting ``bounded_loads`` reads: what ``canonical_json`` writes (``_check``),
-#: top level included
-MAX_DEPTH = 65
 
 
 def bounded_loads(data: bytes | str) -> Any:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentix.core.budget import DIMENSIONS
 from agentix.core.errors import HandoffEscalationDenied, PackageRejected
 from agentix.core.grants import parse_grants
 
@@ -161,7 +162,7 @@ def check_document(doc: Any) -> dict[str, Any]:
 
 #: what a snapshot's ``budget.spent`` may hold (``snapshots_api.capture``): counts are whole
 #: numbers, the cost a number; each finite and not negative
-SPENT_COUNTS = ("input_tokens", "output_tokens", "tool_calls", "children")
+SPENT_COUNTS = (*(d for d in DIMENSIONS if d != "cost_usd"), "tool_calls", "children")
 
 
 def _labels(x: Any) -> bool:
@@ -180,7 +181,7 @@ def _wrong_part(doc: dict[str, Any]) -> str | None:
             or not isinstance(budget.get("spent", {}), dict):
         return "budget must be {limits: {...}, spent: {...}}"
     for key, v in (budget.get("spent") or {}).items():
-        if key not in (*SPENT_COUNTS, "cost_usd"):
+        if key not in (*SPENT_COUNTS, *DIMENSIONS):
             return f"budget.spent.{key} is not something a budget counts"
         whole = key in SPENT_COUNTS
         if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or not 0 <= v < float("inf"):

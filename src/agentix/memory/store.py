@@ -30,6 +30,7 @@ replace). Thread-safe; embedding happens before the write is queued.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import sqlite3
@@ -225,8 +226,6 @@ class MemoryStore:
     def export(self, owner: str) -> list[dict[str, Any]]:
         """The owner's records for a snapshot, oldest first: content, category, metadata and
         the embedding (base64 float32, with the embedder's name); no ids or times."""
-        import base64
-
         rows = self.db.reader().execute(
             "SELECT category, content, metadata, embedder, embedding, taint FROM memories WHERE owner=? "
             "ORDER BY created_at, rowid", (owner,)).fetchall()
@@ -381,18 +380,19 @@ def _recorded_labels(raw: Any) -> list[str]:
 
 def _usable_embeddings(records: list[dict[str, Any]], embedder: str, dim: int) -> Any:
     """The exported embeddings as one ``(n, dim)`` float32 array; None (compute them again)
-    unless each names ``embedder`` and is base64 of ``dim`` finite floats of norm ~1 (untrusted)."""
-    import base64
+    unless each names ``embedder`` and is base64 of ``dim`` finite floats of norm ~1 (untrusted).
+    ``dim`` 0 (a remote embedder's, unknown until its first call): all of one length will do."""
     import binascii
 
     import numpy as np
-    if not dim or not all(r.get("embedder") == embedder and isinstance(r.get("embedding"), str) for r in records):
+    if not all(r.get("embedder") == embedder and isinstance(r.get("embedding"), str) for r in records):
         return None
     try:
         raw = [base64.b64decode(r["embedding"], validate=True) for r in records]
     except (binascii.Error, ValueError):
         return None
-    if any(len(b) != 4 * dim for b in raw):
+    size = 4 * dim or len(raw[0])  # dim 0: the first one's, and every other one's too
+    if not size or size % 4 or any(len(b) != size for b in raw):
         return None
     vecs = np.stack([np.frombuffer(b, np.float32) for b in raw])
     if not np.isfinite(vecs).all() or not np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-3):

@@ -64,16 +64,20 @@ class Challenges:
         current = self._current
         return {"Authorization": current} if current else {}
 
-    def answer(self, original: Any, headers: dict[str, str] | None, refresh: bool = False) -> tuple[dict[str, str], bool]:
+    def answer(self, original: Any, headers: dict[str, str] | None, refresh: bool = False, *,
+               fetch: Fetch | None = None) -> tuple[dict[str, str], bool]:
         """oras's ``authenticate_request``: the headers to retry ``original``'s request with,
-        and whether there is anything new to retry with."""
+        and whether there is anything new to retry with. ``fetch``: the asking client's (its
+        session, its clock) when it is not the one that made these answers — a sibling's token
+        fetch must not run on (and restart) its creator's clock."""
         headers = dict(headers or {})
         sent = headers.get("Authorization")
         scheme, params = parse_challenge(original.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
             value = self._basic
         elif scheme == "bearer":
-            value = self._static or self._bearer(params, refresh=refresh, sent=sent)
+            value = self._static or self._bearer(params, refresh=refresh, sent=sent,
+                                                            fetch=fetch or self._fetch)
         else:
             value = None
         if value is None or value == sent:
@@ -82,7 +86,7 @@ class Challenges:
         self._current = value
         return headers, True
 
-    def _bearer(self, params: dict[str, str], *, refresh: bool, sent: str | None) -> str | None:
+    def _bearer(self, params: dict[str, str], *, refresh: bool, sent: str | None, fetch: Fetch) -> str | None:
         realm = params.get("realm")
         if not realm:
             return None
@@ -93,7 +97,7 @@ class Challenges:
                 return value
             query = ([("service", key[1])] if key[1] else []) + [("scope", s) for s in key[2].split() if s]
             url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
-            status, body = self._fetch(url, {"Authorization": self._basic} if self._basic else {})
+            status, body = fetch(url, {"Authorization": self._basic} if self._basic else {})
             if status != 200 or len(body) > MAX_TOKEN_ANSWER:
                 return None
             try:

@@ -11,7 +11,7 @@ plain or TLS), and ``expired`` tells the caller the failure is ``timeout``.
 
 One clock per client (``RemoteRegistry``: one session, used by one thread at a time): each
 request starts it afresh (``start``), the code reading a body counts what arrives (``carried``),
-and a finished request stops it (``stop``).
+and a finished request stops it (``stop``). One watchdog thread serves every clock.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class RequestClock:
         self.expired = False
         self._begin = 0.0
         self._carried = 0
-        self._timer: threading.Timer | None = None
+        self._on = False  # a request is on the clock
         self._lock = threading.Lock()
         #: the client's connections (urllib3 connection objects, ``conn.sock``): shut down on expiry
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -46,39 +46,33 @@ class RequestClock:
     def start(self, carrying: int = 0) -> None:
         """A request starts now (sending ``carrying`` bytes of body known up front)."""
         with self._lock:
-            self._cancel()
             self._begin, self._carried, self.expired = time.monotonic(), carrying, False
-            self._arm(self.timeout + carrying / MIN_RATE)
+            self._on = True
+        _WATCHDOG.watch(self)
 
     def carried(self, n: int) -> None:
         """``n`` more bytes went or came: the deadline moves ``n / MIN_RATE`` seconds on."""
         self._carried += n
 
+    def armed(self) -> bool:
+        """Whether a request is on the clock (started, not stopped, not expired)."""
+        return self._on
+
     def stop(self) -> None:
         with self._lock:
-            self._cancel()
+            self._on = False
+        _WATCHDOG.forget(self)
 
-    def _cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _arm(self, after: float) -> None:
-        t = threading.Timer(max(after, 0.0), self._fire)
-        t.daemon = True
-        self._timer = t
-        t.start()
-
-    def _fire(self) -> None:
+    def _check(self, now: float) -> float | None:
+        """The watchdog's look: the deadline of the request on the clock (None: none is); one
+        past it expires here, its connections shut down."""
         with self._lock:
-            if self._timer is None or self._timer is not threading.current_thread():
-                return  # stopped, or started again meanwhile
-            left = self.deadline() - time.monotonic()
-            if left > 0:  # bytes moved meanwhile: not a drip yet
-                self._arm(left)
-                return
-            self._timer = None
-            self.expired = True
+            if not self._on:
+                return None
+            due = self.deadline()
+            if due > now:  # not a drip (yet): bytes moved, or time is left
+                return due
+            self._on, self.expired = False, True
             conns = list(self.connections)
         for c in conns:
             sock = getattr(c, "sock", None)
@@ -87,3 +81,44 @@ class RequestClock:
                     sock.shutdown(socket.SHUT_RDWR)  # the blocked read (or write) returns now
                 except OSError:
                     pass  # closed meanwhile
+        return None
+
+
+class _Watchdog:
+    """One thread for every clock of the process (not a ``threading.Timer`` per request):
+    it sleeps until the earliest deadline of the clocks that are on, and wakes when one is
+    started. Locks: a clock's own, then (outside it) the watchdog's; the watchdog never holds
+    its own while it looks at a clock."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._on: weakref.WeakSet[RequestClock] = weakref.WeakSet()
+        self._changed = False
+        self._thread: threading.Thread | None = None
+
+    def watch(self, clock: RequestClock) -> None:
+        with self._cv:
+            self._on.add(clock)
+            self._changed = True
+            if self._thread is None or not self._thread.is_alive():  # first use (or after a fork)
+                self._thread = threading.Thread(target=self._run, name="registry-clock", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def forget(self, clock: RequestClock) -> None:
+        with self._cv:
+            self._on.discard(clock)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                clocks, self._changed = list(self._on), False
+            now = time.monotonic()
+            dues = [d for d in (c._check(now) for c in clocks) if d is not None]
+            del clocks
+            with self._cv:
+                if not self._changed:
+                    self._cv.wait(max(min(dues) - time.monotonic(), 0.0) if dues else None)
+
+
+_WATCHDOG = _Watchdog()

@@ -211,6 +211,8 @@ class RemoteRegistry:
         def checked_redirect(r: requests.Response, *a: Any, **kw: Any) -> None:
             if r.is_redirect:
                 check_url(host, scheme, urljoin(r.url, r.headers.get("location", "")), resolve=answers)
+                # requests reads a redirect's body whole before following it: its head only
+                r._content = _read_head(r, MAX_ANSWER)
 
         self.reg.session.max_redirects = MAX_REDIRECTS
         self.reg.session.hooks["response"].append(checked_redirect)
@@ -259,8 +261,8 @@ class RemoteRegistry:
                 raise self._late(url)
             return r.status_code, body
 
-        #: answers to the registry's 401s, Basic or Bearer (packages/registry_auth.py); a token is
-        #: fetched under its lock, through the client that made it
+        #: answers to the registry's 401s, Basic or Bearer (packages/registry_auth.py), shared by
+        #: siblings; a token is fetched under its lock, through the client that asks (its clock)
         self.challenges = challenges or Challenges(credentials.username, credentials.password,
                                                    credentials.token, fetch)
 
@@ -268,7 +270,7 @@ class RemoteRegistry:
             if not self._own(original.url):  # credentials are the registry host's, never another's
                 return dict(headers or {}), False
             try:
-                return self.challenges.answer(original, headers, *a, **kw)
+                return self.challenges.answer(original, headers, *a, fetch=fetch, **kw)
             except AgentixError:  # a realm check_url refused
                 raise
             except Exception as err:  # a token realm we cannot reach, an answer we cannot read...
@@ -394,7 +396,11 @@ class RemoteRegistry:
         f = None
         try:
             h = hashlib.sha256()
-            n = flushed = 0
+            n = written = flushed = 0
+            # counted as each socket read arrives (the clock), written CHUNK at a time: one
+            # read1 is at most 16 KiB on TLS, and a write per read is ~64 times the syscalls
+            pieces: list[bytes] = []
+            held = 0
             f = open(tmp, "wb", buffering=0)
             try:
                 for chunk in _chunks(r, CHUNK):
@@ -407,12 +413,16 @@ class RemoteRegistry:
                         raise PackageRejected(f"{what}: the registry sent more than the {desc.size} "
                                               "bytes the manifest names", reason="digest_mismatch")
                     h.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[f.write(view):]
-                    if n - flushed >= WRITEBACK:  # the fsync below then finds most of it on disk
-                        start_writeback(f.fileno(), flushed, n - flushed)
-                        flushed = n
+                    pieces.append(chunk)
+                    held += len(chunk)
+                    if held < CHUNK:
+                        continue
+                    written += _write_all(f.fileno(), pieces)
+                    held = 0
+                    if written - flushed >= WRITEBACK:  # the fsync below then finds most of it on disk
+                        start_writeback(f.fileno(), flushed, written - flushed)
+                        flushed = written
+                _write_all(f.fileno(), pieces)
             except requests.RequestException as err:
                 if self.clock.expired:
                     raise self._late(r.url or self.host) from None
@@ -691,6 +701,19 @@ def _read_head(r: requests.Response, limit: int) -> bytes:
         raise _requests_error(err) from None
     finally:
         r.close()
+
+
+def _write_all(fd: int, pieces: list[bytes]) -> int:
+    """Write ``pieces`` to ``fd`` in one ``writev`` (no copy to join them; the rest, if it
+    writes less, one write at a time) and empty the list; how many bytes that was."""
+    n = sum(map(len, pieces))
+    done = os.writev(fd, pieces) if pieces else 0
+    if done < n:
+        view = memoryview(b"".join(pieces))[done:]
+        while view:
+            view = view[os.write(fd, view):]
+    pieces.clear()
+    return n
 
 
 def _chunks(r: requests.Response, size: int) -> Iterator[bytes]:
