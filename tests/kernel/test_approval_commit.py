@@ -107,3 +107,39 @@ def test_a_second_answer_while_the_first_is_being_recorded_is_refused(tmp_path: 
     second, denials, state = run(tmp_path, body, world=SleeperWorld)
     assert second == "conflict"
     assert denials == 0 and state == "used"
+
+
+def test_the_operators_answer_is_acknowledged_only_once_its_row_is_durable(tmp_path: Path) -> None:
+    """The answer's row is written by the store's writer; ``approval.respond`` answered before
+    that write was durable, so a kill -9 right after an acknowledged deny brought the request
+    back pending (a fresh-clone run caught it: tests/security/test_issue10_state_taint_secrets.py).
+    Here the row's write is held open: the respond must not answer until it lands."""
+    import concurrent.futures
+
+    async def body(w: World):
+        call, aid = await asking(w)
+        book = w.k.caps.approvals
+        save = book._save
+        held: list[concurrent.futures.Future] = []
+
+        def slow_save(a):
+            real = save(a)
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            real.add_done_callback(lambda _f: held.append(fut))  # landed; released by the test below
+            return fut
+
+        book._save = slow_save
+        respond = asyncio.ensure_future(w.op("approval.respond", id=aid, approve=False))
+        for _ in range(500):
+            if held:
+                break
+            await asyncio.sleep(0.01)
+        answered_early = respond.done()
+        held[0].set_result(None)
+        answer = await asyncio.wait_for(respond, 10)
+        call.cancel()
+        return answered_early, answer["state"]
+
+    answered_early, state = run(tmp_path, body, world=SleeperWorld)
+    assert not answered_early, "approval.respond answered before the answer's row was durable"
+    assert state == "denied"

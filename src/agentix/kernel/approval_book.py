@@ -91,13 +91,15 @@ class ApprovalBook:
         except KeyError:
             raise NotFound(f"no approval {approval_id!r}", approval_id=approval_id) from None
 
-    def put(self, a: Approval) -> None:
+    def put(self, a: Approval) -> concurrent.futures.Future[Any]:
+        """Put ``a`` in; its row is written by the store's writer (the future: once durable)."""
         self._items[a.id] = a
-        self._save(a)
+        saved = self._save(a)
         if a.state != "pending" and a.id in self._waiters:
             self._waiters[a.id].set()
         if a.state in _FINAL:
             self._final[a.id] = None  # newest last
+        return saved
 
     def _evict(self) -> None:
         """Forget (in memory; the store keeps them) the oldest final approvals past
@@ -123,12 +125,14 @@ class ApprovalBook:
         self._answering.add(approval_id)
         return a
 
-    def commit(self, a: Approval) -> Approval:
-        """Put in an ``answer`` (unless the request expired meanwhile); the approval as it is."""
+    async def commit(self, a: Approval) -> Approval:
+        """Put in an ``answer`` (unless the request expired meanwhile); the approval as it is,
+        once its row is durable (the operator's reply must not outrun it: a kill -9 after the
+        answer was acknowledged would bring the request back pending)."""
         self._answering.discard(a.id)
         current = self._items.get(a.id)
         if current is not None and current.state == "pending":
-            self.put(a)
+            await asyncio.wait([asyncio.wrap_future(self.put(a))])  # a failed write is logged (_save)
             return a
         return current or a
 

@@ -112,7 +112,7 @@ def register(pipeline: Pipeline, *, svc: CapabilityService, table: ProcessTable,
             except BaseException:
                 svc.approvals.withdraw(aid)
                 raise
-            return svc.approvals.commit(a)
+            return await svc.approvals.commit(a)
 
         return (await asyncio.shield(recorded_then_in_effect())).to_data()
 
