@@ -53,6 +53,19 @@ async def _answer(aw: Any) -> Any:
         return getattr(err, "code", type(err).__name__)
 
 
+async def _ended_while_held(call: Any, held: _Held, what: str) -> Any:
+    """End ``call`` while its worker thread is held inside ``what``, let the thread go on, and
+    return what the call answered once the thread is done (a late write has landed by then)."""
+    await _until(lambda: held.entered.is_set() or call.done(), f"the {what} in its thread")
+    assert not call.done(), call.result()
+    call.cancel()
+    await asyncio.sleep(0.2)
+    held.open.set()
+    answer = await _answer(call)
+    await _until(held.left.is_set, f"the {what}'s thread done")
+    return answer
+
+
 def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
@@ -114,13 +127,7 @@ def test_a_state_save_whose_call_ends_mid_write_answers_what_it_did(tmp_path, mo
         monkeypatch.setattr(w.k.state_store, "save", held)
         call = asyncio.ensure_future(w.k.pipeline.run(_caller(rec), "agent.state_save",
                                                       {"key": "k", "value": "late"}))
-        await _until(lambda: held.entered.is_set() or call.done(), "the save in its thread")
-        assert not call.done(), call.result()
-        call.cancel()
-        await asyncio.sleep(0.2)
-        held.open.set()
-        answer = await _answer(call)
-        await _until(held.left.is_set, "the save's thread done")
+        answer = await _ended_while_held(call, held, "save")
         from agentix.kernel.persistent import state_identity
         try:
             stored: Any = w.k.state_store.load_labelled(state_identity(rec), "k")[0]
@@ -281,13 +288,7 @@ def test_a_memory_store_ended_while_its_text_is_embedded_stores_nothing(tmp_path
         monkeypatch.setattr(w.k.memory.embedder, "embed_passages", held)
         call = asyncio.ensure_future(w.k.pipeline.run(_caller(rec), "tool.call", {
             "name": "memory_store", "args": {"content": "a note stored late"}}))
-        await _until(lambda: held.entered.is_set() or call.done(), "the embedding in its thread")
-        assert not call.done(), call.result()
-        call.cancel()
-        await asyncio.sleep(0.2)
-        held.open.set()
-        answer = await _answer(call)
-        await _until(held.left.is_set, "the embedding's thread done")
+        answer = await _ended_while_held(call, held, "embedding")
         await asyncio.sleep(0.2)  # a write after the embedding lands now
         return {"answer": answer, "stored": [r["content"] for r in w.k.memory.export(f"agent:{rec.agent_id}")]}
 
